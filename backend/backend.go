@@ -1,0 +1,57 @@
+// Package backend defines the contract between krakenctl's origins (and later the build-index)
+// and the durable storage behind them: a filesystem, S3, a plain HTTP server or an upstream
+// Docker/OCI registry. Each implementation lives in its own sub-package, decodes its own strict
+// configuration, and passes the shared conformance suite in backendtest.
+//
+// Objects are addressed by a namespace (for container images, the repository name, for example
+// "library/ubuntu") and a name (for blobs, the hex digest without its algorithm). Backends treat
+// both as opaque keys; the Router decides which backend serves which namespace.
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors. Implementations wrap them with %w so callers test with errors.Is.
+var (
+	// ErrNotFound means the object does not exist in the backend.
+	ErrNotFound = errors.New("backend: object not found")
+	// ErrReadOnly means the backend does not accept uploads (an upstream registry, an HTTP
+	// server that refuses PUT).
+	ErrReadOnly = errors.New("backend: read-only")
+	// ErrNoRoute means no configured backend matches the namespace.
+	ErrNoRoute = errors.New("backend: no backend for namespace")
+)
+
+// Info describes a stored object.
+type Info struct {
+	// Size is the object's length in bytes.
+	Size int64
+	// ModTime is when the backend last changed the object, when it knows; zero otherwise.
+	ModTime time.Time
+}
+
+// Backend is durable object storage addressed by (namespace, name).
+//
+// Every method takes ctx first and stops promptly when it is cancelled. All methods are safe
+// for concurrent use by multiple goroutines. A missing object is reported as an error wrapping
+// ErrNotFound; a backend that cannot store objects returns an error wrapping ErrReadOnly from
+// Upload.
+type Backend interface {
+	// Stat returns the object's size, or an error wrapping ErrNotFound.
+	Stat(ctx context.Context, namespace, name string) (Info, error)
+	// Download writes the whole object to w. It returns an error wrapping ErrNotFound when the
+	// object does not exist, in which case nothing has been written to w. On any other error w
+	// may have received a prefix of the object; the caller owns w and discards it.
+	Download(ctx context.Context, namespace, name string, w io.Writer) error
+	// Upload stores exactly the bytes of r, replacing any object of the same name. size is the
+	// length of r when known, or -1. Readers never observe a partially uploaded object: either
+	// the previous object or the whole new one. Upload does not close r.
+	Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error
+	// List returns the names (as passed to Upload) of the objects in namespace whose names start
+	// with prefix, in lexical order. An empty namespace lists nothing and is not an error.
+	List(ctx context.Context, namespace, prefix string) ([]string, error)
+}
