@@ -1,0 +1,85 @@
+// Package cmdutil holds what every command shares: the Factory of dependencies, the error types
+// that pick an exit code, and the table/JSON output printer.
+package cmdutil
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+)
+
+// Factory gives commands their dependencies, so tests can replace each one.
+type Factory struct {
+	IOStreams *iostreams.IOStreams
+	// HTTPClient returns the client used to talk to krakenctl servers.
+	HTTPClient func() *http.Client
+	// Logger returns the logger for operator commands (text, to ErrOut).
+	Logger func() *slog.Logger
+	// Version is the build's version string.
+	Version string
+}
+
+// New returns the Factory for a real process.
+func New(version string) *Factory {
+	ios := iostreams.System()
+	return &Factory{
+		IOStreams: ios,
+		HTTPClient: func() *http.Client {
+			// No overall timeout: blobs can be large. Dials and headers are bounded.
+			return &http.Client{Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				ResponseHeaderTimeout: 60 * time.Second,
+				IdleConnTimeout:       90 * time.Second,
+				MaxIdleConnsPerHost:   16,
+			}}
+		},
+		Logger: func() *slog.Logger {
+			return slog.New(slog.NewTextHandler(ios.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		},
+		Version: version,
+	}
+}
+
+// Exit codes. Errors map to them in one place: ExitCode.
+const (
+	ExitOK     = 0
+	ExitError  = 1
+	ExitUsage  = 2
+	ExitCancel = 130
+)
+
+// FlagError is a usage mistake: a bad flag or argument. It exits with ExitUsage.
+type FlagError struct{ Err error }
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+// FlagErrorf returns a FlagError with a formatted message.
+func FlagErrorf(format string, a ...any) error {
+	return &FlagError{Err: fmt.Errorf(format, a...)}
+}
+
+// ErrSilent exits non-zero without printing: the command already explained itself.
+var ErrSilent = errors.New("silent error")
+
+// ErrCancel is returned when the user interrupted the command.
+var ErrCancel = errors.New("cancelled")
+
+// ExitCode maps an error returned by a command to the process exit code.
+func ExitCode(err error) int {
+	var fe *FlagError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrCancel):
+		return ExitCancel
+	case errors.As(err, &fe):
+		return ExitUsage
+	default:
+		return ExitError
+	}
+}

@@ -1,0 +1,105 @@
+// Package root assembles krakenctl's command tree and turns a command's error into the process
+// exit code.
+package root
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/man"
+	"github.com/krakenctl/krakenctl/cli/serve"
+	"github.com/krakenctl/krakenctl/cli/version"
+)
+
+// buildVersion is set at link time by goreleaser (-X .../cli/root.buildVersion=v1.2.3).
+var buildVersion = ""
+
+// Command groups shown in help.
+const (
+	groupServers = "servers"
+	groupBlobs   = "blobs"
+	groupCluster = "cluster"
+)
+
+// NewCmdRoot returns the krakenctl command tree wired to f.
+func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "krakenctl",
+		Short: "Peer-to-peer distribution of container images and large blobs",
+		Long: `krakenctl distributes container images and large blobs to thousands of hosts through a
+peer-to-peer swarm. One binary runs every server role (origin, and later agent, tracker, proxy,
+build-index) and carries the operator commands.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       f.Version,
+	}
+	cmd.SetOut(f.IOStreams.Out)
+	cmd.SetErr(f.IOStreams.ErrOut)
+	cmd.SetIn(f.IOStreams.In)
+	cmd.AddGroup(
+		&cobra.Group{ID: groupServers, Title: "Server roles:"},
+		&cobra.Group{ID: groupBlobs, Title: "Blobs:"},
+		&cobra.Group{ID: groupCluster, Title: "Cluster:"},
+	)
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &cmdutil.FlagError{Err: err}
+	})
+
+	add := func(group string, c *cobra.Command) {
+		c.GroupID = group
+		cmd.AddCommand(c)
+	}
+	add(groupServers, serve.NewCmdServe(f))
+	for _, c := range blobCommands(f) {
+		add(groupBlobs, c)
+	}
+	for _, c := range clusterCommands(f) {
+		add(groupCluster, c)
+	}
+	cmd.AddCommand(version.NewCmdVersion(f, nil))
+	cmd.AddCommand(man.NewCmdMan(f, nil))
+	return cmd
+}
+
+// Main runs krakenctl with the process's arguments and returns the exit code.
+func Main() int {
+	v := buildVersion
+	if v == "" {
+		v = "(devel)"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+	}
+	f := cmdutil.New(v)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := NewCmdRoot(f)
+	err := cmd.ExecuteContext(ctx)
+	if err != nil && !errors.Is(err, cmdutil.ErrSilent) {
+		if ctx.Err() != nil && !errors.Is(err, cmdutil.ErrCancel) {
+			err = fmt.Errorf("%w: %w", cmdutil.ErrCancel, err)
+		}
+		fmt.Fprintf(f.IOStreams.ErrOut, "krakenctl: %v\n", err)
+		var fe *cmdutil.FlagError
+		if errors.As(err, &fe) {
+			fmt.Fprintf(f.IOStreams.ErrOut, "Run '%s --help' for usage.\n", commandPath(cmd))
+		}
+	}
+	return cmdutil.ExitCode(err)
+}
+
+func commandPath(root *cobra.Command) string {
+	c, _, err := root.Find(os.Args[1:])
+	if err != nil || c == nil {
+		return root.CommandPath()
+	}
+	return c.CommandPath()
+}
