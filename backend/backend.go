@@ -36,10 +36,12 @@ type Info struct {
 
 // Backend is durable object storage addressed by (namespace, name).
 //
-// Every method takes ctx first and stops promptly when it is cancelled. All methods are safe
-// for concurrent use by multiple goroutines. A missing object is reported as an error wrapping
-// ErrNotFound; a backend that cannot store objects returns an error wrapping ErrReadOnly from
-// Upload.
+// Every method takes ctx first and stops promptly when it is cancelled, returning an error
+// that wraps ctx.Err(). All methods are safe for concurrent use by multiple goroutines. A
+// missing object is reported as an error wrapping ErrNotFound; a namespace or name that fails
+// CheckNamespace or CheckName as an error wrapping ErrInvalidKey, before any I/O; a backend
+// that cannot store objects returns an error wrapping ErrReadOnly from Upload. Every
+// implementation passes the conformance suite in backend/backendtest.
 type Backend interface {
 	// Stat returns the object's size, or an error wrapping ErrNotFound.
 	Stat(ctx context.Context, namespace, name string) (Info, error)
@@ -48,10 +50,16 @@ type Backend interface {
 	// may have received a prefix of the object; the caller owns w and discards it.
 	Download(ctx context.Context, namespace, name string, w io.Writer) error
 	// Upload stores exactly the bytes of r, replacing any object of the same name. size is the
-	// length of r when known, or -1. Readers never observe a partially uploaded object: either
-	// the previous object or the whole new one. Upload does not close r.
+	// length of r when known, or -1. When size is not -1 and r yields a different number of
+	// bytes, Upload fails. Readers never observe a partially uploaded object: either the previous
+	// object or the whole new one. When Upload fails (a read error from r, which it wraps, a
+	// cancelled ctx, a size mismatch) the previous object, if any, is left as it was. Upload does
+	// not close r.
 	Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error
 	// List returns the names (as passed to Upload) of the objects in namespace whose names start
-	// with prefix, in lexical order. An empty namespace lists nothing and is not an error.
+	// with prefix, in lexical order. Objects of other namespaces, including namespaces nested
+	// under this one ("library/ubuntu" under "library"), are not listed. An empty namespace lists
+	// nothing and is not an error. A backend that cannot enumerate objects returns an error
+	// wrapping errors.ErrUnsupported.
 	List(ctx context.Context, namespace, prefix string) ([]string, error)
 }
