@@ -1,0 +1,127 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error Config.Validate returns.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// Default values applied by Config.Defaults to fields left at their zero value.
+const (
+	DefaultReplicas       = 3
+	DefaultHealthInterval = 5 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultFailThreshold  = 3
+	DefaultPassThreshold  = 2
+)
+
+// Config describes the origin ring. It is the `ring:` section of a role's YAML file; durations
+// are Go duration strings ("5s", "1m30s"), and a bare number is rejected by the YAML decoder
+// rather than read as nanoseconds.
+type Config struct {
+	// Members are the origins' "host:port" addresses, the same list on every process. Order
+	// does not matter; duplicates are rejected by Validate.
+	Members []string `yaml:"members"`
+	// Replicas is R, how many members hold each blob. When it exceeds the number of members,
+	// every member holds every blob.
+	Replicas int `yaml:"replicas"`
+	// HealthInterval is the time between two rounds of active health checks.
+	HealthInterval time.Duration `yaml:"health_interval"`
+	// HealthTimeout bounds one member's check; a check that takes longer fails. It must not
+	// exceed HealthInterval.
+	HealthTimeout time.Duration `yaml:"health_timeout"`
+	// FailThreshold is how many consecutive failed checks mark a healthy member down.
+	FailThreshold int `yaml:"fail_threshold"`
+	// PassThreshold is how many consecutive successful checks mark a down member up.
+	PassThreshold int `yaml:"pass_threshold"`
+}
+
+// Defaults fills the fields left at their zero value (except Members, which has no default).
+// Negative values are kept so Validate can reject them.
+func (c *Config) Defaults() {
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.HealthInterval == 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = DefaultHealthTimeout
+	}
+	if c.FailThreshold == 0 {
+		c.FailThreshold = DefaultFailThreshold
+	}
+	if c.PassThreshold == 0 {
+		c.PassThreshold = DefaultPassThreshold
+	}
+}
+
+// Validate reports every problem in c, each naming its YAML key (for example
+// "ring.replicas must be >= 1, got 0"), joined into one error that wraps ErrInvalidConfig. Call
+// Defaults first: Validate treats zero values as errors.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+	}
+	if len(c.Members) == 0 {
+		bad("ring.members must list at least one origin host:port")
+	}
+	seen := make(map[string]int, len(c.Members))
+	for i, m := range c.Members {
+		if err := CheckMember(m); err != nil {
+			bad("ring.members[%d]: %w", i, err)
+			continue
+		}
+		if j, dup := seen[m]; dup {
+			bad("ring.members[%d]: %q duplicates ring.members[%d]", i, m, j)
+			continue
+		}
+		seen[m] = i
+	}
+	if c.Replicas < 1 {
+		bad("ring.replicas must be >= 1, got %d", c.Replicas)
+	}
+	if c.HealthInterval <= 0 {
+		bad("ring.health_interval must be > 0, got %s", c.HealthInterval)
+	}
+	if c.HealthTimeout <= 0 {
+		bad("ring.health_timeout must be > 0, got %s", c.HealthTimeout)
+	} else if c.HealthInterval > 0 && c.HealthTimeout > c.HealthInterval {
+		bad("ring.health_timeout (%s) must not exceed ring.health_interval (%s)", c.HealthTimeout, c.HealthInterval)
+	}
+	if c.FailThreshold < 1 {
+		bad("ring.fail_threshold must be >= 1, got %d", c.FailThreshold)
+	}
+	if c.PassThreshold < 1 {
+		bad("ring.pass_threshold must be >= 1, got %d", c.PassThreshold)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckMember reports whether addr is a usable member address: "host:port" with a non-empty
+// host (a name, an IPv4 address or a bracketed IPv6 address) and a decimal port in 1..65535,
+// with no scheme, path or whitespace.
+func CheckMember(addr string) error {
+	if strings.ContainsAny(addr, "/?#@ \t\r\n\x00") {
+		return fmt.Errorf("member %q must be host:port, without scheme, path or spaces", addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("member %q must be host:port: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("member %q has an empty host", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
+		return fmt.Errorf("member %q has port %q, want a number in 1..65535", addr, port)
+	}
+	return nil
+}
