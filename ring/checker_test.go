@@ -2,6 +2,8 @@ package ring_test
 
 import (
 	"context"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -47,7 +49,7 @@ func TestHTTPChecker(t *testing.T) {
 	var gotPath atomic.Value
 	healthy := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		gotPath.Store(r.Method + " " + r.URL.Path)
-		w.Write([]byte("ok"))
+		_, _ = w.Write([]byte("ok"))
 	})
 	noContent := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	failing := serve(t, func(w http.ResponseWriter, r *http.Request) {
@@ -110,11 +112,14 @@ func TestHTTPCheckerRejectsBadInput(t *testing.T) {
 
 func TestHTTPCheckerHTTPS(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, "/health") {
 			w.WriteHeader(http.StatusNotFound)
 		}
 	}))
+	// The plain-HTTP probe below makes the server log a handshake error; keep test output clean.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c := ring.HTTPChecker{Client: srv.Client(), Scheme: "https"}
 	require.NoError(t, c.Check(t.Context(), srv.Listener.Addr().String()))

@@ -40,7 +40,7 @@ func sequentialKeys(n int) []string {
 // MurmurHash3 fmix64 finalizer, independently of the package's inlined loop.
 func referenceWeight(member, key string) uint64 {
 	h := fnv.New64a()
-	h.Write([]byte(member + "\x00" + key))
+	_, _ = h.Write([]byte(member + "\x00" + key))
 	x := h.Sum64()
 	x ^= x >> 33
 	x *= 0xff51afd7ed558ccd

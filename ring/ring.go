@@ -223,6 +223,9 @@ func (r *Ring) Run(ctx context.Context) error {
 // ctx ends before the round completes; checks cut short by ctx are not recorded, because they
 // say nothing about the member.
 func (r *Ring) CheckNow(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("check ring: %w", err)
+	}
 	select {
 	case r.round <- struct{}{}:
 	case <-ctx.Done():
