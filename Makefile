@@ -1,0 +1,42 @@
+# krakenctl: the developer and CI entry points. `make test` is the one command that proves the
+# tree works: it installs what is missing, starts the real servers and runs every check and test.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+BIN ?= bin/krakenctl
+
+.PHONY: all build test deps lint docs release-check clean help
+
+all: build
+
+## build: the krakenctl binary for this machine, pure Go, into bin/krakenctl
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/krakenctl
+
+## test: install test dependencies, start servers, static checks, go test -race ./...
+test:
+	scripts/test.sh
+
+## deps: install the test dependencies only (apt packages, goreleaser, SeaweedFS)
+deps:
+	scripts/install-test-deps.sh
+
+## lint: gofmt and go vet
+lint:
+	scripts/check.sh fmt vet
+
+## docs: regenerate completions/ and man/ (commit the result)
+docs:
+	scripts/gen-docs.sh
+
+## release-check: goreleaser check and pure-Go cross builds for linux/darwin x amd64/arm64
+release-check:
+	scripts/check.sh release cross
+
+## clean: remove build outputs
+clean:
+	rm -rf bin dist
+
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)

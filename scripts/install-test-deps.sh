@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# install-test-deps.sh: install everything `make test` needs on a Debian 12 machine, and nothing
+# that is already there. Safe to run again: a warm machine skips apt and the Go builds.
+#
+#   scripts/install-test-deps.sh
+#
+# What it installs:
+#   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates,
+#         docker-registry (the upstream-registry backend tests)
+#   Go    the toolchain named by GO_VERSION into /usr/local/go, only if `go` is missing
+#   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin
+#   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
+#
+# Runs as root (apt-get); as another user it uses sudo when it has to install packages.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+GO_VERSION=${GO_VERSION:-1.26.8}
+GORELEASER_MODULE=github.com/goreleaser/goreleaser/v2
+GORELEASER_VERSION=${GORELEASER_VERSION:-v2.15.1}
+
+log() { echo "install-test-deps: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    log "need root to run: $*"
+    return 1
+  fi
+}
+
+# apt_install installs the packages that dpkg does not report as installed. apt-get update runs
+# at most once, and only when something is missing.
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+install_go() {
+  export PATH=/usr/local/go/bin:$PATH
+  if command -v go >/dev/null 2>&1; then
+    return 0
+  fi
+  local arch
+  case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64) arch=arm64 ;;
+    *) log "no Go toolchain and no download for $(uname -m): install Go $GO_VERSION by hand"; return 1 ;;
+  esac
+  log "installing Go $GO_VERSION into /usr/local/go"
+  local tmp; tmp=$(mktemp -d)
+  curl -fsSL -o "$tmp/go.tgz" "https://go.dev/dl/go$GO_VERSION.linux-$arch.tar.gz"
+  as_root rm -rf /usr/local/go
+  as_root tar -C /usr/local -xzf "$tmp/go.tgz"
+  rm -rf "$tmp"
+  go version
+}
+
+# go_tool_ok BIN MODULE VERSION: BIN exists and was built from MODULE at VERSION.
+go_tool_ok() {
+  local bin=$1 module=$2 version=$3
+  [ -x "$bin" ] || return 1
+  go version -m "$bin" 2>/dev/null | awk -v m="$module" -v v="$version" '$1 == "mod" && $2 == m && $3 == v { ok = 1 } END { exit !ok }'
+}
+
+install_go_tool() {
+  local name=$1 module=$2 version=$3 pkg=${4:-$2}
+  local bindir; bindir=$(go env GOBIN)
+  [ -n "$bindir" ] || bindir=$(go env GOPATH)/bin
+  if go_tool_ok "$bindir/$name" "$module" "$version"; then
+    return 0
+  fi
+  log "go install $pkg@$version (one time; goreleaser takes ~5 min cold)"
+  local start=$SECONDS
+  # Outside the repository, so the project's go.mod is neither read nor touched.
+  (cd / && CGO_ENABLED=0 go install "$pkg@$version")
+  log "built $name in $((SECONDS - start))s"
+}
+
+apt_install ca-certificates curl git make gcc libc6-dev docker-registry
+install_go
+install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
+scripts/s3-server.sh install
+if [ -x scripts/registry-server.sh ] && grep -q '^ *install)' scripts/registry-server.sh; then
+  scripts/registry-server.sh install
+fi
+log "all test dependencies present"
