@@ -155,7 +155,9 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 // server answers 403 or 405, it returns an error wrapping backend.ErrReadOnly. With size >= 0
 // the body is sent with that Content-Length and a reader yielding any other number of bytes
 // fails the request before the server has received a complete body; with size -1 the body
-// is sent chunked. r is never read after Upload returns.
+// is sent chunked. Bodies of unknown size or of at least 1 MiB are sent with
+// "Expect: 100-continue", so a server that refuses the PUT does so before the body is read.
+// r is never read after Upload returns.
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
 	u, err := b.objectURL(namespace, name, false)
 	if err != nil {
@@ -197,6 +199,10 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 	}
 }
 
+// expectContinueMin is the body size from which Upload asks the server for a
+// "100 Continue" before sending the body.
+const expectContinueMin = 1 << 20
+
 // send performs one request. Config.Timeout bounds the wait for response headers, counted
 // from the end of the request body. The returned response's body must be closed.
 func (b *Backend) send(ctx context.Context, method, u string, body io.Reader, size int64, accept string) (*http.Response, error) {
@@ -215,6 +221,10 @@ func (b *Backend) send(ctx context.Context, method, u string, body io.Reader, si
 	}
 	if body != nil {
 		req.ContentLength = size
+		if size < 0 || size >= expectContinueMin {
+			// Let the server refuse (405, 401, 413...) before the body is sent.
+			req.Header.Set("Expect", "100-continue")
+		}
 	}
 	for k, v := range b.cfg.Headers {
 		req.Header.Set(k, v)

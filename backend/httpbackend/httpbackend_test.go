@@ -559,3 +559,30 @@ func TestReadsFSBackendLayout(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, slices.Equal([]string{"layer"}, names), "got %v", names)
 }
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestUploadRefusedBeforeBody checks that a large upload asks for "100 Continue", so a
+// server refusing PUT answers before any of the body is read.
+func TestUploadRefusedBeforeBody(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(readOnlyFileServer(t.TempDir()))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, httpbackend.Config{URL: srv.URL, AllowPut: true})
+	for _, size := range []int64{32 << 20, -1} {
+		r := &countingReader{r: bytes.NewReader(make([]byte, 32<<20))}
+		err := b.Upload(t.Context(), "ns", "obj", r, size)
+		require.ErrorIs(t, err, backend.ErrReadOnly)
+		require.Zero(t, r.n.Load(), "bytes of the body read before the refusal (size %d)", size)
+	}
+}
