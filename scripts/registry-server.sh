@@ -2,6 +2,7 @@
 # registry-server.sh runs Debian's docker-registry (distribution 2.8) on loopback for the
 # upstream-registry backend tests (backend/registry, TestRealRegistry).
 #
+#   scripts/registry-server.sh install                  install docker-registry and htpasswd (apt)
 #   scripts/registry-server.sh start PORT [USER PASS]   install if needed, start, wait, print exports
 #   scripts/registry-server.sh stop PORT                stop it (by PID) and delete its data
 #
@@ -14,11 +15,12 @@
 # Exports: REGISTRY_ADDR=127.0.0.1:PORT, and with USER/PASS (htpasswd basic authentication)
 # REGISTRY_USERNAME and REGISTRY_PASSWORD. The registry listens on 127.0.0.1 only, stores
 # blobs under $REGISTRY_STATE_DIR/PORT (default ${TMPDIR:-/tmp}/krakenctl-registry/PORT) and
-# logs there to registry.log. Installing needs root on Debian 12 (apt-get).
+# logs there to registry.log. Installing needs root (or sudo) on Debian 12 (apt-get); it never
+# lets apt start the packaged registry service.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 start PORT [USER PASS] | stop PORT" >&2
+	echo "usage: $0 install | start PORT [USER PASS] | stop PORT" >&2
 	exit 2
 }
 
@@ -31,24 +33,46 @@ check_port() {
 	[[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)) || { log "invalid port '$1'"; exit 2; }
 }
 
+as_root() {
+	if [[ $(id -u) == 0 ]]; then
+		"$@"
+	elif command -v sudo >/dev/null; then
+		sudo "$@"
+	else
+		log "need root to run: $*"
+		return 1
+	fi
+}
+
 # apt_install PACKAGE... installs Debian packages without starting their services.
 apt_install() {
 	local guard=""
 	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
 		# Keep apt from starting the packaged registry service on :5000 (all interfaces).
 		guard=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' >"$guard"
-		chmod 755 "$guard"
-		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+		printf '#!/bin/sh\nexit 101\n' | as_root tee "$guard" >/dev/null
+		as_root chmod 755 "$guard"
+		trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
 	fi
 	log "installing $* with apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq --no-install-recommends "$@" >&2
+	as_root apt-get update -qq >&2
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 	if [[ -n $guard ]]; then
-		rm -f "$guard"
+		as_root rm -f "$guard"
 		trap - EXIT
 	fi
+	if [[ " $* " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+		# Nor start it at the next boot.
+		as_root systemctl disable docker-registry.service >/dev/null 2>&1 || true
+	fi
+}
+
+# install_missing [auth] installs docker-registry, and htpasswd with auth, if missing.
+install_missing() {
+	local pkgs=()
+	[[ -x $registry_bin ]] || pkgs+=(docker-registry)
+	[[ -z ${1:-} ]] || command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
+	((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
 }
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -77,15 +101,7 @@ start() {
 		exit 1
 	fi
 
-	local pkgs=()
-	[[ -x $registry_bin ]] || pkgs+=(docker-registry)
-	[[ -z $user ]] || command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
-	if ((${#pkgs[@]})); then
-		apt_install "${pkgs[@]}"
-		if [[ " ${pkgs[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
-			systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
-		fi
-	fi
+	install_missing "$user"
 
 	rm -rf "$dir"
 	mkdir -p "$dir/data"
@@ -172,6 +188,7 @@ stop() {
 }
 
 case ${1:-} in
+install) (($# == 1)) || usage; install_missing auth ;;
 start) (($# == 2 || $# == 4)) || usage; start "$2" "${3:-}" "${4:-}" ;;
 stop) (($# == 2)) || usage; stop "$2" ;;
 *) usage ;;
