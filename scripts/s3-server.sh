@@ -34,6 +34,12 @@ install() {
   mv "$WEED.tmp" "$WEED"
 }
 
+# s3curl METHOD URL [curl args...]: a SigV4-signed request; prints the HTTP status code.
+s3curl() {
+  local method=$1 url=$2; shift 2
+  curl -sS -o /dev/null -w '%{http_code}' -X "$method" --aws-sigv4 "aws:amz:us-east-1:s3" "$@" "$url" 2>/dev/null || true
+}
+
 start() {
   local port=${1:?port} bucket=${2:-krakenctl-test}
   install
@@ -45,22 +51,40 @@ start() {
     cat >"$dir/s3.json" <<JSON
 {"identities":[{"name":"test","credentials":[{"accessKey":"$AWS_ACCESS_KEY_ID","secretKey":"$AWS_SECRET_ACCESS_KEY"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
-    "$WEED" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-      -s3.port="$port" -master.port=$((port+1)) -volume.port=$((port+2)) -filer.port=$((port+3)) \
-      -s3.config="$dir/s3.json" >"$dir/log" 2>&1 &
+    # Every TCP listener on 127.0.0.1 in PORT..PORT+14 (HTTP at +0..+4, gRPC at +10..+14);
+    # WebDAV, the admin UI, Iceberg, Lance and telemetry off; unix sockets inside $dir.
+    "$WEED" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -metricsIp=127.0.0.1 \
+      -s3.port="$port" -s3.port.grpc=$((port+13)) -s3.port.iceberg=0 -s3.port.lance=0 \
+      -s3.config="$dir/s3.json" -s3.localSocket="$dir/s3.sock" -bucket="$bucket" \
+      -master.port=$((port+1)) -master.port.grpc=$((port+10)) -master.telemetry=false \
+      -volume.port=$((port+2)) -volume.port.grpc=$((port+11)) \
+      -filer.port=$((port+3)) -filer.port.grpc=$((port+12)) -filer.localSocket="$dir/filer.sock" \
+      -admin.port=$((port+4)) -admin.port.grpc=$((port+14)) -admin.port.legacy=0 -admin.ui=false \
+      -webdav=false </dev/null >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
   fi
-  local i
+  local url=http://127.0.0.1:$port/$bucket status i
+  # Ready when a signed ListObjectsV2 of the bucket succeeds; create the bucket if the server
+  # is up but has not made it yet.
   for i in $(seq 1 300); do
-    if curl -fsS -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" \
-         --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "http://127.0.0.1:$port/" 2>/dev/null; then
-      break
+    status=$(s3curl GET "$url?list-type=2" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
+    [ "$status" = 200 ] && break
+    if [ "$status" = 404 ]; then
+      s3curl PUT "$url" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" >/dev/null
     fi
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || { echo "s3-server: weed exited; log:" >&2; tail -30 "$dir/log" >&2; return 1; }
     sleep 0.2
   done
-  curl -fsS -o /dev/null -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
-    --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "http://127.0.0.1:$port/$bucket" 2>/dev/null || true
+  if [ "$status" != 200 ]; then
+    echo "s3-server: bucket $bucket not ready after 60 s (last status $status); log: $dir/log" >&2
+    stop "$port"; return 1
+  fi
+  # Refuse to hand out a server that does not check signatures.
+  status=$(s3curl GET "$url?list-type=2" --user "$AWS_ACCESS_KEY_ID:wrong-$AWS_SECRET_ACCESS_KEY")
+  if [ "$status" != 403 ]; then
+    echo "s3-server: a wrong secret got HTTP $status, not 403: credentials are not enforced" >&2
+    stop "$port"; return 1
+  fi
   echo "export S3_ENDPOINT=http://127.0.0.1:$port"
   echo "export S3_BUCKET=$bucket"
   echo "export AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
