@@ -1,0 +1,339 @@
+// Package dev runs a local origin cluster in one process, for trying krakenctl on a laptop and
+// for tests: N origins on consecutive loopback ports, sharing one filesystem backend, each with
+// its own store under one directory. `krakenctl dev up` is a thin wrapper around it.
+//
+// A Cluster is built with New (which validates, locks the directory, binds every listener and
+// opens every origin) and then either Run once, or released with Close. Once every origin
+// answers /readyz, Run writes the endpoints file (if configured) so operator commands find the
+// cluster, and it removes that file again when it returns.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/krakenctl/krakenctl/backend/fs"
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server"
+	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/origin"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultOrigins        = 3
+	DefaultPort           = 15000
+	DefaultHealthInterval = 2 * time.Second
+	// MaxOrigins bounds Config.Origins: a dev cluster is for one machine.
+	MaxOrigins = 64
+	// Host is the only address a dev cluster listens on.
+	Host = "127.0.0.1"
+)
+
+// Errors returned by New and Run.
+var (
+	// ErrInvalidConfig is wrapped by every error about a bad Config.
+	ErrInvalidConfig = errors.New("invalid dev cluster config")
+	// ErrDirInUse means another dev cluster runs from the same directory.
+	ErrDirInUse = errors.New("dev cluster directory in use")
+	// ErrAlreadyRun is returned by Run after Run or Close.
+	ErrAlreadyRun = errors.New("dev cluster already run or closed")
+)
+
+// Config describes a dev cluster.
+type Config struct {
+	// Origins is how many origins run; DefaultOrigins when zero.
+	Origins int
+	// Dir holds every origin's store (Dir/origin-<i>), the shared filesystem backend
+	// (Dir/backend) and the lock file. Required; created if missing.
+	Dir string
+	// Port is the first origin's port; origin i listens on 127.0.0.1:Port+i. Zero means an
+	// ephemeral port for every origin (tests). Use DefaultPort for the documented default.
+	Port int
+	// EndpointsFile, when set, is written with the origins' addresses once every origin is
+	// ready, and removed when Run returns.
+	EndpointsFile string
+	// HealthInterval is the ring's health check interval; DefaultHealthInterval when zero.
+	HealthInterval time.Duration
+}
+
+// Deps are a dev cluster's collaborators.
+type Deps struct {
+	// Logger receives every origin's logs; nil discards them.
+	Logger *slog.Logger
+	// HTTPClient is used for readiness checks; nil means a client with a short timeout.
+	HTTPClient *http.Client
+}
+
+// Cluster is a local origin cluster. Endpoints and Ready are safe for concurrent use; Run and
+// Close are called at most once between them.
+type Cluster struct {
+	cfg     Config
+	log     *slog.Logger
+	hc      *http.Client
+	addrs   []string
+	origins []*origin.Server
+	unlock  func()
+	ready   chan struct{}
+
+	mu   sync.Mutex
+	used bool // Run or Close was called
+}
+
+// New validates cfg, takes the directory's lock, binds a loopback listener for each origin and
+// opens each origin's store. On error nothing stays open. The caller must then call Run or Close.
+func New(cfg Config, deps Deps) (*Cluster, error) {
+	if cfg.Origins == 0 {
+		cfg.Origins = DefaultOrigins
+	}
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hc := deps.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 5 * time.Second}
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create dev dir: %w", err)
+	}
+	unlock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, log: log, hc: hc, unlock: unlock, ready: make(chan struct{})}
+	lns, err := listen(cfg)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	for _, ln := range lns {
+		c.addrs = append(c.addrs, ln.Addr().String())
+	}
+	for i, ln := range lns {
+		// Each origin gets its own registry, so its /metrics shows only its own series.
+		reg := admin.NewRegistry()
+		srv, err := origin.New(c.originConfig(i), origin.Deps{
+			Listener:   ln,
+			Logger:     log,
+			Registerer: reg,
+			Gatherer:   reg,
+		})
+		if err != nil {
+			for _, l := range lns[i:] {
+				l.Close()
+			}
+			c.release()
+			return nil, fmt.Errorf("start origin %s: %w", c.addrs[i], err)
+		}
+		c.origins = append(c.origins, srv)
+	}
+	return c, nil
+}
+
+func (cfg Config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	if cfg.Origins < 1 || cfg.Origins > MaxOrigins {
+		bad("origins must be between 1 and %d, got %d", MaxOrigins, cfg.Origins)
+	}
+	if cfg.Dir == "" {
+		bad("dir is required")
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		bad("port must be between 0 and 65535, got %d", cfg.Port)
+	} else if cfg.Port > 0 && cfg.Origins >= 1 && cfg.Port+cfg.Origins-1 > 65535 {
+		bad("port %d leaves no room for %d origins (the last port would be %d)", cfg.Port, cfg.Origins, cfg.Port+cfg.Origins-1)
+	}
+	if cfg.HealthInterval < 0 {
+		bad("health interval must not be negative, got %s", cfg.HealthInterval)
+	}
+	return errors.Join(errs...)
+}
+
+// listen binds one loopback listener per origin, closing all of them if any bind fails.
+func listen(cfg Config) ([]net.Listener, error) {
+	lns := make([]net.Listener, 0, cfg.Origins)
+	for i := range cfg.Origins {
+		port := 0
+		if cfg.Port > 0 {
+			port = cfg.Port + i
+		}
+		addr := net.JoinHostPort(Host, strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen on %s for origin %d: %w", addr, i, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// originConfig is origin i's configuration: every origin is a ring member, blobs live on
+// min(3, N) of them, and every namespace writes back to the shared filesystem backend.
+func (c *Cluster) originConfig(i int) origin.Config {
+	addr := c.addrs[i]
+	return origin.Config{
+		Listen:    addr,
+		Advertise: addr,
+		Store:     origin.StoreConfig{Dir: filepath.Join(c.cfg.Dir, fmt.Sprintf("origin-%d", i))},
+		Ring: ring.Config{
+			Members:        c.addrs,
+			Replicas:       c.Replicas(),
+			HealthInterval: c.cfg.HealthInterval,
+			HealthTimeout:  min(ring.DefaultHealthTimeout, c.cfg.HealthInterval),
+		},
+		Backends: []backends.Config{{
+			Namespace: ".*",
+			Name:      "dev-fs",
+			FS:        &fs.Config{Root: filepath.Join(c.cfg.Dir, "backend")},
+		}},
+	}
+}
+
+// Endpoints returns the origins' addresses ("127.0.0.1:port"), in origin order. They are known
+// as soon as New returns.
+func (c *Cluster) Endpoints() []string { return append([]string(nil), c.addrs...) }
+
+// Replicas returns how many origins hold each blob.
+func (c *Cluster) Replicas() int { return min(ring.DefaultReplicas, len(c.addrs)) }
+
+// Dir returns the cluster's directory.
+func (c *Cluster) Dir() string { return c.cfg.Dir }
+
+// Ready is closed once every origin answers /readyz and the endpoints file is written.
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+// Run serves every origin until ctx ends or one of them fails, then shuts all of them down,
+// removes the endpoints file and releases the directory. It returns nil after a clean shutdown
+// on cancellation, and the first error otherwise (an origin's, or writing the endpoints file).
+// Run may be called once.
+func (c *Cluster) Run(ctx context.Context) error {
+	if !c.claim() {
+		return ErrAlreadyRun
+	}
+	defer c.unlock()
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	roles := make([]server.Role, len(c.origins))
+	for i, o := range c.origins {
+		roles[i] = o
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- server.Run(runCtx, roles...) }()
+
+	// Readiness is polled beside the origins, so an origin that fails at start ends the wait.
+	readyCtx, stopReady := context.WithCancel(runCtx)
+	defer stopReady()
+	readyErr := make(chan error, 1)
+	go func() { readyErr <- c.waitReady(readyCtx) }()
+
+	select {
+	case err := <-runErr:
+		stopReady()
+		<-readyErr
+		return err
+	case err := <-readyErr:
+		if err != nil { // ctx ended before every origin was ready
+			stop()
+			return <-runErr
+		}
+	}
+	if c.cfg.EndpointsFile != "" {
+		if err := WriteEndpoints(c.cfg.EndpointsFile, Endpoints{Origins: c.addrs}); err != nil {
+			stop()
+			return errors.Join(err, <-runErr)
+		}
+		defer func() {
+			if err := removeEndpoints(c.cfg.EndpointsFile, c.addrs); err != nil {
+				c.log.Warn("remove endpoints file", "path", c.cfg.EndpointsFile, "err", err)
+			}
+		}()
+	}
+	c.log.Info("dev cluster ready", "origins", c.addrs, "dir", c.cfg.Dir)
+	close(c.ready)
+	return <-runErr
+}
+
+// waitReady polls every origin's /readyz until all answer 200 or ctx ends.
+func (c *Cluster) waitReady(ctx context.Context) error {
+	const poll = 50 * time.Millisecond
+	for _, addr := range c.addrs {
+		o := client.NewOrigin(addr, c.hc)
+		for {
+			err := o.Ready(ctx)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(poll):
+			}
+		}
+	}
+	return nil
+}
+
+// Close releases a cluster that was never Run: it closes every origin (their listeners, stores
+// and queues) and the directory lock. After Run it does nothing and returns nil.
+func (c *Cluster) Close() error {
+	if !c.claim() {
+		return nil
+	}
+	c.release()
+	return nil
+}
+
+func (c *Cluster) claim() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.used {
+		return false
+	}
+	c.used = true
+	return true
+}
+
+// release shuts down origins that were opened but never served, then unlocks the directory.
+// origin.Server has no Close: running it under a cancelled context opens nothing new, closes
+// its listener and queue, and returns.
+func (c *Cluster) release() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, o := range c.origins {
+		if err := o.Run(ctx); err != nil {
+			c.log.Warn("close origin", "addr", o.Addr(), "err", err)
+		}
+	}
+	c.unlock()
+}
+
+// Interface guards
+var _ server.Role = (*Cluster)(nil)

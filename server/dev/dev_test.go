@@ -1,0 +1,299 @@
+package dev_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/dev/devtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// httpClient returns a client whose idle connections are closed when the test ends.
+func httpClient(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b, digest.FromBytes(b)
+}
+
+// run runs c until the test ends and returns once it is ready.
+func run(t *testing.T, c *dev.Cluster) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	stopped := false
+	var runErr error
+	stop = func() error {
+		if !stopped {
+			cancel()
+			runErr, stopped = <-errc, true
+		}
+		return runErr
+	}
+	t.Cleanup(func() { require.NoError(t, stop()) })
+	select {
+	case <-c.Ready():
+	case err := <-errc:
+		stopped, runErr = true, err
+		t.Fatalf("dev cluster stopped before it was ready: %v", err)
+	}
+	return stop
+}
+
+func TestPushPullThroughCluster(t *testing.T) {
+	t.Parallel()
+	c := devtest.Start(t, 3)
+	addrs := c.Endpoints()
+	require.Len(t, addrs, 3)
+	cl := client.NewCluster(addrs, httpClient(t))
+
+	st, err := cl.Ring(t.Context(), "")
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Replicas)
+	var members []string
+	for _, m := range st.Members {
+		members = append(members, m.Addr)
+	}
+	require.ElementsMatch(t, addrs, members)
+
+	data, d := randomBlob(t, 5<<20)
+	res, err := cl.Push(t.Context(), "dev-test", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{ChunkSize: 1 << 20})
+	require.NoError(t, err)
+	require.Equal(t, d, res.Digest)
+	require.Len(t, res.Owners, 3, "each blob is on min(3, N) origins")
+
+	var got bytes.Buffer
+	n, err := cl.Pull(t.Context(), "dev-test", d, &got, nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(data)), n)
+	require.True(t, bytes.Equal(data, got.Bytes()), "pulled bytes differ from pushed bytes")
+
+	// Every origin serves it, owner or not.
+	for _, a := range addrs {
+		size, err := cl.Origin(a).Stat(t.Context(), "dev-test", d)
+		require.NoError(t, err, a)
+		require.Equal(t, int64(len(data)), size)
+	}
+}
+
+func TestOneOriginHoldsEverything(t *testing.T) {
+	t.Parallel()
+	c := devtest.Start(t, 1)
+	require.Equal(t, 1, c.Replicas())
+	cl := client.NewCluster(c.Endpoints(), httpClient(t))
+	data, d := randomBlob(t, 1000)
+	res, err := cl.Push(t.Context(), "ns", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	require.Equal(t, c.Endpoints(), res.Owners)
+}
+
+func TestEndpointsFileWrittenWhenReadyAndRemovedOnExit(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "state", "endpoints.yaml")
+	c, err := dev.New(dev.Config{Origins: 2, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
+	require.NoError(t, err)
+	_, err = os.Stat(file)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the file appears only once the origins are ready")
+
+	stop := run(t, c)
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Equal(t, c.Endpoints(), e.Origins)
+
+	require.NoError(t, stop())
+	_, err = os.Stat(file)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the file is removed on exit")
+}
+
+func TestExitLeavesAnotherClustersEndpointsFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	c, err := dev.New(dev.Config{Origins: 1, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
+	require.NoError(t, err)
+	stop := run(t, c)
+	other := dev.Endpoints{Origins: []string{"127.0.0.1:1"}}
+	require.NoError(t, dev.WriteEndpoints(file, other))
+	require.NoError(t, stop())
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err, "a file written by someone else since must survive")
+	require.Equal(t, other, e)
+}
+
+func TestDirInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, err := dev.New(dev.Config{Origins: 1, Dir: dir}, dev.Deps{})
+	require.NoError(t, err)
+
+	_, err = dev.New(dev.Config{Origins: 1, Dir: dir}, dev.Deps{})
+	require.ErrorIs(t, err, dev.ErrDirInUse)
+	require.ErrorContains(t, err, "krakenctl dev up")
+
+	require.NoError(t, c.Close())
+	c2, err := dev.New(dev.Config{Origins: 1, Dir: dir}, dev.Deps{})
+	require.NoError(t, err, "Close releases the directory")
+	require.NoError(t, c2.Close())
+}
+
+func TestRunAfterCloseFails(t *testing.T) {
+	t.Parallel()
+	c, err := dev.New(dev.Config{Origins: 1, Dir: t.TempDir()}, dev.Deps{})
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, c.Run(t.Context()), dev.ErrAlreadyRun)
+	require.NoError(t, c.Close(), "a second Close does nothing")
+}
+
+func TestPortInUseReleasesEverything(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+
+	_, err = dev.New(dev.Config{Origins: 1, Dir: dir, Port: port}, dev.Deps{})
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
+	require.ErrorContains(t, err, "127.0.0.1:"+strconv.Itoa(port))
+
+	c, err := dev.New(dev.Config{Origins: 1, Dir: dir}, dev.Deps{})
+	require.NoError(t, err, "a failed New leaves the directory unlocked")
+	require.NoError(t, c.Close())
+}
+
+func TestConsecutivePorts(t *testing.T) {
+	t.Parallel()
+	// Find three free consecutive ports; other processes may take ports meanwhile, so retry.
+	for attempt := 0; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		base := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if base+2 > 65535 {
+			continue
+		}
+		c, err := dev.New(dev.Config{Origins: 3, Dir: t.TempDir(), Port: base}, dev.Deps{})
+		if errors.Is(err, syscall.EADDRINUSE) && attempt < 20 {
+			continue
+		}
+		require.NoError(t, err)
+		want := []string{
+			fmt.Sprintf("127.0.0.1:%d", base), fmt.Sprintf("127.0.0.1:%d", base+1), fmt.Sprintf("127.0.0.1:%d", base+2),
+		}
+		require.Equal(t, want, c.Endpoints())
+		require.NoError(t, c.Close())
+		return
+	}
+}
+
+func TestBlobsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	hc := httpClient(t)
+	data, d := randomBlob(t, 300<<10)
+
+	c, err := dev.New(dev.Config{Origins: 3, Dir: dir}, dev.Deps{})
+	require.NoError(t, err)
+	stop := run(t, c)
+	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "ns", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	require.NoError(t, stop())
+
+	// Ephemeral ports: the restarted origins have new addresses, and still find the blob.
+	c2, err := dev.New(dev.Config{Origins: 3, Dir: dir}, dev.Deps{})
+	require.NoError(t, err)
+	run(t, c2)
+	var got bytes.Buffer
+	_, err = client.NewCluster(c2.Endpoints(), hc).Pull(t.Context(), "ns", d, &got, nil)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got.Bytes()))
+}
+
+func TestConfigValidation(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  dev.Config
+		want string
+	}{
+		{"negative origins", dev.Config{Origins: -1, Dir: "d"}, "origins must be between 1 and 64, got -1"},
+		{"too many origins", dev.Config{Origins: 65, Dir: "d"}, "origins must be between 1 and 64, got 65"},
+		{"no dir", dev.Config{Origins: 1}, "dir is required"},
+		{"port out of range", dev.Config{Origins: 1, Dir: "d", Port: 70000}, "port must be between 0 and 65535"},
+		{"no room for origins", dev.Config{Origins: 3, Dir: "d", Port: 65534}, "the last port would be 65536"},
+		{"negative health interval", dev.Config{Origins: 1, Dir: "d", HealthInterval: -1}, "health interval must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := dev.New(tt.cfg, dev.Deps{})
+			require.ErrorIs(t, err, dev.ErrInvalidConfig)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestReadEndpoints(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+		return p
+	}
+
+	e, err := dev.ReadEndpoints(write("ok.yaml", "origins: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n"))
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:1", "127.0.0.1:2"}, e.Origins)
+
+	_, err = dev.ReadEndpoints(filepath.Join(dir, "missing.yaml"))
+	require.ErrorIs(t, err, fs.ErrNotExist)
+
+	_, err = dev.ReadEndpoints(write("empty.yaml", "origins: []\n"))
+	require.ErrorIs(t, err, dev.ErrNoEndpoints)
+
+	_, err = dev.ReadEndpoints(write("unknown.yaml", "origins: [\"127.0.0.1:1\"]\nagents: 3\n"))
+	require.ErrorContains(t, err, "agents")
+
+	_, err = dev.ReadEndpoints(write("garbage.yaml", "origins: {\n"))
+	require.Error(t, err)
+
+	// WriteEndpoints round-trips and leaves no temporary files.
+	p := filepath.Join(dir, "sub", "rt.yaml")
+	in := dev.Endpoints{Origins: []string{"127.0.0.1:15000", "[::1]:15001"}}
+	require.NoError(t, dev.WriteEndpoints(p, in))
+	out, err := dev.ReadEndpoints(p)
+	require.NoError(t, err)
+	require.Equal(t, in, out)
+	entries, err := os.ReadDir(filepath.Dir(p))
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+}

@@ -1,0 +1,97 @@
+package dev
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrNoEndpoints means an endpoints file lists no origins.
+var ErrNoEndpoints = errors.New("endpoints file lists no origins")
+
+// Endpoints is the endpoints file that a running dev cluster writes so that operator commands
+// find it without flags:
+//
+//	origins: ["127.0.0.1:15000", "127.0.0.1:15001", "127.0.0.1:15002"]
+type Endpoints struct {
+	Origins []string `yaml:"origins"`
+}
+
+// WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
+// rename), creating the directory if needed. A reader sees the old file or the new one, never
+// a partial one.
+func WriteEndpoints(path string, e Endpoints) error {
+	data, err := yaml.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("write endpoints file: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write endpoints file: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write endpoints file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // a no-op after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write endpoints file %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("write endpoints file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write endpoints file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write endpoints file %s: %w", path, err)
+	}
+	return nil
+}
+
+// ReadEndpoints reads an endpoints file. Unknown keys are errors; a missing file wraps
+// fs.ErrNotExist; a file without origins wraps ErrNoEndpoints.
+func ReadEndpoints(path string) (Endpoints, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Endpoints{}, fmt.Errorf("read endpoints file: %w", err)
+	}
+	var e Endpoints
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&e); err != nil {
+		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, err)
+	}
+	if len(e.Origins) == 0 {
+		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, ErrNoEndpoints)
+	}
+	return e, nil
+}
+
+// removeEndpoints removes the endpoints file if it still lists exactly these origins: a file
+// that another cluster has written since, or that is no longer ours to read, is left alone.
+func removeEndpoints(path string, origins []string) error {
+	e, err := ReadEndpoints(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("remove endpoints file: %w", err)
+	}
+	if !slices.Equal(e.Origins, origins) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove endpoints file: %w", err)
+	}
+	return nil
+}
