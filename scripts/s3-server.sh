@@ -6,6 +6,16 @@
 #   scripts/s3-server.sh start PORT BUCKET  start it on 127.0.0.1:PORT.. (PORT..PORT+14), print exports
 #   scripts/s3-server.sh stop PORT          stop the server started on PORT (by PID)
 #
+# `start` returns once a SigV4-signed ListObjectsV2 of BUCKET answers 200 and the same request
+# with a wrong secret answers 403, then prints export lines for S3_ENDPOINT, S3_BUCKET,
+# AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (default AKIAKRAKENTEST / kraken-test-secret, or the
+# values already in the environment) and AWS_REGION=us-east-1:
+#
+#   eval "$(scripts/s3-server.sh start 19000 krakenctl-test)"
+#
+# State (data, log, pid) lives in $S3_STATE_DIR/PORT (default /tmp/krakenctl-s3/PORT); data
+# survives a stop, so tests use a random key prefix per run.
+#
 # The build takes about 6 minutes of 2 cores the first time; it runs in a throw-away module
 # and build cache so the ~5 GB of intermediate files do not stay on the machine.
 set -euo pipefail

@@ -340,8 +340,9 @@ func TestRegionRequired(t *testing.T) {
 	require.ErrorContains(t, err, "region: must be set")
 }
 
-// Tests against a real S3-compatible server, configured the way the AWS tools are. CI starts
-// SeaweedFS with scripts/s3-server.sh and exports these variables.
+// Tests against a real S3-compatible server, configured the way the AWS tools are. CI
+// (scripts/test.sh) starts SeaweedFS with scripts/s3-server.sh, exports these variables and sets
+// KRAKENCTL_REQUIRE_REAL_SERVERS=1, which turns the skip into a failure.
 
 type realServer struct {
 	endpoint, bucket, region, keyID, secret string
@@ -357,8 +358,12 @@ func requireReal(t *testing.T) realServer {
 		secret:   os.Getenv("AWS_SECRET_ACCESS_KEY"),
 	}
 	if r.endpoint == "" {
-		t.Skip("S3_ENDPOINT is not set; start a real S3 server with `eval \"$(scripts/s3-server.sh start 19000 krakenctl-test)\"` " +
-			"(it exports S3_ENDPOINT, S3_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)")
+		msg := "S3_ENDPOINT is not set; start a real S3 server with `eval \"$(scripts/s3-server.sh start 19000 krakenctl-test)\"` " +
+			"(it exports S3_ENDPOINT, S3_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)"
+		if os.Getenv("KRAKENCTL_REQUIRE_REAL_SERVERS") == "1" {
+			t.Fatal(msg + " (KRAKENCTL_REQUIRE_REAL_SERVERS=1 forbids skipping)")
+		}
+		t.Skip(msg)
 	}
 	for k, v := range map[string]string{"S3_BUCKET": r.bucket, "AWS_REGION": r.region, "AWS_ACCESS_KEY_ID": r.keyID, "AWS_SECRET_ACCESS_KEY": r.secret} {
 		if v == "" {
