@@ -1,0 +1,129 @@
+// Package backends turns the `backends:` section of a role's config into a backend.Router. It is
+// the one table that maps a backend's name to its implementation; nothing registers itself.
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/fs"
+	"github.com/krakenctl/krakenctl/backend/httpbackend"
+	"github.com/krakenctl/krakenctl/backend/registry"
+	"github.com/krakenctl/krakenctl/backend/s3"
+)
+
+// Config is one route: namespaces matching Namespace go to the one backend configured below it.
+//
+//	backends:
+//	  - namespace: "library/.*"
+//	    s3: {bucket: images, region: us-east-1}
+//	  - namespace: ".*"
+//	    fs: {root: /var/lib/krakenctl/blobs}
+type Config struct {
+	// Namespace is a regular expression matched against the whole namespace.
+	Namespace string `yaml:"namespace"`
+	// Name labels the route in logs; defaults to the backend type and index.
+	Name string `yaml:"name"`
+
+	FS       *fs.Config          `yaml:"fs"`
+	S3       *s3.Config          `yaml:"s3"`
+	HTTP     *httpbackend.Config `yaml:"http"`
+	Registry *registry.Config    `yaml:"registry"`
+}
+
+// kind returns the configured backend's type name, or an error unless exactly one is set.
+func (c *Config) kind() (string, error) {
+	var kinds []string
+	if c.FS != nil {
+		kinds = append(kinds, "fs")
+	}
+	if c.S3 != nil {
+		kinds = append(kinds, "s3")
+	}
+	if c.HTTP != nil {
+		kinds = append(kinds, "http")
+	}
+	if c.Registry != nil {
+		kinds = append(kinds, "registry")
+	}
+	switch len(kinds) {
+	case 0:
+		return "", errors.New("no backend configured: set one of fs, s3, http, registry")
+	case 1:
+		return kinds[0], nil
+	default:
+		return "", fmt.Errorf("more than one backend configured (%v): set exactly one", kinds)
+	}
+}
+
+// Validate checks the route and the backend's own config (after its defaults).
+func (c *Config) Validate() error {
+	if c.Namespace == "" {
+		return errors.New("namespace: required (a regular expression; \".*\" matches everything)")
+	}
+	if _, err := regexp.Compile(c.Namespace); err != nil {
+		return fmt.Errorf("namespace: %w", err)
+	}
+	kind, err := c.kind()
+	if err != nil {
+		return err
+	}
+	var verr error
+	switch kind {
+	case "fs":
+		verr = c.FS.Validate()
+	case "s3":
+		c.S3.Defaults()
+		verr = c.S3.Validate()
+	case "http":
+		c.HTTP.Defaults()
+		verr = c.HTTP.Validate()
+	case "registry":
+		c.Registry.Defaults()
+		verr = c.Registry.Validate()
+	}
+	if verr != nil {
+		return fmt.Errorf("%s: %w", kind, verr)
+	}
+	return nil
+}
+
+// Build constructs every configured backend and returns the router over them. Configs must have
+// passed Validate.
+func Build(ctx context.Context, cfgs []Config) (*backend.Router, error) {
+	routes := make([]backend.Route, 0, len(cfgs))
+	for i := range cfgs {
+		c := &cfgs[i]
+		kind, err := c.kind()
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d]: %w", i, err)
+		}
+		var b backend.Backend
+		switch kind {
+		case "fs":
+			b, err = fs.New(*c.FS)
+		case "s3":
+			b, err = s3.New(ctx, *c.S3)
+		case "http":
+			b, err = httpbackend.New(*c.HTTP, httpbackend.Deps{})
+		case "registry":
+			b, err = registry.New(*c.Registry, registry.Deps{})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d] (%s): %w", i, kind, err)
+		}
+		name := c.Name
+		if name == "" {
+			name = fmt.Sprintf("%s-%d", kind, i)
+		}
+		re, err := regexp.Compile(c.Namespace)
+		if err != nil {
+			return nil, fmt.Errorf("backends[%d].namespace: %w", i, err)
+		}
+		routes = append(routes, backend.Route{Pattern: re, Name: name, Backend: b})
+	}
+	return backend.NewRouter(routes...), nil
+}

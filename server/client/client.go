@@ -1,0 +1,37 @@
+// Package client holds typed HTTP clients of krakenctl's server APIs, used by the CLI and by
+// roles that call other roles. Clients are safe for concurrent use; they own nothing but
+// configuration, and the *http.Client they are given is shared, not closed.
+package client
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/krakenctl/krakenctl/server/registry"
+)
+
+// ErrNotFound is wrapped by every client error for a blob or upload that the server does not have.
+var ErrNotFound = errors.New("not found")
+
+// maxErrorBody bounds how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// responseError turns a non-success response into an error that wraps *registry.Error (and
+// ErrNotFound for 404s). It consumes and closes the body.
+func responseError(op string, resp *http.Response) error {
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	apiErr := registry.DecodeError(resp.StatusCode, body)
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, apiErr)
+	}
+	return fmt.Errorf("%s: %w", op, apiErr)
+}
+
+// drain reads what is left of a body so the connection can be reused, then closes it.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+}

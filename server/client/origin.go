@@ -1,0 +1,371 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+)
+
+// DefaultChunkSize is the size of each PATCH of a chunked upload.
+const DefaultChunkSize = 32 << 20
+
+// Origin is a client of one origin's blob API.
+type Origin struct {
+	addr string
+	base string
+	hc   *http.Client
+}
+
+// NewOrigin returns a client of the origin at addr ("host:port" or a full http(s) URL).
+func NewOrigin(addr string, hc *http.Client) *Origin {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	base := addr
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		base = "http://" + addr
+	}
+	return &Origin{addr: addr, base: strings.TrimRight(base, "/"), hc: hc}
+}
+
+// Addr returns the address the client was built with.
+func (c *Origin) Addr() string { return c.addr }
+
+func (c *Origin) do(ctx context.Context, method, path string, body io.Reader, hdr http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.addr, err)
+	}
+	return resp, nil
+}
+
+// Stat returns the size of a blob. The origin pulls it through from storage when it lacks it,
+// so a nil error means the blob is available. A missing blob wraps ErrNotFound.
+func (c *Origin) Stat(ctx context.Context, ns string, d digest.Digest) (int64, error) {
+	return c.head(ctx, api.BlobPath(ns, d), "stat blob")
+}
+
+// StatLocal returns the size of a blob in the origin's own store, never pulling it through.
+func (c *Origin) StatLocal(ctx context.Context, ns string, d digest.Digest) (int64, error) {
+	return c.head(ctx, api.ReplicaPath(ns, d), "stat local blob")
+}
+
+func (c *Origin) head(ctx context.Context, path, op string) (int64, error) {
+	resp, err := c.do(ctx, http.MethodHead, path, nil, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, responseError(op, resp)
+	}
+	drain(resp)
+	return resp.ContentLength, nil
+}
+
+// Open starts reading a blob at offset. It returns the body and the blob's total size; the
+// caller closes the body. A missing blob wraps ErrNotFound.
+func (c *Origin) Open(ctx context.Context, ns string, d digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	return c.open(ctx, api.BlobPath(ns, d), offset)
+}
+
+// OpenLocal is Open restricted to the origin's own store (origin-to-origin repair and reads).
+func (c *Origin) OpenLocal(ctx context.Context, ns string, d digest.Digest) (io.ReadCloser, int64, error) {
+	return c.open(ctx, api.ReplicaPath(ns, d), 0)
+}
+
+func (c *Origin) open(ctx context.Context, path string, offset int64) (io.ReadCloser, int64, error) {
+	var hdr http.Header
+	if offset > 0 {
+		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil, hdr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("download blob: %w", err)
+	}
+	switch {
+	case offset == 0 && resp.StatusCode == http.StatusOK:
+		return resp.Body, resp.ContentLength, nil
+	case offset > 0 && resp.StatusCode == http.StatusPartialContent:
+		total, err := totalFromContentRange(resp.Header.Get("Content-Range"))
+		if err != nil {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("download blob: %w", err)
+		}
+		return resp.Body, total, nil
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		resp.Body.Close()
+		return nil, 0, fmt.Errorf("download blob: origin %s answered %d to a range request from %d", c.addr, resp.StatusCode, offset)
+	default:
+		return nil, 0, responseError("download blob", resp)
+	}
+}
+
+func totalFromContentRange(s string) (int64, error) {
+	_, total, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	n, err := strconv.ParseInt(total, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	return n, nil
+}
+
+// Metainfo returns a blob's metainfo (piece length and piece hashes).
+func (c *Origin) Metainfo(ctx context.Context, ns string, d digest.Digest) (metainfo.MetaInfo, error) {
+	resp, err := c.do(ctx, http.MethodGet, api.MetainfoPath(ns, d), nil, nil)
+	if err != nil {
+		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return metainfo.MetaInfo{}, responseError("get metainfo", resp)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: %w", err)
+	}
+	mi, err := metainfo.Decode(data)
+	if err != nil {
+		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: %w", err)
+	}
+	if mi.Digest != d {
+		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: origin %s sent metainfo for %s, asked for %s", c.addr, mi.Digest, d)
+	}
+	return mi, nil
+}
+
+// Upload sends a blob in one request (POST with ?digest=). size may be -1 when unknown.
+func (c *Origin) Upload(ctx context.Context, ns string, d digest.Digest, r io.Reader, size int64) error {
+	path := api.UploadsPath(ns) + "?digest=" + url.QueryEscape(d.String())
+	return c.put(ctx, http.MethodPost, path, r, size, "upload blob")
+}
+
+// Replicate stores a blob on the origin as a replica: no fan-out to other owners. Origins use it
+// between themselves.
+func (c *Origin) Replicate(ctx context.Context, ns string, d digest.Digest, r io.Reader, size int64) error {
+	return c.put(ctx, http.MethodPut, api.ReplicaPath(ns, d), r, size, "replicate blob")
+}
+
+func (c *Origin) put(ctx context.Context, method, path string, r io.Reader, size int64, op string) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	req.ContentLength = size
+	if size == 0 {
+		req.Body = http.NoBody
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", op, c.addr, err)
+	}
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		return responseError(op, resp)
+	}
+	drain(resp)
+	return nil
+}
+
+// UploadOptions tune UploadChunked.
+type UploadOptions struct {
+	// ChunkSize is the size of each PATCH; DefaultChunkSize when zero.
+	ChunkSize int64
+	// Progress, when set, is called with the number of bytes the origin has accepted so far.
+	Progress func(done int64)
+	// Retries is how many times a failed chunk is resumed from the origin's upload state.
+	Retries int
+}
+
+// UploadChunked uploads size bytes of src as a chunked upload session: start, PATCH chunks with
+// Content-Range, then commit with the digest. A chunk that fails is resumed from the offset the
+// origin reports, so a flaky link costs a chunk, not the blob.
+func (c *Origin) UploadChunked(ctx context.Context, ns string, d digest.Digest, src io.ReaderAt, size int64, opts UploadOptions) error {
+	chunk := opts.ChunkSize
+	if chunk <= 0 {
+		chunk = DefaultChunkSize
+	}
+	loc, err := c.startUpload(ctx, ns)
+	if err != nil {
+		return err
+	}
+	var offset int64
+	retries := opts.Retries
+	for offset < size {
+		n := min(chunk, size-offset)
+		next, err := c.patch(ctx, loc, io.NewSectionReader(src, offset, n), offset, n)
+		if err != nil {
+			if ctx.Err() != nil || retries <= 0 {
+				c.cancelUpload(context.WithoutCancel(ctx), loc)
+				return err
+			}
+			retries--
+			if next, err = c.uploadOffset(ctx, loc); err != nil {
+				c.cancelUpload(context.WithoutCancel(ctx), loc)
+				return err
+			}
+		}
+		offset = next
+		if opts.Progress != nil {
+			opts.Progress(offset)
+		}
+	}
+	return c.commitUpload(ctx, loc, d)
+}
+
+func (c *Origin) startUpload(ctx context.Context, ns string) (string, error) {
+	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns), http.NoBody, nil)
+	if err != nil {
+		return "", fmt.Errorf("start upload: %w", err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return "", responseError("start upload", resp)
+	}
+	drain(resp)
+	loc := resp.Header.Get(api.HeaderLocation)
+	if loc == "" || !strings.HasPrefix(loc, "/") {
+		return "", fmt.Errorf("start upload: origin %s sent Location %q", c.addr, loc)
+	}
+	return loc, nil
+}
+
+func (c *Origin) patch(ctx context.Context, loc string, body io.Reader, offset, n int64) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.base+loc, body)
+	if err != nil {
+		return 0, fmt.Errorf("upload chunk: %w", err)
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(api.HeaderContentRange, fmt.Sprintf("%d-%d", offset, offset+n-1))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("upload chunk at %d: %w", offset, err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, responseError(fmt.Sprintf("upload chunk at %d", offset), resp)
+	}
+	drain(resp)
+	return uploadOffsetOf(resp)
+}
+
+// uploadOffset asks the origin how many bytes of the session it holds.
+func (c *Origin) uploadOffset(ctx context.Context, loc string) (int64, error) {
+	resp, err := c.do(ctx, http.MethodGet, loc, nil, nil)
+	if err != nil {
+		return 0, fmt.Errorf("get upload status: %w", err)
+	}
+	if resp.StatusCode != http.StatusNoContent {
+		return 0, responseError("get upload status", resp)
+	}
+	drain(resp)
+	return uploadOffsetOf(resp)
+}
+
+// uploadOffsetOf reads how many bytes an upload session holds: the exact Upload-Offset header
+// when the server sends it, else the spec's Range "0-<last>".
+func uploadOffsetOf(resp *http.Response) (int64, error) {
+	if v := resp.Header.Get(api.HeaderUploadOffset); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad %s header %q", api.HeaderUploadOffset, v)
+		}
+		return n, nil
+	}
+	return parseRangeEnd(resp.Header.Get(api.HeaderRange))
+}
+
+// parseRangeEnd turns the upload Range header "0-<last>" into the next offset (last+1).
+func parseRangeEnd(s string) (int64, error) {
+	_, end, ok := strings.Cut(s, "-")
+	if !ok {
+		return 0, fmt.Errorf("bad upload Range header %q", s)
+	}
+	n, err := strconv.ParseInt(end, 10, 64)
+	if err != nil || n < -1 {
+		return 0, fmt.Errorf("bad upload Range header %q", s)
+	}
+	return n + 1, nil
+}
+
+func (c *Origin) commitUpload(ctx context.Context, loc string, d digest.Digest) error {
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	resp, err := c.do(ctx, http.MethodPut, loc+sep+"digest="+url.QueryEscape(d.String()), http.NoBody, nil)
+	if err != nil {
+		return fmt.Errorf("commit upload: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return responseError("commit upload", resp)
+	}
+	drain(resp)
+	return nil
+}
+
+func (c *Origin) cancelUpload(ctx context.Context, loc string) {
+	resp, err := c.do(ctx, http.MethodDelete, loc, nil, nil)
+	if err == nil {
+		drain(resp)
+	}
+}
+
+// Ring returns the origin's view of the hash ring; with a non-empty digest, its owners too.
+func (c *Origin) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, error) {
+	path := api.RingPath
+	if d != "" {
+		path += "?digest=" + url.QueryEscape(d.String())
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
+		return api.RingStatus{}, fmt.Errorf("get ring: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return api.RingStatus{}, responseError("get ring", resp)
+	}
+	defer resp.Body.Close()
+	var st api.RingStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
+		return api.RingStatus{}, fmt.Errorf("decode ring status from %s: %w", c.addr, err)
+	}
+	return st, nil
+}
+
+// Ready reports whether the origin answers /readyz with 200.
+func (c *Origin) Ready(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return fmt.Errorf("origin %s not ready: %s", c.addr, bytes.TrimSpace(body))
+	}
+	drain(resp)
+	return nil
+}
+
+// IsNotFound reports whether err says the blob or upload does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,340 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+)
+
+// pullTimeout bounds one pull-through; it is detached from the requests that wait for it so one
+// impatient client does not cancel the fetch for the others.
+const pullTimeout = 2 * time.Hour
+
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}", s.handleGetBlob)
+	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleHeadBlob)
+	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+	mux.HandleFunc("POST /namespace/{ns}/uploads", s.handleStartUpload)
+	mux.HandleFunc("GET /namespace/{ns}/uploads/{id}", s.handleUploadStatus)
+	mux.HandleFunc("PATCH /namespace/{ns}/uploads/{id}", s.handlePatchUpload)
+	mux.HandleFunc("PUT /namespace/{ns}/uploads/{id}", s.handleCommitUpload)
+	mux.HandleFunc("DELETE /namespace/{ns}/uploads/{id}", s.handleCancelUpload)
+	mux.HandleFunc("PUT /internal/blobs/{digest}", s.handlePutReplica)
+	mux.HandleFunc("GET /internal/blobs/{digest}", s.handleGetLocal)
+	mux.HandleFunc("HEAD /internal/blobs/{digest}", s.handleGetLocal)
+	mux.HandleFunc("GET "+api.RingPath, s.handleRing)
+}
+
+// blobArgs parses and validates the namespace and digest of a request.
+func blobArgs(r *http.Request) (string, digest.Digest, error) {
+	ns, err := namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		return "", "", err
+	}
+	d, err := registry.ParseDigest(r.PathValue("digest"))
+	if err != nil {
+		return "", "", err
+	}
+	return ns, d, nil
+}
+
+func namespaceArg(ns string) (string, error) {
+	if err := backend.CheckNamespace(ns); err != nil {
+		return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+	}
+	return ns, nil
+}
+
+func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := blobArgs(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.serveLocal(w, r, d)
+}
+
+// handleHeadBlob answers from the store, then from the other members, then from the backend,
+// without fetching the blob.
+func (s *Server) handleHeadBlob(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := blobArgs(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	size, err := s.statAnywhere(r.Context(), ns, d)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(api.HeaderContentDigest, d.String())
+	w.Header().Set(api.HeaderServedBy, s.self)
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) statAnywhere(ctx context.Context, ns string, d digest.Digest) (int64, error) {
+	if info, err := s.store.Stat(d); err == nil {
+		return info.Size, nil
+	}
+	for _, m := range s.otherMembers(d) {
+		if size, err := s.peer(m).StatLocal(ctx, ns, d); err == nil {
+			return size, nil
+		}
+	}
+	if s.backend == nil {
+		return 0, fmt.Errorf("stat %s: %w", d, castore.ErrNotFound)
+	}
+	info, err := s.backend.Stat(ctx, ns, d.Encoded())
+	if err != nil {
+		return 0, fmt.Errorf("stat %s in backend: %w", d, err)
+	}
+	return info.Size, nil
+}
+
+// serveLocal streams a stored blob with Range support; the open handle pins it against eviction.
+func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, d digest.Digest) {
+	b, err := s.store.Open(r.Context(), d)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	defer b.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(api.HeaderContentDigest, d.String())
+	w.Header().Set(api.HeaderServedBy, s.self)
+	w.Header().Set("Cache-Control", "max-age=31536000, immutable")
+	w.Header().Set("ETag", `"`+d.String()+`"`)
+	http.ServeContent(w, r, "", time.Time{}, b)
+	if r.Method == http.MethodGet {
+		s.metrics.bytesServed.Add(float64(b.Size()))
+	}
+}
+
+// handleGetLocal serves GET and HEAD of /internal/blobs/{digest}: the local store only.
+func (s *Server) handleGetLocal(w http.ResponseWriter, r *http.Request) {
+	d, err := registry.ParseDigest(r.PathValue("digest"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.serveLocal(w, r, d)
+}
+
+func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
+	ns, d, err := blobArgs(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	data, err := s.metainfo(r.Context(), d)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(api.HeaderServedBy, s.self)
+	_, _ = w.Write(data)
+}
+
+// metainfo returns the blob's encoded metainfo, generating and storing it when missing.
+func (s *Server) metainfo(ctx context.Context, d digest.Digest) ([]byte, error) {
+	if data, err := s.store.GetMeta(d, metaMetainfo); err == nil {
+		return data, nil
+	}
+	b, err := s.store.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	mi, err := metainfo.Generate(ctx, io.NewSectionReader(b, 0, b.Size()), b.Size())
+	if err != nil {
+		return nil, fmt.Errorf("generate metainfo for %s: %w", d, err)
+	}
+	if mi.Digest != d {
+		// The store verified this blob when it was committed; a mismatch now is disk corruption.
+		return nil, fmt.Errorf("generate metainfo for %s: stored bytes hash to %s", d, mi.Digest)
+	}
+	data, err := mi.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("encode metainfo for %s: %w", d, err)
+	}
+	if err := s.store.PutMeta(d, metaMetainfo, data); err != nil {
+		return nil, fmt.Errorf("store metainfo for %s: %w", d, err)
+	}
+	return data, nil
+}
+
+// ensureLocal makes d present in the local store, pulling it through on a miss. Concurrent
+// misses for one digest share a single fetch.
+func (s *Server) ensureLocal(ctx context.Context, ns string, d digest.Digest) error {
+	if _, err := s.store.Stat(d); err == nil {
+		return nil
+	}
+	ch := s.pulls.DoChan(d.String(), func() (any, error) {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pullTimeout)
+		defer cancel()
+		return nil, s.pullThrough(pctx, ns, d)
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pullThrough fetches d from another member that holds it, else from the backend.
+func (s *Server) pullThrough(ctx context.Context, ns string, d digest.Digest) error {
+	if _, err := s.store.Stat(d); err == nil {
+		return nil
+	}
+	var errs []error
+	for _, m := range s.otherMembers(d) {
+		err := s.pullFromPeer(ctx, m, ns, d)
+		if err == nil {
+			s.metrics.pulls.WithLabelValues("origin").Inc()
+			return s.afterFetch(ctx, ns, d)
+		}
+		if !client.IsNotFound(err) {
+			errs = append(errs, err)
+			s.log.Warn("pull from origin failed", "peer", m, "digest", d, "err", err)
+		}
+	}
+	if s.backend == nil {
+		return fmt.Errorf("pull %s: %w", d, errors.Join(append([]error{castore.ErrNotFound}, errs...)...))
+	}
+	if err := s.pullFromBackend(ctx, ns, d); err != nil {
+		s.metrics.pullErrors.Inc()
+		return err
+	}
+	s.metrics.pulls.WithLabelValues("backend").Inc()
+	return s.afterFetch(ctx, ns, d)
+}
+
+func (s *Server) pullFromPeer(ctx context.Context, peer, ns string, d digest.Digest) error {
+	body, _, err := s.peer(peer).OpenLocal(ctx, ns, d)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	if _, err := s.store.Ingest(ctx, d, body); err != nil {
+		return fmt.Errorf("pull %s from origin %s: %w", d, peer, err)
+	}
+	return nil
+}
+
+func (s *Server) pullFromBackend(ctx context.Context, ns string, d digest.Digest) error {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := s.backend.Download(ctx, ns, d.Encoded(), pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	_, ierr := s.store.Ingest(ctx, d, pr)
+	pr.CloseWithError(errors.New("ingest finished")) // unblock the downloader if ingest stopped early
+	derr := <-done
+	if derr != nil {
+		return fmt.Errorf("pull %s from backend: %w", d, derr)
+	}
+	if ierr != nil {
+		return fmt.Errorf("pull %s from backend: %w", d, ierr)
+	}
+	return nil
+}
+
+// afterFetch records what a fetched blob needs: its namespace and metainfo. It is already in
+// storage (or on another origin), so no write-back is queued.
+func (s *Server) afterFetch(ctx context.Context, ns string, d digest.Digest) error {
+	if err := s.addNamespace(d, ns); err != nil {
+		return err
+	}
+	_, err := s.metainfo(ctx, d)
+	return err
+}
+
+// addNamespace records ns among the namespaces a stored blob was written under.
+func (s *Server) addNamespace(d digest.Digest, ns string) error {
+	var list []string
+	if b, err := s.store.GetMeta(d, metaNamespace); err == nil {
+		list = strings.Split(string(b), "\n")
+	}
+	if slices.Contains(list, ns) {
+		return nil
+	}
+	list = append(list, ns)
+	if err := s.store.PutMeta(d, metaNamespace, []byte(strings.Join(list, "\n"))); err != nil {
+		return fmt.Errorf("record namespace of %s: %w", d, err)
+	}
+	return nil
+}
+
+// otherMembers returns the ring members other than this origin, owners of d first, healthy ones
+// before unhealthy ones.
+func (s *Server) otherMembers(d digest.Digest) []string {
+	var healthy, sick []string
+	up := map[string]bool{}
+	for _, m := range s.ring.Members() {
+		up[m.Addr] = m.Healthy
+	}
+	for _, m := range s.ring.Rank(d.String()) {
+		if m == s.self {
+			continue
+		}
+		if up[m] {
+			healthy = append(healthy, m)
+		} else {
+			sick = append(sick, m)
+		}
+	}
+	return append(healthy, sick...)
+}
+
+func (s *Server) handleRing(w http.ResponseWriter, r *http.Request) {
+	st := api.RingStatus{Self: s.self, Replicas: s.ring.Replicas()}
+	for _, m := range s.ring.Members() {
+		st.Members = append(st.Members, api.RingMember{
+			Addr: m.Addr, Healthy: m.Healthy, ConsecutiveFailures: m.ConsecutiveFailures,
+			LastCheck: m.LastCheck, LastError: m.LastError,
+		})
+	}
+	if q := r.URL.Query().Get("digest"); q != "" {
+		d, err := registry.ParseDigest(q)
+		if err != nil {
+			registry.WriteError(w, r, err)
+			return
+		}
+		st.Digest = d
+		st.Owners = s.ring.Owners(d.String())
+		st.Locations = s.ring.Locations(d.String())
+		_, err = s.store.Stat(d)
+		local := err == nil
+		st.Local = &local
+	}
+	writeJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,157 @@
+package origin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/config"
+)
+
+// Config is an origin's YAML configuration file.
+type Config struct {
+	// Listen is the address the blob API binds ("127.0.0.1:15000"). The --listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// Advertise is this origin's address in the ring, as the other origins and clients reach it.
+	// Defaults to Listen. It must appear in ring.members when members are listed.
+	Advertise string `yaml:"advertise"`
+	// Store configures the local content-addressed store.
+	Store StoreConfig `yaml:"store"`
+	// Ring lists the origins and how many of them hold each blob. With no members the origin is
+	// a ring of one.
+	Ring ring.Config `yaml:"ring"`
+	// Backends route namespaces to storage by regular expression; the first match wins. With
+	// none, blobs live only in the origins' stores.
+	Backends []backends.Config `yaml:"backends"`
+	// Writeback configures the durable queue that copies blobs to storage and to other origins.
+	Writeback WritebackConfig `yaml:"writeback"`
+	// RepairInterval is how often the origin checks that every blob it holds is on all of its
+	// owners (it also checks whenever a member changes health).
+	RepairInterval time.Duration `yaml:"repair_interval"`
+}
+
+// StoreConfig configures the local content-addressed store.
+type StoreConfig struct {
+	// Dir holds blobs, upload sessions and the durable queue.
+	Dir string `yaml:"dir"`
+	// Capacity bounds the bytes of blobs kept; least recently used blobs are evicted, never one
+	// being read or still waiting for write-back. Zero means unlimited.
+	Capacity config.ByteSize `yaml:"capacity"`
+	// MaxBlobSize rejects uploads larger than this with 413.
+	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`
+	// UploadTTL removes upload sessions untouched for this long.
+	UploadTTL time.Duration `yaml:"upload_ttl"`
+}
+
+// WritebackConfig configures retries of write-back and replication.
+type WritebackConfig struct {
+	// Workers is how many tasks run at once.
+	Workers int `yaml:"workers"`
+	// RetryInitial is the first retry delay; it doubles on each failure up to RetryMax.
+	RetryInitial time.Duration `yaml:"retry_initial"`
+	RetryMax     time.Duration `yaml:"retry_max"`
+	// ReplicaDelay delays the write-back a replica schedules for a blob it received from another
+	// origin: the receiving origin writes it back first, and the replica's task (which finds
+	// the blob already stored and finishes) only matters if that origin is lost.
+	ReplicaDelay time.Duration `yaml:"replica_delay"`
+	// Timeout bounds one attempt.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:15000"
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Listen
+	}
+	if len(c.Ring.Members) == 0 {
+		c.Ring.Members = []string{c.Advertise}
+	}
+	c.Ring.Defaults()
+	if c.Store.MaxBlobSize == 0 {
+		c.Store.MaxBlobSize = 64 << 30
+	}
+	if c.Store.UploadTTL == 0 {
+		c.Store.UploadTTL = 24 * time.Hour
+	}
+	w := &c.Writeback
+	if w.Workers == 0 {
+		w.Workers = 4
+	}
+	if w.RetryInitial == 0 {
+		w.RetryInitial = time.Second
+	}
+	if w.RetryMax == 0 {
+		w.RetryMax = 5 * time.Minute
+	}
+	if w.ReplicaDelay == 0 {
+		w.ReplicaDelay = 2 * time.Minute
+	}
+	if w.Timeout == 0 {
+		w.Timeout = 30 * time.Minute
+	}
+	if c.RepairInterval == 0 {
+		c.RepairInterval = 10 * time.Minute
+	}
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if err := ring.CheckMember(c.Advertise); err != nil {
+		bad("advertise: %v", err)
+	}
+	if c.Store.Dir == "" {
+		bad("store.dir: required")
+	}
+	if c.Store.Capacity < 0 {
+		bad("store.capacity: must not be negative")
+	}
+	if c.Store.MaxBlobSize < 0 {
+		bad("store.max_blob_size: must not be negative")
+	}
+	if c.Store.UploadTTL < 0 {
+		bad("store.upload_ttl: must not be negative")
+	}
+	if err := c.Ring.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	found := false
+	for _, m := range c.Ring.Members {
+		found = found || m == c.Advertise
+	}
+	if !found {
+		bad("advertise: %q is not one of ring.members %v", c.Advertise, c.Ring.Members)
+	}
+	for i := range c.Backends {
+		if err := c.Backends[i].Validate(); err != nil {
+			bad("backends[%d]: %w", i, err)
+		}
+	}
+	w := c.Writeback
+	if w.Workers < 1 {
+		bad("writeback.workers: must be at least 1")
+	}
+	if w.RetryInitial < 0 || w.RetryMax < w.RetryInitial {
+		bad("writeback.retry_initial/retry_max: want 0 < retry_initial <= retry_max")
+	}
+	if w.ReplicaDelay < 0 {
+		bad("writeback.replica_delay: must not be negative")
+	}
+	if w.Timeout <= 0 {
+		bad("writeback.timeout: must be positive")
+	}
+	if c.RepairInterval < 0 {
+		bad("repair_interval: must not be negative")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,82 @@
+package origin
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests       *prometheus.HistogramVec
+	bytesServed    prometheus.Counter
+	uploadBytes    prometheus.Counter
+	writebackBytes prometheus.Counter
+	pulls          *prometheus.CounterVec
+	pullErrors     prometheus.Counter
+	replications   *prometheus.CounterVec
+	tasks          *prometheus.CounterVec
+	queueDepth     *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "krakenctl_origin_request_duration_seconds", Help: "Origin HTTP requests by method and status.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"method", "code"}),
+		bytesServed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_served_bytes_total", Help: "Blob bytes sent to clients and peers."}),
+		uploadBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_upload_bytes_total", Help: "Blob bytes received in uploads."}),
+		writebackBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_writeback_bytes_total", Help: "Blob bytes written back to storage backends."}),
+		pulls:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_pull_through_total", Help: "Blobs fetched on a miss, by source."}, []string{"source"}),
+		pullErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_pull_through_errors_total", Help: "Misses that could not be fetched."}),
+		replications:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_replications_total", Help: "Blob copies to other origins, by result."}, []string{"result"}),
+		tasks:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_queue_tasks_total", Help: "Durable queue task attempts, by kind and result."}, []string{"kind", "result"}),
+		queueDepth:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "krakenctl_origin_queue_tasks", Help: "Tasks waiting in the durable queue, by kind."}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.bytesServed, m.uploadBytes, m.writebackBytes, m.pulls, m.pullErrors, m.replications, m.tasks, m.queueDepth} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// ReadFrom keeps sendfile available to http.ServeContent through the wrapper.
+func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return io.Copy(r.ResponseWriter, src)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		code := rec.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	})
+}

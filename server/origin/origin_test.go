@@ -1,0 +1,389 @@
+package origin_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/memory"
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/origin"
+)
+
+// node is one origin of an in-process test cluster. It can be stopped and started again on the
+// same address and directory, like a process that is killed and restarted.
+type node struct {
+	t      *testing.T
+	addr   string
+	cfg    origin.Config
+	deps   origin.Deps
+	srv    *origin.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type cluster struct {
+	t       *testing.T
+	nodes   []*node
+	backend backend.Backend
+	hc      *http.Client
+}
+
+// newCluster starts n origins with r replicas over a shared backend (nil for none).
+func newCluster(t *testing.T, n, r int, be backend.Backend, tweak func(*origin.Config)) *cluster {
+	t.Helper()
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		lns[i], addrs[i] = ln, ln.Addr().String()
+	}
+	c := &cluster{t: t, backend: be, hc: &http.Client{Timeout: time.Minute}}
+	dir := t.TempDir()
+	for i := range lns {
+		cfg := origin.Config{
+			Listen:    addrs[i],
+			Advertise: addrs[i],
+			Store:     origin.StoreConfig{Dir: filepath.Join(dir, fmt.Sprintf("origin-%d", i)), MaxBlobSize: 64 << 20},
+			Ring: ring.Config{
+				Members: addrs, Replicas: r,
+				HealthInterval: time.Second, HealthTimeout: time.Second,
+				FailThreshold: 2, PassThreshold: 1,
+			},
+			Writeback: origin.WritebackConfig{RetryInitial: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, ReplicaDelay: time.Hour},
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		nd := &node{t: t, addr: addrs[i], cfg: cfg, deps: origin.Deps{Backend: be, Logger: testLogger(t)}}
+		nd.start(lns[i])
+		c.nodes = append(c.nodes, nd)
+	}
+	t.Cleanup(func() {
+		for _, nd := range c.nodes {
+			nd.stop()
+		}
+	})
+	for _, nd := range c.nodes {
+		require.Eventually(t, func() bool { return c.origin(nd.addr).Ready(t.Context()) == nil }, 10*time.Second, 10*time.Millisecond)
+	}
+	return c
+}
+
+func (nd *node) start(ln net.Listener) {
+	nd.t.Helper()
+	if ln == nil {
+		var err error
+		// The port was ours a moment ago; another test could take it, so retry briefly.
+		require.Eventually(nd.t, func() bool {
+			ln, err = net.Listen("tcp", nd.addr)
+			return err == nil
+		}, 5*time.Second, 20*time.Millisecond, "rebind %s", nd.addr)
+	}
+	deps := nd.deps
+	deps.Listener = ln
+	srv, err := origin.New(nd.cfg, deps)
+	require.NoError(nd.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	nd.srv, nd.cancel, nd.done = srv, cancel, make(chan error, 1)
+	go func() { nd.done <- srv.Run(ctx) }()
+}
+
+// stop shuts the origin down gracefully and waits for it.
+func (nd *node) stop() {
+	if nd.cancel == nil {
+		return
+	}
+	nd.cancel()
+	require.NoError(nd.t, <-nd.done)
+	nd.cancel = nil
+}
+
+func (c *cluster) origin(addr string) *client.Origin { return client.NewOrigin(addr, c.hc) }
+
+func (c *cluster) addrs() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		out = append(out, nd.addr)
+	}
+	return out
+}
+
+func (c *cluster) node(addr string) *node {
+	for _, nd := range c.nodes {
+		if nd.addr == addr {
+			return nd
+		}
+	}
+	c.t.Fatalf("no node %s", addr)
+	return nil
+}
+
+func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b, digest.FromBytes(b)
+}
+
+func readAll(t *testing.T, o *client.Origin, ns string, d digest.Digest) []byte {
+	t.Helper()
+	body, _, err := o.Open(t.Context(), ns, d, 0)
+	require.NoError(t, err)
+	defer body.Close()
+	got, err := io.ReadAll(body)
+	require.NoError(t, err)
+	return got
+}
+
+func TestClusterPushReadAndSurviveOwnerLoss(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	c := newCluster(t, 3, 2, be, nil)
+	data, d := randomBlob(t, 3<<20+17)
+	ns := "library/app"
+
+	st, err := c.origin(c.nodes[0].addr).Ring(t.Context(), d)
+	require.NoError(t, err)
+	require.Len(t, st.Owners, 2)
+	var nonOwner string
+	for _, a := range c.addrs() {
+		if a != st.Owners[0] && a != st.Owners[1] {
+			nonOwner = a
+		}
+	}
+
+	// Push to the first owner in chunks; it copies the blob to the second owner.
+	err = c.origin(st.Owners[0]).UploadChunked(t.Context(), ns, d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{ChunkSize: 1 << 20})
+	require.NoError(t, err)
+	for _, o := range st.Owners {
+		size, err := c.origin(o).StatLocal(t.Context(), ns, d)
+		require.NoError(t, err, "owner %s holds the blob", o)
+		require.EqualValues(t, len(data), size)
+	}
+	_, err = c.origin(nonOwner).StatLocal(t.Context(), ns, d)
+	require.True(t, client.IsNotFound(err), "non-owner has no copy yet: %v", err)
+
+	// Read through the origin that is not an owner: it pulls through from an owner.
+	require.Equal(t, data, readAll(t, c.origin(nonOwner), ns, d))
+
+	// Metainfo is served and describes the blob.
+	mi, err := c.origin(st.Owners[1]).Metainfo(t.Context(), ns, d)
+	require.NoError(t, err)
+	require.Equal(t, d, mi.Digest)
+	require.EqualValues(t, len(data), mi.Length)
+
+	// Kill the first owner: the blob stays readable from the others and through the cluster client.
+	c.node(st.Owners[0]).stop()
+	require.Equal(t, data, readAll(t, c.origin(st.Owners[1]), ns, d))
+	var buf bytes.Buffer
+	_, err = client.NewCluster([]string{st.Owners[0], nonOwner}, c.hc).Pull(t.Context(), ns, d, &buf, nil)
+	require.NoError(t, err)
+	require.Equal(t, data, buf.Bytes())
+
+	// Once the survivors see the owner down, its share moves to the next-ranked member.
+	require.Eventually(t, func() bool {
+		st2, err := c.origin(nonOwner).Ring(t.Context(), d)
+		return err == nil && len(st2.Owners) == 2 && !contains(st2.Owners, st.Owners[0])
+	}, 10*time.Second, 20*time.Millisecond)
+
+	// The write-back reached the backend with the right bytes, under the pushed namespace.
+	require.Eventually(t, func() bool {
+		got, ok := be.Peek(ns, d.Encoded())
+		return ok && bytes.Equal(got, data)
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestWritebackRetriesWhileBackendDown(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	be.SetFailure(errors.New("backend is down"))
+	c := newCluster(t, 1, 1, be, nil)
+	data, d := randomBlob(t, 256<<10)
+	require.NoError(t, c.origin(c.nodes[0].addr).Upload(t.Context(), "team/x", d, bytes.NewReader(data), int64(len(data))))
+
+	// The write-back fails and is retried, again and again, while the backend is down.
+	require.Eventually(t, func() bool { return be.Calls(memory.OpUpload)+be.Calls(memory.OpStat) >= 6 }, 10*time.Second, 10*time.Millisecond)
+	_, ok := be.Peek("team/x", d.Encoded())
+	require.False(t, ok)
+	// The blob is served from the origin meanwhile.
+	require.Equal(t, data, readAll(t, c.origin(c.nodes[0].addr), "team/x", d))
+
+	be.SetFailure(nil)
+	require.Eventually(t, func() bool {
+		got, ok := be.Peek("team/x", d.Encoded())
+		return ok && bytes.Equal(got, data)
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestQueueSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	be.SetFailure(errors.New("backend is down"))
+	c := newCluster(t, 1, 1, be, nil)
+	nd := c.nodes[0]
+	blobs := map[digest.Digest][]byte{}
+	for range 5 {
+		data, d := randomBlob(t, 64<<10)
+		blobs[d] = data
+		require.NoError(t, c.origin(nd.addr).Upload(t.Context(), "ci/builds", d, bytes.NewReader(data), int64(len(data))))
+	}
+	require.Eventually(t, func() bool { return be.Calls(memory.OpStat) >= 5 }, 10*time.Second, 10*time.Millisecond)
+
+	// Kill the origin with the write-backs still queued, bring the backend back, restart it.
+	nd.stop()
+	require.Zero(t, be.Len(), "nothing reached the backend before the restart")
+	be.SetFailure(nil)
+	nd.start(nil)
+
+	require.Eventually(t, func() bool { return be.Len() == len(blobs) }, 10*time.Second, 10*time.Millisecond)
+	for d, data := range blobs {
+		got, ok := be.Peek("ci/builds", d.Encoded())
+		require.True(t, ok)
+		require.Equal(t, data, got)
+	}
+}
+
+func TestPullThroughFromBackendDeduplicates(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	data, d := randomBlob(t, 2<<20)
+	require.NoError(t, be.Upload(t.Context(), "mirror/base", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+	c := newCluster(t, 1, 1, be, nil)
+	o := c.origin(c.nodes[0].addr)
+
+	size, err := o.Stat(t.Context(), "mirror/base", d)
+	require.NoError(t, err)
+	require.EqualValues(t, len(data), size)
+
+	errc := make(chan error, 8)
+	for range 8 {
+		go func() {
+			body, _, err := o.Open(t.Context(), "mirror/base", d, 0)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer body.Close()
+			got, err := io.ReadAll(body)
+			if err == nil && !bytes.Equal(got, data) {
+				err = errors.New("wrong bytes")
+			}
+			errc <- err
+		}()
+	}
+	for range 8 {
+		require.NoError(t, <-errc)
+	}
+	require.Equal(t, 1, be.Calls(memory.OpDownload), "eight concurrent misses, one backend download")
+
+	// A digest the backend does not have is a 404 with BLOB_UNKNOWN.
+	_, missing := randomBlob(t, 10)
+	_, _, err = o.Open(t.Context(), "mirror/base", missing, 0)
+	require.True(t, client.IsNotFound(err), "%v", err)
+
+	// A backend object whose bytes do not match its name is refused, not served.
+	bad, badD := randomBlob(t, 1000)
+	bad[0] ^= 0xff
+	require.NoError(t, be.Upload(t.Context(), "mirror/base", badD.Encoded(), bytes.NewReader(bad), int64(len(bad))))
+	_, _, err = o.Open(t.Context(), "mirror/base", badD, 0)
+	require.Error(t, err)
+	require.False(t, client.IsNotFound(err))
+}
+
+func TestRangeRequests(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, 1, nil, nil)
+	data, d := randomBlob(t, 100000)
+	o := c.origin(c.nodes[0].addr)
+	require.NoError(t, o.Upload(t.Context(), "r/r", d, bytes.NewReader(data), int64(len(data))))
+	body, total, err := o.Open(t.Context(), "r/r", d, 99000)
+	require.NoError(t, err)
+	defer body.Close()
+	require.EqualValues(t, len(data), total)
+	got, err := io.ReadAll(body)
+	require.NoError(t, err)
+	require.Equal(t, data[99000:], got)
+
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+c.nodes[0].addr+"/namespace/r%2Fr/blobs/"+d.String(), nil)
+	req.Header.Set("Range", "bytes=200000-300000")
+	resp, err := c.hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestedRangeNotSatisfiable, resp.StatusCode)
+}
+
+func TestRepairFillsReturningMember(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, 3, nil, nil)
+	victim := c.nodes[2]
+	victim.stop()
+	data, d := randomBlob(t, 512<<10)
+	// The survivors may not have noticed yet; the upload succeeds either way and the copy to the
+	// dead member is queued or skipped.
+	require.NoError(t, c.origin(c.nodes[0].addr).Upload(t.Context(), "repair/me", d, bytes.NewReader(data), int64(len(data))))
+	victim.start(nil)
+	require.Eventually(t, func() bool {
+		size, err := c.origin(victim.addr).StatLocal(t.Context(), "repair/me", d)
+		return err == nil && size == int64(len(data))
+	}, 15*time.Second, 20*time.Millisecond, "the returning member gets the blob it owns back")
+	require.Equal(t, data, readAll(t, c.origin(victim.addr), "repair/me", d))
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	for _, tc := range []struct {
+		cfg  origin.Config
+		want string
+	}{
+		{origin.Config{Listen: "127.0.0.1:1"}, "store.dir"},
+		{origin.Config{Listen: "nonsense", Store: origin.StoreConfig{Dir: t.TempDir()}}, "listen"},
+		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Ring: ring.Config{Members: []string{"127.0.0.1:2"}}}, "advertise"},
+		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Writeback: origin.WritebackConfig{Workers: -1}}, "writeback.workers"},
+	} {
+		_, err := origin.New(tc.cfg, origin.Deps{Listener: ln})
+		require.Error(t, err)
+		require.True(t, strings.Contains(err.Error(), tc.want), "%q should name %q", err, tc.want)
+	}
+}
+
+// testLogger sends the origins' logs to the test log, so a failure shows what the origins did.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,247 @@
+package origin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+)
+
+// Deps are the origin's collaborators.
+type Deps struct {
+	// Listener serves the blob API; required (tests pass 127.0.0.1:0).
+	Listener net.Listener
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the origin's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics; nil disables the endpoint.
+	Gatherer prometheus.Gatherer
+	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
+	Backend backend.Backend
+	// HTTPClient talks to the other origins; nil means a default client.
+	HTTPClient *http.Client
+	// Checker overrides the ring's health checker.
+	Checker ring.Checker
+}
+
+// Server is one origin. Build it with New and run it with Run.
+type Server struct {
+	cfg     Config
+	self    string
+	log     *slog.Logger
+	ln      net.Listener
+	store   *castore.Store
+	queue   *queue
+	ring    *ring.Ring
+	backend backend.Backend // nil when no backend is configured
+	hc      *http.Client
+	metrics *metrics
+	http    *http.Server
+
+	pulls singleflight.Group
+
+	holdMu sync.Mutex
+	holds  map[string]func() // task key -> release of the store hold taken for it
+
+	repairKick chan struct{} // capacity 1
+}
+
+// New opens the origin's store and queue and builds its ring and backends. It starts nothing.
+func New(cfg Config, deps Deps) (*Server, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	if deps.Listener == nil {
+		return nil, errors.New("new origin: no listener")
+	}
+	s := &Server{
+		cfg:        cfg,
+		self:       cfg.Advertise,
+		log:        deps.Logger,
+		ln:         deps.Listener,
+		hc:         deps.HTTPClient,
+		holds:      map[string]func(){},
+		repairKick: make(chan struct{}, 1),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("role", "origin", "self", s.self)
+	if s.hc == nil {
+		s.hc = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			ResponseHeaderTimeout: 60 * time.Second,
+			MaxIdleConnsPerHost:   16,
+		}}
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	s.metrics = m
+
+	if err := os.MkdirAll(cfg.Store.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("new origin: create store dir: %w", err)
+	}
+	s.store, err = castore.Open(filepath.Join(cfg.Store.Dir, "blobs"), castore.Options{
+		Capacity:   int64(cfg.Store.Capacity),
+		Logger:     s.log,
+		Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	s.queue, err = openQueue(filepath.Join(cfg.Store.Dir, "queue.db"))
+	if err != nil {
+		s.store.Close()
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	s.ring, err = ring.New(cfg.Ring, ring.Deps{Checker: deps.Checker, Logger: s.log, Registerer: deps.Registerer})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	switch {
+	case deps.Backend != nil:
+		s.backend = deps.Backend
+	case len(cfg.Backends) > 0:
+		r, err := backends.Build(context.Background(), cfg.Backends)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("new origin: %w", err)
+		}
+		s.backend = r
+	}
+	// Blobs still waiting for write-back must survive eviction across restarts too.
+	tasks, err := s.queue.all()
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
+	for _, t := range tasks {
+		s.hold(t)
+	}
+	mux := http.NewServeMux()
+	s.routes(mux)
+	admin.Mount(mux, deps.Gatherer, s.ready)
+	s.http = httpserve.NewServer(s.instrument(mux))
+	return s, nil
+}
+
+// Addr returns the address the blob API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Ring returns the origin's ring (for status and tests).
+func (s *Server) Ring() *ring.Ring { return s.ring }
+
+// Run serves until ctx ends, then shuts down gracefully and closes the queue.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
+	g.Go(func() error { return s.ring.Run(ctx) })
+	g.Go(func() error { return s.runQueue(ctx) })
+	g.Go(func() error { return s.runRepair(ctx) })
+	g.Go(func() error { return s.runPurge(ctx) })
+	s.log.Info("origin started", "addr", s.Addr(), "members", s.cfg.Ring.Members, "replicas", s.cfg.Ring.Replicas)
+	err := g.Wait()
+	s.log.Info("origin stopped")
+	return err
+}
+
+// close releases the queue and the store; Run calls it on the way out.
+func (s *Server) close() {
+	if err := s.queue.close(); err != nil {
+		s.log.Error("close queue", "err", err)
+	}
+	if err := s.store.Close(); err != nil {
+		s.log.Error("close store", "err", err)
+	}
+}
+
+func (s *Server) ready(ctx context.Context) error {
+	if _, err := s.queue.all(); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	return nil
+}
+
+// runPurge removes abandoned upload sessions.
+func (s *Server) runPurge(ctx context.Context) error {
+	if s.cfg.Store.UploadTTL == 0 {
+		return nil
+	}
+	t := time.NewTicker(min(s.cfg.Store.UploadTTL/4, time.Hour))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := s.store.PurgeUploads(s.cfg.Store.UploadTTL); err != nil {
+				s.log.Warn("purge uploads", "err", err)
+			} else if n > 0 {
+				s.log.Info("purged abandoned uploads", "count", n)
+			}
+		}
+	}
+}
+
+// peer returns a client of another origin.
+func (s *Server) peer(addr string) *client.Origin { return client.NewOrigin(addr, s.hc) }
+
+// hold keeps a task's blob from eviction until the task finishes.
+func (s *Server) hold(t task) {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if _, ok := s.holds[t.key()]; ok {
+		return
+	}
+	s.holds[t.key()] = s.store.Hold(t.Digest)
+}
+
+func (s *Server) unhold(t task) {
+	s.holdMu.Lock()
+	release := s.holds[t.key()]
+	delete(s.holds, t.key())
+	s.holdMu.Unlock()
+	if release != nil {
+		release()
+	}
+}
+
+// namespaceOf returns the namespace recorded for a stored blob.
+func (s *Server) namespaceOf(d digest.Digest) (string, error) {
+	b, err := s.store.GetMeta(d, metaNamespace)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// Sidecar metadata kinds kept next to each blob.
+const (
+	metaNamespace = "namespace"
+	metaMetainfo  = "metainfo"
+)

@@ -1,0 +1,273 @@
+package origin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/registry"
+)
+
+// handleStartUpload starts a chunked upload, or with ?digest= takes the whole blob in the body.
+func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
+	ns, err := namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if q := r.URL.Query().Get("digest"); q != "" {
+		d, err := registry.ParseDigest(q)
+		if err != nil {
+			registry.WriteError(w, r, err)
+			return
+		}
+		if err := s.checkLength(r, 0); err != nil {
+			registry.WriteError(w, r, err)
+			return
+		}
+		body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
+		if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
+			registry.WriteError(w, r, err)
+			return
+		}
+		s.metrics.uploadBytes.Add(float64(r.ContentLength))
+		s.committed(w, r, ns, d)
+		return
+	}
+	id, err := s.store.CreateUpload()
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.writeUploadState(w, ns, id, 0, http.StatusAccepted)
+}
+
+// checkLength rejects a declared body length that would push the blob past the size limit
+// before any byte is read.
+func (s *Server) checkLength(r *http.Request, offset int64) error {
+	if r.ContentLength > 0 && offset+r.ContentLength > int64(s.cfg.Store.MaxBlobSize) {
+		return registry.Errorf(http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid,
+			"blob would be %d bytes, over the limit of %d", offset+r.ContentLength, s.cfg.Store.MaxBlobSize)
+	}
+	return nil
+}
+
+func (s *Server) writeUploadState(w http.ResponseWriter, ns, id string, size int64, status int) {
+	w.Header().Set(api.HeaderLocation, api.UploadPath(ns, id))
+	w.Header().Set(api.HeaderUploadUUID, id)
+	w.Header().Set(api.HeaderRange, fmt.Sprintf("0-%d", max(size-1, 0)))
+	w.Header().Set(api.HeaderUploadOffset, strconv.FormatInt(size, 10))
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+func (s *Server) handleUploadStatus(w http.ResponseWriter, r *http.Request) {
+	ns, err := namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	size, err := s.store.UploadSize(id)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.writeUploadState(w, ns, id, size, http.StatusNoContent)
+}
+
+// handlePatchUpload appends a chunk. With Content-Range the chunk must start where the session
+// ends (else 416) and carry exactly the declared bytes; without it the body is appended.
+func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request) {
+	ns, err := namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	size, err := s.appendChunk(r.Context(), w, r, id)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.writeUploadState(w, ns, id, size, http.StatusAccepted)
+}
+
+// appendChunk appends the request body to upload id and returns the session's new size. A chunk
+// that fails validation leaves the session as it was.
+func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http.Request, id string) (int64, error) {
+	cur, err := s.store.UploadSize(id)
+	if err != nil {
+		return 0, err
+	}
+	offset, length := cur, int64(-1)
+	if cr := r.Header.Get(api.HeaderContentRange); cr != "" {
+		offset, length, err = registry.ParseContentRange(cr)
+		if err != nil {
+			return 0, err
+		}
+		if offset != cur {
+			return 0, &registry.Error{
+				Status: http.StatusRequestedRangeNotSatisfiable, Code: registry.CodeRangeInvalid,
+				Message: fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", offset, cur),
+			}
+		}
+		if r.ContentLength >= 0 && r.ContentLength != length {
+			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid,
+				"Content-Range covers %d bytes but Content-Length is %d", length, r.ContentLength)
+		}
+	}
+	if err := s.checkLength(r, offset); err != nil {
+		return 0, err
+	}
+	if length > 0 && offset+length > int64(s.cfg.Store.MaxBlobSize) {
+		return 0, registry.Errorf(http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid,
+			"blob would be %d bytes, over the limit of %d", offset+length, s.cfg.Store.MaxBlobSize)
+	}
+	var body io.Reader = http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize)-offset)
+	if length >= 0 {
+		body = &exactReader{r: body, want: length}
+	}
+	size, err := s.store.AppendUpload(ctx, id, offset, body)
+	if err != nil {
+		var ee *exactError
+		if errors.As(err, &ee) {
+			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid, "%s", ee.msg)
+		}
+		return 0, err
+	}
+	s.metrics.uploadBytes.Add(float64(size - offset))
+	return size, nil
+}
+
+// exactReader yields exactly want bytes from r and fails if r has fewer or more, so a chunk
+// that disagrees with its Content-Range is rejected (and rolled back by the store) instead of
+// silently shifting every later byte.
+type exactReader struct {
+	r    io.Reader
+	want int64
+	got  int64
+}
+
+type exactError struct{ msg string }
+
+func (e *exactError) Error() string { return e.msg }
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.got == e.want {
+		var one [1]byte
+		n, err := io.ReadFull(e.r, one[:])
+		if n > 0 {
+			return 0, &exactError{fmt.Sprintf("body is longer than the %d bytes Content-Range declares", e.want)}
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.want-e.got {
+		p = p[:e.want-e.got]
+	}
+	n, err := e.r.Read(p)
+	e.got += int64(n)
+	if errors.Is(err, io.EOF) {
+		if e.got < e.want {
+			return n, &exactError{fmt.Sprintf("body has %d bytes but Content-Range declares %d", e.got, e.want)}
+		}
+		err = nil
+	}
+	return n, err
+}
+
+// handleCommitUpload appends an optional last chunk, verifies the digest and commits the blob.
+func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
+	ns, err := namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	id := r.PathValue("id")
+	d, err := registry.ParseDigest(r.URL.Query().Get("digest"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if r.ContentLength != 0 {
+		if _, err := s.appendChunk(r.Context(), w, r, id); err != nil {
+			registry.WriteError(w, r, err)
+			return
+		}
+	}
+	if _, err := s.store.CommitUpload(r.Context(), id, d); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.committed(w, r, ns, d)
+}
+
+func (s *Server) handleCancelUpload(w http.ResponseWriter, r *http.Request) {
+	if _, err := namespaceArg(r.PathValue("ns")); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if err := s.store.CancelUpload(r.PathValue("id")); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// committed finishes a client upload: it records the namespace and metainfo, queues the
+// write-back, copies the blob to the other owners, and answers 201.
+func (s *Server) committed(w http.ResponseWriter, r *http.Request, ns string, d digest.Digest) {
+	if err := s.afterCommit(r.Context(), ns, d, true); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set(api.HeaderLocation, api.BlobPath(ns, d))
+	w.Header().Set(api.HeaderContentDigest, d.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+// handlePutReplica stores a blob sent by another origin: no fan-out, a delayed write-back.
+func (s *Server) handlePutReplica(w http.ResponseWriter, r *http.Request) {
+	d, err := registry.ParseDigest(r.PathValue("digest"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	ns, err := namespaceArg(r.URL.Query().Get("namespace"))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if err := s.checkLength(r, 0); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
+	if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if err := s.afterCommit(r.Context(), ns, d, false); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set(api.HeaderContentDigest, d.String())
+	w.WriteHeader(http.StatusCreated)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
