@@ -1,0 +1,36 @@
+// Package e2e runs krakenctl as real processes: origins started with `krakenctl serve origin`,
+// killed with SIGKILL mid-flight and restarted, driven by the `krakenctl` CLI.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// bin is the krakenctl binary built once for the package.
+var bin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "krakenctl-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = filepath.Join(dir, "krakenctl")
+	cmd := exec.Command("go", "build", "-race", "-o", bin, "github.com/krakenctl/krakenctl/cmd/krakenctl")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build krakenctl:", err)
+		return 1
+	}
+	return m.Run()
+}
