@@ -5,11 +5,12 @@
 #   scripts/install-test-deps.sh
 #
 # What it installs:
-#   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates,
-#         docker-registry (the upstream-registry backend tests)
+#   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates
 #   Go    the toolchain named by GO_VERSION into /usr/local/go, only if `go` is missing
 #   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
+#   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
+#         letting the package start its own service)
 #
 # Runs as root (apt-get); as another user it uses sudo when it has to install packages.
 set -euo pipefail
@@ -38,7 +39,7 @@ as_root() {
 apt_install() {
   local missing=() p
   for p in "$@"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
@@ -87,11 +88,9 @@ install_go_tool() {
   log "built $name in $((SECONDS - start))s"
 }
 
-apt_install ca-certificates curl git make gcc libc6-dev docker-registry
+apt_install ca-certificates curl git make gcc libc6-dev
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/s3-server.sh install
-if [ -x scripts/registry-server.sh ] && grep -q '^ *install)' scripts/registry-server.sh; then
-  scripts/registry-server.sh install
-fi
+scripts/registry-server.sh install
 log "all test dependencies present"

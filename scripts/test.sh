@@ -8,7 +8,8 @@
 # 2. starts the real servers the tests use, on loopback, and stops them on exit:
 #      SeaweedFS S3   scripts/s3-server.sh start $KRAKENCTL_S3_PORT $KRAKENCTL_S3_BUCKET
 #                     -> S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-#      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT -> REGISTRY_ADDR
+#      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT USER PASS
+#                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
 #    (a server whose variables are already set in the environment is used as is, not started),
 # 3. sets KRAKENCTL_REQUIRE_REAL_SERVERS=1: tests that need one of these servers fail instead
 #    of skipping when its variable is missing,
@@ -20,7 +21,8 @@
 # Exit status: 0 only if every check and every test passed.
 #
 # Environment: KRAKENCTL_S3_PORT (19100; uses PORT..PORT+14), KRAKENCTL_S3_BUCKET
-# (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
+# (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
+# KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
 # KRAKENCTL_TEST_LOG_DIR (/tmp/krakenctl-test), GO_TEST_FLAGS (extra go test flags),
 # GO_TEST_PACKAGES (./...).
 set -euo pipefail
@@ -31,6 +33,8 @@ export PATH=/usr/local/go/bin:$PATH
 S3_PORT=${KRAKENCTL_S3_PORT:-19100}
 S3_BUCKET_NAME=${KRAKENCTL_S3_BUCKET:-krakenctl-test}
 REGISTRY_PORT=${KRAKENCTL_REGISTRY_PORT:-19200}
+REGISTRY_USER=${KRAKENCTL_REGISTRY_USER:-kraken}
+REGISTRY_PASS=${KRAKENCTL_REGISTRY_PASSWORD:-kraken-test-pass}
 LOG_DIR=${KRAKENCTL_TEST_LOG_DIR:-${TMPDIR:-/tmp}/krakenctl-test}
 mkdir -p "$LOG_DIR"
 
@@ -74,16 +78,17 @@ start_server() {
 }
 
 : >"$LOG_DIR/servers.log"
-stops+=("scripts/s3-server.sh stop $S3_PORT")
+[ -n "${S3_ENDPOINT:-}" ] || stops+=("scripts/s3-server.sh stop $S3_PORT")
 start_server "S3 (SeaweedFS)" S3_ENDPOINT scripts/s3-server.sh start "$S3_PORT" "$S3_BUCKET_NAME"
-if [ -x scripts/registry-server.sh ]; then
+if [ -z "${REGISTRY_ADDR:-}" ]; then
+  # A registry left by an interrupted run on this port would refuse a second start.
+  scripts/registry-server.sh stop "$REGISTRY_PORT" >>"$LOG_DIR/servers.log" 2>&1 || true
   stops+=("scripts/registry-server.sh stop $REGISTRY_PORT")
-  start_server "registry" REGISTRY_ADDR scripts/registry-server.sh start "$REGISTRY_PORT"
-elif [ -z "${REGISTRY_ADDR:-}" ]; then
-  log "registry: scripts/registry-server.sh is missing; tests that need REGISTRY_ADDR will fail"
 fi
+start_server "registry" REGISTRY_ADDR \
+  scripts/registry-server.sh start "$REGISTRY_PORT" "$REGISTRY_USER" "$REGISTRY_PASS"
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-[ -z "${REGISTRY_ADDR:-}" ] || export REGISTRY_ADDR
+export REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD
 export KRAKENCTL_REQUIRE_REAL_SERVERS=${KRAKENCTL_REQUIRE_REAL_SERVERS:-1}
 
 status=0
