@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func ParseContentRange(s string) (start, length int64, err error) {
 	}
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
+	if err1 != nil || err2 != nil || start < 0 || end < start || end == math.MaxInt64 {
 		return 0, 0, Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end> with start <= end", s)
 	}
 	return start, end - start + 1, nil

@@ -1,0 +1,121 @@
+package registry_test
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+)
+
+func TestParseDigest(t *testing.T) {
+	t.Parallel()
+	hex := strings.Repeat("a1", 32)
+	for in, want := range map[string]string{"sha256:" + hex: "sha256:" + hex, hex: "sha256:" + hex} {
+		d, err := registry.ParseDigest(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, d.String())
+	}
+	for in, code := range map[string]registry.Code{
+		"":                                   registry.CodeDigestInvalid,
+		"sha256:abc":                         registry.CodeDigestInvalid,
+		"sha256:" + strings.ToUpper(hex):     registry.CodeDigestInvalid,
+		"md5:" + hex:                         registry.CodeDigestInvalid,
+		"sha512:" + strings.Repeat("ab", 64): registry.CodeUnsupported,
+		"../../etc/passwd":                   registry.CodeDigestInvalid,
+	} {
+		_, err := registry.ParseDigest(in)
+		var e *registry.Error
+		require.True(t, errors.As(err, &e), "%q: %v", in, err)
+		require.Equal(t, code, e.Code, in)
+		require.Equal(t, http.StatusBadRequest, e.Status, in)
+	}
+}
+
+func TestParseContentRange(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string][2]int64{"0-99": {0, 100}, "bytes 100-199/1000": {100, 100}, "bytes=5-5": {5, 1}} {
+		start, n, err := registry.ParseContentRange(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, [2]int64{start, n}, in)
+	}
+	for _, in := range []string{"", "abc", "10", "5-4", "-1-3", "1-x", "99999999999999999999-1", "0-9223372036854775807"} {
+		_, _, err := registry.ParseContentRange(in)
+		require.Error(t, err, in)
+		require.Equal(t, http.StatusRequestedRangeNotSatisfiable, registry.FromError(err).Status, in)
+	}
+}
+
+func TestFromError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   registry.Code
+	}{
+		{castore.ErrNotFound, 404, registry.CodeBlobUnknown},
+		{backend.ErrNotFound, 404, registry.CodeBlobUnknown},
+		{castore.ErrUploadUnknown, 404, registry.CodeBlobUploadUnknown},
+		{castore.ErrDigestMismatch, 400, registry.CodeDigestInvalid},
+		{castore.ErrBadOffset, 416, registry.CodeRangeInvalid},
+		{castore.ErrFull, 507, registry.CodeStorageFull},
+		{backend.ErrInvalidKey, 400, registry.CodeNameInvalid},
+		{backend.ErrNoRoute, 404, registry.CodeNameUnknown},
+		{&http.MaxBytesError{Limit: 10}, 413, registry.CodeSizeInvalid},
+		{errors.New("disk on fire"), 500, registry.CodeUnknown},
+	} {
+		e := registry.FromError(wrap(tc.err))
+		require.Equal(t, tc.status, e.Status, "%v", tc.err)
+		require.Equal(t, tc.code, e.Code, "%v", tc.err)
+		require.NotContains(t, e.Message, "disk on fire", "internal causes are not sent to clients")
+	}
+}
+
+func wrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+func TestDecodeError(t *testing.T) {
+	t.Parallel()
+	e := registry.DecodeError(400, []byte(`{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}`))
+	require.Equal(t, registry.CodeDigestInvalid, e.Code)
+	require.Equal(t, "bad", e.Message)
+	require.Equal(t, registry.CodeBlobUnknown, registry.DecodeError(404, nil).Code)
+	require.Equal(t, registry.CodeUnavailable, registry.DecodeError(503, []byte("<html>")).Code)
+}
+
+// FuzzParseDigest: request paths and queries are untrusted; anything accepted is a canonical
+// sha256 digest, and nothing panics.
+func FuzzParseDigest(f *testing.F) {
+	f.Add("sha256:" + strings.Repeat("0", 64))
+	f.Add(strings.Repeat("f", 64))
+	f.Add("sha512:abc")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := registry.ParseDigest(s)
+		if err != nil {
+			require.NotNil(t, registry.FromError(err))
+			return
+		}
+		require.NoError(t, d.Validate())
+		require.Equal(t, "sha256", string(d.Algorithm()))
+	})
+}
+
+// FuzzParseContentRange: accepted ranges are non-negative and non-empty.
+func FuzzParseContentRange(f *testing.F) {
+	f.Add("0-99")
+	f.Add("bytes 1-2/3")
+	f.Add("bytes=9223372036854775806-9223372036854775807")
+	f.Fuzz(func(t *testing.T, s string) {
+		start, n, err := registry.ParseContentRange(s)
+		if err != nil {
+			return
+		}
+		require.GreaterOrEqual(t, start, int64(0))
+		require.Greater(t, n, int64(0))
+	})
+}
