@@ -23,6 +23,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/registry"
 )
 
 // node is one origin of an in-process test cluster. It can be stopped and started again on the
@@ -386,4 +387,42 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestCapacityNeverEvictsPendingWriteback fills a small store while storage is down: the blob
+// waiting for write-back is kept and the new upload is refused with 507; once the write-back
+// is done the blob may be evicted, and reading it again pulls it back from storage.
+func TestCapacityNeverEvictsPendingWriteback(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	be.SetFailure(errors.New("backend is down"))
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Store.Capacity = 1 << 20 })
+	o := c.origin(c.nodes[0].addr)
+	a, aD := randomBlob(t, 600<<10)
+	b, bD := randomBlob(t, 600<<10)
+	require.NoError(t, o.Upload(t.Context(), "cap/ns", aD, bytes.NewReader(a), int64(len(a))))
+
+	err := o.Upload(t.Context(), "cap/ns", bD, bytes.NewReader(b), int64(len(b)))
+	require.Error(t, err)
+	var apiErr *registry.Error
+	require.True(t, errors.As(err, &apiErr), "%v", err)
+	require.Equal(t, http.StatusInsufficientStorage, apiErr.Status)
+	require.Equal(t, a, readAll(t, o, "cap/ns", aD), "the blob waiting for write-back is intact")
+
+	be.SetFailure(nil)
+	require.Eventually(t, func() bool { _, ok := be.Peek("cap/ns", aD.Encoded()); return ok }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return o.Upload(t.Context(), "cap/ns", bD, bytes.NewReader(b), int64(len(b))) == nil
+	}, 10*time.Second, 20*time.Millisecond, "written back, the old blob can make room")
+	require.Equal(t, b, readAll(t, o, "cap/ns", bD))
+	require.Eventually(t, func() bool { _, ok := be.Peek("cap/ns", bD.Encoded()); return ok }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool {
+		body, _, err := o.Open(t.Context(), "cap/ns", aD, 0)
+		if err != nil {
+			return false // b's write-back hold may not be released yet
+		}
+		defer body.Close()
+		got, err := io.ReadAll(body)
+		return err == nil && bytes.Equal(got, a)
+	}, 10*time.Second, 20*time.Millisecond, "the evicted blob comes back from storage")
 }
