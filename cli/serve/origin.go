@@ -49,6 +49,10 @@ uploads back to them through a durable queue. The process stops gracefully on SI
 }
 
 func runOrigin(ctx context.Context, f *cmdutil.Factory, opts *OriginOptions) error {
+	log, err := serverLogger(f, opts.LogLevel)
+	if err != nil {
+		return err
+	}
 	var cfg origin.Config
 	if err := config.Load(opts.ConfigPath, &cfg); err != nil {
 		return err
@@ -58,10 +62,6 @@ func runOrigin(ctx context.Context, f *cmdutil.Factory, opts *OriginOptions) err
 			cfg.Advertise = opts.Listen
 		}
 		cfg.Listen = opts.Listen
-	}
-	log, err := serverLogger(f, opts.LogLevel)
-	if err != nil {
-		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
