@@ -62,7 +62,7 @@ file written by ` + "`krakenctl dev up`" + `.`,
 		},
 	}
 	endpoints.AddFlags(cmd, &opts.Endpoints)
-	cmd.Flags().StringVarP(&opts.OutFile, "output", "o", "", "write the blob to `FILE` (- for stdout) instead of stdout")
+	cmd.Flags().StringVarP(&opts.OutFile, "output", "o", "", "write the blob to `FILE`, complete or not at all (default, or -: stdout)")
 	cmd.Flags().StringVar(&opts.Namespace, "namespace", DefaultNamespace, "namespace of the blob (origins route namespaces to storage backends)")
 	return cmd
 }

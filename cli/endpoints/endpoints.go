@@ -41,7 +41,7 @@ type Flags struct {
 // AddFlags registers --origins and --endpoints-file on cmd.
 func AddFlags(cmd *cobra.Command, f *Flags) {
 	cmd.Flags().StringSliceVar(&f.Origins, "origins", nil,
-		"origin addresses host:port, comma-separated or repeated (default $"+EnvOrigins+", then the endpoints file of krakenctl dev up)")
+		"origin addresses (host:port), comma-separated or repeated; default $"+EnvOrigins+", else the endpoints file of dev up")
 	cmd.Flags().StringVar(&f.File, "endpoints-file", "",
 		"read origin addresses from this endpoints file (default $XDG_STATE_HOME/krakenctl/dev/"+FileName+")")
 	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml")

@@ -58,6 +58,9 @@ build-index) and carries the operator commands.`,
 		cmd.AddCommand(c)
 	}
 	add(groupServers, serve.NewCmdServe(f))
+	for _, c := range serverCommands(f) {
+		add(groupServers, c)
+	}
 	for _, c := range blobCommands(f) {
 		add(groupBlobs, c)
 	}

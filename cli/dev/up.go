@@ -1,0 +1,157 @@
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/endpoints"
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/dev"
+)
+
+// logName is the log file inside the dev directory.
+const logName = "dev.log"
+
+// UpOptions are the inputs of `krakenctl dev up`.
+type UpOptions struct {
+	IO  *iostreams.IOStreams
+	Env endpoints.Env
+
+	Origins       int
+	Dir           string
+	Port          int
+	EndpointsFile string
+	LogLevel      slog.Level
+}
+
+// NewCmdUp returns `krakenctl dev up`. runF replaces the run function in tests.
+func NewCmdUp(f *cmdutil.Factory, runF func(context.Context, *UpOptions) error) *cobra.Command {
+	opts := &UpOptions{IO: f.IOStreams, Env: os.Getenv}
+	var level string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run origins on localhost until interrupted",
+		Long: `Run a local origin cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM.
+
+The origins listen on 127.0.0.1, on --port and the ports after it, form one hash ring and share
+a filesystem storage backend. Their stores, the backend and the log (dev.log) live in --dir, so
+blobs survive a restart. Once every origin is ready, their addresses are written to the
+endpoints file, where push, pull and ring status find them without flags; the file is removed
+on exit.`,
+		Example: `  krakenctl dev up
+  krakenctl dev up --origins 5 --port 16000 --dir /tmp/kdev`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Origins < 1 || opts.Origins > dev.MaxOrigins {
+				return cmdutil.FlagErrorf("invalid --origins %d: want 1 to %d", opts.Origins, dev.MaxOrigins)
+			}
+			if opts.Port < 0 || opts.Port+opts.Origins-1 > 65535 {
+				return cmdutil.FlagErrorf("invalid --port %d: want 0 (any free ports) or a port with room for %d origins up to 65535", opts.Port, opts.Origins)
+			}
+			if err := opts.LogLevel.UnmarshalText([]byte(level)); err != nil {
+				return cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return upRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().IntVar(&opts.Origins, "origins", dev.DefaultOrigins, "number of origins to run")
+	cmd.Flags().StringVar(&opts.Dir, "dir", "", "state directory: stores, storage backend and dev.log (default $XDG_STATE_HOME/krakenctl/dev)")
+	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
+	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write the origins' addresses (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
+	cmd.Flags().StringVar(&level, "log-level", "warn", "level of the JSON logs written to dev.log: debug, info, warn or error")
+	_ = cmd.MarkFlagDirname("dir")
+	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml")
+	return cmd
+}
+
+func upRun(ctx context.Context, opts *UpOptions) error {
+	dir, file := opts.Dir, opts.EndpointsFile
+	defaultFile, err := endpoints.DefaultFile(opts.Env)
+	if dir == "" || file == "" {
+		if err != nil {
+			return fmt.Errorf("%w: pass --dir and --endpoints-file", err)
+		}
+		if dir == "" {
+			dir = filepath.Dir(defaultFile)
+		}
+		if file == "" {
+			file = defaultFile
+		}
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return fmt.Errorf("resolve --dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create --dir: %w", err)
+	}
+	logPath := filepath.Join(dir, logName)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logFile.Close()
+	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: opts.LogLevel}))
+
+	c, err := dev.New(dev.Config{Origins: opts.Origins, Dir: dir, Port: opts.Port, EndpointsFile: file}, dev.Deps{Logger: log})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
+	}
+	if err != nil {
+		return fmt.Errorf("start dev cluster: %w", err)
+	}
+	fmt.Fprintf(opts.IO.ErrOut, "Starting %d origins in %s ...\n", opts.Origins, dir)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+		printSummary(opts, c, file, file != defaultFile, logPath)
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("run dev cluster (logs in %s): %w", logPath, err)
+		}
+		return nil // interrupted before it was ready
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("run dev cluster (logs in %s): %w", logPath, err)
+	}
+	fmt.Fprintln(opts.IO.ErrOut, "Dev cluster stopped.")
+	return nil
+}
+
+func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool, logPath string) {
+	out := opts.IO.Out
+	addrs := c.Endpoints()
+	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them.\n\n", len(addrs), c.Replicas())
+	t := cmdutil.NewTable(out, "origin", "address")
+	for i, a := range addrs {
+		t.Row(i, "http://"+a)
+	}
+	_ = t.Flush()
+	fmt.Fprintf(out, "\nState:      %s\n", c.Dir())
+	fmt.Fprintf(out, "Logs:       %s\n", logPath)
+	fmt.Fprintf(out, "Endpoints:  %s\n", file)
+	flag := ""
+	if customFile {
+		flag = " --endpoints-file " + file
+	}
+	fmt.Fprintf(out, "\nTry, in another terminal:\n")
+	for _, try := range [][2]string{
+		{"krakenctl push FILE", "upload a file, print its digest"},
+		{"krakenctl pull DIGEST -o out", "download it again, verified"},
+		{"krakenctl ring status", "the origins, their health and who owns what"},
+	} {
+		fmt.Fprintf(out, "  %-30s # %s\n", try[0]+flag, try[1])
+	}
+	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
+}

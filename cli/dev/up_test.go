@@ -1,0 +1,189 @@
+package dev
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/dev"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func Test_NewCmdUp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		want    UpOptions
+		wantErr string
+	}{
+		{name: "defaults", want: UpOptions{Origins: 3, Port: 15000, LogLevel: slog.LevelWarn}},
+		{name: "everything", args: []string{"--origins", "5", "--dir", "/tmp/kdev", "--port", "0", "--endpoints-file", "/tmp/e.yaml", "--log-level", "debug"},
+			want: UpOptions{Origins: 5, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug}},
+		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65535"},
+			want: UpOptions{Origins: 1, Port: 65535, LogLevel: slog.LevelWarn}},
+		{name: "zero origins", args: []string{"--origins", "0"}, wantErr: "invalid --origins 0: want 1 to 64"},
+		{name: "too many origins", args: []string{"--origins", "100"}, wantErr: "invalid --origins 100"},
+		{name: "no room for ports", args: []string{"--port", "65534"}, wantErr: "invalid --port 65534"},
+		{name: "negative port", args: []string{"--port", "-1"}, wantErr: "invalid --port -1"},
+		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `invalid --log-level "loud"`},
+		{name: "not a number", args: []string{"--origins", "three"}, wantErr: `invalid argument "three" for "--origins"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ios, _, _, _ := iostreams.Test()
+			f := &cmdutil.Factory{IOStreams: ios, HTTPClient: func() *http.Client { return &http.Client{} }, Logger: func() *slog.Logger { return slog.New(slog.DiscardHandler) }}
+			var got *UpOptions
+			cmd := NewCmdUp(f, func(_ context.Context, o *UpOptions) error { got = o; return nil })
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(&bytes.Buffer{})
+			cmd.SetErr(&bytes.Buffer{})
+			cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
+			err := cmd.ExecuteContext(t.Context())
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
+				require.Nil(t, got)
+				return
+			}
+			require.NoError(t, err)
+			require.NotNil(t, got.IO)
+			require.NotNil(t, got.Env)
+			got.IO, got.Env = nil, nil
+			require.Equal(t, tt.want, *got)
+		})
+	}
+}
+
+// syncBuffer is a buffer that one goroutine writes while another reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestUpRunsUntilCancelled(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	ios, _, _, _ := iostreams.Test()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	ios.Out, ios.ErrOut = out, errOut
+	opts := &UpOptions{
+		IO:       ios,
+		Env:      func(k string) string { return map[string]string{"XDG_STATE_HOME": state}[k] },
+		Origins:  2,
+		Port:     0,
+		LogLevel: slog.LevelInfo,
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- upRun(ctx, opts) }()
+
+	// The summary is the last thing printed before the cluster waits for the interrupt.
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C to stop.") },
+		time.Minute, 10*time.Millisecond, "dev up did not become ready; stderr: %s", errOut)
+
+	dir := filepath.Join(state, "krakenctl", "dev")
+	file := filepath.Join(dir, "endpoints.yaml")
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Len(t, e.Origins, 2)
+	summary := out.String()
+	for _, a := range e.Origins {
+		require.Contains(t, summary, "http://"+a)
+		host, _, err := net.SplitHostPort(a)
+		require.NoError(t, err)
+		require.Equal(t, "127.0.0.1", host, "dev origins listen on loopback only")
+		tr := &http.Transport{}
+		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()))
+		tr.CloseIdleConnections()
+	}
+	require.Contains(t, summary, "2 origins, each blob on 2 of them")
+	require.Contains(t, summary, "State:      "+dir)
+	require.Contains(t, summary, "Endpoints:  "+file)
+	require.Contains(t, summary, "krakenctl push FILE ")
+	require.Contains(t, summary, "krakenctl pull DIGEST -o out ")
+	require.Contains(t, summary, "krakenctl ring status ")
+	require.NotContains(t, summary, "--endpoints-file", "the default file needs no flag")
+
+	cancel()
+	require.NoError(t, <-errc)
+	require.Contains(t, errOut.String(), "Dev cluster stopped.")
+	_, err = os.Stat(file)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the endpoints file is removed on exit")
+	logData, err := os.ReadFile(filepath.Join(dir, "dev.log"))
+	require.NoError(t, err)
+	require.Contains(t, string(logData), `"msg":"dev cluster ready"`, "logs go to dev.log as JSON")
+	require.NotContains(t, errOut.String(), `"level"`, "logs never reach the terminal")
+}
+
+func TestUpCustomEndpointsFileIsInTheHints(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "e.yaml")
+	ios, _, _, _ := iostreams.Test()
+	out := &syncBuffer{}
+	ios.Out = out
+	opts := &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1, Dir: dir, EndpointsFile: file, LogLevel: slog.LevelWarn}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- upRun(ctx, opts) }()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, time.Minute, 10*time.Millisecond)
+	require.Contains(t, out.String(), "krakenctl ring status --endpoints-file "+file)
+	cancel()
+	require.NoError(t, <-errc)
+}
+
+func TestUpPortInUse(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	ios, _, out, _ := iostreams.Test()
+	opts := &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1, Dir: t.TempDir(),
+		EndpointsFile: filepath.Join(t.TempDir(), "e.yaml"), Port: ln.Addr().(*net.TCPAddr).Port, LogLevel: slog.LevelWarn}
+	err = upRun(t.Context(), opts)
+	require.ErrorContains(t, err, "address already in use")
+	require.ErrorContains(t, err, "--port")
+	require.Empty(t, out.String())
+}
+
+func TestUpWithoutHome(t *testing.T) {
+	t.Parallel()
+	ios, _, _, _ := iostreams.Test()
+	err := upRun(t.Context(), &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1})
+	require.ErrorContains(t, err, "pass --dir and --endpoints-file")
+}
