@@ -17,7 +17,7 @@ type progress struct {
 // newProgress starts a bar for total bytes (-1 when unknown) labelled desc. A transient bar
 // (for a preparatory step such as hashing) disappears when it finishes; call clear to remove it.
 func newProgress(ios *iostreams.IOStreams, total int64, desc string, transient bool) *progress {
-	if !ios.IsStderrTTY() {
+	if !ios.IsStderrTTY() || total == 0 {
 		return &progress{}
 	}
 	end := progressbar.OptionOnCompletion(func() { _, _ = ios.ErrOut.Write([]byte("\n")) })
@@ -38,6 +38,7 @@ func newProgress(ios *iostreams.IOStreams, total int64, desc string, transient b
 		progressbar.OptionSetSpinnerChangeInterval(0),
 		end,
 	)
+	_ = bar.Add64(0) // start the clock now, not at the first update, so the rate is right
 	return &progress{bar: bar}
 }
 
