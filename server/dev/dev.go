@@ -321,14 +321,10 @@ func (c *Cluster) claim() bool {
 	return true
 }
 
-// release shuts down origins that were opened but never served, then unlocks the directory.
-// origin.Server has no Close: running it under a cancelled context opens nothing new, closes
-// its listener and queue, and returns.
+// release closes origins that were opened but never served, then unlocks the directory.
 func (c *Cluster) release() {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
 	for _, o := range c.origins {
-		if err := o.Run(ctx); err != nil {
+		if err := o.Close(); err != nil {
 			c.log.Warn("close origin", "addr", o.Addr(), "err", err)
 		}
 	}

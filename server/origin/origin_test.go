@@ -426,3 +426,20 @@ func TestCapacityNeverEvictsPendingWriteback(t *testing.T) {
 		return err == nil && bytes.Equal(got, a)
 	}, 10*time.Second, 20*time.Millisecond, "the evicted blob comes back from storage")
 }
+
+// TestCloseWithoutRun: an origin built but never run releases its store, so another origin can
+// open the same directory, and Run after Close refuses.
+func TestCloseWithoutRun(t *testing.T) {
+	t.Parallel()
+	cfg := origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}}
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		srv, err := origin.New(cfg, origin.Deps{Listener: ln})
+		require.NoError(t, err)
+		require.NoError(t, srv.Close())
+		require.Error(t, srv.Run(t.Context()))
+		_, err = net.Dial("tcp", ln.Addr().String())
+		require.Error(t, err, "listener closed")
+	}
+}

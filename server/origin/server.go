@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -64,6 +65,9 @@ type Server struct {
 	holds  map[string]func() // task key -> release of the store hold taken for it
 
 	repairKick chan struct{} // capacity 1
+
+	closeOnce sync.Once
+	started   atomic.Bool
 }
 
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing.
@@ -155,8 +159,12 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Ring returns the origin's ring (for status and tests).
 func (s *Server) Ring() *ring.Ring { return s.ring }
 
-// Run serves until ctx ends, then shuts down gracefully and closes the queue.
+// Run serves until ctx ends, then shuts down gracefully and closes the store and the queue. It
+// may be called once.
 func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("run origin: already started or closed")
+	}
 	defer s.close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
@@ -170,14 +178,27 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// close releases the queue and the store; Run calls it on the way out.
+// Close releases a Server that was built but will not be Run: its listener, queue and store.
+// After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error {
+	if !s.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := s.ln.Close()
+	s.close()
+	return err
+}
+
+// close releases the queue and the store, once; Run calls it on the way out.
 func (s *Server) close() {
-	if err := s.queue.close(); err != nil {
-		s.log.Error("close queue", "err", err)
-	}
-	if err := s.store.Close(); err != nil {
-		s.log.Error("close store", "err", err)
-	}
+	s.closeOnce.Do(func() {
+		if err := s.queue.close(); err != nil {
+			s.log.Error("close queue", "err", err)
+		}
+		if err := s.store.Close(); err != nil {
+			s.log.Error("close store", "err", err)
+		}
+	})
 }
 
 func (s *Server) ready(ctx context.Context) error {
