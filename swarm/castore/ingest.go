@@ -120,35 +120,109 @@ func (s *Store) commit(f *os.File, d digest.Digest, size int64) (info Info, rena
 // vanish, small enough that a cancelled ctx is noticed within a millisecond or so.
 const copyBufSize = 1 << 20
 
+// copyBufsInFlight is how many chunks a copy into a file holds at once: one being read and
+// hashed, the others queued for or being written.
+const copyBufsInFlight = 3
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
-// copyHashed copies r to w and h until r ends, checking ctx between chunks and failing with
-// ErrFull once start plus the bytes copied exceed the capacity. It returns the bytes copied.
-func (s *Store) copyHashed(ctx context.Context, w io.Writer, h hash.Hash, r io.Reader, start int64) (int64, error) {
+// copyHashed copies r into f (at f's current offset) and h until r ends, and returns the bytes
+// copied. It checks ctx between chunks, and fails with ErrFull once start plus the bytes copied
+// exceed the capacity. Hashing and writing overlap: this goroutine reads and hashes a chunk
+// while another writes the previous ones, so an ingest takes about as long as the slower of
+// the two rather than their sum. On Linux the writer also starts write-back of what it has
+// written every few MiB, so the fsync at commit finds little left to do.
+func (s *Store) copyHashed(ctx context.Context, f *os.File, h hash.Hash, r io.Reader, start int64) (int64, error) {
+	free := make(chan *[]byte, copyBufsInFlight)
+	for range copyBufsInFlight {
+		free <- copyBufs.Get().(*[]byte)
+	}
+	type chunk struct {
+		buf *[]byte
+		n   int
+	}
+	full := make(chan chunk, copyBufsInFlight)
+	failed := make(chan struct{}) // Closed when the writer fails.
+	var werr error                // Set by the writer before it closes failed.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wb := newWriteBack(f, start)
+		for c := range full {
+			if werr == nil {
+				if _, err := f.Write((*c.buf)[:c.n]); err != nil {
+					werr = fmt.Errorf("write blob: %w", err)
+					close(failed)
+				} else {
+					wb.wrote(c.n)
+				}
+			}
+			free <- c.buf
+		}
+	}()
+
+	n, err := func() (int64, error) {
+		var n int64
+		for {
+			var buf *[]byte
+			select {
+			case buf = <-free:
+			case <-failed:
+				return n, nil // The writer's error is reported below.
+			}
+			if err := ctx.Err(); err != nil {
+				free <- buf
+				return n, err
+			}
+			k, rerr := r.Read(*buf)
+			if k > 0 {
+				if s.capacity > 0 && start+n+int64(k) > s.capacity {
+					free <- buf
+					return n, fmt.Errorf("%w: more than the capacity of %d bytes", ErrFull, s.capacity)
+				}
+				h.Write((*buf)[:k]) // hash.Hash.Write never fails.
+				full <- chunk{buf, k}
+				n += int64(k)
+			} else {
+				free <- buf
+			}
+			if errors.Is(rerr, io.EOF) {
+				return n, nil
+			}
+			if rerr != nil {
+				return n, fmt.Errorf("read blob: %w", rerr)
+			}
+		}
+	}()
+	close(full)
+	<-done
+	for range copyBufsInFlight {
+		copyBufs.Put(<-free)
+	}
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+// hashReader feeds h the bytes of r and returns how many there were, checking ctx between
+// chunks.
+func hashReader(ctx context.Context, h hash.Hash, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	buf := *bp
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		k, rerr := r.Read(buf)
-		if k > 0 {
-			if s.capacity > 0 && start+n+int64(k) > s.capacity {
-				return n, fmt.Errorf("%w: more than the capacity of %d bytes", ErrFull, s.capacity)
-			}
-			if _, err := w.Write(buf[:k]); err != nil {
-				return n, fmt.Errorf("write blob: %w", err)
-			}
-			h.Write(buf[:k]) // hash.Hash.Write never fails.
-			n += int64(k)
-		}
+		k, rerr := r.Read(*bp)
+		h.Write((*bp)[:k])
+		n += int64(k)
 		if errors.Is(rerr, io.EOF) {
 			return n, nil
 		}
 		if rerr != nil {
-			return n, fmt.Errorf("read blob: %w", rerr)
+			return n, fmt.Errorf("read: %w", rerr)
 		}
 	}
 }

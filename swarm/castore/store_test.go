@@ -24,7 +24,12 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeBenchFile()
+		os.Exit(code)
+	}))
+}
 
 func blobData(seed uint64, n int) []byte {
 	b := make([]byte, n)

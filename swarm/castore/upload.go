@@ -108,7 +108,9 @@ func (s *Store) UploadSize(id string) (int64, error) {
 }
 
 // AppendUpload appends the bytes of r to the session, which must have exactly offset bytes so
-// far (else ErrBadOffset, and nothing is read). It returns the session's size afterwards. The
+// far (else ErrBadOffset, and nothing is read). It returns the session's size afterwards, also
+// with ErrBadOffset and other errors once the session is found (0 with ErrUploadUnknown or
+// ErrUploadBusy). The
 // bytes are fsynced before it returns. If it fails partway (a read error, a cancelled ctx,
 // ErrFull when the session would exceed the capacity), the session is truncated back to its
 // size before the call, which it returns with the error. A concurrent append, commit or
@@ -156,10 +158,18 @@ func (s *Store) appendUpload(ctx context.Context, sess *session, offset int64, r
 		s.rollback(sess, path, saved)
 		return err
 	}
-	sess.size += n
+	s.setSize(sess, sess.size+n)
 	sess.hashed = sess.size
 	s.saveHashState(sess)
 	return nil
+}
+
+// setSize changes the session's size under s.upMu, where UploadSize reads it; the session's
+// owner may read it without the lock.
+func (s *Store) setSize(sess *session, size int64) {
+	s.upMu.Lock()
+	sess.size = size
+	s.upMu.Unlock()
 }
 
 // rollback returns the session to its size before a failed append: the data truncated back,
@@ -176,7 +186,7 @@ func (s *Store) rollback(sess *session, path string, saved []byte) {
 	s.log.Warn("castore: cannot roll back upload", "upload_id", sess.id, "err", err)
 	sess.h, sess.hashed = sha256.New(), 0
 	if fi, serr := os.Stat(path); serr == nil {
-		sess.size = fi.Size()
+		s.setSize(sess, fi.Size())
 	}
 }
 
@@ -214,7 +224,7 @@ func (s *Store) hashFile(ctx context.Context, path string, h hash.Hash, from, to
 		return fmt.Errorf("read upload: %w", err)
 	}
 	defer f.Close()
-	n, err := s.copyHashed(ctx, io.Discard, h, io.NewSectionReader(f, from, to-from), 0)
+	n, err := hashReader(ctx, h, io.NewSectionReader(f, from, to-from))
 	if err != nil {
 		return fmt.Errorf("read upload: %w", err)
 	}

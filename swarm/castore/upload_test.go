@@ -244,6 +244,36 @@ func TestUploadBusy(t *testing.T) {
 	require.NoError(t, err)
 }
 
+func TestUploadSizeNeverShowsAPartialAppend(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir(), castore.Options{})
+	id, err := s.CreateUpload()
+	require.NoError(t, err)
+	const chunk, chunks = 64 << 10, 40
+	done := make(chan error, 1)
+	go func() {
+		for i := range chunks {
+			if _, err := s.AppendUpload(t.Context(), id, int64(i*chunk), bytes.NewReader(blobData(uint64(i), chunk))); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	var last int64
+	for {
+		size, err := s.UploadSize(id)
+		require.NoError(t, err)
+		require.Zero(t, size%chunk, "size %d is not at a chunk boundary", size)
+		require.GreaterOrEqual(t, size, last)
+		last = size
+		if size == chunk*chunks {
+			break
+		}
+	}
+	require.NoError(t, <-done)
+}
+
 func TestCommitUploadDigestMismatch(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
