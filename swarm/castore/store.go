@@ -226,7 +226,7 @@ func (s *Store) load() error {
 	var blobs []found
 	if err := s.scanDir(dirBlobs, true, func(alg digest.Algorithm, name string, de fs.DirEntry) bool {
 		d := digest.NewDigestFromEncoded(alg, name)
-		if de.Type().IsDir() || checkDigest(d) != nil || !de.Type().IsRegular() {
+		if !de.Type().IsRegular() || checkDigest(d) != nil {
 			return false
 		}
 		fi, err := de.Info()

@@ -12,11 +12,11 @@
 package metainfo
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -149,16 +149,8 @@ func (m MetaInfo) Validate() error {
 
 // Equal reports whether m and o describe the same layout with the same sums.
 func (m MetaInfo) Equal(o MetaInfo) bool {
-	if m.Digest != o.Digest || m.Length != o.Length || m.PieceLength != o.PieceLength ||
-		len(m.PieceSums) != len(o.PieceSums) {
-		return false
-	}
-	for i := range m.PieceSums {
-		if !bytes.Equal(m.PieceSums[i][:], o.PieceSums[i][:]) {
-			return false
-		}
-	}
-	return true
+	return m.Digest == o.Digest && m.Length == o.Length && m.PieceLength == o.PieceLength &&
+		slices.Equal(m.PieceSums, o.PieceSums)
 }
 
 func checkPieceLength(pl int64) error {
