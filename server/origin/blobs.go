@@ -66,6 +66,8 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	// Held so a blob just pulled through is not evicted before it is opened for this request.
+	defer s.store.Hold(d)()
 	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
 		registry.WriteError(w, r, err)
 		return
@@ -147,6 +149,7 @@ func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	defer s.store.Hold(d)()
 	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
 		registry.WriteError(w, r, err)
 		return

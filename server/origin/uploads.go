@@ -32,6 +32,9 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 			registry.WriteError(w, r, err)
 			return
 		}
+		// Held from before the commit until its write-back is queued (which holds it again), so
+		// a concurrent commit cannot evict it in between.
+		defer s.store.Hold(d)()
 		body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
 		if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
 			registry.WriteError(w, r, err)
@@ -199,6 +202,7 @@ func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	defer s.store.Hold(d)() // see handleStartUpload
 	if r.ContentLength != 0 {
 		if _, err := s.appendChunk(r.Context(), w, r, id); err != nil {
 			registry.WriteError(w, r, err)
@@ -253,6 +257,7 @@ func (s *Server) handlePutReplica(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	defer s.store.Hold(d)() // see handleStartUpload
 	body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
 	if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
 		registry.WriteError(w, r, err)
