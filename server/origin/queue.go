@@ -105,20 +105,24 @@ func (q *queue) poke() {
 }
 
 // due returns up to limit tasks whose time has come and that no worker holds, marking them
-// running, and the time the next not-yet-due task becomes due (zero if none).
-func (q *queue) due(now time.Time, limit int) ([]task, time.Time, error) {
+// running, the time the next not-yet-due task becomes due (zero if none), and how many tasks of
+// each kind the queue holds. It scans the whole queue: fine for the thousands of tasks an
+// origin has pending at once, not for millions.
+func (q *queue) due(now time.Time, limit int) ([]task, time.Time, map[string]int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var out []task
 	var next time.Time
+	counts := map[string]int{kindWriteback: 0, kindReplicate: 0}
 	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(tasksBucket).ForEach(func(k, v []byte) error {
-			if q.running[string(k)] {
-				return nil
-			}
 			var t task
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("decode task %q: %w", k, err)
+			}
+			counts[t.Kind]++
+			if q.running[string(k)] {
+				return nil
 			}
 			if t.NotBefore.After(now) {
 				if next.IsZero() || t.NotBefore.Before(next) {
@@ -133,12 +137,12 @@ func (q *queue) due(now time.Time, limit int) ([]task, time.Time, error) {
 		})
 	})
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("scan queue: %w", err)
+		return nil, time.Time{}, nil, fmt.Errorf("scan queue: %w", err)
 	}
 	for _, t := range out {
 		q.running[t.key()] = true
 	}
-	return out, next, nil
+	return out, next, counts, nil
 }
 
 // done removes a finished task (success or permanent failure).
@@ -196,20 +200,6 @@ func (q *queue) all() ([]task, error) {
 		})
 	})
 	return out, err
-}
-
-// pending reports whether a task of kind for d (any namespace, any target) is queued.
-func (q *queue) pending(kind string, d digest.Digest) (bool, error) {
-	ts, err := q.all()
-	if err != nil {
-		return false, err
-	}
-	for _, t := range ts {
-		if t.Kind == kind && t.Digest == d {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // errPermanent marks a task failure that retrying cannot fix.

@@ -119,12 +119,14 @@ func (s *Server) runQueue(ctx context.Context) error {
 		if free <= 0 {
 			continue // a finishing worker wakes us
 		}
-		tasks, next, err := s.queue.due(time.Now(), free)
+		tasks, next, counts, err := s.queue.due(time.Now(), free)
 		if err != nil {
 			s.log.Error("read queue", "err", err)
 			next = time.Now().Add(time.Second)
 		}
-		s.updateQueueGauge()
+		for k, n := range counts {
+			s.metrics.queueDepth.WithLabelValues(k).Set(float64(n))
+		}
 		for _, t := range tasks {
 			sem <- struct{}{}
 			wg.Add(1)
@@ -145,20 +147,6 @@ func (s *Server) runQueue(ctx context.Context) error {
 			wait = max(time.Until(next), 10*time.Millisecond)
 		}
 		timer.Reset(wait)
-	}
-}
-
-func (s *Server) updateQueueGauge() {
-	ts, err := s.queue.all()
-	if err != nil {
-		return
-	}
-	counts := map[string]int{kindWriteback: 0, kindReplicate: 0}
-	for _, t := range ts {
-		counts[t.Kind]++
-	}
-	for k, n := range counts {
-		s.metrics.queueDepth.WithLabelValues(k).Set(float64(n))
 	}
 }
 
