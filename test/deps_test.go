@@ -133,9 +133,13 @@ func checkPackages(pkgs []goPackage) []string {
 		if !ok {
 			continue
 		}
-		for _, elem := range append(strings.Split(p, "/"), pkg.Name) {
-			if slices.Contains(forbiddenNames, elem) {
-				report(pkg.ImportPath, "package named %q: name it after what it provides", elem)
+		names := strings.Split(p, "/")
+		if pkg.Name != path.Base(p) {
+			names = append(names, pkg.Name)
+		}
+		for _, name := range names {
+			if slices.Contains(forbiddenNames, name) {
+				report(pkg.ImportPath, "package named %q: name it after what it provides", name)
 			}
 		}
 		check := func(imports []string, inTest bool, kind string) {
@@ -152,7 +156,7 @@ func checkPackages(pkgs []goPackage) []string {
 		if underAny(p, lowerLayers) || under(p, "tui") {
 			for _, dep := range pkg.Deps {
 				if underAny(dep, forbiddenBelowCLI[:2]) && !slices.Contains(pkg.Imports, dep) {
-					report(pkg.ImportPath, "depends on %s through a library: cobra and pflag belong to cli/", dep)
+					report(pkg.ImportPath, "depends on %s through its imports: cobra and pflag belong to cli/", dep)
 				}
 			}
 		}
@@ -250,7 +254,7 @@ func TestCheckPackages(t *testing.T) {
 		{
 			name:    "tagstore pulls in pflag through a library",
 			pkg:     goPackage{ImportPath: m("tagstore"), Name: "tagstore", Deps: []string{"example.com/lib", "github.com/spf13/pflag"}},
-			wantBad: []string{"through a library"},
+			wantBad: []string{"through its imports"},
 		},
 		{
 			name:    "tui imports server",
@@ -323,6 +327,11 @@ func TestCheckPackages(t *testing.T) {
 			name:    "util and helpers packages",
 			pkg:     goPackage{ImportPath: m("server/util"), Name: "helpers"},
 			wantBad: []string{`"util"`, `"helpers"`},
+		},
+		{
+			name:    "one report for a util directory holding package util",
+			pkg:     goPackage{ImportPath: m("backend/util"), Name: "util"},
+			wantBad: []string{`"util"`},
 		},
 		{
 			name: "packages outside the module are not checked",
