@@ -165,6 +165,9 @@ func (s *Server) runTask(ctx context.Context, t task) {
 		}
 		s.unhold(t)
 		log.Debug("task done")
+	case ctx.Err() != nil:
+		// Shutting down: leave the task as it was; it runs again after the restart.
+		s.queue.release(t)
 	case errors.Is(err, errPermanent):
 		s.metrics.tasks.WithLabelValues(t.Kind, "dropped").Inc()
 		log.Error("task failed permanently; dropped", "err", err)
@@ -173,9 +176,6 @@ func (s *Server) runTask(ctx context.Context, t task) {
 			return
 		}
 		s.unhold(t)
-	case ctx.Err() != nil:
-		// Shutting down: leave the task as it was; it runs again after the restart.
-		s.queue.release(t)
 	default:
 		s.metrics.tasks.WithLabelValues(t.Kind, "retry").Inc()
 		at := time.Now().Add(s.backoff(t.Attempts + 1))
@@ -221,8 +221,10 @@ func (s *Server) writeback(ctx context.Context, ns string, d digest.Digest) erro
 		return fmt.Errorf("%w: no backend configured", errPermanent)
 	}
 	b, err := s.store.Open(ctx, d)
-	if err != nil {
+	if errors.Is(err, castore.ErrNotFound) {
 		return fmt.Errorf("%w: write back %s: %w", errPermanent, d, err)
+	} else if err != nil {
+		return fmt.Errorf("write back %s: %w", d, err)
 	}
 	defer b.Close()
 	if info, err := s.backend.Stat(ctx, ns, d.Encoded()); err == nil && info.Size == b.Size() {
