@@ -17,8 +17,6 @@ type metrics struct {
 	pulls          *prometheus.CounterVec
 	pullErrors     prometheus.Counter
 	replications   *prometheus.CounterVec
-	tasks          *prometheus.CounterVec
-	queueDepth     *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,11 +31,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pulls:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_pull_through_total", Help: "Blobs fetched on a miss, by source."}, []string{"source"}),
 		pullErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_pull_through_errors_total", Help: "Misses that could not be fetched."}),
 		replications:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_replications_total", Help: "Blob copies to other origins, by result."}, []string{"result"}),
-		tasks:          prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_queue_tasks_total", Help: "Durable queue task attempts, by kind and result."}, []string{"kind", "result"}),
-		queueDepth:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "krakenctl_origin_queue_tasks", Help: "Tasks waiting in the durable queue, by kind."}, []string{"kind"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.bytesServed, m.uploadBytes, m.writebackBytes, m.pulls, m.pullErrors, m.replications, m.tasks, m.queueDepth} {
+		for _, c := range []prometheus.Collector{m.requests, m.bytesServed, m.uploadBytes, m.writebackBytes, m.pulls, m.pullErrors, m.replications} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

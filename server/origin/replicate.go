@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/queue"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
@@ -35,7 +35,7 @@ func (s *Server) afterCommit(ctx context.Context, ns string, d digest.Digest, pr
 		if !primary {
 			delay = s.cfg.Writeback.ReplicaDelay
 		}
-		if err := s.enqueue(task{Kind: kindWriteback, Namespace: ns, Digest: d, NotBefore: time.Now().Add(delay)}); err != nil {
+		if err := s.enqueue(newTask(kindWriteback, ns, d, "", time.Now().Add(delay)), d); err != nil {
 			return err
 		}
 	}
@@ -61,7 +61,7 @@ func (s *Server) replicateToOwners(ctx context.Context, ns string, d digest.Dige
 			defer wg.Done()
 			if err := s.replicate(ctx, owner, ns, d); err != nil {
 				s.log.Warn("replicate to owner failed; queued for retry", "peer", owner, "digest", d, "err", err)
-				if qerr := s.enqueue(task{Kind: kindReplicate, Namespace: ns, Digest: d, Target: owner, NotBefore: time.Now().Add(s.cfg.Writeback.RetryInitial)}); qerr != nil {
+				if qerr := s.enqueue(newTask(kindReplicate, ns, d, owner, time.Now().Add(s.cfg.Writeback.RetryInitial)), d); qerr != nil {
 					s.log.Error("queue replicate task", "peer", owner, "digest", d, "err", qerr)
 				}
 			}
@@ -92,137 +92,46 @@ func (s *Server) replicate(ctx context.Context, target, ns string, d digest.Dige
 }
 
 // enqueue stores a task durably and holds its blob against eviction until it finishes.
-func (s *Server) enqueue(t task) error {
-	s.hold(t)
-	if _, err := s.queue.add(t); err != nil {
+func (s *Server) enqueue(t queue.Task, d digest.Digest) error {
+	s.hold(t, d)
+	if _, err := s.queue.Add(t); err != nil {
 		s.unhold(t)
 		return err
 	}
 	return nil
 }
 
-// runQueue executes due tasks with the configured number of workers until ctx ends.
-func (s *Server) runQueue(ctx context.Context) error {
-	sem := make(chan struct{}, s.cfg.Writeback.Workers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		case <-s.queue.wake:
-		}
-		free := s.cfg.Writeback.Workers - len(sem)
-		if free <= 0 {
-			continue // a finishing worker wakes us
-		}
-		tasks, next, counts, err := s.queue.due(time.Now(), free)
-		if err != nil {
-			s.log.Error("read queue", "err", err)
-			next = time.Now().Add(time.Second)
-		}
-		for k, n := range counts {
-			s.metrics.queueDepth.WithLabelValues(k).Set(float64(n))
-		}
-		for _, t := range tasks {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				s.runTask(ctx, t)
-			}()
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		wait := time.Minute
-		if !next.IsZero() {
-			wait = max(time.Until(next), 10*time.Millisecond)
-		}
-		timer.Reset(wait)
+// execute runs one attempt of a queue task.
+func (s *Server) execute(ctx context.Context, t queue.Task) error {
+	bt, err := decodeTask(t)
+	if err != nil {
+		return err
 	}
-}
-
-// runTask runs one attempt of t and records the outcome durably.
-func (s *Server) runTask(ctx context.Context, t task) {
-	tctx, cancel := context.WithTimeout(ctx, s.cfg.Writeback.Timeout)
-	err := s.execute(tctx, t)
-	cancel()
-	log := s.log.With("task", t.Kind, "digest", t.Digest, "namespace", t.Namespace, "target", t.Target, "attempt", t.Attempts+1)
-	switch {
-	case err == nil:
-		s.metrics.tasks.WithLabelValues(t.Kind, "ok").Inc()
-		if derr := s.queue.done(t); derr != nil {
-			log.Error("finish task", "err", derr)
-			return
-		}
-		s.unhold(t)
-		log.Debug("task done")
-	case ctx.Err() != nil:
-		// Shutting down: leave the task as it was; it runs again after the restart.
-		s.queue.release(t)
-	case errors.Is(err, errPermanent):
-		s.metrics.tasks.WithLabelValues(t.Kind, "dropped").Inc()
-		log.Error("task failed permanently; dropped", "err", err)
-		if derr := s.queue.done(t); derr != nil {
-			log.Error("finish task", "err", derr)
-			return
-		}
-		s.unhold(t)
-	default:
-		s.metrics.tasks.WithLabelValues(t.Kind, "retry").Inc()
-		at := time.Now().Add(s.backoff(t.Attempts + 1))
-		log.Warn("task failed; will retry", "err", err, "retry_at", at)
-		if rerr := s.queue.retry(t, err, at); rerr != nil {
-			log.Error("reschedule task", "err", rerr)
-		}
-	}
-}
-
-// backoff is exponential from RetryInitial, capped at RetryMax, with ±20% jitter so that many
-// tasks failing together do not retry together.
-func (s *Server) backoff(attempt int) time.Duration {
-	d := s.cfg.Writeback.RetryInitial
-	for i := 1; i < attempt && d < s.cfg.Writeback.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.cfg.Writeback.RetryMax)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-}
-
-func (s *Server) execute(ctx context.Context, t task) error {
 	switch t.Kind {
 	case kindWriteback:
-		return s.writeback(ctx, t.Namespace, t.Digest)
+		return s.writeback(ctx, bt.Namespace, bt.Digest)
 	case kindReplicate:
-		if !s.ring.IsMember(t.Target) {
-			return fmt.Errorf("%w: %s is no longer a ring member", errPermanent, t.Target)
+		if !s.ring.IsMember(bt.Target) {
+			return fmt.Errorf("%w: %s is no longer a ring member", queue.ErrPermanent, bt.Target)
 		}
-		err := s.replicate(ctx, t.Target, t.Namespace, t.Digest)
+		err := s.replicate(ctx, bt.Target, bt.Namespace, bt.Digest)
 		if errors.Is(err, castore.ErrNotFound) {
-			return fmt.Errorf("%w: %w", errPermanent, err)
+			return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
 		}
 		return err
 	default:
-		return fmt.Errorf("%w: unknown task kind %q", errPermanent, t.Kind)
+		return fmt.Errorf("%w: unknown task kind %q", queue.ErrPermanent, t.Kind)
 	}
 }
 
 // writeback copies d to the namespace's backend unless an object of the same size is there.
 func (s *Server) writeback(ctx context.Context, ns string, d digest.Digest) error {
 	if s.backend == nil {
-		return fmt.Errorf("%w: no backend configured", errPermanent)
+		return fmt.Errorf("%w: no backend configured", queue.ErrPermanent)
 	}
 	b, err := s.store.Open(ctx, d)
 	if errors.Is(err, castore.ErrNotFound) {
-		return fmt.Errorf("%w: write back %s: %w", errPermanent, d, err)
+		return fmt.Errorf("%w: write back %s: %w", queue.ErrPermanent, d, err)
 	} else if err != nil {
 		return fmt.Errorf("write back %s: %w", d, err)
 	}
@@ -242,7 +151,7 @@ func (s *Server) writeback(ctx context.Context, ns string, d digest.Digest) erro
 // classifyBackendErr marks the failures that no retry can fix as permanent.
 func classifyBackendErr(err error) error {
 	if errors.Is(err, backend.ErrNoRoute) || errors.Is(err, backend.ErrReadOnly) || errors.Is(err, backend.ErrInvalidKey) {
-		return fmt.Errorf("%w: %w", errPermanent, err)
+		return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
 	}
 	return err
 }
@@ -313,7 +222,7 @@ func (s *Server) Repair(ctx context.Context) error {
 				mu.Lock()
 				queued++
 				mu.Unlock()
-				return s.enqueue(task{Kind: kindReplicate, Namespace: ns, Digest: d, Target: o})
+				return s.enqueue(newTask(kindReplicate, ns, d, o, time.Time{}), d)
 			})
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/queue"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
@@ -52,7 +53,8 @@ type Server struct {
 	log     *slog.Logger
 	ln      net.Listener
 	store   *castore.Store
-	queue   *queue
+	queue   *queue.Queue
+	runner  *queue.Runner
 	ring    *ring.Ring
 	backend backend.Backend // nil when no backend is configured
 	hc      *http.Client
@@ -116,7 +118,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new origin: %w", err)
 	}
-	s.queue, err = openQueue(filepath.Join(cfg.Store.Dir, "queue.db"))
+	s.queue, err = queue.Open(filepath.Join(cfg.Store.Dir, "queue.db"))
 	if err != nil {
 		s.store.Close()
 		return nil, fmt.Errorf("new origin: %w", err)
@@ -137,14 +139,27 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		s.backend = r
 	}
+	s.runner, err = queue.NewRunner(s.queue, queue.RunnerConfig{
+		Workers: cfg.Writeback.Workers, RetryInitial: cfg.Writeback.RetryInitial,
+		RetryMax: cfg.Writeback.RetryMax, Timeout: cfg.Writeback.Timeout,
+	}, s.execute, queue.RunnerDeps{
+		Logger: s.log, Registerer: deps.Registerer, Subsystem: "origin",
+		Finished: func(t queue.Task, _ error) { s.unhold(t) },
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("new origin: %w", err)
+	}
 	// Blobs still waiting for write-back must survive eviction across restarts too.
-	tasks, err := s.queue.all()
+	tasks, err := s.queue.All()
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("new origin: %w", err)
 	}
 	for _, t := range tasks {
-		s.hold(t)
+		if bt, err := decodeTask(t); err == nil {
+			s.hold(t, bt.Digest)
+		}
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
@@ -169,7 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
 	g.Go(func() error { return s.ring.Run(ctx) })
-	g.Go(func() error { return s.runQueue(ctx) })
+	g.Go(func() error { return s.runner.Run(ctx) })
 	g.Go(func() error { return s.runRepair(ctx) })
 	g.Go(func() error { return s.runPurge(ctx) })
 	s.log.Info("origin started", "addr", s.Addr(), "members", s.cfg.Ring.Members, "replicas", s.cfg.Ring.Replicas)
@@ -192,7 +207,7 @@ func (s *Server) Close() error {
 // close releases the queue and the store, once; Run calls it on the way out.
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
-		if err := s.queue.close(); err != nil {
+		if err := s.queue.Close(); err != nil {
 			s.log.Error("close queue", "err", err)
 		}
 		if err := s.store.Close(); err != nil {
@@ -202,7 +217,7 @@ func (s *Server) close() {
 }
 
 func (s *Server) ready(ctx context.Context) error {
-	if _, err := s.queue.all(); err != nil {
+	if _, err := s.queue.All(); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
 	return nil
@@ -233,19 +248,19 @@ func (s *Server) runPurge(ctx context.Context) error {
 func (s *Server) peer(addr string) *client.Origin { return client.NewOrigin(addr, s.hc) }
 
 // hold keeps a task's blob from eviction until the task finishes.
-func (s *Server) hold(t task) {
+func (s *Server) hold(t queue.Task, d digest.Digest) {
 	s.holdMu.Lock()
 	defer s.holdMu.Unlock()
-	if _, ok := s.holds[t.key()]; ok {
+	if _, ok := s.holds[t.ID()]; ok {
 		return
 	}
-	s.holds[t.key()] = s.store.Hold(t.Digest)
+	s.holds[t.ID()] = s.store.Hold(d)
 }
 
-func (s *Server) unhold(t task) {
+func (s *Server) unhold(t queue.Task) {
 	s.holdMu.Lock()
-	release := s.holds[t.key()]
-	delete(s.holds, t.key())
+	release := s.holds[t.ID()]
+	delete(s.holds, t.ID())
 	s.holdMu.Unlock()
 	if release != nil {
 		release()

@@ -1,0 +1,206 @@
+// Package queue is a durable task queue with retries, shared by the roles that must finish work
+// they have acknowledged: the origin's write-back and replication, the build-index's tag
+// write-back. Tasks live in a bbolt file (fsynced on every change), so a crash or restart resumes
+// them; a Runner executes due tasks with a bounded number of workers and exponential backoff.
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrPermanent marks a task failure that retrying cannot fix; the Runner drops such a task.
+// Executors wrap it: fmt.Errorf("%w: no backend", queue.ErrPermanent).
+var ErrPermanent = errors.New("permanent failure")
+
+var tasksBucket = []byte("tasks")
+
+// Task is one unit of durable work. It stays in the queue until it succeeds or fails
+// permanently. (Kind, Key) identifies it: adding the same task again keeps one entry.
+type Task struct {
+	Kind string `json:"kind"`
+	// Key identifies the task within its kind, e.g. "<target>\x00<digest>".
+	Key string `json:"key"`
+	// Payload is the executor's data, opaque to the queue.
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Attempts  int             `json:"attempts"`
+	NotBefore time.Time       `json:"not_before"`
+	LastError string          `json:"last_error,omitempty"`
+	Created   time.Time       `json:"created"`
+}
+
+// ID is the task's identity in the queue.
+func (t Task) ID() string { return t.Kind + "\x00" + t.Key }
+
+// Queue is a durable task queue in a bbolt file. It is safe for concurrent use.
+type Queue struct {
+	db *bolt.DB
+
+	mu      sync.Mutex
+	running map[string]bool // IDs handed out by Due and not yet finished
+	wake    chan struct{}   // capacity 1: "something may have become due"
+}
+
+// Open opens (creating if needed) the queue file at path. Only one process may open it.
+func Open(path string) (*Queue, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open queue %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(tasksBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open queue %s: %w", path, err)
+	}
+	return &Queue{db: db, running: map[string]bool{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Close closes the file. No other method may be called after it.
+func (q *Queue) Close() error { return q.db.Close() }
+
+// Add stores t durably (fsynced before it returns) and reports whether it is new. Adding a task
+// that is already queued keeps the earlier due time.
+func (q *Queue) Add(t Task) (bool, error) {
+	if t.Created.IsZero() {
+		t.Created = time.Now()
+	}
+	added := false
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(tasksBucket)
+		k := []byte(t.ID())
+		if old := b.Get(k); old != nil {
+			var prev Task
+			if json.Unmarshal(old, &prev) == nil && !t.NotBefore.Before(prev.NotBefore) {
+				return nil
+			}
+			t.Attempts = 0
+		} else {
+			added = true
+		}
+		v, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		return b.Put(k, v)
+	})
+	if err != nil {
+		return false, fmt.Errorf("enqueue %s %q: %w", t.Kind, t.Key, err)
+	}
+	q.poke()
+	return added, nil
+}
+
+func (q *Queue) poke() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Due returns up to limit tasks whose time has come and that no worker holds, marking them
+// running; the time the next not-yet-due task becomes due (zero if none); and how many tasks of
+// each kind the queue holds. It scans the whole queue: fine for the thousands of tasks a role
+// has pending at once, not for millions.
+func (q *Queue) Due(now time.Time, limit int) ([]Task, time.Time, map[string]int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []Task
+	var next time.Time
+	counts := map[string]int{}
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(tasksBucket).ForEach(func(k, v []byte) error {
+			var t Task
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode task %q: %w", k, err)
+			}
+			counts[t.Kind]++
+			if q.running[string(k)] {
+				return nil
+			}
+			if t.NotBefore.After(now) {
+				if next.IsZero() || t.NotBefore.Before(next) {
+					next = t.NotBefore
+				}
+				return nil
+			}
+			if len(out) < limit {
+				out = append(out, t)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, time.Time{}, nil, fmt.Errorf("scan queue: %w", err)
+	}
+	for _, t := range out {
+		q.running[t.ID()] = true
+	}
+	return out, next, counts, nil
+}
+
+// Done removes a finished task (success or permanent failure) and releases it.
+func (q *Queue) Done(t Task) error {
+	defer q.Release(t)
+	err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(tasksBucket).Delete([]byte(t.ID())) })
+	if err != nil {
+		return fmt.Errorf("finish task %s %q: %w", t.Kind, t.Key, err)
+	}
+	return nil
+}
+
+// Retry records a failed attempt and when to try again, and releases the task.
+func (q *Queue) Retry(t Task, cause error, at time.Time) error {
+	defer q.Release(t)
+	t.Attempts++
+	t.LastError = cause.Error()
+	t.NotBefore = at
+	v, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(tasksBucket)
+		if b.Get([]byte(t.ID())) == nil {
+			return nil // removed meanwhile
+		}
+		return b.Put([]byte(t.ID()), v)
+	})
+	if err != nil {
+		return fmt.Errorf("reschedule task %s %q: %w", t.Kind, t.Key, err)
+	}
+	return nil
+}
+
+// Release lets a task handed out by Due be handed out again, unchanged.
+func (q *Queue) Release(t Task) {
+	q.mu.Lock()
+	delete(q.running, t.ID())
+	q.mu.Unlock()
+	q.poke()
+}
+
+// All returns every queued task.
+func (q *Queue) All() ([]Task, error) {
+	var out []Task
+	err := q.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(tasksBucket).ForEach(func(k, v []byte) error {
+			var t Task
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode task %q: %w", k, err)
+			}
+			out = append(out, t)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,174 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/krakenctl/krakenctl/server/queue"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, path string) *queue.Queue {
+	t.Helper()
+	q, err := queue.Open(path)
+	require.NoError(t, err)
+	return q
+}
+
+func TestQueueAddDueDone(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := open(t, path)
+	now := time.Now()
+	added, err := q.Add(queue.Task{Kind: "a", Key: "1", Payload: []byte(`{"x":1}`)})
+	require.NoError(t, err)
+	require.True(t, added)
+	added, err = q.Add(queue.Task{Kind: "a", Key: "1"})
+	require.NoError(t, err)
+	require.False(t, added, "same kind and key is one task")
+	_, err = q.Add(queue.Task{Kind: "b", Key: "1", NotBefore: now.Add(time.Hour)})
+	require.NoError(t, err)
+
+	due, next, counts, err := q.Due(now, 10)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, "a", due[0].Kind)
+	require.JSONEq(t, `{"x":1}`, string(due[0].Payload))
+	require.WithinDuration(t, now.Add(time.Hour), next, time.Second)
+	require.Equal(t, map[string]int{"a": 1, "b": 1}, counts)
+
+	again, _, _, err := q.Due(now, 10)
+	require.NoError(t, err)
+	require.Empty(t, again, "a running task is not handed out twice")
+
+	require.NoError(t, q.Retry(due[0], errors.New("boom"), now.Add(time.Minute)))
+	all, err := q.All()
+	require.NoError(t, err)
+	require.Len(t, all, 2)
+	for _, tk := range all {
+		if tk.Kind == "a" {
+			require.Equal(t, 1, tk.Attempts)
+			require.Equal(t, "boom", tk.LastError)
+		}
+	}
+	// Durable: reopen and find both tasks.
+	require.NoError(t, q.Close())
+	q = open(t, path)
+	defer q.Close()
+	due, _, _, err = q.Due(now.Add(2*time.Minute), 10)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, 1, due[0].Attempts)
+	require.NoError(t, q.Done(due[0]))
+	all, err = q.All()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+}
+
+func TestRunnerRetriesUntilSuccessAndDropsPermanent(t *testing.T) {
+	t.Parallel()
+	q := open(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	finished := make(chan string, 10)
+	exec := func(ctx context.Context, tk queue.Task) error {
+		mu.Lock()
+		attempts[tk.Key]++
+		n := attempts[tk.Key]
+		mu.Unlock()
+		switch tk.Key {
+		case "flaky":
+			if n < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		case "doomed":
+			return fmt.Errorf("%w: never", queue.ErrPermanent)
+		}
+		return nil
+	}
+	r, err := queue.NewRunner(q, queue.RunnerConfig{Workers: 2, RetryInitial: time.Millisecond, RetryMax: 5 * time.Millisecond}, exec,
+		queue.RunnerDeps{Subsystem: "test", Finished: func(tk queue.Task, err error) { finished <- fmt.Sprintf("%s:%v", tk.Key, err != nil) }})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	for _, k := range []string{"flaky", "doomed", "easy"} {
+		_, err := q.Add(queue.Task{Kind: "k", Key: k})
+		require.NoError(t, err)
+	}
+	got := map[string]bool{}
+	for range 3 {
+		select {
+		case f := <-finished:
+			got[f] = true
+		case <-time.After(20 * time.Second):
+			t.Fatal("tasks did not finish")
+		}
+	}
+	cancel()
+	require.NoError(t, <-done)
+	require.Equal(t, map[string]bool{"flaky:false": true, "doomed:true": true, "easy:false": true}, got)
+	mu.Lock()
+	require.Equal(t, 3, attempts["flaky"])
+	require.Equal(t, 1, attempts["doomed"], "a permanent failure is not retried")
+	mu.Unlock()
+	all, err := q.All()
+	require.NoError(t, err)
+	require.Empty(t, all)
+}
+
+// TestRunnerShutdownKeepsTasks: an attempt cut short by shutdown leaves its task queued, with
+// no attempt counted, for the next start.
+func TestRunnerShutdownKeepsTasks(t *testing.T) {
+	t.Parallel()
+	q := open(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	started := make(chan struct{})
+	var once sync.Once
+	exec := func(ctx context.Context, tk queue.Task) error {
+		once.Do(func() { close(started) })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	var dropped atomic.Int32
+	r, err := queue.NewRunner(q, queue.RunnerConfig{}, exec, queue.RunnerDeps{Subsystem: "test", Finished: func(queue.Task, error) { dropped.Add(1) }})
+	require.NoError(t, err)
+	_, err = q.Add(queue.Task{Kind: "k", Key: "slow"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	<-started
+	cancel()
+	require.NoError(t, <-done)
+	all, err := q.All()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.Zero(t, all[0].Attempts)
+	require.Zero(t, dropped.Load())
+}
+
+func TestBackoffGrowsAndCaps(t *testing.T) {
+	t.Parallel()
+	q := open(t, filepath.Join(t.TempDir(), "q.db"))
+	defer q.Close()
+	r, err := queue.NewRunner(q, queue.RunnerConfig{RetryInitial: time.Second, RetryMax: 8 * time.Second}, nil, queue.RunnerDeps{Subsystem: "test"})
+	require.NoError(t, err)
+	for attempt, base := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 10: 8 * time.Second} {
+		d := r.Backoff(attempt)
+		require.GreaterOrEqual(t, d, time.Duration(float64(base)*0.8), "attempt %d", attempt)
+		require.LessOrEqual(t, d, time.Duration(float64(base)*1.2), "attempt %d", attempt)
+	}
+}
