@@ -1,0 +1,103 @@
+package api
+
+import (
+	"net/url"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Build-index API paths. Repository names are path-escaped into one segment, as namespaces are.
+//
+//	PUT    /repositories/{repo}/tags/{tag}     body PutTagRequest -> Tag
+//	GET    /repositories/{repo}/tags/{tag}     [?stale=true] -> Tag
+//	DELETE /repositories/{repo}/tags/{tag}     -> Tag (the deleted value)
+//	GET    /repositories/{repo}/tags           ?n=&last= -> TagList (+ Link rel="next")
+//	GET    /repositories                       ?n=&last= -> Catalog (+ Link rel="next")
+//	GET    /cluster                            -> ClusterStatus
+//	POST   /cluster/members                    body Member -> ClusterStatus
+//	DELETE /cluster/members/{id}               -> ClusterStatus
+//	POST   /cluster/restore                    -> RestoreResult
+//	GET    /changes                            ?from=INDEX -> newline-delimited TagChange stream
+const (
+	RepositoriesPath   = "/repositories"
+	ClusterPath        = "/cluster"
+	ClusterMembersPath = "/cluster/members"
+	ClusterRestorePath = "/cluster/restore"
+	ChangesPath        = "/changes"
+)
+
+// TagPath addresses one tag of a repository.
+func TagPath(repo, tag string) string {
+	return RepositoriesPath + "/" + url.PathEscape(repo) + "/tags/" + url.PathEscape(tag)
+}
+
+// TagsPath lists the tags of a repository.
+func TagsPath(repo string) string { return RepositoriesPath + "/" + url.PathEscape(repo) + "/tags" }
+
+// ClusterMemberPath addresses one member for removal.
+func ClusterMemberPath(id string) string { return ClusterMembersPath + "/" + url.PathEscape(id) }
+
+// PutTagRequest is the body of a tag PUT.
+type PutTagRequest struct {
+	Digest digest.Digest `json:"digest"`
+}
+
+// Tag is a tag's current value.
+type Tag struct {
+	Repo   string        `json:"repo"`
+	Tag    string        `json:"tag"`
+	Digest digest.Digest `json:"digest"`
+	// Index is the Raft log index of the change that set this value; it only grows.
+	Index   uint64    `json:"index"`
+	Updated time.Time `json:"updated"`
+}
+
+// TagList is one page of a repository's tags, in lexical order (as the OCI tag list).
+type TagList struct {
+	Name string   `json:"name"`
+	Tags []string `json:"tags"`
+}
+
+// Catalog is one page of repository names, in lexical order (as the OCI catalog).
+type Catalog struct {
+	Repositories []string `json:"repositories"`
+}
+
+// Member is one node of the build-index Raft group.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	// APIAddr is the node's HTTP address (where writes are forwarded when it leads).
+	APIAddr  string `json:"api_addr"`
+	Suffrage string `json:"suffrage,omitempty"`
+	Leader   bool   `json:"leader,omitempty"`
+}
+
+// ClusterStatus is a node's view of the Raft group.
+type ClusterStatus struct {
+	ID                string   `json:"id"`
+	State             string   `json:"state"`
+	LeaderID          string   `json:"leader_id"`
+	LeaderAPIAddr     string   `json:"leader_api_addr"`
+	Term              uint64   `json:"term"`
+	CommitIndex       uint64   `json:"commit_index"`
+	AppliedIndex      uint64   `json:"applied_index"`
+	LastLogIndex      uint64   `json:"last_log_index"`
+	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	Members           []Member `json:"members"`
+}
+
+// RestoreResult says what a restore from the storage backend did.
+type RestoreResult struct {
+	Imported int `json:"imported"`
+	Skipped  int `json:"skipped"`
+}
+
+// TagChange is one entry of the change feed.
+type TagChange struct {
+	Index uint64 `json:"index"`
+	// Op is "put" or "delete".
+	Op  string `json:"op"`
+	Tag Tag    `json:"tag"`
+}
