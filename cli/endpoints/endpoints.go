@@ -1,6 +1,8 @@
-// Package endpoints finds the origins an operator command talks to, in one place for every
-// command: the --origins flag, else the --endpoints-file flag, else $KRAKENCTL_ORIGINS, else the
-// endpoints file that `krakenctl dev up` writes at its default path.
+// Package endpoints finds the servers an operator command talks to, in one place for every
+// command. Origins come from the --origins flag, else the --endpoints-file flag, else
+// $KRAKENCTL_ORIGINS, else the endpoints file that `krakenctl dev up` writes at its default path;
+// build-index nodes likewise from --build-index, --endpoints-file, $KRAKENCTL_BUILD_INDEX and the
+// same file's build_index list.
 package endpoints
 
 import (
@@ -109,6 +111,9 @@ func readFile(path string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(e.Origins) == 0 {
+		return nil, fmt.Errorf("endpoints file %s lists no origins", path)
+	}
 	addrs, err := parseList(e.Origins)
 	if err != nil {
 		return nil, fmt.Errorf("endpoints file %s: %w", path, err)
@@ -164,12 +169,20 @@ func DefaultFile(env Env) (string, error) {
 // Explain adds a hint to err when no origin could be reached and the addresses came from an
 // endpoints file, which may be stale (left behind by a `dev up` that was killed).
 func (o Origins) Explain(err error) error {
-	if err == nil || o.DevFile == "" {
+	return explain(err, "origins", o.Addrs, o.DevFile)
+}
+
+func explain(err error, what string, addrs []string, devFile string) error {
+	if err == nil || devFile == "" || !Unreachable(err) {
 		return err
 	}
+	return fmt.Errorf("%w\n(the %s %v came from %s: is `krakenctl dev up` still running?)", err, what, addrs, devFile)
+}
+
+// Unreachable reports whether err says that a server could not be reached at all: the
+// connection was refused or could not be dialled, so no request reached it and the same request
+// may safely be sent to another server.
+func Unreachable(err error) bool {
 	var opErr *net.OpError
-	if errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &opErr) && opErr.Op == "dial") {
-		return fmt.Errorf("%w\n(the origins %v came from %s: is `krakenctl dev up` still running?)", err, o.Addrs, o.DevFile)
-	}
-	return err
+	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &opErr) && opErr.Op == "dial")
 }

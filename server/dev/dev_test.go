@@ -279,6 +279,13 @@ func TestReadEndpoints(t *testing.T) {
 
 	_, err = dev.ReadEndpoints(write("empty.yaml", "origins: []\n"))
 	require.ErrorIs(t, err, dev.ErrNoEndpoints)
+	_, err = dev.ReadEndpoints(write("empty-both.yaml", "origins: []\nbuild_index: []\n"))
+	require.ErrorIs(t, err, dev.ErrNoEndpoints)
+
+	e, err = dev.ReadEndpoints(write("bi.yaml", "build_index: [\"127.0.0.1:3\"]\n"))
+	require.NoError(t, err, "a file may name only build-index nodes")
+	require.Equal(t, []string{"127.0.0.1:3"}, e.BuildIndex)
+	require.Empty(t, e.Origins)
 
 	_, err = dev.ReadEndpoints(write("unknown.yaml", "origins: [\"127.0.0.1:1\"]\nagents: 3\n"))
 	require.ErrorContains(t, err, "agents")
@@ -288,7 +295,7 @@ func TestReadEndpoints(t *testing.T) {
 
 	// WriteEndpoints round-trips and leaves no temporary files.
 	p := filepath.Join(dir, "sub", "rt.yaml")
-	in := dev.Endpoints{Origins: []string{"127.0.0.1:15000", "[::1]:15001"}}
+	in := dev.Endpoints{Origins: []string{"127.0.0.1:15000", "[::1]:15001"}, BuildIndex: []string{"127.0.0.1:15100"}}
 	require.NoError(t, dev.WriteEndpoints(p, in))
 	out, err := dev.ReadEndpoints(p)
 	require.NoError(t, err)

@@ -12,15 +12,18 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// ErrNoEndpoints means an endpoints file lists no origins.
-var ErrNoEndpoints = errors.New("endpoints file lists no origins")
+// ErrNoEndpoints means an endpoints file lists no addresses at all.
+var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
 
 // Endpoints is the endpoints file that a running dev cluster writes so that operator commands
 // find it without flags:
 //
 //	origins: ["127.0.0.1:15000", "127.0.0.1:15001", "127.0.0.1:15002"]
+//	build_index: ["127.0.0.1:15100", "127.0.0.1:15101", "127.0.0.1:15102"]
 type Endpoints struct {
 	Origins []string `yaml:"origins"`
+	// BuildIndex lists the build-index nodes' API addresses; any of them serves every request.
+	BuildIndex []string `yaml:"build_index,omitempty"`
 }
 
 // WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
@@ -59,7 +62,7 @@ func WriteEndpoints(path string, e Endpoints) error {
 }
 
 // ReadEndpoints reads an endpoints file. Unknown keys are errors; a missing file wraps
-// fs.ErrNotExist; a file without origins wraps ErrNoEndpoints.
+// fs.ErrNotExist; a file that lists neither origins nor build-index nodes wraps ErrNoEndpoints.
 func ReadEndpoints(path string) (Endpoints, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -71,7 +74,7 @@ func ReadEndpoints(path string) (Endpoints, error) {
 	if err := dec.Decode(&e); err != nil {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, err)
 	}
-	if len(e.Origins) == 0 {
+	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, ErrNoEndpoints)
 	}
 	return e, nil
