@@ -1,0 +1,83 @@
+package tagstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+)
+
+// fsm adapts the Store to raft.FSM. It holds no state of its own: each method forwards to the
+// Store. Raft calls Apply, Snapshot, Restore and StoreConfiguration from one goroutine, never
+// concurrently with each other; Persist of a snapshot runs concurrently with later Applies.
+type fsm struct{ s *Store }
+
+// Apply applies one committed command.
+func (f fsm) Apply(l *raft.Log) any {
+	res := f.s.dispatch(l)
+	f.s.markApplied(l.Index, l.Term)
+	return res
+}
+
+// StoreConfiguration is called for each committed configuration entry. The Store only notes
+// the index, so that "applied" covers every entry a linearizable read may wait for.
+func (f fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.s.markApplied(index, 0)
+}
+
+// Snapshot captures the state in O(1) (copy-on-write B-trees); Persist does the I/O.
+func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
+	s := f.s
+	s.mu.Lock()
+	snap := &fsmSnapshot{st: s.st.clone(), index: s.applied.Load()}
+	s.mu.Unlock()
+	return snap, nil
+}
+
+// Restore replaces the whole state with a snapshot's. The new state is built aside and
+// swapped in under the lock, so a reader sees the old state or the new one, never a mix.
+func (f fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, index, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("restore tag store: %w", err)
+	}
+	s := f.s
+	s.mu.Lock()
+	s.st = st
+	s.m.tags.Set(float64(st.tags.Len()))
+	s.mu.Unlock()
+	s.feed.reset(index)
+	s.restored(index)
+	s.log.Info("restored tag store from snapshot", "index", index, "tags", st.tags.Len())
+	return nil
+}
+
+// fsmSnapshot is a point-in-time clone of the state.
+type fsmSnapshot struct {
+	st    *state
+	index uint64
+}
+
+// Persist streams the clone into the sink; it runs concurrently with Apply, which writes to
+// the live state, not to this clone.
+func (fs *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := writeSnapshot(sink, fs.st, fs.index); err != nil {
+		return errors.Join(fmt.Errorf("persist tag store snapshot: %w", err), sink.Cancel())
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("persist tag store snapshot: %w", err)
+	}
+	return nil
+}
+
+// Release drops the clone.
+func (fs *fsmSnapshot) Release() { fs.st = nil }
+
+// Interface guards
+var (
+	_ raft.FSM                = fsm{}
+	_ raft.ConfigurationStore = fsm{}
+	_ raft.FSMSnapshot        = (*fsmSnapshot)(nil)
+)

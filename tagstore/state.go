@@ -1,0 +1,218 @@
+package tagstore
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"time"
+
+	"github.com/google/btree"
+	"github.com/opencontainers/go-digest"
+)
+
+// btreeDegree is the B-tree fan-out: wide nodes keep listings of 100,000 tags cache friendly.
+const btreeDegree = 32
+
+// lessTag orders tags by repository, then name, so one repository's tags are one range.
+func lessTag(a, b Tag) bool {
+	if a.Repo != b.Repo {
+		return a.Repo < b.Repo
+	}
+	return a.Name < b.Name
+}
+
+// repoEntry counts the tags of one repository; a repository exists while it has tags.
+type repoEntry struct {
+	name string
+	tags int
+}
+
+func lessRepo(a, b repoEntry) bool { return a.name < b.name }
+
+// state is the replicated state machine's data. It is not safe for concurrent mutation: the
+// Store guards it with its RWMutex (the FSM goroutine writes, readers share). clone is O(1)
+// thanks to the B-trees' copy-on-write, which makes Snapshot cheap.
+type state struct {
+	tags  *btree.BTreeG[Tag]
+	repos *btree.BTreeG[repoEntry]
+	// members maps a node ID to its recorded API address.
+	members map[string]string
+}
+
+func newState() *state {
+	return &state{
+		tags:    btree.NewG(btreeDegree, lessTag),
+		repos:   btree.NewG(btreeDegree, lessRepo),
+		members: map[string]string{},
+	}
+}
+
+// clone returns a copy that shares nodes with st until either side writes.
+func (st *state) clone() *state {
+	return &state{tags: st.tags.Clone(), repos: st.repos.Clone(), members: maps.Clone(st.members)}
+}
+
+func (st *state) get(repo, name string) (Tag, bool) {
+	return st.tags.Get(Tag{Repo: repo, Name: name})
+}
+
+// put stores t, replacing any value of the same tag.
+func (st *state) put(t Tag) {
+	if _, replaced := st.tags.ReplaceOrInsert(t); replaced {
+		return
+	}
+	r, _ := st.repos.Get(repoEntry{name: t.Repo})
+	r.name = t.Repo
+	r.tags++
+	st.repos.ReplaceOrInsert(r)
+}
+
+// remove deletes a tag and returns its value.
+func (st *state) remove(repo, name string) (Tag, bool) {
+	old, ok := st.tags.Delete(Tag{Repo: repo, Name: name})
+	if !ok {
+		return Tag{}, false
+	}
+	r, _ := st.repos.Get(repoEntry{name: repo})
+	if r.tags <= 1 {
+		st.repos.Delete(r)
+	} else {
+		r.tags--
+		st.repos.ReplaceOrInsert(r)
+	}
+	return old, true
+}
+
+// tagNames lists the tag names of repo greater than last, at most n (n <= 0: all), and
+// whether the repository exists.
+func (st *state) tagNames(repo, last string, n int) ([]string, bool) {
+	r, ok := st.repos.Get(repoEntry{name: repo})
+	if !ok {
+		return nil, false
+	}
+	size := r.tags
+	if n > 0 && n < size {
+		size = n
+	}
+	names := make([]string, 0, size)
+	st.tags.AscendGreaterOrEqual(Tag{Repo: repo, Name: last}, func(t Tag) bool {
+		if t.Repo != repo {
+			return false
+		}
+		if t.Name == last {
+			return true
+		}
+		names = append(names, t.Name)
+		return n <= 0 || len(names) < n
+	})
+	return names, true
+}
+
+// repoNames lists repository names greater than last, at most n (n <= 0: all).
+func (st *state) repoNames(last string, n int) []string {
+	var names []string
+	if n > 0 {
+		names = make([]string, 0, min(n, st.repos.Len()))
+	}
+	st.repos.AscendGreaterOrEqual(repoEntry{name: last}, func(r repoEntry) bool {
+		if r.name == last {
+			return true
+		}
+		names = append(names, r.name)
+		return n <= 0 || len(names) < n
+	})
+	return names
+}
+
+// all returns every tag in (repository, name) order.
+func (st *state) all() []Tag {
+	tags := make([]Tag, 0, st.tags.Len())
+	st.tags.Ascend(func(t Tag) bool {
+		tags = append(tags, t)
+		return true
+	})
+	return tags
+}
+
+// Snapshot format: a header line, then one line per tag in (repository, name) order. JSON
+// keeps it readable with standard tools and lets later versions add fields; the header's
+// format number changes only for an incompatible layout.
+const snapshotFormat = 1
+
+type snapshotHeader struct {
+	Format int `json:"format"`
+	// Index is the last log index applied to the state (the change feed resumes after it).
+	Index   uint64            `json:"index"`
+	Tags    int               `json:"tags"`
+	Members map[string]string `json:"members"`
+}
+
+type snapshotTag struct {
+	Repo    string        `json:"r"`
+	Name    string        `json:"t"`
+	Digest  digest.Digest `json:"d"`
+	Index   uint64        `json:"i"`
+	Updated time.Time     `json:"u"`
+}
+
+// writeSnapshot streams st to w.
+func writeSnapshot(w io.Writer, st *state, index uint64) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := json.NewEncoder(bw)
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Index: index, Tags: st.tags.Len(), Members: st.members}); err != nil {
+		return fmt.Errorf("write snapshot header: %w", err)
+	}
+	var err error
+	st.tags.Ascend(func(t Tag) bool {
+		err = enc.Encode(snapshotTag{Repo: t.Repo, Name: t.Name, Digest: t.Digest, Index: t.Index, Updated: t.Updated})
+		return err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("write snapshot tag: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write snapshot: %w", err)
+	}
+	return nil
+}
+
+// readSnapshot decodes a snapshot written by writeSnapshot into a new state. It checks the
+// format, the count and the order of tags, so a truncated or garbled snapshot is an error
+// rather than a silently smaller state.
+func readSnapshot(r io.Reader) (*state, uint64, error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	var h snapshotHeader
+	if err := dec.Decode(&h); err != nil {
+		return nil, 0, fmt.Errorf("read snapshot header: %w", err)
+	}
+	if h.Format != snapshotFormat {
+		return nil, 0, fmt.Errorf("read snapshot: format %d is not supported (want %d)", h.Format, snapshotFormat)
+	}
+	if h.Tags < 0 {
+		return nil, 0, fmt.Errorf("read snapshot: negative tag count %d", h.Tags)
+	}
+	st := newState()
+	if h.Members != nil {
+		st.members = h.Members
+	}
+	var prev Tag
+	for i := range h.Tags {
+		var t snapshotTag
+		if err := dec.Decode(&t); err != nil {
+			return nil, 0, fmt.Errorf("read snapshot tag %d of %d: %w", i+1, h.Tags, err)
+		}
+		tag := Tag{Repo: t.Repo, Name: t.Name, Digest: t.Digest, Index: t.Index, Updated: t.Updated}
+		if i > 0 && !lessTag(prev, tag) {
+			return nil, 0, fmt.Errorf("read snapshot tag %d: %s:%s is out of order", i+1, t.Repo, t.Name)
+		}
+		st.put(tag)
+		prev = tag
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, 0, fmt.Errorf("read snapshot: data after the %d tags it announced", h.Tags)
+	}
+	return st, h.Index, nil
+}
