@@ -1,0 +1,292 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/api"
+)
+
+// ErrFeedEnded means the server closed a change feed (it shut down or lost the subscriber's
+// place); the caller resumes from the last index it saw.
+var ErrFeedEnded = errors.New("change feed ended")
+
+// maxTagResponse bounds a JSON answer of the build-index (a page of 10,000 long tags fits).
+const maxTagResponse = 64 << 20
+
+// BuildIndex is a client of one build-index node's API. Any node accepts every request: writes
+// and linearizable reads sent to a follower are forwarded to the leader. It is safe for
+// concurrent use.
+//
+// Errors wrap *registry.Error with the server's status and code (TAG_INVALID, NAME_INVALID,
+// DIGEST_INVALID, MANIFEST_UNKNOWN, MANIFEST_BLOB_UNKNOWN, UNAVAILABLE, ...), and ErrNotFound
+// as well when the status is 404.
+type BuildIndex struct {
+	addr string
+	base string
+	hc   *http.Client
+}
+
+// NewBuildIndex returns a client of the build-index node at addr ("host:port" or a full http(s)
+// URL). hc may be nil for http.DefaultClient; it is shared, not closed.
+func NewBuildIndex(addr string, hc *http.Client) *BuildIndex {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	base := addr
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		base = "http://" + addr
+	}
+	return &BuildIndex{addr: addr, base: strings.TrimRight(base, "/"), hc: hc}
+}
+
+// Addr returns the address the client was built with.
+func (c *BuildIndex) Addr() string { return c.addr }
+
+// PutTag points repo:tag at d and returns the stored value (with the Raft index that set it).
+// The server accepts it only when d exists in the origin cluster under namespace repo, and, when
+// d is a manifest it can parse, every blob and manifest it references.
+func (c *BuildIndex) PutTag(ctx context.Context, repo, tag string, d digest.Digest) (api.Tag, error) {
+	body, err := json.Marshal(api.PutTagRequest{Digest: d})
+	if err != nil {
+		return api.Tag{}, fmt.Errorf("put tag: %w", err)
+	}
+	var t api.Tag
+	err = c.call(ctx, http.MethodPut, api.TagPath(repo, tag), body, http.StatusOK, &t, "put tag "+repo+":"+tag)
+	return t, err
+}
+
+// GetTag returns the value of repo:tag. With stale false the read is linearizable (it reflects
+// every write acknowledged before it started); with stale true the answering node reads its own
+// state, which may lag. A missing tag wraps ErrNotFound.
+func (c *BuildIndex) GetTag(ctx context.Context, repo, tag string, stale bool) (api.Tag, error) {
+	path := api.TagPath(repo, tag)
+	if stale {
+		path += "?stale=true"
+	}
+	var t api.Tag
+	err := c.call(ctx, http.MethodGet, path, nil, http.StatusOK, &t, "get tag "+repo+":"+tag)
+	return t, err
+}
+
+// DeleteTag removes repo:tag and returns the value it had. A missing tag wraps ErrNotFound.
+func (c *BuildIndex) DeleteTag(ctx context.Context, repo, tag string) (api.Tag, error) {
+	var t api.Tag
+	err := c.call(ctx, http.MethodDelete, api.TagPath(repo, tag), nil, http.StatusOK, &t, "delete tag "+repo+":"+tag)
+	return t, err
+}
+
+// ListTags returns one page of repo's tags in lexical order, starting after last ("" for the
+// first page), at most n of them (n <= 0 lets the server choose its default page size). next is
+// the last to pass for the following page, or "" when this page is the end. A repository with
+// no tags wraps ErrNotFound.
+func (c *BuildIndex) ListTags(ctx context.Context, repo, last string, n int) ([]string, string, error) {
+	var tl api.TagList
+	next, err := c.page(ctx, api.TagsPath(repo), last, n, &tl, "list tags of "+repo)
+	if err != nil {
+		return nil, "", err
+	}
+	return tl.Tags, next, nil
+}
+
+// ListRepositories returns one page of repository names, like ListTags.
+func (c *BuildIndex) ListRepositories(ctx context.Context, last string, n int) ([]string, string, error) {
+	var cat api.Catalog
+	next, err := c.page(ctx, api.RepositoriesPath, last, n, &cat, "list repositories")
+	if err != nil {
+		return nil, "", err
+	}
+	return cat.Repositories, next, nil
+}
+
+func (c *BuildIndex) page(ctx context.Context, path, last string, n int, out any, op string) (string, error) {
+	q := url.Values{}
+	if n > 0 {
+		q.Set("n", strconv.Itoa(n))
+	}
+	if last != "" {
+		q.Set("last", last)
+	}
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+	if err := decodeResponse(resp, http.StatusOK, out, op); err != nil {
+		return "", err
+	}
+	next, err := nextLast(resp.Header.Values("Link"))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+	return next, nil
+}
+
+// nextLast returns the last parameter of the rel="next" Link, or "" without one.
+func nextLast(links []string) (string, error) {
+	for _, h := range links {
+		for _, l := range strings.Split(h, ",") {
+			target, params, ok := strings.Cut(strings.TrimSpace(l), ";")
+			if !ok || !strings.Contains(strings.ReplaceAll(params, " ", ""), `rel="next"`) {
+				continue
+			}
+			target = strings.TrimSpace(target)
+			if !strings.HasPrefix(target, "<") || !strings.HasSuffix(target, ">") {
+				return "", fmt.Errorf("bad Link header %q", h)
+			}
+			u, err := url.Parse(target[1 : len(target)-1])
+			if err != nil {
+				return "", fmt.Errorf("bad Link header %q: %w", h, err)
+			}
+			next := u.Query().Get("last")
+			if next == "" {
+				return "", fmt.Errorf("link header %q has no last parameter", h)
+			}
+			return next, nil
+		}
+	}
+	return "", nil
+}
+
+// ClusterStatus returns the answering node's view of the Raft group.
+func (c *BuildIndex) ClusterStatus(ctx context.Context) (api.ClusterStatus, error) {
+	var st api.ClusterStatus
+	err := c.call(ctx, http.MethodGet, api.ClusterPath, nil, http.StatusOK, &st, "get cluster status")
+	return st, err
+}
+
+// Join adds m to the Raft group (through the leader) and returns the status after the change.
+// A member whose ID or address is already in the group is refused with 409.
+func (c *BuildIndex) Join(ctx context.Context, m api.Member) (api.ClusterStatus, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return api.ClusterStatus{}, fmt.Errorf("join member: %w", err)
+	}
+	var st api.ClusterStatus
+	err = c.call(ctx, http.MethodPost, api.ClusterMembersPath, body, http.StatusOK, &st, "join member "+m.ID)
+	return st, err
+}
+
+// Remove takes the member with id out of the Raft group and returns the status after the
+// change. An unknown id wraps ErrNotFound.
+func (c *BuildIndex) Remove(ctx context.Context, id string) (api.ClusterStatus, error) {
+	var st api.ClusterStatus
+	err := c.call(ctx, http.MethodDelete, api.ClusterMemberPath(id), nil, http.StatusOK, &st, "remove member "+id)
+	return st, err
+}
+
+// Restore rebuilds the tags from the storage backend's copies (tags already present with a
+// value at least as new are skipped) and says how many were imported and skipped.
+func (c *BuildIndex) Restore(ctx context.Context) (api.RestoreResult, error) {
+	var rr api.RestoreResult
+	err := c.call(ctx, http.MethodPost, api.ClusterRestorePath, nil, http.StatusOK, &rr, "restore tags")
+	return rr, err
+}
+
+// Changes streams the tag changes the node applies after index from, in index order, calling fn
+// for each. Op is "put" or "delete"; a change with Op "resync" (and nothing else set) means the
+// node no longer holds the changes the caller missed: rebuild from a full listing, then follow
+// again from the current applied index (the stream ends right after it). Changes returns only
+// with an error: ctx's when it ends, fn's own error as is, or one wrapping ErrFeedEnded when the
+// server closes the stream; the caller resumes after the last index fn saw.
+func (c *BuildIndex) Changes(ctx context.Context, from uint64, fn func(api.TagChange) error) error {
+	resp, err := c.do(ctx, http.MethodGet, api.ChangesPath+"?from="+strconv.FormatUint(from, 10), nil)
+	if err != nil {
+		return fmt.Errorf("follow changes: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return responseError("follow changes", resp)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var ch api.TagChange
+		if err := json.Unmarshal(line, &ch); err != nil {
+			return fmt.Errorf("follow changes: decode change: %w", err)
+		}
+		if err := fn(ch); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("follow changes: %w: %w", ErrFeedEnded, err)
+	}
+	return fmt.Errorf("follow changes from %s: %w", c.addr, ErrFeedEnded)
+}
+
+// Ready reports whether the node answers /readyz with 200 (it knows a leader).
+func (c *BuildIndex) Ready(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/readyz", nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		return fmt.Errorf("build-index %s not ready: %s", c.addr, bytes.TrimSpace(body))
+	}
+	drain(resp)
+	return nil
+}
+
+func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.addr, err)
+	}
+	return resp, nil
+}
+
+func (c *BuildIndex) call(ctx context.Context, method, path string, body []byte, want int, out any, op string) error {
+	resp, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return decodeResponse(resp, want, out, op)
+}
+
+// decodeResponse decodes a want-status JSON answer into out, or returns the error the response
+// carries. It consumes and closes the body.
+func decodeResponse(resp *http.Response, want int, out any, op string) error {
+	if resp.StatusCode != want {
+		return responseError(op, resp)
+	}
+	defer drain(resp)
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTagResponse)).Decode(out); err != nil {
+		return fmt.Errorf("%s: decode answer: %w", op, err)
+	}
+	return nil
+}
