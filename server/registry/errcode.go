@@ -9,6 +9,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // Code is an OCI distribution error code.
@@ -30,6 +31,22 @@ const (
 	CodeUnavailable       Code = "UNAVAILABLE"
 	CodeStorageFull       Code = "STORAGE_FULL"
 	CodeUnknown           Code = "UNKNOWN"
+
+	// Codes of the build-index's tag API.
+	CodeManifestUnknown     Code = "MANIFEST_UNKNOWN"
+	CodeManifestInvalid     Code = "MANIFEST_INVALID"
+	CodeManifestBlobUnknown Code = "MANIFEST_BLOB_UNKNOWN"
+	CodeTagInvalid          Code = "TAG_INVALID"
+	// CodePaginationNumberInvalid is distribution's code for a bad n in a paginated list.
+	CodePaginationNumberInvalid Code = "PAGINATION_NUMBER_INVALID"
+	// CodeBodyInvalid (krakenctl's own) is a request body that is not the JSON document expected.
+	CodeBodyInvalid Code = "BODY_INVALID"
+	// CodeMemberUnknown and CodeMemberExists (krakenctl's own) are about Raft group members.
+	CodeMemberUnknown Code = "MEMBER_UNKNOWN"
+	CodeMemberExists  Code = "MEMBER_EXISTS"
+	// CodeOutcomeUnknown (krakenctl's own, status 504) is a write whose outcome is unknown: it
+	// may or may not have been applied. Read the value to find out; do not assume either.
+	CodeOutcomeUnknown Code = "OUTCOME_UNKNOWN"
 )
 
 // Error is an API error with its HTTP status. Handlers return it (or any error; WriteError maps
@@ -98,6 +115,21 @@ func FromError(err error) *Error {
 		return wrap(http.StatusNotFound, CodeNameUnknown, "no storage backend is configured for this namespace")
 	case errors.Is(err, backend.ErrReadOnly):
 		return wrap(http.StatusMethodNotAllowed, CodeUnsupported, "the storage backend for this namespace is read-only")
+	case errors.Is(err, tagstore.ErrIndeterminate):
+		return wrap(http.StatusGatewayTimeout, CodeOutcomeUnknown, "the write may or may not have been applied (leadership changed or the node stopped while it committed); read the value to find out")
+	case errors.Is(err, tagstore.ErrNotFound):
+		return wrap(http.StatusNotFound, CodeManifestUnknown, "tag unknown")
+	case errors.Is(err, tagstore.ErrInvalid):
+		// The store's message names what is wrong (a name, a member); it holds nothing secret.
+		return wrap(http.StatusBadRequest, CodeNameInvalid, err.Error())
+	case errors.Is(err, tagstore.ErrExists):
+		return wrap(http.StatusConflict, CodeMemberExists, err.Error())
+	case errors.Is(err, tagstore.ErrNotLeader):
+		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "no leader: the build-index is electing one; retry")
+	case errors.Is(err, tagstore.ErrUnavailable):
+		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "the build-index cannot take writes right now; retry")
+	case errors.Is(err, tagstore.ErrClosed):
+		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "the build-index node is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):
 		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "timed out")
 	default:

@@ -1,0 +1,221 @@
+package buildindex
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/tagstore"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen        = "127.0.0.1:16000"
+	DefaultRaftListen    = "127.0.0.1:16001"
+	DefaultMaxBody       = 64 << 10
+	DefaultTagsNamespace = "krakenctl-tags"
+	// DefaultMaxManifestSize bounds the manifests fetched for the content check; larger objects
+	// are checked for existence only (the OCI spec lets registries refuse manifests over 4 MiB).
+	DefaultMaxManifestSize = 4 << 20
+)
+
+// Config is a build-index node's YAML configuration file.
+//
+//	listen: 127.0.0.1:16000          # HTTP API (--listen overrides)
+//	advertise: 127.0.0.1:16000       # API address other nodes forward to; default listen
+//	raft_listen: 127.0.0.1:16001     # Raft traffic
+//	dir: /var/lib/krakenctl/build-index
+//	raft:
+//	  node_id: bi-1                  # default: from advertise, "127.0.0.1-16000"
+//	  bootstrap: true                # on the first node of a new cluster only
+//	origins: [127.0.0.1:15000]       # content checks
+//	backends:                        # tag write-back and restore
+//	  - namespace: ".*"
+//	    fs: {root: /var/lib/krakenctl/storage}
+//	join: [127.0.0.1:16010]          # existing nodes to ask to add this one
+type Config struct {
+	// Listen is the address the HTTP API binds. The --listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// Advertise is the API address as other nodes and clients reach it; the leader's is where
+	// followers forward writes. Defaults to Listen.
+	Advertise string `yaml:"advertise"`
+	// RaftListen is the address the Raft transport binds. Raft.Advertise defaults to it.
+	RaftListen string `yaml:"raft_listen"`
+	// Dir holds the node's state: raft/ (the Raft log, stable store and snapshots, unless
+	// raft.dir says otherwise) and the write-back queue.
+	Dir string `yaml:"dir"`
+	// Raft configures the Raft store. raft.api_addr defaults to advertise and must equal it;
+	// raft.dir defaults to <dir>/raft; raft.node_id defaults to advertise with ":" turned into
+	// "-"; raft.advertise defaults to raft_listen.
+	Raft tagstore.Config `yaml:"raft"`
+	// Origins are origin addresses (host:port) of the cluster holding the tagged content.
+	Origins []string `yaml:"origins"`
+	// VerifyContent, true unless set to false, accepts a tag only when its digest exists in the
+	// origin cluster under namespace = repository and, for manifests it can parse, so does
+	// everything the manifest references.
+	VerifyContent *bool `yaml:"verify_content"`
+	// MaxBody bounds a request body (a tag PUT, a member join).
+	MaxBody config.ByteSize `yaml:"max_body"`
+	// MaxManifestSize bounds the manifests fetched for the content check.
+	MaxManifestSize config.ByteSize `yaml:"max_manifest_size"`
+	// Backends route the tag write-back to storage (the route matching TagsNamespace is used).
+	// With none, tags live only in the Raft group and restore is unavailable.
+	Backends []backends.Config `yaml:"backends"`
+	// TagsNamespace is the backend namespace the tags are written to.
+	TagsNamespace string `yaml:"tags_namespace"`
+	// Writeback tunes the durable queue that writes tags to the backend.
+	Writeback WritebackConfig `yaml:"writeback"`
+	// Join lists API addresses of existing nodes. A node started without Raft state and without
+	// raft.bootstrap asks them (through the leader) to add it to the group, retrying until one
+	// does.
+	Join []string `yaml:"join"`
+}
+
+// WritebackConfig tunes the tag write-back queue.
+type WritebackConfig struct {
+	// Workers is how many write-back tasks run at once.
+	Workers int `yaml:"workers"`
+	// RetryInitial is the first retry delay; it doubles on each failure up to RetryMax.
+	RetryInitial time.Duration `yaml:"retry_initial"`
+	RetryMax     time.Duration `yaml:"retry_max"`
+	// Timeout bounds one attempt of one task.
+	Timeout time.Duration `yaml:"timeout"`
+	// FollowerDelay delays the write-back tasks a follower queues, so the leader's copy
+	// usually lands first and the follower's task only finds it there.
+	FollowerDelay time.Duration `yaml:"follower_delay"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Listen
+	}
+	if c.RaftListen == "" {
+		c.RaftListen = DefaultRaftListen
+	}
+	if c.Raft.Advertise == "" {
+		c.Raft.Advertise = c.RaftListen
+	}
+	if c.Raft.APIAddr == "" {
+		c.Raft.APIAddr = c.Advertise
+	}
+	if c.Raft.NodeID == "" {
+		c.Raft.NodeID = nodeIDFrom(c.Advertise)
+	}
+	if c.Raft.Dir == "" && c.Dir != "" {
+		c.Raft.Dir = filepath.Join(c.Dir, "raft")
+	}
+	c.Raft.Defaults()
+	if c.VerifyContent == nil {
+		v := true
+		c.VerifyContent = &v
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.MaxManifestSize == 0 {
+		c.MaxManifestSize = DefaultMaxManifestSize
+	}
+	if c.TagsNamespace == "" {
+		c.TagsNamespace = DefaultTagsNamespace
+	}
+	w := &c.Writeback
+	if w.Workers == 0 {
+		w.Workers = 4
+	}
+	if w.RetryInitial == 0 {
+		w.RetryInitial = time.Second
+	}
+	if w.RetryMax == 0 {
+		w.RetryMax = 5 * time.Minute
+	}
+	if w.Timeout == 0 {
+		w.Timeout = 5 * time.Minute
+	}
+	if w.FollowerDelay == 0 {
+		w.FollowerDelay = 10 * time.Second
+	}
+}
+
+// nodeIDFrom derives a node ID from an address: "10.0.0.1:16000" becomes "10.0.0.1-16000".
+func nodeIDFrom(addr string) string {
+	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addr)
+}
+
+// verify reports whether content checks are on (the default).
+func (c *Config) verify() bool { return c.VerifyContent == nil || *c.VerifyContent }
+
+// Validate reports every problem, each naming its key. It expects Defaults to have run.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	hostPort := func(key, v string) {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad("%s: %q is not host:port: %v", key, v, err)
+		}
+	}
+	hostPort("listen", c.Listen)
+	hostPort("advertise", c.Advertise)
+	hostPort("raft_listen", c.RaftListen)
+	if c.Dir == "" {
+		bad("dir: required")
+	}
+	if c.Raft.APIAddr != c.Advertise {
+		bad("raft.api_addr: %q differs from advertise %q (leave it unset)", c.Raft.APIAddr, c.Advertise)
+	}
+	if err := c.Raft.Validate(); err != nil {
+		bad("raft: %w", err)
+	}
+	for i, o := range c.Origins {
+		hostPort(fmt.Sprintf("origins[%d]", i), o)
+	}
+	if c.verify() && len(c.Origins) == 0 {
+		bad("origins: required while verify_content is true (tags are checked against the origin cluster)")
+	}
+	if c.MaxBody < 0 {
+		bad("max_body: must be positive")
+	}
+	if c.MaxManifestSize < 0 {
+		bad("max_manifest_size: must be positive")
+	}
+	for i := range c.Backends {
+		if err := c.Backends[i].Validate(); err != nil {
+			bad("backends[%d]: %w", i, err)
+		}
+	}
+	if err := backend.CheckNamespace(c.TagsNamespace); err != nil {
+		bad("tags_namespace: %w", err)
+	}
+	w := c.Writeback
+	if w.Workers < 1 {
+		bad("writeback.workers: must be at least 1")
+	}
+	if w.RetryInitial < 0 || w.RetryMax < w.RetryInitial {
+		bad("writeback.retry_initial/retry_max: want 0 < retry_initial <= retry_max")
+	}
+	if w.Timeout <= 0 {
+		bad("writeback.timeout: must be positive")
+	}
+	if w.FollowerDelay < 0 {
+		bad("writeback.follower_delay: must not be negative")
+	}
+	for i, j := range c.Join {
+		hostPort(fmt.Sprintf("join[%d]", i), j)
+		if j == c.Advertise {
+			bad("join[%d]: %q is this node's own address", i, j)
+		}
+	}
+	if len(c.Join) > 0 && c.Raft.Bootstrap {
+		bad("join: a node that bootstraps a new cluster joins nobody (unset raft.bootstrap or join)")
+	}
+	return errors.Join(errs...)
+}

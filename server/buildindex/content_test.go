@@ -1,0 +1,154 @@
+package buildindex
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/dev/devtest"
+	"github.com/krakenctl/krakenctl/server/registry"
+)
+
+// push stores b in the origin cluster under ns and returns its descriptor.
+func push(t *testing.T, c *client.Cluster, ns, mediaType string, b []byte) descriptor {
+	t.Helper()
+	d := digest.FromBytes(b)
+	_, err := c.Push(t.Context(), ns, d, bytes.NewReader(b), int64(len(b)), client.UploadOptions{})
+	require.NoError(t, err)
+	return descriptor{MediaType: mediaType, Digest: d, Size: int64(len(b))}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b
+}
+
+func manifestJSON(t *testing.T, v any) []byte {
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+// TestContentCheck runs against a real in-process origin cluster: a tag is accepted only when
+// its manifest and everything the manifest references are there.
+func TestContentCheck(t *testing.T) {
+	t.Parallel()
+	origins := devtest.Start(t, 3)
+	hc := testHTTPClient(t)
+	oc := client.NewCluster(origins.Endpoints(), hc)
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, func(c *Config) {
+		v := true
+		c.VerifyContent = &v
+		c.Origins = origins.Endpoints()
+		c.MaxManifestSize = 64 << 10
+	})
+	ctx := t.Context()
+	const ns = "team/app"
+
+	cfg := push(t, oc, ns, "application/vnd.oci.image.config.v1+json", []byte(`{"architecture":"amd64","os":"linux"}`))
+	layer := push(t, oc, ns, "application/vnd.oci.image.layer.v1.tar+gzip", randomBytes(t, 3000))
+	missing := descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: digest.FromString("never pushed"), Size: 12}
+
+	image := func(mediaType string, layers ...descriptor) map[string]any {
+		m := map[string]any{"schemaVersion": 2, "config": cfg, "layers": layers}
+		if mediaType != "" {
+			m["mediaType"] = mediaType
+		}
+		return m
+	}
+	good := push(t, oc, ns, mediaTypeOCIManifest, manifestJSON(t, image(mediaTypeOCIManifest, layer)))
+	docker := push(t, oc, ns, mediaTypeDockerManifest, manifestJSON(t, image(mediaTypeDockerManifest, layer,
+		descriptor{MediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", Digest: digest.FromString("windows"), Size: 5, URLs: []string{"https://example.com/l"}})))
+	noType := push(t, oc, ns, mediaTypeOCIManifest, manifestJSON(t, image("", layer)))
+	broken := push(t, oc, ns, mediaTypeOCIManifest, manifestJSON(t, image(mediaTypeOCIManifest, layer, missing)))
+	index := push(t, oc, ns, mediaTypeOCIIndex, manifestJSON(t, map[string]any{
+		"schemaVersion": 2, "mediaType": mediaTypeOCIIndex, "manifests": []descriptor{good, docker},
+	}))
+	brokenIndex := push(t, oc, ns, mediaTypeDockerList, manifestJSON(t, map[string]any{
+		"schemaVersion": 2, "mediaType": mediaTypeDockerList, "manifests": []descriptor{good, {MediaType: mediaTypeOCIManifest, Digest: digest.FromString("gone"), Size: 3}},
+	}))
+	wrongSize := layer
+	wrongSize.Size++
+	badSize := push(t, oc, ns, mediaTypeOCIManifest, manifestJSON(t, image(mediaTypeOCIManifest, wrongSize)))
+	badRef := push(t, oc, ns, mediaTypeOCIManifest, []byte(`{"schemaVersion":2,"mediaType":"`+mediaTypeOCIManifest+`","config":{"digest":"sha256:nothex","size":1},"layers":[]}`))
+	artifact := push(t, oc, ns, "", randomBytes(t, 100))
+	big := push(t, oc, ns, "", append([]byte(`{"schemaVersion":2,"manifests":[`), randomBytes(t, 70<<10)...))
+
+	for name, d := range map[string]descriptor{
+		"oci": good, "docker": docker, "no media type": noType, "index": index, "artifact": artifact, "larger than a manifest": big,
+	} {
+		_, err := n.cli.PutTag(ctx, ns, "ok", d.Digest)
+		require.NoError(t, err, name)
+	}
+	written := store.writeCount()
+
+	_, err := n.cli.PutTag(ctx, ns, "bad", digest.FromString("nothing"))
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+
+	_, err = n.cli.PutTag(ctx, ns, "bad", broken.Digest)
+	re := apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	require.Contains(t, re.Message, missing.Digest.String())
+	require.NotContains(t, re.Message, layer.Digest.String())
+
+	_, err = n.cli.PutTag(ctx, ns, "bad", brokenIndex.Digest)
+	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	require.Contains(t, re.Message, digest.FromString("gone").String())
+
+	_, err = n.cli.PutTag(ctx, ns, "bad", badSize.Digest)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestInvalid)
+	_, err = n.cli.PutTag(ctx, ns, "bad", badRef.Digest)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestInvalid)
+	require.Equal(t, written, store.writeCount(), "refused tags changed nothing")
+
+	// Origins that cannot be reached: 503, nothing written.
+	down := startFake(t, newFakeStore("b"), Deps{}, func(c *Config) {
+		v := true
+		c.VerifyContent = &v
+		c.Origins = []string{closedAddr(t)}
+	})
+	_, err = down.cli.PutTag(ctx, ns, "v1", good.Digest)
+	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	require.Zero(t, down.store.writeCount())
+}
+
+func TestReferences(t *testing.T) {
+	t.Parallel()
+	d1, d2 := digest.FromString("1"), digest.FromString("2")
+	for _, tc := range []struct {
+		doc     string
+		want    []digest.Digest
+		wantErr string
+	}{
+		{doc: `not json`},
+		{doc: `{"schemaVersion":1,"fsLayers":[]}`},
+		{doc: `{"mediaType":"application/vnd.oci.artifact.manifest.v1+json"}`},
+		{doc: `{"mediaType":"` + mediaTypeOCIManifest + `","config":{"digest":"` + d1.String() + `"},"layers":[{"digest":"` + d2.String() + `"},{"digest":"` + d1.String() + `"}]}`, want: []digest.Digest{d1, d2}},
+		{doc: `{"mediaType":"` + mediaTypeOCIManifest + `","layers":[]}`, wantErr: "without config"},
+		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"` + d2.String() + `"}]}`, want: []digest.Digest{d2}},
+		{doc: `{"schemaVersion":2,"manifests":[]}`},
+		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"sha512:` + digest.SHA512.FromString("x").Encoded() + `"}]}`, wantErr: "only sha256"},
+		{doc: `{"mediaType":"` + mediaTypeDockerList + `","manifests":[{"digest":""}]}`, wantErr: "reference"},
+	} {
+		refs, err := references([]byte(tc.doc))
+		if tc.wantErr != "" {
+			require.ErrorContains(t, err, tc.wantErr, tc.doc)
+			continue
+		}
+		require.NoError(t, err, tc.doc)
+		var got []digest.Digest
+		for _, r := range refs {
+			got = append(got, r.Digest)
+		}
+		require.Equal(t, tc.want, got, tc.doc)
+	}
+}

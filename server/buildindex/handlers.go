@@ -1,0 +1,415 @@
+package buildindex
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
+)
+
+// Page sizes of the tag list and the catalog: without n a page holds defaultPage names; n is
+// capped at maxPage (the Link header then leads to the rest).
+const (
+	defaultPage = 1000
+	maxPage     = 100_000
+)
+
+// HeaderServedBy names the node that executed a request (the leader, for a forwarded one).
+const HeaderServedBy = "Krakenctl-Build-Index"
+
+// handlerFunc is a handler that returns its error for the wrapper to write.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.Handle("PUT /repositories/{repo}/tags/{tag}", s.handle("put_tag", s.handlePutTag))
+	mux.Handle("GET /repositories/{repo}/tags/{tag}", s.handle("get_tag", s.handleGetTag))
+	mux.Handle("DELETE /repositories/{repo}/tags/{tag}", s.handle("delete_tag", s.handleDeleteTag))
+	mux.Handle("GET /repositories/{repo}/tags", s.handle("list_tags", s.handleListTags))
+	mux.Handle("GET "+api.RepositoriesPath, s.handle("catalog", s.handleCatalog))
+	mux.Handle("GET "+api.ClusterPath, s.handle("cluster", s.handleCluster))
+	mux.Handle("POST "+api.ClusterMembersPath, s.handle("join", s.handleJoin))
+	mux.Handle("DELETE "+api.ClusterMembersPath+"/{id}", s.handle("remove", s.handleRemove))
+	mux.Handle("POST "+api.ClusterRestorePath, s.handle("restore", s.handleRestore))
+	mux.Handle("GET "+api.ChangesPath, s.handle("changes", s.handleChanges))
+}
+
+// handle instruments h under route and writes the error it returns.
+func (s *Server) handle(route string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(HeaderServedBy, s.cfg.Raft.NodeID)
+		err := h(w, r)
+		if err == nil || errors.Is(err, errForwarded) {
+			return
+		}
+		e := registry.FromError(err)
+		if e.Status >= 500 {
+			if e.Status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
+			if r.Context().Err() == nil {
+				s.log.Warn("request failed", "route", route, "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
+			}
+		}
+		registry.WriteError(w, r, e)
+	})
+}
+
+func toAPI(t tagstore.Tag) api.Tag {
+	return api.Tag{Repo: t.Repo, Tag: t.Name, Digest: t.Digest, Index: t.Index, Updated: t.Updated}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode answer: %w", err)
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return nil
+}
+
+// readBody reads the whole request body, at most max_body bytes (beyond: 413).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid, Message: "read request body", Err: err}
+	}
+	return b, nil
+}
+
+// decodeBody decodes exactly one JSON document with only known fields.
+func decodeBody(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid, Message: "invalid JSON body: " + err.Error(), Err: err}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, "invalid JSON body: more than one document")
+	}
+	return nil
+}
+
+// consistency reads ?stale=: linearizable unless stale=true.
+func consistency(r *http.Request) (tagstore.Consistency, error) {
+	v := r.URL.Query().Get("stale")
+	if v == "" {
+		return tagstore.Linearizable, nil
+	}
+	stale, err := strconv.ParseBool(v)
+	if err != nil {
+		return 0, registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "invalid stale=%q: want true or false", v)
+	}
+	if stale {
+		return tagstore.Stale, nil
+	}
+	return tagstore.Linearizable, nil
+}
+
+func (s *Server) handlePutTag(w http.ResponseWriter, r *http.Request) error {
+	repo, tag := r.PathValue("repo"), r.PathValue("tag")
+	if err := checkRepoTag(repo, tag); err != nil {
+		return err
+	}
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var req api.PutTagRequest
+	if err := decodeBody(body, &req); err != nil {
+		return err
+	}
+	d, err := parseTagDigest(string(req.Digest))
+	if err != nil {
+		return err
+	}
+	var t tagstore.Tag
+	err = s.onLeader(w, r, body, func() error {
+		if s.content != nil {
+			// Check where the write happens: a follower forwards before fetching anything.
+			if err := s.requireLeader(); err != nil {
+				return err
+			}
+			if err := s.content.check(r.Context(), repo, d); err != nil {
+				return err
+			}
+		}
+		var err error
+		t, err = s.store.Put(r.Context(), repo, tag, d)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toAPI(t))
+}
+
+func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
+	repo, tag := r.PathValue("repo"), r.PathValue("tag")
+	if err := checkRepoTag(repo, tag); err != nil {
+		return err
+	}
+	c, err := consistency(r)
+	if err != nil {
+		return err
+	}
+	var t tagstore.Tag
+	err = s.onLeader(w, r, nil, func() error {
+		var err error
+		t, err = s.store.Get(r.Context(), repo, tag, c)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toAPI(t))
+}
+
+func (s *Server) handleDeleteTag(w http.ResponseWriter, r *http.Request) error {
+	repo, tag := r.PathValue("repo"), r.PathValue("tag")
+	if err := checkRepoTag(repo, tag); err != nil {
+		return err
+	}
+	var t tagstore.Tag
+	err := s.onLeader(w, r, nil, func() error {
+		var err error
+		t, err = s.store.Delete(r.Context(), repo, tag)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, toAPI(t))
+}
+
+// pageArgs reads n and last of a paginated list. n = 0 asks for an empty page.
+func pageArgs(r *http.Request) (last string, n int, err error) {
+	q := r.URL.Query()
+	n = defaultPage
+	if v := q.Get("n"); v != "" {
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return "", 0, registry.Errorf(http.StatusBadRequest, registry.CodePaginationNumberInvalid, "invalid n=%q: want a number of at least 0", v)
+		}
+	}
+	return q.Get("last"), min(n, maxPage), nil
+}
+
+// page trims a list fetched with n+1 entries to n and sets the Link to the next page when it
+// had more.
+func page(w http.ResponseWriter, path string, list []string, n int) []string {
+	if list == nil {
+		list = []string{}
+	}
+	if len(list) <= n {
+		return list
+	}
+	list = list[:n]
+	q := url.Values{"n": {strconv.Itoa(n)}, "last": {list[n-1]}}
+	w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))
+	return list
+}
+
+func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
+	repo := r.PathValue("repo")
+	if err := checkRepo(repo); err != nil {
+		return err
+	}
+	c, err := consistency(r)
+	if err != nil {
+		return err
+	}
+	last, n, err := pageArgs(r)
+	if err != nil {
+		return err
+	}
+	var tags []string
+	if n > 0 {
+		err = s.onLeader(w, r, nil, func() error {
+			var err error
+			tags, err = s.store.Tags(r.Context(), repo, last, n+1, c)
+			return err
+		})
+		if errors.Is(err, tagstore.ErrNotFound) || err == nil && len(tags) == 0 && last == "" {
+			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeNameUnknown,
+				Message: fmt.Sprintf("repository %q has no tags", repo), Err: err}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, http.StatusOK, api.TagList{Name: repo, Tags: page(w, api.TagsPath(repo), tags, n)})
+}
+
+func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) error {
+	c, err := consistency(r)
+	if err != nil {
+		return err
+	}
+	last, n, err := pageArgs(r)
+	if err != nil {
+		return err
+	}
+	var repos []string
+	if n > 0 {
+		err = s.onLeader(w, r, nil, func() error {
+			var err error
+			repos, err = s.store.Repositories(r.Context(), last, n+1, c)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, http.StatusOK, api.Catalog{Repositories: page(w, api.RepositoriesPath, repos, n)})
+}
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, toAPIStatus(s.store.Status()))
+}
+
+func toAPIStatus(st tagstore.ClusterStatus) api.ClusterStatus {
+	out := api.ClusterStatus{
+		ID: st.ID, State: st.State, LeaderID: st.LeaderID, LeaderAPIAddr: st.LeaderAPIAddr, Term: st.Term,
+		CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, LastLogIndex: st.LastLogIndex,
+		LastSnapshotIndex: st.LastSnapshotIndex, Members: make([]api.Member, len(st.Members)),
+	}
+	for i, m := range st.Members {
+		out.Members[i] = api.Member(m)
+	}
+	return out
+}
+
+func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var m api.Member
+	if err := decodeBody(body, &m); err != nil {
+		return err
+	}
+	if err := checkMember(m); err != nil {
+		return err
+	}
+	err = s.onLeader(w, r, body, func() error { return s.store.Join(r.Context(), tagstore.Member(m)) })
+	if err != nil {
+		return err
+	}
+	s.log.Info("member joined", "member", m.ID, "raft_addr", m.RaftAddr, "api_addr", m.APIAddr)
+	return writeJSON(w, http.StatusOK, toAPIStatus(s.store.Status()))
+}
+
+// checkMember refuses a join request that could never work.
+func checkMember(m api.Member) error {
+	bad := func(format string, a ...any) error {
+		return registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, format, a...)
+	}
+	if m.ID == "" {
+		return bad("member id: required")
+	}
+	for key, v := range map[string]string{"raft_addr": m.RaftAddr, "api_addr": m.APIAddr} {
+		if _, _, err := net.SplitHostPort(v); err != nil || v == "" {
+			return bad("member %s: %q is not host:port", key, v)
+		}
+	}
+	if m.Leader {
+		return bad("member leader: a joining member cannot be the leader")
+	}
+	return nil
+}
+
+func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	err := s.onLeader(w, r, nil, func() error { return s.store.Remove(r.Context(), id) })
+	if errors.Is(err, tagstore.ErrNotFound) {
+		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeMemberUnknown,
+			Message: fmt.Sprintf("member %q is not in the cluster", id), Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("member removed", "member", id)
+	return writeJSON(w, http.StatusOK, toAPIStatus(s.store.Status()))
+}
+
+func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) error {
+	if s.wb == nil {
+		return registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "no storage backend is configured: nothing to restore from")
+	}
+	var res api.RestoreResult
+	err := s.onLeader(w, r, nil, func() error {
+		if err := s.requireLeader(); err != nil {
+			return err
+		}
+		var err error
+		res, err = s.wb.restore(r.Context())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("restored tags from the backend", "imported", res.Imported, "skipped", res.Skipped)
+	return writeJSON(w, http.StatusOK, res)
+}
+
+// handleChanges streams this node's applied tag changes as newline-delimited JSON, one flush
+// per change (batched while more are waiting), until the client goes away, the node shuts
+// down or the store ends the feed.
+func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) error {
+	var from uint64
+	if v := r.URL.Query().Get("from"); v != "" {
+		var err error
+		if from, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "invalid from=%q: want a log index", v)
+		}
+	}
+	ch, cancel := s.store.Changes(from)
+	defer cancel()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return nil // The client went away.
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-s.stopping:
+			return nil
+		case c, ok := <-ch:
+			if !ok {
+				return nil
+			}
+			_ = rc.SetWriteDeadline(time.Now().Add(time.Minute))
+			if err := enc.Encode(api.TagChange{Index: c.Index, Op: c.Op, Tag: toAPI(c.Tag)}); err != nil {
+				return nil // The client went away.
+			}
+			if len(ch) == 0 {
+				if err := rc.Flush(); err != nil {
+					return nil
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,319 @@
+package buildindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
+)
+
+// Store is the replicated tag store a Server fronts; *tagstore.Store implements it, and tests
+// pass in-memory fakes. Its methods are safe for concurrent use.
+//
+// Writes (Put, Delete, Import, Join, Remove) and Linearizable reads succeed only on the leader;
+// elsewhere they fail with an error wrapping *tagstore.NotLeaderError (errors.Is
+// tagstore.ErrNotLeader) without having changed anything, which the Server answers by
+// forwarding the request to the leader. A missing tag or member wraps tagstore.ErrNotFound, a
+// bad name or member tagstore.ErrInvalid, a member already present tagstore.ErrExists, a write
+// that could not be queued tagstore.ErrUnavailable, a write of unknown outcome
+// tagstore.ErrIndeterminate and a closed store tagstore.ErrClosed.
+type Store interface {
+	// Put points repo:tag at d and returns the stored value.
+	Put(ctx context.Context, repo, tag string, d digest.Digest) (tagstore.Tag, error)
+	// Delete removes repo:tag and returns the value it had.
+	Delete(ctx context.Context, repo, tag string) (tagstore.Tag, error)
+	// Get returns repo:tag's value.
+	Get(ctx context.Context, repo, tag string, c tagstore.Consistency) (tagstore.Tag, error)
+	// Tags returns up to n tags of repo after last, in lexical order; ErrNotFound for a
+	// repository without tags.
+	Tags(ctx context.Context, repo, last string, n int, c tagstore.Consistency) ([]string, error)
+	// Repositories returns up to n repository names after last, in lexical order.
+	Repositories(ctx context.Context, last string, n int, c tagstore.Consistency) ([]string, error)
+	// Export returns every tag and the log index the listing reflects.
+	Export(ctx context.Context, c tagstore.Consistency) ([]tagstore.Tag, uint64, error)
+	// Import adds tags that are absent or older and counts what it imported and skipped.
+	Import(ctx context.Context, tags []tagstore.Tag) (imported, skipped int, err error)
+	// Join adds a member to the Raft group; Remove takes one out.
+	Join(ctx context.Context, m tagstore.Member) error
+	Remove(ctx context.Context, id string) error
+	// Status is this node's view of the group.
+	Status() tagstore.ClusterStatus
+	// IsLeader reports whether this node believes it leads; Leader names the leader it knows.
+	IsLeader() bool
+	Leader() (tagstore.Member, bool)
+	// AppliedIndex is the last log index reflected in this node's state.
+	AppliedIndex() uint64
+	// WaitForLeader returns once a leader is known, or with ctx's error.
+	WaitForLeader(ctx context.Context) error
+	// Changes streams the tag changes applied after index from, in index order, until the
+	// returned cancel is called or the store closes (then the channel is closed). A subscriber
+	// that fell behind gets one tagstore.OpResync change, then the channel closes.
+	Changes(from uint64) (<-chan tagstore.Change, func())
+}
+
+// Deps are a build-index node's collaborators.
+type Deps struct {
+	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0).
+	Listener net.Listener
+	// RaftListener carries Raft traffic; required unless Store is set. The Server owns it.
+	RaftListener net.Listener
+	// Store replaces the Raft store opened from Config.Raft (tests pass fakes). The Server
+	// does not close an injected store.
+	Store Store
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the node's metrics (and the Raft store's); nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics; nil disables the endpoint.
+	Gatherer prometheus.Gatherer
+	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
+	Backend backend.Backend
+	// HTTPClient talks to origins and to the other build-index nodes; nil means a default.
+	HTTPClient *http.Client
+}
+
+// Server is one build-index node. Build it with New and run it with Run.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	store   Store
+	closer  func() error // closes the store when the Server opened it
+	hc      *http.Client
+	content *contentChecker // nil when verify_content is false
+	backend backend.Backend // nil when no backend is configured
+	wb      *writeback      // nil without a backend
+	metrics *metrics
+	http    *http.Server
+
+	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
+	stopping     chan struct{} // closed when the HTTP server starts shutting down
+	stoppingOnce sync.Once
+
+	closeOnce sync.Once
+	started   atomic.Bool
+}
+
+// New validates cfg, opens the node's Raft store and write-back queue and builds its
+// backends. It starts nothing but the Raft store (which takes part in elections from here on);
+// the caller must then Run or Close the Server.
+func New(cfg Config, deps Deps) (srv *Server, err error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new build-index: %w", err)
+	}
+	if deps.Listener == nil {
+		return nil, errors.New("new build-index: no listener")
+	}
+	if deps.Store == nil && deps.RaftListener == nil {
+		return nil, errors.New("new build-index: no raft listener")
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        deps.Logger,
+		ln:         deps.Listener,
+		hc:         deps.HTTPClient,
+		leaderWait: leaderWait,
+		stopping:   make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("role", "build-index", "node_id", cfg.Raft.NodeID)
+	if s.hc == nil {
+		s.hc = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 5 * time.Minute,
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+		}}
+	}
+	if s.metrics, err = newMetrics(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("new build-index: %w", err)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("new build-index: create dir: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	switch {
+	case deps.Backend != nil:
+		s.backend = deps.Backend
+	case len(cfg.Backends) > 0:
+		r, err := backends.Build(context.Background(), cfg.Backends)
+		if err != nil {
+			return nil, fmt.Errorf("new build-index: %w", err)
+		}
+		s.backend = r
+	}
+	if cfg.verify() {
+		s.content = &contentChecker{
+			origins:     cfg.Origins,
+			cluster:     client.NewCluster(cfg.Origins, s.hc),
+			maxManifest: int64(cfg.MaxManifestSize),
+			metrics:     s.metrics,
+		}
+	}
+
+	if deps.Store != nil {
+		s.store = deps.Store
+	} else {
+		st, err := tagstore.Open(cfg.Raft, tagstore.Deps{
+			Listener: deps.RaftListener, Logger: s.log, Registerer: deps.Registerer,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("new build-index: %w", err)
+		}
+		s.store, s.closer = st, st.Close
+	}
+
+	if s.backend != nil {
+		s.wb, err = newWriteback(s, filepath.Join(cfg.Dir, "writeback"), deps.Registerer)
+		if err != nil {
+			return nil, fmt.Errorf("new build-index: %w", err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	s.routes(mux)
+	admin.Mount(mux, deps.Gatherer, s.ready)
+	s.http = httpserve.NewServer(s.instrument(mux))
+	s.http.RegisterOnShutdown(s.stop)
+	return s, nil
+}
+
+// Addr returns the address the HTTP API listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Status returns this node's view of the Raft group.
+func (s *Server) Status() api.ClusterStatus { return toAPIStatus(s.store.Status()) }
+
+// Run serves until ctx ends, then shuts down gracefully and closes the Raft store and the
+// queue. A node started without Raft state, with join addresses, asks them to add it. It may be
+// called once.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("run build-index: already started or closed")
+	}
+	defer s.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpserve.Serve(gctx, s.http, s.ln) })
+	if s.wb != nil {
+		g.Go(func() error { return s.wb.run(gctx) })
+	}
+	if len(s.cfg.Join) > 0 {
+		g.Go(func() error { s.joinCluster(gctx); return nil })
+	}
+	s.log.Info("build-index started", "addr", s.Addr(), "raft_addr", s.cfg.Raft.Advertise, "advertise", s.cfg.Advertise)
+	err := g.Wait()
+	s.log.Info("build-index stopped")
+	return err
+}
+
+// Close releases a Server that was built but will not be Run: its listener, queue and store.
+// After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error {
+	if !s.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := s.ln.Close()
+	s.close()
+	return err
+}
+
+// close releases the queue and the store, once.
+func (s *Server) close() {
+	s.closeOnce.Do(func() {
+		s.stop()
+		if s.wb != nil {
+			if err := s.wb.close(); err != nil {
+				s.log.Error("close write-back queue", "err", err)
+			}
+		}
+		if s.closer != nil {
+			if err := s.closer(); err != nil {
+				s.log.Error("close tag store", "err", err)
+			}
+		}
+	})
+}
+
+// stop ends the change streams, which would otherwise hold up a graceful shutdown.
+func (s *Server) stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }
+
+// ready: the node knows a leader, so it can serve linearizable reads and writes.
+func (s *Server) ready(ctx context.Context) error {
+	if _, ok := s.store.Leader(); !ok {
+		return fmt.Errorf("no leader known (node %s)", s.cfg.Raft.NodeID)
+	}
+	return nil
+}
+
+// hasMembers reports whether the node has a Raft configuration (it bootstrapped or joined).
+func (s *Server) hasMembers() bool { return len(s.store.Status().Members) > 0 }
+
+// joinCluster asks the join addresses to add this node, when it has no Raft configuration yet,
+// until one of them does or ctx ends.
+func (s *Server) joinCluster(ctx context.Context) {
+	if s.hasMembers() {
+		return // Already part of a group: the Raft state says who the others are.
+	}
+	self := api.Member{ID: s.cfg.Raft.NodeID, RaftAddr: s.cfg.Raft.Advertise, APIAddr: s.cfg.Advertise}
+	delay := 200 * time.Millisecond
+	for {
+		for _, addr := range s.cfg.Join {
+			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err := client.NewBuildIndex(addr, s.hc).Join(jctx, self)
+			cancel()
+			if err == nil {
+				s.log.Info("joined the cluster", "via", addr)
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if re := (*registry.Error)(nil); errors.As(err, &re) && re.Status == http.StatusConflict {
+				s.log.Error("join refused; remove the old member or change this node's id or address", "via", addr, "err", err)
+				return
+			}
+			s.log.Warn("join the cluster", "via", addr, "err", err)
+		}
+		if s.hasMembers() {
+			return // Added meanwhile (a join that timed out on our side but succeeded).
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+// Interface guards
+var _ Store = (*tagstore.Store)(nil)

@@ -1,0 +1,597 @@
+package buildindex
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/krakenctl/krakenctl/backend/memory"
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// raft's awaitFuture goroutine for a write in flight at Close (documented in tagstore).
+		goleak.IgnoreTopFunction("github.com/krakenctl/krakenctl/tagstore.awaitFuture"),
+	)
+}
+
+// node is a running Server in a test.
+type node struct {
+	srv   *Server
+	cli   *client.BuildIndex
+	addr  string
+	store *fakeStore
+	stop  func()
+}
+
+func testHTTPClient(t testing.TB) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func noVerify(cfg *Config) {
+	v := false
+	cfg.VerifyContent = &v
+}
+
+// startFake runs a Server over a fakeStore. edit may change the config before New.
+func startFake(t *testing.T, store *fakeStore, deps Deps, edit func(*Config)) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg := Config{Listen: ln.Addr().String(), Dir: t.TempDir()}
+	cfg.Raft.NodeID = store.id
+	noVerify(&cfg)
+	cfg.Writeback.RetryInitial = 10 * time.Millisecond
+	cfg.Writeback.RetryMax = 50 * time.Millisecond
+	cfg.Writeback.FollowerDelay = time.Millisecond
+	if edit != nil {
+		edit(&cfg)
+	}
+	deps.Listener = ln
+	deps.Store = store
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = testHTTPClient(t)
+	}
+	srv, err := New(cfg, deps)
+	require.NoError(t, err)
+	srv.leaderWait = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx) }()
+	n := &node{srv: srv, addr: ln.Addr().String(), store: store, cli: client.NewBuildIndex(ln.Addr().String(), testHTTPClient(t))}
+	stopped := false
+	n.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		require.NoError(t, <-errc)
+	}
+	t.Cleanup(func() { n.stop(); store.close() })
+	return n
+}
+
+func dig(s string) digest.Digest { return digest.FromString(s) }
+
+// apiErr asserts err carries a registry error with status and code.
+func apiErr(t *testing.T, err error, status int, code registry.Code) *registry.Error {
+	t.Helper()
+	require.Error(t, err)
+	var re *registry.Error
+	require.True(t, errors.As(err, &re), "%v", err)
+	require.Equal(t, status, re.Status, "%v", err)
+	require.Equal(t, code, re.Code, "%v", err)
+	return re
+}
+
+func TestPutGetDelete(t *testing.T) {
+	t.Parallel()
+	n := startFake(t, newFakeStore("a"), Deps{}, nil)
+	ctx := t.Context()
+
+	got, err := n.cli.PutTag(ctx, "library/ubuntu", "24.04", dig("one"))
+	require.NoError(t, err)
+	require.Equal(t, api.Tag{Repo: "library/ubuntu", Tag: "24.04", Digest: dig("one"), Index: 1, Updated: got.Updated}, got)
+
+	for _, stale := range []bool{false, true} {
+		g, err := n.cli.GetTag(ctx, "library/ubuntu", "24.04", stale)
+		require.NoError(t, err)
+		require.Equal(t, got.Digest, g.Digest)
+		require.Equal(t, got.Index, g.Index)
+	}
+
+	moved, err := n.cli.PutTag(ctx, "library/ubuntu", "24.04", dig("two"))
+	require.NoError(t, err)
+	require.Equal(t, dig("two"), moved.Digest)
+	require.Greater(t, moved.Index, got.Index)
+
+	del, err := n.cli.DeleteTag(ctx, "library/ubuntu", "24.04")
+	require.NoError(t, err)
+	require.Equal(t, dig("two"), del.Digest)
+
+	_, err = n.cli.GetTag(ctx, "library/ubuntu", "24.04", false)
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	_, err = n.cli.DeleteTag(ctx, "library/ubuntu", "24.04")
+	require.ErrorIs(t, err, client.ErrNotFound)
+
+	// The response names the node that executed it.
+	resp, err := http.Get("http://" + n.addr + api.TagPath("library/ubuntu", "nope"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "a", resp.Header.Get(HeaderServedBy))
+}
+
+// TestBadInput: every malformed request gets its status and code, and the store is untouched.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	ctx := t.Context()
+	good := dig("x").String()
+
+	for _, tc := range []struct {
+		repo, tag string
+		code      registry.Code
+	}{
+		{"Library/ubuntu", "latest", registry.CodeNameInvalid},
+		{"library//ubuntu", "latest", registry.CodeNameInvalid},
+		{"library/ubuntu-", "latest", registry.CodeNameInvalid},
+		{"a..b", "latest", registry.CodeNameInvalid},
+		{strings.Repeat("a", 256), "latest", registry.CodeNameInvalid},
+		{"library/ubuntu", ".hidden", registry.CodeTagInvalid},
+		{"library/ubuntu", "-x", registry.CodeTagInvalid},
+		{"library/ubuntu", strings.Repeat("t", 129), registry.CodeTagInvalid},
+		{"library/ubuntu", "a+b", registry.CodeTagInvalid},
+	} {
+		_, err := n.cli.PutTag(ctx, tc.repo, tc.tag, digest.Digest(good))
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+		_, err = n.cli.GetTag(ctx, tc.repo, tc.tag, false)
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+		_, err = n.cli.DeleteTag(ctx, tc.repo, tc.tag)
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+	}
+	// The longest valid names pass.
+	_, err := n.cli.PutTag(ctx, strings.Repeat("a", 255), strings.Repeat("t", 128), digest.Digest(good))
+	require.NoError(t, err)
+	before := store.writeCount()
+
+	for _, d := range []string{"", "sha256:abc", strings.Repeat("a", 64), "sha256:" + strings.Repeat("G", 64), "md5:0123"} {
+		_, err := n.cli.PutTag(ctx, "app", "v1", digest.Digest(d))
+		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+	}
+	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha512:"+strings.Repeat("a", 128)))
+	apiErr(t, err, http.StatusBadRequest, registry.CodeUnsupported)
+
+	put := func(body string) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.addr+api.TagPath("app", "v1"), strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		return resp
+	}
+	for body, code := range map[string]registry.Code{
+		`{"digest":`:                          registry.CodeBodyInvalid,
+		`[]`:                                  registry.CodeBodyInvalid,
+		`{"digest":"` + good + `","extra":1}`: registry.CodeBodyInvalid,
+		`{"digest":"` + good + `"}{"digest":"` + good + `"}`: registry.CodeBodyInvalid,
+		``: registry.CodeBodyInvalid,
+	} {
+		resp := put(body)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
+		require.Equal(t, code, registry.DecodeError(resp.StatusCode, b).Code, body)
+	}
+	resp := put(`{"digest":"` + good + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+
+	for _, path := range []string{
+		api.TagPath("app", "v1") + "?stale=maybe",
+		api.TagsPath("app") + "?n=-1",
+		api.TagsPath("app") + "?n=ten",
+		api.RepositoriesPath + "?n=1.5",
+		api.ChangesPath + "?from=-3",
+	} {
+		resp, err := http.Get("http://" + n.addr + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
+	}
+
+	for _, m := range []api.Member{
+		{RaftAddr: "127.0.0.1:9", APIAddr: "127.0.0.1:8"},
+		{ID: "b", RaftAddr: "nope", APIAddr: "127.0.0.1:8"},
+		{ID: "b", RaftAddr: "127.0.0.1:9"},
+	} {
+		_, err := n.cli.Join(ctx, m)
+		apiErr(t, err, http.StatusBadRequest, registry.CodeBodyInvalid)
+	}
+	_, err = n.cli.Join(ctx, api.Member{ID: "a", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
+	apiErr(t, err, http.StatusConflict, registry.CodeMemberExists)
+	_, err = n.cli.Remove(ctx, "nobody")
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeMemberUnknown)
+
+	_, err = n.cli.Restore(ctx)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeUnsupported)
+
+	require.Equal(t, before, store.writeCount(), "no bad request changed the store")
+	st, err := n.cli.ClusterStatus(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 1)
+}
+
+func TestStoreErrors(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   registry.Code
+	}{
+		{fmt.Errorf("put: %w: %w", tagstore.ErrIndeterminate, context.Canceled), http.StatusGatewayTimeout, registry.CodeOutcomeUnknown},
+		{fmt.Errorf("put: %w (%w)", tagstore.ErrClosed, tagstore.ErrIndeterminate), http.StatusGatewayTimeout, registry.CodeOutcomeUnknown},
+		{fmt.Errorf("put: %w", tagstore.ErrUnavailable), http.StatusServiceUnavailable, registry.CodeUnavailable},
+		{fmt.Errorf("put: %w", tagstore.ErrClosed), http.StatusServiceUnavailable, registry.CodeUnavailable},
+		{fmt.Errorf("put: %w repository name", tagstore.ErrInvalid), http.StatusBadRequest, registry.CodeNameInvalid},
+	} {
+		store.mu.Lock()
+		store.putErr = tc.err
+		store.mu.Unlock()
+		_, err := n.cli.PutTag(t.Context(), "app", "v1", dig("x"))
+		apiErr(t, err, tc.status, tc.code)
+	}
+}
+
+func TestPagination(t *testing.T) {
+	t.Parallel()
+	n := startFake(t, newFakeStore("a"), Deps{}, nil)
+	ctx := t.Context()
+	var want []string
+	for i := range 25 {
+		tag := fmt.Sprintf("v%02d", i)
+		want = append(want, tag)
+		_, err := n.cli.PutTag(ctx, "team/app", tag, dig(tag))
+		require.NoError(t, err)
+	}
+	var repos []string
+	for i := range 7 {
+		r := fmt.Sprintf("r%d/x", i)
+		repos = append(repos, r)
+		_, err := n.cli.PutTag(ctx, r, "latest", dig(r))
+		require.NoError(t, err)
+	}
+	repos = append(repos, "team/app")
+
+	var got []string
+	last, pages := "", 0
+	for {
+		tags, next, err := n.cli.ListTags(ctx, "team/app", last, 10)
+		require.NoError(t, err)
+		got = append(got, tags...)
+		pages++
+		if next == "" {
+			break
+		}
+		require.Equal(t, tags[len(tags)-1], next)
+		last = next
+	}
+	require.Equal(t, want, got)
+	require.Equal(t, 3, pages)
+
+	// Exactly n left: no Link.
+	tags, next, err := n.cli.ListTags(ctx, "team/app", "v19", 5)
+	require.NoError(t, err)
+	require.Equal(t, want[20:], tags)
+	require.Empty(t, next)
+	// Past the end: an empty page.
+	tags, next, err = n.cli.ListTags(ctx, "team/app", "zzz", 5)
+	require.NoError(t, err)
+	require.Empty(t, tags)
+	require.Empty(t, next)
+	// No n: the default page holds them all.
+	tags, _, err = n.cli.ListTags(ctx, "team/app", "", 0)
+	require.NoError(t, err)
+	require.Equal(t, want, tags)
+
+	// The Link header as the OCI spec writes it, and n=0.
+	resp, err := http.Get("http://" + n.addr + api.TagsPath("team/app") + "?n=2&last=v03")
+	require.NoError(t, err)
+	var tl api.TagList
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tl))
+	resp.Body.Close()
+	require.Equal(t, api.TagList{Name: "team/app", Tags: []string{"v04", "v05"}}, tl)
+	require.Equal(t, `</repositories/team%2Fapp/tags?last=v05&n=2>; rel="next"`, resp.Header.Get("Link"))
+	resp, err = http.Get("http://" + n.addr + api.TagsPath("team/app") + "?n=0")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.JSONEq(t, `{"name":"team/app","tags":[]}`, string(b))
+	require.Empty(t, resp.Header.Get("Link"))
+
+	_, _, err = n.cli.ListTags(ctx, "no/such", "", 0)
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeNameUnknown)
+
+	got = nil
+	last = ""
+	for {
+		page, next, err := n.cli.ListRepositories(ctx, last, 3)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page), 3)
+		got = append(got, page...)
+		if next == "" {
+			break
+		}
+		last = next
+	}
+	require.Equal(t, repos, got)
+}
+
+// TestForwarding: a follower relays writes and linearizable reads to the leader, serves stale
+// reads itself, and never forwards a request twice.
+func TestForwarding(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	leader := startFake(t, newFakeStore("L"), Deps{}, nil)
+	fstore := newFakeStore("F")
+	fstore.followerOf("L", leader.addr)
+	follower := startFake(t, fstore, Deps{}, nil)
+
+	put, err := follower.cli.PutTag(ctx, "app", "v1", dig("one"))
+	require.NoError(t, err)
+	lt, err := leader.store.Get(ctx, "app", "v1", tagstore.Stale)
+	require.NoError(t, err)
+	require.Equal(t, put.Index, lt.Index)
+
+	resp, err := http.Get("http://" + follower.addr + api.TagPath("app", "v1"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "L", resp.Header.Get(HeaderServedBy), "linearizable read served by the leader")
+
+	// A stale read is the follower's own (it has nothing).
+	_, err = follower.cli.GetTag(ctx, "app", "v1", true)
+	require.ErrorIs(t, err, client.ErrNotFound)
+
+	tags, _, err := follower.cli.ListTags(ctx, "app", "", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v1"}, tags)
+	repos, _, err := follower.cli.ListRepositories(ctx, "", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"app"}, repos)
+	_, err = follower.cli.Join(ctx, api.Member{ID: "c", RaftAddr: "127.0.0.1:3", APIAddr: "127.0.0.1:4"})
+	require.NoError(t, err)
+	st, err := follower.cli.Remove(ctx, "c")
+	require.NoError(t, err)
+	require.Equal(t, "L", st.ID, "the status after a change is the leader's")
+	_, err = follower.cli.DeleteTag(ctx, "app", "v1")
+	require.NoError(t, err)
+	_, err = leader.store.Get(ctx, "app", "v1", tagstore.Stale)
+	require.ErrorIs(t, err, tagstore.ErrNotFound)
+	// Errors come back from the leader unchanged.
+	_, err = follower.cli.DeleteTag(ctx, "app", "v1")
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+
+	// Two nodes that each name the other as the leader: one hop, then 503.
+	a, b := newFakeStore("A"), newFakeStore("B")
+	na := startFake(t, a, Deps{}, nil)
+	nb := startFake(t, b, Deps{}, nil)
+	a.followerOf("B", nb.addr)
+	b.followerOf("A", na.addr)
+	_, err = na.cli.PutTag(ctx, "app", "v1", dig("x"))
+	re := apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	require.Contains(t, re.Message, "forwarded")
+
+	// No leader known: wait, then 503 with Retry-After.
+	lone := newFakeStore("Z")
+	lone.followerOf("", "")
+	nz := startFake(t, lone, Deps{}, nil)
+	resp, err = http.Get("http://" + nz.addr + api.TagPath("app", "v1"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	require.Error(t, nz.cli.Ready(ctx), "not ready without a leader")
+	require.NoError(t, follower.cli.Ready(ctx))
+
+	// The leader unreachable: 503.
+	gone := newFakeStore("G")
+	gone.followerOf("L2", closedAddr(t))
+	ng := startFake(t, gone, Deps{}, nil)
+	_, err = ng.cli.PutTag(ctx, "app", "v1", dig("x"))
+	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func TestChanges(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, err := n.cli.PutTag(ctx, "app", "v1", dig("1"))
+	require.NoError(t, err)
+
+	got := make(chan api.TagChange, 10)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- n.cli.Changes(ctx, 0, func(c api.TagChange) error { got <- c; return nil })
+	}()
+	next := func() api.TagChange {
+		select {
+		case c := <-got:
+			return c
+		case err := <-errc:
+			t.Fatalf("feed ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no change arrived")
+		}
+		return api.TagChange{}
+	}
+	c := next()
+	require.Equal(t, api.TagChange{Index: 1, Op: "put", Tag: api.Tag{Repo: "app", Tag: "v1", Digest: dig("1"), Index: 1, Updated: c.Tag.Updated}}, c)
+	_, err = n.cli.PutTag(ctx, "app", "v2", dig("2"))
+	require.NoError(t, err)
+	_, err = n.cli.DeleteTag(ctx, "app", "v1")
+	require.NoError(t, err)
+	c = next()
+	require.Equal(t, "put", c.Op)
+	require.Equal(t, "v2", c.Tag.Tag)
+	c = next()
+	require.Equal(t, "delete", c.Op)
+	require.Equal(t, uint64(3), c.Index)
+	require.Equal(t, "v1", c.Tag.Tag)
+
+	// From an index: only what follows it.
+	sub, subCancel := context.WithCancel(ctx)
+	var seen []uint64
+	err = n.cli.Changes(sub, 2, func(c api.TagChange) error {
+		seen = append(seen, c.Index)
+		subCancel()
+		return nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, []uint64{3}, seen)
+
+	// fn's error ends the stream and is returned as is.
+	boom := errors.New("boom")
+	require.ErrorIs(t, n.cli.Changes(ctx, 0, func(api.TagChange) error { return boom }), boom)
+
+	// A lost place: one resync, then the end.
+	store.forget()
+	var ops []string
+	err = n.cli.Changes(ctx, 1, func(c api.TagChange) error { ops = append(ops, c.Op); return nil })
+	require.ErrorIs(t, err, client.ErrFeedEnded)
+	require.Equal(t, []string{"resync"}, ops)
+
+	// Shutting the server down ends open streams; Run returns.
+	n.stop()
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, client.ErrFeedEnded)
+	case <-time.After(20 * time.Second):
+		t.Fatal("stream did not end at shutdown")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	base := func() Config {
+		c := Config{Dir: "/tmp/x", Origins: []string{"127.0.0.1:15000"}}
+		return c
+	}
+	c := base()
+	c.Defaults()
+	require.NoError(t, c.Validate())
+	require.Equal(t, "127.0.0.1-16000", c.Raft.NodeID)
+	require.Equal(t, "/tmp/x/raft", c.Raft.Dir)
+	require.Equal(t, DefaultRaftListen, c.Raft.Advertise)
+	require.Equal(t, c.Advertise, c.Raft.APIAddr)
+	require.True(t, c.verify())
+
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Dir = "" }, "dir: required"},
+		{func(c *Config) { c.Listen = "nope" }, "listen:"},
+		{func(c *Config) { c.RaftListen = "nope" }, "raft_listen:"},
+		{func(c *Config) { c.Origins = nil }, "origins: required"},
+		{func(c *Config) { c.Origins = []string{"x"} }, "origins[0]:"},
+		{func(c *Config) { c.Raft.APIAddr = "127.0.0.1:1" }, "raft.api_addr"},
+		{func(c *Config) { c.Raft.HeartbeatTimeout = time.Microsecond }, "raft: heartbeat_timeout"},
+		{func(c *Config) { c.Raft.NodeID = "a b" }, "raft: node_id"},
+		{func(c *Config) { c.TagsNamespace = "Tags" }, "tags_namespace"},
+		{func(c *Config) { c.Writeback.Workers = -1 }, "writeback.workers"},
+		{func(c *Config) { c.Writeback.RetryMax = time.Millisecond }, "writeback.retry_initial/retry_max"},
+		{func(c *Config) { c.Join = []string{"127.0.0.1:16000"} }, "join[0]: \"127.0.0.1:16000\" is this node's own address"},
+		{func(c *Config) { c.Join = []string{"127.0.0.1:1"}; c.Raft.Bootstrap = true }, "join: a node that bootstraps"},
+		{func(c *Config) { c.MaxBody = -1 }, "max_body"},
+	} {
+		c := base()
+		tc.edit(&c)
+		c.Defaults()
+		err := c.Validate()
+		require.Error(t, err, tc.want)
+		require.ErrorContains(t, err, tc.want)
+	}
+	c = base()
+	c.Origins = nil
+	noVerify(&c)
+	c.Defaults()
+	require.NoError(t, c.Validate(), "no origins needed without content checks")
+}
+
+func TestNewErrors(t *testing.T) {
+	t.Parallel()
+	_, err := New(Config{}, Deps{})
+	require.ErrorContains(t, err, "dir: required")
+	cfg := Config{Dir: t.TempDir()}
+	noVerify(&cfg)
+	_, err = New(cfg, Deps{})
+	require.ErrorContains(t, err, "no listener")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	_, err = New(cfg, Deps{Listener: ln})
+	require.ErrorContains(t, err, "no raft listener")
+	// Backends that do not route the tags namespace.
+	cfg.Backends = nil
+	cfg.TagsNamespace = "tags"
+	srv, err := New(cfg, Deps{Listener: ln, Store: newFakeStore("a"), Backend: memory.New()})
+	require.NoError(t, err)
+	require.NoError(t, srv.Close())
+	require.ErrorContains(t, srv.Run(t.Context()), "already started")
+}
+
+// TestMetricsAndHealth: the admin endpoints are mounted.
+func TestMetricsAndHealth(t *testing.T) {
+	t.Parallel()
+	n := startFake(t, newFakeStore("a"), Deps{}, nil)
+	for _, p := range []string{"/health", "/readyz"} {
+		resp, err := http.Get("http://" + n.addr + p)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, p)
+	}
+	var buf bytes.Buffer
+	resp, err := http.Get("http://" + n.addr + api.ClusterPath)
+	require.NoError(t, err)
+	_, _ = io.Copy(&buf, resp.Body)
+	resp.Body.Close()
+	var st api.ClusterStatus
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &st))
+	require.Equal(t, "a", st.LeaderID)
+	require.Equal(t, "leader", st.State)
+}
