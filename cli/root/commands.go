@@ -4,9 +4,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/blob"
+	"github.com/krakenctl/krakenctl/cli/cluster"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/dev"
 	"github.com/krakenctl/krakenctl/cli/ring"
+	"github.com/krakenctl/krakenctl/cli/tag"
 )
 
 // blobCommands are the commands that move blobs (push, pull).
@@ -17,10 +19,13 @@ func blobCommands(f *cmdutil.Factory) []*cobra.Command {
 	}
 }
 
-// clusterCommands are the commands that inspect and manage clusters (ring status).
+// clusterCommands are the commands that inspect and manage clusters: the origins' ring, the
+// build-index's tags and its Raft membership.
 func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		ring.NewCmdRing(f),
+		tag.NewCmdTag(f),
+		cluster.NewCmdCluster(f),
 	}
 }
 
