@@ -3,8 +3,8 @@ package buildindex
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"

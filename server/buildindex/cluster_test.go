@@ -1,0 +1,325 @@
+package buildindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/memory"
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry"
+)
+
+// raftNode is one build-index Server over a real Raft store, on fixed loopback addresses so it
+// can be stopped and started again as the same member.
+type raftNode struct {
+	t        *testing.T
+	id       string
+	cfg      Config
+	backend  backend.Backend
+	hc       *http.Client
+	cli      *client.BuildIndex
+	cancel   context.CancelFunc
+	errc     chan error
+	httpAddr string
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// listenAgain binds addr, retrying while the previous owner's socket lingers.
+func listenAgain(t *testing.T, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	require.Eventually(t, func() bool {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "bind %s", addr)
+	return ln
+}
+
+// newRaftCluster prepares n nodes in dir: the first bootstraps, the others join it.
+func newRaftCluster(t *testing.T, n int, dir string, be backend.Backend) []*raftNode {
+	t.Helper()
+	hc := testHTTPClient(t)
+	nodes := make([]*raftNode, n)
+	var first string
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i)
+		httpAddr, raftAddr := freeAddr(t), freeAddr(t)
+		cfg := Config{Listen: httpAddr, RaftListen: raftAddr, Dir: filepath.Join(dir, id), TagsNamespace: tagsNS}
+		noVerify(&cfg)
+		cfg.Raft.NodeID = id
+		cfg.Raft.Bootstrap = i == 0
+		cfg.Raft.HeartbeatTimeout = 300 * time.Millisecond
+		cfg.Raft.ElectionTimeout = 300 * time.Millisecond
+		cfg.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
+		cfg.Raft.CommitTimeout = 5 * time.Millisecond
+		cfg.Raft.SnapshotThreshold = 64
+		cfg.Raft.SnapshotInterval = 50 * time.Millisecond
+		cfg.Raft.TrailingLogs = 16
+		cfg.Writeback.RetryInitial = 20 * time.Millisecond
+		cfg.Writeback.RetryMax = 200 * time.Millisecond
+		cfg.Writeback.FollowerDelay = 200 * time.Millisecond
+		if i == 0 {
+			first = httpAddr
+		} else {
+			cfg.Join = []string{first}
+		}
+		nodes[i] = &raftNode{t: t, id: id, cfg: cfg, backend: be, hc: hc, httpAddr: httpAddr, cli: client.NewBuildIndex(httpAddr, hc)}
+		t.Cleanup(nodes[i].stop)
+	}
+	return nodes
+}
+
+func (n *raftNode) start() {
+	n.t.Helper()
+	hl := listenAgain(n.t, n.cfg.Listen)
+	rl := listenAgain(n.t, n.cfg.RaftListen)
+	srv, err := New(n.cfg, Deps{Listener: hl, RaftListener: rl, Backend: n.backend, HTTPClient: n.hc})
+	require.NoError(n.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel, n.errc = cancel, make(chan error, 1)
+	go func() { n.errc <- srv.Run(ctx) }()
+}
+
+// stop shuts the node down (its Raft store closes without handing over leadership).
+func (n *raftNode) stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	require.NoError(n.t, <-n.errc)
+	n.cancel = nil
+}
+
+func (n *raftNode) running() bool { return n.cancel != nil }
+
+// waitCluster waits until every running node sees the same leader and want members.
+func waitCluster(t *testing.T, nodes []*raftNode, want int) *raftNode {
+	t.Helper()
+	var leader *raftNode
+	require.Eventually(t, func() bool {
+		leaderID := ""
+		for _, n := range nodes {
+			if !n.running() {
+				continue
+			}
+			st, err := n.cli.ClusterStatus(t.Context())
+			if err != nil || st.LeaderID == "" || len(st.Members) != want || (leaderID != "" && st.LeaderID != leaderID) {
+				return false
+			}
+			leaderID = st.LeaderID
+		}
+		for _, n := range nodes {
+			if n.id == leaderID && n.running() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, 20*time.Millisecond, "cluster of %d with one leader", want)
+	return leader
+}
+
+// retrying calls op until it succeeds, retrying while the cluster elects a leader (503) or
+// the outcome of an earlier attempt is unknown (504: the put is repeated, which is safe for
+// a value that no other writer changes).
+func retrying[T any](t *testing.T, op func() (T, error)) T {
+	t.Helper()
+	var last error
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		v, err := op()
+		if err == nil {
+			return v
+		}
+		last = err
+		var re *registry.Error
+		if errors.As(err, &re) && re.Status != http.StatusServiceUnavailable && re.Status != http.StatusGatewayTimeout {
+			t.Fatalf("non-retryable error: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("still failing after 60s: %v", last)
+	var zero T
+	return zero
+}
+
+// TestRaftCluster runs three nodes over real Raft stores: writes on a follower are forwarded;
+// the leader's death interrupts writes only for an election and loses no acknowledged write;
+// all nodes restarted keep their state; a fresh cluster restored from the backend has the same
+// tags.
+func TestRaftCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Raft elections")
+	}
+	t.Parallel()
+	ctx := t.Context()
+	be := memory.New()
+	nodes := newRaftCluster(t, 3, t.TempDir(), be)
+	for _, n := range nodes {
+		n.start()
+	}
+	leader := waitCluster(t, nodes, 3)
+	var follower *raftNode
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+
+	acked := map[string]api.Tag{} // repo:tag -> acknowledged value
+	put := func(via *raftNode, repo, tag, val string) {
+		got := retrying(t, func() (api.Tag, error) { return via.cli.PutTag(ctx, repo, tag, dig(val)) })
+		require.Equal(t, dig(val), got.Digest)
+		acked[repo+":"+tag] = got
+	}
+
+	// A put on a follower is executed by the leader.
+	put(follower, "team/app", "v1", "one")
+	resp, err := http.Get("http://" + follower.httpAddr + api.TagPath("team/app", "v1"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
+	for _, n := range nodes {
+		got, err := n.cli.GetTag(ctx, "team/app", "v1", false)
+		require.NoError(t, err, n.id)
+		require.Equal(t, acked["team/app:v1"], got)
+	}
+	for i := range 100 { // Enough entries for snapshots and log compaction.
+		put(nodes[i%3], "team/app", fmt.Sprintf("t%03d", i), fmt.Sprint(i))
+	}
+
+	// Kill the leader: after an election, writes go on through the survivors.
+	leader.stop()
+	for i := range 20 {
+		n := nodes[(i%2+slices.Index(nodes, leader)+1)%3]
+		put(n, "team/app", fmt.Sprintf("after%02d", i), fmt.Sprint("a", i))
+	}
+	newLeader := waitCluster(t, nodes, 3)
+	require.NotEqual(t, leader.id, newLeader.id)
+	put(newLeader, "team/app", "v1", "moved")
+
+	// The old leader comes back as a follower and catches up.
+	leader.start()
+	waitCluster(t, nodes, 3)
+	require.Eventually(t, func() bool {
+		got, err := leader.cli.GetTag(ctx, "team/app", "v1", true)
+		return err == nil && got.Digest == dig("moved")
+	}, 30*time.Second, 20*time.Millisecond)
+
+	check := func(nodes []*raftNode) {
+		t.Helper()
+		for key, want := range acked {
+			repo, tag, _ := cut(key)
+			for _, n := range nodes {
+				got := retrying(t, func() (api.Tag, error) { return n.cli.GetTag(ctx, repo, tag, false) })
+				require.Equal(t, want.Digest, got.Digest, "%s on %s", key, n.id)
+			}
+		}
+		tags := listAll(t, nodes[0].cli, "team/app")
+		require.Len(t, tags, len(acked))
+	}
+	check(nodes)
+
+	// Every node stopped, then started again: the state is intact.
+	for _, n := range nodes {
+		n.stop()
+	}
+	for _, n := range nodes {
+		n.start()
+	}
+	waitCluster(t, nodes, 3)
+	check(nodes)
+	st, err := nodes[0].cli.ClusterStatus(ctx)
+	require.NoError(t, err)
+	require.Positive(t, st.LastSnapshotIndex, "snapshots were taken")
+
+	// The backend holds every tag (written back by the nodes).
+	for key, want := range acked {
+		repo, tag, _ := cut(key)
+		waitObject(t, be, repo, tag, func(r Record) bool { return !r.Deleted && r.Digest == want.Digest })
+	}
+	for _, n := range nodes {
+		n.stop()
+	}
+
+	// A fresh cluster rebuilt from the backend has the same tags.
+	fresh := newRaftCluster(t, 3, t.TempDir(), be)
+	for _, n := range fresh {
+		n.start()
+	}
+	freshLeader := waitCluster(t, fresh, 3)
+	res := retrying(t, func() (api.RestoreResult, error) { return fresh[1].cli.Restore(ctx) })
+	require.Equal(t, len(acked), res.Imported)
+	check(fresh)
+
+	// Membership: remove a follower and add it back.
+	var out *raftNode
+	for _, n := range fresh {
+		if n != freshLeader {
+			out = n
+		}
+	}
+	st, err = freshLeader.cli.Remove(ctx, out.id)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 2)
+	_, err = freshLeader.cli.Remove(ctx, out.id)
+	require.ErrorIs(t, err, client.ErrNotFound)
+	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.cfg.RaftListen, APIAddr: "127.0.0.1:1"})
+	var re *registry.Error
+	require.True(t, errors.As(err, &re), "%v", err)
+	require.Equal(t, http.StatusConflict, re.Status, "a join from an address already in the cluster")
+	st, err = fresh[slices.IndexFunc(fresh, func(n *raftNode) bool { return n != out && n != freshLeader })].cli.Join(ctx,
+		api.Member{ID: out.id, RaftAddr: out.cfg.RaftListen, APIAddr: out.httpAddr})
+	require.NoError(t, err, "joined through a follower, which forwards to the leader")
+	require.Len(t, st.Members, 3)
+	waitCluster(t, fresh, 3)
+}
+
+func cut(key string) (string, string, bool) {
+	for i := len(key) - 1; i >= 0; i-- {
+		if key[i] == ':' {
+			return key[:i], key[i+1:], true
+		}
+	}
+	return key, "", false
+}
+
+func listAll(t *testing.T, c *client.BuildIndex, repo string) []string {
+	t.Helper()
+	var all []string
+	last := ""
+	for {
+		type pg struct {
+			tags []string
+			next string
+		}
+		p := retrying(t, func() (pg, error) {
+			tags, next, err := c.ListTags(t.Context(), repo, last, 50)
+			return pg{tags, next}, err
+		})
+		all = append(all, p.tags...)
+		if p.next == "" {
+			return all
+		}
+		last = p.next
+	}
+}
