@@ -583,6 +583,16 @@ func (s *Store) Changes(from uint64) (<-chan Change, func()) {
 	return s.feed.subscribe(from)
 }
 
+// ReadIndex waits until this node's state reflects every write acknowledged before the call
+// (as a linearizable read would) and returns the index it has applied. Only the leader
+// answers; a follower returns a *NotLeaderError.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := s.beginRead(ctx, Linearizable); err != nil {
+		return 0, fmt.Errorf("read index: %w", err)
+	}
+	return s.applied.Load(), nil
+}
+
 // AppliedIndex returns the last log index reflected in this node's state.
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 

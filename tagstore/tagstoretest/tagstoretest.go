@@ -150,9 +150,9 @@ func (c *Cluster) newNode(bootstrap bool) *Node {
 // AddNode starts a new, empty node and joins it through the leader.
 func (c *Cluster) AddNode() *Node {
 	c.t.Helper()
+	leader := c.Leader()
 	n := c.newNode(false)
 	c.start(n)
-	leader := c.Leader()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
 	defer cancel()
 	if err := leader.Store().Join(ctx, n.Member()); err != nil {
@@ -354,13 +354,23 @@ func (c *Cluster) Followers() []*Node {
 	return fs
 }
 
-// WaitConverged waits until every running, non-isolated node has applied everything the
-// leader had applied when the call started, and lists every member of the configuration.
+// WaitConverged waits until every running, non-isolated node has applied every write
+// acknowledged before the call, and lists every member of the configuration.
 func (c *Cluster) WaitConverged() {
 	c.t.Helper()
-	leader := c.Leader()
-	target := leader.Store().AppliedIndex()
-	want := len(leader.Store().Status().Members)
+	var target uint64
+	var want int
+	c.waitFor("the leader to confirm its read index", func() bool {
+		leader := c.Leader()
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
+		defer cancel()
+		index, err := leader.Store().ReadIndex(ctx)
+		if err != nil {
+			return false
+		}
+		target, want = index, len(leader.Store().Status().Members)
+		return true
+	})
 	c.waitFor(fmt.Sprintf("every node to apply index %d", target), func() bool {
 		for _, n := range c.reachable() {
 			s := n.Store()

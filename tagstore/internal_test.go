@@ -1,0 +1,234 @@
+package tagstore
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+)
+
+// bareStore is a Store with no Raft, for driving the FSM directly.
+func bareStore(t *testing.T) *Store {
+	t.Helper()
+	m, err := newMetrics(nil)
+	require.NoError(t, err)
+	return &Store{log: slog.New(slog.DiscardHandler), m: m, st: newState(), feed: newFeed(16, func() {})}
+}
+
+func mustEncode(t *testing.T, ct cmdType, v any) []byte {
+	t.Helper()
+	b, err := encodeCommand(ct, v)
+	require.NoError(t, err)
+	return b
+}
+
+// testLog is a sequence of commands as Raft would apply them.
+func testLog(t *testing.T) []*raft.Log {
+	t.Helper()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	cmds := [][]byte{
+		mustEncode(t, cmdMemberMeta, memberMetaCmd{ID: "n1", APIAddr: "n1:80"}),
+		mustEncode(t, cmdPut, putCmd{Repo: "a", Tag: "1", Digest: digest.FromString("1"), Time: at}),
+		mustEncode(t, cmdPut, putCmd{Repo: "b/c", Tag: "x", Digest: digest.FromString("x"), Time: at}),
+		mustEncode(t, cmdImport, importCmd{Tags: []importTag{
+			{Repo: "a", Tag: "1", Digest: digest.FromString("old"), Updated: at.Add(-time.Hour)},
+			{Repo: "a", Tag: "2", Digest: digest.FromString("2"), Updated: at},
+		}}),
+		append([]byte{byte(ignoreUnknown | 0x55)}, `{"future":true}`...),
+		mustEncode(t, cmdDelete, deleteCmd{Repo: "b/c", Tag: "x", Time: at}),
+		mustEncode(t, cmdMemberMeta, memberMetaCmd{ID: "gone", APIAddr: "g:1"}),
+		mustEncode(t, cmdMemberMeta, memberMetaCmd{ID: "gone", Remove: true}),
+	}
+	logs := make([]*raft.Log, len(cmds))
+	for i, c := range cmds {
+		logs[i] = &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: c}
+	}
+	return logs
+}
+
+func applyAll(t *testing.T, s *Store, logs []*raft.Log) []any {
+	t.Helper()
+	f := fsm{s}
+	var res []any
+	for _, l := range logs {
+		res = append(res, f.Apply(l))
+	}
+	return res
+}
+
+func snapshotBytes(t *testing.T, s *Store) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	require.NoError(t, writeSnapshot(&buf, s.st, s.applied.Load()))
+	return buf.Bytes()
+}
+
+func TestFSMAppliesDeterministically(t *testing.T) {
+	logs := testLog(t)
+	s1, s2 := bareStore(t), bareStore(t)
+	res := applyAll(t, s1, logs)
+	applyAll(t, s2, logs)
+	require.Equal(t, snapshotBytes(t, s1), snapshotBytes(t, s2), "replicas applying the same log agree")
+
+	require.Equal(t, uint64(len(logs)), s1.applied.Load())
+	require.Equal(t, uint64(1), s1.appliedTerm.Load())
+	imp := res[3].(*applyResult)
+	require.Equal(t, 1, imp.imported)
+	require.Equal(t, 1, imp.skipped, "the older imported value is skipped")
+	del := res[5].(*applyResult)
+	require.True(t, del.found)
+	require.Equal(t, "x", del.tag.Name)
+
+	st := s1.st
+	require.Equal(t, []string{"1", "2"}, must(st.tagNames("a", "", 0)))
+	require.Equal(t, []string{"a"}, st.repoNames("", 0), "b/c lost its only tag")
+	one, _ := st.get("a", "1")
+	require.Equal(t, digest.FromString("1"), one.Digest)
+	require.Equal(t, uint64(2), one.Index)
+	require.Equal(t, map[string]string{"n1": "n1:80"}, st.members)
+}
+
+func must[T any](v T, ok bool) T {
+	if !ok {
+		panic("missing")
+	}
+	return v
+}
+
+func TestFSMUnknownCommands(t *testing.T) {
+	s := bareStore(t)
+	f := fsm{s}
+	require.PanicsWithValue(t,
+		"tagstore: unknown command type 85 at log index 7; this node is older than the cluster's data and must be upgraded",
+		func() { f.Apply(&raft.Log{Index: 7, Data: []byte{0x55, '{', '}'}}) })
+	require.Panics(t, func() { f.Apply(&raft.Log{Index: 8}) }, "an empty command is corruption")
+
+	// The ignore-unknown bit lets an old node skip a new command and carry on.
+	res := f.Apply(&raft.Log{Index: 9, Term: 2, Data: []byte{byte(ignoreUnknown | 0x55), '{', '}'}})
+	require.Equal(t, &applyResult{}, res)
+	require.Equal(t, uint64(9), s.applied.Load())
+
+	// A known type with a garbled payload is an error result, identical on every replica.
+	res = f.Apply(&raft.Log{Index: 10, Data: []byte{byte(cmdPut), '{'}})
+	require.ErrorContains(t, res.(*applyResult).err, "decode put command at index 10")
+	require.Zero(t, s.st.tags.Len())
+}
+
+func TestSnapshotRoundTripAndCorruption(t *testing.T) {
+	s := bareStore(t)
+	applyAll(t, s, testLog(t))
+	data := snapshotBytes(t, s)
+
+	st, index, err := readSnapshot(bytes.NewReader(data))
+	require.NoError(t, err)
+	require.Equal(t, s.applied.Load(), index)
+	require.Equal(t, s.st.all(), st.all())
+	require.Equal(t, s.st.members, st.members)
+	require.Equal(t, s.st.repoNames("", 0), st.repoNames("", 0))
+
+	lines := strings.SplitAfter(string(data), "\n")
+	for name, bad := range map[string]string{
+		"empty":     "",
+		"truncated": strings.Join(lines[:len(lines)-2], ""),
+		"format":    strings.Replace(string(data), `"format":1`, `"format":9`, 1),
+		"trailing":  string(data) + lines[1],
+		"reordered": lines[0] + lines[2] + lines[1],
+		"garbled":   lines[0] + "{nope\n",
+	} {
+		_, _, err := readSnapshot(strings.NewReader(bad))
+		require.Error(t, err, name)
+	}
+
+	// Restore swaps the state wholesale and resets the change feed.
+	fresh := bareStore(t)
+	ch, cancel := fresh.feed.subscribe(0)
+	defer cancel()
+	require.NoError(t, fsm{fresh}.Restore(nopCloser{bytes.NewReader(data)}))
+	require.Equal(t, s.st.all(), fresh.st.all())
+	require.Equal(t, s.applied.Load(), fresh.applied.Load())
+	require.Equal(t, Change{Op: OpResync}, <-ch)
+	require.Error(t, fsm{fresh}.Restore(nopCloser{strings.NewReader("{}")}))
+	require.Equal(t, s.st.all(), fresh.st.all(), "a failed restore keeps the state")
+}
+
+type nopCloser struct{ io.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+func TestHclogAdapter(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := newHclogAdapter(l, "raft")
+
+	h.Info("hello", "peer", "n2", "error", fmt.Errorf("boom"))
+	require.Contains(t, buf.String(), `level=INFO msg=hello logger=raft peer=n2 error=boom`)
+	buf.Reset()
+
+	h.Named("snapshot").With("id", 7).Warn("slow")
+	require.Contains(t, buf.String(), `level=WARN msg=slow logger=raft.snapshot id=7`)
+	buf.Reset()
+
+	h.Trace("hidden")
+	require.Empty(t, buf.String(), "trace is below the handler's level")
+	require.False(t, h.IsTrace())
+	require.True(t, h.IsDebug())
+
+	h.SetLevel(hclog.Warn)
+	h.Info("filtered")
+	require.Empty(t, buf.String())
+	require.False(t, h.IsInfo())
+	require.Equal(t, hclog.Warn, h.Named("x").GetLevel(), "the level is shared with derived loggers")
+	h.SetLevel(hclog.Trace)
+
+	h.Error("formatted", hclog.Format{"%d items", 3})
+	require.Contains(t, buf.String(), `msg="formatted 3 items"`)
+	buf.Reset()
+
+	h.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Error}).Print("std")
+	require.Contains(t, buf.String(), `level=ERROR msg=std`)
+	require.Equal(t, "raft", h.Name())
+	require.Equal(t, "other", h.ResetNamed("other").Name())
+	require.Equal(t, []any{"k", 1}, h.With("k", 1).ImpliedArgs())
+}
+
+func TestConfigValidate(t *testing.T) {
+	var empty Config
+	empty.Defaults()
+	err := empty.Validate()
+	require.ErrorContains(t, err, "node_id: required")
+	require.ErrorContains(t, err, "dir: required")
+
+	ok := Config{NodeID: "n1", Dir: "/tmp/x"}
+	ok.Defaults()
+	require.NoError(t, ok.Validate())
+	require.Equal(t, DefaultHeartbeatTimeout, ok.HeartbeatTimeout)
+
+	for key, mut := range map[string]func(*Config){
+		"node_id":              func(c *Config) { c.NodeID = "bad id" },
+		"advertise":            func(c *Config) { c.Advertise = "0.0.0.0:7000" },
+		"api_addr":             func(c *Config) { c.APIAddr = "http://x:1" },
+		"heartbeat_timeout":    func(c *Config) { c.HeartbeatTimeout = time.Millisecond },
+		"leader_lease_timeout": func(c *Config) { c.LeaderLeaseTimeout = 2 * time.Second },
+		"election_timeout":     func(c *Config) { c.ElectionTimeout = 500 * time.Millisecond },
+		"max_append_entries":   func(c *Config) { c.MaxAppendEntries = 5000 },
+		"snapshot_retain":      func(c *Config) { c.SnapshotRetain = -1 },
+		"change_feed_retain":   func(c *Config) { c.ChangeFeedRetain = -1 },
+		"apply_timeout":        func(c *Config) { c.ApplyTimeout = -1 },
+		"snapshot_interval":    func(c *Config) { c.SnapshotInterval = time.Microsecond },
+	} {
+		c := ok
+		mut(&c)
+		err := c.Validate()
+		require.ErrorContains(t, err, key, key)
+	}
+}
