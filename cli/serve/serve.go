@@ -16,5 +16,6 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(NewCmdOrigin(f, nil))
+	cmd.AddCommand(NewCmdBuildIndex(f, nil))
 	return cmd
 }
