@@ -3,6 +3,7 @@ package root
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/krakenctl/krakenctl/cli/bench"
 	"github.com/krakenctl/krakenctl/cli/blob"
 	"github.com/krakenctl/krakenctl/cli/cluster"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
@@ -29,9 +30,11 @@ func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 	}
 }
 
-// serverCommands run servers besides `serve` (dev up runs a whole local cluster).
+// serverCommands run servers besides `serve`: dev up runs a whole local cluster, bench runs
+// roles in-process to measure them.
 func serverCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		dev.NewCmdDev(f),
+		bench.NewCmdBench(f),
 	}
 }

@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/bench"
+)
+
+// TagsOptions are the inputs of `krakenctl bench tags`.
+type TagsOptions struct {
+	IO     *iostreams.IOStreams
+	Logger func() *slog.Logger
+
+	Config bench.TagsConfig
+	// Verbose shows the nodes' warnings and errors on stderr.
+	Verbose bool
+	Output  string
+}
+
+// NewCmdTags returns `krakenctl bench tags`. runF replaces the run function in tests.
+func NewCmdTags(f *cmdutil.Factory, runF func(context.Context, *TagsOptions) error) *cobra.Command {
+	opts := &TagsOptions{IO: f.IOStreams, Logger: f.Logger}
+	cmd := &cobra.Command{
+		Use:   "tags [--puts N] [--gets N] [--list N] [--clients C]",
+		Short: "Measure the build-index: tag puts, linearizable gets, listing",
+		Long: `Start a build-index cluster in this process (--nodes nodes, Raft over TCP and the HTTP API on
+127.0.0.1, content checks off, no storage backend) and measure it through the HTTP API with
+--clients concurrent clients, spread over the nodes round-robin (writes sent to followers are
+forwarded to the leader, as in production):
+
+  puts   --puts distinct tags written, in tags per second
+  gets   --gets linearizable reads of those tags (each checked), in reads per second
+  list   one repository filled with --list tags through the API, then listed in full, page
+         after page as large as the server allows, through the leader; the median of 5 runs
+
+Every request must succeed, or the benchmark fails. Progress is drawn on stderr when it is a
+terminal. The numbers describe this machine under its current load: run it on a quiet one.`,
+		Example: `  krakenctl bench tags
+  krakenctl bench tags --puts 5000 --gets 20000 --list 10000 --clients 16 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := opts.Config
+			switch {
+			case c.Nodes < 1 || c.Nodes > 9:
+				return cmdutil.FlagErrorf("invalid --nodes %d: want 1 to 9", c.Nodes)
+			case c.Clients < 1:
+				return cmdutil.FlagErrorf("invalid --clients %d: want at least 1", c.Clients)
+			case c.Puts < 1:
+				return cmdutil.FlagErrorf("invalid --puts %d: want at least 1", c.Puts)
+			case c.Gets < 0:
+				return cmdutil.FlagErrorf("invalid --gets %d: want 0 (skip) or more", c.Gets)
+			case c.List < 0:
+				return cmdutil.FlagErrorf("invalid --list %d: want 0 (skip) or more", c.List)
+			}
+			if err := cmdutil.CheckOutput(opts.Output); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return tagsRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&opts.Config.Nodes, "nodes", bench.DefaultNodes, "build-index nodes in the cluster")
+	fl.IntVar(&opts.Config.Clients, "clients", bench.DefaultClients, "concurrent clients")
+	fl.IntVar(&opts.Config.Puts, "puts", bench.DefaultPuts, "tags to write")
+	fl.IntVar(&opts.Config.Gets, "gets", bench.DefaultGets, "linearizable reads to make (0 skips them)")
+	fl.IntVar(&opts.Config.List, "list", bench.DefaultList, "tags in the repository whose listing is timed (0 skips it)")
+	fl.BoolVar(&opts.Verbose, "verbose", false, "show the nodes' warnings and errors on stderr")
+	cmdutil.AddOutputFlag(cmd, &opts.Output)
+	return cmd
+}
+
+func tagsRun(ctx context.Context, opts *TagsOptions) error {
+	cfg := opts.Config
+	// The library reads 0 as "default": a skipped phase is negative there.
+	if cfg.Gets == 0 {
+		cfg.Gets = -1
+	}
+	if cfg.List == 0 {
+		cfg.List = -1
+	}
+	log := slog.New(slog.DiscardHandler)
+	if opts.Verbose {
+		log = opts.Logger()
+	}
+	p := newProgress(opts.IO)
+	res, err := bench.Tags(ctx, cfg, bench.TagsDeps{Logger: log, Progress: p.update})
+	p.finish()
+	if err != nil {
+		return fmt.Errorf("bench tags: %w", err)
+	}
+	if opts.Output == cmdutil.OutputJSON {
+		return cmdutil.PrintJSON(opts.IO.Out, res)
+	}
+	return printTags(opts.IO.Out, res)
+}
+
+func printTags(w io.Writer, r bench.TagsResult) error {
+	t := cmdutil.NewTable(w, "measure", "count", "result", "p50", "p99")
+	t.Row("tag puts", r.Puts, rate(r.PutsPerS), msCell(r.PutP50Ms), msCell(r.PutP99Ms))
+	if r.Gets > 0 {
+		t.Row("linearizable gets", r.Gets, rate(r.GetsPerS), msCell(r.GetP50Ms), msCell(r.GetP99Ms))
+	}
+	if r.ListTags > 0 {
+		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-")
+		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-")
+		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-")
+	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1, %s spread over them, %.1fs in all.\n",
+		plural(r.Nodes, "build-index node"), plural(r.Clients, "concurrent client"), r.ElapsedS)
+	if err == nil && r.ListTags > 0 {
+		runs := make([]string, len(r.ListRunsMs))
+		for i, v := range r.ListRunsMs {
+			runs[i] = msCell(v)
+		}
+		_, err = fmt.Fprintf(w, "Listings are the median of %d runs through the leader (HTTP: %s).\n", len(runs), strings.Join(runs, ", "))
+	}
+	return err
+}
+
+func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }
+
+func plural(n int, s string) string {
+	if n == 1 {
+		return "1 " + s
+	}
+	return fmt.Sprintf("%d %ss", n, s)
+}
+
+func msCell(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+// progress shows the benchmark's phases on stderr: a bar per phase when stderr is a terminal,
+// else one line as each phase starts.
+type progress struct {
+	ios   *iostreams.IOStreams
+	phase string
+	bar   *progressbar.ProgressBar
+}
+
+func newProgress(ios *iostreams.IOStreams) *progress { return &progress{ios: ios} }
+
+var phaseTitles = map[string]string{
+	bench.PhaseStart: "starting nodes",
+	bench.PhasePut:   "putting tags",
+	bench.PhaseGet:   "getting tags",
+	bench.PhaseFill:  "filling the listed repository",
+	bench.PhaseList:  "listing",
+}
+
+// update is bench.TagsDeps.Progress; calls come one at a time.
+func (p *progress) update(pr bench.Progress) {
+	if pr.Phase != p.phase {
+		p.finish()
+		p.phase = pr.Phase
+		title := phaseTitles[pr.Phase]
+		if title == "" {
+			title = pr.Phase
+		}
+		if !p.ios.IsStderrTTY() {
+			fmt.Fprintf(p.ios.ErrOut, "%s (%d)...\n", title, pr.Total)
+			return
+		}
+		p.bar = progressbar.NewOptions(pr.Total,
+			progressbar.OptionSetWriter(p.ios.ErrOut),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-30s", title)),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("ops"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	if p.bar != nil {
+		_ = p.bar.Set(pr.Done)
+	}
+}
+
+// finish removes the current bar, if any.
+func (p *progress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}

@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestTagsSmall(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []Progress
+	dir := t.TempDir()
+	res, err := Tags(t.Context(), TagsConfig{Clients: 4, Puts: 40, Gets: 60, List: 250, Dir: dir}, TagsDeps{
+		Progress: func(p Progress) { mu.Lock(); seen = append(seen, p); mu.Unlock() },
+	})
+	require.NoError(t, err)
+
+	require.Equal(t, 3, res.Nodes, "three nodes by default")
+	require.Equal(t, 4, res.Clients)
+	require.Equal(t, 40, res.Puts)
+	require.Equal(t, 60, res.Gets)
+	require.Equal(t, 250, res.ListTags)
+	require.Positive(t, res.PutsPerS)
+	require.Positive(t, res.GetsPerS)
+	require.Positive(t, res.FillPerS)
+	require.Positive(t, res.ListMs)
+	require.Positive(t, res.ListStoreMs)
+	require.LessOrEqual(t, res.PutP50Ms, res.PutP99Ms)
+	require.LessOrEqual(t, res.GetP50Ms, res.GetP99Ms)
+	require.Equal(t, 1, res.ListPages, "the server serves 250 tags in one page")
+	require.Len(t, res.ListRunsMs, listRuns)
+	require.Nil(t, res.List100kMs, "list_100k_ms is only set for a listing of 100,000 tags")
+
+	// Every phase ends with a report of all its work, in order.
+	var ends []string
+	for _, p := range seen {
+		require.LessOrEqual(t, p.Done, p.Total)
+		if p.Done == p.Total {
+			if len(ends) == 0 || ends[len(ends)-1] != p.Phase {
+				ends = append(ends, p.Phase)
+			}
+		}
+	}
+	require.Equal(t, []string{PhaseStart, PhasePut, PhaseGet, PhaseFill, PhaseList}, ends)
+
+	// The JSON carries the fields the issue names.
+	raw, err := json.Marshal(res)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(raw, &m))
+	for _, k := range []string{"puts_per_s", "gets_per_s", "list_100k_ms", "list_ms", "list_store_ms", "nodes", "clients", "puts", "gets", "list_tags"} {
+		require.Contains(t, m, k)
+	}
+
+	// The nodes' state was in dir, and the benchmark leaves it to its owner.
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 3)
+}
+
+func TestTagsSkipsPhases(t *testing.T) {
+	t.Parallel()
+	res, err := Tags(t.Context(), TagsConfig{Nodes: 1, Clients: 2, Puts: 5, Gets: -1, List: -1, Dir: t.TempDir()}, TagsDeps{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Nodes)
+	require.Zero(t, res.Gets)
+	require.Zero(t, res.GetsPerS)
+	require.Zero(t, res.ListTags)
+	require.Empty(t, res.ListRunsMs)
+}
+
+func TestTagsRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, cfg := range []TagsConfig{{Nodes: -1}, {Nodes: 10}, {Clients: -2}, {Puts: -1}} {
+		_, err := Tags(t.Context(), cfg, TagsDeps{})
+		require.ErrorIs(t, err, ErrInvalidConfig, "%+v", cfg)
+	}
+}
+
+func TestTagsStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	var once sync.Once
+	_, err := Tags(ctx, TagsConfig{Nodes: 1, Clients: 2, Puts: 1_000_000, Gets: -1, List: -1, Dir: t.TempDir()}, TagsDeps{
+		Progress: func(p Progress) {
+			if p.Phase == PhasePut && p.Done > 0 {
+				once.Do(cancel)
+			}
+		},
+	})
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	require.Zero(t, median(nil))
+	require.Equal(t, 2.0, median([]float64{3, 1, 2}))
+	require.Equal(t, 2.5, median([]float64{4, 1, 3, 2}))
+}
