@@ -180,7 +180,7 @@ func (f *fakeNode) Join(_ context.Context, m api.Member) (api.ClusterStatus, err
 		return api.ClusterStatus{}, f.err
 	}
 	f.joined = append(f.joined, m)
-	m.Suffrage = "Voter"
+	m.Suffrage = "voter"
 	f.st.Members = append(f.st.Members, m)
 	return f.st, nil
 }
@@ -231,12 +231,12 @@ func fakeDeps(node API) (deps, *bytes.Buffer, *bytes.Buffer) {
 
 func threeNodes() api.ClusterStatus {
 	return api.ClusterStatus{
-		ID: "bi-2", State: "Follower", LeaderID: "bi-1", LeaderAPIAddr: "127.0.0.1:15100",
+		ID: "bi-2", State: "follower", LeaderID: "bi-1", LeaderAPIAddr: "127.0.0.1:15100",
 		Term: 7, CommitIndex: 120, AppliedIndex: 119, LastLogIndex: 121, LastSnapshotIndex: 100,
 		Members: []api.Member{
-			{ID: "bi-1", RaftAddr: "127.0.0.1:7000", APIAddr: "127.0.0.1:15100", Suffrage: "Voter", Leader: true},
-			{ID: "bi-2", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:15101", Suffrage: "Voter"},
-			{ID: "bi-3", RaftAddr: "127.0.0.1:7002", Suffrage: "Nonvoter"},
+			{ID: "bi-1", RaftAddr: "127.0.0.1:7000", APIAddr: "127.0.0.1:15100", Suffrage: "voter", Leader: true},
+			{ID: "bi-2", RaftAddr: "127.0.0.1:7001", APIAddr: "127.0.0.1:15101", Suffrage: "voter"},
+			{ID: "bi-3", RaftAddr: "127.0.0.1:7002", Suffrage: "nonvoter"},
 		},
 	}
 }
@@ -247,15 +247,15 @@ func TestStatus(t *testing.T) {
 	require.NoError(t, statusRun(t.Context(), &StatusOptions{deps: d, Output: "table"}))
 	lines := strings.Split(out.String(), "\n")
 	require.Regexp(t, `^ID\s+RAFT ADDR\s+API ADDR\s+SUFFRAGE\s+LEADER$`, lines[0])
-	require.Regexp(t, `^bi-1\s+127.0.0.1:7000\s+127.0.0.1:15100\s+Voter\s+\*$`, lines[1])
-	require.Regexp(t, `^bi-2 \(answered\)\s+127.0.0.1:7001\s+127.0.0.1:15101\s+Voter\s*$`, lines[2])
-	require.Regexp(t, `^bi-3\s+127.0.0.1:7002\s+-\s+Nonvoter\s*$`, lines[3])
-	require.Contains(t, out.String(), "\nAnswered by: bi-2 (Follower)\nLeader:      bi-1 at 127.0.0.1:15100\nTerm:        7\n"+
+	require.Regexp(t, `^bi-1\s+127.0.0.1:7000\s+127.0.0.1:15100\s+voter\s+\*$`, lines[1])
+	require.Regexp(t, `^bi-2 \(answered\)\s+127.0.0.1:7001\s+127.0.0.1:15101\s+voter\s*$`, lines[2])
+	require.Regexp(t, `^bi-3\s+127.0.0.1:7002\s+-\s+nonvoter\s*$`, lines[3])
+	require.Contains(t, out.String(), "\nAnswered by: bi-2 (follower)\nLeader:      bi-1 at 127.0.0.1:15100\nTerm:        7\n"+
 		"Indexes:     commit 120, applied 119, last log 121, last snapshot 100\n")
 
 	// Without a leader.
 	st := threeNodes()
-	st.LeaderID, st.LeaderAPIAddr, st.State = "", "", "Candidate"
+	st.LeaderID, st.LeaderAPIAddr, st.State = "", "", "candidate"
 	st.Members[0].Leader = false
 	d, out, _ = fakeDeps(&fakeNode{st: st})
 	require.NoError(t, statusRun(t.Context(), &StatusOptions{deps: d, Output: "table"}))
@@ -278,7 +278,7 @@ func TestJoinRemoveRestore(t *testing.T) {
 	require.NoError(t, joinRun(t.Context(), &JoinOptions{deps: d, Member: m, Output: "table"}))
 	require.Equal(t, []api.Member{m}, node.joined)
 	require.Equal(t, "bi-4 joined the cluster\n", errOut.String())
-	require.Regexp(t, `(?m)^bi-4\s+127.0.0.1:7003\s+127.0.0.1:15103\s+Voter\s*$`, out.String())
+	require.Regexp(t, `(?m)^bi-4\s+127.0.0.1:7003\s+127.0.0.1:15103\s+voter\s*$`, out.String())
 
 	d, out, errOut = fakeDeps(node)
 	require.NoError(t, removeRun(t.Context(), &RemoveOptions{deps: d, ID: "bi-3", Output: "json"}))
