@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -24,7 +26,9 @@ type TagsOptions struct {
 	Config bench.TagsConfig
 	// Verbose shows the nodes' warnings and errors on stderr.
 	Verbose bool
-	Output  string
+	// CPUProfile, when set, is where a CPU profile of the whole run is written (go tool pprof).
+	CPUProfile string
+	Output     string
 }
 
 // NewCmdTags returns `krakenctl bench tags`. runF replaces the run function in tests.
@@ -35,8 +39,9 @@ func NewCmdTags(f *cmdutil.Factory, runF func(context.Context, *TagsOptions) err
 		Short: "Measure the build-index: tag puts, linearizable gets, listing",
 		Long: `Start a build-index cluster in this process (--nodes nodes, Raft over TCP and the HTTP API on
 127.0.0.1, content checks off, no storage backend) and measure it through the HTTP API with
---clients concurrent clients, spread over the nodes round-robin (writes sent to followers are
-forwarded to the leader, as in production):
+--clients concurrent clients, spread over the nodes round-robin (writes and linearizable reads
+sent to followers are forwarded to the leader, as in production; --leader-only sends them all
+to the leader, which leaves that hop out):
 
   puts   --puts distinct tags written, in tags per second
   gets   --gets linearizable reads of those tags (each checked), in reads per second
@@ -74,15 +79,17 @@ terminal. The numbers describe this machine under its current load: run it on a 
 	fl := cmd.Flags()
 	fl.IntVar(&opts.Config.Nodes, "nodes", bench.DefaultNodes, "build-index nodes in the cluster")
 	fl.IntVar(&opts.Config.Clients, "clients", bench.DefaultClients, "concurrent clients")
+	fl.BoolVar(&opts.Config.LeaderOnly, "leader-only", false, "send every request to the leader instead of spreading them over the nodes")
 	fl.IntVar(&opts.Config.Puts, "puts", bench.DefaultPuts, "tags to write")
 	fl.IntVar(&opts.Config.Gets, "gets", bench.DefaultGets, "linearizable reads to make (0 skips them)")
 	fl.IntVar(&opts.Config.List, "list", bench.DefaultList, "tags in the repository whose listing is timed (0 skips it)")
 	fl.BoolVar(&opts.Verbose, "verbose", false, "show the nodes' warnings and errors on stderr")
+	fl.StringVar(&opts.CPUProfile, "cpu-profile", "", "write a CPU profile of the run (every node and client: one process) to `FILE`, for go tool pprof")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd
 }
 
-func tagsRun(ctx context.Context, opts *TagsOptions) error {
+func tagsRun(ctx context.Context, opts *TagsOptions) (err error) {
 	cfg := opts.Config
 	// The library reads 0 as "default": a skipped phase is negative there.
 	if cfg.Gets == 0 {
@@ -95,6 +102,17 @@ func tagsRun(ctx context.Context, opts *TagsOptions) error {
 	if opts.Verbose {
 		log = opts.Logger()
 	}
+	if opts.CPUProfile != "" {
+		stop, err := startCPUProfile(opts.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if perr := stop(); perr != nil && err == nil {
+				err = perr
+			}
+		}()
+	}
 	p := newProgress(opts.IO)
 	res, err := bench.Tags(ctx, cfg, bench.TagsDeps{Logger: log, Progress: p.update})
 	p.finish()
@@ -105,6 +123,26 @@ func tagsRun(ctx context.Context, opts *TagsOptions) error {
 		return cmdutil.PrintJSON(opts.IO.Out, res)
 	}
 	return printTags(opts.IO.Out, res)
+}
+
+// startCPUProfile starts profiling the process's CPU into path; stop ends it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("start CPU profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("write CPU profile %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }
 
 func printTags(w io.Writer, r bench.TagsResult) error {
@@ -121,8 +159,12 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1, %s spread over them, %.1fs in all.\n",
-		plural(r.Nodes, "build-index node"), plural(r.Clients, "concurrent client"), r.ElapsedS)
+	spread := "spread over them"
+	if r.LeaderOnly {
+		spread = "all sent to the leader"
+	}
+	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1, %s %s, %.1fs in all.\n",
+		plural(r.Nodes, "build-index node"), plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
 	if err == nil && r.ListTags > 0 {
 		runs := make([]string, len(r.ListRunsMs))
 		for i, v := range r.ListRunsMs {

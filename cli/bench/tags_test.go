@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,8 +35,8 @@ func Test_NewCmdTags(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: def, wantOut: "table"},
-		{name: "all flags", args: []string{"--nodes", "5", "--clients", "8", "--puts", "10", "--gets", "0", "--list", "0", "-o", "json"},
-			want: bench.TagsConfig{Nodes: 5, Clients: 8, Puts: 10}, wantOut: "json"},
+		{name: "all flags", args: []string{"--nodes", "5", "--clients", "8", "--leader-only", "--puts", "10", "--gets", "0", "--list", "0", "-o", "json"},
+			want: bench.TagsConfig{Nodes: 5, Clients: 8, LeaderOnly: true, Puts: 10}, wantOut: "json"},
 		{name: "zero nodes", args: []string{"--nodes", "0"}, wantErr: "invalid --nodes 0: want 1 to 9"},
 		{name: "ten nodes", args: []string{"--nodes", "10"}, wantErr: "invalid --nodes 10"},
 		{name: "zero clients", args: []string{"--clients", "0"}, wantErr: "invalid --clients 0"},
@@ -68,6 +70,7 @@ func Test_NewCmdTags(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got.Config)
 			require.Equal(t, tt.wantOut, got.Output)
+			require.Empty(t, got.CPUProfile)
 		})
 	}
 }
@@ -116,6 +119,20 @@ func TestTagsJSONSkippingPhases(t *testing.T) {
 	require.Equal(t, 0.0, m["list_tags"], "--list 0 skips the listing")
 	require.Nil(t, m["list_100k_ms"])
 	require.Positive(t, m["puts_per_s"])
+}
+
+func TestTagsCPUProfile(t *testing.T) {
+	t.Parallel()
+	opts, _, _ := tinyOptions(t, cmdutil.OutputJSON)
+	opts.Config.Nodes, opts.Config.Gets, opts.Config.List = 1, 0, 0
+	opts.CPUProfile = filepath.Join(t.TempDir(), "cpu.prof")
+	require.NoError(t, tagsRun(t.Context(), opts))
+	fi, err := os.Stat(opts.CPUProfile)
+	require.NoError(t, err)
+	require.Positive(t, fi.Size(), "a profile was written")
+
+	opts.CPUProfile = filepath.Join(t.TempDir(), "missing", "cpu.prof")
+	require.ErrorContains(t, tagsRun(t.Context(), opts), "create CPU profile")
 }
 
 func TestPrintTagsWithoutOptionalPhases(t *testing.T) {

@@ -46,8 +46,11 @@ var ErrInvalidConfig = errors.New("invalid benchmark config")
 type TagsConfig struct {
 	// Nodes is the size of the build-index cluster.
 	Nodes int
-	// Clients is how many requests are in flight at once, spread over the nodes round-robin.
+	// Clients is how many requests are in flight at once, spread over the nodes round-robin
+	// (followers forward writes and linearizable reads to the leader, as in production).
 	Clients int
+	// LeaderOnly sends every request to the leader instead, which leaves out the forwarding hop.
+	LeaderOnly bool
 	// Puts is how many distinct tags the put phase writes.
 	Puts int
 	// Gets is how many linearizable reads the get phase makes, of tags the put phase wrote.
@@ -118,6 +121,8 @@ type Progress struct {
 type TagsResult struct {
 	Nodes   int `json:"nodes"`
 	Clients int `json:"clients"`
+	// LeaderOnly says every request went to the leader (else they were spread over the nodes).
+	LeaderOnly bool `json:"leader_only"`
 
 	// Puts distinct tags written, with the rate and latency percentiles.
 	Puts     int     `json:"puts"`
@@ -194,8 +199,16 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	for i, a := range c.apiAddrs {
 		nodes[i] = client.NewBuildIndex(a, hc)
 	}
+	targets := nodes
+	if cfg.LeaderOnly {
+		li, err := c.leaderIndex()
+		if err != nil {
+			return TagsResult{}, err
+		}
+		targets = []*client.BuildIndex{nodes[li]}
+	}
 
-	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, Puts: cfg.Puts, ListRunsMs: []float64{}}
+	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, LeaderOnly: cfg.LeaderOnly, Puts: cfg.Puts, ListRunsMs: []float64{}}
 	put := func(repo string) func(ctx context.Context, n *client.BuildIndex, i int) error {
 		return func(ctx context.Context, n *client.BuildIndex, i int) error {
 			_, err := n.PutTag(ctx, repo, tagName(i), digestOf(repo, i))
@@ -204,7 +217,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	}
 
 	// Puts.
-	st, err := run(ctx, deps, PhasePut, cfg.Puts, cfg.Clients, nodes, put(putRepo))
+	st, err := run(ctx, deps, PhasePut, cfg.Puts, cfg.Clients, targets, put(putRepo))
 	if err != nil {
 		return TagsResult{}, err
 	}
@@ -213,7 +226,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	// Linearizable gets of the tags just written, each checked against what was written.
 	if cfg.Gets > 0 {
 		res.Gets = cfg.Gets
-		st, err := run(ctx, deps, PhaseGet, cfg.Gets, cfg.Clients, nodes, func(ctx context.Context, n *client.BuildIndex, i int) error {
+		st, err := run(ctx, deps, PhaseGet, cfg.Gets, cfg.Clients, targets, func(ctx context.Context, n *client.BuildIndex, i int) error {
 			k := int(mix(uint64(i)) % uint64(cfg.Puts))
 			t, err := n.GetTag(ctx, putRepo, tagName(k), false)
 			if err != nil {
@@ -233,11 +246,12 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	// Listing.
 	if cfg.List > 0 {
 		res.ListTags = cfg.List
-		st, err := run(ctx, deps, PhaseFill, cfg.List, cfg.Clients, nodes, put(listRepo))
+		st, err := run(ctx, deps, PhaseFill, cfg.List, cfg.Clients, targets, put(listRepo))
 		if err != nil {
 			return TagsResult{}, err
 		}
 		res.FillPerS = st.rate()
+		// The leader now, in case an election moved it while the repository was filled.
 		li, err := c.leaderIndex()
 		if err != nil {
 			return TagsResult{}, err

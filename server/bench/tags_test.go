@@ -71,9 +71,11 @@ func TestTagsSmall(t *testing.T) {
 
 func TestTagsSkipsPhases(t *testing.T) {
 	t.Parallel()
-	res, err := Tags(t.Context(), TagsConfig{Nodes: 1, Clients: 2, Puts: 5, Gets: -1, List: -1, Dir: t.TempDir()}, TagsDeps{})
+	res, err := Tags(t.Context(), TagsConfig{Nodes: 2, Clients: 2, Puts: 5, Gets: -1, List: -1, LeaderOnly: true, Dir: t.TempDir()}, TagsDeps{})
 	require.NoError(t, err)
-	require.Equal(t, 1, res.Nodes)
+	require.Equal(t, 2, res.Nodes)
+	require.True(t, res.LeaderOnly)
+	require.Positive(t, res.PutsPerS)
 	require.Zero(t, res.Gets)
 	require.Zero(t, res.GetsPerS)
 	require.Zero(t, res.ListTags)
