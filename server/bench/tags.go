@@ -152,7 +152,8 @@ type TagsResult struct {
 	// linearizable read of every tag (no HTTP, no JSON): what the listing costs the store.
 	ListStoreMs float64 `json:"list_store_ms"`
 
-	// ElapsedS is the whole run's wall time in seconds, cluster start and stop included.
+	// ElapsedS is the run's wall time in seconds, from before the cluster started to the end of
+	// the last measurement (stopping the cluster is not included).
 	ElapsedS float64 `json:"elapsed_s"`
 }
 
