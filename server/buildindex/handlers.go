@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/krakenctl/krakenctl/server/api"
@@ -35,6 +36,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /repositories/{repo}/tags/{tag}", s.handle("get_tag", s.handleGetTag))
 	mux.Handle("DELETE /repositories/{repo}/tags/{tag}", s.handle("delete_tag", s.handleDeleteTag))
 	mux.Handle("GET /repositories/{repo}/tags", s.handle("list_tags", s.handleListTags))
+	mux.Handle("/repositories/{path...}", s.handle("repository_path", s.handleRepoPath))
 	mux.Handle("GET "+api.RepositoriesPath, s.handle("catalog", s.handleCatalog))
 	mux.Handle("GET "+api.ClusterPath, s.handle("cluster", s.handleCluster))
 	mux.Handle("POST "+api.ClusterMembersPath, s.handle("join", s.handleJoin))
@@ -62,6 +64,36 @@ func (s *Server) handle(route string, h handlerFunc) http.Handler {
 		}
 		registry.WriteError(w, r, e)
 	})
+}
+
+// handleRepoPath serves the tag paths with the repository's slashes left unescaped
+// ("/repositories/library/ubuntu/tags/24.04"), as curl users write them. A path ending in
+// "/tags" lists; otherwise the last "/tags/" separates repository and tag (tags hold no "/").
+func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
+	p := r.PathValue("path")
+	if repo, ok := strings.CutSuffix(p, "/tags"); ok && repo != "" {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a tag list", r.Method)
+		}
+		r.SetPathValue("repo", repo)
+		return s.handleListTags(w, r)
+	}
+	i := strings.LastIndex(p, "/tags/")
+	if i <= 0 {
+		return registry.Errorf(http.StatusNotFound, registry.CodeNameUnknown, "no such path: want /repositories/REPOSITORY/tags[/TAG]")
+	}
+	r.SetPathValue("repo", p[:i])
+	r.SetPathValue("tag", p[i+len("/tags/"):])
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		return s.handleGetTag(w, r)
+	case http.MethodPut:
+		return s.handlePutTag(w, r)
+	case http.MethodDelete:
+		return s.handleDeleteTag(w, r)
+	default:
+		return registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a tag", r.Method)
+	}
 }
 
 func toAPI(t tagstore.Tag) api.Tag {

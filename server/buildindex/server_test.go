@@ -134,8 +134,41 @@ func TestPutGetDelete(t *testing.T) {
 	_, err = n.cli.DeleteTag(ctx, "library/ubuntu", "24.04")
 	require.ErrorIs(t, err, client.ErrNotFound)
 
+	// Repository slashes may be left unescaped.
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.addr+"/repositories/library/ubuntu/tags/raw",
+		strings.NewReader(`{"digest":"`+dig("raw").String()+`"}`))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	raw, err := n.cli.GetTag(ctx, "library/ubuntu", "raw", false)
+	require.NoError(t, err)
+	require.Equal(t, dig("raw"), raw.Digest)
+	for path, want := range map[string]int{
+		"/repositories/library/ubuntu/tags/raw":   http.StatusOK,
+		"/repositories/library/ubuntu/tags":       http.StatusOK,
+		"/repositories/library/ubuntu/tags/nope":  http.StatusNotFound,
+		"/repositories/library/ubuntu/tags/a/b":   http.StatusBadRequest,
+		"/repositories/library/ubuntu":            http.StatusNotFound,
+		"/repositories/library/Ubuntu/tags":       http.StatusBadRequest,
+		"/repositories/library%2Fubuntu/tags/raw": http.StatusOK,
+		"/repositories/library%2Fubuntu/tags/":    http.StatusBadRequest, // an empty tag
+	} {
+		resp, err := http.Get("http://" + n.addr + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode, path)
+	}
+	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.addr+"/repositories/library/ubuntu/tags/raw", nil)
+	require.NoError(t, err)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+
 	// The response names the node that executed it.
-	resp, err := http.Get("http://" + n.addr + api.TagPath("library/ubuntu", "nope"))
+	resp, err = http.Get("http://" + n.addr + api.TagPath("library/ubuntu", "nope"))
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, "a", resp.Header.Get(HeaderServedBy))
