@@ -16,6 +16,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/config"
 )
@@ -109,11 +110,15 @@ func TestRunBuildIndex(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	c := client.NewBuildIndex(listen, &http.Client{Transport: tr, Timeout: 5 * time.Second})
 	require.Eventually(t, func() bool { return c.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond)
-	st, err := c.ClusterStatus(ctx)
-	require.NoError(t, err)
+	var st api.ClusterStatus
+	require.Eventually(t, func() bool {
+		var err error
+		st, err = c.ClusterStatus(ctx)
+		return err == nil && st.LeaderAPIAddr != "" // recorded through the log once it leads
+	}, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, "127.0.0.1-"+listen[len("127.0.0.1:"):], st.ID, "the node ID follows --listen")
 	require.Equal(t, listen, st.LeaderAPIAddr)
-	_, err = c.PutTag(ctx, "app", "v1", digest.FromString("v1"))
+	_, err := c.PutTag(ctx, "app", "v1", digest.FromString("v1"))
 	require.NoError(t, err)
 	cancel()
 	require.NoError(t, <-errc)
