@@ -266,10 +266,15 @@ func (s *Server) close() {
 // stop ends the change streams, which would otherwise hold up a graceful shutdown.
 func (s *Server) stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }
 
-// ready: the node knows a leader, so it can serve linearizable reads and writes.
+// ready: the node knows a leader and where to forward to it, so it can serve linearizable
+// reads and writes.
 func (s *Server) ready(ctx context.Context) error {
-	if _, ok := s.store.Leader(); !ok {
+	l, ok := s.store.Leader()
+	if !ok {
 		return fmt.Errorf("no leader known (node %s)", s.cfg.Raft.NodeID)
+	}
+	if l.ID != s.cfg.Raft.NodeID && l.APIAddr == "" {
+		return fmt.Errorf("the API address of the leader %s is not known yet", l.ID)
 	}
 	return nil
 }
