@@ -100,6 +100,7 @@ type Server struct {
 	store   Store
 	closer  func() error // closes the store when the Server opened it
 	hc      *http.Client
+	ownHC   bool            // hc was built here; its idle connections are closed with the Server
 	content *contentChecker // nil when verify_content is false
 	backend backend.Backend // nil when no backend is configured
 	wb      *writeback      // nil without a backend
@@ -141,6 +142,7 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 	}
 	s.log = s.log.With("role", "build-index", "node_id", cfg.Raft.NodeID)
 	if s.hc == nil {
+		s.ownHC = true
 		s.hc = &http.Client{Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -259,6 +261,9 @@ func (s *Server) close() {
 			if err := s.closer(); err != nil {
 				s.log.Error("close tag store", "err", err)
 			}
+		}
+		if s.ownHC {
+			s.hc.CloseIdleConnections()
 		}
 	})
 }
