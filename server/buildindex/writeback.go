@@ -154,6 +154,12 @@ func (wb *writeback) run(ctx context.Context) error {
 // follow queues every change from the cursor on, resubscribing when the feed ends.
 func (wb *writeback) follow(ctx context.Context) {
 	from := wb.loadCursor()
+	if last := wb.s.store.Status().LastLogIndex; from > last {
+		// The Raft state is older than the cursor (it was replaced or lost): the indexes
+		// below the cursor are new changes now.
+		wb.s.log.Warn("write-back cursor is ahead of the Raft log; following from the start", "cursor", from, "last_log_index", last)
+		from = 0
+	}
 	for {
 		ch, cancel := wb.s.store.Changes(from)
 		from = wb.consume(ctx, ch, from)

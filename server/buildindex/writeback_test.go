@@ -237,3 +237,17 @@ func TestCursorFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "cursor"), []byte("garbage"), 0o644))
 	require.Zero(t, wb.loadCursor(), "a corrupt cursor starts over (queuing twice is harmless)")
 }
+
+// TestCursorAheadOfLog: a write-back cursor left from Raft state that is gone does not make
+// the node skip the new state's changes.
+func TestCursorAheadOfLog(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "writeback"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "writeback", "cursor"), []byte("1000\n"), 0o644))
+	be := memory.New()
+	n := startFake(t, newFakeStore("a"), Deps{Backend: be}, withBackend(dir))
+	v1, err := n.cli.PutTag(t.Context(), "app", "v1", dig("1"))
+	require.NoError(t, err)
+	waitObject(t, be, "app", "v1", func(r Record) bool { return r.Index == v1.Index })
+}
