@@ -97,7 +97,8 @@ type RestoreResult struct {
 // TagChange is one entry of the change feed.
 type TagChange struct {
 	Index uint64 `json:"index"`
-	// Op is "put" or "delete".
+	// Op is "put", "delete", or "resync": the subscriber fell behind what the feed retains, the
+	// stream ends after this entry, and the subscriber must re-read the full listing.
 	Op  string `json:"op"`
 	Tag Tag    `json:"tag"`
 }
