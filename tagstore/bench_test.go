@@ -31,7 +31,7 @@ func BenchmarkPut(b *testing.B) {
 }
 
 func BenchmarkPutSequential(b *testing.B) {
-	c := tagstoretest.Start(b, tagstoretest.Options{Network: tagstoretest.Inmem})
+	c := tagstoretest.Start(b, tagstoretest.Options{Network: tagstoretest.TCP})
 	s := c.Leader().Store()
 	b.ResetTimer()
 	for i := range b.N {

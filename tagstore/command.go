@@ -27,8 +27,10 @@ const (
 	ignoreUnknown cmdType = 0x80
 )
 
-// commandHandler applies one command's payload to the store. It runs on the FSM goroutine.
-type commandHandler func(s *Store, l *raft.Log, payload []byte) any
+// commandHandler applies one command's payload to the state and returns the result for the
+// ApplyFuture and the changes to publish on the change feed. It runs on the FSM goroutine with
+// s.mu held for writing.
+type commandHandler func(s *Store, l *raft.Log, payload []byte) (*applyResult, []Change)
 
 // commands is the dispatch table, indexed by type with the ignoreUnknown bit cleared.
 var commands = map[cmdType]commandHandler{
@@ -93,10 +95,10 @@ func encodeCommand(t cmdType, v any) ([]byte, error) {
 	return append(buf, payload...), nil
 }
 
-// dispatch applies one log entry through the table. It panics on an empty entry or an
-// unknown type without the ignoreUnknown bit: applying the rest of the log without it would
-// leave this replica different from the others.
-func (s *Store) dispatch(l *raft.Log) any {
+// dispatch applies one log entry through the table, with s.mu held for writing. It panics on
+// an empty entry or an unknown type without the ignoreUnknown bit: applying the rest of the
+// log without it would leave this replica different from the others.
+func (s *Store) dispatch(l *raft.Log) (*applyResult, []Change) {
 	if len(l.Data) == 0 {
 		panic(fmt.Sprintf("tagstore: empty command at log index %d", l.Index))
 	}
@@ -108,53 +110,44 @@ func (s *Store) dispatch(l *raft.Log) any {
 	case t&ignoreUnknown != 0:
 		s.log.Warn("skipping a command of unknown type marked ignorable; this node is older than the cluster",
 			"type", int(t&^ignoreUnknown), "index", l.Index)
-		return &applyResult{}
+		return &applyResult{}, nil
 	default:
 		panic(fmt.Sprintf("tagstore: unknown command type %d at log index %d; this node is older than "+
 			"the cluster's data and must be upgraded", int(t), l.Index))
 	}
 }
 
-func (s *Store) applyPut(l *raft.Log, payload []byte) any {
+func (s *Store) applyPut(l *raft.Log, payload []byte) (*applyResult, []Change) {
 	var c putCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode put command at index %d: %w", l.Index, err)}
+		return &applyResult{err: fmt.Errorf("decode put command at index %d: %w", l.Index, err)}, nil
 	}
 	t := Tag{Repo: c.Repo, Name: c.Tag, Digest: c.Digest, Index: l.Index, Updated: c.Time}
-	s.mu.Lock()
 	s.st.put(t)
-	s.m.tags.Set(float64(s.st.tags.Len()))
-	s.mu.Unlock()
-	s.feed.publish(Change{Index: l.Index, Op: OpPut, Tag: t})
-	return &applyResult{tag: t, found: true}
+	return &applyResult{tag: t, found: true}, []Change{{Index: l.Index, Op: OpPut, Tag: t}}
 }
 
-func (s *Store) applyDelete(l *raft.Log, payload []byte) any {
+func (s *Store) applyDelete(l *raft.Log, payload []byte) (*applyResult, []Change) {
 	var c deleteCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode delete command at index %d: %w", l.Index, err)}
+		return &applyResult{err: fmt.Errorf("decode delete command at index %d: %w", l.Index, err)}, nil
 	}
-	s.mu.Lock()
 	old, ok := s.st.remove(c.Repo, c.Tag)
-	s.m.tags.Set(float64(s.st.tags.Len()))
-	s.mu.Unlock()
 	if !ok {
-		return &applyResult{}
+		return &applyResult{}, nil
 	}
-	s.feed.publish(Change{Index: l.Index, Op: OpDelete, Tag: Tag{
+	return &applyResult{tag: old, found: true}, []Change{{Index: l.Index, Op: OpDelete, Tag: Tag{
 		Repo: old.Repo, Name: old.Name, Digest: old.Digest, Index: l.Index, Updated: c.Time,
-	}})
-	return &applyResult{tag: old, found: true}
+	}}}
 }
 
-func (s *Store) applyImport(l *raft.Log, payload []byte) any {
+func (s *Store) applyImport(l *raft.Log, payload []byte) (*applyResult, []Change) {
 	var c importCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode import command at index %d: %w", l.Index, err)}
+		return &applyResult{err: fmt.Errorf("decode import command at index %d: %w", l.Index, err)}, nil
 	}
 	res := &applyResult{}
 	changes := make([]Change, 0, len(c.Tags))
-	s.mu.Lock()
 	for _, it := range c.Tags {
 		if cur, ok := s.st.get(it.Repo, it.Tag); ok && !it.Updated.After(cur.Updated) {
 			res.skipped++
@@ -165,23 +158,18 @@ func (s *Store) applyImport(l *raft.Log, payload []byte) any {
 		changes = append(changes, Change{Index: l.Index, Op: OpPut, Tag: t})
 		res.imported++
 	}
-	s.m.tags.Set(float64(s.st.tags.Len()))
-	s.mu.Unlock()
-	s.feed.publish(changes...)
-	return res
+	return res, changes
 }
 
-func (s *Store) applyMemberMeta(l *raft.Log, payload []byte) any {
+func (s *Store) applyMemberMeta(l *raft.Log, payload []byte) (*applyResult, []Change) {
 	var c memberMetaCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode member command at index %d: %w", l.Index, err)}
+		return &applyResult{err: fmt.Errorf("decode member command at index %d: %w", l.Index, err)}, nil
 	}
-	s.mu.Lock()
 	if c.Remove {
 		delete(s.st.members, c.ID)
 	} else {
 		s.st.members[c.ID] = c.APIAddr
 	}
-	s.mu.Unlock()
-	return &applyResult{}
+	return &applyResult{}, nil
 }

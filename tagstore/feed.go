@@ -29,13 +29,16 @@ type feed struct {
 	// wake is closed (and cleared) on every publish, reset and close, when someone waits.
 	wake   chan struct{}
 	closed bool
-	wg     sync.WaitGroup
+	// done is closed by close, so a subscriber goroutine blocked on a consumer that stopped
+	// reading still ends.
+	done chan struct{}
+	wg   sync.WaitGroup
 	// onResync counts resyncs (a metric); never nil.
 	onResync func()
 }
 
 func newFeed(retain int, onResync func()) *feed {
-	return &feed{buf: make([]Change, retain), onResync: onResync}
+	return &feed{buf: make([]Change, retain), onResync: onResync, done: make(chan struct{})}
 }
 
 func (f *feed) signal() {
@@ -82,8 +85,11 @@ func (f *feed) reset(index uint64) {
 // their goroutines.
 func (f *feed) close() {
 	f.mu.Lock()
-	f.closed = true
-	f.signal()
+	if !f.closed {
+		f.closed = true
+		close(f.done)
+		f.signal()
+	}
 	f.mu.Unlock()
 	f.wg.Wait()
 }
@@ -154,6 +160,7 @@ func (f *feed) run(sub *subscription) {
 			select {
 			case sub.ch <- Change{Op: OpResync}:
 			case <-sub.done:
+			case <-f.done:
 			}
 			return
 		}
@@ -169,6 +176,8 @@ func (f *feed) run(sub *subscription) {
 			select {
 			case sub.ch <- c:
 			case <-sub.done:
+				return
+			case <-f.done:
 				return
 			}
 		}

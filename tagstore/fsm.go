@@ -13,17 +13,35 @@ import (
 // concurrently with each other; Persist of a snapshot runs concurrently with later Applies.
 type fsm struct{ s *Store }
 
-// Apply applies one committed command.
+// Apply applies one committed command. The state and the applied index change together under
+// the write lock, so a reader (or Export) never sees one without the other; the change feed
+// and waiting readers are told after the lock is released.
 func (f fsm) Apply(l *raft.Log) any {
-	res := f.s.dispatch(l)
-	f.s.markApplied(l.Index, l.Term)
+	s := f.s
+	res, changes := f.applyLocked(l)
+	s.feed.publish(changes...)
+	s.signalApplied()
 	return res
+}
+
+func (f fsm) applyLocked(l *raft.Log) (*applyResult, []Change) {
+	s := f.s
+	s.mu.Lock()
+	defer s.mu.Unlock() // also when dispatch panics on an unknown command
+	res, changes := s.dispatch(l)
+	s.setApplied(l.Index, l.Term)
+	s.m.tags.Set(float64(s.st.tags.Len()))
+	return res, changes
 }
 
 // StoreConfiguration is called for each committed configuration entry. The Store only notes
 // the index, so that "applied" covers every entry a linearizable read may wait for.
 func (f fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
-	f.s.markApplied(index, 0)
+	s := f.s
+	s.mu.Lock()
+	s.setApplied(index, 0)
+	s.mu.Unlock()
+	s.signalApplied()
 }
 
 // Snapshot captures the state in O(1) (copy-on-write B-trees); Persist does the I/O.
@@ -46,10 +64,14 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	s := f.s
 	s.mu.Lock()
 	s.st = st
+	// The term of the last command is unknown: a leader must apply a new one before it serves
+	// linearizable reads (it does so on election anyway).
+	s.appliedTerm.Store(0)
+	s.setApplied(index, 0)
 	s.m.tags.Set(float64(st.tags.Len()))
 	s.mu.Unlock()
 	s.feed.reset(index)
-	s.restored(index)
+	s.signalApplied()
 	s.log.Info("restored tag store from snapshot", "index", index, "tags", st.tags.Len())
 	return nil
 }

@@ -3,11 +3,16 @@ package tagstore
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
+
+// probeTimeout bounds the connection check of a joining node's Raft address.
+const probeTimeout = 3 * time.Second
 
 // Join adds a node to the cluster as a voter (or a non-voter, with Suffrage
 // SuffrageNonvoter) and records its API address. Only the leader accepts it.
@@ -15,7 +20,8 @@ import (
 // It returns ErrExists, changing nothing, when the ID or the Raft address already belongs to
 // a member with different details. Joining again with identical details is a no-op that
 // succeeds (it fills in the API address if it was never recorded), so a node may retry its
-// join until it sees success.
+// join until it sees success. With the TCP transport, the node's Raft address must accept
+// connections (ErrUnavailable otherwise), so a mistyped address cannot cost the quorum.
 func (s *Store) Join(ctx context.Context, m Member) error {
 	if err := ValidateNodeID(m.ID); err != nil {
 		return fmt.Errorf("join: %w", err)
@@ -69,6 +75,9 @@ func (s *Store) Join(ctx context.Context, m Member) error {
 			return fmt.Errorf("join %s: %w: raft address %s already belongs to member %s", m.ID, ErrExists, m.RaftAddr, srv.ID)
 		}
 	}
+	if err := s.probe(ctx, m.RaftAddr); err != nil {
+		return fmt.Errorf("join %s: %w", m.ID, err)
+	}
 	var f raft.IndexFuture
 	if suffrage == raft.Nonvoter {
 		f = s.raft.AddNonvoter(raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr), cf.Index(), s.cfg.ApplyTimeout)
@@ -83,6 +92,24 @@ func (s *Store) Join(ctx context.Context, m Member) error {
 		return s.recordAPIAddr(ctx, m)
 	}
 	return nil
+}
+
+// probe checks that a joining node's Raft address accepts connections before it becomes a
+// voter. A voter that cannot be reached still counts toward the quorum, so adding one by
+// mistake (a typo, a node not started yet) to a one-node cluster would stop every write until
+// an operator recovers the cluster by hand. Only the TCP transport is probed.
+func (s *Store) probe(ctx context.Context, addr string) error {
+	if s.stream == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%w: raft address %s does not accept connections (is the node running?): %w", ErrUnavailable, addr, err)
+	}
+	return c.Close()
 }
 
 func (s *Store) recordAPIAddr(ctx context.Context, m Member) error {
@@ -125,7 +152,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 // members lists the latest configuration with recorded API addresses, sorted by ID.
 func (s *Store) members() ([]Member, error) {
 	cf := s.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
+	if err := s.wait(context.Background(), cf); err != nil {
 		return nil, err
 	}
 	_, leaderID := s.raft.LeaderWithID()

@@ -95,8 +95,9 @@ func (s *Store) confirmLeadership() (uint64, error) {
 		return 0, err
 	}
 	index := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
-		if errors.Is(err, raft.ErrRaftShutdown) {
+	// s.wait, not Error(): Raft can leave a queued VerifyLeader unanswered when it shuts down.
+	if err := s.wait(context.Background(), s.raft.VerifyLeader()); err != nil {
+		if errors.Is(err, ErrClosed) {
 			return 0, ErrClosed
 		}
 		return 0, s.notLeader()
@@ -160,29 +161,24 @@ func (s *Store) appliedSignal() <-chan struct{} {
 	return s.waitCh
 }
 
-// markApplied records that the entry at index (of term, for commands; 0 otherwise) is
-// reflected in the state, and wakes waiters. It runs on the FSM goroutine after the entry's
-// effect is visible under s.mu.
-func (s *Store) markApplied(index, term uint64) {
+// setApplied records that the entry at index (of term, for commands; 0 otherwise) is
+// reflected in the state. The FSM goroutine calls it with s.mu held for writing.
+func (s *Store) setApplied(index, term uint64) {
 	s.applied.Store(index)
 	if term != 0 {
 		s.appliedTerm.Store(term)
 	}
 	s.m.appliedIndex.Set(float64(index))
+}
+
+// signalApplied wakes everyone waiting for the applied index to move.
+func (s *Store) signalApplied() {
 	s.waitMu.Lock()
 	if s.waitCh != nil {
 		close(s.waitCh)
 		s.waitCh = nil
 	}
 	s.waitMu.Unlock()
-}
-
-// restored records that a snapshot replaced the state as of index. The term of the last
-// command is unknown, so a leader must apply a new one before it serves linearizable reads
-// (it does so on election anyway).
-func (s *Store) restored(index uint64) {
-	s.appliedTerm.Store(0)
-	s.markApplied(index, 0)
 }
 
 // beginRead makes a read at consistency c safe to serve from local state.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +62,7 @@ type Store struct {
 	stream   *streamLayer           // nil when Deps.Transport is used
 	netTrans *raft.NetworkTransport // nil when Deps.Transport is used
 	bolt     *raftboltdb.BoltStore
+	snaps    *raft.FileSnapshotStore
 
 	// mu guards st; the FSM goroutine writes, readers share.
 	mu sync.RWMutex
@@ -184,6 +184,7 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tag store: %w", err)
 	}
+	s.snaps = snaps
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -426,10 +427,11 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 }
 
 // awaitFuture forwards f's result. It runs on its own goroutine so callers can give up when
-// ctx ends or the Store closes. Raft resolves every future it accepted, except one whose
-// entry committed but was still queued for the FSM when Raft shut down: the goroutine
-// waiting on such a future stays blocked for the life of the process (one per write in flight
-// at Close).
+// ctx ends or the Store closes. Raft resolves every future it accepted while running, but a
+// request still queued when it shuts down (a committed entry waiting for the FSM, a
+// VerifyLeader or configuration read waiting for the main loop) is never answered: the
+// goroutine waiting on it stays blocked for the life of the process. That is at most one per
+// call in flight at Close.
 func awaitFuture(f raft.Future, errc chan<- error) { errc <- f.Error() }
 
 // Put sets repo:tag to d and returns the new value. Only the leader accepts it.
@@ -597,7 +599,8 @@ func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
 // Status returns this node's view of the cluster. Members is empty when the configuration
-// cannot be read (the node is shut down).
+// cannot be read (the node is shut down). LastSnapshotIndex is that of the newest snapshot in
+// Dir, taken here or installed from the leader.
 func (s *Store) Status() ClusterStatus {
 	st := ClusterStatus{
 		ID:           s.cfg.NodeID,
@@ -613,8 +616,9 @@ func (s *Store) Status() ClusterStatus {
 	if s.closed.Load() {
 		return st
 	}
-	if v, err := strconv.ParseUint(s.raft.Stats()["last_snapshot_index"], 10, 64); err == nil {
-		st.LastSnapshotIndex = v
+	// Not raft.Stats: it waits on the configuration with no way out if Raft shuts down.
+	if snaps, err := s.snaps.List(); err == nil && len(snaps) > 0 {
+		st.LastSnapshotIndex = snaps[0].Index
 	}
 	members, err := s.members()
 	if err != nil {

@@ -420,3 +420,19 @@ func TestContextEnds(t *testing.T) {
 	_, err = s.Get(ctx, "app", "a", tagstore.Linearizable)
 	require.ErrorIs(t, err, context.Canceled)
 }
+
+func TestJoinUnreachableChangesNothing(t *testing.T) {
+	t.Parallel()
+	s := newSingle(t, nil).s
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+
+	err = s.Join(t.Context(), tagstore.Member{ID: "ghost", RaftAddr: addr, APIAddr: "ghost.test:80"})
+	require.ErrorIs(t, err, tagstore.ErrUnavailable)
+	require.ErrorContains(t, err, addr)
+	require.Len(t, s.Status().Members, 1, "a one-node cluster must not gain a voter it cannot reach")
+	_, err = s.Put(t.Context(), "app", "still", dg("writable"))
+	require.NoError(t, err)
+}
