@@ -27,6 +27,10 @@ const (
 	ChangesPath        = "/changes"
 )
 
+// HeaderLeader carries the API address of the node the answering node believes leads, so clients
+// can send writes there directly instead of through a follower's forwarding hop.
+const HeaderLeader = "Krakenctl-Leader"
+
 // TagPath addresses one tag of a repository.
 func TagPath(repo, tag string) string {
 	return RepositoriesPath + "/" + url.PathEscape(repo) + "/tags/" + url.PathEscape(tag)

@@ -2,12 +2,14 @@ package buildindex
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,10 +196,26 @@ func TestRaftCluster(t *testing.T) {
 
 	// A put on a follower is executed by the leader.
 	put(follower, "team/app", "v1", "one")
-	resp, err := http.Get("http://" + follower.httpAddr + api.TagPath("team/app", "v1"))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+follower.httpAddr+api.TagPath("team/app", "v1"),
+		strings.NewReader(`{"digest":"`+dig("one").String()+`"}`))
 	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	var putAck api.Tag
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&putAck))
 	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
+	acked["team/app:v1"] = putAck
+	// A linearizable get on a follower is served by the follower itself, with a read index
+	// from the leader, and sees the write acknowledged just before.
+	resp, err = http.Get("http://" + follower.httpAddr + api.TagPath("team/app", "v1"))
+	require.NoError(t, err)
+	var got api.Tag
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
+	resp.Body.Close()
+	require.Equal(t, follower.id, resp.Header.Get(HeaderServedBy))
+	require.Equal(t, acked["team/app:v1"].Index, got.Index)
 	for _, n := range nodes {
 		got, err := n.cli.GetTag(ctx, "team/app", "v1", false)
 		require.NoError(t, err, n.id)

@@ -93,6 +93,26 @@ func (f *fakeStore) Delete(ctx context.Context, repo, tag string) (tagstore.Tag,
 	return old, nil
 }
 
+func (f *fakeStore) ReadIndex(ctx context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.leader {
+		return 0, f.notLeader()
+	}
+	return f.index, nil
+}
+
+// WaitApplied: a fake follower never replicates, so it reports that it lags unless it already
+// has the index; the server then forwards the read.
+func (f *fakeStore) WaitApplied(ctx context.Context, index uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.index >= index {
+		return nil
+	}
+	return fmt.Errorf("fake follower at %d, asked for %d: %w", f.index, index, context.DeadlineExceeded)
+}
+
 func (f *fakeStore) read(c tagstore.Consistency) error {
 	if c == tagstore.Linearizable && !f.leader {
 		return f.notLeader()

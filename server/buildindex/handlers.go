@@ -43,12 +43,16 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("DELETE "+api.ClusterMembersPath+"/{id}", s.handle("remove", s.handleRemove))
 	mux.Handle("POST "+api.ClusterRestorePath, s.handle("restore", s.handleRestore))
 	mux.Handle("GET "+api.ChangesPath, s.handle("changes", s.handleChanges))
+	mux.Handle("GET "+readIndexPath, s.handle("read_index", s.handleReadIndex))
 }
 
 // handle instruments h under route and writes the error it returns.
 func (s *Server) handle(route string, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderServedBy, s.cfg.Raft.NodeID)
+		if l, ok := s.store.Leader(); ok && l.APIAddr != "" {
+			w.Header().Set(api.HeaderLeader, l.APIAddr)
+		}
 		err := h(w, r)
 		if err == nil || errors.Is(err, errForwarded) {
 			return
@@ -203,11 +207,16 @@ func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var t tagstore.Tag
-	err = s.onLeader(w, r, nil, func() error {
+	get := func(c tagstore.Consistency) error {
 		var err error
 		t, err = s.store.Get(r.Context(), repo, tag, c)
 		return err
-	})
+	}
+	if c == tagstore.Stale {
+		err = get(c)
+	} else {
+		err = s.linearizableRead(w, r, get)
+	}
 	if err != nil {
 		return err
 	}
@@ -274,11 +283,16 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 	}
 	var tags []string
 	if n > 0 {
-		err = s.onLeader(w, r, nil, func() error {
+		list := func(c tagstore.Consistency) error {
 			var err error
 			tags, err = s.store.Tags(r.Context(), repo, last, n+1, c)
 			return err
-		})
+		}
+		if c == tagstore.Stale {
+			err = list(c)
+		} else {
+			err = s.linearizableRead(w, r, list)
+		}
 		if errors.Is(err, tagstore.ErrNotFound) || err == nil && len(tags) == 0 && last == "" {
 			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeNameUnknown,
 				Message: fmt.Sprintf("repository %q has no tags", repo), Err: err}
@@ -301,11 +315,16 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) error {
 	}
 	var repos []string
 	if n > 0 {
-		err = s.onLeader(w, r, nil, func() error {
+		list := func(c tagstore.Consistency) error {
 			var err error
 			repos, err = s.store.Repositories(r.Context(), last, n+1, c)
 			return err
-		})
+		}
+		if c == tagstore.Stale {
+			err = list(c)
+		} else {
+			err = s.linearizableRead(w, r, list)
+		}
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	requests      *prometheus.HistogramVec
 	forwarded     prometheus.Counter
+	followerReads prometheus.Counter
 	contentChecks *prometheus.CounterVec
 }
 
@@ -24,12 +25,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "krakenctl_buildindex_forwarded_total", Help: "Requests this node forwarded to the leader.",
 		}),
+		followerReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "krakenctl_buildindex_follower_reads_total", Help: "Linearizable reads this follower served itself with a read index from the leader.",
+		}),
 		contentChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_buildindex_content_checks_total", Help: "Content checks of tag puts, by result (ok or the error code).",
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.forwarded, m.contentChecks} {
+		for _, c := range []prometheus.Collector{m.requests, m.forwarded, m.followerReads, m.contentChecks} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -63,6 +63,11 @@ type Store interface {
 	Leader() (tagstore.Member, bool)
 	// AppliedIndex is the last log index reflected in this node's state.
 	AppliedIndex() uint64
+	// ReadIndex (leader only, else *tagstore.NotLeaderError) confirms leadership and returns an
+	// index that every write acknowledged before the call is at or below.
+	ReadIndex(ctx context.Context) (uint64, error)
+	// WaitApplied returns once this node has applied index, or with ctx's error.
+	WaitApplied(ctx context.Context, index uint64) error
 	// WaitForLeader returns once a leader is known, or with ctx's error.
 	WaitForLeader(ctx context.Context) error
 	// Changes streams the tag changes applied after index from, in index order, until the
@@ -94,18 +99,20 @@ type Deps struct {
 
 // Server is one build-index node. Build it with New and run it with Run.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	ln      net.Listener
-	store   Store
-	closer  func() error // closes the store when the Server opened it
-	hc      *http.Client
-	ownHC   bool            // hc was built here; its idle connections are closed with the Server
-	content *contentChecker // nil when verify_content is false
-	backend backend.Backend // nil when no backend is configured
-	wb      *writeback      // nil without a backend
-	metrics *metrics
-	http    *http.Server
+	cfg    Config
+	log    *slog.Logger
+	ln     net.Listener
+	store  Store
+	closer func() error // closes the store when the Server opened it
+	hc     *http.Client
+	// readIndexes shares read-index requests to the leader between concurrent follower reads.
+	readIndexes readIndexBatcher
+	ownHC       bool            // hc was built here; its idle connections are closed with the Server
+	content     *contentChecker // nil when verify_content is false
+	backend     backend.Backend // nil when no backend is configured
+	wb          *writeback      // nil without a backend
+	metrics     *metrics
+	http        *http.Server
 
 	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
 	stopping     chan struct{} // closed when the HTTP server starts shutting down

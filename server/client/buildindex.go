@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 
@@ -36,6 +38,10 @@ type BuildIndex struct {
 	addr string
 	base string
 	hc   *http.Client
+	// leader is the leader's API address as the last answer named it (api.HeaderLeader). Writes
+	// go straight there, saving the follower's forwarding hop; reads stay on addr, which serves
+	// them itself.
+	leader atomic.Pointer[string]
 }
 
 // NewBuildIndex returns a client of the build-index node at addr ("host:port" or a full http(s)
@@ -251,11 +257,35 @@ func (c *BuildIndex) Ready(ctx context.Context) error {
 }
 
 func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	if method != http.MethodGet && method != http.MethodHead {
+		if l := c.leader.Load(); l != nil && *l != c.addr {
+			resp, err := c.send(ctx, "http://"+*l, *l, method, path, body)
+			if err == nil && resp.StatusCode != http.StatusServiceUnavailable {
+				return resp, nil
+			}
+			// The leader we knew is gone or busy electing: forget it and ask addr, which
+			// forwards to whoever leads now. Only a request that never reached the node
+			// (refused dial) or that it refused with 503 is retried, so a write is not applied
+			// twice.
+			c.leader.CompareAndSwap(l, nil)
+			var op *net.OpError
+			if err != nil && !(errors.As(err, &op) && op.Op == "dial") {
+				return nil, err
+			}
+			if resp != nil {
+				drain(resp)
+			}
+		}
+	}
+	return c.send(ctx, c.base, c.addr, method, path, body)
+}
+
+func (c *BuildIndex) send(ctx context.Context, base, addr, method, path string, body []byte) (*http.Response, error) {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
@@ -265,7 +295,12 @@ func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, c.addr, err)
+		return nil, fmt.Errorf("%s %s: %w", method, addr, err)
+	}
+	if l := resp.Header.Get(api.HeaderLeader); l != "" {
+		if cur := c.leader.Load(); cur == nil || *cur != l {
+			c.leader.Store(&l)
+		}
 	}
 	return resp, nil
 }

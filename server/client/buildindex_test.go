@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -166,4 +167,50 @@ func TestBuildIndexChanges(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	require.ErrorIs(t, c.Changes(ctx, 0, func(api.TagChange) error { return nil }), context.Canceled)
+}
+
+// TestBuildIndexWritesGoToTheLeader: once an answer names the leader, writes go straight to it
+// while reads stay on the node the client was built for; when the leader is gone, writes fall
+// back to that node.
+func TestBuildIndexWritesGoToTheLeader(t *testing.T) {
+	t.Parallel()
+	var leaderWrites, followerWrites, followerReads atomic.Int32
+	tagJSON := `{"repo":"a","tag":"t","digest":"sha256:` + strings.Repeat("0", 64) + `","index":1}`
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaderWrites.Add(1)
+		_, _ = io.WriteString(w, tagJSON)
+	}))
+	var leaderAddr atomic.Value
+	leaderAddr.Store(strings.TrimPrefix(leader.URL, "http://"))
+	follower := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.HeaderLeader, leaderAddr.Load().(string))
+		if r.Method == http.MethodGet {
+			followerReads.Add(1)
+		} else {
+			followerWrites.Add(1)
+		}
+		_, _ = io.WriteString(w, tagJSON)
+	}))
+	defer follower.Close()
+	c := NewBuildIndex(strings.TrimPrefix(follower.URL, "http://"), nil)
+	d := digest.Digest("sha256:" + strings.Repeat("0", 64))
+
+	_, err := c.PutTag(t.Context(), "a", "t", d) // learns the leader
+	require.NoError(t, err)
+	for range 3 {
+		_, err = c.PutTag(t.Context(), "a", "t", d)
+		require.NoError(t, err)
+		_, err = c.GetTag(t.Context(), "a", "t", false)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, followerWrites.Load())
+	require.EqualValues(t, 3, leaderWrites.Load())
+	require.EqualValues(t, 3, followerReads.Load(), "reads stay on the configured node")
+
+	// The leader goes away: the next write is refused at dial and retried on the follower.
+	leader.Close()
+	leaderAddr.Store(strings.TrimPrefix(follower.URL, "http://"))
+	_, err = c.PutTag(t.Context(), "a", "t", d)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, followerWrites.Load())
 }
