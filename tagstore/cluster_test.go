@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -14,17 +15,35 @@ import (
 )
 
 // putAll writes n tags named prefix-i through the current leader and returns what was
-// acknowledged.
+// acknowledged. A put whose leader changes under it is repeated (a put of the same digest is
+// safe to repeat) until it is acknowledged.
 func putAll(t *testing.T, c *tagstoretest.Cluster, prefix string, n int) map[string]tagstore.Tag {
 	t.Helper()
 	acked := map[string]tagstore.Tag{}
 	for i := range n {
 		name := fmt.Sprintf("%s-%d", prefix, i)
-		tag, err := c.Leader().Store().Put(t.Context(), "app", name, dg(name))
-		require.NoError(t, err)
-		acked[name] = tag
+		c.OnLeader("put "+name, func(s *tagstore.Store) error {
+			tag, err := s.Put(t.Context(), "app", name, dg(name))
+			acked[name] = tag
+			return err
+		})
 	}
 	return acked
+}
+
+// deleteTag deletes a tag through the current leader; a retry after an unknown outcome may
+// find it already gone.
+func deleteTag(t *testing.T, c *tagstoretest.Cluster, name string) {
+	t.Helper()
+	tries := 0
+	c.OnLeader("delete "+name, func(s *tagstore.Store) error {
+		tries++
+		_, err := s.Delete(t.Context(), "app", name)
+		if tries > 1 && errors.Is(err, tagstore.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
 }
 
 // requireTags checks that every acknowledged tag is on every reachable node.
@@ -174,15 +193,17 @@ func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
 	for k, v := range putAll(t, c, "missed", 100) {
 		acked[k] = v
 	}
-	leader := c.Leader()
-	require.NoError(t, leader.Store().Snapshot(ctx))
-	snap := leader.Store().Status().LastSnapshotIndex
+	// Both running nodes snapshot, so whichever leads has compacted its log.
+	snap := uint64(math.MaxUint64)
+	for _, n := range append(c.Followers(), c.Leader()) {
+		require.NoError(t, n.Store().Snapshot(ctx))
+		snap = min(snap, n.Store().Status().LastSnapshotIndex)
+	}
 	require.NotZero(t, snap)
 	for k, v := range putAll(t, c, "late", 5) {
 		acked[k] = v
 	}
-	_, err := leader.Store().Delete(ctx, "app", "early-0")
-	require.NoError(t, err)
+	deleteTag(t, c, "early-0")
 	delete(acked, "early-0")
 
 	// The entries the lagging node missed were compacted away, so it can only catch up by
@@ -191,9 +212,9 @@ func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
 	requireTags(t, c, acked)
 	require.GreaterOrEqual(t, lagging.Store().Status().LastSnapshotIndex, snap,
 		"the follower installed the leader's snapshot")
-	_, err = lagging.Store().Get(ctx, "app", "early-0", tagstore.Stale)
+	_, err := lagging.Store().Get(ctx, "app", "early-0", tagstore.Stale)
 	require.ErrorIs(t, err, tagstore.ErrNotFound)
-	want, _, err := leader.Store().Export(ctx, tagstore.Linearizable)
+	want, _, err := c.Leader().Store().Export(ctx, tagstore.Linearizable)
 	require.NoError(t, err)
 	got, _, err := lagging.Store().Export(ctx, tagstore.Stale)
 	require.NoError(t, err)

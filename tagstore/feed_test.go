@@ -162,8 +162,11 @@ func TestChangesOnEveryNode(t *testing.T) {
 	f := c.Followers()[0].Store()
 	ch, cancel := f.Changes(f.AppliedIndex())
 	defer cancel()
-	put, err := c.Leader().Store().Put(t.Context(), "app", "x", dg("x"))
-	require.NoError(t, err)
+	var put tagstore.Tag
+	c.OnLeader("put", func(s *tagstore.Store) (err error) {
+		put, err = s.Put(t.Context(), "app", "x", dg("x"))
+		return err
+	})
 	got, ok := next(t, ch)
 	require.True(t, ok)
 	require.Equal(t, tagstore.Change{Index: put.Index, Op: tagstore.OpPut, Tag: put}, got)
@@ -184,10 +187,14 @@ func TestChangesFollowerInstallingSnapshotResyncs(t *testing.T) {
 	defer cancel()
 	c.Isolate(follower)
 	for i := range 20 {
-		_, err := c.Leader().Store().Put(ctx, "app", fmt.Sprintf("t%d", i), dg(fmt.Sprint(i)))
-		require.NoError(t, err)
+		c.OnLeader("put", func(s *tagstore.Store) error {
+			_, err := s.Put(ctx, "app", fmt.Sprintf("t%d", i), dg(fmt.Sprint(i)))
+			return err
+		})
 	}
-	require.NoError(t, c.Leader().Store().Snapshot(ctx))
+	for _, n := range append(c.Followers(), c.Leader()) {
+		require.NoError(t, n.Store().Snapshot(ctx))
+	}
 	c.Heal()
 	c.WaitConverged()
 	got, ok := next(t, ch)

@@ -27,6 +27,7 @@ import (
 const (
 	opGet = iota
 	opPut
+	opDelete
 )
 
 type kvInput struct {
@@ -58,21 +59,31 @@ var registerModel = porcupine.Model{
 	},
 	Init: func() any { return "" },
 	Step: func(state, input, output any) (bool, any) {
-		in := input.(kvInput)
-		if in.op == opPut {
+		in, out := input.(kvInput), output.(kvOutput)
+		switch in.op {
+		case opPut:
 			return true, in.value
+		case opDelete:
+			// A delete returns the value it removed ("" when there was none).
+			return out.unknown || out.value == state.(string), ""
+		default:
+			return out.value == state.(string), state
 		}
-		return output.(kvOutput).value == state.(string), state
 	},
 	DescribeOperation: func(input, output any) string {
 		in, out := input.(kvInput), output.(kvOutput)
-		if in.op == opPut {
-			if out.unknown {
-				return fmt.Sprintf("put(%s, %s) -> ?", in.key, in.value)
-			}
+		switch {
+		case in.op == opPut && out.unknown:
+			return fmt.Sprintf("put(%s, %s) -> ?", in.key, in.value)
+		case in.op == opPut:
 			return fmt.Sprintf("put(%s, %s)", in.key, in.value)
+		case in.op == opDelete && out.unknown:
+			return fmt.Sprintf("delete(%s) -> ?", in.key)
+		case in.op == opDelete:
+			return fmt.Sprintf("delete(%s) -> %q", in.key, out.value)
+		default:
+			return fmt.Sprintf("get(%s) -> %q", in.key, out.value)
 		}
-		return fmt.Sprintf("get(%s) -> %q", in.key, out.value)
 	},
 }
 
@@ -82,7 +93,7 @@ type history struct {
 	mu    sync.Mutex
 	ops   []porcupine.Operation
 	// counts of completed operations by kind, for checking the test did something.
-	puts, gets, unknown atomic.Int64
+	puts, gets, deletes, unknown atomic.Int64
 }
 
 func (h *history) now() int64 { return time.Since(h.start).Nanoseconds() }
@@ -132,27 +143,23 @@ func (cl *client) run(stop <-chan struct{}) {
 		}
 		key := cl.keys[cl.rnd.IntN(len(cl.keys))]
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if cl.rnd.IntN(2) == 0 {
+		switch r := cl.rnd.IntN(100); {
+		case r < 45:
 			cl.seq++
 			value := fmt.Sprintf("c%d-%d", cl.id, cl.seq)
+			in := kvInput{op: opPut, key: key, value: string(dg(value))}
 			call := cl.h.now()
 			_, err := s.Put(ctx, "lin", key, dg(value))
-			ret := cl.h.now()
-			in := kvInput{op: opPut, key: key, value: string(dg(value))}
-			switch {
-			case err == nil:
-				cl.h.add(porcupine.Operation{ClientId: cl.id, Input: in, Output: kvOutput{}, Call: call, Return: ret})
-				cl.h.puts.Add(1)
-				cl.succeed.Add(1)
-			case cl.notApplied(err):
-			default:
-				// Unknown outcome: it may take effect at any time after the call.
-				cl.h.add(porcupine.Operation{ClientId: cl.id, Input: in, Output: kvOutput{unknown: true}, Call: call, Return: math.MaxInt64})
-				cl.h.unknown.Add(1)
-				cl.id = int(cl.nextID.Add(1)) // a client waits for each operation; this one never returned
-				cl.pick("")
+			cl.write(in, kvOutput{}, call, err, &cl.h.puts)
+		case r < 55:
+			in := kvInput{op: opDelete, key: key}
+			call := cl.h.now()
+			old, err := s.Delete(ctx, "lin", key)
+			if errors.Is(err, tagstore.ErrNotFound) {
+				err = nil // the delete was applied and found nothing
 			}
-		} else {
+			cl.write(in, kvOutput{value: string(old.Digest)}, call, err, &cl.h.deletes)
+		default:
 			call := cl.h.now()
 			t, err := s.Get(ctx, "lin", key, tagstore.Linearizable)
 			ret := cl.h.now()
@@ -167,6 +174,24 @@ func (cl *client) run(stop <-chan struct{}) {
 			}
 		}
 		cancel()
+	}
+}
+
+// write records a put or delete that returned err.
+func (cl *client) write(in kvInput, out kvOutput, call int64, err error, count *atomic.Int64) {
+	ret := cl.h.now()
+	switch {
+	case err == nil:
+		cl.h.add(porcupine.Operation{ClientId: cl.id, Input: in, Output: out, Call: call, Return: ret})
+		count.Add(1)
+		cl.succeed.Add(1)
+	case cl.notApplied(err):
+	default:
+		// Unknown outcome: it may take effect at any time after the call, or never.
+		cl.h.add(porcupine.Operation{ClientId: cl.id, Input: in, Output: kvOutput{unknown: true}, Call: call, Return: math.MaxInt64})
+		cl.h.unknown.Add(1)
+		cl.id = int(cl.nextID.Add(1)) // a client waits for each operation; this one never returned
+		cl.pick("")
 	}
 }
 
@@ -193,7 +218,42 @@ func (cl *client) notApplied(err error) bool {
 
 func TestLinearizableUnderLeaderKillAndPartition(t *testing.T) {
 	t.Parallel()
-	c := tagstoretest.Start(t, tagstoretest.Options{Network: tagstoretest.Inmem})
+	checkLinearizable(t, tagstoretest.Inmem, func(c *tagstoretest.Cluster, progress func(string)) {
+		old := c.Leader()
+		c.Kill(old)
+		c.Leader()
+		progress("after the leader was killed")
+		c.Restart(old)
+		progress("after the old leader came back")
+
+		isolated := c.Leader()
+		c.Isolate(isolated)
+		c.Leader()
+		progress("with the leader isolated")
+		c.Heal()
+		progress("after the partition healed")
+	})
+}
+
+func TestLinearizableUnderLeaderKillsOverTCP(t *testing.T) {
+	t.Parallel()
+	checkLinearizable(t, tagstoretest.TCP, func(c *tagstoretest.Cluster, progress func(string)) {
+		for round := range 2 {
+			old := c.Leader()
+			c.Kill(old)
+			c.Leader()
+			progress(fmt.Sprintf("after leader kill %d", round+1))
+			c.Restart(old)
+			progress(fmt.Sprintf("after restart %d", round+1))
+		}
+	})
+}
+
+// checkLinearizable runs clients against a three-node cluster while faults runs, then checks
+// the recorded history. progress waits until every client has completed operations since the
+// call, so each phase overlaps real traffic.
+func checkLinearizable(t *testing.T, network tagstoretest.Network, faults func(*tagstoretest.Cluster, func(string))) {
+	c := tagstoretest.Start(t, tagstoretest.Options{Network: network})
 	h := &history{start: time.Now()}
 	stop := make(chan struct{})
 	var nextID atomic.Int64
@@ -212,8 +272,6 @@ func TestLinearizableUnderLeaderKillAndPartition(t *testing.T) {
 	})
 	defer stopClients()
 
-	// progress waits until every client has completed a few operations since the call, so
-	// each phase overlaps real traffic.
 	progress := func(what string) {
 		t.Helper()
 		for _, cl := range cls {
@@ -221,33 +279,21 @@ func TestLinearizableUnderLeaderKillAndPartition(t *testing.T) {
 		}
 		require.Eventually(t, func() bool {
 			for _, cl := range cls {
-				if cl.succeed.Load() < 60 {
+				if cl.succeed.Load() < 50 {
 					return false
 				}
 			}
 			return true
 		}, 30*time.Second, 5*time.Millisecond, "clients made no progress %s", what)
 	}
-
 	progress("at the start")
-	old := c.Leader()
-	c.Kill(old)
-	c.Leader()
-	progress("after the leader was killed")
-	c.Restart(old)
-	progress("after the old leader came back")
-
-	isolated := c.Leader()
-	c.Isolate(isolated)
-	c.Leader()
-	progress("with the leader isolated")
-	c.Heal()
-	progress("after the partition healed")
-
+	faults(c, progress)
 	stopClients()
 
-	t.Logf("history: %d puts, %d gets, %d puts of unknown outcome", h.puts.Load(), h.gets.Load(), h.unknown.Load())
+	t.Logf("history: %d puts, %d deletes, %d gets, %d writes of unknown outcome",
+		h.puts.Load(), h.deletes.Load(), h.gets.Load(), h.unknown.Load())
 	require.Positive(t, h.puts.Load())
+	require.Positive(t, h.deletes.Load())
 	require.Positive(t, h.gets.Load())
 	res, info := porcupine.CheckOperationsVerbose(registerModel, h.ops, 60*time.Second)
 	if res != porcupine.Ok {

@@ -57,9 +57,9 @@ func Config(id, dir string) tagstore.Config {
 		NodeID:             id,
 		Dir:                dir,
 		APIAddr:            id + ".api.test:8080",
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
+		HeartbeatTimeout:   400 * time.Millisecond,
+		ElectionTimeout:    400 * time.Millisecond,
+		LeaderLeaseTimeout: 400 * time.Millisecond,
 		CommitTimeout:      10 * time.Millisecond,
 		ApplyTimeout:       5 * time.Second,
 	}
@@ -78,6 +78,8 @@ type Node struct {
 	mu        sync.Mutex
 	store     *tagstore.Store
 	trans     *raft.InmemTransport
+	// joined is set once the node is in the configuration: before that it knows no leader.
+	joined bool
 }
 
 // Store returns the node's Store, or nil while the node is down.
@@ -138,7 +140,7 @@ func (c *Cluster) newNode(bootstrap bool) *Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id := fmt.Sprintf("node%d", len(c.nodes))
-	n := &Node{ID: id, Dir: filepath.Join(c.t.TempDir(), id), bootstrap: bootstrap}
+	n := &Node{ID: id, Dir: filepath.Join(c.t.TempDir(), id), bootstrap: bootstrap, joined: bootstrap}
 	n.APIAddr = Config(id, n.Dir).APIAddr
 	if c.opts.Network == Inmem {
 		n.RaftAddr = id + ".inmem:7000"
@@ -150,15 +152,37 @@ func (c *Cluster) newNode(bootstrap bool) *Node {
 // AddNode starts a new, empty node and joins it through the leader.
 func (c *Cluster) AddNode() *Node {
 	c.t.Helper()
-	leader := c.Leader()
+	c.Leader()
 	n := c.newNode(false)
 	c.start(n)
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
-	defer cancel()
-	if err := leader.Store().Join(ctx, n.Member()); err != nil {
-		c.t.Fatalf("join %s through %s: %v", n, leader, err)
-	}
+	c.OnLeader("join "+n.ID, func(s *tagstore.Store) error { return s.Join(context.Background(), n.Member()) })
+	n.mu.Lock()
+	n.joined = true
+	n.mu.Unlock()
 	return n
+}
+
+// OnLeader calls f with the current leader's Store until it returns nil, for at most
+// Options.Timeout, and fails the test with the last error otherwise. An error wrapping
+// tagstore.ErrInvalid or tagstore.ErrExists fails the test at once; any other (the leader
+// changed, the outcome is unknown) is retried on whichever node leads next, so f must be safe
+// to repeat (a put of the same value, a join with the same details).
+func (c *Cluster) OnLeader(what string, f func(*tagstore.Store) error) {
+	c.t.Helper()
+	var last error
+	deadline := time.Now().Add(c.opts.Timeout)
+	for {
+		last = f(c.Leader().Store())
+		switch {
+		case last == nil:
+			return
+		case errors.Is(last, tagstore.ErrInvalid), errors.Is(last, tagstore.ErrExists):
+			c.t.Fatalf("%s: %v", what, last)
+		case time.Now().After(deadline):
+			c.t.Fatalf("%s: still failing after %s: %v", what, c.opts.Timeout, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // start opens n's Store on its directory and address.
@@ -295,21 +319,24 @@ func (c *Cluster) Heal() {
 	}
 }
 
-// reachable returns the running nodes that are not isolated.
+// reachable returns the running nodes that are not isolated and have joined the cluster.
 func (c *Cluster) reachable() []*Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var up []*Node
 	for _, n := range c.nodes {
-		if n.Store() != nil && !c.isolated[n] {
+		n.mu.Lock()
+		ok := n.store != nil && n.joined && !c.isolated[n]
+		n.mu.Unlock()
+		if ok {
 			up = append(up, n)
 		}
 	}
 	return up
 }
 
-// Leader waits until the running, non-isolated nodes agree on a leader among them, and
-// returns it.
+// Leader waits until the running, non-isolated nodes that have joined agree on a leader
+// among them, and returns it.
 func (c *Cluster) Leader() *Node {
 	c.t.Helper()
 	var leader *Node
