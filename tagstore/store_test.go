@@ -7,11 +7,14 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/tagstore"
@@ -26,6 +29,7 @@ type single struct {
 	addr string
 	cfg  func(*tagstore.Config)
 	s    *tagstore.Store
+	reg  *prometheus.Registry
 }
 
 func newSingle(t *testing.T, cfg func(*tagstore.Config)) *single {
@@ -51,7 +55,10 @@ func (sn *single) open() {
 	if sn.cfg != nil {
 		sn.cfg(&cfg)
 	}
-	s, err := tagstore.Open(cfg, tagstore.Deps{Listener: ln, Registerer: prometheus.NewRegistry()})
+	if sn.reg == nil {
+		sn.reg = prometheus.NewRegistry()
+	}
+	s, err := tagstore.Open(cfg, tagstore.Deps{Listener: ln, Registerer: sn.reg})
 	require.NoError(t, err)
 	sn.s = s
 	require.Eventually(t, s.IsLeader, 20*time.Second, 10*time.Millisecond, "single node never became leader")
@@ -434,5 +441,60 @@ func TestJoinUnreachableChangesNothing(t *testing.T) {
 	require.ErrorContains(t, err, addr)
 	require.Len(t, s.Status().Members, 1, "a one-node cluster must not gain a voter it cannot reach")
 	_, err = s.Put(t.Context(), "app", "still", dg("writable"))
+	require.NoError(t, err)
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	sn := newSingle(t, nil)
+	s := sn.s
+	ctx := t.Context()
+	_, err := s.Put(ctx, "app", "a", dg("a"))
+	require.NoError(t, err)
+
+	const readers, each = 16, 20
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			for range each {
+				_, err := s.Get(ctx, "app", "a", tagstore.Linearizable)
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+
+	families, err := sn.reg.Gather()
+	require.NoError(t, err)
+	byName := map[string]*dto.MetricFamily{}
+	for _, f := range families {
+		byName[f.GetName()] = f
+	}
+	value := func(name string) float64 {
+		f, ok := byName[name]
+		require.True(t, ok, "metric %s", name)
+		m := f.GetMetric()[0]
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		default:
+			return float64(m.Histogram.GetSampleCount())
+		}
+	}
+	require.Equal(t, 1.0, value("krakenctl_tagstore_leader"))
+	require.Equal(t, 1.0, value("krakenctl_tagstore_tags"))
+	require.Equal(t, float64(s.AppliedIndex()), value("krakenctl_tagstore_applied_index"))
+	batches := value("krakenctl_tagstore_read_batches_total")
+	require.Positive(t, batches)
+	require.LessOrEqual(t, batches, float64(readers*each), "a round serves one or more reads")
+	size := byName["krakenctl_tagstore_read_batch_size"].GetMetric()[0].GetHistogram()
+	require.Equal(t, float64(readers*each), size.GetSampleSum(), "every linearizable read was served by a round")
+	require.Contains(t, byName, "krakenctl_tagstore_apply_duration_seconds")
+
+	// Close unregisters, so the same registry can serve a reopened store.
+	sn.restart()
+	_, err = sn.reg.Gather()
 	require.NoError(t, err)
 }
