@@ -13,7 +13,15 @@ import (
 // GOMAXPROCS so Raft can batch concurrent writes and reads.
 
 func BenchmarkPut(b *testing.B) {
-	c := tagstoretest.Start(b, tagstoretest.Options{Network: tagstoretest.TCP})
+	for _, mae := range []int{64, 256} {
+		b.Run(fmt.Sprintf("max_append_entries=%d", mae), func(b *testing.B) { benchPut(b, mae) })
+	}
+}
+
+func benchPut(b *testing.B, maxAppend int) {
+	c := tagstoretest.Start(b, tagstoretest.Options{Network: tagstoretest.TCP, Configure: func(cfg *tagstore.Config) {
+		cfg.MaxAppendEntries = maxAppend
+	}})
 	s := c.Leader().Store()
 	var n atomic.Int64
 	b.SetParallelism(32)
