@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
 // benchPicker returns a picker for 2048 pieces with 50 connected peers (one an origin), each
@@ -21,9 +22,9 @@ func benchPicker(b *testing.B, policy piece.OriginPolicy, sparse int) (*piece.Pi
 	ids := make([]piece.PeerID, peers)
 	for n := range peers {
 		ids[n] = piece.PeerID(fmt.Sprintf("peer%02d", n))
-		bits := piece.NewFullBitfield(pieces)
+		bits := wire.NewFullBitfield(pieces)
 		if n > 0 {
-			bits = piece.NewBitfield(pieces)
+			bits = wire.NewBitfield(pieces)
 			for i := range pieces {
 				if rnd.IntN(sparse) == 0 {
 					bits.Set(i)
@@ -92,7 +93,7 @@ func BenchmarkNextEndgame(b *testing.B) {
 // BenchmarkPeerHas measures the have path, including a peer that comes and goes.
 func BenchmarkPeerHas(b *testing.B) {
 	p, _ := benchPicker(b, piece.OriginOnlyUnique, 2)
-	full := piece.NewFullBitfield(2048)
+	full := wire.NewFullBitfield(2048)
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.AddPeer("x", false); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
 // TestRandomOperationsKeepInvariants drives a picker with random peer events, requests,
@@ -26,7 +27,7 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 		maxDup := 1 + int(seed%3)
 		c := &clock{now: t0}
 		p := newPicker(t, piece.Config{Pieces: pieces, OriginPolicy: policy, EndgameDuplicates: maxDup, Now: c.Now}, seed)
-		have := map[piece.PeerID]*piece.Bitfield{}
+		have := map[piece.PeerID]*wire.Bitfield{}
 		origin := map[piece.PeerID]bool{}
 		ids := []piece.PeerID{"o1", "o2", "a", "b", "c", "d"}
 
@@ -40,9 +41,9 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 				}
 				isOrigin := id[0] == 'o'
 				require.NoError(t, p.AddPeer(id, isOrigin))
-				b := piece.NewBitfield(pieces)
+				b := wire.NewBitfield(pieces)
 				if isOrigin {
-					b = piece.NewFullBitfield(pieces)
+					b = wire.NewFullBitfield(pieces)
 				}
 				_, err := p.PeerBitfield(id, b)
 				require.NoError(t, err)
@@ -100,7 +101,7 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 	require.Greater(t, endgameSteps, 100, "the endgame paths were exercised")
 }
 
-func checkInvariants(t *testing.T, p *piece.Picker, have map[piece.PeerID]*piece.Bitfield, maxDup, step int) {
+func checkInvariants(t *testing.T, p *piece.Picker, have map[piece.PeerID]*wire.Bitfield, maxDup, step int) {
 	t.Helper()
 	requested := 0
 	for i := range p.Pieces() {
@@ -127,7 +128,7 @@ func checkInvariants(t *testing.T, p *piece.Picker, have map[piece.PeerID]*piece
 }
 
 // checkNext calls Next and checks its choice against the contract.
-func checkNext(t *testing.T, p *piece.Picker, id piece.PeerID, have map[piece.PeerID]*piece.Bitfield, origin map[piece.PeerID]bool, policy piece.OriginPolicy, maxDup, limit int) {
+func checkNext(t *testing.T, p *piece.Picker, id piece.PeerID, have map[piece.PeerID]*wire.Bitfield, origin map[piece.PeerID]bool, policy piece.OriginPolicy, maxDup, limit int) {
 	t.Helper()
 	endgame := p.Endgame()
 	asOrigin := origin[id] && policy != piece.OriginAsPeer

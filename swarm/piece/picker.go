@@ -1,11 +1,48 @@
+// Package piece holds the data structures a swarm scheduler uses to decide which pieces of a blob
+// to request from which peer: Picker tracks what this node has, what it has asked for and from
+// whom, and how many connected peers hold each piece, and chooses the next requests. The sets
+// of pieces it takes and returns are wire.Bitfield, the bitfield the handshake and the bitfield
+// message carry, so that there is one bitfield type and one wire format.
+//
+// The picker exists to avoid the failure modes measured on Uber's Kraken (issue 3, DESIGN §5):
+// rarest-first with a deterministic tie-break makes every node ask the origin for the same few
+// pieces (herding), and random choice without regard to the origin makes the origin send the
+// same piece several times where peers could have served it. Picker chooses rarest first among
+// the pieces a peer offers, breaks ties with a caller-supplied *rand.Rand (so tests are
+// reproducible), asks origins preferably or only for pieces no other connected peer has,
+// withdraws origin requests once a peer can serve the piece, and duplicates requests only in
+// endgame, within a bound.
+//
+// Nothing here starts goroutines, does I/O or reads the clock on its own (the Picker's clock is
+// a Config field); nothing is safe for concurrent use.
 package piece
 
 import (
+	"errors"
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+// Sentinel errors. Errors returned by this package wrap one of them.
+var (
+	// ErrBadBitfield reports a bitfield of the wrong length for the blob, or a nil one. It is
+	// wire.ErrBadBitfield, which also reports an undecodable bitfield (and wraps
+	// wire.ErrMalformed).
+	ErrBadBitfield = wire.ErrBadBitfield
+	// ErrOutOfRange reports a piece index outside [0, pieces).
+	ErrOutOfRange = errors.New("piece index out of range")
+	// ErrUnknownPeer reports a peer that was never added or has gone.
+	ErrUnknownPeer = errors.New("unknown peer")
+	// ErrPeerExists reports AddPeer for a peer that is already connected.
+	ErrPeerExists = errors.New("peer already added")
+	// ErrAlreadyHave reports Received for a piece this node already has.
+	ErrAlreadyHave = errors.New("piece already held")
+	// ErrInvalidConfig reports a Config that New cannot use.
+	ErrInvalidConfig = errors.New("invalid picker config")
 )
 
 // PeerID names a connected peer. The picker only compares them; the scheduler chooses the
@@ -42,7 +79,8 @@ const DefaultEndgameDuplicates = 2
 
 // Config configures a Picker.
 type Config struct {
-	// Pieces is the number of pieces of the blob (0 is allowed: the picker starts complete).
+	// Pieces is the number of pieces of the blob, in [0, wire.MaxPieces] (0 is allowed: the
+	// picker starts complete).
 	Pieces int
 	// Rand breaks ties between equally rare pieces. Pass a seeded source for reproducible
 	// choices; nil means a randomly seeded source.
@@ -58,7 +96,7 @@ type Config struct {
 }
 
 type peerState struct {
-	bits    *Bitfield
+	bits    *wire.Bitfield
 	origin  bool
 	pending map[int]time.Time // pieces asked of this peer and not yet received or released
 }
@@ -93,7 +131,7 @@ type Picker struct {
 	policy OriginPolicy
 	maxDup int
 
-	have      *Bitfield
+	have      *wire.Bitfield
 	haveCount int
 	avail     []int32 // connected peers that have each piece, origins included
 	oavail    []int32 // connected origins that have each piece
@@ -106,10 +144,10 @@ type Picker struct {
 }
 
 // New returns a picker for a blob of cfg.Pieces pieces with none held and no peers. It returns
-// an error wrapping ErrInvalidConfig for a negative piece count or duplicate bound or an
-// unknown origin policy.
+// an error wrapping ErrInvalidConfig for a piece count outside [0, wire.MaxPieces], a negative
+// duplicate bound or an unknown origin policy.
 func New(cfg Config) (*Picker, error) {
-	if cfg.Pieces < 0 {
+	if cfg.Pieces < 0 || cfg.Pieces > wire.MaxPieces {
 		return nil, fmt.Errorf("new picker: %d pieces: %w", cfg.Pieces, ErrInvalidConfig)
 	}
 	if cfg.EndgameDuplicates < 0 {
@@ -124,7 +162,7 @@ func New(cfg Config) (*Picker, error) {
 		now:    cfg.Now,
 		policy: cfg.OriginPolicy,
 		maxDup: cfg.EndgameDuplicates,
-		have:   NewBitfield(cfg.Pieces),
+		have:   wire.NewBitfield(cfg.Pieces),
 		avail:  make([]int32, cfg.Pieces),
 		oavail: make([]int32, cfg.Pieces),
 		reqs:   make([][]outstanding, cfg.Pieces),
@@ -161,7 +199,7 @@ func (p *Picker) peer(op string, id PeerID) (*peerState, error) {
 func (p *Picker) Pieces() int { return p.n }
 
 // Have returns a copy of the bitfield of pieces this node has.
-func (p *Picker) Have() *Bitfield { return p.have.Clone() }
+func (p *Picker) Have() *wire.Bitfield { return p.have.Clone() }
 
 // Has reports whether this node has piece i (false for an index out of range).
 func (p *Picker) Has(i int) bool { return i >= 0 && i < p.n && p.have.Has(i) }
@@ -222,20 +260,24 @@ func (p *Picker) AddPeer(peer PeerID, origin bool) error {
 	if p.peers[peer] != nil {
 		return fmt.Errorf("add peer %q: %w", peer, ErrPeerExists)
 	}
-	p.peers[peer] = &peerState{bits: NewBitfield(p.n), origin: origin, pending: make(map[int]time.Time)}
+	p.peers[peer] = &peerState{bits: wire.NewBitfield(p.n), origin: origin, pending: make(map[int]time.Time)}
 	return nil
 }
 
 // PeerBitfield replaces what peer is known to have with bits (the bitfield message). Under
 // OriginOnlyUnique it returns the requests to origins withdrawn because peer (a non-origin) now
 // has their piece: send a cancel for each; those pieces are eligible for Next again. It returns
-// an error wrapping ErrBadBitfield if bits has the wrong length. The picker keeps a copy.
+// an error wrapping ErrBadBitfield if bits is nil or has the wrong length. The picker keeps a
+// copy.
 // Requests already made of peer for pieces bits no longer has stay outstanding until they are
 // received, released or time out.
-func (p *Picker) PeerBitfield(peer PeerID, bits *Bitfield) ([]Request, error) {
+func (p *Picker) PeerBitfield(peer PeerID, bits *wire.Bitfield) ([]Request, error) {
 	ps, err := p.peer("update peer bitfield", peer)
 	if err != nil {
 		return nil, err
+	}
+	if bits == nil {
+		return nil, fmt.Errorf("update peer bitfield: nil bitfield: %w", ErrBadBitfield)
 	}
 	if bits.Len() != p.n {
 		return nil, fmt.Errorf("update peer bitfield: %d bits for %d pieces: %w", bits.Len(), p.n, ErrBadBitfield)
@@ -416,30 +458,24 @@ func (p *Picker) Next(peer PeerID, max int) []int {
 	stride := len(p.peers) + 1
 	p.cand, p.keys = p.cand[:0], p.keys[:0]
 	maxKey := 0
-	for w, x := range ps.bits.bits {
-		x &^= p.have.bits[w]
-		for x != 0 {
-			b := 7 - bits.TrailingZeros8(x)
-			x &^= 0x80 >> b
-			i := w<<3 + b
-			r := len(p.reqs[i])
-			if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i)) {
+	for i := ps.bits.NextNotIn(p.have, 0); i >= 0; i = ps.bits.NextNotIn(p.have, i+1) {
+		r := len(p.reqs[i])
+		if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i)) {
+			continue
+		}
+		holders := int(p.avail[i])
+		if asOrigin {
+			holders -= int(p.oavail[i])
+			if holders > 0 && p.policy == OriginOnlyUnique {
 				continue
 			}
-			holders := int(p.avail[i])
-			if asOrigin {
-				holders -= int(p.oavail[i])
-				if holders > 0 && p.policy == OriginOnlyUnique {
-					continue
-				}
-			}
-			k := r*stride + holders
-			if k > maxKey {
-				maxKey = k
-			}
-			p.cand = append(p.cand, i)
-			p.keys = append(p.keys, k)
 		}
+		k := r*stride + holders
+		if k > maxKey {
+			maxKey = k
+		}
+		p.cand = append(p.cand, i)
+		p.keys = append(p.keys, k)
 	}
 	picked := p.choose(min(max, len(p.cand)), maxKey)
 	now := p.now()

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -31,15 +32,15 @@ func newPicker(t testing.TB, cfg piece.Config, seed uint64) *piece.Picker {
 	return p
 }
 
-func bitfield(n int, set ...int) *piece.Bitfield {
-	b := piece.NewBitfield(n)
+func bitfield(n int, set ...int) *wire.Bitfield {
+	b := wire.NewBitfield(n)
 	for _, i := range set {
 		b.Set(i)
 	}
 	return b
 }
 
-func addPeer(t testing.TB, p *piece.Picker, id piece.PeerID, origin bool, bits *piece.Bitfield) {
+func addPeer(t testing.TB, p *piece.Picker, id piece.PeerID, origin bool, bits *wire.Bitfield) {
 	t.Helper()
 	require.NoError(t, p.AddPeer(id, origin))
 	_, err := p.PeerBitfield(id, bits)
@@ -56,6 +57,7 @@ func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	for _, cfg := range []piece.Config{
 		{Pieces: -1},
+		{Pieces: wire.MaxPieces + 1},
 		{Pieces: 4, EndgameDuplicates: -1},
 		{Pieces: 4, OriginPolicy: piece.OriginAsPeer + 1},
 		{Pieces: 4, OriginPolicy: -1},
@@ -73,7 +75,7 @@ func TestNewValidates(t *testing.T) {
 func TestNextRarestFirst(t *testing.T) {
 	t.Parallel()
 	p := newPicker(t, piece.Config{Pieces: 8}, 1)
-	addPeer(t, p, "a", false, piece.NewFullBitfield(8))
+	addPeer(t, p, "a", false, wire.NewFullBitfield(8))
 	addPeer(t, p, "b", false, bitfield(8, 0, 1, 2, 3))
 	addPeer(t, p, "c", false, bitfield(8, 0, 1))
 	require.Equal(t, 3, p.Availability(0))
@@ -108,12 +110,12 @@ func TestNextTiesAreRandomButReproducible(t *testing.T) {
 	first := map[int]bool{}
 	for seed := range uint64(200) {
 		p := newPicker(t, piece.Config{Pieces: pieces}, seed)
-		addPeer(t, p, "o", true, piece.NewFullBitfield(pieces))
+		addPeer(t, p, "o", true, wire.NewFullBitfield(pieces))
 		got := p.Next("o", 4)
 		first[got[0]] = true
 
 		q := newPicker(t, piece.Config{Pieces: pieces}, seed)
-		addPeer(t, q, "o", true, piece.NewFullBitfield(pieces))
+		addPeer(t, q, "o", true, wire.NewFullBitfield(pieces))
 		require.Equal(t, got, q.Next("o", 4), "same seed, same choice")
 	}
 	require.Greater(t, len(first), pieces/2, "first picks spread over the pieces")
@@ -137,7 +139,7 @@ func TestNoHerding(t *testing.T) {
 			asked := map[int]int{}
 			for node := range nodes {
 				p := newPicker(t, piece.Config{Pieces: pieces}, seedOf(run, node))
-				addPeer(t, p, "origin", true, piece.NewFullBitfield(pieces))
+				addPeer(t, p, "origin", true, wire.NewFullBitfield(pieces))
 				for i := range nodes - 1 {
 					require.NoError(t, p.AddPeer(piece.PeerID(rune('a'+i)), false))
 				}
@@ -160,7 +162,7 @@ func TestNoHerding(t *testing.T) {
 func TestOriginOnlyUnique(t *testing.T) {
 	t.Parallel()
 	p := newPicker(t, piece.Config{Pieces: 8}, 3)
-	addPeer(t, p, "origin", true, piece.NewFullBitfield(8))
+	addPeer(t, p, "origin", true, wire.NewFullBitfield(8))
 	addPeer(t, p, "b", false, bitfield(8, 0, 1))
 	got := p.Next("origin", 8)
 	require.Equal(t, []int{2, 3, 4, 5, 6, 7}, sorted(got), "the origin is not asked for what b can serve")
@@ -168,8 +170,8 @@ func TestOriginOnlyUnique(t *testing.T) {
 
 	// a peer announcing a piece withdraws the origin's request for it
 	p2 := newPicker(t, piece.Config{Pieces: 4}, 3)
-	addPeer(t, p2, "origin", true, piece.NewFullBitfield(4))
-	addPeer(t, p2, "b", false, piece.NewBitfield(4))
+	addPeer(t, p2, "origin", true, wire.NewFullBitfield(4))
+	addPeer(t, p2, "b", false, wire.NewBitfield(4))
 	require.Len(t, p2.Next("origin", 4), 4)
 	withdrawn, err := p2.PeerHas("b", 2)
 	require.NoError(t, err)
@@ -183,7 +185,7 @@ func TestOriginOnlyUnique(t *testing.T) {
 	require.Equal(t, []int{3}, p2.Outstanding("origin"))
 
 	// an origin announcing a piece withdraws nothing
-	addPeer(t, p2, "origin2", true, piece.NewBitfield(4))
+	addPeer(t, p2, "origin2", true, wire.NewBitfield(4))
 	withdrawn, err = p2.PeerHas("origin2", 3)
 	require.NoError(t, err)
 	require.Empty(t, withdrawn)
@@ -195,7 +197,7 @@ func TestOriginOnlyUnique(t *testing.T) {
 func TestOriginPreferUnique(t *testing.T) {
 	t.Parallel()
 	p := newPicker(t, piece.Config{Pieces: 8, OriginPolicy: piece.OriginPreferUnique}, 4)
-	addPeer(t, p, "origin", true, piece.NewFullBitfield(8))
+	addPeer(t, p, "origin", true, wire.NewFullBitfield(8))
 	addPeer(t, p, "b", false, bitfield(8, 0, 1, 2))
 	addPeer(t, p, "c", false, bitfield(8, 0))
 	got := p.Next("origin", 8)
@@ -210,7 +212,7 @@ func TestOriginPreferUnique(t *testing.T) {
 func TestOriginAsPeer(t *testing.T) {
 	t.Parallel()
 	p := newPicker(t, piece.Config{Pieces: 4, OriginPolicy: piece.OriginAsPeer}, 5)
-	addPeer(t, p, "origin", true, piece.NewFullBitfield(4))
+	addPeer(t, p, "origin", true, wire.NewFullBitfield(4))
 	addPeer(t, p, "b", false, bitfield(4, 0, 1, 2))
 	require.Equal(t, []int{3}, p.Next("origin", 1), "rarest counts the origin like anyone")
 	require.Len(t, p.Next("origin", 4), 3)
@@ -227,7 +229,7 @@ func TestNoDuplicatesOutsideEndgame(t *testing.T) {
 		p := newPicker(t, piece.Config{Pieces: pieces, EndgameDuplicates: 3}, seed)
 		peers := []piece.PeerID{"a", "b", "c", "d", "e"}
 		for _, id := range peers {
-			b := piece.NewBitfield(pieces)
+			b := wire.NewBitfield(pieces)
 			for i := range pieces {
 				if rnd.IntN(3) > 0 {
 					b.Set(i)
@@ -274,7 +276,7 @@ func TestEndgame(t *testing.T) {
 	t.Parallel()
 	p := newPicker(t, piece.Config{Pieces: 4}, 6)
 	for _, id := range []piece.PeerID{"a", "b", "c"} {
-		addPeer(t, p, id, false, piece.NewFullBitfield(4))
+		addPeer(t, p, id, false, wire.NewFullBitfield(4))
 	}
 	require.False(t, p.Endgame())
 	require.Len(t, p.Next("a", 3), 3)
@@ -303,7 +305,7 @@ func TestEndgame(t *testing.T) {
 	// with a larger bound, endgame prefers the pieces with fewer outstanding requests
 	q := newPicker(t, piece.Config{Pieces: 4, EndgameDuplicates: 3}, 7)
 	for _, id := range []piece.PeerID{"a", "b", "c"} {
-		addPeer(t, q, id, false, piece.NewFullBitfield(4))
+		addPeer(t, q, id, false, wire.NewFullBitfield(4))
 	}
 	q.Next("a", 4)
 	two := q.Next("b", 2)
@@ -314,8 +316,8 @@ func TestEndgame(t *testing.T) {
 
 	// EndgameDuplicates 1 disables duplication
 	r := newPicker(t, piece.Config{Pieces: 2, EndgameDuplicates: 1}, 8)
-	addPeer(t, r, "a", false, piece.NewFullBitfield(2))
-	addPeer(t, r, "b", false, piece.NewFullBitfield(2))
+	addPeer(t, r, "a", false, wire.NewFullBitfield(2))
+	addPeer(t, r, "b", false, wire.NewFullBitfield(2))
 	r.Next("a", 2)
 	require.True(t, r.Endgame())
 	require.Nil(t, r.Next("b", 2))
@@ -325,8 +327,8 @@ func TestTimeout(t *testing.T) {
 	t.Parallel()
 	c := &clock{now: t0}
 	p := newPicker(t, piece.Config{Pieces: 6, Now: c.Now}, 9)
-	addPeer(t, p, "a", false, piece.NewFullBitfield(6))
-	addPeer(t, p, "b", false, piece.NewFullBitfield(6))
+	addPeer(t, p, "a", false, wire.NewFullBitfield(6))
+	addPeer(t, p, "b", false, wire.NewFullBitfield(6))
 	old := p.Next("a", 2)
 	c.now = t0.Add(5 * time.Second)
 	recent := p.Next("b", 2)
@@ -390,9 +392,11 @@ func TestBadInput(t *testing.T) {
 	require.ErrorIs(t, err, piece.ErrOutOfRange)
 	_, err = p.PeerHas("a", -1)
 	require.ErrorIs(t, err, piece.ErrOutOfRange)
-	_, err = p.PeerBitfield("a", piece.NewBitfield(6))
+	_, err = p.PeerBitfield("a", wire.NewBitfield(6))
 	require.ErrorIs(t, err, piece.ErrBadBitfield)
-	_, err = p.PeerBitfield("x", piece.NewBitfield(5))
+	_, err = p.PeerBitfield("a", nil)
+	require.ErrorIs(t, err, piece.ErrBadBitfield)
+	_, err = p.PeerBitfield("x", wire.NewBitfield(5))
 	require.ErrorIs(t, err, piece.ErrUnknownPeer)
 	_, err = p.Received("a", 7)
 	require.ErrorIs(t, err, piece.ErrOutOfRange)
@@ -425,9 +429,9 @@ func TestReceivedResumeAndComplete(t *testing.T) {
 	}
 	require.True(t, p.Complete())
 	require.False(t, p.Endgame())
-	require.True(t, p.Have().Complete())
+	require.True(t, p.Have().Full())
 	require.True(t, p.Has(2))
 	require.False(t, p.Has(3))
-	addPeer(t, p, "a", false, piece.NewFullBitfield(3))
+	addPeer(t, p, "a", false, wire.NewFullBitfield(3))
 	require.Nil(t, p.Next("a", 3))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
 // simResult is what one swarm simulation measured.
@@ -51,7 +52,7 @@ func simulate(t testing.TB, policy piece.OriginPolicy, nodes, pieces, depth, upl
 	node[id(0)] = 0
 	for n := 1; n <= nodes; n++ {
 		require.NoError(t, pickers[n].AddPeer(id(0), true))
-		_, err := pickers[n].PeerBitfield(id(0), piece.NewFullBitfield(pieces))
+		_, err := pickers[n].PeerBitfield(id(0), wire.NewFullBitfield(pieces))
 		require.NoError(t, err)
 		for m := 1; m <= nodes; m++ {
 			if m != n {

@@ -141,10 +141,10 @@ func (d *Decoder) ReadMessageHeader() (Message, error) {
 		if count > MaxPieces {
 			return nil, fmt.Errorf("read message: bitfield: %w: %d pieces, more than %d", ErrMalformed, count, MaxPieces)
 		}
-		// BitfieldFromBytes copies: the message outlives the decoder's buffer.
-		bf, err := BitfieldFromBytes(int(count), b[bitfieldMinBody:])
+		// ParseBitfield copies: the message outlives the decoder's buffer.
+		bf, err := ParseBitfield(int(count), b[bitfieldMinBody:])
 		if err != nil {
-			return nil, fmt.Errorf("read message: bitfield: %w", err)
+			return nil, fmt.Errorf("read message: %w", err)
 		}
 		return BitfieldMsg{Bitfield: bf}, nil
 	default: // TypeError; bodyBounds rejected every other type.

@@ -2,6 +2,9 @@ package wire_test
 
 import (
 	"bytes"
+	"errors"
+	"math/bits"
+	"slices"
 	"testing"
 
 	"github.com/krakenctl/krakenctl/swarm/wire"
@@ -115,6 +118,72 @@ func FuzzHandshake(f *testing.F) {
 		}
 		if h.Bitfield.Len() != h.NumPieces() {
 			t.Fatalf("bitfield of %d pieces for %d pieces", h.Bitfield.Len(), h.NumPieces())
+		}
+	})
+}
+
+// FuzzParseBitfield checks that decoding an untrusted bitfield (ParseBitfield, and
+// UnmarshalBinary into a bitfield of known length) never panics, accepts exactly the encodings
+// of the right length with zero spare bits, agrees between the two entry points, and
+// round-trips what it accepts.
+func FuzzParseBitfield(f *testing.F) {
+	f.Add(uint16(10), []byte{0x80, 0x40})
+	f.Add(uint16(10), []byte{0x80, 0x41})
+	f.Add(uint16(16), []byte{0xff, 0xff})
+	f.Add(uint16(0), []byte{})
+	f.Add(uint16(3), []byte{0xe0, 0})
+	f.Fuzz(func(t *testing.T, n uint16, data []byte) {
+		nbits := int(n % 4096)
+		b := wire.NewBitfield(nbits)
+		if nbits > 0 {
+			b.Set(nbits - 1)
+		}
+		before := b.Clone()
+		err := b.UnmarshalBinary(data)
+		parsed, perr := wire.ParseBitfield(nbits, data)
+		if (err == nil) != (perr == nil) {
+			t.Fatalf("UnmarshalBinary says %v, ParseBitfield says %v", err, perr)
+		}
+		validLen := len(data) == (nbits+7)/8
+		validSpare := !validLen || nbits%8 == 0 || data[len(data)-1]&(0xff>>(nbits%8)) == 0
+		if err != nil {
+			for _, e := range []error{err, perr} {
+				if !errors.Is(e, wire.ErrBadBitfield) || !errors.Is(e, wire.ErrMalformed) {
+					t.Fatalf("error %v does not wrap ErrBadBitfield and ErrMalformed", e)
+				}
+			}
+			if validLen && validSpare {
+				t.Fatalf("rejected a valid encoding of %d bits: %x", nbits, data)
+			}
+			if !b.Equal(before) {
+				t.Fatal("a rejected decode changed the bitfield")
+			}
+			return
+		}
+		if !validLen || !validSpare {
+			t.Fatalf("accepted an invalid encoding of %d bits: %x", nbits, data)
+		}
+		if !parsed.Equal(b) {
+			t.Fatalf("ParseBitfield %s, UnmarshalBinary %s", parsed, b)
+		}
+		if got, want := notIn(b, before), slices.Collect(b.AndNot(before).All()); !slices.Equal(got, want) {
+			t.Fatalf("NextNotIn %v, AndNot %v", got, want)
+		}
+		out, _ := b.MarshalBinary()
+		if string(out) != string(data) {
+			t.Fatalf("round trip: got %x, want %x", out, data)
+		}
+		ones := 0
+		for _, x := range data {
+			ones += bits.OnesCount8(x)
+		}
+		if b.Count() != ones || len(slices.Collect(b.All())) != ones {
+			t.Fatalf("count %d, want %d", b.Count(), ones)
+		}
+		for i := range b.All() {
+			if data[i/8]&(0x80>>(i%8)) == 0 {
+				t.Fatalf("bit %d iterated but not set in %x", i, data)
+			}
 		}
 	})
 }

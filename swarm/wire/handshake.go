@@ -42,8 +42,9 @@ type Handshake struct {
 	Length int64
 	// PieceLength is the size of every piece but the last, in [1, MaxPieceLength].
 	PieceLength int64
-	// Bitfield holds the pieces the sender has; its Len must equal NumPieces().
-	Bitfield Bitfield
+	// Bitfield holds the pieces the sender has; it must not be nil and its Len must equal
+	// NumPieces().
+	Bitfield *Bitfield
 }
 
 // NumPieces returns ceil(Length / PieceLength), or 0 when PieceLength is not positive.
@@ -67,13 +68,16 @@ func validateLayout(length, pieceLength int64) error {
 
 // AppendHandshake appends the wire form of h to b. It returns an error wrapping ErrMalformed
 // when h breaks a rule of the format: a digest that is not a valid SHA-256 digest, a layout
-// beyond the limits, or a bitfield whose length is not NumPieces().
+// beyond the limits, or a bitfield that is nil or whose length is not NumPieces().
 func AppendHandshake(b []byte, h Handshake) ([]byte, error) {
 	if err := h.Digest.Validate(); err != nil || h.Digest.Algorithm() != digest.SHA256 {
 		return b, fmt.Errorf("encode handshake: %w: digest %q is not a valid sha256 digest", ErrMalformed, h.Digest)
 	}
 	if err := validateLayout(h.Length, h.PieceLength); err != nil {
 		return b, fmt.Errorf("encode handshake: %w", err)
+	}
+	if h.Bitfield == nil {
+		return b, fmt.Errorf("encode handshake: %w: nil bitfield", ErrMalformed)
 	}
 	if h.Bitfield.Len() != h.NumPieces() {
 		return b, fmt.Errorf("encode handshake: %w: bitfield of %d pieces for a blob of %d pieces", ErrMalformed, h.Bitfield.Len(), h.NumPieces())
@@ -88,13 +92,13 @@ func AppendHandshake(b []byte, h Handshake) ([]byte, error) {
 	b = append(b, h.PeerID[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.Length))
 	b = binary.BigEndian.AppendUint32(b, uint32(h.PieceLength))
-	b = append(b, h.Bitfield.Bytes()...)
+	b = append(b, h.Bitfield.bits...)
 	return b, nil
 }
 
 // WriteHandshake writes h to w in one Write call. Errors are those of AppendHandshake or w.
 func WriteHandshake(w io.Writer, h Handshake) error {
-	b, err := AppendHandshake(make([]byte, 0, handshakeFixedLength+len(h.Bitfield.Bytes())), h)
+	b, err := AppendHandshake(make([]byte, 0, handshakeFixedLength+h.Bitfield.size()), h)
 	if err != nil {
 		return err
 	}
@@ -150,7 +154,7 @@ func ReadHandshake(r io.Reader) (Handshake, error) {
 	if err := checkBitfield(n, bits); err != nil {
 		return Handshake{}, fmt.Errorf("read handshake: %w", err)
 	}
-	h.Bitfield = Bitfield{n: n, b: bits}
+	h.Bitfield = &Bitfield{n: n, bits: bits}
 	return h, nil
 }
 

@@ -115,47 +115,13 @@ func TestAppendHandshakeRejects(t *testing.T) {
 		{"negative_length", with(func(h *wire.Handshake) { h.Length = -1 })},
 		{"too_many_pieces", with(func(h *wire.Handshake) { h.PieceLength = 1; h.Length = wire.MaxPieces + 1 })},
 		{"bitfield_mismatch", with(func(h *wire.Handshake) { h.Bitfield = wire.NewBitfield(9) })},
+		{"bitfield_nil", with(func(h *wire.Handshake) { h.Bitfield = nil })},
 	}
 	for _, tc := range tests {
 		b, err := wire.AppendHandshake([]byte("x"), tc.h)
 		require.ErrorIs(t, err, wire.ErrMalformed, tc.name)
 		require.Equal(t, []byte("x"), b, tc.name)
 	}
-}
-
-func TestBitfield(t *testing.T) {
-	t.Parallel()
-	f := wire.NewBitfield(10)
-	require.Equal(t, 10, f.Len())
-	require.Zero(t, f.Count())
-	f.Set(0)
-	f.Set(9)
-	require.True(t, f.Has(0) && f.Has(9) && !f.Has(1))
-	require.False(t, f.Has(-1) || f.Has(10))
-	require.Equal(t, []byte{0x80, 0x40}, f.Bytes(), "piece 0 is the high bit of byte 0")
-	require.Panics(t, func() { f.Set(10) })
-	require.Panics(t, func() { wire.NewBitfield(wire.MaxPieces + 1) })
-
-	c := f.Clone()
-	c.Set(1)
-	require.False(t, f.Has(1), "Clone shares bits")
-	require.False(t, f.Equal(c))
-	require.False(t, f.Full())
-	for i := range 10 {
-		c.Set(i)
-	}
-	require.True(t, c.Full())
-
-	g, err := wire.BitfieldFromBytes(10, []byte{0x80, 0x40})
-	require.NoError(t, err)
-	require.True(t, g.Equal(f))
-	_, err = wire.BitfieldFromBytes(10, []byte{0x80, 0x60})
-	require.ErrorIs(t, err, wire.ErrMalformed)
-	_, err = wire.BitfieldFromBytes(10, []byte{0x80})
-	require.ErrorIs(t, err, wire.ErrMalformed)
-	_, err = wire.BitfieldFromBytes(-1, nil)
-	require.ErrorIs(t, err, wire.ErrMalformed)
-	require.True(t, wire.Bitfield{}.Equal(wire.NewBitfield(0)))
 }
 
 func TestTypeString(t *testing.T) {

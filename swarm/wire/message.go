@@ -68,7 +68,10 @@ func AppendMessage(b []byte, m Message) ([]byte, error) {
 		b = appendHeader(b, TypeHave, haveBody)
 		return binary.BigEndian.AppendUint32(b, m.Piece), nil
 	case BitfieldMsg:
-		bits := m.Bitfield.Bytes()
+		if m.Bitfield == nil {
+			return b, fmt.Errorf("encode bitfield: %w: nil bitfield", ErrMalformed)
+		}
+		bits := m.Bitfield.bits
 		if err := checkBitfield(m.Bitfield.Len(), bits); err != nil {
 			return b, fmt.Errorf("encode bitfield: %w", err)
 		}

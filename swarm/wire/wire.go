@@ -23,6 +23,7 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 )
 
 // Limits of the format. A peer must accept anything within them and rejects anything beyond.
@@ -74,6 +75,9 @@ var (
 	// length for its type, an index or length beyond the limits, non-zero spare bits in a
 	// bitfield, an error message that is not UTF-8, a digest that is not SHA-256.
 	ErrMalformed = errors.New("wire: malformed")
+	// ErrBadBitfield means a bitfield's wire form has the wrong length for its piece count, or
+	// spare bits set, or a piece count beyond MaxPieces. It wraps ErrMalformed.
+	ErrBadBitfield = fmt.Errorf("%w: bad bitfield", ErrMalformed)
 )
 
 // Type is the type byte of a message.
@@ -147,7 +151,8 @@ type Have struct {
 
 // BitfieldMsg replaces the receiver's view of every piece the sender has.
 type BitfieldMsg struct {
-	Bitfield Bitfield
+	// Bitfield must not be nil; its Len is the blob's piece count.
+	Bitfield *Bitfield
 }
 
 // Request asks for Length bytes of Piece starting at Offset within the piece.

@@ -27,7 +27,7 @@ func testPeerID() wire.PeerID {
 }
 
 // bitfieldOf returns a bitfield of n pieces with the given pieces set.
-func bitfieldOf(n int, set ...int) wire.Bitfield {
+func bitfieldOf(n int, set ...int) *wire.Bitfield {
 	f := wire.NewBitfield(n)
 	for _, i := range set {
 		f.Set(i)
@@ -269,6 +269,7 @@ func TestAppendMessageRejects(t *testing.T) {
 		want error
 	}{
 		{"nil", nil, wire.ErrUnknownType},
+		{"bitfield_nil", wire.BitfieldMsg{}, wire.ErrMalformed},
 		{"have_out_of_range", wire.Have{Piece: wire.MaxPieces}, wire.ErrMalformed},
 		{"request_zero", wire.Request{Piece: 1}, wire.ErrMalformed},
 		{"request_too_long", wire.Request{Length: wire.MaxBlockLength + 1}, wire.ErrMalformed},
