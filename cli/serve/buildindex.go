@@ -14,41 +14,25 @@ import (
 )
 
 // BuildIndexOptions are the inputs of `serve build-index`.
-type BuildIndexOptions struct {
-	ConfigPath string
-	Listen     string
-	LogLevel   string
-}
+type BuildIndexOptions = RoleOptions
 
 // NewCmdBuildIndex returns `krakenctl serve build-index`.
 func NewCmdBuildIndex(f *cmdutil.Factory, runF func(context.Context, *BuildIndexOptions) error) *cobra.Command {
-	opts := &BuildIndexOptions{}
-	cmd := &cobra.Command{
-		Use:   "build-index --config FILE",
-		Short: "Run a build-index node: linearizable tags on Raft",
-		Long: `Run a build-index node. The build-index maps repository tags to digests in a Raft group
+	return newRoleCmd(f, roleCmd{
+		use:   "build-index --config FILE",
+		short: "Run a build-index node: linearizable tags on Raft",
+		long: `Run a build-index node. The build-index maps repository tags to digests in a Raft group
 of three or five nodes: the first node bootstraps (raft.bootstrap: true), the others join it
 (join: [ADDR]). Reads are linearizable unless asked for ?stale=true, and any node accepts
 every request, forwarding writes to the leader. A tag is accepted only when the origin
 cluster holds its manifest and what the manifest references. Tags are written back to the
 storage backend through a durable queue, from which a fresh cluster can be restored.
 The process stops gracefully on SIGINT or SIGTERM.`,
-		Example: "  krakenctl serve build-index --config /etc/krakenctl/build-index.yaml",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if opts.ConfigPath == "" {
-				return cmdutil.FlagErrorf("--config is required")
-			}
-			if runF != nil {
-				return runF(cmd.Context(), opts)
-			}
-			return runBuildIndex(cmd.Context(), f, opts)
-		},
-	}
-	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", "build-index config file (YAML)")
-	cmd.Flags().StringVar(&opts.Listen, "listen", "", "HTTP API listen address, overriding the config's listen")
-	addLogLevelFlag(cmd, &opts.LogLevel)
-	return cmd
+		example:    "  krakenctl serve build-index --config /etc/krakenctl/build-index.yaml",
+		configHelp: "build-index config file (YAML)",
+		listenHelp: "HTTP API listen address, overriding the config's listen",
+		run:        runBuildIndex,
+	}, runF)
 }
 
 func runBuildIndex(ctx context.Context, f *cmdutil.Factory, opts *BuildIndexOptions) error {

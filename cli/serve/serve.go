@@ -3,6 +3,9 @@
 package serve
 
 import (
+	"context"
+	"log/slog"
+
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
@@ -18,4 +21,53 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdOrigin(f, nil))
 	cmd.AddCommand(NewCmdBuildIndex(f, nil))
 	return cmd
+}
+
+// RoleOptions are the inputs every `serve ROLE` command takes.
+type RoleOptions struct {
+	ConfigPath string
+	Listen     string
+	LogLevel   string
+}
+
+// roleCmd describes one `serve ROLE` command.
+type roleCmd struct {
+	use, short, long, example string
+	configHelp, listenHelp    string
+	run                       func(context.Context, *cmdutil.Factory, *RoleOptions) error
+}
+
+// newRoleCmd builds a `serve ROLE` command: --config (required), --listen, --log-level. runF
+// replaces rc.run in tests.
+func newRoleCmd(f *cmdutil.Factory, rc roleCmd, runF func(context.Context, *RoleOptions) error) *cobra.Command {
+	opts := &RoleOptions{}
+	cmd := &cobra.Command{
+		Use:     rc.use,
+		Short:   rc.short,
+		Long:    rc.long,
+		Example: rc.example,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.ConfigPath == "" {
+				return cmdutil.FlagErrorf("--config is required")
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return rc.run(cmd.Context(), f, opts)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", rc.configHelp)
+	cmd.Flags().StringVar(&opts.Listen, "listen", "", rc.listenHelp)
+	cmd.Flags().StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// serverLogger returns the JSON logger servers write to stderr.
+func serverLogger(f *cmdutil.Factory, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(f.IOStreams.ErrOut, &slog.HandlerOptions{Level: lv})), nil
 }
