@@ -306,6 +306,10 @@ func TestWriteErrorsAreWrapped(t *testing.T) {
 	require.ErrorIs(t, wire.WriteHandshake(failWriter{}, sampleHandshakes()[0].h), errWrite)
 }
 
+// allocSlack is what the runtime and the race detector may allocate around a measured call; far
+// below the sizes the allocation tests guard against (a 4 GiB frame, a second 4 MiB buffer).
+const allocSlack = 64 << 10
+
 // TestOversizeFrameNotAllocated checks that a frame claiming more than MaxFrameLength is refused
 // after reading only its length field and before allocating anything for it.
 func TestOversizeFrameNotAllocated(t *testing.T) { // Not parallel: it measures allocations.
@@ -317,7 +321,9 @@ func TestOversizeFrameNotAllocated(t *testing.T) { // Not parallel: it measures 
 		require.ErrorIs(t, err, wire.ErrFrameTooLarge)
 	})
 	require.Equal(t, len(in)-4, r.Len(), "the decoder read past the length field")
-	require.Less(t, allocated, uint64(4096), "the decoder allocated for a frame it rejects")
+	// The frame claims 4 GiB; the slack covers the race detector's and the runtime's own
+	// allocations during the call, not any buffer for the frame.
+	require.Less(t, allocated, uint64(allocSlack), "the decoder allocated for a frame it rejects")
 }
 
 // TestReadMessageAllocationBounded checks that the buffer never exceeds MaxFrameLength, even for
@@ -328,7 +334,7 @@ func TestReadMessageAllocationBounded(t *testing.T) { // Not parallel: it measur
 		_, err := wire.NewDecoder(bytes.NewReader(max[:20])).ReadMessage()
 		require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	})
-	require.LessOrEqual(t, allocated, uint64(wire.MaxFrameLength+4096))
+	require.LessOrEqual(t, allocated, uint64(wire.MaxFrameLength+allocSlack))
 
 	stream := bytes.Repeat(max, 10)
 	d := wire.NewDecoder(bytes.NewReader(stream))
@@ -339,7 +345,7 @@ func TestReadMessageAllocationBounded(t *testing.T) { // Not parallel: it measur
 			require.Len(t, m.(wire.Piece).Data, wire.MaxBlockLength)
 		}
 	})
-	require.LessOrEqual(t, allocated, uint64(wire.MaxFrameLength+64<<10), "the decoder did not reuse its buffer")
+	require.LessOrEqual(t, allocated, uint64(wire.MaxFrameLength+allocSlack), "the decoder did not reuse its buffer")
 }
 
 func bytesAllocated(f func()) uint64 {
