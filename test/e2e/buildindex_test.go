@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,60 +18,12 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 )
 
-// biProc is one `krakenctl serve build-index` process.
-type biProc struct {
-	t      *testing.T
-	id     string
-	addr   string
-	config string
-	cmd    *exec.Cmd
-	log    *os.File
-	exited chan struct{}
-}
-
-func (p *biProc) start() {
-	p.t.Helper()
-	cmd := exec.Command(bin, "serve", "build-index", "--config", p.config, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	require.NoError(p.t, cmd.Start())
-	p.cmd, p.exited = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(p.exited) }()
-}
-
-func (p *biProc) running() bool { return p.cmd != nil }
-
-// kill sends SIGKILL: no graceful shutdown, like a crashed host.
-func (p *biProc) kill() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-	p.cmd = nil
-}
-
-// stop sends SIGTERM and expects a clean exit.
-func (p *biProc) stop() {
-	p.t.Helper()
-	if p.cmd == nil {
-		return
-	}
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.t.Fatalf("build-index %s did not stop on SIGTERM", p.id)
-	}
-	require.True(p.t, p.cmd.ProcessState.Success(), "build-index %s exit: %v", p.id, p.cmd.ProcessState)
-	p.cmd = nil
-}
-
 // buildIndexCluster writes the configs of n nodes under dir (the first bootstraps, the others
 // join it) and returns them, not started.
-func buildIndexCluster(t *testing.T, dir string, n int, origin, storage string) []*biProc {
+func buildIndexCluster(t *testing.T, dir string, n int, origin, storage string) []*proc {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	procs := make([]*biProc, n)
+	procs := make([]*proc, n)
 	var first string
 	for i := range procs {
 		id := fmt.Sprintf("bi-%d", i)
@@ -110,14 +60,14 @@ writeback:
 		logf, err := os.Create(filepath.Join(dir, id+".log"))
 		require.NoError(t, err)
 		t.Cleanup(func() { logf.Close() })
-		procs[i] = &biProc{t: t, id: id, addr: addr, config: path, log: logf}
+		procs[i] = &proc{t: t, role: "build-index", name: id, addr: addr, config: path, log: logf}
 		t.Cleanup(procs[i].kill)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, p := range procs {
 				b, _ := os.ReadFile(p.log.Name())
-				t.Logf("log of build-index %s (last 4 KiB):\n%s", p.id, tail(b, 4096))
+				t.Logf("log of build-index %s (last 4 KiB):\n%s", p.name, tail(b, 4096))
 			}
 		}
 	})
@@ -125,10 +75,10 @@ writeback:
 }
 
 // waitLeader waits until every running node sees one leader and want members, and returns it.
-func waitLeader(t *testing.T, procs []*biProc, want int) *biProc {
+func waitLeader(t *testing.T, procs []*proc, want int) *proc {
 	t.Helper()
 	hc := &http.Client{Timeout: 2 * time.Second}
-	var leader *biProc
+	var leader *proc
 	require.Eventually(t, func() bool {
 		id := ""
 		for _, p := range procs {
@@ -137,7 +87,7 @@ func waitLeader(t *testing.T, procs []*biProc, want int) *biProc {
 			}
 			select {
 			case <-p.exited:
-				t.Fatalf("build-index %s exited; log %s", p.id, p.log.Name())
+				t.Fatalf("build-index %s exited; log %s", p.name, p.log.Name())
 			default:
 			}
 			st, err := client.NewBuildIndex(p.addr, hc).ClusterStatus(context.Background())
@@ -147,7 +97,7 @@ func waitLeader(t *testing.T, procs []*biProc, want int) *biProc {
 			id = st.LeaderID
 		}
 		for _, p := range procs {
-			if p.id == id && p.running() {
+			if p.name == id && p.running() {
 				leader = p
 				return true
 			}
@@ -169,7 +119,7 @@ func eventually(t *testing.T, args ...string) string {
 	return stdout
 }
 
-func addrsOf(procs []*biProc) string {
+func addrsOf(procs []*proc) string {
 	var a []string
 	for _, p := range procs {
 		a = append(a, p.addr)
@@ -198,7 +148,7 @@ func TestBuildIndexProcesses(t *testing.T) {
 	ologf, err := os.Create(filepath.Join(dir, "origin.log"))
 	require.NoError(t, err)
 	t.Cleanup(func() { ologf.Close() })
-	origin := &proc{t: t, addr: originAddr, config: ocfg, log: ologf}
+	origin := originProc(t, originAddr, ocfg, ologf)
 	origin.start()
 	t.Cleanup(origin.kill)
 
@@ -248,7 +198,7 @@ func TestBuildIndexProcesses(t *testing.T) {
 
 	// SIGKILL the leader: reads and writes continue on the others after an election.
 	leader.kill()
-	var survivors []*biProc
+	var survivors []*proc
 	for _, p := range procs {
 		if p != leader {
 			survivors = append(survivors, p)
@@ -262,7 +212,7 @@ func TestBuildIndexProcesses(t *testing.T) {
 		want[tag] = d
 	}
 	newLeader := waitLeader(t, procs, 3)
-	require.NotEqual(t, leader.id, newLeader.id)
+	require.NotEqual(t, leader.name, newLeader.name)
 
 	// The killed node comes back and catches up.
 	leader.start()
@@ -272,13 +222,13 @@ func TestBuildIndexProcesses(t *testing.T) {
 		return err == nil && strings.TrimSpace(out) == want["after4"]
 	}, 60*time.Second, 100*time.Millisecond, "the restarted node caught up")
 
-	check := func(procs []*biProc) {
+	check := func(procs []*proc) {
 		t.Helper()
 		for _, p := range procs {
 			out := eventually(t, "tag", "list", "team/app", "--all", "-o", "json", "--build-index", p.addr)
 			var tl api.TagList
 			require.NoError(t, json.Unmarshal([]byte(out), &tl), out)
-			require.Len(t, tl.Tags, len(want), p.id)
+			require.Len(t, tl.Tags, len(want), p.name)
 		}
 		for tag, d := range want {
 			require.Equal(t, d, strings.TrimSpace(eventually(t, "tag", "get", "team/app:"+tag, "--build-index", all)), tag)

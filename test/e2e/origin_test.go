@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,66 +24,12 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 )
 
-// proc is one `krakenctl serve origin` process.
-type proc struct {
-	t      *testing.T
-	addr   string
-	config string
-	cmd    *exec.Cmd
-	log    *os.File
-	exited chan struct{}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	cmd := exec.Command(bin, "serve", "origin", "--config", p.config, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = p.log, p.log
-	require.NoError(p.t, cmd.Start())
-	p.cmd, p.exited = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(p.exited) }()
+// originProc returns an origin process, not started, that counts as started once /readyz
+// answers.
+func originProc(t *testing.T, addr, config string, log *os.File) *proc {
 	hc := &http.Client{Timeout: time.Second}
-	require.Eventually(p.t, func() bool {
-		select {
-		case <-p.exited:
-			p.t.Fatalf("origin %s exited during start; log %s", p.addr, p.log.Name())
-		default:
-		}
-		return client.NewOrigin(p.addr, hc).Ready(context.Background()) == nil
-	}, 60*time.Second, 20*time.Millisecond, "origin %s ready", p.addr)
-}
-
-// kill sends SIGKILL: no graceful shutdown, like a crashed host.
-func (p *proc) kill() {
-	if p.cmd == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.exited
-	p.cmd = nil
-}
-
-// stop sends SIGTERM and expects a clean exit.
-func (p *proc) stop() {
-	p.t.Helper()
-	if p.cmd == nil {
-		return
-	}
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-		p.t.Fatalf("origin %s did not stop on SIGTERM", p.addr)
-	}
-	require.True(p.t, p.cmd.ProcessState.Success(), "origin %s exit: %v", p.addr, p.cmd.ProcessState)
-	p.cmd = nil
+	return &proc{t: t, role: "origin", name: addr, addr: addr, config: config, log: log,
+		ready: func(ctx context.Context) error { return client.NewOrigin(addr, hc).Ready(ctx) }}
 }
 
 // putServer is an HTTP object server that accepts PUT, the storage backend of these tests. It
@@ -199,7 +144,7 @@ repair_interval: 2s
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("origin-%d.log", i)))
 		require.NoError(t, err)
 		t.Cleanup(func() { logf.Close() })
-		procs[i] = &proc{t: t, addr: a, config: path, log: logf}
+		procs[i] = originProc(t, a, path, logf)
 		procs[i].start()
 		t.Cleanup(procs[i].kill)
 	}

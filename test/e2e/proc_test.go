@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// proc is one `krakenctl serve ROLE` process that a test starts, kills and restarts.
+type proc struct {
+	t      *testing.T
+	role   string // "origin", "build-index"
+	name   string // how messages name it: an address or a node ID
+	addr   string // its API address
+	config string
+	log    *os.File
+	// ready, when set, is polled after start until it returns nil.
+	ready func(ctx context.Context) error
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	cmd := exec.Command(bin, "serve", p.role, "--config", p.config, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = p.log, p.log
+	require.NoError(p.t, cmd.Start())
+	p.cmd, p.exited = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	if p.ready == nil {
+		return
+	}
+	require.Eventually(p.t, func() bool {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s %s exited during start; log %s", p.role, p.name, p.log.Name())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return p.ready(ctx) == nil
+	}, 60*time.Second, 20*time.Millisecond, "%s %s ready", p.role, p.name)
+}
+
+func (p *proc) running() bool { return p.cmd != nil }
+
+// kill sends SIGKILL: no graceful shutdown, like a crashed host.
+func (p *proc) kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p.cmd = nil
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (p *proc) stop() {
+	p.t.Helper()
+	if p.cmd == nil {
+		return
+	}
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("%s %s did not stop on SIGTERM", p.role, p.name)
+	}
+	require.True(p.t, p.cmd.ProcessState.Success(), "%s %s exit: %v", p.role, p.name, p.cmd.ProcessState)
+	p.cmd = nil
+}
