@@ -21,36 +21,6 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
-func TestNewCmdBuildIndex(t *testing.T) {
-	t.Parallel()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{IOStreams: ios}
-	for _, tc := range []struct {
-		args    []string
-		want    BuildIndexOptions
-		wantErr string
-	}{
-		{args: []string{"--config", "b.yaml"}, want: BuildIndexOptions{ConfigPath: "b.yaml", LogLevel: "info"}},
-		{args: []string{"-c", "b.yaml", "--listen", "127.0.0.1:1", "--log-level", "warn"}, want: BuildIndexOptions{ConfigPath: "b.yaml", Listen: "127.0.0.1:1", LogLevel: "warn"}},
-		{args: nil, wantErr: "--config is required"},
-		{args: []string{"-c", "b.yaml", "extra"}, wantErr: "unknown command"},
-		{args: []string{"-c", "b.yaml", "--raft"}, wantErr: "unknown flag"},
-	} {
-		var got *BuildIndexOptions
-		cmd := NewCmdBuildIndex(f, func(_ context.Context, o *BuildIndexOptions) error { got = o; return nil })
-		cmd.SetArgs(tc.args)
-		cmd.SetOut(ios.Out)
-		cmd.SetErr(ios.ErrOut)
-		err := cmd.Execute()
-		if tc.wantErr != "" {
-			require.ErrorContains(t, err, tc.wantErr)
-			continue
-		}
-		require.NoError(t, err)
-		require.Equal(t, tc.want, *got)
-	}
-}
-
 // TestRunBuildIndexBadConfig: a malformed config is refused with the file and the key named,
 // before anything listens or touches the state directory.
 func TestRunBuildIndexBadConfig(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
@@ -14,32 +15,38 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
-func TestNewCmdOrigin(t *testing.T) {
+// TestNewRoleCmds parses the flags of every `serve ROLE` command (they share newRoleCmd).
+func TestNewRoleCmds(t *testing.T) {
 	t.Parallel()
 	ios, _, _, _ := iostreams.Test()
 	f := &cmdutil.Factory{IOStreams: ios}
-	for _, tc := range []struct {
-		args    []string
-		want    OriginOptions
-		wantErr string
-	}{
-		{args: []string{"--config", "o.yaml"}, want: OriginOptions{ConfigPath: "o.yaml", LogLevel: "info"}},
-		{args: []string{"-c", "o.yaml", "--listen", "127.0.0.1:1", "--log-level", "debug"}, want: OriginOptions{ConfigPath: "o.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"}},
-		{args: nil, wantErr: "--config is required"},
-		{args: []string{"-c", "o.yaml", "extra"}, wantErr: "unknown command"},
+	for name, mk := range map[string]func(*cmdutil.Factory, func(context.Context, *RoleOptions) error) *cobra.Command{
+		"origin": NewCmdOrigin, "build-index": NewCmdBuildIndex,
 	} {
-		var got *OriginOptions
-		cmd := NewCmdOrigin(f, func(_ context.Context, o *OriginOptions) error { got = o; return nil })
-		cmd.SetArgs(tc.args)
-		cmd.SetOut(ios.Out)
-		cmd.SetErr(ios.ErrOut)
-		err := cmd.Execute()
-		if tc.wantErr != "" {
-			require.ErrorContains(t, err, tc.wantErr)
-			continue
+		for _, tc := range []struct {
+			args    []string
+			want    RoleOptions
+			wantErr string
+		}{
+			{args: []string{"--config", "o.yaml"}, want: RoleOptions{ConfigPath: "o.yaml", LogLevel: "info"}},
+			{args: []string{"-c", "o.yaml", "--listen", "127.0.0.1:1", "--log-level", "debug"}, want: RoleOptions{ConfigPath: "o.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"}},
+			{args: nil, wantErr: "--config is required"},
+			{args: []string{"-c", "o.yaml", "extra"}, wantErr: "unknown command"},
+			{args: []string{"-c", "o.yaml", "--raft"}, wantErr: "unknown flag"},
+		} {
+			var got *RoleOptions
+			cmd := mk(f, func(_ context.Context, o *RoleOptions) error { got = o; return nil })
+			cmd.SetArgs(tc.args)
+			cmd.SetOut(ios.Out)
+			cmd.SetErr(ios.ErrOut)
+			err := cmd.Execute()
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr, name)
+				continue
+			}
+			require.NoError(t, err, name)
+			require.Equal(t, tc.want, *got, name)
 		}
-		require.NoError(t, err)
-		require.Equal(t, tc.want, *got)
 	}
 }
 
