@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -33,25 +33,6 @@ func TestMain(m *testing.M) {
 }
 
 const hex64 = "4a5c1e6f0d2b3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4"
-
-// execute parses args with a command built by mk, as the root command would (flag errors are
-// usage errors), and returns the error.
-func execute(t *testing.T, mk func(*cmdutil.Factory) *cobra.Command, args ...string) error {
-	t.Helper()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{
-		IOStreams:  ios,
-		HTTPClient: func() *http.Client { return &http.Client{} },
-		Logger:     func() *slog.Logger { return slog.New(slog.DiscardHandler) },
-	}
-	cmd := mk(f)
-	cmd.SetArgs(args)
-	cmd.SetOut(&bytes.Buffer{})
-	cmd.SetErr(&bytes.Buffer{})
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
-	return cmd.ExecuteContext(t.Context())
-}
 
 func Test_NewCmdPush(t *testing.T) {
 	t.Parallel()
@@ -82,7 +63,7 @@ func Test_NewCmdPush(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *PushOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdPush(f, func(_ context.Context, o *PushOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
@@ -124,7 +105,7 @@ func Test_NewCmdPull(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *PullOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdPull(f, func(_ context.Context, o *PullOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
@@ -25,30 +25,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-func execute(t *testing.T, mk func(*cmdutil.Factory) *cobra.Command, args ...string) error {
-	t.Helper()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{
-		IOStreams:  ios,
-		HTTPClient: func() *http.Client { return &http.Client{} },
-		Logger:     func() *slog.Logger { return slog.New(slog.DiscardHandler) },
-	}
-	cmd := mk(f)
-	cmd.SetArgs(args)
-	cmd.SetOut(&bytes.Buffer{})
-	cmd.SetErr(&bytes.Buffer{})
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
-	return cmd.ExecuteContext(t.Context())
-}
-
-func checkErr(t *testing.T, err error, want string, ran bool) {
-	t.Helper()
-	require.ErrorContains(t, err, want)
-	require.False(t, ran, "run must not be called on bad input")
-	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err), "%v", err)
 }
 
 func Test_NewCmdStatus(t *testing.T) {
@@ -70,11 +46,11 @@ func Test_NewCmdStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *StatusOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdStatus(f, func(_ context.Context, o *StatusOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -108,11 +84,11 @@ func Test_NewCmdJoin(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *JoinOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdJoin(f, func(_ context.Context, o *JoinOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -136,11 +112,11 @@ func Test_NewCmdRemove(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *RemoveOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdRemove(f, func(_ context.Context, o *RemoveOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -152,7 +128,7 @@ func Test_NewCmdRemove(t *testing.T) {
 func Test_NewCmdRestore(t *testing.T) {
 	t.Parallel()
 	var got *RestoreOptions
-	err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+	err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 		return NewCmdRestore(f, func(_ context.Context, o *RestoreOptions) error { got = o; return nil })
 	}, "-o", "json", "--build-index", "a:1")
 	require.NoError(t, err)
@@ -160,10 +136,10 @@ func Test_NewCmdRestore(t *testing.T) {
 	require.Equal(t, []string{"a:1"}, got.BuildIndex.Addrs)
 
 	got = nil
-	err = execute(t, func(f *cmdutil.Factory) *cobra.Command {
+	err = cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 		return NewCmdRestore(f, func(_ context.Context, o *RestoreOptions) error { got = o; return nil })
 	}, "now")
-	checkErr(t, err, "restore takes no arguments", got != nil)
+	cmdutiltest.RequireUsageError(t, err, "restore takes no arguments", got != nil)
 }
 
 // fakeNode answers with fixed values and records what it was asked.

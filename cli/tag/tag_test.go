@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
@@ -35,33 +35,6 @@ func TestMain(m *testing.M) {
 const hex64 = "4a5c1e6f0d2b3a4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4"
 
 var dgst = digest.Digest("sha256:" + hex64)
-
-// execute parses args with a command built by mk, as the root command would (flag errors are
-// usage errors), and returns the error.
-func execute(t *testing.T, mk func(*cmdutil.Factory) *cobra.Command, args ...string) error {
-	t.Helper()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{
-		IOStreams:  ios,
-		HTTPClient: func() *http.Client { return &http.Client{} },
-		Logger:     func() *slog.Logger { return slog.New(slog.DiscardHandler) },
-	}
-	cmd := mk(f)
-	cmd.SetArgs(args)
-	cmd.SetOut(&bytes.Buffer{})
-	cmd.SetErr(&bytes.Buffer{})
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &cmdutil.FlagError{Err: err} })
-	return cmd.ExecuteContext(t.Context())
-}
-
-// checkErr asserts a parse failure: the message, a usage exit code, and that run was not called.
-func checkErr(t *testing.T, err error, want string, ran bool) {
-	t.Helper()
-	require.ErrorContains(t, err, want)
-	require.False(t, ran, "run must not be called on bad input")
-	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err), "%v", err)
-}
 
 func TestParseRef(t *testing.T) {
 	t.Parallel()
@@ -153,11 +126,11 @@ func Test_NewCmdGet(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *GetOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdGet(f, func(_ context.Context, o *GetOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -191,11 +164,11 @@ func Test_NewCmdPut(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *PutOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdPut(f, func(_ context.Context, o *PutOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -222,11 +195,11 @@ func Test_NewCmdDelete(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *DeleteOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdDelete(f, func(_ context.Context, o *DeleteOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
@@ -256,11 +229,11 @@ func Test_NewCmdList(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var got *ListOptions
-			err := execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
 				return NewCmdList(f, func(_ context.Context, o *ListOptions) error { got = o; return nil })
 			}, tt.args...)
 			if tt.wantErr != "" {
-				checkErr(t, err, tt.wantErr, got != nil)
+				cmdutiltest.RequireUsageError(t, err, tt.wantErr, got != nil)
 				return
 			}
 			require.NoError(t, err)
