@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/krakenctl/krakenctl/cli/cmdutil"
-	"github.com/krakenctl/krakenctl/server/dev"
 )
 
 // EnvBuildIndex names the environment variable holding a comma-separated list of build-index
@@ -50,66 +45,8 @@ type BuildIndex struct {
 // --build-index is a usage error (*cmdutil.FlagError) naming the flag; finding no nodes at all
 // is a usage error wrapping ErrNoBuildIndex that says how to fix it.
 func (f BuildIndexFlags) Resolve(env Env) (BuildIndex, error) {
-	if len(f.Addrs) > 0 {
-		addrs, err := parseList(f.Addrs)
-		if err != nil {
-			return BuildIndex{}, cmdutil.FlagErrorf("invalid --build-index: %w", err)
-		}
-		return BuildIndex{Addrs: addrs, Source: "--build-index"}, nil
-	}
-	if f.File != "" {
-		addrs, err := readBuildIndexFile(f.File)
-		if err != nil {
-			return BuildIndex{}, fmt.Errorf("--endpoints-file: %w", err)
-		}
-		return BuildIndex{Addrs: addrs, Source: f.File, DevFile: f.File}, nil
-	}
-	if v := strings.TrimSpace(env(EnvBuildIndex)); v != "" {
-		addrs, err := parseList([]string{v})
-		if err != nil {
-			return BuildIndex{}, fmt.Errorf("invalid $%s: %w", EnvBuildIndex, err)
-		}
-		return BuildIndex{Addrs: addrs, Source: "$" + EnvBuildIndex}, nil
-	}
-	path, err := DefaultFile(env)
-	if err != nil {
-		return BuildIndex{}, noBuildIndex("")
-	}
-	e, err := dev.ReadEndpoints(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return BuildIndex{}, noBuildIndex(fmt.Sprintf(" (no endpoints file at %s)", path))
-	}
-	if err != nil {
-		return BuildIndex{}, err
-	}
-	if len(e.BuildIndex) == 0 {
-		return BuildIndex{}, noBuildIndex(fmt.Sprintf(" (the endpoints file %s lists none)", path))
-	}
-	addrs, err := parseList(e.BuildIndex)
-	if err != nil {
-		return BuildIndex{}, fmt.Errorf("endpoints file %s: build_index: %w", path, err)
-	}
-	return BuildIndex{Addrs: addrs, Source: path, DevFile: path}, nil
-}
-
-func noBuildIndex(where string) error {
-	return &cmdutil.FlagError{Err: fmt.Errorf("%w%s: pass --build-index host:port,... or set $%s",
-		ErrNoBuildIndex, where, EnvBuildIndex)}
-}
-
-func readBuildIndexFile(path string) ([]string, error) {
-	e, err := dev.ReadEndpoints(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(e.BuildIndex) == 0 {
-		return nil, fmt.Errorf("endpoints file %s lists no build-index nodes (build_index)", path)
-	}
-	addrs, err := parseList(e.BuildIndex)
-	if err != nil {
-		return nil, fmt.Errorf("endpoints file %s: build_index: %w", path, err)
-	}
-	return addrs, nil
+	addrs, source, devFile, err := buildIndexList.resolve(f.Addrs, f.File, env)
+	return BuildIndex{Addrs: addrs, Source: source, DevFile: devFile}, err
 }
 
 // Explain adds a hint to err when no node could be reached and the addresses came from an

@@ -62,61 +62,99 @@ type Origins struct {
 // (*cmdutil.FlagError) naming the flag; finding no origins at all is a usage error wrapping
 // ErrNoOrigins that says how to fix it.
 func (f Flags) Resolve(env Env) (Origins, error) {
-	if len(f.Origins) > 0 {
-		addrs, err := parseList(f.Origins)
-		if err != nil {
-			return Origins{}, cmdutil.FlagErrorf("invalid --origins: %w", err)
-		}
-		return Origins{Addrs: addrs, Source: "--origins"}, nil
+	addrs, source, devFile, err := originList.resolve(f.Origins, f.File, env)
+	return Origins{Addrs: addrs, Source: source, DevFile: devFile}, err
+}
+
+// originList and buildIndexList say where each kind of address is looked for.
+var (
+	originList = list{
+		flag: "--origins", env: EnvOrigins, fileKey: "origins", sentinel: ErrNoOrigins,
+		pick: func(e dev.Endpoints) []string { return e.Origins },
+		hint: "or start a local cluster with `krakenctl dev up`",
 	}
-	if f.File != "" {
-		addrs, err := readFile(f.File)
-		if err != nil {
-			return Origins{}, fmt.Errorf("--endpoints-file: %w", err)
-		}
-		return Origins{Addrs: addrs, Source: f.File, DevFile: f.File}, nil
+	buildIndexList = list{
+		flag: "--build-index", env: EnvBuildIndex, fileKey: "build-index nodes (build_index)", sentinel: ErrNoBuildIndex,
+		pick: func(e dev.Endpoints) []string { return e.BuildIndex },
 	}
-	if v := strings.TrimSpace(env(EnvOrigins)); v != "" {
+)
+
+// list is one kind of server address the endpoints can name.
+type list struct {
+	flag, env string
+	// fileKey names the entries in an endpoints file, in messages.
+	fileKey  string
+	sentinel error
+	pick     func(dev.Endpoints) []string
+	// hint is added to the no-addresses message after the flag and the variable.
+	hint string
+}
+
+// resolve looks in the flag, then the explicit file, then the variable, then the default
+// endpoints file, and returns the addresses and where they came from.
+func (l list) resolve(flagAddrs []string, file string, env Env) (addrs []string, source, devFile string, err error) {
+	if len(flagAddrs) > 0 {
+		addrs, err := parseList(flagAddrs)
+		if err != nil {
+			return nil, "", "", cmdutil.FlagErrorf("invalid %s: %w", l.flag, err)
+		}
+		return addrs, l.flag, "", nil
+	}
+	if file != "" {
+		addrs, err := l.readFile(file)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("--endpoints-file: %w", err)
+		}
+		return addrs, file, file, nil
+	}
+	if v := strings.TrimSpace(env(l.env)); v != "" {
 		addrs, err := parseList([]string{v})
 		if err != nil {
-			return Origins{}, fmt.Errorf("invalid $%s: %w", EnvOrigins, err)
+			return nil, "", "", fmt.Errorf("invalid $%s: %w", l.env, err)
 		}
-		return Origins{Addrs: addrs, Source: "$" + EnvOrigins}, nil
+		return addrs, "$" + l.env, "", nil
 	}
 	path, err := DefaultFile(env)
 	if err != nil {
-		return Origins{}, noOrigins("")
+		return nil, "", "", l.none("")
 	}
-	addrs, err := readFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Origins{}, noOrigins(path)
+	e, err := dev.ReadEndpoints(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, "", "", l.none(fmt.Sprintf(" (no endpoints file at %s)", path))
+	case err != nil:
+		return nil, "", "", err
+	case len(l.pick(e)) == 0:
+		return nil, "", "", l.none(fmt.Sprintf(" (the endpoints file %s lists none)", path))
 	}
+	addrs, err = parseList(l.pick(e))
 	if err != nil {
-		return Origins{}, err
+		return nil, "", "", fmt.Errorf("endpoints file %s: %s: %w", path, l.fileKey, err)
 	}
-	return Origins{Addrs: addrs, Source: path, DevFile: path}, nil
+	return addrs, path, path, nil
 }
 
-func noOrigins(looked string) error {
-	where := ""
-	if looked != "" {
-		where = fmt.Sprintf(" (no endpoints file at %s)", looked)
+// none is the usage error for finding no addresses; where says what was looked at.
+func (l list) none(where string) error {
+	msg := fmt.Sprintf("pass %s host:port,... or set $%s", l.flag, l.env)
+	if l.hint != "" {
+		msg += ", " + l.hint
 	}
-	return &cmdutil.FlagError{Err: fmt.Errorf("%w%s: pass --origins host:port,... or set $%s, or start a local cluster with `krakenctl dev up`",
-		ErrNoOrigins, where, EnvOrigins)}
+	return &cmdutil.FlagError{Err: fmt.Errorf("%w%s: %s", l.sentinel, where, msg)}
 }
 
-func readFile(path string) ([]string, error) {
+// readFile reads the addresses of an endpoints file named explicitly.
+func (l list) readFile(path string) ([]string, error) {
 	e, err := dev.ReadEndpoints(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(e.Origins) == 0 {
-		return nil, fmt.Errorf("endpoints file %s lists no origins", path)
+	if len(l.pick(e)) == 0 {
+		return nil, fmt.Errorf("endpoints file %s lists no %s", path, l.fileKey)
 	}
-	addrs, err := parseList(e.Origins)
+	addrs, err := parseList(l.pick(e))
 	if err != nil {
-		return nil, fmt.Errorf("endpoints file %s: %w", path, err)
+		return nil, fmt.Errorf("endpoints file %s: %s: %w", path, l.fileKey, err)
 	}
 	return addrs, nil
 }
