@@ -345,10 +345,27 @@ func TestRepairFillsReturningMember(t *testing.T) {
 	c := newCluster(t, 3, 3, nil, nil)
 	victim := c.nodes[2]
 	victim.stop()
+	// Wait until both survivors count the victim as down: the upload then has two owners and
+	// queues no copy for the victim, so only repair can bring the blob to it.
+	for _, nd := range c.nodes[:2] {
+		require.Eventually(t, func() bool {
+			st, err := c.origin(nd.addr).Ring(t.Context(), "")
+			if err != nil {
+				return false
+			}
+			for _, m := range st.Members {
+				if m.Addr == victim.addr {
+					return !m.Healthy
+				}
+			}
+			return false
+		}, 15*time.Second, 20*time.Millisecond, "%s sees %s down", nd.addr, victim.addr)
+	}
 	data, d := randomBlob(t, 512<<10)
-	// The survivors may not have noticed yet; the upload succeeds either way and the copy to the
-	// dead member is queued or skipped.
 	require.NoError(t, c.origin(c.nodes[0].addr).Upload(t.Context(), "repair/me", d, bytes.NewReader(data), int64(len(data))))
+	st, err := c.origin(c.nodes[0].addr).Ring(t.Context(), d)
+	require.NoError(t, err)
+	require.NotContains(t, st.Owners, victim.addr)
 	victim.start(nil)
 	require.Eventually(t, func() bool {
 		size, err := c.origin(victim.addr).StatLocal(t.Context(), "repair/me", d)
