@@ -186,6 +186,19 @@ func (q *Queue) Release(t Task) {
 	q.poke()
 }
 
+// Len returns how many tasks are queued, without decoding them.
+func (q *Queue) Len() (int, error) {
+	n := 0
+	err := q.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(tasksBucket).Stats().KeyN
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read queue: %w", err)
+	}
+	return n, nil
+}
+
 // All returns every queued task.
 func (q *Queue) All() ([]Task, error) {
 	var out []Task

@@ -55,6 +55,9 @@ func TestQueueAddDueDone(t *testing.T) {
 	all, err := q.All()
 	require.NoError(t, err)
 	require.Len(t, all, 2)
+	n, err := q.Len()
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
 	for _, tk := range all {
 		if tk.Kind == "a" {
 			require.Equal(t, 1, tk.Attempts)
