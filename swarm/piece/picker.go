@@ -93,6 +93,13 @@ type Config struct {
 	// EndgameDuplicates bounds the outstanding requests per piece once every missing piece has
 	// been requested (endgame); 0 means DefaultEndgameDuplicates, 1 disables duplication.
 	EndgameDuplicates int
+	// Window, when positive, makes Next rank the Window pieces from the lowest missing one before
+	// every other piece: the rest of the blob is asked for only when the window cannot fill
+	// the request. A node that streams
+	// the blob in order to a client then keeps its verified prefix close behind its download,
+	// while the choice inside the window stays rarest-first with random ties, so that nodes
+	// starting together still spread their requests. 0 considers the whole blob at once.
+	Window int
 }
 
 type peerState struct {
@@ -130,9 +137,11 @@ type Picker struct {
 	now    func() time.Time
 	policy OriginPolicy
 	maxDup int
+	window int
 
 	have      *wire.Bitfield
 	haveCount int
+	low       int     // no piece below low is missing
 	avail     []int32 // connected peers that have each piece, origins included
 	oavail    []int32 // connected origins that have each piece
 	reqs      [][]outstanding
@@ -153,6 +162,9 @@ func New(cfg Config) (*Picker, error) {
 	if cfg.EndgameDuplicates < 0 {
 		return nil, fmt.Errorf("new picker: endgame duplicates %d: %w", cfg.EndgameDuplicates, ErrInvalidConfig)
 	}
+	if cfg.Window < 0 {
+		return nil, fmt.Errorf("new picker: window %d: %w", cfg.Window, ErrInvalidConfig)
+	}
 	if cfg.OriginPolicy < OriginOnlyUnique || cfg.OriginPolicy > OriginAsPeer {
 		return nil, fmt.Errorf("new picker: origin policy %d: %w", cfg.OriginPolicy, ErrInvalidConfig)
 	}
@@ -162,6 +174,7 @@ func New(cfg Config) (*Picker, error) {
 		now:    cfg.Now,
 		policy: cfg.OriginPolicy,
 		maxDup: cfg.EndgameDuplicates,
+		window: cfg.Window,
 		have:   wire.NewBitfield(cfg.Pieces),
 		avail:  make([]int32, cfg.Pieces),
 		oavail: make([]int32, cfg.Pieces),
@@ -455,27 +468,18 @@ func (p *Picker) Next(peer PeerID, max int) []int {
 	endgame := p.Endgame()
 	asOrigin := ps.origin && p.policy != OriginAsPeer
 	// key = outstanding requests × stride + holders, so fewer duplicates come first in endgame
-	stride := len(p.peers) + 1
+	for p.low < p.n && p.have.Has(p.low) {
+		p.low++
+	}
+	hi := p.n
+	if p.window > 0 {
+		hi = min(p.n, p.low+p.window)
+	}
 	p.cand, p.keys = p.cand[:0], p.keys[:0]
-	maxKey := 0
-	for i := ps.bits.NextNotIn(p.have, 0); i >= 0; i = ps.bits.NextNotIn(p.have, i+1) {
-		r := len(p.reqs[i])
-		if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i)) {
-			continue
-		}
-		holders := int(p.avail[i])
-		if asOrigin {
-			holders -= int(p.oavail[i])
-			if holders > 0 && p.policy == OriginOnlyUnique {
-				continue
-			}
-		}
-		k := r*stride + holders
-		if k > maxKey {
-			maxKey = k
-		}
-		p.cand = append(p.cand, i)
-		p.keys = append(p.keys, k)
+	maxKey := p.candidates(ps, endgame, asOrigin, p.low, hi, 0)
+	if len(p.cand) < max && hi < p.n {
+		// the rest of the blob ranks after every piece of the window
+		maxKey = p.candidates(ps, endgame, asOrigin, hi, p.n, maxKey+1)
 	}
 	picked := p.choose(min(max, len(p.cand)), maxKey)
 	now := p.now()
@@ -487,6 +491,34 @@ func (p *Picker) Next(peer PeerID, max int) []int {
 		ps.pending[i] = now
 	}
 	return picked
+}
+
+// candidates appends to p.cand and p.keys the pieces in [lo, hi) that Next may ask ps for, with
+// their keys raised by off, and returns the largest key so far.
+func (p *Picker) candidates(ps *peerState, endgame, asOrigin bool, lo, hi, off int) int {
+	// key = outstanding requests × stride + holders, so fewer duplicates come first in endgame
+	stride := len(p.peers) + 1
+	maxKey := max(0, off-1)
+	for i := ps.bits.NextNotIn(p.have, lo); i >= 0 && i < hi; i = ps.bits.NextNotIn(p.have, i+1) {
+		r := len(p.reqs[i])
+		if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i)) {
+			continue
+		}
+		holders := int(p.avail[i])
+		if asOrigin {
+			holders -= int(p.oavail[i])
+			if holders > 0 && p.policy == OriginOnlyUnique {
+				continue
+			}
+		}
+		k := off + r*stride + holders
+		if k > maxKey {
+			maxKey = k
+		}
+		p.cand = append(p.cand, i)
+		p.keys = append(p.keys, k)
+	}
+	return maxKey
 }
 
 func (p *Picker) pendingWith(ps *peerState, i int) bool {

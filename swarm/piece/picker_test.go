@@ -435,3 +435,41 @@ func TestReceivedResumeAndComplete(t *testing.T) {
 	addPeer(t, p, "a", false, wire.NewFullBitfield(3))
 	require.Nil(t, p.Next("a", 3))
 }
+
+// With a window, requests stay among the first missing pieces while any of them is eligible,
+// and spill over only when none is; the choice inside the window is still random.
+func TestWindowKeepsRequestsNearThePrefix(t *testing.T) {
+	p, err := piece.New(piece.Config{Pieces: 100, Window: 10, Rand: rand.New(rand.NewPCG(1, 2))})
+	require.NoError(t, err)
+	require.NoError(t, p.AddPeer("a", false))
+	_, err = p.PeerBitfield("a", wire.NewFullBitfield(100))
+	require.NoError(t, err)
+	got := p.Next("a", 5)
+	require.Len(t, got, 5)
+	for _, i := range got {
+		require.Less(t, i, 10, "piece %d is outside the window", i)
+	}
+	rest := p.Next("a", 20)
+	require.Len(t, rest, 20)
+	inWindow := 0
+	for _, i := range rest {
+		if i < 10 {
+			inWindow++
+		}
+	}
+	require.Equal(t, 5, inWindow, "the rest of the window comes first, the spill-over fills the request")
+	// Receiving the first pieces slides the window.
+	for i := range 10 {
+		if p.Has(i) {
+			continue
+		}
+		_, err := p.Received("a", i)
+		require.NoError(t, err)
+	}
+	for _, i := range p.Next("a", 5) {
+		require.GreaterOrEqual(t, i, 10)
+		require.Less(t, i, 20+15, "requests follow the slid window (pieces 10..19 plus earlier spill-over)")
+	}
+	_, err = piece.New(piece.Config{Pieces: 1, Window: -1})
+	require.ErrorIs(t, err, piece.ErrInvalidConfig)
+}
