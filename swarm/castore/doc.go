@@ -4,39 +4,53 @@
 //
 // # Guarantees
 //
-//   - A reader never sees a partial or unverified blob. Every write goes to a temporary file in
-//     the store's directory, is hashed while it is written, is compared with the expected
-//     digest, is fsynced, and only then is renamed into place (and the directory fsynced). A
-//     digest mismatch, a full store, a cancelled context or a crash leaves nothing behind and
-//     changes nothing already stored.
+//   - A reader never sees a partial or unverified blob. Every write goes to a temporary file
+//     (or a partial download) in the store's directory, is hashed, is compared with the
+//     expected digest, is fsynced, and only then is renamed into place (and the directory
+//     fsynced). A digest mismatch, a full store, a cancelled context or a crash changes nothing
+//     already stored.
 //   - Eviction never removes a blob that is open (Store.Open until Blob.Close) or held
 //     (Store.Hold until its release function is called), and nothing is ever evicted by Open:
-//     only Ingest and CommitUpload evict, to make room for the blob they commit.
+//     only Ingest, CommitUpload and Partial.Commit evict, to make room for the blob they commit.
 //   - Upload sessions (resumable, chunked uploads as in the OCI distribution API) survive a
 //     process restart. Their SHA-256 state is persisted next to the data after every append, so
 //     committing does not read the data again; if the state is missing, stale or for another
 //     algorithm the data is re-read, so the digest check is never skipped.
+//   - Partial downloads (OpenPartial: a blob written piece by piece in any order, readable
+//     while it is written) survive a process restart too, with an opaque state of the
+//     caller's (SaveState, e.g. a bitfield) that is written only after the data it describes
+//     is fsynced. Their running hash is kept in memory, and hashing freezes the prefix it
+//     covers, so Partial.Commit never reads a byte twice in one process; after a restart the
+//     hash starts again from the first byte.
 //   - One process at a time: Open takes an exclusive lock on the directory (ErrLocked).
 //
 // # Layout
 //
-//	DIR/LOCK                         the lock file
-//	DIR/blobs/<algorithm>/<hex>      committed blobs; the file's mtime is its last use
-//	DIR/meta/<algorithm>/<hex>/KIND  sidecar metadata of a blob (PutMeta), removed with it
-//	DIR/uploads/<id>/data            bytes received by an upload session
-//	DIR/uploads/<id>/hashstate       the persisted hash of those bytes (see hashstate.go)
-//	DIR/tmp/                         temporary files, emptied by Open
+//	DIR/LOCK                             the lock file
+//	DIR/blobs/<algorithm>/<hex>          committed blobs; the file's mtime is its last use
+//	DIR/meta/<algorithm>/<hex>/KIND      sidecar metadata of a blob (PutMeta), removed with it
+//	DIR/uploads/<id>/data                bytes received by an upload session
+//	DIR/uploads/<id>/hashstate           the persisted hash of those bytes (see hashstate.go)
+//	DIR/partial/<algorithm>/<hex>/data   a partial download: a file of the blob's size,
+//	                                     renamed into blobs/ by Partial.Commit
+//	DIR/partial/<algorithm>/<hex>/state  the caller's state of it (Partial.SaveState)
+//	DIR/tmp/                             temporary files, emptied by Open
 //
 // Open rebuilds the in-memory index from DIR/blobs: sizes from the files, the LRU order from
 // their modification times. It removes temporary files, files in blobs/ whose name is not a
-// digest, metadata whose blob is gone, and upload directories with invalid names.
+// digest, metadata whose blob is gone, and upload directories with invalid names. It keeps
+// partial downloads (Store.Partials lists them) and removes the entries of partial/ that are
+// not a directory named by a digest holding a data file, and those of committed blobs.
 //
 // # Costs
 //
-// Methods that move blob bytes (Ingest, AppendUpload, CommitUpload) take a ctx and stop between
-// chunks when it is cancelled. The other methods touch only the index or small files and take
-// none. Every byte of an ingest is hashed once and written once; reads go straight from the
+// Methods that move blob bytes (Ingest, AppendUpload, CommitUpload, Partial.HashTo and
+// Partial.Commit) take a ctx and stop between chunks when it is cancelled. The other methods
+// touch only the index or small files, or like Partial.WriteAt and ReadAt one caller-sized
+// range, and take none. Every byte of an ingest is hashed once and written once; reads go straight from the
 // file (Blob implements io.WriterTo with the file's own WriteTo, so io.Copy to a TCP connection
-// uses sendfile on Linux). Capacity counts committed blobs only: upload sessions, temporary
-// files and sidecar metadata are not counted.
+// uses sendfile on Linux; Partial.OpenFile gives a descriptor to do the same while
+// downloading). Capacity counts committed blobs only: upload sessions, partial downloads,
+// temporary files and sidecar metadata are not counted; a partial download's commit evicts to
+// make room like any other.
 package castore

@@ -100,6 +100,9 @@ type Store struct {
 	upMu    sync.Mutex
 	uploads map[string]*session // Sessions in use or touched since Open.
 
+	partMu   sync.Mutex
+	partials map[digest.Digest]bool // Digests with an open Partial or a RemovePartial running.
+
 	reread atomic.Int64 // Upload bytes hashed a second time; tests check it stays 0.
 }
 
@@ -129,6 +132,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		lru:      list.New(),
 		holds:    map[digest.Digest]int{},
 		uploads:  map[string]*session{},
+		partials: map[digest.Digest]bool{},
 		metrics:  newMetrics(opts.Capacity),
 		reg:      opts.Registerer,
 	}
@@ -252,6 +256,9 @@ func (s *Store) load() error {
 		_, ok := s.entries[digest.NewDigestFromEncoded(alg, name)]
 		return ok && de.IsDir()
 	}); err != nil {
+		return err
+	}
+	if err := s.loadPartials(); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(s.path(dirUploads))
