@@ -1,0 +1,159 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxConns         = 20
+	DefaultSeedOnlyMaxConns = 1024
+	DefaultPipelineBytes    = 4 << 20
+	DefaultRequestTimeout   = 15 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultSeedTime         = 10 * time.Minute
+	DefaultBlacklistTime    = time.Minute
+	DefaultSaveInterval     = time.Second
+	// DefaultWindowFraction: the picker's window is this fraction of the pieces (at least
+	// minWindow), so the prefix a client sees trails the download by at most that much.
+	DefaultWindowFraction = 8
+	minWindow             = 16
+)
+
+// MetainfoKind is the castore sidecar kind under which a committed blob's encoded metainfo is
+// kept, so that the blob can be seeded after the torrent that downloaded it is gone. Origins
+// store theirs under the same kind.
+const MetainfoKind = "metainfo"
+
+// Config tunes a Scheduler. The zero value of every field means its default.
+type Config struct {
+	// PeerID identifies this host in handshakes and announces; zero means a random one.
+	PeerID wire.PeerID
+	// Advertise is the host:port peers dial to reach this scheduler's listener; empty means
+	// the listener's address.
+	Advertise string
+	// SeedOnly makes a scheduler that never downloads: it serves the blobs in its store to
+	// any peer that asks (origins). It needs no Tracker.
+	SeedOnly bool
+	// MaxConns bounds the connections per torrent (DefaultMaxConns, DefaultSeedOnlyMaxConns
+	// when SeedOnly).
+	MaxConns int
+	// PipelineBytes is how many bytes of requests each connection keeps outstanding; at
+	// least two pieces are always outstanding.
+	PipelineBytes int64
+	// Window is the picker's window in pieces (piece.Config.Window); 0 means an eighth of
+	// the pieces, at least 16; negative disables it.
+	Window int
+	// RequestTimeout is how long a request may stay unanswered before it is asked elsewhere.
+	RequestTimeout time.Duration
+	// HandshakeTimeout bounds dialing and the handshake.
+	HandshakeTimeout time.Duration
+	// SeedTime is how long a finished torrent keeps seeding after its last upload.
+	SeedTime time.Duration
+	// BlacklistTime is how long a misbehaving peer is refused.
+	BlacklistTime time.Duration
+	// SaveInterval is how often download progress is made durable for resume.
+	SaveInterval time.Duration
+	// EgressRate and IngressRate are the host's limits in bytes per second; 0 is unlimited.
+	EgressRate, IngressRate int64
+}
+
+// Tracker is what the scheduler asks of the tracker; *announce.Client implements it.
+type Tracker interface {
+	Announce(ctx context.Context, req announce.Request) (announce.Response, error)
+	Metainfo(ctx context.Context, ns string, d digest.Digest) (metainfo.MetaInfo, error)
+}
+
+// Deps are the scheduler's collaborators.
+type Deps struct {
+	// Store holds finished blobs and partial downloads; required. The scheduler does not
+	// close it.
+	Store *castore.Store
+	// Listener accepts peer connections; required. Run closes it.
+	Listener net.Listener
+	// Tracker is required unless Config.SeedOnly.
+	Tracker Tracker
+	// Metainfo returns the metainfo of a blob in the store that a peer asked for; nil means
+	// the store's MetainfoKind sidecar. Origins pass their own, which generates it on demand.
+	Metainfo func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
+	// Dial opens connections to peers; nil means a net.Dialer.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Logger receives connection and piece events at debug level and failures at warn; nil
+	// discards them.
+	Logger *slog.Logger
+	// Registerer receives the scheduler's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Errors.
+var (
+	// ErrClosed is returned after the scheduler stopped.
+	ErrClosed = errors.New("scheduler: closed")
+	// ErrProtocol marks a peer that broke the protocol.
+	ErrProtocol = errors.New("scheduler: protocol violation")
+	// ErrBadPiece marks a piece that failed its hash.
+	ErrBadPiece = errors.New("scheduler: piece failed verification")
+	// ErrStalled marks a peer that kept requests waiting too long.
+	ErrStalled = errors.New("scheduler: peer stalled")
+)
+
+func (c *Config) withDefaults() error {
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+		if c.SeedOnly {
+			c.MaxConns = DefaultSeedOnlyMaxConns
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&c.SeedTime, DefaultSeedTime)
+	def(&c.BlacklistTime, DefaultBlacklistTime)
+	def(&c.SaveInterval, DefaultSaveInterval)
+	if c.PipelineBytes == 0 {
+		c.PipelineBytes = DefaultPipelineBytes
+	}
+	switch {
+	case c.MaxConns < 0:
+		return fmt.Errorf("max conns %d is negative", c.MaxConns)
+	case c.PipelineBytes < 0:
+		return fmt.Errorf("pipeline bytes %d is negative", c.PipelineBytes)
+	case c.EgressRate < 0 || c.IngressRate < 0:
+		return fmt.Errorf("negative rate (egress %d, ingress %d)", c.EgressRate, c.IngressRate)
+	case c.RequestTimeout < 0 || c.HandshakeTimeout < 0 || c.SeedTime < 0 || c.BlacklistTime < 0 || c.SaveInterval < 0:
+		return errors.New("negative duration")
+	}
+	if c.PeerID == (wire.PeerID{}) {
+		c.PeerID = wire.RandomPeerID()
+	}
+	return nil
+}
+
+func (c *Config) window(pieces int) int {
+	switch {
+	case c.Window < 0:
+		return 0
+	case c.Window > 0:
+		return c.Window
+	}
+	return max(minWindow, pieces/DefaultWindowFraction)
+}

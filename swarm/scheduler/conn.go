@@ -1,0 +1,436 @@
+package scheduler
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/krakenctl/krakenctl/swarm/bandwidth"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+const (
+	keepAliveEvery = 20 * time.Second
+	readIdle       = 3 * keepAliveEvery // a peer silent this long is gone
+	// maxServeQueue bounds the block requests a peer may have queued with us; more is a flood.
+	maxServeQueue = 4096
+)
+
+// conn is one peer connection of a torrent. The fields pending, remote and strikes are guarded
+// by the torrent's mutex; the write queue by wmu.
+type conn struct {
+	t        *torrent
+	nc       net.Conn
+	id       piece.PeerID
+	pid      wire.PeerID
+	addr     string
+	outbound bool
+	origin   bool
+
+	pending map[int]struct{} // pieces requested of the peer (t.mu)
+	remote  *wire.Bitfield   // pieces the peer has (t.mu)
+	strikes int              // timed-out requests (t.mu)
+
+	wmu   sync.Mutex
+	ctrl  []wire.Message
+	serve []wire.Request
+	wake  chan struct{}
+
+	done      chan struct{}
+	closeOnce sync.Once
+	errMu     sync.Mutex
+	err       error
+	in, out   atomic.Int64
+	opened    time.Time
+}
+
+func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, origin bool) *conn {
+	return &conn{
+		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
+		outbound: outbound, origin: origin,
+		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
+	}
+}
+
+func (c *conn) start(ctx context.Context) {
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.fail(c.readLoop(cctx)) })
+	wg.Go(func() { c.fail(c.writeLoop(cctx)) })
+	c.t.s.wg.Go(func() {
+		<-c.done
+		cancel()
+		wg.Wait()
+		c.t.removed(c, c.reason())
+	})
+}
+
+// queue adds a control message (have, request, cancel, bitfield, error) to send.
+func (c *conn) queue(m wire.Message) {
+	c.wmu.Lock()
+	c.ctrl = append(c.ctrl, m)
+	c.wmu.Unlock()
+	c.signal()
+}
+
+func (c *conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fail closes the connection with err as the reason (the first reason wins).
+func (c *conn) fail(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	c.close(err)
+}
+
+func (c *conn) close(err error) {
+	c.errMu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.errMu.Unlock()
+	c.closeOnce.Do(func() {
+		close(c.done)
+		_ = c.nc.Close()
+	})
+}
+
+func (c *conn) reason() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+func (c *conn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// readLoop decodes the peer's messages until the connection ends. Piece payloads are read
+// into a piece buffer, verified and written to the partial download without holding the
+// torrent's lock.
+func (c *conn) readLoop(ctx context.Context) error {
+	t := c.t
+	dec := wire.NewDecoder(bufio.NewReaderSize(t.s.lim.Reader(ctx, c.nc), 64<<10))
+	type inflight struct {
+		bp   *[]byte
+		got  uint32 // bit b: block b received
+		want uint32
+	}
+	bufs := map[int]*inflight{}
+	defer func() {
+		for _, in := range bufs {
+			t.bufs.Put(in.bp)
+		}
+	}()
+	var scratch []byte
+	for {
+		_ = c.nc.SetReadDeadline(time.Now().Add(readIdle))
+		m, err := dec.ReadMessageHeader()
+		if err != nil {
+			if c.closed() {
+				return nil
+			}
+			return fmt.Errorf("read from %s: %w", c.addr, err)
+		}
+		switch m := m.(type) {
+		case wire.KeepAlive:
+		case wire.Have:
+			if err := t.onHave(c, int(m.Piece)); err != nil {
+				return err
+			}
+		case wire.BitfieldMsg:
+			if err := t.onBitfield(c, m.Bitfield); err != nil {
+				return err
+			}
+		case wire.Complete:
+			if err := t.onBitfield(c, wire.NewFullBitfield(t.mi.NumPieces())); err != nil {
+				return err
+			}
+		case wire.Request:
+			if err := c.onRequest(m); err != nil {
+				return err
+			}
+		case wire.Cancel:
+			c.onCancel(m)
+		case wire.Error:
+			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
+		case wire.PieceHeader:
+			i := int(m.Piece)
+			keep, err := t.wants(c, i)
+			if err != nil {
+				return err
+			}
+			l := t.pieceLen(i)
+			if int64(m.Offset)+int64(m.Length) > l || m.Length == 0 || m.Offset%wire.MaxBlockLength != 0 {
+				return fmt.Errorf("%w: piece %d block [%d,+%d) of a %d-byte piece", ErrProtocol, i, m.Offset, m.Length, l)
+			}
+			in := bufs[i]
+			if in == nil && keep {
+				in = &inflight{bp: t.bufs.Get().(*[]byte), want: 1<<uint32((l+wire.MaxBlockLength-1)/wire.MaxBlockLength) - 1}
+				bufs[i] = in
+			}
+			if in == nil {
+				// A piece we cancelled or already have: read it and let it go.
+				if cap(scratch) < int(m.Length) {
+					scratch = make([]byte, m.Length)
+				}
+				if err := dec.ReadPayload(scratch[:m.Length]); err != nil {
+					return fmt.Errorf("read from %s: %w", c.addr, err)
+				}
+				c.in.Add(int64(m.Length))
+				t.mu.Lock()
+				t.tot.wasted += int64(m.Length)
+				t.mu.Unlock()
+				continue
+			}
+			buf := (*in.bp)[:l]
+			if err := dec.ReadPayload(buf[m.Offset : m.Offset+m.Length]); err != nil {
+				return fmt.Errorf("read from %s: %w", c.addr, err)
+			}
+			c.in.Add(int64(m.Length))
+			in.got |= 1 << (m.Offset / wire.MaxBlockLength)
+			if in.got != in.want {
+				continue
+			}
+			delete(bufs, i)
+			err = c.deliver(i, buf)
+			t.bufs.Put(in.bp)
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// deliver verifies a whole piece and writes it to the partial download.
+func (c *conn) deliver(i int, buf []byte) error {
+	t := c.t
+	if !t.verify(i, buf) {
+		t.badPiece(c, i)
+		return fmt.Errorf("%w: piece %d from %s", ErrBadPiece, i, c.addr)
+	}
+	// Claim the piece so that a copy arriving on another connection is not written twice.
+	t.mu.Lock()
+	p, dup := t.partial, t.have.Has(i) || t.committed || t.writing[i]
+	if !dup && p != nil {
+		t.writing[i] = true
+	}
+	t.mu.Unlock()
+	if dup || p == nil {
+		t.gotPiece(c, i) // counts the duplicate
+		return nil
+	}
+	off, _ := t.mi.PieceRange(i)
+	_, err := p.WriteAt(buf, off)
+	t.mu.Lock()
+	delete(t.writing, i)
+	t.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, castore.ErrClosed) {
+			return nil
+		}
+		t.fail(fmt.Errorf("write piece %d: %w", i, err))
+		return err
+	}
+	t.gotPiece(c, i)
+	t.s.event(Event{Kind: EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: int64(len(buf)), Origin: c.origin})
+	return nil
+}
+
+// onRequest queues a block the peer asks for; asking for a piece this host never offered or
+// a block outside it breaks the protocol.
+func (c *conn) onRequest(r wire.Request) error {
+	t := c.t
+	i := int(r.Piece)
+	if !t.hasPiece(i) {
+		return fmt.Errorf("%w: request for piece %d, which was never offered", ErrProtocol, i)
+	}
+	if r.Length == 0 || r.Length > wire.MaxBlockLength || int64(r.Offset)+int64(r.Length) > t.pieceLen(i) {
+		return fmt.Errorf("%w: request for [%d,+%d) of piece %d", ErrProtocol, r.Offset, r.Length, i)
+	}
+	c.wmu.Lock()
+	if len(c.serve) >= maxServeQueue {
+		c.wmu.Unlock()
+		return fmt.Errorf("%w: more than %d requests queued", ErrProtocol, maxServeQueue)
+	}
+	c.serve = append(c.serve, r)
+	c.wmu.Unlock()
+	c.signal()
+	return nil
+}
+
+// onCancel handles a cancel: the peer withdrawing a request of its own, or declining ours.
+func (c *conn) onCancel(m wire.Cancel) {
+	r := wire.Request(m)
+	c.wmu.Lock()
+	for k, q := range c.serve {
+		if q == r {
+			c.serve = append(c.serve[:k], c.serve[k+1:]...)
+			c.wmu.Unlock()
+			return
+		}
+	}
+	c.wmu.Unlock()
+	t := c.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := int(m.Piece)
+	if _, ok := c.pending[i]; ok {
+		delete(c.pending, i)
+		c.strikes++
+		if t.picker != nil {
+			t.picker.Release(c.id, i)
+			for _, o := range t.conns {
+				if o != c {
+					t.fill(o)
+				}
+			}
+		}
+	}
+}
+
+type fileSource struct {
+	f    *os.File
+	blob *castore.Blob
+}
+
+func (s *fileSource) close() {
+	if s.blob != nil {
+		_ = s.blob.Close()
+	} else {
+		_ = s.f.Close()
+	}
+}
+
+// writeLoop sends queued control messages first, then requested blocks from the file.
+func (c *conn) writeLoop(ctx context.Context) error {
+	t := c.t
+	bw := bufio.NewWriterSize(c.nc, 32<<10)
+	var src *fileSource
+	defer func() {
+		if src != nil {
+			src.close()
+		}
+	}()
+	keep := time.NewTimer(keepAliveEvery)
+	defer keep.Stop()
+	var ctrl []wire.Message
+	for {
+		select {
+		case <-c.done:
+			return nil
+		case <-keep.C:
+			if err := c.flushMessages(bw, []wire.Message{wire.KeepAlive{}}); err != nil {
+				return err
+			}
+			keep.Reset(keepAliveEvery)
+			continue
+		case <-c.wake:
+		}
+		for {
+			c.wmu.Lock()
+			ctrl, c.ctrl = c.ctrl, ctrl[:0]
+			var req wire.Request
+			serve := len(ctrl) == 0 && len(c.serve) > 0
+			if serve {
+				req = c.serve[0]
+				c.serve = c.serve[1:]
+			}
+			c.wmu.Unlock()
+			if len(ctrl) > 0 {
+				if err := c.flushMessages(bw, ctrl); err != nil {
+					return err
+				}
+				clear(ctrl)
+				continue
+			}
+			if !serve {
+				break
+			}
+			if src == nil {
+				var err error
+				if src, err = t.source(ctx); err != nil {
+					return fmt.Errorf("open blob to serve: %w", err)
+				}
+			}
+			if err := c.sendBlock(ctx, bw, src.f, req); err != nil {
+				return err
+			}
+		}
+		keep.Reset(keepAliveEvery)
+	}
+}
+
+func (c *conn) flushMessages(bw *bufio.Writer, ms []wire.Message) error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(readIdle))
+	for _, m := range ms {
+		if err := wire.WriteMessage(bw, m); err != nil {
+			return fmt.Errorf("write to %s: %w", c.addr, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write to %s: %w", c.addr, err)
+	}
+	return nil
+}
+
+// sendBlock sends one requested block: header, then the bytes straight from the file
+// (sendfile), paid for in egress tokens chunk by chunk.
+func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wire.Request) error {
+	t := c.t
+	off, _ := t.mi.PieceRange(int(r.Piece))
+	off += int64(r.Offset)
+	if err := t.s.lim.WaitEgress(ctx, min(int(r.Length), bandwidth.Chunk)); err != nil {
+		return err
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(readIdle))
+	if err := wire.WritePieceHeader(bw, r.Piece, r.Offset, r.Length); err != nil {
+		return fmt.Errorf("write to %s: %w", c.addr, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write to %s: %w", c.addr, err)
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return fmt.Errorf("serve piece %d: %w", r.Piece, err)
+	}
+	first := true
+	for left := int64(r.Length); left > 0; {
+		n := min(left, bandwidth.Chunk)
+		if !first {
+			if err := t.s.lim.WaitEgress(ctx, int(n)); err != nil {
+				return err
+			}
+		}
+		first = false
+		_ = c.nc.SetWriteDeadline(time.Now().Add(readIdle))
+		k, err := io.CopyN(c.nc, f, n)
+		c.out.Add(k)
+		left -= k
+		if err != nil {
+			return fmt.Errorf("write to %s: %w", c.addr, err)
+		}
+	}
+	t.served(c, int64(r.Length))
+	t.s.event(Event{Kind: EventPieceSent, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: int(r.Piece), Bytes: int64(r.Length)})
+	return nil
+}

@@ -1,0 +1,37 @@
+// Package scheduler is the peer-to-peer engine of agents and origins: one torrent per blob,
+// connections to peers over the swarm/wire protocol, piece choice with swarm/piece, host-wide
+// bandwidth limits with swarm/bandwidth, and the local content-addressed store as the place
+// where pieces land and from which they are served.
+//
+// # How a download runs
+//
+// Open starts (or joins) the download of a blob: the scheduler fetches its metainfo from the
+// tracker, opens or resumes a castore.Partial, announces to the tracker every interval, dials
+// the peers it hands out (at most Config.MaxConns per torrent) and accepts peers that dial in.
+// Each connection keeps about Config.PipelineBytes of requests outstanding; the picker chooses
+// rarest first inside a window after the lowest missing piece, ties at random, and asks origins
+// only for pieces no connected peer has. Every piece is checked against its SHA-256 from the
+// metainfo before it is written; the in-order prefix of verified pieces is hashed as it grows,
+// so the blob's digest is checked without reading it again at the end, and the blob is committed
+// to the store only if it matches. Clients read the verified prefix while the download runs
+// (Download.Wait, Download.CopyRange); the last byte is released only after the digest check.
+// A finished torrent keeps seeding for Config.SeedTime after its last upload.
+//
+// # Failures
+//
+// A peer that breaks the protocol (a frame the codec rejects, an index out of range, a piece
+// that fails its hash, a handshake for another blob, a request it was not offered) is
+// disconnected and blacklisted for Config.BlacklistTime; its outstanding requests go to other
+// peers. Requests that take longer than Config.RequestTimeout are re-issued elsewhere, and a
+// peer that times out repeatedly is dropped as stalled. Progress (which pieces are verified and
+// written) is saved every Config.SaveInterval, after the data is durable, so a restarted
+// process resumes a partial download where it was; resumed pieces are verified again.
+//
+// # Concurrency
+//
+// Each connection has a reader goroutine (decoding, hashing and writing pieces, outside any
+// lock) and a writer goroutine (control messages first, then requested pieces, sent from the
+// file with sendfile after taking egress tokens). A torrent's state — its piece.Picker, its
+// connections, its prefix — is guarded by one mutex that is held only for bookkeeping, never
+// across I/O. Everything exported is safe for concurrent use.
+package scheduler

@@ -1,0 +1,420 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/swarm/bandwidth"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+// Scheduler runs the torrents of one host. Create it with New, start it with Run; Open and
+// Stats may be called from any goroutine while it runs.
+type Scheduler struct {
+	cfg     Config
+	store   *castore.Store
+	ln      net.Listener
+	tracker Tracker
+	mi      func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
+	dial    func(ctx context.Context, addr string) (net.Conn, error)
+	log     *slog.Logger
+	now     func() time.Time
+	lim     *bandwidth.Limiter
+	met     *metrics
+	events  *hub
+
+	mu        sync.Mutex
+	torrents  map[digest.Digest]*torrent
+	blacklist map[string]time.Time // "addr:host:port" or "id:<hex>" → until
+	closed    bool
+	running   bool
+	wg        sync.WaitGroup // torrent and connection goroutines
+}
+
+// New validates cfg and returns a scheduler that is not yet running.
+func New(cfg Config, deps Deps) (*Scheduler, error) {
+	if err := cfg.withDefaults(); err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err)
+	}
+	switch {
+	case deps.Store == nil:
+		return nil, errors.New("new scheduler: no store")
+	case deps.Listener == nil:
+		return nil, errors.New("new scheduler: no listener")
+	case deps.Tracker == nil && !cfg.SeedOnly:
+		return nil, errors.New("new scheduler: no tracker")
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = deps.Listener.Addr().String()
+	}
+	if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
+		return nil, fmt.Errorf("new scheduler: advertise address %q: %w", cfg.Advertise, err)
+	}
+	lim, err := bandwidth.New(cfg.EgressRate, cfg.IngressRate)
+	if err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err)
+	}
+	s := &Scheduler{
+		cfg:       cfg,
+		store:     deps.Store,
+		ln:        deps.Listener,
+		tracker:   deps.Tracker,
+		mi:        deps.Metainfo,
+		dial:      deps.Dial,
+		log:       deps.Logger,
+		now:       deps.Now,
+		lim:       lim,
+		events:    newHub(),
+		torrents:  map[digest.Digest]*torrent{},
+		blacklist: map[string]time.Time{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.dial == nil {
+		d := &net.Dialer{Timeout: cfg.HandshakeTimeout}
+		s.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	if s.mi == nil {
+		s.mi = s.storedMetainfo
+	}
+	s.met = newMetrics(deps.Registerer, s)
+	return s, nil
+}
+
+// PeerID returns this host's peer id.
+func (s *Scheduler) PeerID() wire.PeerID { return s.cfg.PeerID }
+
+// Addr returns the address announced to peers.
+func (s *Scheduler) Addr() string { return s.cfg.Advertise }
+
+// Run accepts peer connections and runs the torrents until ctx ends, then closes every
+// connection, stops every torrent (partial downloads stay on disk for resume) and returns
+// nil. It returns ErrClosed if called twice.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running || s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
+	defer stop()
+	var accept sync.WaitGroup
+	accept.Go(func() {
+		for {
+			nc, err := s.ln.Accept()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("accept peer connection", "err", err)
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				return
+			}
+			s.wg.Go(func() { s.incoming(ctx, nc) })
+		}
+	})
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+			s.housekeeping()
+		}
+	}
+	_ = s.ln.Close()
+	accept.Wait()
+	s.mu.Lock()
+	s.closed = true
+	ts := make([]*torrent, 0, len(s.torrents))
+	for _, t := range s.torrents {
+		ts = append(ts, t)
+	}
+	s.mu.Unlock()
+	for _, t := range ts {
+		t.stop(ErrClosed)
+	}
+	s.wg.Wait()
+	s.events.close()
+	s.met.unregister()
+	return nil
+}
+
+// housekeeping expires blacklist entries and retires torrents that seeded long enough.
+func (s *Scheduler) housekeeping() {
+	now := s.now()
+	s.mu.Lock()
+	for k, until := range s.blacklist {
+		if now.After(until) {
+			delete(s.blacklist, k)
+		}
+	}
+	var retire []*torrent
+	for _, t := range s.torrents {
+		if t.idleSince(now) > s.cfg.SeedTime {
+			retire = append(retire, t)
+		}
+	}
+	s.mu.Unlock()
+	for _, t := range retire {
+		t.stop(nil)
+	}
+}
+
+func (s *Scheduler) ban(key string, d time.Duration) {
+	if key == "" {
+		return
+	}
+	s.mu.Lock()
+	s.blacklist[key] = s.now().Add(d)
+	s.mu.Unlock()
+}
+
+func (s *Scheduler) banned(keys ...string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if until, ok := s.blacklist[k]; ok && now.Before(until) {
+			return true
+		}
+	}
+	return false
+}
+
+func addrKey(addr string) string { return "addr:" + addr }
+func idKey(id wire.PeerID) string  { return "id:" + id.String() }
+
+// Open returns a Download of blob d in namespace ns: at once if the blob is in the store,
+// else joining the running download of d or starting one (one download per blob however many
+// callers ask). The download continues in the background when the caller goes away; ctx
+// bounds only this call. Close the Download when done with it.
+func (s *Scheduler) Open(ctx context.Context, ns string, d digest.Digest) (*Download, error) {
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("open %s: %w", d, err)
+	}
+	if b, err := s.store.Open(ctx, d); err == nil {
+		return &Download{blob: b, f: b.File(), size: b.Size()}, nil
+	} else if !errors.Is(err, castore.ErrNotFound) {
+		return nil, fmt.Errorf("open %s: %w", d, err)
+	}
+	if s.cfg.SeedOnly {
+		return nil, fmt.Errorf("open %s: %w", d, castore.ErrNotFound)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	t := s.torrents[d]
+	if t == nil {
+		t = newTorrent(s, ns, d)
+		s.torrents[d] = t
+		s.wg.Go(t.download)
+	}
+	s.mu.Unlock()
+	return t.open(ctx)
+}
+
+// Stats returns a snapshot of every torrent, sorted by digest.
+func (s *Scheduler) Stats() []TorrentStats {
+	s.mu.Lock()
+	ts := make([]*torrent, 0, len(s.torrents))
+	for _, t := range s.torrents {
+		ts = append(ts, t)
+	}
+	s.mu.Unlock()
+	out := make([]TorrentStats, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.stats())
+	}
+	slices.SortFunc(out, func(a, b TorrentStats) int {
+		switch {
+		case a.Digest < b.Digest:
+			return -1
+		case a.Digest > b.Digest:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Subscribe returns a channel of events (connections opened and closed, pieces received,
+// sent and rejected, peers blacklisted, torrents started and finished) and a function that
+// ends the subscription. Events are dropped, not queued, when the subscriber falls more than
+// buf events behind. The channel is closed when the subscription ends or the scheduler stops.
+func (s *Scheduler) Subscribe(buf int) (<-chan Event, func()) { return s.events.subscribe(buf) }
+
+func (s *Scheduler) removeTorrent(t *torrent) {
+	s.mu.Lock()
+	if s.torrents[t.d] == t {
+		delete(s.torrents, t.d)
+	}
+	s.mu.Unlock()
+}
+
+// seedTorrent returns the torrent serving d to a peer that dialled in: the running one, or a
+// new seeding torrent when the blob is in the store.
+func (s *Scheduler) seedTorrent(ctx context.Context, d digest.Digest) (*torrent, error) {
+	s.mu.Lock()
+	t := s.torrents[d]
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if t != nil {
+		return t, nil
+	}
+	if _, err := s.store.Stat(d); err != nil {
+		return nil, err
+	}
+	mi, err := s.mi(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if mi.Digest != d {
+		return nil, fmt.Errorf("metainfo of %s names %s", d, mi.Digest)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if t := s.torrents[d]; t != nil {
+		return t, nil
+	}
+	t = newSeedTorrent(s, mi)
+	s.torrents[d] = t
+	return t, nil
+}
+
+func (s *Scheduler) storedMetainfo(_ context.Context, d digest.Digest) (metainfo.MetaInfo, error) {
+	data, err := s.store.GetMeta(d, MetainfoKind)
+	if err != nil {
+		return metainfo.MetaInfo{}, err
+	}
+	return metainfo.Decode(data)
+}
+
+// incoming runs the accepting side of a connection: read the handshake, find the torrent,
+// answer, then hand the connection to the torrent.
+func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
+	remote := nc.RemoteAddr().String()
+	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
+	h, err := wire.ReadHandshake(nc)
+	if err != nil {
+		s.event(Event{Kind: EventConnRejected, Addr: remote, Err: err.Error()})
+		_ = nc.Close()
+		return
+	}
+	if h.PeerID == s.cfg.PeerID || s.banned(idKey(h.PeerID)) {
+		_ = nc.Close()
+		return
+	}
+	t, err := s.seedTorrent(ctx, h.Digest)
+	if err != nil {
+		code := wire.CodeWrongBlob
+		if errors.Is(err, ErrClosed) {
+			code = wire.CodeShuttingDown
+		}
+		_ = wire.WriteMessage(nc, wire.Error{Code: code, Message: "no such blob here"})
+		s.event(Event{Kind: EventConnRejected, Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
+		_ = nc.Close()
+		return
+	}
+	t.accept(ctx, nc, h)
+}
+
+func (s *Scheduler) event(e Event) {
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("swarm event", e.attrs()...)
+	}
+	s.events.publish(e)
+}
+
+// Download is one reader's view of a blob that may still be downloading. It is not safe for
+// concurrent use: give each client its own.
+type Download struct {
+	t    *torrent     // nil when the blob was already stored
+	blob *castore.Blob // when the blob was already stored
+	f    *os.File
+	size int64
+}
+
+// Size returns the blob's length.
+func (d *Download) Size() int64 { return d.size }
+
+// Wait blocks until the bytes at off are verified and returns the end of the verified prefix
+// (> off), or size when off >= size. It fails when the download fails or ctx ends.
+func (d *Download) Wait(ctx context.Context, off int64) (int64, error) {
+	if d.t == nil || off >= d.size {
+		return d.size, nil
+	}
+	return d.t.wait(ctx, off)
+}
+
+// File returns a read-only descriptor of the blob's bytes, valid until Close. Read only
+// below what Wait returned.
+func (d *Download) File() *os.File { return d.f }
+
+// CopyRange writes bytes [off, off+n) of the blob to w as they become verified, sending from
+// the file (sendfile when w is a socket or an http.ResponseWriter over one). It returns the
+// bytes written.
+func (d *Download) CopyRange(ctx context.Context, w io.Writer, off, n int64) (int64, error) {
+	if off < 0 || n < 0 || off+n > d.size {
+		return 0, fmt.Errorf("copy range [%d, %d) of a %d-byte blob: out of range", off, off+n, d.size)
+	}
+	var done int64
+	for done < n {
+		avail, err := d.Wait(ctx, off+done)
+		if err != nil {
+			return done, err
+		}
+		chunk := min(avail-(off+done), n-done)
+		if _, err := d.f.Seek(off+done, io.SeekStart); err != nil {
+			return done, fmt.Errorf("copy range: %w", err)
+		}
+		k, err := io.CopyN(w, d.f, chunk)
+		done += k
+		if err != nil {
+			return done, fmt.Errorf("copy range: %w", err)
+		}
+	}
+	return done, nil
+}
+
+// Close releases the descriptor (and the blob's protection from eviction).
+func (d *Download) Close() error {
+	if d.blob != nil {
+		return d.blob.Close()
+	}
+	if d.f != nil {
+		return d.f.Close()
+	}
+	return nil
+}

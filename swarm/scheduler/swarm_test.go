@@ -1,0 +1,179 @@
+package scheduler_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
+)
+
+// fakeTracker is an in-memory tracker: everyone who announces is handed out to everyone else,
+// origins first.
+type fakeTracker struct {
+	mu      sync.Mutex
+	mi      map[digest.Digest]metainfo.MetaInfo
+	origins []announce.Peer
+	peers   map[digest.Digest]map[string]announce.Peer
+	extra   []announce.Peer // handed out as well (misbehaving peers)
+}
+
+func newFakeTracker() *fakeTracker {
+	return &fakeTracker{mi: map[digest.Digest]metainfo.MetaInfo{}, peers: map[digest.Digest]map[string]announce.Peer{}}
+}
+
+func (f *fakeTracker) Announce(_ context.Context, req announce.Request) (announce.Response, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ps := f.peers[req.Digest]
+	if ps == nil {
+		ps = map[string]announce.Peer{}
+		f.peers[req.Digest] = ps
+	}
+	ps[req.PeerID] = announce.Peer{ID: req.PeerID, Addr: req.Addr, Complete: req.Complete}
+	out := append([]announce.Peer{}, f.extra...)
+	out = append(out, f.origins...)
+	for id, p := range ps {
+		if id != req.PeerID {
+			out = append(out, p)
+		}
+	}
+	return announce.Response{Peers: out, IntervalSeconds: 1}, nil
+}
+
+func (f *fakeTracker) Metainfo(_ context.Context, _ string, d digest.Digest) (metainfo.MetaInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mi, ok := f.mi[d]
+	if !ok {
+		return metainfo.MetaInfo{}, announce.ErrNotFound
+	}
+	return mi, nil
+}
+
+type node struct {
+	s      *scheduler.Scheduler
+	store  *castore.Store
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (n *node) stop() {
+	n.cancel()
+	<-n.done
+	_ = n.store.Close()
+}
+
+func startNode(t *testing.T, dir string, cfg scheduler.Config, tr scheduler.Tracker) *node {
+	t.Helper()
+	st, err := castore.Open(dir, castore.Options{})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s, err := scheduler.New(cfg, scheduler.Deps{Store: st, Listener: ln, Tracker: tr})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{s: s, store: st, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- s.Run(ctx) }()
+	t.Cleanup(n.stop)
+	return n
+}
+
+// startOrigin starts a seed-only node holding blob.
+func startOrigin(t *testing.T, tr *fakeTracker, blob []byte, cfg scheduler.Config) (*node, digest.Digest) {
+	t.Helper()
+	cfg.SeedOnly = true
+	dir := t.TempDir()
+	st, err := castore.Open(dir, castore.Options{})
+	require.NoError(t, err)
+	d := digest.FromBytes(blob)
+	_, err = st.Ingest(t.Context(), d, bytes.NewReader(blob))
+	require.NoError(t, err)
+	mi, err := metainfo.Generate(t.Context(), bytes.NewReader(blob), int64(len(blob)))
+	require.NoError(t, err)
+	data, err := mi.Encode()
+	require.NoError(t, err)
+	require.NoError(t, st.PutMeta(d, scheduler.MetainfoKind, data))
+	require.NoError(t, st.Close())
+	n := startNode(t, dir, cfg, nil)
+	tr.mu.Lock()
+	tr.mi[d] = mi
+	tr.origins = append(tr.origins, announce.Peer{ID: n.s.PeerID().String(), Addr: n.s.Addr(), Origin: true, Complete: true})
+	tr.mu.Unlock()
+	return n, d
+}
+
+func randomBlob(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	_, err := rand.Read(b)
+	require.NoError(t, err)
+	return b
+}
+
+// pull reads the whole blob through a Download, as a client of the agent would.
+func pull(ctx context.Context, s *scheduler.Scheduler, d digest.Digest) ([]byte, error) {
+	dl, err := s.Open(ctx, "library/test", d)
+	if err != nil {
+		return nil, err
+	}
+	defer dl.Close()
+	var buf bytes.Buffer
+	if _, err := dl.CopyRange(ctx, &buf, 0, dl.Size()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
+	tr := newFakeTracker()
+	blob := randomBlob(t, 8<<20+12345)
+	origin, d := startOrigin(t, tr, blob, scheduler.Config{})
+	agents := make([]*node, 6)
+	for i := range agents {
+		agents[i] = startNode(t, t.TempDir(), scheduler.Config{}, tr)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(agents))
+	for i, a := range agents {
+		wg.Go(func() {
+			got, err := pull(ctx, a.s, d)
+			if err == nil && !bytes.Equal(got, blob) {
+				err = fmt.Errorf("agent %d: wrong bytes", i)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	var fromPeers int64
+	for _, a := range agents {
+		require.Eventually(t, func() bool { _, err := a.store.Stat(d); return err == nil }, 10*time.Second, 10*time.Millisecond,
+			"the blob is committed to the agent's store")
+		for _, st := range a.s.Stats() {
+			fromPeers += st.BytesIn - st.BytesInOrigin
+		}
+	}
+	require.Positive(t, fromPeers, "agents traded pieces among themselves")
+	var originOut int64
+	for _, st := range origin.s.Stats() {
+		originOut += st.BytesOut
+	}
+	t.Logf("origin sent %.2f copies; agents got %d bytes from peers", float64(originOut)/float64(len(blob)), fromPeers)
+	_ = mrand.IntN
+}
