@@ -202,8 +202,8 @@ func (s *Scheduler) banned(keys ...string) bool {
 	return false
 }
 
-func addrKey(addr string) string { return "addr:" + addr }
-func idKey(id wire.PeerID) string  { return "id:" + id.String() }
+func addrKey(addr string) string  { return "addr:" + addr }
+func idKey(id wire.PeerID) string { return "id:" + id.String() }
 
 // Open returns a Download of blob d in namespace ns: at once if the blob is in the store,
 // else joining the running download of d or starting one (one download per blob however many
@@ -360,7 +360,7 @@ func (s *Scheduler) event(e Event) {
 // Download is one reader's view of a blob that may still be downloading. It is not safe for
 // concurrent use: give each client its own.
 type Download struct {
-	t    *torrent     // nil when the blob was already stored
+	t    *torrent      // nil when the blob was already stored
 	blob *castore.Blob // when the blob was already stored
 	f    *os.File
 	size int64

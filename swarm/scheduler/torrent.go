@@ -42,8 +42,8 @@ type torrent struct {
 	conns      map[piece.PeerID]*conn
 	dialing    map[string]bool
 	writing    map[int]bool // pieces being written by a connection
-	next       int   // lowest piece not in the prefix
-	prefix     int64 // bytes of verified pieces in order from 0
+	next       int          // lowest piece not in the prefix
+	prefix     int64        // bytes of verified pieces in order from 0
 	progress   chan struct{}
 	dirty      bool
 	depth      int
@@ -55,7 +55,7 @@ type torrent struct {
 
 type totals struct {
 	in, inOrigin, out, wasted int64
-	bad, resumed               int
+	bad, resumed              int
 }
 
 func newTorrent(s *Scheduler, ns string, d digest.Digest) *torrent {
