@@ -50,10 +50,21 @@ func runOrigin(ctx context.Context, f *cmdutil.Factory, opts *OriginOptions) err
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	deps := origin.Deps{Listener: ln, Logger: log}
+	if cfg.Peer.Listen != "" {
+		if deps.PeerListener, err = net.Listen("tcp", cfg.Peer.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen for peers: %w", err)
+		}
+	}
 	reg := admin.NewRegistry()
-	srv, err := origin.New(cfg, origin.Deps{Listener: ln, Logger: log, Registerer: reg, Gatherer: reg})
+	deps.Registerer, deps.Gatherer = reg, reg
+	srv, err := origin.New(cfg, deps)
 	if err != nil {
 		ln.Close()
+		if deps.PeerListener != nil {
+			deps.PeerListener.Close()
+		}
 		return err
 	}
 	return srv.Run(ctx)

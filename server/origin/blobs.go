@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
 // pullTimeout bounds one pull-through; it is detached from the requests that wait for it so one
@@ -38,6 +40,8 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /internal/blobs/{digest}", s.handleGetLocal)
 	mux.HandleFunc("HEAD /internal/blobs/{digest}", s.handleGetLocal)
 	mux.HandleFunc("GET "+api.RingPath, s.handleRing)
+	mux.HandleFunc("GET "+api.PeerPath, s.handlePeer)
+	mux.HandleFunc("GET /swarm/torrents", s.handleTorrents)
 }
 
 // blobArgs parses and validates the namespace and digest of a request.
@@ -340,4 +344,24 @@ func (s *Server) handleRing(w http.ResponseWriter, r *http.Request) {
 		st.Local = &local
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// handlePeer tells trackers where the origin seeds: its swarm peer id and address.
+func (s *Server) handlePeer(w http.ResponseWriter, r *http.Request) {
+	if s.swarm == nil {
+		http.Error(w, "this origin does not seed: no peer listener configured", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(api.PeerInfo{ID: s.swarm.PeerID().String(), Addr: s.swarm.Addr()})
+}
+
+// handleTorrents lists what the origin is seeding, with per-peer byte counts.
+func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
+	stats := []scheduler.TorrentStats{}
+	if s.swarm != nil {
+		stats = s.swarm.Stats()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(stats)
 }

@@ -28,6 +28,8 @@ type Config struct {
 	Backends []backends.Config `yaml:"backends"`
 	// Writeback configures the durable queue that copies blobs to storage and to other origins.
 	Writeback WritebackConfig `yaml:"writeback"`
+	// Peer configures the origin's side of the peer-to-peer swarm: it seeds every blob it holds.
+	Peer PeerConfig `yaml:"peer"`
 	// RepairInterval is how often the origin checks that every blob it holds is on all of its
 	// owners (it also checks whenever a member changes health).
 	RepairInterval time.Duration `yaml:"repair_interval"`
@@ -44,6 +46,19 @@ type StoreConfig struct {
 	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`
 	// UploadTTL removes upload sessions untouched for this long.
 	UploadTTL time.Duration `yaml:"upload_ttl"`
+}
+
+// PeerConfig configures how the origin seeds blobs to agents over the swarm protocol.
+type PeerConfig struct {
+	// Listen is the address of the swarm port ("127.0.0.1:15001"); empty disables seeding.
+	// The --peer-listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// Advertise is the swarm address trackers hand out; defaults to Listen.
+	Advertise string `yaml:"advertise"`
+	// EgressRate caps the bytes per second the origin sends to peers; 0 is unlimited.
+	EgressRate config.ByteSize `yaml:"egress_rate"`
+	// MaxConns bounds the agents served at once per blob; 0 means 1024.
+	MaxConns int `yaml:"max_conns"`
 }
 
 // WritebackConfig configures retries of write-back and replication.
@@ -95,6 +110,9 @@ func (c *Config) Defaults() {
 	if w.Timeout == 0 {
 		w.Timeout = 30 * time.Minute
 	}
+	if c.Peer.Advertise == "" {
+		c.Peer.Advertise = c.Peer.Listen
+	}
 	if c.RepairInterval == 0 {
 		c.RepairInterval = 10 * time.Minute
 	}
@@ -109,6 +127,20 @@ func (c *Config) Validate() error {
 	}
 	if err := ring.CheckMember(c.Advertise); err != nil {
 		bad("advertise: %v", err)
+	}
+	if c.Peer.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Peer.Listen); err != nil {
+			bad("peer.listen: %q is not host:port: %v", c.Peer.Listen, err)
+		}
+		if _, _, err := net.SplitHostPort(c.Peer.Advertise); err != nil {
+			bad("peer.advertise: %q is not host:port: %v", c.Peer.Advertise, err)
+		}
+	}
+	if c.Peer.EgressRate < 0 {
+		bad("peer.egress_rate: must not be negative")
+	}
+	if c.Peer.MaxConns < 0 {
+		bad("peer.max_conns: must not be negative")
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir: required")

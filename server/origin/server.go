@@ -26,6 +26,8 @@ import (
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/queue"
 	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
 // Deps are the origin's collaborators.
@@ -44,6 +46,9 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Checker overrides the ring's health checker.
 	Checker ring.Checker
+	// PeerListener accepts swarm connections from agents; nil means the origin does not seed
+	// (GET /peer then answers 404).
+	PeerListener net.Listener
 }
 
 // Server is one origin. Build it with New and run it with Run.
@@ -60,6 +65,8 @@ type Server struct {
 	hc      *http.Client
 	metrics *metrics
 	http    *http.Server
+	swarm   *scheduler.Scheduler // nil without a peer listener
+	swarmLn net.Listener
 
 	pulls singleflight.Group
 
@@ -161,6 +168,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			s.hold(t, bt.Digest)
 		}
 	}
+	if deps.PeerListener != nil {
+		s.swarmLn = deps.PeerListener
+		s.swarm, err = scheduler.New(scheduler.Config{
+			Advertise: cfg.Peer.Advertise, SeedOnly: true, MaxConns: cfg.Peer.MaxConns,
+			EgressRate: int64(cfg.Peer.EgressRate),
+		}, scheduler.Deps{
+			Store: s.store, Listener: deps.PeerListener, Metainfo: s.swarmMetainfo,
+			Logger: s.log, Registerer: deps.Registerer,
+		})
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("new origin: %w", err)
+		}
+	}
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, s.ready)
@@ -187,6 +208,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.runner.Run(ctx) })
 	g.Go(func() error { return s.runRepair(ctx) })
 	g.Go(func() error { return s.runPurge(ctx) })
+	if s.swarm != nil {
+		g.Go(func() error { return s.swarm.Run(ctx) })
+	}
 	s.log.Info("origin started", "addr", s.Addr(), "members", s.cfg.Ring.Members, "replicas", s.cfg.Ring.Replicas)
 	err := g.Wait()
 	s.log.Info("origin stopped")
@@ -200,6 +224,10 @@ func (s *Server) Close() error {
 		return nil
 	}
 	err := s.ln.Close()
+	if s.swarm != nil {
+		// The scheduler closes its listener in Run; it never ran, so close it here.
+		s.swarmLn.Close()
+	}
 	s.close()
 	return err
 }
@@ -283,3 +311,16 @@ const (
 	metaNamespace = "namespace"
 	metaMetainfo  = "metainfo"
 )
+
+// swarmMetainfo gives the scheduler the metainfo of a blob an agent asked for, generating it
+// when the blob arrived without one.
+func (s *Server) swarmMetainfo(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error) {
+	data, err := s.metainfo(ctx, d)
+	if err != nil {
+		return metainfo.MetaInfo{}, err
+	}
+	return metainfo.Decode(data)
+}
+
+// Swarm returns the origin's seeding scheduler, nil when it has no peer listener.
+func (s *Server) Swarm() *scheduler.Scheduler { return s.swarm }
