@@ -95,7 +95,8 @@ type Config struct {
 	EndgameDuplicates int
 	// Window, when positive, makes Next rank the Window pieces from the lowest missing one before
 	// every other piece: the rest of the blob is asked for only when the window cannot fill
-	// the request. A node that streams
+	// the request. Origins (under OriginOnlyUnique and OriginPreferUnique) are asked across the
+	// whole blob regardless, so that nodes do not collide on the few unique pieces of a window. A node that streams
 	// the blob in order to a client then keeps its verified prefix close behind its download,
 	// while the choice inside the window stays rarest-first with random ties, so that nodes
 	// starting together still spread their requests. 0 considers the whole blob at once.
@@ -472,7 +473,9 @@ func (p *Picker) Next(peer PeerID, max int) []int {
 		p.low++
 	}
 	hi := p.n
-	if p.window > 0 {
+	// Origins are asked across the whole blob: inside a window, nodes asking an origin at the
+	// same time would more often pick the same piece, and the origin would send it twice.
+	if p.window > 0 && !asOrigin {
 		hi = min(p.n, p.low+p.window)
 	}
 	p.cand, p.keys = p.cand[:0], p.keys[:0]

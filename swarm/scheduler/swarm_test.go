@@ -69,6 +69,7 @@ type node struct {
 	store  *castore.Store
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func (n *node) stop() {
@@ -77,7 +78,11 @@ func (n *node) stop() {
 	_ = n.store.Close()
 }
 
-func startNode(t *testing.T, dir string, cfg scheduler.Config, tr scheduler.Tracker) *node {
+func (n *node) stopOnce() {
+	n.once.Do(n.stop)
+}
+
+func startNode(t testing.TB, dir string, cfg scheduler.Config, tr scheduler.Tracker) *node {
 	t.Helper()
 	st, err := castore.Open(dir, castore.Options{})
 	require.NoError(t, err)
@@ -88,21 +93,21 @@ func startNode(t *testing.T, dir string, cfg scheduler.Config, tr scheduler.Trac
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{s: s, store: st, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- s.Run(ctx) }()
-	t.Cleanup(n.stop)
+	t.Cleanup(n.stopOnce)
 	return n
 }
 
 // startOrigin starts a seed-only node holding blob.
-func startOrigin(t *testing.T, tr *fakeTracker, blob []byte, cfg scheduler.Config) (*node, digest.Digest) {
+func startOrigin(t testing.TB, tr *fakeTracker, blob []byte, cfg scheduler.Config) (*node, digest.Digest) {
 	t.Helper()
 	cfg.SeedOnly = true
 	dir := t.TempDir()
 	st, err := castore.Open(dir, castore.Options{})
 	require.NoError(t, err)
 	d := digest.FromBytes(blob)
-	_, err = st.Ingest(t.Context(), d, bytes.NewReader(blob))
+	_, err = st.Ingest(context.Background(), d, bytes.NewReader(blob))
 	require.NoError(t, err)
-	mi, err := metainfo.Generate(t.Context(), bytes.NewReader(blob), int64(len(blob)))
+	mi, err := metainfo.Generate(context.Background(), bytes.NewReader(blob), int64(len(blob)))
 	require.NoError(t, err)
 	data, err := mi.Encode()
 	require.NoError(t, err)
@@ -116,7 +121,7 @@ func startOrigin(t *testing.T, tr *fakeTracker, blob []byte, cfg scheduler.Confi
 	return n, d
 }
 
-func randomBlob(t *testing.T, n int) []byte {
+func randomBlob(t testing.TB, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	_, err := rand.Read(b)

@@ -93,6 +93,9 @@ func (t *torrent) setMetainfo(mi metainfo.MetaInfo) {
 	t.bufs.New = func() any { b := make([]byte, pl); return &b }
 }
 
+// originDepth bounds the requests outstanding with one origin.
+var originDepth = 2
+
 func (t *torrent) pieceLen(i int) int64 { _, n := t.mi.PieceRange(i); return n }
 
 // stop ends the torrent: its connections close, its download loop returns (saving progress),
@@ -706,7 +709,13 @@ func (t *torrent) fill(c *conn) {
 	if t.picker == nil || t.committed || t.picker.Complete() {
 		return
 	}
-	want := t.depth - len(c.pending)
+	depth := t.depth
+	if c.origin {
+		// Origin requests are kept few: every one outstanding is a piece other agents cannot
+		// see yet and may ask the origin for too.
+		depth = min(depth, originDepth)
+	}
+	want := depth - len(c.pending)
 	if want <= 0 {
 		return
 	}

@@ -1,0 +1,4 @@
+package scheduler
+
+// SetOriginDepth lets benchmarks try other origin pipeline depths.
+func SetOriginDepth(n int) { originDepth = n }
