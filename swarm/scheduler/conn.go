@@ -241,7 +241,11 @@ func (c *conn) deliver(i int, buf []byte) error {
 		return nil
 	}
 	off, _ := t.mi.PieceRange(i)
+	// One write at a time per file: concurrent pwrites to one file serialise on its inode lock
+	// in the kernel anyway, and waiting here parks a goroutine instead of a thread.
+	t.writeMu.Lock()
 	_, err := p.WriteAt(buf, off)
+	t.writeMu.Unlock()
 	t.mu.Lock()
 	delete(t.writing, i)
 	t.mu.Unlock()

@@ -31,6 +31,7 @@ type torrent struct {
 	ready    chan struct{} // closed once metainfo and partial are set up, or the torrent failed
 	poke     chan struct{} // asks the download loop to announce now
 	bufs     sync.Pool     // piece buffers of mi.PieceLength bytes
+	writeMu  sync.Mutex    // serialises writes to the partial file
 
 	mu         sync.Mutex
 	mi         metainfo.MetaInfo
