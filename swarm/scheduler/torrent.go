@@ -480,9 +480,11 @@ func (t *torrent) connect(ctx context.Context, peers []announce.Peer) {
 			continue
 		}
 		t.mu.Lock()
-		full := len(t.conns)+len(t.dialing) >= t.s.cfg.MaxConns || t.committed && !p.Origin && p.Complete
+		full := len(t.conns)+len(t.dialing) >= t.s.cfg.MaxConns
 		_, connected := t.conns[piece.PeerID(p.ID)]
-		if full || connected || t.dialing[p.Addr] || (t.committed && p.Complete) {
+		// A seeder has nothing to gain from other seeders and origins.
+		useless := t.committed && (p.Complete || p.Origin)
+		if full || connected || useless || t.dialing[p.Addr] {
 			t.mu.Unlock()
 			continue
 		}
