@@ -37,6 +37,7 @@ type conn struct {
 	origin   bool
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
+	asked   *wire.Bitfield   // pieces ever requested of the peer (t.mu)
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
 
@@ -44,6 +45,7 @@ type conn struct {
 	ctrl  []wire.Message
 	serve []wire.Request
 	wake  chan struct{}
+	bye   chan struct{} // closed by the writer once the final error message is sent
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -57,7 +59,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
 		outbound: outbound, origin: origin,
-		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(),
+		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), asked: wire.NewBitfield(h.Bitfield.Len()),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
@@ -65,7 +67,13 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 func (c *conn) start(ctx context.Context) {
 	cctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { c.fail(c.readLoop(cctx)) })
+	wg.Go(func() {
+		err := c.readLoop(cctx)
+		if violation(err) {
+			c.goodbye(err)
+		}
+		c.fail(err)
+	})
 	wg.Go(func() { c.fail(c.writeLoop(cctx)) })
 	c.t.s.wg.Go(func() {
 		<-c.done
@@ -73,6 +81,36 @@ func (c *conn) start(ctx context.Context) {
 		wg.Wait()
 		c.t.removed(c, c.reason())
 	})
+}
+
+// violation reports whether err is the peer's fault: the connection is closed with an error
+// message and the peer blacklisted.
+func violation(err error) bool {
+	return err != nil && (errors.Is(err, ErrProtocol) || errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) ||
+		errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType))
+}
+
+// goodbye tells the peer why the connection closes, waiting briefly for the writer to send it.
+func (c *conn) goodbye(err error) {
+	code := wire.CodeBadRequest
+	if errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) {
+		code = wire.CodeInternal
+	}
+	msg := err.Error()
+	if len(msg) > wire.MaxErrorMessageLength {
+		msg = msg[:wire.MaxErrorMessageLength]
+	}
+	sent := make(chan struct{})
+	c.wmu.Lock()
+	c.ctrl = append(c.ctrl, wire.Error{Code: code, Message: msg})
+	c.bye = sent
+	c.wmu.Unlock()
+	c.signal()
+	select {
+	case <-sent:
+	case <-c.done:
+	case <-time.After(time.Second):
+	}
 }
 
 // queue adds a control message (have, request, cancel, bitfield, error) to send.
@@ -165,6 +203,9 @@ func (c *conn) readLoop(ctx context.Context) error {
 		case wire.Complete:
 			if err := t.onBitfield(c, wire.NewFullBitfield(t.mi.NumPieces())); err != nil {
 				return err
+			}
+			if t.isCommitted() {
+				return nil // two seeders have nothing to trade
 			}
 		case wire.Request:
 			if err := c.onRequest(m); err != nil {
@@ -266,11 +307,14 @@ func (c *conn) deliver(i int, buf []byte) error {
 func (c *conn) onRequest(r wire.Request) error {
 	t := c.t
 	i := int(r.Piece)
-	if !t.hasPiece(i) {
-		return fmt.Errorf("%w: request for piece %d, which was never offered", ErrProtocol, i)
+	if i >= t.mi.NumPieces() || r.Length == 0 || r.Length > wire.MaxBlockLength ||
+		int64(r.Offset)+int64(r.Length) > t.pieceLen(i) {
+		return fmt.Errorf("%w: request for [%d,+%d) of piece %d of %d", ErrProtocol, r.Offset, r.Length, i, t.mi.NumPieces())
 	}
-	if r.Length == 0 || r.Length > wire.MaxBlockLength || int64(r.Offset)+int64(r.Length) > t.pieceLen(i) {
-		return fmt.Errorf("%w: request for [%d,+%d) of piece %d", ErrProtocol, r.Offset, r.Length, i)
+	if !t.hasPiece(i) {
+		// Not held (this host never announced it): reject, the requester asks someone else.
+		c.queue(wire.Cancel(r))
+		return nil
 	}
 	c.wmu.Lock()
 	if len(c.serve) >= maxServeQueue {
@@ -300,15 +344,16 @@ func (c *conn) onCancel(m wire.Cancel) {
 	defer t.mu.Unlock()
 	i := int(m.Piece)
 	if _, ok := c.pending[i]; ok {
+		// A reject: the peer does not have the piece after all. Forget that it has it, so
+		// that neither this peer nor the picker's origin policy counts on it.
 		delete(c.pending, i)
 		c.strikes++
+		c.remote.Clear(i)
 		if t.picker != nil {
 			t.picker.Release(c.id, i)
-			for _, o := range t.conns {
-				if o != c {
-					t.fill(o)
-				}
-			}
+			w, _ := t.picker.PeerBitfield(c.id, c.remote)
+			t.withdraw(w)
+			t.fillAll()
 		}
 	}
 }
@@ -354,6 +399,7 @@ func (c *conn) writeLoop(ctx context.Context) error {
 		for {
 			c.wmu.Lock()
 			ctrl, c.ctrl = c.ctrl, ctrl[:0]
+			bye := c.bye
 			var req wire.Request
 			serve := len(ctrl) == 0 && len(c.serve) > 0
 			if serve {
@@ -366,6 +412,11 @@ func (c *conn) writeLoop(ctx context.Context) error {
 					return err
 				}
 				clear(ctrl)
+				if bye != nil {
+					close(bye)
+					<-c.done
+					return nil
+				}
 				continue
 			}
 			if !serve {

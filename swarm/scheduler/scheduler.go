@@ -335,11 +335,8 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	}
 	t, err := s.seedTorrent(ctx, h.Digest)
 	if err != nil {
-		code := wire.CodeWrongBlob
-		if errors.Is(err, ErrClosed) {
-			code = wire.CodeShuttingDown
-		}
-		_ = wire.WriteMessage(nc, wire.Error{Code: code, Message: "no such blob here"})
+		// Without the blob there is no handshake to answer with, and an error frame alone
+		// would read as a bad handshake: just close (docs/protocol.md §1.2).
 		s.event(Event{Kind: EventConnRejected, Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
 		_ = nc.Close()
 		return

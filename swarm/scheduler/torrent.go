@@ -442,7 +442,18 @@ func (t *torrent) commit(ctx context.Context, p *castore.Partial) {
 	elapsed := now.Sub(t.started)
 	tot := t.tot
 	t.broadcast()
+	var seeders []*conn
+	for _, c := range t.conns {
+		if c.remote.Full() {
+			seeders = append(seeders, c)
+		} else {
+			c.queue(wire.Complete{})
+		}
+	}
 	t.mu.Unlock()
+	for _, c := range seeders {
+		c.close(nil)
+	}
 	t.s.met.downloadSeconds.Observe(elapsed.Seconds())
 	t.s.event(Event{Kind: EventTorrentDone, Digest: t.d, Bytes: t.mi.Length, Duration: elapsed})
 	t.s.log.Info("download complete", "digest", t.d, "bytes", t.mi.Length, "seconds", elapsed.Seconds(),
@@ -552,11 +563,13 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
 		t.mu.Unlock()
 	}
 	if err != nil {
-		code := wire.CodeBadRequest
-		if errors.Is(err, errBusy) || errors.Is(err, errNotReady) {
-			code = wire.CodeBusy
+		if errors.Is(err, errBusy) {
+			// An honest refusal: a handshake, then the reason (docs/protocol.md §1.2), so the
+			// initiator does not take it for a broken peer.
+			if mine, _ := t.handshake(); wire.WriteHandshake(nc, mine) == nil {
+				_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeBusy, Message: err.Error()})
+			}
 		}
-		_ = wire.WriteMessage(nc, wire.Error{Code: code, Message: err.Error()})
 		_ = nc.Close()
 		if errors.Is(err, ErrProtocol) {
 			t.s.ban(idKey(h.PeerID), t.s.cfg.BlacklistTime)
@@ -637,6 +650,7 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 	}
 	if len(t.conns) >= t.s.cfg.MaxConns {
 		t.mu.Unlock()
+		// Both handshakes are done, so the reason can follow.
 		_ = wire.WriteMessage(c.nc, wire.Error{Code: wire.CodeBusy, Message: errBusy.Error()})
 		_ = c.nc.Close()
 		return
@@ -691,8 +705,7 @@ func (t *torrent) removed(c *conn, err error) {
 	t.mu.Lock()
 	t.dropLocked(c)
 	t.mu.Unlock()
-	if err != nil && (errors.Is(err, ErrProtocol) || errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType)) {
+	if violation(err) {
 		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
 		if c.outbound {
 			t.s.ban(addrKey(c.addr), t.s.cfg.BlacklistTime)
@@ -724,6 +737,7 @@ func (t *torrent) fill(c *conn) {
 	}
 	for _, i := range t.picker.Next(c.id, want) {
 		c.pending[i] = struct{}{}
+		c.asked.Set(i)
 		l := t.pieceLen(i)
 		for off := int64(0); off < l; off += wire.MaxBlockLength {
 			c.queue(wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(min(wire.MaxBlockLength, l-off))})
@@ -817,12 +831,16 @@ func (t *torrent) onBitfield(c *conn, bits *wire.Bitfield) error {
 }
 
 // wants reports whether a piece arriving from c should be kept (a request to c is
-// outstanding, or the piece is still missing), and the pieces's length.
+// outstanding, or the piece is still missing). A piece never requested of c is a protocol
+// error: it could only waste this host's ingress.
 func (t *torrent) wants(c *conn, i int) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if i < 0 || i >= t.mi.NumPieces() {
 		return false, fmt.Errorf("%w: piece %d of %d", ErrProtocol, i, t.mi.NumPieces())
+	}
+	if !c.asked.Has(i) {
+		return false, fmt.Errorf("%w: piece %d was never requested", ErrProtocol, i)
 	}
 	_, pending := c.pending[i]
 	return pending || (t.picker != nil && !t.committed && !t.have.Has(i)), nil
@@ -928,6 +946,12 @@ func (t *torrent) source(ctx context.Context) (*fileSource, error) {
 		return nil, err
 	}
 	return &fileSource{f: b.File(), blob: b}, nil
+}
+
+func (t *torrent) isCommitted() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.committed
 }
 
 func (t *torrent) hasPiece(i int) bool {
