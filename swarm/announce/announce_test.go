@@ -1,0 +1,146 @@
+package announce_test
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+func validRequest() announce.Request {
+	return announce.Request{
+		Namespace: "library/ubuntu",
+		Digest:    digest.FromString("blob"),
+		PeerID:    wire.RandomPeerID().String(),
+		Addr:      "10.0.0.1:16001",
+	}
+}
+
+func TestRequestValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, validRequest().Validate())
+	for _, tc := range []struct {
+		name   string
+		mutate func(*announce.Request)
+		want   string // substring naming the field
+	}{
+		{"no namespace", func(r *announce.Request) { r.Namespace = "" }, "namespace: required"},
+		{"upper-case namespace", func(r *announce.Request) { r.Namespace = "Library/ubuntu" }, "namespace"},
+		{"traversal namespace", func(r *announce.Request) { r.Namespace = "a/../b" }, "namespace"},
+		{"long namespace", func(r *announce.Request) { r.Namespace = strings.Repeat("a", 256) }, "namespace"},
+		{"no digest", func(r *announce.Request) { r.Digest = "" }, "digest: required"},
+		{"short digest", func(r *announce.Request) { r.Digest = "sha256:abc" }, "digest"},
+		{"upper-case digest", func(r *announce.Request) { r.Digest = digest.Digest(strings.ToUpper(string(r.Digest))) }, "digest"},
+		{"sha512 digest", func(r *announce.Request) { r.Digest = digest.SHA512.FromString("x") }, "sha256"},
+		{"no peer id", func(r *announce.Request) { r.PeerID = "" }, "peer_id"},
+		{"short peer id", func(r *announce.Request) { r.PeerID = r.PeerID[:38] }, "peer_id"},
+		{"upper-case peer id", func(r *announce.Request) { r.PeerID = strings.Repeat("AB", 20) }, "peer_id"},
+		{"non-hex peer id", func(r *announce.Request) { r.PeerID = strings.Repeat("zz", 20) }, "peer_id"},
+		{"no addr", func(r *announce.Request) { r.Addr = "" }, "addr"},
+		{"addr without port", func(r *announce.Request) { r.Addr = "10.0.0.1" }, "addr"},
+		{"named port", func(r *announce.Request) { r.Addr = "10.0.0.1:http" }, "port"},
+		{"port 0", func(r *announce.Request) { r.Addr = "10.0.0.1:0" }, "port"},
+		{"port too large", func(r *announce.Request) { r.Addr = "10.0.0.1:65536" }, "port"},
+		{"unspecified v4", func(r *announce.Request) { r.Addr = "0.0.0.0:1" }, "unspecified"},
+		{"unspecified v6", func(r *announce.Request) { r.Addr = "[::]:1" }, "unspecified"},
+		{"empty host", func(r *announce.Request) { r.Addr = ":1" }, "host"},
+		{"multicast", func(r *announce.Request) { r.Addr = "224.0.0.1:1" }, "multicast"},
+		{"zoned", func(r *announce.Request) { r.Addr = "[fe80::1%eth0]:1" }, "zoned"},
+		{"bad host name", func(r *announce.Request) { r.Addr = "host_name:1" }, "host"},
+		{"host name with a trailing hyphen", func(r *announce.Request) { r.Addr = "host-.example:1" }, "host"},
+	} {
+		r := validRequest()
+		tc.mutate(&r)
+		err := r.Validate()
+		require.Error(t, err, tc.name)
+		require.True(t, errors.Is(err, announce.ErrInvalid), "%s: %v", tc.name, err)
+		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+	for _, addr := range []string{"127.0.0.1:1", "[::1]:65535", "agent-7.dc1.example.com:16001", "localhost:80"} {
+		r := validRequest()
+		r.Addr = addr
+		require.NoError(t, r.Validate(), addr)
+	}
+}
+
+// TestCheckNamespaceMatchesBackend keeps the copy of the namespace grammar in step with the one
+// the origins enforce (swarm may not import server, and backend's check is the reference).
+func TestCheckNamespaceMatchesBackend(t *testing.T) {
+	t.Parallel()
+	for _, ns := range []string{
+		"", "a", "library/ubuntu", "a/b/c", "a.b_c-d", "a__b", "a--b", "a..b", "a._b", "-a", "a-", ".a", "a.",
+		"a//b", "/a", "a/", "A", "a b", "a/../b", "..", "0", "a\x00b", "é", strings.Repeat("a", 255),
+		strings.Repeat("a", 256), strings.Repeat("ab/", 80) + "c",
+	} {
+		want := backend.CheckNamespace(ns) == nil
+		got := announce.CheckNamespace(ns) == nil
+		require.Equal(t, want, got, "namespace %q", ns)
+	}
+}
+
+func TestParsePeerID(t *testing.T) {
+	t.Parallel()
+	id := wire.RandomPeerID()
+	got, err := announce.ParsePeerID(id.String())
+	require.NoError(t, err)
+	require.Equal(t, id, got)
+	_, err = announce.ParsePeerID(id.String() + "00")
+	require.ErrorIs(t, err, announce.ErrInvalid)
+}
+
+func TestPeerValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, announce.Peer{ID: wire.RandomPeerID().String(), Addr: "10.0.0.2:1"}.Validate())
+	require.ErrorIs(t, announce.Peer{ID: "x", Addr: "10.0.0.2:1"}.Validate(), announce.ErrInvalid)
+	require.ErrorIs(t, announce.Peer{ID: wire.RandomPeerID().String(), Addr: "10.0.0.2"}.Validate(), announce.ErrInvalid)
+}
+
+func TestMetainfoPath(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("x")
+	require.Equal(t, "/namespace/library%2Fubuntu/blobs/"+d.String()+"/metainfo", announce.MetainfoPath("library/ubuntu", d))
+}
+
+func TestResponseInterval(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		s    float64
+		want time.Duration
+	}{
+		{3, 3 * time.Second},
+		{0.5, 500 * time.Millisecond},
+		{0, 0},
+		{-1, 0},
+		{math.NaN(), 0},
+		{math.Inf(1), time.Hour},
+		{1e300, time.Hour},
+	} {
+		require.Equal(t, tc.want, announce.Response{IntervalSeconds: tc.s}.Interval(), "%v", tc.s)
+	}
+}
+
+// TestJSONKeys pins the wire names of the documents.
+func TestJSONKeys(t *testing.T) {
+	t.Parallel()
+	r := validRequest()
+	r.Complete = true
+	b, err := json.Marshal(r)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.Equal(t, map[string]any{
+		"namespace": r.Namespace, "digest": r.Digest.String(), "peer_id": r.PeerID, "addr": r.Addr, "complete": true,
+	}, m)
+	b, err = json.Marshal(announce.Response{Peers: []announce.Peer{{ID: "a", Addr: "b", Origin: true, Complete: true}, {ID: "c", Addr: "d"}}, IntervalSeconds: 3})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"peers":[{"peer_id":"a","addr":"b","origin":true,"complete":true},{"peer_id":"c","addr":"d"}],"interval_s":3}`, string(b))
+}
