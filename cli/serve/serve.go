@@ -20,6 +20,7 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 	}
 	cmd.AddCommand(NewCmdOrigin(f, nil))
 	cmd.AddCommand(NewCmdBuildIndex(f, nil))
+	cmd.AddCommand(NewCmdTracker(f, nil))
 	return cmd
 }
 

@@ -1,0 +1,117 @@
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/krakenctl/krakenctl/ring"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen           = "127.0.0.1:16100"
+	DefaultReplicas         = ring.DefaultReplicas
+	DefaultPeerTTL          = 30 * time.Second
+	DefaultAnnounceInterval = 3 * time.Second
+	DefaultMaxPeers         = 16
+	DefaultMetainfoCache    = 4096
+	// MaxMaxPeers bounds max_peers: a handout is one JSON document per announce.
+	MaxMaxPeers = 1024
+)
+
+// Config is a tracker's YAML configuration file.
+//
+//	listen: 127.0.0.1:16100          # HTTP API (--listen overrides)
+//	origins:                         # blob API addresses of every origin, as in their ring
+//	  - 10.0.0.1:15000
+//	  - 10.0.0.2:15000
+//	replicas: 3                      # owners per blob, as the origins' ring.replicas
+//	peer_ttl: 30s                    # a peer silent for this long is forgotten
+//	announce_interval: 3s            # how often peers are told to announce
+//	max_peers: 16                    # peers per handout
+//	metainfo_cache: 4096             # metainfo documents kept in memory
+type Config struct {
+	// Listen is the address the HTTP API binds. The --listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// Origins are the blob-API addresses (host:port) of all origins, spelled as in the origins'
+	// ring.members so that the rendezvous order is the same. Required.
+	Origins []string `yaml:"origins"`
+	// Replicas is how many origins own each blob (the origins' ring.replicas); that many
+	// reachable origins lead every handout.
+	Replicas int `yaml:"replicas"`
+	// PeerTTL is how long a peer stays in a blob's peer set after its last announce. It must be
+	// longer than AnnounceInterval.
+	PeerTTL time.Duration `yaml:"peer_ttl"`
+	// AnnounceInterval is the interval returned to peers: how often they announce.
+	AnnounceInterval time.Duration `yaml:"announce_interval"`
+	// MaxPeers is the most peers one handout lists, origins included.
+	MaxPeers int `yaml:"max_peers"`
+	// MetainfoCache is how many metainfo documents the tracker keeps (least recently used are
+	// dropped). A document takes about 67 bytes per piece: at most ~70 KiB for blobs up to
+	// 16 GiB.
+	MetainfoCache int `yaml:"metainfo_cache"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.PeerTTL == 0 {
+		c.PeerTTL = DefaultPeerTTL
+	}
+	if c.AnnounceInterval == 0 {
+		c.AnnounceInterval = DefaultAnnounceInterval
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.MetainfoCache == 0 {
+		c.MetainfoCache = DefaultMetainfoCache
+	}
+}
+
+// Validate reports every problem, each naming its key. It expects Defaults to have run.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if len(c.Origins) == 0 {
+		bad("origins: required (the blob API addresses of the origins)")
+	}
+	seen := map[string]bool{}
+	for i, o := range c.Origins {
+		if err := ring.CheckMember(o); err != nil {
+			bad("origins[%d]: %v", i, err)
+		}
+		if seen[o] {
+			bad("origins[%d]: %q is listed twice", i, o)
+		}
+		seen[o] = true
+	}
+	if c.Replicas < 1 {
+		bad("replicas: must be at least 1")
+	}
+	if c.AnnounceInterval <= 0 {
+		bad("announce_interval: must be positive")
+	}
+	if c.PeerTTL <= 0 {
+		bad("peer_ttl: must be positive")
+	} else if c.PeerTTL <= c.AnnounceInterval {
+		bad("peer_ttl: %v must be longer than announce_interval %v, or peers expire between announces", c.PeerTTL, c.AnnounceInterval)
+	}
+	if c.MaxPeers < 1 || c.MaxPeers > MaxMaxPeers {
+		bad("max_peers: must be in 1..%d", MaxMaxPeers)
+	}
+	if c.MetainfoCache < 1 {
+		bad("metainfo_cache: must be at least 1")
+	}
+	return errors.Join(errs...)
+}

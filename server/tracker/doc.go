@@ -1,0 +1,28 @@
+// Package tracker implements the tracker role: it tells the peers of the swarm about each other
+// and serves blob metainfo.
+//
+// Announces: an agent that downloads or seeds a blob POSTs an announce.Request to
+// announce.AnnouncePath every announce_interval. The tracker upserts the peer into the blob's
+// peer set with a fresh expiry (peer_ttl) and answers with up to max_peers other peers: the
+// blob's owning origins first (the first `replicas` reachable origins in the ring's rendezvous
+// order, the same placement the origins use), then complete seeders, then the other peers, each
+// group in a fresh random order, so that the connections peers make form a random graph. A peer
+// that stops announcing expires: it is never handed out again and is dropped lazily by the
+// handouts that meet it and by a periodic sweep, so memory follows the live peers. A peer
+// announcing a new address, and a new peer id on an address that already had one (a restarted
+// agent), replace the old entry.
+//
+// Origins: every origin serves its swarm identity at api.PeerPath. The tracker reads it from
+// each origin at start, every minute, and every few seconds for the origins it could not reach;
+// an origin it cannot reach is left out of the handouts.
+//
+// Metainfo: GET announce.MetainfoPath answers from an LRU cache of metainfo_cache entries. On a
+// miss the tracker asks the origins in the digest's rendezvous order (those it can reach first);
+// an origin pulls the blob through from storage when it lacks it. Concurrent misses for one
+// blob share one origin request. A 4xx from an origin (404: the blob does not exist) is passed
+// on; when no origin answers the tracker says 503, and when they answer with errors 502. Only
+// successes are cached.
+//
+// Trackers share nothing: several of them split the digest space because every agent orders
+// them by rendezvous hashing of the digest (see swarm/announce). Each one can serve any digest.
+package tracker

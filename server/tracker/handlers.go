@@ -1,0 +1,91 @@
+package tracker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/announce"
+)
+
+// maxAnnounceBody bounds an announce request body.
+const maxAnnounceBody = 16 << 10
+
+func (s *Server) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+announce.AnnouncePath, s.handleAnnounce)
+	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+}
+
+func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
+	req, err := decodeAnnounce(w, r)
+	if err != nil {
+		s.metrics.announces.WithLabelValues(resultInvalid).Inc()
+		registry.WriteError(w, r, err)
+		return
+	}
+	origins := s.origins.owners(req.Digest, s.cfg.Replicas)
+	peers := s.peers.announce(req, s.now(), origins)
+	s.metrics.announces.WithLabelValues(resultOK).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(announce.Response{Peers: peers, IntervalSeconds: s.cfg.AnnounceInterval.Seconds()})
+}
+
+// decodeAnnounce reads and validates an announce; errors are 400s (413 for a body too large)
+// that say what is wrong.
+func decodeAnnounce(w http.ResponseWriter, r *http.Request) (announce.Request, error) {
+	var req announce.Request
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAnnounceBody))
+	if err := dec.Decode(&req); err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return req, err
+		}
+		return req, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid,
+			Message: fmt.Sprintf("decode announce: %v", err), Err: err}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return req, registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, "decode announce: data after the JSON document")
+	}
+	if err := req.Validate(); err != nil {
+		code := registry.CodeBodyInvalid
+		switch {
+		case announce.CheckNamespace(req.Namespace) != nil:
+			code = registry.CodeNameInvalid
+		case announce.CheckDigest(req.Digest) != nil:
+			code = registry.CodeDigestInvalid
+		}
+		return req, &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
+	}
+	return req, nil
+}
+
+func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("ns")
+	if err := backend.CheckNamespace(ns); err != nil {
+		s.metrics.metainfo.WithLabelValues(resultError).Inc()
+		registry.WriteError(w, r, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err})
+		return
+	}
+	d, err := registry.ParseDigest(r.PathValue("digest"))
+	if err != nil {
+		s.metrics.metainfo.WithLabelValues(resultError).Inc()
+		registry.WriteError(w, r, err)
+		return
+	}
+	data, hit, err := s.metainfo(r.Context(), ns, d)
+	if err != nil {
+		s.metrics.metainfo.WithLabelValues(resultError).Inc()
+		registry.WriteError(w, r, err)
+		return
+	}
+	if hit {
+		s.metrics.metainfo.WithLabelValues(resultHit).Inc()
+	} else {
+		s.metrics.metainfo.WithLabelValues(resultMiss).Inc()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(data)
+}

@@ -1,0 +1,89 @@
+package tracker
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Label values of the metrics.
+const (
+	resultOK      = "ok"
+	resultInvalid = "invalid"
+	resultHit     = "hit"
+	resultMiss    = "miss"
+	resultError   = "error"
+)
+
+type metrics struct {
+	requests  *prometheus.HistogramVec
+	announces *prometheus.CounterVec
+	peers     prometheus.Gauge
+	metainfo  *prometheus.CounterVec
+	origins   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "krakenctl_tracker_request_duration_seconds", Help: "Tracker HTTP requests by method and status.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"method", "code"}),
+		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_tracker_announces_total", Help: "Announces by result: ok, or invalid (refused with 400).",
+		}, []string{"result"}),
+		peers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "krakenctl_tracker_peers", Help: "Peer entries held over all blobs, including expired ones not yet swept.",
+		}),
+		metainfo: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_tracker_metainfo_requests_total", Help: "Metainfo requests by result: hit (cache), miss (fetched from an origin) or error.",
+		}, []string{"result"}),
+		origins: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "krakenctl_tracker_origins_reachable", Help: "Origins whose swarm identity the tracker could read at the last check.",
+		}),
+	}
+	// Export every label value from the start, so that rates work before the first event.
+	for _, r := range []string{resultOK, resultInvalid} {
+		m.announces.WithLabelValues(r)
+	}
+	for _, r := range []string{resultHit, resultMiss, resultError} {
+		m.metainfo.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.requests, m.announces, m.peers, m.metainfo, m.origins} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		code := rec.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.metrics.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	})
+}

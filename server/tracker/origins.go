@@ -1,0 +1,168 @@
+package tracker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/swarm/announce"
+)
+
+// How often origins' swarm identities are read: every originRefresh for those that answered,
+// every originRetry for those that did not, each read bounded by originTimeout.
+const (
+	originRefresh = time.Minute
+	originRetry   = 5 * time.Second
+	originTimeout = 5 * time.Second
+)
+
+// originState is what the tracker knows of one origin's swarm identity.
+type originState struct {
+	peer    announce.Peer // valid when ok
+	ok      bool
+	checked time.Time // zero before the first read
+}
+
+// originPeers caches every origin's swarm identity (api.PeerInfo). It is safe for concurrent
+// use.
+type originPeers struct {
+	addrs     []string
+	hc        *http.Client
+	log       *slog.Logger
+	reachable func(n int) // told how many origins answered after each round
+
+	mu    sync.RWMutex
+	state map[string]originState
+
+	firstRound atomic.Bool // every origin has been asked once
+}
+
+func newOriginPeers(addrs []string, hc *http.Client, log *slog.Logger, reachable func(int)) *originPeers {
+	return &originPeers{addrs: addrs, hc: hc, log: log, reachable: reachable, state: map[string]originState{}}
+}
+
+// run reads every origin's identity now, then keeps the cache fresh until ctx ends.
+func (o *originPeers) run(ctx context.Context) error {
+	o.refresh(ctx, func(originState) bool { return true })
+	o.firstRound.Store(true)
+	t := time.NewTicker(originRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			now := time.Now()
+			o.refresh(ctx, func(st originState) bool { return !st.ok || now.Sub(st.checked) >= originRefresh })
+		}
+	}
+}
+
+// refresh reads, concurrently, the identity of every origin whose state due accepts.
+func (o *originPeers) refresh(ctx context.Context, due func(originState) bool) {
+	o.mu.RLock()
+	var todo []string
+	for _, a := range o.addrs {
+		if due(o.state[a]) {
+			todo = append(todo, a)
+		}
+	}
+	o.mu.RUnlock()
+	if len(todo) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, a := range todo {
+		wg.Go(func() {
+			peer, err := o.read(ctx, a)
+			if ctx.Err() != nil {
+				return // Shutting down: keep what we knew.
+			}
+			o.mu.Lock()
+			prev := o.state[a]
+			o.state[a] = originState{peer: peer, ok: err == nil, checked: time.Now()}
+			o.mu.Unlock()
+			switch {
+			case err != nil && (prev.ok || prev.checked.IsZero()):
+				o.log.Warn("origin unreachable; left out of handouts", "origin", a, "err", err)
+			case err == nil && !prev.ok:
+				o.log.Info("origin reachable", "origin", a, "peer_id", peer.ID, "peer_addr", peer.Addr)
+			case err == nil && prev.peer != peer:
+				o.log.Info("origin changed its swarm identity", "origin", a, "peer_id", peer.ID, "peer_addr", peer.Addr)
+			}
+		})
+	}
+	wg.Wait()
+	if o.reachable != nil {
+		o.reachable(o.countReachable())
+	}
+}
+
+// read fetches and checks one origin's identity.
+func (o *originPeers) read(ctx context.Context, addr string) (announce.Peer, error) {
+	ctx, cancel := context.WithTimeout(ctx, originTimeout)
+	defer cancel()
+	pi, err := client.NewOrigin(addr, o.hc).Peer(ctx)
+	if err != nil {
+		return announce.Peer{}, err
+	}
+	p := announce.Peer{ID: pi.ID, Addr: pi.Addr, Origin: true, Complete: true}
+	if err := p.Validate(); err != nil {
+		return announce.Peer{}, fmt.Errorf("origin %s sent a bad peer info: %w", addr, err)
+	}
+	return p, nil
+}
+
+func (o *originPeers) countReachable() int {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	n := 0
+	for _, st := range o.state {
+		if st.ok {
+			n++
+		}
+	}
+	return n
+}
+
+// ranked returns every origin in d's rendezvous order, split into those whose identity is
+// known (reachable) and the others.
+func (o *originPeers) ranked(d digest.Digest) (up, down []string) {
+	order := ring.Rank(d.String(), o.addrs)
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	for _, a := range order {
+		if o.state[a].ok {
+			up = append(up, a)
+		} else {
+			down = append(down, a)
+		}
+	}
+	return up, down
+}
+
+// owners returns the swarm identities of d's first n reachable origins in rendezvous order: the
+// origins that own d now, as the origins' own ring places it when the same members are down.
+func (o *originPeers) owners(d digest.Digest, n int) []announce.Peer {
+	order := ring.Rank(d.String(), o.addrs)
+	out := make([]announce.Peer, 0, n)
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	for _, a := range order {
+		if len(out) == n {
+			break
+		}
+		if st := o.state[a]; st.ok {
+			out = append(out, st.peer)
+		}
+	}
+	return out
+}
