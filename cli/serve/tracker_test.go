@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +14,13 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -116,4 +120,74 @@ func TestRunTracker(t *testing.T) {
 	require.Equal(t, 2*time.Second, resp.Interval())
 	cancel()
 	require.NoError(t, <-errc)
+}
+
+// TestRunTrackerWithOrigin runs `serve origin` (seeding on a peer port, with a filesystem
+// backend) and `serve tracker` from config files: handouts lead with the origin's swarm
+// identity, metainfo is pulled through from the backend by the origin, and a blob nobody has
+// is ErrNotFound.
+func TestRunTrackerWithOrigin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	originAddr, peerAddr, trackerAddr := freePort(t), freePort(t), freePort(t)
+	root := filepath.Join(dir, "backend")
+	originCfg := filepath.Join(dir, "origin.yaml")
+	require.NoError(t, os.WriteFile(originCfg, []byte(fmt.Sprintf(`listen: %s
+store: {dir: %s}
+peer: {listen: %s}
+backends:
+  - namespace: ".*"
+    fs: {root: %s}
+`, originAddr, filepath.Join(dir, "store"), peerAddr, root)), 0o600))
+	trackerCfg := filepath.Join(dir, "tracker.yaml")
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\n", trackerAddr, originAddr)), 0o600))
+
+	be, err := fs.New(fs.Config{Root: root})
+	require.NoError(t, err)
+	data := bytes.Repeat([]byte("krakenctl "), 50_000)
+	d := digest.FromBytes(data)
+	require.NoError(t, be.Upload(t.Context(), "library/app", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// One factory per role: the test streams are plain buffers, not safe for two writers.
+	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
+	originDone, trackerDone := make(chan error, 1), make(chan error, 1)
+	go func() {
+		originDone <- runOrigin(ctx, factory(), &OriginOptions{ConfigPath: originCfg, LogLevel: "info"})
+	}()
+	oc := client.NewOrigin(originAddr, hc)
+	require.Eventually(t, func() bool { return oc.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond)
+	pi, err := oc.Peer(ctx)
+	require.NoError(t, err)
+	require.Equal(t, peerAddr, pi.Addr)
+	go func() {
+		trackerDone <- runTracker(ctx, factory(), &TrackerOptions{ConfigPath: trackerCfg, LogLevel: "info"})
+	}()
+
+	c, err := announce.NewClient([]string{trackerAddr}, hc)
+	require.NoError(t, err)
+	req := announce.Request{Namespace: "library/app", Digest: d, PeerID: wire.RandomPeerID().String(), Addr: "10.0.0.1:7000"}
+	require.Eventually(t, func() bool {
+		resp, err := c.Announce(ctx, req)
+		return err == nil && len(resp.Peers) == 1 // the tracker has read the origin's identity
+	}, 30*time.Second, 20*time.Millisecond)
+	resp, err := c.Announce(ctx, req)
+	require.NoError(t, err)
+	require.Equal(t, []announce.Peer{{ID: pi.ID, Addr: pi.Addr, Origin: true, Complete: true}}, resp.Peers)
+
+	mi, err := c.Metainfo(ctx, "library/app", d)
+	require.NoError(t, err)
+	want, err := metainfo.Generate(ctx, bytes.NewReader(data), int64(len(data)))
+	require.NoError(t, err)
+	require.Equal(t, want, mi)
+	_, err = c.Metainfo(ctx, "library/app", digest.FromString("nobody has this"))
+	require.ErrorIs(t, err, announce.ErrNotFound)
+
+	cancel()
+	require.NoError(t, <-trackerDone)
+	require.NoError(t, <-originDone)
 }
