@@ -48,6 +48,9 @@ type Config struct {
 	// SeedOnly makes a scheduler that never downloads: it serves the blobs in its store to
 	// any peer that asks (origins). It needs no Tracker.
 	SeedOnly bool
+	// NoSuperSeed makes a seed-only scheduler announce every piece at once instead of
+	// revealing them one by one (see superseed.go); for comparison only.
+	NoSuperSeed bool
 	// MaxConns bounds the connections per torrent (DefaultMaxConns, DefaultSeedOnlyMaxConns
 	// when SeedOnly).
 	MaxConns int

@@ -41,6 +41,12 @@ type conn struct {
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
 
+	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, revealed
+	// pieces it has not got yet, and when it last got a piece
+	shown, sent *wire.Bitfield
+	showPending int
+	lastHave    time.Time
+
 	wmu   sync.Mutex
 	ctrl  []wire.Message
 	serve []wire.Request
@@ -60,6 +66,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
 		outbound: outbound, origin: origin,
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), asked: wire.NewBitfield(h.Bitfield.Len()),
+		shown: wire.NewBitfield(h.Bitfield.Len()), sent: wire.NewBitfield(h.Bitfield.Len()),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
@@ -485,7 +492,7 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 			return fmt.Errorf("write to %s: %w", c.addr, err)
 		}
 	}
-	t.served(c, int64(r.Length))
+	t.served(c, r)
 	t.s.event(Event{Kind: EventPieceSent, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: int(r.Piece), Bytes: int64(r.Length)})
 	return nil
 }

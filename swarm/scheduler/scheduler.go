@@ -169,13 +169,17 @@ func (s *Scheduler) housekeeping() {
 			delete(s.blacklist, k)
 		}
 	}
-	var retire []*torrent
+	var retire, all []*torrent
 	for _, t := range s.torrents {
+		all = append(all, t)
+	}
+	s.mu.Unlock()
+	for _, t := range all {
 		if t.idleSince(now) > s.cfg.SeedTime {
 			retire = append(retire, t)
 		}
+		t.unstick(now)
 	}
-	s.mu.Unlock()
 	for _, t := range retire {
 		t.stop(nil)
 	}

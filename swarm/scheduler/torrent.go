@@ -36,6 +36,7 @@ type torrent struct {
 	mu         sync.Mutex
 	mi         metainfo.MetaInfo
 	picker     *piece.Picker // nil when seeding a stored blob
+	ss         *superSeed    // set when a seed-only scheduler super-seeds this blob
 	have       *wire.Bitfield
 	partial    *castore.Partial
 	committed  bool
@@ -82,6 +83,9 @@ func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo) *torrent {
 	t.prefix = mi.Length
 	t.committed = true
 	t.finished = t.started
+	if s.cfg.SeedOnly && !s.cfg.NoSuperSeed {
+		t.ss = newSuperSeed(mi.NumPieces())
+	}
 	close(t.ready)
 	s.event(Event{Kind: EventTorrentSeed, Digest: t.d, Bytes: mi.Length})
 	return t
@@ -597,10 +601,14 @@ var (
 func (t *torrent) handshake() (wire.Handshake, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	bits := t.have.Clone()
+	if t.ss != nil {
+		bits = wire.NewBitfield(t.mi.NumPieces()) // pieces are revealed one by one
+	}
 	return wire.Handshake{
 		Digest: t.d, PeerID: t.s.cfg.PeerID, Length: t.mi.Length, PieceLength: t.mi.PieceLength,
-		Bitfield: t.have.Clone(),
-	}, t.have.Count()
+		Bitfield: bits,
+	}, bits.Count()
 }
 
 func (t *torrent) checkHandshake(h wire.Handshake) error {
@@ -657,7 +665,9 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 	}
 	t.conns[c.id] = c
 	t.lastActive = t.s.now()
-	if t.have.Count() != count {
+	if t.ss != nil {
+		t.ssAdd(c)
+	} else if t.have.Count() != count {
 		c.queue(wire.BitfieldMsg{Bitfield: t.have.Clone()})
 	}
 	if t.picker != nil {
@@ -690,6 +700,9 @@ func (t *torrent) dropLocked(c *conn) {
 	}
 	delete(t.conns, c.id)
 	t.s.met.conns.Dec()
+	if t.ss != nil {
+		t.ssRemove(c)
+	}
 	if t.picker != nil {
 		released := t.picker.PeerGone(c.id)
 		clear(c.pending)
@@ -806,7 +819,12 @@ func (t *torrent) onHave(c *conn, i int) error {
 	if i < 0 || i >= t.mi.NumPieces() {
 		return fmt.Errorf("%w: have of piece %d of %d", ErrProtocol, i, t.mi.NumPieces())
 	}
-	c.remote.Set(i)
+	if !c.remote.Has(i) {
+		c.remote.Set(i)
+		if t.ss != nil {
+			t.ssHave(c, i)
+		}
+	}
 	if t.picker != nil {
 		w, _ := t.picker.PeerHas(c.id, i)
 		t.withdraw(w)
@@ -821,7 +839,11 @@ func (t *torrent) onBitfield(c *conn, bits *wire.Bitfield) error {
 	if bits.Len() != t.mi.NumPieces() {
 		return fmt.Errorf("%w: bitfield of %d pieces, blob has %d", ErrProtocol, bits.Len(), t.mi.NumPieces())
 	}
+	old := c.remote
 	c.remote = bits.Clone()
+	if t.ss != nil {
+		t.ssBitfield(c, old)
+	}
 	if t.picker != nil {
 		w, _ := t.picker.PeerBitfield(c.id, c.remote)
 		t.withdraw(w)
@@ -917,11 +939,15 @@ func (t *torrent) badPiece(c *conn, i int) {
 	t.s.event(Event{Kind: EventPieceBad, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i})
 }
 
-// served records n bytes of piece data sent to c.
-func (t *torrent) served(c *conn, n int64) {
+// served records a block sent to c.
+func (t *torrent) served(c *conn, r wire.Request) {
+	n := int64(r.Length)
 	t.mu.Lock()
 	t.tot.out += n
 	t.lastActive = t.s.now()
+	if t.ss != nil && int64(r.Offset)+n == t.pieceLen(int(r.Piece)) {
+		t.ssSent(c, int(r.Piece))
+	}
 	t.mu.Unlock()
 	kind := "peer"
 	if t.s.cfg.SeedOnly {

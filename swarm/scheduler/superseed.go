@@ -1,0 +1,161 @@
+package scheduler
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+// Super-seeding: how an origin keeps from sending a piece twice.
+//
+// An origin that announced every piece would leave each agent to choose which pieces to ask it
+// for, and agents that do not see each other's outstanding requests pick the same piece now and
+// then — more often towards the end, when few pieces exist only at the origin. Instead a
+// super-seeding origin starts every connection with an empty bitfield and reveals pieces one by
+// one with have messages, a few ahead of what each agent has fetched: first pieces that no agent
+// connected to it has and that it has revealed least often, so that each piece leaves the
+// origin about once and the agents trade it from there. Agents send have messages to the origin
+// like to any peer, which gives the origin a view of the whole swarm's availability.
+//
+// Once every piece has been revealed, a piece is revealed again only while no connected agent
+// has it (its first recipient has not got it yet, or left); an agent that has made no progress
+// for stuckAfter is also shown pieces other agents have, in case it cannot reach them.
+
+const (
+	// revealAhead is how many revealed pieces an agent may have not yet fetched.
+	revealAhead = 4
+	stuckAfter  = 2 * time.Second
+)
+
+// superSeed is the super-seeding state of a seed-only torrent, guarded by the torrent's mutex.
+type superSeed struct {
+	reveals []uint16 // times each piece was revealed to an agent that did not get it elsewhere
+	avail   []int32  // connected agents that have each piece
+	rnd     *rand.Rand
+}
+
+func newSuperSeed(n int) *superSeed {
+	return &superSeed{reveals: make([]uint16, n), avail: make([]int32, n), rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+}
+
+// ssAdd counts c's pieces into availability (register); t.mu held.
+func (t *torrent) ssAdd(c *conn) {
+	for i := range c.remote.All() {
+		t.ss.avail[i]++
+	}
+	c.lastHave = t.s.now()
+	t.reveal(c, false)
+}
+
+// ssRemove takes c's pieces out of availability and forgets the reveals it never used (drop);
+// t.mu held.
+func (t *torrent) ssRemove(c *conn) {
+	for i := range c.remote.All() {
+		t.ss.avail[i]--
+	}
+	for i := range c.shown.All() {
+		if !c.remote.Has(i) && !c.sent.Has(i) && t.ss.reveals[i] > 0 {
+			t.ss.reveals[i]--
+		}
+	}
+}
+
+// ssHave records that c got piece i (from anyone); t.mu held.
+func (t *torrent) ssHave(c *conn, i int) {
+	t.ss.avail[i]++
+	if c.shown.Has(i) && !c.sent.Has(i) {
+		c.showPending--
+	}
+	c.lastHave = t.s.now()
+	t.reveal(c, false)
+}
+
+// ssBitfield replaces c's pieces (bitfield or complete message); t.mu held.
+func (t *torrent) ssBitfield(c *conn, old *wire.Bitfield) {
+	for i := range old.All() {
+		t.ss.avail[i]--
+	}
+	c.showPending = 0
+	for i := range c.remote.All() {
+		t.ss.avail[i]++
+	}
+	for i := range c.shown.All() {
+		if !c.remote.Has(i) && !c.sent.Has(i) {
+			c.showPending++
+		}
+	}
+	c.lastHave = t.s.now()
+	t.reveal(c, false)
+}
+
+// ssSent records that piece i was sent to c in full; t.mu held.
+func (t *torrent) ssSent(c *conn, i int) {
+	if c.sent.Has(i) {
+		return
+	}
+	c.sent.Set(i)
+	if c.shown.Has(i) && !c.remote.Has(i) {
+		c.showPending--
+	}
+	t.reveal(c, false)
+}
+
+// reveal shows c pieces until revealAhead are pending; stuck allows pieces other agents
+// have. t.mu held.
+func (t *torrent) reveal(c *conn, stuck bool) {
+	for c.showPending < revealAhead {
+		i := t.ss.pick(c, stuck)
+		if i < 0 {
+			return
+		}
+		c.shown.Set(i)
+		t.ss.reveals[i]++
+		c.showPending++
+		c.queue(wire.Have{Piece: uint32(i)})
+	}
+}
+
+// pick returns the piece to reveal to c next, or -1: among the pieces c lacks and was not
+// shown, those no connected agent has, least revealed first; when stuck, otherwise the rarest.
+// Ties are broken at random.
+func (s *superSeed) pick(c *conn, stuck bool) int {
+	best, bestKey, ties := -1, int64(-1), 0
+	for i := range s.avail {
+		if c.remote.Has(i) || c.shown.Has(i) {
+			continue
+		}
+		var key int64
+		switch {
+		case s.avail[i] == 0:
+			key = int64(s.reveals[i])
+		case stuck:
+			key = 1<<20 + int64(s.avail[i])
+		default:
+			continue
+		}
+		switch {
+		case best < 0 || key < bestKey:
+			best, bestKey, ties = i, key, 1
+		case key == bestKey:
+			ties++
+			if s.rnd.IntN(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return best
+}
+
+// unstick shows more pieces to agents that made no progress for a while; housekeeping calls
+// it every second.
+func (t *torrent) unstick(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ss == nil {
+		return
+	}
+	for _, c := range t.conns {
+		t.reveal(c, now.Sub(c.lastHave) > stuckAfter)
+	}
+}
