@@ -1,0 +1,161 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen     = "127.0.0.1:16000"
+	DefaultPeerListen = "127.0.0.1:16001"
+	DefaultSeedTime   = scheduler.DefaultSeedTime
+	DefaultMaxConns   = scheduler.DefaultMaxConns
+	DefaultPipeline   = config.ByteSize(scheduler.DefaultPipelineBytes)
+)
+
+// Config is an agent's YAML configuration file.
+//
+//	listen: 127.0.0.1:16000           # blob API for local clients (--listen overrides)
+//	peer_listen: 0.0.0.0:16001        # swarm connections from other hosts (--peer-listen overrides)
+//	peer_advertise: 10.0.0.7:16001    # where other hosts dial this agent; default peer_listen
+//	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
+//	store_dir: /var/lib/krakenctl/agent
+//	capacity: 50GiB                   # blobs kept for seeding and reuse; 0 is unlimited
+//	egress_rate: 100MiB               # bytes per second sent to peers; 0 is unlimited
+//	ingress_rate: 100MiB              # bytes per second received from peers; 0 is unlimited
+//	seed_time: 10m                    # how long a finished blob is seeded after its last upload
+//	max_conns: 20                     # peer connections per blob
+//	pipeline: 4MiB                    # request bytes kept outstanding per connection
+type Config struct {
+	// Listen is the address the blob API binds. It serves anyone who can reach it, so keep it
+	// on loopback unless the host's clients need it elsewhere.
+	Listen string `yaml:"listen"`
+	// PeerListen is the address that accepts swarm connections from other hosts.
+	PeerListen string `yaml:"peer_listen"`
+	// PeerAdvertise is the host:port other hosts dial to reach PeerListen, announced to the
+	// trackers. It defaults to the listener's address, so it is required when PeerListen binds
+	// every interface (0.0.0.0 or [::]).
+	PeerAdvertise string `yaml:"peer_advertise"`
+	// Trackers are the trackers' addresses (host:port or http(s) URLs). Every agent must list
+	// the same trackers, in any order: they share the digest space by rendezvous hashing.
+	Trackers []string `yaml:"trackers"`
+	// StoreDir holds downloaded blobs and partial downloads, which resume after a restart.
+	StoreDir string `yaml:"store_dir"`
+	// Capacity bounds the bytes of blobs kept; least recently used blobs are evicted, never one
+	// being read. Zero means unlimited.
+	Capacity config.ByteSize `yaml:"capacity"`
+	// EgressRate and IngressRate limit the host's swarm traffic in bytes per second; zero
+	// means unlimited.
+	EgressRate  config.ByteSize `yaml:"egress_rate"`
+	IngressRate config.ByteSize `yaml:"ingress_rate"`
+	// SeedTime is how long a finished blob keeps being offered to peers after its last upload.
+	SeedTime time.Duration `yaml:"seed_time"`
+	// MaxConns bounds the peer connections of each blob.
+	MaxConns int `yaml:"max_conns"`
+	// Pipeline is how many bytes of piece requests each connection keeps outstanding; raise it
+	// on links with a large bandwidth-delay product.
+	Pipeline config.ByteSize `yaml:"pipeline"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.PeerListen == "" {
+		c.PeerListen = DefaultPeerListen
+	}
+	if c.SeedTime == 0 {
+		c.SeedTime = DefaultSeedTime
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.Pipeline == 0 {
+		c.Pipeline = DefaultPipeline
+	}
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
+		bad("peer_listen: %q is not host:port: %v", c.PeerListen, err)
+	}
+	switch {
+	case c.PeerAdvertise != "":
+		if err := checkDialable(c.PeerAdvertise, false); err != nil {
+			bad("peer_advertise: %v", err)
+		}
+	default:
+		if host, _, err := net.SplitHostPort(c.PeerListen); err == nil && !specifiedHost(host) {
+			bad("peer_advertise: required when peer_listen %q binds every interface: name the host:port other hosts dial", c.PeerListen)
+		}
+	}
+	if len(c.Trackers) == 0 {
+		bad("trackers: required: list the trackers' addresses (host:port)")
+	} else if _, err := announce.NewClient(c.Trackers, nil); err != nil {
+		bad("trackers: %v", err)
+	}
+	if c.StoreDir == "" {
+		bad("store_dir: required")
+	}
+	if c.Capacity < 0 {
+		bad("capacity: must not be negative")
+	}
+	if c.EgressRate < 0 {
+		bad("egress_rate: must not be negative")
+	}
+	if c.IngressRate < 0 {
+		bad("ingress_rate: must not be negative")
+	}
+	if c.SeedTime < 0 {
+		bad("seed_time: must not be negative")
+	}
+	if c.MaxConns < 1 {
+		bad("max_conns: must be at least 1")
+	}
+	if c.Pipeline < 1 {
+		bad("pipeline: must be at least 1 byte")
+	}
+	return errors.Join(errs...)
+}
+
+// specifiedHost reports whether a listen host names one address (not "", 0.0.0.0 or ::).
+func specifiedHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsUnspecified()
+}
+
+// checkDialable reports whether addr is a host:port other hosts can dial; with anyPort a zero
+// port is allowed (a listen address that the kernel completes).
+func checkDialable(addr string, anyPort bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", addr, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !anyPort) {
+		return fmt.Errorf("%q: port must be a number in 1..65535", addr)
+	}
+	if !specifiedHost(host) {
+		return fmt.Errorf("%q: name a host other hosts can dial, not every interface", addr)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package agent_test
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/config"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	var c agent.Config
+	require.NoError(t, config.Decode(strings.NewReader("trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\n"), &c))
+	require.Equal(t, agent.Config{
+		Listen: "127.0.0.1:16000", PeerListen: "127.0.0.1:16001", Trackers: []string{"127.0.0.1:15003"},
+		StoreDir: "/tmp/a", SeedTime: 10 * time.Minute, MaxConns: 20, Pipeline: 4 << 20,
+	}, c)
+
+	doc := `listen: 127.0.0.1:7000
+peer_listen: 0.0.0.0:7001
+peer_advertise: agent-7.example:7001
+trackers: [t1:15003, "https://t2.example:8443"]
+store_dir: /var/lib/agent
+capacity: 50GiB
+egress_rate: 100MiB
+ingress_rate: 1.5GB
+seed_time: 1m
+max_conns: 8
+pipeline: 16MiB
+`
+	c = agent.Config{}
+	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
+	require.Equal(t, agent.Config{
+		Listen: "127.0.0.1:7000", PeerListen: "0.0.0.0:7001", PeerAdvertise: "agent-7.example:7001",
+		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
+		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
+	}, c)
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	const base = "trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\n"
+	for _, tc := range []struct{ doc, want string }{
+		{"store_dir: /tmp/a\n", "trackers: required"},
+		{"trackers: []\nstore_dir: /tmp/a\n", "trackers: required"},
+		{"trackers: ['ftp://x:1']\nstore_dir: /tmp/a\n", "trackers:"},
+		{"trackers: [127.0.0.1:15003]\n", "store_dir: required"},
+		{base + "listen: nope\n", "listen: \"nope\" is not host:port"},
+		{base + "peer_listen: nope\n", "peer_listen:"},
+		{base + "peer_listen: 0.0.0.0:16001\n", "peer_advertise: required when peer_listen \"0.0.0.0:16001\" binds every interface"},
+		{base + "peer_listen: ':16001'\n", "peer_advertise: required"},
+		{base + "peer_advertise: 0.0.0.0:1\n", "peer_advertise:"},
+		{base + "peer_advertise: host:0\n", "peer_advertise: \"host:0\": port must be"},
+		{base + "peer_advertise: host\n", "peer_advertise:"},
+		{base + "capacity: lots\n", `size "lots"`},
+		{base + "egress_rate: -1\n", `line 3: size "-1"`},
+		{base + "seed_time: -1s\n", "seed_time: must not be negative"},
+		{base + "max_conns: -1\n", "max_conns: must be at least 1"},
+		{base + "tracker: [x:1]\n", "field tracker not found"},
+	} {
+		var c agent.Config
+		err := config.Decode(strings.NewReader(tc.doc), &c)
+		require.Error(t, err, tc.doc)
+		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorContains(t, err, tc.want, tc.doc)
+	}
+}
+
+func TestValidateNegatives(t *testing.T) {
+	t.Parallel()
+	c := agent.Config{Trackers: []string{"127.0.0.1:1"}, StoreDir: "/tmp/a", Capacity: -1, EgressRate: -1, IngressRate: -1, Pipeline: -1}
+	c.Defaults()
+	err := c.Validate()
+	for _, key := range []string{"capacity:", "egress_rate:", "ingress_rate:", "pipeline:"} {
+		require.ErrorContains(t, err, key)
+	}
+}
+
+func TestNewRefusesMissingDeps(t *testing.T) {
+	t.Parallel()
+	cfg := agent.Config{Trackers: []string{"127.0.0.1:1"}, StoreDir: t.TempDir()}
+	_, err := agent.New(cfg, agent.Deps{})
+	require.ErrorContains(t, err, "no listener")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	_, err = agent.New(cfg, agent.Deps{Listener: ln})
+	require.ErrorContains(t, err, "no peer listener")
+	_, err = agent.New(agent.Config{}, agent.Deps{Listener: ln, PeerListener: ln})
+	require.ErrorContains(t, err, "trackers: required")
+
+	// Built but never run: Close releases the listeners and the store, so another agent can
+	// open the same directory.
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv, err := agent.New(cfg, agent.Deps{Listener: ln2, PeerListener: pln})
+	require.NoError(t, err)
+	require.NoError(t, srv.Close())
+	_, err = pln.Accept()
+	require.ErrorIs(t, err, net.ErrClosed)
+	ln3, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	pln3, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv, err = agent.New(cfg, agent.Deps{Listener: ln3, PeerListener: pln3})
+	require.NoError(t, err, "the store directory was released")
+	require.NoError(t, srv.Close())
+}

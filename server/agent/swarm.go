@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
+)
+
+// eventBuffer is how many events a slow /swarm/events client may fall behind before events
+// are dropped for it (the scheduler never waits for a subscriber).
+const eventBuffer = 4096
+
+// digestFilter reads the optional ?digest= of the swarm API; "" means every blob.
+func digestFilter(r *http.Request) (digest.Digest, error) {
+	v := r.URL.Query().Get("digest")
+	if v == "" {
+		return "", nil
+	}
+	return registry.ParseDigest(v)
+}
+
+// handleTorrents serves the scheduler's statistics as a JSON array, one entry per torrent.
+func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
+	d, err := digestFilter(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	stats := s.sched.Stats()
+	out := make([]scheduler.TorrentStats, 0, len(stats))
+	for _, st := range stats {
+		if d == "" || st.Digest == d {
+			out = append(out, st)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// handleEvents streams scheduler events until the client goes away or the agent stops:
+// newline-delimited JSON, or server-sent events (event: KIND, data: JSON) when the request
+// accepts text/event-stream. Events a slow client cannot take are dropped, not queued.
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	d, err := digestFilter(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
+	events, cancel := s.sched.Subscribe(eventBuffer)
+	defer cancel()
+	h := w.Header()
+	if sse {
+		h.Set("Content-Type", "text/event-stream")
+	} else {
+		h.Set("Content-Type", "application/x-ndjson")
+	}
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e, ok := <-events:
+			if !ok {
+				return // the scheduler stopped
+			}
+			if d != "" && e.Digest != d {
+				continue
+			}
+			if sse {
+				if _, err := fmt.Fprintf(w, "event: %s\ndata: ", e.Kind); err != nil {
+					return
+				}
+			}
+			if err := enc.Encode(e); err != nil {
+				return
+			}
+			if sse {
+				if _, err := w.Write([]byte("\n")); err != nil {
+					return
+				}
+			}
+			// Flush once per burst rather than per event.
+			if len(events) == 0 {
+				if err := rc.Flush(); err != nil {
+					return
+				}
+			}
+		}
+	}
+}
