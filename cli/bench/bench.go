@@ -14,9 +14,11 @@ func NewCmdBench(f *cmdutil.Factory) *cobra.Command {
 		Use:   "bench <command>",
 		Short: "Measure krakenctl's servers on this machine",
 		Long: `Run a server role in-process on loopback and measure it through its real API. Nothing leaves
-127.0.0.1 and nothing is kept: state lives in a temporary directory removed afterwards.`,
+127.0.0.1 and nothing is kept: state lives in a fresh directory removed afterwards (unless
+bench swarm --keep).`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(NewCmdTags(f, nil))
+	cmd.AddCommand(NewCmdSwarm(f, nil))
 	return cmd
 }

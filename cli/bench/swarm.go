@@ -1,0 +1,300 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/bench"
+	"github.com/krakenctl/krakenctl/server/config"
+)
+
+// SwarmOptions are the inputs of `krakenctl bench swarm`.
+type SwarmOptions struct {
+	IO     *iostreams.IOStreams
+	Logger func() *slog.Logger
+
+	Config bench.SwarmConfig
+	// Verbose shows the servers' warnings and errors on stderr.
+	Verbose bool
+	// CPUProfile, when set, is where a CPU profile of the whole run is written (go tool pprof).
+	CPUProfile string
+	Output     string
+}
+
+// NewCmdSwarm returns `krakenctl bench swarm`. runF replaces the run function in tests.
+func NewCmdSwarm(f *cmdutil.Factory, runF func(context.Context, *SwarmOptions) error) *cobra.Command {
+	opts := &SwarmOptions{IO: f.IOStreams, Logger: f.Logger}
+	size, rate := byteFlag(bench.DefaultSwarmSize), rateFlag(bench.DefaultSwarmRate)
+	var verify, baseline bool
+	cmd := &cobra.Command{
+		Use:   "swarm [--agents N] [--size SIZE] [--rate RATE]",
+		Short: "Measure the P2P swarm: N agents pulling one blob at once",
+		Long: `Start a tracker, an origin and --agents agents in this process, on 127.0.0.1, each with its own
+store in a fresh directory under --dir. The origin's swarm egress is capped at --rate, and so
+are every agent's swarm egress and ingress (bytes per second). A pseudo-random blob of --size
+bytes is uploaded to the origin, which stores it with its metainfo, before any clock starts.
+
+Then one client per agent is released at the same moment; each GETs the blob from its agent's
+blob API (/namespace/bench/blobs/DIGEST) and its time is taken at the last byte it read. The
+ideal time is size/rate; efficiency is ideal/time (1 is the full rate from the first moment,
+1/agents what the origin alone could give everyone). Reported: every agent's time, the
+p50/p90/p99/max times (nearest rank), efficiency at p50 and p99, the origin's egress in copies
+of the blob, the process's peak RSS (tracker, origin, agents and clients all live in this one
+process) and its CPU time.
+
+Baseline: before the swarm, one more agent pulls a second blob of the same size alone, under
+the same limits; the swarm's times are also given relative to it, which is fairer on a shared
+machine than absolute times (--baseline=false skips it). --no-p2p gives each agent a tracker
+of its own that knows only the origin, so agents never talk to each other.
+
+Every client checks the length of what it got and, with --verify (the default), its SHA-256:
+one more hash of every byte on this machine's CPUs, on top of the agents' own checks. Any
+failure fails the benchmark. All stores share one filesystem and page cache: --dir /dev/shm
+takes the disk out of the measurement. The run refuses to start when the filesystem has less
+free space than every copy it stores ((agents+2)*size with the baseline) plus 10%. Progress is
+drawn on stderr when it is a terminal. The numbers describe this machine under its load.`,
+		Example: `  krakenctl bench swarm
+  krakenctl bench swarm --agents 16 --size 512MiB --rate 25MiB -o json
+  krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := &opts.Config
+			c.Size, c.Rate = int64(size), int64(rate)
+			c.SkipVerify, c.SkipBaseline = !verify, !baseline
+			switch {
+			case c.Agents < 1 || c.Agents > bench.MaxSwarmAgents:
+				return cmdutil.FlagErrorf("invalid --agents %d: want 1 to %d", c.Agents, bench.MaxSwarmAgents)
+			case c.Size < 1:
+				return cmdutil.FlagErrorf("invalid --size %s: want more than 0 bytes", size.String())
+			case c.Rate < 1:
+				return cmdutil.FlagErrorf("invalid --rate %s: want more than 0 bytes per second", rate.String())
+			case c.Timeout < 0:
+				return cmdutil.FlagErrorf("invalid --timeout %s: want 0 (automatic) or more", c.Timeout)
+			}
+			if err := cmdutil.CheckOutput(opts.Output); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return swarmRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&opts.Config.Agents, "agents", bench.DefaultSwarmAgents, fmt.Sprintf("agents pulling the blob at once (1 to %d)", bench.MaxSwarmAgents))
+	fl.Var(&size, "size", "the blob's size, with a unit (512MiB, 1GiB, 100MB)")
+	fl.Var(&rate, "rate", "bytes per second the origin may send and every agent may send and receive (25MiB, 25MiB/s)")
+	fl.BoolVar(&verify, "verify", true, "hash every byte each client receives and check it against the blob's digest")
+	fl.BoolVar(&baseline, "baseline", true, "before the swarm, time one agent pulling a blob alone under the same limits")
+	fl.BoolVar(&opts.Config.NoP2P, "no-p2p", false, "give each agent its own tracker, so agents pull from the origin only")
+	fl.StringVar(&opts.Config.Dir, "dir", "", "make the stores' directory under `DIR` (default: the system's temporary directory)")
+	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
+	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
+	fl.BoolVar(&opts.Verbose, "verbose", false, "show the servers' warnings and errors on stderr")
+	fl.StringVar(&opts.CPUProfile, "cpu-profile", "", "write a CPU profile of the run (every server and client: one process) to `FILE`, for go tool pprof")
+	cmdutil.AddOutputFlag(cmd, &opts.Output)
+	_ = cmd.MarkFlagDirname("dir")
+	return cmd
+}
+
+func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
+	log := slog.New(slog.DiscardHandler)
+	if opts.Verbose {
+		log = opts.Logger()
+	}
+	if opts.CPUProfile != "" {
+		stop, err := startCPUProfile(opts.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if perr := stop(); perr != nil && err == nil {
+				err = perr
+			}
+		}()
+	}
+	p := &swarmProgress{ios: opts.IO}
+	res, err := bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Progress: p.update})
+	p.finish()
+	if err != nil {
+		return fmt.Errorf("bench swarm: %w", err)
+	}
+	if opts.Output == cmdutil.OutputJSON {
+		return cmdutil.PrintJSON(opts.IO.Out, res)
+	}
+	return printSwarm(opts.IO.Out, res)
+}
+
+func printSwarm(w io.Writer, r bench.SwarmResult) error {
+	t := cmdutil.NewTable(w, "agent", "time", "first byte", "efficiency", "from origin", "from peers", "sent to peers", "wasted")
+	for _, a := range r.PerAgent {
+		t.Row(a.Agent, seconds(a.TimeS), seconds(a.FirstByteS), fmt.Sprintf("%.3f", a.Efficiency),
+			bytesCell(a.BytesInOrigin), bytesCell(a.BytesIn-a.BytesInOrigin), bytesCell(a.BytesOut), bytesCell(a.WastedBytes))
+	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(w); err != nil {
+		return err
+	}
+	t = cmdutil.NewTable(w, "measure", "result")
+	t.Row("time p50 / p90 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.2f s", r.P50S, r.P90S, r.P99S, r.MaxS))
+	t.Row("efficiency p50 / p99", fmt.Sprintf("%.3f / %.3f (ideal %s: %s at %s/s)", r.EfficiencyP50, r.EfficiencyP99,
+		seconds(r.IdealS), bytesCell(r.SizeBytes), bytesCell(r.RateBytesPerS)))
+	if r.BaselineS != nil {
+		t.Row("baseline: one agent alone", fmt.Sprintf("%s (efficiency %.3f)", seconds(*r.BaselineS), *r.BaselineEfficiency))
+		t.Row("p50 / baseline, p99 / baseline", fmt.Sprintf("%.3f, %.3f", *r.RatioP50, *r.RatioP99))
+	}
+	t.Row("origin egress", fmt.Sprintf("%.3f copies (%s)", r.OriginCopies, bytesCell(r.OriginBytesOut)))
+	rss := "unknown here"
+	if r.PeakRSSBytes > 0 {
+		rss = bytesCell(r.PeakRSSBytes)
+		if r.PeakRSSSinceStart {
+			rss += " (since the process started)"
+		}
+	}
+	t.Row("peak RSS, whole process", rss)
+	t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
+	if r.CPUS > 0 {
+		t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores)", r.CPUS, r.CPUCores))
+	}
+	if err := t.Flush(); err != nil {
+		return err
+	}
+	trackers := "1 tracker"
+	if r.NoP2P {
+		trackers = "a tracker per agent (no P2P)"
+	}
+	check := "every client checked the length and SHA-256 of what it read"
+	if !r.Verified {
+		check = "every client checked the length of what it read (not its digest: --verify=false)"
+	}
+	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process; %s. %.1fs in all (seeding the origin %.1fs).\n",
+		plural(r.Agents, "agent"), trackers, check, r.ElapsedS, r.SeedS)
+	if err == nil && r.Dir != "" {
+		_, err = fmt.Fprintf(w, "Stores kept in %s.\n", r.Dir)
+	}
+	return err
+}
+
+func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
+
+// bytesCell formats n in the largest binary unit under it, with one decimal.
+func bytesCell(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 4 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f %s", v, []string{"B", "KiB", "MiB", "GiB", "TiB"}[u])
+}
+
+// byteFlag is a size flag that takes units ("512MiB", "1GB"), as config files do.
+type byteFlag int64
+
+func (b *byteFlag) String() string { return config.ByteSize(*b).String() }
+func (b *byteFlag) Type() string   { return "size" }
+
+func (b *byteFlag) Set(v string) error {
+	n, err := config.ParseByteSize(v)
+	if err != nil {
+		return err
+	}
+	*b = byteFlag(n)
+	return nil
+}
+
+// rateFlag is a byte size per second: "25MiB" or "25MiB/s".
+type rateFlag int64
+
+func (r *rateFlag) String() string { return config.ByteSize(*r).String() + "/s" }
+func (r *rateFlag) Type() string   { return "rate" }
+
+func (r *rateFlag) Set(v string) error {
+	n, err := config.ParseByteSize(strings.TrimSuffix(strings.TrimSpace(v), "/s"))
+	if err != nil {
+		return err
+	}
+	*r = rateFlag(n)
+	return nil
+}
+
+// Interface guards
+var (
+	_ pflag.Value = (*byteFlag)(nil)
+	_ pflag.Value = (*rateFlag)(nil)
+)
+
+// swarmProgress shows the benchmark's phases on stderr: a bar per phase when stderr is a
+// terminal (bytes for the seed, baseline and swarm phases: for the swarm, what every client
+// has received together), else one line as each phase starts.
+type swarmProgress struct {
+	ios   *iostreams.IOStreams
+	phase string
+	bar   *progressbar.ProgressBar
+}
+
+var swarmTitles = map[string]string{
+	bench.PhaseStart:    "starting servers",
+	bench.PhaseSeed:     "uploading to the origin",
+	bench.PhaseBaseline: "baseline: one agent alone",
+	bench.PhaseSwarm:    "swarm: every client",
+}
+
+// update is bench.SwarmDeps.Progress; calls come one at a time.
+func (p *swarmProgress) update(pr bench.SwarmProgress) {
+	if pr.Phase != p.phase {
+		p.finish()
+		p.phase = pr.Phase
+		title := swarmTitles[pr.Phase]
+		if title == "" {
+			title = pr.Phase
+		}
+		bytes := pr.Phase != bench.PhaseStart
+		if !p.ios.IsStderrTTY() {
+			total := fmt.Sprint(pr.Total)
+			if bytes {
+				total = bytesCell(pr.Total)
+			}
+			fmt.Fprintf(p.ios.ErrOut, "%s (%s)...\n", title, total)
+			return
+		}
+		opts := []progressbar.Option{
+			progressbar.OptionSetWriter(p.ios.ErrOut),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-27s", title)),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowCount(),
+			progressbar.OptionThrottle(100 * time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		}
+		if bytes {
+			opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
+		}
+		p.bar = progressbar.NewOptions64(pr.Total, opts...)
+	}
+	if p.bar != nil {
+		_ = p.bar.Set64(pr.Done)
+	}
+}
+
+// finish removes the current bar, if any.
+func (p *swarmProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}

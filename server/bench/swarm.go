@@ -1,0 +1,943 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/metrics"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/tracker"
+)
+
+// Defaults and bounds of SwarmConfig: the issue's reference run, 16 agents pulling 512 MiB at
+// 25 MiB/s each.
+const (
+	DefaultSwarmAgents = 16
+	DefaultSwarmSize   = 512 << 20
+	DefaultSwarmRate   = 25 << 20
+	MaxSwarmAgents     = 256
+)
+
+// Phases of the swarm benchmark, in order, as SwarmProgress names them (PhaseStart too).
+const (
+	PhaseSeed     = "seed"
+	PhaseBaseline = "baseline"
+	PhaseSwarm    = "swarm"
+)
+
+// swarmNamespace is the namespace the benchmark's blobs are uploaded to and pulled from.
+const swarmNamespace = "bench"
+
+// spaceMargin is the fraction of free space the stores' blobs may use: the rest covers the
+// stores' metadata and whatever else writes to the filesystem meanwhile.
+const spaceMargin = 1.1
+
+// maxTimeout bounds the automatic timeout (so that it cannot overflow).
+const maxTimeout = 1000 * time.Hour
+
+// ErrNoSpace is wrapped by Swarm when the state directory's filesystem has too little free
+// space for every copy of the blob the run stores.
+var ErrNoSpace = errors.New("not enough free space")
+
+// SwarmConfig says what Swarm measures. Zero Agents, Size and Rate take the defaults above.
+type SwarmConfig struct {
+	// Agents is how many agents pull the blob at once, 1 to MaxSwarmAgents.
+	Agents int
+	// Size is the blob's length in bytes.
+	Size int64
+	// Rate caps, in bytes per second, the origin's swarm egress and every agent's swarm egress
+	// and ingress (what clients read from their agent over HTTP is not capped).
+	Rate int64
+	// SkipVerify leaves out the clients' SHA-256 of what they receive. Agents check every piece
+	// and the whole blob's digest either way; the clients' check costs one more hash of every
+	// byte on the benchmark's own CPUs, which is why it can be turned off.
+	SkipVerify bool
+	// SkipBaseline leaves out the baseline: one agent alone pulling a blob of the same size
+	// from the origin under the same limits, timed before the swarm runs.
+	SkipBaseline bool
+	// NoP2P gives every agent a tracker of its own, which knows only the origin: agents then
+	// pull from the origin alone and never from each other (the no-swarm reference).
+	NoP2P bool
+	// Dir is where a fresh directory for the stores is made; "" means the system's temporary
+	// directory. The fresh directory is removed at the end unless Keep.
+	Dir  string
+	Keep bool
+	// Timeout bounds the swarm phase; zero means twice the time the origin would take to send
+	// every agent a copy at Rate (2·Agents·Size/Rate), plus two minutes.
+	Timeout time.Duration
+}
+
+func (c *SwarmConfig) defaults() {
+	if c.Agents == 0 {
+		c.Agents = DefaultSwarmAgents
+	}
+	if c.Size == 0 {
+		c.Size = DefaultSwarmSize
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultSwarmRate
+	}
+	if c.Timeout == 0 && c.Rate > 0 {
+		s := 2*float64(c.Agents)*float64(c.Size)/float64(c.Rate) + 120
+		c.Timeout = time.Duration(min(s, maxTimeout.Seconds()) * float64(time.Second))
+	}
+}
+
+func (c *SwarmConfig) validate() error {
+	var errs []error
+	if c.Agents < 1 || c.Agents > MaxSwarmAgents {
+		errs = append(errs, fmt.Errorf("agents: want 1..%d, got %d", MaxSwarmAgents, c.Agents))
+	}
+	if c.Size < 1 {
+		errs = append(errs, fmt.Errorf("size: want at least 1 byte, got %d", c.Size))
+	}
+	if c.Rate < 1 {
+		errs = append(errs, fmt.Errorf("rate: want at least 1 byte/s, got %d", c.Rate))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout: want 0 (automatic) or more, got %s", c.Timeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// SwarmDeps are what Swarm needs besides its configuration.
+type SwarmDeps struct {
+	// Logger receives the servers' logs; nil discards them.
+	Logger *slog.Logger
+	// Progress, when set, is told how each phase advances: a few times a second while it runs,
+	// and once with Done == Total when it ends. Calls come from one goroutine at a time.
+	Progress func(SwarmProgress)
+}
+
+// SwarmProgress is a snapshot of one phase: servers started for PhaseStart, bytes for the
+// others (uploaded to the origin, or received by the clients of every agent together).
+type SwarmProgress struct {
+	Phase string
+	Done  int64
+	Total int64
+}
+
+// SwarmAgent is what one agent's client saw, with the agent's own account of its torrent.
+type SwarmAgent struct {
+	// Agent numbers the agents from 1.
+	Agent int `json:"agent"`
+	// TimeS is the seconds from the common start to the last byte the client read;
+	// FirstByteS to its first byte.
+	TimeS      float64 `json:"time_s"`
+	FirstByteS float64 `json:"first_byte_s"`
+	// Efficiency is (Size/Rate)/TimeS.
+	Efficiency float64 `json:"efficiency"`
+	// BytesIn counts the piece bytes the agent received, BytesInOrigin the part from the
+	// origin; BytesOut the piece bytes it sent to other agents; WastedBytes the bytes it
+	// received but did not need (duplicates, cancelled requests).
+	BytesIn       int64 `json:"bytes_in"`
+	BytesInOrigin int64 `json:"bytes_in_origin"`
+	BytesOut      int64 `json:"bytes_out"`
+	WastedBytes   int64 `json:"wasted_bytes"`
+}
+
+// SwarmResult is what Swarm measured. Times are in seconds, from the moment every client was
+// released at once to the last byte each read through its agent's blob API. Efficiency is the
+// ideal time Size/Rate divided by the measured time: 1 means the agent pulled at the full
+// rate from the first moment, 1/Agents is what the origin alone could give everyone.
+type SwarmResult struct {
+	Agents        int   `json:"agents"`
+	SizeBytes     int64 `json:"size_bytes"`
+	RateBytesPerS int64 `json:"rate_bytes_per_s"`
+	// Verified says every client hashed what it received (else only the length was checked).
+	Verified bool `json:"verified"`
+	// NoP2P says agents were kept from talking to each other.
+	NoP2P bool `json:"no_p2p"`
+	// IdealS is Size/Rate.
+	IdealS float64 `json:"ideal_s"`
+
+	// Percentiles of the agents' times (nearest rank: the smallest time at least p% of the
+	// agents achieved), and the slowest.
+	P50S float64 `json:"p50_s"`
+	P90S float64 `json:"p90_s"`
+	P99S float64 `json:"p99_s"`
+	MaxS float64 `json:"max_s"`
+	// EfficiencyP50 and EfficiencyP99 are IdealS/P50S and IdealS/P99S.
+	EfficiencyP50 float64 `json:"efficiency_p50"`
+	EfficiencyP99 float64 `json:"efficiency_p99"`
+
+	// OriginBytesOut is what the origin sent to the swarm for the blob; OriginCopies is that in
+	// copies of the blob.
+	OriginBytesOut int64   `json:"origin_bytes_out"`
+	OriginCopies   float64 `json:"origin_copies"`
+
+	// BaselineS is the time one agent alone took to pull a blob of the same size from the
+	// origin under the same limits, measured in the same run just before the swarm (null when
+	// skipped). BaselineEfficiency is IdealS/BaselineS; RatioP50 and RatioP99 are P50S and P99S
+	// over BaselineS, the swarm's cost relative to what this machine does for one agent.
+	BaselineS          *float64 `json:"baseline_s"`
+	BaselineEfficiency *float64 `json:"baseline_efficiency"`
+	RatioP50           *float64 `json:"ratio_p50"`
+	RatioP99           *float64 `json:"ratio_p99"`
+
+	// PeakRSSBytes is the benchmark process's peak resident set (VmHWM) during the swarm
+	// phase: the tracker, the origin, every agent and every client, all in this one process.
+	// It is reset just before the phase when the kernel allows it (PeakRSSSinceStart false),
+	// else it covers the whole process (true). 0 where /proc/self/status does not exist.
+	PeakRSSBytes      int64 `json:"peak_rss_bytes"`
+	PeakRSSSinceStart bool  `json:"peak_rss_since_start"`
+	// GoHeapPeakBytes is the largest Go heap (bytes in heap objects, live or not yet swept)
+	// sampled every 100 ms during the swarm phase.
+	GoHeapPeakBytes int64 `json:"go_heap_peak_bytes"`
+	// CPUS is the process's user+system CPU time during the swarm phase (0 where unknown), and
+	// CPUCores that divided by the phase's wall time.
+	CPUS     float64 `json:"cpu_s"`
+	CPUCores float64 `json:"cpu_cores"`
+
+	// PerAgent lists every agent in order.
+	PerAgent []SwarmAgent `json:"per_agent"`
+
+	// SeedS is the time taken to generate the blob(s) and upload them to the origin.
+	SeedS float64 `json:"seed_s"`
+	// ElapsedS is the whole run's wall time, from before the servers started to the end of the
+	// last measurement.
+	ElapsedS float64 `json:"elapsed_s"`
+	// Dir is the kept state directory (only with Keep).
+	Dir string `json:"dir,omitempty"`
+}
+
+// Swarm runs the swarm benchmark. In this process and on 127.0.0.1 it starts a tracker, an
+// origin whose swarm egress is capped at cfg.Rate, and cfg.Agents agents capped at cfg.Rate of
+// egress and ingress, each with its own store under a fresh directory. It uploads a
+// pseudo-random blob of cfg.Size bytes to the origin (through its blob API; the origin stores it
+// with its metainfo) and, unless cfg.SkipBaseline, times one more agent pulling a second such
+// blob alone. Then it releases one client per agent at the same moment; each GETs the blob
+// from its agent's blob API, and its time is taken when it has read the last byte. Every
+// client's bytes are counted, and hashed unless cfg.SkipVerify: any wrong byte, short read or
+// failed request fails the benchmark, so numbers are only reported for correct runs.
+//
+// Swarm returns ctx's error when ctx ends first, an error wrapping ErrInvalidConfig for a
+// configuration it cannot run, and one wrapping ErrNoSpace when the directory's filesystem
+// lacks room for the stores. It stops every server before it returns.
+func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult, err error) {
+	cfg.defaults()
+	if err := cfg.validate(); err != nil {
+		return SwarmResult{}, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	began := time.Now()
+
+	parent := cfg.Dir
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	copies := int64(cfg.Agents) + 1 // every agent and the origin
+	if !cfg.SkipBaseline {
+		copies++ // the origin's baseline blob (the baseline agent's copy is gone by the swarm phase)
+	}
+	if err := checkSpace(parent, copies, cfg.Size); err != nil {
+		return SwarmResult{}, err
+	}
+	dir, err := os.MkdirTemp(parent, "krakenctl-bench-swarm-*")
+	if err != nil {
+		return SwarmResult{}, fmt.Errorf("make state directory: %w", err)
+	}
+	if !cfg.Keep {
+		defer func() {
+			if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
+				err = fmt.Errorf("remove state directory: %w", rerr)
+			}
+		}()
+	}
+
+	extra := 0
+	if !cfg.SkipBaseline {
+		extra = 1
+	}
+	reportSwarm(deps, SwarmProgress{Phase: PhaseStart, Total: int64(cfg.Agents + extra + 2)})
+	sw, err := startSwarm(ctx, cfg, dir, deps.Logger)
+	if err != nil {
+		return SwarmResult{}, err
+	}
+	defer func() {
+		if cerr := sw.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	reportSwarm(deps, SwarmProgress{Phase: PhaseStart, Done: int64(cfg.Agents + extra + 2), Total: int64(cfg.Agents + extra + 2)})
+
+	res := SwarmResult{
+		Agents: cfg.Agents, SizeBytes: cfg.Size, RateBytesPerS: cfg.Rate, Verified: !cfg.SkipVerify,
+		NoP2P: cfg.NoP2P, IdealS: float64(cfg.Size) / float64(cfg.Rate), PerAgent: []SwarmAgent{},
+	}
+
+	// Seed the origin before any clock starts.
+	seeded := time.Now()
+	blobs := []uint64{0}
+	if !cfg.SkipBaseline {
+		blobs = append(blobs, 1)
+	}
+	digests := make([]digest.Digest, len(blobs))
+	total := cfg.Size * int64(len(blobs))
+	var uploaded atomic.Int64
+	stopTick := ticker(func() { reportSwarm(deps, SwarmProgress{Phase: PhaseSeed, Done: uploaded.Load(), Total: total}) })
+	for i, id := range blobs {
+		digests[i], err = seedBlob(ctx, sw.originClient(), id, cfg.Size, &uploaded)
+		if err != nil {
+			stopTick()
+			return SwarmResult{}, err
+		}
+	}
+	stopTick()
+	reportSwarm(deps, SwarmProgress{Phase: PhaseSeed, Done: total, Total: total})
+	res.SeedS = time.Since(seeded).Seconds()
+
+	if !cfg.SkipBaseline {
+		var got atomic.Int64
+		stopTick := ticker(func() { reportSwarm(deps, SwarmProgress{Phase: PhaseBaseline, Done: got.Load(), Total: cfg.Size}) })
+		pulls, err := pullAll(ctx, sw.http, []*agentProc{sw.baseline}, digests[1], cfg.Size, !cfg.SkipVerify, cfg.Timeout, &got)
+		stopTick()
+		if err != nil {
+			return SwarmResult{}, fmt.Errorf("baseline: %w", err)
+		}
+		reportSwarm(deps, SwarmProgress{Phase: PhaseBaseline, Done: cfg.Size, Total: cfg.Size})
+		// The baseline agent holds the other blob: stop it so it takes no CPU, no memory and
+		// no disk from the swarm that follows.
+		if err := sw.stopBaseline(); err != nil {
+			return SwarmResult{}, err
+		}
+		t1 := pulls[0].last.Seconds()
+		eff := res.IdealS / t1
+		res.BaselineS, res.BaselineEfficiency = &t1, &eff
+	}
+
+	// The swarm.
+	outBefore := originBytesOut(sw.origin, digests[0])
+	res.PeakRSSSinceStart = !resetPeakRSS()
+	cpuBefore := processCPU()
+	var got atomic.Int64
+	var heapPeak int64
+	swarmTotal := cfg.Size * int64(cfg.Agents)
+	stopTick = ticker(func() {
+		heapPeak = max(heapPeak, goHeapBytes())
+		reportSwarm(deps, SwarmProgress{Phase: PhaseSwarm, Done: got.Load(), Total: swarmTotal})
+	})
+	phaseStart := time.Now()
+	pulls, err := pullAll(ctx, sw.http, sw.agents, digests[0], cfg.Size, !cfg.SkipVerify, cfg.Timeout, &got)
+	wall := time.Since(phaseStart)
+	stopTick()
+	if err != nil {
+		return SwarmResult{}, err
+	}
+	reportSwarm(deps, SwarmProgress{Phase: PhaseSwarm, Done: swarmTotal, Total: swarmTotal})
+	cpu := processCPU() - cpuBefore
+	res.PeakRSSBytes = peakRSS()
+	res.GoHeapPeakBytes = max(heapPeak, goHeapBytes())
+	if cpu > 0 {
+		res.CPUS = cpu.Seconds()
+		res.CPUCores = cpu.Seconds() / wall.Seconds()
+	}
+	res.OriginBytesOut = originBytesOut(sw.origin, digests[0]) - outBefore
+	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
+
+	times := make([]float64, len(pulls))
+	for i, p := range pulls {
+		a := SwarmAgent{Agent: i + 1, TimeS: p.last.Seconds(), FirstByteS: p.first.Seconds()}
+		a.Efficiency = res.IdealS / a.TimeS
+		st, err := client.NewAgent(sw.agents[i].addr, sw.http).Torrents(ctx, digests[0])
+		if err != nil {
+			return SwarmResult{}, fmt.Errorf("read agent %d's torrent: %w", i+1, err)
+		}
+		for _, t := range st {
+			if t.Digest == digests[0] {
+				a.BytesIn, a.BytesInOrigin, a.BytesOut, a.WastedBytes = t.BytesIn, t.BytesInOrigin, t.BytesOut, t.Wasted
+			}
+		}
+		res.PerAgent = append(res.PerAgent, a)
+		times[i] = a.TimeS
+	}
+	slices.Sort(times)
+	res.P50S, res.P90S = percentile(times, 50), percentile(times, 90)
+	res.P99S, res.MaxS = percentile(times, 99), times[len(times)-1]
+	res.EfficiencyP50, res.EfficiencyP99 = res.IdealS/res.P50S, res.IdealS/res.P99S
+	if res.BaselineS != nil {
+		r50, r99 := res.P50S / *res.BaselineS, res.P99S / *res.BaselineS
+		res.RatioP50, res.RatioP99 = &r50, &r99
+	}
+	if cfg.Keep {
+		res.Dir = dir
+	}
+	res.ElapsedS = time.Since(began).Seconds()
+	return res, nil
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted: the smallest value that at
+// least p% of the values are at or under. It returns 0 for an empty slice.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	k := int(math.Ceil(p / 100 * float64(len(sorted))))
+	k = min(max(k, 1), len(sorted))
+	return sorted[k-1]
+}
+
+// checkSpace fails with ErrNoSpace when dir's filesystem cannot hold copies blobs of size bytes
+// with spaceMargin to spare. Where free space cannot be read it lets the run go ahead.
+func checkSpace(dir string, copies, size int64) error {
+	free, ok, err := freeSpace(dir)
+	if err != nil {
+		return fmt.Errorf("check free space in %s: %w", dir, err)
+	}
+	if !ok {
+		return nil
+	}
+	need := uint64(float64(copies) * float64(size) * spaceMargin)
+	if free < need {
+		return fmt.Errorf("%w in %s: the run stores %d copies of %s (every agent, the origin, the baseline blob), %s with a 10%% margin, and the filesystem has %s free; use a smaller --size or fewer --agents, or --dir elsewhere",
+			ErrNoSpace, dir, copies, config.ByteSize(size), humanBytes(need), humanBytes(free))
+	}
+	return nil
+}
+
+// humanBytes formats n with one decimal in the largest binary unit under it.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	v, u := float64(n), 0
+	for v >= unit && u < 4 {
+		v /= unit
+		u++
+	}
+	return fmt.Sprintf("%.1f %s", v, []string{"B", "KiB", "MiB", "GiB", "TiB"}[u])
+}
+
+// blobReader streams the pseudo-random content of blob id: a ChaCha8 stream with a fixed seed,
+// so every run pulls the same bytes and generating them costs less than hashing them.
+func blobReader(id uint64, size int64) io.Reader {
+	var seed [32]byte
+	copy(seed[:], "krakenctl bench swarm")
+	seed[31] = byte(id)
+	return io.LimitReader(rand.NewChaCha8(seed), size)
+}
+
+// seedBlob uploads blob id to the origin and returns its digest once the origin holds it and
+// can serve its metainfo. uploaded counts the bytes sent.
+func seedBlob(ctx context.Context, o *client.Origin, id uint64, size int64, uploaded *atomic.Int64) (digest.Digest, error) {
+	// Hash first (a cheap second pass over the stream beats holding the blob in memory).
+	h := sha256.New()
+	if _, err := io.Copy(h, blobReader(id, size)); err != nil {
+		return "", fmt.Errorf("generate blob: %w", err)
+	}
+	d := digest.NewDigest(digest.SHA256, h)
+	if err := o.Upload(ctx, swarmNamespace, d, &countingReader{r: blobReader(id, size), n: uploaded}, size); err != nil {
+		return "", fmt.Errorf("upload blob to the origin: %w", err)
+	}
+	got, err := o.StatLocal(ctx, swarmNamespace, d)
+	if err != nil {
+		return "", fmt.Errorf("check blob on the origin: %w", err)
+	}
+	if got != size {
+		return "", fmt.Errorf("check blob on the origin: %d bytes stored, want %d", got, size)
+	}
+	if _, err := o.Metainfo(ctx, swarmNamespace, d); err != nil {
+		return "", fmt.Errorf("check blob's metainfo on the origin: %w", err)
+	}
+	return d, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// pull is one client's timing, from the common start.
+type pull struct {
+	first, last time.Duration
+}
+
+// pullAll releases one client per agent at the same moment; each reads blob d from its agent's
+// blob API to the end, counting into got, and checks the length and (when verify) the digest.
+// The first failure cancels the others. It fails when timeout passes first.
+func pullAll(ctx context.Context, hc *http.Client, agents []*agentProc, d digest.Digest, size int64, verify bool,
+	timeout time.Duration, got *atomic.Int64) ([]pull, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %s", errTimeout, timeout))
+	defer cancel()
+	// Connect before the clock starts: each client's request then goes out on a warm
+	// connection, as a long-lived client's would.
+	for _, a := range agents {
+		if err := get(ctx, hc, "http://"+a.addr+"/health"); err != nil {
+			return nil, fmt.Errorf("agent %d: %w", a.n, err)
+		}
+	}
+	pulls := make([]pull, len(agents))
+	errs := make([]error, len(agents))
+	var finished atomic.Int64
+	var start time.Time // written before release is closed, read after
+	release := make(chan struct{})
+	var ready, wg sync.WaitGroup
+	for i, a := range agents {
+		ready.Add(1)
+		wg.Go(func() {
+			c := client.NewAgent(a.addr, hc)
+			w := &clientWriter{got: got}
+			if verify {
+				w.h = sha256.New()
+			}
+			ready.Done()
+			<-release
+			err := func() error {
+				body, n, err := c.Open(ctx, swarmNamespace, d, 0)
+				if err != nil {
+					return err
+				}
+				defer body.Close()
+				if n != size {
+					return fmt.Errorf("agent announced %d bytes, want %d", n, size)
+				}
+				w.start = start
+				if _, err := io.Copy(w, body); err != nil {
+					return fmt.Errorf("read blob: %w", err)
+				}
+				pulls[i].last = time.Since(start)
+				pulls[i].first = w.first
+				if w.n != size {
+					return fmt.Errorf("read %d bytes, want %d", w.n, size)
+				}
+				if verify {
+					if sum := digest.NewDigest(digest.SHA256, w.h); sum != d {
+						return fmt.Errorf("%w: got %s, want %s", client.ErrDigestMismatch, sum, d)
+					}
+				}
+				return nil
+			}()
+			if err != nil {
+				errs[i] = fmt.Errorf("agent %d: pull %s: %w%s", a.n, d, err, downloadError(hc, a.addr, d))
+				cancel()
+				return
+			}
+			finished.Add(1)
+		})
+	}
+	ready.Wait()
+	start = time.Now()
+	close(release)
+	wg.Wait()
+	if err := parent.Err(); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errTimeout) {
+			return nil, fmt.Errorf("%d of %d pulls finished, having read %s of %s: %w", finished.Load(), len(agents),
+				humanBytes(uint64(got.Load())), humanBytes(uint64(size)*uint64(len(agents))), cause)
+		}
+		return nil, firstError(errs)
+	}
+	return pulls, nil
+}
+
+// downloadError returns ", the agent's download failed: ..." when the agent at addr reports
+// that its download of d failed, else "": it says why a client's stream broke off.
+func downloadError(hc *http.Client, addr string, d digest.Digest) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := client.NewAgent(addr, hc).Torrents(ctx, d)
+	if err != nil {
+		return ""
+	}
+	for _, t := range st {
+		if t.Digest == d && t.Error != "" {
+			return "; the agent's download failed: " + t.Error
+		}
+	}
+	return ""
+}
+
+// errTimeout is the cause of a pull that outlived its timeout.
+var errTimeout = errors.New("timed out: raise the timeout if the swarm is merely slow")
+
+// firstError returns the first error that is not a cancellation caused by another failure,
+// else the first error.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clientWriter takes what a client reads: it counts, hashes when h is set, and notes when the
+// first byte arrived.
+type clientWriter struct {
+	start time.Time
+	first time.Duration
+	n     int64
+	h     hash.Hash
+	got   *atomic.Int64
+}
+
+func (w *clientWriter) Write(p []byte) (int, error) {
+	if w.n == 0 && len(p) > 0 {
+		w.first = time.Since(w.start)
+	}
+	if w.h != nil {
+		w.h.Write(p)
+	}
+	w.n += int64(len(p))
+	w.got.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// get makes a GET that must answer 200, and reads the body so the connection is kept.
+func get(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// originBytesOut returns what the origin's swarm sent of blob d so far.
+func originBytesOut(o *origin.Server, d digest.Digest) int64 {
+	for _, t := range o.Swarm().Stats() {
+		if t.Digest == d {
+			return t.BytesOut
+		}
+	}
+	return 0
+}
+
+// ticker calls fn every 100 ms from one goroutine until stop is called; stop waits for it.
+func ticker(fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func reportSwarm(deps SwarmDeps, p SwarmProgress) {
+	if deps.Progress != nil {
+		deps.Progress(p)
+	}
+}
+
+// goHeapBytes returns the bytes in Go heap objects, live or not yet swept.
+func goHeapBytes() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(s[0].Value.Uint64())
+}
+
+// peakRSS returns the process's peak resident set (VmHWM) from /proc/self/status, 0 where
+// there is no such file.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) == 2 && f[1] == "kB" {
+				if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return n << 10
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// resetPeakRSS resets VmHWM to the current resident set (Linux: "5" to /proc/self/clear_refs)
+// and reports whether it could.
+func resetPeakRSS() bool {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+}
+
+// swarmCluster is the benchmark's tracker(s), origin and agents, running in this process.
+type swarmCluster struct {
+	http     *http.Client
+	origin   *origin.Server
+	agents   []*agentProc
+	baseline *agentProc
+	procs    []*proc // every server but the baseline agent, in start order
+}
+
+// proc is one running server.
+type proc struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (p *proc) stop() error {
+	p.cancel()
+	if err := <-p.done; err != nil {
+		return fmt.Errorf("stop %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// agentProc is one running agent.
+type agentProc struct {
+	n    int // from 1; 0 for the baseline agent
+	addr string
+	dir  string
+	proc *proc
+}
+
+func (c *swarmCluster) originClient() *client.Origin {
+	return client.NewOrigin(c.origin.Addr(), c.http)
+}
+
+// startSwarm starts the cluster under dir and waits until every server answers /readyz. On
+// error it stops what it started.
+func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logger) (_ *swarmCluster, err error) {
+	c := &swarmCluster{http: &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		MaxIdleConns:        4 * (cfg.Agents + 4),
+		DisableCompression:  true,
+	}}}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, c.close())
+		}
+	}()
+	run := func(name string, r func(context.Context) error) *proc {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		p := &proc{name: name, cancel: cancel, done: make(chan error, 1)}
+		go func() { p.done <- r(ctx) }()
+		return p
+	}
+
+	// Origin: a ring of one, no storage backend, seeding on its own peer port.
+	ln, pln, err := listenPair()
+	if err != nil {
+		return nil, fmt.Errorf("start origin: %w", err)
+	}
+	ocfg := origin.Config{
+		Listen: ln.Addr().String(),
+		Store:  origin.StoreConfig{Dir: filepath.Join(dir, "origin"), MaxBlobSize: config.ByteSize(cfg.Size)},
+		Peer:   origin.PeerConfig{Listen: pln.Addr().String(), EgressRate: config.ByteSize(cfg.Rate)},
+	}
+	ocfg.Defaults()
+	o, err := origin.New(ocfg, origin.Deps{Listener: ln, PeerListener: pln, Logger: log, HTTPClient: c.http})
+	if err != nil {
+		ln.Close()
+		pln.Close()
+		return nil, fmt.Errorf("start origin: %w", err)
+	}
+	c.origin = o
+	c.procs = append(c.procs, run("origin", o.Run))
+	ready := []string{o.Addr()}
+
+	// Trackers: one for everyone, or one per agent without P2P.
+	trackers := 1
+	if cfg.NoP2P {
+		trackers = cfg.Agents + 1
+	}
+	trackerAddrs := make([]string, trackers)
+	for i := range trackers {
+		addr, p, err := startTracker(run, fmt.Sprintf("tracker %d", i+1), o.Addr(), log, c.http)
+		if err != nil {
+			return nil, err
+		}
+		c.procs = append(c.procs, p)
+		trackerAddrs[i] = addr
+		ready = append(ready, addr)
+	}
+
+	// Agents.
+	n := cfg.Agents
+	if !cfg.SkipBaseline {
+		n++
+	}
+	for i := range n {
+		a := &agentProc{n: i + 1, dir: filepath.Join(dir, fmt.Sprintf("agent-%03d", i+1))}
+		if i == cfg.Agents {
+			a.n, a.dir = 0, filepath.Join(dir, "agent-baseline")
+		}
+		tr := trackerAddrs[0]
+		if cfg.NoP2P {
+			tr = trackerAddrs[i]
+		}
+		ln, pln, err := listenPair()
+		if err != nil {
+			return nil, fmt.Errorf("start agent %d: %w", i+1, err)
+		}
+		acfg := agent.Config{
+			Listen: ln.Addr().String(), PeerListen: pln.Addr().String(),
+			Trackers: []string{tr}, StoreDir: a.dir,
+			EgressRate: config.ByteSize(cfg.Rate), IngressRate: config.ByteSize(cfg.Rate),
+		}
+		srv, err := agent.New(acfg, agent.Deps{Listener: ln, PeerListener: pln, Logger: log, HTTPClient: c.http})
+		if err != nil {
+			ln.Close()
+			pln.Close()
+			return nil, fmt.Errorf("start agent %d: %w", i+1, err)
+		}
+		a.addr = srv.Addr()
+		a.proc = run(fmt.Sprintf("agent %d", i+1), srv.Run)
+		if a.n == 0 {
+			a.proc.name = "the baseline agent"
+			c.baseline = a
+		} else {
+			c.agents = append(c.agents, a)
+			c.procs = append(c.procs, a.proc)
+		}
+		ready = append(ready, a.addr)
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	for _, addr := range ready {
+		if err := waitReady(wctx, c.http, addr); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("start swarm: %s not ready: %w", addr, err)
+		}
+	}
+	return c, nil
+}
+
+// startTracker starts one tracker that knows the origin at originAddr and returns its address.
+func startTracker(run func(string, func(context.Context) error) *proc, name, originAddr string, log *slog.Logger, hc *http.Client) (string, *proc, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	tcfg := tracker.Config{Listen: ln.Addr().String(), Origins: []string{originAddr}, Replicas: 1}
+	srv, err := tracker.New(tcfg, tracker.Deps{Listener: ln, Logger: log, HTTPClient: hc})
+	if err != nil {
+		ln.Close()
+		return "", nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return srv.Addr(), run(name, srv.Run), nil
+}
+
+// listenPair opens an API and a peer listener on loopback.
+func listenPair() (net.Listener, net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	return ln, pln, nil
+}
+
+// waitReady polls addr's /readyz until it answers 200 or ctx ends.
+func waitReady(ctx context.Context, hc *http.Client, addr string) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := get(ctx, hc, "http://"+addr+"/readyz")
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// stopBaseline stops the baseline agent and removes its store.
+func (c *swarmCluster) stopBaseline() error {
+	a := c.baseline
+	if a == nil {
+		return nil
+	}
+	c.baseline = nil
+	if err := a.proc.stop(); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(a.dir); err != nil {
+		return fmt.Errorf("remove the baseline agent's store: %w", err)
+	}
+	return nil
+}
+
+// close stops every server, agents first, and the client's idle connections.
+func (c *swarmCluster) close() error {
+	var errs []error
+	if err := c.stopBaseline(); err != nil {
+		errs = append(errs, err)
+	}
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].cancel()
+	}
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		if err := <-c.procs[i].done; err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", c.procs[i].name, err))
+		}
+	}
+	c.procs = nil
+	c.http.CloseIdleConnections()
+	return errors.Join(errs...)
+}
