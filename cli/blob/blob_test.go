@@ -94,6 +94,12 @@ func Test_NewCmdPull(t *testing.T) {
 		{name: "bare hex", args: []string{hex64, "-o", "out.tar"}, want: PullOptions{Digest: d, OutFile: "out.tar", Namespace: "krakenctl"}},
 		{name: "stdout forced", args: []string{hex64, "--output", "-", "--namespace", "a/b", "--origins", "h:1"},
 			want: PullOptions{Digest: d, OutFile: "-", Namespace: "a/b", Endpoints: endpoints.Flags{Origins: []string{"h:1"}}}},
+		{name: "through an agent", args: []string{hex64, "--agent", "10.0.0.7:16000"},
+			want: PullOptions{Digest: d, Namespace: "krakenctl", Agent: endpoints.AgentFlags{Addr: "10.0.0.7:16000"}}},
+		{name: "from the origins", args: []string{hex64, "--from-origins"}, want: PullOptions{Digest: d, Namespace: "krakenctl", FromOrigins: true}},
+		{name: "agent and origins", args: []string{hex64, "--agent", "h:1", "--origins", "o:1"}, wantErr: "pass one or the other"},
+		{name: "agent and from-origins", args: []string{hex64, "--agent", "h:1", "--from-origins"}, wantErr: "pass one or the other"},
+		{name: "agent and endpoints file", args: []string{hex64, "--agent", "h:1", "--endpoints-file", "e.yaml"}, wantErr: "pass one or the other"},
 		{name: "no digest", wantErr: "pull takes one DIGEST argument, got 0 arguments"},
 		{name: "short hex", args: []string{"abc"}, wantErr: `invalid DIGEST argument: "abc" is not a sha256 digest`},
 		{name: "upper-case hex", args: []string{strings.ToUpper(hex64)}, wantErr: "invalid DIGEST argument"},
@@ -280,7 +286,7 @@ func TestNoOrigins(t *testing.T) {
 	require.ErrorContains(t, err, "krakenctl dev up")
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 
-	err = pullRun(t.Context(), &PullOptions{deps: d, Digest: digest.Digest("sha256:" + hex64), OutFile: "-", Namespace: DefaultNamespace})
+	err = pullRun(t.Context(), &PullOptions{deps: d, FromOrigins: true, Digest: digest.Digest("sha256:" + hex64), OutFile: "-", Namespace: DefaultNamespace})
 	require.ErrorIs(t, err, endpoints.ErrNoOrigins)
 }
 

@@ -28,6 +28,7 @@ func newProgress(ios *iostreams.IOStreams, total int64, desc string, transient b
 		progressbar.OptionSetWriter(ios.ErrOut),
 		progressbar.OptionSetDescription(desc),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowCount(),
 		progressbar.OptionShowTotalBytes(true),
 		progressbar.OptionUseIECUnits(true),
 		progressbar.OptionSetWidth(30),

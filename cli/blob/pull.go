@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,12 +20,21 @@ import (
 // PullOptions are the inputs of `krakenctl pull`.
 type PullOptions struct {
 	deps
-	Endpoints endpoints.Flags
-	Digest    digest.Digest
+	// Agent names the agent to pull through (the default mode).
+	Agent endpoints.AgentFlags
+	// FromOrigins pulls from the origins directly, which --origins and --endpoints-file imply.
+	FromOrigins bool
+	Endpoints   endpoints.Flags
+	Digest      digest.Digest
 	// OutFile is the file to write; "" writes to stdout unless it is a terminal, "-" always
 	// writes to stdout.
 	OutFile   string
 	Namespace string
+}
+
+// viaOrigins reports whether the pull goes to the origins rather than through an agent.
+func (o *PullOptions) viaOrigins() bool {
+	return o.FromOrigins || len(o.Endpoints.Origins) > 0 || o.Endpoints.File != ""
 }
 
 // NewCmdPull returns `krakenctl pull`. runF replaces the run function in tests.
@@ -32,19 +42,27 @@ func NewCmdPull(f *cmdutil.Factory, runF func(context.Context, *PullOptions) err
 	opts := &PullOptions{deps: depsOf(f)}
 	cmd := &cobra.Command{
 		Use:   "pull DIGEST [-o FILE]",
-		Short: "Download a blob from the origins",
-		Long: `Download the blob with the given digest (sha256:<hex> or the hex alone) from the origin
-cluster, verifying every byte against the digest.
+		Short: "Download a blob through an agent (or from the origins)",
+		Long: `Download the blob with the given digest (sha256:<hex> or the hex alone) and verify every
+byte against the digest.
+
+By default the blob comes through an agent, which downloads it from the peer-to-peer swarm and
+streams it while it arrives: the agent at --agent, else $KRAKENCTL_AGENT, else this host's
+agent at 127.0.0.1:16000. A transfer that breaks off resumes where it stopped.
+
+With --from-origins, --origins or --endpoints-file the blob comes from the origin cluster
+directly instead (no agent needed); if an origin fails mid-download the next owner resumes
+where it stopped. Origins come from --origins, else --endpoints-file, else $KRAKENCTL_ORIGINS,
+else the endpoints file written by ` + "`krakenctl dev up`" + `.
 
 With -o FILE the blob is written to a temporary file next to FILE and renamed into place only
-once it is complete and verified, so FILE is never left partial. Without -o it is written to
-stdout, unless stdout is a terminal (use -o - to force it). If an origin fails mid-download the
-next owner resumes where it stopped.
-
-Origins come from --origins, else --endpoints-file, else $KRAKENCTL_ORIGINS, else the endpoints
-file written by ` + "`krakenctl dev up`" + `.`,
+once it is complete and verified, so FILE is never left partial: on a digest mismatch the
+error names the expected and the actual digest and FILE is left as it was. Without -o it is
+written to stdout, unless stdout is a terminal (use -o - to force it). A progress bar with the
+bytes and the rate is drawn on stderr when stderr is a terminal.`,
 		Example: `  krakenctl pull sha256:4a5c...e1 -o layer.tar
-  krakenctl pull 4a5c...e1 | tar x`,
+  krakenctl pull 4a5c...e1 --agent 10.0.0.7:16000 | tar x
+  krakenctl pull 4a5c...e1 --from-origins -o layer.tar`,
 		Args: exactArgs(1, "pull takes one DIGEST argument"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := ParseDigest(args[0])
@@ -55,16 +73,75 @@ file written by ` + "`krakenctl dev up`" + `.`,
 			if err := checkNamespace(opts.Namespace); err != nil {
 				return err
 			}
+			if opts.Agent.Addr != "" && opts.viaOrigins() {
+				return cmdutil.FlagErrorf("--agent pulls through an agent; --from-origins, --origins and --endpoints-file pull from the origins: pass one or the other")
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
 			return pullRun(cmd.Context(), opts)
 		},
 	}
+	endpoints.AddAgentFlags(cmd, &opts.Agent)
+	cmd.Flags().BoolVar(&opts.FromOrigins, "from-origins", false, "pull from the origins directly instead of through an agent (implied by --origins and --endpoints-file)")
 	endpoints.AddFlags(cmd, &opts.Endpoints)
 	cmd.Flags().StringVarP(&opts.OutFile, "output", "o", "", "write the blob to `FILE`, complete or not at all (default, or -: stdout)")
 	cmd.Flags().StringVar(&opts.Namespace, "namespace", DefaultNamespace, "namespace of the blob (origins route namespaces to storage backends)")
 	return cmd
+}
+
+// pullSource is where a pull gets the blob: an agent or the origins.
+type pullSource struct {
+	// pull writes the verified blob to w.
+	pull func(ctx context.Context, w io.Writer, progress func(done, total int64)) (int64, error)
+	// explain turns a failed pull into the message an operator needs; toFile says whether the
+	// bytes went to a file (then left untouched) or to stdout.
+	explain func(err error, toFile bool) error
+}
+
+func newPullSource(opts *PullOptions) (pullSource, error) {
+	if opts.viaOrigins() {
+		origins, err := opts.Endpoints.Resolve(opts.Env)
+		if err != nil {
+			return pullSource{}, err
+		}
+		cl := client.NewCluster(origins.Addrs, opts.HTTPClient())
+		return pullSource{
+			pull: func(ctx context.Context, w io.Writer, progress func(done, total int64)) (int64, error) {
+				return cl.Pull(ctx, opts.Namespace, opts.Digest, w, progress)
+			},
+			explain: func(err error, _ bool) error {
+				if errors.Is(err, client.ErrNotFound) {
+					return &NotFoundError{Digest: opts.Digest, Namespace: opts.Namespace}
+				}
+				return origins.Explain(err)
+			},
+		}, nil
+	}
+	ag, err := opts.Agent.Resolve(opts.Env)
+	if err != nil {
+		return pullSource{}, err
+	}
+	ac := client.NewAgent(ag.Addr, opts.HTTPClient())
+	return pullSource{
+		pull: func(ctx context.Context, w io.Writer, progress func(done, total int64)) (int64, error) {
+			return ac.Pull(ctx, opts.Namespace, opts.Digest, w, progress)
+		},
+		explain: func(err error, toFile bool) error {
+			var dm *client.DigestMismatchError
+			switch {
+			case errors.Is(err, client.ErrNotFound):
+				return &NotFoundError{Digest: opts.Digest, Namespace: opts.Namespace, Agent: ag.Addr}
+			case errors.As(err, &dm):
+				where := fmt.Sprintf("%s was left as it was", opts.OutFile)
+				if !toFile {
+					where = "the bytes written to stdout are not the blob"
+				}
+				return fmt.Errorf("pull through agent %s: %w (%s)", ag.Addr, dm, where)
+			}
+			return ag.Explain(err)
+		},
+	}, nil
 }
 
 func pullRun(ctx context.Context, opts *PullOptions) error {
@@ -77,27 +154,29 @@ func pullRun(ctx context.Context, opts *PullOptions) error {
 			return cmdutil.FlagErrorf("-o %s is a directory: name the file to write", opts.OutFile)
 		}
 	}
-	origins, err := opts.Endpoints.Resolve(opts.Env)
+	src, err := newPullSource(opts)
 	if err != nil {
 		return err
 	}
-	cl := client.NewCluster(origins.Addrs, opts.HTTPClient())
 	if toStdout {
 		bar := &progress{}
 		if !opts.IO.IsStdoutTTY() {
 			bar = newProgress(opts.IO, -1, "pulling", false)
 		}
-		_, err := cl.Pull(ctx, opts.Namespace, opts.Digest, opts.IO.Out, bar.set)
+		_, err := src.pull(ctx, opts.IO.Out, bar.set)
 		bar.done(err == nil)
-		return pullError(opts, origins, err)
+		if err != nil {
+			return src.explain(err, false)
+		}
+		return nil
 	}
-	return pullToFile(ctx, opts, origins, cl)
+	return pullToFile(ctx, opts, src)
 }
 
 // pullToFile downloads into a temporary file beside opts.OutFile and renames it into place
 // once the download is complete and verified; on any failure the temporary file is removed and
 // an existing opts.OutFile is left untouched.
-func pullToFile(ctx context.Context, opts *PullOptions, origins endpoints.Origins, cl *client.Cluster) (err error) {
+func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (err error) {
 	path := opts.OutFile
 	mode := fs.FileMode(0o644)
 	if fi, serr := os.Stat(path); serr == nil {
@@ -117,10 +196,10 @@ func pullToFile(ctx context.Context, opts *PullOptions, origins endpoints.Origin
 	}()
 
 	bar := newProgress(opts.IO, -1, "pulling", false)
-	_, err = cl.Pull(ctx, opts.Namespace, opts.Digest, tmp, bar.set)
+	_, err = src.pull(ctx, tmp, bar.set)
 	bar.done(err == nil)
 	if err != nil {
-		return pullError(opts, origins, err)
+		return src.explain(err, true)
 	}
 	if err := tmp.Chmod(mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -149,25 +228,18 @@ func syncDir(dir string) {
 	d.Close()
 }
 
-// pullError turns a failed pull into the message an operator needs.
-func pullError(opts *PullOptions, origins endpoints.Origins, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, client.ErrNotFound):
-		return &NotFoundError{Digest: opts.Digest, Namespace: opts.Namespace}
-	default:
-		return origins.Explain(err)
-	}
-}
-
 // NotFoundError says that no origin has the blob, and no storage backend either.
 type NotFoundError struct {
 	Digest    digest.Digest
 	Namespace string
+	// Agent is the agent the pull went through, if any.
+	Agent string
 }
 
 func (e *NotFoundError) Error() string {
+	if e.Agent != "" {
+		return fmt.Sprintf("blob %s not found (namespace %q): agent %s found it on no tracker or origin", e.Digest, e.Namespace, e.Agent)
+	}
 	return fmt.Sprintf("blob %s not found on any origin (namespace %q)", e.Digest, e.Namespace)
 }
 

@@ -21,6 +21,7 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdOrigin(f, nil))
 	cmd.AddCommand(NewCmdBuildIndex(f, nil))
 	cmd.AddCommand(NewCmdTracker(f, nil))
+	cmd.AddCommand(NewCmdAgent(f, nil))
 	return cmd
 }
 

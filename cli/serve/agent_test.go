@@ -1,0 +1,181 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend/fs"
+	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
+	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/config"
+)
+
+func TestNewCmdAgent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args    []string
+		want    AgentOptions
+		wantErr string
+	}{
+		{args: []string{"--config", "a.yaml"}, want: AgentOptions{RoleOptions: RoleOptions{ConfigPath: "a.yaml", LogLevel: "info"}}},
+		{args: []string{"-c", "a.yaml", "--listen", "127.0.0.1:1", "--peer-listen", "0.0.0.0:2", "--peer-advertise", "h:2",
+			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--store-dir", "/d", "--log-level", "debug"},
+			want: AgentOptions{
+				RoleOptions: RoleOptions{ConfigPath: "a.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"},
+				PeerListen:  "0.0.0.0:2", PeerAdvertise: "h:2", Trackers: []string{"t1:3", "t2:3", "t3:3"}, StoreDir: "/d",
+			}},
+		{args: []string{"--tracker", "t:1"}, wantErr: "--config is required"},
+		{args: []string{"-c", "a.yaml", "extra"}, wantErr: "unknown command"},
+		{args: []string{"-c", "a.yaml", "--origins", "x:1"}, wantErr: "unknown flag"},
+	} {
+		var got *AgentOptions
+		err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
+			return NewCmdAgent(f, func(_ context.Context, o *AgentOptions) error { got = o; return nil })
+		}, tc.args...)
+		if tc.wantErr != "" {
+			require.ErrorContains(t, err, tc.wantErr)
+			require.Nil(t, got, "run must not be called on bad input")
+			continue
+		}
+		require.NoError(t, err, tc.args)
+		require.Equal(t, tc.want, *got)
+	}
+}
+
+// TestRunAgentBadConfig: a malformed config, or one the flags leave incomplete, is refused
+// with the file and the key named, before anything listens or touches the store.
+func TestRunAgentBadConfig(t *testing.T) {
+	t.Parallel()
+	store := filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		doc  string
+		opts AgentOptions
+		want string
+	}{
+		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nseed_tme: 1m\n", want: "field seed_tme not found"},
+		{doc: "store_dir: " + store + "\n", want: "trackers: required"},
+		{doc: "trackers: [127.0.0.1:1]\n", want: "store_dir: required"},
+		{doc: "", opts: AgentOptions{Trackers: []string{"127.0.0.1:1"}}, want: "store_dir: required"},
+		{doc: "", opts: AgentOptions{Trackers: []string{"127.0.0.1:1"}, StoreDir: store, PeerListen: "0.0.0.0:0"}, want: "peer_advertise: required"},
+		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: AgentOptions{RoleOptions: RoleOptions{Listen: "nope"}}, want: `listen: "nope" is not host:port`},
+		{doc: "capacity: lots\n", want: `size "lots"`},
+	} {
+		path := filepath.Join(t.TempDir(), "agent.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
+		ios, _, _, _ := iostreams.Test()
+		opts := tc.opts
+		opts.ConfigPath, opts.LogLevel = path, "info"
+		err := runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &opts)
+		require.Error(t, err, tc.doc)
+		require.ErrorContains(t, err, tc.want)
+		require.ErrorContains(t, err, path)
+		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+	}
+	_, err := os.Stat(store)
+	require.True(t, os.IsNotExist(err), "nothing was created: %v", err)
+
+	ios, _, _, _ := iostreams.Test()
+	err = runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &AgentOptions{RoleOptions: RoleOptions{ConfigPath: "x", LogLevel: "loud"}})
+	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
+	err = runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &AgentOptions{RoleOptions: RoleOptions{ConfigPath: filepath.Join(t.TempDir(), "missing.yaml"), LogLevel: "info"}})
+	require.ErrorContains(t, err, "missing.yaml")
+}
+
+// TestRunAgentWithTrackerAndOrigin runs `serve origin` (seeding, with a filesystem backend),
+// `serve tracker` and `serve agent` from config files, the agent's trackers and store given by
+// flags, and pulls a blob through the agent: the agent finds the origin through the real
+// tracker (announce.Client) and downloads the blob over the swarm.
+func TestRunAgentWithTrackerAndOrigin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	originAddr, originPeer, trackerAddr, agentAddr, agentPeer := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	root := filepath.Join(dir, "backend")
+	originCfg := filepath.Join(dir, "origin.yaml")
+	require.NoError(t, os.WriteFile(originCfg, []byte(fmt.Sprintf(`listen: %s
+store: {dir: %s}
+peer: {listen: %s}
+backends:
+  - namespace: ".*"
+    fs: {root: %s}
+`, originAddr, filepath.Join(dir, "origin"), originPeer, root)), 0o600))
+	trackerCfg := filepath.Join(dir, "tracker.yaml")
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce_interval: 1s\n", trackerAddr, originAddr)), 0o600))
+	agentCfg := filepath.Join(dir, "agent.yaml")
+	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf("listen: %s\npeer_listen: %s\nseed_time: 1m\n", agentAddr, agentPeer)), 0o600))
+
+	be, err := fs.New(fs.Config{Root: root})
+	require.NoError(t, err)
+	data := make([]byte, 3<<20+77)
+	_, err = rand.Read(data)
+	require.NoError(t, err)
+	d := digest.FromBytes(data)
+	require.NoError(t, be.Upload(t.Context(), "library/app", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
+	originDone, trackerDone, agentDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go func() {
+		originDone <- runOrigin(ctx, factory(), &OriginOptions{ConfigPath: originCfg, LogLevel: "info"})
+	}()
+	go func() {
+		trackerDone <- runTracker(ctx, factory(), &TrackerOptions{ConfigPath: trackerCfg, LogLevel: "info"})
+	}()
+	go func() {
+		agentDone <- runAgent(ctx, factory(), &AgentOptions{
+			RoleOptions: RoleOptions{ConfigPath: agentCfg, LogLevel: "info"},
+			Trackers:    []string{trackerAddr}, StoreDir: filepath.Join(dir, "agent"),
+		})
+	}()
+	ready := func(addr string) bool {
+		resp, err := hc.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	require.Eventually(t, func() bool { return ready(originAddr) && ready(trackerAddr) && ready(agentAddr) }, 30*time.Second, 20*time.Millisecond)
+
+	ac := client.NewAgent(agentAddr, hc)
+	pctx, pcancel := context.WithTimeout(ctx, time.Minute)
+	defer pcancel()
+	size, err := ac.Stat(pctx, "library/app", d)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(data)), size)
+	var got bytes.Buffer
+	n, err := ac.Pull(pctx, "library/app", d, &got, nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(data)), n)
+	require.True(t, bytes.Equal(data, got.Bytes()))
+
+	stats, err := ac.Torrents(pctx, d)
+	require.NoError(t, err)
+	require.Len(t, stats, 1)
+	require.Equal(t, int64(len(data)), stats[0].BytesInOrigin, "the blob came from the origin over the swarm")
+
+	_, err = ac.Pull(pctx, "library/app", digest.FromString("nobody has this"), &got, nil)
+	require.ErrorIs(t, err, client.ErrNotFound)
+
+	cancel()
+	require.NoError(t, <-agentDone)
+	require.NoError(t, <-trackerDone)
+	require.NoError(t, <-originDone)
+}
