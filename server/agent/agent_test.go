@@ -482,3 +482,62 @@ func TestEventsClient(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, registry.CodeDigestInvalid, re.Code)
 }
+
+// TestAgentsTrade: a second agent downloads from the first one's peer port, which the first
+// announces while it seeds; the origin is no longer handed out, so every byte comes from the
+// first agent.
+func TestAgentsTrade(t *testing.T) {
+	t.Parallel()
+	tr := newFakeTracker()
+	blob := randomBlob(t, 1<<20+99)
+	d := digest.FromBytes(blob)
+	startOrigin(t, tr, nil, blob)
+	a := startAgent(t, tr, nil)
+	b := startAgent(t, tr, nil)
+
+	_, err := a.cl.Pull(t.Context(), ns, d, io.Discard, nil)
+	require.NoError(t, err)
+	a.waitSeeding(t, d)
+	tr.mu.Lock()
+	tr.origins = nil
+	tr.mu.Unlock()
+
+	var got bytes.Buffer
+	_, err = b.cl.Pull(t.Context(), ns, d, &got, nil)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(blob, got.Bytes()))
+	stats, err := b.cl.Torrents(t.Context(), d)
+	require.NoError(t, err)
+	require.Len(t, stats, 1)
+	require.Zero(t, stats[0].BytesInOrigin)
+	require.Equal(t, int64(len(blob)), stats[0].BytesIn)
+	stats, err = a.cl.Torrents(t.Context(), d)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(blob)), stats[0].BytesOut, "the first agent seeded the blob")
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	t.Parallel()
+	tr := newFakeTracker()
+	blob := randomBlob(t, 100<<10)
+	d := digest.FromBytes(blob)
+	startOrigin(t, tr, nil, blob)
+	a := startAgent(t, tr, nil)
+	_, err := a.cl.Pull(t.Context(), ns, d, io.Discard, nil)
+	require.NoError(t, err)
+
+	resp, body := a.get(t, http.MethodGet, "/metrics", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, m := range []string{
+		`krakenctl_agent_request_duration_seconds_count{code="200",method="GET"}`,
+		"krakenctl_agent_served_bytes_total 102400",
+		"krakenctl_agent_first_byte_seconds_count 1",
+		"krakenctl_swarm_piece_bytes_total",
+	} {
+		require.Contains(t, string(body), m)
+	}
+	for _, p := range []string{"/health", "/readyz"} {
+		resp, body = a.get(t, http.MethodGet, p, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
+	}
+}

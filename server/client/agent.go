@@ -96,16 +96,11 @@ func (c *Agent) Pull(ctx context.Context, ns string, d digest.Digest, w io.Write
 	return pw.n, nil
 }
 
-// errShort marks a body that ended before its announced length.
-var errShort = errors.New("short body")
-
-// resumable reports whether a failed attempt is worth resuming: the body broke off. Error
-// answers (404, 503, ...) and unreachable agents are final.
-func resumable(err error) bool {
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errShort) || errors.Is(err, errReadBody)
-}
-
+// errReadBody marks an attempt whose body broke off: it is worth resuming. Error answers (404,
+// 503, ...) and unreachable agents are final.
 var errReadBody = errors.New("read blob")
+
+func resumable(err error) bool { return errors.Is(err, errReadBody) }
 
 func (c *Agent) pullFrom(ctx context.Context, ns string, d digest.Digest, pw *progressWriter) error {
 	body, total, err := c.Open(ctx, ns, d, pw.n)
@@ -124,7 +119,7 @@ func (c *Agent) pullFrom(ctx context.Context, ns string, d digest.Digest, pw *pr
 		return fmt.Errorf("%w: %w", errReadBody, err)
 	}
 	if total >= 0 && pw.n != total {
-		return fmt.Errorf("%w: got %d of %d bytes", errShort, pw.n, total)
+		return fmt.Errorf("%w: got %d of %d bytes", errReadBody, pw.n, total)
 	}
 	return nil
 }
