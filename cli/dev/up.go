@@ -26,6 +26,8 @@ type UpOptions struct {
 	Env endpoints.Env
 
 	Origins       int
+	Agents        int
+	AgentPort     int
 	Dir           string
 	Port          int
 	EndpointsFile string
@@ -38,23 +40,35 @@ func NewCmdUp(f *cmdutil.Factory, runF func(context.Context, *UpOptions) error) 
 	var level string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run origins on localhost until interrupted",
-		Long: `Run a local origin cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM.
+		Short: "Run origins, a tracker and agents on localhost until interrupted",
+		Long: `Run a local krakenctl cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM.
 
 The origins listen on 127.0.0.1, on --port and the ports after it, form one hash ring and share
-a filesystem storage backend. Their stores, the backend and the log (dev.log) live in --dir, so
-blobs survive a restart. Once every origin is ready, their addresses are written to the
-endpoints file, where push, pull and ring status find them without flags; the file is removed
-on exit.`,
+a filesystem storage backend; they seed their blobs to the swarm on --port+200 and up. A tracker
+listens on --port+300, and --agents agents serve blobs on --agent-port, --agent-port+10, ...
+(their swarm ports are the next port up), downloading through the swarm. Stores, the backend
+and the log (dev.log) live in --dir, so blobs survive a restart. Once every role is ready, the
+addresses are written to the endpoints file, where push, pull and ring status find them without
+flags; the file is removed on exit.
+
+Default ports: origins 15000-15002, their swarm ports 15200-15202, tracker 15300, agent 0 on
+16000 (swarm 16001), which is where ` + "`krakenctl pull`" + ` looks for an agent by default.`,
 		Example: `  krakenctl dev up
-  krakenctl dev up --origins 5 --port 16000 --dir /tmp/kdev`,
+  krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
+  krakenctl dev up --port 0 --agents 2    # any free ports`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Origins < 1 || opts.Origins > dev.MaxOrigins {
 				return cmdutil.FlagErrorf("invalid --origins %d: want 1 to %d", opts.Origins, dev.MaxOrigins)
 			}
-			if opts.Port < 0 || opts.Port+opts.Origins-1 > 65535 {
-				return cmdutil.FlagErrorf("invalid --port %d: want 0 (any free ports) or a port with room for %d origins up to 65535", opts.Port, opts.Origins)
+			if opts.Port < 0 || opts.Port+dev.PortSpan > 65535 {
+				return cmdutil.FlagErrorf("invalid --port %d: want 0 (any free ports) or a port with room for the %d ports after it up to 65535", opts.Port, dev.PortSpan)
+			}
+			if opts.Agents < 0 || opts.Agents > dev.MaxAgents {
+				return cmdutil.FlagErrorf("invalid --agents %d: want 0 to %d", opts.Agents, dev.MaxAgents)
+			}
+			if opts.AgentPort < 1 || opts.AgentPort+10*opts.Agents > 65535 {
+				return cmdutil.FlagErrorf("invalid --agent-port %d: want a port with room for %d agents (10 ports each) up to 65535", opts.AgentPort, opts.Agents)
 			}
 			if err := opts.LogLevel.UnmarshalText([]byte(level)); err != nil {
 				return cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
@@ -66,6 +80,8 @@ on exit.`,
 		},
 	}
 	cmd.Flags().IntVar(&opts.Origins, "origins", dev.DefaultOrigins, "number of origins to run")
+	cmd.Flags().IntVar(&opts.Agents, "agents", 1, "number of agents to run (0: origins only, no tracker)")
+	cmd.Flags().IntVar(&opts.AgentPort, "agent-port", dev.DefaultAgentPort, "blob API port of the first agent; agent i uses this port + 10i, and the next port for peers (ignored with --port 0)")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "state directory: stores, storage backend and dev.log (default $XDG_STATE_HOME/krakenctl/dev)")
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
 	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write the origins' addresses (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
@@ -103,14 +119,17 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	defer logFile.Close()
 	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: opts.LogLevel}))
 
-	c, err := dev.New(dev.Config{Origins: opts.Origins, Dir: dir, Port: opts.Port, EndpointsFile: file}, dev.Deps{Logger: log})
+	c, err := dev.New(dev.Config{
+		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
+		Dir: dir, Port: opts.Port, EndpointsFile: file,
+	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
 	}
 	if err != nil {
 		return fmt.Errorf("start dev cluster: %w", err)
 	}
-	fmt.Fprintf(opts.IO.ErrOut, "Starting %d origins in %s ...\n", opts.Origins, dir)
+	fmt.Fprintf(opts.IO.ErrOut, "Starting %d origins and %d agents in %s ...\n", opts.Origins, opts.Agents, dir)
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
 	select {
@@ -132,10 +151,17 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool, logPath string) {
 	out := opts.IO.Out
 	addrs := c.Endpoints()
-	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them.\n\n", len(addrs), c.Replicas())
-	t := cmdutil.NewTable(out, "origin", "address")
+	agents := c.Agents()
+	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them, and %d agent(s).\n\n", len(addrs), c.Replicas(), len(agents))
+	t := cmdutil.NewTable(out, "role", "address")
 	for i, a := range addrs {
-		t.Row(i, "http://"+a)
+		t.Row(fmt.Sprintf("origin %d", i), "http://"+a)
+	}
+	if tr := c.TrackerAddr(); tr != "" {
+		t.Row("tracker", "http://"+tr)
+	}
+	for i, a := range agents {
+		t.Row(fmt.Sprintf("agent %d", i), "http://"+a)
 	}
 	_ = t.Flush()
 	fmt.Fprintf(out, "\nState:      %s\n", c.Dir())
@@ -146,12 +172,15 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		flag = " --endpoints-file " + file
 	}
 	fmt.Fprintf(out, "\nTry, in another terminal:\n")
-	for _, try := range [][2]string{
-		{"krakenctl push FILE", "upload a file, print its digest"},
-		{"krakenctl pull DIGEST -o out", "download it again, verified"},
-		{"krakenctl ring status", "the origins, their health and who owns what"},
-	} {
-		fmt.Fprintf(out, "  %-30s # %s\n", try[0]+flag, try[1])
+	tries := [][2]string{{"krakenctl push FILE" + flag, "upload a file to the origins, print its digest"}}
+	if len(agents) > 0 {
+		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0], "download it through an agent, from the swarm, verified"})
+	}
+	tries = append(tries,
+		[2]string{"krakenctl pull DIGEST -o out --from-origins" + flag, "download it from the origins directly"},
+		[2]string{"krakenctl ring status" + flag, "the origins, their health and who owns what"})
+	for _, try := range tries {
+		fmt.Fprintf(out, "  %s\n      # %s\n", try[0], try[1])
 	}
 	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
 }

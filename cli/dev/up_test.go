@@ -36,11 +36,15 @@ func Test_NewCmdUp(t *testing.T) {
 		want    UpOptions
 		wantErr string
 	}{
-		{name: "defaults", want: UpOptions{Origins: 3, Port: 15000, LogLevel: slog.LevelWarn}},
-		{name: "everything", args: []string{"--origins", "5", "--dir", "/tmp/kdev", "--port", "0", "--endpoints-file", "/tmp/e.yaml", "--log-level", "debug"},
-			want: UpOptions{Origins: 5, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug}},
-		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65535"},
-			want: UpOptions{Origins: 1, Port: 65535, LogLevel: slog.LevelWarn}},
+		{name: "defaults", want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
+		{name: "everything", args: []string{"--origins", "5", "--agents", "4", "--agent-port", "17000", "--dir", "/tmp/kdev", "--port", "0", "--endpoints-file", "/tmp/e.yaml", "--log-level", "debug"},
+			want: UpOptions{Origins: 5, Agents: 4, AgentPort: 17000, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug}},
+		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65235"},
+			want: UpOptions{Origins: 1, Agents: 1, AgentPort: 16000, Port: 65235, LogLevel: slog.LevelWarn}},
+		{name: "no room for the tracker", args: []string{"--port", "65236"}, wantErr: "invalid --port 65236"},
+		{name: "no agents", args: []string{"--agents", "0"}, want: UpOptions{Origins: 3, Agents: 0, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
+		{name: "too many agents", args: []string{"--agents", "65"}, wantErr: "invalid --agents 65: want 0 to 64"},
+		{name: "no room for agents", args: []string{"--agents", "10", "--agent-port", "65500"}, wantErr: "invalid --agent-port 65500"},
 		{name: "zero origins", args: []string{"--origins", "0"}, wantErr: "invalid --origins 0: want 1 to 64"},
 		{name: "too many origins", args: []string{"--origins", "100"}, wantErr: "invalid --origins 100"},
 		{name: "no room for ports", args: []string{"--port", "65534"}, wantErr: "invalid --port 65534"},
@@ -103,6 +107,7 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 		IO:       ios,
 		Env:      func(k string) string { return map[string]string{"XDG_STATE_HOME": state}[k] },
 		Origins:  2,
+		Agents:   1,
 		Port:     0,
 		LogLevel: slog.LevelInfo,
 	}
@@ -130,12 +135,17 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()))
 		tr.CloseIdleConnections()
 	}
-	require.Contains(t, summary, "2 origins, each blob on 2 of them")
+	require.Contains(t, summary, "2 origins, each blob on 2 of them, and 1 agent(s)")
+	require.Len(t, e.Agents, 1)
+	require.Len(t, e.Trackers, 1)
+	require.Regexp(t, `agent 0 +http://`+e.Agents[0], summary)
+	require.Regexp(t, `tracker +http://`+e.Trackers[0], summary)
 	require.Contains(t, summary, "State:      "+dir)
 	require.Contains(t, summary, "Endpoints:  "+file)
-	require.Contains(t, summary, "krakenctl push FILE ")
-	require.Contains(t, summary, "krakenctl pull DIGEST -o out ")
-	require.Contains(t, summary, "krakenctl ring status ")
+	require.Contains(t, summary, "krakenctl push FILE\n")
+	require.Contains(t, summary, "krakenctl pull DIGEST -o out --agent "+e.Agents[0]+"\n")
+	require.Contains(t, summary, "krakenctl pull DIGEST -o out --from-origins\n")
+	require.Contains(t, summary, "krakenctl ring status\n")
 	require.NotContains(t, summary, "--endpoints-file", "the default file needs no flag")
 
 	cancel()

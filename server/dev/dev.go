@@ -25,9 +25,11 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server"
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/tracker"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -35,8 +37,20 @@ const (
 	DefaultOrigins        = 3
 	DefaultPort           = 15000
 	DefaultHealthInterval = 2 * time.Second
+	// DefaultAgentPort is the first agent's blob API port, the port `krakenctl pull` tries
+	// when given no agent.
+	DefaultAgentPort = 16000
 	// MaxOrigins bounds Config.Origins: a dev cluster is for one machine.
 	MaxOrigins = 64
+	// MaxAgents bounds Config.Agents.
+	MaxAgents = 64
+	// Offsets from Config.Port of the origins' swarm ports and of the tracker; agent i takes
+	// AgentPort+10i (blob API) and AgentPort+10i+1 (swarm).
+	originPeerOffset = 200
+	trackerOffset    = 300
+	agentStride      = 10
+	// PortSpan is how far above Config.Port the cluster's ports reach (the tracker's).
+	PortSpan = trackerOffset
 	// Host is the only address a dev cluster listens on.
 	Host = "127.0.0.1"
 )
@@ -66,6 +80,13 @@ type Config struct {
 	EndpointsFile string
 	// HealthInterval is the ring's health check interval; DefaultHealthInterval when zero.
 	HealthInterval time.Duration
+	// Agents is how many agents run, each with its own store (Dir/agent-<i>), downloading
+	// through the swarm that the origins seed (origin i on Port+200+i) and a tracker
+	// (Port+300). Zero runs neither agents nor tracker.
+	Agents int
+	// AgentPort is the first agent's blob API port when Port is set; DefaultAgentPort when
+	// zero. Agent i serves on AgentPort+10i and accepts peers on AgentPort+10i+1.
+	AgentPort int
 }
 
 // Deps are a dev cluster's collaborators.
@@ -84,6 +105,9 @@ type Cluster struct {
 	hc      *http.Client
 	addrs   []string
 	origins []*origin.Server
+	tracker *tracker.Server // nil without agents
+	agents  []*agent.Server
+	others  []net.Listener // swarm, tracker and agent listeners not yet owned by a role
 	unlock  func()
 	ready   chan struct{}
 
@@ -99,6 +123,9 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	}
 	if cfg.HealthInterval == 0 {
 		cfg.HealthInterval = DefaultHealthInterval
+	}
+	if cfg.AgentPort == 0 {
+		cfg.AgentPort = DefaultAgentPort
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -130,22 +157,112 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	for i, ln := range lns {
 		// Each origin gets its own registry, so its /metrics shows only its own series.
 		reg := admin.NewRegistry()
+		peer, err := c.listen(cfg.Port, originPeerOffset+i, "swarm port of origin "+strconv.Itoa(i))
+		if err != nil {
+			closeAll(lns[i:])
+			c.release()
+			return nil, err
+		}
 		srv, err := origin.New(c.originConfig(i), origin.Deps{
-			Listener:   ln,
-			Logger:     log,
-			Registerer: reg,
-			Gatherer:   reg,
+			Listener:     ln,
+			PeerListener: peer,
+			Logger:       log,
+			Registerer:   reg,
+			Gatherer:     reg,
 		})
 		if err != nil {
-			for _, l := range lns[i:] {
-				l.Close()
-			}
+			closeAll(lns[i:])
 			c.release()
 			return nil, fmt.Errorf("start origin %s: %w", c.addrs[i], err)
 		}
 		c.origins = append(c.origins, srv)
 	}
+	if cfg.Agents > 0 {
+		if err := c.startSwarm(); err != nil {
+			c.release()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// listen binds Host:base+offset, or an ephemeral port when base is zero. The listener is
+// remembered so that release closes it if no role took it over.
+func (c *Cluster) listen(base, offset int, what string) (net.Listener, error) {
+	port := 0
+	if base > 0 {
+		port = base + offset
+	}
+	addr := net.JoinHostPort(Host, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for the %s: %w", addr, what, err)
+	}
+	c.others = append(c.others, ln)
+	return ln, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, l := range lns {
+		l.Close()
+	}
+}
+
+// startSwarm builds the tracker and the agents.
+func (c *Cluster) startSwarm() error {
+	ln, err := c.listen(c.cfg.Port, trackerOffset, "tracker")
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	c.tracker, err = tracker.New(tracker.Config{
+		Listen: ln.Addr().String(), Origins: c.addrs, Replicas: c.Replicas(),
+	}, tracker.Deps{Listener: ln, Logger: c.log, Registerer: reg, Gatherer: reg})
+	if err != nil {
+		return fmt.Errorf("start tracker: %w", err)
+	}
+	agentBase := 0
+	if c.cfg.Port > 0 {
+		agentBase = c.cfg.AgentPort
+	}
+	for i := range c.cfg.Agents {
+		api, err := c.listen(agentBase, agentStride*i, "agent "+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		peer, err := c.listen(agentBase, agentStride*i+1, "swarm port of agent "+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		reg := admin.NewRegistry()
+		a, err := agent.New(agent.Config{
+			Listen: api.Addr().String(), PeerListen: peer.Addr().String(),
+			Trackers: []string{c.tracker.Addr()},
+			StoreDir: filepath.Join(c.cfg.Dir, fmt.Sprintf("agent-%d", i)),
+		}, agent.Deps{Listener: api, PeerListener: peer, Logger: c.log, Registerer: reg, Gatherer: reg})
+		if err != nil {
+			return fmt.Errorf("start agent %d: %w", i, err)
+		}
+		c.agents = append(c.agents, a)
+	}
+	return nil
+}
+
+// TrackerAddr returns the tracker's address, empty without agents.
+func (c *Cluster) TrackerAddr() string {
+	if c.tracker == nil {
+		return ""
+	}
+	return c.tracker.Addr()
+}
+
+// Agents returns the agents' blob API addresses.
+func (c *Cluster) Agents() []string {
+	var out []string
+	for _, a := range c.agents {
+		out = append(out, a.Addr())
+	}
+	return out
 }
 
 func (cfg Config) validate() error {
@@ -163,6 +280,15 @@ func (cfg Config) validate() error {
 		bad("port must be between 0 and 65535, got %d", cfg.Port)
 	} else if cfg.Port > 0 && cfg.Origins >= 1 && cfg.Port+cfg.Origins-1 > 65535 {
 		bad("port %d leaves no room for %d origins (the last port would be %d)", cfg.Port, cfg.Origins, cfg.Port+cfg.Origins-1)
+	}
+	if cfg.Agents < 0 || cfg.Agents > MaxAgents {
+		bad("agents must be between 0 and %d, got %d", MaxAgents, cfg.Agents)
+	}
+	if cfg.Port > 0 && cfg.Port+trackerOffset > 65535 {
+		bad("port %d leaves no room for the tracker on port %d", cfg.Port, cfg.Port+trackerOffset)
+	}
+	if cfg.AgentPort < 0 || cfg.AgentPort+agentStride*cfg.Agents > 65535 {
+		bad("agent port %d leaves no room for %d agents up to 65535", cfg.AgentPort, cfg.Agents)
 	}
 	if cfg.HealthInterval < 0 {
 		bad("health interval must not be negative, got %s", cfg.HealthInterval)
@@ -238,9 +364,15 @@ func (c *Cluster) Run(ctx context.Context) error {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	roles := make([]server.Role, len(c.origins))
-	for i, o := range c.origins {
-		roles[i] = o
+	var roles []server.Role
+	for _, o := range c.origins {
+		roles = append(roles, o)
+	}
+	if c.tracker != nil {
+		roles = append(roles, c.tracker)
+	}
+	for _, a := range c.agents {
+		roles = append(roles, a)
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- server.Run(runCtx, roles...) }()
@@ -263,7 +395,11 @@ func (c *Cluster) Run(ctx context.Context) error {
 		}
 	}
 	if c.cfg.EndpointsFile != "" {
-		if err := WriteEndpoints(c.cfg.EndpointsFile, Endpoints{Origins: c.addrs}); err != nil {
+		e := Endpoints{Origins: c.addrs, Agents: c.Agents()}
+		if c.tracker != nil {
+			e.Trackers = []string{c.tracker.Addr()}
+		}
+		if err := WriteEndpoints(c.cfg.EndpointsFile, e); err != nil {
 			stop()
 			return errors.Join(err, <-runErr)
 		}
@@ -273,7 +409,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	c.log.Info("dev cluster ready", "origins", c.addrs, "dir", c.cfg.Dir)
+	c.log.Info("dev cluster ready", "origins", c.addrs, "tracker", c.TrackerAddr(), "agents", c.Agents(), "dir", c.cfg.Dir)
 	close(c.ready)
 	return <-runErr
 }
@@ -281,7 +417,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 // waitReady polls every origin's /readyz until all answer 200 or ctx ends.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	const poll = 50 * time.Millisecond
-	for _, addr := range c.addrs {
+	all := append(c.Endpoints(), c.Agents()...)
+	if c.tracker != nil {
+		all = append(all, c.tracker.Addr())
+	}
+	for _, addr := range all {
+		// Every role serves /readyz the way an origin does.
 		o := client.NewOrigin(addr, c.hc)
 		for {
 			err := o.Ready(ctx)
@@ -328,6 +469,13 @@ func (c *Cluster) release() {
 			c.log.Warn("close origin", "addr", o.Addr(), "err", err)
 		}
 	}
+	if c.tracker != nil {
+		_ = c.tracker.Close()
+	}
+	for _, a := range c.agents {
+		_ = a.Close()
+	}
+	closeAll(c.others) // closing a listener twice is harmless
 	c.unlock()
 }
 

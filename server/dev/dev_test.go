@@ -287,8 +287,8 @@ func TestReadEndpoints(t *testing.T) {
 	require.Equal(t, []string{"127.0.0.1:3"}, e.BuildIndex)
 	require.Empty(t, e.Origins)
 
-	_, err = dev.ReadEndpoints(write("unknown.yaml", "origins: [\"127.0.0.1:1\"]\nagents: 3\n"))
-	require.ErrorContains(t, err, "agents")
+	_, err = dev.ReadEndpoints(write("unknown.yaml", "origins: [\"127.0.0.1:1\"]\nproxies: 3\n"))
+	require.ErrorContains(t, err, "proxies")
 
 	_, err = dev.ReadEndpoints(write("garbage.yaml", "origins: {\n"))
 	require.Error(t, err)
@@ -303,4 +303,37 @@ func TestReadEndpoints(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(p))
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
+}
+
+// With agents, a blob pushed to the origins is pulled through each agent from the swarm the
+// origins seed, and the endpoints file names the tracker and the agents.
+func TestPullThroughAgents(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	c, err := dev.New(dev.Config{Origins: 2, Agents: 2, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
+	require.NoError(t, err)
+	run(t, c)
+	require.Len(t, c.Agents(), 2)
+	require.NotEmpty(t, c.TrackerAddr())
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Equal(t, c.Agents(), e.Agents)
+	require.Equal(t, []string{c.TrackerAddr()}, e.Trackers)
+
+	hc := httpClient(t)
+	data, d := randomBlob(t, 3<<20+5)
+	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "dev-test", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	for _, a := range c.Agents() {
+		var got bytes.Buffer
+		_, err := client.NewAgent(a, hc).Pull(t.Context(), "dev-test", d, &got, nil)
+		require.NoError(t, err, a)
+		require.True(t, bytes.Equal(data, got.Bytes()), "agent %s returned other bytes", a)
+	}
+}
+
+func TestAgentsOutOfRange(t *testing.T) {
+	_, err := dev.New(dev.Config{Origins: 1, Agents: dev.MaxAgents + 1, Dir: t.TempDir()}, dev.Deps{})
+	require.ErrorIs(t, err, dev.ErrInvalidConfig)
+	require.ErrorContains(t, err, "agents")
 }

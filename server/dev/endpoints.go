@@ -24,6 +24,10 @@ type Endpoints struct {
 	Origins []string `yaml:"origins"`
 	// BuildIndex lists the build-index nodes' API addresses; any of them serves every request.
 	BuildIndex []string `yaml:"build_index,omitempty"`
+	// Trackers lists the trackers' addresses.
+	Trackers []string `yaml:"trackers,omitempty"`
+	// Agents lists the agents' blob API addresses.
+	Agents []string `yaml:"agents,omitempty"`
 }
 
 // WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
@@ -74,7 +78,7 @@ func ReadEndpoints(path string) (Endpoints, error) {
 	if err := dec.Decode(&e); err != nil {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, err)
 	}
-	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 {
+	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 && len(e.Agents) == 0 {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, ErrNoEndpoints)
 	}
 	return e, nil
