@@ -219,8 +219,7 @@ var badHandshakes = []advCase{
 	}), wantErr: scheduler.ErrProtocol},
 	{name: "handshake/not the peer id the tracker gave", hello: modified(func(h *wire.Handshake) { h.PeerID = wire.RandomPeerID() }), wantErr: scheduler.ErrProtocol},
 	{name: "handshake/bad magic", hello: rawHandshake(func(b []byte) { copy(b, "HTTP") }), wantErr: wire.ErrBadMagic},
-	{name: "handshake/bitfield with spare bits set", hello: rawHandshake(func(b []byte) { b[len(b)-1] |= 1 }), wantErr: wire.ErrMalformed,
-		bug: "torrent.dial blacklists a refused handshake only for ErrProtocol and wire.ErrBadMagic, not wire.ErrMalformed"},
+	{name: "handshake/bitfield with spare bits set", hello: rawHandshake(func(b []byte) { b[len(b)-1] |= 1 }), wantErr: wire.ErrMalformed},
 }
 
 // TestAdversaryDialledByAgent hands the adversary out as the agent's only source: the agent
@@ -547,8 +546,7 @@ func TestProtocolErrorsAreSent(t *testing.T) {
 		code  wire.ErrorCode
 		bug   string
 	}{
-		{name: "wrong blob in the handshake", hello: modified(func(h *wire.Handshake) { h.Digest = digest.FromString("another blob") }), code: wire.CodeWrongBlob,
-			bug: "torrent.dial closes a connection whose handshake it refuses without sending error CodeWrongBlob"},
+		{name: "wrong blob in the handshake", hello: modified(func(h *wire.Handshake) { h.Digest = digest.FromString("another blob") }), code: wire.CodeWrongBlob},
 		{name: "request outside the blob", run: func(c *advConn) error { return msg(wire.Request{Piece: pastLast(c.mi), Length: 1})(c) }, code: wire.CodeBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -664,7 +662,6 @@ func TestUnsolicitedPiecesAreRejected(t *testing.T) {
 // otherwise let a peer fill the agent's ingress with waste for as long as it likes.
 func TestRepeatedPieceIsRejected(t *testing.T) {
 	t.Parallel()
-	t.Skip("BUG: wants accepts (as waste) any number of piece messages for a piece requested once of the peer")
 	sw := newAdvSwarm(t)
 	agent := startNode(t, t.TempDir(), scheduler.Config{}, sw.gt)
 	rec := record(t, agent.s)

@@ -37,7 +37,7 @@ type conn struct {
 	origin   bool
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
-	asked   *wire.Bitfield   // pieces ever requested of the peer (t.mu)
+	expect  map[int]int      // blocks requested of the peer and not yet received, per piece (t.mu)
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
 
@@ -65,7 +65,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
 		outbound: outbound, origin: origin,
-		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), asked: wire.NewBitfield(h.Bitfield.Len()),
+		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
 		shown: wire.NewBitfield(h.Bitfield.Len()), sent: wire.NewBitfield(h.Bitfield.Len()),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}

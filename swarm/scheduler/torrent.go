@@ -536,6 +536,10 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 		if err == nil && p.ID != "" && h.PeerID.String() != p.ID {
 			err = fmt.Errorf("%w: peer at %s is %s, tracker said %s", ErrProtocol, p.Addr, h.PeerID, p.ID)
 		}
+		if errors.Is(err, ErrProtocol) {
+			// Its handshake was readable but wrong: say so before closing (docs/protocol.md §1.2).
+			_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeWrongBlob, Message: err.Error()})
+		}
 	}
 	stopped := stopDeadline()
 	if err != nil || !stopped {
@@ -543,7 +547,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 			err = dctx.Err()
 		}
 		_ = nc.Close()
-		if errors.Is(err, ErrProtocol) || errors.Is(err, wire.ErrBadMagic) {
+		if violation(err) || errors.Is(err, wire.ErrBadMagic) {
 			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
@@ -750,9 +754,9 @@ func (t *torrent) fill(c *conn) {
 	}
 	for _, i := range t.picker.Next(c.id, want) {
 		c.pending[i] = struct{}{}
-		c.asked.Set(i)
 		l := t.pieceLen(i)
 		for off := int64(0); off < l; off += wire.MaxBlockLength {
+			c.expect[i]++
 			c.queue(wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(min(wire.MaxBlockLength, l-off))})
 		}
 	}
@@ -804,7 +808,8 @@ func (t *torrent) checkTimeouts() {
 		t.cancelRequest(c, r.Piece)
 		c.strikes++
 		if c.strikes >= 3 {
-			c.fail(fmt.Errorf("%w: %d requests timed out", ErrStalled, c.strikes))
+			err := fmt.Errorf("%w: %d requests timed out", ErrStalled, c.strikes)
+			go func() { c.goodbye(err); c.fail(err) }()
 		}
 	}
 	if len(timed) > 0 {
@@ -853,16 +858,20 @@ func (t *torrent) onBitfield(c *conn, bits *wire.Bitfield) error {
 }
 
 // wants reports whether a piece arriving from c should be kept (a request to c is
-// outstanding, or the piece is still missing). A piece never requested of c is a protocol
-// error: it could only waste this host's ingress.
+// outstanding, or the piece is still missing). Every block requested of c may arrive once,
+// even after a cancel (the messages cross); any other block is a protocol error, since it
+// could only waste this host's ingress.
 func (t *torrent) wants(c *conn, i int) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if i < 0 || i >= t.mi.NumPieces() {
 		return false, fmt.Errorf("%w: piece %d of %d", ErrProtocol, i, t.mi.NumPieces())
 	}
-	if !c.asked.Has(i) {
-		return false, fmt.Errorf("%w: piece %d was never requested", ErrProtocol, i)
+	if c.expect[i] <= 0 {
+		return false, fmt.Errorf("%w: piece %d was not requested", ErrProtocol, i)
+	}
+	if c.expect[i]--; c.expect[i] == 0 {
+		delete(c.expect, i)
 	}
 	_, pending := c.pending[i]
 	return pending || (t.picker != nil && !t.committed && !t.have.Has(i)), nil
