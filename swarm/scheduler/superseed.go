@@ -32,11 +32,16 @@ const (
 type superSeed struct {
 	reveals []uint16 // times each piece was revealed to an agent that did not get it elsewhere
 	avail   []int32  // connected agents that have each piece
+	window  int      // pieces after an agent's lowest missing one that are revealed first
+	full    *wire.Bitfield
 	rnd     *rand.Rand
 }
 
-func newSuperSeed(n int) *superSeed {
-	return &superSeed{reveals: make([]uint16, n), avail: make([]int32, n), rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+func newSuperSeed(n, window int) *superSeed {
+	return &superSeed{
+		reveals: make([]uint16, n), avail: make([]int32, n), window: window, full: wire.NewFullBitfield(n),
+		rnd: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
 }
 
 // ssAdd counts c's pieces into availability (register); t.mu held.
@@ -117,18 +122,27 @@ func (t *torrent) reveal(c *conn, stuck bool) {
 }
 
 // pick returns the piece to reveal to c next, or -1: among the pieces c lacks and was not
-// shown, those no connected agent has, least revealed first; when stuck, otherwise the rarest.
-// Ties are broken at random.
+// shown, those no connected agent has, least revealed first, and among those the ones in the
+// window after c's lowest missing piece first, so that an agent streaming the blob in order
+// gets its next bytes from the origin early (one agent alone would otherwise see its prefix
+// grow only at the end); when stuck, otherwise the rarest. Ties are broken at random.
 func (s *superSeed) pick(c *conn, stuck bool) int {
+	low := s.full.NextNotIn(c.remote, 0)
+	if low < 0 {
+		return -1
+	}
 	best, bestKey, ties := -1, int64(-1), 0
-	for i := range s.avail {
+	for i := low; i < len(s.avail); i++ {
 		if c.remote.Has(i) || c.shown.Has(i) {
 			continue
 		}
 		var key int64
 		switch {
 		case s.avail[i] == 0:
-			key = int64(s.reveals[i])
+			key = 2 * int64(s.reveals[i])
+			if i >= low+s.window {
+				key++
+			}
 		case stuck:
 			key = 1<<20 + int64(s.avail[i])
 		default:

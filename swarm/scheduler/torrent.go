@@ -40,6 +40,7 @@ type torrent struct {
 	have       *wire.Bitfield
 	partial    *castore.Partial
 	committed  bool
+	committing bool // Partial.Commit is running: the partial is being closed
 	err        error
 	conns      map[piece.PeerID]*conn
 	dialing    map[string]bool
@@ -84,7 +85,7 @@ func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo) *torrent {
 	t.committed = true
 	t.finished = t.started
 	if s.cfg.SeedOnly && !s.cfg.NoSuperSeed {
-		t.ss = newSuperSeed(mi.NumPieces())
+		t.ss = newSuperSeed(mi.NumPieces(), s.cfg.window(mi.NumPieces()))
 	}
 	close(t.ready)
 	s.event(Event{Kind: EventTorrentSeed, Digest: t.d, Bytes: mi.Length})
@@ -174,21 +175,35 @@ func (t *torrent) open(ctx context.Context) (*Download, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("open %s: %w", t.d, ctx.Err())
 	}
-	t.mu.Lock()
-	if t.err != nil {
-		err := t.err
-		t.mu.Unlock()
-		return nil, fmt.Errorf("open %s: %w", t.d, err)
-	}
-	if p := t.partial; p != nil && !t.committed {
-		f, err := p.OpenFile()
-		t.mu.Unlock()
-		if err != nil {
+	for {
+		t.mu.Lock()
+		if t.err != nil {
+			err := t.err
+			t.mu.Unlock()
 			return nil, fmt.Errorf("open %s: %w", t.d, err)
 		}
-		return &Download{t: t, f: f, size: t.mi.Length}, nil
+		if t.committing {
+			// The partial is being renamed into the store: wait for the outcome.
+			ch := t.progress
+			t.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("open %s: %w", t.d, ctx.Err())
+			}
+		}
+		if p := t.partial; p != nil && !t.committed {
+			f, err := p.OpenFile()
+			t.mu.Unlock()
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", t.d, err)
+			}
+			return &Download{t: t, f: f, size: t.mi.Length}, nil
+		}
+		t.mu.Unlock()
+		break
 	}
-	t.mu.Unlock()
 	b, err := t.s.store.Open(ctx, t.d)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", t.d, err)
@@ -232,8 +247,8 @@ func (t *torrent) download() {
 	}()
 	t.s.event(Event{Kind: EventTorrentStart, Digest: t.d})
 	if err := t.prepare(ctx); err != nil {
+		t.fail(err) // records err and forgets the torrent before anyone waiting sees it
 		close(t.ready)
-		t.fail(err)
 		return
 	}
 	close(t.ready)
@@ -427,7 +442,15 @@ func (t *torrent) hashLoop(ctx context.Context) {
 }
 
 func (t *torrent) commit(ctx context.Context, p *castore.Partial) {
-	if _, err := p.Commit(ctx); err != nil {
+	t.mu.Lock()
+	t.committing = true
+	t.mu.Unlock()
+	_, err := p.Commit(ctx)
+	if err != nil {
+		t.mu.Lock()
+		t.committing = false
+		t.broadcast()
+		t.mu.Unlock()
 		if ctx.Err() == nil {
 			t.fail(fmt.Errorf("commit download: %w", err))
 		}
@@ -440,7 +463,7 @@ func (t *torrent) commit(ctx context.Context, p *castore.Partial) {
 	}
 	now := t.s.now()
 	t.mu.Lock()
-	t.committed = true
+	t.committed, t.committing = true, false
 	t.partial = nil
 	t.finished, t.lastActive = now, now
 	elapsed := now.Sub(t.started)
