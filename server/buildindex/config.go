@@ -16,8 +16,8 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultListen        = "127.0.0.1:16000"
-	DefaultRaftListen    = "127.0.0.1:16001"
+	DefaultListen        = "127.0.0.1:15100"
+	DefaultRaftListen    = "127.0.0.1:15101"
 	DefaultMaxBody       = 64 << 10
 	DefaultTagsNamespace = "krakenctl-tags"
 	// DefaultMaxManifestSize bounds the manifests fetched for the content check; larger objects
@@ -27,12 +27,12 @@ const (
 
 // Config is a build-index node's YAML configuration file.
 //
-//	listen: 127.0.0.1:16000          # HTTP API (--listen overrides)
-//	advertise: 127.0.0.1:16000       # API address other nodes forward to; default listen
-//	raft_listen: 127.0.0.1:16001     # Raft traffic
+//	listen: 127.0.0.1:15100          # HTTP API (--listen overrides)
+//	advertise: 127.0.0.1:15100       # API address other nodes forward to; default listen
+//	raft_listen: 127.0.0.1:15101     # Raft traffic
 //	dir: /var/lib/krakenctl/build-index
 //	raft:
-//	  node_id: bi-1                  # default: from advertise, "127.0.0.1-16000"
+//	  node_id: bi-1                  # default: from advertise, "127.0.0.1-15100"
 //	  bootstrap: true                # on the first node of a new cluster only
 //	origins: [127.0.0.1:15000]       # content checks
 //	backends:                        # tag write-back and restore

@@ -547,7 +547,7 @@ func TestConfigValidate(t *testing.T) {
 	c := base()
 	c.Defaults()
 	require.NoError(t, c.Validate())
-	require.Equal(t, "127.0.0.1-16000", c.Raft.NodeID)
+	require.Equal(t, "127.0.0.1-15100", c.Raft.NodeID)
 	require.Equal(t, "/tmp/x/raft", c.Raft.Dir)
 	require.Equal(t, DefaultRaftListen, c.Raft.Advertise)
 	require.Equal(t, c.Advertise, c.Raft.APIAddr)
@@ -568,7 +568,7 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.TagsNamespace = "Tags" }, "tags_namespace"},
 		{func(c *Config) { c.Writeback.Workers = -1 }, "writeback.workers"},
 		{func(c *Config) { c.Writeback.RetryMax = time.Millisecond }, "writeback.retry_initial/retry_max"},
-		{func(c *Config) { c.Join = []string{"127.0.0.1:16000"} }, "join[0]: \"127.0.0.1:16000\" is this node's own address"},
+		{func(c *Config) { c.Join = []string{"127.0.0.1:15100"} }, "join[0]: \"127.0.0.1:15100\" is this node's own address"},
 		{func(c *Config) { c.Join = []string{"127.0.0.1:1"}; c.Raft.Bootstrap = true }, "join: a node that bootstraps"},
 		{func(c *Config) { c.MaxBody = -1 }, "max_body"},
 	} {
