@@ -14,7 +14,6 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/swarm/announce"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
 // Paths of the agent's swarm API.
@@ -43,27 +42,6 @@ func blobArgs(r *http.Request) (string, digest.Digest, error) {
 	return ns, d, nil
 }
 
-// swarmError gives the errors of the swarm packages their HTTP status and OCI code; everything
-// else is left to registry.FromError.
-func swarmError(err error) error {
-	wrap := func(status int, code registry.Code, msg string) error {
-		return &registry.Error{Status: status, Code: code, Message: msg, Err: err}
-	}
-	switch {
-	case errors.Is(err, announce.ErrNotFound):
-		return wrap(http.StatusNotFound, registry.CodeBlobUnknown, "blob unknown to the trackers and the origins")
-	case errors.Is(err, announce.ErrUnavailable):
-		return wrap(http.StatusServiceUnavailable, registry.CodeUnavailable, "no tracker is reachable; retry")
-	case errors.Is(err, announce.ErrRejected):
-		return wrap(http.StatusBadGateway, registry.CodeUnknown, "the tracker refused the request")
-	case errors.Is(err, announce.ErrInvalid):
-		return wrap(http.StatusBadRequest, registry.CodeNameInvalid, "invalid namespace or digest")
-	case errors.Is(err, scheduler.ErrClosed):
-		return wrap(http.StatusServiceUnavailable, registry.CodeUnavailable, "the agent is shutting down")
-	}
-	return err
-}
-
 // handleBlob serves GET and HEAD of a blob, streaming it while it downloads.
 func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -76,7 +54,7 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 	dl, err := s.sched.Open(ctx, ns, d)
 	if err != nil {
 		s.requestFailed(r, d, err)
-		registry.WriteError(w, r, swarmError(err))
+		registry.WriteError(w, r, err)
 		return
 	}
 	defer dl.Close()
@@ -99,7 +77,7 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		// proper error status.
 		if _, err := dl.Wait(ctx, off); err != nil {
 			s.requestFailed(r, d, err)
-			registry.WriteError(w, r, swarmError(err))
+			registry.WriteError(w, r, err)
 			return
 		}
 		s.metrics.firstByte.Observe(time.Since(start).Seconds())

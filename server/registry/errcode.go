@@ -8,7 +8,9 @@ import (
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -115,6 +117,16 @@ func FromError(err error) *Error {
 		return wrap(http.StatusNotFound, CodeNameUnknown, "no storage backend is configured for this namespace")
 	case errors.Is(err, backend.ErrReadOnly):
 		return wrap(http.StatusMethodNotAllowed, CodeUnsupported, "the storage backend for this namespace is read-only")
+	case errors.Is(err, announce.ErrNotFound):
+		return wrap(http.StatusNotFound, CodeBlobUnknown, "blob unknown to the trackers and the origins")
+	case errors.Is(err, announce.ErrUnavailable):
+		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "no tracker is reachable; retry")
+	case errors.Is(err, announce.ErrRejected):
+		return wrap(http.StatusBadGateway, CodeUnknown, "the tracker refused the request")
+	case errors.Is(err, announce.ErrInvalid):
+		return wrap(http.StatusBadRequest, CodeNameInvalid, "invalid namespace or digest")
+	case errors.Is(err, scheduler.ErrClosed):
+		return wrap(http.StatusServiceUnavailable, CodeUnavailable, "shutting down")
 	case errors.Is(err, tagstore.ErrIndeterminate):
 		return wrap(http.StatusGatewayTimeout, CodeOutcomeUnknown, "the write may or may not have been applied (leadership changed or the node stopped while it committed); read the value to find out")
 	case errors.Is(err, tagstore.ErrNotFound):
