@@ -297,7 +297,8 @@ func (t *torrent) prepare(ctx context.Context) error {
 	var err error
 	for attempt := 0; ; attempt++ {
 		mi, err = t.s.tracker.Metainfo(ctx, t.ns, t.d)
-		if err == nil || errors.Is(err, announce.ErrNotFound) || attempt == 4 {
+		// Only "no tracker answered" is worth retrying; a 4xx would be the same next time.
+		if err == nil || !errors.Is(err, announce.ErrUnavailable) || attempt == 4 {
 			break
 		}
 		select {
