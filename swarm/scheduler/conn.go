@@ -280,6 +280,17 @@ func (c *conn) deliver(i int, buf []byte) error {
 	// Claim the piece so that a copy arriving on another connection is not written twice.
 	t.mu.Lock()
 	p, dup := t.partial, t.have.Has(i) || t.committed || t.writing[i]
+	if dup && t.writing[i] && !t.have.Has(i) && !t.committed {
+		// Another connection is writing this piece: only that writer may mark it held.
+		delete(c.pending, i)
+		if t.picker != nil {
+			t.picker.Release(c.id, i)
+		}
+		t.tot.wasted += t.pieceLen(i)
+		t.fill(c)
+		t.mu.Unlock()
+		return nil
+	}
 	if !dup && p != nil {
 		t.writing[i] = true
 	}
@@ -294,17 +305,17 @@ func (c *conn) deliver(i int, buf []byte) error {
 	t.writeMu.Lock()
 	_, err := p.WriteAt(buf, off)
 	t.writeMu.Unlock()
-	t.mu.Lock()
-	delete(t.writing, i)
-	t.mu.Unlock()
 	if err != nil {
+		t.mu.Lock()
+		delete(t.writing, i)
+		t.mu.Unlock()
 		if errors.Is(err, castore.ErrClosed) {
 			return nil
 		}
 		t.fail(fmt.Errorf("write piece %d: %w", i, err))
 		return err
 	}
-	t.gotPiece(c, i)
+	t.gotPieceWritten(c, i)
 	t.s.event(Event{Kind: EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: int64(len(buf)), Origin: c.origin})
 	return nil
 }

@@ -901,10 +901,23 @@ func (t *torrent) wants(c *conn, i int) (bool, error) {
 	return pending || (t.picker != nil && !t.committed && !t.have.Has(i)), nil
 }
 
+// gotPieceWritten is gotPiece for the writer of piece i: it drops the claim in the same
+// critical section that marks the piece held.
+func (t *torrent) gotPieceWritten(c *conn, i int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.writing, i)
+	t.gotPieceLocked(c, i)
+}
+
 // gotPiece records piece i, verified and written, as received from c.
 func (t *torrent) gotPiece(c *conn, i int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.gotPieceLocked(c, i)
+}
+
+func (t *torrent) gotPieceLocked(c *conn, i int) {
 	delete(c.pending, i)
 	l := t.pieceLen(i)
 	if t.picker == nil || t.committed {
