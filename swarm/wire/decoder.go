@@ -223,3 +223,26 @@ func (d *Decoder) ReadPayload(dst []byte) error {
 	}
 	return nil
 }
+
+// ReadPayloadPart reads the next bytes of the pending piece payload into dst: min(len(dst),
+// the unread payload) bytes, all of them, and returns how many. It lets a caller stream a large
+// payload through a small buffer (hashing and writing it as it goes) instead of holding it
+// whole.
+//
+// Errors: ErrPayloadLength (wrapped) when no payload is pending or dst is empty; a wrapped
+// io.ErrUnexpectedEOF when the stream ends inside the payload; or the reader's error, wrapped.
+func (d *Decoder) ReadPayloadPart(dst []byte) (int, error) {
+	if d.pending == 0 || len(dst) == 0 {
+		return 0, fmt.Errorf("read piece payload: %w: %d bytes pending, buffer of %d", ErrPayloadLength, d.pending, len(dst))
+	}
+	dst = dst[:min(len(dst), d.pending)]
+	n, err := io.ReadFull(d.r, dst)
+	d.pending -= n
+	if err != nil {
+		return n, fmt.Errorf("read piece payload: %w", noEOF(err))
+	}
+	return n, nil
+}
+
+// PayloadPending returns the unread bytes of the piece payload ReadMessageHeader returned last.
+func (d *Decoder) PayloadPending() int { return d.pending }

@@ -356,3 +356,42 @@ func bytesAllocated(f func()) uint64 {
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
 }
+
+// A payload can be streamed through a buffer smaller than itself, and the next message follows.
+func TestReadPayloadPart(t *testing.T) {
+	var b bytes.Buffer
+	data := bytes.Repeat([]byte("0123456789"), 100)
+	require.NoError(t, wire.WriteMessage(&b, wire.Piece{Piece: 1, Offset: 0, Data: data}))
+	require.NoError(t, wire.WriteMessage(&b, wire.Have{Piece: 7}))
+	d := wire.NewDecoder(&b)
+	m, err := d.ReadMessageHeader()
+	require.NoError(t, err)
+	require.Equal(t, wire.PieceHeader{Piece: 1, Offset: 0, Length: uint32(len(data))}, m)
+	var got []byte
+	buf := make([]byte, 64)
+	for d.PayloadPending() > 0 {
+		n, err := d.ReadPayloadPart(buf)
+		require.NoError(t, err)
+		require.LessOrEqual(t, n, len(buf))
+		got = append(got, buf[:n]...)
+	}
+	require.Equal(t, data, got)
+	_, err = d.ReadPayloadPart(buf)
+	require.ErrorIs(t, err, wire.ErrPayloadLength, "nothing is pending any more")
+	m, err = d.ReadMessageHeader()
+	require.NoError(t, err)
+	require.Equal(t, wire.Have{Piece: 7}, m)
+
+	// A stream cut inside the payload is an unexpected EOF.
+	b.Reset()
+	require.NoError(t, wire.WriteMessage(&b, wire.Piece{Piece: 1, Data: data}))
+	d = wire.NewDecoder(bytes.NewReader(b.Bytes()[:b.Len()-10]))
+	_, err = d.ReadMessageHeader()
+	require.NoError(t, err)
+	for {
+		if _, err = d.ReadPayloadPart(buf); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+}
