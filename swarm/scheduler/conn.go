@@ -3,8 +3,10 @@ package scheduler
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net"
 	"os"
@@ -19,6 +21,9 @@ import (
 )
 
 const (
+	// readBuffer is what a connection reads a piece payload through: memory per connection
+	// stays this, whatever the piece length.
+	readBuffer     = 128 << 10
 	keepAliveEvery = 20 * time.Second
 	readIdle       = 3 * keepAliveEvery // a peer silent this long is gone
 	// maxServeQueue bounds the block requests a peer may have queued with us; more is a flood.
@@ -176,15 +181,10 @@ func (c *conn) closed() bool {
 func (c *conn) readLoop(ctx context.Context) error {
 	t := c.t
 	dec := wire.NewDecoder(bufio.NewReaderSize(t.s.lim.Reader(ctx, c.nc), 64<<10))
-	type inflight struct {
-		bp   *[]byte
-		got  uint32 // bit b: block b received
-		want uint32
-	}
-	bufs := map[int]*inflight{}
+	streams := map[int]*stream{}
 	defer func() {
-		for _, in := range bufs {
-			t.bufs.Put(in.bp)
+		for i := range streams {
+			t.unclaim(c, i)
 		}
 	}()
 	var scratch []byte
@@ -223,100 +223,84 @@ func (c *conn) readLoop(ctx context.Context) error {
 		case wire.Error:
 			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
 		case wire.PieceHeader:
-			i := int(m.Piece)
-			keep, err := t.wants(c, i)
-			if err != nil {
-				return err
-			}
-			l := t.pieceLen(i)
-			if int64(m.Offset)+int64(m.Length) > l || m.Length == 0 || m.Offset%wire.MaxBlockLength != 0 {
-				return fmt.Errorf("%w: piece %d block [%d,+%d) of a %d-byte piece", ErrProtocol, i, m.Offset, m.Length, l)
-			}
-			in := bufs[i]
-			if in == nil && keep {
-				in = &inflight{bp: t.bufs.Get().(*[]byte), want: 1<<uint32((l+wire.MaxBlockLength-1)/wire.MaxBlockLength) - 1}
-				bufs[i] = in
-			}
-			if in == nil {
-				// A piece we cancelled or already have: read it and let it go.
-				if cap(scratch) < int(m.Length) {
-					scratch = make([]byte, m.Length)
-				}
-				if err := dec.ReadPayload(scratch[:m.Length]); err != nil {
-					return fmt.Errorf("read from %s: %w", c.addr, err)
-				}
-				c.in.Add(int64(m.Length))
-				t.mu.Lock()
-				t.tot.wasted += int64(m.Length)
-				t.mu.Unlock()
-				continue
-			}
-			buf := (*in.bp)[:l]
-			if err := dec.ReadPayload(buf[m.Offset : m.Offset+m.Length]); err != nil {
-				return fmt.Errorf("read from %s: %w", c.addr, err)
-			}
-			c.in.Add(int64(m.Length))
-			in.got |= 1 << (m.Offset / wire.MaxBlockLength)
-			if in.got != in.want {
-				continue
-			}
-			delete(bufs, i)
-			err = c.deliver(i, buf)
-			t.bufs.Put(in.bp)
-			if err != nil {
+			if err := c.onPieceHeader(dec, m, streams, &scratch); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// deliver verifies a whole piece and writes it to the partial download.
-func (c *conn) deliver(i int, buf []byte) error {
+// stream is a piece arriving from one peer, hashed and written block by block.
+type stream struct {
+	h    hash.Hash
+	next int64 // bytes of the piece received so far, in order
+}
+
+// onPieceHeader receives one block. The first block of a wanted piece claims the piece for
+// this connection; its bytes, and those of the following blocks, go straight to the partial
+// file through a small buffer while they are hashed, so memory does not grow with the piece
+// length. The piece counts as held only once its hash matches. Blocks of pieces that are not
+// wanted, claimed by another connection or out of order are read and dropped.
+func (c *conn) onPieceHeader(dec *wire.Decoder, m wire.PieceHeader, streams map[int]*stream, scratch *[]byte) error {
 	t := c.t
-	if !t.verify(i, buf) {
+	i := int(m.Piece)
+	keep, err := t.wants(c, i)
+	if err != nil {
+		return err
+	}
+	l := t.pieceLen(i)
+	if int64(m.Offset)+int64(m.Length) > l || m.Length == 0 || m.Offset%wire.MaxBlockLength != 0 {
+		return fmt.Errorf("%w: piece %d block [%d,+%d) of a %d-byte piece", ErrProtocol, i, m.Offset, m.Length, l)
+	}
+	st := streams[i]
+	if st == nil && keep && m.Offset == 0 && t.claim(c, i) {
+		st = &stream{h: sha256.New()}
+		streams[i] = st
+	}
+	if st != nil && int64(m.Offset) != st.next {
+		// Out of order: this implementation asks for blocks in order and peers answer in order.
+		t.unclaim(c, i)
+		delete(streams, i)
+		st = nil
+	}
+	if len(*scratch) == 0 {
+		*scratch = make([]byte, readBuffer)
+	}
+	buf := *scratch
+	pieceOff, _ := t.mi.PieceRange(i)
+	for dec.PayloadPending() > 0 {
+		n, err := dec.ReadPayloadPart(buf)
+		c.in.Add(int64(n))
+		if err != nil {
+			return fmt.Errorf("read from %s: %w", c.addr, err)
+		}
+		if st == nil {
+			t.addWasted(int64(n))
+			continue
+		}
+		st.h.Write(buf[:n])
+		owned, err := t.writeBlock(c, i, pieceOff+st.next, buf[:n])
+		if err != nil {
+			return err
+		}
+		st.next += int64(n)
+		if !owned {
+			// Another connection took the piece over (this one was too slow): drop the rest.
+			delete(streams, i)
+			st = nil
+		}
+	}
+	if st == nil || st.next < l {
+		return nil
+	}
+	delete(streams, i)
+	if [sha256.Size]byte(st.h.Sum(nil)) != t.mi.PieceSums[i] {
+		t.unclaim(c, i)
 		t.badPiece(c, i)
 		return fmt.Errorf("%w: piece %d from %s", ErrBadPiece, i, c.addr)
 	}
-	// Claim the piece so that a copy arriving on another connection is not written twice.
-	t.mu.Lock()
-	p, dup := t.partial, t.have.Has(i) || t.committed || t.writing[i]
-	if dup && t.writing[i] && !t.have.Has(i) && !t.committed {
-		// Another connection is writing this piece: only that writer may mark it held.
-		delete(c.pending, i)
-		if t.picker != nil {
-			t.picker.Release(c.id, i)
-		}
-		t.tot.wasted += t.pieceLen(i)
-		t.fill(c)
-		t.mu.Unlock()
-		return nil
-	}
-	if !dup && p != nil {
-		t.writing[i] = true
-	}
-	t.mu.Unlock()
-	if dup || p == nil {
-		t.gotPiece(c, i) // counts the duplicate
-		return nil
-	}
-	off, _ := t.mi.PieceRange(i)
-	// One write at a time per file: concurrent pwrites to one file serialise on its inode lock
-	// in the kernel anyway, and waiting here parks a goroutine instead of a thread.
-	t.writeMu.Lock()
-	_, err := p.WriteAt(buf, off)
-	t.writeMu.Unlock()
-	if err != nil {
-		t.mu.Lock()
-		delete(t.writing, i)
-		t.mu.Unlock()
-		if errors.Is(err, castore.ErrClosed) {
-			return nil
-		}
-		t.fail(fmt.Errorf("write piece %d: %w", i, err))
-		return err
-	}
 	t.gotPieceWritten(c, i)
-	t.s.event(Event{Kind: EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: int64(len(buf)), Origin: c.origin})
+	t.s.event(Event{Kind: EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: l, Origin: c.origin})
 	return nil
 }
 

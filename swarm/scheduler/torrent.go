@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -30,8 +32,10 @@ type torrent struct {
 	stopOnce sync.Once
 	ready    chan struct{} // closed once metainfo and partial are set up, or the torrent failed
 	poke     chan struct{} // asks the download loop to announce now
-	bufs     sync.Pool     // piece buffers of mi.PieceLength bytes
-	writeMu  sync.Mutex    // serialises writes to the partial file
+	// writeMu serialises writes to the partial file and guards writers. Lock order: mu, then
+	// writeMu.
+	writeMu sync.Mutex
+	writers map[int]*claim // pieces being received, by the connection receiving each
 
 	mu         sync.Mutex
 	mi         metainfo.MetaInfo
@@ -44,9 +48,8 @@ type torrent struct {
 	err        error
 	conns      map[piece.PeerID]*conn
 	dialing    map[string]bool
-	writing    map[int]bool // pieces being written by a connection
-	next       int          // lowest piece not in the prefix
-	prefix     int64        // bytes of verified pieces in order from 0
+	next       int   // lowest piece not in the prefix
+	prefix     int64 // bytes of verified pieces in order from 0
 	progress   chan struct{}
 	dirty      bool
 	depth      int
@@ -70,7 +73,7 @@ func newTorrent(s *Scheduler, ns string, d digest.Digest) *torrent {
 		poke:     make(chan struct{}, 1),
 		conns:    map[piece.PeerID]*conn{},
 		dialing:  map[string]bool{},
-		writing:  map[int]bool{},
+		writers:  map[int]*claim{},
 		progress: make(chan struct{}),
 		started:  now, lastActive: now,
 	}
@@ -95,8 +98,6 @@ func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo) *torrent {
 func (t *torrent) setMetainfo(mi metainfo.MetaInfo) {
 	t.mi = mi
 	t.depth = max(2, int(t.s.cfg.PipelineBytes/max(1, mi.PieceLength)))
-	pl := mi.PieceLength
-	t.bufs.New = func() any { b := make([]byte, pl); return &b }
 }
 
 // originDepth bounds the requests outstanding with one origin.
@@ -375,16 +376,16 @@ func (t *torrent) resume(ctx context.Context, p *castore.Partial, mi metainfo.Me
 	if err != nil {
 		return 0
 	}
-	bp := t.bufs.Get().(*[]byte)
-	defer t.bufs.Put(bp)
 	n := 0
+	buf := make([]byte, readBuffer)
 	for i := range saved.All() {
 		if ctx.Err() != nil {
 			break
 		}
 		off, l := mi.PieceRange(i)
-		buf := (*bp)[:l]
-		if _, err := p.ReadAt(buf, off); err == nil && mi.VerifyPiece(i, buf) {
+		h := sha256.New()
+		if _, err := io.CopyBuffer(h, io.NewSectionReader(p, off, l), buf); err == nil &&
+			[sha256.Size]byte(h.Sum(nil)) == mi.PieceSums[i] {
 			have.Set(i)
 			n++
 		}
@@ -901,13 +902,14 @@ func (t *torrent) wants(c *conn, i int) (bool, error) {
 	return pending || (t.picker != nil && !t.committed && !t.have.Has(i)), nil
 }
 
-// gotPieceWritten is gotPiece for the writer of piece i: it drops the claim in the same
+// gotPieceWritten records piece i, verified and written by c, and drops c's claim in the same
 // critical section that marks the piece held.
 func (t *torrent) gotPieceWritten(c *conn, i int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.writing, i)
 	t.gotPieceLocked(c, i)
+	// Held now, so nobody claims it again; only then may the claim go.
+	t.unclaim(c, i)
 }
 
 // gotPiece records piece i, verified and written, as received from c.
@@ -1032,7 +1034,65 @@ func (t *torrent) hasPiece(i int) bool {
 	return i >= 0 && i < t.mi.NumPieces() && t.have.Has(i)
 }
 
-// verify reports whether data is piece i.
-func (t *torrent) verify(i int, data []byte) bool {
-	return i >= 0 && i < len(t.mi.PieceSums) && sha256.Sum256(data) == t.mi.PieceSums[i]
+// claim is a connection's right to write a piece it is receiving.
+type claim struct {
+	c    *conn
+	last time.Time // the claimant's last write
+}
+
+// claimStale is how long a claim survives without a write before another connection that
+// receives the same piece may take it over.
+func (t *torrent) claimStale() time.Duration { return max(2*time.Second, t.s.cfg.RequestTimeout/4) }
+
+// claim gives c the right to write piece i, unless another connection is receiving it and
+// wrote recently.
+func (t *torrent) claim(c *conn, i int) bool {
+	now := t.s.now()
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	if cl := t.writers[i]; cl != nil && cl.c != c && now.Sub(cl.last) < t.claimStale() {
+		return false
+	}
+	t.writers[i] = &claim{c: c, last: now}
+	return true
+}
+
+// unclaim drops c's claim of piece i, if it still holds it.
+func (t *torrent) unclaim(c *conn, i int) {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	if cl := t.writers[i]; cl != nil && cl.c == c {
+		delete(t.writers, i)
+	}
+}
+
+// writeBlock writes bytes of piece i received by c at off in the blob, if c still holds the
+// claim (owned reports whether it did). A write into the part of the file already hashed means
+// the piece is held after all: the bytes are dropped.
+func (t *torrent) writeBlock(c *conn, i int, off int64, b []byte) (owned bool, err error) {
+	t.mu.Lock()
+	p := t.partial
+	t.mu.Unlock()
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	cl := t.writers[i]
+	if cl == nil || cl.c != c || p == nil {
+		return false, nil
+	}
+	cl.last = t.s.now()
+	if _, err := p.WriteAt(b, off); err != nil {
+		delete(t.writers, i)
+		if errors.Is(err, castore.ErrClosed) || errors.Is(err, castore.ErrRangeFrozen) || errors.Is(err, fs.ErrClosed) {
+			return false, nil
+		}
+		go t.fail(fmt.Errorf("write piece %d: %w", i, err))
+		return false, err
+	}
+	return true, nil
+}
+
+func (t *torrent) addWasted(n int64) {
+	t.mu.Lock()
+	t.tot.wasted += n
+	t.mu.Unlock()
 }
