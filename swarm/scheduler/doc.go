@@ -10,8 +10,10 @@
 // the peers it hands out (at most Config.MaxConns per torrent) and accepts peers that dial in.
 // Each connection keeps about Config.PipelineBytes of requests outstanding; the picker chooses
 // rarest first inside a window after the lowest missing piece, ties at random, and asks origins
-// only for pieces no connected peer has. Every piece is checked against its SHA-256 from the
-// metainfo before it is written; the in-order prefix of verified pieces is hashed as it grows,
+// only for pieces no connected peer has (origins super-seed: they reveal pieces one by one, see
+// superseed.go). A piece streams from the socket into the partial file through a small buffer
+// while it is hashed, and counts as held (announced, served, shown to readers) only once its
+// SHA-256 matches the metainfo; the in-order prefix of held pieces is hashed as it grows,
 // so the blob's digest is checked without reading it again at the end, and the blob is committed
 // to the store only if it matches. Clients read the verified prefix while the download runs
 // (Download.Wait, Download.CopyRange); the last byte is released only after the digest check.
@@ -29,8 +31,8 @@
 //
 // # Concurrency
 //
-// Each connection has a reader goroutine (decoding, hashing and writing pieces, outside any
-// lock) and a writer goroutine (control messages first, then requested pieces, sent from the
+// Each connection has a reader goroutine (decoding, hashing and writing pieces, outside the
+// torrent's lock; one connection at a time claims a piece it receives) and a writer goroutine (control messages first, then requested pieces, sent from the
 // file with sendfile after taking egress tokens). A torrent's state — its piece.Picker, its
 // connections, its prefix — is guarded by one mutex that is held only for bookkeeping, never
 // across I/O. Everything exported is safe for concurrent use.
