@@ -135,7 +135,7 @@ peak RSS, whole process         300.0 MiB
 Go heap peak                    40.0 MiB
 CPU, whole process              30.0 s (1.40 cores)
 
-2 agents, 1 origin and 1 tracker on 127.0.0.1 in this process; every client checked the length and SHA-256 of what it read. 50.0s in all (seeding the origin 3.5s).
+2 agents, 1 origin and 1 tracker on 127.0.0.1 in this process; every client checked every byte it read (CRC-32C against the generated blob; agents check SHA-256). 50.0s in all (seeding the origin 3.5s).
 `
 	require.Equal(t, want, out.String())
 
