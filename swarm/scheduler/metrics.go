@@ -50,7 +50,8 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		defer s.mu.Unlock()
 		return float64(len(s.torrents))
 	})
-	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, torrents}
+	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, torrents,
+		&torrentCollector{s: s}}
 	if reg != nil {
 		for _, c := range m.cs {
 			if err := reg.Register(c); err != nil {
@@ -68,5 +69,46 @@ func (m *metrics) unregister() {
 	}
 	for _, c := range m.cs {
 		m.reg.Unregister(c)
+	}
+}
+
+// torrentCollector exports the per-torrent stats of the torrents alive at scrape time, labelled
+// by digest. A torrent's series disappear when it retires, so their number is bounded by the
+// torrents a host downloads or seeds at once, not by every blob it ever saw.
+type torrentCollector struct{ s *Scheduler }
+
+var (
+	torrentPiecesDesc = prometheus.NewDesc("krakenctl_swarm_torrent_pieces",
+		"Pieces of a torrent's blob, by state: have or total.", []string{"digest", "state"}, nil)
+	torrentPeersDesc = prometheus.NewDesc("krakenctl_swarm_torrent_peers",
+		"Open peer connections of a torrent.", []string{"digest"}, nil)
+	torrentBytesDesc = prometheus.NewDesc("krakenctl_swarm_torrent_bytes",
+		"Piece bytes of a torrent: received from origins (in_origin) and peers (in_peer), sent (out), and received but not needed (wasted).",
+		[]string{"digest", "kind"}, nil)
+	torrentBadDesc = prometheus.NewDesc("krakenctl_swarm_torrent_bad_pieces",
+		"Pieces of a torrent that failed their hash.", []string{"digest"}, nil)
+)
+
+func (c *torrentCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- torrentPiecesDesc
+	ch <- torrentPeersDesc
+	ch <- torrentBytesDesc
+	ch <- torrentBadDesc
+}
+
+func (c *torrentCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.Stats() {
+		d := st.Digest.String()
+		gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, append([]string{d}, labels...)...)
+		}
+		gauge(torrentPiecesDesc, float64(st.Have), "have")
+		gauge(torrentPiecesDesc, float64(st.Pieces), "total")
+		gauge(torrentPeersDesc, float64(len(st.Peers)))
+		gauge(torrentBytesDesc, float64(st.BytesInOrigin), "in_origin")
+		gauge(torrentBytesDesc, float64(st.BytesIn-st.BytesInOrigin), "in_peer")
+		gauge(torrentBytesDesc, float64(st.BytesOut), "out")
+		gauge(torrentBytesDesc, float64(st.Wasted), "wasted")
+		gauge(torrentBadDesc, float64(st.BadPieces))
 	}
 }

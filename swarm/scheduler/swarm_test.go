@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -181,4 +182,47 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 	}
 	t.Logf("origin sent %.2f copies; agents got %d bytes from peers", float64(originOut)/float64(len(blob)), fromPeers)
 	_ = mrand.IntN
+}
+
+// The per-torrent stats are exported as metrics labelled by digest, for the torrents alive.
+func TestTorrentMetrics(t *testing.T) {
+	tr := newFakeTracker()
+	blob := randomBlob(t, 1<<20+3)
+	_, d := startOrigin(t, tr, blob, scheduler.Config{})
+	st, err := castore.Open(t.TempDir(), castore.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	s, err := scheduler.New(scheduler.Config{}, scheduler.Deps{Store: st, Listener: ln, Tracker: tr, Registerer: reg})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	got, err := pull(t.Context(), s, d)
+	require.NoError(t, err)
+	require.Equal(t, blob, got)
+
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "digest" {
+					require.Equal(t, d.String(), l.GetValue())
+					continue
+				}
+				key += "/" + l.GetValue()
+			}
+			values[key] = m.GetGauge().GetValue()
+		}
+	}
+	require.Equal(t, float64(17), values["krakenctl_swarm_torrent_pieces/total"], "1 MiB + 3 bytes in 64 KiB pieces")
+	require.Equal(t, float64(17), values["krakenctl_swarm_torrent_pieces/have"])
+	require.Equal(t, float64(len(blob)), values["krakenctl_swarm_torrent_bytes/in_origin"], "everything came from the origin")
+	require.Zero(t, values["krakenctl_swarm_torrent_bytes/in_peer"])
 }
