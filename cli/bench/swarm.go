@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -123,8 +122,8 @@ func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
 			}
 		}()
 	}
-	p := &swarmProgress{ios: opts.IO}
-	res, err := bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Progress: p.update})
+	p := newSwarmProgress(opts.IO)
+	res, err := bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Progress: func(pr bench.SwarmProgress) { p.update(pr.Phase, pr.Done, pr.Total) }})
 	p.finish()
 	if err != nil {
 		return fmt.Errorf("bench swarm: %w", err)
@@ -239,13 +238,15 @@ var (
 	_ pflag.Value = (*rateFlag)(nil)
 )
 
-// swarmProgress shows the benchmark's phases on stderr: a bar per phase when stderr is a
-// terminal (bytes for the seed, baseline and swarm phases: for the swarm, what every client
-// has received together), else one line as each phase starts.
-type swarmProgress struct {
-	ios   *iostreams.IOStreams
-	phase string
-	bar   *progressbar.ProgressBar
+// newSwarmProgress shows the swarm benchmark's phases: bytes for the seed, baseline and swarm
+// phases (for the swarm, what every client has received together), servers for the start.
+func newSwarmProgress(ios *iostreams.IOStreams) *phaseProgress {
+	return &phaseProgress{ios: ios, titles: swarmTitles, unit: func(phase string) ([]progressbar.Option, func(int64) string) {
+		if phase == bench.PhaseStart {
+			return nil, func(n int64) string { return fmt.Sprint(n) }
+		}
+		return []progressbar.Option{progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true)}, bytesCell
+	}}
 }
 
 var swarmTitles = map[string]string{
@@ -253,48 +254,4 @@ var swarmTitles = map[string]string{
 	bench.PhaseSeed:     "uploading to the origin",
 	bench.PhaseBaseline: "baseline: one agent alone",
 	bench.PhaseSwarm:    "swarm: every client",
-}
-
-// update is bench.SwarmDeps.Progress; calls come one at a time.
-func (p *swarmProgress) update(pr bench.SwarmProgress) {
-	if pr.Phase != p.phase {
-		p.finish()
-		p.phase = pr.Phase
-		title := swarmTitles[pr.Phase]
-		if title == "" {
-			title = pr.Phase
-		}
-		bytes := pr.Phase != bench.PhaseStart
-		if !p.ios.IsStderrTTY() {
-			total := fmt.Sprint(pr.Total)
-			if bytes {
-				total = bytesCell(pr.Total)
-			}
-			fmt.Fprintf(p.ios.ErrOut, "%s (%s)...\n", title, total)
-			return
-		}
-		opts := []progressbar.Option{
-			progressbar.OptionSetWriter(p.ios.ErrOut),
-			progressbar.OptionSetDescription(fmt.Sprintf("%-27s", title)),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowCount(),
-			progressbar.OptionThrottle(100 * time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		}
-		if bytes {
-			opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
-		}
-		p.bar = progressbar.NewOptions64(pr.Total, opts...)
-	}
-	if p.bar != nil {
-		_ = p.bar.Set64(pr.Done)
-	}
-}
-
-// finish removes the current bar, if any.
-func (p *swarmProgress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-		p.bar = nil
-	}
 }

@@ -114,7 +114,7 @@ func tagsRun(ctx context.Context, opts *TagsOptions) (err error) {
 		}()
 	}
 	p := newProgress(opts.IO)
-	res, err := bench.Tags(ctx, cfg, bench.TagsDeps{Logger: log, Progress: p.update})
+	res, err := bench.Tags(ctx, cfg, bench.TagsDeps{Logger: log, Progress: func(pr bench.Progress) { p.update(pr.Phase, int64(pr.Done), int64(pr.Total)) }})
 	p.finish()
 	if err != nil {
 		return fmt.Errorf("bench tags: %w", err)
@@ -195,15 +195,61 @@ func msCell(v float64) string {
 	}
 }
 
-// progress shows the benchmark's phases on stderr: a bar per phase when stderr is a terminal,
-// else one line as each phase starts.
-type progress struct {
-	ios   *iostreams.IOStreams
+// phaseProgress shows a benchmark's phases on stderr: a bar per phase when stderr is a
+// terminal, else one line as each phase starts. Both benchmarks use it.
+type phaseProgress struct {
+	ios    *iostreams.IOStreams
+	titles map[string]string
+	// unit returns the bar's options for a phase's count (bytes or operations) and how a
+	// total is written in the one-line form.
+	unit  func(phase string) ([]progressbar.Option, func(int64) string)
 	phase string
 	bar   *progressbar.ProgressBar
 }
 
-func newProgress(ios *iostreams.IOStreams) *progress { return &progress{ios: ios} }
+// update starts a new bar when the phase changes and moves the current one; calls come one at
+// a time.
+func (p *phaseProgress) update(phase string, done, total int64) {
+	if phase != p.phase {
+		p.finish()
+		p.phase = phase
+		title := p.titles[phase]
+		if title == "" {
+			title = phase
+		}
+		unitOpts, cell := p.unit(phase)
+		if !p.ios.IsStderrTTY() {
+			fmt.Fprintf(p.ios.ErrOut, "%s (%s)...\n", title, cell(total))
+			return
+		}
+		opts := append([]progressbar.Option{
+			progressbar.OptionSetWriter(p.ios.ErrOut),
+			progressbar.OptionSetDescription(fmt.Sprintf("%-30s", title)),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowCount(),
+			progressbar.OptionThrottle(100 * time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		}, unitOpts...)
+		p.bar = progressbar.NewOptions64(total, opts...)
+	}
+	if p.bar != nil {
+		_ = p.bar.Set64(done)
+	}
+}
+
+func (p *phaseProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+		p.bar = nil
+	}
+}
+
+func newProgress(ios *iostreams.IOStreams) *phaseProgress {
+	return &phaseProgress{ios: ios, titles: phaseTitles, unit: func(string) ([]progressbar.Option, func(int64) string) {
+		return []progressbar.Option{progressbar.OptionShowIts(), progressbar.OptionSetItsString("ops")},
+			func(n int64) string { return fmt.Sprint(n) }
+	}}
+}
 
 var phaseTitles = map[string]string{
 	bench.PhaseStart: "starting nodes",
@@ -211,41 +257,4 @@ var phaseTitles = map[string]string{
 	bench.PhaseGet:   "getting tags",
 	bench.PhaseFill:  "filling the listed repository",
 	bench.PhaseList:  "listing",
-}
-
-// update is bench.TagsDeps.Progress; calls come one at a time.
-func (p *progress) update(pr bench.Progress) {
-	if pr.Phase != p.phase {
-		p.finish()
-		p.phase = pr.Phase
-		title := phaseTitles[pr.Phase]
-		if title == "" {
-			title = pr.Phase
-		}
-		if !p.ios.IsStderrTTY() {
-			fmt.Fprintf(p.ios.ErrOut, "%s (%d)...\n", title, pr.Total)
-			return
-		}
-		p.bar = progressbar.NewOptions(pr.Total,
-			progressbar.OptionSetWriter(p.ios.ErrOut),
-			progressbar.OptionSetDescription(fmt.Sprintf("%-30s", title)),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("ops"),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-	}
-	if p.bar != nil {
-		_ = p.bar.Set(pr.Done)
-	}
-}
-
-// finish removes the current bar, if any.
-func (p *progress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-		p.bar = nil
-	}
 }
