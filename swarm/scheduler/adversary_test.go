@@ -114,8 +114,6 @@ type advCase struct {
 	stall bool
 	// badPiece: the case sends a piece that fails its hash.
 	badPiece bool
-	// bug, when set, skips the case: it fails because of the scheduler bug described.
-	bug string
 }
 
 func raw(b ...byte) func(*advConn) error { return func(c *advConn) error { return c.write(b) } }
@@ -236,9 +234,6 @@ func TestAdversaryDialledByAgent(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if tc.bug != "" {
-				t.Skip("BUG: " + tc.bug)
-			}
 			sw := newAdvSwarm(t)
 			cfg := scheduler.Config{}
 			if tc.stall {
@@ -336,9 +331,6 @@ func TestAdversaryDialsAgent(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if tc.bug != "" {
-				t.Skip("BUG: " + tc.bug)
-			}
 			sw := newAdvSwarm(t)
 			cfg := scheduler.Config{}
 			if tc.stall {
@@ -544,16 +536,12 @@ func TestProtocolErrorsAreSent(t *testing.T) {
 		hello func(wire.Handshake) ([]byte, error)
 		run   func(*advConn) error
 		code  wire.ErrorCode
-		bug   string
 	}{
 		{name: "wrong blob in the handshake", hello: modified(func(h *wire.Handshake) { h.Digest = digest.FromString("another blob") }), code: wire.CodeWrongBlob},
 		{name: "request outside the blob", run: func(c *advConn) error { return msg(wire.Request{Piece: pastLast(c.mi), Length: 1})(c) }, code: wire.CodeBadRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if tc.bug != "" {
-				t.Skip("BUG: " + tc.bug)
-			}
 			sw := newAdvSwarm(t)
 			agent := startNode(t, t.TempDir(), scheduler.Config{}, sw.gt)
 			adv := newAdversary(t, sw.mi)
