@@ -1007,19 +1007,30 @@ func (t *torrent) served(c *conn, r wire.Request) {
 // source opens a descriptor to serve pieces from: the partial file while downloading, the
 // stored blob after.
 func (t *torrent) source(ctx context.Context) (*fileSource, error) {
-	t.mu.Lock()
-	p := t.partial
-	t.mu.Unlock()
-	if p != nil {
-		if f, err := p.OpenFile(); err == nil {
-			return &fileSource{f: f}, nil
+	for {
+		t.mu.Lock()
+		p, committing, ch := t.partial, t.committing, t.progress
+		t.mu.Unlock()
+		if committing {
+			// The partial is being renamed into the store: wait for the outcome.
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
+		if p != nil {
+			if f, err := p.OpenFile(); err == nil {
+				return &fileSource{f: f}, nil
+			}
+		}
+		b, err := t.s.store.Open(ctx, t.d)
+		if err != nil {
+			return nil, err
+		}
+		return &fileSource{f: b.File(), blob: b}, nil
 	}
-	b, err := t.s.store.Open(ctx, t.d)
-	if err != nil {
-		return nil, err
-	}
-	return &fileSource{f: b.File(), blob: b}, nil
 }
 
 func (t *torrent) isCommitted() bool {
