@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -39,9 +40,6 @@ var (
 	// answered 5xx or sent a malformed document.
 	ErrUnavailable = errors.New("announce: no tracker available")
 )
-
-// maxNamespaceLen matches the OCI distribution limit on repository names.
-const maxNamespaceLen = 255
 
 // maxInterval bounds Response.Interval, so a tracker cannot silence its peers for long.
 const maxInterval = time.Hour
@@ -153,52 +151,16 @@ func CheckDigest(d digest.Digest) error {
 	return nil
 }
 
-// CheckNamespace reports whether ns is a valid namespace: slash-separated components of
-// lower-case letters and digits joined by ".", "_" or "-" (the OCI repository-name grammar the
-// origins accept), at most 255 bytes. Errors wrap ErrInvalid.
+// CheckNamespace reports whether ns is a valid namespace, by the grammar the origins enforce
+// (backend.CheckNamespace). Errors wrap ErrInvalid.
 func CheckNamespace(ns string) error {
 	if ns == "" {
 		return fmt.Errorf("%w: namespace: required", ErrInvalid)
 	}
-	if len(ns) > maxNamespaceLen {
-		return fmt.Errorf("%w: namespace: longer than %d bytes", ErrInvalid, maxNamespaceLen)
-	}
-	start := 0
-	for i := 0; i <= len(ns); i++ {
-		if i < len(ns) && ns[i] != '/' {
-			continue
-		}
-		if !validComponent(ns[start:i]) {
-			return fmt.Errorf("%w: namespace: %q: component %q must match [a-z0-9]+([._-][a-z0-9]+)*", ErrInvalid, ns, ns[start:i])
-		}
-		start = i + 1
+	if err := backend.CheckNamespace(ns); err != nil {
+		return fmt.Errorf("%w: namespace: %w", ErrInvalid, err)
 	}
 	return nil
-}
-
-// validComponent reports whether c is one path component of a namespace. It accepts what
-// backend.CheckNamespace accepts (a test keeps the two in step).
-func validComponent(c string) bool {
-	if c == "" {
-		return false
-	}
-	alnum := func(b byte) bool { return b >= 'a' && b <= 'z' || b >= '0' && b <= '9' }
-	if !alnum(c[0]) || !alnum(c[len(c)-1]) {
-		return false
-	}
-	for i := 1; i < len(c); i++ {
-		b := c[i]
-		if alnum(b) {
-			continue
-		}
-		if b != '.' && b != '_' && b != '-' {
-			return false
-		}
-		if b == '.' && c[i-1] == '.' {
-			return false
-		}
-	}
-	return true
 }
 
 // checkAddr reports whether addr is a "host:port" another peer can dial: a host name or an IP
