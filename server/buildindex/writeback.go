@@ -43,8 +43,6 @@ const (
 	syncParallelism = 8
 	// restoreParallelism bounds the concurrent downloads of a restore.
 	restoreParallelism = 16
-	// importChunk is how many tags one Import (one Raft entry) carries during a restore.
-	importChunk = 1000
 	// maxObjectSize bounds a tag object read back from the backend.
 	maxObjectSize = 64 << 10
 )

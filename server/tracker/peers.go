@@ -199,10 +199,3 @@ func (t *peerTable) sweep(now time.Time) int {
 	t.add(-dropped)
 	return dropped
 }
-
-// len returns the number of entries held, expired or not.
-func (t *peerTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
-}

@@ -912,13 +912,7 @@ func (t *torrent) gotPieceWritten(c *conn, i int) {
 	t.unclaim(c, i)
 }
 
-// gotPiece records piece i, verified and written, as received from c.
-func (t *torrent) gotPiece(c *conn, i int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.gotPieceLocked(c, i)
-}
-
+// gotPieceLocked records piece i as received from c; t.mu must be held.
 func (t *torrent) gotPieceLocked(c *conn, i int) {
 	delete(c.pending, i)
 	l := t.pieceLen(i)
