@@ -14,6 +14,10 @@ import (
 //	DELETE /repositories/{repo}/tags/{tag}     -> Tag (the deleted value)
 //	GET    /repositories/{repo}/tags           ?n=&last= -> TagList (+ Link rel="next")
 //	GET    /repositories                       ?n=&last= -> Catalog (+ Link rel="next")
+//	PUT    /repositories/{repo}/links/{name}   body PutTagRequest -> Link
+//	GET    /repositories/{repo}/links/{name}   [?stale=true] -> Link
+//	DELETE /repositories/{repo}/links/{name}   -> Link (the deleted value)
+//	GET    /repositories/{repo}/links          ?prefix=P [&stale=true] -> LinkList (every match)
 //	GET    /cluster                            -> ClusterStatus
 //	POST   /cluster/members                    body Member -> ClusterStatus
 //	DELETE /cluster/members/{id}               -> ClusterStatus
@@ -36,6 +40,19 @@ func TagPath(repo, tag string) string {
 	return RepositoriesPath + "/" + url.PathEscape(repo) + "/tags/" + url.PathEscape(tag)
 }
 
+// LinkPath addresses one link of a repository. Links are per-repository records of the OCI
+// registry (which blobs and manifests a repository holds, and the referrers of a manifest;
+// registry.BlobLink and friends build their names). They live in the tag store next to the
+// tags, replicate and are read with the same guarantees (linearizable unless stale=true), but
+// never appear in tag listings. A name is one path segment, escaped ("blob/sha256:..." is sent
+// as "blob%2Fsha256:...").
+func LinkPath(repo, name string) string {
+	return LinksPath(repo) + "/" + url.PathEscape(name)
+}
+
+// LinksPath lists the links of a repository whose names start with ?prefix=.
+func LinksPath(repo string) string { return RepositoriesPath + "/" + url.PathEscape(repo) + "/links" }
+
 // TagsPath lists the tags of a repository.
 func TagsPath(repo string) string { return RepositoriesPath + "/" + url.PathEscape(repo) + "/tags" }
 
@@ -55,6 +72,19 @@ type Tag struct {
 	// Index is the Raft log index of the change that set this value; it only grows.
 	Index   uint64    `json:"index"`
 	Updated time.Time `json:"updated"`
+}
+
+// Link is one link's current value (see LinkPath).
+type Link struct {
+	Repo   string        `json:"repo"`
+	Name   string        `json:"name"`
+	Digest digest.Digest `json:"digest"`
+	Index  uint64        `json:"index"`
+}
+
+// LinkList is every link of a repository under a prefix, in lexical order of name.
+type LinkList struct {
+	Links []Link `json:"links"`
 }
 
 // TagList is one page of a repository's tags, in lexical order (as the OCI tag list).

@@ -51,6 +51,18 @@ const (
 	CodeOutcomeUnknown Code = "OUTCOME_UNKNOWN"
 )
 
+// Sentinel errors of the registry contracts (oci.go). Implementations of Reader and Writer
+// return them, wrapped with context; FromError maps them.
+var (
+	ErrBlobUnknown     = errors.New("blob unknown")
+	ErrManifestUnknown = errors.New("manifest unknown")
+	ErrUploadUnknown   = errors.New("upload unknown")
+	// ErrUploadOffset is a chunk that does not start where the upload session ends.
+	ErrUploadOffset = errors.New("chunk does not start at the end of the upload")
+	// ErrDigestMismatch is content that does not hash to the digest the client gave.
+	ErrDigestMismatch = errors.New("content does not match its digest")
+)
+
 // Error is an API error with its HTTP status. Handlers return it (or any error; WriteError maps
 // the rest) and WriteError renders it as the spec's JSON body.
 type Error struct {
@@ -99,6 +111,16 @@ func FromError(err error) *Error {
 		return &Error{Status: status, Code: code, Message: msg, Err: err}
 	}
 	switch {
+	case errors.Is(err, ErrBlobUnknown):
+		return wrap(http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry")
+	case errors.Is(err, ErrManifestUnknown):
+		return wrap(http.StatusNotFound, CodeManifestUnknown, "manifest unknown to registry")
+	case errors.Is(err, ErrUploadUnknown):
+		return wrap(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry")
+	case errors.Is(err, ErrUploadOffset):
+		return wrap(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "chunk does not start at the end of the upload")
+	case errors.Is(err, ErrDigestMismatch):
+		return wrap(http.StatusBadRequest, CodeDigestInvalid, "provided digest did not match uploaded content")
 	case errors.Is(err, castore.ErrNotFound), errors.Is(err, backend.ErrNotFound):
 		return wrap(http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry")
 	case errors.Is(err, castore.ErrUploadUnknown):
