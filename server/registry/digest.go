@@ -1,6 +1,7 @@
 package registry
 
 import (
+	_ "crypto/sha512" // registers sha512 with go-digest: OCI clients push sha512 content
 	"fmt"
 	"math"
 	"net/http"
@@ -53,4 +54,52 @@ func ParseContentRange(s string) (start, length int64, err error) {
 		return 0, 0, Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end> with start <= end", s)
 	}
 	return start, end - start + 1, nil
+}
+
+// ParseOCIDigest parses a digest from an OCI distribution URL or query: "sha256:<64 hex>" or
+// "sha512:<128 hex>", lowercase, as the spec's registered algorithms. Unlike ParseDigest it takes
+// no bare hex and allows sha512; errors are *Error with DIGEST_INVALID (400), or UNSUPPORTED
+// (400) for a well-formed digest of another algorithm.
+func ParseOCIDigest(s string) (digest.Digest, error) {
+	if s == "" {
+		return "", Errorf(http.StatusBadRequest, CodeDigestInvalid, "missing digest")
+	}
+	alg, encoded, ok := strings.Cut(s, ":")
+	switch digest.Algorithm(alg) {
+	case digest.SHA256, digest.SHA512:
+	default:
+		if ok && digestAlgorithmGrammar(alg) && encoded != "" && !strings.ContainsAny(encoded, "/?#") {
+			return "", Errorf(http.StatusBadRequest, CodeUnsupported, "digest algorithm %q is not supported; use sha256 or sha512", alg)
+		}
+		return "", Errorf(http.StatusBadRequest, CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex> or sha512:<128 hex>", s)
+	}
+	d := digest.Digest(s)
+	if err := d.Validate(); err != nil {
+		return "", &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: fmt.Sprintf("invalid digest %q", s), Err: err}
+	}
+	return d, nil
+}
+
+// digestAlgorithmGrammar reports whether alg matches the image spec's algorithm grammar,
+// [a-z0-9]+ ([+._-] [a-z0-9]+)*.
+func digestAlgorithmGrammar(alg string) bool {
+	if alg == "" {
+		return false
+	}
+	prevSep := true
+	for i := 0; i < len(alg); i++ {
+		c := alg[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			prevSep = false
+		case c == '+' || c == '.' || c == '_' || c == '-':
+			if prevSep {
+				return false
+			}
+			prevSep = true
+		default:
+			return false
+		}
+	}
+	return !prevSep
 }

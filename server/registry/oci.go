@@ -60,6 +60,9 @@ type Manifest struct {
 	// Parsed by ParseManifest. Blobs are the config and layers of an image manifest (the blobs
 	// that must exist in the repository, foreign/non-distributable layers excluded); Manifests
 	// the children of an index. Subject is the manifest this one refers to (referrers API).
+	// Config is the config descriptor of an image manifest (also first in Blobs), nil for an
+	// index.
+	Config       *ocispec.Descriptor
 	Blobs        []ocispec.Descriptor
 	Manifests    []ocispec.Descriptor
 	Subject      *ocispec.Descriptor
