@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -15,15 +16,43 @@ import (
 	"github.com/krakenctl/krakenctl/server/registry"
 )
 
-// handleStartUpload starts a chunked upload, or with ?digest= takes the whole blob in the body.
+// The upload half of the origin's blob API (see docs/origin.md for the whole table):
+//
+//	POST   /namespace/{ns}/uploads?digest=D          monolithic upload: the body, verified against D
+//	POST   /namespace/{ns}/uploads?mount=D[&from=F]  cross-namespace mount: no body (see handleMount)
+//	POST   /namespace/{ns}/uploads                   start a chunked session: 202, Location
+//	PATCH  /namespace/{ns}/uploads/{id}              append a chunk: 202 with Range and Upload-Offset
+//	GET    /namespace/{ns}/uploads/{id}              the session's size: 204 with Range and Upload-Offset
+//	PUT    /namespace/{ns}/uploads/{id}?digest=D     optional last chunk, verify, commit: 201
+//	DELETE /namespace/{ns}/uploads/{id}              cancel: 204
+//
+// A chunk's start is checked against the session's size when the request says where it starts:
+// with Content-Range "<start>-<end>" (the body must then be exactly that long), or, for a body
+// of unknown length, with the request header Upload-Offset: <start>. Either answers 416
+// RANGE_INVALID when start is not the session's size. A PATCH with neither is appended where
+// the session ends.
+//
+// Digests: D may be sha256 or sha512. Everything an origin stores is named by its SHA-256: a
+// sha512 upload is verified against D and also hashed with SHA-256, stored under that SHA-256,
+// and the 201 answer's Docker-Content-Digest (and Location) carry the SHA-256 digest, not D.
+// For a sha256 D the header is D. Clients that push by sha512 must remember the mapping (the
+// proxy keeps it as a blob/<sha512> link).
+
+// handleStartUpload starts a chunked upload, or with ?digest= takes the whole blob in the body,
+// or with ?mount= adds a stored blob to the namespace.
 func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 	ns, err := namespaceArg(r.PathValue("ns"))
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	if q := r.URL.Query().Get("digest"); q != "" {
-		d, err := registry.ParseDigest(q)
+	q := r.URL.Query()
+	if m := q.Get("mount"); m != "" {
+		s.handleMount(w, r, ns, m, q.Get("from"))
+		return
+	}
+	if q := q.Get("digest"); q != "" {
+		d, err := uploadDigest(q)
 		if err != nil {
 			registry.WriteError(w, r, err)
 			return
@@ -32,10 +61,14 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 			registry.WriteError(w, r, err)
 			return
 		}
+		body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
+		if d.Algorithm() != digest.SHA256 {
+			s.ingestAsSHA256(w, r, ns, d, body)
+			return
+		}
 		// Held from before the commit until its write-back is queued (which holds it again), so
 		// a concurrent commit cannot evict it in between.
 		defer s.store.Hold(d)()
-		body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
 		if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
 			registry.WriteError(w, r, err)
 			return
@@ -50,6 +83,80 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeUploadState(w, ns, id, 0, http.StatusAccepted)
+}
+
+// uploadDigest parses the digest an upload is verified with: sha256 (or bare hex), or sha512.
+func uploadDigest(q string) (digest.Digest, error) {
+	if strings.HasPrefix(q, string(digest.SHA512)+":") {
+		d := digest.Digest(q)
+		if err := d.Validate(); err != nil {
+			return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid,
+				Message: fmt.Sprintf("invalid digest %q", q), Err: err}
+		}
+		return d, nil
+	}
+	return registry.ParseDigest(q)
+}
+
+// ingestAsSHA256 stores a monolithic upload verified by a non-SHA-256 digest: through a
+// session, so the bytes are hashed with both algorithms and stored under their SHA-256.
+func (s *Server) ingestAsSHA256(w http.ResponseWriter, r *http.Request, ns string, d digest.Digest, body io.Reader) {
+	id, err := s.store.CreateUpload()
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	n, err := s.store.AppendUpload(r.Context(), id, 0, body)
+	if err != nil {
+		_ = s.store.CancelUpload(id)
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.metrics.uploadBytes.Add(float64(n))
+	s.commitAsSHA256(w, r, ns, id, d)
+}
+
+// commitAsSHA256 commits session id verified by d and stored under its SHA-256, then finishes
+// as committed does.
+func (s *Server) commitAsSHA256(w http.ResponseWriter, r *http.Request, ns, id string, d digest.Digest) {
+	info, err := s.store.CommitUploadSHA256(r.Context(), id, d)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	// The SHA-256 was unknown before the commit, so the hold starts only now: make sure no
+	// concurrent commit evicted the blob in between.
+	defer s.store.Hold(info.Digest)()
+	if _, err := s.store.Stat(info.Digest); err != nil {
+		registry.WriteError(w, r, fmt.Errorf("commit %s: evicted right after the commit; upload it again: %w", d, err))
+		return
+	}
+	s.committed(w, r, ns, info.Digest)
+}
+
+// handleMount adds blob m, which the origin holds or can fetch, to namespace ns without a
+// body: the blob is fetched (from the other origins, else from from's storage backend; from
+// defaults to ns) unless the origin has it, recorded under ns, written back to ns's backend
+// and copied to its owners, as if it had been uploaded under ns. 201 as for an upload; 404
+// BLOB_UNKNOWN when no origin and no backend has it. Only sha256 digests can be mounted.
+func (s *Server) handleMount(w http.ResponseWriter, r *http.Request, ns, m, from string) {
+	d, err := registry.ParseDigest(m)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if from == "" {
+		from = ns
+	} else if from, err = namespaceArg(from); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	defer s.store.Hold(d)() // see handleStartUpload
+	if err := s.ensureLocal(r.Context(), from, d); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	s.committed(w, r, ns, d)
 }
 
 // checkLength rejects a declared body length that would push the blob past the size limit
@@ -111,6 +218,18 @@ func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http
 		return 0, err
 	}
 	offset, length := cur, int64(-1)
+	if uo := r.Header.Get(api.HeaderUploadOffset); uo != "" && r.Header.Get(api.HeaderContentRange) == "" {
+		offset, err = strconv.ParseInt(uo, 10, 64)
+		if err != nil || offset < 0 {
+			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid, "invalid %s %q", api.HeaderUploadOffset, uo)
+		}
+		if offset != cur {
+			return 0, &registry.Error{
+				Status: http.StatusRequestedRangeNotSatisfiable, Code: registry.CodeRangeInvalid,
+				Message: fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", offset, cur),
+			}
+		}
+	}
 	if cr := r.Header.Get(api.HeaderContentRange); cr != "" {
 		offset, length, err = registry.ParseContentRange(cr)
 		if err != nil {
@@ -189,7 +308,8 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// handleCommitUpload appends an optional last chunk, verifies the digest and commits the blob.
+// handleCommitUpload appends an optional last chunk, verifies the digest and commits the blob
+// (under its SHA-256 when the digest is sha512).
 func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
 	ns, err := namespaceArg(r.PathValue("ns"))
 	if err != nil {
@@ -197,18 +317,22 @@ func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	d, err := registry.ParseDigest(r.URL.Query().Get("digest"))
+	d, err := uploadDigest(r.URL.Query().Get("digest"))
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	defer s.store.Hold(d)() // see handleStartUpload
 	if r.ContentLength != 0 {
 		if _, err := s.appendChunk(r.Context(), w, r, id); err != nil {
 			registry.WriteError(w, r, err)
 			return
 		}
 	}
+	if d.Algorithm() != digest.SHA256 {
+		s.commitAsSHA256(w, r, ns, id, d)
+		return
+	}
+	defer s.store.Hold(d)() // see handleStartUpload
 	if _, err := s.store.CommitUpload(r.Context(), id, d); err != nil {
 		registry.WriteError(w, r, err)
 		return

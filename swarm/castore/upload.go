@@ -250,28 +250,52 @@ func (s *Store) CommitUpload(ctx context.Context, id string, expected digest.Dig
 	if err != nil {
 		return Info{}, fmt.Errorf("commit upload: %w", err)
 	}
-	info, err := s.commitUpload(ctx, sess, expected)
+	info, err := s.commitUpload(ctx, sess, expected, false)
 	if err != nil {
 		return Info{}, fmt.Errorf("commit upload %s as %s: %w", id, expected, err)
 	}
 	return info, nil
 }
 
-// commitUpload commits sess, which it releases or removes.
-func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest.Digest) (Info, error) {
+// CommitUploadSHA256 is CommitUpload for content that must be stored under its SHA-256 digest
+// whatever digest the client verifies it with: it checks that the session's bytes hash to
+// expected (any supported algorithm), then commits them as the blob named by their SHA-256,
+// which the returned Info carries. With a sha256 expected it is CommitUpload. The SHA-256 comes
+// from the session's persisted state, so only the bytes for a non-SHA-256 expected are read
+// again. Errors and the fate of the session are as for CommitUpload.
+func (s *Store) CommitUploadSHA256(ctx context.Context, id string, expected digest.Digest) (Info, error) {
+	if err := checkDigest(expected); err != nil {
+		return Info{}, fmt.Errorf("commit upload %s: %w", id, err)
+	}
+	sess, err := s.acquire(id)
+	if err != nil {
+		return Info{}, fmt.Errorf("commit upload: %w", err)
+	}
+	info, err := s.commitUpload(ctx, sess, expected, true)
+	if err != nil {
+		return Info{}, fmt.Errorf("commit upload %s verified by %s: %w", id, expected, err)
+	}
+	return info, nil
+}
+
+// commitUpload commits sess, which it releases or removes: under expected, or with asSHA256
+// under the SHA-256 of its bytes once they match expected.
+func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest.Digest, asSHA256 bool) (Info, error) {
 	keep := true
 	defer func() {
 		if keep {
 			s.release(sess)
 		}
 	}()
-	var got digest.Digest
-	if expected.Algorithm() == digest.SHA256 {
+	var got, sum256 digest.Digest
+	if expected.Algorithm() == digest.SHA256 || asSHA256 {
 		if err := s.catchUp(ctx, sess); err != nil {
 			return Info{}, err
 		}
-		got = digest.NewDigest(digest.SHA256, sess.h)
-	} else {
+		sum256 = digest.NewDigest(digest.SHA256, sess.h)
+		got = sum256
+	}
+	if expected.Algorithm() != digest.SHA256 {
 		h := expected.Algorithm().Hash()
 		if err := s.hashFile(ctx, s.uploadPath(sess.id, uploadData), h, 0, sess.size); err != nil {
 			return Info{}, err
@@ -284,11 +308,15 @@ func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest
 		s.removeSession(sess)
 		return Info{}, fmt.Errorf("%w: the %d bytes uploaded have digest %s", ErrDigestMismatch, sess.size, got)
 	}
+	name := expected
+	if asSHA256 {
+		name = sum256
+	}
 	f, err := os.OpenFile(s.uploadPath(sess.id, uploadData), os.O_WRONLY, 0)
 	if err != nil {
 		return Info{}, err
 	}
-	info, renamed, err := s.commit(f, expected, sess.size)
+	info, renamed, err := s.commit(f, name, sess.size)
 	if err != nil && !renamed {
 		_ = f.Close() // commit may have failed before closing it.
 		return Info{}, err

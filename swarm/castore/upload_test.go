@@ -327,6 +327,54 @@ func TestCommitUploadSHA512RereadsTheData(t *testing.T) {
 	require.Equal(t, data, readBlob(t, s, d))
 }
 
+// TestCommitUploadSHA256 verifies a sha512 digest but stores the blob under its SHA-256, and
+// a mismatch stores nothing and spends the session.
+func TestCommitUploadSHA256(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openStore(t, dir, castore.Options{})
+	data := blobData(231, 300000)
+	d512 := digest.SHA512.FromBytes(data)
+	d256 := digest.FromBytes(data)
+
+	id, err := s.CreateUpload()
+	require.NoError(t, err)
+	appendChunk(t, s, id, 0, data[:1000])
+	appendChunk(t, s, id, 1000, data[1000:])
+	info, err := s.CommitUploadSHA256(t.Context(), id, d512)
+	require.NoError(t, err)
+	require.Equal(t, d256, info.Digest)
+	require.Equal(t, int64(len(data)), info.Size)
+	require.Equal(t, int64(len(data)), s.RereadBytes(), "only the sha512 pass reads the data again")
+	require.Equal(t, data, readBlob(t, s, d256))
+	_, err = s.Stat(d512)
+	require.ErrorIs(t, err, castore.ErrNotFound, "nothing is stored under the sha512 digest")
+	require.Empty(t, dirNames(t, filepath.Join(dir, "uploads")))
+
+	// A sha256 digest behaves as CommitUpload.
+	other := blobData(232, 5000)
+	id, err = s.CreateUpload()
+	require.NoError(t, err)
+	appendChunk(t, s, id, 0, other)
+	info, err = s.CommitUploadSHA256(t.Context(), id, digest.FromBytes(other))
+	require.NoError(t, err)
+	require.Equal(t, digest.FromBytes(other), info.Digest)
+
+	// A mismatch stores nothing and removes the session.
+	id, err = s.CreateUpload()
+	require.NoError(t, err)
+	appendChunk(t, s, id, 0, []byte("not the content"))
+	_, err = s.CommitUploadSHA256(t.Context(), id, digest.SHA512.FromString("something else"))
+	require.ErrorIs(t, err, castore.ErrDigestMismatch)
+	_, err = s.Stat(digest.FromString("not the content"))
+	require.ErrorIs(t, err, castore.ErrNotFound)
+	_, err = s.UploadSize(id)
+	require.ErrorIs(t, err, castore.ErrUploadUnknown)
+
+	_, err = s.CommitUploadSHA256(t.Context(), id, "sha512:short")
+	require.ErrorIs(t, err, castore.ErrInvalidDigest)
+}
+
 func TestCommitUploadFullKeepsSession(t *testing.T) {
 	t.Parallel()
 	const size = 1000
