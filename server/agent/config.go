@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -35,6 +38,7 @@ const (
 //	seed_time: 10m                    # how long a finished blob is seeded after its last upload
 //	max_conns: 20                     # peer connections per blob
 //	pipeline: 4MiB                    # request bytes kept outstanding per connection
+//	build_index: [10.0.0.4:15100, 10.0.0.5:15100]  # registry API: tags, sha512, referrers
 type Config struct {
 	// Listen is the address the blob API binds. It serves anyone who can reach it, so keep it
 	// on loopback unless the host's clients need it elsewhere.
@@ -64,6 +68,13 @@ type Config struct {
 	// Pipeline is how many bytes of piece requests each connection keeps outstanding; raise it
 	// on links with a large bandwidth-delay product.
 	Pipeline config.ByteSize `yaml:"pipeline"`
+	// BuildIndex are build-index API addresses (host:port or http(s) URLs), tried in order:
+	// the registry API (/v2/) resolves tags, sha512 digests and referrers there, and lists
+	// tags and repositories. A node that cannot be reached or answers 5xx passes the request
+	// to the next. Without any, the registry API still serves manifests and blobs by sha256
+	// digest, and answers every request that needs the build-index with 503 UNAVAILABLE
+	// naming this key.
+	BuildIndex []string `yaml:"build_index"`
 }
 
 // Defaults fills unset fields.
@@ -131,7 +142,51 @@ func (c *Config) Validate() error {
 	if c.Pipeline < 1 {
 		bad("pipeline: must be at least 1 byte")
 	}
+	seen := make(map[string]bool, len(c.BuildIndex))
+	for _, a := range c.BuildIndex {
+		key, err := endpointKey(a)
+		switch {
+		case err != nil:
+			bad("build_index: %v", err)
+		case seen[key]:
+			bad("build_index: %s listed twice", key)
+		}
+		seen[key] = true
+	}
 	return errors.Join(errs...)
+}
+
+// endpointKey checks a server address given as "host:port" or as an http(s) URL with at most a
+// path, and returns its host:port (the URL's default port filled in), to find duplicates.
+func endpointKey(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		if err := ring.CheckMember(s); err != nil {
+			return "", fmt.Errorf("%q: %v", s, err)
+		}
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", fmt.Errorf("%q: want scheme://host[:port][/path] only", s)
+	}
+	key := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		key = net.JoinHostPort(u.Hostname(), port)
+	}
+	if err := ring.CheckMember(key); err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
+	}
+	return key, nil
 }
 
 // specifiedHost reports whether a listen host names one address (not "", 0.0.0.0 or ::).

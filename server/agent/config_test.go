@@ -33,6 +33,7 @@ ingress_rate: 1.5GB
 seed_time: 1m
 max_conns: 8
 pipeline: 16MiB
+build_index: [10.0.0.4:15100, "https://bi.example/api"]
 `
 	c = agent.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
@@ -40,6 +41,7 @@ pipeline: 16MiB
 		Listen: "127.0.0.1:7000", PeerListen: "0.0.0.0:7001", PeerAdvertise: "agent-7.example:7001",
 		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
 		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
+		BuildIndex: []string{"10.0.0.4:15100", "https://bi.example/api"},
 	}, c)
 }
 
@@ -63,6 +65,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "seed_time: -1s\n", "seed_time: must not be negative"},
 		{base + "max_conns: -1\n", "max_conns: must be at least 1"},
 		{base + "tracker: [x:1]\n", "field tracker not found"},
+		{base + "build_index: [nope]\n", `build_index: "nope"`},
+		{base + "build_index: ['host:0']\n", `build_index: "host:0"`},
+		{base + "build_index: ['ftp://host:1']\n", "build_index: \"ftp://host:1\": scheme must be http or https"},
+		{base + "build_index: ['http://host:1/?x=1']\n", "want scheme://host[:port][/path] only"},
+		{base + "build_index: ['http://host', 'host:80']\n", "build_index: host:80 listed twice"},
+		{base + "build_index: 127.0.0.1:15100\n", "line 3: cannot unmarshal"},
+		{base + "buildindex: [x:1]\n", "field buildindex not found"},
 	} {
 		var c agent.Config
 		err := config.Decode(strings.NewReader(tc.doc), &c)

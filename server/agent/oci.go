@@ -1,0 +1,373 @@
+package agent
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	_ "crypto/sha512" // sha512 digests of manifests and blobs pushed by them
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/scheduler"
+)
+
+// Bounds of the manifest cache: manifests are immutable, so a digest's bytes never go stale,
+// but tags are never cached.
+const (
+	manifestCacheBytes   = 16 << 20
+	manifestCacheEntries = 1024
+	// referrerFetches bounds the manifests a referrers request reads at once.
+	referrerFetches = 4
+)
+
+// ociReader is the agent's registry.Reader: content through the swarm (namespace = repository),
+// tags, links and listings through the build-index. It is safe for concurrent use.
+type ociReader struct {
+	sched     *scheduler.Scheduler
+	index     *index // nil without build_index
+	manifests *manifestCache
+	metrics   *metrics
+}
+
+func newOCIReader(sched *scheduler.Scheduler, ix *index, m *metrics) *ociReader {
+	return &ociReader{sched: sched, index: ix, manifests: newManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m}
+}
+
+// resolve returns the SHA-256 digest content addressed by d is stored under: d itself for a
+// sha256 digest, else the value of link in repo on the build-index. unknown is the error of
+// content the repository does not have.
+func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, link string, unknown error) (digest.Digest, error) {
+	if d.Algorithm() == digest.SHA256 {
+		return d, nil
+	}
+	if !d.Algorithm().Available() {
+		return "", fmt.Errorf("%w: digest algorithm %q is not stored here", unknown, d.Algorithm())
+	}
+	l, err := r.index.getLink(ctx, repo, link)
+	if err != nil {
+		if isNotFound(err) {
+			return "", fmt.Errorf("%w: %s has no %s", unknown, repo, link)
+		}
+		return "", fmt.Errorf("resolve %s in %s: %w", d, repo, err)
+	}
+	if l.Digest.Algorithm() != digest.SHA256 || l.Digest.Validate() != nil {
+		return "", fmt.Errorf("resolve %s in %s: the build-index link %s holds %q, not a sha256 digest", d, repo, link, l.Digest)
+	}
+	return l.Digest, nil
+}
+
+// open opens stored content through the swarm; unknown is the error of content that the
+// trackers and origins do not know.
+func (r *ociReader) open(ctx context.Context, repo string, d digest.Digest, unknown error) (*scheduler.Download, error) {
+	dl, err := r.sched.Open(ctx, repo, d)
+	if err != nil {
+		if errors.Is(err, announce.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %s in %s: %v", unknown, d, repo, err)
+		}
+		return nil, fmt.Errorf("open %s in %s: %w", d, repo, err)
+	}
+	return dl, nil
+}
+
+// Blob opens blob d of repo through the swarm. The download starts (or is joined) at once, so
+// a HEAD warms the agent for the GET that follows.
+func (r *ociReader) Blob(ctx context.Context, repo string, d digest.Digest) (registry.BlobReader, error) {
+	stored, err := r.resolve(ctx, repo, d, registry.BlobLink(d), registry.ErrBlobUnknown)
+	if err != nil {
+		return nil, err
+	}
+	dl, err := r.open(ctx, repo, stored, registry.ErrBlobUnknown)
+	if err != nil {
+		return nil, err
+	}
+	return &blobReader{dl: dl, metrics: r.metrics}, nil
+}
+
+// Manifest resolves a tag on the build-index (a linearizable read, never cached: the next pull
+// sees the last push) and reads the manifest's bytes through the swarm, verified against the
+// digest in its own algorithm.
+func (r *ociReader) Manifest(ctx context.Context, repo string, ref registry.Reference) (*registry.Manifest, error) {
+	d := ref.Digest
+	if ref.Tag != "" {
+		t, err := r.index.getTag(ctx, repo, ref.Tag)
+		if err != nil {
+			if isNotFound(err) {
+				return nil, fmt.Errorf("%w: %s has no tag %q", registry.ErrManifestUnknown, repo, ref.Tag)
+			}
+			return nil, fmt.Errorf("resolve tag %s:%s: %w", repo, ref.Tag, err)
+		}
+		if err := t.Digest.Validate(); err != nil {
+			return nil, fmt.Errorf("resolve tag %s:%s: the build-index answered digest %q: %w", repo, ref.Tag, t.Digest, err)
+		}
+		d = t.Digest
+	}
+	return r.manifest(ctx, repo, d)
+}
+
+// manifest reads manifest d of repo, from the cache or through the swarm.
+func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) (*registry.Manifest, error) {
+	if m := r.manifests.get(d); m != nil {
+		return m, nil
+	}
+	stored, err := r.resolve(ctx, repo, d, registry.ManifestLink(d), registry.ErrManifestUnknown)
+	if err != nil {
+		return nil, err
+	}
+	dl, err := r.open(ctx, repo, stored, registry.ErrManifestUnknown)
+	if err != nil {
+		return nil, err
+	}
+	defer dl.Close()
+	size := dl.Size()
+	if size > registry.MaxManifestSize {
+		return nil, fmt.Errorf("%w: %s in %s is %d bytes, larger than any manifest", registry.ErrManifestUnknown, d, repo, size)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(size))
+	if _, err := dl.CopyRange(ctx, &buf, 0, size); err != nil {
+		return nil, fmt.Errorf("read manifest %s in %s: %w", d, repo, err)
+	}
+	body := buf.Bytes()
+	if got := d.Algorithm().FromBytes(body); got != d {
+		return nil, fmt.Errorf("read manifest %s in %s: the stored content hashes to %s", d, repo, got)
+	}
+	m, err := registry.ParseManifest("", body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s in %s is not a manifest: %v", registry.ErrManifestUnknown, d, repo, err)
+	}
+	m.Digest = d
+	r.manifests.put(m)
+	return copyManifest(m), nil
+}
+
+// Tags lists repo's tags on the build-index, reading as many pages as n needs.
+func (r *ociReader) Tags(ctx context.Context, repo, last string, n int) ([]string, bool, error) {
+	return collect(last, n, func(last string, n int) (page, error) { return r.index.listTags(ctx, repo, last, n) })
+}
+
+// Catalog lists the repositories on the build-index, reading as many pages as n needs.
+func (r *ociReader) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
+	return collect(last, n, func(last string, n int) (page, error) { return r.index.listRepositories(ctx, last, n) })
+}
+
+// collect reads pages after last until it has n entries or the listing ends. A listing that
+// does not exist is empty.
+func collect(last string, n int, read func(last string, n int) (page, error)) ([]string, bool, error) {
+	if n <= 0 {
+		return nil, false, fmt.Errorf("list: page size %d is not positive", n)
+	}
+	var out []string
+	for len(out) < n {
+		p, err := read(last, n-len(out))
+		if err != nil {
+			if isNotFound(err) {
+				return out, false, nil
+			}
+			return nil, false, fmt.Errorf("list: %w", err)
+		}
+		out = append(out, p.items...)
+		if p.next == "" {
+			if len(out) > n {
+				return out[:n], true, nil
+			}
+			return out, false, nil
+		}
+		if len(p.items) == 0 || p.next <= last {
+			return nil, false, fmt.Errorf("list: the build-index answered a page after %q that does not advance (next %q)", last, p.next)
+		}
+		last = p.next
+	}
+	return out[:n], true, nil
+}
+
+// Referrers lists the referrer links of d in repo (linearizably) and describes each referrer
+// from its manifest. A link whose manifest is gone (deleted since) is skipped.
+func (r *ociReader) Referrers(ctx context.Context, repo string, d digest.Digest) ([]ocispec.Descriptor, error) {
+	links, err := r.index.listLinks(ctx, repo, registry.ReferrersPrefix(d))
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
+	}
+	descs := make([]*ocispec.Descriptor, len(links))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(referrerFetches)
+	for i, l := range links {
+		g.Go(func() error {
+			if err := l.Digest.Validate(); err != nil {
+				return fmt.Errorf("list referrers of %s in %s: link %s holds %q: %w", d, repo, l.Name, l.Digest, err)
+			}
+			m, err := r.manifest(gctx, repo, l.Digest)
+			if err != nil {
+				if errors.Is(err, registry.ErrManifestUnknown) {
+					return nil
+				}
+				return fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
+			}
+			desc := m.Descriptor()
+			descs[i] = &desc
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]ocispec.Descriptor, 0, len(descs))
+	for _, desc := range descs {
+		if desc != nil {
+			out = append(out, *desc)
+		}
+	}
+	return out, nil
+}
+
+// blobReader is an open blob: a scheduler.Download, which may still be downloading.
+type blobReader struct {
+	dl      *scheduler.Download
+	metrics *metrics
+}
+
+func (b *blobReader) Size() int64 { return b.dl.Size() }
+
+// Open waits until the byte at off is verified, so that a download failing before it is an
+// error here, then returns a stream of the rest of the blob that follows the download.
+func (b *blobReader) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
+	size := b.dl.Size()
+	if off < 0 || off > size {
+		return nil, registry.Errorf(http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid,
+			"offset %d is outside the blob of %d bytes", off, size)
+	}
+	verified := off
+	if off < size {
+		end, err := b.dl.Wait(ctx, off)
+		if err != nil {
+			return nil, fmt.Errorf("wait for blob bytes: %w", err)
+		}
+		verified = end
+	}
+	return &blobStream{ctx: ctx, dl: b.dl, metrics: b.metrics, off: off, verified: verified, size: size}, nil
+}
+
+func (b *blobReader) Close() error { return b.dl.Close() }
+
+// blobStream reads a blob from off to its end, each byte once it is verified. It keeps the ctx
+// of Open because io.Reader has no other way to receive it: Read blocks on the download only
+// until that request ends.
+type blobStream struct {
+	ctx      context.Context
+	dl       *scheduler.Download
+	metrics  *metrics
+	off      int64 // next byte to return
+	verified int64 // end of the verified prefix, as last seen
+	size     int64
+}
+
+func (s *blobStream) Read(p []byte) (int, error) {
+	if s.off >= s.size {
+		return 0, io.EOF
+	}
+	if s.off >= s.verified {
+		end, err := s.dl.Wait(s.ctx, s.off)
+		if err != nil {
+			return 0, fmt.Errorf("read blob: %w", err)
+		}
+		s.verified = end
+	}
+	p = p[:min(int64(len(p)), s.verified-s.off)]
+	n, err := s.dl.File().ReadAt(p, s.off)
+	s.off += int64(n)
+	s.metrics.served.Add(float64(n))
+	if err == io.EOF && n == len(p) {
+		err = nil
+	}
+	if err != nil {
+		return n, fmt.Errorf("read blob: %w", err)
+	}
+	return n, nil
+}
+
+// WriteTo sends the rest of the blob to w as the download verifies it, from the file (sendfile
+// when w is a connection or a response over one).
+func (s *blobStream) WriteTo(w io.Writer) (int64, error) {
+	if s.off >= s.size {
+		return 0, nil
+	}
+	n, err := s.dl.CopyRange(s.ctx, w, s.off, s.size-s.off)
+	s.off += n
+	s.metrics.served.Add(float64(n))
+	if err != nil {
+		return n, fmt.Errorf("send blob: %w", err)
+	}
+	return n, nil
+}
+
+// Close does nothing: the blobReader owns the download.
+func (s *blobStream) Close() error { return nil }
+
+// manifestCache keeps recently read manifests by digest, bounded in entries and bytes. It is
+// safe for concurrent use. Entries are never modified; get hands out copies of the struct.
+type manifestCache struct {
+	maxBytes, maxEntries int
+
+	mu    sync.Mutex
+	bytes int
+	lru   *list.List // of *registry.Manifest, most recent first
+	byDig map[digest.Digest]*list.Element
+}
+
+func newManifestCache(maxBytes, maxEntries int) *manifestCache {
+	return &manifestCache{maxBytes: maxBytes, maxEntries: maxEntries, lru: list.New(), byDig: map[digest.Digest]*list.Element{}}
+}
+
+func (c *manifestCache) get(d digest.Digest) *registry.Manifest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byDig[d]
+	if !ok {
+		return nil
+	}
+	c.lru.MoveToFront(e)
+	return copyManifest(e.Value.(*registry.Manifest))
+}
+
+func (c *manifestCache) put(m *registry.Manifest) {
+	if len(m.Body) > c.maxBytes {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byDig[m.Digest]; ok {
+		c.lru.MoveToFront(e)
+		return
+	}
+	c.byDig[m.Digest] = c.lru.PushFront(m)
+	c.bytes += len(m.Body)
+	for c.bytes > c.maxBytes || c.lru.Len() > c.maxEntries {
+		old := c.lru.Remove(c.lru.Back()).(*registry.Manifest)
+		delete(c.byDig, old.Digest)
+		c.bytes -= len(old.Body)
+	}
+}
+
+// copyManifest returns a copy of m that shares its (never modified) slices and map.
+func copyManifest(m *registry.Manifest) *registry.Manifest {
+	c := *m
+	return &c
+}
+
+// Interface guards
+var (
+	_ registry.Reader     = (*ociReader)(nil)
+	_ registry.BlobReader = (*blobReader)(nil)
+	_ io.WriterTo         = (*blobStream)(nil)
+)
