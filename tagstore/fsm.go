@@ -30,7 +30,7 @@ func (f fsm) applyLocked(l *raft.Log) (*applyResult, []Change) {
 	defer s.mu.Unlock() // also when dispatch panics on an unknown command
 	res, changes := s.dispatch(l)
 	s.setApplied(l.Index, l.Term)
-	s.m.tags.Set(float64(s.st.tags.Len()))
+	s.m.setCounts(s.st)
 	return res, changes
 }
 
@@ -68,11 +68,12 @@ func (f fsm) Restore(rc io.ReadCloser) error {
 	// linearizable reads (it does so on election anyway).
 	s.appliedTerm.Store(0)
 	s.setApplied(index, 0)
-	s.m.tags.Set(float64(st.tags.Len()))
+	s.m.setCounts(st)
 	s.mu.Unlock()
 	s.feed.reset(index)
 	s.signalApplied()
-	s.log.Info("restored tag store from snapshot", "index", index, "tags", st.tags.Len())
+	tags, links := st.counts()
+	s.log.Info("restored tag store from snapshot", "index", index, "tags", tags, "links", links)
 	return nil
 }
 

@@ -15,6 +15,7 @@ type metrics struct {
 	appliedIndex prometheus.Gauge
 	leader       prometheus.Gauge
 	tags         prometheus.Gauge
+	links        prometheus.Gauge
 	applyLatency *prometheus.HistogramVec
 	readBatches  prometheus.Counter
 	readBatch    prometheus.Histogram
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		tags: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "krakenctl_tagstore_tags",
 			Help: "Number of tags in this node's state.",
+		}),
+		links: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "krakenctl_tagstore_links",
+			Help: "Number of links (per-repository registry records) in this node's state.",
 		}),
 		applyLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "krakenctl_tagstore_apply_duration_seconds",
@@ -58,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []string{"put", "delete", "import", "member"} {
 		m.applyLatency.WithLabelValues(c)
 	}
-	m.collectors = []prometheus.Collector{m.appliedIndex, m.leader, m.tags, m.applyLatency, m.readBatches, m.readBatch, m.resyncs}
+	m.collectors = []prometheus.Collector{m.appliedIndex, m.leader, m.tags, m.links, m.applyLatency, m.readBatches, m.readBatch, m.resyncs}
 	if reg == nil {
 		return m, nil
 	}
@@ -71,6 +76,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// setCounts sets the tag and link gauges from st.
+func (m *metrics) setCounts(st *state) {
+	tags, links := st.counts()
+	m.tags.Set(float64(tags))
+	m.links.Set(float64(links))
 }
 
 // unregister removes the collectors from the registry they were registered with.

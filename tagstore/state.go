@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/google/btree"
@@ -24,10 +25,12 @@ func lessTag(a, b Tag) bool {
 	return a.Name < b.Name
 }
 
-// repoEntry counts the tags of one repository; a repository exists while it has tags.
+// repoEntry counts the tags and links of one repository; a repository exists while it has
+// either.
 type repoEntry struct {
-	name string
-	tags int
+	name  string
+	tags  int
+	links int
 }
 
 func lessRepo(a, b repoEntry) bool { return a.name < b.name }
@@ -36,8 +39,12 @@ func lessRepo(a, b repoEntry) bool { return a.name < b.name }
 // Store guards it with its RWMutex (the FSM goroutine writes, readers share). clone is O(1)
 // thanks to the B-trees' copy-on-write, which makes Snapshot cheap.
 type state struct {
+	// tags holds tags and links (a link under its stored name, LinkKey): a repository's tags
+	// are one range, and its links the range right after them.
 	tags  *btree.BTreeG[Tag]
 	repos *btree.BTreeG[repoEntry]
+	// nlinks is how many entries of tags are links.
+	nlinks int
 	// members maps a node ID to its recorded API address.
 	members map[string]string
 }
@@ -52,45 +59,55 @@ func newState() *state {
 
 // clone returns a copy that shares nodes with st until either side writes.
 func (st *state) clone() *state {
-	return &state{tags: st.tags.Clone(), repos: st.repos.Clone(), members: maps.Clone(st.members)}
+	return &state{tags: st.tags.Clone(), repos: st.repos.Clone(), nlinks: st.nlinks, members: maps.Clone(st.members)}
 }
 
 func (st *state) get(repo, name string) (Tag, bool) {
 	return st.tags.Get(Tag{Repo: repo, Name: name})
 }
 
-// put stores t, replacing any value of the same tag.
+// put stores t (a tag or a stored link), replacing any value of the same name.
 func (st *state) put(t Tag) {
 	if _, replaced := st.tags.ReplaceOrInsert(t); replaced {
 		return
 	}
 	r, _ := st.repos.Get(repoEntry{name: t.Repo})
 	r.name = t.Repo
-	r.tags++
+	if t.IsLink() {
+		r.links++
+		st.nlinks++
+	} else {
+		r.tags++
+	}
 	st.repos.ReplaceOrInsert(r)
 }
 
-// remove deletes a tag and returns its value.
+// remove deletes a tag (or a stored link) and returns its value.
 func (st *state) remove(repo, name string) (Tag, bool) {
 	old, ok := st.tags.Delete(Tag{Repo: repo, Name: name})
 	if !ok {
 		return Tag{}, false
 	}
 	r, _ := st.repos.Get(repoEntry{name: repo})
-	if r.tags <= 1 {
-		st.repos.Delete(r)
+	if old.IsLink() {
+		r.links--
+		st.nlinks--
 	} else {
 		r.tags--
+	}
+	if r.tags <= 0 && r.links <= 0 {
+		st.repos.Delete(r)
+	} else {
 		st.repos.ReplaceOrInsert(r)
 	}
 	return old, true
 }
 
 // tagNames lists the tag names of repo greater than last, at most n (n <= 0: all), and
-// whether the repository exists.
+// whether the repository has tags. Links are never listed: the walk stops at the first.
 func (st *state) tagNames(repo, last string, n int) ([]string, bool) {
 	r, ok := st.repos.Get(repoEntry{name: repo})
-	if !ok {
+	if !ok || r.tags == 0 {
 		return nil, false
 	}
 	size := r.tags
@@ -99,7 +116,7 @@ func (st *state) tagNames(repo, last string, n int) ([]string, bool) {
 	}
 	names := make([]string, 0, size)
 	st.tags.AscendGreaterOrEqual(Tag{Repo: repo, Name: last}, func(t Tag) bool {
-		if t.Repo != repo {
+		if t.Repo != repo || t.IsLink() {
 			return false
 		}
 		if t.Name == last {
@@ -111,7 +128,27 @@ func (st *state) tagNames(repo, last string, n int) ([]string, bool) {
 	return names, true
 }
 
-// repoNames lists repository names greater than last, at most n (n <= 0: all).
+// links returns the links of repo whose names start with prefix, in order of name.
+func (st *state) links(repo, prefix string) []Link {
+	var out []Link
+	from := Tag{Repo: repo, Name: LinkKey(prefix)}
+	st.tags.AscendGreaterOrEqual(from, func(t Tag) bool {
+		if t.Repo != repo || !strings.HasPrefix(t.Name, from.Name) {
+			return false
+		}
+		out = append(out, t.AsLink())
+		return true
+	})
+	if out == nil {
+		out = []Link{}
+	}
+	return out
+}
+
+// counts returns how many tags and links the state holds.
+func (st *state) counts() (tags, links int) { return st.tags.Len() - st.nlinks, st.nlinks }
+
+// repoNames lists repository names (with tags or links) greater than last, at most n (n <= 0: all).
 func (st *state) repoNames(last string, n int) []string {
 	var names []string
 	if n > 0 {
@@ -127,7 +164,7 @@ func (st *state) repoNames(last string, n int) []string {
 	return names
 }
 
-// all returns every tag in (repository, name) order.
+// all returns every tag and stored link in (repository, name) order.
 func (st *state) all() []Tag {
 	tags := make([]Tag, 0, st.tags.Len())
 	st.tags.Ascend(func(t Tag) bool {
@@ -137,7 +174,8 @@ func (st *state) all() []Tag {
 	return tags
 }
 
-// Snapshot format: a header line, then one line per tag in (repository, name) order. JSON
+// Snapshot format: a header line, then one line per entry (tag or stored link) in (repository,
+// name) order; the header's Tags counts both. JSON
 // keeps it readable with standard tools and lets later versions add fields; the header's
 // format number changes only for an incompatible layout.
 const snapshotFormat = 1

@@ -487,8 +487,8 @@ func (s *Store) Get(ctx context.Context, repo, tag string, c Consistency) (Tag, 
 }
 
 // Tags lists the tag names of repo in lexical order: those after last ("" for the first
-// page), at most n (n <= 0: all). A repository exists while it has at least one tag; an
-// unknown one returns ErrNotFound.
+// page), at most n (n <= 0: all). Links are never listed. A repository without tags (unknown,
+// or holding only links) returns ErrNotFound.
 func (s *Store) Tags(ctx context.Context, repo, last string, n int, c Consistency) ([]string, error) {
 	if err := ValidateRepository(repo); err != nil {
 		return nil, fmt.Errorf("list tags: %w", err)
@@ -505,8 +505,8 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int, c Consistenc
 	return names, nil
 }
 
-// Repositories lists repository names in lexical order: those after last, at most n (n <= 0:
-// all).
+// Repositories lists the names of the repositories that hold tags or links, in lexical order:
+// those after last, at most n (n <= 0: all).
 func (s *Store) Repositories(ctx context.Context, last string, n int, c Consistency) ([]string, error) {
 	if err := s.beginRead(ctx, c); err != nil {
 		return nil, fmt.Errorf("list repositories: %w", err)
@@ -517,8 +517,8 @@ func (s *Store) Repositories(ctx context.Context, last string, n int, c Consiste
 	return names, nil
 }
 
-// Export returns every tag, in (repository, name) order, and the log index the listing
-// reflects: subscribing to Changes from that index continues exactly where it leaves off.
+// Export returns every tag and link, in (repository, name) order, and the log index the
+// listing reflects (a link is a Tag whose Name is LinkKey of the link's name; Tag.IsLink tells): subscribing to Changes from that index continues exactly where it leaves off.
 // The copy is taken in O(1) and walked without holding up writes.
 func (s *Store) Export(ctx context.Context, c Consistency) ([]Tag, uint64, error) {
 	if err := s.beginRead(ctx, c); err != nil {
@@ -534,11 +534,13 @@ func (s *Store) Export(ctx context.Context, c Consistency) ([]Tag, uint64, error
 // Import writes tags in batches of 512, one log entry per batch, skipping a tag whose stored
 // value is at least as recent (by Updated; equal times count as already imported, so a
 // repeated import changes nothing). Imported tags keep their Updated time and get the batch's
-// log index. Every tag is validated first: one invalid tag fails the call before anything is
-// written. On a later error the counts say what the batches before it did.
+// log index. Links come in the form Export gives them (Name is LinkKey of the link's name)
+// and are imported as tags are. Every entry is validated first: one invalid entry fails the
+// call before anything is written. On a later error the counts say what the batches before it
+// did.
 func (s *Store) Import(ctx context.Context, tags []Tag) (imported, skipped int, err error) {
 	for i, t := range tags {
-		if err := validateRef(t.Repo, t.Name); err != nil {
+		if err := validateEntry(t.Repo, t.Name); err != nil {
 			return 0, 0, fmt.Errorf("import tags: entry %d: %w", i, err)
 		}
 		if err := ValidateDigest(t.Digest); err != nil {
@@ -575,7 +577,8 @@ func (s *Store) Snapshot(ctx context.Context) error {
 }
 
 // Changes subscribes to the changes applied on this node with an index above from, in index
-// order: puts (including imported tags) and deletes that removed a tag. Any node serves it.
+// order: puts (including imported tags) and deletes that removed a tag, for links as for tags
+// (a link's Change.Tag is in the form Export gives). Any node serves it.
 //
 // Memory is bounded: the store keeps the last ChangeFeedRetain changes, and each subscriber
 // reads them at its own pace through a small buffer. When the subscriber falls further behind

@@ -6,7 +6,8 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Tag is a tag's current value.
+// Tag is a tag's current value. In Export, Import and Changes it may also be a link, whose
+// Name is LinkKey of the link's name (IsLink reports it; see Link).
 type Tag struct {
 	Repo   string
 	Name   string

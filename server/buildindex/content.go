@@ -16,6 +16,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // Manifest media types whose references the content check follows.
@@ -29,10 +30,18 @@ const (
 // statParallelism bounds the concurrent existence checks of one manifest's references.
 const statParallelism = 8
 
-// contentChecker verifies that a tag's digest names content the origin cluster holds.
+// contentChecker verifies that a tag's digest names content the origin cluster holds, and that
+// a link's value does.
+//
+// The origins store everything under its SHA-256 digest. Content the registry addressed by
+// another digest (sha512) is found through the repository's links: manifest/<digest> for a
+// tag's manifest and an index's children, blob/<digest> for a config or layer, whose value is
+// the SHA-256 digest to look up. The links are read from this node's own state: the checks
+// run on the leader, where the write happens.
 type contentChecker struct {
 	origins     []string
 	cluster     *client.Cluster
+	store       Store
 	maxManifest int64
 	metrics     *metrics
 }
@@ -40,12 +49,50 @@ type contentChecker struct {
 // check returns nil when d exists in the origin cluster under namespace repo and, when it is a
 // manifest the checker can parse (OCI or Docker schema 2 image manifest, OCI index, Docker
 // manifest list), so does every descriptor it references (config, layers, child manifests),
-// except foreign layers that live outside registries. Otherwise: 404 MANIFEST_UNKNOWN when d is
-// missing, 400 MANIFEST_BLOB_UNKNOWN when a reference is, 400 MANIFEST_INVALID when the
-// manifest's references are malformed or their sizes disagree, 503 UNAVAILABLE when the
-// origins cannot tell.
+// except foreign layers that live outside registries. A digest that is not sha256 is first
+// resolved through the repository's manifest/ (tag, child manifests) or blob/ (config,
+// layers) link. Otherwise: 404 MANIFEST_UNKNOWN when d is missing (or has no link), 400
+// MANIFEST_BLOB_UNKNOWN when a reference is, 400 MANIFEST_INVALID when the manifest's
+// references are malformed or their sizes disagree, 503 UNAVAILABLE when the origins cannot
+// tell.
 func (c *contentChecker) check(ctx context.Context, repo string, d digest.Digest) error {
-	err := c.checkManifest(ctx, repo, d)
+	return c.count(c.checkManifest(ctx, repo, d))
+}
+
+// checkLink returns nil when the value d of link l may be stored in repo: for a blob/ or
+// manifest/ link, d (a sha256 digest) exists in the origin cluster under namespace repo
+// (existence only; the content is not parsed), else 400 BLOB_UNKNOWN or MANIFEST_BLOB_UNKNOWN;
+// for a referrer/ link, repo holds a manifest/<d> link, else 400 MANIFEST_UNKNOWN. 503
+// UNAVAILABLE when the origins cannot tell.
+func (c *contentChecker) checkLink(ctx context.Context, repo string, l linkRef, d digest.Digest) error {
+	return c.count(c.checkLinkValue(ctx, repo, l, d))
+}
+
+func (c *contentChecker) checkLinkValue(ctx context.Context, repo string, l linkRef, d digest.Digest) error {
+	if l.kind == tagstore.LinkKindReferrer {
+		_, err := c.store.GetLink(ctx, repo, tagstore.LinkKindManifest+"/"+d.String(), tagstore.Stale)
+		if errors.Is(err, tagstore.ErrNotFound) {
+			return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestUnknown,
+				Message: fmt.Sprintf("link %s: repository %q holds no manifest %s", l.name, repo, d),
+				Detail:  map[string]string{"digest": d.String()}, Err: err}
+		}
+		return err
+	}
+	_, err := c.stat(ctx, repo, d)
+	if errors.Is(err, client.ErrNotFound) {
+		code := registry.CodeBlobUnknown
+		if l.kind == tagstore.LinkKindManifest {
+			code = registry.CodeManifestBlobUnknown
+		}
+		return &registry.Error{Status: http.StatusBadRequest, Code: code,
+			Message: fmt.Sprintf("link %s: %s is not in the origin cluster under namespace %q", l.name, d, repo),
+			Detail:  map[string]string{"digest": d.String()}, Err: err}
+	}
+	return err
+}
+
+// count records the result of a check in the metrics and returns err.
+func (c *contentChecker) count(err error) error {
 	result := "ok"
 	if err != nil {
 		result = "error"
@@ -58,8 +105,35 @@ func (c *contentChecker) check(ctx context.Context, repo string, d digest.Digest
 	return err
 }
 
+// resolve returns the SHA-256 digest under which content addressed by d is stored: d itself
+// when it is sha256, else the value of repo's link kind/d. ErrNotFound (tagstore's) when there
+// is no such link.
+func (c *contentChecker) resolve(ctx context.Context, repo, kind string, d digest.Digest) (digest.Digest, error) {
+	if d.Algorithm() == digest.SHA256 {
+		return d, nil
+	}
+	l, err := c.store.GetLink(ctx, repo, kind+"/"+d.String(), tagstore.Stale)
+	if err != nil {
+		return "", err
+	}
+	if l.Digest.Algorithm() != digest.SHA256 {
+		// The link API refuses such values; a link imported from elsewhere could hold one.
+		return "", fmt.Errorf("link %s/%s of %s holds %s, not a sha256 digest: %w", kind, d, repo, l.Digest, tagstore.ErrNotFound)
+	}
+	return l.Digest, nil
+}
+
 func (c *contentChecker) checkManifest(ctx context.Context, repo string, d digest.Digest) error {
-	size, err := c.stat(ctx, repo, d)
+	stored, err := c.resolve(ctx, repo, tagstore.LinkKindManifest, d)
+	if errors.Is(err, tagstore.ErrNotFound) {
+		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
+			Message: fmt.Sprintf("manifest %s is not sha256 and repository %q has no manifest link for it", d, repo),
+			Detail:  map[string]string{"digest": d.String()}, Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	size, err := c.stat(ctx, repo, stored)
 	if errors.Is(err, client.ErrNotFound) {
 		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
 			Message: fmt.Sprintf("manifest %s is not in the origin cluster under namespace %q", d, repo),
@@ -73,7 +147,7 @@ func (c *contentChecker) checkManifest(ctx context.Context, repo string, d diges
 	}
 	var buf limitedBuffer
 	buf.max = c.maxManifest
-	if _, err := c.cluster.Pull(ctx, repo, d, &buf, nil); err != nil {
+	if _, err := c.cluster.Pull(ctx, repo, stored, &buf, nil); err != nil {
 		if errors.Is(err, client.ErrNotFound) {
 			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
 				Message: fmt.Sprintf("manifest %s is not in the origin cluster under namespace %q", d, repo),
@@ -100,11 +174,19 @@ func (c *contentChecker) checkRefs(ctx context.Context, repo string, m digest.Di
 	g.SetLimit(statParallelism)
 	for _, ref := range refs {
 		g.Go(func() error {
-			size, err := c.stat(gctx, repo, ref.Digest)
+			kind := tagstore.LinkKindBlob
+			if ref.child {
+				kind = tagstore.LinkKindManifest
+			}
+			var size int64
+			stored, err := c.resolve(gctx, repo, kind, ref.Digest)
+			if err == nil {
+				size, err = c.stat(gctx, repo, stored)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
-			case errors.Is(err, client.ErrNotFound):
+			case errors.Is(err, client.ErrNotFound), errors.Is(err, tagstore.ErrNotFound):
 				missing = append(missing, ref.Digest.String())
 			case err != nil:
 				return err
@@ -176,6 +258,9 @@ type descriptor struct {
 	Digest    digest.Digest `json:"digest"`
 	Size      int64         `json:"size"`
 	URLs      []string      `json:"urls"`
+	// child marks a manifest of an index (found through manifest/ links), as opposed to a
+	// config or layer (blob/ links).
+	child bool
 }
 
 // manifestDoc holds the fields of image manifests and indexes that carry references.
@@ -211,21 +296,25 @@ func references(b []byte) ([]descriptor, error) {
 		}
 	case m.MediaType == mediaTypeOCIIndex || m.MediaType == mediaTypeDockerList ||
 		m.MediaType == "" && m.SchemaVersion == 2 && m.Manifests != nil:
-		refs = append(refs, m.Manifests...)
+		for _, d := range m.Manifests {
+			d.child = true
+			refs = append(refs, d)
+		}
 	default:
 		return nil, nil
 	}
-	seen := map[digest.Digest]bool{}
+	type key struct {
+		d     digest.Digest
+		child bool
+	}
+	seen := map[key]bool{}
 	out := refs[:0]
 	for _, r := range refs {
-		if err := r.Digest.Validate(); err != nil {
+		if err := tagstore.ValidateDigest(r.Digest); err != nil {
 			return nil, fmt.Errorf("reference %q: %w", r.Digest, err)
 		}
-		if r.Digest.Algorithm() != digest.SHA256 {
-			return nil, fmt.Errorf("reference %s: only sha256 content is stored", r.Digest)
-		}
-		if !seen[r.Digest] {
-			seen[r.Digest] = true
+		if k := (key{r.Digest, r.child}); !seen[k] {
+			seen[k] = true
 			out = append(out, r)
 		}
 	}

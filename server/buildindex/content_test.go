@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/dev/devtest"
 	"github.com/krakenctl/krakenctl/server/registry"
 )
 
@@ -41,14 +40,14 @@ func manifestJSON(t *testing.T, v any) []byte {
 // its manifest and everything the manifest references are there.
 func TestContentCheck(t *testing.T) {
 	t.Parallel()
-	origins := devtest.Start(t, 3)
+	origins := startOrigins(t, 3)
 	hc := testHTTPClient(t)
-	oc := client.NewCluster(origins.Endpoints(), hc)
+	oc := client.NewCluster(origins, hc)
 	store := newFakeStore("a")
 	n := startFake(t, store, Deps{}, func(c *Config) {
 		v := true
 		c.VerifyContent = &v
-		c.Origins = origins.Endpoints()
+		c.Origins = origins
 		c.MaxManifestSize = 64 << 10
 	})
 	ctx := t.Context()
@@ -136,7 +135,8 @@ func TestReferences(t *testing.T) {
 		{doc: `{"mediaType":"` + mediaTypeOCIManifest + `","layers":[]}`, wantErr: "without config"},
 		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"` + d2.String() + `"}]}`, want: []digest.Digest{d2}},
 		{doc: `{"schemaVersion":2,"manifests":[]}`},
-		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"sha512:` + digest.SHA512.FromString("x").Encoded() + `"}]}`, wantErr: "only sha256"},
+		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"sha512:` + digest.SHA512.FromString("x").Encoded() + `"}]}`, want: []digest.Digest{digest.SHA512.FromString("x")}},
+		{doc: `{"mediaType":"` + mediaTypeOCIIndex + `","manifests":[{"digest":"sha384:` + digest.SHA384.FromString("x").Encoded() + `"}]}`, wantErr: "not supported"},
 		{doc: `{"mediaType":"` + mediaTypeDockerList + `","manifests":[{"digest":""}]}`, wantErr: "reference"},
 	} {
 		refs, err := references([]byte(tc.doc))

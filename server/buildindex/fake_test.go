@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -152,6 +153,9 @@ func (f *fakeStore) Tags(ctx context.Context, repo, last string, n int, c tagsto
 	found := false
 	for _, t := range f.sorted() {
 		if t.Repo != repo {
+			continue
+		}
+		if t.IsLink() {
 			continue
 		}
 		found = true
@@ -359,6 +363,36 @@ func (f *fakeStore) writeCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.writes
+}
+
+func (f *fakeStore) PutLink(ctx context.Context, repo, name string, d digest.Digest) (tagstore.Link, error) {
+	t, err := f.Put(ctx, repo, tagstore.LinkKey(name), d)
+	return t.AsLink(), err
+}
+
+func (f *fakeStore) DeleteLink(ctx context.Context, repo, name string) (tagstore.Link, error) {
+	t, err := f.Delete(ctx, repo, tagstore.LinkKey(name))
+	return t.AsLink(), err
+}
+
+func (f *fakeStore) GetLink(ctx context.Context, repo, name string, c tagstore.Consistency) (tagstore.Link, error) {
+	t, err := f.Get(ctx, repo, tagstore.LinkKey(name), c)
+	return t.AsLink(), err
+}
+
+func (f *fakeStore) Links(ctx context.Context, repo, prefix string, c tagstore.Consistency) ([]tagstore.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.read(c); err != nil {
+		return nil, err
+	}
+	out := []tagstore.Link{}
+	for _, t := range f.sorted() {
+		if t.Repo == repo && strings.HasPrefix(t.Name, tagstore.LinkKey(prefix)) {
+			out = append(out, t.AsLink())
+		}
+	}
+	return out, nil
 }
 
 // Interface guards

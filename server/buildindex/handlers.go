@@ -36,6 +36,10 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /repositories/{repo}/tags/{tag}", s.handle("get_tag", s.handleGetTag))
 	mux.Handle("DELETE /repositories/{repo}/tags/{tag}", s.handle("delete_tag", s.handleDeleteTag))
 	mux.Handle("GET /repositories/{repo}/tags", s.handle("list_tags", s.handleListTags))
+	mux.Handle("PUT /repositories/{repo}/links/{name}", s.handle("put_link", s.handlePutLink))
+	mux.Handle("GET /repositories/{repo}/links/{name}", s.handle("get_link", s.handleGetLink))
+	mux.Handle("DELETE /repositories/{repo}/links/{name}", s.handle("delete_link", s.handleDeleteLink))
+	mux.Handle("GET /repositories/{repo}/links", s.handle("list_links", s.handleListLinks))
 	mux.Handle("/repositories/{path...}", s.handle("repository_path", s.handleRepoPath))
 	mux.Handle("GET "+api.RepositoriesPath, s.handle("catalog", s.handleCatalog))
 	mux.Handle("GET "+api.ClusterPath, s.handle("cluster", s.handleCluster))
@@ -70,9 +74,10 @@ func (s *Server) handle(route string, h handlerFunc) http.Handler {
 	})
 }
 
-// handleRepoPath serves the tag paths with the repository's slashes left unescaped
+// handleRepoPath serves the tag and link paths with the repository's slashes left unescaped
 // ("/repositories/library/ubuntu/tags/24.04"), as curl users write them. A path ending in
 // "/tags" lists; otherwise the last "/tags/" separates repository and tag (tags hold no "/").
+// Any other path is tried as a link path (routeRawLinkPath).
 func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
 	p := r.PathValue("path")
 	if repo, ok := strings.CutSuffix(p, "/tags"); ok && repo != "" {
@@ -83,8 +88,15 @@ func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
 		return s.handleListTags(w, r)
 	}
 	i := strings.LastIndex(p, "/tags/")
+	if i <= 0 || strings.Contains(p[i+len("/tags/"):], "/") {
+		// Not a tag (tags hold no "/"): a link path, or nothing.
+		if ok, err := s.routeRawLinkPath(w, r, p); ok {
+			return err
+		}
+	}
 	if i <= 0 {
-		return registry.Errorf(http.StatusNotFound, registry.CodeNameUnknown, "no such path: want /repositories/REPOSITORY/tags[/TAG]")
+		return registry.Errorf(http.StatusNotFound, registry.CodeNameUnknown,
+			"no such path: want /repositories/REPOSITORY/tags[/TAG] or /repositories/REPOSITORY/links[/NAME]")
 	}
 	r.SetPathValue("repo", p[:i])
 	r.SetPathValue("tag", p[i+len("/tags/"):])
@@ -451,6 +463,15 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) error {
 		case c, ok := <-ch:
 			if !ok {
 				return nil
+			}
+			if c.Tag.IsLink() {
+				// api.TagChange describes tags; links are not part of this feed.
+				if len(ch) == 0 {
+					if err := rc.Flush(); err != nil {
+						return nil
+					}
+				}
+				continue
 			}
 			_ = rc.SetWriteDeadline(time.Now().Add(time.Minute))
 			if err := enc.Encode(api.TagChange{Index: c.Index, Op: c.Op, Tag: toAPI(c.Tag)}); err != nil {

@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "krakenctl_buildindex_follower_reads_total", Help: "Linearizable reads this follower served itself with a read index from the leader.",
 		}),
 		contentChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "krakenctl_buildindex_content_checks_total", Help: "Content checks of tag puts, by result (ok or the error code).",
+			Name: "krakenctl_buildindex_content_checks_total", Help: "Content checks of tag and link puts, by result (ok or the error code).",
 		}, []string{"result"}),
 	}
 	if reg != nil {

@@ -35,13 +35,21 @@ func checkRepoTag(repo, tag string) error {
 	return checkTag(tag)
 }
 
-// parseTagDigest checks the digest of a tag PUT: the canonical "sha256:<64 hex>" form only.
+// parseTagDigest checks the digest of a tag PUT: the canonical "sha256:<64 hex>" form, or
+// "sha512:<128 hex>" (a manifest the registry stores under its SHA-256, found through the
+// repository's manifest/ link).
 func parseTagDigest(s string) (digest.Digest, error) {
 	if s == "" {
 		return "", registry.Errorf(http.StatusBadRequest, registry.CodeDigestInvalid, "missing digest")
 	}
 	if !strings.Contains(s, ":") {
 		return "", registry.Errorf(http.StatusBadRequest, registry.CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex digits>", s)
+	}
+	if d := digest.Digest(s); d.Algorithm() == digest.SHA512 {
+		if err := tagstore.ValidateDigest(d); err != nil {
+			return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid, Message: err.Error(), Err: err}
+		}
+		return d, nil
 	}
 	return registry.ParseDigest(s)
 }

@@ -44,14 +44,17 @@ type Store interface {
 	Delete(ctx context.Context, repo, tag string) (tagstore.Tag, error)
 	// Get returns repo:tag's value.
 	Get(ctx context.Context, repo, tag string, c tagstore.Consistency) (tagstore.Tag, error)
-	// Tags returns up to n tags of repo after last, in lexical order; ErrNotFound for a
-	// repository without tags.
+	// Tags returns up to n tags of repo after last, in lexical order, never links; ErrNotFound
+	// for a repository without tags.
 	Tags(ctx context.Context, repo, last string, n int, c tagstore.Consistency) ([]string, error)
-	// Repositories returns up to n repository names after last, in lexical order.
+	// Repositories returns up to n names of repositories with tags or links after last, in
+	// lexical order.
 	Repositories(ctx context.Context, last string, n int, c tagstore.Consistency) ([]string, error)
-	// Export returns every tag and the log index the listing reflects.
+	// Export returns every tag and link (links in stored form: Tag.IsLink) and the log index
+	// the listing reflects.
 	Export(ctx context.Context, c tagstore.Consistency) ([]tagstore.Tag, uint64, error)
-	// Import adds tags that are absent or older and counts what it imported and skipped.
+	// Import adds tags and links (in Export's form) that are absent or older and counts what
+	// it imported and skipped.
 	Import(ctx context.Context, tags []tagstore.Tag) (imported, skipped int, err error)
 	// Join adds a member to the Raft group; Remove takes one out.
 	Join(ctx context.Context, m tagstore.Member) error
@@ -70,7 +73,15 @@ type Store interface {
 	WaitApplied(ctx context.Context, index uint64) error
 	// WaitForLeader returns once a leader is known, or with ctx's error.
 	WaitForLeader(ctx context.Context) error
-	// Changes streams the tag changes applied after index from, in index order, until the
+	// PutLink points link name of repo at d and returns the stored value; DeleteLink removes
+	// it and returns the value it had; GetLink reads it. Links (tagstore.Link) follow the
+	// rules of tags: the same leader, consistency and error contracts.
+	PutLink(ctx context.Context, repo, name string, d digest.Digest) (tagstore.Link, error)
+	DeleteLink(ctx context.Context, repo, name string) (tagstore.Link, error)
+	GetLink(ctx context.Context, repo, name string, c tagstore.Consistency) (tagstore.Link, error)
+	// Links returns every link of repo whose name starts with prefix, in order of name.
+	Links(ctx context.Context, repo, prefix string, c tagstore.Consistency) ([]tagstore.Link, error)
+	// Changes streams the tag and link changes applied after index from, in index order, until the
 	// returned cancel is called or the store closes (then the channel is closed). A subscriber
 	// that fell behind gets one tagstore.OpResync change, then the channel closes.
 	Changes(from uint64) (<-chan tagstore.Change, func())
@@ -199,6 +210,9 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 			return nil, fmt.Errorf("new build-index: %w", err)
 		}
 		s.store, s.closer = st, st.Close
+	}
+	if s.content != nil {
+		s.content.store = s.store
 	}
 
 	if s.backend != nil {

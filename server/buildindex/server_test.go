@@ -212,8 +212,14 @@ func TestBadInput(t *testing.T) {
 		_, err := n.cli.PutTag(ctx, "app", "v1", digest.Digest(d))
 		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
 	}
-	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha512:"+strings.Repeat("a", 128)))
+	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha384:"+strings.Repeat("a", 96)))
 	apiErr(t, err, http.StatusBadRequest, registry.CodeUnsupported)
+	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha512:"+strings.Repeat("a", 127)))
+	apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+	// sha512 is accepted: a manifest pushed by its sha512 digest (found through its link).
+	_, err = n.cli.PutTag(ctx, "app", "sha512", digest.Digest("sha512:"+strings.Repeat("a", 128)))
+	require.NoError(t, err)
+	before++
 
 	put := func(body string) *http.Response {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.addr+api.TagPath("app", "v1"), strings.NewReader(body))

@@ -48,14 +48,16 @@ const (
 )
 
 // ObjectName is the backend object name of repo:tag: "t-" and the hex SHA-256 of
-// "<repo>:<tag>" (backend names allow only [A-Za-z0-9._-]).
+// "<repo>:<tag>" (backend names allow only [A-Za-z0-9._-]). Links are written back as tags
+// are, under their stored name (tagstore.LinkKey), which no tag can equal.
 func ObjectName(repo, tag string) string {
 	h := sha256.Sum256([]byte(repo + ":" + tag))
 	return objectPrefix + hex.EncodeToString(h[:])
 }
 
 // Record is a tag's backend object: its latest value as of Index, or a tombstone (Deleted)
-// for a tag deleted at or before Index.
+// for a tag deleted at or before Index. A link's record is the same, with Tag its stored name
+// (tagstore.LinkKey of the link's name).
 type Record struct {
 	Repo    string        `json:"repo"`
 	Tag     string        `json:"tag"`
@@ -454,7 +456,15 @@ func (wb *writeback) sync(ctx context.Context, k taskKey) error {
 // the tombstone is newer than any put it hides, and any later put gets a higher index.
 func (wb *writeback) current(ctx context.Context, repo, tag string, index uint64, updated time.Time) (Record, error) {
 	rec := Record{Repo: repo, Tag: tag}
-	t, err := wb.s.store.Get(ctx, repo, tag, tagstore.Stale)
+	var t tagstore.Tag
+	var err error
+	if name, ok := tagstore.LinkName(tag); ok {
+		var l tagstore.Link
+		l, err = wb.s.store.GetLink(ctx, repo, name, tagstore.Stale)
+		t = tagstore.Tag{Repo: l.Repo, Name: tag, Digest: l.Digest, Index: l.Index, Updated: l.Updated}
+	} else {
+		t, err = wb.s.store.Get(ctx, repo, tag, tagstore.Stale)
+	}
 	switch {
 	case err == nil:
 		rec.Digest, rec.Index, rec.Updated = t.Digest, t.Index, t.Updated
@@ -510,7 +520,14 @@ func (wb *writeback) download(ctx context.Context, name string) (Record, error) 
 }
 
 func checkRecord(name string, rec Record) error {
-	if err := checkRepoTag(rec.Repo, rec.Tag); err != nil {
+	if link, ok := tagstore.LinkName(rec.Tag); ok {
+		if err := checkRepo(rec.Repo); err != nil {
+			return err
+		}
+		if _, err := checkLinkName(link); err != nil {
+			return err
+		}
+	} else if err := checkRepoTag(rec.Repo, rec.Tag); err != nil {
 		return err
 	}
 	if ObjectName(rec.Repo, rec.Tag) != name {

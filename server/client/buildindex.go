@@ -167,6 +167,63 @@ func nextLast(links []string) (string, error) {
 	return "", nil
 }
 
+// PutLink sets link name of repo (registry.BlobLink and friends build names) to d and returns
+// the stored value. Links replicate as tags do, and never appear in tag listings. The server
+// refuses a value the registry contract forbids (a blob/ or manifest/ value that is not the
+// sha256 digest the content is stored under; a referrer/ value other than the referrer's own
+// digest) with DIGEST_INVALID, and, with its content check on, a blob/ or manifest/ value that
+// the origins do not hold under namespace repo (BLOB_UNKNOWN, MANIFEST_BLOB_UNKNOWN) or a
+// referrer/ value without a manifest/ link in repo (MANIFEST_UNKNOWN).
+func (c *BuildIndex) PutLink(ctx context.Context, repo, name string, d digest.Digest) (api.Link, error) {
+	body, err := json.Marshal(api.PutTagRequest{Digest: d})
+	if err != nil {
+		return api.Link{}, fmt.Errorf("put link: %w", err)
+	}
+	var l api.Link
+	err = c.call(ctx, http.MethodPut, api.LinkPath(repo, name), body, http.StatusOK, &l, "put link "+repo+" "+name)
+	return l, err
+}
+
+// GetLink returns the value of link name of repo, linearizably unless stale (as GetTag). A
+// missing link wraps ErrNotFound (code BLOB_UNKNOWN for a blob/ link, MANIFEST_UNKNOWN for
+// the others).
+func (c *BuildIndex) GetLink(ctx context.Context, repo, name string, stale bool) (api.Link, error) {
+	path := api.LinkPath(repo, name)
+	if stale {
+		path += "?stale=true"
+	}
+	var l api.Link
+	err := c.call(ctx, http.MethodGet, path, nil, http.StatusOK, &l, "get link "+repo+" "+name)
+	return l, err
+}
+
+// DeleteLink removes link name of repo and returns the value it had. A missing link wraps
+// ErrNotFound.
+func (c *BuildIndex) DeleteLink(ctx context.Context, repo, name string) (api.Link, error) {
+	var l api.Link
+	err := c.call(ctx, http.MethodDelete, api.LinkPath(repo, name), nil, http.StatusOK, &l, "delete link "+repo+" "+name)
+	return l, err
+}
+
+// ListLinks returns every link of repo whose name starts with prefix, in lexical order of name,
+// linearizably unless stale. prefix must start a link name: at least a kind and "/" ("blob/",
+// registry.ReferrersPrefix(subject)). No match is an empty list, not an error.
+func (c *BuildIndex) ListLinks(ctx context.Context, repo, prefix string, stale bool) ([]api.Link, error) {
+	q := url.Values{"prefix": {prefix}}
+	if stale {
+		q.Set("stale", "true")
+	}
+	var ll api.LinkList
+	err := c.call(ctx, http.MethodGet, api.LinksPath(repo)+"?"+q.Encode(), nil, http.StatusOK, &ll, "list links of "+repo)
+	if err != nil {
+		return nil, err
+	}
+	if ll.Links == nil {
+		ll.Links = []api.Link{}
+	}
+	return ll.Links, nil
+}
+
 // ClusterStatus returns the answering node's view of the Raft group.
 func (c *BuildIndex) ClusterStatus(ctx context.Context) (api.ClusterStatus, error) {
 	var st api.ClusterStatus

@@ -214,3 +214,73 @@ func TestBuildIndexWritesGoToTheLeader(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, followerWrites.Load())
 }
+
+// TestBuildIndexLinks checks the link requests (the name is one escaped path segment) and
+// answers, against a stub server; the real server is tested with this client in
+// server/buildindex.
+func TestBuildIndexLinks(t *testing.T) {
+	t.Parallel()
+	d := digest.FromString("x")
+	blob := "blob/" + d.String()
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, r.Method+" "+r.URL.RequestURI()+" "+string(body))
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.EscapedPath() == "/repositories/team%2Fapp/links":
+			if r.URL.Query().Get("prefix") == "manifest/" {
+				_, _ = io.WriteString(w, `{"links":null}`)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(api.LinkList{Links: []api.Link{{Repo: "team/app", Name: blob, Digest: d, Index: 3}}})
+		case r.URL.EscapedPath() == "/repositories/team%2Fapp/links/blob%2F"+d.String():
+			_ = json.NewEncoder(w).Encode(api.Link{Repo: "team/app", Name: blob, Digest: d, Index: 3})
+		default:
+			registry.WriteError(w, r, registry.Errorf(http.StatusNotFound, registry.CodeManifestUnknown, "no link"))
+		}
+	}))
+	defer srv.Close()
+	c := NewBuildIndex(srv.URL, srv.Client())
+	ctx := t.Context()
+	want := api.Link{Repo: "team/app", Name: blob, Digest: d, Index: 3}
+
+	l, err := c.PutLink(ctx, "team/app", blob, d)
+	require.NoError(t, err)
+	require.Equal(t, want, l)
+	l, err = c.GetLink(ctx, "team/app", blob, false)
+	require.NoError(t, err)
+	require.Equal(t, want, l)
+	_, err = c.GetLink(ctx, "team/app", blob, true)
+	require.NoError(t, err)
+	l, err = c.DeleteLink(ctx, "team/app", blob)
+	require.NoError(t, err)
+	require.Equal(t, want, l)
+
+	_, err = c.GetLink(ctx, "team/app", "manifest/"+d.String(), false)
+	require.ErrorIs(t, err, ErrNotFound)
+	var re *registry.Error
+	require.True(t, errors.As(err, &re))
+	require.Equal(t, registry.CodeManifestUnknown, re.Code)
+	_, err = c.DeleteLink(ctx, "team/app", "manifest/"+d.String())
+	require.ErrorIs(t, err, ErrNotFound)
+
+	links, err := c.ListLinks(ctx, "team/app", "blob/", false)
+	require.NoError(t, err)
+	require.Equal(t, []api.Link{want}, links)
+	links, err = c.ListLinks(ctx, "team/app", "manifest/", true)
+	require.NoError(t, err)
+	require.NotNil(t, links, "no match is an empty list")
+	require.Empty(t, links)
+
+	require.Equal(t, []string{
+		"PUT /repositories/team%2Fapp/links/blob%2F" + d.String() + ` {"digest":"` + d.String() + `"}`,
+		"GET /repositories/team%2Fapp/links/blob%2F" + d.String() + " ",
+		"GET /repositories/team%2Fapp/links/blob%2F" + d.String() + "?stale=true ",
+		"DELETE /repositories/team%2Fapp/links/blob%2F" + d.String() + " ",
+		"GET /repositories/team%2Fapp/links/manifest%2F" + d.String() + " ",
+		"DELETE /repositories/team%2Fapp/links/manifest%2F" + d.String() + " ",
+		"GET /repositories/team%2Fapp/links?prefix=blob%2F ",
+		"GET /repositories/team%2Fapp/links?prefix=manifest%2F&stale=true ",
+	}, got)
+}

@@ -1,0 +1,288 @@
+package buildindex
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
+)
+
+func blobLink(d digest.Digest) string     { return "blob/" + d.String() }
+func manifestLink(d digest.Digest) string { return "manifest/" + d.String() }
+func referrerLink(subject, d digest.Digest) string {
+	return "referrer/" + subject.String() + "/" + d.String()
+}
+
+func sha512Of(s string) digest.Digest { return digest.SHA512.FromString(s) }
+
+func TestLinks(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	ctx := t.Context()
+	const repo = "team/app"
+	b, m, r := dig("blob"), dig("manifest"), dig("referrer")
+
+	l, err := n.cli.PutLink(ctx, repo, blobLink(b), b)
+	require.NoError(t, err)
+	require.Equal(t, api.Link{Repo: repo, Name: blobLink(b), Digest: b, Index: 1}, l)
+	_, err = n.cli.PutLink(ctx, repo, manifestLink(m), m)
+	require.NoError(t, err)
+	_, err = n.cli.PutLink(ctx, repo, referrerLink(m, r), r)
+	require.NoError(t, err)
+	// A sha512 key: the value is the sha256 digest the content is stored under.
+	_, err = n.cli.PutLink(ctx, repo, blobLink(sha512Of("big")), dig("big"))
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, repo, "v1", m)
+	require.NoError(t, err)
+
+	for _, stale := range []bool{false, true} {
+		got, err := n.cli.GetLink(ctx, repo, referrerLink(m, r), stale)
+		require.NoError(t, err)
+		require.Equal(t, r, got.Digest)
+	}
+	list, err := n.cli.ListLinks(ctx, repo, "blob/", false)
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	require.Equal(t, blobLink(b), list[0].Name)
+	require.Equal(t, blobLink(sha512Of("big")), list[1].Name)
+	list, err = n.cli.ListLinks(ctx, repo, "referrer/"+m.String()+"/", true)
+	require.NoError(t, err)
+	require.Equal(t, []api.Link{{Repo: repo, Name: referrerLink(m, r), Digest: r, Index: 3}}, list)
+	list, err = n.cli.ListLinks(ctx, repo, "referrer/"+b.String()+"/", false)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	list, err = n.cli.ListLinks(ctx, "other", "manifest/", false)
+	require.NoError(t, err)
+	require.Empty(t, list)
+
+	// Links are not tags.
+	tags, _, err := n.cli.ListTags(ctx, repo, "", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v1"}, tags)
+	_, err = n.cli.PutLink(ctx, "only/links", blobLink(b), b)
+	require.NoError(t, err)
+	_, _, err = n.cli.ListTags(ctx, "only/links", "", 0)
+	apiErr(t, err, http.StatusNotFound, registry.CodeNameUnknown)
+	repos, _, err := n.cli.ListRepositories(ctx, "", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"only/links", repo}, repos)
+
+	// Missing links: 404 with the code of their kind.
+	_, err = n.cli.GetLink(ctx, repo, blobLink(dig("none")), false)
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	_, err = n.cli.GetLink(ctx, repo, manifestLink(dig("none")), true)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	_, err = n.cli.GetLink(ctx, repo, referrerLink(m, dig("none")), false)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+
+	del, err := n.cli.DeleteLink(ctx, repo, blobLink(b))
+	require.NoError(t, err)
+	require.Equal(t, b, del.Digest)
+	_, err = n.cli.DeleteLink(ctx, repo, blobLink(b))
+	require.ErrorIs(t, err, client.ErrNotFound)
+	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	_, err = n.cli.GetLink(ctx, repo, blobLink(b), false)
+	require.ErrorIs(t, err, client.ErrNotFound)
+
+	// Slashes left unescaped, as curl users write them; a repository component may be
+	// called "links" or "tags".
+	raw := func(method, path, body string) (int, []byte) {
+		req, err := http.NewRequestWithContext(ctx, method, "http://"+n.addr+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, b
+	}
+	code, body := raw(http.MethodPut, "/repositories/x/links/links/"+blobLink(b), `{"digest":"`+b.String()+`"}`)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	got, err := store.GetLink(ctx, "x/links", blobLink(b), tagstore.Stale)
+	require.NoError(t, err)
+	require.Equal(t, b, got.Digest)
+	code, body = raw(http.MethodGet, "/repositories/team/app/links?prefix=referrer/", "")
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	require.Contains(t, string(body), referrerLink(m, r))
+	code, body = raw(http.MethodPut, "/repositories/a/tags/b/links/"+blobLink(b), `{"digest":"`+b.String()+`"}`)
+	require.Equal(t, http.StatusOK, code, "%s", body)
+	_, err = store.GetLink(ctx, "a/tags/b", blobLink(b), tagstore.Stale)
+	require.NoError(t, err)
+	code, _ = raw(http.MethodDelete, "/repositories/x/links/links/"+blobLink(b), "")
+	require.Equal(t, http.StatusOK, code)
+	code, _ = raw(http.MethodGet, "/repositories/x/links/links/"+blobLink(b), "")
+	require.Equal(t, http.StatusNotFound, code)
+	code, _ = raw(http.MethodPost, "/repositories/x/links/links/"+blobLink(b), "")
+	require.Equal(t, http.StatusMethodNotAllowed, code)
+	code, _ = raw(http.MethodPut, "/repositories/x/links", "")
+	require.Equal(t, http.StatusMethodNotAllowed, code)
+	// A tag called "links" is still a tag.
+	code, _ = raw(http.MethodPut, "/repositories/x/tags/links", `{"digest":"`+b.String()+`"}`)
+	require.Equal(t, http.StatusOK, code)
+	_, err = store.Get(ctx, "x", "links", tagstore.Stale)
+	require.NoError(t, err)
+}
+
+func TestLinkBadInput(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	ctx := t.Context()
+	d, d512 := dig("x"), sha512Of("x")
+
+	for _, tc := range []struct {
+		repo, name string
+		code       registry.Code
+	}{
+		{"Team/app", blobLink(d), registry.CodeNameInvalid},
+		{"app", "", registry.CodeNameInvalid},
+		{"app", "layer/" + d.String(), registry.CodeNameInvalid},
+		{"app", "blob", registry.CodeNameInvalid},
+		{"app", "blob/" + d.String() + "/" + d.String(), registry.CodeNameInvalid},
+		{"app", "referrer/" + d.String(), registry.CodeNameInvalid},
+		{"app", "blob/sha256:abc", registry.CodeDigestInvalid},
+		{"app", "blob/" + strings.Repeat("a", 64), registry.CodeDigestInvalid},
+		{"app", "manifest/md5:0123", registry.CodeDigestInvalid},
+		{"app", "referrer/" + d.String() + "/sha256:XYZ", registry.CodeDigestInvalid},
+		{"app", "blob/" + d.String() + strings.Repeat("0", 300), registry.CodeNameInvalid},
+	} {
+		_, err := n.cli.PutLink(ctx, tc.repo, tc.name, d)
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+		_, err = n.cli.GetLink(ctx, tc.repo, tc.name, false)
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+		_, err = n.cli.DeleteLink(ctx, tc.repo, tc.name)
+		apiErr(t, err, http.StatusBadRequest, tc.code)
+	}
+
+	// Values the registry contract forbids.
+	for _, tc := range []struct {
+		name  string
+		value digest.Digest
+	}{
+		{blobLink(d), ""},
+		{blobLink(d), "sha256:abc"},
+		{blobLink(d), dig("other")},     // a sha256 key is stored under itself
+		{blobLink(d512), d512},          // stored under a sha256 digest
+		{manifestLink(d512), d512},      // the same for manifests
+		{manifestLink(d), dig("other")}, // a sha256 key is stored under itself
+		{referrerLink(d, d512), d},      // a referrer's value is its own digest
+		{referrerLink(d512, d), d512},   // (the last part, not the subject)
+		{manifestLink(d), "sha384:" + digest.Digest(strings.Repeat("a", 96))},
+	} {
+		_, err := n.cli.PutLink(ctx, "app", tc.name, tc.value)
+		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+	}
+
+	for prefix, code := range map[string]registry.Code{
+		"":                                 registry.CodeNameInvalid,
+		"bl":                               registry.CodeNameInvalid,
+		"blob":                             registry.CodeNameInvalid,
+		"tag/":                             registry.CodeNameInvalid,
+		"blob/" + d.String() + "/":         registry.CodeNameInvalid,
+		"blob/zz":                          registry.CodeDigestInvalid,
+		"blob/sha256:ABC":                  registry.CodeDigestInvalid,
+		"blob/sha256:" + d.Encoded() + "0": registry.CodeDigestInvalid,
+		"referrer/sha256:ab/":              registry.CodeDigestInvalid,
+	} {
+		_, err := n.cli.ListLinks(ctx, "app", prefix, false)
+		apiErr(t, err, http.StatusBadRequest, code)
+	}
+	for _, prefix := range []string{"blob/", "blob/s", "blob/sha512", "blob/sha256:", "blob/sha256:0a", "referrer/" + d.String(), "referrer/" + d.String() + "/sha5"} {
+		_, err := n.cli.ListLinks(ctx, "app", prefix, false)
+		require.NoError(t, err, prefix)
+	}
+	_, err := n.cli.ListLinks(ctx, "App", "blob/", false)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeNameInvalid)
+	resp, err := http.Get("http://" + n.addr + api.LinksPath("app") + "?prefix=blob/&stale=maybe")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	require.Zero(t, store.writeCount(), "no bad request changed the store")
+}
+
+// TestLinkForwarding: a follower relays link writes and linearizable link reads to the leader.
+func TestLinkForwarding(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	leader := startFake(t, newFakeStore("L"), Deps{}, nil)
+	fstore := newFakeStore("F")
+	fstore.followerOf("L", leader.addr)
+	follower := startFake(t, fstore, Deps{}, nil)
+	d := dig("one")
+
+	put, err := follower.cli.PutLink(ctx, "app", blobLink(d), d)
+	require.NoError(t, err)
+	got, err := leader.store.GetLink(ctx, "app", blobLink(d), tagstore.Stale)
+	require.NoError(t, err)
+	require.Equal(t, put.Index, got.Index)
+
+	l, err := follower.cli.GetLink(ctx, "app", blobLink(d), false)
+	require.NoError(t, err)
+	require.Equal(t, d, l.Digest)
+	list, err := follower.cli.ListLinks(ctx, "app", "blob/", false)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	// Stale reads are the follower's own (it has nothing).
+	_, err = follower.cli.GetLink(ctx, "app", blobLink(d), true)
+	require.ErrorIs(t, err, client.ErrNotFound)
+	list, err = follower.cli.ListLinks(ctx, "app", "blob/", true)
+	require.NoError(t, err)
+	require.Empty(t, list)
+
+	_, err = follower.cli.DeleteLink(ctx, "app", blobLink(d))
+	require.NoError(t, err)
+	_, err = follower.cli.DeleteLink(ctx, "app", blobLink(d))
+	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	require.Zero(t, fstore.writeCount())
+}
+
+// TestChangesSkipLinks: the HTTP change feed carries tag changes only (api.TagChange describes
+// tags); the store's own feed, which the write-back follows, carries links too.
+func TestChangesSkipLinks(t *testing.T) {
+	t.Parallel()
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, err := n.cli.PutLink(ctx, "app", blobLink(dig("b")), dig("b"))
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, "app", "v1", dig("m"))
+	require.NoError(t, err)
+	_, err = n.cli.DeleteLink(ctx, "app", blobLink(dig("b")))
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, "app", "v2", dig("m"))
+	require.NoError(t, err)
+
+	var seen []api.TagChange
+	err = n.cli.Changes(ctx, 0, func(c api.TagChange) error {
+		seen = append(seen, c)
+		if len(seen) == 2 {
+			cancel()
+		}
+		return nil
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Len(t, seen, 2)
+	require.Equal(t, "v1", seen[0].Tag.Tag)
+	require.Equal(t, uint64(2), seen[0].Index)
+	require.Equal(t, "v2", seen[1].Tag.Tag)
+	require.Equal(t, uint64(4), seen[1].Index)
+
+	ch, stop := store.Changes(0)
+	defer stop()
+	first := <-ch
+	require.True(t, first.Tag.IsLink())
+	require.Equal(t, tagstore.Link{Repo: "app", Name: blobLink(dig("b")), Digest: dig("b"), Index: 1, Updated: first.Tag.Updated}, first.Tag.AsLink())
+}
