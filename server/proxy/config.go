@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/config"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen         = "127.0.0.1:15400"
+	DefaultManifestCache  = 64 << 20
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultIndexTimeout   = 30 * time.Second
+	DefaultOriginResponse = 15 * time.Minute
+)
+
+// Config is a proxy's YAML configuration file.
+//
+//	listen: 127.0.0.1:15400          # OCI distribution API (--listen overrides)
+//	origins:                         # blob API addresses of every origin, as in their ring
+//	  - 10.0.0.1:15000
+//	  - 10.0.0.2:15000
+//	build_index:                     # build-index API addresses, tried in order
+//	  - 10.0.0.5:15100
+//	  - 10.0.0.6:15100
+//	max_blob_size: 10GiB             # refuse larger blobs with 413; default: the origins' limit
+//	manifest_cache: 64MiB            # manifest bytes kept in memory
+//	origin_health:                   # how the proxy checks the origins (the ring's defaults)
+//	  interval: 5s
+//	  timeout: 2s
+//	  fail_threshold: 3
+//	  pass_threshold: 2
+//	timeouts:
+//	  dial: 5s                       # connecting to an origin or a build-index node
+//	  build_index: 30s               # one build-index request
+//	  origin_response: 15m           # waiting for an origin's answer (a commit copies the blob to its owners first)
+type Config struct {
+	// Listen is the address the OCI distribution API binds. The --listen flag overrides it.
+	Listen string `yaml:"listen"`
+	// Origins are the blob-API addresses (host:port) of every origin, spelled as in the
+	// origins' ring.members. Required. Upload sessions are started on them and their ids name
+	// the origin, so an id naming an address not listed here is refused.
+	Origins []string `yaml:"origins"`
+	// BuildIndex are API addresses of build-index nodes, tried in order: the next one is asked
+	// when one cannot be reached or answers 5xx. Required.
+	BuildIndex []string `yaml:"build_index"`
+	// MaxBlobSize refuses blobs larger than this with 413 SIZE_INVALID. Zero leaves the limit
+	// to the origins (their store.max_blob_size).
+	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`
+	// ManifestCache bounds the bytes of manifests kept in memory (manifests are immutable, so
+	// the cache needs no invalidation; a repository's links are still checked on every read).
+	ManifestCache config.ByteSize `yaml:"manifest_cache"`
+	// OriginHealth configures the proxy's health checks of the origins: uploads start on a
+	// healthy origin and reads try healthy ones first.
+	OriginHealth HealthConfig `yaml:"origin_health"`
+	// Timeouts bound the proxy's calls to the origins and the build-index.
+	Timeouts TimeoutConfig `yaml:"timeouts"`
+}
+
+// HealthConfig configures the health checks of the origins (GET /health).
+type HealthConfig struct {
+	// Interval is the time between two rounds of checks.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one check; it must not exceed Interval.
+	Timeout time.Duration `yaml:"timeout"`
+	// FailThreshold is how many failed checks in a row mark an origin down.
+	FailThreshold int `yaml:"fail_threshold"`
+	// PassThreshold is how many successful checks in a row mark it up again.
+	PassThreshold int `yaml:"pass_threshold"`
+}
+
+// TimeoutConfig bounds calls to other roles.
+type TimeoutConfig struct {
+	// Dial bounds connecting to an origin or a build-index node.
+	Dial time.Duration `yaml:"dial"`
+	// BuildIndex bounds one request to a build-index node.
+	BuildIndex time.Duration `yaml:"build_index"`
+	// OriginResponse bounds the wait for an origin's response headers once a request is sent.
+	// A commit answers only after the blob is on its owners, so keep it generous.
+	OriginResponse time.Duration `yaml:"origin_response"`
+}
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.ManifestCache == 0 {
+		c.ManifestCache = DefaultManifestCache
+	}
+	h := &c.OriginHealth
+	if h.Interval == 0 {
+		h.Interval = ring.DefaultHealthInterval
+	}
+	if h.Timeout == 0 {
+		h.Timeout = min(ring.DefaultHealthTimeout, h.Interval)
+	}
+	if h.FailThreshold == 0 {
+		h.FailThreshold = ring.DefaultFailThreshold
+	}
+	if h.PassThreshold == 0 {
+		h.PassThreshold = ring.DefaultPassThreshold
+	}
+	t := &c.Timeouts
+	if t.Dial == 0 {
+		t.Dial = DefaultDialTimeout
+	}
+	if t.BuildIndex == 0 {
+		t.BuildIndex = DefaultIndexTimeout
+	}
+	if t.OriginResponse == 0 {
+		t.OriginResponse = DefaultOriginResponse
+	}
+}
+
+// Validate reports every problem, each naming its key. It expects Defaults to have run.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if len(c.Origins) == 0 {
+		bad("origins: required (the blob API addresses of the origins)")
+	}
+	seen := map[string]bool{}
+	for i, o := range c.Origins {
+		if err := ring.CheckMember(o); err != nil {
+			bad("origins[%d]: %v", i, err)
+		}
+		if seen[o] {
+			bad("origins[%d]: %q is listed twice", i, o)
+		}
+		seen[o] = true
+	}
+	if len(c.BuildIndex) == 0 {
+		bad("build_index: required (the API addresses of the build-index nodes)")
+	}
+	seen = map[string]bool{}
+	for i, a := range c.BuildIndex {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			bad("build_index[%d]: %q is not host:port", i, a)
+		}
+		if seen[a] {
+			bad("build_index[%d]: %q is listed twice", i, a)
+		}
+		seen[a] = true
+	}
+	if c.MaxBlobSize < 0 {
+		bad("max_blob_size: must not be negative")
+	}
+	if c.ManifestCache < 0 {
+		bad("manifest_cache: must not be negative")
+	}
+	h := c.OriginHealth
+	if h.Interval <= 0 {
+		bad("origin_health.interval: must be positive")
+	}
+	if h.Timeout <= 0 || h.Timeout > h.Interval {
+		bad("origin_health.timeout: must be positive and at most origin_health.interval")
+	}
+	if h.FailThreshold < 1 {
+		bad("origin_health.fail_threshold: must be at least 1")
+	}
+	if h.PassThreshold < 1 {
+		bad("origin_health.pass_threshold: must be at least 1")
+	}
+	t := c.Timeouts
+	if t.Dial <= 0 {
+		bad("timeouts.dial: must be positive")
+	}
+	if t.BuildIndex <= 0 {
+		bad("timeouts.build_index: must be positive")
+	}
+	if t.OriginResponse <= 0 {
+		bad("timeouts.origin_response: must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// ringConfig is the proxy's view of the origin ring: its members and health checks. Replicas
+// do not matter to the proxy, which only ranks members.
+func (c *Config) ringConfig() ring.Config {
+	return ring.Config{
+		Members:        c.Origins,
+		HealthInterval: c.OriginHealth.Interval,
+		HealthTimeout:  c.OriginHealth.Timeout,
+		FailThreshold:  c.OriginHealth.FailThreshold,
+		PassThreshold:  c.OriginHealth.PassThreshold,
+	}
+}

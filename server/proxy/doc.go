@@ -1,0 +1,28 @@
+// Package proxy implements the proxy role: the OCI distribution API (spec v1.1) for builders,
+// with the full push API (monolithic, chunked and streamed uploads, cross-repository mounts,
+// manifests, tags, deletes) and the pull side (manifests, blobs with Range, tags, catalog,
+// referrers). The protocol is server/registry's Handler; this package supplies its storage,
+// Registry, which keeps nothing itself:
+//
+//   - Blob and manifest bytes live on the origins, in namespace = repository, always under
+//     their SHA-256 digest. An upload session is the session of one origin, relayed chunk by
+//     chunk; its id names that origin, so any proxy configured with the same origins can
+//     continue it. The committing origin verifies the digest (sha256 or sha512) and copies
+//     the blob to its owners before the proxy answers.
+//   - What a repository holds is recorded on the build-index as per-repository links next to
+//     the tags (registry.BlobLink and friends): blob/<d> and manifest/<d> map the digest the
+//     client used to the SHA-256 the bytes are stored under, and referrer/<subject>/<d> lists
+//     the manifests whose subject is <subject>. Links are read linearizably, so a blob or
+//     manifest is visible through every proxy as soon as its push is acknowledged.
+//   - Links are positive: a blob never pushed to (or mounted into) repository R answers 404 in
+//     R even when the origins hold it for another repository, and a manifest is accepted only
+//     when R holds everything it references (MANIFEST_BLOB_UNKNOWN otherwise, with nothing
+//     stored).
+//   - Deletes remove links (and, for a manifest, its referrer link and the tags pointing at
+//     it); the bytes stay on the origins and in storage, where other repositories may share
+//     them. No storage is reclaimed.
+//
+// A tag that points at a sha256 manifest without a manifest/ link (set with `krakenctl tag
+// put` on content pushed without the proxy) is served by reading the manifest from the origins
+// directly.
+package proxy
