@@ -24,6 +24,29 @@
 // sent aborts the connection, so a client sees a truncated transfer, never a short 200 that
 // looks complete.
 //
+// # Registry API
+//
+// /v2/ serves the pull side of the OCI distribution API (server/registry's handler), for docker
+// (docker pull 127.0.0.1:16000/repo:tag) and for containerd as a mirror
+// (GET /v2/<repo>/manifests/<ref>?ns=docker.io). The repository is the swarm namespace.
+//
+//   - Blobs and manifests by sha256 digest come through the swarm, exactly as the blob API's;
+//     blob GETs honour Range and stream while the download runs, HEAD starts the download.
+//   - Tags are resolved on the build-index (the config's build_index, tried in order) with a
+//     linearizable read on every request, never cached: a pull sees the tag the last
+//     acknowledged push set. Manifest bytes are verified against their digest and kept in a
+//     small in-memory cache by digest (content is immutable).
+//   - sha512 digests are resolved to the SHA-256 the content is stored under through the
+//     repository's blob/ and manifest/ links on the build-index (registry.BlobLink); tags/list,
+//     _catalog and referrers read the build-index as well.
+//   - Every write method answers 405 UNSUPPORTED: agents are read-only; push to the proxy.
+//
+// Without build_index, by-digest (sha256) pulls still work, and every request that needs the
+// build-index (a tag, a sha512 digest, a listing, referrers) answers 503 UNAVAILABLE with a
+// message naming the build_index key. A build-index that cannot be reached, or whose every
+// node answers 5xx, is 503 UNAVAILABLE too; an unknown tag or manifest is 404 MANIFEST_UNKNOWN,
+// an unknown blob 404 BLOB_UNKNOWN.
+//
 // # Swarm API
 //
 // GET /swarm/torrents returns the scheduler's per-blob statistics as a JSON array

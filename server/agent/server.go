@@ -11,16 +11,23 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
+
+// dialTimeout bounds connecting to a tracker or a build-index node, so that an unreachable one
+// is given up on (and the next one tried) promptly.
+const dialTimeout = 5 * time.Second
 
 // Deps are the agent's collaborators.
 type Deps struct {
@@ -35,7 +42,7 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Gatherer serves /metrics; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
-	// HTTPClient talks to the trackers; nil means a default client.
+	// HTTPClient talks to the trackers and the build-index; nil means a default client.
 	HTTPClient *http.Client
 	// Tracker replaces the tracker client built from Config.Trackers (tests use an in-process
 	// tracker).
@@ -51,6 +58,7 @@ type Server struct {
 	store   *castore.Store
 	sched   *scheduler.Scheduler
 	metrics *metrics
+	oci     *registry.Handler // the /v2/ pull API
 	http    *http.Server
 
 	closeOnce sync.Once
@@ -75,12 +83,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.log = s.log.With("role", "agent")
+	hc := deps.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: 8,
+		}}
+	}
 	tracker := deps.Tracker
 	if tracker == nil {
-		hc := deps.HTTPClient
-		if hc == nil {
-			hc = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 8}}
-		}
 		c, err := announce.NewClient(cfg.Trackers, hc)
 		if err != nil {
 			return nil, fmt.Errorf("new agent: trackers: %w", err)
@@ -122,6 +134,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("new agent: %w", err)
 	}
+	var nodes []indexNode
+	for _, addr := range cfg.BuildIndex {
+		nodes = append(nodes, client.NewBuildIndex(addr, hc))
+	}
+	s.oci = registry.NewHandler(newOCIReader(s.sched, newIndex(nodes), m), nil, registry.HandlerOptions{Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, nil)
@@ -147,7 +164,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
 	g.Go(func() error { return s.sched.Run(ctx) })
 	s.log.Info("agent started", "addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
-		"trackers", s.cfg.Trackers)
+		"trackers", s.cfg.Trackers, "build_index", s.cfg.BuildIndex)
 	err := g.Wait()
 	s.log.Info("agent stopped")
 	return err
