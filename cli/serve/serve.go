@@ -22,6 +22,7 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 	cmd.AddCommand(NewCmdBuildIndex(f, nil))
 	cmd.AddCommand(NewCmdTracker(f, nil))
 	cmd.AddCommand(NewCmdAgent(f, nil))
+	cmd.AddCommand(NewCmdProxy(f, nil))
 	return cmd
 }
 
