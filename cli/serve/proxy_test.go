@@ -86,7 +86,9 @@ func TestRunProxy(t *testing.T) {
 	ios, _, _, _ := iostreams.Test()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- runProxy(ctx, &cmdutil.Factory{IOStreams: ios}, &ProxyOptions{ConfigPath: path, LogLevel: "info"}) }()
+	go func() {
+		errc <- runProxy(ctx, &cmdutil.Factory{IOStreams: ios}, &ProxyOptions{ConfigPath: path, LogLevel: "info"})
+	}()
 	hc := &http.Client{Timeout: 10 * time.Second}
 	status := func(p string) int {
 		resp, err := hc.Get("http://" + listen + p)
