@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
@@ -42,13 +44,15 @@ type index struct {
 	attempt time.Duration
 	// first is where the next request starts: the node that answered last.
 	first atomic.Int32
+	// failures counts the requests each node could not answer; nil counts nothing.
+	failures *prometheus.CounterVec
 }
 
-func newIndex(nodes []indexNode) *index {
+func newIndex(nodes []indexNode, failures *prometheus.CounterVec) *index {
 	if len(nodes) == 0 {
 		return nil
 	}
-	return &index{nodes: nodes, attempt: indexAttempt}
+	return &index{nodes: nodes, attempt: indexAttempt, failures: failures}
 }
 
 // retryable reports whether err, from one node, should pass the request on to the next node.
@@ -90,6 +94,9 @@ func indexCall[T any](ctx context.Context, ix *index, fn func(context.Context, i
 			return v, err
 		}
 		errs = append(errs, fmt.Errorf("build-index %s: %w", ix.nodes[k].Addr(), err))
+		if ix.failures != nil {
+			ix.failures.WithLabelValues(ix.nodes[k].Addr()).Inc()
+		}
 	}
 	msg := "the build-index did not answer; retry"
 	if len(ix.nodes) > 1 {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/api"
@@ -77,6 +79,13 @@ func (f *fakeNode) ListRepositories(context.Context, string, int) ([]string, str
 	return nil, "", errors.New("not used")
 }
 
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, c.Write(&m))
+	return m.GetCounter().GetValue()
+}
+
 func apiError(status int, code registry.Code) error {
 	return fmt.Errorf("get tag: %w", &registry.Error{Status: status, Code: code, Message: "x"})
 }
@@ -87,13 +96,17 @@ func TestIndexFailover(t *testing.T) {
 	down := &fakeNode{addr: "a", err: errors.New("dial tcp a: connection refused")}
 	electing := &fakeNode{addr: "b", err: apiError(http.StatusServiceUnavailable, registry.CodeUnavailable)}
 	up := &fakeNode{addr: "c"}
-	ix := newIndex([]indexNode{down, electing, up})
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"node"})
+	ix := newIndex([]indexNode{down, electing, up}, failures)
 
 	// Unreachable and 5xx nodes pass the read on; the node that answers is asked first next time.
 	tag, err := ix.getTag(ctx, "r", "t")
 	require.NoError(t, err)
 	require.Equal(t, digest.FromString("c"), tag.Digest)
 	require.Equal(t, []int{1, 1, 1}, []int{down.calls, electing.calls, up.calls})
+	require.Equal(t, 1.0, counterValue(t, failures.WithLabelValues("a")))
+	require.Equal(t, 1.0, counterValue(t, failures.WithLabelValues("b")))
+	require.Equal(t, 0.0, counterValue(t, failures.WithLabelValues("c")))
 	_, err = ix.getTag(ctx, "r", "t")
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 1, 2}, []int{down.calls, electing.calls, up.calls})
@@ -118,7 +131,7 @@ func TestIndexFailover(t *testing.T) {
 	for _, s := range []string{"connection refused", "UNAVAILABLE", "connection reset"} {
 		require.ErrorContains(t, err, s)
 	}
-	one := newIndex([]indexNode{&fakeNode{addr: "z", err: errors.New("dial tcp z: connection refused")}})
+	one := newIndex([]indexNode{&fakeNode{addr: "z", err: errors.New("dial tcp z: connection refused")}}, nil)
 	_, err = one.getTag(ctx, "r", "t")
 	require.Equal(t, http.StatusServiceUnavailable, registry.FromError(err).Status)
 
@@ -137,7 +150,7 @@ func TestIndexHungNode(t *testing.T) {
 	t.Parallel()
 	hung := &fakeNode{addr: "a", hang: true}
 	up := &fakeNode{addr: "b"}
-	ix := newIndex([]indexNode{hung, up})
+	ix := newIndex([]indexNode{hung, up}, nil)
 	ix.attempt = 50 * time.Millisecond
 	tag, err := ix.getTag(t.Context(), "r", "t")
 	require.NoError(t, err)
@@ -147,7 +160,7 @@ func TestIndexHungNode(t *testing.T) {
 
 func TestNoIndex(t *testing.T) {
 	t.Parallel()
-	ix := newIndex(nil)
+	ix := newIndex(nil, nil)
 	require.Nil(t, ix)
 	_, err := ix.getTag(t.Context(), "r", "t")
 	e := registry.FromError(err)
@@ -159,7 +172,7 @@ func TestNoIndex(t *testing.T) {
 func TestCollectPages(t *testing.T) {
 	t.Parallel()
 	node := &fakeNode{addr: "a", tags: []string{"a", "b", "c", "d", "e"}}
-	r := &ociReader{index: newIndex([]indexNode{node})}
+	r := &ociReader{index: newIndex([]indexNode{node}, nil)}
 	ctx := t.Context()
 	for _, tc := range []struct {
 		last string
@@ -201,23 +214,26 @@ func TestManifestCacheBounds(t *testing.T) {
 		return &registry.Manifest{Digest: digest.FromString(s), Body: []byte(s)}
 	}
 	c := newManifestCache(10, 3)
-	c.put(m("aaaa"))
-	c.put(m("bbbb"))
-	require.NotNil(t, c.get(digest.FromString("aaaa"))) // a is now the most recent
-	c.put(m("cc"))                                      // 10 bytes, 3 entries: all fit
-	require.NotNil(t, c.get(digest.FromString("bbbb")))
-	c.put(m("d")) // 4 entries: the least recently used, a, goes
-	require.Nil(t, c.get(digest.FromString("aaaa")), "least recently used")
-	require.NotNil(t, c.get(digest.FromString("cc")))
-	c.put(m(strings.Repeat("e", 8))) // bytes: evicts until 8 + what remains <= 10
-	require.NotNil(t, c.get(digest.FromString(strings.Repeat("e", 8))))
-	require.Nil(t, c.get(digest.FromString("bbbb")))
+	c.put("r", m("aaaa"))
+	c.put("r", m("bbbb"))
+	require.NotNil(t, c.get("r", digest.FromString("aaaa"))) // a is now the most recent
+	c.put("r", m("cc"))                                      // 10 bytes, 3 entries: all fit
+	require.NotNil(t, c.get("r", digest.FromString("bbbb")))
+	c.put("r", m("d")) // 4 entries: the least recently used, a, goes
+	require.Nil(t, c.get("r", digest.FromString("aaaa")), "least recently used")
+	require.NotNil(t, c.get("r", digest.FromString("cc")))
+	c.put("r", m(strings.Repeat("e", 8))) // bytes: evicts until 8 + what remains <= 10
+	require.NotNil(t, c.get("r", digest.FromString(strings.Repeat("e", 8))))
+	require.Nil(t, c.get("r", digest.FromString("bbbb")))
 	require.LessOrEqual(t, c.bytes, 10)
-	c.put(m(strings.Repeat("f", 11))) // larger than the cache: not kept
-	require.Nil(t, c.get(digest.FromString(strings.Repeat("f", 11))))
+	c.put("r", m(strings.Repeat("f", 11))) // larger than the cache: not kept
+	require.Nil(t, c.get("r", digest.FromString(strings.Repeat("f", 11))))
+
+	// Entries are per repository.
+	require.Nil(t, c.get("other", digest.FromString(strings.Repeat("e", 8))))
 
 	// get hands out copies: changing one does not change the cache.
-	got := c.get(digest.FromString(strings.Repeat("e", 8)))
+	got := c.get("r", digest.FromString(strings.Repeat("e", 8)))
 	got.MediaType = "changed"
-	require.Empty(t, c.get(digest.FromString(strings.Repeat("e", 8))).MediaType)
+	require.Empty(t, c.get("r", digest.FromString(strings.Repeat("e", 8))).MediaType)
 }

@@ -14,6 +14,8 @@ type metrics struct {
 	firstByte prometheus.Histogram
 	served    prometheus.Counter
 	aborted   prometheus.Counter
+	// indexFailures counts build-index requests passed on to the next node, by node.
+	indexFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,9 +30,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		served:  prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_agent_served_bytes_total", Help: "Blob bytes sent to local clients."}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_agent_aborted_streams_total", Help: "Blob responses cut off because the download failed after the headers were sent."}),
+		indexFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_agent_build_index_failures_total", Help: "Registry reads a build-index node could not answer (unreachable, no answer in time, 5xx), by node.",
+		}, []string{"node"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.firstByte, m.served, m.aborted} {
+		for _, c := range []prometheus.Collector{m.requests, m.firstByte, m.served, m.aborted, m.indexFailures} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -21,7 +21,9 @@ import (
 )
 
 // Bounds of the manifest cache: manifests are immutable, so a digest's bytes never go stale,
-// but tags are never cached.
+// but tags are never cached. Entries are per repository, so that a cached manifest is never
+// served from a repository that does not have it (a sha512 digest is checked against the
+// repository's links).
 const (
 	manifestCacheBytes   = 16 << 20
 	manifestCacheEntries = 1024
@@ -115,7 +117,7 @@ func (r *ociReader) Manifest(ctx context.Context, repo string, ref registry.Refe
 
 // manifest reads manifest d of repo, from the cache or through the swarm.
 func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) (*registry.Manifest, error) {
-	if m := r.manifests.get(d); m != nil {
+	if m := r.manifests.get(repo, d); m != nil {
 		return m, nil
 	}
 	stored, err := r.resolve(ctx, repo, d, registry.ManifestLink(d), registry.ErrManifestUnknown)
@@ -145,7 +147,7 @@ func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) 
 		return nil, fmt.Errorf("%w: %s in %s is not a manifest: %v", registry.ErrManifestUnknown, d, repo, err)
 	}
 	m.Digest = d
-	r.manifests.put(m)
+	r.manifests.put(repo, m)
 	return copyManifest(m), nil
 }
 
@@ -314,48 +316,60 @@ func (s *blobStream) WriteTo(w io.Writer) (int64, error) {
 // Close does nothing: the blobReader owns the download.
 func (s *blobStream) Close() error { return nil }
 
-// manifestCache keeps recently read manifests by digest, bounded in entries and bytes. It is
-// safe for concurrent use. Entries are never modified; get hands out copies of the struct.
+// manifestCache keeps recently read manifests by repository and digest, bounded in entries and
+// bytes. It is safe for concurrent use. Entries are never modified; get hands out copies of the
+// struct.
 type manifestCache struct {
 	maxBytes, maxEntries int
 
 	mu    sync.Mutex
 	bytes int
-	lru   *list.List // of *registry.Manifest, most recent first
-	byDig map[digest.Digest]*list.Element
+	lru   *list.List // of cacheEntry, most recent first
+	byKey map[cacheKey]*list.Element
+}
+
+type cacheKey struct {
+	repo string
+	d    digest.Digest
+}
+
+type cacheEntry struct {
+	key cacheKey
+	m   *registry.Manifest
 }
 
 func newManifestCache(maxBytes, maxEntries int) *manifestCache {
-	return &manifestCache{maxBytes: maxBytes, maxEntries: maxEntries, lru: list.New(), byDig: map[digest.Digest]*list.Element{}}
+	return &manifestCache{maxBytes: maxBytes, maxEntries: maxEntries, lru: list.New(), byKey: map[cacheKey]*list.Element{}}
 }
 
-func (c *manifestCache) get(d digest.Digest) *registry.Manifest {
+func (c *manifestCache) get(repo string, d digest.Digest) *registry.Manifest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.byDig[d]
+	e, ok := c.byKey[cacheKey{repo, d}]
 	if !ok {
 		return nil
 	}
 	c.lru.MoveToFront(e)
-	return copyManifest(e.Value.(*registry.Manifest))
+	return copyManifest(e.Value.(cacheEntry).m)
 }
 
-func (c *manifestCache) put(m *registry.Manifest) {
+func (c *manifestCache) put(repo string, m *registry.Manifest) {
 	if len(m.Body) > c.maxBytes {
 		return
 	}
+	k := cacheKey{repo, m.Digest}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.byDig[m.Digest]; ok {
+	if e, ok := c.byKey[k]; ok {
 		c.lru.MoveToFront(e)
 		return
 	}
-	c.byDig[m.Digest] = c.lru.PushFront(m)
+	c.byKey[k] = c.lru.PushFront(cacheEntry{key: k, m: m})
 	c.bytes += len(m.Body)
 	for c.bytes > c.maxBytes || c.lru.Len() > c.maxEntries {
-		old := c.lru.Remove(c.lru.Back()).(*registry.Manifest)
-		delete(c.byDig, old.Digest)
-		c.bytes -= len(old.Body)
+		old := c.lru.Remove(c.lru.Back()).(cacheEntry)
+		delete(c.byKey, old.key)
+		c.bytes -= len(old.m.Body)
 	}
 }
 

@@ -284,9 +284,12 @@ func TestRegistrySHA512(t *testing.T) {
 		}
 	}
 
-	// The links are per repository: another repository does not have them.
+	// The links are per repository: another repository does not have them, even once the
+	// manifest is in the agent's cache.
 	resp, body = a.v2(t, http.MethodGet, "other/repo/blobs/"+layer512.String(), nil)
 	requireCode(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	resp, body = a.v2(t, http.MethodGet, "other/repo/manifests/"+man512.String(), nil)
+	requireCode(t, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
 
 	// A link to content that does not hash to the sha512 digest is not served as it.
 	bogus := sha512Of([]byte("something else"))
@@ -369,10 +372,22 @@ func TestRegistryBuildIndexFailover(t *testing.T) {
 	require.NoError(t, ln.Close())
 
 	a := s.agent(t, func(c *agent.Config) { c.BuildIndex = []string{dead, s.buildIndex} })
-	for range 2 {
+	for range 3 {
 		resp, body := a.v2(t, http.MethodGet, repo+"/manifests/v1", nil)
 		requireManifest(t, resp, body, http.MethodGet, img)
 	}
+	// The dead node was tried once: later requests start at the node that answered.
+	mfs, err := a.reg.Gather()
+	require.NoError(t, err)
+	var failures []string
+	for _, mf := range mfs {
+		if mf.GetName() == "krakenctl_agent_build_index_failures_total" {
+			for _, m := range mf.GetMetric() {
+				failures = append(failures, fmt.Sprintf("%s=%g", m.GetLabel()[0].GetValue(), m.GetCounter().GetValue()))
+			}
+		}
+	}
+	require.Equal(t, []string{dead + "=1"}, failures)
 	// Every node down is 503.
 	b := s.agent(t, func(c *agent.Config) { c.BuildIndex = []string{dead} })
 	resp, body := b.v2(t, http.MethodGet, repo+"/manifests/v1", nil)

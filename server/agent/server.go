@@ -138,7 +138,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	for _, addr := range cfg.BuildIndex {
 		nodes = append(nodes, client.NewBuildIndex(addr, hc))
 	}
-	s.oci = registry.NewHandler(newOCIReader(s.sched, newIndex(nodes), m), nil, registry.HandlerOptions{Logger: s.log})
+	s.oci = registry.NewHandler(newOCIReader(s.sched, newIndex(nodes, m.indexFailures), m), nil, registry.HandlerOptions{Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, nil)
