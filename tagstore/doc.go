@@ -3,8 +3,10 @@
 // the log and stable store and file snapshots).
 //
 // The Store owns the Raft node and exposes domain methods: Put, Delete, Get, Tags,
-// Repositories, Import and Export for tags; Join, Remove and Status for membership; Changes
-// for a feed of applied changes. The FSM is a thin adapter: log entries are commands (a type
+// Repositories, Import and Export for tags; PutLink, DeleteLink, GetLink and Links for the OCI
+// registry's per-repository links (blob/, manifest/, referrer/ records kept next to the tags,
+// with the same guarantees, never listed as tags); Join, Remove and Status for membership;
+// Changes for a feed of applied changes. The FSM is a thin adapter: log entries are commands (a type
 // byte and a JSON payload) dispatched through a table, and the state lives in copy-on-write
 // B-trees so a snapshot is taken in O(1) and streamed while writes continue.
 //

@@ -232,3 +232,50 @@ func TestConfigValidate(t *testing.T) {
 		require.ErrorContains(t, err, key, key)
 	}
 }
+
+// TestLinksInStateAndSnapshot: links sit in the tag tree after their repository's tags, are
+// counted apart, keep a repository in the catalog, and survive a snapshot round trip.
+func TestLinksInStateAndSnapshot(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	d := digest.FromString("d")
+	blob, ref := LinkKey("blob/"+d.String()), LinkKey("referrer/"+d.String()+"/"+d.String())
+	cmds := [][]byte{
+		mustEncode(t, cmdPut, putCmd{Repo: "a", Tag: "zz", Digest: d, Time: at}),
+		mustEncode(t, cmdPut, putCmd{Repo: "a", Tag: blob, Digest: d, Time: at}),
+		mustEncode(t, cmdPut, putCmd{Repo: "a", Tag: ref, Digest: d, Time: at}),
+		mustEncode(t, cmdPut, putCmd{Repo: "b", Tag: blob, Digest: d, Time: at}),
+		mustEncode(t, cmdPut, putCmd{Repo: "c", Tag: "t", Digest: d, Time: at}),
+		mustEncode(t, cmdDelete, deleteCmd{Repo: "a", Tag: ref, Time: at}),
+	}
+	logs := make([]*raft.Log, len(cmds))
+	for i, c := range cmds {
+		logs[i] = &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: c}
+	}
+	s := bareStore(t)
+	applyAll(t, s, logs)
+	st := s.st
+	require.Equal(t, []string{"zz"}, must(st.tagNames("a", "", 0)))
+	_, ok := st.tagNames("b", "", 0)
+	require.False(t, ok, "b has links but no tags")
+	require.Equal(t, []string{"a", "b", "c"}, st.repoNames("", 0))
+	tags, links := st.counts()
+	require.Equal(t, 2, tags)
+	require.Equal(t, 2, links)
+	require.Equal(t, []Link{{Repo: "a", Name: "blob/" + d.String(), Digest: d, Index: 2, Updated: at}}, st.links("a", "blob/"))
+	require.Empty(t, st.links("a", "referrer/"))
+
+	data := snapshotBytes(t, s)
+	back, index, err := readSnapshot(bytes.NewReader(data))
+	require.NoError(t, err)
+	require.Equal(t, uint64(len(logs)), index)
+	require.Equal(t, st.all(), back.all())
+	require.Equal(t, st.repoNames("", 0), back.repoNames("", 0))
+	tags, links = back.counts()
+	require.Equal(t, 2, tags)
+	require.Equal(t, 2, links)
+
+	// Removing the last link of a repository takes it out of the catalog.
+	_, ok = back.remove("b", blob)
+	require.True(t, ok)
+	require.Equal(t, []string{"a", "c"}, back.repoNames("", 0))
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // push stores b in the origin cluster under ns and returns its descriptor.
@@ -151,4 +152,110 @@ func TestReferences(t *testing.T) {
 		}
 		require.Equal(t, tc.want, got, tc.doc)
 	}
+}
+
+// TestLinkContentCheck: with verify_content, a blob/ or manifest/ link's value must be on the
+// origins under the repository's namespace, a referrer/ link needs the referrer's manifest/
+// link, and content addressed by sha512 (tags, index children, configs and layers) is found
+// through the repository's links.
+func TestLinkContentCheck(t *testing.T) {
+	t.Parallel()
+	origins := startOrigins(t, 1)
+	oc := client.NewCluster(origins, testHTTPClient(t))
+	store := newFakeStore("a")
+	n := startFake(t, store, Deps{}, func(c *Config) {
+		v := true
+		c.VerifyContent = &v
+		c.Origins = origins
+		c.MaxManifestSize = 64 << 10
+	})
+	ctx := t.Context()
+	const ns = "team/app"
+
+	layerBytes := randomBytes(t, 2000)
+	layer := push(t, oc, ns, "application/vnd.oci.image.layer.v1.tar", layerBytes)
+	cfg := push(t, oc, ns, "application/vnd.oci.image.config.v1+json", []byte(`{"os":"linux"}`))
+	missing := digest.FromString("never pushed")
+
+	// blob/ and manifest/ links: the value must exist under the repository's namespace.
+	_, err := n.cli.PutLink(ctx, ns, blobLink(layer.Digest), layer.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutLink(ctx, ns, blobLink(missing), missing)
+	re := apiErr(t, err, http.StatusBadRequest, registry.CodeBlobUnknown)
+	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
+	_, err = n.cli.PutLink(ctx, ns, manifestLink(missing), missing)
+	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
+
+	// An image whose layer is addressed by sha512, stored on the origins by its sha256.
+	layer512 := digest.SHA512.FromBytes(layerBytes)
+	image := push(t, oc, ns, mediaTypeOCIManifest, manifestJSON(t, map[string]any{
+		"schemaVersion": 2, "mediaType": mediaTypeOCIManifest, "config": cfg,
+		"layers": []descriptor{{MediaType: layer.MediaType, Digest: layer512, Size: layer.Size}},
+	}))
+	image512 := digest.SHA512.FromBytes(manifestJSON(t, map[string]any{"x": 1})) // any sha512 key will do
+	_, err = n.cli.PutTag(ctx, ns, "v1", image.Digest)
+	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	require.Contains(t, re.Message, layer512.String(), "a sha512 layer without its blob/ link")
+	_, err = n.cli.PutLink(ctx, ns, blobLink(layer512), layer.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, ns, "v1", image.Digest)
+	require.NoError(t, err)
+
+	// A tag on a sha512 manifest: through its manifest/ link.
+	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	_, err = n.cli.PutLink(ctx, ns, manifestLink(image512), image.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
+	require.NoError(t, err)
+	// A link to content that is gone from the origins is as good as none.
+	ghost512 := digest.SHA512.FromString("ghost")
+	store.mu.Lock()
+	store.index++
+	store.tags[[2]string{ns, tagstore.LinkKey(manifestLink(ghost512))}] = tagstore.Tag{Repo: ns, Name: tagstore.LinkKey(manifestLink(ghost512)), Digest: missing, Index: store.index}
+	store.mu.Unlock()
+	_, err = n.cli.PutTag(ctx, ns, "ghost", ghost512)
+	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+
+	// An index whose child is addressed by sha512 needs the child's manifest/ link.
+	child512 := digest.SHA512.FromString("child")
+	index := push(t, oc, ns, mediaTypeOCIIndex, manifestJSON(t, map[string]any{
+		"schemaVersion": 2, "mediaType": mediaTypeOCIIndex,
+		"manifests": []descriptor{{MediaType: mediaTypeOCIManifest, Digest: child512, Size: image.Size}},
+	}))
+	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
+	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	require.Contains(t, re.Message, child512.String())
+	// A blob/ link does not stand in for a manifest/ one.
+	_, err = n.cli.PutLink(ctx, ns, blobLink(child512), image.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	_, err = n.cli.PutLink(ctx, ns, manifestLink(child512), image.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
+	require.NoError(t, err)
+
+	// referrer/ links: the referrer must be a manifest of the repository.
+	sig512 := digest.SHA512.FromString("signature")
+	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, sig512), sig512)
+	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
+	require.Equal(t, map[string]any{"digest": sig512.String()}, re.Detail)
+	_, err = n.cli.PutLink(ctx, ns, manifestLink(sig512), cfg.Digest)
+	require.NoError(t, err)
+	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, sig512), sig512)
+	require.NoError(t, err)
+	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, image.Digest), image.Digest)
+	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
+
+	// Origins that cannot be reached: 503, nothing written.
+	down := startFake(t, newFakeStore("b"), Deps{}, func(c *Config) {
+		v := true
+		c.VerifyContent = &v
+		c.Origins = []string{closedAddr(t)}
+	})
+	_, err = down.cli.PutLink(ctx, ns, blobLink(layer.Digest), layer.Digest)
+	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	require.Zero(t, down.store.writeCount())
 }

@@ -1,5 +1,6 @@
 // Package buildindex implements the build-index role: a Raft group (tagstore) that maps
-// repository tags to digests, served over HTTP (the paths are in server/api/buildindex.go).
+// repository tags (and the registry's links) to digests, served over HTTP (the paths are in
+// server/api/buildindex.go).
 //
 // Consistency: reads are linearizable unless the request says ?stale=true, in which case the
 // answering node reads its own state. Writes, linearizable reads, membership changes and
@@ -9,9 +10,25 @@
 // UNAVAILABLE with Retry-After. A write whose outcome Raft cannot tell (leadership lost while
 // it committed) gets 504 OUTCOME_UNKNOWN, never a plain failure.
 //
+// Links: the OCI registry proxy keeps per-repository links next to the tags
+// (/repositories/{repo}/links/{name}; names "blob/<digest>", "manifest/<digest>",
+// "referrer/<subject>/<digest>"). They are written, replicated, read (linearizable unless
+// stale=true), forwarded, written back and restored exactly as tags are, but never appear in
+// tag listings nor on the HTTP change feed (api.TagChange describes tags). A PUT answers 200
+// with the stored api.Link. The value must follow the registry contract: for blob/ and
+// manifest/ links the sha256 digest the content is stored under (the key itself for a sha256
+// key), for referrer/ links the referrer's own digest; else 400 DIGEST_INVALID. A missing
+// link is 404 BLOB_UNKNOWN (blob/) or MANIFEST_UNKNOWN (the others).
+//
 // Content check: with verify_content (the default) the leader accepts a tag only when its
 // digest exists in the origin cluster under namespace = repository and, when that content is
-// an image manifest or index it can parse, so does every descriptor it references.
+// an image manifest or index it can parse, so does every descriptor it references. Content
+// addressed by a sha512 digest is stored on the origins under its SHA-256, so such a digest is
+// first resolved through the repository's manifest/ link (the tag's manifest, an index's
+// children) or blob/ link (configs, layers): a tag without one is 404 MANIFEST_UNKNOWN, a
+// reference without one 400 MANIFEST_BLOB_UNKNOWN. Links are checked too: a blob/ or manifest/
+// value must exist on the origins (400 BLOB_UNKNOWN, MANIFEST_BLOB_UNKNOWN), a referrer/ link
+// needs the referrer's manifest/ link in the repository (400 MANIFEST_UNKNOWN).
 //
 // Durability to the storage backend: every node, leader or follower, follows the change feed
 // of its own store and queues each batch of changes in its durable queue (bbolt, fsynced)
@@ -36,7 +53,8 @@
 // right after acknowledging, the followers' tasks write the change.
 //
 // Backend objects live in namespace tags_namespace, named ObjectName(repo, tag), holding a
-// JSON Record. POST /cluster/restore lists them, imports the live ones into the store and then
+// JSON Record; a link's object is named and recorded under its stored name
+// (tagstore.LinkKey), so links are written back and restored with the tags. POST /cluster/restore lists them, imports the live ones into the store and then
 // rewrites every object with this cluster's indexes (a fresh cluster's log starts at 1 again;
 // until then the old, higher indexes would win every comparison). Run it on a fresh cluster
 // after the old one is gone; it is idempotent.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -111,6 +112,15 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 			return // The client went away.
 		}
 		s.log.Warn("forward to leader", "leader", addr, "path", r.URL.Path, "err", err)
+		var op *net.OpError
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !(errors.As(err, &op) && op.Op == "dial") {
+			// The leader may have received the write, and applied it, before the connection
+			// failed: its outcome is unknown, not a failure.
+			registry.WriteError(w, r, &registry.Error{Status: http.StatusGatewayTimeout, Code: registry.CodeOutcomeUnknown,
+				Message: fmt.Sprintf("the connection to the leader %s failed after the write was sent; it may or may not have been applied: read the value to find out", addr),
+				Err:     err})
+			return
+		}
 		w.Header().Set("Retry-After", "1")
 		registry.WriteError(w, r, &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
 			Message: fmt.Sprintf("the leader %s is unreachable; retry", addr), Err: err})

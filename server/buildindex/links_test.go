@@ -286,3 +286,24 @@ func TestChangesSkipLinks(t *testing.T) {
 	require.True(t, first.Tag.IsLink())
 	require.Equal(t, tagstore.Link{Repo: "app", Name: blobLink(dig("b")), Digest: dig("b"), Index: 1, Updated: first.Tag.Updated}, first.Tag.AsLink())
 }
+
+// TestLinkRecords: a link's backend object is a Record whose Tag is the link's stored name;
+// restore checks such records as strictly as tag records.
+func TestLinkRecords(t *testing.T) {
+	t.Parallel()
+	d := dig("b")
+	key := tagstore.LinkKey(blobLink(d))
+	require.NotEqual(t, ObjectName("app", key), ObjectName("app", blobLink(d)))
+	good := Record{Repo: "app", Tag: key, Digest: d, Index: 3}
+	require.NoError(t, checkRecord(ObjectName("app", key), good))
+	for name, rec := range map[string]Record{
+		"bad link name": {Repo: "app", Tag: tagstore.LinkKey("blob/nope"), Digest: d, Index: 3},
+		"bad kind":      {Repo: "app", Tag: tagstore.LinkKey("tag/" + d.String()), Digest: d, Index: 3},
+		"bad repo":      {Repo: "App", Tag: key, Digest: d, Index: 3},
+		"bad digest":    {Repo: "app", Tag: key, Digest: "sha256:x", Index: 3},
+		"no index":      {Repo: "app", Tag: key, Digest: d},
+	} {
+		require.Error(t, checkRecord(ObjectName(rec.Repo, rec.Tag), rec), name)
+	}
+	require.Error(t, checkRecord(ObjectName("app", "other"), good), "a record under another object's name")
+}
