@@ -69,6 +69,9 @@ func NewHandler(r Reader, w Writer, opts HandlerOptions) *Handler {
 	return h
 }
 
+// Interface guards
+var _ http.Handler = (*Handler)(nil)
+
 // routeKind names the resource a request path addresses.
 type routeKind int
 
@@ -130,10 +133,22 @@ func parseRoute(path string) (route, bool) {
 	return route{}, false
 }
 
-// methods lists the methods of each route; writes are those that need the Writer.
+// readMethods and writeMethods list the methods of each route; writes need the Writer.
 var (
-	readMethods  = map[routeKind][]string{routePing: {"GET", "HEAD"}, routeCatalog: {"GET", "HEAD"}, routeTags: {"GET", "HEAD"}, routeReferrers: {"GET", "HEAD"}, routeManifest: {"GET", "HEAD"}, routeBlob: {"GET", "HEAD"}}
-	writeMethods = map[routeKind][]string{routeManifest: {"PUT", "DELETE"}, routeBlob: {"DELETE"}, routeUploads: {"POST"}, routeUpload: {"GET", "PATCH", "PUT", "DELETE"}}
+	readMethods = map[routeKind][]string{
+		routePing:      {"GET", "HEAD"},
+		routeCatalog:   {"GET", "HEAD"},
+		routeTags:      {"GET", "HEAD"},
+		routeReferrers: {"GET", "HEAD"},
+		routeManifest:  {"GET", "HEAD"},
+		routeBlob:      {"GET", "HEAD"},
+	}
+	writeMethods = map[routeKind][]string{
+		routeManifest: {"PUT", "DELETE"},
+		routeBlob:     {"DELETE"},
+		routeUploads:  {"POST"},
+		routeUpload:   {"GET", "PATCH", "PUT", "DELETE"},
+	}
 )
 
 // ServeHTTP implements http.Handler.
@@ -152,10 +167,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.w != nil {
 			allow = append(append([]string(nil), allow...), writeMethods[rt.kind]...)
 		}
-		h.methodNotAllowed(w, r, allow)
+		h.methodNotAllowed(w, r, allow, false)
 		return
 	case isWrite && h.w == nil:
-		h.methodNotAllowed(w, r, readMethods[rt.kind])
+		h.methodNotAllowed(w, r, readMethods[rt.kind], true)
 		return
 	}
 	if rt.kind != routePing && rt.kind != routeCatalog {
@@ -189,12 +204,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// methodNotAllowed answers 405 UNSUPPORTED with the route's Allow list.
-func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string) {
+// methodNotAllowed answers 405 UNSUPPORTED with the route's Allow list; readOnly says the
+// method is a write this registry does not take.
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow []string, readOnly bool) {
 	w.Header().Set("Allow", strings.Join(allow, ", "))
 	msg := "method " + r.Method + " is not allowed here"
-	if h.w == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		msg = "this registry is read-only: " + msg
+	if readOnly {
+		msg = "this registry is read-only (pull only): " + msg
 	}
 	h.fail(w, r, Errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s", msg))
 }
