@@ -169,28 +169,34 @@ func (o *origins) upload(ctx context.Context, ns string, s digest.Digest, data [
 
 // mount adds stored blob s to namespace ns (from names the namespace it was stored under, ""
 // for ns itself) on the origins, so it is written back under ns too. ok is false when no origin
-// and no storage backend has it.
+// and no storage backend has it: the first origin that answers has already asked the others and
+// the storage, so its 404 is final.
 func (o *origins) mount(ctx context.Context, ns, from string, s digest.Digest) (bool, error) {
 	q := url.Values{"mount": {s.String()}}
 	if from != "" {
 		q.Set("from", from)
 	}
 	path := api.UploadsPath(ns) + "?" + q.Encode()
-	notFound, err := o.each(ctx, s.String(), func(a string) error {
+	missing := false
+	_, err := o.each(ctx, s.String(), func(a string) error {
 		resp, err := o.send(ctx, http.MethodPost, a, path, http.NoBody, 0, nil)
 		if err != nil {
 			return err
 		}
 		defer drain(resp)
-		if resp.StatusCode != http.StatusCreated {
-			return responseError("mount blob", resp)
+		switch resp.StatusCode {
+		case http.StatusCreated:
+			return nil
+		case http.StatusNotFound:
+			missing = true
+			return nil
 		}
-		return nil
+		return responseError("mount blob", resp)
 	})
-	if notFound {
-		return false, nil
+	if err != nil {
+		return false, err
 	}
-	return err == nil, err
+	return !missing, nil
 }
 
 // send makes one request to the origin at addr. length is the body's size, -1 when unknown.
