@@ -21,7 +21,8 @@ func referrer(subject, d digest.Digest) string {
 
 func TestLinks(t *testing.T) {
 	t.Parallel()
-	s := newSingle(t, nil).s
+	sn := newSingle(t, nil)
+	s := sn.s
 	ctx := t.Context()
 	m, r1, r2 := dg("m"), dg("r1"), dg("r2")
 	big := digest.SHA512.FromString("big")
@@ -117,6 +118,18 @@ func TestLinks(t *testing.T) {
 	l2, err := s.PutLink(ctx, "app", blob(dg("b")), dg("b2"))
 	require.NoError(t, err)
 	require.Greater(t, l2.Index, l.Index)
+
+	// Tags and links are counted apart.
+	families, err := sn.reg.Gather()
+	require.NoError(t, err)
+	gauges := map[string]float64{}
+	for _, f := range families {
+		if m := f.GetMetric(); len(m) == 1 && m[0].Gauge != nil {
+			gauges[f.GetName()] = m[0].Gauge.GetValue()
+		}
+	}
+	require.Equal(t, 0.0, gauges["krakenctl_tagstore_tags"])
+	require.Equal(t, 6.0, gauges["krakenctl_tagstore_links"])
 }
 
 func TestLinkValidation(t *testing.T) {
@@ -124,7 +137,8 @@ func TestLinkValidation(t *testing.T) {
 	s := newSingle(t, nil).s
 	ctx := t.Context()
 	d, d512 := dg("x"), digest.SHA512.FromString("x")
-	before := s.AppliedIndex()
+	before, err := s.ReadIndex(ctx) // after the new leader's own first entry
+	require.NoError(t, err)
 
 	for _, name := range []string{
 		"", "blob", "blob/", "layer/" + d.String(), "Blob/" + d.String(), "blob/" + d.String() + "/",
@@ -153,7 +167,7 @@ func TestLinkValidation(t *testing.T) {
 			return s
 		}(), "/"))
 	}
-	_, err := s.PutLink(ctx, "App", blob(d), d)
+	_, err = s.PutLink(ctx, "App", blob(d), d)
 	require.ErrorIs(t, err, tagstore.ErrInvalid)
 	_, err = s.PutLink(ctx, "app", blob(d), "sha256:nothex")
 	require.ErrorIs(t, err, tagstore.ErrInvalid)

@@ -189,6 +189,10 @@ func (s *Store) beginRead(ctx context.Context, c Consistency) error {
 	if c == Stale {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Checked first: a round that completes at once would otherwise race with ctx.
+		return err
+	}
 	index, err := s.readIndex(ctx)
 	if err != nil {
 		return err

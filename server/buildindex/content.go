@@ -70,7 +70,7 @@ func (c *contentChecker) checkLink(ctx context.Context, repo string, l linkRef, 
 
 func (c *contentChecker) checkLinkValue(ctx context.Context, repo string, l linkRef, d digest.Digest) error {
 	if l.kind == tagstore.LinkKindReferrer {
-		_, err := c.store.GetLink(ctx, repo, tagstore.LinkKindManifest+"/"+d.String(), tagstore.Stale)
+		_, err := c.link(ctx, repo, tagstore.LinkKindManifest+"/"+d.String())
 		if errors.Is(err, tagstore.ErrNotFound) {
 			return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestUnknown,
 				Message: fmt.Sprintf("link %s: repository %q holds no manifest %s", l.name, repo, d),
@@ -105,6 +105,19 @@ func (c *contentChecker) count(err error) error {
 	return err
 }
 
+// link reads a link of repo from this node's state (the leader's: the checks run where the
+// write happens). A link that is not there is looked up again linearizably before it is
+// reported missing: a leader elected moments ago may not have applied every committed write
+// yet, such as the link a client wrote just before this request. Off the leader that second
+// read fails with *tagstore.NotLeaderError, and the request is forwarded.
+func (c *contentChecker) link(ctx context.Context, repo, name string) (tagstore.Link, error) {
+	l, err := c.store.GetLink(ctx, repo, name, tagstore.Stale)
+	if errors.Is(err, tagstore.ErrNotFound) {
+		l, err = c.store.GetLink(ctx, repo, name, tagstore.Linearizable)
+	}
+	return l, err
+}
+
 // resolve returns the SHA-256 digest under which content addressed by d is stored: d itself
 // when it is sha256, else the value of repo's link kind/d. ErrNotFound (tagstore's) when there
 // is no such link.
@@ -112,7 +125,7 @@ func (c *contentChecker) resolve(ctx context.Context, repo, kind string, d diges
 	if d.Algorithm() == digest.SHA256 {
 		return d, nil
 	}
-	l, err := c.store.GetLink(ctx, repo, kind+"/"+d.String(), tagstore.Stale)
+	l, err := c.link(ctx, repo, kind+"/"+d.String())
 	if err != nil {
 		return "", err
 	}
