@@ -11,6 +11,9 @@
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
 #   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
 #         letting the package start its own service)
+#   docker  docker.io (dockerd, containerd, runc) by scripts/docker-up.sh install (apt, without
+#         starting it), and skopeo (apt): the real clients of the registry e2e tests. crane
+#         and the OCI conformance suite are Go tools pinned in go.mod (`go tool crane`).
 #
 # Runs as root (apt-get); as another user it uses sudo when it has to install packages.
 set -euo pipefail
@@ -88,9 +91,10 @@ install_go_tool() {
   log "built $name in $((SECONDS - start))s"
 }
 
-apt_install ca-certificates curl git make gcc libc6-dev
+apt_install ca-certificates curl git make gcc libc6-dev skopeo
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/s3-server.sh install
 scripts/registry-server.sh install
+scripts/docker-up.sh install
 log "all test dependencies present"

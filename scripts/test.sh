@@ -10,6 +10,9 @@
 #                     -> S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 #      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT USER PASS
 #                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
+#      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
+#                     else a private dockerd, logging to $KRAKENCTL_TEST_LOG_DIR/dockerd.log)
+#                     -> DOCKER_HOST
 #    (a server whose variables are already set in the environment is used as is, not started),
 # 3. sets KRAKENCTL_REQUIRE_REAL_SERVERS=1: tests that need one of these servers fail instead
 #    of skipping when its variable is missing,
@@ -22,7 +25,8 @@
 #
 # Environment: KRAKENCTL_S3_PORT (19100; uses PORT..PORT+14), KRAKENCTL_S3_BUCKET
 # (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
-# KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
+# KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_DOCKER_DIR (a private dockerd's
+# state, ${TMPDIR:-/tmp}/krakenctl-docker), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
 # KRAKENCTL_TEST_LOG_DIR (/tmp/krakenctl-test), GO_TEST_FLAGS (extra go test flags),
 # GO_TEST_PACKAGES (./...).
 set -euo pipefail
@@ -35,6 +39,7 @@ S3_BUCKET_NAME=${KRAKENCTL_S3_BUCKET:-krakenctl-test}
 REGISTRY_PORT=${KRAKENCTL_REGISTRY_PORT:-19200}
 REGISTRY_USER=${KRAKENCTL_REGISTRY_USER:-kraken}
 REGISTRY_PASS=${KRAKENCTL_REGISTRY_PASSWORD:-kraken-test-pass}
+DOCKER_DIR=${KRAKENCTL_DOCKER_DIR:-${TMPDIR:-/tmp}/krakenctl-docker}
 LOG_DIR=${KRAKENCTL_TEST_LOG_DIR:-${TMPDIR:-/tmp}/krakenctl-test}
 mkdir -p "$LOG_DIR"
 
@@ -87,8 +92,12 @@ if [ -z "${REGISTRY_ADDR:-}" ]; then
 fi
 start_server "registry" REGISTRY_ADDR \
   scripts/registry-server.sh start "$REGISTRY_PORT" "$REGISTRY_USER" "$REGISTRY_PASS"
+# A daemon already answering is used and left running; a private one started here is stopped.
+[ -n "${DOCKER_HOST:-}" ] || stops+=("scripts/docker-up.sh stop $DOCKER_DIR")
+start_server "Docker" DOCKER_HOST \
+  env DOCKER_UP_LOG="$LOG_DIR/dockerd.log" scripts/docker-up.sh start "$DOCKER_DIR"
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-export REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD
+export REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD DOCKER_HOST
 export KRAKENCTL_REQUIRE_REAL_SERVERS=${KRAKENCTL_REQUIRE_REAL_SERVERS:-1}
 
 status=0

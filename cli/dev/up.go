@@ -40,19 +40,25 @@ func NewCmdUp(f *cmdutil.Factory, runF func(context.Context, *UpOptions) error) 
 	var level string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run origins, a tracker and agents on localhost until interrupted",
-		Long: `Run a local krakenctl cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM.
+		Short: "Run a whole cluster on localhost (registry included) until interrupted",
+		Long: `Run a local krakenctl cluster in the foreground until SIGINT (Ctrl-C) or SIGTERM: origins,
+a build-index, a tracker, the registry proxy and agents, all in this one process.
 
 The origins listen on 127.0.0.1, on --port and the ports after it, form one hash ring and share
-a filesystem storage backend; they seed their blobs to the swarm on --port+200 and up. A tracker
-listens on --port+300, and --agents agents serve blobs on --agent-port, --agent-port+10, ...
-(their swarm ports are the next port up), downloading through the swarm. Stores, the backend
-and the log (dev.log) live in --dir, so blobs survive a restart. Once every role is ready, the
-addresses are written to the endpoints file, where push, pull and ring status find them without
+a filesystem storage backend; they seed their blobs to the swarm on --port+200 and up. A
+single-node build-index (tags) listens on --port+100 (Raft on --port+101), the tracker on
+--port+300 and the registry proxy, where images are pushed, on --port+400. --agents agents
+serve blobs and the registry pull API on --agent-port, --agent-port+10, ... (their swarm ports
+are the next port up), downloading through the swarm. Stores, the backend, the tags and the log
+(dev.log) live in --dir, so images survive a restart. Once every role is ready, the addresses
+are written to the endpoints file, where push, pull, tag and ring status find them without
 flags; the file is removed on exit.
 
-Default ports: origins 15000-15002, their swarm ports 15200-15202, tracker 15300, agent 0 on
-16000 (swarm 16001), which is where ` + "`krakenctl pull`" + ` looks for an agent by default.`,
+Default ports: origins 15000-15002, build-index 15100 (Raft 15101), their swarm ports
+15200-15202, tracker 15300, proxy 15400, agent 0 on 16000 (swarm 16001), which is where
+` + "`krakenctl pull`" + ` looks for an agent by default. Docker treats 127.0.0.1 registries as
+insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
+` + "`docker pull 127.0.0.1:16000/hello:v1`" + ` work without any daemon configuration.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
   krakenctl dev up --port 0 --agents 2    # any free ports`,
@@ -121,7 +127,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 	c, err := dev.New(dev.Config{
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
-		Dir: dir, Port: opts.Port, EndpointsFile: file,
+		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
@@ -152,16 +158,18 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	out := opts.IO.Out
 	addrs := c.Endpoints()
 	agents := c.Agents()
-	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them, and %d agent(s).\n\n", len(addrs), c.Replicas(), len(agents))
-	t := cmdutil.NewTable(out, "role", "address")
+	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them, a build-index, a registry proxy and %d agent(s).\n\n", len(addrs), c.Replicas(), len(agents))
+	t := cmdutil.NewTable(out, "role", "address", "serves")
 	for i, a := range addrs {
-		t.Row(fmt.Sprintf("origin %d", i), "http://"+a)
+		t.Row(fmt.Sprintf("origin %d", i), "http://"+a, "blobs")
 	}
+	t.Row("build-index", "http://"+c.BuildIndexAddr(), "tags (krakenctl tag)")
 	if tr := c.TrackerAddr(); tr != "" {
-		t.Row("tracker", "http://"+tr)
+		t.Row("tracker", "http://"+tr, "peer lists")
 	}
+	t.Row("proxy", "http://"+c.ProxyAddr(), "registry: push images here")
 	for i, a := range agents {
-		t.Row(fmt.Sprintf("agent %d", i), "http://"+a)
+		t.Row(fmt.Sprintf("agent %d", i), "http://"+a, "registry: pull images here")
 	}
 	_ = t.Flush()
 	fmt.Fprintf(out, "\nState:      %s\n", c.Dir())
@@ -172,7 +180,17 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		flag = " --endpoints-file " + file
 	}
 	fmt.Fprintf(out, "\nTry, in another terminal:\n")
-	tries := [][2]string{{"krakenctl push FILE" + flag, "upload a file to the origins, print its digest"}}
+	// Pulls go through an agent, from the swarm; without agents, the proxy serves them too.
+	puller, pullHow := c.ProxyAddr(), "pull it back from the proxy (run agents to pull from the swarm)"
+	if len(agents) > 0 {
+		puller, pullHow = agents[0], "pull it through an agent, from the swarm"
+	}
+	tries := [][2]string{
+		{"docker tag IMAGE " + c.ProxyAddr() + "/hello:v1", "name any local image for the proxy"},
+		{"docker push " + c.ProxyAddr() + "/hello:v1", "push it through the proxy: blobs to the origins, the tag to the build-index"},
+		{"docker pull " + puller + "/hello:v1", pullHow},
+		{"krakenctl push FILE" + flag, "upload a file to the origins, print its digest"},
+	}
 	if len(agents) > 0 {
 		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0], "download it through an agent, from the swarm, verified"})
 	}

@@ -39,9 +39,9 @@ func Test_NewCmdUp(t *testing.T) {
 		{name: "defaults", want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
 		{name: "everything", args: []string{"--origins", "5", "--agents", "4", "--agent-port", "17000", "--dir", "/tmp/kdev", "--port", "0", "--endpoints-file", "/tmp/e.yaml", "--log-level", "debug"},
 			want: UpOptions{Origins: 5, Agents: 4, AgentPort: 17000, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug}},
-		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65235"},
-			want: UpOptions{Origins: 1, Agents: 1, AgentPort: 16000, Port: 65235, LogLevel: slog.LevelWarn}},
-		{name: "no room for the tracker", args: []string{"--port", "65236"}, wantErr: "invalid --port 65236"},
+		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65135"},
+			want: UpOptions{Origins: 1, Agents: 1, AgentPort: 16000, Port: 65135, LogLevel: slog.LevelWarn}},
+		{name: "no room for the proxy", args: []string{"--port", "65136"}, wantErr: "invalid --port 65136"},
 		{name: "no agents", args: []string{"--agents", "0"}, want: UpOptions{Origins: 3, Agents: 0, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
 		{name: "too many agents", args: []string{"--agents", "65"}, wantErr: "invalid --agents 65: want 0 to 64"},
 		{name: "no room for agents", args: []string{"--agents", "10", "--agent-port", "65500"}, wantErr: "invalid --agent-port 65500"},
@@ -135,11 +135,23 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()))
 		tr.CloseIdleConnections()
 	}
-	require.Contains(t, summary, "2 origins, each blob on 2 of them, and 1 agent(s)")
+	require.Contains(t, summary, "2 origins, each blob on 2 of them, a build-index, a registry proxy and 1 agent(s)")
 	require.Len(t, e.Agents, 1)
 	require.Len(t, e.Trackers, 1)
-	require.Regexp(t, `agent 0 +http://`+e.Agents[0], summary)
+	require.Len(t, e.BuildIndex, 1)
+	require.Len(t, e.Proxy, 1)
+	require.Regexp(t, `agent 0 +http://`+e.Agents[0]+` +registry: pull images here`, summary)
 	require.Regexp(t, `tracker +http://`+e.Trackers[0], summary)
+	require.Regexp(t, `build-index +http://`+e.BuildIndex[0], summary)
+	require.Regexp(t, `proxy +http://`+e.Proxy[0]+` +registry: push images here`, summary)
+	for _, a := range append(e.BuildIndex, e.Proxy...) {
+		tr := &http.Transport{}
+		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()), "every role answers /readyz: %s", a)
+		tr.CloseIdleConnections()
+	}
+	// What a newcomer types next: push through the proxy, pull through the agent.
+	require.Contains(t, summary, "docker push "+e.Proxy[0]+"/hello:v1\n")
+	require.Contains(t, summary, "docker pull "+e.Agents[0]+"/hello:v1\n")
 	require.Contains(t, summary, "State:      "+dir)
 	require.Contains(t, summary, "Endpoints:  "+file)
 	require.Contains(t, summary, "krakenctl push FILE\n")

@@ -1,11 +1,20 @@
-// Package dev runs a local origin cluster in one process, for trying krakenctl on a laptop and
-// for tests: N origins on consecutive loopback ports, sharing one filesystem backend, each with
-// its own store under one directory. `krakenctl dev up` is a thin wrapper around it.
+// Package dev runs a local krakenctl cluster in one process, for trying krakenctl on a laptop
+// and for tests: N origins on consecutive loopback ports, sharing one filesystem backend, each
+// with its own store under one directory; optionally a single-node build-index, a tracker with
+// agents, and the registry proxy. `krakenctl dev up` is a thin wrapper around it.
 //
 // A Cluster is built with New (which validates, locks the directory, binds every listener and
-// opens every origin) and then either Run once, or released with Close. Once every origin
-// answers /readyz, Run writes the endpoints file (if configured) so operator commands find the
-// cluster, and it removes that file again when it returns.
+// opens every role) and then either Run once, or released with Close. Once every role answers
+// /readyz, Run writes the endpoints file (if configured) so operator commands find the cluster,
+// and it removes that file again when it returns.
+//
+// Ports, from Config.Port (P, default 15000) and Config.AgentPort (A, default 16000):
+//
+//	origin i         P+i        its swarm port P+200+i
+//	build-index      P+100      its Raft port P+101
+//	tracker          P+300
+//	proxy            P+400      the registry clients push to
+//	agent i          A+10i      blob and registry pull API; its swarm port A+10i+1
 package dev
 
 import (
@@ -27,8 +36,10 @@ import (
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/tracker"
 )
 
@@ -44,13 +55,16 @@ const (
 	MaxOrigins = 64
 	// MaxAgents bounds Config.Agents.
 	MaxAgents = 64
-	// Offsets from Config.Port of the origins' swarm ports and of the tracker; agent i takes
-	// AgentPort+10i (blob API) and AgentPort+10i+1 (swarm).
-	originPeerOffset = 200
-	trackerOffset    = 300
-	agentStride      = 10
-	// PortSpan is how far above Config.Port the cluster's ports reach (the tracker's).
-	PortSpan = trackerOffset
+	// Offsets from Config.Port of the build-index, the origins' swarm ports, the tracker and
+	// the proxy; agent i takes AgentPort+10i (blob API) and AgentPort+10i+1 (swarm).
+	buildIndexOffset     = 100
+	buildIndexRaftOffset = 101
+	originPeerOffset     = 200
+	trackerOffset        = 300
+	proxyOffset          = 400
+	agentStride          = 10
+	// PortSpan is how far above Config.Port the cluster's ports reach (the proxy's).
+	PortSpan = proxyOffset
 	// Host is the only address a dev cluster listens on.
 	Host = "127.0.0.1"
 )
@@ -87,6 +101,14 @@ type Config struct {
 	// AgentPort is the first agent's blob API port when Port is set; DefaultAgentPort when
 	// zero. Agent i serves on AgentPort+10i and accepts peers on AgentPort+10i+1.
 	AgentPort int
+	// BuildIndex runs a single-node build-index (API on Port+100, Raft on Port+101, state in
+	// Dir/build-index, bootstrapped on the first start): tags checked against the origins and
+	// written back to the shared backend. Agents resolve tags (registry API) through it.
+	BuildIndex bool
+	// Proxy runs the registry proxy on Port+400: the OCI distribution API that docker, crane
+	// and skopeo push to, storing blobs and manifests on the origins and tags and links on the
+	// build-index. It needs BuildIndex.
+	Proxy bool
 }
 
 // Deps are a dev cluster's collaborators.
@@ -105,7 +127,9 @@ type Cluster struct {
 	hc      *http.Client
 	addrs   []string
 	origins []*origin.Server
-	tracker *tracker.Server // nil without agents
+	bindex  *buildindex.Server // nil without Config.BuildIndex
+	proxy   *proxy.Server      // nil without Config.Proxy
+	tracker *tracker.Server    // nil without agents
 	agents  []*agent.Server
 	others  []net.Listener // swarm, tracker and agent listeners not yet owned by a role
 	unlock  func()
@@ -177,6 +201,18 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		}
 		c.origins = append(c.origins, srv)
 	}
+	if cfg.BuildIndex {
+		if err := c.startBuildIndex(); err != nil {
+			c.release()
+			return nil, err
+		}
+	}
+	if cfg.Proxy {
+		if err := c.startProxy(); err != nil {
+			c.release()
+			return nil, err
+		}
+	}
 	if cfg.Agents > 0 {
 		if err := c.startSwarm(); err != nil {
 			c.release()
@@ -208,6 +244,78 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
+// startBuildIndex builds a one-node build-index that bootstraps its own Raft group.
+func (c *Cluster) startBuildIndex() error {
+	ln, err := c.listen(c.cfg.Port, buildIndexOffset, "build-index")
+	if err != nil {
+		return err
+	}
+	rln, err := c.listen(c.cfg.Port, buildIndexRaftOffset, "build-index Raft port")
+	if err != nil {
+		return err
+	}
+	cfg := buildindex.Config{
+		Listen:     ln.Addr().String(),
+		RaftListen: rln.Addr().String(),
+		Dir:        filepath.Join(c.cfg.Dir, "build-index"),
+		Origins:    c.addrs,
+		Backends:   c.backends(),
+	}
+	// The node ID stays the same across restarts on other ephemeral ports: the Raft state in
+	// Dir belongs to it. Its recorded addresses are updated by Raft when they change.
+	cfg.Raft.NodeID = "dev"
+	cfg.Raft.Bootstrap = true
+	// A group of one has no peers to wait for: elect it quickly (the defaults suit a network).
+	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
+	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
+	cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+	reg := admin.NewRegistry()
+	c.bindex, err = buildindex.New(cfg, buildindex.Deps{
+		Listener: ln, RaftListener: rln, Logger: c.log, Registerer: reg, Gatherer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("start build-index: %w", err)
+	}
+	return nil
+}
+
+// BuildIndexAddr returns the build-index's API address, empty without one.
+func (c *Cluster) BuildIndexAddr() string {
+	if c.bindex == nil {
+		return ""
+	}
+	return c.bindex.Addr()
+}
+
+// startProxy builds the registry proxy over the origins and the build-index.
+func (c *Cluster) startProxy() error {
+	ln, err := c.listen(c.cfg.Port, proxyOffset, "proxy")
+	if err != nil {
+		return err
+	}
+	cfg := proxy.Config{
+		Listen:     ln.Addr().String(),
+		Origins:    c.addrs,
+		BuildIndex: []string{c.bindex.Addr()},
+	}
+	cfg.OriginHealth.Interval = c.cfg.HealthInterval
+	cfg.OriginHealth.Timeout = min(ring.DefaultHealthTimeout, c.cfg.HealthInterval)
+	reg := admin.NewRegistry()
+	c.proxy, err = proxy.New(cfg, proxy.Deps{Listener: ln, Logger: c.log, Registerer: reg, Gatherer: reg})
+	if err != nil {
+		return fmt.Errorf("start proxy: %w", err)
+	}
+	return nil
+}
+
+// ProxyAddr returns the registry proxy's address, empty without one.
+func (c *Cluster) ProxyAddr() string {
+	if c.proxy == nil {
+		return ""
+	}
+	return c.proxy.Addr()
+}
+
 // startSwarm builds the tracker and the agents.
 func (c *Cluster) startSwarm() error {
 	ln, err := c.listen(c.cfg.Port, trackerOffset, "tracker")
@@ -235,11 +343,15 @@ func (c *Cluster) startSwarm() error {
 			return err
 		}
 		reg := admin.NewRegistry()
-		a, err := agent.New(agent.Config{
+		cfg := agent.Config{
 			Listen: api.Addr().String(), PeerListen: peer.Addr().String(),
 			Trackers: []string{c.tracker.Addr()},
 			StoreDir: filepath.Join(c.cfg.Dir, fmt.Sprintf("agent-%d", i)),
-		}, agent.Deps{Listener: api, PeerListener: peer, Logger: c.log, Registerer: reg, Gatherer: reg})
+		}
+		if c.bindex != nil {
+			cfg.BuildIndex = []string{c.bindex.Addr()}
+		}
+		a, err := agent.New(cfg, agent.Deps{Listener: api, PeerListener: peer, Logger: c.log, Registerer: reg, Gatherer: reg})
 		if err != nil {
 			return fmt.Errorf("start agent %d: %w", i, err)
 		}
@@ -284,11 +396,14 @@ func (cfg Config) validate() error {
 	if cfg.Agents < 0 || cfg.Agents > MaxAgents {
 		bad("agents must be between 0 and %d, got %d", MaxAgents, cfg.Agents)
 	}
-	if cfg.Port > 0 && cfg.Port+trackerOffset > 65535 {
-		bad("port %d leaves no room for the tracker on port %d", cfg.Port, cfg.Port+trackerOffset)
+	if cfg.Port > 0 && cfg.Port+PortSpan > 65535 {
+		bad("port %d leaves no room for the ports up to %d", cfg.Port, cfg.Port+PortSpan)
 	}
 	if cfg.AgentPort < 0 || cfg.AgentPort+agentStride*cfg.Agents > 65535 {
 		bad("agent port %d leaves no room for %d agents up to 65535", cfg.AgentPort, cfg.Agents)
+	}
+	if cfg.Proxy && !cfg.BuildIndex {
+		bad("the proxy needs the build-index (set BuildIndex)")
 	}
 	if cfg.HealthInterval < 0 {
 		bad("health interval must not be negative, got %s", cfg.HealthInterval)
@@ -331,12 +446,17 @@ func (c *Cluster) originConfig(i int) origin.Config {
 			HealthInterval: c.cfg.HealthInterval,
 			HealthTimeout:  min(ring.DefaultHealthTimeout, c.cfg.HealthInterval),
 		},
-		Backends: []backends.Config{{
-			Namespace: ".*",
-			Name:      "dev-fs",
-			FS:        &fs.Config{Root: filepath.Join(c.cfg.Dir, "backend")},
-		}},
+		Backends: c.backends(),
 	}
+}
+
+// backends routes every namespace to the shared filesystem backend in Dir/backend.
+func (c *Cluster) backends() []backends.Config {
+	return []backends.Config{{
+		Namespace: ".*",
+		Name:      "dev-fs",
+		FS:        &fs.Config{Root: filepath.Join(c.cfg.Dir, "backend")},
+	}}
 }
 
 // Endpoints returns the origins' addresses ("127.0.0.1:port"), in origin order. They are known
@@ -368,6 +488,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 	for _, o := range c.origins {
 		roles = append(roles, o)
 	}
+	if c.bindex != nil {
+		roles = append(roles, c.bindex)
+	}
+	if c.proxy != nil {
+		roles = append(roles, c.proxy)
+	}
 	if c.tracker != nil {
 		roles = append(roles, c.tracker)
 	}
@@ -396,6 +522,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 	}
 	if c.cfg.EndpointsFile != "" {
 		e := Endpoints{Origins: c.addrs, Agents: c.Agents()}
+		if c.bindex != nil {
+			e.BuildIndex = []string{c.bindex.Addr()}
+		}
+		if c.proxy != nil {
+			e.Proxy = []string{c.proxy.Addr()}
+		}
 		if c.tracker != nil {
 			e.Trackers = []string{c.tracker.Addr()}
 		}
@@ -409,7 +541,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	c.log.Info("dev cluster ready", "origins", c.addrs, "tracker", c.TrackerAddr(), "agents", c.Agents(), "dir", c.cfg.Dir)
+	c.log.Info("dev cluster ready", "origins", c.addrs, "build_index", c.BuildIndexAddr(), "proxy", c.ProxyAddr(), "tracker", c.TrackerAddr(), "agents", c.Agents(), "dir", c.cfg.Dir)
 	close(c.ready)
 	return <-runErr
 }
@@ -418,6 +550,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 func (c *Cluster) waitReady(ctx context.Context) error {
 	const poll = 50 * time.Millisecond
 	all := append(c.Endpoints(), c.Agents()...)
+	if c.bindex != nil {
+		all = append(all, c.bindex.Addr())
+	}
+	if c.proxy != nil {
+		all = append(all, c.proxy.Addr())
+	}
 	if c.tracker != nil {
 		all = append(all, c.tracker.Addr())
 	}
@@ -468,6 +606,12 @@ func (c *Cluster) release() {
 		if err := o.Close(); err != nil {
 			c.log.Warn("close origin", "addr", o.Addr(), "err", err)
 		}
+	}
+	if c.bindex != nil {
+		_ = c.bindex.Close()
+	}
+	if c.proxy != nil {
+		_ = c.proxy.Close()
 	}
 	if c.tracker != nil {
 		_ = c.tracker.Close()

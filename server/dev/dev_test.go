@@ -249,7 +249,9 @@ func TestConfigValidation(t *testing.T) {
 		{"no dir", dev.Config{Origins: 1}, "dir is required"},
 		{"port out of range", dev.Config{Origins: 1, Dir: "d", Port: 70000}, "port must be between 0 and 65535"},
 		{"no room for origins", dev.Config{Origins: 3, Dir: "d", Port: 65534}, "the last port would be 65536"},
+		{"no room for the proxy", dev.Config{Origins: 1, Dir: "d", Port: 65200}, "leaves no room for the ports up to 65600"},
 		{"negative health interval", dev.Config{Origins: 1, Dir: "d", HealthInterval: -1}, "health interval must not be negative"},
+		{"proxy without build-index", dev.Config{Origins: 1, Dir: "d", Proxy: true}, "the proxy needs the build-index"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -295,7 +297,10 @@ func TestReadEndpoints(t *testing.T) {
 
 	// WriteEndpoints round-trips and leaves no temporary files.
 	p := filepath.Join(dir, "sub", "rt.yaml")
-	in := dev.Endpoints{Origins: []string{"127.0.0.1:15000", "[::1]:15001"}, BuildIndex: []string{"127.0.0.1:15100"}}
+	in := dev.Endpoints{
+		Origins: []string{"127.0.0.1:15000", "[::1]:15001"}, BuildIndex: []string{"127.0.0.1:15100"},
+		Trackers: []string{"127.0.0.1:15300"}, Proxy: []string{"127.0.0.1:15400"}, Agents: []string{"127.0.0.1:16000"},
+	}
 	require.NoError(t, dev.WriteEndpoints(p, in))
 	out, err := dev.ReadEndpoints(p)
 	require.NoError(t, err)
@@ -336,4 +341,98 @@ func TestAgentsOutOfRange(t *testing.T) {
 	_, err := dev.New(dev.Config{Origins: 1, Agents: dev.MaxAgents + 1, Dir: t.TempDir()}, dev.Deps{})
 	require.ErrorIs(t, err, dev.ErrInvalidConfig)
 	require.ErrorContains(t, err, "agents")
+}
+
+// With a build-index, a tag put on content the origins hold resolves, is listed in the
+// endpoints file, and survives a restart of the whole cluster on other (ephemeral) ports.
+func TestBuildIndexTagsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	hc := httpClient(t)
+	data, d := randomBlob(t, 10<<10)
+
+	c, err := dev.New(dev.Config{Origins: 2, BuildIndex: true, Dir: dir, EndpointsFile: file}, dev.Deps{})
+	require.NoError(t, err)
+	stop := run(t, c)
+	require.NotEmpty(t, c.BuildIndexAddr())
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Equal(t, []string{c.BuildIndexAddr()}, e.BuildIndex)
+
+	bi := client.NewBuildIndex(c.BuildIndexAddr(), hc)
+	_, err = bi.PutTag(t.Context(), "dev/app", "v1", d)
+	require.Error(t, err, "the build-index checks that the origins hold the tagged content")
+	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "dev/app", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	_, err = bi.PutTag(t.Context(), "dev/app", "v1", d)
+	require.NoError(t, err)
+	require.NoError(t, stop())
+
+	c2, err := dev.New(dev.Config{Origins: 2, BuildIndex: true, Dir: dir}, dev.Deps{})
+	require.NoError(t, err)
+	run(t, c2)
+	require.NotEqual(t, c.BuildIndexAddr(), c2.BuildIndexAddr())
+	tag, err := client.NewBuildIndex(c2.BuildIndexAddr(), hc).GetTag(t.Context(), "dev/app", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, d, tag.Digest)
+}
+
+// With the proxy, an image pushed with the distribution API is pulled through every agent: the
+// proxy stores it on the origins and tags it on the build-index, the agents resolve the tag
+// there and fetch the content through the swarm.
+func TestImageThroughProxyAndAgents(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	c, err := dev.New(dev.Config{Origins: 2, Agents: 2, BuildIndex: true, Proxy: true, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
+	require.NoError(t, err)
+	run(t, c)
+	e, err := dev.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Equal(t, []string{c.ProxyAddr()}, e.Proxy)
+	require.Equal(t, []string{c.BuildIndexAddr()}, e.BuildIndex)
+
+	hc := httpClient(t)
+	do := func(method, url, contentType string, body []byte) *http.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
+		require.NoError(t, err)
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+			req.Header.Set("Accept", contentType)
+		}
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	proxy := "http://" + c.ProxyAddr()
+	push := func(b []byte) digest.Digest {
+		d := digest.FromBytes(b)
+		resp := do(http.MethodPost, proxy+"/v2/dev/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", b)
+		require.Equal(t, http.StatusCreated, resp.StatusCode)
+		return d
+	}
+	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	layer, _ := randomBlob(t, 200<<10)
+	const mt = "application/vnd.oci.image.manifest.v1+json"
+	manifest := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`,
+		mt, push(config), len(config), push(layer), len(layer))
+	resp := do(http.MethodPut, proxy+"/v2/dev/app/manifests/v1", mt, manifest)
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+
+	for _, a := range c.Agents() {
+		resp := do(http.MethodGet, "http://"+a+"/v2/dev/app/manifests/v1", mt, nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+		got := new(bytes.Buffer)
+		_, err := got.ReadFrom(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, manifest, got.Bytes(), "manifest through agent %s", a)
+		resp = do(http.MethodGet, "http://"+a+"/v2/dev/app/blobs/"+digest.FromBytes(layer).String(), "", nil)
+		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+		got.Reset()
+		_, err = got.ReadFrom(resp.Body)
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(layer, got.Bytes()), "layer through agent %s", a)
+	}
 }

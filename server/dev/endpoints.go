@@ -19,14 +19,19 @@ var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
 // find it without flags:
 //
 //	origins: ["127.0.0.1:15000", "127.0.0.1:15001", "127.0.0.1:15002"]
-//	build_index: ["127.0.0.1:15100", "127.0.0.1:15101", "127.0.0.1:15102"]
+//	build_index: ["127.0.0.1:15100"]
+//	trackers: ["127.0.0.1:15300"]
+//	proxy: ["127.0.0.1:15400"]
+//	agents: ["127.0.0.1:16000"]
 type Endpoints struct {
 	Origins []string `yaml:"origins"`
 	// BuildIndex lists the build-index nodes' API addresses; any of them serves every request.
 	BuildIndex []string `yaml:"build_index,omitempty"`
 	// Trackers lists the trackers' addresses.
 	Trackers []string `yaml:"trackers,omitempty"`
-	// Agents lists the agents' blob API addresses.
+	// Proxy lists the registry proxies' addresses: where images are pushed.
+	Proxy []string `yaml:"proxy,omitempty"`
+	// Agents lists the agents' blob and registry API addresses: where images are pulled.
 	Agents []string `yaml:"agents,omitempty"`
 }
 
@@ -78,7 +83,7 @@ func ReadEndpoints(path string) (Endpoints, error) {
 	if err := dec.Decode(&e); err != nil {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, err)
 	}
-	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 && len(e.Agents) == 0 {
+	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 && len(e.Agents) == 0 && len(e.Proxy) == 0 {
 		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, ErrNoEndpoints)
 	}
 	return e, nil
