@@ -151,8 +151,9 @@ func (r conformanceResult) report() string {
 
 // TestConformanceProxy runs the whole OCI distribution-spec 1.1 conformance suite against the
 // proxy: pull, push, content discovery and content management, sha512 content, referrers,
-// and the optional checks a client relies on (Docker-Content-Digest on blobs and manifests,
-// upload cancel). Every check must pass; none may be skipped as unsupported.
+// and the optional checks (Docker-Content-Digest on blobs and manifests, upload cancel, tags
+// as parameters of a push by digest). Every check must pass; none may be skipped as
+// unsupported.
 func TestConformanceProxy(t *testing.T) {
 	t.Parallel()
 	c := devUp(t, 0)
@@ -162,6 +163,7 @@ func TestConformanceProxy(t *testing.T) {
 		"OCI_API_BLOBS_DIGEST_HEADER":     "true",
 		"OCI_API_MANIFESTS_DIGEST_HEADER": "true",
 		"OCI_API_BLOBS_UPLOAD_CANCEL":     "true",
+		"OCI_API_MANIFESTS_TAG_PARAM":     "true",
 	})
 	require.Equal(t, "Pass", r.status, r.report())
 	require.NoError(t, r.exitErr, r.report())
@@ -173,7 +175,7 @@ func TestConformanceProxy(t *testing.T) {
 		"Ping", "Tag listing", "Tag delete", "Blob upload cancel", "Blob push", "Blob post only",
 		"Blob post put", "Blob chunked", "Blob streaming", "Blob mount", "Blob anonymous mount",
 		"Blob get", "Blob get range", "Blob head", "Blob delete", "Manifest put by digest",
-		"Manifest put by tag", "Manifest put with subject", "Manifest get by digest",
+		"Manifest put by tag", "Manifest put with tag params", "Manifest put with subject", "Manifest get by digest",
 		"Manifest get by tag", "Manifest head by digest", "Manifest head by tag",
 		"Manifest delete", "Referrers",
 	} {
