@@ -93,7 +93,7 @@ fi
 start_server "registry" REGISTRY_ADDR \
   scripts/registry-server.sh start "$REGISTRY_PORT" "$REGISTRY_USER" "$REGISTRY_PASS"
 # A daemon already answering is used and left running; a private one started here is stopped.
-[ -n "${DOCKER_HOST:-}" ] || stops+=("scripts/docker-up.sh stop $DOCKER_DIR")
+[ -n "${DOCKER_HOST:-}" ] || stops+=("scripts/docker-up.sh stop $(printf %q "$DOCKER_DIR")")
 start_server "Docker" DOCKER_HOST \
   env DOCKER_UP_LOG="$LOG_DIR/dockerd.log" scripts/docker-up.sh start "$DOCKER_DIR"
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
