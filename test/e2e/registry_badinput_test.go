@@ -136,9 +136,12 @@ func TestBadInputLeavesStoreIntact(t *testing.T) {
 	})
 
 	t.Run("invalid names", func(t *testing.T) {
+		a := newOCIClient(t, agent)
 		for _, name := range []string{"E2E/Upper", "e2e/a..b", "e2e/-dash", "e2e//x", strings.Repeat("a", 256)} {
 			r := p.do(http.MethodGet, "/v2/"+name+"/manifests/v1", nil, nil)
 			requireError(t, r, http.StatusBadRequest, "NAME_INVALID", "GET manifest of "+name)
+			r = a.do(http.MethodGet, "/v2/"+name+"/manifests/v1", nil, nil)
+			requireError(t, r, http.StatusBadRequest, "NAME_INVALID", "GET manifest of "+name+" on an agent")
 			r = p.do(http.MethodPost, "/v2/"+name+"/blobs/uploads/", nil, nil)
 			requireError(t, r, http.StatusBadRequest, "NAME_INVALID", "upload to "+name)
 			r = p.do(http.MethodPut, "/v2/"+name+"/manifests/v1", ociManifest, s.body)
