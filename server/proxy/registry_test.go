@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
@@ -575,4 +579,59 @@ func TestConfigValidate(t *testing.T) {
 		err := c.Validate()
 		require.ErrorContains(t, err, tc.want)
 	}
+}
+
+// TestGGCRClient pushes and pulls an image index with go-containerregistry's registry client
+// (what crane and many build tools use): blob existence checks, streamed uploads, manifests by
+// tag, a cross-repository mount, and pulls that verify every digest.
+func TestGGCRClient(t *testing.T) {
+	t.Parallel()
+	st := newStack(t, 2)
+	p := st.newProxy(nil)
+	idx, err := random.Index(2048, 2, 2)
+	require.NoError(t, err)
+	ref, err := name.ParseReference(p.Addr()+"/ggcr/app:v1", name.Insecure)
+	require.NoError(t, err)
+	opts := []remote.Option{remote.WithContext(t.Context()), remote.WithTransport(st.hc.Transport)}
+	require.NoError(t, remote.WriteIndex(ref, idx, opts...))
+
+	got, err := remote.Index(ref, opts...)
+	require.NoError(t, err)
+	wantDigest, err := idx.Digest()
+	require.NoError(t, err)
+	gotDigest, err := got.Digest()
+	require.NoError(t, err)
+	require.Equal(t, wantDigest, gotDigest)
+	im, err := got.IndexManifest()
+	require.NoError(t, err)
+	for _, desc := range im.Manifests {
+		img, err := got.Image(desc.Digest)
+		require.NoError(t, err)
+		layers, err := img.Layers()
+		require.NoError(t, err)
+		for _, l := range layers {
+			rc, err := l.Compressed() // verifies the digest as it is read
+			require.NoError(t, err)
+			_, err = io.Copy(io.Discard, rc)
+			require.NoError(t, err)
+			require.NoError(t, rc.Close())
+		}
+	}
+
+	// One image into another repository: the client asks to mount its blobs from the first.
+	ref2, err := name.ParseReference(p.Addr()+"/ggcr/copy:v1", name.Insecure)
+	require.NoError(t, err)
+	img, err := got.Image(im.Manifests[0].Digest)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref2, img, opts...))
+	img2, err := remote.Image(ref2, opts...)
+	require.NoError(t, err)
+	d1, err := img.Digest()
+	require.NoError(t, err)
+	d2, err := img2.Digest()
+	require.NoError(t, err)
+	require.Equal(t, d1, d2)
+	tags, err := remote.List(ref2.Context(), opts...)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v1"}, tags)
 }
