@@ -253,25 +253,55 @@ func (o *origins) uploadOffset(ctx context.Context, addr, ns, id string) (int64,
 }
 
 // appendUpload sends length bytes of r (to EOF when length < 0) as a chunk starting at offset.
-func (o *origins) appendUpload(ctx context.Context, addr, ns, id string, offset int64, r io.Reader, length int64) (int64, error) {
+// The request asks the origin to approve it before the body is sent (Expect: 100-continue), so
+// a chunk the origin refuses at once (wrong offset, busy session) costs no bytes, and one
+// refused because the session is busy is sent again after a pause, as sendIdle does.
+func (o *origins) appendUpload(ctx context.Context, addr, ns, id string, offset int64, r *chunkReader, length int64) (int64, error) {
 	hdr := http.Header{"Content-Type": {"application/octet-stream"}}
 	if length > 0 {
 		hdr.Set(api.HeaderContentRange, fmt.Sprintf("%d-%d", offset, offset+length-1))
+		hdr.Set("Expect", "100-continue")
 	} else {
 		hdr.Set(api.HeaderUploadOffset, strconv.FormatInt(offset, 10))
 	}
-	if length == 0 {
-		r = http.NoBody
+	if length < 0 {
+		hdr.Set("Expect", "100-continue")
 	}
-	resp, err := o.send(ctx, http.MethodPatch, addr, api.UploadPath(ns, id), io.NopCloser(r), length, hdr)
-	if err != nil {
-		return 0, sessionUnreachable(err)
+	delay := busyRetryInitial
+	for i := 0; ; i++ {
+		var body io.Reader = http.NoBody
+		if length != 0 {
+			body = io.NopCloser(r)
+		}
+		resp, err := o.send(ctx, http.MethodPatch, addr, api.UploadPath(ns, id), body, length, hdr)
+		if err != nil {
+			return 0, sessionUnreachable(err)
+		}
+		if resp.StatusCode == http.StatusConflict && r.n == 0 && i < busyRetries {
+			drain(resp)
+			if err := sleep(ctx, delay); err != nil {
+				return 0, err
+			}
+			delay = min(2*delay, busyRetryMax)
+			continue
+		}
+		defer drain(resp)
+		if resp.StatusCode != http.StatusAccepted {
+			return 0, sessionError("upload chunk", resp)
+		}
+		return uploadOffsetOf(resp)
 	}
-	defer drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return 0, sessionError("upload chunk", resp)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
-	return uploadOffsetOf(resp)
 }
 
 // commitUpload finishes the session as d and returns the SHA-256 digest the blob is stored
@@ -312,7 +342,7 @@ func (o *origins) cancelUpload(ctx context.Context, addr, ns, id string) error {
 // Busy sessions: an origin runs one request at a time on a session and answers 409 to the
 // others. A chunk the proxy stopped relaying (its client went away or sent less than it
 // declared) keeps its session busy on the origin until the origin notices and rolls it back,
-// so a body-less request that meets 409 is retried for a short while.
+// so a request that meets 409 before sending any byte of its body is retried for a short while.
 const (
 	busyRetryInitial = 20 * time.Millisecond
 	busyRetryMax     = 500 * time.Millisecond
@@ -332,12 +362,8 @@ func (o *origins) sendIdle(ctx context.Context, method, addr, path string) (*htt
 			return resp, nil
 		}
 		drain(resp)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
 		}
 		delay = min(2*delay, busyRetryMax)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -30,7 +31,9 @@ type Deps struct {
 	// Gatherer serves /metrics; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// HTTPClient talks to the origins and the build-index; nil means a client built from
-	// Config.Timeouts whose idle connections are closed when the Server stops.
+	// Config.Timeouts whose idle connections are closed when the Server stops. A client given
+	// here should set Transport.ExpectContinueTimeout, or chunks refused by a busy origin
+	// session are not retried.
 	HTTPClient *http.Client
 	// Checker overrides the health checks of the origins (tests).
 	Checker ring.Checker
@@ -69,6 +72,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: cfg.Timeouts.Dial}).DialContext,
 			ResponseHeaderTimeout: cfg.Timeouts.OriginResponse,
+			// Chunks wait for the origin's approval before their body is sent (see
+			// origins.appendUpload); an origin that never answers 100 gets the body after this.
+			ExpectContinueTimeout: 5 * time.Second,
 			MaxIdleConnsPerHost:   32,
 		}}
 	}
