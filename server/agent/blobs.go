@@ -28,8 +28,6 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+TorrentsPath, s.handleTorrents)
 	mux.HandleFunc("GET "+EventsPath, s.handleEvents)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
-	mux.Handle("/v2/", s.oci)
-	mux.Handle("/v2", s.oci)
 }
 
 // blobArgs parses and validates the namespace and digest of a request.

@@ -142,7 +142,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, nil)
-	s.http = httpserve.NewServer(s.instrument(mux))
+	s.http = httpserve.NewServer(s.instrument(registry.Mount(s.oci, mux)))
 	return s, nil
 }
 

@@ -101,9 +101,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics: m,
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log}))
 	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(m.instrument(mux))
+	oci := registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log})
+	s.http = httpserve.NewServer(m.instrument(registry.Mount(oci, mux)))
 	return s, nil
 }
 

@@ -259,3 +259,17 @@ func (b *requestBody) Read(p []byte) (int, error) {
 			Message: "reading the request body failed after " + strconv.FormatInt(b.read, 10) + " bytes", Err: err}
 	}
 }
+
+// Mount returns an http.Handler that sends every request under /v2 to h and the rest to other.
+// Roles use it instead of registering h on an http.ServeMux: a ServeMux cleans paths and
+// answers "/v2/a//b/manifests/t" with a 307 to "/v2/a/b/manifests/t", another repository,
+// which a client follows with its method and body. h rejects such names with NAME_INVALID.
+func Mount(h *Handler, other http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+			h.ServeHTTP(w, r)
+			return
+		}
+		other.ServeHTTP(w, r)
+	})
+}

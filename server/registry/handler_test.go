@@ -995,3 +995,41 @@ func TestConcurrentPushes(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &c))
 	require.Len(t, c.Repositories, n)
 }
+
+// TestMountDoesNotCleanPaths: behind Mount, a name with an empty component is NAME_INVALID,
+// not the 307 to another repository that an http.ServeMux answers; other paths reach the
+// other handler.
+func TestMountDoesNotCleanPaths(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	srv := httptest.NewServer(registry.Mount(registry.NewHandler(reg, reg, registry.HandlerOptions{}), mux))
+	t.Cleanup(srv.Close)
+	hc := srv.Client()
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, p := range []string{"/v2/a//b/manifests/v1", "/v2/a/./b/manifests/v1", "/v2/a/b/../c/blobs/uploads/"} {
+		method := http.MethodGet
+		if strings.HasSuffix(p, "/uploads/") {
+			method = http.MethodPost
+		}
+		req, err := http.NewRequestWithContext(t.Context(), method, srv.URL+p, nil)
+		require.NoError(t, err)
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		var body registry.Body
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, p)
+		require.Equal(t, registry.CodeNameInvalid, body.Errors[0].Code, p)
+	}
+	require.Empty(t, reg.Repositories(), "nothing was written anywhere")
+	resp, err := hc.Get(srv.URL + "/health")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusTeapot, resp.StatusCode)
+	resp, err = hc.Get(srv.URL + "/v2/")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
