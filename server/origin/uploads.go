@@ -14,6 +14,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
 // The upload half of the origin's blob API (see docs/origin.md for the whole table):
@@ -77,12 +78,32 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 		s.committed(w, r, ns, d)
 		return
 	}
-	id, err := s.store.CreateUpload()
+	id, err := s.store.CreateUploadLabeled(ns)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
 	s.writeUploadState(w, ns, id, 0, http.StatusAccepted)
+}
+
+// sessionArgs returns the namespace and session id of a request about an upload session. A
+// session belongs to the namespace it was started in: under any other it is unknown, so a
+// client cannot continue (and commit into its own namespace) another namespace's upload.
+// Sessions started before sessions carried their namespace are accepted under any.
+func (s *Server) sessionArgs(r *http.Request) (ns, id string, err error) {
+	ns, err = namespaceArg(r.PathValue("ns"))
+	if err != nil {
+		return "", "", err
+	}
+	id = r.PathValue("id")
+	label, err := s.store.UploadLabel(id)
+	if err != nil {
+		return "", "", err
+	}
+	if label != "" && label != ns {
+		return "", "", fmt.Errorf("upload %s was started in another namespace: %w", id, castore.ErrUploadUnknown)
+	}
+	return ns, id, nil
 }
 
 // uploadDigest parses the digest an upload is verified with: sha256 (or bare hex), or sha512.
@@ -179,12 +200,11 @@ func (s *Server) writeUploadState(w http.ResponseWriter, ns, id string, size int
 }
 
 func (s *Server) handleUploadStatus(w http.ResponseWriter, r *http.Request) {
-	ns, err := namespaceArg(r.PathValue("ns"))
+	ns, id, err := s.sessionArgs(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	id := r.PathValue("id")
 	size, err := s.store.UploadSize(id)
 	if err != nil {
 		registry.WriteError(w, r, err)
@@ -196,12 +216,11 @@ func (s *Server) handleUploadStatus(w http.ResponseWriter, r *http.Request) {
 // handlePatchUpload appends a chunk. With Content-Range the chunk must start where the session
 // ends (else 416) and carry exactly the declared bytes; without it the body is appended.
 func (s *Server) handlePatchUpload(w http.ResponseWriter, r *http.Request) {
-	ns, err := namespaceArg(r.PathValue("ns"))
+	ns, id, err := s.sessionArgs(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	id := r.PathValue("id")
 	size, err := s.appendChunk(r.Context(), w, r, id)
 	if err != nil {
 		registry.WriteError(w, r, err)
@@ -311,12 +330,11 @@ func (e *exactReader) Read(p []byte) (int, error) {
 // handleCommitUpload appends an optional last chunk, verifies the digest and commits the blob
 // (under its SHA-256 when the digest is sha512).
 func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
-	ns, err := namespaceArg(r.PathValue("ns"))
+	ns, id, err := s.sessionArgs(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	id := r.PathValue("id")
 	d, err := uploadDigest(r.URL.Query().Get("digest"))
 	if err != nil {
 		registry.WriteError(w, r, err)
@@ -341,11 +359,12 @@ func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCancelUpload(w http.ResponseWriter, r *http.Request) {
-	if _, err := namespaceArg(r.PathValue("ns")); err != nil {
+	_, id, err := s.sessionArgs(r)
+	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	if err := s.store.CancelUpload(r.PathValue("id")); err != nil {
+	if err := s.store.CancelUpload(id); err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +109,42 @@ func TestUploadOffsetHeader(t *testing.T) {
 	r = do(t, c.hc, "PUT", loc+"?digest="+d.String(), nil, nil)
 	require.Equal(t, http.StatusCreated, r.status)
 	require.Equal(t, data, readAll(t, c.origin(c.nodes[0].addr), "ns", d))
+}
+
+// TestUploadSessionBelongsToItsNamespace: a session started in one namespace is unknown under
+// any other, for every session method, and stays usable in its own.
+func TestUploadSessionBelongsToItsNamespace(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, 1, nil, nil)
+	base := "http://" + c.nodes[0].addr
+	data, d := randomBlob(t, 1000)
+
+	r := do(t, c.hc, "POST", base+"/namespace/team-a%2Fapp/uploads", nil, nil)
+	require.Equal(t, http.StatusAccepted, r.status)
+	loc := r.hdr.Get(api.HeaderLocation)
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	r = do(t, c.hc, "PATCH", base+loc, data[:400], nil)
+	require.Equal(t, http.StatusAccepted, r.status)
+	other := base + "/namespace/team-b%2Fapp/uploads/" + id
+	for _, m := range []struct {
+		method string
+		url    string
+		body   []byte
+	}{
+		{"GET", other, nil},
+		{"PATCH", other, data[400:]},
+		{"PUT", other + "?digest=" + d.String(), data[400:]},
+		{"DELETE", other, nil},
+	} {
+		r = do(t, c.hc, m.method, m.url, m.body, nil)
+		require.Equal(t, http.StatusNotFound, r.status, m.method)
+		require.Equal(t, registry.CodeBlobUploadUnknown, r.code, m.method)
+	}
+	r = do(t, c.hc, "GET", base+loc, nil, nil)
+	require.Equal(t, "400", r.hdr.Get(api.HeaderUploadOffset), "the other namespace's requests changed nothing")
+	r = do(t, c.hc, "PUT", base+loc+"?digest="+d.String(), data[400:], nil)
+	require.Equal(t, http.StatusCreated, r.status)
+	require.Equal(t, data, readAll(t, c.origin(c.nodes[0].addr), "team-a/app", d))
 }
 
 // TestMount adds a stored blob to another namespace without sending it: the origin records the

@@ -19,7 +19,12 @@ import (
 const (
 	uploadData      = "data"
 	uploadHashState = "hashstate"
+	// uploadLabel holds the label given to CreateUploadLabeled; it never changes.
+	uploadLabel = "label"
 )
+
+// maxUploadLabel bounds a session's label.
+const maxUploadLabel = 4096
 
 // uploadIDLen is the length of an upload id: 16 random bytes in lower-case hex.
 const uploadIDLen = 32
@@ -58,7 +63,15 @@ func (s *Store) uploadPath(id string, elem ...string) string {
 
 // CreateUpload starts an empty upload session and returns its id: 32 random lower-case hex
 // characters. The session lives on disk until committed, cancelled or purged.
-func (s *Store) CreateUpload() (string, error) {
+func (s *Store) CreateUpload() (string, error) { return s.CreateUploadLabeled("") }
+
+// CreateUploadLabeled is CreateUpload for a session that carries label (at most 4 KiB), which
+// UploadLabel returns for as long as the session lives. Callers use it to tie a session to
+// what it was opened for (the origin: the namespace), which a session id alone does not.
+func (s *Store) CreateUploadLabeled(label string) (string, error) {
+	if len(label) > maxUploadLabel {
+		return "", fmt.Errorf("create upload: label of %d bytes exceeds %d", len(label), maxUploadLabel)
+	}
 	if s.isClosed() {
 		return "", fmt.Errorf("create upload: %w", ErrClosed)
 	}
@@ -73,6 +86,9 @@ func (s *Store) CreateUpload() (string, error) {
 	if err == nil {
 		err = f.Close()
 	}
+	if err == nil && label != "" {
+		err = os.WriteFile(staging+"/"+uploadLabel, []byte(label), 0o600)
+	}
 	if err == nil {
 		err = os.Rename(staging, s.uploadPath(id))
 	}
@@ -84,6 +100,27 @@ func (s *Store) CreateUpload() (string, error) {
 	s.uploads[id] = &session{id: id, h: sha256.New()}
 	s.upMu.Unlock()
 	return id, nil
+}
+
+// UploadLabel returns the label session id was created with ("" for none), or an error wrapping
+// ErrUploadUnknown when there is no such session.
+func (s *Store) UploadLabel(id string) (string, error) {
+	if err := checkUploadID(id); err != nil {
+		return "", fmt.Errorf("upload label: %w", err)
+	}
+	b, err := os.ReadFile(s.uploadPath(id, uploadLabel))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(s.uploadPath(id, uploadData)); errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("upload label %s: %w", id, ErrUploadUnknown)
+		} else if err != nil {
+			return "", fmt.Errorf("upload label %s: %w", id, err)
+		}
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("upload label %s: %w", id, err)
+	}
+	return string(b), nil
 }
 
 // UploadSize returns the number of bytes the session has received: the offset the next append

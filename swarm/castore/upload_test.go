@@ -432,3 +432,32 @@ func TestCancelAndPurgeUploads(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{fresh}, dirNames(t, filepath.Join(dir, "uploads")))
 }
+
+// TestUploadLabel: a session keeps its label across a reopen; an unlabelled session reads "";
+// an unknown session is ErrUploadUnknown.
+func TestUploadLabel(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := castore.Open(dir, castore.Options{})
+	require.NoError(t, err)
+	labelled, err := s.CreateUploadLabeled("library/alpine")
+	require.NoError(t, err)
+	plain, err := s.CreateUpload()
+	require.NoError(t, err)
+	_, err = s.CreateUploadLabeled(string(make([]byte, 5000)))
+	require.Error(t, err)
+	require.NoError(t, s.Close())
+
+	s = openStore(t, dir, castore.Options{})
+	got, err := s.UploadLabel(labelled)
+	require.NoError(t, err)
+	require.Equal(t, "library/alpine", got)
+	got, err = s.UploadLabel(plain)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.NoError(t, s.CancelUpload(labelled))
+	_, err = s.UploadLabel(labelled)
+	require.ErrorIs(t, err, castore.ErrUploadUnknown)
+	_, err = s.UploadLabel("../etc")
+	require.ErrorIs(t, err, castore.ErrUploadUnknown)
+}
