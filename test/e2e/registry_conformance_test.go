@@ -174,7 +174,8 @@ func TestConformanceProxy(t *testing.T) {
 	require.Zero(t, r.counts["Error"], r.report())
 	var skipped []string
 	for _, p := range r.problems {
-		if strings.HasPrefix(p, "Skip: ") && !strings.Contains(p, "sha512 blobs / mount anonymous") {
+		first, _, _ := strings.Cut(p, "\n") // the test's path; its errors follow
+		if strings.HasPrefix(first, "Skip: ") && !strings.HasSuffix(first, "/sha512 blobs/mount anonymous/blob-mount-anonymous") {
 			skipped = append(skipped, p)
 		}
 	}
