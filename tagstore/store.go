@@ -62,6 +62,7 @@ type Store struct {
 	stream   *streamLayer           // nil when Deps.Transport is used
 	netTrans *raft.NetworkTransport // nil when Deps.Transport is used
 	bolt     *raftboltdb.BoltStore
+	stable   *closingStable // s.bolt as Raft's stable store; see closingStable
 	snaps    *raft.FileSnapshotStore
 
 	// mu guards st; the FSM goroutine writes, readers share.
@@ -211,7 +212,8 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tag store: read raft state: %w", err)
 	}
-	s.raft, err = raft.NewRaft(rc, fsm{s}, logs, s.bolt, snaps, trans)
+	s.stable = &closingStable{s: s.bolt}
+	s.raft, err = raft.NewRaft(rc, fsm{s}, logs, s.stable, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("open tag store: start raft: %w", err)
 	}
@@ -260,6 +262,7 @@ func (s *Store) Close() error {
 		if s.netTrans != nil {
 			err = errors.Join(err, s.closeTransport())
 		}
+		s.stable.close()
 		err = errors.Join(err, s.bolt.Close())
 		s.m.unregister()
 		s.m.leader.Set(0)
