@@ -106,7 +106,9 @@ func importViolation(p, imp string, inTest bool) string {
 		return "tui imports nothing internal outside tui/ (cli adapts data to tui's interfaces)"
 	case under(p, "server") && (under(t, "cli") || under(t, "tui")):
 		return "server never imports cli or tui"
-	case role(p) != "" && role(t) != "" && role(p) != role(t):
+	case role(p) != "" && role(t) != "" && role(p) != role(t) && !inTest:
+		// Tests may: a role's tests assemble the real roles it talks to (origins behind a
+		// proxy, a build-index behind an agent) rather than fakes of their APIs.
 		return "a server role never imports another role; share server/{api,client,registry,...}"
 	case (under(p, "ring") || under(p, "tagstore")) && under(t, "swarm"):
 		return "ring and tagstore don't import swarm"
@@ -292,9 +294,9 @@ func TestCheckPackages(t *testing.T) {
 			wantBad: []string{"server never imports cli"},
 		},
 		{
-			name:    "role imports another role, also from a test",
+			name:    "role imports another role (its tests may)",
 			pkg:     goPackage{ImportPath: m("server/agent"), Name: "agent", Imports: []string{m("server/origin")}, TestImports: []string{m("server/tracker/trackerpb")}},
-			wantBad: []string{"another role", "another role"},
+			wantBad: []string{"another role"},
 		},
 		{
 			name:    "backend imports its implementation",
