@@ -135,7 +135,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if err != nil {
 		return fmt.Errorf("start dev cluster: %w", err)
 	}
-	fmt.Fprintf(opts.IO.ErrOut, "Starting %d origins and %d agents in %s ...\n", opts.Origins, opts.Agents, dir)
+	fmt.Fprintf(opts.IO.ErrOut, "Starting %s and %s in %s ...\n", plural(opts.Origins, "origin"), plural(opts.Agents, "agent"), dir)
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
 	select {
@@ -158,7 +158,7 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	out := opts.IO.Out
 	addrs := c.Endpoints()
 	agents := c.Agents()
-	fmt.Fprintf(out, "krakenctl dev cluster is up: %d origins, each blob on %d of them, a build-index, a registry proxy and %d agent(s).\n\n", len(addrs), c.Replicas(), len(agents))
+	fmt.Fprintf(out, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", plural(len(addrs), "origin"), c.Replicas(), plural(len(agents), "agent"))
 	t := cmdutil.NewTable(out, "role", "address", "serves")
 	for i, a := range addrs {
 		t.Row(fmt.Sprintf("origin %d", i), "http://"+a, "blobs")
@@ -201,4 +201,12 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		fmt.Fprintf(out, "  %s\n      # %s\n", try[0], try[1])
 	}
 	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
+}
+
+// plural spells n things: "1 agent", "3 agents".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

@@ -135,7 +135,7 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()))
 		tr.CloseIdleConnections()
 	}
-	require.Contains(t, summary, "2 origins, each blob on 2 of them, a build-index, a registry proxy and 1 agent(s)")
+	require.Contains(t, summary, "2 origins, each blob on 2 of them, a build-index, a registry proxy and 1 agent.")
 	require.Len(t, e.Agents, 1)
 	require.Len(t, e.Trackers, 1)
 	require.Len(t, e.BuildIndex, 1)
