@@ -33,10 +33,11 @@ func TestNewCmdAgent(t *testing.T) {
 	}{
 		{args: []string{"--config", "a.yaml"}, want: AgentOptions{RoleOptions: RoleOptions{ConfigPath: "a.yaml", LogLevel: "info"}}},
 		{args: []string{"-c", "a.yaml", "--listen", "127.0.0.1:1", "--peer-listen", "0.0.0.0:2", "--peer-advertise", "h:2",
-			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--store-dir", "/d", "--log-level", "debug"},
+			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--build-index", "b1:4,b2:4", "--store-dir", "/d", "--log-level", "debug"},
 			want: AgentOptions{
 				RoleOptions: RoleOptions{ConfigPath: "a.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"},
-				PeerListen:  "0.0.0.0:2", PeerAdvertise: "h:2", Trackers: []string{"t1:3", "t2:3", "t3:3"}, StoreDir: "/d",
+				PeerListen:  "0.0.0.0:2", PeerAdvertise: "h:2", Trackers: []string{"t1:3", "t2:3", "t3:3"},
+				BuildIndex: []string{"b1:4", "b2:4"}, StoreDir: "/d",
 			}},
 		{args: []string{"--tracker", "t:1"}, wantErr: "--config is required"},
 		{args: []string{"-c", "a.yaml", "extra"}, wantErr: "unknown command"},
@@ -73,6 +74,9 @@ func TestRunAgentBadConfig(t *testing.T) {
 		{doc: "", opts: AgentOptions{Trackers: []string{"127.0.0.1:1"}, StoreDir: store, PeerListen: "0.0.0.0:0"}, want: "peer_advertise: required"},
 		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: AgentOptions{RoleOptions: RoleOptions{Listen: "nope"}}, want: `listen: "nope" is not host:port`},
 		{doc: "capacity: lots\n", want: `size "lots"`},
+		// --build-index replaces the file's build_index.
+		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nbuild_index: [127.0.0.1:2]\n",
+			opts: AgentOptions{BuildIndex: []string{"127.0.0.1:3", "127.0.0.1:3"}}, want: "build_index: 127.0.0.1:3 listed twice"},
 	} {
 		path := filepath.Join(t.TempDir(), "agent.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
