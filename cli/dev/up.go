@@ -32,6 +32,19 @@ type UpOptions struct {
 	Port          int
 	EndpointsFile string
 	LogLevel      slog.Level
+	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
+	// one JSON document on stdout once every role is ready).
+	Output string
+}
+
+// Summary is what `dev up -o json` prints once the cluster is ready: every role's address
+// (host:port) and where the cluster keeps its state.
+type Summary struct {
+	dev.Endpoints
+	Replicas      int    `json:"replicas"`
+	Dir           string `json:"dir"`
+	Log           string `json:"log"`
+	EndpointsFile string `json:"endpoints_file"`
 }
 
 // NewCmdUp returns `krakenctl dev up`. runF replaces the run function in tests.
@@ -61,7 +74,9 @@ insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
 ` + "`docker pull 127.0.0.1:16000/hello:v1`" + ` work without any daemon configuration.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
-  krakenctl dev up --port 0 --agents 2    # any free ports`,
+  krakenctl dev up --port 0 --agents 2    # any free ports
+  krakenctl dev up -o json                # the addresses as JSON once ready (for scripts)
+  krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Origins < 1 || opts.Origins > dev.MaxOrigins {
@@ -75,6 +90,9 @@ insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
 			}
 			if opts.AgentPort < 1 || opts.AgentPort+10*opts.Agents > 65535 {
 				return cmdutil.FlagErrorf("invalid --agent-port %d: want a port with room for %d agents (10 ports each) up to 65535", opts.AgentPort, opts.Agents)
+			}
+			if err := cmdutil.CheckOutput(opts.Output); err != nil {
+				return err
 			}
 			if err := opts.LogLevel.UnmarshalText([]byte(level)); err != nil {
 				return cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
@@ -90,10 +108,11 @@ insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
 	cmd.Flags().IntVar(&opts.AgentPort, "agent-port", dev.DefaultAgentPort, "blob API port of the first agent; agent i uses this port + 10i, and the next port for peers (ignored with --port 0)")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "state directory: stores, storage backend and dev.log (default $XDG_STATE_HOME/krakenctl/dev)")
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
-	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write the origins' addresses (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
+	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write every role's address, as JSON if the name ends in .json, else YAML (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
+	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	cmd.Flags().StringVar(&level, "log-level", "warn", "level of the JSON logs written to dev.log: debug, info, warn or error")
 	_ = cmd.MarkFlagDirname("dir")
-	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml")
+	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml", "json")
 	return cmd
 }
 
@@ -156,6 +175,17 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool, logPath string) {
 	out := opts.IO.Out
+	if opts.Output == cmdutil.OutputJSON {
+		s := Summary{Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file}
+		s.Origins, s.Agents = c.Endpoints(), c.Agents()
+		s.BuildIndex, s.Proxy = []string{c.BuildIndexAddr()}, []string{c.ProxyAddr()}
+		if tr := c.TrackerAddr(); tr != "" {
+			s.Trackers = []string{tr}
+		}
+		_ = cmdutil.PrintJSON(out, s)
+		fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
+		return
+	}
 	addrs := c.Endpoints()
 	agents := c.Agents()
 	fmt.Fprintf(out, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", plural(len(addrs), "origin"), c.Replicas(), plural(len(agents), "agent"))

@@ -3,6 +3,7 @@ package dev
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -36,13 +37,13 @@ func Test_NewCmdUp(t *testing.T) {
 		want    UpOptions
 		wantErr string
 	}{
-		{name: "defaults", want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
+		{name: "defaults", want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn, Output: "table"}},
 		{name: "everything", args: []string{"--origins", "5", "--agents", "4", "--agent-port", "17000", "--dir", "/tmp/kdev", "--port", "0", "--endpoints-file", "/tmp/e.yaml", "--log-level", "debug"},
-			want: UpOptions{Origins: 5, Agents: 4, AgentPort: 17000, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug}},
+			want: UpOptions{Origins: 5, Agents: 4, AgentPort: 17000, Dir: "/tmp/kdev", Port: 0, EndpointsFile: "/tmp/e.yaml", LogLevel: slog.LevelDebug, Output: "table"}},
 		{name: "one origin at the top port", args: []string{"--origins", "1", "--port", "65135"},
-			want: UpOptions{Origins: 1, Agents: 1, AgentPort: 16000, Port: 65135, LogLevel: slog.LevelWarn}},
+			want: UpOptions{Origins: 1, Agents: 1, AgentPort: 16000, Port: 65135, LogLevel: slog.LevelWarn, Output: "table"}},
 		{name: "no room for the proxy", args: []string{"--port", "65136"}, wantErr: "invalid --port 65136"},
-		{name: "no agents", args: []string{"--agents", "0"}, want: UpOptions{Origins: 3, Agents: 0, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn}},
+		{name: "no agents", args: []string{"--agents", "0"}, want: UpOptions{Origins: 3, Agents: 0, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn, Output: "table"}},
 		{name: "too many agents", args: []string{"--agents", "65"}, wantErr: "invalid --agents 65: want 0 to 64"},
 		{name: "no room for agents", args: []string{"--agents", "10", "--agent-port", "65500"}, wantErr: "invalid --agent-port 65500"},
 		{name: "zero origins", args: []string{"--origins", "0"}, wantErr: "invalid --origins 0: want 1 to 64"},
@@ -50,6 +51,8 @@ func Test_NewCmdUp(t *testing.T) {
 		{name: "no room for ports", args: []string{"--port", "65534"}, wantErr: "invalid --port 65534"},
 		{name: "negative port", args: []string{"--port", "-1"}, wantErr: "invalid --port -1"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `invalid --log-level "loud"`},
+		{name: "json", args: []string{"-o", "json"}, want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn, Output: "json"}},
+		{name: "bad output", args: []string{"-o", "yaml"}, wantErr: `invalid --output "yaml"`},
 		{name: "not a number", args: []string{"--origins", "three"}, wantErr: `invalid argument "three" for "--origins"`},
 	}
 	for _, tt := range tests {
@@ -185,6 +188,49 @@ func TestUpCustomEndpointsFileIsInTheHints(t *testing.T) {
 	go func() { errc <- upRun(ctx, opts) }()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, time.Minute, 10*time.Millisecond)
 	require.Contains(t, out.String(), "krakenctl ring status --endpoints-file "+file)
+	cancel()
+	require.NoError(t, <-errc)
+}
+
+// TestUpJSON: -o json prints one JSON document with every role's address once the cluster is
+// ready, and an endpoints file named .json is written as JSON.
+func TestUpJSON(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "e.json")
+	ios, _, _, _ := iostreams.Test()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	ios.Out, ios.ErrOut = out, errOut
+	opts := &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1, Agents: 1, Dir: dir,
+		EndpointsFile: file, LogLevel: slog.LevelWarn, Output: cmdutil.OutputJSON}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- upRun(ctx, opts) }()
+	require.Eventually(t, func() bool { return strings.Contains(errOut.String(), "Press Ctrl-C") }, time.Minute, 10*time.Millisecond)
+	var got Summary
+	dec := json.NewDecoder(strings.NewReader(out.String()))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(&got), "stdout is one JSON document: %s", out)
+	require.False(t, dec.More(), "nothing but the document on stdout: %s", out)
+	require.Len(t, got.Origins, 1)
+	require.Len(t, got.Agents, 1)
+	require.Len(t, got.Proxy, 1)
+	require.Len(t, got.BuildIndex, 1)
+	require.Len(t, got.Trackers, 1)
+	require.Equal(t, file, got.EndpointsFile)
+	require.Equal(t, dir, got.Dir)
+	require.Equal(t, 1, got.Replicas)
+	for _, a := range append(append(got.Proxy, got.Agents...), got.BuildIndex...) {
+		tr := &http.Transport{}
+		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()), "%s answers /readyz", a)
+		tr.CloseIdleConnections()
+	}
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var e dev.Endpoints
+	require.NoError(t, json.Unmarshal(raw, &e), "the endpoints file is JSON: %s", raw)
+	require.Equal(t, got.Endpoints, e)
 	cancel()
 	require.NoError(t, <-errc)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -308,6 +309,19 @@ func TestReadEndpoints(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(p))
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
+
+	// A .json name gets JSON with the same keys, which ReadEndpoints reads back.
+	pj := filepath.Join(dir, "sub", "rt.json")
+	require.NoError(t, dev.WriteEndpoints(pj, in))
+	raw, err := os.ReadFile(pj)
+	require.NoError(t, err)
+	var doc map[string][]string
+	require.NoError(t, json.Unmarshal(raw, &doc), "%s", raw)
+	require.Equal(t, in.Proxy, doc["proxy"])
+	require.Equal(t, in.BuildIndex, doc["build_index"])
+	out, err = dev.ReadEndpoints(pj)
+	require.NoError(t, err)
+	require.Equal(t, in, out)
 }
 
 // With agents, a blob pushed to the origins is pulled through each agent from the swarm the

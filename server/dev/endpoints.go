@@ -2,12 +2,14 @@ package dev
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -23,23 +25,33 @@ var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
 //	trackers: ["127.0.0.1:15300"]
 //	proxy: ["127.0.0.1:15400"]
 //	agents: ["127.0.0.1:16000"]
+//
+// A file whose name ends in ".json" is written as JSON with the same keys (which ReadEndpoints
+// reads too: JSON is YAML).
 type Endpoints struct {
-	Origins []string `yaml:"origins"`
+	Origins []string `yaml:"origins" json:"origins"`
 	// BuildIndex lists the build-index nodes' API addresses; any of them serves every request.
-	BuildIndex []string `yaml:"build_index,omitempty"`
+	BuildIndex []string `yaml:"build_index,omitempty" json:"build_index,omitempty"`
 	// Trackers lists the trackers' addresses.
-	Trackers []string `yaml:"trackers,omitempty"`
+	Trackers []string `yaml:"trackers,omitempty" json:"trackers,omitempty"`
 	// Proxy lists the registry proxies' addresses: where images are pushed.
-	Proxy []string `yaml:"proxy,omitempty"`
+	Proxy []string `yaml:"proxy,omitempty" json:"proxy,omitempty"`
 	// Agents lists the agents' blob and registry API addresses: where images are pulled.
-	Agents []string `yaml:"agents,omitempty"`
+	Agents []string `yaml:"agents,omitempty" json:"agents,omitempty"`
 }
 
 // WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
-// rename), creating the directory if needed. A reader sees the old file or the new one, never
-// a partial one.
+// rename), creating the directory if needed: as JSON when path ends in ".json", else as YAML.
+// A reader sees the old file or the new one, never a partial one.
 func WriteEndpoints(path string, e Endpoints) error {
-	data, err := yaml.Marshal(e)
+	var data []byte
+	var err error
+	if strings.EqualFold(filepath.Ext(path), ".json") {
+		data, err = json.MarshalIndent(e, "", "  ")
+		data = append(data, '\n')
+	} else {
+		data, err = yaml.Marshal(e)
+	}
 	if err != nil {
 		return fmt.Errorf("write endpoints file: %w", err)
 	}
