@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -206,34 +205,4 @@ func TestCollectPages(t *testing.T) {
 	require.ErrorContains(t, err, "does not advance")
 	_, _, err = collect("m", 10, func(string, int) (page, error) { return page{items: []string{"a"}, next: "a"}, nil })
 	require.ErrorContains(t, err, "does not advance")
-}
-
-func TestManifestCacheBounds(t *testing.T) {
-	t.Parallel()
-	m := func(s string) *registry.Manifest {
-		return &registry.Manifest{Digest: digest.FromString(s), Body: []byte(s)}
-	}
-	c := newManifestCache(10, 3)
-	c.put("r", m("aaaa"))
-	c.put("r", m("bbbb"))
-	require.NotNil(t, c.get("r", digest.FromString("aaaa"))) // a is now the most recent
-	c.put("r", m("cc"))                                      // 10 bytes, 3 entries: all fit
-	require.NotNil(t, c.get("r", digest.FromString("bbbb")))
-	c.put("r", m("d")) // 4 entries: the least recently used, a, goes
-	require.Nil(t, c.get("r", digest.FromString("aaaa")), "least recently used")
-	require.NotNil(t, c.get("r", digest.FromString("cc")))
-	c.put("r", m(strings.Repeat("e", 8))) // bytes: evicts until 8 + what remains <= 10
-	require.NotNil(t, c.get("r", digest.FromString(strings.Repeat("e", 8))))
-	require.Nil(t, c.get("r", digest.FromString("bbbb")))
-	require.LessOrEqual(t, c.bytes, 10)
-	c.put("r", m(strings.Repeat("f", 11))) // larger than the cache: not kept
-	require.Nil(t, c.get("r", digest.FromString(strings.Repeat("f", 11))))
-
-	// Entries are per repository.
-	require.Nil(t, c.get("other", digest.FromString(strings.Repeat("e", 8))))
-
-	// get hands out copies: changing one does not change the cache.
-	got := c.get("r", digest.FromString(strings.Repeat("e", 8)))
-	got.MediaType = "changed"
-	require.Empty(t, c.get("r", digest.FromString(strings.Repeat("e", 8))).MediaType)
 }

@@ -2,14 +2,12 @@ package agent
 
 import (
 	"bytes"
-	"container/list"
 	"context"
 	_ "crypto/sha512" // sha512 digests of manifests and blobs pushed by them
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -36,12 +34,12 @@ const (
 type ociReader struct {
 	sched     *scheduler.Scheduler
 	index     *index // nil without build_index
-	manifests *manifestCache
+	manifests *registry.ManifestCache
 	metrics   *metrics
 }
 
 func newOCIReader(sched *scheduler.Scheduler, ix *index, m *metrics) *ociReader {
-	return &ociReader{sched: sched, index: ix, manifests: newManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m}
+	return &ociReader{sched: sched, index: ix, manifests: registry.NewManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m}
 }
 
 // resolve returns the SHA-256 digest content addressed by d is stored under: d itself for a
@@ -117,7 +115,7 @@ func (r *ociReader) Manifest(ctx context.Context, repo string, ref registry.Refe
 
 // manifest reads manifest d of repo, from the cache or through the swarm.
 func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) (*registry.Manifest, error) {
-	if m := r.manifests.get(repo, d); m != nil {
+	if m, ok := r.manifests.Get(repo, d); ok {
 		return m, nil
 	}
 	stored, err := r.resolve(ctx, repo, d, registry.ManifestLink(d), registry.ErrManifestUnknown)
@@ -147,8 +145,8 @@ func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) 
 		return nil, fmt.Errorf("%w: %s in %s is not a manifest: %v", registry.ErrManifestUnknown, d, repo, err)
 	}
 	m.Digest = d
-	r.manifests.put(repo, m)
-	return copyManifest(m), nil
+	r.manifests.Add(repo, m)
+	return m, nil
 }
 
 // Tags lists repo's tags on the build-index, reading as many pages as n needs.
@@ -315,69 +313,6 @@ func (s *blobStream) WriteTo(w io.Writer) (int64, error) {
 
 // Close does nothing: the blobReader owns the download.
 func (s *blobStream) Close() error { return nil }
-
-// manifestCache keeps recently read manifests by repository and digest, bounded in entries and
-// bytes. It is safe for concurrent use. Entries are never modified; get hands out copies of the
-// struct.
-type manifestCache struct {
-	maxBytes, maxEntries int
-
-	mu    sync.Mutex
-	bytes int
-	lru   *list.List // of cacheEntry, most recent first
-	byKey map[cacheKey]*list.Element
-}
-
-type cacheKey struct {
-	repo string
-	d    digest.Digest
-}
-
-type cacheEntry struct {
-	key cacheKey
-	m   *registry.Manifest
-}
-
-func newManifestCache(maxBytes, maxEntries int) *manifestCache {
-	return &manifestCache{maxBytes: maxBytes, maxEntries: maxEntries, lru: list.New(), byKey: map[cacheKey]*list.Element{}}
-}
-
-func (c *manifestCache) get(repo string, d digest.Digest) *registry.Manifest {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.byKey[cacheKey{repo, d}]
-	if !ok {
-		return nil
-	}
-	c.lru.MoveToFront(e)
-	return copyManifest(e.Value.(cacheEntry).m)
-}
-
-func (c *manifestCache) put(repo string, m *registry.Manifest) {
-	if len(m.Body) > c.maxBytes {
-		return
-	}
-	k := cacheKey{repo, m.Digest}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.byKey[k]; ok {
-		c.lru.MoveToFront(e)
-		return
-	}
-	c.byKey[k] = c.lru.PushFront(cacheEntry{key: k, m: m})
-	c.bytes += len(m.Body)
-	for c.bytes > c.maxBytes || c.lru.Len() > c.maxEntries {
-		old := c.lru.Remove(c.lru.Back()).(cacheEntry)
-		delete(c.byKey, old.key)
-		c.bytes -= len(old.m.Body)
-	}
-}
-
-// copyManifest returns a copy of m that shares its (never modified) slices and map.
-func copyManifest(m *registry.Manifest) *registry.Manifest {
-	c := *m
-	return &c
-}
 
 // Interface guards
 var (

@@ -35,7 +35,7 @@ type Registry struct {
 	log     *slog.Logger
 	index   *index
 	origins *origins
-	cache   *manifestCache
+	cache   *registry.ManifestCache
 	maxBlob int64
 	metrics *metrics
 }
@@ -125,7 +125,7 @@ func (r *Registry) manifest(ctx context.Context, repo string, d digest.Digest, u
 	default:
 		return nil, err
 	}
-	if m, ok := r.cache.get(d); ok {
+	if m, ok := r.cache.Get(repo, d); ok {
 		r.metrics.cache.WithLabelValues("hit").Inc()
 		return m, nil
 	}
@@ -146,7 +146,7 @@ func (r *Registry) manifest(ctx context.Context, repo string, d digest.Digest, u
 		return nil, fmt.Errorf("parse stored manifest %s of %s: %w", d, repo, err)
 	}
 	m.Digest = d
-	r.cache.add(m)
+	r.cache.Add(repo, m)
 	return m, nil
 }
 
@@ -392,7 +392,7 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, m *registry.Man
 			return fmt.Errorf("tag %s:%s: %w", repo, t, err)
 		}
 	}
-	r.cache.add(m)
+	r.cache.Add(repo, m)
 	return nil
 }
 

@@ -96,7 +96,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			func() { m.failovers.WithLabelValues("build_index").Inc() }),
 		origins: &origins{ring: s.ring, hc: s.hc,
 			failovers: func() { m.failovers.WithLabelValues("origin").Inc() }},
-		cache:   newManifestCache(int64(cfg.ManifestCache)),
+		cache:   registry.NewManifestCache(int64(cfg.ManifestCache), 0),
 		maxBlob: int64(cfg.MaxBlobSize),
 		metrics: m,
 	}
