@@ -15,6 +15,23 @@ import (
 // ErrNotFound is wrapped by every client error for a blob or upload that the server does not have.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoAnswer is wrapped by client errors of requests that got no answer: the server could
+// not be reached, the connection broke, the request's body failed, or ctx ended first. The
+// request may or may not have been applied.
+var ErrNoAnswer = errors.New("no answer from the server")
+
+// IsClientFault reports whether err says the request itself is wrong (a 4xx other than 404,
+// 408, 409 and 429, as registry.FromError maps it), so another server would answer the same
+// and it is not worth sending elsewhere.
+func IsClientFault(err error) bool {
+	switch s := registry.FromError(err).Status; {
+	case s == http.StatusNotFound, s == http.StatusRequestTimeout, s == http.StatusConflict, s == http.StatusTooManyRequests:
+		return false
+	default:
+		return s >= 400 && s < 500
+	}
+}
+
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 64 << 10
 

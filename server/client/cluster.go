@@ -11,7 +11,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/registry"
 )
 
 // ErrNoOrigins means no origin address was given.
@@ -104,7 +103,7 @@ func (c *Cluster) Push(ctx context.Context, ns string, d digest.Digest, src io.R
 		if ctx.Err() != nil {
 			return PushResult{}, ctx.Err()
 		}
-		if isClientFault(err) {
+		if IsClientFault(err) {
 			// The request itself is wrong (bad digest, too large, bad name): another origin
 			// would say the same.
 			return PushResult{}, fmt.Errorf("push %s to %s: %w", d, a, err)
@@ -181,19 +180,4 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 		p.fn(p.n, p.total)
 	}
 	return n, err
-}
-
-// isClientFault reports whether err is a 4xx answer other than 404, 408, 409 and 429: the
-// request is wrong, not the origin, so another origin would answer the same.
-func isClientFault(err error) bool {
-	var re *registry.Error
-	if !errors.As(err, &re) {
-		return false
-	}
-	switch s := re.Status; {
-	case s == http.StatusNotFound, s == http.StatusRequestTimeout, s == http.StatusConflict, s == http.StatusTooManyRequests:
-		return false
-	default:
-		return s >= 400 && s < 500
-	}
 }

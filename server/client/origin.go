@@ -53,7 +53,7 @@ func (c *Origin) do(ctx context.Context, method, path string, body io.Reader, hd
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, c.addr, err)
+		return nil, fmt.Errorf("%s %s: %w: %w", method, c.addr, ErrNoAnswer, err)
 	}
 	return resp, nil
 }
@@ -179,156 +179,13 @@ func (c *Origin) put(ctx context.Context, method, path string, r io.Reader, size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %s: %w", op, c.addr, err)
+		return fmt.Errorf("%s: %s: %w: %w", op, c.addr, ErrNoAnswer, err)
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		return responseError(op, resp)
 	}
 	drain(resp)
 	return nil
-}
-
-// UploadOptions tune UploadChunked.
-type UploadOptions struct {
-	// ChunkSize is the size of each PATCH; DefaultChunkSize when zero.
-	ChunkSize int64
-	// Progress, when set, is called with the number of bytes the origin has accepted so far.
-	Progress func(done int64)
-	// Retries is how many times a failed chunk is resumed from the origin's upload state.
-	Retries int
-}
-
-// UploadChunked uploads size bytes of src as a chunked upload session: start, PATCH chunks with
-// Content-Range, then commit with the digest. A chunk that fails is resumed from the offset the
-// origin reports, so a flaky link costs a chunk, not the blob.
-func (c *Origin) UploadChunked(ctx context.Context, ns string, d digest.Digest, src io.ReaderAt, size int64, opts UploadOptions) error {
-	chunk := opts.ChunkSize
-	if chunk <= 0 {
-		chunk = DefaultChunkSize
-	}
-	loc, err := c.startUpload(ctx, ns)
-	if err != nil {
-		return err
-	}
-	var offset int64
-	retries := opts.Retries
-	for offset < size {
-		n := min(chunk, size-offset)
-		next, err := c.patch(ctx, loc, io.NewSectionReader(src, offset, n), offset, n)
-		if err != nil {
-			if ctx.Err() != nil || retries <= 0 {
-				c.cancelUpload(context.WithoutCancel(ctx), loc)
-				return err
-			}
-			retries--
-			if next, err = c.uploadOffset(ctx, loc); err != nil {
-				c.cancelUpload(context.WithoutCancel(ctx), loc)
-				return err
-			}
-		}
-		offset = next
-		if opts.Progress != nil {
-			opts.Progress(offset)
-		}
-	}
-	return c.commitUpload(ctx, loc, d)
-}
-
-func (c *Origin) startUpload(ctx context.Context, ns string) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns), http.NoBody, nil)
-	if err != nil {
-		return "", fmt.Errorf("start upload: %w", err)
-	}
-	if resp.StatusCode != http.StatusAccepted {
-		return "", responseError("start upload", resp)
-	}
-	drain(resp)
-	loc := resp.Header.Get(api.HeaderLocation)
-	if loc == "" || !strings.HasPrefix(loc, "/") {
-		return "", fmt.Errorf("start upload: origin %s sent Location %q", c.addr, loc)
-	}
-	return loc, nil
-}
-
-func (c *Origin) patch(ctx context.Context, loc string, body io.Reader, offset, n int64) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, c.base+loc, body)
-	if err != nil {
-		return 0, fmt.Errorf("upload chunk: %w", err)
-	}
-	req.ContentLength = n
-	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set(api.HeaderContentRange, fmt.Sprintf("%d-%d", offset, offset+n-1))
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("upload chunk at %d: %w", offset, err)
-	}
-	if resp.StatusCode != http.StatusAccepted {
-		return 0, responseError(fmt.Sprintf("upload chunk at %d", offset), resp)
-	}
-	drain(resp)
-	return uploadOffsetOf(resp)
-}
-
-// uploadOffset asks the origin how many bytes of the session it holds.
-func (c *Origin) uploadOffset(ctx context.Context, loc string) (int64, error) {
-	resp, err := c.do(ctx, http.MethodGet, loc, nil, nil)
-	if err != nil {
-		return 0, fmt.Errorf("get upload status: %w", err)
-	}
-	if resp.StatusCode != http.StatusNoContent {
-		return 0, responseError("get upload status", resp)
-	}
-	drain(resp)
-	return uploadOffsetOf(resp)
-}
-
-// uploadOffsetOf reads how many bytes an upload session holds: the exact Upload-Offset header
-// when the server sends it, else the spec's Range "0-<last>".
-func uploadOffsetOf(resp *http.Response) (int64, error) {
-	if v := resp.Header.Get(api.HeaderUploadOffset); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("bad %s header %q", api.HeaderUploadOffset, v)
-		}
-		return n, nil
-	}
-	return parseRangeEnd(resp.Header.Get(api.HeaderRange))
-}
-
-// parseRangeEnd turns the upload Range header "0-<last>" into the next offset (last+1).
-func parseRangeEnd(s string) (int64, error) {
-	_, end, ok := strings.Cut(s, "-")
-	if !ok {
-		return 0, fmt.Errorf("bad upload Range header %q", s)
-	}
-	n, err := strconv.ParseInt(end, 10, 64)
-	if err != nil || n < -1 {
-		return 0, fmt.Errorf("bad upload Range header %q", s)
-	}
-	return n + 1, nil
-}
-
-func (c *Origin) commitUpload(ctx context.Context, loc string, d digest.Digest) error {
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
-	resp, err := c.do(ctx, http.MethodPut, loc+sep+"digest="+url.QueryEscape(d.String()), http.NoBody, nil)
-	if err != nil {
-		return fmt.Errorf("commit upload: %w", err)
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return responseError("commit upload", resp)
-	}
-	drain(resp)
-	return nil
-}
-
-func (c *Origin) cancelUpload(ctx context.Context, loc string) {
-	resp, err := c.do(ctx, http.MethodDelete, loc, nil, nil)
-	if err == nil {
-		drain(resp)
-	}
 }
 
 // Ring returns the origin's view of the hash ring; with a non-empty digest, its owners too.

@@ -215,7 +215,7 @@ func (r *Registry) Referrers(ctx context.Context, repo string, d digest.Digest) 
 func (r *Registry) StartUpload(ctx context.Context, repo string) (string, error) {
 	var id string
 	_, err := r.origins.each(ctx, repo, func(addr string) error {
-		oid, err := r.origins.startUpload(ctx, addr, repo)
+		oid, err := r.origins.client(addr).StartUpload(ctx, repo)
 		if err != nil {
 			return err
 		}
@@ -239,7 +239,8 @@ func (r *Registry) UploadOffset(ctx context.Context, repo, id string) (int64, er
 	if err != nil {
 		return 0, err
 	}
-	return r.origins.uploadOffset(ctx, addr, repo, oid)
+	n, err := r.origins.client(addr).UploadOffset(ctx, repo, oid)
+	return n, sessionError(err)
 }
 
 // AppendUpload relays a chunk to the origin holding the session, which checks that it starts
@@ -256,7 +257,8 @@ func (r *Registry) AppendUpload(ctx context.Context, repo, id string, offset int
 	if r.maxBlob > 0 {
 		cr.limit = r.maxBlob - offset
 	}
-	size, err := r.origins.appendUpload(ctx, addr, repo, oid, offset, cr, length)
+	size, err := r.origins.client(addr).AppendUpload(ctx, repo, oid, offset, cr, length)
+	err = sessionError(err)
 	r.metrics.uploadBytes.Add(float64(cr.n))
 	switch {
 	case err == nil:
@@ -268,7 +270,7 @@ func (r *Registry) AppendUpload(ctx context.Context, repo, id string, offset int
 		// dropped the partial chunk, so the session is as it was.
 		return 0, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBlobUploadInvalid,
 			Message: "reading the chunk failed", Err: cr.err}
-	case length > 0 && cr.n < length && ctx.Err() == nil && errors.Is(err, errUnreachable):
+	case length > 0 && cr.n < length && ctx.Err() == nil && errors.Is(err, client.ErrNoAnswer):
 		return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid,
 			"the chunk has %d bytes, less than the %d declared", cr.n, length)
 	}
@@ -315,7 +317,8 @@ func (r *Registry) CommitUpload(ctx context.Context, repo, id string, d digest.D
 	if err != nil {
 		return err
 	}
-	s, err := r.origins.commitUpload(ctx, addr, repo, oid, d)
+	s, err := r.origins.client(addr).CommitUpload(ctx, repo, oid, d)
+	err = sessionError(err)
 	if err != nil {
 		return fmt.Errorf("commit upload as %s in %s: %w", d, repo, err)
 	}
@@ -331,7 +334,7 @@ func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
 	if err != nil {
 		return err
 	}
-	return r.origins.cancelUpload(ctx, addr, repo, oid)
+	return sessionError(r.origins.client(addr).CancelUpload(ctx, repo, oid))
 }
 
 // MountBlob links blob d into repo: from repository from when it has d, or from any

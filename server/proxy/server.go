@@ -73,7 +73,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			DialContext:           (&net.Dialer{Timeout: cfg.Timeouts.Dial}).DialContext,
 			ResponseHeaderTimeout: cfg.Timeouts.OriginResponse,
 			// Chunks wait for the origin's approval before their body is sent (see
-			// origins.appendUpload); an origin that never answers 100 gets the body after this.
+			// client.Origin.AppendUpload); an origin that never answers 100 gets the body after this.
 			ExpectContinueTimeout: 5 * time.Second,
 			MaxIdleConnsPerHost:   32,
 		}}

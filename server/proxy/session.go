@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 )
 
@@ -16,9 +17,6 @@ import (
 // parts are URL-safe. An id naming an origin that is not configured is an unknown session:
 // the proxy never sends requests to addresses a client chose.
 
-// maxOriginSessionID bounds the origin's part of an id.
-const maxOriginSessionID = 128
-
 func encodeSession(addr, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(addr)) + "." + id
 }
@@ -28,7 +26,7 @@ func encodeSession(addr, id string) string {
 // that member does not know.
 func decodeSession(s string, member func(string) bool) (addr, id string, err error) {
 	enc, id, ok := strings.Cut(s, ".")
-	if !ok || !validOriginSession(id) {
+	if !ok || !client.ValidUploadID(id) {
 		return "", "", fmt.Errorf("upload %q: malformed id: %w", s, registry.ErrUploadUnknown)
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(enc)
@@ -40,19 +38,4 @@ func decodeSession(s string, member func(string) bool) (addr, id string, err err
 		return "", "", fmt.Errorf("upload %q: names %q, which is not a configured origin: %w", s, addr, registry.ErrUploadUnknown)
 	}
 	return addr, id, nil
-}
-
-// validOriginSession accepts the session ids an origin may hand out: short and made of
-// URL-safe characters, so they can be put in a path unescaped.
-func validOriginSession(id string) bool {
-	if id == "" || len(id) > maxOriginSessionID {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
