@@ -13,6 +13,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -33,12 +34,12 @@ const (
 // tags, links and listings through the build-index. It is safe for concurrent use.
 type ociReader struct {
 	sched     *scheduler.Scheduler
-	index     *index // nil without build_index
+	index     *client.BuildIndexes // nil without build_index
 	manifests *registry.ManifestCache
 	metrics   *metrics
 }
 
-func newOCIReader(sched *scheduler.Scheduler, ix *index, m *metrics) *ociReader {
+func newOCIReader(sched *scheduler.Scheduler, ix *client.BuildIndexes, m *metrics) *ociReader {
 	return &ociReader{sched: sched, index: ix, manifests: registry.NewManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m}
 }
 
@@ -52,7 +53,11 @@ func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, l
 	if !d.Algorithm().Available() {
 		return "", fmt.Errorf("%w: digest algorithm %q is not stored here", unknown, d.Algorithm())
 	}
-	l, err := r.index.getLink(ctx, repo, link)
+	ix, err := r.buildIndex()
+	if err != nil {
+		return "", err
+	}
+	l, err := ix.GetLink(ctx, repo, link, false)
 	if err != nil {
 		if isNotFound(err) {
 			return "", fmt.Errorf("%w: %s has no %s", unknown, repo, link)
@@ -98,7 +103,11 @@ func (r *ociReader) Blob(ctx context.Context, repo string, d digest.Digest) (reg
 func (r *ociReader) Manifest(ctx context.Context, repo string, ref registry.Reference) (*registry.Manifest, error) {
 	d := ref.Digest
 	if ref.Tag != "" {
-		t, err := r.index.getTag(ctx, repo, ref.Tag)
+		ix, err := r.buildIndex()
+		if err != nil {
+			return nil, err
+		}
+		t, err := ix.GetTag(ctx, repo, ref.Tag, false)
 		if err != nil {
 			if isNotFound(err) {
 				return nil, fmt.Errorf("%w: %s has no tag %q", registry.ErrManifestUnknown, repo, ref.Tag)
@@ -151,48 +160,30 @@ func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) 
 
 // Tags lists repo's tags on the build-index, reading as many pages as n needs.
 func (r *ociReader) Tags(ctx context.Context, repo, last string, n int) ([]string, bool, error) {
-	return collect(last, n, func(last string, n int) (page, error) { return r.index.listTags(ctx, repo, last, n) })
+	ix, err := r.buildIndex()
+	if err != nil {
+		return nil, false, err
+	}
+	return ix.CollectTags(ctx, repo, last, n)
 }
 
 // Catalog lists the repositories on the build-index, reading as many pages as n needs.
 func (r *ociReader) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
-	return collect(last, n, func(last string, n int) (page, error) { return r.index.listRepositories(ctx, last, n) })
-}
-
-// collect reads pages after last until it has n entries or the listing ends. A listing that
-// does not exist is empty.
-func collect(last string, n int, read func(last string, n int) (page, error)) ([]string, bool, error) {
-	if n <= 0 {
-		return nil, false, fmt.Errorf("list: page size %d is not positive", n)
+	ix, err := r.buildIndex()
+	if err != nil {
+		return nil, false, err
 	}
-	var out []string
-	for len(out) < n {
-		p, err := read(last, n-len(out))
-		if err != nil {
-			if isNotFound(err) {
-				return out, false, nil
-			}
-			return nil, false, fmt.Errorf("list: %w", err)
-		}
-		out = append(out, p.items...)
-		if p.next == "" {
-			if len(out) > n {
-				return out[:n], true, nil
-			}
-			return out, false, nil
-		}
-		if len(p.items) == 0 || p.next <= last {
-			return nil, false, fmt.Errorf("list: the build-index answered a page after %q that does not advance (next %q)", last, p.next)
-		}
-		last = p.next
-	}
-	return out[:n], true, nil
+	return ix.CollectRepositories(ctx, last, n)
 }
 
 // Referrers lists the referrer links of d in repo (linearizably) and describes each referrer
 // from its manifest. A link whose manifest is gone (deleted since) is skipped.
 func (r *ociReader) Referrers(ctx context.Context, repo string, d digest.Digest) ([]ocispec.Descriptor, error) {
-	links, err := r.index.listLinks(ctx, repo, registry.ReferrersPrefix(d))
+	ix, err := r.buildIndex()
+	if err != nil {
+		return nil, err
+	}
+	links, err := ix.ListLinks(ctx, repo, registry.ReferrersPrefix(d), false)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, nil

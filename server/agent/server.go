@@ -134,11 +134,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("new agent: %w", err)
 	}
-	var nodes []indexNode
-	for _, addr := range cfg.BuildIndex {
-		nodes = append(nodes, client.NewBuildIndex(addr, hc))
+	var ix *client.BuildIndexes
+	if len(cfg.BuildIndex) > 0 {
+		ix = client.NewBuildIndexes(cfg.BuildIndex, hc, client.BuildIndexesOptions{
+			OnFailure: func(node, _ string) { m.indexFailures.WithLabelValues(node).Inc() },
+		})
 	}
-	s.oci = registry.NewHandler(newOCIReader(s.sched, newIndex(nodes, m.indexFailures), m), nil, registry.HandlerOptions{Logger: s.log})
+	s.oci = registry.NewHandler(newOCIReader(s.sched, ix, m), nil, registry.HandlerOptions{Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, nil)

@@ -33,7 +33,7 @@ const untagPage = 1000
 // another. It is safe for concurrent use.
 type Registry struct {
 	log     *slog.Logger
-	index   *index
+	index   *client.BuildIndexes
 	origins *origins
 	cache   *registry.ManifestCache
 	maxBlob int64
@@ -60,7 +60,7 @@ func (r *Registry) Blob(ctx context.Context, repo string, d digest.Digest) (regi
 
 // blobLink returns the digest blob d of repo is stored under.
 func (r *Registry) blobLink(ctx context.Context, repo string, d digest.Digest) (digest.Digest, error) {
-	l, err := r.index.getLink(ctx, repo, registry.BlobLink(d))
+	l, err := r.index.GetLink(ctx, repo, registry.BlobLink(d), false)
 	if errors.Is(err, client.ErrNotFound) {
 		return "", fmt.Errorf("blob %s in %s: %w", d, repo, registry.ErrBlobUnknown)
 	}
@@ -100,7 +100,7 @@ func (r *Registry) Manifest(ctx context.Context, repo string, ref registry.Refer
 	if ref.Digest != "" {
 		return r.manifest(ctx, repo, ref.Digest, false)
 	}
-	t, err := r.index.getTag(ctx, repo, ref.Tag, false)
+	t, err := r.index.GetTag(ctx, repo, ref.Tag, false)
 	if errors.Is(err, client.ErrNotFound) {
 		return nil, fmt.Errorf("tag %s of %s: %w", ref.Tag, repo, registry.ErrManifestUnknown)
 	}
@@ -114,7 +114,7 @@ func (r *Registry) Manifest(ctx context.Context, repo string, ref registry.Refer
 // looked up in the origins under namespace repo.
 func (r *Registry) manifest(ctx context.Context, repo string, d digest.Digest, unlinked bool) (*registry.Manifest, error) {
 	var s digest.Digest
-	l, err := r.index.getLink(ctx, repo, registry.ManifestLink(d))
+	l, err := r.index.GetLink(ctx, repo, registry.ManifestLink(d), false)
 	switch {
 	case err == nil:
 		s = l.Digest
@@ -150,34 +150,20 @@ func (r *Registry) manifest(ctx context.Context, repo string, d digest.Digest, u
 	return m, nil
 }
 
-// Tags lists repo's tags from the build-index.
+// Tags lists repo's tags from the build-index, reading as many pages as n needs.
 func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string, bool, error) {
-	tags, next, err := r.index.listTags(ctx, repo, last, n)
-	if errors.Is(err, client.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	return tags, next != "", nil
+	return r.index.CollectTags(ctx, repo, last, n)
 }
 
-// Catalog lists repositories from the build-index.
+// Catalog lists repositories from the build-index, reading as many pages as n needs.
 func (r *Registry) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
-	repos, next, err := r.index.listRepositories(ctx, last, n)
-	if errors.Is(err, client.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	return repos, next != "", nil
+	return r.index.CollectRepositories(ctx, last, n)
 }
 
 // Referrers lists the manifests of repo whose subject is d, from its referrer/ links. A link
 // whose manifest is gone (deleted while the link was being removed) is skipped.
 func (r *Registry) Referrers(ctx context.Context, repo string, d digest.Digest) ([]ocispec.Descriptor, error) {
-	links, err := r.index.listLinks(ctx, repo, registry.ReferrersPrefix(d))
+	links, err := r.index.ListLinks(ctx, repo, registry.ReferrersPrefix(d), false)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +308,7 @@ func (r *Registry) CommitUpload(ctx context.Context, repo, id string, d digest.D
 	if err != nil {
 		return fmt.Errorf("commit upload as %s in %s: %w", d, repo, err)
 	}
-	if err := r.index.putLink(ctx, repo, registry.BlobLink(d), s); err != nil {
+	if _, err := r.index.PutLink(ctx, repo, registry.BlobLink(d), s); err != nil {
 		return fmt.Errorf("link blob %s into %s: %w", d, repo, err)
 	}
 	return nil
@@ -362,7 +348,7 @@ func (r *Registry) MountBlob(ctx context.Context, repo, from string, d digest.Di
 		}
 		return false, err
 	}
-	if err := r.index.putLink(ctx, repo, registry.BlobLink(d), s); err != nil {
+	if _, err := r.index.PutLink(ctx, repo, registry.BlobLink(d), s); err != nil {
 		return false, fmt.Errorf("link blob %s into %s: %w", d, repo, err)
 	}
 	return true, nil
@@ -382,16 +368,16 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, m *registry.Man
 	if err := r.origins.upload(ctx, repo, s, m.Body); err != nil {
 		return fmt.Errorf("store manifest %s of %s: %w", m.Digest, repo, err)
 	}
-	if err := r.index.putLink(ctx, repo, registry.ManifestLink(m.Digest), s); err != nil {
+	if _, err := r.index.PutLink(ctx, repo, registry.ManifestLink(m.Digest), s); err != nil {
 		return fmt.Errorf("link manifest %s into %s: %w", m.Digest, repo, err)
 	}
 	if m.Subject != nil {
-		if err := r.index.putLink(ctx, repo, registry.ReferrerLink(m.Subject.Digest, m.Digest), m.Digest); err != nil {
+		if _, err := r.index.PutLink(ctx, repo, registry.ReferrerLink(m.Subject.Digest, m.Digest), m.Digest); err != nil {
 			return fmt.Errorf("link manifest %s as a referrer of %s in %s: %w", m.Digest, m.Subject.Digest, repo, err)
 		}
 	}
 	for _, t := range tags {
-		if err := r.index.putTag(ctx, repo, t, m.Digest); err != nil {
+		if _, err := r.index.PutTag(ctx, repo, t, m.Digest); err != nil {
 			return fmt.Errorf("tag %s:%s: %w", repo, t, err)
 		}
 	}
@@ -423,7 +409,7 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry
 		}
 		seen[rf.link] = true
 		g.Go(func() error {
-			_, err := r.index.getLink(gctx, repo, rf.link)
+			_, err := r.index.GetLink(gctx, repo, rf.link, false)
 			if errors.Is(err, client.ErrNotFound) {
 				missing[i] = true
 				return nil
@@ -462,7 +448,7 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, d digest.Dig
 		r.log.Warn("delete manifest: cannot read it to find its subject; a referrer link may remain", "repo", repo, "digest", d, "err", err)
 		m = nil
 	}
-	if _, err := r.index.deleteLink(ctx, repo, registry.ManifestLink(d)); err != nil {
+	if _, err := r.index.DeleteLink(ctx, repo, registry.ManifestLink(d)); err != nil {
 		if errors.Is(err, client.ErrNotFound) {
 			return fmt.Errorf("manifest %s in %s: %w", d, repo, registry.ErrManifestUnknown)
 		}
@@ -470,7 +456,7 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, d digest.Dig
 	}
 	var errs []error
 	if m != nil && m.Subject != nil {
-		if _, err := r.index.deleteLink(ctx, repo, registry.ReferrerLink(m.Subject.Digest, d)); err != nil && !errors.Is(err, client.ErrNotFound) {
+		if _, err := r.index.DeleteLink(ctx, repo, registry.ReferrerLink(m.Subject.Digest, d)); err != nil && !errors.Is(err, client.ErrNotFound) {
 			errs = append(errs, err)
 		}
 	}
@@ -491,7 +477,7 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, d digest.Dig
 func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) error {
 	last := ""
 	for {
-		tags, next, err := r.index.listTags(ctx, repo, last, untagPage)
+		tags, next, err := r.index.ListTags(ctx, repo, last, untagPage)
 		if errors.Is(err, client.ErrNotFound) {
 			return nil
 		}
@@ -525,14 +511,14 @@ func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) erro
 }
 
 func (r *Registry) untagOne(ctx context.Context, repo, tag string, d digest.Digest) error {
-	t, err := r.index.getTag(ctx, repo, tag, false)
+	t, err := r.index.GetTag(ctx, repo, tag, false)
 	if errors.Is(err, client.ErrNotFound) || err == nil && t.Digest != d {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	old, err := r.index.deleteTag(ctx, repo, tag)
+	old, err := r.index.DeleteTag(ctx, repo, tag)
 	if errors.Is(err, client.ErrNotFound) {
 		return nil
 	}
@@ -540,14 +526,15 @@ func (r *Registry) untagOne(ctx context.Context, repo, tag string, d digest.Dige
 		return err
 	}
 	if old.Digest != d {
-		return r.index.putTag(ctx, repo, tag, old.Digest)
+		_, err = r.index.PutTag(ctx, repo, tag, old.Digest)
+		return err
 	}
 	return nil
 }
 
 // DeleteTag removes a tag (not the manifest it points at).
 func (r *Registry) DeleteTag(ctx context.Context, repo, tag string) error {
-	_, err := r.index.deleteTag(ctx, repo, tag)
+	_, err := r.index.DeleteTag(ctx, repo, tag)
 	if errors.Is(err, client.ErrNotFound) {
 		return fmt.Errorf("tag %s of %s: %w", tag, repo, registry.ErrManifestUnknown)
 	}
@@ -557,7 +544,7 @@ func (r *Registry) DeleteTag(ctx context.Context, repo, tag string) error {
 // DeleteBlob removes blob d from repo (its blob/ link); the bytes stay on the origins and in
 // storage, where other repositories may use them.
 func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
-	_, err := r.index.deleteLink(ctx, repo, registry.BlobLink(d))
+	_, err := r.index.DeleteLink(ctx, repo, registry.BlobLink(d))
 	if errors.Is(err, client.ErrNotFound) {
 		return fmt.Errorf("blob %s in %s: %w", d, repo, registry.ErrBlobUnknown)
 	}

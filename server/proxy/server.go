@@ -15,6 +15,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
 )
@@ -92,8 +93,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.reg = &Registry{
 		log: s.log,
-		index: newIndex(cfg.BuildIndex, s.hc, cfg.Timeouts.BuildIndex,
-			func() { m.failovers.WithLabelValues("build_index").Inc() }),
+		index: client.NewBuildIndexes(cfg.BuildIndex, s.hc, client.BuildIndexesOptions{
+			Attempt: cfg.Timeouts.BuildIndex,
+			OnFailure: func(_, next string) {
+				if next != "" {
+					m.failovers.WithLabelValues("build_index").Inc()
+				}
+			},
+		}),
 		origins: &origins{ring: s.ring, hc: s.hc,
 			failovers: func() { m.failovers.WithLabelValues("origin").Inc() }},
 		cache:   registry.NewManifestCache(int64(cfg.ManifestCache), 0),
@@ -156,5 +163,5 @@ func (s *Server) ready(ctx context.Context) error {
 	if !healthy {
 		return errors.New("no origin is healthy")
 	}
-	return s.reg.index.ready(ctx)
+	return s.reg.index.Ready(ctx)
 }
