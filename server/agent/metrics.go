@@ -1,11 +1,6 @@
 package agent
 
 import (
-	"io"
-	"net/http"
-	"strconv"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -43,51 +38,3 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
-
-// statusRecorder remembers the status a handler sent.
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(p []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return r.ResponseWriter.Write(p)
-}
-
-// ReadFrom keeps sendfile available through the wrapper: the scheduler copies file ranges to
-// the response with io.CopyN, which ends in the connection's ReadFrom.
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return io.Copy(r.ResponseWriter, src)
-}
-
-// Unwrap lets http.ResponseController reach the connection (Flush for event streams).
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-func (s *Server) instrument(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		code := "aborted" // stays so when the handler panics with http.ErrAbortHandler
-		defer func() {
-			s.metrics.requests.WithLabelValues(r.Method, code).Observe(time.Since(start).Seconds())
-		}()
-		h.ServeHTTP(rec, r)
-		code = strconv.Itoa(max(rec.code, http.StatusOK))
-	})
-}
-
-// Interface guards
-var _ io.ReaderFrom = (*statusRecorder)(nil)

@@ -144,7 +144,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, nil)
-	s.http = httpserve.NewServer(s.instrument(registry.Mount(s.oci, mux)))
+	s.http = httpserve.NewServer(httpserve.Instrument(registry.Mount(s.oci, mux), s.metrics.requests))
 	return s, nil
 }
 

@@ -225,7 +225,7 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(s.instrument(mux))
+	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
 	s.http.RegisterOnShutdown(s.stop)
 	return s, nil
 }

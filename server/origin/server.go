@@ -185,7 +185,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(s.instrument(mux))
+	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
 	return s, nil
 }
 

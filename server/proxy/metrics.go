@@ -1,11 +1,6 @@
 package proxy
 
 import (
-	"io"
-	"net/http"
-	"strconv"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,40 +35,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-// ReadFrom keeps the underlying writer's ReadFrom (sendfile, splice) available through the
-// wrapper.
-func (r *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	return io.Copy(r.ResponseWriter, src)
-}
-
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-func (m *metrics) instrument(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		h.ServeHTTP(rec, r)
-		code := rec.code
-		if code == 0 {
-			code = http.StatusOK
-		}
-		m.requests.WithLabelValues(r.Method, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
-	})
 }

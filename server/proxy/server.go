@@ -110,7 +110,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	admin.Mount(mux, deps.Gatherer, s.ready)
 	oci := registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log})
-	s.http = httpserve.NewServer(m.instrument(registry.Mount(oci, mux)))
+	s.http = httpserve.NewServer(httpserve.Instrument(registry.Mount(oci, mux), m.requests))
 	return s, nil
 }
 

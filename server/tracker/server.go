@@ -107,7 +107,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(s.instrument(mux))
+	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
 	s.http.RegisterOnShutdown(s.stop)
 	return s, nil
 }
