@@ -12,7 +12,8 @@
 #   go test -race -count=1 -run Docker ./test/e2e/
 #   scripts/docker-up.sh stop
 #
-# Exports DOCKER_HOST, the socket of the daemon to use. When a daemon already answers (at
+# Exports DOCKER_HOST, the socket of the daemon to use, and CONTAINERD_ADDRESS, the socket of the
+# containerd it runs on, when one is found (the containerd mirror test pulls with ctr there). When a daemon already answers (at
 # $DOCKER_HOST, or at Docker's default socket), start uses it, starts nothing, and stop leaves it
 # alone. Otherwise start runs a private dockerd with everything under DIR (default
 # ${TMPDIR:-/tmp}/krakenctl-docker): its socket (DIR/docker.sock), data root, exec root,
@@ -77,6 +78,18 @@ answers() {
 
 alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# export_containerd SOCKET...: print the export line of the first containerd socket that exists.
+export_containerd() {
+	local s
+	for s in "$@"; do
+		if [[ -S $s ]]; then
+			printf 'export CONTAINERD_ADDRESS=%q\n' "$s"
+			return 0
+		fi
+	done
+	log "no containerd socket found (looked at $*); the containerd test will not run"
+}
+
 start() {
 	local dir=${1:-$default_dir}
 	command -v docker >/dev/null || { log "no docker client on PATH; run $0 install"; return 1; }
@@ -85,6 +98,10 @@ start() {
 		if answers "$h"; then
 			log "using the daemon that answers at $h (not started here, so stop leaves it alone)"
 			printf 'export DOCKER_HOST=%q\n' "$h"
+			# Debian's dockerd uses the system containerd; a dockerd on its own runs one under
+			# its exec root; a private one of this script under $dir/exec.
+			export_containerd /run/containerd/containerd.sock /var/run/docker/containerd/containerd.sock \
+				"$dir/exec/containerd/containerd.sock"
 			return 0
 		fi
 	done
@@ -94,6 +111,7 @@ start() {
 		if answers "$sock"; then # left by an interrupted run: use it; stop will end it
 			log "using dockerd $(cat "$dir/dockerd.pid"), started earlier by this script, at $sock"
 			printf 'export DOCKER_HOST=%q\n' "$sock"
+			export_containerd "$dir/exec/containerd/containerd.sock"
 			return 0
 		fi
 		log "a dockerd started by this script already runs from $dir (pid $(cat "$dir/dockerd.pid")) but does not answer; stop it first"
@@ -130,6 +148,7 @@ start() {
 	done
 	log "dockerd $(cat "$dir/dockerd.pid") answering at $sock (state in $dir, log $logfile)"
 	printf 'export DOCKER_HOST=%q\n' "$sock"
+	export_containerd "$dir/exec/containerd/containerd.sock"
 }
 
 # stop_in DIR stops the dockerd that start left in DIR, then removes DIR.
