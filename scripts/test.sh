@@ -12,7 +12,7 @@
 #                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
 #      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
 #                     else a private dockerd, logging to $KRAKENCTL_TEST_LOG_DIR/dockerd.log)
-#                     -> DOCKER_HOST
+#                     -> DOCKER_HOST CONTAINERD_ADDRESS
 #    (a server whose variables are already set in the environment is used as is, not started),
 # 3. sets KRAKENCTL_REQUIRE_REAL_SERVERS=1: tests that need one of these servers fail instead
 #    of skipping when its variable is missing,
@@ -97,7 +97,15 @@ start_server "registry" REGISTRY_ADDR \
 start_server "Docker" DOCKER_HOST \
   env DOCKER_UP_LOG="$LOG_DIR/dockerd.log" scripts/docker-up.sh start "$DOCKER_DIR"
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-export REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD DOCKER_HOST
+# The containerd under the Docker daemon (for the containerd mirror test): docker-up.sh exports
+# it; with a daemon given in the environment, look where Debian's and Docker's own put it.
+if [ -z "${CONTAINERD_ADDRESS:-}" ]; then
+  for s in /run/containerd/containerd.sock /var/run/docker/containerd/containerd.sock; do
+    if [ -S "$s" ]; then CONTAINERD_ADDRESS=$s; break; fi
+  done
+fi
+log "containerd: CONTAINERD_ADDRESS=${CONTAINERD_ADDRESS:-(none found)}"
+export REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD DOCKER_HOST CONTAINERD_ADDRESS
 export KRAKENCTL_REQUIRE_REAL_SERVERS=${KRAKENCTL_REQUIRE_REAL_SERVERS:-1}
 
 status=0
