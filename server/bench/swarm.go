@@ -155,6 +155,13 @@ type SwarmAgent struct {
 	FirstByteS float64 `json:"first_byte_s"`
 	// Efficiency is (Size/Rate)/TimeS.
 	Efficiency float64 `json:"efficiency"`
+	// The agent's own account of its torrent, in seconds from the common start (null when it
+	// did not say): DownloadedS when it held every piece, CheckedS when the whole blob's digest
+	// matched (which releases the last byte), CommittedS when the blob was in its store.
+	// TimeS - DownloadedS is the tail the client waited after the last piece arrived.
+	DownloadedS *float64 `json:"downloaded_s"`
+	CheckedS    *float64 `json:"checked_s"`
+	CommittedS  *float64 `json:"committed_s"`
 	// BytesIn counts the piece bytes the agent received, BytesInOrigin the part from the
 	// origin; BytesOut the piece bytes it sent to other agents; WastedBytes the bytes it
 	// received but did not need (duplicates, cancelled requests).
@@ -188,6 +195,12 @@ type SwarmResult struct {
 	// EfficiencyP50 and EfficiencyP99 are IdealS/P50S and IdealS/P99S.
 	EfficiencyP50 float64 `json:"efficiency_p50"`
 	EfficiencyP99 float64 `json:"efficiency_p99"`
+	// Medians over the agents of where a client's time went: FirstByteP50S to the first byte,
+	// DownloadedP50S until the agent held every piece, TailP50S from then to the client's last
+	// byte (0 where no agent said when it held every piece).
+	FirstByteP50S  float64 `json:"first_byte_p50_s"`
+	DownloadedP50S float64 `json:"downloaded_p50_s"`
+	TailP50S       float64 `json:"tail_p50_s"`
 
 	// OriginBytesOut is what the origin sent to the swarm for the blob; OriginCopies is that in
 	// copies of the blob.
@@ -351,6 +364,10 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	phaseStart := time.Now()
 	pulls, err := pullAll(ctx, sw.http, sw.agents, digests[0], crcs[0], cfg.Size, !cfg.SkipVerify, cfg.Timeout, &got)
 	wall := time.Since(phaseStart)
+	released := phaseStart
+	if len(pulls) > 0 {
+		released = pulls[0].start
+	}
 	stopTick()
 	if err != nil {
 		return SwarmResult{}, err
@@ -367,6 +384,14 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
 
 	times := make([]float64, len(pulls))
+	var firsts, dls, tails []float64
+	since := func(t *time.Time) *float64 {
+		if t == nil {
+			return nil
+		}
+		s := t.Sub(released).Seconds()
+		return &s
+	}
 	for i, p := range pulls {
 		a := SwarmAgent{Agent: i + 1, TimeS: p.last.Seconds(), FirstByteS: p.first.Seconds()}
 		a.Efficiency = res.IdealS / a.TimeS
@@ -377,7 +402,13 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 		for _, t := range st {
 			if t.Digest == digests[0] {
 				a.BytesIn, a.BytesInOrigin, a.BytesOut, a.WastedBytes = t.BytesIn, t.BytesInOrigin, t.BytesOut, t.Wasted
+				a.DownloadedS, a.CheckedS, a.CommittedS = since(t.Downloaded), since(t.Checked), since(t.Finished)
 			}
+		}
+		firsts = append(firsts, a.FirstByteS)
+		if a.DownloadedS != nil {
+			dls = append(dls, *a.DownloadedS)
+			tails = append(tails, a.TimeS-*a.DownloadedS)
 		}
 		res.PerAgent = append(res.PerAgent, a)
 		times[i] = a.TimeS
@@ -386,6 +417,10 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	res.P50S, res.P90S = percentile(times, 50), percentile(times, 90)
 	res.P99S, res.MaxS = percentile(times, 99), times[len(times)-1]
 	res.EfficiencyP50, res.EfficiencyP99 = res.IdealS/res.P50S, res.IdealS/res.P99S
+	for _, v := range [][]float64{firsts, dls, tails} {
+		slices.Sort(v)
+	}
+	res.FirstByteP50S, res.DownloadedP50S, res.TailP50S = percentile(firsts, 50), percentile(dls, 50), percentile(tails, 50)
 	if res.BaselineS != nil {
 		r50, r99 := res.P50S / *res.BaselineS, res.P99S / *res.BaselineS
 		res.RatioP50, res.RatioP99 = &r50, &r99
@@ -485,8 +520,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// pull is one client's timing, from the common start.
+// pull is one client's timing, from the common start (the moment every client was released).
 type pull struct {
+	start       time.Time
 	first, last time.Duration
 }
 
@@ -542,6 +578,7 @@ func pullAll(ctx context.Context, hc *http.Client, agents []*agentProc, d digest
 				}
 				pulls[i].last = time.Since(start)
 				pulls[i].first = w.first
+				pulls[i].start = start
 				if w.n != size {
 					return fmt.Errorf("read %d bytes, want %d", w.n, size)
 				}

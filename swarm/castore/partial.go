@@ -604,6 +604,38 @@ func (p *Partial) readFull(b []byte, off int64) error {
 	return fmt.Errorf("read data: %w", err)
 }
 
+// Verify hashes what HashTo has not and checks the blob's digest, without committing: once it
+// returns nil the whole file is frozen and holds exactly the blob's bytes, so a caller may let
+// readers see all of it before Commit makes it durable and renames it into place (Commit then
+// hashes nothing again). On ErrDigestMismatch the Partial is closed and its directory removed,
+// as Commit does; on any other error (a cancelled ctx, say) it stays open and Verify or Commit
+// can be retried. ctx bounds the hashing. It is serialised with HashTo and Commit, and fails
+// with fs.ErrClosed after Close.
+func (p *Partial) Verify(ctx context.Context) error {
+	p.hashMu.Lock()
+	defer p.hashMu.Unlock()
+	if err := p.verify(ctx); err != nil {
+		return fmt.Errorf("verify partial %s: %w", p.digest, err)
+	}
+	return nil
+}
+
+// verify hashes the rest of the file and compares the digest, closing and removing the
+// Partial on a mismatch. p.hashMu is held.
+func (p *Partial) verify(ctx context.Context) error {
+	if err := p.hashTo(ctx, p.size); err != nil {
+		return err
+	}
+	if got := digest.NewDigest(p.digest.Algorithm(), p.h); got != p.digest {
+		p.store.metrics.mismatched()
+		if err := p.finish(true); err != nil {
+			p.store.log.Warn("castore: cannot remove partial download", "digest", p.digest, "err", err)
+		}
+		return fmt.Errorf("%w: the %d bytes written have digest %s", ErrDigestMismatch, p.size, got)
+	}
+	return nil
+}
+
 // Commit makes the download the blob: it hashes what HashTo has not, compares the digest,
 // syncs the data and renames the file into place as Ingest and CommitUpload do, evicting
 // least recently used blobs to make room (partial downloads are not counted against the
@@ -641,15 +673,8 @@ func (p *Partial) commit(ctx context.Context) (Info, error) {
 		}
 		return info, nil
 	}
-	if err := p.hashTo(ctx, p.size); err != nil {
+	if err := p.verify(ctx); err != nil {
 		return Info{}, err
-	}
-	if got := digest.NewDigest(p.digest.Algorithm(), p.h); got != p.digest {
-		s.metrics.mismatched()
-		if err := p.finish(true); err != nil {
-			s.log.Warn("castore: cannot remove partial download", "digest", p.digest, "err", err)
-		}
-		return Info{}, fmt.Errorf("%w: the %d bytes written have digest %s", ErrDigestMismatch, p.size, got)
 	}
 	// Everything is frozen, so no write is in flight or can start: sync before taking fileMu,
 	// so that OpenFile, State and SaveState wait only for the rename.

@@ -240,6 +240,58 @@ func TestPartialDigestMismatch(t *testing.T) {
 	require.Equal(t, make([]byte, len(data)), readAll(t, p2, len(data)))
 }
 
+func TestPartialVerifyChecksWithoutCommitting(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	reg := prometheus.NewRegistry()
+	s := openStore(t, dir, castore.Options{Registerer: reg})
+	data := blobData(331, 3<<20)
+	d := digest.FromBytes(data)
+	p := openPartial(t, s, d, len(data))
+	writePiece(t, p, data, [2]int{0, len(data)})
+
+	// A good blob: verified, frozen whole, but not in the store until Commit.
+	require.NoError(t, p.Verify(t.Context()))
+	require.Equal(t, int64(len(data)), p.Hashed())
+	_, err := s.Stat(d)
+	require.ErrorIs(t, err, castore.ErrNotFound)
+	require.Len(t, s.Partials(), 1)
+	_, err = p.WriteAt([]byte{0}, p.Size()-1)
+	require.ErrorIs(t, err, castore.ErrRangeFrozen)
+	require.NoError(t, p.Verify(t.Context()), "verifying twice is harmless")
+	_, err = p.Commit(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, data, readBlob(t, s, d))
+	require.Zero(t, metricValue(t, reg, "krakenctl_castore_digest_mismatches_total"))
+
+	// A bad one: the Partial is spent and gone, as after a failed Commit.
+	data2 := blobData(332, 1<<20)
+	d2 := digest.FromBytes(data2)
+	p2 := openPartial(t, s, d2, len(data2))
+	bad := bytes.Clone(data2)
+	bad[len(bad)-1] ^= 1
+	writePiece(t, p2, bad, [2]int{0, len(bad)})
+	err = p2.Verify(t.Context())
+	require.ErrorIs(t, err, castore.ErrDigestMismatch)
+	require.InDelta(t, 1, metricValue(t, reg, "krakenctl_castore_digest_mismatches_total"), 0)
+	require.NoDirExists(t, partialDir(dir, d2))
+	_, err = s.Stat(d2)
+	require.ErrorIs(t, err, castore.ErrNotFound)
+	_, err = p2.Commit(t.Context())
+	require.ErrorIs(t, err, fs.ErrClosed)
+
+	// A cancelled ctx with bytes left to hash changes nothing; a retry succeeds.
+	data3 := blobData(333, 2<<20)
+	d3 := digest.FromBytes(data3)
+	p3 := openPartial(t, s, d3, len(data3))
+	writePiece(t, p3, data3, [2]int{0, len(data3)})
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	require.ErrorIs(t, p3.Verify(cancelled), context.Canceled)
+	require.Len(t, s.Partials(), 1)
+	require.NoError(t, p3.Verify(t.Context()))
+}
+
 func TestPartialResumesAfterReopen(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -24,12 +24,17 @@ type TorrentStats struct {
 	// BytesOut counts piece bytes sent to peers.
 	BytesOut int64 `json:"bytes_out"`
 	// Wasted counts bytes received that were not needed (duplicates, cancelled pieces).
-	Wasted    int64       `json:"wasted_bytes"`
-	BadPieces int         `json:"bad_pieces"`
-	Started   time.Time   `json:"started"`
-	Finished  *time.Time  `json:"finished,omitempty"`
-	Error     string      `json:"error,omitempty"`
-	Peers     []PeerStats `json:"peers"`
+	Wasted    int64     `json:"wasted_bytes"`
+	BadPieces int       `json:"bad_pieces"`
+	Started   time.Time `json:"started"`
+	// Downloaded is when the last missing piece was verified and written (downloads started by
+	// Open only); Checked when the whole blob's digest matched, releasing its last byte to
+	// readers; Finished when the blob was committed to the store (made durable and renamed).
+	Downloaded *time.Time  `json:"downloaded,omitempty"`
+	Checked    *time.Time  `json:"checked,omitempty"`
+	Finished   *time.Time  `json:"finished,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	Peers      []PeerStats `json:"peers"`
 }
 
 // PeerStats is a snapshot of one connection.
@@ -56,6 +61,14 @@ func (t *torrent) stats() TorrentStats {
 	}
 	if t.have != nil {
 		st.Have = t.have.Count()
+	}
+	if !t.downloaded.IsZero() {
+		d := t.downloaded
+		st.Downloaded = &d
+	}
+	if !t.checkedAt.IsZero() {
+		c := t.checkedAt
+		st.Checked = &c
 	}
 	switch {
 	case t.err != nil && !t.committed:

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -225,4 +227,48 @@ func TestTorrentMetrics(t *testing.T) {
 	require.Equal(t, float64(17), values["krakenctl_swarm_torrent_pieces/have"])
 	require.Equal(t, float64(len(blob)), values["krakenctl_swarm_torrent_bytes/in_origin"], "everything came from the origin")
 	require.Zero(t, values["krakenctl_swarm_torrent_bytes/in_peer"])
+}
+
+// A metainfo whose pieces all check out but whose blob is not the digest's (an origin that
+// lies): a reader gets every byte but the last, then the failure; nothing is stored.
+func TestLastByteWaitsForTheBlobDigest(t *testing.T) {
+	t.Parallel()
+	real := randomBlob(t, 3<<20+12345)
+	fake := bytes.Clone(real)
+	fake[len(fake)-1] ^= 1
+	d := digest.FromBytes(real)
+
+	// The origin's store holds fake's bytes under d, with fake's metainfo relabelled d.
+	dir := t.TempDir()
+	st, err := castore.Open(dir, castore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "blobs", "sha256", d.Encoded()), fake, 0o644))
+	mi, err := metainfo.Generate(t.Context(), bytes.NewReader(fake), int64(len(fake)))
+	require.NoError(t, err)
+	mi.Digest = d
+	data, err := mi.Encode()
+	require.NoError(t, err)
+	st, err = castore.Open(dir, castore.Options{})
+	require.NoError(t, err)
+	require.NoError(t, st.PutMeta(d, scheduler.MetainfoKind, data))
+	require.NoError(t, st.Close())
+	origin := startNode(t, dir, scheduler.Config{SeedOnly: true}, nil)
+	tr := newFakeTracker()
+	tr.mi[d] = mi
+	tr.origins = append(tr.origins, announce.Peer{ID: origin.s.PeerID().String(), Addr: origin.s.Addr(), Origin: true, Complete: true})
+
+	agent := startNode(t, t.TempDir(), scheduler.Config{}, tr)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	dl, err := agent.s.Open(ctx, "library/test", d)
+	require.NoError(t, err)
+	defer dl.Close()
+	var buf bytes.Buffer
+	_, err = dl.CopyRange(ctx, &buf, 0, dl.Size())
+	require.ErrorIs(t, err, castore.ErrDigestMismatch)
+	require.Equal(t, fake[:len(fake)-1], buf.Bytes(), "everything but the last byte, which waits for the digest")
+	_, err = agent.store.Stat(d)
+	require.ErrorIs(t, err, castore.ErrNotFound)
 }

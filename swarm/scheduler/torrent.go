@@ -44,6 +44,7 @@ type torrent struct {
 	have       *wire.Bitfield
 	partial    *castore.Partial
 	committed  bool
+	checked    bool // every piece is held and the whole blob's digest matched
 	committing bool // Partial.Commit is running: the partial is being closed
 	err        error
 	conns      map[piece.PeerID]*conn
@@ -54,6 +55,8 @@ type torrent struct {
 	dirty      bool
 	depth      int
 	started    time.Time
+	downloaded time.Time // when the last missing piece was held
+	checkedAt  time.Time // when checked became true
 	finished   time.Time
 	lastActive time.Time
 	tot        totals
@@ -150,9 +153,10 @@ func (t *torrent) broadcast() {
 }
 
 // released is how many bytes readers may see: the verified prefix, less the last byte until
-// the whole blob's digest is checked.
+// the whole blob's digest is checked. The check, not the commit, releases the last byte: the
+// commit's sync and rename change no byte a reader sees.
 func (t *torrent) released() int64 {
-	if t.committed {
+	if t.committed || t.checked {
 		return t.mi.Length
 	}
 	if t.prefix == t.mi.Length {
@@ -432,6 +436,16 @@ func (t *torrent) hashLoop(ctx context.Context) {
 			}
 		}
 		if target == size {
+			if err := p.Verify(ctx); err != nil {
+				if ctx.Err() == nil {
+					t.fail(fmt.Errorf("check download: %w", err))
+				}
+				return
+			}
+			t.mu.Lock()
+			t.checked, t.checkedAt = true, t.s.now()
+			t.broadcast()
+			t.mu.Unlock()
 			t.commit(ctx, p)
 			return
 		}
@@ -949,6 +963,9 @@ func (t *torrent) gotPieceLocked(c *conn, i int) {
 	}
 	if t.advancePrefix() || t.picker.Complete() {
 		t.broadcast()
+	}
+	if t.picker.Complete() && t.downloaded.IsZero() {
+		t.downloaded = t.s.now()
 	}
 	if t.picker.Endgame() || len(cancels) > 0 {
 		t.fillAll()
