@@ -103,6 +103,16 @@ func (t *torrent) ssSent(c *conn, i int) {
 	if c.shown.Has(i) && !c.remote.Has(i) {
 		c.showPending--
 	}
+	// An agent announces a piece to every peer but the one it got it from, so the origin
+	// would never hear of the pieces it sent itself: count them as the agent's now. Else its
+	// availability stays 0 (the origin might reveal it again) and, worse, the agent's lowest
+	// missing piece as seen from here never moves past the first piece it got from the
+	// origin, so pick's window (the pieces right after it) points at the start of the blob
+	// and the pieces the agent's prefix waits for are revealed in random order.
+	if !c.remote.Has(i) {
+		c.remote.Set(i)
+		t.ss.avail[i]++
+	}
 	t.reveal(c, false)
 }
 
