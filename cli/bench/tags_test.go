@@ -15,13 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
+
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/bench"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
 }
 
 func Test_NewCmdTags(t *testing.T) {

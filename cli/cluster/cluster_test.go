@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
+
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
@@ -24,7 +26,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
 }
 
 func Test_NewCmdStatus(t *testing.T) {

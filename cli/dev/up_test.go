@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
+
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -26,7 +28,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
 }
 
 func Test_NewCmdUp(t *testing.T) {

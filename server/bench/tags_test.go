@@ -10,10 +10,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
 }
 
 func TestTagsSmall(t *testing.T) {

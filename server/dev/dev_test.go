@@ -20,13 +20,15 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
+
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
 }
 
 // httpClient returns a client whose idle connections are closed when the test ends.

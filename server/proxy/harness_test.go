@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
+
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/backends"
@@ -26,7 +28,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers()) }
 
 // stack is a real cluster in one process: origins over a shared filesystem backend and a
 // single-node build-index that checks content on the origins. Proxies are added with
