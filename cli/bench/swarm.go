@@ -150,6 +150,8 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	t.Row("time p50 / p90 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.2f s", r.P50S, r.P90S, r.P99S, r.MaxS))
 	t.Row("efficiency p50 / p99", fmt.Sprintf("%.3f / %.3f (ideal %s: %s at %s/s)", r.EfficiencyP50, r.EfficiencyP99,
 		seconds(r.IdealS), bytesCell(r.SizeBytes), bytesCell(r.RateBytesPerS)))
+	t.Row("p50: first byte / every piece held / tail", fmt.Sprintf("%s / %s / %s (the tail: from the agent holding every piece to the client's last byte)",
+		seconds(r.FirstByteP50S), seconds(r.DownloadedP50S), seconds(r.TailP50S)))
 	if r.BaselineS != nil {
 		t.Row("baseline: one agent alone", fmt.Sprintf("%s (efficiency %.3f)", seconds(*r.BaselineS), *r.BaselineEfficiency))
 		t.Row("p50 / baseline, p99 / baseline", fmt.Sprintf("%.3f, %.3f", *r.RatioP50, *r.RatioP99))

@@ -117,7 +117,7 @@ func TestPrintSwarm(t *testing.T) {
 			{Agent: 1, TimeS: 21, FirstByteS: 0.25, Efficiency: 20.48 / 21, BytesIn: 512 << 20, BytesInOrigin: 300 << 20, BytesOut: 200 << 20},
 			{Agent: 2, TimeS: 22, FirstByteS: 0.5, Efficiency: 20.48 / 22, BytesIn: 513 << 20, BytesInOrigin: 300 << 20, BytesOut: 212 << 20, WastedBytes: 1 << 20},
 		},
-		SeedS: 3.5, ElapsedS: 50,
+		SeedS: 3.5, ElapsedS: 50, FirstByteP50S: 0.25, DownloadedP50S: 20.6, TailP50S: 0.4,
 	}
 	var out bytes.Buffer
 	require.NoError(t, printSwarm(&out, r))
@@ -125,15 +125,16 @@ func TestPrintSwarm(t *testing.T) {
 1      21.00 s  0.25 s      0.975       300.0 MiB    212.0 MiB   200.0 MiB      0 B
 2      22.00 s  0.50 s      0.931       300.0 MiB    213.0 MiB   212.0 MiB      1.0 MiB
 
-MEASURE                         RESULT
-time p50 / p90 / p99 / max      21.00 / 22.00 / 22.00 / 22.00 s
-efficiency p50 / p99            0.975 / 0.931 (ideal 20.48 s: 512.0 MiB at 25.0 MiB/s)
-baseline: one agent alone       20.00 s (efficiency 1.024)
-p50 / baseline, p99 / baseline  1.050, 1.100
-origin egress                   1.172 copies (600.0 MiB)
-peak RSS, whole process         300.0 MiB
-Go heap peak                    40.0 MiB
-CPU, whole process              30.0 s (1.40 cores)
+MEASURE                                    RESULT
+time p50 / p90 / p99 / max                 21.00 / 22.00 / 22.00 / 22.00 s
+efficiency p50 / p99                       0.975 / 0.931 (ideal 20.48 s: 512.0 MiB at 25.0 MiB/s)
+p50: first byte / every piece held / tail  0.25 s / 20.60 s / 0.40 s (the tail: from the agent holding every piece to the client's last byte)
+baseline: one agent alone                  20.00 s (efficiency 1.024)
+p50 / baseline, p99 / baseline             1.050, 1.100
+origin egress                              1.172 copies (600.0 MiB)
+peak RSS, whole process                    300.0 MiB
+Go heap peak                               40.0 MiB
+CPU, whole process                         30.0 s (1.40 cores)
 
 2 agents, 1 origin and 1 tracker on 127.0.0.1 in this process; every client checked every byte it read (CRC-32C against the generated blob; agents check SHA-256). 50.0s in all (seeding the origin 3.5s).
 `
