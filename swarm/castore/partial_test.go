@@ -866,3 +866,21 @@ func TestPartialCloseDuringWrites(t *testing.T) {
 	p2 := openPartial(t, s, d, size)
 	require.Equal(t, int64(size), p2.Size(), "the digest was released, the file kept")
 }
+
+// TestPartialHashToOfATruncatedFileFails truncates the data file under an open Partial, as
+// another process might: hashing the missing bytes must fail with an error, and so must Verify.
+func TestPartialHashToOfATruncatedFileFails(t *testing.T) {
+	t.Parallel()
+	data := blobData(801, 3<<20+100)
+	d := digest.FromBytes(data)
+	dir := t.TempDir()
+	s := openStore(t, dir, castore.Options{})
+	p := openPartial(t, s, d, len(data))
+	for _, r := range pieces(len(data), 1<<20) {
+		writePiece(t, p, data, r)
+	}
+	require.NoError(t, os.Truncate(filepath.Join(partialDir(dir, d), "data"), 1<<20+5))
+	require.ErrorContains(t, p.HashTo(t.Context(), int64(len(data))), "truncated")
+	require.Less(t, p.Hashed(), int64(len(data)))
+	require.Error(t, p.Verify(t.Context()))
+}
