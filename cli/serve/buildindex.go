@@ -44,11 +44,8 @@ func runBuildIndex(ctx context.Context, f *cmdutil.Factory, opts *BuildIndexOpti
 	if err := config.Load(opts.ConfigPath, &cfg); err != nil {
 		return err
 	}
-	if opts.Listen != "" {
-		cfg.SetListen(opts.Listen)
-		if err := cfg.Validate(); err != nil {
-			return fmt.Errorf("%w: --listen: %w", config.ErrInvalid, err)
-		}
+	if err := applyListen(opts.Listen, cfg.SetListen, cfg.Validate); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

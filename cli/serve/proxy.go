@@ -55,11 +55,8 @@ func runProxy(ctx context.Context, f *cmdutil.Factory, opts *ProxyOptions) error
 	if err := config.Load(opts.ConfigPath, &cfg); err != nil {
 		return err
 	}
-	if opts.Listen != "" {
-		cfg.Listen = opts.Listen
-		if err := cfg.Validate(); err != nil {
-			return fmt.Errorf("%w: --listen: %w", config.ErrInvalid, err)
-		}
+	if err := applyListen(opts.Listen, func(a string) { cfg.Listen = a }, cfg.Validate); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -104,3 +104,31 @@ func TestRunProxy(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc)
 }
+
+// TestBadListenFlag: a --listen that the config rejects is a config error naming --listen, for
+// every role that takes the flag on top of its file.
+func TestBadListenFlag(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, doc string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(doc), 0o600))
+		return p
+	}
+	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
+	ro := func(path string) RoleOptions { return RoleOptions{ConfigPath: path, Listen: "nope", LogLevel: "info"} }
+	for name, run := range map[string]func() error{
+		"proxy": func() error {
+			o := ro(write("proxy.yaml", "origins: [127.0.0.1:1]\nbuild_index: [127.0.0.1:2]\n"))
+			return runProxy(t.Context(), factory(), &o)
+		},
+		"tracker": func() error {
+			o := TrackerOptions(ro(write("tracker.yaml", "origins: [127.0.0.1:1]\n")))
+			return runTracker(t.Context(), factory(), &o)
+		},
+	} {
+		err := run()
+		require.ErrorIs(t, err, config.ErrInvalid, name)
+		require.ErrorContains(t, err, "--listen", name)
+	}
+}

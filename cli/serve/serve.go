@@ -4,11 +4,13 @@ package serve
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/server/config"
 )
 
 // NewCmdServe returns `krakenctl serve` with one sub-command per role.
@@ -73,4 +75,17 @@ func serverLogger(f *cmdutil.Factory, level string) (*slog.Logger, error) {
 		return nil, cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewJSONHandler(f.IOStreams.ErrOut, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// applyListen sets a role's listen address from --listen, when given, and validates the config
+// again, so a bad flag is a config error that names --listen.
+func applyListen(flag string, set func(string), validate func() error) error {
+	if flag == "" {
+		return nil
+	}
+	set(flag)
+	if err := validate(); err != nil {
+		return fmt.Errorf("%w: --listen: %w", config.ErrInvalid, err)
+	}
+	return nil
 }
