@@ -224,11 +224,7 @@ func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
 		t, err = s.store.Get(r.Context(), repo, tag, c)
 		return err
 	}
-	if c == tagstore.Stale {
-		err = get(c)
-	} else {
-		err = s.linearizableRead(w, r, get)
-	}
+	err = s.read(w, r, c, get)
 	if err != nil {
 		return err
 	}
@@ -300,11 +296,7 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 			tags, err = s.store.Tags(r.Context(), repo, last, n+1, c)
 			return err
 		}
-		if c == tagstore.Stale {
-			err = list(c)
-		} else {
-			err = s.linearizableRead(w, r, list)
-		}
+		err = s.read(w, r, c, list)
 		if errors.Is(err, tagstore.ErrNotFound) || err == nil && len(tags) == 0 && last == "" {
 			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeNameUnknown,
 				Message: fmt.Sprintf("repository %q has no tags", repo), Err: err}
@@ -332,11 +324,7 @@ func (s *Server) handleCatalog(w http.ResponseWriter, r *http.Request) error {
 			repos, err = s.store.Repositories(r.Context(), last, n+1, c)
 			return err
 		}
-		if c == tagstore.Stale {
-			err = list(c)
-		} else {
-			err = s.linearizableRead(w, r, list)
-		}
+		err = s.read(w, r, c, list)
 		if err != nil {
 			return err
 		}

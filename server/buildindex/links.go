@@ -181,11 +181,7 @@ func (s *Server) handleGetLink(w http.ResponseWriter, r *http.Request) error {
 		l, err = s.store.GetLink(r.Context(), repo, ref.name, c)
 		return err
 	}
-	if c == tagstore.Stale {
-		err = get(c)
-	} else {
-		err = s.linearizableRead(w, r, get)
-	}
+	err = s.read(w, r, c, get)
 	if errors.Is(err, tagstore.ErrNotFound) {
 		return unknownLink(repo, ref.name, err)
 	}
@@ -238,11 +234,7 @@ func (s *Server) handleListLinks(w http.ResponseWriter, r *http.Request) error {
 		links, err = s.store.Links(r.Context(), repo, prefix, c)
 		return err
 	}
-	if c == tagstore.Stale {
-		err = list(c)
-	} else {
-		err = s.linearizableRead(w, r, list)
-	}
+	err = s.read(w, r, c, list)
 	if err != nil {
 		return err
 	}

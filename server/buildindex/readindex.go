@@ -37,6 +37,15 @@ func (s *Server) handleReadIndex(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, readIndexResponse{Index: idx})
 }
 
+// read runs op (a read) with consistency c: directly when c is Stale, else through
+// linearizableRead.
+func (s *Server) read(w http.ResponseWriter, r *http.Request, c tagstore.Consistency, op func(tagstore.Consistency) error) error {
+	if c == tagstore.Stale {
+		return op(c)
+	}
+	return s.linearizableRead(w, r, op)
+}
+
 // linearizableRead runs op (a read) linearizably. On the leader op reads directly. On a follower
 // it asks the leader for a read index (concurrent readers share one request), waits until its
 // own state reaches it, and runs op with Stale consistency: reads spread over every node
