@@ -2,45 +2,34 @@ package registry
 
 import (
 	"net/http"
-	"regexp"
 	"strings"
+
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // MaxNameLength is the longest repository name accepted, as in distribution (the name, not
 // counting the registry host).
-const MaxNameLength = 255
+const MaxNameLength = tagstore.MaxRepositoryLen
 
 // MaxTagLength is the longest tag the spec allows.
-const MaxTagLength = 128
-
-var (
-	// nameRE is the repository name grammar (see ValidateName); tagRE the tag grammar.
-	nameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-)
+const MaxTagLength = tagstore.MaxTagLen
 
 // ValidateName checks a repository name against the spec's grammar,
 // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*, at most MaxNameLength
-// bytes. The error is an *Error with NAME_INVALID (400).
+// bytes: the grammar the build-index enforces (tagstore.ValidateRepository), answered as an
+// *Error with NAME_INVALID (400).
 func ValidateName(name string) error {
-	switch {
-	case name == "":
-		return Errorf(http.StatusBadRequest, CodeNameInvalid, "missing repository name")
-	case len(name) > MaxNameLength:
-		return Errorf(http.StatusBadRequest, CodeNameInvalid, "repository name is %d bytes, longer than %d", len(name), MaxNameLength)
-	case !nameRE.MatchString(name):
-		return Errorf(http.StatusBadRequest, CodeNameInvalid,
-			"invalid repository name %q: want lowercase components of [a-z0-9] separated by '.', '_', '__' or dashes, joined by '/'", name)
+	if err := tagstore.ValidateRepository(name); err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: CodeNameInvalid, Message: err.Error()}
 	}
 	return nil
 }
 
-// ValidateTag checks a tag against the spec's grammar, [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}. The
-// error is an *Error with TAG_INVALID (400).
+// ValidateTag checks a tag against the spec's grammar, [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, as
+// tagstore.ValidateTag does. The error is an *Error with TAG_INVALID (400).
 func ValidateTag(tag string) error {
-	if !tagRE.MatchString(tag) {
-		return Errorf(http.StatusBadRequest, CodeTagInvalid,
-			"invalid tag %q: want at most %d characters of [a-zA-Z0-9._-], not starting with '.' or '-'", tag, MaxTagLength)
+	if err := tagstore.ValidateTag(tag); err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: CodeTagInvalid, Message: err.Error()}
 	}
 	return nil
 }
