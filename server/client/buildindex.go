@@ -64,33 +64,37 @@ func (c *BuildIndex) Addr() string { return c.addr }
 // The server accepts it only when d exists in the origin cluster under namespace repo, and, when
 // d is a manifest it can parse, every blob and manifest it references.
 func (c *BuildIndex) PutTag(ctx context.Context, repo, tag string, d digest.Digest) (api.Tag, error) {
-	body, err := json.Marshal(api.PutTagRequest{Digest: d})
-	if err != nil {
-		return api.Tag{}, fmt.Errorf("put tag: %w", err)
-	}
-	var t api.Tag
-	err = c.call(ctx, http.MethodPut, api.TagPath(repo, tag), body, http.StatusOK, &t, "put tag "+repo+":"+tag)
-	return t, err
+	return entry[api.Tag](ctx, c, http.MethodPut, api.TagPath(repo, tag), d, false, "put tag "+repo+":"+tag)
 }
 
 // GetTag returns the value of repo:tag. With stale false the read is linearizable (it reflects
 // every write acknowledged before it started); with stale true the answering node reads its own
 // state, which may lag. A missing tag wraps ErrNotFound.
 func (c *BuildIndex) GetTag(ctx context.Context, repo, tag string, stale bool) (api.Tag, error) {
-	path := api.TagPath(repo, tag)
-	if stale {
-		path += "?stale=true"
-	}
-	var t api.Tag
-	err := c.call(ctx, http.MethodGet, path, nil, http.StatusOK, &t, "get tag "+repo+":"+tag)
-	return t, err
+	return entry[api.Tag](ctx, c, http.MethodGet, api.TagPath(repo, tag), "", stale, "get tag "+repo+":"+tag)
 }
 
 // DeleteTag removes repo:tag and returns the value it had. A missing tag wraps ErrNotFound.
 func (c *BuildIndex) DeleteTag(ctx context.Context, repo, tag string) (api.Tag, error) {
-	var t api.Tag
-	err := c.call(ctx, http.MethodDelete, api.TagPath(repo, tag), nil, http.StatusOK, &t, "delete tag "+repo+":"+tag)
-	return t, err
+	return entry[api.Tag](ctx, c, http.MethodDelete, api.TagPath(repo, tag), "", false, "delete tag "+repo+":"+tag)
+}
+
+// entry runs one request on the tag or link at path: a PUT of d, a GET (linearizable unless
+// stale) or a DELETE, each answered 200 with the entry's value.
+func entry[T api.Tag | api.Link](ctx context.Context, c *BuildIndex, method, path string, d digest.Digest, stale bool, op string) (T, error) {
+	var v T
+	var body []byte
+	if method == http.MethodPut {
+		var err error
+		if body, err = json.Marshal(api.PutTagRequest{Digest: d}); err != nil {
+			return v, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if stale {
+		path += "?stale=true"
+	}
+	err := c.call(ctx, method, path, body, http.StatusOK, &v, op)
+	return v, err
 }
 
 // ListTags returns one page of repo's tags in lexical order, starting after last ("" for the
@@ -175,34 +179,20 @@ func nextLast(links []string) (string, error) {
 // the origins do not hold under namespace repo (BLOB_UNKNOWN, MANIFEST_BLOB_UNKNOWN) or a
 // referrer/ value without a manifest/ link in repo (MANIFEST_UNKNOWN).
 func (c *BuildIndex) PutLink(ctx context.Context, repo, name string, d digest.Digest) (api.Link, error) {
-	body, err := json.Marshal(api.PutTagRequest{Digest: d})
-	if err != nil {
-		return api.Link{}, fmt.Errorf("put link: %w", err)
-	}
-	var l api.Link
-	err = c.call(ctx, http.MethodPut, api.LinkPath(repo, name), body, http.StatusOK, &l, "put link "+repo+" "+name)
-	return l, err
+	return entry[api.Link](ctx, c, http.MethodPut, api.LinkPath(repo, name), d, false, "put link "+repo+" "+name)
 }
 
 // GetLink returns the value of link name of repo, linearizably unless stale (as GetTag). A
 // missing link wraps ErrNotFound (code BLOB_UNKNOWN for a blob/ link, MANIFEST_UNKNOWN for
 // the others).
 func (c *BuildIndex) GetLink(ctx context.Context, repo, name string, stale bool) (api.Link, error) {
-	path := api.LinkPath(repo, name)
-	if stale {
-		path += "?stale=true"
-	}
-	var l api.Link
-	err := c.call(ctx, http.MethodGet, path, nil, http.StatusOK, &l, "get link "+repo+" "+name)
-	return l, err
+	return entry[api.Link](ctx, c, http.MethodGet, api.LinkPath(repo, name), "", stale, "get link "+repo+" "+name)
 }
 
 // DeleteLink removes link name of repo and returns the value it had. A missing link wraps
 // ErrNotFound.
 func (c *BuildIndex) DeleteLink(ctx context.Context, repo, name string) (api.Link, error) {
-	var l api.Link
-	err := c.call(ctx, http.MethodDelete, api.LinkPath(repo, name), nil, http.StatusOK, &l, "delete link "+repo+" "+name)
-	return l, err
+	return entry[api.Link](ctx, c, http.MethodDelete, api.LinkPath(repo, name), "", false, "delete link "+repo+" "+name)
 }
 
 // ListLinks returns every link of repo whose name starts with prefix, in lexical order of name,
