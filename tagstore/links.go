@@ -74,6 +74,10 @@ func (t Tag) AsLink() Link {
 // linkKinds maps each kind to the number of digests its key holds.
 var linkKinds = map[string]int{LinkKindBlob: 1, LinkKindManifest: 1, LinkKindReferrer: 2}
 
+// LinkDigests returns how many digests the key of a link of kind holds: one, two for a
+// referrer, 0 for an unknown kind.
+func LinkDigests(kind string) int { return linkKinds[kind] }
+
 // ParseLinkName splits a link name into its kind and the digests of its key (one, or two for a
 // referrer: subject, then referrer). The error wraps ErrInvalid and names the bad part.
 func ParseLinkName(name string) (kind string, keys []digest.Digest, err error) {

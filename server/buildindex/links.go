@@ -35,7 +35,7 @@ func checkLinkName(name string) (linkRef, error) {
 		return linkRef{name: name, kind: kind, keys: keys}, nil
 	}
 	code := registry.CodeNameInvalid
-	if k, rest, ok := strings.Cut(name, "/"); ok && len(name) <= tagstore.MaxLinkNameLen && linkDigests(k) == strings.Count(rest, "/")+1 {
+	if k, rest, ok := strings.Cut(name, "/"); ok && len(name) <= tagstore.MaxLinkNameLen && tagstore.LinkDigests(k) == strings.Count(rest, "/")+1 {
 		code = registry.CodeDigestInvalid // the shape is right: a digest in it is not
 	}
 	return linkRef{}, &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
@@ -52,21 +52,10 @@ func checkLinkPrefix(prefix string) error {
 		return nil
 	}
 	code := registry.CodeNameInvalid
-	if k, rest, ok := strings.Cut(prefix, "/"); ok && len(prefix) <= tagstore.MaxLinkNameLen && strings.Count(rest, "/")+1 <= linkDigests(k) {
+	if k, rest, ok := strings.Cut(prefix, "/"); ok && len(prefix) <= tagstore.MaxLinkNameLen && strings.Count(rest, "/")+1 <= tagstore.LinkDigests(k) {
 		code = registry.CodeDigestInvalid
 	}
 	return &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
-}
-
-// linkDigests is how many digests a link name of kind holds, 0 for an unknown kind.
-func linkDigests(kind string) int {
-	switch kind {
-	case tagstore.LinkKindBlob, tagstore.LinkKindManifest:
-		return 1
-	case tagstore.LinkKindReferrer:
-		return 2
-	}
-	return 0
 }
 
 // parseLinkDigest checks the value of a link PUT: a canonical sha256 or sha512 digest.
@@ -103,13 +92,23 @@ func (l linkRef) checkValue(d digest.Digest) error {
 
 // unknownLink is the 404 of a missing link: BLOB_UNKNOWN for a blob link, MANIFEST_UNKNOWN
 // for the others.
-func unknownLink(repo, name string, err error) error {
+func unknownLink(repo string, l linkRef, err error) error {
 	code := registry.CodeManifestUnknown
-	if strings.HasPrefix(name, tagstore.LinkKindBlob+"/") {
+	if l.kind == tagstore.LinkKindBlob {
 		code = registry.CodeBlobUnknown
 	}
 	return &registry.Error{Status: http.StatusNotFound, Code: code,
-		Message: fmt.Sprintf("repository %q has no link %s", repo, name), Err: err}
+		Message: fmt.Sprintf("repository %q has no link %s", repo, l.name), Err: err}
+}
+
+// linkArgs reads and checks the repository and link name of a link path.
+func linkArgs(r *http.Request) (string, linkRef, error) {
+	repo := r.PathValue("repo")
+	if err := checkRepo(repo); err != nil {
+		return "", linkRef{}, err
+	}
+	ref, err := checkLinkName(r.PathValue("name"))
+	return repo, ref, err
 }
 
 func toAPILink(l tagstore.Link) api.Link {
@@ -117,11 +116,7 @@ func toAPILink(l tagstore.Link) api.Link {
 }
 
 func (s *Server) handlePutLink(w http.ResponseWriter, r *http.Request) error {
-	repo := r.PathValue("repo")
-	if err := checkRepo(repo); err != nil {
-		return err
-	}
-	ref, err := checkLinkName(r.PathValue("name"))
+	repo, ref, err := linkArgs(r)
 	if err != nil {
 		return err
 	}
@@ -163,11 +158,7 @@ func (s *Server) handlePutLink(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleGetLink(w http.ResponseWriter, r *http.Request) error {
-	repo := r.PathValue("repo")
-	if err := checkRepo(repo); err != nil {
-		return err
-	}
-	ref, err := checkLinkName(r.PathValue("name"))
+	repo, ref, err := linkArgs(r)
 	if err != nil {
 		return err
 	}
@@ -183,7 +174,7 @@ func (s *Server) handleGetLink(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = s.read(w, r, c, get)
 	if errors.Is(err, tagstore.ErrNotFound) {
-		return unknownLink(repo, ref.name, err)
+		return unknownLink(repo, ref, err)
 	}
 	if err != nil {
 		return err
@@ -192,11 +183,7 @@ func (s *Server) handleGetLink(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleDeleteLink(w http.ResponseWriter, r *http.Request) error {
-	repo := r.PathValue("repo")
-	if err := checkRepo(repo); err != nil {
-		return err
-	}
-	ref, err := checkLinkName(r.PathValue("name"))
+	repo, ref, err := linkArgs(r)
 	if err != nil {
 		return err
 	}
@@ -207,7 +194,7 @@ func (s *Server) handleDeleteLink(w http.ResponseWriter, r *http.Request) error 
 		return err
 	})
 	if errors.Is(err, tagstore.ErrNotFound) {
-		return unknownLink(repo, ref.name, err)
+		return unknownLink(repo, ref, err)
 	}
 	if err != nil {
 		return err
@@ -272,7 +259,7 @@ func (s *Server) routeRawLinkPath(w http.ResponseWriter, r *http.Request, p stri
 			at = i // no better guess: the first, so a bad name gets its 400
 		}
 		kind, _, ok := strings.Cut(p[i+len("/links/"):], "/")
-		if ok && linkDigests(kind) > 0 {
+		if ok && tagstore.LinkDigests(kind) > 0 {
 			at = i
 			break
 		}
