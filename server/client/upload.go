@@ -103,31 +103,19 @@ func (c *Origin) AppendUpload(ctx context.Context, ns, id string, offset int64, 
 	if length != 0 {
 		hdr.Set("Expect", "100-continue")
 	}
-	body := &countingReader{r: r}
-	delay := busyRetryInitial
-	for i := 0; ; i++ {
-		var rd io.Reader = http.NoBody
-		if length != 0 {
-			rd = body
-		}
-		resp, err := c.send(ctx, http.MethodPatch, api.UploadPath(ns, id), rd, length, hdr)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", op, err)
-		}
-		if resp.StatusCode == http.StatusConflict && body.n == 0 && i < busyRetries {
-			drain(resp)
-			if err := sleep(ctx, delay); err != nil {
-				return 0, fmt.Errorf("%s: %w", op, err)
-			}
-			delay = min(2*delay, busyRetryMax)
-			continue
-		}
-		if resp.StatusCode != http.StatusAccepted {
-			return 0, sessionError(op, resp)
-		}
-		drain(resp)
-		return uploadOffsetOf(resp)
+	var body *countingReader
+	if length != 0 {
+		body = &countingReader{r: r}
 	}
+	resp, err := c.sendWhileBusy(ctx, http.MethodPatch, api.UploadPath(ns, id), body, length, hdr)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", op, err)
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, sessionError(op, resp)
+	}
+	drain(resp)
+	return uploadOffsetOf(resp)
 }
 
 // countingReader counts the bytes read through it. It hides r's other methods (Close, WriteTo)
@@ -148,7 +136,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // SHA-256 for a sha512 one (the origin answers it in Docker-Content-Digest).
 func (c *Origin) CommitUpload(ctx context.Context, ns, id string, d digest.Digest) (digest.Digest, error) {
 	path := api.UploadPath(ns, id) + "?digest=" + url.QueryEscape(d.String())
-	resp, err := c.sendIdle(ctx, http.MethodPut, path)
+	resp, err := c.sendWhileBusy(ctx, http.MethodPut, path, nil, 0, nil)
 	if err != nil {
 		return "", fmt.Errorf("commit upload: %w", err)
 	}
@@ -168,7 +156,7 @@ func (c *Origin) CommitUpload(ctx context.Context, ns, id string, d digest.Diges
 
 // CancelUpload drops session id and what it holds.
 func (c *Origin) CancelUpload(ctx context.Context, ns, id string) error {
-	resp, err := c.sendIdle(ctx, http.MethodDelete, api.UploadPath(ns, id))
+	resp, err := c.sendWhileBusy(ctx, http.MethodDelete, api.UploadPath(ns, id), nil, 0, nil)
 	if err != nil {
 		return fmt.Errorf("cancel upload: %w", err)
 	}
@@ -223,16 +211,21 @@ func (c *Origin) send(ctx context.Context, method, path string, body io.Reader, 
 	return resp, nil
 }
 
-// sendIdle sends a body-less session request, sending it again while the session is busy. It
-// returns the last answer; the caller checks its status.
-func (c *Origin) sendIdle(ctx context.Context, method, path string) (*http.Response, error) {
+// sendWhileBusy sends a session request with length bytes of body (nil for none), sending it
+// again after a pause while the origin answers 409 (the session is busy) before any byte of
+// body was read. It returns the last answer; the caller checks its status.
+func (c *Origin) sendWhileBusy(ctx context.Context, method, path string, body *countingReader, length int64, hdr http.Header) (*http.Response, error) {
+	var rd io.Reader = http.NoBody
+	if body != nil {
+		rd = body
+	}
 	delay := busyRetryInitial
 	for i := 0; ; i++ {
-		resp, err := c.send(ctx, method, path, http.NoBody, 0, nil)
+		resp, err := c.send(ctx, method, path, rd, length, hdr)
 		if err != nil {
 			return nil, err
 		}
-		if resp.StatusCode != http.StatusConflict || i == busyRetries {
+		if resp.StatusCode != http.StatusConflict || i == busyRetries || body != nil && body.n > 0 {
 			return resp, nil
 		}
 		drain(resp)
