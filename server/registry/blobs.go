@@ -64,7 +64,19 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, name, arg st
 	if body == nil {
 		return
 	}
-	if n, err := io.CopyN(w, body, length); err != nil {
+	var n int64
+	if start+length == size {
+		// The body ends where the response does (every whole-blob GET): io.Copy lets it use
+		// its WriterTo, which the agent implements by sending from the file (sendfile);
+		// io.CopyN's LimitedReader would hide it and copy through a buffer.
+		n, err = io.Copy(w, body)
+		if err == nil && n != length {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		n, err = io.CopyN(w, body, length)
+	}
+	if err != nil {
 		// The status is out; all that is left is to cut the response short, which the client
 		// sees as a body shorter than Content-Length.
 		h.log.WarnContext(r.Context(), "blob response cut short", "repo", name, "digest", d, "sent", n, "want", length, "err", err)
