@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/tagstore"
@@ -155,6 +157,33 @@ func decodeBody(b []byte, v any) error {
 	return nil
 }
 
+// readPut reads and decodes the body of a tag or link PUT, returning the body (forwarded as
+// is off the leader) and the digest it names, unchecked.
+func (s *Server) readPut(w http.ResponseWriter, r *http.Request) ([]byte, digest.Digest, error) {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return nil, "", err
+	}
+	var req api.PutTagRequest
+	if err := decodeBody(body, &req); err != nil {
+		return nil, "", err
+	}
+	return body, req.Digest, nil
+}
+
+// checkContent runs check when verify_content is on. It runs where the write happens: off the
+// leader it fails with *tagstore.NotLeaderError, so a follower forwards before fetching
+// anything.
+func (s *Server) checkContent(check func(*contentChecker) error) error {
+	if s.content == nil {
+		return nil
+	}
+	if err := s.requireLeader(); err != nil {
+		return err
+	}
+	return check(s.content)
+}
+
 // consistency reads ?stale=: linearizable unless stale=true.
 func consistency(r *http.Request) (tagstore.Consistency, error) {
 	v := r.URL.Query().Get("stale")
@@ -176,30 +205,20 @@ func (s *Server) handlePutTag(w http.ResponseWriter, r *http.Request) error {
 	if err := checkRepoTag(repo, tag); err != nil {
 		return err
 	}
-	body, err := s.readBody(w, r)
+	body, raw, err := s.readPut(w, r)
 	if err != nil {
 		return err
 	}
-	var req api.PutTagRequest
-	if err := decodeBody(body, &req); err != nil {
-		return err
-	}
-	d, err := parseTagDigest(string(req.Digest))
+	d, err := parseTagDigest(string(raw))
 	if err != nil {
 		return err
 	}
 	var t tagstore.Tag
 	err = s.onLeader(w, r, body, func() error {
-		if s.content != nil {
-			// Check where the write happens: a follower forwards before fetching anything.
-			if err := s.requireLeader(); err != nil {
-				return err
-			}
-			if err := s.content.check(r.Context(), repo, d); err != nil {
-				return err
-			}
+		err := s.checkContent(func(c *contentChecker) error { return c.check(r.Context(), repo, d) })
+		if err != nil {
+			return err
 		}
-		var err error
 		t, err = s.store.Put(r.Context(), repo, tag, d)
 		return err
 	})

@@ -120,15 +120,11 @@ func (s *Server) handlePutLink(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := s.readBody(w, r)
+	body, raw, err := s.readPut(w, r)
 	if err != nil {
 		return err
 	}
-	var req api.PutTagRequest
-	if err := decodeBody(body, &req); err != nil {
-		return err
-	}
-	d, err := parseLinkDigest(req.Digest)
+	d, err := parseLinkDigest(raw)
 	if err != nil {
 		return err
 	}
@@ -137,17 +133,11 @@ func (s *Server) handlePutLink(w http.ResponseWriter, r *http.Request) error {
 	}
 	var l tagstore.Link
 	err = s.onLeader(w, r, body, func() error {
-		if s.content != nil {
-			// Check where the write happens: a follower forwards before fetching anything, and
-			// the leader reads the links a referrer needs from its own state.
-			if err := s.requireLeader(); err != nil {
-				return err
-			}
-			if err := s.content.checkLink(r.Context(), repo, ref, d); err != nil {
-				return err
-			}
+		// On the leader only, which also reads the links a referrer needs from its own state.
+		err := s.checkContent(func(c *contentChecker) error { return c.checkLink(r.Context(), repo, ref, d) })
+		if err != nil {
+			return err
 		}
-		var err error
 		l, err = s.store.PutLink(r.Context(), repo, ref.name, d)
 		return err
 	})
