@@ -142,7 +142,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 // Torrents returns the agent's torrents (downloads and seeds), or only the one of d when d is
 // not empty.
 func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]scheduler.TorrentStats, error) {
-	resp, err := c.blobs.do(ctx, http.MethodGet, agentTorrentsPath+digestQuery(d), nil, nil)
+	resp, err := c.blobs.do(ctx, http.MethodGet, agentTorrentsPath+digestQuery(d), nil)
 	if err != nil {
 		return nil, fmt.Errorf("get torrents: %w", err)
 	}
@@ -162,7 +162,7 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]scheduler.Torr
 // returns nil when ctx ends or the agent closes the stream, else fn's or the stream's error.
 // The agent drops events for a client that reads too slowly; it never stalls the swarm.
 func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(scheduler.Event) error) error {
-	resp, err := c.blobs.do(ctx, http.MethodGet, agentEventsPath+digestQuery(d), nil, http.Header{"Accept": {"application/x-ndjson"}})
+	resp, err := c.blobs.do(ctx, http.MethodGet, agentEventsPath+digestQuery(d), http.Header{"Accept": {"application/x-ndjson"}})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

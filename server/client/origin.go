@@ -43,10 +43,20 @@ func NewOrigin(addr string, hc *http.Client) *Origin {
 // Addr returns the address the client was built with.
 func (c *Origin) Addr() string { return c.addr }
 
-func (c *Origin) do(ctx context.Context, method, path string, body io.Reader, hdr http.Header) (*http.Response, error) {
+// do makes one request without a body.
+func (c *Origin) do(ctx context.Context, method, path string, hdr http.Header) (*http.Response, error) {
+	return c.send(ctx, method, path, http.NoBody, 0, hdr)
+}
+
+// send makes one request with a body of length bytes (-1 when unknown).
+func (c *Origin) send(ctx context.Context, method, path string, body io.Reader, length int64, hdr http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
+	}
+	req.ContentLength = length
+	if length == 0 {
+		req.Body = http.NoBody
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
@@ -70,7 +80,7 @@ func (c *Origin) StatLocal(ctx context.Context, ns string, d digest.Digest) (int
 }
 
 func (c *Origin) head(ctx context.Context, path, op string) (int64, error) {
-	resp, err := c.do(ctx, http.MethodHead, path, nil, nil)
+	resp, err := c.do(ctx, http.MethodHead, path, nil)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
@@ -97,7 +107,7 @@ func (c *Origin) open(ctx context.Context, path string, offset int64) (io.ReadCl
 	if offset > 0 {
 		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", offset)}}
 	}
-	resp, err := c.do(ctx, http.MethodGet, path, nil, hdr)
+	resp, err := c.do(ctx, http.MethodGet, path, hdr)
 	if err != nil {
 		return nil, 0, fmt.Errorf("download blob: %w", err)
 	}
@@ -133,7 +143,7 @@ func totalFromContentRange(s string) (int64, error) {
 
 // Metainfo returns a blob's metainfo (piece length and piece hashes).
 func (c *Origin) Metainfo(ctx context.Context, ns string, d digest.Digest) (metainfo.MetaInfo, error) {
-	resp, err := c.do(ctx, http.MethodGet, api.MetainfoPath(ns, d), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.MetainfoPath(ns, d), nil)
 	if err != nil {
 		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: %w", err)
 	}
@@ -168,18 +178,9 @@ func (c *Origin) Replicate(ctx context.Context, ns string, d digest.Digest, r io
 }
 
 func (c *Origin) put(ctx context.Context, method, path string, r io.Reader, size int64, op string) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	resp, err := c.send(ctx, method, path, r, size, http.Header{"Content-Type": {"application/octet-stream"}})
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
-	}
-	req.ContentLength = size
-	if size == 0 {
-		req.Body = http.NoBody
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w: %w", op, c.addr, ErrNoAnswer, err)
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
 		return responseError(op, resp)
@@ -194,7 +195,7 @@ func (c *Origin) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, err
 	if d != "" {
 		path += "?digest=" + url.QueryEscape(d.String())
 	}
-	resp, err := c.do(ctx, http.MethodGet, path, nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return api.RingStatus{}, fmt.Errorf("get ring: %w", err)
 	}
@@ -211,7 +212,7 @@ func (c *Origin) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, err
 
 // Ready reports whether the origin answers /readyz with 200.
 func (c *Origin) Ready(ctx context.Context) error {
-	resp, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, "/readyz", nil)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ const maxPeerInfo = 4 << 10
 // Peer returns the origin's identity in the swarm: its peer id and the address where it accepts
 // swarm connections. The document is returned as the origin sent it; callers validate it.
 func (c *Origin) Peer(ctx context.Context) (api.PeerInfo, error) {
-	resp, err := c.do(ctx, http.MethodGet, api.PeerPath, nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.PeerPath, nil)
 	if err != nil {
 		return api.PeerInfo{}, fmt.Errorf("get peer info: %w", err)
 	}

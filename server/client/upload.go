@@ -54,7 +54,7 @@ func ValidUploadID(id string) bool {
 
 // StartUpload opens an upload session in namespace ns and returns its id (ValidUploadID holds).
 func (c *Origin) StartUpload(ctx context.Context, ns string) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns), http.NoBody, nil)
+	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns), nil)
 	if err != nil {
 		return "", fmt.Errorf("start upload: %w", err)
 	}
@@ -71,7 +71,7 @@ func (c *Origin) StartUpload(ctx context.Context, ns string) (string, error) {
 
 // UploadOffset returns how many bytes session id of namespace ns holds.
 func (c *Origin) UploadOffset(ctx context.Context, ns, id string) (int64, error) {
-	resp, err := c.do(ctx, http.MethodGet, api.UploadPath(ns, id), nil, nil)
+	resp, err := c.do(ctx, http.MethodGet, api.UploadPath(ns, id), nil)
 	if err != nil {
 		return 0, fmt.Errorf("get upload status: %w", err)
 	}
@@ -176,7 +176,7 @@ func (c *Origin) Mount(ctx context.Context, ns, from string, d digest.Digest) (o
 	if from != "" {
 		q.Set("from", from)
 	}
-	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns)+"?"+q.Encode(), http.NoBody, nil)
+	resp, err := c.do(ctx, http.MethodPost, api.UploadsPath(ns)+"?"+q.Encode(), nil)
 	if err != nil {
 		return false, fmt.Errorf("mount blob: %w", err)
 	}
@@ -189,26 +189,6 @@ func (c *Origin) Mount(ctx context.Context, ns, from string, d digest.Digest) (o
 		return false, nil
 	}
 	return false, responseError("mount blob", resp)
-}
-
-// send makes one request with a body of length bytes (-1 when unknown).
-func (c *Origin) send(ctx context.Context, method, path string, body io.Reader, length int64, hdr http.Header) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
-	}
-	req.ContentLength = length
-	if length == 0 {
-		req.Body = http.NoBody
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w: %w", method, c.addr, ErrNoAnswer, err)
-	}
-	return resp, nil
 }
 
 // sendWhileBusy sends a session request with length bytes of body (nil for none), sending it
