@@ -60,6 +60,18 @@ type rawManifest struct {
 	Annotations   map[string]string    `json:"annotations"`
 }
 
+// detectMediaType is the media type of a manifest pushed or stored without one: its mediaType
+// field, else an OCI index when it has a "manifests" field, else an OCI image manifest.
+func (raw *rawManifest) detectMediaType() string {
+	switch {
+	case raw.MediaType != "":
+		return raw.MediaType
+	case raw.Manifests != nil:
+		return MediaTypeOCIIndex
+	}
+	return MediaTypeOCIManifest
+}
+
 // ParseManifest parses and validates a pushed manifest. mediaType is the request's Content-Type
 // (parameters are ignored); "" means detect the type from the content: its mediaType field, else
 // an OCI index when it has a "manifests" field, else an OCI image manifest. The supported types
@@ -101,12 +113,8 @@ func ParseManifest(mediaType string, body []byte) (*Manifest, error) {
 	case ct != "" && raw.MediaType != "" && raw.MediaType != ct:
 		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,
 			"manifest mediaType %q does not match the Content-Type %q", raw.MediaType, ct)
-	case ct == "" && raw.MediaType != "":
-		mt = raw.MediaType
-	case ct == "" && raw.Manifests != nil:
-		mt = MediaTypeOCIIndex
 	case ct == "":
-		mt = MediaTypeOCIManifest
+		mt = raw.detectMediaType()
 	}
 	if !IsManifestMediaType(mt) {
 		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,

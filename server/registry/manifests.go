@@ -152,15 +152,10 @@ func manifestTooLarge(n int64) *Error {
 // "manifests", else an OCI image manifest.
 func DetectMediaType(body []byte) string {
 	var raw rawManifest
-	if err := json.Unmarshal(body, &raw); err == nil {
-		switch {
-		case raw.MediaType != "":
-			return raw.MediaType
-		case raw.Manifests != nil:
-			return MediaTypeOCIIndex
-		}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return MediaTypeOCIManifest
 	}
-	return MediaTypeOCIManifest
+	return raw.detectMediaType()
 }
 
 // dedupe drops repeated strings, keeping the first of each.
