@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -484,18 +483,13 @@ func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) erro
 		if err != nil {
 			return err
 		}
-		var mu sync.Mutex
-		var errs []error
-		g, gctx := errgroup.WithContext(ctx)
+		// Every tag is tried even when another fails, so the group never cancels.
+		errs := make([]error, len(tags))
+		var g errgroup.Group
 		g.SetLimit(parallelism)
-		for _, tag := range tags {
+		for i, tag := range tags {
 			g.Go(func() error {
-				err := r.untagOne(gctx, repo, tag, d)
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
+				errs[i] = r.untagOne(ctx, repo, tag, d)
 				return nil
 			})
 		}
