@@ -505,7 +505,7 @@ func (st *stack) newProxyUnready(edit func(*proxy.Config)) *proxy.Server {
 }
 
 // TestHTTP drives the proxy over HTTP for the parts the handler adds: a blob pushed with a
-// monolithic POST is served with its digest; /health, /readyz and /metrics answer.
+// monolithic POST is served with its digest; /health and /readyz answer.
 func TestHTTP(t *testing.T) {
 	t.Parallel()
 	st := newStack(t, 1)
