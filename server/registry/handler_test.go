@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -1032,4 +1033,79 @@ func TestMountDoesNotCleanPaths(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
+// writerToReader serves registrytest's blobs through bodies that record whether the handler
+// sent them with their WriteTo (the agent's sendfile path) rather than through Read.
+type writerToReader struct {
+	*registrytest.Registry
+	usedWriteTo atomic.Bool
+}
+
+func (r *writerToReader) Blob(ctx context.Context, repo string, d digest.Digest) (registry.BlobReader, error) {
+	br, err := r.Registry.Blob(ctx, repo, d)
+	if err != nil {
+		return nil, err
+	}
+	return &writerToBlob{BlobReader: br, used: &r.usedWriteTo}, nil
+}
+
+type writerToBlob struct {
+	registry.BlobReader
+	used *atomic.Bool
+}
+
+func (b *writerToBlob) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
+	rc, err := b.BlobReader.Open(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	return &writerToBody{ReadCloser: rc, used: b.used}, nil
+}
+
+type writerToBody struct {
+	io.ReadCloser
+	used *atomic.Bool
+}
+
+func (b *writerToBody) WriteTo(w io.Writer) (int64, error) {
+	b.used.Store(true)
+	return io.Copy(w, b.ReadCloser)
+}
+
+// TestBlobBodyWriteTo: a GET whose range runs to the end of the blob hands the body's WriteTo
+// the response (so an agent can send from its file); a bounded range reads exactly its bytes.
+func TestBlobBodyWriteTo(t *testing.T) {
+	t.Parallel()
+	reg := &writerToReader{Registry: registrytest.New()}
+	srv := httptest.NewServer(registry.NewHandler(reg, nil, registry.HandlerOptions{}))
+	t.Cleanup(srv.Close)
+	data := bytes.Repeat([]byte("0123456789"), 100)
+	d := reg.PushBlob("r", digest.SHA256, data)
+	for _, c := range []struct {
+		rng       string
+		status    int
+		want      []byte
+		viaWriter bool
+	}{
+		{"", http.StatusOK, data, true},
+		{"bytes=10-", http.StatusPartialContent, data[10:], true},
+		{"bytes=-5", http.StatusPartialContent, data[995:], true},
+		{"bytes=10-19", http.StatusPartialContent, data[10:20], false},
+	} {
+		reg.usedWriteTo.Store(false)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/v2/r/blobs/"+d.String(), nil)
+		require.NoError(t, err)
+		if c.rng != "" {
+			req.Header.Set("Range", c.rng)
+		}
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, c.status, resp.StatusCode, c.rng)
+		require.Equal(t, c.want, body, c.rng)
+		require.Equal(t, c.viaWriter, reg.usedWriteTo.Load(), c.rng)
+	}
 }
