@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -315,8 +314,7 @@ func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (
 			// (refused dial) or that it refused with 503 is retried, so a write is not applied
 			// twice.
 			c.leader.CompareAndSwap(l, nil)
-			var op *net.OpError
-			if err != nil && !(errors.As(err, &op) && op.Op == "dial") {
+			if err != nil && !notSent(err) {
 				return nil, err
 			}
 			if resp != nil {
