@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	_ "crypto/sha512" // sha512 digests of manifests and blobs pushed by them
 	"errors"
 	"fmt"
 	"io"
@@ -49,9 +48,6 @@ func newOCIReader(sched *scheduler.Scheduler, ix *client.BuildIndexes, m *metric
 func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, link string, unknown error) (digest.Digest, error) {
 	if d.Algorithm() == digest.SHA256 {
 		return d, nil
-	}
-	if !d.Algorithm().Available() {
-		return "", fmt.Errorf("%w: digest algorithm %q is not stored here", unknown, d.Algorithm())
 	}
 	ix, err := r.buildIndex()
 	if err != nil {
