@@ -68,52 +68,44 @@ func (h *Handler) writeJSON(w http.ResponseWriter, r *http.Request, contentType 
 
 // serveTags answers GET /v2/<name>/tags/list?n=&last=.
 func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, name string) {
-	p, err := h.parsePage(r.URL.Query())
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	tags := []string{}
-	more := false
-	if p.n > 0 {
-		tags, more, err = h.r.Tags(r.Context(), name, p.last, p.n)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if tags == nil {
-			tags = []string{}
-		}
-	}
-	if more && len(tags) > 0 {
-		setNextLink(w, r, "/v2/"+name+"/tags/list", tags[len(tags)-1], p.n)
-	}
-	h.writeJSON(w, r, "application/json", TagList{Name: name, Tags: tags})
+	h.serveList(w, r, "/v2/"+name+"/tags/list",
+		func(last string, n int) ([]string, bool, error) { return h.r.Tags(r.Context(), name, last, n) },
+		func(tags []string) any { return TagList{Name: name, Tags: tags} })
 }
 
 // serveCatalog answers GET /v2/_catalog?n=&last=.
 func (h *Handler) serveCatalog(w http.ResponseWriter, r *http.Request) {
+	h.serveList(w, r, "/v2/_catalog",
+		func(last string, n int) ([]string, bool, error) { return h.r.Catalog(r.Context(), last, n) },
+		func(repos []string) any { return Catalog{Repositories: repos} })
+}
+
+// serveList answers a paginated list request at path: the page read asks list for (never
+// called for n=0), a Link to the next one when there are more, and body(entries) as JSON, with
+// an empty list rather than null.
+func (h *Handler) serveList(w http.ResponseWriter, r *http.Request, path string,
+	list func(last string, n int) ([]string, bool, error), body func([]string) any) {
 	p, err := h.parsePage(r.URL.Query())
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	repos := []string{}
+	entries := []string{}
 	more := false
 	if p.n > 0 {
-		repos, more, err = h.r.Catalog(r.Context(), p.last, p.n)
+		entries, more, err = list(p.last, p.n)
 		if err != nil {
 			h.fail(w, r, err)
 			return
 		}
-		if repos == nil {
-			repos = []string{}
+		if entries == nil {
+			entries = []string{}
 		}
 	}
-	if more && len(repos) > 0 {
-		setNextLink(w, r, "/v2/_catalog", repos[len(repos)-1], p.n)
+	if more && len(entries) > 0 {
+		setNextLink(w, r, path, entries[len(entries)-1], p.n)
 	}
-	h.writeJSON(w, r, "application/json", Catalog{Repositories: repos})
+	h.writeJSON(w, r, "application/json", body(entries))
 }
 
 // serveReferrers answers GET /v2/<name>/referrers/<digest>?artifactType=: an OCI index of the
