@@ -37,6 +37,7 @@ type session struct {
 	size   int64     // Bytes received and acknowledged: the length of the data file.
 	hashed int64     // Bytes of the data file fed to h; at most size.
 	h      hash.Hash // SHA-256 of the first hashed bytes.
+	label  string    // CreateUploadLabeled's label; never changes
 }
 
 // checkUploadID accepts exactly the ids CreateUpload makes, so an id can never name a path
@@ -97,30 +98,43 @@ func (s *Store) CreateUploadLabeled(label string) (string, error) {
 		return "", fmt.Errorf("create upload: %w", err)
 	}
 	s.upMu.Lock()
-	s.uploads[id] = &session{id: id, h: sha256.New()}
+	s.uploads[id] = &session{id: id, h: sha256.New(), label: label}
 	s.upMu.Unlock()
 	return id, nil
 }
 
 // UploadLabel returns the label session id was created with ("" for none), or an error wrapping
-// ErrUploadUnknown when there is no such session.
+// ErrUploadUnknown when there is no such session. A session this process knows answers from
+// memory; only one left by an earlier process is read from disk.
 func (s *Store) UploadLabel(id string) (string, error) {
 	if err := checkUploadID(id); err != nil {
 		return "", fmt.Errorf("upload label: %w", err)
 	}
-	b, err := os.ReadFile(s.uploadPath(id, uploadLabel))
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, err := os.Stat(s.uploadPath(id, uploadData)); errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("upload label %s: %w", id, ErrUploadUnknown)
-		} else if err != nil {
-			return "", fmt.Errorf("upload label %s: %w", id, err)
-		}
-		return "", nil
+	s.upMu.Lock()
+	sess, ok := s.uploads[id]
+	s.upMu.Unlock()
+	if ok {
+		return sess.label, nil
 	}
+	if _, err := os.Stat(s.uploadPath(id, uploadData)); errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("upload label %s: %w", id, ErrUploadUnknown)
+	} else if err != nil {
+		return "", fmt.Errorf("upload label %s: %w", id, err)
+	}
+	label, err := s.readLabel(id)
 	if err != nil {
 		return "", fmt.Errorf("upload label %s: %w", id, err)
 	}
-	return string(b), nil
+	return label, nil
+}
+
+// readLabel reads a session's label file ("" when it has none).
+func (s *Store) readLabel(id string) (string, error) {
+	b, err := os.ReadFile(s.uploadPath(id, uploadLabel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	return string(b), err
 }
 
 // UploadSize returns the number of bytes the session has received: the offset the next append
@@ -451,7 +465,11 @@ func (s *Store) loadSession(id string) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load upload %s: %w", id, err)
 	}
-	sess := &session{id: id, size: fi.Size(), h: sha256.New()}
+	label, err := s.readLabel(id)
+	if err != nil {
+		return nil, fmt.Errorf("load upload %s: %w", id, err)
+	}
+	sess := &session{id: id, size: fi.Size(), h: sha256.New(), label: label}
 	b, err := os.ReadFile(s.uploadPath(id, uploadHashState))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
