@@ -460,3 +460,25 @@ func TestCloseWithoutRun(t *testing.T) {
 		require.Error(t, err, "listener closed")
 	}
 }
+
+// Each owner of a blob super-seeds its own stripe of the pieces, numbered by its place among
+// the blob's owners; an origin that is not an owner seeds all of them on its own.
+func TestSeedStripeFollowsTheRing(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, 2, nil, nil)
+	_, d := randomBlob(t, 1)
+	st, err := c.origin(c.nodes[0].addr).Ring(t.Context(), d)
+	require.NoError(t, err)
+	require.Len(t, st.Owners, 2)
+	for _, nd := range c.nodes {
+		index, count := nd.srv.SeedStripe(d)
+		switch {
+		case nd.addr == st.Owners[0]:
+			require.Equal(t, [2]int{0, 2}, [2]int{index, count})
+		case nd.addr == st.Owners[1]:
+			require.Equal(t, [2]int{1, 2}, [2]int{index, count})
+		default:
+			require.Equal(t, [2]int{0, 1}, [2]int{index, count}, "a non-owner")
+		}
+	}
+}

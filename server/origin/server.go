@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,7 +176,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			EgressRate: int64(cfg.Peer.EgressRate),
 		}, scheduler.Deps{
 			Store: s.store, Listener: deps.PeerListener, Metainfo: s.swarmMetainfo,
-			Logger: s.log, Registerer: deps.Registerer,
+			SeedStripe: s.seedStripe, Logger: s.log, Registerer: deps.Registerer,
 		})
 		if err != nil {
 			s.close()
@@ -187,6 +188,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	admin.Mount(mux, deps.Gatherer, s.ready)
 	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
 	return s, nil
+}
+
+// seedStripe says which of blob d's origins this one is, for super-seeding: its place among
+// the healthy owners the ring gives d (what the tracker hands agents). An origin that is not
+// among them reveals every piece in order on its own.
+func (s *Server) seedStripe(d digest.Digest) (index, count int) {
+	owners := s.ring.Owners(d.String())
+	i := slices.Index(owners, s.self)
+	if i < 0 {
+		return 0, 1
+	}
+	return i, len(owners)
 }
 
 // Addr returns the address the blob API listens on.

@@ -92,6 +92,12 @@ type Deps struct {
 	// Metainfo returns the metainfo of a blob in the store that a peer asked for; nil means
 	// the store's MetainfoKind sidecar. Origins pass their own, which generates it on demand.
 	Metainfo func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
+	// SeedStripe tells a super-seeding scheduler (SeedOnly) which of the origins serving blob d
+	// it is: index in [0, count). Each origin then reveals its own stripe of the pieces first,
+	// so that origins serving one swarm do not send the same pieces (superseed.go). nil, or a
+	// count below 2, means this origin reveals every piece in order on its own. It is called
+	// once each time a torrent starts seeding d, with none of the scheduler's locks held.
+	SeedStripe func(d digest.Digest) (index, count int)
 	// Dial opens connections to peers; nil means a net.Dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Logger receives connection and piece events at debug level and failures at warn; nil

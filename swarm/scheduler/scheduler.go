@@ -28,6 +28,7 @@ type Scheduler struct {
 	ln      net.Listener
 	tracker Tracker
 	mi      func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
+	stripe  func(d digest.Digest) (index, count int)
 	dial    func(ctx context.Context, addr string) (net.Conn, error)
 	log     *slog.Logger
 	now     func() time.Time
@@ -72,6 +73,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		ln:        deps.Listener,
 		tracker:   deps.Tracker,
 		mi:        deps.Metainfo,
+		stripe:    deps.SeedStripe,
 		dial:      deps.Dial,
 		log:       deps.Logger,
 		now:       deps.Now,
@@ -301,6 +303,10 @@ func (s *Scheduler) seedTorrent(ctx context.Context, d digest.Digest) (*torrent,
 	if mi.Digest != d {
 		return nil, fmt.Errorf("metainfo of %s names %s", d, mi.Digest)
 	}
+	stripe, stripes := 0, 1
+	if s.stripe != nil && s.cfg.SeedOnly {
+		stripe, stripes = s.stripe(d)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -309,7 +315,7 @@ func (s *Scheduler) seedTorrent(ctx context.Context, d digest.Digest) (*torrent,
 	if t := s.torrents[d]; t != nil {
 		return t, nil
 	}
-	t = newSeedTorrent(s, mi)
+	t = newSeedTorrent(s, mi, stripe, stripes)
 	s.torrents[d] = t
 	return t, nil
 }

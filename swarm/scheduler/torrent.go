@@ -82,7 +82,9 @@ func newTorrent(s *Scheduler, ns string, d digest.Digest) *torrent {
 	}
 }
 
-func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo) *torrent {
+// newSeedTorrent returns a torrent seeding the stored blob of mi; stripe of stripes is the
+// super-seeding stripe of an origin (superseed.go).
+func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo, stripe, stripes int) *torrent {
 	t := newTorrent(s, "", mi.Digest)
 	t.setMetainfo(mi)
 	t.have = wire.NewFullBitfield(mi.NumPieces())
@@ -91,7 +93,7 @@ func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo) *torrent {
 	t.committed = true
 	t.finished = t.started
 	if s.cfg.SeedOnly && !s.cfg.NoSuperSeed {
-		t.ss = newSuperSeed(mi.NumPieces(), s.cfg.window(mi.NumPieces()))
+		t.ss = newSuperSeed(mi.NumPieces(), s.cfg.window(mi.NumPieces()), stripe, stripes)
 	}
 	close(t.ready)
 	s.event(Event{Kind: EventTorrentSeed, Digest: t.d, Bytes: mi.Length})
