@@ -56,9 +56,9 @@ the same limits; the swarm's times are also given relative to it, which is faire
 machine than absolute times (--baseline=false skips it). --no-p2p gives each agent a tracker
 of its own that knows only the origin, so agents never talk to each other.
 
-Every client checks the length of what it got and, with --verify (the default), its SHA-256:
-one more hash of every byte on this machine's CPUs, on top of the agents' own checks. Any
-failure fails the benchmark. All stores share one filesystem and page cache: --dir /dev/shm
+Every client checks the length of what it got and, with --verify (the default), a CRC-32C of
+every byte against the generated blob's (the agents verify SHA-256 themselves; a third
+SHA-256 would compete with them for this machine's CPUs). Any failure fails the benchmark. All stores share one filesystem and page cache: --dir /dev/shm
 takes the disk out of the measurement. The run refuses to start when the filesystem has less
 free space than every copy it stores ((agents+2)*size with the baseline) plus 10%. Progress is
 drawn on stderr when it is a terminal. The numbers describe this machine under its load.`,
