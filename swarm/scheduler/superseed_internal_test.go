@@ -19,27 +19,8 @@ import (
 func TestSuperSeedFollowsPiecesItSent(t *testing.T) {
 	t.Parallel()
 	const pieces, window = 64, 8
-	st, err := castore.Open(t.TempDir(), castore.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
-	s, err := New(Config{SeedOnly: true, Window: window}, Deps{Store: st, Listener: ln})
-	require.NoError(t, err)
-	mi := metainfo.MetaInfo{
-		Digest: digest.FromString("blob"), Length: pieces * metainfo.MinPieceLength,
-		PieceLength: metainfo.MinPieceLength, PieceSums: make([][32]byte, pieces),
-	}
-	tr := newSeedTorrent(s, mi, 0, 1)
-	a, b := net.Pipe()
-	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
-	c := newConn(tr, a, wire.Handshake{PeerID: wire.RandomPeerID(), Bitfield: wire.NewBitfield(pieces)}, "agent", false, false)
-
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	tr.conns[c.id] = c
-	tr.ssAdd(c)
+	tr, conns := newSuperSeedConns(t, pieces, window, 0, 1, 1)
+	c := conns[0]
 	got := wire.NewBitfield(pieces) // what the agent holds: everything the origin sent it
 	for step := 0; !got.Full(); step++ {
 		require.Less(t, step, pieces, "the origin stopped revealing pieces")
@@ -66,7 +47,7 @@ func TestSuperSeedFollowsPiecesItSent(t *testing.T) {
 	}
 }
 
-// newSuperSeedConn returns an origin torrent of pieces pieces (stripe of stripes) and n agent
+// newSuperSeedConns returns an origin torrent of pieces pieces (stripe of stripes) and n agent
 // connections to it that hold nothing; the caller holds tr.mu from then on.
 func newSuperSeedConns(t *testing.T, pieces, window, stripe, stripes, n int) (*torrent, []*conn) {
 	t.Helper()

@@ -159,14 +159,9 @@ func pull(ctx context.Context, s *scheduler.Scheduler, d digest.Digest) ([]byte,
 	return buf.Bytes(), nil
 }
 
-func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
-	tr := newFakeTracker()
-	blob := randomBlob(t, 8<<20+12345)
-	origin, d := startOrigin(t, tr, blob, scheduler.Config{})
-	agents := make([]*node, 6)
-	for i := range agents {
-		agents[i] = startNode(t, t.TempDir(), scheduler.Config{}, tr)
-	}
+// pullAll has every agent pull d at once and checks that each got blob.
+func pullAll(t *testing.T, agents []*node, d digest.Digest, blob []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -182,6 +177,17 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 	}
 	wg.Wait()
 	require.NoError(t, errors.Join(errs...))
+}
+
+func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
+	tr := newFakeTracker()
+	blob := randomBlob(t, 8<<20+12345)
+	origin, d := startOrigin(t, tr, blob, scheduler.Config{})
+	agents := make([]*node, 6)
+	for i := range agents {
+		agents[i] = startNode(t, t.TempDir(), scheduler.Config{}, tr)
+	}
+	pullAll(t, agents, d, blob)
 	var fromPeers int64
 	for _, a := range agents {
 		require.Eventually(t, func() bool { _, err := a.store.Stat(d); return err == nil }, 10*time.Second, 10*time.Millisecond,
@@ -220,21 +226,7 @@ func TestTwoOriginsSplitTheBlob(t *testing.T) {
 	for i := range agents {
 		agents[i] = startNode(t, t.TempDir(), scheduler.Config{EgressRate: 8 << 20, IngressRate: 8 << 20}, tr)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, len(agents))
-	for i, a := range agents {
-		wg.Go(func() {
-			got, err := pull(ctx, a.s, d)
-			if err == nil && !bytes.Equal(got, blob) {
-				err = fmt.Errorf("agent %d: wrong bytes", i)
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
+	pullAll(t, agents, d, blob)
 	var out []float64
 	total := 0.0
 	for _, o := range origins {
