@@ -208,13 +208,17 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 // Two origins serving one blob reveal pieces in order, each its own stripe first: between them
 // they send about one copy, each a fair part of it. Without stripes both show the agents the
 // same lowest pieces and the agents take each from whichever origin showed it first: one
-// origin carried 0.95–0.98 of the copy and the other 0.14–0.22 (measured), so a blob would
-// get one origin's uplink instead of its replicas'.
+// origin carried 0.95–0.99 of the copy and the other 0.09–0.23 (measured; with stripes
+// 0.50–0.66 each, 1.04–1.21 together, in 12 runs next to other tests), so a blob would get one
+// origin's uplink instead of its replicas'.
 func TestTwoOriginsSplitTheBlob(t *testing.T) {
 	tr := newFakeTracker()
 	blob := randomBlob(t, 16<<20+777)
-	// Rate-limited like real origins, so that both serve the agents at once.
-	cfg := scheduler.Config{EgressRate: 8 << 20}
+	// Rate-limited like real origins, so that both serve the agents at once. The blob has 256
+	// pieces; a window of half of them gives each origin 64 of its own to reveal before it
+	// covers for the other (as it must for one that is down), so that a slow start of one
+	// origin on a loaded machine is not mistaken for a failed split.
+	cfg := scheduler.Config{EgressRate: 8 << 20, Window: 128}
 	origins := make([]*node, 2)
 	var d digest.Digest
 	for k := range origins {
@@ -240,7 +244,7 @@ func TestTwoOriginsSplitTheBlob(t *testing.T) {
 	t.Logf("origins sent %.2f copies (%.2f + %.2f)", total, out[0], out[1])
 	require.Less(t, total, 1.5, "the two origins sent the same pieces")
 	for k, c := range out {
-		require.Greater(t, c, 0.25, "origin %d served only %.2f copies: the stripes did not split the load", k, c)
+		require.Greater(t, c, 0.3, "origin %d served only %.2f copies: the stripes did not split the load", k, c)
 	}
 }
 
