@@ -21,7 +21,7 @@ func TestNewRoleCmds(t *testing.T) {
 	ios, _, _, _ := iostreams.Test()
 	f := &cmdutil.Factory{IOStreams: ios}
 	for name, mk := range map[string]func(*cmdutil.Factory, func(context.Context, *RoleOptions) error) *cobra.Command{
-		"origin": NewCmdOrigin, "build-index": NewCmdBuildIndex, "tracker": NewCmdTracker,
+		"origin": NewCmdOrigin, "build-index": NewCmdBuildIndex, "tracker": NewCmdTracker, "proxy": NewCmdProxy,
 	} {
 		for _, tc := range []struct {
 			args    []string

@@ -2,14 +2,13 @@ package serve
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
-	"github.com/krakenctl/krakenctl/server/admin"
-	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/proxy"
 )
 
@@ -47,26 +46,9 @@ Config (YAML; server/proxy/config.go documents every key):
 }
 
 func runProxy(ctx context.Context, f *cmdutil.Factory, opts *ProxyOptions) error {
-	log, err := serverLogger(f, opts.LogLevel)
-	if err != nil {
-		return err
-	}
 	var cfg proxy.Config
-	if err := config.Load(opts.ConfigPath, &cfg); err != nil {
-		return err
-	}
-	if err := applyListen(opts.Listen, func(a string) { cfg.Listen = a }, cfg.Validate); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	reg := admin.NewRegistry()
-	srv, err := proxy.New(cfg, proxy.Deps{Listener: ln, Logger: log, Registerer: reg, Gatherer: reg})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	return srv.Run(ctx)
+	return runOneListener(ctx, f, opts, &cfg, &cfg.Listen, cfg.Validate,
+		func(ln net.Listener, log *slog.Logger, reg *prometheus.Registry) (runner, error) {
+			return proxy.New(cfg, proxy.Deps{Listener: ln, Logger: log, Registerer: reg, Gatherer: reg})
+		})
 }

@@ -16,36 +16,6 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
-func TestNewCmdProxy(t *testing.T) {
-	t.Parallel()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{IOStreams: ios}
-	for _, tc := range []struct {
-		args    []string
-		want    ProxyOptions
-		wantErr string
-	}{
-		{args: []string{"--config", "p.yaml"}, want: ProxyOptions{ConfigPath: "p.yaml", LogLevel: "info"}},
-		{args: []string{"-c", "p.yaml", "--listen", "127.0.0.1:1", "--log-level", "warn"}, want: ProxyOptions{ConfigPath: "p.yaml", Listen: "127.0.0.1:1", LogLevel: "warn"}},
-		{args: nil, wantErr: "--config is required"},
-		{args: []string{"-c", "p.yaml", "extra"}, wantErr: "unknown command"},
-		{args: []string{"-c", "p.yaml", "--origins", "x"}, wantErr: "unknown flag"},
-	} {
-		var got *ProxyOptions
-		cmd := NewCmdProxy(f, func(_ context.Context, o *ProxyOptions) error { got = o; return nil })
-		cmd.SetArgs(tc.args)
-		cmd.SetOut(ios.Out)
-		cmd.SetErr(ios.ErrOut)
-		err := cmd.Execute()
-		if tc.wantErr != "" {
-			require.ErrorContains(t, err, tc.wantErr)
-			continue
-		}
-		require.NoError(t, err)
-		require.Equal(t, tc.want, *got)
-	}
-}
-
 // TestRunProxyBadConfig: a malformed config is refused with the file and the key named, and a
 // bad --listen with the flag named, before anything listens.
 func TestRunProxyBadConfig(t *testing.T) {

@@ -6,10 +6,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
@@ -88,4 +91,37 @@ func applyListen(flag string, set func(string), validate func() error) error {
 		return fmt.Errorf("%w: --listen: %w", config.ErrInvalid, err)
 	}
 	return nil
+}
+
+// runner is a role's server: Run serves until ctx ends, then shuts down.
+type runner interface {
+	Run(ctx context.Context) error
+}
+
+// runOneListener runs a role that needs one listener and nothing else (proxy, tracker): it
+// loads --config into cfg, applies --listen to *listen (validated by validate), listens there
+// and runs the server that start builds on that listener, with the role's logger and metrics
+// registry.
+func runOneListener[C any](ctx context.Context, f *cmdutil.Factory, opts *RoleOptions, cfg *C, listen *string,
+	validate func() error, start func(net.Listener, *slog.Logger, *prometheus.Registry) (runner, error)) error {
+	log, err := serverLogger(f, opts.LogLevel)
+	if err != nil {
+		return err
+	}
+	if err := config.Load(opts.ConfigPath, cfg); err != nil {
+		return err
+	}
+	if err := applyListen(opts.Listen, func(a string) { *listen = a }, validate); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv, err := start(ln, log, admin.NewRegistry())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return srv.Run(ctx)
 }

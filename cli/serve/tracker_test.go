@@ -24,36 +24,6 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
-func TestNewCmdTracker(t *testing.T) {
-	t.Parallel()
-	ios, _, _, _ := iostreams.Test()
-	f := &cmdutil.Factory{IOStreams: ios}
-	for _, tc := range []struct {
-		args    []string
-		want    TrackerOptions
-		wantErr string
-	}{
-		{args: []string{"--config", "t.yaml"}, want: TrackerOptions{ConfigPath: "t.yaml", LogLevel: "info"}},
-		{args: []string{"-c", "t.yaml", "--listen", "127.0.0.1:1", "--log-level", "warn"}, want: TrackerOptions{ConfigPath: "t.yaml", Listen: "127.0.0.1:1", LogLevel: "warn"}},
-		{args: nil, wantErr: "--config is required"},
-		{args: []string{"-c", "t.yaml", "extra"}, wantErr: "unknown command"},
-		{args: []string{"-c", "t.yaml", "--origins", "x"}, wantErr: "unknown flag"},
-	} {
-		var got *TrackerOptions
-		cmd := NewCmdTracker(f, func(_ context.Context, o *TrackerOptions) error { got = o; return nil })
-		cmd.SetArgs(tc.args)
-		cmd.SetOut(ios.Out)
-		cmd.SetErr(ios.ErrOut)
-		err := cmd.Execute()
-		if tc.wantErr != "" {
-			require.ErrorContains(t, err, tc.wantErr)
-			continue
-		}
-		require.NoError(t, err)
-		require.Equal(t, tc.want, *got)
-	}
-}
-
 // TestRunTrackerBadConfig: a malformed config is refused with the file and the key named, and
 // a bad --listen with the flag named, before anything listens.
 func TestRunTrackerBadConfig(t *testing.T) {
