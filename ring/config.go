@@ -105,6 +105,27 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckMembers checks a role's list of origin addresses, configured under key: at least one,
+// each a usable member address (CheckMember), none twice. It returns one error per problem,
+// each naming key or key[i]; none when the list is fine.
+func CheckMembers(key string, addrs []string) []error {
+	if len(addrs) == 0 {
+		return []error{fmt.Errorf("%s: required (the blob API addresses of the origins)", key)}
+	}
+	var errs []error
+	seen := make(map[string]bool, len(addrs))
+	for i, a := range addrs {
+		if err := CheckMember(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s[%d]: %v", key, i, err))
+		}
+		if seen[a] {
+			errs = append(errs, fmt.Errorf("%s[%d]: %q is listed twice", key, i, a))
+		}
+		seen[a] = true
+	}
+	return errs
+}
+
 // CheckMember reports whether addr is a usable member address: "host:port" with a non-empty
 // host (a name, an IPv4 address or a bracketed IPv6 address) and a decimal port in 1..65535,
 // with no scheme, path or whitespace.

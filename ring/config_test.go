@@ -143,3 +143,14 @@ func TestCheckMember(t *testing.T) {
 		require.False(t, errors.Is(err, ring.ErrInvalidConfig), "CheckMember is not about config")
 	}
 }
+
+func TestCheckMembers(t *testing.T) {
+	require.Empty(t, ring.CheckMembers("origins", []string{"127.0.0.1:1", "origin-2:15000"}))
+	errs := ring.CheckMembers("origins", nil)
+	require.Len(t, errs, 1)
+	require.ErrorContains(t, errs[0], "origins: required")
+	errs = ring.CheckMembers("origins", []string{"127.0.0.1:1", "http://x:2", "127.0.0.1:1"})
+	require.Len(t, errs, 2)
+	require.ErrorContains(t, errs[0], "origins[1]: member \"http://x:2\"")
+	require.ErrorContains(t, errs[1], `origins[2]: "127.0.0.1:1" is listed twice`)
+}

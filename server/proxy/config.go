@@ -125,23 +125,11 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port: %v", c.Listen, err)
 	}
-	if len(c.Origins) == 0 {
-		bad("origins: required (the blob API addresses of the origins)")
-	}
-	seen := map[string]bool{}
-	for i, o := range c.Origins {
-		if err := ring.CheckMember(o); err != nil {
-			bad("origins[%d]: %v", i, err)
-		}
-		if seen[o] {
-			bad("origins[%d]: %q is listed twice", i, o)
-		}
-		seen[o] = true
-	}
+	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
 	if len(c.BuildIndex) == 0 {
 		bad("build_index: required (the API addresses of the build-index nodes)")
 	}
-	seen = map[string]bool{}
+	seen := map[string]bool{}
 	for i, a := range c.BuildIndex {
 		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			bad("build_index[%d]: %q is not host:port", i, a)

@@ -83,19 +83,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port: %v", c.Listen, err)
 	}
-	if len(c.Origins) == 0 {
-		bad("origins: required (the blob API addresses of the origins)")
-	}
-	seen := map[string]bool{}
-	for i, o := range c.Origins {
-		if err := ring.CheckMember(o); err != nil {
-			bad("origins[%d]: %v", i, err)
-		}
-		if seen[o] {
-			bad("origins[%d]: %q is listed twice", i, o)
-		}
-		seen[o] = true
-	}
+	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
 	if c.Replicas < 1 {
 		bad("replicas: must be at least 1")
 	}
