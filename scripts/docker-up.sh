@@ -76,7 +76,8 @@ answers() {
 	DOCKER_HOST=$1 timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=scripts/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 
 # export_containerd SOCKET...: print the export line of the first containerd socket that exists.
 export_containerd() {
@@ -157,15 +158,7 @@ stop_in() {
 	if alive "$pidfile"; then
 		local pid
 		pid=$(cat "$pidfile")
-		kill -TERM "$pid"
-		for _ in $(seq 300); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "dockerd $pid ignored SIGTERM for 30 s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
+		terminate "$pid" dockerd 30
 		log "stopped dockerd $pid"
 	elif [[ -d $dir ]]; then
 		log "no dockerd started by this script runs from $dir"

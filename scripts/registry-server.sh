@@ -75,7 +75,8 @@ install_missing() {
 	((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
 }
 
-alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=scripts/pidfile.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 
 # probe PORT prints the status code of GET /v2/, using only bash.
 probe() {
@@ -171,15 +172,7 @@ stop() {
 	if alive "$pidfile"; then
 		local pid
 		pid=$(cat "$pidfile")
-		kill -TERM "$pid"
-		for _ in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "pid $pid ignored SIGTERM for 10 s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
+		terminate "$pid" docker-registry 10
 		log "stopped docker-registry $pid on port $port"
 	else
 		log "no registry started by this script runs on port $port"
