@@ -166,6 +166,23 @@ func retrying[T any](t *testing.T, op func() (T, error)) T {
 	return zero
 }
 
+// startRaftCluster starts three nodes over real Raft stores backed by be and waits for a
+// leader; it returns every node, the leader and the followers in node order.
+func startRaftCluster(t *testing.T, be backend.Backend) (nodes []*raftNode, leader *raftNode, followers []*raftNode) {
+	t.Helper()
+	nodes = newRaftCluster(t, 3, t.TempDir(), be)
+	for _, n := range nodes {
+		n.start()
+	}
+	leader = waitCluster(t, nodes, 3)
+	for _, n := range nodes {
+		if n != leader {
+			followers = append(followers, n)
+		}
+	}
+	return nodes, leader, followers
+}
+
 // TestRaftCluster runs three nodes over real Raft stores: writes on a follower are forwarded;
 // the leader's death interrupts writes only for an election and loses no acknowledged write;
 // all nodes restarted keep their state; a fresh cluster restored from the backend has the same
@@ -177,17 +194,8 @@ func TestRaftCluster(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	be := memory.New()
-	nodes := newRaftCluster(t, 3, t.TempDir(), be)
-	for _, n := range nodes {
-		n.start()
-	}
-	leader := waitCluster(t, nodes, 3)
-	var follower *raftNode
-	for _, n := range nodes {
-		if n != leader {
-			follower = n
-		}
-	}
+	nodes, leader, followers := startRaftCluster(t, be)
+	follower := followers[len(followers)-1]
 
 	acked := map[string]api.Tag{} // repo:tag -> acknowledged value
 	put := func(via *raftNode, repo, tag, val string) {
@@ -355,17 +363,7 @@ func TestRaftClusterLinks(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	be := memory.New()
-	nodes := newRaftCluster(t, 3, t.TempDir(), be)
-	for _, n := range nodes {
-		n.start()
-	}
-	leader := waitCluster(t, nodes, 3)
-	var followers []*raftNode
-	for _, n := range nodes {
-		if n != leader {
-			followers = append(followers, n)
-		}
-	}
+	nodes, leader, followers := startRaftCluster(t, be)
 	const repo = "team/app"
 	m, b, r := dig("manifest"), dig("blob"), dig("referrer")
 	put := func(via *raftNode, name string, d digest.Digest) api.Link {
