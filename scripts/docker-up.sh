@@ -38,36 +38,15 @@ usage() {
 
 default_dir=${TMPDIR:-/tmp}/krakenctl-docker
 
-as_root() {
-	if [[ $(id -u) == 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		log "need root to run: $*"
-		return 1
-	fi
-}
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh"
 
 # install installs docker.io when dockerd is missing, without letting apt start its service.
 install() {
 	if command -v dockerd >/dev/null; then
 		return 0
 	fi
-	local guard=""
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		guard=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' | as_root tee "$guard" >/dev/null
-		as_root chmod 755 "$guard"
-		trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
-	fi
-	log "installing docker.io with apt-get"
-	as_root apt-get update -qq >&2
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >&2
-	if [[ -n $guard ]]; then
-		as_root rm -f "$guard"
-		trap - EXIT
-	fi
+	apt_install_quiet docker.io
 	command -v dockerd >/dev/null || { log "docker.io installed but dockerd is not on PATH"; return 1; }
 }
 
@@ -76,8 +55,6 @@ answers() {
 	DOCKER_HOST=$1 timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
-# shellcheck source=scripts/pidfile.sh
-. "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 
 # export_containerd SOCKET...: print the export line of the first containerd socket that exists.
 export_containerd() {

@@ -26,16 +26,8 @@ GORELEASER_VERSION=${GORELEASER_VERSION:-v2.15.1}
 
 log() { echo "install-test-deps: $*" >&2; }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo "$@"
-  else
-    log "need root to run: $*"
-    return 1
-  fi
-}
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh" # as_root
 
 # apt_install installs the packages that dpkg does not report as installed. apt-get update runs
 # at most once, and only when something is missing.

@@ -33,34 +33,14 @@ check_port() {
 	[[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)) || { log "invalid port '$1'"; exit 2; }
 }
 
-as_root() {
-	if [[ $(id -u) == 0 ]]; then
-		"$@"
-	elif command -v sudo >/dev/null; then
-		sudo "$@"
-	else
-		log "need root to run: $*"
-		return 1
-	fi
-}
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh"
 
-# apt_install PACKAGE... installs Debian packages without starting their services.
+# apt_install PACKAGE... installs Debian packages without starting their services, not even
+# at the next boot.
 apt_install() {
-	local guard=""
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		# Keep apt from starting the packaged registry service on :5000 (all interfaces).
-		guard=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' | as_root tee "$guard" >/dev/null
-		as_root chmod 755 "$guard"
-		trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
-	fi
-	log "installing $* with apt-get"
-	as_root apt-get update -qq >&2
-	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
-	if [[ -n $guard ]]; then
-		as_root rm -f "$guard"
-		trap - EXIT
-	fi
+	# Keep apt from starting the packaged registry service on :5000 (all interfaces).
+	apt_install_quiet "$@"
 	if [[ " $* " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
 		# Nor start it at the next boot.
 		as_root systemctl disable docker-registry.service >/dev/null 2>&1 || true
@@ -75,8 +55,6 @@ install_missing() {
 	((${#pkgs[@]} == 0)) || apt_install "${pkgs[@]}"
 }
 
-# shellcheck source=scripts/pidfile.sh
-. "$(dirname "${BASH_SOURCE[0]}")/pidfile.sh"
 
 # probe PORT prints the status code of GET /v2/, using only bash.
 probe() {
