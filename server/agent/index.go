@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/server/client"
@@ -23,6 +22,3 @@ func (r *ociReader) buildIndex() (*client.BuildIndexes, error) {
 	}
 	return r.index, nil
 }
-
-// isNotFound reports whether err says the tag, link or repository does not exist.
-func isNotFound(err error) bool { return errors.Is(err, client.ErrNotFound) }

@@ -55,7 +55,7 @@ func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, l
 	}
 	l, err := ix.GetLink(ctx, repo, link, false)
 	if err != nil {
-		if isNotFound(err) {
+		if client.IsNotFound(err) {
 			return "", fmt.Errorf("%w: %s has no %s", unknown, repo, link)
 		}
 		return "", fmt.Errorf("resolve %s in %s: %w", d, repo, err)
@@ -105,7 +105,7 @@ func (r *ociReader) Manifest(ctx context.Context, repo string, ref registry.Refe
 		}
 		t, err := ix.GetTag(ctx, repo, ref.Tag, false)
 		if err != nil {
-			if isNotFound(err) {
+			if client.IsNotFound(err) {
 				return nil, fmt.Errorf("%w: %s has no tag %q", registry.ErrManifestUnknown, repo, ref.Tag)
 			}
 			return nil, fmt.Errorf("resolve tag %s:%s: %w", repo, ref.Tag, err)
@@ -181,7 +181,7 @@ func (r *ociReader) Referrers(ctx context.Context, repo string, d digest.Digest)
 	}
 	links, err := ix.ListLinks(ctx, repo, registry.ReferrersPrefix(d), false)
 	if err != nil {
-		if isNotFound(err) {
+		if client.IsNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)

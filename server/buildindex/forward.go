@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
 
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
@@ -112,8 +112,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 			return // The client went away.
 		}
 		s.log.Warn("forward to leader", "leader", addr, "path", r.URL.Path, "err", err)
-		var op *net.OpError
-		if r.Method != http.MethodGet && r.Method != http.MethodHead && !(errors.As(err, &op) && op.Op == "dial") {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !client.NotSent(err) {
 			// The leader may have received the write, and applied it, before the connection
 			// failed: its outcome is unknown, not a failure.
 			registry.WriteError(w, r, &registry.Error{Status: http.StatusGatewayTimeout, Code: registry.CodeOutcomeUnknown,

@@ -471,18 +471,12 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) error {
 			if !ok {
 				return nil
 			}
-			if c.Tag.IsLink() {
-				// api.TagChange describes tags; links are not part of this feed.
-				if len(ch) == 0 {
-					if err := rc.Flush(); err != nil {
-						return nil
-					}
+			// api.TagChange describes tags; links are not part of this feed.
+			if !c.Tag.IsLink() {
+				_ = rc.SetWriteDeadline(time.Now().Add(time.Minute))
+				if err := enc.Encode(api.TagChange{Index: c.Index, Op: c.Op, Tag: toAPI(c.Tag)}); err != nil {
+					return nil // The client went away.
 				}
-				continue
-			}
-			_ = rc.SetWriteDeadline(time.Now().Add(time.Minute))
-			if err := enc.Encode(api.TagChange{Index: c.Index, Op: c.Op, Tag: toAPI(c.Tag)}); err != nil {
-				return nil // The client went away.
 			}
 			if len(ch) == 0 {
 				if err := rc.Flush(); err != nil {

@@ -46,10 +46,7 @@ func parseTagDigest(s string) (digest.Digest, error) {
 		return "", registry.Errorf(http.StatusBadRequest, registry.CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex digits>", s)
 	}
 	if d := digest.Digest(s); d.Algorithm() == digest.SHA512 {
-		if err := tagstore.ValidateDigest(d); err != nil {
-			return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid, Message: err.Error(), Err: err}
-		}
-		return d, nil
+		return parseLinkDigest(d)
 	}
 	return registry.ParseDigest(s)
 }

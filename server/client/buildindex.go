@@ -314,7 +314,7 @@ func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (
 			// (refused dial) or that it refused with 503 is retried, so a write is not applied
 			// twice.
 			c.leader.CompareAndSwap(l, nil)
-			if err != nil && !notSent(err) {
+			if err != nil && !NotSent(err) {
 				return nil, err
 			}
 			if resp != nil {

@@ -98,16 +98,16 @@ func passOn(err error, r repeat) bool {
 		return re.Status >= http.StatusInternalServerError
 	}
 	if r == repeatUnsent {
-		return notSent(err)
+		return NotSent(err)
 	}
 	// Not an answer of the API: the node could not be reached, or its answer was cut off or
 	// unreadable.
 	return true
 }
 
-// notSent reports whether err, a request's failure to get an answer, surely left the request
+// NotSent reports whether err, a request's failure to get an answer, surely left the request
 // unsent: the connection to the node could not be made.
-func notSent(err error) bool {
+func NotSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }

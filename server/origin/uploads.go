@@ -109,12 +109,7 @@ func (s *Server) sessionArgs(r *http.Request) (ns, id string, err error) {
 // uploadDigest parses the digest an upload is verified with: sha256 (or bare hex), or sha512.
 func uploadDigest(q string) (digest.Digest, error) {
 	if strings.HasPrefix(q, string(digest.SHA512)+":") {
-		d := digest.Digest(q)
-		if err := d.Validate(); err != nil {
-			return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid,
-				Message: fmt.Sprintf("invalid digest %q", q), Err: err}
-		}
-		return d, nil
+		return registry.ParseOCIDigest(q)
 	}
 	return registry.ParseDigest(q)
 }
