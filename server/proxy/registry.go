@@ -252,7 +252,12 @@ func (r *Registry) AppendUpload(ctx context.Context, repo, id string, offset int
 		return 0, tooLarge(offset+cr.n, r.maxBlob)
 	case cr.err != nil:
 		// The client's body failed (it went away, or sent less than it declared): the origin
-		// dropped the partial chunk, so the session is as it was.
+		// dropped the partial chunk, so the session is as it was. The handler's reader already
+		// says which (SIZE_INVALID for a short body); keep its answer.
+		var re *registry.Error
+		if errors.As(cr.err, &re) {
+			return 0, re
+		}
 		return 0, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBlobUploadInvalid,
 			Message: "reading the chunk failed", Err: cr.err}
 	case length > 0 && cr.n < length && ctx.Err() == nil && errors.Is(err, client.ErrNoAnswer):

@@ -21,6 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/registrytest"
 )
 
 // image is a pushed test image: its blobs and manifest.
@@ -634,4 +635,30 @@ func TestGGCRClient(t *testing.T) {
 	tags, err := remote.List(ref2.Context(), opts...)
 	require.NoError(t, err)
 	require.Equal(t, []string{"v1"}, tags)
+}
+
+// A chunk whose body stops short of its Content-Length, on a real connection, is SIZE_INVALID
+// through the proxy as through the handler alone (the proxy passes the handler's answer on),
+// and the session keeps its offset.
+func TestShortChunkOverHTTP(t *testing.T) {
+	t.Parallel()
+	st := newStack(t, 1)
+	p := st.newProxy(nil)
+	resp, err := st.hc.Post("http://"+p.Addr()+"/v2/h/short/blobs/uploads/", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	loc := resp.Header.Get("Location")
+	require.NotEmpty(t, loc)
+
+	answer, err := registrytest.ShortPatch(p.Addr(), loc)
+	require.NoError(t, err)
+	require.Contains(t, answer, "HTTP/1.1 400 ")
+	require.Contains(t, answer, string(registry.CodeSizeInvalid))
+
+	resp, err = st.hc.Get("http://" + p.Addr() + loc)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	require.Equal(t, "0-0", resp.Header.Get("Range"), "nothing was appended")
 }

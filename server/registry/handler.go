@@ -245,7 +245,9 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	switch {
 	case err == nil:
 		return n, nil
-	case errors.Is(err, io.EOF) && b.want > 0:
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && b.want > 0:
+		// net/http's server reports a body cut short of its Content-Length as
+		// io.ErrUnexpectedEOF; a plain reader (httptest) as io.EOF.
 		return n, &Error{Status: http.StatusBadRequest, Code: CodeSizeInvalid,
 			Message: "request body ended " + strconv.FormatInt(b.want, 10) + " bytes short of its declared length", Err: io.ErrUnexpectedEOF}
 	case errors.Is(err, io.EOF):

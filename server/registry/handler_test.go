@@ -1109,3 +1109,21 @@ func TestBlobBodyWriteTo(t *testing.T) {
 		require.Equal(t, c.viaWriter, reg.usedWriteTo.Load(), c.rng)
 	}
 }
+
+// Over a real connection net/http reports a body cut short as io.ErrUnexpectedEOF, not the
+// io.EOF of httptest's requests: it is SIZE_INVALID all the same, and nothing is appended.
+func TestUploadShortBodyOverHTTP(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New()
+	srv := httptest.NewServer(registry.NewHandler(reg, reg, registry.HandlerOptions{}))
+	t.Cleanup(srv.Close)
+	id, err := reg.StartUpload(t.Context(), "r")
+	require.NoError(t, err)
+	answer, err := registrytest.ShortPatch(srv.Listener.Addr().String(), "/v2/r/blobs/uploads/"+id)
+	require.NoError(t, err)
+	require.Contains(t, answer, "HTTP/1.1 400 ")
+	require.Contains(t, answer, string(registry.CodeSizeInvalid))
+	n, err := reg.UploadOffset(t.Context(), "r", id)
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -1,0 +1,32 @@
+package registrytest
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// ShortPatch sends, on a raw connection to addr, a PATCH of the upload at path whose body (3
+// bytes) stops 7 bytes short of its Content-Length, half-closes the connection and returns the
+// whole answer. It shows how a real net/http server sees a client that goes quiet mid-chunk,
+// which httptest's in-process requests cannot.
+func ShortPatch(addr, path string) (string, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"+
+		"Content-Length: 10\r\nContent-Range: 0-9\r\n\r\nabc", path, addr); err != nil {
+		return "", err
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		return "", err
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return "", err
+	}
+	answer, err := io.ReadAll(conn)
+	return string(answer), err
+}
