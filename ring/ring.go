@@ -167,6 +167,25 @@ func (r *Ring) Owners(key string) []string {
 	return out
 }
 
+// RankHealthyFirst returns every member for key: the healthy ones in rank order, then the
+// others in rank order (trying a member that may be down beats failing). The caller owns the
+// returned slice.
+func (r *Ring) RankHealthyFirst(key string) []string {
+	rank := r.Rank(key)
+	out := make([]string, 0, len(rank))
+	var sick []string
+	r.mu.RLock()
+	for _, m := range rank {
+		if r.states[r.index[m]].healthy {
+			out = append(out, m)
+		} else {
+			sick = append(sick, m)
+		}
+	}
+	r.mu.RUnlock()
+	return append(out, sick...)
+}
+
 // IsOwner reports whether member is among Owners(key).
 func (r *Ring) IsOwner(member, key string) bool {
 	return slices.Contains(r.Owners(key), member)

@@ -638,3 +638,20 @@ func TestConcurrentUse(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// RankHealthyFirst keeps every member: the healthy ones in rank order, then the others.
+func TestRankHealthyFirst(t *testing.T) {
+	t.Parallel()
+	r, chk := newRing(t)
+	keys := digestKeys(200)
+	for _, k := range keys {
+		require.Equal(t, ring.Rank(k, fiveMembers), r.RankHealthyFirst(k), "all healthy: the rank")
+	}
+	dead := fiveMembers[2]
+	chk.SetDown(dead)
+	checkRounds(t, r, 2)
+	require.False(t, status(t, r, dead).Healthy)
+	for _, k := range keys {
+		require.Equal(t, append(without(ring.Rank(k, fiveMembers), dead), dead), r.RankHealthyFirst(k), "key %s", k)
+	}
+}

@@ -304,22 +304,7 @@ func (s *Server) addNamespace(d digest.Digest, ns string) error {
 // otherMembers returns the ring members other than this origin, owners of d first, healthy ones
 // before unhealthy ones.
 func (s *Server) otherMembers(d digest.Digest) []string {
-	var healthy, sick []string
-	up := map[string]bool{}
-	for _, m := range s.ring.Members() {
-		up[m.Addr] = m.Healthy
-	}
-	for _, m := range s.ring.Rank(d.String()) {
-		if m == s.self {
-			continue
-		}
-		if up[m] {
-			healthy = append(healthy, m)
-		} else {
-			sick = append(sick, m)
-		}
-	}
-	return append(healthy, sick...)
+	return slices.DeleteFunc(s.ring.RankHealthyFirst(d.String()), func(m string) bool { return m == s.self })
 }
 
 func (s *Server) handleRing(w http.ResponseWriter, r *http.Request) {

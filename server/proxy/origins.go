@@ -23,24 +23,6 @@ type origins struct {
 	failovers func()
 }
 
-// candidates returns every origin ordered for key: healthy members in rank order, then the
-// others (trying one that may be down beats failing).
-func (o *origins) candidates(key string) []string {
-	up := map[string]bool{}
-	for _, m := range o.ring.Members() {
-		up[m.Addr] = m.Healthy
-	}
-	var healthy, sick []string
-	for _, m := range o.ring.Rank(key) {
-		if up[m] {
-			healthy = append(healthy, m)
-		} else {
-			sick = append(sick, m)
-		}
-	}
-	return append(healthy, sick...)
-}
-
 func (o *origins) client(addr string) *client.Origin { return client.NewOrigin(addr, o.hc) }
 
 // each calls fn with the candidates for key in turn until one succeeds or fails in a way
@@ -49,7 +31,7 @@ func (o *origins) client(addr string) *client.Origin { return client.NewOrigin(a
 func (o *origins) each(ctx context.Context, key string, fn func(addr string) error) (notFound bool, err error) {
 	var errs []error
 	answered404 := 0
-	cands := o.candidates(key)
+	cands := o.ring.RankHealthyFirst(key)
 	for i, a := range cands {
 		if i > 0 {
 			o.failovers()
