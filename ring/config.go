@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -124,6 +125,41 @@ func CheckMembers(key string, addrs []string) []error {
 		seen[a] = true
 	}
 	return errs
+}
+
+// ParseEndpoint checks a server address given as "host:port" or as an http(s) URL with at most
+// a path, and returns its key, the host:port it is ranked and deduplicated by (the URL's
+// default port filled in), and its base URL without a trailing slash ("http://" + s for a bare
+// host:port). Errors name s.
+func ParseEndpoint(s string) (key, base string, err error) {
+	if !strings.Contains(s, "://") {
+		if err := CheckMember(s); err != nil {
+			return "", "", fmt.Errorf("%q: %v", s, err)
+		}
+		return s, "http://" + s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "", fmt.Errorf("%q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", "", fmt.Errorf("%q: scheme must be http or https", s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return "", "", fmt.Errorf("%q: want scheme://host[:port][/path] only", s)
+	}
+	key = u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		key = net.JoinHostPort(u.Hostname(), port)
+	}
+	if err := CheckMember(key); err != nil {
+		return "", "", fmt.Errorf("%q: %v", s, err)
+	}
+	return key, strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
 }
 
 // CheckMember reports whether addr is a usable member address: "host:port" with a non-empty

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
@@ -144,7 +142,7 @@ func (c *Config) Validate() error {
 	}
 	seen := make(map[string]bool, len(c.BuildIndex))
 	for _, a := range c.BuildIndex {
-		key, err := endpointKey(a)
+		key, _, err := ring.ParseEndpoint(a)
 		switch {
 		case err != nil:
 			bad("build_index: %v", err)
@@ -154,39 +152,6 @@ func (c *Config) Validate() error {
 		seen[key] = true
 	}
 	return errors.Join(errs...)
-}
-
-// endpointKey checks a server address given as "host:port" or as an http(s) URL with at most a
-// path, and returns its host:port (the URL's default port filled in), to find duplicates.
-func endpointKey(s string) (string, error) {
-	if !strings.Contains(s, "://") {
-		if err := ring.CheckMember(s); err != nil {
-			return "", fmt.Errorf("%q: %v", s, err)
-		}
-		return s, nil
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("%q: %v", s, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("%q: scheme must be http or https", s)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return "", fmt.Errorf("%q: want scheme://host[:port][/path] only", s)
-	}
-	key := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		key = net.JoinHostPort(u.Hostname(), port)
-	}
-	if err := ring.CheckMember(key); err != nil {
-		return "", fmt.Errorf("%q: %v", s, err)
-	}
-	return key, nil
 }
 
 // specifiedHost reports whether a listen host names one address (not "", 0.0.0.0 or ::).

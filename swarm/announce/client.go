@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -120,34 +118,11 @@ func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, err
 
 // parseEndpoint turns "host:port" or an http(s) URL into an endpoint.
 func parseEndpoint(s string) (endpoint, error) {
-	if !strings.Contains(s, "://") {
-		if err := ring.CheckMember(s); err != nil {
-			return endpoint{}, fmt.Errorf("%w: tracker %q: %v", ErrInvalid, s, err)
-		}
-		return endpoint{key: s, base: "http://" + s}, nil
-	}
-	u, err := url.Parse(s)
+	key, base, err := ring.ParseEndpoint(s)
 	if err != nil {
-		return endpoint{}, fmt.Errorf("%w: tracker %q: %v", ErrInvalid, s, err)
+		return endpoint{}, fmt.Errorf("%w: tracker %v", ErrInvalid, err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return endpoint{}, fmt.Errorf("%w: tracker %q: scheme must be http or https", ErrInvalid, s)
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return endpoint{}, fmt.Errorf("%w: tracker %q: want scheme://host[:port][/path] only", ErrInvalid, s)
-	}
-	key := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		key = net.JoinHostPort(u.Hostname(), port)
-	}
-	if err := ring.CheckMember(key); err != nil {
-		return endpoint{}, fmt.Errorf("%w: tracker %q: %v", ErrInvalid, s, err)
-	}
-	return endpoint{key: key, base: strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/")}, nil
+	return endpoint{key: key, base: base}, nil
 }
 
 // Trackers returns the ring keys (host:port) of the trackers in the order they would be asked
