@@ -108,7 +108,6 @@ start() {
 		--bridge none --iptables=false --ip-masq=false \
 		</dev/null >"$logfile" 2>&1 &
 	echo $! >"$dir/dockerd.pid"
-	echo "$logfile" >"$dir/dockerd.logpath"
 	local start=$SECONDS
 	until answers "$sock"; do
 		if ! alive "$dir/dockerd.pid"; then

@@ -181,7 +181,7 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 		check = "every client checked the length of what it read (not its digest: --verify=false)"
 	}
 	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process; %s. %.1fs in all (seeding the origin %.1fs).\n",
-		plural(r.Agents, "agent"), trackers, check, r.ElapsedS, r.SeedS)
+		cmdutil.Plural(r.Agents, "agent"), trackers, check, r.ElapsedS, r.SeedS)
 	if err == nil && r.Dir != "" {
 		_, err = fmt.Fprintf(w, "Stores kept in %s.\n", r.Dir)
 	}

@@ -153,7 +153,7 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 	}
 	if r.ListTags > 0 {
 		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-")
-		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-")
+		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", cmdutil.Plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-")
 		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-")
 	}
 	if err := t.Flush(); err != nil {
@@ -164,7 +164,7 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 		spread = "all sent to the leader"
 	}
 	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1, %s %s, %.1fs in all.\n",
-		plural(r.Nodes, "build-index node"), plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
+		cmdutil.Plural(r.Nodes, "build-index node"), cmdutil.Plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
 	if err == nil && r.ListTags > 0 {
 		runs := make([]string, len(r.ListRunsMs))
 		for i, v := range r.ListRunsMs {
@@ -176,13 +176,6 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }
-
-func plural(n int, s string) string {
-	if n == 1 {
-		return "1 " + s
-	}
-	return fmt.Sprintf("%d %ss", n, s)
-}
 
 func msCell(v float64) string {
 	switch {

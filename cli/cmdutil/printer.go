@@ -74,3 +74,11 @@ func toAny(s []string) []any {
 	}
 	return a
 }
+
+// Plural returns "1 thing" or "n things" (English regular plural).
+func Plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}

@@ -154,7 +154,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if err != nil {
 		return fmt.Errorf("start dev cluster: %w", err)
 	}
-	fmt.Fprintf(opts.IO.ErrOut, "Starting %s and %s in %s ...\n", plural(opts.Origins, "origin"), plural(opts.Agents, "agent"), dir)
+	fmt.Fprintf(opts.IO.ErrOut, "Starting %s and %s in %s ...\n", cmdutil.Plural(opts.Origins, "origin"), cmdutil.Plural(opts.Agents, "agent"), dir)
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
 	select {
@@ -188,7 +188,7 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	}
 	addrs := c.Endpoints()
 	agents := c.Agents()
-	fmt.Fprintf(out, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", plural(len(addrs), "origin"), c.Replicas(), plural(len(agents), "agent"))
+	fmt.Fprintf(out, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", cmdutil.Plural(len(addrs), "origin"), c.Replicas(), cmdutil.Plural(len(agents), "agent"))
 	t := cmdutil.NewTable(out, "role", "address", "serves")
 	for i, a := range addrs {
 		t.Row(fmt.Sprintf("origin %d", i), "http://"+a, "blobs")
@@ -231,12 +231,4 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		fmt.Fprintf(out, "  %s\n      # %s\n", try[0], try[1])
 	}
 	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
-}
-
-// plural spells n things: "1 agent", "3 agents".
-func plural(n int, thing string) string {
-	if n == 1 {
-		return "1 " + thing
-	}
-	return fmt.Sprintf("%d %ss", n, thing)
 }
