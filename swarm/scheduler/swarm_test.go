@@ -194,6 +194,13 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 			"the blob is committed to the agent's store")
 		for _, st := range a.s.Stats() {
 			fromPeers += st.BytesIn - st.BytesInOrigin
+			// Every piece held, then the blob's digest matched (which releases the last
+			// byte), then the commit: each is stamped, in that order.
+			require.NotNil(t, st.Downloaded, "downloaded")
+			require.NotNil(t, st.Checked, "checked")
+			require.NotNil(t, st.Finished, "finished")
+			require.False(t, st.Checked.Before(*st.Downloaded), "checked %v before downloaded %v", st.Checked, st.Downloaded)
+			require.False(t, st.Finished.Before(*st.Checked), "committed %v before checked %v", st.Finished, st.Checked)
 		}
 	}
 	require.Positive(t, fromPeers, "agents traded pieces among themselves")
