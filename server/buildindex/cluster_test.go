@@ -371,7 +371,7 @@ func TestRaftClusterLinks(t *testing.T) {
 	}
 
 	// Through a follower, with the answer coming from the leader.
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+followers[0].httpAddr+api.LinkPath(repo, manifestLink(m)),
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+followers[0].httpAddr+api.LinkPath(repo, registry.ManifestLink(m)),
 		strings.NewReader(`{"digest":"`+m.String()+`"}`))
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
@@ -381,10 +381,10 @@ func TestRaftClusterLinks(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
-	require.Equal(t, api.Link{Repo: repo, Name: manifestLink(m), Digest: m, Index: ml.Index}, ml)
+	require.Equal(t, api.Link{Repo: repo, Name: registry.ManifestLink(m), Digest: m, Index: ml.Index}, ml)
 
 	// Linearizable through the other follower: it sees the write acknowledged just before.
-	resp, err = http.Get("http://" + followers[1].httpAddr + api.LinkPath(repo, manifestLink(m)))
+	resp, err = http.Get("http://" + followers[1].httpAddr + api.LinkPath(repo, registry.ManifestLink(m)))
 	require.NoError(t, err)
 	var got api.Link
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
@@ -393,22 +393,22 @@ func TestRaftClusterLinks(t *testing.T) {
 	require.Equal(t, followers[1].id, resp.Header.Get(HeaderServedBy), "served by the follower with a read index")
 	require.Equal(t, ml, got)
 
-	bl := put(followers[1], blobLink(b), b)
-	rl := put(followers[0], referrerLink(m, r), r)
+	bl := put(followers[1], registry.BlobLink(b), b)
+	rl := put(followers[0], registry.ReferrerLink(m, r), r)
 	for _, n := range nodes {
 		list := retrying(t, func() ([]api.Link, error) { return n.cli.ListLinks(ctx, repo, "referrer/"+m.String()+"/", false) })
 		require.Equal(t, []api.Link{rl}, list, n.id)
-		got := retrying(t, func() (api.Link, error) { return n.cli.GetLink(ctx, repo, blobLink(b), false) })
+		got := retrying(t, func() (api.Link, error) { return n.cli.GetLink(ctx, repo, registry.BlobLink(b), false) })
 		require.Equal(t, bl, got, n.id)
 	}
 	retrying(t, func() (api.Tag, error) { return followers[1].cli.PutTag(ctx, repo, "v1", m) })
 	require.Equal(t, []string{"v1"}, listAll(t, followers[0].cli, repo))
 
-	gone := put(leader, blobLink(dig("gone")), dig("gone"))
+	gone := put(leader, registry.BlobLink(dig("gone")), dig("gone"))
 	// A delete whose outcome was unknown (504) may have been applied: retried, it finds nothing.
 	unsure := false
 	retrying(t, func() (api.Link, error) {
-		l, err := followers[0].cli.DeleteLink(ctx, repo, blobLink(dig("gone")))
+		l, err := followers[0].cli.DeleteLink(ctx, repo, registry.BlobLink(dig("gone")))
 		var re *registry.Error
 		if errors.As(err, &re) && re.Status == http.StatusGatewayTimeout {
 			unsure = true
@@ -418,14 +418,14 @@ func TestRaftClusterLinks(t *testing.T) {
 		}
 		return l, err
 	})
-	_, err = followers[1].cli.GetLink(ctx, repo, blobLink(dig("gone")), false)
+	_, err = followers[1].cli.GetLink(ctx, repo, registry.BlobLink(dig("gone")), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 
 	// Written back like tags, under the link's stored name.
-	for name, d := range map[string]digest.Digest{manifestLink(m): m, blobLink(b): b, referrerLink(m, r): r} {
+	for name, d := range map[string]digest.Digest{registry.ManifestLink(m): m, registry.BlobLink(b): b, registry.ReferrerLink(m, r): r} {
 		waitObject(t, be, repo, tagstore.LinkKey(name), func(rec Record) bool { return !rec.Deleted && rec.Digest == d })
 	}
-	waitObject(t, be, repo, tagstore.LinkKey(blobLink(dig("gone"))), func(rec Record) bool { return rec.Deleted && rec.Index > gone.Index })
+	waitObject(t, be, repo, tagstore.LinkKey(registry.BlobLink(dig("gone"))), func(rec Record) bool { return rec.Deleted && rec.Index > gone.Index })
 	waitObject(t, be, repo, "v1", func(rec Record) bool { return rec.Digest == m })
 	for _, n := range nodes {
 		n.stop()
@@ -443,7 +443,7 @@ func TestRaftClusterLinks(t *testing.T) {
 		list := retrying(t, func() ([]api.Link, error) { return n.cli.ListLinks(ctx, repo, "blob/", false) })
 		require.Len(t, list, 1, n.id)
 		require.Equal(t, b, list[0].Digest)
-		got := retrying(t, func() (api.Link, error) { return n.cli.GetLink(ctx, repo, referrerLink(m, r), false) })
+		got := retrying(t, func() (api.Link, error) { return n.cli.GetLink(ctx, repo, registry.ReferrerLink(m, r), false) })
 		require.Equal(t, r, got.Digest)
 	}
 	require.Equal(t, []string{"v1"}, listAll(t, fresh[0].cli, repo))

@@ -70,7 +70,7 @@ func (c *contentChecker) checkLink(ctx context.Context, repo string, l linkRef, 
 
 func (c *contentChecker) checkLinkValue(ctx context.Context, repo string, l linkRef, d digest.Digest) error {
 	if l.kind == tagstore.LinkKindReferrer {
-		_, err := c.link(ctx, repo, tagstore.LinkKindManifest+"/"+d.String())
+		_, err := c.link(ctx, repo, registry.ManifestLink(d))
 		if errors.Is(err, tagstore.ErrNotFound) {
 			return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestUnknown,
 				Message: fmt.Sprintf("link %s: repository %q holds no manifest %s", l.name, repo, d),

@@ -178,12 +178,12 @@ func TestLinkContentCheck(t *testing.T) {
 	missing := digest.FromString("never pushed")
 
 	// blob/ and manifest/ links: the value must exist under the repository's namespace.
-	_, err := n.cli.PutLink(ctx, ns, blobLink(layer.Digest), layer.Digest)
+	_, err := n.cli.PutLink(ctx, ns, registry.BlobLink(layer.Digest), layer.Digest)
 	require.NoError(t, err)
-	_, err = n.cli.PutLink(ctx, ns, blobLink(missing), missing)
+	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(missing), missing)
 	re := apiErr(t, err, http.StatusBadRequest, registry.CodeBlobUnknown)
 	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
-	_, err = n.cli.PutLink(ctx, ns, manifestLink(missing), missing)
+	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(missing), missing)
 	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
 	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
 
@@ -197,7 +197,7 @@ func TestLinkContentCheck(t *testing.T) {
 	_, err = n.cli.PutTag(ctx, ns, "v1", image.Digest)
 	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, layer512.String(), "a sha512 layer without its blob/ link")
-	_, err = n.cli.PutLink(ctx, ns, blobLink(layer512), layer.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(layer512), layer.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "v1", image.Digest)
 	require.NoError(t, err)
@@ -205,7 +205,7 @@ func TestLinkContentCheck(t *testing.T) {
 	// A tag on a sha512 manifest: through its manifest/ link.
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
 	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
-	_, err = n.cli.PutLink(ctx, ns, manifestLink(image512), image.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(image512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
 	require.NoError(t, err)
@@ -213,7 +213,7 @@ func TestLinkContentCheck(t *testing.T) {
 	ghost512 := digest.SHA512.FromString("ghost")
 	store.mu.Lock()
 	store.index++
-	store.tags[[2]string{ns, tagstore.LinkKey(manifestLink(ghost512))}] = tagstore.Tag{Repo: ns, Name: tagstore.LinkKey(manifestLink(ghost512)), Digest: missing, Index: store.index}
+	store.tags[[2]string{ns, tagstore.LinkKey(registry.ManifestLink(ghost512))}] = tagstore.Tag{Repo: ns, Name: tagstore.LinkKey(registry.ManifestLink(ghost512)), Digest: missing, Index: store.index}
 	store.mu.Unlock()
 	_, err = n.cli.PutTag(ctx, ns, "ghost", ghost512)
 	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
@@ -228,25 +228,25 @@ func TestLinkContentCheck(t *testing.T) {
 	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, child512.String())
 	// A blob/ link does not stand in for a manifest/ one.
-	_, err = n.cli.PutLink(ctx, ns, blobLink(child512), image.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
 	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
-	_, err = n.cli.PutLink(ctx, ns, manifestLink(child512), image.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
 	require.NoError(t, err)
 
 	// referrer/ links: the referrer must be a manifest of the repository.
 	sig512 := digest.SHA512.FromString("signature")
-	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, sig512), sig512)
+	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, sig512), sig512)
 	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
 	require.Equal(t, map[string]any{"digest": sig512.String()}, re.Detail)
-	_, err = n.cli.PutLink(ctx, ns, manifestLink(sig512), cfg.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(sig512), cfg.Digest)
 	require.NoError(t, err)
-	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, sig512), sig512)
+	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, sig512), sig512)
 	require.NoError(t, err)
-	_, err = n.cli.PutLink(ctx, ns, referrerLink(image.Digest, image.Digest), image.Digest)
+	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, image.Digest), image.Digest)
 	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
 
 	// Origins that cannot be reached: 503, nothing written.
@@ -255,7 +255,7 @@ func TestLinkContentCheck(t *testing.T) {
 		c.VerifyContent = &v
 		c.Origins = []string{closedAddr(t)}
 	})
-	_, err = down.cli.PutLink(ctx, ns, blobLink(layer.Digest), layer.Digest)
+	_, err = down.cli.PutLink(ctx, ns, registry.BlobLink(layer.Digest), layer.Digest)
 	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
 	require.Zero(t, down.store.writeCount())
 }

@@ -16,12 +16,6 @@ import (
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
-func blobLink(d digest.Digest) string     { return "blob/" + d.String() }
-func manifestLink(d digest.Digest) string { return "manifest/" + d.String() }
-func referrerLink(subject, d digest.Digest) string {
-	return "referrer/" + subject.String() + "/" + d.String()
-}
-
 func sha512Of(s string) digest.Digest { return digest.SHA512.FromString(s) }
 
 func TestLinks(t *testing.T) {
@@ -32,32 +26,32 @@ func TestLinks(t *testing.T) {
 	const repo = "team/app"
 	b, m, r := dig("blob"), dig("manifest"), dig("referrer")
 
-	l, err := n.cli.PutLink(ctx, repo, blobLink(b), b)
+	l, err := n.cli.PutLink(ctx, repo, registry.BlobLink(b), b)
 	require.NoError(t, err)
-	require.Equal(t, api.Link{Repo: repo, Name: blobLink(b), Digest: b, Index: 1}, l)
-	_, err = n.cli.PutLink(ctx, repo, manifestLink(m), m)
+	require.Equal(t, api.Link{Repo: repo, Name: registry.BlobLink(b), Digest: b, Index: 1}, l)
+	_, err = n.cli.PutLink(ctx, repo, registry.ManifestLink(m), m)
 	require.NoError(t, err)
-	_, err = n.cli.PutLink(ctx, repo, referrerLink(m, r), r)
+	_, err = n.cli.PutLink(ctx, repo, registry.ReferrerLink(m, r), r)
 	require.NoError(t, err)
 	// A sha512 key: the value is the sha256 digest the content is stored under.
-	_, err = n.cli.PutLink(ctx, repo, blobLink(sha512Of("big")), dig("big"))
+	_, err = n.cli.PutLink(ctx, repo, registry.BlobLink(sha512Of("big")), dig("big"))
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, repo, "v1", m)
 	require.NoError(t, err)
 
 	for _, stale := range []bool{false, true} {
-		got, err := n.cli.GetLink(ctx, repo, referrerLink(m, r), stale)
+		got, err := n.cli.GetLink(ctx, repo, registry.ReferrerLink(m, r), stale)
 		require.NoError(t, err)
 		require.Equal(t, r, got.Digest)
 	}
 	list, err := n.cli.ListLinks(ctx, repo, "blob/", false)
 	require.NoError(t, err)
 	require.Len(t, list, 2)
-	require.Equal(t, blobLink(b), list[0].Name)
-	require.Equal(t, blobLink(sha512Of("big")), list[1].Name)
+	require.Equal(t, registry.BlobLink(b), list[0].Name)
+	require.Equal(t, registry.BlobLink(sha512Of("big")), list[1].Name)
 	list, err = n.cli.ListLinks(ctx, repo, "referrer/"+m.String()+"/", true)
 	require.NoError(t, err)
-	require.Equal(t, []api.Link{{Repo: repo, Name: referrerLink(m, r), Digest: r, Index: 3}}, list)
+	require.Equal(t, []api.Link{{Repo: repo, Name: registry.ReferrerLink(m, r), Digest: r, Index: 3}}, list)
 	list, err = n.cli.ListLinks(ctx, repo, "referrer/"+b.String()+"/", false)
 	require.NoError(t, err)
 	require.Empty(t, list)
@@ -69,7 +63,7 @@ func TestLinks(t *testing.T) {
 	tags, _, err := n.cli.ListTags(ctx, repo, "", 0)
 	require.NoError(t, err)
 	require.Equal(t, []string{"v1"}, tags)
-	_, err = n.cli.PutLink(ctx, "only/links", blobLink(b), b)
+	_, err = n.cli.PutLink(ctx, "only/links", registry.BlobLink(b), b)
 	require.NoError(t, err)
 	_, _, err = n.cli.ListTags(ctx, "only/links", "", 0)
 	apiErr(t, err, http.StatusNotFound, registry.CodeNameUnknown)
@@ -78,21 +72,21 @@ func TestLinks(t *testing.T) {
 	require.Equal(t, []string{"only/links", repo}, repos)
 
 	// Missing links: 404 with the code of their kind.
-	_, err = n.cli.GetLink(ctx, repo, blobLink(dig("none")), false)
+	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(dig("none")), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
-	_, err = n.cli.GetLink(ctx, repo, manifestLink(dig("none")), true)
+	_, err = n.cli.GetLink(ctx, repo, registry.ManifestLink(dig("none")), true)
 	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
-	_, err = n.cli.GetLink(ctx, repo, referrerLink(m, dig("none")), false)
+	_, err = n.cli.GetLink(ctx, repo, registry.ReferrerLink(m, dig("none")), false)
 	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
 
-	del, err := n.cli.DeleteLink(ctx, repo, blobLink(b))
+	del, err := n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.NoError(t, err)
 	require.Equal(t, b, del.Digest)
-	_, err = n.cli.DeleteLink(ctx, repo, blobLink(b))
+	_, err = n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.ErrorIs(t, err, client.ErrNotFound)
 	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
-	_, err = n.cli.GetLink(ctx, repo, blobLink(b), false)
+	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(b), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 
 	// Slashes left unescaped, as curl users write them; a repository component may be
@@ -107,23 +101,23 @@ func TestLinks(t *testing.T) {
 		require.NoError(t, err)
 		return resp.StatusCode, b
 	}
-	code, body := raw(http.MethodPut, "/repositories/x/links/links/"+blobLink(b), `{"digest":"`+b.String()+`"}`)
+	code, body := raw(http.MethodPut, "/repositories/x/links/links/"+registry.BlobLink(b), `{"digest":"`+b.String()+`"}`)
 	require.Equal(t, http.StatusOK, code, "%s", body)
-	got, err := store.GetLink(ctx, "x/links", blobLink(b), tagstore.Stale)
+	got, err := store.GetLink(ctx, "x/links", registry.BlobLink(b), tagstore.Stale)
 	require.NoError(t, err)
 	require.Equal(t, b, got.Digest)
 	code, body = raw(http.MethodGet, "/repositories/team/app/links?prefix=referrer/", "")
 	require.Equal(t, http.StatusOK, code, "%s", body)
-	require.Contains(t, string(body), referrerLink(m, r))
-	code, body = raw(http.MethodPut, "/repositories/a/tags/b/links/"+blobLink(b), `{"digest":"`+b.String()+`"}`)
+	require.Contains(t, string(body), registry.ReferrerLink(m, r))
+	code, body = raw(http.MethodPut, "/repositories/a/tags/b/links/"+registry.BlobLink(b), `{"digest":"`+b.String()+`"}`)
 	require.Equal(t, http.StatusOK, code, "%s", body)
-	_, err = store.GetLink(ctx, "a/tags/b", blobLink(b), tagstore.Stale)
+	_, err = store.GetLink(ctx, "a/tags/b", registry.BlobLink(b), tagstore.Stale)
 	require.NoError(t, err)
-	code, _ = raw(http.MethodDelete, "/repositories/x/links/links/"+blobLink(b), "")
+	code, _ = raw(http.MethodDelete, "/repositories/x/links/links/"+registry.BlobLink(b), "")
 	require.Equal(t, http.StatusOK, code)
-	code, _ = raw(http.MethodGet, "/repositories/x/links/links/"+blobLink(b), "")
+	code, _ = raw(http.MethodGet, "/repositories/x/links/links/"+registry.BlobLink(b), "")
 	require.Equal(t, http.StatusNotFound, code)
-	code, _ = raw(http.MethodPost, "/repositories/x/links/links/"+blobLink(b), "")
+	code, _ = raw(http.MethodPost, "/repositories/x/links/links/"+registry.BlobLink(b), "")
 	require.Equal(t, http.StatusMethodNotAllowed, code)
 	code, _ = raw(http.MethodPut, "/repositories/x/links", "")
 	require.Equal(t, http.StatusMethodNotAllowed, code)
@@ -145,7 +139,7 @@ func TestLinkBadInput(t *testing.T) {
 		repo, name string
 		code       registry.Code
 	}{
-		{"Team/app", blobLink(d), registry.CodeNameInvalid},
+		{"Team/app", registry.BlobLink(d), registry.CodeNameInvalid},
 		{"app", "", registry.CodeNameInvalid},
 		{"app", "layer/" + d.String(), registry.CodeNameInvalid},
 		{"app", "blob", registry.CodeNameInvalid},
@@ -170,15 +164,15 @@ func TestLinkBadInput(t *testing.T) {
 		name  string
 		value digest.Digest
 	}{
-		{blobLink(d), ""},
-		{blobLink(d), "sha256:abc"},
-		{blobLink(d), dig("other")},     // a sha256 key is stored under itself
-		{blobLink(d512), d512},          // stored under a sha256 digest
-		{manifestLink(d512), d512},      // the same for manifests
-		{manifestLink(d), dig("other")}, // a sha256 key is stored under itself
-		{referrerLink(d, d512), d},      // a referrer's value is its own digest
-		{referrerLink(d512, d), d512},   // (the last part, not the subject)
-		{manifestLink(d), "sha384:" + digest.Digest(strings.Repeat("a", 96))},
+		{registry.BlobLink(d), ""},
+		{registry.BlobLink(d), "sha256:abc"},
+		{registry.BlobLink(d), dig("other")},     // a sha256 key is stored under itself
+		{registry.BlobLink(d512), d512},          // stored under a sha256 digest
+		{registry.ManifestLink(d512), d512},      // the same for manifests
+		{registry.ManifestLink(d), dig("other")}, // a sha256 key is stored under itself
+		{registry.ReferrerLink(d, d512), d},      // a referrer's value is its own digest
+		{registry.ReferrerLink(d512, d), d512},   // (the last part, not the subject)
+		{registry.ManifestLink(d), "sha384:" + digest.Digest(strings.Repeat("a", 96))},
 	} {
 		_, err := n.cli.PutLink(ctx, "app", tc.name, tc.value)
 		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
@@ -222,28 +216,28 @@ func TestLinkForwarding(t *testing.T) {
 	follower := startFake(t, fstore, Deps{}, nil)
 	d := dig("one")
 
-	put, err := follower.cli.PutLink(ctx, "app", blobLink(d), d)
+	put, err := follower.cli.PutLink(ctx, "app", registry.BlobLink(d), d)
 	require.NoError(t, err)
-	got, err := leader.store.GetLink(ctx, "app", blobLink(d), tagstore.Stale)
+	got, err := leader.store.GetLink(ctx, "app", registry.BlobLink(d), tagstore.Stale)
 	require.NoError(t, err)
 	require.Equal(t, put.Index, got.Index)
 
-	l, err := follower.cli.GetLink(ctx, "app", blobLink(d), false)
+	l, err := follower.cli.GetLink(ctx, "app", registry.BlobLink(d), false)
 	require.NoError(t, err)
 	require.Equal(t, d, l.Digest)
 	list, err := follower.cli.ListLinks(ctx, "app", "blob/", false)
 	require.NoError(t, err)
 	require.Len(t, list, 1)
 	// Stale reads are the follower's own (it has nothing).
-	_, err = follower.cli.GetLink(ctx, "app", blobLink(d), true)
+	_, err = follower.cli.GetLink(ctx, "app", registry.BlobLink(d), true)
 	require.ErrorIs(t, err, client.ErrNotFound)
 	list, err = follower.cli.ListLinks(ctx, "app", "blob/", true)
 	require.NoError(t, err)
 	require.Empty(t, list)
 
-	_, err = follower.cli.DeleteLink(ctx, "app", blobLink(d))
+	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
 	require.NoError(t, err)
-	_, err = follower.cli.DeleteLink(ctx, "app", blobLink(d))
+	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
 	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
 	require.Zero(t, fstore.writeCount())
 }
@@ -256,11 +250,11 @@ func TestChangesSkipLinks(t *testing.T) {
 	n := startFake(t, store, Deps{}, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, err := n.cli.PutLink(ctx, "app", blobLink(dig("b")), dig("b"))
+	_, err := n.cli.PutLink(ctx, "app", registry.BlobLink(dig("b")), dig("b"))
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, "app", "v1", dig("m"))
 	require.NoError(t, err)
-	_, err = n.cli.DeleteLink(ctx, "app", blobLink(dig("b")))
+	_, err = n.cli.DeleteLink(ctx, "app", registry.BlobLink(dig("b")))
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, "app", "v2", dig("m"))
 	require.NoError(t, err)
@@ -284,7 +278,7 @@ func TestChangesSkipLinks(t *testing.T) {
 	defer stop()
 	first := <-ch
 	require.True(t, first.Tag.IsLink())
-	require.Equal(t, tagstore.Link{Repo: "app", Name: blobLink(dig("b")), Digest: dig("b"), Index: 1, Updated: first.Tag.Updated}, first.Tag.AsLink())
+	require.Equal(t, tagstore.Link{Repo: "app", Name: registry.BlobLink(dig("b")), Digest: dig("b"), Index: 1, Updated: first.Tag.Updated}, first.Tag.AsLink())
 }
 
 // TestLinkRecords: a link's backend object is a Record whose Tag is the link's stored name;
@@ -292,8 +286,8 @@ func TestChangesSkipLinks(t *testing.T) {
 func TestLinkRecords(t *testing.T) {
 	t.Parallel()
 	d := dig("b")
-	key := tagstore.LinkKey(blobLink(d))
-	require.NotEqual(t, ObjectName("app", key), ObjectName("app", blobLink(d)))
+	key := tagstore.LinkKey(registry.BlobLink(d))
+	require.NotEqual(t, ObjectName("app", key), ObjectName("app", registry.BlobLink(d)))
 	good := Record{Repo: "app", Tag: key, Digest: d, Index: 3}
 	require.NoError(t, checkRecord(ObjectName("app", key), good))
 	for name, rec := range map[string]Record{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 
+	"github.com/krakenctl/krakenctl/tagstore"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -28,9 +29,9 @@ import (
 //	referrer/<subject digest>/<digest>  a manifest in the repository whose subject is <subject>;
 //	                                    the value is the referrer's own digest (the key's last part)
 const (
-	LinkBlob     = "blob"
-	LinkManifest = "manifest"
-	LinkReferrer = "referrer"
+	LinkBlob     = tagstore.LinkKindBlob
+	LinkManifest = tagstore.LinkKindManifest
+	LinkReferrer = tagstore.LinkKindReferrer
 )
 
 // BlobLink, ManifestLink and ReferrerLink build link names.
