@@ -10,7 +10,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
@@ -186,34 +185,18 @@ func (r *ociReader) Referrers(ctx context.Context, repo string, d digest.Digest)
 		}
 		return nil, fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
 	}
-	descs := make([]*ocispec.Descriptor, len(links))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(referrerFetches)
+	refs := make([]digest.Digest, len(links))
 	for i, l := range links {
-		g.Go(func() error {
-			if err := l.Digest.Validate(); err != nil {
-				return fmt.Errorf("list referrers of %s in %s: link %s holds %q: %w", d, repo, l.Name, l.Digest, err)
-			}
-			m, err := r.manifest(gctx, repo, l.Digest)
-			if err != nil {
-				if errors.Is(err, registry.ErrManifestUnknown) {
-					return nil
-				}
-				return fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
-			}
-			desc := m.Descriptor()
-			descs[i] = &desc
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	out := make([]ocispec.Descriptor, 0, len(descs))
-	for _, desc := range descs {
-		if desc != nil {
-			out = append(out, *desc)
+		if err := l.Digest.Validate(); err != nil {
+			return nil, fmt.Errorf("list referrers of %s in %s: link %s holds %q: %w", d, repo, l.Name, l.Digest, err)
 		}
+		refs[i] = l.Digest
+	}
+	out, err := registry.DescribeReferrers(ctx, refs, referrerFetches, func(ctx context.Context, m digest.Digest) (*registry.Manifest, error) {
+		return r.manifest(ctx, repo, m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
 	}
 	return out, nil
 }

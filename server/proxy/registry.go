@@ -168,31 +168,15 @@ func (r *Registry) Referrers(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return nil, err
 	}
-	descs := make([]*ocispec.Descriptor, len(links))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(parallelism)
+	refs := make([]digest.Digest, len(links))
 	for i, l := range links {
-		g.Go(func() error {
-			m, err := r.manifest(gctx, repo, l.Digest, false)
-			if errors.Is(err, registry.ErrManifestUnknown) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			desc := m.Descriptor()
-			descs[i] = &desc
-			return nil
-		})
+		refs[i] = l.Digest
 	}
-	if err := g.Wait(); err != nil {
+	out, err := registry.DescribeReferrers(ctx, refs, parallelism, func(ctx context.Context, m digest.Digest) (*registry.Manifest, error) {
+		return r.manifest(ctx, repo, m, false)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list referrers of %s in %s: %w", d, repo, err)
-	}
-	out := make([]ocispec.Descriptor, 0, len(descs))
-	for _, desc := range descs {
-		if desc != nil {
-			out = append(out, *desc)
-		}
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // Manifest media types the handler accepts on push.
@@ -260,4 +262,39 @@ func jsonProblem(err error) string {
 	default:
 		return err.Error()
 	}
+}
+
+// DescribeReferrers describes the referrers of a subject: for each digest in refs (the values
+// of the subject's referrer links, in order) the descriptor of the manifest that manifest
+// returns, fetching up to limit at once. A manifest that is gone (ErrManifestUnknown: deleted
+// while its link was being removed) is left out; any other error ends the listing.
+func DescribeReferrers(ctx context.Context, refs []digest.Digest, limit int,
+	manifest func(context.Context, digest.Digest) (*Manifest, error)) ([]ocispec.Descriptor, error) {
+	descs := make([]*ocispec.Descriptor, len(refs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for i, d := range refs {
+		g.Go(func() error {
+			m, err := manifest(gctx, d)
+			if errors.Is(err, ErrManifestUnknown) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			desc := m.Descriptor()
+			descs[i] = &desc
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]ocispec.Descriptor, 0, len(descs))
+	for _, desc := range descs {
+		if desc != nil {
+			out = append(out, *desc)
+		}
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"crypto/sha512"
 	"encoding/hex"
 	"errors"
@@ -200,4 +201,39 @@ func TestParseOCIDigest(t *testing.T) {
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)
 	}
+}
+
+// DescribeReferrers keeps the links' order, leaves out a referrer that is gone, and stops at
+// any other error.
+func TestDescribeReferrers(t *testing.T) {
+	t.Parallel()
+	manifests := map[digest.Digest]*registry.Manifest{}
+	var refs []digest.Digest
+	for _, at := range []string{"a/one", "a/two", "a/three"} {
+		body := `{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageManifest + `","artifactType":"` + at +
+			`","config":` + desc(ocispec.MediaTypeEmptyJSON, digest.FromString("{}"), 2) + `,"layers":[]}`
+		m, err := registry.ParseManifest("", []byte(body))
+		require.NoError(t, err)
+		manifests[m.Digest] = m
+		refs = append(refs, m.Digest)
+	}
+	gone := digest.FromString("gone")
+	fetch := func(_ context.Context, d digest.Digest) (*registry.Manifest, error) {
+		if m, ok := manifests[d]; ok {
+			return m, nil
+		}
+		if d == gone {
+			return nil, registry.ErrManifestUnknown
+		}
+		return nil, errors.New("origin down")
+	}
+	got, err := registry.DescribeReferrers(t.Context(), []digest.Digest{refs[0], gone, refs[1], refs[2]}, 2, fetch)
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	for i, d := range refs {
+		require.Equal(t, d, got[i].Digest)
+		require.Equal(t, manifests[d].Descriptor(), got[i])
+	}
+	_, err = registry.DescribeReferrers(t.Context(), append(refs, digest.FromString("other")), 2, fetch)
+	require.ErrorContains(t, err, "origin down")
 }
