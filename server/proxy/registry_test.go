@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -619,12 +620,26 @@ func TestGGCRClient(t *testing.T) {
 		}
 	}
 
-	// One image into another repository: the client asks to mount its blobs from the first.
+	// One image into another repository: the client asks to mount its blobs from the first,
+	// and the proxy mounts them (201), so no blob bytes are uploaded again.
 	ref2, err := name.ParseReference(p.Addr()+"/ggcr/copy:v1", name.Insecure)
 	require.NoError(t, err)
 	img, err := got.Image(im.Manifests[0].Digest)
 	require.NoError(t, err)
-	require.NoError(t, remote.Write(ref2, img, opts...))
+	rec := &recordingTransport{next: st.hc.Transport}
+	require.NoError(t, remote.Write(ref2, img, remote.WithContext(t.Context()), remote.WithTransport(rec)))
+	mounted, uploaded := 0, 0
+	for _, c := range rec.calls {
+		switch {
+		case c.method == http.MethodPost && strings.Contains(c.url, "mount="):
+			require.Equal(t, http.StatusCreated, c.status, "mount %s", c.url)
+			mounted++
+		case c.method == http.MethodPatch, c.method == http.MethodPut && strings.Contains(c.url, "/blobs/uploads/"):
+			uploaded++
+		}
+	}
+	require.Positive(t, mounted, "the client mounted the blobs: %v", rec.calls)
+	require.Zero(t, uploaded, "no blob was uploaded again: %v", rec.calls)
 	img2, err := remote.Image(ref2, opts...)
 	require.NoError(t, err)
 	d1, err := img.Digest()
@@ -661,4 +676,28 @@ func TestShortChunkOverHTTP(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 	require.Equal(t, "0-0", resp.Header.Get("Range"), "nothing was appended")
+}
+
+// recordingTransport notes the method, URL and status of every request it passes on.
+type recordingTransport struct {
+	next  http.RoundTripper
+	mu    sync.Mutex
+	calls []recordedCall
+}
+
+type recordedCall struct {
+	method, url string
+	status      int
+}
+
+func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.next.RoundTrip(req)
+	c := recordedCall{method: req.Method, url: req.URL.String()}
+	if err == nil {
+		c.status = resp.StatusCode
+	}
+	rt.mu.Lock()
+	rt.calls = append(rt.calls, c)
+	rt.mu.Unlock()
+	return resp, err
 }
