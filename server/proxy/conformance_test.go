@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -40,7 +41,15 @@ func TestConformance(t *testing.T) {
 	results := t.TempDir()
 
 	cmd := exec.CommandContext(t.Context(), goCmd, "tool", "conformance")
-	cmd.Env = append(os.Environ(),
+	// The suite's own settings only: an OCI_* variable inherited from the environment could
+	// turn categories off.
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OCI_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env,
 		"OCI_REGISTRY="+p.Addr(),
 		"OCI_TLS=disabled",
 		"OCI_RESULTS_DIR="+results,
@@ -61,5 +70,9 @@ func TestConformance(t *testing.T) {
 	if failed > 0 || errored > 0 || runErr != nil {
 		t.Fatalf("conformance: %d passed, %d failed, %d errors (%v):\n%s", passed, failed, errored, runErr, report)
 	}
-	require.Positive(t, passed)
+	// Every category ran: 983 checks pass at the pinned version. One check is skipped by the
+	// suite itself: a mount without from= of a sha512 blob, which the proxy answers with 202
+	// (start an upload), as the spec allows.
+	require.GreaterOrEqual(t, passed, 950, "fewer checks ran than the profile holds:\n%s", report)
+	require.LessOrEqual(t, skipped, 1, "checks were skipped:\n%s", report)
 }
