@@ -34,6 +34,18 @@ var (
 	ErrIndeterminate = errors.New("outcome unknown")
 )
 
+// ErrInvalidDigest marks, alongside ErrInvalid, an error whose cause is a malformed digest:
+// one given alone (ValidateDigest) or inside a link name or prefix, as opposed to a name of
+// the wrong shape. The registry API answers the first with DIGEST_INVALID.
+var ErrInvalidDigest = errors.New("invalid digest")
+
+// digestError is an ErrInvalid error caused by a digest: errors.Is matches ErrInvalidDigest
+// too, and its text is the wrapped error's.
+type digestError struct{ error }
+
+func (e digestError) Unwrap() error      { return e.error }
+func (digestError) Is(target error) bool { return target == ErrInvalidDigest }
+
 // NotLeaderError says this node cannot serve the call and who can. The fields are empty when
 // no leader is known (an election is under way, or this node is cut off). errors.Is(err,
 // ErrNotLeader) holds for it.

@@ -79,7 +79,8 @@ var linkKinds = map[string]int{LinkKindBlob: 1, LinkKindManifest: 1, LinkKindRef
 func LinkDigests(kind string) int { return linkKinds[kind] }
 
 // ParseLinkName splits a link name into its kind and the digests of its key (one, or two for a
-// referrer: subject, then referrer). The error wraps ErrInvalid and names the bad part.
+// referrer: subject, then referrer). The error wraps ErrInvalid and names the bad part; when
+// the bad part is a digest of a name of the right shape, ErrInvalidDigest too.
 func ParseLinkName(name string) (kind string, keys []digest.Digest, err error) {
 	if name == "" {
 		return "", nil, fmt.Errorf("%w link name: empty", ErrInvalid)
@@ -87,13 +88,13 @@ func ParseLinkName(name string) (kind string, keys []digest.Digest, err error) {
 	if len(name) > MaxLinkNameLen {
 		return "", nil, fmt.Errorf("%w link name %.40q...: %d characters, the limit is %d", ErrInvalid, name, len(name), MaxLinkNameLen)
 	}
-	kind, rest, _ := strings.Cut(name, "/")
+	kind, rest, slash := strings.Cut(name, "/")
 	want, ok := linkKinds[kind]
 	if !ok {
 		return "", nil, fmt.Errorf("%w link name %q: kind %q is not blob, manifest or referrer", ErrInvalid, name, kind)
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != want {
+	if !slash || len(parts) != want {
 		return "", nil, fmt.Errorf("%w link name %q: a %s link is %s", ErrInvalid, name, kind, linkShape(kind))
 	}
 	keys = make([]digest.Digest, len(parts))
@@ -121,7 +122,7 @@ func ValidateLinkName(name string) error {
 
 // ValidateLinkPrefix reports whether prefix can start a link name: a kind and "/", then the
 // beginning of a key ("blob/", "blob/sha256:ab", "referrer/<digest>/" are all valid). The error
-// wraps ErrInvalid.
+// wraps ErrInvalid, and ErrInvalidDigest when the bad part is a digest or its beginning.
 func ValidateLinkPrefix(prefix string) error {
 	kind, rest, ok := strings.Cut(prefix, "/")
 	want, known := linkKinds[kind]
@@ -141,7 +142,7 @@ func ValidateLinkPrefix(prefix string) error {
 		}
 	}
 	if last := parts[len(parts)-1]; !isDigestPrefix(last) {
-		return fmt.Errorf("%w link prefix %q: %q does not start a sha256 or sha512 digest", ErrInvalid, prefix, last)
+		return digestError{fmt.Errorf("%w link prefix %q: %q does not start a sha256 or sha512 digest", ErrInvalid, prefix, last)}
 	}
 	return nil
 }

@@ -66,20 +66,20 @@ func ValidateTag(tag string) error {
 }
 
 // ValidateDigest reports whether d is a well-formed sha256 or sha512 digest (lowercase hex of
-// the right length). The error wraps ErrInvalid.
+// the right length). The error wraps ErrInvalid and ErrInvalidDigest.
 func ValidateDigest(d digest.Digest) error {
 	if d == "" {
-		return fmt.Errorf("%w digest: empty", ErrInvalid)
+		return digestError{fmt.Errorf("%w digest: empty", ErrInvalid)}
 	}
 	alg, _, ok := strings.Cut(string(d), ":")
 	if !ok {
-		return fmt.Errorf("%w digest %q: want algorithm:hex, e.g. sha256:<64 hex digits>", ErrInvalid, d)
+		return digestError{fmt.Errorf("%w digest %q: want algorithm:hex, e.g. sha256:<64 hex digits>", ErrInvalid, d)}
 	}
 	if alg != string(digest.SHA256) && alg != string(digest.SHA512) {
-		return fmt.Errorf("%w digest %q: algorithm %q is not supported, want sha256 or sha512", ErrInvalid, d, alg)
+		return digestError{fmt.Errorf("%w digest %q: algorithm %q is not supported, want sha256 or sha512", ErrInvalid, d, alg)}
 	}
 	if err := d.Validate(); err != nil {
-		return fmt.Errorf("%w digest %q: %w", ErrInvalid, d, err)
+		return digestError{fmt.Errorf("%w digest %q: %w", ErrInvalid, d, err)}
 	}
 	return nil
 }

@@ -34,11 +34,17 @@ func checkLinkName(name string) (linkRef, error) {
 	if err == nil {
 		return linkRef{name: name, kind: kind, keys: keys}, nil
 	}
+	return linkRef{}, linkNameError(err)
+}
+
+// linkNameError answers a link name or prefix tagstore refused: DIGEST_INVALID when its shape
+// is right and a digest in it is not, else NAME_INVALID.
+func linkNameError(err error) error {
 	code := registry.CodeNameInvalid
-	if k, rest, ok := strings.Cut(name, "/"); ok && len(name) <= tagstore.MaxLinkNameLen && tagstore.LinkDigests(k) == strings.Count(rest, "/")+1 {
-		code = registry.CodeDigestInvalid // the shape is right: a digest in it is not
+	if errors.Is(err, tagstore.ErrInvalidDigest) {
+		code = registry.CodeDigestInvalid
 	}
-	return linkRef{}, &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
+	return &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 }
 
 // checkLinkPrefix checks the prefix of a link listing the same way.
@@ -47,15 +53,10 @@ func checkLinkPrefix(prefix string) error {
 		return registry.Errorf(http.StatusBadRequest, registry.CodeNameInvalid,
 			"missing prefix: list links with ?prefix=blob/, manifest/ or referrer/ (and more of a name)")
 	}
-	err := tagstore.ValidateLinkPrefix(prefix)
-	if err == nil {
-		return nil
+	if err := tagstore.ValidateLinkPrefix(prefix); err != nil {
+		return linkNameError(err)
 	}
-	code := registry.CodeNameInvalid
-	if k, rest, ok := strings.Cut(prefix, "/"); ok && len(prefix) <= tagstore.MaxLinkNameLen && strings.Count(rest, "/")+1 <= tagstore.LinkDigests(k) {
-		code = registry.CodeDigestInvalid
-	}
-	return &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
+	return nil
 }
 
 // parseLinkDigest checks the value of a link PUT: a canonical sha256 or sha512 digest.
