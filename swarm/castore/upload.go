@@ -104,28 +104,23 @@ func (s *Store) CreateUploadLabeled(label string) (string, error) {
 }
 
 // UploadLabel returns the label session id was created with ("" for none), or an error wrapping
-// ErrUploadUnknown when there is no such session. A session this process knows answers from
-// memory; only one left by an earlier process is read from disk.
+// ErrUploadUnknown when there is no such session. A session left by an earlier process is
+// loaded once, as the first append to it would (the later calls answer from memory).
 func (s *Store) UploadLabel(id string) (string, error) {
 	if err := checkUploadID(id); err != nil {
 		return "", fmt.Errorf("upload label: %w", err)
 	}
 	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	sess, ok := s.uploads[id]
-	s.upMu.Unlock()
-	if ok {
-		return sess.label, nil
+	if !ok {
+		var err error
+		if sess, err = s.loadSession(id); err != nil {
+			return "", fmt.Errorf("upload label: %w", err)
+		}
+		s.uploads[id] = sess
 	}
-	if _, err := os.Stat(s.uploadPath(id, uploadData)); errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("upload label %s: %w", id, ErrUploadUnknown)
-	} else if err != nil {
-		return "", fmt.Errorf("upload label %s: %w", id, err)
-	}
-	label, err := s.readLabel(id)
-	if err != nil {
-		return "", fmt.Errorf("upload label %s: %w", id, err)
-	}
-	return label, nil
+	return sess.label, nil
 }
 
 // readLabel reads a session's label file ("" when it has none).
