@@ -52,15 +52,17 @@ const (
 )
 
 // Sentinel errors of the registry contracts (oci.go). Implementations of Reader and Writer
-// return them, wrapped with context; FromError maps them.
+// return them, wrapped with context; FromError maps them. The upload ones are the content
+// store's, so that an implementation passing on a castore error needs no translation and the
+// handler's checks (errors.Is) see either.
 var (
 	ErrBlobUnknown     = errors.New("blob unknown")
 	ErrManifestUnknown = errors.New("manifest unknown")
-	ErrUploadUnknown   = errors.New("upload unknown")
+	ErrUploadUnknown   = castore.ErrUploadUnknown
 	// ErrUploadOffset is a chunk that does not start where the upload session ends.
-	ErrUploadOffset = errors.New("chunk does not start at the end of the upload")
+	ErrUploadOffset = castore.ErrBadOffset
 	// ErrDigestMismatch is content that does not hash to the digest the client gave.
-	ErrDigestMismatch = errors.New("content does not match its digest")
+	ErrDigestMismatch = castore.ErrDigestMismatch
 )
 
 // Error is an API error with its HTTP status. Handlers return it (or any error; WriteError maps
@@ -123,12 +125,6 @@ func FromError(err error) *Error {
 		return wrap(http.StatusBadRequest, CodeDigestInvalid, "provided digest did not match uploaded content")
 	case errors.Is(err, castore.ErrNotFound), errors.Is(err, backend.ErrNotFound):
 		return wrap(http.StatusNotFound, CodeBlobUnknown, "blob unknown to registry")
-	case errors.Is(err, castore.ErrUploadUnknown):
-		return wrap(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry")
-	case errors.Is(err, castore.ErrDigestMismatch):
-		return wrap(http.StatusBadRequest, CodeDigestInvalid, "provided digest did not match uploaded content")
-	case errors.Is(err, castore.ErrBadOffset):
-		return wrap(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "chunk does not start at the end of the upload")
 	case errors.Is(err, castore.ErrUploadBusy):
 		return wrap(http.StatusConflict, CodeBlobUploadInvalid, "another request is writing to this upload")
 	case errors.Is(err, castore.ErrFull):
