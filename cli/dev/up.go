@@ -176,13 +176,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool, logPath string) {
 	out := opts.IO.Out
 	if opts.Output == cmdutil.OutputJSON {
-		s := Summary{Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file}
-		s.Origins, s.Agents = c.Endpoints(), c.Agents()
-		s.BuildIndex, s.Proxy = []string{c.BuildIndexAddr()}, []string{c.ProxyAddr()}
-		if tr := c.TrackerAddr(); tr != "" {
-			s.Trackers = []string{tr}
-		}
-		_ = cmdutil.PrintJSON(out, s)
+		_ = cmdutil.PrintJSON(out, Summary{Endpoints: c.Addrs(), Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file})
 		fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
 		return
 	}

@@ -377,6 +377,49 @@ func (c *Cluster) Agents() []string {
 	return out
 }
 
+// Addrs returns the address of every role: what the endpoints file holds.
+func (c *Cluster) Addrs() Endpoints {
+	e := Endpoints{Origins: c.Endpoints(), Agents: c.Agents()}
+	if c.bindex != nil {
+		e.BuildIndex = []string{c.bindex.Addr()}
+	}
+	if c.proxy != nil {
+		e.Proxy = []string{c.proxy.Addr()}
+	}
+	if c.tracker != nil {
+		e.Trackers = []string{c.tracker.Addr()}
+	}
+	return e
+}
+
+// role is what the cluster does with each of its servers.
+type role interface {
+	server.Role
+	Addr() string
+	Close() error
+}
+
+// roles returns every server of the cluster: origins, build-index, proxy, tracker, agents.
+func (c *Cluster) roles() []role {
+	var out []role
+	for _, o := range c.origins {
+		out = append(out, o)
+	}
+	if c.bindex != nil {
+		out = append(out, c.bindex)
+	}
+	if c.proxy != nil {
+		out = append(out, c.proxy)
+	}
+	if c.tracker != nil {
+		out = append(out, c.tracker)
+	}
+	for _, a := range c.agents {
+		out = append(out, a)
+	}
+	return out
+}
+
 func (cfg Config) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) {
@@ -485,20 +528,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var roles []server.Role
-	for _, o := range c.origins {
-		roles = append(roles, o)
-	}
-	if c.bindex != nil {
-		roles = append(roles, c.bindex)
-	}
-	if c.proxy != nil {
-		roles = append(roles, c.proxy)
-	}
-	if c.tracker != nil {
-		roles = append(roles, c.tracker)
-	}
-	for _, a := range c.agents {
-		roles = append(roles, a)
+	for _, r := range c.roles() {
+		roles = append(roles, r)
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- server.Run(runCtx, roles...) }()
@@ -521,17 +552,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		}
 	}
 	if c.cfg.EndpointsFile != "" {
-		e := Endpoints{Origins: c.addrs, Agents: c.Agents()}
-		if c.bindex != nil {
-			e.BuildIndex = []string{c.bindex.Addr()}
-		}
-		if c.proxy != nil {
-			e.Proxy = []string{c.proxy.Addr()}
-		}
-		if c.tracker != nil {
-			e.Trackers = []string{c.tracker.Addr()}
-		}
-		if err := WriteEndpoints(c.cfg.EndpointsFile, e); err != nil {
+		if err := WriteEndpoints(c.cfg.EndpointsFile, c.Addrs()); err != nil {
 			stop()
 			return errors.Join(err, <-runErr)
 		}
@@ -549,19 +570,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 // waitReady polls every origin's /readyz until all answer 200 or ctx ends.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	const poll = 50 * time.Millisecond
-	all := append(c.Endpoints(), c.Agents()...)
-	if c.bindex != nil {
-		all = append(all, c.bindex.Addr())
-	}
-	if c.proxy != nil {
-		all = append(all, c.proxy.Addr())
-	}
-	if c.tracker != nil {
-		all = append(all, c.tracker.Addr())
-	}
-	for _, addr := range all {
+	for _, r := range c.roles() {
 		// Every role serves /readyz the way an origin does.
-		o := client.NewOrigin(addr, c.hc)
+		o := client.NewOrigin(r.Addr(), c.hc)
 		for {
 			err := o.Ready(ctx)
 			if err == nil {
@@ -600,24 +611,12 @@ func (c *Cluster) claim() bool {
 	return true
 }
 
-// release closes origins that were opened but never served, then unlocks the directory.
+// release closes the servers that were built but never served, then unlocks the directory.
 func (c *Cluster) release() {
-	for _, o := range c.origins {
-		if err := o.Close(); err != nil {
-			c.log.Warn("close origin", "addr", o.Addr(), "err", err)
+	for _, r := range c.roles() {
+		if err := r.Close(); err != nil {
+			c.log.Warn("close server", "addr", r.Addr(), "err", err)
 		}
-	}
-	if c.bindex != nil {
-		_ = c.bindex.Close()
-	}
-	if c.proxy != nil {
-		_ = c.proxy.Close()
-	}
-	if c.tracker != nil {
-		_ = c.tracker.Close()
-	}
-	for _, a := range c.agents {
-		_ = a.Close()
 	}
 	closeAll(c.others) // closing a listener twice is harmless
 	c.unlock()
