@@ -1,6 +1,9 @@
-// Package admin mounts the endpoints every role serves for operators and orchestrators:
-// /health (the process is up), /readyz (the role can do its job), /metrics (Prometheus) and
-// /debug/pprof.
+// Package admin serves the endpoints every role has for operators and orchestrators: /health
+// (the process is up), /readyz (the role can do its job), /metrics (Prometheus) and
+// /debug/pprof. They live on a role's admin listener (loopback by default), apart from its data
+// API: metrics and profiles tell a stranger too much, and a profile costs CPU. The data API
+// keeps /health and /readyz only, because other components probe them (the origins' ring, the
+// proxy's health checks, clients waiting for a node).
 package admin
 
 import (
@@ -26,8 +29,25 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Mount registers the admin endpoints on mux. ready may be nil (always ready).
-func Mount(mux *http.ServeMux, g prometheus.Gatherer, ready ReadyFunc) {
+// Handler returns the admin listener's handler: /health, /readyz, /metrics (when g is not nil)
+// and /debug/pprof. ready may be nil (always ready).
+func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
+	mux := http.NewServeMux()
+	MountHealth(mux, ready)
+	if g != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// MountHealth registers /health and /readyz on a data API's mux. ready may be nil (always
+// ready).
+func MountHealth(mux *http.ServeMux, ready ReadyFunc) {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -42,14 +62,6 @@ func Mount(mux *http.ServeMux, g prometheus.Gatherer, ready ReadyFunc) {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	if g != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	}
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

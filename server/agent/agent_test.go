@@ -526,7 +526,16 @@ func TestMetricsAndHealth(t *testing.T) {
 	_, err := a.cl.Pull(t.Context(), ns, d, io.Discard, nil)
 	require.NoError(t, err)
 
-	resp, body := a.get(t, http.MethodGet, "/metrics", nil)
+	// Metrics and profiles are on the admin listener only.
+	for _, p := range []string{"/metrics", "/debug/pprof/"} {
+		resp, _ := a.get(t, http.MethodGet, p, nil)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, p)
+	}
+	resp, err := a.hc.Get(a.admin + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	for _, m := range []string{
 		`krakenctl_agent_request_duration_seconds_count{code="200",method="GET"}`,
@@ -539,5 +548,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	for _, p := range []string{"/health", "/readyz"} {
 		resp, body = a.get(t, http.MethodGet, p, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
+		resp, err = a.hc.Get(a.admin + p)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, "admin "+p)
 	}
 }

@@ -101,7 +101,12 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	defer ln.Close()
 	_, err = agent.New(cfg, agent.Deps{Listener: ln})
 	require.ErrorContains(t, err, "no peer listener")
-	_, err = agent.New(agent.Config{}, agent.Deps{Listener: ln, PeerListener: ln})
+	// New owns the listeners it is given, even when it fails: the caller has nothing to close.
+	_, err = ln.Accept()
+	require.ErrorIs(t, err, net.ErrClosed)
+	ln1, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	_, err = agent.New(agent.Config{}, agent.Deps{Listener: ln1, PeerListener: ln1})
 	require.ErrorContains(t, err, "trackers: required")
 
 	// Built but never run: Close releases the listeners and the store, so another agent can

@@ -270,6 +270,7 @@ func startOrigin(t *testing.T, tr *fakeTracker, g *gate, blobs ...[]byte) *origi
 type testAgent struct {
 	srv    *agent.Server
 	url    string
+	admin  string // the admin listener's base URL
 	hc     *http.Client
 	cl     *client.Agent
 	reg    *prometheus.Registry
@@ -298,11 +299,13 @@ func startAgent(t *testing.T, tr scheduler.Tracker, tweak func(*agent.Config)) *
 	require.NoError(t, err)
 	pln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	srv, err := agent.New(cfg, agent.Deps{Listener: ln, PeerListener: pln, Tracker: tr, Registerer: reg, Gatherer: reg, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	srv, err := agent.New(cfg, agent.Deps{Listener: ln, PeerListener: pln, AdminListener: aln, Tracker: tr, Registerer: reg, Gatherer: reg, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &testAgent{srv: srv, url: "http://" + srv.Addr(), reg: reg, cancel: cancel, done: make(chan error, 1)}
+	a := &testAgent{srv: srv, url: "http://" + srv.Addr(), admin: "http://" + aln.Addr().String(), reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { a.done <- srv.Run(ctx) }()
 	tr2 := &http.Transport{}
 	a.hc = &http.Client{Transport: tr2}

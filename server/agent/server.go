@@ -4,109 +4,100 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
-// dialTimeout bounds connecting to a tracker or a build-index node, so that an unreachable one
-// is given up on (and the next one tried) promptly.
-const dialTimeout = 5 * time.Second
-
 // Deps are the agent's collaborators.
 type Deps struct {
-	// Listener serves the blob API; required (tests pass 127.0.0.1:0). Run closes it.
+	// Listener serves the blob API; required (tests pass 127.0.0.1:0). New takes ownership of
+	// it, and of the other listeners, even when it fails.
 	Listener net.Listener
-	// PeerListener accepts swarm connections; required. Run closes it.
+	// PeerListener accepts swarm connections; required.
 	PeerListener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the agent's, the scheduler's and the store's metrics; nil registers
 	// none.
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics; nil disables the endpoint.
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
-	// HTTPClient talks to the trackers and the build-index; nil means a default client.
+	// HTTPClient talks to the trackers and the build-index; nil means a default client whose
+	// idle connections are closed when the Server stops.
 	HTTPClient *http.Client
 	// Tracker replaces the tracker client built from Config.Trackers (tests use an in-process
 	// tracker).
 	Tracker scheduler.Tracker
 }
 
-// Server is one agent. Build it with New and run it with Run.
+// Server is one agent. Build it with New and run it with Run (or release it with Close).
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	ln      net.Listener
-	pln     net.Listener
-	store   *castore.Store
-	sched   *scheduler.Scheduler
-	metrics *metrics
-	oci     *registry.Handler // the /v2/ pull API
-	http    *http.Server
-
-	closeOnce sync.Once
-	started   atomic.Bool
+	*role.Base
+	cfg      Config
+	log      *slog.Logger
+	ln       net.Listener
+	store    *castore.Store
+	sched    *scheduler.Scheduler
+	metrics  *metrics
+	oci      *registry.Handler // the /v2/ pull API
+	hc       *http.Client
+	ix       *client.BuildIndexes // nil without build_index
+	trackers []string             // probed for readiness; nil when a tracker was injected
 }
 
-// New opens the agent's store and builds its scheduler and HTTP server. It starts nothing;
-// on error it has closed nothing of deps (the caller still owns the listeners).
+// New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
+// caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
+	b := role.New("agent", deps.Logger, deps.Listener, deps.PeerListener, deps.AdminListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new agent: %w", err)
+		return nil, b.Fail(err)
 	}
 	if deps.Listener == nil {
-		return nil, errors.New("new agent: no listener")
+		return nil, b.Fail(errors.New("no listener"))
 	}
 	if deps.PeerListener == nil {
-		return nil, errors.New("new agent: no peer listener")
+		return nil, b.Fail(errors.New("no peer listener"))
 	}
-	s := &Server{cfg: cfg, log: deps.Logger, ln: deps.Listener, pln: deps.PeerListener}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	s.log = s.log.With("role", "agent")
-	hc := deps.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: 8,
-		}}
-	}
+	s := &Server{Base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
+	// Tracker and build-index calls wait for their answer as long as the request's context
+	// allows: a tag read may wait for a leader, and the scheduler bounds its announces.
+	hc := b.Client(deps.HTTPClient, httpserve.ClientOptions{ResponseHeaderTimeout: -1, MaxIdleConnsPerHost: 8})
+	s.hc = hc
 	tracker := deps.Tracker
 	if tracker == nil {
+		s.trackers = cfg.Trackers
 		c, err := announce.NewClient(cfg.Trackers, hc)
 		if err != nil {
-			return nil, fmt.Errorf("new agent: trackers: %w", err)
+			return nil, b.Fail(fmt.Errorf("trackers: %w", err))
 		}
 		tracker = c
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("new agent: %w", err)
+		return nil, b.Fail(err)
 	}
 	s.metrics = m
 
 	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
-		return nil, fmt.Errorf("new agent: create store dir: %w", err)
+		return nil, b.Fail(fmt.Errorf("create store dir: %w", err))
 	}
 	s.store, err = castore.Open(filepath.Join(cfg.StoreDir, "blobs"), castore.Options{
 		Capacity:   int64(cfg.Capacity),
@@ -114,8 +105,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Registerer: deps.Registerer,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("new agent: %w", err)
+		return nil, b.Fail(err)
 	}
+	b.OnClose("store", s.store.Close)
 	s.sched, err = scheduler.New(scheduler.Config{
 		Advertise:     cfg.PeerAdvertise,
 		MaxConns:      cfg.MaxConns,
@@ -131,20 +123,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Registerer: deps.Registerer,
 	})
 	if err != nil {
-		s.closeStore()
-		return nil, fmt.Errorf("new agent: %w", err)
+		return nil, b.Fail(err)
 	}
-	var ix *client.BuildIndexes
 	if len(cfg.BuildIndex) > 0 {
-		ix = client.NewBuildIndexes(cfg.BuildIndex, hc, client.BuildIndexesOptions{
+		s.ix = client.NewBuildIndexes(cfg.BuildIndex, hc, client.BuildIndexesOptions{
 			OnFailure: func(node, _ string) { m.indexFailures.WithLabelValues(node).Inc() },
 		})
 	}
-	s.oci = registry.NewHandler(newOCIReader(s.sched, ix, m), nil, registry.HandlerOptions{Logger: s.log})
+	s.oci = registry.NewHandler(newOCIReader(s.sched, s.ix, m), nil, registry.HandlerOptions{Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
-	admin.Mount(mux, deps.Gatherer, nil)
-	s.http = httpserve.NewServer(httpserve.Instrument(registry.Mount(s.oci, mux), s.metrics.requests))
+	admin.MountHealth(mux, s.ready)
+	b.Serve(deps.Listener, httpserve.Instrument(registry.Mount(s.oci, mux), s.metrics.requests), httpserve.ServerOptions{})
+	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
+	b.Go(s.sched.Run)
+	b.StartedAttrs("addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
+		"trackers", cfg.Trackers, "build_index", cfg.BuildIndex)
 	return s, nil
 }
 
@@ -154,39 +148,43 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // PeerAddr returns the address announced to the swarm.
 func (s *Server) PeerAddr() string { return s.sched.Addr() }
 
-// Run serves the blob API and runs the swarm until ctx ends, then shuts down gracefully
-// (in-flight downloads stop; their partial data stays on disk and resumes on the next start)
-// and closes the store. It may be called once.
-func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("run agent: already started or closed")
+// ready: the agent can serve pulls when a tracker answers (it introduces the swarm and serves
+// metainfo) and, with build_index set, a build-index node knows a leader (tags resolve).
+// Injected trackers (tests) are not probed.
+func (s *Server) ready(ctx context.Context) error {
+	if s.ix != nil {
+		if err := s.ix.Ready(ctx); err != nil {
+			return fmt.Errorf("build-index: %w", err)
+		}
 	}
-	defer s.closeStore()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
-	g.Go(func() error { return s.sched.Run(ctx) })
-	s.log.Info("agent started", "addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
-		"trackers", s.cfg.Trackers, "build_index", s.cfg.BuildIndex)
-	err := g.Wait()
-	s.log.Info("agent stopped")
-	return err
-}
-
-// Close releases a Server that was built but will not be Run: its listeners and its store.
-// After Run has started, cancel Run's context instead; Close then does nothing.
-func (s *Server) Close() error {
-	if !s.started.CompareAndSwap(false, true) {
+	if len(s.trackers) == 0 {
 		return nil
 	}
-	err := errors.Join(s.ln.Close(), s.pln.Close())
-	s.closeStore()
-	return err
+	var errs []error
+	for _, addr := range s.trackers {
+		err := probe(ctx, s.hc, "http://"+addr+"/health")
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("no tracker answers: %w", errors.Join(errs...))
 }
 
-func (s *Server) closeStore() {
-	s.closeOnce.Do(func() {
-		if err := s.store.Close(); err != nil {
-			s.log.Error("close store", "err", err)
-		}
-	})
+// probe GETs url and wants 200.
+func probe(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
 }

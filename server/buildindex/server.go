@@ -10,12 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/admin"
@@ -24,6 +22,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -89,10 +88,13 @@ type Store interface {
 
 // Deps are a build-index node's collaborators.
 type Deps struct {
-	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0).
+	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0). New takes ownership of
+	// it, and of the other listeners, even when it fails.
 	Listener net.Listener
-	// RaftListener carries Raft traffic; required unless Store is set. The Server owns it.
+	// RaftListener carries Raft traffic; required unless Store is set.
 	RaftListener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
 	// Store replaces the Raft store opened from Config.Raft (tests pass fakes). The Server
 	// does not close an injected store.
 	Store Store
@@ -100,86 +102,68 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer receives the node's metrics (and the Raft store's); nil registers nowhere.
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics; nil disables the endpoint.
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
 	Backend backend.Backend
-	// HTTPClient talks to origins and to the other build-index nodes; nil means a default.
+	// HTTPClient talks to origins and to the other build-index nodes; nil means a default
+	// client whose idle connections are closed when the Server stops.
 	HTTPClient *http.Client
 }
 
-// Server is one build-index node. Build it with New and run it with Run.
+// Server is one build-index node. Build it with New and run it with Run (or release it with
+// Close).
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	ln     net.Listener
-	store  Store
-	closer func() error // closes the store when the Server opened it
-	hc     *http.Client
+	*role.Base
+	cfg   Config
+	log   *slog.Logger
+	ln    net.Listener
+	store Store
+	hc    *http.Client
 	// readIndexes shares read-index requests to the leader between concurrent follower reads.
 	readIndexes readIndexBatcher
-	ownHC       bool            // hc was built here; its idle connections are closed with the Server
 	content     *contentChecker // nil when verify_content is false
 	backend     backend.Backend // nil when no backend is configured
 	wb          *writeback      // nil without a backend
 	metrics     *metrics
-	http        *http.Server
 
 	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
 	stopping     chan struct{} // closed when the HTTP server starts shutting down
 	stoppingOnce sync.Once
-
-	closeOnce sync.Once
-	started   atomic.Bool
 }
 
 // New validates cfg, opens the node's Raft store and write-back queue and builds its
 // backends. It starts nothing but the Raft store (which takes part in elections from here on);
 // the caller must then Run or Close the Server.
-func New(cfg Config, deps Deps) (srv *Server, err error) {
+func New(cfg Config, deps Deps) (*Server, error) {
+	b := role.New("build-index", deps.Logger, deps.Listener, deps.RaftListener, deps.AdminListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new build-index: %w", err)
+		return nil, b.Fail(err)
 	}
 	if deps.Listener == nil {
-		return nil, errors.New("new build-index: no listener")
+		return nil, b.Fail(errors.New("no listener"))
 	}
 	if deps.Store == nil && deps.RaftListener == nil {
-		return nil, errors.New("new build-index: no raft listener")
+		return nil, b.Fail(errors.New("no raft listener"))
 	}
 	s := &Server{
+		Base:       b,
 		cfg:        cfg,
-		log:        deps.Logger,
+		log:        b.With("node_id", cfg.Raft.NodeID),
 		ln:         deps.Listener,
-		hc:         deps.HTTPClient,
 		leaderWait: leaderWait,
 		stopping:   make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	s.log = s.log.With("role", "build-index", "node_id", cfg.Raft.NodeID)
-	if s.hc == nil {
-		s.ownHC = true
-		s.hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			ResponseHeaderTimeout: 5 * time.Minute,
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-		}}
-	}
+	// A forwarded write or a content check may wait for an origin to pull from storage.
+	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{ResponseHeaderTimeout: 5 * time.Minute, MaxIdleConnsPerHost: 64})
+	var err error
 	if s.metrics, err = newMetrics(deps.Registerer); err != nil {
-		return nil, fmt.Errorf("new build-index: %w", err)
+		return nil, b.Fail(err)
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("new build-index: create dir: %w", err)
+		return nil, b.Fail(fmt.Errorf("create dir: %w", err))
 	}
-	defer func() {
-		if err != nil {
-			s.close()
-		}
-	}()
 
 	switch {
 	case deps.Backend != nil:
@@ -187,7 +171,7 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 	case len(cfg.Backends) > 0:
 		r, err := backends.Build(context.Background(), cfg.Backends)
 		if err != nil {
-			return nil, fmt.Errorf("new build-index: %w", err)
+			return nil, b.Fail(err)
 		}
 		s.backend = r
 	}
@@ -207,9 +191,10 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 			Listener: deps.RaftListener, Logger: s.log, Registerer: deps.Registerer,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("new build-index: %w", err)
+			return nil, b.Fail(err)
 		}
-		s.store, s.closer = st, st.Close
+		s.store = st
+		b.OnClose("tag store", st.Close)
 	}
 	if s.content != nil {
 		s.content.store = s.store
@@ -218,15 +203,24 @@ func New(cfg Config, deps Deps) (srv *Server, err error) {
 	if s.backend != nil {
 		s.wb, err = newWriteback(s, filepath.Join(cfg.Dir, "writeback"), deps.Registerer)
 		if err != nil {
-			return nil, fmt.Errorf("new build-index: %w", err)
+			return nil, b.Fail(err)
 		}
+		b.OnClose("write-back queue", s.wb.close)
+		b.Go(s.wb.run)
+	}
+	if len(cfg.Join) > 0 {
+		b.Go(func(ctx context.Context) error { s.joinCluster(ctx); return nil })
 	}
 
 	mux := http.NewServeMux()
 	s.routes(mux)
-	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
-	s.http.RegisterOnShutdown(s.stop)
+	admin.MountHealth(mux, s.ready)
+	srv := b.Serve(deps.Listener, httpserve.Instrument(mux, s.metrics.requests), httpserve.ServerOptions{})
+	srv.RegisterOnShutdown(s.stop)
+	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
+	// Registered last, so it runs first: open change streams would hold up the rest.
+	b.OnClose("change streams", func() error { s.stop(); return nil })
+	b.StartedAttrs("addr", s.Addr(), "raft_addr", cfg.Raft.Advertise, "advertise", cfg.Advertise)
 	return s, nil
 }
 
@@ -235,59 +229,6 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Status returns this node's view of the Raft group.
 func (s *Server) Status() api.ClusterStatus { return toAPIStatus(s.store.Status()) }
-
-// Run serves until ctx ends, then shuts down gracefully and closes the Raft store and the
-// queue. A node started without Raft state, with join addresses, asks them to add it. It may be
-// called once.
-func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("run build-index: already started or closed")
-	}
-	defer s.close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpserve.Serve(gctx, s.http, s.ln) })
-	if s.wb != nil {
-		g.Go(func() error { return s.wb.run(gctx) })
-	}
-	if len(s.cfg.Join) > 0 {
-		g.Go(func() error { s.joinCluster(gctx); return nil })
-	}
-	s.log.Info("build-index started", "addr", s.Addr(), "raft_addr", s.cfg.Raft.Advertise, "advertise", s.cfg.Advertise)
-	err := g.Wait()
-	s.log.Info("build-index stopped")
-	return err
-}
-
-// Close releases a Server that was built but will not be Run: its listener, queue and store.
-// After Run has started, cancel Run's context instead; Close then does nothing.
-func (s *Server) Close() error {
-	if !s.started.CompareAndSwap(false, true) {
-		return nil
-	}
-	err := s.ln.Close()
-	s.close()
-	return err
-}
-
-// close releases the queue and the store, once.
-func (s *Server) close() {
-	s.closeOnce.Do(func() {
-		s.stop()
-		if s.wb != nil {
-			if err := s.wb.close(); err != nil {
-				s.log.Error("close write-back queue", "err", err)
-			}
-		}
-		if s.closer != nil {
-			if err := s.closer(); err != nil {
-				s.log.Error("close tag store", "err", err)
-			}
-		}
-		if s.ownHC {
-			s.hc.CloseIdleConnections()
-		}
-	})
-}
 
 // stop ends the change streams, which would otherwise hold up a graceful shutdown.
 func (s *Server) stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }

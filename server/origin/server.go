@@ -11,12 +11,10 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/krakenctl/krakenctl/backend"
@@ -26,6 +24,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/queue"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -33,17 +32,21 @@ import (
 
 // Deps are the origin's collaborators.
 type Deps struct {
-	// Listener serves the blob API; required (tests pass 127.0.0.1:0).
+	// Listener serves the blob API; required (tests pass 127.0.0.1:0). New takes ownership of
+	// it, and of the other listeners, even when it fails.
 	Listener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the origin's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics; nil disables the endpoint.
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
 	Backend backend.Backend
-	// HTTPClient talks to the other origins; nil means a default client.
+	// HTTPClient talks to the other origins; nil means a default client whose idle
+	// connections are closed when the Server stops.
 	HTTPClient *http.Client
 	// Checker overrides the ring's health checker.
 	Checker ring.Checker
@@ -52,8 +55,9 @@ type Deps struct {
 	PeerListener net.Listener
 }
 
-// Server is one origin. Build it with New and run it with Run.
+// Server is one origin. Build it with New and run it with Run (or release it with Close).
 type Server struct {
+	*role.Base
 	cfg     Config
 	self    string
 	log     *slog.Logger
@@ -65,9 +69,7 @@ type Server struct {
 	backend backend.Backend // nil when no backend is configured
 	hc      *http.Client
 	metrics *metrics
-	http    *http.Server
 	swarm   *scheduler.Scheduler // nil without a peer listener
-	swarmLn net.Listener
 
 	pulls singleflight.Group
 
@@ -75,48 +77,37 @@ type Server struct {
 	holds  map[string]func() // task key -> release of the store hold taken for it
 
 	repairKick chan struct{} // capacity 1
-
-	closeOnce sync.Once
-	started   atomic.Bool
 }
 
-// New opens the origin's store and queue and builds its ring and backends. It starts nothing.
+// New opens the origin's store and queue and builds its ring and backends. It starts nothing;
+// the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
+	b := role.New("origin", deps.Logger, deps.Listener, deps.AdminListener, deps.PeerListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
 	if deps.Listener == nil {
-		return nil, errors.New("new origin: no listener")
+		return nil, b.Fail(errors.New("no listener"))
 	}
 	s := &Server{
+		Base:       b,
 		cfg:        cfg,
 		self:       cfg.Advertise,
-		log:        deps.Logger,
+		log:        b.With("self", cfg.Advertise),
 		ln:         deps.Listener,
-		hc:         deps.HTTPClient,
 		holds:      map[string]func(){},
 		repairKick: make(chan struct{}, 1),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	s.log = s.log.With("role", "origin", "self", s.self)
-	if s.hc == nil {
-		s.hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			ResponseHeaderTimeout: 60 * time.Second,
-			MaxIdleConnsPerHost:   16,
-		}}
-	}
+	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{})
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
 	s.metrics = m
 
 	if err := os.MkdirAll(cfg.Store.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("new origin: create store dir: %w", err)
+		return nil, b.Fail(fmt.Errorf("create store dir: %w", err))
 	}
 	s.store, err = castore.Open(filepath.Join(cfg.Store.Dir, "blobs"), castore.Options{
 		Capacity:   int64(cfg.Store.Capacity),
@@ -124,17 +115,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Registerer: deps.Registerer,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
+	b.OnClose("store", s.store.Close)
 	s.queue, err = queue.Open(filepath.Join(cfg.Store.Dir, "queue.db"))
 	if err != nil {
-		s.store.Close()
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
+	b.OnClose("queue", s.queue.Close)
 	s.ring, err = ring.New(cfg.Ring, ring.Deps{Checker: deps.Checker, Logger: s.log, Registerer: deps.Registerer})
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
 	switch {
 	case deps.Backend != nil:
@@ -142,8 +133,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	case len(cfg.Backends) > 0:
 		r, err := backends.Build(context.Background(), cfg.Backends)
 		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("new origin: %w", err)
+			return nil, b.Fail(err)
 		}
 		s.backend = r
 	}
@@ -155,14 +145,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Finished: func(t queue.Task, _ error) { s.unhold(t) },
 	})
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
 	// Blobs still waiting for write-back must survive eviction across restarts too.
 	tasks, err := s.queue.All()
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("new origin: %w", err)
+		return nil, b.Fail(err)
 	}
 	for _, t := range tasks {
 		if bt, err := decodeTask(t); err == nil {
@@ -170,7 +158,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	if deps.PeerListener != nil {
-		s.swarmLn = deps.PeerListener
 		s.swarm, err = scheduler.New(scheduler.Config{
 			Advertise: cfg.Peer.Advertise, SeedOnly: true, MaxConns: cfg.Peer.MaxConns,
 			EgressRate: int64(cfg.Peer.EgressRate),
@@ -179,14 +166,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			SeedStripe: s.seedStripe, Logger: s.log, Registerer: deps.Registerer,
 		})
 		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("new origin: %w", err)
+			return nil, b.Fail(err)
 		}
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
-	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
+	admin.MountHealth(mux, s.ready)
+	b.Serve(deps.Listener, httpserve.Instrument(mux, s.metrics.requests), httpserve.ServerOptions{})
+	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
+	b.Go(s.ring.Run)
+	b.Go(s.runner.Run)
+	b.Go(s.runRepair)
+	b.Go(s.runPurge)
+	if s.swarm != nil {
+		b.Go(s.swarm.Run)
+	}
+	b.StartedAttrs("addr", s.Addr(), "members", cfg.Ring.Members, "replicas", cfg.Ring.Replicas)
 	return s, nil
 }
 
@@ -207,55 +202,6 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Ring returns the origin's ring (for status and tests).
 func (s *Server) Ring() *ring.Ring { return s.ring }
-
-// Run serves until ctx ends, then shuts down gracefully and closes the store and the queue. It
-// may be called once.
-func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("run origin: already started or closed")
-	}
-	defer s.close()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpserve.Serve(ctx, s.http, s.ln) })
-	g.Go(func() error { return s.ring.Run(ctx) })
-	g.Go(func() error { return s.runner.Run(ctx) })
-	g.Go(func() error { return s.runRepair(ctx) })
-	g.Go(func() error { return s.runPurge(ctx) })
-	if s.swarm != nil {
-		g.Go(func() error { return s.swarm.Run(ctx) })
-	}
-	s.log.Info("origin started", "addr", s.Addr(), "members", s.cfg.Ring.Members, "replicas", s.cfg.Ring.Replicas)
-	err := g.Wait()
-	s.log.Info("origin stopped")
-	return err
-}
-
-// Close releases a Server that was built but will not be Run: its listener, queue and store.
-// After Run has started, cancel Run's context instead; Close then does nothing.
-func (s *Server) Close() error {
-	if !s.started.CompareAndSwap(false, true) {
-		return nil
-	}
-	err := s.ln.Close()
-	if s.swarm != nil {
-		// The scheduler closes its listener in Run; it never ran, so close it here.
-		s.swarmLn.Close()
-	}
-	s.close()
-	return err
-}
-
-// close releases the queue and the store, once; Run calls it on the way out.
-func (s *Server) close() {
-	s.closeOnce.Do(func() {
-		if err := s.queue.Close(); err != nil {
-			s.log.Error("close queue", "err", err)
-		}
-		if err := s.store.Close(); err != nil {
-			s.log.Error("close store", "err", err)
-		}
-	})
-}
 
 func (s *Server) ready(ctx context.Context) error {
 	// Polled every few seconds: a cheap read proves the queue file is usable without decoding

@@ -3,33 +3,33 @@ package proxy
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // Deps are a proxy's collaborators.
 type Deps struct {
-	// Listener serves the OCI distribution API and the admin endpoints; required (tests pass
-	// 127.0.0.1:0). The Server owns it.
+	// Listener serves the OCI distribution API; required (tests pass 127.0.0.1:0). New takes
+	// ownership of it, and of AdminListener, even when it fails.
 	Listener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the proxy's metrics (and its ring's); nil registers nowhere.
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics; nil disables the endpoint.
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// HTTPClient talks to the origins and the build-index; nil means a client built from
 	// Config.Timeouts whose idle connections are closed when the Server stops. A client given
@@ -40,48 +40,39 @@ type Deps struct {
 	Checker ring.Checker
 }
 
-// Server is one proxy. Build it with New and run it with Run.
+// Server is one proxy. Build it with New and run it with Run (or release it with Close).
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	ln      net.Listener
-	hc      *http.Client
-	ownHC   bool
-	ring    *ring.Ring
-	reg     *Registry
-	http    *http.Server
-	started atomic.Bool
+	*role.Base
+	cfg  Config
+	log  *slog.Logger
+	ln   net.Listener
+	hc   *http.Client
+	ring *ring.Ring
+	reg  *Registry
 }
 
 // New validates cfg and builds a proxy. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
+	b := role.New("proxy", deps.Logger, deps.Listener, deps.AdminListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new proxy: %w", err)
+		return nil, b.Fail(err)
 	}
 	if deps.Listener == nil {
-		return nil, errors.New("new proxy: no listener")
+		return nil, b.Fail(errors.New("no listener"))
 	}
-	s := &Server{cfg: cfg, log: deps.Logger, ln: deps.Listener, hc: deps.HTTPClient}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	s.log = s.log.With("role", "proxy")
-	if s.hc == nil {
-		s.ownHC = true
-		s.hc = &http.Client{Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: cfg.Timeouts.Dial}).DialContext,
-			ResponseHeaderTimeout: cfg.Timeouts.OriginResponse,
-			// Chunks wait for the origin's approval before their body is sent (see
-			// client.Origin.AppendUpload); an origin that never answers 100 gets the body after this.
-			ExpectContinueTimeout: 5 * time.Second,
-			MaxIdleConnsPerHost:   32,
-		}}
-	}
+	s := &Server{Base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
+	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{
+		DialTimeout:           cfg.Timeouts.Dial,
+		ResponseHeaderTimeout: cfg.Timeouts.OriginResponse,
+		// Chunks wait for the origin's approval before their body is sent (see
+		// client.Origin.AppendUpload); an origin that never answers 100 gets the body after this.
+		ExpectContinueTimeout: 5 * time.Second,
+		MaxIdleConnsPerHost:   32,
+	})
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("new proxy: %w", err)
+		return nil, b.Fail(err)
 	}
 	checker := deps.Checker
 	if checker == nil {
@@ -89,7 +80,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.ring, err = ring.New(cfg.ringConfig(), ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
 	if err != nil {
-		return nil, fmt.Errorf("new proxy: %w", err)
+		return nil, b.Fail(err)
 	}
 	s.reg = &Registry{
 		log: s.log,
@@ -108,9 +99,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics: m,
 	}
 	mux := http.NewServeMux()
-	admin.Mount(mux, deps.Gatherer, s.ready)
+	admin.MountHealth(mux, s.ready)
 	oci := registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log})
-	s.http = httpserve.NewServer(httpserve.Instrument(registry.Mount(oci, mux), m.requests))
+	b.Serve(deps.Listener, httpserve.Instrument(registry.Mount(oci, mux), m.requests), httpserve.ServerOptions{})
+	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
+	b.Go(s.ring.Run)
+	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "build_index", cfg.BuildIndex)
 	return s, nil
 }
 
@@ -120,38 +114,6 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Registry returns the proxy's storage, the registry.Reader and registry.Writer its OCI API
 // serves.
 func (s *Server) Registry() *Registry { return s.reg }
-
-// Run serves until ctx ends, then shuts down gracefully. It may be called once.
-func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("run proxy: already started or closed")
-	}
-	defer s.close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpserve.Serve(gctx, s.http, s.ln) })
-	g.Go(func() error { return s.ring.Run(gctx) })
-	s.log.Info("proxy started", "addr", s.Addr(), "origins", s.cfg.Origins, "build_index", s.cfg.BuildIndex)
-	err := g.Wait()
-	s.log.Info("proxy stopped")
-	return err
-}
-
-// Close releases a Server that was built but will not be Run: its listener. After Run has
-// started, cancel Run's context instead; Close then does nothing.
-func (s *Server) Close() error {
-	if !s.started.CompareAndSwap(false, true) {
-		return nil
-	}
-	err := s.ln.Close()
-	s.close()
-	return err
-}
-
-func (s *Server) close() {
-	if s.ownHC {
-		s.hc.CloseIdleConnections()
-	}
-}
 
 // ready reports whether the proxy can take pushes: some origin is healthy and some build-index
 // node is ready.

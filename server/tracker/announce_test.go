@@ -337,17 +337,28 @@ func TestAnnounceInvalid(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 }
 
-// TestAdminEndpoints: /health, /readyz and /metrics with the tracker's metrics.
+// TestAdminEndpoints: /health, /readyz, /metrics and /debug/pprof on the admin listener, with
+// the tracker's metrics; the API keeps /health and /readyz (origins and agents probe them) and
+// serves neither metrics nor profiles.
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	o := newFakeOrigin(t)
 	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
 	hc := httpClient(t)
-	for _, p := range []string{"/health", "/readyz", "/metrics"} {
-		resp, err := hc.Get("http://" + tt.addr + p)
+	get := func(addr, p string) int {
+		resp, err := hc.Get("http://" + addr + p)
 		require.NoError(t, err)
 		resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode, p)
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/health", "/readyz", "/metrics", "/debug/pprof/"} {
+		require.Equal(t, http.StatusOK, get(tt.admin, p), "admin "+p)
+	}
+	for _, p := range []string{"/health", "/readyz"} {
+		require.Equal(t, http.StatusOK, get(tt.addr, p), "api "+p)
+	}
+	for _, p := range []string{"/metrics", "/debug/pprof/"} {
+		require.Equal(t, http.StatusNotFound, get(tt.addr, p), "api "+p)
 	}
 	mfs, err := tt.reg.Gather()
 	require.NoError(t, err)

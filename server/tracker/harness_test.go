@@ -134,6 +134,7 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 type testTracker struct {
 	srv    *tracker.Server
 	addr   string
+	admin  string // the admin listener's address
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
@@ -144,11 +145,13 @@ func startTracker(t *testing.T, cfg tracker.Config, now func() time.Time) *testT
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	srv, err := tracker.New(cfg, tracker.Deps{Listener: ln, Registerer: reg, Gatherer: reg, Now: now, Logger: testLogger(t)})
+	srv, err := tracker.New(cfg, tracker.Deps{Listener: ln, AdminListener: aln, Registerer: reg, Gatherer: reg, Now: now, Logger: testLogger(t)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	tt := &testTracker{srv: srv, addr: ln.Addr().String(), reg: reg, cancel: cancel, done: make(chan error, 1)}
+	tt := &testTracker{srv: srv, addr: ln.Addr().String(), admin: aln.Addr().String(), reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { tt.done <- srv.Run(ctx) }()
 	t.Cleanup(func() { tt.stop(t) })
 	hc := httpClient(t)

@@ -3,7 +3,6 @@ package tracker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,22 +11,25 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // Deps are a tracker's collaborators.
 type Deps struct {
-	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0). The Server owns it.
+	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0). New takes ownership of
+	// it, and of AdminListener, even when it fails.
 	Listener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the tracker's metrics; nil registers nowhere.
 	Registerer prometheus.Registerer
-	// Gatherer serves /metrics; nil disables the endpoint.
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// HTTPClient talks to the origins; nil means a default client whose idle connections are
 	// closed when the Server stops.
@@ -36,17 +38,16 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// Server is one tracker. Build it with New and run it with Run. Its handlers are safe for
-// concurrent use.
+// Server is one tracker. Build it with New and run it with Run (or release it with Close). Its
+// handlers are safe for concurrent use.
 type Server struct {
+	*role.Base
 	cfg     Config
 	log     *slog.Logger
 	ln      net.Listener
 	hc      *http.Client
-	ownHC   bool
 	now     func() time.Time
 	metrics *metrics
-	http    *http.Server
 
 	peers   *peerTable
 	origins *originPeers
@@ -56,49 +57,36 @@ type Server struct {
 
 	stopping     chan struct{} // closed when the HTTP server starts shutting down
 	stoppingOnce sync.Once
-	started      atomic.Bool
 }
 
 // New validates cfg and builds a tracker. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
+	b := role.New("tracker", deps.Logger, deps.Listener, deps.AdminListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new tracker: %w", err)
+		return nil, b.Fail(err)
 	}
 	if deps.Listener == nil {
-		return nil, errors.New("new tracker: no listener")
+		return nil, b.Fail(errors.New("no listener"))
 	}
 	s := &Server{
+		Base:     b,
 		cfg:      cfg,
-		log:      deps.Logger,
+		log:      b.Logger(),
 		ln:       deps.Listener,
-		hc:       deps.HTTPClient,
 		now:      deps.Now,
 		cache:    newMetainfoCache(cfg.MetainfoCache),
 		stopping: make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	s.log = s.log.With("role", "tracker")
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if s.hc == nil {
-		s.ownHC = true
-		s.hc = &http.Client{Transport: &http.Transport{
-			Proxy:       http.ProxyFromEnvironment,
-			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			// An origin answers a metainfo request only once it holds the blob, which it may
-			// first pull from storage.
-			ResponseHeaderTimeout: 10 * time.Minute,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
-		}}
-	}
+	// An origin answers a metainfo request only once it holds the blob, which it may first
+	// pull from storage.
+	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{ResponseHeaderTimeout: 10 * time.Minute})
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("new tracker: %w", err)
+		return nil, b.Fail(err)
 	}
 	s.metrics = m
 	s.peers = newPeerTable(cfg.PeerTTL, cfg.MaxPeers, func(d int) { m.peers.Add(float64(d)) })
@@ -106,48 +94,19 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 	mux := http.NewServeMux()
 	s.routes(mux)
-	admin.Mount(mux, deps.Gatherer, s.ready)
-	s.http = httpserve.NewServer(httpserve.Instrument(mux, s.metrics.requests))
-	s.http.RegisterOnShutdown(s.stop)
+	admin.MountHealth(mux, s.ready)
+	srv := b.Serve(deps.Listener, httpserve.Instrument(mux, s.metrics.requests), httpserve.ServerOptions{})
+	srv.RegisterOnShutdown(s.stop)
+	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
+	b.Go(s.origins.run)
+	b.Go(s.runSweep)
+	b.OnClose("metainfo fetches", func() error { s.stop(); return nil })
+	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "replicas", cfg.Replicas)
 	return s, nil
 }
 
 // Addr returns the address the HTTP API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
-
-// Run serves until ctx ends, then shuts down gracefully. It may be called once.
-func (s *Server) Run(ctx context.Context) error {
-	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("run tracker: already started or closed")
-	}
-	defer s.close()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return httpserve.Serve(gctx, s.http, s.ln) })
-	g.Go(func() error { return s.origins.run(gctx) })
-	g.Go(func() error { return s.runSweep(gctx) })
-	s.log.Info("tracker started", "addr", s.Addr(), "origins", s.cfg.Origins, "replicas", s.cfg.Replicas)
-	err := g.Wait()
-	s.log.Info("tracker stopped")
-	return err
-}
-
-// Close releases a Server that was built but will not be Run: its listener. After Run has
-// started, cancel Run's context instead; Close then does nothing.
-func (s *Server) Close() error {
-	if !s.started.CompareAndSwap(false, true) {
-		return nil
-	}
-	err := s.ln.Close()
-	s.close()
-	return err
-}
-
-func (s *Server) close() {
-	s.stop()
-	if s.ownHC {
-		s.hc.CloseIdleConnections()
-	}
-}
 
 // stop cancels shared metainfo fetches, which would otherwise hold up a graceful shutdown.
 func (s *Server) stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }

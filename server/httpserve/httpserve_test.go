@@ -1,0 +1,146 @@
+package httpserve_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/httpserve"
+)
+
+// serve runs srv on a loopback listener until the test ends.
+func serve(t *testing.T, srv *http.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- httpserve.Serve(ctx, srv, ln) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	return ln.Addr().String()
+}
+
+// TestStalledBodyFreesHandler: a request that declares a large body and then stops sending no
+// longer holds its handler until the client gives up; the handler's read fails with a timeout
+// while the client still holds the connection open.
+func TestStalledBodyFreesHandler(t *testing.T) {
+	t.Parallel()
+	readErr := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		readErr <- fmt.Errorf("read %d bytes: %w", n, err)
+		w.WriteHeader(http.StatusBadRequest)
+	})
+	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{BodyReadTimeout: 200 * time.Millisecond}))
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nab")
+	require.NoError(t, err)
+	// The client never sends more and never closes; only the server's timeout can end this.
+	err = <-readErr
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	require.True(t, ne.Timeout(), "%v", err)
+	require.Contains(t, err.Error(), "read 2 bytes")
+}
+
+// TestSlowButSteadyBodyPasses: the timeout bounds each read, not the body: a body that keeps
+// arriving, slower in total than the timeout, is read whole.
+func TestSlowButSteadyBodyPasses(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- string(b)
+	})
+	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{BodyReadTimeout: 300 * time.Millisecond}))
+	pr, pw := io.Pipe()
+	go func() {
+		for range 6 {
+			_, _ = pw.Write([]byte("abc"))
+			time.Sleep(100 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/x", pr)
+	require.NoError(t, err)
+	req.ContentLength = 18
+	hc := httpserve.NewClient(httpserve.ClientOptions{})
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, strings.Repeat("abc", 6), <-got)
+}
+
+// TestHandlerOutlivesBody: after the body ended, a handler may take longer than the body
+// timeout (hashing, fsync, replication) without its request being cancelled.
+func TestHandlerOutlivesBody(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case <-time.After(400 * time.Millisecond):
+			w.WriteHeader(http.StatusCreated)
+		}
+	})
+	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{BodyReadTimeout: 100 * time.Millisecond}))
+	hc := httpserve.NewClient(httpserve.ClientOptions{})
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("http://"+addr+"/x", "application/octet-stream", strings.NewReader("payload"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+}
+
+// TestHeaderLimit: a header block over MaxHeaderBytes is refused with 431 before any handler.
+func TestHeaderLimit(t *testing.T) {
+	t.Parallel()
+	called := false
+	addr := serve(t, httpserve.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }), httpserve.ServerOptions{}))
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", httpserve.DefaultMaxHeaderBytes*2))
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+	require.False(t, called)
+}
+
+// TestClientBoundsHeaders: the client gives up on a server that accepts but never
+// answers, instead of waiting forever.
+func TestClientBoundsHeaders(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c) // read the request, never answer
+		}
+	}()
+	hc := httpserve.NewClient(httpserve.ClientOptions{ResponseHeaderTimeout: 200 * time.Millisecond})
+	defer hc.CloseIdleConnections()
+	_, err = hc.Get("http://" + ln.Addr().String() + "/")
+	require.ErrorContains(t, err, "timeout awaiting response headers")
+}

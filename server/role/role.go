@@ -1,0 +1,191 @@
+// Package role is the skeleton every server role runs on, so that what a role does at start and
+// stop is written once: who owns the listeners, which HTTP servers and loops run, what is
+// closed, in which order, and what is logged.
+//
+// A role's New builds a Base first, handing it every listener from its Deps; from then on the
+// Base owns them. Each resource the role opens is registered with OnClose as soon as it is open,
+// and every error return goes through Fail, which closes all of it: a New that fails leaves
+// nothing open. Run serves the registered HTTP servers and loops until the context ends or one
+// of them fails, then closes everything once. Close releases a Base that was never Run.
+package role
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+)
+
+// ErrStarted is returned by Run when Run or Close was called before.
+var ErrStarted = errors.New("already started or closed")
+
+// Base is the lifecycle of one role. Register everything during New, from one goroutine; after
+// that Run and Close are safe to call concurrently (the first one wins).
+type Base struct {
+	name    string
+	log     *slog.Logger
+	attrs   []any
+	lns     []net.Listener // every listener handed over; closed if the role never runs
+	servers []served
+	loops   []func(context.Context) error
+	closers []closer
+
+	started   atomic.Bool
+	closeOnce sync.Once
+}
+
+type served struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+type closer struct {
+	what string
+	fn   func() error
+}
+
+// New returns the Base of the role called name (it labels every log line as "role"). It takes
+// ownership of the listeners at once, nil ones skipped: whatever happens next, they are closed
+// by Fail, Run or Close. log may be nil (discard).
+func New(name string, log *slog.Logger, listeners ...net.Listener) *Base {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Base{name: name, log: log.With("role", name)}
+	for _, ln := range listeners {
+		if ln != nil {
+			b.lns = append(b.lns, ln)
+		}
+	}
+	return b
+}
+
+// Logger is the role's logger, labelled with its name.
+func (b *Base) Logger() *slog.Logger { return b.log }
+
+// With adds attributes to the role's logger and returns it (a node id, an address).
+func (b *Base) With(args ...any) *slog.Logger {
+	b.log = b.log.With(args...)
+	return b.log
+}
+
+// StartedAttrs are logged with "<role> started" when Run begins (addresses, peers).
+func (b *Base) StartedAttrs(args ...any) { b.attrs = append(b.attrs, args...) }
+
+// Fail closes everything registered so far, listeners included, and returns err wrapped as
+// "new <role>: err". Every error return of a role's New goes through it.
+func (b *Base) Fail(err error) error {
+	b.started.Store(true)
+	b.closeListeners()
+	b.closeAll()
+	return fmt.Errorf("new %s: %w", b.name, err)
+}
+
+// OnClose registers fn to run when the role stops (after Run, or by Close or Fail), in reverse
+// order of registration, once. what names the resource in the error log.
+func (b *Base) OnClose(what string, fn func() error) {
+	b.closers = append(b.closers, closer{what: what, fn: fn})
+}
+
+// Client returns hc when it is not nil (the caller owns it). Otherwise it builds one with
+// httpserve.NewClient(o) and closes its idle connections when the role stops.
+func (b *Base) Client(hc *http.Client, o httpserve.ClientOptions) *http.Client {
+	if hc != nil {
+		return hc
+	}
+	hc = httpserve.NewClient(o)
+	b.OnClose("http client", func() error { hc.CloseIdleConnections(); return nil })
+	return hc
+}
+
+// Serve registers h to be served on ln (one of the listeners given to New) by an http.Server
+// from httpserve.NewServer(h, o), and returns that server (to register shutdown hooks on).
+func (b *Base) Serve(ln net.Listener, h http.Handler, o httpserve.ServerOptions) *http.Server {
+	srv := httpserve.NewServer(h, o)
+	b.servers = append(b.servers, served{srv: srv, ln: ln})
+	return srv
+}
+
+// ServeAdmin registers the admin endpoints (/health, /readyz, /metrics, /debug/pprof) on ln;
+// a nil ln serves none (tests that do not need them).
+func (b *Base) ServeAdmin(ln net.Listener, g prometheus.Gatherer, ready admin.ReadyFunc) {
+	if ln == nil {
+		return
+	}
+	b.Serve(ln, admin.Handler(g, ready), httpserve.ServerOptions{})
+}
+
+// Go registers a loop that runs for as long as the role does. A loop returns nil when ctx ends;
+// an error from it stops the role.
+func (b *Base) Go(loop func(ctx context.Context) error) { b.loops = append(b.loops, loop) }
+
+// Run serves every registered server and runs every loop until ctx ends (then it shuts down
+// gracefully and returns nil) or one of them fails (then it stops the others and returns the
+// first error). Either way it closes what was registered, once, before it returns. It may be
+// called once; it returns ErrStarted after Run or Close.
+func (b *Base) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("run %s: %w", b.name, ErrStarted)
+	}
+	defer b.closeAll()
+	// Listeners no server or loop took (a loop that failed before it got to its own) are
+	// closed on the way out too; closing one twice is harmless.
+	defer b.closeListeners()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range b.servers {
+		g.Go(func() error { return httpserve.Serve(gctx, s.srv, s.ln) })
+	}
+	for _, loop := range b.loops {
+		g.Go(func() error { return loop(gctx) })
+	}
+	b.log.Info(b.name+" started", b.attrs...)
+	err := g.Wait()
+	if err != nil {
+		b.log.Error(b.name+" failed", "err", err)
+	}
+	b.log.Info(b.name + " stopped")
+	return err
+}
+
+// Close releases a role that was built but will not be Run: its listeners and everything
+// registered with OnClose. After Run has started, cancel Run's context instead; Close then does
+// nothing.
+func (b *Base) Close() error {
+	if !b.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := b.closeListeners()
+	b.closeAll()
+	return err
+}
+
+func (b *Base) closeListeners() error {
+	var errs []error
+	for _, ln := range b.lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Base) closeAll() {
+	b.closeOnce.Do(func() {
+		for _, c := range slices.Backward(b.closers) {
+			if err := c.fn(); err != nil {
+				b.log.Error("close "+c.what, "err", err)
+			}
+		}
+	})
+}
