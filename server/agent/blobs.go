@@ -13,6 +13,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 )
 
@@ -34,7 +35,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 func blobArgs(r *http.Request) (string, digest.Digest, error) {
 	ns := r.PathValue("ns")
 	if err := announce.CheckNamespace(ns); err != nil {
-		return "", "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+		return "", "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err}
 	}
 	d, err := registry.ParseDigest(r.PathValue("digest"))
 	if err != nil {
@@ -117,7 +118,7 @@ func (s *Server) requestFailed(r *http.Request, d digest.Digest, err error) {
 
 // errRange is a Range header that no byte of the blob satisfies.
 func errRange(format string, a ...any) error {
-	return registry.Errorf(http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid, format, a...)
+	return errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid, format, a...)
 }
 
 // parseRange interprets a Range header for a blob of size bytes and returns the bytes to send:

@@ -59,7 +59,7 @@ func NewAgent(addr string, hc *http.Client) *Agent {
 func (c *Agent) Addr() string { return c.blobs.Addr() }
 
 // Stat returns the size of a blob. The agent starts downloading it if it has not yet. A blob
-// that the swarm does not know wraps ErrNotFound; other failures wrap *registry.Error.
+// that the swarm does not know wraps ErrNotFound; other failures wrap *errcode.Error.
 func (c *Agent) Stat(ctx context.Context, ns string, d digest.Digest) (int64, error) {
 	return c.blobs.Stat(ctx, ns, d)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // ErrNotFound is wrapped by every client error for a blob or upload that the server does not have.
@@ -35,12 +36,12 @@ func IsClientFault(err error) bool {
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 64 << 10
 
-// responseError turns a non-success response into an error that wraps *registry.Error (and
+// responseError turns a non-success response into an error that wraps *errcode.Error (and
 // ErrNotFound for 404s). It consumes and closes the body.
 func responseError(op string, resp *http.Response) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	apiErr := registry.DecodeError(resp.StatusCode, body)
+	apiErr := errcode.DecodeError(resp.StatusCode, body)
 	if resp.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, apiErr)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // Upload sessions. An origin runs one request at a time on a session and answers 409 to the
@@ -26,7 +27,7 @@ import (
 // Errors of the session calls (UploadOffset, AppendUpload, CommitUpload, CancelUpload) map the
 // origin's answer to the registry's errors: 404 wraps registry.ErrUploadUnknown (and
 // ErrNotFound), 416 registry.ErrUploadOffset, DIGEST_INVALID registry.ErrDigestMismatch; any
-// other answer wraps the origin's *registry.Error (413 SIZE_INVALID, 409 when the session stayed
+// other answer wraps the origin's *errcode.Error (413 SIZE_INVALID, 409 when the session stayed
 // busy, 5xx, ...). A request that got no answer wraps ErrNoAnswer.
 const (
 	busyRetryInitial = 20 * time.Millisecond
@@ -231,14 +232,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 // calls promise. It consumes and closes the body.
 func sessionError(op string, resp *http.Response) error {
 	err := responseError(op, resp)
-	var re *registry.Error
+	var re *errcode.Error
 	errors.As(err, &re)
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, registry.ErrUploadUnknown)
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("%s: %w: %s", op, registry.ErrUploadOffset, re.Message)
-	case re.Code == registry.CodeDigestInvalid:
+	case re.Code == errcode.CodeDigestInvalid:
 		return fmt.Errorf("%s: %w", op, registry.ErrDigestMismatch)
 	}
 	return err

@@ -18,6 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -59,7 +60,7 @@ func blobArgs(r *http.Request) (string, digest.Digest, error) {
 
 func namespaceArg(ns string) (string, error) {
 	if err := backend.CheckNamespace(ns); err != nil {
-		return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err}
 	}
 	return ns, nil
 }
