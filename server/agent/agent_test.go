@@ -21,7 +21,6 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
 const ns = "library/test"
@@ -396,7 +395,7 @@ func TestEventsStream(t *testing.T) {
 			require.NoError(t, err)
 
 			sc := bufio.NewScanner(resp.Body)
-			var kinds []scheduler.EventKind
+			var kinds []api.EventKind
 			for sc.Scan() {
 				line := sc.Text()
 				var kind string
@@ -411,20 +410,20 @@ func TestEventsStream(t *testing.T) {
 					line, ok = strings.CutPrefix(sc.Text(), "data: ")
 					require.True(t, ok, "%q", sc.Text())
 				}
-				var e scheduler.Event
+				var e api.Event
 				require.NoError(t, json.Unmarshal([]byte(line), &e))
 				require.Equal(t, d, e.Digest, "the filter holds")
 				if sse {
 					require.Equal(t, kind, string(e.Kind))
 				}
 				kinds = append(kinds, e.Kind)
-				if e.Kind == scheduler.EventTorrentDone {
+				if e.Kind == api.EventTorrentDone {
 					break
 				}
 			}
-			require.Contains(t, kinds, scheduler.EventTorrentStart)
-			require.Contains(t, kinds, scheduler.EventPieceReceived)
-			require.Contains(t, kinds, scheduler.EventTorrentDone)
+			require.Contains(t, kinds, api.EventTorrentStart)
+			require.Contains(t, kinds, api.EventPieceReceived)
+			require.Contains(t, kinds, api.EventTorrentDone)
 		})
 	}
 }
@@ -443,10 +442,10 @@ func TestEventsClient(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	got := make(chan scheduler.Event, 4096)
+	got := make(chan api.Event, 4096)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- a.cl.Events(ctx, "", func(e scheduler.Event) error {
+		errc <- a.cl.Events(ctx, "", func(e api.Event) error {
 			select {
 			case got <- e:
 			default:
@@ -454,7 +453,7 @@ func TestEventsClient(t *testing.T) {
 			return nil
 		})
 	}()
-	var seen *scheduler.Event
+	var seen *api.Event
 	for i := 0; seen == nil && i < len(blobs); i++ {
 		_, err := a.cl.Pull(t.Context(), ns, digest.FromBytes(blobs[i]), io.Discard, nil)
 		require.NoError(t, err)
@@ -477,7 +476,7 @@ func TestEventsClient(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc, "Events returns nil when its context ends")
 
-	err := a.cl.Events(t.Context(), "bad", func(scheduler.Event) error { return nil })
+	err := a.cl.Events(t.Context(), "bad", func(api.Event) error { return nil })
 	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, errcode.CodeDigestInvalid, re.Code)

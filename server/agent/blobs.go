@@ -17,17 +17,11 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/announce"
 )
 
-// Paths of the agent's swarm API.
-const (
-	TorrentsPath = "/swarm/torrents"
-	EventsPath   = "/swarm/events"
-)
-
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleBlob)
-	mux.HandleFunc("GET "+TorrentsPath, s.handleTorrents)
-	mux.HandleFunc("GET "+EventsPath, s.handleEvents)
+	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
+	mux.HandleFunc("GET "+api.SwarmEventsPath, s.handleEvents)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
 }
 
