@@ -23,8 +23,8 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/dev"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
 )
 
@@ -344,7 +344,7 @@ func TestStaleEndpointsFileGetsHint(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	file := filepath.Join(t.TempDir(), "endpoints.yaml")
-	require.NoError(t, dev.WriteEndpoints(file, dev.Endpoints{Origins: []string{dead}}))
+	require.NoError(t, api.WriteEndpoints(file, api.Endpoints{Origins: []string{dead}}))
 
 	d, _, _ := pullDeps(t)
 	err = pullRun(t.Context(), &PullOptions{deps: d, Endpoints: endpoints.Flags{File: file}, Digest: digest.Digest("sha256:" + hex64), OutFile: "-", Namespace: DefaultNamespace})
