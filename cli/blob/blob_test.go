@@ -351,14 +351,3 @@ func TestStaleEndpointsFileGetsHint(t *testing.T) {
 	require.ErrorContains(t, err, "is `krakenctl dev up` still running?")
 	require.ErrorContains(t, err, dead)
 }
-
-func TestParseDigest(t *testing.T) {
-	t.Parallel()
-	d, err := ParseDigest(hex64)
-	require.NoError(t, err)
-	require.Equal(t, digest.Digest("sha256:"+hex64), d)
-	for _, bad := range []string{"", "sha256:", "sha256:" + hex64[:63], hex64 + "0", " " + hex64, "sha256:" + strings.ToUpper(hex64), "sha384:" + strings.Repeat("a", 96)} {
-		_, err := ParseDigest(bad)
-		require.Error(t, err, "%q", bad)
-	}
-}
