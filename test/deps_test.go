@@ -35,13 +35,114 @@ type goPackage struct {
 var (
 	lowerLayers = []string{"swarm", "ring", "tagstore", "backend"}
 	roles       = []string{"agent", "origin", "tracker", "proxy", "buildindex"}
-	// leaves import nothing internal outside themselves.
-	leaves = []string{"swarm/castore", "swarm/metainfo", "swarm/wire"}
+	// leaves import nothing internal outside themselves. server/api and the error vocabulary
+	// are leaves so that clients of the servers can use them without linking a server.
+	leaves = []string{"swarm/castore", "swarm/metainfo", "swarm/wire", "server/api", "server/registry/errcode"}
 	// forbiddenBelowCLI are external packages only cli/ and cmd/ may use.
 	forbiddenBelowCLI = []string{"github.com/spf13/cobra", "github.com/spf13/pflag", "os/signal"}
 	// forbiddenNames are package names that say nothing about what a package does.
 	forbiddenNames = []string{"util", "utils", "common", "helpers"}
 )
+
+// serverStorage are the libraries behind the servers' state: Raft and its bolt store (tags)
+// and the AWS SDK (the S3 backend). They are prefixes of import paths.
+var serverStorage = []string{
+	"github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb", "go.etcd.io/bbolt", "github.com/boltdb/bolt",
+	"github.com/aws",
+}
+
+// depRule is a per-package allow- or deny-list over everything the package links (its Deps,
+// transitively, tests excluded), in the manner of go-containerregistry's depcheck_test.go. The
+// layer rules above say which way imports may point; these say how much a package may carry.
+type depRule struct {
+	pkg string // module-relative
+	// never lists import-path prefixes, internal (module-relative) or external, that pkg must
+	// not reach.
+	never []string
+	// stdlibOnly says pkg links nothing but the standard library.
+	stdlibOnly bool
+	why        string
+}
+
+var depRules = []depRule{
+	{pkg: "server/client", never: serverStorage,
+		why: "the typed clients speak HTTP; they must not link the servers' storage"},
+	{pkg: "cli/blob", never: serverStorage,
+		why: "push and pull are HTTP clients; they must not link the servers' storage"},
+	{pkg: "cli/endpoints", never: serverStorage,
+		why: "every command resolves addresses here; it must not link the servers' storage"},
+	{pkg: "server/registry/errcode", stdlibOnly: true, never: serverStorage,
+		why: "the error vocabulary is a leaf of the standard library, as distribution's errcode"},
+}
+
+// isStdlib reports whether importPath is in the standard library: its first element has no
+// dot (this covers the standard library's internal/ and vendor/ packages too).
+func isStdlib(importPath string) bool {
+	first, _, _ := strings.Cut(importPath, "/")
+	return !strings.Contains(first, ".")
+}
+
+// underPrefix is under for import paths, internal ones given module-relative in prefixes.
+func underPrefix(importPath string, prefixes []string) (string, bool) {
+	rel, isInternal := internal(importPath)
+	for _, pre := range prefixes {
+		if under(importPath, pre) || isInternal && under(rel, pre) {
+			return pre, true
+		}
+	}
+	return "", false
+}
+
+// checkDeps returns one line per depRule that pkg (module-relative p) breaks. depsOf holds the
+// Deps of the module's packages, to name the direct imports a forbidden dependency comes
+// through.
+func checkDeps(p string, pkg goPackage, depsOf map[string][]string) []string {
+	var out []string
+	for _, r := range depRules {
+		if p != r.pkg {
+			continue
+		}
+		// One line per forbidden prefix (the AWS SDK alone is over a hundred packages).
+		found := map[string][]string{}
+		var order []string
+		for _, dep := range pkg.Deps {
+			key, bad := underPrefix(dep, r.never)
+			if !bad && r.stdlibOnly && !isStdlib(dep) {
+				key, bad = dep, true
+			}
+			if !bad {
+				continue
+			}
+			if _, seen := found[key]; !seen {
+				order = append(order, key)
+			}
+			found[key] = append(found[key], dep)
+		}
+		for _, key := range order {
+			deps := found[key]
+			what := deps[0]
+			if len(deps) > 1 {
+				what = fmt.Sprintf("%s and %d more under %s", deps[0], len(deps)-1, key)
+			}
+			out = append(out, fmt.Sprintf("links %s%s: %s", what, through(pkg, deps[0], depsOf), r.why))
+		}
+	}
+	return out
+}
+
+// through names the direct imports of pkg that bring dep in, as " (through a, b)".
+func through(pkg goPackage, dep string, depsOf map[string][]string) string {
+	var via []string
+	for _, imp := range pkg.Imports {
+		if imp == dep || slices.Contains(depsOf[imp], dep) {
+			via = append(via, imp)
+		}
+	}
+	if len(via) == 0 || len(via) == 1 && via[0] == dep {
+		return ""
+	}
+	return " (through " + strings.Join(via, ", ") + ")"
+}
 
 // under reports whether the module-relative path p is dir or inside it.
 func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
@@ -112,6 +213,9 @@ func importViolation(p, imp string, inTest bool) string {
 		return "a server role never imports another role; share server/{api,client,registry,...}"
 	case (under(p, "ring") || under(p, "tagstore")) && under(t, "swarm"):
 		return "ring and tagstore don't import swarm"
+	case under(p, "backend") && (under(t, "swarm") || under(t, "tagstore") || under(t, "ring")):
+		// Not even in tests: the conformance suite is the whole contract.
+		return "backend knows nothing of the swarm, the tags or the ring: it stores bytes by name"
 	case p == "backend" && t != "backend" && under(t, "backend") && !inTest:
 		return "backend does not import its implementations"
 	}
@@ -133,7 +237,9 @@ func importViolation(p, imp string, inTest bool) string {
 func checkPackages(pkgs []goPackage) []string {
 	var out []string
 	internalImports := map[string][]string{} // module-relative package -> its internal imports
+	depsOf := map[string][]string{}          // import path -> Deps, for the module's packages
 	for _, pkg := range pkgs {
+		depsOf[pkg.ImportPath] = pkg.Deps
 		if p, ok := internal(pkg.ImportPath); ok {
 			for _, imp := range pkg.Imports {
 				if t, ok := internal(imp); ok {
@@ -173,6 +279,9 @@ func checkPackages(pkgs []goPackage) []string {
 		check(pkg.Imports, false, "imports")
 		check(pkg.TestImports, true, "test imports")
 		check(pkg.XTestImports, true, "external test imports")
+		for _, line := range checkDeps(p, pkg, depsOf) {
+			report(pkg.ImportPath, "%s", line)
+		}
 		// cobra and pflag must not creep in through a library either.
 		if underAny(p, lowerLayers) || under(p, "tui") {
 			for _, dep := range pkg.Deps {
@@ -223,6 +332,11 @@ func TestImportDirection(t *testing.T) {
 	require.True(t, seenCLI && seenCmd, "go list did not list cli/root and cmd/krakenctl: is it run from the module?")
 	if v := checkPackages(pkgs); len(v) > 0 {
 		t.Errorf("imports against the dependency direction (DESIGN §3):\n%s", strings.Join(v, "\n"))
+	}
+	// A rule about a package that moved would hold forever without checking anything.
+	for _, r := range depRules {
+		require.True(t, slices.ContainsFunc(pkgs, func(pkg goPackage) bool { return pkg.ImportPath == module+"/"+r.pkg }),
+			"depRules names %s, which go list does not list: update the rule", r.pkg)
 	}
 }
 
@@ -308,8 +422,9 @@ func TestCheckPackages(t *testing.T) {
 			pkg:  goPackage{ImportPath: m("backend"), Name: "backend", XTestImports: []string{m("backend/memory"), m("backend/backendtest")}},
 		},
 		{
-			name:    "backendtest imports a sibling tree",
-			pkg:     goPackage{ImportPath: m("backend/backendtest"), Name: "backendtest", Imports: []string{m("backend"), m("ring")}},
+			// (backendtest importing ring was this case until backend -> ring was forbidden.)
+			name:    "schedulertest imports a sibling tree",
+			pkg:     goPackage{ImportPath: m("swarm/scheduler/schedulertest"), Name: "schedulertest", Imports: []string{m("swarm/scheduler"), m("ring")}},
 			wantBad: []string{"xxxtest package imports only its parent"},
 		},
 		{
@@ -368,6 +483,60 @@ func TestCheckPackages(t *testing.T) {
 			name:    "one report for a util directory holding package util",
 			pkg:     goPackage{ImportPath: m("backend/util"), Name: "util"},
 			wantBad: []string{`"util"`},
+		},
+		{
+			name:    "backend imports swarm, tagstore or ring, even in tests",
+			pkg:     goPackage{ImportPath: m("backend/s3"), Name: "s3", Imports: []string{m("swarm/castore"), m("backend")}, XTestImports: []string{m("ring/ringtest")}},
+			others:  []goPackage{{ImportPath: m("backend"), Name: "backend", Imports: []string{m("tagstore")}}, {ImportPath: m("backend/backendtest"), Name: "backendtest", Imports: []string{m("backend"), m("ring")}}},
+			wantBad: []string{"s3: imports " + m("swarm/castore") + ": backend knows nothing of the swarm", "s3: external test imports " + m("ring/ringtest") + ": backend knows nothing", "backend: imports " + m("tagstore") + ": backend knows nothing", "backendtest: imports " + m("ring") + ": backend knows nothing"},
+		},
+		{
+			name: "the client links only light libraries",
+			pkg: goPackage{ImportPath: m("server/client"), Name: "client", Imports: []string{m("server/api"), m("server/registry/errcode")},
+				Deps: []string{"net/http", "github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus", m("server/api"), m("server/registry/errcode"), m("swarm/castore")}},
+		},
+		{
+			name: "the client reaches raft and bbolt through the registry",
+			pkg: goPackage{ImportPath: m("server/client"), Name: "client", Imports: []string{m("server/registry")},
+				Deps: []string{"github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "go.etcd.io/bbolt", m("tagstore"), m("server/registry")}},
+			others: []goPackage{{ImportPath: m("server/registry"), Name: "registry", Imports: []string{m("tagstore")},
+				Deps: []string{"github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "go.etcd.io/bbolt", m("tagstore")}}},
+			wantBad: []string{
+				"client: links github.com/hashicorp/raft (through " + m("server/registry") + "): the typed clients speak HTTP",
+				"client: links github.com/hashicorp/raft-boltdb/v2 (through " + m("server/registry") + ")",
+				"client: links go.etcd.io/bbolt (through " + m("server/registry") + ")",
+			},
+		},
+		{
+			name: "push and pull link the AWS SDK, one report for the whole SDK",
+			pkg: goPackage{ImportPath: m("cli/blob"), Name: "blob", Imports: []string{m("cli/endpoints")},
+				Deps: []string{"github.com/aws/aws-sdk-go-v2/service/s3", "github.com/aws/aws-sdk-go-v2/aws", "github.com/aws/smithy-go", m("backend/s3"), m("cli/endpoints")}},
+			wantBad: []string{"blob: links github.com/aws/aws-sdk-go-v2/service/s3 and 2 more under github.com/aws: push and pull are HTTP clients"},
+		},
+		{
+			name:    "address resolution links bolt",
+			pkg:     goPackage{ImportPath: m("cli/endpoints"), Name: "endpoints", Deps: []string{"github.com/boltdb/bolt"}},
+			wantBad: []string{"endpoints: links github.com/boltdb/bolt: every command resolves addresses here"},
+		},
+		{
+			name: "errcode links only the standard library",
+			pkg: goPackage{ImportPath: m("server/registry/errcode"), Name: "errcode", Imports: []string{"encoding/json", "net/http"},
+				Deps: []string{"encoding/json", "internal/abi", "net/http", "vendor/golang.org/x/net/http/httpguts"}},
+		},
+		{
+			name: "errcode imports a library and a package of the module",
+			pkg: goPackage{ImportPath: m("server/registry/errcode"), Name: "errcode", Imports: []string{"github.com/opencontainers/go-digest", m("server/api")},
+				Deps: []string{"fmt", "github.com/opencontainers/go-digest", m("server/api")}},
+			wantBad: []string{
+				"errcode: imports " + m("server/api") + ": server/registry/errcode imports nothing internal",
+				"errcode: links github.com/opencontainers/go-digest: the error vocabulary is a leaf of the standard library",
+				"errcode: links " + m("server/api") + ": the error vocabulary is a leaf",
+			},
+		},
+		{
+			name:    "server/api imports a server package",
+			pkg:     goPackage{ImportPath: m("server/api"), Name: "api", Imports: []string{m("server/registry")}},
+			wantBad: []string{"server/api imports nothing internal"},
 		},
 		{
 			name: "packages outside the module are not checked",

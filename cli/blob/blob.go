@@ -4,12 +4,9 @@
 package blob
 
 import (
-	"fmt"
 	"net/http"
 	"os"
-	"strings"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -42,20 +39,6 @@ func checkNamespace(ns string) error {
 		return cmdutil.FlagErrorf("invalid --namespace %q: %w", ns, err)
 	}
 	return nil
-}
-
-// ParseDigest accepts "sha256:<64 hex digits>" or the 64 hex digits alone, in lower case. The
-// error says what is accepted; callers wrap it in a usage error naming the argument or flag.
-func ParseDigest(s string) (digest.Digest, error) {
-	in := s
-	if !strings.Contains(s, ":") {
-		s = string(digest.SHA256) + ":" + s
-	}
-	d, err := digest.Parse(s)
-	if err != nil || d.Algorithm() != digest.SHA256 {
-		return "", fmt.Errorf("%q is not a sha256 digest: want sha256:<64 lower-case hex digits> or the 64 hex digits alone", in)
-	}
-	return d, nil
 }
 
 // exactArgs is cobra.ExactArgs as a usage error (exit code 2) with a message that says what

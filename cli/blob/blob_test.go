@@ -23,8 +23,8 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/dev"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
 )
 
@@ -344,21 +344,10 @@ func TestStaleEndpointsFileGetsHint(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	file := filepath.Join(t.TempDir(), "endpoints.yaml")
-	require.NoError(t, dev.WriteEndpoints(file, dev.Endpoints{Origins: []string{dead}}))
+	require.NoError(t, api.WriteEndpoints(file, api.Endpoints{Origins: []string{dead}}))
 
 	d, _, _ := pullDeps(t)
 	err = pullRun(t.Context(), &PullOptions{deps: d, Endpoints: endpoints.Flags{File: file}, Digest: digest.Digest("sha256:" + hex64), OutFile: "-", Namespace: DefaultNamespace})
 	require.ErrorContains(t, err, "is `krakenctl dev up` still running?")
 	require.ErrorContains(t, err, dead)
-}
-
-func TestParseDigest(t *testing.T) {
-	t.Parallel()
-	d, err := ParseDigest(hex64)
-	require.NoError(t, err)
-	require.Equal(t, digest.Digest("sha256:"+hex64), d)
-	for _, bad := range []string{"", "sha256:", "sha256:" + hex64[:63], hex64 + "0", " " + hex64, "sha256:" + strings.ToUpper(hex64), "sha384:" + strings.Repeat("a", 96)} {
-		_, err := ParseDigest(bad)
-		require.Error(t, err, "%q", bad)
-	}
 }

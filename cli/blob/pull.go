@@ -65,7 +65,7 @@ bytes and the rate is drawn on stderr when stderr is a terminal.`,
   krakenctl pull 4a5c...e1 --from-origins -o layer.tar`,
 		Args: exactArgs(1, "pull takes one DIGEST argument"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := ParseDigest(args[0])
+			d, err := cmdutil.ParseDigest(args[0])
 			if err != nil {
 				return cmdutil.FlagErrorf("invalid DIGEST argument: %w", err)
 			}

@@ -20,7 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // fakeAgent serves the agent's blob API from a map: the real agent is tested with the same
@@ -38,7 +38,7 @@ func fakeAgent(t *testing.T, blobs map[digest.Digest][]byte) string {
 		if !ok {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
-			_ = json.NewEncoder(w).Encode(registry.Body{Errors: []registry.BodyError{{Code: registry.CodeBlobUnknown, Message: "blob unknown"}}})
+			_ = json.NewEncoder(w).Encode(errcode.Body{Errors: []errcode.BodyError{{Code: errcode.CodeBlobUnknown, Message: "blob unknown"}}})
 			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))

@@ -17,7 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 func realDeps(t *testing.T, addrs ...string) (deps, *bytes.Buffer, *bytes.Buffer) {
@@ -77,7 +77,7 @@ func TestMembershipAgainstACluster(t *testing.T) {
 	// Joining an ID that is a member at another address is refused, and changes nothing.
 	d, out, _ = realDeps(t, follower.apiAddr)
 	err := joinRun(ctx, &JoinOptions{deps: d, Member: api.Member{ID: "n3", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"}, Output: "table"})
-	var re *registry.Error
+	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, http.StatusConflict, re.Status, "%v", err)
 	require.Empty(t, out.String())

@@ -1,5 +1,6 @@
 // Package cmdutil holds what every command shares: the Factory of dependencies, the error types
-// that pick an exit code, and the table/JSON output printer.
+// that pick an exit code, the table/JSON output printer, and the parsing of arguments that
+// several commands take (ParseDigest).
 package cmdutil
 
 import (

@@ -14,6 +14,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/dev"
 )
 
@@ -40,7 +41,7 @@ type UpOptions struct {
 // Summary is what `dev up -o json` prints once the cluster is ready: every role's address
 // (host:port) and where the cluster keeps its state.
 type Summary struct {
-	dev.Endpoints
+	api.Endpoints
 	Replicas      int    `json:"replicas"`
 	Dir           string `json:"dir"`
 	Log           string `json:"log"`

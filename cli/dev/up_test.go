@@ -23,8 +23,8 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/dev"
 )
 
 func TestMain(m *testing.M) {
@@ -127,7 +127,7 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 
 	dir := filepath.Join(state, "krakenctl", "dev")
 	file := filepath.Join(dir, "endpoints.yaml")
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err)
 	require.Len(t, e.Origins, 2)
 	summary := out.String()
@@ -230,7 +230,7 @@ func TestUpJSON(t *testing.T) {
 	}
 	raw, err := os.ReadFile(file)
 	require.NoError(t, err)
-	var e dev.Endpoints
+	var e api.Endpoints
 	require.NoError(t, json.Unmarshal(raw, &e), "the endpoints file is JSON: %s", raw)
 	require.Equal(t, got.Endpoints, e)
 	cancel()

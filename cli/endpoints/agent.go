@@ -9,7 +9,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 // EnvAgent names the environment variable holding the address of the agent that `pull` goes
@@ -18,7 +18,7 @@ const EnvAgent = "KRAKENCTL_AGENT"
 
 // DefaultAgent is the agent address used when neither --agent nor $KRAKENCTL_AGENT names one:
 // the agent of this host, on its default port.
-const DefaultAgent = agent.DefaultListen
+const DefaultAgent = api.DefaultAgentAddr
 
 // AgentFlags are the flags that name an agent.
 type AgentFlags struct {

@@ -13,19 +13,19 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
-	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 func TestResolveBuildIndex(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
 	defaultFile := filepath.Join(state, "krakenctl", "dev", "endpoints.yaml")
-	require.NoError(t, dev.WriteEndpoints(defaultFile, dev.Endpoints{Origins: []string{"127.0.0.1:15000"}, BuildIndex: []string{"127.0.0.1:15100", "127.0.0.1:15101"}}))
+	require.NoError(t, api.WriteEndpoints(defaultFile, api.Endpoints{Origins: []string{"127.0.0.1:15000"}, BuildIndex: []string{"127.0.0.1:15100", "127.0.0.1:15101"}}))
 	custom := filepath.Join(t.TempDir(), "custom.yaml")
-	require.NoError(t, dev.WriteEndpoints(custom, dev.Endpoints{BuildIndex: []string{"10.0.0.1:80"}}))
+	require.NoError(t, api.WriteEndpoints(custom, api.Endpoints{BuildIndex: []string{"10.0.0.1:80"}}))
 	originsOnly := t.TempDir()
 	originsOnlyFile := filepath.Join(originsOnly, "krakenctl", "dev", "endpoints.yaml")
-	require.NoError(t, dev.WriteEndpoints(originsOnlyFile, dev.Endpoints{Origins: []string{"127.0.0.1:15000"}}))
+	require.NoError(t, api.WriteEndpoints(originsOnlyFile, api.Endpoints{Origins: []string{"127.0.0.1:15000"}}))
 	withState := map[string]string{"XDG_STATE_HOME": state}
 	withEnv := map[string]string{"XDG_STATE_HOME": state, endpoints.EnvBuildIndex: "h1:1, h2:2,,h1:1", endpoints.EnvOrigins: "o:1"}
 
@@ -74,7 +74,7 @@ func TestResolveBuildIndex(t *testing.T) {
 func TestOriginsIgnoreBuildIndexOnlyFile(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "bi.yaml")
-	require.NoError(t, dev.WriteEndpoints(p, dev.Endpoints{BuildIndex: []string{"127.0.0.1:1"}}))
+	require.NoError(t, api.WriteEndpoints(p, api.Endpoints{BuildIndex: []string{"127.0.0.1:1"}}))
 	_, err := endpoints.Flags{File: p}.Resolve(envOf(nil))
 	require.ErrorContains(t, err, "lists no origins")
 }

@@ -19,7 +19,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 // EnvOrigins names the environment variable holding a comma-separated origin list.
@@ -70,12 +70,12 @@ func (f Flags) Resolve(env Env) (Origins, error) {
 var (
 	originList = list{
 		flag: "--origins", env: EnvOrigins, fileKey: "origins", sentinel: ErrNoOrigins,
-		pick: func(e dev.Endpoints) []string { return e.Origins },
+		pick: func(e api.Endpoints) []string { return e.Origins },
 		hint: "or start a local cluster with `krakenctl dev up`",
 	}
 	buildIndexList = list{
 		flag: "--build-index", env: EnvBuildIndex, fileKey: "build-index nodes (build_index)", sentinel: ErrNoBuildIndex,
-		pick: func(e dev.Endpoints) []string { return e.BuildIndex },
+		pick: func(e api.Endpoints) []string { return e.BuildIndex },
 	}
 )
 
@@ -85,7 +85,7 @@ type list struct {
 	// fileKey names the entries in an endpoints file, in messages.
 	fileKey  string
 	sentinel error
-	pick     func(dev.Endpoints) []string
+	pick     func(api.Endpoints) []string
 	// hint is added to the no-addresses message after the flag and the variable.
 	hint string
 }
@@ -118,7 +118,7 @@ func (l list) resolve(flagAddrs []string, file string, env Env) (addrs []string,
 	if err != nil {
 		return nil, "", "", l.none("")
 	}
-	e, err := dev.ReadEndpoints(path)
+	e, err := api.ReadEndpoints(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, "", "", l.none(fmt.Sprintf(" (no endpoints file at %s)", path))
@@ -145,7 +145,7 @@ func (l list) none(where string) error {
 
 // readFile reads the addresses of an endpoints file named explicitly.
 func (l list) readFile(path string) ([]string, error) {
-	e, err := dev.ReadEndpoints(path)
+	e, err := api.ReadEndpoints(path)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
-	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 func envOf(m map[string]string) endpoints.Env { return func(k string) string { return m[k] } }
@@ -22,9 +22,9 @@ func TestResolve(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
 	defaultFile := filepath.Join(state, "krakenctl", "dev", "endpoints.yaml")
-	require.NoError(t, dev.WriteEndpoints(defaultFile, dev.Endpoints{Origins: []string{"127.0.0.1:15000", "127.0.0.1:15001"}}))
+	require.NoError(t, api.WriteEndpoints(defaultFile, api.Endpoints{Origins: []string{"127.0.0.1:15000", "127.0.0.1:15001"}}))
 	custom := filepath.Join(t.TempDir(), "custom.yaml")
-	require.NoError(t, dev.WriteEndpoints(custom, dev.Endpoints{Origins: []string{"10.0.0.1:80"}}))
+	require.NoError(t, api.WriteEndpoints(custom, api.Endpoints{Origins: []string{"10.0.0.1:80"}}))
 	withState := map[string]string{"XDG_STATE_HOME": state, "HOME": "/nonexistent"}
 	withEnv := map[string]string{"XDG_STATE_HOME": state, endpoints.EnvOrigins: "h1:1, h2:2,,h1:1"}
 

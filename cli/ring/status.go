@@ -11,7 +11,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
-	"github.com/krakenctl/krakenctl/cli/blob"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
@@ -52,7 +51,7 @@ its nominal locations on the ring, and whether the answering origin holds it in 
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if digestArg != "" {
-				d, err := blob.ParseDigest(digestArg)
+				d, err := cmdutil.ParseDigest(digestArg)
 				if err != nil {
 					return cmdutil.FlagErrorf("invalid --digest: %w", err)
 				}

@@ -7,7 +7,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
-	"github.com/krakenctl/krakenctl/cli/blob"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/server/api"
@@ -40,7 +39,7 @@ When the command returns the change is committed: every node's reads see it.`,
 			if err != nil {
 				return err
 			}
-			d, err := blob.ParseDigest(args[1])
+			d, err := cmdutil.ParseDigest(args[1])
 			if err != nil {
 				return cmdutil.FlagErrorf("invalid DIGEST argument: %w", err)
 			}

@@ -18,7 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // realDeps returns deps that talk to the build-index nodes at addrs through the real client.
@@ -118,7 +118,7 @@ func TestPutChecksContent(t *testing.T) {
 	missing := digest.FromString("not pushed")
 	d, out, _ := realDeps(t, addrs[0])
 	err := putRun(ctx, &PutOptions{deps: d, Ref: Ref{"team/app", "v1"}, Digest: missing, Output: "table"})
-	var re *registry.Error
+	var re *errcode.Error
 	require.ErrorAs(t, err, &re, "%v", err)
 	require.Equal(t, http.StatusNotFound, re.Status, "%v", err)
 	require.ErrorContains(t, err, "put tag team/app:v1")

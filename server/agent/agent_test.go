@@ -20,8 +20,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 const ns = "library/test"
@@ -50,10 +49,10 @@ func (a *testAgent) waitSeeding(t *testing.T, d digest.Digest) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
-func requireCode(t *testing.T, resp *http.Response, body []byte, status int, code registry.Code) {
+func requireCode(t *testing.T, resp *http.Response, body []byte, status int, code errcode.Code) {
 	t.Helper()
 	require.Equal(t, status, resp.StatusCode, "%s", body)
-	require.Equal(t, code, registry.DecodeError(resp.StatusCode, body).Code, "%s", body)
+	require.Equal(t, code, errcode.DecodeError(resp.StatusCode, body).Code, "%s", body)
 }
 
 func TestGetWholeBlob(t *testing.T) {
@@ -142,7 +141,7 @@ func TestRanges(t *testing.T) {
 		"bytes=5-4", "bytes=a-b", "bytes=--5", "bytes=5", "bytes=-", "bytes=+1-2", "bytes=99999999999999999999-",
 	} {
 		resp, body := a.get(t, http.MethodGet, path, map[string]string{"Range": rng})
-		requireCode(t, resp, body, http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid)
+		requireCode(t, resp, body, http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid)
 		require.Equal(t, fmt.Sprintf("bytes */%d", size), resp.Header.Get("Content-Range"), rng)
 	}
 
@@ -194,15 +193,15 @@ func TestErrors(t *testing.T) {
 	for _, tc := range []struct {
 		path   string
 		status int
-		code   registry.Code
+		code   errcode.Code
 	}{
-		{"/namespace/lib/blobs/sha256:abc", 400, registry.CodeDigestInvalid},
-		{"/namespace/lib/blobs/sha256:" + strings.Repeat("A", 64), 400, registry.CodeDigestInvalid},
-		{"/namespace/lib/blobs/sha512:" + strings.Repeat("a", 128), 400, registry.CodeUnsupported},
-		{"/namespace/Bad%20NS/blobs/" + d.String(), 400, registry.CodeNameInvalid},
-		{"/namespace/a%2F%2Fb/blobs/" + d.String(), 400, registry.CodeNameInvalid},
-		{api.BlobPath(ns, digest.FromString("unknown")), 404, registry.CodeBlobUnknown},
-		{"/swarm/torrents?digest=nope", 400, registry.CodeDigestInvalid},
+		{"/namespace/lib/blobs/sha256:abc", 400, errcode.CodeDigestInvalid},
+		{"/namespace/lib/blobs/sha256:" + strings.Repeat("A", 64), 400, errcode.CodeDigestInvalid},
+		{"/namespace/lib/blobs/sha512:" + strings.Repeat("a", 128), 400, errcode.CodeUnsupported},
+		{"/namespace/Bad%20NS/blobs/" + d.String(), 400, errcode.CodeNameInvalid},
+		{"/namespace/a%2F%2Fb/blobs/" + d.String(), 400, errcode.CodeNameInvalid},
+		{api.BlobPath(ns, digest.FromString("unknown")), 404, errcode.CodeBlobUnknown},
+		{"/swarm/torrents?digest=nope", 400, errcode.CodeDigestInvalid},
 	} {
 		resp, body := a.get(t, http.MethodGet, tc.path, nil)
 		requireCode(t, resp, body, tc.status, tc.code)
@@ -218,7 +217,7 @@ func TestErrors(t *testing.T) {
 	// does not stick).
 	tr.down.Store(true)
 	resp, body := a.get(t, http.MethodGet, api.BlobPath(ns, d), nil)
-	requireCode(t, resp, body, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	requireCode(t, resp, body, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	tr.down.Store(false)
 	resp, body = a.get(t, http.MethodGet, api.BlobPath(ns, d), nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
@@ -396,7 +395,7 @@ func TestEventsStream(t *testing.T) {
 			require.NoError(t, err)
 
 			sc := bufio.NewScanner(resp.Body)
-			var kinds []scheduler.EventKind
+			var kinds []api.EventKind
 			for sc.Scan() {
 				line := sc.Text()
 				var kind string
@@ -411,20 +410,20 @@ func TestEventsStream(t *testing.T) {
 					line, ok = strings.CutPrefix(sc.Text(), "data: ")
 					require.True(t, ok, "%q", sc.Text())
 				}
-				var e scheduler.Event
+				var e api.Event
 				require.NoError(t, json.Unmarshal([]byte(line), &e))
 				require.Equal(t, d, e.Digest, "the filter holds")
 				if sse {
 					require.Equal(t, kind, string(e.Kind))
 				}
 				kinds = append(kinds, e.Kind)
-				if e.Kind == scheduler.EventTorrentDone {
+				if e.Kind == api.EventTorrentDone {
 					break
 				}
 			}
-			require.Contains(t, kinds, scheduler.EventTorrentStart)
-			require.Contains(t, kinds, scheduler.EventPieceReceived)
-			require.Contains(t, kinds, scheduler.EventTorrentDone)
+			require.Contains(t, kinds, api.EventTorrentStart)
+			require.Contains(t, kinds, api.EventPieceReceived)
+			require.Contains(t, kinds, api.EventTorrentDone)
 		})
 	}
 }
@@ -443,10 +442,10 @@ func TestEventsClient(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	got := make(chan scheduler.Event, 4096)
+	got := make(chan api.Event, 4096)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- a.cl.Events(ctx, "", func(e scheduler.Event) error {
+		errc <- a.cl.Events(ctx, "", func(e api.Event) error {
 			select {
 			case got <- e:
 			default:
@@ -454,7 +453,7 @@ func TestEventsClient(t *testing.T) {
 			return nil
 		})
 	}()
-	var seen *scheduler.Event
+	var seen *api.Event
 	for i := 0; seen == nil && i < len(blobs); i++ {
 		_, err := a.cl.Pull(t.Context(), ns, digest.FromBytes(blobs[i]), io.Discard, nil)
 		require.NoError(t, err)
@@ -477,10 +476,10 @@ func TestEventsClient(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc, "Events returns nil when its context ends")
 
-	err := a.cl.Events(t.Context(), "bad", func(scheduler.Event) error { return nil })
-	var re *registry.Error
+	err := a.cl.Events(t.Context(), "bad", func(api.Event) error { return nil })
+	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
-	require.Equal(t, registry.CodeDigestInvalid, re.Code)
+	require.Equal(t, errcode.CodeDigestInvalid, re.Code)
 }
 
 // TestAgentsTrade: a second agent downloads from the first one's peer port, which the first

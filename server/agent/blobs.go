@@ -13,20 +13,15 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
-)
-
-// Paths of the agent's swarm API.
-const (
-	TorrentsPath = "/swarm/torrents"
-	EventsPath   = "/swarm/events"
 )
 
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleBlob)
-	mux.HandleFunc("GET "+TorrentsPath, s.handleTorrents)
-	mux.HandleFunc("GET "+EventsPath, s.handleEvents)
+	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
+	mux.HandleFunc("GET "+api.SwarmEventsPath, s.handleEvents)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
 }
 
@@ -34,7 +29,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 func blobArgs(r *http.Request) (string, digest.Digest, error) {
 	ns := r.PathValue("ns")
 	if err := announce.CheckNamespace(ns); err != nil {
-		return "", "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+		return "", "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err}
 	}
 	d, err := registry.ParseDigest(r.PathValue("digest"))
 	if err != nil {
@@ -117,7 +112,7 @@ func (s *Server) requestFailed(r *http.Request, d digest.Digest, err error) {
 
 // errRange is a Range header that no byte of the blob satisfies.
 func errRange(format string, a ...any) error {
-	return registry.Errorf(http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid, format, a...)
+	return errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid, format, a...)
 }
 
 // parseRange interprets a Range header for a blob of size bytes and returns the bytes to send:

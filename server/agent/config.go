@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -16,7 +17,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultListen     = "127.0.0.1:16000"
+	DefaultListen     = api.DefaultAgentAddr
 	DefaultPeerListen = "127.0.0.1:16001"
 	DefaultSeedTime   = scheduler.DefaultSeedTime
 	DefaultMaxConns   = scheduler.DefaultMaxConns

@@ -50,7 +50,7 @@
 // # Swarm API
 //
 // GET /swarm/torrents returns the scheduler's per-blob statistics as a JSON array
-// (scheduler.TorrentStats); GET /swarm/events streams scheduler events (scheduler.Event) until
+// (api.TorrentStats); GET /swarm/events streams scheduler events (api.Event) until
 // the client goes away, as newline-delimited JSON, or as server-sent events when the request
 // accepts text/event-stream. Both take an optional ?digest= filter.
 //

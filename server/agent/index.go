@@ -4,12 +4,12 @@ import (
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // errNoBuildIndex answers the registry requests that need the build-index on an agent that has
 // none configured.
-var errNoBuildIndex = registry.Errorf(http.StatusServiceUnavailable, registry.CodeUnavailable,
+var errNoBuildIndex = errcode.Errorf(http.StatusServiceUnavailable, errcode.CodeUnavailable,
 	"this agent has no build_index configured: it cannot resolve tags, sha512 digests or referrers, "+
 		"nor list tags and repositories; pull by sha256 digest, or list the build-index nodes under build_index in the agent's config")
 

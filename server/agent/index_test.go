@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // TestNoIndex: without build_index, every read that needs it says so; failover between nodes is
@@ -19,7 +20,7 @@ func TestNoIndex(t *testing.T) {
 		t.Helper()
 		e := registry.FromError(err)
 		require.Equal(t, http.StatusServiceUnavailable, e.Status)
-		require.Equal(t, registry.CodeUnavailable, e.Code)
+		require.Equal(t, errcode.CodeUnavailable, e.Code)
 		require.Contains(t, e.Message, "no build_index configured")
 	}
 	_, err := r.Manifest(t.Context(), "r", registry.Reference{Tag: "t"})

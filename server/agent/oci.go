@@ -13,6 +13,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
@@ -214,7 +215,7 @@ func (b *blobReader) Size() int64 { return b.dl.Size() }
 func (b *blobReader) Open(ctx context.Context, off int64) (io.ReadCloser, error) {
 	size := b.dl.Size()
 	if off < 0 || off > size {
-		return nil, registry.Errorf(http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid,
+		return nil, errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid,
 			"offset %d is outside the blob of %d bytes", off, size)
 	}
 	verified := off

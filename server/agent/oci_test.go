@@ -18,6 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/conformance"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 const repo = "team/app"
@@ -190,7 +191,7 @@ func TestRegistryReadOnly(t *testing.T) {
 		{http.MethodGet, repo + "/blobs/uploads/some-id"},
 	} {
 		resp, body := a.v2(t, tc.method, tc.path, nil)
-		requireCode(t, resp, body, http.StatusMethodNotAllowed, registry.CodeUnsupported)
+		requireCode(t, resp, body, http.StatusMethodNotAllowed, errcode.CodeUnsupported)
 	}
 	resp, body := a.v2(t, http.MethodGet, repo+"/manifests/v1", nil)
 	requireManifest(t, resp, body, http.MethodGet, img)
@@ -209,27 +210,27 @@ func TestRegistryUnknown(t *testing.T) {
 	missing := digest.FromString("never pushed")
 	for _, m := range []string{http.MethodGet, http.MethodHead} {
 		resp, body := a.v2(t, m, repo+"/manifests/v404", nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 		resp, body = a.v2(t, m, "other/repo/manifests/v1", nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 		resp, body = a.v2(t, m, repo+"/manifests/"+missing.String(), nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 		resp, body = a.v2(t, m, repo+"/blobs/"+missing.String(), nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 		// A sha512 digest without a link in the repository.
 		resp, body = a.v2(t, m, repo+"/blobs/"+sha512Of([]byte("never pushed")).String(), nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 		resp, body = a.v2(t, m, repo+"/manifests/"+sha512Of([]byte("never pushed")).String(), nil)
-		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 	}
 	// A blob is not a manifest.
 	resp, body := a.v2(t, http.MethodGet, repo+"/manifests/"+img.layerDigest.String(), nil)
-	requireCode(t, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireCode(t, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 	// Malformed input is the handler's to refuse.
 	resp, body = a.v2(t, http.MethodGet, repo+"/blobs/sha256:abc", nil)
-	requireCode(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireCode(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	resp, body = a.v2(t, http.MethodGet, "Bad_Name/manifests/v1", nil)
-	requireCode(t, resp, body, http.StatusBadRequest, registry.CodeNameInvalid)
+	requireCode(t, resp, body, http.StatusBadRequest, errcode.CodeNameInvalid)
 	// An unknown repository has no tags.
 	resp, body = a.v2(t, http.MethodGet, "other/repo/tags/list", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
@@ -237,7 +238,7 @@ func TestRegistryUnknown(t *testing.T) {
 }
 
 // requireHeadOrCode checks an error answer; a HEAD answer has no body to carry the code.
-func requireHeadOrCode(t *testing.T, method string, resp *http.Response, body []byte, status int, code registry.Code) {
+func requireHeadOrCode(t *testing.T, method string, resp *http.Response, body []byte, status int, code errcode.Code) {
 	t.Helper()
 	if method == http.MethodHead {
 		require.Equal(t, status, resp.StatusCode)
@@ -286,9 +287,9 @@ func TestRegistrySHA512(t *testing.T) {
 	// The links are per repository: another repository does not have them, even once the
 	// manifest is in the agent's cache.
 	resp, body = a.v2(t, http.MethodGet, "other/repo/blobs/"+layer512.String(), nil)
-	requireCode(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	requireCode(t, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 	resp, body = a.v2(t, http.MethodGet, "other/repo/manifests/"+man512.String(), nil)
-	requireCode(t, resp, body, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireCode(t, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	// A link to content that does not hash to the sha512 digest is not served as it.
 	bogus := sha512Of([]byte("something else"))
@@ -354,7 +355,7 @@ func TestRegistryWithoutBuildIndex(t *testing.T) {
 		repo + "/blobs/" + sha512Of(img.layer).String(),
 	} {
 		resp, body = a.v2(t, http.MethodGet, path, nil)
-		requireCode(t, resp, body, http.StatusServiceUnavailable, registry.CodeUnavailable)
+		requireCode(t, resp, body, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 		require.Contains(t, string(body), "build_index", path)
 	}
 }
@@ -390,7 +391,7 @@ func TestRegistryBuildIndexFailover(t *testing.T) {
 	// Every node down is 503.
 	b := s.agent(t, func(c *agent.Config) { c.BuildIndex = []string{dead} })
 	resp, body := b.v2(t, http.MethodGet, repo+"/manifests/v1", nil)
-	requireCode(t, resp, body, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	requireCode(t, resp, body, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 }
 
 // TestConformancePullOnly runs the OCI distribution-spec conformance suite (the version pinned

@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/swarmview"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
@@ -25,7 +27,8 @@ func digestFilter(r *http.Request) (digest.Digest, error) {
 	return registry.ParseDigest(v)
 }
 
-// handleTorrents serves the scheduler's statistics as a JSON array, one entry per torrent.
+// handleTorrents serves the scheduler's statistics as a JSON array of api.TorrentStats, one
+// entry per torrent.
 func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 	d, err := digestFilter(r)
 	if err != nil {
@@ -33,18 +36,15 @@ func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stats := s.sched.Stats()
-	out := make([]scheduler.TorrentStats, 0, len(stats))
-	for _, st := range stats {
-		if d == "" || st.Digest == d {
-			out = append(out, st)
-		}
+	if d != "" {
+		stats = slices.DeleteFunc(stats, func(st scheduler.TorrentStats) bool { return st.Digest != d })
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(out)
+	_ = json.NewEncoder(w).Encode(swarmview.Torrents(stats))
 }
 
-// handleEvents streams scheduler events until the client goes away or the agent stops:
+// handleEvents streams scheduler events (as api.Event) until the client goes away or the agent stops:
 // newline-delimited JSON, or server-sent events (event: KIND, data: JSON) when the request
 // accepts text/event-stream. Events a slow client cannot take are dropped, not queued.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +86,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
-			if err := enc.Encode(e); err != nil {
+			if err := enc.Encode(swarmview.Event(e)); err != nil {
 				return
 			}
 			if sse {

@@ -1,6 +1,8 @@
 // Package api holds the paths, headers and JSON documents of krakenctl's own HTTP APIs (the
-// origin blob API and the operator endpoints), shared by the servers that serve them and the
-// typed clients in server/client.
+// origin blob API, the swarm API of agents and origins, and the operator endpoints), and the
+// endpoints file that names a cluster's roles. The servers that serve them and the typed
+// clients in server/client and the commands share them from here; the package imports nothing
+// else of the module, so using it links no server.
 package api
 
 import (
@@ -9,6 +11,10 @@ import (
 
 	"github.com/opencontainers/go-digest"
 )
+
+// DefaultAgentAddr is where an agent serves its API unless its config says otherwise (the
+// default of server/agent's listen), and so where commands on a host find their agent.
+const DefaultAgentAddr = "127.0.0.1:16000"
 
 // Headers used by the blob APIs; the names follow the OCI distribution spec where it has one.
 const (

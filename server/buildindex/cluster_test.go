@@ -21,6 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -155,7 +156,7 @@ func retrying[T any](t *testing.T, op func() (T, error)) T {
 			return v
 		}
 		last = err
-		var re *registry.Error
+		var re *errcode.Error
 		if errors.As(err, &re) && re.Status != http.StatusServiceUnavailable && re.Status != http.StatusGatewayTimeout {
 			t.Fatalf("non-retryable error: %v", err)
 		}
@@ -312,7 +313,7 @@ func TestRaftCluster(t *testing.T) {
 	_, err = freshLeader.cli.Remove(ctx, out.id)
 	require.ErrorIs(t, err, client.ErrNotFound)
 	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.cfg.RaftListen, APIAddr: "127.0.0.1:1"})
-	var re *registry.Error
+	var re *errcode.Error
 	require.True(t, errors.As(err, &re), "%v", err)
 	require.Equal(t, http.StatusConflict, re.Status, "a join from an address already in the cluster")
 	st, err = fresh[slices.IndexFunc(fresh, func(n *raftNode) bool { return n != out && n != freshLeader })].cli.Join(ctx,
@@ -409,7 +410,7 @@ func TestRaftClusterLinks(t *testing.T) {
 	unsure := false
 	retrying(t, func() (api.Link, error) {
 		l, err := followers[0].cli.DeleteLink(ctx, repo, registry.BlobLink(dig("gone")))
-		var re *registry.Error
+		var re *errcode.Error
 		if errors.As(err, &re) && re.Status == http.StatusGatewayTimeout {
 			unsure = true
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -72,7 +73,7 @@ func (c *contentChecker) checkLinkValue(ctx context.Context, repo string, l link
 	if l.kind == tagstore.LinkKindReferrer {
 		_, err := c.link(ctx, repo, registry.ManifestLink(d))
 		if errors.Is(err, tagstore.ErrNotFound) {
-			return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestUnknown,
+			return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestUnknown,
 				Message: fmt.Sprintf("link %s: repository %q holds no manifest %s", l.name, repo, d),
 				Detail:  map[string]string{"digest": d.String()}, Err: err}
 		}
@@ -80,11 +81,11 @@ func (c *contentChecker) checkLinkValue(ctx context.Context, repo string, l link
 	}
 	_, err := c.stat(ctx, repo, d)
 	if errors.Is(err, client.ErrNotFound) {
-		code := registry.CodeBlobUnknown
+		code := errcode.CodeBlobUnknown
 		if l.kind == tagstore.LinkKindManifest {
-			code = registry.CodeManifestBlobUnknown
+			code = errcode.CodeManifestBlobUnknown
 		}
-		return &registry.Error{Status: http.StatusBadRequest, Code: code,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: code,
 			Message: fmt.Sprintf("link %s: %s is not in the origin cluster under namespace %q", l.name, d, repo),
 			Detail:  map[string]string{"digest": d.String()}, Err: err}
 	}
@@ -96,7 +97,7 @@ func (c *contentChecker) count(err error) error {
 	result := "ok"
 	if err != nil {
 		result = "error"
-		var re *registry.Error
+		var re *errcode.Error
 		if errors.As(err, &re) {
 			result = strings.ToLower(string(re.Code))
 		}
@@ -139,7 +140,7 @@ func (c *contentChecker) resolve(ctx context.Context, repo, kind string, d diges
 func (c *contentChecker) checkManifest(ctx context.Context, repo string, d digest.Digest) error {
 	stored, err := c.resolve(ctx, repo, tagstore.LinkKindManifest, d)
 	if errors.Is(err, tagstore.ErrNotFound) {
-		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
+		return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeManifestUnknown,
 			Message: fmt.Sprintf("manifest %s is not sha256 and repository %q has no manifest link for it", d, repo),
 			Detail:  map[string]string{"digest": d.String()}, Err: err}
 	}
@@ -148,7 +149,7 @@ func (c *contentChecker) checkManifest(ctx context.Context, repo string, d diges
 	}
 	size, err := c.stat(ctx, repo, stored)
 	if errors.Is(err, client.ErrNotFound) {
-		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
+		return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeManifestUnknown,
 			Message: fmt.Sprintf("manifest %s is not in the origin cluster under namespace %q", d, repo),
 			Detail:  map[string]string{"digest": d.String()}, Err: err}
 	}
@@ -162,7 +163,7 @@ func (c *contentChecker) checkManifest(ctx context.Context, repo string, d diges
 	buf.max = c.maxManifest
 	if _, err := c.cluster.Pull(ctx, repo, stored, &buf, nil); err != nil {
 		if errors.Is(err, client.ErrNotFound) {
-			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeManifestUnknown,
+			return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeManifestUnknown,
 				Message: fmt.Sprintf("manifest %s is not in the origin cluster under namespace %q", d, repo),
 				Detail:  map[string]string{"digest": d.String()}, Err: err}
 		}
@@ -170,7 +171,7 @@ func (c *contentChecker) checkManifest(ctx context.Context, repo string, d diges
 	}
 	refs, err := references(buf.Bytes())
 	if err != nil {
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestInvalid,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
 			Message: fmt.Sprintf("manifest %s: %v", d, err), Detail: map[string]string{"digest": d.String()}, Err: err}
 	}
 	return c.checkRefs(ctx, repo, d, refs)
@@ -214,13 +215,13 @@ func (c *contentChecker) checkRefs(ctx context.Context, repo string, m digest.Di
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestBlobUnknown,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestBlobUnknown,
 			Message: fmt.Sprintf("manifest %s references content missing from the origin cluster under namespace %q: %s", m, repo, strings.Join(missing, ", ")),
 			Detail:  map[string]any{"manifest": m.String(), "missing": missing}}
 	}
 	if len(badSizes) > 0 {
 		slices.Sort(badSizes)
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestInvalid,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
 			Message: fmt.Sprintf("manifest %s: sizes disagree with the stored content: %s", m, strings.Join(badSizes, ", "))}
 	}
 	return nil
@@ -261,7 +262,7 @@ func (c *contentChecker) stat(ctx context.Context, ns string, d digest.Digest) (
 }
 
 func unavailable(what string, err error) error {
-	return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+	return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 		Message: "cannot " + what + "; retry", Err: err}
 }
 

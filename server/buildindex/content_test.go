@@ -12,6 +12,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -93,21 +94,21 @@ func TestContentCheck(t *testing.T) {
 
 	_, err := n.cli.PutTag(ctx, ns, "bad", digest.FromString("nothing"))
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", broken.Digest)
-	re := apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	re := apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, missing.Digest.String())
 	require.NotContains(t, re.Message, layer.Digest.String())
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", brokenIndex.Digest)
-	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	re = apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, digest.FromString("gone").String())
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", badSize.Digest)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestInvalid)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
 	_, err = n.cli.PutTag(ctx, ns, "bad", badRef.Digest)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestInvalid)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
 	require.Equal(t, written, store.writeCount(), "refused tags changed nothing")
 
 	// Origins that cannot be reached: 503, nothing written.
@@ -117,7 +118,7 @@ func TestContentCheck(t *testing.T) {
 		c.Origins = []string{closedAddr(t)}
 	})
 	_, err = down.cli.PutTag(ctx, ns, "v1", good.Digest)
-	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	require.Zero(t, down.store.writeCount())
 }
 
@@ -181,10 +182,10 @@ func TestLinkContentCheck(t *testing.T) {
 	_, err := n.cli.PutLink(ctx, ns, registry.BlobLink(layer.Digest), layer.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(missing), missing)
-	re := apiErr(t, err, http.StatusBadRequest, registry.CodeBlobUnknown)
+	re := apiErr(t, err, http.StatusBadRequest, errcode.CodeBlobUnknown)
 	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(missing), missing)
-	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	re = apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Equal(t, map[string]any{"digest": missing.String()}, re.Detail)
 
 	// An image whose layer is addressed by sha512, stored on the origins by its sha256.
@@ -195,7 +196,7 @@ func TestLinkContentCheck(t *testing.T) {
 	}))
 	image512 := digest.SHA512.FromBytes(manifestJSON(t, map[string]any{"x": 1})) // any sha512 key will do
 	_, err = n.cli.PutTag(ctx, ns, "v1", image.Digest)
-	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	re = apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, layer512.String(), "a sha512 layer without its blob/ link")
 	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(layer512), layer.Digest)
 	require.NoError(t, err)
@@ -204,7 +205,7 @@ func TestLinkContentCheck(t *testing.T) {
 
 	// A tag on a sha512 manifest: through its manifest/ link.
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(image512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
@@ -216,7 +217,7 @@ func TestLinkContentCheck(t *testing.T) {
 	store.tags[[2]string{ns, tagstore.LinkKey(registry.ManifestLink(ghost512))}] = tagstore.Tag{Repo: ns, Name: tagstore.LinkKey(registry.ManifestLink(ghost512)), Digest: missing, Index: store.index}
 	store.mu.Unlock()
 	_, err = n.cli.PutTag(ctx, ns, "ghost", ghost512)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	// An index whose child is addressed by sha512 needs the child's manifest/ link.
 	child512 := digest.SHA512.FromString("child")
@@ -225,13 +226,13 @@ func TestLinkContentCheck(t *testing.T) {
 		"manifests": []descriptor{{MediaType: mediaTypeOCIManifest, Digest: child512, Size: image.Size}},
 	}))
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
-	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	re = apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, re.Message, child512.String())
 	// A blob/ link does not stand in for a manifest/ one.
 	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
@@ -240,14 +241,14 @@ func TestLinkContentCheck(t *testing.T) {
 	// referrer/ links: the referrer must be a manifest of the repository.
 	sig512 := digest.SHA512.FromString("signature")
 	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, sig512), sig512)
-	re = apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
+	re = apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestUnknown)
 	require.Equal(t, map[string]any{"digest": sig512.String()}, re.Detail)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(sig512), cfg.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, sig512), sig512)
 	require.NoError(t, err)
 	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, image.Digest), image.Digest)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestUnknown)
 
 	// Origins that cannot be reached: 503, nothing written.
 	down := startFake(t, newFakeStore("b"), Deps{}, func(c *Config) {
@@ -256,6 +257,6 @@ func TestLinkContentCheck(t *testing.T) {
 		c.Origins = []string{closedAddr(t)}
 	})
 	_, err = down.cli.PutLink(ctx, ns, registry.BlobLink(layer.Digest), layer.Digest)
-	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	require.Zero(t, down.store.writeCount())
 }

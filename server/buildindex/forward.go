@@ -11,6 +11,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, o
 			return err
 		}
 		if by := r.Header.Get(HeaderForwardedBy); by != "" {
-			return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+			return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 				Message: fmt.Sprintf("node %s, to which %s forwarded the request, is not the leader (leader %q); retry", s.cfg.Raft.NodeID, by, nle.LeaderID),
 				Err:     err}
 		}
@@ -59,7 +60,7 @@ func (s *Server) onLeader(w http.ResponseWriter, r *http.Request, body []byte, o
 			deadline = time.Now().Add(s.leaderWait)
 		}
 		if time.Now().After(deadline) {
-			return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+			return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 				Message: fmt.Sprintf("no leader reachable within %s (the cluster is electing one, or this node is cut off); retry", s.leaderWait),
 				Err:     err}
 		}
@@ -115,13 +116,13 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !client.NotSent(err) {
 			// The leader may have received the write, and applied it, before the connection
 			// failed: its outcome is unknown, not a failure.
-			registry.WriteError(w, r, &registry.Error{Status: http.StatusGatewayTimeout, Code: registry.CodeOutcomeUnknown,
+			registry.WriteError(w, r, &errcode.Error{Status: http.StatusGatewayTimeout, Code: errcode.CodeOutcomeUnknown,
 				Message: fmt.Sprintf("the connection to the leader %s failed after the write was sent; it may or may not have been applied: read the value to find out", addr),
 				Err:     err})
 			return
 		}
 		w.Header().Set("Retry-After", "1")
-		registry.WriteError(w, r, &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+		registry.WriteError(w, r, &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 			Message: fmt.Sprintf("the leader %s is unreachable; retry", addr), Err: err})
 		return
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -84,7 +85,7 @@ func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
 	p := r.PathValue("path")
 	if repo, ok := strings.CutSuffix(p, "/tags"); ok && repo != "" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a tag list", r.Method)
+			return errcode.Errorf(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "%s is not supported on a tag list", r.Method)
 		}
 		r.SetPathValue("repo", repo)
 		return s.handleListTags(w, r)
@@ -97,7 +98,7 @@ func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if i <= 0 {
-		return registry.Errorf(http.StatusNotFound, registry.CodeNameUnknown,
+		return errcode.Errorf(http.StatusNotFound, errcode.CodeNameUnknown,
 			"no such path: want /repositories/REPOSITORY/tags[/TAG] or /repositories/REPOSITORY/links[/NAME]")
 	}
 	r.SetPathValue("repo", p[:i])
@@ -110,7 +111,7 @@ func (s *Server) handleRepoPath(w http.ResponseWriter, r *http.Request) error {
 	case http.MethodDelete:
 		return s.handleDeleteTag(w, r)
 	default:
-		return registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a tag", r.Method)
+		return errcode.Errorf(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "%s is not supported on a tag", r.Method)
 	}
 }
 
@@ -139,7 +140,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		if errors.As(err, &mbe) {
 			return nil, err
 		}
-		return nil, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid, Message: "read request body", Err: err}
+		return nil, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeBodyInvalid, Message: "read request body", Err: err}
 	}
 	return b, nil
 }
@@ -149,10 +150,10 @@ func decodeBody(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid, Message: "invalid JSON body: " + err.Error(), Err: err}
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeBodyInvalid, Message: "invalid JSON body: " + err.Error(), Err: err}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, "invalid JSON body: more than one document")
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeBodyInvalid, "invalid JSON body: more than one document")
 	}
 	return nil
 }
@@ -192,7 +193,7 @@ func consistency(r *http.Request) (tagstore.Consistency, error) {
 	}
 	stale, err := strconv.ParseBool(v)
 	if err != nil {
-		return 0, registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "invalid stale=%q: want true or false", v)
+		return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "invalid stale=%q: want true or false", v)
 	}
 	if stale {
 		return tagstore.Stale, nil
@@ -274,7 +275,7 @@ func pageArgs(r *http.Request) (last string, n int, err error) {
 	if v := q.Get("n"); v != "" {
 		n, err = strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return "", 0, registry.Errorf(http.StatusBadRequest, registry.CodePaginationNumberInvalid, "invalid n=%q: want a number of at least 0", v)
+			return "", 0, errcode.Errorf(http.StatusBadRequest, errcode.CodePaginationNumberInvalid, "invalid n=%q: want a number of at least 0", v)
 		}
 	}
 	return q.Get("last"), min(n, maxPage), nil
@@ -317,7 +318,7 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 		}
 		err = s.read(w, r, c, list)
 		if errors.Is(err, tagstore.ErrNotFound) || err == nil && len(tags) == 0 && last == "" {
-			return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeNameUnknown,
+			return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeNameUnknown,
 				Message: fmt.Sprintf("repository %q has no tags", repo), Err: err}
 		}
 		if err != nil {
@@ -390,7 +391,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 // checkMember refuses a join request that could never work.
 func checkMember(m api.Member) error {
 	bad := func(format string, a ...any) error {
-		return registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, format, a...)
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeBodyInvalid, format, a...)
 	}
 	if m.ID == "" {
 		return bad("member id: required")
@@ -410,7 +411,7 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	err := s.onLeader(w, r, nil, func() error { return s.store.Remove(r.Context(), id) })
 	if errors.Is(err, tagstore.ErrNotFound) {
-		return &registry.Error{Status: http.StatusNotFound, Code: registry.CodeMemberUnknown,
+		return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeMemberUnknown,
 			Message: fmt.Sprintf("member %q is not in the cluster", id), Err: err}
 	}
 	if err != nil {
@@ -422,7 +423,7 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) handleRestore(w http.ResponseWriter, r *http.Request) error {
 	if s.wb == nil {
-		return registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "no storage backend is configured: nothing to restore from")
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "no storage backend is configured: nothing to restore from")
 	}
 	var res api.RestoreResult
 	err := s.onLeader(w, r, nil, func() error {
@@ -448,7 +449,7 @@ func (s *Server) handleChanges(w http.ResponseWriter, r *http.Request) error {
 	if v := r.URL.Query().Get("from"); v != "" {
 		var err error
 		if from, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "invalid from=%q: want a log index", v)
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "invalid from=%q: want a log index", v)
 		}
 	}
 	ch, cancel := s.store.Changes(from)

@@ -9,7 +9,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -40,17 +40,17 @@ func checkLinkName(name string) (linkRef, error) {
 // linkNameError answers a link name or prefix tagstore refused: DIGEST_INVALID when its shape
 // is right and a digest in it is not, else NAME_INVALID.
 func linkNameError(err error) error {
-	code := registry.CodeNameInvalid
+	code := errcode.CodeNameInvalid
 	if errors.Is(err, tagstore.ErrInvalidDigest) {
-		code = registry.CodeDigestInvalid
+		code = errcode.CodeDigestInvalid
 	}
-	return &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
+	return &errcode.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 }
 
 // checkLinkPrefix checks the prefix of a link listing the same way.
 func checkLinkPrefix(prefix string) error {
 	if prefix == "" {
-		return registry.Errorf(http.StatusBadRequest, registry.CodeNameInvalid,
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeNameInvalid,
 			"missing prefix: list links with ?prefix=blob/, manifest/ or referrer/ (and more of a name)")
 	}
 	if err := tagstore.ValidateLinkPrefix(prefix); err != nil {
@@ -62,7 +62,7 @@ func checkLinkPrefix(prefix string) error {
 // parseLinkDigest checks the value of a link PUT: a canonical sha256 or sha512 digest.
 func parseLinkDigest(d digest.Digest) (digest.Digest, error) {
 	if err := tagstore.ValidateDigest(d); err != nil {
-		return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid, Message: err.Error(), Err: err}
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeDigestInvalid, Message: err.Error(), Err: err}
 	}
 	return d, nil
 }
@@ -72,7 +72,7 @@ func parseLinkDigest(d digest.Digest) (digest.Digest, error) {
 // itself when the key is a sha256 digest); for referrer/ links the referrer's own digest.
 func (l linkRef) checkValue(d digest.Digest) error {
 	bad := func(format string, a ...any) error {
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeDigestInvalid,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeDigestInvalid,
 			Message: fmt.Sprintf(format, a...), Detail: map[string]string{"digest": d.String()}}
 	}
 	switch l.kind {
@@ -94,11 +94,11 @@ func (l linkRef) checkValue(d digest.Digest) error {
 // unknownLink is the 404 of a missing link: BLOB_UNKNOWN for a blob link, MANIFEST_UNKNOWN
 // for the others.
 func unknownLink(repo string, l linkRef, err error) error {
-	code := registry.CodeManifestUnknown
+	code := errcode.CodeManifestUnknown
 	if l.kind == tagstore.LinkKindBlob {
-		code = registry.CodeBlobUnknown
+		code = errcode.CodeBlobUnknown
 	}
-	return &registry.Error{Status: http.StatusNotFound, Code: code,
+	return &errcode.Error{Status: http.StatusNotFound, Code: code,
 		Message: fmt.Sprintf("repository %q has no link %s", repo, l.name), Err: err}
 }
 
@@ -231,7 +231,7 @@ func (s *Server) handleListLinks(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) routeRawLinkPath(w http.ResponseWriter, r *http.Request, p string) (ok bool, err error) {
 	if repo, found := strings.CutSuffix(p, "/links"); found && repo != "" {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			return true, registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a link list", r.Method)
+			return true, errcode.Errorf(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "%s is not supported on a link list", r.Method)
 		}
 		r.SetPathValue("repo", repo)
 		return true, s.handleListLinks(w, r)
@@ -268,6 +268,6 @@ func (s *Server) routeRawLinkPath(w http.ResponseWriter, r *http.Request, p stri
 	case http.MethodDelete:
 		return true, s.handleDeleteLink(w, r)
 	default:
-		return true, registry.Errorf(http.StatusMethodNotAllowed, registry.CodeUnsupported, "%s is not supported on a link", r.Method)
+		return true, errcode.Errorf(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "%s is not supported on a link", r.Method)
 	}
 }

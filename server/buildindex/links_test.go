@@ -13,6 +13,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -66,7 +67,7 @@ func TestLinks(t *testing.T) {
 	_, err = n.cli.PutLink(ctx, "only/links", registry.BlobLink(b), b)
 	require.NoError(t, err)
 	_, _, err = n.cli.ListTags(ctx, "only/links", "", 0)
-	apiErr(t, err, http.StatusNotFound, registry.CodeNameUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
 	repos, _, err := n.cli.ListRepositories(ctx, "", 0)
 	require.NoError(t, err)
 	require.Equal(t, []string{"only/links", repo}, repos)
@@ -74,18 +75,18 @@ func TestLinks(t *testing.T) {
 	// Missing links: 404 with the code of their kind.
 	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(dig("none")), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.ManifestLink(dig("none")), true)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.ReferrerLink(m, dig("none")), false)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	del, err := n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.NoError(t, err)
 	require.Equal(t, b, del.Digest)
 	_, err = n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(b), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 
@@ -137,19 +138,19 @@ func TestLinkBadInput(t *testing.T) {
 
 	for _, tc := range []struct {
 		repo, name string
-		code       registry.Code
+		code       errcode.Code
 	}{
-		{"Team/app", registry.BlobLink(d), registry.CodeNameInvalid},
-		{"app", "", registry.CodeNameInvalid},
-		{"app", "layer/" + d.String(), registry.CodeNameInvalid},
-		{"app", "blob", registry.CodeNameInvalid},
-		{"app", "blob/" + d.String() + "/" + d.String(), registry.CodeNameInvalid},
-		{"app", "referrer/" + d.String(), registry.CodeNameInvalid},
-		{"app", "blob/sha256:abc", registry.CodeDigestInvalid},
-		{"app", "blob/" + strings.Repeat("a", 64), registry.CodeDigestInvalid},
-		{"app", "manifest/md5:0123", registry.CodeDigestInvalid},
-		{"app", "referrer/" + d.String() + "/sha256:XYZ", registry.CodeDigestInvalid},
-		{"app", "blob/" + d.String() + strings.Repeat("0", 300), registry.CodeNameInvalid},
+		{"Team/app", registry.BlobLink(d), errcode.CodeNameInvalid},
+		{"app", "", errcode.CodeNameInvalid},
+		{"app", "layer/" + d.String(), errcode.CodeNameInvalid},
+		{"app", "blob", errcode.CodeNameInvalid},
+		{"app", "blob/" + d.String() + "/" + d.String(), errcode.CodeNameInvalid},
+		{"app", "referrer/" + d.String(), errcode.CodeNameInvalid},
+		{"app", "blob/sha256:abc", errcode.CodeDigestInvalid},
+		{"app", "blob/" + strings.Repeat("a", 64), errcode.CodeDigestInvalid},
+		{"app", "manifest/md5:0123", errcode.CodeDigestInvalid},
+		{"app", "referrer/" + d.String() + "/sha256:XYZ", errcode.CodeDigestInvalid},
+		{"app", "blob/" + d.String() + strings.Repeat("0", 300), errcode.CodeNameInvalid},
 	} {
 		_, err := n.cli.PutLink(ctx, tc.repo, tc.name, d)
 		apiErr(t, err, http.StatusBadRequest, tc.code)
@@ -175,19 +176,19 @@ func TestLinkBadInput(t *testing.T) {
 		{registry.ManifestLink(d), "sha384:" + digest.Digest(strings.Repeat("a", 96))},
 	} {
 		_, err := n.cli.PutLink(ctx, "app", tc.name, tc.value)
-		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+		apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	}
 
-	for prefix, code := range map[string]registry.Code{
-		"":                                 registry.CodeNameInvalid,
-		"bl":                               registry.CodeNameInvalid,
-		"blob":                             registry.CodeNameInvalid,
-		"tag/":                             registry.CodeNameInvalid,
-		"blob/" + d.String() + "/":         registry.CodeNameInvalid,
-		"blob/zz":                          registry.CodeDigestInvalid,
-		"blob/sha256:ABC":                  registry.CodeDigestInvalid,
-		"blob/sha256:" + d.Encoded() + "0": registry.CodeDigestInvalid,
-		"referrer/sha256:ab/":              registry.CodeDigestInvalid,
+	for prefix, code := range map[string]errcode.Code{
+		"":                                 errcode.CodeNameInvalid,
+		"bl":                               errcode.CodeNameInvalid,
+		"blob":                             errcode.CodeNameInvalid,
+		"tag/":                             errcode.CodeNameInvalid,
+		"blob/" + d.String() + "/":         errcode.CodeNameInvalid,
+		"blob/zz":                          errcode.CodeDigestInvalid,
+		"blob/sha256:ABC":                  errcode.CodeDigestInvalid,
+		"blob/sha256:" + d.Encoded() + "0": errcode.CodeDigestInvalid,
+		"referrer/sha256:ab/":              errcode.CodeDigestInvalid,
 	} {
 		_, err := n.cli.ListLinks(ctx, "app", prefix, false)
 		apiErr(t, err, http.StatusBadRequest, code)
@@ -197,7 +198,7 @@ func TestLinkBadInput(t *testing.T) {
 		require.NoError(t, err, prefix)
 	}
 	_, err := n.cli.ListLinks(ctx, "App", "blob/", false)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeNameInvalid)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeNameInvalid)
 	resp, err := http.Get("http://" + n.addr + api.LinksPath("app") + "?prefix=blob/&stale=maybe")
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -238,7 +239,7 @@ func TestLinkForwarding(t *testing.T) {
 	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
 	require.NoError(t, err)
 	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
-	apiErr(t, err, http.StatusNotFound, registry.CodeBlobUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	require.Zero(t, fstore.writeCount())
 }
 

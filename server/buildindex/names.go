@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -14,7 +15,7 @@ import (
 // store's, so both layers agree).
 func checkRepo(repo string) error {
 	if err := tagstore.ValidateRepository(repo); err != nil {
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err}
 	}
 	return nil
 }
@@ -22,7 +23,7 @@ func checkRepo(repo string) error {
 // checkTag returns a 400 TAG_INVALID error unless tag follows the OCI grammar.
 func checkTag(tag string) error {
 	if err := tagstore.ValidateTag(tag); err != nil {
-		return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeTagInvalid, Message: err.Error(), Err: err}
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeTagInvalid, Message: err.Error(), Err: err}
 	}
 	return nil
 }
@@ -40,10 +41,10 @@ func checkRepoTag(repo, tag string) error {
 // repository's manifest/ link).
 func parseTagDigest(s string) (digest.Digest, error) {
 	if s == "" {
-		return "", registry.Errorf(http.StatusBadRequest, registry.CodeDigestInvalid, "missing digest")
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "missing digest")
 	}
 	if !strings.Contains(s, ":") {
-		return "", registry.Errorf(http.StatusBadRequest, registry.CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex digits>", s)
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex digits>", s)
 	}
 	if d := digest.Digest(s); d.Algorithm() == digest.SHA512 {
 		return parseLinkDigest(d)

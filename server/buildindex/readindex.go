@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -96,7 +96,7 @@ func (s *Server) fetchReadIndex(ctx context.Context, leader string) (uint64, err
 		return 0, fmt.Errorf("read index from %s: %w", leader, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("read index from %s: %w", leader, registry.DecodeError(resp.StatusCode, body))
+		return 0, fmt.Errorf("read index from %s: %w", leader, errcode.DecodeError(resp.StatusCode, body))
 	}
 	var ri readIndexResponse
 	if err := json.Unmarshal(body, &ri); err != nil {

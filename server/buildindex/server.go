@@ -21,7 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
@@ -269,7 +269,7 @@ func (s *Server) joinCluster(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if re := (*registry.Error)(nil); errors.As(err, &re) && re.Status == http.StatusConflict {
+			if re := (*errcode.Error)(nil); errors.As(err, &re) && re.Status == http.StatusConflict {
 				s.log.Error("join refused; remove the old member or change this node's id or address", "via", addr, "err", err)
 				return
 			}

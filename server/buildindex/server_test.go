@@ -20,7 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -93,10 +93,10 @@ func startFake(t *testing.T, store *fakeStore, deps Deps, edit func(*Config)) *n
 func dig(s string) digest.Digest { return digest.FromString(s) }
 
 // apiErr asserts err carries a registry error with status and code.
-func apiErr(t *testing.T, err error, status int, code registry.Code) *registry.Error {
+func apiErr(t *testing.T, err error, status int, code errcode.Code) *errcode.Error {
 	t.Helper()
 	require.Error(t, err)
-	var re *registry.Error
+	var re *errcode.Error
 	require.True(t, errors.As(err, &re), "%v", err)
 	require.Equal(t, status, re.Status, "%v", err)
 	require.Equal(t, code, re.Code, "%v", err)
@@ -130,7 +130,7 @@ func TestPutGetDelete(t *testing.T) {
 
 	_, err = n.cli.GetTag(ctx, "library/ubuntu", "24.04", false)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.DeleteTag(ctx, "library/ubuntu", "24.04")
 	require.ErrorIs(t, err, client.ErrNotFound)
 
@@ -184,17 +184,17 @@ func TestBadInput(t *testing.T) {
 
 	for _, tc := range []struct {
 		repo, tag string
-		code      registry.Code
+		code      errcode.Code
 	}{
-		{"Library/ubuntu", "latest", registry.CodeNameInvalid},
-		{"library//ubuntu", "latest", registry.CodeNameInvalid},
-		{"library/ubuntu-", "latest", registry.CodeNameInvalid},
-		{"a..b", "latest", registry.CodeNameInvalid},
-		{strings.Repeat("a", 256), "latest", registry.CodeNameInvalid},
-		{"library/ubuntu", ".hidden", registry.CodeTagInvalid},
-		{"library/ubuntu", "-x", registry.CodeTagInvalid},
-		{"library/ubuntu", strings.Repeat("t", 129), registry.CodeTagInvalid},
-		{"library/ubuntu", "a+b", registry.CodeTagInvalid},
+		{"Library/ubuntu", "latest", errcode.CodeNameInvalid},
+		{"library//ubuntu", "latest", errcode.CodeNameInvalid},
+		{"library/ubuntu-", "latest", errcode.CodeNameInvalid},
+		{"a..b", "latest", errcode.CodeNameInvalid},
+		{strings.Repeat("a", 256), "latest", errcode.CodeNameInvalid},
+		{"library/ubuntu", ".hidden", errcode.CodeTagInvalid},
+		{"library/ubuntu", "-x", errcode.CodeTagInvalid},
+		{"library/ubuntu", strings.Repeat("t", 129), errcode.CodeTagInvalid},
+		{"library/ubuntu", "a+b", errcode.CodeTagInvalid},
 	} {
 		_, err := n.cli.PutTag(ctx, tc.repo, tc.tag, digest.Digest(good))
 		apiErr(t, err, http.StatusBadRequest, tc.code)
@@ -210,12 +210,12 @@ func TestBadInput(t *testing.T) {
 
 	for _, d := range []string{"", "sha256:abc", strings.Repeat("a", 64), "sha256:" + strings.Repeat("G", 64), "md5:0123"} {
 		_, err := n.cli.PutTag(ctx, "app", "v1", digest.Digest(d))
-		apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+		apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	}
 	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha384:"+strings.Repeat("a", 96)))
-	apiErr(t, err, http.StatusBadRequest, registry.CodeUnsupported)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
 	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha512:"+strings.Repeat("a", 127)))
-	apiErr(t, err, http.StatusBadRequest, registry.CodeDigestInvalid)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	// sha512 is accepted: a manifest pushed by its sha512 digest (found through its link).
 	_, err = n.cli.PutTag(ctx, "app", "sha512", digest.Digest("sha512:"+strings.Repeat("a", 128)))
 	require.NoError(t, err)
@@ -228,18 +228,18 @@ func TestBadInput(t *testing.T) {
 		require.NoError(t, err)
 		return resp
 	}
-	for body, code := range map[string]registry.Code{
-		`{"digest":`:                          registry.CodeBodyInvalid,
-		`[]`:                                  registry.CodeBodyInvalid,
-		`{"digest":"` + good + `","extra":1}`: registry.CodeBodyInvalid,
-		`{"digest":"` + good + `"}{"digest":"` + good + `"}`: registry.CodeBodyInvalid,
-		``: registry.CodeBodyInvalid,
+	for body, code := range map[string]errcode.Code{
+		`{"digest":`:                          errcode.CodeBodyInvalid,
+		`[]`:                                  errcode.CodeBodyInvalid,
+		`{"digest":"` + good + `","extra":1}`: errcode.CodeBodyInvalid,
+		`{"digest":"` + good + `"}{"digest":"` + good + `"}`: errcode.CodeBodyInvalid,
+		``: errcode.CodeBodyInvalid,
 	} {
 		resp := put(body)
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
-		require.Equal(t, code, registry.DecodeError(resp.StatusCode, b).Code, body)
+		require.Equal(t, code, errcode.DecodeError(resp.StatusCode, b).Code, body)
 	}
 	resp := put(`{"digest":"` + good + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)
 	resp.Body.Close()
@@ -264,16 +264,16 @@ func TestBadInput(t *testing.T) {
 		{ID: "b", RaftAddr: "127.0.0.1:9"},
 	} {
 		_, err := n.cli.Join(ctx, m)
-		apiErr(t, err, http.StatusBadRequest, registry.CodeBodyInvalid)
+		apiErr(t, err, http.StatusBadRequest, errcode.CodeBodyInvalid)
 	}
 	_, err = n.cli.Join(ctx, api.Member{ID: "a", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
-	apiErr(t, err, http.StatusConflict, registry.CodeMemberExists)
+	apiErr(t, err, http.StatusConflict, errcode.CodeMemberExists)
 	_, err = n.cli.Remove(ctx, "nobody")
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeMemberUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeMemberUnknown)
 
 	_, err = n.cli.Restore(ctx)
-	apiErr(t, err, http.StatusBadRequest, registry.CodeUnsupported)
+	apiErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
 
 	require.Equal(t, before, store.writeCount(), "no bad request changed the store")
 	st, err := n.cli.ClusterStatus(ctx)
@@ -288,13 +288,13 @@ func TestStoreErrors(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
 		status int
-		code   registry.Code
+		code   errcode.Code
 	}{
-		{fmt.Errorf("put: %w: %w", tagstore.ErrIndeterminate, context.Canceled), http.StatusGatewayTimeout, registry.CodeOutcomeUnknown},
-		{fmt.Errorf("put: %w (%w)", tagstore.ErrClosed, tagstore.ErrIndeterminate), http.StatusGatewayTimeout, registry.CodeOutcomeUnknown},
-		{fmt.Errorf("put: %w", tagstore.ErrUnavailable), http.StatusServiceUnavailable, registry.CodeUnavailable},
-		{fmt.Errorf("put: %w", tagstore.ErrClosed), http.StatusServiceUnavailable, registry.CodeUnavailable},
-		{fmt.Errorf("put: %w repository name", tagstore.ErrInvalid), http.StatusBadRequest, registry.CodeNameInvalid},
+		{fmt.Errorf("put: %w: %w", tagstore.ErrIndeterminate, context.Canceled), http.StatusGatewayTimeout, errcode.CodeOutcomeUnknown},
+		{fmt.Errorf("put: %w (%w)", tagstore.ErrClosed, tagstore.ErrIndeterminate), http.StatusGatewayTimeout, errcode.CodeOutcomeUnknown},
+		{fmt.Errorf("put: %w", tagstore.ErrUnavailable), http.StatusServiceUnavailable, errcode.CodeUnavailable},
+		{fmt.Errorf("put: %w", tagstore.ErrClosed), http.StatusServiceUnavailable, errcode.CodeUnavailable},
+		{fmt.Errorf("put: %w repository name", tagstore.ErrInvalid), http.StatusBadRequest, errcode.CodeNameInvalid},
 	} {
 		store.mu.Lock()
 		store.putErr = tc.err
@@ -372,7 +372,7 @@ func TestPagination(t *testing.T) {
 
 	_, _, err = n.cli.ListTags(ctx, "no/such", "", 0)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, registry.CodeNameUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
 
 	got = nil
 	last = ""
@@ -432,7 +432,7 @@ func TestForwarding(t *testing.T) {
 	require.ErrorIs(t, err, tagstore.ErrNotFound)
 	// Errors come back from the leader unchanged.
 	_, err = follower.cli.DeleteTag(ctx, "app", "v1")
-	apiErr(t, err, http.StatusNotFound, registry.CodeManifestUnknown)
+	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	// Two nodes that each name the other as the leader: one hop, then 503.
 	a, b := newFakeStore("A"), newFakeStore("B")
@@ -441,7 +441,7 @@ func TestForwarding(t *testing.T) {
 	a.followerOf("B", nb.addr)
 	b.followerOf("A", na.addr)
 	_, err = na.cli.PutTag(ctx, "app", "v1", dig("x"))
-	re := apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	re := apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	require.Contains(t, re.Message, "forwarded")
 
 	// No leader known: wait, then 503 with Retry-After.
@@ -461,7 +461,7 @@ func TestForwarding(t *testing.T) {
 	gone.followerOf("L2", closedAddr(t))
 	ng := startFake(t, gone, Deps{}, nil)
 	_, err = ng.cli.PutTag(ctx, "app", "v1", dig("x"))
-	apiErr(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 }
 
 // closedAddr returns a loopback address nothing listens on.

@@ -25,7 +25,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/queue"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -557,7 +557,7 @@ func (wb *writeback) restore(ctx context.Context) (api.RestoreResult, error) {
 	names, err := wb.s.backend.List(ctx, wb.ns, objectPrefix)
 	if err != nil {
 		if errors.Is(err, errors.ErrUnsupported) {
-			return api.RestoreResult{}, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeUnsupported,
+			return api.RestoreResult{}, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeUnsupported,
 				Message: "the storage backend of the tags cannot list objects", Err: err}
 		}
 		return api.RestoreResult{}, fmt.Errorf("list tag objects: %w", err)
@@ -577,7 +577,7 @@ func (wb *writeback) restore(ctx context.Context) (api.RestoreResult, error) {
 	}
 	if err := g.Wait(); err != nil {
 		if errors.Is(err, errCorrupt) {
-			return api.RestoreResult{}, &registry.Error{Status: http.StatusInternalServerError, Code: registry.CodeUnknown,
+			return api.RestoreResult{}, &errcode.Error{Status: http.StatusInternalServerError, Code: errcode.CodeUnknown,
 				Message: "restore refused, nothing imported: " + err.Error(), Err: err}
 		}
 		return api.RestoreResult{}, fmt.Errorf("restore tags: %w", err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 const tagsNS = DefaultTagsNamespace
@@ -222,7 +222,7 @@ func TestRestore(t *testing.T) {
 	empty := newFakeStore("empty")
 	n3 := startFake(t, empty, Deps{Backend: be}, nil)
 	_, err = n3.cli.Restore(ctx)
-	re := apiErr(t, err, http.StatusInternalServerError, registry.CodeUnknown)
+	re := apiErr(t, err, http.StatusInternalServerError, errcode.CodeUnknown)
 	require.Contains(t, re.Message, "t-0000")
 	require.Zero(t, empty.writeCount())
 }

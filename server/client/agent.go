@@ -13,13 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
-)
-
-// Paths of an agent's swarm API (server/agent serves them).
-const (
-	agentTorrentsPath = "/swarm/torrents"
-	agentEventsPath   = "/swarm/events"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 // AgentResumes is how many times Agent.Pull resumes a transfer that broke off, from the byte
@@ -59,7 +53,7 @@ func NewAgent(addr string, hc *http.Client) *Agent {
 func (c *Agent) Addr() string { return c.blobs.Addr() }
 
 // Stat returns the size of a blob. The agent starts downloading it if it has not yet. A blob
-// that the swarm does not know wraps ErrNotFound; other failures wrap *registry.Error.
+// that the swarm does not know wraps ErrNotFound; other failures wrap *errcode.Error.
 func (c *Agent) Stat(ctx context.Context, ns string, d digest.Digest) (int64, error) {
 	return c.blobs.Stat(ctx, ns, d)
 }
@@ -141,8 +135,8 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 
 // Torrents returns the agent's torrents (downloads and seeds), or only the one of d when d is
 // not empty.
-func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]scheduler.TorrentStats, error) {
-	resp, err := c.blobs.do(ctx, http.MethodGet, agentTorrentsPath+digestQuery(d), nil)
+func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]api.TorrentStats, error) {
+	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmTorrentsPath+digestQuery(d), nil)
 	if err != nil {
 		return nil, fmt.Errorf("get torrents: %w", err)
 	}
@@ -150,7 +144,7 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]scheduler.Torr
 		return nil, responseError("get torrents", resp)
 	}
 	defer resp.Body.Close()
-	var out []scheduler.TorrentStats
+	var out []api.TorrentStats
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("decode torrents from %s: %w", c.Addr(), err)
 	}
@@ -161,8 +155,8 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]scheduler.Torr
 // empty), from now until ctx ends, fn returns an error, or the agent closes the stream. It
 // returns nil when ctx ends or the agent closes the stream, else fn's or the stream's error.
 // The agent drops events for a client that reads too slowly; it never stalls the swarm.
-func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(scheduler.Event) error) error {
-	resp, err := c.blobs.do(ctx, http.MethodGet, agentEventsPath+digestQuery(d), http.Header{"Accept": {"application/x-ndjson"}})
+func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(api.Event) error) error {
+	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmEventsPath+digestQuery(d), http.Header{"Accept": {"application/x-ndjson"}})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -176,7 +170,7 @@ func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(scheduler.E
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxEvent)
 	for sc.Scan() {
-		var e scheduler.Event
+		var e api.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("decode event from %s: %w", c.Addr(), err)
 		}

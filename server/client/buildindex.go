@@ -30,7 +30,7 @@ const maxTagResponse = 64 << 20
 // and linearizable reads sent to a follower are forwarded to the leader. It is safe for
 // concurrent use.
 //
-// Errors wrap *registry.Error with the server's status and code (TAG_INVALID, NAME_INVALID,
+// Errors wrap *errcode.Error with the server's status and code (TAG_INVALID, NAME_INVALID,
 // DIGEST_INVALID, MANIFEST_UNKNOWN, MANIFEST_BLOB_UNKNOWN, UNAVAILABLE, ...), and ErrNotFound
 // as well when the status is 404.
 type BuildIndex struct {

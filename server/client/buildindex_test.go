@@ -17,6 +17,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // TestBuildIndexRequests checks the requests the client sends and how it reads the answers,
@@ -32,7 +33,7 @@ func TestBuildIndexRequests(t *testing.T) {
 		switch {
 		case r.URL.Path == "/repositories/team%2Fapp/tags/v1" || r.URL.EscapedPath() == "/repositories/team%2Fapp/tags/v1":
 			if r.Method == http.MethodDelete {
-				registry.WriteError(w, r, registry.Errorf(http.StatusNotFound, registry.CodeManifestUnknown, "tag unknown"))
+				registry.WriteError(w, r, errcode.Errorf(http.StatusNotFound, errcode.CodeManifestUnknown, "tag unknown"))
 				return
 			}
 			_ = json.NewEncoder(w).Encode(api.Tag{Repo: "team/app", Tag: "v1", Digest: d, Index: 7})
@@ -64,9 +65,9 @@ func TestBuildIndexRequests(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.DeleteTag(ctx, "team/app", "v1")
 	require.ErrorIs(t, err, ErrNotFound)
-	var re *registry.Error
+	var re *errcode.Error
 	require.True(t, errors.As(err, &re))
-	require.Equal(t, registry.CodeManifestUnknown, re.Code)
+	require.Equal(t, errcode.CodeManifestUnknown, re.Code)
 
 	tags, next, err := c.ListTags(ctx, "team/app", "", 2)
 	require.NoError(t, err)
@@ -133,7 +134,7 @@ func TestBuildIndexChanges(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("from") == "9" {
-			registry.WriteError(w, r, registry.Errorf(http.StatusBadRequest, registry.CodeUnsupported, "bad from"))
+			registry.WriteError(w, r, errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "bad from"))
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
@@ -160,7 +161,7 @@ func TestBuildIndexChanges(t *testing.T) {
 	require.ErrorContains(t, err, "decode change")
 
 	err = c.Changes(t.Context(), 9, func(api.TagChange) error { return nil })
-	var re *registry.Error
+	var re *errcode.Error
 	require.True(t, errors.As(err, &re))
 	require.Equal(t, http.StatusBadRequest, re.Status)
 
@@ -237,7 +238,7 @@ func TestBuildIndexLinks(t *testing.T) {
 		case r.URL.EscapedPath() == "/repositories/team%2Fapp/links/blob%2F"+d.String():
 			_ = json.NewEncoder(w).Encode(api.Link{Repo: "team/app", Name: blob, Digest: d, Index: 3})
 		default:
-			registry.WriteError(w, r, registry.Errorf(http.StatusNotFound, registry.CodeManifestUnknown, "no link"))
+			registry.WriteError(w, r, errcode.Errorf(http.StatusNotFound, errcode.CodeManifestUnknown, "no link"))
 		}
 	}))
 	defer srv.Close()
@@ -259,9 +260,9 @@ func TestBuildIndexLinks(t *testing.T) {
 
 	_, err = c.GetLink(ctx, "team/app", "manifest/"+d.String(), false)
 	require.ErrorIs(t, err, ErrNotFound)
-	var re *registry.Error
+	var re *errcode.Error
 	require.True(t, errors.As(err, &re))
-	require.Equal(t, registry.CodeManifestUnknown, re.Code)
+	require.Equal(t, errcode.CodeManifestUnknown, re.Code)
 	_, err = c.DeleteLink(ctx, "team/app", "manifest/"+d.String())
 	require.ErrorIs(t, err, ErrNotFound)
 

@@ -12,7 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // DefaultBuildIndexAttempt bounds one node's answer when BuildIndexesOptions.Attempt is zero. It
@@ -41,7 +41,7 @@ type BuildIndexesOptions struct {
 // connection was refused, or the node answered 503); a delete that may have been applied is not
 // sent elsewhere, and its failure is 503 UNAVAILABLE.
 //
-// When every node failed, the error is 503 UNAVAILABLE (*registry.Error) wrapping each node's
+// When every node failed, the error is 503 UNAVAILABLE (*errcode.Error) wrapping each node's
 // error. A request ended by ctx returns an error wrapping ctx's. Other errors are the node's
 // answer, as BuildIndex returns them (ErrNotFound for a 404). It is safe for concurrent use.
 type BuildIndexes struct {
@@ -90,7 +90,7 @@ const (
 
 // passOn reports whether err, one node's failure, passes the request on to the next node.
 func passOn(err error, r repeat) bool {
-	var re *registry.Error
+	var re *errcode.Error
 	if errors.As(err, &re) {
 		if r == repeatUnsent {
 			return re.Status == http.StatusServiceUnavailable
@@ -112,8 +112,8 @@ func NotSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-func unavailable(msg string, err error) *registry.Error {
-	return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable, Message: msg, Err: err}
+func unavailable(msg string, err error) *errcode.Error {
+	return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable, Message: msg, Err: err}
 }
 
 // call runs fn against the nodes of b as BuildIndexes describes.
@@ -142,7 +142,7 @@ func call[T any](ctx context.Context, b *BuildIndexes, r repeat, fn func(context
 			}
 			return zero, err
 		}
-		var re *registry.Error
+		var re *errcode.Error
 		answered := errors.As(err, &re)
 		if !passOn(err, r) {
 			if !answered {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // fakeNode is a build-index node. In mode "ok" it answers tags with the digest of its name and
@@ -71,14 +72,14 @@ func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	case "status":
-		code := registry.CodeUnavailable
+		code := errcode.CodeUnavailable
 		switch status {
 		case http.StatusNotFound:
-			code = registry.CodeManifestUnknown
+			code = errcode.CodeManifestUnknown
 		case http.StatusBadRequest:
-			code = registry.CodeNameInvalid
+			code = errcode.CodeNameInvalid
 		}
-		registry.WriteError(w, r, registry.Errorf(status, code, "fake %s", f.name))
+		registry.WriteError(w, r, errcode.Errorf(status, code, "fake %s", f.name))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -93,7 +94,7 @@ func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if len(out) == 0 {
-			registry.WriteError(w, r, registry.Errorf(http.StatusNotFound, registry.CodeNameUnknown, "no tags"))
+			registry.WriteError(w, r, errcode.Errorf(http.StatusNotFound, errcode.CodeNameUnknown, "no tags"))
 			return
 		}
 		n = min(n, 2)
@@ -167,7 +168,7 @@ func TestBuildIndexesFailover(t *testing.T) {
 	require.Equal(t, []int{1, 3}, []int{electing.count(), up.count()})
 	up.set("status", http.StatusBadRequest)
 	_, err = b.GetLink(ctx, "r", "blob/x", false)
-	require.Equal(t, registry.CodeNameInvalid, registry.FromError(err).Code)
+	require.Equal(t, errcode.CodeNameInvalid, registry.FromError(err).Code)
 	require.Equal(t, []int{1, 4}, []int{electing.count(), up.count()})
 
 	// Every node failing is 503 UNAVAILABLE, whatever the individual errors were, and the
@@ -176,7 +177,7 @@ func TestBuildIndexesFailover(t *testing.T) {
 	_, err = b.GetTag(ctx, "r", "t", false)
 	e := registry.FromError(err)
 	require.Equal(t, http.StatusServiceUnavailable, e.Status)
-	require.Equal(t, registry.CodeUnavailable, e.Code)
+	require.Equal(t, errcode.CodeUnavailable, e.Code)
 	require.Contains(t, e.Message, "none of the 3 build-index nodes answered")
 	for _, s := range []string{"connection refused", "fake b", up.addr()} {
 		require.ErrorContains(t, err, s)
@@ -305,5 +306,5 @@ func TestCollectPages(t *testing.T) {
 	node.set("status", http.StatusBadRequest)
 	_, _, err = b.CollectRepositories(ctx, "", 10)
 	require.False(t, errors.Is(err, ErrNotFound), "%v", err)
-	require.Equal(t, registry.CodeNameInvalid, registry.FromError(err).Code)
+	require.Equal(t, errcode.CodeNameInvalid, registry.FromError(err).Code)
 }

@@ -9,7 +9,8 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
 // ErrNotFound is wrapped by every client error for a blob or upload that the server does not have.
@@ -21,10 +22,13 @@ var ErrNotFound = errors.New("not found")
 var ErrNoAnswer = errors.New("no answer from the server")
 
 // IsClientFault reports whether err says the request itself is wrong (a 4xx other than 404,
-// 408, 409 and 429, as registry.FromError maps it), so another server would answer the same
-// and it is not worth sending elsewhere.
+// 408, 409 and 429), so another server would answer the same and it is not worth sending
+// elsewhere. It reads the errors this package returns with the statuses registry.FromError
+// gives them: the server's answer (*errcode.Error), the upload-session sentinels (see
+// sessionError), a request body over its limit (*http.MaxBytesError, 413). Anything else, such
+// as ErrNoAnswer, is no fault of the request.
 func IsClientFault(err error) bool {
-	switch s := registry.FromError(err).Status; {
+	switch s := statusOf(err); {
 	case s == http.StatusNotFound, s == http.StatusRequestTimeout, s == http.StatusConflict, s == http.StatusTooManyRequests:
 		return false
 	default:
@@ -32,15 +36,34 @@ func IsClientFault(err error) bool {
 	}
 }
 
+// statusOf is the HTTP status err stands for, 0 for none.
+func statusOf(err error) int {
+	var e *errcode.Error
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &e):
+		return e.Status
+	case errors.Is(err, castore.ErrUploadUnknown):
+		return http.StatusNotFound
+	case errors.Is(err, castore.ErrBadOffset):
+		return http.StatusRequestedRangeNotSatisfiable
+	case errors.Is(err, castore.ErrDigestMismatch):
+		return http.StatusBadRequest
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge
+	}
+	return 0
+}
+
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 64 << 10
 
-// responseError turns a non-success response into an error that wraps *registry.Error (and
+// responseError turns a non-success response into an error that wraps *errcode.Error (and
 // ErrNotFound for 404s). It consumes and closes the body.
 func responseError(op string, resp *http.Response) error {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	apiErr := registry.DecodeError(resp.StatusCode, body)
+	apiErr := errcode.DecodeError(resp.StatusCode, body)
 	if resp.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, apiErr)
 	}

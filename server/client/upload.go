@@ -14,7 +14,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
 // Upload sessions. An origin runs one request at a time on a session and answers 409 to the
@@ -24,10 +25,12 @@ import (
 // while (busyRetries times, backing off from busyRetryInitial to busyRetryMax).
 //
 // Errors of the session calls (UploadOffset, AppendUpload, CommitUpload, CancelUpload) map the
-// origin's answer to the registry's errors: 404 wraps registry.ErrUploadUnknown (and
-// ErrNotFound), 416 registry.ErrUploadOffset, DIGEST_INVALID registry.ErrDigestMismatch; any
-// other answer wraps the origin's *registry.Error (413 SIZE_INVALID, 409 when the session stayed
-// busy, 5xx, ...). A request that got no answer wraps ErrNoAnswer.
+// origin's answer back to the content store's sentinels, which are also the registry's
+// (registry.ErrUploadUnknown is castore.ErrUploadUnknown, and so on), so the proxy passes them
+// to the registry handler untranslated: 404 wraps castore.ErrUploadUnknown (and ErrNotFound),
+// 416 castore.ErrBadOffset, DIGEST_INVALID castore.ErrDigestMismatch; any other answer wraps
+// the origin's *errcode.Error (413 SIZE_INVALID, 409 when the session stayed busy, 5xx, ...).
+// A request that got no answer wraps ErrNoAnswer.
 const (
 	busyRetryInitial = 20 * time.Millisecond
 	busyRetryMax     = 500 * time.Millisecond
@@ -84,7 +87,7 @@ func (c *Origin) UploadOffset(ctx context.Context, ns, id string) (int64, error)
 
 // AppendUpload sends length bytes of r (to EOF when length < 0) as a chunk of session id
 // starting at offset, and returns the session's new size. The origin checks that offset is the
-// session's end (registry.ErrUploadOffset otherwise) and rolls back a chunk that fails or is
+// session's end (castore.ErrBadOffset, alias registry.ErrUploadOffset, otherwise) and rolls back a chunk that fails or is
 // shorter than length, so a failed call leaves the session as it was.
 //
 // A chunk with a body asks the origin to approve it before the body is sent (Expect:
@@ -231,15 +234,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 // calls promise. It consumes and closes the body.
 func sessionError(op string, resp *http.Response) error {
 	err := responseError(op, resp)
-	var re *registry.Error
+	var re *errcode.Error
 	errors.As(err, &re)
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, registry.ErrUploadUnknown)
+		return fmt.Errorf("%s: %w: %w", op, ErrNotFound, castore.ErrUploadUnknown)
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		return fmt.Errorf("%s: %w: %s", op, registry.ErrUploadOffset, re.Message)
-	case re.Code == registry.CodeDigestInvalid:
-		return fmt.Errorf("%s: %w", op, registry.ErrDigestMismatch)
+		return fmt.Errorf("%s: %w: %s", op, castore.ErrBadOffset, re.Message)
+	case re.Code == errcode.CodeDigestInvalid:
+		return fmt.Errorf("%s: %w", op, castore.ErrDigestMismatch)
 	}
 	return err
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // fakeSession is an origin's upload API with one session, "s1" in namespace "ns". The first
@@ -34,12 +35,12 @@ type fakeSession struct {
 func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fail := func(status int, code registry.Code) {
-		registry.WriteError(w, r, registry.Errorf(status, code, "fake %d", status))
+	fail := func(status int, code errcode.Code) {
+		registry.WriteError(w, r, errcode.Errorf(status, code, "fake %d", status))
 	}
 	if r.Method == http.MethodPost {
 		if r.URL.Path != api.UploadsPath("ns") {
-			fail(http.StatusNotFound, registry.CodeNameUnknown)
+			fail(http.StatusNotFound, errcode.CodeNameUnknown)
 			return
 		}
 		if m := r.URL.Query().Get("mount"); m != "" {
@@ -47,7 +48,7 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusCreated)
 				return
 			}
-			fail(http.StatusNotFound, registry.CodeBlobUnknown)
+			fail(http.StatusNotFound, errcode.CodeBlobUnknown)
 			return
 		}
 		w.Header().Set(api.HeaderUploadUUID, "s1")
@@ -55,12 +56,12 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path != api.UploadPath("ns", "s1") || f.gone {
-		fail(http.StatusNotFound, registry.CodeBlobUploadUnknown)
+		fail(http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 		return
 	}
 	if r.Method != http.MethodGet && f.busy > 0 {
 		f.busy--
-		fail(http.StatusConflict, registry.CodeBlobUploadInvalid)
+		fail(http.StatusConflict, errcode.CodeBlobUploadInvalid)
 		return
 	}
 	switch r.Method {
@@ -74,12 +75,12 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			start, _, _ = strings.Cut(cr, "-")
 		}
 		if start != strconv.Itoa(len(f.data)) {
-			fail(http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid)
+			fail(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid)
 			return
 		}
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			fail(http.StatusBadRequest, registry.CodeBlobUploadInvalid)
+			fail(http.StatusBadRequest, errcode.CodeBlobUploadInvalid)
 			return
 		}
 		f.bodies++
@@ -90,7 +91,7 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := digest.Digest(r.URL.Query().Get("digest"))
 		if d.Algorithm().FromBytes(f.data) != d {
 			f.gone = true
-			fail(http.StatusBadRequest, registry.CodeDigestInvalid)
+			fail(http.StatusBadRequest, errcode.CodeDigestInvalid)
 			return
 		}
 		f.gone = true
@@ -100,7 +101,7 @@ func (f *fakeSession) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.gone = true
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		fail(http.StatusMethodNotAllowed, registry.CodeUnsupported)
+		fail(http.StatusMethodNotAllowed, errcode.CodeUnsupported)
 	}
 }
 
@@ -159,7 +160,7 @@ func TestUploadSession(t *testing.T) {
 	_, err = o.UploadOffset(ctx, "ns", id)
 	require.ErrorIs(t, err, registry.ErrUploadUnknown)
 	require.ErrorIs(t, err, ErrNotFound)
-	require.Equal(t, registry.CodeBlobUploadUnknown, registry.FromError(err).Code)
+	require.Equal(t, errcode.CodeBlobUploadUnknown, registry.FromError(err).Code)
 	require.ErrorIs(t, o.CancelUpload(ctx, "ns", id), registry.ErrUploadUnknown)
 }
 
@@ -172,7 +173,7 @@ func TestUploadSessionErrors(t *testing.T) {
 	// Content that does not match the digest.
 	_, err := o.CommitUpload(ctx, "ns", "s1", digest.FromString("other"))
 	require.ErrorIs(t, err, registry.ErrDigestMismatch)
-	require.Equal(t, registry.CodeDigestInvalid, registry.FromError(err).Code)
+	require.Equal(t, errcode.CodeDigestInvalid, registry.FromError(err).Code)
 
 	// A session that stays busy answers 409 once the retries are spent.
 	f.gone, f.busy = false, busyRetries+1

@@ -35,6 +35,7 @@ import (
 	"github.com/krakenctl/krakenctl/server"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -378,8 +379,8 @@ func (c *Cluster) Agents() []string {
 }
 
 // Addrs returns the address of every role: what the endpoints file holds.
-func (c *Cluster) Addrs() Endpoints {
-	e := Endpoints{Origins: c.Endpoints(), Agents: c.Agents()}
+func (c *Cluster) Addrs() api.Endpoints {
+	e := api.Endpoints{Origins: c.Endpoints(), Agents: c.Agents()}
 	if c.bindex != nil {
 		e.BuildIndex = []string{c.bindex.Addr()}
 	}
@@ -552,7 +553,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		}
 	}
 	if c.cfg.EndpointsFile != "" {
-		if err := WriteEndpoints(c.cfg.EndpointsFile, c.Addrs()); err != nil {
+		if err := api.WriteEndpoints(c.cfg.EndpointsFile, c.Addrs()); err != nil {
 			stop()
 			return errors.Join(err, <-runErr)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
@@ -127,7 +127,7 @@ func TestEndpointsFileWrittenWhenReadyAndRemovedOnExit(t *testing.T) {
 	require.ErrorIs(t, err, fs.ErrNotExist, "the file appears only once the origins are ready")
 
 	stop := run(t, c)
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err)
 	require.Equal(t, c.Endpoints(), e.Origins)
 
@@ -142,10 +142,10 @@ func TestExitLeavesAnotherClustersEndpointsFile(t *testing.T) {
 	c, err := dev.New(dev.Config{Origins: 1, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
 	require.NoError(t, err)
 	stop := run(t, c)
-	other := dev.Endpoints{Origins: []string{"127.0.0.1:1"}}
-	require.NoError(t, dev.WriteEndpoints(file, other))
+	other := api.Endpoints{Origins: []string{"127.0.0.1:1"}}
+	require.NoError(t, api.WriteEndpoints(file, other))
 	require.NoError(t, stop())
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err, "a file written by someone else since must survive")
 	require.Equal(t, other, e)
 }
@@ -266,66 +266,6 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-func TestReadEndpoints(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
-		return p
-	}
-
-	e, err := dev.ReadEndpoints(write("ok.yaml", "origins: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n"))
-	require.NoError(t, err)
-	require.Equal(t, []string{"127.0.0.1:1", "127.0.0.1:2"}, e.Origins)
-
-	_, err = dev.ReadEndpoints(filepath.Join(dir, "missing.yaml"))
-	require.ErrorIs(t, err, fs.ErrNotExist)
-
-	_, err = dev.ReadEndpoints(write("empty.yaml", "origins: []\n"))
-	require.ErrorIs(t, err, dev.ErrNoEndpoints)
-	_, err = dev.ReadEndpoints(write("empty-both.yaml", "origins: []\nbuild_index: []\n"))
-	require.ErrorIs(t, err, dev.ErrNoEndpoints)
-
-	e, err = dev.ReadEndpoints(write("bi.yaml", "build_index: [\"127.0.0.1:3\"]\n"))
-	require.NoError(t, err, "a file may name only build-index nodes")
-	require.Equal(t, []string{"127.0.0.1:3"}, e.BuildIndex)
-	require.Empty(t, e.Origins)
-
-	_, err = dev.ReadEndpoints(write("unknown.yaml", "origins: [\"127.0.0.1:1\"]\nproxies: 3\n"))
-	require.ErrorContains(t, err, "proxies")
-
-	_, err = dev.ReadEndpoints(write("garbage.yaml", "origins: {\n"))
-	require.Error(t, err)
-
-	// WriteEndpoints round-trips and leaves no temporary files.
-	p := filepath.Join(dir, "sub", "rt.yaml")
-	in := dev.Endpoints{
-		Origins: []string{"127.0.0.1:15000", "[::1]:15001"}, BuildIndex: []string{"127.0.0.1:15100"},
-		Trackers: []string{"127.0.0.1:15300"}, Proxy: []string{"127.0.0.1:15400"}, Agents: []string{"127.0.0.1:16000"},
-	}
-	require.NoError(t, dev.WriteEndpoints(p, in))
-	out, err := dev.ReadEndpoints(p)
-	require.NoError(t, err)
-	require.Equal(t, in, out)
-	entries, err := os.ReadDir(filepath.Dir(p))
-	require.NoError(t, err)
-	require.Len(t, entries, 1)
-
-	// A .json name gets JSON with the same keys, which ReadEndpoints reads back.
-	pj := filepath.Join(dir, "sub", "rt.json")
-	require.NoError(t, dev.WriteEndpoints(pj, in))
-	raw, err := os.ReadFile(pj)
-	require.NoError(t, err)
-	var doc map[string][]string
-	require.NoError(t, json.Unmarshal(raw, &doc), "%s", raw)
-	require.Equal(t, in.Proxy, doc["proxy"])
-	require.Equal(t, in.BuildIndex, doc["build_index"])
-	out, err = dev.ReadEndpoints(pj)
-	require.NoError(t, err)
-	require.Equal(t, in, out)
-}
-
 // With agents, a blob pushed to the origins is pulled through each agent from the swarm the
 // origins seed, and the endpoints file names the tracker and the agents.
 func TestPullThroughAgents(t *testing.T) {
@@ -336,7 +276,7 @@ func TestPullThroughAgents(t *testing.T) {
 	run(t, c)
 	require.Len(t, c.Agents(), 2)
 	require.NotEmpty(t, c.TrackerAddr())
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err)
 	require.Equal(t, c.Agents(), e.Agents)
 	require.Equal(t, []string{c.TrackerAddr()}, e.Trackers)
@@ -372,7 +312,7 @@ func TestBuildIndexTagsSurviveRestart(t *testing.T) {
 	require.NoError(t, err)
 	stop := run(t, c)
 	require.NotEmpty(t, c.BuildIndexAddr())
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err)
 	require.Equal(t, []string{c.BuildIndexAddr()}, e.BuildIndex)
 
@@ -403,7 +343,7 @@ func TestImageThroughProxyAndAgents(t *testing.T) {
 	c, err := dev.New(dev.Config{Origins: 2, Agents: 2, BuildIndex: true, Proxy: true, Dir: t.TempDir(), EndpointsFile: file}, dev.Deps{})
 	require.NoError(t, err)
 	run(t, c)
-	e, err := dev.ReadEndpoints(file)
+	e, err := api.ReadEndpoints(file)
 	require.NoError(t, err)
 	require.Equal(t, []string{c.ProxyAddr()}, e.Proxy)
 	require.Equal(t, []string{c.BuildIndexAddr()}, e.BuildIndex)

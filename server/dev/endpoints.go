@@ -1,110 +1,19 @@
 package dev
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/krakenctl/krakenctl/server/api"
 )
-
-// ErrNoEndpoints means an endpoints file lists no addresses at all.
-var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
-
-// Endpoints is the endpoints file that a running dev cluster writes so that operator commands
-// find it without flags:
-//
-//	origins: ["127.0.0.1:15000", "127.0.0.1:15001", "127.0.0.1:15002"]
-//	build_index: ["127.0.0.1:15100"]
-//	trackers: ["127.0.0.1:15300"]
-//	proxy: ["127.0.0.1:15400"]
-//	agents: ["127.0.0.1:16000"]
-//
-// A file whose name ends in ".json" is written as JSON with the same keys (which ReadEndpoints
-// reads too: JSON is YAML).
-type Endpoints struct {
-	Origins []string `yaml:"origins" json:"origins"`
-	// BuildIndex lists the build-index nodes' API addresses; any of them serves every request.
-	BuildIndex []string `yaml:"build_index,omitempty" json:"build_index,omitempty"`
-	// Trackers lists the trackers' addresses.
-	Trackers []string `yaml:"trackers,omitempty" json:"trackers,omitempty"`
-	// Proxy lists the registry proxies' addresses: where images are pushed.
-	Proxy []string `yaml:"proxy,omitempty" json:"proxy,omitempty"`
-	// Agents lists the agents' blob and registry API addresses: where images are pulled.
-	Agents []string `yaml:"agents,omitempty" json:"agents,omitempty"`
-}
-
-// WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
-// rename), creating the directory if needed: as JSON when path ends in ".json", else as YAML.
-// A reader sees the old file or the new one, never a partial one.
-func WriteEndpoints(path string, e Endpoints) error {
-	var data []byte
-	var err error
-	if strings.EqualFold(filepath.Ext(path), ".json") {
-		data, err = json.MarshalIndent(e, "", "  ")
-		data = append(data, '\n')
-	} else {
-		data, err = yaml.Marshal(e)
-	}
-	if err != nil {
-		return fmt.Errorf("write endpoints file: %w", err)
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write endpoints file: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write endpoints file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
-	}
-	return nil
-}
-
-// ReadEndpoints reads an endpoints file. Unknown keys are errors; a missing file wraps
-// fs.ErrNotExist; a file that lists neither origins nor build-index nodes wraps ErrNoEndpoints.
-func ReadEndpoints(path string) (Endpoints, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Endpoints{}, fmt.Errorf("read endpoints file: %w", err)
-	}
-	var e Endpoints
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&e); err != nil {
-		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, err)
-	}
-	if len(e.Origins) == 0 && len(e.BuildIndex) == 0 && len(e.Agents) == 0 && len(e.Proxy) == 0 {
-		return Endpoints{}, fmt.Errorf("read endpoints file %s: %w", path, ErrNoEndpoints)
-	}
-	return e, nil
-}
 
 // removeEndpoints removes the endpoints file if it still lists exactly these origins: a file
 // that another cluster has written since, or that is no longer ours to read, is left alone.
 func removeEndpoints(path string, origins []string) error {
-	e, err := ReadEndpoints(path)
+	e, err := api.ReadEndpoints(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil

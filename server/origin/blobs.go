@@ -18,6 +18,8 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/server/swarmview"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -41,7 +43,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("HEAD /internal/blobs/{digest}", s.handleGetLocal)
 	mux.HandleFunc("GET "+api.RingPath, s.handleRing)
 	mux.HandleFunc("GET "+api.PeerPath, s.handlePeer)
-	mux.HandleFunc("GET /swarm/torrents", s.handleTorrents)
+	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
 }
 
 // blobArgs parses and validates the namespace and digest of a request.
@@ -59,7 +61,7 @@ func blobArgs(r *http.Request) (string, digest.Digest, error) {
 
 func namespaceArg(ns string) (string, error) {
 	if err := backend.CheckNamespace(ns); err != nil {
-		return "", &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err}
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err}
 	}
 	return ns, nil
 }
@@ -341,12 +343,13 @@ func (s *Server) handlePeer(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(api.PeerInfo{ID: s.swarm.PeerID().String(), Addr: s.swarm.Addr()})
 }
 
-// handleTorrents lists what the origin is seeding, with per-peer byte counts.
+// handleTorrents lists what the origin is seeding, with per-peer byte counts (a JSON array of
+// api.TorrentStats).
 func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
-	stats := []scheduler.TorrentStats{}
+	var stats []scheduler.TorrentStats
 	if s.swarm != nil {
 		stats = s.swarm.Stats()
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(stats)
+	_ = json.NewEncoder(w).Encode(swarmview.Torrents(stats))
 }

@@ -12,12 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/origin"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 type rawResp struct {
 	status int
-	code   registry.Code
+	code   errcode.Code
 	hdr    http.Header
 }
 
@@ -37,7 +37,7 @@ func do(t *testing.T, hc *http.Client, method, url string, body []byte, hdr map[
 	defer resp.Body.Close()
 	out := rawResp{status: resp.StatusCode, hdr: resp.Header}
 	data, _ := io.ReadAll(resp.Body)
-	var b registry.Body
+	var b errcode.Body
 	if json.Unmarshal(data, &b) == nil && len(b.Errors) > 0 {
 		out.code = b.Errors[0].Code
 	}
@@ -70,22 +70,22 @@ func TestBadInput(t *testing.T) {
 		body   []byte
 		hdr    map[string]string
 		status int
-		code   registry.Code
+		code   errcode.Code
 	}{
-		{"malformed digest", "GET", func() string { return base + "/namespace/good%2Fns/blobs/sha256:xyz" }, nil, nil, 400, registry.CodeDigestInvalid},
-		{"unsupported algorithm", "GET", func() string { return base + "/namespace/good%2Fns/blobs/" + sha512 }, nil, nil, 400, registry.CodeUnsupported},
-		{"unknown blob", "GET", func() string { return base + "/namespace/good%2Fns/blobs/" + otherD.String() }, nil, nil, 404, registry.CodeBlobUnknown},
-		{"traversal namespace", "GET", func() string { return base + "/namespace/..%2F..%2Fetc/blobs/" + keptD.String() }, nil, nil, 400, registry.CodeNameInvalid},
-		{"upper-case namespace", "POST", func() string { return base + "/namespace/Bad%2FNS/uploads?digest=" + otherD.String() }, other, nil, 400, registry.CodeNameInvalid},
-		{"body does not match digest", "POST", func() string { return base + "/namespace/good%2Fns/uploads?digest=" + otherD.String() }, append([]byte("x"), other...), nil, 400, registry.CodeDigestInvalid},
-		{"body over size limit", "POST", func() string { return base + "/namespace/good%2Fns/uploads?digest=" + otherD.String() }, make([]byte, 1<<20+1), nil, 413, registry.CodeSizeInvalid},
-		{"unknown upload id", "PATCH", func() string { return base + "/namespace/good%2Fns/uploads/0123456789abcdef0123456789abcdef" }, other, map[string]string{"Content-Range": "0-99"}, 404, registry.CodeBlobUploadUnknown},
-		{"traversal upload id", "PATCH", func() string { return base + "/namespace/good%2Fns/uploads/..%2F..%2Fblobs" }, other, map[string]string{"Content-Range": "0-99"}, 404, registry.CodeBlobUploadUnknown},
-		{"chunk not at end", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "10-109"}, 416, registry.CodeRangeInvalid},
-		{"malformed content-range", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "abc"}, 416, registry.CodeRangeInvalid},
-		{"content-range longer than body", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "0-199"}, 400, registry.CodeBlobUploadInvalid},
-		{"commit without digest", "PUT", func() string { return newUpload() }, nil, nil, 400, registry.CodeDigestInvalid},
-		{"commit with wrong digest", "PUT", func() string { return newUpload() + "?digest=" + keptD.String() }, other, nil, 400, registry.CodeDigestInvalid},
+		{"malformed digest", "GET", func() string { return base + "/namespace/good%2Fns/blobs/sha256:xyz" }, nil, nil, 400, errcode.CodeDigestInvalid},
+		{"unsupported algorithm", "GET", func() string { return base + "/namespace/good%2Fns/blobs/" + sha512 }, nil, nil, 400, errcode.CodeUnsupported},
+		{"unknown blob", "GET", func() string { return base + "/namespace/good%2Fns/blobs/" + otherD.String() }, nil, nil, 404, errcode.CodeBlobUnknown},
+		{"traversal namespace", "GET", func() string { return base + "/namespace/..%2F..%2Fetc/blobs/" + keptD.String() }, nil, nil, 400, errcode.CodeNameInvalid},
+		{"upper-case namespace", "POST", func() string { return base + "/namespace/Bad%2FNS/uploads?digest=" + otherD.String() }, other, nil, 400, errcode.CodeNameInvalid},
+		{"body does not match digest", "POST", func() string { return base + "/namespace/good%2Fns/uploads?digest=" + otherD.String() }, append([]byte("x"), other...), nil, 400, errcode.CodeDigestInvalid},
+		{"body over size limit", "POST", func() string { return base + "/namespace/good%2Fns/uploads?digest=" + otherD.String() }, make([]byte, 1<<20+1), nil, 413, errcode.CodeSizeInvalid},
+		{"unknown upload id", "PATCH", func() string { return base + "/namespace/good%2Fns/uploads/0123456789abcdef0123456789abcdef" }, other, map[string]string{"Content-Range": "0-99"}, 404, errcode.CodeBlobUploadUnknown},
+		{"traversal upload id", "PATCH", func() string { return base + "/namespace/good%2Fns/uploads/..%2F..%2Fblobs" }, other, map[string]string{"Content-Range": "0-99"}, 404, errcode.CodeBlobUploadUnknown},
+		{"chunk not at end", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "10-109"}, 416, errcode.CodeRangeInvalid},
+		{"malformed content-range", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "abc"}, 416, errcode.CodeRangeInvalid},
+		{"content-range longer than body", "PATCH", func() string { return newUpload() }, other, map[string]string{"Content-Range": "0-199"}, 400, errcode.CodeBlobUploadInvalid},
+		{"commit without digest", "PUT", func() string { return newUpload() }, nil, nil, 400, errcode.CodeDigestInvalid},
+		{"commit with wrong digest", "PUT", func() string { return newUpload() + "?digest=" + keptD.String() }, other, nil, 400, errcode.CodeDigestInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := do(t, c.hc, tc.method, tc.url(), tc.body, tc.hdr)

@@ -23,7 +23,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // node is one origin of an in-process test cluster. It can be stopped and started again on the
@@ -421,7 +421,7 @@ func TestCapacityNeverEvictsPendingWriteback(t *testing.T) {
 
 	err := o.Upload(t.Context(), "cap/ns", bD, bytes.NewReader(b), int64(len(b)))
 	require.Error(t, err)
-	var apiErr *registry.Error
+	var apiErr *errcode.Error
 	require.True(t, errors.As(err, &apiErr), "%v", err)
 	require.Equal(t, http.StatusInsufficientStorage, apiErr.Status)
 	require.Equal(t, a, readAll(t, o, "cap/ns", aD), "the blob waiting for write-back is intact")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
@@ -179,7 +180,7 @@ func (s *Server) handleMount(w http.ResponseWriter, r *http.Request, ns, m, from
 // before any byte is read.
 func (s *Server) checkLength(r *http.Request, offset int64) error {
 	if r.ContentLength > 0 && offset+r.ContentLength > int64(s.cfg.Store.MaxBlobSize) {
-		return registry.Errorf(http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid,
+		return errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeSizeInvalid,
 			"blob would be %d bytes, over the limit of %d", offset+r.ContentLength, s.cfg.Store.MaxBlobSize)
 	}
 	return nil
@@ -235,11 +236,11 @@ func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http
 	if uo := r.Header.Get(api.HeaderUploadOffset); uo != "" && r.Header.Get(api.HeaderContentRange) == "" {
 		offset, err = strconv.ParseInt(uo, 10, 64)
 		if err != nil || offset < 0 {
-			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid, "invalid %s %q", api.HeaderUploadOffset, uo)
+			return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeBlobUploadInvalid, "invalid %s %q", api.HeaderUploadOffset, uo)
 		}
 		if offset != cur {
-			return 0, &registry.Error{
-				Status: http.StatusRequestedRangeNotSatisfiable, Code: registry.CodeRangeInvalid,
+			return 0, &errcode.Error{
+				Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.CodeRangeInvalid,
 				Message: fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", offset, cur),
 			}
 		}
@@ -250,13 +251,13 @@ func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http
 			return 0, err
 		}
 		if offset != cur {
-			return 0, &registry.Error{
-				Status: http.StatusRequestedRangeNotSatisfiable, Code: registry.CodeRangeInvalid,
+			return 0, &errcode.Error{
+				Status: http.StatusRequestedRangeNotSatisfiable, Code: errcode.CodeRangeInvalid,
 				Message: fmt.Sprintf("chunk starts at %d but the upload holds %d bytes", offset, cur),
 			}
 		}
 		if r.ContentLength >= 0 && r.ContentLength != length {
-			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid,
+			return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeBlobUploadInvalid,
 				"Content-Range covers %d bytes but Content-Length is %d", length, r.ContentLength)
 		}
 	}
@@ -264,7 +265,7 @@ func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http
 		return 0, err
 	}
 	if length > 0 && offset+length > int64(s.cfg.Store.MaxBlobSize) {
-		return 0, registry.Errorf(http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid,
+		return 0, errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeSizeInvalid,
 			"blob would be %d bytes, over the limit of %d", offset+length, s.cfg.Store.MaxBlobSize)
 	}
 	var body io.Reader = http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize)-offset)
@@ -275,7 +276,7 @@ func (s *Server) appendChunk(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		var ee *exactError
 		if errors.As(err, &ee) {
-			return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid, "%s", ee.msg)
+			return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeBlobUploadInvalid, "%s", ee.msg)
 		}
 		return 0, err
 	}

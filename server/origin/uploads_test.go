@@ -14,7 +14,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // TestUploadSHA512 pushes by sha512 digest, monolithic and chunked: the content is verified
@@ -61,22 +61,22 @@ func TestUploadSHA512(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status)
 	r = do(t, c.hc, "PUT", loc+"?digest="+d512.String(), nil, nil)
 	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, registry.CodeDigestInvalid, r.code)
+	require.Equal(t, errcode.CodeDigestInvalid, r.code)
 	r = do(t, c.hc, "GET", loc, nil, nil)
 	require.Equal(t, http.StatusNotFound, r.status)
 	r = do(t, c.hc, "POST", base+"/namespace/lib%2Fsha512/uploads?digest="+d512.String(), other, nil)
 	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, registry.CodeDigestInvalid, r.code)
+	require.Equal(t, errcode.CodeDigestInvalid, r.code)
 	_, err := c.origin(c.nodes[0].addr).StatLocal(t.Context(), ns, otherD)
 	require.Error(t, err)
 
 	// Malformed sha512 digests and other algorithms are refused.
 	r = do(t, c.hc, "POST", base+"/namespace/lib%2Fsha512/uploads?digest=sha512:abc", other, nil)
 	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, registry.CodeDigestInvalid, r.code)
+	require.Equal(t, errcode.CodeDigestInvalid, r.code)
 	r = do(t, c.hc, "POST", base+"/namespace/lib%2Fsha512/uploads?digest="+digest.SHA384.FromBytes(other).String(), other, nil)
 	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, registry.CodeUnsupported, r.code)
+	require.Equal(t, errcode.CodeUnsupported, r.code)
 }
 
 // TestUploadOffsetHeader: a chunk of unknown length says where it starts with Upload-Offset,
@@ -95,7 +95,7 @@ func TestUploadOffsetHeader(t *testing.T) {
 	for _, off := range []int{0, 399, 401} {
 		r = do(t, c.hc, "PATCH", loc, data[400:], map[string]string{api.HeaderUploadOffset: strconv.Itoa(off)})
 		require.Equal(t, http.StatusRequestedRangeNotSatisfiable, r.status, "offset %d", off)
-		require.Equal(t, registry.CodeRangeInvalid, r.code)
+		require.Equal(t, errcode.CodeRangeInvalid, r.code)
 	}
 	r = do(t, c.hc, "PATCH", loc, data[400:], map[string]string{api.HeaderUploadOffset: "-1"})
 	require.Equal(t, http.StatusBadRequest, r.status)
@@ -138,7 +138,7 @@ func TestUploadSessionBelongsToItsNamespace(t *testing.T) {
 	} {
 		r = do(t, c.hc, m.method, m.url, m.body, nil)
 		require.Equal(t, http.StatusNotFound, r.status, m.method)
-		require.Equal(t, registry.CodeBlobUploadUnknown, r.code, m.method)
+		require.Equal(t, errcode.CodeBlobUploadUnknown, r.code, m.method)
 	}
 	r = do(t, c.hc, "GET", base+loc, nil, nil)
 	require.Equal(t, "400", r.hdr.Get(api.HeaderUploadOffset), "the other namespace's requests changed nothing")
@@ -184,7 +184,7 @@ func TestMount(t *testing.T) {
 	require.NoError(t, be.Upload(t.Context(), "src/a", coldD.Encoded(), bytes.NewReader(cold), int64(len(cold))))
 	r = mount("dst/c", coldD.String(), "")
 	require.Equal(t, http.StatusNotFound, r.status, "without from, only dst/c's storage is searched")
-	require.Equal(t, registry.CodeBlobUnknown, r.code)
+	require.Equal(t, errcode.CodeBlobUnknown, r.code)
 	r = mount("dst/c", coldD.String(), "src/a")
 	require.Equal(t, http.StatusCreated, r.status)
 	require.Eventually(t, inBackend("dst/c", coldD), 10*time.Second, 10*time.Millisecond)
@@ -193,12 +193,12 @@ func TestMount(t *testing.T) {
 	_, missing := randomBlob(t, 10)
 	r = mount("dst/b", missing.String(), "src/a")
 	require.Equal(t, http.StatusNotFound, r.status)
-	require.Equal(t, registry.CodeBlobUnknown, r.code)
+	require.Equal(t, errcode.CodeBlobUnknown, r.code)
 	r = mount("dst/b", digest.SHA512.FromBytes(data).String(), "src/a")
 	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, registry.CodeUnsupported, r.code)
+	require.Equal(t, errcode.CodeUnsupported, r.code)
 	r = mount("dst/b", "sha256:nope", "src/a")
-	require.Equal(t, registry.CodeDigestInvalid, r.code)
+	require.Equal(t, errcode.CodeDigestInvalid, r.code)
 	r = mount("dst/b", d.String(), "../x")
-	require.Equal(t, registry.CodeNameInvalid, r.code)
+	require.Equal(t, errcode.CodeNameInvalid, r.code)
 }

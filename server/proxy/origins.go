@@ -13,6 +13,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // origins is the proxy's side of the origin cluster: the ring (for ranking and health) and the
@@ -56,8 +57,8 @@ func (o *origins) each(ctx context.Context, key string, fn func(addr string) err
 	return false, unavailable("no origin could answer", errors.Join(errs...))
 }
 
-func unavailable(msg string, err error) *registry.Error {
-	return &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable, Message: msg + "; retry", Err: err}
+func unavailable(msg string, err error) *errcode.Error {
+	return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable, Message: msg + "; retry", Err: err}
 }
 
 // stat returns the size of stored blob s (a sha256 digest) in namespace ns.
@@ -97,14 +98,14 @@ func (o *origins) readSmall(ctx context.Context, ns string, s digest.Digest, lim
 		}
 		defer body.Close()
 		if size > limit {
-			return registry.Errorf(http.StatusBadRequest, registry.CodeManifestInvalid, "%s is %d bytes, over the limit of %d", s, size, limit)
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "%s is %d bytes, over the limit of %d", s, size, limit)
 		}
 		b, err := io.ReadAll(io.LimitReader(body, limit+1))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", s, err)
 		}
 		if int64(len(b)) > limit {
-			return registry.Errorf(http.StatusBadRequest, registry.CodeManifestInvalid, "%s is over the limit of %d bytes", s, limit)
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "%s is over the limit of %d bytes", s, limit)
 		}
 		if got := digest.FromBytes(b); got != s {
 			return fmt.Errorf("read %s: origin %s sent bytes with digest %s", s, a, got)
@@ -148,7 +149,7 @@ func (o *origins) mount(ctx context.Context, ns, from string, s digest.Digest) (
 // 507 become 503, and no answer is 503 too: the session is not lost, only unavailable until the
 // origin is back.
 func sessionError(err error) error {
-	var re *registry.Error
+	var re *errcode.Error
 	switch {
 	case err == nil:
 		return nil

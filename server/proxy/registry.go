@@ -15,6 +15,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // parallelism bounds the concurrent build-index or origin requests of one registry call (the
@@ -240,21 +241,21 @@ func (r *Registry) AppendUpload(ctx context.Context, repo, id string, offset int
 		// The client's body failed (it went away, or sent less than it declared): the origin
 		// dropped the partial chunk, so the session is as it was. The handler's reader already
 		// says which (SIZE_INVALID for a short body); keep its answer.
-		var re *registry.Error
+		var re *errcode.Error
 		if errors.As(cr.err, &re) {
 			return 0, re
 		}
-		return 0, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBlobUploadInvalid,
+		return 0, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeBlobUploadInvalid,
 			Message: "reading the chunk failed", Err: cr.err}
 	case length > 0 && cr.n < length && ctx.Err() == nil && errors.Is(err, client.ErrNoAnswer):
-		return 0, registry.Errorf(http.StatusBadRequest, registry.CodeBlobUploadInvalid,
+		return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeBlobUploadInvalid,
 			"the chunk has %d bytes, less than the %d declared", cr.n, length)
 	}
 	return 0, fmt.Errorf("append to upload in %s: %w", repo, err)
 }
 
 func tooLarge(size, limit int64) error {
-	return registry.Errorf(http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid,
+	return errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeSizeInvalid,
 		"blob would be more than %d bytes (at least %d), over the limit of %d", limit, size, limit)
 }
 
@@ -416,7 +417,7 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry
 			if strings.HasPrefix(rf.link, registry.LinkManifest) {
 				what = "manifest"
 			}
-			return &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeManifestBlobUnknown,
+			return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestBlobUnknown,
 				Message: fmt.Sprintf("manifest references %s %s, which is not in repository %s", what, rf.d, repo),
 				Detail:  map[string]string{"digest": rf.d.String()}}
 		}

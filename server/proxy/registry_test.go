@@ -22,6 +22,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/registry/registrytest"
 )
 
@@ -66,7 +67,7 @@ func (img image) push(t *testing.T, r registry.Writer, repo string, tags ...stri
 	require.NoError(t, r.PutManifest(t.Context(), repo, img.manifest, tags))
 }
 
-func requireCode(t *testing.T, err error, status int, code registry.Code) {
+func requireCode(t *testing.T, err error, status int, code errcode.Code) {
 	t.Helper()
 	require.Error(t, err)
 	e := registry.FromError(err)
@@ -109,7 +110,7 @@ func TestUploads(t *testing.T) {
 	require.EqualValues(t, 1000, n)
 	// A chunk shorter than declared is refused and leaves the session as it was.
 	_, err = r.AppendUpload(ctx, "lib/a", id, 1000, bytes.NewReader(data[1000:1500]), 1000)
-	requireCode(t, err, http.StatusBadRequest, registry.CodeBlobUploadInvalid)
+	requireCode(t, err, http.StatusBadRequest, errcode.CodeBlobUploadInvalid)
 	n, err = r.UploadOffset(ctx, "lib/a", id)
 	require.NoError(t, err)
 	require.EqualValues(t, 1000, n)
@@ -142,9 +143,9 @@ func TestUploads(t *testing.T) {
 	id, err = r.StartUpload(ctx, "lib/a")
 	require.NoError(t, err)
 	_, err = r.AppendUpload(ctx, "lib/a", id, 0, bytes.NewReader(big), int64(len(big)))
-	requireCode(t, err, http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid)
+	requireCode(t, err, http.StatusRequestEntityTooLarge, errcode.CodeSizeInvalid)
 	_, err = r.AppendUpload(ctx, "lib/a", id, 0, bytes.NewReader(big), -1)
-	requireCode(t, err, http.StatusRequestEntityTooLarge, registry.CodeSizeInvalid)
+	requireCode(t, err, http.StatusRequestEntityTooLarge, errcode.CodeSizeInvalid)
 	n, err = r.UploadOffset(ctx, "lib/a", id)
 	require.NoError(t, err)
 	require.Zero(t, n, "the refused chunk was rolled back")
@@ -223,8 +224,8 @@ func TestManifests(t *testing.T) {
 
 	// The same manifest in a repository that lacks its blobs: refused, nothing stored.
 	err = r.PutManifest(ctx, "app/other", img.manifest, []string{"v1"})
-	requireCode(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
-	var re *registry.Error
+	requireCode(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
+	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, map[string]string{"digest": img.manifest.Blobs[0].Digest.String()}, re.Detail, "names the first missing blob: the config")
 	_, err = r.Manifest(ctx, "app/other", registry.Reference{Digest: img.manifest.Digest})
@@ -241,7 +242,7 @@ func TestManifests(t *testing.T) {
 		}
 	}
 	err = r.PutManifest(ctx, "app/web", img2.manifest, []string{"v2"})
-	requireCode(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	requireCode(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, err.Error(), skip.String())
 	_, err = r.Manifest(ctx, "app/web", registry.Reference{Tag: "v2"})
 	require.ErrorIs(t, err, registry.ErrManifestUnknown)
@@ -253,7 +254,7 @@ func TestManifests(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ocispec.MediaTypeImageIndex, m.MediaType)
 	err = r.PutManifest(ctx, "app/other", idx, nil)
-	requireCode(t, err, http.StatusBadRequest, registry.CodeManifestBlobUnknown)
+	requireCode(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	require.Contains(t, err.Error(), "manifest "+img.manifest.Digest.String())
 
 	// A manifest read through a second proxy (empty cache) is the same.
@@ -488,9 +489,9 @@ func TestBuildIndexFailover(t *testing.T) {
 	// With no reachable node, reads answer 503 UNAVAILABLE.
 	lonely := st.newProxyUnready(func(c *proxy.Config) { c.BuildIndex = []string{deadAddr} })
 	_, err = lonely.Registry().Manifest(t.Context(), "f/o", registry.Reference{Tag: "v1"})
-	requireCode(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	requireCode(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	_, err = lonely.Registry().Blob(t.Context(), "f/o", img.manifest.Blobs[0].Digest)
-	requireCode(t, err, http.StatusServiceUnavailable, registry.CodeUnavailable)
+	requireCode(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 }
 
 // newProxyUnready starts a proxy without waiting for it to be ready.
@@ -669,7 +670,7 @@ func TestShortChunkOverHTTP(t *testing.T) {
 	answer, err := registrytest.ShortPatch(p.Addr(), loc)
 	require.NoError(t, err)
 	require.Contains(t, answer, "HTTP/1.1 400 ")
-	require.Contains(t, answer, string(registry.CodeSizeInvalid))
+	require.Contains(t, answer, string(errcode.CodeSizeInvalid))
 
 	resp, err = st.hc.Get("http://" + p.Addr() + loc)
 	require.NoError(t, err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // ParseDigest parses a blob digest from a URL or query. It accepts "sha256:<64 hex>" and, as
@@ -16,7 +18,7 @@ import (
 // every piece hash and every store in krakenctl is SHA-256.
 func ParseDigest(s string) (digest.Digest, error) {
 	if s == "" {
-		return "", Errorf(http.StatusBadRequest, CodeDigestInvalid, "missing digest")
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "missing digest")
 	}
 	if !strings.Contains(s, ":") {
 		s = "sha256:" + s
@@ -24,12 +26,12 @@ func ParseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
 		if d := digest.Digest(s); d.Algorithm() != digest.SHA256 && d.Algorithm().Available() {
-			return "", Errorf(http.StatusBadRequest, CodeUnsupported, "digest algorithm %q is not supported; use sha256", d.Algorithm())
+			return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "digest algorithm %q is not supported; use sha256", d.Algorithm())
 		}
-		return "", &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: fmt.Sprintf("invalid digest %q", s), Err: err}
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeDigestInvalid, Message: fmt.Sprintf("invalid digest %q", s), Err: err}
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return "", Errorf(http.StatusBadRequest, CodeUnsupported, "digest algorithm %q is not supported; use sha256", d.Algorithm())
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "digest algorithm %q is not supported; use sha256", d.Algorithm())
 	}
 	return d, nil
 }
@@ -46,36 +48,36 @@ func ParseContentRange(s string) (start, length int64, err error) {
 	}
 	a, b, ok := strings.Cut(t, "-")
 	if !ok {
-		return 0, 0, Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end>", s)
+		return 0, 0, errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end>", s)
 	}
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
 	if err1 != nil || err2 != nil || start < 0 || end < start || end == math.MaxInt64 {
-		return 0, 0, Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end> with start <= end", s)
+		return 0, 0, errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid, "invalid Content-Range %q: want <start>-<end> with start <= end", s)
 	}
 	return start, end - start + 1, nil
 }
 
 // ParseOCIDigest parses a digest from an OCI distribution URL or query: "sha256:<64 hex>" or
 // "sha512:<128 hex>", lowercase, as the spec's registered algorithms. Unlike ParseDigest it takes
-// no bare hex and allows sha512; errors are *Error with DIGEST_INVALID (400), or UNSUPPORTED
-// (400) for a well-formed digest of another algorithm.
+// no bare hex and allows sha512; errors are *errcode.Error with DIGEST_INVALID (400), or
+// UNSUPPORTED (400) for a well-formed digest of another algorithm.
 func ParseOCIDigest(s string) (digest.Digest, error) {
 	if s == "" {
-		return "", Errorf(http.StatusBadRequest, CodeDigestInvalid, "missing digest")
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "missing digest")
 	}
 	alg, encoded, ok := strings.Cut(s, ":")
 	switch digest.Algorithm(alg) {
 	case digest.SHA256, digest.SHA512:
 	default:
 		if ok && digestAlgorithmGrammar(alg) && encoded != "" && !strings.ContainsAny(encoded, "/?#") {
-			return "", Errorf(http.StatusBadRequest, CodeUnsupported, "digest algorithm %q is not supported; use sha256 or sha512", alg)
+			return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "digest algorithm %q is not supported; use sha256 or sha512", alg)
 		}
-		return "", Errorf(http.StatusBadRequest, CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex> or sha512:<128 hex>", s)
+		return "", errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "invalid digest %q: want sha256:<64 hex> or sha512:<128 hex>", s)
 	}
 	d := digest.Digest(s)
 	if err := d.Validate(); err != nil {
-		return "", &Error{Status: http.StatusBadRequest, Code: CodeDigestInvalid, Message: fmt.Sprintf("invalid digest %q", s), Err: err}
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeDigestInvalid, Message: fmt.Sprintf("invalid digest %q", s), Err: err}
 	}
 	return d, nil
 }

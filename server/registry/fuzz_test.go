@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // Native fuzz tests of the parsers that see untrusted input. Run one with e.g.
@@ -28,8 +30,8 @@ func FuzzParseManifest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ct string, body []byte) {
 		m, err := ParseManifest(ct, body)
 		if err != nil {
-			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeManifestInvalid || (e.Status != http.StatusBadRequest && e.Status != http.StatusRequestEntityTooLarge) {
+			var e *errcode.Error
+			if !errors.As(err, &e) || e.Code != errcode.CodeManifestInvalid || (e.Status != http.StatusBadRequest && e.Status != http.StatusRequestEntityTooLarge) {
 				t.Fatalf("error is not MANIFEST_INVALID 400/413: %#v", err)
 			}
 			return
@@ -88,7 +90,7 @@ func FuzzValidateName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		if err := ValidateName(s); err != nil {
-			if FromError(err).Code != CodeNameInvalid {
+			if FromError(err).Code != errcode.CodeNameInvalid {
 				t.Fatalf("code %s for %q", FromError(err).Code, s)
 			}
 			return
@@ -126,7 +128,7 @@ func FuzzParseRange(f *testing.F) {
 		br, err := parseRange(h, size)
 		switch {
 		case err != nil:
-			if e := FromError(err); e.Status != http.StatusRequestedRangeNotSatisfiable || e.Code != CodeRangeInvalid {
+			if e := FromError(err); e.Status != http.StatusRequestedRangeNotSatisfiable || e.Code != errcode.CodeRangeInvalid {
 				t.Fatalf("%q: error %v", h, err)
 			}
 			if br != nil {

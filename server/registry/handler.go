@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // Response headers of the distribution API.
@@ -156,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderAPIVersion, "registry/2.0")
 	rt, ok := parseRoute(r.URL.Path)
 	if !ok {
-		h.fail(w, r, Errorf(http.StatusNotFound, CodeUnsupported, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		h.fail(w, r, errcode.Errorf(http.StatusNotFound, errcode.CodeUnsupported, "no such endpoint: %s %s", r.Method, r.URL.Path))
 		return
 	}
 	isRead := slices.Contains(readMethods[rt.kind], r.Method)
@@ -212,7 +214,7 @@ func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow
 	if readOnly {
 		msg = "this registry is read-only (pull only): " + msg
 	}
-	h.fail(w, r, Errorf(http.StatusMethodNotAllowed, CodeUnsupported, "%s", msg))
+	h.fail(w, r, errcode.Errorf(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "%s", msg))
 }
 
 // fail writes err as the spec's error body, logging server faults.
@@ -248,7 +250,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && b.want > 0:
 		// net/http's server reports a body cut short of its Content-Length as
 		// io.ErrUnexpectedEOF; a plain reader (httptest) as io.EOF.
-		return n, &Error{Status: http.StatusBadRequest, Code: CodeSizeInvalid,
+		return n, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeSizeInvalid,
 			Message: "request body ended " + strconv.FormatInt(b.want, 10) + " bytes short of its declared length", Err: io.ErrUnexpectedEOF}
 	case errors.Is(err, io.EOF):
 		return n, err
@@ -257,7 +259,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		if errors.As(err, &mbe) {
 			return n, err
 		}
-		return n, &Error{Status: http.StatusBadRequest, Code: CodeBlobUploadInvalid,
+		return n, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeBlobUploadInvalid,
 			Message: "reading the request body failed after " + strconv.FormatInt(b.read, 10) + " bytes", Err: err}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/registry/registrytest"
 )
 
@@ -63,15 +64,15 @@ func (e *env) do(method, path string, body []byte, hdr ...string) (*http.Respons
 }
 
 // requireError checks an error answer: status, JSON body with code (no body for HEAD).
-func requireError(t *testing.T, resp *http.Response, body []byte, status int, code registry.Code) registry.BodyError {
+func requireError(t *testing.T, resp *http.Response, body []byte, status int, code errcode.Code) errcode.BodyError {
 	t.Helper()
 	require.Equal(t, status, resp.StatusCode, "body: %s", body)
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	if resp.Request.Method == http.MethodHead {
 		require.Empty(t, body)
-		return registry.BodyError{}
+		return errcode.BodyError{}
 	}
-	var b registry.Body
+	var b errcode.Body
 	require.NoError(t, json.Unmarshal(body, &b), "body: %s", body)
 	require.Len(t, b.Errors, 1)
 	require.Equal(t, code, b.Errors[0].Code, "message: %s", b.Errors[0].Message)
@@ -108,7 +109,7 @@ func TestUnknownRoutes(t *testing.T) {
 	e := newEnv(t, false, registry.HandlerOptions{})
 	for _, p := range []string{"/", "/v1/", "/v3/x/manifests/latest", "/v2x/", "/v2/foo", "/v2/foo/bar", "/v2/manifests/latest", "/v2/foo/tags/list/", "/v2/foo/blob/sha256:x"} {
 		resp, body := e.do("GET", p, nil)
-		requireError(t, resp, body, http.StatusNotFound, registry.CodeUnsupported)
+		requireError(t, resp, body, http.StatusNotFound, errcode.CodeUnsupported)
 	}
 }
 
@@ -125,7 +126,7 @@ func TestMethodNotAllowed(t *testing.T) {
 		{"PUT", "/v2/_catalog"},
 	} {
 		resp, body := e.do(c.method, c.path, nil)
-		requireError(t, resp, body, http.StatusMethodNotAllowed, registry.CodeUnsupported)
+		requireError(t, resp, body, http.StatusMethodNotAllowed, errcode.CodeUnsupported)
 		require.NotEmpty(t, resp.Header.Get("Allow"), c.path)
 		require.NotContains(t, resp.Header.Get("Allow"), c.method)
 	}
@@ -154,7 +155,7 @@ func TestReadOnly(t *testing.T) {
 		{"DELETE", "/v2/ro/blobs/uploads/abc", nil},
 	} {
 		resp, b := e.do(c.method, c.path, c.body)
-		be := requireError(t, resp, b, http.StatusMethodNotAllowed, registry.CodeUnsupported)
+		be := requireError(t, resp, b, http.StatusMethodNotAllowed, errcode.CodeUnsupported)
 		require.Contains(t, be.Message, "read-only", c.path)
 		require.NotContains(t, resp.Header.Get("Allow"), "PUT")
 	}
@@ -180,7 +181,7 @@ func TestNameInvalid(t *testing.T) {
 			{"GET", "/v2/" + name + "/referrers/sha256:" + strings.Repeat("a", 64)},
 		} {
 			resp, body := e.do(c.method, c.path, nil)
-			requireError(t, resp, body, http.StatusBadRequest, registry.CodeNameInvalid)
+			requireError(t, resp, body, http.StatusBadRequest, errcode.CodeNameInvalid)
 		}
 	}
 	require.Zero(t, e.reg.Uploads())
@@ -219,7 +220,7 @@ func TestBlobGetHead(t *testing.T) {
 	}
 	// The sha512 digest of a blob pushed as sha256 is not a name it has.
 	resp, body := e.do("GET", "/v2/r/blobs/"+digest.SHA512.FromBytes(nil).String(), nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 
 	resp, body = e.do("GET", "/v2/r/blobs/"+empty.String(), nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -229,13 +230,13 @@ func TestBlobGetHead(t *testing.T) {
 	for _, c := range []struct {
 		path   string
 		status int
-		code   registry.Code
+		code   errcode.Code
 	}{
-		{"/v2/r/blobs/" + digest.FromString("nope").String(), http.StatusNotFound, registry.CodeBlobUnknown},
-		{"/v2/other/blobs/" + d.String(), http.StatusNotFound, registry.CodeBlobUnknown},
-		{"/v2/r/blobs/sha256:abc", http.StatusBadRequest, registry.CodeDigestInvalid},
-		{"/v2/r/blobs/" + d.Encoded(), http.StatusBadRequest, registry.CodeDigestInvalid},
-		{"/v2/r/blobs/md5:" + strings.Repeat("a", 32), http.StatusBadRequest, registry.CodeUnsupported},
+		{"/v2/r/blobs/" + digest.FromString("nope").String(), http.StatusNotFound, errcode.CodeBlobUnknown},
+		{"/v2/other/blobs/" + d.String(), http.StatusNotFound, errcode.CodeBlobUnknown},
+		{"/v2/r/blobs/sha256:abc", http.StatusBadRequest, errcode.CodeDigestInvalid},
+		{"/v2/r/blobs/" + d.Encoded(), http.StatusBadRequest, errcode.CodeDigestInvalid},
+		{"/v2/r/blobs/md5:" + strings.Repeat("a", 32), http.StatusBadRequest, errcode.CodeUnsupported},
 	} {
 		for _, m := range []string{"GET", "HEAD"} {
 			resp, body := e.do(m, c.path, nil)
@@ -288,7 +289,7 @@ func TestBlobRange(t *testing.T) {
 		case http.StatusOK:
 			require.Equal(t, data, body, c.rng)
 		default:
-			requireError(t, resp, body, c.status, registry.CodeRangeInvalid)
+			requireError(t, resp, body, c.status, errcode.CodeRangeInvalid)
 			require.Equal(t, "bytes */2048", resp.Header.Get("Content-Range"), c.rng)
 		}
 	}
@@ -299,7 +300,7 @@ func TestBlobRange(t *testing.T) {
 	require.Equal(t, int64(10), resp.ContentLength)
 
 	resp, body = e.do("GET", "/v2/r/blobs/"+empty.String(), nil, "Range", "bytes=0-")
-	requireError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid)
+	requireError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid)
 	require.Equal(t, "bytes */0", resp.Header.Get("Content-Range"))
 }
 
@@ -311,11 +312,11 @@ func TestBlobDelete(t *testing.T) {
 	resp, _ := e.do("DELETE", "/v2/r/blobs/"+d.String(), nil)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	resp, body := e.do("HEAD", "/v2/r/blobs/"+d.String(), nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 	resp, body = e.do("DELETE", "/v2/r/blobs/"+d.String(), nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 	resp, body = e.do("DELETE", "/v2/r/blobs/sha256:zz", nil)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	// The other repository's link is untouched.
 	resp, body = e.do("GET", "/v2/s/blobs/"+d.String(), nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -353,13 +354,13 @@ func TestChunkedUpload(t *testing.T) {
 	// Out of order: ahead, and back to the start.
 	for _, cr := range []string{"20-29", "0-9", "10-19x", "9-8"} {
 		resp, body := e.do("PATCH", loc, data[:10], "Content-Range", cr)
-		requireError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, registry.CodeRangeInvalid)
+		requireError(t, resp, body, http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid)
 		require.Equal(t, "0-9", resp.Header.Get("Range"), cr)
 		require.Equal(t, loc, resp.Header.Get("Location"), cr)
 	}
 	// Content-Length disagreeing with Content-Range.
 	resp, body := e.do("PATCH", loc, data[10:15], "Content-Range", "10-19")
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeSizeInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeSizeInvalid)
 
 	resp, body = e.do("GET", loc, nil)
 	require.Equal(t, http.StatusNoContent, resp.StatusCode, "body: %s", body)
@@ -374,9 +375,9 @@ func TestChunkedUpload(t *testing.T) {
 
 	// PUT without a digest does not finish the session.
 	resp, body = e.do("PUT", loc, nil)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	resp, body = e.do("PUT", loc+"?digest=sha256:nothex", nil)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	require.Equal(t, 1, e.reg.Uploads())
 
 	// The last chunk with the PUT.
@@ -391,7 +392,7 @@ func TestChunkedUpload(t *testing.T) {
 	// The session is gone.
 	for _, m := range []string{"GET", "PATCH", "PUT", "DELETE"} {
 		resp, body := e.do(m, loc+"?digest="+d.String(), []byte("x"))
-		requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+		requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 	}
 	require.Zero(t, e.reg.Uploads())
 }
@@ -427,17 +428,17 @@ func TestUploadBadDigest(t *testing.T) {
 
 	// Monolithic POST.
 	resp, body := e.do("POST", "/v2/r/blobs/uploads/?digest="+wrong.String(), data)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	resp, body = e.do("POST", "/v2/r/blobs/uploads/?digest=sha256:short", data)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	// POST then PUT.
 	loc := e.startSession("r")
 	resp, body = e.do("PUT", loc+"?digest="+wrong.String(), data)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	// A sha512 digest of the wrong content.
 	loc = e.startSession("r")
 	resp, body = e.do("PUT", loc+"?digest="+digest.SHA512.FromString("x").String(), data)
-	requireError(t, resp, body, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)
 
 	require.Zero(t, e.reg.Uploads())
 	require.Empty(t, e.reg.Repositories(), "nothing was stored")
@@ -474,20 +475,20 @@ func TestUploadCancelAndUnknown(t *testing.T) {
 	// The session belongs to r only.
 	other := strings.Replace(loc, "/v2/r/", "/v2/s/", 1)
 	resp, body := e.do("GET", other, nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 	resp, body = e.do("DELETE", other, nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 
 	resp, _ = e.do("DELETE", loc, nil)
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
 	resp, body = e.do("GET", loc, nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 	resp, body = e.do("DELETE", loc, nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 
 	for _, id := range []string{"nope", "a%20b", "a%3Fb", strings.Repeat("a", 300)} {
 		resp, body := e.do("PATCH", "/v2/r/blobs/uploads/"+id, []byte("x"))
-		requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUploadUnknown)
+		requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUploadUnknown)
 	}
 	require.Zero(t, e.reg.Uploads())
 }
@@ -525,7 +526,7 @@ func TestMount(t *testing.T) {
 		require.Contains(t, resp.Header.Get("Location"), "/v2/dst4/blobs/uploads/")
 	}
 	resp, body := e.do("HEAD", "/v2/dst4/blobs/"+d.String(), nil)
-	requireError(t, resp, body, http.StatusNotFound, registry.CodeBlobUnknown)
+	requireError(t, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
 }
 
 func TestUploadShortBody(t *testing.T) {
@@ -541,7 +542,7 @@ func TestUploadShortBody(t *testing.T) {
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
-	require.Contains(t, rec.Body.String(), string(registry.CodeSizeInvalid))
+	require.Contains(t, rec.Body.String(), string(errcode.CodeSizeInvalid))
 	n, err := reg.UploadOffset(t.Context(), "r", id)
 	require.NoError(t, err)
 	require.Zero(t, n)
@@ -552,7 +553,7 @@ func TestUploadShortBody(t *testing.T) {
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
-	require.Contains(t, rec.Body.String(), string(registry.CodeBlobUploadInvalid))
+	require.Contains(t, rec.Body.String(), string(errcode.CodeBlobUploadInvalid))
 	n, err = reg.UploadOffset(t.Context(), "r", id)
 	require.NoError(t, err)
 	require.Zero(t, n)
@@ -564,7 +565,7 @@ func TestUploadShortBody(t *testing.T) {
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
-	require.Contains(t, rec.Body.String(), string(registry.CodeSizeInvalid))
+	require.Contains(t, rec.Body.String(), string(errcode.CodeSizeInvalid))
 }
 
 type iotestErrReader struct{}
@@ -610,16 +611,16 @@ func TestManifestPushPull(t *testing.T) {
 	for _, c := range []struct {
 		method, ref string
 		status      int
-		code        registry.Code
+		code        errcode.Code
 	}{
-		{"GET", "missing", http.StatusNotFound, registry.CodeManifestUnknown},
-		{"HEAD", "missing", http.StatusNotFound, registry.CodeManifestUnknown},
-		{"GET", digest.FromString("missing").String(), http.StatusNotFound, registry.CodeManifestUnknown},
-		{"GET", digest.SHA512.FromBytes(body).String(), http.StatusNotFound, registry.CodeManifestUnknown},
-		{"GET", "sha256:baddigeststring", http.StatusBadRequest, registry.CodeDigestInvalid},
-		{"GET", ".bad", http.StatusBadRequest, registry.CodeTagInvalid},
-		{"GET", strings.Repeat("t", 129), http.StatusBadRequest, registry.CodeTagInvalid},
-		{"GET", "", http.StatusBadRequest, registry.CodeTagInvalid},
+		{"GET", "missing", http.StatusNotFound, errcode.CodeManifestUnknown},
+		{"HEAD", "missing", http.StatusNotFound, errcode.CodeManifestUnknown},
+		{"GET", digest.FromString("missing").String(), http.StatusNotFound, errcode.CodeManifestUnknown},
+		{"GET", digest.SHA512.FromBytes(body).String(), http.StatusNotFound, errcode.CodeManifestUnknown},
+		{"GET", "sha256:baddigeststring", http.StatusBadRequest, errcode.CodeDigestInvalid},
+		{"GET", ".bad", http.StatusBadRequest, errcode.CodeTagInvalid},
+		{"GET", strings.Repeat("t", 129), http.StatusBadRequest, errcode.CodeTagInvalid},
+		{"GET", "", http.StatusBadRequest, errcode.CodeTagInvalid},
 	} {
 		resp, b := e.do(c.method, "/v2/r/manifests/"+c.ref, nil)
 		requireError(t, resp, b, c.status, c.code)
@@ -657,22 +658,22 @@ func TestManifestPushInvalid(t *testing.T) {
 		name, ref, ct string
 		body          []byte
 		status        int
-		code          registry.Code
+		code          errcode.Code
 		msg           string
 	}{
-		{"not json", "t", ocispec.MediaTypeImageManifest, []byte("{nope"), http.StatusBadRequest, registry.CodeManifestInvalid, "JSON"},
-		{"schema 1", "t", "", []byte(`{"schemaVersion":1}`), http.StatusBadRequest, registry.CodeManifestInvalid, "schemaVersion"},
-		{"type mismatch", "t", ocispec.MediaTypeImageIndex, body, http.StatusBadRequest, registry.CodeManifestInvalid, "does not match the Content-Type"},
-		{"unsupported type", "t", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":2}`), http.StatusBadRequest, registry.CodeManifestInvalid, "unsupported"},
-		{"bad descriptor", "t", "", bytes.Replace(body, []byte(config.String()), []byte("sha256:zz"), 1), http.StatusBadRequest, registry.CodeManifestInvalid, "config: invalid digest"},
-		{"too large", "t", "", huge, http.StatusRequestEntityTooLarge, registry.CodeManifestInvalid, "limit"},
-		{"wrong digest", digest.FromString("other").String(), "", body, http.StatusBadRequest, registry.CodeDigestInvalid, "not the"},
-		{"bad digest", "sha256:baddigeststring", "", body, http.StatusBadRequest, registry.CodeDigestInvalid, "invalid digest"},
-		{"bad tag", "-t", "", body, http.StatusBadRequest, registry.CodeTagInvalid, "invalid tag"},
-		{"bad tag param", digest.FromBytes(body).String() + "?tag=a&tag=.b", "", body, http.StatusBadRequest, registry.CodeTagInvalid, "invalid tag"},
-		{"tag param on tag", "t?tag=u", "", body, http.StatusBadRequest, registry.CodeTagInvalid, "push by digest"},
-		{"missing blob", "t", "", missingLayer, http.StatusBadRequest, registry.CodeManifestBlobUnknown, missing.String()},
-		{"missing child", "t", "", index, http.StatusBadRequest, registry.CodeManifestBlobUnknown, missing.String()},
+		{"not json", "t", ocispec.MediaTypeImageManifest, []byte("{nope"), http.StatusBadRequest, errcode.CodeManifestInvalid, "JSON"},
+		{"schema 1", "t", "", []byte(`{"schemaVersion":1}`), http.StatusBadRequest, errcode.CodeManifestInvalid, "schemaVersion"},
+		{"type mismatch", "t", ocispec.MediaTypeImageIndex, body, http.StatusBadRequest, errcode.CodeManifestInvalid, "does not match the Content-Type"},
+		{"unsupported type", "t", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":2}`), http.StatusBadRequest, errcode.CodeManifestInvalid, "unsupported"},
+		{"bad descriptor", "t", "", bytes.Replace(body, []byte(config.String()), []byte("sha256:zz"), 1), http.StatusBadRequest, errcode.CodeManifestInvalid, "config: invalid digest"},
+		{"too large", "t", "", huge, http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid, "limit"},
+		{"wrong digest", digest.FromString("other").String(), "", body, http.StatusBadRequest, errcode.CodeDigestInvalid, "not the"},
+		{"bad digest", "sha256:baddigeststring", "", body, http.StatusBadRequest, errcode.CodeDigestInvalid, "invalid digest"},
+		{"bad tag", "-t", "", body, http.StatusBadRequest, errcode.CodeTagInvalid, "invalid tag"},
+		{"bad tag param", digest.FromBytes(body).String() + "?tag=a&tag=.b", "", body, http.StatusBadRequest, errcode.CodeTagInvalid, "invalid tag"},
+		{"tag param on tag", "t?tag=u", "", body, http.StatusBadRequest, errcode.CodeTagInvalid, "push by digest"},
+		{"missing blob", "t", "", missingLayer, http.StatusBadRequest, errcode.CodeManifestBlobUnknown, missing.String()},
+		{"missing child", "t", "", index, http.StatusBadRequest, errcode.CodeManifestBlobUnknown, missing.String()},
 	} {
 		hdr := []string{}
 		if c.ct != "" {
@@ -681,7 +682,7 @@ func TestManifestPushInvalid(t *testing.T) {
 		resp, b := e.do("PUT", "/v2/r/manifests/"+c.ref, c.body, hdr...)
 		be := requireError(t, resp, b, c.status, c.code)
 		require.Contains(t, be.Message, c.msg, c.name)
-		if c.code == registry.CodeManifestBlobUnknown {
+		if c.code == errcode.CodeManifestBlobUnknown {
 			require.Equal(t, map[string]any{"digest": missing.String()}, be.Detail, c.name)
 		}
 	}
@@ -692,7 +693,7 @@ func TestManifestPushInvalid(t *testing.T) {
 	require.NoError(t, err)
 	b, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	requireError(t, resp, b, http.StatusRequestEntityTooLarge, registry.CodeManifestInvalid)
+	requireError(t, resp, b, http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid)
 
 	// Nothing was stored.
 	resp, b = e.do("GET", "/v2/r/tags/list", nil)
@@ -710,20 +711,20 @@ func TestManifestDelete(t *testing.T) {
 	resp, _ := e.do("DELETE", "/v2/r/manifests/v1", nil)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	resp, b := e.do("HEAD", "/v2/r/manifests/v1", nil)
-	requireError(t, resp, b, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireError(t, resp, b, http.StatusNotFound, errcode.CodeManifestUnknown)
 	resp, _ = e.do("HEAD", "/v2/r/manifests/v2", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	resp, b = e.do("DELETE", "/v2/r/manifests/v1", nil)
-	requireError(t, resp, b, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireError(t, resp, b, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	resp, _ = e.do("DELETE", "/v2/r/manifests/"+d.String(), nil)
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	resp, b = e.do("GET", "/v2/r/manifests/"+d.String(), nil)
-	requireError(t, resp, b, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireError(t, resp, b, http.StatusNotFound, errcode.CodeManifestUnknown)
 	resp, b = e.do("DELETE", "/v2/r/manifests/"+d.String(), nil)
-	requireError(t, resp, b, http.StatusNotFound, registry.CodeManifestUnknown)
+	requireError(t, resp, b, http.StatusNotFound, errcode.CodeManifestUnknown)
 	resp, b = e.do("DELETE", "/v2/r/manifests/sha256:x", nil)
-	requireError(t, resp, b, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, b, http.StatusBadRequest, errcode.CodeDigestInvalid)
 }
 
 func TestReferrers(t *testing.T) {
@@ -781,9 +782,9 @@ func TestReferrers(t *testing.T) {
 	require.Contains(t, string(b), `"manifests":[]`)
 
 	resp, b = e.do("GET", "/v2/r/referrers/sha256:nothex", nil)
-	requireError(t, resp, b, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, b, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	resp, b = e.do("GET", "/v2/r/referrers/latest", nil)
-	requireError(t, resp, b, http.StatusBadRequest, registry.CodeDigestInvalid)
+	requireError(t, resp, b, http.StatusBadRequest, errcode.CodeDigestInvalid)
 
 	// Deleting a referrer removes it from the list.
 	resp, _ = e.do("DELETE", "/v2/r/manifests/"+digest.FromBytes(sbom).String(), nil)
@@ -833,7 +834,7 @@ func TestTagsListPagination(t *testing.T) {
 
 	for _, n := range []string{"-1", "x", "1.5", ""} {
 		resp, b := e.do("GET", "/v2/r/tags/list?n="+n, nil)
-		requireError(t, resp, b, http.StatusBadRequest, registry.CodePaginationNumberInvalid)
+		requireError(t, resp, b, http.StatusBadRequest, errcode.CodePaginationNumberInvalid)
 	}
 	resp, b := e.do("GET", "/v2/unknown/tags/list", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -855,7 +856,7 @@ func TestCatalog(t *testing.T) {
 	require.JSONEq(t, `{"repositories":["b/y/z"]}`, string(b))
 	require.Equal(t, `</v2/_catalog?last=b%2Fy%2Fz&n=1>; rel="next"`, resp.Header.Get("Link"))
 	resp, b = e.do("GET", "/v2/_catalog?n=-2", nil)
-	requireError(t, resp, b, http.StatusBadRequest, registry.CodePaginationNumberInvalid)
+	requireError(t, resp, b, http.StatusBadRequest, errcode.CodePaginationNumberInvalid)
 
 	empty := newEnv(t, true, registry.HandlerOptions{})
 	resp, b = empty.do("GET", "/v2/_catalog", nil)
@@ -1018,11 +1019,11 @@ func TestMountDoesNotCleanPaths(t *testing.T) {
 		require.NoError(t, err)
 		resp, err := hc.Do(req)
 		require.NoError(t, err)
-		var body registry.Body
+		var body errcode.Body
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 		_ = resp.Body.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, p)
-		require.Equal(t, registry.CodeNameInvalid, body.Errors[0].Code, p)
+		require.Equal(t, errcode.CodeNameInvalid, body.Errors[0].Code, p)
 	}
 	require.Empty(t, reg.Repositories(), "nothing was written anywhere")
 	resp, err := hc.Get(srv.URL + "/health")
@@ -1122,7 +1123,7 @@ func TestUploadShortBodyOverHTTP(t *testing.T) {
 	answer, err := registrytest.ShortPatch(srv.Listener.Addr().String(), "/v2/r/blobs/uploads/"+id)
 	require.NoError(t, err)
 	require.Contains(t, answer, "HTTP/1.1 400 ")
-	require.Contains(t, answer, string(registry.CodeSizeInvalid))
+	require.Contains(t, answer, string(errcode.CodeSizeInvalid))
 	n, err := reg.UploadOffset(t.Context(), "r", id)
 	require.NoError(t, err)
 	require.Zero(t, n)

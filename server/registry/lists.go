@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // TagList is the body of GET /v2/<name>/tags/list.
@@ -33,7 +35,7 @@ func (h *Handler) parsePage(q url.Values) (page, error) {
 	if q.Has("n") {
 		n, err := strconv.Atoi(q.Get("n"))
 		if err != nil || n < 0 {
-			return page{}, Errorf(http.StatusBadRequest, CodePaginationNumberInvalid, "invalid n %q: want a non-negative integer", q.Get("n"))
+			return page{}, errcode.Errorf(http.StatusBadRequest, errcode.CodePaginationNumberInvalid, "invalid n %q: want a non-negative integer", q.Get("n"))
 		}
 		p.n = min(n, h.maxPage)
 	}

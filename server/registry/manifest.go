@@ -13,6 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // Manifest media types the handler accepts on push.
@@ -84,11 +86,11 @@ func (raw *rawManifest) detectMediaType() string {
 // body (a handler serving a push by sha512 digest replaces it) and the parsed fields. Blobs has
 // the config first, then the layers, without foreign or non-distributable layers.
 //
-// Errors are *Error: MANIFEST_INVALID (400) naming the problem, or MANIFEST_INVALID with status
-// 413 when body is larger than MaxManifestSize.
+// Errors are *errcode.Error: MANIFEST_INVALID (400) naming the problem, or MANIFEST_INVALID
+// with status 413 when body is larger than MaxManifestSize.
 func ParseManifest(mediaType string, body []byte) (*Manifest, error) {
 	if len(body) > MaxManifestSize {
-		return nil, Errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid,
+		return nil, errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid,
 			"manifest is %d bytes, larger than the limit of %d bytes", len(body), MaxManifestSize)
 	}
 	ct, err := baseMediaType(mediaType)
@@ -97,29 +99,29 @@ func ParseManifest(mediaType string, body []byte) (*Manifest, error) {
 	}
 	var raw rawManifest
 	if err := json.Unmarshal(body, &raw); err != nil {
-		return nil, &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid,
+		return nil, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
 			Message: "manifest is not a valid JSON manifest: " + jsonProblem(err), Err: err}
 	}
 	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
-		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest is JSON null, not an object")
+		return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest is JSON null, not an object")
 	}
 	if raw.SchemaVersion == nil {
-		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest has no schemaVersion (want 2)")
+		return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest has no schemaVersion (want 2)")
 	}
 	if *raw.SchemaVersion != 2 {
-		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest schemaVersion is %d, want 2", *raw.SchemaVersion)
+		return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest schemaVersion is %d, want 2", *raw.SchemaVersion)
 	}
 
 	mt := ct
 	switch {
 	case ct != "" && raw.MediaType != "" && raw.MediaType != ct:
-		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,
+		return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid,
 			"manifest mediaType %q does not match the Content-Type %q", raw.MediaType, ct)
 	case ct == "":
 		mt = raw.detectMediaType()
 	}
 	if !IsManifestMediaType(mt) {
-		return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,
+		return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid,
 			"unsupported manifest media type %q: want %s, %s, %s or %s", mt,
 			MediaTypeOCIManifest, MediaTypeOCIIndex, MediaTypeDockerManifest, MediaTypeDockerList)
 	}
@@ -138,7 +140,7 @@ func ParseManifest(mediaType string, body []byte) (*Manifest, error) {
 	}
 	if IsIndexMediaType(mt) {
 		if raw.Config != nil || raw.Layers != nil {
-			return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,
+			return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid,
 				"manifest of type %s has config or layers; an index lists only manifests", mt)
 		}
 		for i := range raw.Manifests {
@@ -149,11 +151,11 @@ func ParseManifest(mediaType string, body []byte) (*Manifest, error) {
 		m.Manifests = raw.Manifests
 	} else {
 		if raw.Manifests != nil {
-			return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid,
+			return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid,
 				"manifest of type %s has a manifests field; only an index has one", mt)
 		}
 		if raw.Config == nil {
-			return nil, Errorf(http.StatusBadRequest, CodeManifestInvalid, "image manifest has no config")
+			return nil, errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "image manifest has no config")
 		}
 		if err := checkDescriptor("config", raw.Config); err != nil {
 			return nil, err
@@ -203,7 +205,7 @@ func baseMediaType(ct string) (string, error) {
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return "", &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid,
+		return "", &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
 			Message: fmt.Sprintf("invalid Content-Type %q", ct), Err: err}
 	}
 	return mt, nil
@@ -212,7 +214,7 @@ func baseMediaType(ct string) (string, error) {
 // checkMediaType checks that a media type field is a type/subtype.
 func checkMediaType(field, mt string) error {
 	if got, _, err := mime.ParseMediaType(mt); err != nil || got != strings.ToLower(mt) || !strings.Contains(mt, "/") {
-		return Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest %s: invalid media type %q", field, mt)
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest %s: invalid media type %q", field, mt)
 	}
 	return nil
 }
@@ -220,28 +222,28 @@ func checkMediaType(field, mt string) error {
 // checkDescriptor validates one descriptor of a manifest; field names it in the error.
 func checkDescriptor(field string, d *ocispec.Descriptor) error {
 	if d.MediaType == "" {
-		return Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest %s: missing mediaType", field)
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest %s: missing mediaType", field)
 	}
 	if err := checkMediaType(field+".mediaType", d.MediaType); err != nil {
 		return err
 	}
 	if d.Digest == "" {
-		return Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest %s: missing digest", field)
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest %s: missing digest", field)
 	}
 	if err := d.Digest.Validate(); err != nil {
-		return &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid,
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
 			Message: fmt.Sprintf("manifest %s: invalid digest %q", field, d.Digest), Err: err}
 	}
 	if d.Size < 0 {
-		return Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest %s: negative size %d", field, d.Size)
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest %s: negative size %d", field, d.Size)
 	}
 	if d.Data != nil {
 		if int64(len(d.Data)) != d.Size {
-			return Errorf(http.StatusBadRequest, CodeManifestInvalid,
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid,
 				"manifest %s: data is %d bytes but size is %d", field, len(d.Data), d.Size)
 		}
 		if d.Digest.Algorithm().FromBytes(d.Data) != d.Digest {
-			return Errorf(http.StatusBadRequest, CodeManifestInvalid, "manifest %s: data does not match digest %s", field, d.Digest)
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "manifest %s: data does not match digest %s", field, d.Digest)
 		}
 	}
 	return nil

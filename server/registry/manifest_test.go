@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 var (
@@ -147,9 +148,9 @@ func TestParseManifestInvalid(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			_, err := registry.ParseManifest(tc.ct, []byte(tc.body))
-			var e *registry.Error
+			var e *errcode.Error
 			require.True(t, errors.As(err, &e), "%v", err)
-			require.Equal(t, registry.CodeManifestInvalid, e.Code)
+			require.Equal(t, errcode.CodeManifestInvalid, e.Code)
 			require.Equal(t, http.StatusBadRequest, e.Status)
 			require.Contains(t, e.Message, tc.want)
 		})
@@ -170,7 +171,7 @@ func TestParseManifestTooLarge(t *testing.T) {
 	_, err := registry.ParseManifest("", []byte(body))
 	e := registry.FromError(err)
 	require.Equal(t, http.StatusRequestEntityTooLarge, e.Status)
-	require.Equal(t, registry.CodeManifestInvalid, e.Code)
+	require.Equal(t, errcode.CodeManifestInvalid, e.Code)
 }
 
 func TestParseOCIDigest(t *testing.T) {
@@ -183,20 +184,20 @@ func TestParseOCIDigest(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, in, d.String())
 	}
-	for in, code := range map[string]registry.Code{
-		"":                                registry.CodeDigestInvalid,
-		h256:                              registry.CodeDigestInvalid,
-		"sha256:abc":                      registry.CodeDigestInvalid,
-		"sha512:" + h256:                  registry.CodeDigestInvalid,
-		"sha256:" + strings.ToUpper(h256): registry.CodeDigestInvalid,
-		"sha384:" + h512[:96]:             registry.CodeUnsupported,
-		"blake3:" + h256:                  registry.CodeUnsupported,
-		"Sha256:" + h256:                  registry.CodeDigestInvalid,
-		"../../etc/passwd":                registry.CodeDigestInvalid,
-		"sha256:" + h256 + "/x":           registry.CodeDigestInvalid,
+	for in, code := range map[string]errcode.Code{
+		"":                                errcode.CodeDigestInvalid,
+		h256:                              errcode.CodeDigestInvalid,
+		"sha256:abc":                      errcode.CodeDigestInvalid,
+		"sha512:" + h256:                  errcode.CodeDigestInvalid,
+		"sha256:" + strings.ToUpper(h256): errcode.CodeDigestInvalid,
+		"sha384:" + h512[:96]:             errcode.CodeUnsupported,
+		"blake3:" + h256:                  errcode.CodeUnsupported,
+		"Sha256:" + h256:                  errcode.CodeDigestInvalid,
+		"../../etc/passwd":                errcode.CodeDigestInvalid,
+		"sha256:" + h256 + "/x":           errcode.CodeDigestInvalid,
 	} {
 		_, err := registry.ParseOCIDigest(in)
-		var e *registry.Error
+		var e *errcode.Error
 		require.True(t, errors.As(err, &e), "%q: %v", in, err)
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // serveManifest answers GET, HEAD, PUT and DELETE /v2/<name>/manifests/<reference>.
@@ -81,7 +83,7 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request, name strin
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name string, ref Reference) {
 	tags := r.URL.Query()["tag"]
 	if len(tags) > 0 && ref.Digest == "" {
-		h.fail(w, r, Errorf(http.StatusBadRequest, CodeTagInvalid, "tag query parameters are only allowed on a push by digest"))
+		h.fail(w, r, errcode.Errorf(http.StatusBadRequest, errcode.CodeTagInvalid, "tag query parameters are only allowed on a push by digest"))
 		return
 	}
 	for _, t := range tags {
@@ -101,7 +103,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name strin
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxManifestSize+1))
 	if err != nil {
-		h.fail(w, r, &Error{Status: http.StatusBadRequest, Code: CodeManifestInvalid, Message: "reading the manifest failed", Err: err})
+		h.fail(w, r, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid, Message: "reading the manifest failed", Err: err})
 		return
 	}
 	if len(body) > MaxManifestSize {
@@ -115,7 +117,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name strin
 	}
 	if ref.Digest != "" {
 		if got := ref.Digest.Algorithm().FromBytes(body); got != ref.Digest {
-			h.fail(w, r, Errorf(http.StatusBadRequest, CodeDigestInvalid,
+			h.fail(w, r, errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid,
 				"manifest digest is %s, not the %s in the URL", got, ref.Digest))
 			return
 		}
@@ -140,11 +142,11 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request, name strin
 	w.WriteHeader(http.StatusCreated)
 }
 
-func manifestTooLarge(n int64) *Error {
+func manifestTooLarge(n int64) *errcode.Error {
 	if n < 0 {
-		return Errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid, "manifest is larger than the limit of %d bytes", MaxManifestSize)
+		return errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid, "manifest is larger than the limit of %d bytes", MaxManifestSize)
 	}
-	return Errorf(http.StatusRequestEntityTooLarge, CodeManifestInvalid, "manifest is %d bytes, larger than the limit of %d bytes", n, MaxManifestSize)
+	return errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid, "manifest is %d bytes, larger than the limit of %d bytes", n, MaxManifestSize)
 }
 
 // DetectMediaType guesses the media type of a manifest stored without one, as ParseManifest

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -17,19 +18,19 @@ const MaxTagLength = tagstore.MaxTagLen
 // ValidateName checks a repository name against the spec's grammar,
 // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*, at most MaxNameLength
 // bytes: the grammar the build-index enforces (tagstore.ValidateRepository), answered as an
-// *Error with NAME_INVALID (400).
+// *errcode.Error with NAME_INVALID (400).
 func ValidateName(name string) error {
 	if err := tagstore.ValidateRepository(name); err != nil {
-		return &Error{Status: http.StatusBadRequest, Code: CodeNameInvalid, Message: err.Error()}
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error()}
 	}
 	return nil
 }
 
 // ValidateTag checks a tag against the spec's grammar, [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}, as
-// tagstore.ValidateTag does. The error is an *Error with TAG_INVALID (400).
+// tagstore.ValidateTag does. The error is an *errcode.Error with TAG_INVALID (400).
 func ValidateTag(tag string) error {
 	if err := tagstore.ValidateTag(tag); err != nil {
-		return &Error{Status: http.StatusBadRequest, Code: CodeTagInvalid, Message: err.Error()}
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeTagInvalid, Message: err.Error()}
 	}
 	return nil
 }

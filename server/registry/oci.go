@@ -4,9 +4,10 @@ import (
 	"context"
 	"io"
 
-	"github.com/krakenctl/krakenctl/tagstore"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // This file holds the contracts between the OCI distribution API handler (Handler, in this
@@ -17,7 +18,7 @@ import (
 // The handler owns the protocol: routing, the name, tag and digest grammar, manifest parsing and
 // validation, Range, pagination, upload-session URLs, headers and error bodies. Implementations
 // own storage and say only what is stored. They return errors that FromError maps (the sentinel
-// errors below, or an *Error for anything more specific).
+// errors below, or an *errcode.Error for anything more specific).
 
 // Link kinds: per-repository records the proxy keeps on the build-index next to the tags (see
 // api.LinkPath). A link's name is "<kind>/<key>" and its value is a digest.
@@ -138,7 +139,7 @@ type Writer interface {
 	// PutManifest stores m (parsed and validated by the handler) in repo and points tags at it,
 	// atomically enough that a reader sees either the old or the new state of each tag. Every
 	// descriptor in m.Blobs must be a blob of repo and every one in m.Manifests a manifest of
-	// repo, else an *Error with MANIFEST_BLOB_UNKNOWN naming the first missing digest, and
+	// repo, else an *errcode.Error with MANIFEST_BLOB_UNKNOWN naming the first missing digest, and
 	// nothing is stored. When m.Subject is set the manifest becomes one of its referrers.
 	PutManifest(ctx context.Context, repo string, m *Manifest, tags []string) error
 	// DeleteManifest removes manifest d from repo (and from its subject's referrers);

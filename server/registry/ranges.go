@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // byteRange is a satisfiable range of a blob: length bytes from start.
@@ -19,8 +21,8 @@ func (br byteRange) contentRange(size int64) string {
 
 // errRangeNotSatisfiable builds the 416 answer to a Range header that selects no byte of a
 // size-byte blob; the handler adds Content-Range: bytes */size.
-func errRangeNotSatisfiable(h string, size int64) *Error {
-	return Errorf(http.StatusRequestedRangeNotSatisfiable, CodeRangeInvalid,
+func errRangeNotSatisfiable(h string, size int64) *errcode.Error {
+	return errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid,
 		"range %q is not satisfiable for a blob of %d bytes", h, size)
 }
 
@@ -34,7 +36,7 @@ func errRangeNotSatisfiable(h string, size int64) *Error {
 // It returns nil and no error when the whole blob is to be served: no header, a unit other
 // than bytes, or several ranges (which RFC 9110 lets a server ignore). A malformed bytes range,
 // a first byte past the end, a last byte before the first (e.g. "500-0") or an empty suffix
-// ("-0") is an *Error with status 416 and RANGE_INVALID.
+// ("-0") is an *errcode.Error with status 416 and RANGE_INVALID.
 func parseRange(h string, size int64) (*byteRange, error) {
 	h = strings.TrimSpace(h)
 	if h == "" {

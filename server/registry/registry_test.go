@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 )
 
@@ -21,16 +22,16 @@ func TestParseDigest(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, want, d.String())
 	}
-	for in, code := range map[string]registry.Code{
-		"":                                   registry.CodeDigestInvalid,
-		"sha256:abc":                         registry.CodeDigestInvalid,
-		"sha256:" + strings.ToUpper(hex):     registry.CodeDigestInvalid,
-		"md5:" + hex:                         registry.CodeDigestInvalid,
-		"sha512:" + strings.Repeat("ab", 64): registry.CodeUnsupported,
-		"../../etc/passwd":                   registry.CodeDigestInvalid,
+	for in, code := range map[string]errcode.Code{
+		"":                                   errcode.CodeDigestInvalid,
+		"sha256:abc":                         errcode.CodeDigestInvalid,
+		"sha256:" + strings.ToUpper(hex):     errcode.CodeDigestInvalid,
+		"md5:" + hex:                         errcode.CodeDigestInvalid,
+		"sha512:" + strings.Repeat("ab", 64): errcode.CodeUnsupported,
+		"../../etc/passwd":                   errcode.CodeDigestInvalid,
 	} {
 		_, err := registry.ParseDigest(in)
-		var e *registry.Error
+		var e *errcode.Error
 		require.True(t, errors.As(err, &e), "%q: %v", in, err)
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)
@@ -56,18 +57,18 @@ func TestFromError(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
 		status int
-		code   registry.Code
+		code   errcode.Code
 	}{
-		{castore.ErrNotFound, 404, registry.CodeBlobUnknown},
-		{backend.ErrNotFound, 404, registry.CodeBlobUnknown},
-		{castore.ErrUploadUnknown, 404, registry.CodeBlobUploadUnknown},
-		{castore.ErrDigestMismatch, 400, registry.CodeDigestInvalid},
-		{castore.ErrBadOffset, 416, registry.CodeRangeInvalid},
-		{castore.ErrFull, 507, registry.CodeStorageFull},
-		{backend.ErrInvalidKey, 400, registry.CodeNameInvalid},
-		{backend.ErrNoRoute, 404, registry.CodeNameUnknown},
-		{&http.MaxBytesError{Limit: 10}, 413, registry.CodeSizeInvalid},
-		{errors.New("disk on fire"), 500, registry.CodeUnknown},
+		{castore.ErrNotFound, 404, errcode.CodeBlobUnknown},
+		{backend.ErrNotFound, 404, errcode.CodeBlobUnknown},
+		{castore.ErrUploadUnknown, 404, errcode.CodeBlobUploadUnknown},
+		{castore.ErrDigestMismatch, 400, errcode.CodeDigestInvalid},
+		{castore.ErrBadOffset, 416, errcode.CodeRangeInvalid},
+		{castore.ErrFull, 507, errcode.CodeStorageFull},
+		{backend.ErrInvalidKey, 400, errcode.CodeNameInvalid},
+		{backend.ErrNoRoute, 404, errcode.CodeNameUnknown},
+		{&http.MaxBytesError{Limit: 10}, 413, errcode.CodeSizeInvalid},
+		{errors.New("disk on fire"), 500, errcode.CodeUnknown},
 	} {
 		e := registry.FromError(wrap(tc.err))
 		require.Equal(t, tc.status, e.Status, "%v", tc.err)
@@ -77,15 +78,6 @@ func TestFromError(t *testing.T) {
 }
 
 func wrap(err error) error { return errors.Join(errors.New("context"), err) }
-
-func TestDecodeError(t *testing.T) {
-	t.Parallel()
-	e := registry.DecodeError(400, []byte(`{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}`))
-	require.Equal(t, registry.CodeDigestInvalid, e.Code)
-	require.Equal(t, "bad", e.Message)
-	require.Equal(t, registry.CodeBlobUnknown, registry.DecodeError(404, nil).Code)
-	require.Equal(t, registry.CodeUnavailable, registry.DecodeError(503, []byte("<html>")).Code)
-}
 
 // FuzzParseDigest: request paths and queries are untrusted; anything accepted is a canonical
 // sha256 digest, and nothing panics.

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // maxUploadIDLength bounds an upload id taken from a URL.
@@ -138,7 +140,7 @@ func (h *Handler) cancel(ctx context.Context, name, id string) {
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id string) {
 	ctx := r.Context()
 	if !validUploadID(id) {
-		h.fail(w, r, Errorf(http.StatusNotFound, CodeBlobUploadUnknown, "blob upload unknown to registry: invalid upload id"))
+		h.fail(w, r, errcode.Errorf(http.StatusNotFound, errcode.CodeBlobUploadUnknown, "blob upload unknown to registry: invalid upload id"))
 		return
 	}
 	switch r.Method {
@@ -167,7 +169,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, name, id s
 		w.WriteHeader(http.StatusAccepted)
 	case http.MethodPut:
 		if !r.URL.Query().Has("digest") {
-			h.fail(w, r, Errorf(http.StatusBadRequest, CodeDigestInvalid, "missing digest query parameter: PUT ?digest=<digest> completes an upload"))
+			h.fail(w, r, errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "missing digest query parameter: PUT ?digest=<digest> completes an upload"))
 			return
 		}
 		d, err := ParseOCIDigest(r.URL.Query().Get("digest"))
@@ -203,7 +205,7 @@ func (h *Handler) appendChunk(w http.ResponseWriter, r *http.Request, name, id s
 			return 0, err
 		}
 		if length >= 0 && length != n {
-			return 0, Errorf(http.StatusBadRequest, CodeSizeInvalid,
+			return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeSizeInvalid,
 				"Content-Length %d does not match Content-Range %q (%d bytes)", length, cr, n)
 		}
 		start, length = s, n
@@ -230,7 +232,7 @@ func (h *Handler) appendChunk(w http.ResponseWriter, r *http.Request, name, id s
 		// announced are an error the client must see.
 		var one [1]byte
 		if n, _ := io.ReadFull(r.Body, one[:]); n > 0 {
-			return 0, Errorf(http.StatusBadRequest, CodeSizeInvalid,
+			return 0, errcode.Errorf(http.StatusBadRequest, errcode.CodeSizeInvalid,
 				"request body is longer than its Content-Range; the upload holds %d bytes", size)
 		}
 	}

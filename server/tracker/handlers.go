@@ -9,6 +9,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 )
 
@@ -43,21 +44,21 @@ func decodeAnnounce(w http.ResponseWriter, r *http.Request) (announce.Request, e
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 			return req, err
 		}
-		return req, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeBodyInvalid,
+		return req, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeBodyInvalid,
 			Message: fmt.Sprintf("decode announce: %v", err), Err: err}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, registry.Errorf(http.StatusBadRequest, registry.CodeBodyInvalid, "decode announce: data after the JSON document")
+		return req, errcode.Errorf(http.StatusBadRequest, errcode.CodeBodyInvalid, "decode announce: data after the JSON document")
 	}
 	if err := req.Validate(); err != nil {
-		code := registry.CodeBodyInvalid
+		code := errcode.CodeBodyInvalid
 		switch {
 		case announce.CheckNamespace(req.Namespace) != nil:
-			code = registry.CodeNameInvalid
+			code = errcode.CodeNameInvalid
 		case announce.CheckDigest(req.Digest) != nil:
-			code = registry.CodeDigestInvalid
+			code = errcode.CodeDigestInvalid
 		}
-		return req, &registry.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
+		return req, &errcode.Error{Status: http.StatusBadRequest, Code: code, Message: err.Error(), Err: err}
 	}
 	return req, nil
 }
@@ -66,7 +67,7 @@ func (s *Server) handleMetainfo(w http.ResponseWriter, r *http.Request) {
 	ns := r.PathValue("ns")
 	if err := backend.CheckNamespace(ns); err != nil {
 		s.metrics.metainfo.WithLabelValues(resultError).Inc()
-		registry.WriteError(w, r, &registry.Error{Status: http.StatusBadRequest, Code: registry.CodeNameInvalid, Message: err.Error(), Err: err})
+		registry.WriteError(w, r, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeNameInvalid, Message: err.Error(), Err: err})
 		return
 	}
 	d, err := registry.ParseDigest(r.PathValue("digest"))

@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // fetchTimeout bounds one shared metainfo fetch: the origins may pull a large blob from storage
@@ -139,10 +139,10 @@ func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) 
 			return data, nil
 		}
 		if ctx.Err() != nil {
-			return nil, &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+			return nil, &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 				Message: "gave up asking the origins for the metainfo (timed out or shutting down)", Err: err}
 		}
-		var re *registry.Error
+		var re *errcode.Error
 		if errors.As(err, &re) {
 			if re.Status >= 400 && re.Status < 500 && re.Status != http.StatusRequestTimeout && re.Status != http.StatusTooManyRequests {
 				return nil, err
@@ -154,9 +154,9 @@ func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) 
 		errs = append(errs, err)
 	}
 	if answered {
-		return nil, &registry.Error{Status: http.StatusBadGateway, Code: registry.CodeUnavailable,
+		return nil, &errcode.Error{Status: http.StatusBadGateway, Code: errcode.CodeUnavailable,
 			Message: "no origin served the metainfo", Err: errors.Join(errs...)}
 	}
-	return nil, &registry.Error{Status: http.StatusServiceUnavailable, Code: registry.CodeUnavailable,
+	return nil, &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
 		Message: "no origin could be reached", Err: errors.Join(errs...)}
 }

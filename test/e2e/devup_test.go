@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 // devCluster is one `krakenctl dev up` process: origins, a build-index, a tracker, the registry
@@ -27,7 +27,7 @@ type devCluster struct {
 	out    string // the process's stdout and stderr
 	cmd    *exec.Cmd
 	exited chan struct{}
-	ep     dev.Endpoints
+	ep     api.Endpoints
 }
 
 // proxy is the registry proxy's address, where images are pushed.
@@ -67,7 +67,7 @@ func devUp(t *testing.T, agents int) *devCluster {
 			t.Fatalf("dev up exited before it was ready (%v):\n%s", c.cmd.ProcessState, b)
 		default:
 		}
-		if e, err := dev.ReadEndpoints(file); err == nil {
+		if e, err := api.ReadEndpoints(file); err == nil {
 			c.ep = e
 			break
 		}

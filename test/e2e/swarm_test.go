@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
+	"github.com/krakenctl/krakenctl/server/api"
 )
 
 // swarmLab is two origins that seed over the swarm, two trackers and any number of agents,
@@ -134,22 +134,22 @@ func (l *swarmLab) originAddrs() string {
 }
 
 // torrent returns the agent's stats of blob d, if it has a torrent for it.
-func torrent(addr string, d digest.Digest) (scheduler.TorrentStats, bool) {
+func torrent(addr string, d digest.Digest) (api.TorrentStats, bool) {
 	resp, err := http.Get("http://" + addr + "/swarm/torrents")
 	if err != nil {
-		return scheduler.TorrentStats{}, false
+		return api.TorrentStats{}, false
 	}
 	defer resp.Body.Close()
-	var all []scheduler.TorrentStats
+	var all []api.TorrentStats
 	if json.NewDecoder(resp.Body).Decode(&all) != nil {
-		return scheduler.TorrentStats{}, false
+		return api.TorrentStats{}, false
 	}
 	for _, st := range all {
 		if st.Digest == d {
 			return st, true
 		}
 	}
-	return scheduler.TorrentStats{}, false
+	return api.TorrentStats{}, false
 }
 
 // pullStart starts `krakenctl pull` through an agent in the background.

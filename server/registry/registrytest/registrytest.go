@@ -20,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // Registry is an in-memory registry. It is safe for concurrent use. Blob contents are stored
@@ -68,7 +69,7 @@ var (
 )
 
 // errUploadBusy is a second request writing to a session while one is.
-var errUploadBusy = registry.Errorf(http.StatusConflict, registry.CodeBlobUploadInvalid, "another request is writing to this upload")
+var errUploadBusy = errcode.Errorf(http.StatusConflict, errcode.CodeBlobUploadInvalid, "another request is writing to this upload")
 
 // repoLocked returns repo name, creating it when create is set; nil when absent.
 func (r *Registry) repoLocked(name string, create bool) *repo {
@@ -401,9 +402,9 @@ func hasKey[V any](m map[digest.Digest]V, k digest.Digest) bool {
 
 // manifestBlobUnknown is the spec's MANIFEST_BLOB_UNKNOWN with the missing digest in detail.
 func manifestBlobUnknown(repoName string, m, missing digest.Digest, what string) error {
-	return &registry.Error{
+	return &errcode.Error{
 		Status:  http.StatusBadRequest,
-		Code:    registry.CodeManifestBlobUnknown,
+		Code:    errcode.CodeManifestBlobUnknown,
 		Message: fmt.Sprintf("manifest references %s %s, which is not in repository %s", what, missing, repoName),
 		Detail:  map[string]string{"digest": missing.String()},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/registry/registrytest"
 )
 
@@ -255,14 +256,14 @@ func TestPutManifestChecks(t *testing.T) {
 	require.NoError(t, err)
 	err = reg.PutManifest(ctx, "r", m, []string{"t"})
 	e := registry.FromError(err)
-	require.Equal(t, registry.CodeManifestBlobUnknown, e.Code)
+	require.Equal(t, errcode.CodeManifestBlobUnknown, e.Code)
 	require.Equal(t, map[string]string{"digest": missing.String()}, e.Detail)
 	_, err = reg.Manifest(ctx, "r", registry.Reference{Tag: "t"})
 	require.ErrorIs(t, err, registry.ErrManifestUnknown, "nothing stored")
 
 	idx := fmt.Appendf(nil, `{"schemaVersion":2,"manifests":[{"mediaType":%q,"digest":%q,"size":7}]}`, ocispec.MediaTypeImageManifest, missing)
 	_, err = reg.PushManifest("r", "", idx)
-	require.Equal(t, registry.CodeManifestBlobUnknown, registry.FromError(err).Code)
+	require.Equal(t, errcode.CodeManifestBlobUnknown, registry.FromError(err).Code)
 
 	// The manifest's digest must be its body's.
 	m.Digest = digest.FromString("not the body")
