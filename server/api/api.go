@@ -1,6 +1,6 @@
 // Package api holds the paths, headers and JSON documents of krakenctl's own HTTP APIs (the
-// origin blob API and the operator endpoints), shared by the servers that serve them and the
-// typed clients in server/client.
+// blob API of origins and agents, the build-index API, and the operator endpoints), shared by
+// the servers that serve them and the typed clients in server/client.
 package api
 
 import (
