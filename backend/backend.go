@@ -1,7 +1,8 @@
-// Package backend defines the contract between krakenctl's origins (and later the build-index)
-// and the durable storage behind them: a filesystem, S3, a plain HTTP server or an upstream
-// Docker/OCI registry. Each implementation lives in its own sub-package, decodes its own strict
-// configuration, and passes the shared conformance suite in backendtest.
+// Package backend defines the contract between krakenctl's origins and build-index (blobs, and
+// the build-index's write-back copies of tags) and the durable storage behind them: a
+// filesystem, S3, a plain HTTP server or an upstream Docker/OCI registry. Each implementation
+// lives in its own sub-package, decodes its own strict configuration, and passes the shared
+// conformance suite in backendtest.
 //
 // Objects are addressed by a namespace (for container images, the repository name, for example
 // "library/ubuntu") and a name (for blobs, the hex digest without its algorithm). Backends treat

@@ -144,7 +144,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	// removed itself is no longer leader and cannot write this, and a stale address of a
 	// non-member is never shown.
 	if _, err := s.apply(ctx, cmdMemberMeta, "member", memberMetaCmd{ID: id, Remove: true}); err != nil {
-		s.log.Debug("forget removed member's API address", "member", id, "error", err)
+		s.log.Debug("forget removed member's API address", "member", id, "err", err)
 	}
 	return nil
 }

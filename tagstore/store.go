@@ -355,7 +355,7 @@ func (s *Store) announceLeader() {
 		if err == nil || errors.Is(err, ErrNotLeader) || errors.Is(err, ErrClosed) {
 			return
 		}
-		s.log.Warn("record the leader's API address", "error", err)
+		s.log.Warn("record the leader's API address", "err", err)
 		select {
 		case <-s.closing:
 			return
@@ -631,7 +631,7 @@ func (s *Store) Status() ClusterStatus {
 	}
 	members, err := s.members()
 	if err != nil {
-		s.log.Debug("read raft configuration for status", "error", err)
+		s.log.Debug("read raft configuration for status", "err", err)
 	}
 	st.Members = members
 	return st

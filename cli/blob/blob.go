@@ -1,6 +1,7 @@
-// Package blob implements `krakenctl push` and `krakenctl pull`, which move one blob to and from
-// an origin cluster through server/client. Progress bars are drawn on stderr when it is a
-// terminal; stdout carries only the result, so both commands work in pipelines.
+// Package blob implements `krakenctl push` and `krakenctl pull`, which move one blob through
+// server/client: push to the origin cluster, pull through an agent (the swarm) or from the
+// origins directly. Progress bars are drawn on stderr when it is a terminal; stdout carries
+// only the result, so both commands work in pipelines.
 package blob
 
 import (

@@ -2,7 +2,8 @@
 // command. Origins come from the --origins flag, else the --endpoints-file flag, else
 // $KRAKENCTL_ORIGINS, else the endpoints file that `krakenctl dev up` writes at its default path;
 // build-index nodes likewise from --build-index, --endpoints-file, $KRAKENCTL_BUILD_INDEX and the
-// same file's build_index list.
+// same file's build_index list; the agent from --agent, else $KRAKENCTL_AGENT, else this host's
+// agent on its default port.
 package endpoints
 
 import (

@@ -35,7 +35,7 @@ func NewCmdRoot(f *cmdutil.Factory) *cobra.Command {
 		Use:   "krakenctl",
 		Short: "Peer-to-peer distribution of container images and large blobs",
 		Long: `krakenctl distributes container images and large blobs to thousands of hosts through a
-peer-to-peer swarm. One binary runs every server role (origin, and later agent, tracker, proxy,
+peer-to-peer swarm. One binary runs every server role (agent, origin, tracker, proxy and
 build-index) and carries the operator commands.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,

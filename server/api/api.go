@@ -1,8 +1,8 @@
 // Package api holds the paths, headers and JSON documents of krakenctl's own HTTP APIs (the
-// origin blob API, the swarm API of agents and origins, and the operator endpoints), and the
-// endpoints file that names a cluster's roles. The servers that serve them and the typed
-// clients in server/client and the commands share them from here; the package imports nothing
-// else of the module, so using it links no server.
+// blob API of origins and agents, the swarm API of agents and origins, the build-index API and
+// the operator endpoints), and the endpoints file that names a cluster's roles. The servers that
+// serve them, the typed clients in server/client and the commands share them from here; the
+// package imports nothing else of the module, so using it links no server.
 package api
 
 import (
