@@ -260,10 +260,10 @@ routes:
 	require.Equal(t, []string{"${X}", "${X}"}, s.Names)
 
 	for doc, want := range map[string]string{
-		"names: [a, '${KRAKENCTL_TEST_UNSET}']\n":                                    "names[1]: line 1: environment variable KRAKENCTL_TEST_UNSET is not set",
-		"names: [a]\nlisten: ${KRAKENCTL_TEST_UNSET}:1\n":                            "listen: line 2: environment variable KRAKENCTL_TEST_UNSET is not set",
-		"names: [a]\nlisten: ${KRAKENCTL_TEST_HOST\n":                                `listen: line 2: "${" without its closing "}"`,
-		"names: [a]\nlisten: ${1X}\n":                                                "listen: line 2: ${1X}: not an environment variable name",
+		"names: [a, '${KRAKENCTL_TEST_UNSET}']\n":                                        "names[1]: line 1: environment variable KRAKENCTL_TEST_UNSET is not set",
+		"names: [a]\nlisten: ${KRAKENCTL_TEST_UNSET}:1\n":                                "listen: line 2: environment variable KRAKENCTL_TEST_UNSET is not set",
+		"names: [a]\nlisten: ${KRAKENCTL_TEST_HOST\n":                                    `listen: line 2: "${" without its closing "}"`,
+		"names: [a]\nlisten: ${1X}\n":                                                    "listen: line 2: ${1X}: not an environment variable name",
 		"names: [a]\nroutes:\n  - store: {password_file: \"${KRAKENCTL_TEST_UNSET}\"}\n": "routes[0].store.password_file: line 3: environment variable KRAKENCTL_TEST_UNSET is not set",
 	} {
 		_, problems := decode(t, doc)
