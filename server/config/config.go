@@ -27,14 +27,17 @@
 //
 // may instead be given as <key>_file ("password_file: /run/secrets/registry"): the file's
 // content, less one trailing newline, becomes the value. Setting both keys is an error, and so
-// is a file that cannot be read. The tag needs no import, so packages below server/ (backends)
-// can mark their secrets. Messages never include a secret's value.
+// is a file that cannot be read. A secret may also come from the environment ("password:
+// ${REGISTRY_PASSWORD}"). The tag needs no import, so packages below server/ (backends) can
+// mark their secrets. The decoder's messages never include a secret's value, and Validate
+// methods must not either.
 //
 // # Environment
 //
 // "${NAME}" in a scalar value is replaced by the environment variable NAME; an unset variable
 // is an error naming the key. "$${" stands for a literal "${". A plain (unquoted) scalar is
-// typed after the expansion, so "max_conns: ${MAX_CONNS}" is a number.
+// typed after the expansion, so "max_conns: ${MAX_CONNS}" is a number. Inside a flow
+// collection ([...] or {...}) quote the reference, "${NAME}": braces end a plain scalar there.
 package config
 
 import (

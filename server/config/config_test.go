@@ -140,6 +140,7 @@ func TestDecodeErrorsNameTheKey(t *testing.T) {
 		{"validation", ok + "nested:\n  replicas: -1\n", "nested.replicas: must be at least 1, got -1"},
 		{"two documents", "listen: a\n---\nlisten: b\n", "line 3: more than one YAML document"},
 		{"malformed flow", ok + "listen: [a\n", "listen: line 2: did not find expected ',' or ']'"},
+		{"malformed on the first line", "nested: {replicas: ${X}}\n", "nested: line 1: did not find expected ',' or '}'"},
 		{"malformed in a list", ok + "routes:\n  - namespace: a\n  - namespace: b\n    store:\n      user: 'x\n", "routes[1].store.user: line 6: found unexpected end of stream"},
 		{"tab indentation", ok + "nested:\n\treplicas: 2\n", "nested: line 3: found character that cannot start any token"},
 		{"overlapping listeners", ok + "listen: 127.0.0.1:9\nadmin_listen: 127.0.0.1:9\n",

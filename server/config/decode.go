@@ -94,7 +94,7 @@ func (d *decoder) document(data []byte) {
 }
 
 // syntaxError matches yaml's parser errors, which carry a line but no key.
-var syntaxError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var syntaxError = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
 // syntax records a document that does not parse, naming the key it is in when the text shows
 // one (the parser knows only the line).
@@ -107,8 +107,13 @@ func (d *decoder) syntax(data []byte, err error) {
 	}
 	line, _ := strconv.Atoi(m[1])
 	if parserProblems[m[2]] {
-		// yaml reports its parser's (not its scanner's) errors with a 0-based line.
+		// yaml reports its parser's (not its scanner's) errors with a 0-based line, and
+		// leaves out line 0.
 		line++
+	}
+	if line == 0 {
+		d.problem("", 0, m[2])
+		return
 	}
 	d.problem(keyPathAt(data, line), line, m[2])
 }
