@@ -26,7 +26,8 @@
 //	Password string `yaml:"password" secret:"true"`
 //
 // may instead be given as <key>_file ("password_file: /run/secrets/registry"): the file's
-// content, less one trailing newline, becomes the value. Setting both keys is an error, and so
+// content, less one trailing newline, becomes the value; a relative path starts in the config
+// file's directory. Setting both keys is an error, and so
 // is a file that cannot be read. A secret may also come from the environment ("password:
 // ${REGISTRY_PASSWORD}"). The tag needs no import, so packages below server/ (backends) can
 // mark their secrets. The decoder's messages never include a secret's value, and Validate
@@ -46,6 +47,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -127,10 +129,17 @@ func Read(path string, cfg any) error {
 	if err != nil {
 		return &Error{File: path, Problems: []error{err}, fatal: true}
 	}
-	return inFile(path, Unmarshal(data, cfg))
+	d, err := newDecoder(cfg)
+	if err != nil {
+		return err
+	}
+	d.dir = filepath.Dir(path)
+	d.document(data)
+	return inFile(path, d.err())
 }
 
-// Unmarshal is Read on a document held in memory.
+// Unmarshal is Read on a document held in memory; relative secret file paths start in the
+// working directory.
 func Unmarshal(data []byte, cfg any) error {
 	d, err := newDecoder(cfg)
 	if err != nil {

@@ -211,6 +211,14 @@ func TestSecretFromFile(t *testing.T) {
 	require.Empty(t, problems)
 	require.Equal(t, "abc", s.Routes[0].Store.Password)
 
+	// A relative path starts in the config file's directory, not the working directory.
+	dir := filepath.Dir(pw)
+	cfgFile := filepath.Join(dir, "c.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte("names: [a]\nroutes:\n  - store: {user: u, password_file: pw}\n"), 0o600))
+	var rel sample
+	require.NoError(t, config.Load(cfgFile, &rel))
+	require.Equal(t, "s3cr3t", rel.Routes[0].Store.Password)
+
 	big := writeFile(t, "big", strings.Repeat("x", 65<<10))
 	_, problems = decode(t, "names: [a]\nroutes:\n  - store: {password_file: "+big+"}\n")
 	require.Len(t, problems, 1)
@@ -343,7 +351,7 @@ func TestCheckListenAddrs(t *testing.T) {
 		require.Len(t, errs, 1, "%s %s", tc.a, tc.b)
 		require.EqualError(t, errs[0], fmt.Sprintf("b: %q overlaps a %q: two listeners cannot bind the same port", tc.b, tc.a))
 	}
-	for addr, ok := range map[string]bool{"127.0.0.1:0": true, ":80": true, "[::1]:65535": true, "h": false, "h:65536": false, "h:http": false, "h:080": false} {
+	for addr, ok := range map[string]bool{"127.0.0.1:0": true, ":80": true, "[::1]:65535": true, "h": false, "h:65536": false, "h:http": false, "h:080": false, "h:00": false, "h:+1": false} {
 		require.Equal(t, ok, config.CheckHostPort(addr) == nil, addr)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -26,7 +27,9 @@ const maxSecretFile = 64 << 10
 // the tree here rather than in yaml is what lets every message name its key path, and what
 // lets a secret's key be spelled <key>_file.
 type decoder struct {
-	root      reflect.Value
+	root reflect.Value
+	// dir is where relative secret file paths start: the config file's directory.
+	dir       string
 	lookupEnv func(string) (string, bool)
 	problems  []error
 	failed    []string
@@ -354,6 +357,9 @@ func (d *decoder) secretFile(n *yaml.Node, v reflect.Value, path string) {
 		d.problem(key, n.Line, err.Error())
 		d.failed = append(d.failed, path)
 		return
+	}
+	if !filepath.IsAbs(name) && d.dir != "" {
+		name = filepath.Join(d.dir, name)
 	}
 	secret, err := readSecret(name)
 	if err != nil {

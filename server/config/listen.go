@@ -23,7 +23,7 @@ func CheckHostPort(addr string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not host:port: %w", addr, err)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n > 0 && port[0] == '0') {
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil || (len(port) > 1 && port[0] == '0') {
 		return fmt.Errorf("%q: port %q is not a number in 0..65535", addr, port)
 	}
 	return nil
