@@ -69,7 +69,7 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...))
+		errs = append(errs, invalidError{fmt.Errorf(format, args...)})
 	}
 	if len(c.Members) == 0 {
 		bad("ring.members must list at least one origin host:port")
@@ -105,6 +105,13 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// invalidError is a problem of a Config: its message starts with the key, as a config file's
+// messages do, and it wraps ErrInvalidConfig (and what it was made from).
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string   { return e.err.Error() }
+func (e invalidError) Unwrap() []error { return []error{ErrInvalidConfig, e.err} }
 
 // CheckMembers checks a role's list of origin addresses, configured under key: at least one,
 // each a usable member address (CheckMember), none twice. It returns one error per problem,

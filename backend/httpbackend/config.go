@@ -52,8 +52,10 @@ type Config struct {
 	// Authorization when Username is set, nor hop-by-hop or framing headers.
 	Headers map[string]string `yaml:"headers"`
 	// Username and Password, when Username is set, are sent as HTTP basic authentication.
+	// Password is tagged secret:"true": a role's config may give it as password_file, the
+	// path of a file holding it.
 	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Password string `yaml:"password" secret:"true"`
 	// List selects the directory listing format: "none" (the default), "json" or "html".
 	List ListFormat `yaml:"list"`
 }

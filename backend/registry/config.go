@@ -29,13 +29,15 @@ type Config struct {
 	Insecure bool `yaml:"insecure"`
 	// Username and Password are sent as HTTP basic credentials: to the registry when it asks
 	// for basic authentication, or to its token service when it asks for a bearer token.
-	// Without them the backend pulls anonymously.
+	// Without them the backend pulls anonymously. Password and Token are tagged
+	// secret:"true": a role's config may give them as password_file and token_file, paths of
+	// files holding them.
 	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Password string `yaml:"password" secret:"true"`
 	// Token is a ready-made bearer token sent with every request instead of the challenge
 	// flow, for registries that issue long-lived access tokens. It excludes username and
 	// password.
-	Token string `yaml:"token"`
+	Token string `yaml:"token" secret:"true"`
 	// Timeout bounds the wait for each response's headers and each token request. It does not
 	// bound streaming a blob; the caller's context does. Zero means DefaultTimeout.
 	Timeout time.Duration `yaml:"timeout"`

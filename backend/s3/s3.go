@@ -69,9 +69,11 @@ type Config struct {
 	// AccessKeyID, SecretAccessKey and SessionToken are static credentials. When AccessKeyID
 	// is empty, the standard AWS credential chain is used (AWS_ACCESS_KEY_ID and
 	// AWS_SECRET_ACCESS_KEY, the shared credentials file, web identity, ECS or EC2 roles).
+	// The secrets are tagged secret:"true": a role's config may give them as
+	// secret_access_key_file and session_token_file, paths of files holding them.
 	AccessKeyID     string `yaml:"access_key_id"`
-	SecretAccessKey string `yaml:"secret_access_key"`
-	SessionToken    string `yaml:"session_token"`
+	SecretAccessKey string `yaml:"secret_access_key" secret:"true"`
+	SessionToken    string `yaml:"session_token" secret:"true"`
 	// Prefix is prepended, with a "/", to every key, so several deployments can share a
 	// bucket. It must not start or end with "/".
 	Prefix string `yaml:"prefix"`

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/config"
 )
 
 // Factory gives commands their dependencies, so tests can replace each one.
@@ -70,7 +71,9 @@ var ErrSilent = errors.New("silent error")
 // ErrCancel is returned when the user interrupted the command.
 var ErrCancel = errors.New("cancelled")
 
-// ExitCode maps an error returned by a command to the process exit code.
+// ExitCode maps an error returned by a command to the process exit code. A config file that
+// fails to load (config.ErrInvalid) is a usage error, like a bad flag: the operator must fix
+// the input, and retrying will not help.
 func ExitCode(err error) int {
 	var fe *FlagError
 	switch {
@@ -78,7 +81,7 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.Is(err, ErrCancel):
 		return ExitCancel
-	case errors.As(err, &fe):
+	case errors.As(err, &fe), errors.Is(err, config.ErrInvalid):
 		return ExitUsage
 	default:
 		return ExitError

@@ -7,6 +7,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/blob"
 	"github.com/krakenctl/krakenctl/cli/cluster"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
 	"github.com/krakenctl/krakenctl/cli/ring"
 	"github.com/krakenctl/krakenctl/cli/tag"
@@ -30,10 +31,12 @@ func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 	}
 }
 
-// serverCommands run servers besides `serve`: dev up runs a whole local cluster, bench runs
-// roles in-process to measure them.
+// serverCommands are about servers besides `serve`: config checks a role's config file and
+// prints examples, dev up runs a whole local cluster, bench runs roles in-process to measure
+// them.
 func serverCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
+		config.NewCmdConfig(f),
 		dev.NewCmdDev(f),
 		bench.NewCmdBench(f),
 	}

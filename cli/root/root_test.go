@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode"
@@ -228,4 +229,32 @@ func TestMainReportsVersion(t *testing.T) {
 	var info version.Info
 	require.NoError(t, json.NewDecoder(strings.NewReader(stdout)).Decode(&info))
 	require.NotEmpty(t, info.Version, "a build without -X buildVersion still reports a version")
+}
+
+// TestMainConfigValidate runs `krakenctl config validate` as a process: a bad file exits 2
+// with every problem on its own line, and no "--help" hint (the file is wrong, not the usage).
+func TestMainConfigValidate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "tracker.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("listen: 127.0.0.1:16102\nmax_peer: 3\n"), 0o600))
+	stdout, stderr, code := runMain(t, "config", "validate", "tracker", bad)
+	require.Equal(t, cmdutil.ExitUsage, code, "stderr: %s", stderr)
+	require.Empty(t, stdout)
+	require.Equal(t, "krakenctl: "+bad+": invalid config (3 problems):\n"+
+		"  max_peer: line 2: field max_peer not found (did you mean max_peers?)\n"+
+		"  origins: required (the blob API addresses of the origins)\n"+
+		`  admin_listen: "127.0.0.1:16102" overlaps listen "127.0.0.1:16102": two listeners cannot bind the same port`+"\n", stderr)
+
+	example, _, code := runMain(t, "config", "example", "tracker")
+	require.Equal(t, 0, code)
+	good := filepath.Join(dir, "good.yaml")
+	require.NoError(t, os.WriteFile(good, []byte(example), 0o600))
+	stdout, stderr, code = runMain(t, "config", "validate", "tracker", good)
+	require.Equal(t, 0, code, "stderr: %s", stderr)
+	require.Equal(t, good+": valid tracker config\n", stdout)
+
+	_, stderr, code = runMain(t, "config", "validate", "nope", good)
+	require.Equal(t, cmdutil.ExitUsage, code)
+	require.Contains(t, stderr, `unknown role "nope"`)
 }

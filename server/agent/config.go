@@ -17,16 +17,18 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultListen     = api.DefaultAgentAddr
-	DefaultPeerListen = "127.0.0.1:16001"
-	DefaultSeedTime   = scheduler.DefaultSeedTime
-	DefaultMaxConns   = scheduler.DefaultMaxConns
-	DefaultPipeline   = config.ByteSize(scheduler.DefaultPipelineBytes)
+	DefaultListen      = api.DefaultAgentAddr
+	DefaultPeerListen  = "127.0.0.1:16001"
+	DefaultAdminListen = "127.0.0.1:16002"
+	DefaultSeedTime    = scheduler.DefaultSeedTime
+	DefaultMaxConns    = scheduler.DefaultMaxConns
+	DefaultPipeline    = config.ByteSize(scheduler.DefaultPipelineBytes)
 )
 
 // Config is an agent's YAML configuration file.
 //
 //	listen: 127.0.0.1:16000           # blob API for local clients (--listen overrides)
+//	admin_listen: 127.0.0.1:16002     # metrics, pprof, health and readiness
 //	peer_listen: 0.0.0.0:16001        # swarm connections from other hosts (--peer-listen overrides)
 //	peer_advertise: 10.0.0.7:16001    # where other hosts dial this agent; default peer_listen
 //	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
@@ -42,6 +44,9 @@ type Config struct {
 	// Listen is the address the blob API binds. It serves anyone who can reach it, so keep it
 	// on loopback unless the host's clients need it elsewhere.
 	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
+	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
+	AdminListen string `yaml:"admin_listen"`
 	// PeerListen is the address that accepts swarm connections from other hosts.
 	PeerListen string `yaml:"peer_listen"`
 	// PeerAdvertise is the host:port other hosts dial to reach PeerListen, announced to the
@@ -84,6 +89,9 @@ func (c *Config) Defaults() {
 	if c.PeerListen == "" {
 		c.PeerListen = DefaultPeerListen
 	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
 	if c.SeedTime == 0 {
 		c.SeedTime = DefaultSeedTime
 	}
@@ -104,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.PeerListen); err != nil {
 		bad("peer_listen: %q is not host:port: %v", c.PeerListen, err)
+	}
+	if err := config.CheckHostPort(c.AdminListen); err != nil {
+		bad("admin_listen: %v", err)
 	}
 	switch {
 	case c.PeerAdvertise != "":
@@ -153,6 +164,15 @@ func (c *Config) Validate() error {
 		seen[key] = true
 	}
 	return errors.Join(errs...)
+}
+
+// ListenAddrs lists the addresses the agent binds, for config.Check's overlap check.
+func (c *Config) ListenAddrs() []config.ListenAddr {
+	return []config.ListenAddr{
+		{Key: "listen", Addr: c.Listen},
+		{Key: "peer_listen", Addr: c.PeerListen},
+		{Key: "admin_listen", Addr: c.AdminListen},
+	}
 }
 
 // specifiedHost reports whether a listen host names one address (not "", 0.0.0.0 or ::).

@@ -18,11 +18,12 @@ func TestConfigDefaults(t *testing.T) {
 	var c agent.Config
 	require.NoError(t, config.Decode(strings.NewReader("trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\n"), &c))
 	require.Equal(t, agent.Config{
-		Listen: "127.0.0.1:16000", PeerListen: "127.0.0.1:16001", Trackers: []string{"127.0.0.1:15003"},
+		Listen: "127.0.0.1:16000", AdminListen: agent.DefaultAdminListen, PeerListen: "127.0.0.1:16001", Trackers: []string{"127.0.0.1:15003"},
 		StoreDir: "/tmp/a", SeedTime: 10 * time.Minute, MaxConns: 20, Pipeline: 4 << 20,
 	}, c)
 
 	doc := `listen: 127.0.0.1:7000
+admin_listen: 127.0.0.1:7002
 peer_listen: 0.0.0.0:7001
 peer_advertise: agent-7.example:7001
 trackers: [t1:15003, "https://t2.example:8443"]
@@ -38,7 +39,7 @@ build_index: [10.0.0.4:15100, "https://bi.example/api"]
 	c = agent.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
 	require.Equal(t, agent.Config{
-		Listen: "127.0.0.1:7000", PeerListen: "0.0.0.0:7001", PeerAdvertise: "agent-7.example:7001",
+		Listen: "127.0.0.1:7000", AdminListen: "127.0.0.1:7002", PeerListen: "0.0.0.0:7001", PeerAdvertise: "agent-7.example:7001",
 		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
 		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
 		BuildIndex: []string{"10.0.0.4:15100", "https://bi.example/api"},
@@ -72,6 +73,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "build_index: ['http://host', 'host:80']\n", "build_index: host:80 listed twice"},
 		{base + "build_index: 127.0.0.1:15100\n", "line 3: cannot unmarshal"},
 		{base + "buildindex: [x:1]\n", "field buildindex not found"},
+		{base + "admin_listen: nope\n", `admin_listen: "nope" is not host:port`},
+		{base + "admin_listen: 127.0.0.1:16001\n", `admin_listen: "127.0.0.1:16001" overlaps peer_listen "127.0.0.1:16001"`},
+		{base + "peer_listen: 0.0.0.0:16000\npeer_advertise: h:16000\n", `peer_listen: "0.0.0.0:16000" overlaps listen "127.0.0.1:16000"`},
 	} {
 		var c agent.Config
 		err := config.Decode(strings.NewReader(tc.doc), &c)

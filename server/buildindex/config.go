@@ -18,6 +18,7 @@ import (
 const (
 	DefaultListen        = "127.0.0.1:15100"
 	DefaultRaftListen    = "127.0.0.1:15101"
+	DefaultAdminListen   = "127.0.0.1:15102"
 	DefaultMaxBody       = 64 << 10
 	DefaultTagsNamespace = "krakenctl-tags"
 	// DefaultMaxManifestSize bounds the manifests fetched for the content check; larger objects
@@ -30,6 +31,7 @@ const (
 //	listen: 127.0.0.1:15100          # HTTP API (--listen overrides)
 //	advertise: 127.0.0.1:15100       # API address other nodes forward to; default listen
 //	raft_listen: 127.0.0.1:15101     # Raft traffic
+//	admin_listen: 127.0.0.1:15102    # metrics, pprof, health and readiness
 //	dir: /var/lib/krakenctl/build-index
 //	raft:
 //	  node_id: bi-1                  # default: from advertise, "127.0.0.1-15100"
@@ -42,6 +44,9 @@ const (
 type Config struct {
 	// Listen is the address the HTTP API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
+	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
+	AdminListen string `yaml:"admin_listen"`
 	// Advertise is the API address as other nodes and clients reach it; the leader's is where
 	// followers forward writes. Defaults to Listen.
 	Advertise string `yaml:"advertise"`
@@ -101,6 +106,9 @@ func (c *Config) Defaults() {
 	}
 	if c.RaftListen == "" {
 		c.RaftListen = DefaultRaftListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
 	}
 	if c.Raft.Advertise == "" {
 		c.Raft.Advertise = c.RaftListen
@@ -169,6 +177,15 @@ func nodeIDFrom(addr string) string {
 	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addr)
 }
 
+// ListenAddrs lists the addresses the node binds, for config.Check's overlap check.
+func (c *Config) ListenAddrs() []config.ListenAddr {
+	return []config.ListenAddr{
+		{Key: "listen", Addr: c.Listen},
+		{Key: "raft_listen", Addr: c.RaftListen},
+		{Key: "admin_listen", Addr: c.AdminListen},
+	}
+}
+
 // verify reports whether content checks are on (the default).
 func (c *Config) verify() bool { return c.VerifyContent == nil || *c.VerifyContent }
 
@@ -184,13 +201,16 @@ func (c *Config) Validate() error {
 	hostPort("listen", c.Listen)
 	hostPort("advertise", c.Advertise)
 	hostPort("raft_listen", c.RaftListen)
+	if err := config.CheckHostPort(c.AdminListen); err != nil {
+		bad("admin_listen: %v", err)
+	}
 	if c.Dir == "" {
 		bad("dir: required")
 	}
 	if c.Raft.APIAddr != c.Advertise {
 		bad("raft.api_addr: %q differs from advertise %q (leave it unset)", c.Raft.APIAddr, c.Advertise)
 	}
-	if err := c.Raft.Validate(); err != nil {
+	for _, err := range config.Problems(c.Raft.Validate()) {
 		bad("raft: %w", err)
 	}
 	for i, o := range c.Origins {

@@ -11,10 +11,19 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
+// Defaults of Config.
+const (
+	DefaultListen      = "127.0.0.1:15000"
+	DefaultAdminListen = "127.0.0.1:15002"
+)
+
 // Config is an origin's YAML configuration file.
 type Config struct {
 	// Listen is the address the blob API binds ("127.0.0.1:15000"). The --listen flag overrides it.
 	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
+	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
+	AdminListen string `yaml:"admin_listen"`
 	// Advertise is this origin's address in the ring, as the other origins and clients reach it.
 	// Defaults to Listen. It must appear in ring.members when members are listed.
 	Advertise string `yaml:"advertise"`
@@ -79,7 +88,10 @@ type WritebackConfig struct {
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:15000"
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
 	}
 	if c.Advertise == "" {
 		c.Advertise = c.Listen
@@ -124,6 +136,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if err := config.CheckHostPort(c.AdminListen); err != nil {
+		bad("admin_listen: %v", err)
 	}
 	if err := ring.CheckMember(c.Advertise); err != nil {
 		bad("advertise: %v", err)
@@ -186,4 +201,14 @@ func (c *Config) Validate() error {
 		bad("repair_interval: must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+// ListenAddrs lists the addresses the origin binds, for config.Check's overlap check. The
+// swarm port is off when peer.listen is empty.
+func (c *Config) ListenAddrs() []config.ListenAddr {
+	return []config.ListenAddr{
+		{Key: "listen", Addr: c.Listen},
+		{Key: "peer.listen", Addr: c.Peer.Listen},
+		{Key: "admin_listen", Addr: c.AdminListen},
+	}
 }

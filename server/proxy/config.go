@@ -13,6 +13,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultListen         = "127.0.0.1:15400"
+	DefaultAdminListen    = "127.0.0.1:15402"
 	DefaultManifestCache  = 64 << 20
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultIndexTimeout   = 30 * time.Second
@@ -22,6 +23,7 @@ const (
 // Config is a proxy's YAML configuration file.
 //
 //	listen: 127.0.0.1:15400          # OCI distribution API (--listen overrides)
+//	admin_listen: 127.0.0.1:15402    # metrics, pprof, health and readiness
 //	origins:                         # blob API addresses of every origin, as in their ring
 //	  - 10.0.0.1:15000
 //	  - 10.0.0.2:15000
@@ -42,6 +44,9 @@ const (
 type Config struct {
 	// Listen is the address the OCI distribution API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
+	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
+	AdminListen string `yaml:"admin_listen"`
 	// Origins are the blob-API addresses (host:port) of every origin, spelled as in the
 	// origins' ring.members. Required. Upload sessions are started on them and their ids name
 	// the origin, so an id naming an address not listed here is refused.
@@ -90,6 +95,9 @@ func (c *Config) Defaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
 	if c.ManifestCache == 0 {
 		c.ManifestCache = DefaultManifestCache
 	}
@@ -124,6 +132,9 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	if err := config.CheckHostPort(c.AdminListen); err != nil {
+		bad("admin_listen: %v", err)
 	}
 	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
 	if len(c.BuildIndex) == 0 {
@@ -169,6 +180,11 @@ func (c *Config) Validate() error {
 		bad("timeouts.origin_response: must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// ListenAddrs lists the addresses the proxy binds, for config.Check's overlap check.
+func (c *Config) ListenAddrs() []config.ListenAddr {
+	return []config.ListenAddr{{Key: "listen", Addr: c.Listen}, {Key: "admin_listen", Addr: c.AdminListen}}
 }
 
 // ringConfig is the proxy's view of the origin ring: its members and health checks. Replicas

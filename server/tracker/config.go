@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/config"
 )
 
 // Defaults of Config.
 const (
 	DefaultListen           = "127.0.0.1:16100"
+	DefaultAdminListen      = "127.0.0.1:16102"
 	DefaultReplicas         = ring.DefaultReplicas
 	DefaultPeerTTL          = 30 * time.Second
 	DefaultAnnounceInterval = 3 * time.Second
@@ -24,6 +26,7 @@ const (
 // Config is a tracker's YAML configuration file.
 //
 //	listen: 127.0.0.1:16100          # HTTP API (--listen overrides)
+//	admin_listen: 127.0.0.1:16102    # metrics, pprof, health and readiness
 //	origins:                         # blob API addresses of every origin, as in their ring
 //	  - 10.0.0.1:15000
 //	  - 10.0.0.2:15000
@@ -35,6 +38,9 @@ const (
 type Config struct {
 	// Listen is the address the HTTP API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
+	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
+	AdminListen string `yaml:"admin_listen"`
 	// Origins are the blob-API addresses (host:port) of all origins, spelled as in the origins'
 	// ring.members so that the rendezvous order is the same. Required.
 	Origins []string `yaml:"origins"`
@@ -58,6 +64,9 @@ type Config struct {
 func (c *Config) Defaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
@@ -83,6 +92,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port: %v", c.Listen, err)
 	}
+	if err := config.CheckHostPort(c.AdminListen); err != nil {
+		bad("admin_listen: %v", err)
+	}
 	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
 	if c.Replicas < 1 {
 		bad("replicas: must be at least 1")
@@ -102,4 +114,9 @@ func (c *Config) Validate() error {
 		bad("metainfo_cache: must be at least 1")
 	}
 	return errors.Join(errs...)
+}
+
+// ListenAddrs lists the addresses the tracker binds, for config.Check's overlap check.
+func (c *Config) ListenAddrs() []config.ListenAddr {
+	return []config.ListenAddr{{Key: "listen", Addr: c.Listen}, {Key: "admin_listen", Addr: c.AdminListen}}
 }

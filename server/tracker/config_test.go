@@ -18,6 +18,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.NoError(t, config.Decode(strings.NewReader("origins: [127.0.0.1:15000]\n"), &cfg))
 	require.Equal(t, tracker.Config{
 		Listen:           tracker.DefaultListen,
+		AdminListen:      tracker.DefaultAdminListen,
 		Origins:          []string{"127.0.0.1:15000"},
 		Replicas:         3,
 		PeerTTL:          30 * time.Second,
@@ -27,6 +28,7 @@ func TestConfigDefaults(t *testing.T) {
 	}, cfg)
 
 	doc := `listen: 0.0.0.0:7000
+admin_listen: 127.0.0.1:7001
 origins: [10.0.0.1:15000, "[fd00::2]:15000", origin-3.example:15000]
 replicas: 2
 peer_ttl: 1m
@@ -37,7 +39,7 @@ metainfo_cache: 10
 	cfg = tracker.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &cfg))
 	require.Equal(t, tracker.Config{
-		Listen: "0.0.0.0:7000", Origins: []string{"10.0.0.1:15000", "[fd00::2]:15000", "origin-3.example:15000"},
+		Listen: "0.0.0.0:7000", AdminListen: "127.0.0.1:7001", Origins: []string{"10.0.0.1:15000", "[fd00::2]:15000", "origin-3.example:15000"},
 		Replicas: 2, PeerTTL: time.Minute, AnnounceInterval: 5 * time.Second, MaxPeers: 40, MetainfoCache: 10,
 	}, cfg)
 }
@@ -58,7 +60,9 @@ func TestConfigValidate(t *testing.T) {
 		{"origins: [127.0.0.1:1]\nmax_peers: -1\n", "max_peers"},
 		{"origins: [127.0.0.1:1]\nmax_peers: 100000\n", "max_peers"},
 		{"origins: [127.0.0.1:1]\nmetainfo_cache: -5\n", "metainfo_cache"},
-		{"origins: [127.0.0.1:1]\npeer_ttl: soon\n", "line 2: cannot unmarshal !!str `soon`"},
+		{"origins: [127.0.0.1:1]\npeer_ttl: soon\n", "peer_ttl: line 2: cannot unmarshal !!str `soon`"},
+		{"origins: [127.0.0.1:1]\nadmin_listen: nope\n", `admin_listen: "nope" is not host:port`},
+		{"origins: [127.0.0.1:1]\nadmin_listen: 0.0.0.0:16100\n", `admin_listen: "0.0.0.0:16100" overlaps listen "127.0.0.1:16100"`},
 	} {
 		var cfg tracker.Config
 		err := config.Decode(strings.NewReader(tc.doc), &cfg)

@@ -1,0 +1,11 @@
+package tracker
+
+import _ "embed" // for the example config
+
+//go:embed example.yaml
+var example string
+
+// Example returns a complete, commented tracker configuration file: every key with its
+// default or a realistic value. `krakenctl config example tracker` prints it, and a test
+// proves it loads and mentions every key of Config.
+func Example() string { return example }
