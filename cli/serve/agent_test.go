@@ -19,33 +19,37 @@ import (
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/cmdutil/cmdutiltest"
-	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 )
 
 func TestNewCmdAgent(t *testing.T) {
 	t.Parallel()
+	agentRole, err := roles.Lookup("agent")
+	require.NoError(t, err)
 	for _, tc := range []struct {
 		args    []string
-		want    AgentOptions
+		want    []Override
 		wantErr string
 	}{
-		{args: []string{"--config", "a.yaml"}, want: AgentOptions{RoleOptions: RoleOptions{ConfigPath: "a.yaml", LogLevel: "info"}}},
+		{args: []string{"--config", "a.yaml"}},
 		{args: []string{"-c", "a.yaml", "--listen", "127.0.0.1:1", "--peer-listen", "0.0.0.0:2", "--peer-advertise", "h:2",
-			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--build-index", "b1:4,b2:4", "--store-dir", "/d", "--log-level", "debug"},
-			want: AgentOptions{
-				RoleOptions: RoleOptions{ConfigPath: "a.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"},
-				PeerListen:  "0.0.0.0:2", PeerAdvertise: "h:2", Trackers: []string{"t1:3", "t2:3", "t3:3"},
-				BuildIndex: []string{"b1:4", "b2:4"}, StoreDir: "/d",
+			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--build-index", "b1:4,b2:4", "--store-dir", "/d", "--log-level", "debug",
+			"--admin-listen", "127.0.0.1:9"},
+			want: []Override{
+				set("listen", "listen", "127.0.0.1:1"), set("admin-listen", "admin_listen", "127.0.0.1:9"),
+				set("peer-listen", "peer_listen", "0.0.0.0:2"), set("peer-advertise", "peer_advertise", "h:2"),
+				list("tracker", "trackers", "t1:3", "t2:3", "t3:3"), list("build-index", "build_index", "b1:4", "b2:4"),
+				set("store-dir", "store_dir", "/d"),
 			}},
 		{args: []string{"--tracker", "t:1"}, wantErr: "--config is required"},
 		{args: []string{"-c", "a.yaml", "extra"}, wantErr: "unknown command"},
 		{args: []string{"-c", "a.yaml", "--origins", "x:1"}, wantErr: "unknown flag"},
 	} {
-		var got *AgentOptions
+		var got *Options
 		err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
-			return NewCmdAgent(f, func(_ context.Context, o *AgentOptions) error { got = o; return nil })
+			return NewCmdRole(f, agentRole, func(_ context.Context, o *Options) error { got = o; return nil })
 		}, tc.args...)
 		if tc.wantErr != "" {
 			require.ErrorContains(t, err, tc.wantErr)
@@ -53,7 +57,9 @@ func TestNewCmdAgent(t *testing.T) {
 			continue
 		}
 		require.NoError(t, err, tc.args)
-		require.Equal(t, tc.want, *got)
+		require.Equal(t, "a.yaml", got.ConfigPath)
+		require.Equal(t, "agent", got.Role.Name)
+		require.Equal(t, tc.want, got.Overrides)
 	}
 }
 
@@ -64,26 +70,23 @@ func TestRunAgentBadConfig(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	for _, tc := range []struct {
 		doc  string
-		opts AgentOptions
+		opts []Override
 		want string
 	}{
 		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nseed_tme: 1m\n", want: "field seed_tme not found"},
 		{doc: "store_dir: " + store + "\n", want: "trackers: required"},
 		{doc: "trackers: [127.0.0.1:1]\n", want: "store_dir: required"},
-		{doc: "", opts: AgentOptions{Trackers: []string{"127.0.0.1:1"}}, want: "store_dir: required"},
-		{doc: "", opts: AgentOptions{Trackers: []string{"127.0.0.1:1"}, StoreDir: store, PeerListen: "0.0.0.0:0"}, want: "peer_advertise: required"},
-		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: AgentOptions{RoleOptions: RoleOptions{Listen: "nope"}}, want: `listen: "nope" is not host:port`},
+		{doc: "", opts: []Override{list("tracker", "trackers", "127.0.0.1:1")}, want: "store_dir: required"},
+		{doc: "", opts: []Override{list("tracker", "trackers", "127.0.0.1:1"), set("store-dir", "store_dir", store), set("peer-listen", "peer_listen", "0.0.0.0:0")}, want: "peer_advertise: required"},
+		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: []Override{set("listen", "listen", "nope")}, want: `--listen: listen: "nope" is not host:port`},
 		{doc: "capacity: lots\n", want: `size "lots"`},
 		// --build-index replaces the file's build_index.
 		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nbuild_index: [127.0.0.1:2]\n",
-			opts: AgentOptions{BuildIndex: []string{"127.0.0.1:3", "127.0.0.1:3"}}, want: "build_index: 127.0.0.1:3 listed twice"},
+			opts: []Override{list("build-index", "build_index", "127.0.0.1:3", "127.0.0.1:3")}, want: "--build-index: build_index: 127.0.0.1:3 listed twice"},
 	} {
 		path := filepath.Join(t.TempDir(), "agent.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		ios, _, _, _ := iostreams.Test()
-		opts := tc.opts
-		opts.ConfigPath, opts.LogLevel = path, "info"
-		err := runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &opts)
+		err := run(t.Context(), t, "agent", path, tc.opts...)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		require.ErrorContains(t, err, path)
@@ -92,10 +95,9 @@ func TestRunAgentBadConfig(t *testing.T) {
 	_, err := os.Stat(store)
 	require.True(t, os.IsNotExist(err), "nothing was created: %v", err)
 
-	ios, _, _, _ := iostreams.Test()
-	err = runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &AgentOptions{RoleOptions: RoleOptions{ConfigPath: "x", LogLevel: "loud"}})
+	err = Run(t.Context(), factory(), &Options{Role: agentRole(t), ConfigPath: "x", LogLevel: "loud"})
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
-	err = runAgent(t.Context(), &cmdutil.Factory{IOStreams: ios}, &AgentOptions{RoleOptions: RoleOptions{ConfigPath: filepath.Join(t.TempDir(), "missing.yaml"), LogLevel: "info"}})
+	err = run(t.Context(), t, "agent", filepath.Join(t.TempDir(), "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml")
 }
 
@@ -115,11 +117,12 @@ peer: {listen: %s}
 backends:
   - namespace: ".*"
     fs: {root: %s}
+admin_listen: 127.0.0.1:0
 `, originAddr, filepath.Join(dir, "origin"), originPeer, root)), 0o600))
 	trackerCfg := filepath.Join(dir, "tracker.yaml")
-	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce_interval: 1s\n", trackerAddr, originAddr)), 0o600))
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce_interval: 1s\n"+adminAny, trackerAddr, originAddr)), 0o600))
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf("listen: %s\npeer_listen: %s\nseed_time: 1m\n", agentAddr, agentPeer)), 0o600))
+	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf("listen: %s\npeer_listen: %s\nseed_time: 1m\n"+adminAny, agentAddr, agentPeer)), 0o600))
 
 	be, err := fs.New(fs.Config{Root: root})
 	require.NoError(t, err)
@@ -134,19 +137,11 @@ backends:
 	hc := &http.Client{Transport: tr}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
 	originDone, trackerDone, agentDone := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go func() { originDone <- run(ctx, t, "origin", originCfg) }()
+	go func() { trackerDone <- run(ctx, t, "tracker", trackerCfg) }()
 	go func() {
-		originDone <- runOrigin(ctx, factory(), &OriginOptions{ConfigPath: originCfg, LogLevel: "info"})
-	}()
-	go func() {
-		trackerDone <- runTracker(ctx, factory(), &TrackerOptions{ConfigPath: trackerCfg, LogLevel: "info"})
-	}()
-	go func() {
-		agentDone <- runAgent(ctx, factory(), &AgentOptions{
-			RoleOptions: RoleOptions{ConfigPath: agentCfg, LogLevel: "info"},
-			Trackers:    []string{trackerAddr}, StoreDir: filepath.Join(dir, "agent"),
-		})
+		agentDone <- run(ctx, t, "agent", agentCfg, list("tracker", "trackers", trackerAddr), set("store-dir", "store_dir", filepath.Join(dir, "agent")))
 	}()
 	ready := func(addr string) bool {
 		resp, err := hc.Get("http://" + addr + "/readyz")
@@ -182,4 +177,10 @@ backends:
 	require.NoError(t, <-agentDone)
 	require.NoError(t, <-trackerDone)
 	require.NoError(t, <-originDone)
+}
+
+func agentRole(t *testing.T) roles.Role {
+	r, err := roles.Lookup("agent")
+	require.NoError(t, err)
+	return r
 }

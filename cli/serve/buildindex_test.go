@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,10 +14,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
-	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 )
 
 // TestRunBuildIndexBadConfig: a malformed config is refused with the file and the key named,
@@ -38,8 +37,7 @@ func TestRunBuildIndexBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "build-index.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		ios, _, _, _ := iostreams.Test()
-		err := runBuildIndex(t.Context(), &cmdutil.Factory{IOStreams: ios}, &BuildIndexOptions{ConfigPath: path, LogLevel: "info"})
+		err := run(t.Context(), t, "build-index", path)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		require.ErrorContains(t, err, path)
@@ -49,16 +47,10 @@ func TestRunBuildIndexBadConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, entries, "nothing was created in the state dir")
 
-	ios, _, _, _ := iostreams.Test()
-	err = runBuildIndex(t.Context(), &cmdutil.Factory{IOStreams: ios}, &BuildIndexOptions{ConfigPath: "x", LogLevel: "loud"})
-	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := roles.Lookup("build-index")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	err = Run(t.Context(), factory(), &Options{Role: r, ConfigPath: "x", LogLevel: "loud"})
+	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 }
 
 // TestRunBuildIndex starts a one-node cluster from a config file with --listen overriding the
@@ -68,14 +60,11 @@ func TestRunBuildIndex(t *testing.T) {
 	dir := t.TempDir()
 	listen, raft := freePort(t), freePort(t)
 	path := filepath.Join(dir, "build-index.yaml")
-	doc := fmt.Sprintf("listen: 127.0.0.1:1\nraft_listen: %s\ndir: %s\nverify_content: false\nraft:\n  bootstrap: true\n", raft, filepath.Join(dir, "state"))
+	doc := fmt.Sprintf("listen: 127.0.0.1:1\nraft_listen: %s\ndir: %s\nverify_content: false\nraft:\n  bootstrap: true\n"+adminAny, raft, filepath.Join(dir, "state"))
 	require.NoError(t, os.WriteFile(path, []byte(doc), 0o600))
-	ios, _, _, _ := iostreams.Test()
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
-	go func() {
-		errc <- runBuildIndex(ctx, &cmdutil.Factory{IOStreams: ios}, &BuildIndexOptions{ConfigPath: path, Listen: listen, LogLevel: "info"})
-	}()
+	go func() { errc <- run(ctx, t, "build-index", path, set("listen", "listen", listen)) }()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	c := client.NewBuildIndex(listen, &http.Client{Transport: tr, Timeout: 5 * time.Second})

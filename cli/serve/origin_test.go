@@ -7,47 +7,65 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 )
 
-// TestNewRoleCmds parses the flags of every `serve ROLE` command (they share newRoleCmd).
+// TestNewRoleCmds parses the flags every `serve ROLE` command shares, and refuses the flags of
+// another role.
 func TestNewRoleCmds(t *testing.T) {
 	t.Parallel()
 	ios, _, _, _ := iostreams.Test()
 	f := &cmdutil.Factory{IOStreams: ios}
-	for name, mk := range map[string]func(*cmdutil.Factory, func(context.Context, *RoleOptions) error) *cobra.Command{
-		"origin": NewCmdOrigin, "build-index": NewCmdBuildIndex, "tracker": NewCmdTracker, "proxy": NewCmdProxy,
-	} {
+	for _, r := range roles.All() {
 		for _, tc := range []struct {
 			args    []string
-			want    RoleOptions
+			want    []Override
+			level   string
 			wantErr string
 		}{
-			{args: []string{"--config", "o.yaml"}, want: RoleOptions{ConfigPath: "o.yaml", LogLevel: "info"}},
-			{args: []string{"-c", "o.yaml", "--listen", "127.0.0.1:1", "--log-level", "debug"}, want: RoleOptions{ConfigPath: "o.yaml", Listen: "127.0.0.1:1", LogLevel: "debug"}},
+			{args: []string{"--config", "o.yaml"}, level: "info"},
+			{args: []string{"-c", "o.yaml", "--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2", "--log-level", "debug"}, level: "debug",
+				want: []Override{set("listen", "listen", "127.0.0.1:1"), set("admin-listen", "admin_listen", "127.0.0.1:2")}},
 			{args: nil, wantErr: "--config is required"},
 			{args: []string{"-c", "o.yaml", "extra"}, wantErr: "unknown command"},
 			{args: []string{"-c", "o.yaml", "--raft"}, wantErr: "unknown flag"},
 		} {
-			var got *RoleOptions
-			cmd := mk(f, func(_ context.Context, o *RoleOptions) error { got = o; return nil })
+			var got *Options
+			cmd := NewCmdRole(f, r, func(_ context.Context, o *Options) error { got = o; return nil })
 			cmd.SetArgs(tc.args)
 			cmd.SetOut(ios.Out)
 			cmd.SetErr(ios.ErrOut)
 			err := cmd.Execute()
 			if tc.wantErr != "" {
-				require.ErrorContains(t, err, tc.wantErr, name)
+				require.ErrorContains(t, err, tc.wantErr, r.Name)
 				continue
 			}
-			require.NoError(t, err, name)
-			require.Equal(t, tc.want, *got, name)
+			require.NoError(t, err, r.Name)
+			require.Equal(t, r.Name, got.Role.Name)
+			require.Equal(t, "o.yaml", got.ConfigPath, r.Name)
+			require.Equal(t, tc.level, got.LogLevel, r.Name)
+			require.Equal(t, tc.want, got.Overrides, r.Name)
 		}
 	}
+}
+
+// TestServeTable: `serve` has one command per role of server/roles, each with help.
+func TestServeTable(t *testing.T) {
+	t.Parallel()
+	ios, _, _, _ := iostreams.Test()
+	cmd := NewCmdServe(&cmdutil.Factory{IOStreams: ios})
+	var names []string
+	for _, c := range cmd.Commands() {
+		names = append(names, c.Name())
+		require.NotEmpty(t, c.Short, c.Name())
+		require.Contains(t, c.Long, "--listen listen", c.Name())
+	}
+	require.ElementsMatch(t, roles.Names(), names)
 }
 
 // TestRunOriginBadConfig: a malformed config file is refused with a message naming the file and
@@ -67,8 +85,7 @@ func TestRunOriginBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "origin.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		ios, _, _, _ := iostreams.Test()
-		err := runOrigin(t.Context(), &cmdutil.Factory{IOStreams: ios}, &OriginOptions{ConfigPath: path, LogLevel: "info"})
+		err := run(t.Context(), t, "origin", path)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		require.ErrorContains(t, err, path)
@@ -78,10 +95,11 @@ func TestRunOriginBadConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, entries, "nothing was created in the store dir")
 
-	ios, _, _, _ := iostreams.Test()
-	err = runOrigin(t.Context(), &cmdutil.Factory{IOStreams: ios}, &OriginOptions{ConfigPath: filepath.Join(dir, "missing.yaml"), LogLevel: "info"})
+	err = run(t.Context(), t, "origin", filepath.Join(dir, "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml")
-	err = runOrigin(t.Context(), &cmdutil.Factory{IOStreams: ios}, &OriginOptions{ConfigPath: "x", LogLevel: "loud"})
+	r, err := roles.Lookup("origin")
+	require.NoError(t, err)
+	err = Run(t.Context(), factory(), &Options{Role: r, ConfigPath: "x", LogLevel: "loud"})
 	require.ErrorContains(t, err, "--log-level")
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 }

@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
-	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 )
 
 // TestRunProxyBadConfig: a malformed config is refused with the file and the key named, and a
@@ -31,8 +31,11 @@ func TestRunProxyBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "proxy.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		ios, _, _, _ := iostreams.Test()
-		err := runProxy(t.Context(), &cmdutil.Factory{IOStreams: ios}, &ProxyOptions{ConfigPath: path, Listen: tc.listen, LogLevel: "info"})
+		var overrides []Override
+		if tc.listen != "" {
+			overrides = append(overrides, set("listen", "listen", tc.listen))
+		}
+		err := run(t.Context(), t, "proxy", path, overrides...)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		if tc.listen == "" {
@@ -40,8 +43,9 @@ func TestRunProxyBadConfig(t *testing.T) {
 		}
 		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
 	}
-	ios, _, _, _ := iostreams.Test()
-	err := runProxy(t.Context(), &cmdutil.Factory{IOStreams: ios}, &ProxyOptions{ConfigPath: "x", LogLevel: "loud"})
+	r, err := roles.Lookup("proxy")
+	require.NoError(t, err)
+	err = Run(t.Context(), factory(), &Options{Role: r, ConfigPath: "x", LogLevel: "loud"})
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 }
 
@@ -51,54 +55,53 @@ func TestRunProxy(t *testing.T) {
 	t.Parallel()
 	listen := freePort(t)
 	path := filepath.Join(t.TempDir(), "proxy.yaml")
-	doc := "listen: " + listen + "\norigins: [" + freePort(t) + "]\nbuild_index: [" + freePort(t) + "]\n"
+	admin := freePort(t)
+	doc := "listen: " + listen + "\norigins: [" + freePort(t) + "]\nbuild_index: [" + freePort(t) + "]\nadmin_listen: " + admin + "\n"
 	require.NoError(t, os.WriteFile(path, []byte(doc), 0o600))
-	ios, _, _, _ := iostreams.Test()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() {
-		errc <- runProxy(ctx, &cmdutil.Factory{IOStreams: ios}, &ProxyOptions{ConfigPath: path, LogLevel: "info"})
-	}()
+	go func() { errc <- run(ctx, t, "proxy", path) }()
 	hc := &http.Client{Timeout: 10 * time.Second}
-	status := func(p string) int {
-		resp, err := hc.Get("http://" + listen + p)
+	statusAt := func(hc *http.Client, addr, p string) int {
+		resp, err := hc.Get("http://" + addr + p)
 		if err != nil {
 			return 0
 		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	status := func(p string) int { return statusAt(hc, listen, p) }
 	require.Eventually(t, func() bool { return status("/health") == http.StatusOK }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, http.StatusOK, status("/v2/"))
 	require.Equal(t, http.StatusServiceUnavailable, status("/readyz"))
+	// Metrics and profiles are served on the admin listener only.
+	require.Equal(t, http.StatusNotFound, status("/metrics"))
+	require.Equal(t, http.StatusOK, statusAt(hc, admin, "/metrics"))
+	require.Equal(t, http.StatusOK, statusAt(hc, admin, "/debug/pprof/"))
+	require.Equal(t, http.StatusServiceUnavailable, statusAt(hc, admin, "/readyz"))
 	cancel()
 	require.NoError(t, <-errc)
 }
 
 // TestBadListenFlag: a --listen that the config rejects is a config error naming --listen, for
-// every role that takes the flag on top of its file.
+// every role, on top of a file that is otherwise valid.
 func TestBadListenFlag(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	write := func(name, doc string) string {
-		p := filepath.Join(dir, name)
-		require.NoError(t, os.WriteFile(p, []byte(doc), 0o600))
-		return p
-	}
-	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
-	ro := func(path string) RoleOptions { return RoleOptions{ConfigPath: path, Listen: "nope", LogLevel: "info"} }
-	for name, run := range map[string]func() error{
-		"proxy": func() error {
-			o := ro(write("proxy.yaml", "origins: [127.0.0.1:1]\nbuild_index: [127.0.0.1:2]\n"))
-			return runProxy(t.Context(), factory(), &o)
-		},
-		"tracker": func() error {
-			o := TrackerOptions(ro(write("tracker.yaml", "origins: [127.0.0.1:1]\n")))
-			return runTracker(t.Context(), factory(), &o)
-		},
+	for role, doc := range map[string]string{
+		"proxy":       "origins: [127.0.0.1:1]\nbuild_index: [127.0.0.1:2]\n",
+		"tracker":     "origins: [127.0.0.1:1]\n",
+		"agent":       "trackers: [127.0.0.1:1]\nstore_dir: " + filepath.Join(dir, "a") + "\n",
+		"origin":      "store: {dir: " + filepath.Join(dir, "o") + "}\n",
+		"build-index": "dir: " + filepath.Join(dir, "b") + "\nverify_content: false\n",
 	} {
-		err := run()
-		require.ErrorIs(t, err, config.ErrInvalid, name)
-		require.ErrorContains(t, err, "--listen", name)
+		path := filepath.Join(dir, role+".yaml")
+		require.NoError(t, os.WriteFile(path, []byte(doc), 0o600))
+		for flag, key := range map[string]string{"listen": "listen", "admin-listen": "admin_listen"} {
+			err := run(t.Context(), t, role, path, set(flag, key, "nope"))
+			require.ErrorIs(t, err, config.ErrInvalid, role)
+			require.ErrorContains(t, err, "--"+flag+": "+key, role)
+			require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err), role)
+		}
 	}
 }

@@ -1,19 +1,23 @@
 // Package serve implements `krakenctl serve ROLE`, which runs a server role in the foreground
-// until SIGINT or SIGTERM.
+// until SIGINT or SIGTERM. Every role is served the same way, from one table: read the config
+// file, apply the flags that override its keys, complete and check it (server/config), then
+// start the role from server/roles with the process's logger and metrics registry.
 package serve
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"slices"
+	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 )
 
 // NewCmdServe returns `krakenctl serve` with one sub-command per role.
@@ -23,52 +27,139 @@ func NewCmdServe(f *cmdutil.Factory) *cobra.Command {
 		Short: "Run a server role",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(NewCmdOrigin(f, nil))
-	cmd.AddCommand(NewCmdBuildIndex(f, nil))
-	cmd.AddCommand(NewCmdTracker(f, nil))
-	cmd.AddCommand(NewCmdAgent(f, nil))
-	cmd.AddCommand(NewCmdProxy(f, nil))
+	for _, r := range roles.All() {
+		cmd.AddCommand(NewCmdRole(f, r, nil))
+	}
 	return cmd
 }
 
-// RoleOptions are the inputs every `serve ROLE` command takes.
-type RoleOptions struct {
+// Options are the inputs of `serve ROLE`.
+type Options struct {
+	Role       roles.Role
 	ConfigPath string
-	Listen     string
 	LogLevel   string
+	// Overrides are the flags given that override keys of the config file, in the order of
+	// the role's flag table.
+	Overrides []Override
 }
 
-// roleCmd describes one `serve ROLE` command.
-type roleCmd struct {
-	use, short, long, example string
-	configHelp, listenHelp    string
-	run                       func(context.Context, *cmdutil.Factory, *RoleOptions) error
+// Override is one flag that overrides one key of the config file.
+type Override struct {
+	Flag string // the flag's name, without dashes
+	Key  string // the key's dotted YAML path
+	// Values is the flag's value: one for a scalar key; for a list key, the list (which
+	// replaces the file's).
+	Values []string
+	List   bool
 }
 
-// newRoleCmd builds a `serve ROLE` command: --config (required), --listen, --log-level. runF
-// replaces rc.run in tests.
-func newRoleCmd(f *cmdutil.Factory, rc roleCmd, runF func(context.Context, *RoleOptions) error) *cobra.Command {
-	opts := &RoleOptions{}
+// NewCmdRole returns `krakenctl serve ROLE` for r: --config (required), --log-level, and the
+// flags of r's row in the help table, each overriding one key of the file. runF replaces the
+// run function in tests.
+func NewCmdRole(f *cmdutil.Factory, r roles.Role, runF func(context.Context, *Options) error) *cobra.Command {
+	h, ok := help[r.Name]
+	if !ok {
+		panic("serve: no help for role " + r.Name) // a row added to server/roles without one here
+	}
+	opts := &Options{Role: r}
+	flags := append(slices.Clone(commonFlags), h.flags...)
+	scalars := make([]string, len(flags))
+	lists := make([][]string, len(flags))
 	cmd := &cobra.Command{
-		Use:     rc.use,
-		Short:   rc.short,
-		Long:    rc.long,
-		Example: rc.example,
+		Use:     r.Name + " --config FILE",
+		Short:   h.short,
+		Long:    h.long + "\n\nFlags override the config file's keys: " + flagKeys(flags) + ".\nThe process stops gracefully on SIGINT or SIGTERM.",
+		Example: h.example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.ConfigPath == "" {
 				return cmdutil.FlagErrorf("--config is required")
 			}
+			opts.Overrides = nil
+			for i, fl := range flags {
+				if !cmd.Flags().Changed(fl.name) {
+					continue
+				}
+				o := Override{Flag: fl.name, Key: fl.key, List: fl.list, Values: []string{scalars[i]}}
+				if fl.list {
+					o.Values = lists[i]
+				}
+				opts.Overrides = append(opts.Overrides, o)
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
-			return rc.run(cmd.Context(), f, opts)
+			return Run(cmd.Context(), f, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", rc.configHelp)
-	cmd.Flags().StringVar(&opts.Listen, "listen", "", rc.listenHelp)
+	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", r.Name+" config file (YAML); `krakenctl config example "+r.Name+"` prints a complete one")
+	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
 	cmd.Flags().StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	for i, fl := range flags {
+		if fl.list {
+			cmd.Flags().StringSliceVar(&lists[i], fl.name, nil, fl.usage+"; repeated or comma-separated; replaces the config's "+fl.key)
+		} else {
+			cmd.Flags().StringVar(&scalars[i], fl.name, "", fl.usage+", overriding the config's "+fl.key)
+		}
+		if fl.dir {
+			_ = cmd.MarkFlagDirname(fl.name)
+		}
+	}
 	return cmd
+}
+
+// Run serves opts.Role until ctx ends: it reads and checks the config with the overrides
+// applied, and starts the role with a JSON logger on stderr and the process's metrics
+// registry. A config problem is a config.ErrInvalid error listing every problem, a flag's
+// problem naming the flag.
+func Run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
+	log, err := serverLogger(f, opts.LogLevel)
+	if err != nil {
+		return err
+	}
+	cfg := opts.Role.NewConfig()
+	err = config.Load(opts.ConfigPath, cfg, func() error {
+		var errs []error
+		for _, o := range opts.Overrides {
+			var err error
+			if o.List {
+				err = config.SetList(cfg, o.Key, o.Values)
+			} else {
+				err = config.Set(cfg, o.Key, o.Values[0])
+			}
+			if err != nil {
+				errs = append(errs, config.Problems(err)...)
+			}
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return nameFlags(err, opts.Overrides)
+	}
+	srv, err := opts.Role.Start(cfg, roles.Env{Logger: log, Metrics: admin.NewRegistry()})
+	if err != nil {
+		return fmt.Errorf("start %s: %w", opts.Role.Name, err)
+	}
+	return srv.Run(ctx)
+}
+
+// nameFlags prefixes each problem about a key a flag set with that flag, so a bad flag is not
+// blamed on the file.
+func nameFlags(err error, overrides []Override) error {
+	var ce *config.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	for i, p := range ce.Problems {
+		msg := p.Error()
+		for _, o := range overrides {
+			if rest, ok := strings.CutPrefix(msg, o.Key); ok && (strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, " ")) {
+				ce.Problems[i] = fmt.Errorf("--%s: %w", o.Flag, p)
+				break
+			}
+		}
+	}
+	return err
 }
 
 // serverLogger returns the JSON logger servers write to stderr.
@@ -80,48 +171,10 @@ func serverLogger(f *cmdutil.Factory, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewJSONHandler(f.IOStreams.ErrOut, &slog.HandlerOptions{Level: lv})), nil
 }
 
-// applyListen sets a role's listen address from --listen, when given, and validates the config
-// again, so a bad flag is a config error that names --listen.
-func applyListen(flag string, set func(string), validate func() error) error {
-	if flag == "" {
-		return nil
+func flagKeys(flags []flagSpec) string {
+	parts := make([]string, len(flags))
+	for i, fl := range flags {
+		parts[i] = "--" + fl.name + " " + fl.key
 	}
-	set(flag)
-	if err := validate(); err != nil {
-		return fmt.Errorf("%w: --listen: %w", config.ErrInvalid, err)
-	}
-	return nil
-}
-
-// runner is a role's server: Run serves until ctx ends, then shuts down.
-type runner interface {
-	Run(ctx context.Context) error
-}
-
-// runOneListener runs a role that needs one listener and nothing else (proxy, tracker): it
-// loads --config into cfg, applies --listen to *listen (validated by validate), listens there
-// and runs the server that start builds on that listener, with the role's logger and metrics
-// registry.
-func runOneListener[C any](ctx context.Context, f *cmdutil.Factory, opts *RoleOptions, cfg *C, listen *string,
-	validate func() error, start func(net.Listener, *slog.Logger, *prometheus.Registry) (runner, error)) error {
-	log, err := serverLogger(f, opts.LogLevel)
-	if err != nil {
-		return err
-	}
-	if err := config.Load(opts.ConfigPath, cfg); err != nil {
-		return err
-	}
-	if err := applyListen(opts.Listen, func(a string) { *listen = a }, validate); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	srv, err := start(ln, log, admin.NewRegistry())
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	return srv.Run(ctx)
+	return strings.Join(parts, ", ")
 }

@@ -16,9 +16,9 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
-	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/wire"
@@ -36,8 +36,11 @@ func TestRunTrackerBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "tracker.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		ios, _, _, _ := iostreams.Test()
-		err := runTracker(t.Context(), &cmdutil.Factory{IOStreams: ios}, &TrackerOptions{ConfigPath: path, Listen: tc.listen, LogLevel: "info"})
+		var overrides []Override
+		if tc.listen != "" {
+			overrides = append(overrides, set("listen", "listen", tc.listen))
+		}
+		err := run(t.Context(), t, "tracker", path, overrides...)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		if tc.listen == "" {
@@ -45,10 +48,11 @@ func TestRunTrackerBadConfig(t *testing.T) {
 		}
 		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
 	}
-	ios, _, _, _ := iostreams.Test()
-	err := runTracker(t.Context(), &cmdutil.Factory{IOStreams: ios}, &TrackerOptions{ConfigPath: "x", LogLevel: "loud"})
+	r, err := roles.Lookup("tracker")
+	require.NoError(t, err)
+	err = Run(t.Context(), factory(), &Options{Role: r, ConfigPath: "x", LogLevel: "loud"})
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
-	err = runTracker(t.Context(), &cmdutil.Factory{IOStreams: ios}, &TrackerOptions{ConfigPath: filepath.Join(t.TempDir(), "missing.yaml"), LogLevel: "info"})
+	err = run(t.Context(), t, "tracker", filepath.Join(t.TempDir(), "missing.yaml"))
 	require.ErrorContains(t, err, "missing.yaml")
 }
 
@@ -58,13 +62,10 @@ func TestRunTracker(t *testing.T) {
 	t.Parallel()
 	listen, origin := freePort(t), freePort(t) // no origin listens there: handouts have peers only
 	path := filepath.Join(t.TempDir(), "tracker.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("listen: 127.0.0.1:1\norigins: [%s]\nannounce_interval: 2s\n", origin)), 0o600))
-	ios, _, _, _ := iostreams.Test()
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("listen: 127.0.0.1:1\norigins: [%s]\nannounce_interval: 2s\n"+adminAny, origin)), 0o600))
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
-	go func() {
-		errc <- runTracker(ctx, &cmdutil.Factory{IOStreams: ios}, &TrackerOptions{ConfigPath: path, Listen: listen, LogLevel: "info"})
-	}()
+	go func() { errc <- run(ctx, t, "tracker", path, set("listen", "listen", listen)) }()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
@@ -108,9 +109,10 @@ peer: {listen: %s}
 backends:
   - namespace: ".*"
     fs: {root: %s}
+admin_listen: 127.0.0.1:0
 `, originAddr, filepath.Join(dir, "store"), peerAddr, root)), 0o600))
 	trackerCfg := filepath.Join(dir, "tracker.yaml")
-	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\n", trackerAddr, originAddr)), 0o600))
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\n"+adminAny, trackerAddr, originAddr)), 0o600))
 
 	be, err := fs.New(fs.Config{Root: root})
 	require.NoError(t, err)
@@ -123,20 +125,14 @@ backends:
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	// One factory per role: the test streams are plain buffers, not safe for two writers.
-	factory := func() *cmdutil.Factory { ios, _, _, _ := iostreams.Test(); return &cmdutil.Factory{IOStreams: ios} }
 	originDone, trackerDone := make(chan error, 1), make(chan error, 1)
-	go func() {
-		originDone <- runOrigin(ctx, factory(), &OriginOptions{ConfigPath: originCfg, LogLevel: "info"})
-	}()
+	go func() { originDone <- run(ctx, t, "origin", originCfg) }()
 	oc := client.NewOrigin(originAddr, hc)
 	require.Eventually(t, func() bool { return oc.Ready(ctx) == nil }, 30*time.Second, 20*time.Millisecond)
 	pi, err := oc.Peer(ctx)
 	require.NoError(t, err)
 	require.Equal(t, peerAddr, pi.Addr)
-	go func() {
-		trackerDone <- runTracker(ctx, factory(), &TrackerOptions{ConfigPath: trackerCfg, LogLevel: "info"})
-	}()
+	go func() { trackerDone <- run(ctx, t, "tracker", trackerCfg) }()
 
 	c, err := announce.NewClient([]string{trackerAddr}, hc)
 	require.NoError(t, err)

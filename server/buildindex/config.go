@@ -154,24 +154,6 @@ func (c *Config) Defaults() {
 	}
 }
 
-// SetListen overrides the listen address after the config was loaded (the --listen flag), and
-// with it every address derived from it by Defaults: advertise, raft.api_addr and raft.node_id
-// when they were left unset. Call Validate again afterwards.
-func (c *Config) SetListen(addr string) {
-	old := c.Listen
-	c.Listen = addr
-	if c.Advertise != old {
-		return
-	}
-	if c.Raft.APIAddr == c.Advertise {
-		c.Raft.APIAddr = addr
-	}
-	if c.Raft.NodeID == nodeIDFrom(c.Advertise) {
-		c.Raft.NodeID = nodeIDFrom(addr)
-	}
-	c.Advertise = addr
-}
-
 // nodeIDFrom derives a node ID from an address: "10.0.0.1:16000" becomes "10.0.0.1-16000".
 func nodeIDFrom(addr string) string {
 	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addr)

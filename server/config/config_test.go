@@ -389,3 +389,38 @@ func TestParseByteSize(t *testing.T) {
 	require.Equal(t, "512MiB", config.ByteSize(512<<20).String())
 	require.Equal(t, "1000B", config.ByteSize(1000).String())
 }
+
+// TestSet: a flag overrides one key through the file's decoder: the rest of the config stays,
+// nested keys and lists work, types are checked and unknown keys refused.
+func TestSet(t *testing.T) {
+	t.Parallel()
+	type peer struct {
+		Listen string          `yaml:"listen"`
+		Rate   config.ByteSize `yaml:"rate"`
+	}
+	type cfgT struct {
+		Listen   string   `yaml:"listen"`
+		Trackers []string `yaml:"trackers"`
+		Peer     *peer    `yaml:"peer"`
+		Count    int      `yaml:"count"`
+	}
+	var c cfgT
+	require.NoError(t, config.Unmarshal([]byte("listen: a:1\ntrackers: [x:1, y:1]\ncount: 3\n"), &c))
+	require.NoError(t, config.Set(&c, "listen", "b:2"))
+	require.NoError(t, config.SetList(&c, "trackers", []string{"t:1"}))
+	require.NoError(t, config.Set(&c, "peer.listen", "0.0.0.0:9"))
+	require.NoError(t, config.Set(&c, "peer.rate", "2MiB"))
+	require.Equal(t, cfgT{Listen: "b:2", Trackers: []string{"t:1"}, Peer: &peer{Listen: "0.0.0.0:9", Rate: 2 << 20}, Count: 3}, c)
+	require.NoError(t, config.SetList(&c, "trackers", []string{"u:1", "v:1"}))
+	require.Equal(t, []string{"u:1", "v:1"}, c.Trackers)
+
+	err := config.Set(&c, "count", "many")
+	require.ErrorIs(t, err, config.ErrInvalid)
+	require.ErrorContains(t, err, "count")
+	err = config.Set(&c, "lisen", "x:1")
+	require.ErrorIs(t, err, config.ErrInvalid)
+	require.ErrorContains(t, err, "lisen")
+	require.ErrorIs(t, config.Set(&c, "peer..listen", "x"), config.ErrInvalid)
+	require.ErrorIs(t, config.Set(&c, "", "x"), config.ErrInvalid)
+	require.ErrorIs(t, config.SetList(&c, "listen", []string{"x"}), config.ErrInvalid, "a list into a scalar key")
+}

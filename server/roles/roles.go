@@ -1,5 +1,6 @@
 // Package roles is the table of krakenctl's server roles: for each, its name as the command
-// line spells it, an empty config to decode into, and its example config. Commands that take
+// line spells it, an empty config to decode into, its example config, and how it is started
+// from a completed config (listeners bound from the config's listen keys, then New). Commands that take
 // a ROLE argument (config validate, config example, serve) look roles up here rather than
 // keeping their own lists. It composes the roles, so it imports every one of them; no role
 // imports it.
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/krakenctl/krakenctl/server"
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/config"
@@ -31,15 +33,19 @@ type Role struct {
 	NewConfig func() config.Role
 	// Example is a complete, commented config file of the role; it passes config.Load.
 	Example string
+	// Start binds the listeners a completed config (config.Check passed) names and builds
+	// the role on them, ready to Run. The role owns the listeners from then on, also when
+	// Start fails. The config must come from this Role's NewConfig.
+	Start func(cfg config.Role, env Env) (server.Role, error)
 }
 
 // table lists the roles in the order help shows them: from the host outwards.
 var table = []Role{
-	{Name: "agent", NewConfig: func() config.Role { return &agent.Config{} }, Example: agent.Example()},
-	{Name: "origin", NewConfig: func() config.Role { return &origin.Config{} }, Example: origin.Example()},
-	{Name: "tracker", NewConfig: func() config.Role { return &tracker.Config{} }, Example: tracker.Example()},
-	{Name: "proxy", NewConfig: func() config.Role { return &proxy.Config{} }, Example: proxy.Example()},
-	{Name: "build-index", NewConfig: func() config.Role { return &buildindex.Config{} }, Example: buildindex.Example()},
+	{Name: "agent", NewConfig: func() config.Role { return &agent.Config{} }, Example: agent.Example(), Start: startAgent},
+	{Name: "origin", NewConfig: func() config.Role { return &origin.Config{} }, Example: origin.Example(), Start: startOrigin},
+	{Name: "tracker", NewConfig: func() config.Role { return &tracker.Config{} }, Example: tracker.Example(), Start: startTracker},
+	{Name: "proxy", NewConfig: func() config.Role { return &proxy.Config{} }, Example: proxy.Example(), Start: startProxy},
+	{Name: "build-index", NewConfig: func() config.Role { return &buildindex.Config{} }, Example: buildindex.Example(), Start: startBuildIndex},
 }
 
 // All returns every role.

@@ -1,0 +1,81 @@
+package roles_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/roles"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestStartBindsEveryListener starts a tracker from a completed config: it serves its API and
+// its admin endpoints on the addresses the config names, and stops when its context ends.
+func TestStartBindsEveryListener(t *testing.T) {
+	t.Parallel()
+	r, err := roles.Lookup("tracker")
+	require.NoError(t, err)
+	api, adm := freeAddr(t), freeAddr(t)
+	cfg := r.NewConfig()
+	require.NoError(t, config.Unmarshal([]byte("listen: "+api+"\nadmin_listen: "+adm+"\norigins: [127.0.0.1:1]\n"), cfg))
+	require.NoError(t, config.Check(cfg))
+	srv, err := r.Start(cfg, roles.Env{Metrics: admin.NewRegistry()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	status := func(addr, p string) int {
+		resp, err := hc.Get("http://" + addr + p)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return status(api, "/health") == http.StatusOK }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, http.StatusOK, status(adm, "/metrics"))
+	require.Equal(t, http.StatusNotFound, status(api, "/metrics"))
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// TestStartNamesTheKeyThatCannotBind: a listener that cannot be bound is named by its key, and
+// the listeners bound before it are released.
+func TestStartNamesTheKeyThatCannotBind(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	r, err := roles.Lookup("agent")
+	require.NoError(t, err)
+	api, peer := freeAddr(t), freeAddr(t)
+	cfg := r.NewConfig()
+	doc := "listen: " + api + "\npeer_listen: " + peer + "\nadmin_listen: " + taken.Addr().String() +
+		"\ntrackers: [127.0.0.1:1]\nstore_dir: " + filepath.Join(t.TempDir(), "store") + "\n"
+	require.NoError(t, config.Unmarshal([]byte(doc), cfg))
+	require.NoError(t, config.Check(cfg))
+	_, err = r.Start(cfg, roles.Env{})
+	require.ErrorContains(t, err, "admin_listen: ")
+	for _, addr := range []string{api, peer} {
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err, "%s was released", addr)
+		ln.Close()
+	}
+}
