@@ -68,7 +68,7 @@ func NewCmdRole(f *cmdutil.Factory, r roles.Role, runF func(context.Context, *Op
 	cmd := &cobra.Command{
 		Use:     r.Name + " --config FILE",
 		Short:   h.short,
-		Long:    h.long + "\n\nFlags override the config file's keys: " + flagKeys(flags) + ".\nThe process stops gracefully on SIGINT or SIGTERM.",
+		Long:    h.long + "\n\nFlags override the config file's keys:\n" + flagKeys(flags) + "\nThe process stops gracefully on SIGINT or SIGTERM.",
 		Example: h.example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -92,7 +92,7 @@ func NewCmdRole(f *cmdutil.Factory, r roles.Role, runF func(context.Context, *Op
 			return Run(cmd.Context(), f, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", r.Name+" config file (YAML); `krakenctl config example "+r.Name+"` prints a complete one")
+	cmd.Flags().StringVarP(&opts.ConfigPath, "config", "c", "", r.Name+" config file (YAML); 'krakenctl config example "+r.Name+"' prints a complete one")
 	_ = cmd.MarkFlagFilename("config", "yaml", "yml")
 	cmd.Flags().StringVar(&opts.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	for i, fl := range flags {
@@ -172,9 +172,9 @@ func serverLogger(f *cmdutil.Factory, level string) (*slog.Logger, error) {
 }
 
 func flagKeys(flags []flagSpec) string {
-	parts := make([]string, len(flags))
-	for i, fl := range flags {
-		parts[i] = "--" + fl.name + " " + fl.key
+	var b strings.Builder
+	for _, fl := range flags {
+		fmt.Fprintf(&b, "  --%-16s %s\n", fl.name, fl.key)
 	}
-	return strings.Join(parts, ", ")
+	return b.String()
 }
