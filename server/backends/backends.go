@@ -91,6 +91,23 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Resolve is the backend a role uses: injected when it is not nil (tests inject faults),
+// otherwise the router Build makes of cfgs, or nil when cfgs is empty (the role has no storage
+// behind it).
+func Resolve(ctx context.Context, injected backend.Backend, cfgs []Config) (backend.Backend, error) {
+	switch {
+	case injected != nil:
+		return injected, nil
+	case len(cfgs) == 0:
+		return nil, nil
+	}
+	r, err := Build(ctx, cfgs)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // Build constructs every configured backend and returns the router over them. Configs must have
 // passed Validate.
 func Build(ctx context.Context, cfgs []Config) (*backend.Router, error) {

@@ -165,15 +165,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(fmt.Errorf("create dir: %w", err))
 	}
 
-	switch {
-	case deps.Backend != nil:
-		s.backend = deps.Backend
-	case len(cfg.Backends) > 0:
-		r, err := backends.Build(context.Background(), cfg.Backends)
-		if err != nil {
-			return nil, b.Fail(err)
-		}
-		s.backend = r
+	if s.backend, err = backends.Resolve(context.Background(), deps.Backend, cfg.Backends); err != nil {
+		return nil, b.Fail(err)
 	}
 	if cfg.verify() {
 		s.content = &contentChecker{
