@@ -8,10 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/httpserve"
 )
 
 // Factory gives commands their dependencies, so tests can replace each one.
@@ -31,13 +31,9 @@ func New(version string) *Factory {
 	return &Factory{
 		IOStreams: ios,
 		HTTPClient: func() *http.Client {
-			// No overall timeout: blobs can be large. Dials and headers are bounded.
-			return &http.Client{Transport: &http.Transport{
-				Proxy:                 http.ProxyFromEnvironment,
-				ResponseHeaderTimeout: 60 * time.Second,
-				IdleConnTimeout:       90 * time.Second,
-				MaxIdleConnsPerHost:   16,
-			}}
+			// The same client the servers use between them: no overall timeout (blobs can be
+			// large), but dials, handshakes and response headers are bounded.
+			return httpserve.NewClient(httpserve.ClientOptions{})
 		},
 		Logger: func() *slog.Logger {
 			return slog.New(slog.NewTextHandler(ios.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
