@@ -26,7 +26,14 @@ import (
 
 const ns = "library/test"
 
-func (a *testAgent) get(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
+// reply is an answer whose body get has read and closed: its status and headers.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+// get sends a request to the agent and returns the answer and its body.
+func (a *testAgent) get(t *testing.T, method, path string, hdr map[string]string) (reply, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, a.url+path, nil)
 	require.NoError(t, err)
@@ -35,10 +42,10 @@ func (a *testAgent) get(t *testing.T, method, path string, hdr map[string]string
 	}
 	resp, err := a.hc.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return resp, body
+	require.NoError(t, resp.Body.Close())
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, body
 }
 
 // waitSeeding waits until the agent has committed d to its store.
@@ -50,7 +57,7 @@ func (a *testAgent) waitSeeding(t *testing.T, d digest.Digest) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
-func requireCode(t *testing.T, resp *http.Response, body []byte, status int, code registry.Code) {
+func requireCode(t *testing.T, resp reply, body []byte, status int, code registry.Code) {
 	t.Helper()
 	require.Equal(t, status, resp.StatusCode, "%s", body)
 	require.Equal(t, code, registry.DecodeError(resp.StatusCode, body).Code, "%s", body)
@@ -241,7 +248,7 @@ func TestStreamsWhileDownloading(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := a.hc.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, int64(len(blob)), resp.ContentLength)
 	first := make([]byte, 64<<10)
@@ -278,7 +285,7 @@ func TestOneDownloadForConcurrentClients(t *testing.T) {
 		body, total, err := a.cl.Open(t.Context(), ns, d, 0)
 		require.NoError(t, err)
 		require.Equal(t, int64(len(blob)), total)
-		defer body.Close()
+		defer func() { _ = body.Close() }()
 		// Both clients are reading the same download, held at the gate.
 		b := make([]byte, 1000)
 		_, err = io.ReadFull(body, b)
@@ -325,7 +332,7 @@ func TestAbortedDownloadTruncates(t *testing.T) {
 
 	body, _, err := a.cl.Open(t.Context(), ns, d, 0)
 	require.NoError(t, err)
-	defer body.Close()
+	defer func() { _ = body.Close() }()
 	_, err = io.ReadFull(body, make([]byte, 1000))
 	require.NoError(t, err)
 	require.NoError(t, a.stop()) // the torrent stops; the gate is still closed
@@ -386,7 +393,7 @@ func TestEventsStream(t *testing.T) {
 			}
 			resp, err := a.hc.Do(req)
 			require.NoError(t, err)
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			require.Equal(t, want, resp.Header.Get("Content-Type"))
 

@@ -95,7 +95,7 @@ func (o *origins) readSmall(ctx context.Context, ns string, s digest.Digest, lim
 		if err != nil {
 			return err
 		}
-		defer body.Close()
+		defer func() { _ = body.Close() }() // read side
 		if size > limit {
 			return registry.Errorf(http.StatusBadRequest, registry.CodeManifestInvalid, "%s is %d bytes, over the limit of %d", s, size, limit)
 		}

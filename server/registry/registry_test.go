@@ -31,7 +31,7 @@ func TestParseDigest(t *testing.T) {
 	} {
 		_, err := registry.ParseDigest(in)
 		var e *registry.Error
-		require.True(t, errors.As(err, &e), "%q: %v", in, err)
+		require.ErrorAs(t, err, &e, in)
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)
 	}
@@ -116,6 +116,6 @@ func FuzzParseContentRange(f *testing.F) {
 			return
 		}
 		require.GreaterOrEqual(t, start, int64(0))
-		require.Greater(t, n, int64(0))
+		require.Positive(t, n)
 	})
 }
