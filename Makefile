@@ -18,13 +18,13 @@ build:
 test:
 	scripts/test.sh
 
-## deps: install the test dependencies only (apt packages, goreleaser, SeaweedFS)
+## deps: install the test dependencies only (apt packages, goreleaser, golangci-lint, SeaweedFS)
 deps:
 	scripts/install-test-deps.sh
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet and golangci-lint (.golangci.yml)
 lint:
-	scripts/check.sh fmt vet
+	scripts/check.sh fmt vet lint
 
 ## docs: regenerate completions/ and man/ (commit the result)
 docs:

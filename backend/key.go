@@ -40,7 +40,7 @@ func CheckName(name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !keyByte(c) {
 			return fmt.Errorf("%w: name %q has byte %q", ErrInvalidKey, name, c)
 		}
 	}
@@ -69,4 +69,9 @@ func validComponent(c string) bool {
 		}
 	}
 	return true
+}
+
+// keyByte reports whether c may appear in an object name: ASCII letters, digits, '.', '_', '-'.
+func keyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }

@@ -71,7 +71,7 @@ func (c HTTPChecker) Check(ctx context.Context, member string) error {
 	if err != nil {
 		return fmt.Errorf("check member %s: %w", member, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	// Drain (a bounded amount) so the keep-alive connection goes back to the pool; the body's
 	// content does not matter, and an error reading it does not change the verdict.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))

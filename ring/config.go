@@ -124,7 +124,7 @@ func CheckMembers(key string, addrs []string) []error {
 	seen := make(map[string]bool, len(addrs))
 	for i, a := range addrs {
 		if err := CheckMember(a); err != nil {
-			errs = append(errs, fmt.Errorf("%s[%d]: %v", key, i, err))
+			errs = append(errs, fmt.Errorf("%s[%d]: %w", key, i, err))
 		}
 		if seen[a] {
 			errs = append(errs, fmt.Errorf("%s[%d]: %q is listed twice", key, i, a))
@@ -141,13 +141,13 @@ func CheckMembers(key string, addrs []string) []error {
 func ParseEndpoint(s string) (key, base string, err error) {
 	if !strings.Contains(s, "://") {
 		if err := CheckMember(s); err != nil {
-			return "", "", fmt.Errorf("%q: %v", s, err)
+			return "", "", fmt.Errorf("%q: %w", s, err)
 		}
 		return s, "http://" + s, nil
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", "", fmt.Errorf("%q: %v", s, err)
+		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", "", fmt.Errorf("%q: scheme must be http or https", s)
@@ -164,7 +164,7 @@ func ParseEndpoint(s string) (key, base string, err error) {
 		key = net.JoinHostPort(u.Hostname(), port)
 	}
 	if err := CheckMember(key); err != nil {
-		return "", "", fmt.Errorf("%q: %v", s, err)
+		return "", "", fmt.Errorf("%q: %w", s, err)
 	}
 	return key, strings.TrimRight(u.Scheme+"://"+u.Host+u.EscapedPath(), "/"), nil
 }

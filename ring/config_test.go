@@ -2,7 +2,6 @@ package ring_test
 
 import (
 	"bytes"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -140,7 +139,7 @@ func TestCheckMember(t *testing.T) {
 	for _, bad := range []string{"", "a", "a:", ":1", "a:b", "a:-1", "a:+1", "a:0080", "::1:80", "a:1/x", "user@a:1", "a:1?x", "a:1\x00"} {
 		err := ring.CheckMember(bad)
 		require.Error(t, err, "%q", bad)
-		require.False(t, errors.Is(err, ring.ErrInvalidConfig), "CheckMember is not about config")
+		require.NotErrorIs(t, err, ring.ErrInvalidConfig, "CheckMember is not about config")
 	}
 }
 

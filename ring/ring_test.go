@@ -132,7 +132,7 @@ func TestOwnersFollowHealth(t *testing.T) {
 		moved++
 		require.Equal(t, append(without(before[k], dead), rank[3]), owners, "key %s", k)
 	}
-	require.Greater(t, moved, 0)
+	require.Positive(t, moved)
 
 	chk.SetUp(dead)
 	checkRounds(t, r, 1)

@@ -2,12 +2,14 @@
 # check.sh: the static checks of `make test`, runnable one by one. Every named check runs even
 # when an earlier one fails; the exit status is 1 if any failed, and the failures are listed last.
 #
-#   scripts/check.sh [CHECK...]     default: fmt vet build docs release
+#   scripts/check.sh [CHECK...]     default: fmt vet build lint docs release
 #
 # Checks:
 #   fmt      gofmt -l reports no file
 #   vet      go vet ./...
 #   build    CGO_ENABLED=0 go build ./... (the project is pure Go)
+#   lint     golangci-lint (pinned in scripts/golangci-lint.sh, built there on first use) with
+#            .golangci.yml reports nothing
 #   docs     scripts/gen-docs.sh leaves completions/ and man/ as committed
 #   release  goreleaser check (pinned version) on goreleaser.yaml, and no other goreleaser
 #            config that would shadow it
@@ -45,6 +47,8 @@ check_fmt() {
 check_vet() { go vet ./...; }
 
 check_build() { CGO_ENABLED=0 go build ./...; }
+
+check_lint() { scripts/golangci-lint.sh run ./...; }
 
 check_docs() {
   scripts/gen-docs.sh
@@ -93,11 +97,11 @@ check_cross() {
 }
 
 checks=("$@")
-[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build docs release)
+[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build lint docs release)
 for c in "${checks[@]}"; do
   case "$c" in
-    fmt | vet | build | docs | release | cross) ;;
-    *) echo "check.sh: unknown check $c (want fmt vet build docs release cross)" >&2; exit 2 ;;
+    fmt | vet | build | lint | docs | release | cross) ;;
+    *) echo "check.sh: unknown check $c (want fmt vet build lint docs release cross)" >&2; exit 2 ;;
   esac
   echo "==> check $c" >&2
   if ! "check_$c"; then

@@ -7,7 +7,8 @@
 # What it installs:
 #   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates
 #   Go    the toolchain named by GO_VERSION into /usr/local/go, only if `go` is missing
-#   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin
+#   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin; golangci-lint (pinned,
+#         `go install`) by scripts/golangci-lint.sh into its own versioned directory
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
 #   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
 #         letting the package start its own service)
@@ -86,6 +87,7 @@ install_go_tool() {
 apt_install ca-certificates curl git make gcc libc6-dev skopeo
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
+scripts/golangci-lint.sh install >/dev/null
 scripts/s3-server.sh install
 scripts/registry-server.sh install
 scripts/docker-up.sh install

@@ -56,7 +56,7 @@ func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the whole state with a snapshot's. The new state is built aside and
 // swapped in under the lock, so a reader sees the old state or the new one, never a mix.
 func (f fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
+	defer func() { _ = rc.Close() }() // read side: the snapshot is read already, or its error returned
 	st, index, err := readSnapshot(rc)
 	if err != nil {
 		return fmt.Errorf("restore tag store: %w", err)

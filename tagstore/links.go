@@ -166,7 +166,7 @@ func isDigestPrefix(s string) bool {
 		return false
 	}
 	for _, c := range []byte(hex) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}

@@ -205,7 +205,7 @@ func writeSnapshot(w io.Writer, st *state, index uint64) error {
 	}
 	var err error
 	st.tags.Ascend(func(t Tag) bool {
-		err = enc.Encode(snapshotTag{Repo: t.Repo, Name: t.Name, Digest: t.Digest, Index: t.Index, Updated: t.Updated})
+		err = enc.Encode(snapshotTag(t))
 		return err == nil
 	})
 	if err != nil {
@@ -242,7 +242,7 @@ func readSnapshot(r io.Reader) (*state, uint64, error) {
 		if err := dec.Decode(&t); err != nil {
 			return nil, 0, fmt.Errorf("read snapshot tag %d of %d: %w", i+1, h.Tags, err)
 		}
-		tag := Tag{Repo: t.Repo, Name: t.Name, Digest: t.Digest, Index: t.Index, Updated: t.Updated}
+		tag := Tag(t)
 		if i > 0 && !lessTag(prev, tag) {
 			return nil, 0, fmt.Errorf("read snapshot tag %d: %s:%s is out of order", i+1, t.Repo, t.Name)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 const (
@@ -171,7 +172,7 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	dbPath := filepath.Join(cfg.Dir, "raft.db")
 	s.bolt, err = raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bbolt.Options{Timeout: time.Second}})
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("open tag store: %s is locked; is another process using %s?", dbPath, cfg.Dir)
 		}
 		return nil, fmt.Errorf("open tag store: open %s: %w", dbPath, err)

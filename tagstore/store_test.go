@@ -2,7 +2,6 @@ package tagstore_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -384,7 +383,7 @@ func TestOpenErrors(t *testing.T) {
 	require.NoError(t, err)
 	first, err := tagstore.Open(cfg, tagstore.Deps{Listener: ln1})
 	require.NoError(t, err)
-	defer first.Close()
+	defer func() { require.NoError(t, first.Close()) }()
 	ln2, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	_, err = tagstore.Open(cfg, tagstore.Deps{Listener: ln2})
@@ -423,7 +422,7 @@ func TestContextEnds(t *testing.T) {
 	cancel()
 	_, err := s.Put(ctx, "app", "a", dg("a"))
 	require.ErrorIs(t, err, context.Canceled)
-	require.False(t, errors.Is(err, tagstore.ErrIndeterminate), "nothing was handed to raft")
+	require.NotErrorIs(t, err, tagstore.ErrIndeterminate, "nothing was handed to raft")
 	_, err = s.Get(ctx, "app", "a", tagstore.Linearizable)
 	require.ErrorIs(t, err, context.Canceled)
 }

@@ -122,7 +122,7 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, notFound(err))
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
 	if fi, err := f.Stat(); err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	} else if !fi.Mode().IsRegular() {
@@ -167,8 +167,10 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			b.root.Remove(tmp)
+			// The upload failed already; the temporary file goes, and its close and removal
+			// errors would only hide the first.
+			_ = f.Close()
+			_ = b.root.Remove(tmp)
 		}
 	}()
 	// Stop at the first read after ctx is done, and tell read errors from write errors.
@@ -270,7 +272,7 @@ func (b *Backend) syncDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // opened only to sync: the Sync's error is the one that counts
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
@@ -292,7 +294,7 @@ func (b *Backend) List(ctx context.Context, namespace, prefix string) ([]string,
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", namespace, err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read-only: nothing to lose
 	var names []string
 	for {
 		if err := ctx.Err(); err != nil {

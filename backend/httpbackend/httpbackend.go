@@ -110,7 +110,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 	if err != nil {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: %w", namespace, name, err)
 	}
-	defer closeBody(resp.Body)
+	defer closeBody(resp)
 	if err := readStatus(resp); err != nil {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: %w", namespace, name, err)
 	}
@@ -137,7 +137,7 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
-	defer closeBody(resp.Body)
+	defer closeBody(resp)
 	if err := readStatus(resp); err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
@@ -186,7 +186,7 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 		}
 		return fmt.Errorf("upload %s/%s: %w", namespace, name, err)
 	}
-	defer closeBody(resp.Body)
+	defer closeBody(resp)
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return nil
@@ -239,7 +239,7 @@ func (b *Backend) send(ctx context.Context, method, u string, body io.Reader, si
 	timedOut := hd.disarm()
 	if timedOut && ctx.Err() == nil {
 		if err == nil {
-			closeBody(resp.Body)
+			closeBody(resp)
 		}
 		cancel()
 		return nil, fmt.Errorf("%s %s: %w after %s: %w", method, u, ErrTimeout, b.cfg.Timeout, context.DeadlineExceeded)
@@ -280,11 +280,11 @@ func unexpectedStatus(resp *http.Response) error {
 	return fmt.Errorf("unexpected status %s: %s", resp.Status, msg)
 }
 
-// closeBody drains a little of body, so the connection can be reused, and closes it.
-func closeBody(body io.ReadCloser) {
+// closeBody drains a little of resp's body, so the connection can be reused, and closes it.
+func closeBody(resp *http.Response) {
 	// Errors here only mean the connection cannot be reused; the transport then drops it.
-	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
-	body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
 }
 
 // cancelOnClose releases a request's context when its response body is closed.

@@ -86,7 +86,7 @@ func (s *objectServer) jsonIndex(w http.ResponseWriter, r *http.Request) {
 		out = append(out, entry{e.Name(), typ})
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 func (s *objectServer) put(w http.ResponseWriter, r *http.Request) {
@@ -104,7 +104,7 @@ func (s *objectServer) put(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // fails harmlessly once renamed into place
 	n, err := io.Copy(tmp, r.Body)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
@@ -264,7 +264,7 @@ func TestShortBody(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
 		w.WriteHeader(http.StatusOK)
-		w.Write(bytes.Repeat([]byte("x"), 400))
+		_, _ = w.Write(bytes.Repeat([]byte("x"), 400))
 		// Returning with fewer bytes than announced makes the server drop the connection.
 	}))
 	t.Cleanup(srv.Close)
@@ -380,7 +380,7 @@ func (p pipeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		p.h.ServeHTTP(w, req)
 		w.WriteHeader(http.StatusOK)
-		pw.Close()
+		_ = pw.Close() // always nil
 	}()
 	stop := context.AfterFunc(req.Context(), func() { pr.CloseWithError(req.Context().Err()) })
 	select {
@@ -420,9 +420,9 @@ func TestTimeoutSparesSlowBodies(t *testing.T) {
 			switch r.Method {
 			case http.MethodGet:
 				w.Header().Set("Content-Length", "6")
-				w.Write([]byte("abc"))
+				_, _ = w.Write([]byte("abc"))
 				time.Sleep(10 * timeout)
-				w.Write([]byte("def"))
+				_, _ = w.Write([]byte("def"))
 			case http.MethodPut:
 				data, err := io.ReadAll(r.Body)
 				if err != nil {
@@ -443,10 +443,10 @@ func TestTimeoutSparesSlowBodies(t *testing.T) {
 
 		pr, pw := io.Pipe()
 		go func() {
-			pw.Write([]byte("slow"))
+			_, _ = pw.Write([]byte("slow"))
 			time.Sleep(10 * timeout)
-			pw.Write([]byte(" body"))
-			pw.Close()
+			_, _ = pw.Write([]byte(" body"))
+			_ = pw.Close() // always nil
 		}()
 		require.NoError(t, b.Upload(t.Context(), "ns", "obj", pr, -1))
 		require.Equal(t, "slow body", string(stored))
@@ -514,7 +514,7 @@ func TestListFormats(t *testing.T) {
 			http.NotFound(w, r)
 			return
 		}
-		w.Write([]byte(idx))
+		_, _ = w.Write([]byte(idx))
 	}))
 	t.Cleanup(srv.Close)
 	htmlB := newBackend(t, httpbackend.Config{URL: srv.URL, List: httpbackend.ListHTML})

@@ -43,7 +43,7 @@ func (b *Backend) List(ctx context.Context, namespace, prefix string) ([]string,
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", namespace, err)
 	}
-	defer closeBody(resp.Body)
+	defer closeBody(resp)
 	if err := readStatus(resp); err != nil {
 		if errors.Is(err, backend.ErrNotFound) {
 			return nil, nil

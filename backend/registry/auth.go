@@ -203,10 +203,10 @@ func (b *Backend) fetchToken(ctx context.Context, k tokenKey) (string, time.Dura
 	if err != nil {
 		return "", 0, fmt.Errorf("fetch token: %w", err)
 	}
-	defer closeBody(resp.Body)
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+	defer closeBody(resp)
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return "", 0, fmt.Errorf("fetch token from %s: %w: %s", k.realm, ErrUnauthorized, describe(resp))
 	default:
 		return "", 0, fmt.Errorf("fetch token from %s: %s", k.realm, describe(resp))

@@ -142,7 +142,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 	if err != nil {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: %w", namespace, name, err)
 	}
-	closeBody(resp.Body)
+	closeBody(resp)
 	if resp.ContentLength < 0 {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: registry sent no Content-Length", namespace, name)
 	}
@@ -162,7 +162,7 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
-	defer closeBody(resp.Body)
+	defer closeBody(resp)
 	if err := copyVerified(w, resp.Body, d, resp.ContentLength); err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
@@ -226,18 +226,18 @@ func (b *Backend) fetch(ctx context.Context, method, repo string, d digest.Diges
 		if resp.StatusCode != http.StatusNotFound {
 			break
 		}
-		closeBody(resp.Body)
+		closeBody(resp)
 		resp = nil
 	}
 	if resp == nil {
 		return nil, backend.ErrNotFound
 	}
 	if resp.StatusCode != http.StatusOK {
-		defer closeBody(resp.Body)
+		defer closeBody(resp)
 		return nil, errors.New(describe(resp))
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != d.String() {
-		closeBody(resp.Body)
+		closeBody(resp)
 		return nil, fmt.Errorf("%w: registry labels the content %s", ErrDigestMismatch, got)
 	}
 	return resp, nil
@@ -275,6 +275,7 @@ func (b *Backend) Tags(ctx context.Context, repo string) ([]string, error) {
 			return nil, fmt.Errorf("list tags of %s: %w", repo, err)
 		}
 		page, link, err := readTagsPage(resp)
+		closeBody(resp)
 		if err != nil {
 			return nil, fmt.Errorf("list tags of %s: %w", repo, err)
 		}
@@ -286,9 +287,8 @@ func (b *Backend) Tags(ctx context.Context, repo string) ([]string, error) {
 }
 
 // readTagsPage decodes one page of a tag listing and returns the path of the next page, if
-// the registry sent a Link to one on the same host.
+// the registry sent a Link to one on the same host. The caller closes the body.
 func readTagsPage(resp *http.Response) ([]string, string, error) {
-	defer closeBody(resp.Body)
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
@@ -340,7 +340,7 @@ func (b *Backend) do(ctx context.Context, method, repo, path, accept string) (*h
 		}
 		chs := parseChallenges(resp.Header.Values("WWW-Authenticate"))
 		desc := describe(resp)
-		closeBody(resp.Body)
+		closeBody(resp)
 		switch {
 		case b.cfg.Token != "":
 			return nil, fmt.Errorf("%w: registry rejected the configured token: %s", ErrUnauthorized, desc)
@@ -402,7 +402,7 @@ func (b *Backend) send(ctx context.Context, method, path, authz, accept string) 
 	resp, err := b.client.Do(req)
 	if !timer.Stop() && ctx.Err() == nil {
 		if err == nil {
-			closeBody(resp.Body)
+			closeBody(resp)
 		}
 		cancel()
 		return nil, fmt.Errorf("%s %s: %w after %s: %w", method, u, ErrTimeout, b.cfg.Timeout, context.DeadlineExceeded)
@@ -440,11 +440,11 @@ func describe(resp *http.Response) string {
 	return sb.String()
 }
 
-// closeBody drains a little of body, so the connection can be reused, and closes it.
-func closeBody(body io.ReadCloser) {
+// closeBody drains a little of resp's body, so the connection can be reused, and closes it.
+func closeBody(resp *http.Response) {
 	// Errors here only mean the connection cannot be reused; the transport then drops it.
-	io.Copy(io.Discard, io.LimitReader(body, 64<<10))
-	body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
 }
 
 // cancelOnClose releases a request's context when its response body is closed.

@@ -71,7 +71,7 @@ func (s *repoBlobs) Get(_ context.Context, repo string, h v1.Hash) (io.ReadClose
 }
 
 func (s *repoBlobs) Put(_ context.Context, repo string, h v1.Hash, rc io.ReadCloser) error {
-	defer rc.Close()
+	defer func() { _ = rc.Close() }() // read side
 	data, err := io.ReadAll(rc)
 	if err != nil {
 		return err
@@ -216,7 +216,7 @@ func (g *bearerGuard) issue(w http.ResponseWriter, r *http.Request) {
 		resp["expires_in"] = g.expiresIn
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp)
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 // repoOf extracts the repository from /v2/<repo>/{blobs,manifests,tags}/...
@@ -244,7 +244,7 @@ func (g *bearerGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="registry.test",scope=%q`, g.realm, scope))
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
-		w.Write([]byte(`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`))
+		_, _ = w.Write([]byte(`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`))
 		return
 	}
 	g.next.ServeHTTP(w, r)
@@ -491,7 +491,7 @@ func TestTagsPagination(t *testing.T) {
 		if page.link != "" {
 			w.Header().Set("Link", page.link)
 		}
-		json.NewEncoder(w).Encode(map[string]any{"name": "app", "tags": page.tags})
+		_ = json.NewEncoder(w).Encode(map[string]any{"name": "app", "tags": page.tags})
 	}))
 	t.Cleanup(srv.Close)
 	b := newBackend(t, registry.Config{Address: strings.TrimPrefix(srv.URL, "http://"), Insecure: true})
@@ -516,7 +516,7 @@ func tamper(next http.Handler, digest string, edit func(h http.Header, body []by
 			w.Header()[k] = v
 		}
 		w.WriteHeader(rec.Code)
-		w.Write(body)
+		_, _ = w.Write(body)
 	})
 }
 
@@ -601,7 +601,7 @@ func TestErrorsAndTimeout(t *testing.T) {
 		case strings.HasPrefix(r.URL.Path, "/v2/denied/"):
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
-			w.Write([]byte(`{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`))
+			_, _ = w.Write([]byte(`{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}`))
 		case strings.HasPrefix(r.URL.Path, "/v2/nochallenge/"):
 			w.WriteHeader(http.StatusUnauthorized)
 		}
@@ -626,5 +626,5 @@ func TestErrorsAndTimeout(t *testing.T) {
 	require.ErrorIs(t, err, backend.ErrReadOnly)
 	_, err = b.List(t.Context(), "app", "")
 	require.ErrorIs(t, err, registry.ErrListUnsupported)
-	require.True(t, errors.Is(err, errors.ErrUnsupported))
+	require.ErrorIs(t, err, errors.ErrUnsupported)
 }

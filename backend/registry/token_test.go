@@ -62,7 +62,7 @@ func (p pipeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		h.ServeHTTP(w, sreq)
 		w.WriteHeader(http.StatusOK)
-		pw.Close()
+		_ = pw.Close() // always nil
 	}()
 	stop := context.AfterFunc(req.Context(), func() { pr.CloseWithError(req.Context().Err()) })
 	select {
@@ -80,7 +80,7 @@ func (p pipeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if req.Method == http.MethodHead {
 		resp.Body = http.NoBody
-		pr.Close()
+		_ = pr.Close() // always nil
 		stop()
 	}
 	return resp, nil

@@ -253,7 +253,7 @@ func TestAccessDeniedInProcess(t *testing.T) {
 		w.Header().Set("Content-Type", "application/xml")
 		w.WriteHeader(http.StatusForbidden)
 		if r.Method != http.MethodHead {
-			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code>`+
+			_, _ = fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code>`+
 				`<Message>The request signature we calculated does not match the signature you provided.</Message></Error>`)
 		}
 	}))

@@ -132,8 +132,8 @@ func startCPUProfile(path string) (stop func() error, err error) {
 		return nil, fmt.Errorf("create CPU profile: %w", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		os.Remove(path)
+		_ = f.Close()
+		_ = os.Remove(path)
 		return nil, fmt.Errorf("start CPU profile: %w", err)
 	}
 	return func() error {
@@ -212,7 +212,7 @@ func (p *phaseProgress) update(phase string, done, total int64) {
 		}
 		unitOpts, cell := p.unit(phase)
 		if !p.ios.IsStderrTTY() {
-			fmt.Fprintf(p.ios.ErrOut, "%s (%s)...\n", title, cell(total))
+			_, _ = fmt.Fprintf(p.ios.ErrOut, "%s (%s)...\n", title, cell(total))
 			return
 		}
 		opts := append([]progressbar.Option{

@@ -342,7 +342,7 @@ func TestStaleEndpointsFileGetsHint(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	dead := ln.Addr().String()
-	ln.Close()
+	require.NoError(t, ln.Close())
 	file := filepath.Join(t.TempDir(), "endpoints.yaml")
 	require.NoError(t, api.WriteEndpoints(file, api.Endpoints{Origins: []string{dead}}))
 

@@ -190,8 +190,8 @@ func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (err err
 	committed := false
 	defer func() {
 		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
 		}
 	}()
 
@@ -225,7 +225,7 @@ func syncDir(dir string) {
 		return
 	}
 	_ = d.Sync()
-	d.Close()
+	_ = d.Close() // a read-only handle, opened to sync
 }
 
 // NotFoundError says that no origin has the blob, and no storage backend either.

@@ -152,7 +152,7 @@ func TestPullNoAgent(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	dead := ln.Addr().String()
-	ln.Close()
+	require.NoError(t, ln.Close())
 	err = runPull(t, "sha256:"+hex64, "--agent", dead, "-o", filepath.Join(t.TempDir(), "out"))
 	require.ErrorContains(t, err, "no agent answers at "+dead+", from --agent")
 	require.ErrorContains(t, err, "krakenctl serve agent")

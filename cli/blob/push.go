@@ -115,9 +115,9 @@ type source struct {
 }
 
 func (s *source) close() {
-	s.f.Close()
+	_ = s.f.Close() // read-only
 	if s.spool != "" {
-		os.Remove(s.spool)
+		_ = os.Remove(s.spool)
 	}
 }
 
@@ -133,15 +133,15 @@ func openSource(opts *PushOptions) (*source, error) {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("stat %s: %w", opts.Path, err)
 	}
 	switch {
 	case fi.IsDir():
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("push %s: is a directory (push one file, or a tar of the directory through -)", opts.Path)
 	case !fi.Mode().IsRegular():
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		return spool(opts, f, opts.Path)
 	}
 	src := &source{f: f}
@@ -150,7 +150,7 @@ func openSource(opts *PushOptions) (*source, error) {
 	n, err := io.Copy(h, &readCounter{r: f, fn: func(n int64) { bar.set(n, fi.Size()) }})
 	bar.clear()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return nil, fmt.Errorf("read %s: %w", opts.Path, err)
 	}
 	src.digest, src.size = digest.NewDigest(digest.SHA256, h), n

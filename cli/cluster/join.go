@@ -76,7 +76,7 @@ func joinRun(ctx context.Context, opts *JoinOptions) error {
 		return err
 	}
 	if opts.Output == cmdutil.OutputTable {
-		fmt.Fprintf(opts.IO.ErrOut, "%s joined the cluster\n", opts.Member.ID)
+		_, _ = fmt.Fprintf(opts.IO.ErrOut, "%s joined the cluster\n", opts.Member.ID)
 	}
 	return printStatus(opts.IO, opts.Output, st)
 }

@@ -69,7 +69,7 @@ func removeRun(ctx context.Context, opts *RemoveOptions) error {
 		return err
 	}
 	if opts.Output == cmdutil.OutputTable {
-		fmt.Fprintf(opts.IO.ErrOut, "%s removed from the cluster\n", opts.ID)
+		_, _ = fmt.Fprintf(opts.IO.ErrOut, "%s removed from the cluster\n", opts.ID)
 	}
 	return printStatus(opts.IO, opts.Output, st)
 }

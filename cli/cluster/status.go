@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -63,8 +65,9 @@ func printStatus(ios *iostreams.IOStreams, output string, st api.ClusterStatus) 
 	if output == cmdutil.OutputJSON {
 		return cmdutil.PrintJSON(ios.Out, st)
 	}
-	out := ios.Out
-	t := cmdutil.NewTable(out, "id", "raft addr", "api addr", "suffrage", "leader")
+	// Built whole, then written once, so a failed write to stdout is one error to return.
+	var out strings.Builder
+	t := cmdutil.NewTable(&out, "id", "raft addr", "api addr", "suffrage", "leader")
 	for _, m := range st.Members {
 		id := m.ID
 		if id == st.ID {
@@ -86,12 +89,13 @@ func printStatus(ios *iostreams.IOStreams, output string, st api.ClusterStatus) 
 			leader += " at " + st.LeaderAPIAddr
 		}
 	}
-	fmt.Fprintf(out, "\nAnswered by: %s (%s)\n", st.ID, orDash(st.State))
-	fmt.Fprintf(out, "Leader:      %s\n", leader)
-	fmt.Fprintf(out, "Term:        %d\n", st.Term)
-	fmt.Fprintf(out, "Indexes:     commit %d, applied %d, last log %d, last snapshot %d\n",
+	fmt.Fprintf(&out, "\nAnswered by: %s (%s)\n", st.ID, orDash(st.State))
+	fmt.Fprintf(&out, "Leader:      %s\n", leader)
+	fmt.Fprintf(&out, "Term:        %d\n", st.Term)
+	fmt.Fprintf(&out, "Indexes:     commit %d, applied %d, last log %d, last snapshot %d\n",
 		st.CommitIndex, st.AppliedIndex, st.LastLogIndex, st.LastSnapshotIndex)
-	return nil
+	_, err := io.WriteString(ios.Out, out.String())
+	return err
 }
 
 func orDash(s string) string {

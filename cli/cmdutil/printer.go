@@ -38,9 +38,11 @@ func PrintJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// Table writes aligned columns. Headers are printed in upper case.
+// Table writes aligned columns. Headers are printed in upper case. The first write error is
+// kept and returned by Flush.
 type Table struct {
-	tw *tabwriter.Writer
+	tw  *tabwriter.Writer
+	err error
 }
 
 // NewTable starts a table on w with the given headers.
@@ -57,15 +59,26 @@ func NewTable(w io.Writer, headers ...string) *Table {
 func (t *Table) Row(cells ...any) {
 	for i, c := range cells {
 		if i > 0 {
-			fmt.Fprint(t.tw, "\t")
+			t.print("\t")
 		}
-		fmt.Fprint(t.tw, c)
+		t.print(c)
 	}
-	fmt.Fprintln(t.tw)
+	t.print("\n")
 }
 
-// Flush writes the table out.
-func (t *Table) Flush() error { return t.tw.Flush() }
+func (t *Table) print(v any) {
+	if t.err == nil {
+		_, t.err = fmt.Fprint(t.tw, v)
+	}
+}
+
+// Flush writes the table out and returns the first error met writing it.
+func (t *Table) Flush() error {
+	if t.err != nil {
+		return t.err
+	}
+	return t.tw.Flush()
+}
 
 func toAny(s []string) []any {
 	a := make([]any, len(s))

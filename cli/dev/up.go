@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -142,7 +144,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }() // unbuffered: every line is written already
 	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: opts.LogLevel}))
 
 	c, err := dev.New(dev.Config{
@@ -155,7 +157,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if err != nil {
 		return fmt.Errorf("start dev cluster: %w", err)
 	}
-	fmt.Fprintf(opts.IO.ErrOut, "Starting %s and %s in %s ...\n", cmdutil.Plural(opts.Origins, "origin"), cmdutil.Plural(opts.Agents, "agent"), dir)
+	_, _ = fmt.Fprintf(opts.IO.ErrOut, "Starting %s and %s in %s ...\n", cmdutil.Plural(opts.Origins, "origin"), cmdutil.Plural(opts.Agents, "agent"), dir)
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(ctx) }()
 	select {
@@ -170,7 +172,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if err := <-errc; err != nil {
 		return fmt.Errorf("run dev cluster (logs in %s): %w", logPath, err)
 	}
-	fmt.Fprintln(opts.IO.ErrOut, "Dev cluster stopped.")
+	_, _ = fmt.Fprintln(opts.IO.ErrOut, "Dev cluster stopped.")
 	return nil
 }
 
@@ -178,13 +180,17 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	out := opts.IO.Out
 	if opts.Output == cmdutil.OutputJSON {
 		_ = cmdutil.PrintJSON(out, Summary{Endpoints: c.Addrs(), Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file})
-		fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
+		_, _ = fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
 		return
 	}
+	// Built whole and written once. The cluster runs whether or not its summary reached the
+	// terminal, so a failed write is not an error of the command.
+	var b strings.Builder
+	defer func() { _, _ = io.WriteString(out, b.String()) }()
 	addrs := c.Endpoints()
 	agents := c.Agents()
-	fmt.Fprintf(out, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", cmdutil.Plural(len(addrs), "origin"), c.Replicas(), cmdutil.Plural(len(agents), "agent"))
-	t := cmdutil.NewTable(out, "role", "address", "serves")
+	fmt.Fprintf(&b, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", cmdutil.Plural(len(addrs), "origin"), c.Replicas(), cmdutil.Plural(len(agents), "agent"))
+	t := cmdutil.NewTable(&b, "role", "address", "serves")
 	for i, a := range addrs {
 		t.Row(fmt.Sprintf("origin %d", i), "http://"+a, "blobs")
 	}
@@ -197,14 +203,14 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		t.Row(fmt.Sprintf("agent %d", i), "http://"+a, "registry: pull images here")
 	}
 	_ = t.Flush()
-	fmt.Fprintf(out, "\nState:      %s\n", c.Dir())
-	fmt.Fprintf(out, "Logs:       %s\n", logPath)
-	fmt.Fprintf(out, "Endpoints:  %s\n", file)
+	fmt.Fprintf(&b, "\nState:      %s\n", c.Dir())
+	fmt.Fprintf(&b, "Logs:       %s\n", logPath)
+	fmt.Fprintf(&b, "Endpoints:  %s\n", file)
 	flag := ""
 	if customFile {
 		flag = " --endpoints-file " + file
 	}
-	fmt.Fprintf(out, "\nTry, in another terminal:\n")
+	fmt.Fprintf(&b, "\nTry, in another terminal:\n")
 	// Pulls go through an agent, from the swarm; without agents, the proxy serves them too.
 	puller, pullHow := c.ProxyAddr(), "pull it back from the proxy (run agents to pull from the swarm)"
 	if len(agents) > 0 {
@@ -223,7 +229,7 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		[2]string{"krakenctl pull DIGEST -o out --from-origins" + flag, "download it from the origins directly"},
 		[2]string{"krakenctl ring status" + flag, "the origins, their health and who owns what"})
 	for _, try := range tries {
-		fmt.Fprintf(out, "  %s\n      # %s\n", try[0], try[1])
+		fmt.Fprintf(&b, "  %s\n      # %s\n", try[0], try[1])
 	}
-	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
+	fmt.Fprintf(&b, "\nPress Ctrl-C to stop.\n")
 }

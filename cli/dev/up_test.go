@@ -241,7 +241,7 @@ func TestUpPortInUse(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	ios, _, out, _ := iostreams.Test()
 	opts := &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1, Dir: t.TempDir(),
 		EndpointsFile: filepath.Join(t.TempDir(), "e.yaml"), Port: ln.Addr().(*net.TCPAddr).Port, LogLevel: slog.LevelWarn}

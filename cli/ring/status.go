@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -88,9 +89,10 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 }
 
 func printStatus(opts *StatusOptions, st api.RingStatus) error {
-	out := opts.IO.Out
+	// Built whole, then written once, so a failed write to stdout is one error to return.
+	var out strings.Builder
 	now := opts.Now()
-	t := cmdutil.NewTable(out, "addr", "healthy", "failures", "last check", "last error")
+	t := cmdutil.NewTable(&out, "addr", "healthy", "failures", "last check", "last error")
 	healthy := 0
 	for _, m := range st.Members {
 		if m.Healthy {
@@ -105,17 +107,17 @@ func printStatus(opts *StatusOptions, st api.RingStatus) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n%d of %d members healthy; each blob is held by %d of them.\n", healthy, len(st.Members), min(st.Replicas, len(st.Members)))
-	if st.Digest == "" {
-		return nil
+	fmt.Fprintf(&out, "\n%d of %d members healthy; each blob is held by %d of them.\n", healthy, len(st.Members), min(st.Replicas, len(st.Members)))
+	if st.Digest != "" {
+		fmt.Fprintf(&out, "\nDigest:     %s\n", st.Digest)
+		fmt.Fprintf(&out, "Owners:     %s\n", list(st.Owners))
+		fmt.Fprintf(&out, "Locations:  %s\n", list(st.Locations))
+		if st.Local != nil {
+			fmt.Fprintf(&out, "Held by %s: %s\n", st.Self, yesNo(*st.Local))
+		}
 	}
-	fmt.Fprintf(out, "\nDigest:     %s\n", st.Digest)
-	fmt.Fprintf(out, "Owners:     %s\n", list(st.Owners))
-	fmt.Fprintf(out, "Locations:  %s\n", list(st.Locations))
-	if st.Local != nil {
-		fmt.Fprintf(out, "Held by %s: %s\n", st.Self, yesNo(*st.Local))
-	}
-	return nil
+	_, err := io.WriteString(opts.IO.Out, out.String())
+	return err
 }
 
 func yesNo(b bool) string {

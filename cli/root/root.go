@@ -90,10 +90,10 @@ func Main() int {
 		if ctx.Err() != nil && !errors.Is(err, cmdutil.ErrCancel) {
 			err = fmt.Errorf("%w: %w", cmdutil.ErrCancel, err)
 		}
-		fmt.Fprintf(f.IOStreams.ErrOut, "krakenctl: %v\n", err)
+		_, _ = fmt.Fprintf(f.IOStreams.ErrOut, "krakenctl: %v\n", err)
 		var fe *cmdutil.FlagError
 		if errors.As(err, &fe) {
-			fmt.Fprintf(f.IOStreams.ErrOut, "Run '%s --help' for usage.\n", commandPath(cmd))
+			_, _ = fmt.Fprintf(f.IOStreams.ErrOut, "Run '%s --help' for usage.\n", commandPath(cmd))
 		}
 	}
 	return cmdutil.ExitCode(err)

@@ -105,9 +105,9 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 	}
 	if len(names) == 0 {
 		if opts.Repo != "" {
-			fmt.Fprintf(opts.IO.ErrOut, "no tags in %s\n", opts.Repo)
+			_, _ = fmt.Fprintf(opts.IO.ErrOut, "no tags in %s\n", opts.Repo)
 		} else {
-			fmt.Fprintln(opts.IO.ErrOut, "no repositories")
+			_, _ = fmt.Fprintln(opts.IO.ErrOut, "no repositories")
 		}
 		return nil
 	}
@@ -119,7 +119,7 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 		return err
 	}
 	if next != "" {
-		fmt.Fprintf(opts.IO.ErrOut, "more after %s: add --last %s, or --all\n", next, next)
+		_, _ = fmt.Fprintf(opts.IO.ErrOut, "more after %s: add --last %s, or --all\n", next, next)
 	}
 	return nil
 }

@@ -25,19 +25,37 @@ import (
 
 const ns = "library/test"
 
-func (a *testAgent) get(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
+// reply is an answer whose body get has read and closed: its status and headers.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+// get sends a request to the agent's API and returns the answer and its body.
+func (a *testAgent) get(t *testing.T, method, path string, hdr map[string]string) (reply, []byte) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, a.url+path, nil)
+	return a.send(t, method, a.url+path, hdr)
+}
+
+// getAdmin sends a GET to the agent's admin listener.
+func (a *testAgent) getAdmin(t *testing.T, path string) (reply, []byte) {
+	t.Helper()
+	return a.send(t, http.MethodGet, a.admin+path, nil)
+}
+
+func (a *testAgent) send(t *testing.T, method, url string, hdr map[string]string) (reply, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, nil)
 	require.NoError(t, err)
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
 	resp, err := a.hc.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	return resp, body
+	require.NoError(t, resp.Body.Close())
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, body
 }
 
 // waitSeeding waits until the agent has committed d to its store.
@@ -49,7 +67,7 @@ func (a *testAgent) waitSeeding(t *testing.T, d digest.Digest) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
-func requireCode(t *testing.T, resp *http.Response, body []byte, status int, code errcode.Code) {
+func requireCode(t *testing.T, resp reply, body []byte, status int, code errcode.Code) {
 	t.Helper()
 	require.Equal(t, status, resp.StatusCode, "%s", body)
 	require.Equal(t, code, errcode.DecodeError(resp.StatusCode, body).Code, "%s", body)
@@ -240,7 +258,7 @@ func TestStreamsWhileDownloading(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := a.hc.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, int64(len(blob)), resp.ContentLength)
 	first := make([]byte, 64<<10)
@@ -277,7 +295,7 @@ func TestOneDownloadForConcurrentClients(t *testing.T) {
 		body, total, err := a.cl.Open(t.Context(), ns, d, 0)
 		require.NoError(t, err)
 		require.Equal(t, int64(len(blob)), total)
-		defer body.Close()
+		defer func() { _ = body.Close() }()
 		// Both clients are reading the same download, held at the gate.
 		b := make([]byte, 1000)
 		_, err = io.ReadFull(body, b)
@@ -324,7 +342,7 @@ func TestAbortedDownloadTruncates(t *testing.T) {
 
 	body, _, err := a.cl.Open(t.Context(), ns, d, 0)
 	require.NoError(t, err)
-	defer body.Close()
+	defer func() { _ = body.Close() }()
 	_, err = io.ReadFull(body, make([]byte, 1000))
 	require.NoError(t, err)
 	require.NoError(t, a.stop()) // the torrent stops; the gate is still closed
@@ -385,7 +403,7 @@ func TestEventsStream(t *testing.T) {
 			}
 			resp, err := a.hc.Do(req)
 			require.NoError(t, err)
-			defer resp.Body.Close()
+			defer func() { _ = resp.Body.Close() }()
 			require.Equal(t, http.StatusOK, resp.StatusCode)
 			require.Equal(t, want, resp.Header.Get("Content-Type"))
 
@@ -530,11 +548,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		resp, _ := a.get(t, http.MethodGet, p, nil)
 		require.Equal(t, http.StatusNotFound, resp.StatusCode, p)
 	}
-	resp, err := a.hc.Get(a.admin + "/metrics")
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
+	resp, body := a.getAdmin(t, "/metrics")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	for _, m := range []string{
 		`krakenctl_agent_request_duration_seconds_count{code="200",method="GET"}`,
@@ -547,9 +561,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	for _, p := range []string{"/health", "/readyz"} {
 		resp, body = a.get(t, http.MethodGet, p, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", p, body)
-		resp, err = a.hc.Get(a.admin + p)
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode, "admin "+p)
+		resp, body = a.getAdmin(t, p)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "admin %s: %s", p, body)
 	}
 }

@@ -53,7 +53,7 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
-	defer dl.Close()
+	defer func() { _ = dl.Close() }() // read side
 	size := dl.Size()
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -80,7 +79,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		var c agent.Config
 		err := config.Decode(strings.NewReader(tc.doc), &c)
 		require.Error(t, err, tc.doc)
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 		require.ErrorContains(t, err, tc.want, tc.doc)
 	}
 }
@@ -102,7 +101,7 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	require.ErrorContains(t, err, "no listener")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	_, err = agent.New(cfg, agent.Deps{Listener: ln})
 	require.ErrorContains(t, err, "no peer listener")
 	// New owns the listeners it is given, even when it fails: the caller has nothing to close.

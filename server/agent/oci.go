@@ -72,7 +72,7 @@ func (r *ociReader) open(ctx context.Context, repo string, d digest.Digest, unkn
 	dl, err := r.sched.Open(ctx, repo, d)
 	if err != nil {
 		if errors.Is(err, announce.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %s in %s: %v", unknown, d, repo, err)
+			return nil, fmt.Errorf("%w: %s in %s: %v", unknown, d, repo, err) //nolint:errorlint // the tracker's answer is detail; unknown alone decides the code
 		}
 		return nil, fmt.Errorf("open %s in %s: %w", d, repo, err)
 	}
@@ -131,7 +131,7 @@ func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) 
 	if err != nil {
 		return nil, err
 	}
-	defer dl.Close()
+	defer func() { _ = dl.Close() }() // read side
 	size := dl.Size()
 	if size > registry.MaxManifestSize {
 		return nil, fmt.Errorf("%w: %s in %s is %d bytes, larger than any manifest", registry.ErrManifestUnknown, d, repo, size)
@@ -147,7 +147,9 @@ func (r *ociReader) manifest(ctx context.Context, repo string, d digest.Digest) 
 	}
 	m, err := registry.ParseManifest("", body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s in %s is not a manifest: %v", registry.ErrManifestUnknown, d, repo, err)
+		// The parse error is a *registry.Error (MANIFEST_INVALID, 400): wrapped, it would win
+		// over ErrManifestUnknown when the error is mapped to a code.
+		return nil, fmt.Errorf("%w: %s in %s is not a manifest: %v", registry.ErrManifestUnknown, d, repo, err) //nolint:errorlint // detail only, as said above
 	}
 	m.Digest = d
 	r.manifests.Add(repo, m)

@@ -57,14 +57,14 @@ func (s *stack) pushImage(t *testing.T, repo, note string, layerSize int, extra 
 	return img
 }
 
-// get sends a request to the agent's registry API.
-func (a *testAgent) v2(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
+// v2 sends a request to the agent's registry API.
+func (a *testAgent) v2(t *testing.T, method, path string, hdr map[string]string) (reply, []byte) {
 	t.Helper()
 	return a.get(t, method, "/v2/"+path, hdr)
 }
 
 // requireManifest checks a manifest response.
-func requireManifest(t *testing.T, resp *http.Response, body []byte, method string, img image) {
+func requireManifest(t *testing.T, resp reply, body []byte, method string, img image) {
 	t.Helper()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	require.Equal(t, ocispec.MediaTypeImageManifest, resp.Header.Get("Content-Type"))
@@ -238,7 +238,7 @@ func TestRegistryUnknown(t *testing.T) {
 }
 
 // requireHeadOrCode checks an error answer; a HEAD answer has no body to carry the code.
-func requireHeadOrCode(t *testing.T, method string, resp *http.Response, body []byte, status int, code errcode.Code) {
+func requireHeadOrCode(t *testing.T, method string, resp reply, body []byte, status int, code errcode.Code) {
 	t.Helper()
 	if method == http.MethodHead {
 		require.Equal(t, status, resp.StatusCode)

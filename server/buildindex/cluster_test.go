@@ -43,8 +43,9 @@ func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
 
 // listenAgain binds addr, retrying while the previous owner's socket lingers.
@@ -214,17 +215,16 @@ func TestRaftCluster(t *testing.T) {
 	require.NoError(t, err)
 	var putAck api.Tag
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&putAck))
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
 	acked["team/app:v1"] = putAck
 	// A linearizable get on a follower is served by the follower itself, with a read index
 	// from the leader, and sees the write acknowledged just before.
-	resp, err = http.Get("http://" + follower.httpAddr + api.TagPath("team/app", "v1"))
-	require.NoError(t, err)
+	resp = httpGet(t, "http://"+follower.httpAddr+api.TagPath("team/app", "v1"))
 	var got api.Tag
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, follower.id, resp.Header.Get(HeaderServedBy))
 	require.Equal(t, acked["team/app:v1"].Index, got.Index)
 	for _, n := range nodes {
@@ -314,7 +314,7 @@ func TestRaftCluster(t *testing.T) {
 	require.ErrorIs(t, err, client.ErrNotFound)
 	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.cfg.RaftListen, APIAddr: "127.0.0.1:1"})
 	var re *errcode.Error
-	require.True(t, errors.As(err, &re), "%v", err)
+	require.ErrorAs(t, err, &re)
 	require.Equal(t, http.StatusConflict, re.Status, "a join from an address already in the cluster")
 	st, err = fresh[slices.IndexFunc(fresh, func(n *raftNode) bool { return n != out && n != freshLeader })].cli.Join(ctx,
 		api.Member{ID: out.id, RaftAddr: out.cfg.RaftListen, APIAddr: out.httpAddr})
@@ -379,17 +379,16 @@ func TestRaftClusterLinks(t *testing.T) {
 	require.NoError(t, err)
 	var ml api.Link
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ml))
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
 	require.Equal(t, api.Link{Repo: repo, Name: registry.ManifestLink(m), Digest: m, Index: ml.Index}, ml)
 
 	// Linearizable through the other follower: it sees the write acknowledged just before.
-	resp, err = http.Get("http://" + followers[1].httpAddr + api.LinkPath(repo, registry.ManifestLink(m)))
-	require.NoError(t, err)
+	resp = httpGet(t, "http://"+followers[1].httpAddr+api.LinkPath(repo, registry.ManifestLink(m)))
 	var got api.Link
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, followers[1].id, resp.Header.Get(HeaderServedBy), "served by the follower with a read index")
 	require.Equal(t, ml, got)

@@ -94,7 +94,7 @@ func TestContentCheck(t *testing.T) {
 
 	_, err := n.cli.PutTag(ctx, ns, "bad", digest.FromString("nothing"))
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", broken.Digest)
 	re := apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
@@ -106,9 +106,9 @@ func TestContentCheck(t *testing.T) {
 	require.Contains(t, re.Message, digest.FromString("gone").String())
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", badSize.Digest)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
 	_, err = n.cli.PutTag(ctx, ns, "bad", badRef.Digest)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
 	require.Equal(t, written, store.writeCount(), "refused tags changed nothing")
 
 	// Origins that cannot be reached: 503, nothing written.
@@ -118,7 +118,7 @@ func TestContentCheck(t *testing.T) {
 		c.Origins = []string{closedAddr(t)}
 	})
 	_, err = down.cli.PutTag(ctx, ns, "v1", good.Digest)
-	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
+	requireAPIErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	require.Zero(t, down.store.writeCount())
 }
 
@@ -205,7 +205,7 @@ func TestLinkContentCheck(t *testing.T) {
 
 	// A tag on a sha512 manifest: through its manifest/ link.
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(image512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "v512", image512)
@@ -217,7 +217,7 @@ func TestLinkContentCheck(t *testing.T) {
 	store.tags[[2]string{ns, tagstore.LinkKey(registry.ManifestLink(ghost512))}] = tagstore.Tag{Repo: ns, Name: tagstore.LinkKey(registry.ManifestLink(ghost512)), Digest: missing, Index: store.index}
 	store.mu.Unlock()
 	_, err = n.cli.PutTag(ctx, ns, "ghost", ghost512)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	// An index whose child is addressed by sha512 needs the child's manifest/ link.
 	child512 := digest.SHA512.FromString("child")
@@ -232,7 +232,7 @@ func TestLinkContentCheck(t *testing.T) {
 	_, err = n.cli.PutLink(ctx, ns, registry.BlobLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
 	_, err = n.cli.PutLink(ctx, ns, registry.ManifestLink(child512), image.Digest)
 	require.NoError(t, err)
 	_, err = n.cli.PutTag(ctx, ns, "multi", index.Digest)
@@ -248,7 +248,7 @@ func TestLinkContentCheck(t *testing.T) {
 	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, sig512), sig512)
 	require.NoError(t, err)
 	_, err = n.cli.PutLink(ctx, ns, registry.ReferrerLink(image.Digest, image.Digest), image.Digest)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeManifestUnknown)
 
 	// Origins that cannot be reached: 503, nothing written.
 	down := startFake(t, newFakeStore("b"), Deps{}, func(c *Config) {
@@ -257,6 +257,6 @@ func TestLinkContentCheck(t *testing.T) {
 		c.Origins = []string{closedAddr(t)}
 	})
 	_, err = down.cli.PutLink(ctx, ns, registry.BlobLink(layer.Digest), layer.Digest)
-	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
+	requireAPIErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 	require.Zero(t, down.store.writeCount())
 }

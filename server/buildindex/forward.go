@@ -126,7 +126,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ad
 			Message: fmt.Sprintf("the leader %s is unreachable; retry", addr), Err: err})
 		return
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	for k, vs := range resp.Header {
 		switch http.CanonicalHeaderKey(k) {
 		case "Connection", "Keep-Alive", "Transfer-Encoding", "Trailer", "Upgrade":

@@ -67,7 +67,7 @@ func TestLinks(t *testing.T) {
 	_, err = n.cli.PutLink(ctx, "only/links", registry.BlobLink(b), b)
 	require.NoError(t, err)
 	_, _, err = n.cli.ListTags(ctx, "only/links", "", 0)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
 	repos, _, err := n.cli.ListRepositories(ctx, "", 0)
 	require.NoError(t, err)
 	require.Equal(t, []string{"only/links", repo}, repos)
@@ -75,18 +75,18 @@ func TestLinks(t *testing.T) {
 	// Missing links: 404 with the code of their kind.
 	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(dig("none")), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.ManifestLink(dig("none")), true)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.ReferrerLink(m, dig("none")), false)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	del, err := n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.NoError(t, err)
 	require.Equal(t, b, del.Digest)
 	_, err = n.cli.DeleteLink(ctx, repo, registry.BlobLink(b))
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	_, err = n.cli.GetLink(ctx, repo, registry.BlobLink(b), false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 
@@ -97,7 +97,7 @@ func TestLinks(t *testing.T) {
 		require.NoError(t, err)
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
 		return resp.StatusCode, b
@@ -153,11 +153,11 @@ func TestLinkBadInput(t *testing.T) {
 		{"app", "blob/" + d.String() + strings.Repeat("0", 300), errcode.CodeNameInvalid},
 	} {
 		_, err := n.cli.PutLink(ctx, tc.repo, tc.name, d)
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 		_, err = n.cli.GetLink(ctx, tc.repo, tc.name, false)
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 		_, err = n.cli.DeleteLink(ctx, tc.repo, tc.name)
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 	}
 
 	// Values the registry contract forbids.
@@ -176,7 +176,7 @@ func TestLinkBadInput(t *testing.T) {
 		{registry.ManifestLink(d), "sha384:" + digest.Digest(strings.Repeat("a", 96))},
 	} {
 		_, err := n.cli.PutLink(ctx, "app", tc.name, tc.value)
-		apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
+		requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	}
 
 	for prefix, code := range map[string]errcode.Code{
@@ -191,17 +191,16 @@ func TestLinkBadInput(t *testing.T) {
 		"referrer/sha256:ab/":              errcode.CodeDigestInvalid,
 	} {
 		_, err := n.cli.ListLinks(ctx, "app", prefix, false)
-		apiErr(t, err, http.StatusBadRequest, code)
+		requireAPIErr(t, err, http.StatusBadRequest, code)
 	}
 	for _, prefix := range []string{"blob/", "blob/s", "blob/sha512", "blob/sha256:", "blob/sha256:0a", "referrer/" + d.String(), "referrer/" + d.String() + "/sha5"} {
 		_, err := n.cli.ListLinks(ctx, "app", prefix, false)
 		require.NoError(t, err, prefix)
 	}
 	_, err := n.cli.ListLinks(ctx, "App", "blob/", false)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeNameInvalid)
-	resp, err := http.Get("http://" + n.addr + api.LinksPath("app") + "?prefix=blob/&stale=maybe")
-	require.NoError(t, err)
-	resp.Body.Close()
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeNameInvalid)
+	resp := httpGet(t, "http://"+n.addr+api.LinksPath("app")+"?prefix=blob/&stale=maybe")
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 
 	require.Zero(t, store.writeCount(), "no bad request changed the store")
@@ -239,7 +238,7 @@ func TestLinkForwarding(t *testing.T) {
 	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
 	require.NoError(t, err)
 	_, err = follower.cli.DeleteLink(ctx, "app", registry.BlobLink(d))
-	apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 	require.Zero(t, fstore.writeCount())
 }
 

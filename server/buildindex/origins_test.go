@@ -48,7 +48,7 @@ func startOrigins(t *testing.T, n int) []string {
 		}, origin.Deps{Listener: ln})
 		if err != nil {
 			for _, l := range lns[i:] {
-				l.Close()
+				_ = l.Close() // the New error is the one to report
 			}
 			require.NoError(t, err)
 		}

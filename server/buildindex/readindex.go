@@ -90,7 +90,7 @@ func (s *Server) fetchReadIndex(ctx context.Context, leader string) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("read index from %s: %w", leader, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if err != nil {
 		return 0, fmt.Errorf("read index from %s: %w", leader, err)

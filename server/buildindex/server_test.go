@@ -92,15 +92,30 @@ func startFake(t *testing.T, store *fakeStore, deps Deps, edit func(*Config)) *n
 
 func dig(s string) digest.Digest { return digest.FromString(s) }
 
-// apiErr asserts err carries a registry error with status and code.
+// apiErr asserts err carries a registry error with status and code, and returns it.
 func apiErr(t *testing.T, err error, status int, code errcode.Code) *errcode.Error {
 	t.Helper()
-	require.Error(t, err)
 	var re *errcode.Error
-	require.True(t, errors.As(err, &re), "%v", err)
+	require.ErrorAs(t, err, &re)
 	require.Equal(t, status, re.Status, "%v", err)
 	require.Equal(t, code, re.Code, "%v", err)
 	return re
+}
+
+// httpGet GETs url with the test's context; the caller closes the body.
+func httpGet(t *testing.T, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	return resp
+}
+
+// requireAPIErr is apiErr for a test that needs nothing more of the error.
+func requireAPIErr(t *testing.T, err error, status int, code errcode.Code) {
+	t.Helper()
+	_ = apiErr(t, err, status, code)
 }
 
 func TestPutGetDelete(t *testing.T) {
@@ -130,7 +145,7 @@ func TestPutGetDelete(t *testing.T) {
 
 	_, err = n.cli.GetTag(ctx, "library/ubuntu", "24.04", false)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	_, err = n.cli.DeleteTag(ctx, "library/ubuntu", "24.04")
 	require.ErrorIs(t, err, client.ErrNotFound)
 
@@ -140,7 +155,7 @@ func TestPutGetDelete(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	raw, err := n.cli.GetTag(ctx, "library/ubuntu", "raw", false)
 	require.NoError(t, err)
@@ -155,22 +170,20 @@ func TestPutGetDelete(t *testing.T) {
 		"/repositories/library%2Fubuntu/tags/raw": http.StatusOK,
 		"/repositories/library%2Fubuntu/tags/":    http.StatusBadRequest, // an empty tag
 	} {
-		resp, err := http.Get("http://" + n.addr + path)
-		require.NoError(t, err)
-		resp.Body.Close()
+		resp := httpGet(t, "http://"+n.addr+path)
+		require.NoError(t, resp.Body.Close())
 		require.Equal(t, want, resp.StatusCode, path)
 	}
 	req, err = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.addr+"/repositories/library/ubuntu/tags/raw", nil)
 	require.NoError(t, err)
 	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 
 	// The response names the node that executed it.
-	resp, err = http.Get("http://" + n.addr + api.TagPath("library/ubuntu", "nope"))
-	require.NoError(t, err)
-	resp.Body.Close()
+	resp = httpGet(t, "http://"+n.addr+api.TagPath("library/ubuntu", "nope"))
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, "a", resp.Header.Get(HeaderServedBy))
 }
 
@@ -197,11 +210,11 @@ func TestBadInput(t *testing.T) {
 		{"library/ubuntu", "a+b", errcode.CodeTagInvalid},
 	} {
 		_, err := n.cli.PutTag(ctx, tc.repo, tc.tag, digest.Digest(good))
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 		_, err = n.cli.GetTag(ctx, tc.repo, tc.tag, false)
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 		_, err = n.cli.DeleteTag(ctx, tc.repo, tc.tag)
-		apiErr(t, err, http.StatusBadRequest, tc.code)
+		requireAPIErr(t, err, http.StatusBadRequest, tc.code)
 	}
 	// The longest valid names pass.
 	_, err := n.cli.PutTag(ctx, strings.Repeat("a", 255), strings.Repeat("t", 128), digest.Digest(good))
@@ -210,12 +223,12 @@ func TestBadInput(t *testing.T) {
 
 	for _, d := range []string{"", "sha256:abc", strings.Repeat("a", 64), "sha256:" + strings.Repeat("G", 64), "md5:0123"} {
 		_, err := n.cli.PutTag(ctx, "app", "v1", digest.Digest(d))
-		apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
+		requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	}
 	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha384:"+strings.Repeat("a", 96)))
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
 	_, err = n.cli.PutTag(ctx, "app", "v1", digest.Digest("sha512:"+strings.Repeat("a", 127)))
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeDigestInvalid)
 	// sha512 is accepted: a manifest pushed by its sha512 digest (found through its link).
 	_, err = n.cli.PutTag(ctx, "app", "sha512", digest.Digest("sha512:"+strings.Repeat("a", 128)))
 	require.NoError(t, err)
@@ -237,12 +250,12 @@ func TestBadInput(t *testing.T) {
 	} {
 		resp := put(body)
 		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		require.NoError(t, resp.Body.Close())
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
 		require.Equal(t, code, errcode.DecodeError(resp.StatusCode, b).Code, body)
 	}
 	resp := put(`{"digest":"` + good + `","pad":"` + strings.Repeat("x", 70<<10) + `"}`)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
 
 	for _, path := range []string{
@@ -252,9 +265,8 @@ func TestBadInput(t *testing.T) {
 		api.RepositoriesPath + "?n=1.5",
 		api.ChangesPath + "?from=-3",
 	} {
-		resp, err := http.Get("http://" + n.addr + path)
-		require.NoError(t, err)
-		resp.Body.Close()
+		resp := httpGet(t, "http://"+n.addr+path)
+		require.NoError(t, resp.Body.Close())
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
 	}
 
@@ -264,16 +276,16 @@ func TestBadInput(t *testing.T) {
 		{ID: "b", RaftAddr: "127.0.0.1:9"},
 	} {
 		_, err := n.cli.Join(ctx, m)
-		apiErr(t, err, http.StatusBadRequest, errcode.CodeBodyInvalid)
+		requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeBodyInvalid)
 	}
 	_, err = n.cli.Join(ctx, api.Member{ID: "a", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
-	apiErr(t, err, http.StatusConflict, errcode.CodeMemberExists)
+	requireAPIErr(t, err, http.StatusConflict, errcode.CodeMemberExists)
 	_, err = n.cli.Remove(ctx, "nobody")
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeMemberUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeMemberUnknown)
 
 	_, err = n.cli.Restore(ctx)
-	apiErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
+	requireAPIErr(t, err, http.StatusBadRequest, errcode.CodeUnsupported)
 
 	require.Equal(t, before, store.writeCount(), "no bad request changed the store")
 	st, err := n.cli.ClusterStatus(ctx)
@@ -300,7 +312,7 @@ func TestStoreErrors(t *testing.T) {
 		store.putErr = tc.err
 		store.mu.Unlock()
 		_, err := n.cli.PutTag(t.Context(), "app", "v1", dig("x"))
-		apiErr(t, err, tc.status, tc.code)
+		requireAPIErr(t, err, tc.status, tc.code)
 	}
 }
 
@@ -356,23 +368,21 @@ func TestPagination(t *testing.T) {
 	require.Equal(t, want, tags)
 
 	// The Link header as the OCI spec writes it, and n=0.
-	resp, err := http.Get("http://" + n.addr + api.TagsPath("team/app") + "?n=2&last=v03")
-	require.NoError(t, err)
+	resp := httpGet(t, "http://"+n.addr+api.TagsPath("team/app")+"?n=2&last=v03")
 	var tl api.TagList
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tl))
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, api.TagList{Name: "team/app", Tags: []string{"v04", "v05"}}, tl)
 	require.Equal(t, `</repositories/team%2Fapp/tags?last=v05&n=2>; rel="next"`, resp.Header.Get("Link"))
-	resp, err = http.Get("http://" + n.addr + api.TagsPath("team/app") + "?n=0")
-	require.NoError(t, err)
+	resp = httpGet(t, "http://"+n.addr+api.TagsPath("team/app")+"?n=0")
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.JSONEq(t, `{"name":"team/app","tags":[]}`, string(b))
 	require.Empty(t, resp.Header.Get("Link"))
 
 	_, _, err = n.cli.ListTags(ctx, "no/such", "", 0)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
 
 	got = nil
 	last = ""
@@ -405,9 +415,8 @@ func TestForwarding(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, put.Index, lt.Index)
 
-	resp, err := http.Get("http://" + follower.addr + api.TagPath("app", "v1"))
-	require.NoError(t, err)
-	resp.Body.Close()
+	resp := httpGet(t, "http://"+follower.addr+api.TagPath("app", "v1"))
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "L", resp.Header.Get(HeaderServedBy), "linearizable read served by the leader")
 
@@ -432,7 +441,7 @@ func TestForwarding(t *testing.T) {
 	require.ErrorIs(t, err, tagstore.ErrNotFound)
 	// Errors come back from the leader unchanged.
 	_, err = follower.cli.DeleteTag(ctx, "app", "v1")
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 
 	// Two nodes that each name the other as the leader: one hop, then 503.
 	a, b := newFakeStore("A"), newFakeStore("B")
@@ -448,9 +457,8 @@ func TestForwarding(t *testing.T) {
 	lone := newFakeStore("Z")
 	lone.followerOf("", "")
 	nz := startFake(t, lone, Deps{}, nil)
-	resp, err = http.Get("http://" + nz.addr + api.TagPath("app", "v1"))
-	require.NoError(t, err)
-	resp.Body.Close()
+	resp = httpGet(t, "http://"+nz.addr+api.TagPath("app", "v1"))
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	require.Equal(t, "1", resp.Header.Get("Retry-After"))
 	require.Error(t, nz.cli.Ready(ctx), "not ready without a leader")
@@ -461,7 +469,7 @@ func TestForwarding(t *testing.T) {
 	gone.followerOf("L2", closedAddr(t))
 	ng := startFake(t, gone, Deps{}, nil)
 	_, err = ng.cli.PutTag(ctx, "app", "v1", dig("x"))
-	apiErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
+	requireAPIErr(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 }
 
 // closedAddr returns a loopback address nothing listens on.
@@ -602,7 +610,7 @@ func TestNewErrors(t *testing.T) {
 	require.ErrorContains(t, err, "no listener")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	_, err = New(cfg, Deps{Listener: ln})
 	require.ErrorContains(t, err, "no raft listener")
 	// Backends that do not route the tags namespace.
@@ -619,16 +627,14 @@ func TestMetricsAndHealth(t *testing.T) {
 	t.Parallel()
 	n := startFake(t, newFakeStore("a"), Deps{}, nil)
 	for _, p := range []string{"/health", "/readyz"} {
-		resp, err := http.Get("http://" + n.addr + p)
-		require.NoError(t, err)
-		resp.Body.Close()
+		resp := httpGet(t, "http://"+n.addr+p)
+		require.NoError(t, resp.Body.Close())
 		require.Equal(t, http.StatusOK, resp.StatusCode, p)
 	}
 	var buf bytes.Buffer
-	resp, err := http.Get("http://" + n.addr + api.ClusterPath)
-	require.NoError(t, err)
+	resp := httpGet(t, "http://"+n.addr+api.ClusterPath)
 	_, _ = io.Copy(&buf, resp.Body)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	var st api.ClusterStatus
 	require.NoError(t, json.Unmarshal(buf.Bytes(), &st))
 	require.Equal(t, "a", st.LeaderID)

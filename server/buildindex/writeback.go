@@ -125,7 +125,7 @@ func newWriteback(s *Server, dir string, reg prometheus.Registerer) (*writeback,
 	if reg != nil {
 		for _, c := range []prometheus.Collector{wb.objects, wb.cursorG} {
 			if err := reg.Register(c); err != nil {
-				q.Close()
+				_ = q.Close() // the registration error is the one to report
 				return nil, err
 			}
 		}
@@ -135,7 +135,7 @@ func newWriteback(s *Server, dir string, reg prometheus.Registerer) (*writeback,
 		Workers: w.Workers, RetryInitial: w.RetryInitial, RetryMax: w.RetryMax, Timeout: w.Timeout,
 	}, wb.execute, queue.RunnerDeps{Logger: s.log, Registerer: reg, Subsystem: "buildindex"})
 	if err != nil {
-		q.Close()
+		_ = q.Close() // the runner's error is the one to report
 		return nil, err
 	}
 	return wb, nil

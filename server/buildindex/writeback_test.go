@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 
@@ -66,7 +65,7 @@ func withBackend(dir string) func(*Config) {
 func TestObjectName(t *testing.T) {
 	t.Parallel()
 	name := ObjectName("library/ubuntu", "24.04")
-	require.Regexp(t, regexp.MustCompile(`^t-[0-9a-f]{64}$`), name)
+	require.Regexp(t, `^t-[0-9a-f]{64}$`, name)
 	require.NotEqual(t, name, ObjectName("library/ubuntu", "24.05"))
 }
 

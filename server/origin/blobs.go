@@ -127,7 +127,7 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, d digest.Dig
 		registry.WriteError(w, r, err)
 		return
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }() // read-only handle
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(api.HeaderContentDigest, d.String())
 	w.Header().Set(api.HeaderServedBy, s.self)
@@ -179,7 +179,7 @@ func (s *Server) metainfo(ctx context.Context, d digest.Digest) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }() // read-only handle
 	mi, err := metainfo.Generate(ctx, io.NewSectionReader(b, 0, b.Size()), b.Size())
 	if err != nil {
 		return nil, fmt.Errorf("generate metainfo for %s: %w", d, err)
@@ -250,7 +250,7 @@ func (s *Server) pullFromPeer(ctx context.Context, peer, ns string, d digest.Dig
 	if err != nil {
 		return err
 	}
-	defer body.Close()
+	defer func() { _ = body.Close() }() // read side
 	if _, err := s.store.Ingest(ctx, d, body); err != nil {
 		return fmt.Errorf("pull %s from origin %s: %w", d, peer, err)
 	}

@@ -34,7 +34,7 @@ func do(t *testing.T, hc *http.Client, method, url string, body []byte, hdr map[
 	}
 	resp, err := hc.Do(req)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	out := rawResp{status: resp.StatusCode, hdr: resp.Header}
 	data, _ := io.ReadAll(resp.Body)
 	var b errcode.Body

@@ -82,7 +82,7 @@ func (s *Server) replicate(ctx context.Context, target, ns string, d digest.Dige
 	if err != nil {
 		return fmt.Errorf("replicate %s: %w", d, err)
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }() // read-only handle
 	if err := p.Replicate(ctx, ns, d, blobReader(b), b.Size()); err != nil {
 		s.metrics.replications.WithLabelValues("error").Inc()
 		return err
@@ -135,7 +135,7 @@ func (s *Server) writeback(ctx context.Context, ns string, d digest.Digest) erro
 	} else if err != nil {
 		return fmt.Errorf("write back %s: %w", d, err)
 	}
-	defer b.Close()
+	defer func() { _ = b.Close() }() // read-only handle
 	if info, err := s.backend.Stat(ctx, ns, d.Encoded()); err == nil && info.Size == b.Size() {
 		return nil
 	} else if err != nil && !errors.Is(err, backend.ErrNotFound) {

@@ -71,6 +71,19 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
+// send sends a request with the test's context; the caller closes the body.
+func send(t *testing.T, hc *http.Client, method, url, contentType string, body io.Reader) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
+	require.NoError(t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	return resp
+}
+
 func (st *stack) startOrigins(n int) {
 	t := st.t
 	lns := make([]net.Listener, n)
@@ -135,11 +148,15 @@ func (st *stack) newProxy(edit func(*proxy.Config)) *proxy.Server {
 	require.NoError(t, err)
 	run(t, "proxy", srv.Run)
 	require.Eventually(t, func() bool {
-		resp, err := st.hc.Get("http://" + srv.Addr() + "/readyz")
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+srv.Addr()+"/readyz", nil)
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		resp, err := st.hc.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 10*time.Millisecond, "proxy ready")
 	return srv
@@ -178,12 +195,12 @@ func readBlob(t *testing.T, r registry.Reader, repo string, d digest.Digest, off
 	t.Helper()
 	br, err := r.Blob(t.Context(), repo, d)
 	require.NoError(t, err)
-	defer br.Close()
+	defer func() { require.NoError(t, br.Close()) }()
 	rc, err := br.Open(t.Context(), off)
 	require.NoError(t, err)
-	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	require.NoError(t, err)
-	require.EqualValues(t, br.Size()-off, len(b))
+	require.NoError(t, rc.Close())
+	require.Len(t, b, int(br.Size()-off))
 	return b
 }

@@ -96,7 +96,7 @@ func (o *origins) readSmall(ctx context.Context, ns string, s digest.Digest, lim
 		if err != nil {
 			return err
 		}
-		defer body.Close()
+		defer func() { _ = body.Close() }() // read side
 		if size > limit {
 			return errcode.Errorf(http.StatusBadRequest, errcode.CodeManifestInvalid, "%s is %d bytes, over the limit of %d", s, size, limit)
 		}

@@ -143,7 +143,9 @@ func (r *Registry) manifest(ctx context.Context, repo string, d digest.Digest, u
 	if err != nil {
 		if l.Digest == "" {
 			// An unlinked tag target that is not a manifest: nothing to serve as one.
-			return nil, fmt.Errorf("manifest %s in %s is not a manifest (%v): %w", d, repo, err, registry.ErrManifestUnknown)
+			// The parse error is a *registry.Error (MANIFEST_INVALID, 400): wrapped, it would win
+			// over ErrManifestUnknown when the error is mapped to a code.
+			return nil, fmt.Errorf("manifest %s in %s is not a manifest (%v): %w", d, repo, err, registry.ErrManifestUnknown) //nolint:errorlint // detail only, as said above
 		}
 		return nil, fmt.Errorf("parse stored manifest %s of %s: %w", d, repo, err)
 	}

@@ -56,7 +56,7 @@ func Open(path string) (*Queue, error) {
 		_, err := tx.CreateBucketIfNotExists(tasksBucket)
 		return err
 	}); err != nil {
-		db.Close()
+		_ = db.Close() // the update's error is the one to report
 		return nil, fmt.Errorf("open queue %s: %w", path, err)
 	}
 	return &Queue{db: db, running: map[string]bool{}, wake: make(chan struct{}, 1)}, nil

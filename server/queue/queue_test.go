@@ -67,7 +67,7 @@ func TestQueueAddDueDone(t *testing.T) {
 	// Durable: reopen and find both tasks.
 	require.NoError(t, q.Close())
 	q = open(t, path)
-	defer q.Close()
+	defer func() { require.NoError(t, q.Close()) }()
 	due, _, _, err = q.Due(now.Add(2*time.Minute), 10)
 	require.NoError(t, err)
 	require.Len(t, due, 1)
@@ -81,7 +81,7 @@ func TestQueueAddDueDone(t *testing.T) {
 func TestRunnerRetriesUntilSuccessAndDropsPermanent(t *testing.T) {
 	t.Parallel()
 	q := open(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	defer func() { require.NoError(t, q.Close()) }()
 	var mu sync.Mutex
 	attempts := map[string]int{}
 	finished := make(chan string, 10)
@@ -137,7 +137,7 @@ func TestRunnerRetriesUntilSuccessAndDropsPermanent(t *testing.T) {
 func TestRunnerShutdownKeepsTasks(t *testing.T) {
 	t.Parallel()
 	q := open(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	defer func() { require.NoError(t, q.Close()) }()
 	started := make(chan struct{})
 	var once sync.Once
 	exec := func(ctx context.Context, tk queue.Task) error {
@@ -166,7 +166,7 @@ func TestRunnerShutdownKeepsTasks(t *testing.T) {
 func TestBackoffGrowsAndCaps(t *testing.T) {
 	t.Parallel()
 	q := open(t, filepath.Join(t.TempDir(), "q.db"))
-	defer q.Close()
+	defer func() { require.NoError(t, q.Close()) }()
 	r, err := queue.NewRunner(q, queue.RunnerConfig{RetryInitial: time.Second, RetryMax: 8 * time.Second}, nil, queue.RunnerDeps{Subsystem: "test"})
 	require.NoError(t, err)
 	for attempt, base := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 10: 8 * time.Second} {

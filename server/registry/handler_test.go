@@ -42,8 +42,20 @@ func newEnv(t *testing.T, readOnly bool, opts registry.HandlerOptions) *env {
 	return &env{t: t, reg: reg, srv: srv}
 }
 
-// do sends a request; hdr holds header name/value pairs.
-func (e *env) do(method, path string, body []byte, hdr ...string) (*http.Response, []byte) {
+// reply is an answer whose body has been read and closed.
+type reply struct {
+	StatusCode    int
+	Header        http.Header
+	ContentLength int64
+	Method        string // of the request
+}
+
+func replyOf(resp *http.Response) reply {
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header, ContentLength: resp.ContentLength, Method: resp.Request.Method}
+}
+
+// do sends a request and returns the answer and its body; hdr holds header name/value pairs.
+func (e *env) do(method, path string, body []byte, hdr ...string) (reply, []byte) {
 	e.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -56,19 +68,19 @@ func (e *env) do(method, path string, body []byte, hdr ...string) (*http.Respons
 	}
 	resp, err := e.srv.Client().Do(req)
 	require.NoError(e.t, err)
-	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(e.t, err)
+	require.NoError(e.t, resp.Body.Close())
 	require.Equal(e.t, "registry/2.0", resp.Header.Get("Docker-Distribution-API-Version"), "%s %s", method, path)
-	return resp, b
+	return replyOf(resp), b
 }
 
 // requireError checks an error answer: status, JSON body with code (no body for HEAD).
-func requireError(t *testing.T, resp *http.Response, body []byte, status int, code errcode.Code) errcode.BodyError {
+func requireError(t *testing.T, resp reply, body []byte, status int, code errcode.Code) errcode.BodyError {
 	t.Helper()
 	require.Equal(t, status, resp.StatusCode, "body: %s", body)
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
-	if resp.Request.Method == http.MethodHead {
+	if resp.Method == http.MethodHead {
 		require.Empty(t, body)
 		return errcode.BodyError{}
 	}
@@ -406,12 +418,12 @@ func TestStreamedUploadSHA512(t *testing.T) {
 	// An unknown length (chunked transfer encoding).
 	req, err := http.NewRequestWithContext(t.Context(), "PATCH", e.srv.URL+loc, io.MultiReader(bytes.NewReader(data)))
 	require.NoError(t, err)
-	resp, err := e.srv.Client().Do(req)
+	patch, err := e.srv.Client().Do(req)
 	require.NoError(t, err)
-	_ = resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	require.Equal(t, fmt.Sprintf("0-%d", len(data)-1), resp.Header.Get("Range"))
-	resp, _ = e.do("PUT", loc+"?digest="+d.String(), nil)
+	_ = patch.Body.Close()
+	require.Equal(t, http.StatusAccepted, patch.StatusCode)
+	require.Equal(t, fmt.Sprintf("0-%d", len(data)-1), patch.Header.Get("Range"))
+	resp, _ := e.do("PUT", loc+"?digest="+d.String(), nil)
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
 	require.Equal(t, d.String(), resp.Header.Get("Docker-Content-Digest"))
 	resp, body := e.do("GET", "/v2/r/blobs/"+d.String(), nil)
@@ -689,14 +701,14 @@ func TestManifestPushInvalid(t *testing.T) {
 	// A too-large manifest of unknown length is cut off too.
 	req, err := http.NewRequestWithContext(t.Context(), "PUT", e.srv.URL+"/v2/r/manifests/t", io.MultiReader(bytes.NewReader(huge)))
 	require.NoError(t, err)
-	resp, err := e.srv.Client().Do(req)
+	put, err := e.srv.Client().Do(req)
 	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	requireError(t, resp, b, http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid)
+	b, _ := io.ReadAll(put.Body)
+	_ = put.Body.Close()
+	requireError(t, replyOf(put), b, http.StatusRequestEntityTooLarge, errcode.CodeManifestInvalid)
 
 	// Nothing was stored.
-	resp, b = e.do("GET", "/v2/r/tags/list", nil)
+	resp, b := e.do("GET", "/v2/r/tags/list", nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.JSONEq(t, `{"name":"r","tags":[]}`, string(b))
 }
@@ -745,7 +757,7 @@ func TestReferrers(t *testing.T) {
 		require.Equal(t, http.StatusCreated, resp.StatusCode, "body: %s", b)
 		require.Equal(t, sd.String(), resp.Header.Get("OCI-Subject"))
 	}
-	list := func(query string) (ocispec.Index, *http.Response) {
+	list := func(query string) (ocispec.Index, reply) {
 		resp, b := e.do("GET", "/v2/r/referrers/"+sd.String()+query, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", b)
 		require.Equal(t, ocispec.MediaTypeImageIndex, resp.Header.Get("Content-Type"))
@@ -1026,14 +1038,14 @@ func TestMountDoesNotCleanPaths(t *testing.T) {
 		require.Equal(t, errcode.CodeNameInvalid, body.Errors[0].Code, p)
 	}
 	require.Empty(t, reg.Repositories(), "nothing was written anywhere")
-	resp, err := hc.Get(srv.URL + "/health")
-	require.NoError(t, err)
-	_ = resp.Body.Close()
-	require.Equal(t, http.StatusTeapot, resp.StatusCode)
-	resp, err = hc.Get(srv.URL + "/v2/")
-	require.NoError(t, err)
-	_ = resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for path, want := range map[string]int{"/health": http.StatusTeapot, "/v2/": http.StatusOK} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode, path)
+	}
 }
 
 // writerToReader serves registrytest's blobs through bodies that record whether the handler
@@ -1120,7 +1132,7 @@ func TestUploadShortBodyOverHTTP(t *testing.T) {
 	t.Cleanup(srv.Close)
 	id, err := reg.StartUpload(t.Context(), "r")
 	require.NoError(t, err)
-	answer, err := registrytest.ShortPatch(srv.Listener.Addr().String(), "/v2/r/blobs/uploads/"+id)
+	answer, err := registrytest.ShortPatch(t.Context(), srv.Listener.Addr().String(), "/v2/r/blobs/uploads/"+id)
 	require.NoError(t, err)
 	require.Contains(t, answer, "HTTP/1.1 400 ")
 	require.Contains(t, answer, string(errcode.CodeSizeInvalid))

@@ -31,7 +31,7 @@ func desc(mt string, d digest.Digest, size int64) string {
 func TestParseManifestTypes(t *testing.T) {
 	t.Parallel()
 	foreign := desc(registry.MediaTypeDockerForeignLayer, digest.FromString("f"), 9)
-	nondist := desc(ocispec.MediaTypeImageLayerNonDistributableGzip, digest.FromString("n"), 9)
+	nondist := desc(ocispec.MediaTypeImageLayerNonDistributableGzip, digest.FromString("n"), 9) //nolint:staticcheck // SA1019: deprecated for new images; old ones still carry it
 	subject := desc(ocispec.MediaTypeImageManifest, dChild, 100)
 	for _, tc := range []struct {
 		name, ct, body string
@@ -149,7 +149,7 @@ func TestParseManifestInvalid(t *testing.T) {
 			t.Parallel()
 			_, err := registry.ParseManifest(tc.ct, []byte(tc.body))
 			var e *errcode.Error
-			require.True(t, errors.As(err, &e), "%v", err)
+			require.ErrorAs(t, err, &e)
 			require.Equal(t, errcode.CodeManifestInvalid, e.Code)
 			require.Equal(t, http.StatusBadRequest, e.Status)
 			require.Contains(t, e.Message, tc.want)
@@ -198,7 +198,7 @@ func TestParseOCIDigest(t *testing.T) {
 	} {
 		_, err := registry.ParseOCIDigest(in)
 		var e *errcode.Error
-		require.True(t, errors.As(err, &e), "%q: %v", in, err)
+		require.ErrorAs(t, err, &e, in)
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)
 	}

@@ -32,7 +32,7 @@ func TestParseDigest(t *testing.T) {
 	} {
 		_, err := registry.ParseDigest(in)
 		var e *errcode.Error
-		require.True(t, errors.As(err, &e), "%q: %v", in, err)
+		require.ErrorAs(t, err, &e, in)
 		require.Equal(t, code, e.Code, in)
 		require.Equal(t, http.StatusBadRequest, e.Status, in)
 	}
@@ -108,6 +108,6 @@ func FuzzParseContentRange(f *testing.F) {
 			return
 		}
 		require.GreaterOrEqual(t, start, int64(0))
-		require.Greater(t, n, int64(0))
+		require.Positive(t, n)
 	})
 }

@@ -22,12 +22,15 @@ func validUploadID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+		if !uploadIDByte(id[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+func uploadIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-'
 }
 
 func uploadLocation(name, id string) string { return "/v2/" + name + "/blobs/uploads/" + id }

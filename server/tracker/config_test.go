@@ -1,7 +1,6 @@
 package tracker_test
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +66,7 @@ func TestConfigValidate(t *testing.T) {
 		var cfg tracker.Config
 		err := config.Decode(strings.NewReader(tc.doc), &cfg)
 		require.Error(t, err, tc.doc)
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 		require.ErrorContains(t, err, tc.want, tc.doc)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -156,11 +157,15 @@ func startTracker(t *testing.T, cfg tracker.Config, now func() time.Time) *testT
 	t.Cleanup(func() { tt.stop(t) })
 	hc := httpClient(t)
 	require.Eventually(t, func() bool {
-		resp, err := hc.Get("http://" + tt.addr + "/readyz")
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+tt.addr+"/readyz", nil)
 		if err != nil {
 			return false
 		}
-		resp.Body.Close()
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 5*time.Millisecond)
 	return tt
@@ -203,6 +208,19 @@ func httpClient(t *testing.T) *http.Client {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: time.Minute}
+}
+
+// send sends a request with the test's context; the caller closes the body.
+func send(t *testing.T, hc *http.Client, method, url, contentType string, body io.Reader) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
+	require.NoError(t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	return resp
 }
 
 func announceClient(t *testing.T, trackers ...string) *announce.Client {

@@ -21,9 +21,8 @@ import (
 // Content-Type, the body and the error code of an error body.
 func getMetainfo(t *testing.T, hc *http.Client, addr, ns string, d digest.Digest) (int, string, []byte, string) {
 	t.Helper()
-	resp, err := hc.Get("http://" + addr + announce.MetainfoPath(ns, d))
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp := send(t, hc, http.MethodGet, "http://"+addr+announce.MetainfoPath(ns, d), "", nil)
+	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	var doc struct{ Errors []struct{ Code string } }

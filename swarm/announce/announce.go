@@ -126,12 +126,12 @@ func ParsePeerID(s string) (wire.PeerID, error) {
 		return id, fmt.Errorf("%w: peer_id: want %d hex digits, got %d characters", ErrInvalid, 2*wire.PeerIDLength, len(s))
 	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		if !lowerHex(s[i]) {
 			return id, fmt.Errorf("%w: peer_id: %q is not lower-case hex", ErrInvalid, s)
 		}
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("%w: peer_id: %v", ErrInvalid, err)
+		return id, fmt.Errorf("%w: peer_id: %w", ErrInvalid, err)
 	}
 	return id, nil
 }
@@ -143,7 +143,7 @@ func CheckDigest(d digest.Digest) error {
 		return fmt.Errorf("%w: digest: required", ErrInvalid)
 	}
 	if err := d.Validate(); err != nil {
-		return fmt.Errorf("%w: digest: %q: %v", ErrInvalid, d, err)
+		return fmt.Errorf("%w: digest: %q: %w", ErrInvalid, d, err)
 	}
 	if d.Algorithm() != digest.SHA256 {
 		return fmt.Errorf("%w: digest: algorithm %q is not supported; use sha256", ErrInvalid, d.Algorithm())
@@ -168,7 +168,7 @@ func CheckNamespace(ns string) error {
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: addr: %q is not host:port: %v", ErrInvalid, addr, err)
+		return fmt.Errorf("%w: addr: %q is not host:port: %w", ErrInvalid, addr, err)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return fmt.Errorf("%w: addr: %q: port must be a number in 1..65535", ErrInvalid, addr)
@@ -199,8 +199,7 @@ func validHostname(h string) bool {
 	start := 0
 	for i := 0; i <= len(h); i++ {
 		if i < len(h) && h[i] != '.' {
-			c := h[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			if !labelByte(h[i]) {
 				return false
 			}
 			continue
@@ -212,4 +211,11 @@ func validHostname(h string) bool {
 		start = i + 1
 	}
 	return true
+}
+
+func lowerHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
+
+// labelByte reports whether c may appear in a label of a host name (RFC 1123).
+func labelByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
 }

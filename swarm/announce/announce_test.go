@@ -2,7 +2,6 @@ package announce_test
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -61,7 +60,7 @@ func TestRequestValidate(t *testing.T) {
 		tc.mutate(&r)
 		err := r.Validate()
 		require.Error(t, err, tc.name)
-		require.True(t, errors.Is(err, announce.ErrInvalid), "%s: %v", tc.name, err)
+		require.ErrorIs(t, err, announce.ErrInvalid, "%s: %v", tc.name, err)
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
 	for _, addr := range []string{"127.0.0.1:1", "[::1]:65535", "agent-7.dc1.example.com:16001", "localhost:80"} {

@@ -120,7 +120,7 @@ func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, err
 func parseEndpoint(s string) (endpoint, error) {
 	key, base, err := ring.ParseEndpoint(s)
 	if err != nil {
-		return endpoint{}, fmt.Errorf("%w: tracker %v", ErrInvalid, err)
+		return endpoint{}, fmt.Errorf("%w: tracker %w", ErrInvalid, err)
 	}
 	return endpoint{key: key, base: base}, nil
 }
@@ -298,7 +298,7 @@ func (c *Client) markUp(key string) {
 // after a document that was decoded without reading to EOF, and closes it.
 func closeBody(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 }
 
 // statusError turns a tracker's non-200 answer into an error: final (ErrNotFound for a 404 when

@@ -3,7 +3,6 @@ package announce_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -252,7 +251,7 @@ func TestAnnounce4xxNoFailover(t *testing.T) {
 	c := newClient(t, []string{first.addr, second.addr})
 	_, err := c.Announce(t.Context(), req)
 	require.ErrorIs(t, err, announce.ErrRejected)
-	require.False(t, errors.Is(err, announce.ErrUnavailable))
+	require.NotErrorIs(t, err, announce.ErrUnavailable)
 	require.ErrorContains(t, err, "DIGEST_INVALID: bad digest")
 	require.EqualValues(t, 0, second.hits.Load())
 	require.Equal(t, []string{first.addr, second.addr}, c.Trackers(req.Digest))
@@ -370,7 +369,7 @@ func TestMetainfo4xx(t *testing.T) {
 	first.set(status(http.StatusBadRequest, `{"errors":[{"code":"NAME_INVALID","message":"invalid repository name"}]}`))
 	_, err = c.Metainfo(t.Context(), "app", d)
 	require.ErrorIs(t, err, announce.ErrRejected)
-	require.False(t, errors.Is(err, announce.ErrNotFound))
+	require.NotErrorIs(t, err, announce.ErrNotFound)
 	require.EqualValues(t, 0, second.hits.Load())
 
 	_, err = c.Metainfo(t.Context(), "App", d)

@@ -103,7 +103,11 @@ func BenchmarkIngest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
 	b.SetBytes(benchSize())
 	var cpu time.Duration
 	b.ResetTimer()

@@ -19,7 +19,7 @@ func TestCopyHashedWriteError(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, nil, 0o600))
 	f, err := os.Open(path) // Read-only: every write fails.
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	_, err = s.copyHashed(t.Context(), f, sha256.New(), bytes.NewReader(make([]byte, 10*copyBufSize)), 0)
 	require.ErrorContains(t, err, "write blob")
 }

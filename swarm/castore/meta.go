@@ -49,7 +49,7 @@ func (s *Store) putMeta(d digest.Digest, kind string, data []byte) error {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // Fails harmlessly once renamed.
+	defer func() { _ = os.Remove(tmp) }() // Fails harmlessly once renamed.
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()

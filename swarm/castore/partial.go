@@ -451,7 +451,7 @@ func (p *Partial) readState() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	b, err := io.ReadAll(io.LimitReader(f, int64(len(partialStateMagic)+MaxPartialState+4+1)))
 	if err != nil {
 		return nil, err

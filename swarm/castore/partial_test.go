@@ -503,15 +503,15 @@ func TestPartialOpenFileServesWhileDownloadingAndSurvivesCommit(t *testing.T) {
 
 	f, err := p.OpenFile()
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	g, err := p.OpenFile()
 	require.NoError(t, err)
-	defer g.Close()
+	defer func() { _ = g.Close() }() // read-only
 
 	// Send the written half over TCP straight from the descriptor, as a peer connection would.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	received := make(chan []byte, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -519,11 +519,11 @@ func TestPartialOpenFileServesWhileDownloadingAndSurvivesCommit(t *testing.T) {
 			received <- nil
 			return
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		b, _ := io.ReadAll(c)
 		received <- b
 	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := new(net.Dialer).DialContext(t.Context(), "tcp", ln.Addr().String())
 	require.NoError(t, err)
 	_, err = f.Seek(int64(half), io.SeekStart)
 	require.NoError(t, err)
@@ -564,7 +564,7 @@ func TestPartialOpenFileOutlivesClose(t *testing.T) {
 	require.NoError(t, err)
 	f, err := p.OpenFile()
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { require.NoError(t, f.Close()) }()
 	require.NoError(t, p.Close())
 	_, err = p.OpenFile()
 	require.ErrorIs(t, err, fs.ErrClosed)
@@ -739,7 +739,7 @@ func TestRemovePartial(t *testing.T) {
 	require.NoError(t, p.SaveState([]byte("x")))
 	f, err := p.OpenFile()
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { require.NoError(t, f.Close()) }()
 	require.NoError(t, p.Close())
 	require.NoError(t, s.RemovePartial(d))
 	require.Empty(t, s.Partials())

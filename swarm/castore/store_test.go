@@ -62,7 +62,7 @@ func readBlob(t *testing.T, s *castore.Store, d digest.Digest) []byte {
 	t.Helper()
 	b, err := s.Open(t.Context(), d)
 	require.NoError(t, err)
-	defer b.Close()
+	defer func() { require.NoError(t, b.Close()) }()
 	data, err := io.ReadAll(b)
 	require.NoError(t, err)
 	return data
@@ -658,7 +658,7 @@ func TestBlobCopiesToTCP(t *testing.T) {
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	received := make(chan []byte, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -666,11 +666,11 @@ func TestBlobCopiesToTCP(t *testing.T) {
 			received <- nil
 			return
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		b, _ := io.ReadAll(c)
 		received <- b
 	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := new(net.Dialer).DialContext(t.Context(), "tcp", ln.Addr().String())
 	require.NoError(t, err)
 	b, err := s.Open(t.Context(), d)
 	require.NoError(t, err)

@@ -269,7 +269,7 @@ func (s *Store) hashFile(ctx context.Context, path string, h hash.Hash, from, to
 	if err != nil {
 		return fmt.Errorf("read upload: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	n, err := hashReader(ctx, h, io.NewSectionReader(f, from, to-from))
 	if err != nil {
 		return fmt.Errorf("read upload: %w", err)

@@ -1,7 +1,6 @@
 package piece_test
 
 import (
-	"errors"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -84,7 +83,7 @@ func TestRandomOperationsKeepInvariants(t *testing.T) {
 					require.Equal(t, others, cancel, "cancels go to the other requesters, oldest first")
 				}
 				_, err = p.Received(id, i)
-				require.True(t, errors.Is(err, piece.ErrAlreadyHave))
+				require.ErrorIs(t, err, piece.ErrAlreadyHave)
 			default: // time passes
 				c.now = c.now.Add(time.Second)
 				for _, r := range p.Timeout(c.now, 3*time.Second) {

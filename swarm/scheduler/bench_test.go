@@ -50,7 +50,7 @@ func BenchmarkSwarm(b *testing.B) {
 					b.Error(err)
 					return
 				}
-				defer dl.Close()
+				defer func() { _ = dl.Close() }() // read side
 				if _, err := dl.CopyRange(ctx, io.Discard, 0, dl.Size()); err != nil {
 					b.Error(err)
 				}

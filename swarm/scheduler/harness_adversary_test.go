@@ -403,7 +403,7 @@ type stoppable struct {
 	once sync.Once
 }
 
-func (n *stoppable) halt() { n.once.Do(n.node.stop) }
+func (n *stoppable) halt() { n.once.Do(n.stop) }
 
 func startStoppable(t *testing.T, dir string, cfg scheduler.Config, tr scheduler.Tracker) *stoppable {
 	t.Helper()

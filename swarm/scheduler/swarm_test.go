@@ -68,6 +68,7 @@ func (f *fakeTracker) Metainfo(_ context.Context, _ string, d digest.Digest) (me
 }
 
 type node struct {
+	t      testing.TB
 	s      *scheduler.Scheduler
 	store  *castore.Store
 	cancel context.CancelFunc
@@ -77,7 +78,9 @@ type node struct {
 
 func (n *node) stop() {
 	n.cancel()
-	<-n.done
+	if err := <-n.done; err != nil {
+		n.t.Errorf("run scheduler: %v", err)
+	}
 	_ = n.store.Close()
 }
 
@@ -101,7 +104,7 @@ func startNodeDeps(t testing.TB, dir string, cfg scheduler.Config, deps schedule
 	s, err := scheduler.New(cfg, deps)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{s: s, store: st, cancel: cancel, done: make(chan error, 1)}
+	n := &node{t: t, s: s, store: st, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- s.Run(ctx) }()
 	t.Cleanup(n.stopOnce)
 	return n
@@ -151,7 +154,7 @@ func pull(ctx context.Context, s *scheduler.Scheduler, d digest.Digest) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	defer dl.Close()
+	defer func() { _ = dl.Close() }() // read side
 	var buf bytes.Buffer
 	if _, err := dl.CopyRange(ctx, &buf, 0, dl.Size()); err != nil {
 		return nil, err
@@ -190,8 +193,13 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 	pullAll(t, agents, d, blob)
 	var fromPeers int64
 	for _, a := range agents {
-		require.Eventually(t, func() bool { _, err := a.store.Stat(d); return err == nil }, 10*time.Second, 10*time.Millisecond,
-			"the blob is committed to the agent's store")
+		// The blob is visible in the store a moment before the torrent stamps its commit: wait
+		// for both.
+		require.Eventually(t, func() bool {
+			_, err := a.store.Stat(d)
+			st := a.s.Stats()
+			return err == nil && len(st) == 1 && st[0].State == "seeding"
+		}, 10*time.Second, 10*time.Millisecond, "the blob is committed to the agent's store")
 		for _, st := range a.s.Stats() {
 			fromPeers += st.BytesIn - st.BytesInOrigin
 			// Every piece held, then the blob's digest matched (which releases the last
@@ -271,7 +279,7 @@ func TestTorrentMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	got, err := pull(t.Context(), s, d)
 	require.NoError(t, err)
 	require.Equal(t, blob, got)
@@ -333,7 +341,7 @@ func TestLastByteWaitsForTheBlobDigest(t *testing.T) {
 	defer cancel()
 	dl, err := agent.s.Open(ctx, "library/test", d)
 	require.NoError(t, err)
-	defer dl.Close()
+	defer func() { require.NoError(t, dl.Close()) }()
 	var buf bytes.Buffer
 	_, err = dl.CopyRange(ctx, &buf, 0, dl.Size())
 	require.ErrorIs(t, err, castore.ErrDigestMismatch)

@@ -160,7 +160,7 @@ func ReadHandshake(r io.Reader) (Handshake, error) {
 
 // noEOF turns io.EOF met inside a structure into io.ErrUnexpectedEOF.
 func noEOF(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err

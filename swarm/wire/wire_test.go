@@ -171,7 +171,7 @@ func TestPieceHeaderThenPayloadFromFile(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, content, 0o600))
 	f, err := os.Open(path)
 	require.NoError(t, err)
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 
 	const off, n = 1000, 20000
 	var stream bytes.Buffer

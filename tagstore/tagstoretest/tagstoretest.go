@@ -233,7 +233,7 @@ func (c *Cluster) listen(addr string) net.Listener {
 	c.t.Helper()
 	deadline := time.Now().Add(c.opts.Timeout)
 	for {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := new(net.ListenConfig).Listen(c.t.Context(), "tcp", addr)
 		if err == nil {
 			return ln
 		}

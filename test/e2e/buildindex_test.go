@@ -59,7 +59,7 @@ writeback:
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 		logf, err := os.Create(filepath.Join(dir, id+".log"))
 		require.NoError(t, err)
-		t.Cleanup(func() { logf.Close() })
+		t.Cleanup(func() { _ = logf.Close() }) // the child process wrote it; nothing is buffered here
 		procs[i] = &proc{t: t, role: "build-index", name: id, addr: addr, config: path, log: logf}
 		t.Cleanup(procs[i].kill)
 	}
@@ -147,7 +147,7 @@ func TestBuildIndexProcesses(t *testing.T) {
 	require.NoError(t, os.WriteFile(ocfg, []byte(fmt.Sprintf("listen: %s\nstore:\n  dir: %s\n", originAddr, filepath.Join(dir, "origin"))), 0o644))
 	ologf, err := os.Create(filepath.Join(dir, "origin.log"))
 	require.NoError(t, err)
-	t.Cleanup(func() { ologf.Close() })
+	t.Cleanup(func() { _ = ologf.Close() }) // the child process wrote it; nothing is buffered here
 	origin := originProc(t, originAddr, ocfg, ologf)
 	origin.start()
 	t.Cleanup(origin.kill)

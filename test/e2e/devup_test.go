@@ -51,7 +51,7 @@ func devUp(t *testing.T, agents int) *devCluster {
 		"--dir", filepath.Join(dir, "state"), "--endpoints-file", file, "--log-level", "info")
 	c.cmd.Stdout, c.cmd.Stderr = out, out
 	require.NoError(t, c.cmd.Start())
-	go func() { _ = c.cmd.Wait(); out.Close(); close(c.exited) }()
+	go func() { _ = c.cmd.Wait(); _ = out.Close(); close(c.exited) }()
 	t.Cleanup(c.stop)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -23,7 +23,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // a temporary directory: the OS cleans up after a failure
 	bin = filepath.Join(dir, "krakenctl")
 	cmd := exec.Command("go", "build", "-race", "-o", bin, "github.com/krakenctl/krakenctl/cmd/krakenctl")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -33,6 +33,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// A race-built binary sleeps a second at exit by default; every CLI call here would pay it.
-	os.Setenv("GORACE", "atexit_sleep_ms=0")
+	if err := os.Setenv("GORACE", "atexit_sleep_ms=0"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }

@@ -143,7 +143,7 @@ repair_interval: 2s
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("origin-%d.log", i)))
 		require.NoError(t, err)
-		t.Cleanup(func() { logf.Close() })
+		t.Cleanup(func() { _ = logf.Close() }) // the child process wrote it; nothing is buffered here
 		procs[i] = originProc(t, a, path, logf)
 		procs[i].start()
 		t.Cleanup(procs[i].kill)

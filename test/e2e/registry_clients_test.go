@@ -21,12 +21,12 @@ func layerTar(t *testing.T, dir, name string, data []byte) string {
 	p := filepath.Join(dir, name+".tar")
 	f, err := os.Create(p)
 	require.NoError(t, err)
-	defer f.Close()
 	tw := tar.NewWriter(f)
 	require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}))
 	_, err = tw.Write(data)
 	require.NoError(t, err)
 	require.NoError(t, tw.Close())
+	require.NoError(t, f.Close())
 	return p
 }
 

@@ -83,7 +83,7 @@ func (c *ociClient) do(method, path string, header http.Header, body []byte) res
 	}
 	resp, err := c.hc.Do(req)
 	require.NoError(c.t, err, "%s %s", method, u)
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(c.t, err)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}

@@ -1,0 +1,282 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/wire"
+)
+
+// announce tells the tracker about this torrent, connects to the peers it hands out and
+// returns when to announce next.
+func (t *torrent) announce(ctx context.Context) time.Duration {
+	t.mu.Lock()
+	complete := t.committed
+	t.mu.Unlock()
+	resp, err := t.s.tracker.Announce(ctx, announce.Request{
+		Namespace: t.ns, Digest: t.d, PeerID: t.s.cfg.PeerID.String(), Addr: t.s.cfg.Advertise, Complete: complete,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			t.s.log.Warn("announce", "digest", t.d, "err", err)
+		}
+		return 2 * time.Second
+	}
+	t.connect(ctx, resp.Peers)
+	return min(max(resp.Interval(), time.Second), time.Minute)
+}
+
+// connect dials handed-out peers while the torrent has room for connections.
+func (t *torrent) connect(ctx context.Context, peers []announce.Peer) {
+	self := t.s.cfg.PeerID.String()
+	for _, p := range peers {
+		if p.ID == self || p.Addr == t.s.cfg.Advertise || t.s.banned(addrKey(p.Addr), "id:"+p.ID) {
+			continue
+		}
+		t.mu.Lock()
+		full := len(t.conns)+len(t.dialing) >= t.s.cfg.MaxConns
+		_, connected := t.conns[piece.PeerID(p.ID)]
+		// A seeder has nothing to gain from other seeders and origins.
+		useless := t.committed && (p.Complete || p.Origin)
+		if full || connected || useless || t.dialing[p.Addr] {
+			t.mu.Unlock()
+			continue
+		}
+		t.dialing[p.Addr] = true
+		t.mu.Unlock()
+		t.s.wg.Go(func() { t.dial(ctx, p) })
+	}
+}
+
+func (t *torrent) dial(ctx context.Context, p announce.Peer) {
+	defer func() {
+		t.mu.Lock()
+		delete(t.dialing, p.Addr)
+		t.mu.Unlock()
+	}()
+	dctx, cancel := context.WithTimeout(ctx, t.s.cfg.HandshakeTimeout)
+	defer cancel()
+	nc, err := t.s.dial(dctx, p.Addr)
+	if err != nil {
+		t.s.ban(addrKey(p.Addr), min(5*time.Second, t.s.cfg.BlacklistTime))
+		t.s.event(Event{Kind: EventDialFailed, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+		return
+	}
+	stopDeadline := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	_ = nc.SetDeadline(t.s.now().Add(t.s.cfg.HandshakeTimeout))
+	mine, count := t.handshake()
+	err = wire.WriteHandshake(nc, mine)
+	var h wire.Handshake
+	if err == nil {
+		h, err = wire.ReadHandshake(nc)
+	}
+	if err == nil {
+		err = t.checkHandshake(h)
+		if err == nil && p.ID != "" && h.PeerID.String() != p.ID {
+			err = fmt.Errorf("%w: peer at %s is %s, tracker said %s", ErrProtocol, p.Addr, h.PeerID, p.ID)
+		}
+		if errors.Is(err, ErrProtocol) {
+			// Its handshake was readable but wrong: say so before closing (docs/protocol.md §1.2).
+			_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeWrongBlob, Message: err.Error()})
+		}
+	}
+	stopped := stopDeadline()
+	if err != nil || !stopped {
+		if err == nil {
+			err = dctx.Err()
+		}
+		_ = nc.Close()
+		if violation(err) || errors.Is(err, wire.ErrBadMagic) {
+			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
+			t.s.met.blacklisted.Inc()
+			t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+		}
+		t.s.event(Event{Kind: EventConnRejected, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	t.register(ctx, newConn(t, nc, h, p.Addr, true, p.Origin), count)
+}
+
+// accept finishes a connection a peer opened: answer its handshake and register it.
+func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
+	addr := nc.RemoteAddr().String()
+	err := t.checkHandshake(h)
+	if err == nil {
+		t.mu.Lock()
+		if len(t.conns) >= t.s.cfg.MaxConns {
+			err = errBusy
+		}
+		t.mu.Unlock()
+	}
+	if err != nil {
+		if errors.Is(err, errBusy) {
+			// An honest refusal: a handshake, then the reason (docs/protocol.md §1.2), so the
+			// initiator does not take it for a broken peer.
+			if mine, _ := t.handshake(); wire.WriteHandshake(nc, mine) == nil {
+				_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeBusy, Message: err.Error()})
+			}
+		}
+		_ = nc.Close()
+		if errors.Is(err, ErrProtocol) {
+			t.s.ban(idKey(h.PeerID), t.s.cfg.BlacklistTime)
+			t.s.met.blacklisted.Inc()
+			t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
+		}
+		t.s.event(Event{Kind: EventConnRejected, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
+		return
+	}
+	mine, count := t.handshake()
+	if err := wire.WriteHandshake(nc, mine); err != nil {
+		_ = nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	t.register(ctx, newConn(t, nc, h, addr, false, false), count)
+}
+
+var (
+	errBusy     = errors.New("torrent is at its connection limit")
+	errNotReady = errors.New("torrent is not ready")
+)
+
+// handshake returns this host's handshake and the number of pieces it claims.
+func (t *torrent) handshake() (wire.Handshake, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	bits := t.have.Clone()
+	if t.ss != nil {
+		bits = wire.NewBitfield(t.mi.NumPieces()) // pieces are revealed one by one
+	}
+	return wire.Handshake{
+		Digest: t.d, PeerID: t.s.cfg.PeerID, Length: t.mi.Length, PieceLength: t.mi.PieceLength,
+		Bitfield: bits,
+	}, bits.Count()
+}
+
+func (t *torrent) checkHandshake(h wire.Handshake) error {
+	select {
+	case <-t.ready:
+	default:
+		return errNotReady
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.have == nil:
+		return errNotReady
+	case h.Digest != t.d:
+		return fmt.Errorf("%w: handshake for %s, expected %s", ErrProtocol, h.Digest, t.d)
+	case h.PeerID == t.s.cfg.PeerID:
+		return fmt.Errorf("%w: connected to self", ErrProtocol)
+	case h.Length != t.mi.Length || h.PieceLength != t.mi.PieceLength:
+		return fmt.Errorf("%w: handshake says %d bytes in pieces of %d, metainfo %d in %d",
+			ErrProtocol, h.Length, h.PieceLength, t.mi.Length, t.mi.PieceLength)
+	case h.Bitfield == nil || h.Bitfield.Len() != t.mi.NumPieces():
+		return fmt.Errorf("%w: handshake bitfield has the wrong length", ErrProtocol)
+	}
+	return nil
+}
+
+// register adds a connection whose handshakes are done. count is how many pieces this host's
+// handshake claimed; if more arrived since, the peer gets a fresh bitfield.
+func (t *torrent) register(ctx context.Context, c *conn, count int) {
+	t.mu.Lock()
+	select {
+	case <-t.quit:
+		t.mu.Unlock()
+		_ = c.nc.Close()
+		return
+	default:
+	}
+	if old := t.conns[c.id]; old != nil {
+		// Both sides dialled each other: keep the connection dialled by the smaller id, a rule
+		// both sides apply alike.
+		if keepFirst(old, c, t.s.cfg.PeerID) {
+			t.mu.Unlock()
+			_ = c.nc.Close()
+			return
+		}
+		t.dropLocked(old)
+	}
+	if len(t.conns) >= t.s.cfg.MaxConns {
+		t.mu.Unlock()
+		// Both handshakes are done, so the reason can follow.
+		_ = wire.WriteMessage(c.nc, wire.Error{Code: wire.CodeBusy, Message: errBusy.Error()})
+		_ = c.nc.Close()
+		return
+	}
+	t.conns[c.id] = c
+	t.lastActive = t.s.now()
+	if t.ss != nil {
+		t.ssAdd(c)
+	} else if t.have.Count() != count {
+		c.queue(wire.BitfieldMsg{Bitfield: t.have.Clone()})
+	}
+	if t.picker != nil {
+		if err := t.picker.AddPeer(c.id, c.origin); err == nil {
+			w, _ := t.picker.PeerBitfield(c.id, c.remote)
+			t.withdraw(w)
+			t.fill(c)
+		}
+	}
+	t.s.met.conns.Inc()
+	t.mu.Unlock()
+	t.s.event(Event{Kind: EventConnOpen, Digest: t.d, Peer: string(c.id), Addr: c.addr, Origin: c.origin, Outbound: c.outbound})
+	c.start(ctx)
+}
+
+func keepFirst(old, c *conn, self wire.PeerID) bool {
+	dialer := func(x *conn) string {
+		if x.outbound {
+			return self.String()
+		}
+		return string(x.id)
+	}
+	return dialer(old) <= dialer(c)
+}
+
+// dropLocked removes c from the torrent and closes it; t.mu must be held.
+func (t *torrent) dropLocked(c *conn) {
+	if t.conns[c.id] != c {
+		return
+	}
+	delete(t.conns, c.id)
+	t.s.met.conns.Dec()
+	if t.ss != nil {
+		t.ssRemove(c)
+	}
+	if t.picker != nil {
+		released := t.picker.PeerGone(c.id)
+		clear(c.pending)
+		if len(released) > 0 {
+			t.fillAll()
+		}
+	}
+	go c.close(nil)
+}
+
+// removed is called by a connection when it ends, with the reason.
+func (t *torrent) removed(c *conn, err error) {
+	t.mu.Lock()
+	t.dropLocked(c)
+	t.mu.Unlock()
+	if violation(err) {
+		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
+		if c.outbound {
+			t.s.ban(addrKey(c.addr), t.s.cfg.BlacklistTime)
+		}
+		t.s.met.blacklisted.Inc()
+		t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: err.Error()})
+	}
+	e := Event{Kind: EventConnClose, Digest: t.d, Peer: string(c.id), Addr: c.addr, Bytes: c.in.Load(), Sent: c.out.Load()}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	t.s.event(e)
+}
