@@ -136,7 +136,7 @@ func Run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
 	if err != nil {
 		return nameFlags(err, opts.Overrides)
 	}
-	srv, err := opts.Role.Start(cfg, roles.Env{Logger: log, Metrics: admin.NewRegistry()})
+	srv, err := opts.Role.Start(ctx, cfg, roles.Env{Logger: log, Metrics: admin.NewRegistry()})
 	if err != nil {
 		return fmt.Errorf("start %s: %w", opts.Role.Name, err)
 	}

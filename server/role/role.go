@@ -87,7 +87,7 @@ func (b *Base) StartedAttrs(args ...any) { b.attrs = append(b.attrs, args...) }
 // "new <role>: err". Every error return of a role's New goes through it.
 func (b *Base) Fail(err error) error {
 	b.started.Store(true)
-	b.closeListeners()
+	_ = b.closeListeners() // err, New's own failure, is the one to report
 	b.closeAll()
 	return fmt.Errorf("new %s: %w", b.name, err)
 }
@@ -140,8 +140,9 @@ func (b *Base) Run(ctx context.Context) error {
 	}
 	defer b.closeAll()
 	// Listeners no server or loop took (a loop that failed before it got to its own) are
-	// closed on the way out too; closing one twice is harmless.
-	defer b.closeListeners()
+	// closed on the way out too; closing one twice is harmless, and Run's own error is the
+	// one to report.
+	defer func() { _ = b.closeListeners() }()
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range b.servers {
 		g.Go(func() error { return httpserve.Serve(gctx, s.srv, s.ln) })

@@ -69,9 +69,11 @@ func TestRunServesAndStops(t *testing.T) {
 	go func() { done <- base.Run(ctx) }()
 	<-loopRan
 	get := func(url string) int {
-		resp, err := hc.Get(url)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 		require.NoError(t, err)
-		resp.Body.Close()
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
 		return resp.StatusCode
 	}
 	require.Equal(t, http.StatusOK, get("http://"+api.Addr().String()+"/"))

@@ -7,6 +7,7 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -35,8 +36,9 @@ type Role struct {
 	Example string
 	// Start binds the listeners a completed config (config.Check passed) names and builds
 	// the role on them, ready to Run. The role owns the listeners from then on, also when
-	// Start fails. The config must come from this Role's NewConfig.
-	Start func(cfg config.Role, env Env) (server.Role, error)
+	// Start fails. The config must come from this Role's NewConfig. ctx bounds the binding
+	// only; the role runs until the ctx given to its Run ends.
+	Start func(ctx context.Context, cfg config.Role, env Env) (server.Role, error)
 }
 
 // table lists the roles in the order help shows them: from the host outwards.

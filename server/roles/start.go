@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,16 +45,17 @@ func (e Env) gatherer() prometheus.Gatherer {
 type listeners map[string]net.Listener
 
 // listen binds every address cfg names. On error it closes what it bound and names the key.
-func listen(cfg config.Listener) (listeners, error) {
+func listen(ctx context.Context, cfg config.Listener) (listeners, error) {
+	var lc net.ListenConfig
 	lns := listeners{}
 	for _, a := range cfg.ListenAddrs() {
 		if a.Addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", a.Addr)
+		ln, err := lc.Listen(ctx, "tcp", a.Addr)
 		if err != nil {
 			for _, l := range lns {
-				l.Close()
+				_ = l.Close() // never used; the bind error is the one to report
 			}
 			return nil, fmt.Errorf("%s: %w", a.Key, err)
 		}
@@ -68,20 +70,20 @@ func listen(cfg config.Listener) (listeners, error) {
 func start[C any, P interface {
 	*C
 	config.Listener
-}](cfg config.Role, build func(C, listeners) (server.Role, error)) (server.Role, error) {
+}](ctx context.Context, cfg config.Role, build func(C, listeners) (server.Role, error)) (server.Role, error) {
 	c, ok := cfg.(P)
 	if !ok {
 		return nil, fmt.Errorf("start: config is %T, want %T", cfg, P(nil))
 	}
-	lns, err := listen(c)
+	lns, err := listen(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	return build(*c, lns)
 }
 
-func startAgent(cfg config.Role, env Env) (server.Role, error) {
-	return start(cfg, func(c agent.Config, lns listeners) (server.Role, error) {
+func startAgent(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
+	return start(ctx, cfg, func(c agent.Config, lns listeners) (server.Role, error) {
 		return agent.New(c, agent.Deps{
 			Listener: lns["listen"], PeerListener: lns["peer_listen"], AdminListener: lns["admin_listen"],
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
@@ -89,8 +91,8 @@ func startAgent(cfg config.Role, env Env) (server.Role, error) {
 	})
 }
 
-func startOrigin(cfg config.Role, env Env) (server.Role, error) {
-	return start(cfg, func(c origin.Config, lns listeners) (server.Role, error) {
+func startOrigin(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
+	return start(ctx, cfg, func(c origin.Config, lns listeners) (server.Role, error) {
 		return origin.New(c, origin.Deps{
 			Listener: lns["listen"], PeerListener: lns["peer.listen"], AdminListener: lns["admin_listen"],
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
@@ -98,8 +100,8 @@ func startOrigin(cfg config.Role, env Env) (server.Role, error) {
 	})
 }
 
-func startTracker(cfg config.Role, env Env) (server.Role, error) {
-	return start(cfg, func(c tracker.Config, lns listeners) (server.Role, error) {
+func startTracker(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
+	return start(ctx, cfg, func(c tracker.Config, lns listeners) (server.Role, error) {
 		return tracker.New(c, tracker.Deps{
 			Listener: lns["listen"], AdminListener: lns["admin_listen"],
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
@@ -107,8 +109,8 @@ func startTracker(cfg config.Role, env Env) (server.Role, error) {
 	})
 }
 
-func startProxy(cfg config.Role, env Env) (server.Role, error) {
-	return start(cfg, func(c proxy.Config, lns listeners) (server.Role, error) {
+func startProxy(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
+	return start(ctx, cfg, func(c proxy.Config, lns listeners) (server.Role, error) {
 		return proxy.New(c, proxy.Deps{
 			Listener: lns["listen"], AdminListener: lns["admin_listen"],
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
@@ -116,8 +118,8 @@ func startProxy(cfg config.Role, env Env) (server.Role, error) {
 	})
 }
 
-func startBuildIndex(cfg config.Role, env Env) (server.Role, error) {
-	return start(cfg, func(c buildindex.Config, lns listeners) (server.Role, error) {
+func startBuildIndex(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
+	return start(ctx, cfg, func(c buildindex.Config, lns listeners) (server.Role, error) {
 		return buildindex.New(c, buildindex.Deps{
 			Listener: lns["listen"], RaftListener: lns["raft_listen"], AdminListener: lns["admin_listen"],
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),

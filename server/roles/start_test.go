@@ -19,8 +19,9 @@ func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
 }
 
 // TestStartBindsEveryListener starts a tracker from a completed config: it serves its API and
@@ -33,7 +34,7 @@ func TestStartBindsEveryListener(t *testing.T) {
 	cfg := r.NewConfig()
 	require.NoError(t, config.Unmarshal([]byte("listen: "+api+"\nadmin_listen: "+adm+"\norigins: [127.0.0.1:1]\n"), cfg))
 	require.NoError(t, config.Check(cfg))
-	srv, err := r.Start(cfg, roles.Env{Metrics: admin.NewRegistry()})
+	srv, err := r.Start(t.Context(), cfg, roles.Env{Metrics: admin.NewRegistry()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
@@ -41,12 +42,19 @@ func TestStartBindsEveryListener(t *testing.T) {
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	// status runs inside Eventually's goroutine too, so it records a failure rather than
+	// stopping the test there.
 	status := func(addr, p string) int {
-		resp, err := hc.Get("http://" + addr + p)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+p, nil)
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			return 0
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close() // only the status is asked for
 		return resp.StatusCode
 	}
 	require.Eventually(t, func() bool { return status(api, "/health") == http.StatusOK }, 10*time.Second, 10*time.Millisecond)
@@ -62,7 +70,7 @@ func TestStartNamesTheKeyThatCannotBind(t *testing.T) {
 	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer taken.Close()
+	t.Cleanup(func() { require.NoError(t, taken.Close()) })
 	r, err := roles.Lookup("agent")
 	require.NoError(t, err)
 	api, peer := freeAddr(t), freeAddr(t)
@@ -71,11 +79,11 @@ func TestStartNamesTheKeyThatCannotBind(t *testing.T) {
 		"\ntrackers: [127.0.0.1:1]\nstore_dir: " + filepath.Join(t.TempDir(), "store") + "\n"
 	require.NoError(t, config.Unmarshal([]byte(doc), cfg))
 	require.NoError(t, config.Check(cfg))
-	_, err = r.Start(cfg, roles.Env{})
+	_, err = r.Start(t.Context(), cfg, roles.Env{})
 	require.ErrorContains(t, err, "admin_listen: ")
 	for _, addr := range []string{api, peer} {
 		ln, err := net.Listen("tcp", addr)
 		require.NoError(t, err, "%s was released", addr)
-		ln.Close()
+		require.NoError(t, ln.Close())
 	}
 }
