@@ -40,9 +40,9 @@ func TestStalledBodyFreesHandler(t *testing.T) {
 		w.WriteHeader(http.StatusBadRequest)
 	})
 	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{BodyReadTimeout: 200 * time.Millisecond}))
-	conn, err := net.Dial("tcp", addr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 	require.NoError(t, err)
-	defer conn.Close()
+	t.Cleanup(func() { require.NoError(t, conn.Close()) })
 	_, err = fmt.Fprintf(conn, "PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nab")
 	require.NoError(t, err)
 	// The client never sends more and never closes; only the server's timeout can end this.
@@ -73,16 +73,16 @@ func TestSlowButSteadyBodyPasses(t *testing.T) {
 			_, _ = pw.Write([]byte("abc"))
 			time.Sleep(100 * time.Millisecond)
 		}
-		pw.Close()
+		_ = pw.Close() // a PipeWriter's Close is always nil
 	}()
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/x", pr)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, "http://"+addr+"/x", pr)
 	require.NoError(t, err)
 	req.ContentLength = 18
 	hc := httpserve.NewClient(httpserve.ClientOptions{})
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, strings.Repeat("abc", 6), <-got)
 }
 
@@ -102,9 +102,12 @@ func TestHandlerOutlivesBody(t *testing.T) {
 	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{BodyReadTimeout: 100 * time.Millisecond}))
 	hc := httpserve.NewClient(httpserve.ClientOptions{})
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Post("http://"+addr+"/x", "application/octet-stream", strings.NewReader("payload"))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/x", strings.NewReader("payload"))
 	require.NoError(t, err)
-	resp.Body.Close()
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
 }
 
@@ -113,14 +116,14 @@ func TestHeaderLimit(t *testing.T) {
 	t.Parallel()
 	called := false
 	addr := serve(t, httpserve.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }), httpserve.ServerOptions{}))
-	conn, err := net.Dial("tcp", addr)
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
 	require.NoError(t, err)
-	defer conn.Close()
+	t.Cleanup(func() { require.NoError(t, conn.Close()) })
 	_, err = fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", httpserve.DefaultMaxHeaderBytes*2))
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	require.NoError(t, err)
-	resp.Body.Close()
+	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 	require.False(t, called)
 }
@@ -131,16 +134,20 @@ func TestClientBoundsHeaders(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	t.Cleanup(func() { require.NoError(t, ln.Close()) })
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
-			defer c.Close()
-			_, _ = io.Copy(io.Discard, c) // read the request, never answer
+			// Read the request, never answer; the copy ends when the client gives up, and
+			// then the connection has nothing left to say.
+			_, _ = io.Copy(io.Discard, c)
+			_ = c.Close()
 		}
 	}()
 	hc := httpserve.NewClient(httpserve.ClientOptions{ResponseHeaderTimeout: 200 * time.Millisecond})
 	defer hc.CloseIdleConnections()
-	_, err = hc.Get("http://" + ln.Addr().String() + "/")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
+	require.NoError(t, err)
+	_, err = hc.Do(req) //nolint:bodyclose // it times out before any answer: there is no body
 	require.ErrorContains(t, err, "timeout awaiting response headers")
 }
