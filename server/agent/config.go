@@ -189,7 +189,7 @@ func specifiedHost(host string) bool {
 func checkDialable(addr string, anyPort bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", addr, err)
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || (n == 0 && !anyPort) {

@@ -101,7 +101,7 @@ func (c *Agent) pullFrom(ctx context.Context, ns string, d digest.Digest, pw *pr
 	if err != nil {
 		return err
 	}
-	defer body.Close()
+	defer func() { _ = body.Close() }() // read side
 	if pw.total >= 0 && total != pw.total {
 		return fmt.Errorf("agent %s changed the size of %s from %d to %d bytes", c.Addr(), d, pw.total, total)
 	}
@@ -143,7 +143,7 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]api.TorrentSta
 	if resp.StatusCode != http.StatusOK {
 		return nil, responseError("get torrents", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	var out []api.TorrentStats
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("decode torrents from %s: %w", c.Addr(), err)
@@ -166,7 +166,7 @@ func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(api.Event) 
 	if resp.StatusCode != http.StatusOK {
 		return responseError("get events", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxEvent)
 	for sc.Scan() {

@@ -130,7 +130,7 @@ func (c *BuildIndex) page(ctx context.Context, path, last string, n int, out any
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	resp, err := c.do(ctx, http.MethodGet, path, nil) //nolint:bodyclose // decodeResponse drains and closes it
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", op, err)
 	}
@@ -262,7 +262,7 @@ func (c *BuildIndex) Changes(ctx context.Context, from uint64, fn func(api.TagCh
 	if resp.StatusCode != http.StatusOK {
 		return responseError("follow changes", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -295,7 +295,7 @@ func (c *BuildIndex) Ready(ctx context.Context) error {
 	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return fmt.Errorf("build-index %s not ready: %s", c.addr, bytes.TrimSpace(body))
 	}
 	drain(resp)
@@ -351,7 +351,7 @@ func (c *BuildIndex) send(ctx context.Context, base, addr, method, path string, 
 }
 
 func (c *BuildIndex) call(ctx context.Context, method, path string, body []byte, want int, out any, op string) error {
-	resp, err := c.do(ctx, method, path, body)
+	resp, err := c.do(ctx, method, path, body) //nolint:bodyclose // decodeResponse drains and closes it
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}

@@ -66,7 +66,7 @@ func TestBuildIndexRequests(t *testing.T) {
 	_, err = c.DeleteTag(ctx, "team/app", "v1")
 	require.ErrorIs(t, err, ErrNotFound)
 	var re *errcode.Error
-	require.True(t, errors.As(err, &re))
+	require.ErrorAs(t, err, &re)
 	require.Equal(t, errcode.CodeManifestUnknown, re.Code)
 
 	tags, next, err := c.ListTags(ctx, "team/app", "", 2)
@@ -139,10 +139,10 @@ func TestBuildIndexChanges(t *testing.T) {
 		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		for i := 1; i <= 3; i++ {
-			fmt.Fprintf(w, `{"index":%d,"op":"put","tag":{"repo":"a","tag":"t%d"}}`+"\n", i, i)
+			_, _ = fmt.Fprintf(w, `{"index":%d,"op":"put","tag":{"repo":"a","tag":"t%d"}}`+"\n", i, i)
 		}
 		if r.URL.Query().Get("from") == "1" {
-			fmt.Fprintln(w, "not json")
+			_, _ = fmt.Fprintln(w, "not json")
 		}
 	}))
 	defer srv.Close()
@@ -162,7 +162,7 @@ func TestBuildIndexChanges(t *testing.T) {
 
 	err = c.Changes(t.Context(), 9, func(api.TagChange) error { return nil })
 	var re *errcode.Error
-	require.True(t, errors.As(err, &re))
+	require.ErrorAs(t, err, &re)
 	require.Equal(t, http.StatusBadRequest, re.Status)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -261,7 +261,7 @@ func TestBuildIndexLinks(t *testing.T) {
 	_, err = c.GetLink(ctx, "team/app", "manifest/"+d.String(), false)
 	require.ErrorIs(t, err, ErrNotFound)
 	var re *errcode.Error
-	require.True(t, errors.As(err, &re))
+	require.ErrorAs(t, err, &re)
 	require.Equal(t, errcode.CodeManifestUnknown, re.Code)
 	_, err = c.DeleteLink(ctx, "team/app", "manifest/"+d.String())
 	require.ErrorIs(t, err, ErrNotFound)

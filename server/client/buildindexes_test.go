@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -68,7 +67,7 @@ func (f *fakeNode) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "reset":
 		c, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
-			c.Close()
+			_ = c.Close() // cutting the connection off is the point
 		}
 		return
 	case "status":
@@ -195,7 +194,8 @@ func TestBuildIndexesFailover(t *testing.T) {
 	before := []int{electing.count(), up.count()}
 	_, err = b.GetTag(cctx, "r", "t", false)
 	require.ErrorIs(t, err, context.Canceled)
-	require.Equal(t, before, []int{electing.count(), up.count()})
+	after := []int{electing.count(), up.count()}
+	require.Equal(t, before, after)
 	require.Empty(t, log.take())
 
 	_, err = NewBuildIndexes(nil, nil, BuildIndexesOptions{}).GetTag(ctx, "r", "t", false)
@@ -305,6 +305,6 @@ func TestCollectPages(t *testing.T) {
 	// Other failures are errors.
 	node.set("status", http.StatusBadRequest)
 	_, _, err = b.CollectRepositories(ctx, "", 10)
-	require.False(t, errors.Is(err, ErrNotFound), "%v", err)
+	require.NotErrorIs(t, err, ErrNotFound)
 	require.Equal(t, errcode.CodeNameInvalid, registry.FromError(err).Code)
 }

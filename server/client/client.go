@@ -28,8 +28,8 @@ var ErrNoAnswer = errors.New("no answer from the server")
 // sessionError), a request body over its limit (*http.MaxBytesError, 413). Anything else, such
 // as ErrNoAnswer, is no fault of the request.
 func IsClientFault(err error) bool {
-	switch s := statusOf(err); {
-	case s == http.StatusNotFound, s == http.StatusRequestTimeout, s == http.StatusConflict, s == http.StatusTooManyRequests:
+	switch s := statusOf(err); s {
+	case http.StatusNotFound, http.StatusRequestTimeout, http.StatusConflict, http.StatusTooManyRequests:
 		return false
 	default:
 		return s >= 400 && s < 500
@@ -61,7 +61,7 @@ const maxErrorBody = 64 << 10
 // responseError turns a non-success response into an error that wraps *errcode.Error (and
 // ErrNotFound for 404s). It consumes and closes the body.
 func responseError(op string, resp *http.Response) error {
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	apiErr := errcode.DecodeError(resp.StatusCode, body)
 	if resp.StatusCode == http.StatusNotFound {
@@ -73,5 +73,5 @@ func responseError(op string, resp *http.Response) error {
 // drain reads what is left of a body so the connection can be reused, then closes it.
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 }

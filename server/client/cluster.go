@@ -152,7 +152,7 @@ func (c *Cluster) pullFrom(ctx context.Context, addr, ns string, d digest.Digest
 	if err != nil {
 		return err
 	}
-	defer body.Close()
+	defer func() { _ = body.Close() }() // read side
 	pw.total = total
 	if pw.fn != nil {
 		pw.fn(pw.n, total)

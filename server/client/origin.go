@@ -117,12 +117,12 @@ func (c *Origin) open(ctx context.Context, path string, offset int64) (io.ReadCl
 	case offset > 0 && resp.StatusCode == http.StatusPartialContent:
 		total, err := totalFromContentRange(resp.Header.Get("Content-Range"))
 		if err != nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return nil, 0, fmt.Errorf("download blob: %w", err)
 		}
 		return resp.Body, total, nil
 	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return nil, 0, fmt.Errorf("download blob: origin %s answered %d to a range request from %d", c.addr, resp.StatusCode, offset)
 	default:
 		return nil, 0, responseError("download blob", resp)
@@ -150,7 +150,7 @@ func (c *Origin) Metainfo(ctx context.Context, ns string, d digest.Digest) (meta
 	if resp.StatusCode != http.StatusOK {
 		return metainfo.MetaInfo{}, responseError("get metainfo", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return metainfo.MetaInfo{}, fmt.Errorf("get metainfo: %w", err)
@@ -202,7 +202,7 @@ func (c *Origin) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, err
 	if resp.StatusCode != http.StatusOK {
 		return api.RingStatus{}, responseError("get ring", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	var st api.RingStatus
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&st); err != nil {
 		return api.RingStatus{}, fmt.Errorf("decode ring status from %s: %w", c.addr, err)
@@ -218,7 +218,7 @@ func (c *Origin) Ready(ctx context.Context) error {
 	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return fmt.Errorf("origin %s not ready: %s", c.addr, bytes.TrimSpace(body))
 	}
 	drain(resp)

@@ -23,7 +23,7 @@ func (c *Origin) Peer(ctx context.Context) (api.PeerInfo, error) {
 	if resp.StatusCode != http.StatusOK {
 		return api.PeerInfo{}, responseError("get peer info", resp)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	var pi api.PeerInfo
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxPeerInfo)).Decode(&pi); err != nil {
 		return api.PeerInfo{}, fmt.Errorf("decode peer info from %s: %w", c.addr, err)

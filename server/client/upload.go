@@ -47,12 +47,16 @@ func ValidUploadID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !uploadIDByte(id[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// uploadIDByte reports whether c is in [A-Za-z0-9_-].
+func uploadIDByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // StartUpload opens an upload session in namespace ns and returns its id (ValidUploadID holds).
