@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -90,7 +89,7 @@ func TestRunAgentBadConfig(t *testing.T) {
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		require.ErrorContains(t, err, path)
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 	}
 	_, err := os.Stat(store)
 	require.True(t, os.IsNotExist(err), "nothing was created: %v", err)
@@ -144,12 +143,7 @@ admin_listen: 127.0.0.1:0
 		agentDone <- run(ctx, t, "agent", agentCfg, list("tracker", "trackers", trackerAddr), set("store-dir", "store_dir", filepath.Join(dir, "agent")))
 	}()
 	ready := func(addr string) bool {
-		resp, err := hc.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return httpStatus(t.Context(), t, hc, "http://"+addr+"/readyz") == http.StatusOK
 	}
 	require.Eventually(t, func() bool { return ready(originAddr) && ready(trackerAddr) && ready(agentAddr) }, 30*time.Second, 20*time.Millisecond)
 

@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -41,7 +40,7 @@ func TestRunBuildIndexBadConfig(t *testing.T) {
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
 		require.ErrorContains(t, err, path)
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 	}
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"net"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -15,8 +16,26 @@ import (
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// httpStatus GETs url with hc and returns the answer's status, 0 when none came. It runs inside
+// Eventually's goroutine too, so a request it cannot build is recorded with t.Error rather
+// than stopping a goroutine that is not the test's.
+func httpStatus(ctx context.Context, t *testing.T, hc *http.Client, url string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close() // only the status is asked for
+	return resp.StatusCode
 }
 
 // factory returns a Factory with test streams: one per role, the test streams are plain

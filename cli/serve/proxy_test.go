@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,7 +40,7 @@ func TestRunProxyBadConfig(t *testing.T) {
 		if tc.listen == "" {
 			require.ErrorContains(t, err, path)
 		}
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 	}
 	r, err := roles.Lookup("proxy")
 	require.NoError(t, err)
@@ -62,14 +61,7 @@ func TestRunProxy(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, t, "proxy", path) }()
 	hc := &http.Client{Timeout: 10 * time.Second}
-	statusAt := func(hc *http.Client, addr, p string) int {
-		resp, err := hc.Get("http://" + addr + p)
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	statusAt := func(hc *http.Client, addr, p string) int { return httpStatus(t.Context(), t, hc, "http://"+addr+p) }
 	status := func(p string) int { return statusAt(hc, listen, p) }
 	require.Eventually(t, func() bool { return status("/health") == http.StatusOK }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, http.StatusOK, status("/v2/"))

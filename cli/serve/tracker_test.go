@@ -3,7 +3,6 @@ package serve
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -46,7 +45,7 @@ func TestRunTrackerBadConfig(t *testing.T) {
 		if tc.listen == "" {
 			require.ErrorContains(t, err, path)
 		}
-		require.True(t, errors.Is(err, config.ErrInvalid), "%v", err)
+		require.ErrorIs(t, err, config.ErrInvalid)
 	}
 	r, err := roles.Lookup("tracker")
 	require.NoError(t, err)
@@ -70,12 +69,7 @@ func TestRunTracker(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	require.Eventually(t, func() bool {
-		resp, err := hc.Get("http://" + listen + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return httpStatus(t.Context(), t, hc, "http://"+listen+"/readyz") == http.StatusOK
 	}, 30*time.Second, 20*time.Millisecond)
 
 	c, err := announce.NewClient([]string{listen}, hc)
