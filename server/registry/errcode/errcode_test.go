@@ -26,15 +26,16 @@ func TestWrite(t *testing.T) {
 	t.Parallel()
 	rec := httptest.NewRecorder()
 	rec.Header().Set("Content-Length", "99") // set by a handler that meant to send a blob
-	errcode.Write(rec, httptest.NewRequest(http.MethodGet, "/v2/", nil),
+	errcode.Write(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v2/", nil),
 		&errcode.Error{Status: http.StatusConflict, Code: errcode.CodeMemberExists, Message: `node "a" exists`, Detail: map[string]int{"n": 1}, Err: errors.New("secret cause")})
 	require.Equal(t, http.StatusConflict, rec.Code)
 	require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
 	require.Empty(t, rec.Header().Get("Content-Length"))
-	require.Equal(t, `{"errors":[{"code":"MEMBER_EXISTS","message":"node \"a\" exists","detail":{"n":1}}]}`+"\n", rec.Body.String())
+	// Equal, not JSONEq: the bytes are what is pinned, key order and the newline included.
+	require.Equal(t, `{"errors":[{"code":"MEMBER_EXISTS","message":"node \"a\" exists","detail":{"n":1}}]}`+"\n", rec.Body.String()) //nolint:testifylint // byte for byte, as said above
 
 	rec = httptest.NewRecorder()
-	errcode.Write(rec, httptest.NewRequest(http.MethodHead, "/v2/", nil), errcode.Errorf(http.StatusNotFound, errcode.CodeBlobUnknown, "no %s", "blob"))
+	errcode.Write(rec, httptest.NewRequestWithContext(t.Context(), http.MethodHead, "/v2/", nil), errcode.Errorf(http.StatusNotFound, errcode.CodeBlobUnknown, "no %s", "blob"))
 	require.Equal(t, http.StatusNotFound, rec.Code)
 	require.Empty(t, rec.Body.String(), "a HEAD answer has no body")
 
