@@ -73,8 +73,8 @@ func Test_NewCmdExample(t *testing.T) {
 }
 
 // run runs krakenctl's command tree in-process with args, as root.Main does, and returns what
-// it printed, the error and the exit code.
-func run(t *testing.T, args ...string) (stdout string, err error, code int) {
+// it printed, the exit code and the error.
+func run(t *testing.T, args ...string) (stdout string, code int, err error) {
 	t.Helper()
 	ios, _, out, _ := iostreams.Test()
 	f := &cmdutil.Factory{
@@ -86,7 +86,7 @@ func run(t *testing.T, args ...string) (stdout string, err error, code int) {
 	cmd := root.NewCmdRoot(f)
 	cmd.SetArgs(args)
 	err = cmd.ExecuteContext(t.Context())
-	return out.String(), err, cmdutil.ExitCode(err)
+	return out.String(), cmdutil.ExitCode(err), err
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -99,13 +99,13 @@ func writeFile(t *testing.T, dir, name, content string) string {
 func TestExampleValidates(t *testing.T) {
 	t.Parallel()
 	for _, role := range []string{"agent", "origin", "tracker", "proxy", "build-index"} {
-		out, err, code := run(t, "config", "example", role)
+		out, code, err := run(t, "config", "example", role)
 		require.NoError(t, err, role)
 		require.Equal(t, 0, code)
 		require.Contains(t, out, "admin_listen: 127.0.0.1:", role)
 
 		file := writeFile(t, t.TempDir(), role+".yaml", out)
-		out, err, code = run(t, "config", "validate", role, file)
+		out, code, err = run(t, "config", "validate", role, file)
 		require.NoError(t, err, role)
 		require.Equal(t, 0, code)
 		require.Equal(t, file+": valid "+role+" config\n", out)
@@ -154,7 +154,7 @@ func TestValidateBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			file := writeFile(t, t.TempDir(), "c.yaml", tc.doc)
-			out, err, code := run(t, "config", "validate", tc.role, file)
+			out, code, err := run(t, "config", "validate", tc.role, file)
 			require.Error(t, err)
 			require.Equal(t, cmdutil.ExitUsage, code, "%v", err)
 			require.Empty(t, out, "nothing on stdout for an invalid file")
@@ -175,7 +175,7 @@ func TestValidateBadInput(t *testing.T) {
 func TestValidateMissingFile(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "nope.yaml")
-	_, err, code := run(t, "config", "validate", "agent", file)
+	_, code, err := run(t, "config", "validate", "agent", file)
 	require.Equal(t, cmdutil.ExitUsage, code)
 	require.EqualError(t, err, file+": invalid config: open "+file+": no such file or directory")
 }
@@ -188,7 +188,7 @@ func TestValidateGoodInput(t *testing.T) {
 	keyFile := writeFile(t, dir, "s3-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
 
 	file := writeFile(t, dir, "agent.yaml", "trackers: ['${KRAKENCTL_CONFIG_TEST_TRACKER}']\nstore_dir: ${KRAKENCTL_CONFIG_TEST_DIR}/agent\n")
-	out, err, code := run(t, "config", "validate", "agent", file)
+	out, code, err := run(t, "config", "validate", "agent", file)
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
 	require.Equal(t, file+": valid agent config\n", out)
@@ -196,7 +196,7 @@ func TestValidateGoodInput(t *testing.T) {
 	doc := "store:\n  dir: ${KRAKENCTL_CONFIG_TEST_DIR}/origin\nbackends:\n  - namespace: .*\n    s3:\n" +
 		"      bucket: b\n      access_key_id: AKIAEXAMPLE\n      secret_access_key_file: " + keyFile + "\n"
 	file = writeFile(t, dir, "origin.yaml", doc)
-	_, err, code = run(t, "config", "validate", "origin", file)
+	_, code, err = run(t, "config", "validate", "origin", file)
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
 
