@@ -341,10 +341,19 @@ func TestAdminEndpoints(t *testing.T) {
 	o := newFakeOrigin(t)
 	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
 	hc := httpClient(t)
-	for _, p := range []string{"/health", "/readyz", "/metrics"} {
-		resp := send(t, hc, http.MethodGet, "http://"+tt.addr+p, "", nil)
+	get := func(addr, p string) int {
+		resp := send(t, hc, http.MethodGet, "http://"+addr+p, "", nil)
 		require.NoError(t, resp.Body.Close())
-		require.Equal(t, http.StatusOK, resp.StatusCode, p)
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/health", "/readyz", "/metrics", "/debug/pprof/"} {
+		require.Equal(t, http.StatusOK, get(tt.admin, p), "admin "+p)
+	}
+	for _, p := range []string{"/health", "/readyz"} {
+		require.Equal(t, http.StatusOK, get(tt.addr, p), "api "+p)
+	}
+	for _, p := range []string{"/metrics", "/debug/pprof/"} {
+		require.Equal(t, http.StatusNotFound, get(tt.addr, p), "api "+p)
 	}
 	mfs, err := tt.reg.Gather()
 	require.NoError(t, err)
