@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -21,7 +20,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -29,61 +28,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
-}
-
-// fakeTracker is an in-process tracker: it knows the metainfo of the blobs the test origins
-// hold and hands every announcing peer the origins and everyone else who announced.
-type fakeTracker struct {
-	mu      sync.Mutex
-	mi      map[digest.Digest]metainfo.MetaInfo
-	origins []announce.Peer
-	peers   map[digest.Digest]map[string]announce.Peer
-	// down makes the tracker unreachable, as announce.Client reports it.
-	down atomic.Bool
-}
-
-func newFakeTracker() *fakeTracker {
-	return &fakeTracker{mi: map[digest.Digest]metainfo.MetaInfo{}, peers: map[digest.Digest]map[string]announce.Peer{}}
-}
-
-func (f *fakeTracker) Announce(_ context.Context, req announce.Request) (announce.Response, error) {
-	if f.down.Load() {
-		return announce.Response{}, announce.ErrUnavailable
-	}
-	if err := req.Validate(); err != nil {
-		return announce.Response{}, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ps := f.peers[req.Digest]
-	if ps == nil {
-		ps = map[string]announce.Peer{}
-		f.peers[req.Digest] = ps
-	}
-	ps[req.PeerID] = announce.Peer{ID: req.PeerID, Addr: req.Addr, Complete: req.Complete}
-	out := append([]announce.Peer{}, f.origins...)
-	for id, p := range ps {
-		if id != req.PeerID {
-			out = append(out, p)
-		}
-	}
-	return announce.Response{Peers: out, IntervalSeconds: 1}, nil
-}
-
-func (f *fakeTracker) Metainfo(_ context.Context, ns string, d digest.Digest) (metainfo.MetaInfo, error) {
-	if f.down.Load() {
-		return metainfo.MetaInfo{}, announce.ErrUnavailable
-	}
-	if err := announce.CheckNamespace(ns); err != nil {
-		return metainfo.MetaInfo{}, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	mi, ok := f.mi[d]
-	if !ok {
-		return metainfo.MetaInfo{}, announce.ErrNotFound
-	}
-	return mi, nil
 }
 
 // gate holds back one piece of one blob on the connections of the listener it wraps, and lets
@@ -225,7 +169,7 @@ func (o *origin) bytesOut() int64 {
 
 // startOrigin starts a seed-only scheduler holding blobs and registers it with the tracker.
 // With g set, its connections go through the gate.
-func startOrigin(t *testing.T, tr *fakeTracker, g *gate, blobs ...[]byte) *origin {
+func startOrigin(t *testing.T, tr *announcetest.Tracker, g *gate, blobs ...[]byte) *origin {
 	t.Helper()
 	st, err := castore.Open(t.TempDir(), castore.Options{})
 	require.NoError(t, err)
@@ -257,12 +201,8 @@ func startOrigin(t *testing.T, tr *fakeTracker, g *gate, blobs ...[]byte) *origi
 		require.NoError(t, <-done)
 		require.NoError(t, st.Close())
 	})
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, mi := range mis {
-		tr.mi[mi.Digest] = mi
-	}
-	tr.origins = append(tr.origins, announce.Peer{ID: s.PeerID().String(), Addr: s.Addr(), Origin: true, Complete: true})
+	tr.AddMetainfo(mis...)
+	tr.AddOrigin(s.PeerID().String(), s.Addr())
 	return &origin{s: s}
 }
 
