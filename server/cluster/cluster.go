@@ -103,7 +103,7 @@ type Spec struct {
 	// Origins is how many origins run. They form one hash ring.
 	Origins int
 	// Replicas is how many origins hold each blob (the ring's and the trackers' replicas);
-	// zero means min(3, Origins).
+	// zero means min(3, Origins). The ring holds a blob on every origin when there are fewer.
 	Replicas int
 	// Backend is the storage backend every origin and build-index node writes back to. Nil
 	// means a filesystem backend in Dir/backend shared by all of them; NoBackend means none.
@@ -563,8 +563,8 @@ func (s *Spec) validate(deps Deps) error {
 			bad("%s must not be negative, got %d", n.name, n.v)
 		}
 	}
-	if s.Replicas < 0 || s.Replicas > s.Origins {
-		bad("replicas must be between 1 and the %d origins, got %d", s.Origins, s.Replicas)
+	if s.Replicas < 0 {
+		bad("replicas must not be negative, got %d", s.Replicas)
 	}
 	if s.Backend != nil && s.NoBackend {
 		bad("a backend and no backend at once")

@@ -337,7 +337,7 @@ func TestSpecValidation(t *testing.T) {
 	}{
 		{"no dir", cluster.Spec{Origins: 1}, "dir is required"},
 		{"negative agents", cluster.Spec{Dir: dir, Origins: 1, Agents: -1}, "agents must not be negative"},
-		{"too many replicas", cluster.Spec{Dir: dir, Origins: 2, Replicas: 3}, "replicas must be between 1 and the 2 origins"},
+		{"negative replicas", cluster.Spec{Dir: dir, Origins: 2, Replicas: -1}, "replicas must not be negative"},
 		{"tracker without origins", cluster.Spec{Dir: dir, Trackers: 1}, "trackers and proxies need origins"},
 		{"proxy without build-index", cluster.Spec{Dir: dir, Origins: 1, Proxies: 1}, "proxies need a build-index node"},
 		{"agents without origins", cluster.Spec{Dir: dir, Agents: 1}, "trackers and proxies need origins"},
