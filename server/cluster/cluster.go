@@ -77,8 +77,6 @@ const (
 	Agent      Role = "agent"
 )
 
-var roles = []Role{Origin, BuildIndex, Tracker, Proxy, Agent}
-
 // Errors of the builder.
 var (
 	// ErrInvalidSpec is wrapped by every error about a Spec New cannot build.
@@ -303,13 +301,13 @@ func (c *Cluster) Close() error {
 	}
 	c.closed = true
 	var errs []error
-	var running []*member
+	var waiting []*member
 	for _, m := range slices.Backward(c.order) {
 		switch m.state {
-		case runningState:
+		case running:
 			m.stopping = true
 			m.cancel()
-			running = append(running, m)
+			waiting = append(waiting, m)
 		case built:
 			m.state = stopped
 			if err := m.srv.Close(); err != nil {
@@ -317,11 +315,11 @@ func (c *Cluster) Close() error {
 			}
 		}
 	}
-	for _, m := range c.all() {
+	for _, m := range c.order {
 		m.closeListeners() // bound for a role that was never built
 	}
 	c.mu.Unlock()
-	for _, m := range running {
+	for _, m := range waiting {
 		<-m.done
 		if m.runErr != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", m, m.runErr))
@@ -344,7 +342,7 @@ func (c *Cluster) Stop(r Role, i int) error {
 			return fmt.Errorf("close %s: %w", m, err)
 		}
 		return nil
-	case runningState:
+	case running:
 	default:
 		c.mu.Unlock()
 		return nil
@@ -354,8 +352,11 @@ func (c *Cluster) Stop(r Role, i int) error {
 	done := m.done
 	c.mu.Unlock()
 	<-done
-	if m.runErr != nil {
-		return fmt.Errorf("stop %s: %w", m, m.runErr)
+	c.mu.Lock()
+	err := m.runErr
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("stop %s: %w", m, err)
 	}
 	return nil
 }
@@ -389,7 +390,7 @@ func (c *Cluster) Restart(ctx context.Context, r Role, i int) error {
 		return fmt.Errorf("restart %s: %w", m, err)
 	}
 	m.lns = &lns
-	if err := c.buildLocked(m, m.open); err != nil {
+	if err := c.build(m, m.open); err != nil {
 		m.state = stopped
 		return fmt.Errorf("restart %s: %w", m, err)
 	}
@@ -425,7 +426,7 @@ func (c *Cluster) add(r Role, open func(*member) opener) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := c.buildLocked(m, open(m)); err != nil {
+	if err := c.build(m, open(m)); err != nil {
 		// Forget it: it holds nothing any more (its role closed its listeners).
 		c.members[r] = c.members[r][:i]
 		c.order = c.order[:len(c.order)-1]
@@ -477,7 +478,7 @@ func (c *Cluster) Registry(r Role, i int) *prometheus.Registry {
 func (c *Cluster) Running(r Role, i int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.member(r, i).state == runningState
+	return c.member(r, i).state == running
 }
 
 // Origin returns the i-th origin's server (a new one after Restart).
@@ -534,9 +535,6 @@ func (c *Cluster) collect(r Role, f func(*member) string) []string {
 	return out
 }
 
-// all returns every member in build order; c.mu is held.
-func (c *Cluster) all() []*member { return c.order }
-
 func (s *Spec) defaults(deps Deps) {
 	if s.Replicas == 0 {
 		s.Replicas = min(ring.DefaultReplicas, s.Origins)
@@ -592,15 +590,4 @@ func (s *Spec) validate(deps Deps) error {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, err)
 	}
 	return nil
-}
-
-// String names the cluster's size, for logs.
-func (c *Cluster) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := "cluster of"
-	for _, r := range roles {
-		s += fmt.Sprintf(" %d %s", len(c.members[r]), r)
-	}
-	return s
 }

@@ -50,11 +50,11 @@ type opener func(l listeners, reg *prometheus.Registry) (server, error)
 type state int
 
 const (
-	bound        state = iota // listeners bound, no server yet
-	built                     // built, never run
-	runningState              // Run was called and has not returned
-	stopped                   // ran and returned, or was closed; Restart may build it again
-	restarting                // Restart is binding its listeners
+	bound      state = iota // listeners bound, no server yet
+	built                   // built, never run
+	running                 // Run was called and has not returned
+	stopped                 // ran and returned, or was closed; Restart may build it again
+	restarting              // Restart is binding its listeners
 )
 
 // member is one server of the cluster. Its addresses are fixed once bound, so that a restart
@@ -156,10 +156,9 @@ func (m *member) rebind(ctx context.Context) (listeners, error) {
 	return lns, nil
 }
 
-// build builds m's server with open; c.mu is held, or the cluster is not shared yet.
-func (c *Cluster) build(m *member, open opener) error { return c.buildLocked(m, open) }
-
-func (c *Cluster) buildLocked(m *member, open opener) error {
+// build builds m's server with open on the listeners m holds; c.mu is held, or the cluster is
+// not shared yet.
+func (c *Cluster) build(m *member, open opener) error {
 	lns := *m.lns
 	m.lns = nil // the role owns them now, even if it fails
 	reg := admin.NewRegistry()
@@ -175,7 +174,7 @@ func (c *Cluster) buildLocked(m *member, open opener) error {
 // runLocked runs m's server in a goroutine of its own; c.mu is held.
 func (c *Cluster) runLocked(m *member) {
 	ctx, cancel := context.WithCancel(context.Background())
-	m.cancel, m.done, m.state = cancel, make(chan struct{}), runningState
+	m.cancel, m.done, m.state = cancel, make(chan struct{}), running
 	srv, done := m.srv, m.done
 	go func() {
 		err := srv.Run(ctx)

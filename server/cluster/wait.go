@@ -20,14 +20,14 @@ const pollInterval = 20 * time.Millisecond
 // not ready and why, when ctx ends first.
 func (c *Cluster) WaitReady(ctx context.Context) error {
 	c.mu.Lock()
-	var running []*member
+	var up []*member
 	for _, m := range c.order {
-		if m.state == runningState {
-			running = append(running, m)
+		if m.state == running {
+			up = append(up, m)
 		}
 	}
 	c.mu.Unlock()
-	for _, m := range running {
+	for _, m := range up {
 		if err := c.waitReady(ctx, m); err != nil {
 			return err
 		}
@@ -114,23 +114,23 @@ func (c *Cluster) WaitLeader(ctx context.Context) (int, error) {
 func (c *Cluster) leader() (int, bool, error) {
 	c.mu.Lock()
 	nodes := c.members[BuildIndex]
-	var running []*member
+	var up []*member
 	var servers []*buildindex.Server
 	for _, m := range nodes {
-		if m.state == runningState {
-			running = append(running, m)
+		if m.state == running {
+			up = append(up, m)
 			servers = append(servers, m.srv.(*buildindex.Server))
 		}
 	}
 	c.mu.Unlock()
-	if len(running) == 0 {
+	if len(up) == 0 {
 		return 0, false, fmt.Errorf("%w: no build-index node runs", ErrNoLeader)
 	}
 	leaderID, formed := "", true
 	for k, srv := range servers {
 		st := srv.Status()
 		if st.LeaderID == "" || (leaderID != "" && st.LeaderID != leaderID) {
-			return 0, false, fmt.Errorf("%w: %s names %q, others %q", ErrNoLeader, running[k], st.LeaderID, leaderID)
+			return 0, false, fmt.Errorf("%w: %s names %q, others %q", ErrNoLeader, up[k], st.LeaderID, leaderID)
 		}
 		leaderID = st.LeaderID
 		if st.LeaderAPIAddr == "" || len(st.Members) != len(nodes) {
@@ -142,7 +142,7 @@ func (c *Cluster) leader() (int, bool, error) {
 			}
 		}
 	}
-	for _, m := range running {
+	for _, m := range up {
 		if m.nodeID == leaderID {
 			return m.index, formed, nil
 		}
