@@ -16,7 +16,8 @@
 // One role can be stopped and started again on the same addresses and state (Stop, Restart),
 // as a process is killed and restarted; agents and proxies can be added to a running cluster
 // (AddAgent, AddProxy). Every role has an admin listener (/metrics, /debug/pprof, /health,
-// /readyz) and a Prometheus registry of its own (Registry).
+// /readyz) and a Prometheus registry of its own (Registry). Tests start clusters through
+// server/cluster/clustertest, which ties them to the test's lifetime.
 //
 // # State
 //
@@ -133,9 +134,10 @@ type Spec struct {
 	// Ports is the port plan; the zero value binds every listener to 127.0.0.1:0.
 	Ports Ports
 
-	// Per-role config functions, called with the role's index and the config the builder
-	// filled in (addresses, directories, peers), before the role's New. The addresses of
-	// listeners are the builder's; changing them breaks the wiring.
+	// Per-role config functions, called once per server with its index and the config the
+	// builder filled in (addresses, directories, peers), before the role's New; a restarted
+	// server reuses that config. The addresses of listeners are the builder's; changing them
+	// breaks the wiring.
 	OriginConfig     func(i int, c *origin.Config)
 	BuildIndexConfig func(i int, c *buildindex.Config)
 	TrackerConfig    func(i int, c *tracker.Config)
