@@ -65,14 +65,18 @@ a filesystem storage backend; they seed their blobs to the swarm on --port+200 a
 single-node build-index (tags) listens on --port+100 (Raft on --port+101), the tracker on
 --port+300 and the registry proxy, where images are pushed, on --port+400. --agents agents
 serve blobs and the registry pull API on --agent-port, --agent-port+10, ... (their swarm ports
-are the next port up), downloading through the swarm. Stores, the backend, the tags and the log
-(dev.log) live in --dir, so images survive a restart. Once every role is ready, the addresses
+are the next port up), downloading through the swarm. Every role also has an admin listener
+for /metrics, /debug/pprof, /health and /readyz: the tracker's on --port+301, the proxy's on
+--port+302, the build-index's on --port+303, origin i's on --port+310+i and agent i's on
+--agent-port+10i+2. Stores, the backend, the tags and the log (dev.log) live in --dir, so
+images survive a restart. Once every role is ready, the addresses (admin listeners included)
 are written to the endpoints file, where push, pull, tag and ring status find them without
 flags; the file is removed on exit.
 
 Default ports: origins 15000-15002, build-index 15100 (Raft 15101), their swarm ports
 15200-15202, tracker 15300, proxy 15400, agent 0 on 16000 (swarm 16001), which is where
-` + "`krakenctl pull`" + ` looks for an agent by default. Docker treats 127.0.0.1 registries as
+` + "`krakenctl pull`" + ` looks for an agent by default; admin listeners 15301-15303,
+15310-15312 and 16002. Docker treats 127.0.0.1 registries as
 insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
 ` + "`docker pull 127.0.0.1:16000/hello:v1`" + ` work without any daemon configuration.`,
 		Example: `  krakenctl dev up
@@ -190,17 +194,22 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	addrs := c.Endpoints()
 	agents := c.Agents()
 	fmt.Fprintf(&b, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", cmdutil.Plural(len(addrs), "origin"), c.Replicas(), cmdutil.Plural(len(agents), "agent"))
-	t := cmdutil.NewTable(&b, "role", "address", "serves")
+	// The admin column comes last, so the columns people read first stay where they were.
+	admin := c.Addrs().Admin
+	t := cmdutil.NewTable(&b, "role", "address", "serves", "admin")
+	row := func(role, addr, serves string, admins []string, i int) {
+		t.Row(role, "http://"+addr, serves, "http://"+admins[i])
+	}
 	for i, a := range addrs {
-		t.Row(fmt.Sprintf("origin %d", i), "http://"+a, "blobs")
+		row(fmt.Sprintf("origin %d", i), a, "blobs", admin.Origins, i)
 	}
-	t.Row("build-index", "http://"+c.BuildIndexAddr(), "tags (krakenctl tag)")
+	row("build-index", c.BuildIndexAddr(), "tags (krakenctl tag)", admin.BuildIndex, 0)
 	if tr := c.TrackerAddr(); tr != "" {
-		t.Row("tracker", "http://"+tr, "peer lists")
+		row("tracker", tr, "peer lists", admin.Trackers, 0)
 	}
-	t.Row("proxy", "http://"+c.ProxyAddr(), "registry: push images here")
+	row("proxy", c.ProxyAddr(), "registry: push images here", admin.Proxy, 0)
 	for i, a := range agents {
-		t.Row(fmt.Sprintf("agent %d", i), "http://"+a, "registry: pull images here")
+		row(fmt.Sprintf("agent %d", i), a, "registry: pull images here", admin.Agents, i)
 	}
 	_ = t.Flush()
 	fmt.Fprintf(&b, "\nState:      %s\n", c.Dir())

@@ -149,6 +149,14 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 	require.Regexp(t, `tracker +http://`+e.Trackers[0], summary)
 	require.Regexp(t, `build-index +http://`+e.BuildIndex[0], summary)
 	require.Regexp(t, `proxy +http://`+e.Proxy[0]+` +registry: push images here`, summary)
+	// Every role's admin listener is in the endpoints file and in the table's last column.
+	require.NotNil(t, e.Admin)
+	require.Len(t, e.Admin.Origins, 2)
+	require.Regexp(t, `origin 1 +http://`+e.Origins[1]+` +blobs +http://`+e.Admin.Origins[1]+`\n`, summary)
+	require.Regexp(t, `agent 0 +http://`+e.Agents[0]+` +registry: pull images here +http://`+e.Admin.Agents[0]+`\n`, summary)
+	require.Regexp(t, `tracker +http://`+e.Trackers[0]+` +peer lists +http://`+e.Admin.Trackers[0]+`\n`, summary)
+	require.Regexp(t, `build-index +http://`+e.BuildIndex[0]+` +tags \(krakenctl tag\) +http://`+e.Admin.BuildIndex[0]+`\n`, summary)
+	require.Regexp(t, `proxy +http://`+e.Proxy[0]+` +registry: push images here +http://`+e.Admin.Proxy[0]+`\n`, summary)
 	for _, a := range append(e.BuildIndex, e.Proxy...) {
 		tr := &http.Transport{}
 		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()), "every role answers /readyz: %s", a)
@@ -223,7 +231,10 @@ func TestUpJSON(t *testing.T) {
 	require.Equal(t, file, got.EndpointsFile)
 	require.Equal(t, dir, got.Dir)
 	require.Equal(t, 1, got.Replicas)
-	for _, a := range append(append(got.Proxy, got.Agents...), got.BuildIndex...) {
+	require.NotNil(t, got.Admin, "the admin listeners are in the document")
+	admins := append(append(append(append(got.Admin.Proxy, got.Admin.Agents...), got.Admin.BuildIndex...), got.Admin.Trackers...), got.Admin.Origins...)
+	require.Len(t, admins, 5)
+	for _, a := range append(append(append(got.Proxy, got.Agents...), got.BuildIndex...), admins...) {
 		tr := &http.Transport{}
 		require.NoError(t, client.NewOrigin(a, &http.Client{Transport: tr}).Ready(t.Context()), "%s answers /readyz", a)
 		tr.CloseIdleConnections()

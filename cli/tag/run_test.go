@@ -17,7 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/dev/devtest"
+	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
@@ -48,7 +48,7 @@ func deadAddr(t *testing.T) string {
 func TestTagsAgainstACluster(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	addrs := startBuildIndex(t, 3, nil)
+	addrs := startCluster(t, 0, 3).Addrs(cluster.BuildIndex)
 	d1 := digest.FromString("one")
 	d2 := digest.FromString("two")
 	ref := Ref{"team/app", "prod"}
@@ -111,8 +111,8 @@ func TestTagsAgainstACluster(t *testing.T) {
 func TestPutChecksContent(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	origins := devtest.Start(t, 1).Endpoints()
-	addrs := startBuildIndex(t, 1, origins)
+	c := startCluster(t, 1, 1)
+	origins, addrs := c.Addrs(cluster.Origin), c.Addrs(cluster.BuildIndex)
 
 	// A digest the origins do not hold is refused, and nothing is stored.
 	missing := digest.FromString("not pushed")

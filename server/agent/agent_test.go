@@ -21,6 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 )
 
 const ns = "library/test"
@@ -75,7 +76,7 @@ func requireCode(t *testing.T, resp reply, body []byte, status int, code errcode
 
 func TestGetWholeBlob(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 1<<20+12345)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
@@ -104,7 +105,7 @@ func TestGetWholeBlob(t *testing.T) {
 
 func TestEmptyBlob(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	startOrigin(t, tr, nil, []byte{})
 	a := startAgent(t, tr, nil)
 	d := digest.FromBytes(nil)
@@ -120,7 +121,7 @@ func TestEmptyBlob(t *testing.T) {
 
 func TestRanges(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 300<<10+7)
 	size := int64(len(blob))
 	d := digest.FromBytes(blob)
@@ -175,7 +176,7 @@ func TestRanges(t *testing.T) {
 
 func TestHead(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 200<<10)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
@@ -202,7 +203,7 @@ func TestHead(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 100)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
@@ -233,10 +234,10 @@ func TestErrors(t *testing.T) {
 
 	// No tracker: 503, and the next request after it is back succeeds (the failed download
 	// does not stick).
-	tr.down.Store(true)
+	tr.SetDown(true)
 	resp, body := a.get(t, http.MethodGet, api.BlobPath(ns, d), nil)
 	requireCode(t, resp, body, http.StatusServiceUnavailable, errcode.CodeUnavailable)
-	tr.down.Store(false)
+	tr.SetDown(false)
 	resp, body = a.get(t, http.MethodGet, api.BlobPath(ns, d), nil)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	require.True(t, bytes.Equal(blob, body))
@@ -247,7 +248,7 @@ func TestErrors(t *testing.T) {
 // bytes, so the order of events is fixed, not timed.
 func TestStreamsWhileDownloading(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 4<<20+999)
 	d := digest.FromBytes(blob)
 	g := newGate(t, blob)
@@ -283,7 +284,7 @@ func TestStreamsWhileDownloading(t *testing.T) {
 // origin sends one copy.
 func TestOneDownloadForConcurrentClients(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 2<<20+5)
 	d := digest.FromBytes(blob)
 	g := newGate(t, blob)
@@ -333,7 +334,7 @@ func TestOneDownloadForConcurrentClients(t *testing.T) {
 // client sees a broken transfer, not a short body that looks complete.
 func TestAbortedDownloadTruncates(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 2<<20)
 	d := digest.FromBytes(blob)
 	g := newGate(t, blob)
@@ -352,7 +353,7 @@ func TestAbortedDownloadTruncates(t *testing.T) {
 
 func TestTorrentsJSON(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 256<<10)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
@@ -386,7 +387,7 @@ func TestEventsStream(t *testing.T) {
 	for _, sse := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sse=%v", sse), func(t *testing.T) {
 			t.Parallel()
-			tr := newFakeTracker()
+			tr := announcetest.New()
 			blob := randomBlob(t, 256<<10)
 			other := randomBlob(t, 1000)
 			d := digest.FromBytes(blob)
@@ -450,7 +451,7 @@ func TestEventsStream(t *testing.T) {
 // some point after Events is called, so the test pulls fresh blobs until one's events arrive.
 func TestEventsClient(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blobs := make([][]byte, 40)
 	for i := range blobs {
 		blobs[i] = randomBlob(t, 1000+i)
@@ -505,7 +506,7 @@ func TestEventsClient(t *testing.T) {
 // first agent.
 func TestAgentsTrade(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 1<<20+99)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
@@ -515,9 +516,7 @@ func TestAgentsTrade(t *testing.T) {
 	_, err := a.cl.Pull(t.Context(), ns, d, io.Discard, nil)
 	require.NoError(t, err)
 	a.waitSeeding(t, d)
-	tr.mu.Lock()
-	tr.origins = nil
-	tr.mu.Unlock()
+	tr.RemoveOrigins()
 
 	var got bytes.Buffer
 	_, err = b.cl.Pull(t.Context(), ns, d, &got, nil)
@@ -535,7 +534,7 @@ func TestAgentsTrade(t *testing.T) {
 
 func TestMetricsAndHealth(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 100<<10)
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -21,7 +20,9 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -29,61 +30,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
-}
-
-// fakeTracker is an in-process tracker: it knows the metainfo of the blobs the test origins
-// hold and hands every announcing peer the origins and everyone else who announced.
-type fakeTracker struct {
-	mu      sync.Mutex
-	mi      map[digest.Digest]metainfo.MetaInfo
-	origins []announce.Peer
-	peers   map[digest.Digest]map[string]announce.Peer
-	// down makes the tracker unreachable, as announce.Client reports it.
-	down atomic.Bool
-}
-
-func newFakeTracker() *fakeTracker {
-	return &fakeTracker{mi: map[digest.Digest]metainfo.MetaInfo{}, peers: map[digest.Digest]map[string]announce.Peer{}}
-}
-
-func (f *fakeTracker) Announce(_ context.Context, req announce.Request) (announce.Response, error) {
-	if f.down.Load() {
-		return announce.Response{}, announce.ErrUnavailable
-	}
-	if err := req.Validate(); err != nil {
-		return announce.Response{}, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ps := f.peers[req.Digest]
-	if ps == nil {
-		ps = map[string]announce.Peer{}
-		f.peers[req.Digest] = ps
-	}
-	ps[req.PeerID] = announce.Peer{ID: req.PeerID, Addr: req.Addr, Complete: req.Complete}
-	out := append([]announce.Peer{}, f.origins...)
-	for id, p := range ps {
-		if id != req.PeerID {
-			out = append(out, p)
-		}
-	}
-	return announce.Response{Peers: out, IntervalSeconds: 1}, nil
-}
-
-func (f *fakeTracker) Metainfo(_ context.Context, ns string, d digest.Digest) (metainfo.MetaInfo, error) {
-	if f.down.Load() {
-		return metainfo.MetaInfo{}, announce.ErrUnavailable
-	}
-	if err := announce.CheckNamespace(ns); err != nil {
-		return metainfo.MetaInfo{}, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	mi, ok := f.mi[d]
-	if !ok {
-		return metainfo.MetaInfo{}, announce.ErrNotFound
-	}
-	return mi, nil
 }
 
 // gate holds back one piece of one blob on the connections of the listener it wraps, and lets
@@ -225,7 +171,7 @@ func (o *origin) bytesOut() int64 {
 
 // startOrigin starts a seed-only scheduler holding blobs and registers it with the tracker.
 // With g set, its connections go through the gate.
-func startOrigin(t *testing.T, tr *fakeTracker, g *gate, blobs ...[]byte) *origin {
+func startOrigin(t *testing.T, tr *announcetest.Tracker, g *gate, blobs ...[]byte) *origin {
 	t.Helper()
 	st, err := castore.Open(t.TempDir(), castore.Options{})
 	require.NoError(t, err)
@@ -257,64 +203,54 @@ func startOrigin(t *testing.T, tr *fakeTracker, g *gate, blobs ...[]byte) *origi
 		require.NoError(t, <-done)
 		require.NoError(t, st.Close())
 	})
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, mi := range mis {
-		tr.mi[mi.Digest] = mi
-	}
-	tr.origins = append(tr.origins, announce.Peer{ID: s.PeerID().String(), Addr: s.Addr(), Origin: true, Complete: true})
+	tr.AddMetainfo(mis...)
+	tr.AddOrigin(s.PeerID().String(), s.Addr())
 	return &origin{s: s}
 }
 
-// testAgent is a running agent and clients of it.
+// testAgent is a running agent of a cluster (server/cluster) and clients of it.
 type testAgent struct {
-	srv    *agent.Server
-	url    string
-	admin  string // the admin listener's base URL
-	hc     *http.Client
-	cl     *client.Agent
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan error
+	c     *cluster.Cluster
+	i     int
+	srv   *agent.Server
+	url   string
+	admin string // the admin listener's base URL
+	hc    *http.Client
+	cl    *client.Agent
+	reg   *prometheus.Registry
 }
 
 // stop stops the agent and returns what Run returned; it may be called more than once.
-func (a *testAgent) stop() error {
-	a.cancel()
-	err, ok := <-a.done
-	if ok {
-		close(a.done)
+func (a *testAgent) stop() error { return a.c.Stop(cluster.Agent, a.i) }
+
+// newTestAgent wraps the cluster's i-th agent.
+func newTestAgent(t *testing.T, c *cluster.Cluster, i int) *testAgent {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr}
+	return &testAgent{
+		c: c, i: i, srv: c.Agent(i), url: "http://" + c.Addr(cluster.Agent, i), admin: "http://" + c.AdminAddr(cluster.Agent, i),
+		hc: hc, cl: client.NewAgent(c.Addr(cluster.Agent, i), hc), reg: c.Registry(cluster.Agent, i),
 	}
-	return err
 }
 
-// startAgent starts an agent whose swarm uses tr.
+// testLogger shows warnings and errors in the test's output.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// startAgent starts a cluster of one agent whose swarm uses tr, an in-process tracker.
 func startAgent(t *testing.T, tr scheduler.Tracker, tweak func(*agent.Config)) *testAgent {
 	t.Helper()
-	cfg := agent.Config{Trackers: []string{"127.0.0.1:1"}, StoreDir: t.TempDir()}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
-	srv, err := agent.New(cfg, agent.Deps{Listener: ln, PeerListener: pln, AdminListener: aln, Tracker: tr, Registerer: reg, Gatherer: reg, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &testAgent{srv: srv, url: "http://" + srv.Addr(), admin: "http://" + aln.Addr().String(), reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- srv.Run(ctx) }()
-	tr2 := &http.Transport{}
-	a.hc = &http.Client{Transport: tr2}
-	a.cl = client.NewAgent(srv.Addr(), a.hc)
-	t.Cleanup(func() {
-		require.NoError(t, a.stop())
-		tr2.CloseIdleConnections()
-	})
-	return a
+	c := clustertest.Start(t, cluster.Spec{
+		Agents: 1,
+		AgentConfig: func(_ int, cfg *agent.Config) {
+			if tweak != nil {
+				tweak(cfg)
+			}
+		},
+	}, cluster.Deps{AgentTracker: tr, Logger: testLogger(t)})
+	return newTestAgent(t, c, 0)
 }
 
 func randomBlob(t *testing.T, n int) []byte {

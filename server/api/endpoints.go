@@ -23,6 +23,12 @@ var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
 //	trackers: ["127.0.0.1:15300"]
 //	proxy: ["127.0.0.1:15400"]
 //	agents: ["127.0.0.1:16000"]
+//	admin:
+//	  origins: ["127.0.0.1:15310", "127.0.0.1:15311", "127.0.0.1:15312"]
+//	  build_index: ["127.0.0.1:15303"]
+//	  trackers: ["127.0.0.1:15301"]
+//	  proxy: ["127.0.0.1:15302"]
+//	  agents: ["127.0.0.1:16002"]
 //
 // A file whose name ends in ".json" is written as JSON with the same keys (which ReadEndpoints
 // reads too: JSON is YAML).
@@ -36,6 +42,18 @@ type Endpoints struct {
 	Proxy []string `yaml:"proxy,omitempty" json:"proxy,omitempty"`
 	// Agents lists the agents' blob and registry API addresses: where images are pulled.
 	Agents []string `yaml:"agents,omitempty" json:"agents,omitempty"`
+	// Admin lists every role's admin listener (/metrics, /debug/pprof, /health, /readyz), in
+	// the same order; nil in a file that names none.
+	Admin *AdminEndpoints `yaml:"admin,omitempty" json:"admin,omitempty"`
+}
+
+// AdminEndpoints are the addresses of the roles' admin listeners, by role as in Endpoints.
+type AdminEndpoints struct {
+	Origins    []string `yaml:"origins,omitempty" json:"origins,omitempty"`
+	BuildIndex []string `yaml:"build_index,omitempty" json:"build_index,omitempty"`
+	Trackers   []string `yaml:"trackers,omitempty" json:"trackers,omitempty"`
+	Proxy      []string `yaml:"proxy,omitempty" json:"proxy,omitempty"`
+	Agents     []string `yaml:"agents,omitempty" json:"agents,omitempty"`
 }
 
 // WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a

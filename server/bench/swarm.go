@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,9 +26,9 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/origin"
-	"github.com/krakenctl/krakenctl/server/tracker"
 )
 
 // Defaults and bounds of SwarmConfig: the reference run, 16 agents pulling 512 MiB at
@@ -334,7 +333,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	if !cfg.SkipBaseline {
 		var got atomic.Int64
 		stopTick := ticker(func() { reportSwarm(deps, SwarmProgress{Phase: PhaseBaseline, Done: got.Load(), Total: cfg.Size}) })
-		pulls, err := pullAll(ctx, sw.http, []*agentProc{sw.baseline}, digests[1], crcs[1], cfg.Size, !cfg.SkipVerify, cfg.Timeout, &got)
+		pulls, err := pullAll(ctx, sw.http, []benchAgent{*sw.baseline}, digests[1], crcs[1], cfg.Size, !cfg.SkipVerify, cfg.Timeout, &got)
 		stopTick()
 		if err != nil {
 			return SwarmResult{}, fmt.Errorf("baseline: %w", err)
@@ -351,7 +350,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	}
 
 	// The swarm.
-	outBefore := originBytesOut(sw.origin, digests[0])
+	outBefore := originBytesOut(sw.c.Origin(0), digests[0])
 	res.PeakRSSSinceStart = !resetPeakRSS()
 	cpuBefore := processCPU()
 	var got atomic.Int64
@@ -380,7 +379,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 		res.CPUS = cpu.Seconds()
 		res.CPUCores = cpu.Seconds() / wall.Seconds()
 	}
-	res.OriginBytesOut = originBytesOut(sw.origin, digests[0]) - outBefore
+	res.OriginBytesOut = originBytesOut(sw.c.Origin(0), digests[0]) - outBefore
 	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
 
 	times := make([]float64, len(pulls))
@@ -535,7 +534,7 @@ var errWrongBytes = errors.New("wrong bytes")
 // pullAll releases one client per agent at the same moment; each reads blob d from its agent's
 // blob API to the end, counting into got, and checks the length and (when verify) the digest.
 // The first failure cancels the others. It fails when timeout passes first.
-func pullAll(ctx context.Context, hc *http.Client, agents []*agentProc, d digest.Digest, crc uint32, size int64, verify bool,
+func pullAll(ctx context.Context, hc *http.Client, agents []benchAgent, d digest.Digest, crc uint32, size int64, verify bool,
 	timeout time.Duration, got *atomic.Int64) ([]pull, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("%w after %s", errTimeout, timeout))
@@ -761,230 +760,105 @@ func resetPeakRSS() bool {
 	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 }
 
-// swarmCluster is the benchmark's tracker(s), origin and agents, running in this process.
-type swarmCluster struct {
-	http     *http.Client
-	origin   *origin.Server
-	agents   []*agentProc
-	baseline *agentProc
-	procs    []*proc // every server but the baseline agent, in start order
-}
+// startTimeout bounds how long a benchmark's cluster may take to start: every role ready and,
+// for the tag benchmark, a leader with every node voting.
+const startTimeout = time.Minute
 
-// proc is one running server.
-type proc struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func (p *proc) stop() error {
-	p.cancel()
-	if err := <-p.done; err != nil {
-		return fmt.Errorf("stop %s: %w", p.name, err)
-	}
-	return nil
-}
-
-// agentProc is one running agent.
-type agentProc struct {
+// benchAgent is one agent as the benchmark's clients see it.
+type benchAgent struct {
 	n    int // from 1; 0 for the baseline agent
 	addr string
-	dir  string
-	proc *proc
 }
 
-func (c *swarmCluster) originClient() *client.Origin {
-	return client.NewOrigin(c.origin.Addr(), c.http)
+// swarmCluster is the benchmark's origin, tracker(s) and agents (the baseline agent last),
+// running in this process (server/cluster).
+type swarmCluster struct {
+	http     *http.Client
+	c        *cluster.Cluster
+	agents   []benchAgent
+	baseline *benchAgent // nil without one, or once stopped
+	// baselineDir is the baseline agent's store, removed when it stops.
+	baselineDir string
 }
 
-// startSwarm starts the cluster under dir and waits until every server answers /readyz. On
-// error it stops what it started.
-func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logger) (_ *swarmCluster, err error) {
-	c := &swarmCluster{http: &http.Client{Transport: &http.Transport{
+func (s *swarmCluster) originClient() *client.Origin {
+	return client.NewOrigin(s.c.Addr(cluster.Origin, 0), s.http)
+}
+
+// startSwarm starts the cluster under dir and waits until every server answers /readyz: an
+// origin whose swarm egress is capped at cfg.Rate (a ring of one, no storage backend), one
+// tracker (one per agent without P2P), and the agents, capped at cfg.Rate both ways, plus the
+// baseline agent unless it is skipped. On error it stops what it started.
+func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logger) (*swarmCluster, error) {
+	hc := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 4,
 		MaxIdleConns:        4 * (cfg.Agents + 4),
 		DisableCompression:  true,
-	}}}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, c.close())
-		}
-	}()
-	run := func(name string, r func(context.Context) error) *proc {
-		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		p := &proc{name: name, cancel: cancel, done: make(chan error, 1)}
-		go func() { p.done <- r(ctx) }()
-		return p
-	}
-
-	// Origin: a ring of one, no storage backend, seeding on its own peer port.
-	ln, pln, err := listenPair()
-	if err != nil {
-		return nil, fmt.Errorf("start origin: %w", err)
-	}
-	ocfg := origin.Config{
-		Listen: ln.Addr().String(),
-		Store:  origin.StoreConfig{Dir: filepath.Join(dir, "origin"), MaxBlobSize: config.ByteSize(cfg.Size)},
-		Peer:   origin.PeerConfig{Listen: pln.Addr().String(), EgressRate: config.ByteSize(cfg.Rate)},
-	}
-	ocfg.Defaults()
-	o, err := origin.New(ocfg, origin.Deps{Listener: ln, PeerListener: pln, Logger: log, HTTPClient: c.http})
-	if err != nil {
-		ln.Close()
-		pln.Close()
-		return nil, fmt.Errorf("start origin: %w", err)
-	}
-	c.origin = o
-	c.procs = append(c.procs, run("origin", o.Run))
-	ready := []string{o.Addr()}
-
-	// Trackers: one for everyone, or one per agent without P2P.
-	trackers := 1
-	if cfg.NoP2P {
-		trackers = cfg.Agents + 1
-	}
-	trackerAddrs := make([]string, trackers)
-	for i := range trackers {
-		addr, p, err := startTracker(run, fmt.Sprintf("tracker %d", i+1), o.Addr(), log, c.http)
-		if err != nil {
-			return nil, err
-		}
-		c.procs = append(c.procs, p)
-		trackerAddrs[i] = addr
-		ready = append(ready, addr)
-	}
-
-	// Agents.
+	}}
 	n := cfg.Agents
 	if !cfg.SkipBaseline {
 		n++
 	}
-	for i := range n {
-		a := &agentProc{n: i + 1, dir: filepath.Join(dir, fmt.Sprintf("agent-%03d", i+1))}
+	agentDir := func(i int) string {
 		if i == cfg.Agents {
-			a.n, a.dir = 0, filepath.Join(dir, "agent-baseline")
+			return filepath.Join(dir, "agent-baseline")
 		}
-		tr := trackerAddrs[0]
-		if cfg.NoP2P {
-			tr = trackerAddrs[i]
-		}
-		ln, pln, err := listenPair()
-		if err != nil {
-			return nil, fmt.Errorf("start agent %d: %w", i+1, err)
-		}
-		acfg := agent.Config{
-			Listen: ln.Addr().String(), PeerListen: pln.Addr().String(),
-			Trackers: []string{tr}, StoreDir: a.dir,
-			EgressRate: config.ByteSize(cfg.Rate), IngressRate: config.ByteSize(cfg.Rate),
-		}
-		srv, err := agent.New(acfg, agent.Deps{Listener: ln, PeerListener: pln, Logger: log, HTTPClient: c.http})
-		if err != nil {
-			ln.Close()
-			pln.Close()
-			return nil, fmt.Errorf("start agent %d: %w", i+1, err)
-		}
-		a.addr = srv.Addr()
-		a.proc = run(fmt.Sprintf("agent %d", i+1), srv.Run)
-		if a.n == 0 {
-			a.proc.name = "the baseline agent"
-			c.baseline = a
-		} else {
-			c.agents = append(c.agents, a)
-			c.procs = append(c.procs, a.proc)
-		}
-		ready = append(ready, a.addr)
+		return filepath.Join(dir, fmt.Sprintf("agent-%03d", i+1))
 	}
-
+	c, err := cluster.New(cluster.Spec{
+		Dir: dir, Origins: 1, Agents: n, NoP2P: cfg.NoP2P, NoBackend: true, Rate: config.ByteSize(cfg.Rate),
+		OriginConfig: func(_ int, oc *origin.Config) {
+			oc.Store.Dir = filepath.Join(dir, "origin")
+			oc.Store.MaxBlobSize = config.ByteSize(cfg.Size)
+		},
+		AgentConfig: func(i int, ac *agent.Config) { ac.StoreDir = agentDir(i) },
+	}, cluster.Deps{Logger: log, HTTPClient: hc})
+	if err != nil {
+		hc.CloseIdleConnections()
+		return nil, fmt.Errorf("start swarm: %w", err)
+	}
+	sw := &swarmCluster{http: hc, c: c}
+	for i, a := range c.Addrs(cluster.Agent) {
+		if i == cfg.Agents {
+			sw.baseline, sw.baselineDir = &benchAgent{n: 0, addr: a}, agentDir(i)
+		} else {
+			sw.agents = append(sw.agents, benchAgent{n: i + 1, addr: a})
+		}
+	}
+	if err := c.Start(); err != nil {
+		return nil, errors.Join(err, sw.close())
+	}
 	wctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	for _, addr := range ready {
-		if err := waitReady(wctx, c.http, addr); err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("start swarm: %s not ready: %w", addr, err)
+	if err := c.WaitReady(wctx); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		} else {
+			err = fmt.Errorf("start swarm: %w", err)
 		}
+		return nil, errors.Join(err, sw.close())
 	}
-	return c, nil
-}
-
-// startTracker starts one tracker that knows the origin at originAddr and returns its address.
-func startTracker(run func(string, func(context.Context) error) *proc, name, originAddr string, log *slog.Logger, hc *http.Client) (string, *proc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	tcfg := tracker.Config{Listen: ln.Addr().String(), Origins: []string{originAddr}, Replicas: 1}
-	srv, err := tracker.New(tcfg, tracker.Deps{Listener: ln, Logger: log, HTTPClient: hc})
-	if err != nil {
-		ln.Close()
-		return "", nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	return srv.Addr(), run(name, srv.Run), nil
-}
-
-// listenPair opens an API and a peer listener on loopback.
-func listenPair() (net.Listener, net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, nil, err
-	}
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		ln.Close()
-		return nil, nil, err
-	}
-	return ln, pln, nil
-}
-
-// waitReady polls addr's /readyz until it answers 200 or ctx ends.
-func waitReady(ctx context.Context, hc *http.Client, addr string) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := get(ctx, hc, "http://"+addr+"/readyz")
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-t.C:
-		}
-	}
+	return sw, nil
 }
 
 // stopBaseline stops the baseline agent and removes its store.
-func (c *swarmCluster) stopBaseline() error {
-	a := c.baseline
-	if a == nil {
+func (s *swarmCluster) stopBaseline() error {
+	if s.baseline == nil {
 		return nil
 	}
-	c.baseline = nil
-	if err := a.proc.stop(); err != nil {
-		return err
+	s.baseline = nil
+	if err := s.c.Stop(cluster.Agent, len(s.agents)); err != nil {
+		return fmt.Errorf("stop the baseline agent: %w", err)
 	}
-	if err := os.RemoveAll(a.dir); err != nil {
+	if err := os.RemoveAll(s.baselineDir); err != nil {
 		return fmt.Errorf("remove the baseline agent's store: %w", err)
 	}
 	return nil
 }
 
 // close stops every server, agents first, and the client's idle connections.
-func (c *swarmCluster) close() error {
-	var errs []error
-	if err := c.stopBaseline(); err != nil {
-		errs = append(errs, err)
-	}
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		c.procs[i].cancel()
-	}
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		if err := <-c.procs[i].done; err != nil {
-			errs = append(errs, fmt.Errorf("stop %s: %w", c.procs[i].name, err))
-		}
-	}
-	c.procs = nil
-	c.http.CloseIdleConnections()
-	return errors.Join(errs...)
+func (s *swarmCluster) close() error {
+	err := errors.Join(s.stopBaseline(), s.c.Close())
+	s.http.CloseIdleConnections()
+	return err
 }

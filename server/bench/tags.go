@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -16,7 +17,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -182,12 +185,12 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	}
 
 	report(deps, Progress{Phase: PhaseStart, Total: cfg.Nodes})
-	c, err := startCluster(ctx, cfg.Nodes, dir, deps.Logger)
+	c, err := startTagCluster(ctx, cfg.Nodes, dir, deps.Logger)
 	if err != nil {
 		return TagsResult{}, err
 	}
 	defer func() {
-		if cerr := c.close(); cerr != nil && err == nil {
+		if cerr := c.Close(); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
@@ -196,13 +199,14 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2, MaxIdleConns: cfg.Clients * 4}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: time.Minute}
-	nodes := make([]*client.BuildIndex, len(c.apiAddrs))
-	for i, a := range c.apiAddrs {
+	addrs := c.Addrs(cluster.BuildIndex)
+	nodes := make([]*client.BuildIndex, len(addrs))
+	for i, a := range addrs {
 		nodes[i] = client.NewBuildIndex(a, hc)
 	}
 	targets := nodes
 	if cfg.LeaderOnly {
-		li, err := c.leaderIndex()
+		li, err := c.Leader()
 		if err != nil {
 			return TagsResult{}, err
 		}
@@ -253,11 +257,11 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		}
 		res.FillPerS = st.rate()
 		// The leader now, in case an election moved it while the repository was filled.
-		li, err := c.leaderIndex()
+		li, err := c.Leader()
 		if err != nil {
 			return TagsResult{}, err
 		}
-		leader, store := nodes[li], c.stores[li]
+		leader, store := nodes[li], c.BuildIndex(li).Store()
 		var storeRuns []float64
 		for r := range listRuns {
 			report(deps, Progress{Phase: PhaseList, Done: r, Total: listRuns})
@@ -337,7 +341,7 @@ func listAll(ctx context.Context, n *client.BuildIndex, repo string, want int) (
 }
 
 // listStore lists every tag of repo inside st in one linearizable read and checks the count.
-func listStore(ctx context.Context, st *tagstore.Store, repo string, want int) (time.Duration, error) {
+func listStore(ctx context.Context, st buildindex.Store, repo string, want int) (time.Duration, error) {
 	start := time.Now()
 	tags, err := st.Tags(ctx, repo, "", want+1, tagstore.Linearizable)
 	d := time.Since(start)
@@ -348,6 +352,39 @@ func listStore(ctx context.Context, st *tagstore.Store, repo string, want int) (
 		return 0, fmt.Errorf("list tags of %s in the store: got %d tags, want %d", repo, len(tags), want)
 	}
 	return d, nil
+}
+
+// startTagCluster starts n build-index nodes under dir, as operators start a real cluster: the
+// first bootstraps the Raft group, the others join it through its API. Content checks are off
+// and there is no storage backend. It returns once every node is a voter and a leader is
+// known; on error everything it started is stopped.
+func startTagCluster(ctx context.Context, n int, dir string, log *slog.Logger) (*cluster.Cluster, error) {
+	off := false
+	c, err := cluster.New(cluster.Spec{
+		Dir: dir, BuildIndexes: n, NoBackend: true,
+		BuildIndexConfig: func(i int, bc *buildindex.Config) {
+			bc.Dir = filepath.Join(dir, fmt.Sprintf("node-%d", i+1))
+			bc.Raft.NodeID = fmt.Sprintf("bi-%d", i+1)
+			bc.VerifyContent = &off
+		},
+	}, cluster.Deps{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("start build-index cluster: %w", err)
+	}
+	if err := c.Start(); err != nil {
+		return nil, errors.Join(err, c.Close())
+	}
+	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if _, err := c.WaitLeader(wctx); err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		} else {
+			err = fmt.Errorf("start build-index cluster: no leader with all %d nodes voting after %s: %w", n, startTimeout, err)
+		}
+		return nil, errors.Join(err, c.Close())
+	}
+	return c, nil
 }
 
 // stats are one phase's measurements.

@@ -1,13 +1,10 @@
-package buildindex
+package buildindex_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,129 +16,83 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
-// raftNode is one build-index Server over a real Raft store, on fixed loopback addresses so it
-// can be stopped and started again as the same member.
+// raftNode is one build-index node over a real Raft store, assembled by server/cluster on
+// fixed loopback addresses so it can be stopped and started again as the same member.
 type raftNode struct {
 	t        *testing.T
+	c        *cluster.Cluster
+	i        int
 	id       string
-	cfg      Config
-	backend  backend.Backend
-	hc       *http.Client
 	cli      *client.BuildIndex
-	cancel   context.CancelFunc
-	errc     chan error
 	httpAddr string
+	raftAddr string
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
+func dig(s string) digest.Digest { return digest.FromString(s) }
 
-// listenAgain binds addr, retrying while the previous owner's socket lingers.
-func listenAgain(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	require.Eventually(t, func() bool {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond, "bind %s", addr)
-	return ln
-}
-
-// newRaftCluster prepares n nodes in dir: the first bootstraps, the others join it.
+// newRaftCluster starts n nodes in dir, over real Raft stores backed by be: the first
+// bootstraps, the others join it. It returns once each knows a leader.
 func newRaftCluster(t *testing.T, n int, dir string, be backend.Backend) []*raftNode {
 	t.Helper()
-	hc := testHTTPClient(t)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	c := clustertest.Start(t, cluster.Spec{
+		Dir: dir, BuildIndexes: n, Backend: be,
+		BuildIndexConfig: func(i int, cfg *buildindex.Config) {
+			off := false
+			cfg.VerifyContent = &off
+			cfg.TagsNamespace = buildindex.DefaultTagsNamespace
+			cfg.Raft.NodeID = fmt.Sprintf("n%d", i)
+			clustertest.FastRaft(cfg)
+			cfg.Raft.SnapshotThreshold = 64
+			cfg.Raft.SnapshotInterval = 50 * time.Millisecond
+			cfg.Raft.TrailingLogs = 16
+			cfg.Writeback.RetryInitial = 20 * time.Millisecond
+			cfg.Writeback.RetryMax = 200 * time.Millisecond
+			cfg.Writeback.FollowerDelay = 200 * time.Millisecond
+		},
+	}, cluster.Deps{HTTPClient: hc})
 	nodes := make([]*raftNode, n)
-	var first string
 	for i := range nodes {
-		id := fmt.Sprintf("n%d", i)
-		httpAddr, raftAddr := freeAddr(t), freeAddr(t)
-		cfg := Config{Listen: httpAddr, RaftListen: raftAddr, Dir: filepath.Join(dir, id), TagsNamespace: tagsNS}
-		noVerify(&cfg)
-		cfg.Raft.NodeID = id
-		cfg.Raft.Bootstrap = i == 0
-		cfg.Raft.HeartbeatTimeout = 300 * time.Millisecond
-		cfg.Raft.ElectionTimeout = 300 * time.Millisecond
-		cfg.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
-		cfg.Raft.CommitTimeout = 5 * time.Millisecond
-		cfg.Raft.SnapshotThreshold = 64
-		cfg.Raft.SnapshotInterval = 50 * time.Millisecond
-		cfg.Raft.TrailingLogs = 16
-		cfg.Writeback.RetryInitial = 20 * time.Millisecond
-		cfg.Writeback.RetryMax = 200 * time.Millisecond
-		cfg.Writeback.FollowerDelay = 200 * time.Millisecond
-		if i == 0 {
-			first = httpAddr
-		} else {
-			cfg.Join = []string{first}
+		addr := c.Addr(cluster.BuildIndex, i)
+		nodes[i] = &raftNode{
+			t: t, c: c, i: i, id: fmt.Sprintf("n%d", i), cli: client.NewBuildIndex(addr, hc),
+			httpAddr: addr, raftAddr: c.PeerAddr(cluster.BuildIndex, i),
 		}
-		nodes[i] = &raftNode{t: t, id: id, cfg: cfg, backend: be, hc: hc, httpAddr: httpAddr, cli: client.NewBuildIndex(httpAddr, hc)}
-		t.Cleanup(nodes[i].stop)
 	}
 	return nodes
 }
 
+// start starts a stopped node again on its addresses and state.
 func (n *raftNode) start() {
 	n.t.Helper()
-	hl := listenAgain(n.t, n.cfg.Listen)
-	rl := listenAgain(n.t, n.cfg.RaftListen)
-	srv, err := New(n.cfg, Deps{Listener: hl, RaftListener: rl, Backend: n.backend, HTTPClient: n.hc})
-	require.NoError(n.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel, n.errc = cancel, make(chan error, 1)
-	go func() { n.errc <- srv.Run(ctx) }()
+	require.NoError(n.t, n.c.Restart(clustertest.Context(n.t), cluster.BuildIndex, n.i))
 }
 
 // stop shuts the node down (its Raft store closes without handing over leadership).
 func (n *raftNode) stop() {
-	if n.cancel == nil {
-		return
-	}
-	n.cancel()
-	require.NoError(n.t, <-n.errc)
-	n.cancel = nil
+	n.t.Helper()
+	require.NoError(n.t, n.c.Stop(cluster.BuildIndex, n.i))
 }
 
-func (n *raftNode) running() bool { return n.cancel != nil }
-
-// waitCluster waits until every running node sees the same leader and want members.
+// waitCluster waits until every running node sees the same running leader and want members
+// (every node of the cluster), and returns the leader.
 func waitCluster(t *testing.T, nodes []*raftNode, want int) *raftNode {
 	t.Helper()
-	var leader *raftNode
-	require.Eventually(t, func() bool {
-		leaderID := ""
-		for _, n := range nodes {
-			if !n.running() {
-				continue
-			}
-			st, err := n.cli.ClusterStatus(t.Context())
-			if err != nil || st.LeaderID == "" || len(st.Members) != want || (leaderID != "" && st.LeaderID != leaderID) {
-				return false
-			}
-			leaderID = st.LeaderID
-		}
-		for _, n := range nodes {
-			if n.id == leaderID && n.running() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	}, 60*time.Second, 20*time.Millisecond, "cluster of %d with one leader", want)
-	return leader
+	require.Equal(t, want, nodes[0].c.Len(cluster.BuildIndex))
+	i, err := nodes[0].c.WaitLeader(clustertest.Context(t))
+	require.NoError(t, err, "cluster of %d with one leader", want)
+	return nodes[i]
 }
 
 // retrying calls op until it succeeds, retrying while the cluster elects a leader (503) or
@@ -173,9 +124,6 @@ func retrying[T any](t *testing.T, op func() (T, error)) T {
 func startRaftCluster(t *testing.T, be backend.Backend) (nodes []*raftNode, leader *raftNode, followers []*raftNode) {
 	t.Helper()
 	nodes = newRaftCluster(t, 3, t.TempDir(), be)
-	for _, n := range nodes {
-		n.start()
-	}
 	leader = waitCluster(t, nodes, 3)
 	for _, n := range nodes {
 		if n != leader {
@@ -217,7 +165,7 @@ func TestRaftCluster(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&putAck))
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
+	require.Equal(t, leader.id, resp.Header.Get(buildindex.HeaderServedBy))
 	acked["team/app:v1"] = putAck
 	// A linearizable get on a follower is served by the follower itself, with a read index
 	// from the leader, and sees the write acknowledged just before.
@@ -225,7 +173,7 @@ func TestRaftCluster(t *testing.T) {
 	var got api.Tag
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
 	require.NoError(t, resp.Body.Close())
-	require.Equal(t, follower.id, resp.Header.Get(HeaderServedBy))
+	require.Equal(t, follower.id, resp.Header.Get(buildindex.HeaderServedBy))
 	require.Equal(t, acked["team/app:v1"].Index, got.Index)
 	for _, n := range nodes {
 		got, err := n.cli.GetTag(ctx, "team/app", "v1", false)
@@ -284,7 +232,7 @@ func TestRaftCluster(t *testing.T) {
 	// The backend holds every tag (written back by the nodes).
 	for key, want := range acked {
 		repo, tag, _ := cut(key)
-		waitObject(t, be, repo, tag, func(r Record) bool { return !r.Deleted && r.Digest == want.Digest })
+		buildindex.WaitObject(t, be, repo, tag, func(r buildindex.Record) bool { return !r.Deleted && r.Digest == want.Digest })
 	}
 	for _, n := range nodes {
 		n.stop()
@@ -292,9 +240,6 @@ func TestRaftCluster(t *testing.T) {
 
 	// A fresh cluster rebuilt from the backend has the same tags.
 	fresh := newRaftCluster(t, 3, t.TempDir(), be)
-	for _, n := range fresh {
-		n.start()
-	}
 	freshLeader := waitCluster(t, fresh, 3)
 	res := retrying(t, func() (api.RestoreResult, error) { return fresh[1].cli.Restore(ctx) })
 	require.Equal(t, len(acked), res.Imported)
@@ -312,12 +257,12 @@ func TestRaftCluster(t *testing.T) {
 	require.Len(t, st.Members, 2)
 	_, err = freshLeader.cli.Remove(ctx, out.id)
 	require.ErrorIs(t, err, client.ErrNotFound)
-	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.cfg.RaftListen, APIAddr: "127.0.0.1:1"})
+	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.raftAddr, APIAddr: "127.0.0.1:1"})
 	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, http.StatusConflict, re.Status, "a join from an address already in the cluster")
 	st, err = fresh[slices.IndexFunc(fresh, func(n *raftNode) bool { return n != out && n != freshLeader })].cli.Join(ctx,
-		api.Member{ID: out.id, RaftAddr: out.cfg.RaftListen, APIAddr: out.httpAddr})
+		api.Member{ID: out.id, RaftAddr: out.raftAddr, APIAddr: out.httpAddr})
 	require.NoError(t, err, "joined through a follower, which forwards to the leader")
 	require.Len(t, st.Members, 3)
 	waitCluster(t, fresh, 3)
@@ -381,7 +326,7 @@ func TestRaftClusterLinks(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&ml))
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, leader.id, resp.Header.Get(HeaderServedBy))
+	require.Equal(t, leader.id, resp.Header.Get(buildindex.HeaderServedBy))
 	require.Equal(t, api.Link{Repo: repo, Name: registry.ManifestLink(m), Digest: m, Index: ml.Index}, ml)
 
 	// Linearizable through the other follower: it sees the write acknowledged just before.
@@ -390,7 +335,7 @@ func TestRaftClusterLinks(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&got))
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, followers[1].id, resp.Header.Get(HeaderServedBy), "served by the follower with a read index")
+	require.Equal(t, followers[1].id, resp.Header.Get(buildindex.HeaderServedBy), "served by the follower with a read index")
 	require.Equal(t, ml, got)
 
 	bl := put(followers[1], registry.BlobLink(b), b)
@@ -423,19 +368,16 @@ func TestRaftClusterLinks(t *testing.T) {
 
 	// Written back like tags, under the link's stored name.
 	for name, d := range map[string]digest.Digest{registry.ManifestLink(m): m, registry.BlobLink(b): b, registry.ReferrerLink(m, r): r} {
-		waitObject(t, be, repo, tagstore.LinkKey(name), func(rec Record) bool { return !rec.Deleted && rec.Digest == d })
+		buildindex.WaitObject(t, be, repo, tagstore.LinkKey(name), func(rec buildindex.Record) bool { return !rec.Deleted && rec.Digest == d })
 	}
-	waitObject(t, be, repo, tagstore.LinkKey(registry.BlobLink(dig("gone"))), func(rec Record) bool { return rec.Deleted && rec.Index > gone.Index })
-	waitObject(t, be, repo, "v1", func(rec Record) bool { return rec.Digest == m })
+	buildindex.WaitObject(t, be, repo, tagstore.LinkKey(registry.BlobLink(dig("gone"))), func(rec buildindex.Record) bool { return rec.Deleted && rec.Index > gone.Index })
+	buildindex.WaitObject(t, be, repo, "v1", func(rec buildindex.Record) bool { return rec.Digest == m })
 	for _, n := range nodes {
 		n.stop()
 	}
 
 	// A fresh cluster restored from the backend has the links, and still only the tag.
 	fresh := newRaftCluster(t, 3, t.TempDir(), be)
-	for _, n := range fresh {
-		n.start()
-	}
 	waitCluster(t, fresh, 3)
 	res := retrying(t, func() (api.RestoreResult, error) { return fresh[2].cli.Restore(ctx) })
 	require.Equal(t, 4, res.Imported)
@@ -447,4 +389,14 @@ func TestRaftClusterLinks(t *testing.T) {
 		require.Equal(t, r, got.Digest)
 	}
 	require.Equal(t, []string{"v1"}, listAll(t, fresh[0].cli, repo))
+}
+
+// httpGet GETs url with the test's context; the caller closes the body.
+func httpGet(t *testing.T, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	return resp
 }

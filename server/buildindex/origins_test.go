@@ -19,7 +19,9 @@ import (
 
 // startOrigins runs n in-process origins on 127.0.0.1 sharing one filesystem backend, and
 // returns their addresses once each answers /readyz. They stop at the test's cleanup. (Not
-// server/dev: it runs a build-index itself, so this package's tests cannot import it.)
+// server/cluster: it builds build-index nodes itself, so the tests inside this package, which
+// run a build-index over a fake store, cannot import it; the Raft cluster tests, outside the
+// package, do.)
 func startOrigins(t *testing.T, n int) []string {
 	t.Helper()
 	dir := t.TempDir()

@@ -220,6 +220,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Addr returns the address the HTTP API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// Store returns the node's tag store: a benchmark times reads inside it, without HTTP.
+func (s *Server) Store() Store { return s.store }
+
 // Status returns this node's view of the Raft group.
 func (s *Server) Status() api.ClusterStatus { return toAPIStatus(s.store.Status()) }
 

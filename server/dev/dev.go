@@ -1,7 +1,10 @@
 // Package dev runs a local krakenctl cluster in one process, for trying krakenctl on a laptop
 // and for tests: N origins on consecutive loopback ports, sharing one filesystem backend, each
 // with its own store under one directory; optionally a single-node build-index, a tracker with
-// agents, and the registry proxy. `krakenctl dev up` is a thin wrapper around it.
+// agents, and the registry proxy. `krakenctl dev up` is a thin wrapper around it; the cluster
+// itself is built by server/cluster, and this package adds what a developer's cluster needs on
+// top: the documented ports, the directory lock, state that survives a restart, and the
+// endpoints file.
 //
 // A Cluster is built with New (which validates, locks the directory, binds every listener and
 // opens every role) and then either Run once, or released with Close. Once every role answers
@@ -10,11 +13,15 @@
 //
 // Ports, from Config.Port (P, default 15000) and Config.AgentPort (A, default 16000):
 //
-//	origin i         P+i        its swarm port P+200+i
-//	build-index      P+100      its Raft port P+101
-//	tracker          P+300
-//	proxy            P+400      the registry clients push to
-//	agent i          A+10i      blob and registry pull API; its swarm port A+10i+1
+//	origin i         P+i        its swarm port P+200+i, its admin listener P+310+i
+//	build-index      P+100      its Raft port P+101, its admin listener P+303
+//	tracker          P+300      its admin listener P+301
+//	proxy            P+400      the registry clients push to; its admin listener P+302
+//	agent i          A+10i      blob and registry pull API; its swarm port A+10i+1, its admin
+//	                            listener A+10i+2
+//
+// The admin listeners serve /metrics, /debug/pprof, /health and /readyz; the default ones are
+// 15301-15303, 15310 and up, and 16002, 16012, ...
 package dev
 
 import (
@@ -22,26 +29,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/krakenctl/krakenctl/backend/fs"
-	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/server"
-	"github.com/krakenctl/krakenctl/server/admin"
-	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/api"
-	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/buildindex"
-	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/origin"
-	"github.com/krakenctl/krakenctl/server/proxy"
-	"github.com/krakenctl/krakenctl/server/tracker"
+	"github.com/krakenctl/krakenctl/server/cluster"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -53,21 +48,15 @@ const (
 	// when given no agent.
 	DefaultAgentPort = 16000
 	// MaxOrigins bounds Config.Origins: a dev cluster is for one machine.
-	MaxOrigins = 64
+	MaxOrigins = cluster.MaxPlannedOrigins
 	// MaxAgents bounds Config.Agents.
 	MaxAgents = 64
-	// Offsets from Config.Port of the build-index, the origins' swarm ports, the tracker and
-	// the proxy; agent i takes AgentPort+10i (blob API) and AgentPort+10i+1 (swarm).
-	buildIndexOffset     = 100
-	buildIndexRaftOffset = 101
-	originPeerOffset     = 200
-	trackerOffset        = 300
-	proxyOffset          = 400
-	agentStride          = 10
+	// agentStride is how many ports each agent takes above Config.AgentPort.
+	agentStride = cluster.AgentStride
 	// PortSpan is how far above Config.Port the cluster's ports reach (the proxy's).
-	PortSpan = proxyOffset
+	PortSpan = cluster.PortSpan
 	// Host is the only address a dev cluster listens on.
-	Host = "127.0.0.1"
+	Host = cluster.Host
 )
 
 // Errors returned by New and Run.
@@ -114,34 +103,25 @@ type Config struct {
 
 // Deps are a dev cluster's collaborators.
 type Deps struct {
-	// Logger receives every origin's logs; nil discards them.
+	// Logger receives every role's logs; nil discards them.
 	Logger *slog.Logger
-	// HTTPClient is used for readiness checks; nil means a client with a short timeout.
-	HTTPClient *http.Client
 }
 
-// Cluster is a local origin cluster. Endpoints and Ready are safe for concurrent use; Run and
-// Close are called at most once between them.
+// Cluster is a local cluster. Its accessors are safe for concurrent use; Run and Close are
+// called at most once between them.
 type Cluster struct {
-	cfg     Config
-	log     *slog.Logger
-	hc      *http.Client
-	addrs   []string
-	origins []*origin.Server
-	bindex  *buildindex.Server // nil without Config.BuildIndex
-	proxy   *proxy.Server      // nil without Config.Proxy
-	tracker *tracker.Server    // nil without agents
-	agents  []*agent.Server
-	others  []net.Listener // swarm, tracker and agent listeners not yet owned by a role
-	unlock  func()
-	ready   chan struct{}
+	cfg    Config
+	log    *slog.Logger
+	cl     *cluster.Cluster
+	unlock func()
+	ready  chan struct{}
 
 	mu   sync.Mutex
 	used bool // Run or Close was called
 }
 
-// New validates cfg, takes the directory's lock, binds a loopback listener for each origin and
-// opens each origin's store. On error nothing stays open. The caller must then call Run or Close.
+// New validates cfg, takes the directory's lock, binds every listener and builds every role
+// (opening their stores). On error nothing stays open. The caller must then call Run or Close.
 func New(cfg Config, deps Deps) (*Cluster, error) {
 	if cfg.Origins == 0 {
 		cfg.Origins = DefaultOrigins
@@ -159,10 +139,6 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	hc := deps.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 5 * time.Second}
-	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create dev dir: %w", err)
 	}
@@ -170,255 +146,86 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, log: log, hc: hc, unlock: unlock, ready: make(chan struct{})}
-	lns, err := listen(cfg)
+	cl, err := cluster.New(cfg.spec(), cluster.Deps{Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err
 	}
-	for _, ln := range lns {
-		c.addrs = append(c.addrs, ln.Addr().String())
-	}
-	for i, ln := range lns {
-		// Each origin gets its own registry, so its /metrics shows only its own series.
-		reg := admin.NewRegistry()
-		peer, err := c.listen(cfg.Port, originPeerOffset+i, "swarm port of origin "+strconv.Itoa(i))
-		if err != nil {
-			closeAll(lns[i:])
-			c.release()
-			return nil, err
-		}
-		srv, err := origin.New(c.originConfig(i), origin.Deps{
-			Listener:     ln,
-			PeerListener: peer,
-			Logger:       log,
-			Registerer:   reg,
-			Gatherer:     reg,
-		})
-		if err != nil {
-			closeAll(lns[i:])
-			c.release()
-			return nil, fmt.Errorf("start origin %s: %w", c.addrs[i], err)
-		}
-		c.origins = append(c.origins, srv)
+	return &Cluster{cfg: cfg, log: log, cl: cl, unlock: unlock, ready: make(chan struct{})}, nil
+}
+
+// spec is the cluster cfg describes.
+func (cfg Config) spec() cluster.Spec {
+	spec := cluster.Spec{
+		Dir:            cfg.Dir,
+		Origins:        cfg.Origins,
+		Agents:         cfg.Agents,
+		HealthInterval: cfg.HealthInterval,
+		BuildIndexConfig: func(_ int, c *buildindex.Config) {
+			// The state of a dev build-index has lived in Dir/build-index as node "dev" since
+			// before the cluster builder: keep both, so that tags survive an upgrade. The node
+			// ID stays the same across restarts on other ephemeral ports: the Raft state
+			// belongs to it, and Raft updates its recorded addresses when they change.
+			c.Dir = filepath.Join(cfg.Dir, "build-index")
+			c.Raft.NodeID = "dev"
+			// A group of one has no peers to wait for: elect it quickly (the defaults suit a
+			// network).
+			c.Raft.HeartbeatTimeout = 200 * time.Millisecond
+			c.Raft.ElectionTimeout = 200 * time.Millisecond
+			c.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+		},
 	}
 	if cfg.BuildIndex {
-		if err := c.startBuildIndex(); err != nil {
-			c.release()
-			return nil, err
-		}
+		spec.BuildIndexes = 1
 	}
 	if cfg.Proxy {
-		if err := c.startProxy(); err != nil {
-			c.release()
-			return nil, err
-		}
+		spec.Proxies = 1
 	}
-	if cfg.Agents > 0 {
-		if err := c.startSwarm(); err != nil {
-			c.release()
-			return nil, err
-		}
+	if cfg.Port > 0 {
+		spec.Ports = cluster.Ports{Base: cfg.Port, Agent: cfg.AgentPort}
 	}
-	return c, nil
+	return spec
 }
 
-// listen binds Host:base+offset, or an ephemeral port when base is zero. The listener is
-// remembered so that release closes it if no role took it over.
-func (c *Cluster) listen(base, offset int, what string) (net.Listener, error) {
-	port := 0
-	if base > 0 {
-		port = base + offset
+// first returns the first address of addrs, empty when there is none.
+func first(addrs []string) string {
+	if len(addrs) == 0 {
+		return ""
 	}
-	addr := net.JoinHostPort(Host, strconv.Itoa(port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s for the %s: %w", addr, what, err)
-	}
-	c.others = append(c.others, ln)
-	return ln, nil
-}
-
-func closeAll(lns []net.Listener) {
-	for _, l := range lns {
-		l.Close()
-	}
-}
-
-// startBuildIndex builds a one-node build-index that bootstraps its own Raft group.
-func (c *Cluster) startBuildIndex() error {
-	ln, err := c.listen(c.cfg.Port, buildIndexOffset, "build-index")
-	if err != nil {
-		return err
-	}
-	rln, err := c.listen(c.cfg.Port, buildIndexRaftOffset, "build-index Raft port")
-	if err != nil {
-		return err
-	}
-	cfg := buildindex.Config{
-		Listen:     ln.Addr().String(),
-		RaftListen: rln.Addr().String(),
-		Dir:        filepath.Join(c.cfg.Dir, "build-index"),
-		Origins:    c.addrs,
-		Backends:   c.backends(),
-	}
-	// The node ID stays the same across restarts on other ephemeral ports: the Raft state in
-	// Dir belongs to it. Its recorded addresses are updated by Raft when they change.
-	cfg.Raft.NodeID = "dev"
-	cfg.Raft.Bootstrap = true
-	// A group of one has no peers to wait for: elect it quickly (the defaults suit a network).
-	cfg.Raft.HeartbeatTimeout = 200 * time.Millisecond
-	cfg.Raft.ElectionTimeout = 200 * time.Millisecond
-	cfg.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
-	reg := admin.NewRegistry()
-	c.bindex, err = buildindex.New(cfg, buildindex.Deps{
-		Listener: ln, RaftListener: rln, Logger: c.log, Registerer: reg, Gatherer: reg,
-	})
-	if err != nil {
-		return fmt.Errorf("start build-index: %w", err)
-	}
-	return nil
+	return addrs[0]
 }
 
 // BuildIndexAddr returns the build-index's API address, empty without one.
-func (c *Cluster) BuildIndexAddr() string {
-	if c.bindex == nil {
-		return ""
-	}
-	return c.bindex.Addr()
-}
-
-// startProxy builds the registry proxy over the origins and the build-index.
-func (c *Cluster) startProxy() error {
-	ln, err := c.listen(c.cfg.Port, proxyOffset, "proxy")
-	if err != nil {
-		return err
-	}
-	cfg := proxy.Config{
-		Listen:     ln.Addr().String(),
-		Origins:    c.addrs,
-		BuildIndex: []string{c.bindex.Addr()},
-	}
-	cfg.OriginHealth.Interval = c.cfg.HealthInterval
-	cfg.OriginHealth.Timeout = min(ring.DefaultHealthTimeout, c.cfg.HealthInterval)
-	reg := admin.NewRegistry()
-	c.proxy, err = proxy.New(cfg, proxy.Deps{Listener: ln, Logger: c.log, Registerer: reg, Gatherer: reg})
-	if err != nil {
-		return fmt.Errorf("start proxy: %w", err)
-	}
-	return nil
-}
+func (c *Cluster) BuildIndexAddr() string { return first(c.cl.Addrs(cluster.BuildIndex)) }
 
 // ProxyAddr returns the registry proxy's address, empty without one.
-func (c *Cluster) ProxyAddr() string {
-	if c.proxy == nil {
-		return ""
-	}
-	return c.proxy.Addr()
-}
-
-// startSwarm builds the tracker and the agents.
-func (c *Cluster) startSwarm() error {
-	ln, err := c.listen(c.cfg.Port, trackerOffset, "tracker")
-	if err != nil {
-		return err
-	}
-	reg := admin.NewRegistry()
-	c.tracker, err = tracker.New(tracker.Config{
-		Listen: ln.Addr().String(), Origins: c.addrs, Replicas: c.Replicas(),
-	}, tracker.Deps{Listener: ln, Logger: c.log, Registerer: reg, Gatherer: reg})
-	if err != nil {
-		return fmt.Errorf("start tracker: %w", err)
-	}
-	agentBase := 0
-	if c.cfg.Port > 0 {
-		agentBase = c.cfg.AgentPort
-	}
-	for i := range c.cfg.Agents {
-		api, err := c.listen(agentBase, agentStride*i, "agent "+strconv.Itoa(i))
-		if err != nil {
-			return err
-		}
-		peer, err := c.listen(agentBase, agentStride*i+1, "swarm port of agent "+strconv.Itoa(i))
-		if err != nil {
-			return err
-		}
-		reg := admin.NewRegistry()
-		cfg := agent.Config{
-			Listen: api.Addr().String(), PeerListen: peer.Addr().String(),
-			Trackers: []string{c.tracker.Addr()},
-			StoreDir: filepath.Join(c.cfg.Dir, fmt.Sprintf("agent-%d", i)),
-		}
-		if c.bindex != nil {
-			cfg.BuildIndex = []string{c.bindex.Addr()}
-		}
-		a, err := agent.New(cfg, agent.Deps{Listener: api, PeerListener: peer, Logger: c.log, Registerer: reg, Gatherer: reg})
-		if err != nil {
-			return fmt.Errorf("start agent %d: %w", i, err)
-		}
-		c.agents = append(c.agents, a)
-	}
-	return nil
-}
+func (c *Cluster) ProxyAddr() string { return first(c.cl.Addrs(cluster.Proxy)) }
 
 // TrackerAddr returns the tracker's address, empty without agents.
-func (c *Cluster) TrackerAddr() string {
-	if c.tracker == nil {
-		return ""
-	}
-	return c.tracker.Addr()
-}
+func (c *Cluster) TrackerAddr() string { return first(c.cl.Addrs(cluster.Tracker)) }
 
 // Agents returns the agents' blob API addresses.
-func (c *Cluster) Agents() []string {
-	var out []string
-	for _, a := range c.agents {
-		out = append(out, a.Addr())
-	}
-	return out
-}
+func (c *Cluster) Agents() []string { return c.cl.Addrs(cluster.Agent) }
 
-// Addrs returns the address of every role: what the endpoints file holds.
+// Addrs returns the address of every role and of its admin listener: what the endpoints file
+// holds.
 func (c *Cluster) Addrs() api.Endpoints {
-	e := api.Endpoints{Origins: c.Endpoints(), Agents: c.Agents()}
-	if c.bindex != nil {
-		e.BuildIndex = []string{c.bindex.Addr()}
-	}
-	if c.proxy != nil {
-		e.Proxy = []string{c.proxy.Addr()}
-	}
-	if c.tracker != nil {
-		e.Trackers = []string{c.tracker.Addr()}
+	e := api.Endpoints{Admin: &api.AdminEndpoints{}}
+	for _, f := range []struct {
+		r           cluster.Role
+		addr, admin *[]string
+	}{
+		{cluster.Origin, &e.Origins, &e.Admin.Origins},
+		{cluster.BuildIndex, &e.BuildIndex, &e.Admin.BuildIndex},
+		{cluster.Tracker, &e.Trackers, &e.Admin.Trackers},
+		{cluster.Proxy, &e.Proxy, &e.Admin.Proxy},
+		{cluster.Agent, &e.Agents, &e.Admin.Agents},
+	} {
+		if c.cl.Len(f.r) > 0 {
+			*f.addr, *f.admin = c.cl.Addrs(f.r), c.cl.AdminAddrs(f.r)
+		}
 	}
 	return e
-}
-
-// role is what the cluster does with each of its servers.
-type role interface {
-	server.Role
-	Addr() string
-	Close() error
-}
-
-// roles returns every server of the cluster: origins, build-index, proxy, tracker, agents.
-func (c *Cluster) roles() []role {
-	var out []role
-	for _, o := range c.origins {
-		out = append(out, o)
-	}
-	if c.bindex != nil {
-		out = append(out, c.bindex)
-	}
-	if c.proxy != nil {
-		out = append(out, c.proxy)
-	}
-	if c.tracker != nil {
-		out = append(out, c.tracker)
-	}
-	for _, a := range c.agents {
-		out = append(out, a)
-	}
-	return out
 }
 
 func (cfg Config) validate() error {
@@ -455,151 +262,63 @@ func (cfg Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// listen binds one loopback listener per origin, closing all of them if any bind fails.
-func listen(cfg Config) ([]net.Listener, error) {
-	lns := make([]net.Listener, 0, cfg.Origins)
-	for i := range cfg.Origins {
-		port := 0
-		if cfg.Port > 0 {
-			port = cfg.Port + i
-		}
-		addr := net.JoinHostPort(Host, strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("listen on %s for origin %d: %w", addr, i, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
-}
-
-// originConfig is origin i's configuration: every origin is a ring member, blobs live on
-// min(3, N) of them, and every namespace writes back to the shared filesystem backend.
-func (c *Cluster) originConfig(i int) origin.Config {
-	addr := c.addrs[i]
-	return origin.Config{
-		Listen:    addr,
-		Advertise: addr,
-		Store:     origin.StoreConfig{Dir: filepath.Join(c.cfg.Dir, fmt.Sprintf("origin-%d", i))},
-		Ring: ring.Config{
-			Members:        c.addrs,
-			Replicas:       c.Replicas(),
-			HealthInterval: c.cfg.HealthInterval,
-			HealthTimeout:  min(ring.DefaultHealthTimeout, c.cfg.HealthInterval),
-		},
-		Backends: c.backends(),
-	}
-}
-
-// backends routes every namespace to the shared filesystem backend in Dir/backend.
-func (c *Cluster) backends() []backends.Config {
-	return []backends.Config{{
-		Namespace: ".*",
-		Name:      "dev-fs",
-		FS:        &fs.Config{Root: filepath.Join(c.cfg.Dir, "backend")},
-	}}
-}
-
 // Endpoints returns the origins' addresses ("127.0.0.1:port"), in origin order. They are known
 // as soon as New returns.
-func (c *Cluster) Endpoints() []string { return append([]string(nil), c.addrs...) }
+func (c *Cluster) Endpoints() []string { return c.cl.Addrs(cluster.Origin) }
 
 // Replicas returns how many origins hold each blob.
-func (c *Cluster) Replicas() int { return min(ring.DefaultReplicas, len(c.addrs)) }
+func (c *Cluster) Replicas() int { return c.cl.Replicas() }
 
 // Dir returns the cluster's directory.
 func (c *Cluster) Dir() string { return c.cfg.Dir }
 
-// Ready is closed once every origin answers /readyz and the endpoints file is written.
+// Ready is closed once every role answers /readyz and the endpoints file is written.
 func (c *Cluster) Ready() <-chan struct{} { return c.ready }
 
-// Run serves every origin until ctx ends or one of them fails, then shuts all of them down,
+// Run serves every role until ctx ends or one of them fails, then shuts all of them down,
 // removes the endpoints file and releases the directory. It returns nil after a clean shutdown
-// on cancellation, and the first error otherwise (an origin's, or writing the endpoints file).
+// on cancellation, and the first error otherwise (a role's, or writing the endpoints file).
 // Run may be called once.
 func (c *Cluster) Run(ctx context.Context) error {
 	if !c.claim() {
 		return ErrAlreadyRun
 	}
 	defer c.unlock()
-
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	var roles []server.Role
-	for _, r := range c.roles() {
-		roles = append(roles, r)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- server.Run(runCtx, roles...) }()
-
-	// Readiness is polled beside the origins, so an origin that fails at start ends the wait.
-	readyCtx, stopReady := context.WithCancel(runCtx)
-	defer stopReady()
-	readyErr := make(chan error, 1)
-	go func() { readyErr <- c.waitReady(readyCtx) }()
-
-	select {
-	case err := <-runErr:
-		stopReady()
-		<-readyErr
+	if err := c.cl.Start(); err != nil {
 		return err
-	case err := <-readyErr:
-		if err != nil { // ctx ended before every origin was ready
-			stop()
-			return <-runErr
-		}
+	}
+	// A role that fails while the others start ends the wait with its error.
+	if err := c.cl.WaitReady(ctx); err != nil {
+		return errors.Join(c.cl.Err(), c.cl.Close()) // nil when ctx ended first and all stopped cleanly
 	}
 	if c.cfg.EndpointsFile != "" {
 		if err := api.WriteEndpoints(c.cfg.EndpointsFile, c.Addrs()); err != nil {
-			stop()
-			return errors.Join(err, <-runErr)
+			return errors.Join(err, c.cl.Close())
 		}
 		defer func() {
-			if err := removeEndpoints(c.cfg.EndpointsFile, c.addrs); err != nil {
+			if err := removeEndpoints(c.cfg.EndpointsFile, c.Endpoints()); err != nil {
 				c.log.Warn("remove endpoints file", "path", c.cfg.EndpointsFile, "err", err)
 			}
 		}()
 	}
-	c.log.Info("dev cluster ready", "origins", c.addrs, "build_index", c.BuildIndexAddr(), "proxy", c.ProxyAddr(), "tracker", c.TrackerAddr(), "agents", c.Agents(), "dir", c.cfg.Dir)
+	c.log.Info("dev cluster ready", "origins", c.Endpoints(), "build_index", c.BuildIndexAddr(), "proxy", c.ProxyAddr(),
+		"tracker", c.TrackerAddr(), "agents", c.Agents(), "admin", c.Addrs().Admin, "dir", c.cfg.Dir)
 	close(c.ready)
-	return <-runErr
-}
-
-// waitReady polls every origin's /readyz until all answer 200 or ctx ends.
-func (c *Cluster) waitReady(ctx context.Context) error {
-	const poll = 50 * time.Millisecond
-	for _, r := range c.roles() {
-		// Every role serves /readyz the way an origin does.
-		o := client.NewOrigin(r.Addr(), c.hc)
-		for {
-			err := o.Ready(ctx)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(poll):
-			}
-		}
+	select {
+	case <-ctx.Done():
+	case <-c.cl.Failed():
 	}
-	return nil
+	return errors.Join(c.cl.Err(), c.cl.Close())
 }
 
-// Close releases a cluster that was never Run: it closes every origin (their listeners, stores
+// Close releases a cluster that was never Run: it closes every role (their listeners, stores
 // and queues) and the directory lock. After Run it does nothing and returns nil.
 func (c *Cluster) Close() error {
 	if !c.claim() {
 		return nil
 	}
-	c.release()
-	return nil
+	defer c.unlock()
+	return c.cl.Close()
 }
 
 func (c *Cluster) claim() bool {
@@ -611,17 +330,3 @@ func (c *Cluster) claim() bool {
 	c.used = true
 	return true
 }
-
-// release closes the servers that were built but never served, then unlocks the directory.
-func (c *Cluster) release() {
-	for _, r := range c.roles() {
-		if err := r.Close(); err != nil {
-			c.log.Warn("close server", "addr", r.Addr(), "err", err)
-		}
-	}
-	closeAll(c.others) // closing a listener twice is harmless
-	c.unlock()
-}
-
-// Interface guards
-var _ server.Role = (*Cluster)(nil)

@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -281,7 +283,26 @@ func TestPullThroughAgents(t *testing.T) {
 	require.Equal(t, c.Agents(), e.Agents)
 	require.Equal(t, []string{c.TrackerAddr()}, e.Trackers)
 
+	// Every role's admin listener is in the file, apart from its data API, and serves the
+	// role's metrics.
 	hc := httpClient(t)
+	require.NotNil(t, e.Admin)
+	require.Equal(t, c.Addrs().Admin, e.Admin)
+	require.Len(t, e.Admin.Origins, 2)
+	require.Len(t, e.Admin.Agents, 2)
+	require.Len(t, e.Admin.Trackers, 1)
+	require.Empty(t, e.Admin.Proxy)
+	for _, a := range slices.Concat(e.Admin.Origins, e.Admin.Agents, e.Admin.Trackers) {
+		require.NotContains(t, slices.Concat(e.Origins, e.Agents, e.Trackers), a)
+		resp, err := hc.Get("http://" + a + "/metrics")
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+		require.Contains(t, string(body), "krakenctl_", a)
+	}
+
 	data, d := randomBlob(t, 3<<20+5)
 	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "dev-test", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
 	require.NoError(t, err)

@@ -2,15 +2,12 @@ package origin_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +19,8 @@ import (
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
 	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
@@ -29,96 +28,59 @@ import (
 // node is one origin of an in-process test cluster. It can be stopped and started again on the
 // same address and directory, like a process that is killed and restarted.
 type node struct {
-	t      *testing.T
-	addr   string
-	cfg    origin.Config
-	deps   origin.Deps
-	srv    *origin.Server
-	cancel context.CancelFunc
-	done   chan error
+	t    *testing.T
+	c    *cluster.Cluster
+	i    int
+	addr string
 }
 
-type cluster struct {
-	t       *testing.T
-	nodes   []*node
-	backend backend.Backend
-	hc      *http.Client
+// testCluster is n origins assembled by server/cluster.
+type testCluster struct {
+	t     *testing.T
+	nodes []*node
+	hc    *http.Client
 }
 
 // newCluster starts n origins with r replicas over a shared backend (nil for none).
-func newCluster(t *testing.T, n, r int, be backend.Backend, tweak func(*origin.Config)) *cluster {
+func newCluster(t *testing.T, n, r int, be backend.Backend, tweak func(*origin.Config)) *testCluster {
 	t.Helper()
-	lns := make([]net.Listener, n)
-	addrs := make([]string, n)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		lns[i], addrs[i] = ln, ln.Addr().String()
-	}
-	c := &cluster{t: t, backend: be, hc: &http.Client{Timeout: time.Minute}}
-	dir := t.TempDir()
-	for i := range lns {
-		cfg := origin.Config{
-			Listen:    addrs[i],
-			Advertise: addrs[i],
-			Store:     origin.StoreConfig{Dir: filepath.Join(dir, fmt.Sprintf("origin-%d", i)), MaxBlobSize: 64 << 20},
-			Ring: ring.Config{
-				Members: addrs, Replicas: r,
-				HealthInterval: time.Second, HealthTimeout: time.Second,
-				FailThreshold: 2, PassThreshold: 1,
-			},
-			Writeback: origin.WritebackConfig{RetryInitial: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, ReplicaDelay: time.Hour},
-		}
-		if tweak != nil {
-			tweak(&cfg)
-		}
-		nd := &node{t: t, addr: addrs[i], cfg: cfg, deps: origin.Deps{Backend: be, Logger: testLogger(t)}}
-		nd.start(lns[i])
-		c.nodes = append(c.nodes, nd)
-	}
-	t.Cleanup(func() {
-		for _, nd := range c.nodes {
-			nd.stop()
-		}
-	})
-	for _, nd := range c.nodes {
-		require.Eventually(t, func() bool { return c.origin(nd.addr).Ready(t.Context()) == nil }, 10*time.Second, 10*time.Millisecond)
+	cl := clustertest.Start(t, cluster.Spec{
+		Origins: n, Replicas: r, Backend: be, NoBackend: be == nil,
+		OriginConfig: func(_ int, cfg *origin.Config) {
+			cfg.Store.MaxBlobSize = 64 << 20
+			cfg.Ring.HealthInterval, cfg.Ring.HealthTimeout = time.Second, time.Second
+			cfg.Ring.FailThreshold, cfg.Ring.PassThreshold = 2, 1
+			cfg.Writeback = origin.WritebackConfig{RetryInitial: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond, ReplicaDelay: time.Hour}
+			if tweak != nil {
+				tweak(cfg)
+			}
+		},
+	}, cluster.Deps{Logger: testLogger(t)})
+	c := &testCluster{t: t, hc: &http.Client{Timeout: time.Minute}}
+	for i, addr := range cl.Addrs(cluster.Origin) {
+		c.nodes = append(c.nodes, &node{t: t, c: cl, i: i, addr: addr})
 	}
 	return c
 }
 
-func (nd *node) start(ln net.Listener) {
+// srv is the node's server (a new one after start).
+func (nd *node) srv() *origin.Server { return nd.c.Origin(nd.i) }
+
+// start starts a stopped origin again on its address and directory.
+func (nd *node) start() {
 	nd.t.Helper()
-	if ln == nil {
-		var err error
-		// The port was ours a moment ago; another test could take it, so retry briefly.
-		require.Eventually(nd.t, func() bool {
-			ln, err = net.Listen("tcp", nd.addr)
-			return err == nil
-		}, 5*time.Second, 20*time.Millisecond, "rebind %s", nd.addr)
-	}
-	deps := nd.deps
-	deps.Listener = ln
-	srv, err := origin.New(nd.cfg, deps)
-	require.NoError(nd.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	nd.srv, nd.cancel, nd.done = srv, cancel, make(chan error, 1)
-	go func() { nd.done <- srv.Run(ctx) }()
+	require.NoError(nd.t, nd.c.Restart(clustertest.Context(nd.t), cluster.Origin, nd.i))
 }
 
 // stop shuts the origin down gracefully and waits for it.
 func (nd *node) stop() {
-	if nd.cancel == nil {
-		return
-	}
-	nd.cancel()
-	require.NoError(nd.t, <-nd.done)
-	nd.cancel = nil
+	nd.t.Helper()
+	require.NoError(nd.t, nd.c.Stop(cluster.Origin, nd.i))
 }
 
-func (c *cluster) origin(addr string) *client.Origin { return client.NewOrigin(addr, c.hc) }
+func (c *testCluster) origin(addr string) *client.Origin { return client.NewOrigin(addr, c.hc) }
 
-func (c *cluster) addrs() []string {
+func (c *testCluster) addrs() []string {
 	var out []string
 	for _, nd := range c.nodes {
 		out = append(out, nd.addr)
@@ -126,7 +88,7 @@ func (c *cluster) addrs() []string {
 	return out
 }
 
-func (c *cluster) node(addr string) *node {
+func (c *testCluster) node(addr string) *node {
 	for _, nd := range c.nodes {
 		if nd.addr == addr {
 			return nd
@@ -261,7 +223,7 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	nd.stop()
 	require.Zero(t, be.Len(), "nothing reached the backend before the restart")
 	be.SetFailure(nil)
-	nd.start(nil)
+	nd.start()
 
 	require.Eventually(t, func() bool { return be.Len() == len(blobs) }, 10*time.Second, 10*time.Millisecond)
 	for d, data := range blobs {
@@ -366,7 +328,7 @@ func TestRepairFillsReturningMember(t *testing.T) {
 	st, err := c.origin(c.nodes[0].addr).Ring(t.Context(), d)
 	require.NoError(t, err)
 	require.NotContains(t, st.Owners, victim.addr)
-	victim.start(nil)
+	victim.start()
 	require.Eventually(t, func() bool {
 		size, err := c.origin(victim.addr).StatLocal(t.Context(), "repair/me", d)
 		return err == nil && size == int64(len(data))
@@ -471,7 +433,7 @@ func TestSeedStripeFollowsTheRing(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.Owners, 2)
 	for _, nd := range c.nodes {
-		index, count := nd.srv.SeedStripe(d)
+		index, count := nd.srv().SeedStripe(d)
 		switch nd.addr {
 		case st.Owners[0]:
 			require.Equal(t, [2]int{0, 2}, [2]int{index, count})

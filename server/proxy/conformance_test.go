@@ -3,8 +3,9 @@ package proxy_test
 import (
 	"testing"
 
-	"github.com/krakenctl/krakenctl/server/registry/conformance"
 	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/registry/conformance"
 )
 
 // TestConformance runs the OCI distribution-spec conformance suite (the version pinned in

@@ -2,13 +2,10 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,11 +15,10 @@ import (
 
 	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 
-	"github.com/krakenctl/krakenctl/backend/fs"
-	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
 	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/registry"
@@ -30,12 +26,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers()) }
 
-// stack is a real cluster in one process: origins over a shared filesystem backend and a
-// single-node build-index that checks content on the origins. Proxies are added with
-// newProxy. Everything stops at the test's cleanup.
+// stack is a real cluster in one process (server/cluster): origins over a shared filesystem
+// backend and a single-node build-index that checks content on the origins. Proxies are added
+// with newProxy. Everything stops at the test's cleanup.
 type stack struct {
 	t       *testing.T
-	dir     string
+	c       *cluster.Cluster
 	origins []string
 	index   string
 	hc      *http.Client
@@ -45,23 +41,17 @@ func newStack(t *testing.T, nOrigins int) *stack {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	st := &stack{t: t, dir: t.TempDir(), hc: &http.Client{Transport: tr}}
-	st.startOrigins(nOrigins)
-	st.startBuildIndex()
-	return st
-}
-
-// run runs a role until the test ends, failing the test if it does not stop cleanly.
-func run(t *testing.T, name string, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("stop %s: %v", name, err)
-		}
-	})
+	c := clustertest.Start(t, cluster.Spec{
+		Origins: nOrigins, Replicas: 2, BuildIndexes: 1,
+		OriginConfig: func(_ int, c *origin.Config) {
+			c.Ring.HealthInterval, c.Ring.HealthTimeout = 500*time.Millisecond, 500*time.Millisecond
+		},
+		BuildIndexConfig: func(_ int, c *buildindex.Config) { clustertest.FastRaft(c) },
+	}, cluster.Deps{})
+	return &stack{
+		t: t, c: c, hc: &http.Client{Transport: tr},
+		origins: c.Addrs(cluster.Origin), index: c.Addr(cluster.BuildIndex, 0),
+	}
 }
 
 func listen(t *testing.T) net.Listener {
@@ -84,71 +74,18 @@ func send(t *testing.T, hc *http.Client, method, url, contentType string, body i
 	return resp
 }
 
-func (st *stack) startOrigins(n int) {
-	t := st.t
-	lns := make([]net.Listener, n)
-	for i := range lns {
-		lns[i] = listen(t)
-		st.origins = append(st.origins, lns[i].Addr().String())
-	}
-	for i, ln := range lns {
-		srv, err := origin.New(origin.Config{
-			Listen:    st.origins[i],
-			Advertise: st.origins[i],
-			Store:     origin.StoreConfig{Dir: filepath.Join(st.dir, fmt.Sprintf("origin-%d", i))},
-			Ring: ring.Config{
-				Members: st.origins, Replicas: 2,
-				HealthInterval: 500 * time.Millisecond, HealthTimeout: 500 * time.Millisecond,
-			},
-			Backends: []backends.Config{{Namespace: ".*", Name: "fs", FS: &fs.Config{Root: filepath.Join(st.dir, "backend")}}},
-		}, origin.Deps{Listener: ln})
-		require.NoError(t, err)
-		run(t, "origin", srv.Run)
-	}
-	for _, a := range st.origins {
-		require.Eventually(t, func() bool { return client.NewOrigin(a, st.hc).Ready(t.Context()) == nil },
-			10*time.Second, 10*time.Millisecond, "origin %s ready", a)
-	}
-}
-
-func (st *stack) startBuildIndex() {
-	t := st.t
-	hl, rl := listen(t), listen(t)
-	verify := true
-	cfg := buildindex.Config{
-		Listen: hl.Addr().String(), RaftListen: rl.Addr().String(), Dir: filepath.Join(st.dir, "build-index"),
-		Origins: st.origins, VerifyContent: &verify,
-	}
-	cfg.Raft.NodeID = "bi"
-	cfg.Raft.Bootstrap = true
-	cfg.Raft.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.Raft.ElectionTimeout = 300 * time.Millisecond
-	cfg.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
-	cfg.Raft.CommitTimeout = 5 * time.Millisecond
-	srv, err := buildindex.New(cfg, buildindex.Deps{Listener: hl, RaftListener: rl, HTTPClient: st.hc})
-	require.NoError(t, err)
-	run(t, "build-index", srv.Run)
-	st.index = hl.Addr().String()
-	require.Eventually(t, func() bool { return client.NewBuildIndex(st.index, st.hc).Ready(t.Context()) == nil },
-		30*time.Second, 10*time.Millisecond, "build-index ready")
-}
-
-// newProxy starts a proxy of the stack and returns it once it is ready.
+// newProxy starts a proxy of the stack, checking the origins' health often, and returns it
+// once it is ready.
 func (st *stack) newProxy(edit func(*proxy.Config)) *proxy.Server {
 	t := st.t
-	ln := listen(t)
-	cfg := proxy.Config{
-		Listen: ln.Addr().String(), Origins: st.origins, BuildIndex: []string{st.index},
-		OriginHealth: proxy.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond},
-	}
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := proxy.New(cfg, proxy.Deps{Listener: ln})
-	require.NoError(t, err)
-	run(t, "proxy", srv.Run)
+	p := st.newProxyUnready(func(c *proxy.Config) {
+		c.OriginHealth = proxy.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond}
+		if edit != nil {
+			edit(c)
+		}
+	})
 	require.Eventually(t, func() bool {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+srv.Addr()+"/readyz", nil)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.Addr()+"/readyz", nil)
 		if err != nil {
 			return false
 		}
@@ -159,7 +96,14 @@ func (st *stack) newProxy(edit func(*proxy.Config)) *proxy.Server {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 10*time.Second, 10*time.Millisecond, "proxy ready")
-	return srv
+	return p
+}
+
+// newProxyUnready starts a proxy of the stack without waiting for it to be ready.
+func (st *stack) newProxyUnready(edit func(*proxy.Config)) *proxy.Server {
+	i, err := st.c.AddProxy(edit)
+	require.NoError(st.t, err)
+	return st.c.Proxy(i)
 }
 
 func (st *stack) buildIndex() *client.BuildIndex { return client.NewBuildIndex(st.index, st.hc) }

@@ -494,19 +494,6 @@ func TestBuildIndexFailover(t *testing.T) {
 	requireCode(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
 }
 
-// newProxyUnready starts a proxy without waiting for it to be ready.
-func (st *stack) newProxyUnready(edit func(*proxy.Config)) *proxy.Server {
-	ln := listen(st.t)
-	cfg := proxy.Config{Listen: ln.Addr().String(), Origins: st.origins, BuildIndex: []string{st.index}}
-	if edit != nil {
-		edit(&cfg)
-	}
-	srv, err := proxy.New(cfg, proxy.Deps{Listener: ln})
-	require.NoError(st.t, err)
-	run(st.t, "proxy", srv.Run)
-	return srv
-}
-
 // TestHTTP drives the proxy over HTTP for the parts the handler adds: a blob pushed with a
 // monolithic POST is served with its digest; /health and /readyz answer.
 func TestHTTP(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 	"github.com/krakenctl/krakenctl/swarm/wire"
@@ -29,7 +30,7 @@ const advBlobSize = 2<<20 + 12345
 
 // advSwarm is one origin holding a fresh blob, behind a gated tracker.
 type advSwarm struct {
-	ft     *fakeTracker
+	ft     *announcetest.Tracker
 	gt     *gatedTracker
 	origin *node
 	blob   []byte
@@ -39,21 +40,18 @@ type advSwarm struct {
 
 func newAdvSwarm(t *testing.T) *advSwarm {
 	t.Helper()
-	ft := newFakeTracker()
+	ft := announcetest.New()
 	blob := randomBlob(t, advBlobSize)
 	origin, d := startOrigin(t, ft, blob, scheduler.Config{})
-	ft.mu.Lock()
-	mi := ft.mi[d]
-	ft.mu.Unlock()
+	mi, err := ft.Metainfo(t.Context(), "library/test", d)
+	require.NoError(t, err)
 	require.Equal(t, 33, mi.NumPieces(), "the cases below assume this layout")
 	return &advSwarm{ft: ft, gt: newGatedTracker(ft), origin: origin, blob: blob, d: d, mi: mi}
 }
 
 // handOut makes the tracker hand the adversary to everyone, before anyone else.
 func (sw *advSwarm) handOut(a *adversary) {
-	sw.ft.mu.Lock()
-	sw.ft.extra = append(sw.ft.extra, a.peer())
-	sw.ft.mu.Unlock()
+	sw.ft.AddPeers(a.peer())
 }
 
 type pullResult struct {
@@ -438,7 +436,7 @@ func TestAdversaryAsksForUnknownBlob(t *testing.T) {
 // the rest, and the origin sends far less than two copies of the blob.
 func TestResumeAfterRestart(t *testing.T) {
 	t.Parallel()
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 4<<20+777) // 65 pieces of 64 KiB
 	origin, d := startOrigin(t, tr, blob, scheduler.Config{EgressRate: 2 << 20})
 	dir := t.TempDir()
@@ -458,9 +456,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	first.halt()
 	r := <-got
 	require.Error(t, r.err, "the download stops with its agent")
-	tr.mu.Lock()
-	delete(tr.peers[d], first.s.PeerID().String()) // the stopped agent is gone
-	tr.mu.Unlock()
+	tr.Forget(d, first.s.PeerID().String()) // the stopped agent is gone
 
 	second := startStoppable(t, dir, scheduler.Config{}, tr)
 	rec := record(t, second.s)

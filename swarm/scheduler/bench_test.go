@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkSwarm(b *testing.B) {
 	pipe := envInt("SWARM_PIPELINE", 0)
 	window := int(envInt("SWARM_WINDOW", 0))
 	for range b.N {
-		tr := newFakeTracker()
+		tr := announcetest.New()
 		blob := randomBlob(b, int(size))
 		origin, d := startOrigin(b, tr, blob, scheduler.Config{EgressRate: rate})
 		agents := make([]*node, n)

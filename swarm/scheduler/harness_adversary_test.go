@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -279,24 +280,24 @@ func (c *advConn) nextRequest() (wire.Request, error) {
 }
 
 // gatedTracker hands out the origins only once open is called, so that an adversary (in the
-// fake tracker's extra peers) is the agent's only source until it has misbehaved. It counts
+// tracker's extra peers) is the agent's only source until it has misbehaved. It counts
 // announces per peer id.
 type gatedTracker struct {
-	*fakeTracker
+	*announcetest.Tracker
 	gate      chan struct{}
 	openOnce  sync.Once
 	mu        sync.Mutex
 	announces map[string]int
 }
 
-func newGatedTracker(ft *fakeTracker) *gatedTracker {
-	return &gatedTracker{fakeTracker: ft, gate: make(chan struct{}), announces: map[string]int{}}
+func newGatedTracker(ft *announcetest.Tracker) *gatedTracker {
+	return &gatedTracker{Tracker: ft, gate: make(chan struct{}), announces: map[string]int{}}
 }
 
 func (g *gatedTracker) open() { g.openOnce.Do(func() { close(g.gate) }) }
 
 func (g *gatedTracker) Announce(ctx context.Context, req announce.Request) (announce.Response, error) {
-	resp, err := g.fakeTracker.Announce(ctx, req)
+	resp, err := g.Tracker.Announce(ctx, req)
 	g.mu.Lock()
 	g.announces[req.PeerID]++
 	g.mu.Unlock()

@@ -18,54 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
-
-// fakeTracker is an in-memory tracker: everyone who announces is handed out to everyone else,
-// origins first.
-type fakeTracker struct {
-	mu      sync.Mutex
-	mi      map[digest.Digest]metainfo.MetaInfo
-	origins []announce.Peer
-	peers   map[digest.Digest]map[string]announce.Peer
-	extra   []announce.Peer // handed out as well (misbehaving peers)
-}
-
-func newFakeTracker() *fakeTracker {
-	return &fakeTracker{mi: map[digest.Digest]metainfo.MetaInfo{}, peers: map[digest.Digest]map[string]announce.Peer{}}
-}
-
-func (f *fakeTracker) Announce(_ context.Context, req announce.Request) (announce.Response, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ps := f.peers[req.Digest]
-	if ps == nil {
-		ps = map[string]announce.Peer{}
-		f.peers[req.Digest] = ps
-	}
-	ps[req.PeerID] = announce.Peer{ID: req.PeerID, Addr: req.Addr, Complete: req.Complete}
-	out := append([]announce.Peer{}, f.extra...)
-	out = append(out, f.origins...)
-	for id, p := range ps {
-		if id != req.PeerID {
-			out = append(out, p)
-		}
-	}
-	return announce.Response{Peers: out, IntervalSeconds: 1}, nil
-}
-
-func (f *fakeTracker) Metainfo(_ context.Context, _ string, d digest.Digest) (metainfo.MetaInfo, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	mi, ok := f.mi[d]
-	if !ok {
-		return metainfo.MetaInfo{}, announce.ErrNotFound
-	}
-	return mi, nil
-}
 
 type node struct {
 	t      testing.TB
@@ -111,13 +68,13 @@ func startNodeDeps(t testing.TB, dir string, cfg scheduler.Config, deps schedule
 }
 
 // startOrigin starts a seed-only node holding blob.
-func startOrigin(t testing.TB, tr *fakeTracker, blob []byte, cfg scheduler.Config) (*node, digest.Digest) {
+func startOrigin(t testing.TB, tr *announcetest.Tracker, blob []byte, cfg scheduler.Config) (*node, digest.Digest) {
 	t.Helper()
 	return startOriginDeps(t, tr, blob, cfg, scheduler.Deps{})
 }
 
 // startOriginDeps is startOrigin with more of deps set (as startNodeDeps).
-func startOriginDeps(t testing.TB, tr *fakeTracker, blob []byte, cfg scheduler.Config, deps scheduler.Deps) (*node, digest.Digest) {
+func startOriginDeps(t testing.TB, tr *announcetest.Tracker, blob []byte, cfg scheduler.Config, deps scheduler.Deps) (*node, digest.Digest) {
 	t.Helper()
 	cfg.SeedOnly = true
 	dir := t.TempDir()
@@ -133,10 +90,8 @@ func startOriginDeps(t testing.TB, tr *fakeTracker, blob []byte, cfg scheduler.C
 	require.NoError(t, st.PutMeta(d, scheduler.MetainfoKind, data))
 	require.NoError(t, st.Close())
 	n := startNodeDeps(t, dir, cfg, deps)
-	tr.mu.Lock()
-	tr.mi[d] = mi
-	tr.origins = append(tr.origins, announce.Peer{ID: n.s.PeerID().String(), Addr: n.s.Addr(), Origin: true, Complete: true})
-	tr.mu.Unlock()
+	tr.AddMetainfo(mi)
+	tr.AddOrigin(n.s.PeerID().String(), n.s.Addr())
 	return n, d
 }
 
@@ -183,7 +138,7 @@ func pullAll(t *testing.T, agents []*node, d digest.Digest, blob []byte) {
 }
 
 func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 8<<20+12345)
 	origin, d := startOrigin(t, tr, blob, scheduler.Config{})
 	agents := make([]*node, 6)
@@ -227,7 +182,7 @@ func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
 // 0.50–0.66 each, 1.04–1.21 together, in 12 runs next to other tests), so a blob would get one
 // origin's uplink instead of its replicas'.
 func TestTwoOriginsSplitTheBlob(t *testing.T) {
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 16<<20+777)
 	// Rate-limited like real origins, so that both serve the agents at once. The blob has 256
 	// pieces; a window of half of them gives each origin 64 of its own to reveal before it
@@ -265,7 +220,7 @@ func TestTwoOriginsSplitTheBlob(t *testing.T) {
 
 // The per-torrent stats are exported as metrics labelled by digest, for the torrents alive.
 func TestTorrentMetrics(t *testing.T) {
-	tr := newFakeTracker()
+	tr := announcetest.New()
 	blob := randomBlob(t, 1<<20+3)
 	_, d := startOrigin(t, tr, blob, scheduler.Config{})
 	st, err := castore.Open(t.TempDir(), castore.Options{})
@@ -332,9 +287,9 @@ func TestLastByteWaitsForTheBlobDigest(t *testing.T) {
 	require.NoError(t, st.PutMeta(d, scheduler.MetainfoKind, data))
 	require.NoError(t, st.Close())
 	origin := startNode(t, dir, scheduler.Config{SeedOnly: true}, nil)
-	tr := newFakeTracker()
-	tr.mi[d] = mi
-	tr.origins = append(tr.origins, announce.Peer{ID: origin.s.PeerID().String(), Addr: origin.s.Addr(), Origin: true, Complete: true})
+	tr := announcetest.New()
+	tr.AddMetainfo(mi)
+	tr.AddOrigin(origin.s.PeerID().String(), origin.s.Addr())
 
 	agent := startNode(t, t.TempDir(), scheduler.Config{}, tr)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
