@@ -318,7 +318,9 @@ func (c *Cluster) Close() error {
 		}
 	}
 	for _, m := range c.order {
-		m.closeListeners() // bound for a role that was never built
+		if err := m.closeListeners(); err != nil { // bound for a role that was never built
+			errs = append(errs, fmt.Errorf("close %s: %w", m, err))
+		}
 	}
 	c.mu.Unlock()
 	for _, m := range waiting {
@@ -384,8 +386,7 @@ func (c *Cluster) Restart(ctx context.Context, r Role, i int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && c.closed {
-		lns.close()
-		err = ErrClosed
+		err = errors.Join(ErrClosed, lns.close())
 	}
 	if err != nil {
 		m.state = stopped

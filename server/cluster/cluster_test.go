@@ -39,11 +39,13 @@ func httpClient(t *testing.T) *http.Client {
 
 func get(t *testing.T, hc *http.Client, url string) (int, string) {
 	t.Helper()
-	resp, err := hc.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	require.NoError(t, err)
-	defer resp.Body.Close()
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
 	return resp.StatusCode, string(body)
 }
 
@@ -285,8 +287,9 @@ func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return port
 }
 
 // When a listener cannot be bound, or a role cannot be built, New closes everything it built
@@ -296,7 +299,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	t.Cleanup(func() { require.NoError(t, ln.Close()) })
 	taken := ln.Addr().(*net.TCPAddr).Port
 	dir := t.TempDir()
 

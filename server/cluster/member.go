@@ -35,12 +35,15 @@ type listeners struct {
 	data, peer, admin net.Listener
 }
 
-func (l listeners) close() {
+// close closes the listeners that are set and returns their errors, joined.
+func (l listeners) close() error {
+	var errs []error
 	for _, ln := range []net.Listener{l.data, l.peer, l.admin} {
 		if ln != nil {
-			ln.Close()
+			errs = append(errs, ln.Close())
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // opener builds a role's server on its listeners, with its own registry. The role owns the
@@ -79,11 +82,14 @@ func (m *member) String() string { return string(m.role) + " " + strconv.Itoa(m.
 
 func (m *member) hasPeer() bool { return m.role == Origin || m.role == Agent || m.role == BuildIndex }
 
-func (m *member) closeListeners() {
-	if m.lns != nil {
-		m.lns.close()
-		m.lns = nil
+// closeListeners closes the listeners m holds, if any, and returns their errors.
+func (m *member) closeListeners() error {
+	if m.lns == nil {
+		return nil
 	}
+	err := m.lns.close()
+	m.lns = nil
+	return err
 }
 
 // bindNew binds the listeners of role r's i-th server where the port plan says, and adds the
@@ -97,7 +103,9 @@ func (c *Cluster) bindNew(r Role, i int) (*member, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidSpec, m, err)
 		}
 		addr := net.JoinHostPort(Host, strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
+		// New, AddAgent and AddProxy take no context to pass on: a bind on loopback does not
+		// block, so there is nothing to cancel.
+		ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s for the %s of %s: %w", addr, k, m, err)
 		}
@@ -111,8 +119,7 @@ func (c *Cluster) bindNew(r Role, i int) (*member, error) {
 		lns.admin, err = bind(adminPort)
 	}
 	if err != nil {
-		lns.close()
-		return nil, err
+		return nil, errors.Join(err, lns.close())
 	}
 	m.addr, m.admin = lns.data.Addr().String(), lns.admin.Addr().String()
 	if lns.peer != nil {
@@ -136,19 +143,17 @@ func (m *member) rebind(ctx context.Context) (listeners, error) {
 			continue
 		}
 		for {
-			ln, err := net.Listen("tcp", b.addr)
+			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", b.addr)
 			if err == nil {
 				*b.ln = ln
 				break
 			}
 			if !errors.Is(err, syscall.EADDRINUSE) {
-				lns.close()
-				return listeners{}, fmt.Errorf("listen on %s: %w", b.addr, err)
+				return listeners{}, errors.Join(fmt.Errorf("listen on %s: %w", b.addr, err), lns.close())
 			}
 			select {
 			case <-ctx.Done():
-				lns.close()
-				return listeners{}, fmt.Errorf("listen on %s: %w (%w)", b.addr, err, ctx.Err())
+				return listeners{}, errors.Join(fmt.Errorf("listen on %s: %w (%w)", b.addr, err, ctx.Err()), lns.close())
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
