@@ -40,6 +40,30 @@ func httpClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// reply is an answer whose body send has read and closed: its status and body.
+type reply struct {
+	StatusCode int
+	Body       []byte
+}
+
+// send makes a request with the test's context; contentType, when set, is both the body's type
+// and the one accepted.
+func send(t *testing.T, hc *http.Client, method, url, contentType string, body []byte) reply {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
+	require.NoError(t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Accept", contentType)
+	}
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	return reply{StatusCode: resp.StatusCode, Body: got}
+}
+
 func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
 	t.Helper()
 	b := make([]byte, n)
@@ -181,7 +205,7 @@ func TestPortInUseReleasesEverything(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	defer ln.Close()
+	t.Cleanup(func() { require.NoError(t, ln.Close()) })
 	port := ln.Addr().(*net.TCPAddr).Port
 	dir := t.TempDir()
 
@@ -201,7 +225,7 @@ func TestConsecutivePorts(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		base := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
+		require.NoError(t, ln.Close())
 		if base+2 > 65535 {
 			continue
 		}
@@ -294,13 +318,9 @@ func TestPullThroughAgents(t *testing.T) {
 	require.Empty(t, e.Admin.Proxy)
 	for _, a := range slices.Concat(e.Admin.Origins, e.Admin.Agents, e.Admin.Trackers) {
 		require.NotContains(t, slices.Concat(e.Origins, e.Agents, e.Trackers), a)
-		resp, err := hc.Get("http://" + a + "/metrics")
-		require.NoError(t, err)
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
+		resp := send(t, hc, http.MethodGet, "http://"+a+"/metrics", "", nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, a)
-		require.Contains(t, string(body), "krakenctl_", a)
+		require.Contains(t, string(resp.Body), "krakenctl_", a)
 	}
 
 	data, d := randomBlob(t, 3<<20+5)
@@ -370,23 +390,10 @@ func TestImageThroughProxyAndAgents(t *testing.T) {
 	require.Equal(t, []string{c.BuildIndexAddr()}, e.BuildIndex)
 
 	hc := httpClient(t)
-	do := func(method, url, contentType string, body []byte) *http.Response {
-		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(body))
-		require.NoError(t, err)
-		if contentType != "" {
-			req.Header.Set("Content-Type", contentType)
-			req.Header.Set("Accept", contentType)
-		}
-		resp, err := hc.Do(req)
-		require.NoError(t, err)
-		t.Cleanup(func() { resp.Body.Close() })
-		return resp
-	}
 	proxy := "http://" + c.ProxyAddr()
 	push := func(b []byte) digest.Digest {
 		d := digest.FromBytes(b)
-		resp := do(http.MethodPost, proxy+"/v2/dev/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", b)
+		resp := send(t, hc, http.MethodPost, proxy+"/v2/dev/app/blobs/uploads/?digest="+d.String(), "application/octet-stream", b)
 		require.Equal(t, http.StatusCreated, resp.StatusCode)
 		return d
 	}
@@ -395,21 +402,15 @@ func TestImageThroughProxyAndAgents(t *testing.T) {
 	const mt = "application/vnd.oci.image.manifest.v1+json"
 	manifest := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`,
 		mt, push(config), len(config), push(layer), len(layer))
-	resp := do(http.MethodPut, proxy+"/v2/dev/app/manifests/v1", mt, manifest)
+	resp := send(t, hc, http.MethodPut, proxy+"/v2/dev/app/manifests/v1", mt, manifest)
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
 
 	for _, a := range c.Agents() {
-		resp := do(http.MethodGet, "http://"+a+"/v2/dev/app/manifests/v1", mt, nil)
+		resp := send(t, hc, http.MethodGet, "http://"+a+"/v2/dev/app/manifests/v1", mt, nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, a)
-		got := new(bytes.Buffer)
-		_, err := got.ReadFrom(resp.Body)
-		require.NoError(t, err)
-		require.Equal(t, manifest, got.Bytes(), "manifest through agent %s", a)
-		resp = do(http.MethodGet, "http://"+a+"/v2/dev/app/blobs/"+digest.FromBytes(layer).String(), "", nil)
+		require.Equal(t, manifest, resp.Body, "manifest through agent %s", a)
+		resp = send(t, hc, http.MethodGet, "http://"+a+"/v2/dev/app/blobs/"+digest.FromBytes(layer).String(), "", nil)
 		require.Equal(t, http.StatusOK, resp.StatusCode, a)
-		got.Reset()
-		_, err = got.ReadFrom(resp.Body)
-		require.NoError(t, err)
-		require.True(t, bytes.Equal(layer, got.Bytes()), "layer through agent %s", a)
+		require.True(t, bytes.Equal(layer, resp.Body), "layer through agent %s", a)
 	}
 }

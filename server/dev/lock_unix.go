@@ -22,11 +22,13 @@ func lockDir(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock dev dir: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close() // the flock error is the one to report; the file was never written
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock dev dir %s: %w (is another `krakenctl dev up` running with it?)", dir, ErrDirInUse)
 		}
 		return nil, fmt.Errorf("lock dev dir %s: %w", dir, err)
 	}
-	return func() { f.Close() }, nil // closing the file releases the lock
+	// Closing the file releases the lock: the descriptor goes even when Close reports an error,
+	// and nothing was written to the file that the error could have lost.
+	return func() { _ = f.Close() }, nil
 }
