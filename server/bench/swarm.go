@@ -567,7 +567,7 @@ func pullAll(ctx context.Context, hc *http.Client, agents []benchAgent, d digest
 				if err != nil {
 					return err
 				}
-				defer body.Close()
+				defer func() { _ = body.Close() }() // read side
 				if n != size {
 					return fmt.Errorf("agent announced %d bytes, want %d", n, size)
 				}
@@ -681,7 +681,7 @@ func get(ctx context.Context, hc *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)

@@ -180,7 +180,11 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		if err != nil {
 			return TagsResult{}, fmt.Errorf("make state directory: %w", err)
 		}
-		defer os.RemoveAll(d)
+		defer func() {
+			if rerr := os.RemoveAll(d); rerr != nil && err == nil {
+				err = fmt.Errorf("remove state directory: %w", rerr)
+			}
+		}()
 		dir = d
 	}
 

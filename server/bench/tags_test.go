@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -103,7 +102,7 @@ func TestTagsStopsWhenCancelled(t *testing.T) {
 			}
 		},
 	})
-	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+	require.ErrorIs(t, err, context.Canceled)
 }
 
 func TestMedian(t *testing.T) {
