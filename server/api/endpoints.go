@@ -59,9 +59,8 @@ type AdminEndpoints struct {
 // WriteEndpoints writes e to path atomically (a temporary file in the same directory, then a
 // rename), creating the directory if needed: as JSON when path ends in ".json", else as YAML.
 // A reader sees the old file or the new one, never a partial one.
-func WriteEndpoints(path string, e Endpoints) error {
+func WriteEndpoints(path string, e Endpoints) (err error) {
 	var data []byte
-	var err error
 	if strings.EqualFold(filepath.Ext(path), ".json") {
 		data, err = json.MarshalIndent(e, "", "  ")
 		data = append(data, '\n')
@@ -80,14 +79,21 @@ func WriteEndpoints(path string, e Endpoints) error {
 		return fmt.Errorf("write endpoints file: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
+	// Only a failed write leaves the temporary file behind (the rename moves it into place), so
+	// only then is it removed; one that cannot be removed is reported with the failure.
+	defer func() {
+		if err == nil {
+			return
+		}
+		if rerr := os.Remove(tmp); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
 	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
+		return fmt.Errorf("write endpoints file %s: %w", path, errors.Join(err, f.Close()))
 	}
 	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("write endpoints file %s: %w", path, err)
+		return fmt.Errorf("write endpoints file %s: %w", path, errors.Join(err, f.Close()))
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write endpoints file %s: %w", path, err)
