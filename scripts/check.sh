@@ -60,6 +60,9 @@ check_docs() {
     git --no-pager diff --stat -- completions man >&2 || true
     return 1
   fi
+  # The documents that walk through the code name files and functions; renaming one must not
+  # leave them pointing at nothing.
+  scripts/doc-names.sh docs/architecture.md docs/agent.md
 }
 
 check_release() {
