@@ -10,7 +10,8 @@
 #   build    CGO_ENABLED=0 go build ./... (the project is pure Go)
 #   lint     golangci-lint (pinned in scripts/golangci-lint.sh, built there on first use) with
 #            .golangci.yml reports nothing
-#   docs     scripts/gen-docs.sh leaves completions/ and man/ as committed
+#   docs     scripts/gen-docs.sh leaves completions/ and man/ as committed, and every file and
+#            function docs/architecture.md and docs/agent.md name exists (scripts/doc-names.sh)
 #   release  goreleaser check (pinned version) on goreleaser.yaml, and no other goreleaser
 #            config that would shadow it
 #   cross    CGO_ENABLED=0 builds of cmd/krakenctl for linux|darwin x amd64|arm64 into bin/
