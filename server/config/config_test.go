@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -423,4 +424,32 @@ func TestSet(t *testing.T) {
 	require.ErrorIs(t, config.Set(&c, "peer..listen", "x"), config.ErrInvalid)
 	require.ErrorIs(t, config.Set(&c, "", "x"), config.ErrInvalid)
 	require.ErrorIs(t, config.SetList(&c, "listen", []string{"x"}), config.ErrInvalid, "a list into a scalar key")
+}
+
+// TestEnvValuesAreNotEchoed: a value from the environment that does not fit its key (a secret
+// set in the wrong key, say) is not quoted back in the message, and one that reads "null" or
+// nothing stays a string instead of silently emptying a password.
+func TestEnvValuesAreNotEchoed(t *testing.T) {
+	const secret = "hunter2-from-env"
+	t.Setenv("KRAKENCTL_TEST_SECRET", secret)
+	t.Setenv("KRAKENCTL_TEST_NULL", "null")
+	s, problems := decode(t, "names: [a]\ntimeout: ${KRAKENCTL_TEST_SECRET}\nroutes:\n  - store:\n      user: u\n      password: ${KRAKENCTL_TEST_NULL}\n")
+	require.Len(t, problems, 1, "%q", problems)
+	require.Contains(t, problems[0], "timeout")
+	require.NotContains(t, problems[0], "hunter2")
+	require.Equal(t, "null", s.Routes[0].Store.Password)
+}
+
+// TestSecretFileMustBeRegular: a secret file that is a FIFO (which would block the open) or a
+// directory is refused, naming the key, without hanging.
+func TestSecretFileMustBeRegular(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	for _, path := range []string{fifo, t.TempDir()} {
+		_, problems := decode(t, "names: [a]\nroutes:\n  - store: {user: u, password_file: "+path+"}\n")
+		require.Len(t, problems, 1, "%q", problems)
+		require.Contains(t, problems[0], "routes[0].store.password_file")
+		require.Contains(t, problems[0], "not a regular file")
+	}
 }

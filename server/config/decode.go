@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -31,7 +32,9 @@ type decoder struct {
 	// dir is where relative secret file paths start: the config file's directory.
 	dir       string
 	lookupEnv func(string) (string, bool)
-	problems  []error
+	// noExpand leaves ${...} alone: flag values, which the shell has already expanded.
+	noExpand bool
+	problems []error
 	failed    []string
 	fatal     bool
 }
@@ -372,11 +375,20 @@ func (d *decoder) secretFile(n *yaml.Node, v reflect.Value, path string) {
 
 // readSecret returns the content of the file at name, less one trailing newline.
 func readSecret(name string) (string, error) {
-	f, err := os.Open(name)
+	// O_NONBLOCK: a FIFO with no writer would block the open, and with it `serve` and
+	// `config validate`; it is refused just below, as every file that is not regular is.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err
 	}
 	defer func() { _ = f.Close() }() // read-only: nothing to lose
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: not a regular file (%s)", name, fi.Mode().Type())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return "", err
@@ -445,9 +457,20 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) {
 		d.failed = append(d.failed, path)
 		return
 	}
+	expanded := c.Kind == yaml.ScalarNode && c.Value != n.Value
+	if expanded && v.Kind() == reflect.String {
+		// What the environment gave a string key is a string, even when it reads "null",
+		// "~" or nothing: typed again, it would silently empty the key (a password, say).
+		c.Tag = "!!str"
+	}
 	if err := c.Decode(v.Addr().Interface()); err != nil {
 		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
 			for _, msg := range te.Errors {
+				if expanded {
+					// yaml quotes the start of the value; a value from the environment may
+					// be a secret put in the wrong key, and is not in the file to see anyway.
+					msg = yamlValue.ReplaceAllString(msg, "the value from the environment")
+				}
 				d.problem(path, 0, msg)
 			}
 		} else {
@@ -456,6 +479,9 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) {
 		d.failed = append(d.failed, path)
 	}
 }
+
+// yamlValue is the quoted start of a value in yaml's type errors: ` + "`hunter2...`" + `.
+var yamlValue = regexp.MustCompile("`[^`]*`")
 
 // expandNode returns a copy of n with ${ENV} references expanded in its scalar values (not in
 // keys). A copy, because an anchored node is reached again through each of its aliases and
@@ -501,7 +527,7 @@ func (d *decoder) expandNode(n *yaml.Node, path string, copies map[*yaml.Node]*y
 
 // expand replaces each ${NAME} in s by the environment variable NAME, and each $${ by ${.
 func (d *decoder) expand(s string) (string, error) {
-	if !strings.Contains(s, "${") {
+	if d.noExpand || !strings.Contains(s, "${") {
 		return s, nil
 	}
 	var b strings.Builder
