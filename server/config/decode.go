@@ -35,8 +35,8 @@ type decoder struct {
 	// noExpand leaves ${...} alone: flag values, which the shell has already expanded.
 	noExpand bool
 	problems []error
-	failed    []string
-	fatal     bool
+	failed   []string
+	fatal    bool
 }
 
 func newDecoder(cfg any) (*decoder, error) {
