@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -49,7 +50,7 @@ type Deps struct {
 
 // Server is one agent. Build it with New and run it with Run (or release it with Close).
 type Server struct {
-	*role.Base
+	base     *role.Base
 	cfg      Config
 	log      *slog.Logger
 	ln       net.Listener
@@ -59,7 +60,7 @@ type Server struct {
 	oci      *registry.Handler // the /v2/ pull API
 	hc       *http.Client
 	ix       *client.BuildIndexes // nil without build_index
-	trackers []string             // probed for readiness; nil when a tracker was injected
+	trackers *announce.Client     // probed for readiness; nil when a tracker was injected
 }
 
 // New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
@@ -76,19 +77,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.PeerListener == nil {
 		return nil, b.Fail(errors.New("no peer listener"))
 	}
-	s := &Server{Base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
+	s := &Server{base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
 	// Tracker and build-index calls wait for their answer as long as the request's context
 	// allows: a tag read may wait for a leader, and the scheduler bounds its announces.
 	hc := b.Client(deps.HTTPClient, httpserve.ClientOptions{ResponseHeaderTimeout: -1, MaxIdleConnsPerHost: 8})
 	s.hc = hc
 	tracker := deps.Tracker
 	if tracker == nil {
-		s.trackers = cfg.Trackers
 		c, err := announce.NewClient(cfg.Trackers, hc)
 		if err != nil {
 			return nil, b.Fail(fmt.Errorf("trackers: %w", err))
 		}
-		tracker = c
+		tracker, s.trackers = c, c
 	}
 	m, err := newMetrics(deps.Registerer)
 	if err != nil {
@@ -145,46 +145,42 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Addr returns the address the blob API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// Run serves until ctx ends, then shuts down gracefully (requests in flight first, then the
+// server's loops) and closes what the server opened; it returns the first failure, if any. It
+// may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.base.Run(ctx) }
+
+// Close releases a server that was built but will not be Run: its listeners and what it
+// opened. After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error { return s.base.Close() }
+
 // PeerAddr returns the address announced to the swarm.
 func (s *Server) PeerAddr() string { return s.sched.Addr() }
 
-// ready: the agent can serve pulls when a tracker answers (it introduces the swarm and serves
-// metainfo) and, with build_index set, a build-index node knows a leader (tags resolve).
-// Injected trackers (tests) are not probed.
-func (s *Server) ready(ctx context.Context) error {
-	if s.ix != nil {
-		if err := s.ix.Ready(ctx); err != nil {
-			return fmt.Errorf("build-index: %w", err)
-		}
-	}
-	if len(s.trackers) == 0 {
-		return nil
-	}
-	var errs []error
-	for _, addr := range s.trackers {
-		err := probe(ctx, s.hc, "http://"+addr+"/health")
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return fmt.Errorf("no tracker answers: %w", errors.Join(errs...))
-}
+// readyProbeTimeout bounds each of the readiness probes, which run at once: an orchestrator
+// polls /readyz every few seconds with a timeout of its own (Kubernetes: 1 s by default), and
+// a dependency that does not answer in that long is as good as down for a pull.
+const readyProbeTimeout = 900 * time.Millisecond
 
-// probe GETs url and wants 200.
-func probe(ctx context.Context, hc *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
+// ready: the agent can serve pulls when a tracker answers (it introduces the swarm and serves
+// metainfo) and, with build_index set, a build-index node knows a leader (tags resolve). The
+// probes run at the same time, each asking all its nodes at once. Injected trackers (tests) are
+// not probed.
+func (s *Server) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyProbeTimeout)
+	defer cancel()
+	var trackerErr, indexErr error
+	var wg sync.WaitGroup
+	if s.trackers != nil {
+		wg.Go(func() { trackerErr = s.trackers.Ping(ctx, readyProbeTimeout) })
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
+	if s.ix != nil {
+		wg.Go(func() {
+			if err := s.ix.Ready(ctx); err != nil {
+				indexErr = fmt.Errorf("build-index: %w", err)
+			}
+		})
 	}
-	defer func() { _ = resp.Body.Close() }() // read side
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
+	wg.Wait()
+	return errors.Join(trackerErr, indexErr)
 }

@@ -114,7 +114,7 @@ type Deps struct {
 // Server is one build-index node. Build it with New and run it with Run (or release it with
 // Close).
 type Server struct {
-	*role.Base
+	base  *role.Base
 	cfg   Config
 	log   *slog.Logger
 	ln    net.Listener
@@ -148,7 +148,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(errors.New("no raft listener"))
 	}
 	s := &Server{
-		Base:       b,
+		base:       b,
 		cfg:        cfg,
 		log:        b.With("node_id", cfg.Raft.NodeID),
 		ln:         deps.Listener,
@@ -219,6 +219,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Addr returns the address the HTTP API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully (requests in flight first, then the
+// server's loops) and closes what the server opened; it returns the first failure, if any. It
+// may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.base.Run(ctx) }
+
+// Close releases a server that was built but will not be Run: its listeners and what it
+// opened. After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error { return s.base.Close() }
 
 // Store returns the node's tag store: a benchmark times reads inside it, without HTTP.
 func (s *Server) Store() Store { return s.store }

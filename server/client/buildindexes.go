@@ -294,14 +294,22 @@ func (b *BuildIndexes) ListLinks(ctx context.Context, repo, prefix string, stale
 	})
 }
 
-// Ready reports whether any node answers /readyz with 200.
+// Ready reports whether any node answers /readyz with 200. It asks every node at once, so a
+// node that accepts connections and never answers does not hide one that is ready, and returns
+// as soon as one is.
 func (b *BuildIndexes) Ready(ctx context.Context) error {
 	if len(b.nodes) == 0 {
 		return ErrNoBuildIndex
 	}
-	var errs []error
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the others need not finish once one is ready
+	errc := make(chan error, len(b.nodes))
 	for _, n := range b.nodes {
-		err := n.Ready(ctx)
+		go func() { errc <- n.Ready(ctx) }()
+	}
+	var errs []error
+	for range b.nodes {
+		err := <-errc
 		if err == nil {
 			return nil
 		}

@@ -87,11 +87,14 @@ func TestSlowButSteadyBodyPasses(t *testing.T) {
 }
 
 // TestHandlerOutlivesBody: after the body ended, a handler may take longer than the body
-// timeout (hashing, fsync, replication) without its request being cancelled.
+// timeout (hashing, fsync, replication) without its request being cancelled, even when it reads
+// the ended body again (net/http watches the idle connection from then on, and a read deadline
+// set after that would cancel the request).
 func TestHandlerOutlivesBody(t *testing.T) {
 	t.Parallel()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = r.Body.Read(make([]byte, 1)) // EOF again
 		select {
 		case <-r.Context().Done():
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -57,7 +57,7 @@ type Deps struct {
 
 // Server is one origin. Build it with New and run it with Run (or release it with Close).
 type Server struct {
-	*role.Base
+	base    *role.Base
 	cfg     Config
 	self    string
 	log     *slog.Logger
@@ -91,7 +91,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(errors.New("no listener"))
 	}
 	s := &Server{
-		Base:       b,
+		base:       b,
 		cfg:        cfg,
 		self:       cfg.Advertise,
 		log:        b.With("self", cfg.Advertise),
@@ -192,6 +192,15 @@ func (s *Server) seedStripe(d digest.Digest) (index, count int) {
 
 // Addr returns the address the blob API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully (requests in flight first, then the
+// server's loops) and closes what the server opened; it returns the first failure, if any. It
+// may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.base.Run(ctx) }
+
+// Close releases a server that was built but will not be Run: its listeners and what it
+// opened. After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error { return s.base.Close() }
 
 // Ring returns the origin's ring (for status and tests).
 func (s *Server) Ring() *ring.Ring { return s.ring }

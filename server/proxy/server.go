@@ -42,7 +42,7 @@ type Deps struct {
 
 // Server is one proxy. Build it with New and run it with Run (or release it with Close).
 type Server struct {
-	*role.Base
+	base *role.Base
 	cfg  Config
 	log  *slog.Logger
 	ln   net.Listener
@@ -61,7 +61,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Listener == nil {
 		return nil, b.Fail(errors.New("no listener"))
 	}
-	s := &Server{Base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
+	s := &Server{base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
 	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{
 		DialTimeout:           cfg.Timeouts.Dial,
 		ResponseHeaderTimeout: cfg.Timeouts.OriginResponse,
@@ -110,6 +110,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Addr returns the address the API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully (requests in flight first, then the
+// server's loops) and closes what the server opened; it returns the first failure, if any. It
+// may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.base.Run(ctx) }
+
+// Close releases a server that was built but will not be Run: its listeners and what it
+// opened. After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error { return s.base.Close() }
 
 // Registry returns the proxy's storage, the registry.Reader and registry.Writer its OCI API
 // serves.

@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
@@ -46,8 +45,9 @@ type Base struct {
 }
 
 type served struct {
-	srv *http.Server
-	ln  net.Listener
+	srv   *http.Server
+	ln    net.Listener
+	admin bool // the admin listener: its failures are logged, not the role's
 }
 
 type closer struct {
@@ -123,17 +123,23 @@ func (b *Base) ServeAdmin(ln net.Listener, g prometheus.Gatherer, ready admin.Re
 	if ln == nil {
 		return
 	}
-	b.Serve(ln, admin.Handler(g, ready), httpserve.ServerOptions{})
+	b.servers = append(b.servers, served{srv: httpserve.NewServer(admin.Handler(g, ready), httpserve.ServerOptions{}), ln: ln, admin: true})
 }
 
 // Go registers a loop that runs for as long as the role does. A loop returns nil when ctx ends;
 // an error from it stops the role.
 func (b *Base) Go(loop func(ctx context.Context) error) { b.loops = append(b.loops, loop) }
 
-// Run serves every registered server and runs every loop until ctx ends (then it shuts down
-// gracefully and returns nil) or one of them fails (then it stops the others and returns the
-// first error). Either way it closes what was registered, once, before it returns. It may be
-// called once; it returns ErrStarted after Run or Close.
+// Run serves every registered server and runs every loop until ctx ends or one of them fails,
+// then stops in phases, so that work in flight can finish: first the HTTP servers shut down
+// gracefully (in-flight requests get httpserve.ShutdownTimeout, while the loops they may need,
+// such as the swarm a download streams from, still run), then the loops are stopped, then what
+// was registered with OnClose is closed, once. It returns nil when ctx ended and everything
+// stopped cleanly, else the first error. It may be called once; it returns ErrStarted after Run
+// or Close.
+//
+// The admin listener is the exception: its failures are logged, never the role's (a profile
+// still running at shutdown must not turn a clean stop into an error).
 func (b *Base) Run(ctx context.Context) error {
 	if !b.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("run %s: %w", b.name, ErrStarted)
@@ -143,20 +149,55 @@ func (b *Base) Run(ctx context.Context) error {
 	// closed on the way out too; closing one twice is harmless, and Run's own error is the
 	// one to report.
 	defer func() { _ = b.closeListeners() }()
-	g, gctx := errgroup.WithContext(ctx)
+
+	srvCtx, stopServers := context.WithCancel(ctx)
+	defer stopServers()
+	// The loops outlive ctx until the servers have drained.
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		stopServers()
+		stopLoops()
+	}
+	var servers, loops sync.WaitGroup
 	for _, s := range b.servers {
-		g.Go(func() error { return httpserve.Serve(gctx, s.srv, s.ln) })
+		servers.Go(func() {
+			err := httpserve.Serve(srvCtx, s.srv, s.ln)
+			switch {
+			case err == nil:
+			case s.admin:
+				b.log.Warn("admin listener", "err", err)
+			default:
+				fail(err)
+			}
+		})
 	}
 	for _, loop := range b.loops {
-		g.Go(func() error { return loop(gctx) })
+		loops.Go(func() {
+			if err := loop(loopCtx); err != nil {
+				fail(err)
+			}
+		})
 	}
 	b.log.Info(b.name+" started", b.attrs...)
-	err := g.Wait()
-	if err != nil {
-		b.log.Error(b.name+" failed", "err", err)
+	<-srvCtx.Done()
+	servers.Wait()
+	stopLoops()
+	loops.Wait()
+	if firstErr != nil {
+		b.log.Error(b.name+" failed", "err", firstErr)
 	}
 	b.log.Info(b.name + " stopped")
-	return err
+	return firstErr
 }
 
 // Close releases a role that was built but will not be Run: its listeners and everything

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -133,4 +134,94 @@ func TestClientOwnership(t *testing.T) {
 	require.NotNil(t, built)
 	require.NotSame(t, mine, built)
 	require.NoError(t, base.Close())
+}
+
+// TestLoopsOutliveDrainingServers: when the role stops, a request in flight finishes while the
+// loops it may depend on still run; the loops stop only after the servers have drained.
+func TestLoopsOutliveDrainingServers(t *testing.T) {
+	t.Parallel()
+	api := listen(t)
+	base := role.New("thing", nil, api)
+	loopStarted, loopDone := make(chan struct{}), make(chan struct{})
+	base.Go(func(ctx context.Context) error {
+		close(loopStarted)
+		<-ctx.Done()
+		close(loopDone)
+		return nil
+	})
+	inHandler, release := make(chan struct{}), make(chan struct{})
+	loopAliveInHandler := make(chan bool, 1)
+	base.Serve(api, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		close(inHandler)
+		<-release
+		select {
+		case <-loopDone:
+			loopAliveInHandler <- false
+		default:
+			loopAliveInHandler <- true
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}), httpserve.ServerOptions{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- base.Run(ctx) }()
+	<-loopStarted
+	hc := httpserve.NewClient(httpserve.ClientOptions{})
+	defer hc.CloseIdleConnections()
+	status := make(chan int, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+api.Addr().String()+"/", nil)
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			status <- 0
+			return
+		}
+		_ = resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	<-inHandler
+	cancel() // the role is told to stop while the request is in flight
+	close(release)
+	require.True(t, <-loopAliveInHandler, "the loop still ran while the request finished")
+	require.Equal(t, http.StatusNoContent, <-status)
+	require.NoError(t, <-done)
+	select {
+	case <-loopDone:
+	default:
+		t.Fatal("the loop was not stopped")
+	}
+}
+
+// TestAdminFailureIsNotTheRoles: an admin listener that fails is logged; the role keeps
+// serving and stops cleanly.
+func TestAdminFailureIsNotTheRoles(t *testing.T) {
+	t.Parallel()
+	api, adm := listen(t), listen(t)
+	base := role.New("thing", nil, api, adm)
+	base.Serve(api, http.NotFoundHandler(), httpserve.ServerOptions{})
+	base.ServeAdmin(adm, nil, nil)
+	require.NoError(t, adm.Close()) // the admin server's Serve fails at once
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- base.Run(ctx) }()
+	hc := httpserve.NewClient(httpserve.ClientOptions{})
+	defer hc.CloseIdleConnections()
+	require.Eventually(t, func() bool {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+api.Addr().String()+"/", nil)
+		if err != nil {
+			return false
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusNotFound
+	}, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
 }

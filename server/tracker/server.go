@@ -41,7 +41,7 @@ type Deps struct {
 // Server is one tracker. Build it with New and run it with Run (or release it with Close). Its
 // handlers are safe for concurrent use.
 type Server struct {
-	*role.Base
+	base    *role.Base
 	cfg     Config
 	log     *slog.Logger
 	ln      net.Listener
@@ -70,7 +70,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(errors.New("no listener"))
 	}
 	s := &Server{
-		Base:     b,
+		base:     b,
 		cfg:      cfg,
 		log:      b.Logger(),
 		ln:       deps.Listener,
@@ -107,6 +107,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 
 // Addr returns the address the HTTP API listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully (requests in flight first, then the
+// server's loops) and closes what the server opened; it returns the first failure, if any. It
+// may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.base.Run(ctx) }
+
+// Close releases a server that was built but will not be Run: its listeners and what it
+// opened. After Run has started, cancel Run's context instead; Close then does nothing.
+func (s *Server) Close() error { return s.base.Close() }
 
 // stop cancels shared metainfo fetches, which would otherwise hold up a graceful shutdown.
 func (s *Server) stop() { s.stoppingOnce.Do(func() { close(s.stopping) }) }

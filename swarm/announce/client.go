@@ -250,6 +250,48 @@ func (c *Client) Metainfo(ctx context.Context, ns string, d digest.Digest) (meta
 	return out, nil
 }
 
+// Ping reports whether some tracker answers its /health with 200. It asks them all at once,
+// each for at most timeout, so one tracker that accepts connections and never answers does not
+// hide another that works, and returns as soon as one answers. The error lists why each failed.
+func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the others need not finish once one answered
+	errc := make(chan error, len(c.keys))
+	for _, key := range c.keys {
+		ep := c.endpoints[key]
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			errc <- c.ping(pctx, ep)
+		}()
+	}
+	var errs []error
+	for range c.keys {
+		err := <-errc
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+func (c *Client) ping(ctx context.Context, ep endpoint) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.base+"/health", nil)
+	if err != nil {
+		return fmt.Errorf("tracker %s: %w", ep.key, err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("tracker %s: %w", ep.key, err)
+	}
+	defer closeBody(resp)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("tracker %s answered %s", ep.key, resp.Status)
+	}
+	return nil
+}
+
 // try runs attempt against the trackers of d in order until one succeeds, one gives a final
 // answer (an error wrapping ErrRejected or ErrNotFound) or ctx ends. Each attempt gets its own
 // timeout. Trackers that fail are marked down; one that succeeds is marked up.

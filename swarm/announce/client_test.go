@@ -397,3 +397,34 @@ func TestURLTrackerWithPrefix(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "/tracker/announce", path)
 }
+
+// TestPing: some tracker answering /health is enough, given as host:port or as a URL with a
+// path prefix; one that accepts and never answers does not hide one that works; none working
+// is ErrUnavailable naming each.
+func TestPing(t *testing.T) {
+	t.Parallel()
+	healthy := newFakeTracker(t)
+	var path atomic.Value
+	healthy.set(func(w http.ResponseWriter, r *http.Request) { path.Store(r.URL.Path) })
+	stuck := newFakeTracker(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stuck.set(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	down := newFakeTracker(t)
+	down.set(status(http.StatusServiceUnavailable, ""))
+
+	// The stuck tracker comes first; the healthy one, given as a URL with a prefix, answers.
+	c := newClient(t, []string{stuck.addr, "http://" + healthy.addr + "/kraken"})
+	require.NoError(t, c.Ping(t.Context(), time.Minute))
+	require.Equal(t, "/kraken/health", path.Load())
+
+	err := newClient(t, []string{down.addr, stuck.addr}).Ping(t.Context(), 200*time.Millisecond)
+	require.ErrorIs(t, err, announce.ErrUnavailable)
+	require.ErrorContains(t, err, "tracker "+down.addr+" answered 503")
+	require.ErrorContains(t, err, "tracker "+stuck.addr)
+}
