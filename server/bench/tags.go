@@ -210,7 +210,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	}
 	targets := nodes
 	if cfg.LeaderOnly {
-		li, err := c.Leader()
+		li, err := currentLeader(ctx, c)
 		if err != nil {
 			return TagsResult{}, err
 		}
@@ -261,7 +261,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		}
 		res.FillPerS = st.rate()
 		// The leader now, in case an election moved it while the repository was filled.
-		li, err := c.Leader()
+		li, err := currentLeader(ctx, c)
 		if err != nil {
 			return TagsResult{}, err
 		}
@@ -389,6 +389,27 @@ func startTagCluster(ctx context.Context, n int, dir string, log *slog.Logger) (
 		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
+}
+
+// leaderTimeout bounds how long the benchmark waits for the nodes to agree on a leader
+// between phases: an election under way (a leader that missed heartbeats under load) settles
+// within a few election timeouts, a second each by default.
+const leaderTimeout = 15 * time.Second
+
+// currentLeader returns the index of the node that leads now. Cluster.Leader alone would fail
+// the run while an election is under way (the nodes then name different leaders, or none), so
+// it waits, up to leaderTimeout, until every node names the same one.
+func currentLeader(ctx context.Context, c *cluster.Cluster) (int, error) {
+	wctx, cancel := context.WithTimeout(ctx, leaderTimeout)
+	defer cancel()
+	li, err := c.WaitLeader(wctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("no build-index leader after %s: %w", leaderTimeout, err)
+	}
+	return li, nil
 }
 
 // stats are one phase's measurements.

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 )
 
@@ -68,6 +70,23 @@ func TestTagsSmall(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Len(t, entries, 3)
+}
+
+// An election between two phases does not fail the run: the benchmark waits until the nodes
+// agree on the new leader, where Cluster.Leader alone fails while they still name the old one.
+func TestCurrentLeaderWaitsOutAnElection(t *testing.T) {
+	t.Parallel()
+	c, err := startTagCluster(t.Context(), 3, t.TempDir(), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, c.Close()) }()
+	old, err := currentLeader(t.Context(), c)
+	require.NoError(t, err)
+
+	require.NoError(t, c.Stop(cluster.BuildIndex, old))
+	now, err := currentLeader(t.Context(), c)
+	require.NoError(t, err)
+	require.NotEqual(t, old, now, "another node leads")
+	require.True(t, c.Running(cluster.BuildIndex, now))
 }
 
 func TestTagsSkipsPhases(t *testing.T) {
