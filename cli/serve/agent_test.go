@@ -29,14 +29,14 @@ func TestNewCmdAgent(t *testing.T) {
 	require.NoError(t, err)
 	for _, tc := range []struct {
 		args    []string
-		want    []Override
+		want    []config.Override
 		wantErr string
 	}{
 		{args: []string{"--config", "a.yaml"}},
 		{args: []string{"-c", "a.yaml", "--listen", "127.0.0.1:1", "--peer-listen", "0.0.0.0:2", "--peer-advertise", "h:2",
 			"--tracker", "t1:3,t2:3", "--tracker", "t3:3", "--build-index", "b1:4,b2:4", "--store-dir", "/d", "--log-level", "debug",
 			"--admin-listen", "127.0.0.1:9"},
-			want: []Override{
+			want: []config.Override{
 				set("listen", "listen", "127.0.0.1:1"), set("admin-listen", "admin_listen", "127.0.0.1:9"),
 				set("peer-listen", "peer_listen", "0.0.0.0:2"), set("peer-advertise", "peer_advertise", "h:2"),
 				list("tracker", "trackers", "t1:3", "t2:3", "t3:3"), list("build-index", "build_index", "b1:4", "b2:4"),
@@ -68,26 +68,39 @@ func TestRunAgentBadConfig(t *testing.T) {
 	t.Parallel()
 	store := filepath.Join(t.TempDir(), "store")
 	for _, tc := range []struct {
-		doc  string
-		opts []Override
-		want string
+		doc     string
+		opts    []config.Override
+		want    string
+		notWant string
 	}{
 		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nseed_tme: 1m\n", want: "field seed_tme not found"},
 		{doc: "store_dir: " + store + "\n", want: "trackers: required"},
 		{doc: "trackers: [127.0.0.1:1]\n", want: "store_dir: required"},
-		{doc: "", opts: []Override{list("tracker", "trackers", "127.0.0.1:1")}, want: "store_dir: required"},
-		{doc: "", opts: []Override{list("tracker", "trackers", "127.0.0.1:1"), set("store-dir", "store_dir", store), set("peer-listen", "peer_listen", "0.0.0.0:0")}, want: "peer_advertise: required"},
-		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: []Override{set("listen", "listen", "nope")}, want: `--listen: listen: "nope" is not host:port`},
+		{doc: "", opts: []config.Override{list("tracker", "trackers", "127.0.0.1:1")}, want: "store_dir: required"},
+		{doc: "", opts: []config.Override{list("tracker", "trackers", "127.0.0.1:1"), set("store-dir", "store_dir", store), set("peer-listen", "peer_listen", "0.0.0.0:0")}, want: "peer_advertise: required"},
+		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: []config.Override{set("listen", "listen", "nope")}, want: `--listen: listen: "nope" is not host:port`},
 		{doc: "capacity: lots\n", want: `size "lots"`},
+		// The file's problem with a key is the file's, even when a flag overrides the key.
+		{doc: "listen: [a]\ntrackers: [127.0.0.1:1]\nstore_dir: " + store + "\n", opts: []config.Override{set("listen", "listen", "127.0.0.1:0")},
+			want: "listen: line 1: cannot unmarshal !!seq into string", notWant: "--listen"},
+		// A flag's value is not expanded again: the shell did that.
+		{doc: "", opts: []config.Override{list("tracker", "trackers", "127.0.0.1:1"), set("store-dir", "store_dir", store+"/${KRAKENCTL_UNSET}"), set("peer-listen", "peer_listen", "0.0.0.0:0")},
+			want: "peer_advertise: required", notWant: "KRAKENCTL_UNSET"},
+		// A flag that fails is named once, without a line or a repeat of it from Validate.
+		{doc: "store_dir: " + store + "\n", opts: []config.Override{{Flag: "tracker", Key: "trackers", Values: []string{"127.0.0.1:1"}}},
+			want: "invalid config: --tracker: trackers: cannot unmarshal !!str `127.0.0...` into []string", notWant: "trackers: required"},
 		// --build-index replaces the file's build_index.
 		{doc: "trackers: [127.0.0.1:1]\nstore_dir: " + store + "\nbuild_index: [127.0.0.1:2]\n",
-			opts: []Override{list("build-index", "build_index", "127.0.0.1:3", "127.0.0.1:3")}, want: "--build-index: build_index: 127.0.0.1:3 listed twice"},
+			opts: []config.Override{list("build-index", "build_index", "127.0.0.1:3", "127.0.0.1:3")}, want: "--build-index: build_index: 127.0.0.1:3 listed twice"},
 	} {
 		path := filepath.Join(t.TempDir(), "agent.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
 		err := run(t.Context(), t, "agent", path, tc.opts...)
 		require.Error(t, err, tc.doc)
 		require.ErrorContains(t, err, tc.want)
+		if tc.notWant != "" {
+			require.NotContains(t, err.Error(), tc.notWant)
+		}
 		require.ErrorContains(t, err, path)
 		require.ErrorIs(t, err, config.ErrInvalid)
 	}

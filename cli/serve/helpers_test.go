@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
+	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/roles"
 )
 
@@ -47,7 +48,7 @@ func factory() *cmdutil.Factory {
 
 // run runs `serve ROLE` through Run with the config at path, at log level info, and the given
 // overrides.
-func run(ctx context.Context, t *testing.T, role, path string, overrides ...Override) error {
+func run(ctx context.Context, t *testing.T, role, path string, overrides ...config.Override) error {
 	t.Helper()
 	r, err := roles.Lookup(role)
 	if err != nil {
@@ -57,12 +58,12 @@ func run(ctx context.Context, t *testing.T, role, path string, overrides ...Over
 }
 
 // set is an Override of a scalar key; list one of a list key.
-func set(flag, key, value string) Override {
-	return Override{Flag: flag, Key: key, Values: []string{value}}
+func set(flag, key, value string) config.Override {
+	return config.Override{Flag: flag, Key: key, Values: []string{value}}
 }
 
-func list(flag, key string, values ...string) Override {
-	return Override{Flag: flag, Key: key, Values: values, List: true}
+func list(flag, key string, values ...string) config.Override {
+	return config.Override{Flag: flag, Key: key, Values: values, List: true}
 }
 
 // adminAny is the config line that puts a role's admin listener on a free port, so tests that

@@ -23,13 +23,13 @@ func TestNewRoleCmds(t *testing.T) {
 	for _, r := range roles.All() {
 		for _, tc := range []struct {
 			args    []string
-			want    []Override
+			want    []config.Override
 			level   string
 			wantErr string
 		}{
 			{args: []string{"--config", "o.yaml"}, level: "info"},
 			{args: []string{"-c", "o.yaml", "--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:2", "--log-level", "debug"}, level: "debug",
-				want: []Override{set("listen", "listen", "127.0.0.1:1"), set("admin-listen", "admin_listen", "127.0.0.1:2")}},
+				want: []config.Override{set("listen", "listen", "127.0.0.1:1"), set("admin-listen", "admin_listen", "127.0.0.1:2")}},
 			{args: nil, wantErr: "--config is required"},
 			{args: []string{"-c", "o.yaml", "extra"}, wantErr: "unknown command"},
 			{args: []string{"-c", "o.yaml", "--raft"}, wantErr: "unknown flag"},

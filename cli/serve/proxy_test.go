@@ -30,7 +30,7 @@ func TestRunProxyBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "proxy.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		var overrides []Override
+		var overrides []config.Override
 		if tc.listen != "" {
 			overrides = append(overrides, set("listen", "listen", tc.listen))
 		}

@@ -6,7 +6,6 @@ package serve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -40,17 +39,7 @@ type Options struct {
 	LogLevel   string
 	// Overrides are the flags given that override keys of the config file, in the order of
 	// the role's flag table.
-	Overrides []Override
-}
-
-// Override is one flag that overrides one key of the config file.
-type Override struct {
-	Flag string // the flag's name, without dashes
-	Key  string // the key's dotted YAML path
-	// Values is the flag's value: one for a scalar key; for a list key, the list (which
-	// replaces the file's).
-	Values []string
-	List   bool
+	Overrides []config.Override
 }
 
 // NewCmdRole returns `krakenctl serve ROLE` for r: --config (required), --log-level, and the
@@ -80,7 +69,7 @@ func NewCmdRole(f *cmdutil.Factory, r roles.Role, runF func(context.Context, *Op
 				if !cmd.Flags().Changed(fl.name) {
 					continue
 				}
-				o := Override{Flag: fl.name, Key: fl.key, List: fl.list, Values: []string{scalars[i]}}
+				o := config.Override{Flag: fl.name, Key: fl.key, List: fl.list, Values: []string{scalars[i]}}
 				if fl.list {
 					o.Values = lists[i]
 				}
@@ -118,48 +107,14 @@ func Run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
 		return err
 	}
 	cfg := opts.Role.NewConfig()
-	err = config.Load(opts.ConfigPath, cfg, func() error {
-		var errs []error
-		for _, o := range opts.Overrides {
-			var err error
-			if o.List {
-				err = config.SetList(cfg, o.Key, o.Values)
-			} else {
-				err = config.Set(cfg, o.Key, o.Values[0])
-			}
-			if err != nil {
-				errs = append(errs, config.Problems(err)...)
-			}
-		}
-		return errors.Join(errs...)
-	})
-	if err != nil {
-		return nameFlags(err, opts.Overrides)
+	if err := config.Load(opts.ConfigPath, cfg, opts.Overrides...); err != nil {
+		return err
 	}
 	srv, err := opts.Role.Start(ctx, cfg, roles.Env{Logger: log, Metrics: admin.NewRegistry()})
 	if err != nil {
 		return fmt.Errorf("start %s: %w", opts.Role.Name, err)
 	}
 	return srv.Run(ctx)
-}
-
-// nameFlags prefixes each problem about a key a flag set with that flag, so a bad flag is not
-// blamed on the file.
-func nameFlags(err error, overrides []Override) error {
-	var ce *config.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	for i, p := range ce.Problems {
-		msg := p.Error()
-		for _, o := range overrides {
-			if rest, ok := strings.CutPrefix(msg, o.Key); ok && (strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, " ")) {
-				ce.Problems[i] = fmt.Errorf("--%s: %w", o.Flag, p)
-				break
-			}
-		}
-	}
-	return err
 }
 
 // serverLogger returns the JSON logger servers write to stderr.

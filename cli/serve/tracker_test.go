@@ -35,7 +35,7 @@ func TestRunTrackerBadConfig(t *testing.T) {
 	} {
 		path := filepath.Join(t.TempDir(), "tracker.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(tc.doc), 0o600))
-		var overrides []Override
+		var overrides []config.Override
 		if tc.listen != "" {
 			overrides = append(overrides, set("listen", "listen", tc.listen))
 		}

@@ -8,7 +8,8 @@
 //	Read (or Unmarshal)    read the file; expand ${ENV} references in scalar values ($${ is a
 //	                       literal ${); read secrets from <key>_file; decode strictly (unknown
 //	                       keys, wrong types and duplicate keys are errors)
-//	    ...                apply overrides (flags) to the decoded struct
+//	Apply                  set the keys that flags override (Override), held to the file's
+//	                       types but not expanded again
 //	Check                  Defaults, Validate, then the cross-checks (listen addresses that
 //	                       overlap within the config)
 //
@@ -48,6 +49,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -168,12 +170,12 @@ func Check(cfg any) error {
 	return nil
 }
 
-// Load reads the file at path into cfg (Read), calls each override in order, and completes
-// the config (Check). Overrides apply flags to the decoded struct; an override's error is
-// reported as one more problem. Unless the file could not be read or parsed at all, every
-// stage runs and their problems are reported together; a Check problem about a key whose
-// value failed to decode is left out, as it only repeats that failure.
-func Load(path string, cfg any, overrides ...func() error) error {
+// Load reads the file at path into cfg (Read), applies the overrides in order (Apply), and
+// completes the config (Check). Unless the file could not be read or parsed at all, every
+// stage runs and their problems are reported together: an override's problems name its flag,
+// and so do Check's problems about a key a flag set; a Check problem about a key whose value
+// failed to decode (in the file or in a flag) is left out, as it only repeats that failure.
+func Load(path string, cfg any, overrides ...Override) error {
 	return inFile(path, complete(Read(path, cfg), cfg, overrides))
 }
 
@@ -187,8 +189,9 @@ func Decode(r io.Reader, cfg any) error {
 	return complete(Unmarshal(buf.Bytes(), cfg), cfg, nil)
 }
 
-// complete runs the overrides and Check after the decoding stage, which returned readErr.
-func complete(readErr error, cfg any, overrides []func() error) error {
+// complete applies the overrides and runs Check after the decoding stage, which returned
+// readErr.
+func complete(readErr error, cfg any, overrides []Override) error {
 	var ce *Error
 	if readErr != nil && !errors.As(readErr, &ce) {
 		return readErr // not a config problem: cfg is not a pointer to a struct
@@ -199,16 +202,22 @@ func complete(readErr error, cfg any, overrides []func() error) error {
 	if ce.fatal {
 		return ce
 	}
-	for _, o := range overrides {
-		if err := o(); err != nil {
-			ce.Problems = append(ce.Problems, Problems(err)...)
-		}
+	ae, set, err := apply(cfg, overrides)
+	if err != nil {
+		return err
 	}
+	// A key a flag set is no longer one whose value failed to decode from the file: what Check
+	// says of it is about the flag's value.
+	ce.failed = slices.DeleteFunc(ce.failed, func(path string) bool {
+		return slices.ContainsFunc(set, func(key string) bool { return about(path, key) })
+	})
+	ce.Problems = append(ce.Problems, ae.Problems...)
+	ce.failed = append(ce.failed, ae.failed...)
 	var checked *Error
 	if errors.As(Check(cfg), &checked) {
 		for _, p := range checked.Problems {
 			if !ce.repeats(p) {
-				ce.Problems = append(ce.Problems, p)
+				ce.Problems = append(ce.Problems, blameFlag(p, overrides))
 			}
 		}
 	}
@@ -228,12 +237,15 @@ func inFile(path string, err error) error {
 }
 
 // Problems splits joined errors (errors.Join, possibly nested) into one error per problem, so
-// a Validate that joins its problems can prefix each (a section's key) and Check can list each.
-// Other errors, including fmt.Errorf with several %w, stay whole: their message is more than
-// the join of what they wrap.
+// a Validate that joins its problems can prefix each (a section's key) and Check can list each;
+// an *Error is split into its Problems. Other errors, including fmt.Errorf with several %w,
+// stay whole: their message is more than the join of what they wrap.
 func Problems(err error) []error {
 	if err == nil {
 		return nil
+	}
+	if ce, ok := err.(*Error); ok {
+		return slices.Clone(ce.Problems)
 	}
 	j, ok := err.(interface{ Unwrap() []error })
 	if !ok {
@@ -258,14 +270,11 @@ func Problems(err error) []error {
 
 // repeats reports whether p, a problem found by Check, is about a key whose value failed to
 // decode (and so was left unset): "trackers: required" after "trackers: line 3: cannot
-// unmarshal ...". Validate messages spell a path with dots or with ": " between sections.
+// unmarshal ...".
 func (e *Error) repeats(p error) bool {
-	msg := p.Error()
 	for _, path := range e.failed {
-		for _, prefix := range []string{path, strings.ReplaceAll(path, ".", ": ")} {
-			if rest, ok := strings.CutPrefix(msg, prefix); ok && (rest == "" || strings.ContainsRune(":[. ", rune(rest[0]))) {
-				return true
-			}
+		if about(p.Error(), path) {
+			return true
 		}
 	}
 	return false

@@ -297,31 +297,42 @@ routes:
 	require.Equal(t, "shared", s.Routes[1].Namespace)
 }
 
+// TestLoadOverrides: Load applies the overrides between Read and Check. A flag's problems name
+// the flag once, without a line or a second "invalid config", and are not followed by Check's
+// repeat of them; Check's problems about a key a flag set name the flag too, and the file's do
+// not.
 func TestLoadOverrides(t *testing.T) {
 	t.Parallel()
-	path := writeFile(t, "c.yaml", "listen: 127.0.0.1:5\n")
+	path := writeFile(t, "c.yaml", "listen: 127.0.0.1:5\ncount: lots\n")
 	var s sample
-	err := config.Load(path, &s, func() error {
-		s.Names = []string{"from-a-flag"}
-		return nil
-	}, func() error {
-		s.AdminListen = "127.0.0.1:5"
-		return errors.New("--other: bad value")
-	})
+	err := config.Load(path, &s,
+		config.Override{Flag: "name", Key: "names", Values: []string{"one"}},                 // a scalar into a list
+		config.Override{Flag: "admin", Key: "admin_listen", Values: []string{"127.0.0.1:5"}}, // collides with the file's listen
+		config.Override{Flag: "region", Key: "region", Values: []string{"eu"}},
+		config.Override{Flag: "count", Key: "count", Values: []string{"-1"}},
+	)
 	ce, ok := errors.AsType[*config.Error](err)
 	require.True(t, ok, "%v", err)
 	require.Equal(t, path, ce.File)
-	require.Len(t, ce.Problems, 2, "%v", err)
-	require.EqualError(t, ce.Problems[0], "--other: bad value")
-	require.ErrorContains(t, ce.Problems[1], `admin_listen: "127.0.0.1:5" overlaps listen`)
-	require.Equal(t, []string{"from-a-flag"}, s.Names, "overrides run before Validate")
+	var got []string
+	for _, p := range ce.Problems {
+		got = append(got, p.Error())
+	}
+	require.Equal(t, []string{
+		"count: line 2: cannot unmarshal !!str `lots` into int", // the file's problem is the file's
+		"--name: names: cannot unmarshal !!str `one` into []string",
+		"--count: count: must not be negative",
+		`--admin: admin_listen: "127.0.0.1:5" overlaps listen "127.0.0.1:5": two listeners cannot bind the same port`,
+	}, got, "no names: required after the flag that failed to set names")
+	require.Equal(t, 1, strings.Count(err.Error(), "invalid config"), err.Error())
+	require.Equal(t, "eu", s.Region, "overrides run before Validate")
 
 	// Read and Check are the two halves: a required key may come from a flag.
 	s = sample{}
-	require.NoError(t, config.Read(path, &s))
+	require.NoError(t, config.Read(writeFile(t, "c.yaml", "listen: 127.0.0.1:5\n"), &s))
 	require.Equal(t, 0, s.Nested.Replicas, "Read applies no defaults")
 	require.ErrorContains(t, config.Check(&s), "names: required")
-	s.Names = []string{"x"}
+	require.NoError(t, config.Apply(&s, []config.Override{{Key: "names", Values: []string{"x"}, List: true}}))
 	require.NoError(t, config.Check(&s))
 	require.Equal(t, 3, s.Nested.Replicas)
 }
@@ -391,10 +402,11 @@ func TestParseByteSize(t *testing.T) {
 	require.Equal(t, "1000B", config.ByteSize(1000).String())
 }
 
-// TestSet: a flag overrides one key through the file's decoder: the rest of the config stays,
-// nested keys and lists work, types are checked and unknown keys refused.
-func TestSet(t *testing.T) {
-	t.Parallel()
+// TestApply: an override sets one key through the file's decoder: the rest of the config
+// stays, nested keys and lists work, types are checked and unknown keys refused, each problem
+// naming the flag and the key, once, without a line; and the value is taken as given, ${...}
+// and all, since the shell expanded the flag already.
+func TestApply(t *testing.T) {
 	type peer struct {
 		Listen string          `yaml:"listen"`
 		Rate   config.ByteSize `yaml:"rate"`
@@ -405,25 +417,43 @@ func TestSet(t *testing.T) {
 		Peer     *peer    `yaml:"peer"`
 		Count    int      `yaml:"count"`
 	}
+	set := func(key, value string) config.Override {
+		return config.Override{Flag: strings.ReplaceAll(key, ".", "-"), Key: key, Values: []string{value}}
+	}
+	list := func(key string, values ...string) config.Override {
+		return config.Override{Flag: key, Key: key, Values: values, List: true}
+	}
 	var c cfgT
 	require.NoError(t, config.Unmarshal([]byte("listen: a:1\ntrackers: [x:1, y:1]\ncount: 3\n"), &c))
-	require.NoError(t, config.Set(&c, "listen", "b:2"))
-	require.NoError(t, config.SetList(&c, "trackers", []string{"t:1"}))
-	require.NoError(t, config.Set(&c, "peer.listen", "0.0.0.0:9"))
-	require.NoError(t, config.Set(&c, "peer.rate", "2MiB"))
+	require.NoError(t, config.Apply(&c, []config.Override{
+		set("listen", "b:2"), list("trackers", "t:1"), set("peer.listen", "0.0.0.0:9"), set("peer.rate", "2MiB"),
+	}))
 	require.Equal(t, cfgT{Listen: "b:2", Trackers: []string{"t:1"}, Peer: &peer{Listen: "0.0.0.0:9", Rate: 2 << 20}, Count: 3}, c)
-	require.NoError(t, config.SetList(&c, "trackers", []string{"u:1", "v:1"}))
+	require.NoError(t, config.Apply(&c, []config.Override{list("trackers", "u:1", "v:1")}))
 	require.Equal(t, []string{"u:1", "v:1"}, c.Trackers)
 
-	err := config.Set(&c, "count", "many")
-	require.ErrorIs(t, err, config.ErrInvalid)
-	require.ErrorContains(t, err, "count")
-	err = config.Set(&c, "lisen", "x:1")
-	require.ErrorIs(t, err, config.ErrInvalid)
-	require.ErrorContains(t, err, "lisen")
-	require.ErrorIs(t, config.Set(&c, "peer..listen", "x"), config.ErrInvalid)
-	require.ErrorIs(t, config.Set(&c, "", "x"), config.ErrInvalid)
-	require.ErrorIs(t, config.SetList(&c, "listen", []string{"x"}), config.ErrInvalid, "a list into a scalar key")
+	t.Setenv("KRAKENCTL_TEST_FLAG", "expanded")
+	require.NoError(t, config.Apply(&c, []config.Override{set("listen", "${KRAKENCTL_TEST_FLAG}"), set("peer.listen", "$${NOPE}")}))
+	require.Equal(t, "${KRAKENCTL_TEST_FLAG}", c.Listen, "a flag is not expanded again")
+	require.Equal(t, "$${NOPE}", c.Peer.Listen)
+
+	for _, tc := range []struct {
+		o    config.Override
+		want string
+	}{
+		{set("count", "many"), "invalid config: --count: count: cannot unmarshal !!str `many` into int"},
+		{set("peer.rate", "lots"), `invalid config: --peer-rate: peer.rate: size "lots": want a non-negative number with an optional unit such as MiB or GB`},
+		{set("lisen", "x:1"), "invalid config: --lisen: lisen: field lisen not found (did you mean listen?)"},
+		{list("listen", "x"), "invalid config: --listen: listen: cannot unmarshal !!seq into string"},
+		{set("peer..listen", "x"), `invalid config: --peer--listen: bad key "peer..listen"`},
+		{config.Override{Key: "", Values: []string{"x"}}, `invalid config: bad key ""`},
+		{config.Override{Key: "listen"}, "invalid config: listen: want one value, got 0"},
+	} {
+		err := config.Apply(&c, []config.Override{tc.o})
+		require.ErrorIs(t, err, config.ErrInvalid)
+		require.EqualError(t, err, tc.want)
+		require.Len(t, config.Problems(err), 1, "an *Error splits into its problems")
+	}
 }
 
 // TestEnvValuesAreNotEchoed: a value from the environment that does not fit its key (a secret

@@ -471,13 +471,22 @@ func (d *decoder) leaf(n *yaml.Node, v reflect.Value, path string) {
 					// be a secret put in the wrong key, and is not in the file to see anyway.
 					msg = yamlValue.ReplaceAllString(msg, "the value from the environment")
 				}
-				d.problem(path, 0, msg)
+				d.problem(path, 0, noLine(n, msg))
 			}
 		} else {
-			d.problem(path, 0, err.Error())
+			d.problem(path, 0, noLine(n, err.Error()))
 		}
 		d.failed = append(d.failed, path)
 	}
+}
+
+// noLine drops the "line 0: " that yaml and Unmarshalers put before a message about a node
+// that is in no document (a flag's value): the line would mean nothing.
+func noLine(n *yaml.Node, msg string) string {
+	if n.Line != 0 {
+		return msg
+	}
+	return strings.TrimPrefix(msg, "line 0: ")
 }
 
 // yamlValue is the quoted start of a value in yaml's type errors: ` + "`hunter2...`" + `.
