@@ -171,7 +171,7 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	members map[Role][]*member
-	order   []*member // build order: Close stops them in reverse
+	order   []*member // build order
 	started bool
 	closed  bool
 
@@ -292,24 +292,35 @@ func (c *Cluster) fail(err error) {
 	c.log.Error("cluster role failed", "err", err)
 }
 
-// Close stops every running role (the last built first: agents, proxies, trackers,
-// build-index nodes, origins) and waits for them, closes every role that never ran, and
-// returns what went wrong on the way. Later calls do nothing.
+// closeTiers is the order in which Close stops the roles: each tier is stopped, and waited
+// for, before the next, so that clients go before the servers they call (an agent before its
+// tracker, a proxy before the build-index and the origins) and log no errors about servers
+// that went away under them. The roles of one tier stop together.
+var closeTiers = [][]Role{{Agent, Proxy}, {Tracker}, {BuildIndex}, {Origin}}
+
+// Close stops every running role, tier by tier (agents and proxies, then trackers, then
+// build-index nodes, then origins), waiting for each tier before stopping the next; closes
+// every role that never ran; and returns what went wrong on the way. Later calls do nothing.
 func (c *Cluster) Close() error {
+	type runner struct {
+		m      *member
+		cancel func()
+		done   chan struct{}
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil
 	}
-	c.closed = true
+	c.closed = true // from now on no role is run, restarted or added
 	var errs []error
-	var waiting []*member
+	tiers := make([][]runner, len(closeTiers))
 	for _, m := range slices.Backward(c.order) {
 		switch m.state {
 		case running:
-			m.stopping = true
-			m.cancel()
-			waiting = append(waiting, m)
+			m.stopping = true // its end, whenever it comes, is no failure
+			t := slices.IndexFunc(closeTiers, func(rs []Role) bool { return slices.Contains(rs, m.role) })
+			tiers[t] = append(tiers[t], runner{m, m.cancel, m.done})
 		case built:
 			m.state = stopped
 			if err := m.srv.Close(); err != nil {
@@ -323,10 +334,15 @@ func (c *Cluster) Close() error {
 		}
 	}
 	c.mu.Unlock()
-	for _, m := range waiting {
-		<-m.done
-		if m.runErr != nil {
-			errs = append(errs, fmt.Errorf("stop %s: %w", m, m.runErr))
+	for _, tier := range tiers {
+		for _, r := range tier {
+			r.cancel()
+		}
+		for _, r := range tier {
+			<-r.done
+			if r.m.runErr != nil { // written before done was closed
+				errs = append(errs, fmt.Errorf("stop %s: %w", r.m, r.m.runErr))
+			}
 		}
 	}
 	c.hc.CloseIdleConnections()
