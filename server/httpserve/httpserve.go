@@ -18,6 +18,11 @@ import (
 // ShutdownTimeout bounds how long in-flight requests may take to finish after the context ends.
 const ShutdownTimeout = 10 * time.Second
 
+// ErrCutOff is wrapped by Serve's error when requests were still in flight after
+// ShutdownTimeout and their connections were closed. The server did stop; what the caller
+// makes of the cut-off requests (a warning, usually) is its business.
+var ErrCutOff = errors.New("requests in flight were cut off")
+
 // Server defaults.
 const (
 	// DefaultReadHeaderTimeout bounds how long a client may take to send a request's headers.
@@ -127,7 +132,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	if err != nil {
 		// In-flight requests outlived the timeout: cut them off rather than hang shutdown.
 		_ = srv.Close()
-		return fmt.Errorf("shut down http on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("shut down http on %s: %w after %s: %w", ln.Addr(), ErrCutOff, ShutdownTimeout, err)
 	}
 	return nil
 }

@@ -138,8 +138,9 @@ func (b *Base) Go(loop func(ctx context.Context) error) { b.loops = append(b.loo
 // stopped cleanly, else the first error. It may be called once; it returns ErrStarted after Run
 // or Close.
 //
-// The admin listener is the exception: its failures are logged, never the role's (a profile
-// still running at shutdown must not turn a clean stop into an error).
+// Requests still in flight after the grace period are cut off (httpserve.ErrCutOff): that is
+// logged, not a failure. The admin listener's failures are logged too, never the role's (a
+// profile still running at shutdown must not turn a clean stop into an error).
 func (b *Base) Run(ctx context.Context) error {
 	if !b.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("run %s: %w", b.name, ErrStarted)
@@ -174,6 +175,10 @@ func (b *Base) Run(ctx context.Context) error {
 			err := httpserve.Serve(srvCtx, s.srv, s.ln)
 			switch {
 			case err == nil:
+			case errors.Is(err, httpserve.ErrCutOff):
+				// A stop, not a failure: long requests (a blob still downloading) had their
+				// grace period.
+				b.log.Warn("stopped with requests in flight", "err", err)
 			case s.admin:
 				b.log.Warn("admin listener", "err", err)
 			default:
