@@ -158,6 +158,11 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
 	}
+	if errors.Is(err, dev.ErrInvalidConfig) {
+		// The flags passed their checks one by one, but not together (agent ports inside the
+		// range of --port, say): still the operator's input to fix.
+		return cmdutil.FlagErrorf("invalid flags: %w (see --port and --agent-port)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("start dev cluster: %w", err)
 	}

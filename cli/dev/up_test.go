@@ -25,6 +25,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/dev"
 )
 
 func TestMain(m *testing.M) {
@@ -259,6 +260,20 @@ func TestUpPortInUse(t *testing.T) {
 	err = upRun(t.Context(), opts)
 	require.ErrorContains(t, err, "address already in use")
 	require.ErrorContains(t, err, "--port")
+	require.Empty(t, out.String())
+}
+
+// Flags that pass one by one but not together (the tracker on --port+300 would take agent 0's
+// port) are a usage error, reported before anything is bound.
+func TestUpAgentPortsInsideThePlan(t *testing.T) {
+	t.Parallel()
+	ios, _, out, _ := iostreams.Test()
+	opts := &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1, Agents: 1, AgentPort: 16000, Port: 15700,
+		Dir: t.TempDir(), EndpointsFile: filepath.Join(t.TempDir(), "e.yaml"), LogLevel: slog.LevelWarn}
+	err := upRun(t.Context(), opts)
+	require.ErrorIs(t, err, dev.ErrInvalidConfig)
+	require.ErrorContains(t, err, "agent ports 16000-16002 overlap ports 15700-16100")
+	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 	require.Empty(t, out.String())
 }
 

@@ -330,6 +330,19 @@ func TestNewFailsCleanly(t *testing.T) {
 	require.NoError(t, c.Close(), "a second Close does nothing")
 }
 
+// Check is the plan's part of New's validation: what fits passes, what does not is named.
+func TestPortsCheck(t *testing.T) {
+	t.Parallel()
+	spec := cluster.Spec{Origins: 3, BuildIndexes: 1, Trackers: 1, Proxies: 1, Agents: 2}
+	require.NoError(t, cluster.Ports{}.Check(spec), "ephemeral ports always fit")
+	require.NoError(t, cluster.Ports{Base: 15000, Agent: 16000}.Check(spec))
+	require.NoError(t, cluster.Ports{Base: 15000, Agent: 15401}.Check(spec), "the agents may start right above the plan")
+	require.NoError(t, cluster.Ports{Base: 15013, Agent: 15000}.Check(spec), "or end right below it")
+	err := cluster.Ports{Base: 15012, Agent: 15000}.Check(spec)
+	require.ErrorContains(t, err, "agent ports 15000-15012 overlap ports 15012-15412")
+	require.NotErrorIs(t, err, cluster.ErrInvalidSpec, "New adds that")
+}
+
 func TestSpecValidation(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -350,6 +363,7 @@ func TestSpecValidation(t *testing.T) {
 		{"too many origins on the plan", cluster.Spec{Dir: dir, Origins: 65, Ports: cluster.Ports{Base: 20000}}, "room for 64 origins"},
 		{"plan past the last port", cluster.Spec{Dir: dir, Origins: 1, Ports: cluster.Ports{Base: 65200}}, "no room for the ports up to 65600"},
 		{"agents without an agent port", cluster.Spec{Dir: dir, Origins: 1, Agents: 1, Ports: cluster.Ports{Base: 20000}}, "agent port 0"},
+		{"agents inside the plan", cluster.Spec{Dir: dir, Origins: 1, Agents: 2, Ports: cluster.Ports{Base: 20000, Agent: 20395}}, "agent ports 20395-20407 overlap ports 20000-20400"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := cluster.New(tc.spec, cluster.Deps{})

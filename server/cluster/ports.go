@@ -1,6 +1,9 @@
 package cluster
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Host is the only address a cluster listens on.
 const Host = "127.0.0.1"
@@ -82,6 +85,11 @@ func (p Ports) port(r Role, i int, k kind) (int, error) {
 	return p.Base + off, nil
 }
 
+// Check returns what keeps the servers spec asks for from fitting the plan p (all of it,
+// joined), nil when they fit. New checks it too; a caller that must reject a plan before doing
+// anything else (`dev up` takes a directory lock first) calls it itself.
+func (p Ports) Check(s Spec) error { return errors.Join(p.check(&s)...) }
+
 // check returns what keeps spec's servers from fitting the plan.
 func (p Ports) check(s *Spec) []error {
 	var errs []error
@@ -106,8 +114,16 @@ func (p Ports) check(s *Spec) []error {
 			bad("the port plan has room for one %s, not %d", n.r, n.v)
 		}
 	}
-	if s.Agents > 0 && (p.Agent <= 0 || p.Agent+AgentStride*s.Agents > 65535) {
+	if s.Agents <= 0 {
+		return errs
+	}
+	last := p.Agent + AgentStride*(s.Agents-1) + agentAdminOffset // the last agent's admin port
+	switch {
+	case p.Agent <= 0 || p.Agent+AgentStride*s.Agents > 65535:
 		bad("agent port %d leaves no room for %d agents up to 65535", p.Agent, s.Agents)
+	case p.Agent <= p.Base+PortSpan && p.Base <= last:
+		// Binding would fail on whichever of two roles comes second, naming neither setting.
+		bad("agent ports %d-%d overlap ports %d-%d of the other roles: move the agent port or the base port", p.Agent, last, p.Base, p.Base+PortSpan)
 	}
 	return errs
 }

@@ -51,8 +51,6 @@ const (
 	MaxOrigins = cluster.MaxPlannedOrigins
 	// MaxAgents bounds Config.Agents.
 	MaxAgents = 64
-	// agentStride is how many ports each agent takes above Config.AgentPort.
-	agentStride = cluster.AgentStride
 	// PortSpan is how far above Config.Port the cluster's ports reach (the proxy's).
 	PortSpan = cluster.PortSpan
 	// Host is the only address a dev cluster listens on.
@@ -89,7 +87,8 @@ type Config struct {
 	// (Port+300). Zero runs neither agents nor tracker.
 	Agents int
 	// AgentPort is the first agent's blob API port when Port is set; DefaultAgentPort when
-	// zero. Agent i serves on AgentPort+10i and accepts peers on AgentPort+10i+1.
+	// zero. Agent i serves on AgentPort+10i and accepts peers on AgentPort+10i+1. The agents'
+	// ports must stay out of Port..Port+PortSpan.
 	AgentPort int
 	// BuildIndex runs a single-node build-index (API on Port+100, Raft on Port+101, state in
 	// Dir/build-index, bootstrapped on the first start): tags checked against the origins and
@@ -239,19 +238,13 @@ func (cfg Config) validate() error {
 	if cfg.Dir == "" {
 		bad("dir is required")
 	}
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		bad("port must be between 0 and 65535, got %d", cfg.Port)
-	} else if cfg.Port > 0 && cfg.Origins >= 1 && cfg.Port+cfg.Origins-1 > 65535 {
-		bad("port %d leaves no room for %d origins (the last port would be %d)", cfg.Port, cfg.Origins, cfg.Port+cfg.Origins-1)
-	}
 	if cfg.Agents < 0 || cfg.Agents > MaxAgents {
 		bad("agents must be between 0 and %d, got %d", MaxAgents, cfg.Agents)
 	}
-	if cfg.Port > 0 && cfg.Port+PortSpan > 65535 {
-		bad("port %d leaves no room for the ports up to %d", cfg.Port, cfg.Port+PortSpan)
-	}
-	if cfg.AgentPort < 0 || cfg.AgentPort+agentStride*cfg.Agents > 65535 {
-		bad("agent port %d leaves no room for %d agents up to 65535", cfg.AgentPort, cfg.Agents)
+	// The port plan is the cluster builder's, and so is its check; it is made here too because
+	// New takes the directory's lock before it builds the cluster.
+	if err := (cluster.Ports{Base: cfg.Port, Agent: cfg.AgentPort}).Check(cfg.spec()); err != nil {
+		bad("%w", err)
 	}
 	if cfg.Proxy && !cfg.BuildIndex {
 		bad("the proxy needs the build-index (set BuildIndex)")

@@ -276,9 +276,14 @@ func TestConfigValidation(t *testing.T) {
 		{"negative origins", dev.Config{Origins: -1, Dir: "d"}, "origins must be between 1 and 64, got -1"},
 		{"too many origins", dev.Config{Origins: 65, Dir: "d"}, "origins must be between 1 and 64, got 65"},
 		{"no dir", dev.Config{Origins: 1}, "dir is required"},
-		{"port out of range", dev.Config{Origins: 1, Dir: "d", Port: 70000}, "port must be between 0 and 65535"},
-		{"no room for origins", dev.Config{Origins: 3, Dir: "d", Port: 65534}, "the last port would be 65536"},
+		{"negative port", dev.Config{Origins: 1, Dir: "d", Port: -1}, "ports must not be negative, got -1 and 16000"},
+		{"port out of range", dev.Config{Origins: 1, Dir: "d", Port: 70000}, "leaves no room for the ports up to 70400"},
 		{"no room for the proxy", dev.Config{Origins: 1, Dir: "d", Port: 65200}, "leaves no room for the ports up to 65600"},
+		{"negative agent port", dev.Config{Origins: 1, Dir: "d", AgentPort: -1}, "ports must not be negative, got 0 and -1"},
+		{"no room for agents", dev.Config{Origins: 1, Dir: "d", Port: 15000, Agents: 10, AgentPort: 65500}, "agent port 65500 leaves no room for 10 agents"},
+		// The tracker would take port 16000, the first agent's.
+		{"agents inside the plan", dev.Config{Origins: 1, Dir: "d", Port: 15700, Agents: 1}, "agent ports 16000-16002 overlap ports 15700-16100"},
+		{"the plan inside the agents", dev.Config{Origins: 1, Dir: "d", Port: 16015, Agents: 3}, "agent ports 16000-16022 overlap ports 16015-16415"},
 		{"negative health interval", dev.Config{Origins: 1, Dir: "d", HealthInterval: -1}, "health interval must not be negative"},
 		{"proxy without build-index", dev.Config{Origins: 1, Dir: "d", Proxy: true}, "the proxy needs the build-index"},
 	}
