@@ -7,6 +7,7 @@ package announcetest
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -23,9 +24,9 @@ const IntervalSeconds = 1
 // announces it. Its methods are safe for concurrent use. The zero value is not usable; call New.
 //
 // Unlike the real tracker it hands out every peer it knows, in a fixed order: the extra peers
-// (AddPeers), then the origins (AddOrigin), then the other peers that announced the blob. It
-// checks every announce the way the tracker's API does (announce.Request.Validate and the
-// namespace grammar), so a scheduler that sends a malformed one fails its tests here too.
+// (AddPeers), then the origins (AddOrigin), then the other peers that announced the blob, by
+// ID. It checks every announce the way the tracker's API does (announce.Request.Validate and
+// the namespace grammar), so a scheduler that sends a malformed one fails its tests here too.
 type Tracker struct {
 	mu      sync.Mutex
 	mi      map[digest.Digest]metainfo.MetaInfo
@@ -41,7 +42,7 @@ func New() *Tracker {
 }
 
 // Announce records req's peer for req.Digest and answers with the extra peers, the origins and
-// every other peer that announced the blob. It fails with announce.ErrUnavailable while the
+// every other peer that announced the blob (by ID). It fails with announce.ErrUnavailable while the
 // tracker is down, and with an error wrapping announce.ErrInvalid for a malformed request.
 func (f *Tracker) Announce(_ context.Context, req announce.Request) (announce.Response, error) {
 	f.mu.Lock()
@@ -59,11 +60,14 @@ func (f *Tracker) Announce(_ context.Context, req announce.Request) (announce.Re
 	}
 	ps[req.PeerID] = announce.Peer{ID: req.PeerID, Addr: req.Addr, Complete: req.Complete}
 	out := slices.Concat(f.extra, f.origins)
+	n := len(out)
 	for id, p := range ps {
 		if id != req.PeerID {
 			out = append(out, p)
 		}
 	}
+	// By ID: the order of map iteration changes from call to call.
+	slices.SortFunc(out[n:], func(a, b announce.Peer) int { return strings.Compare(a.ID, b.ID) })
 	return announce.Response{Peers: out, IntervalSeconds: IntervalSeconds}, nil
 }
 

@@ -1,6 +1,8 @@
 package announcetest_test
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,6 +64,28 @@ func TestAnnounceHandsOutPeers(t *testing.T) {
 	resp, err = tr.Announce(t.Context(), b)
 	require.NoError(t, err)
 	require.Equal(t, []string{extra.ID, a.PeerID}, ids(resp.Peers), "the origins are no longer handed out")
+}
+
+// The peers that announced a blob come in the order of their IDs, the same on every call.
+func TestAnnounceOrdersPeersByID(t *testing.T) {
+	tr := announcetest.New()
+	d := digest.FromString("blob")
+	origin := wire.RandomPeerID().String()
+	tr.AddOrigin(origin, "127.0.0.1:7")
+	var want []string
+	for i := range 20 {
+		req := request(d, fmt.Sprintf("127.0.0.1:%d", 1000+i), false)
+		_, err := tr.Announce(t.Context(), req)
+		require.NoError(t, err)
+		want = append(want, req.PeerID)
+	}
+	slices.Sort(want)
+	asker := request(d, "127.0.0.1:2000", false)
+	for range 3 {
+		resp, err := tr.Announce(t.Context(), asker)
+		require.NoError(t, err)
+		require.Equal(t, append([]string{origin}, want...), ids(resp.Peers))
+	}
 }
 
 func TestMetainfo(t *testing.T) {
