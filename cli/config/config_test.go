@@ -136,6 +136,8 @@ func TestValidateBadInput(t *testing.T) {
 			[]string{"max_peers: line 2: cannot unmarshal !!str `many` into int", "peer_ttl: line 3: cannot unmarshal !!seq into time.Duration"}},
 		{"bad address", "proxy", "origins: [10.0.0.1:15000]\nbuild_index: [10.0.0.4:15100]\nlisten: nope\nadmin_listen: '127.0.0.1:x'\n",
 			[]string{`listen: "nope" is not host:port`, `admin_listen: "127.0.0.1:x": port "x" is not a number in 0..65535`}},
+		{"ports out of range", "agent", agentOK + "listen: 127.0.0.1:99999\npeer_listen: ':65536'\npeer_advertise: 10.0.0.7:16001\n",
+			[]string{`listen: "127.0.0.1:99999": port "99999" is not a number in 0..65535`, `peer_listen: ":65536": port "65536" is not a number in 0..65535`}},
 		{"overlapping ports", "build-index", "dir: /d\norigins: [10.0.0.1:15000]\nraft_listen: 127.0.0.1:15100\nadmin_listen: 0.0.0.0:15100\n",
 			[]string{`raft_listen: "127.0.0.1:15100" overlaps listen "127.0.0.1:15100"`, `admin_listen: "0.0.0.0:15100" overlaps listen "127.0.0.1:15100"`, `admin_listen: "0.0.0.0:15100" overlaps raft_listen "127.0.0.1:15100"`}},
 		{"overlapping peer port", "origin", originOK + "listen: 0.0.0.0:15000\npeer: {listen: '127.0.0.1:15000'}\n",

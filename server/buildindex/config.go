@@ -180,12 +180,12 @@ func (c *Config) Validate() error {
 			bad("%s: %q is not host:port: %v", key, v, err)
 		}
 	}
-	hostPort("listen", c.Listen)
-	hostPort("advertise", c.Advertise)
-	hostPort("raft_listen", c.RaftListen)
-	if err := config.CheckHostPort(c.AdminListen); err != nil {
-		bad("admin_listen: %v", err)
+	for _, a := range c.ListenAddrs() {
+		if err := config.CheckHostPort(a.Addr); err != nil {
+			bad("%s: %w", a.Key, err)
+		}
 	}
+	hostPort("advertise", c.Advertise)
 	if c.Dir == "" {
 		bad("dir: required")
 	}

@@ -134,19 +134,18 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("listen: %q is not host:port: %v", c.Listen, err)
-	}
-	if err := config.CheckHostPort(c.AdminListen); err != nil {
-		bad("admin_listen: %v", err)
+	for _, a := range c.ListenAddrs() {
+		if a.Key == "peer.listen" && a.Addr == "" {
+			continue // the swarm port is off
+		}
+		if err := config.CheckHostPort(a.Addr); err != nil {
+			bad("%s: %w", a.Key, err)
+		}
 	}
 	if err := ring.CheckMember(c.Advertise); err != nil {
 		bad("advertise: %v", err)
 	}
 	if c.Peer.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Peer.Listen); err != nil {
-			bad("peer.listen: %q is not host:port: %v", c.Peer.Listen, err)
-		}
 		if _, _, err := net.SplitHostPort(c.Peer.Advertise); err != nil {
 			bad("peer.advertise: %q is not host:port: %v", c.Peer.Advertise, err)
 		}

@@ -130,11 +130,10 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("listen: %q is not host:port: %v", c.Listen, err)
-	}
-	if err := config.CheckHostPort(c.AdminListen); err != nil {
-		bad("admin_listen: %v", err)
+	for _, a := range c.ListenAddrs() {
+		if err := config.CheckHostPort(a.Addr); err != nil {
+			bad("%s: %w", a.Key, err)
+		}
 	}
 	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
 	if len(c.BuildIndex) == 0 {

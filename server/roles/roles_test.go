@@ -134,3 +134,34 @@ func find(t *testing.T, addrs []config.ListenAddr, key string) string {
 	require.Failf(t, "no listener", "%s not in %v", key, addrs)
 	return ""
 }
+
+// TestBadListenAddrs: every address a role binds is checked by its Validate, port range and
+// all, with one problem for the key that is wrong, in the same words for every role and key.
+func TestBadListenAddrs(t *testing.T) {
+	t.Parallel()
+	for _, r := range roles.All() {
+		cfg := r.NewConfig()
+		cfg.Defaults()
+		for _, a := range cfg.ListenAddrs() {
+			for bad, want := range map[string]string{
+				"nope":            `"nope" is not host:port: `,
+				"127.0.0.1:99999": `"127.0.0.1:99999": port "99999" is not a number in 0..65535`,
+				"127.0.0.1:http":  `"127.0.0.1:http": port "http" is not a number in 0..65535`,
+			} {
+				cfg := r.NewConfig()
+				require.NoError(t, config.Unmarshal([]byte(r.Example), cfg))
+				require.NoError(t, config.Apply(cfg, []config.Override{{Key: a.Key, Values: []string{bad}}}))
+				err := config.Check(cfg)
+				require.ErrorIs(t, err, config.ErrInvalid, "%s %s: %s", r.Name, a.Key, bad)
+				var about []string
+				for _, p := range config.Problems(err) {
+					if strings.HasPrefix(p.Error(), a.Key+": ") {
+						about = append(about, p.Error())
+					}
+				}
+				require.Len(t, about, 1, "%s %s: %s: %v", r.Name, a.Key, bad, err)
+				require.True(t, strings.HasPrefix(about[0], a.Key+": "+want), "%s: %s", r.Name, about[0])
+			}
+		}
+	}
+}
