@@ -4,6 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -101,4 +104,39 @@ func TestRunOriginBadConfig(t *testing.T) {
 	err = Run(t.Context(), factory(), &Options{Role: r, ConfigPath: "x", LogLevel: "loud"})
 	require.ErrorContains(t, err, "--log-level")
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
+}
+
+// TestExamplesNameRealFlags: every flag a role's example config mentions is a flag of `serve
+// ROLE`, and one that "overrides it" overrides the key the comment is on.
+func TestExamplesNameRealFlags(t *testing.T) {
+	t.Parallel()
+	mention := regexp.MustCompile(`--([a-z][a-z-]*)`)
+	overrides := regexp.MustCompile(`The --([a-z-]+) flag overrides it`)
+	keyLine := regexp.MustCompile(`^\s*([a-z0-9_]+):`)
+	for _, r := range roles.All() {
+		keys := map[string]string{"config": "", "log-level": ""} // flag -> the key it overrides
+		for _, fl := range append(slices.Clone(commonFlags), help[r.Name].flags...) {
+			keys[fl.name] = fl.key
+		}
+		lines := strings.Split(r.Example, "\n")
+		for i, line := range lines {
+			for _, m := range mention.FindAllStringSubmatch(line, -1) {
+				_, ok := keys[m[1]]
+				require.True(t, ok, "%s example, line %d: serve %s has no --%s", r.Name, i+1, r.Name, m[1])
+			}
+			m := overrides.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			var key string
+			for _, next := range lines[i+1:] {
+				if k := keyLine.FindStringSubmatch(next); k != nil {
+					key = k[1]
+					break
+				}
+			}
+			flagKey := keys[m[1]]
+			require.Equal(t, flagKey[strings.LastIndex(flagKey, ".")+1:], key, "%s example, line %d: --%s overrides %s", r.Name, i+1, m[1], flagKey)
+		}
+	}
 }
