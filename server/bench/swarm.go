@@ -28,6 +28,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/origin"
 )
 
@@ -790,11 +791,16 @@ func (s *swarmCluster) originClient() *client.Origin {
 // tracker (one per agent without P2P), and the agents, capped at cfg.Rate both ways, plus the
 // baseline agent unless it is skipped. On error it stops what it started.
 func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logger) (*swarmCluster, error) {
-	hc := &http.Client{Transport: &http.Transport{
-		MaxIdleConnsPerHost: 4,
-		MaxIdleConns:        4 * (cfg.Agents + 4),
-		DisableCompression:  true,
-	}}
+	// One client for the benchmark's pulls and every role's calls to the others (closed by
+	// close). Dials stay bounded; response headers are not, as in the agent's own client: a
+	// pull is bounded by the run's timeout, an agent's tracker call by its scheduler, and the
+	// tracker waits for an origin's metainfo. A few idle connections per server are enough:
+	// each agent is pulled from by one client.
+	hc := httpserve.NewClient(httpserve.ClientOptions{
+		ResponseHeaderTimeout: -1,
+		MaxIdleConnsPerHost:   4,
+		MaxIdleConns:          4 * (cfg.Agents + 4),
+	})
 	n := cfg.Agents
 	if !cfg.SkipBaseline {
 		n++
