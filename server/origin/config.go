@@ -60,7 +60,6 @@ type StoreConfig struct {
 // PeerConfig configures how the origin seeds blobs to agents over the swarm protocol.
 type PeerConfig struct {
 	// Listen is the address of the swarm port ("127.0.0.1:15001"); empty disables seeding.
-	// The --peer-listen flag overrides it.
 	Listen string `yaml:"listen"`
 	// Advertise is the swarm address trackers hand out; defaults to Listen.
 	Advertise string `yaml:"advertise"`
