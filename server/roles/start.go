@@ -2,9 +2,12 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,37 +43,84 @@ func (e Env) gatherer() prometheus.Gatherer {
 	return e.Metrics
 }
 
-// listeners are a config's listeners by key; a key whose address is empty (that listener is
-// off) has none.
-type listeners map[string]net.Listener
+// listeners are the listeners bound for a config's ListenAddrs, handed to the role by key with
+// take. Keys are strings, so start checks them: a key that is not one of the config's, or a
+// bound listener that no key took, would otherwise leak a port or leave a listener unserved
+// (an origin that does not seed).
+type listeners struct {
+	keys    map[string]bool // every key of ListenAddrs, bound or off
+	bound   map[string]net.Listener
+	taken   []net.Listener
+	unknown []string
+}
 
 // listen binds every address cfg names. On error it closes what it bound and names the key.
-func listen(ctx context.Context, cfg config.Listener) (listeners, error) {
+func listen(ctx context.Context, cfg config.Listener) (*listeners, error) {
 	var lc net.ListenConfig
-	lns := listeners{}
+	lns := &listeners{keys: map[string]bool{}, bound: map[string]net.Listener{}}
 	for _, a := range cfg.ListenAddrs() {
+		lns.keys[a.Key] = true
 		if a.Addr == "" {
 			continue
 		}
 		ln, err := lc.Listen(ctx, "tcp", a.Addr)
 		if err != nil {
-			for _, l := range lns {
-				_ = l.Close() // never used; the bind error is the one to report
-			}
+			lns.close()
 			return nil, fmt.Errorf("%s: %w", a.Key, err)
 		}
-		lns[a.Key] = ln
+		lns.bound[a.Key] = ln
 	}
 	return lns, nil
 }
 
-// start is the one way a role is started from its completed config: bind its listeners, then
-// build it on them. build owns the listeners from the call on (a role's New closes them when
-// it fails).
+// take hands out the listener of key, nil when that listener is off. Each is handed out once.
+func (l *listeners) take(key string) net.Listener {
+	if !l.keys[key] {
+		l.unknown = append(l.unknown, key)
+		return nil
+	}
+	ln, ok := l.bound[key]
+	if !ok {
+		return nil
+	}
+	delete(l.bound, key)
+	l.taken = append(l.taken, ln)
+	return ln
+}
+
+// done reports the keys taken that the config does not have and the listeners bound that were
+// not taken. When there are any, it closes every listener, taken or not: the role is not built.
+func (l *listeners) done() error {
+	var errs []error
+	for _, key := range l.unknown {
+		errs = append(errs, fmt.Errorf("start: %q is not a listen key of the config", key))
+	}
+	for _, key := range slices.Sorted(maps.Keys(l.bound)) {
+		errs = append(errs, fmt.Errorf("start: %s is bound but the role does not take it", key))
+	}
+	if len(errs) > 0 {
+		l.close()
+	}
+	return errors.Join(errs...)
+}
+
+func (l *listeners) close() {
+	for _, ln := range l.bound {
+		_ = ln.Close() // never used; the error that stops the start is the one to report
+	}
+	for _, ln := range l.taken {
+		_ = ln.Close() // as above
+	}
+}
+
+// start is the one way a role is started from its completed config: bind its listeners, take
+// each into the role's deps, then build it on them. build owns the listeners from the call on
+// (a role's New closes them when it fails); until then start does, and it refuses a listener
+// deps did not take.
 func start[C any, P interface {
 	*C
 	config.Listener
-}](ctx context.Context, cfg config.Role, build func(C, listeners) (server.Role, error)) (server.Role, error) {
+}, D any, R server.Role](ctx context.Context, cfg config.Role, deps func(*listeners) D, build func(C, D) (R, error)) (server.Role, error) {
 	c, ok := cfg.(P)
 	if !ok {
 		return nil, fmt.Errorf("start: config is %T, want %T", cfg, P(nil))
@@ -79,50 +129,58 @@ func start[C any, P interface {
 	if err != nil {
 		return nil, err
 	}
-	return build(*c, lns)
+	d := deps(lns)
+	if err := lns.done(); err != nil {
+		return nil, err
+	}
+	r, err := build(*c, d)
+	if err != nil {
+		return nil, err // not r: a nil *Server in a server.Role is not nil
+	}
+	return r, nil
 }
 
 func startAgent(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
-	return start(ctx, cfg, func(c agent.Config, lns listeners) (server.Role, error) {
-		return agent.New(c, agent.Deps{
-			Listener: lns["listen"], PeerListener: lns["peer_listen"], AdminListener: lns["admin_listen"],
+	return start(ctx, cfg, func(lns *listeners) agent.Deps {
+		return agent.Deps{
+			Listener: lns.take("listen"), PeerListener: lns.take("peer_listen"), AdminListener: lns.take("admin_listen"),
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		})
-	})
+		}
+	}, agent.New)
 }
 
 func startOrigin(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
-	return start(ctx, cfg, func(c origin.Config, lns listeners) (server.Role, error) {
-		return origin.New(c, origin.Deps{
-			Listener: lns["listen"], PeerListener: lns["peer.listen"], AdminListener: lns["admin_listen"],
+	return start(ctx, cfg, func(lns *listeners) origin.Deps {
+		return origin.Deps{
+			Listener: lns.take("listen"), PeerListener: lns.take("peer.listen"), AdminListener: lns.take("admin_listen"),
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		})
-	})
+		}
+	}, origin.New)
 }
 
 func startTracker(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
-	return start(ctx, cfg, func(c tracker.Config, lns listeners) (server.Role, error) {
-		return tracker.New(c, tracker.Deps{
-			Listener: lns["listen"], AdminListener: lns["admin_listen"],
+	return start(ctx, cfg, func(lns *listeners) tracker.Deps {
+		return tracker.Deps{
+			Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"),
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		})
-	})
+		}
+	}, tracker.New)
 }
 
 func startProxy(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
-	return start(ctx, cfg, func(c proxy.Config, lns listeners) (server.Role, error) {
-		return proxy.New(c, proxy.Deps{
-			Listener: lns["listen"], AdminListener: lns["admin_listen"],
+	return start(ctx, cfg, func(lns *listeners) proxy.Deps {
+		return proxy.Deps{
+			Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"),
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		})
-	})
+		}
+	}, proxy.New)
 }
 
 func startBuildIndex(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
-	return start(ctx, cfg, func(c buildindex.Config, lns listeners) (server.Role, error) {
-		return buildindex.New(c, buildindex.Deps{
-			Listener: lns["listen"], RaftListener: lns["raft_listen"], AdminListener: lns["admin_listen"],
+	return start(ctx, cfg, func(lns *listeners) buildindex.Deps {
+		return buildindex.Deps{
+			Listener: lns.take("listen"), RaftListener: lns.take("raft_listen"), AdminListener: lns.take("admin_listen"),
 			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		})
-	})
+		}
+	}, buildindex.New)
 }

@@ -2,6 +2,7 @@ package roles_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -85,5 +86,38 @@ func TestStartNamesTheKeyThatCannotBind(t *testing.T) {
 		ln, err := net.Listen("tcp", addr)
 		require.NoError(t, err, "%s was released", addr)
 		require.NoError(t, ln.Close())
+	}
+}
+
+// TestStartEveryRole starts every role from a minimal config with each of its listeners on
+// 127.0.0.1:0: Start succeeds only when the role took every listener the config bound, so a
+// key start.go misspells, or a listen key added without its Deps field, fails here.
+func TestStartEveryRole(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	required := map[string]string{
+		"agent":       "trackers: [127.0.0.1:1]\nstore_dir: " + filepath.Join(dir, "agent") + "\npeer_advertise: 127.0.0.1:1\n",
+		"origin":      "store: {dir: " + filepath.Join(dir, "origin") + "}\nadvertise: 127.0.0.1:1\n",
+		"tracker":     "origins: [127.0.0.1:1]\n",
+		"proxy":       "origins: [127.0.0.1:1]\nbuild_index: [127.0.0.1:2]\n",
+		"build-index": "dir: " + filepath.Join(dir, "build-index") + "\nverify_content: false\nadvertise: 127.0.0.1:1\nraft: {advertise: 127.0.0.1:2}\n",
+	}
+	for _, r := range roles.All() {
+		cfg := r.NewConfig()
+		cfg.Defaults()
+		var overrides []config.Override
+		for _, a := range cfg.ListenAddrs() {
+			overrides = append(overrides, config.Override{Key: a.Key, Values: []string{"127.0.0.1:0"}})
+		}
+		require.Contains(t, required, r.Name)
+		cfg = r.NewConfig()
+		require.NoError(t, config.Unmarshal([]byte(required[r.Name]), cfg), r.Name)
+		require.NoError(t, config.Apply(cfg, overrides), r.Name)
+		require.NoError(t, config.Check(cfg), r.Name)
+		srv, err := r.Start(t.Context(), cfg, roles.Env{})
+		require.NoError(t, err, r.Name)
+		c, ok := srv.(io.Closer)
+		require.True(t, ok, "%s: %T can be released without running", r.Name, srv)
+		require.NoError(t, c.Close(), r.Name)
 	}
 }
