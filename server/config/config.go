@@ -244,7 +244,7 @@ func Problems(err error) []error {
 	if err == nil {
 		return nil
 	}
-	if ce, ok := err.(*Error); ok {
+	if ce, ok := err.(*Error); ok { //nolint:errorlint // only an *Error as it is: one wrapped in context says more than its problems
 		return slices.Clone(ce.Problems)
 	}
 	j, ok := err.(interface{ Unwrap() []error })

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/server"
 	"github.com/krakenctl/krakenctl/server/config"
 )
 
@@ -95,5 +96,5 @@ func TestStartReturnsNilOnFailure(t *testing.T) {
 		return d
 	}, func(pair, pairDeps) (*pairRole, error) { return nil, errors.New("no") })
 	require.EqualError(t, err, "no")
-	require.True(t, r == nil, "%#v", r) // require.Nil would take a nil *pairRole for nil
+	require.Equal(t, server.Role(nil), r, "not a nil *pairRole, which require.Nil would take for nil")
 }
