@@ -35,6 +35,7 @@ func buildIndexCluster(t *testing.T, dir string, n int, origin, storage string) 
 			join = "join: [" + first + "]\n"
 		}
 		cfg := fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
 raft_listen: %s
 dir: %s
 origins: [%s]
@@ -144,7 +145,7 @@ func TestBuildIndexProcesses(t *testing.T) {
 	// One origin holds the content the tags point at.
 	originAddr := freeAddr(t)
 	ocfg := filepath.Join(dir, "origin.yaml")
-	require.NoError(t, os.WriteFile(ocfg, []byte(fmt.Sprintf("listen: %s\nstore:\n  dir: %s\n", originAddr, filepath.Join(dir, "origin"))), 0o644))
+	require.NoError(t, os.WriteFile(ocfg, []byte(fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\nstore:\n  dir: %s\n", originAddr, filepath.Join(dir, "origin"))), 0o644))
 	ologf, err := os.Create(filepath.Join(dir, "origin.log"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ologf.Close() }) // the child process wrote it; nothing is buffered here

@@ -119,6 +119,7 @@ func TestOriginProcesses(t *testing.T) {
 	procs := make([]*proc, len(addrs))
 	for i, a := range addrs {
 		cfg := fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
 store:
   dir: %s
 ring:

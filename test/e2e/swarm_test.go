@@ -65,6 +65,7 @@ func newSwarmLab(t *testing.T, originRate string) *swarmLab {
 		peer := freeAddr(t)
 		l.peerOf[a] = peer
 		cfg := l.write(fmt.Sprintf("origin-%d", i), fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
 store:
   dir: %s
 ring:
@@ -84,6 +85,7 @@ peer:
 	for i := range 2 {
 		a := freeAddr(t)
 		cfg := l.write(fmt.Sprintf("tracker-%d", i), fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
 origins: [%s]
 replicas: 2
 announce_interval: 1s
@@ -114,6 +116,7 @@ func (l *swarmLab) agent(name, ingress string) *proc {
 		trackers = append(trackers, tp.addr)
 	}
 	cfg := l.write(name, fmt.Sprintf(`listen: %s
+admin_listen: 127.0.0.1:0
 peer_listen: %s
 trackers: [%s]
 store_dir: %s
