@@ -26,7 +26,7 @@ run() {
   local load
   load=$(cut -d' ' -f1 /proc/loadavg)
   echo "ab-bench: $label ($bin) $* (load $load)" >&2
-  "$bin" "${@:3}" -o json | jq -c --arg label "$label" --arg load "$load" '{label: $label, load: ($load|tonumber), result: .}'
+  "$bin" "${@:3}" -o json | jq -c --arg which "$label" --arg load "$load" '{"binary": $which, "load": ($load|tonumber), "result": .}'
 }
 
 for ((i = 1; i <= rounds; i++)); do
