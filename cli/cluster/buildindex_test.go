@@ -14,6 +14,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // biNode is one build-index node running on 127.0.0.1:0 until the test's cleanup.
@@ -52,7 +53,7 @@ func startNode(t *testing.T, id string, bootstrap bool, join string, be backend.
 		cfg.Join = []string{join}
 	}
 	hc := testClient(t)
-	srv, err := buildindex.New(cfg, buildindex.Deps{Listener: hl, RaftListener: rl, Backend: be, HTTPClient: hc})
+	srv, err := buildindex.New(cfg, buildindex.Deps{Deps: role.Deps{Listener: hl, HTTPClient: hc}, RaftListener: rl, Backend: be})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -102,14 +103,14 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer func() { _ = ln.Close() }()
-	_, err = agent.New(cfg, agent.Deps{Listener: ln})
+	_, err = agent.New(cfg, agent.Deps{Deps: role.Deps{Listener: ln}})
 	require.ErrorContains(t, err, "no peer listener")
 	// New owns the listeners it is given, even when it fails: the caller has nothing to close.
 	_, err = ln.Accept()
 	require.ErrorIs(t, err, net.ErrClosed)
 	ln1, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	_, err = agent.New(agent.Config{}, agent.Deps{Listener: ln1, PeerListener: ln1})
+	_, err = agent.New(agent.Config{}, agent.Deps{Deps: role.Deps{Listener: ln1}, PeerListener: ln1})
 	require.ErrorContains(t, err, "trackers: required")
 
 	// Built but never run: Close releases the listeners and the store, so another agent can
@@ -118,7 +119,7 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	require.NoError(t, err)
 	ln2, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err := agent.New(cfg, agent.Deps{Listener: ln2, PeerListener: pln})
+	srv, err := agent.New(cfg, agent.Deps{Deps: role.Deps{Listener: ln2}, PeerListener: pln})
 	require.NoError(t, err)
 	require.NoError(t, srv.Close())
 	_, err = pln.Accept()
@@ -127,7 +128,7 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	require.NoError(t, err)
 	pln3, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err = agent.New(cfg, agent.Deps{Listener: ln3, PeerListener: pln3})
+	srv, err = agent.New(cfg, agent.Deps{Deps: role.Deps{Listener: ln3}, PeerListener: pln3})
 	require.NoError(t, err, "the store directory was released")
 	require.NoError(t, srv.Close())
 }

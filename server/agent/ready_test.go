@@ -11,6 +11,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // runAgent runs an agent whose trackers are the given ones (not an injected tracker), until
@@ -24,7 +25,7 @@ func runAgent(t *testing.T, trackers []string) string {
 		lns[i] = ln
 	}
 	srv, err := agent.New(agent.Config{Trackers: trackers, StoreDir: t.TempDir()},
-		agent.Deps{Listener: lns[0], PeerListener: lns[1], AdminListener: lns[2]})
+		agent.Deps{Deps: role.Deps{Listener: lns[0], AdminListener: lns[2]}, PeerListener: lns[1]})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

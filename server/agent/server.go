@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
@@ -24,25 +22,12 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
-// Deps are the agent's collaborators.
+// Deps are the agent's collaborators. Its Listener serves the blob API and its HTTPClient talks
+// to the trackers and the build-index.
 type Deps struct {
-	// Listener serves the blob API; required (tests pass 127.0.0.1:0). New takes ownership of
-	// it, and of the other listeners, even when it fails.
-	Listener net.Listener
+	role.Deps
 	// PeerListener accepts swarm connections; required.
 	PeerListener net.Listener
-	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
-	AdminListener net.Listener
-	// Logger receives structured logs; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the agent's, the scheduler's and the store's metrics; nil registers
-	// none.
-	Registerer prometheus.Registerer
-	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
-	Gatherer prometheus.Gatherer
-	// HTTPClient talks to the trackers and the build-index; nil means a default client whose
-	// idle connections are closed when the Server stops.
-	HTTPClient *http.Client
 	// Tracker replaces the tracker client built from Config.Trackers (tests use an in-process
 	// tracker).
 	Tracker scheduler.Tracker
@@ -66,7 +51,7 @@ type Server struct {
 // New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
 // caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("agent", deps.Logger, deps.Listener, deps.PeerListener, deps.AdminListener)
+	b := role.New("agent", deps.Deps, deps.PeerListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, b.Fail(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // startOrigins runs n in-process origins on 127.0.0.1 sharing one filesystem backend, and
@@ -47,7 +48,7 @@ func startOrigins(t *testing.T, n int) []string {
 			Store:     origin.StoreConfig{Dir: filepath.Join(dir, fmt.Sprintf("origin-%d", i))},
 			Ring:      ring.Config{Members: addrs, Replicas: min(3, n), HealthInterval: time.Second, HealthTimeout: time.Second},
 			Backends:  []backends.Config{{Namespace: ".*", Name: "fs", FS: &fs.Config{Root: filepath.Join(dir, "backend")}}},
-		}, origin.Deps{Listener: ln})
+		}, origin.Deps{Deps: role.Deps{Listener: ln}})
 		if err != nil {
 			for _, l := range lns[i:] {
 				_ = l.Close() // the New error is the one to report

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/admin"
@@ -86,29 +85,17 @@ type Store interface {
 	Changes(from uint64) (<-chan tagstore.Change, func())
 }
 
-// Deps are a build-index node's collaborators.
+// Deps are a build-index node's collaborators. Its Listener serves the HTTP API and its
+// HTTPClient talks to origins and to the other build-index nodes.
 type Deps struct {
-	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0). New takes ownership of
-	// it, and of the other listeners, even when it fails.
-	Listener net.Listener
+	role.Deps
 	// RaftListener carries Raft traffic; required unless Store is set.
 	RaftListener net.Listener
-	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
-	AdminListener net.Listener
 	// Store replaces the Raft store opened from Config.Raft (tests pass fakes). The Server
 	// does not close an injected store.
 	Store Store
-	// Logger receives structured logs; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the node's metrics (and the Raft store's); nil registers nowhere.
-	Registerer prometheus.Registerer
-	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
-	Gatherer prometheus.Gatherer
 	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
 	Backend backend.Backend
-	// HTTPClient talks to origins and to the other build-index nodes; nil means a default
-	// client whose idle connections are closed when the Server stops.
-	HTTPClient *http.Client
 }
 
 // Server is one build-index node. Build it with New and run it with Run (or release it with
@@ -136,7 +123,7 @@ type Server struct {
 // backends. It starts nothing but the Raft store (which takes part in elections from here on);
 // the caller must then Run or Close the Server.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("build-index", deps.Logger, deps.Listener, deps.RaftListener, deps.AdminListener)
+	b := role.New("build-index", deps.Deps, deps.RaftListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, b.Fail(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -611,12 +612,12 @@ func TestNewErrors(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer func() { _ = ln.Close() }()
-	_, err = New(cfg, Deps{Listener: ln})
+	_, err = New(cfg, Deps{Deps: role.Deps{Listener: ln}})
 	require.ErrorContains(t, err, "no raft listener")
 	// Backends that do not route the tags namespace.
 	cfg.Backends = nil
 	cfg.TagsNamespace = "tags"
-	srv, err := New(cfg, Deps{Listener: ln, Store: newFakeStore("a"), Backend: memory.New()})
+	srv, err := New(cfg, Deps{Deps: role.Deps{Listener: ln}, Store: newFakeStore("a"), Backend: memory.New()})
 	require.NoError(t, err)
 	require.NoError(t, srv.Close())
 	require.ErrorContains(t, srv.Run(t.Context()), "already started")

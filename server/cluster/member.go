@@ -20,6 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/proxy"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/server/tracker"
 )
 
@@ -220,6 +221,15 @@ func (c *Cluster) addrs(r Role) []string {
 	return out
 }
 
+// roleDeps is what every member takes, whatever its role: its data and admin listeners, the
+// cluster's logger and HTTP client, and the member's own registry.
+func (c *Cluster) roleDeps(l listeners, reg *prometheus.Registry) role.Deps {
+	return role.Deps{
+		Listener: l.data, AdminListener: l.admin,
+		Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient,
+	}
+}
+
 func (c *Cluster) originOpener(m *member) opener {
 	cfg := origin.Config{
 		Listen:      m.addr,
@@ -237,10 +247,7 @@ func (c *Cluster) originOpener(m *member) opener {
 		c.spec.OriginConfig(m.index, &cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return origin.New(cfg, origin.Deps{
-			Listener: l.data, PeerListener: l.peer, AdminListener: l.admin,
-			Logger: c.log, Registerer: reg, Gatherer: reg, Backend: c.spec.Backend, HTTPClient: c.deps.HTTPClient,
-		})
+		return origin.New(cfg, origin.Deps{Deps: c.roleDeps(l, reg), PeerListener: l.peer, Backend: c.spec.Backend})
 	}
 }
 
@@ -267,10 +274,7 @@ func (c *Cluster) buildIndexOpener(m *member) opener {
 	}
 	m.nodeID = cfg.Raft.NodeID
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return buildindex.New(cfg, buildindex.Deps{
-			Listener: l.data, RaftListener: l.peer, AdminListener: l.admin,
-			Logger: c.log, Registerer: reg, Gatherer: reg, Backend: c.spec.Backend, HTTPClient: c.deps.HTTPClient,
-		})
+		return buildindex.New(cfg, buildindex.Deps{Deps: c.roleDeps(l, reg), RaftListener: l.peer, Backend: c.spec.Backend})
 	}
 }
 
@@ -280,10 +284,7 @@ func (c *Cluster) trackerOpener(m *member) opener {
 		c.spec.TrackerConfig(m.index, &cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return tracker.New(cfg, tracker.Deps{
-			Listener: l.data, AdminListener: l.admin,
-			Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient,
-		})
+		return tracker.New(cfg, tracker.Deps{Deps: c.roleDeps(l, reg)})
 	}
 }
 
@@ -299,10 +300,7 @@ func (c *Cluster) proxyOpener(m *member, tweak func(*proxy.Config)) opener {
 		tweak(&cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return proxy.New(cfg, proxy.Deps{
-			Listener: l.data, AdminListener: l.admin,
-			Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient,
-		})
+		return proxy.New(cfg, proxy.Deps{Deps: c.roleDeps(l, reg)})
 	}
 }
 
@@ -330,9 +328,6 @@ func (c *Cluster) agentOpener(m *member, tweak func(*agent.Config)) opener {
 		tweak(&cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return agent.New(cfg, agent.Deps{
-			Listener: l.data, PeerListener: l.peer, AdminListener: l.admin,
-			Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient, Tracker: c.deps.AgentTracker,
-		})
+		return agent.New(cfg, agent.Deps{Deps: c.roleDeps(l, reg), PeerListener: l.peer, Tracker: c.deps.AgentTracker})
 	}
 }

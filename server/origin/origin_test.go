@@ -23,6 +23,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
 	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // node is one origin of an in-process test cluster. It can be stopped and started again on the
@@ -350,7 +351,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Ring: ring.Config{Members: []string{"127.0.0.1:2"}}}, "advertise"},
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Writeback: origin.WritebackConfig{Workers: -1}}, "writeback.workers"},
 	} {
-		_, err := origin.New(tc.cfg, origin.Deps{Listener: ln})
+		_, err := origin.New(tc.cfg, origin.Deps{Deps: role.Deps{Listener: ln}})
 		require.Error(t, err)
 		require.ErrorContains(t, err, tc.want)
 	}
@@ -414,7 +415,7 @@ func TestCloseWithoutRun(t *testing.T) {
 	for range 2 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
-		srv, err := origin.New(cfg, origin.Deps{Listener: ln})
+		srv, err := origin.New(cfg, origin.Deps{Deps: role.Deps{Listener: ln}})
 		require.NoError(t, err)
 		require.NoError(t, srv.Close())
 		require.Error(t, srv.Run(t.Context()))

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/krakenctl/krakenctl/backend"
@@ -30,24 +29,12 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
-// Deps are the origin's collaborators.
+// Deps are the origin's collaborators. Its Listener serves the blob API and its HTTPClient talks
+// to the other origins.
 type Deps struct {
-	// Listener serves the blob API; required (tests pass 127.0.0.1:0). New takes ownership of
-	// it, and of the other listeners, even when it fails.
-	Listener net.Listener
-	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
-	AdminListener net.Listener
-	// Logger receives structured logs; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the origin's metrics; nil registers nowhere.
-	Registerer prometheus.Registerer
-	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
-	Gatherer prometheus.Gatherer
+	role.Deps
 	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
 	Backend backend.Backend
-	// HTTPClient talks to the other origins; nil means a default client whose idle
-	// connections are closed when the Server stops.
-	HTTPClient *http.Client
 	// Checker overrides the ring's health checker.
 	Checker ring.Checker
 	// PeerListener accepts swarm connections from agents; nil means the origin does not seed
@@ -82,7 +69,7 @@ type Server struct {
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;
 // the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("origin", deps.Logger, deps.Listener, deps.AdminListener, deps.PeerListener)
+	b := role.New("origin", deps.Deps, deps.PeerListener)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, b.Fail(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/registry/registrytest"
+	"github.com/krakenctl/krakenctl/server/role"
 )
 
 // image is a pushed test image: its blobs and manifest.
@@ -529,7 +530,7 @@ func TestNew(t *testing.T) {
 	require.ErrorContains(t, err, "no listener")
 	ln := listen(t)
 	defer func() { _ = ln.Close() }()
-	_, err = proxy.New(proxy.Config{}, proxy.Deps{Listener: ln})
+	_, err = proxy.New(proxy.Config{}, proxy.Deps{Deps: role.Deps{Listener: ln}})
 	require.ErrorContains(t, err, "origins: required")
 	require.ErrorContains(t, err, "build_index: required")
 }

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -18,24 +16,12 @@ import (
 	"github.com/krakenctl/krakenctl/server/role"
 )
 
-// Deps are a proxy's collaborators.
+// Deps are a proxy's collaborators. Its Listener serves the OCI distribution API and its
+// HTTPClient talks to the origins and the build-index; a nil HTTPClient is built from
+// Config.Timeouts, and one given should set Transport.ExpectContinueTimeout, or chunks refused
+// by a busy origin session are not retried.
 type Deps struct {
-	// Listener serves the OCI distribution API; required (tests pass 127.0.0.1:0). New takes
-	// ownership of it, and of AdminListener, even when it fails.
-	Listener net.Listener
-	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
-	AdminListener net.Listener
-	// Logger receives structured logs; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the proxy's metrics (and its ring's); nil registers nowhere.
-	Registerer prometheus.Registerer
-	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
-	Gatherer prometheus.Gatherer
-	// HTTPClient talks to the origins and the build-index; nil means a client built from
-	// Config.Timeouts whose idle connections are closed when the Server stops. A client given
-	// here should set Transport.ExpectContinueTimeout, or chunks refused by a busy origin
-	// session are not retried.
-	HTTPClient *http.Client
+	role.Deps
 	// Checker overrides the health checks of the origins (tests).
 	Checker ring.Checker
 }
@@ -53,7 +39,7 @@ type Server struct {
 
 // New validates cfg and builds a proxy. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("proxy", deps.Logger, deps.Listener, deps.AdminListener)
+	b := role.New("proxy", deps.Deps)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, b.Fail(err)

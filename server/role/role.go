@@ -2,8 +2,8 @@
 // stop is written once: who owns the listeners, which HTTP servers and loops run, what is
 // closed, in which order, and what is logged.
 //
-// A role's New builds a Base first, handing it every listener from its Deps; from then on the
-// Base owns them. Each resource the role opens is registered with OnClose as soon as it is open,
+// Every role's Deps embeds Deps, the collaborators all roles share. A role's New builds a Base
+// first, handing it every listener from its Deps; from then on the Base owns them. Each resource the role opens is registered with OnClose as soon as it is open,
 // and every error return goes through Fail, which closes all of it: a New that fails leaves
 // nothing open. Run serves the registered HTTP servers and loops until the context ends or one
 // of them fails, then closes everything once. Close releases a Base that was never Run.
@@ -55,15 +55,36 @@ type closer struct {
 	fn   func() error
 }
 
+// Deps are the collaborators every role takes; each role's Deps embeds them and says what its
+// Listener serves and whom its HTTPClient talks to.
+type Deps struct {
+	// Listener serves the role's API; required (tests pass 127.0.0.1:0). The role's New takes
+	// ownership of it, and of every other listener in its Deps, even when it fails.
+	Listener net.Listener
+	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
+	AdminListener net.Listener
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the role's metrics (and those of what it builds: a store, a ring, a
+	// scheduler); nil registers nowhere.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
+	Gatherer prometheus.Gatherer
+	// HTTPClient talks to the role's peers; nil means a default client whose idle connections
+	// are closed when the Server stops.
+	HTTPClient *http.Client
+}
+
 // New returns the Base of the role called name (it labels every log line as "role"). It takes
-// ownership of the listeners at once, nil ones skipped: whatever happens next, they are closed
-// by Fail, Run or Close. log may be nil (discard).
-func New(name string, log *slog.Logger, listeners ...net.Listener) *Base {
+// ownership of d's listeners and of extra, the role's own, at once, nil ones skipped: whatever
+// happens next, they are closed by Fail, Run or Close.
+func New(name string, d Deps, extra ...net.Listener) *Base {
+	log := d.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Base{name: name, log: log.With("role", name)}
-	for _, ln := range listeners {
+	for _, ln := range append([]net.Listener{d.Listener, d.AdminListener}, extra...) {
 		if ln != nil {
 			b.lns = append(b.lns, ln)
 		}

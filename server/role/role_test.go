@@ -35,7 +35,7 @@ func requireClosed(t *testing.T, ln net.Listener) {
 func TestFailClosesEverything(t *testing.T) {
 	t.Parallel()
 	a, b := listen(t), listen(t)
-	base := role.New("thing", nil, a, nil, b)
+	base := role.New("thing", role.Deps{Listener: a}, nil, b)
 	var order []string
 	base.OnClose("first", func() error { order = append(order, "first"); return nil })
 	base.OnClose("second", func() error { order = append(order, "second"); return errors.New("logged, not returned") })
@@ -55,7 +55,7 @@ func TestFailClosesEverything(t *testing.T) {
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
 	api, adm := listen(t), listen(t)
-	base := role.New("thing", nil, api, adm)
+	base := role.New("thing", role.Deps{Listener: api, AdminListener: adm})
 	base.Serve(api, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("hi")) }), httpserve.ServerOptions{})
 	base.ServeAdmin(adm, nil, func(context.Context) error { return errors.New("warming up") })
 	loopRan := make(chan struct{})
@@ -97,7 +97,7 @@ func TestRunServesAndStops(t *testing.T) {
 func TestLoopErrorStopsRole(t *testing.T) {
 	t.Parallel()
 	api := listen(t)
-	base := role.New("thing", nil, api)
+	base := role.New("thing", role.Deps{Listener: api})
 	base.Serve(api, http.NotFoundHandler(), httpserve.ServerOptions{})
 	base.Go(func(ctx context.Context) error { <-ctx.Done(); return nil })
 	base.Go(func(context.Context) error { return errors.New("disk gone") })
@@ -113,7 +113,7 @@ func TestLoopErrorStopsRole(t *testing.T) {
 func TestCloseNeverRun(t *testing.T) {
 	t.Parallel()
 	api := listen(t)
-	base := role.New("thing", nil, api)
+	base := role.New("thing", role.Deps{Listener: api})
 	closed := 0
 	base.OnClose("res", func() error { closed++; return nil })
 	require.NoError(t, base.Close())
@@ -127,7 +127,7 @@ func TestCloseNeverRun(t *testing.T) {
 // TestClientOwnership: a client passed in is the caller's; one built here is the role's.
 func TestClientOwnership(t *testing.T) {
 	t.Parallel()
-	base := role.New("thing", nil)
+	base := role.New("thing", role.Deps{})
 	mine := &http.Client{}
 	require.Same(t, mine, base.Client(mine, httpserve.ClientOptions{}))
 	built := base.Client(nil, httpserve.ClientOptions{})
@@ -141,7 +141,7 @@ func TestClientOwnership(t *testing.T) {
 func TestLoopsOutliveDrainingServers(t *testing.T) {
 	t.Parallel()
 	api := listen(t)
-	base := role.New("thing", nil, api)
+	base := role.New("thing", role.Deps{Listener: api})
 	loopStarted, loopDone := make(chan struct{}), make(chan struct{})
 	base.Go(func(ctx context.Context) error {
 		close(loopStarted)
@@ -201,7 +201,7 @@ func TestLoopsOutliveDrainingServers(t *testing.T) {
 func TestAdminFailureIsNotTheRoles(t *testing.T) {
 	t.Parallel()
 	api, adm := listen(t), listen(t)
-	base := role.New("thing", nil, api, adm)
+	base := role.New("thing", role.Deps{Listener: api, AdminListener: adm})
 	base.Serve(api, http.NotFoundHandler(), httpserve.ServerOptions{})
 	base.ServeAdmin(adm, nil, nil)
 	require.NoError(t, adm.Close()) // the admin server's Serve fails at once

@@ -17,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/proxy"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/server/tracker"
 )
 
@@ -29,18 +30,13 @@ type Env struct {
 	Metrics *prometheus.Registry
 }
 
-func (e Env) registerer() prometheus.Registerer {
-	if e.Metrics == nil {
-		return nil
+// deps takes the listeners every role has and fills in the rest of what every role takes.
+func (e Env) deps(lns *listeners) role.Deps {
+	d := role.Deps{Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"), Logger: e.Logger}
+	if e.Metrics != nil { // a nil *Registry in an interface is not nil
+		d.Registerer, d.Gatherer = e.Metrics, e.Metrics
 	}
-	return e.Metrics
-}
-
-func (e Env) gatherer() prometheus.Gatherer {
-	if e.Metrics == nil {
-		return nil
-	}
-	return e.Metrics
+	return d
 }
 
 // listeners are the listeners bound for a config's ListenAddrs, handed to the role by key with
@@ -142,45 +138,30 @@ func start[C any, P interface {
 
 func startAgent(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
 	return start(ctx, cfg, func(lns *listeners) agent.Deps {
-		return agent.Deps{
-			Listener: lns.take("listen"), PeerListener: lns.take("peer_listen"), AdminListener: lns.take("admin_listen"),
-			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		}
+		return agent.Deps{Deps: env.deps(lns), PeerListener: lns.take("peer_listen")}
 	}, agent.New)
 }
 
 func startOrigin(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
 	return start(ctx, cfg, func(lns *listeners) origin.Deps {
-		return origin.Deps{
-			Listener: lns.take("listen"), PeerListener: lns.take("peer.listen"), AdminListener: lns.take("admin_listen"),
-			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		}
+		return origin.Deps{Deps: env.deps(lns), PeerListener: lns.take("peer.listen")}
 	}, origin.New)
 }
 
 func startTracker(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
 	return start(ctx, cfg, func(lns *listeners) tracker.Deps {
-		return tracker.Deps{
-			Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"),
-			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		}
+		return tracker.Deps{Deps: env.deps(lns)}
 	}, tracker.New)
 }
 
 func startProxy(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
 	return start(ctx, cfg, func(lns *listeners) proxy.Deps {
-		return proxy.Deps{
-			Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"),
-			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		}
+		return proxy.Deps{Deps: env.deps(lns)}
 	}, proxy.New)
 }
 
 func startBuildIndex(ctx context.Context, cfg config.Role, env Env) (server.Role, error) {
 	return start(ctx, cfg, func(lns *listeners) buildindex.Deps {
-		return buildindex.Deps{
-			Listener: lns.take("listen"), RaftListener: lns.take("raft_listen"), AdminListener: lns.take("admin_listen"),
-			Logger: env.Logger, Registerer: env.registerer(), Gatherer: env.gatherer(),
-		}
+		return buildindex.Deps{Deps: env.deps(lns), RaftListener: lns.take("raft_listen")}
 	}, buildindex.New)
 }

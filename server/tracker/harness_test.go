@@ -22,6 +22,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/server/tracker"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
@@ -149,7 +150,10 @@ func startTracker(t *testing.T, cfg tracker.Config, now func() time.Time) *testT
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()
-	srv, err := tracker.New(cfg, tracker.Deps{Listener: ln, AdminListener: aln, Registerer: reg, Gatherer: reg, Now: now, Logger: testLogger(t)})
+	srv, err := tracker.New(cfg, tracker.Deps{
+		Deps: role.Deps{Listener: ln, AdminListener: aln, Registerer: reg, Gatherer: reg, Logger: testLogger(t)},
+		Now:  now,
+	})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	tt := &testTracker{srv: srv, addr: ln.Addr().String(), admin: aln.Addr().String(), reg: reg, cancel: cancel, done: make(chan error, 1)}

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/krakenctl/krakenctl/server/admin"
@@ -18,22 +17,10 @@ import (
 	"github.com/krakenctl/krakenctl/server/role"
 )
 
-// Deps are a tracker's collaborators.
+// Deps are a tracker's collaborators. Its Listener serves the HTTP API and its HTTPClient talks
+// to the origins.
 type Deps struct {
-	// Listener serves the HTTP API; required (tests pass 127.0.0.1:0). New takes ownership of
-	// it, and of AdminListener, even when it fails.
-	Listener net.Listener
-	// AdminListener serves /metrics, /debug/pprof, /health and /readyz; nil serves none.
-	AdminListener net.Listener
-	// Logger receives structured logs; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the tracker's metrics; nil registers nowhere.
-	Registerer prometheus.Registerer
-	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
-	Gatherer prometheus.Gatherer
-	// HTTPClient talks to the origins; nil means a default client whose idle connections are
-	// closed when the Server stops.
-	HTTPClient *http.Client
+	role.Deps
 	// Now is the clock peer expiry is measured with; nil means time.Now (tests move time).
 	Now func() time.Time
 }
@@ -61,7 +48,7 @@ type Server struct {
 
 // New validates cfg and builds a tracker. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("tracker", deps.Logger, deps.Listener, deps.AdminListener)
+	b := role.New("tracker", deps.Deps)
 	cfg.Defaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, b.Fail(err)
