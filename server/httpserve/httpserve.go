@@ -85,6 +85,11 @@ func NewServer(h http.Handler, o ServerOptions) *http.Server {
 func bodyReadTimeout(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
+			// A copy of the request carries the wrapper: net/http looks at the body of the
+			// request it made (its own type) after the handler, to see whether a client that
+			// asked "Expect: 100-continue" was ever told to send. Replaced there, a refused
+			// upload would keep the connection and wait for a body the client never sends.
+			r = r.WithContext(r.Context())
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
 		}
 		h.ServeHTTP(w, r)

@@ -154,3 +154,29 @@ func TestClientBoundsHeaders(t *testing.T) {
 	_, err = hc.Do(req) //nolint:bodyclose // it times out before any answer: there is no body
 	require.ErrorContains(t, err, "timeout awaiting response headers")
 }
+
+// TestRefusedExpectContinue: a handler that refuses a request whose client waits for "100
+// Continue" before sending its body answers at once and closes the connection, as net/http does
+// without the body wrapper; the client is never made to send a body nobody reads. (With the
+// server's own request body replaced, net/http kept the connection and waited for that body:
+// every refused chunk of a docker push stalled for the client's expect-continue timeout.)
+func TestRefusedExpectContinue(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "offset mismatch", http.StatusRequestedRangeNotSatisfiable)
+	})
+	addr := serve(t, httpserve.NewServer(h, httpserve.ServerOptions{}))
+	conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() }) // the server closes it first
+	_, err = fmt.Fprintf(conn, "PATCH /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")
+	require.NoError(t, err)
+	// A bound, not a measurement: without the fix the answer never comes while the body is owed.
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusRequestedRangeNotSatisfiable, resp.StatusCode)
+	require.True(t, resp.Close, "the connection is not kept for a body that was never asked for")
+}
