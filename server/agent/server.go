@@ -51,13 +51,9 @@ type Server struct {
 // New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
 // caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("agent", deps.Deps, deps.PeerListener)
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, b.Fail(err)
-	}
-	if deps.Listener == nil {
-		return nil, b.Fail(errors.New("no listener"))
+	b, err := role.Open("agent", &cfg, deps.Deps, deps.PeerListener)
+	if err != nil {
+		return nil, err
 	}
 	if deps.PeerListener == nil {
 		return nil, b.Fail(errors.New("no peer listener"))

@@ -123,13 +123,9 @@ type Server struct {
 // backends. It starts nothing but the Raft store (which takes part in elections from here on);
 // the caller must then Run or Close the Server.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("build-index", deps.Deps, deps.RaftListener)
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, b.Fail(err)
-	}
-	if deps.Listener == nil {
-		return nil, b.Fail(errors.New("no listener"))
+	b, err := role.Open("build-index", &cfg, deps.Deps, deps.RaftListener)
+	if err != nil {
+		return nil, err
 	}
 	if deps.Store == nil && deps.RaftListener == nil {
 		return nil, b.Fail(errors.New("no raft listener"))
@@ -144,7 +140,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	// A forwarded write or a content check may wait for an origin to pull from storage.
 	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{ResponseHeaderTimeout: 5 * time.Minute, MaxIdleConnsPerHost: 64})
-	var err error
 	if s.metrics, err = newMetrics(deps.Registerer); err != nil {
 		return nil, b.Fail(err)
 	}

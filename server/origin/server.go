@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -69,13 +68,9 @@ type Server struct {
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;
 // the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("origin", deps.Deps, deps.PeerListener)
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, b.Fail(err)
-	}
-	if deps.Listener == nil {
-		return nil, b.Fail(errors.New("no listener"))
+	b, err := role.Open("origin", &cfg, deps.Deps, deps.PeerListener)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		base:       b,

@@ -39,13 +39,9 @@ type Server struct {
 
 // New validates cfg and builds a proxy. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("proxy", deps.Deps)
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, b.Fail(err)
-	}
-	if deps.Listener == nil {
-		return nil, b.Fail(errors.New("no listener"))
+	b, err := role.Open("proxy", &cfg, deps.Deps)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{base: b, cfg: cfg, log: b.Logger(), ln: deps.Listener}
 	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{

@@ -92,6 +92,29 @@ func New(name string, d Deps, extra ...net.Listener) *Base {
 	return b
 }
 
+// Config is what Open checks of a role's config: Defaults fills what is unset, Validate
+// reports every problem (server/config's pipeline has already run both for a config read from a
+// file; a config built in code, as tests and the cluster builder do, gets them here).
+type Config interface {
+	Defaults()
+	Validate() error
+}
+
+// Open is how a role's New begins: New(name, d, extra...), then cfg's defaults and
+// validation, then the check that d has the API listener every role needs. On a problem it
+// has closed every listener and returns the error as Fail does.
+func Open(name string, cfg Config, d Deps, extra ...net.Listener) (*Base, error) {
+	b := New(name, d, extra...)
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, b.Fail(err)
+	}
+	if d.Listener == nil {
+		return nil, b.Fail(errors.New("no listener"))
+	}
+	return b, nil
+}
+
 // Logger is the role's logger, labelled with its name.
 func (b *Base) Logger() *slog.Logger { return b.log }
 

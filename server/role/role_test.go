@@ -225,3 +225,37 @@ func TestAdminFailureIsNotTheRoles(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// cfg is a role config for Open: Validate fails when bad is set, after Defaults ran.
+type cfg struct{ defaulted, bad bool }
+
+func (c *cfg) Defaults() { c.defaulted = true }
+func (c *cfg) Validate() error {
+	if c.bad {
+		return errors.New("port: out of range")
+	}
+	return nil
+}
+
+// TestOpen: Open applies the config's defaults, validates it and wants an API listener; a
+// refusal closes every listener it was given.
+func TestOpen(t *testing.T) {
+	t.Parallel()
+	api, adm, peer := listen(t), listen(t), listen(t)
+	_, err := role.Open("thing", &cfg{bad: true}, role.Deps{Listener: api, AdminListener: adm}, peer)
+	require.EqualError(t, err, "new thing: port: out of range")
+	requireClosed(t, api)
+	requireClosed(t, adm)
+	requireClosed(t, peer)
+
+	adm = listen(t)
+	_, err = role.Open("thing", &cfg{}, role.Deps{AdminListener: adm})
+	require.EqualError(t, err, "new thing: no listener")
+	requireClosed(t, adm)
+
+	c := &cfg{}
+	b, err := role.Open("thing", c, role.Deps{Listener: listen(t)})
+	require.NoError(t, err)
+	require.True(t, c.defaulted)
+	require.NoError(t, b.Close())
+}

@@ -48,13 +48,9 @@ type Server struct {
 
 // New validates cfg and builds a tracker. It starts nothing; the caller must Run or Close it.
 func New(cfg Config, deps Deps) (*Server, error) {
-	b := role.New("tracker", deps.Deps)
-	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, b.Fail(err)
-	}
-	if deps.Listener == nil {
-		return nil, b.Fail(errors.New("no listener"))
+	b, err := role.Open("tracker", &cfg, deps.Deps)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		base:     b,
