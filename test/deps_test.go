@@ -37,7 +37,8 @@ var (
 	roles       = []string{"agent", "origin", "tracker", "proxy", "buildindex"}
 	// leaves import nothing internal outside themselves. server/api and the error vocabulary
 	// are leaves so that clients of the servers can use them without linking a server.
-	leaves = []string{"swarm/castore", "swarm/metainfo", "swarm/wire", "server/api", "server/registry/errcode"}
+	// swarm/snapshot (the swarm API's documents) is one for the same reason.
+	leaves = []string{"swarm/castore", "swarm/metainfo", "swarm/wire", "swarm/snapshot", "server/api", "server/registry/errcode"}
 	// forbiddenBelowCLI are external packages only cli/ and cmd/ may use.
 	forbiddenBelowCLI = []string{"github.com/spf13/cobra", "github.com/spf13/pflag", "os/signal"}
 	// forbiddenNames are package names that say nothing about what a package does.
@@ -64,13 +65,17 @@ type depRule struct {
 	why        string
 }
 
+// clientNever is what the HTTP clients must not reach: the servers' storage, and the swarm
+// engine (they read its reports through swarm/snapshot).
+var clientNever = append([]string{"swarm/scheduler"}, serverStorage...)
+
 var depRules = []depRule{
-	{pkg: "server/client", never: serverStorage,
-		why: "the typed clients speak HTTP; they must not link the servers' storage"},
-	{pkg: "cli/blob", never: serverStorage,
-		why: "push and pull are HTTP clients; they must not link the servers' storage"},
-	{pkg: "cli/endpoints", never: serverStorage,
-		why: "every command resolves addresses here; it must not link the servers' storage"},
+	{pkg: "server/client", never: clientNever,
+		why: "the typed clients speak HTTP; they must not link the swarm engine or the servers' storage"},
+	{pkg: "cli/blob", never: clientNever,
+		why: "push and pull are HTTP clients; they must not link the swarm engine or the servers' storage"},
+	{pkg: "cli/endpoints", never: clientNever,
+		why: "every command resolves addresses here; it must not link the swarm engine or the servers' storage"},
 	{pkg: "server/registry/errcode", stdlibOnly: true, never: serverStorage,
 		why: "the error vocabulary is a leaf of the standard library, as distribution's errcode"},
 }

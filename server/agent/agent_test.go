@@ -22,6 +22,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
 const ns = "library/test"
@@ -416,7 +417,7 @@ func TestEventsStream(t *testing.T) {
 			require.NoError(t, err)
 
 			sc := bufio.NewScanner(resp.Body)
-			var kinds []api.EventKind
+			var kinds []snapshot.EventKind
 			for sc.Scan() {
 				line := sc.Text()
 				var kind string
@@ -431,20 +432,20 @@ func TestEventsStream(t *testing.T) {
 					line, ok = strings.CutPrefix(sc.Text(), "data: ")
 					require.True(t, ok, "%q", sc.Text())
 				}
-				var e api.Event
+				var e snapshot.Event
 				require.NoError(t, json.Unmarshal([]byte(line), &e))
 				require.Equal(t, d, e.Digest, "the filter holds")
 				if sse {
 					require.Equal(t, kind, string(e.Kind))
 				}
 				kinds = append(kinds, e.Kind)
-				if e.Kind == api.EventTorrentDone {
+				if e.Kind == snapshot.EventTorrentDone {
 					break
 				}
 			}
-			require.Contains(t, kinds, api.EventTorrentStart)
-			require.Contains(t, kinds, api.EventPieceReceived)
-			require.Contains(t, kinds, api.EventTorrentDone)
+			require.Contains(t, kinds, snapshot.EventTorrentStart)
+			require.Contains(t, kinds, snapshot.EventPieceReceived)
+			require.Contains(t, kinds, snapshot.EventTorrentDone)
 		})
 	}
 }
@@ -463,10 +464,10 @@ func TestEventsClient(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	got := make(chan api.Event, 4096)
+	got := make(chan snapshot.Event, 4096)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- a.cl.Events(ctx, "", func(e api.Event) error {
+		errc <- a.cl.Events(ctx, "", func(e snapshot.Event) error {
 			select {
 			case got <- e:
 			default:
@@ -474,7 +475,7 @@ func TestEventsClient(t *testing.T) {
 			return nil
 		})
 	}()
-	var seen *api.Event
+	var seen *snapshot.Event
 	for i := 0; seen == nil && i < len(blobs); i++ {
 		_, err := a.cl.Pull(t.Context(), ns, digest.FromBytes(blobs[i]), io.Discard, nil)
 		require.NoError(t, err)
@@ -497,7 +498,7 @@ func TestEventsClient(t *testing.T) {
 	cancel()
 	require.NoError(t, <-errc, "Events returns nil when its context ends")
 
-	err := a.cl.Events(t.Context(), "bad", func(api.Event) error { return nil })
+	err := a.cl.Events(t.Context(), "bad", func(snapshot.Event) error { return nil })
 	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, errcode.CodeDigestInvalid, re.Code)

@@ -10,7 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/registry"
-	"github.com/krakenctl/krakenctl/server/swarmview"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
@@ -27,8 +26,8 @@ func digestFilter(r *http.Request) (digest.Digest, error) {
 	return registry.ParseDigest(v)
 }
 
-// handleTorrents serves the scheduler's statistics as a JSON array of api.TorrentStats, one
-// entry per torrent.
+// handleTorrents serves the scheduler's statistics as a JSON array of snapshot.TorrentStats,
+// one entry per torrent (the scheduler's Stats is never nil, so an idle swarm is served as []).
 func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 	d, err := digestFilter(r)
 	if err != nil {
@@ -41,10 +40,10 @@ func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(swarmview.Torrents(stats))
+	_ = json.NewEncoder(w).Encode(stats)
 }
 
-// handleEvents streams scheduler events (as api.Event) until the client goes away or the agent stops:
+// handleEvents streams scheduler events (snapshot.Event) until the client goes away or the agent stops:
 // newline-delimited JSON, or server-sent events (event: KIND, data: JSON) when the request
 // accepts text/event-stream. Events a slow client cannot take are dropped, not queued.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -86,7 +85,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
-			if err := enc.Encode(swarmview.Event(e)); err != nil {
+			if err := enc.Encode(e); err != nil {
 				return
 			}
 			if sse {

@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
 // AgentResumes is how many times Agent.Pull resumes a transfer that broke off, from the byte
@@ -135,7 +136,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 
 // Torrents returns the agent's torrents (downloads and seeds), or only the one of d when d is
 // not empty.
-func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]api.TorrentStats, error) {
+func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]snapshot.TorrentStats, error) {
 	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmTorrentsPath+digestQuery(d), nil)
 	if err != nil {
 		return nil, fmt.Errorf("get torrents: %w", err)
@@ -144,7 +145,7 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]api.TorrentSta
 		return nil, responseError("get torrents", resp)
 	}
 	defer func() { _ = resp.Body.Close() }() // read side
-	var out []api.TorrentStats
+	var out []snapshot.TorrentStats
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("decode torrents from %s: %w", c.Addr(), err)
 	}
@@ -155,7 +156,7 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]api.TorrentSta
 // empty), from now until ctx ends, fn returns an error, or the agent closes the stream. It
 // returns nil when ctx ends or the agent closes the stream, else fn's or the stream's error.
 // The agent drops events for a client that reads too slowly; it never stalls the swarm.
-func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(api.Event) error) error {
+func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(snapshot.Event) error) error {
 	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmEventsPath+digestQuery(d), http.Header{"Accept": {"application/x-ndjson"}})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -170,7 +171,7 @@ func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(api.Event) 
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxEvent)
 	for sc.Scan() {
-		var e api.Event
+		var e snapshot.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("decode event from %s: %w", c.Addr(), err)
 		}

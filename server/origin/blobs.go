@@ -19,7 +19,6 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
-	"github.com/krakenctl/krakenctl/server/swarmview"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -344,12 +343,12 @@ func (s *Server) handlePeer(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleTorrents lists what the origin is seeding, with per-peer byte counts (a JSON array of
-// api.TorrentStats).
+// snapshot.TorrentStats; [], not null, when there is none).
 func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
-	var stats []scheduler.TorrentStats
+	stats := []scheduler.TorrentStats{}
 	if s.swarm != nil {
 		stats = s.swarm.Stats()
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(swarmview.Torrents(stats))
+	_ = json.NewEncoder(w).Encode(stats)
 }

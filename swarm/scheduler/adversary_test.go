@@ -18,6 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -91,7 +92,7 @@ func (sw *advSwarm) finished(t *testing.T, agent *node, ch <-chan pullResult) {
 // origin is never collateral damage).
 func onlyAdversaryBlacklisted(t *testing.T, rec *recorder, a *adversary) {
 	t.Helper()
-	for _, e := range rec.all(func(e scheduler.Event) bool { return e.Kind == scheduler.EventBlacklist }) {
+	for _, e := range rec.all(func(e scheduler.Event) bool { return e.Kind == snapshot.EventBlacklist }) {
 		require.True(t, e.Peer == a.id.String() || e.Addr == a.addr, "blacklisted someone else: %+v", e)
 	}
 }
@@ -258,26 +259,26 @@ func TestAdversaryDialledByAgent(t *testing.T) {
 				sw.finished(t, agent, got)
 				require.Eventually(t, func() bool { return adv.accepts.Load() >= 2 }, 20*time.Second, 5*time.Millisecond,
 					"the agent dials a peer that hung up cleanly again")
-				require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == scheduler.EventBlacklist }))
+				require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == snapshot.EventBlacklist }))
 				return
 			}
 
 			require.True(t, first.closedByAgent, "the agent closes the connection (it ended with %v)", first.endErr)
-			bl := rec.waitFor(t, "blacklist", adv.kind(scheduler.EventBlacklist))
+			bl := rec.waitFor(t, "blacklist", adv.kind(snapshot.EventBlacklist))
 			require.True(t, errIs(bl, tc.wantErr), "blacklisted for %q, want %q", bl.Err, tc.wantErr)
 			bannedAt := sw.gt.announced(agent.s.PeerID())
 			if tc.handshakeFails {
-				rej := rec.waitFor(t, "rejected", adv.kind(scheduler.EventConnRejected))
+				rej := rec.waitFor(t, "rejected", adv.kind(snapshot.EventConnRejected))
 				require.True(t, errIs(rej, tc.wantErr), "rejected for %q, want %q", rej.Err, tc.wantErr)
-				require.Empty(t, rec.all(adv.kind(scheduler.EventConnOpen)), "no connection opens")
+				require.Empty(t, rec.all(adv.kind(snapshot.EventConnOpen)), "no connection opens")
 			} else {
-				cl := rec.waitFor(t, "close", adv.kind(scheduler.EventConnClose))
+				cl := rec.waitFor(t, "close", adv.kind(snapshot.EventConnClose))
 				require.True(t, errIs(cl, tc.wantErr), "closed for %q, want %q", cl.Err, tc.wantErr)
 			}
 
 			sw.finished(t, agent, got)
 			if tc.badPiece {
-				rec.waitFor(t, "bad piece", adv.kind(scheduler.EventPieceBad))
+				rec.waitFor(t, "bad piece", adv.kind(snapshot.EventPieceBad))
 				st := agent.s.Stats()
 				require.Len(t, st, 1)
 				require.Positive(t, st[0].BadPieces)
@@ -359,19 +360,19 @@ func TestAdversaryDialsAgent(t *testing.T) {
 				require.NoError(t, again.hsErr, "the agent accepts a peer that hung up cleanly again")
 				sw.gt.open()
 				sw.finished(t, agent, got)
-				require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == scheduler.EventBlacklist }))
+				require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == snapshot.EventBlacklist }))
 				return
 			}
 
 			require.True(t, first.closedByAgent, "the agent closes the connection (it ended with %v, %v)", first.hsErr, first.endErr)
-			bl := rec.waitFor(t, "blacklist", adv.kind(scheduler.EventBlacklist))
+			bl := rec.waitFor(t, "blacklist", adv.kind(snapshot.EventBlacklist))
 			require.True(t, errIs(bl, tc.wantErr), "blacklisted for %q, want %q", bl.Err, tc.wantErr)
 			if !tc.handshakeFails {
-				cl := rec.waitFor(t, "close", adv.kind(scheduler.EventConnClose))
+				cl := rec.waitFor(t, "close", adv.kind(snapshot.EventConnClose))
 				require.True(t, errIs(cl, tc.wantErr), "closed for %q, want %q", cl.Err, tc.wantErr)
 			}
 			if tc.badPiece {
-				rec.waitFor(t, "bad piece", adv.kind(scheduler.EventPieceBad))
+				rec.waitFor(t, "bad piece", adv.kind(snapshot.EventPieceBad))
 			}
 
 			// Blacklisted: a flawless handshake under the same peer id is refused unanswered.
@@ -418,7 +419,7 @@ func TestAdversaryAsksForUnknownBlob(t *testing.T) {
 	require.True(t, errors.Is(s.hsErr, io.EOF) || errors.Is(s.hsErr, io.ErrUnexpectedEOF),
 		"the refusal is neither a handshake nor a plain close: reading a handshake fails with %v", s.hsErr)
 	rec.waitFor(t, "rejected", func(e scheduler.Event) bool {
-		return e.Kind == scheduler.EventConnRejected && e.Digest == h.Digest
+		return e.Kind == snapshot.EventConnRejected && e.Digest == h.Digest
 	})
 
 	// The right blob under the same id is still served.
@@ -428,7 +429,7 @@ func TestAdversaryAsksForUnknownBlob(t *testing.T) {
 
 	sw.gt.open()
 	sw.finished(t, agent, got)
-	require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == scheduler.EventBlacklist }))
+	require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == snapshot.EventBlacklist }))
 }
 
 // TestResumeAfterRestart stops an agent halfway through a download from a slow origin and
@@ -466,7 +467,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	require.GreaterOrEqual(t, st[0].Resumed, half, "every piece the first agent had is resumed")
 	require.Less(t, st[0].Resumed, st[0].Pieces, "the restart happened mid-download")
 	rec.waitFor(t, "resume", func(e scheduler.Event) bool {
-		return e.Kind == scheduler.EventTorrentResume && e.Digest == d && e.Pieces == st[0].Resumed
+		return e.Kind == snapshot.EventTorrentResume && e.Digest == d && e.Pieces == st[0].Resumed
 	})
 
 	var originOut int64
@@ -516,9 +517,9 @@ func TestBusyPeerIsNotBlacklisted(t *testing.T) {
 	rec := record(t, late.s)
 	sw.finished(t, late, sw.pullAsync(t, late.s))
 	rec.waitFor(t, "refusal by the busy peer", func(e scheduler.Event) bool {
-		return (e.Kind == scheduler.EventConnRejected || e.Kind == scheduler.EventConnClose) && e.Addr == busy.s.Addr()
+		return (e.Kind == snapshot.EventConnRejected || e.Kind == snapshot.EventConnClose) && e.Addr == busy.s.Addr()
 	})
-	require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == scheduler.EventBlacklist }),
+	require.Empty(t, rec.all(func(e scheduler.Event) bool { return e.Kind == snapshot.EventBlacklist }),
 		"an honest peer at its connection limit was blacklisted")
 }
 
@@ -637,7 +638,7 @@ func TestUnsolicitedPiecesAreRejected(t *testing.T) {
 	require.NoError(t, s.hsErr)
 	require.True(t, s.closedByAgent, "the agent keeps reading unsolicited pieces (connection ended with %v); stats %+v",
 		s.endErr, agent.s.Stats())
-	bl := rec.waitFor(t, "blacklist", adv.kind(scheduler.EventBlacklist))
+	bl := rec.waitFor(t, "blacklist", adv.kind(snapshot.EventBlacklist))
 	require.True(t, errIs(bl, scheduler.ErrProtocol), "blacklisted for %q", bl.Err)
 }
 
@@ -670,7 +671,7 @@ func TestRepeatedPieceIsRejected(t *testing.T) {
 	require.NoError(t, s.scriptErr)
 	require.True(t, s.closedByAgent, "the agent keeps reading repeated pieces (connection ended with %v); stats %+v",
 		s.endErr, agent.s.Stats())
-	bl := rec.waitFor(t, "blacklist", adv.kind(scheduler.EventBlacklist))
+	bl := rec.waitFor(t, "blacklist", adv.kind(snapshot.EventBlacklist))
 	require.True(t, errIs(bl, scheduler.ErrProtocol), "blacklisted for %q", bl.Err)
 	sw.gt.open()
 	sw.finished(t, agent, got)

@@ -17,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/bandwidth"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -306,7 +307,7 @@ func (c *conn) onPieceHeader(dec *wire.Decoder, m wire.PieceHeader, streams map[
 		return fmt.Errorf("%w: piece %d from %s", ErrBadPiece, i, c.addr)
 	}
 	t.gotPieceWritten(c, i)
-	t.s.event(Event{Kind: EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: l, Origin: c.origin})
+	t.s.event(Event{Kind: snapshot.EventPieceReceived, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i, Bytes: l, Origin: c.origin})
 	return nil
 }
 
@@ -494,6 +495,6 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 		}
 	}
 	t.served(c, r)
-	t.s.event(Event{Kind: EventPieceSent, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: int(r.Piece), Bytes: int64(r.Length)})
+	t.s.event(Event{Kind: snapshot.EventPieceSent, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: int(r.Piece), Bytes: int64(r.Length)})
 	return nil
 }

@@ -3,50 +3,18 @@ package scheduler
 import (
 	"log/slog"
 	"sync"
-	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
-// EventKind names what happened.
-type EventKind string
-
-// Event kinds.
-const (
-	EventTorrentStart  EventKind = "torrent_start"
-	EventTorrentResume EventKind = "torrent_resume"
-	EventTorrentSeed   EventKind = "torrent_seed"
-	EventTorrentDone   EventKind = "torrent_done"
-	EventTorrentFailed EventKind = "torrent_failed"
-	EventConnOpen      EventKind = "conn_open"
-	EventConnClose     EventKind = "conn_close"
-	EventConnRejected  EventKind = "conn_rejected"
-	EventDialFailed    EventKind = "dial_failed"
-	EventBlacklist     EventKind = "blacklist"
-	EventPieceReceived EventKind = "piece_received"
-	EventPieceSent     EventKind = "piece_sent"
-	EventPieceBad      EventKind = "piece_bad"
+// The swarm's events are snapshot's: the scheduler publishes the values the swarm API serves.
+type (
+	EventKind = snapshot.EventKind
+	Event     = snapshot.Event
 )
 
-// Event is one structured thing that happened in the swarm: a connection, a piece, a torrent.
-// Fields that do not apply to a kind are zero.
-type Event struct {
-	Time     time.Time     `json:"time"`
-	Kind     EventKind     `json:"kind"`
-	Digest   digest.Digest `json:"digest,omitempty"`
-	Peer     string        `json:"peer,omitempty"` // hex peer id
-	Addr     string        `json:"addr,omitempty"`
-	Origin   bool          `json:"origin,omitempty"`
-	Outbound bool          `json:"outbound,omitempty"`
-	Piece    int           `json:"piece,omitempty"`
-	Pieces   int           `json:"pieces,omitempty"`
-	Bytes    int64         `json:"bytes,omitempty"` // received, or the blob's size
-	Sent     int64         `json:"sent,omitempty"`
-	Duration time.Duration `json:"duration,omitempty"`
-	Err      string        `json:"error,omitempty"`
-}
-
-func (e Event) attrs() []any {
+// eventAttrs are the slog attributes of e, for the debug log of every event.
+func eventAttrs(e Event) []any {
 	a := []any{slog.String("kind", string(e.Kind))}
 	if e.Digest != "" {
 		a = append(a, slog.String("digest", e.Digest.String()))
@@ -58,7 +26,7 @@ func (e Event) attrs() []any {
 		a = append(a, slog.String("addr", e.Addr))
 	}
 	switch e.Kind {
-	case EventPieceReceived, EventPieceSent, EventPieceBad:
+	case snapshot.EventPieceReceived, snapshot.EventPieceSent, snapshot.EventPieceBad:
 		a = append(a, slog.Int("piece", e.Piece))
 	}
 	if e.Bytes != 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/bandwidth"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -335,7 +336,7 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
 	h, err := wire.ReadHandshake(nc)
 	if err != nil {
-		s.event(Event{Kind: EventConnRejected, Addr: remote, Err: err.Error()})
+		s.event(Event{Kind: snapshot.EventConnRejected, Addr: remote, Err: err.Error()})
 		_ = nc.Close()
 		return
 	}
@@ -347,7 +348,7 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	if err != nil {
 		// Without the blob there is no handshake to answer with, and an error frame alone
 		// would read as a bad handshake: just close (docs/protocol.md §1.2).
-		s.event(Event{Kind: EventConnRejected, Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
+		s.event(Event{Kind: snapshot.EventConnRejected, Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
 		_ = nc.Close()
 		return
 	}
@@ -359,7 +360,7 @@ func (s *Scheduler) event(e Event) {
 		e.Time = s.now()
 	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("swarm event", e.attrs()...)
+		s.log.Debug("swarm event", eventAttrs(e)...)
 	}
 	s.events.publish(e)
 }

@@ -2,53 +2,15 @@ package scheduler
 
 import (
 	"sort"
-	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
-// TorrentStats is a snapshot of one torrent.
-type TorrentStats struct {
-	Digest      digest.Digest `json:"digest"`
-	Namespace   string        `json:"namespace,omitempty"`
-	State       string        `json:"state"` // "starting", "downloading", "seeding", "failed"
-	Size        int64         `json:"size_bytes"`
-	PieceLength int64         `json:"piece_length"`
-	Pieces      int           `json:"pieces"`
-	Have        int           `json:"have"`
-	Resumed     int           `json:"resumed,omitempty"`
-	Verified    int64         `json:"verified_prefix_bytes"`
-	// BytesIn counts verified piece bytes received, BytesInOrigin the part from origins.
-	BytesIn       int64 `json:"bytes_in"`
-	BytesInOrigin int64 `json:"bytes_in_origin"`
-	// BytesOut counts piece bytes sent to peers.
-	BytesOut int64 `json:"bytes_out"`
-	// Wasted counts bytes received that were not needed (duplicates, cancelled pieces).
-	Wasted    int64     `json:"wasted_bytes"`
-	BadPieces int       `json:"bad_pieces"`
-	Started   time.Time `json:"started"`
-	// Downloaded is when the last missing piece was verified and written (downloads started by
-	// Open only); Checked when the whole blob's digest matched, releasing its last byte to
-	// readers; Finished when the blob was committed to the store (made durable and renamed).
-	Downloaded *time.Time  `json:"downloaded,omitempty"`
-	Checked    *time.Time  `json:"checked,omitempty"`
-	Finished   *time.Time  `json:"finished,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	Peers      []PeerStats `json:"peers"`
-}
-
-// PeerStats is a snapshot of one connection.
-type PeerStats struct {
-	ID       string    `json:"peer_id"`
-	Addr     string    `json:"addr"`
-	Origin   bool      `json:"origin,omitempty"`
-	Outbound bool      `json:"outbound"`
-	Have     int       `json:"have"`
-	Pending  int       `json:"pending"`
-	BytesIn  int64     `json:"bytes_in"`
-	BytesOut int64     `json:"bytes_out"`
-	Opened   time.Time `json:"opened"`
-}
+// The swarm's statistics are snapshot's: the scheduler fills in the values the swarm API serves.
+type (
+	TorrentStats = snapshot.TorrentStats
+	PeerStats    = snapshot.PeerStats
+)
 
 func (t *torrent) stats() TorrentStats {
 	t.mu.Lock()

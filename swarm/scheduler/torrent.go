@@ -16,6 +16,7 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -93,7 +94,7 @@ func newSeedTorrent(s *Scheduler, mi metainfo.MetaInfo, stripe, stripes int) *to
 		t.ss = newSuperSeed(mi.NumPieces(), s.cfg.window(mi.NumPieces()), stripe, stripes)
 	}
 	close(t.ready)
-	s.event(Event{Kind: EventTorrentSeed, Digest: t.d, Bytes: mi.Length})
+	s.event(Event{Kind: snapshot.EventTorrentSeed, Digest: t.d, Bytes: mi.Length})
 	return t
 }
 
@@ -132,7 +133,7 @@ func (t *torrent) stop(err error) {
 // fail records a terminal error and stops the torrent, so that the next Open starts afresh.
 func (t *torrent) fail(err error) {
 	t.s.log.Warn("download failed", "digest", t.d, "err", err)
-	t.s.event(Event{Kind: EventTorrentFailed, Digest: t.d, Err: err.Error()})
+	t.s.event(Event{Kind: snapshot.EventTorrentFailed, Digest: t.d, Err: err.Error()})
 	t.s.met.failed.Inc()
 	t.mu.Lock()
 	if t.err == nil {
@@ -246,7 +247,7 @@ func (t *torrent) download() {
 		case <-ctx.Done():
 		}
 	}()
-	t.s.event(Event{Kind: EventTorrentStart, Digest: t.d})
+	t.s.event(Event{Kind: snapshot.EventTorrentStart, Digest: t.d})
 	if err := t.prepare(ctx); err != nil {
 		t.fail(err) // records err and forgets the torrent before anyone waiting sees it
 		close(t.ready)
@@ -350,7 +351,7 @@ func (t *torrent) prepare(ctx context.Context) error {
 	t.mu.Unlock()
 	if resumed > 0 {
 		t.s.log.Info("resumed download", "digest", t.d, "pieces", resumed, "of", mi.NumPieces())
-		t.s.event(Event{Kind: EventTorrentResume, Digest: t.d, Pieces: resumed})
+		t.s.event(Event{Kind: snapshot.EventTorrentResume, Digest: t.d, Pieces: resumed})
 	}
 	return nil
 }
@@ -494,7 +495,7 @@ func (t *torrent) commit(ctx context.Context, p *castore.Partial) {
 		c.close(nil)
 	}
 	t.s.met.downloadSeconds.Observe(elapsed.Seconds())
-	t.s.event(Event{Kind: EventTorrentDone, Digest: t.d, Bytes: t.mi.Length, Duration: elapsed})
+	t.s.event(Event{Kind: snapshot.EventTorrentDone, Digest: t.d, Bytes: t.mi.Length, Duration: elapsed})
 	t.s.log.Info("download complete", "digest", t.d, "bytes", t.mi.Length, "seconds", elapsed.Seconds(),
 		"from_origin", tot.inOrigin, "from_peers", tot.in-tot.inOrigin, "wasted", tot.wasted)
 	select {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -64,7 +65,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 	nc, err := t.s.dial(dctx, p.Addr)
 	if err != nil {
 		t.s.ban(addrKey(p.Addr), min(5*time.Second, t.s.cfg.BlacklistTime))
-		t.s.event(Event{Kind: EventDialFailed, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+		t.s.event(Event{Kind: snapshot.EventDialFailed, Digest: t.d, Addr: p.Addr, Err: err.Error()})
 		return
 	}
 	stopDeadline := context.AfterFunc(dctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
@@ -94,9 +95,9 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 		if violation(err) || errors.Is(err, wire.ErrBadMagic) {
 			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
 			t.s.met.blacklisted.Inc()
-			t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
 		}
-		t.s.event(Event{Kind: EventConnRejected, Digest: t.d, Addr: p.Addr, Err: err.Error()})
+		t.s.event(Event{Kind: snapshot.EventConnRejected, Digest: t.d, Addr: p.Addr, Err: err.Error()})
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -126,9 +127,9 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
 		if errors.Is(err, ErrProtocol) {
 			t.s.ban(idKey(h.PeerID), t.s.cfg.BlacklistTime)
 			t.s.met.blacklisted.Inc()
-			t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
+			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
 		}
-		t.s.event(Event{Kind: EventConnRejected, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
+		t.s.event(Event{Kind: snapshot.EventConnRejected, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
 		return
 	}
 	mine, count := t.handshake()
@@ -227,7 +228,7 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 	}
 	t.s.met.conns.Inc()
 	t.mu.Unlock()
-	t.s.event(Event{Kind: EventConnOpen, Digest: t.d, Peer: string(c.id), Addr: c.addr, Origin: c.origin, Outbound: c.outbound})
+	t.s.event(Event{Kind: snapshot.EventConnOpen, Digest: t.d, Peer: string(c.id), Addr: c.addr, Origin: c.origin, Outbound: c.outbound})
 	c.start(ctx)
 }
 
@@ -272,9 +273,9 @@ func (t *torrent) removed(c *conn, err error) {
 			t.s.ban(addrKey(c.addr), t.s.cfg.BlacklistTime)
 		}
 		t.s.met.blacklisted.Inc()
-		t.s.event(Event{Kind: EventBlacklist, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: err.Error()})
+		t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: err.Error()})
 	}
-	e := Event{Kind: EventConnClose, Digest: t.d, Peer: string(c.id), Addr: c.addr, Bytes: c.in.Load(), Sent: c.out.Load()}
+	e := Event{Kind: snapshot.EventConnClose, Digest: t.d, Peer: string(c.id), Addr: c.addr, Bytes: c.in.Load(), Sent: c.out.Load()}
 	if err != nil {
 		e.Err = err.Error()
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/piece"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -235,7 +236,7 @@ func (t *torrent) badPiece(c *conn, i int) {
 	}
 	t.mu.Unlock()
 	t.s.met.pieces.WithLabelValues("bad").Inc()
-	t.s.event(Event{Kind: EventPieceBad, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i})
+	t.s.event(Event{Kind: snapshot.EventPieceBad, Digest: t.d, Peer: string(c.id), Addr: c.addr, Piece: i})
 }
 
 // served records a block sent to c.

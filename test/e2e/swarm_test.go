@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/ring"
-	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
 // swarmLab is two origins that seed over the swarm, two trackers and any number of agents,
@@ -137,26 +137,26 @@ func (l *swarmLab) originAddrs() string {
 }
 
 // torrent returns the agent's stats of blob d, if it has a torrent for it.
-func torrent(ctx context.Context, addr string, d digest.Digest) (api.TorrentStats, bool) {
+func torrent(ctx context.Context, addr string, d digest.Digest) (snapshot.TorrentStats, bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/swarm/torrents", nil)
 	if err != nil {
-		return api.TorrentStats{}, false
+		return snapshot.TorrentStats{}, false
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return api.TorrentStats{}, false
+		return snapshot.TorrentStats{}, false
 	}
 	defer func() { _ = resp.Body.Close() }()
-	var all []api.TorrentStats
+	var all []snapshot.TorrentStats
 	if json.NewDecoder(resp.Body).Decode(&all) != nil {
-		return api.TorrentStats{}, false
+		return snapshot.TorrentStats{}, false
 	}
 	for _, st := range all {
 		if st.Digest == d {
 			return st, true
 		}
 	}
-	return api.TorrentStats{}, false
+	return snapshot.TorrentStats{}, false
 }
 
 // pullStart starts `krakenctl pull` through an agent in the background.
