@@ -61,6 +61,12 @@ func (sn *single) open() {
 	require.NoError(t, err)
 	sn.s = s
 	require.Eventually(t, s.IsLeader, 20*time.Second, 10*time.Millisecond, "single node never became leader")
+	// A new leader records its API address through the log, from a goroutine of its own: wait
+	// for that entry, so that tests counting log entries do not count it as theirs.
+	require.Eventually(t, func() bool {
+		l, ok := s.Leader()
+		return ok && l.APIAddr == cfg.APIAddr
+	}, 20*time.Second, 10*time.Millisecond, "the leader never recorded its API address")
 }
 
 func (sn *single) restart() {
