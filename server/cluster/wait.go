@@ -32,7 +32,9 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	// A role that failed is not ready, even when it failed before this call looked (and the
+	// cluster then stopped the others, leaving nothing running to wait for).
+	return c.Err()
 }
 
 func (c *Cluster) waitReady(ctx context.Context, m *member) error {
