@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -76,4 +78,47 @@ func TestReadiness(t *testing.T) {
 	require.Equal(t, http.StatusOK, readyz(t, runAgent(t, []string{healthy.URL})), "a tracker given as a URL")
 	require.Equal(t, http.StatusOK, readyz(t, runAgent(t, []string{host(stuck), host(healthy)})), "a stuck tracker first")
 	require.Equal(t, http.StatusServiceUnavailable, readyz(t, runAgent(t, []string{host(down), host(stuck)})))
+}
+
+// TestReadinessFloodIsShared: many /readyz at once, and again at once, cost the trackers one
+// probe round, not one per request: a flood on the agent is not passed on to its dependencies.
+func TestReadinessFloodIsShared(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	tracker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			hits.Add(1)
+		}
+	}))
+	t.Cleanup(tracker.Close)
+	admin := runAgent(t, []string{tracker.Listener.Addr().String()})
+	const n = 40
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	hc := httpserve.NewClient(httpserve.ClientOptions{})
+	defer hc.CloseIdleConnections()
+	for range n {
+		wg.Go(func() { // no require here: not the test's goroutine
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+admin+"/readyz", nil)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_ = resp.Body.Close() // only the status is asked for
+			codes <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		require.Equal(t, http.StatusOK, c)
+	}
+	// Without sharing every request probes (n hits); with it one round, a few on a machine so
+	// slow that the requests spread over more than one reuse period.
+	require.Less(t, int(hits.Load()), n/4, "hits: %d", hits.Load())
 }
