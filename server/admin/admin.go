@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 )
 
 // ReadyFunc reports whether the role is ready to serve; a non-nil error explains why not.
@@ -45,15 +47,63 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
 	return mux
 }
 
+// ReadyTTL is how long a readiness answer is reused. A role's ready function may ask other
+// components (the proxy and the agent probe the build-index and the trackers); /readyz is
+// reachable by whoever reaches the port, so a flood of it must not become a flood of them.
+// It is well under an orchestrator's polling period, so a change is seen on its next poll.
+const ReadyTTL = time.Second
+
+// Shared returns ready answering from its last result for ttl, with one call in flight shared
+// by every caller that waits for it. The call outlives a caller that gives up, since others may
+// still wait for it, bounded by readyTimeout.
+func Shared(ready ReadyFunc, ttl time.Duration) ReadyFunc {
+	var (
+		mu    sync.Mutex
+		at    time.Time
+		last  error
+		calls singleflight.Group
+	)
+	return func(ctx context.Context) error {
+		mu.Lock()
+		if !at.IsZero() && time.Since(at) < ttl {
+			err := last
+			mu.Unlock()
+			return err
+		}
+		mu.Unlock()
+		ch := calls.DoChan("ready", func() (any, error) {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
+			defer cancel()
+			err := ready(cctx)
+			mu.Lock()
+			at, last = time.Now(), err
+			mu.Unlock()
+			return nil, err
+		})
+		select {
+		case r := <-ch:
+			return r.Err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// readyTimeout bounds one call of a ready function.
+const readyTimeout = 5 * time.Second
+
 // MountHealth registers /health and /readyz on a data API's mux. ready may be nil (always
-// ready).
+// ready); its answers are shared as Shared describes.
 func MountHealth(mux *http.ServeMux, ready ReadyFunc) {
+	if ready != nil {
+		ready = Shared(ready, ReadyTTL)
+	}
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 			defer cancel()
 			if err := ready(ctx); err != nil {
 				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
@@ -48,12 +46,6 @@ type Server struct {
 	hc       *http.Client
 	ix       *client.BuildIndexes // nil without build_index
 	trackers *announce.Client     // probed for readiness; nil when a tracker was injected
-
-	// The last readiness answer, reused for readyCacheTTL, and the probe in flight, shared.
-	readyMu     sync.Mutex
-	readyAt     time.Time
-	readyErr    error
-	readyProbes singleflight.Group
 }
 
 // New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
@@ -156,38 +148,9 @@ const readyProbeTimeout = 900 * time.Millisecond
 // probes run at the same time, each asking all its nodes at once. Injected trackers (tests) are
 // not probed.
 //
-// Every /readyz would otherwise send a request to every tracker and build-index node: the
-// answer is reused for readyCacheTTL and one probe serves every caller waiting for it, so a
-// flood of /readyz costs the dependencies at most one round per readyCacheTTL.
+// Each call asks the trackers and build-index nodes; admin.MountHealth shares one answer
+// among the /readyz requests of a second, so a flood of them is not passed on.
 func (s *Server) ready(ctx context.Context) error {
-	s.readyMu.Lock()
-	if !s.readyAt.IsZero() && time.Since(s.readyAt) < readyCacheTTL {
-		err := s.readyErr
-		s.readyMu.Unlock()
-		return err
-	}
-	s.readyMu.Unlock()
-	// The probe outlives a caller that gives up: the others may still wait for it.
-	ch := s.readyProbes.DoChan("ready", func() (any, error) {
-		err := s.probeReady(context.WithoutCancel(ctx))
-		s.readyMu.Lock()
-		s.readyAt, s.readyErr = time.Now(), err
-		s.readyMu.Unlock()
-		return nil, err
-	})
-	select {
-	case r := <-ch:
-		return r.Err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// readyCacheTTL is how long a readiness answer is reused: well under an orchestrator's polling
-// period, so a change is still seen on its next poll.
-const readyCacheTTL = time.Second
-
-func (s *Server) probeReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, readyProbeTimeout)
 	defer cancel()
 	var trackerErr, indexErr error
