@@ -2,6 +2,7 @@ package tagstore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,8 +13,9 @@ import (
 // cmdType is the first byte of every log entry the Store writes; the rest is the command's
 // JSON payload. Types are never reused. A new command that older nodes may safely skip (one
 // whose effect they can do without, such as extra metadata) sets ignoreUnknown; any other new
-// command requires every node to be upgraded before it is first written, and an old node that
-// meets it panics rather than silently diverge from the other replicas.
+// command requires every node to be upgraded before it is first written. A node that meets an
+// unknown type without the bit refuses the entry when it arrives from the network (see
+// guardTransport), and never panics on it: at apply time it logs an error and skips it.
 type cmdType byte
 
 const (
@@ -23,21 +25,68 @@ const (
 	cmdMemberMeta cmdType = 4
 
 	// ignoreUnknown is the forward-compatibility bit: a node that does not know the type (with
-	// the bit cleared) skips the entry instead of panicking.
+	// the bit cleared) skips the entry.
 	ignoreUnknown cmdType = 0x80
 )
 
-// commandHandler applies one command's payload to the state and returns the result for the
-// ApplyFuture and the changes to publish on the change feed. It runs on the FSM goroutine with
-// s.mu held for writing.
-type commandHandler func(s *Store, l *raft.Log, payload []byte) (*applyResult, []Change)
+// ErrUnknownCommand marks a log entry that is not a command this node knows: empty, of an
+// unknown type without the ignore-unknown bit, or with a payload that does not decode.
+var ErrUnknownCommand = errors.New("unknown command")
+
+// command is one entry of the dispatch table: how to decode a payload, and how to apply it to
+// the state. apply runs on the FSM goroutine with s.mu held for writing and returns the result
+// for the ApplyFuture and the changes to publish on the change feed.
+type command struct {
+	name   string
+	decode func(payload []byte) (any, error)
+	apply  func(s *Store, l *raft.Log, payload any) (*applyResult, []Change)
+}
+
+// typed builds a table entry whose payload is a *T decoded from JSON.
+func typed[T any](name string, apply func(s *Store, l *raft.Log, c *T) (*applyResult, []Change)) command {
+	return command{
+		name: name,
+		decode: func(payload []byte) (any, error) {
+			c := new(T)
+			if err := json.Unmarshal(payload, c); err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+		apply: func(s *Store, l *raft.Log, c any) (*applyResult, []Change) { return apply(s, l, c.(*T)) },
+	}
+}
 
 // commands is the dispatch table, indexed by type with the ignoreUnknown bit cleared.
-var commands = map[cmdType]commandHandler{
-	cmdPut:        (*Store).applyPut,
-	cmdDelete:     (*Store).applyDelete,
-	cmdImport:     (*Store).applyImport,
-	cmdMemberMeta: (*Store).applyMemberMeta,
+var commands = map[cmdType]command{
+	cmdPut:        typed("put", (*Store).applyPut),
+	cmdDelete:     typed("delete", (*Store).applyDelete),
+	cmdImport:     typed("import", (*Store).applyImport),
+	cmdMemberMeta: typed("member", (*Store).applyMemberMeta),
+}
+
+// decodeCommand decodes a log entry's data. It returns the table entry and the decoded
+// payload; both are zero for an unknown type marked ignorable, which is to be skipped. Any
+// other entry that is not a known command with a payload that decodes wraps
+// ErrUnknownCommand. It never panics, whatever data holds.
+func decodeCommand(data []byte) (*command, any, error) {
+	if len(data) == 0 {
+		return nil, nil, fmt.Errorf("%w: empty entry", ErrUnknownCommand)
+	}
+	t := cmdType(data[0])
+	c, ok := commands[t&^ignoreUnknown]
+	switch {
+	case ok:
+		payload, err := c.decode(data[1:])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: decode %s command: %w", ErrUnknownCommand, c.name, err)
+		}
+		return &c, payload, nil
+	case t&ignoreUnknown != 0:
+		return nil, nil, nil
+	default:
+		return nil, nil, fmt.Errorf("%w: type %d", ErrUnknownCommand, int(t))
+	}
 }
 
 // putCmd sets a tag. Time is the leader's clock when it accepted the write.
@@ -95,43 +144,35 @@ func encodeCommand(t cmdType, v any) ([]byte, error) {
 	return append(buf, payload...), nil
 }
 
-// dispatch applies one log entry through the table, with s.mu held for writing. It panics on
-// an empty entry or an unknown type without the ignoreUnknown bit: applying the rest of the
-// log without it would leave this replica different from the others.
+// dispatch applies one log entry through the table, with s.mu held for writing. An entry it
+// cannot decode (which the network guard keeps out of the log, so it can only come from a
+// newer node's data on disk or from corruption) is skipped with an error result and logged:
+// this replica may then differ from the others, which an operator must resolve, but the node
+// keeps serving instead of crashing on every restart.
 func (s *Store) dispatch(l *raft.Log) (*applyResult, []Change) {
-	if len(l.Data) == 0 {
-		panic(fmt.Sprintf("tagstore: empty command at log index %d", l.Index))
-	}
-	t := cmdType(l.Data[0])
-	h, ok := commands[t&^ignoreUnknown]
+	c, payload, err := decodeCommand(l.Data)
 	switch {
-	case ok:
-		return h(s, l, l.Data[1:])
-	case t&ignoreUnknown != 0:
+	case err != nil:
+		s.m.applyErrors.Inc()
+		s.log.Error("skipping a log entry that is not a known command; this replica may now differ from the others "+
+			"(an entry written by a newer version, or a damaged log)", "index", l.Index, "term", l.Term, "err", err)
+		return &applyResult{err: fmt.Errorf("apply entry at index %d: %w", l.Index, err)}, nil
+	case c == nil:
 		s.log.Warn("skipping a command of unknown type marked ignorable; this node is older than the cluster",
-			"type", int(t&^ignoreUnknown), "index", l.Index)
+			"type", int(l.Data[0]&^byte(ignoreUnknown)), "index", l.Index)
 		return &applyResult{}, nil
 	default:
-		panic(fmt.Sprintf("tagstore: unknown command type %d at log index %d; this node is older than "+
-			"the cluster's data and must be upgraded", int(t), l.Index))
+		return c.apply(s, l, payload)
 	}
 }
 
-func (s *Store) applyPut(l *raft.Log, payload []byte) (*applyResult, []Change) {
-	var c putCmd
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode put command at index %d: %w", l.Index, err)}, nil
-	}
+func (s *Store) applyPut(l *raft.Log, c *putCmd) (*applyResult, []Change) {
 	t := Tag{Repo: c.Repo, Name: c.Tag, Digest: c.Digest, Index: l.Index, Updated: c.Time}
 	s.st.put(t)
 	return &applyResult{tag: t, found: true}, []Change{{Index: l.Index, Op: OpPut, Tag: t}}
 }
 
-func (s *Store) applyDelete(l *raft.Log, payload []byte) (*applyResult, []Change) {
-	var c deleteCmd
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode delete command at index %d: %w", l.Index, err)}, nil
-	}
+func (s *Store) applyDelete(l *raft.Log, c *deleteCmd) (*applyResult, []Change) {
 	old, ok := s.st.remove(c.Repo, c.Tag)
 	if !ok {
 		return &applyResult{}, nil
@@ -141,11 +182,7 @@ func (s *Store) applyDelete(l *raft.Log, payload []byte) (*applyResult, []Change
 	}}}
 }
 
-func (s *Store) applyImport(l *raft.Log, payload []byte) (*applyResult, []Change) {
-	var c importCmd
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode import command at index %d: %w", l.Index, err)}, nil
-	}
+func (s *Store) applyImport(l *raft.Log, c *importCmd) (*applyResult, []Change) {
 	res := &applyResult{}
 	changes := make([]Change, 0, len(c.Tags))
 	for _, it := range c.Tags {
@@ -161,11 +198,7 @@ func (s *Store) applyImport(l *raft.Log, payload []byte) (*applyResult, []Change
 	return res, changes
 }
 
-func (s *Store) applyMemberMeta(l *raft.Log, payload []byte) (*applyResult, []Change) {
-	var c memberMetaCmd
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return &applyResult{err: fmt.Errorf("decode member command at index %d: %w", l.Index, err)}, nil
-	}
+func (s *Store) applyMemberMeta(l *raft.Log, c *memberMetaCmd) (*applyResult, []Change) {
 	if c.Remove {
 		delete(s.st.members, c.ID)
 	} else {

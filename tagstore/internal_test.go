@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,7 +25,7 @@ func bareStore(t *testing.T) *Store {
 	return &Store{log: slog.New(slog.DiscardHandler), m: m, st: newState(), feed: newFeed(16, func() {})}
 }
 
-func mustEncode(t *testing.T, ct cmdType, v any) []byte {
+func mustEncode(t testing.TB, ct cmdType, v any) []byte {
 	t.Helper()
 	b, err := encodeCommand(ct, v)
 	require.NoError(t, err)
@@ -31,7 +33,7 @@ func mustEncode(t *testing.T, ct cmdType, v any) []byte {
 }
 
 // testLog is a sequence of commands as Raft would apply them.
-func testLog(t *testing.T) []*raft.Log {
+func testLog(t testing.TB) []*raft.Log {
 	t.Helper()
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	cmds := [][]byte{
@@ -98,6 +100,14 @@ func TestFSMAppliesDeterministically(t *testing.T) {
 	require.Equal(t, map[string]string{"n1": "n1:80"}, st.members)
 }
 
+// counterValue reads a counter's current value.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, c.Write(&m))
+	return m.GetCounter().GetValue()
+}
+
 func must[T any](v T, ok bool) T {
 	if !ok {
 		panic("missing")
@@ -108,20 +118,26 @@ func must[T any](v T, ok bool) T {
 func TestFSMUnknownCommands(t *testing.T) {
 	s := bareStore(t)
 	f := fsm{s}
-	require.PanicsWithValue(t,
-		"tagstore: unknown command type 85 at log index 7; this node is older than the cluster's data and must be upgraded",
-		func() { f.Apply(&raft.Log{Index: 7, Data: []byte{0x55, '{', '}'}}) })
-	require.Panics(t, func() { f.Apply(&raft.Log{Index: 8}) }, "an empty command is corruption")
+	applyAll(t, s, testLog(t)[:3])
+	before := s.st.all()
+
+	// An unknown type without the ignore bit, an empty entry and a garbled payload are skipped
+	// with an error result and counted; nothing panics and the state is unchanged.
+	for i, data := range [][]byte{{0x55, '{', '}'}, nil, {byte(cmdPut), '{'}, {byte(cmdImport), 'n', 'o'}} {
+		index := uint64(10 + i)
+		res := f.Apply(&raft.Log{Index: index, Term: 2, Data: data})
+		require.ErrorIs(t, res.(*applyResult).err, ErrUnknownCommand, "entry %d", i)
+		require.ErrorContains(t, res.(*applyResult).err, fmt.Sprintf("at index %d", index))
+		require.Equal(t, index, s.applied.Load(), "the entry counts as applied, so reads do not wait for it")
+	}
+	require.Equal(t, before, s.st.all())
+	require.Equal(t, 4.0, counterValue(t, s.m.applyErrors))
 
 	// The ignore-unknown bit lets an old node skip a new command and carry on.
-	res := f.Apply(&raft.Log{Index: 9, Term: 2, Data: []byte{byte(ignoreUnknown | 0x55), '{', '}'}})
+	res := f.Apply(&raft.Log{Index: 20, Term: 2, Data: []byte{byte(ignoreUnknown | 0x55), '{', '}'}})
 	require.Equal(t, &applyResult{}, res)
-	require.Equal(t, uint64(9), s.applied.Load())
-
-	// A known type with a garbled payload is an error result, identical on every replica.
-	res = f.Apply(&raft.Log{Index: 10, Data: []byte{byte(cmdPut), '{'}})
-	require.ErrorContains(t, res.(*applyResult).err, "decode put command at index 10")
-	require.Zero(t, s.st.tags.Len())
+	require.Equal(t, uint64(20), s.applied.Load())
+	require.Equal(t, 4.0, counterValue(t, s.m.applyErrors))
 }
 
 func TestSnapshotRoundTripAndCorruption(t *testing.T) {

@@ -20,6 +20,8 @@ type metrics struct {
 	readBatches  prometheus.Counter
 	readBatch    prometheus.Histogram
 	resyncs      prometheus.Counter
+	applyErrors  prometheus.Counter
+	refused      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,11 +61,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "krakenctl_tagstore_change_feed_resyncs_total",
 			Help: "Change feed subscribers told to resync because they fell behind or a snapshot replaced the state.",
 		}),
+		applyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "krakenctl_tagstore_apply_errors_total",
+			Help: "Log entries skipped at apply because they are not a known command (a newer node's data, or damage); this replica may differ from the others.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_tagstore_refused_rpcs_total",
+			Help: "Raft RPCs refused before they reached Raft, by reason: a peer whose certificate is not a build-index node's (tls), or entries that are not known commands (entry).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{refusedTLS, refusedEntry} {
+		m.refused.WithLabelValues(r)
 	}
 	for _, c := range []string{"put", "delete", "import", "member"} {
 		m.applyLatency.WithLabelValues(c)
 	}
-	m.collectors = []prometheus.Collector{m.appliedIndex, m.leader, m.tags, m.links, m.applyLatency, m.readBatches, m.readBatch, m.resyncs}
+	m.collectors = []prometheus.Collector{m.appliedIndex, m.leader, m.tags, m.links, m.applyLatency, m.readBatches, m.readBatch, m.resyncs,
+		m.applyErrors, m.refused}
 	if reg == nil {
 		return m, nil
 	}
@@ -77,6 +91,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// Reasons of krakenctl_tagstore_refused_rpcs_total.
+const (
+	refusedTLS   = "tls"
+	refusedEntry = "entry"
+)
 
 // setCounts sets the tag and link gauges from st.
 func (m *metrics) setCounts(st *state) {

@@ -62,6 +62,7 @@ type Store struct {
 	raft     *raft.Raft
 	stream   *streamLayer           // nil when Deps.Transport is used
 	netTrans *raft.NetworkTransport // nil when Deps.Transport is used
+	guard    *guardTransport        // wraps the transport Raft uses
 	bolt     *raftboltdb.BoltStore
 	stable   *closingStable // s.bolt as Raft's stable store; see closingStable
 	snaps    *raft.FileSnapshotStore
@@ -165,6 +166,8 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	default:
 		return nil, fmt.Errorf("open tag store: %w: Deps.Listener or Deps.Transport is required", ErrInvalid)
 	}
+	s.guard = newGuardTransport(trans, logger, func(reason string) { m.refused.WithLabelValues(reason).Inc() })
+	cleanup = append(cleanup, s.guard.Close)
 
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open tag store: %w", err)
@@ -214,13 +217,13 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 		return nil, fmt.Errorf("open tag store: read raft state: %w", err)
 	}
 	s.stable = &closingStable{s: s.bolt}
-	s.raft, err = raft.NewRaft(rc, fsm{s}, logs, s.stable, snaps, trans)
+	s.raft, err = raft.NewRaft(rc, fsm{s}, logs, s.stable, snaps, s.guard)
 	if err != nil {
 		return nil, fmt.Errorf("open tag store: start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() error { return s.raft.Shutdown().Error() })
 	if cfg.Bootstrap && !existing {
-		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: s.guard.LocalAddr()}}}
 		if err := s.raft.BootstrapCluster(boot).Error(); err != nil {
 			return nil, fmt.Errorf("open tag store: bootstrap: %w", err)
 		}
