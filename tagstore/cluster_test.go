@@ -264,11 +264,11 @@ func TestMembership(t *testing.T) {
 	// Only the leader changes membership.
 	err := other.Store().Join(ctx, tagstore.Member{ID: "n9", RaftAddr: "n9.inmem:7000"})
 	require.ErrorIs(t, err, tagstore.ErrNotLeader)
-	require.ErrorIs(t, other.Store().Remove(ctx, leader.ID), tagstore.ErrNotLeader)
-	require.ErrorIs(t, s.Remove(ctx, "ghost"), tagstore.ErrNotFound)
+	require.ErrorIs(t, other.Store().Remove(ctx, leader.ID, tagstore.RemoveOptions{}), tagstore.ErrNotLeader)
+	require.ErrorIs(t, s.Remove(ctx, "ghost", tagstore.RemoveOptions{}), tagstore.ErrNotFound)
 
 	// Remove a follower; the cluster keeps working with two.
-	require.NoError(t, s.Remove(ctx, other.ID))
+	require.NoError(t, s.Remove(ctx, other.ID, tagstore.RemoveOptions{}))
 	members := s.Status().Members
 	require.Len(t, members, 2)
 	for _, m := range members {

@@ -20,6 +20,7 @@ const (
 	DefaultMaxAppendEntries   = 64
 	DefaultApplyTimeout       = 10 * time.Second
 	DefaultChangeFeedRetain   = 16384
+	DefaultJoinTimeout        = 10 * time.Second
 )
 
 // Config configures a Store. It is meant to be a section of the build-index YAML file;
@@ -71,6 +72,11 @@ type Config struct {
 	// ApplyTimeout bounds how long a write waits to be queued by the leader (and how long the
 	// leader waits to be ready to serve linearizable reads after an election).
 	ApplyTimeout time.Duration `yaml:"apply_timeout"`
+	// JoinTimeout bounds how long a joining node may stay silent (not answer the leader, or
+	// not get further through the log) before the join gives up and removes it again. A new
+	// voter joins as a non-voter and is promoted once it has caught up, so a node that never
+	// answers costs no quorum.
+	JoinTimeout time.Duration `yaml:"join_timeout"`
 	// ChangeFeedRetain is how many tag changes are kept in memory for the change feed; a
 	// subscriber further behind than that is told to resync.
 	ChangeFeedRetain int `yaml:"change_feed_retain"`
@@ -90,6 +96,7 @@ func (c *Config) Defaults() {
 	setDefault(&c.MaxAppendEntries, DefaultMaxAppendEntries)
 	setDefault(&c.ApplyTimeout, DefaultApplyTimeout)
 	setDefault(&c.ChangeFeedRetain, DefaultChangeFeedRetain)
+	setDefault(&c.JoinTimeout, DefaultJoinTimeout)
 }
 
 func setDefault[T comparable](p *T, v T) {
@@ -137,6 +144,7 @@ func (c *Config) Validate() error {
 	atLeast("leader_lease_timeout", c.LeaderLeaseTimeout, 5*time.Millisecond)
 	atLeast("commit_timeout", c.CommitTimeout, time.Millisecond)
 	atLeast("apply_timeout", c.ApplyTimeout, time.Millisecond)
+	atLeast("join_timeout", c.JoinTimeout, time.Millisecond)
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		bad("leader_lease_timeout (%s) must not exceed heartbeat_timeout (%s)", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}

@@ -29,6 +29,7 @@ leader_lease_timeout: 250ms
 commit_timeout: 20ms
 max_append_entries: 128
 apply_timeout: 5s
+join_timeout: 20s
 change_feed_retain: 1000
 `
 	dec := yaml.NewDecoder(strings.NewReader(doc))
@@ -42,7 +43,7 @@ change_feed_retain: 1000
 		Bootstrap: true, SnapshotThreshold: 1000, SnapshotInterval: 30 * time.Second, TrailingLogs: 500,
 		SnapshotRetain: 3, HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: time.Second,
 		LeaderLeaseTimeout: 250 * time.Millisecond, CommitTimeout: 20 * time.Millisecond, MaxAppendEntries: 128,
-		ApplyTimeout: 5 * time.Second, ChangeFeedRetain: 1000,
+		ApplyTimeout: 5 * time.Second, JoinTimeout: 20 * time.Second, ChangeFeedRetain: 1000,
 	}, cfg)
 
 	dec = yaml.NewDecoder(strings.NewReader("node_id: a\nnode-id: b\n"))

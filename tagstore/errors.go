@@ -5,7 +5,7 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error the Store returns wraps at most one of the first five, so callers
+// Sentinel errors. Every error the Store returns wraps at most one of the first six, so callers
 // (the HTTP layer) map them to a status in one place with errors.Is. The last two describe what
 // became of a write that failed, and may be wrapped alongside one of the others.
 var (
@@ -20,6 +20,9 @@ var (
 	// ErrExists: a member with that ID or Raft address is already in the cluster with
 	// different details. Nothing was applied.
 	ErrExists = errors.New("already exists")
+	// ErrQuorum: the membership change would leave the voters without a quorum of live
+	// members; the message names who does not answer. Nothing was applied.
+	ErrQuorum = errors.New("would leave no quorum")
 	// ErrClosed: the Store is closed (or closing). Unless the error also wraps
 	// ErrIndeterminate, nothing was applied.
 	ErrClosed = errors.New("tag store closed")

@@ -249,6 +249,22 @@ func TestLinearizableUnderLeaderKillsOverTCP(t *testing.T) {
 	})
 }
 
+// The same over the transport as deployed with TLS: mutual TLS with each node's certificate
+// naming its server id.
+func TestLinearizableUnderLeaderKillsOverMutualTLS(t *testing.T) {
+	t.Parallel()
+	checkLinearizable(t, tagstoretest.MutualTLS, func(c *tagstoretest.Cluster, progress func(string)) {
+		for round := range 2 {
+			old := c.Leader()
+			c.Kill(old)
+			c.Leader()
+			progress(fmt.Sprintf("after leader kill %d", round+1))
+			c.Restart(old)
+			progress(fmt.Sprintf("after restart %d", round+1))
+		}
+	})
+}
+
 // checkLinearizable runs clients against a three-node cluster while faults runs, then checks
 // the recorded history. progress waits until every client has completed operations since the
 // call, so each phase overlaps real traffic.

@@ -2,6 +2,7 @@ package tagstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,16 @@ type Deps struct {
 	// success or failure, and closes it in Close. Tests pass a 127.0.0.1:0 listener. It is
 	// ignored (and left open) when Transport is set.
 	Listener net.Listener
+	// ServerTLS and ClientTLS, set together, make the Raft transport on Listener mutual TLS:
+	// ServerTLS for connections peers open, ClientTLS for those this node opens. Both must
+	// present this node's certificate, which must name cfg.NodeID (common name or DNS name) in
+	// group GroupBuildIndex; peers must present certificates from the same CA in that group,
+	// and a dialed peer's must name the server id the Raft configuration puts at its address.
+	// The configurations may reload certificates through callbacks; the Store clones them and
+	// never changes them. Without them the transport is plain TCP, for networks trusted by
+	// construction.
+	ServerTLS *tls.Config
+	ClientTLS *tls.Config
 	// Transport, when set, replaces Listener (tests use raft.InmemTransport). It stays owned by
 	// the caller, who closes it after the Store.
 	Transport raft.Transport
@@ -143,9 +154,21 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	var trans raft.Transport
 	switch {
 	case deps.Transport != nil:
+		if deps.ServerTLS != nil || deps.ClientTLS != nil {
+			return nil, fmt.Errorf("open tag store: %w: TLS applies to Deps.Listener, not to a given Deps.Transport", ErrInvalid)
+		}
 		trans = deps.Transport
 		s.advertise = string(trans.LocalAddr())
 	case deps.Listener != nil:
+		var policy *tlsPolicy
+		if deps.ServerTLS != nil || deps.ClientTLS != nil {
+			if policy, err = newTLSPolicy(deps.ServerTLS, deps.ClientTLS); err != nil {
+				return nil, fmt.Errorf("open tag store: %w: %w", ErrInvalid, err)
+			}
+			if err := checkOwnCertificate(cfg.NodeID, deps.ServerTLS, deps.ClientTLS); err != nil {
+				return nil, fmt.Errorf("open tag store: %w raft TLS: %w", ErrInvalid, err)
+			}
+		}
 		s.advertise = cfg.Advertise
 		if s.advertise == "" {
 			s.advertise = deps.Listener.Addr().String()
@@ -153,7 +176,8 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 				return nil, fmt.Errorf("open tag store: %w config: advertise: unset, and the listener address %w", ErrInvalid, err)
 			}
 		}
-		s.stream = newStreamLayer(deps.Listener, s.advertise)
+		s.stream = newStreamLayer(deps.Listener, s.advertise, policy, transportTimeout, logger,
+			func(reason string) { m.refused.WithLabelValues(reason).Inc() })
 		s.netTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  s.stream,
 			MaxPool: transportMaxPool,
@@ -222,6 +246,10 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 		return nil, fmt.Errorf("open tag store: start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() error { return s.raft.Shutdown().Error() })
+	if s.stream != nil {
+		serverAt := s.serverAt
+		s.stream.serverAt.Store(&serverAt)
+	}
 	if cfg.Bootstrap && !existing {
 		boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: s.guard.LocalAddr()}}}
 		if err := s.raft.BootstrapCluster(boot).Error(); err != nil {
@@ -236,6 +264,16 @@ func Open(cfg Config, deps Deps) (_ *Store, err error) {
 	go s.watchLeadership()
 	go s.runReads()
 	return s, nil
+}
+
+// serverAt returns the server that the latest Raft configuration puts at addr.
+func (s *Store) serverAt(addr raft.ServerAddress) (raft.ServerID, bool) {
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if srv.Address == addr {
+			return srv.ID, true
+		}
+	}
+	return "", false
 }
 
 // closeTransport closes the network transport and every connection of the stream layer.

@@ -1,5 +1,6 @@
 // Package tagstoretest runs in-process tagstore clusters for tests: N nodes, each a real
-// tagstore.Store with its own directory, talking over real TCP on 127.0.0.1 (Network TCP) or
+// tagstore.Store with its own directory, talking over real TCP on 127.0.0.1 (Network TCP),
+// over mutual TLS on 127.0.0.1 with certificates from a throwaway CA (Network MutualTLS), or
 // over raft.InmemTransport (Network Inmem), which can also cut a node off from the others.
 // Nodes can be killed and restarted on the same directory and address.
 //
@@ -35,6 +36,9 @@ const (
 	TCP Network = iota
 	// Inmem connects nodes with raft.InmemTransport; Isolate and Heal need it.
 	Inmem
+	// MutualTLS is TCP with mutual TLS: each node has a certificate from Cluster.CA naming
+	// its ID in group tagstore.GroupBuildIndex.
+	MutualTLS
 )
 
 // Options configure a Cluster. The zero value is a three-node TCP cluster.
@@ -103,10 +107,15 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 
+	ca   *CA // MutualTLS only
+
 	mu       sync.Mutex
 	nodes    []*Node
 	isolated map[*Node]bool
 }
+
+// CA is the CA of a MutualTLS cluster's certificates (nil on other networks).
+func (c *Cluster) CA() *CA { return c.ca }
 
 // Start builds a cluster: the first node bootstraps, the others join through it, and Start
 // returns once every node has a leader, every member and the state so far. The cluster is
@@ -120,6 +129,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Timeout = 30 * time.Second
 	}
 	c := &Cluster{t: t, opts: opts, isolated: map[*Node]bool{}}
+	if opts.Network == MutualTLS {
+		c.ca = NewCA(t, "tagstoretest cluster CA")
+	}
 	t.Cleanup(c.Close)
 	first := c.newNode(true)
 	c.start(first)
@@ -218,6 +230,10 @@ func (c *Cluster) start(n *Node) {
 		ln := c.listen(addr)
 		n.RaftAddr = ln.Addr().String()
 		deps.Listener = ln
+		if c.ca != nil {
+			cert := c.ca.Issue(n.ID, tagstore.GroupBuildIndex)
+			deps.ServerTLS, deps.ClientTLS = c.ca.ServerConfig(cert), c.ca.ClientConfig(cert)
+		}
 	}
 	s, err := tagstore.Open(cfg, deps)
 	if err != nil {
