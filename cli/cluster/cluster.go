@@ -18,11 +18,13 @@ import (
 )
 
 // API is the part of the build-index client that the cluster commands call. *client.BuildIndex
-// implements it; tests may pass fakes. Removing an unknown member wraps client.ErrNotFound.
+// implements it; tests may pass fakes. Removing an unknown member wraps client.ErrNotFound;
+// unless force is set, a removal that would leave no quorum of live voters is refused with an
+// *errcode.Error of code QUORUM_AT_RISK.
 type API interface {
 	ClusterStatus(ctx context.Context) (api.ClusterStatus, error)
 	Join(ctx context.Context, m api.Member) (api.ClusterStatus, error)
-	Remove(ctx context.Context, id string) (api.ClusterStatus, error)
+	Remove(ctx context.Context, id string, force bool) (api.ClusterStatus, error)
 	Restore(ctx context.Context) (api.RestoreResult, error)
 }
 

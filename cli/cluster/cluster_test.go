@@ -23,6 +23,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 func TestMain(m *testing.M) {
@@ -102,11 +103,13 @@ func Test_NewCmdJoin(t *testing.T) {
 func Test_NewCmdRemove(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name    string
-		args    []string
-		wantErr string
+		name      string
+		args      []string
+		wantErr   string
+		wantForce bool
 	}{
 		{name: "id", args: []string{"bi-3"}},
+		{name: "forced", args: []string{"bi-3", "--force"}, wantForce: true},
 		{name: "none", wantErr: "remove takes one node ID argument, got 0 arguments"},
 		{name: "slash", args: []string{"a/b"}, wantErr: "invalid ID"},
 	}
@@ -123,6 +126,7 @@ func Test_NewCmdRemove(t *testing.T) {
 			}
 			require.NoError(t, err)
 			require.Equal(t, tt.args[0], got.ID)
+			require.Equal(t, tt.wantForce, got.Force)
 		})
 	}
 }
@@ -150,6 +154,8 @@ type fakeNode struct {
 	rr     api.RestoreResult
 	joined []api.Member
 	err    error
+	// quorumAtRisk makes a removal that is not forced fail as the build-index refuses one.
+	quorumAtRisk bool
 }
 
 func (f *fakeNode) ClusterStatus(context.Context) (api.ClusterStatus, error) { return f.st, f.err }
@@ -162,7 +168,11 @@ func (f *fakeNode) Join(_ context.Context, m api.Member) (api.ClusterStatus, err
 	f.st.Members = append(f.st.Members, m)
 	return f.st, nil
 }
-func (f *fakeNode) Remove(_ context.Context, id string) (api.ClusterStatus, error) {
+func (f *fakeNode) Remove(_ context.Context, id string, force bool) (api.ClusterStatus, error) {
+	if f.quorumAtRisk && !force {
+		return api.ClusterStatus{}, fmt.Errorf("remove member %s: %w", id, &errcode.Error{Status: http.StatusConflict,
+			Code: errcode.CodeQuorumAtRisk, Message: "refused to remove " + id + ": would leave no quorum"})
+	}
 	for i, m := range f.st.Members {
 		if m.ID == id {
 			f.st.Members = append(f.st.Members[:i], f.st.Members[i+1:]...)
@@ -184,7 +194,7 @@ func (d downNode) ClusterStatus(context.Context) (api.ClusterStatus, error) {
 func (d downNode) Join(context.Context, api.Member) (api.ClusterStatus, error) {
 	return api.ClusterStatus{}, d.err()
 }
-func (d downNode) Remove(context.Context, string) (api.ClusterStatus, error) {
+func (d downNode) Remove(context.Context, string, bool) (api.ClusterStatus, error) {
 	return api.ClusterStatus{}, d.err()
 }
 func (d downNode) Restore(context.Context) (api.RestoreResult, error) {
@@ -276,6 +286,18 @@ func TestJoinRemoveRestore(t *testing.T) {
 	d, out, _ = fakeDeps(node)
 	require.NoError(t, restoreRun(t.Context(), &RestoreOptions{deps: d, Output: "json"}))
 	require.JSONEq(t, `{"imported":12,"skipped":3}`, out.String())
+
+	// A removal that would lose the quorum is refused, and the message says how to force it.
+	risky := &fakeNode{st: threeNodes(), quorumAtRisk: true}
+	d, out, _ = fakeDeps(risky)
+	err = removeRun(t.Context(), &RemoveOptions{deps: d, ID: "bi-2", Output: "table"})
+	require.ErrorContains(t, err, "would leave no quorum\nRemove the nodes that are down first, or bring them back; --force removes bi-2 anyway")
+	require.Empty(t, out.String())
+	require.Len(t, risky.st.Members, 3)
+	d, out, _ = fakeDeps(risky)
+	require.NoError(t, removeRun(t.Context(), &RemoveOptions{deps: d, ID: "bi-2", Force: true, Output: "table"}))
+	require.NotRegexp(t, `(?m)^bi-2\s`, out.String())
+	require.Len(t, risky.st.Members, 2)
 
 	// A refusal from the node that answered is the command's error, and no other node is asked.
 	refused := &fakeNode{err: fmt.Errorf("join member bi-1: 409 conflict: already a member")}

@@ -29,7 +29,13 @@ func NewCmdJoin(f *cmdutil.Factory, runF func(context.Context, *JoinOptions) err
 		Long: `Add a node to the build-index's Raft group as a voter. The request goes to an existing member
 (--build-index names one; it is forwarded to the leader), and the new node must already be
 running with the same ID and Raft address, unbootstrapped, so that the leader can replicate the
-log to it. A node whose ID or address is already in the group is refused and nothing changes.
+log to it. It joins as a non-voter and is promoted once it has caught up; a node that does not
+answer within the leader's raft.join_timeout is removed again and the command fails, so a
+wrong address cannot cost the quorum. A node whose ID or address is already in the group is
+refused and nothing changes.
+
+With TLS, the request needs a client certificate of group "admin" (a build-index node may
+ask to add itself), and the new node's certificate must name its ID.
 
 Prints the membership after the change.`,
 		Example: `  krakenctl cluster join --id bi-4 --raft-addr 10.0.0.4:7000 --api-addr 10.0.0.4:15100 \

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -57,6 +58,7 @@ func newRaftCluster(t *testing.T, n int, dir string, be backend.Backend) []*raft
 			cfg.Raft.SnapshotThreshold = 64
 			cfg.Raft.SnapshotInterval = 50 * time.Millisecond
 			cfg.Raft.TrailingLogs = 16
+			cfg.Raft.JoinTimeout = time.Second
 			cfg.Writeback.RetryInitial = 20 * time.Millisecond
 			cfg.Writeback.RetryMax = 200 * time.Millisecond
 			cfg.Writeback.FollowerDelay = 200 * time.Millisecond
@@ -252,10 +254,10 @@ func TestRaftCluster(t *testing.T) {
 			out = n
 		}
 	}
-	st, err = freshLeader.cli.Remove(ctx, out.id)
+	st, err = freshLeader.cli.Remove(ctx, out.id, false)
 	require.NoError(t, err)
 	require.Len(t, st.Members, 2)
-	_, err = freshLeader.cli.Remove(ctx, out.id)
+	_, err = freshLeader.cli.Remove(ctx, out.id, false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 	_, err = freshLeader.cli.Join(ctx, api.Member{ID: "intruder", RaftAddr: freshLeader.raftAddr, APIAddr: "127.0.0.1:1"})
 	var re *errcode.Error
@@ -399,4 +401,80 @@ func httpGet(t *testing.T, url string) *http.Response {
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	return resp
+}
+
+// TestRaftClusterMembershipSafety runs attacks X5 (a bogus join) and X6 (a removal that loses
+// the quorum) through the HTTP API of real nodes: both are refused with a clear error, and the
+// cluster keeps serving every acknowledged tag.
+func TestRaftClusterMembershipSafety(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Raft elections")
+	}
+	t.Parallel()
+	ctx := t.Context()
+	nodes, leader, followers := startRaftCluster(t, nil)
+	acked := map[string]digest.Digest{}
+	put := func(via *raftNode, tag string) {
+		got := retrying(t, func() (api.Tag, error) { return via.cli.PutTag(ctx, "team/app", tag, dig(tag)) })
+		acked[tag] = got.Digest
+	}
+	for i := range 10 {
+		put(nodes[i%3], fmt.Sprintf("before%d", i))
+	}
+
+	// A "node" that accepts TCP and closes it is added as a non-voter, never answers, and is
+	// removed again; the join (sent to a follower, forwarded) reports it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = ln.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	_, err = followers[0].cli.Join(ctx, api.Member{ID: "evil", RaftAddr: ln.Addr().String(), APIAddr: "127.0.0.1:1"})
+	re := requireStatus(t, err, http.StatusServiceUnavailable, errcode.CodeUnavailable)
+	require.Contains(t, re.Message, "join evil: tag store unavailable: the node did not answer the leader within 1s; it was removed again")
+	st, err := leader.cli.ClusterStatus(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 3)
+	put(followers[1], "after-join")
+
+	// With one follower down, removing the other would leave the leader and a dead node.
+	down, live := followers[1], followers[0]
+	down.stop()
+	_, err = live.cli.Remove(ctx, live.id, false)
+	re = requireStatus(t, err, http.StatusConflict, errcode.CodeQuorumAtRisk)
+	require.Contains(t, re.Message, "refused to remove "+live.id+": would leave no quorum")
+	require.Contains(t, re.Message, "("+down.id+" do not)")
+	st, err = leader.cli.ClusterStatus(ctx)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 3)
+	put(live, "after-refusal")
+
+	// Removing the dead node is accepted, and the two go on.
+	st, err = live.cli.Remove(ctx, down.id, false)
+	require.NoError(t, err)
+	require.Len(t, st.Members, 2)
+	put(live, "after-removal")
+	for tag, want := range acked {
+		for _, n := range []*raftNode{leader, live} {
+			got := retrying(t, func() (api.Tag, error) { return n.cli.GetTag(ctx, "team/app", tag, false) })
+			require.Equal(t, want, got.Digest, "%s on %s", tag, n.id)
+		}
+	}
+}
+
+// requireStatus asserts err is an API error with status and code.
+func requireStatus(t *testing.T, err error, status int, code errcode.Code) *errcode.Error {
+	t.Helper()
+	var re *errcode.Error
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, status, re.Status, "%v", err)
+	require.Equal(t, code, re.Code, "%v", err)
+	return re
 }

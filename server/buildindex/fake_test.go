@@ -30,6 +30,8 @@ type fakeStore struct {
 	closed   bool
 	writes   int   // calls that changed state
 	putErr   error // returned by Put when set
+	// quorumAtRisk makes Remove refuse (tagstore.ErrQuorum) unless forced.
+	quorumAtRisk bool
 	subs     sync.WaitGroup
 	imported int
 }
@@ -233,11 +235,14 @@ func (f *fakeStore) Join(ctx context.Context, m tagstore.Member) error {
 	return nil
 }
 
-func (f *fakeStore) Remove(ctx context.Context, id string) error {
+func (f *fakeStore) Remove(ctx context.Context, id string, opts tagstore.RemoveOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.leader {
 		return f.notLeader()
+	}
+	if f.quorumAtRisk && !opts.Force {
+		return fmt.Errorf("remove %s: %w: the 2 voters left (a, b) need 2 live for a quorum, but only 1 answer (b do not)", id, tagstore.ErrQuorum)
 	}
 	i := slices.IndexFunc(f.members, func(m tagstore.Member) bool { return m.ID == id })
 	if i < 0 {

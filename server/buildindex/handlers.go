@@ -380,8 +380,16 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 	if err := checkMember(m); err != nil {
 		return err
 	}
+	if err := authorizeMembership(r, m.ID); err != nil {
+		return err
+	}
 	err = s.onLeader(w, r, body, func() error { return s.store.Join(r.Context(), tagstore.Member(m)) })
-	if err != nil {
+	switch {
+	case errors.Is(err, tagstore.ErrUnavailable) && !errors.Is(err, tagstore.ErrNotLeader):
+		// The store's message says what became of the node (it did not answer, and was removed
+		// again); it holds nothing secret.
+		return &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable, Message: err.Error(), Err: err}
+	case err != nil:
 		return err
 	}
 	s.log.Info("member joined", "member", m.ID, "raft_addr", m.RaftAddr, "api_addr", m.APIAddr)
@@ -409,15 +417,30 @@ func checkMember(m api.Member) error {
 
 func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
-	err := s.onLeader(w, r, nil, func() error { return s.store.Remove(r.Context(), id) })
-	if errors.Is(err, tagstore.ErrNotFound) {
-		return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeMemberUnknown,
-			Message: fmt.Sprintf("member %q is not in the cluster", id), Err: err}
+	var opts tagstore.RemoveOptions
+	if v := r.URL.Query().Get("force"); v != "" {
+		var err error
+		if opts.Force, err = strconv.ParseBool(v); err != nil {
+			return errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "invalid force=%q: want true or false", v)
+		}
 	}
-	if err != nil {
+	if err := authorizeMembership(r, ""); err != nil {
 		return err
 	}
-	s.log.Info("member removed", "member", id)
+	err := s.onLeader(w, r, nil, func() error { return s.store.Remove(r.Context(), id, opts) })
+	switch {
+	case errors.Is(err, tagstore.ErrNotFound):
+		return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeMemberUnknown,
+			Message: fmt.Sprintf("member %q is not in the cluster", id), Err: err}
+	case errors.Is(err, tagstore.ErrQuorum):
+		// The store's message names the voters that do not answer; it holds nothing secret.
+		return &errcode.Error{Status: http.StatusConflict, Code: errcode.CodeQuorumAtRisk,
+			Message: fmt.Sprintf("refused to remove %s: %s (force=true removes it anyway)", id, strings.TrimPrefix(err.Error(), "remove "+id+": ")),
+			Err:     err}
+	case err != nil:
+		return err
+	}
+	s.log.Info("member removed", "member", id, "forced", opts.Force)
 	return writeJSON(w, http.StatusOK, toAPIStatus(s.store.Status()))
 }
 

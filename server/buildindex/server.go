@@ -2,6 +2,7 @@ package buildindex
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,9 +55,10 @@ type Store interface {
 	// Import adds tags and links (in Export's form) that are absent or older and counts what
 	// it imported and skipped.
 	Import(ctx context.Context, tags []tagstore.Tag) (imported, skipped int, err error)
-	// Join adds a member to the Raft group; Remove takes one out.
+	// Join adds a member to the Raft group; Remove takes one out, refusing (wrapping
+	// tagstore.ErrQuorum) a removal that would leave no quorum of live voters unless forced.
 	Join(ctx context.Context, m tagstore.Member) error
-	Remove(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string, opts tagstore.RemoveOptions) error
 	// Status is this node's view of the group.
 	Status() tagstore.ClusterStatus
 	// IsLeader reports whether this node believes it leads; Leader names the leader it knows.
@@ -91,6 +93,11 @@ type Deps struct {
 	role.Deps
 	// RaftListener carries Raft traffic; required unless Store is set.
 	RaftListener net.Listener
+	// RaftServerTLS and RaftClientTLS, when set (together), run the Raft transport over
+	// mutual TLS: the node's certificate must name raft.node_id in group "build-index", and so
+	// must its peers' (see tagstore.Deps). Nil keeps plain TCP.
+	RaftServerTLS *tls.Config
+	RaftClientTLS *tls.Config
 	// Store replaces the Raft store opened from Config.Raft (tests pass fakes). The Server
 	// does not close an injected store.
 	Store Store
@@ -164,6 +171,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	} else {
 		st, err := tagstore.Open(cfg.Raft, tagstore.Deps{
 			Listener: deps.RaftListener, Logger: s.log, Registerer: deps.Registerer,
+			ServerTLS: deps.RaftServerTLS, ClientTLS: deps.RaftClientTLS,
 		})
 		if err != nil {
 			return nil, b.Fail(err)

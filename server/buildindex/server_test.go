@@ -52,11 +52,16 @@ func noVerify(cfg *Config) {
 	cfg.VerifyContent = &v
 }
 
-// startFake runs a Server over a fakeStore. edit may change the config before New.
+// startFake runs a Server over a fakeStore, on deps.Listener or a new loopback listener. edit
+// may change the config before New.
 func startFake(t *testing.T, store *fakeStore, deps Deps, edit func(*Config)) *node {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	ln := deps.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+	}
 	cfg := Config{Listen: ln.Addr().String(), Dir: t.TempDir()}
 	cfg.Raft.NodeID = store.id
 	noVerify(&cfg)
@@ -281,7 +286,7 @@ func TestBadInput(t *testing.T) {
 	}
 	_, err = n.cli.Join(ctx, api.Member{ID: "a", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
 	requireAPIErr(t, err, http.StatusConflict, errcode.CodeMemberExists)
-	_, err = n.cli.Remove(ctx, "nobody")
+	_, err = n.cli.Remove(ctx, "nobody", false)
 	require.ErrorIs(t, err, client.ErrNotFound)
 	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeMemberUnknown)
 
@@ -433,7 +438,7 @@ func TestForwarding(t *testing.T) {
 	require.Equal(t, []string{"app"}, repos)
 	_, err = follower.cli.Join(ctx, api.Member{ID: "c", RaftAddr: "127.0.0.1:3", APIAddr: "127.0.0.1:4"})
 	require.NoError(t, err)
-	st, err := follower.cli.Remove(ctx, "c")
+	st, err := follower.cli.Remove(ctx, "c", false)
 	require.NoError(t, err)
 	require.Equal(t, "L", st.ID, "the status after a change is the leader's")
 	_, err = follower.cli.DeleteTag(ctx, "app", "v1")

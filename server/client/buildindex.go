@@ -233,10 +233,15 @@ func (c *BuildIndex) Join(ctx context.Context, m api.Member) (api.ClusterStatus,
 }
 
 // Remove takes the member with id out of the Raft group and returns the status after the
-// change. An unknown id wraps ErrNotFound.
-func (c *BuildIndex) Remove(ctx context.Context, id string) (api.ClusterStatus, error) {
+// change. An unknown id wraps ErrNotFound. Unless force is set, the build-index refuses (409
+// QUORUM_AT_RISK) a removal that would leave the voters without a quorum of live ones.
+func (c *BuildIndex) Remove(ctx context.Context, id string, force bool) (api.ClusterStatus, error) {
 	var st api.ClusterStatus
-	err := c.call(ctx, http.MethodDelete, api.ClusterMemberPath(id), nil, http.StatusOK, &st, "remove member "+id)
+	path := api.ClusterMemberPath(id)
+	if force {
+		path += "?force=true"
+	}
+	err := c.call(ctx, http.MethodDelete, path, nil, http.StatusOK, &st, "remove member "+id)
 	return st, err
 }
 

@@ -87,7 +87,7 @@ func TestBuildIndexRequests(t *testing.T) {
 	require.Equal(t, "n1", st.ID)
 	_, err = c.Join(ctx, api.Member{ID: "n2", RaftAddr: "127.0.0.1:2", APIAddr: "127.0.0.1:3"})
 	require.NoError(t, err)
-	_, err = c.Remove(ctx, "n2")
+	_, err = c.Remove(ctx, "n2", false)
 	require.NoError(t, err)
 	rr, err := c.Restore(ctx)
 	require.NoError(t, err)

@@ -46,6 +46,9 @@ const (
 	// CodeMemberUnknown and CodeMemberExists (krakenctl's own) are about Raft group members.
 	CodeMemberUnknown Code = "MEMBER_UNKNOWN"
 	CodeMemberExists  Code = "MEMBER_EXISTS"
+	// CodeQuorumAtRisk (krakenctl's own, status 409) refuses a membership change that would
+	// leave the Raft group without a quorum of live voters; it can be forced.
+	CodeQuorumAtRisk Code = "QUORUM_AT_RISK"
 	// CodeOutcomeUnknown (krakenctl's own, status 504) is a write whose outcome is unknown: it
 	// may or may not have been applied. Read the value to find out; do not assume either.
 	CodeOutcomeUnknown Code = "OUTCOME_UNKNOWN"
@@ -76,6 +79,7 @@ var statuses = map[Code]int{
 	CodeBodyInvalid:             http.StatusBadRequest,
 	CodeMemberUnknown:           http.StatusNotFound,
 	CodeMemberExists:            http.StatusConflict,
+	CodeQuorumAtRisk:            http.StatusConflict,
 	CodeOutcomeUnknown:          http.StatusGatewayTimeout,
 }
 
