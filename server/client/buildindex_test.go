@@ -89,6 +89,8 @@ func TestBuildIndexRequests(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.Remove(ctx, "n2", false)
 	require.NoError(t, err)
+	_, err = c.Remove(ctx, "n2", true)
+	require.NoError(t, err)
 	rr, err := c.Restore(ctx)
 	require.NoError(t, err)
 	require.Equal(t, api.RestoreResult{Imported: 3, Skipped: 1}, rr)
@@ -103,6 +105,7 @@ func TestBuildIndexRequests(t *testing.T) {
 		"GET /cluster ",
 		"POST /cluster/members " + `{"id":"n2","raft_addr":"127.0.0.1:2","api_addr":"127.0.0.1:3"}`,
 		"DELETE /cluster/members/n2 ",
+		"DELETE /cluster/members/n2?force=true ",
 		"POST /cluster/restore ",
 	}, got)
 }
