@@ -1,6 +1,7 @@
 package tagstore_test
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -52,7 +53,9 @@ func tlsDialer(cfg *tls.Config) func(string, time.Duration) (net.Conn, error) {
 	cfg = cfg.Clone()
 	cfg.InsecureSkipVerify = true
 	return func(addr string, timeout time.Duration) (net.Conn, error) {
-		return tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", addr, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
 	}
 }
 
@@ -218,13 +221,14 @@ func impostor(t *testing.T, cfg *tls.Config) string {
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
+	ctx := t.Context()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			_ = c.(*tls.Conn).Handshake()
+			_ = c.(*tls.Conn).HandshakeContext(ctx)
 			_ = c.Close()
 		}
 	}()

@@ -1,6 +1,7 @@
-// Package cluster implements `krakenctl cluster status|join|remove|restore`, which show and
-// change the build-index's Raft group through server/client: its members and leader, its term
-// and log indexes, who is in it, and rebuilding the tags from the storage backend.
+// Package cluster implements `krakenctl cluster status|join|remove|restore|recover`, which show
+// and change the build-index's Raft group through server/client: its members and leader, its
+// term and log indexes, who is in it, and rebuilding the tags from the storage backend; and,
+// offline on a stopped node's state, bringing back a group that lost its quorum.
 package cluster
 
 import (
@@ -68,14 +69,15 @@ func NewCmdCluster(f *cmdutil.Factory) *cobra.Command {
 		Use:   "cluster <command>",
 		Short: "Show and change the build-index's Raft membership",
 		Long: `Show the build-index's Raft group (members, leader, term and log indexes), add and remove
-members, and rebuild the tags from the storage backend.
+members, rebuild the tags from the storage backend, and bring back a group that lost its
+quorum from the surviving nodes (recover, offline).
 
 Build-index nodes come from --build-index, else --endpoints-file, else $KRAKENCTL_BUILD_INDEX,
 else the endpoints file written by ` + "`krakenctl dev up`" + `. They are tried in order; any node
 serves any request (membership changes are forwarded to the leader).`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(NewCmdStatus(f, nil), NewCmdJoin(f, nil), NewCmdRemove(f, nil), NewCmdRestore(f, nil))
+	cmd.AddCommand(NewCmdStatus(f, nil), NewCmdJoin(f, nil), NewCmdRemove(f, nil), NewCmdRestore(f, nil), NewCmdRecover(f, nil))
 	return cmd
 }
 

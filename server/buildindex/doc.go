@@ -10,6 +10,15 @@
 // UNAVAILABLE with Retry-After. A write whose outcome Raft cannot tell (leadership lost while
 // it committed) gets 504 OUTCOME_UNKNOWN, never a plain failure.
 //
+// Membership: POST /cluster/members adds a node (as a non-voter, promoted once it caught up;
+// one that never answers is removed again and the join fails with 503), DELETE
+// /cluster/members/{id} removes one, refusing with 409 QUORUM_AT_RISK a removal that would
+// leave the voters without a quorum of live ones unless ?force=true. When the request came
+// over TLS, both need a client certificate of group "admin" (authorizeMembership); without
+// TLS they are open, as for a network trusted by construction. Deps.RaftServerTLS and
+// RaftClientTLS run Raft itself over mutual TLS. docs/operations.md is the operator's guide,
+// including `krakenctl cluster recover` for a group that lost its quorum.
+//
 // Links: the OCI registry proxy keeps per-repository links next to the tags
 // (/repositories/{repo}/links/{name}; names "blob/<digest>", "manifest/<digest>",
 // "referrer/<subject>/<digest>"). They are written, replicated, read (linearizable unless
