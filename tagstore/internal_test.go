@@ -18,7 +18,7 @@ import (
 )
 
 // bareStore is a Store with no Raft, for driving the FSM directly.
-func bareStore(t *testing.T) *Store {
+func bareStore(t testing.TB) *Store {
 	t.Helper()
 	m, err := newMetrics(nil)
 	require.NoError(t, err)
@@ -56,7 +56,7 @@ func testLog(t testing.TB) []*raft.Log {
 	return logs
 }
 
-func applyAll(t *testing.T, s *Store, logs []*raft.Log) []any {
+func applyAll(t testing.TB, s *Store, logs []*raft.Log) []any {
 	t.Helper()
 	f := fsm{s}
 	var res []any
@@ -66,7 +66,7 @@ func applyAll(t *testing.T, s *Store, logs []*raft.Log) []any {
 	return res
 }
 
-func snapshotBytes(t *testing.T, s *Store) []byte {
+func snapshotBytes(t testing.TB, s *Store) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	s.mu.RLock()

@@ -3,11 +3,13 @@ package tagstore_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,5 +335,73 @@ func TestQuorumLosingRemovalRefused(t *testing.T) {
 	for k, v := range putAll(t, c, "after", 5) {
 		acked[k] = v
 	}
+	requireTags(t, c, acked)
+}
+
+// The server's PKI hands out configurations that reload certificates and the CA through
+// callbacks, and may verify servers itself (VerifyConnection, no RootCAs). The transport keeps
+// those callbacks and adds its checks after them.
+func TestMutualTLSWithReloadingConfigurations(t *testing.T) {
+	t.Parallel()
+	var verified atomic.Int64
+	c := tagstoretest.Start(t, tagstoretest.Options{
+		Network: tagstoretest.MutualTLS,
+		TLSConfigs: func(ca *tagstoretest.CA, cert tls.Certificate) (*tls.Config, *tls.Config) {
+			server := &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return ca.ServerConfig(cert), nil
+			}}
+			client := &tls.Config{
+				MinVersion:           tls.VersionTLS13,
+				GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
+				InsecureSkipVerify:   true, // verified by VerifyConnection against the current CA, as a reloading PKI does
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					inter := x509.NewCertPool()
+					for _, c := range cs.PeerCertificates[1:] {
+						inter.AddCert(c)
+					}
+					_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: ca.Pool(), Intermediates: inter})
+					if err == nil {
+						verified.Add(1)
+					}
+					return err
+				},
+			}
+			return server, client
+		},
+	})
+	acked := putAll(t, c, "tags", 10)
+	requireTags(t, c, acked)
+	require.Positive(t, verified.Load(), "the configuration's own verification ran")
+
+	// A peer of another CA is still refused on both sides.
+	foreign := tagstoretest.NewCA(t, "someone else's CA")
+	require.Error(t, forgeAppend(attacker(t, tlsDialer(foreign.ClientConfig(foreign.Issue("node1", tagstore.GroupBuildIndex)))),
+		c.Followers()[0], raft.LogCommand, forgedPut(t)))
+	err := c.Leader().Store().Join(t.Context(), tagstore.Member{ID: "node7",
+		RaftAddr: impostor(t, foreign.ServerConfig(foreign.Issue("node7", tagstore.GroupBuildIndex)))})
+	require.ErrorIs(t, err, tagstore.ErrUnavailable)
+}
+
+// Connections that open the Raft port and never send a byte hold nothing but themselves: the
+// nodes still accept their peers, elect a new leader and commit.
+func TestSilentConnectionsDoNotHoldTheRaftPort(t *testing.T) {
+	t.Parallel()
+	c := tagstoretest.Start(t, tagstoretest.Options{Network: tagstoretest.MutualTLS})
+	acked := putAll(t, c, "before", 5)
+	for _, n := range c.Nodes() {
+		for range 20 {
+			conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", n.RaftAddr)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = conn.Close() })
+		}
+	}
+	// The survivors must accept each other's new connections to elect a leader.
+	old := c.Leader()
+	c.Kill(old)
+	require.NotEqual(t, old, c.Leader())
+	for k, v := range putAll(t, c, "after", 5) {
+		acked[k] = v
+	}
+	c.Restart(old)
 	requireTags(t, c, acked)
 }

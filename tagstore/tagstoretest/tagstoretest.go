@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,9 @@ type Options struct {
 	// Configure, when set, adjusts each node's configuration after the test defaults of
 	// Config are applied (for example a low SnapshotThreshold).
 	Configure func(cfg *tagstore.Config)
+	// TLSConfigs, on the MutualTLS network, turns a node's certificate into the TLS
+	// configurations its store gets (default: CA.ServerConfig and CA.ClientConfig).
+	TLSConfigs func(ca *CA, cert tls.Certificate) (server, client *tls.Config)
 	// Logger receives every node's logs (default: discarded).
 	Logger *slog.Logger
 	// Timeout bounds each wait (default 30s).
@@ -107,7 +111,7 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 
-	ca   *CA // MutualTLS only
+	ca *CA // MutualTLS only
 
 	mu       sync.Mutex
 	nodes    []*Node
@@ -233,6 +237,9 @@ func (c *Cluster) start(n *Node) {
 		if c.ca != nil {
 			cert := c.ca.Issue(n.ID, tagstore.GroupBuildIndex)
 			deps.ServerTLS, deps.ClientTLS = c.ca.ServerConfig(cert), c.ca.ClientConfig(cert)
+			if c.opts.TLSConfigs != nil {
+				deps.ServerTLS, deps.ClientTLS = c.opts.TLSConfigs(c.ca, cert)
+			}
 		}
 	}
 	s, err := tagstore.Open(cfg, deps)
