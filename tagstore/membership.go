@@ -233,8 +233,8 @@ type RemoveOptions struct {
 // ErrNotFound. Removing the leader itself works: it steps down once the change commits. The
 // removed node keeps running, out of the cluster, until it is stopped.
 //
-// Unless opts.Force is set, a removal is refused with ErrQuorum, changing nothing, when the
-// voters that remain would not have a quorum of live ones: live is this leader, and every
+// Unless opts.Force is set, the removal of a voter is refused with ErrQuorum, changing nothing,
+// when the voters that remain would not have a quorum of live ones: live is this leader, and every
 // other voter that answers the leader within a short wait (twice the heartbeat timeout).
 // Otherwise, removing a live node while another is down leaves a configuration no majority
 // can ever be gathered for.
@@ -250,10 +250,12 @@ func (s *Store) Remove(ctx context.Context, id string, opts RemoveOptions) error
 		return fmt.Errorf("remove %s: read configuration: %w", id, err)
 	}
 	servers := cf.Configuration().Servers
-	if !slices.ContainsFunc(servers, func(srv raft.Server) bool { return string(srv.ID) == id }) {
+	i := slices.IndexFunc(servers, func(srv raft.Server) bool { return string(srv.ID) == id })
+	if i < 0 {
 		return fmt.Errorf("remove %s: member %w", id, ErrNotFound)
 	}
-	if !opts.Force {
+	// A non-voter counts toward no quorum: removing one never costs one.
+	if !opts.Force && servers[i].Suffrage == raft.Voter {
 		var remaining []raft.ServerID
 		for _, srv := range servers {
 			if srv.Suffrage == raft.Voter && string(srv.ID) != id {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -159,7 +160,11 @@ func (c *handshakeConn) handshake() error {
 		defer cancel()
 		if err := c.HandshakeContext(ctx); err != nil {
 			c.sl.refused(refusedTLS)
-			c.sl.log.Warn("refused a raft connection", "remote", c.RemoteAddr().String(), "err", err)
+			level := slog.LevelWarn
+			if errors.Is(err, io.EOF) {
+				level = slog.LevelDebug // closed before a word was said: a port check
+			}
+			c.sl.log.Log(ctx, level, "refused a raft connection", "remote", c.RemoteAddr().String(), "err", err)
 			c.err = fmt.Errorf("tls handshake with raft peer %s: %w", c.RemoteAddr(), err)
 		}
 	})
