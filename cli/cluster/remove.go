@@ -42,7 +42,7 @@ With TLS, the request needs a client certificate of group "admin".
 Prints the membership after the change.`,
 		Example: `  krakenctl cluster remove bi-3
   krakenctl cluster remove bi-3 --force`,
-		Args:    argsFunc(1, "remove takes one node ID argument"),
+		Args: argsFunc(1, "remove takes one node ID argument"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkID(args[0]); err != nil {
 				return cmdutil.FlagErrorf("invalid ID: %w", err)

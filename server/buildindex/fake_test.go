@@ -30,10 +30,10 @@ type fakeStore struct {
 	closed   bool
 	writes   int   // calls that changed state
 	putErr   error // returned by Put when set
-	// quorumAtRisk makes Remove refuse (tagstore.ErrQuorum) unless forced.
-	quorumAtRisk bool
 	subs     sync.WaitGroup
 	imported int
+	// quorumAtRisk makes Remove refuse (tagstore.ErrQuorum) unless forced.
+	quorumAtRisk bool
 }
 
 func newFakeStore(id string) *fakeStore {
