@@ -105,7 +105,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("queue", s.queue.Close)
-	s.ring, err = ring.New(cfg.Ring, ring.Deps{Checker: deps.Checker, Logger: s.log, Registerer: deps.Registerer})
+	checker := deps.Checker
+	if checker == nil {
+		// The role's client, so health checks speak TLS when the origins do.
+		checker = ring.HTTPChecker{Client: s.hc}
+	}
+	s.ring, err = ring.New(cfg.Ring, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
 	if err != nil {
 		return nil, b.Fail(err)
 	}

@@ -65,10 +65,14 @@ func (c *Config) Defaults() {
 }
 
 // Validate reports what is missing or unknown; it does not read the files (Load does).
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.Problems()...) }
+
+// Problems lists what Validate reports, one error per key, so a role can prefix each with
+// "tls.".
+func (c *Config) Problems() []error {
 	if !c.Enabled() {
 		if c.ClientAuth != "" {
-			return errors.New("client_auth: set without cert_file, key_file and ca_file")
+			return []error{errors.New("client_auth: set without cert_file, key_file and ca_file")}
 		}
 		return nil
 	}
@@ -84,5 +88,5 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("client_auth: %q is not one of %s, %s, %s", c.ClientAuth,
 			ClientAuthRequire, ClientAuthVerifyIfGiven, ClientAuthNone))
 	}
-	return errors.Join(errs...)
+	return errs
 }

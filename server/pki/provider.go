@@ -36,7 +36,7 @@ type Provider struct {
 type material struct {
 	cert   tls.Certificate // Leaf set
 	pool   *x509.CertPool
-	server *tls.Config // what listeners answer with, built once per loading
+	server map[string]*tls.Config // what listeners answer with, per client_auth, built once per loading
 	id     Identity
 }
 
@@ -126,13 +126,16 @@ func (p *Provider) load() (*material, error) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("tls: cert_file %s is not issued by the CA in ca_file %s: %w", p.cfg.CertFile, p.cfg.CAFile, err)
 	}
-	m := &material{cert: cert, pool: pool, id: identityOf(leaf)}
-	m.server = &tls.Config{
-		MinVersion:   p.serverMinVersion(),
-		Certificates: []tls.Certificate{cert},
-		ClientCAs:    pool,
-		ClientAuth:   p.clientAuth(),
-		NextProtos:   []string{"http/1.1"},
+	m := &material{cert: cert, pool: pool, id: identityOf(leaf), server: map[string]*tls.Config{}}
+	for _, mode := range []string{ClientAuthRequire, ClientAuthVerifyIfGiven, ClientAuthNone} {
+		auth := clientAuth(mode)
+		m.server[mode] = &tls.Config{
+			MinVersion:   serverMinVersion(auth),
+			Certificates: []tls.Certificate{cert},
+			ClientCAs:    pool,
+			ClientAuth:   auth,
+			NextProtos:   []string{"http/1.1"},
+		}
 	}
 	return m, nil
 }
@@ -149,8 +152,8 @@ func checkValidity(c *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-func (p *Provider) clientAuth() tls.ClientAuthType {
-	switch p.cfg.ClientAuth {
+func clientAuth(mode string) tls.ClientAuthType {
+	switch mode {
 	case ClientAuthVerifyIfGiven:
 		return tls.VerifyClientCertIfGiven
 	case ClientAuthNone:
@@ -162,8 +165,8 @@ func (p *Provider) clientAuth() tls.ClientAuthType {
 
 // serverMinVersion is TLS 1.3 for links between components (client_auth: require). A
 // listener that also serves people's tools accepts TLS 1.2, which some still speak.
-func (p *Provider) serverMinVersion() uint16 {
-	if p.clientAuth() == tls.RequireAndVerifyClientCert {
+func serverMinVersion(auth tls.ClientAuthType) uint16 {
+	if auth == tls.RequireAndVerifyClientCert {
 		return tls.VersionTLS13
 	}
 	return tls.VersionTLS12
@@ -177,11 +180,19 @@ func (p *Provider) NotAfter() time.Time { return p.mat.Load().cert.Leaf.NotAfter
 
 // ServerConfig is the TLS configuration of a listener: the current certificate, clients
 // verified against the current CA as Config.ClientAuth says.
-func (p *Provider) ServerConfig() *tls.Config {
+func (p *Provider) ServerConfig() *tls.Config { return p.ServerConfigFor(p.cfg.ClientAuth) }
+
+// ServerConfigFor is ServerConfig with client authentication as mode says (one of the
+// ClientAuth constants): the admin listener, probed by orchestrators without certificates,
+// verifies a certificate only if given and authorizes per endpoint.
+func (p *Provider) ServerConfigFor(mode string) *tls.Config {
+	if clientAuth(mode) == tls.RequireAndVerifyClientCert {
+		mode = ClientAuthRequire
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return p.mat.Load().server, nil
+			return p.mat.Load().server[mode], nil
 		},
 	}
 }
