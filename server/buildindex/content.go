@@ -56,7 +56,20 @@ type contentChecker struct {
 // MANIFEST_BLOB_UNKNOWN when a reference is, 400 MANIFEST_INVALID when the manifest's
 // references are malformed or their sizes disagree, 503 UNAVAILABLE when the origins cannot
 // tell.
+//
+// A tag names a manifest the repository holds: the repository must have a manifest/<d> link,
+// which the proxy writes when a manifest is pushed, else 404 MANIFEST_UNKNOWN. So a tag can
+// neither point at a layer nor at a manifest of a repository the writer may not read.
 func (c *contentChecker) check(ctx context.Context, repo string, d digest.Digest) error {
+	if d.Algorithm() == digest.SHA256 { // other digests are resolved through that link below
+		if _, err := c.link(ctx, repo, registry.ManifestLink(d)); errors.Is(err, tagstore.ErrNotFound) {
+			return c.count(&errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeManifestUnknown,
+				Message: fmt.Sprintf("repository %q holds no manifest %s: a tag names a manifest pushed to its repository", repo, d),
+				Detail:  map[string]string{"digest": d.String()}, Err: err})
+		} else if err != nil {
+			return c.count(err)
+		}
+	}
 	return c.count(c.checkManifest(ctx, repo, d))
 }
 
