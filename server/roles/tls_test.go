@@ -3,7 +3,9 @@ package roles_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -101,6 +103,15 @@ func TestStartWithTLS(t *testing.T) {
 		require.NoError(t, err, tc.path)
 		assert.Equal(t, tc.want, code, tc.path)
 	}
+
+	// The certificate's expiry is a metric, for an alert before it lapses.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+adm+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := agent.Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, errors.Join(err, resp.Body.Close()))
+	require.Contains(t, string(body), "krakenctl_tls_certificate_not_after_seconds")
 
 	// An expired certificate: the role does not start, and the error says why.
 	old, err := ca.IssueFiles(filepath.Join(dir), "old", pki.Leaf{Name: "tracker-old", Hosts: []string{"127.0.0.1"},
