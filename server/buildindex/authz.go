@@ -1,72 +1,84 @@
 package buildindex
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net/http"
-	"slices"
 
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
-	"github.com/krakenctl/krakenctl/tagstore"
 )
 
-// Certificate groups that may change the Raft membership.
-const (
-	groupAdmin      = "admin"
-	groupBuildIndex = tagstore.GroupBuildIndex
+// Who may call which route, when the build-index runs with TLS. Reads are for every component
+// of the cluster (agents resolve tags). Tags and links are written by the proxy, which has
+// checked the pusher's rights, or by an operator; another build-index node forwards what its
+// own check let through. Membership and restores change the Raft group: operators only (and
+// authorizeMembership narrows what a build-index node may do to the group).
+var (
+	writers   = []string{pki.GroupProxy, pki.GroupAdmin, pki.GroupBuildIndex}
+	operators = []string{pki.GroupAdmin, pki.GroupBuildIndex}
 )
 
-// identity is who a verified client certificate says its holder is.
-type identity struct {
-	Name   string
-	Groups []string
+// routeGroups returns the groups allowed to call route with method; nil means any verified
+// identity.
+func routeGroups(route, method string) []string {
+	switch route {
+	case "join", "remove", "restore":
+		return operators
+	case "put_tag", "delete_tag", "put_link", "delete_link":
+		return writers
+	case "repository_path":
+		if method != http.MethodGet && method != http.MethodHead {
+			return writers
+		}
+	}
+	return nil
 }
 
-func (id identity) in(group string) bool { return slices.Contains(id.Groups, group) }
-
-// peerIdentity reads the identity of a request's client certificate, only from a chain the
-// TLS server verified against the cluster CA: the leaf's common name and organizations.
-// pki.PeerIdentity does the same; this stands in for it until server/pki lands.
-func peerIdentity(cs *tls.ConnectionState) (identity, bool) {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
-		return identity{}, false
+// authorize refuses a request whose client certificate does not allow route. Without TLS
+// there is nobody to tell apart, and everything is allowed: plain text is for networks trusted
+// by construction.
+func (s *Server) authorize(route string, r *http.Request) error {
+	if !s.cfg.TLS.Enabled() {
+		return nil
 	}
-	leaf := cs.VerifiedChains[0][0]
-	return identity{Name: leaf.Subject.CommonName, Groups: leaf.Subject.Organization}, true
+	if err := pki.Allowed(r.TLS, route, routeGroups(route, r.Method)...); err != nil {
+		return &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err}
+	}
+	return nil
 }
 
 // authorizeMembership lets a membership change (a join of joining, or a removal when joining
-// is empty) through when the request comes from:
+// is empty) through, with TLS, only when the request comes from:
 //
 //   - an admin (a certificate in group "admin");
-//   - a build-index node that forwarded the request to the leader (its certificate names the
-//     node the forwarding header names): the node that received it checked it first;
+//   - a build-index node that forwarded the request to the leader (its certificate's name is
+//     the node the forwarding header names): the node that received it checked it first;
 //   - a build-index node asking to add itself (its certificate names joining), which is what a
 //     node started with `join:` does; it could run a Raft node under that name anyway.
 //
-// A request that did not come over TLS is let through: without TLS the build-index has no
-// identities to check, and runs as it always did, on a network trusted by construction.
-func authorizeMembership(r *http.Request, joining string) error {
-	if r.TLS == nil {
+// A build-index certificate alone does not let a node add or remove others. Without TLS
+// everything is allowed, as in authorize.
+func (s *Server) authorizeMembership(r *http.Request, joining string) error {
+	if !s.cfg.TLS.Enabled() {
 		return nil
 	}
 	what := "remove a member"
 	if joining != "" {
 		what = "add member " + joining
 	}
-	id, ok := peerIdentity(r.TLS)
+	id, ok := pki.PeerIdentity(r.TLS)
 	if !ok {
 		return errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
-			"to %s, present a client certificate of group %q from the cluster CA", what, groupAdmin)
+			"to %s, present a client certificate of group %q from the cluster CA", what, pki.GroupAdmin)
 	}
 	switch {
-	case id.in(groupAdmin):
+	case id.In(pki.GroupAdmin):
 		return nil
-	case id.in(groupBuildIndex) && r.Header.Get(HeaderForwardedBy) == id.Name:
+	case id.In(pki.GroupBuildIndex) && r.Header.Get(HeaderForwardedBy) == id.Name:
 		return nil
-	case id.in(groupBuildIndex) && joining != "" && id.Name == joining:
+	case id.In(pki.GroupBuildIndex) && joining != "" && id.Name == joining:
 		return nil
 	}
 	return &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied,
-		Message: fmt.Sprintf("%s (groups %v) may not %s: that needs a certificate of group %q", id.Name, id.Groups, what, groupAdmin)}
+		Message: fmt.Sprintf("%s (groups %v) may not %s: that needs a certificate of group %q", id.Name, id.Groups, what, pki.GroupAdmin)}
 }

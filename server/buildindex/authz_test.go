@@ -1,88 +1,174 @@
 package buildindex
 
 import (
-	"bytes"
-	"crypto/tls"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/tagstore"
-	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 )
 
-// With TLS, joins and removals need an admin's certificate (attacks X5 and X6 needed
-// nothing). A build-index node may ask to add itself, and a request forwarded by a node is
-// taken on that node's word (it checked the request first).
+// TestAuthorizeByCertificate runs a build-index with TLS: every component may read, only the
+// proxy (and operators) may write tags and links, only operators may change the Raft group,
+// and a client without a cluster certificate gets no connection at all. Refused writes change
+// nothing.
+func TestAuthorizeByCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test cluster")
+	require.NoError(t, err)
+	issue := func(name string, groups ...string) pki.Config {
+		c, err := ca.IssueFiles(dir, name, pki.Leaf{Name: name, Groups: groups, Hosts: []string{"127.0.0.1"}})
+		require.NoError(t, err)
+		return c
+	}
+	load := func(c pki.Config) *pki.Provider {
+		p, err := pki.Load(c)
+		require.NoError(t, err)
+		return p
+	}
+	nodeTLS := issue("a", pki.GroupBuildIndex)
+	store := newFakeStore("a")
+	var deps Deps
+	deps.TLS = load(nodeTLS)
+	n := startFake(t, store, deps, func(c *Config) { c.TLS = nodeTLS })
+
+	as := func(c pki.Config) *client.BuildIndex {
+		p := load(c)
+		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return p.Dialer(d).DialContext
+		}})
+		t.Cleanup(hc.CloseIdleConnections)
+		return client.NewBuildIndex(n.addr, hc)
+	}
+	agent, proxy, ops := as(issue("agent-1", pki.GroupAgent)), as(issue("proxy-1", pki.GroupProxy)), as(issue("ops", pki.GroupAdmin))
+	ctx := t.Context()
+	d := dig("manifest")
+
+	_, err = proxy.PutTag(ctx, "team/app", "v1", d)
+	require.NoError(t, err, "the proxy writes tags")
+	written := store.writeCount()
+
+	got, err := agent.GetTag(ctx, "team/app", "v1", false)
+	require.NoError(t, err, "an agent reads tags")
+	require.Equal(t, d, got.Digest)
+
+	_, err = agent.PutTag(ctx, "team/app", "v1", dig("forged"))
+	re := apiErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	require.Contains(t, re.Message, "agent-1")
+	_, err = agent.DeleteTag(ctx, "team/app", "v1")
+	requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	_, err = agent.PutLink(ctx, "team/app", "blob/"+dig("x").String(), dig("x"))
+	requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	_, err = proxy.Join(ctx, api.Member{ID: "evil", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"})
+	requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	_, err = agent.Remove(ctx, "a", false)
+	requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	require.Equal(t, written, store.writeCount(), "refused writes changed nothing")
+	got, err = ops.GetTag(ctx, "team/app", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, d, got.Digest, "the tag is as the proxy wrote it")
+
+	// An operator may change the group.
+	_, err = ops.Join(ctx, api.Member{ID: "b", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
+	require.NoError(t, err)
+	require.Contains(t, store.Status().Members, tagstore.Member{ID: "b", RaftAddr: "127.0.0.1:7", APIAddr: "127.0.0.1:8"})
+
+	// No certificate: no connection.
+	plain := client.NewBuildIndex(n.addr, &http.Client{Timeout: 5 * time.Second})
+	_, err = plain.GetTag(ctx, "team/app", "v1", false)
+	require.Error(t, err)
+}
+
+// Joins and removals take an admin (attacks X5 and X6 needed nothing). A build-index node may
+// ask to add itself, and a request forwarded by a node is taken on that node's word (it
+// checked the request first); a build-index certificate alone adds or removes nobody else.
 func TestMembershipNeedsAnAdminOverTLS(t *testing.T) {
 	t.Parallel()
-	ca := tagstoretest.NewCA(t, "cluster CA")
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test cluster")
 	require.NoError(t, err)
-	srvCfg := ca.ServerConfig(ca.Issue("n1", groupBuildIndex))
-	srvCfg.ClientAuth = tls.VerifyClientCertIfGiven // so that a client without one gets an answer
+	issue := func(name string, groups ...string) pki.Config {
+		c, err := ca.IssueFiles(dir, name, pki.Leaf{Name: name, Groups: groups, Hosts: []string{"127.0.0.1"}})
+		require.NoError(t, err)
+		return c
+	}
+	nodeTLS := issue("n1", pki.GroupBuildIndex)
 	store := newFakeStore("n1")
 	var deps Deps
-	deps.Listener = tls.NewListener(raw, srvCfg)
-	n := startFake(t, store, deps, nil)
-	base := "https://" + n.addr
-
-	as := func(name string, groups ...string) *tls.Config { return ca.ClientConfig(ca.Issue(name, groups...)) }
-	anonymous := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13}
-	foreign := tagstoretest.NewCA(t, "another CA")
-	stranger := foreign.ClientConfig(foreign.Issue("root", groupAdmin))
-	stranger.RootCAs = ca.Pool()
-	join := func(id string) api.Member {
-		return api.Member{ID: id, RaftAddr: "127.0.0.1:" + id[1:], APIAddr: "127.0.0.1:1" + id[1:]}
+	deps.TLS, err = pki.Load(nodeTLS)
+	require.NoError(t, err)
+	n := startFake(t, store, deps, func(c *Config) { c.TLS = nodeTLS })
+	as := func(name string, groups ...string) *http.Client {
+		p, err := pki.Load(issue(name, groups...))
+		require.NoError(t, err)
+		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return p.Dialer(d).DialContext
+		}})
+		t.Cleanup(hc.CloseIdleConnections)
+		return hc
 	}
 	members := func() int { return len(store.Status().Members) }
+	member := func(id string) api.Member {
+		return api.Member{ID: id, RaftAddr: "127.0.0.1:" + id[1:], APIAddr: "127.0.0.1:1" + id[1:]}
+	}
+	ctx := t.Context()
 
-	for name, cfg := range map[string]*tls.Config{
-		"no certificate":             anonymous,
-		"an agent":                   as("agent-1", "agent"),
-		"a proxy":                    as("proxy-1", "proxy"),
-		"a build-index node for n3":  as("n3", groupBuildIndex),
-		"admin name, no admin group": as("admin", "agent"),
-		// Its certificate is not one the server asks for (another CA), so the client sends
-		// none; had it sent it, the handshake would have failed.
-		"admin of another CA": stranger,
+	for name, hc := range map[string]*http.Client{
+		"an agent":                   as("agent-1", pki.GroupAgent),
+		"a proxy":                    as("proxy-1", pki.GroupProxy),
+		"a build-index node for n3":  as("n3", pki.GroupBuildIndex),
+		"admin name, no admin group": as("admin", pki.GroupOrigin),
 	} {
-		e := do(t, cfg, http.MethodPost, base+api.ClusterMembersPath, join("n2"), nil)
-		require.NotNil(t, e, name)
-		require.Equal(t, http.StatusForbidden, e.Status, name)
-		require.Equal(t, errcode.CodeDenied, e.Code, name)
-		require.Contains(t, e.Message, `"admin"`, name)
+		_, err := client.NewBuildIndex(n.addr, hc).Join(ctx, member("n2"))
+		requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+		_, err = client.NewBuildIndex(n.addr, hc).Remove(ctx, "n1", true)
+		requireAPIErr(t, err, http.StatusForbidden, errcode.CodeDenied)
 		require.Equal(t, 1, members(), name)
 	}
-	require.Nil(t, do(t, as("ops", groupAdmin), http.MethodPost, base+api.ClusterMembersPath, join("n2"), nil))
+	ops := client.NewBuildIndex(n.addr, as("ops", pki.GroupAdmin))
+	_, err = ops.Join(ctx, member("n2"))
+	require.NoError(t, err)
 	require.Equal(t, 2, members())
 
 	// A node joins itself, but nobody else.
-	require.Nil(t, do(t, as("n3", groupBuildIndex), http.MethodPost, base+api.ClusterMembersPath, join("n3"), nil))
+	n3 := as("n3", pki.GroupBuildIndex)
+	_, err = client.NewBuildIndex(n.addr, n3).Join(ctx, member("n3"))
+	require.NoError(t, err)
 	require.Equal(t, 3, members())
-	e := do(t, as("n3", groupBuildIndex), http.MethodPost, base+api.ClusterMembersPath, join("n4"), nil)
-	require.Equal(t, http.StatusForbidden, e.Status)
-	require.Equal(t, `n3 (groups [build-index]) may not add member n4: that needs a certificate of group "admin"`, e.Message)
+	_, err = client.NewBuildIndex(n.addr, n3).Join(ctx, member("n4"))
+	re := apiErr(t, err, http.StatusForbidden, errcode.CodeDenied)
+	require.Equal(t, `n3 (groups [build-index]) may not add member n4: that needs a certificate of group "admin"`, re.Message)
 
-	// Removals: a node cannot remove anyone on its own authority; forwarded by that node, the
-	// request is its checked one. An admin removes.
-	e = do(t, as("n3", groupBuildIndex), http.MethodDelete, base+api.ClusterMemberPath("n2"), nil, nil)
-	require.Equal(t, http.StatusForbidden, e.Status)
-	e = do(t, as("n3", groupBuildIndex), http.MethodDelete, base+api.ClusterMemberPath("n2"), nil,
-		http.Header{HeaderForwardedBy: {"n1"}})
-	require.Equal(t, http.StatusForbidden, e.Status, "the forwarding header names another node than the certificate")
+	// Removals: a node removes nobody on its own authority; forwarded by that node, the
+	// request is one it checked. An admin removes.
+	remove := func(hc *http.Client, id, forwardedBy string) int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+n.addr+api.ClusterMemberPath(id), nil)
+		require.NoError(t, err)
+		if forwardedBy != "" {
+			req.Header.Set(HeaderForwardedBy, forwardedBy)
+		}
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusForbidden, remove(n3, "n2", ""))
+	require.Equal(t, http.StatusForbidden, remove(n3, "n2", "n1"), "the header names another node than the certificate")
 	require.Equal(t, 3, members())
-	require.Nil(t, do(t, as("n3", groupBuildIndex), http.MethodDelete, base+api.ClusterMemberPath("n2"), nil,
-		http.Header{HeaderForwardedBy: {"n3"}}))
-	require.Nil(t, do(t, as("ops", groupAdmin), http.MethodDelete, base+api.ClusterMemberPath("n3"), nil, nil))
-	require.Equal(t, 1, members())
-	e = do(t, anonymous, http.MethodDelete, base+api.ClusterMemberPath("n1"), nil, nil)
-	require.Equal(t, http.StatusForbidden, e.Status)
+	require.Equal(t, http.StatusOK, remove(n3, "n2", "n3"))
+	_, err = ops.Remove(ctx, "n3", false)
+	require.NoError(t, err)
 	require.Equal(t, 1, members())
 }
 
@@ -90,8 +176,7 @@ func TestMembershipNeedsAnAdminOverTLS(t *testing.T) {
 // construction.
 func TestMembershipWithoutTLS(t *testing.T) {
 	t.Parallel()
-	store := newFakeStore("n1")
-	n := startFake(t, store, Deps{}, nil)
+	n := startFake(t, newFakeStore("n1"), Deps{}, nil)
 	_, err := n.cli.Join(t.Context(), api.Member{ID: "n2", RaftAddr: "127.0.0.1:2", APIAddr: "127.0.0.1:12"})
 	require.NoError(t, err)
 	_, err = n.cli.Remove(t.Context(), "n2", false)
@@ -103,7 +188,9 @@ func TestMembershipWithoutTLS(t *testing.T) {
 func TestRemoveQuorumAtRisk(t *testing.T) {
 	t.Parallel()
 	store := newFakeStore("n1")
-	store.members = append(store.members, tagstoreMember("n2"), tagstoreMember("n3"))
+	for _, id := range []string{"n2", "n3"} {
+		store.members = append(store.members, tagstore.Member{ID: id, RaftAddr: "127.0.0.1:" + id[1:], Suffrage: tagstore.SuffrageVoter})
+	}
 	store.quorumAtRisk = true
 	n := startFake(t, store, Deps{}, nil)
 	ctx := t.Context()
@@ -118,41 +205,14 @@ func TestRemoveQuorumAtRisk(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, st.Members, 2)
 
-	resp := do(t, nil, http.MethodDelete, "http://"+n.addr+api.ClusterMemberPath("n3")+"?force=maybe", nil, nil)
-	require.Equal(t, http.StatusBadRequest, resp.Status)
-	require.Equal(t, `invalid force="maybe": want true or false`, resp.Message)
-	require.Len(t, store.Status().Members, 2)
-}
-
-func tagstoreMember(id string) tagstore.Member {
-	return tagstore.Member{ID: id, RaftAddr: "127.0.0.1:" + id[1:], Suffrage: tagstore.SuffrageVoter}
-}
-
-// do sends a request as the holder of cfg's certificate (plain HTTP when cfg is nil) and
-// returns the API error, or nil for 200.
-func do(t *testing.T, cfg *tls.Config, method, url string, body any, header http.Header) *errcode.Error {
-	t.Helper()
-	var b []byte
-	if body != nil {
-		var err error
-		b, err = json.Marshal(body)
-		require.NoError(t, err)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, url, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "http://"+n.addr+api.ClusterMemberPath("n3")+"?force=maybe", nil)
 	require.NoError(t, err)
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	tr := &http.Transport{TLSClientConfig: cfg}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
 	var eb errcode.Body
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&eb))
-	require.Len(t, eb.Errors, 1)
-	return &errcode.Error{Status: resp.StatusCode, Code: eb.Errors[0].Code, Message: eb.Errors[0].Message}
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Equal(t, `invalid force="maybe": want true or false`, eb.Errors[0].Message)
+	require.Len(t, store.Status().Members, 2)
 }

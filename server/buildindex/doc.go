@@ -13,11 +13,12 @@
 // Membership: POST /cluster/members adds a node (as a non-voter, promoted once it caught up;
 // one that never answers is removed again and the join fails with 503), DELETE
 // /cluster/members/{id} removes one, refusing with 409 QUORUM_AT_RISK a removal that would
-// leave the voters without a quorum of live ones unless ?force=true. When the request came
-// over TLS, both need a client certificate of group "admin" (authorizeMembership); without
-// TLS they are open, as for a network trusted by construction. Deps.RaftServerTLS and
-// RaftClientTLS run Raft itself over mutual TLS. docs/operations.md is the operator's guide,
-// including `krakenctl cluster recover` for a group that lost its quorum.
+// leave the voters without a quorum of live ones unless ?force=true. When the build-index
+// runs with TLS, both need a client certificate of group "admin" (authorizeMembership); without
+// TLS they are open, as for a network trusted by construction. With TLS, Raft itself runs over
+// mutual TLS with the role's certificate, which must name raft.node_id in group build-index.
+// docs/operations.md is the operator's guide, including `krakenctl cluster recover` for a
+// group that lost its quorum.
 //
 // Links: the OCI registry proxy keeps per-repository links next to the tags
 // (/repositories/{repo}/links/{name}; names "blob/<digest>", "manifest/<digest>",

@@ -60,7 +60,10 @@ func (s *Server) handle(route string, h handlerFunc) http.Handler {
 		if l, ok := s.store.Leader(); ok && l.APIAddr != "" {
 			w.Header().Set(api.HeaderLeader, l.APIAddr)
 		}
-		err := h(w, r)
+		err := s.authorize(route, r)
+		if err == nil {
+			err = h(w, r)
+		}
 		if err == nil || errors.Is(err, errForwarded) {
 			return
 		}
@@ -380,7 +383,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) error {
 	if err := checkMember(m); err != nil {
 		return err
 	}
-	if err := authorizeMembership(r, m.ID); err != nil {
+	if err := s.authorizeMembership(r, m.ID); err != nil {
 		return err
 	}
 	err = s.onLeader(w, r, body, func() error { return s.store.Join(r.Context(), tagstore.Member(m)) })
@@ -424,7 +427,7 @@ func (s *Server) handleRemove(w http.ResponseWriter, r *http.Request) error {
 			return errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "invalid force=%q: want true or false", v)
 		}
 	}
-	if err := authorizeMembership(r, ""); err != nil {
+	if err := s.authorizeMembership(r, ""); err != nil {
 		return err
 	}
 	err := s.onLeader(w, r, nil, func() error { return s.store.Remove(r.Context(), id, opts) })

@@ -3,6 +3,7 @@ package buildindex
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/tagstore"
@@ -93,11 +95,6 @@ type Deps struct {
 	role.Deps
 	// RaftListener carries Raft traffic; required unless Store is set.
 	RaftListener net.Listener
-	// RaftServerTLS and RaftClientTLS, when set (together), run the Raft transport over
-	// mutual TLS: the node's certificate must name raft.node_id in group "build-index", and so
-	// must its peers' (see tagstore.Deps). Nil keeps plain TCP.
-	RaftServerTLS *tls.Config
-	RaftClientTLS *tls.Config
 	// Store replaces the Raft store opened from Config.Raft (tests pass fakes). The Server
 	// does not close an injected store.
 	Store Store
@@ -169,10 +166,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Store != nil {
 		s.store = deps.Store
 	} else {
-		st, err := tagstore.Open(cfg.Raft, tagstore.Deps{
-			Listener: deps.RaftListener, Logger: s.log, Registerer: deps.Registerer,
-			ServerTLS: deps.RaftServerTLS, ClientTLS: deps.RaftClientTLS,
-		})
+		td := tagstore.Deps{Listener: deps.RaftListener, Logger: s.log, Registerer: deps.Registerer}
+		if p := b.TLS(); p != nil {
+			// With TLS, Raft is mutual TLS whatever client_auth says for the API: the node's
+			// certificate must name raft.node_id in group build-index, and so must its peers'.
+			td.ServerTLS, td.ClientTLS = p.ServerConfigFor(pki.ClientAuthRequire), raftClientTLS(p)
+		}
+		st, err := tagstore.Open(cfg.Raft, td)
 		if err != nil {
 			return nil, b.Fail(err)
 		}
@@ -280,6 +280,33 @@ func (s *Server) joinCluster(ctx context.Context) {
 		}
 		delay = min(delay*2, 10*time.Second)
 	}
+}
+
+// raftClientTLS is the TLS configuration the Raft transport dials peers with: the role's
+// current certificate, and the peer's chain verified against the CA as it is at each
+// handshake (pki's ClientConfig fixes the CA when it is made, and the transport keeps one
+// configuration). tagstore adds its own check of the peer's name and group after this one.
+func raftClientTLS(p *pki.Provider) *tls.Config {
+	cfg := p.ClientConfig()
+	cfg.RootCAs = nil
+	cfg.InsecureSkipVerify = true // verified in VerifyConnection, against the current CA
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the raft peer presented no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+			Roots: p.ClientConfig().RootCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return fmt.Errorf("raft peer certificate %q not verified by the cluster CA: %w", cs.PeerCertificates[0].Subject.CommonName, err)
+		}
+		return nil
+	}
+	return cfg
 }
 
 // Interface guards
