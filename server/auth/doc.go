@@ -17,6 +17,14 @@
 // carries for each repository, and only those that the rules still allow its subject when it is
 // used (so a user removed from a rule loses the access at once, not when the token expires).
 //
+// Each request needs one action on the repository it names: reads (manifests, blobs, tags,
+// referrers) pull; uploads, their sessions and manifest puts push; deletes of manifests, tags
+// and blobs delete. A cross-repository mount (?mount=&from=A) also needs pull on A: without
+// it the mount is dropped and the request starts an ordinary upload (or, for a token that
+// could have carried that pull, gets a 401 asking for a token that does). The catalog lists
+// only the repositories the caller may pull (PullFilter). The base endpoint /v2/ answers 401
+// with the challenge to a caller with no credentials at all, as clients expect at login.
+//
 // Refusals follow the distribution spec: a caller that is not authenticated (or whose token
 // lacks a scope the rules would grant) gets 401 UNAUTHORIZED with a WWW-Authenticate challenge,
 // Basic or Bearer as Config.Mode says; an authenticated caller the rules refuse gets 403

@@ -263,6 +263,14 @@ func (g *Guard) authorize(r *http.Request, rt registry.Route, c caller) (*http.R
 		// not pull becomes an ordinary upload here, as the spec allows for a mount that
 		// cannot be done. Either way the answer does not tell whether the blob exists.
 		if from := q.Get("from"); q.Has("mount") && from != "" && !c.allowed(g.policy, from).Has(Pull) {
+			if c.kind == credBearer && g.policy.Allowed(c.id, from).Has(Pull) {
+				// The token lacks a scope the caller could have: ask for a token with both
+				// (the client retries with it), as distribution does.
+				ref := unauthorized("the token does not grant pull on " + from + ", the source of the mount: get one that does")
+				ref.scopes = []string{scopeOf(rt.Name, Push), scopeOf(from, Pull)}
+				ref.bearerError = "insufficient_scope"
+				return r, ref
+			}
 			g.log.DebugContext(r.Context(), "mount refused: no pull on its source; starting an upload", "caller", c.id.String(), "repo", rt.Name, "from", from)
 			q.Del("mount")
 			q.Del("from")

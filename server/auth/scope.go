@@ -108,4 +108,3 @@ func actionsOf(names []string) Action {
 	}
 	return a
 }
-

@@ -39,20 +39,6 @@ func (c *Claims) Granted(repo string) Action {
 	return a
 }
 
-// grants reports whether the claims carry scope typ:name with action.
-func (c *Claims) grants(typ, name, action string) bool {
-	for _, ra := range c.Access {
-		if ra.Type == typ && ra.Name == name {
-			for _, a := range ra.Actions {
-				if a == action {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
 // Tokens issues and verifies the proxy's tokens: JWTs signed with HMAC-SHA256 under the current
 // secret, verified under the current or the previous one (chosen by the kid header).
 type Tokens struct {
