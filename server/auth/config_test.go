@@ -118,3 +118,19 @@ func TestConfigValidate(t *testing.T) {
 		require.NotContains(t, err.Error(), strings.Repeat("s", 32), "a secret never appears in an error")
 	}
 }
+
+func TestHtpasswdLine(t *testing.T) {
+	t.Parallel()
+	line, err := HtpasswdLine("dev", "s3cret", bcrypt.MinCost)
+	require.NoError(t, err)
+	h, err := parseHtpasswd(line)
+	require.NoError(t, err)
+	p, err := newPasswords(h, time.Minute, time.Now)
+	require.NoError(t, err)
+	require.True(t, p.check("dev", "s3cret"))
+	require.False(t, p.check("dev", "other"))
+	_, err = HtpasswdLine("a b", "x", bcrypt.MinCost)
+	require.Error(t, err)
+	_, err = HtpasswdLine("a", "x", MaxBcryptCost+1)
+	require.Error(t, err)
+}

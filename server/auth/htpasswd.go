@@ -164,3 +164,22 @@ func (p *passwords) mac(user, password string) []byte {
 	m.Write([]byte(password))
 	return m.Sum(nil)
 }
+
+// HtpasswdLine returns the htpasswd line of user with password, hashed with bcrypt at cost
+// (bcrypt.DefaultCost when 0), for tools that create users (`krakenctl dev up --tls`) and tests.
+func HtpasswdLine(user, password string, cost int) (string, error) {
+	if err := checkUser(user); err != nil {
+		return "", err
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	if cost > MaxBcryptCost {
+		return "", fmt.Errorf("bcrypt cost %d is over %d", cost, MaxBcryptCost)
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		return "", fmt.Errorf("hash the password of %s: %w", user, err)
+	}
+	return user + ":" + string(h) + "\n", nil
+}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/krakenctl/krakenctl/server/auth"
+	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
@@ -363,7 +364,7 @@ func TestAuthCrane(t *testing.T) {
 	_, err = run("append", "--oci-empty-base", "-f", layer, "-t", repo+":v1")
 	require.Error(t, err)
 	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee))
+	require.ErrorAs(t, err, &ee)
 	require.Contains(t, string(ee.Stderr), "401 Unauthorized")
 
 	_, err = run("auth", "login", p.Addr(), "-u", "pusher", "-p", "wrong")
@@ -386,7 +387,7 @@ func TestAuthCrane(t *testing.T) {
 	must("auth", "login", p.Addr(), "-u", "reader", "-p", readerPW)
 	require.Equal(t, d, must("digest", repo+":v1"))
 	_, err = run("push", layout, repo+":v3")
-	require.True(t, errors.As(err, &ee))
+	require.ErrorAs(t, err, &ee)
 	require.Contains(t, string(ee.Stderr), "DENIED")
 	must("auth", "logout", p.Addr())
 	_, err = run("digest", repo+":v1")
@@ -403,4 +404,50 @@ func writeTar(t *testing.T, path, name string, data []byte) {
 	require.NoError(t, err)
 	require.NoError(t, tw.Close())
 	require.NoError(t, os.WriteFile(path, b.Bytes(), 0o600))
+}
+
+// TestAuthConfigFile loads auth: from a YAML file as `serve proxy` does: the htpasswd and the
+// token secret come from files, and every problem is named by its key path under auth.
+func TestAuthConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	require.NoError(t, err)
+	htpasswd := filepath.Join(dir, "htpasswd")
+	require.NoError(t, os.WriteFile(htpasswd, []byte("ci:"+string(h)+"\n"), 0o600))
+	secret := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(tokenSecret+"\n"), 0o600))
+	base := "origins: [127.0.0.1:15000]\nbuild_index: [127.0.0.1:15100]\n"
+
+	doc := base + "auth:\n  htpasswd_file: " + htpasswd + "\n  rules:\n    - {repositories: ['**'], users: [ci], actions: [pull, push]}\n" +
+		"  token: {secret_file: " + secret + "}\n"
+	var c proxy.Config
+	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
+	require.Equal(t, tokenSecret, c.Auth.Token.Secret)
+	require.Equal(t, auth.ModeToken, c.Auth.Mode)
+	require.Equal(t, auth.DefaultTokenTTL, c.Auth.Token.TTL)
+
+	md5 := filepath.Join(dir, "md5")
+	require.NoError(t, os.WriteFile(md5, []byte("ci:$apr1$salt$hash\n"), 0o600))
+	doc = base + "auth:\n  mode: digest\n  htpasswd_file: " + md5 + "\n  rules:\n    - {repositories: ['a/['], groups: [ops], actions: [write]}\n" +
+		"  token: {secret: short, ttl: 2h}\n"
+	err = config.Decode(strings.NewReader(doc), &proxy.Config{})
+	require.ErrorIs(t, err, config.ErrInvalid)
+	for _, want := range []string{
+		`auth.mode: "digest" is neither token nor basic`,
+		`auth.htpasswd: line 1: user "ci": an MD5 (apr1) hash, not bcrypt: only bcrypt is accepted (make one with htpasswd -B)`,
+		`auth.rules[0].repositories[0]: pattern "a/[": syntax error in pattern`,
+		`auth.rules[0].groups[0]: group "ops" is not defined in groups`,
+		`auth.rules[0].actions[0]: "write" is not an action`,
+		`auth.token.secret: must be at least 32 bytes, got 5`,
+		`auth.token.ttl: must be between 1s and 1h0m0s, got 2h0m0s`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+	require.NotContains(t, err.Error(), "short", "the secret's value is never printed")
+
+	// A missing htpasswd file is named by its key.
+	doc = base + "auth:\n  htpasswd_file: " + filepath.Join(dir, "missing") + "\n"
+	err = config.Decode(strings.NewReader(doc), &proxy.Config{})
+	require.ErrorContains(t, err, "auth.htpasswd_file: open "+filepath.Join(dir, "missing"))
 }
