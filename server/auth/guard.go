@@ -202,7 +202,8 @@ func (g *Guard) login(r *http.Request, user, password string) (Identity, *refusa
 	}
 	if blocked, wait := g.limiter.blocked(host); blocked {
 		g.metrics.logins.WithLabelValues("limited").Inc()
-		g.log.WarnContext(r.Context(), "login refused: too many failed logins from this address", "user", logName(user), "remote", r.RemoteAddr)
+		// Debug: an attacker who keeps trying would otherwise fill the log; the metric counts.
+		g.log.DebugContext(r.Context(), "login refused: too many failed logins from this address", "user", logName(user), "remote", r.RemoteAddr)
 		return Identity{}, &refusal{retryAfter: wait, err: errcode.Errorf(http.StatusTooManyRequests, errcode.CodeTooManyRequests,
 			"too many failed logins from %s; try again later", host)}
 	}

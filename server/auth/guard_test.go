@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -489,4 +491,19 @@ func TestOtherPathsPassThrough(t *testing.T) {
 		require.Equal(t, 200, rec.Code, target)
 		require.Len(t, gd.seen, 1, target)
 	}
+}
+
+// TestFailedLoginIsLogged: a failed login is logged with the user and the client's address,
+// never the password.
+func TestFailedLoginIsLogged(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	c := validConfig(t)
+	g, err := New(c, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
+	gd := &guarded{t: t, g: g, clk: newClock(), h: g.Wrap(http.NotFoundHandler())}
+	rec := gd.do(req{method: "GET", target: "/v2/", user: "alice", password: "hunter2-guess"})
+	require.Equal(t, 401, rec.Code)
+	require.Contains(t, logs.String(), `"msg":"login failed","user":"alice","remote":"192.0.2.1:4567"`)
+	require.NotContains(t, logs.String(), "hunter2")
 }
