@@ -3,8 +3,8 @@ package proxy_test
 import (
 	"archive/tar"
 	"bytes"
-	"errors"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
