@@ -47,6 +47,28 @@ func Handler(g prometheus.Gatherer, ready ReadyFunc) http.Handler {
 	return mux
 }
 
+// Guard lets through /health and /readyz, and every other request only when allow says so.
+// allow returns the caller's name (empty when anonymous) and whether it may: a refused
+// anonymous caller gets 401, a refused named one 403. With TLS, metrics and profiles are for
+// holders of a cluster certificate (profiles for admins) while orchestrators still probe.
+func Guard(h http.Handler, allow func(r *http.Request) (name string, ok bool)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" || r.URL.Path == "/readyz" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		name, ok := allow(r)
+		switch {
+		case ok:
+			h.ServeHTTP(w, r)
+		case name == "":
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a client certificate from the cluster CA is required"})
+		default:
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": name + " may not read " + r.URL.Path})
+		}
+	})
+}
+
 // ReadyTTL is how long a readiness answer is reused. A role's ready function may ask other
 // components (the proxy and the agent probe the build-index and the trackers); /readyz is
 // reachable by whoever reaches the port, so a flood of it must not become a flood of them.

@@ -11,6 +11,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
@@ -47,6 +48,10 @@ type Config struct {
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
 	AdminListen string `yaml:"admin_listen"`
+	// TLS is the role's certificate, key and cluster CA: every listener speaks TLS and every
+	// call to another component presents the certificate. Empty runs in plain text.
+	// client_auth defaults to verify_if_given.
+	TLS pki.Config `yaml:"tls"`
 	// PeerListen is the address that accepts swarm connections from other hosts.
 	PeerListen string `yaml:"peer_listen"`
 	// PeerAdvertise is the host:port other hosts dial to reach PeerListen, announced to the
@@ -83,6 +88,9 @@ type Config struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
+	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = pki.ClientAuthVerifyIfGiven
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -107,6 +115,9 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, err := range c.TLS.Problems() {
+		bad("tls.%w", err)
+	}
 	for _, a := range c.ListenAddrs() {
 		if err := config.CheckHostPort(a.Addr); err != nil {
 			bad("%s: %w", a.Key, err)
@@ -196,3 +207,6 @@ func checkDialable(addr string, anyPort bool) error {
 	}
 	return nil
 }
+
+// TLSConfig is the role's tls section, for the process that starts it.
+func (c *Config) TLSConfig() pki.Config { return c.TLS }

@@ -11,6 +11,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -47,6 +48,10 @@ type Config struct {
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
 	AdminListen string `yaml:"admin_listen"`
+	// TLS is the role's certificate, key and cluster CA: every listener speaks TLS and every
+	// call to another component presents the certificate. Empty runs in plain text.
+	// client_auth defaults to require.
+	TLS pki.Config `yaml:"tls"`
 	// Advertise is the API address as other nodes and clients reach it; the leader's is where
 	// followers forward writes. Defaults to Listen.
 	Advertise string `yaml:"advertise"`
@@ -98,6 +103,9 @@ type WritebackConfig struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
+	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = pki.ClientAuthRequire
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -175,6 +183,9 @@ func (c *Config) verify() bool { return c.VerifyContent == nil || *c.VerifyConte
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, err := range c.TLS.Problems() {
+		bad("tls.%w", err)
+	}
 	hostPort := func(key, v string) {
 		if _, _, err := net.SplitHostPort(v); err != nil {
 			bad("%s: %q is not host:port: %v", key, v, err)
@@ -239,3 +250,6 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// TLSConfig is the role's tls section, for the process that starts it.
+func (c *Config) TLSConfig() pki.Config { return c.TLS }

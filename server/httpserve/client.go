@@ -1,6 +1,7 @@
 package httpserve
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"time"
@@ -39,6 +40,11 @@ type ClientOptions struct {
 	IdleConnTimeout       time.Duration
 	MaxIdleConnsPerHost   int
 	MaxIdleConns          int
+	// DialTLS, when set, makes the client speak TLS to every component: it dials every
+	// connection (with DialTimeout as its net.Dialer's timeout; pki.Provider.Dialer fits), and
+	// a request for an http:// URL goes out as https://. Links between components are all TLS
+	// or all plain text, so no URL built anywhere can leak a request in plain text.
+	DialTLS func(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // NewClient returns the HTTP client for calls between components. It has no overall timeout,
@@ -52,17 +58,36 @@ func NewClient(o ClientOptions) *http.Client {
 	if o.MaxIdleConns <= 0 {
 		o.MaxIdleConns = DefaultMaxIdleConns
 	}
-	return &http.Client{Transport: &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   pick(o.DialTimeout, DefaultDialTimeout),
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+	dialer := &net.Dialer{
+		Timeout:   pick(o.DialTimeout, DefaultDialTimeout),
+		KeepAlive: 30 * time.Second,
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
 		TLSHandshakeTimeout:   pick(o.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout),
 		ResponseHeaderTimeout: pick(o.ResponseHeaderTimeout, DefaultResponseHeaderTimeout),
 		ExpectContinueTimeout: pick(o.ExpectContinueTimeout, DefaultExpectContinueTimeout),
 		IdleConnTimeout:       pick(o.IdleConnTimeout, DefaultIdleConnTimeout),
 		MaxIdleConns:          o.MaxIdleConns,
 		MaxIdleConnsPerHost:   o.MaxIdleConnsPerHost,
-	}}
+	}
+	if o.DialTLS == nil {
+		return &http.Client{Transport: tr}
+	}
+	// Through an HTTP proxy the TLS dial would be bypassed; components talk directly.
+	tr.Proxy = nil
+	tr.DialTLSContext = o.DialTLS(dialer)
+	return &http.Client{Transport: &upgrade{tr}}
+}
+
+// upgrade sends http:// requests as https://.
+type upgrade struct{ *http.Transport }
+
+func (u *upgrade) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" {
+		r = r.Clone(r.Context())
+		r.URL.Scheme = "https"
+	}
+	return u.Transport.RoundTrip(r)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Defaults of Config.
@@ -24,6 +25,10 @@ type Config struct {
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
 	AdminListen string `yaml:"admin_listen"`
+	// TLS is the role's certificate, key and cluster CA: every listener speaks TLS and every
+	// call to another component presents the certificate. Empty runs in plain text.
+	// client_auth defaults to require.
+	TLS pki.Config `yaml:"tls"`
 	// Advertise is this origin's address in the ring, as the other origins and clients reach it.
 	// Defaults to Listen. It must appear in ring.members when members are listed.
 	Advertise string `yaml:"advertise"`
@@ -86,6 +91,9 @@ type WritebackConfig struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
+	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = pki.ClientAuthRequire
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -133,6 +141,9 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, err := range c.TLS.Problems() {
+		bad("tls.%w", err)
+	}
 	for _, a := range c.ListenAddrs() {
 		if a.Key == "peer.listen" && a.Addr == "" {
 			continue // the swarm port is off
@@ -210,3 +221,6 @@ func (c *Config) ListenAddrs() []config.ListenAddr {
 		{Key: "admin_listen", Addr: c.AdminListen},
 	}
 }
+
+// TLSConfig is the role's tls section, for the process that starts it.
+func (c *Config) TLSConfig() pki.Config { return c.TLS }

@@ -9,6 +9,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Defaults of Config.
@@ -52,6 +53,10 @@ type Config struct {
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
 	AdminListen string `yaml:"admin_listen"`
+	// TLS is the role's certificate, key and cluster CA: every listener speaks TLS and every
+	// call to another component presents the certificate. Empty runs in plain text.
+	// client_auth defaults to verify_if_given.
+	TLS pki.Config `yaml:"tls"`
 	// Origins are the blob-API addresses (host:port) of every origin, spelled as in the
 	// origins' ring.members. Required. Upload sessions are started on them and their ids name
 	// the origin, so an id naming an address not listed here is refused.
@@ -101,6 +106,9 @@ type TimeoutConfig struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
+	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = pki.ClientAuthVerifyIfGiven
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -142,6 +150,9 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, err := range c.TLS.Problems() {
+		bad("tls.%w", err)
+	}
 	for _, a := range c.ListenAddrs() {
 		if err := config.CheckHostPort(a.Addr); err != nil {
 			bad("%s: %w", a.Key, err)
@@ -225,3 +236,6 @@ func joined(err error) []error {
 	}
 	return []error{err}
 }
+
+// TLSConfig is the role's tls section, for the process that starts it.
+func (c *Config) TLSConfig() pki.Config { return c.TLS }

@@ -11,12 +11,14 @@ package role
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -24,6 +26,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // ErrStarted is returned by Run when Run or Close was called before.
@@ -35,6 +38,7 @@ type Base struct {
 	name    string
 	log     *slog.Logger
 	attrs   []any
+	tls     *pki.Provider  // nil: plain text
 	lns     []net.Listener // every listener handed over; closed if the role never runs
 	servers []served
 	loops   []func(context.Context) error
@@ -71,8 +75,12 @@ type Deps struct {
 	// Gatherer serves /metrics on the admin listener; nil disables the endpoint.
 	Gatherer prometheus.Gatherer
 	// HTTPClient talks to the role's peers; nil means a default client whose idle connections
-	// are closed when the Server stops.
+	// are closed when the Server stops (and which speaks TLS with TLS's certificate).
 	HTTPClient *http.Client
+	// TLS is the role's certificate and CA: every listener served through the Base speaks TLS
+	// and the default client presents the certificate. Nil runs in plain text, which the role
+	// logs at start.
+	TLS *pki.Provider
 }
 
 // New returns the Base of the role called name (it labels every log line as "role"). It takes
@@ -83,7 +91,7 @@ func New(name string, d Deps, extra ...net.Listener) *Base {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Base{name: name, log: log.With("role", name)}
+	b := &Base{name: name, log: log.With("role", name), tls: d.TLS}
 	for _, ln := range append([]net.Listener{d.Listener, d.AdminListener}, extra...) {
 		if ln != nil {
 			b.lns = append(b.lns, ln)
@@ -112,8 +120,28 @@ func Open(name string, cfg Config, d Deps, extra ...net.Listener) (*Base, error)
 	if d.Listener == nil {
 		return nil, b.Fail(errors.New("no listener"))
 	}
+	if d.TLS == nil {
+		b.log.Warn("tls is off: whoever reaches this role's ports can use them; configure tls outside a network trusted by construction")
+	} else {
+		b.StartedAttrs("tls", d.TLS.Identity().Name, "tls_not_after", d.TLS.NotAfter())
+		b.Go(func(ctx context.Context) error { return d.TLS.Watch(ctx, b.log) })
+		if d.Registerer != nil {
+			// An alert on this is how an operator hears of a rotation that did not happen.
+			err := d.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "krakenctl_tls_certificate_not_after_seconds",
+				Help: "When the certificate the role presents expires (Unix time); it follows reloads.",
+			}, func() float64 { return float64(d.TLS.NotAfter().Unix()) }))
+			var are prometheus.AlreadyRegisteredError
+			if err != nil && !errors.As(err, &are) {
+				return nil, b.Fail(err)
+			}
+		}
+	}
 	return b, nil
 }
+
+// TLS is the role's TLS provider, nil in plain text.
+func (b *Base) TLS() *pki.Provider { return b.tls }
 
 // Logger is the role's logger, labelled with its name.
 func (b *Base) Logger() *slog.Logger { return b.log }
@@ -148,6 +176,11 @@ func (b *Base) Client(hc *http.Client, o httpserve.ClientOptions) *http.Client {
 	if hc != nil {
 		return hc
 	}
+	if b.tls != nil {
+		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return b.tls.Dialer(d).DialContext
+		}
+	}
 	hc = httpserve.NewClient(o)
 	b.OnClose("http client", func() error { hc.CloseIdleConnections(); return nil })
 	return hc
@@ -155,8 +188,15 @@ func (b *Base) Client(hc *http.Client, o httpserve.ClientOptions) *http.Client {
 
 // Serve registers h to be served on ln (one of the listeners given to New) by an http.Server
 // from httpserve.NewServer(h, o), and returns that server (to register shutdown hooks on).
+// With TLS, ln serves TLS with the role's client_auth.
 func (b *Base) Serve(ln net.Listener, h http.Handler, o httpserve.ServerOptions) *http.Server {
 	srv := httpserve.NewServer(h, o)
+	// net/http's own complaints (TLS handshakes that fail: a stranger without a certificate,
+	// an expired one) go to the role's log.
+	srv.ErrorLog = slog.NewLogLogger(b.log.With("listener", ln.Addr().String()).Handler(), slog.LevelWarn)
+	if b.tls != nil {
+		ln = tls.NewListener(ln, b.tls.ServerConfig())
+	}
 	b.servers = append(b.servers, served{srv: srv, ln: ln})
 	return srv
 }
@@ -167,7 +207,19 @@ func (b *Base) ServeAdmin(ln net.Listener, g prometheus.Gatherer, ready admin.Re
 	if ln == nil {
 		return
 	}
-	b.servers = append(b.servers, served{srv: httpserve.NewServer(admin.Handler(g, ready), httpserve.ServerOptions{}), ln: ln, admin: true})
+	h := admin.Handler(g, ready)
+	if b.tls != nil {
+		// Orchestrators probe /health and /readyz without a certificate; metrics and profiles
+		// are for holders of one (see admin.Guard).
+		ln = tls.NewListener(ln, b.tls.ServerConfigFor(pki.ClientAuthVerifyIfGiven))
+		h = admin.Guard(h, func(r *http.Request) (string, bool) {
+			id, ok := pki.PeerIdentity(r.TLS)
+			return id.Name, ok && (id.In(pki.GroupAdmin) || !strings.HasPrefix(r.URL.Path, "/debug/"))
+		})
+	}
+	srv := httpserve.NewServer(h, httpserve.ServerOptions{})
+	srv.ErrorLog = slog.NewLogLogger(b.log.With("listener", ln.Addr().String()).Handler(), slog.LevelWarn)
+	b.servers = append(b.servers, served{srv: srv, ln: ln, admin: true})
 }
 
 // Go registers a loop that runs for as long as the role does. A loop returns nil when ctx ends;

@@ -11,13 +11,15 @@ import (
 
 	"github.com/krakenctl/krakenctl/server"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // pair is a config with two listeners and one that is off.
 type pair struct{}
 
-func (*pair) Defaults()       {}
-func (*pair) Validate() error { return nil }
+func (*pair) Defaults()             {}
+func (*pair) Validate() error       { return nil }
+func (*pair) TLSConfig() pki.Config { return pki.Config{} }
 func (*pair) ListenAddrs() []config.ListenAddr {
 	return []config.ListenAddr{{Key: "a", Addr: "127.0.0.1:0"}, {Key: "b", Addr: "127.0.0.1:0"}, {Key: "off"}}
 }

@@ -73,12 +73,14 @@ func exampleKeys(t *testing.T, doc string) (present, commented map[string]bool) 
 			}
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				key := strings.TrimSuffix(n.Content[i].Value, "_file")
+				key := n.Content[i].Value
 				p := key
 				if path != "" {
 					p = path + "." + key
 				}
+				// A key ending in _file is a secret's file or a key of its own (tls.cert_file).
 				present[p] = true
+				present[strings.TrimSuffix(p, "_file")] = true
 				walk(n.Content[i+1], p)
 			}
 		}
@@ -86,6 +88,7 @@ func exampleKeys(t *testing.T, doc string) (present, commented map[string]bool) 
 	walk(&root, "")
 	commented = map[string]bool{}
 	for _, m := range commentedKey.FindAllStringSubmatch(doc, -1) {
+		commented[m[1]] = true
 		commented[strings.TrimSuffix(m[1], "_file")] = true
 	}
 	return present, commented

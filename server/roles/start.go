@@ -16,6 +16,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/server/tracker"
@@ -32,7 +33,7 @@ type Env struct {
 
 // deps takes the listeners every role has and fills in the rest of what every role takes.
 func (e Env) deps(lns *listeners) role.Deps {
-	d := role.Deps{Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"), Logger: e.Logger}
+	d := role.Deps{Listener: lns.take("listen"), AdminListener: lns.take("admin_listen"), Logger: e.Logger, TLS: lns.tls}
 	if e.Metrics != nil { // a nil *Registry in an interface is not nil
 		d.Registerer, d.Gatherer = e.Metrics, e.Metrics
 	}
@@ -44,6 +45,7 @@ func (e Env) deps(lns *listeners) role.Deps {
 // bound listener that no key took, would otherwise leak a port or leave a listener unserved
 // (an origin that does not seed).
 type listeners struct {
+	tls     *pki.Provider   // the role's certificate, nil in plain text; served on every listener
 	keys    map[string]bool // every key of ListenAddrs, bound or off
 	bound   map[string]net.Listener
 	taken   []net.Listener
@@ -116,15 +118,27 @@ func (l *listeners) close() {
 func start[C any, P interface {
 	*C
 	config.Listener
+	TLSConfig() pki.Config
 }, D any, R server.Role](ctx context.Context, cfg config.Role, deps func(*listeners) D, build func(C, D) (R, error)) (server.Role, error) {
 	c, ok := cfg.(P)
 	if !ok {
 		return nil, fmt.Errorf("start: config is %T, want %T", cfg, P(nil))
 	}
+	// The certificate is checked before any port is bound: an expired or foreign one stops
+	// the start with an error that names the file.
+	var tlsp *pki.Provider
+	if tc := c.TLSConfig(); tc.Enabled() {
+		p, err := pki.Load(tc)
+		if err != nil {
+			return nil, err
+		}
+		tlsp = p
+	}
 	lns, err := listen(ctx, c)
 	if err != nil {
 		return nil, err
 	}
+	lns.tls = tlsp
 	d := deps(lns)
 	if err := lns.done(); err != nil {
 		return nil, err

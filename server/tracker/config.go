@@ -7,6 +7,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Defaults of Config.
@@ -40,6 +41,10 @@ type Config struct {
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
 	AdminListen string `yaml:"admin_listen"`
+	// TLS is the role's certificate, key and cluster CA: every listener speaks TLS and every
+	// call to another component presents the certificate. Empty runs in plain text.
+	// client_auth defaults to require.
+	TLS pki.Config `yaml:"tls"`
 	// Origins are the blob-API addresses (host:port) of all origins, spelled as in the origins'
 	// ring.members so that the rendezvous order is the same. Required.
 	Origins []string `yaml:"origins"`
@@ -61,6 +66,9 @@ type Config struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
+	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = pki.ClientAuthRequire
+	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -88,6 +96,9 @@ func (c *Config) Defaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for _, err := range c.TLS.Problems() {
+		bad("tls.%w", err)
+	}
 	for _, a := range c.ListenAddrs() {
 		if err := config.CheckHostPort(a.Addr); err != nil {
 			bad("%s: %w", a.Key, err)
@@ -118,3 +129,6 @@ func (c *Config) Validate() error {
 func (c *Config) ListenAddrs() []config.ListenAddr {
 	return []config.ListenAddr{{Key: "listen", Addr: c.Listen}, {Key: "admin_listen", Addr: c.AdminListen}}
 }
+
+// TLSConfig is the role's tls section, for the process that starts it.
+func (c *Config) TLSConfig() pki.Config { return c.TLS }
