@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"slices"
 	"time"
+
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Modes of Config.Mode: the challenge an unauthenticated client gets.
@@ -232,7 +234,7 @@ func (r Rule) check(path string, users *htpasswd, groups map[string][]string) []
 
 // certGroups are the organizations the cluster's certificates carry (server/pki's groups);
 // rules may name them without defining them.
-var certGroups = []string{GroupAdmin, "agent", "origin", "tracker", "proxy", "build-index"}
+var certGroups = []string{pki.GroupAdmin, pki.GroupAgent, pki.GroupOrigin, pki.GroupTracker, pki.GroupProxy, pki.GroupBuildIndex}
 
 // checkName checks a group name: printable, no spaces.
 func checkName(s string) error {

@@ -3,11 +3,12 @@ package auth
 import (
 	"crypto/tls"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Limits of failed password checks per client address: a burst of failBurst, then one every
@@ -85,18 +86,17 @@ func clientHost(remoteAddr string) string {
 }
 
 // peerIdentity is the identity of the client of a TLS connection, from the certificate the
-// handshake verified against the cluster CA: its common name, and its organizations as groups.
-// It reports false without a verified chain (no TLS, no certificate, or one that was not
-// verified). It reads the certificate as server/pki's PeerIdentity does; Guard takes it as a
-// field so that the two can be swapped.
+// handshake verified against the cluster CA (pki.PeerIdentity): its common name, and its
+// organizations as groups. It reports false without a verified chain (no TLS, no certificate,
+// or one that was not verified).
 func peerIdentity(cs *tls.ConnectionState) (Identity, bool) {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+	id, ok := pki.PeerIdentity(cs)
+	if !ok {
 		return Identity{}, false
 	}
-	c := cs.VerifiedChains[0][0]
-	name := c.Subject.CommonName
+	name := id.Name
 	if name == "" {
 		name = "(no common name)"
 	}
-	return Identity{Cert: name, Groups: slices.Clone(c.Subject.Organization)}, true
+	return Identity{Cert: name, Groups: id.Groups}, true
 }

@@ -6,6 +6,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Action is something a caller does to a repository.
@@ -23,7 +25,7 @@ const (
 
 // GroupAdmin is the group that may do everything: members of Config.Groups["admin"] and
 // clients whose verified certificate names it among its organizations.
-const GroupAdmin = "admin"
+const GroupAdmin = pki.GroupAdmin
 
 // AnyUser in Rule.Users stands for every authenticated user.
 const AnyUser = "*"
