@@ -3,8 +3,9 @@
 //
 // Who a caller is comes from, in order:
 //
-//   - a verified client certificate (mTLS) whose Subject organizations include "admin": such a
-//     caller may do everything, whatever the Authorization header says;
+//   - a verified client certificate (mTLS, read with pki.PeerIdentity) whose Subject
+//     organizations include "admin": such a caller may do everything, whatever the
+//     Authorization header says;
 //   - the Authorization header: Basic credentials checked against an htpasswd file (bcrypt
 //     only), or a Bearer token this package issued at its token endpoint (GET /v2/token, the
 //     distribution token flow);
