@@ -458,7 +458,8 @@ func TestUnlinkedTag(t *testing.T) {
 	_, err = r.Manifest(ctx, "raw/repo", registry.Reference{Digest: img.manifest.Digest})
 	require.ErrorIs(t, err, registry.ErrManifestUnknown)
 
-	// A tag on a blob that is not a manifest is not served as one.
+	// A tag on a blob that is not a manifest: the build-index refuses it, so the proxy never
+	// has to serve one as a manifest.
 	var layer digest.Digest
 	for d := range img.blobs {
 		if d != img.manifest.Blobs[0].Digest {
@@ -466,7 +467,9 @@ func TestUnlinkedTag(t *testing.T) {
 		}
 	}
 	_, err = st.buildIndex().PutTag(ctx, "raw/repo", "layer", layer)
-	require.NoError(t, err)
+	var e *errcode.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, errcode.CodeManifestInvalid, e.Code, "%v", err)
 	_, err = r.Manifest(ctx, "raw/repo", registry.Reference{Tag: "layer"})
 	require.ErrorIs(t, err, registry.ErrManifestUnknown)
 }
