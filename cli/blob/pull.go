@@ -30,6 +30,11 @@ type PullOptions struct {
 	// writes to stdout.
 	OutFile   string
 	Namespace string
+	// Registry, when it names one, pulls from repository Namespace of that registry (a proxy)
+	// with the distribution API instead.
+	Registry cmdutil.RegistryFlags
+
+	reg *cmdutil.Registry
 }
 
 // viaOrigins reports whether the pull goes to the origins rather than through an agent.
@@ -59,10 +64,16 @@ With -o FILE the blob is written to a temporary file next to FILE and renamed in
 once it is complete and verified, so FILE is never left partial: on a digest mismatch the
 error names the expected and the actual digest and FILE is left as it was. Without -o it is
 written to stdout, unless stdout is a terminal (use -o - to force it). A progress bar with the
-bytes and the rate is drawn on stderr when stderr is a terminal.`,
+bytes and the rate is drawn on stderr when stderr is a terminal.
+
+With --registry (or $KRAKENCTL_REGISTRY) the blob comes from repository --namespace of a
+registry, the proxy, with the distribution API, as docker pulls a layer: the proxy
+authenticates the pull. Credentials are --username with the password on stdin
+(--password-stdin), else those ` + "`docker login`" + ` stored for the registry in Docker's config.json.`,
 		Example: `  krakenctl pull sha256:4a5c...e1 -o layer.tar
   krakenctl pull 4a5c...e1 --agent 10.0.0.7:16000 | tar x
-  krakenctl pull 4a5c...e1 --from-origins -o layer.tar`,
+  krakenctl pull 4a5c...e1 --from-origins -o layer.tar
+  krakenctl pull 4a5c...e1 --registry registry.example.com --namespace team/app -o layer.tar`,
 		Args: exactArgs(1, "pull takes one DIGEST argument"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := cmdutil.ParseDigest(args[0])
@@ -76,6 +87,14 @@ bytes and the rate is drawn on stderr when stderr is a terminal.`,
 			if opts.Agent.Addr != "" && opts.viaOrigins() {
 				return cmdutil.FlagErrorf("--agent pulls through an agent; --from-origins, --origins and --endpoints-file pull from the origins: pass one or the other")
 			}
+			reg, err := opts.Registry.Resolve(opts.Env, opts.IO.In, false)
+			if err != nil {
+				return err
+			}
+			if reg != nil && (opts.Agent.Addr != "" || opts.viaOrigins()) {
+				return cmdutil.FlagErrorf("%s pulls from a registry; --agent, --from-origins, --origins and --endpoints-file pull from krakenctl's servers: pass one or the other", reg.Source)
+			}
+			opts.reg = reg
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -87,6 +106,7 @@ bytes and the rate is drawn on stderr when stderr is a terminal.`,
 	endpoints.AddFlags(cmd, &opts.Endpoints)
 	cmd.Flags().StringVarP(&opts.OutFile, "output", "o", "", "write the blob to `FILE`, complete or not at all (default, or -: stdout)")
 	cmd.Flags().StringVar(&opts.Namespace, "namespace", DefaultNamespace, "namespace of the blob (origins route namespaces to storage backends)")
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the blob")
 	return cmd
 }
 
@@ -100,6 +120,9 @@ type pullSource struct {
 }
 
 func newPullSource(opts *PullOptions) (pullSource, error) {
+	if opts.reg != nil {
+		return registryPullSource(opts, opts.reg)
+	}
 	if opts.viaOrigins() {
 		origins, err := opts.Endpoints.Resolve(opts.Env)
 		if err != nil {
@@ -234,9 +257,14 @@ type NotFoundError struct {
 	Namespace string
 	// Agent is the agent the pull went through, if any.
 	Agent string
+	// Registry is the registry the pull asked, if any.
+	Registry string
 }
 
 func (e *NotFoundError) Error() string {
+	if e.Registry != "" {
+		return fmt.Sprintf("blob %s not found in repository %s of registry %s", e.Digest, e.Namespace, e.Registry)
+	}
 	if e.Agent != "" {
 		return fmt.Sprintf("blob %s not found (namespace %q): agent %s found it on no tracker or origin", e.Digest, e.Namespace, e.Agent)
 	}

@@ -28,6 +28,11 @@ type PushOptions struct {
 	Namespace string
 	ChunkSize int64
 	Output    string
+	// Registry, when it names one, pushes into repository Namespace of that registry (a
+	// proxy) with the distribution API instead of to the origins.
+	Registry cmdutil.RegistryFlags
+
+	reg *cmdutil.Registry
 }
 
 // NewCmdPush returns `krakenctl push`. runF replaces the run function in tests.
@@ -45,12 +50,24 @@ back to storage. A chunk that fails is resumed, not restarted. Only the digest i
 stdout, so the output can be captured; a progress bar is drawn on stderr when it is a terminal.
 
 Origins come from --origins, else --endpoints-file, else $KRAKENCTL_ORIGINS, else the endpoints
-file written by ` + "`krakenctl dev up`" + `.`,
+file written by ` + "`krakenctl dev up`" + `.
+
+With --registry (or $KRAKENCTL_REGISTRY) the blob goes through a registry, the proxy, into
+repository --namespace with the distribution API, as docker pushes a layer: the proxy
+authenticates the push. Credentials are --username with the password on stdin
+(--password-stdin), else those ` + "`docker login`" + ` stored for the registry in Docker's config.json
+(credential helpers included).`,
 		Example: `  # push a file and keep its digest
   d=$(krakenctl push layer.tar)
 
   # push from a pipe into another namespace, print JSON
-  tar c dir | krakenctl push - --namespace team/builds -o json`,
+  tar c dir | krakenctl push - --namespace team/builds -o json
+
+  # push through the proxy, as a user who logged in with docker login
+  krakenctl push layer.tar --registry registry.example.com --namespace team/app
+
+  # push through the proxy with a password from a file
+  krakenctl push layer.tar --registry 10.0.0.9:15400 --namespace team/app --username ci --password-stdin < pw`,
 		Args: exactArgs(1, "push takes one FILE argument (or - for stdin)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Path = args[0]
@@ -64,6 +81,14 @@ file written by ` + "`krakenctl dev up`" + `.`,
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
 			}
+			reg, err := opts.Registry.Resolve(opts.Env, opts.IO.In, opts.Path == "-")
+			if err != nil {
+				return err
+			}
+			if reg != nil && (len(opts.Endpoints.Origins) > 0 || opts.Endpoints.File != "") {
+				return cmdutil.FlagErrorf("%s pushes through a registry; --origins and --endpoints-file push to the origins: pass one or the other", reg.Source)
+			}
+			opts.reg = reg
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -71,6 +96,7 @@ file written by ` + "`krakenctl dev up`" + `.`,
 		},
 	}
 	endpoints.AddFlags(cmd, &opts.Endpoints)
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the blob")
 	cmd.Flags().StringVar(&opts.Namespace, "namespace", DefaultNamespace, "namespace of the blob (origins route namespaces to storage backends)")
 	cmd.Flags().Var(&chunk, "chunk-size", "size of each upload request, such as 8MiB or 1GiB")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
@@ -78,6 +104,9 @@ file written by ` + "`krakenctl dev up`" + `.`,
 }
 
 func pushRun(ctx context.Context, opts *PushOptions) error {
+	if opts.reg != nil {
+		return pushRegistryRun(ctx, opts)
+	}
 	origins, err := opts.Endpoints.Resolve(opts.Env)
 	if err != nil {
 		return err
@@ -98,6 +127,24 @@ func pushRun(ctx context.Context, opts *PushOptions) error {
 	bar.done(err == nil)
 	if err != nil {
 		return origins.Explain(err)
+	}
+	if opts.Output == cmdutil.OutputJSON {
+		return cmdutil.PrintJSON(opts.IO.Out, res)
+	}
+	_, err = fmt.Fprintln(opts.IO.Out, res.Digest)
+	return err
+}
+
+// pushRegistryRun is pushRun through a registry.
+func pushRegistryRun(ctx context.Context, opts *PushOptions) error {
+	src, err := openSource(opts)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	res, err := pushToRegistry(ctx, opts, opts.reg, src)
+	if err != nil {
+		return err
 	}
 	if opts.Output == cmdutil.OutputJSON {
 		return cmdutil.PrintJSON(opts.IO.Out, res)

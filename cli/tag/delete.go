@@ -37,6 +37,9 @@ in the origins; only the name goes. Deleting a tag that does not exist is an err
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
 			}
+			if err := opts.useRegistry(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -44,6 +47,7 @@ in the origins; only the name goes. Deleting a tag that does not exist is an err
 		},
 	}
 	endpoints.AddBuildIndexFlags(cmd, &opts.BuildIndex)
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the tags")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd
 }

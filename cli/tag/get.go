@@ -45,6 +45,12 @@ that set it, and when that was.`,
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
 			}
+			if err := opts.useRegistry(); err != nil {
+				return err
+			}
+			if opts.reg != nil && opts.Stale {
+				return cmdutil.FlagErrorf("--stale reads a build-index node's own copy; it has no meaning with %s", opts.reg.Source)
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -52,6 +58,7 @@ that set it, and when that was.`,
 		},
 	}
 	endpoints.AddBuildIndexFlags(cmd, &opts.BuildIndex)
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the tags")
 	cmd.Flags().BoolVar(&opts.Stale, "stale", false, "read the answering node's copy without asking the leader (may miss recent changes)")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd

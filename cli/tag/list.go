@@ -71,6 +71,9 @@ Listings are linearizable reads, like ` + "`tag get`" + `.`,
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
 			}
+			if err := opts.useRegistry(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -78,6 +81,7 @@ Listings are linearizable reads, like ` + "`tag get`" + `.`,
 		},
 	}
 	endpoints.AddBuildIndexFlags(cmd, &opts.BuildIndex)
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the tags")
 	cmd.Flags().IntVar(&opts.N, "n", 0, "at most this many names per page (0: the server's default)")
 	cmd.Flags().StringVar(&opts.Last, "last", "", "start after this name")
 	cmd.Flags().BoolVar(&opts.All, "all", false, "follow pagination and list everything")
@@ -128,14 +132,8 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 // names with the --last value that continues the listing ("" at the end). Each page goes to the
 // first reachable node.
 func listNames(ctx context.Context, opts *ListOptions) ([]string, string, error) {
-	nodes, err := opts.BuildIndex.Resolve(opts.Env)
-	if err != nil {
-		return nil, "", err
-	}
-	hc := opts.HTTPClient()
 	page := func(last string) (names []string, next string, err error) {
-		_, err = nodes.Try(ctx, func(ctx context.Context, addr string) error {
-			c := opts.NewAPI(addr, hc)
+		err = opts.call(ctx, func(ctx context.Context, c API) error {
 			if opts.Repo != "" {
 				names, next, err = c.ListTags(ctx, opts.Repo, last, opts.N)
 			} else {

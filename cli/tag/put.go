@@ -47,6 +47,9 @@ When the command returns the change is committed: every node's reads see it.`,
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
 			}
+			if err := opts.useRegistry(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -54,6 +57,7 @@ When the command returns the change is committed: every node's reads see it.`,
 		},
 	}
 	endpoints.AddBuildIndexFlags(cmd, &opts.BuildIndex)
+	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the tags")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd
 }
@@ -70,6 +74,11 @@ func putRun(ctx context.Context, opts *PutOptions) error {
 	}
 	if opts.Output == cmdutil.OutputJSON {
 		return cmdutil.PrintJSON(opts.IO.Out, t)
+	}
+	if opts.reg != nil {
+		// A registry does not say at which Raft index the tag changed.
+		_, err = fmt.Fprintf(opts.IO.Out, "%s:%s -> %s\n", t.Repo, t.Tag, t.Digest)
+		return err
 	}
 	_, err = fmt.Fprintf(opts.IO.Out, "%s:%s -> %s (index %d)\n", t.Repo, t.Tag, t.Digest, t.Index)
 	return err

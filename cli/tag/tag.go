@@ -47,6 +47,11 @@ type deps struct {
 	NewAPI func(addr string, hc *http.Client) API
 
 	BuildIndex endpoints.BuildIndexFlags
+	// Registry, when it names one, sends the commands to that registry (a proxy) over the
+	// distribution API instead of to the build-index.
+	Registry cmdutil.RegistryFlags
+
+	reg *cmdutil.Registry
 }
 
 func depsOf(f *cmdutil.Factory) deps {
@@ -58,9 +63,26 @@ func depsOf(f *cmdutil.Factory) deps {
 	}
 }
 
-// call resolves the build-index nodes and runs fn against the first that can be reached (see
-// endpoints.BuildIndex.Try).
+// useRegistry resolves --registry (or $KRAKENCTL_REGISTRY) and its credentials; the commands
+// call it after parsing their arguments.
+func (d *deps) useRegistry() error {
+	reg, err := d.Registry.Resolve(d.Env, d.IO.In, false)
+	if err != nil {
+		return err
+	}
+	if reg != nil && (len(d.BuildIndex.Addrs) > 0 || d.BuildIndex.File != "") {
+		return cmdutil.FlagErrorf("%s talks to a registry; --build-index and --endpoints-file talk to the build-index: pass one or the other", reg.Source)
+	}
+	d.reg = reg
+	return nil
+}
+
+// call runs fn against the registry when one is named, else resolves the build-index nodes
+// and runs fn against the first that can be reached (see endpoints.BuildIndex.Try).
 func (d *deps) call(ctx context.Context, fn func(ctx context.Context, c API) error) error {
+	if d.reg != nil {
+		return fn(ctx, &registryAPI{reg: d.reg, hc: d.HTTPClient()})
+	}
 	nodes, err := d.BuildIndex.Resolve(d.Env)
 	if err != nil {
 		return err
@@ -85,7 +107,13 @@ origins hold.
 
 Build-index nodes come from --build-index, else --endpoints-file, else $KRAKENCTL_BUILD_INDEX,
 else the endpoints file written by ` + "`krakenctl dev up`" + `. They are tried in order; any node
-serves any request.`,
+serves any request.
+
+With --registry (or $KRAKENCTL_REGISTRY) the commands talk to a registry, the proxy, with the
+distribution API instead, as docker and crane do: the proxy authenticates them and checks
+them against its rules. Credentials are --username with the password on stdin
+(--password-stdin), else those ` + "`docker login`" + ` stored for the registry in Docker's config.json
+(credential helpers included).`,
 		Args: cobra.NoArgs,
 	}
 	cmd.AddCommand(NewCmdGet(f, nil), NewCmdPut(f, nil), NewCmdDelete(f, nil), NewCmdList(f, nil))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 )
@@ -42,6 +43,10 @@ const (
 //	  dial: 5s                       # connecting to an origin or a build-index node
 //	  build_index: 30s               # one build-index request
 //	  origin_response: 15m           # waiting for an origin's answer (a commit copies the blob to its owners first)
+//	auth:                            # absent: anyone may push and pull (see server/auth)
+//	  htpasswd_file: /etc/krakenctl/htpasswd
+//	  rules:
+//	    - {repositories: ["**"], users: [ci], actions: [pull, push]}
 type Config struct {
 	// Listen is the address the OCI distribution API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
@@ -70,6 +75,10 @@ type Config struct {
 	OriginHealth HealthConfig `yaml:"origin_health"`
 	// Timeouts bound the proxy's calls to the origins and the build-index.
 	Timeouts TimeoutConfig `yaml:"timeouts"`
+	// Auth authenticates and authorizes the clients of the registry API (htpasswd users,
+	// tokens, per-repository rules). Nil (no auth: key) leaves the API open to anyone who can
+	// reach it.
+	Auth *auth.Config `yaml:"auth"`
 }
 
 // HealthConfig configures the health checks of the origins (GET /health).
@@ -132,6 +141,9 @@ func (c *Config) Defaults() {
 	if t.OriginResponse == 0 {
 		t.OriginResponse = DefaultOriginResponse
 	}
+	if c.Auth != nil {
+		c.Auth.Defaults()
+	}
 }
 
 // Validate reports every problem, each naming its key. It expects Defaults to have run.
@@ -189,6 +201,11 @@ func (c *Config) Validate() error {
 	if t.OriginResponse <= 0 {
 		bad("timeouts.origin_response: must be positive")
 	}
+	if c.Auth != nil {
+		for _, err := range joined(c.Auth.Validate()) {
+			bad("auth.%w", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -207,6 +224,17 @@ func (c *Config) ringConfig() ring.Config {
 		FailThreshold:  c.OriginHealth.FailThreshold,
 		PassThreshold:  c.OriginHealth.PassThreshold,
 	}
+}
+
+// joined splits an errors.Join error into its errors.
+func joined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // TLSConfig is the role's tls section, for the process that starts it.

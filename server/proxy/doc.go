@@ -22,6 +22,13 @@
 //     it); the bytes stay on the origins and in storage, where other repositories may share
 //     them. No storage is reclaimed.
 //
+// A mount without from= mounts nothing: it starts an upload, as the spec allows, rather than
+// link a blob of whatever repository holds it.
+//
+// With an auth: section in its config, every request passes server/auth's Guard first: htpasswd
+// users and tokens, per-repository rules, 401 UNAUTHORIZED and 403 DENIED, a catalog filtered
+// to what the caller may pull. Without one, the API is open to anyone who reaches it.
+//
 // A tag that points at a sha256 manifest without a manifest/ link (set with `krakenctl tag
 // put` on content pushed without the proxy) is served by reading the manifest from the origins
 // directly.

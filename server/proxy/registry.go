@@ -13,6 +13,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -159,10 +160,40 @@ func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string
 	return r.index.CollectTags(ctx, repo, last, n)
 }
 
-// Catalog lists repositories from the build-index, reading as many pages as n needs.
+// Catalog lists repositories from the build-index, reading as many pages as n needs. Behind
+// auth, it lists only the repositories the caller may pull (auth.PullFilter), reading on until
+// it has n of those or has scanned catalogScanPages pages; past that it answers what it found,
+// with a next page when it found any.
 func (r *Registry) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
-	return r.index.CollectRepositories(ctx, last, n)
+	visible := auth.PullFilter(ctx)
+	if visible == nil {
+		return r.index.CollectRepositories(ctx, last, n)
+	}
+	var out []string
+	for range catalogScanPages {
+		repos, more, err := r.index.CollectRepositories(ctx, last, n-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		for _, repo := range repos {
+			if visible(repo) {
+				out = append(out, repo)
+			}
+		}
+		if !more || len(repos) == 0 {
+			return out, false, nil
+		}
+		if len(out) == n {
+			return out, true, nil
+		}
+		last = repos[len(repos)-1]
+	}
+	return out, len(out) > 0, nil
 }
+
+// catalogScanPages bounds the build-index pages one filtered catalog page reads, so that a
+// caller who may pull few of many repositories cannot make one request scan them all.
+const catalogScanPages = 100
 
 // Referrers lists the manifests of repo whose subject is d, from its referrer/ links. A link
 // whose manifest is gone (deleted while the link was being removed) is skipped.
@@ -316,27 +347,27 @@ func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
 	return sessionError(r.origins.client(addr).CancelUpload(ctx, repo, oid))
 }
 
-// MountBlob links blob d into repo: from repository from when it has d, or from any
-// repository (from == "") when the origins hold d (a sha256 digest) or its namespace's storage
-// does. The origins record the blob under repo too, so it is written back to repo's storage
-// and stays readable there.
+// MountBlob links blob d of repository from into repo when from has it. The origins record the
+// blob under repo too, so it is written back to repo's storage and stays readable there.
+//
+// A mount without a source (from == "") mounts nothing: it would link whatever repository
+// holds d into repo, so anyone who learnt a digest could read another repository's layer
+// through their own (and, behind auth, without pull on it). The handler starts an upload
+// instead, as the spec allows.
 func (r *Registry) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (bool, error) {
-	s := d
-	if from != "" {
-		var err error
-		s, err = r.blobLink(ctx, from, d)
-		if errors.Is(err, registry.ErrBlobUnknown) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-	} else if d.Algorithm() != digest.SHA256 {
-		return false, nil // only a link knows where a sha512 blob is stored
+	if from == "" {
+		return false, nil
+	}
+	s, err := r.blobLink(ctx, from, d)
+	if errors.Is(err, registry.ErrBlobUnknown) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	ok, err := r.origins.mount(ctx, repo, from, s)
 	if err != nil || !ok {
-		if err == nil && from != "" {
+		if err == nil {
 			r.log.Warn("blob linked in the source repository is missing from the origins", "repo", from, "digest", d, "stored_as", s)
 		}
 		return false, err

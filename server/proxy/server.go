@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
@@ -83,10 +84,21 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	admin.MountHealth(mux, s.ready)
 	oci := registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log})
-	b.Serve(deps.Listener, httpserve.Instrument(registry.Mount(oci, mux), m.requests), httpserve.ServerOptions{})
+	api := registry.Mount(oci, mux)
+	authAttr := "off"
+	if cfg.Auth != nil {
+		guard, err := auth.New(cfg.Auth, auth.Options{Logger: s.log, Registerer: deps.Registerer})
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		api, authAttr = guard.Wrap(api), cfg.Auth.Mode
+	} else {
+		s.log.Warn("auth is off: anyone who reaches the proxy may push, tag and delete (set auth: in the config)")
+	}
+	b.Serve(deps.Listener, httpserve.Instrument(api, m.requests), httpserve.ServerOptions{})
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.ring.Run)
-	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "build_index", cfg.BuildIndex)
+	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "build_index", cfg.BuildIndex, "auth", authAttr)
 	return s, nil
 }
 

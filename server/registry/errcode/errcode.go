@@ -28,6 +28,7 @@ const (
 	CodeSizeInvalid       Code = "SIZE_INVALID"
 	CodeRangeInvalid      Code = "RANGE_INVALID"
 	CodeUnsupported       Code = "UNSUPPORTED"
+	CodeUnauthorized      Code = "UNAUTHORIZED"
 	CodeDenied            Code = "DENIED"
 	CodeTooManyRequests   Code = "TOOMANYREQUESTS"
 	CodeUnavailable       Code = "UNAVAILABLE"
@@ -66,6 +67,7 @@ var statuses = map[Code]int{
 	CodeSizeInvalid:             http.StatusBadRequest,
 	CodeRangeInvalid:            http.StatusRequestedRangeNotSatisfiable,
 	CodeUnsupported:             http.StatusMethodNotAllowed,
+	CodeUnauthorized:            http.StatusUnauthorized,
 	CodeDenied:                  http.StatusForbidden,
 	CodeTooManyRequests:         http.StatusTooManyRequests,
 	CodeUnavailable:             http.StatusServiceUnavailable,
@@ -154,6 +156,10 @@ func DecodeError(status int, body []byte) *Error {
 	switch status {
 	case http.StatusNotFound:
 		code = CodeBlobUnknown
+	case http.StatusUnauthorized:
+		code = CodeUnauthorized
+	case http.StatusForbidden:
+		code = CodeDenied
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		code = CodeUnavailable
 	}

@@ -18,6 +18,8 @@ func TestDecodeError(t *testing.T) {
 	require.Equal(t, "bad", e.Message)
 	require.Equal(t, errcode.CodeBlobUnknown, errcode.DecodeError(404, nil).Code)
 	require.Equal(t, errcode.CodeUnavailable, errcode.DecodeError(503, []byte("<html>")).Code)
+	require.Equal(t, errcode.CodeUnauthorized, errcode.DecodeError(401, nil).Code)
+	require.Equal(t, errcode.CodeDenied, errcode.DecodeError(403, []byte("no")).Code)
 }
 
 // TestWrite pins the wire format byte for byte: clients of every krakenctl version and every
@@ -67,6 +69,7 @@ func TestCodeStatus(t *testing.T) {
 		errcode.CodeSizeInvalid:             400,
 		errcode.CodeRangeInvalid:            416,
 		errcode.CodeUnsupported:             405,
+		errcode.CodeUnauthorized:            401,
 		errcode.CodeDenied:                  403,
 		errcode.CodeTooManyRequests:         429,
 		errcode.CodeUnavailable:             503,
