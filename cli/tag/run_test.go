@@ -127,10 +127,11 @@ func TestPutChecksContent(t *testing.T) {
 	d, _, _ = realDeps(t, addrs[0])
 	require.ErrorIs(t, getRun(ctx, &GetOptions{deps: d, Ref: Ref{"team/app", "v1"}}), client.ErrNotFound)
 
-	// Pushed to the origins under the repository's namespace, it is accepted.
-	data := make([]byte, 1024)
-	_, err = rand.Read(data)
+	// A manifest pushed to the origins under the repository's namespace is accepted.
+	nonce := make([]byte, 16)
+	_, err = rand.Read(nonce)
 	require.NoError(t, err)
+	data := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"nonce":"%x"}}`, nonce)
 	held := digest.FromBytes(data)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)

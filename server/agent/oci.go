@@ -36,17 +36,25 @@ type ociReader struct {
 	index     *client.BuildIndexes // nil without build_index
 	manifests *registry.ManifestCache
 	metrics   *metrics
+	links     *linkCache // links known to exist, so a pull does not ask for every layer twice
 }
 
 func newOCIReader(sched *scheduler.Scheduler, ix *client.BuildIndexes, m *metrics) *ociReader {
-	return &ociReader{sched: sched, index: ix, manifests: registry.NewManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m}
+	return &ociReader{sched: sched, index: ix, manifests: registry.NewManifestCache(manifestCacheBytes, manifestCacheEntries), metrics: m,
+		links: newLinkCache(linkCacheEntries, linkTTL)}
 }
 
 // resolve returns the SHA-256 digest content addressed by d is stored under: d itself for a
 // sha256 digest, else the value of link in repo on the build-index. unknown is the error of
 // content the repository does not have.
+//
+// Content is served only under a repository that holds it, as the proxy does: a sha256 digest
+// is checked against repo's link too (answers that it is there are kept for linkTTL), so a
+// client that knows a digest cannot read it through a repository it may read while the blob
+// belongs to another. An agent without build_index cannot check and serves sha256 digests
+// under any name; it says so at start.
 func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, link string, unknown error) (digest.Digest, error) {
-	if d.Algorithm() == digest.SHA256 {
+	if d.Algorithm() == digest.SHA256 && (r.index == nil || r.links.has(repo, link)) {
 		return d, nil
 	}
 	ix, err := r.buildIndex()
@@ -62,6 +70,12 @@ func (r *ociReader) resolve(ctx context.Context, repo string, d digest.Digest, l
 	}
 	if l.Digest.Algorithm() != digest.SHA256 || l.Digest.Validate() != nil {
 		return "", fmt.Errorf("resolve %s in %s: the build-index link %s holds %q, not a sha256 digest", d, repo, link, l.Digest)
+	}
+	if d.Algorithm() == digest.SHA256 {
+		if l.Digest != d {
+			return "", fmt.Errorf("resolve %s in %s: the build-index link %s holds %s", d, repo, link, l.Digest)
+		}
+		r.links.add(repo, link)
 	}
 	return l.Digest, nil
 }

@@ -38,8 +38,8 @@ type image struct {
 func (s *stack) pushImage(t *testing.T, repo, note string, layerSize int, extra map[string]any) image {
 	t.Helper()
 	img := image{config: []byte(`{"architecture":"amd64","os":"linux","note":"` + note + `"}`), layer: randomBlob(t, layerSize)}
-	img.configDigest = s.push(t, repo, img.config)
-	img.layerDigest = s.push(t, repo, img.layer)
+	img.configDigest = s.push(t, repo, img.config, registry.BlobLink)
+	img.layerDigest = s.push(t, repo, img.layer, registry.BlobLink)
 	m := map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     ocispec.MediaTypeImageManifest,
@@ -53,7 +53,7 @@ func (s *stack) pushImage(t *testing.T, repo, note string, layerSize int, extra 
 	var err error
 	img.manifest, err = json.Marshal(m)
 	require.NoError(t, err)
-	img.digest = s.push(t, repo, img.manifest)
+	img.digest = s.push(t, repo, img.manifest, registry.ManifestLink)
 	return img
 }
 
@@ -226,6 +226,16 @@ func TestRegistryUnknown(t *testing.T) {
 	// A blob is not a manifest.
 	resp, body := a.v2(t, http.MethodGet, repo+"/manifests/"+img.layerDigest.String(), nil)
 	requireCode(t, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
+	// Content is served only under a repository that holds it: knowing a digest of team/app
+	// does not open it through another name, even after it was read under its own.
+	resp, body = a.v2(t, http.MethodGet, repo+"/blobs/"+img.layerDigest.String(), nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		resp, body = a.v2(t, m, "other/repo/blobs/"+img.layerDigest.String(), nil)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeBlobUnknown)
+		resp, body = a.v2(t, m, "other/repo/manifests/"+img.digest.String(), nil)
+		requireHeadOrCode(t, m, resp, body, http.StatusNotFound, errcode.CodeManifestUnknown)
+	}
 	// Malformed input is the handler's to refuse.
 	resp, body = a.v2(t, http.MethodGet, repo+"/blobs/sha256:abc", nil)
 	requireCode(t, resp, body, http.StatusBadRequest, errcode.CodeDigestInvalid)

@@ -110,6 +110,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.ix = client.NewBuildIndexes(cfg.BuildIndex, hc, client.BuildIndexesOptions{
 			OnFailure: func(node, _ string) { m.indexFailures.WithLabelValues(node).Inc() },
 		})
+	} else {
+		s.log.Warn("no build_index: the registry API serves sha256 digests under any repository name, since it cannot check which repositories hold them")
 	}
 	s.oci = registry.NewHandler(newOCIReader(s.sched, s.ix, m), nil, registry.HandlerOptions{Logger: s.log})
 	mux := http.NewServeMux()

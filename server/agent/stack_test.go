@@ -65,10 +65,13 @@ func (s *stack) agent(t *testing.T, tweak func(*agent.Config)) *testAgent {
 }
 
 // push uploads a blob to the origins under namespace repo and returns its digest.
-func (s *stack) push(t *testing.T, repo string, b []byte) digest.Digest {
+func (s *stack) push(t *testing.T, repo string, b []byte, link func(digest.Digest) string) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(b)
 	_, err := s.origins.Push(t.Context(), repo, d, bytes.NewReader(b), int64(len(b)), client.UploadOptions{})
+	require.NoError(t, err)
+	// As the proxy does: the repository holds the content, so agents serve it under its name.
+	_, err = s.index.PutLink(t.Context(), repo, link(d), d)
 	require.NoError(t, err)
 	return d
 }

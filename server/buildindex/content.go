@@ -26,6 +26,7 @@ const (
 	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
 	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mediaTypeOCIArtifact    = "application/vnd.oci.artifact.manifest.v1+json"
 )
 
 // statParallelism bounds the concurrent existence checks of one manifest's references.
@@ -56,6 +57,10 @@ type contentChecker struct {
 // MANIFEST_BLOB_UNKNOWN when a reference is, 400 MANIFEST_INVALID when the manifest's
 // references are malformed or their sizes disagree, 503 UNAVAILABLE when the origins cannot
 // tell.
+//
+// A tag names a manifest: content that is not an image manifest or index (a layer, a config,
+// some other blob) is refused with 400 MANIFEST_INVALID, so a tag never hands a puller
+// something to parse as a manifest that is not one.
 func (c *contentChecker) check(ctx context.Context, repo string, d digest.Digest) error {
 	return c.count(c.checkManifest(ctx, repo, d))
 }
@@ -157,7 +162,9 @@ func (c *contentChecker) checkManifest(ctx context.Context, repo string, d diges
 		return err
 	}
 	if size > c.maxManifest {
-		return nil // Too large for a manifest: some other artifact, checked for existence only.
+		return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestInvalid,
+			Message: fmt.Sprintf("%s is not a manifest: %d bytes, more than max_manifest_size %d", d, size, c.maxManifest),
+			Detail:  map[string]string{"digest": d.String()}}
 	}
 	var buf limitedBuffer
 	buf.max = c.maxManifest
@@ -286,13 +293,17 @@ type manifestDoc struct {
 	Manifests     []descriptor `json:"manifests"`
 }
 
-// references returns the descriptors a manifest requires to be present, or nil for content
-// that is not a manifest this checker understands. It errs only for a recognised manifest
-// whose references are malformed.
+// errNotManifest is content that is not a manifest references knows.
+var errNotManifest = errors.New("not an image manifest or index")
+
+// references returns the descriptors a manifest requires to be present. It errs for content
+// that is not a manifest (errNotManifest) and for a manifest whose references are malformed.
+// Docker schema 1 and the withdrawn OCI artifact manifest are manifests without references
+// it follows.
 func references(b []byte) ([]descriptor, error) {
 	var m manifestDoc
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, nil // Not JSON: some other artifact.
+		return nil, fmt.Errorf("%w: %v", errNotManifest, err) //nolint:errorlint // the JSON error is detail
 	}
 	var refs []descriptor
 	switch {
@@ -314,8 +325,13 @@ func references(b []byte) ([]descriptor, error) {
 			d.child = true
 			refs = append(refs, d)
 		}
-	default:
+	case m.SchemaVersion == 1 || m.MediaType == mediaTypeOCIArtifact:
 		return nil, nil
+	default:
+		if m.MediaType != "" {
+			return nil, fmt.Errorf("%w: media type %q", errNotManifest, m.MediaType)
+		}
+		return nil, errNotManifest
 	}
 	type key struct {
 		d     digest.Digest

@@ -85,7 +85,7 @@ func TestContentCheck(t *testing.T) {
 	big := push(t, oc, ns, "", append([]byte(`{"schemaVersion":2,"manifests":[`), randomBytes(t, 70<<10)...))
 
 	for name, d := range map[string]descriptor{
-		"oci": good, "docker": docker, "no media type": noType, "index": index, "artifact": artifact, "larger than a manifest": big,
+		"oci": good, "docker": docker, "no media type": noType, "index": index,
 	} {
 		_, err := n.cli.PutTag(ctx, ns, "ok", d.Digest)
 		require.NoError(t, err, name)
@@ -95,6 +95,14 @@ func TestContentCheck(t *testing.T) {
 	_, err := n.cli.PutTag(ctx, ns, "bad", digest.FromString("nothing"))
 	require.ErrorIs(t, err, client.ErrNotFound)
 	requireAPIErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+
+	// A tag names a manifest: not a layer, not other JSON, not a blob too large to be one.
+	for name, d := range map[string]descriptor{"layer": layer, "config": cfg, "artifact": artifact, "larger than a manifest": big} {
+		_, err = n.cli.PutTag(ctx, ns, "bad", d.Digest)
+		re := apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestInvalid)
+		require.Contains(t, re.Message, "not a")
+		require.Contains(t, re.Message, d.Digest.String(), name)
+	}
 
 	_, err = n.cli.PutTag(ctx, ns, "bad", broken.Digest)
 	re := apiErr(t, err, http.StatusBadRequest, errcode.CodeManifestBlobUnknown)
@@ -130,7 +138,9 @@ func TestReferences(t *testing.T) {
 		want    []digest.Digest
 		wantErr string
 	}{
-		{doc: `not json`},
+		{doc: `not json`, wantErr: "not an image manifest"},
+		{doc: `{"layers":[]}`, wantErr: "not an image manifest"},
+		{doc: `{"mediaType":"application/vnd.oci.image.config.v1+json"}`, wantErr: "not an image manifest or index: media type"},
 		{doc: `{"schemaVersion":1,"fsLayers":[]}`},
 		{doc: `{"mediaType":"application/vnd.oci.artifact.manifest.v1+json"}`},
 		{doc: `{"mediaType":"` + mediaTypeOCIManifest + `","config":{"digest":"` + d1.String() + `"},"layers":[{"digest":"` + d2.String() + `"},{"digest":"` + d1.String() + `"}]}`, want: []digest.Digest{d1, d2}},

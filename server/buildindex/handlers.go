@@ -60,7 +60,10 @@ func (s *Server) handle(route string, h handlerFunc) http.Handler {
 		if l, ok := s.store.Leader(); ok && l.APIAddr != "" {
 			w.Header().Set(api.HeaderLeader, l.APIAddr)
 		}
-		err := h(w, r)
+		err := s.authorize(route, r)
+		if err == nil {
+			err = h(w, r)
+		}
 		if err == nil || errors.Is(err, errForwarded) {
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
@@ -355,7 +356,9 @@ func TestBuildIndexTagsSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(t.TempDir(), "endpoints.yaml")
 	hc := httpClient(t)
-	data, d := randomBlob(t, 10<<10)
+	// A tag names a manifest: an empty index, made unique so runs do not share it.
+	data := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"run":%q}}`, t.Name()+time.Now().String())
+	d := digest.FromBytes(data)
 
 	c, err := dev.New(dev.Config{Origins: 2, BuildIndex: true, Dir: dir, EndpointsFile: file}, dev.Deps{})
 	require.NoError(t, err)

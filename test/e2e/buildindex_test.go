@@ -188,10 +188,17 @@ func TestBuildIndexProcesses(t *testing.T) {
 	eventually(t, "tag", "put", "team/app:v1", m1, "--build-index", all)
 	require.Equal(t, m1, strings.TrimSpace(eventually(t, "tag", "get", "team/app:v1", "--build-index", all)))
 
-	// Plain blobs are accepted as they are (existence only). Many puts: snapshots, compaction.
+	// A tag names a manifest: a plain blob is refused.
+	plain := pushFile("plain", []byte("not a manifest"))
+	_, stderr, err = krakenctl(t, nil, "tag", "put", "team/app:plain", plain, "--build-index", all)
+	require.Error(t, err)
+	require.Contains(t, stderr, "MANIFEST_INVALID")
+
+	// Many puts (small indexes, each its own): snapshots, compaction.
 	want := map[string]string{"v1": m1}
 	for i := range 40 {
-		d := pushFile(fmt.Sprintf("blob%d", i), []byte(fmt.Sprint("blob ", i)))
+		d := pushFile(fmt.Sprintf("index%d", i), []byte(fmt.Sprintf(
+			`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"i":"%d"}}`, i)))
 		tag := fmt.Sprintf("b%02d", i)
 		eventually(t, "tag", "put", "team/app:"+tag, d, "--build-index", procs[i%3].addr)
 		want[tag] = d
@@ -207,7 +214,8 @@ func TestBuildIndexProcesses(t *testing.T) {
 	}
 	require.Equal(t, m1, strings.TrimSpace(eventually(t, "tag", "get", "team/app:v1", "--build-index", survivors[0].addr)))
 	for i := range 5 {
-		d := pushFile(fmt.Sprintf("after%d", i), []byte(fmt.Sprint("after ", i)))
+		d := pushFile(fmt.Sprintf("after%d", i), []byte(fmt.Sprintf(
+			`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"after":"%d"}}`, i)))
 		tag := fmt.Sprintf("after%d", i)
 		eventually(t, "tag", "put", "team/app:"+tag, d, "--build-index", addrsOf(survivors))
 		want[tag] = d
