@@ -2,6 +2,7 @@ package root_test
 
 import (
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,10 +48,15 @@ func TestCommandsOverTLS(t *testing.T) {
 	in, out := filepath.Join(dir, "in"), filepath.Join(dir, "out")
 	require.NoError(t, os.WriteFile(in, blob, 0o644))
 
+	// A tag names a manifest its repository holds: an empty index, unique to the run.
+	manifest := filepath.Join(dir, "index.json")
+	require.NoError(t, os.WriteFile(manifest, fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"nonce":"%x"}}`, blob[:16]), 0o644))
+
 	// Everything from the endpoints file: addresses and TLS.
 	d := krakenctl(withFile, "push", in)
-	require.Contains(t, krakenctl(withFile, "tag", "put", "team/app:v1", d), d)
-	require.Equal(t, d, krakenctl(withFile, "tag", "get", "team/app:v1"))
+	m := krakenctl(withFile, "push", manifest, "--namespace", "team/app")
+	require.Contains(t, krakenctl(withFile, "tag", "put", "team/app:v1", m), m)
+	require.Equal(t, m, krakenctl(withFile, "tag", "get", "team/app:v1"))
 	require.Contains(t, krakenctl(withFile, "cluster", "status"), c.Addr(cluster.BuildIndex, 0))
 	require.Contains(t, krakenctl(withFile, "ring", "status"), c.Addr(cluster.Origin, 0))
 	krakenctl(withFile, "pull", d, "--agent", c.Addr(cluster.Agent, 0), "-o", out)
@@ -60,7 +66,7 @@ func TestCommandsOverTLS(t *testing.T) {
 
 	// Addresses and TLS from flags, or from variables, with no endpoints file.
 	flags := []string{"--tls-ca-file", admin.CAFile, "--tls-cert-file", admin.CertFile, "--tls-key-file", admin.KeyFile}
-	require.Equal(t, d, krakenctl(none, append([]string{"tag", "get", "team/app:v1", "--build-index", c.Addr(cluster.BuildIndex, 0)}, flags...)...))
+	require.Equal(t, m, krakenctl(none, append([]string{"tag", "get", "team/app:v1", "--build-index", c.Addr(cluster.BuildIndex, 0)}, flags...)...))
 	vars := append([]string{"KRAKENCTL_TLS_CA_FILE=" + admin.CAFile, "KRAKENCTL_TLS_CERT_FILE=" + admin.CertFile, "KRAKENCTL_TLS_KEY_FILE=" + admin.KeyFile}, none...)
 	require.NoError(t, os.Remove(out))
 	krakenctl(vars, "pull", d, "--origins", c.Addr(cluster.Origin, 0), "-o", out)

@@ -112,6 +112,11 @@ func TestWholeClusterTLS(t *testing.T) {
 	_, err = bi.PutTag(t.Context(), "team/app", "v1", digest.FromString("not on the origins"))
 	require.Error(t, err, "the build-index checks content on the cluster's origins")
 	_, err = bi.PutTag(t.Context(), "team/app", "v1", d)
+	require.ErrorContains(t, err, "MANIFEST_INVALID", "a tag names a manifest, not a layer")
+	idx := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`)
+	_, err = client.NewCluster(c.Addrs(cluster.Origin), admin).Push(t.Context(), "team/app", digest.FromBytes(idx), bytes.NewReader(idx), int64(len(idx)), client.UploadOptions{})
+	require.NoError(t, err)
+	_, err = bi.PutTag(t.Context(), "team/app", "v1", digest.FromBytes(idx))
 	require.NoError(t, err)
 
 	// An image through the proxy (to the origins and the build-index), its tag resolved
@@ -172,4 +177,25 @@ func requireStatus(t *testing.T, hc *http.Client, req *http.Request, want int) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, want, resp.StatusCode, "%s %s: %s", req.Method, req.URL, body)
+}
+
+// Build-index nodes join the group over TLS, each with a certificate naming its Raft server
+// id.
+func TestBuildIndexGroupTLS(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs Raft elections")
+	}
+	ctls := clustertest.TLS(t)
+	c := clustertest.Start(t, cluster.Spec{
+		BuildIndexes: 3, TLS: ctls,
+		BuildIndexConfig: func(_ int, c *buildindex.Config) { clustertest.FastRaft(c) },
+	}, cluster.Deps{})
+	leader, err := c.WaitLeader(clustertest.Context(t))
+	require.NoError(t, err)
+	require.Len(t, c.BuildIndex(leader).Status().Members, 3)
+	for i := range 3 {
+		id, _ := serverIdentity(t, ctls.CA, c.Addr(cluster.BuildIndex, i))
+		require.Equal(t, fmt.Sprintf("bi-%d", i), id.Name)
+	}
 }

@@ -454,7 +454,9 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, err)
 	_, err = caOnly.Do(req) //nolint:bodyclose // refused: there is no body
 	require.Error(t, err, "an origin refuses a client without a certificate")
-	data, d := randomBlob(t, 10<<10)
+	// A tag names a manifest: an empty index, made unique so runs do not share it.
+	data := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"run":%q}}`, t.Name()+time.Now().String())
+	d := digest.FromBytes(data)
 	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "dev/app", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
 	require.NoError(t, err)
 	_, err = client.NewBuildIndex(c.BuildIndexAddr(), hc).PutTag(t.Context(), "dev/app", "v1", d)
