@@ -2,7 +2,6 @@ package buildindex
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -40,21 +39,8 @@ func (s *Server) authorize(route string, r *http.Request) error {
 	if !s.cfg.TLS.Enabled() {
 		return nil
 	}
-	id, ok := pki.PeerIdentity(r.TLS)
-	if !ok {
-		return errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
-			"%s needs a client certificate from the cluster CA", route)
+	if err := pki.Allowed(r.TLS, route, routeGroups(route, r.Method)...); err != nil {
+		return &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err}
 	}
-	groups := routeGroups(route, r.Method)
-	if groups == nil {
-		return nil
-	}
-	for _, g := range groups {
-		if id.In(g) {
-			return nil
-		}
-	}
-	return errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
-		"%s (groups %s) may not %s: it takes a certificate of group %s", id.Name,
-		strings.Join(id.Groups, ","), route, strings.Join(groups, " or "))
+	return nil
 }

@@ -21,7 +21,10 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/queue"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
@@ -152,7 +155,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.MountHealth(mux, s.ready)
-	b.Serve(deps.Listener, httpserve.Instrument(mux, s.metrics.requests), httpserve.ServerOptions{})
+	var h http.Handler = mux
+	if cfg.TLS.Enabled() {
+		h = guardWrites(mux)
+	}
+	b.Serve(deps.Listener, httpserve.Instrument(h, s.metrics.requests), httpserve.ServerOptions{})
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.ring.Run)
 	b.Go(s.runner.Run)
@@ -272,3 +279,22 @@ func (s *Server) swarmMetainfo(ctx context.Context, d digest.Digest) (metainfo.M
 
 // Swarm returns the origin's seeding scheduler, nil when it has no peer listener.
 func (s *Server) Swarm() *scheduler.Scheduler { return s.swarm }
+
+// writers may add content to an origin: the proxy (pushes, mounts), other origins
+// (replicas, repairs) and operators (krakenctl push). Any component of the cluster may read;
+// an agent, which only ever reads, cannot plant content in a namespace.
+var writers = []string{pki.GroupProxy, pki.GroupOrigin, pki.GroupAdmin}
+
+// guardWrites refuses, with 403 DENIED, a request that changes something unless its client
+// certificate is a writer's. The listener has already refused clients without a certificate.
+func guardWrites(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := pki.Allowed(r.TLS, r.Method+" "+r.URL.Path, writers...); err != nil {
+				registry.WriteError(w, r, &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}

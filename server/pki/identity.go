@@ -3,7 +3,10 @@ package pki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
 )
 
 // Groups that certificates of the cluster carry in their Subject's organizations.
@@ -38,4 +41,31 @@ func PeerIdentity(cs *tls.ConnectionState) (Identity, bool) {
 		return Identity{}, false
 	}
 	return identityOf(cs.VerifiedChains[0][0]), true
+}
+
+// ErrNoCertificate and ErrDenied are what Allowed returns: the request carries no verified
+// certificate, or one whose groups are not among those allowed.
+var (
+	ErrNoCertificate = errors.New("a client certificate from the cluster CA is required")
+	ErrDenied        = errors.New("the certificate's groups are not allowed")
+)
+
+// Allowed reports whether the client of cs holds a verified certificate in one of groups (any
+// verified certificate when groups is empty). Its error names the identity and what it would
+// take.
+func Allowed(cs *tls.ConnectionState, what string, groups ...string) error {
+	id, ok := PeerIdentity(cs)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, ErrNoCertificate)
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	for _, g := range groups {
+		if id.In(g) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %s (groups %s) %w: it takes group %s", what, id.Name,
+		strings.Join(id.Groups, ","), ErrDenied, strings.Join(groups, " or "))
 }

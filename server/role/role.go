@@ -125,6 +125,17 @@ func Open(name string, cfg Config, d Deps, extra ...net.Listener) (*Base, error)
 	} else {
 		b.StartedAttrs("tls", d.TLS.Identity().Name, "tls_not_after", d.TLS.NotAfter())
 		b.Go(func(ctx context.Context) error { return d.TLS.Watch(ctx, b.log) })
+		if d.Registerer != nil {
+			// An alert on this is how an operator hears of a rotation that did not happen.
+			err := d.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "krakenctl_tls_certificate_not_after_seconds",
+				Help: "When the certificate the role presents expires (Unix time); it follows reloads.",
+			}, func() float64 { return float64(d.TLS.NotAfter().Unix()) }))
+			var are prometheus.AlreadyRegisteredError
+			if err != nil && !errors.As(err, &are) {
+				return nil, b.Fail(err)
+			}
+		}
 	}
 	return b, nil
 }

@@ -2,11 +2,16 @@ package roles_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +107,15 @@ func TestStartWithTLS(t *testing.T) {
 		assert.Equal(t, tc.want, code, tc.path)
 	}
 
+	// The certificate's expiry is a metric, for an alert before it lapses.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+adm+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := agent.Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, errors.Join(err, resp.Body.Close()))
+	require.Contains(t, string(body), "krakenctl_tls_certificate_not_after_seconds")
+
 	// An expired certificate: the role does not start, and the error says why.
 	old, err := ca.IssueFiles(filepath.Join(dir), "old", pki.Leaf{Name: "tracker-old", Hosts: []string{"127.0.0.1"},
 		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
@@ -114,4 +128,80 @@ func TestStartWithTLS(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `certificate "tracker-old" expired at`)
 	assert.Contains(t, err.Error(), old.CertFile)
+}
+
+// TestWritesNeedTheRightGroup starts an origin and a tracker with TLS: a component with a
+// cluster certificate but the wrong group (an agent uploading, a proxy announcing) is refused
+// with 403 DENIED; the right group gets through to the handler.
+func TestWritesNeedTheRightGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test cluster")
+	require.NoError(t, err)
+	issue := func(name string, groups ...string) pki.Config {
+		c, err := ca.IssueFiles(dir, name, pki.Leaf{Name: name, Groups: groups, Hosts: []string{"127.0.0.1"}})
+		require.NoError(t, err)
+		return c
+	}
+	start := func(role, yaml string) string {
+		r, err := roles.Lookup(role)
+		require.NoError(t, err)
+		api := freeAddr(t)
+		cfg := r.NewConfig()
+		require.NoError(t, config.Unmarshal([]byte("listen: "+api+"\nadmin_listen: 127.0.0.1:0\n"+yaml), cfg))
+		require.NoError(t, config.Check(cfg))
+		srv, err := r.Start(t.Context(), cfg, roles.Env{})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+		return api
+	}
+	tlsYAML := func(c pki.Config) string {
+		return fmt.Sprintf("tls: {cert_file: %s, key_file: %s, ca_file: %s}\n", c.CertFile, c.KeyFile, c.CAFile)
+	}
+	origin := start("origin", "store: {dir: "+filepath.Join(dir, "store")+"}\n"+tlsYAML(issue("origin-1", pki.GroupOrigin)))
+	tracker := start("tracker", "origins: ["+origin+"]\n"+tlsYAML(issue("tracker-1", pki.GroupTracker)))
+
+	client := func(c pki.Config) *http.Client {
+		p, err := pki.Load(c)
+		require.NoError(t, err)
+		tr := &http.Transport{DialTLSContext: p.Dialer(&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	agent, proxy := client(issue("agent-1", pki.GroupAgent)), client(issue("proxy-1", pki.GroupProxy))
+	do := func(hc *http.Client, method, url string) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader("{}"))
+		require.NoError(t, err)
+		var resp *http.Response
+		require.Eventually(t, func() bool {
+			resp, err = hc.Do(req) //nolint:bodyclose // closed below
+			return err == nil
+		}, 10*time.Second, 20*time.Millisecond)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, errors.Join(err, resp.Body.Close()))
+		return resp.StatusCode, string(b)
+	}
+
+	code, body := do(agent, http.MethodPost, "https://"+origin+"/namespace/team%2Fapp/uploads")
+	require.Equal(t, http.StatusForbidden, code, body)
+	assert.Contains(t, body, "DENIED")
+	assert.Contains(t, body, "agent-1")
+	code, body = do(agent, http.MethodGet, "https://"+origin+"/namespace/team%2Fapp/blobs/"+digestOf("x"))
+	assert.Equal(t, http.StatusNotFound, code, "an agent reads: %s", body)
+	code, body = do(proxy, http.MethodPost, "https://"+origin+"/namespace/team%2Fapp/uploads")
+	assert.Equal(t, http.StatusAccepted, code, "the proxy uploads: %s", body)
+
+	code, body = do(proxy, http.MethodPost, "https://"+tracker+"/announce")
+	require.Equal(t, http.StatusForbidden, code, body)
+	assert.Contains(t, body, "proxy-1")
+	code, body = do(agent, http.MethodPost, "https://"+tracker+"/announce")
+	assert.NotEqual(t, http.StatusForbidden, code, "an agent announces (this body is malformed): %s", body)
+}
+
+func digestOf(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

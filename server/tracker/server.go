@@ -14,6 +14,9 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 )
 
@@ -78,7 +81,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.MountHealth(mux, s.ready)
-	srv := b.Serve(deps.Listener, httpserve.Instrument(mux, s.metrics.requests), httpserve.ServerOptions{})
+	var h http.Handler = mux
+	if cfg.TLS.Enabled() {
+		h = guardAnnounces(mux)
+	}
+	srv := b.Serve(deps.Listener, httpserve.Instrument(h, s.metrics.requests), httpserve.ServerOptions{})
 	srv.RegisterOnShutdown(s.stop)
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.origins.run)
@@ -127,4 +134,23 @@ func (s *Server) runSweep(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// announcers may announce: agents and origins, which are the swarm, and operators. Another
+// component with a cluster certificate (a proxy, a build-index node) has no business in a
+// swarm and cannot add itself or anyone else as a peer.
+var announcers = []string{pki.GroupAgent, pki.GroupOrigin, pki.GroupAdmin}
+
+// guardAnnounces refuses, with 403 DENIED, an announce from a certificate that is not an
+// announcer's. The listener has already refused clients without a certificate.
+func guardAnnounces(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := pki.Allowed(r.TLS, "announce", announcers...); err != nil {
+				registry.WriteError(w, r, &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
