@@ -4,14 +4,17 @@
 package cmdutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Factory gives commands their dependencies, so tests can replace each one.
@@ -19,6 +22,9 @@ type Factory struct {
 	IOStreams *iostreams.IOStreams
 	// HTTPClient returns the client used to talk to krakenctl servers.
 	HTTPClient func() *http.Client
+	// TLS returns the certificate and CA that HTTPClient presents and trusts, nil for plain
+	// text; nil itself means plain text. The root command sets it from its --tls-* flags.
+	TLS func() (*pki.Provider, error)
 	// Logger returns the logger for operator commands (text, to ErrOut).
 	Logger func() *slog.Logger
 	// Version is the build's version string.
@@ -28,19 +34,45 @@ type Factory struct {
 // New returns the Factory for a real process.
 func New(version string) *Factory {
 	ios := iostreams.System()
-	return &Factory{
+	f := &Factory{
 		IOStreams: ios,
-		HTTPClient: func() *http.Client {
-			// The same client the servers use between them: no overall timeout (blobs can be
-			// large), but dials, handshakes and response headers are bounded.
-			return httpserve.NewClient(httpserve.ClientOptions{})
-		},
 		Logger: func() *slog.Logger {
 			return slog.New(slog.NewTextHandler(ios.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		},
 		Version: version,
 	}
+	f.HTTPClient = func() *http.Client {
+		var p *pki.Provider
+		if f.TLS != nil {
+			var err error
+			if p, err = f.TLS(); err != nil {
+				// The commands take a client, not an error: the first request reports it.
+				return &http.Client{Transport: failing{err}}
+			}
+		}
+		return NewHTTPClient(p)
+	}
+	return f
 }
+
+// NewHTTPClient returns the client of commands that talk to components: the one the servers
+// use between them (no overall timeout, since blobs can be large, but dials, handshakes and
+// response headers bounded), speaking TLS with p's certificate to every component when p is
+// set, http:// URLs included.
+func NewHTTPClient(p *pki.Provider) *http.Client {
+	var o httpserve.ClientOptions
+	if p != nil {
+		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return p.Dialer(d).DialContext
+		}
+	}
+	return httpserve.NewClient(o)
+}
+
+// failing fails every request with err.
+type failing struct{ err error }
+
+func (f failing) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
 
 // Exit codes. Errors map to them in one place: ExitCode.
 const (

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,9 @@ type UpOptions struct {
 	Port          int
 	EndpointsFile string
 	LogLevel      slog.Level
+	// TLS runs every role with TLS and mutual TLS, with certificates from a new CA in
+	// Dir/tls.
+	TLS bool
 	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
 	// one JSON document on stdout once every role is ready).
 	Output string
@@ -48,6 +52,13 @@ type Summary struct {
 	Dir           string `json:"dir"`
 	Log           string `json:"log"`
 	EndpointsFile string `json:"endpoints_file"`
+	// CAFile is the CA that every role's certificate chains to, with --tls: what clients
+	// trust (docker's certs.d, skopeo's cert dir, SSL_CERT_FILE).
+	CAFile string `json:"ca_file,omitempty"`
+	// CertFile and KeyFile are an admin's client certificate, with --tls: what operator
+	// commands present to the roles (the endpoints file names them too).
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
 }
 
 // NewCmdUp returns `krakenctl dev up`. runF replaces the run function in tests.
@@ -78,11 +89,22 @@ Default ports: origins 15000-15002, build-index 15100 (Raft 15101), their swarm 
 ` + "`krakenctl pull`" + ` looks for an agent by default; admin listeners 15301-15303,
 15310-15312 and 16002. Docker treats 127.0.0.1 registries as
 insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
-` + "`docker pull 127.0.0.1:16000/hello:v1`" + ` work without any daemon configuration.`,
+` + "`docker pull 127.0.0.1:16000/hello:v1`" + ` work without any daemon configuration.
+
+With --tls every listener serves TLS and the roles authenticate each other with certificates
+from a CA made for this run: --dir/tls holds ca.pem, a certificate and key per role (for
+127.0.0.1 and localhost) and admin.pem with admin-key.pem, a client certificate for operator
+commands. The endpoints file names the CA and the admin's certificate, so push, pull, tag,
+ring and cluster commands work without flags. A new CA is made at every start. The summary
+shows how to make docker trust it (certs.d); dockerd's default configuration does not check
+the certificates of registries on 127.0.0.1 at all, so docker works without that step too,
+but clients that check (containerd with ` + "`ca`" + ` in hosts.toml, skopeo --cert-dir, crane
+and Go with SSL_CERT_FILE) need the CA.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
   krakenctl dev up --port 0 --agents 2    # any free ports
   krakenctl dev up -o json                # the addresses as JSON once ready (for scripts)
+  krakenctl dev up --tls                  # TLS on every listener, mutual TLS between roles
   krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -117,6 +139,7 @@ insecure by itself, so ` + "`docker push 127.0.0.1:15400/hello:v1`" + ` and
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
 	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write every role's address, as JSON if the name ends in .json, else YAML (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
+	cmd.Flags().BoolVar(&opts.TLS, "tls", false, "run every role with TLS and mutual TLS, with certificates from a new CA in --dir/tls")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "level of the JSON logs written to dev.log: debug, info, warn or error")
 	_ = cmd.MarkFlagDirname("dir")
 	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml", "json")
@@ -153,7 +176,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 	c, err := dev.New(dev.Config{
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
-		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true,
+		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true, TLS: opts.TLS,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
@@ -187,8 +210,16 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool, logPath string) {
 	out := opts.IO.Out
+	e := c.Addrs()
+	tls := e.TLS
 	if opts.Output == cmdutil.OutputJSON {
-		_ = cmdutil.PrintJSON(out, Summary{Endpoints: c.Addrs(), Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file})
+		sum := Summary{Endpoints: e, Replicas: c.Replicas(), Dir: c.Dir(), Log: logPath, EndpointsFile: file}
+		if tls != nil {
+			// Flat, next to the addresses, for scripts: `jq -r .ca_file`.
+			sum.TLS = nil
+			sum.CAFile, sum.CertFile, sum.KeyFile = tls.CAFile, tls.CertFile, tls.KeyFile
+		}
+		_ = cmdutil.PrintJSON(out, sum)
 		_, _ = fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
 		return
 	}
@@ -200,10 +231,14 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	agents := c.Agents()
 	fmt.Fprintf(&b, "krakenctl dev cluster is up: %s, each blob on %d of them, a build-index, a registry proxy and %s.\n\n", cmdutil.Plural(len(addrs), "origin"), c.Replicas(), cmdutil.Plural(len(agents), "agent"))
 	// The admin column comes last, so the columns people read first stay where they were.
-	admin := c.Addrs().Admin
+	admin := e.Admin
+	scheme := "http://"
+	if tls != nil {
+		scheme = "https://"
+	}
 	t := cmdutil.NewTable(&b, "role", "address", "serves", "admin")
 	row := func(role, addr, serves string, admins []string, i int) {
-		t.Row(role, "http://"+addr, serves, "http://"+admins[i])
+		t.Row(role, scheme+addr, serves, scheme+admins[i])
 	}
 	for i, a := range addrs {
 		row(fmt.Sprintf("origin %d", i), a, "blobs", admin.Origins, i)
@@ -220,6 +255,10 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	fmt.Fprintf(&b, "\nState:      %s\n", c.Dir())
 	fmt.Fprintf(&b, "Logs:       %s\n", logPath)
 	fmt.Fprintf(&b, "Endpoints:  %s\n", file)
+	if tls != nil {
+		fmt.Fprintf(&b, "CA:         %s\n", tls.CAFile)
+		fmt.Fprintf(&b, "Admin cert: %s (key %s)\n", tls.CertFile, tls.KeyFile)
+	}
 	flag := ""
 	if customFile {
 		flag = " --endpoints-file " + file
@@ -230,14 +269,30 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 	if len(agents) > 0 {
 		puller, pullHow = agents[0], "pull it through an agent, from the swarm"
 	}
-	tries := [][2]string{
+	var tries [][2]string
+	if tls != nil {
+		ports := []string{port(c.ProxyAddr())}
+		for _, a := range agents {
+			ports = append(ports, port(a))
+		}
+		tries = append(tries, [2]string{
+			"for port in " + strings.Join(ports, " ") + "; do sudo mkdir -p /etc/docker/certs.d/" + dev.Host + ":$port && sudo cp " + tls.CAFile + " /etc/docker/certs.d/" + dev.Host + ":$port/ca.crt; done",
+			"make docker trust this run's CA for the proxy and the agents (again after every start)"})
+	}
+	tries = append(tries, [][2]string{
 		{"docker tag IMAGE " + c.ProxyAddr() + "/hello:v1", "name any local image for the proxy"},
 		{"docker push " + c.ProxyAddr() + "/hello:v1", "push it through the proxy: blobs to the origins, the tag to the build-index"},
 		{"docker pull " + puller + "/hello:v1", pullHow},
 		{"krakenctl push FILE" + flag, "upload a file to the origins, print its digest"},
-	}
+	}...)
 	if len(agents) > 0 {
-		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0], "download it through an agent, from the swarm, verified"})
+		// Through an agent, the addresses come from the flag; TLS from the default endpoints
+		// file, so with another file the files are named.
+		tlsFlags := ""
+		if tls != nil && customFile {
+			tlsFlags = " --tls-ca-file " + tls.CAFile + " --tls-cert-file " + tls.CertFile + " --tls-key-file " + tls.KeyFile
+		}
+		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0] + tlsFlags, "download it through an agent, from the swarm, verified"})
 	}
 	tries = append(tries,
 		[2]string{"krakenctl pull DIGEST -o out --from-origins" + flag, "download it from the origins directly"},
@@ -246,4 +301,13 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		fmt.Fprintf(&b, "  %s\n      # %s\n", try[0], try[1])
 	}
 	fmt.Fprintf(&b, "\nPress Ctrl-C to stop.\n")
+}
+
+// port is the port of a host:port address.
+func port(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr // the cluster's own addresses always have one
+	}
+	return p
 }

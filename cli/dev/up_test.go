@@ -3,6 +3,8 @@ package dev
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io/fs"
 	"log/slog"
@@ -26,6 +28,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 func TestMain(m *testing.M) {
@@ -54,6 +57,7 @@ func Test_NewCmdUp(t *testing.T) {
 		{name: "no room for ports", args: []string{"--port", "65534"}, wantErr: "invalid --port 65534"},
 		{name: "negative port", args: []string{"--port", "-1"}, wantErr: "invalid --port -1"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, wantErr: `invalid --log-level "loud"`},
+		{name: "tls", args: []string{"--tls"}, want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn, Output: "table", TLS: true}},
 		{name: "json", args: []string{"-o", "json"}, want: UpOptions{Origins: 3, Agents: 1, AgentPort: 16000, Port: 15000, LogLevel: slog.LevelWarn, Output: "json"}},
 		{name: "bad output", args: []string{"-o", "yaml"}, wantErr: `invalid --output "yaml"`},
 		{name: "not a number", args: []string{"--origins", "three"}, wantErr: `invalid argument "three" for "--origins"`},
@@ -282,4 +286,88 @@ func TestUpWithoutHome(t *testing.T) {
 	ios, _, _, _ := iostreams.Test()
 	err := upRun(t.Context(), &UpOptions{IO: ios, Env: func(string) string { return "" }, Origins: 1})
 	require.ErrorContains(t, err, "pass --dir and --endpoints-file")
+}
+
+// startUp runs upRun with opts until the test ends and returns its stdout once the cluster is
+// ready.
+func startUp(t *testing.T, opts *UpOptions) string {
+	t.Helper()
+	ios, _, _, _ := iostreams.Test()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	ios.Out, ios.ErrOut = out, errOut
+	opts.IO = ios
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- upRun(ctx, opts) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-errc) })
+	require.Eventually(t, func() bool { return strings.Contains(out.String()+errOut.String(), "Press Ctrl-C") },
+		time.Minute, 10*time.Millisecond, "dev up did not become ready; stderr: %s", errOut)
+	return out.String()
+}
+
+// With --tls every role serves TLS: the table shows https addresses, the CA and the admin's
+// certificate, and the docker lines begin with the certs.d step for the proxy and every
+// agent; the endpoints file names the CA and the admin's certificate, which reach every role,
+// and a client that trusts the CA alone (docker) is served by the proxy and the agents.
+func TestUpTLS(t *testing.T) {
+	t.Parallel()
+	dir, file := t.TempDir(), filepath.Join(t.TempDir(), "e.yaml")
+	summary := startUp(t, &UpOptions{Env: func(string) string { return "" }, Origins: 1, Agents: 2, Dir: dir, EndpointsFile: file, LogLevel: slog.LevelWarn, TLS: true})
+	e, err := api.ReadEndpoints(file)
+	require.NoError(t, err)
+	tlsDir := filepath.Join(dir, dev.TLSDir)
+	require.Equal(t, &api.EndpointsTLS{CAFile: filepath.Join(tlsDir, "ca.pem"), CertFile: filepath.Join(tlsDir, "admin.pem"), KeyFile: filepath.Join(tlsDir, "admin-key.pem")}, e.TLS)
+
+	require.Regexp(t, `origin 0 +https://`+e.Origins[0]+` +blobs +https://`+e.Admin.Origins[0]+`\n`, summary)
+	require.Regexp(t, `proxy +https://`+e.Proxy[0]+` +registry: push images here +https://`+e.Admin.Proxy[0]+`\n`, summary)
+	require.NotContains(t, summary, "http://")
+	require.Contains(t, summary, "CA:         "+e.TLS.CAFile+"\n")
+	require.Contains(t, summary, "Admin cert: "+e.TLS.CertFile+" (key "+e.TLS.KeyFile+")\n")
+	var ports []string
+	for _, a := range append(e.Proxy, e.Agents...) {
+		ports = append(ports, port(a))
+	}
+	certsD := "for port in " + strings.Join(ports, " ") + "; do sudo mkdir -p /etc/docker/certs.d/127.0.0.1:$port && sudo cp " + e.TLS.CAFile + " /etc/docker/certs.d/127.0.0.1:$port/ca.crt; done\n"
+	require.Contains(t, summary, certsD)
+	require.Less(t, strings.Index(summary, certsD), strings.Index(summary, "docker push "), "trust first, then push")
+	require.Contains(t, summary, "krakenctl pull DIGEST -o out --agent "+e.Agents[0]+" --tls-ca-file "+e.TLS.CAFile+" --tls-cert-file "+e.TLS.CertFile+" --tls-key-file "+e.TLS.KeyFile+"\n",
+		"through an agent with another endpoints file than the default one, TLS needs naming")
+
+	p, err := pki.Load(pki.Config{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile})
+	require.NoError(t, err)
+	require.True(t, p.Identity().In(pki.GroupAdmin), "the endpoints file names an admin's certificate")
+	hc := cmdutil.NewHTTPClient(p)
+	t.Cleanup(hc.CloseIdleConnections)
+	for _, a := range append(append(e.Origins, e.BuildIndex...), e.Trackers...) {
+		require.NoError(t, client.NewOrigin(a, hc).Ready(t.Context()), "%s answers the admin", a)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(e.TLS.CAFile)
+	require.NoError(t, err)
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, a := range append(e.Proxy, e.Agents...) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+a+"/v2/", nil)
+		require.NoError(t, err)
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		require.NoError(t, err, "%s serves a client that trusts the CA and has no certificate", a)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+	}
+}
+
+// -o json with --tls adds the CA and the admin's certificate, flat, next to the addresses.
+func TestUpTLSJSON(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := startUp(t, &UpOptions{Env: func(string) string { return "" }, Origins: 1, Dir: dir, EndpointsFile: filepath.Join(t.TempDir(), "e.yaml"),
+		LogLevel: slog.LevelWarn, Output: cmdutil.OutputJSON, TLS: true})
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
+	tlsDir := filepath.Join(dir, dev.TLSDir)
+	require.Equal(t, filepath.Join(tlsDir, "ca.pem"), got["ca_file"])
+	require.Equal(t, filepath.Join(tlsDir, "admin.pem"), got["cert_file"])
+	require.Equal(t, filepath.Join(tlsDir, "admin-key.pem"), got["key_file"])
+	require.NotContains(t, got, "tls", "said once, flat")
 }

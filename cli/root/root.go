@@ -14,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
+	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/man"
 	"github.com/krakenctl/krakenctl/cli/serve"
 	"github.com/krakenctl/krakenctl/cli/version"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // buildVersion is set at link time by goreleaser (-X .../cli/root.buildVersion=v1.2.3).
@@ -52,6 +54,18 @@ build-index) and carries the operator commands.`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &cmdutil.FlagError{Err: err}
 	})
+	tlsFlags := &endpoints.TLSFlags{}
+	endpoints.AddTLSFlags(cmd.PersistentFlags(), tlsFlags)
+	cmd.PersistentPreRun = func(c *cobra.Command, _ []string) {
+		// A command that reads its addresses from a named endpoints file reaches them as that
+		// file says, not as the default one does.
+		if fl := c.Flags().Lookup("endpoints-file"); fl != nil && fl.Changed {
+			tlsFlags.EndpointsFile = fl.Value.String()
+		}
+	}
+	if f.TLS == nil {
+		f.TLS = func() (*pki.Provider, error) { return tlsFlags.Resolve(os.Getenv) }
+	}
 
 	add := func(group string, c *cobra.Command) {
 		c.GroupID = group

@@ -43,11 +43,17 @@ func TestMain(m *testing.M) {
 // runMain runs krakenctl's Main in a child process and returns its outputs and exit code.
 func runMain(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runMainEnv(t, nil, args...)
+}
+
+// runMainEnv is runMain with env ("KEY=value") added to the process's environment.
+func runMainEnv(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	raw, err := json.Marshal(args)
 	require.NoError(t, err)
 	var out, errOut bytes.Buffer
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), mainArgsEnv+"="+string(raw))
+	cmd.Env = append(append(os.Environ(), env...), mainArgsEnv+"="+string(raw))
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
 	var exitErr *exec.ExitError

@@ -29,6 +29,10 @@ var ErrNoEndpoints = errors.New("endpoints file lists no addresses")
 //	  trackers: ["127.0.0.1:15301"]
 //	  proxy: ["127.0.0.1:15302"]
 //	  agents: ["127.0.0.1:16002"]
+//	tls:                                  # only for a cluster that runs with TLS (dev up --tls)
+//	  ca_file: /home/me/.local/state/krakenctl/dev/tls/ca.pem
+//	  cert_file: /home/me/.local/state/krakenctl/dev/tls/admin.pem
+//	  key_file: /home/me/.local/state/krakenctl/dev/tls/admin-key.pem
 //
 // A file whose name ends in ".json" is written as JSON with the same keys (which ReadEndpoints
 // reads too: JSON is YAML).
@@ -45,6 +49,17 @@ type Endpoints struct {
 	// Admin lists every role's admin listener (/metrics, /debug/pprof, /health, /readyz), in
 	// the same order; nil in a file that names none.
 	Admin *AdminEndpoints `yaml:"admin,omitempty" json:"admin,omitempty"`
+	// TLS says how to reach a cluster that runs with TLS; nil for one in plain text.
+	TLS *EndpointsTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+}
+
+// EndpointsTLS is how commands reach a cluster that runs with TLS: the CA its servers'
+// certificates chain to, and the client certificate and key to present (an admin's, as dev up
+// writes them), as absolute paths.
+type EndpointsTLS struct {
+	CAFile   string `yaml:"ca_file" json:"ca_file"`
+	CertFile string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
 }
 
 // AdminEndpoints are the addresses of the roles' admin listeners, by role as in Endpoints.

@@ -24,7 +24,15 @@
 // Spec.Dir holds every role's state: origin-<i> (an origin's store), agent-<i> (an agent's
 // store), build-index-<j> (a node's Raft state and write-back queue) and backend (the
 // filesystem backend the origins and build-index nodes share, unless Spec.Backend or
-// Spec.NoBackend says otherwise). Per-role config functions may move them.
+// Spec.NoBackend says otherwise). Per-role config functions may move them. With Spec.TLS, the
+// certificates and keys go to TLS.Dir (Dir/tls unless set).
+//
+// # TLS
+//
+// With Spec.TLS every role serves TLS on each of its listeners and calls the others with mutual
+// TLS, each member presenting a certificate of its own that names it and its role's group, as
+// separate hosts would (see TLS); the builder's own client presents an admin's (Client,
+// AdminTLS).
 //
 // # Ports
 //
@@ -61,6 +69,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/tracker"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -133,6 +142,9 @@ type Spec struct {
 	HealthInterval time.Duration
 	// Ports is the port plan; the zero value binds every listener to 127.0.0.1:0.
 	Ports Ports
+	// TLS, when set, runs every role with TLS on its listeners and mutual TLS between roles,
+	// each with a certificate of its own from TLS.CA (see TLS); nil runs them in plain text.
+	TLS *TLS
 
 	// Per-role config functions, called once per server with its index and the config the
 	// builder filled in (addresses, directories, peers), before the role's New; a restarted
@@ -151,7 +163,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// HTTPClient is every role's client for the others (the caller owns it and closes its idle
 	// connections); nil gives each role its own. A client shared with proxies should set
-	// Transport.ExpectContinueTimeout (see proxy.Deps.HTTPClient).
+	// Transport.ExpectContinueTimeout (see proxy.Deps.HTTPClient). It must be nil with
+	// Spec.TLS: each role presents its own certificate, which a shared client cannot.
 	HTTPClient *http.Client
 	// AgentTracker replaces every agent's tracker client (agent.Deps.Tracker): tests inject an
 	// in-process tracker, or one that goes down. No tracker then runs unless Spec.Trackers asks.
@@ -167,7 +180,9 @@ type Cluster struct {
 	spec Spec
 	deps Deps
 	log  *slog.Logger
-	hc   *http.Client // readiness probes
+	hc   *http.Client // readiness probes and Client; an admin's certificate with TLS
+
+	adminTLS pki.Config // the certificate hc presents; zero without TLS
 
 	mu      sync.Mutex
 	members map[Role][]*member
@@ -192,12 +207,16 @@ func New(spec Spec, deps Deps) (_ *Cluster, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{
-		spec: spec, deps: deps, log: log,
-		hc:      httpserve.NewClient(httpserve.ClientOptions{MaxIdleConnsPerHost: 2}),
-		members: map[Role][]*member{},
-		failed:  make(chan struct{}),
+	c := &Cluster{spec: spec, deps: deps, log: log, members: map[Role][]*member{}, failed: make(chan struct{})}
+	hco := httpserve.ClientOptions{MaxIdleConnsPerHost: 2}
+	if spec.TLS != nil {
+		cfg, p, err := spec.adminTLS(c.tlsDir())
+		if err != nil {
+			return nil, err
+		}
+		c.adminTLS, hco.DialTLS = cfg, dialTLS(p)
 	}
+	c.hc = httpserve.NewClient(hco)
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -517,6 +536,11 @@ func (c *Cluster) Proxy(i int) *proxy.Server { return serverOf[*proxy.Server](c,
 // Agent returns the i-th agent's server.
 func (c *Cluster) Agent(i int) *agent.Server { return serverOf[*agent.Server](c, Agent, i) }
 
+// Client returns the builder's HTTP client, which presents an admin's certificate when the
+// cluster runs with TLS (and sends http:// URLs as https://); the cluster owns it and closes its
+// idle connections on Close.
+func (c *Cluster) Client() *http.Client { return c.hc }
+
 // Replicas returns how many origins hold each blob.
 func (c *Cluster) Replicas() int { return c.spec.Replicas }
 
@@ -603,6 +627,12 @@ func (s *Spec) validate(deps Deps) error {
 	}
 	if s.HealthInterval < 0 {
 		bad("health interval must not be negative, got %s", s.HealthInterval)
+	}
+	if s.TLS != nil && s.TLS.CA == nil {
+		bad("tls needs a CA")
+	}
+	if s.TLS != nil && deps.HTTPClient != nil {
+		bad("tls with a shared HTTP client: each role presents its own certificate, so each builds its own client")
 	}
 	errs = append(errs, s.Ports.check(s)...)
 	if err := errors.Join(errs...); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/proxy"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/server/tracker"
@@ -222,12 +223,18 @@ func (c *Cluster) addrs(r Role) []string {
 }
 
 // roleDeps is what every member takes, whatever its role: its data and admin listeners, the
-// cluster's logger and HTTP client, and the member's own registry.
-func (c *Cluster) roleDeps(l listeners, reg *prometheus.Registry) role.Deps {
+// cluster's logger and HTTP client, the member's own registry and, with TLS, its certificate,
+// issued now under name and loaded from tc (the tls section of its config). On error it has
+// closed the listeners, which are the role's to close from the opener on.
+func (c *Cluster) roleDeps(m *member, name string, tc pki.Config, l listeners, reg *prometheus.Registry) (role.Deps, error) {
+	p, err := c.provider(m, name, tc)
+	if err != nil {
+		return role.Deps{}, errors.Join(err, l.close())
+	}
 	return role.Deps{
 		Listener: l.data, AdminListener: l.admin,
-		Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient,
-	}
+		Logger: c.log, Registerer: reg, Gatherer: reg, HTTPClient: c.deps.HTTPClient, TLS: p,
+	}, nil
 }
 
 func (c *Cluster) originOpener(m *member) opener {
@@ -239,6 +246,7 @@ func (c *Cluster) originOpener(m *member) opener {
 		Ring:        ring.Config{Members: c.addrs(Origin), Replicas: c.spec.Replicas},
 		Backends:    c.backends(),
 		Peer:        origin.PeerConfig{Listen: m.peer, EgressRate: c.spec.Rate},
+		TLS:         c.tlsConfig(m),
 	}
 	if hi := c.spec.HealthInterval; hi > 0 {
 		cfg.Ring.HealthInterval, cfg.Ring.HealthTimeout = hi, min(ring.DefaultHealthTimeout, hi)
@@ -247,7 +255,11 @@ func (c *Cluster) originOpener(m *member) opener {
 		c.spec.OriginConfig(m.index, &cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return origin.New(cfg, origin.Deps{Deps: c.roleDeps(l, reg), PeerListener: l.peer, Backend: c.spec.Backend})
+		d, err := c.roleDeps(m, m.fileBase(), cfg.TLS, l, reg)
+		if err != nil {
+			return nil, err
+		}
+		return origin.New(cfg, origin.Deps{Deps: d, PeerListener: l.peer, Backend: c.spec.Backend})
 	}
 }
 
@@ -259,6 +271,7 @@ func (c *Cluster) buildIndexOpener(m *member) opener {
 		Dir:         c.stateDir(m),
 		Origins:     c.addrs(Origin),
 		Backends:    c.backends(),
+		TLS:         c.tlsConfig(m),
 	}
 	if len(cfg.Origins) == 0 {
 		off := false // no origins to check content on
@@ -274,22 +287,31 @@ func (c *Cluster) buildIndexOpener(m *member) opener {
 	}
 	m.nodeID = cfg.Raft.NodeID
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return buildindex.New(cfg, buildindex.Deps{Deps: c.roleDeps(l, reg), RaftListener: l.peer, Backend: c.spec.Backend})
+		// A node's certificate names its Raft server id: that is who it is to its peers.
+		d, err := c.roleDeps(m, cfg.Raft.NodeID, cfg.TLS, l, reg)
+		if err != nil {
+			return nil, err
+		}
+		return buildindex.New(cfg, buildindex.Deps{Deps: d, RaftListener: l.peer, Backend: c.spec.Backend})
 	}
 }
 
 func (c *Cluster) trackerOpener(m *member) opener {
-	cfg := tracker.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), Replicas: c.spec.Replicas}
+	cfg := tracker.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), Replicas: c.spec.Replicas, TLS: c.tlsConfig(m)}
 	if c.spec.TrackerConfig != nil {
 		c.spec.TrackerConfig(m.index, &cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return tracker.New(cfg, tracker.Deps{Deps: c.roleDeps(l, reg)})
+		d, err := c.roleDeps(m, m.fileBase(), cfg.TLS, l, reg)
+		if err != nil {
+			return nil, err
+		}
+		return tracker.New(cfg, tracker.Deps{Deps: d})
 	}
 }
 
 func (c *Cluster) proxyOpener(m *member, tweak func(*proxy.Config)) opener {
-	cfg := proxy.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), BuildIndex: c.addrs(BuildIndex)}
+	cfg := proxy.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), BuildIndex: c.addrs(BuildIndex), TLS: c.tlsConfig(m)}
 	if hi := c.spec.HealthInterval; hi > 0 {
 		cfg.OriginHealth.Interval, cfg.OriginHealth.Timeout = hi, min(ring.DefaultHealthTimeout, hi)
 	}
@@ -300,7 +322,11 @@ func (c *Cluster) proxyOpener(m *member, tweak func(*proxy.Config)) opener {
 		tweak(&cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return proxy.New(cfg, proxy.Deps{Deps: c.roleDeps(l, reg)})
+		d, err := c.roleDeps(m, m.fileBase(), cfg.TLS, l, reg)
+		if err != nil {
+			return nil, err
+		}
+		return proxy.New(cfg, proxy.Deps{Deps: d})
 	}
 }
 
@@ -314,6 +340,7 @@ func (c *Cluster) agentOpener(m *member, tweak func(*agent.Config)) opener {
 		BuildIndex:  c.addrs(BuildIndex),
 		EgressRate:  c.spec.Rate,
 		IngressRate: c.spec.Rate,
+		TLS:         c.tlsConfig(m),
 	}
 	switch {
 	case c.spec.NoP2P && m.index < len(cfg.Trackers):
@@ -328,6 +355,10 @@ func (c *Cluster) agentOpener(m *member, tweak func(*agent.Config)) opener {
 		tweak(&cfg)
 	}
 	return func(l listeners, reg *prometheus.Registry) (server, error) {
-		return agent.New(cfg, agent.Deps{Deps: c.roleDeps(l, reg), PeerListener: l.peer, Tracker: c.deps.AgentTracker})
+		d, err := c.roleDeps(m, m.fileBase(), cfg.TLS, l, reg)
+		if err != nil {
+			return nil, err
+		}
+		return agent.New(cfg, agent.Deps{Deps: d, PeerListener: l.peer, Tracker: c.deps.AgentTracker})
 	}
 }

@@ -22,6 +22,10 @@
 //
 // The admin listeners serve /metrics, /debug/pprof, /health and /readyz; the default ones are
 // 15301-15303, 15310 and up, and 16002, 16012, ...
+//
+// With Config.TLS every listener serves TLS and the roles authenticate each other with
+// certificates from a CA made for the run (Dir/tls); the endpoints file then names the CA and
+// an admin's client certificate, so operator commands reach the cluster without flags.
 package dev
 
 import (
@@ -37,6 +41,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -55,6 +60,8 @@ const (
 	PortSpan = cluster.PortSpan
 	// Host is the only address a dev cluster listens on.
 	Host = cluster.Host
+	// TLSDir is the directory in Config.Dir that holds the certificates of a cluster with TLS.
+	TLSDir = "tls"
 )
 
 // Errors returned by New and Run.
@@ -98,6 +105,11 @@ type Config struct {
 	// and skopeo push to, storing blobs and manifests on the origins and tags and links on the
 	// build-index. It needs BuildIndex.
 	Proxy bool
+	// TLS runs every role with TLS on every listener and mutual TLS between roles, with
+	// certificates from a CA made for this run: Dir/tls holds ca.pem, a certificate and key per
+	// role (valid for 127.0.0.1 and localhost) and admin.pem, the admin's client certificate
+	// that the endpoints file names for operator commands.
+	TLS bool
 }
 
 // Deps are a dev cluster's collaborators.
@@ -145,7 +157,18 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := cluster.New(cfg.spec(), cluster.Deps{Logger: log})
+	spec := cfg.spec()
+	if cfg.TLS {
+		// A new CA every run: its key lives only in this process, so nothing on disk can issue
+		// certificates the cluster trusts once it stops.
+		ca, err := pki.NewCA("krakenctl dev " + cfg.Dir)
+		if err != nil {
+			unlock()
+			return nil, fmt.Errorf("dev cluster ca: %w", err)
+		}
+		spec.TLS = &cluster.TLS{CA: ca, Dir: filepath.Join(cfg.Dir, TLSDir)}
+	}
+	cl, err := cluster.New(spec, cluster.Deps{Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err
@@ -206,8 +229,8 @@ func (c *Cluster) TrackerAddr() string { return first(c.cl.Addrs(cluster.Tracker
 // Agents returns the agents' blob API addresses.
 func (c *Cluster) Agents() []string { return c.cl.Addrs(cluster.Agent) }
 
-// Addrs returns the address of every role and of its admin listener: what the endpoints file
-// holds.
+// Addrs returns the address of every role and of its admin listener, and with TLS the CA and
+// the admin's certificate: what the endpoints file holds.
 func (c *Cluster) Addrs() api.Endpoints {
 	e := api.Endpoints{Admin: &api.AdminEndpoints{}}
 	for _, f := range []struct {
@@ -223,6 +246,9 @@ func (c *Cluster) Addrs() api.Endpoints {
 		if c.cl.Len(f.r) > 0 {
 			*f.addr, *f.admin = c.cl.Addrs(f.r), c.cl.AdminAddrs(f.r)
 		}
+	}
+	if t := c.cl.AdminTLS(); t.Enabled() {
+		e.TLS = &api.EndpointsTLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile}
 	}
 	return e
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +30,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 func TestMain(m *testing.M) {
@@ -421,4 +424,102 @@ func TestImageThroughProxyAndAgents(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, a)
 		require.True(t, bytes.Equal(layer, resp.Body), "layer through agent %s", a)
 	}
+}
+
+// With TLS every role serves TLS with a certificate from a CA made for the run, and the
+// endpoints file names the CA and an admin's certificate, with which a client reaches every
+// role; the build-index's certificate names its Raft server id. A restart makes a new CA and
+// keeps the tags.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir, file := t.TempDir(), filepath.Join(t.TempDir(), "endpoints.yaml")
+	cfg := dev.Config{Origins: 1, Agents: 1, BuildIndex: true, Proxy: true, TLS: true, Dir: dir, EndpointsFile: file}
+	c, err := dev.New(cfg, dev.Deps{})
+	require.NoError(t, err)
+	stop := run(t, c)
+	e, err := api.ReadEndpoints(file)
+	require.NoError(t, err)
+	require.Equal(t, &api.EndpointsTLS{
+		CAFile:   filepath.Join(dir, dev.TLSDir, "ca.pem"),
+		CertFile: filepath.Join(dir, dev.TLSDir, "admin.pem"),
+		KeyFile:  filepath.Join(dir, dev.TLSDir, "admin-key.pem"),
+	}, e.TLS)
+	require.Equal(t, e, c.Addrs())
+	ca1, err := os.ReadFile(e.TLS.CAFile)
+	require.NoError(t, err)
+
+	hc := tlsClient(t, e.TLS)
+	caOnly := tlsClient(t, &api.EndpointsTLS{CAFile: e.TLS.CAFile})
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+c.Endpoints()[0]+"/health", nil)
+	require.NoError(t, err)
+	_, err = caOnly.Do(req) //nolint:bodyclose // refused: there is no body
+	require.Error(t, err, "an origin refuses a client without a certificate")
+	// A tag names a manifest: an empty index, made unique so runs do not share it.
+	data := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[],"annotations":{"run":%q}}`, t.Name()+time.Now().String())
+	d := digest.FromBytes(data)
+	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "dev/app", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	_, err = client.NewBuildIndex(c.BuildIndexAddr(), hc).PutTag(t.Context(), "dev/app", "v1", d)
+	require.NoError(t, err)
+	var got bytes.Buffer
+	_, err = client.NewAgent(c.Agents()[0], hc).Pull(t.Context(), "dev/app", d, &got, nil)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got.Bytes()))
+	resp := send(t, hc, http.MethodGet, "http://"+c.ProxyAddr()+"/v2/", "", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	bi := peerName(t, e.TLS.CAFile, c.BuildIndexAddr())
+	require.Equal(t, "dev", bi, "the build-index's certificate names its Raft server id")
+	require.NoError(t, stop())
+
+	c2, err := dev.New(cfg, dev.Deps{})
+	require.NoError(t, err)
+	run(t, c2)
+	ca2, err := os.ReadFile(e.TLS.CAFile)
+	require.NoError(t, err)
+	require.NotEqual(t, ca1, ca2, "every run has a CA of its own")
+	tag, err := client.NewBuildIndex(c2.BuildIndexAddr(), tlsClient(t, e.TLS)).GetTag(t.Context(), "dev/app", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, d, tag.Digest)
+}
+
+// tlsClient trusts the endpoints file's CA and presents its certificate, if it names one.
+func tlsClient(t *testing.T, e *api.EndpointsTLS) *http.Client {
+	t.Helper()
+	tr := &http.Transport{}
+	if e.CertFile != "" {
+		p, err := pki.Load(pki.Config{CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile})
+		require.NoError(t, err)
+		tr.DialTLSContext = p.Dialer(&net.Dialer{}).DialContext
+	} else {
+		tr.TLSClientConfig = &tls.Config{RootCAs: caPool(t, e.CAFile), MinVersion: tls.VersionTLS12}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	// The roles' addresses are written without a scheme; this client speaks TLS to them.
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		r.URL.Scheme = "https"
+		return tr.RoundTrip(r)
+	})}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// peerName is the common name of the certificate the server at addr presents.
+func peerName(t *testing.T, caFile, addr string) string {
+	t.Helper()
+	conn, err := (&tls.Dialer{Config: &tls.Config{RootCAs: caPool(t, caFile), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}}).DialContext(t.Context(), "tcp", addr)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, conn.Close()) }()
+	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0].Subject.CommonName
+}
+
+func caPool(t *testing.T, caFile string) *x509.CertPool {
+	t.Helper()
+	caPEM, err := os.ReadFile(caFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	return pool
 }

@@ -40,15 +40,17 @@ func (c *devCluster) proxy() string {
 // devUp starts `krakenctl dev up --port 0 --agents N` and returns once it wrote its endpoints
 // file, which it does when every role is ready. The cluster is stopped with SIGTERM when the
 // test ends, and must then exit cleanly; when the test failed, its output and log are logged.
-func devUp(t *testing.T, agents int) *devCluster {
+// extra are more flags of dev up (--tls).
+func devUp(t *testing.T, agents int, extra ...string) *devCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &devCluster{t: t, dir: dir, out: filepath.Join(dir, "out.log"), exited: make(chan struct{})}
 	out, err := os.Create(c.out)
 	require.NoError(t, err)
 	file := filepath.Join(dir, "endpoints.yaml")
-	c.cmd = exec.Command(bin, "dev", "up", "--port", "0", "--agents", fmt.Sprint(agents),
-		"--dir", filepath.Join(dir, "state"), "--endpoints-file", file, "--log-level", "info")
+	args := []string{"dev", "up", "--port", "0", "--agents", fmt.Sprint(agents),
+		"--dir", filepath.Join(dir, "state"), "--endpoints-file", file, "--log-level", "info"}
+	c.cmd = exec.Command(bin, append(args, extra...)...)
 	c.cmd.Stdout, c.cmd.Stderr = out, out
 	require.NoError(t, c.cmd.Start())
 	go func() { _ = c.cmd.Wait(); _ = out.Close(); close(c.exited) }()

@@ -51,6 +51,16 @@ func newCrane(t *testing.T) *craneCLI {
 	return &craneCLI{t: t, bin: goTool(t, cranePkg), env: []string{"DOCKER_CONFIG=" + t.TempDir()}}
 }
 
+// newCraneFor returns crane for c's registries: with TLS, trusting c's CA (Go's SSL_CERT_FILE)
+// and nothing else, so that a certificate the CA did not issue fails.
+func newCraneFor(t *testing.T, c *devCluster) *craneCLI {
+	cr := newCrane(t)
+	if c.ep.TLS != nil {
+		cr.env = append(cr.env, "SSL_CERT_FILE="+c.ep.TLS.CAFile)
+	}
+	return cr
+}
+
 func (c *craneCLI) run(args ...string) string {
 	c.t.Helper()
 	return strings.TrimSpace(runCmd(c.t, c.env, c.bin, args...))
@@ -75,13 +85,25 @@ func (c *craneCLI) twoLayerImage(ref, name string, data []byte) string {
 func TestCraneAndSkopeo(t *testing.T) {
 	t.Parallel()
 	skopeo := needCommand(t, "skopeo", "run scripts/install-test-deps.sh (apt-get install skopeo)")
-	crane := newCrane(t)
-	c := devUp(t, 1)
+	craneAndSkopeo(t, skopeo, devUp(t, 1))
+}
+
+// craneAndSkopeo is TestCraneAndSkopeo on c: in plain text, skopeo is told the registries do
+// not speak TLS; with TLS, it trusts c's CA (its --cert-dir options) and checks certificates.
+func craneAndSkopeo(t *testing.T, skopeo string, c *devCluster) {
+	t.Helper()
+	crane := newCraneFor(t, c)
 	proxy, agent := c.proxy(), c.ep.Agents[0]
 	dir := t.TempDir()
-	sk := func(args ...string) string {
+	src, dest, both := []string{"--src-tls-verify=false"}, []string{"--dest-tls-verify=false"}, []string{"--tls-verify=false"}
+	if c.ep.TLS != nil {
+		certs := c.certDir(t)
+		src, dest, both = []string{"--src-cert-dir", certs}, []string{"--dest-cert-dir", certs}, []string{"--cert-dir", certs}
+	}
+	sk := func(opts []string, args ...string) string {
 		t.Helper()
-		return runCmd(t, []string{"HOME=" + t.TempDir()}, skopeo, args...)
+		// The command first, then its TLS options, then its arguments.
+		return runCmd(t, []string{"HOME=" + t.TempDir()}, skopeo, append(append([]string{args[0]}, opts...), args[1:]...)...)
 	}
 
 	// crane in through the proxy, out through the agent.
@@ -100,17 +122,17 @@ func TestCraneAndSkopeo(t *testing.T) {
 
 	// skopeo out through the agent into an OCI layout, and back in through the proxy under
 	// another name: the digest survives the round trip.
-	sk("copy", "--src-tls-verify=false", "docker://"+agent+"/e2e/crane:v1", "oci:"+filepath.Join(dir, "skopeo-oci")+":v1")
+	sk(src, "copy", "docker://"+agent+"/e2e/crane:v1", "oci:"+filepath.Join(dir, "skopeo-oci")+":v1")
 	require.Equal(t, img, ociLayoutManifests(t, filepath.Join(dir, "skopeo-oci"))[0].Digest.String())
-	sk("copy", "--dest-tls-verify=false", "oci:"+filepath.Join(dir, "skopeo-oci")+":v1", "docker://"+proxy+"/e2e/skopeo:v1")
+	sk(dest, "copy", "oci:"+filepath.Join(dir, "skopeo-oci")+":v1", "docker://"+proxy+"/e2e/skopeo:v1")
 	var inspect struct{ Digest string }
-	require.NoError(t, json.Unmarshal([]byte(sk("inspect", "--tls-verify=false", "docker://"+agent+"/e2e/skopeo:v1")), &inspect))
+	require.NoError(t, json.Unmarshal([]byte(sk(both, "inspect", "docker://"+agent+"/e2e/skopeo:v1")), &inspect))
 	require.Equal(t, img, inspect.Digest)
 	var tags struct{ Tags []string }
-	require.NoError(t, json.Unmarshal([]byte(sk("list-tags", "--tls-verify=false", "docker://"+agent+"/e2e/skopeo")), &tags))
+	require.NoError(t, json.Unmarshal([]byte(sk(both, "list-tags", "docker://"+agent+"/e2e/skopeo")), &tags))
 	require.Equal(t, []string{"v1"}, tags.Tags)
 	// skopeo registry to registry: proxy to proxy, read back through the agent.
-	sk("copy", "--src-tls-verify=false", "--dest-tls-verify=false", "docker://"+proxy+"/e2e/skopeo:v1", "docker://"+proxy+"/e2e/skopeo-copy:v2")
+	sk(append(src, dest...), "copy", "docker://"+proxy+"/e2e/skopeo:v1", "docker://"+proxy+"/e2e/skopeo-copy:v2")
 	require.Equal(t, img, crane.run("digest", agent+"/e2e/skopeo-copy:v2"))
 
 	// A multi-arch index: two images with other content and other platforms.
@@ -134,7 +156,7 @@ func TestCraneAndSkopeo(t *testing.T) {
 		crane.run("pull", "--format", "oci", "--platform", "linux/"+arch, index, out)
 		require.Equal(t, want, ociLayoutManifests(t, out)[0].Digest.String(), "crane pull --platform linux/%s", arch)
 		out = filepath.Join(dir, "skopeo-"+arch)
-		sk("copy", "--src-tls-verify=false", "--override-os", "linux", "--override-arch", arch, "docker://"+index, "oci:"+out+":v1")
+		sk(src, "copy", "--override-os", "linux", "--override-arch", arch, "docker://"+index, "oci:"+out+":v1")
 		require.Equal(t, want, ociLayoutManifests(t, out)[0].Digest.String(), "skopeo copy --override-arch %s", arch)
 	}
 }

@@ -8,11 +8,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// runConformance runs the suite against the plain-HTTP registry at addr with the given OCI_*
-// settings, on top of the 1.1 profile.
-func runConformance(t *testing.T, addr string, settings map[string]string) conformance.Result {
+// runConformance runs the suite against the registry at addr of c with the given OCI_*
+// settings, on top of the 1.1 profile: over TLS when c runs with it, trusting c's CA alone (Go's
+// SSL_CERT_FILE).
+func runConformance(t *testing.T, c *devCluster, addr string, settings map[string]string) conformance.Result {
 	t.Helper()
 	env := []string{"OCI_VERSION=1.1", "OCI_LOG=warn"}
+	if c.ep.TLS != nil {
+		env = append(env, "OCI_TLS=enabled", "SSL_CERT_FILE="+c.ep.TLS.CAFile)
+	}
 	for k, v := range settings {
 		env = append(env, k+"="+v)
 	}
@@ -34,8 +38,13 @@ func runConformance(t *testing.T, addr string, settings map[string]string) confo
 // which the spec allows ("it SHOULD return a 202" when it cannot mount).
 func TestConformanceProxy(t *testing.T) {
 	t.Parallel()
-	c := devUp(t, 0)
-	r := runConformance(t, c.proxy(), map[string]string{
+	conformanceProxy(t, devUp(t, 0))
+}
+
+// conformanceProxy is TestConformanceProxy on c.
+func conformanceProxy(t *testing.T, c *devCluster) {
+	t.Helper()
+	r := runConformance(t, c, c.proxy(), map[string]string{
 		"OCI_DATA_SHA512":                 "true",
 		"OCI_API_REFERRER":                "true",
 		"OCI_API_BLOBS_DIGEST_HEADER":     "true",
@@ -76,7 +85,7 @@ func TestConformanceAgentPull(t *testing.T) {
 	c := devUp(t, 1)
 	const repo, tag = "e2e/conformance-seed", "seed"
 	img := seedImage(t, c.proxy(), repo, tag)
-	r := runConformance(t, c.ep.Agents[0], map[string]string{
+	r := runConformance(t, c, c.ep.Agents[0], map[string]string{
 		"OCI_REPO1":                repo,
 		"OCI_API_PUSH":             "false",
 		"OCI_API_TAGS_DELETE":      "false",

@@ -21,28 +21,47 @@ import (
 // nothing listens, so only the agent can have served it.
 func TestContainerdMirror(t *testing.T) {
 	t.Parallel()
+	ctr, address := needContainerd(t)
+	containerdMirror(t, ctr, address, devUp(t, 1))
+}
+
+// needContainerd skips (or fails, see requireReal) unless ctr and a containerd to run it
+// against are there, and returns both.
+func needContainerd(t *testing.T) (ctr, address string) {
+	t.Helper()
 	needDocker(t)
-	ctr := needCommand(t, "ctr", "run scripts/install-test-deps.sh (docker.io brings containerd and ctr)")
-	address := os.Getenv("CONTAINERD_ADDRESS")
+	ctr = needCommand(t, "ctr", "run scripts/install-test-deps.sh (docker.io brings containerd and ctr)")
+	address = os.Getenv("CONTAINERD_ADDRESS")
 	if address == "" {
 		requireReal(t, `CONTAINERD_ADDRESS is not set: eval "$(scripts/docker-up.sh start)" exports it`)
 	}
-	crane := newCrane(t)
-	c := devUp(t, 1)
+	return ctr, address
+}
+
+// containerdMirror is TestContainerdMirror on c: with TLS, hosts.toml names the agent by https
+// and c's CA as the one to check its certificate against.
+func containerdMirror(t *testing.T, ctr, address string, c *devCluster) {
+	t.Helper()
+	crane := newCraneFor(t, c)
 	agent := c.ep.Agents[0]
 
-	name := fmt.Sprintf("library/mirror-%d", os.Getpid())
+	scheme, ca := "http", ""
+	if c.ep.TLS != nil {
+		scheme, ca = "https", fmt.Sprintf("  ca = %q\n", c.ep.TLS.CAFile)
+	}
+	// A name of its own per cluster: the image is kept in the namespace of this process.
+	name := fmt.Sprintf("library/mirror-%s-%d", scheme, os.Getpid())
 	want := crane.twoLayerImage(c.proxy()+"/"+name+":v1", "hello.txt", []byte("through the mirror\n"))
 
 	hosts := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(hosts, "docker.io"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(hosts, "docker.io", "hosts.toml"), []byte(fmt.Sprintf(`server = "http://127.0.0.1:9"
+	require.NoError(t, os.WriteFile(filepath.Join(hosts, "docker.io", "hosts.toml"), []byte(fmt.Sprintf(`server = "%[1]s://127.0.0.1:9"
 
-[host."http://%s"]
+[host."%[1]s://%[2]s"]
   capabilities = ["pull", "resolve"]
-`, agent)), 0o644))
+%[3]s`, scheme, agent, ca)), 0o644))
 
-	ns := fmt.Sprintf("krakenctl-e2e-%d", os.Getpid())
+	ns := fmt.Sprintf("krakenctl-e2e-%s-%d", scheme, os.Getpid())
 	ref := "docker.io/" + name + ":v1"
 	run := func(args ...string) string {
 		return runCmd(t, nil, ctr, append([]string{"--address", address, "--namespace", ns}, args...)...)

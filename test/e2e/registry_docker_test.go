@@ -100,8 +100,13 @@ func (d *dockerCLI) rmi(refs ...string) {
 func TestDockerPushPullThroughProxyAndAgents(t *testing.T) {
 	t.Parallel()
 	d := newDockerCLI(t)
-	c := devUp(t, 2)
-	proxy, agents := c.proxy(), c.ep.Agents
+	dockerPushPull(t, d, devUp(t, 2))
+}
+
+// dockerPushPull is TestDockerPushPullThroughProxyAndAgents on c, which has two agents or more.
+func dockerPushPull(t *testing.T, d *dockerCLI, c *devCluster) {
+	t.Helper()
+	proxy, agents := c.proxy(), c.ep.Agents[:2]
 
 	push := proxy + "/e2e/hello:v1"
 	pulls := []string{agents[0] + "/e2e/hello:v1", agents[1] + "/e2e/hello:v1"}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Timeout bounds Start's wait for every role to be ready (elections under the race detector on
@@ -60,4 +61,15 @@ func FastRaft(c *buildindex.Config) {
 	c.Raft.ElectionTimeout = 300 * time.Millisecond
 	c.Raft.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.Raft.CommitTimeout = 5 * time.Millisecond
+}
+
+// TLS returns a cluster CA for Spec.TLS, made for this test; the certificates go to a
+// temporary directory.
+func TLS(t testing.TB) *cluster.TLS {
+	t.Helper()
+	ca, err := pki.NewCA("krakenctl test cluster")
+	if err != nil {
+		t.Fatalf("cluster ca: %v", err)
+	}
+	return &cluster.TLS{CA: ca, Dir: t.TempDir()}
 }
