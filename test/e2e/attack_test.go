@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -352,7 +353,8 @@ build_index: [%s]
 	})
 
 	t.Run("proxy", func(t *testing.T) {
-		do := func(method, path, auth string, body []byte) *http.Response {
+		// do sends one request and returns its status and headers.
+		do := func(method, path, auth string, body []byte) answer {
 			t.Helper()
 			req, err := http.NewRequestWithContext(t.Context(), method, proxyURL+path, bytes.NewReader(body))
 			require.NoError(t, err)
@@ -363,12 +365,10 @@ build_index: [%s]
 			require.NoError(t, err)
 			_, _ = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()
-			return resp
+			return answer{resp.StatusCode, resp.Header}
 		}
 		basic := func(user, pw string) string {
-			req, _ := http.NewRequest(http.MethodGet, "/", nil)
-			req.SetBasicAuth(user, pw)
-			return req.Header.Get("Authorization")
+			return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
 		}
 		manifestPath := "/v2/team/app/manifests/" + imgDigest.String()
 		forged := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}`)
@@ -381,22 +381,22 @@ build_index: [%s]
 			{http.MethodGet, manifestPath},
 		} {
 			resp := do(c.method, c.path, "", forged)
-			require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s %s without credentials", c.method, c.path)
-			require.Contains(t, resp.Header.Get("WWW-Authenticate"), "Bearer ")
+			require.Equal(t, http.StatusUnauthorized, resp.status, "%s %s without credentials", c.method, c.path)
+			require.Contains(t, resp.header.Get("WWW-Authenticate"), "Bearer ")
 		}
 		// A wrong password: asked again.
-		require.Equal(t, http.StatusUnauthorized, do(http.MethodPut, "/v2/team/app/manifests/v1", basic("alice", "nope"), forged).StatusCode)
+		require.Equal(t, http.StatusUnauthorized, do(http.MethodPut, "/v2/team/app/manifests/v1", basic("alice", "nope"), forged).status)
 		// bob may pull, not push, tag or delete.
-		require.Equal(t, http.StatusOK, do(http.MethodGet, manifestPath, basic("bob", "bob-pw"), nil).StatusCode)
+		require.Equal(t, http.StatusOK, do(http.MethodGet, manifestPath, basic("bob", "bob-pw"), nil).status)
 		for _, c := range []struct{ method, path string }{
 			{http.MethodPost, "/v2/team/app/blobs/uploads/"},
 			{http.MethodPut, "/v2/team/app/manifests/v1"},
 			{http.MethodDelete, manifestPath},
 		} {
-			require.Equal(t, http.StatusForbidden, do(c.method, c.path, basic("bob", "bob-pw"), forged).StatusCode, "bob: %s %s", c.method, c.path)
+			require.Equal(t, http.StatusForbidden, do(c.method, c.path, basic("bob", "bob-pw"), forged).status, "bob: %s %s", c.method, c.path)
 		}
 		// alice has no rule outside team/.
-		require.Equal(t, http.StatusForbidden, do(http.MethodPost, "/v2/other/app/blobs/uploads/", basic("alice", "alice-pw"), nil).StatusCode)
+		require.Equal(t, http.StatusForbidden, do(http.MethodPost, "/v2/other/app/blobs/uploads/", basic("alice", "alice-pw"), nil).status)
 
 		// A token for pulling team/app does not open team/other, nor push to team/app, and
 		// is refused once expired (ttl 1s).
@@ -415,11 +415,11 @@ build_index: [%s]
 			return "Bearer " + tok.Token
 		}
 		pull := token("repository:team/app:pull")
-		require.Equal(t, http.StatusOK, do(http.MethodGet, manifestPath, pull, nil).StatusCode, "the token, fresh, on its repository")
-		require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/v2/team/other/manifests/v1", pull, nil).StatusCode, "a token for team/app on team/other")
-		require.Equal(t, http.StatusUnauthorized, do(http.MethodPut, "/v2/team/app/manifests/v1", pull, forged).StatusCode, "a pull token used to push")
+		require.Equal(t, http.StatusOK, do(http.MethodGet, manifestPath, pull, nil).status, "the token, fresh, on its repository")
+		require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/v2/team/other/manifests/v1", pull, nil).status, "a token for team/app on team/other")
+		require.Equal(t, http.StatusUnauthorized, do(http.MethodPut, "/v2/team/app/manifests/v1", pull, forged).status, "a pull token used to push")
 		time.Sleep(2500 * time.Millisecond) // past the token's expiry: what is tested is refusal, not timing
-		require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, manifestPath, pull, nil).StatusCode, "an expired token replayed")
+		require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, manifestPath, pull, nil).status, "an expired token replayed")
 
 		// A component's certificate presented to the proxy gives only its group's rights (none
 		// here): an agent cannot push.
@@ -468,6 +468,12 @@ build_index: [%s]
 	}
 	_, err = bi(admin).PutTag(t.Context(), "team/app", "after", digest.Digest(imgDigest.String()))
 	require.NoError(t, err, "a write after the attacks")
+}
+
+// answer is what the proxy answered: its status and headers.
+type answer struct {
+	status int
+	header http.Header
 }
 
 // clientCert reads c's certificate and key.
