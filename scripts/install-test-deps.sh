@@ -5,7 +5,7 @@
 #   scripts/install-test-deps.sh
 #
 # What it installs:
-#   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates
+#   apt   curl, git, make, gcc + libc6-dev (go test -race needs cgo), ca-certificates, iproute2 (scripts/lab-net.sh)
 #   Go    the toolchain named by GO_VERSION into /usr/local/go, only if `go` is missing
 #   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin; golangci-lint (pinned,
 #         `go install`) by scripts/golangci-lint.sh into its own versioned directory
@@ -84,7 +84,7 @@ install_go_tool() {
   log "built $name in $((SECONDS - start))s"
 }
 
-apt_install ca-certificates curl git make gcc libc6-dev skopeo
+apt_install ca-certificates curl git make gcc libc6-dev skopeo iproute2
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/golangci-lint.sh install >/dev/null

@@ -13,6 +13,9 @@
 #      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
 #                     else a private dockerd, logging to $KRAKENCTL_TEST_LOG_DIR/dockerd.log)
 #                     -> DOCKER_HOST CONTAINERD_ADDRESS
+#      lab address    scripts/lab-net.sh up (a veth pair in a network namespace of its own:
+#                     dockerd reads certs.d only for registries off loopback)
+#                     -> KRAKENCTL_LAB_ADDR
 #    (a server whose variables are already set in the environment is used as is, not started),
 # 3. sets KRAKENCTL_REQUIRE_REAL_SERVERS=1: tests that need one of these servers fail instead
 #    of skipping when its variable is missing,
@@ -96,6 +99,10 @@ start_server "registry" REGISTRY_ADDR \
 [ -n "${DOCKER_HOST:-}" ] || stops+=("scripts/docker-up.sh stop $(printf %q "$DOCKER_DIR")")
 start_server "Docker" DOCKER_HOST \
   env DOCKER_UP_LOG="$LOG_DIR/dockerd.log" scripts/docker-up.sh start "$DOCKER_DIR"
+# One address that is not loopback, on a veth pair of our own, for docker's certs.d test.
+[ -n "${KRAKENCTL_LAB_ADDR:-}" ] || stops+=("scripts/lab-net.sh down")
+start_server "lab address" KRAKENCTL_LAB_ADDR scripts/lab-net.sh up
+export KRAKENCTL_LAB_ADDR
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 # The containerd under the Docker daemon (for the containerd mirror test): docker-up.sh exports
 # it; with a daemon given in the environment, look where Debian's and Docker's own put it.

@@ -45,33 +45,10 @@ func TestAttacksOnATLSCluster(t *testing.T) {
 	}
 	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	dir := t.TempDir()
-	certs := filepath.Join(dir, "tls")
-	require.NoError(t, os.MkdirAll(certs, 0o700))
-	ca, err := pki.NewCA("e2e attack CA")
-	require.NoError(t, err)
-	issue := func(base, cn string, groups ...string) pki.Config {
-		c, err := ca.IssueFiles(certs, base, pki.Leaf{Name: cn, Groups: groups, Hosts: []string{"127.0.0.1"}})
-		require.NoError(t, err)
-		return c
-	}
-	tlsYAML := func(c pki.Config, clientAuth string) string {
-		return fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  client_auth: %s\n", c.CertFile, c.KeyFile, c.CAFile, clientAuth)
-	}
-	provider := func(c pki.Config) *pki.Provider {
-		p, err := pki.Load(c)
-		require.NoError(t, err)
-		return p
-	}
-	clientOf := func(c pki.Config) *http.Client {
-		p := provider(c)
-		return httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}})
-	}
+	tp := newTestPKI(t, filepath.Join(dir, "tls"), "127.0.0.1")
+	ca, issue, tlsYAML, clientOf, roots := tp.ca, tp.issue, tp.yaml, tp.client, tp.roots
 	adminCfg, agentCfg := issue("admin", "ops", pki.GroupAdmin), issue("agent", "agent-1", pki.GroupAgent)
 	admin, agent := clientOf(adminCfg), clientOf(agentCfg)
-	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM(ca.CertPEM()))
 
 	// The origin.
 	originAddr := freeAddr(t)
@@ -468,6 +445,49 @@ build_index: [%s]
 	}
 	_, err = bi(admin).PutTag(t.Context(), "team/app", "after", digest.Digest(imgDigest.String()))
 	require.NoError(t, err, "a write after the attacks")
+}
+
+// testPKI is a test's cluster CA and the certificates it issues under dir, each valid for
+// host.
+type testPKI struct {
+	t     *testing.T
+	ca    *pki.CA
+	dir   string
+	host  string
+	roots *x509.CertPool
+}
+
+func newTestPKI(t *testing.T, dir, host string) *testPKI {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	ca, err := pki.NewCA("e2e CA")
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM(ca.CertPEM()))
+	return &testPKI{t: t, ca: ca, dir: dir, host: host, roots: roots}
+}
+
+// issue writes a certificate for cn in groups, and its key, as dir/base.pem and base-key.pem.
+func (p *testPKI) issue(base, cn string, groups ...string) pki.Config {
+	p.t.Helper()
+	c, err := p.ca.IssueFiles(p.dir, base, pki.Leaf{Name: cn, Groups: groups, Hosts: []string{p.host}})
+	require.NoError(p.t, err)
+	return c
+}
+
+// yaml is the tls section of a role's config for c.
+func (p *testPKI) yaml(c pki.Config, clientAuth string) string {
+	return fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  client_auth: %s\n", c.CertFile, c.KeyFile, c.CAFile, clientAuth)
+}
+
+// client is the HTTP client of a component holding c: it speaks TLS to every address.
+func (p *testPKI) client(c pki.Config) *http.Client {
+	p.t.Helper()
+	prov, err := pki.Load(c)
+	require.NoError(p.t, err)
+	return httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+		return prov.Dialer(d).DialContext
+	}})
 }
 
 // answer is what the proxy answered: its status and headers.
