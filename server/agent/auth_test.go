@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -385,7 +387,7 @@ func TestAuthClientCertificates(t *testing.T) {
 	// Push through the proxy as the admin certificate.
 	img, err := random.Image(2048, 1)
 	require.NoError(t, err)
-	ref, err := name.ParseReference(st.proxy+"/team/app:v1")
+	ref, err := name.ParseReference(st.proxy + "/team/app:v1")
 	require.NoError(t, err)
 	require.NoError(t, remote.Write(ref, img, remote.WithContext(t.Context()), remote.WithTransport(asAdmin.Transport)))
 
@@ -411,4 +413,56 @@ func TestAuthClientCertificates(t *testing.T) {
 	got = doCall(t, asAgent, "GET", manifest, nil, creds{})
 	require.Equal(t, http.StatusForbidden, got.status)
 	require.Equal(t, errcode.CodeDenied, got.code)
+}
+
+// TestAuthCrane runs the crane binary with credentials against an agent with auth (loopback
+// required): before login a pull is refused; logged in as the reader it pulls what the proxy
+// took, through the token flow against the agent; a repository the rules refuse stays closed.
+// It builds crane with the go command; it is skipped with -short.
+func TestAuthCrane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds crane; run without -short")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	crane := filepath.Join(dir, "crane")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", crane, "github.com/google/go-containerregistry/cmd/crane")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	st := startAuthStack(t, cluster.Spec{})
+	img := st.push(t, "team/app:v1")
+	st.push(t, "secret/x:v1")
+	want, err := img.Digest()
+	require.NoError(t, err)
+	a := st.agent(t, auth.ModeToken, agent.LoopbackRequired)
+	env := append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(dir, "docker"))
+	run := func(args ...string) (string, string, error) {
+		cmd := exec.CommandContext(t.Context(), crane, append(args, "--insecure")...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return strings.TrimSpace(stdout.String()), stderr.String(), err
+	}
+
+	_, stderr, err := run("digest", a+"/team/app:v1")
+	require.Error(t, err)
+	require.Contains(t, stderr, "401 Unauthorized")
+
+	_, stderr, err = run("auth", "login", a, "-u", "reader", "-p", readerPW)
+	require.NoError(t, err, stderr)
+	got, stderr, err := run("digest", a+"/team/app:v1")
+	require.NoError(t, err, stderr)
+	require.Equal(t, want.String(), got)
+	layout := filepath.Join(dir, "layout")
+	_, stderr, err = run("pull", "--format", "oci", a+"/team/app:v1", layout)
+	require.NoError(t, err, stderr)
+	index, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(index), want.String())
+	_, stderr, err = run("digest", a+"/secret/x:v1")
+	require.Error(t, err)
+	require.Contains(t, stderr, "DENIED")
 }
