@@ -10,6 +10,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -24,6 +25,14 @@ const (
 	DefaultSeedTime    = scheduler.DefaultSeedTime
 	DefaultMaxConns    = scheduler.DefaultMaxConns
 	DefaultPipeline    = config.ByteSize(scheduler.DefaultPipelineBytes)
+)
+
+// Values of AuthConfig.Loopback.
+const (
+	// LoopbackOpen serves callers on loopback without credentials (the default).
+	LoopbackOpen = "open"
+	// LoopbackRequired applies auth to every caller, on loopback too.
+	LoopbackRequired = "required"
 )
 
 // Config is an agent's YAML configuration file.
@@ -41,9 +50,15 @@ const (
 //	max_conns: 20                     # peer connections per blob
 //	pipeline: 4MiB                    # request bytes kept outstanding per connection
 //	build_index: [10.0.0.4:15100, 10.0.0.5:15100]  # registry API: tags, sha512, referrers
+//	auth:                             # absent: anyone who reaches listen may pull (see AuthConfig)
+//	  htpasswd_file: /etc/krakenctl/htpasswd        # the proxy's
+//	  rules: [{repositories: ["**"], users: ["*"], actions: [pull]}]
+//	  token: {secret_file: /etc/krakenctl/token-secret}   # the proxy's, so its tokens are good here
+//	  loopback: open                  # open (default) or required
 type Config struct {
-	// Listen is the address the blob API binds. It serves anyone who can reach it, so keep it
-	// on loopback unless the host's clients need it elsewhere.
+	// Listen is the address the blob API binds. Without Auth it serves anyone who can reach
+	// it, so keep it on loopback unless the host's clients need it elsewhere (the agent warns
+	// at start when it does not).
 	Listen string `yaml:"listen"`
 	// AdminListen is the address of the admin listener: /metrics, /debug/pprof, /health and
 	// /readyz. It stays on loopback by default: pprof exposes the process's memory.
@@ -84,6 +99,57 @@ type Config struct {
 	// digest, and answers every request that needs the build-index with 503 UNAVAILABLE
 	// naming this key.
 	BuildIndex []string `yaml:"build_index"`
+	// Auth authenticates and authorizes the callers of the API on Listen, as the proxy does
+	// its clients (see AuthConfig). Nil (no auth: key) serves anyone who can reach Listen.
+	Auth *AuthConfig `yaml:"auth"`
+}
+
+// AuthConfig is the agent's auth section: the proxy's (server/auth's Config, the same keys)
+// and Loopback. Pointed at the proxy's htpasswd file, rules and token secret, it admits the
+// same users to the same repositories, and a token the proxy issued is good here: set
+// token.secret (and token.previous_secret during a rotation) to the proxy's, and leave
+// token.issuer and token.service at their defaults or set them as on the proxy, since a token
+// names both and is checked against them. The agent has a token endpoint of its own too (the
+// realm of its Bearer challenge), so clients that log in to the agent need nothing else.
+//
+// The registry API (/v2/) then answers by the rules, for pulls only: writes stay refused (403
+// for a caller the rules refuse, else 405 UNSUPPORTED). The blob API (/namespace/.../blobs/)
+// and the swarm's statistics (/swarm/) name no repository a rule could be asked about, so they
+// serve only admins: a certificate or a password of the admin group. /health and /readyz stay
+// open, for load balancers.
+//
+// Loopback is whether auth applies to callers on loopback (127.0.0.0/8, ::1):
+//
+//   - open (the default): they are served as without auth. The host's container runtime
+//     pulls from its agent on loopback, with no credentials in the common setup (a registry
+//     mirror), and turning auth on for remote pulls must not break it. Anyone who can run a
+//     process on the host can then pull anything through the agent, as without auth.
+//   - required: every caller needs credentials, on loopback too: for hosts shared by users
+//     who must not read each other's images (give the runtime credentials or the admin
+//     certificate). Set it also when a reverse proxy on the host forwards remote requests to
+//     the agent: they arrive from loopback.
+type AuthConfig struct {
+	auth.Config `yaml:",inline"`
+	// Loopback is open or required (see AuthConfig).
+	Loopback string `yaml:"loopback"`
+}
+
+// Defaults fills unset fields.
+func (c *AuthConfig) Defaults() {
+	c.Config.Defaults()
+	if c.Loopback == "" {
+		c.Loopback = LoopbackOpen
+	}
+}
+
+// Validate reports every problem, each naming its key relative to the auth section, as
+// auth.Config.Validate does. It expects Defaults to have run.
+func (c *AuthConfig) Validate() error {
+	errs := joined(c.Config.Validate())
+	if c.Loopback != LoopbackOpen && c.Loopback != LoopbackRequired {
+		errs = append(errs, fmt.Errorf("loopback: %q is neither %s nor %s", c.Loopback, LoopbackOpen, LoopbackRequired))
+	}
+	return errors.Join(errs...)
 }
 
 // Defaults fills unset fields.
@@ -108,6 +174,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Pipeline == 0 {
 		c.Pipeline = DefaultPipeline
+	}
+	if c.Auth != nil {
+		c.Auth.Defaults()
 	}
 }
 
@@ -170,7 +239,28 @@ func (c *Config) Validate() error {
 		}
 		seen[key] = true
 	}
+	if c.Auth != nil {
+		for _, err := range joined(c.Auth.Validate()) {
+			bad("auth.%w", err)
+		}
+		// Without a build-index the agent serves a sha256 digest under any repository name, so
+		// a rule on one repository would open every blob.
+		if len(c.BuildIndex) == 0 {
+			bad("auth: needs build_index: without it the agent cannot check which repositories hold a blob, so rules on repositories would not hold")
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// joined splits an errors.Join error into its errors.
+func joined(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // ListenAddrs lists the addresses the agent binds, for config.Check's overlap check.

@@ -2,13 +2,17 @@ package agent_test
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/role"
 )
@@ -131,4 +135,50 @@ func TestNewRefusesMissingDeps(t *testing.T) {
 	srv, err = agent.New(cfg, agent.Deps{Deps: role.Deps{Listener: ln3}, PeerListener: pln3})
 	require.NoError(t, err, "the store directory was released")
 	require.NoError(t, srv.Close())
+}
+
+// TestAuthConfigFile loads auth: from a YAML file as `serve agent` does: the htpasswd and the
+// token secret come from the proxy's files, loopback defaults to open, and every problem is
+// named by its key path under auth.
+func TestAuthConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	h, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	require.NoError(t, err)
+	htpasswd := filepath.Join(dir, "htpasswd")
+	require.NoError(t, os.WriteFile(htpasswd, []byte("ci:"+string(h)+"\n"), 0o600))
+	secret := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("k", 32)+"\n"), 0o600))
+	base := "trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\nbuild_index: [127.0.0.1:15100]\n"
+
+	var c agent.Config
+	doc := base + "auth:\n  htpasswd_file: " + htpasswd + "\n  rules: [{repositories: ['**'], users: [ci], actions: [pull]}]\n" +
+		"  token: {secret_file: " + secret + "}\n"
+	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
+	require.NotNil(t, c.Auth)
+	require.Equal(t, agent.LoopbackOpen, c.Auth.Loopback)
+	require.Equal(t, auth.ModeToken, c.Auth.Mode)
+	require.Equal(t, strings.Repeat("k", 32), c.Auth.Token.Secret)
+	require.Equal(t, auth.DefaultIssuer, c.Auth.Token.Issuer, "the proxy's default, so that its tokens are good here")
+	require.Equal(t, auth.DefaultService, c.Auth.Token.Service)
+	require.True(t, strings.HasPrefix(c.Auth.Htpasswd, "ci:$2"))
+
+	c = agent.Config{}
+	require.NoError(t, config.Decode(strings.NewReader(base+"auth: {loopback: required}\n"), &c))
+	require.Equal(t, agent.LoopbackRequired, c.Auth.Loopback)
+
+	for _, tc := range []struct{ doc, want string }{
+		{base + "auth: {loopback: closed}\n", `auth.loopback: "closed" is neither open nor required`},
+		{base + "auth: {mode: digest}\n", `auth.mode: "digest" is neither token nor basic`},
+		{base + "auth: {rules: [{repositories: ['**'], users: [nobody], actions: [pull]}]}\n", `auth.rules[0].users[0]: user "nobody" is not in htpasswd`},
+		{base + "auth: {token: {secret: short}}\n", "auth.token.secret: must be at least 32 bytes"},
+		{base + "auth: {token: {ttl: 2h}}\n", "auth.token.ttl:"},
+		{"trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\nauth: {}\n", "auth: needs build_index"},
+		{base + "auth: {htpasswd_file: /nonexistent/htpasswd}\n", "auth.htpasswd_file: open /nonexistent/htpasswd"},
+	} {
+		var c agent.Config
+		err := config.Decode(strings.NewReader(tc.doc), &c)
+		require.ErrorIs(t, err, config.ErrInvalid, tc.doc)
+		require.ErrorContains(t, err, tc.want, tc.doc)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -179,11 +180,15 @@ func (r *ociReader) Tags(ctx context.Context, repo, last string, n int) ([]strin
 	return ix.CollectTags(ctx, repo, last, n)
 }
 
-// Catalog lists the repositories on the build-index, reading as many pages as n needs.
+// Catalog lists the repositories on the build-index, reading as many pages as n needs. Behind
+// auth, it lists only those the caller may pull (auth.PullFilter).
 func (r *ociReader) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
 	ix, err := r.buildIndex()
 	if err != nil {
 		return nil, false, err
+	}
+	if visible := auth.PullFilter(ctx); visible != nil {
+		return ix.CollectVisibleRepositories(ctx, last, n, visible)
 	}
 	return ix.CollectRepositories(ctx, last, n)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
@@ -117,11 +118,29 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.MountHealth(mux, s.ready)
-	b.Serve(deps.Listener, httpserve.Instrument(registry.Mount(s.oci, mux), s.metrics.requests), httpserve.ServerOptions{})
+	api := registry.Mount(s.oci, mux)
+	authAttrs := []any{"auth", "off"}
+	switch {
+	case cfg.Auth != nil:
+		guard, err := auth.New(&cfg.Auth.Config, auth.Options{Logger: s.log, Registerer: deps.Registerer})
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		open := cfg.Auth.Loopback == LoopbackOpen
+		api = guardAPI(api, guard, open)
+		authAttrs = []any{"auth", cfg.Auth.Mode, "auth_loopback", cfg.Auth.Loopback}
+		if open && onLoopback(deps.Listener.Addr()) {
+			s.log.Warn("auth applies to no caller: listen is on loopback and auth.loopback is open (set auth.loopback: required, or listen beyond loopback)")
+		}
+	case !onLoopback(deps.Listener.Addr()):
+		s.log.Warn("auth is off and the API listens beyond loopback: anyone who reaches it may pull every image and read every blob (set auth: in the config, or keep listen on loopback)",
+			"addr", s.Addr())
+	}
+	b.Serve(deps.Listener, httpserve.Instrument(api, s.metrics.requests), httpserve.ServerOptions{})
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.sched.Run)
-	b.StartedAttrs("addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
-		"trackers", cfg.Trackers, "build_index", cfg.BuildIndex)
+	b.StartedAttrs(append([]any{"addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
+		"trackers", cfg.Trackers, "build_index", cfg.BuildIndex}, authAttrs...)...)
 	return s, nil
 }
 

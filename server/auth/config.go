@@ -31,8 +31,9 @@ const (
 	MaxBcryptCost = 14
 )
 
-// Config is the proxy's `auth:` section. Its absence leaves the registry API open to anyone
-// (as `krakenctl dev up` runs it); its presence closes everything that no rule opens.
+// Config is the proxy's `auth:` section, and the bulk of an agent's (server/agent's
+// AuthConfig). Its absence leaves the registry API open to anyone (as `krakenctl dev up` runs
+// it); its presence closes everything that no rule opens.
 //
 //	auth:
 //	  mode: token                       # token (default) or basic: the challenge clients get

@@ -1,5 +1,6 @@
-// Package auth authenticates and authorizes the clients of the proxy's registry API: people and
-// builders who `docker login`, and components that present a cluster certificate.
+// Package auth authenticates and authorizes the clients of the proxy's registry API, and of an
+// agent's when its config has the same auth section: people and builders who `docker login`,
+// and components that present a cluster certificate.
 //
 // Who a caller is comes from, in order:
 //
@@ -30,5 +31,6 @@
 // lacks a scope the rules would grant) gets 401 UNAUTHORIZED with a WWW-Authenticate challenge,
 // Basic or Bearer as Config.Mode says; an authenticated caller the rules refuse gets 403
 // DENIED. Guard is the http.Handler middleware that does all of this in front of a
-// registry.Handler.
+// registry.Handler (Wrap); WrapAdmin guards an API that names no repository, such as an
+// agent's blob API, for the admin group alone.
 package auth

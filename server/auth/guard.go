@@ -73,7 +73,7 @@ func New(cfg *Config, opts Options) (*Guard, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	if cfg.Token.Secret == "" && cfg.Mode == ModeToken {
-		log.Warn("auth.token.secret is not set: tokens are signed with a random key and good on this proxy only, until it restarts")
+		log.Warn("auth.token.secret is not set: tokens are signed with a random key and good on this process only, until it restarts")
 	}
 	return &Guard{
 		mode: cfg.Mode, service: cfg.Token.Service, realm: cfg.Token.Realm,
@@ -147,6 +147,33 @@ func (g *Guard) Wrap(next http.Handler) http.Handler {
 		}
 		if ref != nil {
 			g.refuse(w, r, c, ref)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// WrapAdmin returns next behind the guard for an API only admins may use, such as an agent's
+// blob and swarm APIs, which name no repository the rules could be asked about. The caller
+// must be in the admin group, authenticated by a certificate or a password: a token does not
+// do, since it grants actions on repositories only. An anonymous caller gets 401 with a Basic
+// challenge (the credentials it can use here), any other 403 DENIED.
+func (g *Guard) WrapAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ref := g.authenticate(r)
+		switch {
+		case ref != nil:
+		case c.kind == credNone:
+			ref = unauthorized("authentication required: this API is for admins (a certificate or password of the admin group)")
+		case c.kind == credBearer || !c.id.In(GroupAdmin):
+			ref = &refusal{err: errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
+				"this API is for admins: present a certificate or password of the admin group (a token does not do)")}
+		}
+		if ref != nil {
+			if ref.challenge {
+				w.Header().Set("WWW-Authenticate", `Basic realm="`+g.service+`"`)
+			}
+			g.refuse(w, r, c, &refusal{err: ref.err, retryAfter: ref.retryAfter})
 			return
 		}
 		next.ServeHTTP(w, r)

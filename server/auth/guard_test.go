@@ -507,3 +507,39 @@ func TestFailedLoginIsLogged(t *testing.T) {
 	require.Contains(t, logs.String(), `"msg":"login failed","user":"alice","remote":"192.0.2.1:4567"`)
 	require.NotContains(t, logs.String(), "hunter2")
 }
+
+// TestWrapAdmin: an API behind WrapAdmin serves the admin group only, authenticated by a
+// certificate or a password; a token is not enough, even an admin's.
+func TestWrapAdmin(t *testing.T) {
+	t.Parallel()
+	gd := newGuarded(t, func(c *Config) { c.Groups["admin"] = []string{"alice"} })
+	aliceToken := gd.token("alice", alicePW, "repository:x:pull")
+	gd.h = gd.g.WrapAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gd.seen = append(gd.seen, r)
+		w.WriteHeader(http.StatusOK)
+	}))
+	const target = "/namespace/x/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	for _, r := range []req{
+		{tls: certState("ops", GroupAdmin)},
+		{user: "alice", password: alicePW},
+	} {
+		r.method, r.target = "GET", target
+		rec := gd.do(r)
+		require.Equal(t, 200, rec.Code, rec.Body.String())
+		require.Len(t, gd.seen, 1)
+	}
+	for _, r := range []req{{}, {user: "alice", password: "wrong"}, {bearer: "not-a-token"}} {
+		r.method, r.target = "GET", target
+		rec := gd.do(r)
+		gd.requireRefused(rec, 401, errcode.CodeUnauthorized)
+		require.Equal(t, `Basic realm="krakenctl"`, rec.Header().Get("WWW-Authenticate"), "tokens do not do here: ask for a password")
+	}
+	for _, r := range []req{
+		{user: "bob", password: bobPW},
+		{tls: certState("agent-1", "agent")},
+		{bearer: aliceToken},
+	} {
+		r.method, r.target = "GET", target
+		gd.requireRefused(gd.do(r), 403, errcode.CodeDenied)
+	}
+}

@@ -234,6 +234,37 @@ func (b *BuildIndexes) CollectRepositories(ctx context.Context, last string, n i
 	})
 }
 
+// VisibleScanPages bounds the pages CollectVisibleRepositories reads for one answer, so that a
+// caller who may see few of many repositories cannot make one request scan them all.
+const VisibleScanPages = 100
+
+// CollectVisibleRepositories lists the repository names after last for which visible reports
+// true (the catalog of a caller behind auth, with auth.PullFilter), reading on until it has n
+// of those or has read VisibleScanPages pages; past that it answers what it found, with more
+// set when it found any (the client asks again after the last).
+func (b *BuildIndexes) CollectVisibleRepositories(ctx context.Context, last string, n int, visible func(string) bool) (repos []string, more bool, err error) {
+	var out []string
+	for range VisibleScanPages {
+		page, more, err := b.CollectRepositories(ctx, last, n-len(out))
+		if err != nil {
+			return nil, false, err
+		}
+		for _, repo := range page {
+			if visible(repo) {
+				out = append(out, repo)
+			}
+		}
+		if !more || len(page) == 0 {
+			return out, false, nil
+		}
+		if len(out) == n {
+			return out, true, nil
+		}
+		last = page[len(page)-1]
+	}
+	return out, len(out) > 0, nil
+}
+
 // collect reads pages after last until it has n entries or the listing ends. A listing that
 // does not exist is empty.
 func collect(last string, n int, read func(last string, n int) (page, error)) ([]string, bool, error) {

@@ -161,39 +161,14 @@ func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string
 }
 
 // Catalog lists repositories from the build-index, reading as many pages as n needs. Behind
-// auth, it lists only the repositories the caller may pull (auth.PullFilter), reading on until
-// it has n of those or has scanned catalogScanPages pages; past that it answers what it found,
-// with a next page when it found any.
+// auth, it lists only the repositories the caller may pull (auth.PullFilter; see
+// client.BuildIndexes.CollectVisibleRepositories for the bound on the pages one answer reads).
 func (r *Registry) Catalog(ctx context.Context, last string, n int) ([]string, bool, error) {
-	visible := auth.PullFilter(ctx)
-	if visible == nil {
-		return r.index.CollectRepositories(ctx, last, n)
+	if visible := auth.PullFilter(ctx); visible != nil {
+		return r.index.CollectVisibleRepositories(ctx, last, n, visible)
 	}
-	var out []string
-	for range catalogScanPages {
-		repos, more, err := r.index.CollectRepositories(ctx, last, n-len(out))
-		if err != nil {
-			return nil, false, err
-		}
-		for _, repo := range repos {
-			if visible(repo) {
-				out = append(out, repo)
-			}
-		}
-		if !more || len(repos) == 0 {
-			return out, false, nil
-		}
-		if len(out) == n {
-			return out, true, nil
-		}
-		last = repos[len(repos)-1]
-	}
-	return out, len(out) > 0, nil
+	return r.index.CollectRepositories(ctx, last, n)
 }
-
-// catalogScanPages bounds the build-index pages one filtered catalog page reads, so that a
-// caller who may pull few of many repositories cannot make one request scan them all.
-const catalogScanPages = 100
 
 // Referrers lists the manifests of repo whose subject is d, from its referrer/ links. A link
 // whose manifest is gone (deleted while the link was being removed) is skipped.
