@@ -41,17 +41,21 @@ func TestConformanceProxy(t *testing.T) {
 	conformanceProxy(t, devUp(t, 0))
 }
 
-// conformanceProxy is TestConformanceProxy on c.
+// conformanceProxy is TestConformanceProxy on c, with the proxy's login when it asks for one.
 func conformanceProxy(t *testing.T, c *devCluster) {
 	t.Helper()
-	r := runConformance(t, c, c.proxy(), map[string]string{
+	settings := map[string]string{
 		"OCI_DATA_SHA512":                 "true",
 		"OCI_API_REFERRER":                "true",
 		"OCI_API_BLOBS_DIGEST_HEADER":     "true",
 		"OCI_API_MANIFESTS_DIGEST_HEADER": "true",
 		"OCI_API_BLOBS_UPLOAD_CANCEL":     "true",
 		"OCI_API_MANIFESTS_TAG_PARAM":     "true",
-	})
+	}
+	if c.password != "" {
+		settings["OCI_USERNAME"], settings["OCI_PASSWORD"] = c.user, c.password
+	}
+	r := runConformance(t, c, c.proxy(), settings)
 	require.Equal(t, "Pass", r.Status, r.Report())
 	require.NoError(t, r.ExitErr, r.Report())
 	require.Zero(t, r.Counts["FAIL"], r.Report())
