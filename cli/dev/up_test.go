@@ -358,7 +358,8 @@ func TestUpTLS(t *testing.T) {
 	require.True(t, pool.AppendCertsFromPEM(caPEM))
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	t.Cleanup(tr.CloseIdleConnections)
-	v2 := func(addr, user, pw string) *http.Response {
+	// v2 returns the status and challenge of GET /v2/ on addr, as user with pw when user is set.
+	v2 := func(addr, user, pw string) (int, string) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/v2/", nil)
 		require.NoError(t, err)
@@ -368,16 +369,19 @@ func TestUpTLS(t *testing.T) {
 		resp, err := (&http.Client{Transport: tr}).Do(req)
 		require.NoError(t, err, "%s serves a client that trusts the CA and has no certificate", addr)
 		require.NoError(t, resp.Body.Close())
-		return resp
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
 	}
 	for _, a := range e.Agents {
-		require.Equal(t, http.StatusOK, v2(a, "", "").StatusCode, a)
+		code, _ := v2(a, "", "")
+		require.Equal(t, http.StatusOK, code, a)
 	}
-	resp := v2(e.Proxy[0], "", "")
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the proxy wants a login")
-	require.Contains(t, resp.Header.Get("WWW-Authenticate"), "Bearer ")
-	require.Equal(t, http.StatusUnauthorized, v2(e.Proxy[0], "dev", "wrong").StatusCode)
-	require.Equal(t, http.StatusOK, v2(e.Proxy[0], "dev", string(pw)).StatusCode)
+	code, challenge := v2(e.Proxy[0], "", "")
+	require.Equal(t, http.StatusUnauthorized, code, "the proxy wants a login")
+	require.Contains(t, challenge, "Bearer ")
+	code, _ = v2(e.Proxy[0], "dev", "wrong")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = v2(e.Proxy[0], "dev", string(pw))
+	require.Equal(t, http.StatusOK, code)
 }
 
 // -o json with --tls adds the CA, the admin's certificate and the proxy's login, flat, next to

@@ -48,6 +48,7 @@ func httpClient(t *testing.T) *http.Client {
 // reply is an answer whose body send has read and closed: its status and body.
 type reply struct {
 	StatusCode int
+	Header     http.Header
 	Body       []byte
 }
 
@@ -66,7 +67,7 @@ func send(t *testing.T, hc *http.Client, method, url, contentType string, body [
 	got, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
-	return reply{StatusCode: resp.StatusCode, Body: got}
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header, Body: got}
 }
 
 func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
@@ -563,7 +564,7 @@ func TestAuth(t *testing.T) {
 	e := c.Addrs()
 	proxy := "https://" + c.ProxyAddr()
 	caOnly := tlsClient(t, &api.EndpointsTLS{CAFile: e.TLS.CAFile})
-	get := func(url string, setup func(*http.Request)) *http.Response {
+	get := func(url string, setup func(*http.Request)) reply {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 		require.NoError(t, err)
@@ -572,10 +573,10 @@ func TestAuth(t *testing.T) {
 		}
 		resp, err := caOnly.Do(req)
 		require.NoError(t, err)
-		_, err = io.Copy(io.Discard, resp.Body)
+		body, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
 		require.NoError(t, resp.Body.Close())
-		return resp
+		return reply{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
 	}
 	basic := func(user, pw string) func(*http.Request) {
 		return func(r *http.Request) { r.SetBasicAuth(user, pw) }
