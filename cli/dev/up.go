@@ -37,7 +37,7 @@ type UpOptions struct {
 	EndpointsFile string
 	LogLevel      slog.Level
 	// TLS runs every role with TLS and mutual TLS, with certificates from a new CA in
-	// Dir/tls.
+	// Dir/tls, and closes the proxy to all but user dev (dev.Config.Auth).
 	TLS bool
 	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
 	// one JSON document on stdout once every role is ready).
@@ -59,6 +59,11 @@ type Summary struct {
 	// commands present to the roles (the endpoints file names them too).
 	CertFile string `json:"cert_file,omitempty"`
 	KeyFile  string `json:"key_file,omitempty"`
+	// Username and Password are the proxy's login, with --tls: what docker login, crane and
+	// skopeo push with. PasswordFile holds the password alone, for --password-stdin.
+	Username     string `json:"username,omitempty"`
+	Password     string `json:"password,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
 }
 
 // NewCmdUp returns `krakenctl dev up`. runF replaces the run function in tests.
@@ -99,12 +104,25 @@ ring and cluster commands work without flags. A new CA is made at every start. T
 shows how to make docker trust it (certs.d); dockerd's default configuration does not check
 the certificates of registries on 127.0.0.1 at all, so docker works without that step too,
 but clients that check (containerd with ` + "`ca`" + ` in hosts.toml, skopeo --cert-dir, crane
-and Go with SSL_CERT_FILE) need the CA.`,
+and Go with SSL_CERT_FILE) need the CA.
+
+--tls also closes the proxy to everyone but user dev, who may push, pull and delete anything
+(the agents still serve pulls to anyone on this machine). Its random password is made at the
+first start and kept in --dir/auth/password, readable by you alone, so a docker login
+outlives a restart (delete the file for a new password); the summary and -o json show both.
+Log in without the password on the command line (here with the default --dir):
+
+  docker login 127.0.0.1:15400 -u dev --password-stdin < ~/.local/state/krakenctl/dev/auth/password
+  krakenctl dev up --tls -o json | jq -r .password    # a script reads it from the summary
+
+krakenctl's commands present the admin's certificate from the endpoints file, which the proxy
+lets do everything, so push --registry, pull --registry and tag --registry need no password;
+with another client certificate or none, pass --username dev --password-stdin.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
   krakenctl dev up --port 0 --agents 2    # any free ports
   krakenctl dev up -o json                # the addresses as JSON once ready (for scripts)
-  krakenctl dev up --tls                  # TLS on every listener, mutual TLS between roles
+  krakenctl dev up --tls                  # TLS on every listener, mutual TLS between roles, a login on the proxy
   krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -139,7 +157,7 @@ and Go with SSL_CERT_FILE) need the CA.`,
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
 	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write every role's address, as JSON if the name ends in .json, else YAML (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
-	cmd.Flags().BoolVar(&opts.TLS, "tls", false, "run every role with TLS and mutual TLS, with certificates from a new CA in --dir/tls")
+	cmd.Flags().BoolVar(&opts.TLS, "tls", false, "run every role with TLS and mutual TLS, with certificates from a new CA in --dir/tls, and the proxy with a login (user dev, password in --dir/auth)")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "level of the JSON logs written to dev.log: debug, info, warn or error")
 	_ = cmd.MarkFlagDirname("dir")
 	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml", "json")
@@ -176,7 +194,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 	c, err := dev.New(dev.Config{
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
-		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true, TLS: opts.TLS,
+		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true, TLS: opts.TLS, Auth: opts.TLS,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
@@ -219,6 +237,8 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 			sum.TLS = nil
 			sum.CAFile, sum.CertFile, sum.KeyFile = tls.CAFile, tls.CertFile, tls.KeyFile
 		}
+		login := c.Credentials()
+		sum.Username, sum.Password, sum.PasswordFile = login.Username, login.Password, login.PasswordFile
 		_ = cmdutil.PrintJSON(out, sum)
 		_, _ = fmt.Fprintln(opts.IO.ErrOut, "Press Ctrl-C to stop.")
 		return
@@ -259,6 +279,11 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		fmt.Fprintf(&b, "CA:         %s\n", tls.CAFile)
 		fmt.Fprintf(&b, "Admin cert: %s (key %s)\n", tls.CertFile, tls.KeyFile)
 	}
+	login := c.Credentials()
+	if login.Username != "" {
+		fmt.Fprintf(&b, "Username:   %s\n", login.Username)
+		fmt.Fprintf(&b, "Password:   %s (in %s)\n", login.Password, login.PasswordFile)
+	}
 	flag := ""
 	if customFile {
 		flag = " --endpoints-file " + file
@@ -278,6 +303,12 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		tries = append(tries, [2]string{
 			"for port in " + strings.Join(ports, " ") + "; do sudo mkdir -p /etc/docker/certs.d/" + dev.Host + ":$port && sudo cp " + tls.CAFile + " /etc/docker/certs.d/" + dev.Host + ":$port/ca.crt; done",
 			"make docker trust this run's CA for the proxy and the agents (again after every start)"})
+	}
+	if login.Username != "" {
+		// From the file: the password stays out of the shell's history and of ps.
+		tries = append(tries, [2]string{
+			"docker login " + c.ProxyAddr() + " -u " + login.Username + " --password-stdin < " + login.PasswordFile,
+			"log docker in to the proxy, which lets nobody else push or pull"})
 	}
 	tries = append(tries, [][2]string{
 		{"docker tag IMAGE " + c.ProxyAddr() + "/hello:v1", "name any local image for the proxy"},

@@ -249,6 +249,8 @@ func TestUpJSON(t *testing.T) {
 	var e api.Endpoints
 	require.NoError(t, json.Unmarshal(raw, &e), "the endpoints file is JSON: %s", raw)
 	require.Equal(t, got.Endpoints, e)
+	require.Empty(t, got.Username+got.Password+got.PasswordFile, "without --tls the proxy has no login")
+	require.NoDirExists(t, filepath.Join(dir, dev.AuthDir))
 	cancel()
 	require.NoError(t, <-errc)
 }
@@ -306,9 +308,10 @@ func startUp(t *testing.T, opts *UpOptions) string {
 }
 
 // With --tls every role serves TLS: the table shows https addresses, the CA and the admin's
-// certificate, and the docker lines begin with the certs.d step for the proxy and every
-// agent; the endpoints file names the CA and the admin's certificate, which reach every role,
-// and a client that trusts the CA alone (docker) is served by the proxy and the agents.
+// certificate and the proxy's login, and the docker lines begin with the certs.d step for the
+// proxy and every agent, then docker login with the password from its file; the endpoints
+// file names the CA and the admin's certificate, which reach every role; a client that trusts
+// the CA alone (docker) is served by the agents, and by the proxy once it logs in.
 func TestUpTLS(t *testing.T) {
 	t.Parallel()
 	dir, file := t.TempDir(), filepath.Join(t.TempDir(), "e.yaml")
@@ -329,7 +332,15 @@ func TestUpTLS(t *testing.T) {
 	}
 	certsD := "for port in " + strings.Join(ports, " ") + "; do sudo mkdir -p /etc/docker/certs.d/127.0.0.1:$port && sudo cp " + e.TLS.CAFile + " /etc/docker/certs.d/127.0.0.1:$port/ca.crt; done\n"
 	require.Contains(t, summary, certsD)
-	require.Less(t, strings.Index(summary, certsD), strings.Index(summary, "docker push "), "trust first, then push")
+	pwFile := filepath.Join(dir, dev.AuthDir, "password")
+	pw, err := os.ReadFile(pwFile)
+	require.NoError(t, err)
+	require.Contains(t, summary, "Username:   dev\n")
+	require.Contains(t, summary, "Password:   "+string(pw)+" (in "+pwFile+")\n")
+	login := "docker login " + e.Proxy[0] + " -u dev --password-stdin < " + pwFile + "\n"
+	require.Contains(t, summary, login, "the password comes from the file, not the command line")
+	require.Less(t, strings.Index(summary, certsD), strings.Index(summary, login), "trust first, then log in")
+	require.Less(t, strings.Index(summary, login), strings.Index(summary, "docker push "), "log in, then push")
 	require.Contains(t, summary, "krakenctl pull DIGEST -o out --agent "+e.Agents[0]+" --tls-ca-file "+e.TLS.CAFile+" --tls-cert-file "+e.TLS.CertFile+" --tls-key-file "+e.TLS.KeyFile+"\n",
 		"through an agent with another endpoints file than the default one, TLS needs naming")
 
@@ -347,17 +358,34 @@ func TestUpTLS(t *testing.T) {
 	require.True(t, pool.AppendCertsFromPEM(caPEM))
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	t.Cleanup(tr.CloseIdleConnections)
-	for _, a := range append(e.Proxy, e.Agents...) {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+a+"/v2/", nil)
+	// v2 returns the status and challenge of GET /v2/ on addr, as user with pw when user is set.
+	v2 := func(addr, user, pw string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+addr+"/v2/", nil)
 		require.NoError(t, err)
+		if user != "" {
+			req.SetBasicAuth(user, pw)
+		}
 		resp, err := (&http.Client{Transport: tr}).Do(req)
-		require.NoError(t, err, "%s serves a client that trusts the CA and has no certificate", a)
+		require.NoError(t, err, "%s serves a client that trusts the CA and has no certificate", addr)
 		require.NoError(t, resp.Body.Close())
-		require.Equal(t, http.StatusOK, resp.StatusCode, a)
+		return resp.StatusCode, resp.Header.Get("WWW-Authenticate")
 	}
+	for _, a := range e.Agents {
+		code, _ := v2(a, "", "")
+		require.Equal(t, http.StatusOK, code, a)
+	}
+	code, challenge := v2(e.Proxy[0], "", "")
+	require.Equal(t, http.StatusUnauthorized, code, "the proxy wants a login")
+	require.Contains(t, challenge, "Bearer ")
+	code, _ = v2(e.Proxy[0], "dev", "wrong")
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = v2(e.Proxy[0], "dev", string(pw))
+	require.Equal(t, http.StatusOK, code)
 }
 
-// -o json with --tls adds the CA and the admin's certificate, flat, next to the addresses.
+// -o json with --tls adds the CA, the admin's certificate and the proxy's login, flat, next to
+// the addresses.
 func TestUpTLSJSON(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -370,4 +398,10 @@ func TestUpTLSJSON(t *testing.T) {
 	require.Equal(t, filepath.Join(tlsDir, "admin.pem"), got["cert_file"])
 	require.Equal(t, filepath.Join(tlsDir, "admin-key.pem"), got["key_file"])
 	require.NotContains(t, got, "tls", "said once, flat")
+	pwFile := filepath.Join(dir, dev.AuthDir, "password")
+	pw, err := os.ReadFile(pwFile)
+	require.NoError(t, err)
+	require.Equal(t, "dev", got["username"])
+	require.Equal(t, string(pw), got["password"], "what jq -r .password gives docker login")
+	require.Equal(t, pwFile, got["password_file"])
 }

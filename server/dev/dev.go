@@ -25,7 +25,9 @@
 //
 // With Config.TLS every listener serves TLS and the roles authenticate each other with
 // certificates from a CA made for the run (Dir/tls); the endpoints file then names the CA and
-// an admin's client certificate, so operator commands reach the cluster without flags.
+// an admin's client certificate, so operator commands reach the cluster without flags. With
+// Config.Auth as well, the proxy lets one user, Username, do everything, with a random
+// password kept in Dir/auth (Credentials); nobody else may push or pull through it.
 package dev
 
 import (
@@ -42,6 +44,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/pki"
+	"github.com/krakenctl/krakenctl/server/proxy"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -110,6 +113,14 @@ type Config struct {
 	// role (valid for 127.0.0.1 and localhost) and admin.pem, the admin's client certificate
 	// that the endpoints file names for operator commands.
 	TLS bool
+	// Auth closes the proxy's registry API to everyone but one user, Username, who may pull,
+	// push and delete anything: the distribution token flow (a Bearer challenge, tokens from
+	// the proxy's /v2/token) and Basic credentials, with a random password made at the first
+	// start and kept in Dir/auth/password (see Credentials). Dir/auth also holds the htpasswd
+	// file (bcrypt) and the token secret, written at every start; every file there is readable
+	// by its owner only. The admin's certificate of TLS may do everything too. It needs TLS
+	// (a password sent in plain text is no secret) and Proxy.
+	Auth bool
 }
 
 // Deps are a dev cluster's collaborators.
@@ -124,6 +135,7 @@ type Cluster struct {
 	cfg    Config
 	log    *slog.Logger
 	cl     *cluster.Cluster
+	creds  Credentials
 	unlock func()
 	ready  chan struct{}
 
@@ -168,12 +180,22 @@ func New(cfg Config, deps Deps) (*Cluster, error) {
 		}
 		spec.TLS = &cluster.TLS{CA: ca, Dir: filepath.Join(cfg.Dir, TLSDir)}
 	}
+	var creds Credentials
+	if cfg.Auth {
+		ac, cr, err := setupAuth(cfg.Dir)
+		if err != nil {
+			unlock()
+			return nil, fmt.Errorf("dev cluster login: %w", err)
+		}
+		creds = cr
+		spec.ProxyConfig = func(_ int, c *proxy.Config) { c.Auth = ac }
+	}
 	cl, err := cluster.New(spec, cluster.Deps{Logger: log})
 	if err != nil {
 		unlock()
 		return nil, err
 	}
-	return &Cluster{cfg: cfg, log: log, cl: cl, unlock: unlock, ready: make(chan struct{})}, nil
+	return &Cluster{cfg: cfg, log: log, cl: cl, creds: creds, unlock: unlock, ready: make(chan struct{})}, nil
 }
 
 // spec is the cluster cfg describes.
@@ -275,6 +297,9 @@ func (cfg Config) validate() error {
 	if cfg.Proxy && !cfg.BuildIndex {
 		bad("the proxy needs the build-index (set BuildIndex)")
 	}
+	if cfg.Auth && (!cfg.TLS || !cfg.Proxy) {
+		bad("auth needs TLS and the proxy (set TLS and Proxy): a password sent in plain text is no secret")
+	}
 	if cfg.HealthInterval < 0 {
 		bad("health interval must not be negative, got %s", cfg.HealthInterval)
 	}
@@ -284,6 +309,10 @@ func (cfg Config) validate() error {
 // Endpoints returns the origins' addresses ("127.0.0.1:port"), in origin order. They are known
 // as soon as New returns.
 func (c *Cluster) Endpoints() []string { return c.cl.Addrs(cluster.Origin) }
+
+// Credentials returns the login of the proxy with Config.Auth, the zero Credentials without.
+// They are known as soon as New returns.
+func (c *Cluster) Credentials() Credentials { return c.creds }
 
 // Replicas returns how many origins hold each blob.
 func (c *Cluster) Replicas() int { return c.cl.Replicas() }

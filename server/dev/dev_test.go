@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ func httpClient(t *testing.T) *http.Client {
 // reply is an answer whose body send has read and closed: its status and body.
 type reply struct {
 	StatusCode int
+	Header     http.Header
 	Body       []byte
 }
 
@@ -65,7 +67,7 @@ func send(t *testing.T, hc *http.Client, method, url, contentType string, body [
 	got, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
-	return reply{StatusCode: resp.StatusCode, Body: got}
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header, Body: got}
 }
 
 func randomBlob(t *testing.T, n int) ([]byte, digest.Digest) {
@@ -290,6 +292,8 @@ func TestConfigValidation(t *testing.T) {
 		{"the plan inside the agents", dev.Config{Origins: 1, Dir: "d", Port: 16015, Agents: 3}, "agent ports 16000-16022 overlap ports 16015-16415"},
 		{"negative health interval", dev.Config{Origins: 1, Dir: "d", HealthInterval: -1}, "health interval must not be negative"},
 		{"proxy without build-index", dev.Config{Origins: 1, Dir: "d", Proxy: true}, "the proxy needs the build-index"},
+		{"auth without tls", dev.Config{Origins: 1, Dir: "d", BuildIndex: true, Proxy: true, Auth: true}, "auth needs TLS and the proxy"},
+		{"auth without proxy", dev.Config{Origins: 1, Dir: "d", BuildIndex: true, TLS: true, Auth: true}, "auth needs TLS and the proxy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -522,4 +526,101 @@ func caPool(t *testing.T, caFile string) *x509.CertPool {
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(caPEM))
 	return pool
+}
+
+// With Auth the proxy refuses anonymous callers and a wrong password with a Bearer challenge,
+// and serves the user, with Basic credentials or a token from its token endpoint, and the
+// admin's certificate; the login's files are the owner's alone, and the password outlives a
+// restart while the token secret does not.
+func TestAuth(t *testing.T) {
+	t.Parallel()
+	dir, file := t.TempDir(), filepath.Join(t.TempDir(), "endpoints.yaml")
+	cfg := dev.Config{Origins: 1, BuildIndex: true, Proxy: true, TLS: true, Auth: true, Dir: dir, EndpointsFile: file}
+	c, err := dev.New(cfg, dev.Deps{})
+	require.NoError(t, err)
+	creds := c.Credentials()
+	require.Equal(t, dev.Username, creds.Username)
+	require.GreaterOrEqual(t, len(creds.Password), dev.MinPasswordLen)
+	require.Regexp(t, `^[!-~]+$`, creds.Password, "printable, no space")
+	require.Equal(t, filepath.Join(dir, dev.AuthDir, "password"), creds.PasswordFile)
+	pw, err := os.ReadFile(creds.PasswordFile)
+	require.NoError(t, err)
+	require.Equal(t, creds.Password, string(pw), "the file holds the password alone, for --password-stdin")
+	st, err := os.Stat(filepath.Join(dir, dev.AuthDir))
+	require.NoError(t, err)
+	require.Equal(t, fs.ModeDir|0o700, st.Mode())
+	for _, f := range []string{"password", "htpasswd", "token-secret"} {
+		st, err := os.Stat(filepath.Join(dir, dev.AuthDir, f))
+		require.NoError(t, err)
+		require.Equal(t, fs.FileMode(0o600), st.Mode(), f)
+	}
+	htpasswd, err := os.ReadFile(filepath.Join(dir, dev.AuthDir, "htpasswd"))
+	require.NoError(t, err)
+	require.Regexp(t, `^dev:\$2a\$10\$\S+\n$`, string(htpasswd), "bcrypt, never the password")
+	secret1, err := os.ReadFile(filepath.Join(dir, dev.AuthDir, "token-secret"))
+	require.NoError(t, err)
+	stop := run(t, c)
+
+	e := c.Addrs()
+	proxy := "https://" + c.ProxyAddr()
+	caOnly := tlsClient(t, &api.EndpointsTLS{CAFile: e.TLS.CAFile})
+	get := func(url string, setup func(*http.Request)) reply {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		require.NoError(t, err)
+		if setup != nil {
+			setup(req)
+		}
+		resp, err := caOnly.Do(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		return reply{StatusCode: resp.StatusCode, Header: resp.Header, Body: body}
+	}
+	basic := func(user, pw string) func(*http.Request) {
+		return func(r *http.Request) { r.SetBasicAuth(user, pw) }
+	}
+
+	resp := get(proxy+"/v2/", nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "anonymous")
+	require.Contains(t, resp.Header.Get("WWW-Authenticate"), `Bearer realm="`+proxy+`/v2/token"`)
+	resp = get(proxy+"/v2/dev/app/tags/list", nil)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no anonymous pulls")
+	require.Equal(t, http.StatusUnauthorized, get(proxy+"/v2/", basic(dev.Username, creds.Password+"x")).StatusCode, "a wrong password")
+	require.Equal(t, http.StatusUnauthorized, get(proxy+"/v2/", basic("root", creds.Password)).StatusCode, "another user")
+	require.Equal(t, http.StatusOK, get(proxy+"/v2/", basic(dev.Username, creds.Password)).StatusCode, "Basic credentials")
+
+	// The token flow, as docker goes through it.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, proxy+"/v2/token?service=krakenctl&scope=repository:dev/app:pull,push,delete", nil)
+	require.NoError(t, err)
+	req.SetBasicAuth(dev.Username, creds.Password)
+	tr, err := caOnly.Do(req)
+	require.NoError(t, err)
+	var tok struct{ Token string }
+	require.NoError(t, json.NewDecoder(tr.Body).Decode(&tok))
+	require.NoError(t, tr.Body.Close())
+	require.Equal(t, http.StatusOK, tr.StatusCode)
+	require.NotEmpty(t, tok.Token)
+	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
+	require.Equal(t, http.StatusOK, get(proxy+"/v2/dev/app/tags/list", bearer).StatusCode, "the token pulls")
+	require.Equal(t, http.StatusUnauthorized, get(proxy+"/v2/dev/other/tags/list", bearer).StatusCode, "the token is for dev/app only")
+
+	// The admin's certificate, which operator commands present, may do everything.
+	require.Equal(t, http.StatusOK, send(t, tlsClient(t, e.TLS), http.MethodGet, proxy+"/v2/_catalog", "", nil).StatusCode)
+	require.NoError(t, stop())
+
+	c2, err := dev.New(cfg, dev.Deps{})
+	require.NoError(t, err)
+	require.Equal(t, creds, c2.Credentials(), "the password outlives a restart")
+	secret2, err := os.ReadFile(filepath.Join(dir, dev.AuthDir, "token-secret"))
+	require.NoError(t, err)
+	require.NotEqual(t, secret1, secret2, "tokens of the last run are no good in this one")
+	require.NoError(t, c2.Close())
+
+	// A password file someone emptied is an error that says what to do, not a login nobody
+	// can use.
+	require.NoError(t, os.WriteFile(creds.PasswordFile, []byte("short\n"), 0o600))
+	_, err = dev.New(cfg, dev.Deps{})
+	require.ErrorContains(t, err, "delete the file for a new one")
 }

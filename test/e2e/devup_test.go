@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,10 +26,14 @@ import (
 type devCluster struct {
 	t      *testing.T
 	dir    string
-	out    string // the process's stdout and stderr
+	out    string // the process's stderr
+	stdout string // the process's stdout: the summary
 	cmd    *exec.Cmd
 	exited chan struct{}
 	ep     api.Endpoints
+	// user and password are the proxy's login (dev up --tls), read from the summary by login;
+	// empty while the proxy asks for none.
+	user, password string
 }
 
 // proxy is the registry proxy's address, where images are pushed.
@@ -44,16 +50,18 @@ func (c *devCluster) proxy() string {
 func devUp(t *testing.T, agents int, extra ...string) *devCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &devCluster{t: t, dir: dir, out: filepath.Join(dir, "out.log"), exited: make(chan struct{})}
+	c := &devCluster{t: t, dir: dir, out: filepath.Join(dir, "out.log"), stdout: filepath.Join(dir, "stdout.log"), exited: make(chan struct{})}
 	out, err := os.Create(c.out)
+	require.NoError(t, err)
+	stdout, err := os.Create(c.stdout)
 	require.NoError(t, err)
 	file := filepath.Join(dir, "endpoints.yaml")
 	args := []string{"dev", "up", "--port", "0", "--agents", fmt.Sprint(agents),
 		"--dir", filepath.Join(dir, "state"), "--endpoints-file", file, "--log-level", "info"}
 	c.cmd = exec.Command(bin, append(args, extra...)...)
-	c.cmd.Stdout, c.cmd.Stderr = out, out
+	c.cmd.Stdout, c.cmd.Stderr = stdout, out
 	require.NoError(t, c.cmd.Start())
-	go func() { _ = c.cmd.Wait(); _ = out.Close(); close(c.exited) }()
+	go func() { _ = c.cmd.Wait(); _ = out.Close(); _ = stdout.Close(); close(c.exited) }()
 	t.Cleanup(c.stop)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -82,6 +90,35 @@ func devUp(t *testing.T, agents int, extra ...string) *devCluster {
 	return c
 }
 
+// devSummary is what `dev up -o json` prints about the proxy's login.
+type devSummary struct {
+	Username     string `json:"username"`
+	Password     string `json:"password"`
+	PasswordFile string `json:"password_file"`
+}
+
+// login reads the proxy's login from the summary of a dev up started with -o json (printed
+// just after the endpoints file is written), as a script does with jq, and checks that it is
+// the password file's, which only its owner may read.
+func (c *devCluster) login() {
+	t := c.t
+	t.Helper()
+	var sum devSummary
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(c.stdout)
+		return err == nil && json.Unmarshal(b, &sum) == nil
+	}, time.Minute, 20*time.Millisecond, "dev up -o json printed no summary")
+	require.Equal(t, "dev", sum.Username)
+	require.GreaterOrEqual(t, len(sum.Password), 20, "a password of 20 characters or more")
+	pw, err := os.ReadFile(sum.PasswordFile)
+	require.NoError(t, err)
+	require.Equal(t, sum.Password, string(pw))
+	st, err := os.Stat(sum.PasswordFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the password file is its owner's alone")
+	c.user, c.password = sum.Username, sum.Password
+}
+
 // stop sends SIGTERM (what Ctrl-C does) and expects a clean exit.
 func (c *devCluster) stop() {
 	select {
@@ -107,7 +144,7 @@ func (c *devCluster) stop() {
 }
 
 func (c *devCluster) dumpLogs() {
-	for _, p := range []string{c.out, filepath.Join(c.dir, "state", "dev.log")} {
+	for _, p := range []string{c.stdout, c.out, filepath.Join(c.dir, "state", "dev.log")} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
@@ -185,10 +222,25 @@ func runCmd(t *testing.T, env []string, name string, args ...string) string {
 // tryCmd runs a command with a timeout and returns its stdout, or an error holding its stderr.
 func tryCmd(t *testing.T, env []string, name string, args ...string) (string, error) {
 	t.Helper()
+	return tryCmdIn(t, env, nil, name, args...)
+}
+
+// runCmdIn is runCmd with stdin (a password for --password-stdin).
+func runCmdIn(t *testing.T, env []string, stdin string, name string, args ...string) string {
+	t.Helper()
+	out, err := tryCmdIn(t, env, strings.NewReader(stdin), name, args...)
+	require.NoError(t, err)
+	return out
+}
+
+// tryCmdIn is tryCmd with stdin; nil is no input.
+func tryCmdIn(t *testing.T, env []string, stdin io.Reader, name string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()

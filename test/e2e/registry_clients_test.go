@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,8 +53,18 @@ func newCrane(t *testing.T) *craneCLI {
 }
 
 // newCraneFor returns crane for c's registries: with TLS, trusting c's CA (Go's SSL_CERT_FILE)
-// and nothing else, so that a certificate the CA did not issue fails.
+// and nothing else, so that a certificate the CA did not issue fails; logged in to the proxy
+// when it asks for a login.
 func newCraneFor(t *testing.T, c *devCluster) *craneCLI {
+	cr := newCraneAnonymous(t, c)
+	if c.password != "" {
+		runCmdIn(t, cr.env, c.password, cr.bin, "auth", "login", c.proxy(), "-u", c.user, "--password-stdin")
+	}
+	return cr
+}
+
+// newCraneAnonymous is newCraneFor without the login.
+func newCraneAnonymous(t *testing.T, c *devCluster) *craneCLI {
 	cr := newCrane(t)
 	if c.ep.TLS != nil {
 		cr.env = append(cr.env, "SSL_CERT_FILE="+c.ep.TLS.CAFile)
@@ -90,6 +101,7 @@ func TestCraneAndSkopeo(t *testing.T) {
 
 // craneAndSkopeo is TestCraneAndSkopeo on c: in plain text, skopeo is told the registries do
 // not speak TLS; with TLS, it trusts c's CA (its --cert-dir options) and checks certificates.
+// With a login on the proxy, crane logs in (crane auth login) and skopeo passes --creds.
 func craneAndSkopeo(t *testing.T, skopeo string, c *devCluster) {
 	t.Helper()
 	crane := newCraneFor(t, c)
@@ -99,6 +111,13 @@ func craneAndSkopeo(t *testing.T, skopeo string, c *devCluster) {
 	if c.ep.TLS != nil {
 		certs := c.certDir(t)
 		src, dest, both = []string{"--src-cert-dir", certs}, []string{"--dest-cert-dir", certs}, []string{"--cert-dir", certs}
+	}
+	// dest is always the proxy; src is the agent but in the proxy-to-proxy copy, srcProxy.
+	srcProxy := src
+	if c.password != "" {
+		creds := c.user + ":" + c.password
+		dest = append(dest, "--dest-creds", creds)
+		srcProxy = append(slices.Clone(src), "--src-creds", creds)
 	}
 	sk := func(opts []string, args ...string) string {
 		t.Helper()
@@ -132,7 +151,7 @@ func craneAndSkopeo(t *testing.T, skopeo string, c *devCluster) {
 	require.NoError(t, json.Unmarshal([]byte(sk(both, "list-tags", "docker://"+agent+"/e2e/skopeo")), &tags))
 	require.Equal(t, []string{"v1"}, tags.Tags)
 	// skopeo registry to registry: proxy to proxy, read back through the agent.
-	sk(append(src, dest...), "copy", "docker://"+proxy+"/e2e/skopeo:v1", "docker://"+proxy+"/e2e/skopeo-copy:v2")
+	sk(append(srcProxy, dest...), "copy", "docker://"+proxy+"/e2e/skopeo:v1", "docker://"+proxy+"/e2e/skopeo-copy:v2")
 	require.Equal(t, img, crane.run("digest", agent+"/e2e/skopeo-copy:v2"))
 
 	// A multi-arch index: two images with other content and other platforms.

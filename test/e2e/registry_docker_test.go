@@ -84,6 +84,17 @@ func main() {
 	require.Equal(d.t, "2", d.layers(ref), "layers of %s", ref)
 }
 
+// login logs the client in to c's proxy when it asks for a login, the password on stdin as
+// dev up's summary shows.
+func (d *dockerCLI) login(c *devCluster) {
+	d.t.Helper()
+	if c.password == "" {
+		return
+	}
+	out := runCmdIn(d.t, d.env, c.password, "docker", "login", c.proxy(), "-u", c.user, "--password-stdin")
+	require.Contains(d.t, out, "Login Succeeded")
+}
+
 // rmi removes the image names refs (and the images, when no other name holds them).
 func (d *dockerCLI) rmi(refs ...string) {
 	d.t.Helper()
@@ -103,7 +114,8 @@ func TestDockerPushPullThroughProxyAndAgents(t *testing.T) {
 	dockerPushPull(t, d, devUp(t, 2))
 }
 
-// dockerPushPull is TestDockerPushPullThroughProxyAndAgents on c, which has two agents or more.
+// dockerPushPull is TestDockerPushPullThroughProxyAndAgents on c, which has two agents or more;
+// d logs in to the proxy first when it asks for a login.
 func dockerPushPull(t *testing.T, d *dockerCLI, c *devCluster) {
 	t.Helper()
 	proxy, agents := c.proxy(), c.ep.Agents[:2]
@@ -118,6 +130,7 @@ func dockerPushPull(t *testing.T, d *dockerCLI, c *devCluster) {
 		_, _ = tryCmd(t, d.env, "docker", append(args, ids...)...)
 	})
 
+	d.login(c)
 	d.buildHello(push, "hello v1")
 	v1 := d.imageID(push)
 	ids = append(ids, v1)
