@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -37,6 +40,11 @@ const (
 	putRepo  = "bench/puts"
 	listRepo = "bench/list"
 )
+
+// ClientName is the common name of the certificate the benchmark's clients present with TLS,
+// in group pki.GroupProxy: the proxy is what writes tags in production, so the clients are
+// authorized as it is, by the same check.
+const ClientName = "bench-client"
 
 // listRuns is how many times the full listing is timed; the median is reported.
 const listRuns = 5
@@ -60,7 +68,13 @@ type TagsConfig struct {
 	Gets int
 	// List is how many tags one repository holds when its listing is timed.
 	List int
-	// Dir holds the nodes' Raft state; "" uses a temporary directory removed afterwards.
+	// TLS runs every link over mutual TLS, as a cluster of separate hosts would: each node
+	// serves its HTTP API, its admin listener and Raft with a certificate of its own from a CA
+	// made for the run, and verifies its callers' (see cluster.TLS); the benchmark's clients
+	// present ClientName's. Without it everything is plain text.
+	TLS bool
+	// Dir holds the nodes' Raft state (and, with TLS, the certificates in Dir/tls); "" uses a
+	// temporary directory removed afterwards.
 	Dir string
 }
 
@@ -126,6 +140,10 @@ type TagsResult struct {
 	Clients int `json:"clients"`
 	// LeaderOnly says every request went to the leader (else they were spread over the nodes).
 	LeaderOnly bool `json:"leader_only"`
+	// TLS says every link ran over mutual TLS (TagsConfig.TLS); Endpoints are the API URLs the
+	// clients called, https:// with TLS.
+	TLS       bool     `json:"tls"`
+	Endpoints []string `json:"endpoints"`
 
 	// Puts distinct tags written, with the rate and latency percentiles.
 	Puts     int     `json:"puts"`
@@ -188,8 +206,15 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		dir = d
 	}
 
+	var ca *pki.CA
+	if cfg.TLS {
+		if ca, err = pki.NewCA("krakenctl bench tags CA"); err != nil {
+			return TagsResult{}, fmt.Errorf("bench CA: %w", err)
+		}
+	}
+
 	report(deps, Progress{Phase: PhaseStart, Total: cfg.Nodes})
-	c, err := startTagCluster(ctx, cfg.Nodes, dir, deps.Logger)
+	c, err := startTagCluster(ctx, cfg.Nodes, dir, ca, deps.Logger)
 	if err != nil {
 		return TagsResult{}, err
 	}
@@ -200,13 +225,17 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	}()
 	report(deps, Progress{Phase: PhaseStart, Done: cfg.Nodes, Total: cfg.Nodes})
 
-	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2, MaxIdleConns: cfg.Clients * 4}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	hc, scheme, err := benchClient(ca, tlsDir(dir), cfg.Clients)
+	if err != nil {
+		return TagsResult{}, err
+	}
+	defer hc.CloseIdleConnections()
 	addrs := c.Addrs(cluster.BuildIndex)
 	nodes := make([]*client.BuildIndex, len(addrs))
+	endpoints := make([]string, len(addrs))
 	for i, a := range addrs {
-		nodes[i] = client.NewBuildIndex(a, hc)
+		endpoints[i] = scheme + "://" + a
+		nodes[i] = client.NewBuildIndex(endpoints[i], hc)
 	}
 	targets := nodes
 	if cfg.LeaderOnly {
@@ -217,7 +246,8 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		targets = []*client.BuildIndex{nodes[li]}
 	}
 
-	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, LeaderOnly: cfg.LeaderOnly, Puts: cfg.Puts, ListRunsMs: []float64{}}
+	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, LeaderOnly: cfg.LeaderOnly, TLS: cfg.TLS, Endpoints: endpoints,
+		Puts: cfg.Puts, ListRunsMs: []float64{}}
 	put := func(repo string) func(ctx context.Context, n *client.BuildIndex, i int) error {
 		return func(ctx context.Context, n *client.BuildIndex, i int) error {
 			_, err := n.PutTag(ctx, repo, tagName(i), digestOf(repo, i))
@@ -358,14 +388,50 @@ func listStore(ctx context.Context, st buildindex.Store, repo string, want int) 
 	return d, nil
 }
 
+// tlsDir is where a TLS run's certificates go.
+func tlsDir(dir string) string { return filepath.Join(dir, "tls") }
+
+// benchClient is the benchmark's clients' HTTP client and the scheme of the URLs they call,
+// built as the components' and the CLI's are (httpserve.NewClient) with the pool the clients
+// need. With ca it speaks TLS only, presenting a certificate of ClientName issued into dir and
+// verifying the nodes' against ca, as a proxy's client does; a write sent straight to the
+// leader the nodes name (a host:port) goes out as https:// too. The client is the same either
+// way but for TLS, so that a TLS run differs from a plain one by TLS alone.
+func benchClient(ca *pki.CA, dir string, clients int) (*http.Client, string, error) {
+	o := httpserve.ClientOptions{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 4}
+	scheme := "http"
+	if ca != nil {
+		cfg, err := ca.IssueFiles(dir, "bench", pki.Leaf{Name: ClientName, Groups: []string{pki.GroupProxy}})
+		if err != nil {
+			return nil, "", fmt.Errorf("bench client certificate: %w", err)
+		}
+		p, err := pki.Load(cfg)
+		if err != nil {
+			return nil, "", fmt.Errorf("bench client certificate: %w", err)
+		}
+		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return p.Dialer(d).DialContext
+		}
+		scheme = "https"
+	}
+	hc := httpserve.NewClient(o)
+	hc.Timeout = time.Minute
+	return hc, scheme, nil
+}
+
 // startTagCluster starts n build-index nodes under dir, as operators start a real cluster: the
 // first bootstraps the Raft group, the others join it through its API. Content checks are off
-// and there is no storage backend. It returns once every node is a voter and a leader is
-// known; on error everything it started is stopped.
-func startTagCluster(ctx context.Context, n int, dir string, log *slog.Logger) (*cluster.Cluster, error) {
+// and there is no storage backend. With ca every node runs with TLS on every listener and
+// mutual TLS to the others, its certificates in tlsDir(dir). It returns once every node is a
+// voter and a leader is known; on error everything it started is stopped.
+func startTagCluster(ctx context.Context, n int, dir string, ca *pki.CA, log *slog.Logger) (*cluster.Cluster, error) {
 	off := false
+	var tlsSpec *cluster.TLS
+	if ca != nil {
+		tlsSpec = &cluster.TLS{CA: ca, Dir: tlsDir(dir)}
+	}
 	c, err := cluster.New(cluster.Spec{
-		Dir: dir, BuildIndexes: n, NoBackend: true,
+		Dir: dir, BuildIndexes: n, NoBackend: true, TLS: tlsSpec,
 		BuildIndexConfig: func(i int, bc *buildindex.Config) {
 			bc.Dir = filepath.Join(dir, fmt.Sprintf("node-%d", i+1))
 			bc.Raft.NodeID = fmt.Sprintf("bi-%d", i+1)
