@@ -49,9 +49,9 @@ to the leader, which leaves that hop out):
          after page as large as the server allows, through the leader; the median of 5 runs
 
 With --tls every link runs over mutual TLS, as between separate hosts: a CA made for the run
-issues each node a certificate of its own, the HTTP API, the admin listeners and Raft serve
-TLS and require the caller's certificate, and the clients present one of group proxy (the
-role that writes tags in production), named bench-client. Run it against the same command
+issues each node a certificate of its own, the HTTP API and Raft require the caller's
+certificate, the admin listeners serve TLS too, and the clients present a certificate of group
+proxy (the role that writes tags in production), named bench-client. Run it against the same command
 without --tls to see what TLS costs (scripts/ab-bench.sh alternates the two).
 
 Every request must succeed, or the benchmark fails. Progress is drawn on stderr when it is a
