@@ -50,9 +50,9 @@ to the leader, which leaves that hop out):
 
 With --tls every link runs over mutual TLS, as between separate hosts: a CA made for the run
 issues each node a certificate of its own, the HTTP API and Raft require the caller's
-certificate, the admin listeners serve TLS too, and the clients present a certificate of group
-proxy (the role that writes tags in production), named bench-client. Run it against the same command
-without --tls to see what TLS costs (scripts/ab-bench.sh alternates the two).
+certificate, the admin listeners serve TLS too, and the clients present a certificate of
+group proxy (the role that writes tags in production), named bench-client. Compare it with
+the same command without --tls to see what TLS costs (scripts/ab-bench.sh alternates them).
 
 Every request must succeed, or the benchmark fails. Progress is drawn on stderr when it is a
 terminal. The numbers describe this machine under its current load: run it on a quiet one.`,
