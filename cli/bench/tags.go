@@ -48,6 +48,9 @@ to the leader, which leaves that hop out):
   list   one repository filled with --list tags through the API, then listed in full, page
          after page as large as the server allows, through the leader; the median of 5 runs
 
+Puts and gets also report the process's CPU time per operation (the nodes and the clients
+share the process), which other load on the machine disturbs less than the rates.
+
 With --tls every link runs over mutual TLS, as between separate hosts: a CA made for the run
 issues each node a certificate of its own, the HTTP API and Raft require the caller's
 certificate, the admin listeners serve TLS too, and the clients present a certificate of
@@ -154,15 +157,15 @@ func startCPUProfile(path string) (stop func() error, err error) {
 }
 
 func printTags(w io.Writer, r bench.TagsResult) error {
-	t := cmdutil.NewTable(w, "measure", "count", "result", "p50", "p99")
-	t.Row("tag puts", r.Puts, rate(r.PutsPerS), msCell(r.PutP50Ms), msCell(r.PutP99Ms))
+	t := cmdutil.NewTable(w, "measure", "count", "result", "p50", "p99", "cpu/op")
+	t.Row("tag puts", r.Puts, rate(r.PutsPerS), msCell(r.PutP50Ms), msCell(r.PutP99Ms), usCell(r.PutCPUUs))
 	if r.Gets > 0 {
-		t.Row("linearizable gets", r.Gets, rate(r.GetsPerS), msCell(r.GetP50Ms), msCell(r.GetP99Ms))
+		t.Row("linearizable gets", r.Gets, rate(r.GetsPerS), msCell(r.GetP50Ms), msCell(r.GetP99Ms), usCell(r.GetCPUUs))
 	}
 	if r.ListTags > 0 {
-		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-")
-		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", cmdutil.Plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-")
-		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-")
+		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-", "-")
+		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", cmdutil.Plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-", "-")
+		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-", "-")
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -177,6 +180,9 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 	}
 	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1 over %s, %s %s, %.1fs in all.\n",
 		cmdutil.Plural(r.Nodes, "build-index node"), links, cmdutil.Plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
+	if err == nil && (r.PutCPUUs > 0 || r.GetCPUUs > 0) {
+		_, err = fmt.Fprintln(w, "CPU/op is the process's CPU time (nodes and clients together) per operation.")
+	}
 	if err == nil && r.ListTags > 0 {
 		runs := make([]string, len(r.ListRunsMs))
 		for i, v := range r.ListRunsMs {
@@ -185,6 +191,14 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 		_, err = fmt.Fprintf(w, "Listings are the median of %d runs through the leader (HTTP: %s).\n", len(runs), strings.Join(runs, ", "))
 	}
 	return err
+}
+
+// usCell shows a CPU time per operation; "-" when the platform did not say.
+func usCell(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f µs", v)
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -93,13 +94,14 @@ func TestTagsTable(t *testing.T) {
 	opts, out, errOut := tinyOptions(t, cmdutil.OutputTable)
 	require.NoError(t, tagsRun(t.Context(), opts))
 	lines := strings.Split(out.String(), "\n")
-	require.Regexp(t, `^MEASURE\s+COUNT\s+RESULT\s+P50\s+P99$`, lines[0])
-	require.Regexp(t, `^tag puts\s+12\s+\d+/s\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms$`, lines[1])
-	require.Regexp(t, `^linearizable gets\s+20\s+\d+/s\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms$`, lines[2])
-	require.Regexp(t, `^tag puts \(filling the listed repository\)\s+30\s+\d+/s\s+-\s+-$`, lines[3])
-	require.Regexp(t, `^list a repository's tags \(HTTP, 1 page\)\s+30\s+\d+(\.\d+)? ms\s+-\s+-$`, lines[4])
-	require.Regexp(t, `^list a repository's tags \(in the store\)\s+30\s+\d+(\.\d+)? ms\s+-\s+-$`, lines[5])
+	require.Regexp(t, `^MEASURE\s+COUNT\s+RESULT\s+P50\s+P99\s+CPU/OP$`, lines[0])
+	require.Regexp(t, `^tag puts\s+12\s+\d+/s\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms\s+\d+ µs$`, lines[1])
+	require.Regexp(t, `^linearizable gets\s+20\s+\d+/s\s+\d+(\.\d+)? ms\s+\d+(\.\d+)? ms\s+\d+ µs$`, lines[2])
+	require.Regexp(t, `^tag puts \(filling the listed repository\)\s+30\s+\d+/s\s+-\s+-\s+-$`, lines[3])
+	require.Regexp(t, `^list a repository's tags \(HTTP, 1 page\)\s+30\s+\d+(\.\d+)? ms\s+-\s+-\s+-$`, lines[4])
+	require.Regexp(t, `^list a repository's tags \(in the store\)\s+30\s+\d+(\.\d+)? ms\s+-\s+-\s+-$`, lines[5])
 	require.Contains(t, out.String(), "3 build-index nodes on 127.0.0.1 over plain text, 3 concurrent clients spread over them")
+	require.Contains(t, out.String(), "CPU/op is the process's CPU time (nodes and clients together) per operation.\n")
 	require.Contains(t, out.String(), "Listings are the median of 5 runs through the leader (HTTP: ")
 
 	// Not a terminal: one line per phase on stderr, and nothing else.
@@ -122,6 +124,10 @@ func TestTagsJSONSkippingPhases(t *testing.T) {
 	require.Equal(t, 0.0, m["list_tags"], "--list 0 skips the listing")
 	require.Nil(t, m["list_100k_ms"])
 	require.Positive(t, m["puts_per_s"])
+	if runtime.GOOS == "linux" {
+		require.Positive(t, m["put_cpu_us"], "Linux says how much CPU the process used")
+	}
+	require.Equal(t, 0.0, m["get_cpu_us"], "no gets, no CPU per get")
 	require.Equal(t, false, m["tls"])
 	require.Len(t, m["endpoints"], 1)
 	require.Regexp(t, `^http://127\.0\.0\.1:\d+$`, m["endpoints"].([]any)[0])
@@ -184,6 +190,6 @@ func TestPrintTagsWithoutOptionalPhases(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
 	require.NoError(t, printTags(&out, bench.TagsResult{Nodes: 1, Clients: 2, Puts: 5, PutsPerS: 1234.4, PutP50Ms: 0.5, PutP99Ms: 123.4, ElapsedS: 1.25}))
-	require.Equal(t, "MEASURE   COUNT  RESULT  P50      P99\ntag puts  5      1234/s  0.50 ms  123 ms\n\n"+
+	require.Equal(t, "MEASURE   COUNT  RESULT  P50      P99     CPU/OP\ntag puts  5      1234/s  0.50 ms  123 ms  -\n\n"+
 		"1 build-index node on 127.0.0.1 over plain text, 2 concurrent clients spread over them, 1.2s in all.\n", out.String())
 }

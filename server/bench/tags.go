@@ -150,12 +150,19 @@ type TagsResult struct {
 	PutsPerS float64 `json:"puts_per_s"`
 	PutP50Ms float64 `json:"put_p50_ms"`
 	PutP99Ms float64 `json:"put_p99_ms"`
+	// PutCPUUs is the CPU time the whole process (every node and every client: they share it)
+	// spent per put during the put phase, in microseconds; 0 where the platform does not say.
+	// Unlike the rate it hardly moves with the machine's load, so it shows what a change such
+	// as TLS costs when the rates are too noisy to.
+	PutCPUUs float64 `json:"put_cpu_us"`
 
 	// Gets linearizable reads, with the rate and latency percentiles.
 	Gets     int     `json:"gets"`
 	GetsPerS float64 `json:"gets_per_s"`
 	GetP50Ms float64 `json:"get_p50_ms"`
 	GetP99Ms float64 `json:"get_p99_ms"`
+	// GetCPUUs is PutCPUUs for the get phase.
+	GetCPUUs float64 `json:"get_cpu_us"`
 
 	// ListTags is how many tags the listed repository held; FillPerS is the put rate while
 	// filling it (a second put measurement, on a bigger store).
@@ -260,7 +267,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	if err != nil {
 		return TagsResult{}, err
 	}
-	res.PutsPerS, res.PutP50Ms, res.PutP99Ms = st.rate(), st.percentileMs(50), st.percentileMs(99)
+	res.PutsPerS, res.PutP50Ms, res.PutP99Ms, res.PutCPUUs = st.rate(), st.percentileMs(50), st.percentileMs(99), st.cpuPerOpUs()
 
 	// Linearizable gets of the tags just written, each checked against what was written.
 	if cfg.Gets > 0 {
@@ -279,7 +286,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		if err != nil {
 			return TagsResult{}, err
 		}
-		res.GetsPerS, res.GetP50Ms, res.GetP99Ms = st.rate(), st.percentileMs(50), st.percentileMs(99)
+		res.GetsPerS, res.GetP50Ms, res.GetP99Ms, res.GetCPUUs = st.rate(), st.percentileMs(50), st.percentileMs(99), st.cpuPerOpUs()
 	}
 
 	// Listing.
@@ -483,6 +490,14 @@ type stats struct {
 	n         int
 	wall      time.Duration
 	latencies []time.Duration // sorted
+	cpu       time.Duration   // the process's CPU time during the phase; 0 when unknown
+}
+
+func (s stats) cpuPerOpUs() float64 {
+	if s.n == 0 {
+		return 0
+	}
+	return float64(s.cpu.Microseconds()) / float64(s.n)
 }
 
 func (s stats) rate() float64 {
@@ -542,7 +557,7 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		}()
 	}
 
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for k := range clients {
 		n := nodes[k%len(nodes)]
 		lat[k] = make([]time.Duration, 0, total/clients+1)
@@ -562,7 +577,10 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		})
 	}
 	err := g.Wait()
-	wall := time.Since(start)
+	wall, cpu := time.Since(start), processCPU()-cpu0
+	if cpu0 == 0 {
+		cpu = 0
+	}
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -577,7 +595,7 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	return stats{n: total, wall: wall, latencies: all}, nil
+	return stats{n: total, wall: wall, latencies: all, cpu: cpu}, nil
 }
 
 func report(deps TagsDeps, p Progress) {

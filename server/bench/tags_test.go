@@ -45,6 +45,10 @@ func TestTagsSmall(t *testing.T) {
 	require.Equal(t, 250, res.ListTags)
 	require.Positive(t, res.PutsPerS)
 	require.Positive(t, res.GetsPerS)
+	if processCPU() > 0 { // the platform says how much CPU the process used
+		require.Positive(t, res.PutCPUUs)
+		require.Positive(t, res.GetCPUUs)
+	}
 	require.Positive(t, res.FillPerS)
 	require.Positive(t, res.ListMs)
 	require.Positive(t, res.ListStoreMs)
