@@ -35,7 +35,7 @@ type TagsOptions struct {
 func NewCmdTags(f *cmdutil.Factory, runF func(context.Context, *TagsOptions) error) *cobra.Command {
 	opts := &TagsOptions{IO: f.IOStreams, Logger: f.Logger}
 	cmd := &cobra.Command{
-		Use:   "tags [--puts N] [--gets N] [--list N] [--clients C]",
+		Use:   "tags [--puts N] [--gets N] [--list N] [--clients C] [--tls]",
 		Short: "Measure the build-index: tag puts, linearizable gets, listing",
 		Long: `Start a build-index cluster in this process (--nodes nodes, Raft over TCP and the HTTP API on
 127.0.0.1, content checks off, no storage backend) and measure it through the HTTP API with
@@ -48,10 +48,20 @@ to the leader, which leaves that hop out):
   list   one repository filled with --list tags through the API, then listed in full, page
          after page as large as the server allows, through the leader; the median of 5 runs
 
+Puts and gets also report the process's CPU time per operation (the nodes and the clients
+share the process), which other load on the machine disturbs less than the rates.
+
+With --tls every link runs over mutual TLS, as between separate hosts: a CA made for the run
+issues each node a certificate of its own, the HTTP API and Raft require the caller's
+certificate, the admin listeners serve TLS too, and the clients present a certificate of
+group proxy (the role that writes tags in production), named bench-client. Compare it with
+the same command without --tls to see what TLS costs (scripts/ab-bench.sh alternates them).
+
 Every request must succeed, or the benchmark fails. Progress is drawn on stderr when it is a
 terminal. The numbers describe this machine under its current load: run it on a quiet one.`,
 		Example: `  krakenctl bench tags
-  krakenctl bench tags --puts 5000 --gets 20000 --list 10000 --clients 16 -o json`,
+  krakenctl bench tags --puts 5000 --gets 20000 --list 10000 --clients 16 -o json
+  krakenctl bench tags --tls -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := opts.Config
@@ -80,6 +90,7 @@ terminal. The numbers describe this machine under its current load: run it on a 
 	fl.IntVar(&opts.Config.Nodes, "nodes", bench.DefaultNodes, "build-index nodes in the cluster")
 	fl.IntVar(&opts.Config.Clients, "clients", bench.DefaultClients, "concurrent clients")
 	fl.BoolVar(&opts.Config.LeaderOnly, "leader-only", false, "send every request to the leader instead of spreading them over the nodes")
+	fl.BoolVar(&opts.Config.TLS, "tls", false, "run the API, the admin listeners and Raft over mutual TLS, with a CA made for the run")
 	fl.IntVar(&opts.Config.Puts, "puts", bench.DefaultPuts, "tags to write")
 	fl.IntVar(&opts.Config.Gets, "gets", bench.DefaultGets, "linearizable reads to make (0 skips them)")
 	fl.IntVar(&opts.Config.List, "list", bench.DefaultList, "tags in the repository whose listing is timed (0 skips it)")
@@ -146,15 +157,15 @@ func startCPUProfile(path string) (stop func() error, err error) {
 }
 
 func printTags(w io.Writer, r bench.TagsResult) error {
-	t := cmdutil.NewTable(w, "measure", "count", "result", "p50", "p99")
-	t.Row("tag puts", r.Puts, rate(r.PutsPerS), msCell(r.PutP50Ms), msCell(r.PutP99Ms))
+	t := cmdutil.NewTable(w, "measure", "count", "result", "p50", "p99", "cpu/op")
+	t.Row("tag puts", r.Puts, rate(r.PutsPerS), msCell(r.PutP50Ms), msCell(r.PutP99Ms), usCell(r.PutCPUUs))
 	if r.Gets > 0 {
-		t.Row("linearizable gets", r.Gets, rate(r.GetsPerS), msCell(r.GetP50Ms), msCell(r.GetP99Ms))
+		t.Row("linearizable gets", r.Gets, rate(r.GetsPerS), msCell(r.GetP50Ms), msCell(r.GetP99Ms), usCell(r.GetCPUUs))
 	}
 	if r.ListTags > 0 {
-		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-")
-		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", cmdutil.Plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-")
-		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-")
+		t.Row("tag puts (filling the listed repository)", r.ListTags, rate(r.FillPerS), "-", "-", "-")
+		t.Row(fmt.Sprintf("list a repository's tags (HTTP, %s)", cmdutil.Plural(r.ListPages, "page")), r.ListTags, msCell(r.ListMs), "-", "-", "-")
+		t.Row("list a repository's tags (in the store)", r.ListTags, msCell(r.ListStoreMs), "-", "-", "-")
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -163,8 +174,15 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 	if r.LeaderOnly {
 		spread = "all sent to the leader"
 	}
-	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1, %s %s, %.1fs in all.\n",
-		cmdutil.Plural(r.Nodes, "build-index node"), cmdutil.Plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
+	links := "plain text"
+	if r.TLS {
+		links = "mutual TLS"
+	}
+	_, err := fmt.Fprintf(w, "\n%s on 127.0.0.1 over %s, %s %s, %.1fs in all.\n",
+		cmdutil.Plural(r.Nodes, "build-index node"), links, cmdutil.Plural(r.Clients, "concurrent client"), spread, r.ElapsedS)
+	if err == nil && (r.PutCPUUs > 0 || r.GetCPUUs > 0) {
+		_, err = fmt.Fprintln(w, "CPU/op is the process's CPU time (nodes and clients together) per operation.")
+	}
 	if err == nil && r.ListTags > 0 {
 		runs := make([]string, len(r.ListRunsMs))
 		for i, v := range r.ListRunsMs {
@@ -173,6 +191,14 @@ func printTags(w io.Writer, r bench.TagsResult) error {
 		_, err = fmt.Fprintf(w, "Listings are the median of %d runs through the leader (HTTP: %s).\n", len(runs), strings.Join(runs, ", "))
 	}
 	return err
+}
+
+// usCell shows a CPU time per operation; "-" when the platform did not say.
+func usCell(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f µs", v)
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }

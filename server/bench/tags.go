@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +21,8 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
@@ -37,6 +40,11 @@ const (
 	putRepo  = "bench/puts"
 	listRepo = "bench/list"
 )
+
+// ClientName is the common name of the certificate the benchmark's clients present with TLS,
+// in group pki.GroupProxy: the proxy is what writes tags in production, so the clients are
+// authorized as it is, by the same check.
+const ClientName = "bench-client"
 
 // listRuns is how many times the full listing is timed; the median is reported.
 const listRuns = 5
@@ -60,7 +68,13 @@ type TagsConfig struct {
 	Gets int
 	// List is how many tags one repository holds when its listing is timed.
 	List int
-	// Dir holds the nodes' Raft state; "" uses a temporary directory removed afterwards.
+	// TLS runs every link over mutual TLS, as a cluster of separate hosts would: each node
+	// serves its HTTP API, its admin listener and Raft with a certificate of its own from a CA
+	// made for the run, and verifies its callers' (see cluster.TLS); the benchmark's clients
+	// present ClientName's. Without it everything is plain text.
+	TLS bool
+	// Dir holds the nodes' Raft state (and, with TLS, the certificates in Dir/tls); "" uses a
+	// temporary directory removed afterwards.
 	Dir string
 }
 
@@ -126,18 +140,29 @@ type TagsResult struct {
 	Clients int `json:"clients"`
 	// LeaderOnly says every request went to the leader (else they were spread over the nodes).
 	LeaderOnly bool `json:"leader_only"`
+	// TLS says every link ran over mutual TLS (TagsConfig.TLS); Endpoints are the API URLs the
+	// clients called, https:// with TLS.
+	TLS       bool     `json:"tls"`
+	Endpoints []string `json:"endpoints"`
 
 	// Puts distinct tags written, with the rate and latency percentiles.
 	Puts     int     `json:"puts"`
 	PutsPerS float64 `json:"puts_per_s"`
 	PutP50Ms float64 `json:"put_p50_ms"`
 	PutP99Ms float64 `json:"put_p99_ms"`
+	// PutCPUUs is the CPU time the whole process (every node and every client: they share it)
+	// spent per put during the put phase, in microseconds; 0 where the platform does not say.
+	// Unlike the rate it hardly moves with the machine's load, so it shows what a change such
+	// as TLS costs when the rates are too noisy to.
+	PutCPUUs float64 `json:"put_cpu_us"`
 
 	// Gets linearizable reads, with the rate and latency percentiles.
 	Gets     int     `json:"gets"`
 	GetsPerS float64 `json:"gets_per_s"`
 	GetP50Ms float64 `json:"get_p50_ms"`
 	GetP99Ms float64 `json:"get_p99_ms"`
+	// GetCPUUs is PutCPUUs for the get phase.
+	GetCPUUs float64 `json:"get_cpu_us"`
 
 	// ListTags is how many tags the listed repository held; FillPerS is the put rate while
 	// filling it (a second put measurement, on a bigger store).
@@ -188,8 +213,15 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		dir = d
 	}
 
+	var ca *pki.CA
+	if cfg.TLS {
+		if ca, err = pki.NewCA("krakenctl bench tags CA"); err != nil {
+			return TagsResult{}, fmt.Errorf("bench CA: %w", err)
+		}
+	}
+
 	report(deps, Progress{Phase: PhaseStart, Total: cfg.Nodes})
-	c, err := startTagCluster(ctx, cfg.Nodes, dir, deps.Logger)
+	c, err := startTagCluster(ctx, cfg.Nodes, dir, ca, deps.Logger)
 	if err != nil {
 		return TagsResult{}, err
 	}
@@ -200,13 +232,17 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	}()
 	report(deps, Progress{Phase: PhaseStart, Done: cfg.Nodes, Total: cfg.Nodes})
 
-	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Clients * 2, MaxIdleConns: cfg.Clients * 4}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	hc, scheme, err := benchClient(ca, tlsDir(dir), cfg.Clients)
+	if err != nil {
+		return TagsResult{}, err
+	}
+	defer hc.CloseIdleConnections()
 	addrs := c.Addrs(cluster.BuildIndex)
 	nodes := make([]*client.BuildIndex, len(addrs))
+	endpoints := make([]string, len(addrs))
 	for i, a := range addrs {
-		nodes[i] = client.NewBuildIndex(a, hc)
+		endpoints[i] = scheme + "://" + a
+		nodes[i] = client.NewBuildIndex(endpoints[i], hc)
 	}
 	targets := nodes
 	if cfg.LeaderOnly {
@@ -217,7 +253,8 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		targets = []*client.BuildIndex{nodes[li]}
 	}
 
-	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, LeaderOnly: cfg.LeaderOnly, Puts: cfg.Puts, ListRunsMs: []float64{}}
+	res := TagsResult{Nodes: cfg.Nodes, Clients: cfg.Clients, LeaderOnly: cfg.LeaderOnly, TLS: cfg.TLS, Endpoints: endpoints,
+		Puts: cfg.Puts, ListRunsMs: []float64{}}
 	put := func(repo string) func(ctx context.Context, n *client.BuildIndex, i int) error {
 		return func(ctx context.Context, n *client.BuildIndex, i int) error {
 			_, err := n.PutTag(ctx, repo, tagName(i), digestOf(repo, i))
@@ -230,7 +267,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 	if err != nil {
 		return TagsResult{}, err
 	}
-	res.PutsPerS, res.PutP50Ms, res.PutP99Ms = st.rate(), st.percentileMs(50), st.percentileMs(99)
+	res.PutsPerS, res.PutP50Ms, res.PutP99Ms, res.PutCPUUs = st.rate(), st.percentileMs(50), st.percentileMs(99), st.cpuPerOpUs()
 
 	// Linearizable gets of the tags just written, each checked against what was written.
 	if cfg.Gets > 0 {
@@ -249,7 +286,7 @@ func Tags(ctx context.Context, cfg TagsConfig, deps TagsDeps) (_ TagsResult, err
 		if err != nil {
 			return TagsResult{}, err
 		}
-		res.GetsPerS, res.GetP50Ms, res.GetP99Ms = st.rate(), st.percentileMs(50), st.percentileMs(99)
+		res.GetsPerS, res.GetP50Ms, res.GetP99Ms, res.GetCPUUs = st.rate(), st.percentileMs(50), st.percentileMs(99), st.cpuPerOpUs()
 	}
 
 	// Listing.
@@ -358,14 +395,50 @@ func listStore(ctx context.Context, st buildindex.Store, repo string, want int) 
 	return d, nil
 }
 
+// tlsDir is where a TLS run's certificates go.
+func tlsDir(dir string) string { return filepath.Join(dir, "tls") }
+
+// benchClient is the benchmark's clients' HTTP client and the scheme of the URLs they call,
+// built as the components' and the CLI's are (httpserve.NewClient) with the pool the clients
+// need. With ca it speaks TLS only, presenting a certificate of ClientName issued into dir and
+// verifying the nodes' against ca, as a proxy's client does; a write sent straight to the
+// leader the nodes name (a host:port) goes out as https:// too. The client is the same either
+// way but for TLS, so that a TLS run differs from a plain one by TLS alone.
+func benchClient(ca *pki.CA, dir string, clients int) (*http.Client, string, error) {
+	o := httpserve.ClientOptions{MaxIdleConnsPerHost: clients * 2, MaxIdleConns: clients * 4}
+	scheme := "http"
+	if ca != nil {
+		cfg, err := ca.IssueFiles(dir, "bench", pki.Leaf{Name: ClientName, Groups: []string{pki.GroupProxy}})
+		if err != nil {
+			return nil, "", fmt.Errorf("bench client certificate: %w", err)
+		}
+		p, err := pki.Load(cfg)
+		if err != nil {
+			return nil, "", fmt.Errorf("bench client certificate: %w", err)
+		}
+		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
+			return p.Dialer(d).DialContext
+		}
+		scheme = "https"
+	}
+	hc := httpserve.NewClient(o)
+	hc.Timeout = time.Minute
+	return hc, scheme, nil
+}
+
 // startTagCluster starts n build-index nodes under dir, as operators start a real cluster: the
 // first bootstraps the Raft group, the others join it through its API. Content checks are off
-// and there is no storage backend. It returns once every node is a voter and a leader is
-// known; on error everything it started is stopped.
-func startTagCluster(ctx context.Context, n int, dir string, log *slog.Logger) (*cluster.Cluster, error) {
+// and there is no storage backend. With ca every node runs with TLS on every listener and
+// mutual TLS to the others, its certificates in tlsDir(dir). It returns once every node is a
+// voter and a leader is known; on error everything it started is stopped.
+func startTagCluster(ctx context.Context, n int, dir string, ca *pki.CA, log *slog.Logger) (*cluster.Cluster, error) {
 	off := false
+	var tlsSpec *cluster.TLS
+	if ca != nil {
+		tlsSpec = &cluster.TLS{CA: ca, Dir: tlsDir(dir)}
+	}
 	c, err := cluster.New(cluster.Spec{
-		Dir: dir, BuildIndexes: n, NoBackend: true,
+		Dir: dir, BuildIndexes: n, NoBackend: true, TLS: tlsSpec,
 		BuildIndexConfig: func(i int, bc *buildindex.Config) {
 			bc.Dir = filepath.Join(dir, fmt.Sprintf("node-%d", i+1))
 			bc.Raft.NodeID = fmt.Sprintf("bi-%d", i+1)
@@ -417,6 +490,14 @@ type stats struct {
 	n         int
 	wall      time.Duration
 	latencies []time.Duration // sorted
+	cpu       time.Duration   // the process's CPU time during the phase; 0 when unknown
+}
+
+func (s stats) cpuPerOpUs() float64 {
+	if s.n == 0 {
+		return 0
+	}
+	return float64(s.cpu.Microseconds()) / float64(s.n)
 }
 
 func (s stats) rate() float64 {
@@ -476,7 +557,7 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		}()
 	}
 
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	for k := range clients {
 		n := nodes[k%len(nodes)]
 		lat[k] = make([]time.Duration, 0, total/clients+1)
@@ -496,7 +577,10 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		})
 	}
 	err := g.Wait()
-	wall := time.Since(start)
+	wall, cpu := time.Since(start), processCPU()-cpu0
+	if cpu0 == 0 {
+		cpu = 0
+	}
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -511,7 +595,7 @@ func run(ctx context.Context, deps TagsDeps, phase string, total, clients int, n
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	return stats{n: total, wall: wall, latencies: all}, nil
+	return stats{n: total, wall: wall, latencies: all, cpu: cpu}, nil
 }
 
 func report(deps TagsDeps, p Progress) {
