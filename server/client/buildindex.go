@@ -307,10 +307,20 @@ func (c *BuildIndex) Ready(ctx context.Context) error {
 	return nil
 }
 
+// scheme is the scheme of the address the client was built with, for the leader it learns: a
+// client given an https:// URL keeps speaking TLS to the leader (one given host:port relies
+// on its http.Client to upgrade, as the components' client does).
+func (c *BuildIndex) scheme() string {
+	if strings.HasPrefix(c.base, "https://") {
+		return "https://"
+	}
+	return "http://"
+}
+
 func (c *BuildIndex) do(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
 	if method != http.MethodGet && method != http.MethodHead {
 		if l := c.leader.Load(); l != nil && *l != c.addr {
-			resp, err := c.send(ctx, "http://"+*l, *l, method, path, body)
+			resp, err := c.send(ctx, c.scheme()+*l, *l, method, path, body)
 			if err == nil && resp.StatusCode != http.StatusServiceUnavailable {
 				return resp, nil
 			}

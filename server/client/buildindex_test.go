@@ -219,6 +219,31 @@ func TestBuildIndexWritesGoToTheLeader(t *testing.T) {
 	require.EqualValues(t, 2, followerWrites.Load())
 }
 
+// TestBuildIndexWritesGoToTheLeaderOverTLS: a client built with an https:// URL and a plain
+// TLS http.Client (no upgrading dialer) sends its writes to the leader it learns over TLS too.
+func TestBuildIndexWritesGoToTheLeaderOverTLS(t *testing.T) {
+	t.Parallel()
+	tagJSON := `{"repo":"a","tag":"t","digest":"sha256:` + strings.Repeat("0", 64) + `","index":1}`
+	var leaderWrites atomic.Int32
+	leader := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaderWrites.Add(1)
+		_, _ = io.WriteString(w, tagJSON)
+	}))
+	defer leader.Close()
+	follower := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.HeaderLeader, strings.TrimPrefix(leader.URL, "https://"))
+		_, _ = io.WriteString(w, tagJSON)
+	}))
+	defer follower.Close()
+	c := NewBuildIndex(follower.URL, follower.Client()) // both servers share httptest's certificate
+	d := digest.Digest("sha256:" + strings.Repeat("0", 64))
+	for range 3 {
+		_, err := c.PutTag(t.Context(), "a", "t", d)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 2, leaderWrites.Load(), "writes after the first went to the leader, over TLS")
+}
+
 // TestBuildIndexLinks checks the link requests (the name is one escaped path segment) and
 // answers, against a stub server; the real server is tested with this client in
 // server/buildindex.
