@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,9 @@ type Guard struct {
 	passwords *passwords
 	tokens    *Tokens
 	limiter   *failLimiter
-	metrics   *metrics
+	// checks holds a slot per password check running (bcrypt), checkSlots at most.
+	checks  chan struct{}
+	metrics *metrics
 	// peer reads the identity of a verified client certificate.
 	peer func(*tls.ConnectionState) (Identity, bool)
 }
@@ -78,9 +81,12 @@ func New(cfg *Config, opts Options) (*Guard, error) {
 	return &Guard{
 		mode: cfg.Mode, service: cfg.Token.Service, realm: cfg.Token.Realm,
 		log: log, policy: policy, passwords: pw, tokens: NewTokens(cfg.Token, now),
-		limiter: newFailLimiter(now), metrics: m, peer: peerIdentity,
+		limiter: newFailLimiter(now), checks: make(chan struct{}, checkSlots()), metrics: m, peer: peerIdentity,
 	}, nil
 }
+
+// checkSlots is how many password checks may run at once: one per core the process may use.
+func checkSlots() int { return max(1, runtime.GOMAXPROCS(0)) }
 
 // credKind is what authenticated a request.
 type credKind int
@@ -227,15 +233,27 @@ func (g *Guard) login(r *http.Request, user, password string) (Identity, *refusa
 	if g.passwords.recentlyChecked(user, password) {
 		return g.policy.User(user), nil
 	}
-	if blocked, wait := g.limiter.blocked(host); blocked {
+	ok, wait, done := g.limiter.reserve(host)
+	if !ok {
 		g.metrics.logins.WithLabelValues("limited").Inc()
 		// Debug: an attacker who keeps trying would otherwise fill the log; the metric counts.
 		g.log.DebugContext(r.Context(), "login refused: too many failed logins from this address", "user", logName(user), "remote", r.RemoteAddr)
 		return Identity{}, &refusal{retryAfter: wait, err: errcode.Errorf(http.StatusTooManyRequests, errcode.CodeTooManyRequests,
 			"too many failed logins from %s; try again later", host)}
 	}
-	if !g.passwords.check(user, password) {
-		g.limiter.failed(host)
+	// bcrypt is the dearest thing a request can make the server do: at most checkSlots run at
+	// once, whatever the number of connections, so a flood of logins queues instead of taking
+	// every core.
+	select {
+	case g.checks <- struct{}{}:
+	case <-r.Context().Done():
+		done(false)
+		return Identity{}, &refusal{err: errcode.Errorf(http.StatusServiceUnavailable, errcode.CodeUnavailable, "login abandoned: %v", r.Context().Err())}
+	}
+	matched := g.passwords.check(user, password)
+	<-g.checks
+	done(matched)
+	if !matched {
 		g.metrics.logins.WithLabelValues("failed").Inc()
 		g.log.WarnContext(r.Context(), "login failed", "user", logName(user), "remote", r.RemoteAddr)
 		return Identity{}, unauthorized("wrong user name or password")
@@ -268,10 +286,15 @@ func (g *Guard) authorize(r *http.Request, rt registry.Route, c caller) (*http.R
 			ref.scopes = []string{TypeRegistry + ":" + CatalogName + ":*"}
 			return r, ref
 		}
-		// Anyone may ask; the answer lists only what the caller may pull.
-		policy, id := g.policy, c.id
+		// Anyone may ask; the answer lists only what the caller may pull. A token lists that
+		// only when it carries the catalog scope (registry:catalog:*); otherwise just the
+		// repositories it grants, so a token for one repository does not reveal the others.
+		policy, id, wide := g.policy, c.id, c.kind != credBearer || c.claims.GrantsCatalog()
 		return r.WithContext(context.WithValue(r.Context(), filterKey{}, func(repo string) bool {
-			return policy.Allowed(id, repo).Has(Pull)
+			if wide {
+				return policy.Allowed(id, repo).Has(Pull)
+			}
+			return c.allowed(policy, repo).Has(Pull)
 		})), nil
 	}
 	need := needed(rt.Kind, r.Method)

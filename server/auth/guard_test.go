@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -369,6 +371,64 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	require.Equal(t, 200, gd.do(req{method: "GET", target: target, user: "alice", password: alicePW}).Code)
 }
 
+// TestParallelFailedLoginsAreLimited: wrong passwords sent all at once from one address are
+// limited as if sent one after the other — at most failBurst of them reach bcrypt — since a
+// check takes its share of the limit before it runs.
+func TestParallelFailedLoginsAreLimited(t *testing.T) {
+	t.Parallel()
+	gd := newGuarded(t, nil)
+	const n = 4 * failBurst
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			// Not gd.do, which records what it saw for the tests that send one at a time.
+			hr := httptest.NewRequestWithContext(t.Context(), "GET", "http://proxy.test:5000/v2/team/app/manifests/v1", nil)
+			hr.RemoteAddr = "192.0.2.1:4567"
+			hr.SetBasicAuth("alice", "guess")
+			rec := httptest.NewRecorder()
+			gd.h.ServeHTTP(rec, hr)
+			codes <- rec.Code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	count := map[int]int{}
+	for c := range codes {
+		count[c]++
+	}
+	require.Equal(t, map[int]int{http.StatusUnauthorized: failBurst, http.StatusTooManyRequests: n - failBurst}, count)
+	// A right password from the same address is limited too, until the allowance comes back.
+	require.Equal(t, http.StatusTooManyRequests, gd.do(req{method: "GET", target: "/v2/team/app/manifests/v1", user: "alice", password: alicePW}).Code)
+	gd.clk.advance(failEvery)
+	require.Equal(t, http.StatusOK, gd.do(req{method: "GET", target: "/v2/team/app/manifests/v1", user: "alice", password: alicePW}).Code)
+}
+
+func TestLimitKey(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "192.0.2.7", limitKey("192.0.2.7"))
+	require.Equal(t, "2001:db8:1:2::/64", limitKey("2001:db8:1:2:aaaa:bbbb:cccc:dddd"))
+	require.Equal(t, limitKey("2001:db8:1:2::1"), limitKey("2001:db8:1:2:ffff::9"), "one /64, one allowance")
+	require.Equal(t, "not-an-ip", limitKey("not-an-ip"))
+}
+
+// TestFullLimiterTableAdmitsNewHosts: when every slot holds a host still failing, a new host
+// is still checked (one old entry is forgotten) rather than refused.
+func TestFullLimiterTableAdmitsNewHosts(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	l := newFailLimiter(clk.now)
+	for i := range failMaxHosts {
+		ok, _, done := l.reserve(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+		require.True(t, ok)
+		done(false)
+	}
+	ok, _, done := l.reserve("192.0.2.1")
+	require.True(t, ok, "a new host while the table is full")
+	done(false)
+	require.Len(t, l.hosts, failMaxHosts)
+}
+
 func TestPasswordCache(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
@@ -473,6 +533,16 @@ func TestCatalogIsFiltered(t *testing.T) {
 		rec := gd.do(tc.r)
 		require.Equal(t, 200, rec.Code)
 		require.Equal(t, tc.want, rec.Header().Get("X-Visible"))
+	}
+	// A token lists what it grants, or, with the catalog scope, all its subject may pull.
+	for scope, want := range map[string]string{
+		"repository:team/app:pull": "team/app",
+		"registry:catalog:*":       "public/base,team/app,secret/x",
+	} {
+		tok := gd.token("alice", alicePW, scope)
+		rec := gd.do(req{method: "GET", target: "/v2/_catalog", bearer: tok})
+		require.Equal(t, 200, rec.Code)
+		require.Equal(t, want, rec.Header().Get("X-Visible"), "a token for %s", scope)
 	}
 	// Without anonymous pulls, the anonymous caller is asked to log in.
 	closed := newGuarded(t, func(c *Config) { c.AnonymousPull = nil })

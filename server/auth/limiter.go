@@ -22,6 +22,10 @@ const (
 )
 
 // failLimiter counts failed password checks per client address.
+//
+// A check takes its token before bcrypt runs (reserve) and gives it back when the password
+// matched, so that requests sent in parallel cannot all pass a limit that is only recorded
+// once each of them has failed.
 type failLimiter struct {
 	now func() time.Time
 
@@ -33,36 +37,40 @@ func newFailLimiter(now func() time.Time) *failLimiter {
 	return &failLimiter{now: now, hosts: map[string]*rate.Limiter{}}
 }
 
-// blocked reports whether host has used up its failures, and when it may try again.
-func (l *failLimiter) blocked(host string) (bool, time.Duration) {
+// reserve takes one failure from host's allowance for a password check about to run. When
+// host has none left it reports false and when it may try again; otherwise the caller must
+// call the returned function once the check is done, with whether the password matched (a
+// match gives the failure back).
+func (l *failLimiter) reserve(host string) (ok bool, wait time.Duration, done func(matched bool)) {
+	host = limitKey(host)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lim, ok := l.hosts[host]
-	if !ok {
-		// A table full of hosts still failing means a spread-out attack: refuse new hosts
-		// rather than forget the limits of the old ones.
-		return len(l.hosts) >= failMaxHosts && !l.pruneLocked(), failEvery
-	}
-	tokens := lim.TokensAt(l.now())
-	if tokens >= 1 {
-		return false, 0
-	}
-	return true, time.Duration((1 - tokens) * float64(failEvery))
-}
-
-// failed records a failed check from host.
-func (l *failLimiter) failed(host string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lim, ok := l.hosts[host]
-	if !ok {
+	now := l.now()
+	lim, found := l.hosts[host]
+	if !found {
 		if len(l.hosts) >= failMaxHosts && !l.pruneLocked() {
-			return
+			// Every slot holds a host still failing: a spread-out attack. Forget one of them
+			// rather than refuse every new client until the table drains.
+			for h := range l.hosts {
+				delete(l.hosts, h)
+				break
+			}
 		}
 		lim = rate.NewLimiter(rate.Every(failEvery), failBurst)
 		l.hosts[host] = lim
 	}
-	lim.AllowN(l.now(), 1)
+	r := lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); !r.OK() || d > 0 {
+		r.CancelAt(now)
+		return false, max(d, time.Second), nil
+	}
+	return true, 0, func(matched bool) {
+		if matched {
+			l.mu.Lock()
+			r.CancelAt(l.now())
+			l.mu.Unlock()
+		}
+	}
 }
 
 // pruneLocked forgets hosts whose failures have all been forgiven; it reports whether there is
@@ -75,6 +83,16 @@ func (l *failLimiter) pruneLocked() bool {
 		}
 	}
 	return len(l.hosts) < failMaxHosts
+}
+
+// limitKey is what failures are counted under: the IPv4 address, or the /64 of an IPv6 one
+// (a single host is commonly given a whole /64, and could otherwise change address at will).
+func limitKey(host string) string {
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // clientHost is the address a request came from, without its port.

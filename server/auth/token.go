@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -37,6 +38,17 @@ func (c *Claims) Granted(repo string) Action {
 		}
 	}
 	return a
+}
+
+// GrantsCatalog reports whether the claims grant registry:catalog:*, the scope of a catalog
+// listing every repository the subject may pull.
+func (c *Claims) GrantsCatalog() bool {
+	for _, ra := range c.Access {
+		if ra.Type == TypeRegistry && ra.Name == CatalogName && slices.Contains(ra.Actions, actionAll) {
+			return true
+		}
+	}
+	return false
 }
 
 // Tokens issues and verifies the proxy's tokens: JWTs signed with HMAC-SHA256 under the current
