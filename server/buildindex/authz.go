@@ -52,11 +52,15 @@ func (s *Server) authorize(route string, r *http.Request) error {
 //
 //   - an admin (a certificate in group "admin");
 //   - a build-index node that forwarded the request to the leader (its certificate's name is
-//     the node the forwarding header names): the node that received it checked it first;
+//     the node the forwarding header names, and a member of the group): the node that
+//     received it checked it first. The header is the caller's own word, so only a member
+//     is believed: a certificate issued for another name, or kept by a node since removed,
+//     does not forward;
 //   - a build-index node asking to add itself (its certificate names joining), which is what a
 //     node started with `join:` does; it could run a Raft node under that name anyway.
 //
-// A build-index certificate alone does not let a node add or remove others. Without TLS
+// A build-index certificate alone does not let a node add or remove others; a member's does,
+// as that member could through Raft itself. Without TLS
 // everything is allowed, as in authorize.
 func (s *Server) authorizeMembership(r *http.Request, joining string) error {
 	if !s.cfg.TLS.Enabled() {
@@ -74,11 +78,21 @@ func (s *Server) authorizeMembership(r *http.Request, joining string) error {
 	switch {
 	case id.In(pki.GroupAdmin):
 		return nil
-	case id.In(pki.GroupBuildIndex) && r.Header.Get(HeaderForwardedBy) == id.Name:
+	case id.In(pki.GroupBuildIndex) && r.Header.Get(HeaderForwardedBy) == id.Name && s.isMember(id.Name):
 		return nil
 	case id.In(pki.GroupBuildIndex) && joining != "" && id.Name == joining:
 		return nil
 	}
 	return &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied,
 		Message: fmt.Sprintf("%s (groups %v) may not %s: that needs a certificate of group %q", id.Name, id.Groups, what, pki.GroupAdmin)}
+}
+
+// isMember reports whether id is a server of the Raft configuration this node knows.
+func (s *Server) isMember(id string) bool {
+	for _, m := range s.store.Status().Members {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
 }

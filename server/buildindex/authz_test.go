@@ -91,7 +91,7 @@ func TestAuthorizeByCertificate(t *testing.T) {
 }
 
 // Joins and removals take an admin (attacks X5 and X6 needed nothing). A build-index node may
-// ask to add itself, and a request forwarded by a node is taken on that node's word (it
+// ask to add itself, and a request forwarded by a member is taken on that member's word (it
 // checked the request first); a build-index certificate alone adds or removes nobody else.
 func TestMembershipNeedsAnAdminOverTLS(t *testing.T) {
 	t.Parallel()
@@ -165,6 +165,8 @@ func TestMembershipNeedsAnAdminOverTLS(t *testing.T) {
 	}
 	require.Equal(t, http.StatusForbidden, remove(n3, "n2", ""))
 	require.Equal(t, http.StatusForbidden, remove(n3, "n2", "n1"), "the header names another node than the certificate")
+	n9 := as("n9", pki.GroupBuildIndex)
+	require.Equal(t, http.StatusForbidden, remove(n9, "n2", "n9"), "a build-index certificate of no member does not forward")
 	require.Equal(t, 3, members())
 	require.Equal(t, http.StatusOK, remove(n3, "n2", "n3"))
 	_, err = ops.Remove(ctx, "n3", false)
