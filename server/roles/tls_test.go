@@ -172,8 +172,8 @@ func TestWritesNeedTheRightGroup(t *testing.T) {
 		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	}
 	agent, proxy := client(issue("agent-1", pki.GroupAgent)), client(issue("proxy-1", pki.GroupProxy))
-	do := func(hc *http.Client, method, url string) (int, string) {
-		req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader("{}"))
+	doBody := func(hc *http.Client, method, url, body string) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
 		require.NoError(t, err)
 		var resp *http.Response
 		require.Eventually(t, func() bool {
@@ -184,6 +184,7 @@ func TestWritesNeedTheRightGroup(t *testing.T) {
 		require.NoError(t, errors.Join(err, resp.Body.Close()))
 		return resp.StatusCode, string(b)
 	}
+	do := func(hc *http.Client, method, url string) (int, string) { return doBody(hc, method, url, "{}") }
 
 	code, body := do(agent, http.MethodPost, "https://"+origin+"/namespace/team%2Fapp/uploads")
 	require.Equal(t, http.StatusForbidden, code, body)
@@ -199,6 +200,17 @@ func TestWritesNeedTheRightGroup(t *testing.T) {
 	assert.Contains(t, body, "proxy-1")
 	code, body = do(agent, http.MethodPost, "https://"+tracker+"/announce")
 	assert.NotEqual(t, http.StatusForbidden, code, "an agent announces (this body is malformed): %s", body)
+
+	// An agent announces itself (its certificate names 127.0.0.1, where it connects from), and
+	// nobody else: a stolen agent certificate cannot aim a swarm at another host.
+	announceAt := func(addr string) string {
+		return `{"namespace":"team/app","digest":"` + digestOf("x") + `","peer_id":"` + strings.Repeat("ab", 20) + `","addr":"` + addr + `"}`
+	}
+	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt("127.0.0.1:16001"))
+	assert.Equal(t, http.StatusOK, code, "an agent announces its own address: %s", body)
+	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt("192.0.2.1:22"))
+	assert.Equal(t, http.StatusForbidden, code, "an agent announces another host: %s", body)
+	assert.Contains(t, body, "agent-1 may announce only its own addresses")
 }
 
 func digestOf(s string) string {

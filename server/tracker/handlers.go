@@ -28,6 +28,11 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	if err := checkAnnouncedAddr(r.TLS, r.RemoteAddr, req.Addr); err != nil {
+		s.metrics.announces.WithLabelValues(resultInvalid).Inc()
+		registry.WriteError(w, r, err)
+		return
+	}
 	origins := s.origins.owners(req.Digest, s.cfg.Replicas)
 	peers := s.peers.announce(req, s.now(), origins)
 	s.metrics.announces.WithLabelValues(resultOK).Inc()
