@@ -302,7 +302,7 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		}
 		tries = append(tries, [2]string{
 			"for port in " + strings.Join(ports, " ") + "; do sudo mkdir -p /etc/docker/certs.d/" + dev.Host + ":$port && sudo cp " + tls.CAFile + " /etc/docker/certs.d/" + dev.Host + ":$port/ca.crt; done",
-			"make docker trust this run's CA for the proxy and the agents (again after every start)"})
+			"trust this run's CA for the proxy and the agents (again after every start; dockerd itself skips the check on 127.0.0.1)"})
 	}
 	if login.Username != "" {
 		// From the file: the password stays out of the shell's history and of ps.
