@@ -144,12 +144,15 @@ func (c *AuthConfig) Defaults() {
 
 // Validate reports every problem, each naming its key relative to the auth section, as
 // auth.Config.Validate does. It expects Defaults to have run.
-func (c *AuthConfig) Validate() error {
-	errs := joined(c.Config.Validate())
+func (c *AuthConfig) Validate() error { return errors.Join(c.Problems()...) }
+
+// Problems is Validate's list, one error per problem.
+func (c *AuthConfig) Problems() []error {
+	errs := c.Config.Problems()
 	if c.Loopback != LoopbackOpen && c.Loopback != LoopbackRequired {
 		errs = append(errs, fmt.Errorf("loopback: %q is neither %s nor %s", c.Loopback, LoopbackOpen, LoopbackRequired))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Defaults fills unset fields.
@@ -240,7 +243,7 @@ func (c *Config) Validate() error {
 		seen[key] = true
 	}
 	if c.Auth != nil {
-		for _, err := range joined(c.Auth.Validate()) {
+		for _, err := range c.Auth.Problems() {
 			bad("auth.%w", err)
 		}
 		// Without a build-index the agent serves a sha256 digest under any repository name, so
@@ -250,17 +253,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// joined splits an errors.Join error into its errors.
-func joined(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // ListenAddrs lists the addresses the agent binds, for config.Check's overlap check.

@@ -135,7 +135,11 @@ func (c *Config) Defaults() {
 // Validate reports every problem, each naming its key relative to the auth section
 // ("rules[1].actions[0]: ..."); the proxy prefixes "auth.". It expects Defaults to have run.
 // Messages never include a password hash or a secret.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return errors.Join(c.Problems()...) }
+
+// Problems is Validate's list, one error per problem, for a config that embeds the section and
+// prefixes its keys.
+func (c *Config) Problems() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.Mode != ModeToken && c.Mode != ModeBasic {
@@ -188,7 +192,7 @@ func (c *Config) Validate() error {
 			bad("token.realm: %w", err)
 		}
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // check validates one rule; path is its key ("rules[1]").

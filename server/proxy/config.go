@@ -202,7 +202,7 @@ func (c *Config) Validate() error {
 		bad("timeouts.origin_response: must be positive")
 	}
 	if c.Auth != nil {
-		for _, err := range joined(c.Auth.Validate()) {
+		for _, err := range c.Auth.Problems() {
 			bad("auth.%w", err)
 		}
 	}
@@ -224,17 +224,6 @@ func (c *Config) ringConfig() ring.Config {
 		FailThreshold:  c.OriginHealth.FailThreshold,
 		PassThreshold:  c.OriginHealth.PassThreshold,
 	}
-}
-
-// joined splits an errors.Join error into its errors.
-func joined(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // TLSConfig is the role's tls section, for the process that starts it.
