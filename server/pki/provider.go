@@ -64,17 +64,18 @@ func Load(cfg Config) (*Provider, error) {
 
 // Reload re-reads the files. On an error the provider keeps what it had, so a rotation that
 // went wrong (a key that does not match, a certificate from another CA) never takes the
-// component off the network; the error says what is wrong.
+// component off the network; the error says what is wrong. Either way the files as read are
+// noted, so Watch tries them again only once one of them changes (or on SIGHUP), rather than
+// logging the same failure every interval.
 func (p *Provider) Reload() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	stamps := p.statAll()
+	p.stamps = p.statAll()
 	m, err := p.load()
 	if err != nil {
 		return err
 	}
 	p.mat.Store(m)
-	p.stamps = stamps
 	return nil
 }
 

@@ -70,7 +70,7 @@ func TestAttacksOnATLSCluster(t *testing.T) {
 		b, err := os.ReadFile(p.config)
 		require.NoError(t, err)
 		raftAddr[p.name] = regexp.MustCompile(`(?m)^raft_listen: (\S+)$`).FindStringSubmatch(string(b))[1]
-		// join_timeout short, so that the bogus join below is rolled back within the test.
+		// join_timeout short, so that the silent member's join below is rolled back within the test.
 		cfg := strings.Replace(string(b), "raft:\n", "raft:\n  join_timeout: 2s\n", 1) + tlsYAML(issue(p.name, p.name, pki.GroupBuildIndex), "require")
 		require.NoError(t, os.WriteFile(p.config, []byte(cfg), 0o644))
 		p.start()
@@ -288,29 +288,37 @@ build_index: [%s]
 		_, err = bi(admin).PutTag(ctx, "team/app", "v1", digest.Digest(layerDigest.String()))
 		require.ErrorContains(t, err, "MANIFEST_INVALID")
 
-		// A bogus member (an address that accepts TCP and says nothing) is taken out again
-		// after join_timeout, and the group keeps serving meanwhile.
+		// A bogus join: an address that accepts TCP and says nothing fails the join's mutual
+		// TLS probe (503), and the group is untouched.
 		sink, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer func() { _ = sink.Close() }()
-		go func() {
-			for {
-				c, err := sink.Accept()
-				if err != nil {
-					return
-				}
-				defer func() { _ = c.Close() }()
-			}
-		}()
+		go holdConns(sink)
+		_, err = bi(admin).Join(ctx, api.Member{ID: "bi-bogus", RaftAddr: sink.Addr().String(), APIAddr: sink.Addr().String()})
+		require.ErrorContains(t, err, "UNAVAILABLE")
+		require.ErrorContains(t, err, "does not accept connections from this cluster")
+		st, err := status(procs[0])
+		require.NoError(t, err)
+		require.Len(t, st.Members, 3)
+
+		// One that passes the probe (a TLS listener with a real build-index certificate named
+		// bi-bogus) and then never answers Raft: added as a non-voter, so the group keeps its
+		// quorum and serves meanwhile, and taken out again after join_timeout.
+		bogus := clientCert(t, issue("bi-bogus", "bi-bogus", pki.GroupBuildIndex))
+		silent, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{bogus}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS13})
+		require.NoError(t, err)
+		defer func() { _ = silent.Close() }()
+		go holdConns(silent)
 		joined := make(chan error, 1)
 		go func() {
-			_, err := bi(admin).Join(ctx, api.Member{ID: "bi-bogus", RaftAddr: sink.Addr().String(), APIAddr: sink.Addr().String()})
+			_, err := bi(admin).Join(ctx, api.Member{ID: "bi-bogus", RaftAddr: silent.Addr().String(), APIAddr: silent.Addr().String()})
 			joined <- err
 		}()
 		_, err = bi(admin).PutTag(ctx, "team/app", "during-join", digest.Digest(imgDigest.String()))
-		require.NoError(t, err, "a write while a bogus member joins")
+		require.NoError(t, err, "a write while a silent member joins")
 		acked["during-join"] = imgDigest.String()
-		t.Logf("the bogus join answered: %v", <-joined)
+		err = <-joined
+		require.ErrorContains(t, err, "did not answer the leader within 2s; it was removed again", "the silent member's join")
 		waitGroup(3)
 
 		// A removal that would lose the quorum is refused while a node is down.
@@ -513,6 +521,21 @@ func expiredCert(t *testing.T, ca *pki.CA) tls.Certificate {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(t, err)
 	return cert
+}
+
+// holdConns accepts connections on ln (completing a TLS handshake when ln is a TLS listener)
+// and holds them open, saying nothing, until ln is closed.
+func holdConns(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if tc, ok := c.(*tls.Conn); ok {
+			go func() { _ = tc.Handshake() }()
+		}
+		defer func() { _ = c.Close() }()
+	}
 }
 
 // raftStream is an attacker's raft.StreamLayer: it dials with TLS and this certificate, and
