@@ -293,7 +293,7 @@ build_index: [%s]
 		sink, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		defer func() { _ = sink.Close() }()
-		go holdConns(sink)
+		go holdConns(ctx, sink)
 		_, err = bi(admin).Join(ctx, api.Member{ID: "bi-bogus", RaftAddr: sink.Addr().String(), APIAddr: sink.Addr().String()})
 		require.ErrorContains(t, err, "UNAVAILABLE")
 		require.ErrorContains(t, err, "does not accept connections from this cluster")
@@ -308,7 +308,7 @@ build_index: [%s]
 		silent, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{bogus}, ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS13})
 		require.NoError(t, err)
 		defer func() { _ = silent.Close() }()
-		go holdConns(silent)
+		go holdConns(ctx, silent)
 		joined := make(chan error, 1)
 		go func() {
 			_, err := bi(admin).Join(ctx, api.Member{ID: "bi-bogus", RaftAddr: silent.Addr().String(), APIAddr: silent.Addr().String()})
@@ -525,14 +525,14 @@ func expiredCert(t *testing.T, ca *pki.CA) tls.Certificate {
 
 // holdConns accepts connections on ln (completing a TLS handshake when ln is a TLS listener)
 // and holds them open, saying nothing, until ln is closed.
-func holdConns(ln net.Listener) {
+func holdConns(ctx context.Context, ln net.Listener) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		if tc, ok := c.(*tls.Conn); ok {
-			go func() { _ = tc.Handshake() }()
+			go func() { _ = tc.HandshakeContext(ctx) }()
 		}
 		defer func() { _ = c.Close() }()
 	}
