@@ -14,7 +14,8 @@
 // one that never answers is removed again and the join fails with 503), DELETE
 // /cluster/members/{id} removes one, refusing with 409 QUORUM_AT_RISK a removal that would
 // leave the voters without a quorum of live ones unless ?force=true. When the build-index
-// runs with TLS, both need a client certificate of group "admin" (authorizeMembership); without
+// runs with TLS, both need a client certificate of group "admin", or a member forwarding one,
+// or (for a join) the joining node's own certificate (authorizeMembership); without
 // TLS they are open, as for a network trusted by construction. With TLS, Raft itself runs over
 // mutual TLS with the role's certificate, which must name raft.node_id in group build-index.
 // docs/operations.md is the operator's guide, including `krakenctl cluster recover` for a
