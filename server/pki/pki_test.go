@@ -2,10 +2,17 @@ package pki_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -125,7 +132,7 @@ func TestServerNameChecked(t *testing.T) {
 	cliP := load(t, issue(t, ca, dir, "agent", pki.Leaf{Name: "agent-1"}))
 	_, err := get(cliP, server(t, srvP))
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "127.0.0.1")
+	assert.Contains(t, err.Error(), `certificate "origin-2" does not name 127.0.0.1 (its names: 127.0.0.2)`)
 
 	// The same through a bare ClientConfig and tls.Dial, which takes the name from the address.
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvP.ServerConfig())
@@ -287,4 +294,47 @@ func copyFile(t *testing.T, from, to string) {
 	b, err := os.ReadFile(from)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(to, b, 0o600))
+}
+
+// TestKeyUsageBothWays: a certificate for server authentication only (as some enterprise CAs
+// issue by default) is refused at load, naming the usage it lacks, rather than starting and
+// failing every call it makes as a client.
+func TestKeyUsageBothWays(t *testing.T) {
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "enterprise CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		usages []x509.ExtKeyUsage
+		lacks  string
+	}{
+		{[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "lacks the extended key usage clientAuth"},
+		{[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "lacks the extended key usage serverAuth"},
+		{[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, ""},
+	} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "origin-1"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: tc.usages,
+			KeyUsage: x509.KeyUsageDigitalSignature, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}, caCert, &key.PublicKey, caKey)
+		require.NoError(t, err)
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		require.NoError(t, err)
+		c := pki.Config{CertFile: filepath.Join(dir, "c.pem"), KeyFile: filepath.Join(dir, "k.pem"), CAFile: filepath.Join(dir, "ca.pem")}
+		require.NoError(t, os.WriteFile(c.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+		require.NoError(t, os.WriteFile(c.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600))
+		require.NoError(t, os.WriteFile(c.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600))
+		_, err = pki.Load(c)
+		if tc.lacks == "" {
+			require.NoError(t, err)
+			continue
+		}
+		require.ErrorContains(t, err, tc.lacks)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,6 +129,12 @@ func (p *Provider) load() (*material, error) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("tls: cert_file %s is not issued by the CA in ca_file %s: %w", p.cfg.CertFile, p.cfg.CAFile, err)
 	}
+	// A component is a server to some peers and a client of others: a certificate for one use
+	// only would start, then fail every call of the other kind at the peer, in its terms.
+	if missing := missingUsages(leaf); len(missing) > 0 {
+		return nil, fmt.Errorf("tls: cert_file %s (%q) lacks the extended key usage %s: a component's certificate must allow both server and client authentication",
+			p.cfg.CertFile, leaf.Subject.CommonName, strings.Join(missing, " and "))
+	}
 	m := &material{cert: cert, pool: pool, id: identityOf(leaf), server: map[string]*tls.Config{}}
 	for _, mode := range []string{ClientAuthRequire, ClientAuthVerifyIfGiven, ClientAuthNone} {
 		auth := clientAuth(mode)
@@ -139,6 +147,22 @@ func (p *Provider) load() (*material, error) {
 		}
 	}
 	return m, nil
+}
+
+// missingUsages names the uses among server and client authentication that leaf's extended
+// key usages do not allow (a certificate without any allows every use).
+func missingUsages(leaf *x509.Certificate) []string {
+	if len(leaf.ExtKeyUsage) == 0 || slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return nil
+	}
+	var missing []string
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		missing = append(missing, "serverAuth")
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		missing = append(missing, "clientAuth")
+	}
+	return missing
 }
 
 // checkValidity says plainly when a certificate is outside its validity period, which
@@ -254,6 +278,9 @@ func explain(addr string, err error) error {
 	case errors.As(err, &unknown):
 		return fmt.Errorf("tls dial %s: the server presents certificate %q issued by %q, not by the cluster CA: %w",
 			addr, leaf.Subject.CommonName, leaf.Issuer.CommonName, err)
+	case errors.As(err, new(x509.HostnameError)):
+		return fmt.Errorf("tls dial %s: the server's certificate %q does not name %s (its names: %s): issue it with every address it is reached at: %w",
+			addr, leaf.Subject.CommonName, hostOf(addr), certHosts(leaf), err)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		if verr := checkValidity(leaf, time.Now()); verr != nil {
 			return fmt.Errorf("tls dial %s: the server's %w: %w", addr, verr, err)
@@ -296,4 +323,24 @@ func (p *Provider) Watch(ctx context.Context, log *slog.Logger) error {
 		}
 		log.Info("tls reloaded", "why", why, "identity", p.Identity().Name, "not_after", p.NotAfter())
 	}
+}
+
+// hostOf is addr without its port.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// certHosts lists the IP addresses and DNS names a certificate is valid for.
+func certHosts(c *x509.Certificate) string {
+	hosts := slices.Clone(c.DNSNames)
+	for _, ip := range c.IPAddresses {
+		hosts = append(hosts, ip.String())
+	}
+	if len(hosts) == 0 {
+		return "none"
+	}
+	return strings.Join(hosts, ", ")
 }
