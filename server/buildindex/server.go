@@ -299,7 +299,7 @@ func raftClientTLS(p *pki.Provider) *tls.Config {
 			inter.AddCert(c)
 		}
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots: p.ClientConfig().RootCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			Roots: p.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})
 		if err != nil {
 			return fmt.Errorf("raft peer certificate %q not verified by the cluster CA: %w", cs.PeerCertificates[0].Subject.CommonName, err)

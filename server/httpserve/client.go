@@ -86,8 +86,13 @@ type upgrade struct{ *http.Transport }
 
 func (u *upgrade) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Scheme == "http" {
-		r = r.Clone(r.Context())
-		r.URL.Scheme = "https"
+		// A shallow copy with its own URL: RoundTrip must not change the caller's request, and
+		// a deep Clone (headers included) on every call between components costs for nothing.
+		u := *r.URL
+		u.Scheme = "https"
+		shallow := *r
+		shallow.URL = &u
+		r = &shallow
 	}
 	return u.Transport.RoundTrip(r)
 }

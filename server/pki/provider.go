@@ -237,6 +237,10 @@ func (p *Provider) ClientConfig() *tls.Config {
 	}
 }
 
+// Pool is the cluster CA as currently loaded, for code that verifies a peer's chain itself
+// (the Raft transport, which names peers by server id rather than host).
+func (p *Provider) Pool() *x509.CertPool { return p.mat.Load().pool }
+
 // Dialer dials TLS connections to other components with ClientConfig; d makes the TCP
 // connections (its timeout bounds the handshake too). Its DialContext fits
 // http.Transport.DialTLSContext.
