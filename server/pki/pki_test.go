@@ -227,7 +227,8 @@ func TestWatchRotates(t *testing.T) {
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	url := server(t, srvP)
 
-	cli1 := load(t, issue(t, ca1, filepath.Join(dir, "c1"), "agent", pki.Leaf{Name: "agent-1"}))
+	c1 := issue(t, ca1, filepath.Join(dir, "c1"), "agent", pki.Leaf{Name: "agent-1"})
+	cli1 := load(t, c1)
 	_, err := get(cli1, url)
 	require.NoError(t, err)
 
@@ -238,8 +239,13 @@ func TestWatchRotates(t *testing.T) {
 	require.NoError(t, os.WriteFile(sc.CAFile, ca2.CertPEM(), 0o644))
 	require.Eventually(t, func() bool { return srvP.Identity().Name == "origin-v2" }, 10*time.Second, 10*time.Millisecond)
 
-	_, err = get(cli1, url)
-	require.Error(t, err, "a client of the retired CA is refused")
+	// A client whose certificate the retired CA issued is refused by the server, even when it
+	// trusts the new CA itself (a bundle of both, as during a rotation).
+	bundle := filepath.Join(dir, "c1", "bundle.pem")
+	require.NoError(t, os.WriteFile(bundle, append(ca1.CertPEM(), ca2.CertPEM()...), 0o644))
+	c1.CAFile = bundle
+	_, err = get(load(t, c1), url)
+	require.ErrorContains(t, err, "remote error: tls: unknown certificate authority", "a client of the retired CA is refused by the server")
 	cli2 := load(t, issue(t, ca2, filepath.Join(dir, "c2"), "agent", pki.Leaf{Name: "agent-2", Groups: []string{pki.GroupAgent}}))
 	body, err := get(cli2, url)
 	require.NoError(t, err)

@@ -84,7 +84,7 @@ func TestStartWithTLS(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 
 	_, err = status(stranger, "https://"+api+"/health")
-	require.Error(t, err, "the API refuses a client without a cluster certificate")
+	require.ErrorContains(t, err, "certificate required", "the API refuses a client without a cluster certificate")
 	code, err := status(client(nil), "http://"+api+"/health")
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusBadRequest, code, "no plain text on a TLS listener")
