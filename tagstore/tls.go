@@ -200,11 +200,22 @@ func checkOwnCertificate(nodeID string, server, client *tls.Config) error {
 				return fmt.Errorf("parse this node's certificate: %w", err)
 			}
 		}
-		if !slices.Contains(certNames(leaf), nodeID) || !slices.Contains(leaf.Subject.Organization, GroupBuildIndex) {
-			return fmt.Errorf("this node's certificate (%s) does not name its server id %q in group %q: "+
-				"a build-index node's certificate must carry its raft.node_id as the common name or a DNS name, "+
-				"and %q as an organization", describeCert(leaf), nodeID, GroupBuildIndex, GroupBuildIndex)
+		if err := CheckNodeCertificate(nodeID, leaf); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// CheckNodeCertificate reports whether leaf can be node nodeID's certificate: it names nodeID
+// (common name or DNS name) in group build-index. A node checks its own at Open, and its
+// server checks every certificate it reloads later, so a rotation cannot swap in one its peers
+// would refuse.
+func CheckNodeCertificate(nodeID string, leaf *x509.Certificate) error {
+	if !slices.Contains(certNames(leaf), nodeID) || !slices.Contains(leaf.Subject.Organization, GroupBuildIndex) {
+		return fmt.Errorf("this node's certificate (%s) does not name its server id %q in group %q: "+
+			"a build-index node's certificate must carry its raft.node_id as the common name or a DNS name, "+
+			"and %q as an organization", describeCert(leaf), nodeID, GroupBuildIndex, GroupBuildIndex)
 	}
 	return nil
 }

@@ -170,6 +170,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		if p := b.TLS(); p != nil {
 			// With TLS, Raft is mutual TLS whatever client_auth says for the API: the node's
 			// certificate must name raft.node_id in group build-index, and so must its peers'.
+			// A reload must keep it so: a rotated certificate that does not is refused.
+			if err := p.Require(func(leaf *x509.Certificate) error { return tagstore.CheckNodeCertificate(cfg.Raft.NodeID, leaf) }); err != nil {
+				return nil, b.Fail(fmt.Errorf("raft TLS: %w", err))
+			}
 			td.ServerTLS, td.ClientTLS = p.ServerConfigFor(pki.ClientAuthRequire), raftClientTLS(p)
 		}
 		st, err := tagstore.Open(cfg.Raft, td)

@@ -344,3 +344,35 @@ func TestKeyUsageBothWays(t *testing.T) {
 		require.ErrorContains(t, err, tc.lacks)
 	}
 }
+
+// TestRequireHoldsAtReload: what a role requires of its certificate is checked now and at
+// every later reload; a rotation that breaks it is refused and the certificate in use kept.
+func TestRequireHoldsAtReload(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "cluster")
+	c := issue(t, ca, dir, "bi", pki.Leaf{Name: "bi-1", Groups: []string{pki.GroupBuildIndex}})
+	p := load(t, c)
+	named := func(want string) func(*x509.Certificate) error {
+		return func(leaf *x509.Certificate) error {
+			if leaf.Subject.CommonName != want {
+				return fmt.Errorf("names %q, not %q", leaf.Subject.CommonName, want)
+			}
+			return nil
+		}
+	}
+	require.ErrorContains(t, p.Require(named("bi-2")), `names "bi-1", not "bi-2"`)
+	require.NoError(t, p.Require(named("bi-1")))
+
+	rot := issue(t, ca, filepath.Join(dir, "next"), "bi", pki.Leaf{Name: "bi-9", Groups: []string{pki.GroupBuildIndex}})
+	copyFile(t, rot.CertFile, c.CertFile)
+	copyFile(t, rot.KeyFile, c.KeyFile)
+	err := p.Reload()
+	require.ErrorContains(t, err, `names "bi-9", not "bi-1"`)
+	require.ErrorContains(t, err, c.CertFile)
+	assert.Equal(t, "bi-1", p.Identity().Name, "the certificate in use is kept")
+
+	again := issue(t, ca, filepath.Join(dir, "again"), "bi", pki.Leaf{Name: "bi-1", Groups: []string{pki.GroupBuildIndex}})
+	copyFile(t, again.CertFile, c.CertFile)
+	copyFile(t, again.KeyFile, c.KeyFile)
+	require.NoError(t, p.Reload())
+}

@@ -31,6 +31,8 @@ type Provider struct {
 
 	mu     sync.Mutex // serializes reloads
 	stamps [3]stamp
+	// require is what the role adds to the checks of every loading (see Require).
+	require func(leaf *x509.Certificate) error
 	now    func() time.Time
 }
 
@@ -81,6 +83,17 @@ func (p *Provider) Reload() error {
 	return nil
 }
 
+// Require adds check to what every later reload demands of the certificate, besides its CA,
+// validity and key usages: a role whose peers expect more of its certificate (a build-index
+// node's must keep naming its raft.node_id) refuses a rotation that would break that, keeping
+// the certificate in use. It returns check's verdict on the certificate in use now.
+func (p *Provider) Require(check func(leaf *x509.Certificate) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.require = check
+	return check(p.mat.Load().cert.Leaf)
+}
+
 func (p *Provider) files() [3]string { return [3]string{p.cfg.CertFile, p.cfg.KeyFile, p.cfg.CAFile} }
 
 func (p *Provider) statAll() [3]stamp {
@@ -128,6 +141,11 @@ func (p *Provider) load() (*material, error) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("tls: cert_file %s is not issued by the CA in ca_file %s: %w", p.cfg.CertFile, p.cfg.CAFile, err)
+	}
+	if p.require != nil {
+		if err := p.require(leaf); err != nil {
+			return nil, fmt.Errorf("tls: cert_file %s: %w", p.cfg.CertFile, err)
+		}
 	}
 	// A component is a server to some peers and a client of others: a certificate for one use
 	// only would start, then fail every call of the other kind at the peer, in its terms.
