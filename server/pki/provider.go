@@ -33,7 +33,7 @@ type Provider struct {
 	stamps [3]stamp
 	// require is what the role adds to the checks of every loading (see Require).
 	require func(leaf *x509.Certificate) error
-	now    func() time.Time
+	now     func() time.Time
 }
 
 // material is one consistent loading of the files.
