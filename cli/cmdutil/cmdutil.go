@@ -4,11 +4,9 @@
 package cmdutil
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/cli/iostreams"
@@ -62,9 +60,7 @@ func New(version string) *Factory {
 func NewHTTPClient(p *pki.Provider) *http.Client {
 	var o httpserve.ClientOptions
 	if p != nil {
-		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}
+		o.DialTLS = p.DialTLS
 	}
 	return httpserve.NewClient(o)
 }

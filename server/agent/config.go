@@ -157,9 +157,7 @@ func (c *AuthConfig) Problems() []error {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
-	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
-		c.TLS.ClientAuth = pki.ClientAuthVerifyIfGiven
-	}
+	c.TLS.DefaultsTo(pki.ClientAuthVerifyIfGiven)
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}

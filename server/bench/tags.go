@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -416,9 +415,7 @@ func benchClient(ca *pki.CA, dir string, clients int) (*http.Client, string, err
 		if err != nil {
 			return nil, "", fmt.Errorf("bench client certificate: %w", err)
 		}
-		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}
+		o.DialTLS = p.DialTLS
 		scheme = "https"
 	}
 	hc := httpserve.NewClient(o)

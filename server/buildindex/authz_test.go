@@ -1,9 +1,7 @@
 package buildindex
 
 import (
-	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -45,9 +43,7 @@ func TestAuthorizeByCertificate(t *testing.T) {
 
 	as := func(c pki.Config) *client.BuildIndex {
 		p := load(c)
-		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}})
+		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: p.DialTLS})
 		t.Cleanup(hc.CloseIdleConnections)
 		return client.NewBuildIndex(n.addr, hc)
 	}
@@ -112,9 +108,7 @@ func TestMembershipNeedsAnAdminOverTLS(t *testing.T) {
 	as := func(name string, groups ...string) *http.Client {
 		p, err := pki.Load(issue(name, groups...))
 		require.NoError(t, err)
-		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}})
+		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: p.DialTLS})
 		t.Cleanup(hc.CloseIdleConnections)
 		return hc
 	}

@@ -77,9 +77,7 @@ func TestRaftOverMutualTLS(t *testing.T) {
 		require.NoError(t, err)
 		p, err := pki.Load(cfg)
 		require.NoError(t, err)
-		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return p.Dialer(d).DialContext
-		}})
+		hc := httpserve.NewClient(httpserve.ClientOptions{DialTLS: p.DialTLS})
 		t.Cleanup(hc.CloseIdleConnections)
 		return hc
 	}

@@ -214,7 +214,7 @@ func New(spec Spec, deps Deps) (_ *Cluster, err error) {
 		if err != nil {
 			return nil, err
 		}
-		c.adminTLS, hco.DialTLS = cfg, dialTLS(p)
+		c.adminTLS, hco.DialTLS = cfg, p.DialTLS
 	}
 	c.hc = httpserve.NewClient(hco)
 	defer func() {

@@ -1,9 +1,7 @@
 package cluster
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -111,13 +109,6 @@ func (s *Spec) adminTLS(dir string) (pki.Config, *pki.Provider, error) {
 		return pki.Config{}, nil, fmt.Errorf("admin certificate: %w", err)
 	}
 	return cfg, p, nil
-}
-
-// dialTLS makes httpserve clients speak TLS with p's certificate.
-func dialTLS(p *pki.Provider) func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-	return func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-		return p.Dialer(d).DialContext
-	}
 }
 
 // AdminTLS is the tls configuration of the certificate the builder presents, an admin's

@@ -57,10 +57,14 @@ type Config struct {
 // Enabled reports whether TLS is configured.
 func (c *Config) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" || c.CAFile != "" }
 
-// Defaults fills ClientAuth when TLS is configured.
-func (c *Config) Defaults() {
+// Defaults fills ClientAuth, when TLS is configured, with ClientAuthRequire.
+func (c *Config) Defaults() { c.DefaultsTo(ClientAuthRequire) }
+
+// DefaultsTo fills ClientAuth, when TLS is configured, with mode: the default of a role whose
+// clients are people's tools rather than components (ClientAuthVerifyIfGiven).
+func (c *Config) DefaultsTo(mode string) {
 	if c.Enabled() && c.ClientAuth == "" {
-		c.ClientAuth = ClientAuthRequire
+		c.ClientAuth = mode
 	}
 }
 

@@ -264,6 +264,12 @@ func (p *Provider) Pool() *x509.CertPool { return p.mat.Load().pool }
 // http.Transport.DialTLSContext.
 func (p *Provider) Dialer(d *net.Dialer) *Dialer { return &Dialer{p: p, d: d} }
 
+// DialTLS is Dialer(d).DialContext, in the shape of httpserve.ClientOptions.DialTLS: a client
+// built with it speaks TLS with this provider's certificate to every component.
+func (p *Provider) DialTLS(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.Dialer(d).DialContext
+}
+
 // Dialer dials other components over TLS; see Provider.Dialer.
 type Dialer struct {
 	p *Provider

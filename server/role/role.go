@@ -177,9 +177,7 @@ func (b *Base) Client(hc *http.Client, o httpserve.ClientOptions) *http.Client {
 		return hc
 	}
 	if b.tls != nil {
-		o.DialTLS = func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-			return b.tls.Dialer(d).DialContext
-		}
+		o.DialTLS = b.tls.DialTLS
 	}
 	hc = httpserve.NewClient(o)
 	b.OnClose("http client", func() error { hc.CloseIdleConnections(); return nil })

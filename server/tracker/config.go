@@ -66,9 +66,7 @@ type Config struct {
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
-	if c.TLS.Enabled() && c.TLS.ClientAuth == "" {
-		c.TLS.ClientAuth = pki.ClientAuthRequire
-	}
+	c.TLS.Defaults()
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}

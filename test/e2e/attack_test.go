@@ -493,9 +493,7 @@ func (p *testPKI) client(c pki.Config) *http.Client {
 	p.t.Helper()
 	prov, err := pki.Load(c)
 	require.NoError(p.t, err)
-	return httpserve.NewClient(httpserve.ClientOptions{DialTLS: func(d *net.Dialer) func(context.Context, string, string) (net.Conn, error) {
-		return prov.Dialer(d).DialContext
-	}})
+	return httpserve.NewClient(httpserve.ClientOptions{DialTLS: prov.DialTLS})
 }
 
 // answer is what the proxy answered: its status and headers.
