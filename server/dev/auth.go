@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/krakenctl/krakenctl/server/auth"
 )
 
@@ -60,11 +58,10 @@ func setupAuth(dir string) (*auth.Config, Credentials, error) {
 		return nil, Credentials{}, err
 	}
 	creds.Password = pw
-	hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	htpasswd, err := auth.HtpasswdLine(Username, pw, 0)
 	if err != nil {
 		return nil, Credentials{}, fmt.Errorf("hash the dev password: %w", err)
 	}
-	htpasswd := Username + ":" + string(hash) + "\n"
 	if err := writeSecret(filepath.Join(adir, "htpasswd"), htpasswd); err != nil {
 		return nil, Credentials{}, err
 	}
