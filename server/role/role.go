@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
@@ -189,9 +191,7 @@ func (b *Base) Client(hc *http.Client, o httpserve.ClientOptions) *http.Client {
 // With TLS, ln serves TLS with the role's client_auth.
 func (b *Base) Serve(ln net.Listener, h http.Handler, o httpserve.ServerOptions) *http.Server {
 	srv := httpserve.NewServer(h, o)
-	// net/http's own complaints (TLS handshakes that fail: a stranger without a certificate,
-	// an expired one) go to the role's log.
-	srv.ErrorLog = slog.NewLogLogger(b.log.With("listener", ln.Addr().String()).Handler(), slog.LevelWarn)
+	srv.ErrorLog = b.errorLog(ln)
 	if b.tls != nil {
 		ln = tls.NewListener(ln, b.tls.ServerConfig())
 	}
@@ -216,8 +216,39 @@ func (b *Base) ServeAdmin(ln net.Listener, g prometheus.Gatherer, ready admin.Re
 		})
 	}
 	srv := httpserve.NewServer(h, httpserve.ServerOptions{})
-	srv.ErrorLog = slog.NewLogLogger(b.log.With("listener", ln.Addr().String()).Handler(), slog.LevelWarn)
+	srv.ErrorLog = b.errorLog(ln)
 	b.servers = append(b.servers, served{srv: srv, ln: ln, admin: true})
+}
+
+// errorLog is where net/http's own complaints about ln go (TLS handshakes that fail: a
+// stranger without a certificate, an expired one, a port scanner): the role's log at Warn,
+// at most errorLogBurst lines at once and one a second after that, so that a flood of
+// strangers is not a flood of log lines. The next line logged counts those left out.
+func (b *Base) errorLog(ln net.Listener) *log.Logger {
+	return log.New(&sampledLog{log: b.log.With("listener", ln.Addr().String()), lim: rate.NewLimiter(1, errorLogBurst)}, "", 0)
+}
+
+const errorLogBurst = 10
+
+// sampledLog writes each line it is given to log, as long as lim allows.
+type sampledLog struct {
+	log     *slog.Logger
+	lim     *rate.Limiter
+	dropped atomic.Int64
+}
+
+func (s *sampledLog) Write(p []byte) (int, error) {
+	if !s.lim.Allow() {
+		s.dropped.Add(1)
+		return len(p), nil
+	}
+	msg := strings.TrimSpace(string(p))
+	if n := s.dropped.Swap(0); n > 0 {
+		s.log.Warn(msg, "suppressed_before", n)
+	} else {
+		s.log.Warn(msg)
+	}
+	return len(p), nil
 }
 
 // Go registers a loop that runs for as long as the role does. A loop returns nil when ctx ends;
