@@ -11,6 +11,9 @@ type metrics struct {
 	blacklisted     prometheus.Counter
 	failed          prometheus.Counter
 	downloadSeconds prometheus.Histogram
+	refused         *prometheus.CounterVec // handshakes refused, by reason
+	evicted         *prometheus.CounterVec // connections evicted, by reason
+	demoted         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
@@ -41,6 +44,18 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 			Help:    "Time from the start of a download to the blob's commit.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_swarm_handshakes_refused_total",
+			Help: "Peer connections refused before they joined a torrent, by reason: tls (no or a foreign certificate), identity (a certificate not allowed in the swarm, or a peer id not bound to it), protocol (a bad handshake), busy (no slot), banned.",
+		}, []string{"reason"}),
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_swarm_connections_evicted_total",
+			Help: "Peer connections closed to free their slot or for holding one without use, by reason.",
+		}, []string{"reason"}),
+		demoted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "krakenctl_swarm_peers_demoted_total",
+			Help: "Peers whose claimed pieces a super-seeding origin stopped counting, because a claim was not borne out.",
+		}),
 	}
 	torrents := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "krakenctl_swarm_torrents",
@@ -50,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		defer s.mu.Unlock()
 		return float64(len(s.torrents))
 	})
-	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, torrents,
+	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, m.refused, m.evicted, m.demoted, torrents,
 		&torrentCollector{s: s}}
 	if reg != nil {
 		for _, c := range m.cs {

@@ -74,6 +74,12 @@ const (
 	EventPieceReceived EventKind = "piece_received"
 	EventPieceSent     EventKind = "piece_sent"
 	EventPieceBad      EventKind = "piece_bad"
+	// EventDemoted: a super-seeding origin stopped counting a peer's claims (pieces it says it
+	// has) because one was not borne out; Err says which.
+	EventDemoted EventKind = "demoted"
+	// EventEvicted: a connection was closed to free its slot, or for holding one without use;
+	// Err says why.
+	EventEvicted EventKind = "evicted"
 )
 
 // Event is one structured thing that happened in the swarm: a connection, a piece, a torrent.
