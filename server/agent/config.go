@@ -41,6 +41,7 @@ const (
 //	admin_listen: 127.0.0.1:16002     # metrics, pprof, health and readiness
 //	peer_listen: 0.0.0.0:16001        # swarm connections from other hosts (--peer-listen overrides)
 //	peer_advertise: 10.0.0.7:16001    # where other hosts dial this agent; default peer_listen
+//	peer_plain: false                 # true: plain-TCP swarm although tls is set (trusted networks)
 //	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
 //	store_dir: /var/lib/krakenctl/agent
 //	capacity: 50GiB                   # blobs kept for seeding and reuse; 0 is unlimited
@@ -73,6 +74,11 @@ type Config struct {
 	// trackers. It defaults to the listener's address, so it is required when PeerListen binds
 	// every interface (0.0.0.0 or [::]).
 	PeerAdvertise string `yaml:"peer_advertise"`
+	// PeerPlain keeps the swarm's connections in plain TCP although TLS is configured: only for
+	// a network trusted by construction, where the CPU TLS spends on every byte of every blob
+	// is better saved. Every agent and origin of a cluster must agree (a plain peer cannot
+	// talk to one that speaks TLS). Without TLS the swarm is plain anyway.
+	PeerPlain bool `yaml:"peer_plain"`
 	// Trackers are the trackers' addresses (host:port or http(s) URLs). Every agent must list
 	// the same trackers, in any order: they share the digest space by rendezvous hashing.
 	Trackers []string `yaml:"trackers"`

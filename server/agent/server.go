@@ -90,7 +90,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("store", s.store.Close)
+	peers := b.Peers(deps.PeerListener, cfg.PeerPlain, scheduler.DefaultHandshakeTimeout)
 	s.sched, err = scheduler.New(scheduler.Config{
+		PeerID:        peers.PeerID,
 		Advertise:     cfg.PeerAdvertise,
 		MaxConns:      cfg.MaxConns,
 		PipelineBytes: int64(cfg.Pipeline),
@@ -98,11 +100,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		EgressRate:    int64(cfg.EgressRate),
 		IngressRate:   int64(cfg.IngressRate),
 	}, scheduler.Deps{
-		Store:      s.store,
-		Listener:   deps.PeerListener,
-		Tracker:    tracker,
-		Logger:     s.log,
-		Registerer: deps.Registerer,
+		Store:        s.store,
+		Listener:     peers.Listener,
+		Dial:         peers.Dial,
+		Authenticate: peers.Authenticate,
+		Tracker:      tracker,
+		Logger:       s.log,
+		Registerer:   deps.Registerer,
 	})
 	if err != nil {
 		return nil, b.Fail(err)

@@ -72,6 +72,9 @@ type PeerConfig struct {
 	EgressRate config.ByteSize `yaml:"egress_rate"`
 	// MaxConns bounds the agents served at once per blob; 0 means 1024.
 	MaxConns int `yaml:"max_conns"`
+	// Plain keeps the swarm port in plain TCP although TLS is configured (see the agent's
+	// peer_plain): only for a network trusted by construction; agents must agree.
+	Plain bool `yaml:"plain"`
 }
 
 // WritebackConfig configures retries of write-back and replication.

@@ -98,8 +98,20 @@ type Deps struct {
 	// count below 2, means this origin reveals every piece in order on its own. It is called
 	// once each time a torrent starts seeding d, with none of the scheduler's locks held.
 	SeedStripe func(d digest.Digest) (index, count int)
-	// Dial opens connections to peers; nil means a net.Dialer.
+	// Dial opens connections to peers; nil means a net.Dialer. With TLS it returns the
+	// connection with its TLS handshake done.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Authenticate, when set, decides whether the peer on nc may join a torrent, once its
+	// swarm handshake (which names id) has been read, on connections in both directions; an
+	// error refuses the peer (metric reason "identity") and, for a peer this host dialled,
+	// blacklists its address. With TLS the roles pass one that checks the certificate nc
+	// presented: from the cluster CA, in a swarm group, and id bound to its holder
+	// (wire.PeerID.BoundTo). nil admits every peer: plain P2P, for trusted networks only.
+	//
+	// A connection that has a TLS handshake of its own (HandshakeContext, as *tls.Conn has)
+	// runs it before anything is read, bounded by Config.HandshakeTimeout, so that a peer
+	// without a certificate is refused as such (reason "tls").
+	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) error
 	// Logger receives connection and piece events at debug level and failures at warn; nil
 	// discards them.
 	Logger *slog.Logger
@@ -119,6 +131,8 @@ var (
 	ErrBadPiece = errors.New("scheduler: piece failed verification")
 	// ErrStalled marks a peer that kept requests waiting too long.
 	ErrStalled = errors.New("scheduler: peer stalled")
+	// ErrIdentity marks a peer that Deps.Authenticate refused.
+	ErrIdentity = errors.New("scheduler: peer not admitted")
 )
 
 func (c *Config) withDefaults() error {

@@ -81,6 +81,9 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 		if err == nil && p.ID != "" && h.PeerID.String() != p.ID {
 			err = fmt.Errorf("%w: peer at %s is %s, tracker said %s", ErrProtocol, p.Addr, h.PeerID, p.ID)
 		}
+		if err == nil {
+			err = t.s.admit(dctx, nc, h.PeerID)
+		}
 		if errors.Is(err, ErrProtocol) {
 			// Its handshake was readable but wrong: say so before closing (docs/protocol.md §1.2).
 			_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeWrongBlob, Message: err.Error()})
@@ -92,7 +95,10 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 			err = dctx.Err()
 		}
 		_ = nc.Close()
-		if violation(err) || errors.Is(err, wire.ErrBadMagic) {
+		if errors.Is(err, ErrIdentity) {
+			t.s.met.refused.WithLabelValues(refusedIdentity).Inc()
+		}
+		if violation(err) || errors.Is(err, wire.ErrBadMagic) || errors.Is(err, ErrIdentity) {
 			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
