@@ -38,6 +38,9 @@ const (
 // recvBufs holds the readBuffer-sized buffers piece payloads are read through.
 var recvBufs = sync.Pool{New: func() any { b := make([]byte, readBuffer); return &b }}
 
+// sendBufs holds the buffers blocks are sent through where sendfile cannot be used (TLS).
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, bandwidth.Chunk); return &b }}
+
 // conn is one peer connection of a torrent. The fields pending, remote and strikes are guarded
 // by the torrent's mutex; the write queue by wmu.
 type conn struct {
@@ -477,6 +480,14 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("serve piece %d: %w", r.Piece, err)
 	}
+	// Over plain TCP io.CopyN sends from the file (sendfile); over TLS, which must read the
+	// bytes to encrypt them, it would allocate a buffer of its own for every chunk.
+	var buf []byte
+	if _, plain := c.nc.(io.ReaderFrom); !plain {
+		bp := sendBufs.Get().(*[]byte)
+		defer sendBufs.Put(bp)
+		buf = *bp
+	}
 	first := true
 	for left := int64(r.Length); left > 0; {
 		n := min(left, bandwidth.Chunk)
@@ -487,7 +498,16 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 		}
 		first = false
 		_ = c.nc.SetWriteDeadline(time.Now().Add(readIdle))
-		k, err := io.CopyN(c.nc, f, n)
+		var k int64
+		var err error
+		if buf == nil {
+			k, err = io.CopyN(c.nc, f, n)
+		} else {
+			k, err = io.CopyBuffer(c.nc, io.LimitReader(f, n), buf)
+			if err == nil && k < n {
+				err = io.ErrUnexpectedEOF
+			}
+		}
 		c.out.Add(k)
 		left -= k
 		if err != nil {
