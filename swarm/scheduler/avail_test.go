@@ -40,14 +40,33 @@ type availSwarm struct {
 	recs    []*recorder
 	blob    []byte
 	d       digest.Digest
+	clock   *stoppedClock
 }
 
-func newAvailSwarm(t *testing.T, size, origins int, cfg scheduler.Config) *availSwarm {
+// stoppedClock is the origins' clock in tests that must not depend on how fast time passes:
+// it moves only when the test says.
+type stoppedClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *stoppedClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *stoppedClock) advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// newAvailSwarm starts origins holding a fresh blob of size bytes, each with its stripe;
+// clock, if not nil, is their clock.
+func newAvailSwarm(t *testing.T, size, origins int, cfg scheduler.Config, clock *stoppedClock) *availSwarm {
 	t.Helper()
-	sw := &availSwarm{ft: announcetest.New(), blob: randomBlob(t, size)}
+	sw := &availSwarm{ft: announcetest.New(), blob: randomBlob(t, size), clock: clock}
+	var now func() time.Time
+	if clock != nil {
+		now = clock.Now
+	}
 	for k := range origins {
 		o, d := startOriginDeps(t, sw.ft, sw.blob, cfg, scheduler.Deps{
 			SeedStripe: func(digest.Digest) (int, int) { return k, origins },
+			Now:        now,
 		})
 		sw.origins, sw.d = append(sw.origins, o), d
 		sw.recs = append(sw.recs, record(t, o.s))
@@ -157,15 +176,54 @@ func (sw *availSwarm) liar(t *testing.T, ctx context.Context, k int, mode liarMo
 // pull has a fresh agent pull the blob and returns how long it took.
 func (sw *availSwarm) pull(t *testing.T) time.Duration {
 	t.Helper()
+	return sw.pullWith(t, nil)
+}
+
+// pullWith is pull, calling connected (if not nil) once the agent is connected to every origin.
+func (sw *availSwarm) pullWith(t *testing.T, connected func()) time.Duration {
+	t.Helper()
 	agent := startNode(t, t.TempDir(), scheduler.Config{}, sw.ft)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	got, err := pull(ctx, agent.s, sw.d)
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { b, err := pull(ctx, agent.s, sw.d); ch <- result{b, err} }()
+	if connected != nil {
+		for _, rec := range sw.recs {
+			rec.waitFor(t, "the agent's connection", func(e scheduler.Event) bool {
+				return e.Kind == snapshot.EventConnOpen && e.Peer == agent.s.PeerID().String()
+			})
+		}
+		connected()
+	}
+	r := <-ch
 	took := time.Since(start)
-	require.NoError(t, err, "the download did not finish; agent %+v", agent.s.Stats())
-	require.True(t, bytes.Equal(sw.blob, got), "the download has the blob's bytes")
+	require.NoError(t, r.err, "the download did not finish; agent %+v", agent.s.Stats())
+	require.True(t, bytes.Equal(sw.blob, r.b), "the download has the blob's bytes")
 	return took
+}
+
+// waitCounted waits until every origin's counted availability of every piece satisfies ok.
+func (sw *availSwarm) waitCounted(t *testing.T, ok func(int32) bool, what string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, o := range sw.origins {
+			avail := o.s.CountedAvailability(sw.d)
+			if avail == nil {
+				return false
+			}
+			for _, n := range avail {
+				if !ok(n) {
+					return false
+				}
+			}
+		}
+		return true
+	}, 20*time.Second, 5*time.Millisecond, what)
 }
 
 // originsOut is what the origins sent, in copies of the blob.
@@ -194,7 +252,7 @@ func TestLiarsCannotStallSuperSeeding(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			sw := newAvailSwarm(t, 8<<20+4321, tc.origins, scheduler.Config{RequestTimeout: 500 * time.Millisecond})
+			sw := newAvailSwarm(t, 8<<20+4321, tc.origins, scheduler.Config{RequestTimeout: 500 * time.Millisecond}, nil)
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			liars := make([]*adversary, tc.origins)
@@ -208,5 +266,32 @@ func TestLiarsCannotStallSuperSeeding(t *testing.T) {
 				sw.recs[k].waitFor(t, "blacklist", a.kind(snapshot.EventBlacklist))
 			}
 		})
+	}
+}
+
+// A peer that holds the blob proves its claims, but serves nobody but the origins' challenges
+// (it is connected to nothing else): the origins count every piece as available and reveal
+// none. The agent is stuck, and the origins fall back to revealing pieces others have, for as
+// long as it makes no progress elsewhere: the download finishes. The origins' clock moves
+// once, past stuckAfter, and then stands still: one stuck period must carry the agent to the
+// end, however its have messages (of the pieces the other origin sent) look like progress.
+// (Before, each origin revealed revealAhead pieces per stuck second and each other's pieces
+// ended it: 65 pieces took 19 s, and with this clock the download stalled for good.)
+func TestStuckAgentGetsPiecesWhateverPeersClaim(t *testing.T) {
+	t.Parallel()
+	clock := &stoppedClock{now: time.Now()}
+	sw := newAvailSwarm(t, 4<<20+4321, 2, scheduler.Config{}, clock)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	for k := range sw.origins {
+		sw.liar(t, ctx, k, liarHolds)
+	}
+	sw.waitCounted(t, func(n int32) bool { return n == 1 }, "the proved claims count")
+	took := sw.pullWith(t, func() { clock.advance(3 * time.Second) })
+	t.Logf("pulled past 2 hoarders in %v; origins sent %.2f copies", took, sw.originsOut())
+	for _, rec := range sw.recs {
+		require.Empty(t, rec.all(func(e scheduler.Event) bool {
+			return e.Kind == snapshot.EventDemoted || e.Kind == snapshot.EventBlacklist
+		}), "a peer that proves its claims is not demoted")
 	}
 }
