@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/opencontainers/go-digest"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // SetOriginDepth lets benchmarks try other origin pipeline depths.
@@ -24,4 +25,13 @@ func (s *Scheduler) CountedAvailability(d digest.Digest) []int32 {
 		return nil
 	}
 	return slices.Clone(t.ss.avail)
+}
+
+// Challenges returns how many super-seeding challenges had result (proved, failed).
+func (s *Scheduler) Challenges(result string) int {
+	var m dto.Metric
+	if err := s.met.challenges.WithLabelValues(result).Write(&m); err != nil {
+		panic(err)
+	}
+	return int(m.GetCounter().GetValue())
 }

@@ -255,22 +255,29 @@ func (c *conn) takeChallenge(r wire.Request) (challenge, bool) {
 
 // proveOK records a correct answer: c's claims count, unless it was demoted; t.mu held.
 func (t *torrent) proveOK(c *conn) {
+	t.s.met.challenges.WithLabelValues("proved").Inc()
 	if c.trust == unproved {
 		c.trust = proved
 	}
 	t.ssCount(c)
 }
 
-// proveFailed records a failed challenge: the first demotes c (its claims stop counting and
-// it is challenged once more), the second returns the error to close the connection with.
-// demotedNow reports whether this failure demoted c. t.mu held.
-func (t *torrent) proveFailed(c *conn, why string) (demotedNow bool, err error) {
+// proveFailed records a failed challenge of piece i: the first demotes c (its claims stop
+// counting, and it is asked for another block of the same piece, which an honest peer that
+// was slow or hit a bad read answers), the second returns the error to close the connection
+// with. demotedNow reports whether this failure demoted c. t.mu held.
+func (t *torrent) proveFailed(c *conn, i int, why string) (demotedNow bool, err error) {
 	c.failures++
+	t.s.met.challenges.WithLabelValues("failed").Inc()
 	if c.failures > 1 {
 		return false, fmt.Errorf("%w: %s, after being demoted", ErrFalseClaim, why)
 	}
 	c.trust = demoted
 	t.ssCount(c)
+	if c.remote.Has(i) && !c.sent.Has(i) && !c.challenging() {
+		t.challenge(c, i)
+		c.rechecked = true
+	}
 	t.ssClaims(c, nil)
 	return true, nil
 }
@@ -327,7 +334,7 @@ func (c *conn) onChallengeAnswer(ctx context.Context, dec *wire.Decoder, m wire.
 		return true, nil
 	}
 	why := fmt.Sprintf("answered a challenge for piece %d with the wrong bytes", m.Piece)
-	return true, t.proveFailedLocked(c, why)
+	return true, t.proveFailedLocked(c, int(m.Piece), why)
 }
 
 // onChallengeCancel handles a cancel that declines one of c's challenges: the peer does not
@@ -343,13 +350,13 @@ func (c *conn) onChallengeCancel(r wire.Request) (ok bool, err error) {
 	if !ok || ch.expired {
 		return ok, nil
 	}
-	return true, t.proveFailedLocked(c, fmt.Sprintf("declined a challenge for piece %d it claimed", r.Piece))
+	return true, t.proveFailedLocked(c, int(r.Piece), fmt.Sprintf("declined a challenge for piece %d it claimed", r.Piece))
 }
 
 // proveFailedLocked is proveFailed, publishing the demotion without holding t.mu (it is
 // released and taken again); t.mu held.
-func (t *torrent) proveFailedLocked(c *conn, why string) error {
-	dem, err := t.proveFailed(c, why)
+func (t *torrent) proveFailedLocked(c *conn, i int, why string) error {
+	dem, err := t.proveFailed(c, i, why)
 	if dem {
 		t.mu.Unlock()
 		t.demoteEvent(c, why)
@@ -467,7 +474,7 @@ func (t *torrent) unstick(now time.Time) {
 			}
 			ch.expired = true
 			why := fmt.Sprintf("did not answer a challenge for piece %d within %v", ch.r.Piece, t.s.cfg.RequestTimeout)
-			dem, err := t.proveFailed(c, why)
+			dem, err := t.proveFailed(c, int(ch.r.Piece), why)
 			failed = append(failed, failure{c, why, dem, err})
 			break // the next one, if any, was sent by proveFailed just now
 		}

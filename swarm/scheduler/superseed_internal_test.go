@@ -184,7 +184,7 @@ func TestSuperSeedCountsOnlyProvedClaims(t *testing.T) {
 	claimPiece(tr, p, 1)
 	_, ok = p.takeChallenge(lastChallenge(t, p))
 	require.True(t, ok)
-	demoted, err := tr.proveFailed(p, "wrong bytes")
+	demoted, err := tr.proveFailed(p, 1, "wrong bytes")
 	require.True(t, demoted)
 	require.NoError(t, err)
 	for i := 1; i < pieces; i++ {
@@ -194,7 +194,7 @@ func TestSuperSeedCountsOnlyProvedClaims(t *testing.T) {
 	require.True(t, p.challenging(), "a demoted peer is challenged once more")
 	_, ok = p.takeChallenge(lastChallenge(t, p))
 	require.True(t, ok)
-	demoted, err = tr.proveFailed(p, "no answer")
+	demoted, err = tr.proveFailed(p, 1, "no answer")
 	require.False(t, demoted)
 	require.ErrorIs(t, err, ErrFalseClaim)
 
