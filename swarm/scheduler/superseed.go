@@ -139,11 +139,19 @@ func (t *torrent) ssHave(c *conn, i int) {
 	now := t.s.now()
 	c.lastHave = now
 	if !c.sent.Has(i) {
-		if c.trust == proved && !c.challenging() && t.ss.rnd.IntN(rechallengeOdds) == 0 {
+		switch {
+		case c.challenging():
+		case c.trust == proved:
+			if t.ss.rnd.IntN(rechallengeOdds) == 0 {
+				t.challenge(c, i)
+			}
+		case c.trust == unproved || !c.rechecked:
 			t.challenge(c, i)
+			c.rechecked = c.trust == demoted
 		}
-		t.ssClaims(c, nil)
-		t.ssCount(c)
+		if c.trust == proved && !c.challenging() {
+			t.ssCountPiece(c, i)
+		}
 	}
 	t.reveal(c, t.stuck(c, now))
 }
@@ -193,19 +201,21 @@ func (t *torrent) ssCount(c *conn) {
 			t.ss.avail[i]--
 		}
 	}
-	count := func(i int) {
-		if !c.counted.Has(i) {
-			c.counted.Set(i)
-			t.ss.avail[i]++
-		}
-	}
 	for i := range c.sent.All() {
-		count(i)
+		t.ssCountPiece(c, i)
 	}
 	if c.trust == proved && !c.challenging() {
 		for i := range c.remote.All() {
-			count(i)
+			t.ssCountPiece(c, i)
 		}
+	}
+}
+
+// ssCountPiece counts piece i as c's, if it is not yet; t.mu held.
+func (t *torrent) ssCountPiece(c *conn, i int) {
+	if !c.counted.Has(i) {
+		c.counted.Set(i)
+		t.ss.avail[i]++
 	}
 }
 
@@ -293,11 +303,10 @@ func (t *torrent) demoteEvent(c *conn, why string) {
 // other); err closes the connection.
 func (c *conn) onChallengeAnswer(ctx context.Context, dec *wire.Decoder, m wire.PieceHeader) (ok bool, err error) {
 	t := c.t
-	t.mu.Lock()
-	if t.ss == nil {
-		t.mu.Unlock()
+	if t.ss == nil { // set before the torrent's first connection, never changed: no lock needed
 		return false, nil
 	}
+	t.mu.Lock()
 	ch, ok := c.takeChallenge(wire.Request{Piece: m.Piece, Offset: m.Offset, Length: m.Length})
 	t.mu.Unlock()
 	if !ok {
@@ -341,11 +350,11 @@ func (c *conn) onChallengeAnswer(ctx context.Context, dec *wire.Decoder, m wire.
 // have the piece it claimed. ok is false when the cancel is about something else.
 func (c *conn) onChallengeCancel(r wire.Request) (ok bool, err error) {
 	t := c.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ss == nil {
+	if t.ss == nil { // as in onChallengeAnswer
 		return false, nil
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	ch, ok := c.takeChallenge(r)
 	if !ok || ch.expired {
 		return ok, nil
@@ -384,10 +393,7 @@ func (t *torrent) ssSent(c *conn, i int) {
 	// origin, so pick's window (the pieces right after it) points at the start of the blob
 	// and the pieces the agent's prefix waits for are revealed in random order.
 	c.remote.Set(i)
-	if !c.counted.Has(i) {
-		c.counted.Set(i)
-		t.ss.avail[i]++
-	}
+	t.ssCountPiece(c, i)
 	t.reveal(c, t.stuck(c, t.s.now()))
 }
 
