@@ -307,7 +307,7 @@ func (c *conn) onChallengeAnswer(ctx context.Context, dec *wire.Decoder, m wire.
 		return false, nil
 	}
 	t.mu.Lock()
-	ch, ok := c.takeChallenge(wire.Request{Piece: m.Piece, Offset: m.Offset, Length: m.Length})
+	ch, ok := c.takeChallenge(wire.Request(m))
 	t.mu.Unlock()
 	if !ok {
 		return false, nil

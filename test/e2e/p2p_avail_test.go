@@ -169,7 +169,8 @@ func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaIn
 // answering its handshake.
 func refused(t *testing.T, addr string, mi metainfo.MetaInfo, id wire.PeerID) bool {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	nc, err := d.DialContext(t.Context(), "tcp", addr)
 	require.NoError(t, err)
 	defer func() { _ = nc.Close() }()
 	hello, err := wire.AppendHandshake(nil, wire.Handshake{Digest: mi.Digest, PeerID: id, Length: mi.Length,
