@@ -246,7 +246,7 @@ func TestLiarsCannotStallSuperSeeding(t *testing.T) {
 		origins int
 		mode    liarMode
 	}{
-		{"silent/2 origins", 2, liarSilent},
+		{"silent/2 origins", 2, liarSilent}, // claims pieces and never serves them
 		{"rejects/3 origins", 3, liarRejects},
 		{"wrong bytes/2 origins", 2, liarWrong},
 	} {
