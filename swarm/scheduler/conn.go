@@ -57,11 +57,18 @@ type conn struct {
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
 
-	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, revealed
-	// pieces it has not got yet, and when it last got a piece
-	shown, sent *wire.Bitfield
-	showPending int
-	lastHave    time.Time
+	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, pieces
+	// counted as its in the origin's availability, revealed pieces it has not got yet, when it
+	// last got a piece, and until when it is stuck (superseed.go)
+	shown, sent, counted *wire.Bitfield
+	showPending          int
+	lastHave, stuckUntil time.Time
+	// how far its claims are believed, the challenges waiting for an answer, how many failed,
+	// and whether it had its challenge after being demoted (superseed.go)
+	trust      trust
+	challenges []challenge
+	failures   int
+	rechecked  bool
 
 	wmu   sync.Mutex
 	ctrl  []wire.Message
@@ -78,11 +85,12 @@ type conn struct {
 }
 
 func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, origin bool) *conn {
+	n := h.Bitfield.Len()
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
 		outbound: outbound, origin: origin,
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
-		shown: wire.NewBitfield(h.Bitfield.Len()), sent: wire.NewBitfield(h.Bitfield.Len()),
+		shown: wire.NewBitfield(n), sent: wire.NewBitfield(n), counted: wire.NewBitfield(n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
@@ -110,7 +118,7 @@ func (c *conn) start(ctx context.Context) {
 // message and the peer blacklisted.
 func violation(err error) bool {
 	return err != nil && (errors.Is(err, ErrProtocol) || errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType))
+		errors.Is(err, ErrFalseClaim) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType))
 }
 
 // goodbye tells the peer why the connection closes, waiting briefly for the writer to send it.
@@ -229,10 +237,19 @@ func (c *conn) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Cancel:
-			c.onCancel(m)
+			if err := c.onCancel(m); err != nil {
+				return err
+			}
 		case wire.Error:
 			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
 		case wire.PieceHeader:
+			ok, err := c.onChallengeAnswer(ctx, dec, m)
+			if err != nil {
+				return err
+			}
+			if ok {
+				continue // a super-seeding origin's challenge, answered
+			}
 			if err := c.onPieceHeader(dec, m, streams); err != nil {
 				return err
 			}
@@ -339,18 +356,22 @@ func (c *conn) onRequest(r wire.Request) error {
 	return nil
 }
 
-// onCancel handles a cancel: the peer withdrawing a request of its own, or declining ours.
-func (c *conn) onCancel(m wire.Cancel) {
+// onCancel handles a cancel: the peer withdrawing a request of its own, or declining ours
+// (a super-seeding origin's challenge among them, which may close the connection).
+func (c *conn) onCancel(m wire.Cancel) error {
 	r := wire.Request(m)
 	c.wmu.Lock()
 	for k, q := range c.serve {
 		if q == r {
 			c.serve = append(c.serve[:k], c.serve[k+1:]...)
 			c.wmu.Unlock()
-			return
+			return nil
 		}
 	}
 	c.wmu.Unlock()
+	if ok, err := c.onChallengeCancel(r); ok || err != nil {
+		return err
+	}
 	t := c.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -368,6 +389,7 @@ func (c *conn) onCancel(m wire.Cancel) {
 			t.fillAll()
 		}
 	}
+	return nil
 }
 
 type fileSource struct {

@@ -14,6 +14,7 @@ type metrics struct {
 	refused         *prometheus.CounterVec // handshakes refused, by reason
 	evicted         *prometheus.CounterVec // connections evicted, by reason
 	demoted         prometheus.Counter
+	challenges      *prometheus.CounterVec // super-seeding challenges, by result
 }
 
 func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 			Name: "krakenctl_swarm_peers_demoted_total",
 			Help: "Peers whose claimed pieces a super-seeding origin stopped counting, because a claim was not borne out.",
 		}),
+		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_swarm_challenges_total",
+			Help: "Challenges a super-seeding origin sent to prove a peer's claimed pieces, by result: proved, failed (a wrong answer, a cancel or no answer in time).",
+		}, []string{"result"}),
 	}
 	torrents := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "krakenctl_swarm_torrents",
@@ -65,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		defer s.mu.Unlock()
 		return float64(len(s.torrents))
 	})
-	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, m.refused, m.evicted, m.demoted, torrents,
+	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, m.refused, m.evicted, m.demoted, m.challenges, torrents,
 		&torrentCollector{s: s}}
 	if reg != nil {
 		for _, c := range m.cs {
