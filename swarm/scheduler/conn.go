@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -48,11 +49,17 @@ type conn struct {
 	addr     string
 	outbound bool
 	origin   bool
+	ip       netip.Addr // the peer's IP address, for the per-address caps (slots.go)
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
 	expect  map[int]int      // blocks requested of the peer and not yet received, per piece (t.mu)
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
+	// requested: this host has asked the peer for a piece (t.mu). asked: the peer has asked
+	// this host. used: when the connection was last of use (slots.go), in Unix nanoseconds.
+	requested bool
+	asked     atomic.Bool
+	used      atomic.Int64
 
 	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, revealed
 	// pieces it has not got yet, and when it last got a piece
@@ -77,7 +84,7 @@ type conn struct {
 func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, origin bool) *conn {
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
-		outbound: outbound, origin: origin,
+		outbound: outbound, origin: origin, ip: remoteIP(nc),
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
 		shown: wire.NewBitfield(h.Bitfield.Len()), sent: wire.NewBitfield(h.Bitfield.Len()),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
@@ -116,7 +123,12 @@ func (c *conn) goodbye(err error) {
 	if errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) {
 		code = wire.CodeInternal
 	}
-	msg := err.Error()
+	c.farewell(code, err.Error())
+}
+
+// farewell sends the peer an error message with code, waiting briefly for the writer to send
+// it; the caller closes the connection after.
+func (c *conn) farewell(code wire.ErrorCode, msg string) {
 	if len(msg) > wire.MaxErrorMessageLength {
 		msg = msg[:wire.MaxErrorMessageLength]
 	}
@@ -332,6 +344,8 @@ func (c *conn) onRequest(r wire.Request) error {
 	}
 	c.serve = append(c.serve, r)
 	c.wmu.Unlock()
+	c.asked.Store(true)
+	c.markUsed()
 	c.signal()
 	return nil
 }

@@ -36,6 +36,7 @@ type Scheduler struct {
 	lim     *bandwidth.Limiter
 	met     *metrics
 	events  *hub
+	gate    *gate
 
 	mu        sync.Mutex
 	torrents  map[digest.Digest]*torrent
@@ -80,6 +81,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		now:       deps.Now,
 		lim:       lim,
 		events:    newHub(),
+		gate:      newGate(),
 		torrents:  map[digest.Digest]*torrent{},
 		blacklist: map[string]time.Time{},
 	}
@@ -182,6 +184,7 @@ func (s *Scheduler) housekeeping() {
 			retire = append(retire, t)
 		}
 		t.unstick(now)
+		t.sweepIdle(now)
 	}
 	for _, t := range retire {
 		t.stop(nil)
@@ -333,8 +336,22 @@ func (s *Scheduler) storedMetainfo(_ context.Context, d digest.Digest) (metainfo
 // answer, then hand the connection to the torrent.
 func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	remote := nc.RemoteAddr().String()
+	ip := remoteIP(nc)
+	displaced, err := s.enter(nc, ip, s.now())
+	if displaced != nil {
+		s.met.evicted.WithLabelValues(reasonHandshake).Inc()
+		s.event(Event{Kind: snapshot.EventEvicted, Addr: displaced.RemoteAddr().String(), Err: reasonHandshake})
+	}
+	if err != nil {
+		// Before the handshake there is no blob to answer for: just close (docs/protocol.md §1.2).
+		_ = nc.Close()
+		s.refuse(Event{Addr: remote}, err)
+		return
+	}
+	defer s.leave(nc, ip)
 	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
 	h, err := wire.ReadHandshake(nc)
+	s.handshook(nc)
 	if err != nil {
 		s.event(Event{Kind: snapshot.EventConnRejected, Addr: remote, Err: err.Error()})
 		_ = nc.Close()
