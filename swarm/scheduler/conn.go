@@ -57,9 +57,11 @@ type conn struct {
 	strikes int              // timed-out requests (t.mu)
 	// requested: this host has asked the peer for a piece (t.mu). asked: the peer has asked
 	// this host. used: when the connection was last of use (slots.go), in Unix nanoseconds.
+	// sending: a block is on its way to the peer.
 	requested bool
 	asked     atomic.Bool
 	used      atomic.Int64
+	sending   atomic.Bool
 
 	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, revealed
 	// pieces it has not got yet, and when it last got a piece
@@ -451,7 +453,10 @@ func (c *conn) writeLoop(ctx context.Context) error {
 					return fmt.Errorf("open blob to serve: %w", err)
 				}
 			}
-			if err := c.sendBlock(ctx, bw, src.f, req); err != nil {
+			c.sending.Store(true)
+			err := c.sendBlock(ctx, bw, src.f, req)
+			c.sending.Store(false)
+			if err != nil {
 				return err
 			}
 		}

@@ -348,7 +348,7 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 		s.refuse(Event{Addr: remote}, err)
 		return
 	}
-	defer s.leave(nc, ip)
+	defer s.leave(nc)
 	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
 	h, err := wire.ReadHandshake(nc)
 	s.handshook(nc)

@@ -53,9 +53,16 @@ var (
 // markUsed records that the connection was of use now.
 func (c *conn) markUsed() { c.used.Store(c.t.s.now().UnixNano()) }
 
-// idleFor is how long the connection has gone unused; t.mu must be held.
+// idleFor is how long the connection has gone unused: 0 while a request is outstanding either
+// way. t.mu must be held (lock order: t.mu, then c.wmu).
 func (c *conn) idleFor(now time.Time) time.Duration {
-	if len(c.pending) > 0 {
+	if len(c.pending) > 0 || c.sending.Load() {
+		return 0
+	}
+	c.wmu.Lock()
+	serving := len(c.serve) > 0
+	c.wmu.Unlock()
+	if serving {
 		return 0
 	}
 	last := c.opened
@@ -85,9 +92,10 @@ func remoteIP(nc net.Conn) netip.Addr {
 // gate holds the scheduler-wide bounds on the connections peers open.
 type gate struct {
 	mu      sync.Mutex
-	waiting map[net.Conn]waiter // accepted, handshake not yet read
-	pending map[netip.Addr]int  // in incoming (waiting, or on the way to a torrent), by address
-	joined  map[netip.Addr]int  // registered with a torrent, by address (inbound only)
+	waiting map[net.Conn]waiter     // accepted, handshake not yet read
+	entered map[net.Conn]netip.Addr // in incoming, not yet registered with a torrent
+	pending map[netip.Addr]int      // entered, by address
+	joined  map[netip.Addr]int      // registered with a torrent, by address (inbound only)
 }
 
 type waiter struct {
@@ -96,7 +104,10 @@ type waiter struct {
 }
 
 func newGate() *gate {
-	return &gate{waiting: map[net.Conn]waiter{}, pending: map[netip.Addr]int{}, joined: map[netip.Addr]int{}}
+	return &gate{
+		waiting: map[net.Conn]waiter{}, entered: map[net.Conn]netip.Addr{},
+		pending: map[netip.Addr]int{}, joined: map[netip.Addr]int{},
+	}
 }
 
 // enter admits a connection just accepted, or returns why not. displaced is a connection that
@@ -119,8 +130,21 @@ func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced 
 		_ = displaced.Close()
 	}
 	g.waiting[nc] = waiter{ip: ip, since: now}
+	g.entered[nc] = ip
 	g.pending[ip]++
 	return displaced, nil
+}
+
+// unpendLocked moves nc out of the entered connections; g.mu held.
+func (g *gate) unpendLocked(nc net.Conn) {
+	ip, ok := g.entered[nc]
+	if !ok {
+		return
+	}
+	delete(g.entered, nc)
+	if g.pending[ip]--; g.pending[ip] <= 0 {
+		delete(g.pending, ip)
+	}
 }
 
 // handshook records that nc's handshake arrived: it no longer waits.
@@ -131,20 +155,20 @@ func (s *Scheduler) handshook(nc net.Conn) {
 }
 
 // leave ends what enter began: nc left incoming, registered with a torrent or not.
-func (s *Scheduler) leave(nc net.Conn, ip netip.Addr) {
+func (s *Scheduler) leave(nc net.Conn) {
 	g := s.gate
 	g.mu.Lock()
 	delete(g.waiting, nc)
-	if g.pending[ip]--; g.pending[ip] <= 0 {
-		delete(g.pending, ip)
-	}
+	g.unpendLocked(nc)
 	g.mu.Unlock()
 }
 
-// joinedHost counts (delta +1) or uncounts (-1) an inbound connection registered with a torrent.
-func (s *Scheduler) joinedHost(ip netip.Addr, delta int) {
+// joinedHost counts (delta +1) an inbound connection registered with a torrent, which stops
+// counting as entered, or uncounts it (-1) when it leaves the torrent.
+func (s *Scheduler) joinedHost(nc net.Conn, ip netip.Addr, delta int) {
 	g := s.gate
 	g.mu.Lock()
+	g.unpendLocked(nc)
 	if g.joined[ip] += delta; g.joined[ip] <= 0 {
 		delete(g.joined, ip)
 	}

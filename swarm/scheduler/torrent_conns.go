@@ -219,7 +219,7 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 	}
 	t.conns[c.id] = c
 	if !c.outbound {
-		t.s.joinedHost(c.ip, 1)
+		t.s.joinedHost(c.nc, c.ip, 1)
 	}
 	t.lastActive = t.s.now()
 	if t.ss != nil {
@@ -265,7 +265,7 @@ func (t *torrent) unlinkLocked(c *conn) bool {
 	}
 	delete(t.conns, c.id)
 	if !c.outbound {
-		t.s.joinedHost(c.ip, -1)
+		t.s.joinedHost(c.nc, c.ip, -1)
 	}
 	t.s.met.conns.Dec()
 	if t.ss != nil {
