@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
@@ -148,6 +149,16 @@ func counter(t *testing.T, reg *prometheus.Registry, name, reason string) float6
 	return 0
 }
 
+// waitPeers waits until s's only torrent has n connections: an idler's handshake is answered
+// before its connection joins the torrent.
+func waitPeers(t *testing.T, s *scheduler.Scheduler, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st := s.Stats()
+		return len(st) == 1 && len(st[0].Peers) == n
+	}, 10*time.Second, 5*time.Millisecond, "%d connections", n)
+}
+
 const (
 	evictedTotal = "krakenctl_swarm_connections_evicted_total"
 	refusedTotal = "krakenctl_swarm_handshakes_refused_total"
@@ -190,6 +201,7 @@ func TestIdlePeersYieldToAnAgent(t *testing.T) {
 		// Each from its own address, so that only the torrent's bound is in play.
 		idlers[k] = dialIdler(t, "127.0.0."+string(rune('2'+k)), origin.s.Addr(), mi)
 		require.NoError(t, idlers[k].hsErr)
+		waitPeers(t, origin.s, k+1)
 	}
 	late := dialIdler(t, "127.0.1.1", origin.s.Addr(), mi)
 	require.NoError(t, late.hsErr, "an idle newcomer gets the handshake, then the refusal")
@@ -202,14 +214,17 @@ func TestIdlePeersYieldToAnAgent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, blob, got)
 
-	evicted := 0
-	for _, i := range idlers {
-		if i.closedBusy() {
-			evicted++
+	n := counter(t, reg, evictedTotal, "idle")
+	require.Positive(t, n, "an idle peer made room")
+	require.Eventually(t, func() bool {
+		evicted := 0
+		for _, i := range idlers {
+			if i.closedBusy() {
+				evicted++
+			}
 		}
-	}
-	require.Positive(t, evicted, "an idle peer made room, told CodeBusy")
-	require.GreaterOrEqual(t, counter(t, reg, evictedTotal, "idle"), float64(evicted))
+		return float64(evicted) == n
+	}, 10*time.Second, 5*time.Millisecond, "each evicted peer was told CodeBusy")
 	require.GreaterOrEqual(t, counter(t, reg, refusedTotal, "busy"), 1.0)
 	e := rec.waitFor(t, "eviction", func(e scheduler.Event) bool { return e.Kind == snapshot.EventEvicted })
 	require.Equal(t, "idle", e.Err)
@@ -277,7 +292,9 @@ func TestPerAddressCap(t *testing.T) {
 	var c clock
 	_, origin, mi, _, reg, _ := slotOrigin(t, scheduler.Config{MaxConnsPerAddr: 2, NoRequestTimeout: -1}, &c)
 	first := dialIdler(t, "127.0.4.1", origin.s.Addr(), mi)
+	waitPeers(t, origin.s, 1)
 	second := dialIdler(t, "127.0.4.1", origin.s.Addr(), mi)
+	waitPeers(t, origin.s, 2)
 	third := dialIdler(t, "127.0.4.1", origin.s.Addr(), mi)
 	require.Eventually(t, third.closedBusy, 10*time.Second, 5*time.Millisecond, "the third from one address is refused")
 	require.Equal(t, 1.0, counter(t, reg, refusedTotal, "per_address"))
@@ -353,4 +370,63 @@ func TestSilentSocketsAreBounded(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestIdlePeersYieldOnASeedingAgent is P9: an agent seeding a blob, its slots held by idle
+// peers, still serves a downloader it is the only source for, once their grace is over.
+func TestIdlePeersYieldOnASeedingAgent(t *testing.T) {
+	t.Parallel()
+	ft, _, mi, blob, _, _ := slotOrigin(t, scheduler.Config{}, nil)
+	const slots = 4
+	var c clock
+	reg := prometheus.NewRegistry()
+	seeder := startNodeDeps(t, t.TempDir(), scheduler.Config{MaxConns: slots, NoRequestTimeout: -1},
+		scheduler.Deps{Tracker: ft, Registerer: reg, Now: c.now})
+	got, err := pull(t.Context(), seeder.s, mi.Digest)
+	require.NoError(t, err)
+	require.Equal(t, blob, got)
+
+	// Committed, the seeder has closed its connection to the origin, which had nothing more for it.
+	require.Eventually(t, func() bool {
+		_, err := seeder.store.Stat(mi.Digest)
+		st := seeder.s.Stats()
+		return err == nil && len(st) == 1 && len(st[0].Peers) == 0
+	}, 20*time.Second, 5*time.Millisecond, "the seeder has committed the blob and closed its connections")
+
+	var idlers []*idler
+	for k := 0; ; k++ {
+		i := dialIdler(t, "127.0.6."+string(rune('1'+k)), seeder.s.Addr(), mi)
+		require.NoError(t, i.hsErr)
+		require.Eventually(t, func() bool {
+			st := seeder.s.Stats()
+			return !i.open() || len(st[0].Peers) == k+1
+		}, 10*time.Second, 5*time.Millisecond)
+		if !i.open() {
+			require.True(t, i.closedBusy(), "the seeder, full, refused the idle peer with CodeBusy")
+			break
+		}
+		idlers = append(idlers, i)
+	}
+	require.Len(t, idlers, slots)
+
+	// The downloader knows only the seeder: no origin.
+	ft2 := announcetest.New()
+	ft2.AddMetainfo(mi)
+	ft2.AddPeers(announce.Peer{ID: seeder.s.PeerID().String(), Addr: seeder.s.Addr(), Complete: true})
+	c.advance(scheduler.DefaultIdleGrace + time.Second)
+	leech := startNode(t, t.TempDir(), scheduler.Config{}, ft2)
+	got, err = pull(t.Context(), leech.s, mi.Digest)
+	require.NoError(t, err)
+	require.Equal(t, blob, got)
+	n := counter(t, reg, evictedTotal, "idle")
+	require.Positive(t, n, "an idle peer made room for the downloader")
+	require.Eventually(t, func() bool {
+		evicted := 0
+		for _, i := range idlers {
+			if i.closedBusy() {
+				evicted++
+			}
+		}
+		return float64(evicted) == n
+	}, 10*time.Second, 5*time.Millisecond, "each evicted peer was told CodeBusy")
 }
