@@ -168,7 +168,7 @@ const (
 // says, not when a loaded machine gets round to it.
 type clock struct{ off atomic.Int64 }
 
-func (c *clock) now() time.Time           { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // slotOrigin is an origin with few slots, its metrics registry and events; c is its clock
