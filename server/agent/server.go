@@ -91,12 +91,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	b.OnClose("store", s.store.Close)
 	s.sched, err = scheduler.New(scheduler.Config{
-		Advertise:     cfg.PeerAdvertise,
-		MaxConns:      cfg.MaxConns,
-		PipelineBytes: int64(cfg.Pipeline),
-		SeedTime:      cfg.SeedTime,
-		EgressRate:    int64(cfg.EgressRate),
-		IngressRate:   int64(cfg.IngressRate),
+		Advertise:        cfg.PeerAdvertise,
+		MaxConns:         cfg.MaxConns,
+		MaxConnsPerAddr:  cfg.MaxConnsPerAddr,
+		MaxConnsPerHost:  cfg.MaxConnsPerHost,
+		MaxHandshakes:    cfg.MaxHandshakes,
+		IdleGrace:        cfg.IdleGrace,
+		NoRequestTimeout: cfg.NoRequestTimeout,
+		PipelineBytes:    int64(cfg.Pipeline),
+		SeedTime:         cfg.SeedTime,
+		EgressRate:       int64(cfg.EgressRate),
+		IngressRate:      int64(cfg.IngressRate),
 	}, scheduler.Deps{
 		Store:      s.store,
 		Listener:   deps.PeerListener,

@@ -143,7 +143,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.PeerListener != nil {
 		s.swarm, err = scheduler.New(scheduler.Config{
 			Advertise: cfg.Peer.Advertise, SeedOnly: true, MaxConns: cfg.Peer.MaxConns,
-			EgressRate: int64(cfg.Peer.EgressRate),
+			MaxConnsPerAddr: cfg.Peer.MaxConnsPerAddr, MaxConnsPerHost: cfg.Peer.MaxConnsPerHost,
+			MaxHandshakes: cfg.Peer.MaxHandshakes, IdleGrace: cfg.Peer.IdleGrace,
+			NoRequestTimeout: cfg.Peer.NoRequestTimeout,
+			EgressRate:       int64(cfg.Peer.EgressRate),
 		}, scheduler.Deps{
 			Store: s.store, Listener: deps.PeerListener, Metainfo: s.swarmMetainfo,
 			SeedStripe: s.seedStripe, Logger: s.log, Registerer: deps.Registerer,
