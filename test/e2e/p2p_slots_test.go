@@ -126,7 +126,9 @@ func (f *idleFleet) close() {
 // one of labels (`reason="idle"`), 0 if none.
 func metric(t *testing.T, admin, name string, labels ...string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+admin+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	var sum float64
