@@ -242,6 +242,9 @@ func (c *conn) readLoop(ctx context.Context) error {
 		case wire.Cancel:
 			c.onCancel(m)
 		case wire.Error:
+			if m.Code == wire.CodeBusy {
+				return fmt.Errorf("peer %s: %w: %s", c.addr, errPeerBusy, m.Message)
+			}
 			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
 		case wire.PieceHeader:
 			if err := c.onPieceHeader(dec, m, streams); err != nil {

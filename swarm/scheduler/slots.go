@@ -48,6 +48,8 @@ const (
 var (
 	errAddrBusy = errors.New("too many connections from this address")
 	errEvicted  = errors.New("evicted")
+	// errPeerBusy: the peer closed the connection with CodeBusy (refused, or evicted).
+	errPeerBusy = errors.New("peer has no slot (busy)")
 )
 
 // markUsed records that the connection was of use now.
@@ -282,17 +284,46 @@ func (s *Scheduler) refuse(e Event, err error) {
 	s.event(e)
 }
 
-// spareLocked counts the slots of a full torrent a newcomer could take now, so that a download
-// whose slots are held by idle peers still dials the peers the tracker hands out. t.mu held.
+// spareLocked counts the slots of a full torrent held by connections peers opened and left
+// unused beyond the grace, so that a download whose slots idle peers hold still dials the peers
+// the tracker hands out (which then evict them). Connections this host dialled do not count:
+// evicting one to dial another would only trade idle peers. t.mu held.
 func (t *torrent) spareLocked() int {
 	if len(t.conns) < t.s.cfg.MaxConns {
 		return 0
 	}
 	now, n := t.s.now(), 0
 	for _, c := range t.conns {
-		if !c.protected() && c.idleFor(now) >= t.s.cfg.IdleGrace {
+		if !c.outbound && c.idleFor(now) >= t.s.cfg.IdleGrace {
 			n++
 		}
 	}
 	return n
+}
+
+// backOffAfter keeps this host from dialling a peer again at once after it said it has no slot
+// (for IdleGrace: by then its connections may be evictable), or after this host dropped the
+// connection for going without requests (for NoRequestTimeout): dialling again would only
+// churn. Origins are exempt: a download depends on them. unused: nothing was requested over
+// the connection either way.
+func (t *torrent) backOffAfter(c *conn, err error, unused bool) {
+	if !c.outbound || c.origin {
+		return
+	}
+	var d time.Duration
+	switch {
+	case errors.Is(err, errPeerBusy):
+		d = t.s.cfg.IdleGrace
+	case errors.Is(err, errEvicted) && unused:
+		d = t.s.cfg.NoRequestTimeout
+	}
+	if d <= 0 {
+		return
+	}
+	key, until := addrKey(c.addr), t.s.now().Add(d)
+	t.s.mu.Lock()
+	if cur, ok := t.s.blacklist[key]; !ok || cur.Before(until) {
+		t.s.blacklist[key] = until
+	}
+	t.s.mu.Unlock()
 }

@@ -430,3 +430,48 @@ func TestIdlePeersYieldOnASeedingAgent(t *testing.T) {
 		return float64(evicted) == n
 	}, 10*time.Second, 5*time.Millisecond, "each evicted peer was told CodeBusy")
 }
+
+// TestDownloadDialsPastIdlePeers: a downloading agent whose slots idle peers took before it
+// knew of any source still dials the origin the tracker hands out, evicting one of them.
+func TestDownloadDialsPastIdlePeers(t *testing.T) {
+	t.Parallel()
+	ft, _, mi, blob, _, _ := slotOrigin(t, scheduler.Config{}, nil)
+	gt := newGatedTracker(ft) // the origin stays hidden until open
+	const slots = 3
+	var c clock
+	reg := prometheus.NewRegistry()
+	agent := startNodeDeps(t, t.TempDir(), scheduler.Config{MaxConns: slots, NoRequestTimeout: -1},
+		scheduler.Deps{Tracker: gt, Registerer: reg, Now: c.now})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { b, err := pull(ctx, agent.s, mi.Digest); ch <- result{b, err} }()
+
+	for k := 0; ; k++ {
+		var i *idler
+		require.Eventually(t, func() bool {
+			// The agent answers once its torrent has the metainfo.
+			i = dialIdler(t, "127.0.7."+string(rune('1'+k)), agent.s.Addr(), mi)
+			return i.hsErr == nil
+		}, 10*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool {
+			st := agent.s.Stats()
+			return !i.open() || len(st[0].Peers) == k+1
+		}, 10*time.Second, 5*time.Millisecond)
+		if !i.open() {
+			require.True(t, i.closedBusy())
+			require.Equal(t, slots, k, "the idle peers hold every slot")
+			break
+		}
+	}
+	c.advance(scheduler.DefaultIdleGrace + time.Second)
+	gt.open()
+	r := <-ch
+	require.NoError(t, r.err)
+	require.Equal(t, blob, r.b)
+	require.Positive(t, counter(t, reg, evictedTotal, "idle"), "an idle peer made room for the origin")
+}

@@ -285,7 +285,9 @@ func (t *torrent) unlinkLocked(c *conn) bool {
 func (t *torrent) removed(c *conn, err error) {
 	t.mu.Lock()
 	t.dropLocked(c)
+	unused := !c.requested && !c.asked.Load()
 	t.mu.Unlock()
+	t.backOffAfter(c, err, unused)
 	if violation(err) {
 		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
 		if c.outbound {
