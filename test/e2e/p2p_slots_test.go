@@ -210,8 +210,9 @@ const (
 )
 
 // TestP2PSlotsHeldByIdlePeers: 1,024 idle connections per owning origin (every slot of the
-// blob) do not stop a fresh agent's pull; nor do idle connections from the agent's own
-// address, nor idle connections holding every slot of the only agent that has a blob.
+// blob) do not stop a fresh agent's pull (P10); nor do idle connections from the agent's own
+// address, nor idle connections holding every slot of the only agent that has a blob (P9)
+// with 2,000 silent sockets waiting on it (P7).
 func TestP2PSlotsHeldByIdlePeers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -293,6 +294,26 @@ func TestP2PSlotsHeldByIdlePeers(t *testing.T) {
 		require.Eventually(t, func() bool { return fleet.open.Load() == 20 }, 20*time.Second, 10*time.Millisecond)
 		st, _ := torrent(t.Context(), seeder.addr, d)
 		require.Len(t, st.Peers, 20, "the idle connections hold every slot of the seeder")
+
+		// P7 as well: 2,000 sockets that never send a handshake wait on the seeder, at most
+		// max_handshakes (256) at a time.
+		var silent []net.Conn
+		t.Cleanup(func() {
+			for _, nc := range silent {
+				_ = nc.Close()
+			}
+		})
+		for _, src := range []string{"127.0.0.8", "127.0.0.9"} {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+			for range 1000 {
+				nc, err := d.DialContext(t.Context(), "tcp", seederPeer)
+				require.NoError(t, err)
+				silent = append(silent, nc)
+			}
+		}
+		require.Eventually(t, func() bool {
+			return metric(t, seederAdmin, evictedMetric, `reason="handshake"`) >= 2000-256
+		}, time.Minute, 10*time.Millisecond, "the seeder holds at most 256 sockets waiting for a handshake")
 
 		leech := l.agent("agent-slots-leech", "0")
 		out = filepath.Join(l.dir, "slots-3-leech.out")
