@@ -66,8 +66,9 @@ type Config struct {
 	// MaxConnsPerAddr bounds the connections per torrent that peers at one IP address opened
 	// to this host; 0 means MaxConns/4, at least min(MaxConns, 16). Connections this host
 	// dialled are not counted: their addresses came from the tracker, not from the peer.
-	// Loopback gets no exception, so a dev cluster (every host on 127.0.0.1) needs room for
-	// all its agents: 16 covers an agent's 20 slots but for the origin's and a few dialled.
+	// Loopback gets no exception, so the bound must leave room for a dev cluster, which runs
+	// every host on 127.0.0.1: an origin's default (256 of 1024) covers the most agents
+	// `bench swarm` starts, an agent's (16 of 20) all its slots but those it dials.
 	MaxConnsPerAddr int
 	// MaxConnsPerHost bounds the connections peers at one IP address opened to this host over
 	// all torrents, handshakes still in progress included; 0 means 4 × MaxConns, at least
