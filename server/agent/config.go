@@ -49,6 +49,11 @@ const (
 //	ingress_rate: 100MiB              # bytes per second received from peers; 0 is unlimited
 //	seed_time: 10m                    # how long a finished blob is seeded after its last upload
 //	max_conns: 20                     # peer connections per blob
+//	max_conns_per_addr: 16            # of them opened by peers at one IP address
+//	max_conns_per_host: 1024          # opened by peers at one IP address, all blobs
+//	max_handshakes: 256               # accepted connections whose handshake is awaited
+//	idle_grace: 10s                   # unused this long, a connection yields to a newcomer
+//	no_request_timeout: 30s           # nothing requested either way this long: closed
 //	pipeline: 4MiB                    # request bytes kept outstanding per connection
 //	build_index: [10.0.0.4:15100, 10.0.0.5:15100]  # registry API: tags, sha512, referrers
 //	auth:                             # absent: anyone who reaches listen may pull (see AuthConfig)
@@ -95,6 +100,14 @@ type Config struct {
 	SeedTime time.Duration `yaml:"seed_time"`
 	// MaxConns bounds the peer connections of each blob.
 	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerAddr, MaxConnsPerHost, MaxHandshakes, IdleGrace and NoRequestTimeout are the
+	// connection slot rules (docs/protocol.md, "Connection slots"); 0 means the scheduler's
+	// defaults, and a negative NoRequestTimeout keeps request-less connections open.
+	MaxConnsPerAddr  int           `yaml:"max_conns_per_addr"`
+	MaxConnsPerHost  int           `yaml:"max_conns_per_host"`
+	MaxHandshakes    int           `yaml:"max_handshakes"`
+	IdleGrace        time.Duration `yaml:"idle_grace"`
+	NoRequestTimeout time.Duration `yaml:"no_request_timeout"`
 	// Pipeline is how many bytes of piece requests each connection keeps outstanding; raise it
 	// on links with a large bandwidth-delay product.
 	Pipeline config.ByteSize `yaml:"pipeline"`
@@ -231,6 +244,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns < 1 {
 		bad("max_conns: must be at least 1")
+	}
+	if c.MaxConnsPerAddr < 0 || c.MaxConnsPerHost < 0 || c.MaxHandshakes < 0 {
+		bad("max_conns_per_addr, max_conns_per_host, max_handshakes: must not be negative")
+	}
+	if c.IdleGrace < 0 {
+		bad("idle_grace: must not be negative")
 	}
 	if c.Pipeline < 1 {
 		bad("pipeline: must be at least 1 byte")

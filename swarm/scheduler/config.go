@@ -27,6 +27,15 @@ const (
 	DefaultSeedTime         = 10 * time.Minute
 	DefaultBlacklistTime    = time.Minute
 	DefaultSaveInterval     = time.Second
+	// DefaultMaxHandshakes bounds the connections accepted whose handshake has not arrived:
+	// an honest handshake takes a round trip, so a full table is mostly idle sockets.
+	DefaultMaxHandshakes = 256
+	// DefaultIdleGrace is how long a connection may go without use before a newcomer may take
+	// its slot.
+	DefaultIdleGrace = 10 * time.Second
+	// DefaultNoRequestTimeout is how long a connection may stay open with no request in
+	// either direction.
+	DefaultNoRequestTimeout = 30 * time.Second
 	// DefaultWindowFraction: the picker's window is this fraction of the pieces (at least
 	// minWindow), so the prefix a client sees trails the download by at most that much.
 	DefaultWindowFraction = 8
@@ -54,6 +63,28 @@ type Config struct {
 	// MaxConns bounds the connections per torrent (DefaultMaxConns, DefaultSeedOnlyMaxConns
 	// when SeedOnly).
 	MaxConns int
+	// MaxConnsPerAddr bounds the connections per torrent that peers at one IP address opened
+	// to this host; 0 means MaxConns/4, at least min(MaxConns, 16). Connections this host
+	// dialled are not counted: their addresses came from the tracker, not from the peer.
+	// Loopback gets no exception, so the bound must leave room for a dev cluster, which runs
+	// every host on 127.0.0.1: an origin's default (256 of 1024) covers the most agents
+	// `bench swarm` starts, an agent's (16 of 20) all its slots but those it dials.
+	MaxConnsPerAddr int
+	// MaxConnsPerHost bounds the connections peers at one IP address opened to this host over
+	// all torrents, handshakes still in progress included; 0 means 4 × MaxConns, at least
+	// 1024 (one agent host downloading many blobs at once holds one per blob).
+	MaxConnsPerHost int
+	// MaxHandshakes bounds the connections accepted whose handshake is still awaited
+	// (DefaultMaxHandshakes); at the bound a newcomer displaces the one waiting longest.
+	MaxHandshakes int
+	// IdleGrace is how long a connection may go unused (no request or piece either way, no
+	// new piece announced, nothing requested of it outstanding) before a newcomer needing the
+	// slot may evict it (DefaultIdleGrace).
+	IdleGrace time.Duration
+	// NoRequestTimeout closes a connection over which neither side has requested anything
+	// for this long since it opened (DefaultNoRequestTimeout); negative disables it.
+	// Connections this host dialled to an origin are exempt.
+	NoRequestTimeout time.Duration
 	// PipelineBytes is how many bytes of requests each connection keeps outstanding; at
 	// least two pieces are always outstanding.
 	PipelineBytes int64
@@ -142,11 +173,22 @@ func (c *Config) withDefaults() error {
 			c.MaxConns = DefaultSeedOnlyMaxConns
 		}
 	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = max(c.MaxConns/4, min(c.MaxConns, 16))
+	}
+	if c.MaxConnsPerHost == 0 {
+		c.MaxConnsPerHost = max(4*c.MaxConns, 1024)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
+	def(&c.IdleGrace, DefaultIdleGrace)
+	def(&c.NoRequestTimeout, DefaultNoRequestTimeout)
 	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	def(&c.SeedTime, DefaultSeedTime)
@@ -158,6 +200,11 @@ func (c *Config) withDefaults() error {
 	switch {
 	case c.MaxConns < 0:
 		return fmt.Errorf("max conns %d is negative", c.MaxConns)
+	case c.MaxConnsPerAddr < 0 || c.MaxConnsPerHost < 0 || c.MaxHandshakes < 0:
+		return fmt.Errorf("negative connection cap (per address %d, per host %d, handshakes %d)",
+			c.MaxConnsPerAddr, c.MaxConnsPerHost, c.MaxHandshakes)
+	case c.IdleGrace < 0:
+		return errors.New("negative idle grace")
 	case c.PipelineBytes < 0:
 		return fmt.Errorf("pipeline bytes %d is negative", c.PipelineBytes)
 	case c.EgressRate < 0 || c.IngressRate < 0:

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -51,11 +52,19 @@ type conn struct {
 	addr     string
 	outbound bool
 	origin   bool
+	ip       netip.Addr // the peer's IP address, for the per-address caps (slots.go)
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
 	expect  map[int]int      // blocks requested of the peer and not yet received, per piece (t.mu)
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
+	// requested: this host has asked the peer for a piece (t.mu). asked: the peer has asked
+	// this host. used: when the connection was last of use (slots.go), in Unix nanoseconds.
+	// sending: a block is on its way to the peer.
+	requested bool
+	asked     atomic.Bool
+	used      atomic.Int64
+	sending   atomic.Bool
 
 	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, pieces
 	// counted as its in the origin's availability, revealed pieces it has not got yet, when it
@@ -88,7 +97,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 	n := h.Bitfield.Len()
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
-		outbound: outbound, origin: origin,
+		outbound: outbound, origin: origin, ip: remoteIP(nc),
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
 		shown: wire.NewBitfield(n), sent: wire.NewBitfield(n), counted: wire.NewBitfield(n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
@@ -127,7 +136,12 @@ func (c *conn) goodbye(err error) {
 	if errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) {
 		code = wire.CodeInternal
 	}
-	msg := err.Error()
+	c.farewell(code, err.Error())
+}
+
+// farewell sends the peer an error message with code, waiting briefly for the writer to send
+// it; the caller closes the connection after.
+func (c *conn) farewell(code wire.ErrorCode, msg string) {
 	if len(msg) > wire.MaxErrorMessageLength {
 		msg = msg[:wire.MaxErrorMessageLength]
 	}
@@ -241,6 +255,9 @@ func (c *conn) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Error:
+			if m.Code == wire.CodeBusy {
+				return fmt.Errorf("peer %s: %w: %s", c.addr, errPeerBusy, m.Message)
+			}
 			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
 		case wire.PieceHeader:
 			ok, err := c.onChallengeAnswer(ctx, dec, m)
@@ -352,6 +369,8 @@ func (c *conn) onRequest(r wire.Request) error {
 	}
 	c.serve = append(c.serve, r)
 	c.wmu.Unlock()
+	c.asked.Store(true)
+	c.markUsed()
 	c.signal()
 	return nil
 }
@@ -462,7 +481,10 @@ func (c *conn) writeLoop(ctx context.Context) error {
 					return fmt.Errorf("open blob to serve: %w", err)
 				}
 			}
-			if err := c.sendBlock(ctx, bw, src.f, req); err != nil {
+			c.sending.Store(true)
+			err := c.sendBlock(ctx, bw, src.f, req)
+			c.sending.Store(false)
+			if err != nil {
 				return err
 			}
 		}

@@ -47,11 +47,11 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_handshakes_refused_total",
-			Help: "Peer connections refused before they joined a torrent, by reason: tls (no or a foreign certificate), identity (a certificate not allowed in the swarm, or a peer id not bound to it), protocol (a bad handshake), busy (no slot), banned.",
+			Help: "Peer connections refused before they joined a torrent, by reason: tls (no or a foreign certificate), identity (a certificate not allowed in the swarm, or a peer id not bound to it), protocol (a bad handshake), busy (no slot), per_address (too many connections from the address), banned.",
 		}, []string{"reason"}),
 		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_connections_evicted_total",
-			Help: "Peer connections closed to free their slot or for holding one without use, by reason.",
+			Help: "Peer connections closed to free their slot or for holding one without use, by reason: idle (a newcomer took the slot), per_address (a newcomer from the same address took it), no_requests (nothing requested either way in time), handshake (displaced while its handshake was awaited).",
 		}, []string{"reason"}),
 		demoted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_peers_demoted_total",

@@ -37,6 +37,7 @@ type Scheduler struct {
 	lim     *bandwidth.Limiter
 	met     *metrics
 	events  *hub
+	gate    *gate
 
 	mu        sync.Mutex
 	torrents  map[digest.Digest]*torrent
@@ -82,6 +83,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		now:       deps.Now,
 		lim:       lim,
 		events:    newHub(),
+		gate:      newGate(),
 		torrents:  map[digest.Digest]*torrent{},
 		blacklist: map[string]time.Time{},
 	}
@@ -184,6 +186,7 @@ func (s *Scheduler) housekeeping() {
 			retire = append(retire, t)
 		}
 		t.unstick(now)
+		t.sweepIdle(now)
 	}
 	for _, t := range retire {
 		t.stop(nil)
@@ -335,6 +338,19 @@ func (s *Scheduler) storedMetainfo(_ context.Context, d digest.Digest) (metainfo
 // handshake, admit the peer, find the torrent, answer, then hand the connection to the torrent.
 func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	remote := nc.RemoteAddr().String()
+	ip := remoteIP(nc)
+	displaced, err := s.enter(nc, ip, s.now())
+	if displaced != nil {
+		s.met.evicted.WithLabelValues(reasonHandshake).Inc()
+		s.event(Event{Kind: snapshot.EventEvicted, Addr: displaced.RemoteAddr().String(), Err: reasonHandshake})
+	}
+	if err != nil {
+		// Before the handshake there is no blob to answer for: just close (docs/protocol.md §1.2).
+		_ = nc.Close()
+		s.refuseBusy(Event{Addr: remote}, err)
+		return
+	}
+	defer s.leave(nc)
 	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 	defer cancel()
@@ -345,6 +361,7 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 		}
 	}
 	h, err := wire.ReadHandshake(nc)
+	s.handshook(nc)
 	if err != nil {
 		s.refuse(nc, refusedProtocol, Event{Addr: remote, Err: err.Error()})
 		return
@@ -381,7 +398,6 @@ const (
 	refusedTLS      = "tls"
 	refusedIdentity = "identity"
 	refusedProtocol = "protocol"
-	refusedBusy     = "busy"
 	refusedBanned   = "banned"
 	refusedNoBlob   = "no_blob"
 )
