@@ -239,6 +239,9 @@ func (t *torrent) challenge(c *conn, i int) {
 	off := t.ss.rnd.Int64N(l - n + 1)
 	r := wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(n)}
 	c.challenges = append(c.challenges, challenge{r: r, deadline: t.s.now().Add(t.s.cfg.RequestTimeout)})
+	// A challenge is a request: the connection is not request-less (slots.go), so a peer that
+	// leaves it unanswered is demoted and blacklisted for it, not merely dropped as unused.
+	c.requested = true
 	c.queue(r)
 }
 
