@@ -235,9 +235,12 @@ func TestIdlePeersYieldToAnAgent(t *testing.T) {
 // however long it has been connected; it is refused.
 func TestPeerInUseKeepsItsSlot(t *testing.T) {
 	t.Parallel()
-	// A slow origin (the blob takes seconds) with one slot and a grace shorter than the download.
+	// A slow origin (the 2 MiB blob takes 8 s) with one slot and a grace shorter than the
+	// download, yet 8 times the gap between two pieces (64 KiB at 256 KiB/s), so that a machine
+	// slowed down by the race detector and other tests does not make the agent look idle.
+	const grace = 2 * time.Second
 	ft, origin, mi, blob, reg, _ := slotOrigin(t, scheduler.Config{
-		MaxConns: 1, IdleGrace: 50 * time.Millisecond, EgressRate: 512 << 10,
+		MaxConns: 1, IdleGrace: grace, EgressRate: 256 << 10,
 	}, nil)
 	agent := startNode(t, t.TempDir(), scheduler.Config{}, ft)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -252,6 +255,8 @@ func TestPeerInUseKeepsItsSlot(t *testing.T) {
 		st := agent.s.Stats()
 		return len(st) == 1 && st[0].Have > 0
 	}, 30*time.Second, 5*time.Millisecond, "the agent is downloading")
+	// Connected for longer than the grace: only its use keeps its slot now.
+	time.Sleep(grace + grace/4)
 	var refused int
 	for k := range 5 {
 		st := agent.s.Stats()
