@@ -34,7 +34,9 @@ func post(t *testing.T, hc *http.Client, tt *testTracker, req announce.Request) 
 	if resp.StatusCode == http.StatusOK {
 		return resp.StatusCode, "", ""
 	}
-	var body struct{ Errors []struct{ Code, Message string } }
+	var body struct {
+		Errors []struct{ Code, Message string }
+	}
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	require.Len(t, body.Errors, 1)
 	return resp.StatusCode, body.Errors[0].Code, body.Errors[0].Message

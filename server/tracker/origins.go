@@ -42,7 +42,7 @@ type originPeers struct {
 	log       *slog.Logger
 	policy    addrPolicy
 	lookup    func(ctx context.Context, host string) ([]netip.Addr, error) // resolves origins' peer addresses
-	reachable func(n int)                                                   // told how many origins answered after each round
+	reachable func(n int)                                                  // told how many origins answered after each round
 
 	mu    sync.RWMutex
 	state map[string]originState

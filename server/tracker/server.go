@@ -41,11 +41,11 @@ type Server struct {
 
 	addrs    addrPolicy
 	refusals *refusalLog
-	peers   *peerTable
-	origins *originPeers
-	cache   *metainfoCache
-	fetches singleflight.Group
-	waiting atomic.Int64 // requests waiting for a metainfo fetch (tests watch it)
+	peers    *peerTable
+	origins  *originPeers
+	cache    *metainfoCache
+	fetches  singleflight.Group
+	waiting  atomic.Int64 // requests waiting for a metainfo fetch (tests watch it)
 
 	stopping     chan struct{} // closed when the HTTP server starts shutting down
 	stoppingOnce sync.Once
