@@ -294,7 +294,7 @@ func watchEvents(t *testing.T, agent string, d digest.Digest) *eventLog {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+agent+"/swarm/events?digest="+url.QueryEscape(d.String()), nil)
 	require.NoError(t, err)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed at cleanup, which ends the stream
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	el := &eventLog{}
