@@ -96,6 +96,8 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 	fl.BoolVar(&verify, "verify", true, "check every byte each client receives (CRC-32C against the generated blob; agents verify SHA-256 themselves)")
 	fl.BoolVar(&baseline, "baseline", true, "before the swarm, time one agent pulling a blob alone under the same limits")
 	fl.BoolVar(&opts.Config.NoP2P, "no-p2p", false, "give each agent its own tracker, so agents pull from the origin only")
+	fl.BoolVar(&opts.Config.TLS, "tls", false, "run every link over mutual TLS, the swarm's included, with certificates from a CA made for the run")
+	fl.BoolVar(&opts.Config.PeerPlain, "peer-plain", false, "with --tls, keep the swarm's connections plain TCP (peer_plain), so the swarm's share of TLS's cost shows")
 	fl.StringVar(&opts.Config.Dir, "dir", "", "make the stores' directory under `DIR` (default: the system's temporary directory)")
 	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
 	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
@@ -167,7 +169,7 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	t.Row("peak RSS, whole process", rss)
 	t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
 	if r.CPUS > 0 {
-		t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores)", r.CPUS, r.CPUCores))
+		t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB", r.CPUS, r.CPUCores, r.CPUSPerGiB))
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -180,8 +182,15 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	if !r.Verified {
 		check = "every client checked the length of what it read (not its digest: --verify=false)"
 	}
-	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process; %s. %.1fs in all (seeding the origin %.1fs).\n",
-		cmdutil.Plural(r.Agents, "agent"), trackers, check, r.ElapsedS, r.SeedS)
+	links := "plain TCP and HTTP"
+	switch {
+	case r.TLS && r.PeerPlain:
+		links = "mutual TLS on every link but the swarm's (plain TCP)"
+	case r.TLS:
+		links = "mutual TLS on every link, the swarm's included"
+	}
+	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
+		cmdutil.Plural(r.Agents, "agent"), trackers, links, check, r.ElapsedS, r.SeedS)
 	if err == nil && r.Dir != "" {
 		_, err = fmt.Fprintf(w, "Stores kept in %s.\n", r.Dir)
 	}

@@ -41,6 +41,7 @@ const (
 //	admin_listen: 127.0.0.1:16002     # metrics, pprof, health and readiness
 //	peer_listen: 0.0.0.0:16001        # swarm connections from other hosts (--peer-listen overrides)
 //	peer_advertise: 10.0.0.7:16001    # where other hosts dial this agent; default peer_listen
+//	peer_plain: false                 # true: plain-TCP swarm although tls is set (trusted networks)
 //	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
 //	store_dir: /var/lib/krakenctl/agent
 //	capacity: 50GiB                   # blobs kept for seeding and reuse; 0 is unlimited
@@ -48,6 +49,11 @@ const (
 //	ingress_rate: 100MiB              # bytes per second received from peers; 0 is unlimited
 //	seed_time: 10m                    # how long a finished blob is seeded after its last upload
 //	max_conns: 20                     # peer connections per blob
+//	max_conns_per_addr: 16            # of them opened by peers at one IP address
+//	max_conns_per_host: 1024          # opened by peers at one IP address, all blobs
+//	max_handshakes: 256               # accepted connections whose handshake is awaited
+//	idle_grace: 10s                   # unused this long, a connection yields to a newcomer
+//	no_request_timeout: 30s           # nothing requested either way this long: closed
 //	pipeline: 4MiB                    # request bytes kept outstanding per connection
 //	build_index: [10.0.0.4:15100, 10.0.0.5:15100]  # registry API: tags, sha512, referrers
 //	auth:                             # absent: anyone who reaches listen may pull (see AuthConfig)
@@ -75,6 +81,11 @@ type Config struct {
 	// defaults to the listener's address, so it is required when PeerListen binds every
 	// interface (0.0.0.0 or [::]).
 	PeerAdvertise string `yaml:"peer_advertise"`
+	// PeerPlain keeps the swarm's connections in plain TCP although TLS is configured: only for
+	// a network trusted by construction, where the CPU TLS spends on every byte of every blob
+	// is better saved. Every agent and origin of a cluster must agree (a plain peer cannot
+	// talk to one that speaks TLS). Without TLS the swarm is plain anyway.
+	PeerPlain bool `yaml:"peer_plain"`
 	// Trackers are the trackers' addresses (host:port or http(s) URLs). Every agent must list
 	// the same trackers, in any order: they share the digest space by rendezvous hashing.
 	Trackers []string `yaml:"trackers"`
@@ -91,6 +102,14 @@ type Config struct {
 	SeedTime time.Duration `yaml:"seed_time"`
 	// MaxConns bounds the peer connections of each blob.
 	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerAddr, MaxConnsPerHost, MaxHandshakes, IdleGrace and NoRequestTimeout are the
+	// connection slot rules (docs/protocol.md, "Connection slots"); 0 means the scheduler's
+	// defaults, and a negative NoRequestTimeout keeps request-less connections open.
+	MaxConnsPerAddr  int           `yaml:"max_conns_per_addr"`
+	MaxConnsPerHost  int           `yaml:"max_conns_per_host"`
+	MaxHandshakes    int           `yaml:"max_handshakes"`
+	IdleGrace        time.Duration `yaml:"idle_grace"`
+	NoRequestTimeout time.Duration `yaml:"no_request_timeout"`
 	// Pipeline is how many bytes of piece requests each connection keeps outstanding; raise it
 	// on links with a large bandwidth-delay product.
 	Pipeline config.ByteSize `yaml:"pipeline"`
@@ -229,6 +248,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns < 1 {
 		bad("max_conns: must be at least 1")
+	}
+	if c.MaxConnsPerAddr < 0 || c.MaxConnsPerHost < 0 || c.MaxHandshakes < 0 {
+		bad("max_conns_per_addr, max_conns_per_host, max_handshakes: must not be negative")
+	}
+	if c.IdleGrace < 0 {
+		bad("idle_grace: must not be negative")
 	}
 	if c.Pipeline < 1 {
 		bad("pipeline: must be at least 1 byte")

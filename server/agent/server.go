@@ -90,19 +90,28 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("store", s.store.Close)
+	peers := b.Peers(deps.PeerListener, cfg.PeerPlain, scheduler.DefaultHandshakeTimeout)
 	s.sched, err = scheduler.New(scheduler.Config{
-		Advertise:     cfg.PeerAdvertise,
-		MaxConns:      cfg.MaxConns,
-		PipelineBytes: int64(cfg.Pipeline),
-		SeedTime:      cfg.SeedTime,
-		EgressRate:    int64(cfg.EgressRate),
-		IngressRate:   int64(cfg.IngressRate),
+		PeerID:           peers.PeerID,
+		Advertise:        cfg.PeerAdvertise,
+		MaxConns:         cfg.MaxConns,
+		MaxConnsPerAddr:  cfg.MaxConnsPerAddr,
+		MaxConnsPerHost:  cfg.MaxConnsPerHost,
+		MaxHandshakes:    cfg.MaxHandshakes,
+		IdleGrace:        cfg.IdleGrace,
+		NoRequestTimeout: cfg.NoRequestTimeout,
+		PipelineBytes:    int64(cfg.Pipeline),
+		SeedTime:         cfg.SeedTime,
+		EgressRate:       int64(cfg.EgressRate),
+		IngressRate:      int64(cfg.IngressRate),
 	}, scheduler.Deps{
-		Store:      s.store,
-		Listener:   deps.PeerListener,
-		Tracker:    tracker,
-		Logger:     s.log,
-		Registerer: deps.Registerer,
+		Store:        s.store,
+		Listener:     peers.Listener,
+		Dial:         peers.Dial,
+		Authenticate: peers.Authenticate,
+		Tracker:      tracker,
+		Logger:       s.log,
+		Registerer:   deps.Registerer,
 	})
 	if err != nil {
 		return nil, b.Fail(err)

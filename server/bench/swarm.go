@@ -30,6 +30,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // Defaults and bounds of SwarmConfig: the issue's reference run, 16 agents pulling 512 MiB at
@@ -83,6 +84,13 @@ type SwarmConfig struct {
 	// NoP2P gives every agent a tracker of its own, which knows only the origin: agents then
 	// pull from the origin alone and never from each other (the no-swarm reference).
 	NoP2P bool
+	// TLS runs every link over mutual TLS as a cluster with certificates does: the origin,
+	// tracker and agents each present a certificate of their own from a CA made for the run,
+	// the swarm's connections included, and the clients pull from the agents over TLS.
+	TLS bool
+	// PeerPlain, with TLS, keeps the swarm's connections in plain TCP (peer_plain): every other
+	// link speaks TLS, so that TLS's cost on the swarm alone shows against a TLS run.
+	PeerPlain bool
 	// Dir is where a fresh directory for the stores is made; "" means the system's temporary
 	// directory. The fresh directory is removed at the end unless Keep.
 	Dir  string
@@ -121,6 +129,9 @@ func (c *SwarmConfig) validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout: want 0 (automatic) or more, got %s", c.Timeout))
+	}
+	if c.PeerPlain && !c.TLS {
+		errs = append(errs, errors.New("peer plain: only with tls (without it the swarm is plain anyway)"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -183,6 +194,10 @@ type SwarmResult struct {
 	Verified bool `json:"verified"`
 	// NoP2P says agents were kept from talking to each other.
 	NoP2P bool `json:"no_p2p"`
+	// TLS says every link ran over mutual TLS, and PeerPlain that the swarm's did not
+	// (SwarmConfig.TLS, SwarmConfig.PeerPlain).
+	TLS       bool `json:"tls"`
+	PeerPlain bool `json:"peer_plain"`
 	// IdealS is Size/Rate.
 	IdealS float64 `json:"ideal_s"`
 
@@ -229,6 +244,9 @@ type SwarmResult struct {
 	// CPUCores that divided by the phase's wall time.
 	CPUS     float64 `json:"cpu_s"`
 	CPUCores float64 `json:"cpu_cores"`
+	// CPUSPerGiB is CPUS per GiB the agents delivered to their clients (Agents·Size): what the
+	// whole cluster spent per GiB, which is what TLS, for one, adds to.
+	CPUSPerGiB float64 `json:"cpu_s_per_gib"`
 
 	// PerAgent lists every agent in order.
 	PerAgent []SwarmAgent `json:"per_agent"`
@@ -306,7 +324,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 
 	res := SwarmResult{
 		Agents: cfg.Agents, SizeBytes: cfg.Size, RateBytesPerS: cfg.Rate, Verified: !cfg.SkipVerify,
-		NoP2P: cfg.NoP2P, IdealS: float64(cfg.Size) / float64(cfg.Rate), PerAgent: []SwarmAgent{},
+		NoP2P: cfg.NoP2P, TLS: cfg.TLS, PeerPlain: cfg.PeerPlain, IdealS: float64(cfg.Size) / float64(cfg.Rate), PerAgent: []SwarmAgent{},
 	}
 
 	// Seed the origin before any clock starts.
@@ -379,6 +397,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	if cpu > 0 {
 		res.CPUS = cpu.Seconds()
 		res.CPUCores = cpu.Seconds() / wall.Seconds()
+		res.CPUSPerGiB = cpu.Seconds() / (float64(cfg.Agents) * float64(cfg.Size) / (1 << 30))
 	}
 	res.OriginBytesOut = originBytesOut(sw.c.Origin(0), digests[0]) - outBefore
 	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
@@ -796,11 +815,39 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 	// pull is bounded by the run's timeout, an agent's tracker call by its scheduler, and the
 	// tracker waits for an origin's metainfo. A few idle connections per server are enough:
 	// each agent is pulled from by one client.
-	hc := httpserve.NewClient(httpserve.ClientOptions{
+	o := httpserve.ClientOptions{
 		ResponseHeaderTimeout: -1,
 		MaxIdleConnsPerHost:   4,
 		MaxIdleConns:          4 * (cfg.Agents + 4),
-	})
+	}
+	deps := cluster.Deps{Logger: log}
+	var tlsSpec *cluster.TLS
+	if cfg.TLS {
+		// The roles build their clients from their own certificates; the benchmark's client
+		// (seeding the origin, pulling from the agents, reading their stats) presents one of
+		// its own, of the admin and proxy groups.
+		ca, err := pki.NewCA("krakenctl bench swarm CA")
+		if err != nil {
+			return nil, fmt.Errorf("bench CA: %w", err)
+		}
+		tlsSpec = &cluster.TLS{CA: ca, Dir: tlsDir(dir)}
+		if err := os.MkdirAll(tlsDir(dir), 0o700); err != nil {
+			return nil, fmt.Errorf("bench certificates: %w", err)
+		}
+		pc, err := ca.IssueFiles(tlsDir(dir), "bench", pki.Leaf{Name: ClientName, Groups: []string{pki.GroupAdmin, pki.GroupProxy}})
+		if err != nil {
+			return nil, fmt.Errorf("bench client certificate: %w", err)
+		}
+		p, err := pki.Load(pc)
+		if err != nil {
+			return nil, fmt.Errorf("bench client certificate: %w", err)
+		}
+		o.DialTLS = p.DialTLS
+	}
+	hc := httpserve.NewClient(o)
+	if !cfg.TLS {
+		deps.HTTPClient = hc
+	}
 	n := cfg.Agents
 	if !cfg.SkipBaseline {
 		n++
@@ -812,13 +859,17 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 		return filepath.Join(dir, fmt.Sprintf("agent-%03d", i+1))
 	}
 	c, err := cluster.New(cluster.Spec{
-		Dir: dir, Origins: 1, Agents: n, NoP2P: cfg.NoP2P, NoBackend: true, Rate: config.ByteSize(cfg.Rate),
+		Dir: dir, Origins: 1, Agents: n, NoP2P: cfg.NoP2P, NoBackend: true, Rate: config.ByteSize(cfg.Rate), TLS: tlsSpec,
 		OriginConfig: func(_ int, oc *origin.Config) {
 			oc.Store.Dir = filepath.Join(dir, "origin")
 			oc.Store.MaxBlobSize = config.ByteSize(cfg.Size)
+			oc.Peer.Plain = cfg.PeerPlain
 		},
-		AgentConfig: func(i int, ac *agent.Config) { ac.StoreDir = agentDir(i) },
-	}, cluster.Deps{Logger: log, HTTPClient: hc})
+		AgentConfig: func(i int, ac *agent.Config) {
+			ac.StoreDir = agentDir(i)
+			ac.PeerPlain = cfg.PeerPlain
+		},
+	}, deps)
 	if err != nil {
 		hc.CloseIdleConnections()
 		return nil, fmt.Errorf("start swarm: %w", err)

@@ -72,6 +72,17 @@ type PeerConfig struct {
 	EgressRate config.ByteSize `yaml:"egress_rate"`
 	// MaxConns bounds the agents served at once per blob; 0 means 1024.
 	MaxConns int `yaml:"max_conns"`
+	// Plain keeps the swarm port in plain TCP although TLS is configured (see the agent's
+	// peer_plain): only for a network trusted by construction; agents must agree.
+	Plain bool `yaml:"plain"`
+	// MaxConnsPerAddr, MaxConnsPerHost, MaxHandshakes, IdleGrace and NoRequestTimeout are the
+	// connection slot rules (docs/protocol.md, "Connection slots"); 0 means the scheduler's
+	// defaults, and a negative NoRequestTimeout keeps request-less connections open.
+	MaxConnsPerAddr  int           `yaml:"max_conns_per_addr"`
+	MaxConnsPerHost  int           `yaml:"max_conns_per_host"`
+	MaxHandshakes    int           `yaml:"max_handshakes"`
+	IdleGrace        time.Duration `yaml:"idle_grace"`
+	NoRequestTimeout time.Duration `yaml:"no_request_timeout"`
 }
 
 // WritebackConfig configures retries of write-back and replication.
@@ -163,6 +174,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Peer.MaxConns < 0 {
 		bad("peer.max_conns: must not be negative")
+	}
+	if c.Peer.MaxConnsPerAddr < 0 || c.Peer.MaxConnsPerHost < 0 || c.Peer.MaxHandshakes < 0 {
+		bad("peer.max_conns_per_addr, peer.max_conns_per_host, peer.max_handshakes: must not be negative")
+	}
+	if c.Peer.IdleGrace < 0 {
+		bad("peer.idle_grace: must not be negative")
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir: required")

@@ -141,11 +141,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	if deps.PeerListener != nil {
+		peers := b.Peers(deps.PeerListener, cfg.Peer.Plain, scheduler.DefaultHandshakeTimeout)
 		s.swarm, err = scheduler.New(scheduler.Config{
-			Advertise: cfg.Peer.Advertise, SeedOnly: true, MaxConns: cfg.Peer.MaxConns,
-			EgressRate: int64(cfg.Peer.EgressRate),
+			PeerID: peers.PeerID, Advertise: cfg.Peer.Advertise, SeedOnly: true, MaxConns: cfg.Peer.MaxConns,
+			MaxConnsPerAddr: cfg.Peer.MaxConnsPerAddr, MaxConnsPerHost: cfg.Peer.MaxConnsPerHost,
+			MaxHandshakes: cfg.Peer.MaxHandshakes, IdleGrace: cfg.Peer.IdleGrace,
+			NoRequestTimeout: cfg.Peer.NoRequestTimeout,
+			EgressRate:       int64(cfg.Peer.EgressRate),
 		}, scheduler.Deps{
-			Store: s.store, Listener: deps.PeerListener, Metainfo: s.swarmMetainfo,
+			Store: s.store, Listener: peers.Listener, Authenticate: peers.Authenticate, Metainfo: s.swarmMetainfo,
 			SeedStripe: s.seedStripe, Logger: s.log, Registerer: deps.Registerer,
 		})
 		if err != nil {

@@ -41,6 +41,7 @@ type material struct {
 	cert   tls.Certificate // Leaf set
 	pool   *x509.CertPool
 	server map[string]*tls.Config // what listeners answer with, per client_auth, built once per loading
+	peer   *tls.Config            // what swarm (P2P) listeners answer with
 	id     Identity
 }
 
@@ -163,6 +164,14 @@ func (p *Provider) load() (*material, error) {
 			ClientAuth:   auth,
 			NextProtos:   []string{"http/1.1"},
 		}
+	}
+	m.peer = &tls.Config{
+		MinVersion:                  tls.VersionTLS13,
+		Certificates:                []tls.Certificate{cert},
+		ClientCAs:                   pool,
+		ClientAuth:                  tls.RequireAndVerifyClientCert,
+		NextProtos:                  []string{PeerProtocol},
+		DynamicRecordSizingDisabled: true,
 	}
 	return m, nil
 }

@@ -565,6 +565,7 @@ func TestRejectingPeerCannotStallDownload(t *testing.T) {
 	t.Parallel()
 	sw := newAdvSwarm(t)
 	agent := startNode(t, t.TempDir(), scheduler.Config{RequestTimeout: 300 * time.Millisecond}, sw.gt)
+	rec := record(t, agent.s)
 	adv := newAdversary(t, sw.mi)
 	rejected := make(chan struct{})
 	var once sync.Once
@@ -611,7 +612,10 @@ func TestRejectingPeerCannotStallDownload(t *testing.T) {
 		require.NoError(t, r.err)
 		require.True(t, bytes.Equal(sw.blob, r.data))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the download stalled behind a peer that declines every request: %+v", agent.s.Stats())
+		conns := rec.all(func(e scheduler.Event) bool {
+			return e.Kind != snapshot.EventPieceReceived && e.Kind != snapshot.EventPieceSent
+		})
+		t.Fatalf("the download stalled behind a peer that declines every request: %+v\nevents: %+v", agent.s.Stats(), conns)
 	}
 }
 

@@ -27,6 +27,15 @@ const (
 	DefaultSeedTime         = 10 * time.Minute
 	DefaultBlacklistTime    = time.Minute
 	DefaultSaveInterval     = time.Second
+	// DefaultMaxHandshakes bounds the connections accepted whose handshake has not arrived:
+	// an honest handshake takes a round trip, so a full table is mostly idle sockets.
+	DefaultMaxHandshakes = 256
+	// DefaultIdleGrace is how long a connection may go without use before a newcomer may take
+	// its slot.
+	DefaultIdleGrace = 10 * time.Second
+	// DefaultNoRequestTimeout is how long a connection may stay open with no request in
+	// either direction.
+	DefaultNoRequestTimeout = 30 * time.Second
 	// DefaultWindowFraction: the picker's window is this fraction of the pieces (at least
 	// minWindow), so the prefix a client sees trails the download by at most that much.
 	DefaultWindowFraction = 8
@@ -54,6 +63,28 @@ type Config struct {
 	// MaxConns bounds the connections per torrent (DefaultMaxConns, DefaultSeedOnlyMaxConns
 	// when SeedOnly).
 	MaxConns int
+	// MaxConnsPerAddr bounds the connections per torrent that peers at one IP address opened
+	// to this host; 0 means MaxConns/4, at least min(MaxConns, 16). Connections this host
+	// dialled are not counted: their addresses came from the tracker, not from the peer.
+	// Loopback gets no exception, so the bound must leave room for a dev cluster, which runs
+	// every host on 127.0.0.1: an origin's default (256 of 1024) covers the most agents
+	// `bench swarm` starts, an agent's (16 of 20) all its slots but those it dials.
+	MaxConnsPerAddr int
+	// MaxConnsPerHost bounds the connections peers at one IP address opened to this host over
+	// all torrents, handshakes still in progress included; 0 means 4 × MaxConns, at least
+	// 1024 (one agent host downloading many blobs at once holds one per blob).
+	MaxConnsPerHost int
+	// MaxHandshakes bounds the connections accepted whose handshake is still awaited
+	// (DefaultMaxHandshakes); at the bound a newcomer displaces the one waiting longest.
+	MaxHandshakes int
+	// IdleGrace is how long a connection may go unused (no request or piece either way, no
+	// new piece announced, nothing requested of it outstanding) before a newcomer needing the
+	// slot may evict it (DefaultIdleGrace).
+	IdleGrace time.Duration
+	// NoRequestTimeout closes a connection over which neither side has requested anything
+	// for this long since it opened (DefaultNoRequestTimeout); negative disables it.
+	// Connections this host dialled to an origin are exempt.
+	NoRequestTimeout time.Duration
 	// PipelineBytes is how many bytes of requests each connection keeps outstanding; at
 	// least two pieces are always outstanding.
 	PipelineBytes int64
@@ -98,8 +129,20 @@ type Deps struct {
 	// count below 2, means this origin reveals every piece in order on its own. It is called
 	// once each time a torrent starts seeding d, with none of the scheduler's locks held.
 	SeedStripe func(d digest.Digest) (index, count int)
-	// Dial opens connections to peers; nil means a net.Dialer.
+	// Dial opens connections to peers; nil means a net.Dialer. With TLS it returns the
+	// connection with its TLS handshake done.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Authenticate, when set, decides whether the peer on nc may join a torrent, once its
+	// swarm handshake (which names id) has been read, on connections in both directions; an
+	// error refuses the peer (metric reason "identity") and, for a peer this host dialled,
+	// blacklists its address. With TLS the roles pass one that checks the certificate nc
+	// presented: from the cluster CA, in a swarm group, and id bound to its holder
+	// (wire.PeerID.BoundTo). nil admits every peer: plain P2P, for trusted networks only.
+	//
+	// A connection that has a TLS handshake of its own (HandshakeContext, as *tls.Conn has)
+	// runs it before anything is read, bounded by Config.HandshakeTimeout, so that a peer
+	// without a certificate is refused as such (reason "tls").
+	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) error
 	// Logger receives connection and piece events at debug level and failures at warn; nil
 	// discards them.
 	Logger *slog.Logger
@@ -119,6 +162,8 @@ var (
 	ErrBadPiece = errors.New("scheduler: piece failed verification")
 	// ErrStalled marks a peer that kept requests waiting too long.
 	ErrStalled = errors.New("scheduler: peer stalled")
+	// ErrIdentity marks a peer that Deps.Authenticate refused.
+	ErrIdentity = errors.New("scheduler: peer not admitted")
 )
 
 func (c *Config) withDefaults() error {
@@ -128,11 +173,22 @@ func (c *Config) withDefaults() error {
 			c.MaxConns = DefaultSeedOnlyMaxConns
 		}
 	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = max(c.MaxConns/4, min(c.MaxConns, 16))
+	}
+	if c.MaxConnsPerHost == 0 {
+		c.MaxConnsPerHost = max(4*c.MaxConns, 1024)
+	}
+	if c.MaxHandshakes == 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
+	def(&c.IdleGrace, DefaultIdleGrace)
+	def(&c.NoRequestTimeout, DefaultNoRequestTimeout)
 	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	def(&c.SeedTime, DefaultSeedTime)
@@ -144,6 +200,11 @@ func (c *Config) withDefaults() error {
 	switch {
 	case c.MaxConns < 0:
 		return fmt.Errorf("max conns %d is negative", c.MaxConns)
+	case c.MaxConnsPerAddr < 0 || c.MaxConnsPerHost < 0 || c.MaxHandshakes < 0:
+		return fmt.Errorf("negative connection cap (per address %d, per host %d, handshakes %d)",
+			c.MaxConnsPerAddr, c.MaxConnsPerHost, c.MaxHandshakes)
+	case c.IdleGrace < 0:
+		return errors.New("negative idle grace")
 	case c.PipelineBytes < 0:
 		return fmt.Errorf("pipeline bytes %d is negative", c.PipelineBytes)
 	case c.EgressRate < 0 || c.IngressRate < 0:

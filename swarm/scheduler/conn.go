@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,9 @@ const (
 // recvBufs holds the readBuffer-sized buffers piece payloads are read through.
 var recvBufs = sync.Pool{New: func() any { b := make([]byte, readBuffer); return &b }}
 
+// sendBufs holds the buffers blocks are sent through where sendfile cannot be used (TLS).
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, bandwidth.Chunk); return &b }}
+
 // conn is one peer connection of a torrent. The fields pending, remote and strikes are guarded
 // by the torrent's mutex; the write queue by wmu.
 type conn struct {
@@ -48,17 +52,32 @@ type conn struct {
 	addr     string
 	outbound bool
 	origin   bool
+	ip       netip.Addr // the peer's IP address, for the per-address caps (slots.go)
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
 	expect  map[int]int      // blocks requested of the peer and not yet received, per piece (t.mu)
 	remote  *wire.Bitfield   // pieces the peer has (t.mu)
 	strikes int              // timed-out requests (t.mu)
+	// requested: this host has asked the peer for a piece (t.mu). asked: the peer has asked
+	// this host. used: when the connection was last of use (slots.go), in Unix nanoseconds.
+	// sending: a block is on its way to the peer.
+	requested bool
+	asked     atomic.Bool
+	used      atomic.Int64
+	sending   atomic.Bool
 
-	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, revealed
-	// pieces it has not got yet, and when it last got a piece
-	shown, sent *wire.Bitfield
-	showPending int
-	lastHave    time.Time
+	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, pieces
+	// counted as its in the origin's availability, revealed pieces it has not got yet, when it
+	// last got a piece, and until when it is stuck (superseed.go)
+	shown, sent, counted *wire.Bitfield
+	showPending          int
+	lastHave, stuckUntil time.Time
+	// how far its claims are believed, the challenges waiting for an answer, how many failed,
+	// and whether it had its challenge after being demoted (superseed.go)
+	trust      trust
+	challenges []challenge
+	failures   int
+	rechecked  bool
 
 	wmu   sync.Mutex
 	ctrl  []wire.Message
@@ -75,11 +94,12 @@ type conn struct {
 }
 
 func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, origin bool) *conn {
+	n := h.Bitfield.Len()
 	return &conn{
 		t: t, nc: nc, pid: h.PeerID, id: piece.PeerID(h.PeerID.String()), addr: addr,
-		outbound: outbound, origin: origin,
+		outbound: outbound, origin: origin, ip: remoteIP(nc),
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
-		shown: wire.NewBitfield(h.Bitfield.Len()), sent: wire.NewBitfield(h.Bitfield.Len()),
+		shown: wire.NewBitfield(n), sent: wire.NewBitfield(n), counted: wire.NewBitfield(n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
@@ -107,7 +127,7 @@ func (c *conn) start(ctx context.Context) {
 // message and the peer blacklisted.
 func violation(err error) bool {
 	return err != nil && (errors.Is(err, ErrProtocol) || errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) ||
-		errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType))
+		errors.Is(err, ErrFalseClaim) || errors.Is(err, wire.ErrFrameTooLarge) || errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrUnknownType))
 }
 
 // goodbye tells the peer why the connection closes, waiting briefly for the writer to send it.
@@ -116,7 +136,12 @@ func (c *conn) goodbye(err error) {
 	if errors.Is(err, ErrBadPiece) || errors.Is(err, ErrStalled) {
 		code = wire.CodeInternal
 	}
-	msg := err.Error()
+	c.farewell(code, err.Error())
+}
+
+// farewell sends the peer an error message with code, waiting briefly for the writer to send
+// it; the caller closes the connection after.
+func (c *conn) farewell(code wire.ErrorCode, msg string) {
 	if len(msg) > wire.MaxErrorMessageLength {
 		msg = msg[:wire.MaxErrorMessageLength]
 	}
@@ -226,10 +251,22 @@ func (c *conn) readLoop(ctx context.Context) error {
 				return err
 			}
 		case wire.Cancel:
-			c.onCancel(m)
+			if err := c.onCancel(m); err != nil {
+				return err
+			}
 		case wire.Error:
+			if m.Code == wire.CodeBusy {
+				return fmt.Errorf("peer %s: %w: %s", c.addr, errPeerBusy, m.Message)
+			}
 			return fmt.Errorf("peer %s: error %d: %s", c.addr, m.Code, m.Message)
 		case wire.PieceHeader:
+			ok, err := c.onChallengeAnswer(ctx, dec, m)
+			if err != nil {
+				return err
+			}
+			if ok {
+				continue // a super-seeding origin's challenge, answered
+			}
 			if err := c.onPieceHeader(dec, m, streams); err != nil {
 				return err
 			}
@@ -332,22 +369,28 @@ func (c *conn) onRequest(r wire.Request) error {
 	}
 	c.serve = append(c.serve, r)
 	c.wmu.Unlock()
+	c.asked.Store(true)
+	c.markUsed()
 	c.signal()
 	return nil
 }
 
-// onCancel handles a cancel: the peer withdrawing a request of its own, or declining ours.
-func (c *conn) onCancel(m wire.Cancel) {
+// onCancel handles a cancel: the peer withdrawing a request of its own, or declining ours
+// (a super-seeding origin's challenge among them, which may close the connection).
+func (c *conn) onCancel(m wire.Cancel) error {
 	r := wire.Request(m)
 	c.wmu.Lock()
 	for k, q := range c.serve {
 		if q == r {
 			c.serve = append(c.serve[:k], c.serve[k+1:]...)
 			c.wmu.Unlock()
-			return
+			return nil
 		}
 	}
 	c.wmu.Unlock()
+	if ok, err := c.onChallengeCancel(r); ok || err != nil {
+		return err
+	}
 	t := c.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -365,6 +408,7 @@ func (c *conn) onCancel(m wire.Cancel) {
 			t.fillAll()
 		}
 	}
+	return nil
 }
 
 type fileSource struct {
@@ -437,7 +481,10 @@ func (c *conn) writeLoop(ctx context.Context) error {
 					return fmt.Errorf("open blob to serve: %w", err)
 				}
 			}
-			if err := c.sendBlock(ctx, bw, src.f, req); err != nil {
+			c.sending.Store(true)
+			err := c.sendBlock(ctx, bw, src.f, req)
+			c.sending.Store(false)
+			if err != nil {
 				return err
 			}
 		}
@@ -477,6 +524,14 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("serve piece %d: %w", r.Piece, err)
 	}
+	// Over plain TCP io.CopyN sends from the file (sendfile); over TLS, which must read the
+	// bytes to encrypt them, it would allocate a buffer of its own for every chunk.
+	var buf []byte
+	if _, plain := c.nc.(io.ReaderFrom); !plain {
+		bp := sendBufs.Get().(*[]byte)
+		defer sendBufs.Put(bp)
+		buf = *bp
+	}
 	first := true
 	for left := int64(r.Length); left > 0; {
 		n := min(left, bandwidth.Chunk)
@@ -487,7 +542,16 @@ func (c *conn) sendBlock(ctx context.Context, bw *bufio.Writer, f *os.File, r wi
 		}
 		first = false
 		_ = c.nc.SetWriteDeadline(time.Now().Add(readIdle))
-		k, err := io.CopyN(c.nc, f, n)
+		var k int64
+		var err error
+		if buf == nil {
+			k, err = io.CopyN(c.nc, f, n)
+		} else {
+			k, err = io.CopyBuffer(c.nc, io.LimitReader(f, n), buf)
+			if err == nil && k < n {
+				err = io.ErrUnexpectedEOF
+			}
+		}
 		c.out.Add(k)
 		left -= k
 		if err != nil {

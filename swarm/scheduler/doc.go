@@ -29,6 +29,15 @@
 // written) is saved every Config.SaveInterval, after the data is durable, so a restarted
 // process resumes a partial download where it was; resumed pieces are verified again.
 //
+// # Connection slots
+//
+// Slots go to peers that use them (slots.go, docs/protocol.md §2.5): connections awaiting
+// their handshake are bounded (Config.MaxHandshakes) and so are those one IP address opened
+// (Config.MaxConnsPerAddr per torrent, Config.MaxConnsPerHost in all); a newcomer to a full
+// torrent evicts the connection unused longest beyond Config.IdleGrace, and a connection over
+// which nothing is requested for Config.NoRequestTimeout is closed. Evicted and refused peers
+// are told CodeBusy.
+//
 // # Concurrency
 //
 // Each connection has a reader goroutine (decoding, hashing and writing pieces, outside the

@@ -14,6 +14,7 @@ type metrics struct {
 	refused         *prometheus.CounterVec // handshakes refused, by reason
 	evicted         *prometheus.CounterVec // connections evicted, by reason
 	demoted         prometheus.Counter
+	challenges      *prometheus.CounterVec // super-seeding challenges, by result
 }
 
 func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
@@ -46,16 +47,20 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_handshakes_refused_total",
-			Help: "Peer connections refused before they joined a torrent, by reason: tls (no or a foreign certificate), identity (a certificate not allowed in the swarm, or a peer id not bound to it), protocol (a bad handshake), busy (no slot), banned.",
+			Help: "Peer connections refused before they joined a torrent, by reason: tls (no or a foreign certificate), identity (a certificate not allowed in the swarm, or a peer id not bound to it), protocol (a bad handshake), busy (no slot), per_address (too many connections from the address), banned.",
 		}, []string{"reason"}),
 		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_connections_evicted_total",
-			Help: "Peer connections closed to free their slot or for holding one without use, by reason.",
+			Help: "Peer connections closed to free their slot or for holding one without use, by reason: idle (a newcomer took the slot), per_address (a newcomer from the same address took it), no_requests (nothing requested either way in time), handshake (displaced while its handshake was awaited).",
 		}, []string{"reason"}),
 		demoted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "krakenctl_swarm_peers_demoted_total",
 			Help: "Peers whose claimed pieces a super-seeding origin stopped counting, because a claim was not borne out.",
 		}),
+		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_swarm_challenges_total",
+			Help: "Challenges a super-seeding origin sent to prove a peer's claimed pieces, by result: proved, failed (a wrong answer, a cancel or no answer in time).",
+		}, []string{"result"}),
 	}
 	torrents := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "krakenctl_swarm_torrents",
@@ -65,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, s *Scheduler) *metrics {
 		defer s.mu.Unlock()
 		return float64(len(s.torrents))
 	})
-	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, m.refused, m.evicted, m.demoted, torrents,
+	m.cs = []prometheus.Collector{m.bytes, m.pieces, m.conns, m.blacklisted, m.failed, m.downloadSeconds, m.refused, m.evicted, m.demoted, m.challenges, torrents,
 		&torrentCollector{s: s}}
 	if reg != nil {
 		for _, c := range m.cs {

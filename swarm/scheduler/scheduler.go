@@ -31,11 +31,13 @@ type Scheduler struct {
 	mi      func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
 	stripe  func(d digest.Digest) (index, count int)
 	dial    func(ctx context.Context, addr string) (net.Conn, error)
+	auth    func(ctx context.Context, nc net.Conn, id wire.PeerID) error
 	log     *slog.Logger
 	now     func() time.Time
 	lim     *bandwidth.Limiter
 	met     *metrics
 	events  *hub
+	gate    *gate
 
 	mu        sync.Mutex
 	torrents  map[digest.Digest]*torrent
@@ -76,10 +78,12 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		mi:        deps.Metainfo,
 		stripe:    deps.SeedStripe,
 		dial:      deps.Dial,
+		auth:      deps.Authenticate,
 		log:       deps.Logger,
 		now:       deps.Now,
 		lim:       lim,
 		events:    newHub(),
+		gate:      newGate(),
 		torrents:  map[digest.Digest]*torrent{},
 		blacklist: map[string]time.Time{},
 	}
@@ -182,6 +186,7 @@ func (s *Scheduler) housekeeping() {
 			retire = append(retire, t)
 		}
 		t.unstick(now)
+		t.sweepIdle(now)
 	}
 	for _, t := range retire {
 		t.stop(nil)
@@ -329,30 +334,91 @@ func (s *Scheduler) storedMetainfo(_ context.Context, d digest.Digest) (metainfo
 	return metainfo.Decode(data)
 }
 
-// incoming runs the accepting side of a connection: read the handshake, find the torrent,
-// answer, then hand the connection to the torrent.
+// incoming runs the accepting side of a connection: the TLS handshake if any, read the swarm
+// handshake, admit the peer, find the torrent, answer, then hand the connection to the torrent.
 func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	remote := nc.RemoteAddr().String()
-	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
-	h, err := wire.ReadHandshake(nc)
+	ip := remoteIP(nc)
+	displaced, err := s.enter(nc, ip, s.now())
+	if displaced != nil {
+		s.met.evicted.WithLabelValues(reasonHandshake).Inc()
+		s.event(Event{Kind: snapshot.EventEvicted, Addr: displaced.RemoteAddr().String(), Err: reasonHandshake})
+	}
 	if err != nil {
-		s.event(Event{Kind: snapshot.EventConnRejected, Addr: remote, Err: err.Error()})
+		// Before the handshake there is no blob to answer for: just close (docs/protocol.md §1.2).
+		_ = nc.Close()
+		s.refuseBusy(Event{Addr: remote}, err)
+		return
+	}
+	defer s.leave(nc)
+	_ = nc.SetDeadline(s.now().Add(s.cfg.HandshakeTimeout))
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
+	defer cancel()
+	if hs, ok := nc.(handshaker); ok {
+		if err := hs.HandshakeContext(hctx); err != nil {
+			s.refuse(nc, refusedTLS, Event{Addr: remote, Err: "tls handshake: " + err.Error()})
+			return
+		}
+	}
+	h, err := wire.ReadHandshake(nc)
+	s.handshook(nc)
+	if err != nil {
+		s.refuse(nc, refusedProtocol, Event{Addr: remote, Err: err.Error()})
+		return
+	}
+	if h.PeerID == s.cfg.PeerID {
 		_ = nc.Close()
 		return
 	}
-	if h.PeerID == s.cfg.PeerID || s.banned(idKey(h.PeerID)) {
-		_ = nc.Close()
+	if s.banned(idKey(h.PeerID)) {
+		s.refuse(nc, refusedBanned, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: "blacklisted"})
+		return
+	}
+	if err := s.admit(hctx, nc, h.PeerID); err != nil {
+		s.refuse(nc, refusedIdentity, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
 		return
 	}
 	t, err := s.seedTorrent(ctx, h.Digest)
 	if err != nil {
 		// Without the blob there is no handshake to answer with, and an error frame alone
 		// would read as a bad handshake: just close (docs/protocol.md §1.2).
-		s.event(Event{Kind: snapshot.EventConnRejected, Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
-		_ = nc.Close()
+		s.refuse(nc, refusedNoBlob, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
 		return
 	}
 	t.accept(ctx, nc, h)
+}
+
+// handshaker is a connection with a handshake of its own below the swarm's (*tls.Conn).
+type handshaker interface {
+	HandshakeContext(ctx context.Context) error
+}
+
+// Reasons of the refused-handshakes metric.
+const (
+	refusedTLS      = "tls"
+	refusedIdentity = "identity"
+	refusedProtocol = "protocol"
+	refusedBanned   = "banned"
+	refusedNoBlob   = "no_blob"
+)
+
+// admit asks Deps.Authenticate about the peer on nc that named itself id.
+func (s *Scheduler) admit(ctx context.Context, nc net.Conn, id wire.PeerID) error {
+	if s.auth == nil {
+		return nil
+	}
+	if err := s.auth(ctx, nc, id); err != nil {
+		return fmt.Errorf("%w: %w", ErrIdentity, err)
+	}
+	return nil
+}
+
+// refuse closes a connection that is not admitted, counting and publishing why.
+func (s *Scheduler) refuse(nc net.Conn, reason string, e Event) {
+	_ = nc.Close()
+	s.met.refused.WithLabelValues(reason).Inc()
+	e.Kind = snapshot.EventConnRejected
+	s.event(e)
 }
 
 func (s *Scheduler) event(e Event) {

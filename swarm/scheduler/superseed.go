@@ -1,9 +1,14 @@
 package scheduler
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -32,19 +37,58 @@ import (
 // which also covers for an origin that is down.
 //
 // Once every piece has been revealed, a piece is revealed again only while no connected agent
-// has it (its first recipient has not got it yet, or left); an agent that has made no progress
-// for stuckAfter is also shown pieces other agents have, in case it cannot reach them.
+// has it (its first recipient has not got it yet, or left). An agent that has made no progress
+// for stuckAfter is stuck: for the next stuckAfter (and again while it stays without progress)
+// it is also shown pieces other agents have, as fast as it fetches them, in case it cannot get
+// them from those agents (they left, are unreachable, or hold them and serve nobody).
+//
+// Availability counts only what the origin has evidence for (attack-findings.md §4): a piece
+// it sent the peer in full, or a piece the peer claims (handshake bitfield, bitfield,
+// complete, have) once the peer has proved that its claims are true. The proof is a challenge:
+// the origin asks the peer, with an ordinary request, for challengeLength bytes at a random
+// offset of a piece it claims and the origin did not send it, and compares the answer with its
+// own copy. A peer's claims count once it has answered its first challenge; later claims are
+// challenged at random (one in rechallengeOdds), and claims made while a challenge is waiting
+// for its answer count only once it is answered. A wrong answer, a cancel, or no answer within
+// Config.RequestTimeout demotes the peer: none of its claims count again on this connection,
+// and it is challenged once more; a second failure closes the connection and blacklists the
+// peer. Honest agents answer challenges like any request for a piece they hold.
 
 const (
 	// revealAhead is how many revealed pieces an agent may have not yet fetched.
 	revealAhead = 4
 	stuckAfter  = 2 * time.Second
+	// challengeLength is the size of a challenge's answer: small, and no liar guesses it.
+	challengeLength = 1 << 10
+	// rechallengeOdds: a proved peer's new claim is challenged with probability 1/rechallengeOdds,
+	// so about pieces/rechallengeOdds challenges per connection and blob.
+	rechallengeOdds = 16
 )
+
+// ErrFalseClaim marks a peer that claimed pieces it could not prove it holds, twice.
+var ErrFalseClaim = errors.New("scheduler: claimed pieces it could not prove")
+
+// trust is how far a super-seeding origin believes a peer's claims.
+type trust uint8
+
+const (
+	unproved trust = iota // claims do not count until a challenge is answered
+	proved                // claims count
+	demoted               // a challenge failed: claims never count on this connection
+)
+
+// challenge is a request sent to prove a peer's claim. An expired challenge has failed
+// already; its answer may still arrive and is read and ignored.
+type challenge struct {
+	r        wire.Request
+	deadline time.Time
+	expired  bool
+}
 
 // superSeed is the super-seeding state of a seed-only torrent, guarded by the torrent's mutex.
 type superSeed struct {
 	reveals []uint16 // times each piece was revealed to an agent that did not get it elsewhere
-	avail   []int32  // connected agents that have each piece
+	avail   []int32  // connected agents that have each piece, counted from evidence (conn.counted)
 	window  int      // pieces after an agent's lowest missing one that are revealed first
 	stripe  int      // this origin's stripe: pieces i with i mod stripes = stripe go first
 	stripes int
@@ -65,21 +109,21 @@ func newSuperSeed(n, window, stripe, stripes int) *superSeed {
 	}
 }
 
-// ssAdd counts c's pieces into availability (register); t.mu held.
+// ssAdd starts super-seeding to c (register): its handshake's claims are challenged; t.mu
+// held.
 func (t *torrent) ssAdd(c *conn) {
-	for i := range c.remote.All() {
-		t.ss.avail[i]++
-	}
 	c.lastHave = t.s.now()
+	t.ssClaims(c, c.remote)
 	t.reveal(c, false)
 }
 
 // ssRemove takes c's pieces out of availability and forgets the reveals it never used (drop);
 // t.mu held.
 func (t *torrent) ssRemove(c *conn) {
-	for i := range c.remote.All() {
+	for i := range c.counted.All() {
 		t.ss.avail[i]--
 	}
+	c.counted = wire.NewBitfield(c.counted.Len())
 	for i := range c.shown.All() {
 		if !c.remote.Has(i) && !c.sent.Has(i) && t.ss.reveals[i] > 0 {
 			t.ss.reveals[i]--
@@ -87,33 +131,254 @@ func (t *torrent) ssRemove(c *conn) {
 	}
 }
 
-// ssHave records that c got piece i (from anyone); t.mu held.
+// ssHave records that c claims piece i (got from anyone else); t.mu held.
 func (t *torrent) ssHave(c *conn, i int) {
-	t.ss.avail[i]++
 	if c.shown.Has(i) && !c.sent.Has(i) {
 		c.showPending--
 	}
-	c.lastHave = t.s.now()
-	t.reveal(c, false)
+	now := t.s.now()
+	c.lastHave = now
+	if !c.sent.Has(i) {
+		switch {
+		case c.challenging():
+		case c.trust == proved:
+			if t.ss.rnd.IntN(rechallengeOdds) == 0 {
+				t.challenge(c, i)
+			}
+		case c.trust == unproved || !c.rechecked:
+			t.challenge(c, i)
+			c.rechecked = c.trust == demoted
+		}
+		if c.trust == proved && !c.challenging() {
+			t.ssCountPiece(c, i)
+		}
+	}
+	t.reveal(c, t.stuck(c, now))
 }
 
 // ssBitfield replaces c's pieces (bitfield or complete message); t.mu held.
 func (t *torrent) ssBitfield(c *conn, old *wire.Bitfield) {
-	for i := range old.All() {
-		t.ss.avail[i]--
-	}
 	c.showPending = 0
-	for i := range c.remote.All() {
-		t.ss.avail[i]++
-	}
 	for i := range c.shown.All() {
 		if !c.remote.Has(i) && !c.sent.Has(i) {
 			c.showPending++
 		}
 	}
-	c.lastHave = t.s.now()
-	t.reveal(c, false)
+	now := t.s.now()
+	c.lastHave = now
+	// Many claims at once are the cheapest lie: a proved peer's are challenged too.
+	added := c.remote.AndNot(old).AndNot(c.sent)
+	if c.trust == proved && added.Count() > 1 && !c.challenging() {
+		t.challenge(c, t.randomClaim(c, added))
+	}
+	t.ssClaims(c, added)
+	t.ssCount(c)
+	t.reveal(c, t.stuck(c, now))
 }
+
+// ssClaims challenges one of c's claims in among (nil: any claim) if c's claims are not
+// proved yet, or it was demoted and has not had its second challenge; t.mu held.
+func (t *torrent) ssClaims(c *conn, among *wire.Bitfield) {
+	if c.challenging() || c.trust == proved || c.rechecked {
+		return
+	}
+	if among == nil {
+		among = c.remote
+	}
+	if i := t.randomClaim(c, among); i >= 0 {
+		t.challenge(c, i)
+		c.rechecked = c.trust == demoted
+	}
+}
+
+// ssCount brings c's counted pieces in line with the evidence: the pieces sent to it, and its
+// claims if they are proved and none is waiting for its answer (while one is, new claims wait
+// and claims it withdrew stop counting); t.mu held.
+func (t *torrent) ssCount(c *conn) {
+	for i := range c.counted.All() {
+		if !c.sent.Has(i) && (c.trust != proved || !c.remote.Has(i)) {
+			c.counted.Clear(i)
+			t.ss.avail[i]--
+		}
+	}
+	for i := range c.sent.All() {
+		t.ssCountPiece(c, i)
+	}
+	if c.trust == proved && !c.challenging() {
+		for i := range c.remote.All() {
+			t.ssCountPiece(c, i)
+		}
+	}
+}
+
+// ssCountPiece counts piece i as c's, if it is not yet; t.mu held.
+func (t *torrent) ssCountPiece(c *conn, i int) {
+	if !c.counted.Has(i) {
+		c.counted.Set(i)
+		t.ss.avail[i]++
+	}
+}
+
+// randomClaim returns a piece of among that c claims and was not sent, at random, or -1.
+func (t *torrent) randomClaim(c *conn, among *wire.Bitfield) int {
+	pick, n := -1, 0
+	for i := range among.All() {
+		if c.remote.Has(i) && !c.sent.Has(i) {
+			if n++; t.ss.rnd.IntN(n) == 0 {
+				pick = i
+			}
+		}
+	}
+	return pick
+}
+
+// challenge asks c for a random block of challengeLength bytes of piece i; t.mu held.
+func (t *torrent) challenge(c *conn, i int) {
+	l := t.pieceLen(i)
+	n := min(challengeLength, l)
+	off := t.ss.rnd.Int64N(l - n + 1)
+	r := wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(n)}
+	c.challenges = append(c.challenges, challenge{r: r, deadline: t.s.now().Add(t.s.cfg.RequestTimeout)})
+	// A challenge is a request: the connection is not request-less (slots.go), so a peer that
+	// leaves it unanswered is demoted and blacklisted for it, not merely dropped as unused.
+	c.requested = true
+	c.queue(r)
+}
+
+// challenging reports whether a challenge of c's waits for its answer; t.mu held.
+func (c *conn) challenging() bool {
+	for _, ch := range c.challenges {
+		if !ch.expired {
+			return true
+		}
+	}
+	return false
+}
+
+// takeChallenge removes and returns c's challenge r, if there is one; t.mu held.
+func (c *conn) takeChallenge(r wire.Request) (challenge, bool) {
+	for k, ch := range c.challenges {
+		if ch.r == r {
+			c.challenges = append(c.challenges[:k], c.challenges[k+1:]...)
+			return ch, true
+		}
+	}
+	return challenge{}, false
+}
+
+// proveOK records a correct answer: c's claims count, unless it was demoted; t.mu held.
+func (t *torrent) proveOK(c *conn) {
+	t.s.met.challenges.WithLabelValues("proved").Inc()
+	if c.trust == unproved {
+		c.trust = proved
+	}
+	t.ssCount(c)
+}
+
+// proveFailed records a failed challenge of piece i: the first demotes c (its claims stop
+// counting, and it is asked for another block of the same piece, which an honest peer that
+// was slow or hit a bad read answers), the second returns the error to close the connection
+// with. demotedNow reports whether this failure demoted c. t.mu held.
+func (t *torrent) proveFailed(c *conn, i int, why string) (demotedNow bool, err error) {
+	c.failures++
+	t.s.met.challenges.WithLabelValues("failed").Inc()
+	if c.failures > 1 {
+		return false, fmt.Errorf("%w: %s, after being demoted", ErrFalseClaim, why)
+	}
+	c.trust = demoted
+	t.ssCount(c)
+	if c.remote.Has(i) && !c.sent.Has(i) && !c.challenging() {
+		t.challenge(c, i)
+		c.rechecked = true
+	}
+	t.ssClaims(c, nil)
+	return true, nil
+}
+
+// demoteEvent publishes c's demotion; call it without t.mu.
+func (t *torrent) demoteEvent(c *conn, why string) {
+	t.s.met.demoted.Inc()
+	t.s.event(Event{Kind: snapshot.EventDemoted, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: why})
+}
+
+// onChallengeAnswer reads a block that answers one of c's challenges and checks it against
+// the stored blob. ok is false when the block answers no challenge (it is a piece like any
+// other); err closes the connection.
+func (c *conn) onChallengeAnswer(ctx context.Context, dec *wire.Decoder, m wire.PieceHeader) (ok bool, err error) {
+	t := c.t
+	if t.ss == nil { // set before the torrent's first connection, never changed: no lock needed
+		return false, nil
+	}
+	t.mu.Lock()
+	ch, ok := c.takeChallenge(wire.Request(m))
+	t.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	var got, want [challengeLength]byte
+	for n := 0; dec.PayloadPending() > 0; {
+		k, err := dec.ReadPayloadPart(got[n:m.Length])
+		c.in.Add(int64(k))
+		n += k
+		if err != nil {
+			return true, fmt.Errorf("read from %s: %w", c.addr, err)
+		}
+	}
+	if ch.expired {
+		return true, nil // failed already; the answer came too late
+	}
+	b, err := t.s.store.Open(ctx, t.d)
+	if err == nil {
+		off, _ := t.mi.PieceRange(int(m.Piece))
+		_, err = b.ReadAt(want[:m.Length], off+int64(m.Offset))
+		_ = b.Close()
+	}
+	if err != nil {
+		// No verdict without our own copy: the claim stays unproved and a later one is
+		// challenged.
+		t.s.log.Warn("read a challenged block", "digest", t.d, "err", err)
+		return true, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if bytes.Equal(got[:m.Length], want[:m.Length]) {
+		t.proveOK(c)
+		return true, nil
+	}
+	why := fmt.Sprintf("answered a challenge for piece %d with the wrong bytes", m.Piece)
+	return true, t.proveFailedLocked(c, int(m.Piece), why)
+}
+
+// onChallengeCancel handles a cancel that declines one of c's challenges: the peer does not
+// have the piece it claimed. ok is false when the cancel is about something else.
+func (c *conn) onChallengeCancel(r wire.Request) (ok bool, err error) {
+	t := c.t
+	if t.ss == nil { // as in onChallengeAnswer
+		return false, nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch, ok := c.takeChallenge(r)
+	if !ok || ch.expired {
+		return ok, nil
+	}
+	return true, t.proveFailedLocked(c, int(r.Piece), fmt.Sprintf("declined a challenge for piece %d it claimed", r.Piece))
+}
+
+// proveFailedLocked is proveFailed, publishing the demotion without holding t.mu (it is
+// released and taken again); t.mu held.
+func (t *torrent) proveFailedLocked(c *conn, i int, why string) error {
+	dem, err := t.proveFailed(c, i, why)
+	if dem {
+		t.mu.Unlock()
+		t.demoteEvent(c, why)
+		t.mu.Lock()
+	}
+	return err
+}
+
+// stuck reports whether c is in a stuck period (see above); t.mu held.
+func (t *torrent) stuck(c *conn, now time.Time) bool { return now.Before(c.stuckUntil) }
 
 // ssSent records that piece i was sent to c in full; t.mu held.
 func (t *torrent) ssSent(c *conn, i int) {
@@ -130,11 +395,9 @@ func (t *torrent) ssSent(c *conn, i int) {
 	// missing piece as seen from here never moves past the first piece it got from the
 	// origin, so pick's window (the pieces right after it) points at the start of the blob
 	// and the pieces the agent's prefix waits for are revealed in random order.
-	if !c.remote.Has(i) {
-		c.remote.Set(i)
-		t.ss.avail[i]++
-	}
-	t.reveal(c, false)
+	c.remote.Set(i)
+	t.ssCountPiece(c, i)
+	t.reveal(c, t.stuck(c, t.s.now()))
 }
 
 // reveal shows c pieces until revealAhead are pending; stuck allows pieces other agents
@@ -197,15 +460,45 @@ func (s *superSeed) pick(c *conn, stuck bool) int {
 	return best
 }
 
-// unstick shows more pieces to agents that made no progress for a while; housekeeping calls
-// it every second.
+// unstick shows more pieces to agents that made no progress for a while and fails the
+// challenges that were not answered in time; housekeeping calls it every second.
 func (t *torrent) unstick(now time.Time) {
+	type failure struct {
+		c       *conn
+		why     string
+		demoted bool
+		err     error
+	}
+	var failed []failure
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.ss == nil {
+		t.mu.Unlock()
 		return
 	}
 	for _, c := range t.conns {
-		t.reveal(c, now.Sub(c.lastHave) > stuckAfter)
+		for k := range c.challenges {
+			ch := &c.challenges[k]
+			if ch.expired || now.Before(ch.deadline) {
+				continue
+			}
+			ch.expired = true
+			why := fmt.Sprintf("did not answer a challenge for piece %d within %v", ch.r.Piece, t.s.cfg.RequestTimeout)
+			dem, err := t.proveFailed(c, int(ch.r.Piece), why)
+			failed = append(failed, failure{c, why, dem, err})
+			break // the next one, if any, was sent by proveFailed just now
+		}
+		if now.Sub(c.lastHave) > stuckAfter && !t.stuck(c, now) {
+			c.stuckUntil = now.Add(stuckAfter)
+		}
+		t.reveal(c, t.stuck(c, now))
+	}
+	t.mu.Unlock()
+	for _, f := range failed {
+		if f.demoted {
+			t.demoteEvent(f.c, f.why)
+		}
+		if f.err != nil {
+			go func() { f.c.goodbye(f.err); f.c.fail(f.err) }()
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
@@ -122,4 +123,123 @@ func TestSuperSeedStripes(t *testing.T) {
 	// piece in common with what stripe 1 revealed first.
 	_, others := newSuperSeedConns(t, 64, window, 0, 3, 1)
 	require.Equal(t, []int{0, 3, 6, 9}, shown(others[0]))
+}
+
+// claimPiece records that c claims piece i, as onHave does; tr.mu held.
+func claimPiece(tr *torrent, c *conn, i int) {
+	c.remote.Set(i)
+	tr.ssHave(c, i)
+}
+
+// lastChallenge is the request of c's newest challenge; it fails the test if there is none.
+func lastChallenge(t *testing.T, c *conn) wire.Request {
+	t.Helper()
+	require.NotEmpty(t, c.challenges, "no challenge sent")
+	return c.challenges[len(c.challenges)-1].r
+}
+
+// A peer's claims count only once it has answered a challenge (a request for a small block of
+// a piece it claims and was not sent); a failed challenge demotes it (its claims stop
+// counting, and it is challenged once more), a second one is the error that closes the
+// connection. Pieces the origin sent count whatever the peer's standing.
+func TestSuperSeedCountsOnlyProvedClaims(t *testing.T) {
+	t.Parallel()
+	const pieces = 64
+	tr, conns := newSuperSeedConns(t, pieces, 16, 0, 1, 1)
+	p := conns[0]
+	tr.mu.Unlock()
+	tr.served(p, wire.Request{Piece: 0, Length: uint32(metainfo.MinPieceLength)})
+	tr.mu.Lock()
+	require.EqualValues(t, 1, tr.ss.avail[0], "a piece the origin sent counts")
+
+	claimPiece(tr, p, 40)
+	require.Zero(t, tr.ss.avail[40], "an unproved claim counts")
+	r := lastChallenge(t, p)
+	require.EqualValues(t, 40, r.Piece, "the claim is challenged")
+	require.LessOrEqual(t, int64(r.Offset)+int64(r.Length), int64(metainfo.MinPieceLength))
+	require.EqualValues(t, challengeLength, r.Length)
+	claimPiece(tr, p, 41)
+	require.Len(t, p.challenges, 1, "one challenge at a time")
+	require.Zero(t, tr.ss.avail[41])
+
+	_, ok := p.takeChallenge(r)
+	require.True(t, ok)
+	tr.proveOK(p)
+	require.EqualValues(t, 1, tr.ss.avail[40], "a proved peer's claims count")
+	require.EqualValues(t, 1, tr.ss.avail[41])
+	for i := 42; i < pieces; i++ {
+		claimPiece(tr, p, i)
+		if p.challenging() {
+			require.Zero(t, tr.ss.avail[i], "a claim made while a challenge waits counts")
+			_, ok := p.takeChallenge(lastChallenge(t, p))
+			require.True(t, ok)
+			tr.proveOK(p)
+		}
+		require.EqualValues(t, 1, tr.ss.avail[i])
+	}
+
+	// The peer claims piece 1 and, challenged on it, fails: demoted.
+	p.challenges = nil
+	tr.challenge(p, 1)
+	claimPiece(tr, p, 1)
+	_, ok = p.takeChallenge(lastChallenge(t, p))
+	require.True(t, ok)
+	demoted, err := tr.proveFailed(p, 1, "wrong bytes")
+	require.True(t, demoted)
+	require.NoError(t, err)
+	for i := 1; i < pieces; i++ {
+		require.Zero(t, tr.ss.avail[i], "piece %d: a demoted peer's claims count", i)
+	}
+	require.EqualValues(t, 1, tr.ss.avail[0], "what the origin sent still counts")
+	require.True(t, p.challenging(), "a demoted peer is challenged once more")
+	_, ok = p.takeChallenge(lastChallenge(t, p))
+	require.True(t, ok)
+	demoted, err = tr.proveFailed(p, 1, "no answer")
+	require.False(t, demoted)
+	require.ErrorIs(t, err, ErrFalseClaim)
+
+	tr.ssRemove(p)
+	require.Zero(t, tr.ss.avail[0], "a peer that leaves takes its pieces with it")
+}
+
+// An agent stuck (no progress for stuckAfter) gets pieces revealed that other peers have, as
+// fast as it fetches them, for the whole stuck period: its have messages of pieces another
+// origin sent it do not end the period. Before, only the housekeeping tick revealed them,
+// revealAhead a second, and those have messages stopped even that (attack-findings.md §4).
+func TestSuperSeedStuckAgentIsFedUntilTheEnd(t *testing.T) {
+	t.Parallel()
+	const pieces = 64
+	tr, conns := newSuperSeedConns(t, pieces, 16, 0, 1, 2)
+	now := time.Now()
+	tr.s.now = func() time.Time { return now }
+	hoarder, agent := conns[0], conns[1]
+	// The hoarder proves its claims to every piece but reveals nothing.
+	hoarder.remote = wire.NewFullBitfield(pieces)
+	hoarder.trust = proved
+	tr.ssCount(hoarder)
+	agent.shown = wire.NewBitfield(pieces)
+	agent.showPending = 0
+	tr.reveal(agent, false)
+	require.Zero(t, agent.shown.Count(), "every piece is available elsewhere")
+
+	now = now.Add(stuckAfter + time.Second)
+	tr.mu.Unlock()
+	tr.unstick(now)
+	tr.mu.Lock()
+	for agent.remote.Count() < pieces {
+		var next int
+		for next = range agent.shown.All() {
+			if !agent.remote.Has(next) {
+				break
+			}
+		}
+		require.False(t, agent.remote.Has(next), "the stuck agent was shown nothing more")
+		tr.mu.Unlock()
+		tr.served(agent, wire.Request{Piece: uint32(next), Length: uint32(metainfo.MinPieceLength)})
+		tr.mu.Lock()
+		// Another origin sends it a piece too, which it announces here.
+		if i := wire.NewFullBitfield(pieces).NextNotIn(agent.remote, 0); i >= 0 && !agent.shown.Has(i) {
+			claimPiece(tr, agent, i)
+		}
+	}
 }

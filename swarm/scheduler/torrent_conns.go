@@ -45,7 +45,7 @@ func (t *torrent) connect(ctx context.Context, peers []announce.Peer) {
 			continue
 		}
 		t.mu.Lock()
-		full := len(t.conns)+len(t.dialing) >= t.s.cfg.MaxConns
+		full := len(t.conns)+len(t.dialing) >= t.s.cfg.MaxConns+t.spareLocked()
 		_, connected := t.conns[piece.PeerID(p.ID)]
 		// A seeder has nothing to gain from other seeders and origins.
 		useless := t.committed && (p.Complete || p.Origin)
@@ -86,6 +86,9 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 		if err == nil && p.ID != "" && h.PeerID.String() != p.ID {
 			err = fmt.Errorf("%w: peer at %s is %s, tracker said %s", ErrProtocol, p.Addr, h.PeerID, p.ID)
 		}
+		if err == nil {
+			err = t.s.admit(dctx, nc, h.PeerID)
+		}
 		if errors.Is(err, ErrProtocol) {
 			// Its handshake was readable but wrong: say so before closing (docs/protocol.md §1.2).
 			_ = wire.WriteMessage(nc, wire.Error{Code: wire.CodeWrongBlob, Message: err.Error()})
@@ -97,7 +100,10 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 			err = dctx.Err()
 		}
 		_ = nc.Close()
-		if violation(err) || errors.Is(err, wire.ErrBadMagic) {
+		if errors.Is(err, ErrIdentity) {
+			t.s.met.refused.WithLabelValues(refusedIdentity).Inc()
+		}
+		if violation(err) || errors.Is(err, wire.ErrBadMagic) || errors.Is(err, ErrIdentity) {
 			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
@@ -115,13 +121,11 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
 	err := t.checkHandshake(h)
 	if err == nil {
 		t.mu.Lock()
-		if len(t.conns) >= t.s.cfg.MaxConns {
-			err = errBusy
-		}
+		err = t.makeRoomLocked(remoteIP(nc), true)
 		t.mu.Unlock()
 	}
 	if err != nil {
-		if errors.Is(err, errBusy) {
+		if errors.Is(err, errBusy) || errors.Is(err, errAddrBusy) {
 			// An honest refusal: a handshake, then the reason (docs/protocol.md §1.2), so the
 			// initiator does not take it for a broken peer.
 			if mine, _ := t.handshake(); wire.WriteHandshake(nc, mine) == nil {
@@ -134,7 +138,13 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
 		}
-		t.s.event(Event{Kind: snapshot.EventConnRejected, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
+		e := Event{Digest: t.d, Peer: h.PeerID.String(), Addr: addr}
+		if errors.Is(err, errBusy) || errors.Is(err, errAddrBusy) {
+			t.s.refuseBusy(e, err)
+			return
+		}
+		e.Kind, e.Err = snapshot.EventConnRejected, err.Error()
+		t.s.event(e)
 		return
 	}
 	mine, count := t.handshake()
@@ -210,14 +220,18 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 		}
 		t.dropLocked(old)
 	}
-	if len(t.conns) >= t.s.cfg.MaxConns {
+	if err := t.makeRoomLocked(c.ip, !c.outbound); err != nil {
 		t.mu.Unlock()
 		// Both handshakes are done, so the reason can follow.
-		_ = wire.WriteMessage(c.nc, wire.Error{Code: wire.CodeBusy, Message: errBusy.Error()})
+		_ = wire.WriteMessage(c.nc, wire.Error{Code: wire.CodeBusy, Message: err.Error()})
 		_ = c.nc.Close()
+		t.s.refuseBusy(Event{Digest: t.d, Peer: string(c.id), Addr: c.addr, Outbound: c.outbound}, err)
 		return
 	}
 	t.conns[c.id] = c
+	if !c.outbound {
+		t.s.joinedHost(c.nc, c.ip, 1)
+	}
 	t.lastActive = t.s.now()
 	if t.ss != nil {
 		t.ssAdd(c)
@@ -249,10 +263,21 @@ func keepFirst(old, c *conn, self wire.PeerID) bool {
 
 // dropLocked removes c from the torrent and closes it; t.mu must be held.
 func (t *torrent) dropLocked(c *conn) {
+	if t.unlinkLocked(c) {
+		go c.close(nil)
+	}
+}
+
+// unlinkLocked removes c from the torrent, freeing its slot, and reports whether it was there;
+// the caller closes it. t.mu must be held.
+func (t *torrent) unlinkLocked(c *conn) bool {
 	if t.conns[c.id] != c {
-		return
+		return false
 	}
 	delete(t.conns, c.id)
+	if !c.outbound {
+		t.s.joinedHost(c.nc, c.ip, -1)
+	}
 	t.s.met.conns.Dec()
 	if t.ss != nil {
 		t.ssRemove(c)
@@ -264,14 +289,16 @@ func (t *torrent) dropLocked(c *conn) {
 			t.fillAll()
 		}
 	}
-	go c.close(nil)
+	return true
 }
 
 // removed is called by a connection when it ends, with the reason.
 func (t *torrent) removed(c *conn, err error) {
 	t.mu.Lock()
 	t.dropLocked(c)
+	unused := !c.requested && !c.asked.Load()
 	t.mu.Unlock()
+	t.backOffAfter(c, err, unused)
 	if violation(err) {
 		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
 		if c.outbound {

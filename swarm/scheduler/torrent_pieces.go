@@ -33,6 +33,8 @@ func (t *torrent) fill(c *conn) {
 		return
 	}
 	for _, i := range t.picker.Next(c.id, want) {
+		c.requested = true
+		c.markUsed()
 		c.pending[i] = struct{}{}
 		l := t.pieceLen(i)
 		for off := int64(0); off < l; off += wire.MaxBlockLength {
@@ -106,6 +108,7 @@ func (t *torrent) onHave(c *conn, i int) error {
 	}
 	if !c.remote.Has(i) {
 		c.remote.Set(i)
+		c.markUsed() // progress: a peer that gains pieces is downloading, not idling
 		if t.ss != nil {
 			t.ssHave(c, i)
 		}
@@ -170,6 +173,7 @@ func (t *torrent) gotPieceWritten(c *conn, i int) {
 // gotPieceLocked records piece i as received from c; t.mu must be held.
 func (t *torrent) gotPieceLocked(c *conn, i int) {
 	delete(c.pending, i)
+	c.markUsed()
 	l := t.pieceLen(i)
 	if t.picker == nil || t.committed {
 		t.tot.wasted += l
@@ -242,6 +246,7 @@ func (t *torrent) badPiece(c *conn, i int) {
 // served records a block sent to c.
 func (t *torrent) served(c *conn, r wire.Request) {
 	n := int64(r.Length)
+	c.markUsed()
 	t.mu.Lock()
 	t.tot.out += n
 	t.lastActive = t.s.now()

@@ -28,6 +28,7 @@ type swarmLab struct {
 	origins  []*proc
 	trackers []*proc
 	peerOf   map[string]string // origin API address → its swarm address
+	adminOf  map[string]string // origin API address → its admin address (/metrics)
 }
 
 func (l *swarmLab) logf(name string) *os.File {
@@ -59,13 +60,14 @@ func httpReady(addr string) func(ctx context.Context) error {
 }
 
 func newSwarmLab(t *testing.T, originRate string) *swarmLab {
-	l := &swarmLab{t: t, dir: t.TempDir(), peerOf: map[string]string{}}
+	l := &swarmLab{t: t, dir: t.TempDir(), peerOf: map[string]string{}, adminOf: map[string]string{}}
 	addrs := []string{freeAddr(t), freeAddr(t)}
 	for i, a := range addrs {
 		peer := freeAddr(t)
 		l.peerOf[a] = peer
+		l.adminOf[a] = freeAddr(t)
 		cfg := l.write(fmt.Sprintf("origin-%d", i), fmt.Sprintf(`listen: %s
-admin_listen: 127.0.0.1:0
+admin_listen: %s
 store:
   dir: %s
 ring:
@@ -76,7 +78,7 @@ ring:
 peer:
   listen: %s
   egress_rate: %s
-`, a, filepath.Join(l.dir, fmt.Sprintf("origin-%d", i)), strings.Join(addrs, ", "), peer, originRate))
+`, a, l.adminOf[a], filepath.Join(l.dir, fmt.Sprintf("origin-%d", i)), strings.Join(addrs, ", "), peer, originRate))
 		p := originProc(t, a, cfg, l.logf(fmt.Sprintf("origin-%d", i)))
 		p.start()
 		t.Cleanup(p.kill)
