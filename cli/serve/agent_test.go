@@ -132,7 +132,7 @@ backends:
 admin_listen: 127.0.0.1:0
 `, originAddr, filepath.Join(dir, "origin"), originPeer, root)), 0o600))
 	trackerCfg := filepath.Join(dir, "tracker.yaml")
-	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce_interval: 1s\n"+adminAny, trackerAddr, originAddr)), 0o600))
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce_interval: 1s\nannounce: {allow_loopback: true}\n"+adminAny, trackerAddr, originAddr)), 0o600))
 	agentCfg := filepath.Join(dir, "agent.yaml")
 	require.NoError(t, os.WriteFile(agentCfg, []byte(fmt.Sprintf("listen: %s\npeer_listen: %s\nseed_time: 1m\n"+adminAny, agentAddr, agentPeer)), 0o600))
 

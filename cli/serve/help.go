@@ -40,7 +40,7 @@ The flags let one file serve every host; with them the file may be empty.`,
       --build-index 10.0.0.3:15100,10.0.0.4:15100`,
 		flags: []flagSpec{
 			{name: "peer-listen", key: "peer_listen", usage: "swarm listen address"},
-			{name: "peer-advertise", key: "peer_advertise", usage: "host:port other hosts dial to reach --peer-listen"},
+			{name: "peer-advertise", key: "peer_advertise", usage: "ip:port other hosts dial to reach --peer-listen (an IP address, not a name)"},
 			{name: "tracker", key: "trackers", usage: "tracker address (host:port)", list: true},
 			{name: "build-index", key: "build_index", usage: "build-index API address (host:port)", list: true},
 			{name: "store-dir", key: "store_dir", usage: "directory of downloaded blobs", dir: true},

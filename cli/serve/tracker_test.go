@@ -61,7 +61,9 @@ func TestRunTracker(t *testing.T) {
 	t.Parallel()
 	listen, origin := freePort(t), freePort(t) // no origin listens there: handouts have peers only
 	path := filepath.Join(t.TempDir(), "tracker.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("listen: 127.0.0.1:1\norigins: [%s]\nannounce_interval: 2s\n"+adminAny, origin)), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte(fmt.Sprintf("listen: 127.0.0.1:1\norigins: [%s]\nannounce_interval: 2s\n"+
+		// The peers stand for hosts in 10.0.0.0/8 that reach the tracker through NAT (here: loopback).
+		"announce: {nat_cidrs: [127.0.0.0/8, 10.0.0.0/8]}\n"+adminAny, origin)), 0o600))
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() { errc <- run(ctx, t, "tracker", path, set("listen", "listen", listen)) }()
@@ -106,7 +108,7 @@ backends:
 admin_listen: 127.0.0.1:0
 `, originAddr, filepath.Join(dir, "store"), peerAddr, root)), 0o600))
 	trackerCfg := filepath.Join(dir, "tracker.yaml")
-	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\n"+adminAny, trackerAddr, originAddr)), 0o600))
+	require.NoError(t, os.WriteFile(trackerCfg, []byte(fmt.Sprintf("listen: %s\norigins: [%s]\nannounce: {allow_loopback: true}\n"+adminAny, trackerAddr, originAddr)), 0o600))
 
 	be, err := fs.New(fs.Config{Root: root})
 	require.NoError(t, err)
@@ -130,7 +132,7 @@ admin_listen: 127.0.0.1:0
 
 	c, err := announce.NewClient([]string{trackerAddr}, hc)
 	require.NoError(t, err)
-	req := announce.Request{Namespace: "library/app", Digest: d, PeerID: wire.RandomPeerID().String(), Addr: "10.0.0.1:7000"}
+	req := announce.Request{Namespace: "library/app", Digest: d, PeerID: wire.RandomPeerID().String(), Addr: "127.0.0.2:7000"}
 	require.Eventually(t, func() bool {
 		resp, err := c.Announce(ctx, req)
 		return err == nil && len(resp.Peers) == 1 // the tracker has read the origin's identity

@@ -75,9 +75,11 @@ type Config struct {
 	TLS pki.Config `yaml:"tls"`
 	// PeerListen is the address that accepts swarm connections from other hosts.
 	PeerListen string `yaml:"peer_listen"`
-	// PeerAdvertise is the host:port other hosts dial to reach PeerListen, announced to the
-	// trackers. It defaults to the listener's address, so it is required when PeerListen binds
-	// every interface (0.0.0.0 or [::]).
+	// PeerAdvertise is the ip:port other hosts dial to reach PeerListen, announced to the
+	// trackers: an IP address, not a name, since peers never resolve names a tracker hands out
+	// (docs/protocol.md §6); ${HOST_IP} from the environment fills it in a DaemonSet. It
+	// defaults to the listener's address, so it is required when PeerListen binds every
+	// interface (0.0.0.0 or [::]).
 	PeerAdvertise string `yaml:"peer_advertise"`
 	// PeerPlain keeps the swarm's connections in plain TCP although TLS is configured: only for
 	// a network trusted by construction, where the CPU TLS spends on every byte of every blob
@@ -216,10 +218,12 @@ func (c *Config) Validate() error {
 	case c.PeerAdvertise != "":
 		if err := checkDialable(c.PeerAdvertise, false); err != nil {
 			bad("peer_advertise: %v", err)
+		} else if _, err := announce.ParseAddr(c.PeerAdvertise); err != nil {
+			bad("peer_advertise: %v", err)
 		}
 	default:
 		if host, _, err := net.SplitHostPort(c.PeerListen); err == nil && !specifiedHost(host) {
-			bad("peer_advertise: required when peer_listen %q binds every interface: name the host:port other hosts dial", c.PeerListen)
+			bad("peer_advertise: required when peer_listen %q binds every interface: name the ip:port other hosts dial", c.PeerListen)
 		}
 	}
 	if len(c.Trackers) == 0 {

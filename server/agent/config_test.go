@@ -29,7 +29,7 @@ func TestConfigDefaults(t *testing.T) {
 	doc := `listen: 127.0.0.1:7000
 admin_listen: 127.0.0.1:7002
 peer_listen: 0.0.0.0:7001
-peer_advertise: agent-7.example:7001
+peer_advertise: 10.0.1.7:7001
 trackers: [t1:15003, "https://t2.example:8443"]
 store_dir: /var/lib/agent
 capacity: 50GiB
@@ -43,7 +43,7 @@ build_index: [10.0.0.4:15100, "https://bi.example/api"]
 	c = agent.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
 	require.Equal(t, agent.Config{
-		Listen: "127.0.0.1:7000", AdminListen: "127.0.0.1:7002", PeerListen: "0.0.0.0:7001", PeerAdvertise: "agent-7.example:7001",
+		Listen: "127.0.0.1:7000", AdminListen: "127.0.0.1:7002", PeerListen: "0.0.0.0:7001", PeerAdvertise: "10.0.1.7:7001",
 		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
 		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
 		BuildIndex: []string{"10.0.0.4:15100", "https://bi.example/api"},
@@ -65,6 +65,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "peer_advertise: 0.0.0.0:1\n", "peer_advertise:"},
 		{base + "peer_advertise: host:0\n", "peer_advertise: \"host:0\": port must be"},
 		{base + "peer_advertise: host\n", "peer_advertise:"},
+		{base + "peer_advertise: agent-7.example:7001\n", "host must be an IP address, not a name"},
+		{base + "peer_advertise: 169.254.1.7:7001\n", "link-local"},
 		{base + "capacity: lots\n", `size "lots"`},
 		{base + "egress_rate: -1\n", `line 3: size "-1"`},
 		{base + "seed_time: -1s\n", "seed_time: must not be negative"},
@@ -79,7 +81,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "buildindex: [x:1]\n", "field buildindex not found"},
 		{base + "admin_listen: nope\n", `admin_listen: "nope" is not host:port`},
 		{base + "admin_listen: 127.0.0.1:16001\n", `admin_listen: "127.0.0.1:16001" overlaps peer_listen "127.0.0.1:16001"`},
-		{base + "peer_listen: 0.0.0.0:16000\npeer_advertise: h:16000\n", `peer_listen: "0.0.0.0:16000" overlaps listen "127.0.0.1:16000"`},
+		{base + "peer_listen: 0.0.0.0:16000\npeer_advertise: 10.0.0.1:16000\n", `peer_listen: "0.0.0.0:16000" overlaps listen "127.0.0.1:16000"`},
 	} {
 		var c agent.Config
 		err := config.Decode(strings.NewReader(tc.doc), &c)

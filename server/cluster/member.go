@@ -297,7 +297,9 @@ func (c *Cluster) buildIndexOpener(m *member) opener {
 }
 
 func (c *Cluster) trackerOpener(m *member) opener {
-	cfg := tracker.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), Replicas: c.spec.Replicas, TLS: c.tlsConfig(m)}
+	cfg := tracker.Config{Listen: m.addr, AdminListen: m.admin, Origins: c.addrs(Origin), Replicas: c.spec.Replicas, TLS: c.tlsConfig(m),
+		// Every member runs on this host: its peers announce loopback addresses.
+		Announce: tracker.AnnounceConfig{AllowLoopback: true}}
 	if c.spec.TrackerConfig != nil {
 		c.spec.TrackerConfig(m.index, &cfg)
 	}

@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
+	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/wire"
@@ -166,4 +168,28 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name, label string) flo
 		}
 	}
 	return 0
+}
+
+// With TLS on every HTTP link but plain P2P (peer_plain, peer.plain), the agents and origins
+// still announce peer ids bound to their certificates, which is all a tracker over TLS accepts
+// from them: blobs flow through the swarm.
+func TestPlainSwarmUnderTLS(t *testing.T) {
+	t.Parallel()
+	c := clustertest.Start(t, cluster.Spec{Origins: 1, Agents: 2, TLS: clustertest.TLS(t),
+		OriginConfig: func(_ int, c *origin.Config) { c.Peer.Plain = true },
+		AgentConfig:  func(_ int, c *agent.Config) { c.PeerPlain = true },
+	}, cluster.Deps{})
+	admin := c.Client()
+	data, d := randomBlob(t, 1<<20+5)
+	_, err := client.NewCluster(c.Addrs(cluster.Origin), admin).Push(t.Context(), "team/app", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})
+	require.NoError(t, err)
+	// Bounded, so that refused announces (no peers, a pull that never ends) fail the test.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, a := range c.Addrs(cluster.Agent) {
+		var got bytes.Buffer
+		_, err := client.NewAgent("https://"+a, admin).Pull(ctx, "team/app", d, &got, nil)
+		require.NoError(t, err, a)
+		require.True(t, bytes.Equal(data, got.Bytes()), "agent %s", a)
+	}
 }

@@ -17,7 +17,7 @@ var PeerGroups = []string{pki.GroupAgent, pki.GroupOrigin}
 
 // Peers is how a role's swarm scheduler reaches and admits its peers; its fields go to
 // scheduler.Config.PeerID and scheduler.Deps as they are. Zero fields mean plain TCP and a
-// random peer id.
+// random peer id (a role with a certificate gets a bound peer id even with plain P2P).
 type Peers struct {
 	// Listener is the peer listener, serving the swarm's TLS (pki.Provider.PeerListener).
 	Listener net.Listener
@@ -46,7 +46,9 @@ func (b *Base) Peers(ln net.Listener, plain bool, dialTimeout time.Duration) Pee
 		b.log.Warn("the swarm's peer port speaks plain TCP although tls is configured (plain P2P is set): whoever reaches it can join a swarm and read the blobs it serves",
 			"peer_addr", ln.Addr().String())
 		b.StartedAttrs("peer_tls", false)
-		return Peers{Listener: ln}
+		// Still bound to the certificate: the tracker, reached over TLS with it, accepts an
+		// agent's or origin's announce only under a peer id bound to its holder.
+		return Peers{Listener: ln, PeerID: wire.BoundPeerID(p.Identity().Name)}
 	}
 	b.StartedAttrs("peer_tls", true)
 	d := &net.Dialer{Timeout: dialTimeout}

@@ -22,6 +22,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/roles"
+	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
 // TestStartWithTLS starts a tracker with a tls section: its API refuses a client without a
@@ -162,7 +163,7 @@ func TestWritesNeedTheRightGroup(t *testing.T) {
 		return fmt.Sprintf("tls: {cert_file: %s, key_file: %s, ca_file: %s}\n", c.CertFile, c.KeyFile, c.CAFile)
 	}
 	origin := start("origin", "store: {dir: "+filepath.Join(dir, "store")+"}\n"+tlsYAML(issue("origin-1", pki.GroupOrigin)))
-	tracker := start("tracker", "origins: ["+origin+"]\n"+tlsYAML(issue("tracker-1", pki.GroupTracker)))
+	tracker := start("tracker", "origins: ["+origin+"]\nannounce: {allow_loopback: true}\n"+tlsYAML(issue("tracker-1", pki.GroupTracker)))
 
 	client := func(c pki.Config) *http.Client {
 		p, err := pki.Load(c)
@@ -201,14 +202,18 @@ func TestWritesNeedTheRightGroup(t *testing.T) {
 	code, body = do(agent, http.MethodPost, "https://"+tracker+"/announce")
 	assert.NotEqual(t, http.StatusForbidden, code, "an agent announces (this body is malformed): %s", body)
 
-	// An agent announces itself (its certificate names 127.0.0.1, where it connects from), and
-	// nobody else: a stolen agent certificate cannot aim a swarm at another host.
-	announceAt := func(addr string) string {
-		return `{"namespace":"team/app","digest":"` + digestOf("x") + `","peer_id":"` + strings.Repeat("ab", 20) + `","addr":"` + addr + `"}`
+	// An agent announces itself (its certificate names 127.0.0.1, where it connects from), under
+	// a peer id bound to its certificate, and nobody else: a stolen agent certificate cannot aim
+	// a swarm at another host, nor take another agent's peer id.
+	announceAt := func(id wire.PeerID, addr string) string {
+		return `{"namespace":"team/app","digest":"` + digestOf("x") + `","peer_id":"` + id.String() + `","addr":"` + addr + `"}`
 	}
-	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt("127.0.0.1:16001"))
+	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt(wire.BoundPeerID("agent-1"), "127.0.0.1:16001"))
 	assert.Equal(t, http.StatusOK, code, "an agent announces its own address: %s", body)
-	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt("192.0.2.1:22"))
+	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt(wire.BoundPeerID("agent-2"), "127.0.0.1:16002"))
+	assert.Equal(t, http.StatusForbidden, code, "an agent announces another's peer id: %s", body)
+	assert.Contains(t, body, "not bound to the certificate of agent-1")
+	code, body = doBody(agent, http.MethodPost, "https://"+tracker+"/announce", announceAt(wire.BoundPeerID("agent-1"), "192.0.2.1:22"))
 	assert.Equal(t, http.StatusForbidden, code, "an agent announces another host: %s", body)
 	assert.Contains(t, body, "agent-1 may announce only its own addresses")
 }

@@ -57,7 +57,7 @@ func TestHandoutOrder(t *testing.T) {
 	t.Parallel()
 	d := digest.FromString("order")
 	origins := originsByRank(t, 4, d)
-	tt := startTracker(t, tracker.Config{Origins: addrsOf(origins), Replicas: 2, MaxPeers: 12}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: addrsOf(origins), Replicas: 2, MaxPeers: 12}, nil)
 	c := announceClient(t, tt.addr)
 
 	seeders, leechers := map[string]bool{}, map[string]bool{}
@@ -113,7 +113,7 @@ func TestHandoutRandom(t *testing.T) {
 	t.Parallel()
 	d := digest.FromString("random")
 	origins := originsByRank(t, 2, d)
-	tt := startTracker(t, tracker.Config{Origins: addrsOf(origins), Replicas: 2, MaxPeers: 8}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: addrsOf(origins), Replicas: 2, MaxPeers: 8}, nil)
 	c := announceClient(t, tt.addr)
 	all := map[string]bool{}
 	for i := range 20 {
@@ -153,7 +153,7 @@ func TestHandoutMaxPeers(t *testing.T) {
 	t.Parallel()
 	d := digest.FromString("max")
 	origins := originsByRank(t, 3, d)
-	tt := startTracker(t, tracker.Config{Origins: addrsOf(origins), MaxPeers: 4}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: addrsOf(origins), MaxPeers: 4}, nil)
 	c := announceClient(t, tt.addr)
 	for i := range 10 {
 		_, err := c.Announce(t.Context(), peerReq(d, i, i%2 == 0))
@@ -167,7 +167,7 @@ func TestHandoutMaxPeers(t *testing.T) {
 	}
 	require.True(t, resp.Peers[3].Complete && !resp.Peers[3].Origin)
 
-	tt2 := startTracker(t, tracker.Config{Origins: addrsOf(origins), MaxPeers: 2}, nil)
+	tt2 := startTracker(t, tracker.Config{Announce: natLab, Origins: addrsOf(origins), MaxPeers: 2}, nil)
 	resp, err = announceClient(t, tt2.addr).Announce(t.Context(), peerReq(d, 1, false))
 	require.NoError(t, err)
 	require.Len(t, resp.Peers, 2, "max_peers below replicas cuts the origins")
@@ -180,7 +180,7 @@ func TestHandoutSwarmsAreSeparate(t *testing.T) {
 	o.mu.Lock()
 	o.peerDown = true
 	o.mu.Unlock()
-	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: []string{o.addr}}, nil)
 	c := announceClient(t, tt.addr)
 	a, b := digest.FromString("a"), digest.FromString("b")
 	ra := peerReq(a, 1, true)
@@ -205,7 +205,7 @@ func TestUnreachableOriginLeftOut(t *testing.T) {
 	origins[0].mu.Unlock()
 	bad := origins[2]
 	bad.peer.ID = "not-hex" // sends a malformed identity: treated as unreachable
-	tt := startTracker(t, tracker.Config{Origins: addrsOf(origins), Replicas: 2}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: addrsOf(origins), Replicas: 2}, nil)
 	resp, err := announceClient(t, tt.addr).Announce(t.Context(), peerReq(d, 1, false))
 	require.NoError(t, err)
 	require.Equal(t, []announce.Peer{origins[1].announcePeer()}, resp.Peers)
@@ -218,7 +218,7 @@ func TestPeerExpiry(t *testing.T) {
 	t.Parallel()
 	o := newFakeOrigin(t)
 	clk := newClock()
-	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}, PeerTTL: 30 * time.Second}, clk.Now)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: []string{o.addr}, PeerTTL: 30 * time.Second}, clk.Now)
 	c := announceClient(t, tt.addr)
 	d := digest.FromString("ttl")
 	a, b, me := peerReq(d, 1, true), peerReq(d, 2, false), peerReq(d, 3, false)
@@ -253,7 +253,7 @@ func TestPeerUpdates(t *testing.T) {
 	o.mu.Lock()
 	o.peerDown = true
 	o.mu.Unlock()
-	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: []string{o.addr}}, nil)
 	c := announceClient(t, tt.addr)
 	d := digest.FromString("updates")
 	a, me := peerReq(d, 1, false), peerReq(d, 2, false)
@@ -281,7 +281,7 @@ func TestPeerUpdates(t *testing.T) {
 func TestAnnounceInvalid(t *testing.T) {
 	t.Parallel()
 	o := newFakeOrigin(t)
-	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: []string{o.addr}}, nil)
 	hc := httpClient(t)
 	good := peerReq(digest.FromString("x"), 1, false)
 	mk := func(f func(m map[string]any)) string {
@@ -339,7 +339,7 @@ func TestAnnounceInvalid(t *testing.T) {
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	o := newFakeOrigin(t)
-	tt := startTracker(t, tracker.Config{Origins: []string{o.addr}}, nil)
+	tt := startTracker(t, tracker.Config{Announce: natLab, Origins: []string{o.addr}}, nil)
 	hc := httpClient(t)
 	get := func(addr, p string) int {
 		resp := send(t, hc, http.MethodGet, "http://"+addr+p, "", nil)

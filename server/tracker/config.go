@@ -3,6 +3,7 @@ package tracker
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
@@ -35,6 +36,9 @@ const (
 //	announce_interval: 3s            # how often peers are told to announce
 //	max_peers: 16                    # peers per handout
 //	metainfo_cache: 4096             # metainfo documents kept in memory
+//	announce:
+//	  allow_loopback: false          # accept loopback peer addresses: a cluster on one host
+//	  nat_cidrs: [10.0.0.0/8]        # hosts here may announce any address here
 type Config struct {
 	// Listen is the address the HTTP API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
@@ -62,6 +66,28 @@ type Config struct {
 	// dropped). A document takes about 67 bytes per piece: at most ~70 KiB for blobs up to
 	// 16 GiB.
 	MetainfoCache int `yaml:"metainfo_cache"`
+	// Announce says which peer addresses the tracker accepts beyond its fixed rules.
+	Announce AnnounceConfig `yaml:"announce"`
+}
+
+// AnnounceConfig is the tracker's announce section. Whatever it says, a peer address is an IP
+// literal and a port, never a name, and never an address no host has (unspecified, multicast,
+// link-local, broadcast, zoned); and a peer announces only an address of its own: the host its
+// connection comes from, or, with TLS, an IP address its certificate names. An operator's
+// certificate may announce any address.
+type AnnounceConfig struct {
+	// AllowLoopback accepts loopback peer addresses (127.0.0.0/8, ::1), from a loopback
+	// connection. Only for a cluster whose every component runs on one host (krakenctl dev up,
+	// test clusters): anywhere else a loopback address aims every agent at its own host.
+	AllowLoopback bool `yaml:"allow_loopback"`
+	// NATCIDRs are networks (CIDR) in which the address a tracker sees is not the host's own:
+	// hosts behind NAT, or a load balancer or proxy in front of the tracker. A connection
+	// from an address in any of them may announce any address in any of them. Behind NAT the
+	// tracker cannot tell hosts apart, so among them one host may also replace another's
+	// entry; TLS (with peer ids bound to certificates) still keeps certificates apart. List
+	// the narrowest networks that hold both the addresses the tracker sees and those the
+	// agents announce.
+	NATCIDRs []string `yaml:"nat_cidrs"`
 }
 
 // Defaults fills unset fields.
@@ -119,6 +145,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MetainfoCache < 1 {
 		bad("metainfo_cache: must be at least 1")
+	}
+	for _, s := range c.Announce.NATCIDRs {
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			bad("announce.nat_cidrs: %q is not a network in CIDR notation (10.0.0.0/8, fd00::/8)", s)
+		case p.Bits() == 0:
+			bad("announce.nat_cidrs: %q holds every address and would let anyone announce any host; name the networks behind NAT", s)
+		}
 	}
 	return errors.Join(errs...)
 }

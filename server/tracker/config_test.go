@@ -34,12 +34,16 @@ peer_ttl: 1m
 announce_interval: 5s
 max_peers: 40
 metainfo_cache: 10
+announce:
+  allow_loopback: true
+  nat_cidrs: [10.0.0.0/8, "fd00::/8"]
 `
 	cfg = tracker.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &cfg))
 	require.Equal(t, tracker.Config{
 		Listen: "0.0.0.0:7000", AdminListen: "127.0.0.1:7001", Origins: []string{"10.0.0.1:15000", "[fd00::2]:15000", "origin-3.example:15000"},
 		Replicas: 2, PeerTTL: time.Minute, AnnounceInterval: 5 * time.Second, MaxPeers: 40, MetainfoCache: 10,
+		Announce: tracker.AnnounceConfig{AllowLoopback: true, NATCIDRs: []string{"10.0.0.0/8", "fd00::/8"}},
 	}, cfg)
 }
 
@@ -60,6 +64,9 @@ func TestConfigValidate(t *testing.T) {
 		{"origins: [127.0.0.1:1]\nmax_peers: 100000\n", "max_peers"},
 		{"origins: [127.0.0.1:1]\nmetainfo_cache: -5\n", "metainfo_cache"},
 		{"origins: [127.0.0.1:1]\npeer_ttl: soon\n", "peer_ttl: line 2: cannot unmarshal !!str `soon`"},
+		{"origins: [127.0.0.1:1]\nannounce:\n  nat_cidrs: [10.0.0.1]\n", `announce.nat_cidrs: "10.0.0.1" is not a network in CIDR notation`},
+		{"origins: [127.0.0.1:1]\nannounce:\n  nat_cidrs: [\"::/0\"]\n", `announce.nat_cidrs: "::/0" holds every address`},
+		{"origins: [127.0.0.1:1]\nannounce:\n  allow_lo: true\n", "field allow_lo not found"},
 		{"origins: [127.0.0.1:1]\nadmin_listen: nope\n", `admin_listen: "nope" is not host:port`},
 		{"origins: [127.0.0.1:1]\nadmin_listen: 0.0.0.0:16100\n", `admin_listen: "0.0.0.0:16100" overlaps listen "127.0.0.1:16100"`},
 	} {

@@ -10,11 +10,23 @@
 // that stops announcing expires: it is never handed out again and is dropped lazily by the
 // handouts that meet it and by a periodic sweep, so memory follows the live peers. A peer
 // announcing a new address, and a new peer id on an address that already had one (a restarted
-// agent), replace the old entry.
+// agent), replace the old entry, but only when they come from the host that announced it (the
+// same remote address and certificate): from another host they are refused with 409
+// PEER_CONFLICT until the entry expires.
+//
+// Addresses: an announce carries an IP literal and a port (announce.ParseAddr: never a name,
+// never an address no host has), and only the announcer's own address: the host its
+// connection comes from, an IP address its certificate names, or, for hosts behind NAT, one in
+// the announce.nat_cidrs networks when it comes from them. Loopback is accepted only with
+// announce.allow_loopback (a cluster on one host). With TLS an agent's or origin's peer id
+// must be bound to its certificate (wire.BoundPeerID); an operator's certificate may announce
+// any address. Refusals are counted by reason (krakenctl_tracker_announces_rejected_total)
+// and logged, sampled.
 //
 // Origins: every origin serves its swarm identity at api.PeerPath. The tracker reads it from
 // each origin at start, every minute, and every few seconds for the origins it could not reach;
-// an origin it cannot reach is left out of the handouts.
+// an origin it cannot reach is left out of the handouts. An origin may advertise a host name:
+// the tracker resolves it and hands out an IP literal, so agents never resolve names.
 //
 // Metainfo: GET announce.MetainfoPath answers from an LRU cache of metainfo_cache entries. On a
 // miss the tracker asks the origins in the digest's rendezvous order (those it can reach first);

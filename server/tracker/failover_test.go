@@ -22,7 +22,7 @@ func TestClientFailover(t *testing.T) {
 	mi := o.add(t, "failover blob")
 	d := mi.Digest
 	const ns = "app"
-	cfg := tracker.Config{Origins: []string{o.addr}}
+	cfg := tracker.Config{Announce: natLab, Origins: []string{o.addr}}
 	t1, t2 := startTracker(t, cfg, nil), startTracker(t, cfg, nil)
 	if ring.Rank(d.String(), []string{t1.addr, t2.addr})[0] != t1.addr {
 		t1, t2 = t2, t1

@@ -24,20 +24,38 @@ func (s *Server) routes(mux *http.ServeMux) {
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	req, err := decodeAnnounce(w, r)
 	if err != nil {
-		s.metrics.announces.WithLabelValues(resultInvalid).Inc()
-		registry.WriteError(w, r, err)
+		reason := reasonMalformed
+		if _, perr := announce.ParsePeerID(req.PeerID); perr == nil && announce.CheckNamespace(req.Namespace) == nil && announce.CheckDigest(req.Digest) == nil {
+			if _, aerr := announce.ParseAddr(req.Addr); aerr != nil {
+				reason = reasonAddress // a name, or an address no host has
+			}
+		}
+		s.refuse(w, r, reason, req, "", err)
 		return
 	}
-	if err := checkAnnouncedAddr(r.TLS, r.RemoteAddr, req.Addr); err != nil {
-		s.metrics.announces.WithLabelValues(resultInvalid).Inc()
-		registry.WriteError(w, r, err)
+	who, ap, reason, err := s.addrs.checkAnnounce(r.TLS, r.RemoteAddr, req)
+	if err != nil {
+		s.refuse(w, r, reason, req, who.holder, err)
 		return
 	}
+	req.Addr = ap.String() // one spelling per address, so that byAddr finds every holder
 	origins := s.origins.owners(req.Digest, s.cfg.Replicas)
-	peers := s.peers.announce(req, s.now(), origins)
+	peers, err := s.peers.announce(req, who, s.now(), origins)
+	if err != nil {
+		s.refuse(w, r, reasonConflict, req, who.holder, err)
+		return
+	}
 	s.metrics.announces.WithLabelValues(resultOK).Inc()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(announce.Response{Peers: peers, IntervalSeconds: s.cfg.AnnounceInterval.Seconds()})
+}
+
+// refuse answers an announce with err, counts it under reason and logs it (sampled).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string, req announce.Request, holder string, err error) {
+	s.metrics.announces.WithLabelValues(resultInvalid).Inc()
+	s.metrics.rejected.WithLabelValues(reason).Inc()
+	s.refusals.refused(reason, r.RemoteAddr, req, holder, err)
+	registry.WriteError(w, r, err)
 }
 
 // decodeAnnounce reads and validates an announce; errors are 400s (413 for a body too large)

@@ -16,6 +16,7 @@ const (
 type metrics struct {
 	requests  *prometheus.HistogramVec
 	announces *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
 	peers     prometheus.Gauge
 	metainfo  *prometheus.CounterVec
 	origins   prometheus.Gauge
@@ -28,8 +29,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"method", "code"}),
 		announces: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "krakenctl_tracker_announces_total", Help: "Announces by result: ok, or invalid (refused with 400).",
+			Name: "krakenctl_tracker_announces_total", Help: "Announces by result: ok, or invalid (refused; krakenctl_tracker_announces_rejected_total says why).",
 		}, []string{"result"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_tracker_announces_rejected_total",
+			Help: "Announces refused, by reason: malformed, address (a name or an address no host has), loopback (outside a cluster on one host), not_own_address, unbound_peer_id, denied (a certificate that may not announce), conflict (an address or peer id another host holds).",
+		}, []string{"reason"}),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "krakenctl_tracker_peers", Help: "Peer entries held over all blobs, including expired ones not yet swept.",
 		}),
@@ -44,11 +49,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{resultOK, resultInvalid} {
 		m.announces.WithLabelValues(r)
 	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
+	}
 	for _, r := range []string{resultHit, resultMiss, resultError} {
 		m.metainfo.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.announces, m.peers, m.metainfo, m.origins} {
+		for _, c := range []prometheus.Collector{m.requests, m.announces, m.rejected, m.peers, m.metainfo, m.origins} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

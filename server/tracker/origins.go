@@ -2,9 +2,12 @@ package tracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +40,9 @@ type originPeers struct {
 	addrs     []string
 	hc        *http.Client
 	log       *slog.Logger
-	reachable func(n int) // told how many origins answered after each round
+	policy    addrPolicy
+	lookup    func(ctx context.Context, host string) ([]netip.Addr, error) // resolves origins' peer addresses
+	reachable func(n int)                                                  // told how many origins answered after each round
 
 	mu    sync.RWMutex
 	state map[string]originState
@@ -45,8 +50,11 @@ type originPeers struct {
 	firstRound atomic.Bool // every origin has been asked once
 }
 
-func newOriginPeers(addrs []string, hc *http.Client, log *slog.Logger, reachable func(int)) *originPeers {
-	return &originPeers{addrs: addrs, hc: hc, log: log, reachable: reachable, state: map[string]originState{}}
+func newOriginPeers(addrs []string, hc *http.Client, log *slog.Logger, policy addrPolicy, reachable func(int)) *originPeers {
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+	return &originPeers{addrs: addrs, hc: hc, log: log, policy: policy, lookup: lookup, reachable: reachable, state: map[string]originState{}}
 }
 
 // run reads every origin's identity now, then keeps the cache fresh until ctx ends.
@@ -114,11 +122,53 @@ func (o *originPeers) read(ctx context.Context, addr string) (announce.Peer, err
 	if err != nil {
 		return announce.Peer{}, err
 	}
-	p := announce.Peer{ID: pi.ID, Addr: pi.Addr, Origin: true, Complete: true}
-	if err := p.Validate(); err != nil {
+	if _, err := announce.ParsePeerID(pi.ID); err != nil {
 		return announce.Peer{}, fmt.Errorf("origin %s sent a bad peer info: %w", addr, err)
 	}
-	return p, nil
+	ap, err := o.peerAddr(ctx, pi.Addr)
+	if err != nil {
+		return announce.Peer{}, fmt.Errorf("origin %s sent a bad peer info: %w", addr, err)
+	}
+	return announce.Peer{ID: pi.ID, Addr: ap.String(), Origin: true, Complete: true}, nil
+}
+
+// peerAddr turns an origin's swarm address into the IP literal agents are handed. An origin
+// may advertise a host name (a StatefulSet's DNS name, say): the tracker resolves it, as it
+// resolves the origins' API addresses it was configured with, and hands out the first address
+// the protocol accepts (announce.ParseAddr, and loopback only with announce.allow_loopback),
+// so that agents never resolve a name themselves.
+func (o *originPeers) peerAddr(ctx context.Context, addr string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("peer address %q is not host:port: %w", addr, err)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return o.allowed(addr)
+	}
+	ips, err := o.lookup(ctx, host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("resolve peer address %q: %w", addr, err)
+	}
+	var errs []error
+	for _, ip := range ips {
+		ap, err := o.allowed(net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return ap, nil
+		}
+		errs = append(errs, err)
+	}
+	return netip.AddrPort{}, fmt.Errorf("peer address %q resolves to no address peers may dial: %w", addr, errors.Join(errs...))
+}
+
+func (o *originPeers) allowed(addr string) (netip.AddrPort, error) {
+	ap, err := announce.ParseAddr(addr)
+	if err != nil {
+		return ap, err
+	}
+	if ap.Addr().IsLoopback() && !o.policy.allowLoopback {
+		return ap, fmt.Errorf("peer address %s is a loopback address, which this tracker hands out only for a cluster on one host (announce.allow_loopback)", ap)
+	}
+	return ap, nil
 }
 
 func (o *originPeers) countReachable() int {

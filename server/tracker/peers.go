@@ -13,6 +13,7 @@ import (
 // peerEntry is one peer of one blob's swarm.
 type peerEntry struct {
 	id, addr string
+	by       announcer // who announced it last
 	complete bool
 	expires  time.Time
 	idx      int // position in its swarm's list (seeders or leechers)
@@ -60,26 +61,31 @@ func (sw *peerSwarm) empty() bool { return len(sw.byID) == 0 }
 
 // peerTable holds the swarms of every blob. It is safe for concurrent use.
 type peerTable struct {
-	ttl     time.Duration
-	max     int
-	changed func(delta int) // told of every change in the number of entries
+	ttl      time.Duration
+	max      int
+	sameHost func(a, b announcer) bool // whether two announces came from one host
+	changed  func(delta int)           // told of every change in the number of entries
 
 	mu     sync.Mutex
 	swarms map[digest.Digest]*peerSwarm
 	n      int
 }
 
-func newPeerTable(ttl time.Duration, maxPeers int, changed func(int)) *peerTable {
-	return &peerTable{ttl: ttl, max: maxPeers, changed: changed, swarms: map[digest.Digest]*peerSwarm{}}
+func newPeerTable(ttl time.Duration, maxPeers int, sameHost func(a, b announcer) bool, changed func(int)) *peerTable {
+	return &peerTable{ttl: ttl, max: maxPeers, sameHost: sameHost, changed: changed, swarms: map[digest.Digest]*peerSwarm{}}
 }
 
-// announce records req at now and returns the handout for it: the given origins (minus the
-// requester) in random order, then seeders, then leechers, each group in random order, at most
-// max peers, never the requester and never an expired peer.
-func (t *peerTable) announce(req announce.Request, now time.Time, origins []announce.Peer) []announce.Peer {
+// announce records req, announced by who, at now and returns the handout for it: the given
+// origins (minus the requester) in random order, then seeders, then leechers, each group in
+// random order, at most max peers, never the requester and never an expired peer. It refuses
+// (conflictError) an announce whose address or peer id another host holds.
+func (t *peerTable) announce(req announce.Request, who announcer, now time.Time, origins []announce.Peer) ([]announce.Peer, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sw := t.upsert(req, now)
+	sw, err := t.upsert(req, who, now)
+	if err != nil {
+		return nil, err
+	}
 
 	out := make([]announce.Peer, 0, t.max)
 	skip := make(map[string]bool, len(origins)+1)
@@ -101,7 +107,7 @@ func (t *peerTable) announce(req announce.Request, now time.Time, origins []anno
 		sw.remove(e)
 	}
 	t.add(-len(expired))
-	return out
+	return out, nil
 }
 
 // sample appends entries of list in random order to out until it holds max peers, skipping the
@@ -136,33 +142,41 @@ func sample(out []announce.Peer, max int, list []*peerEntry, skip map[string]boo
 	return out, expired
 }
 
-// upsert records req in its blob's swarm with a fresh expiry and returns the swarm. The caller
-// holds t.mu.
-func (t *peerTable) upsert(req announce.Request, now time.Time) *peerSwarm {
+// upsert records req, announced by who, in its blob's swarm with a fresh expiry and returns the
+// swarm. A live entry belongs to the host that announced it: another peer id on its address
+// replaces it only when it comes from that host (a peer that restarted, with a new id), and so
+// does a move of its peer id to another address; from another host either is a conflict, or
+// one announce could push any peer out of every handout. The caller holds t.mu.
+func (t *peerTable) upsert(req announce.Request, who announcer, now time.Time) (*peerSwarm, error) {
 	sw := t.swarms[req.Digest]
 	if sw == nil {
 		sw = &peerSwarm{byID: map[string]*peerEntry{}, byAddr: map[string]*peerEntry{}}
 		t.swarms[req.Digest] = sw
 	}
-	// Another peer id on this address is a peer that restarted: the old one is gone.
+	e := sw.byID[req.PeerID]
+	if e != nil && e.expires.After(now) && !t.sameHost(e.by, who) {
+		return sw, conflictError("peer_id", req.PeerID)
+	}
 	if old := sw.byAddr[req.Addr]; old != nil && old.id != req.PeerID {
+		if old.expires.After(now) && !t.sameHost(old.by, who) {
+			return sw, conflictError("addr", req.Addr)
+		}
 		sw.remove(old)
 		t.add(-1)
 	}
 	expires := now.Add(t.ttl)
-	e := sw.byID[req.PeerID]
 	if e == nil {
-		sw.add(&peerEntry{id: req.PeerID, addr: req.Addr, complete: req.Complete, expires: expires})
+		sw.add(&peerEntry{id: req.PeerID, addr: req.Addr, by: who, complete: req.Complete, expires: expires})
 		t.add(1)
-		return sw
+		return sw, nil
 	}
 	if e.addr != req.Addr || e.complete != req.Complete {
 		sw.remove(e)
 		e.addr, e.complete = req.Addr, req.Complete
 		sw.add(e)
 	}
-	e.expires = expires
-	return sw
+	e.by, e.expires = who, expires
+	return sw, nil
 }
 
 // add changes the entry count by delta. The caller holds t.mu.

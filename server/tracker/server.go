@@ -15,9 +15,9 @@ import (
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/pki"
-	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
+	"github.com/krakenctl/krakenctl/swarm/announce"
 )
 
 // Deps are a tracker's collaborators. Its Listener serves the HTTP API and its HTTPClient talks
@@ -39,11 +39,13 @@ type Server struct {
 	now     func() time.Time
 	metrics *metrics
 
-	peers   *peerTable
-	origins *originPeers
-	cache   *metainfoCache
-	fetches singleflight.Group
-	waiting atomic.Int64 // requests waiting for a metainfo fetch (tests watch it)
+	addrs    addrPolicy
+	refusals *refusalLog
+	peers    *peerTable
+	origins  *originPeers
+	cache    *metainfoCache
+	fetches  singleflight.Group
+	waiting  atomic.Int64 // requests waiting for a metainfo fetch (tests watch it)
 
 	stopping     chan struct{} // closed when the HTTP server starts shutting down
 	stoppingOnce sync.Once
@@ -75,15 +77,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	s.metrics = m
-	s.peers = newPeerTable(cfg.PeerTTL, cfg.MaxPeers, func(d int) { m.peers.Add(float64(d)) })
-	s.origins = newOriginPeers(cfg.Origins, s.hc, s.log, func(n int) { m.origins.Set(float64(n)) })
+	s.addrs = newAddrPolicy(cfg.Announce)
+	s.refusals = newRefusalLog(s.log)
+	s.peers = newPeerTable(cfg.PeerTTL, cfg.MaxPeers, s.addrs.sameHost, func(d int) { m.peers.Add(float64(d)) })
+	s.origins = newOriginPeers(cfg.Origins, s.hc, s.log, s.addrs, func(n int) { m.origins.Set(float64(n)) })
 
 	mux := http.NewServeMux()
 	s.routes(mux)
 	admin.MountHealth(mux, s.ready)
 	var h http.Handler = mux
 	if cfg.TLS.Enabled() {
-		h = guardAnnounces(mux)
+		h = s.guardAnnounces(mux)
 	}
 	srv := b.Serve(deps.Listener, httpserve.Instrument(h, s.metrics.requests), httpserve.ServerOptions{})
 	srv.RegisterOnShutdown(s.stop)
@@ -143,11 +147,13 @@ var announcers = []string{pki.GroupAgent, pki.GroupOrigin, pki.GroupAdmin}
 
 // guardAnnounces refuses, with 403 DENIED, an announce from a certificate that is not an
 // announcer's. The listener has already refused clients without a certificate.
-func guardAnnounces(h http.Handler) http.Handler {
+func (s *Server) guardAnnounces(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if err := pki.Allowed(r.TLS, "announce", announcers...); err != nil {
-				registry.WriteError(w, r, &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err})
+				id, _ := pki.PeerIdentity(r.TLS)
+				s.refuse(w, r, reasonDenied, announce.Request{}, id.Name,
+					&errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err})
 				return
 			}
 		}

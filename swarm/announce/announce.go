@@ -52,7 +52,8 @@ type Request struct {
 	Digest digest.Digest `json:"digest"`
 	// PeerID is the lower-case hex of the announcing peer's wire.PeerID.
 	PeerID string `json:"peer_id"`
-	// Addr is the "host:port" where the peer accepts swarm connections.
+	// Addr is the "ip:port" where the peer accepts swarm connections: an IP literal (see
+	// ParseAddr), which a tracker also checks against the connection the announce came on.
 	Addr string `json:"addr"`
 	// Complete says the peer has the whole blob: it is a seeder.
 	Complete bool `json:"complete"`
@@ -60,7 +61,8 @@ type Request struct {
 
 // Validate reports the first rule r breaks, wrapping ErrInvalid and naming the field: namespace
 // follows the OCI repository-name grammar, digest is a valid sha256 digest, peer_id is
-// 2*wire.PeerIDLength lower-case hex digits, and addr is a host:port other peers can dial.
+// 2*wire.PeerIDLength lower-case hex digits, and addr is an ip:port other peers can dial
+// (ParseAddr).
 func (r Request) Validate() error {
 	if err := CheckNamespace(r.Namespace); err != nil {
 		return err
@@ -78,7 +80,7 @@ func (r Request) Validate() error {
 type Peer struct {
 	// ID is the lower-case hex of the peer's wire.PeerID; the handshake must carry it.
 	ID string `json:"peer_id"`
-	// Addr is the "host:port" where the peer accepts swarm connections.
+	// Addr is the "ip:port" where the peer accepts swarm connections (see ParseAddr).
 	Addr string `json:"addr"`
 	// Origin marks one of the blob's owning origins (always complete).
 	Origin bool `json:"origin,omitempty"`
@@ -86,8 +88,8 @@ type Peer struct {
 	Complete bool `json:"complete,omitempty"`
 }
 
-// Validate reports whether p has a well-formed peer id and a dialable address, wrapping
-// ErrInvalid.
+// Validate reports whether p has a well-formed peer id and a dialable address (ParseAddr: an
+// IP literal, never a name), wrapping ErrInvalid. A Client drops handed-out peers that fail it.
 func (p Peer) Validate() error {
 	if _, err := ParsePeerID(p.ID); err != nil {
 		return err
@@ -163,59 +165,55 @@ func CheckNamespace(ns string) error {
 	return nil
 }
 
-// checkAddr reports whether addr is a "host:port" another peer can dial: a host name or an IP
-// address that is not unspecified, multicast or zoned, and a decimal port in 1..65535.
-func checkAddr(addr string) error {
+// ParseAddr parses a peer address as the protocol allows it: an IP literal and a decimal port in
+// 1..65535 ("10.0.0.7:16001", "[2001:db8::7]:16001"), never a host name, so that no peer
+// resolves a name another peer chose. The IP must be one other hosts can dial: not unspecified
+// (nor 0.0.0.0/8, "this network"), multicast, link-local (169.254.0.0/16, fe80::/10), the
+// limited broadcast address 255.255.255.255, or zoned. Loopback passes: only a tracker knows
+// whether it serves a cluster on one host, and it refuses loopback otherwise. An IPv4-mapped
+// IPv6 address is returned as IPv4, so each address has one spelling (AddrPort.String).
+// Errors wrap ErrInvalid and name the kind of address refused.
+func ParseAddr(addr string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%w: addr: %q is not host:port: %w", ErrInvalid, addr, err)
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q is not host:port: %w", ErrInvalid, addr, err)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return fmt.Errorf("%w: addr: %q: port must be a number in 1..65535", ErrInvalid, addr)
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: port must be a number in 1..65535", ErrInvalid, addr)
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		switch {
-		case ip.IsUnspecified():
-			return fmt.Errorf("%w: addr: %q: unspecified address; announce an address other peers can dial", ErrInvalid, addr)
-		case ip.IsMulticast():
-			return fmt.Errorf("%w: addr: %q: multicast address", ErrInvalid, addr)
-		case ip.Zone() != "":
-			return fmt.Errorf("%w: addr: %q: zoned address; other hosts cannot dial it", ErrInvalid, addr)
-		}
-		return nil
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: host must be an IP address, not a name: peers do not resolve names", ErrInvalid, addr)
 	}
-	if !validHostname(host) {
-		return fmt.Errorf("%w: addr: %q: host is neither an IP address nor a host name", ErrInvalid, addr)
+	if ip.Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: zoned address; other hosts cannot dial it", ErrInvalid, addr)
 	}
-	return nil
+	ip = ip.Unmap()
+	switch {
+	case ip.IsUnspecified() || thisNetwork.Contains(ip):
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: unspecified address; announce an address other peers can dial", ErrInvalid, addr)
+	case ip.IsMulticast():
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: multicast address", ErrInvalid, addr)
+	case ip.IsLinkLocalUnicast():
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: link-local address; it means a different host on every link (169.254.169.254 is a cloud metadata service)", ErrInvalid, addr)
+	case ip == limitedBroadcast:
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: broadcast address", ErrInvalid, addr)
+	}
+	return netip.AddrPortFrom(ip, uint16(n)), nil
 }
 
-// validHostname reports whether h is a DNS host name: dot-separated labels of letters, digits
-// and inner hyphens, each 1..63 bytes, 253 bytes in all.
-func validHostname(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	start := 0
-	for i := 0; i <= len(h); i++ {
-		if i < len(h) && h[i] != '.' {
-			if !labelByte(h[i]) {
-				return false
-			}
-			continue
-		}
-		label := h[start:i]
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		start = i + 1
-	}
-	return true
+var (
+	// thisNetwork is 0.0.0.0/8: no host has such an address, and some kernels dial 0.x.y.z
+	// as a local address.
+	thisNetwork      = netip.MustParsePrefix("0.0.0.0/8")
+	limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+)
+
+// checkAddr reports whether addr is a peer address ParseAddr accepts.
+func checkAddr(addr string) error {
+	_, err := ParseAddr(addr)
+	return err
 }
 
 func lowerHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
-
-// labelByte reports whether c may appear in a label of a host name (RFC 1123).
-func labelByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-'
-}

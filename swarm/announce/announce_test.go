@@ -53,8 +53,18 @@ func TestRequestValidate(t *testing.T) {
 		{"empty host", func(r *announce.Request) { r.Addr = ":1" }, "host"},
 		{"multicast", func(r *announce.Request) { r.Addr = "224.0.0.1:1" }, "multicast"},
 		{"zoned", func(r *announce.Request) { r.Addr = "[fe80::1%eth0]:1" }, "zoned"},
-		{"bad host name", func(r *announce.Request) { r.Addr = "host_name:1" }, "host"},
-		{"host name with a trailing hyphen", func(r *announce.Request) { r.Addr = "host-.example:1" }, "host"},
+		{"bad host name", func(r *announce.Request) { r.Addr = "host_name:1" }, "not a name"},
+		{"host name", func(r *announce.Request) { r.Addr = "evil.example:80" }, "not a name"},
+		{"localhost", func(r *announce.Request) { r.Addr = "localhost:80" }, "not a name"},
+		{"all-numeric name", func(r *announce.Request) { r.Addr = "999.1.1.1:80" }, "not a name"},
+		{"leading zeros", func(r *announce.Request) { r.Addr = "010.0.0.1:80" }, "not a name"},
+		{"link-local v4", func(r *announce.Request) { r.Addr = "169.254.169.254:80" }, "link-local"},
+		{"link-local v6", func(r *announce.Request) { r.Addr = "[fe80::1]:80" }, "link-local"},
+		{"mapped link-local", func(r *announce.Request) { r.Addr = "[::ffff:169.254.169.254]:80" }, "link-local"},
+		{"broadcast", func(r *announce.Request) { r.Addr = "255.255.255.255:1" }, "broadcast"},
+		{"this network", func(r *announce.Request) { r.Addr = "0.1.2.3:1" }, "unspecified"},
+		{"mapped unspecified", func(r *announce.Request) { r.Addr = "[::ffff:0.0.0.0]:1" }, "unspecified"},
+		{"multicast v6", func(r *announce.Request) { r.Addr = "[ff02::1]:80" }, "multicast"},
 	} {
 		r := validRequest()
 		tc.mutate(&r)
@@ -63,10 +73,25 @@ func TestRequestValidate(t *testing.T) {
 		require.ErrorIs(t, err, announce.ErrInvalid, "%s: %v", tc.name, err)
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
-	for _, addr := range []string{"127.0.0.1:1", "[::1]:65535", "agent-7.dc1.example.com:16001", "localhost:80"} {
+	for _, addr := range []string{"127.0.0.1:1", "127.0.0.9:16001", "[::1]:65535", "10.0.0.7:16001", "[2001:db8::7]:16001", "255.255.255.254:1"} {
 		r := validRequest()
 		r.Addr = addr
 		require.NoError(t, r.Validate(), addr)
+	}
+}
+
+// ParseAddr gives each address one spelling, so that a tracker cannot be handed one peer
+// address in two forms.
+func TestParseAddrCanonical(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"10.0.0.7:16001":           "10.0.0.7:16001",
+		"[::ffff:10.0.0.7]:16001":  "10.0.0.7:16001",
+		"[2001:DB8:0::7]:00016001": "[2001:db8::7]:16001",
+	} {
+		ap, err := announce.ParseAddr(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, ap.String(), in)
 	}
 }
 

@@ -285,6 +285,13 @@ func TestAnnounceCleansPeers(t *testing.T) {
 		{ID: req.PeerID, Addr: req.Addr},
 		{ID: "nope", Addr: "10.0.0.8:1"},
 		{ID: wire.RandomPeerID().String(), Addr: "0.0.0.0:1"},
+		// A tracker's handout never makes an agent resolve a name or dial an address that is
+		// not a host's.
+		{ID: wire.RandomPeerID().String(), Addr: "evil.example:80"},
+		{ID: wire.RandomPeerID().String(), Addr: "999.1.1.1:80"},
+		{ID: wire.RandomPeerID().String(), Addr: "169.254.169.254:80"},
+		{ID: wire.RandomPeerID().String(), Addr: "255.255.255.255:1"},
+		{ID: wire.RandomPeerID().String(), Addr: "[ff02::1]:80"},
 		good, good,
 	}}))
 	c := newClient(t, []string{ft.addr})

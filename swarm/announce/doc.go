@@ -16,5 +16,12 @@
 // A Client fails over on connection errors, timeouts and 5xx answers, and returns 4xx answers at
 // once: the request itself is wrong, and another tracker would refuse it too.
 //
+// Peer addresses are IP literals with a port (ParseAddr), never host names: a tracker hands
+// out addresses that other peers announced, and an agent that resolved them would look up
+// whatever name a stranger chose. The kinds no host can be reached at (unspecified, multicast,
+// link-local, broadcast, zoned) are refused on both sides; the Client drops handed-out peers
+// that break these rules. Loopback passes here: a tracker accepts it only in a cluster on one
+// host, and checks every other address against the connection that announced it.
+//
 // The server side lives in server/tracker.
 package announce

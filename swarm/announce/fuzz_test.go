@@ -2,6 +2,7 @@ package announce_test
 
 import (
 	"encoding/json"
+	"net/netip"
 	"testing"
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -31,6 +32,30 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
+// FuzzParseAddr: an address ParseAddr accepts is an IP literal of a kind a host may have, and its
+// canonical spelling parses to itself.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"10.0.0.7:16001", "[::1]:1", "evil.example:80", "999.1.1.1:80", "169.254.169.254:80",
+		"255.255.255.255:1", "[ff02::1]:80", "0.0.0.0:1", "[::ffff:10.0.0.1]:80", "[fe80::1%eth0]:1", ":", "1.2.3.4:0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ap, err := announce.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		ip := ap.Addr()
+		if ip.Zone() != "" || ip.Is4In6() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLinkLocalUnicast() || ap.Port() == 0 ||
+			ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			t.Fatalf("ParseAddr(%q) accepted %v", s, ap)
+		}
+		again, err := announce.ParseAddr(ap.String())
+		if err != nil || again != ap {
+			t.Fatalf("ParseAddr(%q) = %v, whose spelling parses to %v, %v", s, ap, again, err)
+		}
+	})
+}
+
 // FuzzResponse: a tracker's answer decodes without panicking and its interval is bounded.
 func FuzzResponse(f *testing.F) {
 	f.Add([]byte(`{"peers":[{"peer_id":"` + hex40 + `","addr":"127.0.0.1:1","origin":true}],"interval_s":3}`))
@@ -45,7 +70,11 @@ func FuzzResponse(f *testing.F) {
 			t.Fatalf("negative interval %v from %s", d, body)
 		}
 		for _, p := range r.Peers {
-			_ = p.Validate()
+			if p.Validate() == nil {
+				if _, err := netip.ParseAddrPort(p.Addr); err != nil {
+					t.Fatalf("a peer at %q, not an IP literal, passed", p.Addr)
+				}
+			}
 		}
 	})
 }

@@ -36,6 +36,11 @@ func (t *torrent) announce(ctx context.Context) time.Duration {
 func (t *torrent) connect(ctx context.Context, peers []announce.Peer) {
 	self := t.s.cfg.PeerID.String()
 	for _, p := range peers {
+		// Whatever the Tracker, dial only IP literals of dialable kinds: never resolve a name
+		// or dial an address a stranger announced (announce.ParseAddr).
+		if p.Validate() != nil {
+			continue
+		}
 		if p.ID == self || p.Addr == t.s.cfg.Advertise || t.s.banned(addrKey(p.Addr), "id:"+p.ID) {
 			continue
 		}

@@ -97,7 +97,7 @@ func TestDockerTrustsTheClusterCAThroughCertsD(t *testing.T) {
 			}
 			return err
 		})
-	serve(t, dir, "tracker", "tracker", tracker, fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\norigins: [%s]\n%s",
+	serve(t, dir, "tracker", "tracker", tracker, fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\norigins: [%s]\nannounce: {allow_loopback: true}\n%s",
 		tracker, origin, tp.yaml(tp.issue("tracker", "tracker-1", pki.GroupTracker), "require")), nil)
 
 	hash, err := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)

@@ -75,7 +75,7 @@ func TestSwarmTLSProcesses(t *testing.T) {
 	t.Cleanup(origin.kill)
 	trackerAddr := freeAddr(t)
 	tracker := &proc{t: t, role: "tracker", name: trackerAddr, addr: trackerAddr, log: logf("tracker"), ready: ready(trackerAddr),
-		config: write("tracker", fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\norigins: [%s]\nreplicas: 1\nannounce_interval: 1s\n%s",
+		config: write("tracker", fmt.Sprintf("listen: %s\nadmin_listen: 127.0.0.1:0\norigins: [%s]\nreplicas: 1\nannounce_interval: 1s\nannounce: {allow_loopback: true}\n%s",
 			trackerAddr, originAddr, tp.yaml(tp.issue("tracker", "tracker-1", pki.GroupTracker), "require")))}
 	tracker.start()
 	t.Cleanup(tracker.kill)

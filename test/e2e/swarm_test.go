@@ -92,6 +92,8 @@ origins: [%s]
 replicas: 2
 announce_interval: 1s
 peer_ttl: 5s
+announce:
+  allow_loopback: true # every process runs on this host
 `, a, strings.Join(addrs, ", ")))
 		p := &proc{t: t, role: "tracker", name: a, addr: a, config: cfg, log: l.logf(fmt.Sprintf("tracker-%d", i)), ready: httpReady(a)}
 		p.start()

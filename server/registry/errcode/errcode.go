@@ -50,6 +50,9 @@ const (
 	// CodeQuorumAtRisk (krakenctl's own, status 409) refuses a membership change that would
 	// leave the Raft group without a quorum of live voters; it can be forced.
 	CodeQuorumAtRisk Code = "QUORUM_AT_RISK"
+	// CodePeerConflict (krakenctl's own, status 409) refuses an announce of a peer address or
+	// peer id that another host holds in the tracker's peer set.
+	CodePeerConflict Code = "PEER_CONFLICT"
 	// CodeOutcomeUnknown (krakenctl's own, status 504) is a write whose outcome is unknown: it
 	// may or may not have been applied. Read the value to find out; do not assume either.
 	CodeOutcomeUnknown Code = "OUTCOME_UNKNOWN"
@@ -82,6 +85,7 @@ var statuses = map[Code]int{
 	CodeMemberUnknown:           http.StatusNotFound,
 	CodeMemberExists:            http.StatusConflict,
 	CodeQuorumAtRisk:            http.StatusConflict,
+	CodePeerConflict:            http.StatusConflict,
 	CodeOutcomeUnknown:          http.StatusGatewayTimeout,
 }
 
