@@ -144,7 +144,7 @@ func TestSwarmTLSProcesses(t *testing.T) {
 	}
 	// Plain TCP: the TLS listener answers a swarm handshake with a TLS alert at most.
 	for _, addr := range peers {
-		nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		nc, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(t.Context(), "tcp", addr)
 		require.NoError(t, err)
 		got, _ := peerExchange(nc, hello(wire.RandomPeerID()))
 		require.NotContains(t, string(got), wire.Magic, "a plain peer got a swarm handshake from %s", addr)
