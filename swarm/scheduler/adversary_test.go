@@ -564,7 +564,10 @@ func TestProtocolErrorsAreSent(t *testing.T) {
 func TestRejectingPeerCannotStallDownload(t *testing.T) {
 	t.Parallel()
 	sw := newAdvSwarm(t)
-	agent := startNode(t, t.TempDir(), scheduler.Config{RequestTimeout: 300 * time.Millisecond}, sw.gt)
+	// The adversary declines at once, so no request waits for a timeout; a short one would
+	// only let a machine slowed by the race detector strike out the origin (three requests
+	// unanswered in time), and with it the only source of the blob.
+	agent := startNode(t, t.TempDir(), scheduler.Config{RequestTimeout: 3 * time.Second}, sw.gt)
 	rec := record(t, agent.s)
 	adv := newAdversary(t, sw.mi)
 	rejected := make(chan struct{})
