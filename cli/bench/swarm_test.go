@@ -112,7 +112,7 @@ func TestPrintSwarm(t *testing.T) {
 		P50S: 21, P90S: 22, P99S: 22, MaxS: 22, EfficiencyP50: 20.48 / 21, EfficiencyP99: 20.48 / 22,
 		OriginBytesOut: 600 << 20, OriginCopies: 600.0 / 512,
 		BaselineS: &base, BaselineEfficiency: &eff, RatioP50: &r50, RatioP99: &r99,
-		PeakRSSBytes: 300 << 20, GoHeapPeakBytes: 40 << 20, CPUS: 30, CPUCores: 1.4,
+		PeakRSSBytes: 300 << 20, GoHeapPeakBytes: 40 << 20, CPUS: 30, CPUCores: 1.4, CPUSPerGiB: 30,
 		PerAgent: []bench.SwarmAgent{
 			{Agent: 1, TimeS: 21, FirstByteS: 0.25, Efficiency: 20.48 / 21, BytesIn: 512 << 20, BytesInOrigin: 300 << 20, BytesOut: 200 << 20},
 			{Agent: 2, TimeS: 22, FirstByteS: 0.5, Efficiency: 20.48 / 22, BytesIn: 513 << 20, BytesInOrigin: 300 << 20, BytesOut: 212 << 20, WastedBytes: 1 << 20},
@@ -134,9 +134,9 @@ p50 / baseline, p99 / baseline             1.050, 1.100
 origin egress                              1.172 copies (600.0 MiB)
 peak RSS, whole process                    300.0 MiB
 Go heap peak                               40.0 MiB
-CPU, whole process                         30.0 s (1.40 cores)
+CPU, whole process                         30.0 s (1.40 cores), 30.00 s per delivered GiB
 
-2 agents, 1 origin and 1 tracker on 127.0.0.1 in this process; every client checked every byte it read (CRC-32C against the generated blob; agents check SHA-256). 50.0s in all (seeding the origin 3.5s).
+2 agents, 1 origin and 1 tracker on 127.0.0.1 in this process, plain TCP and HTTP; every client checked every byte it read (CRC-32C against the generated blob; agents check SHA-256). 50.0s in all (seeding the origin 3.5s).
 `
 	require.Equal(t, want, out.String())
 
@@ -150,4 +150,14 @@ CPU, whole process                         30.0 s (1.40 cores)
 	require.Contains(t, s, "2 agents, 1 origin and a tracker per agent (no P2P) on 127.0.0.1")
 	require.Contains(t, s, "(not its digest: --verify=false)")
 	require.True(t, strings.HasSuffix(s, "Stores kept in /tmp/x.\n"), s)
+
+	// Over TLS, and over TLS but for the swarm.
+	r.TLS = true
+	out.Reset()
+	require.NoError(t, printSwarm(&out, r))
+	require.Contains(t, out.String(), "on 127.0.0.1 in this process, mutual TLS on every link, the swarm's included;")
+	r.PeerPlain = true
+	out.Reset()
+	require.NoError(t, printSwarm(&out, r))
+	require.Contains(t, out.String(), "on 127.0.0.1 in this process, mutual TLS on every link but the swarm's (plain TCP);")
 }

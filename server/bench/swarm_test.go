@@ -193,6 +193,7 @@ func TestSwarmRejects(t *testing.T) {
 		{"negative size", SwarmConfig{Size: -5}, "size: want at least 1 byte, got -5"},
 		{"negative rate", SwarmConfig{Rate: -1}, "rate: want at least 1 byte/s"},
 		{"negative timeout", SwarmConfig{Timeout: -1}, "timeout: want 0"},
+		{"peer plain without tls", SwarmConfig{PeerPlain: true}, "peer plain: only with tls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
