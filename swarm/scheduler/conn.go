@@ -67,9 +67,11 @@ type conn struct {
 	sending   atomic.Bool
 
 	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, pieces
-	// counted as its in the origin's availability, revealed pieces it has not got yet, when it
-	// last got a piece, and until when it is stuck (superseed.go)
+	// counted as its in the origin's availability, the blocks of each piece sent so far (bit k:
+	// the block at k × wire.MaxBlockLength), revealed pieces it has not got yet, when it last
+	// got a piece, and until when it is stuck (superseed.go)
 	shown, sent, counted *wire.Bitfield
+	sentBlocks           map[int]uint32
 	showPending          int
 	lastHave, stuckUntil time.Time
 	// how far its claims are believed, the challenges waiting for an answer, how many failed,
@@ -357,8 +359,9 @@ func (c *conn) onRequest(r wire.Request) error {
 		int64(r.Offset)+int64(r.Length) > t.pieceLen(i) {
 		return fmt.Errorf("%w: request for [%d,+%d) of piece %d of %d", ErrProtocol, r.Offset, r.Length, i, t.mi.NumPieces())
 	}
-	if !t.hasPiece(i) {
-		// Not held (this host never announced it): reject, the requester asks someone else.
+	if !t.mayServe(c, i) {
+		// Not held (this host never announced it), or not revealed to this peer by a
+		// super-seeding origin: reject, the requester asks someone else.
 		c.queue(wire.Cancel(r))
 		return nil
 	}

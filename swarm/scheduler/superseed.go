@@ -380,6 +380,46 @@ func (t *torrent) proveFailedLocked(c *conn, i int, why string) error {
 // stuck reports whether c is in a stuck period (see above); t.mu held.
 func (t *torrent) stuck(c *conn, now time.Time) bool { return now.Before(c.stuckUntil) }
 
+// ssMayServe reports whether c may have piece i, which this origin holds (t.mu held): only
+// once it was revealed to c (an honest agent asks a super-seeding origin for nothing else),
+// and not while c owes the answer to a challenge of it. Else a peer holding nothing could
+// answer every challenge by asking the challenger for the very block it was asked for, and
+// relaying it back: its claims of every piece would count, and the origin would stop
+// revealing them to anyone (TestRelayingLiarIsCaught).
+func (t *torrent) ssMayServe(c *conn, i int) bool {
+	if !c.shown.Has(i) && !c.sent.Has(i) {
+		return false
+	}
+	for _, ch := range c.challenges {
+		if int(ch.r.Piece) == i {
+			return false
+		}
+	}
+	return true
+}
+
+// ssServed records block r sent to c, and the piece as sent once each of its blocks (the
+// blocks an agent asks for, at multiples of wire.MaxBlockLength) went out. Any other block
+// counts for nothing: taking the piece's last byte for the piece let a peer that fetched a byte
+// of each piece have every piece counted as its, and revealed to nobody else. t.mu held.
+func (t *torrent) ssServed(c *conn, r wire.Request) {
+	i, l := int(r.Piece), t.pieceLen(int(r.Piece))
+	off, n := int64(r.Offset), int64(r.Length)
+	if off%wire.MaxBlockLength != 0 || n != min(wire.MaxBlockLength, l-off) {
+		return
+	}
+	if c.sentBlocks == nil {
+		c.sentBlocks = map[int]uint32{}
+	}
+	blocks := c.sentBlocks[i] | 1<<(off/wire.MaxBlockLength)
+	if all := uint32(1)<<((l+wire.MaxBlockLength-1)/wire.MaxBlockLength) - 1; blocks != all {
+		c.sentBlocks[i] = blocks
+		return
+	}
+	delete(c.sentBlocks, i)
+	t.ssSent(c, i)
+}
+
 // ssSent records that piece i was sent to c in full; t.mu held.
 func (t *torrent) ssSent(c *conn, i int) {
 	if c.sent.Has(i) {

@@ -250,8 +250,8 @@ func (t *torrent) served(c *conn, r wire.Request) {
 	t.mu.Lock()
 	t.tot.out += n
 	t.lastActive = t.s.now()
-	if t.ss != nil && int64(r.Offset)+n == t.pieceLen(int(r.Piece)) {
-		t.ssSent(c, int(r.Piece))
+	if t.ss != nil {
+		t.ssServed(c, r)
 	}
 	t.mu.Unlock()
 	kind := "peer"
