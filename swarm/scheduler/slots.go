@@ -19,9 +19,11 @@ import (
 // served let 1,024 idle connections per origin stop every download of a blob. So:
 //
 //   - The scheduler accepts at most Config.MaxHandshakes connections whose handshake has not
-//     arrived. At the bound a newcomer displaces the one that has waited longest: an honest
-//     initiator sends its handshake at once, so the oldest waiting is the least likely to be
-//     honest, and a flood of silent sockets cannot lock honest peers out.
+//     arrived. At the bound a newcomer displaces the one that has waited longest from the
+//     address with the most waiting: an honest initiator sends its handshake at once, so the
+//     oldest waiting is the least likely to be honest, a flood of silent sockets cannot lock
+//     honest peers out, and a flood from a few addresses displaces its own sockets, not the
+//     handshakes of peers elsewhere.
 //   - Peers at one IP address may hold Config.MaxConnsPerHost connections they opened, waiting
 //     or joined, over all torrents, and Config.MaxConnsPerAddr per torrent. Connections this
 //     host dialled are not counted: their addresses came from the tracker, not the peer.
@@ -122,12 +124,7 @@ func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced 
 		return nil, errAddrBusy
 	}
 	if len(g.waiting) >= s.cfg.MaxHandshakes {
-		var oldest time.Time
-		for wc, w := range g.waiting {
-			if displaced == nil || w.since.Before(oldest) {
-				displaced, oldest = wc, w.since
-			}
-		}
+		displaced = g.displaceLocked(ip)
 		delete(g.waiting, displaced) // its incoming's leave still releases its pending count
 		_ = displaced.Close()
 	}
@@ -135,6 +132,27 @@ func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced 
 	g.entered[nc] = ip
 	g.pending[ip]++
 	return displaced, nil
+}
+
+// displaceLocked returns the waiting connection a newcomer from ip displaces: the one waiting
+// longest among those of the address with the most waiting, the newcomer counted. Oldest
+// overall let a flood of silent sockets from one address displace every other address's
+// handshakes in progress, which over TLS take round trips and a signature (MaxHandshakes
+// connects within that time were enough); now a flood displaces its own.
+// g.mu held.
+func (g *gate) displaceLocked(ip netip.Addr) net.Conn {
+	per := map[netip.Addr]int{ip: 1}
+	for _, w := range g.waiting {
+		per[w.ip]++
+	}
+	var victim net.Conn
+	var vw waiter
+	for wc, w := range g.waiting {
+		if victim == nil || per[w.ip] > per[vw.ip] || per[w.ip] == per[vw.ip] && w.since.Before(vw.since) {
+			victim, vw = wc, w
+		}
+	}
+	return victim
 }
 
 // unpendLocked moves nc out of the entered connections; g.mu held.

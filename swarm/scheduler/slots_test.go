@@ -480,3 +480,33 @@ func TestDownloadDialsPastIdlePeers(t *testing.T) {
 	require.Equal(t, blob, r.b)
 	require.Positive(t, counter(t, reg, evictedTotal, "idle"), "an idle peer made room for the origin")
 }
+
+// A handshake still in progress (say over TLS, from a peer some round trips away) is not
+// displaced by a flood of silent sockets from another address: at the bound, a newcomer
+// displaces the oldest waiting of the address with the most waiting, the flood's own.
+func TestSilentFloodDisplacesItsOwn(t *testing.T) {
+	t.Parallel()
+	_, origin, mi, _, reg, _ := slotOrigin(t, scheduler.Config{MaxHandshakes: 8}, nil)
+	dial := func(local string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		nc, err := d.DialContext(t.Context(), "tcp", origin.s.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = nc.Close() })
+		return nc
+	}
+	slow := dial("127.0.7.1") // waits longest: oldest overall
+	for range 27 {
+		dial("127.0.7.2")
+	}
+	require.Eventually(t, func() bool { return counter(t, reg, evictedTotal, "handshake") >= 20 },
+		10*time.Second, 5*time.Millisecond, "the flood beyond the bound is displaced")
+	// The slow peer's handshake, sent only now, is answered.
+	h := wire.Handshake{
+		Digest: mi.Digest, PeerID: wire.RandomPeerID(), Length: mi.Length, PieceLength: mi.PieceLength,
+		Bitfield: wire.NewBitfield(mi.NumPieces()),
+	}
+	_ = slow.SetDeadline(time.Now().Add(10 * time.Second))
+	require.NoError(t, wire.WriteHandshake(slow, h))
+	_, err := wire.ReadHandshake(slow)
+	require.NoError(t, err, "the flood displaced a handshake from another address")
+}
