@@ -373,7 +373,9 @@ func (c *conn) onRequest(r wire.Request) error {
 	c.serve = append(c.serve, r)
 	c.wmu.Unlock()
 	c.asked.Store(true)
-	c.markUsed()
+	if t.ss == nil { // a super-seeding origin counts only pieces sent in full as use (ssSent)
+		c.markUsed()
+	}
 	c.signal()
 	return nil
 }

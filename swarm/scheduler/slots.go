@@ -29,6 +29,8 @@ import (
 //     host dialled are not counted: their addresses came from the tracker, not the peer.
 //   - A connection is in use while something is requested of it, and for Config.IdleGrace after
 //     it last served or received a request or a piece, or announced a new piece (progress).
+//     On a super-seeding origin a request is use only once it completes a piece not sent to
+//     the peer before (ssSent): asking for a byte now and then held a slot for nothing.
 //     When a torrent is full, a newcomer takes the slot of the connection unused for longest,
 //     if one is unused beyond the grace; a newcomer from an address at its cap takes the slot
 //     of that address's connection unused longest. Otherwise the newcomer is refused.

@@ -425,6 +425,10 @@ func (t *torrent) ssSent(c *conn, i int) {
 	if c.sent.Has(i) {
 		return
 	}
+	// Progress, and on a super-seeding origin the only use a request makes of a connection
+	// (slots.go): a peer asking for a byte now and then, or for what it got already, held its
+	// slot against agents that would download (TestSippersDoNotHoldSlots).
+	c.markUsed()
 	c.sent.Set(i)
 	if c.shown.Has(i) && !c.remote.Has(i) {
 		c.showPending--

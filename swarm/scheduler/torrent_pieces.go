@@ -246,7 +246,9 @@ func (t *torrent) badPiece(c *conn, i int) {
 // served records a block sent to c.
 func (t *torrent) served(c *conn, r wire.Request) {
 	n := int64(r.Length)
-	c.markUsed()
+	if t.ss == nil {
+		c.markUsed()
+	}
 	t.mu.Lock()
 	t.tot.out += n
 	t.lastActive = t.s.now()
