@@ -100,8 +100,10 @@ type gate struct {
 	mu      sync.Mutex
 	waiting map[net.Conn]waiter     // accepted, handshake not yet read
 	entered map[net.Conn]netip.Addr // in incoming, not yet registered with a torrent
-	pending map[netip.Addr]int      // entered, by address
-	joined  map[netip.Addr]int      // registered with a torrent, by address (inbound only)
+	// displaced: closed by enter while waiting (counted as evicted), until its incoming leaves
+	displaced map[net.Conn]struct{}
+	pending   map[netip.Addr]int // entered, by address
+	joined    map[netip.Addr]int // registered with a torrent, by address (inbound only)
 }
 
 type waiter struct {
@@ -111,7 +113,7 @@ type waiter struct {
 
 func newGate() *gate {
 	return &gate{
-		waiting: map[net.Conn]waiter{}, entered: map[net.Conn]netip.Addr{},
+		waiting: map[net.Conn]waiter{}, entered: map[net.Conn]netip.Addr{}, displaced: map[net.Conn]struct{}{},
 		pending: map[netip.Addr]int{}, joined: map[netip.Addr]int{},
 	}
 }
@@ -128,6 +130,7 @@ func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced 
 	if len(g.waiting) >= s.cfg.MaxHandshakes {
 		displaced = g.displaceLocked(ip)
 		delete(g.waiting, displaced) // its incoming's leave still releases its pending count
+		g.displaced[displaced] = struct{}{}
 		_ = displaced.Close()
 	}
 	g.waiting[nc] = waiter{ip: ip, since: now}
@@ -181,8 +184,18 @@ func (s *Scheduler) leave(nc net.Conn) {
 	g := s.gate
 	g.mu.Lock()
 	delete(g.waiting, nc)
+	delete(g.displaced, nc)
 	g.unpendLocked(nc)
 	g.mu.Unlock()
+}
+
+// wasDisplaced reports whether enter closed nc to make room: its handshake fails because of
+// that, is counted as evicted already, and is not a refusal.
+func (s *Scheduler) wasDisplaced(nc net.Conn) bool {
+	s.gate.mu.Lock()
+	defer s.gate.mu.Unlock()
+	_, ok := s.gate.displaced[nc]
+	return ok
 }
 
 // joinedHost counts (delta +1) an inbound connection registered with a torrent, which stops
