@@ -510,12 +510,6 @@ func (t *torrent) isCommitted() bool {
 	return t.committed
 }
 
-func (t *torrent) hasPiece(i int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return i >= 0 && i < t.mi.NumPieces() && t.have.Has(i)
-}
-
 // mayServe reports whether this host serves piece i to c: it holds the piece and, when
 // super-seeding, revealed it to c and is not waiting for c to prove it holds it
 // (superseed.go, ssMayServe).
