@@ -80,6 +80,10 @@ type conn struct {
 	challenges []challenge
 	failures   int
 	rechecked  bool
+	// claims that do not count yet, though the peer is proved: made while a challenge was
+	// outstanding (unvouched), or vouched for by the outstanding challenge (covered), which
+	// proves nothing about claims made after it was sent (superseed.go)
+	unvouched, covered *wire.Bitfield
 
 	wmu   sync.Mutex
 	ctrl  []wire.Message
@@ -102,6 +106,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 		outbound: outbound, origin: origin, ip: remoteIP(nc),
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
 		shown: wire.NewBitfield(n), sent: wire.NewBitfield(n), counted: wire.NewBitfield(n),
+		unvouched: wire.NewBitfield(n), covered: wire.NewBitfield(n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
