@@ -3,6 +3,8 @@ package scheduler_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,8 @@ const (
 	liarWrong                    // answers with the wrong bytes
 	liarHolds                    // holds the blob and answers correctly, but serves nobody else
 	liarTurncoat                 // holds the first pieces, answers for them, lies about the rest
+	liarPatient                  // holds piece 0, proves it, then claims the rest and answers nothing
+	liarOnePiece                 // holds piece 0, claims every piece at once, answers only for piece 0
 )
 
 // availSwarm is a blob on striped origins.
@@ -90,13 +94,16 @@ func (sw *availSwarm) liar(t *testing.T, ctx context.Context, k int, mode liarMo
 	claimed := make(chan struct{})
 	ch := make(chan session, 1)
 	real := mi.NumPieces() / 4 // a turncoat's real pieces: the first quarter
+	if mode == liarPatient {
+		real = 1
+	}
 	go func() {
 		ch <- a.dial(ctx, sw.origins[k].s.Addr(), hello, func(c *advConn) error {
 			_ = c.nc.SetDeadline(time.Time{})
 			stop := context.AfterFunc(ctx, func() { _ = c.nc.Close() })
 			defer stop()
 			first := mi.NumPieces()
-			if mode == liarTurncoat {
+			if mode == liarTurncoat || mode == liarPatient {
 				first = real
 			}
 			for i := range first {
@@ -133,10 +140,19 @@ func (sw *availSwarm) liar(t *testing.T, ctx context.Context, k int, mode liarMo
 				off, _ := mi.PieceRange(int(r.Piece))
 				data := bytes.Clone(sw.blob[off+int64(r.Offset) : off+int64(r.Offset)+int64(r.Length)])
 				lie := mode
-				if mode == liarTurncoat {
+				if mode == liarOnePiece {
+					lie = liarHolds
+					if r.Piece != 0 {
+						lie = liarSilent
+					}
+				}
+				if mode == liarTurncoat || mode == liarPatient {
 					lie = liarHolds
 					if int(r.Piece) >= real {
 						lie = liarWrong
+						if mode == liarPatient {
+							lie = liarSilent
+						}
 					}
 				}
 				switch lie {
@@ -154,9 +170,9 @@ func (sw *availSwarm) liar(t *testing.T, ctx context.Context, k int, mode liarMo
 					return errHangUp
 				}
 				answered++
-				if mode == liarTurncoat && answered == 1 {
+				if (mode == liarTurncoat || mode == liarPatient) && answered == 1 {
 					// Verified now: claim the rest, which it does not have.
-					for i := real; i < mi.NumPieces(); i++ {
+					for _, i := range claimOrder(mode, real, mi.NumPieces()) {
 						if err := send(wire.Have{Piece: uint32(i)}); err != nil {
 							return errHangUp
 						}
@@ -171,6 +187,19 @@ func (sw *availSwarm) liar(t *testing.T, ctx context.Context, k int, mode liarMo
 		t.Fatal("the liar never got to claim its pieces")
 	}
 	return a, ch
+}
+
+// claimOrder is the order a liar claims pieces real..n-1 in once proved: a patient liar's is
+// random, so that several of them cover different pieces.
+func claimOrder(mode liarMode, real, n int) []int {
+	order := make([]int, 0, n-real)
+	for i := real; i < n; i++ {
+		order = append(order, i)
+	}
+	if mode == liarPatient {
+		mrand.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+	}
+	return order
 }
 
 // pull has a fresh agent pull the blob and returns how long it took.
@@ -350,4 +379,54 @@ func TestHonestSwarmProvesItsClaims(t *testing.T) {
 		require.Positive(t, o.s.Challenges("proved"), "origin %d proved no agent's claims", k)
 		require.Zero(t, o.s.Challenges("failed"), "origin %d: an honest agent failed a challenge", k)
 	}
+}
+
+// Patient liars: each proves its claims with the one piece it holds (the first piece it
+// claims is the one challenged), then claims the others one by one in random order and
+// answers nothing. Each of its claims counts until one of them is challenged (one in 16) and
+// that challenge times out, so twenty such connections per origin have most pieces counted
+// as held (measured: 114–124 of 129) and revealed to nobody. The download finishes, by the
+// stuck fallback, and the origins demote liars. Pull times are logged, not asserted; measured
+// at review: 2.46 s past the liars against 0.093 s without, for 8 MiB.
+func TestPatientLiars(t *testing.T) {
+	t.Parallel()
+	cfg := scheduler.Config{RequestTimeout: 5 * time.Second}
+	base := newAvailSwarm(t, 8<<20+4321, 2, cfg, nil)
+	baseTook := base.pull(t)
+	sw := newAvailSwarm(t, 8<<20+4321, 2, cfg, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	for k := range sw.origins {
+		for range 20 {
+			sw.liar(t, ctx, k, liarPatient)
+		}
+	}
+	took := sw.pull(t)
+	t.Logf("pull %v without liars, %v past 20 patient liars per origin; origins sent %.2f copies", baseTook, took, sw.originsOut())
+	for k, rec := range sw.recs {
+		rec.waitFor(t, fmt.Sprintf("origin %d demotes a liar", k), func(e scheduler.Event) bool { return e.Kind == snapshot.EventDemoted })
+	}
+}
+
+// A liar that holds one piece claims it first, so that its first challenge is of that piece,
+// and claims every other piece while the challenge waits for its answer; then it answers it.
+// The answer vouches only for the claims made before the challenge, so the others are
+// challenged in turn, go unanswered, and the liar is demoted, then blacklisted. (Before, they
+// all counted, were never challenged again, and an 8 MiB pull took 3.0 s against 0.1 s.)
+func TestOnePieceLiarIsCaught(t *testing.T) {
+	t.Parallel()
+	sw := newAvailSwarm(t, 8<<20+4321, 2, scheduler.Config{RequestTimeout: 500 * time.Millisecond}, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	liars := make([]*adversary, len(sw.origins))
+	for k := range sw.origins {
+		liars[k], _ = sw.liar(t, ctx, k, liarOnePiece)
+	}
+	took := sw.pull(t)
+	t.Logf("pulled past %d one-piece liars in %v; origins sent %.2f copies", len(liars), took, sw.originsOut())
+	for k, a := range liars {
+		sw.recs[k].waitFor(t, "demoted", a.kind(snapshot.EventDemoted))
+		sw.recs[k].waitFor(t, "blacklist", a.kind(snapshot.EventBlacklist))
+	}
+	sw.waitCounted(t, func(n int32) bool { return n == 0 }, "nothing counts once the liars are gone")
 }

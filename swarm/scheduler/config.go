@@ -75,7 +75,8 @@ type Config struct {
 	// 1024 (one agent host downloading many blobs at once holds one per blob).
 	MaxConnsPerHost int
 	// MaxHandshakes bounds the connections accepted whose handshake is still awaited
-	// (DefaultMaxHandshakes); at the bound a newcomer displaces the one waiting longest.
+	// (DefaultMaxHandshakes); at the bound a newcomer displaces the one waiting longest
+	// from the address with the most waiting (slots.go).
 	MaxHandshakes int
 	// IdleGrace is how long a connection may go unused (no request or piece either way, no
 	// new piece announced, nothing requested of it outstanding) before a newcomer needing the

@@ -67,9 +67,11 @@ type conn struct {
 	sending   atomic.Bool
 
 	// super-seeding (t.mu): pieces revealed to the peer, pieces sent to it in full, pieces
-	// counted as its in the origin's availability, revealed pieces it has not got yet, when it
-	// last got a piece, and until when it is stuck (superseed.go)
+	// counted as its in the origin's availability, the blocks of each piece sent so far (bit k:
+	// the block at k × wire.MaxBlockLength), revealed pieces it has not got yet, when it last
+	// got a piece, and until when it is stuck (superseed.go)
 	shown, sent, counted *wire.Bitfield
+	sentBlocks           map[int]uint32
 	showPending          int
 	lastHave, stuckUntil time.Time
 	// how far its claims are believed, the challenges waiting for an answer, how many failed,
@@ -78,6 +80,10 @@ type conn struct {
 	challenges []challenge
 	failures   int
 	rechecked  bool
+	// claims that do not count yet, though the peer is proved: made while a challenge was
+	// outstanding (unvouched), or vouched for by the outstanding challenge (covered), which
+	// proves nothing about claims made after it was sent (superseed.go)
+	unvouched, covered *wire.Bitfield
 
 	wmu   sync.Mutex
 	ctrl  []wire.Message
@@ -100,6 +106,7 @@ func newConn(t *torrent, nc net.Conn, h wire.Handshake, addr string, outbound, o
 		outbound: outbound, origin: origin, ip: remoteIP(nc),
 		pending: map[int]struct{}{}, remote: h.Bitfield.Clone(), expect: map[int]int{},
 		shown: wire.NewBitfield(n), sent: wire.NewBitfield(n), counted: wire.NewBitfield(n),
+		unvouched: wire.NewBitfield(n), covered: wire.NewBitfield(n),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), opened: t.s.now(),
 	}
 }
@@ -357,8 +364,9 @@ func (c *conn) onRequest(r wire.Request) error {
 		int64(r.Offset)+int64(r.Length) > t.pieceLen(i) {
 		return fmt.Errorf("%w: request for [%d,+%d) of piece %d of %d", ErrProtocol, r.Offset, r.Length, i, t.mi.NumPieces())
 	}
-	if !t.hasPiece(i) {
-		// Not held (this host never announced it): reject, the requester asks someone else.
+	if !t.mayServe(c, i) {
+		// Not held (this host never announced it), or not revealed to this peer by a
+		// super-seeding origin: reject, the requester asks someone else.
 		c.queue(wire.Cancel(r))
 		return nil
 	}
@@ -370,7 +378,9 @@ func (c *conn) onRequest(r wire.Request) error {
 	c.serve = append(c.serve, r)
 	c.wmu.Unlock()
 	c.asked.Store(true)
-	c.markUsed()
+	if t.ss == nil { // a super-seeding origin counts only pieces sent in full as use (ssSent)
+		c.markUsed()
+	}
 	c.signal()
 	return nil
 }

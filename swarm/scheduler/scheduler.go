@@ -356,14 +356,18 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 	defer cancel()
 	if hs, ok := nc.(handshaker); ok {
 		if err := hs.HandshakeContext(hctx); err != nil {
-			s.refuse(nc, refusedTLS, Event{Addr: remote, Err: "tls handshake: " + err.Error()})
+			if !s.wasDisplaced(nc) { // else counted as evicted, not refused too
+				s.refuse(nc, refusedTLS, Event{Addr: remote, Err: "tls handshake: " + err.Error()})
+			}
 			return
 		}
 	}
 	h, err := wire.ReadHandshake(nc)
 	s.handshook(nc)
 	if err != nil {
-		s.refuse(nc, refusedProtocol, Event{Addr: remote, Err: err.Error()})
+		if !s.wasDisplaced(nc) {
+			s.refuse(nc, refusedProtocol, Event{Addr: remote, Err: err.Error()})
+		}
 		return
 	}
 	if h.PeerID == s.cfg.PeerID {

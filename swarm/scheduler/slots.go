@@ -19,14 +19,18 @@ import (
 // served let 1,024 idle connections per origin stop every download of a blob. So:
 //
 //   - The scheduler accepts at most Config.MaxHandshakes connections whose handshake has not
-//     arrived. At the bound a newcomer displaces the one that has waited longest: an honest
-//     initiator sends its handshake at once, so the oldest waiting is the least likely to be
-//     honest, and a flood of silent sockets cannot lock honest peers out.
+//     arrived. At the bound a newcomer displaces the one that has waited longest from the
+//     address with the most waiting: an honest initiator sends its handshake at once, so the
+//     oldest waiting is the least likely to be honest, a flood of silent sockets cannot lock
+//     honest peers out, and a flood from a few addresses displaces its own sockets, not the
+//     handshakes of peers elsewhere.
 //   - Peers at one IP address may hold Config.MaxConnsPerHost connections they opened, waiting
 //     or joined, over all torrents, and Config.MaxConnsPerAddr per torrent. Connections this
 //     host dialled are not counted: their addresses came from the tracker, not the peer.
 //   - A connection is in use while something is requested of it, and for Config.IdleGrace after
 //     it last served or received a request or a piece, or announced a new piece (progress).
+//     On a super-seeding origin a request is use only once it completes a piece not sent to
+//     the peer before (ssSent): asking for a byte now and then held a slot for nothing.
 //     When a torrent is full, a newcomer takes the slot of the connection unused for longest,
 //     if one is unused beyond the grace; a newcomer from an address at its cap takes the slot
 //     of that address's connection unused longest. Otherwise the newcomer is refused.
@@ -96,8 +100,10 @@ type gate struct {
 	mu      sync.Mutex
 	waiting map[net.Conn]waiter     // accepted, handshake not yet read
 	entered map[net.Conn]netip.Addr // in incoming, not yet registered with a torrent
-	pending map[netip.Addr]int      // entered, by address
-	joined  map[netip.Addr]int      // registered with a torrent, by address (inbound only)
+	// displaced: closed by enter while waiting (counted as evicted), until its incoming leaves
+	displaced map[net.Conn]struct{}
+	pending   map[netip.Addr]int // entered, by address
+	joined    map[netip.Addr]int // registered with a torrent, by address (inbound only)
 }
 
 type waiter struct {
@@ -107,7 +113,7 @@ type waiter struct {
 
 func newGate() *gate {
 	return &gate{
-		waiting: map[net.Conn]waiter{}, entered: map[net.Conn]netip.Addr{},
+		waiting: map[net.Conn]waiter{}, entered: map[net.Conn]netip.Addr{}, displaced: map[net.Conn]struct{}{},
 		pending: map[netip.Addr]int{}, joined: map[netip.Addr]int{},
 	}
 }
@@ -122,19 +128,36 @@ func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced 
 		return nil, errAddrBusy
 	}
 	if len(g.waiting) >= s.cfg.MaxHandshakes {
-		var oldest time.Time
-		for wc, w := range g.waiting {
-			if displaced == nil || w.since.Before(oldest) {
-				displaced, oldest = wc, w.since
-			}
-		}
+		displaced = g.displaceLocked(ip)
 		delete(g.waiting, displaced) // its incoming's leave still releases its pending count
+		g.displaced[displaced] = struct{}{}
 		_ = displaced.Close()
 	}
 	g.waiting[nc] = waiter{ip: ip, since: now}
 	g.entered[nc] = ip
 	g.pending[ip]++
 	return displaced, nil
+}
+
+// displaceLocked returns the waiting connection a newcomer from ip displaces: the one waiting
+// longest among those of the address with the most waiting, the newcomer counted. Oldest
+// overall let a flood of silent sockets from one address displace every other address's
+// handshakes in progress, which over TLS take round trips and a signature (MaxHandshakes
+// connects within that time were enough); now a flood displaces its own.
+// g.mu held.
+func (g *gate) displaceLocked(ip netip.Addr) net.Conn {
+	per := map[netip.Addr]int{ip: 1}
+	for _, w := range g.waiting {
+		per[w.ip]++
+	}
+	var victim net.Conn
+	var vw waiter
+	for wc, w := range g.waiting {
+		if victim == nil || per[w.ip] > per[vw.ip] || per[w.ip] == per[vw.ip] && w.since.Before(vw.since) {
+			victim, vw = wc, w
+		}
+	}
+	return victim
 }
 
 // unpendLocked moves nc out of the entered connections; g.mu held.
@@ -161,8 +184,18 @@ func (s *Scheduler) leave(nc net.Conn) {
 	g := s.gate
 	g.mu.Lock()
 	delete(g.waiting, nc)
+	delete(g.displaced, nc)
 	g.unpendLocked(nc)
 	g.mu.Unlock()
+}
+
+// wasDisplaced reports whether enter closed nc to make room: its handshake fails because of
+// that, is counted as evicted already, and is not a refusal.
+func (s *Scheduler) wasDisplaced(nc net.Conn) bool {
+	s.gate.mu.Lock()
+	defer s.gate.mu.Unlock()
+	_, ok := s.gate.displaced[nc]
+	return ok
 }
 
 // joinedHost counts (delta +1) an inbound connection registered with a torrent, which stops

@@ -480,3 +480,114 @@ func TestDownloadDialsPastIdlePeers(t *testing.T) {
 	require.Equal(t, blob, r.b)
 	require.Positive(t, counter(t, reg, evictedTotal, "idle"), "an idle peer made room for the origin")
 }
+
+// A handshake still in progress (say over TLS, from a peer some round trips away) is not
+// displaced by a flood of silent sockets from another address: at the bound, a newcomer
+// displaces the oldest waiting of the address with the most waiting, the flood's own.
+func TestSilentFloodDisplacesItsOwn(t *testing.T) {
+	t.Parallel()
+	_, origin, mi, _, reg, _ := slotOrigin(t, scheduler.Config{MaxHandshakes: 8}, nil)
+	dial := func(local string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		nc, err := d.DialContext(t.Context(), "tcp", origin.s.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = nc.Close() })
+		return nc
+	}
+	slow := dial("127.0.7.1") // waits longest: oldest overall
+	for range 27 {
+		dial("127.0.7.2")
+	}
+	require.Eventually(t, func() bool { return counter(t, reg, evictedTotal, "handshake") >= 20 },
+		10*time.Second, 5*time.Millisecond, "the flood beyond the bound is displaced")
+	// The slow peer's handshake, sent only now, is answered.
+	h := wire.Handshake{
+		Digest: mi.Digest, PeerID: wire.RandomPeerID(), Length: mi.Length, PieceLength: mi.PieceLength,
+		Bitfield: wire.NewBitfield(mi.NumPieces()),
+	}
+	_ = slow.SetDeadline(time.Now().Add(10 * time.Second))
+	require.NoError(t, wire.WriteHandshake(slow, h))
+	_, err := wire.ReadHandshake(slow)
+	require.NoError(t, err, "the flood displaced a handshake from another address")
+	// A displaced socket is counted once, as evicted, not also as a refused handshake: the
+	// flood's sockets fail their handshake read as soon as they are displaced, long before the
+	// slow one's round trip, and the seven still waiting are within the handshake timeout.
+	require.Zero(t, counter(t, reg, refusedTotal, "protocol"), "displaced sockets counted as protocol errors")
+}
+
+// A peer that asks a super-seeding origin for one byte now and then makes no progress and
+// must not keep its slot for it: only pieces sent in full, and new pieces announced, are use.
+// Two such sippers hold an origin's two slots; past the grace, a fresh agent evicts them.
+func TestSippersDoNotHoldSlots(t *testing.T) {
+	t.Parallel()
+	var c clock
+	ft, origin, mi, blob, reg, _ := slotOrigin(t, scheduler.Config{MaxConns: 2, NoRequestTimeout: -1}, &c)
+	type sipper struct {
+		nc    net.Conn
+		sips  chan struct{} // a sip answered
+		piece uint32
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var sippers []*sipper
+	for k := range 2 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.8." + string(rune('1'+k)))}}
+		nc, err := d.DialContext(ctx, "tcp", origin.s.Addr())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = nc.Close() })
+		require.NoError(t, wire.WriteHandshake(nc, wire.Handshake{Digest: mi.Digest, PeerID: wire.RandomPeerID(),
+			Length: mi.Length, PieceLength: mi.PieceLength, Bitfield: wire.NewBitfield(mi.NumPieces())}))
+		_, err = wire.ReadHandshake(nc)
+		require.NoError(t, err)
+		sp := &sipper{nc: nc, sips: make(chan struct{}, 64)}
+		dec := wire.NewDecoder(nc)
+		for {
+			m, err := dec.ReadMessage()
+			require.NoError(t, err)
+			if h, ok := m.(wire.Have); ok {
+				sp.piece = h.Piece
+				break
+			}
+		}
+		go func() {
+			for {
+				m, err := dec.ReadMessage()
+				if err != nil {
+					return
+				}
+				if _, ok := m.(wire.Piece); ok {
+					sp.sips <- struct{}{}
+				}
+			}
+		}()
+		go func() {
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					if wire.WriteMessage(nc, wire.Request{Piece: sp.piece, Length: 1}) != nil {
+						return
+					}
+				}
+			}
+		}()
+		sippers = append(sippers, sp)
+	}
+	waitPeers(t, origin.s, 2)
+	c.advance(scheduler.DefaultIdleGrace + time.Second)
+	for _, sp := range sippers { // each sipped since the grace passed
+		for range 2 {
+			<-sp.sips
+		}
+	}
+	agent := startNode(t, t.TempDir(), scheduler.Config{}, ft)
+	pctx, pcancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer pcancel()
+	got, err := pull(pctx, agent.s, mi.Digest)
+	require.NoError(t, err, "the sippers kept the agent out")
+	require.Equal(t, blob, got)
+	require.Positive(t, counter(t, reg, evictedTotal, "idle"), "a sipper made room")
+}

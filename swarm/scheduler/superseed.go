@@ -48,8 +48,9 @@ import (
 // the origin asks the peer, with an ordinary request, for challengeLength bytes at a random
 // offset of a piece it claims and the origin did not send it, and compares the answer with its
 // own copy. A peer's claims count once it has answered its first challenge; later claims are
-// challenged at random (one in rechallengeOdds), and claims made while a challenge is waiting
-// for its answer count only once it is answered. A wrong answer, a cancel, or no answer within
+// challenged at random (one in rechallengeOdds); claims made while a challenge is waiting for
+// its answer are not vouched for by it, and count only once a challenge of one of them (always
+// if there are several) is answered. A wrong answer, a cancel, or no answer within
 // Config.RequestTimeout demotes the peer: none of its claims count again on this connection,
 // and it is challenged once more; a second failure closes the connection and blacklists the
 // peer. Honest agents answer challenges like any request for a piece they hold.
@@ -141,6 +142,7 @@ func (t *torrent) ssHave(c *conn, i int) {
 	if !c.sent.Has(i) {
 		switch {
 		case c.challenging():
+			c.unvouched.Set(i) // the outstanding challenge proves nothing about it
 		case c.trust == proved:
 			if t.ss.rnd.IntN(rechallengeOdds) == 0 {
 				t.challenge(c, i)
@@ -168,8 +170,14 @@ func (t *torrent) ssBitfield(c *conn, old *wire.Bitfield) {
 	c.lastHave = now
 	// Many claims at once are the cheapest lie: a proved peer's are challenged too.
 	added := c.remote.AndNot(old).AndNot(c.sent)
-	if c.trust == proved && added.Count() > 1 && !c.challenging() {
+	switch {
+	case c.challenging():
+		for i := range added.All() {
+			c.unvouched.Set(i)
+		}
+	case c.trust == proved && added.Count() > 1:
 		t.challenge(c, t.randomClaim(c, added))
+		c.covered = added
 	}
 	t.ssClaims(c, added)
 	t.ssCount(c)
@@ -192,8 +200,9 @@ func (t *torrent) ssClaims(c *conn, among *wire.Bitfield) {
 }
 
 // ssCount brings c's counted pieces in line with the evidence: the pieces sent to it, and its
-// claims if they are proved and none is waiting for its answer (while one is, new claims wait
-// and claims it withdrew stop counting); t.mu held.
+// claims if they are proved, except those made while a challenge was outstanding and those
+// the outstanding challenge is to vouch for (they wait; claims it withdrew stop counting);
+// t.mu held.
 func (t *torrent) ssCount(c *conn) {
 	for i := range c.counted.All() {
 		if !c.sent.Has(i) && (c.trust != proved || !c.remote.Has(i)) {
@@ -204,9 +213,11 @@ func (t *torrent) ssCount(c *conn) {
 	for i := range c.sent.All() {
 		t.ssCountPiece(c, i)
 	}
-	if c.trust == proved && !c.challenging() {
+	if c.trust == proved {
 		for i := range c.remote.All() {
-			t.ssCountPiece(c, i)
+			if !c.unvouched.Has(i) && !c.covered.Has(i) {
+				t.ssCountPiece(c, i)
+			}
 		}
 	}
 }
@@ -239,6 +250,8 @@ func (t *torrent) challenge(c *conn, i int) {
 	off := t.ss.rnd.Int64N(l - n + 1)
 	r := wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(n)}
 	c.challenges = append(c.challenges, challenge{r: r, deadline: t.s.now().Add(t.s.cfg.RequestTimeout)})
+	c.covered = wire.NewBitfield(c.covered.Len())
+	c.covered.Set(i)
 	// A challenge is a request: the connection is not request-less (slots.go), so a peer that
 	// leaves it unanswered is demoted and blacklisted for it, not merely dropped as unused.
 	c.requested = true
@@ -267,10 +280,25 @@ func (c *conn) takeChallenge(r wire.Request) (challenge, bool) {
 }
 
 // proveOK records a correct answer: c's claims count, unless it was demoted; t.mu held.
+//
+// The answer vouches for the claims made before its challenge was sent, not for those made
+// while it was outstanding: else a peer holding one piece claimed it first, claimed every other
+// piece while that challenge waited, answered it, and had them all counted, never challenged
+// again (TestOnePieceLiarIsCaught). Those are sampled by a challenge of their own: always when
+// there are several, like a bitfield's, else one in rechallengeOdds like a have.
 func (t *torrent) proveOK(c *conn) {
 	t.s.met.challenges.WithLabelValues("proved").Inc()
 	if c.trust == unproved {
 		c.trust = proved
+	}
+	c.covered = wire.NewBitfield(c.covered.Len())
+	if c.trust == proved {
+		w := c.unvouched.And(c.remote).AndNot(c.sent)
+		c.unvouched = wire.NewBitfield(c.unvouched.Len())
+		if n := w.Count(); n > 1 || n == 1 && t.ss.rnd.IntN(rechallengeOdds) == 0 {
+			t.challenge(c, t.randomClaim(c, w))
+			c.covered = w
+		}
 	}
 	t.ssCount(c)
 }
@@ -286,6 +314,7 @@ func (t *torrent) proveFailed(c *conn, i int, why string) (demotedNow bool, err 
 		return false, fmt.Errorf("%w: %s, after being demoted", ErrFalseClaim, why)
 	}
 	c.trust = demoted
+	c.unvouched, c.covered = wire.NewBitfield(c.unvouched.Len()), wire.NewBitfield(c.covered.Len())
 	t.ssCount(c)
 	if c.remote.Has(i) && !c.sent.Has(i) && !c.challenging() {
 		t.challenge(c, i)
@@ -380,11 +409,55 @@ func (t *torrent) proveFailedLocked(c *conn, i int, why string) error {
 // stuck reports whether c is in a stuck period (see above); t.mu held.
 func (t *torrent) stuck(c *conn, now time.Time) bool { return now.Before(c.stuckUntil) }
 
+// ssMayServe reports whether c may have piece i, which this origin holds (t.mu held): only
+// once it was revealed to c (an honest agent asks a super-seeding origin for nothing else),
+// and not while c owes the answer to a challenge of it. Else a peer holding nothing could
+// answer every challenge by asking the challenger for the very block it was asked for, and
+// relaying it back: its claims of every piece would count, and the origin would stop
+// revealing them to anyone (TestRelayingLiarIsCaught).
+func (t *torrent) ssMayServe(c *conn, i int) bool {
+	if !c.shown.Has(i) && !c.sent.Has(i) {
+		return false
+	}
+	for _, ch := range c.challenges {
+		if int(ch.r.Piece) == i {
+			return false
+		}
+	}
+	return true
+}
+
+// ssServed records block r sent to c, and the piece as sent once each of its blocks (the
+// blocks an agent asks for, at multiples of wire.MaxBlockLength) went out. Any other block
+// counts for nothing: taking the piece's last byte for the piece let a peer that fetched a byte
+// of each piece have every piece counted as its, and revealed to nobody else. t.mu held.
+func (t *torrent) ssServed(c *conn, r wire.Request) {
+	i, l := int(r.Piece), t.pieceLen(int(r.Piece))
+	off, n := int64(r.Offset), int64(r.Length)
+	if off%wire.MaxBlockLength != 0 || n != min(wire.MaxBlockLength, l-off) {
+		return
+	}
+	if c.sentBlocks == nil {
+		c.sentBlocks = map[int]uint32{}
+	}
+	blocks := c.sentBlocks[i] | 1<<(off/wire.MaxBlockLength)
+	if all := uint32(1)<<((l+wire.MaxBlockLength-1)/wire.MaxBlockLength) - 1; blocks != all {
+		c.sentBlocks[i] = blocks
+		return
+	}
+	delete(c.sentBlocks, i)
+	t.ssSent(c, i)
+}
+
 // ssSent records that piece i was sent to c in full; t.mu held.
 func (t *torrent) ssSent(c *conn, i int) {
 	if c.sent.Has(i) {
 		return
 	}
+	// Progress, and on a super-seeding origin the only use a request makes of a connection
+	// (slots.go): a peer asking for a byte now and then, or for what it got already, held its
+	// slot against agents that would download (TestSippersDoNotHoldSlots).
+	c.markUsed()
 	c.sent.Set(i)
 	if c.shown.Has(i) && !c.remote.Has(i) {
 		c.showPending--

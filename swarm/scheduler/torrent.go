@@ -510,8 +510,14 @@ func (t *torrent) isCommitted() bool {
 	return t.committed
 }
 
-func (t *torrent) hasPiece(i int) bool {
+// mayServe reports whether this host serves piece i to c: it holds the piece and, when
+// super-seeding, revealed it to c and is not waiting for c to prove it holds it
+// (superseed.go, ssMayServe).
+func (t *torrent) mayServe(c *conn, i int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return i >= 0 && i < t.mi.NumPieces() && t.have.Has(i)
+	if i < 0 || i >= t.mi.NumPieces() || !t.have.Has(i) {
+		return false
+	}
+	return t.ss == nil || t.ssMayServe(c, i)
 }

@@ -246,12 +246,14 @@ func (t *torrent) badPiece(c *conn, i int) {
 // served records a block sent to c.
 func (t *torrent) served(c *conn, r wire.Request) {
 	n := int64(r.Length)
-	c.markUsed()
+	if t.ss == nil {
+		c.markUsed()
+	}
 	t.mu.Lock()
 	t.tot.out += n
 	t.lastActive = t.s.now()
-	if t.ss != nil && int64(r.Offset)+n == t.pieceLen(int(r.Piece)) {
-		t.ssSent(c, int(r.Piece))
+	if t.ss != nil {
+		t.ssServed(c, r)
 	}
 	t.mu.Unlock()
 	kind := "peer"

@@ -30,6 +30,20 @@ import (
 // the origins demote each liar, then blacklist it. The pull times, with and without liars,
 // are logged for the record (no timing is asserted).
 func TestLiarsCannotStallOrigins(t *testing.T) {
+	testLiarsCannotStallOrigins(t, false)
+}
+
+// TestRelayingLiarsCannotStallOrigins is TestLiarsCannotStallOrigins with liars that answer
+// each challenge with the origin's own bytes: they ask the challenging origin for the very
+// block they were asked for and send its answer back. An origin serves a peer only the pieces
+// it revealed to it, and none it is challenging, so they have nothing to relay and are
+// demoted, then blacklisted, like the silent ones. (Before, they were never demoted, and the
+// pull of 20 MiB took 2.7 s against 0.87 s without them, race-built processes.)
+func TestRelayingLiarsCannotStallOrigins(t *testing.T) {
+	testLiarsCannotStallOrigins(t, true)
+}
+
+func testLiarsCannotStallOrigins(t *testing.T, relay bool) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
@@ -66,7 +80,7 @@ func TestLiarsCannotStallOrigins(t *testing.T) {
 	defer cancel()
 	var liars []*liarConn
 	for _, o := range l.origins {
-		liars = append(liars, dialLiar(t, ctx, l.peerOf[o.addr], mi))
+		liars = append(liars, dialLiar(t, ctx, l.peerOf[o.addr], mi, relay))
 	}
 	attacked := pullTimed("agent-attacked", ds[1])
 	t.Logf("20 MiB pull: %v without liars, %v with one liar per owning origin (%d pieces)", base, attacked, mi.NumPieces())
@@ -105,8 +119,10 @@ func (lc *liarConn) closeReason() string {
 
 // dialLiar connects to an origin's peer address, handshakes for mi's blob with an empty
 // bitfield, sends a have for every piece and then only keepalives (every 2 s), reading and
-// ignoring what the origin sends, until the origin closes the connection or ctx ends.
-func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaInfo) *liarConn {
+// ignoring what the origin sends, until the origin closes the connection or ctx ends. A relay
+// liar sends back each request and each piece the origin sends: it asks the origin for what
+// the origin asked of it, and answers with what the origin sent.
+func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaInfo, relay bool) *liarConn {
 	t.Helper()
 	lc := &liarConn{id: wire.RandomPeerID(), done: make(chan struct{})}
 	var d net.Dialer
@@ -130,6 +146,8 @@ func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaIn
 	require.NoError(t, err)
 	_ = nc.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	var wmu sync.Mutex
+	send := func(m wire.Message) error { wmu.Lock(); defer wmu.Unlock(); return wire.WriteMessage(nc, m) }
 	go func() {
 		tick := time.NewTicker(2 * time.Second)
 		defer tick.Stop()
@@ -138,7 +156,7 @@ func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaIn
 			case <-lc.done:
 				return
 			case <-tick.C:
-				if wire.WriteMessage(nc, wire.KeepAlive{}) != nil {
+				if send(wire.KeepAlive{}) != nil {
 					return
 				}
 			}
@@ -154,10 +172,15 @@ func dialLiar(t *testing.T, ctx context.Context, addr string, mi metainfo.MetaIn
 			if err != nil {
 				return
 			}
-			if e, ok := m.(wire.Error); ok {
+			switch m := m.(type) {
+			case wire.Error:
 				lc.mu.Lock()
-				lc.errs = append(lc.errs, e.Message)
+				lc.errs = append(lc.errs, m.Message)
 				lc.mu.Unlock()
+			case wire.Request, wire.Piece:
+				if relay && send(m) != nil {
+					return
+				}
 			}
 		}
 	}()
