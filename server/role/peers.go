@@ -25,7 +25,7 @@ type Peers struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Authenticate admits a peer whose certificate is from the cluster CA, in PeerGroups, and
 	// whose peer id is bound to the certificate's holder.
-	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) error
+	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) (string, error)
 	// PeerID is this host's peer id, bound to the holder of its own certificate.
 	PeerID wire.PeerID
 	// TLS says whether the swarm speaks TLS.
@@ -55,7 +55,7 @@ func (b *Base) Peers(ln net.Listener, plain bool, dialTimeout time.Duration) Pee
 	return Peers{
 		Listener: p.PeerListener(ln),
 		Dial:     func(ctx context.Context, addr string) (net.Conn, error) { return p.DialPeer(ctx, d, addr) },
-		Authenticate: func(ctx context.Context, nc net.Conn, id wire.PeerID) error {
+		Authenticate: func(ctx context.Context, nc net.Conn, id wire.PeerID) (string, error) {
 			return admitPeer(ctx, p, nc, id)
 		},
 		PeerID: wire.BoundPeerID(p.Identity().Name),
@@ -63,17 +63,17 @@ func (b *Base) Peers(ln net.Listener, plain bool, dialTimeout time.Duration) Pee
 	}
 }
 
-// admitPeer is Peers.Authenticate.
-func admitPeer(ctx context.Context, p *pki.Provider, nc net.Conn, id wire.PeerID) error {
+// admitPeer is Peers.Authenticate: it returns the holder of the peer's certificate.
+func admitPeer(ctx context.Context, p *pki.Provider, nc net.Conn, id wire.PeerID) (string, error) {
 	who, err := p.PeerIdentity(ctx, nc)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !slices.ContainsFunc(PeerGroups, who.In) {
-		return fmt.Errorf("certificate %q (groups %v) is not in a swarm group (%v): %w", who.Name, who.Groups, PeerGroups, pki.ErrDenied)
+		return "", fmt.Errorf("certificate %q (groups %v) is not in a swarm group (%v): %w", who.Name, who.Groups, PeerGroups, pki.ErrDenied)
 	}
 	if !id.BoundTo(who.Name) {
-		return fmt.Errorf("peer id %s is not bound to certificate %q: a peer with a certificate claims another's id", id, who.Name)
+		return "", fmt.Errorf("peer id %s is not bound to certificate %q: a peer with a certificate claims another's id", id, who.Name)
 	}
-	return nil
+	return who.Name, nil
 }

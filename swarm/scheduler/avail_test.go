@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -59,8 +60,9 @@ func (c *stoppedClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); retur
 func (c *stoppedClock) advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 // newAvailSwarm starts origins holding a fresh blob of size bytes, each with its stripe;
-// clock, if not nil, is their clock.
-func newAvailSwarm(t *testing.T, size, origins int, cfg scheduler.Config, clock *stoppedClock) *availSwarm {
+// clock, if not nil, is their clock; auth, if given, is their Deps.Authenticate.
+func newAvailSwarm(t *testing.T, size, origins int, cfg scheduler.Config, clock *stoppedClock,
+	auth ...func(ctx context.Context, nc net.Conn, id wire.PeerID) (string, error)) *availSwarm {
 	t.Helper()
 	sw := &availSwarm{ft: announcetest.New(), blob: randomBlob(t, size), clock: clock}
 	var now func() time.Time
@@ -68,10 +70,14 @@ func newAvailSwarm(t *testing.T, size, origins int, cfg scheduler.Config, clock 
 		now = clock.Now
 	}
 	for k := range origins {
-		o, d := startOriginDeps(t, sw.ft, sw.blob, cfg, scheduler.Deps{
+		deps := scheduler.Deps{
 			SeedStripe: func(digest.Digest) (int, int) { return k, origins },
 			Now:        now,
-		})
+		}
+		if len(auth) > 0 {
+			deps.Authenticate = auth[0]
+		}
+		o, d := startOriginDeps(t, sw.ft, sw.blob, cfg, deps)
 		sw.origins, sw.d = append(sw.origins, o), d
 		sw.recs = append(sw.recs, record(t, o.s))
 	}
@@ -429,4 +435,61 @@ func TestOnePieceLiarIsCaught(t *testing.T) {
 		sw.recs[k].waitFor(t, "blacklist", a.kind(snapshot.EventBlacklist))
 	}
 	sw.waitCounted(t, func(n int32) bool { return n == 0 }, "nothing counts once the liars are gone")
+}
+
+// A liar blacklisted for its claims does not come back under a fresh peer id: with
+// certificates, the origin blacklists the pair of its IP address and its certificate's holder
+// too. Here Deps.Authenticate stands in for TLS, naming the liars' ids "mallory" and the
+// honest agent's another holder, all on 127.0.0.1: the liar's new connection is refused, and
+// the honest agent, from the same address, still pulls.
+func TestBlacklistedLiarCannotReturnUnderANewID(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	mallory := map[wire.PeerID]bool{}
+	auth := func(_ context.Context, _ net.Conn, id wire.PeerID) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if mallory[id] {
+			return "mallory", nil
+		}
+		return "agent-1", nil
+	}
+	sw := newAvailSwarm(t, 4<<20+4321, 1, scheduler.Config{RequestTimeout: 300 * time.Millisecond}, nil, auth)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	mi, err := sw.ft.Metainfo(ctx, "library/test", sw.d)
+	require.NoError(t, err)
+	liar := func() *adversary {
+		a := newAdversary(t, mi)
+		mu.Lock()
+		mallory[a.id] = true
+		mu.Unlock()
+		return a
+	}
+	first := liar()
+	hs := first.handshake() // claims every piece in its handshake
+	hello, err := wire.AppendHandshake(nil, hs)
+	require.NoError(t, err)
+	done := make(chan session, 1)
+	go func() {
+		done <- first.dial(ctx, sw.origins[0].s.Addr(), hello, func(c *advConn) error {
+			_ = c.nc.SetDeadline(time.Now().Add(sessionDeadline))
+			for { // answer nothing
+				if _, err := c.nextRequest(); err != nil {
+					return errHangUp
+				}
+			}
+		})
+	}()
+	sw.recs[0].waitFor(t, "blacklist", first.kind(snapshot.EventBlacklist))
+	<-done
+
+	again := liar()
+	s := again.dial(ctx, sw.origins[0].s.Addr(), nil, func(*advConn) error { return errHangUp })
+	require.Nil(t, s.agentHS, "the blacklisted holder got a handshake under a fresh peer id")
+	e := sw.recs[0].waitFor(t, "refusal", func(e scheduler.Event) bool {
+		return e.Kind == snapshot.EventConnRejected && e.Peer == again.id.String()
+	})
+	require.Contains(t, e.Err, "blacklisted")
+	sw.pull(t) // the honest agent, from the same address under another holder
 }

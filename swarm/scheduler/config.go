@@ -134,16 +134,18 @@ type Deps struct {
 	// connection with its TLS handshake done.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Authenticate, when set, decides whether the peer on nc may join a torrent, once its
-	// swarm handshake (which names id) has been read, on connections in both directions; an
-	// error refuses the peer (metric reason "identity") and, for a peer this host dialled,
-	// blacklists its address. With TLS the roles pass one that checks the certificate nc
+	// swarm handshake (which names id) has been read, on connections in both directions, and
+	// returns who holds the peer's credential (a certificate's name); an error refuses the
+	// peer (metric reason "identity") and, for a peer this host dialled, blacklists its
+	// address. A peer that dialled in and is blacklisted for misbehaving is blacklisted by its
+	// IP address and holder too, so that it does not come back under a fresh peer id. With TLS the roles pass one that checks the certificate nc
 	// presented: from the cluster CA, in a swarm group, and id bound to its holder
 	// (wire.PeerID.BoundTo). nil admits every peer: plain P2P, for trusted networks only.
 	//
 	// A connection that has a TLS handshake of its own (HandshakeContext, as *tls.Conn has)
 	// runs it before anything is read, bounded by Config.HandshakeTimeout, so that a peer
 	// without a certificate is refused as such (reason "tls").
-	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) error
+	Authenticate func(ctx context.Context, nc net.Conn, id wire.PeerID) (holder string, err error)
 	// Logger receives connection and piece events at debug level and failures at warn; nil
 	// discards them.
 	Logger *slog.Logger

@@ -53,6 +53,7 @@ type conn struct {
 	outbound bool
 	origin   bool
 	ip       netip.Addr // the peer's IP address, for the per-address caps (slots.go)
+	holder   string     // who holds the peer's certificate (Deps.Authenticate); "" in plain P2P
 
 	pending map[int]struct{} // pieces requested of the peer (t.mu)
 	expect  map[int]int      // blocks requested of the peer and not yet received, per piece (t.mu)

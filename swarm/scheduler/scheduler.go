@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -31,7 +32,7 @@ type Scheduler struct {
 	mi      func(ctx context.Context, d digest.Digest) (metainfo.MetaInfo, error)
 	stripe  func(d digest.Digest) (index, count int)
 	dial    func(ctx context.Context, addr string) (net.Conn, error)
-	auth    func(ctx context.Context, nc net.Conn, id wire.PeerID) error
+	auth    func(ctx context.Context, nc net.Conn, id wire.PeerID) (string, error)
 	log     *slog.Logger
 	now     func() time.Time
 	lim     *bandwidth.Limiter
@@ -217,6 +218,10 @@ func (s *Scheduler) banned(keys ...string) bool {
 func addrKey(addr string) string  { return "addr:" + addr }
 func idKey(id wire.PeerID) string { return "id:" + id.String() }
 
+// hostKey names a peer that dialled in by what it cannot change at will: its IP address and
+// the holder of its certificate ("" in plain P2P, where the address alone names it).
+func hostKey(ip netip.Addr, holder string) string { return "host:" + ip.String() + "/" + holder }
+
 // Open returns a Download of blob d in namespace ns: at once if the blob is in the store,
 // else joining the running download of d or starting one (one download per blob however many
 // callers ask). The download continues in the background when the caller goes away; ctx
@@ -378,8 +383,14 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 		s.refuse(nc, refusedBanned, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: "blacklisted"})
 		return
 	}
-	if err := s.admit(hctx, nc, h.PeerID); err != nil {
+	holder, err := s.admit(hctx, nc, h.PeerID)
+	if err != nil {
 		s.refuse(nc, refusedIdentity, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
+		return
+	}
+	if s.banned(hostKey(ip, holder)) {
+		// Blacklisted under another peer id: a fresh id does not wipe the slate.
+		s.refuse(nc, refusedBanned, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: "blacklisted (this host and credential)"})
 		return
 	}
 	t, err := s.seedTorrent(ctx, h.Digest)
@@ -389,7 +400,7 @@ func (s *Scheduler) incoming(ctx context.Context, nc net.Conn) {
 		s.refuse(nc, refusedNoBlob, Event{Digest: h.Digest, Addr: remote, Peer: h.PeerID.String(), Err: err.Error()})
 		return
 	}
-	t.accept(ctx, nc, h)
+	t.accept(ctx, nc, h, holder)
 }
 
 // handshaker is a connection with a handshake of its own below the swarm's (*tls.Conn).
@@ -406,15 +417,17 @@ const (
 	refusedNoBlob   = "no_blob"
 )
 
-// admit asks Deps.Authenticate about the peer on nc that named itself id.
-func (s *Scheduler) admit(ctx context.Context, nc net.Conn, id wire.PeerID) error {
+// admit asks Deps.Authenticate about the peer on nc that named itself id, and returns the
+// holder of its credential ("" without Authenticate).
+func (s *Scheduler) admit(ctx context.Context, nc net.Conn, id wire.PeerID) (string, error) {
 	if s.auth == nil {
-		return nil
+		return "", nil
 	}
-	if err := s.auth(ctx, nc, id); err != nil {
-		return fmt.Errorf("%w: %w", ErrIdentity, err)
+	holder, err := s.auth(ctx, nc, id)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
-	return nil
+	return holder, nil
 }
 
 // refuse closes a connection that is not admitted, counting and publishing why.

@@ -166,6 +166,15 @@ func TestSuperSeedCountsOnlyProvedClaims(t *testing.T) {
 	require.True(t, ok)
 	tr.proveOK(p)
 	require.EqualValues(t, 1, tr.ss.avail[40], "a proved peer's claims count")
+	if p.challenging() {
+		// 41 was claimed while 40's challenge waited, so the answer did not vouch for it: it
+		// is challenged at the odds of any later claim (one in 16), and counts once answered.
+		require.EqualValues(t, 41, lastChallenge(t, p).Piece)
+		require.Zero(t, tr.ss.avail[41], "a claim the answer did not vouch for counts")
+		_, ok := p.takeChallenge(lastChallenge(t, p))
+		require.True(t, ok)
+		tr.proveOK(p)
+	}
 	require.EqualValues(t, 1, tr.ss.avail[41])
 	for i := 42; i < pieces; i++ {
 		claimPiece(tr, p, i)

@@ -87,7 +87,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 			err = fmt.Errorf("%w: peer at %s is %s, tracker said %s", ErrProtocol, p.Addr, h.PeerID, p.ID)
 		}
 		if err == nil {
-			err = t.s.admit(dctx, nc, h.PeerID)
+			_, err = t.s.admit(dctx, nc, h.PeerID)
 		}
 		if errors.Is(err, ErrProtocol) {
 			// Its handshake was readable but wrong: say so before closing (docs/protocol.md §1.2).
@@ -116,7 +116,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 }
 
 // accept finishes a connection a peer opened: answer its handshake and register it.
-func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
+func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake, holder string) {
 	addr := nc.RemoteAddr().String()
 	err := t.checkHandshake(h)
 	if err == nil {
@@ -153,7 +153,9 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	t.register(ctx, newConn(t, nc, h, addr, false, false), count)
+	c := newConn(t, nc, h, addr, false, false)
+	c.holder = holder
+	t.register(ctx, c, count)
 }
 
 var (
@@ -303,6 +305,12 @@ func (t *torrent) removed(c *conn, err error) {
 		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
 		if c.outbound {
 			t.s.ban(addrKey(c.addr), t.s.cfg.BlacklistTime)
+		} else if c.ip.IsValid() && (c.holder != "" || !c.ip.IsLoopback()) {
+			// A fresh peer id costs nothing, so a peer that dialled in is blacklisted by
+			// what it cannot change at will too: its host and certificate. Not on loopback
+			// without certificates, where the address tells no peer from another (a cluster
+			// on one host).
+			t.s.ban(hostKey(c.ip, c.holder), t.s.cfg.BlacklistTime)
 		}
 		t.s.met.blacklisted.Inc()
 		t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: err.Error()})
