@@ -103,7 +103,7 @@ func TestSwarmPeersTLS(t *testing.T) {
 	}
 
 	// Plain TCP with a valid swarm handshake: not a byte of the swarm back.
-	nc, err := net.Dial("tcp", peer)
+	nc, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(t.Context(), "tcp", peer)
 	require.NoError(t, err)
 	got, err := exchange(nc, hello(wire.RandomPeerID()))
 	require.Error(t, err)
