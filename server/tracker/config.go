@@ -151,12 +151,16 @@ func (c *Config) Validate() error {
 		switch {
 		case err != nil:
 			bad("announce.nat_cidrs: %q is not a network in CIDR notation (10.0.0.0/8, fd00::/8)", s)
-		case p.Bits() == 0:
-			bad("announce.nat_cidrs: %q holds every address and would let anyone announce any host; name the networks behind NAT", s)
+		case p.Bits() < minNATBits:
+			bad("announce.nat_cidrs: %q is wider than /%d: a few such networks hold every address and would let anyone announce any host; name the networks behind NAT", s, minNATBits)
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// minNATBits is the shortest prefix announce.nat_cidrs takes: 10.0.0.0/8 and fd00::/8 are the
+// widest private networks, and 0.0.0.0/1 with 128.0.0.0/1 would be everything.
+const minNATBits = 8
 
 // ListenAddrs lists the addresses the tracker binds, for config.Check's overlap check.
 func (c *Config) ListenAddrs() []config.ListenAddr {

@@ -199,6 +199,15 @@ func ParseAddr(addr string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: link-local address; it means a different host on every link (169.254.169.254 is a cloud metadata service)", ErrInvalid, addr)
 	case ip == limitedBroadcast:
 		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: broadcast address", ErrInvalid, addr)
+	case classE.Contains(ip):
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: reserved address (240.0.0.0/4); no host has one", ErrInvalid, addr)
+	case siteLocal.Contains(ip):
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: site-local address (fec0::/10, deprecated); it means a different host on every site", ErrInvalid, addr)
+	case ip.Is6() && (v4Compatible.Contains(ip) && !ip.IsLoopback() || nat64.Contains(ip) || nat64Local.Contains(ip)):
+		// An IPv4 address dressed as IPv6 (::a.b.c.d, or a NAT64 translator's 64:ff9b::a.b.c.d)
+		// is no host's own address, and would carry past these checks an IPv4 one they
+		// refuse (loopback, link-local): a peer announces its native address.
+		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: an IPv4 address embedded in IPv6 (IPv4-compatible or NAT64); announce the native address", ErrInvalid, addr)
 	}
 	return netip.AddrPortFrom(ip, uint16(n)), nil
 }
@@ -208,6 +217,11 @@ var (
 	// as a local address.
 	thisNetwork      = netip.MustParsePrefix("0.0.0.0/8")
 	limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	classE           = netip.MustParsePrefix("240.0.0.0/4")
+	siteLocal        = netip.MustParsePrefix("fec0::/10")
+	v4Compatible     = netip.MustParsePrefix("::/96") // but :: (refused above) and ::1 (loopback)
+	nat64            = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local       = netip.MustParsePrefix("64:ff9b:1::/48")
 )
 
 // checkAddr reports whether addr is a peer address ParseAddr accepts.

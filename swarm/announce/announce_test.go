@@ -65,6 +65,11 @@ func TestRequestValidate(t *testing.T) {
 		{"this network", func(r *announce.Request) { r.Addr = "0.1.2.3:1" }, "unspecified"},
 		{"mapped unspecified", func(r *announce.Request) { r.Addr = "[::ffff:0.0.0.0]:1" }, "unspecified"},
 		{"multicast v6", func(r *announce.Request) { r.Addr = "[ff02::1]:80" }, "multicast"},
+		{"class E", func(r *announce.Request) { r.Addr = "240.0.0.1:80" }, "reserved"},
+		{"site-local v6", func(r *announce.Request) { r.Addr = "[fec0::1]:80" }, "site-local"},
+		{"IPv4-compatible loopback", func(r *announce.Request) { r.Addr = "[::7f00:1]:80" }, "embedded in IPv6"},
+		{"NAT64 loopback", func(r *announce.Request) { r.Addr = "[64:ff9b::7f00:1]:80" }, "embedded in IPv6"},
+		{"NAT64 local-use link-local", func(r *announce.Request) { r.Addr = "[64:ff9b:1::a9fe:a9fe]:80" }, "embedded in IPv6"},
 	} {
 		r := validRequest()
 		tc.mutate(&r)
@@ -73,7 +78,7 @@ func TestRequestValidate(t *testing.T) {
 		require.ErrorIs(t, err, announce.ErrInvalid, "%s: %v", tc.name, err)
 		require.ErrorContains(t, err, tc.want, tc.name)
 	}
-	for _, addr := range []string{"127.0.0.1:1", "127.0.0.9:16001", "[::1]:65535", "10.0.0.7:16001", "[2001:db8::7]:16001", "255.255.255.254:1"} {
+	for _, addr := range []string{"127.0.0.1:1", "127.0.0.9:16001", "[::1]:65535", "10.0.0.7:16001", "[2001:db8::7]:16001", "223.255.255.254:1"} {
 		r := validRequest()
 		r.Addr = addr
 		require.NoError(t, r.Validate(), addr)
