@@ -69,6 +69,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	enc := json.NewEncoder(w)
+	pending := false // written and not flushed
 	for {
 		select {
 		case <-r.Context().Done():
@@ -78,6 +79,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				return // the scheduler stopped
 			}
 			if d != "" && e.Digest != d {
+				// Skipped, but it may end a burst whose last event was written: flush that,
+				// or it waits for the next event that passes the filter, perhaps forever.
+				if pending && len(events) == 0 {
+					if err := rc.Flush(); err != nil {
+						return
+					}
+					pending = false
+				}
 				continue
 			}
 			if sse {
@@ -94,10 +103,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			// Flush once per burst rather than per event.
+			pending = true
 			if len(events) == 0 {
 				if err := rc.Flush(); err != nil {
 					return
 				}
+				pending = false
 			}
 		}
 	}
