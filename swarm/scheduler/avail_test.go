@@ -357,7 +357,7 @@ func TestTurncoatIsCaught(t *testing.T) {
 // origins, nobody is demoted, and the origins send about one copy between them, each a part.
 func TestHonestSwarmProvesItsClaims(t *testing.T) {
 	t.Parallel()
-	sw := newAvailSwarm(t, 16<<20+777, 3, scheduler.Config{EgressRate: 8 << 20, Window: 128}, nil)
+	sw := newAvailSwarm(t, 8<<20+777, 3, scheduler.Config{EgressRate: 8 << 20, Window: 128}, nil)
 	agents := make([]*node, 6)
 	for i := range agents {
 		agents[i] = startNode(t, t.TempDir(), scheduler.Config{EgressRate: 8 << 20, IngressRate: 8 << 20}, sw.ft)

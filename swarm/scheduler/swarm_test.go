@@ -134,7 +134,12 @@ func pullAll(t *testing.T, agents []*node, d digest.Digest, blob []byte) {
 		})
 	}
 	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
+	if err := errors.Join(errs...); err != nil {
+		for i, a := range agents {
+			t.Logf("agent %d: %+v", i, a.s.Stats()) // which peers each was left with
+		}
+		require.NoError(t, err)
+	}
 }
 
 func TestSwarmDownloadsFromOriginAndPeers(t *testing.T) {
