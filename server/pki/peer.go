@@ -82,6 +82,14 @@ func (p *Provider) PeerIdentity(ctx context.Context, nc net.Conn) (Identity, err
 	if cs.NegotiatedProtocol != PeerProtocol {
 		return Identity{}, fmt.Errorf("the peer does not speak %s over TLS (ALPN %q)", PeerProtocol, cs.NegotiatedProtocol)
 	}
+	// An accepting side's handshake verified the client's chain against the CA of that moment
+	// (PeerListener requires it): use it rather than verify it a second time. A dialling side
+	// has no verified chains (InsecureSkipVerify, for want of a host name to check), though
+	// VerifyConnection checked the same chain: verify it here, which costs one more Verify per
+	// dialled connection and keeps this function right for any connection it is given.
+	if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+		return identityOf(cs.VerifiedChains[0][0]), nil
+	}
 	return p.verifyPeer(cs)
 }
 

@@ -123,19 +123,24 @@ func newGate() *gate {
 func (s *Scheduler) enter(nc net.Conn, ip netip.Addr, now time.Time) (displaced net.Conn, refused error) {
 	g := s.gate
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if ip.IsValid() && g.pending[ip]+g.joined[ip] >= s.cfg.MaxConnsPerHost {
+		g.mu.Unlock()
 		return nil, errAddrBusy
 	}
 	if len(g.waiting) >= s.cfg.MaxHandshakes {
 		displaced = g.displaceLocked(ip)
 		delete(g.waiting, displaced) // its incoming's leave still releases its pending count
 		g.displaced[displaced] = struct{}{}
-		_ = displaced.Close()
 	}
 	g.waiting[nc] = waiter{ip: ip, since: now}
 	g.entered[nc] = ip
 	g.pending[ip]++
+	g.mu.Unlock()
+	if displaced != nil {
+		// Outside the lock: closing a TLS connection whose handshake finished writes an
+		// alert, and every accept waits for this lock.
+		_ = displaced.Close()
+	}
 	return displaced, nil
 }
 
