@@ -41,6 +41,74 @@ type TorrentStats struct {
 	Finished   *time.Time  `json:"finished,omitempty"`
 	Error      string      `json:"error,omitempty"`
 	Peers      []PeerStats `json:"peers"`
+	// PastPeers are connections of this torrent that have closed, newest first, so that who
+	// sent what survives the end of a download. Bounded (MaxPastPeers): the ones beyond are
+	// summed into PastPeersDropped.
+	PastPeers        []PeerStats `json:"past_peers,omitempty"`
+	PastPeersDropped int         `json:"past_peers_dropped,omitempty"`
+	// OriginReasons counts the pieces this node requested from origins, by why no other peer
+	// was asked (OriginReason values).
+	OriginReasons map[OriginReason]int64 `json:"origin_reasons,omitempty"`
+	// Blacklisted are the peers this torrent refused or dropped, with why, newest first
+	// (bounded like PastPeers).
+	Blacklisted []Blacklisted `json:"blacklisted,omitempty"`
+	// Retired is when the scheduler let the torrent go (it had seeded long enough, or failed);
+	// set only on torrents from the history (TorrentsHistory).
+	Retired *time.Time `json:"retired,omitempty"`
+}
+
+// MaxPastPeers bounds TorrentStats.PastPeers and TorrentStats.Blacklisted.
+const MaxPastPeers = 64
+
+// OriginReason says why a node asked an origin for a piece rather than a peer.
+type OriginReason string
+
+// Origin reasons.
+const (
+	// ReasonNoPeers: no peer other than origins was connected (the tracker handed out none,
+	// or none could be reached).
+	ReasonNoPeers OriginReason = "no_peers"
+	// ReasonPeersLackPiece: peers were connected but none had announced the piece.
+	ReasonPeersLackPiece OriginReason = "peers_lack_piece"
+	// ReasonPeersSaturated: a connected peer had the piece but its request pipeline was full
+	// or it was too slow (the piece timed out with it).
+	ReasonPeersSaturated OriginReason = "peers_saturated"
+	// ReasonBlacklisted: the only peers that could have served were blacklisted.
+	ReasonBlacklisted OriginReason = "blacklisted"
+	// ReasonEndgame: the last pieces were asked of several senders at once.
+	ReasonEndgame OriginReason = "endgame"
+)
+
+// Blacklisted is one peer a node stopped talking to, and why.
+type Blacklisted struct {
+	Addr   string        `json:"addr"`
+	Peer   string        `json:"peer_id,omitempty"`
+	Digest digest.Digest `json:"digest,omitempty"`
+	Reason string        `json:"reason"`
+	Since  time.Time     `json:"since"`
+	Until  time.Time     `json:"until"`
+}
+
+// HostStats is what one agent or origin reports about its swarm engine as a whole (server/api
+// SwarmHostPath): its identity, caps, connections and totals.
+type HostStats struct {
+	// Role is "agent" or "origin".
+	Role string `json:"role"`
+	// PeerID is the lower-case hex of the node's wire peer id; Addr its advertised swarm address.
+	PeerID string `json:"peer_id"`
+	Addr   string `json:"addr"`
+	// EgressCap and IngressCap are the configured limits in bytes per second (0: none).
+	EgressCap  int64 `json:"egress_cap"`
+	IngressCap int64 `json:"ingress_cap"`
+	// Conns counts open swarm connections; Torrents the torrents in memory.
+	Conns    int `json:"conns"`
+	Torrents int `json:"torrents"`
+	// BytesIn and BytesOut are piece bytes received and sent since the process started.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+	// Blacklisted are the peers banned now, newest first.
+	Blacklisted []Blacklisted `json:"blacklisted"`
+	Time        time.Time     `json:"time"` // when the report was made, by the host's clock
 }
 
 // PeerStats is a snapshot of one connection of a torrent.
@@ -54,6 +122,9 @@ type PeerStats struct {
 	BytesIn  int64     `json:"bytes_in"`
 	BytesOut int64     `json:"bytes_out"`
 	Opened   time.Time `json:"opened"`
+	// Closed and CloseReason are set on past peers (TorrentStats.PastPeers) only.
+	Closed      *time.Time `json:"closed,omitempty"`
+	CloseReason string     `json:"close_reason,omitempty"`
 }
 
 // EventKind names what happened in the swarm.
@@ -80,6 +151,13 @@ const (
 	// EventEvicted: a connection was closed to free its slot, or for holding one without use;
 	// Err says why.
 	EventEvicted EventKind = "evicted"
+	// EventOriginFallback: a download asked an origin for pieces; Err holds the OriginReason
+	// and Pieces how many pieces with that reason since the last such event. Sent at most once
+	// a second per torrent and reason, so it is a trickle, not one per piece.
+	EventOriginFallback EventKind = "origin_fallback"
+	// EventTrackerFailover: an announce failed at one tracker (Addr, Err) and was retried on
+	// the next.
+	EventTrackerFailover EventKind = "tracker_failover"
 )
 
 // Event is one structured thing that happened in the swarm: a connection, a piece, a torrent.
