@@ -10,4 +10,14 @@ const (
 	// SwarmEventsPath streams snapshot.Events as newline-delimited JSON, or as server-sent
 	// events (event: KIND, data: JSON) when the request accepts text/event-stream.
 	SwarmEventsPath = "/swarm/events"
+	// SwarmHostPath serves the node's snapshot.HostStats: identity, caps, connections, totals
+	// and the peers it has banned.
+	SwarmHostPath = "/swarm/host"
+	// SwarmHistoryParam, set to 1 on SwarmTorrentsPath, adds the torrents the node has retired
+	// (a bounded history, newest first, with TorrentStats.Retired set) after the live ones.
+	SwarmHistoryParam = "history"
+	// SwarmsPath is the tracker's list of swarms: a JSON array of snapshot.TrackerSwarm
+	// without members. SwarmsPath + "/" + digest serves one snapshot.TrackerSwarm with its
+	// members (404 when the tracker knows no peer of it).
+	SwarmsPath = "/swarms"
 )
