@@ -1,0 +1,390 @@
+package observe
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
+)
+
+// Roles, as snapshot documents name them.
+const (
+	RoleAgent      = "agent"
+	RoleOrigin     = "origin"
+	RoleTracker    = "tracker"
+	RoleBuildIndex = "build-index"
+)
+
+// SwarmNode is the swarm API of an agent or an origin.
+type SwarmNode interface {
+	// Torrents returns the node's torrents (only d's when d is not empty), the retired ones
+	// after the live ones when history is set.
+	Torrents(ctx context.Context, d digest.Digest, history bool) ([]snapshot.TorrentStats, error)
+	Host(ctx context.Context) (snapshot.HostStats, error)
+}
+
+// Ring is an origin's view of the hash ring.
+type Ring interface {
+	Ring(ctx context.Context, d digest.Digest) (api.RingStatus, error)
+}
+
+// Tracker is a tracker's list of swarms.
+type Tracker interface {
+	Swarms(ctx context.Context, limit int) ([]snapshot.TrackerSwarm, error)
+	// Swarm returns one swarm with its members; a swarm the tracker does not know wraps an
+	// error for which NotFound reports true.
+	Swarm(ctx context.Context, d digest.Digest) (snapshot.TrackerSwarm, error)
+}
+
+// BuildIndex is the build-index's Raft status.
+type BuildIndex interface {
+	ClusterStatus(ctx context.Context) (api.ClusterStatus, error)
+}
+
+// Config says where the cluster is and how much to read of it.
+type Config struct {
+	// Agents, Origins and Trackers are API addresses (host:port or URLs), as in an endpoints
+	// file. Trackers are tried in order until one answers.
+	Agents, Origins, Trackers []string
+	// Timeout bounds each request (default 3s); Parallel the requests in flight (default 16).
+	Timeout  time.Duration
+	Parallel int
+	// Discover is how many members beyond Agents and Origins a snapshot reads through the API
+	// address they announced to the tracker (0: none). Swarms is how many swarms' member lists
+	// it asks the tracker for, newest first (default 32).
+	Discover int
+	Swarms   int
+	// MaxEvents bounds the events a Watcher keeps between snapshots (default 1000).
+	MaxEvents int
+}
+
+func (c *Config) defaults() {
+	if c.Timeout <= 0 {
+		c.Timeout = 3 * time.Second
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = 16
+	}
+	if c.Swarms <= 0 {
+		c.Swarms = 32
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = 1000
+	}
+}
+
+// Deps builds the clients. Agent and Origin are required; Tracker and BuildIndex may be nil
+// (the snapshot then has no tracker view or no build-index).
+type Deps struct {
+	Agent   func(addr string) SwarmNode
+	Origin  func(addr string) interface {
+		SwarmNode
+		Ring
+	}
+	Tracker func(addr string) Tracker
+	// NotFound reports whether an error of Tracker.Swarm means the tracker knows no such swarm.
+	NotFound   func(error) bool
+	BuildIndex BuildIndex
+	// Events, when set, streams an agent's events of the given kinds (server/client.Agent's
+	// EventsOf); Watcher uses it.
+	Events func(ctx context.Context, addr string, kinds []snapshot.EventKind, fn func(snapshot.Event) error) error
+	Now    func() time.Time
+}
+
+// Gatherer reads a cluster. It is safe for concurrent use.
+type Gatherer struct {
+	cfg  Config
+	deps Deps
+}
+
+// ErrNoSource means a Gatherer was given nothing to read.
+var ErrNoSource = errors.New("observe: no agents, origins or trackers to read")
+
+// New returns a Gatherer of the cluster cfg names.
+func New(cfg Config, deps Deps) (*Gatherer, error) {
+	cfg.defaults()
+	if len(cfg.Agents)+len(cfg.Origins)+len(cfg.Trackers) == 0 {
+		return nil, ErrNoSource
+	}
+	if deps.Agent == nil || deps.Origin == nil {
+		return nil, errors.New("observe: Deps.Agent and Deps.Origin are required")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.NotFound == nil {
+		deps.NotFound = func(error) bool { return false }
+	}
+	return &Gatherer{cfg: cfg, deps: deps}, nil
+}
+
+// nodeRead is what one agent or origin answered.
+type nodeRead struct {
+	api, role string
+	host      snapshot.HostStats
+	torrents  []snapshot.TorrentStats
+	err       error
+}
+
+// Snapshot reads the whole cluster once. It never fails: what could not be read is named in
+// Errors, and the hosts it concerns are marked down. Rates are zero (they need two snapshots:
+// Watcher).
+func (g *Gatherer) Snapshot(ctx context.Context) snapshot.Cluster {
+	return g.gather(ctx, "")
+}
+
+// Swarm reads the cluster's view of one blob: every listed agent and origin, and every member
+// the tracker names (up to Discover of them through their announced API addresses). The
+// boolean is false when no host and no tracker knows d. Errors lists what could not be read.
+func (g *Gatherer) Swarm(ctx context.Context, d digest.Digest) (snapshot.Swarm, []snapshot.SourceError, bool) {
+	c := g.gather(ctx, d)
+	for _, s := range c.Swarms {
+		if s.Digest == d {
+			return s, c.Errors, true
+		}
+	}
+	return snapshot.Swarm{Digest: d, Peers: []snapshot.SwarmPeer{}, Edges: []snapshot.Edge{}, Seeders: -1, Leechers: -1}, c.Errors, false
+}
+
+func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Cluster {
+	now := g.deps.Now()
+	var (
+		mu      sync.Mutex
+		errs    []snapshot.SourceError
+		nodes   []nodeRead
+		ring    *api.RingStatus
+		tracked []snapshot.TrackerSwarm
+		bi      *snapshot.BuildIndexState
+	)
+	fail := func(role, addr string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		errs = append(errs, snapshot.SourceError{Role: role, Addr: addr, Error: err.Error()})
+	}
+	sem := make(chan struct{}, g.cfg.Parallel)
+	var wg sync.WaitGroup
+	spawn := func(fn func(ctx context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			rctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+			defer cancel()
+			fn(rctx)
+		}()
+	}
+	readNode := func(addr, role string, n SwarmNode) {
+		spawn(func(ctx context.Context) {
+			r := g.readNode(ctx, addr, role, n, only)
+			mu.Lock()
+			nodes = append(nodes, r)
+			mu.Unlock()
+			if r.err != nil {
+				fail(role, addr, r.err)
+			}
+		})
+	}
+	for _, a := range g.cfg.Agents {
+		readNode(a, RoleAgent, g.deps.Agent(a))
+	}
+	for i, a := range g.cfg.Origins {
+		o := g.deps.Origin(a)
+		readNode(a, RoleOrigin, o)
+		if i == 0 || only == "" {
+			// Every origin's ring view is read only in a full snapshot; the first that
+			// answers is the one shown.
+			spawn(func(ctx context.Context) {
+				st, err := o.Ring(ctx, "")
+				if err != nil {
+					return // the node read reports this origin as down
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if ring == nil {
+					ring = &st
+				}
+			})
+		}
+	}
+	if len(g.cfg.Trackers) > 0 && g.deps.Tracker != nil {
+		spawn(func(ctx context.Context) {
+			ts := g.readTracker(ctx, only, fail)
+			mu.Lock()
+			defer mu.Unlock()
+			tracked = ts
+		})
+	}
+	if g.deps.BuildIndex != nil {
+		spawn(func(ctx context.Context) {
+			st, err := g.deps.BuildIndex.ClusterStatus(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				bi = &snapshot.BuildIndexState{Error: err.Error()}
+				errs = append(errs, snapshot.SourceError{Role: RoleBuildIndex, Error: err.Error()})
+				return
+			}
+			bi = &snapshot.BuildIndexState{Leader: st.LeaderAPIAddr, Term: st.Term, Nodes: len(st.Members)}
+		})
+	}
+	wg.Wait()
+
+	// Members the tracker names that no listed address covers are read through the API
+	// address they announced, up to Discover of them.
+	if g.cfg.Discover > 0 && len(tracked) > 0 {
+		seen := map[string]bool{}
+		for _, n := range nodes {
+			seen[n.api] = true
+			if n.err == nil {
+				seen[n.host.Addr] = true
+			}
+		}
+		left := g.cfg.Discover
+		for _, ts := range tracked {
+			for _, m := range ts.Members {
+				if m.API == "" || seen[m.API] || seen[m.Addr] || left == 0 {
+					continue
+				}
+				seen[m.API] = true
+				left--
+				role := cmp.Or(m.Role, RoleAgent)
+				var n SwarmNode
+				if role == RoleOrigin {
+					n = g.deps.Origin(m.API)
+				} else {
+					n = g.deps.Agent(m.API)
+				}
+				readNode(m.API, role, n)
+			}
+		}
+		wg.Wait()
+	}
+	slices.SortFunc(nodes, func(a, b nodeRead) int {
+		return cmp.Or(cmp.Compare(roleRank(a.role), roleRank(b.role)), cmp.Compare(a.api, b.api))
+	})
+	slices.SortFunc(errs, func(a, b snapshot.SourceError) int {
+		return cmp.Or(cmp.Compare(a.Role, b.Role), cmp.Compare(a.Addr, b.Addr))
+	})
+	c := snapshot.Cluster{
+		Time:       now,
+		Swarms:     merge(nodes, tracked, only),
+		Hosts:      hosts(nodes),
+		Ring:       ringEntries(ring, nodes),
+		BuildIndex: bi,
+		Events:     []snapshot.HostEvent{},
+		Errors:     errs,
+	}
+	return c
+}
+
+func roleRank(role string) int {
+	if role == RoleOrigin {
+		return 0
+	}
+	return 1
+}
+
+func (g *Gatherer) readNode(ctx context.Context, addr, role string, n SwarmNode, only digest.Digest) nodeRead {
+	r := nodeRead{api: addr, role: role}
+	h, err := n.Host(ctx)
+	if err != nil {
+		r.err = fmt.Errorf("read %s %s: %w", role, addr, err)
+		return r
+	}
+	ts, err := n.Torrents(ctx, only, true)
+	if err != nil {
+		r.err = fmt.Errorf("read torrents of %s %s: %w", role, addr, err)
+		return r
+	}
+	r.host, r.torrents = h, ts
+	return r
+}
+
+// readTracker asks the trackers in turn for the swarm list (or the one swarm), and the
+// members of the newest Swarms of them; nil when no tracker answered (each failure is passed
+// to fail) or the one swarm is unknown.
+func (g *Gatherer) readTracker(ctx context.Context, only digest.Digest, fail func(role, addr string, err error)) []snapshot.TrackerSwarm {
+	for _, addr := range g.cfg.Trackers {
+		t := g.deps.Tracker(addr)
+		if only != "" {
+			s, err := t.Swarm(ctx, only)
+			switch {
+			case err == nil:
+				return []snapshot.TrackerSwarm{s}
+			case g.deps.NotFound(err):
+				return nil
+			}
+			fail(RoleTracker, addr, err)
+			continue
+		}
+		list, err := t.Swarms(ctx, 1000)
+		if err != nil {
+			fail(RoleTracker, addr, err)
+			continue
+		}
+		for i := range list {
+			if i >= g.cfg.Swarms {
+				break
+			}
+			s, err := t.Swarm(ctx, list[i].Digest)
+			if err == nil {
+				list[i] = s
+			}
+		}
+		return list
+	}
+	return nil
+}
+
+// hosts turns node reads into host rows, down hosts included.
+func hosts(nodes []nodeRead) []snapshot.Host {
+	out := make([]snapshot.Host, 0, len(nodes))
+	for _, n := range nodes {
+		h := snapshot.Host{API: n.api, Role: n.role}
+		if n.err != nil {
+			h.Error = n.err.Error()
+			out = append(out, h)
+			continue
+		}
+		h.Up = true
+		h.Addr = n.host.Addr
+		h.IngressCap, h.EgressCap = n.host.IngressCap, n.host.EgressCap
+		h.Conns, h.Torrents = n.host.Conns, n.host.Torrents
+		h.BytesIn, h.BytesOut = n.host.BytesIn, n.host.BytesOut
+		h.Blacklisted = n.host.Blacklisted
+		out = append(out, h)
+	}
+	return out
+}
+
+// ringEntries is the ring as the first origin that answered sees it, with whether this
+// gatherer could read each member itself.
+func ringEntries(st *api.RingStatus, nodes []nodeRead) []snapshot.RingEntry {
+	out := []snapshot.RingEntry{}
+	if st == nil {
+		return out
+	}
+	read := map[string]bool{}
+	for _, n := range nodes {
+		if n.role == RoleOrigin && n.err == nil {
+			read[n.api] = true
+		}
+	}
+	for _, m := range st.Members {
+		out = append(out, snapshot.RingEntry{Addr: m.Addr, Healthy: m.Healthy, Failures: m.ConsecutiveFailures, Reachable: read[m.Addr]})
+	}
+	return out
+}
