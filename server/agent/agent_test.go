@@ -502,6 +502,55 @@ func TestEventsClient(t *testing.T) {
 	var re *errcode.Error
 	require.ErrorAs(t, err, &re)
 	require.Equal(t, errcode.CodeDigestInvalid, re.Code)
+
+	err = a.cl.EventsOf(t.Context(), "", []snapshot.EventKind{"torrent_dnoe"}, func(snapshot.Event) error { return nil })
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, http.StatusBadRequest, re.Status)
+	require.Contains(t, re.Message, "torrent_dnoe")
+}
+
+// TestEventsOfKinds: a stream filtered to torrent_done carries only those, one per blob pulled,
+// while the same pulls make many piece and connection events.
+func TestEventsOfKinds(t *testing.T) {
+	t.Parallel()
+	tr := announcetest.New()
+	blobs := make([][]byte, 20)
+	for i := range blobs {
+		blobs[i] = randomBlob(t, 3000+i)
+	}
+	startOrigin(t, tr, nil, blobs...)
+	a := startAgent(t, tr, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan snapshot.Event, 4096)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- a.cl.EventsOf(ctx, "", []snapshot.EventKind{snapshot.EventTorrentDone}, func(e snapshot.Event) error {
+			got <- e
+			return nil
+		})
+	}()
+	// The subscription starts at some point after EventsOf is called: pull until a done
+	// event arrives, then check every event that came.
+	for i := 0; i < len(blobs) && len(got) == 0; i++ {
+		_, err := a.cl.Pull(t.Context(), ns, digest.FromBytes(blobs[i]), io.Discard, nil)
+		require.NoError(t, err)
+		if i == len(blobs)-1 {
+			select {
+			case e := <-got:
+				got <- e
+			case err := <-errc:
+				t.Fatalf("event stream ended: %v", err)
+			}
+		}
+	}
+	require.Eventually(t, func() bool { return len(got) > 0 }, 10*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-errc)
+	close(got)
+	for e := range got {
+		require.Equal(t, snapshot.EventTorrentDone, e.Kind, "%+v", e)
+	}
 }
 
 // TestAgentsTrade: a second agent downloads from the first one's peer port, which the first

@@ -9,8 +9,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
 // eventBuffer is how many events a slow /swarm/events client may fall behind before events
@@ -24,6 +27,28 @@ func digestFilter(r *http.Request) (digest.Digest, error) {
 		return "", nil
 	}
 	return registry.ParseDigest(v)
+}
+
+// kindFilter reads the optional ?kind= of the event stream (repeated or comma-separated
+// event kinds); nil means every kind. An unknown kind is refused, so a typo is not an empty
+// stream forever.
+func kindFilter(r *http.Request) (map[snapshot.EventKind]bool, error) {
+	vs := r.URL.Query()[api.SwarmKindParam]
+	if len(vs) == 0 {
+		return nil, nil
+	}
+	out := map[snapshot.EventKind]bool{}
+	for _, v := range vs {
+		for k := range strings.SplitSeq(v, ",") {
+			kind := snapshot.EventKind(strings.TrimSpace(k))
+			if !slices.Contains(snapshot.EventKinds, kind) {
+				return nil, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeUnsupported,
+					Message: fmt.Sprintf("unknown event kind %q", k)}
+			}
+			out[kind] = true
+		}
+	}
+	return out, nil
 }
 
 // handleTorrents serves the scheduler's statistics as a JSON array of snapshot.TorrentStats,
@@ -48,6 +73,11 @@ func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 // accepts text/event-stream. Events a slow client cannot take are dropped, not queued.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	d, err := digestFilter(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	kinds, err := kindFilter(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
@@ -78,7 +108,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				return // the scheduler stopped
 			}
-			if d != "" && e.Digest != d {
+			if d != "" && e.Digest != d || kinds != nil && !kinds[e.Kind] {
 				// Skipped, but it may end a burst whose last event was written: flush that,
 				// or it waits for the next event that passes the filter, perhaps forever.
 				if pending && len(events) == 0 {

@@ -16,6 +16,9 @@ const (
 	// SwarmHistoryParam, set to 1 on SwarmTorrentsPath, adds the torrents the node has retired
 	// (a bounded history, newest first, with TorrentStats.Retired set) after the live ones.
 	SwarmHistoryParam = "history"
+	// SwarmKindParam on SwarmEventsPath keeps only the events of the kinds it lists
+	// (repeated or comma-separated); an unknown kind is a 400.
+	SwarmKindParam = "kind"
 	// SwarmsPath is the tracker's list of swarms: a JSON array of snapshot.TrackerSwarm
 	// without members. SwarmsPath + "/" + digest serves one snapshot.TrackerSwarm with its
 	// members (404 when the tracker knows no peer of it).

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -157,7 +158,28 @@ func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]snapshot.Torre
 // returns nil when ctx ends or the agent closes the stream, else fn's or the stream's error.
 // The agent drops events for a client that reads too slowly; it never stalls the swarm.
 func (c *Agent) Events(ctx context.Context, d digest.Digest, fn func(snapshot.Event) error) error {
-	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmEventsPath+digestQuery(d), http.Header{"Accept": {"application/x-ndjson"}})
+	return c.EventsOf(ctx, d, nil, fn)
+}
+
+// EventsOf is Events keeping only the events of the given kinds (every kind when kinds is
+// empty): the agent filters, so the events left out cost no encoding or bandwidth.
+func (c *Agent) EventsOf(ctx context.Context, d digest.Digest, kinds []snapshot.EventKind, fn func(snapshot.Event) error) error {
+	q := url.Values{}
+	if d != "" {
+		q.Set("digest", d.String())
+	}
+	if len(kinds) > 0 {
+		ks := make([]string, len(kinds))
+		for i, k := range kinds {
+			ks[i] = string(k)
+		}
+		q.Set(api.SwarmKindParam, strings.Join(ks, ","))
+	}
+	path := api.SwarmEventsPath
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	resp, err := c.blobs.do(ctx, http.MethodGet, path, http.Header{"Accept": {"application/x-ndjson"}})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -160,6 +160,14 @@ const (
 	EventTrackerFailover EventKind = "tracker_failover"
 )
 
+// EventKinds lists every kind, for validating filters.
+var EventKinds = []EventKind{
+	EventTorrentStart, EventTorrentResume, EventTorrentSeed, EventTorrentDone, EventTorrentFailed,
+	EventConnOpen, EventConnClose, EventConnRejected, EventDialFailed, EventBlacklist,
+	EventPieceReceived, EventPieceSent, EventPieceBad, EventDemoted, EventEvicted,
+	EventOriginFallback, EventTrackerFailover,
+}
+
 // Event is one structured thing that happened in the swarm: a connection, a piece, a torrent.
 // Fields that do not apply to a kind are zero.
 type Event struct {
