@@ -8,6 +8,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -25,6 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/agent"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/config"
@@ -95,6 +97,10 @@ type SwarmConfig struct {
 	// directory. The fresh directory is removed at the end unless Keep.
 	Dir  string
 	Keep bool
+	// EndpointsFile, when set, is written with the cluster's addresses (and, with TLS, the
+	// CA and the benchmark's client certificate) once every server is ready, so that
+	// `krakenctl top --endpoints-file` can watch the run; it is removed at the end.
+	EndpointsFile string
 	// Timeout bounds the swarm phase; zero means twice the time the origin would take to send
 	// every agent a copy at Rate (2·Agents·Size/Rate), plus two minutes.
 	Timeout time.Duration
@@ -799,6 +805,9 @@ type swarmCluster struct {
 	baseline *benchAgent // nil without one, or once stopped
 	// baselineDir is the baseline agent's store, removed when it stops.
 	baselineDir string
+	// endpointsFile is written once the cluster is ready and removed by close ("": none).
+	endpointsFile string
+	tlsFiles      *api.EndpointsTLS
 }
 
 func (s *swarmCluster) originClient() *client.Origin {
@@ -822,6 +831,7 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 	}
 	deps := cluster.Deps{Logger: log}
 	var tlsSpec *cluster.TLS
+	var tlsFiles *api.EndpointsTLS
 	if cfg.TLS {
 		// The roles build their clients from their own certificates; the benchmark's client
 		// (seeding the origin, pulling from the agents, reading their stats) presents one of
@@ -843,6 +853,7 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 			return nil, fmt.Errorf("bench client certificate: %w", err)
 		}
 		o.DialTLS = p.DialTLS
+		tlsFiles = &api.EndpointsTLS{CAFile: absPath(pc.CAFile), CertFile: absPath(pc.CertFile), KeyFile: absPath(pc.KeyFile)}
 	}
 	hc := httpserve.NewClient(o)
 	if !cfg.TLS {
@@ -874,7 +885,7 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 		hc.CloseIdleConnections()
 		return nil, fmt.Errorf("start swarm: %w", err)
 	}
-	sw := &swarmCluster{http: hc, c: c}
+	sw := &swarmCluster{http: hc, c: c, endpointsFile: cfg.EndpointsFile, tlsFiles: tlsFiles}
 	for i, a := range c.Addrs(cluster.Agent) {
 		if i == cfg.Agents {
 			sw.baseline, sw.baselineDir = &benchAgent{n: 0, addr: a}, agentDir(i)
@@ -895,7 +906,21 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 		}
 		return nil, errors.Join(err, sw.close())
 	}
+	if sw.endpointsFile != "" {
+		e := api.Endpoints{Origins: c.Addrs(cluster.Origin), Trackers: c.Addrs(cluster.Tracker), Agents: c.Addrs(cluster.Agent), TLS: sw.tlsFiles}
+		if err := api.WriteEndpoints(sw.endpointsFile, e); err != nil {
+			return nil, errors.Join(fmt.Errorf("write endpoints file: %w", err), sw.close())
+		}
+	}
 	return sw, nil
+}
+
+// absPath is p made absolute (an endpoints file is read from anywhere), or p if that fails.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // stopBaseline stops the baseline agent and removes its store.
@@ -916,6 +941,11 @@ func (s *swarmCluster) stopBaseline() error {
 // close stops every server, agents first, and the client's idle connections.
 func (s *swarmCluster) close() error {
 	err := errors.Join(s.stopBaseline(), s.c.Close())
+	if s.endpointsFile != "" {
+		if rerr := os.Remove(s.endpointsFile); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("remove endpoints file: %w", rerr))
+		}
+	}
 	s.http.CloseIdleConnections()
 	return err
 }
