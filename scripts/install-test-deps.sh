@@ -84,7 +84,7 @@ install_go_tool() {
   log "built $name in $((SECONDS - start))s"
 }
 
-apt_install ca-certificates curl git make gcc libc6-dev skopeo iproute2
+apt_install ca-certificates curl git make gcc libc6-dev skopeo iproute2 tmux
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/golangci-lint.sh install >/dev/null

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -33,7 +32,7 @@ type SwarmOptions struct {
 // NewCmdSwarm returns `krakenctl bench swarm`. runF replaces the run function in tests.
 func NewCmdSwarm(f *cmdutil.Factory, runF func(context.Context, *SwarmOptions) error) *cobra.Command {
 	opts := &SwarmOptions{IO: f.IOStreams, Logger: f.Logger}
-	size, rate := byteFlag(bench.DefaultSwarmSize), rateFlag(bench.DefaultSwarmRate)
+	size, rate := byteFlag(bench.DefaultSwarmSize), cmdutil.RateFlag(bench.DefaultSwarmRate)
 	var verify, baseline bool
 	cmd := &cobra.Command{
 		Use:   "swarm [--agents N] [--size SIZE] [--rate RATE]",
@@ -229,25 +228,9 @@ func (b *byteFlag) Set(v string) error {
 	return nil
 }
 
-// rateFlag is a byte size per second: "25MiB" or "25MiB/s".
-type rateFlag int64
-
-func (r *rateFlag) String() string { return config.ByteSize(*r).String() + "/s" }
-func (r *rateFlag) Type() string   { return "rate" }
-
-func (r *rateFlag) Set(v string) error {
-	n, err := config.ParseByteSize(strings.TrimSuffix(strings.TrimSpace(v), "/s"))
-	if err != nil {
-		return err
-	}
-	*r = rateFlag(n)
-	return nil
-}
-
 // Interface guards
 var (
 	_ pflag.Value = (*byteFlag)(nil)
-	_ pflag.Value = (*rateFlag)(nil)
 )
 
 // newSwarmProgress shows the swarm benchmark's phases: bytes for the seed, baseline and swarm

@@ -39,6 +39,8 @@ type UpOptions struct {
 	// TLS runs every role with TLS and mutual TLS, with certificates from a new CA in
 	// Dir/tls, and closes the proxy to all but user dev (dev.Config.Auth).
 	TLS bool
+	// Rate caps every origin's and agent's swarm traffic, bytes per second (0: none).
+	Rate cmdutil.RateFlag
 	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
 	// one JSON document on stdout once every role is ready).
 	Output string
@@ -152,6 +154,7 @@ with another client certificate or none, pass --username dev --password-stdin.`,
 	}
 	cmd.Flags().IntVar(&opts.Origins, "origins", dev.DefaultOrigins, "number of origins to run")
 	cmd.Flags().IntVar(&opts.Agents, "agents", 1, "number of agents to run (0: origins only, no tracker)")
+	cmd.Flags().Var(&opts.Rate, "rate", "cap every origin's and agent's swarm traffic at this many bytes per second, e.g. 10MiB (default: no cap)")
 	cmd.Flags().IntVar(&opts.AgentPort, "agent-port", dev.DefaultAgentPort, "blob API port of the first agent; agent i uses this port + 10i, and the next port for peers (ignored with --port 0)")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "state directory: stores, storage backend and dev.log (default $XDG_STATE_HOME/krakenctl/dev)")
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
@@ -194,7 +197,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 
 	c, err := dev.New(dev.Config{
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
-		Dir: dir, Port: opts.Port, EndpointsFile: file, BuildIndex: true, Proxy: true, TLS: opts.TLS, Auth: opts.TLS,
+		Dir: dir, Port: opts.Port, EndpointsFile: file, Rate: int64(opts.Rate), BuildIndex: true, Proxy: true, TLS: opts.TLS, Auth: opts.TLS,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)

@@ -43,6 +43,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/proxy"
 )
@@ -121,6 +122,10 @@ type Config struct {
 	// by its owner only. The admin's certificate of TLS may do everything too. It needs TLS
 	// (a password sent in plain text is no secret) and Proxy.
 	Auth bool
+	// Rate caps, in bytes per second, every origin's swarm egress and every agent's swarm
+	// egress and ingress, as on hosts with that link speed (0: no cap). A slow swarm lets
+	// `krakenctl top` be watched, and tried, on one machine.
+	Rate int64
 }
 
 // Deps are a dev cluster's collaborators.
@@ -205,6 +210,7 @@ func (cfg Config) spec() cluster.Spec {
 		Origins:        cfg.Origins,
 		Agents:         cfg.Agents,
 		HealthInterval: cfg.HealthInterval,
+		Rate:           config.ByteSize(cfg.Rate),
 		BuildIndexConfig: func(_ int, c *buildindex.Config) {
 			// The state of a dev build-index has lived in Dir/build-index as node "dev" since
 			// before the cluster builder: keep both, so that tags survive an upgrade. The node
