@@ -84,8 +84,8 @@ func (c *Config) defaults() {
 // Deps builds the clients. Agent and Origin are required; Tracker and BuildIndex may be nil
 // (the snapshot then has no tracker view or no build-index).
 type Deps struct {
-	Agent   func(addr string) SwarmNode
-	Origin  func(addr string) interface {
+	Agent  func(addr string) SwarmNode
+	Origin func(addr string) interface {
 		SwarmNode
 		Ring
 	}
