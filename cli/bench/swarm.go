@@ -99,6 +99,7 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 	fl.BoolVar(&opts.Config.PeerPlain, "peer-plain", false, "with --tls, keep the swarm's connections plain TCP (peer_plain), so the swarm's share of TLS's cost shows")
 	fl.StringVar(&opts.Config.Dir, "dir", "", "make the stores' directory under `DIR` (default: the system's temporary directory)")
 	fl.StringVar(&opts.Config.EndpointsFile, "endpoints-file", "", "write the cluster's endpoints here while it runs, so `krakenctl top --endpoints-file FILE` can watch it")
+	fl.DurationVar(&opts.Config.Hold, "hold", 0, "keep the cluster up this long after the result is printed (Ctrl-C ends it sooner), to inspect it with --endpoints-file")
 	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
 	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
 	fl.BoolVar(&opts.Verbose, "verbose", false, "show the servers' warnings and errors on stderr")
@@ -125,15 +126,30 @@ func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
 		}()
 	}
 	p := newSwarmProgress(opts.IO)
-	res, err := bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Progress: func(pr bench.SwarmProgress) { p.update(pr.Phase, pr.Done, pr.Total) }})
-	p.finish()
+	// The result is printed as soon as it is known: with --hold the cluster then stays up to
+	// be inspected, and the result is what the inspection is checked against.
+	var printErr error
+	printed := false
+	show := func(res bench.SwarmResult) {
+		p.finish()
+		printed = true
+		if opts.Output == cmdutil.OutputJSON {
+			printErr = cmdutil.PrintJSON(opts.IO.Out, res)
+			return
+		}
+		printErr = printSwarm(opts.IO.Out, res)
+		if printErr == nil && opts.Config.Hold > 0 {
+			fmt.Fprintf(opts.IO.ErrOut, "holding the cluster for %s (Ctrl-C ends it)\n", opts.Config.Hold)
+		}
+	}
+	_, err = bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Result: show, Progress: func(pr bench.SwarmProgress) { p.update(pr.Phase, pr.Done, pr.Total) }})
+	if !printed {
+		p.finish()
+	}
 	if err != nil {
 		return fmt.Errorf("bench swarm: %w", err)
 	}
-	if opts.Output == cmdutil.OutputJSON {
-		return cmdutil.PrintJSON(opts.IO.Out, res)
-	}
-	return printSwarm(opts.IO.Out, res)
+	return printErr
 }
 
 func printSwarm(w io.Writer, r bench.SwarmResult) error {

@@ -101,6 +101,10 @@ type SwarmConfig struct {
 	// CA and the benchmark's client certificate) once every server is ready, so that
 	// `krakenctl top --endpoints-file` can watch the run; it is removed at the end.
 	EndpointsFile string
+	// Hold keeps the cluster up this long after the run (or until ctx ends), with the result
+	// already handed to SwarmDeps.Result, so that it can be inspected (`krakenctl swarm
+	// inspect` with EndpointsFile) after every byte has moved.
+	Hold time.Duration
 	// Timeout bounds the swarm phase; zero means twice the time the origin would take to send
 	// every agent a copy at Rate (2·Agents·Size/Rate), plus two minutes.
 	Timeout time.Duration
@@ -149,6 +153,8 @@ func (c *SwarmConfig) validate() error {
 type SwarmDeps struct {
 	// Logger receives the servers' logs; nil discards them.
 	Logger *slog.Logger
+	// Result, when set, is given the result as soon as it is known, before Hold.
+	Result func(SwarmResult)
 	// Progress, when set, is told how each phase advances: a few times a second while it runs,
 	// and once with Done == Total when it ends. Calls come from one goroutine at a time.
 	Progress func(SwarmProgress)
@@ -193,9 +199,11 @@ type SwarmAgent struct {
 // ideal time Size/Rate divided by the measured time: 1 means the agent pulled at the full
 // rate from the first moment, 1/Agents is what the origin alone could give everyone.
 type SwarmResult struct {
-	Agents        int   `json:"agents"`
-	SizeBytes     int64 `json:"size_bytes"`
-	RateBytesPerS int64 `json:"rate_bytes_per_s"`
+	// Digest is the blob the agents pulled.
+	Digest        digest.Digest `json:"digest"`
+	Agents        int           `json:"agents"`
+	SizeBytes     int64         `json:"size_bytes"`
+	RateBytesPerS int64         `json:"rate_bytes_per_s"`
 	// Verified says every client hashed what it received (else only the length was checked).
 	Verified bool `json:"verified"`
 	// NoP2P says agents were kept from talking to each other.
@@ -453,7 +461,17 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	if cfg.Keep {
 		res.Dir = dir
 	}
+	res.Digest = digests[0]
 	res.ElapsedS = time.Since(began).Seconds()
+	if deps.Result != nil {
+		deps.Result(res)
+	}
+	if cfg.Hold > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.Hold):
+		}
+	}
 	return res, nil
 }
 
