@@ -98,7 +98,7 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 	fl.BoolVar(&opts.Config.TLS, "tls", false, "run every link over mutual TLS, the swarm's included, with certificates from a CA made for the run")
 	fl.BoolVar(&opts.Config.PeerPlain, "peer-plain", false, "with --tls, keep the swarm's connections plain TCP (peer_plain), so the swarm's share of TLS's cost shows")
 	fl.StringVar(&opts.Config.Dir, "dir", "", "make the stores' directory under `DIR` (default: the system's temporary directory)")
-	fl.StringVar(&opts.Config.EndpointsFile, "endpoints-file", "", "write the cluster's endpoints here while it runs, so `krakenctl top --endpoints-file FILE` can watch it")
+	fl.StringVar(&opts.Config.EndpointsFile, "endpoints-file", "", "write the cluster's endpoints to `FILE` while it runs, so that top and swarm inspect (with --endpoints-file) can watch it")
 	fl.DurationVar(&opts.Config.Hold, "hold", 0, "keep the cluster up this long after the result is printed (Ctrl-C ends it sooner), to inspect it with --endpoints-file")
 	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
 	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
