@@ -79,7 +79,7 @@ func (m Model) full() []string {
 	// Share the height: the tables get a quarter each (a half for the focused one), the
 	// graph the rest, and what the graph does not need goes back to the tables, then events.
 	avail := h - fixedLines
-	eventRows := 3
+	eventRows := 3 + (h-MinHeight)/6
 	avail -= eventRows
 	share := func(p panel) int {
 		if m.focus == p {
@@ -327,9 +327,6 @@ func swarmTable(st styles, vis []snapshot.Swarm, selected, sortCol string, rever
 		sw := vis[i]
 		eta := FormatSeconds(sw.ETA)
 		state := swarmState(sw)
-		if sw.Done {
-			eta = "done"
-		}
 		cells := []string{
 			fit(ShortDigest(sw.Digest), 12),
 			padLeft(FormatBytes(float64(sw.Size)), 9),
@@ -451,7 +448,7 @@ func ringLine(st styles, ring []snapshot.RingEntry, w int) string {
 			healthy++
 			p = st.warn.Render(p + " ok (not reachable from here)")
 		default:
-			p = st.bad.Render(fmt.Sprintf("%s ✗ unhealthy (%d failures)", p, e.Failures))
+			p = st.bad.Render(fmt.Sprintf("%s ✗ %d failed checks", p, e.Failures))
 		}
 		parts = append(parts, p)
 	}
