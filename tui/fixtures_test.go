@@ -17,7 +17,12 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files under testdata")
+// updateGolden says -update was given: rewrite the golden files under testdata. The flag is
+// teatest's (charmbracelet/x/exp/golden defines it for its own goldens); ours share it.
+func updateGolden() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
 
 const mib = 1 << 20
 
@@ -127,7 +132,7 @@ func colorRenderer() *lipgloss.Renderer {
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", name+".golden")
-	if *updateGolden {
+	if updateGolden() {
 		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
 	}
 	want, err := os.ReadFile(path)

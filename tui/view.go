@@ -76,11 +76,14 @@ func (m Model) full() []string {
 		sel = &vis[m.selectedIndex(vis)]
 	}
 
-	// Share the height: the tables get a quarter each (a half for the focused one), the
-	// graph the rest, and what the graph does not need goes back to the tables, then events.
-	avail := h - fixedLines
-	eventRows := 3 + (h-MinHeight)/6
-	avail -= eventRows
+	evs := m.visibleEvents()
+
+	// Share the height: events get a few rows (more in a tall terminal), the tables a quarter
+	// each (a half for the focused one), the graph the rest; what the graph does not need goes
+	// back to the tables, then the events.
+	maxEvents := 3 + (h-MinHeight)/6
+	eventRows := min(max(len(evs), 1), maxEvents)
+	avail := h - fixedLines - eventRows
 	share := func(p panel) int {
 		if m.focus == p {
 			return max(avail/2, 2)
@@ -90,22 +93,20 @@ func (m Model) full() []string {
 	swRows := min(max(len(vis), 1), share(panelSwarms))
 	hostRows := min(max(len(hosts), 1), share(panelHosts))
 	graphRows := max(avail-swRows-hostRows, 1)
+	need := 1
 	if sel != nil {
-		need := len(renderGraph(m.st, *sel, w, 1<<20, m.graphScroll))
-		if spare := graphRows - need; spare > 0 {
-			graphRows = need
-			give := func(rows *int, want int) {
-				add := min(spare, max(want-*rows, 0))
-				*rows += add
-				spare -= add
-			}
-			give(&swRows, len(vis))
-			give(&hostRows, len(hosts))
-			eventRows += spare
+		need = len(renderGraph(m.st, *sel, w, 1<<20, m.graphScroll))
+	}
+	if spare := graphRows - need; spare > 0 {
+		graphRows = need
+		give := func(rows *int, want int) {
+			add := min(spare, max(want-*rows, 0))
+			*rows += add
+			spare -= add
 		}
-	} else if graphRows > 1 {
-		eventRows += graphRows - 1
-		graphRows = 1
+		give(&swRows, len(vis))
+		give(&hostRows, len(hosts))
+		give(&eventRows, len(evs))
 	}
 
 	var lines []string
@@ -125,7 +126,6 @@ func (m Model) full() []string {
 	lines = append(lines, hostTable(m.st, hosts, m.hostScroll, hostRows, w)...)
 	lines = append(lines, ringLine(m.st, m.cluster.Ring, w), buildIndexLine(m.st, m.cluster.BuildIndex, w))
 
-	evs := m.visibleEvents()
 	lines = append(lines, m.title(panelEvents, fmt.Sprintf("events (%d)", len(evs))))
 	lines = append(lines, eventLines(m.st, evs, m.eventScroll, eventRows, w)...)
 
@@ -295,8 +295,8 @@ func swarmTable(st styles, vis []snapshot.Swarm, selected, sortCol string, rever
 		width      int
 		right      bool
 	}{
-		{"DIGEST", "digest", 12, false}, {"SIZE", "size", 9, true}, {"PROGRESS", "progress", 15, false},
-		{"RATE", "rate", 12, true}, {"PEERS", "peers", 6, true}, {"ORIGIN", "origin", 7, true}, {"ETA", "eta", 7, true},
+		{"DIGEST", "digest", 12, false}, {"SIZE", "size", 8, true}, {"PROGRESS", "progress", 15, false},
+		{"RATE", "rate", 11, true}, {"PEERS", "peers", 6, true}, {"ORIGIN", "origin", 7, true}, {"ETA", "eta", 6, true},
 	}
 	var hdr []string
 	for _, c := range cols {
@@ -329,12 +329,12 @@ func swarmTable(st styles, vis []snapshot.Swarm, selected, sortCol string, rever
 		state := swarmState(sw)
 		cells := []string{
 			fit(ShortDigest(sw.Digest), 12),
-			padLeft(FormatBytes(float64(sw.Size)), 9),
+			padLeft(FormatBytes(float64(sw.Size)), 8),
 			bar(sw.Progress, 10) + " " + padLeft(formatPercent(sw.Progress), 4),
-			padLeft(FormatRate(sw.RateIn), 12),
+			padLeft(FormatRate(sw.RateIn), 11),
 			padLeft(fmt.Sprint(len(sw.Peers)), 6),
 			padLeft(formatPercent(sw.OriginShare), 7),
-			padLeft(eta, 7),
+			padLeft(eta, 6),
 		}
 		mark := "  "
 		if i == sel {
@@ -379,7 +379,7 @@ func hostTable(st styles, hosts []snapshot.Host, skip, rows, w int) []string {
 		addrW = max(addrW, len(h.API))
 	}
 	addrW = min(addrW, 24)
-	hdr := fit("ROLE", 6) + " " + fit("HOST", addrW) + " " + fit("IN / CAP", 23) + " " + fit("OUT / CAP", 23) + " " + padLeft("CONNS", 5) + " " + padLeft("BL", 3)
+	hdr := fit("ROLE", 6) + " " + fit("HOST", addrW) + " " + fit("IN / CAP", 21) + " " + fit("OUT / CAP", 21) + " " + padLeft("CONNS", 5) + " " + padLeft("BL", 3)
 	lines := []string{st.header.Render(clip("  "+hdr, w))}
 	if len(hosts) == 0 {
 		return append(lines, st.dim.Render("  no hosts known"))
@@ -412,15 +412,15 @@ func hostTable(st styles, hosts []snapshot.Host, skip, rows, w int) []string {
 	return lines
 }
 
-// capCell is a rate against a cap in 23 cells: the rate, a bar of the fraction used and the
+// capCell is a rate against a cap in 21 cells: the rate, a bar of the fraction used and the
 // percentage; "no cap" when there is none. Near the cap is warned, at it is bad.
 func capCell(st styles, rate float64, limit int64) string {
-	r := padLeft(FormatRate(rate), 11)
+	r := padLeft(FormatRate(rate), 10)
 	if limit <= 0 {
-		return fit(r+st.dim.Render(" no cap"), 23)
+		return r + st.dim.Render(fit(" no cap", 11))
 	}
 	f := rate / float64(limit)
-	b := bar(f, 6) + padLeft(formatPercent(f), 5)
+	b := bar(f, 5) + padLeft(formatPercent(f), 5)
 	switch {
 	case f >= 0.95:
 		b = st.bad.Render(b)
