@@ -3,8 +3,8 @@ package tui
 import (
 	"context"
 	"errors"
-	"slices"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +88,6 @@ func TestViewGolden(t *testing.T) {
 	}
 }
 
-
 func TestResize(t *testing.T) {
 	for _, sz := range [][2]int{{0, 0}, {1, 1}, {20, 5}, {79, 24}, {80, 23}, {80, 24}, {200, 60}, {1000, 3}} {
 		for _, help := range []bool{false, true} {
@@ -141,7 +140,6 @@ func TestSort(t *testing.T) {
 	slices.Sort(want)
 	assert.Equal(t, want, got)
 }
-
 
 func TestSelection(t *testing.T) {
 	m := loaded(t, 120, 40, Options{})

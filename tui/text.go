@@ -32,14 +32,13 @@ func RenderText(c snapshot.Cluster, width int) string {
 		lines = append(lines, swarmTable(st, sws, "", "rate", false, len(sws), width)...)
 	}
 
-	shown := 0
-	for _, sw := range sws {
-		if sw.Done && !(shown == 0 && allDone(sws) && sw.Digest == sws[0].Digest) {
-			continue
-		}
+	graphs := filterInFlight(sws)
+	if len(graphs) == 0 && len(sws) > 0 {
+		graphs = sws[:1]
+	}
+	for _, sw := range graphs {
 		lines = append(lines, "", graphTitle(sw))
 		lines = append(lines, renderGraph(st, sw, width, textGraphLines, 0)...)
-		shown++
 	}
 
 	hosts := filterHosts(c.Hosts, "", nil)
@@ -61,11 +60,13 @@ func RenderText(c snapshot.Cluster, width int) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-func allDone(sws []snapshot.Swarm) bool {
+// filterInFlight are the swarms of sws that are not done.
+func filterInFlight(sws []snapshot.Swarm) []snapshot.Swarm {
+	var out []snapshot.Swarm
 	for _, sw := range sws {
 		if !sw.Done {
-			return false
+			out = append(out, sw)
 		}
 	}
-	return true
+	return out
 }
