@@ -3,6 +3,7 @@ package tui
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -115,14 +116,16 @@ func testEvents(at time.Time, d digest.Digest) []snapshot.HostEvent {
 
 // asciiRenderer renders no colour, as in the golden tests; colorRenderer renders true colour
 // on a dark background whatever the test's terminal, to test that escape codes do appear.
+// Neither writes to nor queries a terminal (the background is set, not detected).
 func asciiRenderer() *lipgloss.Renderer {
-	r := lipgloss.NewRenderer(os.Stdout)
+	r := lipgloss.NewRenderer(io.Discard)
 	r.SetColorProfile(termenv.Ascii)
+	r.SetHasDarkBackground(true)
 	return r
 }
 
 func colorRenderer() *lipgloss.Renderer {
-	r := lipgloss.NewRenderer(os.Stdout)
+	r := lipgloss.NewRenderer(io.Discard)
 	r.SetColorProfile(termenv.TrueColor)
 	r.SetHasDarkBackground(true)
 	return r

@@ -291,13 +291,22 @@ func (m *Model) move(down bool, n int) {
 		m.selected = vis[i].Digest
 		m.graphScroll = 0
 	case panelGraph:
-		m.graphScroll = max(m.graphScroll+d, 0)
+		n := 0
+		if vis := m.visibleSwarms(); len(vis) > 0 {
+			n = len(receivers(vis[m.selectedIndex(vis)]))
+		}
+		m.graphScroll = scroll(m.graphScroll, d, n)
 	case panelHosts:
-		m.hostScroll = max(m.hostScroll+d, 0)
+		m.hostScroll = scroll(m.hostScroll, d, len(m.visibleHosts(m.visibleSwarms())))
 	case panelEvents:
 		// Events scroll back from the newest.
-		m.eventScroll = max(m.eventScroll-d, 0)
+		m.eventScroll = scroll(m.eventScroll, -d, len(m.visibleEvents()))
 	}
+}
+
+// scroll moves a scroll offset by d within [0, n-1].
+func scroll(at, d, n int) int {
+	return max(min(at+d, n-1), 0)
 }
 
 // matches says whether the filter selects text (case-insensitive substring).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -349,4 +350,46 @@ func TestNoColor(t *testing.T) {
 	}
 	m := loaded(t, 30, 8, Options{Renderer: colorRenderer(), NoColor: true})
 	assert.NotContains(t, m.View(), "\x1b")
+}
+
+// TestScrollBounded: scrolling a panel stops at its end, so the way back is as short.
+func TestScrollBounded(t *testing.T) {
+	m := loaded(t, 120, 40, Options{})
+	m, _ = update(t, m, tea.KeyMsg{Type: tea.KeyTab}, keys("G"))
+	assert.Equal(t, 47, m.graphScroll, "48 receivers in the 50-member swarm")
+	m, _ = update(t, m, keys("j"), keys("g"))
+	assert.Equal(t, 0, m.graphScroll)
+	m, _ = update(t, m, tea.KeyMsg{Type: tea.KeyTab}, keys("G"))
+	assert.Equal(t, 3, m.hostScroll)
+	m, _ = update(t, m, tea.KeyMsg{Type: tea.KeyTab}, keys("k"), keys("k"), keys("k"), keys("k"), keys("k"), keys("k"))
+	assert.Equal(t, 4, m.eventScroll, "5 notable events")
+	assert.Contains(t, m.View(), "blacklist")
+}
+
+// TestUnreachableRoles: with a tracker, an agent, an origin and the build-index unreachable,
+// the view still shows what it has and marks each missing part.
+func TestUnreachableRoles(t *testing.T) {
+	c := testCluster()
+	c.Errors = []snapshot.SourceError{
+		{Role: "tracker", Addr: "127.0.0.1:5000", Error: "connection refused"},
+		{Role: "build-index", Addr: "127.0.2.1:9100", Error: "timeout"},
+	}
+	c.BuildIndex = &snapshot.BuildIndexState{Error: "no node answered"}
+	c.Swarms[0].Peers[0].State, c.Swarms[0].Peers[0].Error = "unreachable", "connection refused"
+	c.Swarms[0].Peers[1].Error = "timeout"
+	c.Ring[0].Reachable = false
+	m, _ := update(t, newModel(nil, Options{Renderer: asciiRenderer(), Filter: short(1)}), sizeMsg(140, 50), snapshotMsg{c})
+	v := m.View()
+	lines := strings.Split(v, "\n")
+	assert.Contains(t, lines[len(lines)-1], "✗ unreachable: tracker 127.0.0.1:5000, build-index 127.0.2.1:9100")
+	assert.Contains(t, v, "build-index ✗ no node answered")
+	assert.Contains(t, v, "◆ origin "+originAddr(0)+" out 3.00 MiB/s ✗ unreachable")
+	assert.Regexp(t, regexp.QuoteMeta(agentAddr(0))+` +downloading 0% +◀ 1\.00 MiB/s from 1 +✗ timeout`, v)
+	assert.Contains(t, v, "◆ 127.0.1.1:9001 ok (not reachable from here)")
+	assert.Equal(t, []string{short(1)}, rows(v), "the swarms are still listed")
+
+	// No build-index in the cluster is not an error.
+	c.BuildIndex = nil
+	m, _ = update(t, m, snapshotMsg{c})
+	assert.Contains(t, m.View(), "build-index none in this cluster")
 }

@@ -10,11 +10,15 @@ import (
 // textGraphLines bounds each swarm's peer graph in RenderText, so a large swarm stays a page.
 const textGraphLines = 24
 
-// RenderText is the snapshot c as plain text of width columns (at least 40), without escape
+// RenderText is the snapshot c as plain text of width columns (at least 40; 0 or less, as for
+// a pipe, is 100), without escape
 // codes: `top --once` for scripts and logs. It shows every swarm, the peer graph of each swarm
 // in flight (of the first when none is), every host, the ring, the build-index, the newest
 // notable events, and the sources that could not be read.
 func RenderText(c snapshot.Cluster, width int) string {
+	if width <= 0 {
+		width = 100
+	}
 	width = max(width, 40)
 	st := newStyles(nil, true)
 	var lines []string
