@@ -393,3 +393,17 @@ func TestUnreachableRoles(t *testing.T) {
 	m, _ = update(t, m, snapshotMsg{c})
 	assert.Contains(t, m.View(), "build-index none in this cluster")
 }
+
+// TestAdaptiveColours: the same view picks other colours on a light terminal than on a dark
+// one, and the text is the same once the codes are stripped.
+func TestAdaptiveColours(t *testing.T) {
+	dark := loaded(t, 120, 40, Options{Renderer: colorRenderer()}).View()
+	light := colorRenderer()
+	light.SetHasDarkBackground(false)
+	lv := loaded(t, 120, 40, Options{Renderer: light}).View()
+	assert.NotEqual(t, dark, lv)
+	assert.Contains(t, dark, "38;2;215;135;255m◆ origin", "the dark variant of the origin colour")
+	assert.Contains(t, lv, "38;2;135;0;175m◆ origin", "the light variant of the origin colour")
+	assert.Equal(t, ansi.Strip(dark), ansi.Strip(lv))
+	assert.Equal(t, loaded(t, 120, 40, Options{}).View(), ansi.Strip(dark), "colour changes no cell")
+}
