@@ -232,4 +232,3 @@ func TestCheckAPI(t *testing.T) {
 		}
 	}
 }
-
