@@ -18,7 +18,8 @@ import (
 
 // Bounds of the swarm list (api.SwarmsPath): ?limit= defaults to DefaultSwarmsLimit and is
 // capped at MaxSwarmsLimit. One swarm's answer lists every live member: a swarm of 15,000
-// agents is a document of about 3.2 MB (TestSwarmOfManyMembers), which the tracker builds in one pass over the swarm.
+// agents is a document of about 3.2 MB (TestSwarmOfManyMembers), built in one pass over the
+// swarm under the peer table's lock, as a sweep is.
 const (
 	DefaultSwarmsLimit = 1000
 	MaxSwarmsLimit     = 10000
