@@ -253,7 +253,7 @@ func TestAnnounceAPIAddress(t *testing.T) {
 	req = announce.Request{Namespace: "library/app", Digest: d, PeerID: req.PeerID, Addr: "127.0.0.2:16001", API: "127.0.0.2:16000"}
 	require.Equal(t, "127.0.0.2:16000", apiOf(dev, from, req), "loopback in a cluster on one host")
 	req.API = "10.0.0.1:16000"
-	require.Equal(t, "", apiOf(dev, from, req), "an IP the announce did not come from")
+	require.Empty(t, apiOf(dev, from, req), "an IP the announce did not come from")
 	require.EqualValues(t, 1, dev.metric(t, "krakenctl_tracker_announce_api_dropped_total", ""))
 
 	for _, tc := range []struct {
