@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/announce/announcetest"
+	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/scheduler"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
@@ -137,5 +139,21 @@ func TestAnnounceProgressAndFailover(t *testing.T) {
 		if r.Pieces != 0 {
 			require.Equal(t, pieces, r.Pieces, "%+v", r)
 		}
+	}
+}
+
+// TestNewRefusesBadAPI: an API address the tracker protocol refuses would fail every announce,
+// so the scheduler refuses it at once.
+func TestNewRefusesBadAPI(t *testing.T) {
+	st, err := castore.Open(t.TempDir(), castore.Options{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, st.Close()) }()
+	for _, api := range []string{"agent.example:16000", "0.0.0.0:16000", "10.0.0.1"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		_, err = scheduler.New(scheduler.Config{API: api}, scheduler.Deps{Store: st, Listener: ln, Tracker: announcetest.New()})
+		require.NoError(t, ln.Close())
+		require.ErrorIs(t, err, announce.ErrInvalid, api)
+		require.ErrorContains(t, err, "api:", api)
 	}
 }
