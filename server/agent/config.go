@@ -41,6 +41,7 @@ const (
 //	admin_listen: 127.0.0.1:16002     # metrics, pprof, health and readiness
 //	peer_listen: 0.0.0.0:16001        # swarm connections from other hosts (--peer-listen overrides)
 //	peer_advertise: 10.0.0.7:16001    # where other hosts dial this agent; default peer_listen
+//	api_advertise: 10.0.0.7:16000     # where the operator's tools reach listen; default listen
 //	peer_plain: false                 # true: plain-TCP swarm although tls is set (trusted networks)
 //	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
 //	store_dir: /var/lib/krakenctl/agent
@@ -81,6 +82,14 @@ type Config struct {
 	// defaults to the listener's address, so it is required when PeerListen binds every
 	// interface (0.0.0.0 or [::]).
 	PeerAdvertise string `yaml:"peer_advertise"`
+	// APIAdvertise is the ip:port at which other hosts (the operator's `krakenctl top` and
+	// `swarm inspect`) reach Listen, announced to the trackers so that their swarm lists lead
+	// to this agent's /swarm/ statistics: an IP address, not a name, as PeerAdvertise. It
+	// defaults to Listen's address when that is an IP other than 0.0.0.0 or [::]; otherwise
+	// none is announced. A tracker keeps it only when it is this host's own address (by the
+	// rule of PeerAdvertise; loopback only in a cluster on one host), and drops it otherwise
+	// without refusing the announce.
+	APIAdvertise string `yaml:"api_advertise"`
 	// PeerPlain keeps the swarm's connections in plain TCP although TLS is configured: only for
 	// a network trusted by construction, where the CPU TLS spends on every byte of every blob
 	// is better saved. Every agent and origin of a cluster must agree (a plain peer cannot
@@ -225,6 +234,9 @@ func (c *Config) Validate() error {
 		if host, _, err := net.SplitHostPort(c.PeerListen); err == nil && !specifiedHost(host) {
 			bad("peer_advertise: required when peer_listen %q binds every interface: name the ip:port other hosts dial", c.PeerListen)
 		}
+	}
+	if err := announce.CheckAPI(c.APIAdvertise); err != nil {
+		bad("api_advertise: %v", err)
 	}
 	if len(c.Trackers) == 0 {
 		bad("trackers: required: list the trackers' addresses (host:port)")

@@ -30,6 +30,7 @@ func TestConfigDefaults(t *testing.T) {
 admin_listen: 127.0.0.1:7002
 peer_listen: 0.0.0.0:7001
 peer_advertise: 10.0.1.7:7001
+api_advertise: 10.0.1.7:7000
 trackers: [t1:15003, "https://t2.example:8443"]
 store_dir: /var/lib/agent
 capacity: 50GiB
@@ -43,7 +44,7 @@ build_index: [10.0.0.4:15100, "https://bi.example/api"]
 	c = agent.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
 	require.Equal(t, agent.Config{
-		Listen: "127.0.0.1:7000", AdminListen: "127.0.0.1:7002", PeerListen: "0.0.0.0:7001", PeerAdvertise: "10.0.1.7:7001",
+		Listen: "127.0.0.1:7000", AdminListen: "127.0.0.1:7002", PeerListen: "0.0.0.0:7001", PeerAdvertise: "10.0.1.7:7001", APIAdvertise: "10.0.1.7:7000",
 		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
 		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
 		BuildIndex: []string{"10.0.0.4:15100", "https://bi.example/api"},
@@ -67,6 +68,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "peer_advertise: host\n", "peer_advertise:"},
 		{base + "peer_advertise: agent-7.example:7001\n", "host must be an IP address, not a name"},
 		{base + "peer_advertise: 169.254.1.7:7001\n", "link-local"},
+		{base + "api_advertise: agent-7.example:16000\n", "api_advertise: announce: invalid: api: \"agent-7.example:16000\": host must be an IP address"},
+		{base + "api_advertise: 0.0.0.0:16000\n", "api_advertise:"},
+		{base + "api_advertise: 10.0.0.7\n", "api_advertise:"},
 		{base + "capacity: lots\n", `size "lots"`},
 		{base + "egress_rate: -1\n", `line 3: size "-1"`},
 		{base + "seed_time: -1s\n", "seed_time: must not be negative"},

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -66,7 +68,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.hc = hc
 	tracker := deps.Tracker
 	if tracker == nil {
-		c, err := announce.NewClient(cfg.Trackers, hc)
+		// The announce client exists before the scheduler it reports failovers to; it
+		// announces only once the scheduler runs.
+		failover := announce.WithFailover(func(d digest.Digest, tracker string, err error) {
+			if s.sched != nil {
+				s.sched.TrackerFailover(d, tracker, err)
+			}
+		})
+		c, err := announce.NewClient(cfg.Trackers, hc, failover)
 		if err != nil {
 			return nil, b.Fail(fmt.Errorf("trackers: %w", err))
 		}
@@ -94,6 +103,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.sched, err = scheduler.New(scheduler.Config{
 		PeerID:           peers.PeerID,
 		Advertise:        cfg.PeerAdvertise,
+		API:              apiAdvertise(cfg.APIAdvertise, deps.Listener),
 		MaxConns:         cfg.MaxConns,
 		MaxConnsPerAddr:  cfg.MaxConnsPerAddr,
 		MaxConnsPerHost:  cfg.MaxConnsPerHost,
@@ -197,4 +207,18 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(trackerErr, indexErr)
+}
+
+// apiAdvertise is the API address announced to the trackers: api_advertise, else the API
+// listener's address when it is one other hosts could be told (an IP that is not 0.0.0.0 or
+// [::]), else none.
+func apiAdvertise(configured string, ln net.Listener) string {
+	if configured != "" {
+		return configured
+	}
+	ap, err := announce.ParseAddr(ln.Addr().String())
+	if err != nil {
+		return ""
+	}
+	return ap.String()
 }

@@ -122,20 +122,60 @@ func (p addrPolicy) checkAnnounce(cs *tls.ConnectionState, remoteAddr string, re
 				"announce: peer_id %s is not bound to the certificate of %s: a peer announces the id it made for its own certificate (wire.BoundPeerID)", req.PeerID, id.Name)
 		}
 	}
-	if p.own(who.from, addr) {
+	if p.owns(who, cs, ok, addr) {
 		return who, ap, "", nil
 	}
 	if ok {
-		for _, ip := range cs.VerifiedChains[0][0].IPAddresses {
-			if a, valid := netip.AddrFromSlice(ip); valid && a.Unmap() == addr {
-				return who, ap, "", nil
-			}
-		}
 		return who, ap, reasonNotOwn, errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
 			"announce: %s may announce only its own addresses (the host it connects from, %s, or an IP address its certificate names), not %s", id.Name, who.from, ap)
 	}
 	return who, ap, reasonNotOwn, errcode.Errorf(http.StatusForbidden, errcode.CodeDenied,
 		"announce: a peer may announce only its own address (the host it connects from, %s, or one in announce.nat_cidrs from there), not %s", who.from, ap)
+}
+
+// owns reports whether addr is an address of who's own: one own accepts, or, when who
+// presented a certificate (cert; cs is its connection), an IP address the certificate names.
+func (p addrPolicy) owns(who announcer, cs *tls.ConnectionState, cert bool, addr netip.Addr) bool {
+	if p.own(who.from, addr) {
+		return true
+	}
+	if cert {
+		for _, ip := range cs.VerifiedChains[0][0].IPAddresses {
+			if a, valid := netip.AddrFromSlice(ip); valid && a.Unmap() == addr {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkAPI checks the API address of an announce that checkAnnounce accepted from who, by the
+// rule of its addr: loopback only with announce.allow_loopback; an operator's certificate any
+// address; anyone else only an address of its own (owns). It returns the address in its one
+// spelling ("" for none), or an error saying why the tracker does not keep it. Unlike a
+// refused addr, a refused api does not refuse the announce: the swarm does not use it (only
+// the tracker's swarm list shows it), and an agent whose API address a tracker does not
+// accept (one on loopback, by default) must still find its peers.
+func (p addrPolicy) checkAPI(cs *tls.ConnectionState, who announcer, api string) (string, error) {
+	if api == "" {
+		return "", nil
+	}
+	ap, err := announce.ParseAddr(api)
+	if err != nil { // Request.Validate has refused it already.
+		return "", err
+	}
+	addr := ap.Addr()
+	if addr.IsLoopback() && !p.allowLoopback {
+		return "", fmt.Errorf("api %s is a loopback address, which this tracker accepts only for a cluster on one host (announce.allow_loopback)", ap)
+	}
+	if who.admin {
+		return ap.String(), nil
+	}
+	_, cert := pki.PeerIdentity(cs)
+	if !p.owns(who, cs, cert, addr) {
+		return "", fmt.Errorf("api %s is not the announcer's own address (it connects from %s)", ap, who.from)
+	}
+	return ap.String(), nil
 }
 
 // refusalLog logs refused announces at Warn: refusalLogBurst at once and one a second after,
@@ -166,6 +206,19 @@ func (l *refusalLog) refused(reason, remote string, req announce.Request, holder
 		attrs = append(attrs, "suppressed_before", n)
 	}
 	l.log.Warn("announce refused", attrs...)
+}
+
+// droppedAPI logs, under the same sampling, an announce whose api the tracker did not keep.
+func (l *refusalLog) droppedAPI(remote string, req announce.Request, err error) {
+	if !l.lim.Allow() {
+		l.dropped.Add(1)
+		return
+	}
+	attrs := []any{"api", req.API, "addr", req.Addr, "peer_id", req.PeerID, "digest", req.Digest, "remote", remote, "err", err}
+	if n := l.dropped.Swap(0); n > 0 {
+		attrs = append(attrs, "suppressed_before", n)
+	}
+	l.log.Warn("announce accepted without its api address", attrs...)
 }
 
 // conflictError is the refusal of an announce whose address or peer id another host holds.

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/wire"
@@ -189,4 +190,45 @@ func TestOriginPeerAddr(t *testing.T) {
 		require.Equal(t, tc.want, ap.String(), tc.addr)
 	}
 	require.NotContains(t, asked, "10.4.0.7", "an IP literal is not looked up")
+}
+
+// TestCheckAPI: an announce's API address is kept by the rule of its addr, certificates
+// included: an IP the certificate names, anything for an operator, loopback only on one host.
+func TestCheckAPI(t *testing.T) {
+	t.Parallel()
+	agent := verified("agent-7", []string{"agent"}, []string{"192.0.2.7"}, nil)
+	ops := verified("ops", []string{"admin"}, nil, nil)
+	plain := newAddrPolicy(AnnounceConfig{})
+	dev := newAddrPolicy(AnnounceConfig{AllowLoopback: true})
+	for _, tc := range []struct {
+		name string
+		p    addrPolicy
+		cs   *tls.ConnectionState
+		from string
+		api  string
+		want string // "" refuses, unless api is ""
+	}{
+		{"none", plain, agent, "198.51.100.1", "", ""},
+		{"its own host", plain, agent, "198.51.100.1", "198.51.100.1:16000", "198.51.100.1:16000"},
+		{"an IP its certificate names", plain, agent, "198.51.100.1", "192.0.2.7:16000", "192.0.2.7:16000"},
+		{"another host", plain, agent, "198.51.100.1", "203.0.113.5:16000", ""},
+		{"no TLS: another host", plain, nil, "198.51.100.1", "203.0.113.5:16000", ""},
+		{"an operator anywhere", plain, ops, "198.51.100.1", "203.0.113.5:16000", "203.0.113.5:16000"},
+		{"an operator, not at loopback", plain, ops, "198.51.100.1", "127.0.0.1:16000", ""},
+		{"loopback on many hosts", plain, nil, "127.0.0.1", "127.0.0.1:16000", ""},
+		{"loopback on one host", dev, nil, "127.0.0.1", "127.0.0.3:16000", "127.0.0.3:16000"},
+		{"mapped spelling", plain, nil, "198.51.100.1", "[::ffff:198.51.100.1]:16000", "198.51.100.1:16000"},
+	} {
+		who := announcer{from: netip.MustParseAddr(tc.from)}
+		if id, ok := pki.PeerIdentity(tc.cs); ok {
+			who.holder, who.admin = id.Name, id.In(pki.GroupAdmin)
+		}
+		got, err := tc.p.checkAPI(tc.cs, who, tc.api)
+		require.Equal(t, tc.want, got, "%s: %v", tc.name, err)
+		if tc.want == "" && tc.api != "" {
+			require.Error(t, err, tc.name)
+		} else {
+			require.NoError(t, err, tc.name)
+		}
+	}
 }

@@ -35,6 +35,13 @@
 // on; when no origin answers the tracker says 503, and when they answer with errors 502. Only
 // successes are cached.
 //
+// Swarm list: GET api.SwarmsPath lists the swarms with a live peer (snapshot.TrackerSwarm, no
+// members), the most recently announced first, at most ?limit= (DefaultSwarmsLimit, capped at
+// MaxSwarmsLimit); GET api.SwarmsPath/{digest} lists one swarm's members: its owning origins,
+// then every live peer with the progress (have, pieces) and API address it announced. An
+// announced API address follows the rule of addr; one the tracker does not accept is dropped
+// and counted, and the announce still succeeds (docs/protocol.md §6).
+//
 // Trackers share nothing: several of them split the digest space because every agent orders
 // them by rendezvous hashing of the digest (see swarm/announce). Each one can serve any digest.
 package tracker

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -19,6 +20,8 @@ const maxAnnounceBody = 16 << 10
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+announce.AnnouncePath, s.handleAnnounce)
 	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}/metainfo", s.handleMetainfo)
+	mux.HandleFunc("GET "+api.SwarmsPath, s.handleSwarms)
+	mux.HandleFunc("GET "+api.SwarmsPath+"/{digest}", s.handleSwarm)
 }
 
 func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
@@ -26,7 +29,7 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		reason := reasonMalformed
 		if _, perr := announce.ParsePeerID(req.PeerID); perr == nil && announce.CheckNamespace(req.Namespace) == nil && announce.CheckDigest(req.Digest) == nil {
-			if _, aerr := announce.ParseAddr(req.Addr); aerr != nil {
+			if _, aerr := announce.ParseAddr(req.Addr); aerr != nil || announce.CheckAPI(req.API) != nil {
 				reason = reasonAddress // a name, or an address no host has
 			}
 		}
@@ -39,6 +42,12 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Addr = ap.String() // one spelling per address, so that byAddr finds every holder
+	apiAddr, err := s.addrs.checkAPI(r.TLS, who, req.API)
+	if err != nil {
+		s.metrics.apiDrops.Inc()
+		s.refusals.droppedAPI(r.RemoteAddr, req, err)
+	}
+	req.API = apiAddr
 	origins := s.origins.owners(req.Digest, s.cfg.Replicas)
 	peers, err := s.peers.announce(req, who, s.now(), origins)
 	if err != nil {

@@ -17,6 +17,7 @@ type metrics struct {
 	requests  *prometheus.HistogramVec
 	announces *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
+	apiDrops  prometheus.Counter
 	peers     prometheus.Gauge
 	metainfo  *prometheus.CounterVec
 	origins   prometheus.Gauge
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "krakenctl_tracker_announces_rejected_total",
 			Help: "Announces refused, by reason: malformed, address (a name or an address no host has), loopback (outside a cluster on one host), not_own_address, unbound_peer_id, denied (a certificate that may not announce), conflict (an address or peer id another host holds).",
 		}, []string{"reason"}),
+		apiDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "krakenctl_tracker_announce_api_dropped_total",
+			Help: "Announces accepted without the API address they carried: loopback outside a cluster on one host, or not the announcer's own address.",
+		}),
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "krakenctl_tracker_peers", Help: "Peer entries held over all blobs, including expired ones not yet swept.",
 		}),
@@ -56,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.metainfo.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.announces, m.rejected, m.peers, m.metainfo, m.origins} {
+		for _, c := range []prometheus.Collector{m.requests, m.announces, m.rejected, m.apiDrops, m.peers, m.metainfo, m.origins} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

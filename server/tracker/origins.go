@@ -17,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
 // How often origins' swarm identities are read: every originRefresh for those that answered,
@@ -197,6 +198,25 @@ func (o *originPeers) ranked(d digest.Digest) (up, down []string) {
 		}
 	}
 	return up, down
+}
+
+// members returns d's first n reachable origins in rendezvous order (owners) as members of
+// the tracker's swarm list: role origin, complete, with the API address the tracker reads
+// them at.
+func (o *originPeers) members(d digest.Digest, n int) []snapshot.TrackerMember {
+	order := ring.Rank(d.String(), o.addrs)
+	out := make([]snapshot.TrackerMember, 0, n)
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	for _, a := range order {
+		if len(out) == n {
+			break
+		}
+		if st := o.state[a]; st.ok {
+			out = append(out, snapshot.TrackerMember{PeerID: st.peer.ID, Addr: st.peer.Addr, API: a, Role: roleOrigin, Complete: true})
+		}
+	}
+	return out
 }
 
 // owners returns the swarm identities of d's first n reachable origins in rendezvous order: the

@@ -13,8 +13,12 @@ import (
 // peerEntry is one peer of one blob's swarm.
 type peerEntry struct {
 	id, addr string
+	api      string    // the HTTP API address it announced and the tracker kept; "" for none
 	by       announcer // who announced it last
 	complete bool
+	have     int // progress it announced: have of pieces (0 and 0 when it did not say)
+	pieces   int
+	last     time.Time // its last announce
 	expires  time.Time
 	idx      int // position in its swarm's list (seeders or leechers)
 }
@@ -22,6 +26,7 @@ type peerEntry struct {
 // peerSwarm is the peer set of one blob. Seeders and leechers are kept in separate slices so
 // that a handout can sample either group at random in time proportional to what it takes.
 type peerSwarm struct {
+	ns       string // the namespace of the last announce (a blob may be pulled under several)
 	byID     map[string]*peerEntry
 	byAddr   map[string]*peerEntry
 	seeders  []*peerEntry
@@ -165,8 +170,10 @@ func (t *peerTable) upsert(req announce.Request, who announcer, now time.Time) (
 		t.add(-1)
 	}
 	expires := now.Add(t.ttl)
+	sw.ns = req.Namespace
 	if e == nil {
-		sw.add(&peerEntry{id: req.PeerID, addr: req.Addr, by: who, complete: req.Complete, expires: expires})
+		sw.add(&peerEntry{id: req.PeerID, addr: req.Addr, api: req.API, by: who, complete: req.Complete,
+			have: req.Have, pieces: req.Pieces, last: now, expires: expires})
 		t.add(1)
 		return sw, nil
 	}
@@ -175,7 +182,8 @@ func (t *peerTable) upsert(req announce.Request, who announcer, now time.Time) (
 		e.addr, e.complete = req.Addr, req.Complete
 		sw.add(e)
 	}
-	e.by, e.expires = who, expires
+	e.by, e.expires, e.last = who, expires, now
+	e.api, e.have, e.pieces = req.API, req.Have, req.Pieces
 	return sw, nil
 }
 

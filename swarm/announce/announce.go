@@ -14,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -57,12 +58,23 @@ type Request struct {
 	Addr string `json:"addr"`
 	// Complete says the peer has the whole blob: it is a seeder.
 	Complete bool `json:"complete"`
+	// Have and Pieces are the peer's progress: the pieces it holds of the blob's Pieces.
+	// Optional (omitted, 0 and 0, by older announcers and before the peer knows the metainfo);
+	// trackers only report them (their swarm list), nothing in a handout depends on them.
+	Have   int `json:"have,omitempty"`
+	Pieces int `json:"pieces,omitempty"`
+	// API is the "ip:port" of the peer's HTTP API, where its /swarm/torrents is served, so
+	// that an operator's tools find every member of a swarm from the tracker's list.
+	// Optional; an IP literal as Addr (ParseAddr), which a tracker checks against the
+	// connection the announce came on as it does Addr.
+	API string `json:"api,omitempty"`
 }
 
 // Validate reports the first rule r breaks, wrapping ErrInvalid and naming the field: namespace
 // follows the OCI repository-name grammar, digest is a valid sha256 digest, peer_id is
-// 2*wire.PeerIDLength lower-case hex digits, and addr is an ip:port other peers can dial
-// (ParseAddr).
+// 2*wire.PeerIDLength lower-case hex digits, addr is an ip:port other peers can dial
+// (ParseAddr), have and pieces obey 0 <= have <= pieces <= metainfo.MaxPieces, and api, when
+// set, is an address ParseAddr accepts.
 func (r Request) Validate() error {
 	if err := CheckNamespace(r.Namespace); err != nil {
 		return err
@@ -73,7 +85,38 @@ func (r Request) Validate() error {
 	if _, err := ParsePeerID(r.PeerID); err != nil {
 		return err
 	}
-	return checkAddr(r.Addr)
+	if err := checkAddr(r.Addr); err != nil {
+		return err
+	}
+	if err := CheckProgress(r.Have, r.Pieces); err != nil {
+		return err
+	}
+	return CheckAPI(r.API)
+}
+
+// CheckProgress reports whether have of pieces is a progress an announce may carry:
+// 0 <= have <= pieces <= metainfo.MaxPieces (the most pieces a blob has). Errors wrap
+// ErrInvalid.
+func CheckProgress(have, pieces int) error {
+	switch {
+	case have < 0 || pieces < 0:
+		return fmt.Errorf("%w: have and pieces must not be negative (have %d, pieces %d)", ErrInvalid, have, pieces)
+	case pieces > metainfo.MaxPieces:
+		return fmt.Errorf("%w: pieces: %d is more than a blob has (at most %d)", ErrInvalid, pieces, metainfo.MaxPieces)
+	case have > pieces:
+		return fmt.Errorf("%w: have: %d is more than pieces (%d)", ErrInvalid, have, pieces)
+	}
+	return nil
+}
+
+// CheckAPI reports whether api is an announce's API address: empty (not given) or an address
+// ParseAddr accepts. Errors wrap ErrInvalid and name the field api.
+func CheckAPI(api string) error {
+	if api == "" {
+		return nil
+	}
+	_, err := parseAddr("api", api)
+	return err
 }
 
 // Peer is one peer in a tracker's answer.
@@ -173,41 +216,44 @@ func CheckNamespace(ns string) error {
 // whether it serves a cluster on one host, and it refuses loopback otherwise. An IPv4-mapped
 // IPv6 address is returned as IPv4, so each address has one spelling (AddrPort.String).
 // Errors wrap ErrInvalid and name the kind of address refused.
-func ParseAddr(addr string) (netip.AddrPort, error) {
+func ParseAddr(addr string) (netip.AddrPort, error) { return parseAddr("addr", addr) }
+
+// parseAddr is ParseAddr for the field named field (addr, or api).
+func parseAddr(field, addr string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q is not host:port: %w", ErrInvalid, addr, err)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q is not host:port: %w", ErrInvalid, field, addr, err)
 	}
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n == 0 {
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: port must be a number in 1..65535", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: port must be a number in 1..65535", ErrInvalid, field, addr)
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: host must be an IP address, not a name: peers do not resolve names", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: host must be an IP address, not a name: peers do not resolve names", ErrInvalid, field, addr)
 	}
 	if ip.Zone() != "" {
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: zoned address; other hosts cannot dial it", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: zoned address; other hosts cannot dial it", ErrInvalid, field, addr)
 	}
 	ip = ip.Unmap()
 	switch {
 	case ip.IsUnspecified() || thisNetwork.Contains(ip):
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: unspecified address; announce an address other peers can dial", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: unspecified address; announce an address other peers can dial", ErrInvalid, field, addr)
 	case ip.IsMulticast():
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: multicast address", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: multicast address", ErrInvalid, field, addr)
 	case ip.IsLinkLocalUnicast():
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: link-local address; it means a different host on every link (169.254.169.254 is a cloud metadata service)", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: link-local address; it means a different host on every link (169.254.169.254 is a cloud metadata service)", ErrInvalid, field, addr)
 	case ip == limitedBroadcast:
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: broadcast address", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: broadcast address", ErrInvalid, field, addr)
 	case classE.Contains(ip):
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: reserved address (240.0.0.0/4); no host has one", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: reserved address (240.0.0.0/4); no host has one", ErrInvalid, field, addr)
 	case siteLocal.Contains(ip):
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: site-local address (fec0::/10, deprecated); it means a different host on every site", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: site-local address (fec0::/10, deprecated); it means a different host on every site", ErrInvalid, field, addr)
 	case ip.Is6() && (v4Compatible.Contains(ip) && !ip.IsLoopback() || nat64.Contains(ip) || nat64Local.Contains(ip)):
 		// An IPv4 address dressed as IPv6 (::a.b.c.d, or a NAT64 translator's 64:ff9b::a.b.c.d)
 		// is no host's own address, and would carry past these checks an IPv4 one they
 		// refuse (loopback, link-local): a peer announces its native address.
-		return netip.AddrPort{}, fmt.Errorf("%w: addr: %q: an IPv4 address embedded in IPv6 (IPv4-compatible or NAT64); announce the native address", ErrInvalid, addr)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s: %q: an IPv4 address embedded in IPv6 (IPv4-compatible or NAT64); announce the native address", ErrInvalid, field, addr)
 	}
 	return netip.AddrPortFrom(ip, uint16(n)), nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
 	"github.com/krakenctl/krakenctl/swarm/wire"
 )
 
@@ -70,6 +71,15 @@ func TestRequestValidate(t *testing.T) {
 		{"IPv4-compatible loopback", func(r *announce.Request) { r.Addr = "[::7f00:1]:80" }, "embedded in IPv6"},
 		{"NAT64 loopback", func(r *announce.Request) { r.Addr = "[64:ff9b::7f00:1]:80" }, "embedded in IPv6"},
 		{"NAT64 local-use link-local", func(r *announce.Request) { r.Addr = "[64:ff9b:1::a9fe:a9fe]:80" }, "embedded in IPv6"},
+		{"negative have", func(r *announce.Request) { r.Have, r.Pieces = -1, 4 }, "negative"},
+		{"negative pieces", func(r *announce.Request) { r.Pieces = -4 }, "negative"},
+		{"have above pieces", func(r *announce.Request) { r.Have, r.Pieces = 5, 4 }, "have: 5 is more than pieces (4)"},
+		{"have without pieces", func(r *announce.Request) { r.Have = 1 }, "have: 1 is more than pieces (0)"},
+		{"too many pieces", func(r *announce.Request) { r.Have, r.Pieces = 0, metainfo.MaxPieces+1 }, "pieces:"},
+		{"api host name", func(r *announce.Request) { r.API = "agent.example:16000" }, "api: "},
+		{"api without port", func(r *announce.Request) { r.API = "10.0.0.1" }, "api: "},
+		{"api unspecified", func(r *announce.Request) { r.API = "0.0.0.0:16000" }, "api: \"0.0.0.0:16000\": unspecified"},
+		{"api link-local", func(r *announce.Request) { r.API = "169.254.169.254:80" }, "api: "},
 	} {
 		r := validRequest()
 		tc.mutate(&r)
@@ -77,6 +87,15 @@ func TestRequestValidate(t *testing.T) {
 		require.Error(t, err, tc.name)
 		require.ErrorIs(t, err, announce.ErrInvalid, "%s: %v", tc.name, err)
 		require.ErrorContains(t, err, tc.want, tc.name)
+	}
+	// Progress and api are optional; when given, within their bounds.
+	for _, tc := range []struct {
+		have, pieces int
+		api          string
+	}{{0, 0, ""}, {0, 1, ""}, {3, 3, "10.0.0.1:16000"}, {0, metainfo.MaxPieces, "[2001:db8::7]:16000"}, {7, 9, "127.0.0.1:16000"}} {
+		r := validRequest()
+		r.Have, r.Pieces, r.API = tc.have, tc.pieces, tc.api
+		require.NoError(t, r.Validate(), "%+v", tc)
 	}
 	for _, addr := range []string{"127.0.0.1:1", "127.0.0.9:16001", "[::1]:65535", "10.0.0.7:16001", "[2001:db8::7]:16001", "223.255.255.254:1"} {
 		r := validRequest()
@@ -163,6 +182,15 @@ func TestJSONKeys(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &m))
 	require.Equal(t, map[string]any{
 		"namespace": r.Namespace, "digest": r.Digest.String(), "peer_id": r.PeerID, "addr": r.Addr, "complete": true,
+	}, m, "an announce without progress or api is what older announcers send")
+	r.Have, r.Pieces, r.API = 2, 5, "10.0.0.1:16000"
+	b, err = json.Marshal(r)
+	require.NoError(t, err)
+	m = nil
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.Equal(t, map[string]any{
+		"namespace": r.Namespace, "digest": r.Digest.String(), "peer_id": r.PeerID, "addr": r.Addr, "complete": true,
+		"have": 2.0, "pieces": 5.0, "api": "10.0.0.1:16000",
 	}, m)
 	b, err = json.Marshal(announce.Response{Peers: []announce.Peer{{ID: "a", Addr: "b", Origin: true, Complete: true}, {ID: "c", Addr: "d"}}, IntervalSeconds: 3})
 	require.NoError(t, err)

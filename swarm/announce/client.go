@@ -49,6 +49,7 @@ type Client struct {
 	announceT time.Duration
 	metaT     time.Duration
 	now       func() time.Time
+	failover  func(d digest.Digest, tracker string, err error)
 
 	mu   sync.Mutex
 	down map[string]time.Time // ring key -> end of its backoff
@@ -74,6 +75,15 @@ func WithAnnounceTimeout(d time.Duration) Option { return func(c *Client) { c.an
 // WithMetainfoTimeout bounds one metainfo attempt against one tracker; the next tracker is tried
 // after it (DefaultMetainfoTimeout when not set).
 func WithMetainfoTimeout(d time.Duration) Option { return func(c *Client) { c.metaT = d } }
+
+// WithFailover sets a function called each time a tracker fails a request (announce or
+// metainfo) and the next tracker of the digest is asked: with the digest, the failed
+// tracker's ring key (host:port) and why it failed. It is not called for the last tracker
+// tried, nor for a final answer (4xx). It runs on the request's goroutine, so it must be quick;
+// the agent turns it into a swarm event (snapshot.EventTrackerFailover).
+func WithFailover(fn func(d digest.Digest, tracker string, err error)) Option {
+	return func(c *Client) { c.failover = fn }
+}
 
 // NewClient returns a client of the trackers, each given as "host:port" or as an http(s) URL
 // ("https://tracker.example:8443", optionally with a path prefix). Trackers are placed in the
@@ -297,7 +307,8 @@ func (c *Client) ping(ctx context.Context, ep endpoint) error {
 // timeout. Trackers that fail are marked down; one that succeeds is marked up.
 func (c *Client) try(ctx context.Context, d digest.Digest, timeout time.Duration, attempt func(context.Context, endpoint) error) error {
 	var errs []error
-	for _, key := range c.Trackers(d) {
+	keys := c.Trackers(d)
+	for i, key := range keys {
 		ep := c.endpoints[key]
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		err := attempt(actx, ep)
@@ -316,6 +327,9 @@ func (c *Client) try(ctx context.Context, d digest.Digest, timeout time.Duration
 		}
 		c.markDown(key)
 		errs = append(errs, err)
+		if c.failover != nil && i+1 < len(keys) {
+			c.failover(d, key, err)
+		}
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 }

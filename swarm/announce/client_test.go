@@ -228,6 +228,66 @@ func TestAnnounceFailover(t *testing.T) {
 	}
 }
 
+// TestFailoverHook: the hook hears of each tracker that failed before the next was asked, with
+// the digest and why; not of the last tracker, nor of a final answer.
+func TestFailoverHook(t *testing.T) {
+	t.Parallel()
+	type failover struct {
+		d       digest.Digest
+		tracker string
+		err     string
+	}
+	var mu sync.Mutex
+	var got []failover
+	hook := announce.WithFailover(func(d digest.Digest, tracker string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, failover{d, tracker, err.Error()})
+	})
+	take := func() []failover { mu.Lock(); defer mu.Unlock(); out := got; got = nil; return out }
+	req := validRequest()
+	req.Have, req.Pieces, req.API = 1, 2, "10.0.0.1:16000"
+	first, second := pair(t, req.Digest)
+	first.set(status(http.StatusServiceUnavailable, `{"errors":[{"code":"UNAVAILABLE","message":"busy"}]}`))
+	c := newClient(t, []string{first.addr, second.addr}, hook, announce.WithBackoff(0))
+
+	_, err := c.Announce(t.Context(), req)
+	require.NoError(t, err)
+	evs := take()
+	require.Len(t, evs, 1)
+	require.Equal(t, req.Digest, evs[0].d)
+	require.Equal(t, first.addr, evs[0].tracker)
+	require.Contains(t, evs[0].err, "503")
+	require.Contains(t, evs[0].err, "UNAVAILABLE: busy")
+	second.mu.Lock()
+	require.Equal(t, req, second.lastReq, "progress and api reach the tracker")
+	second.mu.Unlock()
+
+	// Both fail: one failover (first to second), and the error after the last.
+	second.set(status(http.StatusBadGateway, ""))
+	_, err = c.Announce(t.Context(), req)
+	require.ErrorIs(t, err, announce.ErrUnavailable)
+	evs = take()
+	require.Len(t, evs, 1)
+	require.Equal(t, first.addr, evs[0].tracker)
+
+	// A 4xx is final: no failover.
+	first.set(status(http.StatusBadRequest, `{"errors":[{"code":"DIGEST_INVALID","message":"bad"}]}`))
+	_, err = c.Announce(t.Context(), req)
+	require.ErrorIs(t, err, announce.ErrRejected)
+	require.Empty(t, take())
+
+	// Metainfo fails over the same way.
+	mi := genMetainfo(t, "failover hook")
+	a, b := pair(t, mi.Digest)
+	a.set(status(http.StatusInternalServerError, ""))
+	b.set(serveMetainfo(t, mi))
+	c = newClient(t, []string{a.addr, b.addr}, hook)
+	_, err = c.Metainfo(t.Context(), "library/app", mi.Digest)
+	require.NoError(t, err)
+	require.Equal(t, []failover{{mi.Digest, a.addr, "tracker " + a.addr + " answered 500 Internal Server Error"}}, take())
+}
+
 func TestAnnounceAllDown(t *testing.T) {
 	t.Parallel()
 	req := validRequest()

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/krakenctl/krakenctl/swarm/announce"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
 )
 
 // FuzzRequest: an announce body from the network either fails to decode or validate, or is a
@@ -13,6 +14,10 @@ import (
 func FuzzRequest(f *testing.F) {
 	f.Add([]byte(`{"namespace":"library/ubuntu","digest":"sha256:` + hex64 + `","peer_id":"` + hex40 + `","addr":"127.0.0.1:16001","complete":true}`))
 	f.Add([]byte(`{"namespace":"","digest":"sha256:zz","peer_id":"x","addr":"nope"}`))
+	f.Add([]byte(`{"namespace":"a","digest":"sha256:` + hex64 + `","peer_id":"` + hex40 + `","addr":"10.0.0.1:1","have":3,"pieces":7,"api":"10.0.0.1:16000"}`))
+	f.Add([]byte(`{"namespace":"a","digest":"sha256:` + hex64 + `","peer_id":"` + hex40 + `","addr":"10.0.0.1:1","have":8,"pieces":7}`))
+	f.Add([]byte(`{"namespace":"a","digest":"sha256:` + hex64 + `","peer_id":"` + hex40 + `","addr":"10.0.0.1:1","have":-1,"pieces":-1,"api":"x:1"}`))
+	f.Add([]byte(`{"namespace":"a","digest":"sha256:` + hex64 + `","peer_id":"` + hex40 + `","addr":"10.0.0.1:1","pieces":1e30}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`[`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -28,6 +33,14 @@ func FuzzRequest(f *testing.F) {
 		}
 		if _, err := announce.ParsePeerID(r.PeerID); err != nil {
 			t.Fatalf("valid request with an invalid peer id: %+v", r)
+		}
+		if r.Have < 0 || r.Have > r.Pieces || r.Pieces > metainfo.MaxPieces {
+			t.Fatalf("valid request with an impossible progress: %+v", r)
+		}
+		if r.API != "" {
+			if _, err := announce.ParseAddr(r.API); err != nil {
+				t.Fatalf("valid request with an api address ParseAddr refuses: %+v", r)
+			}
 		}
 	})
 }

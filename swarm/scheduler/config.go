@@ -54,6 +54,10 @@ type Config struct {
 	// Advertise is the host:port peers dial to reach this scheduler's listener; empty means
 	// the listener's address.
 	Advertise string
+	// API is the "ip:port" of this host's HTTP API (where its /swarm/torrents is served),
+	// sent in every announce (announce.Request.API) so that the tracker's swarm list leads an
+	// operator's tools to each member; empty sends none.
+	API string
 	// SeedOnly makes a scheduler that never downloads: it serves the blobs in its store to
 	// any peer that asks (origins). It needs no Tracker.
 	SeedOnly bool

@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/bandwidth"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
@@ -66,6 +67,9 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Advertise); err != nil {
 		return nil, fmt.Errorf("new scheduler: advertise address %q: %w", cfg.Advertise, err)
+	}
+	if err := announce.CheckAPI(cfg.API); err != nil {
+		return nil, fmt.Errorf("new scheduler: %w", err) // every announce would be refused
 	}
 	lim, err := bandwidth.New(cfg.EgressRate, cfg.IngressRate)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/piece"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
@@ -18,9 +20,14 @@ import (
 func (t *torrent) announce(ctx context.Context) time.Duration {
 	t.mu.Lock()
 	complete := t.committed
+	have, pieces := 0, 0
+	if t.have != nil { // nil until the metainfo is known: the announce says no progress
+		have, pieces = t.have.Count(), t.mi.NumPieces()
+	}
 	t.mu.Unlock()
 	resp, err := t.s.tracker.Announce(ctx, announce.Request{
 		Namespace: t.ns, Digest: t.d, PeerID: t.s.cfg.PeerID.String(), Addr: t.s.cfg.Advertise, Complete: complete,
+		Have: have, Pieces: pieces, API: t.s.cfg.API,
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -30,6 +37,17 @@ func (t *torrent) announce(ctx context.Context) time.Duration {
 	}
 	t.connect(ctx, resp.Peers)
 	return min(max(resp.Interval(), time.Second), time.Minute)
+}
+
+// TrackerFailover publishes that a tracker request for d failed at tracker (host:port) with
+// err and went on to the next tracker (snapshot.EventTrackerFailover): the hook an agent
+// gives its announce client (announce.WithFailover), so the event reaches /swarm/events.
+func (s *Scheduler) TrackerFailover(d digest.Digest, tracker string, err error) {
+	e := Event{Kind: snapshot.EventTrackerFailover, Digest: d, Addr: tracker}
+	if err != nil {
+		e.Err = err.Error()
+	}
+	s.event(e)
 }
 
 // connect dials handed-out peers while the torrent has room for connections.
