@@ -67,10 +67,10 @@ type torrent struct {
 	live int
 	// origin counts the pieces asked of origins by reason (originReasons order), and the
 	// ones not yet published in an EventOriginFallback, with when the last was.
-	origin      [numOriginReasons]originCount
-	retiredAt   time.Time // when stop let the torrent go
-	hist        *retired  // its history entry, once retired
-	frozen      bool      // hist holds the final snapshot, or is being given it
+	origin    [numOriginReasons]originCount
+	retiredAt time.Time // when stop let the torrent go
+	hist      *retired  // its history entry, once retired
+	frozen    bool      // hist holds the final snapshot, or is being given it
 }
 
 type totals struct {
