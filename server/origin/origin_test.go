@@ -473,7 +473,9 @@ func TestSwarmHostAndTorrents(t *testing.T) {
 	require.Empty(t, hist)
 
 	for _, q := range []string{"?history=maybe", "?digest=sha256:zz"} {
-		resp, err := c.hc.Get("http://" + nd.addr + api.SwarmTorrentsPath + q)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+nd.addr+api.SwarmTorrentsPath+q, nil)
+		require.NoError(t, err)
+		resp, err := c.hc.Do(req)
 		require.NoError(t, err)
 		_ = resp.Body.Close()
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
