@@ -10,7 +10,9 @@ import (
 	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
 	"github.com/krakenctl/krakenctl/cli/ring"
+	"github.com/krakenctl/krakenctl/cli/swarm"
 	"github.com/krakenctl/krakenctl/cli/tag"
+	"github.com/krakenctl/krakenctl/cli/top"
 )
 
 // blobCommands are the commands that move blobs (push, pull).
@@ -25,6 +27,8 @@ func blobCommands(f *cmdutil.Factory) []*cobra.Command {
 // build-index's tags and its Raft membership.
 func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
+		top.NewCmdTop(f, nil),
+		swarm.NewCmdSwarm(f),
 		ring.NewCmdRing(f),
 		tag.NewCmdTag(f),
 		cluster.NewCmdCluster(f),

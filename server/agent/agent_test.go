@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -615,4 +616,56 @@ func TestMetricsAndHealth(t *testing.T) {
 		resp, body = a.getAdmin(t, p)
 		require.Equal(t, http.StatusOK, resp.StatusCode, "admin %s: %s", p, body)
 	}
+}
+
+// TestHostAndHistory: the agent serves its host stats, and with ?history=1 the torrents it
+// retired after the live ones (none live here: the torrent seeded its SeedTime and went).
+func TestHostAndHistory(t *testing.T) {
+	t.Parallel()
+	tr := announcetest.New()
+	blob := randomBlob(t, 256<<10)
+	d := digest.FromBytes(blob)
+	startOrigin(t, tr, nil, blob)
+	a := startAgent(t, tr, func(cfg *agent.Config) { cfg.SeedTime = time.Millisecond })
+
+	_, err := a.cl.Pull(t.Context(), ns, d, io.Discard, nil)
+	require.NoError(t, err)
+	var hist []snapshot.TorrentStats
+	require.Eventually(t, func() bool {
+		hist, err = a.cl.TorrentsHistory(t.Context(), d)
+		return err == nil && len(hist) == 1 && hist[0].Retired != nil
+	}, 30*time.Second, 10*time.Millisecond, "the agent retires the torrent after its seed time (%v)", err)
+	require.Equal(t, d, hist[0].Digest)
+	require.Equal(t, "seeding", hist[0].State)
+	require.EqualValues(t, len(blob), hist[0].BytesInOrigin)
+	require.Positive(t, hist[0].OriginReasons[snapshot.ReasonNoPeers])
+	live, err := a.cl.Torrents(t.Context(), d)
+	require.NoError(t, err)
+	require.Empty(t, live, "without ?history=1 only live torrents")
+	other, err := a.cl.TorrentsHistory(t.Context(), digest.FromString("other"))
+	require.NoError(t, err)
+	require.Empty(t, other, "the digest filter applies to the history too")
+
+	resp, body := a.get(t, http.MethodGet, api.SwarmTorrentsPath+"?"+api.SwarmHistoryParam+"=1", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var raw []map[string]any
+	require.NoError(t, json.Unmarshal(body, &raw))
+	require.Len(t, raw, 1)
+	require.Contains(t, raw[0], "retired")
+	resp, _ = a.get(t, http.MethodGet, api.SwarmTorrentsPath+"?"+api.SwarmHistoryParam+"=maybe", nil)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+
+	h, err := a.cl.Host(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, "agent", h.Role)
+	require.Equal(t, a.srv.PeerAddr(), h.Addr)
+	require.Len(t, h.PeerID, 40, "hex of the 20-byte peer id")
+	require.EqualValues(t, len(blob), h.BytesIn)
+	require.Zero(t, h.Torrents)
+	require.NotNil(t, h.Blacklisted)
+	require.False(t, h.Time.IsZero())
+	resp, body = a.get(t, http.MethodGet, api.SwarmHostPath, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.NoError(t, json.Unmarshal(body, &map[string]any{}))
 }

@@ -280,7 +280,7 @@ func TestAuthPull(t *testing.T) {
 	require.JSONEq(t, `{"repositories":["public/base","team/app"]}`, string(got.body))
 
 	// The blob and swarm APIs: admins only (Basic challenge: tokens do not do there).
-	for _, path := range []string{"/namespace/team%2Fapp/blobs/" + ld.String(), "/swarm/torrents"} {
+	for _, path := range []string{"/namespace/team%2Fapp/blobs/" + ld.String(), "/swarm/torrents", "/swarm/torrents?history=1", "/swarm/host"} {
 		got = call("GET", path, creds{})
 		require.Equal(t, http.StatusUnauthorized, got.status, path)
 		require.Equal(t, `Basic realm="krakenctl"`, got.challenge, path)

@@ -22,6 +22,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
 	mux.HandleFunc("GET "+api.SwarmEventsPath, s.handleEvents)
+	mux.HandleFunc("GET "+api.SwarmHostPath, s.handleHost)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
 }
 

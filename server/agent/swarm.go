@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -51,21 +52,54 @@ func kindFilter(r *http.Request) (map[snapshot.EventKind]bool, error) {
 	return out, nil
 }
 
+// historyWanted reads the optional ?history= of SwarmTorrentsPath (api.SwarmHistoryParam): a
+// boolean, "1" or "true" to add the retired torrents.
+func historyWanted(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get(api.SwarmHistoryParam)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "%s=%q: want 1 or 0", api.SwarmHistoryParam, v)
+	}
+	return b, nil
+}
+
 // handleTorrents serves the scheduler's statistics as a JSON array of snapshot.TorrentStats,
-// one entry per torrent (the scheduler's Stats is never nil, so an idle swarm is served as []).
+// one entry per torrent (the scheduler's Stats is never nil, so an idle swarm is served as []),
+// followed with ?history=1 by the torrents it retired, newest first.
 func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 	d, err := digestFilter(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
+	history, err := historyWanted(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
 	stats := s.sched.Stats()
+	if history {
+		stats = append(stats, s.sched.History()...)
+	}
 	if d != "" {
 		stats = slices.DeleteFunc(stats, func(st scheduler.TorrentStats) bool { return st.Digest != d })
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(stats)
+}
+
+// handleHost serves the scheduler's snapshot.HostStats: identity, caps, connections, byte
+// totals and the bans in force.
+func (s *Server) handleHost(w http.ResponseWriter, _ *http.Request) {
+	h := s.sched.HostStats()
+	h.Role = "agent"
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(h)
 }
 
 // handleEvents streams scheduler events (snapshot.Event) until the client goes away or the agent stops:

@@ -1,8 +1,8 @@
 package api
 
 // The swarm API of agents and origins: what their swarm engine is doing. Both serve
-// SwarmTorrentsPath; agents serve SwarmEventsPath too. Both take an optional ?digest= filter
-// (origins ignore it and list every torrent). The documents are swarm/snapshot's types, which
+// SwarmTorrentsPath and SwarmHostPath; agents serve SwarmEventsPath too. Both take an optional
+// ?digest= filter on the torrents and events. The documents are swarm/snapshot's types, which
 // server/api (a leaf) does not import: clients decode into them directly.
 const (
 	// SwarmTorrentsPath serves a JSON array of snapshot.TorrentStats, one per torrent, by digest.

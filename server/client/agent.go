@@ -138,19 +138,7 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 // Torrents returns the agent's torrents (downloads and seeds), or only the one of d when d is
 // not empty.
 func (c *Agent) Torrents(ctx context.Context, d digest.Digest) ([]snapshot.TorrentStats, error) {
-	resp, err := c.blobs.do(ctx, http.MethodGet, api.SwarmTorrentsPath+digestQuery(d), nil)
-	if err != nil {
-		return nil, fmt.Errorf("get torrents: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, responseError("get torrents", resp)
-	}
-	defer func() { _ = resp.Body.Close() }() // read side
-	var out []snapshot.TorrentStats
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&out); err != nil {
-		return nil, fmt.Errorf("decode torrents from %s: %w", c.Addr(), err)
-	}
-	return out, nil
+	return c.blobs.torrents(ctx, d, false)
 }
 
 // Events calls fn with each swarm event the agent reports (only those of d when d is not

@@ -18,6 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
@@ -443,5 +444,40 @@ func TestSeedStripeFollowsTheRing(t *testing.T) {
 		default:
 			require.Equal(t, [2]int{0, 1}, [2]int{index, count}, "a non-owner")
 		}
+	}
+}
+
+// TestSwarmHostAndTorrents: the origin serves its seeding scheduler's host stats and torrents
+// (with ?history=1 and ?digest=) to the clients the operator's view uses, and refuses a
+// malformed query.
+func TestSwarmHostAndTorrents(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, 1, nil, nil)
+	nd := c.nodes[0]
+	o := c.origin(nd.addr)
+	h, err := o.Host(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, "origin", h.Role)
+	require.Equal(t, nd.srv().Swarm().PeerID().String(), h.PeerID)
+	require.Equal(t, nd.srv().Swarm().Addr(), h.Addr)
+	require.Zero(t, h.Torrents)
+	require.NotNil(t, h.Blacklisted)
+
+	live, err := o.Torrents(t.Context(), "")
+	require.NoError(t, err)
+	require.NotNil(t, live, "[] rather than null")
+	require.Empty(t, live)
+	_, d := randomBlob(t, 10)
+	hist, err := o.TorrentsHistory(t.Context(), d)
+	require.NoError(t, err)
+	require.Empty(t, hist)
+
+	for _, q := range []string{"?history=maybe", "?digest=sha256:zz"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+nd.addr+api.SwarmTorrentsPath+q, nil)
+		require.NoError(t, err)
+		resp, err := c.hc.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
 	}
 }

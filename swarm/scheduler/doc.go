@@ -38,6 +38,15 @@
 // which nothing is requested for Config.NoRequestTimeout is closed. Evicted and refused peers
 // are told CodeBusy.
 //
+// # What it reports
+//
+// Stats snapshots the live torrents: their connections, and the ones that closed (PastPeers,
+// with why), the bans they made (Blacklisted) and why each piece asked of an origin was not
+// asked of a peer (OriginReasons, published as a trickle of EventOriginFallback too). History
+// keeps the final snapshot of the newest 256 torrents it let go; HostStats sums up the host:
+// identity, caps, connections, byte totals and the bans in force. All of it is counted under
+// locks the piece path already holds, so reporting adds no work per piece beyond a counter.
+//
 // # Concurrency
 //
 // Each connection has a reader goroutine (decoding, hashing and writing pieces, outside the

@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -41,12 +43,57 @@ type Scheduler struct {
 	events  *hub
 	gate    *gate
 
+	// bytesIn and bytesOut total the piece bytes received (verified) and sent since New,
+	// whatever became of the torrents (HostStats).
+	bytesIn, bytesOut atomic.Int64
+
 	mu        sync.Mutex
 	torrents  map[digest.Digest]*torrent
-	blacklist map[string]time.Time // "addr:host:port" or "id:<hex>" → until
-	closed    bool
-	running   bool
-	wg        sync.WaitGroup // torrent and connection goroutines
+	blacklist map[string]banEntry // "addr:host:port", "id:<hex>" or "host:ip/holder" → the ban
+	// history holds the newest retired torrents, oldest first (at most maxHistory).
+	history []*retired
+	closed  bool
+	running bool
+	wg      sync.WaitGroup // torrent and connection goroutines
+}
+
+// maxHistory bounds the retired torrents a scheduler remembers (History).
+const maxHistory = 256
+
+// banEntry is one key of a ban. The keys one ban sets (a peer's id, address and host) share
+// info, so HostStats lists the ban once.
+type banEntry struct {
+	until time.Time
+	info  *snapshot.Blacklisted
+}
+
+// Ban reasons (snapshot.Blacklisted.Reason). A peer that broke the protocol is banned for
+// what it did (banReason); a peer that could not be dialled or said it was busy is kept from
+// being dialled again at once, which HostStats lists among the bans too.
+const (
+	banStalled     = "stalled"
+	banBadPiece    = "bad_piece"
+	banFalseClaim  = "false_claim"
+	banIdentity    = "identity"
+	banProtocol    = "protocol"
+	banUnreachable = "unreachable"
+	banBusy        = "busy"
+	banUnused      = "unused"
+)
+
+// banReason names why a peer that broke the protocol (violation) or was refused is banned.
+func banReason(err error) string {
+	switch {
+	case errors.Is(err, ErrStalled):
+		return banStalled
+	case errors.Is(err, ErrBadPiece):
+		return banBadPiece
+	case errors.Is(err, ErrFalseClaim):
+		return banFalseClaim
+	case errors.Is(err, ErrIdentity):
+		return banIdentity
+	}
+	return banProtocol
 }
 
 // New validates cfg and returns a scheduler that is not yet running.
@@ -90,7 +137,7 @@ func New(cfg Config, deps Deps) (*Scheduler, error) {
 		events:    newHub(),
 		gate:      newGate(),
 		torrents:  map[digest.Digest]*torrent{},
-		blacklist: map[string]time.Time{},
+		blacklist: map[string]banEntry{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -176,8 +223,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) housekeeping() {
 	now := s.now()
 	s.mu.Lock()
-	for k, until := range s.blacklist {
-		if now.After(until) {
+	for k, b := range s.blacklist {
+		if now.After(b.until) {
 			delete(s.blacklist, k)
 		}
 	}
@@ -198,12 +245,31 @@ func (s *Scheduler) housekeeping() {
 	}
 }
 
-func (s *Scheduler) ban(key string, d time.Duration) {
-	if key == "" {
-		return
-	}
+// ban refuses the peer named by keys for d, and returns b (who and why) with its Since and
+// Until set; HostStats lists it until it expires. Empty keys are skipped.
+func (s *Scheduler) ban(b snapshot.Blacklisted, d time.Duration, keys ...string) snapshot.Blacklisted {
+	now := s.now()
+	b.Since, b.Until = now, now.Add(d)
+	info := &b
 	s.mu.Lock()
-	s.blacklist[key] = s.now().Add(d)
+	for _, k := range keys {
+		if k != "" {
+			s.blacklist[k] = banEntry{until: b.Until, info: info}
+		}
+	}
+	s.mu.Unlock()
+	return b
+}
+
+// backOff keeps this host from dialling addr again until d from now, unless a longer ban
+// already does; reason says why (HostStats).
+func (s *Scheduler) backOff(addr, reason string, d time.Duration) {
+	key, now := addrKey(addr), s.now()
+	until := now.Add(d)
+	s.mu.Lock()
+	if cur, ok := s.blacklist[key]; !ok || cur.until.Before(until) {
+		s.blacklist[key] = banEntry{until: until, info: &snapshot.Blacklisted{Addr: addr, Reason: reason, Since: now, Until: until}}
+	}
 	s.mu.Unlock()
 }
 
@@ -212,7 +278,7 @@ func (s *Scheduler) banned(keys ...string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
-		if until, ok := s.blacklist[k]; ok && now.Before(until) {
+		if b, ok := s.blacklist[k]; ok && now.Before(b.until) {
 			return true
 		}
 	}
@@ -286,6 +352,88 @@ func (s *Scheduler) Stats() []TorrentStats {
 // ends the subscription. Events are dropped, not queued, when the subscriber falls more than
 // buf events behind. The channel is closed when the subscription ends or the scheduler stops.
 func (s *Scheduler) Subscribe(buf int) (<-chan Event, func()) { return s.events.subscribe(buf) }
+
+// retired is a torrent the scheduler let go, in its history: t until the torrent's last
+// connection closed, then st, its final snapshot. Guarded by Scheduler.mu.
+type retired struct {
+	t  *torrent
+	st TorrentStats
+}
+
+// remember adds a retired torrent's entry to the history, forgetting the oldest beyond
+// maxHistory.
+func (s *Scheduler) remember(e *retired) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.history) == maxHistory {
+		copy(s.history, s.history[1:])
+		s.history = s.history[:maxHistory-1]
+	}
+	s.history = append(s.history, e)
+}
+
+// History returns snapshots of the torrents the scheduler retired (seeded long enough,
+// failed, or stopped with the scheduler), newest first, at most 256, each with Retired set.
+// A torrent whose connections are still closing is snapshotted as it is now.
+func (s *Scheduler) History() []TorrentStats {
+	s.mu.Lock()
+	es := make([]retired, len(s.history))
+	for i, e := range s.history {
+		es[len(es)-1-i] = *e
+	}
+	s.mu.Unlock()
+	out := make([]TorrentStats, len(es))
+	for i, e := range es {
+		if e.t != nil {
+			out[i] = e.t.stats()
+		} else {
+			out[i] = e.st
+		}
+	}
+	return out
+}
+
+// HostStats returns what this host reports about its swarm engine as a whole: identity, caps,
+// connections, byte totals since New and the bans in force, newest first. Role is "origin"
+// for a seed-only scheduler, else "agent".
+func (s *Scheduler) HostStats() snapshot.HostStats {
+	now := s.now()
+	h := snapshot.HostStats{
+		Role: "agent", PeerID: s.cfg.PeerID.String(), Addr: s.cfg.Advertise,
+		EgressCap: s.cfg.EgressRate, IngressCap: s.cfg.IngressRate,
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
+		Blacklisted: []snapshot.Blacklisted{}, Time: now,
+	}
+	if s.cfg.SeedOnly {
+		h.Role = "origin"
+	}
+	s.mu.Lock()
+	ts := make([]*torrent, 0, len(s.torrents))
+	for _, t := range s.torrents {
+		ts = append(ts, t)
+	}
+	seen := map[*snapshot.Blacklisted]bool{}
+	for _, b := range s.blacklist {
+		if now.Before(b.until) && !seen[b.info] {
+			seen[b.info] = true
+			h.Blacklisted = append(h.Blacklisted, *b.info)
+		}
+	}
+	s.mu.Unlock()
+	h.Torrents = len(ts)
+	for _, t := range ts {
+		t.mu.Lock()
+		h.Conns += len(t.conns)
+		t.mu.Unlock()
+	}
+	slices.SortFunc(h.Blacklisted, func(a, b snapshot.Blacklisted) int {
+		if c := b.Since.Compare(a.Since); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Addr, b.Addr)
+	})
+	return h
+}
 
 func (s *Scheduler) removeTorrent(t *torrent) {
 	s.mu.Lock()

@@ -358,10 +358,9 @@ func (t *torrent) backOffAfter(c *conn, err error, unused bool) {
 	if d <= 0 {
 		return
 	}
-	key, until := addrKey(c.addr), t.s.now().Add(d)
-	t.s.mu.Lock()
-	if cur, ok := t.s.blacklist[key]; !ok || cur.Before(until) {
-		t.s.blacklist[key] = until
+	reason := banBusy
+	if !errors.Is(err, errPeerBusy) {
+		reason = banUnused
 	}
-	t.s.mu.Unlock()
+	t.s.backOff(c.addr, reason, d)
 }

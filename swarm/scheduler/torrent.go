@@ -58,6 +58,19 @@ type torrent struct {
 	finished   time.Time
 	lastActive time.Time
 	tot        totals
+	// past are the connections that closed and bans the bans this torrent made, oldest first,
+	// each at most snapshot.MaxPastPeers; pastDropped counts the closed connections dropped.
+	past        []PeerStats
+	pastDropped int
+	bans        []snapshot.Blacklisted
+	// live counts the connections started and not yet recorded by removed.
+	live int
+	// origin counts the pieces asked of origins by reason (originReasons order), and the
+	// ones not yet published in an EventOriginFallback, with when the last was.
+	origin    [numOriginReasons]originCount
+	retiredAt time.Time // when stop let the torrent go
+	hist      *retired  // its history entry, once retired
+	frozen    bool      // hist holds the final snapshot, or is being given it
 }
 
 type totals struct {
@@ -121,13 +134,38 @@ func (t *torrent) stop(err error) {
 			conns = append(conns, c)
 		}
 		t.broadcast()
-		t.mu.Unlock()
+		t.retiredAt = t.s.now()
+		t.hist = &retired{t: t}
+		// Closed under t.mu, so that register, which checks quit under it, cannot add a
+		// connection that the loop below would miss.
 		close(t.quit)
+		t.mu.Unlock()
 		for _, c := range conns {
 			c.close(nil)
 		}
 		t.s.removeTorrent(t)
+		t.s.remember(t.hist)
+		t.freezeIfDone()
 	})
+}
+
+// freezeIfDone gives a retired torrent's history entry its final snapshot once its last
+// connection has been recorded (removed), and lets go of the torrent.
+func (t *torrent) freezeIfDone() {
+	t.mu.Lock()
+	e := t.hist
+	done := e != nil && t.live == 0 && !t.frozen
+	if done {
+		t.frozen = true
+	}
+	t.mu.Unlock()
+	if !done {
+		return
+	}
+	st := t.stats()
+	t.s.mu.Lock()
+	e.st, e.t = st, nil
+	t.s.mu.Unlock()
 }
 
 // fail records a terminal error and stops the torrent, so that the next Open starts afresh.
@@ -259,6 +297,7 @@ func (t *torrent) download() {
 	defer func() {
 		cancel()
 		hashing.Wait()
+		t.flushFallbacks(true)
 		t.saveState()
 		t.mu.Lock()
 		p := t.partial
@@ -287,6 +326,7 @@ func (t *torrent) download() {
 			announceT.Reset(t.announce(ctx))
 		case <-tick.C:
 			t.checkTimeouts()
+			t.flushFallbacks(false)
 		case <-save.C:
 			t.saveState()
 		}
@@ -494,6 +534,7 @@ func (t *torrent) commit(ctx context.Context, p *castore.Partial) {
 	for _, c := range seeders {
 		c.close(nil)
 	}
+	t.flushFallbacks(true)
 	t.s.met.downloadSeconds.Observe(elapsed.Seconds())
 	t.s.event(Event{Kind: snapshot.EventTorrentDone, Digest: t.d, Bytes: t.mi.Length, Duration: elapsed})
 	t.s.log.Info("download complete", "digest", t.d, "bytes", t.mi.Length, "seconds", elapsed.Seconds(),

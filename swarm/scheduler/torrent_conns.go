@@ -87,7 +87,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 	defer cancel()
 	nc, err := t.s.dial(dctx, p.Addr)
 	if err != nil {
-		t.s.ban(addrKey(p.Addr), min(5*time.Second, t.s.cfg.BlacklistTime))
+		t.ban(snapshot.Blacklisted{Addr: p.Addr, Peer: p.ID, Reason: banUnreachable}, min(5*time.Second, t.s.cfg.BlacklistTime), addrKey(p.Addr))
 		t.s.event(Event{Kind: snapshot.EventDialFailed, Digest: t.d, Addr: p.Addr, Err: err.Error()})
 		return
 	}
@@ -122,7 +122,7 @@ func (t *torrent) dial(ctx context.Context, p announce.Peer) {
 			t.s.met.refused.WithLabelValues(refusedIdentity).Inc()
 		}
 		if violation(err) || errors.Is(err, wire.ErrBadMagic) || errors.Is(err, ErrIdentity) {
-			t.s.ban(addrKey(p.Addr), t.s.cfg.BlacklistTime)
+			t.ban(snapshot.Blacklisted{Addr: p.Addr, Peer: p.ID, Reason: banReason(err)}, t.s.cfg.BlacklistTime, addrKey(p.Addr))
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Addr: p.Addr, Err: err.Error()})
 		}
@@ -152,7 +152,7 @@ func (t *torrent) accept(ctx context.Context, nc net.Conn, h wire.Handshake, hol
 		}
 		_ = nc.Close()
 		if errors.Is(err, ErrProtocol) {
-			t.s.ban(idKey(h.PeerID), t.s.cfg.BlacklistTime)
+			t.ban(snapshot.Blacklisted{Addr: addr, Peer: h.PeerID.String(), Reason: banReason(err)}, t.s.cfg.BlacklistTime, idKey(h.PeerID))
 			t.s.met.blacklisted.Inc()
 			t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: h.PeerID.String(), Addr: addr, Err: err.Error()})
 		}
@@ -249,6 +249,7 @@ func (t *torrent) register(ctx context.Context, c *conn, count int) {
 		return
 	}
 	t.conns[c.id] = c
+	t.live++ // until removed records it, after c.start
 	if !c.outbound {
 		t.s.joinedHost(c.nc, c.ip, 1)
 	}
@@ -314,22 +315,37 @@ func (t *torrent) unlinkLocked(c *conn) bool {
 
 // removed is called by a connection when it ends, with the reason.
 func (t *torrent) removed(c *conn, err error) {
+	past := t.s.now()
 	t.mu.Lock()
+	ps := c.statsLocked()
+	ps.Closed, ps.CloseReason = &past, "done"
+	if err != nil {
+		ps.CloseReason = err.Error()
+	}
 	t.dropLocked(c)
 	unused := !c.requested && !c.asked.Load()
+	var dropped bool
+	if t.past, dropped = keepNewest(t.past, ps); dropped {
+		t.pastDropped++
+	}
+	t.live--
 	t.mu.Unlock()
+	// The torrent may have been retired while c was open: its history entry is final once its
+	// last connection is recorded here, bans included.
+	defer t.freezeIfDone()
 	t.backOffAfter(c, err, unused)
 	if violation(err) {
-		t.s.ban(idKey(c.pid), t.s.cfg.BlacklistTime)
+		keys := []string{idKey(c.pid), ""}
 		if c.outbound {
-			t.s.ban(addrKey(c.addr), t.s.cfg.BlacklistTime)
+			keys[1] = addrKey(c.addr)
 		} else if c.ip.IsValid() && (c.holder != "" || !c.ip.IsLoopback()) {
 			// A fresh peer id costs nothing, so a peer that dialled in is blacklisted by
 			// what it cannot change at will too: its host and certificate. Not on loopback
 			// without certificates, where the address tells no peer from another (a cluster
 			// on one host).
-			t.s.ban(hostKey(c.ip, c.holder), t.s.cfg.BlacklistTime)
+			keys[1] = hostKey(c.ip, c.holder)
 		}
+		t.ban(snapshot.Blacklisted{Addr: c.addr, Peer: string(c.id), Reason: banReason(err)}, t.s.cfg.BlacklistTime, keys...)
 		t.s.met.blacklisted.Inc()
 		t.s.event(Event{Kind: snapshot.EventBlacklist, Digest: t.d, Peer: string(c.id), Addr: c.addr, Err: err.Error()})
 	}

@@ -32,7 +32,14 @@ func (t *torrent) fill(c *conn) {
 	if want <= 0 {
 		return
 	}
+	// Before Next, which may be the call that starts the endgame.
+	endgame := c.origin && t.picker.Endgame()
 	for _, i := range t.picker.Next(c.id, want) {
+		if c.origin {
+			o := &t.origin[t.originReasonLocked(i, endgame)]
+			o.total++
+			o.unsent++
+		}
 		c.requested = true
 		c.markUsed()
 		c.pending[i] = struct{}{}
@@ -41,6 +48,98 @@ func (t *torrent) fill(c *conn) {
 			c.expect[i]++
 			c.queue(wire.Request{Piece: uint32(i), Offset: uint32(off), Length: uint32(min(wire.MaxBlockLength, l-off))})
 		}
+	}
+}
+
+// Why a piece was asked of an origin: indexes of torrent.origin and originReasons.
+const (
+	reasonEndgame = iota
+	reasonSaturated
+	reasonBlacklisted
+	reasonNoPeers
+	reasonLackPiece
+)
+
+// originReasons names torrent.origin's counts.
+var originReasons = [...]snapshot.OriginReason{
+	reasonEndgame:     snapshot.ReasonEndgame,
+	reasonSaturated:   snapshot.ReasonPeersSaturated,
+	reasonBlacklisted: snapshot.ReasonBlacklisted,
+	reasonNoPeers:     snapshot.ReasonNoPeers,
+	reasonLackPiece:   snapshot.ReasonPeersLackPiece,
+}
+
+const numOriginReasons = len(originReasons)
+
+// originCount is the pieces asked of origins for one reason: in all, and since the last
+// EventOriginFallback, sent at sent.
+type originCount struct {
+	total  int64
+	unsent int
+	sent   time.Time
+}
+
+// originReasonLocked says why piece i is being asked of an origin rather than a peer; endgame
+// is whether the picker was in endgame when it chose the piece. t.mu must be held.
+func (t *torrent) originReasonLocked(i int, endgame bool) int {
+	if endgame {
+		return reasonEndgame
+	}
+	peers := false
+	for _, oc := range t.conns {
+		if oc.origin {
+			continue
+		}
+		if oc.remote.Has(i) {
+			// It has the piece, yet it was not asked: its pipeline is full, or the piece timed
+			// out with it.
+			return reasonSaturated
+		}
+		peers = true
+	}
+	switch {
+	case peers:
+		return reasonLackPiece
+	case t.bannedSomeoneLocked():
+		return reasonBlacklisted
+	}
+	return reasonNoPeers
+}
+
+// bannedSomeoneLocked reports whether a ban this torrent made for misbehaving is still in
+// force; t.mu held. A peer that could not be dialled does not count: not reaching anyone is
+// ReasonNoPeers.
+func (t *torrent) bannedSomeoneLocked() bool {
+	if len(t.bans) == 0 {
+		return false
+	}
+	now := t.s.now()
+	for _, b := range t.bans {
+		if b.Reason != banUnreachable && now.Before(b.Until) {
+			return true
+		}
+	}
+	return false
+}
+
+// flushFallbacks publishes an EventOriginFallback for each reason with pieces asked of origins
+// since its last one, if that was a second ago or more (or at once when force), so the events
+// stay a trickle however many pieces origins serve. The download loop calls it on its tick and
+// when the download ends.
+func (t *torrent) flushFallbacks(force bool) {
+	now := t.s.now()
+	var es []Event
+	t.mu.Lock()
+	for k := range t.origin {
+		o := &t.origin[k]
+		if o.unsent > 0 && (force || now.Sub(o.sent) >= time.Second) {
+			es = append(es, Event{Kind: snapshot.EventOriginFallback, Digest: t.d, Err: string(originReasons[k]), Pieces: o.unsent})
+			o.unsent, o.sent = 0, now
+		}
+	}
+	t.mu.Unlock()
+	for _, e := range es {
+		t.s.event(e)
 	}
 }
 
@@ -189,6 +288,7 @@ func (t *torrent) gotPieceLocked(c *conn, i int) {
 	t.have.Set(i)
 	t.dirty = true
 	t.tot.in += l
+	t.s.bytesIn.Add(l)
 	kind := "peer"
 	if c.origin {
 		t.tot.inOrigin += l
@@ -251,6 +351,7 @@ func (t *torrent) served(c *conn, r wire.Request) {
 	}
 	t.mu.Lock()
 	t.tot.out += n
+	t.s.bytesOut.Add(n)
 	t.lastActive = t.s.now()
 	if t.ss != nil {
 		t.ssServed(c, r)

@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/swarm/snapshot"
+)
+
+// benchResult is the part of `bench swarm -o json` these tests read.
+type benchResult struct {
+	Digest         string  `json:"digest"`
+	Agents         int     `json:"agents"`
+	SizeBytes      int64   `json:"size_bytes"`
+	OriginBytesOut int64   `json:"origin_bytes_out"`
+	OriginCopies   float64 `json:"origin_copies"`
+	PerAgent       []struct {
+		BytesInOrigin int64 `json:"bytes_in_origin"`
+	} `json:"per_agent"`
+}
+
+// startBenchHeld runs `krakenctl bench swarm ... --endpoints-file F --hold 10m -o json` and
+// returns the result it prints once the swarm is done, while its cluster stays up for
+// inspection; the process is ended with SIGINT when the test ends, and must exit cleanly.
+func startBenchHeld(t *testing.T, args ...string) (benchResult, string) {
+	t.Helper()
+	dir := t.TempDir()
+	ep := filepath.Join(dir, "endpoints.yaml")
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, append([]string{"bench", "swarm", "--endpoints-file", ep, "--hold", "10m", "-o", "json", "--dir", dir}, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("bench swarm after SIGINT: %v\n%s", err, stderr.String())
+			}
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			t.Errorf("bench swarm did not stop within a minute of SIGINT")
+		}
+		_, err := os.Stat(ep)
+		require.True(t, errors.Is(err, os.ErrNotExist), "bench swarm removes its endpoints file at the end")
+	})
+	// The JSON result is one document; the process keeps running after it.
+	dec := json.NewDecoder(bufio.NewReader(out))
+	var res benchResult
+	decoded := make(chan error, 1)
+	go func() {
+		decoded <- dec.Decode(&res)
+		_, _ = io.Copy(io.Discard, out)
+		exited <- cmd.Wait()
+	}()
+	select {
+	case err := <-decoded:
+		require.NoError(t, err, "bench swarm's result: %s", stderr.String())
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("bench swarm printed no result within 5 minutes:\n%s", stderr.String())
+	}
+	require.NotEmpty(t, res.Digest)
+	return res, ep
+}
+
+// TestSwarmInspectAgreesWithBench: after a bench swarm run, `swarm inspect` finds every agent
+// complete and the origin, and the bytes the agents say they took from origins add up to what
+// the origin measured it sent, within one piece per agent.
+func TestSwarmInspectAgreesWithBench(t *testing.T) {
+	t.Parallel()
+	res, ep := startBenchHeld(t, "--agents", "4", "--size", "24MiB", "--rate", "12MiB", "--baseline=false")
+
+	out := runCmd(t, nil, bin, "swarm", "inspect", res.Digest, "--endpoints-file", ep, "-o", "json")
+	var s snapshot.Swarm
+	require.NoError(t, json.Unmarshal([]byte(out), &s), out)
+	require.Equal(t, res.Digest, s.Digest.String())
+	require.Equal(t, res.SizeBytes, s.Size)
+	require.Positive(t, s.Pieces)
+	pieceLen := (s.Size + int64(s.Pieces) - 1) / int64(s.Pieces)
+
+	var agents, origins int
+	var fromOrigins, originSent int64
+	for _, p := range s.Peers {
+		switch p.Role {
+		case "agent":
+			agents++
+			require.Equal(t, s.Pieces, p.Pieces, "agent %s holds every piece", p.Addr)
+			require.Contains(t, []string{"seeding", "retired"}, p.State, "agent %s", p.Addr)
+			fromOrigins += p.BytesFromOrigins
+			if p.BytesFromOrigins > 0 {
+				require.NotEmpty(t, p.OriginReasons, "agent %s took bytes from the origin and says why", p.Addr)
+			}
+		case "origin":
+			origins++
+			originSent += p.BytesSent
+		}
+	}
+	require.Equal(t, res.Agents, agents, "%+v", s.Peers)
+	require.Equal(t, 1, origins)
+	require.Equal(t, res.OriginBytesOut, originSent, "the origin's own count, through inspect, is the bench's")
+	require.InDelta(t, res.OriginCopies, s.OriginCopies, 1e-9)
+	diff := fromOrigins - res.OriginBytesOut
+	require.LessOrEqual(t, max(diff, -diff), int64(agents)*pieceLen,
+		"agents took %d bytes from origins, the origin sent %d (piece %d, %d agents)", fromOrigins, res.OriginBytesOut, pieceLen, agents)
+	require.True(t, s.Done)
+	require.NotEmpty(t, s.Edges, "who sent to whom")
+
+	table := runCmd(t, nil, bin, "swarm", "inspect", res.Digest, "--endpoints-file", ep)
+	require.Contains(t, table, "Origin copies:")
+	require.Contains(t, table, "FROM ORIGINS")
+
+	list := runCmd(t, nil, bin, "swarm", "list", "--endpoints-file", ep)
+	require.Contains(t, list, res.Digest)
+
+	// A digest nobody has is a clear error, not an empty table.
+	unknown := "sha256:" + strings.Repeat("ab", 32)
+	msg, err := tryCmd(t, nil, bin, "swarm", "inspect", unknown, "--endpoints-file", ep)
+	require.Error(t, err)
+	require.Contains(t, msg, "no agent, origin or tracker knows this blob")
+	require.Contains(t, msg, unknown)
+
+	// One snapshot as text and as JSON, for scripts.
+	once := runCmd(t, nil, bin, "top", "--once", "--endpoints-file", ep)
+	require.Contains(t, once, res.Digest[7:19])
+	js := runCmd(t, nil, bin, "top", "-o", "json", "--endpoints-file", ep)
+	var c snapshot.Cluster
+	require.NoError(t, json.Unmarshal([]byte(js), &c), js)
+	require.NotEmpty(t, c.Swarms)
+	require.Len(t, c.Hosts, res.Agents+1)
+	for _, h := range c.Hosts {
+		require.True(t, h.Up, "%+v", h)
+	}
+}
+
+// tmuxSession is a private tmux server running one command in a pane of a fixed size.
+type tmuxSession struct {
+	t    *testing.T
+	sock string
+}
+
+func newTmux(t *testing.T, w, h int, env []string, args ...string) *tmuxSession {
+	t.Helper()
+	needCommand(t, "tmux", "scripts/install-test-deps.sh installs it")
+	s := &tmuxSession{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
+	cmd := []string{"new-session", "-d", "-s", "top", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h)}
+	for _, e := range env {
+		cmd = append(cmd, "-e", e)
+	}
+	s.run(append(cmd, args...)...)
+	s.run("set-option", "-t", "top", "remain-on-exit", "on")
+	t.Cleanup(func() { _ = exec.Command("tmux", "-S", s.sock, "-f", "/dev/null", "kill-server").Run() })
+	return s
+}
+
+func (s *tmuxSession) run(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", s.sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+	require.NoError(s.t, err, "tmux %v: %s", args, out)
+	return string(out)
+}
+
+// screen is the pane's text now.
+func (s *tmuxSession) screen() string { return s.run("capture-pane", "-p", "-t", "top") }
+
+// waitFor polls the screen until ok accepts it, and returns that screen.
+func (s *tmuxSession) waitFor(what string, d time.Duration, ok func(string) bool) string {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		sc := s.screen()
+		if ok(sc) {
+			return sc
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the screen never showed %s; last screen:\n%s", what, sc)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// exitStatus waits until the pane's command has exited and returns its status.
+func (s *tmuxSession) exitStatus(d time.Duration) string {
+	s.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if st := strings.Fields(s.run("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}")); len(st) == 2 && st[0] == "1" {
+			return st[1]
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("top did not exit; last screen:\n%s", s.screen())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
