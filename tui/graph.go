@@ -38,7 +38,18 @@ func receivers(sw snapshot.Swarm) []receiver {
 			add(p.Addr).peer = p
 		}
 	}
+	origin := map[string]bool{}
+	for _, p := range sw.Peers {
+		if p.Role == "origin" {
+			origin[p.Addr] = true
+		}
+	}
 	for _, e := range sw.Edges {
+		if origin[e.To] {
+			// What an origin receives is the proofs its super-seeding challenges ask for
+			// (docs/protocol.md), not the blob: origins are senders in this graph.
+			continue
+		}
 		r := add(e.To)
 		r.edges = append(r.edges, e)
 		r.rate += e.Rate

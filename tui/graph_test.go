@@ -89,6 +89,13 @@ func TestPeerGraphEdges(t *testing.T) {
 	sw = nPeerSwarm(5, 5)
 	text = strings.Join(renderGraph(st, sw, 120, 40, 0), "\n")
 	assert.Regexp(t, regexp.QuoteMeta(agentAddr(1))+` .*1\.50 MiB/s .*closed`, text)
+
+	// What an origin receives (proofs for its challenges) does not make it a receiver row.
+	sw = nPeerSwarm(3, 3)
+	sw.Edges = append(sw.Edges, snapshot.Edge{From: agentAddr(0), To: originAddr(0), Bytes: 4096, Rate: 1024, Live: true})
+	lines = renderGraph(st, sw, 120, 30, 0)
+	assert.Equal(t, -1, lineStarting(lines, originAddr(0)), strings.Join(lines, "\n"))
+	assert.Contains(t, lines[0], "◆ origin "+originAddr(0), "origins are on the first line, as senders")
 }
 
 // lineStarting is the index of the first line that starts with prefix, or -1.

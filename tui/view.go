@@ -355,7 +355,7 @@ func swarmTable(st styles, vis []snapshot.Swarm, selected, sortCol string, rever
 	return lines
 }
 
-// swarmState is a swarm's state in one word: done, failed (a member failed), or in flight.
+// swarmState is a swarm's state in a word or two: done, failed (a member failed), or in flight.
 func swarmState(sw snapshot.Swarm) string {
 	if sw.Done {
 		return "done"
@@ -365,10 +365,7 @@ func swarmState(sw snapshot.Swarm) string {
 			return "failed"
 		}
 	}
-	if sw.Namespace != "" {
-		return sw.Namespace
-	}
-	return ""
+	return "in flight"
 }
 
 // hostTable is the hosts panel: origins then agents, their rates against their caps,
