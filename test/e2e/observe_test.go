@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -130,10 +131,9 @@ func TestSwarmInspectAgreesWithBench(t *testing.T) {
 
 	// A digest nobody has is a clear error, not an empty table.
 	unknown := "sha256:" + strings.Repeat("ab", 32)
-	msg, err := tryCmd(t, nil, bin, "swarm", "inspect", unknown, "--endpoints-file", ep)
-	require.Error(t, err)
-	require.Contains(t, msg, "no agent, origin or tracker knows this blob")
-	require.Contains(t, msg, unknown)
+	_, err := tryCmd(t, nil, bin, "swarm", "inspect", unknown, "--endpoints-file", ep)
+	require.ErrorContains(t, err, "no agent, origin or tracker knows this blob")
+	require.ErrorContains(t, err, unknown)
 
 	// One snapshot as text and as JSON, for scripts.
 	once := runCmd(t, nil, bin, "top", "--once", "--endpoints-file", ep)
@@ -194,17 +194,66 @@ func (s *tmuxSession) waitFor(what string, d time.Duration, ok func(string) bool
 	}
 }
 
-// exitStatus waits until the pane's command has exited and returns its status.
-func (s *tmuxSession) exitStatus(d time.Duration) string {
-	s.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		if st := strings.Fields(s.run("display-message", "-p", "-t", "top", "#{pane_dead} #{pane_dead_status}")); len(st) == 2 && st[0] == "1" {
-			return st[1]
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("top did not exit; last screen:\n%s", s.screen())
-		}
-		time.Sleep(50 * time.Millisecond)
+
+// TestTopInTmux drives the real binary in a real terminal (tmux) against `dev up --agents 3`
+// with a pull in flight on every agent, and reads the screen: the swarm's row with its origin
+// share, peer edges with rates (origins marked), the hosts; then help, and q and Ctrl-C, which
+// must exit 0 and give the terminal back.
+func TestTopInTmux(t *testing.T) {
+	t.Parallel()
+	needCommand(t, "tmux", "scripts/install-test-deps.sh installs it")
+	// 4 MiB/s per host keeps a 64 MiB pull in flight for many seconds, even on a fast machine.
+	c := devUp(t, 3, "--rate", "4MiB")
+	ep := filepath.Join(c.dir, "endpoints.yaml")
+	blob := filepath.Join(t.TempDir(), "blob")
+	require.NoError(t, os.WriteFile(blob, randomBytes(t, 64<<20), 0o600))
+	d := strings.TrimSpace(runCmd(t, nil, bin, "push", blob, "--endpoints-file", ep))
+	short := strings.TrimPrefix(d, "sha256:")[:12]
+
+	pulls := make(chan error, len(c.ep.Agents))
+	for i, a := range c.ep.Agents {
+		cmd := exec.Command(bin, "pull", d, "--agent", a, "-o", filepath.Join(t.TempDir(), fmt.Sprintf("out-%d", i)))
+		require.NoError(t, cmd.Start())
+		go func() { pulls <- cmd.Wait() }()
 	}
+	t.Cleanup(func() {
+		for range c.ep.Agents {
+			if err := <-pulls; err != nil {
+				t.Errorf("pull: %v", err)
+			}
+		}
+	})
+
+	// The shell reports top's exit status on the main screen, which top must give back.
+	s := newTmux(t, 140, 45, nil, "sh", "-c", fmt.Sprintf("%s top --endpoints-file %s --interval 500ms; echo TOP-EXIT=$?; sleep 600", bin, ep))
+	swarmRow := regexp.MustCompile(regexp.QuoteMeta(short) + ` +64\.0 MiB .* +\d+% +[0-9.]+ [KMG]?i?B/s +6 +(\d+)% .*in flight`)
+	originEdge := regexp.MustCompile(`[├└]◀ ◆ origin 127\.0\.0\.1:\d+ +\S* +[0-9.]+ [KMG]iB/s +[0-9.]+ [KMG]iB`)
+	peerEdge := regexp.MustCompile(`[├└]◀ 127\.0\.0\.1:\d+ +\S* +[0-9.]+ [KMG]iB/s +[0-9.]+ [KMG]iB`)
+	screen := s.waitFor("the swarm in flight with origin and peer edges", 3*time.Minute, func(sc string) bool {
+		return swarmRow.MatchString(sc) && originEdge.MatchString(sc) && peerEdge.MatchString(sc)
+	})
+	require.Contains(t, screen, "peer graph "+short)
+	require.Regexp(t, `agent +127\.0\.0\.1:\d+ +[0-9.]+ [KMG]?i?B/s`, screen, "host rows with rates")
+	require.Contains(t, screen, "ring 3/3 healthy")
+	require.Contains(t, screen, "build-index leader")
+
+	s.run("send-keys", "-t", "top", "?")
+	s.waitFor("the help", 30*time.Second, func(sc string) bool { return strings.Contains(sc, "krakenctl top — keys") })
+	s.run("send-keys", "-t", "top", "x") // any key closes the help
+	s.waitFor("the view again", 30*time.Second, func(sc string) bool { return swarmRow.MatchString(sc) || strings.Contains(sc, short) })
+	s.run("send-keys", "-t", "top", "q")
+	final := s.waitFor("top's exit", 30*time.Second, func(sc string) bool { return strings.Contains(sc, "TOP-EXIT=") })
+	require.Contains(t, final, "TOP-EXIT=0")
+	require.NotContains(t, final, "swarms in flight", "the alternate screen is gone: the terminal is restored")
+
+	// Ctrl-C quits as cleanly, and a terminal under 80x24 gets a message, not a mess.
+	s2 := newTmux(t, 60, 15, nil, "sh", "-c", fmt.Sprintf("%s top --endpoints-file %s; echo TOP-EXIT=$?; sleep 600", bin, ep))
+	s2.waitFor("the too-small message", time.Minute, func(sc string) bool { return strings.Contains(sc, "terminal too small (60x15), need 80x24") })
+	s2.run("send-keys", "-t", "top", "C-c")
+	final = s2.waitFor("top's exit", 30*time.Second, func(sc string) bool { return strings.Contains(sc, "TOP-EXIT=") })
+	require.Contains(t, final, "TOP-EXIT=0")
+
+	// Without a terminal, top says what to use instead.
+	_, err := tryCmd(t, nil, bin, "top", "--endpoints-file", ep)
+	require.ErrorContains(t, err, "use --once (text) or -o json")
 }
