@@ -30,7 +30,6 @@ type InspectOptions struct {
 	IO         *iostreams.IOStreams
 	HTTPClient func() *http.Client
 	Env        endpoints.Env
-	Now        func() time.Time
 
 	Cluster  endpoints.ClusterFlags
 	Digest   digest.Digest
@@ -41,7 +40,7 @@ type InspectOptions struct {
 
 // NewCmdInspect returns `krakenctl swarm inspect`. runF replaces the run function in tests.
 func NewCmdInspect(f *cmdutil.Factory, runF func(context.Context, *InspectOptions) error) *cobra.Command {
-	opts := &InspectOptions{IO: f.IOStreams, HTTPClient: f.HTTPClient, Env: os.Getenv, Now: time.Now}
+	opts := &InspectOptions{IO: f.IOStreams, HTTPClient: f.HTTPClient, Env: os.Getenv}
 	cmd := &cobra.Command{
 		Use:   "inspect DIGEST",
 		Short: "Show one blob's swarm: who holds what, who sent what, why bytes came from origins",
