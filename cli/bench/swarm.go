@@ -139,7 +139,7 @@ func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
 		}
 		printErr = printSwarm(opts.IO.Out, res)
 		if printErr == nil && opts.Config.Hold > 0 {
-			fmt.Fprintf(opts.IO.ErrOut, "holding the cluster for %s (Ctrl-C ends it)\n", opts.Config.Hold)
+			_, _ = fmt.Fprintf(opts.IO.ErrOut, "holding the cluster for %s (Ctrl-C ends it)\n", opts.Config.Hold) // a note; the result is out
 		}
 	}
 	_, err = bench.Swarm(ctx, opts.Config, bench.SwarmDeps{Logger: log, Result: show, Progress: func(pr bench.SwarmProgress) { p.update(pr.Phase, pr.Done, pr.Total) }})

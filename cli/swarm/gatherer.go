@@ -52,7 +52,7 @@ type originNode struct{ *client.Origin }
 
 func (o originNode) Torrents(ctx context.Context, d digest.Digest, history bool) ([]snapshot.TorrentStats, error) {
 	if history {
-		return o.Origin.TorrentsHistory(ctx, d)
+		return o.TorrentsHistory(ctx, d)
 	}
 	return o.Origin.Torrents(ctx, d)
 }

@@ -96,7 +96,7 @@ func inspectRun(ctx context.Context, opts *InspectOptions) error {
 	}
 	s, errs, ok := g.Swarm(ctx, opts.Digest)
 	for _, e := range errs {
-		fmt.Fprintf(opts.IO.ErrOut, "warning: could not read %s %s: %s\n", e.Role, e.Addr, e.Error)
+		_, _ = fmt.Fprintf(opts.IO.ErrOut, "warning: could not read %s %s: %s\n", e.Role, e.Addr, e.Error)
 	}
 	if !ok {
 		err := fmt.Errorf("%w: %s", ErrUnknownSwarm, opts.Digest)

@@ -152,7 +152,7 @@ func once(ctx context.Context, opts *Options, w *observe.Watcher) error {
 		return err
 	}
 	for _, e := range c.Errors {
-		fmt.Fprintf(opts.IO.ErrOut, "warning: could not read %s %s: %s\n", e.Role, e.Addr, e.Error)
+		_, _ = fmt.Fprintf(opts.IO.ErrOut, "warning: could not read %s %s: %s\n", e.Role, e.Addr, e.Error)
 	}
 	if opts.Output == cmdutil.OutputJSON {
 		return cmdutil.PrintJSON(opts.IO.Out, c)

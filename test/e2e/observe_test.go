@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -59,7 +58,7 @@ func startBenchHeld(t *testing.T, args ...string) (benchResult, string) {
 			t.Errorf("bench swarm did not stop within a minute of SIGINT")
 		}
 		_, err := os.Stat(ep)
-		require.True(t, errors.Is(err, os.ErrNotExist), "bench swarm removes its endpoints file at the end")
+		require.ErrorIs(t, err, os.ErrNotExist, "bench swarm removes its endpoints file at the end")
 	})
 	// The JSON result is one document; the process keeps running after it.
 	dec := json.NewDecoder(bufio.NewReader(out))
@@ -193,7 +192,6 @@ func (s *tmuxSession) waitFor(what string, d time.Duration, ok func(string) bool
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
 
 // TestTopInTmux drives the real binary in a real terminal (tmux) against `dev up --agents 3`
 // with a pull in flight on every agent, and reads the screen: the swarm's row with its origin
