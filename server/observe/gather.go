@@ -58,8 +58,8 @@ type Config struct {
 	Timeout  time.Duration
 	Parallel int
 	// Discover is how many members beyond Agents and Origins a snapshot reads through the API
-	// address they announced to the tracker (0: none). Swarms is how many swarms' member lists
-	// it asks the tracker for, newest first (default 32).
+	// address they announced to the tracker (0: none). Swarms is how many member lists of
+	// swarms in flight (with leechers) it asks the tracker for, newest first (default 8).
 	Discover int
 	Swarms   int
 	// MaxEvents bounds the events a Watcher keeps between snapshots (default 1000).
@@ -74,7 +74,7 @@ func (c *Config) defaults() {
 		c.Parallel = 16
 	}
 	if c.Swarms <= 0 {
-		c.Swarms = 32
+		c.Swarms = 8
 	}
 	if c.MaxEvents <= 0 {
 		c.MaxEvents = 1000
@@ -335,10 +335,17 @@ func (g *Gatherer) readTracker(ctx context.Context, only digest.Digest, fail fun
 			fail(RoleTracker, addr, err)
 			continue
 		}
+		// Members only of swarms in flight, newest first: a finished swarm's members change
+		// nothing a view shows, and a swarm of thousands is megabytes of JSON.
+		read := 0
 		for i := range list {
-			if i >= g.cfg.Swarms {
+			if read >= g.cfg.Swarms {
 				break
 			}
+			if list[i].Leechers == 0 {
+				continue
+			}
+			read++
 			s, err := t.Swarm(ctx, list[i].Digest)
 			if err == nil {
 				list[i] = s

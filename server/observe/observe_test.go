@@ -61,6 +61,8 @@ func (f *fakeNode) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, e
 type fakeTracker struct {
 	swarms map[digest.Digest]snapshot.TrackerSwarm
 	err    error
+	mu     sync.Mutex
+	asked  []digest.Digest // Swarm calls
 }
 
 func (f *fakeTracker) Swarms(ctx context.Context, limit int) ([]snapshot.TrackerSwarm, error) {
@@ -76,6 +78,9 @@ func (f *fakeTracker) Swarms(ctx context.Context, limit int) ([]snapshot.Tracker
 }
 
 func (f *fakeTracker) Swarm(ctx context.Context, d digest.Digest) (snapshot.TrackerSwarm, error) {
+	f.mu.Lock()
+	f.asked = append(f.asked, d)
+	f.mu.Unlock()
 	if f.err != nil {
 		return snapshot.TrackerSwarm{}, f.err
 	}
@@ -209,6 +214,19 @@ func TestSnapshotMergesTheCluster(t *testing.T) {
 	require.NotNil(t, c.BuildIndex)
 	assert.Equal(t, uint64(7), c.BuildIndex.Term)
 	assert.Equal(t, "127.0.0.1:15100", c.BuildIndex.Leader)
+}
+
+// TestMembersOnlyOfSwarmsInFlight: a finished swarm's member list (megabytes at thousands of
+// members) is not read for a snapshot.
+func TestMembersOnlyOfSwarmsInFlight(t *testing.T) {
+	_, tr, deps := cluster(t)
+	done := digest.FromString("done")
+	tr.swarms[done] = snapshot.TrackerSwarm{Digest: done, Seeders: 5000}
+	g, err := observe.New(observe.Config{Trackers: []string{"t:1"}}, deps)
+	require.NoError(t, err)
+	c := g.Snapshot(context.Background())
+	assert.Equal(t, []digest.Digest{blob}, tr.asked)
+	require.Len(t, c.Swarms, 2, "both swarms are listed")
 }
 
 func TestSwarmOfUnknownDigest(t *testing.T) {
