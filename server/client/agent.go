@@ -194,10 +194,3 @@ func (c *Agent) EventsOf(ctx context.Context, d digest.Digest, kinds []snapshot.
 	}
 	return nil
 }
-
-func digestQuery(d digest.Digest) string {
-	if d == "" {
-		return ""
-	}
-	return "?digest=" + url.QueryEscape(d.String())
-}

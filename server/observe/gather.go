@@ -260,9 +260,12 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 				}
 				seen[m.API] = true
 				left--
-				role := cmp.Or(m.Role, RoleAgent)
+				// The tracker's word picks the client, and names the host's role in the
+				// view: one of the two roles that have a swarm API, nothing else.
+				role := RoleAgent
 				var n SwarmNode
-				if role == RoleOrigin {
+				if m.Role == RoleOrigin {
+					role = RoleOrigin
 					n = g.deps.Origin(m.API)
 				} else {
 					n = g.deps.Agent(m.API)
@@ -287,6 +290,7 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 		Events:     []snapshot.HostEvent{},
 		Errors:     errs,
 	}
+	makePrintable(&c)
 	return c
 }
 

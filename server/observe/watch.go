@@ -28,9 +28,8 @@ type Watcher struct {
 	prev  *snapshot.Cluster
 	timer *time.Timer
 
-	mu      sync.Mutex
-	events  []snapshot.HostEvent
-	dropped int
+	mu     sync.Mutex
+	events []snapshot.HostEvent
 }
 
 // NewWatcher returns a Watcher that gathers every interval (at least 100ms).
@@ -74,13 +73,15 @@ func (w *Watcher) stream(ctx context.Context, addr string) {
 func (w *Watcher) add(e snapshot.HostEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.events) >= w.g.cfg.MaxEvents {
-		// Oldest out: the newest are what a view shows.
-		copy(w.events, w.events[1:])
-		w.events = w.events[:len(w.events)-1]
-		w.dropped++
+	// Oldest out: the newest are what a view shows. The slice is cut back to MaxEvents only
+	// when it reaches twice that, so that a flood of events costs a copy per MaxEvents
+	// events rather than one per event; Next keeps the newest MaxEvents.
+	if len(w.events) >= 2*w.g.cfg.MaxEvents {
+		n := copy(w.events, w.events[len(w.events)-w.g.cfg.MaxEvents:])
+		clear(w.events[n:])
+		w.events = w.events[:n]
 	}
-	w.events = append(w.events, e)
+	w.events = append(w.events, printableEvent(e))
 }
 
 // Next returns the next snapshot: the first at once, then one per interval after the last.
@@ -108,6 +109,9 @@ func (w *Watcher) Next(ctx context.Context) (snapshot.Cluster, error) {
 	w.mu.Lock()
 	c.Events, w.events = w.events, nil
 	w.mu.Unlock()
+	if n := len(c.Events) - w.g.cfg.MaxEvents; n > 0 {
+		c.Events = c.Events[n:]
+	}
 	if c.Events == nil {
 		c.Events = []snapshot.HostEvent{}
 	}
