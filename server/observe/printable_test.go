@@ -97,3 +97,28 @@ func TestWatcherKeepsNewestEvents(t *testing.T) {
 		assert.Equal(t, n-100+i, e.Piece)
 	}
 }
+
+// A member that was only announced (or down) in the snapshot before has no counters there:
+// what it reports now is everything it ever moved, not a rate, and so are its edges.
+func TestRatesOfMemberFirstRead(t *testing.T) {
+	d := blob
+	t0 := time.Unix(1000, 0)
+	prev := snapshot.Cluster{Time: t0, Swarms: []snapshot.Swarm{{Digest: d, Peers: []snapshot.SwarmPeer{
+		{Addr: "a:1", Role: "agent", State: "announced"},
+		{Addr: "b:1", Role: "agent", State: "downloading", BytesFromPeers: 10},
+	}}}}
+	cur := snapshot.Cluster{Time: t0.Add(time.Second), Swarms: []snapshot.Swarm{{Digest: d, Size: 1000, Pieces: 10, Peers: []snapshot.SwarmPeer{
+		{Addr: "a:1", Role: "agent", State: "downloading", BytesFromPeers: 900 * mib, Pieces: 5},
+		{Addr: "b:1", Role: "agent", State: "downloading", BytesFromPeers: 30, Pieces: 5},
+	}, Edges: []snapshot.Edge{
+		{From: "c:1", To: "a:1", Bytes: 900 * mib, Live: true},
+		{From: "c:1", To: "b:1", Bytes: 20, Live: true},
+	}}}}
+	observe.Rates(&prev, &cur)
+	s := cur.Swarms[0]
+	assert.Zero(t, s.Peers[0].RateIn)
+	assert.InDelta(t, 20, s.Peers[1].RateIn, 1e-9)
+	assert.InDelta(t, 20, s.RateIn, 1e-9)
+	assert.Zero(t, s.Edges[0].Rate, "an edge no host read last time reported")
+	assert.InDelta(t, 20, s.Edges[1].Rate, 1e-9, "a new edge of a host read last time")
+}

@@ -156,9 +156,14 @@ func Rates(prev *snapshot.Cluster, cur *snapshot.Cluster) {
 		if p == nil {
 			continue
 		}
+		// Members whose counters prev read from the host itself: one the tracker only named
+		// ("announced") has no counters, and one that was down then has none either, so
+		// the growth since then is unknown, not everything it ever moved.
 		peers := map[string]snapshot.SwarmPeer{}
 		for _, pp := range p.Peers {
-			peers[pp.Addr] = pp
+			if pp.State != stateAnnounced {
+				peers[pp.Addr] = pp
+			}
 		}
 		var in float64
 		for j := range s.Peers {
@@ -180,9 +185,12 @@ func Rates(prev *snapshot.Cluster, cur *snapshot.Cluster) {
 		}
 		for j := range s.Edges {
 			e := &s.Edges[j]
+			_, fromRead := peers[e.From]
+			_, toRead := peers[e.To]
 			if b, ok := edges[edgeKey{e.From, e.To}]; ok {
 				e.Rate = rate(e.Bytes, b)
-			} else if e.Live {
+			} else if e.Live && (fromRead || toRead) {
+				// A live edge that a host read last time did not report opened since.
 				e.Rate = float64(e.Bytes) / dt
 			}
 		}
