@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
@@ -256,6 +257,12 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 		for _, ts := range tracked {
 			for _, m := range ts.Members {
 				if m.API == "" || seen[m.API] || seen[m.Addr] || left == 0 {
+					continue
+				}
+				if announce.CheckAPI(m.API) != nil {
+					// Not an address a tracker keeps (a name, link-local such as a cloud
+					// metadata service, unspecified): a tracker that lies is not followed.
+					fail(RoleTracker, m.API, fmt.Errorf("member %s: not dialling its api %q: %w", m.PeerID, m.API, announce.CheckAPI(m.API)))
 					continue
 				}
 				seen[m.API] = true

@@ -122,3 +122,21 @@ func TestRatesOfMemberFirstRead(t *testing.T) {
 	assert.Zero(t, s.Edges[0].Rate, "an edge no host read last time reported")
 	assert.InDelta(t, 20, s.Edges[1].Rate, 1e-9, "a new edge of a host read last time")
 }
+
+// A member's api that no tracker keeps (link-local: a cloud metadata service) is not dialled.
+func TestDiscoverSkipsBadAPI(t *testing.T) {
+	_, tr, deps := cluster(t)
+	sw := tr.swarms[blob]
+	sw.Members[1].API = "169.254.169.254:80"
+	tr.swarms[blob] = sw
+	agent := deps.Agent
+	deps.Agent = func(addr string) observe.SwarmNode {
+		assert.NotEqual(t, "169.254.169.254:80", addr)
+		return agent(addr)
+	}
+	g, err := observe.New(observe.Config{Agents: []string{"a1:1"}, Trackers: []string{"t:1"}, Discover: 8}, deps)
+	require.NoError(t, err)
+	c := g.Snapshot(context.Background())
+	require.NotEmpty(t, c.Errors)
+	assert.Contains(t, c.Errors[0].Error, "not dialling")
+}
