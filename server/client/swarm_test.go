@@ -62,3 +62,24 @@ func TestSwarmQueries(t *testing.T) {
 	_, err = NewOrigin(srv.URL+"/nothing", srv.Client()).Host(t.Context())
 	require.ErrorIs(t, err, ErrNotFound)
 }
+
+// An answer that never ends (a JSON array streamed forever) is cut at the document's bound
+// and named malformed, rather than read until memory runs out.
+func TestSwarmAnswerBounded(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("["))
+		one := []byte(`{"digest":"sha256:ab","state":"seeding","peers":[]},`)
+		for {
+			if _, err := w.Write(one); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	_, err := NewAgent(srv.URL, srv.Client()).TorrentsHistory(t.Context(), "")
+	require.ErrorIs(t, err, ErrMalformed)
+	require.ErrorContains(t, err, "larger than")
+	_, err = NewOrigin(srv.URL, srv.Client()).Host(t.Context())
+	require.ErrorIs(t, err, ErrMalformed)
+}

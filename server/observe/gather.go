@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/swarm/announce"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
@@ -258,11 +259,20 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 				if m.API == "" || seen[m.API] || seen[m.Addr] || left == 0 {
 					continue
 				}
+				if announce.CheckAPI(m.API) != nil {
+					// Not an address a tracker keeps (a name, link-local such as a cloud
+					// metadata service, unspecified): a tracker that lies is not followed.
+					fail(RoleTracker, m.API, fmt.Errorf("member %s: not dialling its api %q: %w", m.PeerID, m.API, announce.CheckAPI(m.API)))
+					continue
+				}
 				seen[m.API] = true
 				left--
-				role := cmp.Or(m.Role, RoleAgent)
+				// The tracker's word picks the client, and names the host's role in the
+				// view: one of the two roles that have a swarm API, nothing else.
+				role := RoleAgent
 				var n SwarmNode
-				if role == RoleOrigin {
+				if m.Role == RoleOrigin {
+					role = RoleOrigin
 					n = g.deps.Origin(m.API)
 				} else {
 					n = g.deps.Agent(m.API)
@@ -287,6 +297,7 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 		Events:     []snapshot.HostEvent{},
 		Errors:     errs,
 	}
+	makePrintable(&c)
 	return c
 }
 

@@ -11,6 +11,9 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
+// stateAnnounced is the state of a swarm member known only from the tracker's list.
+const stateAnnounced = "announced"
+
 // edgeKey is a directed pair of swarm addresses.
 type edgeKey struct{ from, to string }
 
@@ -215,7 +218,7 @@ func (b *swarmBuild) addMember(m snapshot.TrackerMember) {
 	}
 	b.byAddr[m.Addr] = len(b.s.Peers)
 	b.s.Peers = append(b.s.Peers, snapshot.SwarmPeer{
-		Addr: m.Addr, API: m.API, PeerID: m.PeerID, Role: cmp.Or(m.Role, RoleAgent), State: "announced",
+		Addr: m.Addr, API: m.API, PeerID: m.PeerID, Role: cmp.Or(m.Role, RoleAgent), State: stateAnnounced,
 		Pieces: pieces, OriginReasons: map[snapshot.OriginReason]int64{}, LastAnnounce: la,
 	})
 }

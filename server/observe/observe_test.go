@@ -119,13 +119,13 @@ func cluster(t *testing.T) (map[string]*fakeNode, *fakeTracker, observe.Deps) {
 				Peers:         []snapshot.PeerStats{{ID: "0o", Addr: "127.0.0.1:7000", Origin: true, BytesIn: 3 * mib}},
 				PastPeers:     []snapshot.PeerStats{{ID: "0a3", Addr: "127.0.0.1:51234", BytesIn: mib}}}}},
 		"a2:1": {err: errors.New("connection refused")},
-		"a3:1": {host: snapshot.HostStats{Role: "agent", PeerID: "0a3", Addr: "127.0.0.1:8003"},
+		"127.0.0.3:1": {host: snapshot.HostStats{Role: "agent", PeerID: "0a3", Addr: "127.0.0.1:8003"},
 			torrents: []snapshot.TorrentStats{{Digest: blob, State: "downloading", Size: 4 * mib, PieceLength: mib, Pieces: 4, Have: 1,
 				BytesOut: mib, Started: start}}},
 	}
 	tr := &fakeTracker{swarms: map[digest.Digest]snapshot.TrackerSwarm{blob: {Digest: blob, Seeders: 1, Leechers: 1, Members: []snapshot.TrackerMember{
 		{PeerID: "0a1", Addr: "127.0.0.1:8001", Role: "agent", Complete: true, LastAnnounce: start},
-		{PeerID: "0a3", Addr: "127.0.0.1:8003", API: "a3:1", Role: "agent", Have: 1, Pieces: 4},
+		{PeerID: "0a3", Addr: "127.0.0.1:8003", API: "127.0.0.3:1", Role: "agent", Have: 1, Pieces: 4},
 		{PeerID: "0a9", Addr: "127.0.0.1:8009", Role: "agent", Have: 2, Pieces: 4},
 	}}}}
 	deps := observe.Deps{

@@ -28,9 +28,8 @@ type Watcher struct {
 	prev  *snapshot.Cluster
 	timer *time.Timer
 
-	mu      sync.Mutex
-	events  []snapshot.HostEvent
-	dropped int
+	mu     sync.Mutex
+	events []snapshot.HostEvent
 }
 
 // NewWatcher returns a Watcher that gathers every interval (at least 100ms).
@@ -74,13 +73,15 @@ func (w *Watcher) stream(ctx context.Context, addr string) {
 func (w *Watcher) add(e snapshot.HostEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.events) >= w.g.cfg.MaxEvents {
-		// Oldest out: the newest are what a view shows.
-		copy(w.events, w.events[1:])
-		w.events = w.events[:len(w.events)-1]
-		w.dropped++
+	// Oldest out: the newest are what a view shows. The slice is cut back to MaxEvents only
+	// when it reaches twice that, so that a flood of events costs a copy per MaxEvents
+	// events rather than one per event; Next keeps the newest MaxEvents.
+	if len(w.events) >= 2*w.g.cfg.MaxEvents {
+		n := copy(w.events, w.events[len(w.events)-w.g.cfg.MaxEvents:])
+		clear(w.events[n:])
+		w.events = w.events[:n]
 	}
-	w.events = append(w.events, e)
+	w.events = append(w.events, printableEvent(e))
 }
 
 // Next returns the next snapshot: the first at once, then one per interval after the last.
@@ -108,6 +109,9 @@ func (w *Watcher) Next(ctx context.Context) (snapshot.Cluster, error) {
 	w.mu.Lock()
 	c.Events, w.events = w.events, nil
 	w.mu.Unlock()
+	if n := len(c.Events) - w.g.cfg.MaxEvents; n > 0 {
+		c.Events = c.Events[n:]
+	}
 	if c.Events == nil {
 		c.Events = []snapshot.HostEvent{}
 	}
@@ -152,9 +156,14 @@ func Rates(prev *snapshot.Cluster, cur *snapshot.Cluster) {
 		if p == nil {
 			continue
 		}
+		// Members whose counters prev read from the host itself: one the tracker only named
+		// ("announced") has no counters, and one that was down then has none either, so
+		// the growth since then is unknown, not everything it ever moved.
 		peers := map[string]snapshot.SwarmPeer{}
 		for _, pp := range p.Peers {
-			peers[pp.Addr] = pp
+			if pp.State != stateAnnounced {
+				peers[pp.Addr] = pp
+			}
 		}
 		var in float64
 		for j := range s.Peers {
@@ -176,9 +185,12 @@ func Rates(prev *snapshot.Cluster, cur *snapshot.Cluster) {
 		}
 		for j := range s.Edges {
 			e := &s.Edges[j]
+			_, fromRead := peers[e.From]
+			_, toRead := peers[e.To]
 			if b, ok := edges[edgeKey{e.From, e.To}]; ok {
 				e.Rate = rate(e.Bytes, b)
-			} else if e.Live {
+			} else if e.Live && (fromRead || toRead) {
+				// A live edge that a host read last time did not report opened since.
 				e.Rate = float64(e.Bytes) / dt
 			}
 		}
