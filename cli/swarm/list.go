@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +14,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
-	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/observe"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
@@ -70,19 +69,18 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 	if len(c.Trackers) == 0 {
 		return cmdutil.FlagErrorf("%s names no tracker: pass --trackers host:port", c.Source)
 	}
-	var errs []error
-	for _, addr := range c.Trackers {
-		swarms, err := client.NewTracker(addr, opts.HTTPClient()).Swarms(ctx, opts.Limit)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if opts.Output == cmdutil.OutputJSON {
-			return cmdutil.PrintJSON(opts.IO.Out, swarms)
-		}
-		return printList(opts, swarms)
+	g, err := NewGatherer(c, opts.HTTPClient(), observe.Config{})
+	if err != nil {
+		return err
 	}
-	return c.Explain(fmt.Errorf("list swarms: no tracker answered: %w", errors.Join(errs...)))
+	swarms, err := g.TrackerSwarms(ctx, opts.Limit)
+	if err != nil {
+		return c.Explain(fmt.Errorf("list swarms: %w", err))
+	}
+	if opts.Output == cmdutil.OutputJSON {
+		return cmdutil.PrintJSON(opts.IO.Out, swarms)
+	}
+	return printList(opts, swarms)
 }
 
 func printList(opts *ListOptions, swarms []snapshot.TrackerSwarm) error {

@@ -106,8 +106,13 @@ type Gatherer struct {
 	deps Deps
 }
 
-// ErrNoSource means a Gatherer was given nothing to read.
-var ErrNoSource = errors.New("observe: no agents, origins or trackers to read")
+// Sentinel errors.
+var (
+	// ErrNoSource means a Gatherer was given nothing to read.
+	ErrNoSource = errors.New("observe: no agents, origins or trackers to read")
+	// ErrNoTracker means a tracker's list was asked of a Gatherer given no tracker.
+	ErrNoTracker = errors.New("observe: no tracker to read")
+)
 
 // New returns a Gatherer of the cluster cfg names.
 func New(cfg Config, deps Deps) (*Gatherer, error) {
@@ -405,4 +410,29 @@ func ringEntries(st *api.RingStatus, nodes []nodeRead) []snapshot.RingEntry {
 		out = append(out, snapshot.RingEntry{Addr: m.Addr, Healthy: m.Healthy, Failures: m.ConsecutiveFailures, Reachable: read[m.Addr]})
 	}
 	return out
+}
+
+// TrackerSwarms asks the trackers in turn for their list of swarms (at most limit, newest
+// announce first) and returns the first answer, its strings made printable. It fails only
+// when no tracker answers, with every tracker's error.
+func (g *Gatherer) TrackerSwarms(ctx context.Context, limit int) ([]snapshot.TrackerSwarm, error) {
+	if len(g.cfg.Trackers) == 0 || g.deps.Tracker == nil {
+		return nil, ErrNoTracker
+	}
+	var errs []error
+	for _, addr := range g.cfg.Trackers {
+		rctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+		list, err := g.deps.Tracker(addr).Swarms(rctx, limit)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tracker %s: %w", addr, err))
+			continue
+		}
+		for i := range list {
+			list[i].Digest, list[i].Namespace = printableDigest(list[i].Digest), printable(list[i].Namespace)
+			list[i].Members = nil
+		}
+		return list, nil
+	}
+	return nil, fmt.Errorf("no tracker answered: %w", errors.Join(errs...))
 }

@@ -329,3 +329,33 @@ func TestWatcherRatesAndEvents(t *testing.T) {
 
 // eventsQueued peeks whether the watcher holds an event, through a snapshot of nothing.
 func eventsQueued(w *observe.Watcher) bool { return observe.PendingEvents(w) > 0 }
+
+// TestTrackerSwarms: the trackers are asked in turn, and what the one that answers says is
+// made printable.
+func TestTrackerSwarms(t *testing.T) {
+	_, tr, deps := cluster(t)
+	tr.swarms[blob] = snapshot.TrackerSwarm{Digest: blob, Namespace: "evil\x1b]0;pwned\x07", Seeders: 2}
+	down := &fakeTracker{err: errors.New("connection refused")}
+	deps.Tracker = func(addr string) observe.Tracker {
+		if addr == "down:1" {
+			return down
+		}
+		return tr
+	}
+	g, err := observe.New(observe.Config{Trackers: []string{"down:1", "t:1"}}, deps)
+	require.NoError(t, err)
+	list, err := g.TrackerSwarms(context.Background(), 10)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, `evil\x1b]0;pwned\x07`, list[0].Namespace)
+
+	g, err = observe.New(observe.Config{Trackers: []string{"down:1"}}, deps)
+	require.NoError(t, err)
+	_, err = g.TrackerSwarms(context.Background(), 10)
+	require.ErrorContains(t, err, "tracker down:1: connection refused")
+
+	g, err = observe.New(observe.Config{Agents: []string{"a1:1"}}, deps)
+	require.NoError(t, err)
+	_, err = g.TrackerSwarms(context.Background(), 10)
+	require.ErrorIs(t, err, observe.ErrNoTracker)
+}
