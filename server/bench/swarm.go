@@ -924,13 +924,29 @@ func startSwarm(ctx context.Context, cfg SwarmConfig, dir string, log *slog.Logg
 		}
 		return nil, errors.Join(err, sw.close())
 	}
-	if sw.endpointsFile != "" {
-		e := api.Endpoints{Origins: c.Addrs(cluster.Origin), Trackers: c.Addrs(cluster.Tracker), Agents: c.Addrs(cluster.Agent), TLS: sw.tlsFiles}
-		if err := api.WriteEndpoints(sw.endpointsFile, e); err != nil {
-			return nil, errors.Join(fmt.Errorf("write endpoints file: %w", err), sw.close())
-		}
+	if err := sw.writeEndpoints(); err != nil {
+		return nil, errors.Join(err, sw.close())
 	}
 	return sw, nil
+}
+
+// writeEndpoints writes the endpoints file, if there is one: the servers running now.
+func (s *swarmCluster) writeEndpoints() error {
+	if s.endpointsFile == "" {
+		return nil
+	}
+	agents := make([]string, 0, len(s.agents)+1)
+	for _, a := range s.agents {
+		agents = append(agents, a.addr)
+	}
+	if s.baseline != nil {
+		agents = append(agents, s.baseline.addr)
+	}
+	e := api.Endpoints{Origins: s.c.Addrs(cluster.Origin), Trackers: s.c.Addrs(cluster.Tracker), Agents: agents, TLS: s.tlsFiles}
+	if err := api.WriteEndpoints(s.endpointsFile, e); err != nil {
+		return fmt.Errorf("write endpoints file: %w", err)
+	}
+	return nil
 }
 
 // absPath is p made absolute (an endpoints file is read from anywhere), or p if that fails.
@@ -953,7 +969,8 @@ func (s *swarmCluster) stopBaseline() error {
 	if err := os.RemoveAll(s.baselineDir); err != nil {
 		return fmt.Errorf("remove the baseline agent's store: %w", err)
 	}
-	return nil
+	// What reads the file from now on (swarm inspect, a top started later) leaves it out.
+	return s.writeEndpoints()
 }
 
 // close stops every server, agents first, and the client's idle connections.
