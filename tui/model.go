@@ -113,19 +113,22 @@ type Model struct {
 }
 
 // New returns the model of `top` reading src. A nil src shows no data (a view of nothing, for
-// tests of the frame). Quitting (q, ctrl+c) cancels the context the model passes to Next.
-func New(src Source, opts Options) tea.Model {
-	return newModel(src, opts)
+// tests of the frame). The model passes Next a context derived from ctx, which quitting (q,
+// ctrl+c) cancels.
+func New(ctx context.Context, src Source, opts Options) tea.Model {
+	return newModel(ctx, src, opts)
 }
 
-func newModel(src Source, opts Options) Model {
+func newModel(parent context.Context, src Source, opts Options) Model {
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = time.Second
 	}
 	if opts.EventLog <= 0 {
 		opts.EventLog = 200
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// Kept in the model because bubbletea's commands take no context: a fetch started by
+	// Update must still end when the view quits or the caller's context does.
+	ctx, cancel := context.WithCancel(parent)
 	m := Model{src: src, opts: opts, st: newStyles(opts.Renderer, opts.NoColor), ctx: ctx, cancel: cancel,
 		filter: opts.Filter, width: 80, height: 24}
 	if i := slices.Index(SortColumns, opts.Sort); i >= 0 {

@@ -36,7 +36,7 @@ func loaded(t *testing.T, w, h int, opts Options) Model {
 	if opts.Renderer == nil {
 		opts.Renderer = asciiRenderer()
 	}
-	m, _ := update(t, newModel(nil, opts), sizeMsg(w, h), snapshotMsg{testCluster()})
+	m, _ := update(t, newModel(context.Background(), nil, opts), sizeMsg(w, h), snapshotMsg{testCluster()})
 	return m
 }
 
@@ -208,7 +208,7 @@ func TestFilter(t *testing.T) {
 
 func TestPause(t *testing.T) {
 	src := SourceFunc(func(ctx context.Context) (snapshot.Cluster, error) { return snapshot.Cluster{}, nil })
-	m, _ := update(t, newModel(src, Options{Renderer: asciiRenderer()}), sizeMsg(120, 40), snapshotMsg{testCluster()})
+	m, _ := update(t, newModel(context.Background(), src, Options{Renderer: asciiRenderer()}), sizeMsg(120, 40), snapshotMsg{testCluster()})
 	m, _ = update(t, m, keys("p"))
 	require.True(t, m.paused)
 	assert.Contains(t, m.View(), "PAUSED")
@@ -274,7 +274,7 @@ func TestQuit(t *testing.T) {
 // TestSourceErrors: a failing source leaves the last snapshot on screen and says why, and is
 // retried; before any snapshot the view says it has none.
 func TestSourceErrors(t *testing.T) {
-	m, cmd := update(t, newModel(SourceFunc(func(context.Context) (snapshot.Cluster, error) {
+	m, cmd := update(t, newModel(context.Background(), SourceFunc(func(context.Context) (snapshot.Cluster, error) {
 		return snapshot.Cluster{}, errors.New("unused")
 	}), Options{Renderer: asciiRenderer()}), sizeMsg(120, 40), errMsg{errors.New("dial tracker: connection refused")})
 	require.NotNil(t, cmd, "a failed fetch is retried")
@@ -303,7 +303,7 @@ func TestFetch(t *testing.T) {
 		}
 		return testCluster(), ctx.Err()
 	})
-	m := newModel(src, Options{Renderer: asciiRenderer()})
+	m := newModel(context.Background(), src, Options{Renderer: asciiRenderer()})
 	msg := m.Init()()
 	require.IsType(t, snapshotMsg{}, msg)
 	mm, cmd := update(t, m, msg)
@@ -321,7 +321,7 @@ func TestFetch(t *testing.T) {
 }
 
 func TestEventLogBounded(t *testing.T) {
-	m := newModel(nil, Options{EventLog: 5, Renderer: asciiRenderer()})
+	m := newModel(context.Background(), nil, Options{EventLog: 5, Renderer: asciiRenderer()})
 	for i := range 3 {
 		c := testCluster()
 		c.Events = nil
@@ -378,7 +378,7 @@ func TestUnreachableRoles(t *testing.T) {
 	c.Swarms[0].Peers[0].State, c.Swarms[0].Peers[0].Error = "unreachable", "connection refused"
 	c.Swarms[0].Peers[1].Error = "timeout"
 	c.Ring[0].Reachable = false
-	m, _ := update(t, newModel(nil, Options{Renderer: asciiRenderer(), Filter: short(1)}), sizeMsg(140, 50), snapshotMsg{c})
+	m, _ := update(t, newModel(context.Background(), nil, Options{Renderer: asciiRenderer(), Filter: short(1)}), sizeMsg(140, 50), snapshotMsg{c})
 	v := m.View()
 	lines := strings.Split(v, "\n")
 	assert.Contains(t, lines[len(lines)-1], "✗ unreachable: tracker 127.0.0.1:5000, build-index 127.0.2.1:9100")

@@ -62,7 +62,7 @@ func (s *blockingSource) Next(ctx context.Context) (snapshot.Cluster, error) {
 // TestProgram runs the model in a real bubbletea program: it draws the first snapshot, and q
 // ends the program even while the source is blocked in Next.
 func TestProgram(t *testing.T) {
-	m := New(&blockingSource{c: testCluster()}, Options{Renderer: asciiRenderer(), NoColor: true})
+	m := New(context.Background(), &blockingSource{c: testCluster()}, Options{Renderer: asciiRenderer(), NoColor: true})
 	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
 		return strings.Contains(string(b), "peer graph "+short(3))

@@ -124,7 +124,7 @@ func Run(ctx context.Context, opts *Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w.Start(ctx)
-	m := tui.New(w, tui.Options{Filter: opts.Filter, NoColor: opts.Env("NO_COLOR") != ""})
+	m := tui.New(ctx, w, tui.Options{Filter: opts.Filter, NoColor: opts.Env("NO_COLOR") != ""})
 	run := opts.Program
 	if run == nil {
 		run = program
