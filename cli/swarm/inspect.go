@@ -22,8 +22,9 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
-// ErrUnknownSwarm means no host and no tracker knows the digest.
-var ErrUnknownSwarm = errors.New("no agent, origin or tracker knows this blob")
+// ErrUnknownSwarm means no host has a torrent of the digest and no tracker lists it (a blob
+// stored on the origins and never pulled has no swarm yet).
+var ErrUnknownSwarm = errors.New("no swarm of this blob: no agent or origin has a torrent of it and no tracker lists it")
 
 // InspectOptions are the inputs of `krakenctl swarm inspect`.
 type InspectOptions struct {

@@ -131,7 +131,7 @@ func TestSwarmInspectAgreesWithBench(t *testing.T) {
 	// A digest nobody has is a clear error, not an empty table.
 	unknown := "sha256:" + strings.Repeat("ab", 32)
 	_, err := tryCmd(t, nil, bin, "swarm", "inspect", unknown, "--endpoints-file", ep)
-	require.ErrorContains(t, err, "no agent, origin or tracker knows this blob")
+	require.ErrorContains(t, err, "no swarm of this blob")
 	require.ErrorContains(t, err, unknown)
 
 	// One snapshot as text and as JSON, for scripts.
