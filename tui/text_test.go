@@ -30,6 +30,7 @@ func TestRenderText(t *testing.T) {
 	assert.Regexp(t, `more peers, \d+ MiB/s`, got)
 	assert.Regexp(t, `└◀ ◆ origin 127\.0\.1\.1:7001 +█+░* +1\.00 MiB/s +10\.0 MiB`, got, "an origin edge with its rate")
 	assert.Contains(t, got, "127.0.0.99:9000 ✗ DOWN: dial tcp 127.0.0.99:9000: connection refused")
+	assert.Regexp(t, `agent +127\.0\.0\.10:9000 .* 127\.0\.0\.10:8000\n`, got, "a host row ends with the swarm address the graph names it by")
 	assert.Contains(t, got, "build-index leader 127.0.2.1:9100 · term 4 · 3 nodes")
 	assert.Contains(t, got, "origin_fallback  127.0.0.11:9000 "+short(2)+" peers_lack_piece ×12 pieces")
 	for _, l := range strings.Split(got, "\n") {

@@ -376,7 +376,7 @@ func hostTable(st styles, hosts []snapshot.Host, skip, rows, w int) []string {
 		addrW = max(addrW, len(h.API))
 	}
 	addrW = min(addrW, 24)
-	hdr := fit("ROLE", 6) + " " + fit("HOST", addrW) + " " + fit("IN / CAP", 21) + " " + fit("OUT / CAP", 21) + " " + padLeft("CONNS", 5) + " " + padLeft("BL", 3)
+	hdr := fit("ROLE", 6) + " " + fit("HOST", addrW) + " " + fit("IN / CAP", 21) + " " + fit("OUT / CAP", 21) + " " + padLeft("CONNS", 5) + " " + padLeft("BL", 3) + "  SWARM ADDR"
 	lines := []string{st.header.Render(clip("  "+hdr, w))}
 	if len(hosts) == 0 {
 		return append(lines, st.dim.Render("  no hosts known"))
@@ -401,7 +401,9 @@ func hostTable(st styles, hosts []snapshot.Host, skip, rows, w int) []string {
 		if len(h.Blacklisted) > 0 {
 			bl = st.bad.Render(bl)
 		}
-		lines = append(lines, clip(head+capCell(st, h.RateIn, h.IngressCap)+" "+capCell(st, h.RateOut, h.EgressCap)+" "+padLeft(fmt.Sprint(h.Conns), 5)+" "+bl, w))
+		// The swarm address is how the peer graph names the host; the last column, so a
+		// narrow terminal loses it first.
+		lines = append(lines, clip(head+capCell(st, h.RateIn, h.IngressCap)+" "+capCell(st, h.RateOut, h.EgressCap)+" "+padLeft(fmt.Sprint(h.Conns), 5)+" "+bl+"  "+st.dim.Render(h.Addr), w))
 	}
 	if rest := len(hosts) - (skip + rows); rest > 0 {
 		lines[len(lines)-1] = st.dim.Render(clip(fmt.Sprintf("  + %d more hosts (tab to hosts, ↓ to scroll)", rest+1), w))
