@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,9 +38,15 @@ func startBenchHeld(t *testing.T, args ...string) (benchResult, string) {
 	t.Helper()
 	dir := t.TempDir()
 	ep := filepath.Join(dir, "endpoints.yaml")
-	var stderr bytes.Buffer
+	// stderr goes to a file: the process writes it while the test may read it (a bytes.Buffer
+	// shared with exec's copying goroutine is a data race).
+	errPath := filepath.Join(dir, "stderr.log")
+	errFile, err := os.Create(errPath)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = errFile.Close() })
+	stderr := func() string { b, _ := os.ReadFile(errPath); return string(b) }
 	cmd := exec.Command(bin, append([]string{"bench", "swarm", "--endpoints-file", ep, "--hold", "10m", "-o", "json", "--dir", dir}, args...)...)
-	cmd.Stderr = &stderr
+	cmd.Stderr = errFile
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -51,7 +56,7 @@ func startBenchHeld(t *testing.T, args ...string) (benchResult, string) {
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Errorf("bench swarm after SIGINT: %v\n%s", err, stderr.String())
+				t.Errorf("bench swarm after SIGINT: %v\n%s", err, stderr())
 			}
 		case <-time.After(time.Minute):
 			_ = cmd.Process.Kill()
@@ -71,9 +76,9 @@ func startBenchHeld(t *testing.T, args ...string) (benchResult, string) {
 	}()
 	select {
 	case err := <-decoded:
-		require.NoError(t, err, "bench swarm's result: %s", stderr.String())
+		require.NoError(t, err, "bench swarm's result: %s", stderr())
 	case <-time.After(5 * time.Minute):
-		t.Fatalf("bench swarm printed no result within 5 minutes:\n%s", stderr.String())
+		t.Fatalf("bench swarm printed no result within 5 minutes:\n%s", stderr())
 	}
 	require.NotEmpty(t, res.Digest)
 	return res, ep
