@@ -23,6 +23,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/dev/devtest"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
@@ -78,21 +79,7 @@ func startDev(t *testing.T) (*dev.Cluster, string) {
 	t.Helper()
 	dir := t.TempDir()
 	ep := filepath.Join(dir, "endpoints.yaml")
-	c, err := dev.New(dev.Config{Origins: 1, Agents: 2, Dir: filepath.Join(dir, "state"), EndpointsFile: ep}, dev.Deps{})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-errc)
-	})
-	select {
-	case <-c.Ready():
-	case err := <-errc:
-		errc <- err
-		t.Fatalf("run dev cluster: %v", err)
-	}
+	c := devtest.StartConfig(t, dev.Config{Origins: 1, Agents: 2, Dir: filepath.Join(dir, "state"), EndpointsFile: ep})
 	return c, ep
 }
 

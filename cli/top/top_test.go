@@ -24,6 +24,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/dev"
+	"github.com/krakenctl/krakenctl/server/dev/devtest"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
@@ -63,26 +64,12 @@ func startDev(t *testing.T) (string, digest.Digest) {
 	t.Helper()
 	dir := t.TempDir()
 	ep := filepath.Join(dir, "endpoints.yaml")
-	c, err := dev.New(dev.Config{Origins: 1, Agents: 2, Dir: filepath.Join(dir, "state"), EndpointsFile: ep}, dev.Deps{})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-errc)
-	})
-	select {
-	case <-c.Ready():
-	case err := <-errc:
-		errc <- err
-		t.Fatalf("run dev cluster: %v", err)
-	}
+	c := devtest.StartConfig(t, dev.Config{Origins: 1, Agents: 2, Dir: filepath.Join(dir, "state"), EndpointsFile: ep})
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr}
 	data := make([]byte, 1<<20)
-	_, err = rand.Read(data)
+	_, err := rand.Read(data)
 	require.NoError(t, err)
 	d := digest.FromBytes(data)
 	_, err = client.NewCluster(c.Endpoints(), hc).Push(t.Context(), "krakenctl", d, bytes.NewReader(data), int64(len(data)), client.UploadOptions{})

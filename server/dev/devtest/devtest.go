@@ -15,7 +15,13 @@ import (
 // start.
 func Start(t testing.TB, n int) *dev.Cluster {
 	t.Helper()
-	c, err := dev.New(dev.Config{Origins: n, Dir: t.TempDir()}, dev.Deps{})
+	return StartConfig(t, dev.Config{Origins: n, Dir: t.TempDir()})
+}
+
+// StartConfig is Start of the cluster cfg describes (agents, a tracker, an endpoints file...).
+func StartConfig(t testing.TB, cfg dev.Config) *dev.Cluster {
+	t.Helper()
+	c, err := dev.New(cfg, dev.Deps{})
 	if err != nil {
 		t.Fatalf("start dev cluster: %v", err)
 	}
