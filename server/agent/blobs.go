@@ -14,15 +14,14 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/server/swarmapi"
 	"github.com/krakenctl/krakenctl/swarm/announce"
 )
 
 func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleBlob)
-	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
-	mux.HandleFunc("GET "+api.SwarmEventsPath, s.handleEvents)
-	mux.HandleFunc("GET "+api.SwarmHostPath, s.handleHost)
+	swarmapi.Register(mux, "agent", s.sched)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
 }
 

@@ -94,8 +94,8 @@ type Deps struct {
 	// NotFound reports whether an error of Tracker.Swarm means the tracker knows no such swarm.
 	NotFound   func(error) bool
 	BuildIndex BuildIndex
-	// Events, when set, streams an agent's events of the given kinds (server/client.Agent's
-	// EventsOf); Watcher uses it.
+	// Events, when set, streams an agent's or origin's events of the given kinds
+	// (server/client.Agent's EventsOf: both serve the same stream); Watcher uses it.
 	Events func(ctx context.Context, addr string, kinds []snapshot.EventKind, fn func(snapshot.Event) error) error
 	Now    func() time.Time
 }

@@ -265,11 +265,11 @@ func TestWatcherRatesAndEvents(t *testing.T) {
 	nodes, _, deps := cluster(t)
 	now := time.Unix(2000, 0)
 	deps.Now = func() time.Time { return now }
-	events := make(chan snapshot.Event, 1)
+	events := map[string]chan snapshot.Event{"a1:1": make(chan snapshot.Event, 1), "o:1": make(chan snapshot.Event, 1)}
 	deps.Events = func(ctx context.Context, addr string, kinds []snapshot.EventKind, fn func(snapshot.Event) error) error {
 		assert.Contains(t, kinds, snapshot.EventOriginFallback)
 		select {
-		case e := <-events:
+		case e := <-events[addr]:
 			_ = fn(e)
 		case <-ctx.Done():
 		}
@@ -296,8 +296,9 @@ func TestWatcherRatesAndEvents(t *testing.T) {
 	a1.torrents[0].Have = 3 // pretend it is still downloading
 	a1.torrents[0].Peers[0].BytesIn += mib
 	a1.mu.Unlock()
-	events <- snapshot.Event{Kind: snapshot.EventOriginFallback, Digest: blob, Err: string(snapshot.ReasonNoPeers), Pieces: 2}
-	require.Eventually(t, func() bool { return eventsQueued(w) }, 5*time.Second, 10*time.Millisecond)
+	events["a1:1"] <- snapshot.Event{Kind: snapshot.EventOriginFallback, Digest: blob, Err: string(snapshot.ReasonNoPeers), Pieces: 2}
+	events["o:1"] <- snapshot.Event{Kind: snapshot.EventDemoted, Digest: blob, Err: "claimed piece 3"}
+	require.Eventually(t, func() bool { return observe.PendingEvents(w) == 2 }, 5*time.Second, 10*time.Millisecond)
 	now = now.Add(time.Second)
 
 	second, err := w.Next(ctx)
@@ -318,17 +319,20 @@ func TestWatcherRatesAndEvents(t *testing.T) {
 	}
 	// One of four pieces left at 2 MiB/s: half a second.
 	assert.InDelta(t, 0.5, s.ETA, 1e-9)
-	require.Len(t, second.Events, 1)
-	assert.Equal(t, "a1:1", second.Events[0].Host)
-	assert.Equal(t, snapshot.EventOriginFallback, second.Events[0].Kind)
+	require.Len(t, second.Events, 2, "the agent's and the origin's")
+	byHost := map[string]snapshot.HostEvent{}
+	for _, e := range second.Events {
+		byHost[e.Host] = e
+	}
+	assert.Equal(t, snapshot.EventOriginFallback, byHost["a1:1"].Kind)
+	assert.Equal(t, "agent", byHost["a1:1"].Role)
+	assert.Equal(t, snapshot.EventDemoted, byHost["o:1"].Kind)
+	assert.Equal(t, "origin", byHost["o:1"].Role)
 
 	third, err := w.Next(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, third.Events, "each event is delivered once")
 }
-
-// eventsQueued peeks whether the watcher holds an event, through a snapshot of nothing.
-func eventsQueued(w *observe.Watcher) bool { return observe.PendingEvents(w) > 0 }
 
 // TestTrackerSwarms: the trackers are asked in turn, and what the one that answers says is
 // made printable.

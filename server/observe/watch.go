@@ -37,22 +37,25 @@ func NewWatcher(g *Gatherer, every time.Duration) *Watcher {
 	return &Watcher{g: g, every: max(every, 100*time.Millisecond)}
 }
 
-// Start streams the agents' events (WatchedKinds) until ctx ends, reconnecting to an agent
-// that drops the stream. Without Deps.Events it does nothing.
+// Start streams the agents' and origins' events (WatchedKinds) until ctx ends, reconnecting
+// to a host that drops the stream. Without Deps.Events it does nothing.
 func (w *Watcher) Start(ctx context.Context) {
 	if w.g.deps.Events == nil {
 		return
 	}
 	for _, a := range w.g.cfg.Agents {
-		go w.stream(ctx, a)
+		go w.stream(ctx, a, RoleAgent)
+	}
+	for _, o := range w.g.cfg.Origins {
+		go w.stream(ctx, o, RoleOrigin)
 	}
 }
 
-func (w *Watcher) stream(ctx context.Context, addr string) {
+func (w *Watcher) stream(ctx context.Context, addr, role string) {
 	backoff := 500 * time.Millisecond
 	for ctx.Err() == nil {
 		err := w.g.deps.Events(ctx, addr, WatchedKinds, func(e snapshot.Event) error {
-			w.add(snapshot.HostEvent{Host: addr, Role: RoleAgent, Event: e})
+			w.add(snapshot.HostEvent{Host: addr, Role: role, Event: e})
 			return nil
 		})
 		if ctx.Err() != nil {

@@ -19,9 +19,9 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/server/swarmapi"
 	"github.com/krakenctl/krakenctl/swarm/castore"
 	"github.com/krakenctl/krakenctl/swarm/metainfo"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
 )
 
 // pullTimeout bounds one pull-through; it is detached from the requests that wait for it so one
@@ -42,8 +42,12 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("HEAD /internal/blobs/{digest}", s.handleGetLocal)
 	mux.HandleFunc("GET "+api.RingPath, s.handleRing)
 	mux.HandleFunc("GET "+api.PeerPath, s.handlePeer)
-	mux.HandleFunc("GET "+api.SwarmTorrentsPath, s.handleTorrents)
-	mux.HandleFunc("GET "+api.SwarmHostPath, s.handleHost)
+	// A nil scheduler in an interface would not be nil: pass none when the origin does not seed.
+	var sw swarmapi.Swarm
+	if s.swarm != nil {
+		sw = s.swarm
+	}
+	swarmapi.Register(mux, "origin", sw)
 }
 
 // blobArgs parses and validates the namespace and digest of a request.
@@ -341,54 +345,4 @@ func (s *Server) handlePeer(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(api.PeerInfo{ID: s.swarm.PeerID().String(), Addr: s.swarm.Addr()})
-}
-
-// handleTorrents lists what the origin is seeding, with per-peer byte counts (a JSON array of
-// snapshot.TorrentStats; [], not null, when there is none), followed with ?history=1 by the
-// torrents it retired, newest first; ?digest= keeps only that blob's.
-func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var d digest.Digest
-	if v := q.Get("digest"); v != "" {
-		var err error
-		if d, err = registry.ParseDigest(v); err != nil {
-			registry.WriteError(w, r, err)
-			return
-		}
-	}
-	var history bool
-	if v := q.Get(api.SwarmHistoryParam); v != "" {
-		var err error
-		if history, err = strconv.ParseBool(v); err != nil {
-			registry.WriteError(w, r, errcode.Errorf(http.StatusBadRequest, errcode.CodeUnsupported, "%s=%q: want 1 or 0", api.SwarmHistoryParam, v))
-			return
-		}
-	}
-	stats := []scheduler.TorrentStats{}
-	if s.swarm != nil {
-		stats = s.swarm.Stats()
-		if history {
-			stats = append(stats, s.swarm.History()...)
-		}
-	}
-	if d != "" {
-		stats = slices.DeleteFunc(stats, func(st scheduler.TorrentStats) bool { return st.Digest != d })
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(stats)
-}
-
-// handleHost serves the seeding scheduler's snapshot.HostStats (404 when the origin does not
-// seed).
-func (s *Server) handleHost(w http.ResponseWriter, _ *http.Request) {
-	if s.swarm == nil {
-		http.Error(w, "this origin does not seed: no peer listener configured", http.StatusNotFound)
-		return
-	}
-	h := s.swarm.HostStats()
-	h.Role = "origin"
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(h)
 }

@@ -1,4 +1,7 @@
-package agent
+// Package swarmapi serves the swarm API of agents and origins (server/api's SwarmTorrentsPath,
+// SwarmHostPath and SwarmEventsPath) from their swarm scheduler: one set of handlers for both
+// roles, so that `krakenctl top` reads the same documents, with the same filters, from each.
+package swarmapi
 
 import (
 	"encoding/json"
@@ -13,9 +16,31 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
-	"github.com/krakenctl/krakenctl/swarm/scheduler"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
+
+// Swarm is what the handlers read of a swarm scheduler (swarm/scheduler.Scheduler).
+type Swarm interface {
+	Stats() []snapshot.TorrentStats
+	History() []snapshot.TorrentStats
+	HostStats() snapshot.HostStats
+	Subscribe(buf int) (<-chan snapshot.Event, func())
+}
+
+// Register adds the swarm API's routes to mux, served from sw for a node of role ("agent" or
+// "origin"). A nil sw (an origin that does not seed) lists no torrents and answers 404 for
+// the host and the event stream. Who may call them is the caller's guard's business.
+func Register(mux *http.ServeMux, role string, sw Swarm) {
+	h := handlers{role: role, sw: sw}
+	mux.HandleFunc("GET "+api.SwarmTorrentsPath, h.torrents)
+	mux.HandleFunc("GET "+api.SwarmHostPath, h.host)
+	mux.HandleFunc("GET "+api.SwarmEventsPath, h.events)
+}
+
+type handlers struct {
+	role string
+	sw   Swarm
+}
 
 // eventBuffer is how many events a slow /swarm/events client may fall behind before events
 // are dropped for it (the scheduler never waits for a subscriber).
@@ -66,10 +91,10 @@ func historyWanted(r *http.Request) (bool, error) {
 	return b, nil
 }
 
-// handleTorrents serves the scheduler's statistics as a JSON array of snapshot.TorrentStats,
+// torrents serves the scheduler's statistics as a JSON array of snapshot.TorrentStats,
 // one entry per torrent (the scheduler's Stats is never nil, so an idle swarm is served as []),
 // followed with ?history=1 by the torrents it retired, newest first.
-func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
+func (h handlers) torrents(w http.ResponseWriter, r *http.Request) {
 	d, err := digestFilter(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
@@ -80,32 +105,43 @@ func (s *Server) handleTorrents(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
-	stats := s.sched.Stats()
-	if history {
-		stats = append(stats, s.sched.History()...)
+	stats := []snapshot.TorrentStats{}
+	if h.sw != nil {
+		stats = h.sw.Stats()
+		if history {
+			stats = append(stats, h.sw.History()...)
+		}
 	}
 	if d != "" {
-		stats = slices.DeleteFunc(stats, func(st scheduler.TorrentStats) bool { return st.Digest != d })
+		stats = slices.DeleteFunc(stats, func(st snapshot.TorrentStats) bool { return st.Digest != d })
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(stats)
 }
 
-// handleHost serves the scheduler's snapshot.HostStats: identity, caps, connections, byte
+// host serves the scheduler's snapshot.HostStats: identity, caps, connections, byte
 // totals and the bans in force.
-func (s *Server) handleHost(w http.ResponseWriter, _ *http.Request) {
-	h := s.sched.HostStats()
-	h.Role = "agent"
+func (h handlers) host(w http.ResponseWriter, _ *http.Request) {
+	if h.sw == nil {
+		http.Error(w, "this "+h.role+" does not seed: no peer listener configured", http.StatusNotFound)
+		return
+	}
+	st := h.sw.HostStats()
+	st.Role = h.role
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(h)
+	_ = json.NewEncoder(w).Encode(st)
 }
 
-// handleEvents streams scheduler events (snapshot.Event) until the client goes away or the agent stops:
+// events streams scheduler events (snapshot.Event) until the client goes away or the node stops:
 // newline-delimited JSON, or server-sent events (event: KIND, data: JSON) when the request
 // accepts text/event-stream. Events a slow client cannot take are dropped, not queued.
-func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+func (h handlers) events(w http.ResponseWriter, r *http.Request) {
+	if h.sw == nil {
+		http.Error(w, "this "+h.role+" does not seed: no peer listener configured", http.StatusNotFound)
+		return
+	}
 	d, err := digestFilter(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
@@ -117,16 +153,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-	events, cancel := s.sched.Subscribe(eventBuffer)
+	events, cancel := h.sw.Subscribe(eventBuffer)
 	defer cancel()
-	h := w.Header()
+	hdr := w.Header()
 	if sse {
-		h.Set("Content-Type", "text/event-stream")
+		hdr.Set("Content-Type", "text/event-stream")
 	} else {
-		h.Set("Content-Type", "application/x-ndjson")
+		hdr.Set("Content-Type", "application/x-ndjson")
 	}
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	if err := rc.Flush(); err != nil {
