@@ -114,9 +114,12 @@ type Deps struct {
 	Log      *slog.Logger
 }
 
-// Progress is one step of one blob.
+// Progress is one step of one blob, or the end of the walk.
 type Progress struct {
+	// Blob is the blob that moved; nil on the one event that ends the walk.
 	Blob *Blob
+	// Blobs, at the end of the walk, is how many blobs it reached (failed ones included).
+	Blobs int
 	// Done and Total are the bytes an agent has streamed so far (Total -1 when unknown); both
 	// zero when the step is not a transfer.
 	Done, Total int64
@@ -212,6 +215,7 @@ func (s *Seeder) Seed(ctx context.Context, targets []Target) (*Report, error) {
 			return w.report(), ctx.Err()
 		}
 	}
+	s.progress(Progress{Blobs: len(w.blobs)})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.cfg.Parallel)
 	for _, b := range w.blobs {
