@@ -196,12 +196,7 @@ func isDigest(s string) bool {
 	if len(s) != 64 {
 		return false
 	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // needsBuildIndex reports whether the targets cannot be seeded without a build-index.
