@@ -24,9 +24,9 @@ import (
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/client"
-	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/seed"
+	"github.com/krakenctl/krakenctl/tui"
 )
 
 // DefaultNamespace is the namespace of a bare DIGEST, the one `krakenctl push` uses.
@@ -311,7 +311,7 @@ func size(n int64) string {
 	if n < 0 {
 		return "-"
 	}
-	return config.ByteSize(n).String()
+	return tui.FormatBytes(float64(n))
 }
 
 func orDash(s string) string {
