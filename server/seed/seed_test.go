@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
@@ -143,6 +146,42 @@ func TestSeedMultiArch(t *testing.T) {
 	rep, err = s.Seed(t.Context(), []seed.Target{{Repo: "team/app", Tag: "v1"}})
 	require.NoError(t, err)
 	require.Len(t, rep.Blobs, len(want))
+
+	// A signature-like artifact whose subject is the index: seeded with --referrers only.
+	sig, err := random.Image(1024, 1)
+	require.NoError(t, err)
+	subject, err := partial.Descriptor(idx)
+	require.NoError(t, err)
+	sigImg, ok := mutate.Subject(sig, *subject).(v1.Image)
+	require.True(t, ok)
+	sigRef, err := name.ParseReference(c.ProxyAddr()+"/team/app:sig", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(sigRef, sigImg, remote.WithContext(t.Context())))
+	sigDigest, err := sigImg.Digest()
+	require.NoError(t, err)
+	sigManifest, err := sigImg.Manifest()
+	require.NoError(t, err)
+	withRefs := maps.Clone(want)
+	withRefs[digest.Digest(sigDigest.String())] = seed.KindManifest
+	withRefs[digest.Digest(sigManifest.Config.Digest.String())] = seed.KindConfig
+	withRefs[digest.Digest(sigManifest.Layers[0].Digest.String())] = seed.KindLayer
+
+	idxDigest, err := idx.Digest()
+	require.NoError(t, err)
+	for _, refs := range []bool{false, true} {
+		s := newSeeder(t, c, seed.Config{Referrers: refs}, nil)
+		rep, err = s.Seed(t.Context(), []seed.Target{{Repo: "team/app", Digest: digest.Digest(idxDigest.String())}})
+		require.NoError(t, err)
+		got := map[digest.Digest]seed.Kind{}
+		for _, b := range rep.Blobs {
+			got[b.Digest] = b.Kind
+		}
+		if refs {
+			require.Equal(t, withRefs, got)
+		} else {
+			require.Equal(t, want, got)
+		}
+	}
 }
 
 // TestSeedPullsThroughAndReportsMissing puts an image in the storage backend only, with one
