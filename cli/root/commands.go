@@ -10,16 +10,19 @@ import (
 	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
 	"github.com/krakenctl/krakenctl/cli/ring"
+	"github.com/krakenctl/krakenctl/cli/seed"
 	"github.com/krakenctl/krakenctl/cli/swarm"
 	"github.com/krakenctl/krakenctl/cli/tag"
 	"github.com/krakenctl/krakenctl/cli/top"
 )
 
-// blobCommands are the commands that move blobs (push, pull).
+// blobCommands are the commands that move blobs (push, pull, and seed, which preheats
+// whole images).
 func blobCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		blob.NewCmdPush(f, nil),
 		blob.NewCmdPull(f, nil),
+		seed.NewCmdSeed(f, nil),
 	}
 }
 
