@@ -32,14 +32,23 @@ func labAddr(t *testing.T) string {
 	return a
 }
 
-// freeAddrOn is freeAddr on host.
+// freeAddrOn returns an address on host whose port was free a moment ago and that no other
+// call in this process returned (handedOut).
 func freeAddrOn(t *testing.T, host string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	for {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		require.NoError(t, err)
+		addr := ln.Addr().String()
+		require.NoError(t, ln.Close())
+		handedOut.Lock()
+		seen := handedOut.addrs[addr]
+		handedOut.addrs[addr] = true
+		handedOut.Unlock()
+		if !seen {
+			return addr
+		}
+	}
 }
 
 // serve writes config as dir/name.yaml and starts `krakenctl serve role` on it, logging to

@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,13 +27,20 @@ type proc struct {
 	exited chan struct{}
 }
 
+// handedOut holds every address freeAddr returned in this process. A port is free once its
+// listener closes, and the kernel may give it to the next caller: two nodes of one test were
+// handed the same port under load (a build-index told to join itself), so no port is handed
+// out twice.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// freeAddr returns a loopback address whose port was free a moment ago and that no other call
+// returned (freeAddrOn).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return freeAddrOn(t, "127.0.0.1")
 }
 
 func (p *proc) start() {
