@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/krakenctl/krakenctl/server/auth"
+	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/seed"
@@ -355,4 +356,31 @@ func TestNotificationsAuth(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
 	require.Equal(t, errcode.CodeUnauthorized, code)
 	require.NotEmpty(t, rec.Header().Get("WWW-Authenticate"))
+}
+
+func TestSeedConfig(t *testing.T) {
+	load := func(seedYAML string) (Config, error) {
+		var c Config
+		err := config.Decode(strings.NewReader("origins: [127.0.0.1:1]\nbuild_index: [127.0.0.1:2]\n"+seedYAML), &c)
+		if err != nil {
+			return c, err
+		}
+		c.Defaults()
+		return c, c.Validate()
+	}
+	c, err := load("seed: {on_push: true, agents: [127.0.0.1:16000]}\n")
+	require.NoError(t, err)
+	require.Equal(t, &SeedConfig{OnPush: true, Agents: []string{"127.0.0.1:16000"}, Parallel: DefaultSeedParallel, Queue: DefaultSeedQueue}, c.Seed)
+	c, err = load("")
+	require.NoError(t, err)
+	require.Nil(t, c.Seed, "no section: no seeding")
+
+	_, err = load("seed: {on_pushh: true}\n")
+	require.ErrorContains(t, err, "on_pushh", "unknown keys are refused")
+	_, err = load("seed: {queue: -1, parallel: -2, agents: [nowhere]}\n")
+	require.ErrorContains(t, err, "seed.queue")
+	require.ErrorContains(t, err, "seed.parallel")
+	require.ErrorContains(t, err, "seed.agents[0]")
+	_, err = load("seed: {queue: 100001}\n")
+	require.ErrorContains(t, err, "seed.queue")
 }

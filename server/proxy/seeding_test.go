@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -105,7 +104,7 @@ func TestSeedOnPushAndNotifications(t *testing.T) {
 			require.Len(t, rs.Owners, 2)
 			for _, o := range rs.Owners {
 				_, err := cl.Origin(o).StatLocal(t.Context(), repo, d)
-				require.NoError(t, err, fmt.Sprintf("%s of %s on owner %s", d, repo, o))
+				require.NoError(t, err, "%s of %s on owner %s", d, repo, o)
 			}
 		}
 	}
