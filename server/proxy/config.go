@@ -20,6 +20,8 @@ const (
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultIndexTimeout   = 30 * time.Second
 	DefaultOriginResponse = 15 * time.Minute
+	DefaultSeedQueue      = 256
+	DefaultSeedParallel   = 4
 )
 
 // Config is a proxy's YAML configuration file.
@@ -47,6 +49,11 @@ const (
 //	  htpasswd_file: /etc/krakenctl/htpasswd
 //	  rules:
 //	    - {repositories: ["**"], users: [ci], actions: [pull, push]}
+//	seed:                            # absent: no seeding, POST /notifications answers 503
+//	  on_push: true                  # seed repo@digest of every manifest pushed here
+//	  agents: [10.0.1.1:16000]       # also preload on these agents; none: origins only
+//	  parallel: 4                    # blobs warmed at once by one seed
+//	  queue: 256                     # seeds waiting; more are dropped and counted
 type Config struct {
 	// Listen is the address the OCI distribution API binds. The --listen flag overrides it.
 	Listen string `yaml:"listen"`
@@ -79,6 +86,23 @@ type Config struct {
 	// tokens, per-repository rules). Nil (no auth: key) leaves the API open to anyone who can
 	// reach it.
 	Auth *auth.Config `yaml:"auth"`
+	// Seed makes pushed images hot on their owning origins (and agents) before anyone pulls:
+	// on every manifest push with OnPush, and on registry notifications (POST /notifications).
+	// Nil: no seeding.
+	Seed *SeedConfig `yaml:"seed"`
+}
+
+// SeedConfig configures the proxy's seeding (server/seed) of pushed images.
+type SeedConfig struct {
+	// OnPush seeds repo@digest of every manifest pushed through this proxy, once committed.
+	OnPush bool `yaml:"on_push"`
+	// Agents are agents' API addresses to preload every blob on; none: the origins only.
+	Agents []string `yaml:"agents"`
+	// Parallel bounds the blobs one seed warms at once; DefaultSeedParallel when zero.
+	Parallel int `yaml:"parallel"`
+	// Queue bounds the seeds waiting for the worker; one more is dropped (and counted).
+	// DefaultSeedQueue when zero.
+	Queue int `yaml:"queue"`
 }
 
 // HealthConfig configures the health checks of the origins (GET /health).
@@ -142,6 +166,14 @@ func (c *Config) Defaults() {
 	if c.Auth != nil {
 		c.Auth.Defaults()
 	}
+	if c.Seed != nil {
+		if c.Seed.Parallel == 0 {
+			c.Seed.Parallel = DefaultSeedParallel
+		}
+		if c.Seed.Queue == 0 {
+			c.Seed.Queue = DefaultSeedQueue
+		}
+	}
 }
 
 // Validate reports every problem, each naming its key. It expects Defaults to have run.
@@ -202,6 +234,19 @@ func (c *Config) Validate() error {
 	if c.Auth != nil {
 		for _, err := range c.Auth.Problems() {
 			bad("auth.%w", err)
+		}
+	}
+	if sc := c.Seed; sc != nil {
+		if sc.Parallel < 1 {
+			bad("seed.parallel: must be at least 1")
+		}
+		if sc.Queue < 1 || sc.Queue > maxSeedQueue {
+			bad("seed.queue: must be between 1 and %d", maxSeedQueue)
+		}
+		for i, a := range sc.Agents {
+			if err := config.CheckHostPort(a); err != nil {
+				bad("seed.agents[%d]: %w", i, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -29,6 +29,13 @@
 // users and tokens, per-repository rules, 401 UNAUTHORIZED and 403 DENIED, a catalog filtered
 // to what the caller may pull. Without one, the API is open to anyone who reaches it.
 //
+// With a seed: section, the proxy preheats images (server/seed): every manifest pushed (with
+// seed.on_push) and every manifest push announced by a registry notification (POST
+// /notifications, distribution's envelope) queues a seed of repo@digest. The queue is bounded
+// and drained by one worker in Run; a full queue drops the seed and counts it, so seeding never
+// slows or fails a push and a flood of notifications grows neither memory nor work. Behind
+// auth, a notification needs push on every repository whose manifest it announces.
+//
 // A tag that points at a sha256 manifest without a manifest/ link (set with `krakenctl tag
 // put` on content pushed without the proxy) is served by reading the manifest from the origins
 // directly.

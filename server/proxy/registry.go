@@ -39,6 +39,8 @@ type Registry struct {
 	cache   *registry.ManifestCache
 	maxBlob int64
 	metrics *metrics
+	// pushed, when set, is told of every manifest stored (seed.on_push). It must not block.
+	pushed func(repo string, d digest.Digest)
 }
 
 // Blob opens blob d of repo: its blob/ link gives the digest it is stored under, which the
@@ -381,6 +383,9 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, m *registry.Man
 		}
 	}
 	r.cache.Add(repo, m)
+	if r.pushed != nil {
+		r.pushed(repo, m.Digest)
+	}
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/auth"
@@ -15,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/role"
+	"github.com/krakenctl/krakenctl/server/seed"
 )
 
 // Deps are a proxy's collaborators. Its Listener serves the OCI distribution API and its
@@ -81,8 +84,24 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		maxBlob: int64(cfg.MaxBlobSize),
 		metrics: m,
 	}
+	notify := &notifications{log: s.log}
+	seedAttr := "off"
+	if cfg.Seed != nil {
+		q, err := s.seedQueue(cfg, deps)
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		notify.q, seedAttr = q, "notifications"
+		if cfg.Seed.OnPush {
+			// Enqueue never blocks: a push is neither slowed nor failed by seeding.
+			s.reg.pushed = func(repo string, d digest.Digest) { q.Enqueue(repo, d) }
+			seedAttr = "on_push,notifications"
+		}
+		b.Go(q.Run)
+	}
 	mux := http.NewServeMux()
 	admin.MountHealth(mux, s.ready)
+	mux.Handle(NotificationsPath, notify)
 	oci := registry.NewHandler(s.reg, s.reg, registry.HandlerOptions{Logger: s.log})
 	api := registry.Mount(oci, mux)
 	authAttr := "off"
@@ -92,14 +111,34 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, b.Fail(err)
 		}
 		api, authAttr = guard.Wrap(api), cfg.Auth.Mode
+		notify.guard = guard
 	} else {
 		s.log.Warn("auth is off: anyone who reaches the proxy may push, tag and delete (set auth: in the config)")
 	}
 	b.Serve(deps.Listener, httpserve.Instrument(api, m.requests), httpserve.ServerOptions{})
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.ring.Run)
-	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "build_index", cfg.BuildIndex, "auth", authAttr)
+	b.StartedAttrs("addr", s.Addr(), "origins", cfg.Origins, "build_index", cfg.BuildIndex, "auth", authAttr, "seed", seedAttr)
 	return s, nil
+}
+
+// seedQueue builds the seed queue of cfg.Seed: a seed.Seeder on the proxy's origins and
+// build-index, drained by one worker.
+func (s *Server) seedQueue(cfg Config, deps Deps) (*seedQueue, error) {
+	sd, err := seed.New(seed.Config{Parallel: cfg.Seed.Parallel, Agents: cfg.Seed.Agents}, seed.Deps{
+		Origins:    client.NewCluster(cfg.Origins, s.hc),
+		BuildIndex: s.reg.index,
+		HTTPClient: s.hc,
+		Log:        s.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m, err := newSeedMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return newSeedQueue(sd, cfg.Seed.Queue, s.log.With("component", "seed"), m), nil
 }
 
 // Addr returns the address the API listens on.
