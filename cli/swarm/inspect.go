@@ -20,6 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/observe"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
+	"github.com/krakenctl/krakenctl/tui"
 )
 
 // ErrUnknownSwarm means no host has a torrent of the digest and no tracker lists it (a blob
@@ -183,16 +184,5 @@ func clock(t *time.Time) string {
 	return t.Local().Format("15:04:05.000")
 }
 
-// size is n bytes in binary units.
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
+// size is n bytes as top shows them.
+func size(n int64) string { return tui.FormatBytes(float64(n)) }

@@ -136,6 +136,23 @@ func TestTrackerClientTLS(t *testing.T) {
 	require.Empty(t, list)
 	_, err = client.NewTracker("https://"+addr, newHTTPClient(t, &http.Transport{})).Swarms(t.Context(), 0)
 	require.ErrorIs(t, err, client.ErrNoAnswer, "no certificate, no answer")
+
+	// The list names every peer: a cluster certificate that is not an operator's (an agent's,
+	// a proxy's) is refused it, though it may announce or not.
+	for _, g := range []string{pki.GroupAgent, pki.GroupProxy} {
+		other, err := ca.IssueFiles(dir, g, pki.Leaf{Name: g + "-1", Groups: []string{g}})
+		require.NoError(t, err)
+		op, err := pki.Load(other)
+		require.NoError(t, err)
+		oc := newHTTPClient(t, &http.Transport{DialTLSContext: op.Dialer(&net.Dialer{Timeout: 5 * time.Second}).DialContext})
+		_, err = client.NewTracker("https://"+addr, oc).Swarms(t.Context(), 0)
+		var ce *errcode.Error
+		require.ErrorAs(t, err, &ce, "%s", g)
+		require.Equal(t, http.StatusForbidden, ce.Status, "%s", g)
+		_, err = client.NewTracker("https://"+addr, oc).Swarm(t.Context(), digest.FromString("x"))
+		require.ErrorAs(t, err, &ce, "%s", g)
+		require.Equal(t, http.StatusForbidden, ce.Status, "%s", g)
+	}
 }
 
 // TestTrackerClientGarbage: answers that are not the documents asked for give clear errors.

@@ -31,7 +31,7 @@ type Swarm interface {
 // "origin"). A nil sw (an origin that does not seed) lists no torrents and answers 404 for
 // the host and the event stream. Who may call them is the caller's guard's business.
 func Register(mux *http.ServeMux, role string, sw Swarm) {
-	h := handlers{role: role, sw: sw}
+	h := handlers{role: role, sw: sw, streams: make(chan struct{}, MaxEventStreams)}
 	mux.HandleFunc("GET "+api.SwarmTorrentsPath, h.torrents)
 	mux.HandleFunc("GET "+api.SwarmHostPath, h.host)
 	mux.HandleFunc("GET "+api.SwarmEventsPath, h.events)
@@ -40,7 +40,14 @@ func Register(mux *http.ServeMux, role string, sw Swarm) {
 type handlers struct {
 	role string
 	sw   Swarm
+	// streams holds a token per open event stream.
+	streams chan struct{}
 }
+
+// MaxEventStreams bounds the event streams one node serves at once. Each holds a buffer of
+// eventBuffer events (hundreds of KiB): without a bound, a flood of idle subscribers, on an
+// origin whose API needs no certificate, would be a flood of memory. A watcher needs one.
+const MaxEventStreams = 64
 
 // eventBuffer is how many events a slow /swarm/events client may fall behind before events
 // are dropped for it (the scheduler never waits for a subscriber).
@@ -140,6 +147,14 @@ func (h handlers) host(w http.ResponseWriter, _ *http.Request) {
 func (h handlers) events(w http.ResponseWriter, r *http.Request) {
 	if h.sw == nil {
 		http.Error(w, "this "+h.role+" does not seed: no peer listener configured", http.StatusNotFound)
+		return
+	}
+	select {
+	case h.streams <- struct{}{}:
+		defer func() { <-h.streams }()
+	default:
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, fmt.Sprintf("too many event streams open (%d)", MaxEventStreams), http.StatusServiceUnavailable)
 		return
 	}
 	d, err := digestFilter(r)

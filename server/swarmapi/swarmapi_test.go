@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -100,4 +101,49 @@ func TestNoSwarm(t *testing.T) {
 	require.NotNil(t, ts, "an empty list, not null")
 	require.Equal(t, http.StatusNotFound, get(t, srv, "/swarm/host", nil))
 	require.Equal(t, http.StatusNotFound, get(t, srv, "/swarm/events", nil))
+}
+
+// TestEventStreamsBounded: a flood of subscribers gets 503 beyond MaxEventStreams (each holds
+// a buffer of events), and a stream that closes frees its place.
+func TestEventStreamsBounded(t *testing.T) {
+	mux := http.NewServeMux()
+	swarmapi.Register(mux, "origin", fakeSwarm{make(chan snapshot.Event)})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	open := func() (*http.Response, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/swarm/events", nil)
+		require.NoError(t, err)
+		resp, err := srv.Client().Do(req)
+		require.NoError(t, err)
+		return resp, cancel
+	}
+	cancels := make([]context.CancelFunc, 0, swarmapi.MaxEventStreams)
+	bodies := make([]io.Closer, 0, swarmapi.MaxEventStreams)
+	defer func() {
+		for _, b := range bodies {
+			_ = b.Close()
+		}
+	}()
+	for range swarmapi.MaxEventStreams {
+		resp, cancel := open() //nolint:bodyclose // closed by the deferred loop over bodies
+		bodies = append(bodies, resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		cancels = append(cancels, cancel)
+	}
+	resp, cancel := open()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	_ = resp.Body.Close()
+	cancel()
+
+	cancels[0]() // one subscriber leaves
+	require.Eventually(t, func() bool {
+		resp, cancel := open()
+		defer cancel()
+		defer func() { _ = resp.Body.Close() }()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, c := range cancels[1:] {
+		c()
+	}
 }

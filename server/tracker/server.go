@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,8 +14,10 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/krakenctl/krakenctl/server/admin"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/pki"
+	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -145,10 +148,22 @@ func (s *Server) runSweep(ctx context.Context) error {
 // swarm and cannot add itself or anyone else as a peer.
 var announcers = []string{pki.GroupAgent, pki.GroupOrigin, pki.GroupAdmin}
 
-// guardAnnounces refuses, with 403 DENIED, an announce from a certificate that is not an
+// listReaders may read the swarm list (api.SwarmsPath): operators.
+var listReaders = []string{pki.GroupAdmin}
+
+// guardAnnounces refuses, with 403 DENIED, the swarm list to all but listReaders, and an
+// announce from a certificate that is not an
 // announcer's. The listener has already refused clients without a certificate.
 func (s *Server) guardAnnounces(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == api.SwarmsPath || strings.HasPrefix(r.URL.Path, api.SwarmsPath+"/") {
+			// The swarm list names every peer's addresses: the operators' (top, swarm
+			// inspect), not any cluster certificate's.
+			if err := pki.Allowed(r.TLS, "list swarms", listReaders...); err != nil {
+				registry.WriteError(w, r, &errcode.Error{Status: http.StatusForbidden, Code: errcode.CodeDenied, Message: err.Error(), Err: err})
+				return
+			}
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			if err := pki.Allowed(r.TLS, "announce", announcers...); err != nil {
 				id, _ := pki.PeerIdentity(r.TLS)

@@ -77,13 +77,14 @@ func (t *peerTable) list(now time.Time, limit int) []snapshot.TrackerSwarm {
 // then by address), or ok false when no peer of d is live at now.
 func (t *peerTable) swarm(d digest.Digest, now time.Time) (snapshot.TrackerSwarm, bool) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	sw := t.swarms[d]
 	if sw == nil {
+		t.mu.Unlock()
 		return snapshot.TrackerSwarm{}, false
 	}
 	out, ok := sw.summary(d, now)
 	if !ok {
+		t.mu.Unlock()
 		return out, false
 	}
 	out.Members = make([]snapshot.TrackerMember, 0, out.Seeders+out.Leechers)
@@ -97,6 +98,9 @@ func (t *peerTable) swarm(d digest.Digest, now time.Time) (snapshot.TrackerSwarm
 			}
 		}
 	}
+	// Sorted after the lock is let go: every announce waits for it, and a swarm may have
+	// thousands of members.
+	t.mu.Unlock()
 	slices.SortFunc(out.Members, func(a, b snapshot.TrackerMember) int {
 		switch {
 		case a.Complete != b.Complete:
