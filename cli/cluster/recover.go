@@ -190,7 +190,7 @@ func membershipRows(before, after []api.Member) [][]any {
 	}
 	out := make([][]any, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, []any{r.m.ID, r.m.RaftAddr, orDash(r.m.Suffrage), mark(r.was), mark(r.isIn)})
+		out = append(out, []any{r.m.ID, r.m.RaftAddr, cmdutil.OrDash(r.m.Suffrage), mark(r.was), mark(r.isIn)})
 	}
 	return out
 }

@@ -77,7 +77,7 @@ func printStatus(ios *iostreams.IOStreams, output string, st api.ClusterStatus) 
 		if m.Leader || (st.LeaderID != "" && m.ID == st.LeaderID) {
 			leader = "*"
 		}
-		t.Row(id, orDash(m.RaftAddr), orDash(m.APIAddr), orDash(m.Suffrage), leader)
+		t.Row(id, cmdutil.OrDash(m.RaftAddr), cmdutil.OrDash(m.APIAddr), cmdutil.OrDash(m.Suffrage), leader)
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -89,18 +89,11 @@ func printStatus(ios *iostreams.IOStreams, output string, st api.ClusterStatus) 
 			leader += " at " + st.LeaderAPIAddr
 		}
 	}
-	fmt.Fprintf(&out, "\nAnswered by: %s (%s)\n", st.ID, orDash(st.State))
+	fmt.Fprintf(&out, "\nAnswered by: %s (%s)\n", st.ID, cmdutil.OrDash(st.State))
 	fmt.Fprintf(&out, "Leader:      %s\n", leader)
 	fmt.Fprintf(&out, "Term:        %d\n", st.Term)
 	fmt.Fprintf(&out, "Indexes:     commit %d, applied %d, last log %d, last snapshot %d\n",
 		st.CommitIndex, st.AppliedIndex, st.LastLogIndex, st.LastSnapshotIndex)
 	_, err := io.WriteString(ios.Out, out.String())
 	return err
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -102,7 +102,7 @@ func printStatus(opts *StatusOptions, st api.RingStatus) error {
 		if addr == st.Self {
 			addr += " (answered)"
 		}
-		t.Row(addr, yesNo(m.Healthy), m.ConsecutiveFailures, ago(now, m.LastCheck), orDash(truncate(m.LastError, maxErrorWidth)))
+		t.Row(addr, yesNo(m.Healthy), m.ConsecutiveFailures, ago(now, m.LastCheck), cmdutil.OrDash(cmdutil.Truncate(m.LastError, maxErrorWidth)))
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -125,13 +125,6 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func list(addrs []string) string {
@@ -157,14 +150,4 @@ func ago(now, t time.Time) string {
 	default:
 		return t.Format(time.DateTime)
 	}
-}
-
-// truncate shortens s to at most n runes (ending in "…") and puts it on one line.
-func truncate(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }

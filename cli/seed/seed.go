@@ -296,7 +296,7 @@ func printSummary(w io.Writer, rep *seed.Report, withAgents bool) error {
 		if withAgents {
 			row = append(row, fmt.Sprintf("%d/%d", seed.Warmed(b.Agents), len(b.Agents)))
 		}
-		row = append(row, b.Duration.Round(time.Millisecond), orDash(truncate(firstLine(b.Error), maxErrorWidth)))
+		row = append(row, b.Duration.Round(time.Millisecond), cmdutil.OrDash(cmdutil.Truncate(b.Error, maxErrorWidth)))
 		t.Row(row...)
 	}
 	if err := t.Flush(); err != nil {
@@ -312,25 +312,6 @@ func size(n int64) string {
 		return "-"
 	}
 	return tui.FormatBytes(float64(n))
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-1] + "…"
 }
 
 // progress draws a bar on stderr when it is a terminal: one bar per blob while it moves, as

@@ -88,7 +88,7 @@ func printList(opts *ListOptions, swarms []snapshot.TrackerSwarm) error {
 	now := opts.Now()
 	t := cmdutil.NewTable(&out, "digest", "namespace", "seeders", "leechers", "last announce")
 	for _, s := range swarms {
-		t.Row(s.Digest, orDash(s.Namespace), s.Seeders, s.Leechers, ago(now, s.LastAnnounce))
+		t.Row(s.Digest, cmdutil.OrDash(s.Namespace), s.Seeders, s.Leechers, ago(now, s.LastAnnounce))
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -96,13 +96,6 @@ func printList(opts *ListOptions, swarms []snapshot.TrackerSwarm) error {
 	fmt.Fprintf(&out, "\n%s.\n", cmdutil.Plural(len(swarms), "swarm"))
 	_, err := io.WriteString(opts.IO.Out, out.String())
 	return err
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // ago says how long before now t was.
