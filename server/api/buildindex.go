@@ -23,12 +23,16 @@ import (
 //	DELETE /cluster/members/{id}               -> ClusterStatus
 //	POST   /cluster/restore                    -> RestoreResult
 //	GET    /changes                            ?from=INDEX -> newline-delimited TagChange stream
+//	GET    /replication                        -> ReplicationStatus (this node's queues)
+//	POST   /replication/retry                  RetryRequest -> RetryResult
 const (
 	RepositoriesPath   = "/repositories"
 	ClusterPath        = "/cluster"
 	ClusterMembersPath = "/cluster/members"
 	ClusterRestorePath = "/cluster/restore"
 	ChangesPath        = "/changes"
+	ReplicationPath    = "/replication"
+	ReplicationRetry   = "/replication/retry"
 )
 
 // HeaderLeader carries the API address of the node the answering node believes leads, so clients
@@ -135,4 +139,65 @@ type TagChange struct {
 	// stream ends after this entry, and the subscriber must re-read the full listing.
 	Op  string `json:"op"`
 	Tag Tag    `json:"tag"`
+}
+
+// ReplicationStatus is one build-index node's replication state: a durable queue per remote
+// cluster. Every node queues the changes its rules match; the leader sends at once and
+// followers after a delay, so a follower's pending items are the leader's safety net.
+type ReplicationStatus struct {
+	Node    string         `json:"node"`
+	Leader  bool           `json:"leader"`
+	Remotes []RemoteStatus `json:"remotes"`
+}
+
+// RemoteStatus is the state of the queue to one remote cluster.
+type RemoteStatus struct {
+	Name string `json:"name"`
+	// EndpointsFile is the remote's endpoints file, as the rule names it.
+	EndpointsFile string `json:"endpoints_file"`
+	// Rules are the repository patterns that send to this remote.
+	Rules []string `json:"rules"`
+	// Pending counts the items waiting (due or backing off); Parked those that failed in a
+	// way retrying cannot fix, until `krakenctl replicate retry`.
+	Pending int `json:"pending"`
+	Parked  int `json:"parked"`
+	// OldestPending is when the oldest pending item was queued; zero when none is.
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorAt   time.Time `json:"last_error_at,omitzero"`
+	LastSuccess   time.Time `json:"last_success,omitzero"`
+	// Replicated counts the tags sent since the node started; Blobs and Bytes what they took.
+	Replicated int64 `json:"replicated"`
+	Blobs      int64 `json:"blobs"`
+	Bytes      int64 `json:"bytes"`
+	// BytesPerSecond is Bytes over the time spent copying them.
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	// Items lists pending and parked items, oldest first, up to a bound.
+	Items []ReplicationItem `json:"items,omitempty"`
+}
+
+// ReplicationItem is one queued tag.
+type ReplicationItem struct {
+	Repo string `json:"repository"`
+	Tag  string `json:"tag"`
+	// Index is the Raft index of the change the item was queued for.
+	Index     uint64    `json:"index"`
+	Attempts  int       `json:"attempts"`
+	LastError string    `json:"last_error,omitempty"`
+	Parked    bool      `json:"parked"`
+	Created   time.Time `json:"created"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+}
+
+// RetryRequest asks a node to queue parked items again: all of them, those of one remote, or
+// one tag (Repo and Tag) of one remote.
+type RetryRequest struct {
+	Remote string `json:"remote,omitempty"`
+	Repo   string `json:"repository,omitempty"`
+	Tag    string `json:"tag,omitempty"`
+}
+
+// RetryResult says how many parked items were queued again.
+type RetryResult struct {
+	Requeued int `json:"requeued"`
 }

@@ -245,6 +245,24 @@ func (c *BuildIndex) Remove(ctx context.Context, id string, force bool) (api.Clu
 	return st, err
 }
 
+// ReplicationStatus returns the node's replication queues.
+func (c *BuildIndex) ReplicationStatus(ctx context.Context) (api.ReplicationStatus, error) {
+	var st api.ReplicationStatus
+	err := c.call(ctx, http.MethodGet, api.ReplicationPath, nil, http.StatusOK, &st, "get replication status")
+	return st, err
+}
+
+// ReplicationRetry queues the node's parked replication items that req selects again.
+func (c *BuildIndex) ReplicationRetry(ctx context.Context, req api.RetryRequest) (api.RetryResult, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return api.RetryResult{}, fmt.Errorf("retry replication: %w", err)
+	}
+	var rr api.RetryResult
+	err = c.call(ctx, http.MethodPost, api.ReplicationRetry, body, http.StatusOK, &rr, "retry replication")
+	return rr, err
+}
+
 // Restore rebuilds the tags from the storage backend's copies (tags already present with a
 // value at least as new are skipped) and says how many were imported and skipped.
 func (c *BuildIndex) Restore(ctx context.Context) (api.RestoreResult, error) {

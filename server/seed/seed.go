@@ -148,6 +148,8 @@ type Blob struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Error says why the blob is not hot everywhere asked; empty on success.
 	Error string `json:"error,omitempty"`
+	// Err is the error behind Error when the walk failed the blob, for callers that classify it.
+	Err error `json:"-"`
 }
 
 // Warmed counts the hosts of hs without an error.
@@ -240,6 +242,24 @@ func (s *Seeder) Seed(ctx context.Context, targets []Target) (*Report, error) {
 	return rep, errors.Join(errs...)
 }
 
+// Walk resolves every target and walks its graph without warming anything: every blob reached,
+// in graph order (a manifest before what it references), manifests that could not be read
+// carrying their error. Replication copies what it returns. The error is about a target as a
+// whole (a tag that does not resolve, a graph over the bounds) or ctx.
+func (s *Seeder) Walk(ctx context.Context, targets []Target) (*Report, error) {
+	w := &walk{s: s, seen: map[string]*Blob{}}
+	var errs []error
+	for _, t := range targets {
+		if err := w.target(ctx, t); err != nil {
+			errs = append(errs, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return w.report(), err
+		}
+	}
+	return w.report(), errors.Join(errs...)
+}
+
 // walk is the state of one Seed's graph walk.
 type walk struct {
 	s     *Seeder
@@ -274,7 +294,7 @@ func (w *walk) add(b *Blob) (bool, error) {
 
 // fail marks b failed during the walk and reports it.
 func (w *walk) fail(b *Blob, err error) {
-	b.Error = err.Error()
+	b.Error, b.Err = err.Error(), err
 	w.s.progress(Progress{Blob: b, Finished: true})
 }
 
@@ -428,7 +448,7 @@ func (s *Seeder) readManifest(ctx context.Context, b *Blob) (*registry.Manifest,
 	buf := &capped{max: registry.MaxManifestSize}
 	if _, err := s.deps.Origins.Pull(ctx, b.Repo, stored, buf, nil); err != nil {
 		if client.IsNotFound(err) {
-			return nil, fmt.Errorf("read manifest: no origin or storage backend has it in namespace %s", b.Repo)
+			return nil, fmt.Errorf("read manifest: no origin or storage backend has it in namespace %s: %w", b.Repo, err)
 		}
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}

@@ -1,0 +1,433 @@
+// Package replicate copies an image between krakenctl clusters: a tag and every blob of its
+// manifest graph (index, platform manifests, configs, layers). Blobs stream from the source's
+// origins to the destination's owning origins, which verify each against its digest before they
+// store it; only when every blob has landed is the tag written through the destination's
+// build-index, so the destination never holds a tag whose content it lacks. A copy is
+// idempotent: a blob the destination already has is not sent again, and a tag it already holds
+// at the same digest ends the copy at once.
+//
+// `krakenctl replicate run` uses a Copier for one-shot copies; the build-index uses one to
+// execute its replication rules from durable per-remote queues. Errors that retrying cannot
+// fix (the destination refuses the request, the source lacks a blob the graph names, the graph
+// is over its bounds) wrap ErrPermanent, so a queue parks the item instead of retrying it
+// forever.
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/seed"
+)
+
+// DefaultParallel is how many blobs a copy sends at once unless Config says otherwise.
+const DefaultParallel = 4
+
+// Sentinel errors, wrapped with %w.
+var (
+	// ErrPermanent marks a failure that retrying cannot fix: the destination refused the
+	// request (auth, an invalid name, content it rejects), or the source lacks content the
+	// graph names. Queues park such items for an operator.
+	ErrPermanent = errors.New("permanent replication failure")
+	// ErrUnknownTag means the source has no such tag.
+	ErrUnknownTag = errors.New("unknown tag")
+	// ErrSourceIncomplete means the source cannot produce a blob or manifest of the graph.
+	ErrSourceIncomplete = errors.New("the source lacks content of the image")
+)
+
+// Cluster is one side of a copy: its origins and its build-index.
+type Cluster struct {
+	// Name is how reports and logs call the cluster ("source", a remote's name).
+	Name       string
+	Origins    *client.Cluster
+	BuildIndex *client.BuildIndexes
+}
+
+// Config tunes a Copier.
+type Config struct {
+	// Parallel bounds the blobs sent at once; DefaultParallel when zero.
+	Parallel int
+	// MaxBlobs bounds the graph; seed.DefaultMaxBlobs when zero.
+	MaxBlobs int
+}
+
+// Deps are a Copier's collaborators.
+type Deps struct {
+	// Progress, when set, hears about every blob as it moves. It is called from several
+	// goroutines at once.
+	Progress func(Progress)
+	Log      *slog.Logger
+}
+
+// Target is what to copy: a repository's tag. Digest, when set, is the value to copy (the
+// caller read it from the source, as the build-index does from its own store); otherwise the
+// tag is resolved on the source.
+type Target struct {
+	Repo   string
+	Tag    string
+	Digest digest.Digest
+}
+
+// String is the target as an operator writes it.
+func (t Target) String() string { return t.Repo + ":" + t.Tag }
+
+// Blob is one blob of a copy and what happened to it.
+type Blob struct {
+	Digest digest.Digest `json:"digest"`
+	// Stored is the sha256 digest the content is stored under, when Digest is another algorithm.
+	Stored digest.Digest `json:"stored,omitempty"`
+	Kind   seed.Kind     `json:"kind"`
+	// Size is the blob's size, -1 when unknown.
+	Size int64 `json:"size"`
+	// Copied is true when the blob was sent; false when the destination had it already.
+	Copied   bool          `json:"copied"`
+	Duration time.Duration `json:"duration_ns"`
+	Error    string        `json:"error,omitempty"`
+
+	done      bool // the blob's outcome is final
+	permanent bool // its error wraps ErrPermanent
+}
+
+// Report is the outcome of one copy.
+type Report struct {
+	Repo   string        `json:"repository"`
+	Tag    string        `json:"tag"`
+	Digest digest.Digest `json:"digest"`
+	To     string        `json:"to"`
+	// UpToDate is true when the destination already held the tag at Digest: nothing was read
+	// or sent.
+	UpToDate bool    `json:"up_to_date"`
+	Blobs    []*Blob `json:"blobs"`
+	// Copied, Present and Failed count the blobs sent, found at the destination, and failed.
+	Copied  int `json:"copied"`
+	Present int `json:"present"`
+	Failed  int `json:"failed"`
+	// Bytes is what was sent.
+	Bytes int64 `json:"bytes"`
+	// TagWritten is true once the destination's build-index accepted the tag.
+	TagWritten bool          `json:"tag_written"`
+	Duration   time.Duration `json:"duration_ns"`
+}
+
+// Progress is one step of one blob, or the end of the walk.
+type Progress struct {
+	// Blob is the blob that moved; nil on the event that ends the walk.
+	Blob *Blob
+	// Blobs, at the end of the walk, is how many blobs the graph has.
+	Blobs int
+	// Done and Total are the bytes sent so far and the blob's size (-1 when unknown).
+	Done, Total int64
+	// Finished is set once per blob, when its outcome is final.
+	Finished bool
+}
+
+// Copier copies images between clusters. It is safe for concurrent use.
+type Copier struct {
+	cfg  Config
+	deps Deps
+}
+
+// New returns a Copier.
+func New(cfg Config, deps Deps) (*Copier, error) {
+	if cfg.Parallel < 0 || cfg.MaxBlobs < 0 {
+		return nil, errors.New("new copier: parallel and max blobs must not be negative")
+	}
+	if cfg.Parallel == 0 {
+		cfg.Parallel = DefaultParallel
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Copier{cfg: cfg, deps: deps}, nil
+}
+
+// Copy copies t from src to dst: every blob of the graph the destination lacks, then the tag.
+// The report says what happened to each blob, also on error. An error wrapping ErrPermanent
+// will not go away by retrying.
+func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report, error) {
+	start := time.Now()
+	rep := &Report{Repo: t.Repo, Tag: t.Tag, Digest: t.Digest, To: dst.Name}
+	defer func() { rep.Duration = time.Since(start) }()
+	if src.Origins == nil || dst.Origins == nil || dst.BuildIndex == nil {
+		return rep, fmt.Errorf("copy %s: %w: both clusters need origins and the destination a build-index", t, ErrPermanent)
+	}
+	if rep.Digest == "" {
+		if src.BuildIndex == nil {
+			return rep, fmt.Errorf("copy %s: %w: no source build-index to resolve the tag", t, ErrPermanent)
+		}
+		tag, err := src.BuildIndex.GetTag(ctx, t.Repo, t.Tag, false)
+		switch {
+		case client.IsNotFound(err):
+			return rep, fmt.Errorf("copy %s: %w: %w: the source has no tag %q in %s", t, ErrPermanent, ErrUnknownTag, t.Tag, t.Repo)
+		case err != nil:
+			return rep, fmt.Errorf("copy %s: resolve the tag on the source: %w", t, err)
+		}
+		rep.Digest = tag.Digest
+	}
+	if err := rep.Digest.Validate(); err != nil {
+		return rep, fmt.Errorf("copy %s: %w: digest %q: %w", t, ErrPermanent, rep.Digest, err)
+	}
+	// A destination already at this value holds the whole graph: the tag went in last.
+	cur, err := dst.BuildIndex.GetTag(ctx, t.Repo, t.Tag, false)
+	switch {
+	case err == nil && cur.Digest == rep.Digest:
+		rep.UpToDate = true
+		return rep, nil
+	case err != nil && !client.IsNotFound(err):
+		return rep, c.classify(fmt.Errorf("copy %s: read the tag on %s: %w", t, dst.Name, err))
+	}
+
+	s, err := seed.New(seed.Config{MaxBlobs: c.cfg.MaxBlobs}, seed.Deps{Origins: src.Origins, BuildIndex: src.BuildIndex, Log: c.deps.Log})
+	if err != nil {
+		return rep, err
+	}
+	walked, err := s.Walk(ctx, []seed.Target{{Repo: t.Repo, Digest: rep.Digest}})
+	if walked != nil {
+		for _, b := range walked.Blobs {
+			rb := &Blob{Digest: b.Digest, Stored: b.Stored, Kind: b.Kind, Size: b.Size, Error: b.Error}
+			rep.Blobs = append(rep.Blobs, rb)
+			if rb.Error != "" {
+				// A manifest of the graph the walk could not read: permanent when no origin
+				// or backend of the source has it, else (origins down) worth retrying.
+				rb.done, rb.permanent = true, client.IsNotFound(b.Err)
+				c.progress(Progress{Blob: rb, Finished: true})
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, seed.ErrGraphTooLarge) {
+			err = fmt.Errorf("%w: %w", ErrPermanent, err)
+		}
+		return c.finish(rep, fmt.Errorf("copy %s: %w", t, err))
+	}
+	c.progress(Progress{Blobs: len(rep.Blobs)})
+
+	var bytes atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.cfg.Parallel)
+	for _, b := range rep.Blobs {
+		if b.Error != "" {
+			continue // a manifest the walk could not read
+		}
+		g.Go(func() error {
+			began := time.Now()
+			n, err := c.blob(gctx, src, dst, t.Repo, b)
+			b.Duration = time.Since(began)
+			bytes.Add(n)
+			if err != nil {
+				b.Error = err.Error()
+				b.permanent = errors.Is(err, ErrPermanent)
+			}
+			b.done = true
+			c.progress(Progress{Blob: b, Done: n, Total: b.Size, Finished: true})
+			return nil // every blob is tried; failures are in the blobs
+		})
+	}
+	_ = g.Wait()
+	rep.Bytes = bytes.Load()
+	if err := ctx.Err(); err != nil {
+		return c.finish(rep, err)
+	}
+	if rep.countFailed() > 0 {
+		return c.finish(rep, fmt.Errorf("copy %s: %w", t, c.blobErrors(rep)))
+	}
+	if _, err := dst.BuildIndex.PutTag(ctx, t.Repo, t.Tag, rep.Digest); err != nil {
+		return c.finish(rep, c.classify(fmt.Errorf("copy %s: write the tag on %s: %w", t, dst.Name, err)))
+	}
+	rep.TagWritten = true
+	return c.finish(rep, nil)
+}
+
+// finish counts the blobs' outcomes into rep.
+func (c *Copier) finish(rep *Report, err error) (*Report, error) {
+	rep.Copied, rep.Present, rep.Failed = 0, 0, 0
+	for _, b := range rep.Blobs {
+		switch {
+		case b.Error != "":
+			rep.Failed++
+		case b.Copied:
+			rep.Copied++
+		case b.done:
+			rep.Present++
+		}
+	}
+	return rep, err
+}
+
+func (r *Report) countFailed() int {
+	n := 0
+	for _, b := range r.Blobs {
+		if b.Error != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// blobErrors joins the blobs' errors, wrapping ErrPermanent when any of them is permanent:
+// retrying the copy would fail the same way on that blob.
+func (c *Copier) blobErrors(rep *Report) error {
+	var errs []error
+	permanent := false
+	for _, b := range rep.Blobs {
+		if b.Error == "" {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s %s: %s", b.Kind, b.Digest, b.Error))
+		if b.permanent {
+			permanent = true
+		}
+	}
+	err := fmt.Errorf("%d of %d blobs failed: %w", len(errs), len(rep.Blobs), errors.Join(errs...))
+	if permanent {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	return err
+}
+
+// classify wraps ErrPermanent around an answer about the request itself (401, 403, 400, 413:
+// another attempt gets the same answer); 404, 409, 429 and server errors are retried.
+func (c *Copier) classify(err error) error {
+	if client.IsClientFault(err) {
+		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	return err
+}
+
+func (c *Copier) progress(p Progress) {
+	if c.deps.Progress != nil {
+		c.deps.Progress(p)
+	}
+}
+
+// blob makes b present on the destination's owners of it and returns the bytes sent.
+func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blob) (int64, error) {
+	stored, err := storedDigest(ctx, src, repo, b)
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.send(ctx, src, dst, repo, stored, b)
+	if err != nil {
+		return n, err
+	}
+	if stored != b.Digest {
+		// The destination finds non-sha256 content through the same link the source has.
+		name := registry.BlobLink(b.Digest)
+		if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
+			name = registry.ManifestLink(b.Digest)
+		}
+		if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
+			return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
+		}
+	}
+	return n, nil
+}
+
+// storedDigest is the sha256 digest b's content is stored under on the origins.
+func storedDigest(ctx context.Context, src Cluster, repo string, b *Blob) (digest.Digest, error) {
+	if err := b.Digest.Validate(); err != nil {
+		return "", fmt.Errorf("%w: invalid digest %q: %w", ErrPermanent, b.Digest, err)
+	}
+	if b.Digest.Algorithm() == digest.SHA256 {
+		return b.Digest, nil
+	}
+	if b.Stored != "" {
+		return b.Stored, nil
+	}
+	if src.BuildIndex == nil {
+		return "", fmt.Errorf("%w: resolve %s: no source build-index to read its link", ErrPermanent, b.Digest)
+	}
+	l, err := src.BuildIndex.GetLink(ctx, repo, registry.BlobLink(b.Digest), false)
+	switch {
+	case client.IsNotFound(err):
+		return "", fmt.Errorf("%w: %w: no link for %s", ErrPermanent, ErrSourceIncomplete, b.Digest)
+	case err != nil:
+		return "", fmt.Errorf("resolve %s: %w", b.Digest, err)
+	}
+	if l.Digest.Algorithm() != digest.SHA256 || l.Digest.Validate() != nil {
+		return "", fmt.Errorf("%w: the source's link for %s holds %q, not a sha256 digest", ErrPermanent, b.Digest, l.Digest)
+	}
+	b.Stored = l.Digest
+	return l.Digest, nil
+}
+
+// send streams blob d from the source to the first owner on the destination that takes it,
+// unless an owner has it. The destination origin hashes what arrives and refuses content that
+// is not d; the source side checks the same as it reads.
+func (c *Copier) send(ctx context.Context, src, dst Cluster, ns string, d digest.Digest, b *Blob) (int64, error) {
+	st, err := dst.Origins.Ring(ctx, d)
+	if err != nil {
+		return 0, fmt.Errorf("find the owners on %s: %w", dst.Name, err)
+	}
+	if len(st.Owners) == 0 {
+		return 0, fmt.Errorf("no healthy origin on %s owns %s", dst.Name, d)
+	}
+	if size, err := dst.Origins.Origin(st.Owners[0]).Stat(ctx, ns, d); err == nil {
+		if b.Size < 0 {
+			b.Size = size
+		}
+		return 0, nil
+	}
+	var errs []error
+	for _, owner := range st.Owners {
+		n, err := c.stream(ctx, src, dst.Origins.Origin(owner), ns, d, b)
+		if err == nil {
+			b.Copied = true
+			return n, nil
+		}
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		if errors.Is(err, ErrPermanent) {
+			return n, err
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", owner, err))
+	}
+	return 0, fmt.Errorf("send to %s: every owner failed: %w", dst.Name, errors.Join(errs...))
+}
+
+// stream pulls d from the source into one upload to owner.
+func (c *Copier) stream(ctx context.Context, src Cluster, owner *client.Origin, ns string, d digest.Digest, b *Blob) (int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	var pullErr error
+	var sent int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		n, err := src.Origins.Pull(ctx, ns, d, pw, func(done, total int64) {
+			c.progress(Progress{Blob: b, Done: done, Total: total})
+		})
+		sent, pullErr = n, err
+		_ = pw.CloseWithError(err) // nil closes cleanly: the upload sees EOF
+	})
+	err := owner.Upload(ctx, ns, d, pr, b.Size)
+	_ = pr.CloseWithError(errors.New("upload ended")) // unblocks a pull the upload stopped reading
+	cancel()
+	wg.Wait()
+	switch {
+	case pullErr != nil && !errors.Is(pullErr, context.Canceled) && !errors.Is(pullErr, io.ErrClosedPipe) && err != nil && !client.IsClientFault(err):
+		// The source failed first and the upload saw its error.
+		if client.IsNotFound(pullErr) {
+			return sent, fmt.Errorf("%w: %w: no origin or storage backend of the source has %s", ErrPermanent, ErrSourceIncomplete, d)
+		}
+		return sent, fmt.Errorf("read from the source: %w", pullErr)
+	case err != nil:
+		if client.IsNotFound(pullErr) {
+			return sent, fmt.Errorf("%w: %w: no origin or storage backend of the source has %s", ErrPermanent, ErrSourceIncomplete, d)
+		}
+		return sent, c.classify(fmt.Errorf("upload to %s: %w", owner.Addr(), err))
+	}
+	return sent, nil
+}
