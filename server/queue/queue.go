@@ -18,7 +18,10 @@ import (
 // Executors wrap it: fmt.Errorf("%w: no backend", queue.ErrPermanent).
 var ErrPermanent = errors.New("permanent failure")
 
-var tasksBucket = []byte("tasks")
+var (
+	tasksBucket  = []byte("tasks")
+	parkedBucket = []byte("parked")
+)
 
 // Task is one unit of durable work. It stays in the queue until it succeeds or fails
 // permanently. (Kind, Key) identifies it: adding the same task again keeps one entry.
@@ -53,7 +56,10 @@ func Open(path string) (*Queue, error) {
 		return nil, fmt.Errorf("open queue %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(tasksBucket)
+		if _, err := tx.CreateBucketIfNotExists(tasksBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(parkedBucket)
 		return err
 	}); err != nil {
 		_ = db.Close() // the update's error is the one to report
@@ -199,11 +205,13 @@ func (q *Queue) Len() (int, error) {
 	return n, nil
 }
 
-// All returns every queued task.
-func (q *Queue) All() ([]Task, error) {
+// All returns every queued task (parked ones are not queued).
+func (q *Queue) All() ([]Task, error) { return q.scan(tasksBucket) }
+
+func (q *Queue) scan(bucket []byte) ([]Task, error) {
 	var out []Task
 	err := q.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(tasksBucket).ForEach(func(k, v []byte) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var t Task
 			if err := json.Unmarshal(v, &t); err != nil {
 				return fmt.Errorf("decode task %q: %w", k, err)
@@ -216,4 +224,79 @@ func (q *Queue) All() ([]Task, error) {
 		return nil, fmt.Errorf("read queue: %w", err)
 	}
 	return out, nil
+}
+
+// Park moves a task that failed in a way retrying cannot fix out of the queue, into the parked
+// set, with its cause; it stays there (durably) until Unpark queues it again or Drop removes
+// it. A parked task is never handed out by Due.
+func (q *Queue) Park(t Task, cause error) error {
+	defer q.Release(t)
+	t.Attempts++
+	t.LastError = cause.Error()
+	v, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(tasksBucket).Delete([]byte(t.ID())); err != nil {
+			return err
+		}
+		return tx.Bucket(parkedBucket).Put([]byte(t.ID()), v)
+	})
+	if err != nil {
+		return fmt.Errorf("park task %s %q: %w", t.Kind, t.Key, err)
+	}
+	return nil
+}
+
+// Parked returns every parked task.
+func (q *Queue) Parked() ([]Task, error) { return q.scan(parkedBucket) }
+
+// Unpark queues again, due now and with its attempts reset, every parked task match accepts,
+// and says how many. A task queued meanwhile under the same identity is kept as it is.
+func (q *Queue) Unpark(match func(Task) bool) (int, error) {
+	n := 0
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		parked, tasks := tx.Bucket(parkedBucket), tx.Bucket(tasksBucket)
+		var move [][]byte
+		var vals [][]byte
+		if err := parked.ForEach(func(k, v []byte) error {
+			var t Task
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode parked task %q: %w", k, err)
+			}
+			if !match(t) {
+				return nil
+			}
+			t.Attempts, t.NotBefore = 0, time.Time{}
+			nv, err := json.Marshal(t)
+			if err != nil {
+				return err
+			}
+			move = append(move, append([]byte(nil), k...))
+			vals = append(vals, nv)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for i, k := range move {
+			if err := parked.Delete(k); err != nil {
+				return err
+			}
+			if tasks.Get(k) == nil {
+				if err := tasks.Put(k, vals[i]); err != nil {
+					return err
+				}
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("unpark tasks: %w", err)
+	}
+	if n > 0 {
+		q.poke()
+	}
+	return n, nil
 }

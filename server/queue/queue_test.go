@@ -175,3 +175,80 @@ func TestBackoffGrowsAndCaps(t *testing.T) {
 		require.LessOrEqual(t, d, time.Duration(float64(base)*1.2), "attempt %d", attempt)
 	}
 }
+
+// A runner that parks keeps a permanent failure, durably, out of Due; Unpark queues exactly
+// the tasks it selects again, with their attempts reset.
+func TestRunnerParksPermanentFailuresUntilUnparked(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := open(t, path)
+	var fail atomic.Bool
+	fail.Store(true)
+	ran := make(chan string, 16)
+	r, err := queue.NewRunner(q, queue.RunnerConfig{Workers: 2, RetryInitial: time.Millisecond, Park: true}, func(_ context.Context, tk queue.Task) error {
+		ran <- tk.Key
+		if fail.Load() {
+			return fmt.Errorf("%w: refused", queue.ErrPermanent)
+		}
+		return nil
+	}, queue.RunnerDeps{})
+	require.NoError(t, err)
+	for _, k := range []string{"a", "b"} {
+		_, err := q.Add(queue.Task{Kind: "k", Key: k})
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	<-ran
+	<-ran
+	require.Eventually(t, func() bool {
+		p, err := q.Parked()
+		return err == nil && len(p) == 2
+	}, 10*time.Second, 5*time.Millisecond)
+	n, err := q.Len()
+	require.NoError(t, err)
+	require.Zero(t, n, "parked tasks leave the queue")
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, q.Close())
+
+	// Parked survives a reopen, with the cause.
+	q = open(t, path)
+	defer func() { require.NoError(t, q.Close()) }()
+	parked, err := q.Parked()
+	require.NoError(t, err)
+	require.Len(t, parked, 2)
+	require.Contains(t, parked[0].LastError, "refused")
+	require.Equal(t, 1, parked[0].Attempts)
+
+	moved, err := q.Unpark(func(tk queue.Task) bool { return tk.Key == "b" })
+	require.NoError(t, err)
+	require.Equal(t, 1, moved)
+	all, err := q.All()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
+	require.Equal(t, "b", all[0].Key)
+	require.Zero(t, all[0].Attempts)
+	parked, err = q.Parked()
+	require.NoError(t, err)
+	require.Len(t, parked, 1)
+	require.Equal(t, "a", parked[0].Key)
+
+	// Once the cause is fixed, the unparked task runs and leaves; the other stays parked.
+	fail.Store(false)
+	r, err = queue.NewRunner(q, queue.RunnerConfig{Park: true}, func(_ context.Context, tk queue.Task) error {
+		ran <- tk.Key
+		return nil
+	}, queue.RunnerDeps{})
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(t.Context())
+	go func() { done <- r.Run(ctx) }()
+	require.Equal(t, "b", <-ran)
+	require.Eventually(t, func() bool { n, err := q.Len(); return err == nil && n == 0 }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	parked, err = q.Parked()
+	require.NoError(t, err)
+	require.Len(t, parked, 1)
+}

@@ -24,6 +24,9 @@ type RunnerConfig struct {
 	RetryInitial, RetryMax time.Duration
 	// Timeout bounds one attempt (default 30m).
 	Timeout time.Duration
+	// Park keeps a task that failed permanently in the queue's parked set (Queue.Park), for an
+	// operator to retry, instead of dropping it.
+	Park bool
 }
 
 func (c *RunnerConfig) defaults() {
@@ -152,6 +155,16 @@ func (r *Runner) runTask(ctx context.Context, t Task) {
 	case ctx.Err() != nil:
 		// Shutting down: leave the task as it was; it runs again after the restart.
 		r.q.Release(t)
+	case errors.Is(err, ErrPermanent) && r.cfg.Park:
+		r.attempts.WithLabelValues(t.Kind, "parked").Inc()
+		log.Error("task failed permanently; parked until retried", "err", err)
+		if perr := r.q.Park(t, err); perr != nil {
+			log.Error("park task", "err", perr)
+			return
+		}
+		if r.finished != nil {
+			r.finished(t, err)
+		}
 	case errors.Is(err, ErrPermanent):
 		r.attempts.WithLabelValues(t.Kind, "dropped").Inc()
 		log.Error("task failed permanently; dropped", "err", err)
