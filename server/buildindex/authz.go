@@ -12,7 +12,9 @@ import (
 // of the cluster (agents resolve tags). Tags and links are written by the proxy, which has
 // checked the pusher's rights, or by an operator; another build-index node forwards what its
 // own check let through. Membership and restores change the Raft group: operators only (and
-// authorizeMembership narrows what a build-index node may do to the group).
+// authorizeMembership narrows what a build-index node may do to the group). Replication status
+// names the remote clusters and their errors, and a retry sends data across clusters:
+// operators only too.
 var (
 	writers   = []string{pki.GroupProxy, pki.GroupAdmin, pki.GroupBuildIndex}
 	operators = []string{pki.GroupAdmin, pki.GroupBuildIndex}
@@ -22,7 +24,7 @@ var (
 // identity.
 func routeGroups(route, method string) []string {
 	switch route {
-	case "join", "remove", "restore":
+	case "join", "remove", "restore", "replication", "replication_retry":
 		return operators
 	case "put_tag", "delete_tag", "put_link", "delete_link":
 		return writers

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -81,6 +82,11 @@ type Config struct {
 	TagsNamespace string `yaml:"tags_namespace"`
 	// Writeback tunes the durable queue that writes tags to the backend.
 	Writeback WritebackConfig `yaml:"writeback"`
+	// Replication sends every tag put whose repository matches a rule, with all the content
+	// its manifest graph references, to the remote clusters the rule names.
+	Replication []ReplicationRule `yaml:"replication"`
+	// ReplicationQueue tunes the durable queue kept for each remote.
+	ReplicationQueue ReplicationQueueConfig `yaml:"replication_queue"`
 	// Join lists API addresses of existing nodes. A node started without Raft state and without
 	// raft.bootstrap asks them (through the leader) to add it to the group, retrying until one
 	// does.
@@ -98,6 +104,34 @@ type WritebackConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// FollowerDelay delays the write-back tasks a follower queues, so the leader's copy
 	// usually lands first and the follower's task only finds it there.
+	FollowerDelay time.Duration `yaml:"follower_delay"`
+}
+
+// ReplicationRule sends the tags of matching repositories to remote clusters.
+type ReplicationRule struct {
+	// Repository is a regular expression (RE2, unanchored: write ^...$ to match whole names)
+	// a repository must match.
+	Repository string `yaml:"repository"`
+	// To lists the remote clusters, each as an endpoints file (the file `dev up` writes and
+	// commands read: origins, build_index and, for a TLS cluster, the CA, certificate and key
+	// to present). The file is read on every attempt, so it can change or appear later; its
+	// base name without extension names the remote in status, logs and metrics.
+	To []string `yaml:"to"`
+}
+
+// ReplicationQueueConfig tunes the replication queues, one per remote.
+type ReplicationQueueConfig struct {
+	// Workers is how many tags are sent to one remote at once.
+	Workers int `yaml:"workers"`
+	// Parallel is how many blobs of one tag are sent at once.
+	Parallel int `yaml:"parallel"`
+	// RetryInitial is the first retry delay; it doubles on each failure up to RetryMax.
+	RetryInitial time.Duration `yaml:"retry_initial"`
+	RetryMax     time.Duration `yaml:"retry_max"`
+	// Timeout bounds one attempt of one tag (its whole graph).
+	Timeout time.Duration `yaml:"timeout"`
+	// FollowerDelay delays a follower's copy of each item, so the leader's send usually lands
+	// first and the follower only confirms it (one read of the remote's tag).
 	FollowerDelay time.Duration `yaml:"follower_delay"`
 }
 
@@ -157,6 +191,25 @@ func (c *Config) Defaults() {
 	}
 	if w.FollowerDelay == 0 {
 		w.FollowerDelay = 10 * time.Second
+	}
+	rq := &c.ReplicationQueue
+	if rq.Workers == 0 {
+		rq.Workers = 2
+	}
+	if rq.Parallel == 0 {
+		rq.Parallel = 4
+	}
+	if rq.RetryInitial == 0 {
+		rq.RetryInitial = 2 * time.Second
+	}
+	if rq.RetryMax == 0 {
+		rq.RetryMax = 5 * time.Minute
+	}
+	if rq.Timeout == 0 {
+		rq.Timeout = time.Hour
+	}
+	if rq.FollowerDelay == 0 {
+		rq.FollowerDelay = 30 * time.Second
 	}
 }
 
@@ -237,6 +290,7 @@ func (c *Config) Validate() error {
 	if w.FollowerDelay < 0 {
 		bad("writeback.follower_delay: must not be negative")
 	}
+	c.validateReplication(bad)
 	for i, j := range c.Join {
 		hostPort(fmt.Sprintf("join[%d]", i), j)
 		if j == c.Advertise {
@@ -251,3 +305,48 @@ func (c *Config) Validate() error {
 
 // TLSConfig is the role's tls section, for the process that starts it.
 func (c *Config) TLSConfig() pki.Config { return c.TLS }
+
+// validateReplication checks the rules and the queue settings.
+func (c *Config) validateReplication(bad func(string, ...any)) {
+	names := map[string]string{} // remote name -> endpoints file
+	for i, r := range c.Replication {
+		if r.Repository == "" {
+			bad("replication[%d].repository: required (a regular expression; \".*\" for every repository)", i)
+		} else if _, err := regexp.Compile(r.Repository); err != nil {
+			bad("replication[%d].repository: %q is not a regular expression: %v", i, r.Repository, err)
+		}
+		if len(r.To) == 0 {
+			bad("replication[%d].to: name at least one remote cluster's endpoints file", i)
+		}
+		for j, f := range r.To {
+			if strings.TrimSpace(f) == "" {
+				bad("replication[%d].to[%d]: empty path", i, j)
+				continue
+			}
+			name := RemoteName(f)
+			if prev, ok := names[name]; ok && prev != filepath.Clean(f) {
+				bad("replication[%d].to[%d]: %s and %s would both be remote %q (remotes are named by file name)", i, j, prev, f, name)
+			}
+			names[name] = filepath.Clean(f)
+		}
+	}
+	q := c.ReplicationQueue
+	if q.Workers < 1 || q.Parallel < 1 {
+		bad("replication_queue.workers/parallel: must be at least 1")
+	}
+	if q.RetryInitial < 0 || q.RetryMax < q.RetryInitial {
+		bad("replication_queue.retry_initial/retry_max: want 0 < retry_initial <= retry_max")
+	}
+	if q.Timeout <= 0 {
+		bad("replication_queue.timeout: must be positive")
+	}
+	if q.FollowerDelay < 0 {
+		bad("replication_queue.follower_delay: must not be negative")
+	}
+}
+
+// RemoteName names the remote cluster of an endpoints file: its base name without extension.
+func RemoteName(endpointsFile string) string {
+	base := filepath.Base(filepath.Clean(endpointsFile))
+	return strings.TrimSuffix(base, filepath.Ext(base))
+}

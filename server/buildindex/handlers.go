@@ -50,6 +50,8 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.Handle("DELETE "+api.ClusterMembersPath+"/{id}", s.handle("remove", s.handleRemove))
 	mux.Handle("POST "+api.ClusterRestorePath, s.handle("restore", s.handleRestore))
 	mux.Handle("GET "+api.ChangesPath, s.handle("changes", s.handleChanges))
+	mux.Handle("GET "+api.ReplicationPath, s.handle("replication", s.handleReplication))
+	mux.Handle("POST "+api.ReplicationRetry, s.handle("replication_retry", s.handleReplicationRetry))
 	mux.Handle("GET "+readIndexPath, s.handle("read_index", s.handleReadIndex))
 }
 

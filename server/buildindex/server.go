@@ -116,6 +116,7 @@ type Server struct {
 	content     *contentChecker // nil when verify_content is false
 	backend     backend.Backend // nil when no backend is configured
 	wb          *writeback      // nil without a backend
+	repl        *replicator     // nil without replication rules
 	metrics     *metrics
 
 	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
@@ -194,6 +195,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		b.OnClose("write-back queue", s.wb.close)
 		b.Go(s.wb.run)
+	}
+	if len(cfg.Replication) > 0 {
+		s.repl, err = newReplicator(s, filepath.Join(cfg.Dir, "replication"), deps.Registerer)
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		b.OnClose("replication queues", s.repl.close)
+		b.Go(s.repl.run)
 	}
 	if len(cfg.Join) > 0 {
 		b.Go(func(ctx context.Context) error { s.joinCluster(ctx); return nil })
