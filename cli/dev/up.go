@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/endpoints"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/dev"
 )
 
@@ -41,6 +43,8 @@ type UpOptions struct {
 	TLS bool
 	// Rate caps every origin's and agent's swarm traffic, bytes per second (0: none).
 	Rate cmdutil.RateFlag
+	// Replicate are --replicate values: [REGEX=]ENDPOINTS_FILE.
+	Replicate []string
 	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
 	// one JSON document on stdout once every role is ready).
 	Output string
@@ -155,6 +159,7 @@ with another client certificate or none, pass --username dev --password-stdin.`,
 	cmd.Flags().IntVar(&opts.Origins, "origins", dev.DefaultOrigins, "number of origins to run")
 	cmd.Flags().IntVar(&opts.Agents, "agents", 1, "number of agents to run (0: origins only, no tracker)")
 	cmd.Flags().Var(&opts.Rate, "rate", "cap every origin's and agent's swarm traffic at this many bytes per second, e.g. 10MiB (default: no cap)")
+	cmd.Flags().StringArrayVar(&opts.Replicate, "replicate", nil, "replicate every tag put, with its content, to the cluster of this endpoints file (`[REGEX=]FILE`: only repositories matching REGEX); repeatable")
 	cmd.Flags().IntVar(&opts.AgentPort, "agent-port", dev.DefaultAgentPort, "blob API port of the first agent; agent i uses this port + 10i, and the next port for peers (ignored with --port 0)")
 	cmd.Flags().StringVar(&opts.Dir, "dir", "", "state directory: stores, storage backend and dev.log (default $XDG_STATE_HOME/krakenctl/dev)")
 	cmd.Flags().IntVar(&opts.Port, "port", dev.DefaultPort, "port of the first origin; the others take the next ports (0: any free ports)")
@@ -195,9 +200,14 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 	defer func() { _ = logFile.Close() }() // unbuffered: every line is written already
 	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: opts.LogLevel}))
 
+	rules, err := replicationRules(opts.Replicate)
+	if err != nil {
+		return err
+	}
 	c, err := dev.New(dev.Config{
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
 		Dir: dir, Port: opts.Port, EndpointsFile: file, Rate: int64(opts.Rate), BuildIndex: true, Proxy: true, TLS: opts.TLS, Auth: opts.TLS,
+		Replication: rules,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)
@@ -344,4 +354,28 @@ func port(addr string) string {
 		return addr // the cluster's own addresses always have one
 	}
 	return p
+}
+
+// replicationRules turns --replicate values ([REGEX=]FILE) into build-index rules, one per
+// value; a value without REGEX replicates every repository.
+func replicationRules(values []string) ([]buildindex.ReplicationRule, error) {
+	var rules []buildindex.ReplicationRule
+	for _, v := range values {
+		re, file, ok := strings.Cut(v, "=")
+		if !ok {
+			re, file = ".*", v
+		}
+		if _, err := regexp.Compile(re); err != nil {
+			return nil, cmdutil.FlagErrorf("invalid --replicate %q: %q is not a regular expression: %v", v, re, err)
+		}
+		if strings.TrimSpace(file) == "" {
+			return nil, cmdutil.FlagErrorf("invalid --replicate %q: no endpoints file", v)
+		}
+		abs, err := filepath.Abs(file)
+		if err != nil {
+			return nil, fmt.Errorf("--replicate %q: %w", v, err)
+		}
+		rules = append(rules, buildindex.ReplicationRule{Repository: re, To: []string{abs}})
+	}
+	return rules, nil
 }

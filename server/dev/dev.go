@@ -126,6 +126,10 @@ type Config struct {
 	// egress and ingress, as on hosts with that link speed (0: no cap). A slow swarm lets
 	// `krakenctl top` be watched, and tried, on one machine.
 	Rate int64
+	// Replication is the build-index's replication rules: tags of matching repositories go to
+	// the clusters of the endpoints files the rules name (often another dev cluster's). Dev
+	// queues retry at most every 10 s, so a remote that comes back is caught up quickly.
+	Replication []buildindex.ReplicationRule
 }
 
 // Deps are a dev cluster's collaborators.
@@ -223,6 +227,9 @@ func (cfg Config) spec() cluster.Spec {
 			c.Raft.HeartbeatTimeout = 200 * time.Millisecond
 			c.Raft.ElectionTimeout = 200 * time.Millisecond
 			c.Raft.LeaderLeaseTimeout = 100 * time.Millisecond
+			c.Replication = cfg.Replication
+			c.ReplicationQueue.RetryInitial = 500 * time.Millisecond
+			c.ReplicationQueue.RetryMax = 10 * time.Second
 		},
 	}
 	if cfg.BuildIndex {
