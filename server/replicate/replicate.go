@@ -1,7 +1,8 @@
 // Package replicate copies an image between krakenctl clusters: a tag and every blob of its
 // manifest graph (index, platform manifests, configs, layers). Blobs stream from the source's
 // origins to the destination's owning origins, which verify each against its digest before they
-// store it; only when every blob has landed is the tag written through the destination's
+// store it, and each gets its link in the destination's repository (what a registry serves
+// from it); only when every blob has landed is the tag written through the destination's
 // build-index, so the destination never holds a tag whose content it lacks. A copy is
 // idempotent: a blob the destination already has is not sent again, and a tag it already holds
 // at the same digest ends the copy at once.
@@ -321,15 +322,15 @@ func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blo
 	if err != nil {
 		return n, err
 	}
-	if stored != b.Digest {
-		// The destination finds non-sha256 content through the same link the source has.
-		name := registry.BlobLink(b.Digest)
-		if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
-			name = registry.ManifestLink(b.Digest)
-		}
-		if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
-			return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
-		}
+	// A repository holds what its links name (blob/<d>, manifest/<d>): without them the
+	// destination's registries answer 404 for content its origins hold. The link also maps a
+	// sha512 digest to the sha256 the bytes are stored under.
+	name := registry.BlobLink(b.Digest)
+	if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
+		name = registry.ManifestLink(b.Digest)
+	}
+	if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
+		return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
 	}
 	return n, nil
 }
