@@ -48,7 +48,7 @@ func RenderText(c snapshot.Cluster, width int) string {
 	hosts := filterHosts(c.Hosts, "", nil)
 	lines = append(lines, "", fmt.Sprintf("hosts (%d)", len(hosts)))
 	lines = append(lines, hostTable(st, hosts, 0, max(len(hosts), 1), width)...)
-	lines = append(lines, "", ringLine(st, c.Ring, width), buildIndexLine(st, c.BuildIndex, width))
+	lines = append(lines, "", ringLine(st, c.Ring, width), buildIndexLine(st, c.BuildIndex, c.Time, width))
 
 	var evs []snapshot.HostEvent
 	for _, e := range c.Events {

@@ -37,6 +37,19 @@ func TestRenderText(t *testing.T) {
 		assert.Equal(t, strings.TrimRight(l, " "), l, "no trailing blanks")
 	}
 
+	// Replication queues follow the build-index: a remote in sync, one behind with a
+	// parked item and an error newer than its last success.
+	c := testCluster()
+	c.BuildIndex.Replication = []snapshot.RemoteQueue{
+		{Name: "dc2", LastSuccess: t0.Add(-time.Minute)},
+		{Name: "dc3", Pending: 3, Parked: 1, OldestPending: t0.Add(-125 * time.Second),
+			LastError: "remote dc3: connection refused", LastErrorAt: t0.Add(-time.Second), LastSuccess: t0.Add(-time.Hour)},
+	}
+	repl := RenderText(c, 200)
+	assert.Contains(t, repl, "build-index leader 127.0.2.1:9100 · term 4 · 3 nodes · → dc2 in sync · → dc3 3 pending (oldest 2m05s) 1 parked ✗ remote dc3: connection refused")
+	c.BuildIndex.Replication[1].LastSuccess = t0
+	assert.NotContains(t, RenderText(c, 200), "✗ remote dc3", "an error older than the last success is not shown as current")
+
 	// An empty cluster and a narrow width still render.
 	empty := RenderText(snapshot.Cluster{Time: t0}, 1)
 	assert.Contains(t, empty, "no swarms in flight")

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"time"
+
 	"fmt"
 	"slices"
 	"strings"
@@ -124,7 +126,7 @@ func (m Model) full() []string {
 
 	lines = append(lines, m.title(panelHosts, fmt.Sprintf("hosts (%d)", len(hosts))))
 	lines = append(lines, hostTable(m.st, hosts, m.hostScroll, hostRows, w)...)
-	lines = append(lines, ringLine(m.st, m.cluster.Ring, w), buildIndexLine(m.st, m.cluster.BuildIndex, w))
+	lines = append(lines, ringLine(m.st, m.cluster.Ring, w), buildIndexLine(m.st, m.cluster.BuildIndex, m.cluster.Time, w))
 
 	lines = append(lines, m.title(panelEvents, fmt.Sprintf("events (%d)", len(evs))))
 	lines = append(lines, eventLines(m.st, evs, m.eventScroll, eventRows, w)...)
@@ -454,8 +456,9 @@ func ringLine(st styles, ring []snapshot.RingEntry, w int) string {
 	return clip(s+fmt.Sprintf("%d/%d healthy: ", healthy, len(ring))+strings.Join(parts, st.dim.Render(" · ")), w)
 }
 
-// buildIndexLine is the build-index's Raft leader and term.
-func buildIndexLine(st styles, bi *snapshot.BuildIndexState, w int) string {
+// buildIndexLine is the build-index's Raft leader and term, then its replication queues: a
+// remote with parked items or failing since its last success is drawn as a problem.
+func buildIndexLine(st styles, bi *snapshot.BuildIndexState, now time.Time, w int) string {
 	s := st.title.Render("  build-index ")
 	switch {
 	case bi == nil:
@@ -467,7 +470,33 @@ func buildIndexLine(st styles, bi *snapshot.BuildIndexState, w int) string {
 	default:
 		s += fmt.Sprintf("leader %s · term %d · %d nodes", bi.Leader, bi.Term, bi.Nodes)
 	}
+	if bi != nil {
+		for _, q := range bi.Replication {
+			s += st.dim.Render(" · ") + replicationCell(st, q, now)
+		}
+	}
 	return clip(s, w)
+}
+
+// replicationCell is one remote's queue: "→ dc2 3 pending (oldest 2m05s) 1 parked".
+func replicationCell(st styles, q snapshot.RemoteQueue, now time.Time) string {
+	s := "→ " + q.Name
+	switch {
+	case q.Pending == 0 && q.Parked == 0:
+		return s + st.dim.Render(" in sync")
+	case q.Pending > 0:
+		s += fmt.Sprintf(" %d pending", q.Pending)
+		if !q.OldestPending.IsZero() {
+			s += " (oldest " + FormatDuration(now.Sub(q.OldestPending)) + ")"
+		}
+	}
+	if q.Parked > 0 {
+		s += st.bad.Render(fmt.Sprintf(" %d parked", q.Parked))
+	}
+	if q.LastError != "" && q.LastErrorAt.After(q.LastSuccess) {
+		s += st.bad.Render(" ✗ " + q.LastError)
+	}
+	return s
 }
 
 // eventLines are the newest rows events (scrolled back by back), oldest at the top.

@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/cli/endpoints"
+	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/observe"
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
@@ -32,6 +33,9 @@ func NewGatherer(c endpoints.Cluster, hc *http.Client, cfg observe.Config) (*obs
 	}
 	if len(c.BuildIndex) > 0 {
 		deps.BuildIndex = client.NewBuildIndex(c.BuildIndex[0], hc)
+		deps.Replication = func(ctx context.Context, addr string) (api.ReplicationStatus, error) {
+			return client.NewBuildIndex(addr, hc).ReplicationStatus(ctx)
+		}
 	}
 	return observe.New(cfg, deps)
 }

@@ -94,6 +94,10 @@ type Deps struct {
 	// NotFound reports whether an error of Tracker.Swarm means the tracker knows no such swarm.
 	NotFound   func(error) bool
 	BuildIndex BuildIndex
+	// Replication, when set, reads the replication queues of the build-index node at addr
+	// (the leader's: it is the one sending); a node that has no such endpoint answers an error
+	// for which NotFound reports true, and the snapshot then shows none.
+	Replication func(ctx context.Context, addr string) (api.ReplicationStatus, error)
 	// Events, when set, streams an agent's or origin's events of the given kinds
 	// (server/client.Agent's EventsOf: both serve the same stream); Watcher uses it.
 	Events func(ctx context.Context, addr string, kinds []snapshot.EventKind, fn func(snapshot.Event) error) error
@@ -236,14 +240,27 @@ func (g *Gatherer) gather(ctx context.Context, only digest.Digest) snapshot.Clus
 	if g.deps.BuildIndex != nil {
 		spawn(func(ctx context.Context) {
 			st, err := g.deps.BuildIndex.ClusterStatus(ctx)
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
+				mu.Lock()
+				defer mu.Unlock()
 				bi = &snapshot.BuildIndexState{Error: err.Error()}
 				errs = append(errs, snapshot.SourceError{Role: RoleBuildIndex, Error: err.Error()})
 				return
 			}
-			bi = &snapshot.BuildIndexState{Leader: st.LeaderAPIAddr, Term: st.Term, Nodes: len(st.Members)}
+			state := &snapshot.BuildIndexState{Leader: st.LeaderAPIAddr, Term: st.Term, Nodes: len(st.Members)}
+			var rerr error
+			if g.deps.Replication != nil && st.LeaderAPIAddr != "" {
+				var rs api.ReplicationStatus
+				if rs, rerr = g.deps.Replication(ctx, st.LeaderAPIAddr); rerr == nil {
+					state.Replication = remoteQueues(rs)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			bi = state
+			if rerr != nil && (g.deps.NotFound == nil || !g.deps.NotFound(rerr)) {
+				errs = append(errs, snapshot.SourceError{Role: RoleBuildIndex, Addr: st.LeaderAPIAddr, Error: "replication status: " + rerr.Error()})
+			}
 		})
 	}
 	wg.Wait()
@@ -435,4 +452,14 @@ func (g *Gatherer) TrackerSwarms(ctx context.Context, limit int) ([]snapshot.Tra
 		return list, nil
 	}
 	return nil, fmt.Errorf("no tracker answered: %w", errors.Join(errs...))
+}
+
+// remoteQueues is the snapshot's view of a node's replication status.
+func remoteQueues(rs api.ReplicationStatus) []snapshot.RemoteQueue {
+	out := make([]snapshot.RemoteQueue, 0, len(rs.Remotes))
+	for _, r := range rs.Remotes {
+		out = append(out, snapshot.RemoteQueue{Name: r.Name, Pending: r.Pending, Parked: r.Parked, OldestPending: r.OldestPending,
+			LastError: r.LastError, LastErrorAt: r.LastErrorAt, LastSuccess: r.LastSuccess, Replicated: r.Replicated, BytesPerSecond: r.BytesPerSecond})
+	}
+	return out
 }

@@ -363,3 +363,33 @@ func TestTrackerSwarms(t *testing.T) {
 	_, err = g.TrackerSwarms(context.Background(), 10)
 	require.ErrorIs(t, err, observe.ErrNoTracker)
 }
+
+// The build-index's replication queues are read from its leader, made printable, and a
+// build-index without the endpoint (an older node: 404) shows none without an error.
+func TestSnapshotReadsReplicationFromTheLeader(t *testing.T) {
+	_, _, deps := cluster(t)
+	var asked []string
+	deps.Replication = func(_ context.Context, addr string) (api.ReplicationStatus, error) {
+		asked = append(asked, addr)
+		return api.ReplicationStatus{Remotes: []api.RemoteStatus{{Name: "dc2\x1b[31m", Pending: 2, Parked: 1, LastError: "refused\x07"}}}, nil
+	}
+	g, err := observe.New(observe.Config{Origins: []string{"o:1"}}, deps)
+	require.NoError(t, err)
+	c := g.Snapshot(t.Context())
+	assert.Equal(t, []string{"127.0.0.1:15100"}, asked, "the leader is asked")
+	require.Len(t, c.BuildIndex.Replication, 1)
+	q := c.BuildIndex.Replication[0]
+	assert.Equal(t, 2, q.Pending)
+	assert.Equal(t, 1, q.Parked)
+	assert.NotContains(t, q.Name+q.LastError, "\x1b")
+	assert.NotContains(t, q.LastError, "\x07")
+
+	deps.Replication = func(context.Context, string) (api.ReplicationStatus, error) {
+		return api.ReplicationStatus{}, fmt.Errorf("get replication status: %w", errNotFound)
+	}
+	g, err = observe.New(observe.Config{Origins: []string{"o:1"}}, deps)
+	require.NoError(t, err)
+	c = g.Snapshot(t.Context())
+	assert.Empty(t, c.BuildIndex.Replication)
+	assert.Empty(t, c.Errors)
+}

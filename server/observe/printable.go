@@ -71,6 +71,10 @@ func makePrintable(c *snapshot.Cluster) {
 	}
 	if c.BuildIndex != nil {
 		c.BuildIndex.Leader, c.BuildIndex.Error = printable(c.BuildIndex.Leader), printable(c.BuildIndex.Error)
+		for i := range c.BuildIndex.Replication {
+			q := &c.BuildIndex.Replication[i]
+			q.Name, q.LastError = printable(q.Name), printable(q.LastError)
+		}
 	}
 	for i := range c.Events {
 		c.Events[i] = printableEvent(c.Events[i])

@@ -167,6 +167,23 @@ type BuildIndexState struct {
 	Term   uint64 `json:"term"`
 	Nodes  int    `json:"nodes"`
 	Error  string `json:"error,omitempty"`
+	// Replication is the leader's queue to each remote cluster; empty without rules.
+	Replication []RemoteQueue `json:"replication,omitempty"`
+}
+
+// RemoteQueue is the build-index leader's replication queue to one remote cluster.
+type RemoteQueue struct {
+	Name    string `json:"name"`
+	Pending int    `json:"pending"`
+	Parked  int    `json:"parked"`
+	// OldestPending is when the oldest pending item was queued; zero when none is.
+	OldestPending time.Time `json:"oldest_pending,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	// LastErrorAt and LastSuccess say which came last.
+	LastErrorAt    time.Time `json:"last_error_at,omitzero"`
+	LastSuccess    time.Time `json:"last_success,omitzero"`
+	Replicated     int64     `json:"replicated"`
+	BytesPerSecond float64   `json:"bytes_per_second"`
 }
 
 // HostEvent is an Event and the host that reported it.
