@@ -248,6 +248,10 @@ func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = s.read(w, r, c, get)
+	if errors.Is(err, tagstore.ErrNotFound) {
+		// Not here: the upstream registry the repository is routed to may have it.
+		return s.getUpstreamTag(w, r, repo, tag, err)
+	}
 	if err != nil {
 		return err
 	}

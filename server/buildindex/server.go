@@ -116,6 +116,7 @@ type Server struct {
 	content     *contentChecker // nil when verify_content is false
 	backend     backend.Backend // nil when no backend is configured
 	wb          *writeback      // nil without a backend
+	upstream    *upstreamTags   // nil without a backend or with upstream_tags.disabled
 	metrics     *metrics
 
 	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
@@ -154,6 +155,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.backend, err = backends.Resolve(context.Background(), deps.Backend, cfg.Backends); err != nil {
 		return nil, b.Fail(err)
 	}
+	s.upstream = newUpstreamTags(s.backend, cfg.UpstreamTags, s.metrics)
 	if cfg.verify() {
 		s.content = &contentChecker{
 			origins:     cfg.Origins,
