@@ -130,6 +130,7 @@ func TestUpstreamTags(t *testing.T) {
 	require.Error(t, err, "an upstream tag must not be written into the store")
 
 	resp := httpGet(t, "http://"+n.addr+"/repositories/mirror/app/tags/v1")
+	_ = resp.Body.Close() // read side
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "upstream hub", resp.Header.Get(HeaderTagSource))
 
@@ -141,7 +142,7 @@ func TestUpstreamTags(t *testing.T) {
 	// Not routed to a registry: the store's answer, and nobody asked upstream.
 	before = up.manifests.Load()
 	_, err = n.cli.GetTag(ctx, "local/app", "v1", false)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	require.Equal(t, before, up.manifests.Load())
 
 	// A tag pushed here wins over the upstream's.
@@ -191,7 +192,7 @@ func TestUpstreamTagsDisabled(t *testing.T) {
 	n := startFake(t, newFakeStore("a"), Deps{Backend: up.router(t)}, func(c *Config) { c.UpstreamTags.Disabled = true })
 	before := up.manifests.Load()
 	_, err := n.cli.GetTag(t.Context(), "mirror/app", "v1", false)
-	apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
+	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	require.Equal(t, before, up.manifests.Load(), "nobody may ask upstream")
 }
 
