@@ -16,6 +16,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend/registry"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // DefaultUpstreamTagTTL is how long an upstream registry's answer for a tag is reused when
@@ -81,8 +82,11 @@ func (c *UpstreamTagsConfig) problems(cfg *Config) []error {
 	return errs
 }
 
-// tagResolver is a backend that can resolve tags: backend/registry's Backend.
-type tagResolver interface {
+// upstreamBackend is a backend that is an upstream registry, which can resolve tags:
+// backend/registry's Backend. Only such a backend is asked for tags and links; what other
+// backends hold says nothing about repositories.
+type upstreamBackend interface {
+	backend.Backend
 	ResolveTag(ctx context.Context, repo, tag string) (digest.Digest, error)
 }
 
@@ -103,7 +107,8 @@ type upstreamTags struct {
 	cache map[upstreamKey]upstreamEntry
 }
 
-type upstreamKey struct{ repo, tag string }
+// upstreamKey is a tag (name holds no "/") or a link (kind "/" digest) of repo.
+type upstreamKey struct{ repo, name string }
 
 type upstreamEntry struct {
 	digest  digest.Digest
@@ -118,23 +123,23 @@ func newUpstreamTags(b backend.Backend, cfg UpstreamTagsConfig, m *metrics) *ups
 }
 
 // route returns the registry backend that repo's namespace routes to, and the route's name.
-func (u *upstreamTags) route(repo string) (tagResolver, string, bool) {
+func (u *upstreamTags) route(repo string) (upstreamBackend, string, bool) {
 	if rt, ok := u.backend.(router); ok {
 		r, err := rt.Route(repo)
 		if err != nil {
 			return nil, "", false
 		}
-		res, ok := r.Backend.(tagResolver)
+		res, ok := r.Backend.(upstreamBackend)
 		return res, r.Name, ok
 	}
-	res, ok := u.backend.(tagResolver)
+	res, ok := u.backend.(upstreamBackend)
 	return res, "upstream", ok
 }
 
-// resolve returns repo:tag's digest from the cache or the upstream registry behind route.
-// Concurrent reads of one tag share one request upstream.
-func (u *upstreamTags) resolve(ctx context.Context, res tagResolver, route, repo, tag string) (digest.Digest, error) {
-	k := upstreamKey{repo, tag}
+// lookup returns the digest cached under k, or asks the upstream with ask and caches a
+// success. Concurrent lookups of one key share one request upstream. what names the object in
+// errors.
+func (u *upstreamTags) lookup(ctx context.Context, k upstreamKey, route, what string, ask func(context.Context) (digest.Digest, error)) (digest.Digest, error) {
 	u.mu.Lock()
 	e, ok := u.cache[k]
 	u.mu.Unlock()
@@ -142,10 +147,10 @@ func (u *upstreamTags) resolve(ctx context.Context, res tagResolver, route, repo
 		u.metrics.upstreamCacheHits.Inc()
 		return e.digest, nil
 	}
-	ch := u.calls.DoChan(repo+":"+tag, func() (any, error) {
+	ch := u.calls.DoChan(k.repo+"\x00"+k.name, func() (any, error) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), upstreamTagTimeout)
 		defer cancel()
-		d, err := res.ResolveTag(rctx, repo, tag)
+		d, err := ask(rctx)
 		u.metrics.upstreamTags.WithLabelValues(upstreamResult(err)).Inc()
 		if err != nil {
 			return "", err
@@ -158,7 +163,7 @@ func (u *upstreamTags) resolve(ctx context.Context, res tagResolver, route, repo
 		return "", ctx.Err()
 	case r := <-ch:
 		if r.Err != nil {
-			return "", upstreamError(route, repo, tag, r.Err)
+			return "", upstreamError(route, what, r.Err)
 		}
 		return r.Val.(digest.Digest), nil
 	}
@@ -202,26 +207,29 @@ func upstreamResult(err error) string {
 	}
 }
 
-// upstreamError maps a failed resolution to the registry error the client sees: the
-// upstream's "not found" is MANIFEST_UNKNOWN as for a local tag; any failure of the upstream
-// is a 502 that names it and says what went wrong, never a bare 500.
-func upstreamError(route, repo, tag string, err error) error {
-	e := &errcode.Error{Status: http.StatusBadGateway, Code: errcode.CodeUnavailable, Err: err}
+// upstreamError maps a failed resolution to the registry error the client sees. The
+// upstream's "not found" is MANIFEST_UNKNOWN, as for a local tag. Any failure of the upstream
+// is 424 Failed Dependency with a message that names it and says what went wrong, never a bare
+// 500: a 4xx, because docker shows the message of a 4xx but drops the body of a 5xx, and
+// because the build-index's clients pass a 5xx on to the next node, which would only ask the
+// same upstream again.
+func upstreamError(route, what string, err error) error {
+	e := &errcode.Error{Status: http.StatusFailedDependency, Code: errcode.CodeUnavailable, Err: err}
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		e.Status, e.Code = http.StatusNotFound, errcode.CodeManifestUnknown
-		e.Message = fmt.Sprintf("manifest unknown: %s:%s is unknown here and to the upstream registry (backend %s)", repo, tag, route)
+		e.Message = fmt.Sprintf("manifest unknown: %s is unknown here and to the upstream registry (backend %s)", what, route)
 	case errors.Is(err, registry.ErrUnauthorized):
 		e.Code = errcode.CodeDenied
-		e.Message = fmt.Sprintf("the upstream registry (backend %s) refused the build-index's credentials for %s:%s: %v", route, repo, tag, err)
+		e.Message = fmt.Sprintf("the upstream registry (backend %s) refused the build-index's credentials for %s: %v", route, what, err)
 	case errors.Is(err, registry.ErrInvalidResponse), errors.Is(err, registry.ErrSizeMismatch):
 		e.Code = errcode.CodeUnknown
-		e.Message = fmt.Sprintf("the upstream registry (backend %s) answered %s:%s with an invalid response: %v", route, repo, tag, err)
+		e.Message = fmt.Sprintf("the upstream registry (backend %s) answered %s with an invalid response: %v", route, what, err)
 	case errors.Is(err, backend.ErrInvalidKey):
 		e.Status, e.Code = http.StatusBadRequest, errcode.CodeNameInvalid
 		e.Message = err.Error()
 	default:
-		e.Message = fmt.Sprintf("the upstream registry (backend %s) could not resolve %s:%s: %v", route, repo, tag, err)
+		e.Message = fmt.Sprintf("the upstream registry (backend %s) could not resolve %s: %v", route, what, err)
 	}
 	return e
 }
@@ -236,16 +244,58 @@ func (s *Server) getUpstreamTag(w http.ResponseWriter, r *http.Request, repo, ta
 	if !ok {
 		return notFound
 	}
-	d, err := s.upstream.resolve(r.Context(), res, route, repo, tag)
+	d, err := s.upstream.lookup(r.Context(), upstreamKey{repo, tag}, route, repo+":"+tag, func(ctx context.Context) (digest.Digest, error) {
+		return res.ResolveTag(ctx, repo, tag)
+	})
 	if err != nil {
-		return err // a failure upstream is a 502, which handle logs
+		s.logUpstream(r, route, repo+":"+tag, err)
+		return err
 	}
 	w.Header().Set(HeaderTagSource, "upstream "+route)
 	return writeJSON(w, http.StatusOK, api.Tag{Repo: repo, Tag: tag, Digest: d})
 }
 
+// getUpstreamLink answers a GET of a blob or manifest link that the store does not have
+// (notFound, its error), of a sha256 digest, from the upstream registry that repo routes to:
+// the link exists when the registry holds the digest in repo, as a blob or a manifest. Agents
+// serve content only under repositories that link it, and the upstream's content has no links
+// here (nothing was pushed through the proxy).
+func (s *Server) getUpstreamLink(w http.ResponseWriter, r *http.Request, repo string, ref linkRef, notFound error) error {
+	if s.upstream == nil || (ref.kind != tagstore.LinkKindBlob && ref.kind != tagstore.LinkKindManifest) ||
+		len(ref.keys) != 1 || ref.keys[0].Algorithm() != digest.SHA256 {
+		return unknownLink(repo, ref, notFound)
+	}
+	res, route, ok := s.upstream.route(repo)
+	if !ok {
+		return unknownLink(repo, ref, notFound)
+	}
+	d := ref.keys[0]
+	_, err := s.upstream.lookup(r.Context(), upstreamKey{repo, ref.name}, route, repo+"@"+d.String(), func(ctx context.Context) (digest.Digest, error) {
+		_, err := res.Stat(ctx, repo, d.Encoded())
+		return d, err
+	})
+	if errors.Is(err, backend.ErrNotFound) {
+		return unknownLink(repo, ref, err)
+	}
+	if err != nil {
+		s.logUpstream(r, route, repo+"@"+d.String(), err)
+		return err
+	}
+	w.Header().Set(HeaderTagSource, "upstream "+route)
+	return writeJSON(w, http.StatusOK, api.Link{Repo: repo, Name: ref.name, Digest: d})
+}
+
+// logUpstream logs a failure of the upstream (handle logs only 5xx answers); an unknown tag
+// or link is no failure.
+func (s *Server) logUpstream(r *http.Request, route, what string, err error) {
+	var e *errcode.Error
+	if r.Context().Err() == nil && errors.As(err, &e) && e.Status == http.StatusFailedDependency {
+		s.log.Warn("upstream registry failed", "backend", route, "object", what, "err", e.Err)
+	}
+}
+
 // Interface guards
 var (
-	_ tagResolver = (*registry.Backend)(nil)
-	_ router      = (*backend.Router)(nil)
+	_ upstreamBackend = (*registry.Backend)(nil)
+	_ router          = (*backend.Router)(nil)
 )

@@ -27,6 +27,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend/registry"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
+	"github.com/krakenctl/krakenctl/tagstore"
 )
 
 // upstream is go-containerregistry's registry behind a switch that makes it misbehave.
@@ -35,6 +36,7 @@ type upstream struct {
 	mode      atomic.Value // "", "down", "garbage", "unauthorized"
 	manifests atomic.Int64 // manifest requests that reached the registry
 	tr        *http.Transport
+	image     v1.Image // the last image pushed
 }
 
 func newUpstream(t *testing.T) *upstream {
@@ -77,6 +79,7 @@ func (u *upstream) push(t *testing.T, repo, tag string) v1.Hash {
 	require.NoError(t, remote.Write(ref, img, remote.WithTransport(u.tr), remote.WithContext(t.Context())))
 	d, err := img.Digest()
 	require.NoError(t, err)
+	u.image = img
 	return d
 }
 
@@ -101,7 +104,7 @@ func counterOf(t *testing.T, c prometheus.Counter) float64 {
 
 // TestUpstreamTags: a tag the store lacks, of a repository routed to a registry, resolves
 // there and is cached for the TTL without entering the store; a tag pushed here wins; what the
-// upstream lacks is MANIFEST_UNKNOWN; a failing or lying upstream is a 502 that says so and
+// upstream lacks is MANIFEST_UNKNOWN; a failing or lying upstream is a 424 that says so and
 // leaves nothing behind in the cache.
 func TestUpstreamTags(t *testing.T) {
 	t.Parallel()
@@ -134,11 +137,27 @@ func TestUpstreamTags(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "upstream hub", resp.Header.Get(HeaderTagSource))
 
+	// The upstream's content is linked in its repository (agents serve only linked content),
+	// and only there.
+	l, err := n.cli.GetLink(ctx, "mirror/app", tagstore.LinkKindManifest+"/"+v1d.String(), false)
+	require.NoError(t, err)
+	require.Equal(t, v1d.String(), l.Digest.String())
+	layers, err := up.image.Layers()
+	require.NoError(t, err)
+	ld, err := layers[0].Digest()
+	require.NoError(t, err)
+	_, err = n.cli.GetLink(ctx, "mirror/app", tagstore.LinkKindBlob+"/"+ld.String(), false)
+	require.NoError(t, err)
+	_, err = n.cli.GetLink(ctx, "mirror/app", tagstore.LinkKindBlob+"/"+dig("nowhere").String(), false)
+	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+	_, err = n.cli.GetLink(ctx, "local/app", tagstore.LinkKindBlob+"/"+ld.String(), false)
+	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+
 	// Unknown upstream: MANIFEST_UNKNOWN, naming the upstream.
 	_, err = n.cli.GetTag(ctx, "mirror/app", "nope", false)
 	e := apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	require.Contains(t, e.Message, "upstream registry")
-	require.Equal(t, 1.0, count("not_found"))
+	require.Equal(t, 2.0, count("not_found"), "the unknown blob link and the unknown tag")
 	// Not routed to a registry: the store's answer, and nobody asked upstream.
 	before = up.manifests.Load()
 	_, err = n.cli.GetTag(ctx, "local/app", "v1", false)
@@ -153,11 +172,11 @@ func TestUpstreamTags(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, mine, got.Digest)
 
-	// Garbage upstream: a 502 naming the problem, and the cache keeps nothing of it.
+	// Garbage upstream: a 424 naming the problem, and the cache keeps nothing of it.
 	v2d := up.push(t, "mirror/app", "v2")
 	up.mode.Store("garbage")
 	_, err = n.cli.GetTag(ctx, "mirror/app", "v2", false)
-	e = apiErr(t, err, http.StatusBadGateway, errcode.CodeUnknown)
+	e = apiErr(t, err, http.StatusFailedDependency, errcode.CodeUnknown)
 	require.Contains(t, e.Message, "invalid response")
 	require.Equal(t, 1.0, count("invalid"))
 	up.mode.Store("")
@@ -165,16 +184,16 @@ func TestUpstreamTags(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, v2d.String(), got.Digest.String())
 
-	// Down and refusing upstreams, once the cached answers expired: clear 502s.
+	// Down and refusing upstreams, once the cached answers expired: clear 424s.
 	advance()
 	up.mode.Store("down")
 	_, err = n.cli.GetTag(ctx, "mirror/app", "v2", false)
-	e = apiErr(t, err, http.StatusBadGateway, errcode.CodeUnavailable)
+	e = apiErr(t, err, http.StatusFailedDependency, errcode.CodeUnavailable)
 	require.Contains(t, e.Message, "upstream registry (backend hub)")
 	require.Contains(t, e.Message, "503")
 	up.mode.Store("unauthorized")
 	_, err = n.cli.GetTag(ctx, "mirror/app", "v2", false)
-	e = apiErr(t, err, http.StatusBadGateway, errcode.CodeDenied)
+	e = apiErr(t, err, http.StatusFailedDependency, errcode.CodeDenied)
 	require.Contains(t, e.Message, "credentials")
 	require.Equal(t, 1.0, count("unauthorized"))
 	require.Equal(t, 1.0, count("error"))
