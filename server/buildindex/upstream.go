@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,7 +43,9 @@ const maxUpstreamTags = 10_000
 // Such answers are not written into Raft: the upstream owns those tags, and a tag pushed
 // here wins over the upstream's. They are therefore not linearizable: an answer is reused for
 // TTL, so a tag moved upstream reaches pulls here within TTL. Only digests are cached; a tag
-// the upstream does not know, and any failure, is asked again at the next read.
+// the upstream does not know, and any failure, is asked again at the next read. Blob and
+// manifest links of such a repository resolve there the same way, and its tag list is the
+// union of both.
 //
 //	upstream_tags:
 //	  disabled: false
@@ -88,6 +91,7 @@ func (c *UpstreamTagsConfig) problems(cfg *Config) []error {
 type upstreamBackend interface {
 	backend.Backend
 	ResolveTag(ctx context.Context, repo, tag string) (digest.Digest, error)
+	Tags(ctx context.Context, repo string) ([]string, error)
 }
 
 // router is backend.Router's lookup.
@@ -283,6 +287,44 @@ func (s *Server) getUpstreamLink(w http.ResponseWriter, r *http.Request, repo st
 	}
 	w.Header().Set(HeaderTagSource, "upstream "+route)
 	return writeJSON(w, http.StatusOK, api.Link{Repo: repo, Name: ref.name, Digest: d})
+}
+
+// mergeUpstreamTags adds the tags of the upstream registry that repo routes to, if any, to
+// local, one page of the store's tags after last (localErr is the store's error: nil or
+// tagstore.ErrNotFound), and returns the first limit of the union after last, and whether
+// the repository has tags at all. The upstream's list is not cached: a listing is rare and
+// should be current.
+func (s *Server) mergeUpstreamTags(r *http.Request, repo, last string, limit int, local []string, localErr error) ([]string, bool, error) {
+	found := localErr == nil
+	if s.upstream == nil {
+		return local, found, nil
+	}
+	res, route, ok := s.upstream.route(repo)
+	if !ok {
+		return local, found, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), upstreamTagTimeout)
+	defer cancel()
+	up, err := res.Tags(ctx, repo)
+	s.metrics.upstreamTags.WithLabelValues(upstreamResult(err)).Inc()
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return local, found, nil
+	case err != nil:
+		err = upstreamError(route, "the tags of "+repo, err)
+		s.logUpstream(r, route, repo, err)
+		return nil, false, err
+	}
+	all := slices.Clone(local)
+	for _, t := range up {
+		// A tag this API could not name is the upstream's garbage: not repeated.
+		if t > last && tagstore.ValidateTag(t) == nil {
+			all = append(all, t)
+		}
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	return all[:min(len(all), limit)], found || len(up) > 0, nil
 }
 
 // logUpstream logs a failure of the upstream (handle logs only 5xx answers); an unknown tag

@@ -153,11 +153,30 @@ func TestUpstreamTags(t *testing.T) {
 	_, err = n.cli.GetLink(ctx, "local/app", tagstore.LinkKindBlob+"/"+ld.String(), false)
 	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
 
+	// The tag list merges the upstream's tags with those here, page by page.
+	up.push(t, "mirror/app", "v0")
+	_, err = n.cli.PutTag(ctx, "mirror/app", "v0.5", dig("local"))
+	require.NoError(t, err)
+	all, next, err := n.cli.ListTags(ctx, "mirror/app", "", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v0", "v0.5", "v1"}, all)
+	require.Empty(t, next)
+	page, next, err := n.cli.ListTags(ctx, "mirror/app", "v0", 1)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v0.5"}, page)
+	require.Equal(t, "v0.5", next)
+	page, next, err = n.cli.ListTags(ctx, "mirror/app", "v0.5", 0)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v1"}, page)
+	require.Empty(t, next)
+	_, _, err = n.cli.ListTags(ctx, "mirror/none", "", 0)
+	_ = apiErr(t, err, http.StatusNotFound, errcode.CodeNameUnknown)
+
 	// Unknown upstream: MANIFEST_UNKNOWN, naming the upstream.
 	_, err = n.cli.GetTag(ctx, "mirror/app", "nope", false)
 	e := apiErr(t, err, http.StatusNotFound, errcode.CodeManifestUnknown)
 	require.Contains(t, e.Message, "upstream registry")
-	require.Equal(t, 2.0, count("not_found"), "the unknown blob link and the unknown tag")
+	require.Equal(t, 3.0, count("not_found"), "the unknown blob link, the unknown repository's tag list and the unknown tag")
 	// Not routed to a registry: the store's answer, and nobody asked upstream.
 	before = up.manifests.Load()
 	_, err = n.cli.GetTag(ctx, "local/app", "v1", false)
