@@ -282,8 +282,20 @@ func (s *Server) getUpstreamLink(w http.ResponseWriter, r *http.Request, repo st
 		return unknownLink(repo, ref, err)
 	}
 	if err != nil {
+		// Unknown, as far as this cluster can tell, rather than a failure: a client pushing
+		// into the repository checks its blobs with a HEAD first, and must go on to upload
+		// them (docker cannot read a failure's message from a HEAD) while the upstream is down.
 		s.logUpstream(r, route, repo+"@"+d.String(), err)
-		return err
+		cause := err
+		if ue := (*errcode.Error)(nil); errors.As(err, &ue) && ue.Err != nil {
+			cause = ue.Err
+		}
+		e := unknownLink(repo, ref, err)
+		var ue *errcode.Error
+		if errors.As(e, &ue) {
+			ue.Message = fmt.Sprintf("repository %q has no link %s here, and the upstream registry (backend %s) could not be asked: %v", repo, ref.name, route, cause)
+		}
+		return e
 	}
 	w.Header().Set(HeaderTagSource, "upstream "+route)
 	return writeJSON(w, http.StatusOK, api.Link{Repo: repo, Name: ref.name, Digest: d})

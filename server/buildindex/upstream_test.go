@@ -216,6 +216,11 @@ func TestUpstreamTags(t *testing.T) {
 	require.Contains(t, e.Message, "credentials")
 	require.Equal(t, 1.0, count("unauthorized"))
 	require.Equal(t, 1.0, count("error"))
+	// A link is unknown, not a failure, while the upstream is down: a client pushing into the
+	// repository checks its blobs first and must go on to upload them.
+	_, err = n.cli.GetLink(ctx, "mirror/app", tagstore.LinkKindBlob+"/"+dig("to be pushed").String(), false)
+	e = apiErr(t, err, http.StatusNotFound, errcode.CodeBlobUnknown)
+	require.Contains(t, e.Message, "could not be asked")
 	// ... while the tag pushed here still resolves.
 	got, err = n.cli.GetTag(ctx, "mirror/app", "v1", false)
 	require.NoError(t, err)

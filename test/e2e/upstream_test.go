@@ -90,7 +90,8 @@ func requireSameImage(t *testing.T, d *dockerCLI, ref string, img v1.Image) {
 // TestUpstreamTags: a dev cluster in front of Debian's docker-registry serves docker a tag
 // that only the upstream has (nothing pushed through the proxy), with the pushed image's ID;
 // a tag the upstream lacks is "manifest unknown"; with the upstream stopped, an upstream tag is
-// a clear error and a tag pushed through the proxy into the same repository still resolves.
+// a clear error, a tag pushed through the proxy into the same repository still resolves, and
+// docker can still push into that repository.
 func TestUpstreamTags(t *testing.T) {
 	t.Parallel()
 	d := newDockerCLI(t)
@@ -102,7 +103,8 @@ func TestUpstreamTags(t *testing.T) {
 	agent := c.ep.Agents[0]
 	pull := agent + "/" + repo + ":v1"
 	local := agent + "/" + repo + ":local"
-	t.Cleanup(func() { _, _ = tryCmd(t, d.env, "docker", "image", "rm", "--force", pull, local) })
+	push, pushed := c.proxy()+"/"+repo+":docker", agent+"/"+repo+":docker"
+	t.Cleanup(func() { _, _ = tryCmd(t, d.env, "docker", "image", "rm", "--force", pull, local, push, pushed) })
 
 	d.run("pull", "--quiet", pull)
 	requireSameImage(t, d, pull, img)
@@ -125,4 +127,14 @@ func TestUpstreamTags(t *testing.T) {
 	d.run("pull", "--quiet", local)
 	requireSameImage(t, d, local, mine)
 	d.rmi(local)
+
+	// docker pushes into the repository while the upstream is down: its HEADs of the blobs
+	// find them unknown (not failed), and it uploads them.
+	d.buildHello(push, "pushed while the upstream is down")
+	id := d.imageID(push)
+	d.run("push", "--quiet", push)
+	d.rmi(push)
+	d.run("pull", "--quiet", pushed)
+	require.Equal(t, id, d.imageID(pushed), "image ID pulled through the agent")
+	d.rmi(pushed)
 }
