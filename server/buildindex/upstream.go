@@ -173,7 +173,7 @@ func (u *upstreamTags) lookup(ctx context.Context, k upstreamKey, route, what st
 	}
 }
 
-// store caches d for repo:tag. A full cache first loses its expired entries, then, if
+// store caches d under k. A full cache first loses its expired entries, then, if
 // still full, an arbitrary one.
 func (u *upstreamTags) store(k upstreamKey, d digest.Digest) {
 	u.mu.Lock()
