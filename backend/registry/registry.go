@@ -7,7 +7,8 @@
 // first and as a manifest second, and Download verifies the digest of what it streams.
 // Upload always fails with backend.ErrReadOnly. List fails with ErrListUnsupported because
 // the distribution API cannot enumerate a repository's blobs; the repository's tags are
-// available from Tags.
+// available from Tags, and ResolveTag resolves one to its manifest digest (HEAD, falling back
+// to GET and hashing when the registry sends no Docker-Content-Digest).
 //
 // Authentication follows the distribution token flow: anonymous first, then whatever the
 // registry's 401 challenge asks for. For "Basic" the configured credentials go to the

@@ -45,6 +45,8 @@ type UpOptions struct {
 	Rate cmdutil.RateFlag
 	// Replicate are --replicate values: [REGEX=]ENDPOINTS_FILE.
 	Replicate []string
+	// Upstreams route repositories to upstream registries (--upstream-registry).
+	Upstreams []dev.Upstream
 	// Output is cmdutil.OutputTable (the summary and commands to try) or OutputJSON (Summary as
 	// one JSON document on stdout once every role is ready).
 	Output string
@@ -76,6 +78,7 @@ type Summary struct {
 func NewCmdUp(f *cmdutil.Factory, runF func(context.Context, *UpOptions) error) *cobra.Command {
 	opts := &UpOptions{IO: f.IOStreams, Env: os.Getenv}
 	var level string
+	var upstreams []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole cluster on localhost (registry included) until interrupted",
@@ -123,13 +126,22 @@ Log in without the password on the command line (here with the default --dir):
 
 krakenctl's commands present the admin's certificate from the endpoints file, which the proxy
 lets do everything, so push --registry, pull --registry and tag --registry need no password;
-with another client certificate or none, pass --username dev --password-stdin.`,
+with another client certificate or none, pass --username dev --password-stdin.
+
+--upstream-registry REGEX=URL puts the cluster in front of an existing registry: the origins
+pull the blobs and manifests of the repositories matching REGEX (the whole name) through from
+the registry at URL, and the build-index resolves their tags there when nobody pushed them
+here, so ` + "`docker pull 127.0.0.1:16000/library/x:tag`" + ` works with nothing pushed through the proxy.
+A tag pushed through the proxy wins over the upstream's; the upstream's answers are reused for
+30 s. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
+from anonymously or with whatever its challenge allows without credentials.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
   krakenctl dev up --port 0 --agents 2    # any free ports
   krakenctl dev up -o json                # the addresses as JSON once ready (for scripts)
   krakenctl dev up --tls                  # TLS on every listener, mutual TLS between roles, a login on the proxy
-  krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON`,
+  krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON
+  krakenctl dev up --upstream-registry 'library/.*=http://127.0.0.1:5000'   # pull library/* through from a registry`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Origins < 1 || opts.Origins > dev.MaxOrigins {
@@ -146,6 +158,13 @@ with another client certificate or none, pass --username dev --password-stdin.`,
 			}
 			if err := cmdutil.CheckOutput(opts.Output); err != nil {
 				return err
+			}
+			for _, v := range upstreams {
+				u, err := dev.ParseUpstream(v)
+				if err != nil {
+					return cmdutil.FlagErrorf("invalid --upstream-registry %q: %w", v, err)
+				}
+				opts.Upstreams = append(opts.Upstreams, u)
 			}
 			if err := opts.LogLevel.UnmarshalText([]byte(level)); err != nil {
 				return cmdutil.FlagErrorf("invalid --log-level %q: want debug, info, warn or error", level)
@@ -166,6 +185,7 @@ with another client certificate or none, pass --username dev --password-stdin.`,
 	cmd.Flags().StringVar(&opts.EndpointsFile, "endpoints-file", "", "where to write every role's address, as JSON if the name ends in .json, else YAML (default $XDG_STATE_HOME/krakenctl/dev/"+endpoints.FileName+")")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	cmd.Flags().BoolVar(&opts.TLS, "tls", false, "run every role with TLS and mutual TLS, with certificates from a new CA in --dir/tls, and the proxy with a login (user dev, password in --dir/auth)")
+	cmd.Flags().StringArrayVar(&upstreams, "upstream-registry", nil, "REGEX=URL: serve the repositories matching REGEX from the registry at URL (http:// or https://host:port), blobs and tags; repeatable, first match wins")
 	cmd.Flags().StringVar(&level, "log-level", "warn", "level of the JSON logs written to dev.log: debug, info, warn or error")
 	_ = cmd.MarkFlagDirname("dir")
 	_ = cmd.MarkFlagFilename("endpoints-file", "yaml", "yml", "json")
@@ -208,6 +228,7 @@ func upRun(ctx context.Context, opts *UpOptions) error {
 		Origins: opts.Origins, Agents: opts.Agents, AgentPort: opts.AgentPort,
 		Dir: dir, Port: opts.Port, EndpointsFile: file, Rate: int64(opts.Rate), BuildIndex: true, Proxy: true, TLS: opts.TLS, Auth: opts.TLS,
 		Replication: rules,
+		Upstreams:   opts.Upstreams,
 	}, dev.Deps{Logger: log})
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("start dev cluster: %w (pick free ports with --port, or --port 0 for any)", err)

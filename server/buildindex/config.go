@@ -87,6 +87,8 @@ type Config struct {
 	Replication []ReplicationRule `yaml:"replication"`
 	// ReplicationQueue tunes the durable queue kept for each remote.
 	ReplicationQueue ReplicationQueueConfig `yaml:"replication_queue"`
+	// UpstreamTags resolves tags of registry-backed repositories upstream (UpstreamTagsConfig).
+	UpstreamTags UpstreamTagsConfig `yaml:"upstream_tags"`
 	// Join lists API addresses of existing nodes. A node started without Raft state and without
 	// raft.bootstrap asks them (through the leader) to add it to the group, retrying until one
 	// does.
@@ -176,6 +178,7 @@ func (c *Config) Defaults() {
 	if c.TagsNamespace == "" {
 		c.TagsNamespace = DefaultTagsNamespace
 	}
+	c.UpstreamTags.defaults()
 	w := &c.Writeback
 	if w.Workers == 0 {
 		w.Workers = 4
@@ -277,6 +280,7 @@ func (c *Config) Validate() error {
 	if err := backend.CheckNamespace(c.TagsNamespace); err != nil {
 		bad("tags_namespace: %w", err)
 	}
+	errs = append(errs, c.UpstreamTags.problems(c)...)
 	w := c.Writeback
 	if w.Workers < 1 {
 		bad("writeback.workers: must be at least 1")

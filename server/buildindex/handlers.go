@@ -250,6 +250,10 @@ func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = s.read(w, r, c, get)
+	if errors.Is(err, tagstore.ErrNotFound) {
+		// Not here: the upstream registry the repository is routed to may have it.
+		return s.getUpstreamTag(w, r, repo, tag, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -322,6 +326,16 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		err = s.read(w, r, c, list)
+		if err == nil || errors.Is(err, tagstore.ErrNotFound) {
+			// The upstream registry the repository is routed to, if any, adds its tags.
+			var found bool
+			if tags, found, err = s.mergeUpstreamTags(r, repo, last, n+1, tags, err); err != nil {
+				return err
+			}
+			if !found {
+				err = tagstore.ErrNotFound
+			}
+		}
 		if errors.Is(err, tagstore.ErrNotFound) || err == nil && len(tags) == 0 && last == "" {
 			return &errcode.Error{Status: http.StatusNotFound, Code: errcode.CodeNameUnknown,
 				Message: fmt.Sprintf("repository %q has no tags", repo), Err: err}

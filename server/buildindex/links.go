@@ -165,7 +165,8 @@ func (s *Server) handleGetLink(w http.ResponseWriter, r *http.Request) error {
 	}
 	err = s.read(w, r, c, get)
 	if errors.Is(err, tagstore.ErrNotFound) {
-		return unknownLink(repo, ref, err)
+		// Not here: the upstream registry the repository is routed to may hold the content.
+		return s.getUpstreamLink(w, r, repo, ref, err)
 	}
 	if err != nil {
 		return err

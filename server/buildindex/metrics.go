@@ -9,6 +9,11 @@ type metrics struct {
 	forwarded     prometheus.Counter
 	followerReads prometheus.Counter
 	contentChecks *prometheus.CounterVec
+	// upstreamTags counts tag, link and tag-list requests to upstream registries by result (ok,
+	// not_found, unauthorized, invalid, error); upstreamCacheHits the reads answered from
+	// the cache of their answers.
+	upstreamTags      *prometheus.CounterVec
+	upstreamCacheHits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -27,9 +32,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		contentChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krakenctl_buildindex_content_checks_total", Help: "Content checks of tag and link puts, by result (ok or the error code).",
 		}, []string{"result"}),
+		upstreamTags: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_buildindex_upstream_tag_resolutions_total", Help: "Tags, content links and tag lists asked of an upstream registry, by result (ok, not_found, unauthorized, invalid, error).",
+		}, []string{"result"}),
+		upstreamCacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "krakenctl_buildindex_upstream_tag_cache_hits_total", Help: "Tag reads answered from the cache of upstream registries' answers.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.forwarded, m.followerReads, m.contentChecks} {
+		for _, c := range []prometheus.Collector{m.requests, m.forwarded, m.followerReads, m.contentChecks, m.upstreamTags, m.upstreamCacheHits} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

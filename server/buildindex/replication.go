@@ -54,7 +54,7 @@ type replicator struct {
 	s       *Server
 	dir     string
 	rules   []replRule
-	remotes []*remote // in config order
+	remotes []*remoteQueue // in config order
 	copier  *replicate.Copier
 	src     replicate.Cluster
 }
@@ -62,11 +62,11 @@ type replicator struct {
 type replRule struct {
 	re      *regexp.Regexp
 	pattern string
-	to      []*remote
+	to      []*remoteQueue
 }
 
-// remote is one remote cluster's queue and counters.
-type remote struct {
+// remoteQueue is one remote cluster's queue and counters.
+type remoteQueue struct {
 	r      *replicator
 	name   string
 	file   string
@@ -108,14 +108,14 @@ func newReplicator(s *Server, dir string, reg prometheus.Registerer) (*replicato
 		Origins:    client.NewCluster(s.cfg.Origins, s.hc),
 		BuildIndex: client.NewBuildIndexes([]string{s.cfg.Advertise}, s.hc, client.BuildIndexesOptions{}),
 	}}
-	byName := map[string]*remote{}
+	byName := map[string]*remoteQueue{}
 	for _, rule := range s.cfg.Replication {
 		rr := replRule{re: regexp.MustCompile(rule.Repository), pattern: rule.Repository} // Validate compiled it
 		for _, f := range rule.To {
 			name := RemoteName(f)
 			rm, ok := byName[name]
 			if !ok {
-				rm = &remote{r: r, name: name, file: filepath.Clean(f), attempts: map[string]int64{}}
+				rm = &remoteQueue{r: r, name: name, file: filepath.Clean(f), attempts: map[string]int64{}}
 				byName[name] = rm
 				r.remotes = append(r.remotes, rm)
 			}
@@ -251,7 +251,7 @@ func (r *replicator) resync(ctx context.Context, from uint64) uint64 {
 // enqueue queues repo:tag at index for every remote a rule names, retrying until stored or ctx
 // ends.
 func (r *replicator) enqueue(ctx context.Context, repo, tag string, index uint64) bool {
-	var targets []*remote
+	var targets []*remoteQueue
 	for _, rule := range r.rules {
 		if !rule.re.MatchString(repo) {
 			continue
@@ -319,14 +319,14 @@ func (r *replicator) saveCursor(index uint64) {
 	}
 }
 
-func (rm *remote) lock(key string) *sync.Mutex {
+func (rm *remoteQueue) lock(key string) *sync.Mutex {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
 	return &rm.locks[h.Sum32()%uint32(len(rm.locks))]
 }
 
 // execute sends one item: the tag's current value, if the item is still the tag's latest.
-func (rm *remote) execute(ctx context.Context, t queue.Task) error {
+func (rm *remoteQueue) execute(ctx context.Context, t queue.Task) error {
 	var it replItem
 	if err := json.Unmarshal(t.Payload, &it); err != nil {
 		return fmt.Errorf("%w: decode replication item: %w", queue.ErrPermanent, err)
@@ -364,7 +364,7 @@ func (rm *remote) execute(ctx context.Context, t queue.Task) error {
 }
 
 // record updates the remote's counters after one attempt.
-func (rm *remote) record(rep *replicate.Report, took time.Duration, err error) {
+func (rm *remoteQueue) record(rep *replicate.Report, took time.Duration, err error) {
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
 	if rep != nil {
@@ -391,7 +391,7 @@ func (rm *remote) record(rep *replicate.Report, took time.Duration, err error) {
 // clients returns the remote's clients, rebuilt when its endpoints file changed. A file that is
 // missing or names no origins or build-index fails the attempt, to be retried: the remote's
 // operators may be replacing it.
-func (rm *remote) clients() (replicate.Cluster, error) {
+func (rm *remoteQueue) clients() (replicate.Cluster, error) {
 	fi, err := os.Stat(rm.file)
 	if err != nil {
 		return replicate.Cluster{}, fmt.Errorf("remote %s: endpoints file: %w", rm.name, err)
@@ -431,7 +431,7 @@ func (rm *remote) clients() (replicate.Cluster, error) {
 }
 
 // status is the remote's part of a status answer.
-func (rm *remote) status() (api.RemoteStatus, error) {
+func (rm *remoteQueue) status() (api.RemoteStatus, error) {
 	pending, err := rm.q.All()
 	if err != nil {
 		return api.RemoteStatus{}, err

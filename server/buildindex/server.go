@@ -117,6 +117,7 @@ type Server struct {
 	backend     backend.Backend // nil when no backend is configured
 	wb          *writeback      // nil without a backend
 	repl        *replicator     // nil without replication rules
+	upstream    *upstreamTags   // nil without a backend or with upstream_tags.disabled
 	metrics     *metrics
 
 	leaderWait   time.Duration // how long a request waits for a leader; leaderWait
@@ -155,6 +156,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.backend, err = backends.Resolve(context.Background(), deps.Backend, cfg.Backends); err != nil {
 		return nil, b.Fail(err)
 	}
+	s.upstream = newUpstreamTags(s.backend, cfg.UpstreamTags, s.metrics)
 	if cfg.verify() {
 		s.content = &contentChecker{
 			origins:     cfg.Origins,

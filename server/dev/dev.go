@@ -122,6 +122,9 @@ type Config struct {
 	// by its owner only. The admin's certificate of TLS may do everything too. It needs TLS
 	// (a password sent in plain text is no secret) and Proxy.
 	Auth bool
+	// Upstreams route repositories to upstream registries, ahead of the shared filesystem
+	// backend: origins pull through from them and the build-index resolves their tags there.
+	Upstreams []Upstream
 	// Rate caps, in bytes per second, every origin's swarm egress and every agent's swarm
 	// egress and ingress, as on hosts with that link speed (0: no cap). A slow swarm lets
 	// `krakenctl top` be watched, and tried, on one machine.
@@ -232,6 +235,7 @@ func (cfg Config) spec() cluster.Spec {
 			c.ReplicationQueue.RetryMax = 10 * time.Second
 		},
 	}
+	spec.OriginConfig, spec.BuildIndexConfig = withUpstreams(cfg.Upstreams, spec.OriginConfig, spec.BuildIndexConfig)
 	if cfg.BuildIndex {
 		spec.BuildIndexes = 1
 	}
@@ -315,6 +319,9 @@ func (cfg Config) validate() error {
 	}
 	if cfg.HealthInterval < 0 {
 		bad("health interval must not be negative, got %s", cfg.HealthInterval)
+	}
+	for _, err := range upstreamProblems(cfg.Upstreams) {
+		bad("%w", err)
 	}
 	return errors.Join(errs...)
 }
