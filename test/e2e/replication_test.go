@@ -25,6 +25,8 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // restart starts the same dev up again (same state directory, same endpoints file, new
@@ -69,7 +71,13 @@ func (c *devCluster) file() string { return filepath.Join(c.dir, "endpoints.yaml
 // tagOn reads repo:tag on c's build-index; "" when it has no such tag.
 func (c *devCluster) tagOn(ctx context.Context, repo, tag string) digest.Digest {
 	c.t.Helper()
-	bi := client.NewBuildIndexes(c.ep.BuildIndex, nil, client.BuildIndexesOptions{})
+	var hc *http.Client
+	if c.ep.TLS != nil {
+		p, err := pki.Load(pki.Config{CAFile: c.ep.TLS.CAFile, CertFile: c.ep.TLS.CertFile, KeyFile: c.ep.TLS.KeyFile})
+		require.NoError(c.t, err)
+		hc = httpserve.NewClient(httpserve.ClientOptions{DialTLS: p.DialTLS})
+	}
+	bi := client.NewBuildIndexes(c.ep.BuildIndex, hc, client.BuildIndexesOptions{})
 	got, err := bi.GetTag(ctx, repo, tag, false)
 	if client.IsNotFound(err) {
 		return ""
@@ -294,6 +302,38 @@ func TestReplicationParksAndRetries(t *testing.T) {
 	} {
 		require.Contains(t, string(body), m)
 	}
+}
+
+// Replication to a cluster that runs with TLS presents the certificate its endpoints file
+// names: a certificate the remote's build-index does not let write (an origin's: it may store
+// blobs on the origins, not links or tags) parks the item with the remote's 403 and leaves no
+// tag; the admin's, after a retry, lands it.
+func TestReplicationToATLSCluster(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := devUp(t, 0, "--tls")
+	tlsDir := filepath.Join(b.dir, "state", "tls")
+	remoteFile := filepath.Join(t.TempDir(), "secure.yaml")
+	withCert := func(base string) {
+		ep := b.ep
+		ep.Admin = nil
+		ep.TLS = &api.EndpointsTLS{CAFile: filepath.Join(tlsDir, "ca.pem"), CertFile: filepath.Join(tlsDir, base+".pem"), KeyFile: filepath.Join(tlsDir, base+"-key.pem")}
+		require.NoError(t, api.WriteEndpoints(remoteFile, ep))
+	}
+	withCert("origin-0")
+	a := devUp(t, 0, "--replicate", remoteFile)
+
+	d := pushImage(t, a.proxy()+"/team/app:v1", linuxImage(t, 4096, 1))
+	waitFor(t, a, 2*time.Minute, "a remote that refuses the certificate parks the item", func() bool { return a.replication(ctx).Remotes[0].Parked == 1 })
+	r := a.replication(ctx).Remotes[0]
+	require.Contains(t, r.LastError, "DENIED", "the remote's refusal is in the status")
+	require.Empty(t, b.tagOn(ctx, "team/app", "v1"))
+
+	withCert("admin")
+	rr, err := client.NewBuildIndex(a.ep.BuildIndex[0], nil).ReplicationRetry(ctx, api.RetryRequest{Repo: "team/app", Tag: "v1"})
+	require.NoError(t, err)
+	require.Equal(t, 1, rr.Requeued)
+	waitFor(t, a, 2*time.Minute, "the retried item did not land over TLS", func() bool { return b.tagOn(ctx, "team/app", "v1") == d })
 }
 
 func mustRef(t *testing.T, s string) name.Reference {
