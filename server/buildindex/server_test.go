@@ -591,6 +591,17 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Join = []string{"127.0.0.1:15100"} }, "join[0]: \"127.0.0.1:15100\" is this node's own address"},
 		{func(c *Config) { c.Join = []string{"127.0.0.1:1"}; c.Raft.Bootstrap = true }, "join: a node that bootstraps"},
 		{func(c *Config) { c.MaxBody = -1 }, "max_body"},
+		{func(c *Config) {
+			c.Replication = []ReplicationRule{{Repository: "team/(", To: []string{"/etc/r/dc2.yaml"}}}
+		}, "replication[0].repository: \"team/(\" is not a regular expression"},
+		{func(c *Config) { c.Replication = []ReplicationRule{{To: []string{"/etc/r/dc2.yaml"}}} }, "replication[0].repository: required"},
+		{func(c *Config) { c.Replication = []ReplicationRule{{Repository: ".*"}} }, "replication[0].to: name at least one"},
+		{func(c *Config) { c.Replication = []ReplicationRule{{Repository: ".*", To: []string{" "}}} }, "replication[0].to[0]: empty path"},
+		{func(c *Config) {
+			c.Replication = []ReplicationRule{{Repository: "a", To: []string{"/etc/r/dc2.yaml"}}, {Repository: "b", To: []string{"/srv/dc2.json"}}}
+		}, `would both be remote "dc2"`},
+		{func(c *Config) { c.ReplicationQueue.Workers = -1 }, "replication_queue.workers"},
+		{func(c *Config) { c.ReplicationQueue.RetryMax = time.Millisecond }, "replication_queue.retry_initial/retry_max"},
 	} {
 		c := base()
 		tc.edit(&c)
@@ -599,6 +610,12 @@ func TestConfigValidate(t *testing.T) {
 		require.Error(t, err, tc.want)
 		require.ErrorContains(t, err, tc.want)
 	}
+	c = base()
+	c.Replication = []ReplicationRule{{Repository: "^a/", To: []string{"/etc/r/dc2.yaml"}}, {Repository: "^b/", To: []string{"/etc/r/dc2.yaml", "/etc/r/dc3.yml"}}}
+	c.Defaults()
+	require.NoError(t, c.Validate(), "two rules may name the same remote")
+	require.Equal(t, "dc3", RemoteName("/etc/r/dc3.yml"))
+
 	c = base()
 	c.Origins = nil
 	noVerify(&c)
