@@ -95,8 +95,8 @@ type Blob struct {
 	Duration time.Duration `json:"duration_ns"`
 	Error    string        `json:"error,omitempty"`
 
-	done      bool // the blob's outcome is final
-	permanent bool // its error wraps ErrPermanent
+	done bool  // the blob's outcome is final
+	err  error // what Error says, with its chain (ErrPermanent, ErrSourceIncomplete...)
 }
 
 // Report is the outcome of one copy.
@@ -200,7 +200,10 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 			if rb.Error != "" {
 				// A manifest of the graph the walk could not read: permanent when no origin
 				// or backend of the source has it, else (origins down) worth retrying.
-				rb.done, rb.permanent = true, client.IsNotFound(b.Err)
+				rb.done, rb.err = true, b.Err
+				if client.IsNotFound(b.Err) {
+					rb.err = fmt.Errorf("%w: %w: %w", ErrPermanent, ErrSourceIncomplete, b.Err)
+				}
 				c.progress(Progress{Blob: rb, Finished: true})
 			}
 		}
@@ -226,8 +229,7 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 			b.Duration = time.Since(began)
 			bytes.Add(n)
 			if err != nil {
-				b.Error = err.Error()
-				b.permanent = errors.Is(err, ErrPermanent)
+				b.Error, b.err = err.Error(), err
 			}
 			b.done = true
 			c.progress(Progress{Blob: b, Done: n, Total: b.Size, Finished: true})
@@ -275,8 +277,9 @@ func (r *Report) countFailed() int {
 	return n
 }
 
-// blobErrors joins the blobs' errors, wrapping ErrPermanent when any of them is permanent:
-// retrying the copy would fail the same way on that blob.
+// blobErrors joins the blobs' errors, keeping their chains (a caller tells ErrSourceIncomplete
+// from a refusal), and wraps ErrPermanent when any of them is permanent: retrying the copy would
+// fail the same way on that blob.
 func (c *Copier) blobErrors(rep *Report) error {
 	var errs []error
 	permanent := false
@@ -284,8 +287,12 @@ func (c *Copier) blobErrors(rep *Report) error {
 		if b.Error == "" {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("%s %s: %s", b.Kind, b.Digest, b.Error))
-		if b.permanent {
+		berr := b.err
+		if berr == nil {
+			berr = errors.New(b.Error)
+		}
+		errs = append(errs, fmt.Errorf("%s %s: %w", b.Kind, b.Digest, berr))
+		if errors.Is(berr, ErrPermanent) {
 			permanent = true
 		}
 	}
