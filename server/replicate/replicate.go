@@ -318,7 +318,11 @@ func (c *Copier) progress(p Progress) {
 	}
 }
 
-// blob makes b present on the destination's owners of it and returns the bytes sent.
+// blob makes b present on the destination's owners of it, and linked in repo on its
+// build-index, and returns the bytes sent. The link is what a destination's registries (agents,
+// proxy) serve a blob or manifest of a repository by, as they scope content to repositories: a
+// blob without it is unknown to a pull however many origins hold it. The proxy writes it on
+// push; a copy writes it here, before the tag.
 func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blob) (int64, error) {
 	stored, err := storedDigest(ctx, src, repo, b)
 	if err != nil {
@@ -328,15 +332,18 @@ func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blo
 	if err != nil {
 		return n, err
 	}
-	if stored != b.Digest {
-		// The destination finds non-sha256 content through the same link the source has.
-		name := registry.BlobLink(b.Digest)
-		if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
-			name = registry.ManifestLink(b.Digest)
+	name := registry.BlobLink(b.Digest)
+	if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
+		name = registry.ManifestLink(b.Digest)
+	}
+	if !b.Copied {
+		// Present already: most likely linked too (a write to the Raft group saved).
+		if l, err := dst.BuildIndex.GetLink(ctx, repo, name, false); err == nil && l.Digest == stored {
+			return n, nil
 		}
-		if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
-			return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
-		}
+	}
+	if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
+		return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
 	}
 	return n, nil
 }

@@ -22,7 +22,9 @@ import (
 	"github.com/krakenctl/krakenctl/server/dev/devtest"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/pki"
+	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/replicate"
+	"github.com/krakenctl/krakenctl/server/seed"
 )
 
 func TestMain(m *testing.M) {
@@ -118,6 +120,23 @@ func holding(t *testing.T, s side, ns string, d digest.Digest) (owners, have []s
 	return st.Owners, have
 }
 
+// linked reports whether s's build-index links d in repo (a manifest/ link for manifests and
+// indexes, a blob/ link for the rest), as its registries need to serve it.
+func linked(t *testing.T, s side, repo string, b *replicate.Blob) bool {
+	t.Helper()
+	name := registry.BlobLink(b.Digest)
+	if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
+		name = registry.ManifestLink(b.Digest)
+	}
+	l, err := client.NewBuildIndex(s.dev.BuildIndexAddr(), s.hc).GetLink(t.Context(), repo, name, false)
+	if client.IsNotFound(err) {
+		return false
+	}
+	require.NoError(t, err)
+	require.Equal(t, b.Digest, l.Digest)
+	return true
+}
+
 func newCopier(t *testing.T, progress func(replicate.Progress)) *replicate.Copier {
 	t.Helper()
 	c, err := replicate.New(replicate.Config{Parallel: 3}, replicate.Deps{Progress: progress})
@@ -174,6 +193,7 @@ func TestCopyMultiArch(t *testing.T) {
 		owners, have := holding(t, dst, "team/app", b.Digest)
 		require.Len(t, owners, dst.dev.Replicas())
 		require.ElementsMatch(t, owners, have, "destination owners of %s %s holding it", b.Kind, b.Digest)
+		require.True(t, linked(t, dst, "team/app", b), "%s %s linked in the repository", b.Kind, b.Digest)
 	}
 	require.Equal(t, digestOf(t, idx), tagOf(t, dst, "team/app", "v1"))
 
@@ -219,6 +239,7 @@ func TestCopySkipsPresentBlobs(t *testing.T) {
 	require.Equal(t, total-int64(layer.Len()), rep.Bytes)
 	for _, b := range rep.Blobs {
 		require.Equal(t, b.Digest != present, b.Copied, "%s", b.Digest)
+		require.True(t, linked(t, dst, "team/app", b), "%s linked, the present one too", b.Digest)
 		require.Equal(t, want[b.Digest], b.Size, "%s", b.Digest)
 	}
 }
