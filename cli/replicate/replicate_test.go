@@ -343,3 +343,24 @@ func TestPrintReport(t *testing.T) {
 	require.Contains(t, s, "tag not written")
 	require.Contains(t, s, "2.00 MiB in 2s (1.00 MiB/s)")
 }
+
+// TestRunToTLSDestination copies from a plain-text cluster to one that runs with mutual TLS:
+// the destination is reached with the tls section of its own endpoints file (the admin's
+// certificate), while the source is not.
+func TestRunToTLSDestination(t *testing.T) {
+	fileA, fileB := filepath.Join(t.TempDir(), "a.yaml"), filepath.Join(t.TempDir(), "b.yaml")
+	a := devtest.StartConfig(t, dev.Config{Origins: 1, BuildIndex: true, Proxy: true, Dir: t.TempDir(), EndpointsFile: fileA})
+	devtest.StartConfig(t, dev.Config{Origins: 1, BuildIndex: true, TLS: true, Dir: t.TempDir(), EndpointsFile: fileB})
+	img, err := random.Image(8<<10, 1)
+	require.NoError(t, err)
+	ref, err := name.ParseReference(a.ProxyAddr()+"/team/app:v1", name.Insecure)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(ref, img, remote.WithContext(t.Context())))
+
+	d := testDeps()
+	opts := &RunOptions{deps: d, To: fileB, Parallel: 2, Output: "table", Target: replicate.Target{Repo: "team/app", Tag: "v1"}}
+	opts.Endpoints.File = fileA
+	require.NoError(t, runRun(t.Context(), opts))
+	require.Contains(t, out(d), "3 copied, 0 already present, 0 failed, of 3")
+	require.Contains(t, out(d), "(tag written)")
+}
