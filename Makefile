@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN ?= bin/krakenctl
 
-.PHONY: all build test deps lint docs release-check clean help
+.PHONY: all build test deps lint docs release-check bench-replicate clean help
 
 all: build
 
@@ -33,6 +33,10 @@ docs:
 ## release-check: goreleaser check and pure-Go cross builds for linux/darwin x amd64/arm64
 release-check:
 	scripts/check.sh release cross
+
+## bench-replicate: replicate run against crane copy between two dev clusters (ROUNDS=3; not in test)
+bench-replicate:
+	scripts/bench-replicate.sh $(or $(ROUNDS),3)
 
 ## clean: remove build outputs
 clean:

@@ -9,6 +9,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
+	"github.com/krakenctl/krakenctl/cli/replicate"
 	"github.com/krakenctl/krakenctl/cli/ring"
 	"github.com/krakenctl/krakenctl/cli/seed"
 	"github.com/krakenctl/krakenctl/cli/swarm"
@@ -16,13 +17,14 @@ import (
 	"github.com/krakenctl/krakenctl/cli/top"
 )
 
-// blobCommands are the commands that move blobs (push, pull, and seed, which preheats
-// whole images).
+// blobCommands are the commands that move blobs (push, pull, seed, which preheats whole
+// images, and replicate, which copies them to other clusters).
 func blobCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		blob.NewCmdPush(f, nil),
 		blob.NewCmdPull(f, nil),
 		seed.NewCmdSeed(f, nil),
+		replicate.NewCmdReplicate(f),
 	}
 }
 

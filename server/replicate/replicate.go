@@ -96,8 +96,8 @@ type Blob struct {
 	Duration time.Duration `json:"duration_ns"`
 	Error    string        `json:"error,omitempty"`
 
-	done      bool // the blob's outcome is final
-	permanent bool // its error wraps ErrPermanent
+	done bool  // the blob's outcome is final
+	err  error // what Error says, with its chain (ErrPermanent, ErrSourceIncomplete...)
 }
 
 // Report is the outcome of one copy.
@@ -201,7 +201,10 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 			if rb.Error != "" {
 				// A manifest of the graph the walk could not read: permanent when no origin
 				// or backend of the source has it, else (origins down) worth retrying.
-				rb.done, rb.permanent = true, client.IsNotFound(b.Err)
+				rb.done, rb.err = true, b.Err
+				if client.IsNotFound(b.Err) {
+					rb.err = fmt.Errorf("%w: %w: %w", ErrPermanent, ErrSourceIncomplete, b.Err)
+				}
 				c.progress(Progress{Blob: rb, Finished: true})
 			}
 		}
@@ -227,8 +230,7 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 			b.Duration = time.Since(began)
 			bytes.Add(n)
 			if err != nil {
-				b.Error = err.Error()
-				b.permanent = errors.Is(err, ErrPermanent)
+				b.Error, b.err = err.Error(), err
 			}
 			b.done = true
 			c.progress(Progress{Blob: b, Done: n, Total: b.Size, Finished: true})
@@ -276,8 +278,9 @@ func (r *Report) countFailed() int {
 	return n
 }
 
-// blobErrors joins the blobs' errors, wrapping ErrPermanent when any of them is permanent:
-// retrying the copy would fail the same way on that blob.
+// blobErrors joins the blobs' errors, keeping their chains (a caller tells ErrSourceIncomplete
+// from a refusal), and wraps ErrPermanent when any of them is permanent: retrying the copy would
+// fail the same way on that blob.
 func (c *Copier) blobErrors(rep *Report) error {
 	var errs []error
 	permanent := false
@@ -285,8 +288,12 @@ func (c *Copier) blobErrors(rep *Report) error {
 		if b.Error == "" {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("%s %s: %s", b.Kind, b.Digest, b.Error))
-		if b.permanent {
+		berr := b.err
+		if berr == nil {
+			berr = errors.New(b.Error)
+		}
+		errs = append(errs, fmt.Errorf("%s %s: %w", b.Kind, b.Digest, berr))
+		if errors.Is(berr, ErrPermanent) {
 			permanent = true
 		}
 	}
@@ -312,7 +319,11 @@ func (c *Copier) progress(p Progress) {
 	}
 }
 
-// blob makes b present on the destination's owners of it and returns the bytes sent.
+// blob makes b present on the destination's owners of it, and linked in repo on its
+// build-index, and returns the bytes sent. The link is what a destination's registries (agents,
+// proxy) serve a blob or manifest of a repository by, as they scope content to repositories: a
+// blob without it is unknown to a pull however many origins hold it. The proxy writes it on
+// push; a copy writes it here, before the tag.
 func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blob) (int64, error) {
 	stored, err := storedDigest(ctx, src, repo, b)
 	if err != nil {
@@ -328,6 +339,12 @@ func (c *Copier) blob(ctx context.Context, src, dst Cluster, repo string, b *Blo
 	name := registry.BlobLink(b.Digest)
 	if b.Kind == seed.KindIndex || b.Kind == seed.KindManifest {
 		name = registry.ManifestLink(b.Digest)
+	}
+	if !b.Copied {
+		// Present already: most likely linked too (a write to the Raft group saved).
+		if l, err := dst.BuildIndex.GetLink(ctx, repo, name, false); err == nil && l.Digest == stored {
+			return n, nil
+		}
 	}
 	if _, err := dst.BuildIndex.PutLink(ctx, repo, name, stored); err != nil {
 		return n, c.classify(fmt.Errorf("write link %s on %s: %w", name, dst.Name, err))
