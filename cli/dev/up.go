@@ -134,14 +134,22 @@ the registry at URL, and the build-index resolves their tags there when nobody p
 here, so ` + "`docker pull 127.0.0.1:16000/library/x:tag`" + ` works with nothing pushed through the proxy.
 A tag pushed through the proxy wins over the upstream's; the upstream's answers are reused for
 30 s. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
-from anonymously or with whatever its challenge allows without credentials.`,
+from anonymously or with whatever its challenge allows without credentials.
+
+--replicate [REGEX=]FILE sends every tag put (of the repositories matching REGEX, default all)
+with all its content to the cluster of the endpoints file FILE, often another dev up's: blobs
+first, then the tag, through a durable queue in --dir that retries at most every 10 s while the
+other cluster is down and parks what it refuses. The file is read on every attempt, so the
+other cluster may start later or restart on new ports. ` + "`krakenctl replicate status`" + ` shows the queue.`,
 		Example: `  krakenctl dev up
   krakenctl dev up --origins 5 --agents 3 --dir /tmp/kdev
   krakenctl dev up --port 0 --agents 2    # any free ports
   krakenctl dev up -o json                # the addresses as JSON once ready (for scripts)
   krakenctl dev up --tls                  # TLS on every listener, mutual TLS between roles, a login on the proxy
   krakenctl dev up --endpoints-file /tmp/kdev.json   # the endpoints file as JSON
-  krakenctl dev up --upstream-registry 'library/.*=http://127.0.0.1:5000'   # pull library/* through from a registry`,
+  krakenctl dev up --upstream-registry 'library/.*=http://127.0.0.1:5000'   # pull library/* through from a registry
+  krakenctl dev up --port 25000 --agent-port 26000 --dir /tmp/kdev2 --endpoints-file /tmp/kdev2.yaml &
+  krakenctl dev up --replicate '^team/=/tmp/kdev2.yaml'                   # team/* also goes to the second cluster`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Origins < 1 || opts.Origins > dev.MaxOrigins {

@@ -70,7 +70,7 @@ queued again.`,
 		},
 	}
 	endpoints.AddBuildIndexFlags(cmd, &opts.BuildIndex)
-	cmd.Flags().StringVar(&opts.Request.Remote, "remote", "", "retry only the items of this remote cluster (as `replicate status` names it)")
+	cmd.Flags().StringVar(&opts.Request.Remote, "remote", "", "retry only the items of the remote cluster `NAME` (as replicate status names it)")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd
 }

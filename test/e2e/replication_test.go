@@ -270,19 +270,35 @@ func TestReplicationParksAndRetries(t *testing.T) {
 	require.Contains(t, r.LastError, "lacks")
 	require.Empty(t, b.tagOn(ctx, "team/app", "v1"), "B has no tag whose content it lacks")
 
-	// A retry of a remote no rule names is a clear 404 and changes nothing.
-	bi := client.NewBuildIndex(a.ep.BuildIndex[0], nil)
-	_, err = bi.ReplicationRetry(ctx, api.RetryRequest{Remote: "nope"})
-	require.ErrorContains(t, err, `"nope"`)
+	// The operator's view: replicate status, as a table and as JSON.
+	table := runCmd(t, nil, bin, "replicate", "status", "--endpoints-file", a.file())
+	require.Regexp(t, `dev \S+ \(leader\) +dc2 +0 +1 `, table, "node, remote, pending 0, parked 1")
+	var nodes []struct {
+		Address string `json:"address"`
+		api.ReplicationStatus
+	}
+	js := runCmd(t, nil, bin, "replicate", "status", "--endpoints-file", a.file(), "-o", "json")
+	require.NoError(t, json.Unmarshal([]byte(js), &nodes), js)
+	require.Len(t, nodes, 1)
+	require.Equal(t, a.ep.BuildIndex[0], nodes[0].Address)
+	require.Equal(t, 1, nodes[0].Remotes[0].Parked)
+
+	// A retry of a remote no rule names is a clear error and changes nothing.
+	_, err = tryCmd(t, nil, bin, "replicate", "retry", "--remote", "nope", "--endpoints-file", a.file())
+	require.ErrorContains(t, err, `no replication rule names remote "nope"`, "stderr names the problem")
 	require.Equal(t, 1, a.replication(ctx).Remotes[0].Parked)
 
 	// The layer comes back (pushed again, no tag touched); the retried item goes through.
 	repo, err := name.NewRepository(a.proxy()+"/team/app", name.Insecure)
 	require.NoError(t, err)
 	require.NoError(t, remote.WriteLayer(repo, layers[0], remote.WithContext(ctx)))
-	rr, err := bi.ReplicationRetry(ctx, api.RetryRequest{Remote: "dc2"})
-	require.NoError(t, err)
-	require.Equal(t, 1, rr.Requeued)
+	var retried []struct {
+		Requeued int `json:"requeued"`
+	}
+	js = runCmd(t, nil, bin, "replicate", "retry", "--remote", "dc2", "team/app:v1", "--endpoints-file", a.file(), "-o", "json")
+	require.NoError(t, json.Unmarshal([]byte(js), &retried), js)
+	require.Len(t, retried, 1)
+	require.Equal(t, 1, retried[0].Requeued)
 	waitFor(t, a, 2*time.Minute, "the retried item did not land", func() bool { return b.tagOn(ctx, "team/app", "v1") == d })
 	r = a.replication(ctx).Remotes[0]
 	require.Zero(t, r.Parked)
