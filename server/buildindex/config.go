@@ -109,6 +109,29 @@ type WritebackConfig struct {
 	FollowerDelay time.Duration `yaml:"follower_delay"`
 }
 
+// UpstreamTagsConfig is the upstream_tags section: tags of a repository whose namespace the
+// backends route to an upstream registry (a `registry:` route) resolve there when the Raft
+// store does not have them, as Kraken's registry_tag backend does, so a cluster can sit in
+// front of an existing registry with nothing pushed through its proxy.
+//
+// Such answers are not written into Raft: the upstream owns those tags, and a tag pushed
+// here wins over the upstream's. They are therefore not linearizable: an answer is reused for
+// TTL, so a tag moved upstream reaches pulls here within TTL. Only digests are cached; a tag
+// the upstream does not know, and any failure, is asked again at the next read. Blob and
+// manifest links of such a repository resolve there the same way, and its tag list is the
+// union of both.
+//
+//	upstream_tags:
+//	  disabled: false
+//	  ttl: 30s
+type UpstreamTagsConfig struct {
+	// Disabled keeps every tag read inside the Raft store, even for registry-backed
+	// repositories.
+	Disabled bool `yaml:"disabled"`
+	// TTL is how long an upstream answer is reused; DefaultUpstreamTagTTL when zero.
+	TTL time.Duration `yaml:"ttl"`
+}
+
 // ReplicationRule sends the tags of matching repositories to remote clusters.
 type ReplicationRule struct {
 	// Repository is a regular expression (RE2, unanchored: write ^...$ to match whole names)
