@@ -32,7 +32,10 @@ const (
 	ClusterRestorePath = "/cluster/restore"
 	ChangesPath        = "/changes"
 	ReplicationPath    = "/replication"
-	ReplicationRetry   = "/replication/retry"
+	// QueryUpstream=false on a tag GET answers only from the Raft store: a tag only an
+	// upstream registry has is then 404.
+	QueryUpstream    = "upstream"
+	ReplicationRetry = "/replication/retry"
 )
 
 // HeaderLeader carries the API address of the node the answering node believes leads, so clients

@@ -155,8 +155,9 @@ type ReplicationQueueConfig struct {
 	RetryMax     time.Duration `yaml:"retry_max"`
 	// Timeout bounds one attempt of one tag (its whole graph).
 	Timeout time.Duration `yaml:"timeout"`
-	// FollowerDelay delays a follower's copy of each item, so the leader's send usually lands
-	// first and the follower only confirms it (one read of the remote's tag).
+	// FollowerDelay is when a follower first checks an item. Followers never send: each
+	// keeps its items until the remote holds the value (one read of the remote's tag), so
+	// that a follower that becomes the leader sends what the old leader had not.
 	FollowerDelay time.Duration `yaml:"follower_delay"`
 }
 
@@ -362,7 +363,7 @@ func (c *Config) validateReplication(bad func(string, ...any)) {
 		bad("replication_queue.workers/parallel: must be at least 1")
 	}
 	if q.RetryInitial < 0 || q.RetryMax < q.RetryInitial {
-		bad("replication_queue.retry_initial/retry_max: want 0 < retry_initial <= retry_max")
+		bad("replication_queue.retry_initial/retry_max: retry_initial must not be negative nor exceed retry_max")
 	}
 	if q.Timeout <= 0 {
 		bad("replication_queue.timeout: must be positive")

@@ -250,8 +250,9 @@ func (s *Server) handleGetTag(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	err = s.read(w, r, c, get)
-	if errors.Is(err, tagstore.ErrNotFound) {
-		// Not here: the upstream registry the repository is routed to may have it.
+	if errors.Is(err, tagstore.ErrNotFound) && r.URL.Query().Get(api.QueryUpstream) != "false" {
+		// Not here: the upstream registry the repository is routed to may have it (unless
+		// the caller asked for the store's own value, as replication does).
 		return s.getUpstreamTag(w, r, repo, tag, err)
 	}
 	if err != nil {

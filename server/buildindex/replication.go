@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -73,7 +72,7 @@ type remoteQueue struct {
 	rules  []string
 	q      *queue.Queue
 	runner *queue.Runner
-	locks  [64]sync.Mutex // serialize the items of one tag
+	locks  tagLocks // serialize the items of one tag
 
 	mu          sync.Mutex
 	cached      *remoteClients
@@ -319,13 +318,69 @@ func (r *replicator) saveCursor(index uint64) {
 	}
 }
 
-func (rm *remoteQueue) lock(key string) *sync.Mutex {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return &rm.locks[h.Sum32()%uint32(len(rm.locks))]
+// tagLocks serializes the items of one tag: an older value sent after a newer one would move
+// the remote back. A newer item that comes to wait cancels an older one in flight, whose value
+// is stale by then, rather than wait out its copy.
+type tagLocks struct {
+	mu sync.Mutex
+	m  map[string]*tagLock
+}
+
+type tagLock struct {
+	held  chan struct{} // capacity 1: full while an item holds the tag
+	users int           // the holder and the waiters
+	index uint64        // the holder's change
+	stop  context.CancelFunc
+}
+
+// acquire waits for key and returns the context the holder works under (cancelled when a newer
+// item of the tag comes to wait) and the release.
+func (l *tagLocks) acquire(ctx context.Context, key string, index uint64) (context.Context, func(), error) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*tagLock{}
+	}
+	e := l.m[key]
+	if e == nil {
+		e = &tagLock{held: make(chan struct{}, 1)}
+		l.m[key] = e
+	}
+	e.users++
+	if e.stop != nil && e.index < index {
+		e.stop()
+	}
+	l.mu.Unlock()
+	done := func() {
+		l.mu.Lock()
+		e.users--
+		if e.users == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case e.held <- struct{}{}:
+	case <-ctx.Done():
+		done()
+		return nil, nil, ctx.Err()
+	}
+	hctx, stop := context.WithCancel(ctx)
+	l.mu.Lock()
+	e.index, e.stop = index, stop
+	l.mu.Unlock()
+	return hctx, func() {
+		stop()
+		l.mu.Lock()
+		e.stop = nil
+		l.mu.Unlock()
+		<-e.held
+		done()
+	}, nil
 }
 
 // execute sends one item: the tag's current value, if the item is still the tag's latest.
+// Only the leader sends; a follower confirms that the remote holds the value (the leader sent
+// it) and keeps the item until it does, so that it can send it itself once it leads.
 func (rm *remoteQueue) execute(ctx context.Context, t queue.Task) error {
 	var it replItem
 	if err := json.Unmarshal(t.Payload, &it); err != nil {
@@ -334,33 +389,79 @@ func (rm *remoteQueue) execute(ctx context.Context, t queue.Task) error {
 	if applied := rm.r.s.store.AppliedIndex(); applied < it.Index {
 		return fmt.Errorf("tag store applied index %d is behind the item's %d; waiting", applied, it.Index)
 	}
-	// One tag's items go one at a time: an older value sent after a newer one would move the
-	// remote back.
-	mu := rm.lock(it.Repo + ":" + it.Tag)
-	mu.Lock()
-	defer mu.Unlock()
+	cur, done, err := rm.current(ctx, it)
+	if done || err != nil {
+		return err
+	}
+	if !rm.r.s.store.IsLeader() {
+		return rm.confirm(ctx, it, cur)
+	}
+	hctx, release, err := rm.locks.acquire(ctx, it.Repo+":"+it.Tag, it.Index)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if cur, done, err = rm.current(ctx, it); done || err != nil {
+		return err // moved on while this item waited
+	}
+	dst, err := rm.clients()
+	if err != nil {
+		rm.record(nil, 0, err)
+		return err
+	}
+	began := time.Now()
+	rep, err := rm.r.copier.Copy(hctx, rm.r.src, dst, replicate.Target{Repo: it.Repo, Tag: it.Tag, Digest: cur.Digest,
+		StillCurrent: func(ctx context.Context) error {
+			// A linearizable read (through the leader): this node may have lost the lead
+			// and the tag moved on while the blobs went.
+			now, err := rm.r.src.BuildIndex.GetTag(ctx, it.Repo, it.Tag, false)
+			switch {
+			case client.IsNotFound(err):
+				return fmt.Errorf("%w: deleted", replicate.ErrSuperseded)
+			case err != nil:
+				return err
+			case now.Digest != cur.Digest:
+				return fmt.Errorf("%w: now %s", replicate.ErrSuperseded, now.Digest)
+			}
+			return nil
+		}})
+	switch {
+	case errors.Is(err, replicate.ErrSuperseded), err != nil && hctx.Err() != nil && ctx.Err() == nil:
+		// A newer change of the tag took over (its own item sends it).
+		return nil
+	case errors.Is(err, replicate.ErrPermanent):
+		rm.record(rep, time.Since(began), err)
+		return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
+	}
+	rm.record(rep, time.Since(began), err)
+	return err
+}
+
+// current reads the tag as this node has it: done when there is nothing to send (deleted since,
+// and deletes are not replicated; or moved on, and the newer change has its own item).
+func (rm *remoteQueue) current(ctx context.Context, it replItem) (tagstore.Tag, bool, error) {
 	cur, err := rm.r.s.store.Get(ctx, it.Repo, it.Tag, tagstore.Stale)
 	switch {
 	case errors.Is(err, tagstore.ErrNotFound):
-		return nil // deleted since: deletes are not replicated
+		return cur, true, nil
 	case err != nil:
-		return fmt.Errorf("read tag %s:%s: %w", it.Repo, it.Tag, err)
-	case cur.Index > it.Index:
-		return nil // moved on: the newer change has its own item
+		return cur, false, fmt.Errorf("read tag %s:%s: %w", it.Repo, it.Tag, err)
 	}
+	return cur, cur.Index > it.Index, nil
+}
+
+// confirm finishes a follower's item once the remote holds the value; until then the item
+// waits (retried with backoff).
+func (rm *remoteQueue) confirm(ctx context.Context, it replItem, cur tagstore.Tag) error {
 	dst, err := rm.clients()
-	if err == nil {
-		began := time.Now()
-		var rep *replicate.Report
-		rep, err = rm.r.copier.Copy(ctx, rm.r.src, dst, replicate.Target{Repo: it.Repo, Tag: it.Tag, Digest: cur.Digest})
-		rm.record(rep, time.Since(began), err)
-	} else {
-		rm.record(nil, 0, err)
+	if err != nil {
+		return err
 	}
-	if errors.Is(err, replicate.ErrPermanent) {
-		return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
+	got, err := dst.BuildIndex.GetStoredTag(ctx, it.Repo, it.Tag)
+	if err == nil && got.Digest == cur.Digest {
+		return nil
 	}
-	return err
+	return fmt.Errorf("this node follows: waiting for the leader to send %s:%s to %s", it.Repo, it.Tag, rm.name)
 }
 
 // record updates the remote's counters after one attempt.
@@ -380,10 +481,10 @@ func (rm *remoteQueue) record(rep *replicate.Report, took time.Duration, err err
 		rm.lastSuccess = time.Now()
 		rm.attempts["ok"]++
 	case errors.Is(err, replicate.ErrPermanent):
-		rm.lastErr, rm.lastErrAt = err.Error(), time.Now()
+		rm.lastErr, rm.lastErrAt = errorText(err), time.Now()
 		rm.attempts["parked"]++
 	default:
-		rm.lastErr, rm.lastErrAt = err.Error(), time.Now()
+		rm.lastErr, rm.lastErrAt = errorText(err), time.Now()
 		rm.attempts["retry"]++
 	}
 }
@@ -589,4 +690,15 @@ func (s *Server) handleReplicationRetry(w http.ResponseWriter, r *http.Request) 
 		return errcode.Errorf(http.StatusNotFound, errcode.CodeNameUnknown, "no replication rule names remote %q", req.Remote)
 	}
 	return writeJSON(w, http.StatusOK, res)
+}
+
+// maxErrorText bounds the last error a remote's status keeps: it may quote the remote.
+const maxErrorText = 4 << 10
+
+func errorText(err error) string {
+	s := err.Error()
+	if len(s) > maxErrorText {
+		s = strings.ToValidUTF8(s[:maxErrorText], "") + "…"
+	}
+	return s
 }

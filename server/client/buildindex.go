@@ -73,6 +73,14 @@ func (c *BuildIndex) GetTag(ctx context.Context, repo, tag string, stale bool) (
 	return entry[api.Tag](ctx, c, http.MethodGet, api.TagPath(repo, tag), "", stale, "get tag "+repo+":"+tag)
 }
 
+// GetStoredTag is a linearizable GetTag answered from the build-index's own store only: a tag
+// that only the upstream registry of a registry-backed repository has wraps ErrNotFound.
+func (c *BuildIndex) GetStoredTag(ctx context.Context, repo, tag string) (api.Tag, error) {
+	var v api.Tag
+	err := c.call(ctx, http.MethodGet, api.TagPath(repo, tag)+"?"+api.QueryUpstream+"=false", nil, http.StatusOK, &v, "get stored tag "+repo+":"+tag)
+	return v, err
+}
+
 // DeleteTag removes repo:tag and returns the value it had. A missing tag wraps ErrNotFound.
 func (c *BuildIndex) DeleteTag(ctx context.Context, repo, tag string) (api.Tag, error) {
 	return entry[api.Tag](ctx, c, http.MethodDelete, api.TagPath(repo, tag), "", false, "delete tag "+repo+":"+tag)

@@ -178,6 +178,13 @@ func (b *BuildIndexes) GetTag(ctx context.Context, repo, tag string, stale bool)
 	})
 }
 
+// GetStoredTag returns the store's own value of repo:tag (as BuildIndex.GetStoredTag).
+func (b *BuildIndexes) GetStoredTag(ctx context.Context, repo, tag string) (api.Tag, error) {
+	return call(ctx, b, repeatAlways, func(ctx context.Context, n *BuildIndex) (api.Tag, error) {
+		return n.GetStoredTag(ctx, repo, tag)
+	})
+}
+
 // PutTag points repo:tag at d (as BuildIndex.PutTag).
 func (b *BuildIndexes) PutTag(ctx context.Context, repo, tag string, d digest.Digest) (api.Tag, error) {
 	return call(ctx, b, repeatAlways, func(ctx context.Context, n *BuildIndex) (api.Tag, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 
 	"github.com/opencontainers/go-digest"
 
@@ -31,6 +32,9 @@ type Cluster struct {
 func NewCluster(addrs []string, hc *http.Client) *Cluster {
 	return &Cluster{addrs: addrs, hc: hc}
 }
+
+// Addrs returns the origin addresses the cluster was built with.
+func (c *Cluster) Addrs() []string { return slices.Clone(c.addrs) }
 
 // Origin returns a client of one origin.
 func (c *Cluster) Origin(addr string) *Origin { return NewOrigin(addr, c.hc) }

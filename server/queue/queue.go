@@ -8,11 +8,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// KindCorrupt is the kind Due counts undecodable records under.
+const KindCorrupt = "corrupt"
 
 // ErrPermanent marks a task failure that retrying cannot fix; the Runner drops such a task.
 // Executors wrap it: fmt.Errorf("%w: no backend", queue.ErrPermanent).
@@ -123,8 +127,11 @@ func (q *Queue) Due(now time.Time, limit int) ([]Task, time.Time, map[string]int
 	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(tasksBucket).ForEach(func(k, v []byte) error {
 			var t Task
-			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("decode task %q: %w", k, err)
+			if json.Unmarshal(v, &t) != nil {
+				// A record this code did not write (a damaged file): counted, never handed
+				// out, and it does not stop the tasks around it.
+				counts[KindCorrupt]++
+				return nil
 			}
 			counts[t.Kind]++
 			if q.running[string(k)] {
@@ -161,11 +168,23 @@ func (q *Queue) Done(t Task) error {
 	return nil
 }
 
+// maxLastError bounds a task's LastError: the causes of failures may quote what a remote
+// answered, and every byte of it is stored, fsynced and read back on every scan.
+const maxLastError = 4 << 10
+
+func lastError(cause error) string {
+	s := cause.Error()
+	if len(s) > maxLastError {
+		s = strings.ToValidUTF8(s[:maxLastError], "") + "…"
+	}
+	return s
+}
+
 // Retry records a failed attempt and when to try again, and releases the task.
 func (q *Queue) Retry(t Task, cause error, at time.Time) error {
 	defer q.Release(t)
 	t.Attempts++
-	t.LastError = cause.Error()
+	t.LastError = lastError(cause)
 	t.NotBefore = at
 	v, err := json.Marshal(t)
 	if err != nil {
@@ -213,8 +232,8 @@ func (q *Queue) scan(bucket []byte) ([]Task, error) {
 	err := q.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			var t Task
-			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("decode task %q: %w", k, err)
+			if json.Unmarshal(v, &t) != nil {
+				return nil // a damaged record: Due counts it under KindCorrupt
 			}
 			out = append(out, t)
 			return nil
@@ -227,12 +246,12 @@ func (q *Queue) scan(bucket []byte) ([]Task, error) {
 }
 
 // Park moves a task that failed in a way retrying cannot fix out of the queue, into the parked
-// set, with its cause; it stays there (durably) until Unpark queues it again or Drop removes
-// it. A parked task is never handed out by Due.
+// set, with its cause; it stays there (durably) until Unpark queues it again. A parked task is
+// never handed out by Due.
 func (q *Queue) Park(t Task, cause error) error {
 	defer q.Release(t)
 	t.Attempts++
-	t.LastError = cause.Error()
+	t.LastError = lastError(cause)
 	v, err := json.Marshal(t)
 	if err != nil {
 		return err
@@ -262,10 +281,7 @@ func (q *Queue) Unpark(match func(Task) bool) (int, error) {
 		var vals [][]byte
 		if err := parked.ForEach(func(k, v []byte) error {
 			var t Task
-			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("decode parked task %q: %w", k, err)
-			}
-			if !match(t) {
+			if json.Unmarshal(v, &t) != nil || !match(t) {
 				return nil
 			}
 			t.Attempts, t.NotBefore = 0, time.Time{}

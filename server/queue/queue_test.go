@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 
 	"github.com/krakenctl/krakenctl/server/queue"
@@ -251,4 +252,32 @@ func TestRunnerParksPermanentFailuresUntilUnparked(t *testing.T) {
 	parked, err = q.Parked()
 	require.NoError(t, err)
 	require.Len(t, parked, 1)
+}
+
+// A damaged record does not stop the queue: Due hands out the others and counts it, All and
+// Parked leave it out.
+func TestDamagedRecordIsSkipped(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "q.db")
+	q := open(t, path)
+	_, err := q.Add(queue.Task{Kind: "k", Key: "good"})
+	require.NoError(t, err)
+	require.NoError(t, q.Close())
+	db, err := bolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("tasks")).Put([]byte("k\x00bad"), []byte("{not json"))
+	}))
+	require.NoError(t, db.Close())
+
+	q = open(t, path)
+	defer func() { require.NoError(t, q.Close()) }()
+	due, _, counts, err := q.Due(time.Now(), 10)
+	require.NoError(t, err)
+	require.Len(t, due, 1)
+	require.Equal(t, "good", due[0].Key)
+	require.Equal(t, 1, counts[queue.KindCorrupt])
+	all, err := q.All()
+	require.NoError(t, err)
+	require.Len(t, all, 1)
 }

@@ -20,9 +20,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -45,6 +48,8 @@ var (
 	ErrUnknownTag = errors.New("unknown tag")
 	// ErrSourceIncomplete means the source cannot produce a blob or manifest of the graph.
 	ErrSourceIncomplete = errors.New("the source lacks content of the image")
+	// ErrSuperseded means the tag moved on at the source while its old value was copied.
+	ErrSuperseded = errors.New("the tag moved on at the source")
 )
 
 // Cluster is one side of a copy: its origins and its build-index.
@@ -78,6 +83,10 @@ type Target struct {
 	Repo   string
 	Tag    string
 	Digest digest.Digest
+	// StillCurrent, when set, is asked right before the tag is written whether Digest is still
+	// the value to send; an error (ErrSuperseded when the tag moved on) stops the copy with
+	// the tag unwritten, so a slow copy of an old value cannot land after a newer one.
+	StillCurrent func(ctx context.Context) error
 }
 
 // String is the target as an operator writes it.
@@ -179,8 +188,10 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 	if err := rep.Digest.Validate(); err != nil {
 		return rep, fmt.Errorf("copy %s: %w: digest %q: %w", t, ErrPermanent, rep.Digest, err)
 	}
-	// A destination already at this value holds the whole graph: the tag went in last.
-	cur, err := dst.BuildIndex.GetTag(ctx, t.Repo, t.Tag, false)
+	// A destination already at this value holds the whole graph: the tag went in last. Its
+	// store's own value counts, not an upstream registry's answer for a registry-backed
+	// repository.
+	cur, err := dst.BuildIndex.GetStoredTag(ctx, t.Repo, t.Tag)
 	switch {
 	case err == nil && cur.Digest == rep.Digest:
 		rep.UpToDate = true
@@ -196,7 +207,7 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 	walked, err := s.Walk(ctx, []seed.Target{{Repo: t.Repo, Digest: rep.Digest}})
 	if walked != nil {
 		for _, b := range walked.Blobs {
-			rb := &Blob{Digest: b.Digest, Stored: b.Stored, Kind: b.Kind, Size: b.Size, Error: b.Error}
+			rb := &Blob{Digest: b.Digest, Stored: b.Stored, Kind: b.Kind, Size: b.Size, Error: truncate(b.Error, maxErrorText)}
 			rep.Blobs = append(rep.Blobs, rb)
 			if rb.Error != "" {
 				// A manifest of the graph the walk could not read: permanent when no origin
@@ -230,7 +241,7 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 			b.Duration = time.Since(began)
 			bytes.Add(n)
 			if err != nil {
-				b.Error, b.err = err.Error(), err
+				b.Error, b.err = truncate(err.Error(), maxErrorText), err
 			}
 			b.done = true
 			c.progress(Progress{Blob: b, Done: n, Total: b.Size, Finished: true})
@@ -244,6 +255,11 @@ func (c *Copier) Copy(ctx context.Context, src, dst Cluster, t Target) (*Report,
 	}
 	if rep.countFailed() > 0 {
 		return c.finish(rep, fmt.Errorf("copy %s: %w", t, c.blobErrors(rep)))
+	}
+	if t.StillCurrent != nil {
+		if err := t.StillCurrent(ctx); err != nil {
+			return c.finish(rep, fmt.Errorf("copy %s: before writing the tag: %w", t, err))
+		}
 	}
 	if _, err := dst.BuildIndex.PutTag(ctx, t.Repo, t.Tag, rep.Digest); err != nil {
 		return c.finish(rep, c.classify(fmt.Errorf("copy %s: write the tag on %s: %w", t, dst.Name, err)))
@@ -283,6 +299,7 @@ func (r *Report) countFailed() int {
 // fail the same way on that blob.
 func (c *Copier) blobErrors(rep *Report) error {
 	var errs []error
+	var text []string
 	permanent := false
 	for _, b := range rep.Blobs {
 		if b.Error == "" {
@@ -292,16 +309,51 @@ func (c *Copier) blobErrors(rep *Report) error {
 		if berr == nil {
 			berr = errors.New(b.Error)
 		}
-		errs = append(errs, fmt.Errorf("%s %s: %w", b.Kind, b.Digest, berr))
+		errs = append(errs, berr)
+		if len(text) < maxErrorsShown {
+			text = append(text, fmt.Sprintf("%s %s: %s", b.Kind, b.Digest, b.Error))
+		}
 		if errors.Is(berr, ErrPermanent) {
 			permanent = true
 		}
 	}
-	err := fmt.Errorf("%d of %d blobs failed: %w", len(errs), len(rep.Blobs), errors.Join(errs...))
-	if permanent {
-		return fmt.Errorf("%w: %w", ErrPermanent, err)
+	msg := fmt.Sprintf("%d of %d blobs failed: %s", len(errs), len(rep.Blobs), strings.Join(text, "; "))
+	if len(errs) > len(text) {
+		msg += fmt.Sprintf("; and %d more", len(errs)-len(text))
 	}
-	return err
+	if permanent {
+		msg = ErrPermanent.Error() + ": " + msg
+		errs = append(errs, ErrPermanent)
+	}
+	return &boundedError{msg: msg, errs: errs}
+}
+
+// Bounds on the text of errors: a remote's answers end up in them, in logs, in the durable
+// queue and in status answers, so none may grow with what a remote sends.
+const (
+	maxErrorText   = 1024 // one blob's error
+	maxErrorsShown = 3    // blobs named in a copy's error
+)
+
+// boundedError keeps a bounded message and the whole chain, for errors.Is.
+type boundedError struct {
+	msg  string
+	errs []error
+}
+
+func (e *boundedError) Error() string   { return e.msg }
+func (e *boundedError) Unwrap() []error { return e.errs }
+
+// truncate cuts s to n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // classify wraps ErrPermanent around an answer about the request itself (401, 403, 400, 413:
@@ -388,17 +440,15 @@ func (c *Copier) send(ctx context.Context, src, dst Cluster, ns string, d digest
 	if err != nil {
 		return 0, fmt.Errorf("find the owners on %s: %w", dst.Name, err)
 	}
-	if len(st.Owners) == 0 {
-		return 0, fmt.Errorf("no healthy origin on %s owns %s", dst.Name, d)
-	}
-	if size, err := dst.Origins.Origin(st.Owners[0]).Stat(ctx, ns, d); err == nil {
+	owners := trustedOwners(st.Owners, dst.Origins.Addrs())
+	if size, err := dst.Origins.Origin(owners[0]).Stat(ctx, ns, d); err == nil {
 		if b.Size < 0 {
 			b.Size = size
 		}
 		return 0, nil
 	}
 	var errs []error
-	for _, owner := range st.Owners {
+	for _, owner := range owners {
 		n, err := c.stream(ctx, src, dst.Origins.Origin(owner), ns, d, b)
 		if err == nil {
 			b.Copied = true
@@ -414,6 +464,38 @@ func (c *Copier) send(ctx context.Context, src, dst Cluster, ns string, d digest
 	}
 	return 0, fmt.Errorf("send to %s: every owner failed: %w", dst.Name, errors.Join(errs...))
 }
+
+// maxOwners bounds the origins one blob is offered to: a ring has 3 or 5 replicas.
+const maxOwners = 8
+
+// trustedOwners picks where a blob goes on the destination: the owners its ring names that the
+// destination's endpoints file lists too (the remote's answer decides the order, not the
+// addresses: the file is the operator's, the answer comes over the network, and a liar's list
+// could aim our uploads at any host), at most maxOwners; when it names none of those, the
+// listed origins themselves, which take an upload for any digest and pass it to its owners.
+func trustedOwners(owners, listed []string) []string {
+	known := map[string]bool{}
+	for _, a := range listed {
+		known[a] = true
+	}
+	var out []string
+	for _, o := range owners {
+		if known[o] && !slices.Contains(out, o) {
+			out = append(out, o)
+			if len(out) == maxOwners {
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = listed[:min(len(listed), maxOwners)]
+	}
+	return out
+}
+
+// errUploadEnded is what a pull still writing sees once the upload it feeds has ended: the
+// upload's error is the one to report.
+var errUploadEnded = errors.New("the upload to the destination ended")
 
 // stream pulls d from the source into one upload to owner.
 func (c *Copier) stream(ctx context.Context, src Cluster, owner *client.Origin, ns string, d digest.Digest, b *Blob) (int64, error) {
@@ -431,11 +513,11 @@ func (c *Copier) stream(ctx context.Context, src Cluster, owner *client.Origin, 
 		_ = pw.CloseWithError(err) // nil closes cleanly: the upload sees EOF
 	})
 	err := owner.Upload(ctx, ns, d, pr, b.Size)
-	_ = pr.CloseWithError(errors.New("upload ended")) // unblocks a pull the upload stopped reading
+	_ = pr.CloseWithError(errUploadEnded) // unblocks a pull the upload stopped reading
 	cancel()
 	wg.Wait()
 	switch {
-	case pullErr != nil && !errors.Is(pullErr, context.Canceled) && !errors.Is(pullErr, io.ErrClosedPipe) && err != nil && !client.IsClientFault(err):
+	case pullErr != nil && !errors.Is(pullErr, context.Canceled) && !errors.Is(pullErr, errUploadEnded) && err != nil && !client.IsClientFault(err):
 		// The source failed first and the upload saw its error.
 		if client.IsNotFound(pullErr) {
 			return sent, fmt.Errorf("%w: %w: no origin or storage backend of the source has %s", ErrPermanent, ErrSourceIncomplete, d)
