@@ -258,6 +258,10 @@ func (b *Backend) List(_ context.Context, namespace, _ string) ([]string, error)
 	return nil, fmt.Errorf("list %s: %w", namespace, ErrListUnsupported)
 }
 
+// MaxTags bounds the tags Tags collects from one repository: a registry that pages on forever
+// must not grow the caller's memory without end.
+const MaxTags = 100_000
+
 // Tags returns the repository's tags in lexical order, following the registry's
 // pagination. A repository the registry does not know is an error wrapping
 // backend.ErrNotFound.
@@ -281,6 +285,9 @@ func (b *Backend) Tags(ctx context.Context, repo string) ([]string, error) {
 			return nil, fmt.Errorf("list tags of %s: %w", repo, err)
 		}
 		tags = append(tags, page...)
+		if len(tags) > MaxTags {
+			return nil, fmt.Errorf("list tags of %s: more than %d tags", repo, MaxTags)
+		}
 		next = link
 	}
 	slices.Sort(tags)

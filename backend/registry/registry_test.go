@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -630,4 +631,28 @@ func TestErrorsAndTimeout(t *testing.T) {
 	_, err = b.List(t.Context(), "app", "")
 	require.ErrorIs(t, err, registry.ErrListUnsupported)
 	require.ErrorIs(t, err, errors.ErrUnsupported)
+}
+
+// A registry that pages on without end is cut off at MaxTags, not followed until memory runs
+// out.
+func TestTagsEndlessPagesAreBounded(t *testing.T) {
+	t.Parallel()
+	const perPage = 10_000
+	page := make([]string, perPage)
+	for i := range page {
+		page[i] = fmt.Sprintf("t%05d", i)
+	}
+	body, err := json.Marshal(map[string]any{"name": "app", "tags": page})
+	require.NoError(t, err)
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := served.Add(1)
+		w.Header().Set("Link", fmt.Sprintf(`</v2/app/tags/list?last=p%d&n=%d>; rel="next"`, n, perPage))
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, registry.Config{Address: strings.TrimPrefix(srv.URL, "http://"), Insecure: true})
+	_, err = b.Tags(t.Context(), "app")
+	require.ErrorContains(t, err, fmt.Sprintf("more than %d tags", registry.MaxTags))
+	require.LessOrEqual(t, served.Load(), int64(registry.MaxTags/perPage+1), "it stopped asking")
 }
