@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -47,6 +48,8 @@ type seeder interface {
 type seedMetrics struct {
 	depth prometheus.Gauge
 	seeds *prometheus.CounterVec
+	// oldest is the queue's oldest-age function, set by newSeedQueue and read at scrape time.
+	oldest atomic.Pointer[func() float64]
 }
 
 func newSeedMetrics(reg prometheus.Registerer) (*seedMetrics, error) {
@@ -58,8 +61,16 @@ func newSeedMetrics(reg prometheus.Registerer) (*seedMetrics, error) {
 			Name: "krakenctl_proxy_seeds_total", Help: "Seeds of pushed images, by result (ok, failed, dropped: the queue was full).",
 		}, []string{"result"}),
 	}
+	oldest := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "krakenctl_proxy_seed_oldest_seconds", Help: "How long the oldest seed waiting for the worker has waited; 0 when none waits.",
+	}, func() float64 {
+		if f := m.oldest.Load(); f != nil {
+			return (*f)()
+		}
+		return 0
+	})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.depth, m.seeds} {
+		for _, c := range []prometheus.Collector{m.depth, m.seeds, oldest} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -78,15 +89,29 @@ type seedQueue struct {
 	ch  chan seed.Target
 
 	mu       sync.Mutex
-	pending  map[string]bool // the targets in ch, by String
-	dropped  int             // since the last warning
+	pending  map[string]time.Time // the targets in ch, by String, with when they were queued
+	dropped  int                  // since the last warning
 	lastWarn time.Time
 	now      func() time.Time
 }
 
 func newSeedQueue(s seeder, size int, log *slog.Logger, m *seedMetrics) *seedQueue {
-	return &seedQueue{s: s, log: log, m: m, ch: make(chan seed.Target, size),
-		pending: map[string]bool{}, now: time.Now}
+	q := &seedQueue{s: s, log: log, m: m, ch: make(chan seed.Target, size),
+		pending: map[string]time.Time{}, now: time.Now}
+	f := q.oldest
+	m.oldest.Store(&f)
+	return q
+}
+
+// oldest is how long the oldest waiting seed has waited, in seconds.
+func (q *seedQueue) oldest() float64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now, age := q.now(), 0.0
+	for _, at := range q.pending {
+		age = max(age, now.Sub(at).Seconds())
+	}
+	return age
 }
 
 // Enqueue queues a seed of repo@d. It reports false when the queue is full and the seed was
@@ -96,12 +121,12 @@ func (q *seedQueue) Enqueue(repo string, d digest.Digest) bool {
 	key := t.String()
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.pending[key] {
+	if _, ok := q.pending[key]; ok {
 		return true
 	}
 	select {
 	case q.ch <- t:
-		q.pending[key] = true
+		q.pending[key] = q.now()
 		q.m.depth.Set(float64(len(q.ch)))
 		return true
 	default:

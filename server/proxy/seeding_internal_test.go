@@ -120,12 +120,31 @@ func TestSeedQueueBoundedDropsCounted(t *testing.T) {
 	require.Len(t, q.pending, 2)
 	require.Equal(t, 5.0, value(t, m.seeds.WithLabelValues("dropped")))
 	require.Equal(t, 2.0, value(t, m.depth))
+	require.Zero(t, q.oldest(), "just queued")
 	// Five drops within the sampling period: one warning.
 	require.Equal(t, 1, logs.count("seed queue full"))
 	now = now.Add(dropLogEvery)
 	require.False(t, q.Enqueue("a", dig(9)))
 	require.Equal(t, 2, logs.count("seed queue full"))
 	require.Equal(t, 1, logs.count("dropped=5"), "the second warning counts the drops since the first")
+	require.Equal(t, dropLogEvery.Seconds(), q.oldest(), "the oldest seed has waited since the first enqueue")
+	reg := prometheus.NewRegistry()
+	m2, err := newSeedMetrics(reg)
+	require.NoError(t, err)
+	q2 := newSeedQueue(&fakeSeeder{}, 2, slog.New(slog.DiscardHandler), m2)
+	q2.now = func() time.Time { return now }
+	require.True(t, q2.Enqueue("a", dig(1)))
+	now = now.Add(90 * time.Second)
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	found := false
+	for _, f := range families {
+		if f.GetName() == "krakenctl_proxy_seed_oldest_seconds" {
+			found = true
+			require.Equal(t, 90.0, f.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	require.True(t, found, "the oldest-age gauge is registered")
 }
 
 func TestSeedQueueWorkerDrains(t *testing.T) {
