@@ -305,7 +305,9 @@ func TestReplicationParksAndRetries(t *testing.T) {
 	require.Zero(t, r.Pending)
 
 	// The metrics say the same.
-	resp, err := http.Get("http://" + a.ep.Admin.BuildIndex[0] + "/metrics")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.ep.Admin.BuildIndex[0]+"/metrics", nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
