@@ -117,7 +117,7 @@ main() {
     --set-json 'origin.backends=[{"namespace":".*","s3":{"bucket":"b","credentials_secret":{"access_key_id_key":"k"}}}]'
   check_rejects "missing TLS Secret name" "/tls/existingSecrets/origin" \
     --set tls.enabled=true --set tls.existingSecrets.tracker=t --set tls.existingSecrets.proxy=p --set tls.existingSecrets.buildIndex=b
-  check_rejects "cert-manager without an issuer" "tls.certManager.issuerRef.name" \
+  check_rejects "cert-manager without an issuer" "/tls/certManager/issuerRef/name" \
     --set tls.enabled=true --set tls.mode=certManager
   # Cross-field rules live in templates (`fail`), which only helm template runs; lint says INFO.
   local out
