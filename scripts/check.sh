@@ -2,7 +2,7 @@
 # check.sh: the static checks of `make test`, runnable one by one. Every named check runs even
 # when an earlier one fails; the exit status is 1 if any failed, and the failures are listed last.
 #
-#   scripts/check.sh [CHECK...]     default: fmt vet build lint docs release
+#   scripts/check.sh [CHECK...]     default: fmt vet build lint docs release helm
 #
 # Checks:
 #   fmt      gofmt -l reports no file
@@ -14,6 +14,8 @@
 #            function docs/architecture.md and docs/agent.md name exists (scripts/doc-names.sh)
 #   release  goreleaser check (pinned version) on goreleaser.yaml, and no other goreleaser
 #            config that would shadow it
+#   helm     scripts/helm-check.sh: helm lint --strict, helm template and kubeconform -strict of
+#            charts/krakenctl (defaults and examples/), bad values refused, role configs validated
 #   cross    CGO_ENABLED=0 builds of cmd/krakenctl for linux|darwin x amd64|arm64 into bin/
 set -euo pipefail
 
@@ -88,6 +90,8 @@ check_release() {
   env -u CI goreleaser check -f goreleaser.yaml
 }
 
+check_helm() { scripts/helm-check.sh; }
+
 check_cross() {
   local p os arch rc=0
   mkdir -p bin
@@ -101,11 +105,11 @@ check_cross() {
 }
 
 checks=("$@")
-[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build lint docs release)
+[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build lint docs release helm)
 for c in "${checks[@]}"; do
   case "$c" in
-    fmt | vet | build | lint | docs | release | cross) ;;
-    *) echo "check.sh: unknown check $c (want fmt vet build lint docs release cross)" >&2; exit 2 ;;
+    fmt | vet | build | lint | docs | release | helm | cross) ;;
+    *) echo "check.sh: unknown check $c (want fmt vet build lint docs release helm cross)" >&2; exit 2 ;;
   esac
   echo "==> check $c" >&2
   if ! "check_$c"; then

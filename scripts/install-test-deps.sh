@@ -9,6 +9,8 @@
 #   Go    the toolchain named by GO_VERSION into /usr/local/go, only if `go` is missing
 #   tools goreleaser (pinned, `go install`) into $(go env GOPATH)/bin; golangci-lint (pinned,
 #         `go install`) by scripts/golangci-lint.sh into its own versioned directory
+#   helm  helm and kubeconform (pinned, `go install`) and Kubernetes' JSON schemas, by
+#         scripts/helm-check.sh install (helm ~4 min cold)
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
 #   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
 #         letting the package start its own service)
@@ -88,6 +90,7 @@ apt_install ca-certificates curl git make gcc libc6-dev skopeo iproute2 tmux
 install_go
 install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/golangci-lint.sh install >/dev/null
+scripts/helm-check.sh install
 scripts/s3-server.sh install
 scripts/registry-server.sh install
 scripts/docker-up.sh install
