@@ -110,7 +110,9 @@ backends:
 		require.NoError(t, os.WriteFile(filepath.Join(cfgDir, "origin.yaml"), []byte(cfg), 0o644))
 		id := d.start(t, "-v", cfgDir+":/etc/krakenctl:ro", tag, "serve", "origin", "--config", "/etc/krakenctl/origin.yaml")
 		d.waitFor(t, id, "the origin's /health", func() bool {
-			resp, err := http.Get("http://" + admin + "/health")
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+admin+"/health", nil)
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				return false
 			}
