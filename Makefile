@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN ?= bin/krakenctl
 
-.PHONY: all build test deps lint docs release-check bench-replicate clean help
+.PHONY: all build test deps lint docs release-check image bench-replicate clean help
 
 all: build
 
@@ -33,6 +33,10 @@ docs:
 ## release-check: goreleaser check and pure-Go cross builds for linux/darwin x amd64/arm64
 release-check:
 	scripts/check.sh release cross
+
+## image: the krakenctl image for linux/amd64 and arm64 into bin/image (OCI layout + docker tarballs), offline; loads this machine's platform as krakenctl:dev when a Docker daemon answers (PLATFORM=, TAG= to narrow)
+image:
+	scripts/image.sh build $(if $(PLATFORM),--platform $(PLATFORM)) $(if $(TAG),--tag $(TAG))
 
 ## bench-replicate: replicate run against crane copy between two dev clusters (ROUNDS=3; not in test)
 bench-replicate:

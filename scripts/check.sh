@@ -2,7 +2,7 @@
 # check.sh: the static checks of `make test`, runnable one by one. Every named check runs even
 # when an earlier one fails; the exit status is 1 if any failed, and the failures are listed last.
 #
-#   scripts/check.sh [CHECK...]     default: fmt vet build lint docs release helm
+#   scripts/check.sh [CHECK...]     default: fmt vet build lint docs release helm image
 #
 # Checks:
 #   fmt      gofmt -l reports no file
@@ -17,6 +17,8 @@
 #   helm     scripts/helm-check.sh: helm lint --strict, helm template and kubeconform -strict of
 #            charts/krakenctl (defaults and examples/), bad values refused, role configs validated
 #   cross    CGO_ENABLED=0 builds of cmd/krakenctl for linux|darwin x amd64|arm64 into bin/
+#   image    scripts/image.sh builds the container image for linux/amd64 and arm64 into bin/image
+#            (not loaded into Docker: test/e2e TestImage builds, loads and runs its own)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -104,12 +106,14 @@ check_cross() {
   return $rc
 }
 
+check_image() { scripts/image.sh build --no-load --out bin/image; }
+
 checks=("$@")
-[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build lint docs release helm)
+[ ${#checks[@]} -gt 0 ] || checks=(fmt vet build lint docs release helm image)
 for c in "${checks[@]}"; do
   case "$c" in
-    fmt | vet | build | lint | docs | release | helm | cross) ;;
-    *) echo "check.sh: unknown check $c (want fmt vet build lint docs release helm cross)" >&2; exit 2 ;;
+    fmt | vet | build | lint | docs | release | helm | cross | image) ;;
+    *) echo "check.sh: unknown check $c (want fmt vet build lint docs release helm cross image)" >&2; exit 2 ;;
   esac
   echo "==> check $c" >&2
   if ! "check_$c"; then

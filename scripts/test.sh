@@ -20,7 +20,7 @@
 # 3. sets KRAKENCTL_REQUIRE_REAL_SERVERS=1: tests that need one of these servers fail instead
 #    of skipping when its variable is missing,
 # 4. runs the static checks (scripts/check.sh: gofmt, go vet, pure-Go build, golangci-lint,
-#    generated docs up to date, goreleaser check), and
+#    generated docs up to date, goreleaser check, the image build), and
 # 5. runs go test -race over every package, last, so the closing lines are go test's own.
 #    The output is also written to $KRAKENCTL_TEST_LOG_DIR/go-test.log.
 #
