@@ -15,7 +15,7 @@ import (
 
 func TestCheckRegistry(t *testing.T) {
 	for _, ok := range []string{"docker.io", "ghcr.io", "registry.local:5000", "localhost", "10.0.0.1", "10.0.0.1:5000", "[::1]:5000", "_default", "a-b.example.com"} {
-		assert.NoError(t, nodeconfig.CheckRegistry(ok), ok)
+		require.NoError(t, nodeconfig.CheckRegistry(ok), ok)
 	}
 	for _, bad := range []string{"", "..", ".", "docker.io/library", "../etc", "a..b", "-a.io", "a-.io", "host:0", "host:99999", "host:port", "a b", "::1", "https://docker.io", "a/../../b", "x\x00y", "_x.io"} {
 		err := nodeconfig.CheckRegistry(bad)
