@@ -249,7 +249,9 @@ func checkDisk(cfg Config, d Deps) Result {
 		return r
 	}
 	capacity := "unlimited"
-	if cfg.Capacity > 0 {
+	if cfg.Capacity < 0 {
+		capacity = "an unknown capacity"
+	} else if cfg.Capacity > 0 {
 		capacity = size(uint64(cfg.Capacity))
 	}
 	r.Found = fmt.Sprintf("%s: %s free of %s; the cache holds %s of %s", cfg.StoreDir, size(disk.Free), size(disk.Total), size(uint64(used)), capacity)
@@ -257,7 +259,7 @@ func checkDisk(cfg Config, d Deps) Result {
 	case disk.Free < minFree || (disk.Total > 0 && float64(disk.Free) < minFreeFraction*float64(disk.Total)):
 		r.Status = Fail
 		r.Fix = "free space on the filesystem or lower the agent's capacity: the next layer may not fit"
-	case cfg.Capacity <= 0 || uint64(cfg.Capacity) > uint64(used)+disk.Free:
+	case cfg.Capacity == 0 || (cfg.Capacity > 0 && uint64(cfg.Capacity) > uint64(used)+disk.Free):
 		r.Status = Warn
 		r.Fix = "set the agent's capacity below the space the cache can grow into, so it evicts before the disk fills"
 	default:

@@ -38,8 +38,8 @@ type Config struct {
 	AgentAdmin string
 	// Trackers, Origins and BuildIndex are the components the agent needs.
 	Trackers, Origins, BuildIndex []string
-	// StoreDir is the agent's store_dir and Capacity its capacity in bytes (0 unlimited);
-	// empty StoreDir skips the disk check with a warning.
+	// StoreDir is the agent's store_dir and Capacity its capacity in bytes (0 unlimited,
+	// negative unknown); empty StoreDir skips the disk check with a warning.
 	StoreDir string
 	Capacity int64
 	// ContainerdDir is containerd's hosts directory (config_path); empty skips the check.

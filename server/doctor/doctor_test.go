@@ -210,6 +210,8 @@ func TestDisk(t *testing.T) {
 		{"tiny", doctor.Disk{Total: 2 << 30, Free: 512 << 20}, 0, 1 << 30, doctor.Fail},
 		{"capacity beyond the disk", doctor.Disk{Total: 100 << 30, Free: 30 << 30}, 10 << 30, 50 << 30, doctor.Warn},
 		{"unlimited", doctor.Disk{Total: 100 << 30, Free: 60 << 30}, 0, 0, doctor.Warn},
+		{"capacity unknown", doctor.Disk{Total: 100 << 30, Free: 60 << 30}, 0, -1, doctor.OK},
+		{"capacity unknown, disk full", doctor.Disk{Total: 100 << 30, Free: 1 << 20}, 0, -1, doctor.Fail},
 	} {
 		cfg := healthyNode(t)
 		cfg.Capacity = c.capacity
