@@ -3,12 +3,14 @@ package root
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/krakenctl/krakenctl/cli/agent"
 	"github.com/krakenctl/krakenctl/cli/bench"
 	"github.com/krakenctl/krakenctl/cli/blob"
 	"github.com/krakenctl/krakenctl/cli/cluster"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
+	"github.com/krakenctl/krakenctl/cli/doctor"
 	"github.com/krakenctl/krakenctl/cli/replicate"
 	"github.com/krakenctl/krakenctl/cli/ring"
 	"github.com/krakenctl/krakenctl/cli/seed"
@@ -42,11 +44,13 @@ func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 
 // serverCommands are about servers besides `serve`: config checks a role's config file and
 // prints examples, dev up runs a whole local cluster, bench runs roles in-process to measure
-// them.
+// them, agent wires a node's container runtime to its agent and doctor checks the node.
 func serverCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		config.NewCmdConfig(f),
 		dev.NewCmdDev(f),
 		bench.NewCmdBench(f),
+		agent.NewCmdAgent(f),
+		doctor.NewCmdDoctor(f, nil),
 	}
 }

@@ -42,26 +42,40 @@ func needContainerd(t *testing.T) (ctr, address string) {
 // and c's CA as the one to check its certificate against.
 func containerdMirror(t *testing.T, ctr, address string, c *devCluster) {
 	t.Helper()
-	crane := newCraneFor(t, c)
-	agent := c.ep.Agents[0]
-
-	scheme, ca := "http", ""
-	if c.ep.TLS != nil {
-		scheme, ca = "https", fmt.Sprintf("  ca = %q\n", c.ep.TLS.CAFile)
-	}
-	// A name of its own per cluster: the image is kept in the namespace of this process.
-	name := fmt.Sprintf("library/mirror-%s-%d", scheme, os.Getpid())
-	want := crane.twoLayerImage(c.proxy()+"/"+name+":v1", "hello.txt", []byte("through the mirror\n"))
-
-	hosts := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(hosts, "docker.io"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(hosts, "docker.io", "hosts.toml"), []byte(fmt.Sprintf(`server = "%[1]s://127.0.0.1:9"
+	containerdMirrorWith(t, ctr, address, c, "", func(hosts, scheme, agent, caFile string) {
+		ca := ""
+		if caFile != "" {
+			ca = fmt.Sprintf("  ca = %q\n", caFile)
+		}
+		require.NoError(t, os.MkdirAll(filepath.Join(hosts, "docker.io"), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(hosts, "docker.io", "hosts.toml"), []byte(fmt.Sprintf(`server = "%[1]s://127.0.0.1:9"
 
 [host."%[1]s://%[2]s"]
   capabilities = ["pull", "resolve"]
 %[3]s`, scheme, agent, ca)), 0o644))
+	})
+}
 
-	ns := fmt.Sprintf("krakenctl-e2e-%s-%d", scheme, os.Getpid())
+// containerdMirrorWith is containerdMirror with docker.io's hosts.toml under the hosts
+// directory written by writeHosts (for the agent at agent, over scheme, trusting caFile when
+// set); tag keeps the image's name apart from other callers'.
+func containerdMirrorWith(t *testing.T, ctr, address string, c *devCluster, tag string, writeHosts func(hosts, scheme, agent, caFile string)) {
+	t.Helper()
+	crane := newCraneFor(t, c)
+	agent := c.ep.Agents[0]
+
+	scheme, caFile := "http", ""
+	if c.ep.TLS != nil {
+		scheme, caFile = "https", c.ep.TLS.CAFile
+	}
+	// A name of its own per cluster: the image is kept in the namespace of this process.
+	name := fmt.Sprintf("library/mirror%s-%s-%d", tag, scheme, os.Getpid())
+	want := crane.twoLayerImage(c.proxy()+"/"+name+":v1", "hello.txt", []byte("through the mirror\n"))
+
+	hosts := t.TempDir()
+	writeHosts(hosts, scheme, agent, caFile)
+
+	ns := fmt.Sprintf("krakenctl-e2e%s-%s-%d", tag, scheme, os.Getpid())
 	ref := "docker.io/" + name + ":v1"
 	run := func(args ...string) string {
 		return runCmd(t, nil, ctr, append([]string{"--address", address, "--namespace", ns}, args...)...)
