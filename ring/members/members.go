@@ -145,6 +145,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Interval is the time between two resolutions; zero means DefaultInterval.
 	Interval time.Duration
+	// AllowEmpty lets New succeed when nothing resolves, for a role that is a member of its
+	// own list (an origin in its ring) and so never has an empty view.
+	AllowEmpty bool
 }
 
 // List is a role's member list for one config key. Build it with New; call Run to keep it
@@ -166,8 +169,8 @@ type List struct {
 
 // New checks entries (configured under key) and resolves them once. It fails when an entry is
 // not valid, or when the list comes out empty (no DNS entry answered and there is no static
-// one): a role cannot start without any address of what it talks to, and a restart will try
-// again. A DNS entry that fails while others answer is logged and left to Run.
+// one) unless deps.AllowEmpty: a role cannot start without any address of what it talks to,
+// and a restart will try again. A DNS entry that fails while others answer is logged and left to Run.
 func New(ctx context.Context, key string, entries []string, deps Deps) (*List, error) {
 	if errs := Check(key, entries); len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -193,7 +196,7 @@ func New(ctx context.Context, key string, entries []string, deps Deps) (*List, e
 		return nil, err
 	}
 	addrs, errs := l.resolve(ctx)
-	if len(addrs) == 0 && len(entries) > 0 {
+	if len(addrs) == 0 && len(entries) > 0 && !deps.AllowEmpty {
 		return nil, fmt.Errorf("resolve %s: no address: %w", key, errors.Join(errs...))
 	}
 	l.addrs = addrs
