@@ -75,6 +75,9 @@ func (o *originPeers) setAddrs(addrs []string) {
 	}
 	o.mu.Unlock()
 	o.log.Info("origins changed", "origins", next)
+	if o.reachable != nil {
+		o.reachable(o.countReachable())
+	}
 	select {
 	case o.kick <- struct{}{}:
 	default:
