@@ -42,7 +42,7 @@ type Base struct {
 	name    string
 	log     *slog.Logger
 	attrs   []any
-	tls     *pki.Provider  // nil: plain text
+	tls     *pki.Provider // nil: plain text
 	dns     members.Resolver
 	reg     prometheus.Registerer
 	lns     []net.Listener // every listener handed over; closed if the role never runs
