@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
-	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/tagstore"
 )
 
