@@ -29,7 +29,7 @@ type dnsServer struct {
 
 func startDNS(t *testing.T) *dnsServer {
 	t.Helper()
-	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	conn, err := new(net.ListenConfig).ListenPacket(t.Context(), "udp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s := &dnsServer{conn: conn, records: map[string][]netip.Addr{}, done: make(chan struct{})}
 	go s.serve()

@@ -111,12 +111,18 @@ func checkName(host string) string {
 			return fmt.Sprintf("NAME label %q starts or ends with '-'", label)
 		}
 		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			if !nameChar(c) {
 				return fmt.Sprintf("NAME label %q has character %q", label, c)
 			}
 		}
 	}
 	return ""
+}
+
+// nameChar reports whether c may appear in a label: letters, digits, '-' and '_' (service
+// labels such as _http).
+func nameChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // Check validates the DNS entries among entries, configured under key, and returns one error

@@ -84,12 +84,6 @@ func (o *originPeers) setAddrs(addrs []string) {
 	}
 }
 
-// list returns the current origins.
-func (o *originPeers) list() []string {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	return slices.Clone(o.addrs)
-}
 
 // run reads every origin's identity now, then keeps the cache fresh until ctx ends.
 func (o *originPeers) run(ctx context.Context) error {
