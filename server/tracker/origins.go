@@ -84,7 +84,6 @@ func (o *originPeers) setAddrs(addrs []string) {
 	}
 }
 
-
 // run reads every origin's identity now, then keeps the cache fresh until ctx ends.
 func (o *originPeers) run(ctx context.Context) error {
 	o.refresh(ctx, func(originState) bool { return true })
