@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/krakenctl/krakenctl/ring/members"
 )
 
 // ErrInvalidConfig is wrapped by every error Config.Validate returns.
@@ -26,8 +28,9 @@ const (
 // are Go duration strings ("5s", "1m30s"), and a bare number is rejected by the YAML decoder
 // rather than read as nanoseconds.
 type Config struct {
-	// Members are the origins' "host:port" addresses, the same list on every process. Order
-	// does not matter; duplicates are rejected by Validate.
+	// Members are the origins' "host:port" addresses, the same list on every process, or DNS
+	// entries "dns:///NAME:PORT" (every address NAME resolves to, at PORT; see ring/members).
+	// Order does not matter; duplicates are rejected by Validate.
 	Members []string `yaml:"members"`
 	// Replicas is R, how many members hold each blob. When it exceeds the number of members,
 	// every member holds every blob.
@@ -76,7 +79,12 @@ func (c *Config) Validate() error {
 	}
 	seen := make(map[string]int, len(c.Members))
 	for i, m := range c.Members {
-		if err := CheckMember(m); err != nil {
+		if members.IsDNS(m) {
+			if _, _, err := members.ParseDNS(m); err != nil {
+				bad("ring.members[%d]: %w", i, err)
+				continue
+			}
+		} else if err := CheckMember(m); err != nil {
 			bad("ring.members[%d]: %w", i, err)
 			continue
 		}
@@ -114,7 +122,7 @@ func (e invalidError) Error() string   { return e.err.Error() }
 func (e invalidError) Unwrap() []error { return []error{ErrInvalidConfig, e.err} }
 
 // CheckMembers checks a role's list of origin addresses, configured under key: at least one,
-// each a usable member address (CheckMember), none twice. It returns one error per problem,
+// each a usable member address (CheckMember) or a DNS entry "dns:///NAME:PORT", none twice. It returns one error per problem,
 // each naming key or key[i]; none when the list is fine.
 func CheckMembers(key string, addrs []string) []error {
 	if len(addrs) == 0 {
@@ -123,7 +131,11 @@ func CheckMembers(key string, addrs []string) []error {
 	var errs []error
 	seen := make(map[string]bool, len(addrs))
 	for i, a := range addrs {
-		if err := CheckMember(a); err != nil {
+		if members.IsDNS(a) {
+			if _, _, err := members.ParseDNS(a); err != nil {
+				errs = append(errs, fmt.Errorf("%s[%d]: %w", key, i, err))
+			}
+		} else if err := CheckMember(a); err != nil {
 			errs = append(errs, fmt.Errorf("%s[%d]: %w", key, i, err))
 		}
 		if seen[a] {

@@ -5,13 +5,15 @@ import (
 	"sync"
 )
 
-// Event reports that a member's health flipped.
+// Event reports that a member's health flipped, or that it joined or left the ring (SetMembers).
 type Event struct {
 	// Member is the member's "host:port".
 	Member string
-	// Healthy is the member's state after the flip: true when it came back up, false when it
-	// went down.
+	// Healthy is the member's state after the event: true when it came back up or joined,
+	// false when it went down or left.
 	Healthy bool
+	// Joined and Left say the event is a change of membership rather than of health.
+	Joined, Left bool
 }
 
 // subscription delivers events to one subscriber without ever blocking the publisher. The

@@ -32,9 +32,7 @@ func newMetrics(reg prometheus.Registerer, members []string) (*metrics, error) {
 	}
 	// Create every series up front so dashboards see zeros rather than missing series.
 	for _, mb := range members {
-		m.healthy.WithLabelValues(mb).Set(1)
-		m.checks.WithLabelValues(mb, resultSuccess)
-		m.checks.WithLabelValues(mb, resultFailure)
+		m.addMember(mb)
 	}
 	if reg == nil {
 		return m, nil
@@ -49,4 +47,19 @@ func newMetrics(reg prometheus.Registerer, members []string) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// addMember creates a new member's series: healthy, no checks yet.
+func (m *metrics) addMember(mb string) {
+	m.healthy.WithLabelValues(mb).Set(1)
+	m.checks.WithLabelValues(mb, resultSuccess)
+	m.checks.WithLabelValues(mb, resultFailure)
+}
+
+// removeMember deletes a departed member's series, so a ring that follows DNS does not keep
+// one per address it ever had.
+func (m *metrics) removeMember(mb string) {
+	m.healthy.DeleteLabelValues(mb)
+	m.checks.DeleteLabelValues(mb, resultSuccess)
+	m.checks.DeleteLabelValues(mb, resultFailure)
 }

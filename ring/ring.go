@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/krakenctl/krakenctl/ring/members"
 )
 
 // ErrRunning is returned by Run when another Run of the same Ring has not returned yet.
@@ -55,24 +57,25 @@ type memberState struct {
 	since     time.Time
 }
 
-// Ring is the origin hash ring: fixed members, rendezvous placement and active health checks.
+// Ring is the origin hash ring: members (fixed, or replaced with SetMembers when they come
+// from DNS), rendezvous placement and active health checks.
 //
 // All methods are safe for concurrent use. Placement queries (Locations, Owners, IsOwner) do no
 // I/O and never block on health checks for longer than it takes to read the current state.
 type Ring struct {
 	cfg     Config
-	members []string // distinct, sorted
-	seeds   []uint64 // memberSeed of members[i]
-	index   map[string]int
 	checker Checker
 	log     *slog.Logger
 	metrics *metrics
 	round   chan struct{} // capacity 1: held while a round of checks runs
 	running atomic.Bool
 
-	mu     sync.RWMutex
-	states []memberState // parallel to members
-	subs   map[*subscription]struct{}
+	mu      sync.RWMutex
+	members []string // distinct, sorted
+	seeds   []uint64 // memberSeed of members[i]
+	index   map[string]int
+	states  []memberState // parallel to members
+	subs    map[*subscription]struct{}
 }
 
 // New returns a Ring over cfg.Members with every member healthy. It applies cfg.Defaults to
@@ -85,21 +88,25 @@ func New(cfg Config, deps Deps) (*Ring, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new ring: %w", err)
 	}
-	members := dedupe(cfg.Members)
-	m, err := newMetrics(deps.Registerer, members)
+	if members.HasDNS(cfg.Members) {
+		return nil, fmt.Errorf("new ring: %w: ring.members holds %s entries; resolve them (members.List) and pass the addresses",
+			ErrInvalidConfig, members.Scheme)
+	}
+	addrs := dedupe(cfg.Members)
+	m, err := newMetrics(deps.Registerer, addrs)
 	if err != nil {
 		return nil, fmt.Errorf("new ring: %w", err)
 	}
 	r := &Ring{
 		cfg:     cfg,
-		members: members,
-		seeds:   make([]uint64, len(members)),
-		index:   make(map[string]int, len(members)),
+		members: addrs,
+		seeds:   make([]uint64, len(addrs)),
+		index:   make(map[string]int, len(addrs)),
 		checker: deps.Checker,
 		log:     deps.Logger,
 		metrics: m,
 		round:   make(chan struct{}, 1),
-		states:  make([]memberState, len(members)),
+		states:  make([]memberState, len(addrs)),
 		subs:    make(map[*subscription]struct{}),
 	}
 	if r.checker == nil {
@@ -109,7 +116,7 @@ func New(cfg Config, deps Deps) (*Ring, error) {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	now := time.Now()
-	for i, mb := range members {
+	for i, mb := range addrs {
 		r.seeds[i] = memberSeed(mb)
 		r.index[mb] = i
 		r.states[i] = memberState{healthy: true, since: now}
@@ -117,32 +124,40 @@ func New(cfg Config, deps Deps) (*Ring, error) {
 	return r, nil
 }
 
-// replicas is R capped at the number of members.
-func (r *Ring) replicas() int {
+// replicasLocked is R capped at the number of members; r.mu must be held.
+func (r *Ring) replicasLocked() int {
 	return min(r.cfg.Replicas, len(r.members))
 }
 
 // Replicas returns how many members hold each key: the configured R, capped at the number of
 // members.
 func (r *Ring) Replicas() int {
-	return r.replicas()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.replicasLocked()
 }
 
 // IsMember reports whether addr is one of the ring's members.
 func (r *Ring) IsMember(addr string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	_, ok := r.index[addr]
 	return ok
 }
 
 // Rank returns every member ordered by preference for key (see the package-level Rank).
 func (r *Ring) Rank(key string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return rankSeeded(key, r.members, r.seeds)
 }
 
 // Locations returns the key's nominal owners: the first R members in rank order, regardless of
 // health. The caller owns the returned slice.
 func (r *Ring) Locations(key string) []string {
-	return r.Rank(key)[:r.replicas()]
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return rankSeeded(key, r.members, r.seeds)[:r.replicasLocked()]
 }
 
 // Owners returns the members that should hold key now: the first R healthy members in rank
@@ -151,10 +166,10 @@ func (r *Ring) Locations(key string) []string {
 // returns the nominal Locations, since trying a member that may be down beats failing. The
 // caller owns the returned slice.
 func (r *Ring) Owners(key string) []string {
-	rank := r.Rank(key)
-	want := r.replicas()
-	out := make([]string, 0, want)
 	r.mu.RLock()
+	rank := rankSeeded(key, r.members, r.seeds)
+	want := r.replicasLocked()
+	out := make([]string, 0, want)
 	for i := 0; i < len(rank) && len(out) < want; i++ {
 		if r.states[r.index[rank[i]]].healthy {
 			out = append(out, rank[i])
@@ -171,10 +186,10 @@ func (r *Ring) Owners(key string) []string {
 // others in rank order (trying a member that may be down beats failing). The caller owns the
 // returned slice.
 func (r *Ring) RankHealthyFirst(key string) []string {
-	rank := r.Rank(key)
+	r.mu.RLock()
+	rank := rankSeeded(key, r.members, r.seeds)
 	out := make([]string, 0, len(rank))
 	var sick []string
-	r.mu.RLock()
 	for _, m := range rank {
 		if r.states[r.index[m]].healthy {
 			out = append(out, m)
@@ -251,8 +266,11 @@ func (r *Ring) CheckNow(ctx context.Context) error {
 		return fmt.Errorf("check ring: %w", ctx.Err())
 	}
 	defer func() { <-r.round }()
+	r.mu.RLock()
+	current := slices.Clone(r.members)
+	r.mu.RUnlock()
 	var wg sync.WaitGroup
-	for _, mb := range r.members {
+	for _, mb := range current {
 		wg.Go(func() { r.checkOne(ctx, mb) })
 	}
 	wg.Wait()
@@ -281,10 +299,14 @@ func (r *Ring) record(member string, checkErr error, at time.Time) {
 	if checkErr != nil {
 		result = resultFailure
 	}
-	r.metrics.checks.WithLabelValues(member, result).Inc()
-
 	r.mu.Lock()
-	st := &r.states[r.index[member]]
+	i, ok := r.index[member]
+	if !ok {
+		r.mu.Unlock()
+		return // removed by SetMembers while its check ran
+	}
+	r.metrics.checks.WithLabelValues(member, result).Inc()
+	st := &r.states[i]
 	st.lastCheck = at
 	flipped := false
 	if checkErr == nil {
@@ -324,4 +346,64 @@ func (r *Ring) record(member string, checkErr error, at time.Time) {
 	case checkErr != nil:
 		r.log.Debug("ring health check failed", "member", member, "failures", failures, "error", checkErr)
 	}
+}
+
+// SetMembers replaces the ring's members with addrs (each "host:port", in any order,
+// duplicates ignored), as a member list from DNS changes. Members that stay keep their health;
+// new ones start healthy. Subscribers receive an Event with Joined for every new member and
+// with Left for every removed one, so an origin repairs placement after the change. It
+// returns an error wrapping ErrInvalidConfig, and changes nothing, when addrs is empty or
+// holds an address CheckMember refuses.
+func (r *Ring) SetMembers(addrs []string) error {
+	if len(addrs) == 0 {
+		return fmt.Errorf("set ring members: %w: no members", ErrInvalidConfig)
+	}
+	for _, a := range addrs {
+		if err := CheckMember(a); err != nil {
+			return fmt.Errorf("set ring members: %w", invalidError{err})
+		}
+	}
+	next := dedupe(addrs)
+	now := time.Now()
+
+	r.mu.Lock()
+	if slices.Equal(next, r.members) {
+		r.mu.Unlock()
+		return nil
+	}
+	old := r.index
+	oldStates := r.states
+	seeds := make([]uint64, len(next))
+	index := make(map[string]int, len(next))
+	states := make([]memberState, len(next))
+	var joined, left []string
+	for i, mb := range next {
+		seeds[i] = memberSeed(mb)
+		index[mb] = i
+		if j, ok := old[mb]; ok {
+			states[i] = oldStates[j]
+			continue
+		}
+		states[i] = memberState{healthy: true, since: now}
+		joined = append(joined, mb)
+		r.metrics.addMember(mb)
+	}
+	for _, mb := range r.members {
+		if _, ok := index[mb]; !ok {
+			left = append(left, mb)
+			r.metrics.removeMember(mb)
+		}
+	}
+	r.members, r.seeds, r.index, r.states = next, seeds, index, states
+	for s := range r.subs {
+		for _, mb := range joined {
+			s.push(Event{Member: mb, Healthy: true, Joined: true})
+		}
+		for _, mb := range left {
+			s.push(Event{Member: mb, Left: true})
+		}
+	}
+	r.mu.Unlock()
+	r.log.Info("ring members changed", "joined", joined, "left", left, "members", len(next))
+	return nil
 }

@@ -3,6 +3,8 @@ package tagstore
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -42,6 +44,11 @@ type Config struct {
 	// Bootstrap forms a new single-node cluster when Dir holds no Raft state. It is ignored
 	// when state exists, so it is safe to leave on for the first node.
 	Bootstrap bool `yaml:"bootstrap"`
+	// BootstrapOrdinal derives Bootstrap from the host name, for a StatefulSet whose pods
+	// share one config: the pod NAME-0 bootstraps a new group when it has no state, every
+	// other ordinal joins an existing one. The role resolves it (Ordinal) before Open; it
+	// excludes Bootstrap.
+	BootstrapOrdinal bool `yaml:"bootstrap_ordinal"`
 
 	// SnapshotThreshold is how many log entries since the last snapshot trigger a new one
 	// (checked every SnapshotInterval).
@@ -120,6 +127,9 @@ func (c *Config) Validate() error {
 	if c.Dir == "" {
 		bad("dir: required")
 	}
+	if c.Bootstrap && c.BootstrapOrdinal {
+		bad("bootstrap_ordinal: excludes bootstrap (the ordinal decides who bootstraps); set one of them")
+	}
 	if c.Advertise != "" {
 		if err := checkHostPort(c.Advertise); err != nil {
 			bad("advertise: %v", err)
@@ -164,4 +174,24 @@ func (c *Config) Validate() error {
 		bad("change_feed_retain: must be at least 1, got %d", c.ChangeFeedRetain)
 	}
 	return errors.Join(errs...)
+}
+
+// ErrNoOrdinal is wrapped by Ordinal when a host name does not end in "-N".
+var ErrNoOrdinal = errors.New("host name has no ordinal")
+
+// Ordinal returns the ordinal of a StatefulSet pod's host name, "NAME-N": N, a decimal number
+// without leading zeros, after the last '-' of a non-empty NAME. A host name without one (or a
+// fully qualified name: a pod's host name is its short name) is an error wrapping ErrNoOrdinal
+// that quotes it.
+func Ordinal(hostname string) (int, error) {
+	i := strings.LastIndexByte(hostname, '-')
+	if i <= 0 || i == len(hostname)-1 || hostname[i-1] == '-' || strings.Contains(hostname, ".") {
+		return 0, fmt.Errorf("%w: %q (want NAME-N, as a StatefulSet pod's)", ErrNoOrdinal, hostname)
+	}
+	digits := hostname[i+1:]
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 0 || strconv.Itoa(n) != digits {
+		return 0, fmt.Errorf("%w: %q ends in %q, not a number (want NAME-N, as a StatefulSet pod's)", ErrNoOrdinal, hostname, digits)
+	}
+	return n, nil
 }

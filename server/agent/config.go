@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
@@ -95,9 +97,13 @@ type Config struct {
 	// is better saved. Every agent and origin of a cluster must agree (a plain peer cannot
 	// talk to one that speaks TLS). Without TLS the swarm is plain anyway.
 	PeerPlain bool `yaml:"peer_plain"`
-	// Trackers are the trackers' addresses (host:port or http(s) URLs). Every agent must list
+	// Trackers are the trackers' addresses (host:port or http(s) URLs, or dns:///NAME:PORT:
+	// every address NAME resolves to, re-resolved every dns_interval). Every agent must list
 	// the same trackers, in any order: they share the digest space by rendezvous hashing.
 	Trackers []string `yaml:"trackers"`
+	// DNSInterval is how often the dns:/// entries of trackers and build_index are resolved
+	// again; zero means 30s.
+	DNSInterval time.Duration `yaml:"dns_interval"`
 	// StoreDir holds downloaded blobs and partial downloads, which resume after a restart.
 	StoreDir string `yaml:"store_dir"`
 	// Capacity bounds the bytes of blobs kept; least recently used blobs are evicted, never one
@@ -122,7 +128,8 @@ type Config struct {
 	// Pipeline is how many bytes of piece requests each connection keeps outstanding; raise it
 	// on links with a large bandwidth-delay product.
 	Pipeline config.ByteSize `yaml:"pipeline"`
-	// BuildIndex are build-index API addresses (host:port or http(s) URLs), tried in order:
+	// BuildIndex are build-index API addresses (host:port or http(s) URLs, or
+	// dns:///NAME:PORT), tried in order:
 	// the registry API (/v2/) resolves tags, sha512 digests and referrers there, and lists
 	// tags and repositories. A node that cannot be reached or answers 5xx passes the request
 	// to the next. Without any, the registry API still serves manifests and blobs by sha256
@@ -240,8 +247,19 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Trackers) == 0 {
 		bad("trackers: required: list the trackers' addresses (host:port)")
-	} else if _, err := announce.NewClient(c.Trackers, nil); err != nil {
-		bad("trackers: %v", err)
+	} else if static := slices.DeleteFunc(slices.Clone(c.Trackers), members.IsDNS); len(static) > 0 {
+		if _, err := announce.NewClient(static, nil); err != nil {
+			bad("trackers: %v", err)
+		}
+	}
+	for _, err := range members.Check("trackers", c.Trackers) {
+		bad("%w", err)
+	}
+	for _, err := range members.Check("build_index", c.BuildIndex) {
+		bad("%w", err)
+	}
+	if c.DNSInterval < 0 {
+		bad("dns_interval: must not be negative")
 	}
 	if c.StoreDir == "" {
 		bad("store_dir: required")
@@ -272,6 +290,9 @@ func (c *Config) Validate() error {
 	}
 	seen := make(map[string]bool, len(c.BuildIndex))
 	for _, a := range c.BuildIndex {
+		if members.IsDNS(a) {
+			continue // checked above
+		}
 		key, _, err := ring.ParseEndpoint(a)
 		switch {
 		case err != nil:

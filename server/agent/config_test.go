@@ -83,6 +83,10 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{base + "build_index: ['http://host', 'host:80']\n", "build_index: host:80 listed twice"},
 		{base + "build_index: 127.0.0.1:15100\n", "line 3: cannot unmarshal"},
 		{base + "buildindex: [x:1]\n", "field buildindex not found"},
+		{"trackers: ['dns://tr:1']\nstore_dir: /tmp/a\n", "trackers[0]: invalid member entry"},
+		{"trackers: ['dns:///tr']\nstore_dir: /tmp/a\n", "trackers[0]"},
+		{base + "build_index: ['dns:///bi:x']\n", "build_index[0]: invalid member entry"},
+		{base + "dns_interval: -1s\n", "dns_interval: must not be negative"},
 		{base + "admin_listen: nope\n", `admin_listen: "nope" is not host:port`},
 		{base + "admin_listen: 127.0.0.1:16001\n", `admin_listen: "127.0.0.1:16001" overlaps peer_listen "127.0.0.1:16001"`},
 		{base + "peer_listen: 0.0.0.0:16000\npeer_advertise: 10.0.0.1:16000\n", `peer_listen: "0.0.0.0:16000" overlaps listen "127.0.0.1:16000"`},
@@ -93,6 +97,15 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		require.ErrorIs(t, err, config.ErrInvalid)
 		require.ErrorContains(t, err, tc.want, tc.doc)
 	}
+}
+
+func TestConfigAcceptsDNSEntries(t *testing.T) {
+	t.Parallel()
+	var c agent.Config
+	doc := "trackers: ['dns:///tracker.kraken.svc:16100', 10.0.0.9:16100]\nstore_dir: /tmp/a\n" +
+		"build_index: ['dns:///bi.kraken.svc:15100']\ndns_interval: 10s\n"
+	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
+	require.Equal(t, 10*time.Second, c.DNSInterval)
 }
 
 func TestValidateNegatives(t *testing.T) {

@@ -75,8 +75,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 				s.sched.TrackerFailover(d, tracker, err)
 			}
 		})
-		c, err := announce.NewClient(cfg.Trackers, hc, failover)
+		var c *announce.Client
+		list, err := b.Members("trackers", cfg.Trackers, role.MembersOptions{Interval: cfg.DNSInterval}, func(addrs []string) {
+			if err := c.SetTrackers(addrs); err != nil {
+				s.log.Warn("trackers from DNS refused", "addrs", addrs, "err", err)
+			}
+		})
 		if err != nil {
+			return nil, b.Fail(err)
+		}
+		if c, err = announce.NewClient(list.Addrs(), hc, failover); err != nil {
 			return nil, b.Fail(fmt.Errorf("trackers: %w", err))
 		}
 		tracker, s.trackers = c, c
@@ -127,7 +135,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	if len(cfg.BuildIndex) > 0 {
-		s.ix = client.NewBuildIndexes(cfg.BuildIndex, hc, client.BuildIndexesOptions{
+		list, err := b.Members("build_index", cfg.BuildIndex, role.MembersOptions{Interval: cfg.DNSInterval},
+			func(addrs []string) { s.ix.SetAddrs(addrs) })
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		s.ix = client.NewBuildIndexes(list.Addrs(), hc, client.BuildIndexesOptions{
 			OnFailure: func(node, _ string) { m.indexFailures.WithLabelValues(node).Inc() },
 		})
 	} else {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
@@ -65,7 +66,9 @@ type Config struct {
 	// raft.dir defaults to <dir>/raft; raft.node_id defaults to advertise with ":" turned into
 	// "-"; raft.advertise defaults to raft_listen.
 	Raft tagstore.Config `yaml:"raft"`
-	// Origins are origin addresses (host:port) of the cluster holding the tagged content.
+	// Origins are origin addresses (host:port) of the cluster holding the tagged content, or
+	// dns:///NAME:PORT entries (every address NAME resolves to), re-resolved every
+	// dns_interval.
 	Origins []string `yaml:"origins"`
 	// VerifyContent, true unless set to false, accepts a tag only when its digest exists in the
 	// origin cluster under namespace = repository and, for manifests it can parse, so does
@@ -89,10 +92,14 @@ type Config struct {
 	ReplicationQueue ReplicationQueueConfig `yaml:"replication_queue"`
 	// UpstreamTags resolves tags of registry-backed repositories upstream (UpstreamTagsConfig).
 	UpstreamTags UpstreamTagsConfig `yaml:"upstream_tags"`
-	// Join lists API addresses of existing nodes. A node started without Raft state and without
-	// raft.bootstrap asks them (through the leader) to add it to the group, retrying until one
-	// does.
+	// Join lists API addresses of existing nodes (host:port, or dns:///NAME:PORT: every
+	// address NAME resolves to, this node's own skipped). A node started without Raft state
+	// and without raft.bootstrap asks them (through the leader) to add it to the group,
+	// retrying until one does. With raft.bootstrap_ordinal, ordinal 0 ignores it.
 	Join []string `yaml:"join"`
+	// DNSInterval is how often the dns:/// entries of origins and join are resolved again;
+	// zero means 30s.
+	DNSInterval time.Duration `yaml:"dns_interval"`
 }
 
 // WritebackConfig tunes the tag write-back queue.
@@ -285,7 +292,18 @@ func (c *Config) Validate() error {
 		bad("raft: %w", err)
 	}
 	for i, o := range c.Origins {
-		hostPort(fmt.Sprintf("origins[%d]", i), o)
+		if !members.IsDNS(o) {
+			hostPort(fmt.Sprintf("origins[%d]", i), o)
+		}
+	}
+	for _, err := range members.Check("origins", c.Origins) {
+		bad("%w", err)
+	}
+	for _, err := range members.Check("join", c.Join) {
+		bad("%w", err)
+	}
+	if c.DNSInterval < 0 {
+		bad("dns_interval: must not be negative")
 	}
 	if c.verify() && len(c.Origins) == 0 {
 		bad("origins: required while verify_content is true (tags are checked against the origin cluster)")
@@ -320,6 +338,9 @@ func (c *Config) Validate() error {
 	}
 	c.validateReplication(bad)
 	for i, j := range c.Join {
+		if members.IsDNS(j) {
+			continue
+		}
 		hostPort(fmt.Sprintf("join[%d]", i), j)
 		if j == c.Advertise {
 			bad("join[%d]: %q is this node's own address", i, j)

@@ -41,7 +41,6 @@ const statParallelism = 8
 // the SHA-256 digest to look up. The links are read from this node's own state: the checks
 // run on the leader, where the write happens.
 type contentChecker struct {
-	origins     []string
 	cluster     *client.Cluster
 	store       Store
 	maxManifest int64
@@ -247,7 +246,7 @@ func (c *contentChecker) stat(ctx context.Context, ns string, d digest.Digest) (
 	}
 	owners := st.Owners
 	if len(owners) == 0 {
-		owners = c.origins
+		owners = c.cluster.Addrs()
 	}
 	var errs []error
 	for _, a := range owners {

@@ -104,7 +104,7 @@ func newReplicator(s *Server, dir string, reg prometheus.Registerer) (*replicato
 	}
 	r := &replicator{s: s, dir: dir, copier: copier, src: replicate.Cluster{
 		Name:       "local",
-		Origins:    client.NewCluster(s.cfg.Origins, s.hc),
+		Origins:    s.origins,
 		BuildIndex: client.NewBuildIndexes([]string{s.cfg.Advertise}, s.hc, client.BuildIndexesOptions{}),
 	}}
 	byName := map[string]*remoteQueue{}

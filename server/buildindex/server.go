@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/backends"
@@ -100,6 +101,8 @@ type Deps struct {
 	Store Store
 	// Backend overrides the backends built from Config.Backends (tests inject faults with it).
 	Backend backend.Backend
+	// Hostname names this host for raft.bootstrap_ordinal; nil means os.Hostname.
+	Hostname func() (string, error)
 }
 
 // Server is one build-index node. Build it with New and run it with Run (or release it with
@@ -114,6 +117,8 @@ type Server struct {
 	// readIndexes shares read-index requests to the leader between concurrent follower reads.
 	readIndexes readIndexBatcher
 	content     *contentChecker // nil when verify_content is false
+	origins     *client.Cluster // the origins, following DNS when they come from it
+	join        *members.List   // nil without join
 	backend     backend.Backend // nil when no backend is configured
 	wb          *writeback      // nil without a backend
 	repl        *replicator     // nil without replication rules
@@ -136,6 +141,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Store == nil && deps.RaftListener == nil {
 		return nil, b.Fail(errors.New("no raft listener"))
 	}
+	if cfg.Raft.BootstrapOrdinal {
+		if err := byOrdinal(&cfg, deps.Hostname); err != nil {
+			return nil, b.Fail(err)
+		}
+		b.StartedAttrs("bootstrap", cfg.Raft.Bootstrap)
+	}
 	s := &Server{
 		base:       b,
 		cfg:        cfg,
@@ -157,10 +168,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	s.upstream = newUpstreamTags(s.backend, cfg.UpstreamTags, s.metrics)
+	origins, err := b.Members("origins", cfg.Origins, role.MembersOptions{Interval: cfg.DNSInterval},
+		func(addrs []string) { s.origins.SetAddrs(addrs) })
+	if err != nil {
+		return nil, b.Fail(err)
+	}
+	s.origins = client.NewCluster(origins.Addrs(), s.hc)
 	if cfg.verify() {
 		s.content = &contentChecker{
-			origins:     cfg.Origins,
-			cluster:     client.NewCluster(cfg.Origins, s.hc),
+			cluster:     s.origins,
 			maxManifest: int64(cfg.MaxManifestSize),
 			metrics:     s.metrics,
 		}
@@ -207,6 +223,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		b.Go(s.repl.run)
 	}
 	if len(cfg.Join) > 0 {
+		// Nothing may answer yet (the first pods of a StatefulSet): joinCluster retries, and
+		// reads the list afresh each round.
+		if s.join, err = b.Members("join", cfg.Join, role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, nil); err != nil {
+			return nil, b.Fail(err)
+		}
 		b.Go(func(ctx context.Context) error { s.joinCluster(ctx); return nil })
 	}
 
@@ -259,6 +280,31 @@ func (s *Server) ready(ctx context.Context) error {
 // hasMembers reports whether the node has a Raft configuration (it bootstrapped or joined).
 func (s *Server) hasMembers() bool { return len(s.store.Status().Members) > 0 }
 
+// byOrdinal applies raft.bootstrap_ordinal to cfg: the host name's ordinal 0 bootstraps (and
+// joins nobody), any other joins through cfg.Join, which it then requires.
+func byOrdinal(cfg *Config, hostname func() (string, error)) error {
+	if hostname == nil {
+		hostname = os.Hostname
+	}
+	host, err := hostname()
+	if err != nil {
+		return fmt.Errorf("raft.bootstrap_ordinal: read the host name: %w", err)
+	}
+	n, err := tagstore.Ordinal(host)
+	if err != nil {
+		return fmt.Errorf("raft.bootstrap_ordinal: %w", err)
+	}
+	cfg.Raft.BootstrapOrdinal = false // resolved: the store sees plain bootstrap
+	if n == 0 {
+		cfg.Raft.Bootstrap, cfg.Join = true, nil
+		return nil
+	}
+	if len(cfg.Join) == 0 {
+		return fmt.Errorf("join: required with raft.bootstrap_ordinal on %q (ordinal %d joins the group that ordinal 0 bootstrapped)", host, n)
+	}
+	return nil
+}
+
 // joinCluster asks the join addresses to add this node, when it has no Raft configuration yet,
 // until one of them does or ctx ends.
 func (s *Server) joinCluster(ctx context.Context) {
@@ -268,7 +314,10 @@ func (s *Server) joinCluster(ctx context.Context) {
 	self := api.Member{ID: s.cfg.Raft.NodeID, RaftAddr: s.cfg.Raft.Advertise, APIAddr: s.cfg.Advertise}
 	delay := 200 * time.Millisecond
 	for {
-		for _, addr := range s.cfg.Join {
+		for _, addr := range s.join.Addrs() {
+			if addr == s.cfg.Advertise {
+				continue // a DNS answer lists this node too
+			}
 			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			_, err := client.NewBuildIndex(addr, s.hc).Join(jctx, self)
 			cancel()

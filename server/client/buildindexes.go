@@ -45,7 +45,8 @@ type BuildIndexesOptions struct {
 // error. A request ended by ctx returns an error wrapping ctx's. Other errors are the node's
 // answer, as BuildIndex returns them (ErrNotFound for a 404). It is safe for concurrent use.
 type BuildIndexes struct {
-	nodes     []*BuildIndex
+	nodes     atomic.Pointer[[]*BuildIndex]
+	hc        *http.Client
 	attempt   time.Duration
 	onFailure func(node, next string)
 	// first is where the next request starts: the node that answered last.
@@ -56,23 +57,34 @@ type BuildIndexes struct {
 // them), tried in that order. hc may be nil for http.DefaultClient; it is shared, not closed.
 // With no addrs every call fails with ErrNoBuildIndex.
 func NewBuildIndexes(addrs []string, hc *http.Client, opts BuildIndexesOptions) *BuildIndexes {
-	b := &BuildIndexes{attempt: opts.Attempt, onFailure: opts.OnFailure}
+	b := &BuildIndexes{attempt: opts.Attempt, onFailure: opts.OnFailure, hc: hc}
 	if b.attempt <= 0 {
 		b.attempt = DefaultBuildIndexAttempt
 	}
-	for _, a := range addrs {
-		b.nodes = append(b.nodes, NewBuildIndex(a, hc))
-	}
+	b.SetAddrs(addrs)
 	return b
 }
+
+// SetAddrs replaces the nodes (a role whose build-index nodes come from DNS calls it when the
+// answer changes); requests already under way finish with the old ones.
+func (b *BuildIndexes) SetAddrs(addrs []string) {
+	nodes := make([]*BuildIndex, 0, len(addrs))
+	for _, a := range addrs {
+		nodes = append(nodes, NewBuildIndex(a, b.hc))
+	}
+	b.nodes.Store(&nodes)
+}
+
+func (b *BuildIndexes) list() []*BuildIndex { return *b.nodes.Load() }
 
 // ErrNoBuildIndex is the error of a BuildIndexes built without addresses.
 var ErrNoBuildIndex = errors.New("no build-index addresses")
 
 // Addrs returns the nodes' addresses in the order they are tried from.
 func (b *BuildIndexes) Addrs() []string {
-	out := make([]string, len(b.nodes))
-	for i, n := range b.nodes {
+	nodes := b.list()
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
 		out[i] = n.Addr()
 	}
 	return out
@@ -119,14 +131,15 @@ func unavailable(msg string, err error) *errcode.Error {
 // call runs fn against the nodes of b as BuildIndexes describes.
 func call[T any](ctx context.Context, b *BuildIndexes, r repeat, fn func(context.Context, *BuildIndex) (T, error)) (T, error) {
 	var zero T
-	if len(b.nodes) == 0 {
+	nodes := b.list()
+	if len(nodes) == 0 {
 		return zero, ErrNoBuildIndex
 	}
-	start := int(b.first.Load()) % len(b.nodes)
+	start := int(b.first.Load()) % len(nodes)
 	var errs []error
-	for i := range b.nodes {
-		k := (start + i) % len(b.nodes)
-		node := b.nodes[k]
+	for i := range nodes {
+		k := (start + i) % len(nodes)
+		node := nodes[k]
 		actx, cancel := context.WithTimeout(ctx, b.attempt)
 		v, err := fn(actx, node)
 		cancel()
@@ -158,15 +171,15 @@ func call[T any](ctx context.Context, b *BuildIndexes, r repeat, fn func(context
 		errs = append(errs, fmt.Errorf("build-index %s: %w", node.Addr(), err))
 		if b.onFailure != nil {
 			next := ""
-			if i+1 < len(b.nodes) {
-				next = b.nodes[(k+1)%len(b.nodes)].Addr()
+			if i+1 < len(nodes) {
+				next = nodes[(k+1)%len(nodes)].Addr()
 			}
 			b.onFailure(node.Addr(), next)
 		}
 	}
 	msg := "the build-index did not answer; retry"
-	if len(b.nodes) > 1 {
-		msg = fmt.Sprintf("none of the %d build-index nodes answered; retry", len(b.nodes))
+	if len(nodes) > 1 {
+		msg = fmt.Sprintf("none of the %d build-index nodes answered; retry", len(nodes))
 	}
 	return zero, unavailable(msg, errors.Join(errs...))
 }
@@ -336,17 +349,18 @@ func (b *BuildIndexes) ListLinks(ctx context.Context, repo, prefix string, stale
 // node that accepts connections and never answers does not hide one that is ready, and returns
 // as soon as one is.
 func (b *BuildIndexes) Ready(ctx context.Context) error {
-	if len(b.nodes) == 0 {
+	nodes := b.list()
+	if len(nodes) == 0 {
 		return ErrNoBuildIndex
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the others need not finish once one is ready
-	errc := make(chan error, len(b.nodes))
-	for _, n := range b.nodes {
+	errc := make(chan error, len(nodes))
+	for _, n := range nodes {
 		go func() { errc <- n.Ready(ctx) }()
 	}
 	var errs []error
-	for range b.nodes {
+	for range nodes {
 		err := <-errc
 		if err == nil {
 			return nil

@@ -308,3 +308,36 @@ func TestCollectPages(t *testing.T) {
 	require.NotErrorIs(t, err, ErrNotFound)
 	require.Equal(t, errcode.CodeNameInvalid, registry.FromError(err).Code)
 }
+
+// TestBuildIndexesSetAddrs: after SetAddrs (a new DNS answer) requests go to the new nodes,
+// and a client built without any starts working once it has some.
+func TestBuildIndexesSetAddrs(t *testing.T) {
+	t.Parallel()
+	oldNode, newNode := newFakeNode(t, "old"), newFakeNode(t, "new")
+	b := NewBuildIndexes(nil, nil, BuildIndexesOptions{})
+	_, err := b.GetTag(t.Context(), "repo", "v1", false)
+	require.ErrorIs(t, err, ErrNoBuildIndex)
+
+	b.SetAddrs([]string{oldNode.addr()})
+	tag, err := b.GetTag(t.Context(), "repo", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, digest.FromString("old"), tag.Digest)
+
+	b.SetAddrs([]string{newNode.addr()})
+	require.Equal(t, []string{newNode.addr()}, b.Addrs())
+	before := oldNode.count()
+	tag, err = b.GetTag(t.Context(), "repo", "v1", false)
+	require.NoError(t, err)
+	require.Equal(t, digest.FromString("new"), tag.Digest)
+	require.Equal(t, before, oldNode.count(), "the departed node is not asked")
+}
+
+func TestClusterSetAddrs(t *testing.T) {
+	t.Parallel()
+	c := NewCluster([]string{"10.0.0.1:1"}, nil)
+	c.SetAddrs([]string{"10.0.0.2:1", "10.0.0.3:1"})
+	require.Equal(t, []string{"10.0.0.2:1", "10.0.0.3:1"}, c.Addrs())
+	c.SetAddrs(nil)
+	_, err := c.Ring(t.Context(), "")
+	require.ErrorIs(t, err, ErrNoOrigins)
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 
@@ -23,29 +24,41 @@ var ErrDigestMismatch = errors.New("downloaded content does not match its digest
 // Cluster is a client of a whole origin cluster: it learns a blob's owners from the ring and
 // fails over between them. It is safe for concurrent use.
 type Cluster struct {
-	addrs []string
+	addrs atomic.Pointer[[]string]
 	hc    *http.Client
 }
 
 // NewCluster returns a client of the origins at addrs ("host:port"). Any one of them that
 // answers is enough to learn the ring.
 func NewCluster(addrs []string, hc *http.Client) *Cluster {
-	return &Cluster{addrs: addrs, hc: hc}
+	c := &Cluster{hc: hc}
+	c.SetAddrs(addrs)
+	return c
 }
 
-// Addrs returns the origin addresses the cluster was built with.
-func (c *Cluster) Addrs() []string { return slices.Clone(c.addrs) }
+// Addrs returns the origin addresses the cluster uses now.
+func (c *Cluster) Addrs() []string { return slices.Clone(c.list()) }
+
+// SetAddrs replaces the origin addresses (a role whose origins come from DNS calls it when the
+// answer changes); requests already under way finish with the old ones.
+func (c *Cluster) SetAddrs(addrs []string) {
+	a := slices.Clone(addrs)
+	c.addrs.Store(&a)
+}
+
+func (c *Cluster) list() []string { return *c.addrs.Load() }
 
 // Origin returns a client of one origin.
 func (c *Cluster) Origin(addr string) *Origin { return NewOrigin(addr, c.hc) }
 
 // Ring returns the ring as seen by the first origin that answers; with a digest, its owners.
 func (c *Cluster) Ring(ctx context.Context, d digest.Digest) (api.RingStatus, error) {
-	if len(c.addrs) == 0 {
+	addrs := c.list()
+	if len(addrs) == 0 {
 		return api.RingStatus{}, ErrNoOrigins
 	}
 	var errs []error
-	for _, a := range c.addrs {
+	for _, a := range addrs {
 		st, err := c.Origin(a).Ring(ctx, d)
 		if err == nil {
 			return st, nil
@@ -67,7 +80,7 @@ func (c *Cluster) candidates(ctx context.Context, d digest.Digest) ([]string, er
 	}
 	seen := map[string]bool{}
 	var out []string
-	for _, lists := range [][]string{st.Owners, c.addrs} {
+	for _, lists := range [][]string{st.Owners, c.list()} {
 		for _, a := range lists {
 			if !seen[a] {
 				seen[a] = true
@@ -96,7 +109,7 @@ func (c *Cluster) Push(ctx context.Context, ns string, d digest.Digest, src io.R
 	}
 	targets := st.Owners
 	if len(targets) == 0 {
-		targets = c.addrs
+		targets = c.list()
 	}
 	var errs []error
 	for _, a := range targets {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
@@ -30,7 +31,9 @@ type Config struct {
 	// client_auth defaults to require.
 	TLS pki.Config `yaml:"tls"`
 	// Advertise is this origin's address in the ring, as the other origins and clients reach it.
-	// Defaults to Listen. It must appear in ring.members when members are listed.
+	// Defaults to Listen. It must appear in ring.members when members are listed; with
+	// dns:///NAME:PORT members it must be the "ip:port" the DNS answer gives for this origin
+	// (on Kubernetes, the pod IP), and the origin counts itself a member whatever DNS says.
 	Advertise string `yaml:"advertise"`
 	// Store configures the local content-addressed store.
 	Store StoreConfig `yaml:"store"`
@@ -45,8 +48,11 @@ type Config struct {
 	// Peer configures the origin's side of the peer-to-peer swarm: it seeds every blob it holds.
 	Peer PeerConfig `yaml:"peer"`
 	// RepairInterval is how often the origin checks that every blob it holds is on all of its
-	// owners (it also checks whenever a member changes health).
+	// owners (it also checks whenever a member changes health, joins or leaves).
 	RepairInterval time.Duration `yaml:"repair_interval"`
+	// DNSInterval is how often the dns:///NAME:PORT entries of ring.members are resolved again
+	// (the ring then follows the answer); zero means 30s.
+	DNSInterval time.Duration `yaml:"dns_interval"`
 }
 
 // StoreConfig configures the local content-addressed store.
@@ -193,10 +199,13 @@ func (c *Config) Validate() error {
 	if c.Store.UploadTTL < 0 {
 		bad("store.upload_ttl: must not be negative")
 	}
+	if c.DNSInterval < 0 {
+		bad("dns_interval: must not be negative")
+	}
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	found := false
+	found := members.HasDNS(c.Ring.Members) // checked against the answers as they come
 	for _, m := range c.Ring.Members {
 		found = found || m == c.Advertise
 	}

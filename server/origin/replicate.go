@@ -175,7 +175,8 @@ func (s *Server) runRepair(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			s.log.Info("ring member changed health", "member", ev.Member, "healthy", ev.Healthy)
+			s.log.Info("ring member changed", "member", ev.Member, "healthy", ev.Healthy,
+				"joined", ev.Joined, "left", ev.Left)
 			s.kickRepair()
 		case <-tick:
 			s.kickRepair()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/backends"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -113,7 +114,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		// The role's client, so health checks speak TLS when the origins do.
 		checker = ring.HTTPChecker{Client: s.hc}
 	}
-	s.ring, err = ring.New(cfg.Ring, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
+	ringCfg := cfg.Ring
+	if members.HasDNS(cfg.Ring.Members) {
+		// The ring follows the DNS answer; the origin is always its own member, even before
+		// its Service lists it (a pod not ready yet).
+		l, err := b.Members("ring.members", cfg.Ring.Members,
+			role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, s.setRingMembers)
+		if err != nil {
+			return nil, b.Fail(err)
+		}
+		ringCfg.Members = s.withSelf(l.Addrs())
+	}
+	s.ring, err = ring.New(ringCfg, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
 	if err != nil {
 		return nil, b.Fail(err)
 	}
@@ -174,6 +186,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	b.StartedAttrs("addr", s.Addr(), "members", cfg.Ring.Members, "replicas", cfg.Ring.Replicas)
 	return s, nil
+}
+
+// withSelf returns addrs with this origin's advertised address among them.
+func (s *Server) withSelf(addrs []string) []string {
+	if slices.Contains(addrs, s.self) {
+		return addrs
+	}
+	return append(slices.Clone(addrs), s.self)
+}
+
+// setRingMembers applies a new DNS answer for ring.members to the ring; the ring's Joined and
+// Left events start a repair (runRepair), which copies every blob to its new owners.
+func (s *Server) setRingMembers(addrs []string) {
+	if err := s.ring.SetMembers(s.withSelf(addrs)); err != nil {
+		s.log.Warn("ring members from DNS refused", "addrs", addrs, "err", err)
+	}
 }
 
 // seedStripe says which of blob d's origins this one is, for super-seeding: its place among

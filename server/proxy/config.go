@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
@@ -65,12 +66,17 @@ type Config struct {
 	// client_auth defaults to verify_if_given.
 	TLS pki.Config `yaml:"tls"`
 	// Origins are the blob-API addresses (host:port) of every origin, spelled as in the
-	// origins' ring.members. Required. Upload sessions are started on them and their ids name
-	// the origin, so an id naming an address not listed here is refused.
+	// origins' ring.members, or dns:///NAME:PORT entries (every address NAME resolves to),
+	// re-resolved every dns_interval. Required. Upload sessions are started on them and their
+	// ids name the origin, so an id naming an address not listed here is refused.
 	Origins []string `yaml:"origins"`
-	// BuildIndex are API addresses of build-index nodes, tried in order: the next one is asked
-	// when one cannot be reached or answers 5xx. Required.
+	// BuildIndex are API addresses of build-index nodes (host:port, or dns:///NAME:PORT),
+	// tried in order: the next one is asked when one cannot be reached or answers 5xx.
+	// Required.
 	BuildIndex []string `yaml:"build_index"`
+	// DNSInterval is how often the dns:/// entries of origins and build_index are resolved
+	// again; zero means 30s.
+	DNSInterval time.Duration `yaml:"dns_interval"`
 	// MaxBlobSize refuses blobs larger than this with 413 SIZE_INVALID. Zero leaves the limit
 	// to the origins (their store.max_blob_size).
 	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`
@@ -194,7 +200,11 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, a := range c.BuildIndex {
-		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+		if members.IsDNS(a) {
+			if _, _, err := members.ParseDNS(a); err != nil {
+				bad("build_index[%d]: %w", i, err)
+			}
+		} else if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
 			bad("build_index[%d]: %q is not host:port", i, a)
 		}
 		if seen[a] {
@@ -204,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBlobSize < 0 {
 		bad("max_blob_size: must not be negative")
+	}
+	if c.DNSInterval < 0 {
+		bad("dns_interval: must not be negative")
 	}
 	if c.ManifestCache < 0 {
 		bad("manifest_cache: must not be negative")

@@ -546,6 +546,9 @@ func TestConfigValidate(t *testing.T) {
 	c.Defaults()
 	require.NoError(t, c.Validate())
 	require.Equal(t, proxy.DefaultListen, c.Listen)
+	c = proxy.Config{Origins: []string{"dns:///origin.kraken.svc:15000"}, BuildIndex: []string{"dns:///bi.kraken.svc:15100"}}
+	c.Defaults()
+	require.NoError(t, c.Validate(), "dns:/// entries are addresses too")
 	for _, tc := range []struct {
 		edit func(*proxy.Config)
 		want string
@@ -554,6 +557,9 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *proxy.Config) { c.Origins = []string{"127.0.0.1:1", "127.0.0.1:1"} }, "origins[1]: \"127.0.0.1:1\" is listed twice"},
 		{func(c *proxy.Config) { c.Origins = []string{"no-port"} }, "origins[0]"},
 		{func(c *proxy.Config) { c.BuildIndex = []string{"x"} }, "build_index[0]"},
+		{func(c *proxy.Config) { c.Origins = []string{"dns://origin:1"} }, "origins[0]: invalid member entry"},
+		{func(c *proxy.Config) { c.BuildIndex = []string{"dns:///bi"} }, "build_index[0]: invalid member entry"},
+		{func(c *proxy.Config) { c.DNSInterval = -1 }, "dns_interval"},
 		{func(c *proxy.Config) { c.MaxBlobSize = -1 }, "max_blob_size"},
 		{func(c *proxy.Config) { c.ManifestCache = -1 }, "manifest_cache"},
 		{func(c *proxy.Config) { c.OriginHealth.Interval = -1 }, "origin_health.interval"},

@@ -39,6 +39,8 @@ type Server struct {
 	hc   *http.Client
 	ring *ring.Ring
 	reg  *Registry
+	// origins is the seeder's client of the origins, following DNS with the ring.
+	origins *client.Cluster
 }
 
 // New validates cfg and builds a proxy. It starts nothing; the caller must Run or Close it.
@@ -64,13 +66,27 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if checker == nil {
 		checker = ring.HTTPChecker{Client: s.hc}
 	}
-	s.ring, err = ring.New(cfg.ringConfig(), ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
+	// Origins and build-index nodes given as dns:/// entries are followed: the ring and the
+	// clients take every new answer.
+	originList, err := b.Members("origins", cfg.Origins, role.MembersOptions{Interval: cfg.DNSInterval}, s.setOrigins)
 	if err != nil {
 		return nil, b.Fail(err)
 	}
+	indexes, err := b.Members("build_index", cfg.BuildIndex, role.MembersOptions{Interval: cfg.DNSInterval},
+		func(addrs []string) { s.reg.index.SetAddrs(addrs) })
+	if err != nil {
+		return nil, b.Fail(err)
+	}
+	ringCfg := cfg.ringConfig()
+	ringCfg.Members = originList.Addrs()
+	s.ring, err = ring.New(ringCfg, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
+	if err != nil {
+		return nil, b.Fail(err)
+	}
+	s.origins = client.NewCluster(originList.Addrs(), s.hc)
 	s.reg = &Registry{
 		log: s.log,
-		index: client.NewBuildIndexes(cfg.BuildIndex, s.hc, client.BuildIndexesOptions{
+		index: client.NewBuildIndexes(indexes.Addrs(), s.hc, client.BuildIndexesOptions{
 			Attempt: cfg.Timeouts.BuildIndex,
 			OnFailure: func(_, next string) {
 				if next != "" {
@@ -122,11 +138,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
+// setOrigins applies a new DNS answer for origins to the ring and the seeder's client.
+func (s *Server) setOrigins(addrs []string) {
+	if err := s.ring.SetMembers(addrs); err != nil {
+		s.log.Warn("origins from DNS refused", "addrs", addrs, "err", err)
+		return
+	}
+	s.origins.SetAddrs(addrs)
+}
+
 // seedQueue builds the seed queue of cfg.Seed: a seed.Seeder on the proxy's origins and
 // build-index, drained by one worker.
 func (s *Server) seedQueue(cfg Config, deps Deps) (*seedQueue, error) {
 	sd, err := seed.New(seed.Config{Parallel: cfg.Seed.Parallel, Agents: cfg.Seed.Agents}, seed.Deps{
-		Origins:    client.NewCluster(cfg.Origins, s.hc),
+		Origins:    s.origins,
 		BuildIndex: s.reg.index,
 		HTTPClient: s.hc,
 		Log:        s.log,

@@ -22,10 +22,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/pki"
@@ -40,7 +42,9 @@ type Base struct {
 	name    string
 	log     *slog.Logger
 	attrs   []any
-	tls     *pki.Provider  // nil: plain text
+	tls     *pki.Provider // nil: plain text
+	dns     members.Resolver
+	reg     prometheus.Registerer
 	lns     []net.Listener // every listener handed over; closed if the role never runs
 	servers []served
 	loops   []func(context.Context) error
@@ -83,6 +87,10 @@ type Deps struct {
 	// and the default client presents the certificate. Nil runs in plain text, which the role
 	// logs at start.
 	TLS *pki.Provider
+	// Resolver answers the dns:///NAME:PORT entries of the role's member lists (see
+	// ring/members); nil means net.DefaultResolver. Tests point it at a fake or at a DNS
+	// server of their own.
+	Resolver members.Resolver
 }
 
 // New returns the Base of the role called name (it labels every log line as "role"). It takes
@@ -93,7 +101,7 @@ func New(name string, d Deps, extra ...net.Listener) *Base {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Base{name: name, log: log.With("role", name), tls: d.TLS}
+	b := &Base{name: name, log: log.With("role", name), tls: d.TLS, dns: d.Resolver, reg: d.Registerer}
 	for _, ln := range append([]net.Listener{d.Listener, d.AdminListener}, extra...) {
 		if ln != nil {
 			b.lns = append(b.lns, ln)
@@ -140,6 +148,37 @@ func Open(name string, cfg Config, d Deps, extra ...net.Listener) (*Base, error)
 		}
 	}
 	return b, nil
+}
+
+// membersTimeout bounds the first resolution of a member list, done while the role starts.
+const membersTimeout = 30 * time.Second
+
+// MembersOptions tune Base.Members.
+type MembersOptions struct {
+	// Interval is the time between two resolutions; zero means members.DefaultInterval.
+	Interval time.Duration
+	// AllowEmpty starts the role although nothing resolved yet (see members.Deps).
+	AllowEmpty bool
+}
+
+// Members builds the role's member list configured under key (static "host:port" entries and
+// dns:///NAME:PORT entries, see ring/members) and resolves it once. When it has DNS entries, a
+// loop of the role re-resolves them every o.Interval and calls onChange with the new addresses
+// whenever they change. The error names key; the caller passes it through Fail.
+func (b *Base) Members(key string, entries []string, o MembersOptions, onChange func([]string)) (*members.List, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), membersTimeout)
+	defer cancel()
+	l, err := members.New(ctx, key, entries, members.Deps{
+		Resolver: b.dns, Logger: b.log, Registerer: b.reg, Interval: o.Interval, AllowEmpty: o.AllowEmpty,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if l.Dynamic() {
+		b.StartedAttrs(key+"_resolved", l.Addrs())
+		b.Go(func(ctx context.Context) error { return l.Run(ctx, onChange) })
+	}
+	return l, nil
 }
 
 // TLS is the role's TLS provider, nil in plain text.

@@ -30,7 +30,8 @@ const (
 //	admin_listen: 127.0.0.1:16102    # metrics, pprof, health and readiness
 //	origins:                         # blob API addresses of every origin, as in their ring
 //	  - 10.0.0.1:15000
-//	  - 10.0.0.2:15000
+//	  - 10.0.0.2:15000               # or dns:///origin.kraken.svc:15000, re-resolved
+//	dns_interval: 30s                # how often dns:/// entries are resolved again
 //	replicas: 3                      # owners per blob, as the origins' ring.replicas
 //	peer_ttl: 30s                    # a peer silent for this long is forgotten
 //	announce_interval: 3s            # how often peers are told to announce
@@ -50,8 +51,12 @@ type Config struct {
 	// client_auth defaults to require.
 	TLS pki.Config `yaml:"tls"`
 	// Origins are the blob-API addresses (host:port) of all origins, spelled as in the origins'
-	// ring.members so that the rendezvous order is the same. Required.
+	// ring.members so that the rendezvous order is the same, or dns:///NAME:PORT entries
+	// (every address NAME resolves to), re-resolved every DNSInterval. Required.
 	Origins []string `yaml:"origins"`
+	// DNSInterval is how often the dns:/// entries of origins are resolved again; zero means
+	// 30s.
+	DNSInterval time.Duration `yaml:"dns_interval"`
 	// Replicas is how many origins own each blob (the origins' ring.replicas); that many
 	// reachable origins lead every handout.
 	Replicas int `yaml:"replicas"`
@@ -129,6 +134,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, ring.CheckMembers("origins", c.Origins)...)
+	if c.DNSInterval < 0 {
+		bad("dns_interval: must not be negative")
+	}
 	if c.Replicas < 1 {
 		bad("replicas: must be at least 1")
 	}

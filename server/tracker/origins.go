@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,14 +39,16 @@ type originState struct {
 // originPeers caches every origin's swarm identity (api.PeerInfo). It is safe for concurrent
 // use.
 type originPeers struct {
-	addrs     []string
 	hc        *http.Client
 	log       *slog.Logger
 	policy    addrPolicy
 	lookup    func(ctx context.Context, host string) ([]netip.Addr, error) // resolves origins' peer addresses
 	reachable func(n int)                                                  // told how many origins answered after each round
 
+	kick chan struct{} // capacity 1: the origin list changed, read the new ones now
+
 	mu    sync.RWMutex
+	addrs []string // sorted; replaced by setAddrs when origins come from DNS
 	state map[string]originState
 
 	firstRound atomic.Bool // every origin has been asked once
@@ -55,7 +58,30 @@ func newOriginPeers(addrs []string, hc *http.Client, log *slog.Logger, policy ad
 	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
-	return &originPeers{addrs: addrs, hc: hc, log: log, policy: policy, lookup: lookup, reachable: reachable, state: map[string]originState{}}
+	return &originPeers{addrs: slices.Sorted(slices.Values(addrs)), hc: hc, log: log, policy: policy, lookup: lookup,
+		reachable: reachable, state: map[string]originState{}, kick: make(chan struct{}, 1)}
+}
+
+// setAddrs replaces the origins (a new DNS answer for the tracker's origins): the departed are
+// forgotten at once, so no handout names them, and the new ones are read right away.
+func (o *originPeers) setAddrs(addrs []string) {
+	next := slices.Sorted(slices.Values(addrs))
+	o.mu.Lock()
+	o.addrs = slices.Compact(next)
+	for a := range o.state {
+		if !slices.Contains(o.addrs, a) {
+			delete(o.state, a)
+		}
+	}
+	o.mu.Unlock()
+	o.log.Info("origins changed", "origins", next)
+	if o.reachable != nil {
+		o.reachable(o.countReachable())
+	}
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
 }
 
 // run reads every origin's identity now, then keeps the cache fresh until ctx ends.
@@ -71,6 +97,8 @@ func (o *originPeers) run(ctx context.Context) error {
 		case <-t.C:
 			now := time.Now()
 			o.refresh(ctx, func(st originState) bool { return !st.ok || now.Sub(st.checked) >= originRefresh })
+		case <-o.kick:
+			o.refresh(ctx, func(st originState) bool { return st.checked.IsZero() })
 		}
 	}
 }
@@ -96,6 +124,10 @@ func (o *originPeers) refresh(ctx context.Context, due func(originState) bool) {
 				return // Shutting down: keep what we knew.
 			}
 			o.mu.Lock()
+			if !slices.Contains(o.addrs, a) {
+				o.mu.Unlock()
+				return // left the list while it was read
+			}
 			prev := o.state[a]
 			o.state[a] = originState{peer: peer, ok: err == nil, checked: time.Now()}
 			o.mu.Unlock()
@@ -187,9 +219,9 @@ func (o *originPeers) countReachable() int {
 // ranked returns every origin in d's rendezvous order, split into those whose identity is
 // known (reachable) and the others.
 func (o *originPeers) ranked(d digest.Digest) (up, down []string) {
-	order := ring.Rank(d.String(), o.addrs)
 	o.mu.RLock()
 	defer o.mu.RUnlock()
+	order := ring.Rank(d.String(), o.addrs)
 	for _, a := range order {
 		if o.state[a].ok {
 			up = append(up, a)
@@ -204,10 +236,10 @@ func (o *originPeers) ranked(d digest.Digest) (up, down []string) {
 // the tracker's swarm list: role origin, complete, with the API address the tracker reads
 // them at.
 func (o *originPeers) members(d digest.Digest, n int) []snapshot.TrackerMember {
-	order := ring.Rank(d.String(), o.addrs)
-	out := make([]snapshot.TrackerMember, 0, n)
 	o.mu.RLock()
 	defer o.mu.RUnlock()
+	order := ring.Rank(d.String(), o.addrs)
+	out := make([]snapshot.TrackerMember, 0, n)
 	for _, a := range order {
 		if len(out) == n {
 			break
@@ -222,10 +254,10 @@ func (o *originPeers) members(d digest.Digest, n int) []snapshot.TrackerMember {
 // owners returns the swarm identities of d's first n reachable origins in rendezvous order: the
 // origins that own d now, as the origins' own ring places it when the same members are down.
 func (o *originPeers) owners(d digest.Digest, n int) []announce.Peer {
-	order := ring.Rank(d.String(), o.addrs)
-	out := make([]announce.Peer, 0, n)
 	o.mu.RLock()
 	defer o.mu.RUnlock()
+	order := ring.Rank(d.String(), o.addrs)
+	out := make([]announce.Peer, 0, n)
 	for _, a := range order {
 		if len(out) == n {
 			break

@@ -83,7 +83,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.addrs = newAddrPolicy(cfg.Announce)
 	s.refusals = newRefusalLog(s.log)
 	s.peers = newPeerTable(cfg.PeerTTL, cfg.MaxPeers, s.addrs.sameHost, func(d int) { m.peers.Add(float64(d)) })
-	s.origins = newOriginPeers(cfg.Origins, s.hc, s.log, s.addrs, func(n int) { m.origins.Set(float64(n)) })
+	origins, err := b.Members("origins", cfg.Origins, role.MembersOptions{Interval: cfg.DNSInterval},
+		func(addrs []string) { s.origins.setAddrs(addrs) })
+	if err != nil {
+		return nil, b.Fail(err)
+	}
+	s.origins = newOriginPeers(origins.Addrs(), s.hc, s.log, s.addrs, func(n int) { m.origins.Set(float64(n)) })
 
 	mux := http.NewServeMux()
 	s.routes(mux)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -42,8 +43,7 @@ const (
 // is not down. A Client is safe for concurrent use; it owns nothing but its configuration and
 // that state, and does not close the *http.Client it is given.
 type Client struct {
-	endpoints map[string]endpoint // by ring key (host:port)
-	keys      []string
+	set       atomic.Pointer[trackerSet] // replaced whole by SetTrackers
 	hc        *http.Client
 	backoff   time.Duration
 	announceT time.Duration
@@ -98,7 +98,6 @@ func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, err
 		hc = http.DefaultClient
 	}
 	c := &Client{
-		endpoints: make(map[string]endpoint, len(trackers)),
 		hc:        hc,
 		backoff:   DefaultBackoff,
 		announceT: DefaultAnnounceTimeout,
@@ -112,18 +111,51 @@ func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, err
 	if c.backoff < 0 || c.announceT <= 0 || c.metaT <= 0 {
 		return nil, fmt.Errorf("new announce client: %w: timeouts must be positive and the backoff not negative", ErrInvalid)
 	}
+	set, err := newTrackerSet(trackers)
+	if err != nil {
+		return nil, fmt.Errorf("new announce client: %w", err)
+	}
+	c.set.Store(set)
+	return c, nil
+}
+
+// trackerSet is the trackers a Client asks: an immutable snapshot, so that one request ranks
+// and reaches the same set even while SetTrackers replaces it.
+type trackerSet struct {
+	endpoints map[string]endpoint // by ring key (host:port)
+	keys      []string
+}
+
+func newTrackerSet(trackers []string) (*trackerSet, error) {
+	set := &trackerSet{endpoints: make(map[string]endpoint, len(trackers))}
 	for _, t := range trackers {
 		ep, err := parseEndpoint(t)
 		if err != nil {
-			return nil, fmt.Errorf("new announce client: %w", err)
+			return nil, err
 		}
-		if _, dup := c.endpoints[ep.key]; dup {
-			return nil, fmt.Errorf("new announce client: %w: tracker %s listed twice", ErrInvalid, ep.key)
+		if _, dup := set.endpoints[ep.key]; dup {
+			return nil, fmt.Errorf("%w: tracker %s listed twice", ErrInvalid, ep.key)
 		}
-		c.endpoints[ep.key] = ep
-		c.keys = append(c.keys, ep.key)
+		set.endpoints[ep.key] = ep
+		set.keys = append(set.keys, ep.key)
 	}
-	return c, nil
+	return set, nil
+}
+
+// SetTrackers replaces the trackers (an agent whose trackers come from DNS calls it when the
+// answer changes), as NewClient takes them; requests under way finish with the old set. It
+// returns an error wrapping ErrInvalid, and changes nothing, when trackers is empty or holds
+// a bad or repeated address.
+func (c *Client) SetTrackers(trackers []string) error {
+	if len(trackers) == 0 {
+		return fmt.Errorf("set trackers: %w: no trackers", ErrInvalid)
+	}
+	set, err := newTrackerSet(trackers)
+	if err != nil {
+		return fmt.Errorf("set trackers: %w", err)
+	}
+	c.set.Store(set)
+	return nil
 }
 
 // parseEndpoint turns "host:port" or an http(s) URL into an endpoint.
@@ -138,7 +170,11 @@ func parseEndpoint(s string) (endpoint, error) {
 // Trackers returns the ring keys (host:port) of the trackers in the order they would be asked
 // about d now: by rendezvous rank, the ones marked down last.
 func (c *Client) Trackers(d digest.Digest) []string {
-	ranked := ring.Rank(d.String(), c.keys)
+	return c.trackersOf(c.set.Load(), d)
+}
+
+func (c *Client) trackersOf(set *trackerSet, d digest.Digest) []string {
+	ranked := ring.Rank(d.String(), set.keys)
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -266,9 +302,10 @@ func (c *Client) Metainfo(ctx context.Context, ns string, d digest.Digest) (meta
 func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the others need not finish once one answered
-	errc := make(chan error, len(c.keys))
-	for _, key := range c.keys {
-		ep := c.endpoints[key]
+	set := c.set.Load()
+	errc := make(chan error, len(set.keys))
+	for _, key := range set.keys {
+		ep := set.endpoints[key]
 		go func() {
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
@@ -276,7 +313,7 @@ func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 		}()
 	}
 	var errs []error
-	for range c.keys {
+	for range set.keys {
 		err := <-errc
 		if err == nil {
 			return nil
@@ -307,9 +344,10 @@ func (c *Client) ping(ctx context.Context, ep endpoint) error {
 // timeout. Trackers that fail are marked down; one that succeeds is marked up.
 func (c *Client) try(ctx context.Context, d digest.Digest, timeout time.Duration, attempt func(context.Context, endpoint) error) error {
 	var errs []error
-	keys := c.Trackers(d)
+	set := c.set.Load()
+	keys := c.trackersOf(set, d)
 	for i, key := range keys {
-		ep := c.endpoints[key]
+		ep := set.endpoints[key]
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		err := attempt(actx, ep)
 		cancel()

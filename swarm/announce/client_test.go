@@ -495,3 +495,41 @@ func TestPing(t *testing.T) {
 	require.ErrorContains(t, err, "tracker "+down.addr+" answered 503")
 	require.ErrorContains(t, err, "tracker "+stuck.addr)
 }
+
+func TestSetTrackers(t *testing.T) {
+	t.Parallel()
+	c, err := announce.NewClient([]string{"10.0.0.1:1"}, nil)
+	require.NoError(t, err)
+	d := digest.FromString("set trackers")
+	require.Equal(t, []string{"10.0.0.1:1"}, c.Trackers(d))
+
+	require.NoError(t, c.SetTrackers([]string{"10.0.0.2:1", "http://10.0.0.3:1"}))
+	require.ElementsMatch(t, []string{"10.0.0.2:1", "10.0.0.3:1"}, c.Trackers(d))
+	require.Equal(t, ring.Rank(d.String(), []string{"10.0.0.2:1", "10.0.0.3:1"}), c.Trackers(d), "ranked as a ring of the new set")
+
+	require.ErrorIs(t, c.SetTrackers(nil), announce.ErrInvalid)
+	require.ErrorIs(t, c.SetTrackers([]string{"10.0.0.4:1", "10.0.0.4:1"}), announce.ErrInvalid)
+	require.ErrorIs(t, c.SetTrackers([]string{"nope"}), announce.ErrInvalid)
+	require.ElementsMatch(t, []string{"10.0.0.2:1", "10.0.0.3:1"}, c.Trackers(d), "a refused set changes nothing")
+}
+
+// TestSetTrackersRoutesAnnounces: after SetTrackers, announces reach the new tracker only.
+func TestSetTrackersRoutesAnnounces(t *testing.T) {
+	t.Parallel()
+	var oldHits, newHits atomic.Int32
+	serve := func(hits *atomic.Int32) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			hits.Add(1)
+			_ = json.NewEncoder(w).Encode(announce.Response{IntervalSeconds: 1})
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	oldT, newT := serve(&oldHits), serve(&newHits)
+	c, err := announce.NewClient([]string{oldT.URL}, oldT.Client())
+	require.NoError(t, err)
+	require.NoError(t, c.SetTrackers([]string{newT.URL}))
+	require.NoError(t, c.Ping(t.Context(), time.Second))
+	require.Zero(t, oldHits.Load())
+	require.Equal(t, int32(1), newHits.Load())
+}
