@@ -95,7 +95,8 @@ type Config struct {
 	// Join lists API addresses of existing nodes (host:port, or dns:///NAME:PORT: every
 	// address NAME resolves to, this node's own skipped). A node started without Raft state
 	// and without raft.bootstrap asks them (through the leader) to add it to the group,
-	// retrying until one does. With raft.bootstrap_ordinal, ordinal 0 ignores it.
+	// retrying until one does. With raft.bootstrap_ordinal, ordinal 0 asks it first whether a
+	// group already exists (it joins that group rather than bootstrap a second one).
 	Join []string `yaml:"join"`
 	// DNSInterval is how often the dns:/// entries of origins and join are resolved again;
 	// zero means 30s.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -63,22 +64,22 @@ func TestStatefulSetBootstrapsByOrdinal(t *testing.T) {
 	for _, ip := range ips {
 		dns.addrs = append(dns.addrs, netip.MustParseAddr(ip))
 	}
-	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
+	stops := map[int]func(){}
 	t.Cleanup(func() {
-		cancel()
+		for _, stop := range stops {
+			stop()
+		}
 		wg.Wait()
 	})
-	var addrs []string
-	// Start the joiners first: they must wait for pod 0, not race it.
-	for _, i := range []int{2, 1, 0} {
-		addr := net.JoinHostPort(ips[i], strconv.Itoa(port))
-		addrs = append(addrs, addr)
+	addrOf := func(i int) string { return net.JoinHostPort(ips[i], strconv.Itoa(port)) }
+	// start runs pod i on its listener with state in dir.
+	start := func(i int, ln net.Listener, dir string) {
 		raftLn, err := net.Listen("tcp", ips[i]+":0")
 		require.NoError(t, err)
 		off := false
 		cfg := buildindex.Config{
-			Listen: addr, Advertise: addr, RaftListen: raftLn.Addr().String(), Dir: t.TempDir(),
+			Listen: addrOf(i), Advertise: addrOf(i), RaftListen: raftLn.Addr().String(), Dir: dir,
 			VerifyContent: &off, DNSInterval: 20 * time.Millisecond,
 			Join: []string{fmt.Sprintf("dns:///bi.kraken.test:%d", port)},
 		}
@@ -87,28 +88,53 @@ func TestStatefulSetBootstrapsByOrdinal(t *testing.T) {
 		clustertest.FastRaft(&cfg)
 		host := fmt.Sprintf("krakenctl-build-index-%d", i)
 		srv, err := buildindex.New(cfg, buildindex.Deps{
-			Deps:         role.Deps{Listener: lns[i], Resolver: dns},
+			Deps:         role.Deps{Listener: ln, Resolver: dns},
 			RaftListener: raftLn,
 			Hostname:     func() (string, error) { return host, nil },
 		})
 		require.NoError(t, err)
-		wg.Go(func() { require.NoError(t, srv.Run(ctx)) })
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		wg.Go(func() { defer close(done); require.NoError(t, srv.Run(ctx)) })
+		stops[i] = func() { cancel(); <-done }
+	}
+	// Start the joiners first: they must wait for pod 0, not race it.
+	for _, i := range []int{2, 1, 0} {
+		start(i, lns[i], t.TempDir())
 	}
 
 	hc := &http.Client{Timeout: 10 * time.Second}
-	for _, a := range addrs {
-		require.Eventually(t, func() bool {
-			st, err := client.NewBuildIndex(a, hc).ClusterStatus(t.Context())
-			return err == nil && len(st.Members) == 3 && st.LeaderID != ""
-		}, 60*time.Second, 20*time.Millisecond, "%s is in a group of three", a)
+	inGroupOfThree := func(what string) {
+		for i := range ips {
+			require.Eventually(t, func() bool {
+				st, err := client.NewBuildIndex(addrOf(i), hc).ClusterStatus(t.Context())
+				if err != nil || len(st.Members) != 3 || st.LeaderID == "" {
+					return false
+				}
+				var ids []string
+				for _, m := range st.Members {
+					ids = append(ids, m.ID)
+				}
+				slices.Sort(ids)
+				return slices.Equal(ids, []string{"bi-0", "bi-1", "bi-2"})
+			}, 60*time.Second, 20*time.Millisecond, "%s: pod %d is in the one group of bi-0, bi-1, bi-2", what, i)
+		}
 	}
-	st, err := client.NewBuildIndex(addrs[0], hc).ClusterStatus(t.Context())
+	inGroupOfThree("at the first start")
+
+	// Pod 0 loses its volume. Its old member is removed, as docs/kubernetes.md says, and the
+	// new pod 0, with no state, must join the living group, not bootstrap a second one.
+	stops[0]()
+	delete(stops, 0)
+	require.Eventually(t, func() bool {
+		// Pod 0 may have led: the others elect a new leader first.
+		_, err := client.NewBuildIndex(addrOf(1), hc).Remove(t.Context(), "bi-0", true)
+		return err == nil
+	}, 60*time.Second, 50*time.Millisecond, "remove bi-0 through pod 1")
+	ln, err := net.Listen("tcp", addrOf(0))
 	require.NoError(t, err)
-	ids := []string{}
-	for _, m := range st.Members {
-		ids = append(ids, m.ID)
-	}
-	require.ElementsMatch(t, []string{"bi-0", "bi-1", "bi-2"}, ids, "one group, not three")
+	start(0, ln, t.TempDir())
+	inGroupOfThree("after pod 0 came back empty")
 }
 
 func TestBootstrapOrdinalBadInput(t *testing.T) {

@@ -141,11 +141,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Store == nil && deps.RaftListener == nil {
 		return nil, b.Fail(errors.New("no raft listener"))
 	}
+	first := false // ordinal 0 of bootstrap_ordinal: bootstraps unless a group answers at join
 	if cfg.Raft.BootstrapOrdinal {
-		if err := byOrdinal(&cfg, deps.Hostname); err != nil {
+		if first, err = byOrdinal(&cfg, deps.Hostname); err != nil {
 			return nil, b.Fail(err)
 		}
-		b.StartedAttrs("bootstrap", cfg.Raft.Bootstrap)
 	}
 	s := &Server{
 		base:       b,
@@ -195,6 +195,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			}
 			td.ServerTLS, td.ClientTLS = p.ServerConfigFor(pki.ClientAuthRequire), raftClientTLS(p)
 		}
+		if first && len(cfg.Join) > 0 {
+			if s.join, err = b.Members("join", cfg.Join, role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, nil); err != nil {
+				return nil, b.Fail(err)
+			}
+			if via := s.existingGroup(); via != "" {
+				// Pod 0 came back without its state while the group lives on: bootstrapping
+				// would make a second group under the same name. Join it instead.
+				s.log.Warn("a build-index group already answers at join: joining it instead of bootstrapping a new one", "via", via)
+				cfg.Raft.Bootstrap = false
+			}
+		}
+		if first {
+			b.StartedAttrs("bootstrap", cfg.Raft.Bootstrap)
+		}
 		st, err := tagstore.Open(cfg.Raft, td)
 		if err != nil {
 			return nil, b.Fail(err)
@@ -225,8 +239,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.Join) > 0 {
 		// Nothing may answer yet (the first pods of a StatefulSet): joinCluster retries, and
 		// reads the list afresh each round.
-		if s.join, err = b.Members("join", cfg.Join, role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, nil); err != nil {
-			return nil, b.Fail(err)
+		if s.join == nil {
+			if s.join, err = b.Members("join", cfg.Join, role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, nil); err != nil {
+				return nil, b.Fail(err)
+			}
 		}
 		b.Go(func(ctx context.Context) error { s.joinCluster(ctx); return nil })
 	}
@@ -280,29 +296,48 @@ func (s *Server) ready(ctx context.Context) error {
 // hasMembers reports whether the node has a Raft configuration (it bootstrapped or joined).
 func (s *Server) hasMembers() bool { return len(s.store.Status().Members) > 0 }
 
-// byOrdinal applies raft.bootstrap_ordinal to cfg: the host name's ordinal 0 bootstraps (and
-// joins nobody), any other joins through cfg.Join, which it then requires.
-func byOrdinal(cfg *Config, hostname func() (string, error)) error {
+// byOrdinal applies raft.bootstrap_ordinal to cfg and reports whether this is ordinal 0: it
+// bootstraps (unless New finds a group already answering at join), any other joins through
+// cfg.Join, which it then requires.
+func byOrdinal(cfg *Config, hostname func() (string, error)) (bool, error) {
 	if hostname == nil {
 		hostname = os.Hostname
 	}
 	host, err := hostname()
 	if err != nil {
-		return fmt.Errorf("raft.bootstrap_ordinal: read the host name: %w", err)
+		return false, fmt.Errorf("raft.bootstrap_ordinal: read the host name: %w", err)
 	}
 	n, err := tagstore.Ordinal(host)
 	if err != nil {
-		return fmt.Errorf("raft.bootstrap_ordinal: %w", err)
+		return false, fmt.Errorf("raft.bootstrap_ordinal: %w", err)
 	}
 	cfg.Raft.BootstrapOrdinal = false // resolved: the store sees plain bootstrap
 	if n == 0 {
-		cfg.Raft.Bootstrap, cfg.Join = true, nil
-		return nil
+		cfg.Raft.Bootstrap = true
+		return true, nil
 	}
 	if len(cfg.Join) == 0 {
-		return fmt.Errorf("join: required with raft.bootstrap_ordinal on %q (ordinal %d joins the group that ordinal 0 bootstrapped)", host, n)
+		return false, fmt.Errorf("join: required with raft.bootstrap_ordinal on %q (ordinal %d joins the group that ordinal 0 bootstrapped)", host, n)
 	}
-	return nil
+	return false, nil
+}
+
+// existingGroup asks every join address but this node's own for its cluster status and
+// returns one that belongs to a group (has members), "" when none does. On a new StatefulSet
+// pod 0 starts alone and nobody answers; a pod 0 that lost its volume finds the others.
+func (s *Server) existingGroup() string {
+	for _, addr := range s.join.Addrs() {
+		if addr == s.cfg.Advertise {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := client.NewBuildIndex(addr, s.hc).ClusterStatus(ctx)
+		cancel()
+		if err == nil && len(st.Members) > 0 {
+			return addr
+		}
+	}
+	return ""
 }
 
 // joinCluster asks the join addresses to add this node, when it has no Raft configuration yet,
