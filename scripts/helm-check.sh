@@ -119,8 +119,17 @@ main() {
     --set tls.enabled=true --set tls.existingSecrets.tracker=t --set tls.existingSecrets.proxy=p --set tls.existingSecrets.buildIndex=b
   check_rejects "cert-manager without an issuer" "/tls/certManager/issuerRef/name" \
     --set tls.enabled=true --set tls.mode=certManager
+  check_rejects "a containerd registry that is not a host" "/agent/containerd/registries/0" \
+    --set agent.containerd.enabled=true --set 'agent.containerd.registries[0]=../../etc'
   # Cross-field rules live in templates (`fail`), which only helm template runs; lint says INFO.
   local out
+  if out=$(helm template krakenctl "$CHART" --set agent.containerd.enabled=true --set tls.enabled=true \
+    --set tls.existingSecrets.origin=o --set tls.existingSecrets.tracker=t --set tls.existingSecrets.proxy=p \
+    --set tls.existingSecrets.buildIndex=b --set tls.existingSecrets.agent=a 2>&1); then
+    fail "bad values (containerd with TLS): helm template accepted them"
+  elif ! grep -qF "agent.containerd.enabled" <<<"$out"; then
+    echo "$out" >&2; fail "bad values (containerd with TLS): no message naming agent.containerd.enabled"
+  fi
   if out=$(helm template krakenctl "$CHART" --set origin.replicas=2 2>&1); then
     fail "bad values (ringReplicas > replicas): helm template accepted them"
   elif ! grep -qF "origin.ringReplicas" <<<"$out"; then
