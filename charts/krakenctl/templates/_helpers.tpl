@@ -35,6 +35,12 @@ app.kubernetes.io/component: {{ .role }}
 {{- printf "dns:///%s.%s.svc.%s:%v" (include "krakenctl.name" (dict "root" .root "role" (printf "%s-headless" .role))) .root.Release.Namespace .root.Values.clusterDomain .port -}}
 {{- end -}}
 
+{{/* This pod's own stable DNS name and port in a StatefulSet (POD_NAME.<headless>.<ns>.svc):
+unlike the pod IP it survives a restart, which is what a Raft member's recorded address must do. */}}
+{{- define "krakenctl.podFQDN" -}}
+{{- printf "${POD_NAME}.%s.%s.svc.%s:%v" (include "krakenctl.name" (dict "root" .root "role" (printf "%s-headless" .role))) .root.Release.Namespace .root.Values.clusterDomain .port -}}
+{{- end -}}
+
 {{/* The ClusterIP Service's DNS name and port, for clients that need one address. */}}
 {{- define "krakenctl.svc" -}}
 {{- printf "%s.%s.svc.%s:%v" (include "krakenctl.name" (dict "root" .root "role" .role)) .root.Release.Namespace .root.Values.clusterDomain .port -}}
