@@ -186,3 +186,32 @@ func TestOrdinal(t *testing.T) {
 		require.ErrorIs(t, err, tagstore.ErrNoOrdinal, host)
 	}
 }
+
+// An empty pod 0 whose join list names a node that does not answer cannot tell whether a group
+// exists: it must not bootstrap (two groups cannot be merged; a late join can happen).
+func TestEmptyOrdinalZeroWithSilentPeerDoesNotBootstrap(t *testing.T) {
+	restore := buildindex.SetGroupProbeWindow(300 * time.Millisecond)
+	defer restore()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadAddr := dead.Addr().String()
+	require.NoError(t, dead.Close())
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	raftLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	off := false
+	cfg := buildindex.Config{Listen: ln.Addr().String(), RaftListen: raftLn.Addr().String(), Dir: t.TempDir(), VerifyContent: &off,
+		Join: []string{deadAddr}}
+	cfg.Raft.NodeID = "bi-0"
+	cfg.Raft.BootstrapOrdinal = true
+	clustertest.FastRaft(&cfg)
+	srv, err := buildindex.New(cfg, buildindex.Deps{
+		Deps: role.Deps{Listener: ln}, RaftListener: raftLn,
+		Hostname: func() (string, error) { return "krakenctl-build-index-0", nil },
+	})
+	require.NoError(t, err)
+	require.Empty(t, srv.Status().Members, "pod 0 did not found a group while a join address was silent")
+	require.NoError(t, srv.Close())
+}

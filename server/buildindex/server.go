@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -199,11 +201,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			if s.join, err = b.Members("join", cfg.Join, role.MembersOptions{Interval: cfg.DNSInterval, AllowEmpty: true}, nil); err != nil {
 				return nil, b.Fail(err)
 			}
-			if via := s.existingGroup(); via != "" {
-				// Pod 0 came back without its state while the group lives on: bootstrapping
-				// would make a second group under the same name. Join it instead.
-				s.log.Warn("a build-index group already answers at join: joining it instead of bootstrapping a new one", "via", via)
-				cfg.Raft.Bootstrap = false
+			if _, err := os.Stat(filepath.Join(cfg.Raft.Dir, "raft.db")); errors.Is(err, fs.ErrNotExist) {
+				// No state: a new group, or pod 0 back without its volume while the group
+				// lives on. Only a clear "nobody has a group" may bootstrap.
+				cfg.Raft.Bootstrap = s.mayBootstrap()
 			}
 		}
 		if first {
@@ -322,22 +323,81 @@ func byOrdinal(cfg *Config, hostname func() (string, error)) (bool, error) {
 	return false, nil
 }
 
-// existingGroup asks every join address but this node's own for its cluster status and
-// returns one that belongs to a group (has members), "" when none does. On a new StatefulSet
-// pod 0 starts alone and nobody answers; a pod 0 that lost its volume finds the others.
-func (s *Server) existingGroup() string {
-	for _, addr := range s.join.Addrs() {
-		if addr == s.cfg.Advertise {
-			continue
+// groupProbeWindow bounds how long an empty ordinal 0 waits for every other join address to
+// say whether it belongs to a group.
+var groupProbeWindow = 2 * time.Minute
+
+// mayBootstrap decides whether an empty ordinal 0 bootstraps: only when every other address the
+// join list names has answered and none belongs to a group (a new StatefulSet, whose other pods
+// have not joined anything yet). One that belongs to a group means pod 0 came back without its
+// volume: it joins that group instead of founding a second one under the same name. When some
+// address does not answer within groupProbeWindow, it does not bootstrap either: it joins
+// through join: as soon as a group answers, which is recoverable, where two groups are not.
+func (s *Server) mayBootstrap() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), groupProbeWindow)
+	defer cancel()
+	for {
+		_, addrs := s.join.Refresh(ctx)
+		via, silent := s.probeGroups(ctx, addrs)
+		switch {
+		case via != "":
+			s.log.Warn("a build-index group already answers at join: joining it instead of bootstrapping a new one", "via", via)
+			return false
+		case len(silent) == 0:
+			return true
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := client.NewBuildIndex(addr, s.hc).ClusterStatus(ctx)
-		cancel()
-		if err == nil && len(st.Members) > 0 {
-			return addr
+		select {
+		case <-ctx.Done():
+			s.log.Warn("cannot tell whether a build-index group exists (join addresses did not answer): not bootstrapping; joining through join: once one answers", "silent", silent)
+			return false
+		case <-time.After(2 * time.Second):
 		}
 	}
-	return ""
+}
+
+// probeGroups asks every address but this node's own for its cluster status: via is one that
+// belongs to a group, silent those that did not answer.
+func (s *Server) probeGroups(ctx context.Context, addrs []string) (via string, silent []string) {
+	for _, addr := range addrs {
+		if s.isSelf(addr) {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, err := client.NewBuildIndex(addr, s.hc).ClusterStatus(actx)
+		cancel()
+		switch {
+		case err != nil:
+			silent = append(silent, addr)
+		case len(st.Members) > 0:
+			return addr, nil
+		}
+	}
+	return "", silent
+}
+
+// isSelf reports whether addr is this node: its advertised address, or one of this host's own
+// IP addresses at the port it listens on (a DNS answer names pods by IP while a node may
+// advertise a name).
+func (s *Server) isSelf(addr string) bool {
+	if addr == s.cfg.Advertise {
+		return true
+	}
+	host, port, err := net.SplitHostPort(addr)
+	_, lport, lerr := net.SplitHostPort(s.cfg.Listen)
+	ip, perr := netip.ParseAddr(host)
+	if err != nil || lerr != nil || perr != nil || port != lport {
+		return false
+	}
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range ifaddrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // joinCluster asks the join addresses to add this node, when it has no Raft configuration yet,
@@ -350,7 +410,7 @@ func (s *Server) joinCluster(ctx context.Context) {
 	delay := 200 * time.Millisecond
 	for {
 		for _, addr := range s.join.Addrs() {
-			if addr == s.cfg.Advertise {
+			if s.isSelf(addr) {
 				continue // a DNS answer lists this node too
 			}
 			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
