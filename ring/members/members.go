@@ -349,7 +349,11 @@ func (l *List) lookup(ctx context.Context, name string, port uint16) ([]string, 
 	}
 	out := make([]string, 0, min(len(ips), MaxAddrs))
 	for _, ip := range ips {
-		if !ip.IsValid() || ip.IsUnspecified() {
+		// No member is ever at these: a DNS answer naming them (a poisoned or broken zone)
+		// would aim health checks, replication and uploads at the link-local metadata
+		// service or at multicast groups. Loopback stays: one-machine clusters use it.
+		if ip = ip.Unmap(); !ip.IsValid() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+			ip.IsInterfaceLocalMulticast() || ip.IsMulticast() {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(ip.Unmap().WithZone(""), port).String())

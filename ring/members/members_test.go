@@ -250,3 +250,19 @@ func TestRunReportsChanges(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// Addresses no member can be at are left out of an answer: link-local (the metadata service),
+// multicast, unspecified; an answer of nothing else is no answer.
+func TestListDropsAddressesNoMemberIsAt(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	f.set("origin.test", "10.0.0.1", "169.254.169.254", "224.0.0.1", "0.0.0.0", "fe80::1", "ff02::1", "127.0.0.9")
+	l, err := members.New(t.Context(), "ring.members", []string{"dns:///origin.test:8080"}, members.Deps{Resolver: f})
+	require.NoError(t, err)
+	require.Equal(t, []string{"10.0.0.1:8080", "127.0.0.9:8080"}, l.Addrs())
+
+	f.set("origin.test", "169.254.169.254")
+	changed, addrs := l.Refresh(t.Context())
+	require.False(t, changed, "nothing usable: the last good answer stays")
+	require.Equal(t, []string{"10.0.0.1:8080", "127.0.0.9:8080"}, addrs)
+}
