@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/krakenctl/krakenctl/ring"
@@ -211,6 +212,15 @@ func (c *Config) Validate() error {
 	}
 	if !found {
 		bad("advertise: %q is not one of ring.members %v", c.Advertise, c.Ring.Members)
+	}
+	if members.HasDNS(c.Ring.Members) {
+		// DNS answers are addresses and the ring compares members as written: a name here
+		// would put this origin in its own ring twice, under its name and its address.
+		if host, _, err := net.SplitHostPort(c.Advertise); err == nil {
+			if _, perr := netip.ParseAddr(host); perr != nil {
+				bad("advertise: %q must be an IP address when ring.members are found by DNS (the answers are addresses, compared as written)", c.Advertise)
+			}
+		}
 	}
 	for i := range c.Backends {
 		if err := c.Backends[i].Validate(); err != nil {

@@ -351,6 +351,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{origin.Config{Listen: "nonsense", Store: origin.StoreConfig{Dir: t.TempDir()}}, "listen"},
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Ring: ring.Config{Members: []string{"127.0.0.1:2"}}}, "advertise"},
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Writeback: origin.WritebackConfig{Workers: -1}}, "writeback.workers"},
+		{origin.Config{Listen: "127.0.0.1:1", Advertise: "origin-0.origins.test:1", Store: origin.StoreConfig{Dir: t.TempDir()},
+			Ring: ring.Config{Members: []string{"dns:///origins.test:1"}}}, "advertise: \"origin-0.origins.test:1\" must be an IP address"},
 	} {
 		_, err := origin.New(tc.cfg, origin.Deps{Deps: role.Deps{Listener: ln}})
 		require.Error(t, err)
