@@ -303,8 +303,8 @@ func (l *List) Refresh(ctx context.Context) (bool, []string) {
 	return true, slices.Clone(addrs)
 }
 
-// resolve expands every entry, a failed DNS entry to its last good answer, and returns the
-// sorted, de-duplicated, bounded union and the lookup errors.
+// resolve expands every entry, a failed DNS entry to its last good answer (sorted), and returns
+// the de-duplicated, bounded union in the entries' order, and the lookup errors.
 func (l *List) resolve(ctx context.Context) ([]string, []error) {
 	var out []string
 	var errs []error
@@ -328,8 +328,15 @@ func (l *List) resolve(ctx context.Context) ([]string, []error) {
 		out = append(out, l.last[i]...)
 		l.mu.Unlock()
 	}
-	slices.Sort(out)
-	out = slices.Compact(out)
+	// The configured order is kept (clients try a list in order: a static list is the
+	// operator's preference), each DNS answer in its entry's place; an address named twice
+	// stays where it came first.
+	seen := make(map[string]bool, len(out))
+	out = slices.DeleteFunc(out, func(a string) bool {
+		dup := seen[a]
+		seen[a] = true
+		return dup
+	})
 	if len(out) > MaxAddrs {
 		l.log.Warn("member list cut", "list", l.key, "addrs", len(out), "max", MaxAddrs)
 		out = out[:MaxAddrs]

@@ -176,7 +176,17 @@ build_index: [%s]
 	ref, err := name.ParseReference(proxyAddr + "/team/app:v1")
 	require.NoError(t, err)
 	alice := authn.FromConfig(authn.AuthConfig{Username: "alice", Password: "alice-pw"})
-	require.NoError(t, remote.Write(ref, img, ggcr, remote.WithAuth(alice)))
+	// Setup, not an attack: tokens live 1 s here (the expiry attack below needs that), and a
+	// loaded machine can take longer over one upload, whose streamed body a client cannot
+	// replay with a fresh token. Another try gets a fresh token for the whole upload.
+	for attempt := 1; ; attempt++ {
+		err := remote.Write(ref, img, ggcr, remote.WithAuth(alice))
+		if err == nil {
+			break
+		}
+		require.Less(t, attempt, 3, "push the setup image: %v", err)
+		t.Logf("push the setup image (attempt %d): %v; again", attempt, err)
+	}
 	imgDigest, err := img.Digest()
 	require.NoError(t, err)
 	layers, err := img.Layers()
