@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -173,21 +172,11 @@ func (r *replicator) run(ctx context.Context) error {
 
 // follow queues every matching change from the cursor on, resubscribing when the feed ends.
 func (r *replicator) follow(ctx context.Context) {
-	from := r.loadCursor()
-	if last := r.s.store.Status().LastLogIndex; from > last {
-		r.s.log.Warn("replication cursor is ahead of the Raft log; following from the start", "cursor", from, "last_log_index", last)
-		from = 0
-	}
-	for {
-		ch, cancel := r.s.store.Changes(from)
-		from = r.consume(ctx, ch, from)
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	followFeed(ctx, r.s.store, r.cursor(), r.consume)
+}
+
+func (r *replicator) cursor() feedCursor {
+	return feedCursor{dir: r.dir, what: "replication", log: r.s.log}
 }
 
 // consume queues matching changes from ch until ctx ends or ch closes, and returns the index
@@ -286,34 +275,10 @@ func (r *replicator) enqueue(ctx context.Context, repo, tag string, index uint64
 	return true
 }
 
-func (r *replicator) cursorPath() string { return filepath.Join(r.dir, "cursor") }
-
-// loadCursor returns the index of the last change known to be queued, 0 when unknown.
-func (r *replicator) loadCursor() uint64 {
-	b, err := os.ReadFile(r.cursorPath())
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			r.s.log.Warn("read replication cursor; starting from the beginning", "err", err)
-		}
-		return 0
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		r.s.log.Warn("corrupt replication cursor; starting from the beginning", "err", err)
-		return 0
-	}
-	return n
-}
-
-// saveCursor records that every change up to index is queued. A cursor that lags only queues
-// some changes again, which costs a read of the remote's tag each.
+// saveCursor records that every change up to index is queued; a failure is logged (a cursor
+// that lags only queues some changes again).
 func (r *replicator) saveCursor(index uint64) {
-	tmp := r.cursorPath() + ".tmp"
-	err := os.WriteFile(tmp, []byte(strconv.FormatUint(index, 10)+"\n"), 0o644)
-	if err == nil {
-		err = os.Rename(tmp, r.cursorPath())
-	}
-	if err != nil {
+	if err := r.cursor().save(index); err != nil {
 		r.s.log.Warn("save replication cursor", "err", err)
 	}
 }

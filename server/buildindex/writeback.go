@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -153,25 +152,11 @@ func (wb *writeback) run(ctx context.Context) error {
 
 // follow queues every change from the cursor on, resubscribing when the feed ends.
 func (wb *writeback) follow(ctx context.Context) {
-	from := wb.loadCursor()
-	if last := wb.s.store.Status().LastLogIndex; from > last {
-		// The Raft state is older than the cursor (it was replaced or lost): the indexes
-		// below the cursor are new changes now.
-		wb.s.log.Warn("write-back cursor is ahead of the Raft log; following from the start", "cursor", from, "last_log_index", last)
-		from = 0
-	}
-	for {
-		ch, cancel := wb.s.store.Changes(from)
-		from = wb.consume(ctx, ch, from)
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-			// The feed ended without ctx ending: the store is closing, or it asked for a
-			// resync (queued by consume). Pick up from the cursor.
-		}
-	}
+	followFeed(ctx, wb.s.store, wb.cursor(), wb.consume)
+}
+
+func (wb *writeback) cursor() feedCursor {
+	return feedCursor{dir: wb.dir, what: "write-back", log: wb.s.log}
 }
 
 // consume queues changes from ch in batches until ctx ends or ch closes, and returns the index
@@ -293,34 +278,11 @@ func (wb *writeback) enqueue(ctx context.Context, kind, key string, payload any)
 	}
 }
 
-func (wb *writeback) cursorPath() string { return filepath.Join(wb.dir, "cursor") }
-
 // loadCursor returns the index of the last change known to be queued, 0 when unknown.
-func (wb *writeback) loadCursor() uint64 {
-	b, err := os.ReadFile(wb.cursorPath())
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			wb.s.log.Warn("read write-back cursor; starting from the beginning", "err", err)
-		}
-		return 0
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		wb.s.log.Warn("corrupt write-back cursor; starting from the beginning", "err", err)
-		return 0
-	}
-	return n
-}
+func (wb *writeback) loadCursor() uint64 { return wb.cursor().load() }
 
-// saveCursor records that every change up to index is queued. It need not be durable: a
-// cursor that lags only queues some changes twice, and writing a tag is idempotent.
-func (wb *writeback) saveCursor(index uint64) error {
-	tmp := wb.cursorPath() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(index, 10)+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, wb.cursorPath())
-}
+// saveCursor records that every change up to index is queued.
+func (wb *writeback) saveCursor(index uint64) error { return wb.cursor().save(index) }
 
 // execute runs one write-back task.
 func (wb *writeback) execute(ctx context.Context, t queue.Task) error {
