@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/nodeconfig"
 )
@@ -110,6 +112,9 @@ func checkAgent(ctx context.Context, cfg Config, d Deps) []Result {
 	return []Result{up, ready}
 }
 
+// healthParallel bounds the /health requests checkComponents has in flight.
+const healthParallel = 16
+
 // checkComponents asks every address for /health. key names the config key that lists them.
 func checkComponents(ctx context.Context, name string, listed, addrs []string, key string, cfg Config, d Deps) Result {
 	r := Result{Check: name}
@@ -129,9 +134,17 @@ func checkComponents(ctx context.Context, name string, listed, addrs []string, k
 		}
 		return r
 	}
+	// In parallel, bounded: a list of hundreds must not take minutes at one timeout each.
+	errs := make([]error, len(addrs))
+	var g errgroup.Group
+	g.SetLimit(healthParallel)
+	for i, a := range addrs {
+		g.Go(func() error { errs[i] = health(ctx, d.Client, a); return nil })
+	}
+	_ = g.Wait() // the errors are in errs
 	var bad []string
-	for _, a := range addrs {
-		if err := health(ctx, d.Client, a); err != nil {
+	for _, err := range errs {
+		if err != nil {
 			bad = append(bad, err.Error())
 		}
 	}

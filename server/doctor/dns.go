@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
-)
 
-// dnsScheme starts a membership entry that stands for every address a name resolves to.
-const dnsScheme = "dns:///"
+	"github.com/krakenctl/krakenctl/ring/members"
+)
 
 // dnsEntries are the dns:/// entries of a Config, resolved.
 type dnsEntries struct {
@@ -18,21 +18,17 @@ type dnsEntries struct {
 	errs  map[string]error
 }
 
-// ParseDNS splits a dns:///NAME:PORT entry. ok is false for an entry of another form; err
-// says what is wrong with a dns:/// entry that is malformed.
+// ParseDNS splits a dns:///NAME:PORT entry as the roles do (ring/members): ok is false for an
+// entry that is not a DNS entry; err says what is wrong with one that is malformed.
 func ParseDNS(entry string) (name, port string, ok bool, err error) {
-	rest, found := strings.CutPrefix(entry, dnsScheme)
-	if !found {
+	if !members.IsDNS(entry) {
 		return "", "", false, nil
 	}
-	name, port, err = net.SplitHostPort(rest)
+	n, p, err := members.ParseDNS(entry)
 	if err != nil {
-		return "", "", true, fmt.Errorf("%q must be dns:///NAME:PORT: %w", entry, err)
+		return "", "", true, err
 	}
-	if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 || name == "" || strings.ContainsAny(name, "/?#@") {
-		return "", "", true, fmt.Errorf("%q must be dns:///NAME:PORT, NAME a DNS name and PORT a number", entry)
-	}
-	return name, port, true, nil
+	return n, strconv.Itoa(int(p)), true, nil
 }
 
 func resolveAll(ctx context.Context, cfg Config, d Deps) dnsEntries {
@@ -61,7 +57,9 @@ func resolveAll(ctx context.Context, cfg Config, d Deps) dnsEntries {
 				e.errs[entry] = err
 				continue
 			}
-			for _, ip := range ips {
+			// Bounded as the roles bound it: a huge answer is checked as far as they use it.
+			slices.Sort(ips)
+			for _, ip := range slices.Compact(ips)[:min(len(slices.Compact(ips)), members.MaxAddrs)] {
 				e.addrs[entry] = append(e.addrs[entry], net.JoinHostPort(ip, port))
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/doctor"
 	"github.com/krakenctl/krakenctl/server/nodeconfig"
 )
@@ -312,11 +314,22 @@ func TestDNS(t *testing.T) {
 	assert.Contains(t, got["dns"].Found, "dns:///tracker.krakenctl.svc:"+port+" → 1")
 	assert.Equal(t, doctor.OK, got["trackers"].Status, "the resolved address is checked: %+v", got["trackers"])
 
+	// A huge answer is bounded as the roles bound it, and its addresses are asked in parallel
+	// (the listed one answers; the rest are the same address many times over, deduplicated).
+	many := []string{host}
+	for i := range 3 * members.MaxAddrs {
+		many = append(many, host, fmt.Sprintf("127.0.%d.%d", 100+i/250, 1+i%250))
+	}
+	d.Resolver = fakeResolver{"tracker.krakenctl.svc": many}
+	got = byCheck(doctor.Run(t.Context(), cfg, d))
+	assert.Contains(t, got["dns"].Found, fmt.Sprintf("→ %d", members.MaxAddrs), "at most MaxAddrs addresses: %+v", got["dns"])
+	d.Resolver = fakeResolver{"tracker.krakenctl.svc": {host}}
+
 	cfg.Trackers = []string{"dns:///missing.krakenctl.svc:16100", "dns:///bad"}
 	got = byCheck(doctor.Run(t.Context(), cfg, d))
 	assert.Equal(t, doctor.Fail, got["dns"].Status)
 	assert.Contains(t, got["dns"].Found, "missing.krakenctl.svc")
-	assert.Contains(t, got["dns"].Found, `"dns:///bad" must be dns:///NAME:PORT`)
+	assert.Contains(t, got["dns"].Found, `"dns:///bad": missing :PORT (want dns:///NAME:PORT)`)
 	assert.Equal(t, doctor.Fail, got["trackers"].Status)
 	assert.Contains(t, got["trackers"].Fix, "dns check")
 }
