@@ -86,14 +86,7 @@ func retryRun(ctx context.Context, opts *RetryOptions) error {
 		res[i] = NodeRetry{Address: ix.Addrs[i], Requeued: rr.Requeued}
 		return err
 	}, opts.HTTPClient)
-	failed := 0
-	cells := make([]string, len(errs))
-	for i, err := range errs {
-		if err != nil {
-			res[i].Error, cells[i] = err.Error(), errorCell(err)
-			failed++
-		}
-	}
+	cells, failed := nodeErrors(errs, func(i int, msg string) { res[i].Error = msg })
 	if opts.Output == cmdutil.OutputJSON {
 		err = cmdutil.PrintJSON(opts.IO.Out, res)
 	} else {

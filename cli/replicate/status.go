@@ -96,14 +96,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		nodes[i] = NodeStatus{Address: ix.Addrs[i], ReplicationStatus: st}
 		return err
 	}, opts.HTTPClient)
-	failed := 0
-	cells := make([]string, len(errs))
-	for i, err := range errs {
-		if err != nil {
-			nodes[i].Error, cells[i] = err.Error(), errorCell(err)
-			failed++
-		}
-	}
+	cells, failed := nodeErrors(errs, func(i int, msg string) { nodes[i].Error = msg })
 	if opts.Output == cmdutil.OutputJSON {
 		err = cmdutil.PrintJSON(opts.IO.Out, nodes)
 	} else {
@@ -185,4 +178,18 @@ func errorCell(err error) string {
 		}
 		err = u
 	}
+}
+
+// nodeErrors records each node's error through set and returns the table cell of each (empty
+// where the node answered) and how many failed.
+func nodeErrors(errs []error, set func(i int, msg string)) (cells []string, failed int) {
+	cells = make([]string, len(errs))
+	for i, err := range errs {
+		if err != nil {
+			set(i, err.Error())
+			cells[i] = errorCell(err)
+			failed++
+		}
+	}
+	return cells, failed
 }
