@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/iostreams"
 	"github.com/krakenctl/krakenctl/server/nodeconfig"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 // runAgent runs `krakenctl agent ARGS` and returns its stdout and error.
@@ -82,6 +84,7 @@ func TestContainerdConfigUsage(t *testing.T) {
 		{[]string{"--agent", "127.0.0.1"}, "invalid --agent"},
 		{[]string{"--fallback", "--no-fallback"}, "contradict"},
 		{[]string{"-o", "yaml"}, "invalid --output"},
+		{[]string{"--ca-from", "/etc/krakenctl/tls/ca.crt"}, "--ca-from needs --ca-file"},
 	} {
 		_, err := runAgent(t, append([]string{"containerd-config", "--dir", dir}, c.args...)...)
 		require.Error(t, err, "%v", c.args)
@@ -91,6 +94,44 @@ func TestContainerdConfigUsage(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Empty(t, entries, "a usage error writes nothing")
+}
+
+func TestContainerdConfigInstallsCA(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("cluster CA")
+	require.NoError(t, err)
+	src := filepath.Join(t.TempDir(), "ca.crt")
+	require.NoError(t, os.WriteFile(src, ca.CertPEM(), 0o600))
+	dst := filepath.Join(dir, "krakenctl-ca.crt")
+
+	out, err := runAgent(t, "containerd-config", "--dir", dir, "--registry", "docker.io", "--no-fallback",
+		"--ca-file", dst, "--ca-from", src, "-o", "json")
+	require.NoError(t, err)
+	var files []nodeconfig.File
+	require.NoError(t, json.Unmarshal([]byte(out), &files))
+	require.Len(t, files, 2)
+	assert.True(t, files[0].CA)
+	assert.Equal(t, dst, files[0].Path)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	assert.Equal(t, ca.CertPEM(), got)
+	hosts, err := nodeconfig.ReadHosts(dir)
+	require.NoError(t, err)
+	require.Len(t, hosts, 1)
+	assert.Equal(t, "https://127.0.0.1:16000", hosts[0].Server)
+	assert.Contains(t, files[1].Content, fmt.Sprintf("ca = %q", dst))
+
+	// A file that is not a CA: nothing is written, the hosts.toml of before stays.
+	bad := filepath.Join(t.TempDir(), "key.pem")
+	require.NoError(t, os.WriteFile(bad, []byte("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n"), 0o600))
+	_, err = runAgent(t, "containerd-config", "--dir", dir, "--registry", "ghcr.io", "--ca-file", dst, "--ca-from", bad)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "PRIVATE KEY")
+	_, err = os.Stat(filepath.Join(dir, "ghcr.io"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "no hosts.toml for a run whose CA was refused")
+	got, err = os.ReadFile(dst)
+	require.NoError(t, err)
+	assert.Equal(t, ca.CertPEM(), got, "the CA in place is kept")
 }
 
 func TestDockerConfig(t *testing.T) {

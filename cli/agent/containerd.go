@@ -22,6 +22,7 @@ type ContainerdOptions struct {
 	Dir        string
 	Agent      string
 	CAFile     string
+	CAFrom     string
 	Fallback   bool
 	DryRun     bool
 	Output     string
@@ -39,7 +40,9 @@ func NewCmdContainerdConfig(f *cmdutil.Factory, runF func(context.Context, *Cont
 (as a mirror, with ?ns=REGISTRY) and, unless --no-fallback, the registry itself when the agent
 does not have an image or does not answer. The agent may pull and resolve only: pushes go to
 the registry. With --ca-file (or an https:// --agent) containerd reaches the agent over TLS and
-checks its certificate against that CA.
+checks its certificate against that CA. --ca-from SRC first copies the CA bundle at SRC to
+--ca-file (for an init container that has the CA in a Secret and the node's certs.d mounted at
+the path containerd reads it by).
 
 containerd's CRI plugin reads DIR when its config sets
   [plugins."io.containerd.grpc.v1.cri".registry]
@@ -62,6 +65,9 @@ is not host[:port] is a usage error and nothing is written.`,
 				return cmdutil.FlagErrorf("--fallback and --no-fallback contradict each other")
 			}
 			opts.Fallback = fallback && !noFallback
+			if opts.CAFrom != "" && opts.CAFile == "" {
+				return cmdutil.FlagErrorf("--ca-from needs --ca-file: the path to copy the CA to, as containerd reads it")
+			}
 			for _, r := range opts.Registries {
 				if err := nodeconfig.CheckRegistry(r); err != nil {
 					return cmdutil.FlagErrorf("invalid --registry: %w", err)
@@ -78,11 +84,13 @@ is not host[:port] is a usage error and nothing is written.`,
 	fl.StringVar(&opts.Dir, "dir", nodeconfig.DefaultContainerdDir, "containerd's hosts directory (its config_path)")
 	fl.StringVar(&opts.Agent, "agent", api.DefaultAgentAddr, "the agent's registry API (host:port, or an http(s) URL)")
 	fl.StringVar(&opts.CAFile, "ca-file", "", "the cluster CA (PEM) that containerd checks the agent's certificate against: reach the agent over https")
+	fl.StringVar(&opts.CAFrom, "ca-from", "", "copy the CA bundle (PEM) at this path to --ca-file first, atomically and only when it changed")
 	fl.BoolVar(&fallback, "fallback", true, "fall back to the registry itself when the agent does not have an image (the default)")
 	fl.BoolVar(&noFallback, "no-fallback", false, "pull only through the agent, never from the registry itself")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "print what would be written and write nothing")
 	_ = cmd.MarkFlagDirname("dir")
 	_ = cmd.MarkFlagFilename("ca-file", "pem", "crt")
+	_ = cmd.MarkFlagFilename("ca-from", "pem", "crt")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	return cmd
 }
@@ -92,8 +100,17 @@ func containerdRun(opts *ContainerdOptions) error {
 	if err != nil {
 		return cmdutil.FlagErrorf("invalid --agent: %w", err)
 	}
+	var ca []nodeconfig.File
+	if opts.CAFrom != "" {
+		f, err := nodeconfig.InstallCA(opts.CAFrom, opts.CAFile, opts.DryRun)
+		if err != nil {
+			return err
+		}
+		ca = append(ca, f)
+	}
 	m := nodeconfig.Mirror{Agent: agentURL, CAFile: opts.CAFile, Fallback: opts.Fallback}
 	files, err := nodeconfig.WriteHosts(opts.Dir, opts.Registries, m, opts.DryRun)
+	files = append(ca, files...)
 	if errors.Is(err, nodeconfig.ErrInvalidRegistry) {
 		return cmdutil.FlagErrorf("invalid --registry: %w", err)
 	}

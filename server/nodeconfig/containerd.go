@@ -2,8 +2,11 @@ package nodeconfig
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/url"
@@ -167,9 +170,11 @@ const (
 	Unchanged Action = "unchanged"
 )
 
-// File is one hosts.toml that WriteHosts wrote (or, in a dry run, would write).
+// File is one hosts.toml that WriteHosts wrote (or, in a dry run, would write), or the CA
+// that InstallCA put beside them (Registry empty, CA true).
 type File struct {
-	Registry string `json:"registry"`
+	Registry string `json:"registry,omitempty"`
+	CA       bool   `json:"ca,omitempty"`
 	Path     string `json:"path"`
 	Action   Action `json:"action"`
 	Content  string `json:"content"`
@@ -222,6 +227,88 @@ func WriteHosts(dir string, registries []string, m Mirror, dryRun bool) ([]File,
 		files = append(files, f)
 	}
 	return files, nil
+}
+
+// maxCAFile bounds the CA bundle InstallCA reads: a bundle of a few roots is a few KiB.
+const maxCAFile = 1 << 20
+
+// InstallCA copies the CA bundle at src to dst, where containerd reads it (the ca of hosts.toml):
+// for an init container that has the cluster CA in a mounted Secret and the node's certs.d
+// mounted at the path containerd knows it by. src must hold only PEM certificates, at least
+// one; dst is written atomically and only when it changes, never through a symbolic link.
+func InstallCA(src, dst string, dryRun bool) (File, error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return File{}, fmt.Errorf("read the CA: %w", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxCAFile+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return File{}, fmt.Errorf("read the CA %s: %w", src, err)
+	}
+	if len(data) > maxCAFile {
+		return File{}, fmt.Errorf("the CA %s is larger than %d bytes: not a CA bundle", src, maxCAFile)
+	}
+	if err := checkCABundle(data); err != nil {
+		return File{}, fmt.Errorf("the CA %s: %w", src, err)
+	}
+	if !filepath.IsAbs(dst) {
+		return File{}, fmt.Errorf("the CA's destination %q must be an absolute path (containerd reads it as written)", dst)
+	}
+	out := File{CA: true, Path: dst, Content: string(data)}
+	st, err := os.Lstat(dst)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		out.Action = Created
+	case err != nil:
+		return File{}, fmt.Errorf("write %s: %w", dst, err)
+	case !st.Mode().IsRegular():
+		return File{}, fmt.Errorf("write %s: it is not a regular file; refusing to write through it", dst)
+	default:
+		old, err := os.ReadFile(dst)
+		if err != nil {
+			return File{}, fmt.Errorf("write %s: %w", dst, err)
+		}
+		out.Action = Updated
+		if bytes.Equal(old, data) {
+			out.Action = Unchanged
+		}
+	}
+	if dryRun || out.Action == Unchanged {
+		return out, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return File{}, fmt.Errorf("write %s: %w", dst, err)
+	}
+	return out, writeAtomic(dst, data, 0o644)
+}
+
+// checkCABundle accepts PEM holding only certificates, at least one, each one parsing.
+func checkCABundle(data []byte) error {
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			if len(bytes.TrimSpace(rest)) > 0 {
+				return errors.New("not PEM: bytes outside any PEM block")
+			}
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("holds a %q block; a CA bundle holds only certificates", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no PEM certificate in it")
+	}
+	return nil
 }
 
 // plan says what writing content to path would do, refusing a symbolic link on the way.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 )
 
@@ -27,8 +28,18 @@ type DockerResult struct {
 // MergeDockerMirror puts agentURL first in the registry-mirrors of the daemon.json at path,
 // keeping every other key and mirror. A missing file is created; a file that is not a JSON
 // object, or whose registry-mirrors is not a list of strings, is refused and left as it is.
+//
+// A daemon.json that is a symbolic link (to a file that configuration management owns, say) is
+// written where the link points, so the link stays; Path in the result is that file.
 func MergeDockerMirror(path, agentURL string, dryRun bool) (DockerResult, error) {
 	res := DockerResult{Path: path}
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	} else if st, lerr := os.Lstat(path); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+		// A dangling link: creating its target could put the file anywhere.
+		return res, fmt.Errorf("%s is a symbolic link to nothing (%w); leaving it as it is", path, err)
+	}
+	res.Path = path
 	doc := map[string]json.RawMessage{}
 	mode := fs.FileMode(0o644)
 	old, err := os.ReadFile(path)

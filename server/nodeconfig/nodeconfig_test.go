@@ -2,6 +2,7 @@ package nodeconfig_test
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/server/nodeconfig"
+	"github.com/krakenctl/krakenctl/server/pki"
 )
 
 func TestCheckRegistry(t *testing.T) {
@@ -212,4 +214,122 @@ func readMirrors(t *testing.T, path string) []string {
 	}
 	require.NoError(t, json.Unmarshal(data, &doc))
 	return doc.Mirrors
+}
+
+// testCA returns a new CA certificate in PEM.
+func testCA(t *testing.T) []byte {
+	t.Helper()
+	ca, err := pki.NewCA("test CA")
+	require.NoError(t, err)
+	return ca.CertPEM()
+}
+
+func TestInstallCA(t *testing.T) {
+	dir := t.TempDir()
+	ca := testCA(t)
+	src := filepath.Join(t.TempDir(), "ca.crt")
+	require.NoError(t, os.WriteFile(src, append(ca, testCA(t)...), 0o600))
+	dst := filepath.Join(dir, "krakenctl-ca.crt")
+
+	f, err := nodeconfig.InstallCA(src, dst, true)
+	require.NoError(t, err)
+	assert.Equal(t, nodeconfig.Created, f.Action)
+	assert.NoFileExists(t, dst, "a dry run writes nothing")
+
+	f, err = nodeconfig.InstallCA(src, dst, false)
+	require.NoError(t, err)
+	assert.True(t, f.CA)
+	assert.Equal(t, nodeconfig.Created, f.Action)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	want, _ := os.ReadFile(src)
+	assert.Equal(t, want, got)
+	st, err := os.Stat(dst)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm(), "containerd reads it")
+
+	f, err = nodeconfig.InstallCA(src, dst, false)
+	require.NoError(t, err)
+	assert.Equal(t, nodeconfig.Unchanged, f.Action)
+
+	// The CA file beside the registries does not disturb reading them back.
+	_, err = nodeconfig.WriteHosts(dir, []string{"docker.io"}, nodeconfig.Mirror{Agent: "https://127.0.0.1:16000", CAFile: dst}, false)
+	require.NoError(t, err)
+	hosts, err := nodeconfig.ReadHosts(dir)
+	require.NoError(t, err)
+	require.Len(t, hosts, 1)
+	assert.Equal(t, "docker.io", hosts[0].Registry)
+
+	// A rotated CA replaces it.
+	require.NoError(t, os.WriteFile(src, ca, 0o600))
+	f, err = nodeconfig.InstallCA(src, dst, false)
+	require.NoError(t, err)
+	assert.Equal(t, nodeconfig.Updated, f.Action)
+}
+
+func TestInstallCARefuses(t *testing.T) {
+	dir := t.TempDir()
+	write := func(data []byte) string {
+		p := filepath.Join(t.TempDir(), "ca")
+		require.NoError(t, os.WriteFile(p, data, 0o600))
+		return p
+	}
+	good := write(testCA(t))
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte("x")})
+	for name, c := range map[string]struct {
+		src, dst, want string
+	}{
+		"missing source":  {filepath.Join(dir, "nope"), filepath.Join(dir, "ca.crt"), "read the CA"},
+		"not PEM":         {write([]byte("hello")), filepath.Join(dir, "ca.crt"), "not PEM"},
+		"empty":           {write(nil), filepath.Join(dir, "ca.crt"), "no PEM certificate"},
+		"a private key":   {write(append(testCA(t), keyPEM...)), filepath.Join(dir, "ca.crt"), `"EC PRIVATE KEY" block`},
+		"bad certificate": {write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("junk")})), filepath.Join(dir, "ca.crt"), "certificate 1"},
+		"too large":       {write(make([]byte, 1<<20+1)), filepath.Join(dir, "ca.crt"), "larger than"},
+		"relative dest":   {good, "ca.crt", "absolute path"},
+		"dest is symlink": {good, symlinkTo(t, dir), "not a regular file"},
+		"dest is dir":     {good, dir, "not a regular file"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := nodeconfig.InstallCA(c.src, c.dst, false)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.want)
+		})
+	}
+	target, err := os.ReadFile(filepath.Join(dir, "target"))
+	require.NoError(t, err)
+	assert.Equal(t, "untouched", string(target), "nothing is written through the link")
+}
+
+// symlinkTo makes dir/link pointing at dir/target (holding "untouched") and returns the link.
+func symlinkTo(t *testing.T, dir string) string {
+	t.Helper()
+	target := filepath.Join(dir, "target")
+	require.NoError(t, os.WriteFile(target, []byte("untouched"), 0o600))
+	link := filepath.Join(dir, "link")
+	require.NoError(t, os.Symlink(target, link))
+	return link
+}
+
+func TestMergeDockerMirrorThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "managed", "daemon.json")
+	require.NoError(t, os.MkdirAll(filepath.Dir(target), 0o755))
+	require.NoError(t, os.WriteFile(target, []byte(`{"data-root": "/mnt/docker"}`), 0o644))
+	link := filepath.Join(dir, "daemon.json")
+	require.NoError(t, os.Symlink(target, link))
+
+	res, err := nodeconfig.MergeDockerMirror(link, "http://127.0.0.1:16000", false)
+	require.NoError(t, err)
+	assert.Equal(t, target, res.Path, "the file the link points at is the one written")
+	st, err := os.Lstat(link)
+	require.NoError(t, err)
+	assert.NotZero(t, st.Mode()&os.ModeSymlink, "the link stays a link")
+	assert.Equal(t, []string{"http://127.0.0.1:16000"}, readMirrors(t, target))
+
+	dangling := filepath.Join(dir, "dangling.json")
+	require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere", "daemon.json"), dangling))
+	_, err = nodeconfig.MergeDockerMirror(dangling, "http://127.0.0.1:16000", false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "symbolic link to nothing")
+	assert.NoDirExists(t, filepath.Join(dir, "nowhere"))
 }

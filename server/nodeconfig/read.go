@@ -101,6 +101,9 @@ func ReadHosts(dir string) ([]Hosts, error) {
 	var out []Hosts
 	var errs []error
 	for _, e := range entries {
+		if !e.IsDir() && e.Type()&fs.ModeSymlink == 0 {
+			continue // a file beside the registries' directories: the CA of InstallCA, say
+		}
 		path := filepath.Join(dir, e.Name(), HostsFile)
 		st, err := os.Stat(path)
 		if errors.Is(err, fs.ErrNotExist) {
