@@ -281,6 +281,21 @@ routes:
 	}
 }
 
+// TestEnvIPv6HostPort: ${POD_IP}:PORT works on an IPv6 cluster, where the address must be
+// bracketed to be the host of a host:port; elsewhere an IPv6 value is written as it is.
+func TestEnvIPv6HostPort(t *testing.T) {
+	t.Setenv("KRAKENCTL_TEST_IP6", "fd00::5")
+	t.Setenv("KRAKENCTL_TEST_IP4", "10.0.0.7")
+	t.Setenv("KRAKENCTL_TEST_PORT", "16000")
+	t.Setenv("KRAKENCTL_TEST_MAPPED", "::ffff:10.0.0.7")
+	s, problems := decode(t, `listen: ${KRAKENCTL_TEST_IP6}:16000
+names: ["${KRAKENCTL_TEST_IP6}", "${KRAKENCTL_TEST_IP6}:${KRAKENCTL_TEST_PORT}", "[${KRAKENCTL_TEST_IP6}]:1", "${KRAKENCTL_TEST_IP4}:1", "${KRAKENCTL_TEST_IP6}:x", "${KRAKENCTL_TEST_MAPPED}:1", "${KRAKENCTL_TEST_IP6}:"]
+`)
+	require.Empty(t, problems)
+	require.Equal(t, "[fd00::5]:16000", s.Listen)
+	require.Equal(t, []string{"fd00::5", "[fd00::5]:16000", "[fd00::5]:1", "10.0.0.7:1", "fd00::5:x", "[::ffff:10.0.0.7]:1", "fd00::5:"}, s.Names)
+}
+
 func TestMergeKeys(t *testing.T) {
 	t.Parallel()
 	s, problems := decode(t, `base: &base {namespace: shared, store: {user: u}}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -565,9 +566,27 @@ func (d *decoder) expand(s string) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("environment variable %s is not set", name)
 		}
-		b.WriteString(val)
 		s = s[i+end+1:]
+		if hostBeforePort(b.String(), val, s) {
+			// ${POD_IP}:5000 on an IPv6 cluster: host:port needs the address in brackets.
+			val = "[" + val + "]"
+		}
+		b.WriteString(val)
 	}
+}
+
+// hostBeforePort reports whether val, expanded between before and after, is an IPv6 address
+// written as the host of a host:port (after starts with ":" and a digit or a reference, and it
+// is not already bracketed).
+func hostBeforePort(before, val, after string) bool {
+	if !strings.Contains(val, ":") || strings.HasSuffix(before, "[") {
+		return false
+	}
+	if a, err := netip.ParseAddr(val); err != nil || !a.Is6() {
+		return false
+	}
+	rest, ok := strings.CutPrefix(after, ":")
+	return ok && rest != "" && (rest[0] >= '0' && rest[0] <= '9' || strings.HasPrefix(rest, "${"))
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
