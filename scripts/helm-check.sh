@@ -123,12 +123,10 @@ main() {
     --set agent.containerd.enabled=true --set 'agent.containerd.registries[0]=../../etc'
   # Cross-field rules live in templates (`fail`), which only helm template runs; lint says INFO.
   local out
-  if out=$(helm template krakenctl "$CHART" --set tls.enabled=true \
-    --set tls.existingSecrets.origin=o --set tls.existingSecrets.tracker=t --set tls.existingSecrets.proxy=p \
-    --set tls.existingSecrets.buildIndex=b --set tls.existingSecrets.agent=a 2>&1); then
-    fail "bad values (tls.enabled, not supported yet): helm template accepted them"
-  elif ! grep -qF "tls.enabled: not supported" <<<"$out"; then
-    echo "$out" >&2; fail "bad values (tls.enabled): no message naming tls.enabled"
+  if out=$(helm template krakenctl "$CHART" -f "$CHART/examples/tls-cert-manager.yaml" --set agent.hostNetwork=false 2>&1); then
+    fail "bad values (containerd over TLS to a hostPort agent): helm template accepted them"
+  elif ! grep -qF "agent.containerd.enabled with tls.enabled needs agent.hostNetwork" <<<"$out"; then
+    echo "$out" >&2; fail "bad values (containerd over TLS to a hostPort agent): no message naming agent.hostNetwork"
   fi
   if out=$(helm template krakenctl "$CHART" --set origin.replicas=2 2>&1); then
     fail "bad values (ringReplicas > replicas): helm template accepted them"

@@ -338,14 +338,22 @@ func (c *Config) Validate() error {
 		bad("writeback.follower_delay: must not be negative")
 	}
 	c.validateReplication(bad)
+	// Every node of a StatefulSet has the same join list, its own name among the others (a
+	// node skips itself when it joins, as it skips itself in a DNS answer); a list that names
+	// nothing but this node joins nobody.
+	others := 0
 	for i, j := range c.Join {
 		if members.IsDNS(j) {
+			others++
 			continue
 		}
 		hostPort(fmt.Sprintf("join[%d]", i), j)
-		if j == c.Advertise {
-			bad("join[%d]: %q is this node's own address", i, j)
+		if j != c.Advertise {
+			others++
 		}
+	}
+	if len(c.Join) > 0 && others == 0 {
+		bad("join: %q is this node's own address and names no other node", c.Join)
 	}
 	if len(c.Join) > 0 && c.Raft.Bootstrap {
 		bad("join: a node that bootstraps a new cluster joins nobody (unset raft.bootstrap or join)")

@@ -588,7 +588,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.TagsNamespace = "Tags" }, "tags_namespace"},
 		{func(c *Config) { c.Writeback.Workers = -1 }, "writeback.workers"},
 		{func(c *Config) { c.Writeback.RetryMax = time.Millisecond }, "writeback.retry_initial/retry_max"},
-		{func(c *Config) { c.Join = []string{"127.0.0.1:15100"} }, "join[0]: \"127.0.0.1:15100\" is this node's own address"},
+		{func(c *Config) { c.Join = []string{"127.0.0.1:15100"} }, "join: [\"127.0.0.1:15100\"] is this node's own address and names no other node"},
+		{func(c *Config) { c.Join = []string{"127.0.0.1:15100", "127.0.0.1:15100"} }, "names no other node"},
 		{func(c *Config) { c.Join = []string{"127.0.0.1:1"}; c.Raft.Bootstrap = true }, "join: a node that bootstraps"},
 		{func(c *Config) { c.MaxBody = -1 }, "max_body"},
 		{func(c *Config) {
@@ -615,6 +616,11 @@ func TestConfigValidate(t *testing.T) {
 	c.Defaults()
 	require.NoError(t, c.Validate(), "two rules may name the same remote")
 	require.Equal(t, "dc3", RemoteName("/etc/r/dc3.yml"))
+
+	c = base()
+	c.Join = []string{"127.0.0.1:15100", "127.0.0.1:15110", "127.0.0.1:15120"}
+	c.Defaults()
+	require.NoError(t, c.Validate(), "a StatefulSet's join list names every node, this one too")
 
 	c = base()
 	c.Origins = nil

@@ -41,6 +41,27 @@ unlike the pod IP it survives a restart, which is what a Raft member's recorded 
 {{- printf "${POD_NAME}.%s.%s.svc.%s:%v" (include "krakenctl.name" (dict "root" .root "role" (printf "%s-headless" .role))) .root.Release.Namespace .root.Values.clusterDomain .port -}}
 {{- end -}}
 
+{{/*
+A role's members as a YAML flow-list body: without TLS, the headless Service's dns:/// name
+(re-resolved, so scaling needs no config change); with TLS, every pod's stable name
+(<role>-<i>.<headless>.<ns>.svc.<domain>:<port>, from replicas), because the certificates name
+pods by the headless Service's wildcard and a pod IP from a DNS answer is named by none.
+Arguments: root, role, port, replicas.
+*/}}
+{{- define "krakenctl.members" -}}
+{{- if .root.Values.tls.enabled -}}
+{{- $names := list -}}
+{{- $pod := include "krakenctl.name" (dict "root" .root "role" .role) -}}
+{{- $hl := include "krakenctl.name" (dict "root" .root "role" (printf "%s-headless" .role)) -}}
+{{- range $i := until (int .replicas) -}}
+{{- $names = append $names (printf "%s-%d.%s.%s.svc.%s:%v" $pod $i $hl $.root.Release.Namespace $.root.Values.clusterDomain $.port | quote) -}}
+{{- end -}}
+{{- join ", " $names -}}
+{{- else -}}
+{{- include "krakenctl.dns" . | quote -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The ClusterIP Service's DNS name and port, for clients that need one address. */}}
 {{- define "krakenctl.svc" -}}
 {{- printf "%s.%s.svc.%s:%v" (include "krakenctl.name" (dict "root" .root "role" .role)) .root.Release.Namespace .root.Values.clusterDomain .port -}}
