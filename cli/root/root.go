@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -83,7 +84,38 @@ build-index) and carries the operator commands.`,
 	}
 	cmd.AddCommand(version.NewCmdVersion(f, nil))
 	cmd.AddCommand(man.NewCmdMan(f, nil))
+	argsAreUsage(cmd)
 	return cmd
+}
+
+// argsAreUsage makes every positional-argument check of c and its subcommands a usage error
+// (exit status 2, with the hint to --help), as a bad flag is: cobra's own checks (NoArgs,
+// ExactArgs ...) return plain errors, which would exit 1 like a failed operation.
+func argsAreUsage(c *cobra.Command) {
+	if c.HasParent() && c.HasSubCommands() && !c.Runnable() {
+		// A group of commands (`krakenctl agent`): cobra would print its help and exit 0 for
+		// any word after it, a typo of a subcommand included.
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return cmdutil.FlagErrorf("unknown command %q for %q", args[0], c.CommandPath())
+			}
+			return c.Help()
+		}
+	}
+	if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			var fe *cmdutil.FlagError
+			if err == nil || errors.As(err, &fe) {
+				return err
+			}
+			return &cmdutil.FlagError{Err: err}
+		}
+	}
+	for _, sub := range c.Commands() {
+		argsAreUsage(sub)
+	}
 }
 
 // Main runs krakenctl with the process's arguments and returns the exit code.
@@ -100,12 +132,17 @@ func Main() int {
 	defer stop()
 	cmd := NewCmdRoot(f)
 	err := cmd.ExecuteContext(ctx)
+	var fe *cmdutil.FlagError
+	if err != nil && !errors.As(err, &fe) && strings.HasPrefix(err.Error(), "unknown command ") {
+		// cobra's own message for a word that is no subcommand, before any Args check runs:
+		// a usage error like any other.
+		err = &cmdutil.FlagError{Err: err}
+	}
 	if err != nil && !errors.Is(err, cmdutil.ErrSilent) {
 		if ctx.Err() != nil && !errors.Is(err, cmdutil.ErrCancel) {
 			err = fmt.Errorf("%w: %w", cmdutil.ErrCancel, err)
 		}
 		_, _ = fmt.Fprintf(f.IOStreams.ErrOut, "krakenctl: %v\n", err)
-		var fe *cmdutil.FlagError
 		if errors.As(err, &fe) {
 			_, _ = fmt.Fprintf(f.IOStreams.ErrOut, "Run '%s --help' for usage.\n", commandPath(cmd))
 		}

@@ -163,6 +163,33 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 	}
 }
 
+// TestStrayArgumentsAreUsageErrors: every command's check of its positional arguments fails
+// as a usage error (exit 2), not as a failed operation.
+func TestStrayArgumentsAreUsageErrors(t *testing.T) {
+	t.Parallel()
+	f, _, _ := testFactory()
+	checked := 0
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Args != nil {
+			// Seven words fit no command's arguments.
+			if err := c.Args(c, strings.Fields("a b c d e f g")); err != nil {
+				checked++
+				require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err), "%s: %v", c.CommandPath(), err)
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root.NewCmdRoot(f))
+	require.Greater(t, checked, 20, "most commands check their arguments")
+
+	_, stderr, code := runMain(t, "doctor", "stray")
+	require.Equal(t, cmdutil.ExitUsage, code, "stderr: %s", stderr)
+	require.Contains(t, stderr, "Run 'krakenctl doctor --help' for usage.")
+}
+
 func TestCompletionScripts(t *testing.T) {
 	t.Parallel()
 	for shell, marker := range map[string]string{
@@ -224,8 +251,10 @@ func TestMainExitCodes(t *testing.T) {
 func TestMainUnknownCommandFails(t *testing.T) {
 	t.Parallel()
 	_, stderr, code := runMain(t, "no-such-command")
-	require.NotEqual(t, 0, code)
+	require.Equal(t, cmdutil.ExitUsage, code)
 	require.Contains(t, stderr, `unknown command "no-such-command"`)
+	_, stderr, code = runMain(t, "agent", "no-such-command")
+	require.Equal(t, cmdutil.ExitUsage, code, "stderr: %s", stderr)
 }
 
 func TestMainReportsVersion(t *testing.T) {
