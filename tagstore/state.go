@@ -35,6 +35,25 @@ type repoEntry struct {
 
 func lessRepo(a, b repoEntry) bool { return a.name < b.name }
 
+// digestRef is one entry of the reverse index: tag name of repo points at digest.
+type digestRef struct {
+	repo   string
+	digest digest.Digest
+	name   string
+}
+
+// lessRef orders the reverse index by repository, digest, then tag name, so the tags of one
+// repository that point at one digest are one range.
+func lessRef(a, b digestRef) bool {
+	if a.repo != b.repo {
+		return a.repo < b.repo
+	}
+	if a.digest != b.digest {
+		return a.digest < b.digest
+	}
+	return a.name < b.name
+}
+
 // state is the replicated state machine's data. It is not safe for concurrent mutation: the
 // Store guards it with its RWMutex (the FSM goroutine writes, readers share). clone is O(1)
 // thanks to the B-trees' copy-on-write, which makes Snapshot cheap.
@@ -43,6 +62,10 @@ type state struct {
 	// are one range, and its links the range right after them.
 	tags  *btree.BTreeG[Tag]
 	repos *btree.BTreeG[repoEntry]
+	// byDigest is the reverse index of tags (links are not in it): derived from tags, kept
+	// in step by put and remove, never written to a snapshot (readSnapshot rebuilds it), so it
+	// is the same on every node that applied the same log.
+	byDigest *btree.BTreeG[digestRef]
 	// nlinks is how many entries of tags are links.
 	nlinks int
 	// members maps a node ID to its recorded API address.
@@ -51,15 +74,17 @@ type state struct {
 
 func newState() *state {
 	return &state{
-		tags:    btree.NewG(btreeDegree, lessTag),
-		repos:   btree.NewG(btreeDegree, lessRepo),
-		members: map[string]string{},
+		tags:     btree.NewG(btreeDegree, lessTag),
+		repos:    btree.NewG(btreeDegree, lessRepo),
+		byDigest: btree.NewG(btreeDegree, lessRef),
+		members:  map[string]string{},
 	}
 }
 
 // clone returns a copy that shares nodes with st until either side writes.
 func (st *state) clone() *state {
-	return &state{tags: st.tags.Clone(), repos: st.repos.Clone(), nlinks: st.nlinks, members: maps.Clone(st.members)}
+	return &state{tags: st.tags.Clone(), repos: st.repos.Clone(), byDigest: st.byDigest.Clone(), nlinks: st.nlinks,
+		members: maps.Clone(st.members)}
 }
 
 func (st *state) get(repo, name string) (Tag, bool) {
@@ -68,7 +93,14 @@ func (st *state) get(repo, name string) (Tag, bool) {
 
 // put stores t (a tag or a stored link), replacing any value of the same name.
 func (st *state) put(t Tag) {
-	if _, replaced := st.tags.ReplaceOrInsert(t); replaced {
+	old, replaced := st.tags.ReplaceOrInsert(t)
+	if !t.IsLink() {
+		if replaced {
+			st.byDigest.Delete(digestRef{repo: old.Repo, digest: old.Digest, name: old.Name})
+		}
+		st.byDigest.ReplaceOrInsert(digestRef{repo: t.Repo, digest: t.Digest, name: t.Name})
+	}
+	if replaced {
 		return
 	}
 	r, _ := st.repos.Get(repoEntry{name: t.Repo})
@@ -87,6 +119,9 @@ func (st *state) remove(repo, name string) (Tag, bool) {
 	old, ok := st.tags.Delete(Tag{Repo: repo, Name: name})
 	if !ok {
 		return Tag{}, false
+	}
+	if !old.IsLink() {
+		st.byDigest.Delete(digestRef{repo: old.Repo, digest: old.Digest, name: old.Name})
 	}
 	r, _ := st.repos.Get(repoEntry{name: repo})
 	if old.IsLink() {
@@ -126,6 +161,23 @@ func (st *state) tagNames(repo, last string, n int) ([]string, bool) {
 		return n <= 0 || len(names) < n
 	})
 	return names, true
+}
+
+// tagsOf lists the names of repo's tags that point at d and are greater than last, at most n
+// (n <= 0: all), in order of name. It reads only those tags, through the reverse index.
+func (st *state) tagsOf(repo string, d digest.Digest, last string, n int) []string {
+	names := []string{}
+	st.byDigest.AscendGreaterOrEqual(digestRef{repo: repo, digest: d, name: last}, func(r digestRef) bool {
+		if r.repo != repo || r.digest != d {
+			return false
+		}
+		if r.name == last {
+			return true
+		}
+		names = append(names, r.name)
+		return n <= 0 || len(names) < n
+	})
+	return names
 }
 
 // links returns the links of repo whose names start with prefix, in order of name.

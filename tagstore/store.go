@@ -550,6 +550,24 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int, c Consistenc
 	return names, nil
 }
 
+// TagsOf lists the names of repo's tags that point at d, in order of name, after last ("" for
+// the first), at most n (n <= 0: all). It reads those tags only, through a reverse index the
+// state keeps from digest to tags, however many other tags the repository holds: what a
+// manifest delete needs to untag its manifest. A repository without such tags has none (no
+// error).
+func (s *Store) TagsOf(ctx context.Context, repo string, d digest.Digest, last string, n int, c Consistency) ([]string, error) {
+	if err := ValidateRepository(repo); err != nil {
+		return nil, fmt.Errorf("list tags of digest: %w", err)
+	}
+	if err := s.beginRead(ctx, c); err != nil {
+		return nil, fmt.Errorf("list tags of %s pointing at %s: %w", repo, d, err)
+	}
+	s.mu.RLock()
+	names := s.st.tagsOf(repo, d, last, n)
+	s.mu.RUnlock()
+	return names, nil
+}
+
 // Repositories lists the names of the repositories that hold tags or links, in lexical order:
 // those after last, at most n (n <= 0: all).
 func (s *Store) Repositories(ctx context.Context, last string, n int, c Consistency) ([]string, error) {

@@ -13,6 +13,7 @@ import (
 //	GET    /repositories/{repo}/tags/{tag}     [?stale=true] -> Tag
 //	DELETE /repositories/{repo}/tags/{tag}     -> Tag (the deleted value)
 //	GET    /repositories/{repo}/tags           ?n=&last= -> TagList (+ Link rel="next")
+//	GET    /repositories/{repo}/tags           ?digest=D&n=&last= -> TagList of the tags pointing at D
 //	GET    /repositories                       ?n=&last= -> Catalog (+ Link rel="next")
 //	PUT    /repositories/{repo}/links/{name}   body PutTagRequest -> Link
 //	GET    /repositories/{repo}/links/{name}   [?stale=true] -> Link
@@ -34,7 +35,10 @@ const (
 	ReplicationPath    = "/replication"
 	// QueryUpstream=false on a tag GET answers only from the Raft store: a tag only an
 	// upstream registry has is then 404.
-	QueryUpstream    = "upstream"
+	QueryUpstream = "upstream"
+	// QueryDigest=D on a tag list lists only the tags pointing at D (through the build-index's
+	// reverse index, without reading the others); the answer's TagList.Digest says so.
+	QueryDigest      = "digest"
 	ReplicationRetry = "/replication/retry"
 )
 
@@ -98,6 +102,10 @@ type LinkList struct {
 type TagList struct {
 	Name string   `json:"name"`
 	Tags []string `json:"tags"`
+	// Digest is set on the answer to a list by digest (QueryDigest): the tags are those
+	// pointing at it. A server that predates the filter ignores the query and leaves it out, so
+	// a client knows it got the whole list instead.
+	Digest digest.Digest `json:"digest,omitempty"`
 }
 
 // Catalog is one page of repository names, in lexical order (as the OCI catalog).

@@ -171,6 +171,21 @@ func (f *fakeStore) Tags(ctx context.Context, repo, last string, n int, c tagsto
 	return out, nil
 }
 
+func (f *fakeStore) TagsOf(ctx context.Context, repo string, d digest.Digest, last string, n int, c tagstore.Consistency) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.read(c); err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, t := range f.sorted() {
+		if t.Repo == repo && !t.IsLink() && t.Digest == d && t.Name > last && (n <= 0 || len(out) < n) {
+			out = append(out, t.Name)
+		}
+	}
+	return out, nil
+}
+
 func (f *fakeStore) Repositories(ctx context.Context, last string, n int, c tagstore.Consistency) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -306,6 +306,35 @@ func page(w http.ResponseWriter, path string, list []string, n int) []string {
 	return list
 }
 
+// listTagsOf answers a tag list by digest: the tags of repo (in the Raft store; an upstream
+// registry's are not ours to list by digest) that point at the digest, found through the
+// store's reverse index. No such tag is an empty list, not an error: a manifest delete asks
+// whether there are any.
+func (s *Server) listTagsOf(w http.ResponseWriter, r *http.Request, repo string, c tagstore.Consistency, last string, n int) error {
+	d, err := digest.Parse(r.URL.Query().Get(api.QueryDigest))
+	if err != nil {
+		return errcode.Errorf(http.StatusBadRequest, errcode.CodeDigestInvalid, "invalid %s=%q: %v", api.QueryDigest, r.URL.Query().Get(api.QueryDigest), err)
+	}
+	tags := []string{}
+	if n > 0 {
+		err = s.read(w, r, c, func(c tagstore.Consistency) error {
+			var err error
+			tags, err = s.store.TagsOf(r.Context(), repo, d, last, n+1, c)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	path := api.TagsPath(repo)
+	tags = page(w, path, tags, n)
+	if l := w.Header().Get("Link"); l != "" {
+		// The next page is of the same filter.
+		w.Header().Set("Link", strings.Replace(l, path+"?", path+"?"+api.QueryDigest+"="+url.QueryEscape(d.String())+"&", 1))
+	}
+	return writeJSON(w, http.StatusOK, api.TagList{Name: repo, Tags: tags, Digest: d})
+}
+
 func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 	repo := r.PathValue("repo")
 	if err := checkRepo(repo); err != nil {
@@ -318,6 +347,9 @@ func (s *Server) handleListTags(w http.ResponseWriter, r *http.Request) error {
 	last, n, err := pageArgs(r)
 	if err != nil {
 		return err
+	}
+	if r.URL.Query().Has(api.QueryDigest) {
+		return s.listTagsOf(w, r, repo, c, last, n)
 	}
 	var tags []string
 	if n > 0 {

@@ -51,6 +51,9 @@ type Store interface {
 	// Tags returns up to n tags of repo after last, in lexical order, never links; ErrNotFound
 	// for a repository without tags.
 	Tags(ctx context.Context, repo, last string, n int, c tagstore.Consistency) ([]string, error)
+	// TagsOf returns up to n tags of repo after last that point at d, in lexical order, reading
+	// those only (none is an empty list, not an error).
+	TagsOf(ctx context.Context, repo string, d digest.Digest, last string, n int, c tagstore.Consistency) ([]string, error)
 	// Repositories returns up to n names of repositories with tags or links after last, in
 	// lexical order.
 	Repositories(ctx context.Context, last string, n int, c tagstore.Consistency) ([]string, error)

@@ -117,6 +117,27 @@ func (c *BuildIndex) ListTags(ctx context.Context, repo, last string, n int) ([]
 	return tl.Tags, next, nil
 }
 
+// TagsOf returns one page of repo's tags that point at d, like ListTags, read through the
+// build-index's reverse index (its cost does not grow with the repository's other tags). None
+// is an empty list. A server that predates the filter answers the whole list: that wraps
+// ErrUnsupported.
+func (c *BuildIndex) TagsOf(ctx context.Context, repo string, d digest.Digest, last string, n int) ([]string, string, error) {
+	var tl api.TagList
+	op := "list tags of " + repo + " pointing at " + d.String()
+	next, err := c.page(ctx, api.TagsPath(repo)+"?"+api.QueryDigest+"="+url.QueryEscape(d.String()), last, n, &tl, op)
+	if errors.Is(err, ErrNotFound) {
+		// An older server's answer for a repository without tags: none point at d either.
+		return []string{}, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if tl.Digest != d {
+		return nil, "", fmt.Errorf("%s: %w", op, ErrUnsupported)
+	}
+	return tl.Tags, next, nil
+}
+
 // ListRepositories returns one page of repository names, like ListTags.
 func (c *BuildIndex) ListRepositories(ctx context.Context, last string, n int) ([]string, string, error) {
 	var cat api.Catalog
@@ -136,7 +157,11 @@ func (c *BuildIndex) page(ctx context.Context, path, last string, n int, out any
 		q.Set("last", last)
 	}
 	if len(q) > 0 {
-		path += "?" + q.Encode()
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + q.Encode()
 	}
 	resp, err := c.do(ctx, http.MethodGet, path, nil) //nolint:bodyclose // decodeResponse drains and closes it
 	if err != nil {

@@ -221,6 +221,26 @@ func (b *BuildIndexes) ListTags(ctx context.Context, repo, last string, n int) (
 	return p.items, p.next, err
 }
 
+// TagsOf returns one page of repo's tags that point at d (as BuildIndex.TagsOf).
+func (b *BuildIndexes) TagsOf(ctx context.Context, repo string, d digest.Digest, last string, n int) ([]string, string, error) {
+	type answer struct {
+		page
+		unsupported error
+	}
+	a, err := call(ctx, b, repeatAlways, func(ctx context.Context, nd *BuildIndex) (answer, error) {
+		items, next, err := nd.TagsOf(ctx, repo, d, last, n)
+		if errors.Is(err, ErrUnsupported) {
+			// An older node answered: not a failure to pass on to the next one.
+			return answer{unsupported: err}, nil
+		}
+		return answer{page: page{items, next}}, err
+	})
+	if err == nil {
+		err = a.unsupported
+	}
+	return a.items, a.next, err
+}
+
 // ListRepositories returns one page of repository names (as BuildIndex.ListRepositories).
 func (b *BuildIndexes) ListRepositories(ctx context.Context, last string, n int) ([]string, string, error) {
 	p, err := call(ctx, b, repeatAlways, func(ctx context.Context, nd *BuildIndex) (page, error) {

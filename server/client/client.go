@@ -16,6 +16,10 @@ import (
 // ErrNotFound is wrapped by every client error for a blob or upload that the server does not have.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnsupported is wrapped by client errors of requests the server does not implement (it
+// predates them); the caller falls back to what older servers offer.
+var ErrUnsupported = errors.New("not supported by the server")
+
 // ErrNoAnswer is wrapped by client errors of requests that got no answer: the server could
 // not be reached, the connection broke, the request's body failed, or ctx ended first. The
 // request may or may not have been applied.

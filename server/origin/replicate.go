@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/queue"
 	"github.com/krakenctl/krakenctl/swarm/castore"
@@ -156,7 +159,8 @@ func classifyBackendErr(err error) error {
 	return err
 }
 
-// runRepair reconciles when the ring changes and every RepairInterval.
+// runRepair reconciles placement: after a ring change, for the blobs whose owners it changed;
+// at start and every RepairInterval, for every blob.
 func (s *Server) runRepair(ctx context.Context) error {
 	events, cancel := s.ring.Subscribe()
 	defer cancel()
@@ -166,7 +170,7 @@ func (s *Server) runRepair(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	s.kickRepair() // once at start: this origin may have been down while blobs changed owners
+	s.kickRepair(true) // once at start: this origin may have been down while blobs changed owners
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,18 +181,23 @@ func (s *Server) runRepair(ctx context.Context) error {
 			}
 			s.log.Info("ring member changed", "member", ev.Member, "healthy", ev.Healthy,
 				"joined", ev.Joined, "left", ev.Left)
-			s.kickRepair()
+			s.kickRepair(false)
 		case <-tick:
-			s.kickRepair()
+			s.kickRepair(true)
 		case <-s.repairKick:
-			if err := s.Repair(ctx); err != nil && ctx.Err() == nil {
+			if err := s.repair(ctx, s.repairFull.Swap(false)); err != nil && ctx.Err() == nil {
 				s.log.Warn("repair", "err", err)
 			}
 		}
 	}
 }
 
-func (s *Server) kickRepair() {
+// kickRepair asks runRepair for a repair: of every blob when full, else of what the ring
+// changes since the last one moved. A full request stays full until it runs.
+func (s *Server) kickRepair(full bool) {
+	if full {
+		s.repairFull.Store(true)
+	}
 	select {
 	case s.repairKick <- struct{}{}:
 	default:
@@ -198,38 +207,109 @@ func (s *Server) kickRepair() {
 // Repair checks that every blob in the store is on all of its current owners and copies it to
 // those that lack it (through durable replicate tasks). It returns how it went, not whether
 // every copy succeeded: failed copies are retried by the queue.
-func (s *Server) Repair(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
+func (s *Server) Repair(ctx context.Context) error { return s.repair(ctx, true) }
+
+// placement is everything a blob's owners depend on: the ring's members, which of them are
+// healthy, and R. Owners are computed from it locally (rendezvous hashing), so the owners a
+// blob had under an earlier placement are known without asking anyone.
+type placement struct {
+	members  []string // every member, sorted
+	healthy  []string // the healthy ones, sorted
+	replicas int
+}
+
+// currentPlacement reads the ring's placement. Members and R are read separately, so the read
+// is repeated until the members did not change in between.
+func (s *Server) currentPlacement() placement {
+	for {
+		before := s.ring.Members()
+		replicas := s.ring.Replicas()
+		after := s.ring.Members()
+		p := placement{replicas: replicas}
+		same := len(before) == len(after)
+		for i, m := range after {
+			same = same && before[i].Addr == m.Addr
+			p.members = append(p.members, m.Addr)
+			if m.Healthy {
+				p.healthy = append(p.healthy, m.Addr)
+			}
+		}
+		if same {
+			return p
+		}
+	}
+}
+
+// owners is ring.Ring.Owners under p: the first R healthy members in rank order, the healthy
+// ones when fewer, the first R members when none is healthy.
+func (p *placement) owners(key string) []string {
+	want := min(p.replicas, len(p.members))
+	if len(p.healthy) == 0 {
+		return ring.Rank(key, p.members)[:want]
+	}
+	rank := ring.Rank(key, p.healthy)
+	return rank[:min(want, len(rank))]
+}
+
+func (p *placement) equal(q *placement) bool {
+	return p.replicas == q.replicas && slices.Equal(p.members, q.members) && slices.Equal(p.healthy, q.healthy)
+}
+
+// repair makes sure the blobs in the store are on their owners, copying them (through durable
+// replicate tasks) to owners that lack them. With full it asks every owner of every blob;
+// otherwise only the owners a blob gained since the placement of the last complete repair, so
+// a ring change costs requests for what it moved, not for everything held (the owners a blob
+// kept were checked before, or got it when it was uploaded). Owners that cannot be reached are
+// skipped: their return is a ring change of its own.
+func (s *Server) repair(ctx context.Context, full bool) error {
+	s.repairMu.Lock()
+	defer s.repairMu.Unlock()
+	cur := s.currentPlacement()
+	prev := s.repaired
+	if !full && prev != nil && prev.equal(&cur) {
+		return nil
+	}
+	full = full || prev == nil
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
-	queued := 0
-	var mu sync.Mutex
+	var queued, moved atomic.Int64
 	for _, info := range s.store.List() {
 		d := info.Digest
-		owners := s.ring.Owners(d.String())
+		targets := cur.owners(d.String())
+		if !full {
+			before := prev.owners(d.String())
+			targets = slices.DeleteFunc(targets, func(o string) bool { return slices.Contains(before, o) })
+		}
+		targets = slices.DeleteFunc(targets, func(o string) bool { return o == s.self })
+		if len(targets) == 0 {
+			continue
+		}
+		moved.Add(1)
 		ns, err := s.namespaceOf(d)
 		if err != nil {
 			continue // not a blob this origin can attribute; nothing to repair with
 		}
 		ns = firstLine(ns)
-		for _, o := range owners {
-			if o == s.self {
-				continue
-			}
+		for _, o := range targets {
 			g.Go(func() error {
-				_, err := s.peer(o).StatLocal(ctx, ns, d)
+				_, err := s.peer(o).StatLocal(gctx, ns, d)
 				if err == nil || !client.IsNotFound(err) {
 					return nil // present, or unreachable (the member's own return triggers repair)
 				}
-				mu.Lock()
-				queued++
-				mu.Unlock()
+				queued.Add(1)
 				return s.enqueue(newTask(kindReplicate, ns, d, o, time.Time{}), d)
 			})
 		}
 	}
 	err := g.Wait()
-	if queued > 0 {
-		s.log.Info("repair queued copies", "count", queued)
+	switch n := queued.Load(); {
+	case !full:
+		s.log.Info("repair after a ring change", "blobs_moved", moved.Load(), "copies_queued", n)
+	case n > 0:
+		s.log.Info("repair queued copies", "count", n)
+	}
+	if err == nil && ctx.Err() == nil {
+		s.repaired = &cur
 	}
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -67,6 +68,9 @@ type Server struct {
 	holds  map[string]func() // task key -> release of the store hold taken for it
 
 	repairKick chan struct{} // capacity 1
+	repairFull atomic.Bool   // the next repair the kick starts checks every blob
+	repairMu   sync.Mutex    // one repair at a time; guards repaired
+	repaired   *placement    // the placement the last complete repair left every blob on
 }
 
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;

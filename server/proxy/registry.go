@@ -23,7 +23,7 @@ import (
 // references of a manifest, the referrers of a subject, the tags scanned by a delete).
 const parallelism = 8
 
-// untagPage is the page size of the tag scan of DeleteManifest.
+// untagPage is the page size of DeleteManifest's lookups of the tags pointing at the manifest.
 const untagPage = 1000
 
 // Registry is the proxy's storage for the OCI distribution API: it implements registry.Reader
@@ -476,9 +476,55 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, d digest.Dig
 	return nil
 }
 
-// untag deletes the tags of repo that point at d. A tag moved to another manifest between the
-// scan and the delete is put back.
+// untag deletes the tags of repo that point at d. It asks the build-index for exactly those
+// (its reverse index from digest to tags), so a delete costs what the manifest's own tags cost,
+// not what the repository's other tags do; a build-index too old to answer that is scanned tag
+// by tag instead. A tag moved to another manifest between the lookup and the delete is put
+// back.
 func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) error {
+	last := ""
+	for {
+		tags, _, err := r.index.TagsOf(ctx, repo, d, last, untagPage)
+		if errors.Is(err, client.ErrUnsupported) {
+			r.log.Debug("build-index cannot list tags by digest; scanning the repository's tags", "repo", repo, "err", err)
+			return r.untagScan(ctx, repo, d)
+		}
+		if err != nil {
+			return err
+		}
+		if len(tags) == 0 {
+			return nil
+		}
+		if err := r.untagAll(ctx, repo, tags, d, true); err != nil {
+			return err
+		}
+		if len(tags) < untagPage {
+			return nil
+		}
+		last = tags[len(tags)-1]
+	}
+}
+
+// untagAll deletes the tags of repo that point at d among tags. checked says tags were found
+// pointing at d a moment ago (the reverse index), so each is deleted without reading it first.
+func (r *Registry) untagAll(ctx context.Context, repo string, tags []string, d digest.Digest, checked bool) error {
+	// Every tag is tried even when another fails, so the group never cancels.
+	errs := make([]error, len(tags))
+	var g errgroup.Group
+	g.SetLimit(parallelism)
+	for i, tag := range tags {
+		g.Go(func() error {
+			errs[i] = r.untagOne(ctx, repo, tag, d, checked)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+// untagScan is untag for a build-index that predates the lookup by digest: every tag of the
+// repository is read.
+func (r *Registry) untagScan(ctx context.Context, repo string, d digest.Digest) error {
 	last := ""
 	for {
 		tags, next, err := r.index.ListTags(ctx, repo, last, untagPage)
@@ -488,18 +534,7 @@ func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) erro
 		if err != nil {
 			return err
 		}
-		// Every tag is tried even when another fails, so the group never cancels.
-		errs := make([]error, len(tags))
-		var g errgroup.Group
-		g.SetLimit(parallelism)
-		for i, tag := range tags {
-			g.Go(func() error {
-				errs[i] = r.untagOne(ctx, repo, tag, d)
-				return nil
-			})
-		}
-		_ = g.Wait()
-		if err := errors.Join(errs...); err != nil {
+		if err := r.untagAll(ctx, repo, tags, d, false); err != nil {
 			return err
 		}
 		if next == "" || len(tags) == 0 {
@@ -509,13 +544,15 @@ func (r *Registry) untag(ctx context.Context, repo string, d digest.Digest) erro
 	}
 }
 
-func (r *Registry) untagOne(ctx context.Context, repo, tag string, d digest.Digest) error {
-	t, err := r.index.GetTag(ctx, repo, tag, false)
-	if errors.Is(err, client.ErrNotFound) || err == nil && t.Digest != d {
-		return nil
-	}
-	if err != nil {
-		return err
+func (r *Registry) untagOne(ctx context.Context, repo, tag string, d digest.Digest, checked bool) error {
+	if !checked {
+		t, err := r.index.GetTag(ctx, repo, tag, false)
+		if errors.Is(err, client.ErrNotFound) || err == nil && t.Digest != d {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	old, err := r.index.DeleteTag(ctx, repo, tag)
 	if errors.Is(err, client.ErrNotFound) {
