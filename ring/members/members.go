@@ -151,8 +151,8 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Interval is the time between two resolutions; zero means DefaultInterval.
 	Interval time.Duration
-	// AllowEmpty lets New succeed when nothing resolves, for a role that is a member of its
-	// own list (an origin in its ring) and so never has an empty view.
+	// AllowEmpty lets New succeed when nothing resolves: the role starts, and Run keeps asking
+	// (sooner while the list is empty) until the DNS names have addresses.
 	AllowEmpty bool
 }
 
@@ -268,11 +268,15 @@ func (l *List) Addrs() []string {
 // Run re-resolves the DNS entries every interval until ctx ends, and calls onChange (from
 // Run's goroutine, one call at a time) with the new addresses whenever they differ from the
 // previous ones. It returns nil at once for a list without DNS entries.
+//
+// While the list has no address (a role started before the pods behind its DNS names were
+// published), it asks again sooner: after emptyRetry, doubling up to the interval.
 func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 	if !l.Dynamic() {
 		return nil
 	}
-	t := time.NewTicker(l.interval)
+	retry := emptyRetry
+	t := time.NewTimer(l.wait(&retry))
 	defer t.Stop()
 	for {
 		select {
@@ -283,7 +287,25 @@ func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 		if changed, addrs := l.Refresh(ctx); changed && onChange != nil {
 			onChange(addrs)
 		}
+		t.Reset(l.wait(&retry))
 	}
+}
+
+// emptyRetry is the first wait of Run while the list has no address.
+var emptyRetry = 500 * time.Millisecond
+
+// wait is Run's next wait: the interval, or while the list is empty *retry, which doubles.
+func (l *List) wait(retry *time.Duration) time.Duration {
+	l.mu.Lock()
+	empty := len(l.addrs) == 0
+	l.mu.Unlock()
+	if !empty {
+		*retry = emptyRetry
+		return l.interval
+	}
+	w := min(*retry, l.interval)
+	*retry = min(2**retry, l.interval)
+	return w
 }
 
 // Refresh resolves the DNS entries once and reports whether the addresses changed, and what

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -247,6 +248,37 @@ func TestRunReportsChanges(t *testing.T) {
 		})
 	}()
 	require.Equal(t, []string{"10.0.0.1:1", "10.0.0.2:1"}, <-got)
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// TestRunFillsAnEmptyListSoon: a list allowed to start empty asks again long before its
+// interval (an hour here), so a role started before its peers' pods are published finds them.
+func TestRunFillsAnEmptyListSoon(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	l, err := members.New(t.Context(), "trackers", []string{"dns:///t.test:1"},
+		members.Deps{Resolver: f, Interval: time.Hour, AllowEmpty: true})
+	require.NoError(t, err)
+	require.Empty(t, l.Addrs())
+	ctx, cancel := context.WithCancel(t.Context())
+	got := make(chan []string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Run(ctx, func(a []string) {
+			select {
+			case got <- a:
+			default:
+			}
+		})
+	}()
+	f.set("t.test", "10.0.0.3")
+	select {
+	case a := <-got:
+		require.Equal(t, []string{"10.0.0.3:1"}, a)
+	case <-time.After(time.Minute):
+		t.Fatal("an empty list was not resolved again before its hour-long interval")
+	}
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -165,16 +165,27 @@ type MembersOptions struct {
 // dns:///NAME:PORT entries, see ring/members) and resolves it once. When it has DNS entries, a
 // loop of the role re-resolves them every o.Interval and calls onChange with the new addresses
 // whenever they change. The error names key; the caller passes it through Fail.
+//
+// A list of DNS names that resolve to nothing yet does not stop the role: pods come up before
+// the headless Services behind their DNS names list anyone, and a role that exited would be
+// restarted with a growing back-off (CrashLoopBackOff). It starts with what it has, logs a
+// warning, and the loop fills the list in; until then whatever needs the list fails its
+// requests and the role's /readyz says not ready.
 func (b *Base) Members(key string, entries []string, o MembersOptions, onChange func([]string)) (*members.List, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), membersTimeout)
 	defer cancel()
 	l, err := members.New(ctx, key, entries, members.Deps{
-		Resolver: b.dns, Logger: b.log, Registerer: b.reg, Interval: o.Interval, AllowEmpty: o.AllowEmpty,
+		Resolver: b.dns, Logger: b.log, Registerer: b.reg, Interval: o.Interval,
+		AllowEmpty: o.AllowEmpty || members.HasDNS(entries),
 	})
 	if err != nil {
 		return nil, err
 	}
 	if l.Dynamic() {
+		if len(l.Addrs()) == 0 {
+			b.log.Warn("no address for a member list yet; starting, and resolving again until there is one",
+				"list", key, "entries", entries)
+		}
 		b.StartedAttrs(key+"_resolved", l.Addrs())
 		b.Go(func(ctx context.Context) error { return l.Run(ctx, onChange) })
 	}

@@ -89,11 +89,9 @@ func WithFailover(fn func(d digest.Digest, tracker string, err error)) Option {
 // ("https://tracker.example:8443", optionally with a path prefix). Trackers are placed in the
 // rendezvous ring by host:port (the URL's default port when it has none), so every agent must
 // list the same trackers, in any order and either form. hc nil means http.DefaultClient. Errors
-// wrap ErrInvalid.
+// wrap ErrInvalid. With no trackers (an agent whose trackers' DNS name has no address yet) every
+// call fails with ErrUnavailable until SetTrackers gives some.
 func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, error) {
-	if len(trackers) == 0 {
-		return nil, fmt.Errorf("new announce client: %w: no trackers", ErrInvalid)
-	}
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -118,6 +116,9 @@ func NewClient(trackers []string, hc *http.Client, opts ...Option) (*Client, err
 	c.set.Store(set)
 	return c, nil
 }
+
+// errNoTrackers is every call's error while the client knows no tracker.
+var errNoTrackers = fmt.Errorf("%w: no trackers known yet", ErrUnavailable)
 
 // trackerSet is the trackers a Client asks: an immutable snapshot, so that one request ranks
 // and reaches the same set even while SetTrackers replaces it.
@@ -303,6 +304,9 @@ func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the others need not finish once one answered
 	set := c.set.Load()
+	if len(set.keys) == 0 {
+		return errNoTrackers
+	}
 	errc := make(chan error, len(set.keys))
 	for _, key := range set.keys {
 		ep := set.endpoints[key]
@@ -345,6 +349,9 @@ func (c *Client) ping(ctx context.Context, ep endpoint) error {
 func (c *Client) try(ctx context.Context, d digest.Digest, timeout time.Duration, attempt func(context.Context, endpoint) error) error {
 	var errs []error
 	set := c.set.Load()
+	if len(set.keys) == 0 {
+		return errNoTrackers
+	}
 	keys := c.trackersOf(set, d)
 	for i, key := range keys {
 		ep := set.endpoints[key]

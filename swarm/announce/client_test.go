@@ -120,13 +120,35 @@ func newClient(t *testing.T, trackers []string, opts ...announce.Option) *announ
 	return c
 }
 
+// TestNoTrackersYet: a client made before its trackers' DNS name has an address fails every
+// call as unavailable, and works once SetTrackers gives it a tracker.
+func TestNoTrackersYet(t *testing.T) {
+	t.Parallel()
+	c, err := announce.NewClient(nil, nil)
+	require.NoError(t, err)
+	req := validRequest()
+	d := req.Digest
+	_, err = c.Announce(t.Context(), req)
+	require.ErrorIs(t, err, announce.ErrUnavailable)
+	require.ErrorContains(t, err, "no trackers known yet")
+	err = c.Ping(t.Context(), time.Second)
+	require.ErrorIs(t, err, announce.ErrUnavailable)
+	require.ErrorContains(t, err, "no trackers known yet")
+	require.Empty(t, c.Trackers(d))
+	require.ErrorIs(t, c.SetTrackers(nil), announce.ErrInvalid, "an empty answer is never set")
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(srv.Close)
+	require.NoError(t, c.SetTrackers([]string{srv.URL}))
+	require.NoError(t, c.Ping(t.Context(), 5*time.Second))
+}
+
 func TestNewClientErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		trackers []string
 		want     string
 	}{
-		{nil, "no trackers"},
 		{[]string{"127.0.0.1"}, "127.0.0.1"},
 		{[]string{"ftp://127.0.0.1:1"}, "http or https"},
 		{[]string{"http://user@127.0.0.1:1"}, "host"},
