@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,7 +128,9 @@ func (o *capOrigin) logText() string {
 // exactly series (e.g. `krakenctl_castore_full_total{reason="disk"}`).
 func (o *capOrigin) metric(series string) float64 {
 	o.t.Helper()
-	resp, err := http.Get("http://" + o.admin + "/metrics")
+	req, err := http.NewRequestWithContext(o.t.Context(), http.MethodGet, "http://"+o.admin+"/metrics", nil)
+	require.NoError(o.t, err)
+	resp, err := capClient.Do(req)
 	require.NoError(o.t, err)
 	defer func() { _ = resp.Body.Close() }() // read to the end below
 	body, err := io.ReadAll(resp.Body)
@@ -154,8 +155,8 @@ type reply struct {
 	header http.Header
 }
 
-func do(t *testing.T, req *http.Request) (reply, error) {
-	t.Helper()
+// do sends req; it is safe in any goroutine (it fails no test itself).
+func do(req *http.Request) (reply, error) {
 	resp, err := capClient.Do(req)
 	if err != nil {
 		return reply{}, err
@@ -170,8 +171,9 @@ func do(t *testing.T, req *http.Request) (reply, error) {
 		var e struct {
 			Errors []struct{ Code string } `json:"errors"`
 		}
-		require.NoError(t, json.Unmarshal(body, &e), "error body %q", body)
-		require.Len(t, e.Errors, 1)
+		if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 {
+			return reply{}, fmt.Errorf("%d with an error body that is not the spec's: %q", resp.StatusCode, body)
+		}
 		a.code = e.Errors[0].Code
 	}
 	return a, nil
@@ -179,16 +181,18 @@ func do(t *testing.T, req *http.Request) (reply, error) {
 
 // push uploads data monolithically under namespace test.
 func (o *capOrigin) push(data []byte) (reply, error) {
-	req, err := http.NewRequest(http.MethodPost, fmt.Sprintf("http://%s/namespace/test/uploads?digest=%s",
+	req, err := http.NewRequestWithContext(o.t.Context(), http.MethodPost, fmt.Sprintf("http://%s/namespace/test/uploads?digest=%s",
 		o.addr, digest.FromBytes(data)), bytes.NewReader(data))
 	require.NoError(o.t, err)
-	return do(o.t, req)
+	return do(req)
 }
 
 // get returns the status and body of GET path on the origin.
 func (o *capOrigin) get(path string) (int, []byte) {
 	o.t.Helper()
-	resp, err := capClient.Get("http://" + o.addr + path)
+	req, err := http.NewRequestWithContext(o.t.Context(), http.MethodGet, "http://"+o.addr+path, nil)
+	require.NoError(o.t, err)
+	resp, err := capClient.Do(req)
 	require.NoError(o.t, err)
 	defer func() { _ = resp.Body.Close() }() // read to the end below
 	body, err := io.ReadAll(resp.Body)
@@ -252,17 +256,17 @@ func TestOriginDiskFull(t *testing.T) {
 
 	// During: a chunked upload whose second chunk finds the disk full.
 	during := randomBlob(t, 3<<20)
-	req, err := http.NewRequest(http.MethodPost, "http://"+o.addr+"/namespace/test/uploads", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+o.addr+"/namespace/test/uploads", nil)
 	require.NoError(t, err)
-	a, err = do(t, req)
+	a, err = do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, a.status)
 	loc := "http://" + o.addr + a.header.Get("Location")
 	patch := func(off, end int) reply {
-		req, err := http.NewRequest(http.MethodPatch, loc, bytes.NewReader(during[off:end]))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, bytes.NewReader(during[off:end]))
 		require.NoError(t, err)
 		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", off, end-1))
-		a, err := do(t, req)
+		a, err := do(req)
 		require.NoError(t, err)
 		return a
 	}
@@ -270,9 +274,9 @@ func TestOriginDiskFull(t *testing.T) {
 	filler = fill(t, disk, 256<<10)
 	a = patch(1<<20, 3<<20)
 	require.Equal(t, reply{status: http.StatusInsufficientStorage, code: "STORAGE_FULL"}, reply{status: a.status, code: a.code})
-	req, err = http.NewRequest(http.MethodGet, loc, nil)
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodGet, loc, nil)
 	require.NoError(t, err)
-	a, err = do(t, req)
+	a, err = do(req)
 	require.NoError(t, err)
 	require.Equal(t, strconv.Itoa(1<<20), a.header.Get("Upload-Offset"), "the failed chunk was rolled back")
 	require.NoError(t, os.Remove(filler))
@@ -281,9 +285,9 @@ func TestOriginDiskFull(t *testing.T) {
 	if strings.Contains(loc, "?") {
 		sep = "&"
 	}
-	req, err = http.NewRequest(http.MethodPut, loc+sep+"digest="+digest.FromBytes(during).String(), nil)
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPut, loc+sep+"digest="+digest.FromBytes(during).String(), nil)
 	require.NoError(t, err)
-	a, err = do(t, req)
+	a, err = do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, a.status)
 	o.requireComplete(during)
@@ -303,7 +307,7 @@ func TestOriginDiskFull(t *testing.T) {
 	o.requireComplete(end)
 
 	require.Equal(t, float64(3), o.metric(`krakenctl_castore_full_total{reason="disk"}`))
-	require.Regexp(t, regexp.MustCompile(`"level":"ERROR","msg":"castore: store full".*"reason":"disk"`), o.logText())
+	require.Regexp(t, `"level":"ERROR","msg":"castore: store full".*"reason":"disk"`, o.logText())
 	for _, data := range [][]byte{during, end} {
 		require.Eventually(t, func() bool {
 			b, ok := backend.get("/store/test/_objects/" + digest.FromBytes(data).Encoded())
@@ -334,18 +338,16 @@ func TestOriginConcurrentUploadsOverCapacity(t *testing.T) {
 
 	blobs := make([][]byte, 8)
 	answers := make([]reply, len(blobs))
+	errs := make([]error, len(blobs))
 	var wg sync.WaitGroup
 	for i := range blobs {
 		blobs[i] = randomBlob(t, size)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a, err := o.push(blobs[i])
-			require.NoError(t, err)
-			answers[i] = reply{status: a.status, code: a.code}
-		}()
+		wg.Go(func() { answers[i], errs[i] = o.push(blobs[i]) })
 	}
 	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 	ok, full := 0, 0
 	for i, a := range answers {
 		switch {
@@ -398,13 +400,13 @@ func TestOriginRestartOverCapacity(t *testing.T) {
 		// The store orders blobs by last use after a restart from the files' times.
 		time.Sleep(20 * time.Millisecond)
 	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+o.addr+"/namespace/test/uploads", nil)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+o.addr+"/namespace/test/uploads", nil)
 	require.NoError(t, err)
-	a, err := do(t, req)
+	a, err := do(req)
 	require.NoError(t, err)
-	req, err = http.NewRequest(http.MethodPatch, "http://"+o.addr+a.header.Get("Location"), bytes.NewReader(randomBlob(t, size)))
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPatch, "http://"+o.addr+a.header.Get("Location"), bytes.NewReader(randomBlob(t, size)))
 	require.NoError(t, err)
-	a, err = do(t, req)
+	a, err = do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, a.status)
 	o.p.kill()
