@@ -96,7 +96,15 @@ func (s *Store) makeRoomLocked(size int64) error {
 		return fmt.Errorf("%w: %d bytes needed, %d committed and %d reserved of a capacity of %d, only %d evictable",
 			ErrFull, size, s.used, s.reserved, s.capacity, freed)
 	}
-	return s.evictLocked(orphans, blobs)
+	if _, err := s.evictLocked(orphans, blobs); err != nil {
+		return err
+	}
+	if over := s.used + s.reserved + size - s.capacity; over > 0 {
+		// An orphan session was resumed between the choice and the eviction: kept, so short.
+		return fmt.Errorf("%w: %d bytes needed, %d committed and %d reserved of a capacity of %d",
+			ErrFull, size, s.used, s.reserved, s.capacity)
+	}
+	return nil
 }
 
 // victimsLocked picks what to evict to free over bytes, in eviction order, stopping once it has
@@ -126,22 +134,27 @@ func (s *Store) victimsLocked(over int64) (orphans []orphan, blobs []*entry, fre
 	return orphans, blobs, freed
 }
 
-// evictLocked removes the chosen victims. s.mu is held.
-func (s *Store) evictLocked(orphans []orphan, blobs []*entry) error {
+// evictLocked removes the chosen victims, and returns the orphan sessions it removed (one
+// resumed since it was chosen is kept). s.mu is held.
+func (s *Store) evictLocked(orphans []orphan, blobs []*entry) (removed []orphan, err error) {
 	for _, o := range orphans {
-		if err := s.removeOrphanLocked(o); err != nil {
-			return fmt.Errorf("evict abandoned upload %s: %w", o.id, err)
+		ok, err := s.removeOrphanLocked(o)
+		if err != nil {
+			return removed, fmt.Errorf("evict abandoned upload %s: %w", o.id, err)
 		}
-		s.log.Info("castore: evicted an upload session left by an earlier process", "upload_id", o.id, "size", o.size)
+		if ok {
+			removed = append(removed, o)
+			s.log.Info("castore: evicted an upload session left by an earlier process", "upload_id", o.id, "size", o.size)
+		}
 	}
 	for _, e := range blobs {
 		if err := s.removeLocked(e); err != nil {
-			return fmt.Errorf("evict %s: %w", e.digest, err)
+			return removed, fmt.Errorf("evict %s: %w", e.digest, err)
 		}
 		s.metrics.evicted(e.size)
 		s.log.Debug("castore: evicted", "digest", e.digest, "size", e.size)
 	}
-	return nil
+	return removed, nil
 }
 
 // orphan is an upload session found on disk by Open that this process has not touched yet. Its
@@ -172,18 +185,19 @@ func (s *Store) sessionBusy(id string) bool {
 	return ok && sess.busy
 }
 
-// removeOrphanLocked deletes an orphan session that is not busy. s.mu is held.
-func (s *Store) removeOrphanLocked(o orphan) error {
+// removeOrphanLocked deletes an orphan session, unless it became busy since it was chosen (a
+// client resumed it): then it reports false and keeps it. s.mu is held.
+func (s *Store) removeOrphanLocked(o orphan) (bool, error) {
 	s.upMu.Lock()
 	if sess, ok := s.uploads[o.id]; ok && sess.busy {
 		s.upMu.Unlock()
-		return fmt.Errorf("%w: %s", ErrUploadBusy, o.id)
+		return false, nil
 	}
 	trash := s.path(dirTmp, "evicted-"+o.id+"-"+randomID())
 	err := os.Rename(s.uploadPath(o.id), trash)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.upMu.Unlock()
-		return err
+		return false, err
 	}
 	delete(s.uploads, o.id)
 	s.upMu.Unlock()
@@ -196,7 +210,7 @@ func (s *Store) removeOrphanLocked(o orphan) error {
 			s.log.Warn("castore: cannot remove evicted upload", "upload_id", o.id, "err", err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // adoptOrphan turns session sess, loaded from disk, into one of this process: the reservation
@@ -257,15 +271,17 @@ func (s *Store) Trim() (TrimResult, error) {
 	before := s.used + s.reserved
 	over := before - s.capacity
 	orphans, blobs, _ := s.victimsLocked(over)
-	for _, o := range orphans {
+	removed, err := s.evictLocked(orphans, blobs)
+	for _, o := range removed {
 		res.Uploads++
 		res.UploadBytes += o.size
 	}
-	for _, e := range blobs {
-		res.Blobs++
-		res.BlobBytes += e.size
+	if err == nil {
+		for _, e := range blobs {
+			res.Blobs++
+			res.BlobBytes += e.size
+		}
 	}
-	err := s.evictLocked(orphans, blobs)
 	res.Over = max(s.used+s.reserved-s.capacity, 0)
 	if over > 0 {
 		s.log.Info("castore: trimmed to capacity at startup", "dir", s.dir, "capacity_bytes", s.capacity,
