@@ -29,6 +29,9 @@
 //     it staged is written, fsynced and moved into meta/, and only then is the blob renamed into
 //     blobs/. A crash at any step leaves the blob absent (and Open removes metadata without a
 //     blob) or visible with its metadata; never visible without.
+//     A binary built with the krakenctl_faults tag kills itself (SIGKILL) at the step named by
+//     KRAKENCTL_FAULT_CRASH_AT (write, sync, prepare, meta, meta-rename, rename, renamed), so
+//     test/e2e checks this against real processes; other builds compile the hook to nothing.
 //   - Upload sessions (resumable, chunked uploads as in the OCI distribution API) survive a
 //     process restart. Their SHA-256 state is persisted next to the data after every append, so
 //     committing does not read the data again; if the state is missing, stale or for another
