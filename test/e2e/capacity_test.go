@@ -180,9 +180,12 @@ func do(req *http.Request) (reply, error) {
 }
 
 // push uploads data monolithically under namespace test.
-func (o *capOrigin) push(data []byte) (reply, error) {
-	req, err := http.NewRequestWithContext(o.t.Context(), http.MethodPost, fmt.Sprintf("http://%s/namespace/test/uploads?digest=%s",
-		o.addr, digest.FromBytes(data)), bytes.NewReader(data))
+func (o *capOrigin) push(data []byte) (reply, error) { return o.pushTo("test", data) }
+
+// pushTo uploads data monolithically under namespace ns.
+func (o *capOrigin) pushTo(ns string, data []byte) (reply, error) {
+	req, err := http.NewRequestWithContext(o.t.Context(), http.MethodPost, fmt.Sprintf("http://%s/namespace/%s/uploads?digest=%s",
+		o.addr, ns, digest.FromBytes(data)), bytes.NewReader(data))
 	require.NoError(o.t, err)
 	return do(req)
 }
@@ -230,7 +233,8 @@ func randomBlob(t *testing.T, n int) []byte {
 }
 
 // TestOriginDiskFull runs an origin without a capacity on a 16 MiB tmpfs and lets the disk fill
-// before, during and at the end of an upload: each answers 507 STORAGE_FULL (never 500), logs
+// before, during and at the end of an upload, and under a stored blob that a second push must
+// record under another namespace: each answers 507 STORAGE_FULL (never 500), logs
 // an error, counts krakenctl_castore_full_total{reason="disk"}, and leaves nothing half-done:
 // no blob stored or served, a chunked session back at its last acknowledged size, and once
 // space is freed the same uploads succeed, complete with metainfo and write-back.
@@ -306,7 +310,16 @@ func TestOriginDiskFull(t *testing.T) {
 	require.Equal(t, http.StatusCreated, a.status)
 	o.requireComplete(end)
 
-	require.Equal(t, float64(3), o.metric(`krakenctl_castore_full_total{reason="disk"}`))
+	// After: a full disk under a stored blob. Pushing it again under another namespace must
+	// record that namespace, which the disk refuses: 507, and the stored blob is untouched.
+	filler = fill(t, disk, 0)
+	a, err = o.pushTo("other", during)
+	require.NoError(t, err)
+	require.Equal(t, reply{status: http.StatusInsufficientStorage, code: "STORAGE_FULL"}, reply{status: a.status, code: a.code})
+	o.requireComplete(during)
+	require.NoError(t, os.Remove(filler))
+
+	require.Equal(t, float64(4), o.metric(`krakenctl_castore_full_total{reason="disk"}`))
 	require.Regexp(t, `"level":"ERROR","msg":"castore: store full".*"reason":"disk"`, o.logText())
 	for _, data := range [][]byte{during, end} {
 		require.Eventually(t, func() bool {
