@@ -375,3 +375,21 @@ func TestTrimEvictsOrphansFirst(t *testing.T) {
 
 // timeAt returns a distinct moment for the i-th blob, oldest first.
 func timeAt(i int) time.Time { return time.Date(2026, 1, 1, 0, i, 0, 0, time.UTC) }
+
+// TestPartialReservesItsSize checks that an open partial download reserves the blob's size
+// (from its metainfo) and gives it back when closed to be resumed later.
+func TestPartialReservesItsSize(t *testing.T) {
+	t.Parallel()
+	const size = 1000
+	s := openStore(t, t.TempDir(), castore.Options{Capacity: 2 * size})
+	data := blobData(580, size)
+	d := digest.FromBytes(data)
+	p, err := s.OpenPartial(d, size)
+	require.NoError(t, err)
+	require.Equal(t, int64(size), s.Reserved())
+	_, err = s.OpenPartial(digest.FromBytes(blobData(581, 2*size)), 2*size)
+	require.ErrorIs(t, err, castore.ErrFull, "the open partial's reservation leaves no room")
+	require.NoError(t, p.Close())
+	require.Zero(t, s.Reserved())
+	require.Equal(t, []digest.Digest{d}, partialDigests(s), "kept on disk to be resumed")
+}
