@@ -107,6 +107,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("store", s.store.Close)
+	// An agent holds nothing it must keep across a restart: a store over its capacity is
+	// trimmed before it serves (castore logs what it evicted).
+	if _, err := s.store.Trim(); err != nil {
+		s.log.Warn("trim the store to its capacity", "err", err) // the next reservations evict too
+	}
 	peers := b.Peers(deps.PeerListener, cfg.PeerPlain, scheduler.DefaultHandshakeTimeout)
 	s.sched, err = scheduler.New(scheduler.Config{
 		PeerID:           peers.PeerID,

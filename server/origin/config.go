@@ -60,8 +60,10 @@ type Config struct {
 type StoreConfig struct {
 	// Dir holds blobs, upload sessions and the durable queue.
 	Dir string `yaml:"dir"`
-	// Capacity bounds the bytes of blobs kept; least recently used blobs are evicted, never one
-	// being read or still waiting for write-back. Zero means unlimited.
+	// Capacity bounds the bytes of blobs kept plus those being written, which are reserved when
+	// a write starts; least recently used blobs are evicted then to make room, never one being
+	// read or still waiting for write-back, and a write that cannot fit answers 507. A store over
+	// it at startup is trimmed. Zero means unlimited.
 	Capacity config.ByteSize `yaml:"capacity"`
 	// MaxBlobSize rejects uploads larger than this with 413.
 	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`

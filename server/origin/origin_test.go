@@ -483,3 +483,35 @@ func TestSwarmHostAndTorrents(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
 	}
 }
+
+// TestWritebackOfABlobNeverCommitted: a commit queues the write-back before the blob becomes
+// visible, so a crash between the two leaves a task whose blob never arrived. The task retries
+// a few times (the blob may be a moment from visible) and is then dropped: it never uploads
+// anything and does not stay in the queue. A blob that arrives while it retries is written back.
+func TestWritebackOfABlobNeverCommitted(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	c := newCluster(t, 1, 1, be, nil)
+	srv := c.nodes[0].srv()
+	_, never := randomBlob(t, 1000)
+	require.NoError(t, srv.QueueWriteback("team/x", never))
+	require.Eventually(t, func() bool {
+		n, err := srv.QueueLen()
+		return err == nil && n == 0
+	}, 10*time.Second, 10*time.Millisecond, "dropped after its retries")
+	require.Zero(t, be.Calls(memory.OpUpload))
+
+	// Queued first and tried while the blob is missing, committed a moment later (with no task
+	// of its own): written back all the same.
+	data, d := randomBlob(t, 1000)
+	require.NoError(t, srv.QueueWriteback("team/x", d))
+	require.Eventually(t, func() bool {
+		n, err := srv.Attempts("team/x", d)
+		return err == nil && n >= 1
+	}, 10*time.Second, time.Millisecond, "tried once while the blob is missing")
+	require.NoError(t, srv.StoreOnly(t.Context(), d, data))
+	require.Eventually(t, func() bool {
+		got, ok := be.Peek("team/x", d.Encoded())
+		return ok && bytes.Equal(got, data)
+	}, 10*time.Second, 10*time.Millisecond)
+}

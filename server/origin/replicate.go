@@ -112,7 +112,11 @@ func (s *Server) execute(ctx context.Context, t queue.Task) error {
 	}
 	switch t.Kind {
 	case kindWriteback:
-		return s.writeback(ctx, bt.Namespace, bt.Digest)
+		err := s.writeback(ctx, bt.Namespace, bt.Digest)
+		if errors.Is(err, castore.ErrNotFound) && t.Attempts >= writebackMissingAttempts {
+			return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
+		}
+		return err
 	case kindReplicate:
 		if !s.ring.IsMember(bt.Target) {
 			return fmt.Errorf("%w: %s is no longer a ring member", queue.ErrPermanent, bt.Target)
@@ -127,15 +131,19 @@ func (s *Server) execute(ctx context.Context, t queue.Task) error {
 	}
 }
 
+// writebackMissingAttempts is how many times a write-back retries before it gives up on a blob
+// that is not in the store. A commit queues the write-back before the blob becomes visible
+// (see prepare), so the first attempt may run a moment too early; a blob still missing after
+// a few retries never arrived (its commit failed, or the process died before the rename).
+const writebackMissingAttempts = 3
+
 // writeback copies d to the namespace's backend unless an object of the same size is there.
 func (s *Server) writeback(ctx context.Context, ns string, d digest.Digest) error {
 	if s.backend == nil {
 		return fmt.Errorf("%w: no backend configured", queue.ErrPermanent)
 	}
 	b, err := s.store.Open(ctx, d)
-	if errors.Is(err, castore.ErrNotFound) {
-		return fmt.Errorf("%w: write back %s: %w", queue.ErrPermanent, d, err)
-	} else if err != nil {
+	if err != nil {
 		return fmt.Errorf("write back %s: %w", d, err)
 	}
 	defer func() { _ = b.Close() }() // read-only handle

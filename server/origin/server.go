@@ -156,6 +156,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			s.hold(t, bt.Digest)
 		}
 	}
+	// Only now, with those held: a store found over its capacity (lowered, or a disk that
+	// shrank) is trimmed before it serves, and the upload sessions a killed process left go
+	// first (castore logs what it evicted).
+	if _, err := s.store.Trim(); err != nil {
+		s.log.Warn("trim the store to its capacity", "err", err) // the next reservations evict too
+	}
 	if deps.PeerListener != nil {
 		peers := b.Peers(deps.PeerListener, cfg.Peer.Plain, scheduler.DefaultHandshakeTimeout)
 		s.swarm, err = scheduler.New(scheduler.Config{

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/swarm/castore"
+	"github.com/krakenctl/krakenctl/swarm/metainfo"
 )
 
 // The upload half of the origin's blob API (see docs/origin.md for the whole table):
@@ -71,7 +73,9 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 		// Held from before the commit until its write-back is queued (which holds it again), so
 		// a concurrent commit cannot evict it in between.
 		defer s.store.Hold(d)()
-		if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
+		if _, err := s.store.IngestWith(r.Context(), d, body, castore.IngestOptions{
+			Size: max(r.ContentLength, 0), Prepare: s.prepare(ns, true),
+		}); err != nil {
 			registry.WriteError(w, r, err)
 			return
 		}
@@ -133,10 +137,61 @@ func (s *Server) ingestAsSHA256(w http.ResponseWriter, r *http.Request, ns strin
 	s.commitAsSHA256(w, r, ns, id, d)
 }
 
+// prepare returns what a commit of a blob uploaded under ns runs before the blob becomes
+// visible (castore.PrepareFunc): its metainfo and namespace staged beside it, and its
+// write-back task queued durably (holding the blob). So after a crash at any step a blob is
+// either absent or complete with its metainfo and write-back, never stored and served without
+// them (a task queued for a blob that never appeared is dropped when it runs). primary is as
+// for afterCommit, which still runs after the commit: it finds all this done and only fans out.
+func (s *Server) prepare(ns string, primary bool) castore.PrepareFunc {
+	return func(ctx context.Context, st *castore.Staged) error {
+		mi, err := stagedMetainfo(ctx, st)
+		if err != nil {
+			return err
+		}
+		if err := st.PutMeta(metaMetainfo, mi); err != nil {
+			return err
+		}
+		if err := st.PutMeta(metaNamespace, []byte(ns)); err != nil {
+			return err
+		}
+		if s.backend == nil {
+			return nil
+		}
+		delay := time.Duration(0)
+		if !primary {
+			delay = s.cfg.Writeback.ReplicaDelay
+		}
+		return s.enqueue(newTask(kindWriteback, ns, st.Digest(), "", time.Now().Add(delay)), st.Digest())
+	}
+}
+
+// stagedMetainfo generates the encoded metainfo of a verified blob about to be committed.
+func stagedMetainfo(ctx context.Context, st *castore.Staged) ([]byte, error) {
+	f, err := st.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }() // read-only
+	mi, err := metainfo.Generate(ctx, io.NewSectionReader(f, 0, st.Size()), st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("generate metainfo for %s: %w", st.Digest(), err)
+	}
+	if mi.Digest != st.Digest() {
+		// The store verified these bytes a moment ago; a mismatch now is disk corruption.
+		return nil, fmt.Errorf("generate metainfo for %s: staged bytes hash to %s", st.Digest(), mi.Digest)
+	}
+	data, err := mi.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("encode metainfo for %s: %w", st.Digest(), err)
+	}
+	return data, nil
+}
+
 // commitAsSHA256 commits session id verified by d and stored under its SHA-256, then finishes
 // as committed does.
 func (s *Server) commitAsSHA256(w http.ResponseWriter, r *http.Request, ns, id string, d digest.Digest) {
-	info, err := s.store.CommitUploadSHA256(r.Context(), id, d)
+	info, err := s.store.CommitUploadWith(r.Context(), id, d, castore.CommitOptions{AsSHA256: true, Prepare: s.prepare(ns, true)})
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
@@ -347,7 +402,7 @@ func (s *Server) handleCommitUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.store.Hold(d)() // see handleStartUpload
-	if _, err := s.store.CommitUpload(r.Context(), id, d); err != nil {
+	if _, err := s.store.CommitUploadWith(r.Context(), id, d, castore.CommitOptions{Prepare: s.prepare(ns, true)}); err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
@@ -398,7 +453,9 @@ func (s *Server) handlePutReplica(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.store.Hold(d)() // see handleStartUpload
 	body := http.MaxBytesReader(w, r.Body, int64(s.cfg.Store.MaxBlobSize))
-	if _, err := s.store.Ingest(r.Context(), d, body); err != nil {
+	if _, err := s.store.IngestWith(r.Context(), d, body, castore.IngestOptions{
+		Size: max(r.ContentLength, 0), Prepare: s.prepare(ns, false),
+	}); err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"syscall"
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -57,7 +58,11 @@ func FromError(err error) *errcode.Error {
 	case errors.Is(err, castore.ErrUploadBusy):
 		return wrap(http.StatusConflict, errcode.CodeBlobUploadInvalid, "another request is writing to this upload")
 	case errors.Is(err, castore.ErrFull):
-		return wrap(http.StatusInsufficientStorage, errcode.CodeStorageFull, "store is full of blobs that cannot be evicted")
+		return wrap(http.StatusInsufficientStorage, errcode.CodeStorageFull, "the store is full: no room can be made by evicting, or the disk itself is full")
+	case errors.Is(err, syscall.ENOSPC):
+		// A full disk under something other than the blob store (the origin's queue, say):
+		// the same answer, never an opaque 500.
+		return wrap(http.StatusInsufficientStorage, errcode.CodeStorageFull, "the disk is full")
 	case errors.Is(err, backend.ErrInvalidKey):
 		return wrap(http.StatusBadRequest, errcode.CodeNameInvalid, "invalid repository name")
 	case errors.Is(err, backend.ErrNoRoute):

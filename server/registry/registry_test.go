@@ -3,7 +3,9 @@ package registry_test
 import (
 	"errors"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -65,6 +67,8 @@ func TestFromError(t *testing.T) {
 		{castore.ErrDigestMismatch, 400, errcode.CodeDigestInvalid},
 		{castore.ErrBadOffset, 416, errcode.CodeRangeInvalid},
 		{castore.ErrFull, 507, errcode.CodeStorageFull},
+		// A full disk under anything else (the origin's queue, say) is the same 507.
+		{&os.PathError{Op: "write", Path: "queue.db", Err: syscall.ENOSPC}, 507, errcode.CodeStorageFull},
 		{backend.ErrInvalidKey, 400, errcode.CodeNameInvalid},
 		{backend.ErrNoRoute, 404, errcode.CodeNameUnknown},
 		{&http.MaxBytesError{Limit: 10}, 413, errcode.CodeSizeInvalid},

@@ -32,7 +32,7 @@ func checkKind(kind string) error {
 // blob and does not count towards the capacity.
 func (s *Store) PutMeta(d digest.Digest, kind string, data []byte) error {
 	if err := s.putMeta(d, kind, data); err != nil {
-		return fmt.Errorf("put metadata %s of %s: %w", kind, d, err)
+		return s.full("put metadata", fmt.Errorf("put metadata %s of %s: %w", kind, d, err))
 	}
 	return nil
 }

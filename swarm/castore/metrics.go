@@ -16,6 +16,8 @@ type metrics struct {
 	evictedBytes  prometheus.Counter
 	ingestedBytes prometheus.Counter
 	mismatches    prometheus.Counter
+	reserved      prometheus.Gauge
+	fulls         *prometheus.CounterVec
 }
 
 func newMetrics(capacity int64) *metrics {
@@ -48,6 +50,17 @@ func newMetrics(capacity int64) *metrics {
 			Name: "krakenctl_castore_digest_mismatches_total",
 			Help: "Ingests and upload commits refused because the bytes did not match the digest.",
 		}),
+		reserved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "krakenctl_castore_reserved_bytes",
+			Help: "Bytes reserved for writes in progress and upload sessions; they count against the capacity with the committed blobs.",
+		}),
+		fulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krakenctl_castore_full_total",
+			Help: "Writes refused because the store was full, by reason: capacity (no room could be made by eviction) or disk (the file system had no space).",
+		}, []string{"reason"}),
+	}
+	for _, reason := range []string{"capacity", "disk"} {
+		m.fulls.WithLabelValues(reason) // Present at 0, so alerts can rate() it from the start.
 	}
 	m.capacity.Set(float64(capacity))
 	return m
@@ -55,7 +68,7 @@ func newMetrics(capacity int64) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.used, m.capacity, m.blobs, m.evictions, m.evictedBytes,
-		m.ingestedBytes, m.mismatches}
+		m.ingestedBytes, m.mismatches, m.reserved, m.fulls}
 }
 
 // register registers every collector with reg, or none of them.
@@ -98,3 +111,7 @@ func (m *metrics) evicted(size int64) {
 func (m *metrics) ingested(size int64) { m.ingestedBytes.Add(float64(size)) }
 
 func (m *metrics) mismatched() { m.mismatches.Inc() }
+
+func (m *metrics) reservedBytes(n int64) { m.reserved.Set(float64(n)) }
+
+func (m *metrics) full(reason string) { m.fulls.WithLabelValues(reason).Inc() }

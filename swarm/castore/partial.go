@@ -89,6 +89,7 @@ type Partial struct {
 	digest digest.Digest
 	size   int64
 	dir    string
+	res    *reservation // The blob's size, reserved until Commit converts it or Close releases it.
 
 	hashMu   sync.Mutex   // Serialises HashTo and Commit; guards h and hashedN.
 	h        hash.Hash    // Hash of the digest's algorithm over [0, hashedN).
@@ -125,7 +126,7 @@ func (s *Store) partialDir(d digest.Digest) string {
 func (s *Store) OpenPartial(d digest.Digest, size int64) (*Partial, error) {
 	p, err := s.openPartial(d, size)
 	if err != nil {
-		return nil, fmt.Errorf("open partial %s: %w", d, err)
+		return nil, s.full("open partial", fmt.Errorf("open partial %s: %w", d, err))
 	}
 	return p, nil
 }
@@ -148,8 +149,14 @@ func (s *Store) openPartial(d digest.Digest, size int64) (*Partial, error) {
 	if err := s.reservePartial(d); err != nil {
 		return nil, err
 	}
+	res, err := s.reserve(size)
+	if err != nil {
+		s.releasePartial(d)
+		return nil, err
+	}
 	f, err := s.openPartialData(d, size)
 	if err != nil {
+		res.release()
 		s.releasePartial(d)
 		return nil, err
 	}
@@ -158,6 +165,7 @@ func (s *Store) openPartial(d digest.Digest, size int64) (*Partial, error) {
 		digest: d,
 		size:   size,
 		dir:    s.partialDir(d),
+		res:    res,
 		h:      d.Algorithm().Hash(),
 		f:      f,
 	}, nil
@@ -372,7 +380,7 @@ func (p *Partial) WriteAt(b []byte, off int64) (int, error) {
 	}
 	n, err := p.f.WriteAt(b, off)
 	if err != nil {
-		return n, fmt.Errorf("write partial %s: %w", p.digest, err)
+		return n, p.store.full("write partial", fmt.Errorf("write partial %s: %w", p.digest, err))
 	}
 	return n, nil
 }
@@ -472,7 +480,7 @@ func (p *Partial) readState() ([]byte, error) {
 // Store.Close.
 func (p *Partial) SaveState(state []byte) error {
 	if err := p.saveState(state); err != nil {
-		return fmt.Errorf("save partial state %s: %w", p.digest, err)
+		return p.store.full("save partial state", fmt.Errorf("save partial state %s: %w", p.digest, err))
 	}
 	return nil
 }
@@ -651,7 +659,7 @@ func (p *Partial) verify(ctx context.Context) error {
 func (p *Partial) Commit(ctx context.Context) (Info, error) {
 	info, err := p.commit(ctx)
 	if err != nil {
-		return Info{}, fmt.Errorf("commit partial %s: %w", p.digest, err)
+		return Info{}, p.store.full("commit partial", fmt.Errorf("commit partial %s: %w", p.digest, err))
 	}
 	return info, nil
 }
@@ -690,7 +698,7 @@ func (p *Partial) commit(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info, renamed, err := s.commit(f, p.digest, p.size)
+	info, renamed, err := s.commit(ctx, f, p.digest, p.size, p.res, nil)
 	if err != nil && !renamed {
 		_ = f.Close() // commit may have failed before closing it.
 		return Info{}, err
@@ -725,6 +733,9 @@ func (p *Partial) finishLocked(remove bool) error {
 		// A failure to close a file about to be removed loses nothing.
 		err = p.store.removePartialDir(p.digest)
 	}
+	// Nothing left to release once Commit converted it. A partial download closed to be
+	// resumed later stays on disk uncounted until it is opened again.
+	p.res.release()
 	p.store.releasePartial(p.digest)
 	return err
 }

@@ -664,33 +664,31 @@ func TestPartialCommitEvictsOrKeepsThePartialWhenFull(t *testing.T) {
 	_, err = s.Stat(b)
 	require.NoError(t, err)
 
-	// With B and C held there is no room for E: ErrFull keeps the partial download and the
-	// Partial, hashed, for a retry.
+	// With B and C held there is no room for E: the reservation OpenPartial takes fails with
+	// ErrFull before anything is written, and evicts nothing.
 	releaseB, releaseC := s.Hold(b), s.Hold(c)
 	defer releaseC()
 	eData := blobData(383, size)
 	e := digest.FromBytes(eData)
-	pe := openPartial(t, s, e, size)
-	writePiece(t, pe, eData, [2]int{0, size})
-	require.NoError(t, pe.SaveState([]byte("done")))
-	_, err = pe.Commit(t.Context())
+	_, err = s.OpenPartial(e, size)
 	require.ErrorIs(t, err, castore.ErrFull)
-	require.Equal(t, []digest.Digest{e}, partialDigests(s))
-	require.Equal(t, int64(size), pe.Hashed())
-	state, err := pe.State()
-	require.NoError(t, err)
-	require.Equal(t, "done", string(state))
+	require.Empty(t, partialDigests(s))
 	_, err = s.Stat(b)
-	require.NoError(t, err, "a failed commit evicts nothing")
+	require.NoError(t, err, "a refused reservation evicts nothing")
 	used, _ := s.Usage()
 	require.Equal(t, int64(2*size), used)
 
+	// Once B may go, opening E evicts it at once, before a byte of E is written.
 	releaseB()
+	pe := openPartial(t, s, e, size)
+	_, err = s.Stat(b)
+	require.ErrorIs(t, err, castore.ErrNotFound)
+	require.Equal(t, int64(size), s.Reserved())
+	writePiece(t, pe, eData, [2]int{0, size})
 	_, err = pe.Commit(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, eData, readBlob(t, s, e))
-	_, err = s.Stat(b)
-	require.ErrorIs(t, err, castore.ErrNotFound)
+	require.Zero(t, s.Reserved())
 	require.Empty(t, s.Partials())
 }
 

@@ -96,6 +96,10 @@ type Store struct {
 	lru     *list.List // Of *entry; the front is the most recently used.
 	used    int64
 	holds   map[digest.Digest]int
+	// reserved counts the bytes set aside for writes in progress, upload sessions and orphans
+	// (reserve.go); used+reserved stays within the capacity.
+	reserved int64
+	orphans  map[string]orphan // Upload sessions of an earlier process, by id.
 
 	upMu    sync.Mutex
 	uploads map[string]*session // Sessions in use or touched since Open.
@@ -104,6 +108,8 @@ type Store struct {
 	partials map[digest.Digest]bool // Digests with an open Partial or a RemovePartial running.
 
 	reread atomic.Int64 // Upload bytes hashed a second time; tests check it stays 0.
+
+	inject func(step string) error // Unit tests' fault injection (export_test.go); nil otherwise.
 }
 
 type entry struct {
@@ -117,8 +123,8 @@ type entry struct {
 
 // Open opens (creating it if needed) the store in dir and rebuilds its index from disk; see the
 // package documentation for what it cleans up. It never evicts, even when what is on disk
-// exceeds opts.Capacity: the next commits evict the excess, after callers have had the chance
-// to Hold what they must keep.
+// exceeds opts.Capacity: callers Hold what they must keep, then call Trim before serving (the
+// next reservations would evict the excess too).
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.Capacity < 0 {
 		return nil, fmt.Errorf("open castore %s: negative capacity %d", dir, opts.Capacity)
@@ -133,6 +139,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		holds:    map[digest.Digest]int{},
 		uploads:  map[string]*session{},
 		partials: map[digest.Digest]bool{},
+		orphans:  map[string]orphan{},
 		metrics:  newMetrics(opts.Capacity),
 		reg:      opts.Registerer,
 	}
@@ -157,6 +164,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open castore %s: %w", dir, err)
 	}
 	s.metrics.update(s.used, len(s.entries))
+	s.metrics.reservedBytes(s.reserved)
 	if err := s.metrics.register(opts.Registerer); err != nil {
 		_ = lf.Close()
 		return nil, fmt.Errorf("open castore %s: %w", dir, err)
@@ -271,10 +279,13 @@ func (s *Store) load() error {
 			s.removeStray(s.path(dirUploads, id))
 		} else if fi, err := os.Lstat(s.uploadPath(id, uploadData)); err != nil || !fi.Mode().IsRegular() {
 			s.removeStray(s.path(dirUploads, id))
+		} else {
+			s.orphans[id] = orphan{id: id, size: fi.Size(), mtime: fi.ModTime()}
+			s.reserved += fi.Size()
 		}
 	}
 	s.log.Info("castore opened", "dir", s.dir, "blobs", len(s.entries), "used_bytes", s.used,
-		"capacity_bytes", s.capacity)
+		"capacity_bytes", s.capacity, "earlier_uploads", len(s.orphans), "earlier_upload_bytes", s.reserved)
 	return nil
 }
 
@@ -413,46 +424,6 @@ func (s *Store) removeLocked(e *entry) error {
 	return nil
 }
 
-// reserveLocked makes room for size more bytes, evicting least recently used blobs that are
-// neither open nor held. It evicts nothing and returns ErrFull when that cannot free enough.
-// s.mu is held.
-func (s *Store) reserveLocked(size int64) error {
-	if s.capacity == 0 {
-		return nil
-	}
-	if size > s.capacity {
-		return fmt.Errorf("%w: blob of %d bytes exceeds the capacity of %d", ErrFull, size, s.capacity)
-	}
-	over := s.used + size - s.capacity
-	if over <= 0 {
-		return nil
-	}
-	var (
-		victims []*entry
-		freed   int64
-	)
-	for el := s.lru.Back(); el != nil && freed < over; el = el.Prev() {
-		e := el.Value.(*entry)
-		if e.opens > 0 || s.holds[e.digest] > 0 || e.size == 0 {
-			continue
-		}
-		victims = append(victims, e)
-		freed += e.size
-	}
-	if freed < over {
-		return fmt.Errorf("%w: %d bytes needed, %d used of %d, only %d evictable",
-			ErrFull, size, s.used, s.capacity, freed)
-	}
-	for _, e := range victims {
-		if err := s.removeLocked(e); err != nil {
-			return fmt.Errorf("evict %s: %w", e.digest, err)
-		}
-		s.metrics.evicted(e.size)
-		s.log.Debug("castore: evicted", "digest", e.digest, "size", e.size)
-	}
-	return nil
-}
-
 // touchLocked marks e as just used and reports whether its file time should be updated.
 // s.mu is held.
 func (s *Store) touchLocked(e *entry) (persist bool) {
@@ -534,6 +505,28 @@ func (s *Store) unpin(e *entry) {
 	s.mu.Lock()
 	e.opens--
 	s.mu.Unlock()
+}
+
+// Steps of a write at which faults are injected: unit tests make them fail as a full disk
+// would (Store.inject), and binaries built with the krakenctl_faults tag can be killed there
+// (crashAt) to test recovery.
+const (
+	stepWrite      = "write"       // before each chunk is written to a temporary or session file
+	stepSync       = "sync"        // before the verified data is fsynced
+	stepPrepare    = "prepare"     // before the caller's Prepare runs
+	stepMeta       = "meta"        // before the staged sidecar metadata is written
+	stepMetaRename = "meta-rename" // before the metadata moves into meta/
+	stepRename     = "rename"      // before the blob moves into blobs/: the last step before it is visible
+	stepRenamed    = "renamed"     // after the rename, before the directory sync
+)
+
+// step marks a fault-injection point.
+func (s *Store) step(name string) error {
+	crashAt(name)
+	if s.inject != nil {
+		return s.inject(name)
+	}
+	return nil
 }
 
 // newTemp creates a temporary file in tmp/, which Open empties after a crash.

@@ -38,6 +38,9 @@ type session struct {
 	hashed int64     // Bytes of the data file fed to h; at most size.
 	h      hash.Hash // SHA-256 of the first hashed bytes.
 	label  string    // CreateUploadLabeled's label; never changes
+	// res reserves the session's bytes against the capacity; nil for a session of an earlier
+	// process until acquire adopts it (its bytes are reserved as an orphan meanwhile).
+	res *reservation
 }
 
 // checkUploadID accepts exactly the ids CreateUpload makes, so an id can never name a path
@@ -95,10 +98,10 @@ func (s *Store) CreateUploadLabeled(label string) (string, error) {
 	}
 	if err != nil {
 		_ = os.RemoveAll(staging)
-		return "", fmt.Errorf("create upload: %w", err)
+		return "", s.full("create upload", fmt.Errorf("create upload: %w", err))
 	}
 	s.upMu.Lock()
-	s.uploads[id] = &session{id: id, h: sha256.New(), label: label}
+	s.uploads[id] = &session{id: id, h: sha256.New(), label: label, res: &reservation{s: s}}
 	s.upMu.Unlock()
 	return id, nil
 }
@@ -157,9 +160,10 @@ func (s *Store) UploadSize(id string) (int64, error) {
 // far (else ErrBadOffset, and nothing is read). It returns the session's size afterwards, also
 // with ErrBadOffset and other errors once the session is found (0 with ErrUploadUnknown or
 // ErrUploadBusy). The
-// bytes are fsynced before it returns. If it fails partway (a read error, a cancelled ctx,
-// ErrFull when the session would exceed the capacity), the session is truncated back to its
-// size before the call, which it returns with the error. A concurrent append, commit or
+// bytes are fsynced before it returns. Space is reserved as the bytes arrive, evicting to make
+// room. If it fails partway (a read error, a cancelled ctx, ErrFull when no room can be made
+// or the disk is full), the session is truncated back to its size before the call, which it
+// returns with the error, and its reservation shrinks back. A concurrent append, commit or
 // cancel of the same session fails with ErrUploadBusy. AppendUpload does not close r.
 func (s *Store) AppendUpload(ctx context.Context, id string, offset int64, r io.Reader) (int64, error) {
 	sess, err := s.acquire(id)
@@ -168,7 +172,7 @@ func (s *Store) AppendUpload(ctx context.Context, id string, offset int64, r io.
 	}
 	defer s.release(sess)
 	if err := s.appendUpload(ctx, sess, offset, r); err != nil {
-		return sess.size, fmt.Errorf("append upload %s: %w", id, err)
+		return sess.size, s.full("append upload", fmt.Errorf("append upload %s: %w", id, err))
 	}
 	return sess.size, nil
 }
@@ -192,7 +196,7 @@ func (s *Store) appendUpload(ctx context.Context, sess *session, offset int64, r
 	var n int64
 	_, err = f.Seek(sess.size, io.SeekStart)
 	if err == nil {
-		n, err = s.copyHashed(ctx, f, sess.h, r, sess.size)
+		n, err = s.copyHashed(ctx, f, sess.h, r, sess.size, sess.res)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -222,6 +226,7 @@ func (s *Store) setSize(sess *session, size int64) {
 // the hash restored. If either fails, the session takes whatever size the file has and its
 // hash starts over, to be caught up from the file.
 func (s *Store) rollback(sess *session, path string, saved []byte) {
+	defer func() { sess.res.shrinkTo(sess.size) }()
 	err := os.Truncate(path, sess.size)
 	if err == nil {
 		err = sess.h.(encoding.BinaryUnmarshaler).UnmarshalBinary(saved)
@@ -296,9 +301,37 @@ func (s *Store) CommitUpload(ctx context.Context, id string, expected digest.Dig
 	if err != nil {
 		return Info{}, fmt.Errorf("commit upload: %w", err)
 	}
-	info, err := s.commitUpload(ctx, sess, expected, false)
+	info, err := s.commitUpload(ctx, sess, expected, CommitOptions{})
 	if err != nil {
-		return Info{}, fmt.Errorf("commit upload %s as %s: %w", id, expected, err)
+		return Info{}, s.full("commit upload", fmt.Errorf("commit upload %s as %s: %w", id, expected, err))
+	}
+	return info, nil
+}
+
+// CommitOptions tune CommitUploadWith.
+type CommitOptions struct {
+	// AsSHA256 stores the blob under the SHA-256 of its bytes whatever digest verifies it, as
+	// CommitUploadSHA256 does.
+	AsSHA256 bool
+	// Prepare, if set, runs once the bytes are verified and durable, before the blob becomes
+	// visible (see PrepareFunc).
+	Prepare PrepareFunc
+}
+
+// CommitUploadWith is CommitUpload, or CommitUploadSHA256 with opts.AsSHA256, with a
+// PrepareFunc that makes the blob's metadata and the caller's own records durable before the
+// blob is visible. When Prepare fails the session is kept, as for any failure before the commit.
+func (s *Store) CommitUploadWith(ctx context.Context, id string, expected digest.Digest, opts CommitOptions) (Info, error) {
+	if err := checkDigest(expected); err != nil {
+		return Info{}, fmt.Errorf("commit upload %s: %w", id, err)
+	}
+	sess, err := s.acquire(id)
+	if err != nil {
+		return Info{}, fmt.Errorf("commit upload: %w", err)
+	}
+	info, err := s.commitUpload(ctx, sess, expected, opts)
+	if err != nil {
+		return Info{}, s.full("commit upload", fmt.Errorf("commit upload %s verified by %s: %w", id, expected, err))
 	}
 	return info, nil
 }
@@ -317,16 +350,17 @@ func (s *Store) CommitUploadSHA256(ctx context.Context, id string, expected dige
 	if err != nil {
 		return Info{}, fmt.Errorf("commit upload: %w", err)
 	}
-	info, err := s.commitUpload(ctx, sess, expected, true)
+	info, err := s.commitUpload(ctx, sess, expected, CommitOptions{AsSHA256: true})
 	if err != nil {
-		return Info{}, fmt.Errorf("commit upload %s verified by %s: %w", id, expected, err)
+		return Info{}, s.full("commit upload", fmt.Errorf("commit upload %s verified by %s: %w", id, expected, err))
 	}
 	return info, nil
 }
 
 // commitUpload commits sess, which it releases or removes: under expected, or with asSHA256
 // under the SHA-256 of its bytes once they match expected.
-func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest.Digest, asSHA256 bool) (Info, error) {
+func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest.Digest, opts CommitOptions) (Info, error) {
+	asSHA256 := opts.AsSHA256
 	keep := true
 	defer func() {
 		if keep {
@@ -362,7 +396,7 @@ func (s *Store) commitUpload(ctx context.Context, sess *session, expected digest
 	if err != nil {
 		return Info{}, err
 	}
-	info, renamed, err := s.commit(f, name, sess.size)
+	info, renamed, err := s.commit(ctx, f, name, sess.size, sess.res, opts.Prepare)
 	if err != nil && !renamed {
 		_ = f.Close() // commit may have failed before closing it.
 		return Info{}, err
@@ -419,8 +453,9 @@ func (s *Store) PurgeUploads(olderThan time.Duration) (int, error) {
 	return purged, nil
 }
 
-// acquire marks the session busy, loading it from disk if this process has not seen it yet.
-func (s *Store) acquire(id string) (*session, error) {
+// acquireSession marks the session busy, loading it from disk if this process has not seen it
+// yet.
+func (s *Store) acquireSession(id string) (*session, error) {
 	if err := checkUploadID(id); err != nil {
 		return nil, err
 	}
@@ -441,6 +476,18 @@ func (s *Store) acquire(id string) (*session, error) {
 		return nil, fmt.Errorf("%w: %s", ErrUploadBusy, id)
 	}
 	sess.busy = true
+	return sess, nil
+}
+
+// acquire marks the session busy, loading it from disk if this process has not seen it yet;
+// a session of an earlier process is adopted: its bytes, reserved by Open, become its own
+// reservation.
+func (s *Store) acquire(id string) (*session, error) {
+	sess, err := s.acquireSession(id)
+	if err != nil {
+		return nil, err
+	}
+	s.adoptOrphan(sess)
 	return sess, nil
 }
 
@@ -503,6 +550,12 @@ func (s *Store) removeSession(sess *session) {
 	}
 	if err != nil {
 		s.log.Warn("castore: cannot remove upload", "upload_id", sess.id, "err", err)
+	}
+	// After the files are gone, so a reservation taken now finds the disk space free too.
+	if sess.res != nil {
+		sess.res.release()
+	} else {
+		s.dropOrphan(sess.id)
 	}
 }
 

@@ -375,7 +375,10 @@ func TestCommitUploadSHA256(t *testing.T) {
 	require.ErrorIs(t, err, castore.ErrInvalidDigest)
 }
 
-func TestCommitUploadFullKeepsSession(t *testing.T) {
+// TestAppendUploadFullKeepsSession checks that a session's bytes are reserved as they arrive:
+// an append that finds no room fails with ErrFull and rolls back, the session survives, and a
+// retry once room can be made evicts and succeeds.
+func TestAppendUploadFullKeepsSession(t *testing.T) {
 	t.Parallel()
 	const size = 1000
 	s := openStore(t, t.TempDir(), castore.Options{Capacity: size})
@@ -384,17 +387,25 @@ func TestCommitUploadFullKeepsSession(t *testing.T) {
 	data := blobData(241, size)
 	id, err := s.CreateUpload()
 	require.NoError(t, err)
-	appendChunk(t, s, id, 0, data)
-	_, err = s.CommitUpload(t.Context(), id, digest.FromBytes(data))
+	n, err := s.AppendUpload(t.Context(), id, 0, bytes.NewReader(data))
 	require.ErrorIs(t, err, castore.ErrFull)
-	n, err := s.UploadSize(id)
+	require.Zero(t, n, "the failed append is rolled back")
+	require.Zero(t, s.Reserved(), "and so is its reservation")
+	n, err = s.UploadSize(id)
 	require.NoError(t, err)
-	require.Equal(t, int64(size), n, "the session survives ErrFull")
+	require.Zero(t, n, "the session survives ErrFull")
 
 	release()
+	appendChunk(t, s, id, 0, data)
+	_, err = s.Stat(held)
+	require.ErrorIs(t, err, castore.ErrNotFound, "the append evicted the blob no longer held")
+	require.Equal(t, int64(size), s.Reserved())
 	_, err = s.CommitUpload(t.Context(), id, digest.FromBytes(data))
 	require.NoError(t, err)
 	require.Equal(t, data, readBlob(t, s, digest.FromBytes(data)))
+	require.Zero(t, s.Reserved(), "the commit converts the reservation")
+	used, _ := s.Usage()
+	require.Equal(t, int64(size), used)
 
 	// An upload larger than the capacity fails while appending, and rolls back.
 	id, err = s.CreateUpload()
@@ -402,6 +413,7 @@ func TestCommitUploadFullKeepsSession(t *testing.T) {
 	n, err = s.AppendUpload(t.Context(), id, 0, bytes.NewReader(blobData(242, size+1)))
 	require.ErrorIs(t, err, castore.ErrFull)
 	require.Zero(t, n)
+	require.Zero(t, s.Reserved())
 }
 
 func TestCancelAndPurgeUploads(t *testing.T) {

@@ -22,6 +22,8 @@ type proc struct {
 	log    *os.File
 	// ready, when set, is polled after start until it returns nil.
 	ready func(ctx context.Context) error
+	// env, when set, is added to the process's environment (fault injection, say).
+	env []string
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -47,6 +49,9 @@ func (p *proc) start() {
 	p.t.Helper()
 	cmd := exec.Command(bin, "serve", p.role, "--config", p.config, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = p.log, p.log
+	if p.env != nil {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	require.NoError(p.t, cmd.Start())
 	p.cmd, p.exited = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(p.exited) }()
