@@ -365,10 +365,10 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		if tls != nil && customFile {
 			tlsFlags = " --tls-ca-file " + tls.CAFile + " --tls-cert-file " + tls.CertFile + " --tls-key-file " + tls.KeyFile
 		}
-		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0] + tlsFlags, "download it through an agent, from the swarm, verified"})
+		tries = append(tries, [2]string{"krakenctl pull DIGEST --file out --agent " + agents[0] + tlsFlags, "download it through an agent, from the swarm, verified"})
 	}
 	tries = append(tries,
-		[2]string{"krakenctl pull DIGEST -o out --from-origins" + flag, "download it from the origins directly"},
+		[2]string{"krakenctl pull DIGEST --file out --from-origins" + flag, "download it from the origins directly"},
 		[2]string{"krakenctl ring status" + flag, "the origins, their health and who owns what"})
 	for _, try := range tries {
 		fmt.Fprintf(&b, "  %s\n      # %s\n", try[0], try[1])
