@@ -137,9 +137,26 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, d digest.Dig
 	w.Header().Set(api.HeaderServedBy, s.self)
 	w.Header().Set("Cache-Control", "max-age=31536000, immutable")
 	w.Header().Set("ETag", `"`+d.String()+`"`)
+	// The Range header is decided here, by the parser every role shares (416 for "bytes=-0",
+	// one coalesced range, else the whole blob), and handed to ServeContent as that one range
+	// or none: ServeContent alone answered "-0" with an invalid 206 and 20,000 "0-0" parts
+	// with a multipart body 36 times the request. It still does If-Range and If-None-Match.
+	rng, err := registry.ParseRange(r.Header.Get("Range"), b.Size())
+	if err != nil {
+		w.Header().Set("Content-Range", registry.UnsatisfiedRange(b.Size()))
+		registry.WriteError(w, r, err)
+		return
+	}
+	served := b.Size()
+	if rng == nil {
+		r.Header.Del("Range")
+	} else {
+		r.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", rng.Start, rng.Start+rng.Length-1))
+		served = rng.Length
+	}
 	http.ServeContent(w, r, "", time.Time{}, b)
 	if r.Method == http.MethodGet {
-		s.metrics.bytesServed.Add(float64(b.Size()))
+		s.metrics.bytesServed.Add(float64(served))
 	}
 }
 
