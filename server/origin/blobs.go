@@ -78,11 +78,30 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	// Held so a blob just pulled through is not evicted before it is opened for this request.
 	defer s.store.Hold(d)()
-	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
+	b, err := s.openLocal(r.Context(), ns, d)
+	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	s.serveLocal(w, r, d)
+	defer func() { _ = b.Close() }() // read-only handle
+	s.serveBlob(w, r, d, b)
+}
+
+// openLocal opens d from the store, pulling it through first on a miss. A blob the store
+// listed but whose file is gone (removed by hand under a running origin) is forgotten by the
+// store's Open, then pulled through again like any miss: the client gets the blob or a 404,
+// never a 500.
+func (s *Server) openLocal(ctx context.Context, ns string, d digest.Digest) (*castore.Blob, error) {
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureLocal(ctx, ns, d); err != nil {
+			return nil, err
+		}
+		b, err := s.store.Open(ctx, d)
+		if err == nil || !errors.Is(err, castore.ErrNotFound) || attempt == 1 {
+			return b, err
+		}
+		s.log.Warn("stored blob vanished; fetching it again", "digest", d, "namespace", ns, "err", err)
+	}
 }
 
 // handleHeadBlob answers from the store, then from the other members, then from the backend,
@@ -106,8 +125,12 @@ func (s *Server) handleHeadBlob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) statAnywhere(ctx context.Context, ns string, d digest.Digest) (int64, error) {
-	if info, err := s.store.Stat(d); err == nil {
-		return info.Size, nil
+	// Open, not Stat: Stat reads the index, which still lists a blob whose file was removed
+	// under the running origin (HEAD said 200 while GET failed); Open notices and forgets it.
+	if b, err := s.store.Open(ctx, d); err == nil {
+		size := b.Size()
+		_ = b.Close() // read-only handle
+		return size, nil
 	}
 	for _, m := range s.otherMembers(d) {
 		if size, err := s.peer(m).StatLocal(ctx, ns, d); err == nil {
@@ -132,6 +155,11 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, d digest.Dig
 		return
 	}
 	defer func() { _ = b.Close() }() // read-only handle
+	s.serveBlob(w, r, d, b)
+}
+
+// serveBlob streams the open blob b with Range support.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, b *castore.Blob) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(api.HeaderContentDigest, d.String())
 	w.Header().Set(api.HeaderServedBy, s.self)
