@@ -140,7 +140,14 @@ func (s *Server) statAnywhere(ctx context.Context, ns string, d digest.Digest) (
 	if s.backend == nil {
 		return 0, fmt.Errorf("stat %s: %w", d, castore.ErrNotFound)
 	}
+	if s.neg.absent(ns, d) {
+		s.metrics.negHits.Inc()
+		return 0, fmt.Errorf("stat %s in backend: %w (remembered)", d, backend.ErrNotFound)
+	}
 	info, err := s.backend.Stat(ctx, ns, d.Encoded())
+	if errors.Is(err, backend.ErrNotFound) {
+		s.neg.add(ns, d)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("stat %s in backend: %w", d, err)
 	}
@@ -286,7 +293,14 @@ func (s *Server) pullThrough(ctx context.Context, ns string, d digest.Digest) er
 	if s.backend == nil {
 		return fmt.Errorf("pull %s: %w", d, errors.Join(append([]error{castore.ErrNotFound}, errs...)...))
 	}
+	if s.neg.absent(ns, d) {
+		s.metrics.negHits.Inc()
+		return fmt.Errorf("pull %s from backend: %w (remembered)", d, backend.ErrNotFound)
+	}
 	if err := s.pullFromBackend(ctx, ns, d); err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			s.neg.add(ns, d)
+		}
 		s.metrics.pullErrors.Inc()
 		return err
 	}
