@@ -26,6 +26,12 @@ import (
 // Range, digests nobody has, a blob file removed under it and a push it could never write back;
 // how a tracker started before its origins hands them out; what a one-piece blob costs.
 
+// rangeAnswer is what a test reads of a response once its body is read and closed.
+type rangeAnswer struct {
+	StatusCode int
+	Header     http.Header
+}
+
 // countingStore is an HTTP storage backend (PUT, GET, HEAD) that counts the requests for each
 // path, so a test can tell how often an origin asked it.
 type countingStore struct {
@@ -105,7 +111,8 @@ negative_cache:
 		}
 	})
 	hc := &http.Client{Timeout: 30 * time.Second}
-	get := func(method, path string, hdr ...string) (*http.Response, []byte) {
+	// get returns the answer's status and headers and its body, read and closed.
+	get := func(method, path string, hdr ...string) (rangeAnswer, []byte) {
 		t.Helper()
 		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, nil)
 		require.NoError(t, err)
@@ -117,7 +124,7 @@ negative_cache:
 		defer func() { _ = resp.Body.Close() }()
 		b, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
-		return resp, b
+		return rangeAnswer{StatusCode: resp.StatusCode, Header: resp.Header}, b
 	}
 
 	data := make([]byte, 1<<20)
@@ -256,7 +263,9 @@ announce:
 	origins := func() int {
 		body, err := json.Marshal(req)
 		require.NoError(t, err)
-		resp, err := hc.Post("http://"+ta+announce.AnnouncePath, "application/json", bytes.NewReader(body))
+		hreq, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+ta+announce.AnnouncePath, bytes.NewReader(body))
+		require.NoError(t, err)
+		resp, err := hc.Do(hreq)
 		require.NoError(t, err)
 		defer func() { _ = resp.Body.Close() }()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
