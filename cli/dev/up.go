@@ -132,8 +132,8 @@ with another client certificate or none, pass --username dev --password-stdin.
 pull the blobs and manifests of the repositories matching REGEX (the whole name) through from
 the registry at URL, and the build-index resolves their tags there when nobody pushed them
 here, so ` + "`docker pull 127.0.0.1:16000/library/x:tag`" + ` works with nothing pushed through the proxy.
-A tag pushed through the proxy wins over the upstream's; the upstream's answers are reused for
-30 s. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
+A tag set with ` + "`krakenctl tag`" + ` wins over the upstream's; the upstream's answers are reused for
+30 s. Pushes into those repositories are refused (405 UNSUPPORTED): an upstream takes no uploads. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
 from anonymously or with whatever its challenge allows without credentials.
 
 --replicate [REGEX=]FILE sends every tag put (of the repositories matching REGEX, default all)

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
@@ -327,4 +332,40 @@ peer:
 	require.True(t, ok, "the agent reports the torrent")
 	require.EqualValues(t, len(data), st.BytesIn)
 	require.Zero(t, st.Wasted, "one piece fetched once wastes nothing")
+}
+
+// TestPushIntoUpstreamRepositoryRefused: a dev cluster in front of an upstream registry (an
+// in-process one) serves that registry's image through an agent, but refuses a push into the
+// upstream's repositories at the first blob upload, naming the repository and the backend: its
+// blobs could never be written back (they used to be accepted and lived only on the origins).
+// A push into any other repository still works.
+func TestPushIntoUpstreamRepositoryRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	up := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(up.Close)
+	upAddr := strings.TrimPrefix(up.URL, "http://")
+	img, err := random.Image(2048, 2)
+	require.NoError(t, err)
+	require.NoError(t, remote.Write(mustRef(t, upAddr+"/e2e/up/app:v1"), img, remote.WithContext(t.Context())))
+
+	c := devUp(t, 1, "--upstream-registry", "e2e/up/.*=http://"+upAddr)
+	pulled, err := remote.Image(mustRef(t, c.ep.Agents[0]+"/e2e/up/app:v1"), remote.WithContext(t.Context()))
+	require.NoError(t, err)
+	want, err := img.Digest()
+	require.NoError(t, err)
+	got, err := pulled.Digest()
+	require.NoError(t, err)
+	require.Equal(t, want, got, "the upstream's image, through an agent")
+
+	mine, err := random.Image(1024, 1)
+	require.NoError(t, err)
+	err = remote.Write(mustRef(t, c.proxy()+"/e2e/up/app:mine"), mine, remote.WithContext(t.Context()))
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "UNSUPPORTED")
+	require.Contains(t, err.Error(), `namespace "e2e/up/app"`)
+	require.Contains(t, err.Error(), "upstream registry takes no uploads")
+
+	require.NoError(t, remote.Write(mustRef(t, c.proxy()+"/e2e/other/app:mine"), mine, remote.WithContext(t.Context())))
 }
