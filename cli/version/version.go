@@ -19,8 +19,9 @@ type Options struct {
 type Info struct {
 	Version string `json:"version"`
 	// Commit is the source revision (a git SHA, "-dirty" when built from a modified tree) and
-	// BuildDate when it was built or committed (RFC 3339); both "" when the build did not record
-	// them.
+	// BuildDate the build's date (RFC 3339): release builds (goreleaser.yaml, scripts/image.sh)
+	// use the commit's time, so that building the same commit twice gives the same binary;
+	// both "" when the build did not record them.
 	Commit    string `json:"commit"`
 	BuildDate string `json:"build_date"`
 	GoVersion string `json:"go_version"`
