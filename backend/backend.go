@@ -35,6 +35,27 @@ type Info struct {
 	ModTime time.Time
 }
 
+// WriteChecker is implemented by a backend that knows, without any I/O, whether Upload can
+// ever succeed for a namespace: an upstream registry never takes uploads, an HTTP backend
+// without allow_put never sends one. Origins ask at the start of a push, so a push whose
+// write-back could never happen is refused before any byte is taken instead of accepted and
+// dropped at write-back.
+type WriteChecker interface {
+	// CheckWrite returns nil when Upload may succeed for namespace (it may still fail for other
+	// reasons), else an error wrapping ErrReadOnly (or ErrNoRoute, ErrInvalidKey) whose
+	// message says which backend refuses and why.
+	CheckWrite(namespace string) error
+}
+
+// CheckWrite asks b whether Upload can ever succeed for namespace (WriteChecker); a backend
+// that does not implement it is taken to be writable.
+func CheckWrite(b Backend, namespace string) error {
+	if wc, ok := b.(WriteChecker); ok {
+		return wc.CheckWrite(namespace)
+	}
+	return nil
+}
+
 // Backend is durable object storage addressed by (namespace, name).
 //
 // Every method takes ctx first and stops promptly when it is cancelled, returning an error

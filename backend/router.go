@@ -87,5 +87,21 @@ func (r *Router) List(ctx context.Context, namespace, prefix string) ([]string, 
 	return b.List(ctx, namespace, prefix)
 }
 
+// CheckWrite implements WriteChecker: the namespace's route, then its backend's answer,
+// named by the route so the message says which configured backend refuses.
+func (r *Router) CheckWrite(namespace string) error {
+	rt, err := r.Route(namespace)
+	if err != nil {
+		return fmt.Errorf("namespace %q: %w", namespace, err)
+	}
+	if err := CheckWrite(rt.Backend, namespace); err != nil {
+		return fmt.Errorf("namespace %q is stored by backend %q: %w", namespace, rt.Name, err)
+	}
+	return nil
+}
+
 // Interface guards
-var _ Backend = (*Router)(nil)
+var (
+	_ Backend      = (*Router)(nil)
+	_ WriteChecker = (*Router)(nil)
+)

@@ -3,6 +3,7 @@ package backend_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"regexp"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/memory"
 )
 
 // recorder is a Backend that remembers the calls it received, so routing is observable
@@ -139,4 +141,26 @@ func TestNewRouterDoesNotModifyCallerRoutes(t *testing.T) {
 	routes := []backend.Route{{Pattern: regexp.MustCompile(`x`), Name: "x", Backend: &recorder{}}}
 	backend.NewRouter(routes...)
 	require.Equal(t, "x", routes[0].Pattern.String())
+}
+
+// roBackend is a backend that knows it takes no uploads.
+type roBackend struct{ backend.Backend }
+
+func (roBackend) CheckWrite(string) error { return fmt.Errorf("%w: test says so", backend.ErrReadOnly) }
+
+// The router answers CheckWrite for the namespace's route and names it; a backend without a
+// WriteChecker is writable; a namespace with no route cannot be written either.
+func TestRouterCheckWrite(t *testing.T) {
+	t.Parallel()
+	r := backend.NewRouter(
+		backend.Route{Pattern: regexp.MustCompile(`mirror/.*`), Name: "upstream", Backend: roBackend{memory.New()}},
+		backend.Route{Pattern: regexp.MustCompile(`team/.*`), Name: "s3-team", Backend: memory.New()},
+	)
+	err := r.CheckWrite("mirror/ubuntu")
+	require.ErrorIs(t, err, backend.ErrReadOnly)
+	require.EqualError(t, err, `namespace "mirror/ubuntu" is stored by backend "upstream": backend: read-only: test says so`)
+	require.NoError(t, r.CheckWrite("team/app"))
+	require.ErrorIs(t, r.CheckWrite("other/x"), backend.ErrNoRoute)
+	require.NoError(t, backend.CheckWrite(memory.New(), "x"), "no WriteChecker: writable")
+	require.ErrorIs(t, backend.CheckWrite(r, "mirror/x"), backend.ErrReadOnly)
 }

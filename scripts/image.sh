@@ -73,7 +73,7 @@ for p in "${plats[@]}"; do
 	b=$out/bin/${goos}_$goarch/krakenctl
 	log "go build $p -> $b (version $version)"
 	CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch go build -trimpath \
-		-ldflags "-s -w -X github.com/krakenctl/krakenctl/cli/root.buildVersion=$version" \
+		-ldflags "-s -w -X github.com/krakenctl/krakenctl/cli/root.buildVersion=$version -X github.com/krakenctl/krakenctl/cli/root.buildCommit=$revision -X github.com/krakenctl/krakenctl/cli/root.buildDate=$created" \
 		-o "$b" ./cmd/krakenctl
 	bins+=(-bin "$p=$b")
 done

@@ -235,6 +235,8 @@ func (s *suite) testMissing(t *testing.T) {
 func (s *suite) testRoundTrip(t *testing.T) {
 	b := s.newBackend(t)
 	ns := s.ns("roundtrip")
+	// A writable backend never tells an origin that a push cannot be written back.
+	require.NoError(t, backend.CheckWrite(b, ns))
 	for i, n := range []int{1, 100, 32<<10 + 1} {
 		name, data := object(uint64(10+i), n)
 		s.put(t, b, ns, name, data)
@@ -657,6 +659,11 @@ func (s *suite) testSeeded(t *testing.T) {
 func (s *suite) testUploadRejected(t *testing.T) {
 	b := s.newBackend(t)
 	ns := s.ns("upload-rejected")
+	// A backend that knows it is read-only (WriteChecker) says so with ErrReadOnly; one that
+	// only finds out by trying (an HTTP server refusing PUT) may say nil.
+	if err := backend.CheckWrite(b, ns); err != nil {
+		require.ErrorIs(t, err, backend.ErrReadOnly)
+	}
 	name, data := object(700, 1000)
 	s.seed(t, ns, name, data)
 	_, other := object(701, 500)

@@ -75,6 +75,15 @@ func New(cfg Config, deps Deps) (*Backend, error) {
 	return &Backend{cfg: cfg, base: base, client: &http.Client{Transport: rt}}, nil
 }
 
+// CheckWrite implements backend.WriteChecker: without Config.AllowPut no Upload is ever sent.
+// A server that answers PUT with 403 or 405 is only found out by trying.
+func (b *Backend) CheckWrite(string) error {
+	if !b.cfg.AllowPut {
+		return fmt.Errorf("%w: an http backend with allow_put off", backend.ErrReadOnly)
+	}
+	return nil
+}
+
 // CloseIdleConnections closes the connections kept open for reuse. The Backend stays
 // usable; call it when dropping a Backend so its connections do not linger.
 func (b *Backend) CloseIdleConnections() { b.client.CloseIdleConnections() }
@@ -444,4 +453,7 @@ func (s *sizedReader) detach() {
 }
 
 // Interface guards
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend      = (*Backend)(nil)
+	_ backend.WriteChecker = (*Backend)(nil)
+)

@@ -244,6 +244,11 @@ func (b *Backend) fetch(ctx context.Context, method, repo string, d digest.Diges
 	return resp, nil
 }
 
+// CheckWrite implements backend.WriteChecker: an upstream registry takes no uploads.
+func (b *Backend) CheckWrite(string) error {
+	return fmt.Errorf("%w: an upstream registry takes no uploads", backend.ErrReadOnly)
+}
+
 // Upload implements backend.Backend; the registry is read-only.
 func (b *Backend) Upload(_ context.Context, namespace, name string, _ io.Reader, _ int64) error {
 	return fmt.Errorf("upload %s/%s: %w: upstream registry", namespace, name, backend.ErrReadOnly)
@@ -468,4 +473,7 @@ func (c *cancelOnClose) Close() error {
 }
 
 // Interface guards
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend      = (*Backend)(nil)
+	_ backend.WriteChecker = (*Backend)(nil)
+)

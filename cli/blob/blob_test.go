@@ -91,13 +91,19 @@ func Test_NewCmdPull(t *testing.T) {
 		want    PullOptions
 		wantErr string
 	}{
-		{name: "prefixed digest", args: []string{"sha256:" + hex64}, want: PullOptions{Digest: d, Namespace: "krakenctl"}},
-		{name: "bare hex", args: []string{hex64, "-o", "out.tar"}, want: PullOptions{Digest: d, OutFile: "out.tar", Namespace: "krakenctl"}},
-		{name: "stdout forced", args: []string{hex64, "--output", "-", "--namespace", "a/b", "--origins", "h:1"},
-			want: PullOptions{Digest: d, OutFile: "-", Namespace: "a/b", Endpoints: endpoints.Flags{Origins: []string{"h:1"}}}},
+		{name: "prefixed digest", args: []string{"sha256:" + hex64}, want: PullOptions{Digest: d, Namespace: "krakenctl", Output: "table"}},
+		{name: "bare hex", args: []string{hex64, "-O", "out.tar"}, want: PullOptions{Digest: d, OutFile: "out.tar", Namespace: "krakenctl", Output: "table"}},
+		{name: "file and json", args: []string{hex64, "--file", "out.tar", "-o", "json"}, want: PullOptions{Digest: d, OutFile: "out.tar", Namespace: "krakenctl", Output: "json"}},
+		{name: "stdout forced", args: []string{hex64, "--file", "-", "--namespace", "a/b", "--origins", "h:1"},
+			want: PullOptions{Digest: d, OutFile: "-", Namespace: "a/b", Endpoints: endpoints.Flags{Origins: []string{"h:1"}}, Output: "table"}},
 		{name: "through an agent", args: []string{hex64, "--agent", "10.0.0.7:16000"},
-			want: PullOptions{Digest: d, Namespace: "krakenctl", Agent: endpoints.AgentFlags{Addr: "10.0.0.7:16000"}}},
-		{name: "from the origins", args: []string{hex64, "--from-origins"}, want: PullOptions{Digest: d, Namespace: "krakenctl", FromOrigins: true}},
+			want: PullOptions{Digest: d, Namespace: "krakenctl", Agent: endpoints.AgentFlags{Addr: "10.0.0.7:16000"}, Output: "table"}},
+		{name: "from the origins", args: []string{hex64, "--from-origins"}, want: PullOptions{Digest: d, Namespace: "krakenctl", FromOrigins: true, Output: "table"}},
+		// -o named the file before it meant the format (as everywhere else): an old script gets
+		// told where the file goes now, not that "out.tar" is an unknown format.
+		{name: "old -o FILE", args: []string{hex64, "-o", "out.tar"}, wantErr: `use --file out.tar (-O for short)`},
+		{name: "old --output -", args: []string{hex64, "--output", "-"}, wantErr: `use --file -`},
+		{name: "json to stdout", args: []string{hex64, "-o", "json"}, wantErr: "write the blob with --file FILE"},
 		{name: "agent and origins", args: []string{hex64, "--agent", "h:1", "--origins", "o:1"}, wantErr: "pass one or the other"},
 		{name: "agent and from-origins", args: []string{hex64, "--agent", "h:1", "--from-origins"}, wantErr: "pass one or the other"},
 		{name: "agent and endpoints file", args: []string{hex64, "--agent", "h:1", "--endpoints-file", "e.yaml"}, wantErr: "pass one or the other"},
@@ -323,7 +329,7 @@ func TestPullRefusesTerminal(t *testing.T) {
 	d.IO.SetTTY(true, true)
 	err := pullRun(t.Context(), &PullOptions{deps: d, Endpoints: endpoints.Flags{Origins: []string{"127.0.0.1:1"}}, Digest: digest.Digest("sha256:" + hex64), Namespace: DefaultNamespace})
 	require.ErrorContains(t, err, "refusing to write a blob to a terminal")
-	require.ErrorContains(t, err, "-o -")
+	require.ErrorContains(t, err, "--file -")
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 	require.Empty(t, out.String())
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -26,9 +27,12 @@ type PullOptions struct {
 	FromOrigins bool
 	Endpoints   endpoints.Flags
 	Digest      digest.Digest
-	// OutFile is the file to write; "" writes to stdout unless it is a terminal, "-" always
-	// writes to stdout.
-	OutFile   string
+	// OutFile is the file to write (--file, -O); "" writes to stdout unless it is a terminal,
+	// "-" always writes to stdout.
+	OutFile string
+	// Output is the format of the report printed once the blob is written (-o, --output):
+	// table prints nothing (the progress bar said it all), json one summary object on stdout.
+	Output    string
 	Namespace string
 	// Registry, when it names one, pulls from repository Namespace of that registry (a proxy)
 	// with the distribution API instead.
@@ -46,7 +50,7 @@ func (o *PullOptions) viaOrigins() bool {
 func NewCmdPull(f *cmdutil.Factory, runF func(context.Context, *PullOptions) error) *cobra.Command {
 	opts := &PullOptions{deps: depsOf(f)}
 	cmd := &cobra.Command{
-		Use:   "pull DIGEST [-o FILE]",
+		Use:   "pull DIGEST [--file FILE]",
 		Short: "Download a blob through an agent (or from the origins)",
 		Long: `Download the blob with the given digest (sha256:<hex> or the hex alone) and verify every
 byte against the digest.
@@ -60,20 +64,25 @@ directly instead (no agent needed); if an origin fails mid-download the next own
 where it stopped. Origins come from --origins, else --endpoints-file, else $KRAKENCTL_ORIGINS,
 else the endpoints file written by ` + "`krakenctl dev up`" + `.
 
-With -o FILE the blob is written to a temporary file next to FILE and renamed into place only
-once it is complete and verified, so FILE is never left partial: on a digest mismatch the
-error names the expected and the actual digest and FILE is left as it was. Without -o it is
-written to stdout, unless stdout is a terminal (use -o - to force it). A progress bar with the
-bytes and the rate is drawn on stderr when stderr is a terminal.
+With --file FILE (-O FILE) the blob is written to a temporary file next to FILE and renamed
+into place only once it is complete and verified, so FILE is never left partial: on a digest
+mismatch the error names the expected and the actual digest and FILE is left as it was.
+Without --file it is written to stdout, unless stdout is a terminal (use --file - to force
+it). A progress bar with the bytes and the rate is drawn on stderr when stderr is a terminal.
+
+-o/--output is the output format, as in every other command: with -o json (and --file) a JSON
+summary of the pull (digest, size, file, seconds) is printed on stdout once the file is in
+place. Before this release -o named the file: -o with anything but a format is refused with a
+message that names --file.
 
 With --registry (or $KRAKENCTL_REGISTRY) the blob comes from repository --namespace of a
 registry, the proxy, with the distribution API, as docker pulls a layer: the proxy
 authenticates the pull. Credentials are --username with the password on stdin
 (--password-stdin), else those ` + "`docker login`" + ` stored for the registry in Docker's config.json.`,
-		Example: `  krakenctl pull sha256:4a5c...e1 -o layer.tar
+		Example: `  krakenctl pull sha256:4a5c...e1 --file layer.tar
   krakenctl pull 4a5c...e1 --agent 10.0.0.7:16000 | tar x
-  krakenctl pull 4a5c...e1 --from-origins -o layer.tar
-  krakenctl pull 4a5c...e1 --registry registry.example.com --namespace team/app -o layer.tar`,
+  krakenctl pull 4a5c...e1 --from-origins -O layer.tar -o json
+  krakenctl pull 4a5c...e1 --registry registry.example.com --namespace team/app -O layer.tar`,
 		Args: exactArgs(1, "pull takes one DIGEST argument"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := cmdutil.ParseDigest(args[0])
@@ -81,6 +90,9 @@ authenticates the pull. Credentials are --username with the password on stdin
 				return cmdutil.FlagErrorf("invalid DIGEST argument: %w", err)
 			}
 			opts.Digest = d
+			if err := checkPullOutput(opts); err != nil {
+				return err
+			}
 			if err := checkNamespace(opts.Namespace); err != nil {
 				return err
 			}
@@ -104,7 +116,8 @@ authenticates the pull. Credentials are --username with the password on stdin
 	endpoints.AddAgentFlags(cmd, &opts.Agent)
 	cmd.Flags().BoolVar(&opts.FromOrigins, "from-origins", false, "pull from the origins directly instead of through an agent (implied by --origins and --endpoints-file)")
 	endpoints.AddFlags(cmd, &opts.Endpoints)
-	cmd.Flags().StringVarP(&opts.OutFile, "output", "o", "", "write the blob to `FILE`, complete or not at all (default, or -: stdout)")
+	cmd.Flags().StringVarP(&opts.OutFile, "file", "O", "", "write the blob to `FILE`, complete or not at all (default, or -: stdout)")
+	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	cmd.Flags().StringVar(&opts.Namespace, "namespace", DefaultNamespace, "namespace of the blob (origins route namespaces to storage backends)")
 	cmdutil.AddRegistryFlags(cmd, &opts.Registry, "the blob")
 	return cmd
@@ -170,11 +183,11 @@ func newPullSource(opts *PullOptions) (pullSource, error) {
 func pullRun(ctx context.Context, opts *PullOptions) error {
 	toStdout := opts.OutFile == "" || opts.OutFile == "-"
 	if opts.OutFile == "" && opts.IO.IsStdoutTTY() {
-		return cmdutil.FlagErrorf("refusing to write a blob to a terminal: pass -o FILE, or -o - to write to stdout anyway")
+		return cmdutil.FlagErrorf("refusing to write a blob to a terminal: pass --file FILE, or --file - to write to stdout anyway")
 	}
 	if !toStdout {
 		if fi, err := os.Stat(opts.OutFile); err == nil && fi.IsDir() {
-			return cmdutil.FlagErrorf("-o %s is a directory: name the file to write", opts.OutFile)
+			return cmdutil.FlagErrorf("--file %s is a directory: name the file to write", opts.OutFile)
 		}
 	}
 	src, err := newPullSource(opts)
@@ -193,13 +206,42 @@ func pullRun(ctx context.Context, opts *PullOptions) error {
 		}
 		return nil
 	}
-	return pullToFile(ctx, opts, src)
+	start := time.Now()
+	size, err := pullToFile(ctx, opts, src)
+	if err != nil {
+		return err
+	}
+	if opts.Output == cmdutil.OutputJSON {
+		return cmdutil.PrintJSON(opts.IO.Out, PullResult{Digest: opts.Digest, Size: size, File: opts.OutFile, Seconds: time.Since(start).Seconds()})
+	}
+	return nil
+}
+
+// PullResult is what `pull --file FILE -o json` prints once FILE is in place.
+type PullResult struct {
+	Digest  digest.Digest `json:"digest"`
+	Size    int64         `json:"size"`
+	File    string        `json:"file"`
+	Seconds float64       `json:"seconds"`
+}
+
+// checkPullOutput validates -o. Until -o meant the format everywhere it named pull's output
+// file, so a value that is not a format is most likely a file name from an old script: say
+// where the file goes now instead of only "invalid format".
+func checkPullOutput(opts *PullOptions) error {
+	if err := cmdutil.CheckOutput(opts.Output); err != nil {
+		return cmdutil.FlagErrorf("-o/--output is the output format (table or json), not the file: to write the blob to %q use --file %s (-O for short)", opts.Output, opts.Output)
+	}
+	if opts.Output == cmdutil.OutputJSON && (opts.OutFile == "" || opts.OutFile == "-") {
+		return cmdutil.FlagErrorf("-o json prints a summary on stdout, where the blob would go too: write the blob with --file FILE")
+	}
+	return nil
 }
 
 // pullToFile downloads into a temporary file beside opts.OutFile and renames it into place
 // once the download is complete and verified; on any failure the temporary file is removed and
 // an existing opts.OutFile is left untouched.
-func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (err error) {
+func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (size int64, err error) {
 	path := opts.OutFile
 	mode := fs.FileMode(0o644)
 	if fi, serr := os.Stat(path); serr == nil {
@@ -208,7 +250,7 @@ func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (err err
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("create file in %s: %w", dir, err)
+		return 0, fmt.Errorf("create file in %s: %w", dir, err)
 	}
 	committed := false
 	defer func() {
@@ -219,26 +261,26 @@ func pullToFile(ctx context.Context, opts *PullOptions, src pullSource) (err err
 	}()
 
 	bar := newProgress(opts.IO, -1, "pulling", false)
-	_, err = src.pull(ctx, tmp, bar.set)
+	size, err = src.pull(ctx, tmp, bar.set)
 	bar.done(err == nil)
 	if err != nil {
-		return src.explain(err, true)
+		return 0, src.explain(err, true)
 	}
 	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	committed = true
 	syncDir(dir)
-	return nil
+	return size, nil
 }
 
 // syncDir makes a rename in dir durable; where directories cannot be synced it does nothing.

@@ -71,7 +71,7 @@ func TestPullThroughAgent(t *testing.T) {
 
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "layer.tar")
-	require.NoError(t, runPull(t, d.String(), "--agent", agent, "-o", dst))
+	require.NoError(t, runPull(t, d.String(), "--agent", agent, "--file", dst))
 	got, err := os.ReadFile(dst)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, got))
@@ -88,6 +88,30 @@ func TestPullThroughAgent(t *testing.T) {
 	require.NoError(t, pullRun(t.Context(), &PullOptions{deps: deps, Digest: d, Namespace: DefaultNamespace}))
 	require.True(t, bytes.Equal(data, out.Bytes()))
 	require.Empty(t, errOut.String(), "no progress bar when stderr is not a terminal")
+}
+
+// With --file, -o json prints a summary of the pull on stdout once the file is in place; the
+// default (table) prints nothing.
+func TestPullToFileJSONSummary(t *testing.T) {
+	t.Parallel()
+	data := randomBytes(t, 300_001)
+	d := digest.FromBytes(data)
+	agent := fakeAgent(t, map[digest.Digest][]byte{d: data})
+	dst := filepath.Join(t.TempDir(), "blob")
+	deps, out, _ := pullDeps(t)
+	require.NoError(t, pullRun(t.Context(), &PullOptions{deps: deps, Agent: endpoints.AgentFlags{Addr: agent}, Digest: d, OutFile: dst, Namespace: DefaultNamespace, Output: cmdutil.OutputJSON}))
+	var res PullResult
+	require.NoError(t, json.Unmarshal(out.Bytes(), &res), "stdout: %s", out)
+	require.Equal(t, d, res.Digest)
+	require.Equal(t, int64(len(data)), res.Size)
+	require.Equal(t, dst, res.File)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(data, got))
+
+	deps, out, _ = pullDeps(t)
+	require.NoError(t, pullRun(t.Context(), &PullOptions{deps: deps, Agent: endpoints.AgentFlags{Addr: agent}, Digest: d, OutFile: dst, Namespace: DefaultNamespace, Output: cmdutil.OutputTable}))
+	require.Empty(t, out.String())
 }
 
 func TestPullThroughAgentDrawsProgress(t *testing.T) {
@@ -114,7 +138,7 @@ func TestPullDigestMismatch(t *testing.T) {
 
 	dir := t.TempDir()
 	dst := filepath.Join(dir, "out.bin")
-	err := runPull(t, asked.String(), "--agent", agent, "-o", dst)
+	err := runPull(t, asked.String(), "--agent", agent, "--file", dst)
 	require.ErrorContains(t, err, "pull through agent "+agent)
 	require.ErrorContains(t, err, "expected "+asked.String()+", got "+digest.FromBytes(real).String())
 	require.ErrorContains(t, err, dst+" was left as it was")
@@ -123,7 +147,7 @@ func TestPullDigestMismatch(t *testing.T) {
 	require.Empty(t, dirEntries(t, dir), "no file and no temporary file are left")
 
 	require.NoError(t, os.WriteFile(dst, []byte("precious"), 0o600))
-	err = runPull(t, asked.String(), "--agent", agent, "-o", dst)
+	err = runPull(t, asked.String(), "--agent", agent, "--file", dst)
 	require.ErrorIs(t, err, client.ErrDigestMismatch)
 	got, rerr := os.ReadFile(dst)
 	require.NoError(t, rerr)
@@ -140,7 +164,7 @@ func TestPullThroughAgentNotFound(t *testing.T) {
 	agent := fakeAgent(t, nil)
 	unknown := digest.Digest("sha256:" + hex64)
 	dst := filepath.Join(t.TempDir(), "out")
-	err := runPull(t, unknown.String(), "--agent", agent, "-o", dst)
+	err := runPull(t, unknown.String(), "--agent", agent, "--file", dst)
 	require.EqualError(t, err, "blob sha256:"+hex64+` not found (namespace "krakenctl"): agent `+agent+" found it on no tracker or origin")
 	require.ErrorIs(t, err, client.ErrNotFound)
 	require.Equal(t, cmdutil.ExitError, cmdutil.ExitCode(err))
@@ -153,12 +177,12 @@ func TestPullNoAgent(t *testing.T) {
 	require.NoError(t, err)
 	dead := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	err = runPull(t, "sha256:"+hex64, "--agent", dead, "-o", filepath.Join(t.TempDir(), "out"))
+	err = runPull(t, "sha256:"+hex64, "--agent", dead, "--file", filepath.Join(t.TempDir(), "out"))
 	require.ErrorContains(t, err, "no agent answers at "+dead+", from --agent")
 	require.ErrorContains(t, err, "krakenctl serve agent")
 	require.ErrorContains(t, err, "--from-origins")
 
-	err = runPull(t, "sha256:"+hex64, "--agent", "nohost", "-o", "x")
+	err = runPull(t, "sha256:"+hex64, "--agent", "nohost", "--file", "x")
 	require.ErrorContains(t, err, "invalid --agent")
 	require.Equal(t, cmdutil.ExitUsage, cmdutil.ExitCode(err))
 }

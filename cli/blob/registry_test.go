@@ -103,20 +103,20 @@ func TestPushPullThroughRegistry(t *testing.T) {
 		require.Equal(t, RegistryPushResult{Digest: digest.Digest(sha(data)), Size: int64(len(data)), Registry: addr, Repository: "team/app"}, res)
 
 		dst := filepath.Join(t.TempDir(), "out.bin")
-		_, err = run(t, "reader-pw", append([]string{"pull", sha(data), "-o", dst, "--username", "reader", "--password-stdin"}, reg...)...)
+		_, err = run(t, "reader-pw", append([]string{"pull", sha(data), "--file", dst, "--username", "reader", "--password-stdin"}, reg...)...)
 		require.NoError(t, err, mode)
 		got, err := os.ReadFile(dst)
 		require.NoError(t, err)
 		require.True(t, bytes.Equal(data, got), mode)
 
-		_, err = run(t, "", append([]string{"pull", sha(data), "-o", dst}, reg...)...)
+		_, err = run(t, "", append([]string{"pull", sha(data), "--file", dst}, reg...)...)
 		require.ErrorContains(t, err, "wants credentials: `docker login "+addr+"`", mode)
 		_, err = run(t, "nope", append([]string{"push", path, "--username", "pusher", "--password-stdin"}, reg...)...)
 		require.ErrorContains(t, err, "refused user pusher: check the password", mode)
 		other, _ := writeRandomFile(t, 1000)
 		_, err = run(t, "reader-pw", append([]string{"push", other, "--username", "reader", "--password-stdin"}, reg...)...)
 		require.ErrorContains(t, err, "does not allow this user to do that", mode)
-		_, err = run(t, "reader-pw", "pull", digest.FromString("missing").String(), "-o", dst,
+		_, err = run(t, "reader-pw", "pull", digest.FromString("missing").String(), "--file", dst,
 			"--registry", "http://"+addr, "--namespace", "team/app", "--username", "reader", "--password-stdin")
 		require.ErrorContains(t, err, "not found in repository team/app of registry "+addr, mode)
 		got, err = os.ReadFile(dst)
@@ -139,14 +139,14 @@ func TestRegistryFromDockerConfig(t *testing.T) {
 	out, err := run(t, "", "push", path, "--namespace", "team/app")
 	require.NoError(t, err)
 	require.Equal(t, sha(data)+"\n", out)
-	out, err = run(t, "", "pull", sha(data), "-o", "-", "--namespace", "team/app")
+	out, err = run(t, "", "pull", sha(data), "-O", "-", "--namespace", "team/app")
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, []byte(out)))
 
 	// Another host's credentials are not sent.
 	cfg = strings.Replace(cfg, addr, "other.example:5000", 1)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600))
-	_, err = run(t, "", "pull", sha(data), "-o", "-", "--namespace", "team/app")
+	_, err = run(t, "", "pull", sha(data), "-O", "-", "--namespace", "team/app")
 	require.ErrorContains(t, err, "wants credentials")
 }
 

@@ -27,6 +27,9 @@ type Factory struct {
 	Logger func() *slog.Logger
 	// Version is the build's version string.
 	Version string
+	// Commit and BuildDate name the source revision and when the binary was built (RFC 3339);
+	// empty when unknown.
+	Commit, BuildDate string
 }
 
 // New returns the Factory for a real process.

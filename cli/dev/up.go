@@ -132,8 +132,8 @@ with another client certificate or none, pass --username dev --password-stdin.
 pull the blobs and manifests of the repositories matching REGEX (the whole name) through from
 the registry at URL, and the build-index resolves their tags there when nobody pushed them
 here, so ` + "`docker pull 127.0.0.1:16000/library/x:tag`" + ` works with nothing pushed through the proxy.
-A tag pushed through the proxy wins over the upstream's; the upstream's answers are reused for
-30 s. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
+A tag set with ` + "`krakenctl tag`" + ` wins over the upstream's; the upstream's answers are reused for
+30 s. Pushes into those repositories are refused (405 UNSUPPORTED): an upstream takes no uploads. URL is http://HOST:PORT (plain HTTP) or https://HOST[:PORT]; the registry is pulled
 from anonymously or with whatever its challenge allows without credentials.
 
 --replicate [REGEX=]FILE sends every tag put (of the repositories matching REGEX, default all)
@@ -365,10 +365,10 @@ func printSummary(opts *UpOptions, c *dev.Cluster, file string, customFile bool,
 		if tls != nil && customFile {
 			tlsFlags = " --tls-ca-file " + tls.CAFile + " --tls-cert-file " + tls.CertFile + " --tls-key-file " + tls.KeyFile
 		}
-		tries = append(tries, [2]string{"krakenctl pull DIGEST -o out --agent " + agents[0] + tlsFlags, "download it through an agent, from the swarm, verified"})
+		tries = append(tries, [2]string{"krakenctl pull DIGEST --file out --agent " + agents[0] + tlsFlags, "download it through an agent, from the swarm, verified"})
 	}
 	tries = append(tries,
-		[2]string{"krakenctl pull DIGEST -o out --from-origins" + flag, "download it from the origins directly"},
+		[2]string{"krakenctl pull DIGEST --file out --from-origins" + flag, "download it from the origins directly"},
 		[2]string{"krakenctl ring status" + flag, "the origins, their health and who owns what"})
 	for _, try := range tries {
 		fmt.Fprintf(&b, "  %s\n      # %s\n", try[0], try[1])

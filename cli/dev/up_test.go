@@ -173,8 +173,8 @@ func TestUpRunsUntilCancelled(t *testing.T) {
 	require.Contains(t, summary, "State:      "+dir)
 	require.Contains(t, summary, "Endpoints:  "+file)
 	require.Contains(t, summary, "krakenctl push FILE\n")
-	require.Contains(t, summary, "krakenctl pull DIGEST -o out --agent "+e.Agents[0]+"\n")
-	require.Contains(t, summary, "krakenctl pull DIGEST -o out --from-origins\n")
+	require.Contains(t, summary, "krakenctl pull DIGEST --file out --agent "+e.Agents[0]+"\n")
+	require.Contains(t, summary, "krakenctl pull DIGEST --file out --from-origins\n")
 	require.Contains(t, summary, "krakenctl ring status\n")
 	require.NotContains(t, summary, "--endpoints-file", "the default file needs no flag")
 
@@ -341,7 +341,7 @@ func TestUpTLS(t *testing.T) {
 	require.Contains(t, summary, login, "the password comes from the file, not the command line")
 	require.Less(t, strings.Index(summary, certsD), strings.Index(summary, login), "trust first, then log in")
 	require.Less(t, strings.Index(summary, login), strings.Index(summary, "docker push "), "log in, then push")
-	require.Contains(t, summary, "krakenctl pull DIGEST -o out --agent "+e.Agents[0]+" --tls-ca-file "+e.TLS.CAFile+" --tls-cert-file "+e.TLS.CertFile+" --tls-key-file "+e.TLS.KeyFile+"\n",
+	require.Contains(t, summary, "krakenctl pull DIGEST --file out --agent "+e.Agents[0]+" --tls-ca-file "+e.TLS.CAFile+" --tls-cert-file "+e.TLS.CertFile+" --tls-key-file "+e.TLS.KeyFile+"\n",
 		"through an agent with another endpoints file than the default one, TLS needs naming")
 
 	p, err := pki.Load(pki.Config{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile})

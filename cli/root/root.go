@@ -22,8 +22,57 @@ import (
 	"github.com/krakenctl/krakenctl/server/pki"
 )
 
-// buildVersion is set at link time by goreleaser (-X .../cli/root.buildVersion=v1.2.3).
-var buildVersion = ""
+// Set at link time by goreleaser and scripts/image.sh (-X .../cli/root.buildVersion=v1.2.3,
+// buildCommit=<git sha>, buildDate=<RFC 3339>). A build without them falls back to what the Go
+// toolchain recorded (the module version, vcs.revision and vcs.time), so `go build` from a
+// checkout still names its commit. TestReleaseLdflagsNameTheseVariables keeps the -X paths of
+// both build scripts pointing here.
+var (
+	buildVersion = ""
+	buildCommit  = ""
+	buildDate    = ""
+)
+
+// buildInfo returns the version, commit and build date of this binary: the link-time values,
+// else those the Go toolchain embedded, else "(devel)" and empty strings.
+func buildInfo() (ver, commit, date string) {
+	ver, commit, date = buildVersion, buildCommit, buildDate
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		if ver == "" {
+			ver = "(devel)"
+		}
+		return ver, commit, date
+	}
+	if ver == "" {
+		ver = "(devel)"
+		if bi.Main.Version != "" {
+			ver = bi.Main.Version
+		}
+	}
+	var modified bool
+	var rev, vtime string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			vtime = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if commit == "" && rev != "" {
+		commit = rev
+		if modified {
+			commit += "-dirty"
+		}
+	}
+	if date == "" {
+		date = vtime
+	}
+	return ver, commit, date
+}
 
 // Command groups shown in help.
 const (
@@ -120,14 +169,9 @@ func argsAreUsage(c *cobra.Command) {
 
 // Main runs krakenctl with the process's arguments and returns the exit code.
 func Main() int {
-	v := buildVersion
-	if v == "" {
-		v = "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-	}
+	v, commit, date := buildInfo()
 	f := cmdutil.New(v)
+	f.Commit, f.BuildDate = commit, date
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd := NewCmdRoot(f)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode"
@@ -292,4 +293,50 @@ func TestMainConfigValidate(t *testing.T) {
 	_, stderr, code = runMain(t, "config", "validate", "nope", good)
 	require.Equal(t, cmdutil.ExitUsage, code)
 	require.Contains(t, stderr, `unknown role "nope"`)
+}
+
+// TestReleaseLdflagsNameTheseVariables keeps the release builds (goreleaser.yaml and
+// scripts/image.sh) setting version, commit and build date through -X paths that exist: a
+// renamed or misspelt variable makes -X a silent no-op.
+func TestReleaseLdflagsNameTheseVariables(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("root.go")
+	require.NoError(t, err)
+	re := regexp.MustCompile(`-X (\S+)\.(\w+)=`)
+	for _, file := range []string{"../../goreleaser.yaml", "../../scripts/image.sh"} {
+		b, err := os.ReadFile(file)
+		require.NoError(t, err)
+		set := map[string]bool{}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			require.Equal(t, "github.com/krakenctl/krakenctl/cli/root", m[1], "%s: -X %s.%s", file, m[1], m[2])
+			require.Regexp(t, `(?m)^\s+`+m[2]+`\s+= ""$`, string(src), "%s sets %s, which cli/root does not declare", file, m[2])
+			set[m[2]] = true
+		}
+		for _, v := range []string{"buildVersion", "buildCommit", "buildDate"} {
+			require.True(t, set[v], "%s does not set %s", file, v)
+		}
+	}
+}
+
+// TestMainReportsBuildInfo checks that the link-time values reach `version -o json`: the test
+// binary is relinked with -X for each of them.
+func TestMainReportsBuildInfo(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	bin := filepath.Join(t.TempDir(), "krakenctl")
+	pkg := "github.com/krakenctl/krakenctl/cli/root"
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "-ldflags",
+		"-X "+pkg+".buildVersion=v9.9.9 -X "+pkg+".buildCommit=feedc0de -X "+pkg+".buildDate=2026-12-07T23:00:00Z",
+		"github.com/krakenctl/krakenctl/cmd/krakenctl")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	out, err = exec.CommandContext(t.Context(), bin, "version", "-o", "json").Output()
+	require.NoError(t, err)
+	var info version.Info
+	require.NoError(t, json.Unmarshal(out, &info))
+	require.Equal(t, "v9.9.9", info.Version)
+	require.Equal(t, "feedc0de", info.Commit)
+	require.Equal(t, "2026-12-07T23:00:00Z", info.BuildDate)
 }

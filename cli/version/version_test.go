@@ -15,7 +15,7 @@ import (
 
 func testFactory() (*cmdutil.Factory, *bytes.Buffer) {
 	ios, _, out, _ := iostreams.Test()
-	return &cmdutil.Factory{IOStreams: ios, Version: "1.2.3"}, out
+	return &cmdutil.Factory{IOStreams: ios, Version: "1.2.3", Commit: "0123abc", BuildDate: "2026-12-07T23:00:00Z"}, out
 }
 
 func TestNewCmdVersionFlags(t *testing.T) {
@@ -61,7 +61,15 @@ func TestRunTable(t *testing.T) {
 	t.Parallel()
 	f, out := testFactory()
 	require.NoError(t, run(f, &Options{Output: cmdutil.OutputTable}))
-	require.Equal(t, "krakenctl 1.2.3 ("+runtime.Version()+", "+runtime.GOOS+"/"+runtime.GOARCH+")\n", out.String())
+	require.Equal(t, "krakenctl 1.2.3 (commit 0123abc, built 2026-12-07T23:00:00Z, "+runtime.Version()+", "+runtime.GOOS+"/"+runtime.GOARCH+")\n", out.String())
+}
+
+// A build that recorded no commit or date says so instead of printing blanks.
+func TestRunTableUnknownBuild(t *testing.T) {
+	t.Parallel()
+	ios, _, out, _ := iostreams.Test()
+	require.NoError(t, run(&cmdutil.Factory{IOStreams: ios, Version: "(devel)"}, &Options{Output: cmdutil.OutputTable}))
+	require.Equal(t, "krakenctl (devel) (commit unknown, built unknown, "+runtime.Version()+", "+runtime.GOOS+"/"+runtime.GOARCH+")\n", out.String())
 }
 
 func TestRunJSON(t *testing.T) {
@@ -71,13 +79,13 @@ func TestRunJSON(t *testing.T) {
 
 	var info Info
 	require.NoError(t, json.Unmarshal(out.Bytes(), &info))
-	require.Equal(t, Info{Version: "1.2.3", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}, info)
+	require.Equal(t, Info{Version: "1.2.3", Commit: "0123abc", BuildDate: "2026-12-07T23:00:00Z", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}, info)
 
 	// The JSON keys are a contract with scripts: exactly these, snake_case.
 	var fields map[string]any
 	require.NoError(t, json.Unmarshal(out.Bytes(), &fields))
-	require.Len(t, fields, 3)
-	for _, k := range []string{"version", "go_version", "platform"} {
+	require.Len(t, fields, 5)
+	for _, k := range []string{"version", "commit", "build_date", "go_version", "platform"} {
 		require.Contains(t, fields, k)
 	}
 }

@@ -3,10 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -62,11 +60,15 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", `"`+d.String()+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 
-	off, n, partial, err := parseRange(r.Header.Get("Range"), size)
+	rng, err := registry.ParseRange(r.Header.Get("Range"), size)
 	if err != nil {
-		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		h.Set("Content-Range", registry.UnsatisfiedRange(size))
 		registry.WriteError(w, r, err)
 		return
+	}
+	off, n := int64(0), size
+	if rng != nil {
+		off, n = rng.Start, rng.Length
 	}
 	if r.Method == http.MethodGet && n > 0 {
 		// Headers wait for the first byte: a download that fails before it still gets a
@@ -80,9 +82,9 @@ func (s *Server) handleBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Set("Content-Length", strconv.FormatInt(n, 10))
 	status := http.StatusOK
-	if partial {
+	if rng != nil {
 		status = http.StatusPartialContent
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
+		h.Set("Content-Range", rng.ContentRange(size))
 	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead || n == 0 {
@@ -108,71 +110,4 @@ func (s *Server) requestFailed(r *http.Request, d digest.Digest, err error) {
 		return
 	}
 	s.log.Warn("blob request failed", "digest", d, "method", r.Method, "err", err)
-}
-
-// errRange is a Range header that no byte of the blob satisfies.
-func errRange(format string, a ...any) error {
-	return errcode.Errorf(http.StatusRequestedRangeNotSatisfiable, errcode.CodeRangeInvalid, format, a...)
-}
-
-// parseRange interprets a Range header for a blob of size bytes and returns the bytes to send:
-// [off, off+n), and whether that is a part of the blob (206) rather than all of it (200).
-// Only a single bytes range is honoured: a header with another unit or several ranges is
-// ignored (the whole blob is sent), as RFC 9110 lets a server do. A malformed bytes range or
-// one that no byte satisfies is an error that maps to 416.
-func parseRange(header string, size int64) (off, n int64, partial bool, err error) {
-	header = strings.TrimSpace(header)
-	unit, spec, ok := strings.Cut(header, "=")
-	if header == "" || !ok || !strings.EqualFold(strings.TrimSpace(unit), "bytes") || strings.Contains(spec, ",") {
-		return 0, size, false, nil
-	}
-	spec = strings.TrimSpace(spec)
-	first, last, ok := strings.Cut(spec, "-")
-	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
-	if !ok {
-		return 0, 0, false, errRange("invalid range %q: want bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX", header)
-	}
-	if first == "" {
-		// A suffix: the last n bytes.
-		k, err := parseOffset(last)
-		if err != nil {
-			return 0, 0, false, errRange("invalid range %q: %v", header, err)
-		}
-		if k == 0 || size == 0 {
-			return 0, 0, false, errRange("range %q is not satisfiable: the blob has %d bytes", header, size)
-		}
-		k = min(k, size)
-		return size - k, k, true, nil
-	}
-	a, err := parseOffset(first)
-	if err != nil {
-		return 0, 0, false, errRange("invalid range %q: %v", header, err)
-	}
-	end := size - 1
-	if last != "" {
-		b, err := parseOffset(last)
-		if err != nil {
-			return 0, 0, false, errRange("invalid range %q: %v", header, err)
-		}
-		if b < a {
-			return 0, 0, false, errRange("invalid range %q: the last byte is before the first", header)
-		}
-		end = min(b, size-1)
-	}
-	if a >= size {
-		return 0, 0, false, errRange("range %q is not satisfiable: the blob has %d bytes", header, size)
-	}
-	return a, end - a + 1, true, nil
-}
-
-// parseOffset parses a non-negative decimal byte position.
-func parseOffset(s string) (int64, error) {
-	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
-		return 0, fmt.Errorf("%q is not a byte position", s)
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a byte position", s)
-	}
-	return v, nil
 }

@@ -78,11 +78,30 @@ func (s *Server) handleGetBlob(w http.ResponseWriter, r *http.Request) {
 	}
 	// Held so a blob just pulled through is not evicted before it is opened for this request.
 	defer s.store.Hold(d)()
-	if err := s.ensureLocal(r.Context(), ns, d); err != nil {
+	b, err := s.openLocal(r.Context(), ns, d)
+	if err != nil {
 		registry.WriteError(w, r, err)
 		return
 	}
-	s.serveLocal(w, r, d)
+	defer func() { _ = b.Close() }() // read-only handle
+	s.serveBlob(w, r, d, b)
+}
+
+// openLocal opens d from the store, pulling it through first on a miss. A blob the store
+// listed but whose file is gone (removed by hand under a running origin) is forgotten by the
+// store's Open, then pulled through again like any miss: the client gets the blob or a 404,
+// never a 500.
+func (s *Server) openLocal(ctx context.Context, ns string, d digest.Digest) (*castore.Blob, error) {
+	for attempt := 0; ; attempt++ {
+		if err := s.ensureLocal(ctx, ns, d); err != nil {
+			return nil, err
+		}
+		b, err := s.store.Open(ctx, d)
+		if err == nil || !errors.Is(err, castore.ErrNotFound) || attempt == 1 {
+			return b, err
+		}
+		s.log.Warn("stored blob vanished; fetching it again", "digest", d, "namespace", ns, "err", err)
+	}
 }
 
 // handleHeadBlob answers from the store, then from the other members, then from the backend,
@@ -106,8 +125,12 @@ func (s *Server) handleHeadBlob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) statAnywhere(ctx context.Context, ns string, d digest.Digest) (int64, error) {
-	if info, err := s.store.Stat(d); err == nil {
-		return info.Size, nil
+	// Open, not Stat: Stat reads the index, which still lists a blob whose file was removed
+	// under the running origin (HEAD said 200 while GET failed); Open notices and forgets it.
+	if b, err := s.store.Open(ctx, d); err == nil {
+		size := b.Size()
+		_ = b.Close() // read-only handle
+		return size, nil
 	}
 	for _, m := range s.otherMembers(d) {
 		if size, err := s.peer(m).StatLocal(ctx, ns, d); err == nil {
@@ -117,7 +140,14 @@ func (s *Server) statAnywhere(ctx context.Context, ns string, d digest.Digest) (
 	if s.backend == nil {
 		return 0, fmt.Errorf("stat %s: %w", d, castore.ErrNotFound)
 	}
+	if s.neg.absent(ns, d) {
+		s.metrics.negHits.Inc()
+		return 0, fmt.Errorf("stat %s in backend: %w (remembered)", d, backend.ErrNotFound)
+	}
 	info, err := s.backend.Stat(ctx, ns, d.Encoded())
+	if errors.Is(err, backend.ErrNotFound) {
+		s.neg.add(ns, d)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("stat %s in backend: %w", d, err)
 	}
@@ -132,14 +162,36 @@ func (s *Server) serveLocal(w http.ResponseWriter, r *http.Request, d digest.Dig
 		return
 	}
 	defer func() { _ = b.Close() }() // read-only handle
+	s.serveBlob(w, r, d, b)
+}
+
+// serveBlob streams the open blob b with Range support.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, b *castore.Blob) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(api.HeaderContentDigest, d.String())
 	w.Header().Set(api.HeaderServedBy, s.self)
 	w.Header().Set("Cache-Control", "max-age=31536000, immutable")
 	w.Header().Set("ETag", `"`+d.String()+`"`)
+	// The Range header is decided here, by the parser every role shares (416 for "bytes=-0",
+	// one coalesced range, else the whole blob), and handed to ServeContent as that one range
+	// or none: ServeContent alone answered "-0" with an invalid 206 and 20,000 "0-0" parts
+	// with a multipart body 36 times the request. It still does If-Range and If-None-Match.
+	rng, err := registry.ParseRange(r.Header.Get("Range"), b.Size())
+	if err != nil {
+		w.Header().Set("Content-Range", registry.UnsatisfiedRange(b.Size()))
+		registry.WriteError(w, r, err)
+		return
+	}
+	served := b.Size()
+	if rng == nil {
+		r.Header.Del("Range")
+	} else {
+		r.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", rng.Start, rng.Start+rng.Length-1))
+		served = rng.Length
+	}
 	http.ServeContent(w, r, "", time.Time{}, b)
 	if r.Method == http.MethodGet {
-		s.metrics.bytesServed.Add(float64(b.Size()))
+		s.metrics.bytesServed.Add(float64(served))
 	}
 }
 
@@ -241,7 +293,14 @@ func (s *Server) pullThrough(ctx context.Context, ns string, d digest.Digest) er
 	if s.backend == nil {
 		return fmt.Errorf("pull %s: %w", d, errors.Join(append([]error{castore.ErrNotFound}, errs...)...))
 	}
+	if s.neg.absent(ns, d) {
+		s.metrics.negHits.Inc()
+		return fmt.Errorf("pull %s from backend: %w (remembered)", d, backend.ErrNotFound)
+	}
 	if err := s.pullFromBackend(ctx, ns, d); err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			s.neg.add(ns, d)
+		}
 		s.metrics.pullErrors.Inc()
 		return err
 	}

@@ -54,6 +54,22 @@ type Config struct {
 	// DNSInterval is how often the dns:///NAME:PORT entries of ring.members are resolved again
 	// (the ring then follows the answer); zero means 30s.
 	DNSInterval time.Duration `yaml:"dns_interval"`
+	// NegativeCache remembers the backend's "not found" for a while, so repeated requests for a
+	// digest nobody has cost one backend round trip.
+	NegativeCache NegativeCacheConfig `yaml:"negative_cache"`
+}
+
+// NegativeCacheConfig bounds the origin's cache of digests its backend does not have. Only the
+// backend's answer is cached: the origin's store and the other origins are always asked first,
+// and a commit or replica of the digest on this origin forgets the entry at once.
+type NegativeCacheConfig struct {
+	// TTL is how long a "not found" is believed; zero means 10s, a negative value turns the
+	// cache off. An object put into the backend by something other than the origins (an
+	// upstream registry's new image) is found once the TTL has passed.
+	TTL time.Duration `yaml:"ttl"`
+	// Size is the most (namespace, digest) pairs remembered, least recently used first out;
+	// zero means 10000.
+	Size int `yaml:"size"`
 }
 
 // StoreConfig configures the local content-addressed store.
@@ -153,6 +169,12 @@ func (c *Config) Defaults() {
 	if c.RepairInterval == 0 {
 		c.RepairInterval = 10 * time.Minute
 	}
+	if c.NegativeCache.TTL == 0 {
+		c.NegativeCache.TTL = 10 * time.Second
+	}
+	if c.NegativeCache.Size == 0 {
+		c.NegativeCache.Size = 10000
+	}
 }
 
 // Validate reports every problem, each naming its key.
@@ -192,6 +214,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Dir == "" {
 		bad("store.dir: required")
+	}
+	if c.NegativeCache.Size < 0 {
+		bad("negative_cache.size: must not be negative")
 	}
 	if c.Store.Capacity < 0 {
 		bad("store.capacity: must not be negative")

@@ -3,6 +3,7 @@ package origin_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -514,4 +515,54 @@ func TestWritebackOfABlobNeverCommitted(t *testing.T) {
 		got, ok := be.Peek("team/x", d.Encoded())
 		return ok && bytes.Equal(got, data)
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestRangeParsedAsEverywhere: the origin answers Range as the agent and the registry do (one
+// parser): "bytes=-0" is a 416 with "bytes */SIZE" (it was a 206 with an impossible
+// Content-Range), overlapping parts are served as one range, and a header of 10,000 "0-0"
+// parts gets one byte (20,000 got a multipart body 36 times the request before the header
+// limit was lowered to 64 KiB; 10,000 still fit under it).
+func TestRangeParsedAsEverywhere(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, 1, nil, nil)
+	data, d := randomBlob(t, 1<<20)
+	o := c.origin(c.nodes[0].addr)
+	require.NoError(t, o.Upload(t.Context(), "r/r", d, bytes.NewReader(data), int64(len(data))))
+	for _, path := range []string{"/namespace/r%2Fr/blobs/" + d.String(), "/internal/blobs/" + d.String()} {
+		// get returns the status and headers, and the body read and closed.
+		get := func(rng string) (rawResp, []byte) {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+c.nodes[0].addr+path, nil)
+			require.NoError(t, err)
+			req.Header.Set("Range", rng)
+			resp, err := c.hc.Do(req)
+			require.NoError(t, err)
+			defer func() { _ = resp.Body.Close() }()
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			return rawResp{status: resp.StatusCode, hdr: resp.Header}, body
+		}
+		resp, body := get("bytes=-0")
+		require.Equal(t, http.StatusRequestedRangeNotSatisfiable, resp.status, "%s", body)
+		require.Equal(t, "bytes */1048576", resp.hdr.Get("Content-Range"))
+		var eb errcode.Body
+		require.NoError(t, json.Unmarshal(body, &eb))
+		require.Equal(t, errcode.CodeRangeInvalid, eb.Errors[0].Code)
+
+		resp, body = get("bytes=10-19,0-9,15-29")
+		require.Equal(t, http.StatusPartialContent, resp.status)
+		require.Equal(t, "bytes 0-29/1048576", resp.hdr.Get("Content-Range"))
+		require.Equal(t, data[:30], body)
+
+		resp, body = get("bytes=" + strings.Repeat("0-0,", 9999) + "0-0")
+		require.Equal(t, http.StatusOK, resp.status, "more parts than MaxRangeParts: ignored")
+		require.Len(t, body, len(data), "never more than the blob")
+
+		resp, body = get("bytes=" + strings.Repeat("0-0,", 50) + "0-0")
+		require.Equal(t, http.StatusPartialContent, resp.status)
+		require.Equal(t, data[:1], body, "51 copies of one byte are one byte")
+
+		resp, body = get("bytes=0-0,2-2")
+		require.Equal(t, http.StatusOK, resp.status, "disjoint ranges: the whole blob, no multipart")
+		require.Equal(t, data, body)
+	}
 }

@@ -27,6 +27,7 @@ const replicateTimeout = 10 * time.Minute
 // client uploaded it here (fan out to the other owners, write back now) and false for a
 // replica sent by another origin (write back later, as insurance).
 func (s *Server) afterCommit(ctx context.Context, ns string, d digest.Digest, primary bool) error {
+	s.neg.forget(d) // the backend's "not found" is out of date from now on (negCache)
 	if err := s.addNamespace(d, ns); err != nil {
 		return err
 	}

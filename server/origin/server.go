@@ -63,6 +63,7 @@ type Server struct {
 	swarm   *scheduler.Scheduler // nil without a peer listener
 
 	pulls singleflight.Group
+	neg   *negCache // the backend's recent "not found" answers
 
 	holdMu sync.Mutex
 	holds  map[string]func() // task key -> release of the store hold taken for it
@@ -90,7 +91,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		repairKick: make(chan struct{}, 1),
 	}
 	s.hc = b.Client(deps.HTTPClient, httpserve.ClientOptions{})
-	m, err := newMetrics(deps.Registerer)
+	s.neg = newNegCache(cfg.NegativeCache.TTL, cfg.NegativeCache.Size, nil)
+	m, err := newMetrics(deps.Registerer, s.neg.len)
 	if err != nil {
 		return nil, b.Fail(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
@@ -47,6 +48,14 @@ import (
 func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 	ns, err := namespaceArg(r.PathValue("ns"))
 	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	// Refused before any byte is taken: a blob pushed into a namespace whose backend cannot
+	// write would be acknowledged, then its write-back dropped (an upload, a session and a
+	// mount all end in a write-back under ns).
+	if err := s.checkWritable(ns); err != nil {
+		s.log.Info("push refused: the namespace's backend cannot write", "namespace", ns, "err", err)
 		registry.WriteError(w, r, err)
 		return
 	}
@@ -89,6 +98,20 @@ func (s *Server) handleStartUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeUploadState(w, ns, id, 0, http.StatusAccepted)
+}
+
+// checkWritable says whether a blob pushed under ns can be written back: an error wrapping
+// backend.ErrReadOnly (405 UNSUPPORTED) or backend.ErrNoRoute (404 NAME_UNKNOWN) naming the
+// namespace and the backend when not. An origin without a backend keeps what it is given and
+// writes nothing back, by configuration.
+func (s *Server) checkWritable(ns string) error {
+	if s.backend == nil {
+		return nil
+	}
+	if err := backend.CheckWrite(s.backend, ns); err != nil {
+		return fmt.Errorf("push to namespace %q refused: %w", ns, err)
+	}
+	return nil
 }
 
 // sessionArgs returns the namespace and session id of a request about an upload session. A

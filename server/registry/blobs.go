@@ -30,15 +30,15 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, name, arg st
 	}
 	defer func() { _ = br.Close() }()
 	size := br.Size()
-	rng, err := parseRange(r.Header.Get("Range"), size)
+	rng, err := ParseRange(r.Header.Get("Range"), size)
 	if err != nil {
-		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		w.Header().Set("Content-Range", UnsatisfiedRange(size))
 		h.fail(w, r, err)
 		return
 	}
 	status, start, length := http.StatusOK, int64(0), size
 	if rng != nil {
-		status, start, length = http.StatusPartialContent, rng.start, rng.length
+		status, start, length = http.StatusPartialContent, rng.Start, rng.Length
 	}
 
 	var body io.ReadCloser
@@ -58,7 +58,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, name, arg st
 	hd.Set("Accept-Ranges", "bytes")
 	hd.Set(HeaderContentDigest, d.String())
 	if rng != nil {
-		hd.Set("Content-Range", rng.contentRange(size))
+		hd.Set("Content-Range", rng.ContentRange(size))
 	}
 	w.WriteHeader(status)
 	if body == nil {

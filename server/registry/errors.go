@@ -68,7 +68,9 @@ func FromError(err error) *errcode.Error {
 	case errors.Is(err, backend.ErrNoRoute):
 		return wrap(http.StatusNotFound, errcode.CodeNameUnknown, "no storage backend is configured for this namespace")
 	case errors.Is(err, backend.ErrReadOnly):
-		return wrap(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "the storage backend for this namespace is read-only")
+		// The message names the namespace and the configured backend (route name and kind,
+		// never its address or credentials) when the error says them (backend.CheckWrite).
+		return wrap(http.StatusMethodNotAllowed, errcode.CodeUnsupported, "the storage backend for this namespace is read-only: "+err.Error())
 	case errors.Is(err, announce.ErrNotFound):
 		return wrap(http.StatusNotFound, errcode.CodeBlobUnknown, "blob unknown to the trackers and the origins")
 	case errors.Is(err, announce.ErrUnavailable):

@@ -49,6 +49,9 @@ func (s *Server) handleAnnounce(w http.ResponseWriter, r *http.Request) {
 	}
 	req.API = apiAddr
 	origins := s.origins.owners(req.Digest, s.cfg.Replicas)
+	if len(origins) < s.cfg.Replicas {
+		s.origins.wanted() // an owner is not known to answer: ask the unreachable ones now
+	}
 	peers, err := s.peers.announce(req, who, s.now(), origins)
 	if err != nil {
 		s.refuse(w, r, reasonConflict, req, who.holder, err)

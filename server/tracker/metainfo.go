@@ -127,6 +127,9 @@ func isTransport(err error) bool {
 // with errors or malformed documents a 502.
 func (s *Server) fetchMetainfo(ctx context.Context, ns string, d digest.Digest) ([]byte, error) {
 	up, down := s.origins.ranked(d)
+	if len(down) > 0 {
+		s.origins.wanted()
+	}
 	var errs []error
 	answered := false
 	for _, addr := range append(up, down...) {

@@ -21,19 +21,48 @@ import (
 	"github.com/krakenctl/krakenctl/swarm/snapshot"
 )
 
-// How often origins' swarm identities are read: every originRefresh for those that answered,
-// every originRetry for those that did not, each read bounded by originTimeout.
+// How often origins' swarm identities are read: every originRefresh for those that answered;
+// for those that did not, after originRetryMin, doubling with each failure up to originRetry;
+// each read bounded by originTimeout. The short first retries matter when a tracker starts with
+// its origins (systemd, compose, a pod rollout): the first read finds nobody listening, and a
+// flat 5 s retry left the origins out of handouts (and a 4 MiB pull waiting) for that long.
 const (
-	originRefresh = time.Minute
-	originRetry   = 5 * time.Second
-	originTimeout = 5 * time.Second
+	originRefresh  = time.Minute
+	originRetryMin = 100 * time.Millisecond
+	originRetry    = 5 * time.Second
+	originTimeout  = 5 * time.Second
 )
+
+// retryAfter is how long to wait before reading again an origin whose last fails reads
+// failed: originRetryMin, doubled for each further failure, at most originRetry.
+func retryAfter(fails int) time.Duration {
+	d := originRetryMin
+	for i := 1; i < fails && d < originRetry; i++ {
+		d *= 2
+	}
+	return min(d, originRetry)
+}
 
 // originState is what the tracker knows of one origin's swarm identity.
 type originState struct {
 	peer    announce.Peer // valid when ok
 	ok      bool
 	checked time.Time // zero before the first read
+	fails   int       // consecutive failed reads
+	next    time.Time // when the next read is due
+}
+
+// due reports whether st should be read at now: never read, or its next read is due, or (on
+// demand, when a handout found an owner missing) unreachable and not read in the last
+// originRetryMin.
+func (st originState) due(now time.Time, urgent bool) bool {
+	switch {
+	case st.checked.IsZero(), !now.Before(st.next):
+		return true
+	case urgent && !st.ok:
+		return now.Sub(st.checked) >= originRetryMin
+	}
+	return false
 }
 
 // originPeers caches every origin's swarm identity (api.PeerInfo). It is safe for concurrent
@@ -45,7 +74,13 @@ type originPeers struct {
 	lookup    func(ctx context.Context, host string) ([]netip.Addr, error) // resolves origins' peer addresses
 	reachable func(n int)                                                  // told how many origins answered after each round
 
-	kick chan struct{} // capacity 1: the origin list changed, read the new ones now
+	now  func() time.Time
+	kick chan struct{} // capacity 1: the origin list changed, or a handout lacked an owner
+	// urgent is set by wanted (a handout lacked an owner): the next round also reads the
+	// unreachable origins that are not due yet.
+	urgent atomic.Bool
+	// reads counts reads of origins' identities, for tests of the retry schedule.
+	reads atomic.Int64
 
 	mu    sync.RWMutex
 	addrs []string // sorted; replaced by setAddrs when origins come from DNS
@@ -59,7 +94,36 @@ func newOriginPeers(addrs []string, hc *http.Client, log *slog.Logger, policy ad
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
 	return &originPeers{addrs: slices.Sorted(slices.Values(addrs)), hc: hc, log: log, policy: policy, lookup: lookup,
-		reachable: reachable, state: map[string]originState{}, kick: make(chan struct{}, 1)}
+		reachable: reachable, state: map[string]originState{}, kick: make(chan struct{}, 1), now: time.Now}
+}
+
+// wanted tells the refresher that a handout lacked an owner (an origin not yet read, or
+// unreachable): it reads the unreachable origins at once rather than at their next retry,
+// at most every originRetryMin per origin.
+func (o *originPeers) wanted() {
+	if o.urgent.Swap(true) {
+		return // a round is already asked for
+	}
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// untilNext is how long the refresher may sleep: until the earliest due read, at most
+// originRetry (and a little, not zero, when one is due already, so a round cannot spin).
+func (o *originPeers) untilNext(now time.Time) time.Duration {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	wait := originRetry
+	for _, a := range o.addrs {
+		st := o.state[a]
+		if st.checked.IsZero() {
+			return time.Millisecond
+		}
+		wait = min(wait, st.next.Sub(now))
+	}
+	return max(wait, time.Millisecond)
 }
 
 // setAddrs replaces the origins (a new DNS answer for the tracker's origins): the departed are
@@ -84,23 +148,32 @@ func (o *originPeers) setAddrs(addrs []string) {
 	}
 }
 
-// run reads every origin's identity now, then keeps the cache fresh until ctx ends.
+// run reads every origin's identity now, then keeps the cache fresh until ctx ends: each
+// origin when its next read is due (retryAfter for those that do not answer, originRefresh for
+// the others), new origins at once, and unreachable ones on demand (wanted).
 func (o *originPeers) run(ctx context.Context) error {
 	o.refresh(ctx, func(originState) bool { return true })
 	o.firstRound.Store(true)
-	t := time.NewTicker(originRetry)
+	t := time.NewTimer(o.untilNext(o.now()))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			now := time.Now()
-			o.refresh(ctx, func(st originState) bool { return !st.ok || now.Sub(st.checked) >= originRefresh })
 		case <-o.kick:
-			o.refresh(ctx, func(st originState) bool { return st.checked.IsZero() })
+			t.Stop()
 		}
+		o.round(ctx)
+		t.Reset(o.untilNext(o.now()))
 	}
+}
+
+// round reads the origins that are due (and, after wanted, the unreachable ones).
+func (o *originPeers) round(ctx context.Context) {
+	urgent := o.urgent.Swap(false)
+	now := o.now()
+	o.refresh(ctx, func(st originState) bool { return st.due(now, urgent) })
 }
 
 // refresh reads, concurrently, the identity of every origin whose state due accepts.
@@ -119,6 +192,7 @@ func (o *originPeers) refresh(ctx context.Context, due func(originState) bool) {
 	var wg sync.WaitGroup
 	for _, a := range todo {
 		wg.Go(func() {
+			o.reads.Add(1)
 			peer, err := o.read(ctx, a)
 			if ctx.Err() != nil {
 				return // Shutting down: keep what we knew.
@@ -129,7 +203,13 @@ func (o *originPeers) refresh(ctx context.Context, due func(originState) bool) {
 				return // left the list while it was read
 			}
 			prev := o.state[a]
-			o.state[a] = originState{peer: peer, ok: err == nil, checked: time.Now()}
+			now := o.now()
+			st := originState{peer: peer, ok: err == nil, checked: now, next: now.Add(originRefresh)}
+			if err != nil {
+				st.fails = prev.fails + 1
+				st.next = now.Add(retryAfter(st.fails))
+			}
+			o.state[a] = st
 			o.mu.Unlock()
 			switch {
 			case err != nil && (prev.ok || prev.checked.IsZero()):

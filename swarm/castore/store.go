@@ -424,6 +424,18 @@ func (s *Store) removeLocked(e *entry) error {
 	return nil
 }
 
+// forgetLocked drops e, whose file is already gone, from the index with its metadata (which
+// would describe a blob that is not there). Readers holding the old file open keep reading it.
+// s.mu is held.
+func (s *Store) forgetLocked(e *entry) {
+	if cur, ok := s.entries[e.digest]; !ok || cur != e {
+		return
+	}
+	if err := s.removeLocked(e); err != nil {
+		s.log.Warn("castore: cannot forget vanished blob", "digest", e.digest, "err", err)
+	}
+}
+
 // touchLocked marks e as just used and reports whether its file time should be updated.
 // s.mu is held.
 func (s *Store) touchLocked(e *entry) (persist bool) {
@@ -470,6 +482,8 @@ func (e *entry) info() Info {
 }
 
 // Open opens the committed blob d for reading, or fails with an error wrapping ErrNotFound.
+// A blob whose file was removed behind the store's back is forgotten (logged, and from then on
+// unknown to Stat) and reported as ErrNotFound, so the caller can fetch it again.
 // The blob counts as used, and cannot be evicted or deleted until the Blob is closed.
 func (s *Store) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
 	if err := ctx.Err(); err != nil {
@@ -487,6 +501,15 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (*Blob, error) {
 	}
 	// Opening under the lock keeps eviction and Delete from removing the file in between.
 	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed behind the store's back (by hand, a cleanup script, a disk swap): forget the
+		// entry so the caller can fetch the blob again, rather than answer "present" to every
+		// Stat and fail every Open.
+		s.forgetLocked(e)
+		s.mu.Unlock()
+		s.log.Warn("castore: blob file is gone; forgot the blob", "digest", d, "path", s.blobPath(d))
+		return nil, fmt.Errorf("open blob %s: file vanished: %w", d, ErrNotFound)
+	}
 	if err != nil {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("open blob %s: %w", d, err)

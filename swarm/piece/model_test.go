@@ -140,6 +140,9 @@ func checkNext(t *testing.T, p *piece.Picker, id piece.PeerID, have map[piece.Pe
 		if len(rs) > 0 && (!endgame || len(rs) >= maxDup) {
 			continue
 		}
+		if len(rs) > 0 && asOrigin && slices.ContainsFunc(rs, func(q piece.PeerID) bool { return origin[q] }) {
+			continue // endgame does not duplicate an origin's request to another origin
+		}
 		holders := p.Availability(i)
 		if asOrigin {
 			holders = 0

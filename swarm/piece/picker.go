@@ -120,7 +120,8 @@ type outstanding struct {
 //
 // Next never asks for a piece this node has or one already requested, except in endgame (every
 // missing piece has an outstanding request), when a piece may be requested from up to
-// Config.EndgameDuplicates peers at once, never twice from the same peer. Among the eligible
+// Config.EndgameDuplicates peers at once, never twice from the same peer and (unless origins are
+// asked as peers) never from a second origin while an origin has it outstanding. Among the eligible
 // pieces it picks the rarest first (fewest connected peers have it; in endgame, fewest
 // outstanding requests first) and breaks ties at random, so that nodes starting together do
 // not all ask for the same pieces. Origins are asked according to Config.OriginPolicy.
@@ -504,7 +505,7 @@ func (p *Picker) candidates(ps *peerState, endgame, asOrigin bool, lo, hi, off i
 	maxKey := max(0, off-1)
 	for i := ps.bits.NextNotIn(p.have, lo); i >= 0 && i < hi; i = ps.bits.NextNotIn(p.have, i+1) {
 		r := len(p.reqs[i])
-		if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i)) {
+		if r > 0 && (!endgame || r >= p.maxDup || p.pendingWith(ps, i) || (asOrigin && p.askedOfOrigin(i))) {
 			continue
 		}
 		holders := int(p.avail[i])
@@ -522,6 +523,20 @@ func (p *Picker) candidates(ps *peerState, endgame, asOrigin bool, lo, hi, off i
 		p.keys = append(p.keys, k)
 	}
 	return maxKey
+}
+
+// askedOfOrigin reports whether a request for piece i is outstanding with an origin. Endgame
+// does not duplicate such a request to another origin: origins answer at once, so the second
+// copy would almost always arrive too, wasted, and double the origins' egress for the piece (a
+// one-piece blob fetched once from R origins came in R times). A slow origin's request is
+// re-asked when it times out (Timeout), and peers may still duplicate it.
+func (p *Picker) askedOfOrigin(i int) bool {
+	for _, o := range p.reqs[i] {
+		if ps := p.peers[o.peer]; ps != nil && ps.origin {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Picker) pendingWith(ps *peerState, i int) bool {

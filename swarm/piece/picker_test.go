@@ -473,3 +473,34 @@ func TestWindowKeepsRequestsNearThePrefix(t *testing.T) {
 	_, err = piece.New(piece.Config{Pieces: 1, Window: -1})
 	require.ErrorIs(t, err, piece.ErrInvalidConfig)
 }
+
+// Endgame never asks a second origin for a piece an origin is already sending: that copy would
+// arrive too, wasted (a one-piece blob fetched from three origins came in twice). Peers may still
+// duplicate it, and with OriginAsPeer origins are peers like any other.
+func TestEndgameDoesNotDuplicateAcrossOrigins(t *testing.T) {
+	t.Parallel()
+	p := newPicker(t, piece.Config{Pieces: 1}, 10)
+	addPeer(t, p, "o1", true, wire.NewFullBitfield(1))
+	addPeer(t, p, "o2", true, wire.NewFullBitfield(1))
+	require.Equal(t, []int{0}, p.Next("o1", 4))
+	require.True(t, p.Endgame())
+	require.Nil(t, p.Next("o2", 4), "o1 is sending piece 0; o2 would send it again")
+	addPeer(t, p, "peer", false, wire.NewFullBitfield(1))
+	require.Equal(t, []int{0}, p.Next("peer", 4), "a peer may still duplicate the origin's request")
+
+	q := newPicker(t, piece.Config{Pieces: 1, OriginPolicy: piece.OriginAsPeer}, 11)
+	addPeer(t, q, "o1", true, wire.NewFullBitfield(1))
+	addPeer(t, q, "o2", true, wire.NewFullBitfield(1))
+	require.Equal(t, []int{0}, q.Next("o1", 4))
+	require.Equal(t, []int{0}, q.Next("o2", 4), "OriginAsPeer: origins duplicate like peers")
+
+	// once the origin's request expires it may go to the other origin
+	c := &clock{now: t0}
+	r := newPicker(t, piece.Config{Pieces: 1, Now: c.Now}, 12)
+	addPeer(t, r, "o1", true, wire.NewFullBitfield(1))
+	addPeer(t, r, "o2", true, wire.NewFullBitfield(1))
+	require.Equal(t, []int{0}, r.Next("o1", 4))
+	c.now = t0.Add(time.Minute)
+	require.Len(t, r.Timeout(c.now, time.Second), 1)
+	require.Equal(t, []int{0}, r.Next("o2", 4))
+}

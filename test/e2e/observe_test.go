@@ -237,7 +237,7 @@ func TestTopInTmux(t *testing.T) {
 
 	pulls := make(chan error, len(c.ep.Agents))
 	for i, a := range c.ep.Agents {
-		cmd := exec.Command(bin, "pull", d, "--agent", a, "-o", filepath.Join(t.TempDir(), fmt.Sprintf("out-%d", i)))
+		cmd := exec.Command(bin, "pull", d, "--agent", a, "--file", filepath.Join(t.TempDir(), fmt.Sprintf("out-%d", i)))
 		require.NoError(t, cmd.Start())
 		go func() { pulls <- cmd.Wait() }()
 	}

@@ -194,7 +194,7 @@ repair_interval: 2s
 
 	// Pull it through the origin that does not own it.
 	out := filepath.Join(dir, "pulled.bin")
-	_, stderr, err = krakenctl(t, nil, "pull", want.String(), "-o", out, "--origins", nonOwner, "--namespace", "team/app")
+	_, stderr, err = krakenctl(t, nil, "pull", want.String(), "--file", out, "--origins", nonOwner, "--namespace", "team/app")
 	require.NoError(t, err, stderr)
 	got, err := os.ReadFile(out)
 	require.NoError(t, err)
@@ -220,7 +220,7 @@ repair_interval: 2s
 	// Kill one owner: the blob is still served, through the CLI, by the cluster.
 	procOf(st.Owners[0]).kill()
 	out2 := filepath.Join(dir, "pulled2.bin")
-	_, stderr, err = krakenctl(t, nil, "pull", want.String(), "-o", out2, "--origins", origins, "--namespace", "team/app")
+	_, stderr, err = krakenctl(t, nil, "pull", want.String(), "--file", out2, "--origins", origins, "--namespace", "team/app")
 	require.NoError(t, err, stderr)
 	got, err = os.ReadFile(out2)
 	require.NoError(t, err)

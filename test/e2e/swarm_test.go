@@ -165,7 +165,7 @@ func torrent(ctx context.Context, addr string, d digest.Digest) (snapshot.Torren
 
 // pullStart starts `krakenctl pull` through an agent in the background.
 func (l *swarmLab) pullStart(agent *proc, d digest.Digest, out string) (*exec.Cmd, chan error) {
-	cmd := exec.Command(bin, "pull", d.String(), "--agent", agent.addr, "--namespace", "team/app", "-o", out)
+	cmd := exec.Command(bin, "pull", d.String(), "--agent", agent.addr, "--namespace", "team/app", "--file", out)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	require.NoError(l.t, cmd.Start())

@@ -166,11 +166,11 @@ func krakenctlOverTLS(t *testing.T, c *devCluster) {
 	require.Contains(t, k("cluster", "status", "--endpoints-file", file), c.ep.BuildIndex[0])
 	tlsFlags := []string{"--tls-ca-file", c.ep.TLS.CAFile, "--tls-cert-file", c.ep.TLS.CertFile, "--tls-key-file", c.ep.TLS.KeyFile}
 	out := filepath.Join(dir, "out")
-	k(append([]string{"pull", d, "--agent", c.ep.Agents[1], "-o", out}, tlsFlags...)...)
+	k(append([]string{"pull", d, "--agent", c.ep.Agents[1], "--file", out}, tlsFlags...)...)
 	got, err := os.ReadFile(out)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(blob, got), "the blob pulled through the agent over TLS")
-	_, err = tryCmd(t, env, bin, "pull", d, "--agent", c.ep.Agents[1], "-o", filepath.Join(dir, "plain"))
+	_, err = tryCmd(t, env, bin, "pull", d, "--agent", c.ep.Agents[1], "--file", filepath.Join(dir, "plain"))
 	require.Error(t, err, "an agent with TLS does not answer plain text")
 }
 
@@ -201,7 +201,7 @@ func krakenctlThroughProxy(t *testing.T, c *devCluster) {
 	asDev, data := file("dev")
 	d = strings.TrimSpace(runCmdIn(t, caOnly, c.password, bin, args([]string{"push", asDev}, reg, login)...))
 	out := filepath.Join(dir, "out")
-	runCmdIn(t, caOnly, c.password, bin, args([]string{"pull", d, "-o", out}, reg, login)...)
+	runCmdIn(t, caOnly, c.password, bin, args([]string{"pull", d, "--file", out}, reg, login)...)
 	got, err := os.ReadFile(out)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(data, got), "the blob pulled back through the proxy")
