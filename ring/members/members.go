@@ -269,14 +269,21 @@ func (l *List) Addrs() []string {
 // Run's goroutine, one call at a time) with the new addresses whenever they differ from the
 // previous ones. It returns nil at once for a list without DNS entries.
 //
-// While the list has no address (a role started before the pods behind its DNS names were
-// published), it asks again sooner: after emptyRetry, doubling up to the interval.
+// After the start and after every change it asks again sooner: 0.5 s, doubling up to the
+// interval. Pods behind a Service come up one after another (a StatefulSet's, a rollout's), so
+// a role that started while only some were published, or saw one change, likely has another
+// coming; without this it would rank with a partial set for a whole interval.
 func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 	if !l.Dynamic() {
 		return nil
 	}
-	retry := emptyRetry
-	t := time.NewTimer(l.wait(&retry))
+	retry := settleRetry
+	next := func() time.Duration {
+		w := min(retry, l.interval)
+		retry = min(2*retry, l.interval)
+		return w
+	}
+	t := time.NewTimer(next())
 	defer t.Stop()
 	for {
 		select {
@@ -284,29 +291,18 @@ func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 			return nil
 		case <-t.C:
 		}
-		if changed, addrs := l.Refresh(ctx); changed && onChange != nil {
-			onChange(addrs)
+		if changed, addrs := l.Refresh(ctx); changed {
+			retry = settleRetry
+			if onChange != nil {
+				onChange(addrs)
+			}
 		}
-		t.Reset(l.wait(&retry))
+		t.Reset(next())
 	}
 }
 
-// emptyRetry is the first wait of Run while the list has no address.
-var emptyRetry = 500 * time.Millisecond
-
-// wait is Run's next wait: the interval, or while the list is empty *retry, which doubles.
-func (l *List) wait(retry *time.Duration) time.Duration {
-	l.mu.Lock()
-	empty := len(l.addrs) == 0
-	l.mu.Unlock()
-	if !empty {
-		*retry = emptyRetry
-		return l.interval
-	}
-	w := min(*retry, l.interval)
-	*retry = min(2**retry, l.interval)
-	return w
-}
+// settleRetry is Run's first wait after the start and after a change.
+const settleRetry = 500 * time.Millisecond
 
 // Refresh resolves the DNS entries once and reports whether the addresses changed, and what
 // they are now. Run calls it every interval; tests call it to step.

@@ -283,6 +283,32 @@ func TestRunFillsAnEmptyListSoon(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
+// TestRunFollowsPodsAsTheyArrive: a role that started with part of a Service's pods (the others
+// not yet published) sees each of the others well before its interval (an hour here).
+func TestRunFollowsPodsAsTheyArrive(t *testing.T) {
+	t.Parallel()
+	f := newFake()
+	f.set("o.test", "10.0.0.1")
+	l, err := members.New(t.Context(), "origins", []string{"dns:///o.test:1"},
+		members.Deps{Resolver: f, Interval: time.Hour})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	got := make(chan []string, 4)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, func(a []string) { got <- a }) }()
+	for _, answer := range [][]string{{"10.0.0.1", "10.0.0.2"}, {"10.0.0.1", "10.0.0.2", "10.0.0.3"}} {
+		f.set("o.test", answer...)
+		select {
+		case a := <-got:
+			require.Len(t, a, len(answer))
+		case <-time.After(time.Minute):
+			t.Fatalf("the answer %v was not seen before the hour-long interval", answer)
+		}
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
+
 // Addresses no member can be at are left out of an answer: link-local (the metadata service),
 // multicast, unspecified; an answer of nothing else is no answer.
 func TestListDropsAddressesNoMemberIsAt(t *testing.T) {
