@@ -228,7 +228,9 @@ in_ns() { nsenter --net="/run/netns/$NS" -- "$@"; }
 start() {
 	local name=$1
 	shift
-	in_ns "$@" >"$LAB/log/$name.log" 2>&1 &
+	# nsenter itself, not the in_ns function: a function would run in a forked shell and $! would
+	# be that shell's PID, not the daemon's. nsenter execs CMD (it forks only for a PID namespace).
+	nsenter --net="/run/netns/$NS" -- "$@" >"$LAB/log/$name.log" 2>&1 &
 	echo "$name $!" >>"$LAB/pids"
 }
 
@@ -502,7 +504,7 @@ down() {
 	local c=$LAB/containerd sock=$LAB/containerd/containerd.sock
 	if [ -s "$LAB/pids" ]; then
 		# Pods first, while the kubelet runs, so their sandboxes are torn down through CNI.
-		if [ -n "$(grep '^kubelet ' "$LAB/pids")" ] && timeout 5 "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+		if grep -q '^kubelet ' "$LAB/pids" && timeout 5 "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
 			timeout 60 "$KUBECTL" delete pods --all --all-namespaces --grace-period=1 --wait=true >/dev/null 2>&1 ||
 				log "deleting the pods did not finish; killing their tasks instead"
 		fi
@@ -531,9 +533,9 @@ down() {
 	done
 	if [ -d "$LAB" ]; then
 		local m
-		for m in $(awk -v lab="$LAB" 'index($2, lab) == 1 { print $2 }' /proc/mounts | sort -r); do
+		while read -r m; do
 			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
-		done
+		done < <(awk -v lab="$LAB" 'index($2, lab) == 1 { print $2 }' /proc/mounts | sort -r)
 	fi
 	# The kubelet's links to the pods' logs (its fixed /var/log/containers) that point into the lab.
 	local l
