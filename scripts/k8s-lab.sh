@@ -19,7 +19,7 @@
 # node's agent (hosts.toml written by the chart's init container, fallback off).
 #
 # What it installs (root, Debian 12): etcd-server, containerd, runc, containernetworking-plugins,
-# iptables, conntrack, docker.io (apt, services not started); kube-apiserver,
+# iptables, nftables, conntrack, docker.io (apt, services not started); kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl built from
 # k8s.io/kubernetes $K8S_VERSION through a generated wrapper module (its 31 staging modules can
 # only be replaced that way; go install refuses); CoreDNS with only the plugins the lab uses;
@@ -34,6 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
+PATH=$(go env GOPATH)/bin:$PATH # helm, installed by scripts/helm-check.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.34.2}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
@@ -72,7 +73,7 @@ die() { log "FAIL: $*"; exit 1; }
 
 install_apt() {
 	local missing=() p
-	for p in etcd-server containerd runc containernetworking-plugins iptables conntrack docker.io iproute2 openssl curl; do
+	for p in etcd-server containerd runc containernetworking-plugins iptables nftables conntrack docker.io iproute2 openssl curl; do
 		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -377,6 +378,8 @@ write_configs() {
 		healthzPort: 10248
 		cgroupDriver: cgroupfs
 		cgroupsPerQOS: false
+		# This machine has cgroup v1 only (kubelet 1.34 still runs on it when told to).
+		failCgroupV1: false
 		enforceNodeAllocatable: []
 		failSwapOn: false
 		evictionHard: {}
@@ -505,8 +508,13 @@ down() {
 	if [ -s "$LAB/pids" ]; then
 		# Pods first, while the kubelet runs, so their sandboxes are torn down through CNI.
 		if grep -q '^kubelet ' "$LAB/pids" && timeout 5 "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
-			timeout 60 "$KUBECTL" delete pods --all --all-namespaces --grace-period=1 --wait=true >/dev/null 2>&1 ||
-				log "deleting the pods did not finish; killing their tasks instead"
+			# Namespaces, not pods: controllers would recreate deleted pods at once.
+			local nss
+			nss=$("$KUBECTL" get ns -o name | grep -vE '^namespace/(default|kube-system|kube-public|kube-node-lease)$' || true)
+			# shellcheck disable=SC2086 # one word per namespace
+			[ -z "$nss" ] || timeout 90 "$KUBECTL" delete $nss --wait=true >/dev/null 2>&1 ||
+				log "deleting the namespaces did not finish; killing the pods' tasks instead"
+			timeout 30 "$KUBECTL" delete pods --all --all-namespaces --grace-period=1 --wait=true >/dev/null 2>&1 || true
 		fi
 		local name pid
 		while read -r name pid; do
