@@ -756,8 +756,21 @@ e2e() {
 
 	step "remove the image from the node's containerd; the pod pulls again and Completes"
 	local sock=$LAB/containerd/containerd.sock
-	ctr --address "$sock" -n k8s.io images rm --sync "$REGISTRY/library/lab:1" >/dev/null
-	ctr --address "$sock" -n k8s.io images ls -q | grep -q "library/lab" && die "the image is still in containerd"
+	# CRI keeps three names for one image (the tag, repo@digest and the image id sha256:...),
+	# all with the same target: remove every name of that manifest, then garbage-collect (--sync).
+	local digest refs
+	digest=$(ctr --address "$sock" -n k8s.io images ls | awk -v r="$REGISTRY/library/lab:1" '$1 == r { print $3 }')
+	[ -n "$digest" ] || die "$REGISTRY/library/lab:1 is not in the node's containerd"
+	refs=$(ctr --address "$sock" -n k8s.io images ls | awk -v d="$digest" '$3 == d { print $1 }')
+	# shellcheck disable=SC2086 # one word per name
+	ctr --address "$sock" -n k8s.io images rm --sync $refs >/dev/null
+	if ctr --address "$sock" -n k8s.io images ls | awk -v d="$digest" '$3 == d { found = 1 } END { exit !found }'; then
+		die "the image is still in containerd"
+	fi
+	if ctr --address "$sock" -n k8s.io content ls -q | grep -qx "$digest"; then
+		die "the manifest $digest is still in containerd's content store"
+	fi
+	log "removed $(wc -w <<<"$refs") names of $digest from the node's containerd (and its content)"
 	before=$(agent_metric krakenctl_agent_served_bytes_total)
 	run_pod lab-pull-2
 	after=$(agent_metric krakenctl_agent_served_bytes_total)
