@@ -758,19 +758,30 @@ e2e() {
 	local sock=$LAB/containerd/containerd.sock
 	# CRI keeps three names for one image (the tag, repo@digest and the image id sha256:...),
 	# all with the same target: remove every name of that manifest, then garbage-collect (--sync).
-	local digest refs
+	local digest refs layer id
 	digest=$(ctr --address "$sock" -n k8s.io images ls | awk -v r="$REGISTRY/library/lab:1" '$1 == r { print $3 }')
 	[ -n "$digest" ] || die "$REGISTRY/library/lab:1 is not in the node's containerd"
+	# The lab's own layer (the manifest's last): the one the second pull must fetch again.
+	layer=$(ctr --address "$sock" -n k8s.io content get "$digest" | grep -o 'sha256:[0-9a-f]\{64\}' | tail -1)
+	# The kubelet keeps the exited container of the deleted pod until its garbage collection,
+	# and that container keeps the layer's content and snapshot: remove it first.
+	for id in $(ctr --address "$sock" -n k8s.io containers ls | awk -v r="$REGISTRY/library/lab:1" '$2 == r { print $1 }'); do
+		ctr --address "$sock" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
+		ctr --address "$sock" -n k8s.io containers rm "$id" >/dev/null
+	done
 	refs=$(ctr --address "$sock" -n k8s.io images ls | awk -v d="$digest" '$3 == d { print $1 }')
 	# shellcheck disable=SC2086 # one word per name
 	ctr --address "$sock" -n k8s.io images rm --sync $refs >/dev/null
 	if ctr --address "$sock" -n k8s.io images ls | awk -v d="$digest" '$3 == d { found = 1 } END { exit !found }'; then
 		die "the image is still in containerd"
 	fi
-	if ctr --address "$sock" -n k8s.io content ls -q | grep -qx "$digest"; then
-		die "the manifest $digest is still in containerd's content store"
-	fi
-	log "removed $(wc -w <<<"$refs") names of $digest from the node's containerd (and its content)"
+	local blob
+	for blob in "$digest" "$layer"; do
+		if ctr --address "$sock" -n k8s.io content ls -q | grep -qx "$blob"; then
+			die "$blob is still in containerd's content store"
+		fi
+	done
+	log "removed $(wc -w <<<"$refs") names of $digest, its container, and its content (lab layer $layer) from the node's containerd"
 	before=$(agent_metric krakenctl_agent_served_bytes_total)
 	run_pod lab-pull-2
 	after=$(agent_metric krakenctl_agent_served_bytes_total)
