@@ -662,6 +662,7 @@ run_pod() {
 }
 
 e2e() {
+	rm -rf "${LAB}-failed"
 	trap on_exit EXIT
 	step "install (apt, k8s $K8S_VERSION, CoreDNS, helm, pause image; cached after the first run)"
 	install
