@@ -217,7 +217,15 @@ KUBECTL=$K8S_BIN/kubectl
 export KUBECONFIG=$LAB/admin.kubeconfig
 export HELM_CACHE_HOME=$LAB/helm/cache HELM_CONFIG_HOME=$LAB/helm/config HELM_DATA_HOME=$LAB/helm/data
 
-k() { "$KUBECTL" "$@"; }
+# lab_net: the veth pair is there. Every call from the host to $NODE_IP checks it first: without
+# the pair, 10.214.0.0/24 is not on-link any more and the machine's default route would carry the
+# connection out of the machine.
+lab_net() { ip link show "$HOST_IF" >/dev/null 2>&1; }
+
+k() {
+	lab_net || die "no $HOST_IF: the lab's network is down (kubectl $*)"
+	"$KUBECTL" "$@"
+}
 
 # in_ns CMD...: CMD in the lab's network namespace only. Not `ip netns exec`: that also gives the
 # command a mount namespace of its own, and the kubelet's volume mounts (the projected token's
@@ -507,7 +515,7 @@ down() {
 	local c=$LAB/containerd sock=$LAB/containerd/containerd.sock
 	if [ -s "$LAB/pids" ]; then
 		# Pods first, while the kubelet runs, so their sandboxes are torn down through CNI.
-		if grep -q '^kubelet ' "$LAB/pids" && timeout 5 "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
+		if grep -q '^kubelet ' "$LAB/pids" && lab_net && timeout 5 "$KUBECTL" get --raw /readyz >/dev/null 2>&1; then
 			# Namespaces, not pods: controllers would recreate deleted pods at once.
 			local nss
 			nss=$("$KUBECTL" get ns -o name | grep -vE '^namespace/(default|kube-system|kube-public|kube-node-lease)$' || true)
@@ -603,8 +611,10 @@ on_exit() {
 		RESULTS+=("FAIL $(elapsed "$STEP_T0")s $CURRENT")
 		log "FAIL in: $CURRENT; the lab's logs: $LAB/log (copied to ${LAB}-failed/log)"
 		mkdir -p "${LAB}-failed" && cp -r "$LAB/log" "${LAB}-failed/" 2>/dev/null
-		timeout 10 "$KUBECTL" get pods -A -o wide >"${LAB}-failed/pods.txt" 2>&1
-		timeout 10 "$KUBECTL" get events -A >"${LAB}-failed/events.txt" 2>&1
+		if lab_net; then
+			timeout 10 "$KUBECTL" get pods -A -o wide >"${LAB}-failed/pods.txt" 2>&1
+			timeout 10 "$KUBECTL" get events -A >"${LAB}-failed/events.txt" 2>&1
+		fi
 	fi
 	local t0
 	t0=$(now)
@@ -633,6 +643,7 @@ replaced() {
 }
 
 agent_metric() {
+	lab_net || die "no $HOST_IF: the lab's network is down"
 	curl -sf "http://$NODE_IP:16002/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
