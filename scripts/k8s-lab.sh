@@ -73,7 +73,7 @@ die() { log "FAIL: $*"; exit 1; }
 
 install_apt() {
 	local missing=() p
-	for p in etcd-server containerd runc containernetworking-plugins iptables nftables conntrack docker.io iproute2 openssl curl; do
+	for p in etcd-server containerd runc containernetworking-plugins iptables nftables conntrack docker.io iproute2 openssl curl procps util-linux kmod; do
 		[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -201,6 +201,7 @@ build_pause() {
 install() {
 	local start=$SECONDS
 	[ "$(id -u)" = 0 ] || die "needs root (netns, mounts, kubelet)"
+	command -v go >/dev/null || die "no Go toolchain: scripts/install-test-deps.sh installs it"
 	install_apt
 	build_k8s
 	build_coredns
@@ -270,7 +271,8 @@ net_up() {
 	ip -n "$NS" link set "$BRIDGE" up
 	ip -n "$NS" route add "$SVC_CIDR" dev "$BRIDGE"
 	# Pod -> ClusterIP -> pod on the same bridge is routed through the node, and bridged frames
-	# must pass kube-proxy's rules.
+	# must pass kube-proxy's rules (br_netfilter; built into some kernels, a module on Debian's).
+	modprobe -q br_netfilter 2>/dev/null || true
 	in_ns sysctl -qw net.ipv4.ip_forward=1
 	in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || log "bridge-nf-call-iptables is not per-netns here: left alone"
 	# Forwarding is for pods among themselves: nothing is forwarded to or from the host's end.
