@@ -679,6 +679,9 @@ e2e() {
 	trap on_exit EXIT
 	step "install (apt, k8s $K8S_VERSION, CoreDNS, helm, pause image; cached after the first run)"
 	install
+	# apt_install_quiet (scripts/service.sh) sets and clears an EXIT trap of its own, which
+	# drops ours: set it again, or a failure later would leave the lab running.
+	trap on_exit EXIT
 	pass
 
 	step "krakenctl image (scripts/image.sh build --platform linux/amd64 --no-load)"
