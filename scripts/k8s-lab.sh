@@ -616,6 +616,11 @@ on_exit() {
 		if lab_net; then
 			timeout 10 "$KUBECTL" get pods -A -o wide >"${LAB}-failed/pods.txt" 2>&1
 			timeout 10 "$KUBECTL" get events -A >"${LAB}-failed/events.txt" 2>&1
+			local p
+			for p in $(timeout 10 "$KUBECTL" -n "$KNS" get pods -o name 2>/dev/null); do
+				timeout 10 "$KUBECTL" -n "$KNS" logs "$p" --all-containers >"${LAB}-failed/${p#pod/}.log" 2>&1
+				timeout 10 "$KUBECTL" -n "$KNS" logs "$p" --all-containers --previous >"${LAB}-failed/${p#pod/}.previous.log" 2>/dev/null
+			done
 		fi
 	fi
 	local t0
