@@ -654,6 +654,21 @@ agent_metric() {
 	curl -sf "http://$NODE_IP:16002/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
+# origins_known: every role that lists the origins by DNS (proxy, tracker, build-index) has all
+# $1 of them in its member list (krakenctl_members_addresses{list="origins"} on its /metrics,
+# read from the node). A role that started while only some origins were Ready keeps that partial
+# answer until its next re-resolve (members.DefaultInterval, 30 s); until then a push can fail
+# (the proxy uploads by its view of the ring, the build-index's content check asks by its own).
+origins_known() {
+	local want=$1 ip port n
+	while read -r ip port; do
+		[ -n "$ip" ] || continue
+		n=$(in_ns curl -sf "http://$ip:$port/metrics" | awk '$1 == "krakenctl_members_addresses{list=\"origins\"}" { print $2 }')
+		[ "$n" = "$want" ] || return 1
+	done < <(k -n "$KNS" get pods -l 'app.kubernetes.io/component in (proxy,tracker,build-index)' \
+		-o jsonpath='{range .items[*]}{.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
+}
+
 # run_pod NAME: a pod of registry.kk.test/library/lab:1 running `krakenctl version`, Completed.
 run_pod() {
 	local name=$1
@@ -708,6 +723,12 @@ e2e() {
 	grep -q '^server = "http://127.0.0.1:16000"' "$hosts" || { cat "$hosts" >&2; die "$hosts: the agent is not containerd's only server"; }
 	sed 's/^/    /' "$hosts" >&2
 	pass "$(k -n "$KNS" get pods --no-headers | wc -l) pods"
+
+	if [ "${K8S_LAB_SETTLE:-1}" = 1 ]; then
+		step "every proxy, tracker and build-index pod knows both origins (K8S_LAB_SETTLE=0 skips)"
+		wait_for "every role's origin list complete" 90 origins_known 2
+		pass
+	fi
 
 	step "docker push through the proxy Service (kubectl port-forward 127.0.0.1:$PUSH_PORT)"
 	local exports
