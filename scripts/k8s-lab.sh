@@ -89,7 +89,11 @@ k8s_ok() {
 	for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
 		[ -x "$K8S_BIN/$b" ] || return 1
 	done
-	"$K8S_BIN/kubectl" version --client 2>/dev/null | grep -q "Client Version: $K8S_VERSION"
+	# Not `kubectl ... | grep -q`: with pipefail, grep's early exit can SIGPIPE kubectl and fail
+	# the check at random.
+	local v
+	v=$("$K8S_BIN/kubectl" version --client 2>/dev/null) || return 1
+	grep -q "Client Version: $K8S_VERSION" <<<"$v"
 }
 
 # build_k8s: a wrapper module requiring k8s.io/kubernetes with every staging module replaced by
@@ -818,9 +822,10 @@ e2e() {
 	if ctr --address "$sock" -n k8s.io images ls | awk -v d="$digest" '$3 == d { found = 1 } END { exit !found }'; then
 		die "the image is still in containerd"
 	fi
-	local blob
+	local blob content
+	content=$(ctr --address "$sock" -n k8s.io content ls -q)
 	for blob in "$digest" "$layer"; do
-		if ctr --address "$sock" -n k8s.io content ls -q | grep -qx "$blob"; then
+		if grep -qx "$blob" <<<"$content"; then
 			die "$blob is still in containerd's content store"
 		fi
 	done
