@@ -658,19 +658,24 @@ agent_metric() {
 	curl -sf "http://$NODE_IP:16002/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
-# origins_known: every role that lists the origins by DNS (proxy, tracker, build-index) has all
-# $1 of them in its member list (krakenctl_members_addresses{list="origins"} on its /metrics,
-# read from the node). A role that started while only some origins were Ready keeps that partial
-# answer until its next re-resolve (members.DefaultInterval, 30 s); until then a push can fail
-# (the proxy uploads by its view of the ring, the build-index's content check asks by its own).
+# origins_known N: every role that finds the origins by DNS knows all N of them: the origins
+# themselves (krakenctl_members_addresses{list="ring.members"} on their /metrics) and the proxy,
+# tracker and build-index pods ({list="origins"}), read from the node. An origin starts with
+# only itself in its ring when the headless Service lists no Ready origin yet, and every role
+# keeps a partial answer until its next re-resolve (members.DefaultInterval, 30 s). In that
+# window the origins disagree on who owns a blob: one push in this lab failed with
+# MANIFEST_BLOB_UNKNOWN ("... is not in the origin cluster") when helm's --wait returned 28 s
+# after the origins started (the build-index asks an origin for the blob's owners).
 origins_known() {
-	local want=$1 ip port n
-	while read -r ip port; do
+	local want=$1 comp ip port list n
+	while read -r comp ip port; do
 		[ -n "$ip" ] || continue
-		n=$(in_ns curl -sf "http://$ip:$port/metrics" | awk '$1 == "krakenctl_members_addresses{list=\"origins\"}" { print $2 }')
+		list=origins
+		[ "$comp" = origin ] && list=ring.members
+		n=$(in_ns curl -sf "http://$ip:$port/metrics" | awk -v m="krakenctl_members_addresses{list=\"$list\"}" '$1 == m { print $2 }')
 		[ "$n" = "$want" ] || return 1
-	done < <(k -n "$KNS" get pods -l 'app.kubernetes.io/component in (proxy,tracker,build-index)' \
-		-o jsonpath='{range .items[*]}{.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
+	done < <(k -n "$KNS" get pods -l 'app.kubernetes.io/component in (origin,proxy,tracker,build-index)' \
+		-o jsonpath='{range .items[*]}{.metadata.labels.app\.kubernetes\.io/component} {.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
 }
 
 # run_pod NAME: a pod of registry.kk.test/library/lab:1 running `krakenctl version`, Completed.
@@ -729,7 +734,7 @@ e2e() {
 	pass "$(k -n "$KNS" get pods --no-headers | wc -l) pods"
 
 	if [ "${K8S_LAB_SETTLE:-1}" = 1 ]; then
-		step "every proxy, tracker and build-index pod knows both origins (K8S_LAB_SETTLE=0 skips)"
+		step "every origin, proxy, tracker and build-index pod knows both origins (K8S_LAB_SETTLE=0 skips)"
 		wait_for "every role's origin list complete" 90 origins_known 2
 		pass
 	fi
