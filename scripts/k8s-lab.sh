@@ -27,14 +27,21 @@
 #
 # Everything the lab starts is recorded in $LAB/pids and ended by PID; the kubelet's bind mount of
 # its root dir and the pods' mounts under $LAB are unmounted; the netns, the veth pair and the
-# lab's cgroups are removed. docker is the private daemon of scripts/docker-up.sh (or the one that
-# already answers, left alone).
+# lab's cgroups are removed. containerd's shims outlive it: down ends the ones whose arguments
+# name the lab's own containerd socket, by PID. docker is the private daemon of
+# scripts/docker-up.sh (or the one that already answers, left alone). A failed e2e keeps the
+# daemons' and the pods' logs in $LAB-failed.
+#
+# Settings: K8S_LAB_PROXY_MODE (iptables, or nftables), K8S_LAB_PUSH_PORT (25400, the host
+# loopback port of the port-forward), K8S_LAB_SETTLE=0 (push without waiting for every role to
+# know both origins), K8S_LAB_DIR (/var/tmp/krakenctl-k8slab), K8S_LAB_NS (kk-k8slab),
+# KRAKENCTL_TESTINFRA_CACHE (~/.cache/krakenctl-testinfra), K8S_VERSION, COREDNS_VERSION.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
-PATH=$(go env GOPATH)/bin:$PATH # helm, installed by scripts/helm-check.sh
+PATH=$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH # helm, from scripts/helm-check.sh
 
 K8S_VERSION=${K8S_VERSION:-v1.34.2}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.12.4}
