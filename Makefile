@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN ?= bin/krakenctl
 
-.PHONY: all build test deps lint docs release-check image bench-replicate clean help
+.PHONY: all build test deps lint docs release-check image bench-replicate k8s-e2e clean help
 
 all: build
 
@@ -41,6 +41,10 @@ image:
 ## bench-replicate: replicate run against crane copy between two dev clusters (ROUNDS=3; not in test)
 bench-replicate:
 	scripts/bench-replicate.sh $(or $(ROUNDS),3)
+
+## k8s-e2e: the chart on a real single-node Kubernetes built from the Go module proxy, in a netns of its own (root; ~15 min cold, ~3 min warm; not in test)
+k8s-e2e:
+	scripts/k8s-lab.sh e2e
 
 ## clean: remove build outputs
 clean:
