@@ -71,6 +71,8 @@ type Server struct {
 	repairFull atomic.Bool   // the next repair the kick starts checks every blob
 	repairMu   sync.Mutex    // one repair at a time; guards repaired
 	repaired   *placement    // the placement the last complete repair left every blob on
+
+	gcLocks [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
 }
 
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;
@@ -174,6 +176,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
+	s.gcRoutes(mux)
 	admin.MountHealth(mux, s.ready)
 	var h http.Handler = mux
 	if cfg.TLS.Enabled() {
