@@ -270,7 +270,11 @@ func (s *Server) gcBackendDelete(r *http.Request, ns string, d digest.Digest, cu
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
 	}
 	if _, err := s.store.Stat(d); err == nil {
-		return api.GCDeleteResult{Kept: api.GCKeptLocal}, nil
+		// A dry run has not deleted the local copy that the origins' sweep, which runs first,
+		// would have: ask the store whether it would, so the dry run agrees with the real one.
+		if _, err := s.store.DeleteIdle(d, cutoff, true); !dry || err != nil {
+			return api.GCDeleteResult{Kept: api.GCKeptLocal}, nil
+		}
 	}
 	info, err := s.backend.Stat(r.Context(), ns, d.Encoded())
 	switch {
