@@ -228,6 +228,36 @@ func NewWalker(origins *client.Cluster, index *client.BuildIndexes, log *slog.Lo
 	return seed.New(seed.Config{Referrers: true}, seed.Deps{Origins: origins, BuildIndex: index, Log: log})
 }
 
+// ClusterDeps builds a run's collaborators from the clients of a cluster: every origin of the
+// cluster's list, and as the owner of a digest the first healthy owner the ring names (the
+// origin a proxy's touch reaches first).
+func ClusterDeps(cluster *client.Cluster, index *client.BuildIndexes, walker Walker) Deps {
+	byAddr := map[string]Origin{}
+	var list []Origin
+	for _, a := range cluster.Addrs() {
+		o := cluster.Origin(a)
+		byAddr[a] = o
+		list = append(list, o)
+	}
+	return Deps{
+		Index: index, Walker: walker, Origins: list,
+		Owner: func(ctx context.Context, d digest.Digest) (Origin, error) {
+			st, err := cluster.Ring(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			if len(st.Owners) == 0 {
+				return nil, fmt.Errorf("no healthy origin owns %s", d)
+			}
+			o, ok := byAddr[st.Owners[0]]
+			if !ok {
+				return nil, fmt.Errorf("the ring names %s, which is not among the origins given (%s)", st.Owners[0], strings.Join(cluster.Addrs(), ","))
+			}
+			return o, nil
+		},
+	}
+}
+
 // Run collects garbage (or, with DryRun, says what it would collect). The report is returned
 // even when the run fails part-way, with what was done until then. A cancelled ctx stops the
 // run between deletes; everything deleted stays deleted, nothing else is touched, and the

@@ -145,6 +145,7 @@ func TestIncompleteMarkDeletesNothing(t *testing.T) {
 func TestInterruptedRunResumes(t *testing.T) {
 	wd := newWorld(2, 5, 2, 40)
 	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
 	var n atomic.Int32
 	for _, o := range wd.origins {
 		o.onDelete = func() {
