@@ -180,6 +180,7 @@ type fakeOrigin struct {
 	blobs   map[digest.Digest]*fakeBlob
 	backend *fakeBackend // shared by every origin, as a real storage backend is
 	deletes int
+	sorted  []string // every digest put, sorted; nil after a put (deleted ones are skipped)
 	// onDelete, when set, runs before each delete decision (tests cancel a run there).
 	onDelete func()
 }
@@ -205,6 +206,7 @@ func (o *fakeOrigin) put(d digest.Digest, size int64, used time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.blobs[d] = &fakeBlob{size: size, lastUsed: used}
+	o.sorted = nil
 }
 
 func (b *fakeBackend) put(ns string, d digest.Digest, mod time.Time) {
@@ -241,15 +243,24 @@ func (o *fakeOrigin) GCBlobs(_ context.Context, after string, n int) (api.GCBlob
 	if n == 0 {
 		return p, nil
 	}
-	var all []string
-	for d := range o.blobs {
-		all = append(all, d.String())
+	if o.sorted == nil {
+		for d := range o.blobs {
+			o.sorted = append(o.sorted, d.String())
+		}
+		sort.Strings(o.sorted)
 	}
-	ds, next := page(all, after, n)
-	for _, s := range ds {
-		d := digest.Digest(s)
-		b := o.blobs[d]
+	next := ""
+	for i := sort.SearchStrings(o.sorted, after); i < len(o.sorted); i++ {
+		d := digest.Digest(o.sorted[i])
+		b, ok := o.blobs[d]
+		if !ok || o.sorted[i] == after {
+			continue
+		}
 		p.Blobs = append(p.Blobs, api.GCBlob{Digest: d, Size: b.size, LastUsed: b.lastUsed})
+		if len(p.Blobs) == n {
+			next = d.String()
+			break
+		}
 	}
 	p.Next = next
 	return p, nil
