@@ -192,13 +192,20 @@ func printReport(w io.Writer, rep *gc.Report) error {
 		return err
 	}
 	fmt.Fprintf(&out, "\nMarked %s in %s (%s; %d stored nowhere) in %s; whole run %s.\n",
-		cmdutil.Plural(rep.Marked, "blob"), cmdutil.Plural(rep.Repositories, "repository"), cmdutil.Plural(rep.Manifests, "manifest"),
+		cmdutil.Plural(rep.Marked, "blob"), repositories(rep.Repositories), cmdutil.Plural(rep.Manifests, "manifest"),
 		rep.Dangling, rep.MarkDuration.Round(time.Millisecond), rep.Duration.Round(time.Millisecond))
 	if rep.DryRun {
 		out.WriteString("Dry run: nothing was deleted.\n")
 	}
 	_, err := io.WriteString(w, out.String())
 	return err
+}
+
+func repositories(n int) string {
+	if n == 1 {
+		return "1 repository"
+	}
+	return fmt.Sprintf("%d repositories", n)
 }
 
 // kept is "N reason, ..." in a stable order.
