@@ -2,9 +2,11 @@ package gc_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,6 +202,25 @@ func TestClusterDryRunAndRunAgree(t *testing.T) {
 		require.True(t, ok)
 	}
 	require.NoError(t, rc.pullAll("team/keep:v1"))
+
+	// The lone blob's link is still in team/drop; a manifest put now that references it (a
+	// client that did not check) is refused before it is linked, and nothing is tagged.
+	ld := digest.Digest(loneDigest.String())
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1024},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":1024}]}`, ld, ld)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, "http://"+rc.c.Addr(cluster.Proxy, 0)+"/v2/team/drop/manifests/v2", strings.NewReader(m))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := rc.hc.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "MANIFEST_BLOB_UNKNOWN")
+	require.Contains(t, string(body), "garbage-collected")
+	_, err = remote.Head(rc.ref("team/drop:v2"), remote.WithContext(t.Context()))
+	require.Error(t, err, "no tag was put")
 }
 
 // The fault the issue names: a GC races a push of a blob it was about to collect. The run
