@@ -168,6 +168,7 @@ type fakeBlob struct {
 	size     int64
 	lastUsed time.Time
 	inUse    bool
+	ns       []string
 }
 
 // fakeOrigin decides deletes as an origin does: unreferenced is the caller's business, idle
@@ -256,7 +257,7 @@ func (o *fakeOrigin) GCBlobs(_ context.Context, after string, n int) (api.GCBlob
 		if !ok || o.sorted[i] == after {
 			continue
 		}
-		p.Blobs = append(p.Blobs, api.GCBlob{Digest: d, Size: b.size, LastUsed: b.lastUsed})
+		p.Blobs = append(p.Blobs, api.GCBlob{Digest: d, Size: b.size, LastUsed: b.lastUsed, Namespaces: b.ns})
 		if len(p.Blobs) == n {
 			next = d.String()
 			break

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -291,10 +292,11 @@ func (c *Collector) Run(ctx context.Context) (*Report, error) {
 	}
 
 	rep.Rows = make([]Row, len(c.deps.Origins))
+	seen := &namespaces{set: map[string]struct{}{}}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, o := range c.deps.Origins {
 		rep.Rows[i].Name = o.Addr()
-		g.Go(func() error { return c.sweepOrigin(gctx, o, cutoffs[i], m.set, &rep.Rows[i]) })
+		g.Go(func() error { return c.sweepOrigin(gctx, o, cutoffs[i], m.set, seen, &rep.Rows[i]) })
 	}
 	err := g.Wait()
 	if err == nil && c.cfg.Backends {
@@ -303,7 +305,7 @@ func (c *Collector) Run(ctx context.Context) (*Report, error) {
 			cutoffOf[o.Addr()] = cutoffs[i]
 		}
 		row := Row{Name: "backend"}
-		err = c.sweepBackends(ctx, m.set, cutoffOf, &row)
+		err = c.sweepBackends(ctx, m.set, seen, cutoffOf, &row)
 		rep.Rows = append(rep.Rows, row)
 	}
 	if err != nil {
@@ -458,7 +460,7 @@ func (m *marker) mark(d digest.Digest) {
 
 // sweepOrigin lists one origin's store page by page and asks it to delete every unreferenced
 // blob last used before its cutoff.
-func (c *Collector) sweepOrigin(ctx context.Context, o Origin, cutoff time.Time, marked *digestSet, row *Row) error {
+func (c *Collector) sweepOrigin(ctx context.Context, o Origin, cutoff time.Time, marked *digestSet, seen *namespaces, row *Row) error {
 	var mu sync.Mutex // row, from the delete goroutines
 	after := ""
 	for {
@@ -472,6 +474,7 @@ func (c *Collector) sweepOrigin(ctx context.Context, o Origin, cutoff time.Time,
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(c.cfg.Parallel)
 		for _, b := range p.Blobs {
+			seen.add(b.Namespaces)
 			mu.Lock()
 			row.Scanned++
 			switch {
@@ -518,9 +521,26 @@ func (c *Collector) sweepOrigin(ctx context.Context, o Origin, cutoff time.Time,
 // hexPrefixes shard a namespace's backend listing, so one answer holds a sixteenth of it.
 var hexPrefixes = strings.Split("0123456789abcdef", "")
 
-// sweepBackends lists the backend objects of every repository's namespace (through the first
-// origin that answers) and has each unreferenced blob's owner delete it, conditionally.
-func (c *Collector) sweepBackends(ctx context.Context, marked *digestSet, cutoffOf map[string]time.Time, row *Row) error {
+// namespaces collects the namespaces the origins' listings name (safe for concurrent use).
+type namespaces struct {
+	mu  sync.Mutex
+	set map[string]struct{}
+}
+
+func (n *namespaces) add(nss []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ns := range nss {
+		n.set[ns] = struct{}{}
+	}
+}
+
+// sweepBackends lists the backend objects of every namespace it knows of (through the first
+// origin that answers) and has each unreferenced blob's owner delete it, conditionally. A
+// backend cannot list its namespaces, so those are the build-index's repositories and the
+// namespaces the origins recorded for the blobs they listed (blobs pushed outside any
+// repository, `krakenctl push`).
+func (c *Collector) sweepBackends(ctx context.Context, marked *digestSet, seen *namespaces, cutoffOf map[string]time.Time, row *Row) error {
 	last := ""
 	for {
 		repos, next, err := c.deps.Index.ListRepositories(ctx, last, listPage)
@@ -529,15 +549,29 @@ func (c *Collector) sweepBackends(ctx context.Context, marked *digestSet, cutoff
 			return fmt.Errorf("list repositories: %w", err)
 		}
 		for _, ns := range repos {
+			seen.mu.Lock()
+			delete(seen.set, ns) // swept here, not again below
+			seen.mu.Unlock()
 			if err := c.sweepNamespace(ctx, ns, marked, cutoffOf, row); err != nil {
 				return err
 			}
 		}
 		if next == "" || len(repos) == 0 {
-			return nil
+			break
 		}
 		last = next
 	}
+	rest := make([]string, 0, len(seen.set))
+	for ns := range seen.set {
+		rest = append(rest, ns)
+	}
+	slices.Sort(rest)
+	for _, ns := range rest {
+		if err := c.sweepNamespace(ctx, ns, marked, cutoffOf, row); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Collector) sweepNamespace(ctx context.Context, ns string, marked *digestSet, cutoffOf map[string]time.Time, row *Row) error {

@@ -195,6 +195,15 @@ func TestBackendSweep(t *testing.T) {
 	newer := blobDigest(5555)
 	wd.be.put("team/app0", newer, wd.now.Add(-time.Minute))
 
+	// A blob pushed outside any repository (krakenctl push): its namespace is known only
+	// from the origins' listing.
+	bare := blobDigest(6666)
+	for _, o := range wd.origins {
+		o.put(bare, 10, old)
+		o.blobs[bare].ns = []string{"krakenctl"}
+	}
+	wd.be.put("krakenctl", bare, old)
+
 	cfg := gc.Config{Grace: 24 * time.Hour, Backends: true}
 	dry := cfg
 	dry.DryRun = true
@@ -203,7 +212,8 @@ func TestBackendSweep(t *testing.T) {
 	require.Equal(t, comparable(before), comparable(after))
 	be := after.Rows[len(after.Rows)-1]
 	require.Equal(t, "backend", be.Name)
-	require.Equal(t, len(wd.garbage)-1, be.Collected)
+	require.Equal(t, len(wd.garbage)-1+1, be.Collected, "the garbage but the blob read recently, and the bare one")
+	require.False(t, wd.be.has("krakenctl", bare))
 	require.Equal(t, map[string]int{api.GCKeptLocal: 1, api.GCKeptRecent: 1}, be.Kept)
 	for _, d := range wd.referenced {
 		require.True(t, wd.be.has("team/app0", d))
