@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/server/api"
@@ -28,6 +29,38 @@ import (
 //   - a backend copy is deleted only while this origin holds no local copy, so a touch that
 //     pulled it back in first keeps the backend copy, and a touch after the delete finds
 //     nothing and fails the push instead of linking a manifest to a lost blob.
+
+// gcMetrics count what garbage collection deleted here, by where the copy was ("local" or
+// "backend"), and the touches manifest pushes sent.
+type gcMetrics struct {
+	blobs   *prometheus.CounterVec
+	bytes   *prometheus.CounterVec
+	touches prometheus.Counter
+}
+
+func newGCMetrics(reg prometheus.Registerer) (*gcMetrics, error) {
+	m := &gcMetrics{
+		blobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_gc_deleted_blobs_total",
+			Help: "Unreferenced blobs garbage collection deleted through this origin, by where the copy was (local, backend)."}, []string{"where"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "krakenctl_origin_gc_deleted_bytes_total",
+			Help: "Bytes of the blobs garbage collection deleted through this origin, by where the copy was (local, backend)."}, []string{"where"}),
+		touches: prometheus.NewCounter(prometheus.CounterOpts{Name: "krakenctl_origin_gc_touches_total",
+			Help: "Blobs marked used by a manifest push (so a running garbage collection keeps them)."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.blobs, m.bytes, m.touches} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *gcMetrics) deleted(where string, n int64) {
+	m.blobs.WithLabelValues(where).Inc()
+	m.bytes.WithLabelValues(where).Add(float64(n))
+}
 
 // gcMaxPage bounds one listing page.
 const gcMaxPage = 10000
@@ -167,6 +200,7 @@ func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, fmt.Errorf("touch %s: %w", d, castore.ErrNotFound))
 		return
 	}
+	s.gcMetrics.touches.Inc()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -192,6 +226,7 @@ func (s *Server) handleGCDelete(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		res = api.GCDeleteResult{Deleted: true, Bytes: n}
 		if !dry {
+			s.gcMetrics.deleted("local", n)
 			s.log.Info("gc: deleted unreferenced blob", "digest", d, "bytes", n)
 		}
 	case errors.Is(err, castore.ErrNotFound):
@@ -302,6 +337,7 @@ func (s *Server) gcBackendDelete(r *http.Request, ns string, d digest.Digest, cu
 	case err != nil:
 		return api.GCDeleteResult{}, fmt.Errorf("delete %s from backend %s: %w", d, ns, err)
 	}
+	s.gcMetrics.deleted("backend", info.Size)
 	s.log.Info("gc: deleted unreferenced blob from the backend", "namespace", ns, "digest", d, "bytes", info.Size)
 	return api.GCDeleteResult{Deleted: true, Bytes: info.Size}, nil
 }

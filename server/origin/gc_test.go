@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/backend/memory"
@@ -143,4 +144,33 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, api.GCKeptAbsent, res.Kept)
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", d)), "collected: a push referencing it fails")
+
+	reg := c.nodes[0].c.Registry(cluster.Origin, 0)
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_deleted_blobs_total", "local"))
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_deleted_blobs_total", "backend"))
+	require.Equal(t, float64(len(data)), gcCounter(t, reg, "krakenctl_origin_gc_deleted_bytes_total", "backend"))
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_touches_total", ""), "dry runs and refusals count nothing")
+}
+
+// gcCounter reads a counter of reg, by its "where" label when where is set.
+func gcCounter(t *testing.T, reg prometheus.Gatherer, name, where string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if where == "" || l.GetName() == "where" && l.GetValue() == where {
+					return m.GetCounter().GetValue()
+				}
+			}
+			if where == "" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -72,7 +72,8 @@ type Server struct {
 	repairMu   sync.Mutex    // one repair at a time; guards repaired
 	repaired   *placement    // the placement the last complete repair left every blob on
 
-	gcLocks [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
+	gcLocks   [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
+	gcMetrics *gcMetrics
 }
 
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;
@@ -97,6 +98,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	s.metrics = m
+	if s.gcMetrics, err = newGCMetrics(deps.Registerer); err != nil {
+		return nil, b.Fail(err)
+	}
 
 	if err := os.MkdirAll(cfg.Store.Dir, 0o755); err != nil {
 		return nil, b.Fail(fmt.Errorf("create store dir: %w", err))
