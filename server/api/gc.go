@@ -71,13 +71,15 @@ type GCDeleteResult struct {
 
 // Reasons a conditional delete keeps a blob.
 const (
-	GCKeptAbsent       = "absent"
-	GCKeptRecent       = "recently used"
-	GCKeptInUse        = "in use"
-	GCKeptLocal        = "present on the origin"
-	GCKeptUnsupported  = "unsupported"
-	GCDefaultPageLimit = 1000
+	GCKeptAbsent      = "absent"
+	GCKeptRecent      = "recently used"
+	GCKeptInUse       = "in use"
+	GCKeptLocal       = "present on the origin"
+	GCKeptUnsupported = "unsupported"
 )
+
+// GCDefaultPageLimit is the page size of GET /gc/blobs without n=.
+const GCDefaultPageLimit = 1000
 
 // GCBackendList is the names (hex digests) of a namespace's backend objects under a prefix.
 type GCBackendList struct {
