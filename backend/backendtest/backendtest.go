@@ -77,6 +77,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"CancelDuringDownload", s.testCancelDuringDownload},
 		{"FailingReader", s.testFailingReader},
 		{"InvalidKeys", s.testInvalidKeys},
+		{"Delete", s.testDelete},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

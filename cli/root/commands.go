@@ -11,6 +11,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/config"
 	"github.com/krakenctl/krakenctl/cli/dev"
 	"github.com/krakenctl/krakenctl/cli/doctor"
+	"github.com/krakenctl/krakenctl/cli/gc"
 	"github.com/krakenctl/krakenctl/cli/replicate"
 	"github.com/krakenctl/krakenctl/cli/ring"
 	"github.com/krakenctl/krakenctl/cli/seed"
@@ -20,13 +21,15 @@ import (
 )
 
 // blobCommands are the commands that move blobs (push, pull, seed, which preheats whole
-// images, and replicate, which copies them to other clusters).
+// images, replicate, which copies them to other clusters, and gc, which deletes what nothing
+// references).
 func blobCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		blob.NewCmdPush(f, nil),
 		blob.NewCmdPull(f, nil),
 		seed.NewCmdSeed(f, nil),
 		replicate.NewCmdReplicate(f),
+		gc.NewCmdGC(f, nil),
 	}
 }
 

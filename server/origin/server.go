@@ -72,6 +72,9 @@ type Server struct {
 	repairFull atomic.Bool   // the next repair the kick starts checks every blob
 	repairMu   sync.Mutex    // one repair at a time; guards repaired
 	repaired   *placement    // the placement the last complete repair left every blob on
+
+	gcLocks   [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
+	gcMetrics *gcMetrics
 }
 
 // New opens the origin's store and queue and builds its ring and backends. It starts nothing;
@@ -97,6 +100,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	s.metrics = m
+	if s.gcMetrics, err = newGCMetrics(deps.Registerer); err != nil {
+		return nil, b.Fail(err)
+	}
 
 	if err := os.MkdirAll(cfg.Store.Dir, 0o755); err != nil {
 		return nil, b.Fail(fmt.Errorf("create store dir: %w", err))
@@ -182,6 +188,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	s.routes(mux)
+	s.gcRoutes(mux)
 	admin.MountHealth(mux, s.ready)
 	var h http.Handler = mux
 	if cfg.TLS.Enabled() {

@@ -20,7 +20,11 @@
 //     stored).
 //   - Deletes remove links (and, for a manifest, its referrer link and the tags pointing at
 //     it); the bytes stay on the origins and in storage, where other repositories may share
-//     them. No storage is reclaimed.
+//     them, until `krakenctl gc` (server/gc) collects what nothing references.
+//   - Before a manifest is linked, every blob it references is touched on its first owner
+//     (marked used now, pulled back from storage if need be), so a garbage collection that
+//     started earlier keeps it; a blob collected meanwhile fails the push with
+//     MANIFEST_BLOB_UNKNOWN before anything is linked (docs/gc.md).
 //
 // A mount without from= mounts nothing: it starts an upload, as the spec allows, rather than
 // link a blob of whatever repository holds it.

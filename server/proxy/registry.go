@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -359,7 +360,11 @@ func (r *Registry) MountBlob(ctx context.Context, repo, from string, d digest.Di
 // (under their SHA-256), links it into repo (and into its subject's referrers), then points
 // tags at it. Nothing is written when a reference is missing.
 func (r *Registry) PutManifest(ctx context.Context, repo string, m *registry.Manifest, tags []string) error {
-	if err := r.checkReferences(ctx, repo, m); err != nil {
+	stored, err := r.checkReferences(ctx, repo, m)
+	if err != nil {
+		return err
+	}
+	if err := r.touchReferences(ctx, repo, m.Digest, stored); err != nil {
 		return err
 	}
 	s := m.Digest
@@ -390,8 +395,8 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, m *registry.Man
 }
 
 // checkReferences returns MANIFEST_BLOB_UNKNOWN naming the first of m's blobs without a blob/
-// link, or children without a manifest/ link, in repo.
-func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry.Manifest) error {
+// link, or children without a manifest/ link, in repo; else the digests they are stored under.
+func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry.Manifest) ([]digest.Digest, error) {
 	type ref struct {
 		d    digest.Digest
 		link string
@@ -404,6 +409,7 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry
 		refs = append(refs, ref{c.Digest, registry.ManifestLink(c.Digest)})
 	}
 	missing := make([]bool, len(refs))
+	stored := make([]digest.Digest, len(refs))
 	seen := map[string]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelism)
@@ -413,16 +419,17 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry
 		}
 		seen[rf.link] = true
 		g.Go(func() error {
-			_, err := r.index.GetLink(gctx, repo, rf.link, false)
+			l, err := r.index.GetLink(gctx, repo, rf.link, false)
 			if errors.Is(err, client.ErrNotFound) {
 				missing[i] = true
 				return nil
 			}
+			stored[i] = l.Digest
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return fmt.Errorf("check references of manifest %s in %s: %w", m.Digest, repo, err)
+		return nil, fmt.Errorf("check references of manifest %s in %s: %w", m.Digest, repo, err)
 	}
 	for i, rf := range refs {
 		if missing[i] {
@@ -430,10 +437,38 @@ func (r *Registry) checkReferences(ctx context.Context, repo string, m *registry
 			if strings.HasPrefix(rf.link, registry.LinkManifest) {
 				what = "manifest"
 			}
-			return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestBlobUnknown,
+			return nil, &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestBlobUnknown,
 				Message: fmt.Sprintf("manifest references %s %s, which is not in repository %s", what, rf.d, repo),
 				Detail:  map[string]string{"digest": rf.d.String()}}
 		}
+	}
+	return slices.DeleteFunc(stored, func(d digest.Digest) bool { return d == "" }), nil
+}
+
+// touchReferences marks every blob a manifest references as used now on its first owner
+// (pulled back from storage if the origins had dropped it), before the manifest is linked: a
+// garbage collection that started earlier then keeps them (docs/gc.md). A blob no origin and
+// no backend has any more was collected since it was linked: the push fails with
+// MANIFEST_BLOB_UNKNOWN, so the client pushes it again, instead of linking a manifest whose
+// blobs are gone.
+func (r *Registry) touchReferences(ctx context.Context, repo string, md digest.Digest, stored []digest.Digest) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelism)
+	for _, s := range slices.Compact(slices.Sorted(slices.Values(stored))) {
+		g.Go(func() error {
+			notFound, err := r.origins.each(gctx, s.String(), func(a string) error {
+				return r.origins.client(a).GCTouch(gctx, repo, s)
+			})
+			if notFound {
+				return &errcode.Error{Status: http.StatusBadRequest, Code: errcode.CodeManifestBlobUnknown,
+					Message: fmt.Sprintf("manifest references %s, which no origin or storage holds any more (garbage-collected); push it again", s),
+					Detail:  map[string]string{"digest": s.String()}, Err: err}
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("touch the references of manifest %s in %s: %w", md, repo, err)
 	}
 	return nil
 }

@@ -441,9 +441,14 @@ func (c *Copier) send(ctx context.Context, src, dst Cluster, ns string, d digest
 		return 0, fmt.Errorf("find the owners on %s: %w", dst.Name, err)
 	}
 	owners := trustedOwners(st.Owners, dst.Origins.Addrs())
-	if size, err := dst.Origins.Origin(owners[0]).Stat(ctx, ns, d); err == nil {
+	// Present already: touched rather than only looked up, so a garbage collection running on
+	// the destination keeps it now that a link will name it (docs/gc.md); one that collected it
+	// first makes the touch fail, and the blob is copied again below.
+	if err := dst.Origins.Origin(owners[0]).GCTouch(ctx, ns, d); err == nil {
 		if b.Size < 0 {
-			b.Size = size
+			if size, err := dst.Origins.Origin(owners[0]).Stat(ctx, ns, d); err == nil {
+				b.Size = size
+			}
 		}
 		return 0, nil
 	}

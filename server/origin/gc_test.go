@@ -1,0 +1,176 @@
+package origin_test
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/backend/memory"
+	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/cluster"
+	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
+	"github.com/krakenctl/krakenctl/server/pki"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
+)
+
+// clientAs is an HTTPS client presenting a certificate of group from ctls's CA.
+func clientAs(t *testing.T, ctls *cluster.TLS, group string) *http.Client {
+	t.Helper()
+	cfg, err := ctls.CA.IssueFiles(t.TempDir(), group, pki.Leaf{Name: "test-" + group, Groups: []string{group}})
+	require.NoError(t, err)
+	p, err := pki.Load(cfg)
+	require.NoError(t, err)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: p.ClientConfig()}, Timeout: time.Minute}
+}
+
+func status(err error) int {
+	if err == nil {
+		return http.StatusOK
+	}
+	var e *errcode.Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return 0
+}
+
+// Under TLS only an admin lists and deletes; a proxy (a manifest push) may touch; an agent may
+// do neither. Nothing is deleted by a refused request.
+func TestGCAPIAuthorization(t *testing.T) {
+	ctls := clustertest.TLS(t)
+	c := clustertest.Start(t, cluster.Spec{Origins: 1, TLS: ctls, NoBackend: true}, cluster.Deps{})
+	addr := "https://" + c.Addr(cluster.Origin, 0)
+	admin := client.NewOrigin(addr, c.Client())
+	data := []byte("an unreferenced blob")
+	d := digest.FromBytes(data)
+	require.NoError(t, admin.Upload(t.Context(), "team/app", d, bytes.NewReader(data), int64(len(data))))
+	later := time.Now().Add(time.Hour)
+
+	for _, group := range []string{pki.GroupAgent, pki.GroupProxy} {
+		o := client.NewOrigin(addr, clientAs(t, ctls, group))
+		_, err := o.GCBlobs(t.Context(), "", 10)
+		require.Equal(t, http.StatusForbidden, status(err), "%s lists: %v", group, err)
+		_, err = o.GCDelete(t.Context(), d, later, false)
+		require.Equal(t, http.StatusForbidden, status(err), "%s deletes: %v", group, err)
+		_, err = o.GCBackendList(t.Context(), "team/app", "")
+		require.Equal(t, http.StatusForbidden, status(err), "%s lists the backend: %v", group, err)
+		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, false)
+		require.Equal(t, http.StatusForbidden, status(err), "%s deletes from the backend: %v", group, err)
+		err = o.GCTouch(t.Context(), "team/app", d)
+		if group == pki.GroupProxy {
+			require.NoError(t, err)
+		} else {
+			require.Equal(t, http.StatusForbidden, status(err), "an agent touches: %v", err)
+		}
+	}
+	_, err := admin.StatLocal(t.Context(), "team/app", d)
+	require.NoError(t, err, "nothing refused deleted anything")
+
+	p, err := admin.GCBlobs(t.Context(), "", 10)
+	require.NoError(t, err)
+	require.Len(t, p.Blobs, 1)
+	require.Equal(t, d, p.Blobs[0].Digest)
+	require.Equal(t, []string{"team/app"}, p.Blobs[0].Namespaces)
+	res, err := admin.GCDelete(t.Context(), d, later, false)
+	require.NoError(t, err)
+	require.True(t, res.Deleted)
+	require.Equal(t, int64(len(data)), res.Bytes)
+}
+
+// Bad input is refused with a clear status before anything changes; a touch pulls a blob the
+// origin lacks back from the backend; the backend copy goes only once no local copy is left.
+func TestGCAPIInputAndBackend(t *testing.T) {
+	be := memory.New()
+	c := newCluster(t, 1, 1, be, nil)
+	o := client.NewOrigin(c.nodes[0].addr, c.hc)
+	data := []byte("in the backend only")
+	d := digest.FromBytes(data)
+	require.NoError(t, be.Upload(t.Context(), "team/app", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+
+	get := func(path string) int {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodDelete, "http://"+c.nodes[0].addr+path, nil)
+		require.NoError(t, err)
+		resp, err := c.hc.Do(req)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusBadRequest, get(api.GCBlobPath(d)), "no cutoff")
+	require.Equal(t, http.StatusBadRequest, get(api.GCBlobPath(d)+"?cutoff=yesterday"))
+	require.Equal(t, http.StatusBadRequest, get(api.GCBlobPath(d)+"?cutoff="+time.Now().Format(time.RFC3339)+"&dry_run=maybe"))
+	require.Equal(t, http.StatusBadRequest, get(api.GCBlobsPath+"/sha512:"+digest.SHA512.FromBytes(data).Encoded()+"?cutoff="+time.Now().Format(time.RFC3339)))
+	require.Equal(t, http.StatusBadRequest, get(api.GCBackendPath+"/Team%2FApp/"+d.String()+"?cutoff="+time.Now().Format(time.RFC3339)))
+	_, err := o.GCBlobs(t.Context(), "", 20000)
+	require.Equal(t, http.StatusBadRequest, status(err))
+	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", digest.FromString("nowhere"))))
+
+	// Not on the origin: the backend copy is old enough and nothing holds it locally.
+	res, err := o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), true)
+	require.NoError(t, err)
+	require.True(t, res.Deleted)
+	// A touch pulls it in; the backend copy now stays.
+	require.NoError(t, o.GCTouch(t.Context(), "team/app", d))
+	_, err = o.StatLocal(t.Context(), "team/app", d)
+	require.NoError(t, err)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	require.NoError(t, err)
+	require.Equal(t, api.GCKeptLocal, res.Kept)
+	// The local copy was touched after a cutoff taken before the touch: it stays too.
+	res, err = o.GCDelete(t.Context(), d, time.Now().Add(-time.Hour), false)
+	require.NoError(t, err)
+	require.Equal(t, api.GCKeptRecent, res.Kept)
+
+	names, err := o.GCBackendList(t.Context(), "team/app", d.Encoded()[:1])
+	require.NoError(t, err)
+	require.Equal(t, []string{d.Encoded()}, names)
+
+	// Once the local copy is gone, the backend's goes; then both are absent.
+	res, err = o.GCDelete(t.Context(), d, time.Now().Add(time.Hour), false)
+	require.NoError(t, err)
+	require.True(t, res.Deleted)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	require.NoError(t, err)
+	require.True(t, res.Deleted)
+	_, ok := be.Peek("team/app", d.Encoded())
+	require.False(t, ok)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	require.NoError(t, err)
+	require.Equal(t, api.GCKeptAbsent, res.Kept)
+	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", d)), "collected: a push referencing it fails")
+
+	reg := c.nodes[0].c.Registry(cluster.Origin, 0)
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_deleted_blobs_total", "local"))
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_deleted_blobs_total", "backend"))
+	require.Equal(t, float64(len(data)), gcCounter(t, reg, "krakenctl_origin_gc_deleted_bytes_total", "backend"))
+	require.Equal(t, 1.0, gcCounter(t, reg, "krakenctl_origin_gc_touches_total", ""), "dry runs and refusals count nothing")
+}
+
+// gcCounter reads a counter of reg, by its "where" label when where is set.
+func gcCounter(t *testing.T, reg prometheus.Gatherer, name, where string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if where == "" || l.GetName() == "where" && l.GetValue() == where {
+					return m.GetCounter().GetValue()
+				}
+			}
+			if where == "" {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
