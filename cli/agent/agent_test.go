@@ -128,7 +128,7 @@ func TestContainerdConfigInstallsCA(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "PRIVATE KEY")
 	_, err = os.Stat(filepath.Join(dir, "ghcr.io"))
-	assert.ErrorIs(t, err, os.ErrNotExist, "no hosts.toml for a run whose CA was refused")
+	require.ErrorIs(t, err, os.ErrNotExist, "no hosts.toml for a run whose CA was refused")
 	got, err = os.ReadFile(dst)
 	require.NoError(t, err)
 	assert.Equal(t, ca.CertPEM(), got, "the CA in place is kept")
