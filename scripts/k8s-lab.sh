@@ -719,7 +719,13 @@ origins_known() {
 		[ -n "$ip" ] || continue
 		list=origins
 		[ "$comp" = origin ] && list=ring.members
-		n=$(role_curl --ns "$ip:$port/metrics" | awk -v m="krakenctl_members_addresses{list=\"$list\"}" '$1 == m { print $2 }')
+		if [ "$comp" = origin ] && [ "$TLS" = 1 ]; then
+			# With TLS the ring's members are the pods' stable names, a static list with no
+			# address count: the origin's own health checks of each member say it reaches both.
+			n=$(role_curl --ns "$ip:$port/metrics" | awk '$1 ~ /^krakenctl_ring_member_healthy[{]/ && $2 == 1 { n++ } END { print n + 0 }')
+		else
+			n=$(role_curl --ns "$ip:$port/metrics" | awk -v m="krakenctl_members_addresses{list=\"$list\"}" '$1 == m { print $2 }')
+		fi
 		[ "$n" = "$want" ] || return 1
 	done < <(k -n "$KNS" get pods -l 'app.kubernetes.io/component in (origin,proxy,tracker,build-index)' \
 		-o jsonpath='{range .items[*]}{.metadata.labels.app\.kubernetes\.io/component} {.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
@@ -816,10 +822,12 @@ e2e() {
 		log "https to origin-0 by its stable name, server verified against the CA, no client certificate: refused"
 		local p line
 		for p in $(k -n "$KNS" get pods -o name); do
-			line=$(k -n "$KNS" logs "$p" | grep -m1 'tls_not_after' || true)
-			[ -n "$line" ] || die "$p: no start line with its certificate (tls=...) in its log"
-			if k -n "$KNS" logs "$p" | grep -q 'tls is off'; then die "$p: says tls is off"; fi
-			log "${p#pod/}: $(grep -o 'tls=[^ ]* tls_not_after=[^ ]*' <<<"$line" || echo "$line")"
+			# The role's "started" line names its certificate ("tls": the common name); a role
+			# without one warns "tls is off" instead.
+			line=$(k -n "$KNS" logs "$p" 2>/dev/null | grep -m1 '"tls_not_after"' || true)
+			[ -n "$line" ] || die "$p: no start line with its certificate (\"tls\": ...) in its log"
+			if k -n "$KNS" logs "$p" 2>/dev/null | grep -q 'tls is off'; then die "$p: says tls is off"; fi
+			log "${p#pod/}: $(grep -o '"msg":"[^"]*"' <<<"$line") $(grep -o '"tls":"[^"]*","tls_not_after":"[^"]*"' <<<"$line")"
 		done
 		pass
 	fi
