@@ -731,6 +731,23 @@ origins_known() {
 		-o jsonpath='{range .items[*]}{.metadata.labels.app\.kubernetes\.io/component} {.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
 }
 
+# port_forward: kubectl port-forward of the host's 127.0.0.1:$PUSH_PORT to the proxy Service,
+# started again whenever it exits, until TERM. Why: kubectl ends the whole port-forward when the
+# pod resets one forwarded connection ("lost connection to pod"; kubernetes/kubectl#1169,
+# kubernetes/kubernetes#111825), and in the first TLS run the proxy reset one of docker's
+# connections mid-push: docker's retries then found nothing listening and the push failed.
+port_forward() {
+	local child=""
+	trap '[ -z "$child" ] || kill "$child" 2>/dev/null; exit 0' TERM
+	while lab_net; do
+		"$KUBECTL" -n "$KNS" port-forward --address 127.0.0.1 "svc/$FULL-proxy" "$PUSH_PORT:15400" &
+		child=$!
+		wait "$child" || true
+		echo "k8s-lab: port-forward exited; starting it again"
+		sleep 0.5
+	done
+}
+
 # run_pod NAME: a pod of registry.kk.test/library/lab:1 running `krakenctl version`, Completed.
 run_pod() {
 	local name=$1
@@ -849,7 +866,7 @@ e2e() {
 	head -c $((4 << 20)) /dev/urandom >"$ctx/random.bin"
 	printf 'FROM krakenctl:%s\nCOPY random.bin /lab/random.bin\n' "$IMAGE_TAG" >"$ctx/Dockerfile"
 	DOCKER_BUILDKIT=0 docker build -q -t "127.0.0.1:$PUSH_PORT/library/lab:1" "$ctx" >/dev/null
-	k -n "$KNS" port-forward --address 127.0.0.1 "svc/$FULL-proxy" "$PUSH_PORT:15400" >"$LAB/log/port-forward.log" 2>&1 &
+	port_forward >"$LAB/log/port-forward.log" 2>&1 &
 	echo "port-forward $!" >>"$LAB/pids"
 	if [ "$TLS" = 1 ]; then
 		# The proxy's certificate names 127.0.0.1: verified here. dockerd treats 127.0.0.0/8 as an
@@ -859,7 +876,10 @@ e2e() {
 		wait_for "port-forward to the proxy" 30 curl -sf "http://127.0.0.1:$PUSH_PORT/v2/"
 	fi
 	docker push "127.0.0.1:$PUSH_PORT/library/lab:1" >&2
-	pass
+	local again
+	again=$(grep -c 'starting it again' "$LAB/log/port-forward.log" || true)
+	[ "$again" = 0 ] || grep -E 'error occurred|lost connection' "$LAB/log/port-forward.log" | cut -c1-400 | sed 's/^/    /' >&2
+	pass "port-forward restarted $again times"
 
 	step "pod pulls $REGISTRY/library/lab:1 through the node's agent and Completes"
 	local before after
