@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN ?= bin/krakenctl
 
-.PHONY: all build test deps lint docs release-check image bench-replicate k8s-e2e clean help
+.PHONY: all build test deps lint docs release-check image bench-replicate k8s-e2e k8s-e2e-tls clean help
 
 all: build
 
@@ -45,6 +45,10 @@ bench-replicate:
 ## k8s-e2e: the chart on a real single-node Kubernetes built from the Go module proxy, in a netns of its own (root; ~15 min cold, ~3 min warm; not in test)
 k8s-e2e:
 	scripts/k8s-lab.sh e2e
+
+## k8s-e2e-tls: the same run with the chart's mutual TLS (existingSecrets from a new CA per run, scripts/k8slab/tlscerts; root; not in test)
+k8s-e2e-tls:
+	K8S_LAB_TLS=1 scripts/k8s-lab.sh e2e
 
 ## clean: remove build outputs
 clean:

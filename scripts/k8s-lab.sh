@@ -6,6 +6,7 @@
 #
 #   scripts/k8s-lab.sh install   apt packages + build k8s, CoreDNS, helm, the pause image (cached)
 #   scripts/k8s-lab.sh e2e       install, up, the chart's run (pass/fail + timings), down (trap)
+#   K8S_LAB_TLS=1 ... e2e        the same run with the chart's mutual TLS (make k8s-e2e-tls)
 #   scripts/k8s-lab.sh up        install, then start the node and leave it running (debugging)
 #   scripts/k8s-lab.sh down      end what up started (by PID), unmount, remove the netns
 #
@@ -32,7 +33,12 @@
 # scripts/docker-up.sh (or the one that already answers, left alone). A failed e2e keeps the
 # daemons' and the pods' logs in $LAB-failed.
 #
-# Settings: K8S_LAB_PROXY_MODE (iptables, or nftables), K8S_LAB_PUSH_PORT (25400, the host
+# TLS (K8S_LAB_TLS=1): scripts/k8slab/tlscerts makes a new CA and the chart's existingSecrets
+# (one kubernetes.io/tls Secret per role, one per build-index node) for each run, offline, and an
+# admin certificate (O=admin) for the script's own reads of the roles' /metrics and the swarm
+# list; the chart is installed with scripts/k8slab/values-tls.yaml on top of values.yaml.
+#
+# Settings: K8S_LAB_TLS=1 (the chart's TLS), K8S_LAB_PROXY_MODE (iptables, or nftables), K8S_LAB_PUSH_PORT (25400, the host
 # loopback port of the port-forward), K8S_LAB_SETTLE=0 (push without waiting for every role to
 # know both origins), K8S_LAB_DIR (/var/tmp/krakenctl-k8slab), K8S_LAB_NS (kk-k8slab),
 # KRAKENCTL_TESTINFRA_CACHE (~/.cache/krakenctl-testinfra), K8S_VERSION, COREDNS_VERSION.
@@ -68,6 +74,9 @@ PAUSE_IMAGE=$REGISTRY/k8slab/pause:1
 # kube-proxy's mode: iptables (default) or nftables.
 PROXY_MODE=${K8S_LAB_PROXY_MODE:-iptables}
 HELPERS=$ROOT/scripts/k8slab
+# K8S_LAB_TLS=1: the chart with tls.enabled (existingSecrets), and every call of the script to a
+# role over https.
+TLS=${K8S_LAB_TLS:-0}
 
 log() { echo "k8s-lab: $*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -612,7 +621,7 @@ pass() {
 
 summary() {
 	echo
-	echo "k8s-lab e2e ($K8S_VERSION, kube-proxy $PROXY_MODE):"
+	echo "k8s-lab e2e ($K8S_VERSION, kube-proxy $PROXY_MODE$([ "$TLS" = 1 ] && echo ", chart TLS")):"
 	local r
 	for r in "${RESULTS[@]}"; do echo "  $r"; done
 }
@@ -644,6 +653,17 @@ on_exit() {
 	exit $rc
 }
 
+# restarts: every pod of the release that restarted, with why its last container ended and the
+# end of that container's log: a restart at install is a role that exited, and the run says so.
+restarts() {
+	local name n
+	while read -r name n; do
+		if [ -z "$name" ] || [ "${n:-0}" = 0 ]; then continue; fi
+		log "$name restarted $n times; last ended: $(k -n "$KNS" get pod "$name" -o jsonpath='{.status.containerStatuses[0].lastState.terminated.reason} exit {.status.containerStatuses[0].lastState.terminated.exitCode}')"
+		k -n "$KNS" logs "$name" --previous 2>&1 | tail -n 5 | sed 's/^/    /' >&2 || true
+	done < <(k -n "$KNS" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount}{"\n"}{end}')
+}
+
 # pod_uids SELECTOR: the UIDs of the pods SELECTOR matches.
 pod_uids() { k -n "$KNS" get pods -l "$1" -o jsonpath='{range .items[*]}{.metadata.uid}{"\n"}{end}'; }
 
@@ -660,9 +680,29 @@ replaced() {
 	[ "$n" = "$count" ]
 }
 
+# role_curl [--ns] HOST:PORT/PATH [CURL-ARGS...]: curl -sf of a role's admin listener, by IP
+# (http:// without TLS), from the host or (--ns) from the lab's netns. With TLS: https, presenting the admin certificate (/metrics needs a
+# cluster certificate), and -k: the script reaches the roles by pod and node IP, which their
+# certificates do not name (they name what the roles dial: stable pod names, 127.0.0.1). The
+# roles' own links verify names; this is the operator's read of a number.
+role_curl() {
+	local pre=()
+	if [ "$1" = --ns ]; then
+		pre=(nsenter --net="/run/netns/$NS" --)
+		shift
+	fi
+	local rest=$1
+	shift
+	if [ "$TLS" = 1 ]; then
+		"${pre[@]}" curl -sf -k --cert "$LAB/tls/admin.crt" --key "$LAB/tls/admin.key" "$@" "https://$rest"
+	else
+		"${pre[@]}" curl -sf "$@" "http://$rest"
+	fi
+}
+
 agent_metric() {
 	lab_net || die "no $HOST_IF: the lab's network is down"
-	curl -sf "http://$NODE_IP:16002/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+	role_curl "$NODE_IP:16002/metrics" | awk -v m="$1" '$1 == m { print $2 }'
 }
 
 # origins_known N: every role that finds the origins by DNS knows all N of them: the origins
@@ -679,10 +719,33 @@ origins_known() {
 		[ -n "$ip" ] || continue
 		list=origins
 		[ "$comp" = origin ] && list=ring.members
-		n=$(in_ns curl -sf "http://$ip:$port/metrics" | awk -v m="krakenctl_members_addresses{list=\"$list\"}" '$1 == m { print $2 }')
+		if [ "$comp" = origin ] && [ "$TLS" = 1 ]; then
+			# With TLS the ring's members are the pods' stable names, a static list with no
+			# address count: the origin's own health checks of each member say it reaches both.
+			n=$(role_curl --ns "$ip:$port/metrics" | awk '$1 ~ /^krakenctl_ring_member_healthy[{]/ && $2 == 1 { n++ } END { print n + 0 }')
+		else
+			n=$(role_curl --ns "$ip:$port/metrics" | awk -v m="krakenctl_members_addresses{list=\"$list\"}" '$1 == m { print $2 }')
+		fi
 		[ "$n" = "$want" ] || return 1
 	done < <(k -n "$KNS" get pods -l 'app.kubernetes.io/component in (origin,proxy,tracker,build-index)' \
 		-o jsonpath='{range .items[*]}{.metadata.labels.app\.kubernetes\.io/component} {.status.podIP} {.spec.containers[0].ports[?(@.name=="admin")].containerPort}{"\n"}{end}')
+}
+
+# port_forward: kubectl port-forward of the host's 127.0.0.1:$PUSH_PORT to the proxy Service,
+# started again whenever it exits, until TERM. Why: kubectl ends the whole port-forward when the
+# pod resets one forwarded connection ("lost connection to pod"; kubernetes/kubectl#1169,
+# kubernetes/kubernetes#111825), and in the first TLS run the proxy reset one of docker's
+# connections mid-push: docker's retries then found nothing listening and the push failed.
+port_forward() {
+	local child=""
+	trap '[ -z "$child" ] || kill "$child" 2>/dev/null; exit 0' TERM
+	while lab_net; do
+		"$KUBECTL" -n "$KNS" port-forward --address 127.0.0.1 "svc/$FULL-proxy" "$PUSH_PORT:15400" &
+		child=$!
+		wait "$child" || true
+		echo "k8s-lab: port-forward exited; starting it again"
+		sleep 0.5
+	done
 }
 
 # run_pod NAME: a pod of registry.kk.test/library/lab:1 running `krakenctl version`, Completed.
@@ -729,16 +792,62 @@ e2e() {
 	ctr --address "$LAB/containerd/containerd.sock" -n k8s.io images import "$IMAGE_DIR/krakenctl_linux_$(go env GOARCH).tar" >/dev/null
 	pass "krakenctl:$IMAGE_TAG imported"
 
+	local values=(-f scripts/k8slab/values.yaml) scheme=http
+	if [ "$TLS" = 1 ]; then
+		step "certificates: a new CA, the chart's existingSecrets and an admin certificate (scripts/k8slab/tlscerts)"
+		go run ./scripts/k8slab/tlscerts -out "$LAB/tls" -release "$RELEASE" -namespace "$KNS" -build-index 3
+		k create namespace "$KNS" >/dev/null
+		k apply -f "$LAB/tls/secrets.yaml" >/dev/null
+		values+=(-f scripts/k8slab/values-tls.yaml)
+		scheme=https
+		pass "$(grep -c '^kind: Secret' "$LAB/tls/secrets.yaml") Secrets"
+	fi
+
 	step "helm install --wait (every pod Ready)"
-	helm install "$RELEASE" charts/krakenctl -n "$KNS" --create-namespace -f scripts/k8slab/values.yaml \
+	helm install "$RELEASE" charts/krakenctl -n "$KNS" --create-namespace "${values[@]}" \
 		--set agent.containerd.dir="$LAB/containerd/certs.d" --wait --timeout 10m >/dev/null
 	k -n "$KNS" wait --for=condition=Ready pods --all --timeout=60s >/dev/null
 	k -n "$KNS" get pods -o wide >&2
+	restarts
 	local hosts=$LAB/containerd/certs.d/$REGISTRY/hosts.toml
 	[ -f "$hosts" ] || die "the init container wrote no $hosts"
-	grep -q '^server = "http://127.0.0.1:16000"' "$hosts" || { cat "$hosts" >&2; die "$hosts: the agent is not containerd's only server"; }
+	grep -q "^server = \"$scheme://127.0.0.1:16000\"" "$hosts" || { cat "$hosts" >&2; die "$hosts: the agent is not containerd's only server"; }
+	if [ "$TLS" = 1 ]; then
+		# containerd checks the agent's certificate against the cluster CA the init container
+		# copied from the agent's Secret.
+		local ca
+		ca=$(sed -n 's/^ca = "\(.*\)"$/\1/p' "$hosts")
+		[ -n "$ca" ] || { cat "$hosts" >&2; die "$hosts: no ca = for the agent's https"; }
+		cmp -s "$ca" "$LAB/tls/ca.crt" || die "$ca is not this run's CA"
+	fi
 	sed 's/^/    /' "$hosts" >&2
 	pass "$(k -n "$KNS" get pods --no-headers | wc -l) pods"
+
+	if [ "$TLS" = 1 ]; then
+		step "the links are TLS: an origin refuses plain HTTP and a client without a certificate; the roles started with their certificates"
+		local o0 out
+		o0=$(k -n "$KNS" get pod "$FULL-origin-0" -o jsonpath='{.status.podIP}')
+		# Go's TLS listener answers a plain-HTTP request with 400 and nothing else.
+		out=$(in_ns curl -s -w ' HTTP %{http_code}' "http://$o0:15000/v2/" || true)
+		log "plain HTTP to origin-0 $o0:15000: $out"
+		grep -q 'HTTP 400' <<<"$out" || die "origin-0 answered plain HTTP: $out"
+		# client_auth require: no handshake without a client certificate of the cluster CA.
+		if in_ns curl -s -o /dev/null --cacert "$LAB/tls/ca.crt" --resolve "$FULL-origin-0.$FULL-origin-headless.$KNS.svc.cluster.local:15000:$o0" \
+			"https://$FULL-origin-0.$FULL-origin-headless.$KNS.svc.cluster.local:15000/v2/"; then
+			die "origin-0 completed a request from a client without a certificate"
+		fi
+		log "https to origin-0 by its stable name, server verified against the CA, no client certificate: refused"
+		local p line
+		for p in $(k -n "$KNS" get pods -o name); do
+			# The role's "started" line names its certificate ("tls": the common name); a role
+			# without one warns "tls is off" instead.
+			line=$(k -n "$KNS" logs "$p" 2>/dev/null | grep -m1 '"tls_not_after"' || true)
+			[ -n "$line" ] || die "$p: no start line with its certificate (\"tls\": ...) in its log"
+			if k -n "$KNS" logs "$p" 2>/dev/null | grep -q 'tls is off'; then die "$p: says tls is off"; fi
+			log "${p#pod/}: $(grep -o '"msg":"[^"]*"' <<<"$line") $(grep -o '"tls":"[^"]*","tls_not_after":"[^"]*"' <<<"$line")"
+		done
+		pass
+	fi
 
 	if [ "${K8S_LAB_SETTLE:-1}" = 1 ]; then
 		step "every origin, proxy, tracker and build-index pod knows both origins (K8S_LAB_SETTLE=0 skips)"
@@ -757,11 +866,20 @@ e2e() {
 	head -c $((4 << 20)) /dev/urandom >"$ctx/random.bin"
 	printf 'FROM krakenctl:%s\nCOPY random.bin /lab/random.bin\n' "$IMAGE_TAG" >"$ctx/Dockerfile"
 	DOCKER_BUILDKIT=0 docker build -q -t "127.0.0.1:$PUSH_PORT/library/lab:1" "$ctx" >/dev/null
-	k -n "$KNS" port-forward --address 127.0.0.1 "svc/$FULL-proxy" "$PUSH_PORT:15400" >"$LAB/log/port-forward.log" 2>&1 &
+	port_forward >"$LAB/log/port-forward.log" 2>&1 &
 	echo "port-forward $!" >>"$LAB/pids"
-	wait_for "port-forward to the proxy" 30 curl -sf "http://127.0.0.1:$PUSH_PORT/v2/"
+	if [ "$TLS" = 1 ]; then
+		# The proxy's certificate names 127.0.0.1: verified here. dockerd treats 127.0.0.0/8 as an
+		# insecure registry and does not verify it.
+		wait_for "port-forward to the proxy" 30 curl -sf --cacert "$LAB/tls/ca.crt" "https://127.0.0.1:$PUSH_PORT/v2/"
+	else
+		wait_for "port-forward to the proxy" 30 curl -sf "http://127.0.0.1:$PUSH_PORT/v2/"
+	fi
 	docker push "127.0.0.1:$PUSH_PORT/library/lab:1" >&2
-	pass
+	local again
+	again=$(grep -c 'starting it again' "$LAB/log/port-forward.log" || true)
+	[ "$again" = 0 ] || grep -E 'error occurred|lost connection' "$LAB/log/port-forward.log" | cut -c1-400 | sed 's/^/    /' >&2
+	pass "port-forward restarted $again times"
 
 	step "pod pulls $REGISTRY/library/lab:1 through the node's agent and Completes"
 	local before after
@@ -775,9 +893,18 @@ e2e() {
 	step "Services: the node reaches ClusterIPs, a pod-network pod resolves and reaches the tracker Service"
 	local ip
 	ip=$(k -n "$KNS" get svc "$FULL-proxy" -o jsonpath='{.spec.clusterIP}')
-	in_ns curl -sf -o /dev/null "http://$ip:15402/health" || die "node -> proxy ClusterIP $ip:15402 (kube-proxy $PROXY_MODE)"
+	role_curl --ns "$ip:15402/health" -o /dev/null || die "node -> proxy ClusterIP $ip:15402 (kube-proxy $PROXY_MODE)"
 	# The swarm of the pull above, as the tracker (reached by its Service's cluster.local name,
-	# so CoreDNS and kube-proxy from the pod network) knows it: the node's agent is in it.
+	# so CoreDNS and kube-proxy from the pod network) knows it: the node's agent is in it. With
+	# TLS, by tracker-0's stable name (the name its certificate carries; members are dialled so)
+	# with the admin certificate from its Secret.
+	local trackers="$FULL-tracker.$KNS.svc.cluster.local:16100" tlsargs="" tlsvol="" tlsmount=""
+	if [ "$TLS" = 1 ]; then
+		trackers="$FULL-tracker-0.$FULL-tracker-headless.$KNS.svc.cluster.local:16100"
+		tlsargs=", --tls-ca-file, /tls/ca.crt, --tls-cert-file, /tls/tls.crt, --tls-key-file, /tls/tls.key"
+		tlsvol="volumes: [{name: tls, secret: {secretName: kk-lab-admin-tls}}]"
+		tlsmount="volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]"
+	fi
 	k apply -f - >/dev/null <<-YAML
 		apiVersion: v1
 		kind: Pod
@@ -789,7 +916,9 @@ e2e() {
 		    - name: swarm
 		      image: krakenctl:$IMAGE_TAG
 		      imagePullPolicy: Never
-		      args: [swarm, list, --trackers, "$FULL-tracker.$KNS.svc.cluster.local:16100"]
+		      args: [swarm, list, --trackers, "$trackers"$tlsargs]
+		      $tlsmount
+		  $tlsvol
 	YAML
 	if ! k -n "$KNS" wait --for=jsonpath='{.status.phase}'=Succeeded pod/lab-swarm --timeout=120s >/dev/null; then
 		k -n "$KNS" logs lab-swarm >&2 || true
@@ -811,6 +940,7 @@ e2e() {
 	wait_for "new build-index pods Ready" 300 replaced "$sel_b" 3 "$old"
 	wait_for "a new agent pod Ready" 300 replaced "$sel_a" 1 "$old"
 	k -n "$KNS" get pods -o wide >&2
+	restarts
 	pass
 
 	step "remove the image from the node's containerd; the pod pulls again and Completes"
