@@ -28,6 +28,9 @@ type Deps struct {
 	// Registerer, when set, receives krakenctl_ring_member_healthy{member} and
 	// krakenctl_ring_health_checks_total{member,result}.
 	Registerer prometheus.Registerer
+	// StartEmpty lets New build a ring of no members, for a role whose origins come from DNS
+	// and have not resolved yet: every key has no owner until SetMembers gives some.
+	StartEmpty bool
 }
 
 // MemberStatus is a snapshot of one member's health.
@@ -85,7 +88,7 @@ type Ring struct {
 func New(cfg Config, deps Deps) (*Ring, error) {
 	cfg.Members = slices.Clone(cfg.Members)
 	cfg.Defaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(deps.StartEmpty); err != nil {
 		return nil, fmt.Errorf("new ring: %w", err)
 	}
 	if members.HasDNS(cfg.Members) {

@@ -75,6 +75,23 @@ func TestNewValidates(t *testing.T) {
 	require.False(t, r.IsMember("c:3"))
 }
 
+// TestStartEmpty: a ring allowed to start without members owns nothing until SetMembers.
+func TestStartEmpty(t *testing.T) {
+	t.Parallel()
+	r, err := ring.New(ring.Config{}, ring.Deps{StartEmpty: true})
+	require.NoError(t, err)
+	require.Empty(t, r.Owners("k"))
+	require.Empty(t, r.RankHealthyFirst("k"))
+	require.Empty(t, r.Members())
+	require.Zero(t, r.Replicas())
+	_, err = ring.New(ring.Config{Replicas: -1}, ring.Deps{StartEmpty: true})
+	require.ErrorContains(t, err, "ring.replicas", "the rest is still checked")
+
+	require.NoError(t, r.SetMembers([]string{"a:1", "b:2"}))
+	require.Len(t, r.Owners("k"), 2)
+	require.ErrorIs(t, r.SetMembers(nil), ring.ErrInvalidConfig, "never back to empty")
+}
+
 func TestPlacementMatchesRank(t *testing.T) {
 	t.Parallel()
 	r, _ := newRing(t)

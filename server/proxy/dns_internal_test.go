@@ -3,15 +3,19 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/ring/ringtest"
+	"github.com/krakenctl/krakenctl/server/registry"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 	"github.com/krakenctl/krakenctl/server/role"
 )
 
@@ -79,4 +83,42 @@ func TestProxyFollowsDNS(t *testing.T) {
 			slices.Equal([]string{"10.0.1.1:15100", "10.0.1.2:15100"}, s.reg.index.Addrs())
 	}, 30*time.Second, 5*time.Millisecond)
 	require.True(t, s.ring.IsMember("10.0.0.3:15000"), "upload sessions on the new origin are accepted")
+}
+
+// TestProxyStartsBeforeItsOriginsResolve: a proxy whose origins' and build-index's DNS names
+// have no address yet starts (on Kubernetes it exited and was restarted twice per install), is
+// not ready, answers that no origin is known (503, never "blob unknown"), and takes the
+// addresses once they resolve.
+func TestProxyStartsBeforeItsOriginsResolve(t *testing.T) {
+	t.Parallel()
+	dns := &serviceDNS{names: map[string][]netip.Addr{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s, err := New(Config{
+		Origins:     []string{"dns:///origin.test:15000"},
+		BuildIndex:  []string{"dns:///bi.test:15100"},
+		DNSInterval: 10 * time.Millisecond, // the test waits on the outcome, not on time
+	}, Deps{Deps: role.Deps{Listener: ln, Resolver: dns}, Checker: &ringtest.Checker{}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	require.Empty(t, s.ring.Members())
+	require.Error(t, s.ready(t.Context()), "not ready without origins")
+	_, err = s.reg.origins.stat(t.Context(), "team/app", digest.FromString("x"))
+	var ec *errcode.Error
+	require.ErrorAs(t, err, &ec)
+	require.Equal(t, http.StatusServiceUnavailable, ec.Status, "no origin known is unavailable, not unknown")
+	require.NotErrorIs(t, err, registry.ErrBlobUnknown)
+
+	dns.set("origin.test", "10.0.0.1")
+	dns.set("bi.test", "10.0.1.1")
+	require.Eventually(t, func() bool {
+		m := s.ring.Members()
+		return len(m) == 1 && m[0].Addr == "10.0.0.1:15000" && slices.Equal([]string{"10.0.1.1:15100"}, s.reg.index.Addrs())
+	}, 30*time.Second, 5*time.Millisecond)
 }

@@ -33,6 +33,10 @@ func (o *origins) each(ctx context.Context, key string, fn func(addr string) err
 	var errs []error
 	answered404 := 0
 	cands := o.ring.RankHealthyFirst(key)
+	if len(cands) == 0 {
+		// No origin known yet (their DNS name has no address): unavailable, not "not found".
+		return false, unavailable("no origin known yet", nil)
+	}
 	for i, a := range cands {
 		if i > 0 {
 			o.failovers()

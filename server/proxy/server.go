@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/auth"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -79,7 +80,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	ringCfg := cfg.ringConfig()
 	ringCfg.Members = originList.Addrs()
-	s.ring, err = ring.New(ringCfg, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer})
+	// Origins found by DNS may not have resolved yet: the proxy starts with an empty ring
+	// (not ready, its requests 503) and the list fills it in.
+	s.ring, err = ring.New(ringCfg, ring.Deps{Checker: checker, Logger: s.log, Registerer: deps.Registerer,
+		StartEmpty: members.HasDNS(cfg.Origins)})
 	if err != nil {
 		return nil, b.Fail(err)
 	}
