@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -76,6 +77,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			}
 		})
 		var c *announce.Client
+		thc := hc
+		if deps.HTTPClient == nil {
+			if src := announceSource(cfg.PeerAdvertise); src != nil {
+				// The tracker accepts an announce only for the address it comes from. On a
+				// node, a hostNetwork agent's connection to a tracker pod would leave from
+				// the CNI bridge's or tunnel's address, not the node IP it advertises; so it
+				// talks to the trackers from that address.
+				thc = b.Client(nil, httpserve.ClientOptions{ResponseHeaderTimeout: -1, MaxIdleConnsPerHost: 8, LocalAddr: src})
+				b.StartedAttrs("announce_from", src.IP.String())
+			}
+		}
 		list, err := b.Members("trackers", cfg.Trackers, role.MembersOptions{Interval: cfg.DNSInterval}, func(addrs []string) {
 			if err := c.SetTrackers(addrs); err != nil {
 				s.log.Warn("trackers from DNS refused", "addrs", addrs, "err", err)
@@ -84,7 +96,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		if err != nil {
 			return nil, b.Fail(err)
 		}
-		if c, err = announce.NewClient(list.Addrs(), hc, failover); err != nil {
+		if c, err = announce.NewClient(list.Addrs(), thc, failover); err != nil {
 			return nil, b.Fail(fmt.Errorf("trackers: %w", err))
 		}
 		tracker, s.trackers = c, c
@@ -225,6 +237,31 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(trackerErr, indexErr)
+}
+
+// announceSource is the source address for connections to the trackers: the host of
+// peerAdvertise when it is an IP address of one of this host's interfaces other than loopback
+// (so a tracker sees the address announced), else nil (the kernel picks, as for every other
+// connection; behind NAT the tracker's nat_cidrs apply).
+func announceSource(peerAdvertise string) *net.TCPAddr {
+	host, _, err := net.SplitHostPort(peerAdvertise)
+	if err != nil {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip.Unmap() {
+			return &net.TCPAddr{IP: ip.AsSlice()}
+		}
+	}
+	return nil
 }
 
 // apiAdvertise is the API address announced to the trackers: api_advertise, else the API

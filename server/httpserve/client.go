@@ -45,6 +45,9 @@ type ClientOptions struct {
 	// a request for an http:// URL goes out as https://. Links between components are all TLS
 	// or all plain text, so no URL built anywhere can leak a request in plain text.
 	DialTLS func(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LocalAddr, when set, is the source address of every connection (a host with several
+	// addresses talking from the one it announces).
+	LocalAddr net.Addr
 }
 
 // NewClient returns the HTTP client for calls between components. It has no overall timeout,
@@ -61,6 +64,7 @@ func NewClient(o ClientOptions) *http.Client {
 	dialer := &net.Dialer{
 		Timeout:   pick(o.DialTimeout, DefaultDialTimeout),
 		KeepAlive: 30 * time.Second,
+		LocalAddr: o.LocalAddr,
 	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

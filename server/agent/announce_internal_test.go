@@ -1,0 +1,50 @@
+package agent
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/httpserve"
+)
+
+// TestAnnounceSource: the agent talks to its trackers from the address it announces when that
+// address is one of the host's own (a hostNetwork agent on a node whose traffic to a tracker
+// pod would leave from a CNI bridge's address, which the tracker refuses), and otherwise lets
+// the kernel choose.
+func TestAnnounceSource(t *testing.T) {
+	t.Parallel()
+	for _, adv := range []string{"", "nonsense", "127.0.0.1:16001", "0.0.0.0:16001", "node.example:16001", "192.0.2.7:16001"} {
+		require.Nil(t, announceSource(adv), "%q", adv)
+	}
+	lab := os.Getenv("KRAKENCTL_LAB_ADDR") // scripts/lab-net.sh: an address of this host, not loopback
+	if lab == "" {
+		t.Skip("KRAKENCTL_LAB_ADDR is not set: run scripts/lab-net.sh up (make test does)")
+	}
+	src := announceSource(net.JoinHostPort(lab, "16001"))
+	require.NotNil(t, src)
+	require.Equal(t, lab, src.IP.String())
+
+	// A tracker on loopback sees the call come from the announced address, not 127.0.0.1.
+	seen := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		select {
+		case seen <- host:
+		default:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	hc := httpserve.NewClient(httpserve.ClientOptions{LocalAddr: src})
+	t.Cleanup(hc.CloseIdleConnections)
+	resp, err := hc.Get(srv.URL + "/health")
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, lab, <-seen)
+}
