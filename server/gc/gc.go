@@ -148,6 +148,19 @@ func (r *Row) keep(why string) {
 	r.Kept[why]++
 }
 
+// record counts the outcome of one delete of what: collected, kept (and why) or failed.
+func (r *Row) record(what string, res api.GCDeleteResult, err error) {
+	switch {
+	case err != nil:
+		r.fail(fmt.Errorf("delete %s: %w", what, err))
+	case res.Deleted:
+		r.Collected++
+		r.Bytes += res.Bytes
+	default:
+		r.keep(res.Kept)
+	}
+}
+
 func (r *Row) fail(err error) {
 	r.Errors++
 	if r.Error == "" {
@@ -493,15 +506,7 @@ func (c *Collector) sweepOrigin(ctx context.Context, o Origin, cutoff time.Time,
 				res, err := o.GCDelete(gctx, b.Digest, cutoff, c.cfg.DryRun)
 				mu.Lock()
 				defer mu.Unlock()
-				switch {
-				case err != nil:
-					row.fail(fmt.Errorf("delete %s: %w", b.Digest, err))
-				case res.Deleted:
-					row.Collected++
-					row.Bytes += res.Bytes
-				default:
-					row.keep(res.Kept)
-				}
+				row.record(b.Digest.String(), res, err)
 				return gctx.Err()
 			})
 		}
@@ -601,15 +606,7 @@ func (c *Collector) sweepNamespace(ctx context.Context, ns string, marked *diges
 				res, err := c.backendDelete(gctx, ns, d, cutoffOf)
 				mu.Lock()
 				defer mu.Unlock()
-				switch {
-				case err != nil:
-					row.fail(fmt.Errorf("delete %s/%s: %w", ns, d, err))
-				case res.Deleted:
-					row.Collected++
-					row.Bytes += res.Bytes
-				default:
-					row.keep(res.Kept)
-				}
+				row.record(ns+"/"+d.String(), res, err)
 				return gctx.Err()
 			})
 		}
