@@ -269,10 +269,13 @@ func (l *List) Addrs() []string {
 // Run's goroutine, one call at a time) with the new addresses whenever they differ from the
 // previous ones. It returns nil at once for a list without DNS entries.
 //
-// After the start and after every change it asks again sooner: 0.5 s, doubling up to the
-// interval. Pods behind a Service come up one after another (a StatefulSet's, a rollout's), so
-// a role that started while only some were published, or saw one change, likely has another
-// coming; without this it would rank with a partial set for a whole interval.
+// After the start, and after an answer that added addresses, it asks again sooner: 0.5 s,
+// doubling up to the interval. Pods behind a Service come up one after another (a
+// StatefulSet's, a rollout's), so a role that started while only some were published likely
+// has more coming; without this it would rank with a partial set for a whole interval. An
+// answer that only drops or swaps addresses does not (a DNS server that returns a random
+// subset would otherwise reset the ring twice a second). While the list is empty it asks at
+// least every emptyRetryMax.
 func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 	if !l.Dynamic() {
 		return nil
@@ -281,10 +284,14 @@ func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 	next := func() time.Duration {
 		w := min(retry, l.interval)
 		retry = min(2*retry, l.interval)
+		if len(l.Addrs()) == 0 {
+			w = min(w, emptyRetryMax)
+		}
 		return w
 	}
 	t := time.NewTimer(next())
 	defer t.Stop()
+	prev := l.Addrs()
 	for {
 		select {
 		case <-ctx.Done():
@@ -292,7 +299,10 @@ func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 		case <-t.C:
 		}
 		if changed, addrs := l.Refresh(ctx); changed {
-			retry = settleRetry
+			if slices.ContainsFunc(addrs, func(a string) bool { return !slices.Contains(prev, a) }) {
+				retry = settleRetry
+			}
+			prev = addrs
 			if onChange != nil {
 				onChange(addrs)
 			}
@@ -301,8 +311,12 @@ func (l *List) Run(ctx context.Context, onChange func([]string)) error {
 	}
 }
 
-// settleRetry is Run's first wait after the start and after a change.
-const settleRetry = 500 * time.Millisecond
+// settleRetry is Run's first wait after the start and after an answer that added addresses;
+// emptyRetryMax its longest wait while the list has no address.
+const (
+	settleRetry   = 500 * time.Millisecond
+	emptyRetryMax = 5 * time.Second
+)
 
 // Refresh resolves the DNS entries once and reports whether the addresses changed, and what
 // they are now. Run calls it every interval; tests call it to step.

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -42,9 +44,40 @@ func TestAnnounceSource(t *testing.T) {
 	t.Cleanup(srv.Close)
 	hc := httpserve.NewClient(httpserve.ClientOptions{LocalAddr: src})
 	t.Cleanup(hc.CloseIdleConnections)
-	resp, err := hc.Get(srv.URL + "/health")
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/health", nil)
+	require.NoError(t, err)
+	resp, err := hc.Do(req)
 	require.NoError(t, err)
 	_, _ = io.Copy(io.Discard, resp.Body)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, lab, <-seen)
+}
+
+// TestSourceFallback: when no connection can be made from the announced address (here one no
+// interface has, so the bind fails before anything is sent), the request goes out from the
+// kernel's choice instead, body and all, and so do all later ones.
+func TestSourceFallback(t *testing.T) {
+	t.Parallel()
+	var bodies []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies = append(bodies, string(b))
+	}))
+	t.Cleanup(srv.Close)
+	bound := httpserve.NewClient(httpserve.ClientOptions{LocalAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7")}})
+	free := httpserve.NewClient(httpserve.ClientOptions{})
+	t.Cleanup(bound.CloseIdleConnections)
+	t.Cleanup(free.CloseIdleConnections)
+	f := &sourceFallback{bound: bound.Transport, free: free.Transport, log: slog.New(slog.DiscardHandler)}
+	hc := &http.Client{Transport: f}
+	for _, body := range []string{"first", "second"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/announce", strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+	}
+	require.True(t, f.failed.Load())
+	require.Equal(t, []string{"first", "second"}, bodies)
 }

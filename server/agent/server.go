@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -84,7 +85,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 				// node, a hostNetwork agent's connection to a tracker pod would leave from
 				// the CNI bridge's or tunnel's address, not the node IP it advertises; so it
 				// talks to the trackers from that address.
-				thc = b.Client(nil, httpserve.ClientOptions{ResponseHeaderTimeout: -1, MaxIdleConnsPerHost: 8, LocalAddr: src})
+				bound := b.Client(nil, httpserve.ClientOptions{ResponseHeaderTimeout: -1, MaxIdleConnsPerHost: 8, LocalAddr: src})
+				thc = &http.Client{Transport: &sourceFallback{bound: bound.Transport, free: hc.Transport, log: s.log}}
 				b.StartedAttrs("announce_from", src.IP.String())
 			}
 		}
@@ -237,6 +239,44 @@ func (s *Server) ready(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(trackerErr, indexErr)
+}
+
+// sourceFallback sends through bound (connections from the announced address) until one
+// cannot be made, then through free (the kernel's choice) for good: a host whose announced
+// address cannot reach the trackers (a peer network of its own, a cloud that drops packets
+// from another interface's address, an address that went away, a tracker of the other IP
+// family) keeps working as it did before binding, with a warning.
+type sourceFallback struct {
+	bound, free http.RoundTripper
+	failed      atomic.Bool
+	log         *slog.Logger
+}
+
+func (f *sourceFallback) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f.failed.Load() {
+		return f.free.RoundTrip(r)
+	}
+	resp, err := f.bound.RoundTrip(r)
+	var op *net.OpError
+	if err == nil || !errors.As(err, &op) || op.Op != "dial" || r.Context().Err() != nil {
+		return resp, err
+	}
+	if f.failed.CompareAndSwap(false, true) {
+		f.log.Warn("cannot reach a tracker from the announced address; using the host's default source address from now on (list this host's networks in the trackers' announce.nat_cidrs if they refuse its announces)",
+			"err", err)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if r.GetBody == nil {
+			return nil, err
+		}
+		body, gerr := r.GetBody()
+		if gerr != nil {
+			return nil, errors.Join(err, gerr)
+		}
+		r = r.Clone(r.Context())
+		r.Body = body
+	}
+	return f.free.RoundTrip(r)
 }
 
 // announceSource is the source address for connections to the trackers: the host of

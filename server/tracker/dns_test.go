@@ -201,3 +201,38 @@ func TestOriginsByDNSGrowFromTwoToThree(t *testing.T) {
 		return gauge(t, reg, "krakenctl_tracker_origins_reachable") == 2
 	}, 30*time.Second, 10*time.Millisecond, "the tracker forgets the departed origin")
 }
+
+// TestNotReadyUntilOriginsResolve: a tracker whose origins' DNS name has no address yet starts
+// (a pod before the origins' Service lists anyone), answers /readyz 503 rather than hand out
+// swarms without origins, and is ready once the name resolves.
+func TestNotReadyUntilOriginsResolve(t *testing.T) {
+	t.Parallel()
+	dns := &headless{name: "origin.kraken.test"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	tr, err := tracker.New(tracker.Config{
+		Origins: []string{"dns:///origin.kraken.test:15000"}, Replicas: 2, DNSInterval: 20 * time.Millisecond,
+		Announce: tracker.AnnounceConfig{AllowLoopback: true},
+	}, tracker.Deps{Deps: role.Deps{Listener: ln, Resolver: dns}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	readyz := func() int {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+ln.Addr().String()+"/readyz", nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The first round (over no origin) is done at once; readiness must still say no.
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, http.StatusServiceUnavailable, readyz())
+	dns.set("127.0.0.21")
+	require.Eventually(t, func() bool { return readyz() == http.StatusOK }, 30*time.Second, 20*time.Millisecond)
+}

@@ -128,6 +128,13 @@ func (o *originPeers) untilNext(now time.Time) time.Duration {
 
 // setAddrs replaces the origins (a new DNS answer for the tracker's origins): the departed are
 // forgotten at once, so no handout names them, and the new ones are read right away.
+// known is how many origins the tracker knows the addresses of.
+func (o *originPeers) known() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.addrs)
+}
+
 func (o *originPeers) setAddrs(addrs []string) {
 	next := slices.Sorted(slices.Values(addrs))
 	o.mu.Lock()

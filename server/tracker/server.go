@@ -129,6 +129,10 @@ func (s *Server) ready(ctx context.Context) error {
 	if !s.origins.firstRound.Load() {
 		return errors.New("the origins have not all been asked for their swarm identity yet")
 	}
+	if s.origins.known() == 0 {
+		// Origins found by DNS that have not resolved yet: handouts would lead with no origin.
+		return errors.New("no origin known yet")
+	}
 	return nil
 }
 
