@@ -123,6 +123,11 @@ type WritebackConfig struct {
 	ReplicaDelay time.Duration `yaml:"replica_delay"`
 	// Timeout bounds one attempt.
 	Timeout time.Duration `yaml:"timeout"`
+	// MissingGrace is how long a write-back whose blob is not in the store keeps retrying
+	// before it is dropped. A commit queues its write-back before the blob becomes visible, so
+	// a slow commit (an eviction, a stalled fsync) must not lose it; a blob still missing this
+	// long after its task was queued never arrived (its commit failed, or the process died).
+	MissingGrace time.Duration `yaml:"missing_grace"`
 }
 
 // Defaults fills unset fields.
@@ -162,6 +167,9 @@ func (c *Config) Defaults() {
 	}
 	if w.Timeout == 0 {
 		w.Timeout = 30 * time.Minute
+	}
+	if w.MissingGrace == 0 {
+		w.MissingGrace = 10 * time.Minute
 	}
 	if c.Peer.Advertise == "" {
 		c.Peer.Advertise = c.Peer.Listen
@@ -266,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if w.Timeout <= 0 {
 		bad("writeback.timeout: must be positive")
+	}
+	if w.MissingGrace < 0 {
+		bad("writeback.missing_grace: must not be negative")
 	}
 	if c.RepairInterval < 0 {
 		bad("repair_interval: must not be negative")

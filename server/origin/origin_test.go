@@ -492,7 +492,7 @@ func TestSwarmHostAndTorrents(t *testing.T) {
 func TestWritebackOfABlobNeverCommitted(t *testing.T) {
 	t.Parallel()
 	be := memory.New()
-	c := newCluster(t, 1, 1, be, nil)
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.MissingGrace = time.Millisecond })
 	srv := c.nodes[0].srv()
 	_, never := randomBlob(t, 1000)
 	require.NoError(t, srv.QueueWriteback("team/x", never))
@@ -515,6 +515,33 @@ func TestWritebackOfABlobNeverCommitted(t *testing.T) {
 		got, ok := be.Peek("team/x", d.Encoded())
 		return ok && bytes.Equal(got, data)
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestWritebackWaitsForASlowCommit: within writeback.missing_grace a write-back whose blob is
+// not visible yet keeps retrying however many attempts that takes (a commit stalled by an
+// eviction or an fsync), and writes the blob back once it arrives.
+func TestWritebackWaitsForASlowCommit(t *testing.T) {
+	t.Parallel()
+	be := memory.New()
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) {
+		cfg.Writeback.RetryInitial = time.Millisecond
+		cfg.Writeback.RetryMax = 5 * time.Millisecond
+	})
+	srv := c.nodes[0].srv()
+	data, d := randomBlob(t, 1000)
+	require.NoError(t, srv.QueueWriteback("team/x", d))
+	require.Eventually(t, func() bool {
+		n, err := srv.Attempts("team/x", d)
+		return err == nil && n >= 10
+	}, 30*time.Second, time.Millisecond, "retried well past the attempt count")
+	n, err := srv.QueueLen()
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "still queued within the grace")
+	require.NoError(t, srv.StoreOnly(t.Context(), d, data))
+	require.Eventually(t, func() bool {
+		got, ok := be.Peek("team/x", d.Encoded())
+		return ok && bytes.Equal(got, data)
+	}, 30*time.Second, 10*time.Millisecond)
 }
 
 // TestRangeParsedAsEverywhere: the origin answers Range as the agent and the registry do (one

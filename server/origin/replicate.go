@@ -114,7 +114,8 @@ func (s *Server) execute(ctx context.Context, t queue.Task) error {
 	switch t.Kind {
 	case kindWriteback:
 		err := s.writeback(ctx, bt.Namespace, bt.Digest)
-		if errors.Is(err, castore.ErrNotFound) && t.Attempts >= writebackMissingAttempts {
+		if errors.Is(err, castore.ErrNotFound) && t.Attempts >= writebackMissingAttempts &&
+			time.Since(t.Created) >= s.cfg.Writeback.MissingGrace {
 			return fmt.Errorf("%w: %w", queue.ErrPermanent, err)
 		}
 		return err
@@ -132,10 +133,11 @@ func (s *Server) execute(ctx context.Context, t queue.Task) error {
 	}
 }
 
-// writebackMissingAttempts is how many times a write-back retries before it gives up on a blob
-// that is not in the store. A commit queues the write-back before the blob becomes visible
-// (see prepare), so the first attempt may run a moment too early; a blob still missing after
-// a few retries never arrived (its commit failed, or the process died before the rename).
+// writebackMissingAttempts is how many times, at least, a write-back retries before it gives up
+// on a blob that is not in the store, and only once writeback.missing_grace has passed since
+// it was queued. A commit queues the write-back before the blob becomes visible (see prepare),
+// so an attempt may run before the rename; a blob still missing after both never arrived (its
+// commit failed, or the process died before the rename).
 const writebackMissingAttempts = 3
 
 // writeback copies d to the namespace's backend unless an object of the same size is there.
