@@ -77,8 +77,11 @@ func (b *BuildIndexes) SetAddrs(addrs []string) {
 
 func (b *BuildIndexes) list() []*BuildIndex { return *b.nodes.Load() }
 
-// ErrNoBuildIndex is the error of a BuildIndexes built without addresses.
-var ErrNoBuildIndex = errors.New("no build-index addresses")
+// ErrNoBuildIndex is the error of a BuildIndexes without addresses (given none, or whose DNS
+// name has not resolved yet): a 503 UNAVAILABLE where it reaches a client, since the addresses
+// may come.
+var ErrNoBuildIndex error = &errcode.Error{Status: http.StatusServiceUnavailable, Code: errcode.CodeUnavailable,
+	Message: "no build-index node known yet; retry"}
 
 // Addrs returns the nodes' addresses in the order they are tried from.
 func (b *BuildIndexes) Addrs() []string {

@@ -200,6 +200,9 @@ func TestBuildIndexesFailover(t *testing.T) {
 
 	_, err = NewBuildIndexes(nil, nil, BuildIndexesOptions{}).GetTag(ctx, "r", "t", false)
 	require.ErrorIs(t, err, ErrNoBuildIndex)
+	var ec *errcode.Error
+	require.ErrorAs(t, err, &ec)
+	require.Equal(t, http.StatusServiceUnavailable, ec.Status, "no node known yet: retry, not an internal error")
 }
 
 // TestBuildIndexesWrites: puts are passed on after any failure (the same value twice is

@@ -47,10 +47,9 @@ func errRange(format string, a ...any) *errcode.Error {
 //	-<suffix>       the last suffix bytes (the whole blob when suffix >= size)
 //
 // (whitespace around the unit, the parts and their numbers is tolerated). Parts no byte of the
-// blob satisfies (a first byte past the end, a suffix of 0, any part of an empty blob) are
-// dropped; the others are sorted and coalesced where they overlap or touch. The result:
+// blob satisfies (a first byte past the end, a suffix of 0) are dropped; the others are sorted and coalesced where they overlap or touch. The result:
 //
-//   - nil and no error, to serve the whole blob (200): no header, a unit other than bytes, a
+//   - nil and no error, to serve the whole blob (200): no header, an empty blob, a unit other than bytes, a
 //     header of more than MaxRangeParts parts, or parts that stay more than one range after
 //     coalescing. RFC 9110 lets a server ignore Range; serving no multipart/byteranges bodies
 //     (nginx's max_ranges 1) means an answer is never larger than the blob, where 20,000
@@ -70,6 +69,12 @@ func ParseRange(h string, size int64) (*ByteRange, error) {
 		return nil, errRange("invalid range %q: want bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX", h)
 	}
 	if !strings.EqualFold(strings.TrimSpace(unit), "bytes") {
+		return nil, nil
+	}
+	if size == 0 {
+		// No byte range of an empty blob can be written in a Content-Range (RFC 9110 allows
+		// only a suffix, which would be "bytes 0--1/0"); serve it whole, as Go's ServeContent
+		// does, rather than refuse a client that sends Range on every request.
 		return nil, nil
 	}
 	if strings.Count(set, ",") >= MaxRangeParts {
