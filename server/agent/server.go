@@ -10,8 +10,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -241,28 +243,26 @@ func (s *Server) ready(ctx context.Context) error {
 	return errors.Join(trackerErr, indexErr)
 }
 
-// sourceFallback sends through bound (connections from the announced address) until one
-// cannot be made, then through free (the kernel's choice) for good: a host whose announced
-// address cannot reach the trackers (a peer network of its own, a cloud that drops packets
-// from another interface's address, an address that went away, a tracker of the other IP
-// family) keeps working as it did before binding, with a warning.
+// sourceFallback sends through bound (connections from the announced address) and, when the
+// announced address itself cannot be used for a connection (it went away from the host, or the
+// tracker is of the other IP family), sends that request through free (the kernel's choice).
+// Those errors come from the local bind, before any packet, so trying bound first costs
+// nothing. Other failures (a name that does not resolve yet, a tracker that is down) are the
+// request's own and are returned as they are: falling back on them would announce from an
+// address the tracker refuses.
 type sourceFallback struct {
 	bound, free http.RoundTripper
-	failed      atomic.Bool
+	warned      atomic.Bool
 	log         *slog.Logger
 }
 
 func (f *sourceFallback) RoundTrip(r *http.Request) (*http.Response, error) {
-	if f.failed.Load() {
-		return f.free.RoundTrip(r)
-	}
 	resp, err := f.bound.RoundTrip(r)
-	var op *net.OpError
-	if err == nil || !errors.As(err, &op) || op.Op != "dial" || r.Context().Err() != nil {
+	if err == nil || !sourceUnusable(err) || r.Context().Err() != nil {
 		return resp, err
 	}
-	if f.failed.CompareAndSwap(false, true) {
-		f.log.Warn("cannot reach a tracker from the announced address; using the host's default source address from now on (list this host's networks in the trackers' announce.nat_cidrs if they refuse its announces)",
+	if f.warned.CompareAndSwap(false, true) {
+		f.log.Warn("cannot connect to a tracker from the announced address; using the host's default source address for such connections (the tracker refuses announces from an address it is not told, unless announce.nat_cidrs lists it)",
 			"err", err)
 	}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -277,6 +277,14 @@ func (f *sourceFallback) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Body = body
 	}
 	return f.free.RoundTrip(r)
+}
+
+// sourceUnusable reports whether err says the dial's local address cannot be used: not an
+// address of this host (any more), or not of the destination's family.
+func sourceUnusable(err error) bool {
+	var ae *net.AddrError
+	return errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT) ||
+		errors.As(err, &ae) && strings.Contains(ae.Err, "mismatched local address type")
 }
 
 // announceSource is the source address for connections to the trackers: the host of
