@@ -119,6 +119,16 @@ func gcDigest(r *http.Request) (digest.Digest, error) {
 	return d, nil
 }
 
+// gcDeleteArgs parses what every GC delete takes: the {digest}, ?cutoff= and ?dry_run=.
+func gcDeleteArgs(r *http.Request) (digest.Digest, time.Time, bool, error) {
+	d, err := gcDigest(r)
+	if err != nil {
+		return "", time.Time{}, false, err
+	}
+	cutoff, dry, err := gcCutoff(r)
+	return d, cutoff, dry, err
+}
+
 // gcCutoff parses ?cutoff= and ?dry_run=. A cutoff is required: a delete without one could
 // remove a blob pushed a moment ago.
 func gcCutoff(r *http.Request) (time.Time, bool, error) {
@@ -209,12 +219,7 @@ func (s *Server) handleGCDelete(w http.ResponseWriter, r *http.Request) {
 	if !s.gcAllowed(w, r, pki.GroupAdmin) {
 		return
 	}
-	d, err := gcDigest(r)
-	if err != nil {
-		registry.WriteError(w, r, err)
-		return
-	}
-	cutoff, dry, err := gcCutoff(r)
+	d, cutoff, dry, err := gcDeleteArgs(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
@@ -281,12 +286,7 @@ func (s *Server) handleGCBackendDelete(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
-	d, err := gcDigest(r)
-	if err != nil {
-		registry.WriteError(w, r, err)
-		return
-	}
-	cutoff, dry, err := gcCutoff(r)
+	d, cutoff, dry, err := gcDeleteArgs(r)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return

@@ -43,13 +43,10 @@ func (s *serviceDNS) LookupNetIP(_ context.Context, _, host string) ([]netip.Add
 	return slices.Clone(s.names[host]), nil
 }
 
-// TestProxyFollowsDNS: the proxy's ring, its seeder's origin client and its build-index
-// client take a new DNS answer without a restart.
-func TestProxyFollowsDNS(t *testing.T) {
-	t.Parallel()
-	dns := &serviceDNS{names: map[string][]netip.Addr{}}
-	dns.set("origin.test", "10.0.0.1", "10.0.0.2")
-	dns.set("bi.test", "10.0.1.1")
+// startDNSProxy runs a proxy whose origins and build-index nodes are the DNS names
+// origin.test and bi.test, answered by dns.
+func startDNSProxy(t *testing.T, dns *serviceDNS) *Server {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	s, err := New(Config{
@@ -65,6 +62,17 @@ func TestProxyFollowsDNS(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	})
+	return s
+}
+
+// TestProxyFollowsDNS: the proxy's ring, its seeder's origin client and its build-index
+// client take a new DNS answer without a restart.
+func TestProxyFollowsDNS(t *testing.T) {
+	t.Parallel()
+	dns := &serviceDNS{names: map[string][]netip.Addr{}}
+	dns.set("origin.test", "10.0.0.1", "10.0.0.2")
+	dns.set("bi.test", "10.0.1.1")
+	s := startDNSProxy(t, dns)
 	members := func() []string {
 		var out []string
 		for _, m := range s.ring.Members() {
@@ -92,24 +100,10 @@ func TestProxyFollowsDNS(t *testing.T) {
 func TestProxyStartsBeforeItsOriginsResolve(t *testing.T) {
 	t.Parallel()
 	dns := &serviceDNS{names: map[string][]netip.Addr{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s, err := New(Config{
-		Origins:     []string{"dns:///origin.test:15000"},
-		BuildIndex:  []string{"dns:///bi.test:15100"},
-		DNSInterval: 10 * time.Millisecond, // the test waits on the outcome, not on time
-	}, Deps{Deps: role.Deps{Listener: ln, Resolver: dns}, Checker: &ringtest.Checker{}})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	s := startDNSProxy(t, dns)
 	require.Empty(t, s.ring.Members())
 	require.Error(t, s.ready(t.Context()), "not ready without origins")
-	_, err = s.reg.origins.stat(t.Context(), "team/app", digest.FromString("x"))
+	_, err := s.reg.origins.stat(t.Context(), "team/app", digest.FromString("x"))
 	var ec *errcode.Error
 	require.ErrorAs(t, err, &ec)
 	require.Equal(t, http.StatusServiceUnavailable, ec.Status, "no origin known is unavailable, not unknown")
