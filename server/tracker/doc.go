@@ -24,7 +24,7 @@
 // and logged, sampled.
 //
 // Origins: every origin serves its swarm identity at api.PeerPath. The tracker reads it from
-// each origin at start, every minute, and every few seconds for the origins it could not reach;
+// each origin at start, every 10 s, and every few seconds for the origins it could not reach;
 // an origin it cannot reach is left out of the handouts. An origin may advertise a host name:
 // the tracker resolves it and hands out an IP literal, so agents never resolve names.
 //

@@ -26,8 +26,14 @@ import (
 // each read bounded by originTimeout. The short first retries matter when a tracker starts with
 // its origins (systemd, compose, a pod rollout): the first read finds nobody listening, and a
 // flat 5 s retry left the origins out of handouts (and a 4 MiB pull waiting) for that long.
+//
+// originRefresh is short because an origin replaced under the same name (a StatefulSet pod
+// rolled, with the stable names TLS needs) answers from a new address with a new peer ID while
+// the tracker still hands out the old ones: nothing else tells the tracker, and the Kubernetes
+// lab's pull after replacing every pod waited 24 s of a one-minute refresh for it. One small
+// GET per origin every 10 s is nothing to an origin or a tracker.
 const (
-	originRefresh  = time.Minute
+	originRefresh  = 10 * time.Second
 	originRetryMin = 100 * time.Millisecond
 	originRetry    = 5 * time.Second
 	originTimeout  = 5 * time.Second

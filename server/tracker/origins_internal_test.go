@@ -107,5 +107,5 @@ func TestOriginStartedAfterTrackerIsReadSoon(t *testing.T) {
 	require.Equal(t, peerID, owners[0].ID)
 	st := o.state[addr]
 	require.Zero(t, st.fails)
-	require.Equal(t, now.Add(originRefresh), st.next, "answered: read again in a minute")
+	require.Equal(t, now.Add(originRefresh), st.next, "answered: read again after originRefresh")
 }
