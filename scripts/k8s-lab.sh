@@ -13,7 +13,7 @@
 # Network rule: everything runs in the netns $NS (node IP $NODE_IP, host end $HOST_IP of a /24 on
 # a veth pair), which has no default route: nothing can leave the machine. kubectl, helm and
 # docker on the host reach the API server on $NODE_IP:6443 over the pair, and the proxy through
-# `kubectl port-forward` on the host's loopback. CoreDNS serves cluster.local only (no forward).
+# a socat forwarder on the host's loopback into the netns (to its ClusterIP). CoreDNS serves cluster.local only (no forward).
 # Images are never pulled from a network: the krakenctl image is built by scripts/image.sh and
 # imported, the sandbox image is a tiny static Go program (scripts/k8slab/pause) packaged
 # offline (scripts/k8slab/pauseimage), and pods pull registry.kk.test/... only through the
@@ -39,7 +39,7 @@
 # list; the chart is installed with scripts/k8slab/values-tls.yaml on top of values.yaml.
 #
 # Settings: K8S_LAB_TLS=1 (the chart's TLS), K8S_LAB_PROXY_MODE (iptables, or nftables), K8S_LAB_PUSH_PORT (25400, the host
-# loopback port of the port-forward), K8S_LAB_SETTLE=0 (push without waiting for every role to
+# loopback port of the forwarder to the proxy), K8S_LAB_SETTLE=0 (push without waiting for every role to
 # know both origins), K8S_LAB_DIR (/var/tmp/krakenctl-k8slab), K8S_LAB_NS (kk-k8slab),
 # KRAKENCTL_TESTINFRA_CACHE (~/.cache/krakenctl-testinfra), K8S_VERSION, COREDNS_VERSION.
 set -euo pipefail
