@@ -105,8 +105,9 @@ type Manual struct {
 	DownTo *Target
 }
 
-// Target is a usage to clean down to: Bytes, or Percent of the watermarks' basis (the
-// capacity, else the file system). Exactly one is set; Bytes may be 0 (remove everything).
+// Target is a usage to clean down to: Bytes of committed blobs in the store, or Percent of
+// the watermarks' basis (the capacity, else the file system, other files included). Exactly
+// one is set; Bytes may be 0 (remove everything that may be removed).
 type Target struct {
 	Bytes   *int64
 	Percent *float64
@@ -226,7 +227,7 @@ func (s *Store) Cleanup(opts CleanupOptions) (CleanupReport, error) {
 		return CleanupReport{}, fmt.Errorf("cleanup: %w", err)
 	}
 	needBasis := opts.Manual == nil && opts.Policy.HighWatermark > 0 ||
-		opts.Manual != nil && opts.Manual.DownTo != nil
+		opts.Manual != nil && opts.Manual.DownTo != nil && opts.Manual.DownTo.Percent != nil
 	// The file system is measured before the lock is taken: a syscall that may block on a
 	// sick disk must not stall every read of the store.
 	var fsTotal, fsAvail int64
@@ -274,14 +275,12 @@ func (s *Store) Cleanup(opts CleanupOptions) (CleanupReport, error) {
 			}
 			return ""
 		})
-		if t := m.DownTo; t != nil && rep.Basis.Name != "" {
-			target := int64(0)
-			if t.Bytes != nil {
-				target = *t.Bytes
-			} else {
-				target = int64(*t.Percent / 100 * float64(rep.Basis.Total))
-			}
-			c.downTo(target, ReasonManual)
+		switch t := m.DownTo; {
+		case t == nil:
+		case t.Bytes != nil:
+			c.downTo(s.used, *t.Bytes, ReasonManual)
+		case rep.Basis.Name != "":
+			c.downTo(rep.Basis.Used, int64(*t.Percent/100*float64(rep.Basis.Total)), ReasonManual)
 		}
 	} else {
 		p := opts.Policy
@@ -300,7 +299,7 @@ func (s *Store) Cleanup(opts CleanupOptions) (CleanupReport, error) {
 			b := rep.Basis
 			// What the idle and age rules free counts first: the watermark only tops it up.
 			if b.Used-c.freed > int64(float64(p.HighWatermark)/100*float64(b.Total)) {
-				c.downTo(int64(float64(p.LowWatermark)/100*float64(b.Total)), ReasonWatermark)
+				c.downTo(b.Used, int64(float64(p.LowWatermark)/100*float64(b.Total)), ReasonWatermark)
 			}
 		}
 	}
@@ -388,11 +387,11 @@ func (c *chooser) each(reason func(*entry) string) {
 	}
 }
 
-// downTo picks least recently used blobs until the basis's usage, less what is already
-// picked, is at or below target bytes.
-func (c *chooser) downTo(target int64, reason string) {
+// downTo picks least recently used blobs until used, less what is already picked, is at or
+// below target bytes.
+func (c *chooser) downTo(used, target int64, reason string) {
 	c.rep.Target = target
-	for el := c.s.lru.Back(); el != nil && c.rep.Basis.Used-c.freed > target; el = el.Prev() {
+	for el := c.s.lru.Back(); el != nil && used-c.freed > target; el = el.Prev() {
 		c.pick(el.Value.(*entry), reason)
 	}
 }
