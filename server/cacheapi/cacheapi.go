@@ -285,7 +285,7 @@ func decodeEvict(w http.ResponseWriter, r *http.Request) (api.CacheEvictRequest,
 	if err := dec.Decode(&req); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return req, errcode.Errorf(http.StatusRequestEntityTooLarge, errcode.CodeBodyInvalid, "eviction request larger than %d bytes", api.CacheMaxRequest)
+			return req, badRequest(errcode.CodeBodyInvalid, "eviction request larger than %d bytes", api.CacheMaxRequest)
 		}
 		return req, badRequest(errcode.CodeBodyInvalid, "eviction request: %s", err)
 	}
