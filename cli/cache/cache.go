@@ -305,7 +305,7 @@ func runEvict(ctx context.Context, opts *Options) error {
 	return nil
 }
 
-func bytes(n int64) string { return tui.FormatBytes(float64(n)) }
+func size(n int64) string { return tui.FormatBytes(float64(n)) }
 
 // ago is how long before now t was, rounded for a person; "-" for a zero t.
 func ago(now, t time.Time) string {
@@ -313,33 +313,51 @@ func ago(now, t time.Time) string {
 		return "-"
 	}
 	d := now.Sub(t)
-	switch {
-	case d < time.Minute:
-		return d.Round(time.Second).String() + " ago"
-	case d < 48*time.Hour:
-		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s") + " ago"
-	default:
+	if d >= 48*time.Hour {
 		return fmt.Sprintf("%.1fd ago", d.Hours()/24)
 	}
+	return short(d) + " ago"
 }
 
-func offOr(d string) string {
-	if d == "0s" || d == "" {
+// short writes d without the zero units Go's String gives: 6h, 8h5m, 45m, 30s.
+func short(d time.Duration) string {
+	if d >= time.Minute {
+		d = d.Round(time.Minute)
+	} else {
+		d = d.Round(time.Second)
+	}
+	s := d.String()
+	if d >= time.Minute {
+		s = strings.TrimSuffix(s, "0s")
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
+	}
+	return s
+}
+
+// offOr writes a policy duration, "off" for none.
+func offOr(v string) string {
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return v
+	case d <= 0:
 		return "off"
 	}
-	return d
+	return short(d)
 }
 
 func printStatus(w io.Writer, addr string, st api.CacheStatus) error {
 	var out strings.Builder
 	capacity := "unlimited"
 	if st.CapacityBytes > 0 {
-		capacity = bytes(st.CapacityBytes)
+		capacity = size(st.CapacityBytes)
 	}
 	fmt.Fprintf(&out, "%s %s: %s, %s used, %s reserved, capacity %s\n", st.Role, addr,
-		cmdutil.Plural(st.BlobCount, "blob"), bytes(st.UsedBytes), bytes(st.ReservedBytes), capacity)
+		cmdutil.Plural(st.BlobCount, "blob"), size(st.UsedBytes), size(st.ReservedBytes), capacity)
 	if fs := st.Filesystem; fs != nil {
-		fmt.Fprintf(&out, "disk: %s used of %s\n", bytes(fs.UsedBytes), bytes(fs.TotalBytes))
+		fmt.Fprintf(&out, "disk: %s used of %s\n", size(fs.UsedBytes), size(fs.TotalBytes))
 	}
 	p := st.Policy
 	marks := "off"
@@ -355,13 +373,14 @@ func printStatus(w io.Writer, addr string, st api.CacheStatus) error {
 	out.WriteString("\n")
 	t := cmdutil.NewTable(&out, "below", "idle blobs", "idle bytes", "age blobs", "age bytes")
 	for i := range st.IdleBuckets {
-		below := st.IdleBuckets[i].Below
-		if below == "" {
-			below = "older"
-		} else {
-			below = strings.TrimSuffix(strings.TrimSuffix(below, "0s"), "0m")
+		below := "older"
+		if d, err := time.ParseDuration(st.IdleBuckets[i].Below); err == nil {
+			below = "< " + short(d)
+			if d >= 48*time.Hour && d%(24*time.Hour) == 0 {
+				below = fmt.Sprintf("< %dd", d/(24*time.Hour))
+			}
 		}
-		t.Row(below, st.IdleBuckets[i].Blobs, bytes(st.IdleBuckets[i].Bytes), st.AgeBuckets[i].Blobs, bytes(st.AgeBuckets[i].Bytes))
+		t.Row(below, st.IdleBuckets[i].Blobs, size(st.IdleBuckets[i].Bytes), st.AgeBuckets[i].Blobs, size(st.AgeBuckets[i].Bytes))
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -374,22 +393,22 @@ func printStatus(w io.Writer, addr string, st api.CacheStatus) error {
 		t = cmdutil.NewTable(&out, "policy now", "reason", "blobs", "bytes")
 		var total int64
 		for _, r := range st.WouldRemove {
-			t.Row("would remove", r.Reason, r.Blobs, bytes(r.Bytes))
+			t.Row("would remove", r.Reason, r.Blobs, size(r.Bytes))
 			total += r.Bytes
 		}
 		for _, r := range st.WouldKeep {
-			t.Row("keeps in use", r.Reason, r.Blobs, bytes(r.Bytes))
+			t.Row("keeps in use", r.Reason, r.Blobs, size(r.Bytes))
 		}
 		if err := t.Flush(); err != nil {
 			return err
 		}
-		fmt.Fprintf(&out, "The policy would free %s now.\n", bytes(total))
+		fmt.Fprintf(&out, "The policy would free %s now.\n", size(total))
 	}
 	if len(st.Blobs) > 0 {
 		out.WriteString("\nLeast recently used:\n")
 		t = cmdutil.NewTable(&out, "digest", "size", "arrived", "last used", "in use")
 		for _, b := range st.Blobs {
-			t.Row(b.Digest, bytes(b.Size), ago(st.Now, b.Created), ago(st.Now, b.LastUsed), cmdutil.OrDash(b.InUse))
+			t.Row(b.Digest, size(b.Size), ago(st.Now, b.Created), ago(st.Now, b.LastUsed), cmdutil.OrDash(b.InUse))
 		}
 		if err := t.Flush(); err != nil {
 			return err
@@ -408,14 +427,14 @@ func printReport(w io.Writer, addr string, rep api.CacheEvictReport) error {
 	if len(rep.Removed)+len(rep.Kept) > 0 {
 		t := cmdutil.NewTable(&out, "digest", "size", "last used", "result", "reason")
 		for _, b := range rep.Removed {
-			t.Row(b.Digest, bytes(b.Size), ago(rep.Now, b.LastUsed), verb, b.Reason)
+			t.Row(b.Digest, size(b.Size), ago(rep.Now, b.LastUsed), verb, b.Reason)
 		}
 		for _, b := range rep.Kept {
 			why := "kept: " + b.Kept
 			if b.Error != "" {
 				why = "failed: " + b.Error
 			}
-			t.Row(b.Digest, bytes(b.Size), ago(rep.Now, b.LastUsed), why, b.Reason)
+			t.Row(b.Digest, size(b.Size), ago(rep.Now, b.LastUsed), why, b.Reason)
 		}
 		if err := t.Flush(); err != nil {
 			return err
@@ -424,11 +443,11 @@ func printReport(w io.Writer, addr string, rep api.CacheEvictReport) error {
 	}
 	if rep.DryRun {
 		fmt.Fprintf(&out, "Dry run on %s %s: would free %s in %s; %s in use would stay. Nothing was removed.\n",
-			rep.Role, addr, bytes(rep.FreedBytes), cmdutil.Plural(len(rep.Removed), "blob"), cmdutil.Plural(len(rep.Kept), "blob"))
+			rep.Role, addr, size(rep.FreedBytes), cmdutil.Plural(len(rep.Removed), "blob"), cmdutil.Plural(len(rep.Kept), "blob"))
 	} else {
 		fmt.Fprintf(&out, "Freed %s in %s on %s %s; %s kept; %s of blobs left.\n",
-			bytes(rep.FreedBytes), cmdutil.Plural(len(rep.Removed), "blob"), rep.Role, addr,
-			cmdutil.Plural(len(rep.Kept), "blob"), bytes(rep.UsedBytes))
+			size(rep.FreedBytes), cmdutil.Plural(len(rep.Removed), "blob"), rep.Role, addr,
+			cmdutil.Plural(len(rep.Kept), "blob"), size(rep.UsedBytes))
 	}
 	if rep.Note != "" {
 		fmt.Fprintf(&out, "Note: %s\n", rep.Note)
