@@ -247,7 +247,7 @@ func (s *Store) load() error {
 		return fmt.Errorf("create temporary directory: %w", err)
 	}
 	type found struct {
-		d     digest.Digest
+		d       digest.Digest
 		size    int64
 		mtime   time.Time
 		created time.Time
