@@ -411,7 +411,7 @@ func TestLeastRecentlyUsed(t *testing.T) {
 	defer s.Hold(ds[1])()
 	got := s.LeastRecentlyUsed(3)
 	require.Len(t, got, 3)
-	require.Equal(t, ds[:3], []digest.Digest{got[0].Digest, got[1].Digest, got[2].Digest})
+	require.Equal(t, []digest.Digest{ds[0], ds[1], ds[2]}, []digest.Digest{got[0].Digest, got[1].Digest, got[2].Digest})
 	require.True(t, got[1].Held)
 	require.False(t, got[0].Held || got[0].Open)
 	require.Len(t, s.LeastRecentlyUsed(100), 4)
