@@ -20,7 +20,7 @@ import (
 func TestCleanupKeepsWhatIsServedOrSeeded(t *testing.T) {
 	t.Parallel()
 	tr := announcetest.New()
-	blob := randomBlob(t, 8<<20)
+	blob := randomBlob(t, 16<<20) // more than loopback buffers hold, so the handler blocks
 	d := digest.FromBytes(blob)
 	startOrigin(t, tr, nil, blob)
 	a := startAgent(t, tr, func(cfg *agent.Config) {

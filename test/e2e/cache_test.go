@@ -66,7 +66,7 @@ cleanup:
 	t.Cleanup(agent.kill)
 
 	var ds []digest.Digest
-	for i, size := range []int{8 << 20, 1 << 20, 2 << 20} {
+	for i, size := range []int{16 << 20, 1 << 20, 2 << 20} {
 		data := make([]byte, size)
 		_, err := rand.Read(data)
 		require.NoError(t, err)
@@ -95,12 +95,12 @@ cleanup:
 	cacheJSON(t, &st, "status", "--agent", agent.addr, "--blobs", "10")
 	require.Equal(t, "agent", st.Role)
 	require.Equal(t, 3, st.BlobCount)
-	require.Equal(t, int64(11<<20), st.UsedBytes)
+	require.Equal(t, int64(19<<20), st.UsedBytes)
 	require.Len(t, st.Blobs, 3)
 	require.Equal(t, ds[0], st.Blobs[0].Digest, "least recently used first")
 
-	// A client streams ds[0] (8 MiB) and reads nothing yet: the agent's handler is blocked
-	// writing it, with the blob open.
+	// A client streams ds[0] (16 MiB, more than loopback buffers hold) and reads nothing yet:
+	// the agent's handler is blocked writing it, with the blob open.
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+agent.addr+api.BlobPath("team/app", ds[0]), nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
@@ -131,7 +131,7 @@ cleanup:
 	require.Equal(t, digests(dry.Removed), digests(real.Removed), "the dry run said exactly what went")
 	require.Equal(t, digests(dry.Kept), digests(real.Kept))
 	require.Equal(t, int64(3<<20), real.FreedBytes)
-	require.Equal(t, int64(8<<20), real.UsedBytes)
+	require.Equal(t, int64(16<<20), real.UsedBytes)
 
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
@@ -140,7 +140,7 @@ cleanup:
 	// The table says the same, and a blob removed is fetched again through the swarm.
 	table, stderr, err := krakenctl(t, nil, "cache", "status", "--agent", agent.addr)
 	require.NoError(t, err, stderr)
-	require.Contains(t, table, "agent "+agent.addr+": 1 blob, 8.00 MiB used")
+	require.Contains(t, table, "agent "+agent.addr+": 1 blob, 16.0 MiB used")
 	out := filepath.Join(l.dir, "again")
 	_, done := l.pullStart(agent, ds[1], out)
 	require.NoError(t, waitPull(t, done))
