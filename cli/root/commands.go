@@ -6,6 +6,7 @@ import (
 	"github.com/krakenctl/krakenctl/cli/agent"
 	"github.com/krakenctl/krakenctl/cli/bench"
 	"github.com/krakenctl/krakenctl/cli/blob"
+	"github.com/krakenctl/krakenctl/cli/cache"
 	"github.com/krakenctl/krakenctl/cli/cluster"
 	"github.com/krakenctl/krakenctl/cli/cmdutil"
 	"github.com/krakenctl/krakenctl/cli/config"
@@ -39,6 +40,7 @@ func clusterCommands(f *cmdutil.Factory) []*cobra.Command {
 	return []*cobra.Command{
 		top.NewCmdTop(f, nil),
 		swarm.NewCmdSwarm(f),
+		cache.NewCmdCache(f, nil, nil),
 		ring.NewCmdRing(f),
 		tag.NewCmdTag(f),
 		cluster.NewCmdCluster(f),

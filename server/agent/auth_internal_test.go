@@ -34,7 +34,7 @@ func TestGuardAPIRemoteCallers(t *testing.T) {
 		return rec.Code
 	}
 	open, required := guardAPI(next, g, true), guardAPI(next, g, false)
-	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/namespace/x/blobs/sha256:" + sha256Hex, "/swarm/torrents", "/unknown"}
+	paths := []string{"/v2/", "/v2/team/app/manifests/v1", "/namespace/x/blobs/sha256:" + sha256Hex, "/swarm/torrents", "/cache", "/cache/evict", "/unknown"}
 	for _, remote := range []string{"127.0.0.1:4000", "127.9.9.9:4000", "[::1]:4000", "[::ffff:127.0.0.1]:4000"} {
 		for _, p := range paths {
 			require.Equal(t, http.StatusOK, do(open, remote, p), "%s %s", remote, p)

@@ -20,6 +20,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	mux.HandleFunc("HEAD /namespace/{ns}/blobs/{digest}", s.handleBlob)
 	swarmapi.Register(mux, "agent", s.sched)
+	s.cache.Register(mux)
 	// Every method goes to the registry handler, which answers writes with 405 UNSUPPORTED.
 }
 

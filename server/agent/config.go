@@ -13,6 +13,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/auth"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -48,6 +49,7 @@ const (
 //	trackers: [10.0.0.2:15003, 10.0.0.3:15003]   # the same list on every agent
 //	store_dir: /var/lib/krakenctl/agent
 //	capacity: 50GiB                   # blobs kept for seeding and reuse; 0 is unlimited
+//	cleanup: {interval: 5m, tti: 6h, ttl: -1s, high_watermark: 90, low_watermark: 80}
 //	egress_rate: 100MiB               # bytes per second sent to peers; 0 is unlimited
 //	ingress_rate: 100MiB              # bytes per second received from peers; 0 is unlimited
 //	seed_time: 10m                    # how long a finished blob is seeded after its last upload
@@ -109,6 +111,13 @@ type Config struct {
 	// Capacity bounds the bytes of blobs kept; least recently used blobs are evicted, never one
 	// being read. Zero means unlimited.
 	Capacity config.ByteSize `yaml:"capacity"`
+	// Cleanup removes blobs on a timer besides capacity eviction: idle ones (tti, 6h by
+	// default: the host's container runtime keeps its own copy of what it pulled, and the
+	// agent's only serves peers), old ones (ttl, off by default) and, above high_watermark
+	// percent of capacity (of the disk when capacity is 0), least recently used ones down to
+	// low_watermark (90 and 80). Never a blob being read, seeded or downloaded. See
+	// cacheapi.Config and docs/operations.md, "Cache and cleanup".
+	Cleanup cacheapi.Config `yaml:"cleanup"`
 	// EgressRate and IngressRate limit the host's swarm traffic in bytes per second; zero
 	// means unlimited.
 	EgressRate  config.ByteSize `yaml:"egress_rate"`
@@ -213,6 +222,7 @@ func (c *Config) Defaults() {
 	if c.Pipeline == 0 {
 		c.Pipeline = DefaultPipeline
 	}
+	c.Cleanup.AgentDefaults()
 	if c.Auth != nil {
 		c.Auth.Defaults()
 	}
@@ -266,6 +276,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Capacity < 0 {
 		bad("capacity: must not be negative")
+	}
+	for _, err := range c.Cleanup.Problems("cleanup.") {
+		bad("%w", err)
 	}
 	if c.EgressRate < 0 {
 		bad("egress_rate: must not be negative")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/agent"
 	"github.com/krakenctl/krakenctl/server/auth"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/role"
 )
@@ -24,6 +25,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, agent.Config{
 		Listen: "127.0.0.1:16000", AdminListen: agent.DefaultAdminListen, PeerListen: "127.0.0.1:16001", Trackers: []string{"127.0.0.1:15003"},
 		StoreDir: "/tmp/a", SeedTime: 10 * time.Minute, MaxConns: 20, Pipeline: 4 << 20,
+		Cleanup: cacheapi.Config{Interval: 5 * time.Minute, TTI: 6 * time.Hour, TTL: cacheapi.Off, HighWatermark: 90, LowWatermark: 80},
 	}, c)
 
 	doc := `listen: 127.0.0.1:7000
@@ -40,6 +42,7 @@ seed_time: 1m
 max_conns: 8
 pipeline: 16MiB
 build_index: [10.0.0.4:15100, "https://bi.example/api"]
+cleanup: {interval: 1m, tti: -1s, ttl: 72h, high_watermark: 70, low_watermark: 40}
 `
 	c = agent.Config{}
 	require.NoError(t, config.Decode(strings.NewReader(doc), &c))
@@ -48,6 +51,7 @@ build_index: [10.0.0.4:15100, "https://bi.example/api"]
 		Trackers: []string{"t1:15003", "https://t2.example:8443"}, StoreDir: "/var/lib/agent",
 		Capacity: 50 << 30, EgressRate: 100 << 20, IngressRate: 1.5e9, SeedTime: time.Minute, MaxConns: 8, Pipeline: 16 << 20,
 		BuildIndex: []string{"10.0.0.4:15100", "https://bi.example/api"},
+		Cleanup:    cacheapi.Config{Interval: time.Minute, TTI: -time.Second, TTL: 72 * time.Hour, HighWatermark: 70, LowWatermark: 40},
 	}, c)
 }
 
@@ -56,6 +60,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	const base = "trackers: [127.0.0.1:15003]\nstore_dir: /tmp/a\n"
 	for _, tc := range []struct{ doc, want string }{
 		{"store_dir: /tmp/a\n", "trackers: required"},
+		{base + "cleanup: {high_watermark: 80, low_watermark: 90}\n", "cleanup.high_watermark, cleanup.low_watermark: 80 and 90"},
+		{base + "cleanup: {high_watermark: 101}\n", "cleanup.high_watermark"},
+		{base + "cleanup: {interval: 1ms}\n", "cleanup.interval: 1ms is under a second"},
 		{"trackers: []\nstore_dir: /tmp/a\n", "trackers: required"},
 		{"trackers: ['ftp://x:1']\nstore_dir: /tmp/a\n", "trackers:"},
 		{"trackers: [127.0.0.1:15003]\n", "store_dir: required"},

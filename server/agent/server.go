@@ -20,8 +20,10 @@ import (
 
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/auth"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
+	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry"
 	"github.com/krakenctl/krakenctl/server/role"
 	"github.com/krakenctl/krakenctl/swarm/announce"
@@ -53,6 +55,7 @@ type Server struct {
 	hc       *http.Client
 	ix       *client.BuildIndexes // nil without build_index
 	trackers *announce.Client     // probed for readiness; nil when a tracker was injected
+	cache    *cacheapi.Cache      // cleanup policy and the cache API
 }
 
 // New opens the agent's store and builds its scheduler and HTTP server. It starts nothing; the
@@ -155,6 +158,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, b.Fail(err)
 	}
+	s.cache = cacheapi.New("agent", s.store, cfg.Cleanup, cacheapi.Options{
+		Keep: s.sched.Active, Allow: cacheAllow(cfg), Logger: s.log,
+	})
 	if len(cfg.BuildIndex) > 0 {
 		list, err := b.Members("build_index", cfg.BuildIndex, role.MembersOptions{Interval: cfg.DNSInterval},
 			func(addrs []string) { s.ix.SetAddrs(addrs) })
@@ -192,9 +198,23 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	b.Serve(deps.Listener, httpserve.Instrument(api, s.metrics.requests), httpserve.ServerOptions{})
 	b.ServeAdmin(deps.AdminListener, deps.Gatherer, s.ready)
 	b.Go(s.sched.Run)
+	b.Go(s.cache.Run)
 	b.StartedAttrs(append([]any{"addr", s.Addr(), "peer_addr", s.PeerAddr(), "peer_id", s.sched.PeerID().String(),
 		"trackers", cfg.Trackers, "build_index", cfg.BuildIndex}, authAttrs...)...)
 	return s, nil
+}
+
+// cacheAllow is who may use the cache API (it shows and removes what the agent holds): with
+// auth: configured, the guard in front of every route already admits only the admin group
+// there (guardAPI); without it but under TLS, an admin certificate; in plain text, anyone who
+// reaches the API, like every other route.
+func cacheAllow(cfg Config) func(*http.Request) error {
+	if cfg.Auth != nil || !cfg.TLS.Enabled() {
+		return nil
+	}
+	return func(r *http.Request) error {
+		return pki.Allowed(r.TLS, r.Method+" "+r.URL.Path, pki.GroupAdmin)
+	}
 }
 
 // Addr returns the address the blob API listens on.

@@ -10,6 +10,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/config"
 	"github.com/krakenctl/krakenctl/server/pki"
 )
@@ -85,6 +86,12 @@ type StoreConfig struct {
 	MaxBlobSize config.ByteSize `yaml:"max_blob_size"`
 	// UploadTTL removes upload sessions untouched for this long.
 	UploadTTL time.Duration `yaml:"upload_ttl"`
+	// Cleanup removes blobs on a timer besides capacity eviction: idle ones (tti) and old ones
+	// (ttl), both off by default since the store is the cache in front of the backend, and,
+	// above high_watermark percent of capacity (of the disk when capacity is 0), least recently
+	// used ones down to low_watermark (90 and 80). Never a blob being read, seeded, or awaiting
+	// write-back. See cacheapi.Config and docs/operations.md, "Cache and cleanup".
+	Cleanup cacheapi.Config `yaml:"cleanup"`
 }
 
 // PeerConfig configures how the origin seeds blobs to agents over the swarm protocol.
@@ -152,6 +159,7 @@ func (c *Config) Defaults() {
 	if c.Store.UploadTTL == 0 {
 		c.Store.UploadTTL = 24 * time.Hour
 	}
+	c.Store.Cleanup.OriginDefaults()
 	w := &c.Writeback
 	if w.Workers == 0 {
 		w.Workers = 4
@@ -234,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.UploadTTL < 0 {
 		bad("store.upload_ttl: must not be negative")
+	}
+	for _, err := range c.Store.Cleanup.Problems("store.cleanup.") {
+		bad("%w", err)
 	}
 	if c.DNSInterval < 0 {
 		bad("dns_interval: must not be negative")

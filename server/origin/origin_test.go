@@ -20,6 +20,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/ring"
 	"github.com/krakenctl/krakenctl/server/api"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
@@ -352,6 +353,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{origin.Config{Listen: "nonsense", Store: origin.StoreConfig{Dir: t.TempDir()}}, "listen"},
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Ring: ring.Config{Members: []string{"127.0.0.1:2"}}}, "advertise"},
 		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir()}, Writeback: origin.WritebackConfig{Workers: -1}}, "writeback.workers"},
+		{origin.Config{Listen: "127.0.0.1:1", Store: origin.StoreConfig{Dir: t.TempDir(), Cleanup: cacheapi.Config{HighWatermark: 50, LowWatermark: 50}}},
+			"store.cleanup.high_watermark, store.cleanup.low_watermark: 50 and 50"},
 		{origin.Config{Listen: "127.0.0.1:1", Advertise: "origin-0.origins.test:1", Store: origin.StoreConfig{Dir: t.TempDir()},
 			Ring: ring.Config{Members: []string{"dns:///origins.test:1"}}}, "advertise: \"origin-0.origins.test:1\" must be an IP address"},
 	} {

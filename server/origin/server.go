@@ -21,6 +21,7 @@ import (
 	"github.com/krakenctl/krakenctl/ring/members"
 	"github.com/krakenctl/krakenctl/server/admin"
 	"github.com/krakenctl/krakenctl/server/backends"
+	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/httpserve"
 	"github.com/krakenctl/krakenctl/server/pki"
@@ -61,6 +62,7 @@ type Server struct {
 	hc      *http.Client
 	metrics *metrics
 	swarm   *scheduler.Scheduler // nil without a peer listener
+	cache   *cacheapi.Cache      // cleanup policy and the cache API
 
 	pulls singleflight.Group
 	neg   *negCache // the backend's recent "not found" answers
@@ -186,9 +188,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, b.Fail(err)
 		}
 	}
+	// Cleanup never removes a blob held for write-back (castore) nor one the swarm seeds.
+	var keep func(digest.Digest) bool
+	if s.swarm != nil {
+		keep = s.swarm.Active
+	}
+	var allow func(*http.Request) error
+	if cfg.TLS.Enabled() {
+		allow = func(r *http.Request) error { return pki.Allowed(r.TLS, r.Method+" "+r.URL.Path, pki.GroupAdmin) }
+	}
+	s.cache = cacheapi.New("origin", s.store, cfg.Store.Cleanup, cacheapi.Options{Keep: keep, Allow: allow, Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.gcRoutes(mux)
+	s.cache.Register(mux)
 	admin.MountHealth(mux, s.ready)
 	var h http.Handler = mux
 	if cfg.TLS.Enabled() {
@@ -200,6 +213,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	b.Go(s.runner.Run)
 	b.Go(s.runRepair)
 	b.Go(s.runPurge)
+	b.Go(s.cache.Run)
 	if s.swarm != nil {
 		b.Go(s.swarm.Run)
 	}

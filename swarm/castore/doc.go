@@ -1,6 +1,7 @@
 // Package castore is the local content-addressed blob store of origins and agents: blobs named
-// by their digest, written once, verified before anyone can see them, and evicted least
-// recently used first when a capacity is set.
+// by their digest, written once, verified before anyone can see them, evicted least recently
+// used first when a capacity is set, and cleaned by a policy (Cleanup: idle time, age, high and
+// low watermarks) or by hand.
 //
 // # Guarantees
 //
@@ -19,6 +20,12 @@
 //     (Store.Hold until its release function is called), and nothing is ever evicted by Open:
 //     reservations evict, and Trim, which a caller runs at startup once it has held what it
 //     must keep, trims a store found over its capacity before it serves.
+//   - Cleanup (cleanup.go) removes blobs idle for a TTI, older than a TTL (from Info.Created:
+//     the commit, or after a restart the file's birth time, else its mtime) and, above a high
+//     watermark of the capacity (or of the file system without one), least recently used blobs
+//     down to a low one; or what a manual eviction names. It is decided under the store's
+//     lock, never removes a blob open, held or claimed by the caller's Keep, and its dry run
+//     reports what a real run at that moment removes.
 //   - A full disk is a full store: ENOSPC (or EDQUOT) at any step of a write (temporary file,
 //     session data, metadata, fsync, rename) returns an error wrapping both ErrFull and the
 //     cause, after an error log line, and counts in krakenctl_castore_full_total{reason="disk"}

@@ -198,7 +198,7 @@ func (s *Store) commit(ctx context.Context, f *os.File, d digest.Digest, size in
 	}
 	s.reserved -= res.n
 	res.n = 0
-	e := &entry{digest: d, size: size, atime: now, persisted: now}
+	e := &entry{digest: d, size: size, atime: now, persisted: now, created: now}
 	e.elem = s.lru.PushFront(e)
 	s.entries[d] = e
 	s.used += size

@@ -18,6 +18,8 @@ type metrics struct {
 	mismatches    prometheus.Counter
 	reserved      prometheus.Gauge
 	fulls         *prometheus.CounterVec
+	cleanBlobs    *prometheus.CounterVec
+	cleanBytes    *prometheus.CounterVec
 }
 
 func newMetrics(capacity int64) *metrics {
@@ -59,8 +61,20 @@ func newMetrics(capacity int64) *metrics {
 			Help: "Writes refused because the store was full, by reason: capacity (no room could be made by eviction) or disk (the file system had no space).",
 		}, []string{"reason"}),
 	}
+	m.cleanBlobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "krakenctl_store_cleanup_removed_blobs_total",
+		Help: "Blobs removed by cleanup, by reason: tti (idle), ttl (age), watermark (usage over the high watermark) or manual (krakenctl cache evict).",
+	}, []string{"reason"})
+	m.cleanBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "krakenctl_store_cleanup_removed_bytes_total",
+		Help: "Bytes of the blobs removed by cleanup, by reason (see krakenctl_store_cleanup_removed_blobs_total).",
+	}, []string{"reason"})
 	for _, reason := range []string{"capacity", "disk"} {
 		m.fulls.WithLabelValues(reason) // Present at 0, so alerts can rate() it from the start.
+	}
+	for _, reason := range Reasons {
+		m.cleanBlobs.WithLabelValues(reason)
+		m.cleanBytes.WithLabelValues(reason)
 	}
 	m.capacity.Set(float64(capacity))
 	return m
@@ -68,7 +82,7 @@ func newMetrics(capacity int64) *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.used, m.capacity, m.blobs, m.evictions, m.evictedBytes,
-		m.ingestedBytes, m.mismatches, m.reserved, m.fulls}
+		m.ingestedBytes, m.mismatches, m.reserved, m.fulls, m.cleanBlobs, m.cleanBytes}
 }
 
 // register registers every collector with reg, or none of them.
@@ -115,3 +129,8 @@ func (m *metrics) mismatched() { m.mismatches.Inc() }
 func (m *metrics) reservedBytes(n int64) { m.reserved.Set(float64(n)) }
 
 func (m *metrics) full(reason string) { m.fulls.WithLabelValues(reason).Inc() }
+
+func (m *metrics) cleaned(reason string, size int64) {
+	m.cleanBlobs.WithLabelValues(reason).Inc()
+	m.cleanBytes.WithLabelValues(reason).Add(float64(size))
+}

@@ -66,8 +66,13 @@ type Options struct {
 	// Registerer receives the store's metrics; nil registers none. Two stores sharing a
 	// registry need distinct labels, e.g. prometheus.WrapRegistererWith.
 	Registerer prometheus.Registerer
-	// Now returns the current time; nil means time.Now. It dates last uses of blobs.
+	// Now returns the current time; nil means time.Now. It dates last uses and arrivals of
+	// blobs, and is the clock of Cleanup.
 	Now func() time.Time
+	// DiskUsage returns the size of the file system holding the store and the bytes free on it
+	// for unprivileged users; nil means statfs(2) of the directory (cleanup.go). Cleanup's
+	// watermarks measure it when the store has no capacity. Tests pass a fake.
+	DiskUsage func(dir string) (total, avail int64, err error)
 }
 
 // Info describes a committed blob.
@@ -77,6 +82,11 @@ type Info struct {
 	Size int64
 	// LastAccess is when the blob was last committed, opened or re-ingested.
 	LastAccess time.Time
+	// Created is when the blob entered this store: its commit, or after a restart the file's
+	// birth time (statx), or its modification time where the file system keeps no birth time
+	// (the modification time is the last use, so an age read from it is never more than the
+	// real one and a TTL then removes later, never sooner).
+	Created time.Time
 }
 
 // Store is a content-addressed blob store in one directory. All methods are safe for concurrent
@@ -86,6 +96,7 @@ type Store struct {
 	capacity int64
 	log      *slog.Logger
 	now      func() time.Time
+	disk     func(dir string) (total, avail int64, err error)
 	metrics  *metrics
 	reg      prometheus.Registerer
 	lockFile *os.File
@@ -116,6 +127,7 @@ type entry struct {
 	digest    digest.Digest
 	size      int64
 	atime     time.Time // Last use, in memory.
+	created   time.Time // Arrival in this store (Info.Created).
 	persisted time.Time // Last use as written to the file's mtime.
 	opens     int
 	elem      *list.Element
@@ -134,6 +146,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		capacity: opts.Capacity,
 		log:      opts.Logger,
 		now:      opts.Now,
+		disk:     opts.DiskUsage,
 		entries:  map[digest.Digest]*entry{},
 		lru:      list.New(),
 		holds:    map[digest.Digest]int{},
@@ -148,6 +161,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.disk == nil {
+		s.disk = diskUsage
 	}
 	for _, d := range []string{s.dir, s.path(dirBlobs), s.path(dirMeta), s.path(dirUploads)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -231,9 +247,10 @@ func (s *Store) load() error {
 		return fmt.Errorf("create temporary directory: %w", err)
 	}
 	type found struct {
-		d     digest.Digest
-		size  int64
-		mtime time.Time
+		d       digest.Digest
+		size    int64
+		mtime   time.Time
+		created time.Time
 	}
 	var blobs []found
 	if err := s.scanDir(dirBlobs, true, func(alg digest.Algorithm, name string, de fs.DirEntry) bool {
@@ -245,7 +262,11 @@ func (s *Store) load() error {
 		if err != nil {
 			return false
 		}
-		blobs = append(blobs, found{d, fi.Size(), fi.ModTime()})
+		created, ok := birthTime(filepath.Join(s.path(dirBlobs, string(alg)), name))
+		if !ok {
+			created = fi.ModTime()
+		}
+		blobs = append(blobs, found{d, fi.Size(), fi.ModTime(), created})
 		return true
 	}); err != nil {
 		return err
@@ -255,7 +276,7 @@ func (s *Store) load() error {
 		return cmp.Or(a.mtime.Compare(b.mtime), cmp.Compare(a.d, b.d))
 	})
 	for _, b := range blobs {
-		e := &entry{digest: b.d, size: b.size, atime: b.mtime, persisted: b.mtime}
+		e := &entry{digest: b.d, size: b.size, atime: b.mtime, persisted: b.mtime, created: b.created}
 		e.elem = s.lru.PushFront(e)
 		s.entries[b.d] = e
 		s.used += b.size
@@ -478,7 +499,7 @@ func (s *Store) lookup(d digest.Digest) (Info, bool, error) {
 }
 
 func (e *entry) info() Info {
-	return Info{Digest: e.digest, Size: e.size, LastAccess: e.atime}
+	return Info{Digest: e.digest, Size: e.size, LastAccess: e.atime, Created: e.created}
 }
 
 // Open opens the committed blob d for reading, or fails with an error wrapping ErrNotFound.

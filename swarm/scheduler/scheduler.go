@@ -323,6 +323,15 @@ func (s *Scheduler) Open(ctx context.Context, ns string, d digest.Digest) (*Down
 	return t.open(ctx)
 }
 
+// Active reports whether the scheduler runs a torrent of d: one downloading it, or seeding it
+// to peers. A store's cleanup keeps such blobs (castore.CleanupOptions.Keep); it is called
+// with the store's lock held, and takes only the scheduler's own.
+func (s *Scheduler) Active(d digest.Digest) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.torrents[d] != nil
+}
+
 // Stats returns a snapshot of every torrent, sorted by digest.
 func (s *Scheduler) Stats() []TorrentStats {
 	s.mu.Lock()
