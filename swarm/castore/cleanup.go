@@ -415,8 +415,9 @@ func (s *Store) LeastRecentlyUsed(n int) []BlobState {
 	return out
 }
 
-// DiskUsage returns the size of the file system holding the store and its used bytes (size -
-// available), as the watermarks measure them when the store has no capacity.
+// DiskUsage returns the size of the file system holding the store and its used bytes, as df's
+// Use% counts them (size = used + available to unprivileged users), which is what the
+// watermarks measure when the store has no capacity.
 func (s *Store) DiskUsage() (total, used int64, err error) {
 	t, a, err := s.disk(s.dir)
 	if err != nil {
