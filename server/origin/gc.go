@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -22,7 +23,7 @@ import (
 // This file is the origin's side of garbage collection (server/gc, docs/gc.md): a paged listing
 // of the local store, a touch that a manifest push sends for every blob it references, and
 // deletes that are conditional on the blob having been idle since the run's cutoff. The
-// protocol rests on two rules enforced here, under one lock per digest stripe:
+// protocol rests on two rules enforced here, under one lock per digest:
 //
 //   - a local copy is deleted only if nothing used it (commit, read, touch) at or after the
 //     cutoff, decided by the store under its own lock (castore.DeleteIdle);
@@ -65,9 +66,6 @@ func (m *gcMetrics) deleted(where string, n int64) {
 // gcMaxPage bounds one listing page.
 const gcMaxPage = 10000
 
-// gcStripes is the number of per-digest locks between touches and conditional deletes.
-const gcStripes = 64
-
 func (s *Server) gcRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.GCBlobsPath, s.handleGCList)
 	mux.HandleFunc("POST "+api.GCBlobsPath+"/{digest}/touch", s.handleGCTouch)
@@ -76,18 +74,52 @@ func (s *Server) gcRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+api.GCBackendPath+"/{ns}/{digest}", s.handleGCBackendDelete)
 }
 
-// gcLock takes the stripe lock of d and returns its unlock.
-func (s *Server) gcLock(d digest.Digest) func() {
-	enc := d.Encoded()
-	var i int
-	if len(enc) >= 2 {
-		if v, err := strconv.ParseUint(enc[:2], 16, 8); err == nil {
-			i = int(v) % gcStripes
-		}
+// gcLock takes the lock of d and returns its unlock.
+func (s *Server) gcLock(d digest.Digest) func() { return s.gcLocks.lock(d) }
+
+// digestLocks is one mutex per digest, made on first use and dropped when its last holder
+// lets go: touches and deletes of one digest exclude each other, and a touch that spends
+// minutes pulling its blob from the backend holds up nothing else (striped locks made every
+// digest sharing its stripe wait for that pull).
+type digestLocks struct {
+	mu sync.Mutex
+	m  map[digest.Digest]*digestLock
+}
+
+type digestLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters; guarded by digestLocks.mu
+}
+
+// lock takes d's mutex and returns its unlock.
+func (l *digestLocks) lock(d digest.Digest) func() {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[digest.Digest]*digestLock{}
 	}
-	mu := &s.gcLocks[i]
-	mu.Lock()
-	return mu.Unlock
+	e := l.m[d]
+	if e == nil {
+		e = &digestLock{}
+		l.m[d] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, d)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// held counts the digests whose lock is held or waited for (tests).
+func (l *digestLocks) held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
 }
 
 // gcAllowed refuses, under TLS, a caller outside groups. Without TLS the origin trusts its

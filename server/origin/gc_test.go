@@ -174,3 +174,51 @@ func gcCounter(t *testing.T, reg prometheus.Gatherer, name, where string) float6
 	}
 	return 0
 }
+
+// A touch that spends long pulling its blob from the backend holds up no touch or delete of
+// another digest, even one that shared its lock stripe when the locks were striped (64 stripes
+// by the first hex byte).
+func TestGCTouchPullDoesNotBlockOtherDigests(t *testing.T) {
+	be := memory.New()
+	c := newCluster(t, 1, 1, be, nil)
+	o := client.NewOrigin(c.nodes[0].addr, c.hc)
+	slow, sd := randomBlob(t, 4096)
+	require.NoError(t, be.Upload(t.Context(), "team/app", sd.Encoded(), bytes.NewReader(slow), int64(len(slow))))
+	var other []byte
+	var od digest.Digest
+	for other == nil || od.Encoded()[:2] != sd.Encoded()[:2] {
+		other, od = randomBlob(t, 64) // same first byte: the same stripe as sd under the old lock
+	}
+	require.NoError(t, o.Upload(t.Context(), "team/app", od, bytes.NewReader(other), int64(len(other))))
+
+	started, release := make(chan struct{}), make(chan struct{})
+	be.SetFault(func(op memory.Op, _, name string) error {
+		if op == memory.OpDownload && name == sd.Encoded() {
+			close(started)
+			<-release
+		}
+		return nil
+	})
+	touched := make(chan error, 1)
+	go func() { touched <- o.GCTouch(t.Context(), "team/app", sd) }()
+	<-started
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := o.GCDelete(t.Context(), od, time.Now().Add(-time.Hour), true)
+		if err == nil {
+			err = o.GCTouch(t.Context(), "team/app", od)
+		}
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("a delete and a touch of another digest waited for a slow pull")
+	}
+	require.NoError(t, err)
+	close(release)
+	require.NoError(t, <-touched)
+}

@@ -73,7 +73,7 @@ type Server struct {
 	repairMu   sync.Mutex    // one repair at a time; guards repaired
 	repaired   *placement    // the placement the last complete repair left every blob on
 
-	gcLocks   [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
+	gcLocks   digestLocks // between GC touches and conditional deletes (gc.go)
 	gcMetrics *gcMetrics
 }
 
