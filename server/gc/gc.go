@@ -73,7 +73,9 @@ type Origin interface {
 	GCBlobs(ctx context.Context, after string, n int) (api.GCBlobPage, error)
 	GCDelete(ctx context.Context, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error)
 	GCBackendList(ctx context.Context, ns, prefix string) ([]string, error)
-	GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error)
+	// GCBackendDelete has the origin decide about d's backend copy with its own cutoff,
+	// asking every other ring member with the member's cutoff from members.
+	GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dryRun bool) (api.GCDeleteResult, error)
 }
 
 // Config tunes a run.
@@ -637,7 +639,7 @@ func (c *Collector) backendList(ctx context.Context, ns, prefix string) ([]strin
 }
 
 // backendDelete has d's deciding owner delete its backend object in ns, with that owner's
-// cutoff.
+// cutoff; the owner asks every other ring member about d with theirs.
 func (c *Collector) backendDelete(ctx context.Context, ns string, d digest.Digest, cutoffOf map[string]time.Time) (api.GCDeleteResult, error) {
 	o, err := c.deps.Owner(ctx, d)
 	if err != nil {
@@ -648,5 +650,10 @@ func (c *Collector) backendDelete(ctx context.Context, ns string, d digest.Diges
 		// An owner the run did not start on has no cutoff taken before the mark.
 		return api.GCDeleteResult{}, fmt.Errorf("owner %s is not among the origins of this run", o.Addr())
 	}
-	return o.GCBackendDelete(ctx, ns, d, cutoff, c.cfg.DryRun)
+	res, err := o.GCBackendDelete(ctx, ns, d, cutoff, cutoffOf, c.cfg.DryRun)
+	if err == nil && res.Error != "" {
+		// Deleted, but a member that fetched the blob meanwhile may hold the only copy.
+		return res, fmt.Errorf("deleted, then: %s", res.Error)
+	}
+	return res, err
 }

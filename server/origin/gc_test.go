@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
+	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
@@ -61,7 +63,7 @@ func TestGCAPIAuthorization(t *testing.T) {
 		require.Equal(t, http.StatusForbidden, status(err), "%s deletes: %v", group, err)
 		_, err = o.GCBackendList(t.Context(), "team/app", "")
 		require.Equal(t, http.StatusForbidden, status(err), "%s lists the backend: %v", group, err)
-		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, false)
+		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, nil, false)
 		require.Equal(t, http.StatusForbidden, status(err), "%s deletes from the backend: %v", group, err)
 		err = o.GCTouch(t.Context(), "team/app", d)
 		if group == pki.GroupProxy {
@@ -88,7 +90,8 @@ func TestGCAPIAuthorization(t *testing.T) {
 // origin lacks back from the backend; the backend copy goes only once no local copy is left.
 func TestGCAPIInputAndBackend(t *testing.T) {
 	be := memory.New()
-	c := newCluster(t, 1, 1, be, nil)
+	// A touch's write-back (and its hold on the copy) runs at once.
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.ReplicaDelay = time.Millisecond })
 	o := client.NewOrigin(c.nodes[0].addr, c.hc)
 	data := []byte("in the backend only")
 	d := digest.FromBytes(data)
@@ -112,16 +115,21 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", digest.FromString("nowhere"))))
 
 	// Not on the origin: the backend copy is old enough and nothing holds it locally.
-	res, err := o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), true)
+	res, err := o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, true)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
 	// A touch pulls it in; the backend copy now stays.
 	require.NoError(t, o.GCTouch(t.Context(), "team/app", d))
 	_, err = o.StatLocal(t.Context(), "team/app", d)
 	require.NoError(t, err)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.Equal(t, api.GCKeptLocal, res.Kept)
+	// The touch queued a write-back, which holds the copy until it ran.
+	require.Eventually(t, func() bool {
+		res, err := o.GCDelete(t.Context(), d, time.Now().Add(-time.Hour), true)
+		return err == nil && res.Kept != api.GCKeptInUse
+	}, time.Minute, 5*time.Millisecond)
 	// The local copy was touched after a cutoff taken before the touch: it stays too.
 	res, err = o.GCDelete(t.Context(), d, time.Now().Add(-time.Hour), false)
 	require.NoError(t, err)
@@ -135,12 +143,12 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	res, err = o.GCDelete(t.Context(), d, time.Now().Add(time.Hour), false)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
 	_, ok := be.Peek("team/app", d.Encoded())
 	require.False(t, ok)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.Equal(t, api.GCKeptAbsent, res.Kept)
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", d)), "collected: a push referencing it fails")
@@ -221,4 +229,99 @@ func TestGCTouchPullDoesNotBlockOtherDigests(t *testing.T) {
 	require.NoError(t, err)
 	close(release)
 	require.NoError(t, <-touched)
+}
+
+// gcFixture is two origins (R=1) over a memory backend, for the backend delete's questions.
+type gcFixture struct {
+	t              *testing.T
+	c              *testCluster
+	be             *memory.Backend
+	decider, other *client.Origin
+	otherAddr      string
+}
+
+func newGCFixture(t *testing.T, replicaDelay time.Duration) *gcFixture {
+	be := memory.New()
+	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.ReplicaDelay = replicaDelay })
+	return &gcFixture{t: t, c: c, be: be, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
+}
+
+// put stores a new blob in the backend only.
+func (f *gcFixture) put() digest.Digest {
+	data, d := randomBlob(f.t, 2048)
+	require.NoError(f.t, f.be.Upload(f.t.Context(), "team/app", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+	return d
+}
+
+// cutoff is a cutoff after every object stored so far.
+func (f *gcFixture) cutoff() time.Time {
+	time.Sleep(2 * time.Millisecond)
+	return time.Now()
+}
+
+func (f *gcFixture) backendDelete(d digest.Digest, cutoff time.Time, members map[string]time.Time, dry bool) api.GCDeleteResult {
+	f.t.Helper()
+	res, err := f.decider.GCBackendDelete(f.t.Context(), "team/app", d, cutoff, members, dry)
+	require.NoError(f.t, err)
+	return res
+}
+
+// The origin deciding about a backend copy asks every other ring member first, each with its
+// own cutoff: one that touched the blob since (even if its copy is gone since: the touch is
+// journaled), one missing from the run's cutoffs and one that does not answer each keep the
+// object, in a dry run as in a run.
+func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
+	f := newGCFixture(t, time.Millisecond) // a touch's write-back runs, and lets go, at once
+
+	touched := f.put()
+	cutoff := f.cutoff()
+	members := map[string]time.Time{f.otherAddr: cutoff}
+	require.NoError(t, f.other.GCTouch(t.Context(), "team/app", touched))
+	for _, dry := range []bool{true, false} {
+		require.Equal(t, api.GCKeptLocal, f.backendDelete(touched, cutoff, members, dry).Kept, "dry run %v", dry)
+	}
+	// The touched copy is evicted (deleted here, as eviction would): the journal remembers.
+	require.Eventually(t, func() bool {
+		res, err := f.other.GCDelete(t.Context(), touched, time.Now().Add(time.Hour), false)
+		return err == nil && res.Deleted
+	}, time.Minute, 5*time.Millisecond)
+	for _, dry := range []bool{true, false} {
+		require.Equal(t, api.GCKeptTouched, f.backendDelete(touched, cutoff, members, dry).Kept, "dry run %v", dry)
+	}
+	// A later run, whose cutoff is after the touch, deletes it.
+	later := f.cutoff()
+	require.True(t, f.backendDelete(touched, later, map[string]time.Time{f.otherAddr: later}, false).Deleted)
+
+	untouched := f.put()
+	cutoff = f.cutoff()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(untouched, cutoff, nil, false).Kept, "the other member is not in the run")
+	f.c.nodes[1].stop()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false).Kept, "the other member does not answer")
+	f.c.nodes[1].start()
+	require.True(t, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, true).Deleted)
+	require.True(t, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false).Deleted)
+	_, ok := f.be.Peek("team/app", untouched.Encoded())
+	require.False(t, ok)
+}
+
+// A touch that lands on another member between the deciding origin's question and its delete
+// (it pulls the blob from the backend just before the object goes) is caught by the question
+// asked again after the delete: that member writes its copy back, and the object is there
+// again although the touch's own write-back is not due for an hour.
+func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
+	f := newGCFixture(t, time.Hour)
+	d := f.put()
+	cutoff := f.cutoff()
+	var once sync.Once
+	f.be.SetFault(func(op memory.Op, _, name string) error {
+		if op == memory.OpDelete && name == d.Encoded() {
+			once.Do(func() { require.NoError(t, f.other.GCTouch(t.Context(), "team/app", d)) })
+		}
+		return nil
+	})
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.True(t, res.Deleted, "%+v", res)
+	require.Empty(t, res.Error)
+	require.Eventually(t, func() bool { _, ok := f.be.Peek("team/app", d.Encoded()); return ok },
+		time.Minute, 5*time.Millisecond, "the member that touched it wrote it back")
 }

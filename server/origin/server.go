@@ -73,7 +73,8 @@ type Server struct {
 	repairMu   sync.Mutex    // one repair at a time; guards repaired
 	repaired   *placement    // the placement the last complete repair left every blob on
 
-	gcLocks   digestLocks // between GC touches and conditional deletes (gc.go)
+	gcLocks   digestLocks   // between GC touches and conditional deletes (gc.go)
+	touches   *touchJournal // when each blob was last touched for a push (gc.go)
 	gcMetrics *gcMetrics
 }
 
@@ -121,6 +122,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("queue", s.queue.Close)
+	if s.touches, err = openTouchJournal(filepath.Join(cfg.Store.Dir, "gc-touches.db"), time.Now()); err != nil {
+		return nil, b.Fail(err)
+	}
+	b.OnClose("touch journal", s.touches.Close)
 	checker := deps.Checker
 	if checker == nil {
 		// The role's client, so health checks speak TLS when the origins do.
