@@ -48,7 +48,9 @@ func startClusterWith(t *testing.T, tweak func(*cluster.Spec)) *realCluster {
 		BuildIndexConfig: func(_ int, cfg *buildindexConfig) { clustertest.FastRaft(cfg) },
 		// A replica (and a touched blob) holds its copy until its own delayed write-back finds
 		// the blob stored; make that quick so the runs below find nothing awaiting write-back.
-		OriginConfig: func(_ int, cfg *origin.Config) { cfg.Writeback.ReplicaDelay = 10 * time.Millisecond },
+		OriginConfig: func(_ int, cfg *origin.Config) {
+			cfg.Writeback.ReplicaDelay, cfg.Writeback.TouchDelay = 10*time.Millisecond, 10*time.Millisecond
+		},
 	}
 	if tweak != nil {
 		tweak(&spec)

@@ -121,6 +121,11 @@ type WritebackConfig struct {
 	// origin: the receiving origin writes it back first, and the replica's task (which finds
 	// the blob already stored and finishes) only matters if that origin is lost.
 	ReplicaDelay time.Duration `yaml:"replica_delay"`
+	// TouchDelay delays the write-back a GC touch (a manifest push) schedules for the blob it
+	// touched, holding the copy until then: should an origin deciding about the blob's backend
+	// copy delete it just after the touch and fail before it asks again (docs/gc.md), this
+	// write-back puts it back.
+	TouchDelay time.Duration `yaml:"touch_delay"`
 	// Timeout bounds one attempt.
 	Timeout time.Duration `yaml:"timeout"`
 	// MissingGrace is how long a write-back whose blob is not in the store keeps retrying
@@ -164,6 +169,9 @@ func (c *Config) Defaults() {
 	}
 	if w.ReplicaDelay == 0 {
 		w.ReplicaDelay = 2 * time.Minute
+	}
+	if w.TouchDelay == 0 {
+		w.TouchDelay = 10 * time.Second
 	}
 	if w.Timeout == 0 {
 		w.Timeout = 30 * time.Minute
@@ -271,6 +279,9 @@ func (c *Config) Validate() error {
 	}
 	if w.ReplicaDelay < 0 {
 		bad("writeback.replica_delay: must not be negative")
+	}
+	if w.TouchDelay < 0 {
+		bad("writeback.touch_delay: must not be negative")
 	}
 	if w.Timeout <= 0 {
 		bad("writeback.timeout: must be positive")

@@ -33,7 +33,7 @@ import (
 //     or after its cutoff (touches are journaled, so an evicted copy's touch still counts),
 //     and every member answered; a touch after the delete finds nothing and fails the push
 //     instead of linking a manifest to a lost blob;
-//   - a touch queues a durable write-back of its copy, and the deleting origin asks every
+//   - a touch queues a durable write-back of its copy (writeback.touch_delay later), and the deleting origin asks every
 //     member again after a delete, so a copy fetched between its question and its delete
 //     (a push whose touch failed over from the owner to another origin) is written back.
 
@@ -228,7 +228,7 @@ func (s *Server) handleGCList(w http.ResponseWriter, r *http.Request) {
 // so a GC run that started earlier keeps them (or the push fails if one was already collected).
 //
 // The touch is also journaled (touchJournal) and followed by a durable write-back of the blob,
-// due writeback.replica_delay later and holding the copy until it ran. This origin may not be
+// due writeback.touch_delay later and holding the copy until it ran. This origin may not be
 // the blob's first owner (the proxy fails over when the owner does not answer), and its copy
 // may be only a cache copy pulled from the backend: the journal makes the owner deciding about
 // the backend copy keep it (it asks every member), and the write-back puts the object back
@@ -262,7 +262,7 @@ func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.backend != nil {
-		t := newTask(kindWriteback, ns, d, writebackAfterTouch, time.Now().Add(s.cfg.Writeback.ReplicaDelay))
+		t := newTask(kindWriteback, ns, d, writebackAfterTouch, time.Now().Add(s.cfg.Writeback.TouchDelay))
 		if err := s.enqueue(t, d); err != nil {
 			registry.WriteError(w, r, fmt.Errorf("touch %s: queue its write-back: %w", d, err))
 			return

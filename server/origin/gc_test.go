@@ -91,7 +91,7 @@ func TestGCAPIAuthorization(t *testing.T) {
 func TestGCAPIInputAndBackend(t *testing.T) {
 	be := memory.New()
 	// A touch's write-back (and its hold on the copy) runs at once.
-	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.ReplicaDelay = time.Millisecond })
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = time.Millisecond })
 	o := client.NewOrigin(c.nodes[0].addr, c.hc)
 	data := []byte("in the backend only")
 	d := digest.FromBytes(data)
@@ -240,9 +240,9 @@ type gcFixture struct {
 	otherAddr      string
 }
 
-func newGCFixture(t *testing.T, replicaDelay time.Duration) *gcFixture {
+func newGCFixture(t *testing.T, touchDelay time.Duration) *gcFixture {
 	be := memory.New()
-	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.ReplicaDelay = replicaDelay })
+	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = touchDelay })
 	return &gcFixture{t: t, c: c, be: be, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
 }
 

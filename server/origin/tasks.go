@@ -23,7 +23,7 @@ const (
 // the write-back a commit queued, so neither replaces the other, nor is lost when the other,
 // running at the time, finishes and removes its key.
 const (
-	// writebackAfterTouch follows every GC touch, writeback.replica_delay later.
+	// writebackAfterTouch follows every GC touch, writeback.touch_delay later.
 	writebackAfterTouch = "gc-touch"
 	// writebackAfterDelete puts back a backend copy that a GC deleted while this origin
 	// touched or fetched the blob.
