@@ -59,3 +59,12 @@ func (s *Server) StoreOnly(ctx context.Context, d digest.Digest, data []byte) er
 	_, err := s.store.Ingest(ctx, d, bytes.NewReader(data))
 	return err
 }
+
+// StoreReserved is the space the store has reserved for writes under way.
+func (s *Server) StoreReserved() int64 { return s.store.Reserved() }
+
+// StoreMeta reads a stored blob's sidecar metadata kind ("metainfo", "namespace") as it is on
+// disk, without generating anything.
+func (s *Server) StoreMeta(d digest.Digest, kind string) ([]byte, error) {
+	return s.store.GetMeta(d, kind)
+}
