@@ -48,9 +48,15 @@ type Config struct {
 	Writeback WritebackConfig `yaml:"writeback"`
 	// Peer configures the origin's side of the peer-to-peer swarm: it seeds every blob it holds.
 	Peer PeerConfig `yaml:"peer"`
-	// RepairInterval is how often the origin checks that every blob it holds is on all of its
-	// owners (it also checks whenever a member changes health, joins or leaves).
+	// RepairInterval is how often the origin checks that the blobs it holds are on all of their
+	// owners: those whose placement it has not confirmed since the ring last changed (members,
+	// health or R), and new ones (it also checks what a change moved whenever a member changes
+	// health, joins or leaves).
 	RepairInterval time.Duration `yaml:"repair_interval"`
+	// RepairFullInterval is how often it checks every blob whatever it confirmed, at most
+	// RepairFullRate owner requests a second (besides the full check at start).
+	RepairFullInterval time.Duration `yaml:"repair_full_interval"`
+	RepairFullRate     int           `yaml:"repair_full_rate"`
 	// DNSInterval is how often the dns:///NAME:PORT entries of ring.members are resolved again
 	// (the ring then follows the answer); zero means 30s.
 	DNSInterval time.Duration `yaml:"dns_interval"`
@@ -182,6 +188,12 @@ func (c *Config) Defaults() {
 	if c.Peer.Advertise == "" {
 		c.Peer.Advertise = c.Peer.Listen
 	}
+	if c.RepairFullInterval == 0 {
+		c.RepairFullInterval = 24 * time.Hour
+	}
+	if c.RepairFullRate == 0 {
+		c.RepairFullRate = 200
+	}
 	if c.RepairInterval == 0 {
 		c.RepairInterval = 10 * time.Minute
 	}
@@ -288,6 +300,12 @@ func (c *Config) Validate() error {
 	}
 	if w.MissingGrace < 0 {
 		bad("writeback.missing_grace: must not be negative")
+	}
+	if c.RepairFullInterval < 0 {
+		bad("repair_full_interval: must not be negative")
+	}
+	if c.RepairFullRate < 0 {
+		bad("repair_full_rate: must not be negative")
 	}
 	if c.RepairInterval < 0 {
 		bad("repair_interval: must not be negative")
