@@ -7,8 +7,9 @@
 //
 // Safety against a concurrent push rests on the origins (docs/gc.md): every delete is
 // conditional, decided by the origin under its own lock (a local copy goes only if nothing
-// committed, read or touched it at or after the cutoff; a backend copy only while the deciding
-// origin holds no local copy and the object is older than the cutoff), and the proxy touches
+// committed, read or touched it at or after the cutoff; a backend copy only while no ring
+// member holds a copy or touched the blob since its own cutoff, every member answered, and the
+// object is older than the cutoff), and the proxy touches
 // every blob a manifest references before it links the manifest. So a blob pushed, mounted or
 // newly referenced during the run is kept, or the push that references it fails before it links
 // anything; nothing acknowledged is lost. A run can stop at any point (each delete is atomic on
@@ -99,7 +100,8 @@ type Deps struct {
 	Walker  Walker
 	Origins []Origin
 	// Owner returns the origin that decides about the backend copies of d: its first healthy
-	// owner on the ring, the one a proxy's touch reaches first. Required with Config.Backends.
+	// owner on the ring, the one a proxy's touch reaches first (it asks every other member, so
+	// a touch that failed over to another origin counts too). Required with Config.Backends.
 	Owner func(ctx context.Context, d digest.Digest) (Origin, error)
 	// Progress, when set, is told about each phase and blob; called from several goroutines.
 	Progress func(Progress)
