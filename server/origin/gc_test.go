@@ -313,13 +313,15 @@ func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
 	d := f.put()
 	cutoff := f.cutoff()
 	var once sync.Once
+	touched := errors.New("no touch")
 	f.be.SetFault(func(op memory.Op, _, name string) error {
 		if op == memory.OpDelete && name == d.Encoded() {
-			once.Do(func() { require.NoError(t, f.other.GCTouch(t.Context(), "team/app", d)) })
+			once.Do(func() { touched = f.other.GCTouch(t.Context(), "team/app", d) })
 		}
 		return nil
 	})
 	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.NoError(t, touched, "the touch between the question and the delete")
 	require.True(t, res.Deleted, "%+v", res)
 	require.Empty(t, res.Error)
 	require.Eventually(t, func() bool { _, ok := f.be.Peek("team/app", d.Encoded()); return ok },

@@ -3,6 +3,7 @@ package origin_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -45,12 +46,27 @@ func TestPullThroughReservesAndCommitsWithMetadata(t *testing.T) {
 		}
 		return nil
 	})
-	got := make(chan []byte, 1)
-	go func() { got <- readAll(t, o, "mirror/base", d) }()
+	type answer struct {
+		body []byte
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		body, _, err := o.Open(t.Context(), "mirror/base", d, 0)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		defer func() { _ = body.Close() }() // read side
+		b, err := io.ReadAll(body)
+		got <- answer{b, err}
+	}()
 	<-started
 	require.EqualValues(t, len(data), srv.StoreReserved(), "the whole size, before any byte arrived")
 	close(release)
-	require.Equal(t, data, <-got)
+	a := <-got
+	require.NoError(t, a.err)
+	require.Equal(t, data, a.body)
 	require.Zero(t, srv.StoreReserved(), "the reservation became the blob")
 
 	ns, err := srv.StoreMeta(d, "namespace")
