@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +66,10 @@ func TestGCAPIAuthorization(t *testing.T) {
 		require.Equal(t, http.StatusForbidden, status(err), "%s lists the backend: %v", group, err)
 		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, nil, false)
 		require.Equal(t, http.StatusForbidden, status(err), "%s deletes from the backend: %v", group, err)
+		_, err = o.GCUse(t.Context(), d, later, false)
+		require.Equal(t, http.StatusForbidden, status(err), "%s asks another origin's question: %v", group, err)
+		err = o.GCWriteback(t.Context(), "team/app", d)
+		require.Equal(t, http.StatusForbidden, status(err), "%s asks for a write-back: %v", group, err)
 		err = o.GCTouch(t.Context(), "team/app", d)
 		if group == pki.GroupProxy {
 			require.NoError(t, err)
@@ -74,6 +79,13 @@ func TestGCAPIAuthorization(t *testing.T) {
 	}
 	_, err := admin.StatLocal(t.Context(), "team/app", d)
 	require.NoError(t, err, "nothing refused deleted anything")
+
+	// Another origin (deciding about a backend copy) may ask both.
+	peer := client.NewOrigin(addr, clientAs(t, ctls, pki.GroupOrigin))
+	u, err := peer.GCUse(t.Context(), d, later, false)
+	require.NoError(t, err)
+	require.Equal(t, api.GCUse{Used: true, Reason: api.GCKeptLocal}, u)
+	require.NoError(t, peer.GCWriteback(t.Context(), "team/app", d))
 
 	p, err := admin.GCBlobs(t.Context(), "", 10)
 	require.NoError(t, err)
@@ -110,7 +122,13 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, get(api.GCBlobPath(d)+"?cutoff="+time.Now().Format(time.RFC3339)+"&dry_run=maybe"))
 	require.Equal(t, http.StatusBadRequest, get(api.GCBlobsPath+"/sha512:"+digest.SHA512.FromBytes(data).Encoded()+"?cutoff="+time.Now().Format(time.RFC3339)))
 	require.Equal(t, http.StatusBadRequest, get(api.GCBackendPath+"/Team%2FApp/"+d.String()+"?cutoff="+time.Now().Format(time.RFC3339)))
-	_, err := o.GCBlobs(t.Context(), "", 20000)
+	now := url.QueryEscape(time.Now().Format(time.RFC3339))
+	require.Equal(t, http.StatusBadRequest, get(api.GCBackendBlobPath("team/app", d)+"?cutoff="+now+"&member=nope"), "a member cutoff without its address")
+	require.Equal(t, http.StatusBadRequest, get(api.GCBackendBlobPath("team/app", d)+"?cutoff="+now+"&member=127.0.0.1:1@yesterday"))
+	_, err := o.GCUse(t.Context(), digest.Digest("sha256:short"), time.Now(), false)
+	require.Equal(t, http.StatusBadRequest, status(err))
+	require.Equal(t, http.StatusNotFound, status(o.GCWriteback(t.Context(), "team/app", d)), "no local copy to write back")
+	_, err = o.GCBlobs(t.Context(), "", 20000)
 	require.Equal(t, http.StatusBadRequest, status(err))
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", digest.FromString("nowhere"))))
 
