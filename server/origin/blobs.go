@@ -332,16 +332,9 @@ func (s *Server) pullFromBackend(ctx context.Context, ns string, d digest.Digest
 		s.log.Debug("backend stat failed; pulling with the size unknown", "namespace", ns, "digest", d, "err", err)
 		info.Size = -1
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := s.backend.Download(ctx, ns, d.Encoded(), pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	ierr := s.ingestFetched(ctx, ns, d, pr, info.Size, "the storage backend")
-	pr.CloseWithError(errors.New("ingest finished")) // unblock the downloader if ingest stopped early
-	derr := <-done
+	dl := &lazyDownload{start: func(w *io.PipeWriter) error { return s.backend.Download(ctx, ns, d.Encoded(), w) }}
+	ierr := s.ingestFetched(ctx, ns, d, dl, info.Size, "the storage backend")
+	derr := dl.finish()
 	if ierr != nil {
 		return fmt.Errorf("pull %s from backend: %w", d, ierr)
 	}
@@ -349,6 +342,37 @@ func (s *Server) pullFromBackend(ctx context.Context, ns string, d digest.Digest
 		return fmt.Errorf("pull %s from backend: %w", d, derr)
 	}
 	return nil
+}
+
+// lazyDownload is a download read through a pipe, started by the first Read: a fetch the
+// store refuses before reading (no room for the announced size) downloads nothing.
+type lazyDownload struct {
+	start func(w *io.PipeWriter) error
+	pr    *io.PipeReader
+	done  chan error
+}
+
+func (l *lazyDownload) Read(p []byte) (int, error) {
+	if l.pr == nil {
+		pr, pw := io.Pipe()
+		l.pr, l.done = pr, make(chan error, 1)
+		go func() {
+			err := l.start(pw)
+			pw.CloseWithError(err)
+			l.done <- err
+		}()
+	}
+	return l.pr.Read(p)
+}
+
+// finish stops a download the reader gave up on and returns its error (nil if it never
+// started).
+func (l *lazyDownload) finish() error {
+	if l.pr == nil {
+		return nil
+	}
+	l.pr.CloseWithError(errors.New("ingest finished")) // unblock the downloader if ingest stopped early
+	return <-l.done
 }
 
 // ingestFetched commits a blob fetched from another origin or the backend (from names it)

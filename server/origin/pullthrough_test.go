@@ -13,6 +13,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/client"
+	"github.com/krakenctl/krakenctl/server/origin"
 )
 
 // liar is a memory backend whose Stat announces a size off by delta from the object's.
@@ -99,4 +100,17 @@ func TestPullThroughSizeMismatch(t *testing.T) {
 		}
 		require.Eventually(t, func() bool { return c.nodes[0].srv().StoreReserved() == 0 }, time.Minute, 5*time.Millisecond)
 	}
+}
+
+// A blob the store has no room for, by the size the backend announces, is refused with 507
+// before anything is downloaded (it used to be downloaded until the store filled).
+func TestPullThroughTooLargeDownloadsNothing(t *testing.T) {
+	be := memory.New()
+	data, d := randomBlob(t, 2<<20)
+	require.NoError(t, be.Upload(t.Context(), "mirror/base", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Store.Capacity = 1 << 20 })
+	_, _, err := c.origin(c.nodes[0].addr).Open(t.Context(), "mirror/base", d, 0)
+	require.Equal(t, http.StatusInsufficientStorage, status(err), "%v", err)
+	require.Zero(t, be.Calls(memory.OpDownload))
+	require.Zero(t, c.nodes[0].srv().StoreReserved())
 }
