@@ -14,7 +14,10 @@ import (
 //	POST   /gc/blobs/{digest}/touch      ?ns=NS -> 204 (the blob, pulled through if need be, counts as used now); 404 when nobody has it
 //	DELETE /gc/blobs/{digest}            ?cutoff=T[&dry_run=true] -> GCDeleteResult (the local copy, if idle since before T)
 //	GET    /gc/backend/{ns}              ?prefix=P -> GCBackendList (names of the namespace's backend objects)
-//	DELETE /gc/backend/{ns}/{digest}     ?cutoff=T[&dry_run=true] -> GCDeleteResult (the backend copy, unless a local copy exists or it changed after T)
+//	DELETE /gc/backend/{ns}/{digest}     ?cutoff=T[&dry_run=true]&member=ADDR@T... -> GCDeleteResult (the backend copy, unless a
+//	                                     local copy exists, a ring member holds or touched it since its own cutoff, or it changed after T)
+//	GET    /gc/blobs/{digest}/use        ?cutoff=T[&dry_run=true] -> GCUse (origin to origin: does this member hold d, or touched it since T?)
+//	POST   /gc/blobs/{digest}/writeback  ?ns=NS -> 202 (a write-back of the held copy is queued); 404 when the member does not hold d
 const (
 	GCBlobsPath   = "/gc/blobs"
 	GCBackendPath = "/gc/backend"
@@ -24,6 +27,9 @@ const (
 	QueryAfter  = "after"
 	QueryPrefix = "prefix"
 	QueryNS     = "ns"
+	// QueryMember is one ring member's cutoff, "ADDR@T" (T as for QueryCutoff), repeated: the
+	// deciding origin asks each member about a blob with that member's own cutoff.
+	QueryMember = "member"
 )
 
 // GCBlobPath addresses one blob of an origin's GC API.
@@ -31,6 +37,12 @@ func GCBlobPath(d digest.Digest) string { return GCBlobsPath + "/" + d.String() 
 
 // GCTouchPath marks one blob used.
 func GCTouchPath(d digest.Digest) string { return GCBlobPath(d) + "/touch" }
+
+// GCUsePath asks a ring member whether it holds or touched one blob.
+func GCUsePath(d digest.Digest) string { return GCBlobPath(d) + "/use" }
+
+// GCWritebackPath asks a ring member to write its copy of one blob back to storage.
+func GCWritebackPath(d digest.Digest) string { return GCBlobPath(d) + "/writeback" }
 
 // GCBackendNSPath lists one namespace's backend objects.
 func GCBackendNSPath(ns string) string { return GCBackendPath + "/" + url.PathEscape(ns) }
@@ -67,6 +79,18 @@ type GCDeleteResult struct {
 	// Kept, when not deleted, says why: "absent", "recently used", "in use" (read or awaiting
 	// write-back), "present on the origin", "unsupported" (a backend that cannot delete).
 	Kept string `json:"kept,omitempty"`
+	// Error, on a delete that was done, is what went wrong after it: a ring member that touched
+	// the blob meanwhile could not be made to write its copy back. The run counts it as failed.
+	Error string `json:"error,omitempty"`
+}
+
+// GCUse is a ring member's answer about one blob, asked by the origin deciding whether to delete
+// the blob's backend copy.
+type GCUse struct {
+	// Used means the backend copy must stay; Reason says why (GCKeptLocal, GCKeptTouched,
+	// GCKeptUnknown).
+	Used   bool   `json:"used"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Reasons a conditional delete keeps a blob.
@@ -76,6 +100,12 @@ const (
 	GCKeptInUse       = "in use"
 	GCKeptLocal       = "present on the origin"
 	GCKeptUnsupported = "unsupported"
+	// GCKeptTouched: a ring member touched the blob for a push since its cutoff.
+	GCKeptTouched = "touched since the cutoff"
+	// GCKeptUnknown: a ring member's touch journal does not reach back to its cutoff.
+	GCKeptUnknown = "touches not known since the cutoff"
+	// GCKeptUnasked: a ring member could not be asked (unreachable, or not in the run).
+	GCKeptUnasked = "member not asked"
 )
 
 // GCDefaultPageLimit is the page size of GET /gc/blobs without n=.

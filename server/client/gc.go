@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -82,9 +84,30 @@ func (c *Origin) GCBackendList(ctx context.Context, ns, prefix string) ([]string
 }
 
 // GCBackendDelete deletes namespace ns's backend object of d through the origin, unless the
-// origin holds a local copy or the object changed at or after cutoff.
-func (c *Origin) GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error) {
+// origin holds a local copy, a ring member holds or touched d since its own cutoff (members:
+// address to cutoff; a member missing from it keeps the object), or the object changed at or
+// after cutoff.
+func (c *Origin) GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dryRun bool) (api.GCDeleteResult, error) {
+	q := gcQuery(cutoff, dryRun)
+	for _, a := range slices.Sorted(maps.Keys(members)) {
+		q += "&" + url.Values{api.QueryMember: {a + "@" + members[a].UTC().Format(time.RFC3339Nano)}}.Encode()
+	}
 	var r api.GCDeleteResult
-	err := c.gcCall(ctx, http.MethodDelete, api.GCBackendBlobPath(ns, d)+"?"+gcQuery(cutoff, dryRun), http.StatusOK, &r, "delete backend object")
+	err := c.gcCall(ctx, http.MethodDelete, api.GCBackendBlobPath(ns, d)+"?"+q, http.StatusOK, &r, "delete backend object")
 	return r, err
+}
+
+// GCUse asks a ring member whether it holds d (with dryRun: a copy its sweep at cutoff would
+// keep) or touched it at or after cutoff.
+func (c *Origin) GCUse(ctx context.Context, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCUse, error) {
+	var u api.GCUse
+	err := c.gcCall(ctx, http.MethodGet, api.GCUsePath(d)+"?"+gcQuery(cutoff, dryRun), http.StatusOK, &u, "ask about a blob for gc")
+	return u, err
+}
+
+// GCWriteback asks a ring member to queue a write-back of its copy of d to ns's storage. A
+// member without a copy wraps ErrNotFound.
+func (c *Origin) GCWriteback(ctx context.Context, ns string, d digest.Digest) error {
+	q := url.Values{api.QueryNS: {ns}}
+	return c.gcCall(ctx, http.MethodPost, api.GCWritebackPath(d)+"?"+q.Encode(), http.StatusAccepted, nil, "write back a blob for gc")
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,15 +38,24 @@ type realCluster struct {
 	hc *http.Client
 }
 
-func startCluster(t *testing.T) *realCluster {
+func startCluster(t *testing.T) *realCluster { return startClusterWith(t, nil) }
+
+// startClusterWith is startCluster with the spec changed by tweak.
+func startClusterWith(t *testing.T, tweak func(*cluster.Spec)) *realCluster {
 	t.Helper()
 	be := memory.New()
-	c := clustertest.Start(t, cluster.Spec{Origins: 2, Replicas: 2, BuildIndexes: 1, Proxies: 1, Backend: be,
+	spec := cluster.Spec{Origins: 2, Replicas: 2, BuildIndexes: 1, Proxies: 1, Backend: be,
 		BuildIndexConfig: func(_ int, cfg *buildindexConfig) { clustertest.FastRaft(cfg) },
-		// A replica holds its copy until its own delayed write-back finds the blob stored;
-		// make that quick so the runs below find nothing awaiting write-back.
-		OriginConfig: func(_ int, cfg *origin.Config) { cfg.Writeback.ReplicaDelay = 10 * time.Millisecond },
-	}, cluster.Deps{})
+		// A replica (and a touched blob) holds its copy until its own delayed write-back finds
+		// the blob stored; make that quick so the runs below find nothing awaiting write-back.
+		OriginConfig: func(_ int, cfg *origin.Config) {
+			cfg.Writeback.ReplicaDelay, cfg.Writeback.TouchDelay = 10*time.Millisecond, 10*time.Millisecond
+		},
+	}
+	if tweak != nil {
+		tweak(&spec)
+	}
+	c := clustertest.Start(t, spec, cluster.Deps{})
 	return &realCluster{t: t, c: c, be: be, hc: &http.Client{Timeout: time.Minute}}
 }
 
@@ -260,6 +270,76 @@ func TestClusterPushDuringRunKeepsBlob(t *testing.T) {
 	again, err := rc.collector(gc.Config{Backends: true}, nil).Run(t.Context())
 	require.NoError(t, err)
 	require.Zero(t, again.Totals().Collected)
+	require.NoError(t, rc.pullAll("team/race:v1"))
+}
+
+// The gap a review found: a push's touch fails over from the blob's first owner (down at that
+// moment) to the other origin, which touches its copy; the owner comes back, had no copy
+// touched, so the origins' sweep deletes its copy and, asked as the deciding owner, it used
+// to delete the backend copy too, for it held none itself. The other origin's copy was a
+// plain cache copy: once evicted, the acknowledged image referenced a blob stored nowhere.
+// Now the owner asks every ring member before deleting, and the member that touched the blob
+// since its cutoff keeps the backend copy: after every origin's copy is gone (evicted), the
+// image still pulls, from the backend.
+func TestClusterTouchFailoverKeepsBackendCopy(t *testing.T) {
+	rc := startClusterWith(t, func(s *cluster.Spec) { s.HealthInterval = 100 * time.Millisecond })
+	victim, err := random.Layer(4096, "application/vnd.oci.image.layer.v1.tar")
+	require.NoError(t, err)
+	require.NoError(t, remote.WriteLayer(rc.ref("team/race").Context(), victim, remote.WithContext(t.Context())))
+	vd, err := victim.Digest()
+	require.NoError(t, err)
+	victimDigest := digest.Digest(vd.String())
+	rc.waitWrittenBack("team/race", victimDigest)
+	img, err := mutate.AppendLayers(empty.Image, victim)
+	require.NoError(t, err)
+
+	addrs := rc.c.Addrs(cluster.Origin)
+	cl := client.NewCluster(addrs, rc.hc)
+	firstOwner := func(o string) string {
+		st, err := client.NewOrigin(o, rc.hc).Ring(t.Context(), victimDigest)
+		if err != nil || len(st.Owners) == 0 {
+			return ""
+		}
+		return st.Owners[0]
+	}
+	st, err := cl.Ring(t.Context(), victimDigest)
+	require.NoError(t, err)
+	owner := st.Owners[0]
+	ownerIdx := slices.Index(addrs, owner)
+	require.GreaterOrEqual(t, ownerIdx, 0)
+
+	rep, err := rc.collector(gc.Config{Backends: true}, func(ctx context.Context) error {
+		// Between the mark and the sweep: the owner is down while the image is pushed, so the
+		// proxy's touch of the victim goes to the other origin; then the owner is back, and
+		// every origin sees it as the first owner again before the sweep asks it.
+		require.NoError(t, rc.c.Stop(cluster.Origin, ownerIdx))
+		rc.push(img, "team/race:v1")
+		require.NoError(t, rc.c.Restart(ctx, cluster.Origin, ownerIdx))
+		require.Eventually(t, func() bool {
+			for _, a := range addrs {
+				if firstOwner(a) != owner {
+					return false
+				}
+			}
+			return true
+		}, time.Minute, 20*time.Millisecond)
+		return nil
+	}).Run(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, rep.Totals().Errors, "%+v", rep.Rows)
+
+	// Every origin's copy goes, as LRU eviction would take a cache copy: first the touch's
+	// write-back runs and lets go of it.
+	for _, a := range addrs {
+		o := client.NewOrigin(a, rc.hc)
+		require.Eventually(t, func() bool {
+			res, err := o.GCDelete(t.Context(), victimDigest, time.Now().Add(time.Hour), false)
+			return err == nil && (res.Deleted || res.Kept == "absent")
+		}, time.Minute, 20*time.Millisecond)
+	}
+	require.Zero(t, rc.onOrigins("team/race", victimDigest))
+	_, ok := rc.be.Peek("team/race", victimDigest.Encoded())
+	require.True(t, ok, "the backend copy stays: %+v", rep.Rows)
 	require.NoError(t, rc.pullAll("team/race:v1"))
 }
 

@@ -305,7 +305,12 @@ func (o *fakeOrigin) GCBackendList(_ context.Context, ns, prefix string) ([]stri
 	return out, nil
 }
 
-func (o *fakeOrigin) GCBackendDelete(_ context.Context, ns string, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error) {
+func (o *fakeOrigin) GCBackendDelete(_ context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dryRun bool) (api.GCDeleteResult, error) {
+	if _, ok := members[o.addr]; !ok {
+		// A real origin asks every member with its cutoff from members, and keeps the copy
+		// when one is missing: the run must pass every origin's.
+		return api.GCDeleteResult{Kept: api.GCKeptUnasked}, nil
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if b, ok := o.blobs[d]; ok && (!dryRun || b.inUse || !b.lastUsed.Before(cutoff)) {

@@ -7,8 +7,9 @@
 //
 // Safety against a concurrent push rests on the origins (docs/gc.md): every delete is
 // conditional, decided by the origin under its own lock (a local copy goes only if nothing
-// committed, read or touched it at or after the cutoff; a backend copy only while the deciding
-// origin holds no local copy and the object is older than the cutoff), and the proxy touches
+// committed, read or touched it at or after the cutoff; a backend copy only while no ring
+// member holds a copy or touched the blob since its own cutoff, every member answered, and the
+// object is older than the cutoff), and the proxy touches
 // every blob a manifest references before it links the manifest. So a blob pushed, mounted or
 // newly referenced during the run is kept, or the push that references it fails before it links
 // anything; nothing acknowledged is lost. A run can stop at any point (each delete is atomic on
@@ -73,7 +74,9 @@ type Origin interface {
 	GCBlobs(ctx context.Context, after string, n int) (api.GCBlobPage, error)
 	GCDelete(ctx context.Context, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error)
 	GCBackendList(ctx context.Context, ns, prefix string) ([]string, error)
-	GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, dryRun bool) (api.GCDeleteResult, error)
+	// GCBackendDelete has the origin decide about d's backend copy with its own cutoff,
+	// asking every other ring member with the member's cutoff from members.
+	GCBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dryRun bool) (api.GCDeleteResult, error)
 }
 
 // Config tunes a run.
@@ -97,7 +100,8 @@ type Deps struct {
 	Walker  Walker
 	Origins []Origin
 	// Owner returns the origin that decides about the backend copies of d: its first healthy
-	// owner on the ring, the one a proxy's touch reaches first. Required with Config.Backends.
+	// owner on the ring, the one a proxy's touch reaches first (it asks every other member, so
+	// a touch that failed over to another origin counts too). Required with Config.Backends.
 	Owner func(ctx context.Context, d digest.Digest) (Origin, error)
 	// Progress, when set, is told about each phase and blob; called from several goroutines.
 	Progress func(Progress)
@@ -637,7 +641,7 @@ func (c *Collector) backendList(ctx context.Context, ns, prefix string) ([]strin
 }
 
 // backendDelete has d's deciding owner delete its backend object in ns, with that owner's
-// cutoff.
+// cutoff; the owner asks every other ring member about d with theirs.
 func (c *Collector) backendDelete(ctx context.Context, ns string, d digest.Digest, cutoffOf map[string]time.Time) (api.GCDeleteResult, error) {
 	o, err := c.deps.Owner(ctx, d)
 	if err != nil {
@@ -648,5 +652,10 @@ func (c *Collector) backendDelete(ctx context.Context, ns string, d digest.Diges
 		// An owner the run did not start on has no cutoff taken before the mark.
 		return api.GCDeleteResult{}, fmt.Errorf("owner %s is not among the origins of this run", o.Addr())
 	}
-	return o.GCBackendDelete(ctx, ns, d, cutoff, c.cfg.DryRun)
+	res, err := o.GCBackendDelete(ctx, ns, d, cutoff, cutoffOf, c.cfg.DryRun)
+	if err == nil && res.Error != "" {
+		// Deleted, but a member that fetched the blob meanwhile may hold the only copy.
+		return res, fmt.Errorf("deleted, then: %s", res.Error)
+	}
+	return res, err
 }

@@ -309,39 +309,144 @@ func (s *Server) pullThrough(ctx context.Context, ns string, d digest.Digest) er
 }
 
 func (s *Server) pullFromPeer(ctx context.Context, peer, ns string, d digest.Digest) error {
-	body, _, err := s.peer(peer).OpenLocal(ctx, ns, d)
+	body, size, err := s.peer(peer).OpenLocal(ctx, ns, d)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = body.Close() }() // read side
-	if _, err := s.store.Ingest(ctx, d, body); err != nil {
+	if err := s.ingestFetched(ctx, ns, d, body, size, "origin "+peer); err != nil {
 		return fmt.Errorf("pull %s from origin %s: %w", d, peer, err)
 	}
 	return nil
 }
 
+// pullFromBackend fetches d from ns's backend, whose Stat gives the size to reserve up front.
+// A Stat that fails other than "not found" (a server that sends no Content-Length to a HEAD)
+// leaves the size unknown: the download still runs, reserving as it goes.
 func (s *Server) pullFromBackend(ctx context.Context, ns string, d digest.Digest) error {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := s.backend.Download(ctx, ns, d.Encoded(), pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	_, ierr := s.store.Ingest(ctx, d, pr)
-	pr.CloseWithError(errors.New("ingest finished")) // unblock the downloader if ingest stopped early
-	derr := <-done
-	if derr != nil {
-		return fmt.Errorf("pull %s from backend: %w", d, derr)
+	info, err := s.backend.Stat(ctx, ns, d.Encoded())
+	switch {
+	case err != nil && (errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrNoRoute) || ctx.Err() != nil):
+		return fmt.Errorf("pull %s from backend: %w", d, err)
+	case err != nil:
+		s.log.Debug("backend stat failed; pulling with the size unknown", "namespace", ns, "digest", d, "err", err)
+		info.Size = -1
 	}
+	dl := &lazyDownload{start: func(w *io.PipeWriter) error { return s.backend.Download(ctx, ns, d.Encoded(), w) }}
+	ierr := s.ingestFetched(ctx, ns, d, dl, info.Size, "the storage backend")
+	derr := dl.finish()
 	if ierr != nil {
 		return fmt.Errorf("pull %s from backend: %w", d, ierr)
+	}
+	if derr != nil {
+		return fmt.Errorf("pull %s from backend: %w", d, derr)
 	}
 	return nil
 }
 
-// afterFetch records what a fetched blob needs: its namespace and metainfo. It is already in
-// storage (or on another origin), so no write-back is queued.
+// lazyDownload is a download read through a pipe, started by the first Read: a fetch the
+// store refuses before reading (no room for the announced size) downloads nothing.
+type lazyDownload struct {
+	start func(w *io.PipeWriter) error
+	pr    *io.PipeReader
+	done  chan error
+}
+
+func (l *lazyDownload) Read(p []byte) (int, error) {
+	if l.pr == nil {
+		pr, pw := io.Pipe()
+		l.pr, l.done = pr, make(chan error, 1)
+		go func() {
+			err := l.start(pw)
+			pw.CloseWithError(err)
+			l.done <- err
+		}()
+	}
+	return l.pr.Read(p)
+}
+
+// finish stops a download the reader gave up on and returns its error (nil if it never
+// started).
+func (l *lazyDownload) finish() error {
+	if l.pr == nil {
+		return nil
+	}
+	l.pr.CloseWithError(errors.New("ingest finished")) // unblock the downloader if ingest stopped early
+	return <-l.done
+}
+
+// ingestFetched commits a blob fetched from another origin or the backend (from names it)
+// into the store: size bytes reserved up front (size < 0: unknown, reserved as bytes arrive),
+// and its metainfo and namespace staged with it (fetchPrepare), so after a crash at any step
+// the blob is either absent or complete with both. A source that sends another number of
+// bytes than it announced fails the fetch and commits nothing.
+func (s *Server) ingestFetched(ctx context.Context, ns string, d digest.Digest, r io.Reader, size int64, from string) error {
+	opts := castore.IngestOptions{Prepare: s.fetchPrepare(ns)}
+	if size >= 0 {
+		opts.Size = size
+		r = &sizedReader{r: r, left: size, size: size, from: from}
+	}
+	_, err := s.store.IngestWith(ctx, d, r, opts)
+	return err
+}
+
+// fetchPrepare stages what a fetched blob needs before it becomes visible: its metainfo and
+// the namespace it was fetched under. No write-back: it is in storage, or on the origin it came
+// from, which writes it back.
+func (s *Server) fetchPrepare(ns string) castore.PrepareFunc {
+	return func(ctx context.Context, st *castore.Staged) error {
+		mi, err := stagedMetainfo(ctx, st)
+		if err != nil {
+			return err
+		}
+		if err := st.PutMeta(metaMetainfo, mi); err != nil {
+			return err
+		}
+		return st.PutMeta(metaNamespace, []byte(ns))
+	}
+}
+
+// sizedReader passes r through and fails when r ends before size bytes or goes on after
+// them: a fetch that does not match the size its source announced (and that was reserved) is
+// refused before anything is committed, whatever its bytes hash to.
+type sizedReader struct {
+	r          io.Reader
+	left, size int64
+	from       string
+}
+
+func (z *sizedReader) Read(p []byte) (int, error) {
+	if z.left == 0 {
+		// Read one byte past the announced end: EOF is the only right answer.
+		var b [1]byte
+		n, err := z.r.Read(b[:])
+		if n > 0 {
+			return 0, sizeMismatch(z.from, z.size, "more")
+		}
+		return 0, err
+	}
+	if int64(len(p)) > z.left {
+		p = p[:z.left]
+	}
+	n, err := z.r.Read(p)
+	z.left -= int64(n)
+	if errors.Is(err, io.EOF) && z.left > 0 {
+		return n, sizeMismatch(z.from, z.size, fmt.Sprintf("only %d", z.size-z.left))
+	}
+	return n, err
+}
+
+// sizeMismatch is a fetch whose source sent another length than it announced: 502, since the
+// fault is the source's, not the client's, and nothing was stored.
+func sizeMismatch(from string, size int64, got string) error {
+	return &errcode.Error{Status: http.StatusBadGateway, Code: errcode.CodeUnknown,
+		Message: fmt.Sprintf("%s announced %d bytes and sent %s; nothing was stored", from, size, got)}
+}
+
+// afterFetch records what a fetched blob needs: its namespace and metainfo. A blob this fetch
+// committed has both already (fetchPrepare); one that was stored meanwhile under another
+// namespace gains this one. It is already in storage (or on another origin), so no write-back
+// is queued.
 func (s *Server) afterFetch(ctx context.Context, ns string, d digest.Digest) error {
 	if err := s.addNamespace(d, ns); err != nil {
 		return err

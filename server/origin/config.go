@@ -49,9 +49,15 @@ type Config struct {
 	Writeback WritebackConfig `yaml:"writeback"`
 	// Peer configures the origin's side of the peer-to-peer swarm: it seeds every blob it holds.
 	Peer PeerConfig `yaml:"peer"`
-	// RepairInterval is how often the origin checks that every blob it holds is on all of its
-	// owners (it also checks whenever a member changes health, joins or leaves).
+	// RepairInterval is how often the origin checks that the blobs it holds are on all of their
+	// owners: those whose placement it has not confirmed since the ring last changed (members,
+	// health or R), and new ones (it also checks what a change moved whenever a member changes
+	// health, joins or leaves).
 	RepairInterval time.Duration `yaml:"repair_interval"`
+	// RepairFullInterval is how often it checks every blob whatever it confirmed, at most
+	// RepairFullRate owner requests a second (besides the full check at start).
+	RepairFullInterval time.Duration `yaml:"repair_full_interval"`
+	RepairFullRate     int           `yaml:"repair_full_rate"`
 	// DNSInterval is how often the dns:///NAME:PORT entries of ring.members are resolved again
 	// (the ring then follows the answer); zero means 30s.
 	DNSInterval time.Duration `yaml:"dns_interval"`
@@ -128,6 +134,11 @@ type WritebackConfig struct {
 	// origin: the receiving origin writes it back first, and the replica's task (which finds
 	// the blob already stored and finishes) only matters if that origin is lost.
 	ReplicaDelay time.Duration `yaml:"replica_delay"`
+	// TouchDelay delays the write-back a GC touch (a manifest push) schedules for the blob it
+	// touched, holding the copy until then: should an origin deciding about the blob's backend
+	// copy delete it just after the touch and fail before it asks again (docs/gc.md), this
+	// write-back puts it back.
+	TouchDelay time.Duration `yaml:"touch_delay"`
 	// Timeout bounds one attempt.
 	Timeout time.Duration `yaml:"timeout"`
 	// MissingGrace is how long a write-back whose blob is not in the store keeps retrying
@@ -173,6 +184,9 @@ func (c *Config) Defaults() {
 	if w.ReplicaDelay == 0 {
 		w.ReplicaDelay = 2 * time.Minute
 	}
+	if w.TouchDelay == 0 {
+		w.TouchDelay = 10 * time.Second
+	}
 	if w.Timeout == 0 {
 		w.Timeout = 30 * time.Minute
 	}
@@ -181,6 +195,12 @@ func (c *Config) Defaults() {
 	}
 	if c.Peer.Advertise == "" {
 		c.Peer.Advertise = c.Peer.Listen
+	}
+	if c.RepairFullInterval == 0 {
+		c.RepairFullInterval = 24 * time.Hour
+	}
+	if c.RepairFullRate == 0 {
+		c.RepairFullRate = 200
 	}
 	if c.RepairInterval == 0 {
 		c.RepairInterval = 10 * time.Minute
@@ -283,11 +303,20 @@ func (c *Config) Validate() error {
 	if w.ReplicaDelay < 0 {
 		bad("writeback.replica_delay: must not be negative")
 	}
+	if w.TouchDelay < 0 {
+		bad("writeback.touch_delay: must not be negative")
+	}
 	if w.Timeout <= 0 {
 		bad("writeback.timeout: must be positive")
 	}
 	if w.MissingGrace < 0 {
 		bad("writeback.missing_grace: must not be negative")
+	}
+	if c.RepairFullInterval < 0 {
+		bad("repair_full_interval: must not be negative")
+	}
+	if c.RepairFullRate < 0 {
+		bad("repair_full_rate: must not be negative")
 	}
 	if c.RepairInterval < 0 {
 		bad("repair_interval: must not be negative")

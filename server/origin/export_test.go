@@ -13,7 +13,18 @@ func (s *Server) SeedStripe(d digest.Digest) (index, count int) { return s.seedS
 
 // RepairMoved runs the repair a ring change starts: only the blobs whose owners changed since
 // the last complete repair.
-func (s *Server) RepairMoved(ctx context.Context) error { return s.repair(ctx, false) }
+func (s *Server) RepairMoved(ctx context.Context) error { return s.repair(ctx, repairMoved) }
+
+// RepairUnconfirmed runs the periodic repair: the blobs not confirmed under the current epoch.
+func (s *Server) RepairUnconfirmed(ctx context.Context) error {
+	return s.repair(ctx, repairUnconfirmed)
+}
+
+// RepairFullPaced runs the periodic full repair, paced by repair_full_rate.
+func (s *Server) RepairFullPaced(ctx context.Context) error { return s.repair(ctx, repairFullPaced) }
+
+// RingEpoch is how many ring events the repair loop has seen.
+func (s *Server) RingEpoch() uint64 { return s.ringEpoch.Load() }
 
 // OwnersUnder is placement.owners for the ring's current placement (tests compare it with the
 // ring's own Owners).
@@ -58,4 +69,13 @@ func (s *Server) Attempts(ns string, d digest.Digest) (int, error) {
 func (s *Server) StoreOnly(ctx context.Context, d digest.Digest, data []byte) error {
 	_, err := s.store.Ingest(ctx, d, bytes.NewReader(data))
 	return err
+}
+
+// StoreReserved is the space the store has reserved for writes under way.
+func (s *Server) StoreReserved() int64 { return s.store.Reserved() }
+
+// StoreMeta reads a stored blob's sidecar metadata kind ("metainfo", "namespace") as it is on
+// disk, without generating anything.
+func (s *Server) StoreMeta(d digest.Digest, kind string) ([]byte, error) {
+	return s.store.GetMeta(d, kind)
 }

@@ -1,11 +1,14 @@
 package origin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -22,13 +25,17 @@ import (
 // This file is the origin's side of garbage collection (server/gc, docs/gc.md): a paged listing
 // of the local store, a touch that a manifest push sends for every blob it references, and
 // deletes that are conditional on the blob having been idle since the run's cutoff. The
-// protocol rests on two rules enforced here, under one lock per digest stripe:
+// protocol rests on these rules, enforced here under one lock per digest:
 //
 //   - a local copy is deleted only if nothing used it (commit, read, touch) at or after the
 //     cutoff, decided by the store under its own lock (castore.DeleteIdle);
-//   - a backend copy is deleted only while this origin holds no local copy, so a touch that
-//     pulled it back in first keeps the backend copy, and a touch after the delete finds
-//     nothing and fails the push instead of linking a manifest to a lost blob.
+//   - a backend copy is deleted only while no ring member holds a copy, or touched the blob at
+//     or after its cutoff (touches are journaled, so an evicted copy's touch still counts),
+//     and every member answered; a touch after the delete finds nothing and fails the push
+//     instead of linking a manifest to a lost blob;
+//   - a touch queues a durable write-back of its copy (writeback.touch_delay later), and the deleting origin asks every
+//     member again after a delete, so a copy fetched between its question and its delete
+//     (a push whose touch failed over from the owner to another origin) is written back.
 
 // gcMetrics count what garbage collection deleted here, by where the copy was ("local" or
 // "backend"), and the touches manifest pushes sent.
@@ -65,29 +72,62 @@ func (m *gcMetrics) deleted(where string, n int64) {
 // gcMaxPage bounds one listing page.
 const gcMaxPage = 10000
 
-// gcStripes is the number of per-digest locks between touches and conditional deletes.
-const gcStripes = 64
-
 func (s *Server) gcRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.GCBlobsPath, s.handleGCList)
 	mux.HandleFunc("POST "+api.GCBlobsPath+"/{digest}/touch", s.handleGCTouch)
 	mux.HandleFunc("DELETE "+api.GCBlobsPath+"/{digest}", s.handleGCDelete)
+	mux.HandleFunc("GET "+api.GCBlobsPath+"/{digest}/use", s.handleGCUse)
+	mux.HandleFunc("POST "+api.GCBlobsPath+"/{digest}/writeback", s.handleGCWriteback)
 	mux.HandleFunc("GET "+api.GCBackendPath+"/{ns}", s.handleGCBackendList)
 	mux.HandleFunc("DELETE "+api.GCBackendPath+"/{ns}/{digest}", s.handleGCBackendDelete)
 }
 
-// gcLock takes the stripe lock of d and returns its unlock.
-func (s *Server) gcLock(d digest.Digest) func() {
-	enc := d.Encoded()
-	var i int
-	if len(enc) >= 2 {
-		if v, err := strconv.ParseUint(enc[:2], 16, 8); err == nil {
-			i = int(v) % gcStripes
-		}
+// gcLock takes the lock of d and returns its unlock.
+func (s *Server) gcLock(d digest.Digest) func() { return s.gcLocks.lock(d) }
+
+// digestLocks is one mutex per digest, made on first use and dropped when its last holder
+// lets go: touches and deletes of one digest exclude each other, and a touch that spends
+// minutes pulling its blob from the backend holds up nothing else (striped locks made every
+// digest sharing its stripe wait for that pull).
+type digestLocks struct {
+	mu sync.Mutex
+	m  map[digest.Digest]*digestLock
+}
+
+type digestLock struct {
+	mu   sync.Mutex
+	refs int // holders and waiters; guarded by digestLocks.mu
+}
+
+// lock takes d's mutex and returns its unlock.
+func (l *digestLocks) lock(d digest.Digest) func() {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[digest.Digest]*digestLock{}
 	}
-	mu := &s.gcLocks[i]
-	mu.Lock()
-	return mu.Unlock
+	e := l.m[d]
+	if e == nil {
+		e = &digestLock{}
+		l.m[d] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, d)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// held counts the digests whose lock is held or waited for (tests).
+func (l *digestLocks) held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
 }
 
 // gcAllowed refuses, under TLS, a caller outside groups. Without TLS the origin trusts its
@@ -186,6 +226,13 @@ func (s *Server) handleGCList(w http.ResponseWriter, r *http.Request) {
 // handleGCTouch makes a blob count as used now, pulling it through first when this origin
 // lacks it: the proxy touches every blob a manifest references before it links the manifest,
 // so a GC run that started earlier keeps them (or the push fails if one was already collected).
+//
+// The touch is also journaled (touchJournal) and followed by a durable write-back of the blob,
+// due writeback.touch_delay later and holding the copy until it ran. This origin may not be
+// the blob's first owner (the proxy fails over when the owner does not answer), and its copy
+// may be only a cache copy pulled from the backend: the journal makes the owner deciding about
+// the backend copy keep it (it asks every member), and the write-back puts the object back
+// should that owner have deleted it between its question and its delete.
 func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 	if !s.gcAllowed(w, r, pki.GroupProxy, pki.GroupAdmin) {
 		return
@@ -210,8 +257,104 @@ func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, fmt.Errorf("touch %s: %w", d, castore.ErrNotFound))
 		return
 	}
+	if err := s.touches.record(d, time.Now()); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	if s.backend != nil {
+		t := newTask(kindWriteback, ns, d, writebackAfterTouch, time.Now().Add(s.cfg.Writeback.TouchDelay))
+		if err := s.enqueue(t, d); err != nil {
+			registry.WriteError(w, r, fmt.Errorf("touch %s: queue its write-back: %w", d, err))
+			return
+		}
+	}
 	s.gcMetrics.touches.Inc()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleGCUse answers another origin deciding about a blob's backend copy: does this origin
+// hold it (in a dry run: a copy its own sweep at the cutoff would keep), or did it touch it at
+// or after the cutoff (its own clock, as the run took it)?
+func (s *Server) handleGCUse(w http.ResponseWriter, r *http.Request) {
+	if !s.gcAllowed(w, r, pki.GroupOrigin, pki.GroupAdmin) {
+		return
+	}
+	d, cutoff, dry, err := gcDeleteArgs(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	defer s.gcLock(d)() // a touch under way finishes first, and is seen
+	u, err := s.gcUse(d, cutoff, dry)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+// gcUse says whether this origin needs the backend copy of d kept: it holds d, or touched it at
+// or after cutoff, or cannot tell (its touch journal starts after cutoff). In a dry run a local
+// copy the origins' sweep (which runs before the backends') would delete counts as gone, so the
+// dry run answers as the run will. The caller holds d's GC lock.
+func (s *Server) gcUse(d digest.Digest, cutoff time.Time, dry bool) (api.GCUse, error) {
+	if _, err := s.store.Stat(d); err == nil {
+		if _, err := s.store.DeleteIdle(d, cutoff, true); !dry || err != nil {
+			return api.GCUse{Used: true, Reason: api.GCKeptLocal}, nil
+		}
+	}
+	touched, known, err := s.touches.touchedSince(d, cutoff)
+	switch {
+	case err != nil:
+		return api.GCUse{}, err
+	case touched:
+		return api.GCUse{Used: true, Reason: api.GCKeptTouched}, nil
+	case !known:
+		return api.GCUse{Used: true, Reason: api.GCKeptUnknown}, nil
+	}
+	return api.GCUse{}, nil
+}
+
+// handleGCWriteback queues a write-back of this origin's copy of a blob, at once: the origin
+// that deleted the blob's backend copy asks it of every member that touched or fetched the
+// blob between its question and its delete.
+func (s *Server) handleGCWriteback(w http.ResponseWriter, r *http.Request) {
+	if !s.gcAllowed(w, r, pki.GroupOrigin, pki.GroupAdmin) {
+		return
+	}
+	d, err := gcDigest(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	ns, err := namespaceArg(r.URL.Query().Get(api.QueryNS))
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	defer s.gcLock(d)()
+	if err := s.gcWriteback(ns, d); err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// gcWriteback queues a write-back of d to ns's backend now, holding the local copy until it
+// ran; castore.ErrNotFound when there is no local copy. The caller holds d's GC lock.
+func (s *Server) gcWriteback(ns string, d digest.Digest) error {
+	release := s.store.Hold(d)
+	defer release() // the task holds it from here
+	if _, err := s.store.Stat(d); err != nil {
+		return fmt.Errorf("write back %s: %w", d, err)
+	}
+	if s.backend == nil {
+		return nil
+	}
+	if err := s.enqueue(newTask(kindWriteback, ns, d, writebackAfterDelete, time.Now()), d); err != nil {
+		return fmt.Errorf("write back %s: %w", d, err)
+	}
+	return nil
 }
 
 // handleGCDelete deletes the local copy of a blob if it has been idle since the cutoff.
@@ -274,9 +417,8 @@ func (s *Server) handleGCBackendList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.GCBackendList{Names: names})
 }
 
-// handleGCBackendDelete deletes a blob's object in a namespace's backend, unless this origin
-// holds a local copy (it may have been pulled back by a touch, or await write-back) or the
-// object changed at or after the cutoff (or the backend does not say when it changed).
+// handleGCBackendDelete deletes a blob's object in a namespace's backend, unless a ring member
+// needs it (gcBackendDelete).
 func (s *Server) handleGCBackendDelete(w http.ResponseWriter, r *http.Request) {
 	if !s.gcAllowed(w, r, pki.GroupAdmin) {
 		return
@@ -291,8 +433,13 @@ func (s *Server) handleGCBackendDelete(w http.ResponseWriter, r *http.Request) {
 		registry.WriteError(w, r, err)
 		return
 	}
+	members, err := gcMembers(r)
+	if err != nil {
+		registry.WriteError(w, r, err)
+		return
+	}
 	defer s.gcLock(d)()
-	res, err := s.gcBackendDelete(r, ns, d, cutoff, dry)
+	res, err := s.gcBackendDelete(r.Context(), ns, d, cutoff, members, dry)
 	if err != nil {
 		registry.WriteError(w, r, err)
 		return
@@ -300,18 +447,38 @@ func (s *Server) handleGCBackendDelete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (s *Server) gcBackendDelete(r *http.Request, ns string, d digest.Digest, cutoff time.Time, dry bool) (api.GCDeleteResult, error) {
+// gcMembers parses the ?member=ADDR@T cutoffs of the other ring members.
+func gcMembers(r *http.Request) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	for _, v := range r.URL.Query()[api.QueryMember] {
+		i := strings.LastIndexByte(v, '@')
+		if i <= 0 {
+			return nil, badRequest("member: want ADDR@CUTOFF", nil)
+		}
+		t, err := time.Parse(time.RFC3339Nano, v[i+1:])
+		if err != nil {
+			return nil, badRequest("member: want ADDR@CUTOFF with an RFC 3339 cutoff", err)
+		}
+		out[v[:i]] = t
+	}
+	return out, nil
+}
+
+// gcBackendDelete decides about, and deletes, ns's backend object of d. It keeps the object
+// when this origin or any other ring member needs it (gcUse: holds it, or touched it since its
+// own cutoff, or cannot tell), when a member cannot be asked, and when the object changed at or
+// after cutoff (or the backend does not say when it changed). After a delete it asks every
+// member again: one that fetched or touched d between its answer and the delete (a push whose
+// touch failed over to it) is made to write its copy back, so what it holds is not a cache
+// copy of a blob stored nowhere else. The caller holds d's GC lock.
+func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dry bool) (api.GCDeleteResult, error) {
 	if s.backend == nil {
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
 	}
-	if _, err := s.store.Stat(d); err == nil {
-		// A dry run has not deleted the local copy that the origins' sweep, which runs first,
-		// would have: ask the store whether it would, so the dry run agrees with the real one.
-		if _, err := s.store.DeleteIdle(d, cutoff, true); !dry || err != nil {
-			return api.GCDeleteResult{Kept: api.GCKeptLocal}, nil
-		}
+	if u, err := s.gcUse(d, cutoff, dry); err != nil || u.Used {
+		return api.GCDeleteResult{Kept: u.Reason}, err
 	}
-	info, err := s.backend.Stat(r.Context(), ns, d.Encoded())
+	info, err := s.backend.Stat(ctx, ns, d.Encoded())
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		return api.GCDeleteResult{Kept: api.GCKeptAbsent}, nil
@@ -322,13 +489,16 @@ func (s *Server) gcBackendDelete(r *http.Request, ns string, d digest.Digest, cu
 	case info.ModTime.IsZero() || !info.ModTime.Before(cutoff):
 		return api.GCDeleteResult{Kept: api.GCKeptRecent}, nil
 	}
+	if u := s.askMembers(ctx, d, members, dry); u.Used {
+		return api.GCDeleteResult{Kept: u.Reason}, nil
+	}
 	if dry {
 		if _, ok := s.backend.(backend.Deleter); !ok {
 			return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
 		}
 		return api.GCDeleteResult{Deleted: true, Bytes: info.Size}, nil
 	}
-	err = backend.Delete(r.Context(), s.backend, ns, d.Encoded())
+	err = backend.Delete(ctx, s.backend, ns, d.Encoded())
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
@@ -339,5 +509,96 @@ func (s *Server) gcBackendDelete(r *http.Request, ns string, d digest.Digest, cu
 	}
 	s.gcMetrics.deleted("backend", info.Size)
 	s.log.Info("gc: deleted unreferenced blob from the backend", "namespace", ns, "digest", d, "bytes", info.Size)
-	return api.GCDeleteResult{Deleted: true, Bytes: info.Size}, nil
+	res := api.GCDeleteResult{Deleted: true, Bytes: info.Size}
+	if err := s.rescueAfterDelete(ctx, ns, d, cutoff, members); err != nil {
+		s.log.Error("gc: after deleting a backend object, a member that may need it could not be made to write it back", "namespace", ns, "digest", d, "err", err)
+		res.Error = err.Error()
+	}
+	return res, nil
+}
+
+// askMembers asks every other ring member whether it needs d's backend copy kept, each with its
+// own cutoff, and returns the first "used" answer in member order. A member that is not among
+// members (not in the run) or does not answer counts as used: it may have touched d.
+func (s *Server) askMembers(ctx context.Context, d digest.Digest, members map[string]time.Time, dry bool) api.GCUse {
+	others := s.otherRingMembers()
+	answers := make([]api.GCUse, len(others))
+	var wg sync.WaitGroup
+	for i, m := range others {
+		cutoff, ok := members[m]
+		if !ok {
+			s.log.Warn("gc: a ring member is not among the origins of the run; the backend copy stays", "member", m, "digest", d)
+			answers[i] = api.GCUse{Used: true, Reason: api.GCKeptUnasked}
+			continue
+		}
+		wg.Go(func() {
+			u, err := s.peer(m).GCUse(ctx, d, cutoff, dry)
+			if err != nil {
+				s.log.Warn("gc: a ring member could not be asked about a blob; the backend copy stays", "member", m, "digest", d, "err", err)
+				u = api.GCUse{Used: true, Reason: api.GCKeptUnasked}
+			}
+			answers[i] = u
+		})
+	}
+	wg.Wait()
+	for _, u := range answers {
+		if u.Used {
+			return u
+		}
+	}
+	return api.GCUse{}
+}
+
+// rescueAfterDelete asks every member (this origin too) the question again after d's backend
+// object was deleted; each that now needs it gets its copy written back.
+func (s *Server) rescueAfterDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time) error {
+	var errs []error
+	if u, err := s.gcUse(d, cutoff, false); err != nil {
+		errs = append(errs, err)
+	} else if u.Used {
+		s.log.Warn("gc: this origin fetched a blob while its backend copy was being deleted; writing it back", "namespace", ns, "digest", d)
+		if err := s.gcWriteback(ns, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range s.otherRingMembers() {
+		cutoff, ok := members[m]
+		if !ok {
+			continue // asked before the delete: it was, so it is in members
+		}
+		wg.Go(func() {
+			err := s.rescueFrom(ctx, m, ns, d, cutoff)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", m, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Server) rescueFrom(ctx context.Context, m, ns string, d digest.Digest, cutoff time.Time) error {
+	p := s.peer(m)
+	u, err := p.GCUse(ctx, d, cutoff, false)
+	if err != nil || !u.Used {
+		return err
+	}
+	s.log.Warn("gc: a ring member touched or fetched a blob while its backend copy was being deleted; it writes it back", "member", m, "namespace", ns, "digest", d, "reason", u.Reason)
+	return p.GCWriteback(ctx, ns, d)
+}
+
+// otherRingMembers are the ring's members other than this origin, healthy or not, sorted.
+func (s *Server) otherRingMembers() []string {
+	var out []string
+	for _, m := range s.ring.Members() {
+		if m.Addr != s.self {
+			out = append(out, m.Addr)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

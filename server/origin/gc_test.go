@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/cluster/clustertest"
+	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
@@ -61,8 +64,12 @@ func TestGCAPIAuthorization(t *testing.T) {
 		require.Equal(t, http.StatusForbidden, status(err), "%s deletes: %v", group, err)
 		_, err = o.GCBackendList(t.Context(), "team/app", "")
 		require.Equal(t, http.StatusForbidden, status(err), "%s lists the backend: %v", group, err)
-		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, false)
+		_, err = o.GCBackendDelete(t.Context(), "team/app", d, later, nil, false)
 		require.Equal(t, http.StatusForbidden, status(err), "%s deletes from the backend: %v", group, err)
+		_, err = o.GCUse(t.Context(), d, later, false)
+		require.Equal(t, http.StatusForbidden, status(err), "%s asks another origin's question: %v", group, err)
+		err = o.GCWriteback(t.Context(), "team/app", d)
+		require.Equal(t, http.StatusForbidden, status(err), "%s asks for a write-back: %v", group, err)
 		err = o.GCTouch(t.Context(), "team/app", d)
 		if group == pki.GroupProxy {
 			require.NoError(t, err)
@@ -72,6 +79,13 @@ func TestGCAPIAuthorization(t *testing.T) {
 	}
 	_, err := admin.StatLocal(t.Context(), "team/app", d)
 	require.NoError(t, err, "nothing refused deleted anything")
+
+	// Another origin (deciding about a backend copy) may ask both.
+	peer := client.NewOrigin(addr, clientAs(t, ctls, pki.GroupOrigin))
+	u, err := peer.GCUse(t.Context(), d, later, false)
+	require.NoError(t, err)
+	require.Equal(t, api.GCUse{Used: true, Reason: api.GCKeptLocal}, u)
+	require.NoError(t, peer.GCWriteback(t.Context(), "team/app", d))
 
 	p, err := admin.GCBlobs(t.Context(), "", 10)
 	require.NoError(t, err)
@@ -88,7 +102,8 @@ func TestGCAPIAuthorization(t *testing.T) {
 // origin lacks back from the backend; the backend copy goes only once no local copy is left.
 func TestGCAPIInputAndBackend(t *testing.T) {
 	be := memory.New()
-	c := newCluster(t, 1, 1, be, nil)
+	// A touch's write-back (and its hold on the copy) runs at once.
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = time.Millisecond })
 	o := client.NewOrigin(c.nodes[0].addr, c.hc)
 	data := []byte("in the backend only")
 	d := digest.FromBytes(data)
@@ -107,21 +122,32 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, get(api.GCBlobPath(d)+"?cutoff="+time.Now().Format(time.RFC3339)+"&dry_run=maybe"))
 	require.Equal(t, http.StatusBadRequest, get(api.GCBlobsPath+"/sha512:"+digest.SHA512.FromBytes(data).Encoded()+"?cutoff="+time.Now().Format(time.RFC3339)))
 	require.Equal(t, http.StatusBadRequest, get(api.GCBackendPath+"/Team%2FApp/"+d.String()+"?cutoff="+time.Now().Format(time.RFC3339)))
-	_, err := o.GCBlobs(t.Context(), "", 20000)
+	now := url.QueryEscape(time.Now().Format(time.RFC3339))
+	require.Equal(t, http.StatusBadRequest, get(api.GCBackendBlobPath("team/app", d)+"?cutoff="+now+"&member=nope"), "a member cutoff without its address")
+	require.Equal(t, http.StatusBadRequest, get(api.GCBackendBlobPath("team/app", d)+"?cutoff="+now+"&member=127.0.0.1:1@yesterday"))
+	_, err := o.GCUse(t.Context(), digest.Digest("sha256:short"), time.Now(), false)
+	require.Equal(t, http.StatusBadRequest, status(err))
+	require.Equal(t, http.StatusNotFound, status(o.GCWriteback(t.Context(), "team/app", d)), "no local copy to write back")
+	_, err = o.GCBlobs(t.Context(), "", 20000)
 	require.Equal(t, http.StatusBadRequest, status(err))
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", digest.FromString("nowhere"))))
 
 	// Not on the origin: the backend copy is old enough and nothing holds it locally.
-	res, err := o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), true)
+	res, err := o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, true)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
 	// A touch pulls it in; the backend copy now stays.
 	require.NoError(t, o.GCTouch(t.Context(), "team/app", d))
 	_, err = o.StatLocal(t.Context(), "team/app", d)
 	require.NoError(t, err)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.Equal(t, api.GCKeptLocal, res.Kept)
+	// The touch queued a write-back, which holds the copy until it ran.
+	require.Eventually(t, func() bool {
+		res, err := o.GCDelete(t.Context(), d, time.Now().Add(-time.Hour), true)
+		return err == nil && res.Kept != api.GCKeptInUse
+	}, time.Minute, 5*time.Millisecond)
 	// The local copy was touched after a cutoff taken before the touch: it stays too.
 	res, err = o.GCDelete(t.Context(), d, time.Now().Add(-time.Hour), false)
 	require.NoError(t, err)
@@ -135,12 +161,12 @@ func TestGCAPIInputAndBackend(t *testing.T) {
 	res, err = o.GCDelete(t.Context(), d, time.Now().Add(time.Hour), false)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.True(t, res.Deleted)
 	_, ok := be.Peek("team/app", d.Encoded())
 	require.False(t, ok)
-	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), false)
+	res, err = o.GCBackendDelete(t.Context(), "team/app", d, time.Now().Add(time.Hour), nil, false)
 	require.NoError(t, err)
 	require.Equal(t, api.GCKeptAbsent, res.Kept)
 	require.Equal(t, http.StatusNotFound, status(o.GCTouch(t.Context(), "team/app", d)), "collected: a push referencing it fails")
@@ -173,4 +199,149 @@ func gcCounter(t *testing.T, reg prometheus.Gatherer, name, where string) float6
 		}
 	}
 	return 0
+}
+
+// A touch that spends long pulling its blob from the backend holds up no touch or delete of
+// another digest, even one that shared its lock stripe when the locks were striped (64 stripes
+// by the first hex byte).
+func TestGCTouchPullDoesNotBlockOtherDigests(t *testing.T) {
+	be := memory.New()
+	c := newCluster(t, 1, 1, be, nil)
+	o := client.NewOrigin(c.nodes[0].addr, c.hc)
+	slow, sd := randomBlob(t, 4096)
+	require.NoError(t, be.Upload(t.Context(), "team/app", sd.Encoded(), bytes.NewReader(slow), int64(len(slow))))
+	var other []byte
+	var od digest.Digest
+	for other == nil || od.Encoded()[:2] != sd.Encoded()[:2] {
+		other, od = randomBlob(t, 64) // same first byte: the same stripe as sd under the old lock
+	}
+	require.NoError(t, o.Upload(t.Context(), "team/app", od, bytes.NewReader(other), int64(len(other))))
+
+	started, release := make(chan struct{}), make(chan struct{})
+	be.SetFault(func(op memory.Op, _, name string) error {
+		if op == memory.OpDownload && name == sd.Encoded() {
+			close(started)
+			<-release
+		}
+		return nil
+	})
+	touched := make(chan error, 1)
+	go func() { touched <- o.GCTouch(t.Context(), "team/app", sd) }()
+	<-started
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := o.GCDelete(t.Context(), od, time.Now().Add(-time.Hour), true)
+		if err == nil {
+			err = o.GCTouch(t.Context(), "team/app", od)
+		}
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("a delete and a touch of another digest waited for a slow pull")
+	}
+	require.NoError(t, err)
+	close(release)
+	require.NoError(t, <-touched)
+}
+
+// gcFixture is two origins (R=1) over a memory backend, for the backend delete's questions.
+type gcFixture struct {
+	t              *testing.T
+	c              *testCluster
+	be             *memory.Backend
+	decider, other *client.Origin
+	otherAddr      string
+}
+
+func newGCFixture(t *testing.T, touchDelay time.Duration) *gcFixture {
+	be := memory.New()
+	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = touchDelay })
+	return &gcFixture{t: t, c: c, be: be, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
+}
+
+// put stores a new blob in the backend only.
+func (f *gcFixture) put() digest.Digest {
+	data, d := randomBlob(f.t, 2048)
+	require.NoError(f.t, f.be.Upload(f.t.Context(), "team/app", d.Encoded(), bytes.NewReader(data), int64(len(data))))
+	return d
+}
+
+// cutoff is a cutoff after every object stored so far.
+func (f *gcFixture) cutoff() time.Time {
+	time.Sleep(2 * time.Millisecond)
+	return time.Now()
+}
+
+func (f *gcFixture) backendDelete(d digest.Digest, cutoff time.Time, members map[string]time.Time, dry bool) api.GCDeleteResult {
+	f.t.Helper()
+	res, err := f.decider.GCBackendDelete(f.t.Context(), "team/app", d, cutoff, members, dry)
+	require.NoError(f.t, err)
+	return res
+}
+
+// The origin deciding about a backend copy asks every other ring member first, each with its
+// own cutoff: one that touched the blob since (even if its copy is gone since: the touch is
+// journaled), one missing from the run's cutoffs and one that does not answer each keep the
+// object, in a dry run as in a run.
+func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
+	f := newGCFixture(t, time.Millisecond) // a touch's write-back runs, and lets go, at once
+
+	touched := f.put()
+	cutoff := f.cutoff()
+	members := map[string]time.Time{f.otherAddr: cutoff}
+	require.NoError(t, f.other.GCTouch(t.Context(), "team/app", touched))
+	for _, dry := range []bool{true, false} {
+		require.Equal(t, api.GCKeptLocal, f.backendDelete(touched, cutoff, members, dry).Kept, "dry run %v", dry)
+	}
+	// The touched copy is evicted (deleted here, as eviction would): the journal remembers.
+	require.Eventually(t, func() bool {
+		res, err := f.other.GCDelete(t.Context(), touched, time.Now().Add(time.Hour), false)
+		return err == nil && res.Deleted
+	}, time.Minute, 5*time.Millisecond)
+	for _, dry := range []bool{true, false} {
+		require.Equal(t, api.GCKeptTouched, f.backendDelete(touched, cutoff, members, dry).Kept, "dry run %v", dry)
+	}
+	// A later run, whose cutoff is after the touch, deletes it.
+	later := f.cutoff()
+	require.True(t, f.backendDelete(touched, later, map[string]time.Time{f.otherAddr: later}, false).Deleted)
+
+	untouched := f.put()
+	cutoff = f.cutoff()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(untouched, cutoff, nil, false).Kept, "the other member is not in the run")
+	f.c.nodes[1].stop()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false).Kept, "the other member does not answer")
+	f.c.nodes[1].start()
+	require.True(t, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, true).Deleted)
+	require.True(t, f.backendDelete(untouched, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false).Deleted)
+	_, ok := f.be.Peek("team/app", untouched.Encoded())
+	require.False(t, ok)
+}
+
+// A touch that lands on another member between the deciding origin's question and its delete
+// (it pulls the blob from the backend just before the object goes) is caught by the question
+// asked again after the delete: that member writes its copy back, and the object is there
+// again although the touch's own write-back is not due for an hour.
+func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
+	f := newGCFixture(t, time.Hour)
+	d := f.put()
+	cutoff := f.cutoff()
+	var once sync.Once
+	touched := errors.New("no touch")
+	f.be.SetFault(func(op memory.Op, _, name string) error {
+		if op == memory.OpDelete && name == d.Encoded() {
+			once.Do(func() { touched = f.other.GCTouch(t.Context(), "team/app", d) })
+		}
+		return nil
+	})
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.NoError(t, touched, "the touch between the question and the delete")
+	require.True(t, res.Deleted, "%+v", res)
+	require.Empty(t, res.Error)
+	require.Eventually(t, func() bool { _, ok := f.be.Peek("team/app", d.Encoded()); return ok },
+		time.Minute, 5*time.Millisecond, "the member that touched it wrote it back")
 }

@@ -2,12 +2,14 @@ package origin_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 // sent, and counting the blob requests it gets.
 type fakePeer struct {
 	addr string
+	sick atomic.Bool // fail health checks
 
 	mu    sync.Mutex
 	held  map[digest.Digest]bool
@@ -35,7 +38,10 @@ func startFakePeer(t *testing.T) *fakePeer {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d, ok := strings.CutPrefix(r.URL.Path, "/internal/blobs/")
 		if !ok {
-			return // /health and the like: 200
+			if p.sick.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			return // /health and the like: 200 unless sick
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -168,4 +174,80 @@ func TestRepairPlacementMatchesRing(t *testing.T) {
 		return false
 	}, 15*time.Second, 20*time.Millisecond, "the unreachable member is marked down")
 	check() // one down: its blobs go to the next healthy member
+}
+
+// The periodic repair pass asks the other owners only about the blobs whose placement it has
+// not confirmed since the ring last changed: on a stable ring, the new blobs. A member's health
+// flap voids every confirmation (the member may be back without its blobs), and the full pass
+// still asks about everything. The figures are logged (docs/origin.md, "Repair"): run with
+//
+//	go test -run TestRepairPeriodicPassIsIncremental -v ./server/origin/
+func TestRepairPeriodicPassIsIncremental(t *testing.T) {
+	const n, added = 2000, 96
+	a := startFakePeer(t)
+	cl := newCluster(t, 1, 2, nil, func(cfg *origin.Config) {
+		cfg.Ring.Members = append(cfg.Ring.Members, a.addr)
+		cfg.Ring.HealthInterval, cfg.Ring.HealthTimeout = 250*time.Millisecond, 250*time.Millisecond
+		cfg.Ring.FailThreshold, cfg.Ring.PassThreshold = 1, 1
+		cfg.RepairInterval, cfg.RepairFullInterval, cfg.RepairFullRate = time.Hour, time.Hour, 1_000_000
+	})
+	self := cl.nodes[0].addr
+	srv := cl.nodes[0].srv()
+	o := cl.origin(self)
+	require.Eventually(t, srv.Repaired, 10*time.Second, 10*time.Millisecond, "the start-up repair ran")
+	upload := func(k int) {
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range k / 8 {
+					data, d := randomBlob(t, 64)
+					if err := o.Upload(t.Context(), "many", d, bytes.NewReader(data), int64(len(data))); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	heads := func(pass func(context.Context) error) int {
+		t.Helper()
+		require.NoError(t, pass(t.Context()))
+		h, _ := a.reset()
+		return len(h)
+	}
+	upload(n)
+	a.reset()
+
+	full := heads(srv.Repair) // what every periodic pass cost before: every owner of every blob
+	require.Equal(t, n, full)
+	steady := heads(srv.RepairUnconfirmed)
+	require.Zero(t, steady, "a stable ring: every blob was confirmed by the last pass")
+	upload(added)
+	a.reset()
+	fresh := heads(srv.RepairUnconfirmed)
+	require.Equal(t, added, fresh, "new blobs only")
+	require.Zero(t, heads(srv.RepairUnconfirmed))
+
+	// a's health flaps: both changes reach the repair loop, which voids every confirmation.
+	epoch := srv.RingEpoch()
+	a.sick.Store(true)
+	require.Eventually(t, func() bool { return len(srv.Ring().Owners("x")) == 1 }, 10*time.Second, 5*time.Millisecond, "a unhealthy")
+	a.sick.Store(false)
+	require.Eventually(t, func() bool { return len(srv.Ring().Owners("x")) == 2 && srv.RingEpoch() >= epoch+2 },
+		10*time.Second, 5*time.Millisecond, "a healthy again, both events seen")
+	require.NoError(t, srv.RepairMoved(t.Context())) // after the loop's own, or instead of it
+	a.reset()
+	flapped := heads(srv.RepairUnconfirmed)
+	require.Equal(t, n+added, flapped, "after a flap, every blob is asked about again")
+	require.Zero(t, heads(srv.RepairUnconfirmed))
+	paced := heads(srv.RepairFullPaced)
+	require.Equal(t, n+added, paced, "the full pass asks about everything")
+
+	t.Logf("HEAD requests to the other owner per repair pass, %d blobs (R=2, two members):", n)
+	t.Logf("  full pass (every periodic pass before):  %d", full)
+	t.Logf("  periodic pass, stable ring:              %d", steady)
+	t.Logf("  periodic pass after %d new blobs:        %d", added, fresh)
+	t.Logf("  periodic pass after a health flap:       %d", flapped)
+	t.Logf("  full pass (start, repair_full_interval): %d", paced)
 }

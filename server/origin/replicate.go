@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/ring"
@@ -170,18 +172,45 @@ func classifyBackendErr(err error) error {
 	return err
 }
 
+// repairKind is how much a repair pass checks. A kick asks for the largest kind requested
+// since the last pass started.
+type repairKind int32
+
+const (
+	// repairMoved asks only the owners a ring change gave each blob since the last complete
+	// pass.
+	repairMoved repairKind = iota + 1
+	// repairUnconfirmed asks every owner of the blobs whose placement was not confirmed under
+	// the current ring epoch: new blobs, and every blob after any ring change.
+	repairUnconfirmed
+	// repairFullPaced asks every owner of every blob, at most RepairFullRate requests a second.
+	repairFullPaced
+	// repairFull asks every owner of every blob at once (at start).
+	repairFull
+)
+
+func (k repairKind) String() string {
+	return [...]string{"none", "moved", "unconfirmed", "full (paced)", "full"}[k]
+}
+
 // runRepair reconciles placement: after a ring change, for the blobs whose owners it changed;
-// at start and every RepairInterval, for every blob.
+// every RepairInterval, for the blobs not confirmed since the ring last changed; at start and
+// every RepairFullInterval (paced), for every blob.
 func (s *Server) runRepair(ctx context.Context) error {
 	events, cancel := s.ring.Subscribe()
 	defer cancel()
-	var tick <-chan time.Time
+	var tick, fullTick <-chan time.Time
 	if s.cfg.RepairInterval > 0 {
 		t := time.NewTicker(s.cfg.RepairInterval)
 		defer t.Stop()
 		tick = t.C
 	}
-	s.kickRepair(true) // once at start: this origin may have been down while blobs changed owners
+	if s.cfg.RepairFullInterval > 0 {
+		t := time.NewTicker(s.cfg.RepairFullInterval)
+		defer t.Stop()
+		fullTick = t.C
+	}
+	s.kickRepair(repairFull) // once at start: this origin may have been down while blobs changed owners
 	for {
 		select {
 		case <-ctx.Done():
@@ -190,24 +219,34 @@ func (s *Server) runRepair(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
+			// Any change of members or health voids every confirmation: a member back from a
+			// flap may have come back without its blobs.
+			s.ringEpoch.Add(1)
 			s.log.Info("ring member changed", "member", ev.Member, "healthy", ev.Healthy,
 				"joined", ev.Joined, "left", ev.Left)
-			s.kickRepair(false)
+			s.kickRepair(repairMoved)
 		case <-tick:
-			s.kickRepair(true)
+			s.kickRepair(repairUnconfirmed)
+		case <-fullTick:
+			s.kickRepair(repairFullPaced)
 		case <-s.repairKick:
-			if err := s.repair(ctx, s.repairFull.Swap(false)); err != nil && ctx.Err() == nil {
-				s.log.Warn("repair", "err", err)
+			if k := repairKind(s.repairWant.Swap(0)); k > 0 {
+				if err := s.repair(ctx, k); err != nil && ctx.Err() == nil {
+					s.log.Warn("repair", "kind", k, "err", err)
+				}
 			}
 		}
 	}
 }
 
-// kickRepair asks runRepair for a repair: of every blob when full, else of what the ring
-// changes since the last one moved. A full request stays full until it runs.
-func (s *Server) kickRepair(full bool) {
-	if full {
-		s.repairFull.Store(true)
+// kickRepair asks runRepair for a repair of at least kind k. A larger request stays until it
+// runs.
+func (s *Server) kickRepair(k repairKind) {
+	for {
+		old := s.repairWant.Load()
+		if old >= int32(k) || s.repairWant.CompareAndSwap(old, int32(k)) {
+			break
+		}
 	}
 	select {
 	case s.repairKick <- struct{}{}:
@@ -218,7 +257,7 @@ func (s *Server) kickRepair(full bool) {
 // Repair checks that every blob in the store is on all of its current owners and copies it to
 // those that lack it (through durable replicate tasks). It returns how it went, not whether
 // every copy succeeded: failed copies are retried by the queue.
-func (s *Server) Repair(ctx context.Context) error { return s.repair(ctx, true) }
+func (s *Server) Repair(ctx context.Context) error { return s.repair(ctx, repairFull) }
 
 // placement is everything a blob's owners depend on: the ring's members, which of them are
 // healthy, and R. Owners are computed from it locally (rendezvous hashing), so the owners a
@@ -266,33 +305,86 @@ func (p *placement) equal(q *placement) bool {
 	return p.replicas == q.replicas && slices.Equal(p.members, q.members) && slices.Equal(p.healthy, q.healthy)
 }
 
+// confirmations are the blobs every owner was seen to hold, under one ring epoch (the count of
+// ring events runRepair received) and placement: a periodic pass skips them. Any ring event or
+// placement change voids them all; they are not kept across restarts (the pass at start checks
+// everything anyway). Keys are SHA-256 digests' 32 bytes; a blob of another algorithm is never
+// confirmed.
+type confirmations struct {
+	epoch uint64
+	place *placement
+	set   map[[32]byte]struct{}
+}
+
+// under empties c unless it is of epoch and placement p.
+func (c *confirmations) under(epoch uint64, p *placement) {
+	if c.set != nil && c.epoch == epoch && c.place != nil && c.place.equal(p) {
+		return
+	}
+	c.epoch, c.place, c.set = epoch, p, map[[32]byte]struct{}{}
+}
+
+func confirmKey(d digest.Digest) ([32]byte, bool) {
+	var k [32]byte
+	if d.Algorithm() != digest.SHA256 {
+		return k, false
+	}
+	n, err := hex.Decode(k[:], []byte(d.Encoded()))
+	return k, err == nil && n == len(k)
+}
+
 // repair makes sure the blobs in the store are on their owners, copying them (through durable
-// replicate tasks) to owners that lack them. With full it asks every owner of every blob;
-// otherwise only the owners a blob gained since the placement of the last complete repair, so
-// a ring change costs requests for what it moved, not for everything held (the owners a blob
-// kept were checked before, or got it when it was uploaded). Owners that cannot be reached are
+// replicate tasks) to owners that lack them. repairMoved asks only the owners a blob gained
+// since the placement of the last complete repair, so a ring change costs requests for what it
+// moved, not for everything held (the owners a blob kept were checked before, or got it when it
+// was uploaded); repairUnconfirmed asks every owner of the blobs not confirmed under the
+// current epoch, so a periodic pass on a stable ring costs requests for the new blobs only;
+// the full kinds ask every owner of every blob. A blob all of whose other owners answered that
+// they hold it is confirmed (moved passes confirm nothing). Owners that cannot be reached are
 // skipped: their return is a ring change of its own.
-func (s *Server) repair(ctx context.Context, full bool) error {
+func (s *Server) repair(ctx context.Context, kind repairKind) error {
 	s.repairMu.Lock()
 	defer s.repairMu.Unlock()
 	cur := s.currentPlacement()
+	epoch := s.ringEpoch.Load()
 	prev := s.repaired
-	if !full && prev != nil && prev.equal(&cur) {
+	if kind == repairMoved && prev != nil && prev.equal(&cur) {
 		return nil
 	}
-	full = full || prev == nil
+	if prev == nil {
+		kind = max(kind, repairUnconfirmed) // nothing to compute what moved from
+	}
+	s.confirmed.under(epoch, &cur)
+	var pace *rate.Limiter
+	if kind == repairFullPaced && s.cfg.RepairFullRate > 0 {
+		pace = rate.NewLimiter(rate.Limit(s.cfg.RepairFullRate), 1)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
-	var queued, moved atomic.Int64
+	var queued, moved, asked, skipped atomic.Int64
+	var mu sync.Mutex
+	var confirmed [][32]byte
 	for _, info := range s.store.List() {
 		d := info.Digest
+		key, confirmable := confirmKey(d)
+		if kind == repairUnconfirmed && confirmable {
+			if _, ok := s.confirmed.set[key]; ok {
+				skipped.Add(1)
+				continue
+			}
+		}
 		targets := cur.owners(d.String())
-		if !full {
+		if kind == repairMoved {
 			before := prev.owners(d.String())
 			targets = slices.DeleteFunc(targets, func(o string) bool { return slices.Contains(before, o) })
 		}
 		targets = slices.DeleteFunc(targets, func(o string) bool { return o == s.self })
 		if len(targets) == 0 {
+			if kind != repairMoved && confirmable {
+				mu.Lock()
+				confirmed = append(confirmed, key) // no other owner: nothing to ask
+				mu.Unlock()
+			}
 			continue
 		}
 		moved.Add(1)
@@ -301,24 +393,50 @@ func (s *Server) repair(ctx context.Context, full bool) error {
 			continue // not a blob this origin can attribute; nothing to repair with
 		}
 		ns = firstLine(ns)
-		for _, o := range targets {
-			g.Go(func() error {
+		g.Go(func() error {
+			all := true
+			for _, o := range targets {
+				if pace != nil {
+					if err := pace.Wait(gctx); err != nil {
+						return err
+					}
+				}
+				asked.Add(1)
 				_, err := s.peer(o).StatLocal(gctx, ns, d)
-				if err == nil || !client.IsNotFound(err) {
-					return nil // present, or unreachable (the member's own return triggers repair)
+				if err == nil {
+					continue
+				}
+				all = false
+				if !client.IsNotFound(err) {
+					continue // unreachable: the member's own return triggers repair
 				}
 				queued.Add(1)
-				return s.enqueue(newTask(kindReplicate, ns, d, o, time.Time{}), d)
-			})
-		}
+				if err := s.enqueue(newTask(kindReplicate, ns, d, o, time.Time{}), d); err != nil {
+					return err
+				}
+			}
+			if all && kind != repairMoved && confirmable {
+				mu.Lock()
+				confirmed = append(confirmed, key)
+				mu.Unlock()
+			}
+			return nil
+		})
 	}
 	err := g.Wait()
+	if s.ringEpoch.Load() == epoch {
+		// Not confirmed under a ring that changed during the pass: the next pass asks again.
+		for _, k := range confirmed {
+			s.confirmed.set[k] = struct{}{}
+		}
+	}
 	switch n := queued.Load(); {
-	case !full:
+	case kind == repairMoved:
 		s.log.Info("repair after a ring change", "blobs_moved", moved.Load(), "copies_queued", n)
 	case n > 0:
-		s.log.Info("repair queued copies", "count", n)
+		s.log.Info("repair queued copies", "kind", kind, "count", n)
 	}
+	s.log.Debug("repair pass", "kind", kind, "owner_requests", asked.Load(), "skipped_confirmed", skipped.Load(), "copies_queued", queued.Load())
 	if err == nil && ctx.Err() == nil {
 		s.repaired = &cur
 	}

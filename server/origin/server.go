@@ -71,11 +71,14 @@ type Server struct {
 	holds  map[string]func() // task key -> release of the store hold taken for it
 
 	repairKick chan struct{} // capacity 1
-	repairFull atomic.Bool   // the next repair the kick starts checks every blob
-	repairMu   sync.Mutex    // one repair at a time; guards repaired
+	repairWant atomic.Int32  // the repairKind the next repair the kick starts runs (at least)
+	ringEpoch  atomic.Uint64 // ring events seen: any change voids confirmed placements
+	repairMu   sync.Mutex    // one repair at a time; guards repaired and confirmed
 	repaired   *placement    // the placement the last complete repair left every blob on
+	confirmed  confirmations // blobs whose owners all held them, under one epoch
 
-	gcLocks   [gcStripes]sync.Mutex // between GC touches and conditional deletes (gc.go)
+	gcLocks   digestLocks   // between GC touches and conditional deletes (gc.go)
+	touches   *touchJournal // when each blob was last touched for a push (gc.go)
 	gcMetrics *gcMetrics
 }
 
@@ -123,6 +126,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(err)
 	}
 	b.OnClose("queue", s.queue.Close)
+	if s.touches, err = openTouchJournal(filepath.Join(cfg.Store.Dir, "gc-touches.db"), time.Now()); err != nil {
+		return nil, b.Fail(err)
+	}
+	b.OnClose("touch journal", s.touches.Close)
 	checker := deps.Checker
 	if checker == nil {
 		// The role's client, so health checks speak TLS when the origins do.

@@ -18,6 +18,18 @@ const (
 	kindReplicate = "replicate"
 )
 
+// Targets of the write-backs garbage collection queues (gc.go). A write-back writes to the
+// namespace's backend whatever its target; a target of their own gives these keys apart from
+// the write-back a commit queued, so neither replaces the other, nor is lost when the other,
+// running at the time, finishes and removes its key.
+const (
+	// writebackAfterTouch follows every GC touch, writeback.touch_delay later.
+	writebackAfterTouch = "gc-touch"
+	// writebackAfterDelete puts back a backend copy that a GC deleted while this origin
+	// touched or fetched the blob.
+	writebackAfterDelete = "gc-delete"
+)
+
 // blobTask is the payload of the origin's queue tasks.
 type blobTask struct {
 	Namespace string        `json:"namespace"`
