@@ -416,6 +416,30 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	res.OriginBytesOut = originBytesOut(sw.c.Origin(0), digests[0]) - outBefore
 	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
 
+	if err := summarize(ctx, sw.http, &res, sw.agents, digests[0], pulls, released); err != nil {
+		return SwarmResult{}, err
+	}
+	if cfg.Keep {
+		res.Dir = dir
+	}
+	res.Digest = digests[0]
+	res.ElapsedS = time.Since(began).Seconds()
+	if deps.Result != nil {
+		deps.Result(res)
+	}
+	if cfg.Hold > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.Hold):
+		}
+	}
+	return res, nil
+}
+
+// summarize fills res's per-agent accounts, percentiles and medians from the clients' pulls,
+// timed from released (the moment every client was let go), and from each agent's own account
+// of its torrent of d, read through its API.
+func summarize(ctx context.Context, hc *http.Client, res *SwarmResult, agents []benchAgent, d digest.Digest, pulls []pull, released time.Time) error {
 	times := make([]float64, len(pulls))
 	var firsts, dls, tails []float64
 	since := func(t *time.Time) *float64 {
@@ -428,12 +452,12 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	for i, p := range pulls {
 		a := SwarmAgent{Agent: i + 1, TimeS: p.last.Seconds(), FirstByteS: p.first.Seconds()}
 		a.Efficiency = res.IdealS / a.TimeS
-		st, err := client.NewAgent(sw.agents[i].addr, sw.http).Torrents(ctx, digests[0])
+		st, err := client.NewAgent(agents[i].addr, hc).Torrents(ctx, d)
 		if err != nil {
-			return SwarmResult{}, fmt.Errorf("read agent %d's torrent: %w", i+1, err)
+			return fmt.Errorf("read agent %d's torrent: %w", i+1, err)
 		}
 		for _, t := range st {
-			if t.Digest == digests[0] {
+			if t.Digest == d {
 				a.BytesIn, a.BytesInOrigin, a.BytesOut, a.WastedBytes = t.BytesIn, t.BytesInOrigin, t.BytesOut, t.Wasted
 				a.DownloadedS, a.CheckedS, a.CommittedS = since(t.Downloaded), since(t.Checked), since(t.Finished)
 			}
@@ -458,21 +482,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 		r50, r99 := res.P50S / *res.BaselineS, res.P99S / *res.BaselineS
 		res.RatioP50, res.RatioP99 = &r50, &r99
 	}
-	if cfg.Keep {
-		res.Dir = dir
-	}
-	res.Digest = digests[0]
-	res.ElapsedS = time.Since(began).Seconds()
-	if deps.Result != nil {
-		deps.Result(res)
-	}
-	if cfg.Hold > 0 {
-		select {
-		case <-ctx.Done():
-		case <-time.After(cfg.Hold):
-		}
-	}
-	return res, nil
+	return nil
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted: the smallest value that at
