@@ -69,6 +69,16 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 			c := &opts.Config
 			c.Size, c.Rate = int64(size), int64(rate)
 			c.SkipVerify, c.SkipBaseline = !verify, !baseline
+			if c.Processes {
+				// A separate-process run has no baseline phase: off unless asked for, and
+				// then refused below.
+				c.SkipBaseline = !cmd.Flags().Changed("baseline") || !baseline
+				if err := processesConflict(opts); err != nil {
+					return err
+				}
+			} else if c.Binary != "" {
+				return cmdutil.FlagErrorf("--binary is only for --processes")
+			}
 			switch {
 			case c.Agents < 1 || c.Agents > bench.MaxSwarmAgents:
 				return cmdutil.FlagErrorf("invalid --agents %d: want 1 to %d", c.Agents, bench.MaxSwarmAgents)
@@ -103,10 +113,30 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
 	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
 	fl.BoolVar(&opts.Verbose, "verbose", false, "show the servers' warnings and errors on stderr")
+	fl.BoolVar(&opts.Config.Processes, "processes", false, "run the origin, the tracker and every agent as `krakenctl serve` processes, and every client as a process, counting each one's CPU and peak RSS")
+	fl.StringVar(&opts.Config.Binary, "binary", "", "with --processes, the krakenctl executable the processes run (default: this one)")
 	fl.StringVar(&opts.CPUProfile, "cpu-profile", "", "write a CPU profile of the run (every server and client: one process) to `FILE`, for go tool pprof")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	_ = cmd.MarkFlagDirname("dir")
+	_ = cmd.MarkFlagFilename("binary")
 	return cmd
+}
+
+// processesConflict refuses, by name, the flags a separate-process run cannot honour.
+func processesConflict(opts *SwarmOptions) error {
+	c := opts.Config
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"--tls", c.TLS}, {"--peer-plain", c.PeerPlain}, {"--no-p2p", c.NoP2P}, {"--hold", c.Hold > 0},
+		{"--cpu-profile", opts.CPUProfile != ""}, {"--baseline", !c.SkipBaseline},
+	} {
+		if f.set {
+			return cmdutil.FlagErrorf("%s is not available with --processes", f.name)
+		}
+	}
+	return nil
 }
 
 func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
