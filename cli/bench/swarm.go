@@ -60,10 +60,24 @@ every byte against the generated blob's (the agents verify SHA-256 themselves; a
 SHA-256 would compete with them for this machine's CPUs). Any failure fails the benchmark. All stores share one filesystem and page cache: --dir /dev/shm
 takes the disk out of the measurement. The run refuses to start when the filesystem has less
 free space than every copy it stores ((agents+2)*size with the baseline) plus 10%. Progress is
-drawn on stderr when it is a terminal. The numbers describe this machine under its load.`,
+drawn on stderr when it is a terminal. The numbers describe this machine under its load.
+
+--processes runs the same measurement the way a cluster runs, one process per host: the
+origin, the tracker and every agent are each a 'krakenctl serve' process (of this executable,
+or --binary) with a config of its own in the run's directory, the rate limits in it
+(peer.egress_rate; egress_rate and ingress_rate), on 127.0.0.1 ports picked free, each ready
+(/readyz) before the next starts; every client is a process too, and all are released at
+once. Added to the result: the CPU time of every process from the release to the last
+client's exit (each process's own account: /proc/PID/stat, and its rusage once reaped), per
+delivered GiB, and split by role with each role's peak RSS. There is no baseline phase, and
+--tls, --peer-plain, --no-p2p, --hold and --cpu-profile are not available. Each process's
+stderr goes to the run's logs/ directory: a process that exits, or does not become ready, fails
+the run with its name, PID and the end of its log, and the logs are kept. Every process is
+stopped (SIGTERM, then SIGKILL) however the run ends.`,
 		Example: `  krakenctl bench swarm
   krakenctl bench swarm --agents 16 --size 512MiB --rate 25MiB -o json
-  krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false`,
+  krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false
+  krakenctl bench swarm --processes --agents 8 --size 512MiB --rate 25MiB -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := &opts.Config
@@ -205,17 +219,27 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 		t.Row("p50 / baseline, p99 / baseline", fmt.Sprintf("%.3f, %.3f", *r.RatioP50, *r.RatioP99))
 	}
 	t.Row("origin egress", fmt.Sprintf("%.3f copies (%s)", r.OriginCopies, bytesCell(r.OriginBytesOut)))
-	rss := "unknown here"
-	if r.PeakRSSBytes > 0 {
-		rss = bytesCell(r.PeakRSSBytes)
-		if r.PeakRSSSinceStart {
-			rss += " (since the process started)"
+	if r.Roles != nil {
+		rl := r.Roles
+		t.Row("CPU, every process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB (from the release to the last client's exit)",
+			r.CPUSeconds, r.CPUCores, r.CPUSecondsPerGiB))
+		t.Row("CPU by role", fmt.Sprintf("origin %.1f s, tracker %.1f s, agents %.1f s, clients %.1f s",
+			rl.Origin.CPUS, rl.Tracker.CPUS, rl.Agents.CPUS, rl.Clients.CPUS))
+		t.Row("peak RSS per process", fmt.Sprintf("origin %s, tracker %s, agents up to %s, clients up to %s",
+			rssCell(rl.Origin.PeakRSSBytes), rssCell(rl.Tracker.PeakRSSBytes), rssCell(rl.Agents.PeakRSSBytes), rssCell(rl.Clients.PeakRSSBytes)))
+	} else {
+		rss := "unknown here"
+		if r.PeakRSSBytes > 0 {
+			rss = bytesCell(r.PeakRSSBytes)
+			if r.PeakRSSSinceStart {
+				rss += " (since the process started)"
+			}
 		}
-	}
-	t.Row("peak RSS, whole process", rss)
-	t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
-	if r.CPUS > 0 {
-		t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB", r.CPUS, r.CPUCores, r.CPUSPerGiB))
+		t.Row("peak RSS, whole process", rss)
+		t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
+		if r.CPUS > 0 {
+			t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB", r.CPUS, r.CPUCores, r.CPUSPerGiB))
+		}
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -235,8 +259,12 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	case r.TLS:
 		links = "mutual TLS on every link, the swarm's included"
 	}
-	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
-		cmdutil.Plural(r.Agents, "agent"), trackers, links, check, r.ElapsedS, r.SeedS)
+	where := "in this process"
+	if r.Processes {
+		where = "each a process of its own, as is each agent's client"
+	}
+	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 %s, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
+		cmdutil.Plural(r.Agents, "agent"), trackers, where, links, check, r.ElapsedS, r.SeedS)
 	if err == nil && r.Dir != "" {
 		_, err = fmt.Fprintf(w, "Stores kept in %s.\n", r.Dir)
 	}
@@ -244,6 +272,14 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 }
 
 func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
+
+// rssCell is a peak RSS, or "unknown" where it could not be read (0).
+func rssCell(n int64) string {
+	if n <= 0 {
+		return "unknown"
+	}
+	return bytesCell(n)
+}
 
 // bytesCell formats n in the largest binary unit under it, with one decimal.
 func bytesCell(n int64) string {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -338,9 +339,9 @@ func (s *procSet) pull(ctx context.Context, cfg SwarmConfig, deps SwarmDeps, age
 	}
 	var finished atomic.Int64
 	total := cfg.Size * int64(len(clients))
-	stopTick := ticker(func() {
+	stopTick := sync.OnceFunc(ticker(func() {
 		reportSwarm(deps, SwarmProgress{Phase: PhaseSwarm, Done: finished.Load() * cfg.Size, Total: total})
-	})
+	}))
 	defer stopTick()
 	timeout := time.NewTimer(cfg.Timeout)
 	defer timeout.Stop()
