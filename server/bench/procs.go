@@ -99,6 +99,11 @@ func swarmProcesses(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ Swa
 			if rerr := os.RemoveAll(dir); rerr != nil {
 				err = fmt.Errorf("remove state directory: %w", rerr)
 			}
+		case ctx.Err() != nil:
+			// Stopped from outside: nothing went wrong that the logs would explain.
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("remove state directory: %w", rerr))
+			}
 		default:
 			// The stores can be large; the logs and configs say what went wrong.
 			err = errors.Join(err, removeExcept(dir, procLogDir, procConfigDir))
@@ -216,7 +221,7 @@ func (s *procSet) run(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (Swa
 			a, err := s.startServer(gctx, hc, roleAgent, n, true, func(a serverAddrs) map[string]any {
 				return map[string]any{
 					"listen": a.data, "admin_listen": a.admin, "peer_listen": a.peer, "trackers": []string{tracker.addrs.data},
-					"store_dir":  filepath.Join(s.dir, fmt.Sprintf("agent-%03d", n)),
+					"store_dir":   filepath.Join(s.dir, fmt.Sprintf("agent-%03d", n)),
 					"egress_rate": rate, "ingress_rate": rate,
 				}
 			})
@@ -413,7 +418,11 @@ func (s *procSet) startServer(ctx context.Context, hc *http.Client, role string,
 		if err != nil {
 			return nil, fmt.Errorf("pick ports for %s: %w", procLabel(role, n), err)
 		}
-		b, err := yaml.Marshal(mk(a))
+		c := mk(a)
+		if s.configHook != nil {
+			s.configHook(procLabel(role, n), c)
+		}
+		b, err := yaml.Marshal(c)
 		if err != nil {
 			return nil, fmt.Errorf("write %s's config: %w", procLabel(role, n), err)
 		}

@@ -187,6 +187,9 @@ type SwarmDeps struct {
 	// procStarted, when set, is told the name and PID of every process a separate-process
 	// run starts (tests check that none outlives the run).
 	procStarted func(name string, pid int)
+	// procConfig, when set, may change the config of each server of a separate-process run
+	// before it is written (tests make one fail).
+	procConfig func(name string, cfg map[string]any)
 }
 
 // SwarmProgress is a snapshot of one phase: servers started for PhaseStart, bytes for the
