@@ -225,8 +225,8 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 			r.CPUSeconds, r.CPUCores, r.CPUSecondsPerGiB))
 		t.Row("CPU by role", fmt.Sprintf("origin %.1f s, tracker %.1f s, agents %.1f s, clients %.1f s",
 			rl.Origin.CPUS, rl.Tracker.CPUS, rl.Agents.CPUS, rl.Clients.CPUS))
-		t.Row("peak RSS per process", fmt.Sprintf("origin %s, tracker %s, agents up to %s, clients up to %s",
-			rssCell(rl.Origin.PeakRSSBytes), rssCell(rl.Tracker.PeakRSSBytes), rssCell(rl.Agents.PeakRSSBytes), rssCell(rl.Clients.PeakRSSBytes)))
+		t.Row("peak RSS per process", fmt.Sprintf("origin %s, tracker %s, agents %s, clients %s",
+			rssCell(rl.Origin.PeakRSSBytes, ""), rssCell(rl.Tracker.PeakRSSBytes, ""), rssCell(rl.Agents.PeakRSSBytes, "up to "), rssCell(rl.Clients.PeakRSSBytes, "up to ")))
 	} else {
 		rss := "unknown here"
 		if r.PeakRSSBytes > 0 {
@@ -261,7 +261,7 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	}
 	where := "in this process"
 	if r.Processes {
-		where = "each a process of its own, as is each agent's client"
+		where = "as processes of their own, with a client process per agent"
 	}
 	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 %s, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
 		cmdutil.Plural(r.Agents, "agent"), trackers, where, links, check, r.ElapsedS, r.SeedS)
@@ -273,12 +273,12 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 
 func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
 
-// rssCell is a peak RSS, or "unknown" where it could not be read (0).
-func rssCell(n int64) string {
+// rssCell is a peak RSS after prefix, or "unknown" where it could not be read (0).
+func rssCell(n int64, prefix string) string {
 	if n <= 0 {
 		return "unknown"
 	}
-	return bytesCell(n)
+	return prefix + bytesCell(n)
 }
 
 // bytesCell formats n in the largest binary unit under it, with one decimal.

@@ -65,8 +65,9 @@ var ErrProcess = errors.New("benchmark process failed")
 // which gives every process's whole-life CPU time and peak RSS.
 //
 // Every process it started has ended when it returns, whatever happened (ctx's end too).
-// Each process's stderr goes to logs/ROLE.log in the directory; when the run fails, the
-// stores are removed but the logs and configs are kept, and the error names the directory.
+// Each process's stderr goes to logs/NAME.log in the directory; when the run fails (other
+// than by ctx's end), the stores are removed but the logs and configs are kept, and the
+// error names the directory.
 func swarmProcesses(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult, err error) {
 	began := time.Now()
 	bin, err := swarmBinary(cfg.Binary)
