@@ -330,6 +330,8 @@ func (s *procSet) pull(ctx context.Context, cfg SwarmConfig, deps SwarmDeps, age
 		case <-c.clientReady:
 		case <-c.exited:
 			return nil, time.Time{}, s.exitError(c, "before it was ready")
+		case <-s.failed:
+			return nil, time.Time{}, s.failure()
 		case <-ctx.Done():
 			return nil, time.Time{}, ctx.Err()
 		case <-deadline.C:
@@ -442,6 +444,7 @@ func (s *procSet) startServer(ctx context.Context, hc *http.Client, role string,
 		}
 		if attempt < bindRetries && p.hasExited() && logContains(p.log, "address already in use") {
 			s.log.Warn("a port was taken before the server bound it; starting it again on others", "process", p.String(), "attempt", attempt)
+			s.forget(p) // reaped: nothing to stop, and no part of the run's accounts
 			continue
 		}
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,7 +145,7 @@ func (s *procSet) start(p *proc, args []string, stdin, stdout *os.File) error {
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
-	s.log.Debug("benchmark process started", "process", p.String(), "pid", p.pid(), "log", p.log)
+	s.log.Info("benchmark process started", "process", p.String(), "pid", p.pid(), "log", p.log)
 	if s.started != nil {
 		s.started(p.String(), p.pid())
 	}
@@ -222,6 +223,13 @@ func (s *procSet) exitError(p *proc, when string) error {
 		when = " " + when
 	}
 	return fmt.Errorf("%w: %s (pid %d) exited%s: %s%s", ErrProcess, p, p.pid(), when, p.cmd.ProcessState, logTail(p.log))
+}
+
+// forget drops p, which has been reaped, from the processes of the run.
+func (s *procSet) forget(p *proc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.procs = slices.DeleteFunc(s.procs, func(q *proc) bool { return q == p })
 }
 
 // all returns every process started so far.

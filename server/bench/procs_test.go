@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -436,4 +437,29 @@ func TestSwarmProcessesCommandStopsOnSIGINT(t *testing.T) {
 		require.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "child %d is gone", pid)
 	}
 	requireEmptyDir(t, parent)
+}
+
+// A port picked free but taken before the server binds it: the server is started again on
+// other ports, and the run goes on as if nothing happened.
+func TestSwarmProcessesRetryATakenPort(t *testing.T) {
+	t.Parallel()
+	bin := binary(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer func() { _ = taken.Close() }()
+	var started pids
+	var once sync.Once
+	res, err := Swarm(t.Context(), SwarmConfig{Agents: 1, Size: 1 << 20, Rate: 8 << 20, Dir: t.TempDir(), SkipBaseline: true, Processes: true, Binary: bin},
+		SwarmDeps{
+			procStarted: started.add,
+			procConfig: func(name string, cfg map[string]any) {
+				if name == "agent 1" {
+					once.Do(func() { cfg["listen"] = taken.Addr().String() })
+				}
+			},
+		})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"origin", "tracker", "agent 1", "agent 1", "client 1"}, started.names(), "agent 1 started twice")
+	started.requireGone(t)
+	require.Equal(t, 1, res.Roles.Agents.Processes, "the agent that could not bind is no part of the accounts")
 }
