@@ -96,6 +96,9 @@ func swarmProcesses(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ Swa
 		err = errors.Join(err, ps.stopAll())
 		switch {
 		case cfg.Keep:
+			if err != nil {
+				err = fmt.Errorf("%w\nstate directory kept in %s", err, dir)
+			}
 		case err == nil:
 			if rerr := os.RemoveAll(dir); rerr != nil {
 				err = fmt.Errorf("remove state directory: %w", rerr)
@@ -113,7 +116,7 @@ func swarmProcesses(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ Swa
 	}()
 	res, err := ps.run(ctx, cfg, deps)
 	if err != nil {
-		return SwarmResult{}, err
+		return SwarmResult{}, ps.cause(err)
 	}
 	if err := ps.stopAll(); err != nil {
 		return SwarmResult{}, err
@@ -184,8 +187,14 @@ func (s *procSet) run(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (Swa
 	defer hc.CloseIdleConnections()
 
 	servers := int64(cfg.Agents + 2)
-	var ready atomic.Int64
-	readyNow := func() { reportSwarm(deps, SwarmProgress{Phase: PhaseStart, Done: ready.Add(1), Total: servers}) }
+	var mu sync.Mutex // agents become ready on goroutines of their own; Progress takes one at a time
+	ready := int64(0)
+	readyNow := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		ready++
+		reportSwarm(deps, SwarmProgress{Phase: PhaseStart, Done: ready, Total: servers})
+	}
 	reportSwarm(deps, SwarmProgress{Phase: PhaseStart, Total: servers})
 	rate := config.ByteSize(cfg.Rate).String()
 	origin, err := s.startServer(ctx, hc, roleOrigin, 0, true, func(a serverAddrs) map[string]any {

@@ -216,6 +216,19 @@ func (s *procSet) failure() error {
 	return s.err
 }
 
+// cause returns the run's first process failure, if there was one, instead of err: a request
+// to a server that died fails too, but says less than the server's exit and its log.
+func (s *procSet) cause(err error) error {
+	select {
+	case <-s.failed:
+		if !errors.Is(err, ErrProcess) {
+			return errors.Join(s.err, err)
+		}
+	default:
+	}
+	return err
+}
+
 // exitError says that p (reaped) exited, when, how, and how its log ends.
 func (s *procSet) exitError(p *proc, when string) error {
 	<-p.exited

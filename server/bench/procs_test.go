@@ -50,6 +50,18 @@ func (p *pids) names() []string {
 	return out
 }
 
+// pid returns the PID of the process named name (the first, if it was started again).
+func (p *pids) pid(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n, pid := range p.m {
+		if n[:strings.IndexByte(n, '#')] == name {
+			return pid
+		}
+	}
+	return 0
+}
+
 // requireGone fails unless every process recorded is gone: reaped, so no PID answers (kill
 // with signal 0 fails with ESRCH).
 func (p *pids) requireGone(t *testing.T) {
@@ -462,4 +474,29 @@ func TestSwarmProcessesRetryATakenPort(t *testing.T) {
 	require.ElementsMatch(t, []string{"origin", "tracker", "agent 1", "agent 1", "client 1"}, started.names(), "agent 1 started twice")
 	started.requireGone(t)
 	require.Equal(t, 1, res.Roles.Agents.Processes, "the agent that could not bind is no part of the accounts")
+}
+
+// A server that dies while the clients read fails the run at once, named, with its log.
+func TestSwarmProcessesServerDiesMidRun(t *testing.T) {
+	t.Parallel()
+	bin := binary(t)
+	parent := t.TempDir()
+	var started pids
+	var once sync.Once
+	// 8 MiB at 1 MiB/s takes seconds: the tracker dies while the clients read; the swarm
+	// itself would go on without it.
+	_, err := Swarm(t.Context(), SwarmConfig{Agents: 2, Size: 8 << 20, Rate: 1 << 20, Dir: parent, SkipBaseline: true, Processes: true, Binary: bin},
+		SwarmDeps{
+			procStarted: started.add,
+			Progress: func(p SwarmProgress) {
+				if p.Phase == PhaseSwarm {
+					once.Do(func() { _ = syscall.Kill(started.pid("tracker"), syscall.SIGKILL) }) // checked by the error below
+				}
+			},
+		})
+	require.ErrorIs(t, err, ErrProcess)
+	require.ErrorContains(t, err, "tracker (pid ")
+	require.ErrorContains(t, err, "exited during the run: signal: killed; its log ")
+	require.ErrorContains(t, err, "logs and configs kept in "+parent)
+	started.requireGone(t)
 }
