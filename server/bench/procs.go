@@ -332,7 +332,7 @@ func (s *procSet) pull(ctx context.Context, cfg SwarmConfig, deps SwarmDeps, age
 		clients[i] = c
 	}
 	_ = gate.Close() // read only by the clients; their copies keep it open
-	deadline := time.NewTimer(startTimeout)
+	deadline := time.NewTimer(s.readyTimeout)
 	defer deadline.Stop()
 	for _, c := range clients {
 		select {
@@ -344,7 +344,7 @@ func (s *procSet) pull(ctx context.Context, cfg SwarmConfig, deps SwarmDeps, age
 		case <-ctx.Done():
 			return nil, time.Time{}, ctx.Err()
 		case <-deadline.C:
-			return nil, time.Time{}, fmt.Errorf("%w: %s (pid %d) not connected to its agent after %s%s", ErrProcess, c, c.pid(), startTimeout, logTail(c.log))
+			return nil, time.Time{}, fmt.Errorf("%w: %s (pid %d) not connected to its agent after %s%s", ErrProcess, c, c.pid(), s.readyTimeout, logTail(c.log))
 		}
 	}
 
@@ -461,9 +461,9 @@ func (s *procSet) startServer(ctx context.Context, hc *http.Client, role string,
 }
 
 // waitReady polls p's admin /readyz until it answers 200. It fails when p exits first, when
-// ctx ends, or after startTimeout.
+// ctx ends, or after s.readyTimeout (startTimeout unless a test says otherwise).
 func (s *procSet) waitReady(ctx context.Context, hc *http.Client, p *proc) error {
-	deadline := time.Now().Add(startTimeout)
+	deadline := time.Now().Add(s.readyTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	url := "http://" + p.addrs.admin + "/readyz"
@@ -482,7 +482,7 @@ func (s *procSet) waitReady(ctx context.Context, hc *http.Client, p *proc) error
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: %s (pid %d) not ready after %s (%s: %w)%s", ErrProcess, p, p.pid(), startTimeout, url, err, logTail(p.log))
+			return fmt.Errorf("%w: %s (pid %d) not ready after %s (%s: %w)%s", ErrProcess, p, p.pid(), s.readyTimeout, url, err, logTail(p.log))
 		}
 		select {
 		case <-p.exited:

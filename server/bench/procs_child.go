@@ -48,10 +48,11 @@ var lc net.ListenConfig
 
 // procSet is every process a separate-process run started, and the first failure of one.
 type procSet struct {
-	bin, dir   string
-	log        *slog.Logger
-	started    func(name string, pid int)            // SwarmDeps.procStarted
-	configHook func(name string, cfg map[string]any) // SwarmDeps.procConfig
+	bin, dir     string
+	log          *slog.Logger
+	started      func(name string, pid int)            // SwarmDeps.procStarted
+	configHook   func(name string, cfg map[string]any) // SwarmDeps.procConfig
+	readyTimeout time.Duration                         // startTimeout, or SwarmDeps.procReadyTimeout
 	// wall is the swarm phase's wall time; endpointsFile is removed by stopAll ("": none).
 	wall          time.Duration
 	endpointsFile string
@@ -66,7 +67,12 @@ type procSet struct {
 }
 
 func newProcSet(bin, dir string, deps SwarmDeps) *procSet {
-	return &procSet{bin: bin, dir: dir, log: deps.Logger, started: deps.procStarted, configHook: deps.procConfig, addrs: map[string]bool{}, failed: make(chan struct{})}
+	s := &procSet{bin: bin, dir: dir, log: deps.Logger, started: deps.procStarted, configHook: deps.procConfig, readyTimeout: startTimeout,
+		addrs: map[string]bool{}, failed: make(chan struct{})}
+	if deps.procReadyTimeout > 0 {
+		s.readyTimeout = deps.procReadyTimeout
+	}
+	return s
 }
 
 // proc is one process of the run: a server (`krakenctl serve ROLE`) or a client (`krakenctl

@@ -500,3 +500,26 @@ func TestSwarmProcessesServerDiesMidRun(t *testing.T) {
 	require.ErrorContains(t, err, "logs and configs kept in "+parent)
 	started.requireGone(t)
 }
+
+// A server that runs but never becomes ready fails the run, named, with its last answer and
+// its log.
+func TestSwarmProcessesServerNeverReady(t *testing.T) {
+	t.Parallel()
+	// A wrapper that runs krakenctl, except for the tracker, which it replaces by a process
+	// that never listens.
+	wrapper := t.TempDir() + "/krakenctl"
+	script := "#!/bin/sh\nif [ \"$1 $2\" = \"serve tracker\" ]; then exec sleep 600; fi\nexec " + binary(t) + " \"$@\"\n"
+	require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o700))
+	parent := t.TempDir()
+	var started pids
+	_, err := Swarm(t.Context(), SwarmConfig{Agents: 1, Size: 1 << 20, Rate: 8 << 20, Dir: parent, SkipBaseline: true, Processes: true, Binary: wrapper},
+		SwarmDeps{procStarted: started.add, procReadyTimeout: 2 * time.Second})
+	require.ErrorIs(t, err, ErrProcess)
+	require.ErrorContains(t, err, "tracker (pid ")
+	require.ErrorContains(t, err, "not ready after 2s (http://127.0.0.1:")
+	require.ErrorContains(t, err, "connection refused")
+	require.ErrorContains(t, err, "/logs/tracker.log is empty")
+	require.ErrorContains(t, err, "logs and configs kept in "+parent)
+	require.ElementsMatch(t, []string{"origin", "tracker"}, started.names(), "no agent started")
+	started.requireGone(t)
+}

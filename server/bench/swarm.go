@@ -190,6 +190,9 @@ type SwarmDeps struct {
 	// procConfig, when set, may change the config of each server of a separate-process run
 	// before it is written (tests make one fail).
 	procConfig func(name string, cfg map[string]any)
+	// procReadyTimeout, when set, replaces startTimeout as the time a process of a
+	// separate-process run has to become ready (tests wait less).
+	procReadyTimeout time.Duration
 }
 
 // SwarmProgress is a snapshot of one phase: servers started for PhaseStart, bytes for the
