@@ -54,8 +54,8 @@ var ErrProcess = errors.New("benchmark process failed")
 // swarmProcesses is Swarm with cfg.Processes (cfg completed and valid). In a fresh directory
 // under cfg.Dir it writes a config for each server and starts, in this order and each ready
 // (its admin /readyz answering 200) before the next: the origin (a ring of one, no backend,
-// its swarm egress capped at cfg.Rate in its config: peer.egress_rate), the tracker (which is
-// ready only once it has reached the origin) and the agents (egress_rate and ingress_rate at
+// its swarm egress capped at cfg.Rate in its config: peer.egress_rate), the tracker (ready once it
+// has asked the running origin for its swarm identity) and the agents (egress_rate and ingress_rate at
 // cfg.Rate), all on 127.0.0.1 ports picked free. It seeds the origin through its API as
 // Swarm does, then starts one client process per agent; each connects to its agent, says it
 // is ready and waits on a pipe that every client shares. Closing the pipe's one write end
@@ -209,9 +209,9 @@ func (s *procSet) run(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (Swa
 		return SwarmResult{}, err
 	}
 	readyNow()
-	// After the origin: a tracker is ready only once it has reached an origin, and one
-	// started first would hand out no origin until its next probe (the side-by-side's
-	// start-order artifact).
+	// After the origin is ready: a tracker asks every origin for its swarm identity at start,
+	// and one that found the origin down would leave it out of its handouts until its next
+	// probe (the side-by-side's start-order artifact). It is ready once it has asked.
 	tracker, err := s.startServer(ctx, hc, roleTracker, 0, false, func(a serverAddrs) map[string]any {
 		return map[string]any{
 			"listen": a.data, "admin_listen": a.admin, "origins": []string{origin.addrs.data}, "replicas": 1,
