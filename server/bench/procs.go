@@ -371,7 +371,7 @@ func (s *procSet) pull(ctx context.Context, cfg SwarmConfig, deps SwarmDeps, age
 		case <-ctx.Done():
 			return nil, time.Time{}, ctx.Err()
 		case <-timeout.C:
-			return nil, time.Time{}, fmt.Errorf("%d of %d clients finished: %w after %s", finished.Load(), len(clients), errTimeout, cfg.Timeout)
+			return nil, time.Time{}, fmt.Errorf("%d of %d clients finished after %s: %w", finished.Load(), len(clients), cfg.Timeout, errTimeout)
 		}
 		<-c.exited // its stdout closed: it is exiting
 		if !c.cmd.ProcessState.Success() {

@@ -523,3 +523,15 @@ func TestSwarmProcessesServerNeverReady(t *testing.T) {
 	require.ElementsMatch(t, []string{"origin", "tracker"}, started.names(), "no agent started")
 	started.requireGone(t)
 }
+
+func TestSwarmProcessesTimesOut(t *testing.T) {
+	t.Parallel()
+	bin := binary(t)
+	var started pids
+	// 8 MiB at 1 MiB/s cannot arrive in 300 ms.
+	_, err := Swarm(t.Context(), SwarmConfig{Agents: 2, Size: 8 << 20, Rate: 1 << 20, Timeout: 300 * time.Millisecond, Dir: t.TempDir(),
+		SkipBaseline: true, Processes: true, Binary: bin}, SwarmDeps{procStarted: started.add})
+	require.ErrorIs(t, err, errTimeout)
+	require.ErrorContains(t, err, "0 of 2 clients finished after 300ms: timed out")
+	started.requireGone(t)
+}
