@@ -535,3 +535,26 @@ func TestSwarmProcessesTimesOut(t *testing.T) {
 	require.ErrorContains(t, err, "0 of 2 clients finished after 300ms: timed out")
 	started.requireGone(t)
 }
+
+// The command as an operator runs it, with no --binary: its servers and clients are its own
+// executable, and -o json carries the processes' CPU.
+func TestSwarmProcessesCommand(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	cmd := exec.Command(binary(t), "bench", "swarm", "--processes", "--agents", "1", "--size", "1MiB", "--rate", "8MiB", "--dir", parent, "-o", "json")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "%s", &stderr)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout.String()), &m), "one JSON object: %s", &stdout)
+	require.Equal(t, true, m["processes"])
+	require.Positive(t, m["cpu_seconds"])
+	require.Positive(t, m["cpu_seconds_per_gib"])
+	roles, ok := m["roles"].(map[string]any)
+	require.True(t, ok, "roles: %v", m["roles"])
+	for _, r := range []string{"origin", "tracker", "agents", "clients"} {
+		require.Contains(t, roles, r)
+	}
+	require.Len(t, m["per_agent"], 1)
+	requireEmptyDir(t, parent)
+}
