@@ -70,10 +70,10 @@ or --binary) with a config of its own in the run's directory, the rate limits in
 once. Added to the result: the CPU time of every process from the release to the last
 client's exit (each process's own account: /proc/PID/stat, and its rusage once reaped), per
 delivered GiB, and split by role with each role's peak RSS. There is no baseline phase, and
---tls, --peer-plain, --no-p2p, --hold and --cpu-profile are not available. Each process's
-stderr goes to the run's logs/ directory: a process that exits, or does not become ready, fails
-the run with its name, PID and the end of its log, and the logs are kept. Every process is
-stopped (SIGTERM, then SIGKILL) however the run ends.`,
+--tls, --peer-plain, --no-p2p, --hold, --cpu-profile and --verbose are not available. Each
+process's stderr goes to the run's logs/ directory (--keep keeps it): a process that exits,
+or does not become ready, fails the run with its name, PID and the end of its log, and the
+logs are kept. Every process is stopped (SIGTERM, then SIGKILL) however the run ends.`,
 		Example: `  krakenctl bench swarm
   krakenctl bench swarm --agents 16 --size 512MiB --rate 25MiB -o json
   krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false
@@ -149,6 +149,9 @@ func processesConflict(opts *SwarmOptions) error {
 		if f.set {
 			return cmdutil.FlagErrorf("%s is not available with --processes", f.name)
 		}
+	}
+	if opts.Verbose {
+		return cmdutil.FlagErrorf("--verbose is not available with --processes: every process's log is in the run's logs/ directory (--keep keeps it)")
 	}
 	return nil
 }

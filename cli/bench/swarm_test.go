@@ -82,6 +82,7 @@ func Test_NewCmdSwarmRejects(t *testing.T) {
 		{"processes holding", []string{"--processes", "--hold", "1m"}, "--hold is not available with --processes"},
 		{"processes profiled", []string{"--processes", "--cpu-profile", "x.pprof"}, "--cpu-profile is not available with --processes"},
 		{"processes with a baseline", []string{"--processes", "--baseline"}, "--baseline is not available with --processes"},
+		{"processes verbose", []string{"--processes", "--verbose"}, "--verbose is not available with --processes: every process's log is in the run's logs/ directory"},
 		{"processes with no agents", []string{"--processes", "--agents", "0"}, "invalid --agents 0: want 1 to 256"},
 	}
 	for _, tt := range tests {
