@@ -20,5 +20,6 @@ bench swarm --keep).`,
 	}
 	cmd.AddCommand(NewCmdTags(f, nil))
 	cmd.AddCommand(NewCmdSwarm(f, nil))
+	cmd.AddCommand(NewCmdSwarmClient(f, nil))
 	return cmd
 }

@@ -60,15 +60,39 @@ every byte against the generated blob's (the agents verify SHA-256 themselves; a
 SHA-256 would compete with them for this machine's CPUs). Any failure fails the benchmark. All stores share one filesystem and page cache: --dir /dev/shm
 takes the disk out of the measurement. The run refuses to start when the filesystem has less
 free space than every copy it stores ((agents+2)*size with the baseline) plus 10%. Progress is
-drawn on stderr when it is a terminal. The numbers describe this machine under its load.`,
+drawn on stderr when it is a terminal. The numbers describe this machine under its load.
+
+--processes runs the same measurement the way a cluster runs, one process per host: the
+origin, the tracker and every agent are each a 'krakenctl serve' process (of this executable,
+or --binary) with a config of its own in the run's directory, the rate limits in it
+(peer.egress_rate; egress_rate and ingress_rate), on 127.0.0.1 ports picked free, each ready
+(/readyz) before the next starts; every client is a process too, and all are released at
+once. Added to the result: the CPU time of every process from the release to the last
+client's exit (each process's own account: /proc/PID/stat, and its rusage once reaped), per
+delivered GiB, and split by role with each role's peak RSS. There is no baseline phase, and
+--tls, --peer-plain, --no-p2p, --hold, --cpu-profile and --verbose are not available. Each
+process's stderr goes to the run's logs/ directory (--keep keeps it): a process that exits,
+or does not become ready, fails the run with its name, PID and the end of its log, and the
+logs are kept. Every process is stopped (SIGTERM, then SIGKILL) however the run ends.`,
 		Example: `  krakenctl bench swarm
   krakenctl bench swarm --agents 16 --size 512MiB --rate 25MiB -o json
-  krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false`,
+  krakenctl bench swarm --agents 4 --size 64MiB --rate 10MiB/s --dir /dev/shm --baseline=false
+  krakenctl bench swarm --processes --agents 8 --size 512MiB --rate 25MiB -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := &opts.Config
 			c.Size, c.Rate = int64(size), int64(rate)
 			c.SkipVerify, c.SkipBaseline = !verify, !baseline
+			if c.Processes {
+				// A separate-process run has no baseline phase: off unless asked for, and
+				// then refused below.
+				c.SkipBaseline = !cmd.Flags().Changed("baseline") || !baseline
+				if err := processesConflict(opts); err != nil {
+					return err
+				}
+			} else if c.Binary != "" {
+				return cmdutil.FlagErrorf("--binary is only for --processes")
+			}
 			switch {
 			case c.Agents < 1 || c.Agents > bench.MaxSwarmAgents:
 				return cmdutil.FlagErrorf("invalid --agents %d: want 1 to %d", c.Agents, bench.MaxSwarmAgents)
@@ -103,10 +127,33 @@ drawn on stderr when it is a terminal. The numbers describe this machine under i
 	fl.BoolVar(&opts.Config.Keep, "keep", false, "keep the stores' directory instead of removing it at the end")
 	fl.DurationVar(&opts.Config.Timeout, "timeout", 0, "give up when the swarm has not finished after this long (0: 2*agents*size/rate + 2m)")
 	fl.BoolVar(&opts.Verbose, "verbose", false, "show the servers' warnings and errors on stderr")
+	fl.BoolVar(&opts.Config.Processes, "processes", false, "run the origin, the tracker and every agent as `krakenctl serve` processes, and every client as a process, counting each one's CPU and peak RSS")
+	fl.StringVar(&opts.Config.Binary, "binary", "", "with --processes, the krakenctl executable the processes run (default: this one)")
 	fl.StringVar(&opts.CPUProfile, "cpu-profile", "", "write a CPU profile of the run (every server and client: one process) to `FILE`, for go tool pprof")
 	cmdutil.AddOutputFlag(cmd, &opts.Output)
 	_ = cmd.MarkFlagDirname("dir")
+	_ = cmd.MarkFlagFilename("binary")
 	return cmd
+}
+
+// processesConflict refuses, by name, the flags a separate-process run cannot honour.
+func processesConflict(opts *SwarmOptions) error {
+	c := opts.Config
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"--tls", c.TLS}, {"--peer-plain", c.PeerPlain}, {"--no-p2p", c.NoP2P}, {"--hold", c.Hold > 0},
+		{"--cpu-profile", opts.CPUProfile != ""}, {"--baseline", !c.SkipBaseline},
+	} {
+		if f.set {
+			return cmdutil.FlagErrorf("%s is not available with --processes", f.name)
+		}
+	}
+	if opts.Verbose {
+		return cmdutil.FlagErrorf("--verbose is not available with --processes: every process's log is in the run's logs/ directory (--keep keeps it)")
+	}
+	return nil
 }
 
 func swarmRun(ctx context.Context, opts *SwarmOptions) (err error) {
@@ -175,17 +222,27 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 		t.Row("p50 / baseline, p99 / baseline", fmt.Sprintf("%.3f, %.3f", *r.RatioP50, *r.RatioP99))
 	}
 	t.Row("origin egress", fmt.Sprintf("%.3f copies (%s)", r.OriginCopies, bytesCell(r.OriginBytesOut)))
-	rss := "unknown here"
-	if r.PeakRSSBytes > 0 {
-		rss = bytesCell(r.PeakRSSBytes)
-		if r.PeakRSSSinceStart {
-			rss += " (since the process started)"
+	if r.Roles != nil {
+		rl := r.Roles
+		t.Row("CPU, every process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB (from the release to the last client's exit)",
+			r.CPUSeconds, r.CPUCores, r.CPUSecondsPerGiB))
+		t.Row("CPU by role", fmt.Sprintf("origin %.1f s, tracker %.1f s, agents %.1f s, clients %.1f s",
+			rl.Origin.CPUS, rl.Tracker.CPUS, rl.Agents.CPUS, rl.Clients.CPUS))
+		t.Row("peak RSS per process", fmt.Sprintf("origin %s, tracker %s, agents %s, clients %s",
+			rssCell(rl.Origin.PeakRSSBytes, ""), rssCell(rl.Tracker.PeakRSSBytes, ""), rssCell(rl.Agents.PeakRSSBytes, "up to "), rssCell(rl.Clients.PeakRSSBytes, "up to ")))
+	} else {
+		rss := "unknown here"
+		if r.PeakRSSBytes > 0 {
+			rss = bytesCell(r.PeakRSSBytes)
+			if r.PeakRSSSinceStart {
+				rss += " (since the process started)"
+			}
 		}
-	}
-	t.Row("peak RSS, whole process", rss)
-	t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
-	if r.CPUS > 0 {
-		t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB", r.CPUS, r.CPUCores, r.CPUSPerGiB))
+		t.Row("peak RSS, whole process", rss)
+		t.Row("Go heap peak", bytesCell(r.GoHeapPeakBytes))
+		if r.CPUS > 0 {
+			t.Row("CPU, whole process", fmt.Sprintf("%.1f s (%.2f cores), %.2f s per delivered GiB", r.CPUS, r.CPUCores, r.CPUSPerGiB))
+		}
 	}
 	if err := t.Flush(); err != nil {
 		return err
@@ -205,8 +262,12 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 	case r.TLS:
 		links = "mutual TLS on every link, the swarm's included"
 	}
-	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 in this process, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
-		cmdutil.Plural(r.Agents, "agent"), trackers, links, check, r.ElapsedS, r.SeedS)
+	where := "in this process"
+	if r.Processes {
+		where = "as processes of their own, with a client process per agent"
+	}
+	_, err := fmt.Fprintf(w, "\n%s, 1 origin and %s on 127.0.0.1 %s, %s; %s. %.1fs in all (seeding the origin %.1fs).\n",
+		cmdutil.Plural(r.Agents, "agent"), trackers, where, links, check, r.ElapsedS, r.SeedS)
 	if err == nil && r.Dir != "" {
 		_, err = fmt.Fprintf(w, "Stores kept in %s.\n", r.Dir)
 	}
@@ -214,6 +275,14 @@ func printSwarm(w io.Writer, r bench.SwarmResult) error {
 }
 
 func seconds(v float64) string { return fmt.Sprintf("%.2f s", v) }
+
+// rssCell is a peak RSS after prefix, or "unknown" where it could not be read (0).
+func rssCell(n int64, prefix string) string {
+	if n <= 0 {
+		return "unknown"
+	}
+	return prefix + bytesCell(n)
+}
 
 // bytesCell formats n in the largest binary unit under it, with one decimal.
 func bytesCell(n int64) string {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 	"github.com/stretchr/testify/require"
 
@@ -36,6 +37,12 @@ func Test_NewCmdSwarm(t *testing.T) {
 			"--no-p2p", "--dir", "/dev/shm", "--keep", "--timeout", "90s", "-o", "json"},
 			want: bench.SwarmConfig{Agents: 256, Size: 4096, Rate: 1024, SkipVerify: true, SkipBaseline: true, NoP2P: true,
 				Dir: "/dev/shm", Keep: true, Timeout: 90 * time.Second}, wantOut: "json"},
+		{name: "processes skip the baseline", args: []string{"--processes", "--agents", "4"},
+			want: bench.SwarmConfig{Agents: 4, Size: 512 << 20, Rate: 25 << 20, SkipBaseline: true, Processes: true}, wantOut: "table"},
+		{name: "processes with what they honour", args: []string{"--processes", "--binary", "/opt/krakenctl", "--baseline=false", "--verify=false",
+			"--dir", "/dev/shm", "--keep", "--timeout", "90s", "--endpoints-file", "/tmp/e.json"},
+			want: bench.SwarmConfig{Agents: 16, Size: 512 << 20, Rate: 25 << 20, SkipBaseline: true, SkipVerify: true, Processes: true,
+				Binary: "/opt/krakenctl", Dir: "/dev/shm", Keep: true, Timeout: 90 * time.Second, EndpointsFile: "/tmp/e.json"}, wantOut: "table"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -68,6 +75,15 @@ func Test_NewCmdSwarmRejects(t *testing.T) {
 		{"rate in an unknown unit", []string{"--rate", "25Mbit"}, `invalid argument "25Mbit" for "--rate" flag`},
 		{"negative timeout", []string{"--timeout", "-1s"}, "invalid --timeout -1s"},
 		{"bad output", []string{"-o", "csv"}, `invalid --output "csv"`},
+		{"binary without processes", []string{"--binary", "/opt/krakenctl"}, "--binary is only for --processes"},
+		{"processes with tls", []string{"--processes", "--tls"}, "--tls is not available with --processes"},
+		{"processes with peer plain", []string{"--processes", "--peer-plain"}, "--peer-plain is not available with --processes"},
+		{"processes without p2p", []string{"--processes", "--no-p2p"}, "--no-p2p is not available with --processes"},
+		{"processes holding", []string{"--processes", "--hold", "1m"}, "--hold is not available with --processes"},
+		{"processes profiled", []string{"--processes", "--cpu-profile", "x.pprof"}, "--cpu-profile is not available with --processes"},
+		{"processes with a baseline", []string{"--processes", "--baseline"}, "--baseline is not available with --processes"},
+		{"processes verbose", []string{"--processes", "--verbose"}, "--verbose is not available with --processes: every process's log is in the run's logs/ directory"},
+		{"processes with no agents", []string{"--processes", "--agents", "0"}, "invalid --agents 0: want 1 to 256"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,4 +176,68 @@ CPU, whole process                         30.0 s (1.40 cores), 30.00 s per deli
 	out.Reset()
 	require.NoError(t, printSwarm(&out, r))
 	require.Contains(t, out.String(), "on 127.0.0.1 in this process, mutual TLS on every link but the swarm's (plain TCP);")
+}
+
+func TestPrintSwarmProcesses(t *testing.T) {
+	t.Parallel()
+	r := bench.SwarmResult{
+		Agents: 2, SizeBytes: 512 << 20, RateBytesPerS: 25 << 20, Verified: true, IdealS: 20.48,
+		P50S: 21, P90S: 22, P99S: 22, MaxS: 22, EfficiencyP50: 20.48 / 21, EfficiencyP99: 20.48 / 22,
+		OriginBytesOut: 512 << 20, OriginCopies: 1,
+		Processes: true, CPUS: 12, CPUCores: 0.5, CPUSPerGiB: 12, CPUSeconds: 12, CPUSecondsPerGiB: 12,
+		Roles: &bench.SwarmRoles{
+			Origin:  bench.SwarmRoleUsage{Processes: 1, CPUS: 2, CPULifeS: 4, PeakRSSBytes: 40 << 20},
+			Tracker: bench.SwarmRoleUsage{Processes: 1, CPUS: 0.05, CPULifeS: 0.1, PeakRSSBytes: 20 << 20},
+			Agents:  bench.SwarmRoleUsage{Processes: 2, CPUS: 8.95, CPULifeS: 9, PeakRSSBytes: 36 << 20},
+			Clients: bench.SwarmRoleUsage{Processes: 2, CPUS: 1, CPULifeS: 1},
+		},
+		PerAgent: []bench.SwarmAgent{{Agent: 1, TimeS: 21}, {Agent: 2, TimeS: 22}},
+		SeedS:    3.5, ElapsedS: 30,
+	}
+	var out bytes.Buffer
+	require.NoError(t, printSwarm(&out, r))
+	s := out.String()
+	require.Contains(t, s, "CPU, every process                         12.0 s (0.50 cores), 12.00 s per delivered GiB (from the release to the last client's exit)\n")
+	require.Contains(t, s, "CPU by role                                origin 2.0 s, tracker 0.1 s, agents 8.9 s, clients 1.0 s\n")
+	require.Contains(t, s, "peak RSS per process                       origin 40.0 MiB, tracker 20.0 MiB, agents up to 36.0 MiB, clients unknown\n")
+	require.NotContains(t, s, "whole process")
+	require.NotContains(t, s, "Go heap")
+	require.Contains(t, s, "2 agents, 1 origin and 1 tracker on 127.0.0.1 as processes of their own, with a client process per agent, plain TCP and HTTP;")
+}
+
+func Test_NewCmdSwarmClient(t *testing.T) {
+	t.Parallel()
+	d := "sha256:" + strings.Repeat("ab", 32)
+	var got *SwarmClientOptions
+	err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
+		return NewCmdSwarmClient(f, func(_ context.Context, o *SwarmClientOptions) error { got = o; return nil })
+	}, "--agent", "127.0.0.1:5000", "--digest", d, "--size", "4096", "--crc32c", "0a0b0c0d")
+	require.NoError(t, err)
+	require.Equal(t, bench.SwarmClientConfig{Agent: "127.0.0.1:5000", Digest: digest.Digest(d), Size: 4096, Verify: true, CRC32C: 0x0a0b0c0d}, got.Config)
+
+	err = cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
+		return NewCmdSwarmClient(f, func(_ context.Context, o *SwarmClientOptions) error { got = o; return nil })
+	}, "--agent", "127.0.0.1:5000", "--digest", d, "--size", "1")
+	require.NoError(t, err)
+	require.False(t, got.Config.Verify, "without --crc32c only the length is checked")
+
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no agent", []string{"--digest", d, "--size", "1"}, "--agent is required"},
+		{"bad digest", []string{"--agent", "a:1", "--digest", "sha256:xyz", "--size", "1"}, `invalid --digest "sha256:xyz"`},
+		{"no size", []string{"--agent", "a:1", "--digest", d}, "invalid --size 0: want at least 1 byte"},
+		{"bad crc", []string{"--agent", "a:1", "--digest", d, "--size", "1", "--crc32c", "xyz"}, `invalid --crc32c "xyz": want 8 hex digits`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ran := false
+			err := cmdutiltest.Execute(t, func(f *cmdutil.Factory) *cobra.Command {
+				return NewCmdSwarmClient(f, func(context.Context, *SwarmClientOptions) error { ran = true; return nil })
+			}, tt.args...)
+			cmdutiltest.RequireUsageError(t, err, tt.want, ran)
+		})
+	}
 }

@@ -108,6 +108,14 @@ type SwarmConfig struct {
 	// Timeout bounds the swarm phase; zero means twice the time the origin would take to send
 	// every agent a copy at Rate (2·Agents·Size/Rate), plus two minutes.
 	Timeout time.Duration
+	// Processes runs the origin, the tracker and every agent each as a `krakenctl serve`
+	// process of its own, and every client as a `krakenctl bench swarm-client` process: the
+	// layout of a cluster, where every host pays for a Go runtime, a GC and a scheduler of its
+	// own (procs.go). It needs SkipBaseline, and runs neither TLS, NoP2P nor Hold.
+	Processes bool
+	// Binary is the krakenctl executable the processes run, with Processes; "" means this
+	// process's own executable.
+	Binary string
 }
 
 func (c *SwarmConfig) defaults() {
@@ -143,6 +151,23 @@ func (c *SwarmConfig) validate() error {
 	if c.PeerPlain && !c.TLS {
 		errs = append(errs, errors.New("peer plain: only with tls (without it the swarm is plain anyway)"))
 	}
+	if c.Processes {
+		// What a separate-process run cannot do yet, each said by name rather than ignored.
+		if c.TLS {
+			errs = append(errs, errors.New("processes: not with tls (every process would need certificate files of its own)"))
+		}
+		if c.NoP2P {
+			errs = append(errs, errors.New("processes: not with no-p2p"))
+		}
+		if !c.SkipBaseline {
+			errs = append(errs, errors.New("processes: not with the baseline (skip it)"))
+		}
+		if c.Hold > 0 {
+			errs = append(errs, errors.New("processes: not with hold (the processes are stopped to read their peak RSS and CPU)"))
+		}
+	} else if c.Binary != "" {
+		errs = append(errs, errors.New("binary: only with processes"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -158,6 +183,16 @@ type SwarmDeps struct {
 	// Progress, when set, is told how each phase advances: a few times a second while it runs,
 	// and once with Done == Total when it ends. Calls come from one goroutine at a time.
 	Progress func(SwarmProgress)
+
+	// procStarted, when set, is told the name and PID of every process a separate-process
+	// run starts (tests check that none outlives the run).
+	procStarted func(name string, pid int)
+	// procConfig, when set, may change the config of each server of a separate-process run
+	// before it is written (tests make one fail).
+	procConfig func(name string, cfg map[string]any)
+	// procReadyTimeout, when set, replaces startTimeout as the time a process of a
+	// separate-process run has to become ready (tests wait less).
+	procReadyTimeout time.Duration
 }
 
 // SwarmProgress is a snapshot of one phase: servers started for PhaseStart, bytes for the
@@ -262,6 +297,17 @@ type SwarmResult struct {
 	// whole cluster spent per GiB, which is what TLS, for one, adds to.
 	CPUSPerGiB float64 `json:"cpu_s_per_gib"`
 
+	// Processes says every server and client ran as a process of its own
+	// (SwarmConfig.Processes). Then CPUSeconds is the CPU time every one of them used from the
+	// common release to the last client's exit, each process's own account (utime+stime), and
+	// CPUSecondsPerGiB that per GiB delivered; CPUS, CPUCores and CPUSPerGiB say the same, and
+	// Roles splits it by role with each role's peak RSS. PeakRSSBytes and GoHeapPeakBytes, which
+	// describe one process, stay 0.
+	Processes        bool        `json:"processes,omitempty"`
+	CPUSeconds       float64     `json:"cpu_seconds,omitempty"`
+	CPUSecondsPerGiB float64     `json:"cpu_seconds_per_gib,omitempty"`
+	Roles            *SwarmRoles `json:"roles,omitempty"`
+
 	// PerAgent lists every agent in order.
 	PerAgent []SwarmAgent `json:"per_agent"`
 
@@ -294,6 +340,9 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Processes {
+		return swarmProcesses(ctx, cfg, deps)
 	}
 	began := time.Now()
 
@@ -416,6 +465,30 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	res.OriginBytesOut = originBytesOut(sw.c.Origin(0), digests[0]) - outBefore
 	res.OriginCopies = float64(res.OriginBytesOut) / float64(cfg.Size)
 
+	if err := summarize(ctx, sw.http, &res, sw.agents, digests[0], pulls, released); err != nil {
+		return SwarmResult{}, err
+	}
+	if cfg.Keep {
+		res.Dir = dir
+	}
+	res.Digest = digests[0]
+	res.ElapsedS = time.Since(began).Seconds()
+	if deps.Result != nil {
+		deps.Result(res)
+	}
+	if cfg.Hold > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(cfg.Hold):
+		}
+	}
+	return res, nil
+}
+
+// summarize fills res's per-agent accounts, percentiles and medians from the clients' pulls,
+// timed from released (the moment every client was let go), and from each agent's own account
+// of its torrent of d, read through its API.
+func summarize(ctx context.Context, hc *http.Client, res *SwarmResult, agents []benchAgent, d digest.Digest, pulls []pull, released time.Time) error {
 	times := make([]float64, len(pulls))
 	var firsts, dls, tails []float64
 	since := func(t *time.Time) *float64 {
@@ -428,12 +501,12 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 	for i, p := range pulls {
 		a := SwarmAgent{Agent: i + 1, TimeS: p.last.Seconds(), FirstByteS: p.first.Seconds()}
 		a.Efficiency = res.IdealS / a.TimeS
-		st, err := client.NewAgent(sw.agents[i].addr, sw.http).Torrents(ctx, digests[0])
+		st, err := client.NewAgent(agents[i].addr, hc).Torrents(ctx, d)
 		if err != nil {
-			return SwarmResult{}, fmt.Errorf("read agent %d's torrent: %w", i+1, err)
+			return fmt.Errorf("read agent %d's torrent: %w", i+1, err)
 		}
 		for _, t := range st {
-			if t.Digest == digests[0] {
+			if t.Digest == d {
 				a.BytesIn, a.BytesInOrigin, a.BytesOut, a.WastedBytes = t.BytesIn, t.BytesInOrigin, t.BytesOut, t.Wasted
 				a.DownloadedS, a.CheckedS, a.CommittedS = since(t.Downloaded), since(t.Checked), since(t.Finished)
 			}
@@ -458,21 +531,7 @@ func Swarm(ctx context.Context, cfg SwarmConfig, deps SwarmDeps) (_ SwarmResult,
 		r50, r99 := res.P50S / *res.BaselineS, res.P99S / *res.BaselineS
 		res.RatioP50, res.RatioP99 = &r50, &r99
 	}
-	if cfg.Keep {
-		res.Dir = dir
-	}
-	res.Digest = digests[0]
-	res.ElapsedS = time.Since(began).Seconds()
-	if deps.Result != nil {
-		deps.Result(res)
-	}
-	if cfg.Hold > 0 {
-		select {
-		case <-ctx.Done():
-		case <-time.After(cfg.Hold):
-		}
-	}
-	return res, nil
+	return nil
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted: the smallest value that at

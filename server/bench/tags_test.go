@@ -15,18 +15,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/registry/errcode"
-	"github.com/krakenctl/krakenctl/tagstore/tagstoretest"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, tagstoretest.IgnoreLeftovers())
-}
 
 func TestTagsSmall(t *testing.T) {
 	t.Parallel()
