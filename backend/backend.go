@@ -12,6 +12,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -25,7 +26,32 @@ var (
 	ErrReadOnly = errors.New("backend: read-only")
 	// ErrNoRoute means no configured backend matches the namespace.
 	ErrNoRoute = errors.New("backend: no backend for namespace")
+	// ErrThrottled means the store asked the caller to slow down (HTTP 429, a 503 that says
+	// so, S3's SlowDown, Azure's ServerBusy, GCS's rateLimitExceeded): the same request may
+	// succeed later. Backends return it inside a *Throttled, which carries how long the store
+	// asked to wait.
+	ErrThrottled = errors.New("backend: throttled")
 )
+
+// Throttled is the error of a request the store refused as too many or too fast. It matches
+// ErrThrottled and the store's own error with errors.Is and errors.As.
+type Throttled struct {
+	// RetryAfter is how long the store asked the caller to wait (a Retry-After header); 0 when
+	// it did not say.
+	RetryAfter time.Duration
+	// Err is the store's answer, naming the backend and the object.
+	Err error
+}
+
+func (t *Throttled) Error() string {
+	if t.RetryAfter > 0 {
+		return fmt.Sprintf("%v (throttled; retry after %s)", t.Err, t.RetryAfter)
+	}
+	return fmt.Sprintf("%v (throttled)", t.Err)
+}
+
+// Unwrap returns ErrThrottled and the store's error.
+func (t *Throttled) Unwrap() []error { return []error{ErrThrottled, t.Err} }
 
 // Info describes a stored object.
 type Info struct {
