@@ -257,6 +257,11 @@ func (c *Cache) evict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts := castore.CleanupOptions{Keep: c.keep, DryRun: req.DryRun, Policy: c.cfg.Policy()}
+	if req.Policy && (len(req.Digests) > 0 || req.IdleOver != "" || req.OlderThan != "" || req.DownToBytes != nil || req.DownToPercent != nil) {
+		// Running the policy would ignore the criteria: refuse rather than remove more than asked.
+		registry.WriteError(w, r, badRequest(errcode.CodeBodyInvalid, "policy: runs the node's own policy; give it alone, or criteria without it"))
+		return
+	}
 	if !req.Policy {
 		if opts.Manual, err = manual(req); err != nil {
 			registry.WriteError(w, r, err)

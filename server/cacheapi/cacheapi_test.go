@@ -195,23 +195,24 @@ func post(t *testing.T, url, body string) (int, errcode.Body) {
 func TestEvictRefusesBadInput(t *testing.T) {
 	nd := newNode(t, 3, 0, cacheapi.Config{}, nil)
 	for name, body := range map[string]string{
-		"empty":            ``,
-		"not json":         `digests`,
-		"unknown field":    `{"digest": ["sha256:00"]}`,
-		"trailing":         `{"policy": true} {"policy": true}`,
-		"nothing":          `{}`,
-		"nothing dry":      `{"dry_run": true}`,
-		"bad digest":       `{"digests": ["sha256:xyz"]}`,
-		"digest algorithm": `{"digests": ["md5:d41d8cd98f00b204e9800998ecf8427e"]}`,
-		"negative idle":    `{"idle_over": "-1h"}`,
-		"zero age":         `{"older_than": "0s"}`,
-		"not a duration":   `{"idle_over": "a week"}`,
-		"negative bytes":   `{"down_to_bytes": -1}`,
-		"percent over":     `{"down_to_percent": 100.5}`,
-		"percent under":    `{"down_to_percent": -1}`,
-		"both targets":     `{"down_to_bytes": 1, "down_to_percent": 1}`,
-		"huge":             `{"digests": ["` + strings.Repeat("a", api.CacheMaxRequest) + `"]}`,
-		"wrong type":       `{"down_to_bytes": "10GiB"}`,
+		"empty":               ``,
+		"not json":            `digests`,
+		"unknown field":       `{"digest": ["sha256:00"]}`,
+		"trailing":            `{"policy": true} {"policy": true}`,
+		"nothing":             `{}`,
+		"nothing dry":         `{"dry_run": true}`,
+		"policy and criteria": `{"policy": true, "idle_over": "1h"}`,
+		"bad digest":          `{"digests": ["sha256:xyz"]}`,
+		"digest algorithm":    `{"digests": ["md5:d41d8cd98f00b204e9800998ecf8427e"]}`,
+		"negative idle":       `{"idle_over": "-1h"}`,
+		"zero age":            `{"older_than": "0s"}`,
+		"not a duration":      `{"idle_over": "a week"}`,
+		"negative bytes":      `{"down_to_bytes": -1}`,
+		"percent over":        `{"down_to_percent": 100.5}`,
+		"percent under":       `{"down_to_percent": -1}`,
+		"both targets":        `{"down_to_bytes": 1, "down_to_percent": 1}`,
+		"huge":                `{"digests": ["` + strings.Repeat("a", api.CacheMaxRequest) + `"]}`,
+		"wrong type":          `{"down_to_bytes": "10GiB"}`,
 	} {
 		status, errs := post(t, nd.url, body)
 		require.Equal(t, http.StatusBadRequest, status, name)
@@ -296,11 +297,25 @@ func TestConfig(t *testing.T) {
 	off.AgentDefaults()
 	require.Empty(t, off.Problems("cleanup."))
 	require.Equal(t, castore.Policy{}, off.Policy())
+	// One watermark given takes the other's default; one turned off turns both off.
+	for _, tc := range []struct {
+		in        cacheapi.Config
+		high, low int
+	}{
+		{cacheapi.Config{HighWatermark: 95}, 95, 80},
+		{cacheapi.Config{LowWatermark: 50}, 90, 50},
+		{cacheapi.Config{HighWatermark: 90, LowWatermark: -1}, 0, 0},
+	} {
+		c := tc.in
+		c.AgentDefaults()
+		require.Empty(t, c.Problems("cleanup."), "%+v", tc.in)
+		p := c.Policy()
+		require.Equal(t, [2]int{tc.high, tc.low}, [2]int{p.HighWatermark, p.LowWatermark}, "%+v", tc.in)
+	}
 	for _, c := range []cacheapi.Config{
 		{HighWatermark: 80, LowWatermark: 80},
 		{HighWatermark: 101, LowWatermark: 80},
-		{HighWatermark: 90, LowWatermark: -1},
-		{HighWatermark: 90},
+		{HighWatermark: 70},
 	} {
 		c.AgentDefaults()
 		errs := c.Problems("cleanup.")

@@ -8,14 +8,15 @@ import (
 )
 
 // Config is a role's cleanup section (the agent's cleanup:, the origin's store.cleanup:).
-// A zero field takes the role's default (AgentDefaults, OriginDefaults); a negative one turns
-// its rule off, as negative_cache.ttl does.
+// A zero field takes the role's default (AgentDefaults, OriginDefaults), each watermark on its
+// own; a negative one turns its rule off, as negative_cache.ttl does (a negative watermark
+// turns both off).
 //
 //	interval: 5m          # how often the policy runs (and once, shortly after start); negative: never
 //	tti: 6h               # remove blobs not used for this long; negative: off
 //	ttl: -1s              # remove blobs this long after they arrived; negative: off
 //	high_watermark: 90    # percent of capacity (or of the disk without one) that starts a cleanup
-//	low_watermark: 80     # percent it cleans down to; both -1: off
+//	low_watermark: 80     # percent it cleans down to; either -1 turns both off
 type Config struct {
 	Interval      time.Duration `yaml:"interval"`
 	TTI           time.Duration `yaml:"tti"`
@@ -56,8 +57,16 @@ func (c *Config) defaults(tti time.Duration) {
 	if c.TTL == 0 {
 		c.TTL = Off
 	}
-	if c.HighWatermark == 0 && c.LowWatermark == 0 {
+	switch {
+	case c.HighWatermark < 0 || c.LowWatermark < 0:
+		// Either one turned off turns the pair off: one without the other means nothing.
+		c.HighWatermark, c.LowWatermark = Off, Off
+	case c.HighWatermark == 0 && c.LowWatermark == 0:
 		c.HighWatermark, c.LowWatermark = DefaultHighWatermark, DefaultLowWatermark
+	case c.HighWatermark == 0:
+		c.HighWatermark = DefaultHighWatermark
+	case c.LowWatermark == 0:
+		c.LowWatermark = DefaultLowWatermark
 	}
 }
 
@@ -70,7 +79,7 @@ func (c *Config) Problems(prefix string) []error {
 	}
 	off := c.HighWatermark < 0 && c.LowWatermark < 0
 	if !off && (c.LowWatermark <= 0 || c.LowWatermark >= c.HighWatermark || c.HighWatermark > 100) {
-		errs = append(errs, fmt.Errorf("%shigh_watermark, %slow_watermark: %d and %d: want 0 < low_watermark < high_watermark <= 100 (both -1 turns them off)",
+		errs = append(errs, fmt.Errorf("%shigh_watermark, %slow_watermark: %d and %d: want 0 < low_watermark < high_watermark <= 100 (-1 turns them off)",
 			prefix, prefix, c.HighWatermark, c.LowWatermark))
 	}
 	return errs

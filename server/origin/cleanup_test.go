@@ -3,6 +3,7 @@ package origin_test
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/cacheapi"
 	"github.com/krakenctl/krakenctl/server/origin"
+	"github.com/krakenctl/krakenctl/server/registry/errcode"
 )
 
 // An origin's cleanup never removes a blob awaiting write-back, however idle: with storage
@@ -57,4 +59,39 @@ func TestCleanupKeepsPendingWriteback(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, st.BlobCount)
 	require.Equal(t, a, readAll(t, o, "clean/ns", aD), "pulled back from storage")
+}
+
+// An origin with no backend holds the only copies of what it acknowledged: its cleanup removes
+// nothing whatever the config says ("only copy"), and a store with no room refuses the next
+// upload with 507 instead of evicting one.
+func TestNoBackendNeverRemovesABlob(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, 1, nil, func(cfg *origin.Config) {
+		cfg.Store.Capacity = 1 << 20
+		cfg.Store.Cleanup = cacheapi.Config{Interval: cacheapi.Off, TTI: time.Nanosecond, TTL: time.Nanosecond}
+	})
+	o := c.origin(c.nodes[0].addr)
+	a, aD := randomBlob(t, 950<<10)
+	require.NoError(t, o.Upload(t.Context(), "only/ns", aD, bytes.NewReader(a), int64(len(a))))
+	time.Sleep(time.Millisecond) // idle and old beyond the tti and ttl asked for
+
+	st, err := o.CacheStatus(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, st.WouldRemove, "the policy is off: nothing to remove")
+	for _, req := range []api.CacheEvictRequest{{Policy: true}, {Digests: []string{aD.String()}}, {IdleOver: "1ns"}} {
+		rep, err := o.CacheEvict(t.Context(), req)
+		require.NoError(t, err)
+		require.Empty(t, rep.Removed, "%+v", req)
+	}
+	rep, err := o.CacheEvict(t.Context(), api.CacheEvictRequest{Digests: []string{aD.String()}})
+	require.NoError(t, err)
+	require.Len(t, rep.Kept, 1)
+	require.Equal(t, "only copy", rep.Kept[0].Kept)
+
+	b, bD := randomBlob(t, 200<<10)
+	err = o.Upload(t.Context(), "only/ns", bD, bytes.NewReader(b), int64(len(b)))
+	var apiErr *errcode.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusInsufficientStorage, apiErr.Status, "no room, and nothing may be evicted")
+	require.Equal(t, a, readAll(t, o, "only/ns", aD), "the only copy is intact")
 }

@@ -112,8 +112,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := os.MkdirAll(cfg.Store.Dir, 0o755); err != nil {
 		return nil, b.Fail(fmt.Errorf("create store dir: %w", err))
 	}
+	// Without a backend the origins hold the only copies of what they acknowledged: neither
+	// capacity eviction nor cleanup may remove a blob (a full store answers 507 instead).
+	onlyCopies := deps.Backend == nil && len(cfg.Backends) == 0
 	s.store, err = castore.Open(filepath.Join(cfg.Store.Dir, "blobs"), castore.Options{
 		Capacity:   int64(cfg.Store.Capacity),
+		OnlyCopies: onlyCopies,
 		Logger:     s.log,
 		Registerer: deps.Registerer,
 	})
@@ -204,7 +208,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.TLS.Enabled() {
 		allow = func(r *http.Request) error { return pki.Allowed(r.TLS, r.Method+" "+r.URL.Path, pki.GroupAdmin) }
 	}
-	s.cache = cacheapi.New("origin", s.store, cfg.Store.Cleanup, cacheapi.Options{Keep: keep, Allow: allow, Logger: s.log})
+	cleanup := cfg.Store.Cleanup
+	if onlyCopies {
+		var def cacheapi.Config
+		def.OriginDefaults()
+		if cleanup.Policy() != def.Policy() {
+			s.log.Warn("store.cleanup is ignored: this origin has no backend, so its blobs are the only copies and cleanup would delete them")
+		}
+		cleanup.TTI, cleanup.TTL, cleanup.HighWatermark, cleanup.LowWatermark = cacheapi.Off, cacheapi.Off, cacheapi.Off, cacheapi.Off
+	}
+	s.cache = cacheapi.New("origin", s.store, cleanup, cacheapi.Options{Keep: keep, Allow: allow, Logger: s.log})
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.gcRoutes(mux)

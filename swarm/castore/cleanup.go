@@ -18,7 +18,7 @@ import (
 //
 // Cleanup never removes a blob that is open (being read, or served to peers), held (an origin's
 // blob awaiting write-back), or that the caller's Keep claims (a blob the swarm is seeding or
-// downloading). Partial downloads and upload sessions are not blobs: it leaves them alone.
+// downloading), nor any blob of a store that holds the only copies (Options.OnlyCopies). Partial downloads and upload sessions are not blobs: it leaves them alone.
 
 // Reasons a blob is removed by Cleanup, the label of its metrics.
 const (
@@ -46,6 +46,8 @@ const (
 	KeptActive = "active"
 	// KeptAbsent: a manual eviction named a digest the store does not hold.
 	KeptAbsent = "absent"
+	// KeptOnlyCopy: the store holds the only copies of its blobs (Options.OnlyCopies).
+	KeptOnlyCopy = "only copy"
 )
 
 // ErrBadPolicy means a cleanup policy or a manual eviction is out of range.
@@ -352,6 +354,8 @@ type chooser struct {
 // inUse says why e must stay, or "".
 func (c *chooser) inUse(e *entry) string {
 	switch {
+	case c.s.onlyCopies:
+		return KeptOnlyCopy
 	case e.opens > 0:
 		return KeptOpen
 	case c.s.holds[e.digest] > 0:

@@ -1,6 +1,7 @@
 package castore_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -419,4 +420,32 @@ func TestLeastRecentlyUsed(t *testing.T) {
 	require.True(t, slices.IsSortedFunc(s.LeastRecentlyUsed(4), func(a, b castore.BlobState) int {
 		return a.LastAccess.Compare(b.LastAccess)
 	}))
+}
+
+// A store of only copies (an origin with no backend) removes nothing: cleanup keeps every blob
+// as "only copy", a reservation that needs room fails with ErrFull instead of evicting, and
+// garbage collection's DeleteIdle still deletes.
+func TestOnlyCopiesNeverEvicts(t *testing.T) {
+	clock := newClock()
+	s := openStore(t, t.TempDir(), castore.Options{Now: clock.Now, Capacity: 1000, OnlyCopies: true})
+	a := ingest(t, s, blobData(1, 600))
+	clock.advance(time.Hour)
+
+	rep, err := s.Cleanup(castore.CleanupOptions{Policy: castore.Policy{TTI: time.Minute, TTL: time.Minute, HighWatermark: 50, LowWatermark: 10}})
+	require.NoError(t, err)
+	require.Empty(t, rep.Removed)
+	require.Equal(t, map[digest.Digest]string{a: castore.KeptOnlyCopy}, kept(rep))
+	rep, err = s.Cleanup(castore.CleanupOptions{Manual: &castore.Manual{Digests: []digest.Digest{a}}})
+	require.NoError(t, err)
+	require.Empty(t, rep.Removed)
+
+	data := blobData(2, 600)
+	_, err = s.Ingest(t.Context(), digest.FromBytes(data), bytes.NewReader(data))
+	require.ErrorIs(t, err, castore.ErrFull)
+	require.True(t, present(t, s, a))
+
+	n, err := s.DeleteIdle(a, clock.Now(), false)
+	require.NoError(t, err)
+	require.Equal(t, int64(600), n)
+	require.False(t, present(t, s, a))
 }

@@ -123,7 +123,7 @@ func (s *Store) victimsLocked(over int64) (orphans []orphan, blobs []*entry, fre
 		orphans = append(orphans, o)
 		freed += o.size
 	}
-	for el := s.lru.Back(); el != nil && freed < over; el = el.Prev() {
+	for el := s.lru.Back(); el != nil && freed < over && !s.onlyCopies; el = el.Prev() {
 		e := el.Value.(*entry)
 		if e.opens > 0 || s.holds[e.digest] > 0 || e.size == 0 {
 			continue

@@ -73,6 +73,12 @@ type Options struct {
 	// for unprivileged users; nil means statfs(2) of the directory (cleanup.go). Cleanup's
 	// watermarks measure it when the store has no capacity. Tests pass a fake.
 	DiskUsage func(dir string) (total, avail int64, err error)
+	// OnlyCopies says the store holds the only copy of every blob (an origin with no backend
+	// to write back to): no reservation evicts a committed blob, so a full store answers
+	// ErrFull instead of losing an acknowledged blob, and Cleanup removes none (KeptOnlyCopy).
+	// Orphaned upload sessions are still evicted, and DeleteIdle (garbage collection of
+	// unreferenced blobs) still deletes.
+	OnlyCopies bool
 }
 
 // Info describes a committed blob.
@@ -121,6 +127,8 @@ type Store struct {
 	reread atomic.Int64 // Upload bytes hashed a second time; tests check it stays 0.
 
 	inject func(step string) error // Unit tests' fault injection (export_test.go); nil otherwise.
+
+	onlyCopies bool // Options.OnlyCopies
 }
 
 type entry struct {
@@ -142,19 +150,20 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open castore %s: negative capacity %d", dir, opts.Capacity)
 	}
 	s := &Store{
-		dir:      dir,
-		capacity: opts.Capacity,
-		log:      opts.Logger,
-		now:      opts.Now,
-		disk:     opts.DiskUsage,
-		entries:  map[digest.Digest]*entry{},
-		lru:      list.New(),
-		holds:    map[digest.Digest]int{},
-		uploads:  map[string]*session{},
-		partials: map[digest.Digest]bool{},
-		orphans:  map[string]orphan{},
-		metrics:  newMetrics(opts.Capacity),
-		reg:      opts.Registerer,
+		dir:        dir,
+		capacity:   opts.Capacity,
+		onlyCopies: opts.OnlyCopies,
+		log:        opts.Logger,
+		now:        opts.Now,
+		disk:       opts.DiskUsage,
+		entries:    map[digest.Digest]*entry{},
+		lru:        list.New(),
+		holds:      map[digest.Digest]int{},
+		uploads:    map[string]*session{},
+		partials:   map[digest.Digest]bool{},
+		orphans:    map[string]orphan{},
+		metrics:    newMetrics(opts.Capacity),
+		reg:        opts.Registerer,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
