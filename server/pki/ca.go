@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -116,10 +117,31 @@ func (ca *CA) Issue(l Leaf) (certPEM, keyPEM []byte, err error) {
 }
 
 // WriteCA writes the CA's certificate to dir/ca.pem (readable by all: it is public) and
-// returns the path.
+// returns the path. A file that already holds it is left alone, and a new one replaces the old
+// by rename: IssueFiles calls it for every member while the members started before are running
+// and watching the file, and a rewrite in place let one of them read it empty ("no PEM
+// certificate in it") and sent every running one a needless reload.
 func (ca *CA) WriteCA(dir string) (string, error) {
 	path := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(path, ca.certPEM, 0o644); err != nil { //nolint:gosec // a CA certificate is public
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, ca.certPEM) {
+		return path, nil
+	}
+	tmp, err := os.CreateTemp(dir, ".ca.pem-*")
+	if err != nil {
+		return "", fmt.Errorf("write ca: %w", err)
+	}
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone after the rename; else a leftover temporary file
+	_, err = tmp.Write(ca.certPEM)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644) //nolint:gosec // a CA certificate is public
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		return "", fmt.Errorf("write ca: %w", err)
 	}
 	return path, nil

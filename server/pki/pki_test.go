@@ -376,3 +376,54 @@ func TestRequireHoldsAtReload(t *testing.T) {
 	copyFile(t, again.KeyFile, c.KeyFile)
 	require.NoError(t, p.Reload())
 }
+
+// Issuing for one member after another never rewrites ca.pem in place: a member already
+// running reads it while the next is issued. The same CA leaves the file alone (same inode,
+// so no reload is triggered); another CA replaces it whole, by rename.
+func TestIssueFilesLeavesCAFileAlone(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "cluster")
+	first := issue(t, ca, dir, "origin-0", pki.Leaf{Name: "origin-0", Groups: []string{pki.GroupOrigin}})
+	before, err := os.Stat(first.CAFile)
+	require.NoError(t, err)
+
+	stop := make(chan struct{})
+	seen := make(chan error, 1)
+	go func() { // a member reading the CA file while the others are issued
+		for {
+			select {
+			case <-stop:
+				seen <- nil
+				return
+			default:
+			}
+			b, err := os.ReadFile(first.CAFile)
+			if err == nil && len(b) == 0 {
+				seen <- errors.New("read ca.pem empty")
+				return
+			}
+		}
+	}()
+	for i := 1; i < 20; i++ {
+		issue(t, ca, dir, fmt.Sprintf("origin-%d", i), pki.Leaf{Name: fmt.Sprintf("origin-%d", i), Groups: []string{pki.GroupOrigin}})
+	}
+	mid, err := os.Stat(first.CAFile)
+	require.NoError(t, err)
+	require.True(t, os.SameFile(before, mid), "the same CA left the file alone")
+	other := newCA(t, "other")
+	issue(t, other, dir, "agent", pki.Leaf{Name: "agent", Groups: []string{pki.GroupAgent}})
+	close(stop)
+	require.NoError(t, <-seen)
+
+	after, err := os.Stat(first.CAFile)
+	require.NoError(t, err)
+	b, err := os.ReadFile(first.CAFile)
+	require.NoError(t, err)
+	require.Equal(t, other.CertPEM(), b, "another CA replaces the file")
+	require.False(t, os.SameFile(before, after), "replaced by rename, not rewritten in place")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.False(t, strings.HasPrefix(e.Name(), ".ca.pem-"), "temporary file left: %s", e.Name())
+	}
+}
