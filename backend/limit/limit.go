@@ -331,6 +331,10 @@ func (b *Backend) pace(ctx context.Context, l *rate.Limiter, direction string, n
 			if ctx.Err() != nil {
 				return fmt.Errorf("wait for %s bandwidth: %w", direction, ctx.Err())
 			}
+			if _, ok := ctx.Deadline(); ok {
+				// The limiter refuses a wait that would outlast the deadline; say it is one.
+				return fmt.Errorf("wait for %s bandwidth: %w: %w", direction, context.DeadlineExceeded, err)
+			}
 			return fmt.Errorf("wait for %s bandwidth: %w", direction, err)
 		}
 		n -= c
