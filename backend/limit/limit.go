@@ -237,7 +237,8 @@ func (b *Backend) do(ctx context.Context, op string, fn func(context.Context) er
 		if throttled {
 			b.m.throttled(op).Inc()
 		}
-		if attempt == b.cfg.Retries || ctx.Err() != nil || !(throttled || connReset(err)) || !canRetry(err) {
+		retryable := throttled || connReset(err)
+		if attempt == b.cfg.Retries || ctx.Err() != nil || !retryable || !canRetry(err) {
 			if attempt > 0 {
 				return fmt.Errorf("%w (gave up after %d attempts)", err, attempt+1)
 			}
