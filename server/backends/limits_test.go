@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -182,4 +185,39 @@ func TestHTTPThrottledThenOKThroughLimits(t *testing.T) {
 		"krakenctl_backend_throttled_total/download": 1, "krakenctl_backend_retries_total/download": 1,
 		"krakenctl_backend_throttled_total/upload": 1, "krakenctl_backend_retries_total/upload": 1,
 	}, counts)
+}
+
+// TestHTTPConnResetRetried: a server that resets its first connection as soon as it accepts it
+// (as an overloaded proxy may) is retried through the route's limits; the reset reaches the
+// wrapper as syscall.ECONNRESET through net/http's errors (it fails with retries: 0).
+func TestHTTPConnResetRetried(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns atomic.Int64
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(http.StatusOK)
+		}),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew && conns.Add(1) == 1 {
+				// Reset at once: SO_LINGER 0 makes Close send RST instead of FIN.
+				_ = c.(*net.TCPConn).SetLinger(0)
+				_ = c.Close()
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	b, err := backends.BuildWith(t.Context(), []backends.Config{{
+		Namespace: ".*", HTTP: &httpbackend.Config{URL: "http://" + ln.Addr().String()},
+		Limits: &backends.LimitsConfig{Retries: 1, RetryMin: time.Millisecond},
+	}}, backends.Deps{})
+	require.NoError(t, err)
+	info, err := b.Stat(t.Context(), "library/app", "abc")
+	require.NoError(t, err)
+	require.EqualValues(t, 5, info.Size)
+	require.EqualValues(t, 2, conns.Load())
 }
