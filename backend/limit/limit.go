@@ -239,10 +239,14 @@ func (b *Backend) do(ctx context.Context, op string, fn func(context.Context) er
 		}
 		retryable := throttled || connReset(err)
 		if attempt == b.cfg.Retries || ctx.Err() != nil || !retryable || !canRetry(err) {
-			if attempt > 0 {
+			switch {
+			case attempt == 0:
+				return err
+			case attempt == b.cfg.Retries && retryable:
 				return fmt.Errorf("%w (gave up after %d attempts)", err, attempt+1)
+			default: // a retry met an answer no retry changes
+				return fmt.Errorf("%w (attempt %d)", err, attempt+1)
 			}
-			return err
 		}
 		wait := b.backoff(attempt)
 		if throttled {

@@ -294,6 +294,7 @@ func TestRetryAfterCappedByRetryMax(t *testing.T) {
 		b, _ := newLimited(t, f, limit.Config{Retries: 1, RetryMin: time.Second, RetryMax: 5 * time.Second})
 		_, err := b.Stat(t.Context(), ns, name)
 		require.ErrorIs(t, err, backend.ErrNotFound) // the second answer
+		require.ErrorContains(t, err, "(attempt 2)")
 		calls := f.times("stat")
 		require.Len(t, calls, 2)
 		require.Equal(t, 5*time.Second, calls[1].Sub(calls[0]))
