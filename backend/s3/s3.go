@@ -438,7 +438,8 @@ func throttled(err error) bool {
 // 3 × (1 + retries) times, the SDK's waits hidden inside one of the wrapper's attempts, and
 // the SDK's retry quota would turn a throttling storm into "retry quota exceeded" errors.
 // Failures the wrapper does not retry (500, 502, 504, RequestTimeout, a connection reset
-// mid-part) are still retried by the SDK, which can rewind a part's body.
+// mid-part) are still retried by the SDK, which can rewind a part's body; a reset before any
+// byte moved is retried by both, the one multiplication left.
 type noThrottleRetry struct{ aws.RetryerV2 }
 
 func (r noThrottleRetry) IsErrorRetryable(err error) bool {
