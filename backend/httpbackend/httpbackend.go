@@ -203,6 +203,8 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 		return fmt.Errorf("upload %s/%s: %w: server answered %s", namespace, name, backend.ErrReadOnly, resp.Status)
 	case resp.StatusCode == http.StatusUnauthorized:
 		return fmt.Errorf("upload %s/%s: %w: %s", namespace, name, ErrUnauthorized, resp.Status)
+	case backend.ThrottledStatus(resp.StatusCode):
+		return fmt.Errorf("upload %s/%s: %w", namespace, name, throttled(resp))
 	default:
 		return fmt.Errorf("upload %s/%s: %w", namespace, name, unexpectedStatus(resp))
 	}
@@ -262,7 +264,7 @@ func (b *Backend) send(ctx context.Context, method, u string, body io.Reader, si
 }
 
 // readStatus maps a read's response status to an error: nil for 200, ErrNotFound for 404
-// and 410.
+// and 410, a *backend.Throttled for 429 and 503.
 func readStatus(resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -271,8 +273,19 @@ func readStatus(resp *http.Response) error {
 		return backend.ErrNotFound
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return fmt.Errorf("%w: %s", ErrUnauthorized, resp.Status)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return throttled(resp)
 	default:
 		return unexpectedStatus(resp)
+	}
+}
+
+// throttled is the error of a 429 or 503 answer: a *backend.Throttled carrying the server's
+// Retry-After, so a limits wrapper (backend/limit) or the write-back queue waits as asked.
+func throttled(resp *http.Response) error {
+	return &backend.Throttled{
+		RetryAfter: backend.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		Err:        unexpectedStatus(resp),
 	}
 }
 

@@ -259,6 +259,45 @@ func TestStatusMapping(t *testing.T) {
 	require.Empty(t, names)
 }
 
+// 429 and 503 answers are *backend.Throttled carrying the server's Retry-After, for every
+// operation; a 500 is not.
+func TestThrottled(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch path.Base(r.URL.Path) {
+		case "busy":
+			w.Header().Set("Retry-After", "7")
+			http.Error(w, "SlowDown", http.StatusServiceUnavailable)
+		case "broken":
+			http.Error(w, "the disk is on fire", http.StatusInternalServerError)
+		default: // every name, and the listing
+			w.Header().Set("Retry-After", "2")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, httpbackend.Config{URL: srv.URL, AllowPut: true, List: httpbackend.ListJSON})
+	ctx := t.Context()
+	check := func(err error, after time.Duration, what string) {
+		t.Helper()
+		var th *backend.Throttled
+		require.ErrorAs(t, err, &th, what)
+		require.ErrorIs(t, err, backend.ErrThrottled, what)
+		require.Equal(t, after, th.RetryAfter, what)
+		require.ErrorContains(t, err, "ns/", what) // names the object
+	}
+	_, err := b.Stat(ctx, "ns", "abc")
+	check(err, 2*time.Second, "stat")
+	var buf bytes.Buffer
+	check(b.Download(ctx, "ns", "busy", &buf), 7*time.Second, "download 503")
+	require.Zero(t, buf.Len())
+	check(b.Upload(ctx, "ns", "abc", strings.NewReader("x"), 1), 2*time.Second, "upload")
+	_, err = b.List(ctx, "ns", "")
+	var th *backend.Throttled
+	require.ErrorAs(t, err, &th, "list")
+	require.NotErrorIs(t, b.Download(ctx, "ns", "broken", &buf), backend.ErrThrottled)
+}
+
 func TestShortBody(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -209,7 +209,7 @@ func (b *Backend) fetchToken(ctx context.Context, k tokenKey) (string, time.Dura
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return "", 0, fmt.Errorf("fetch token from %s: %w: %s", k.realm, ErrUnauthorized, describe(resp))
 	default:
-		return "", 0, fmt.Errorf("fetch token from %s: %s", k.realm, describe(resp))
+		return "", 0, fmt.Errorf("fetch token from %s: %w", k.realm, statusError(resp))
 	}
 	var tr struct {
 		Token       string `json:"token"`

@@ -235,7 +235,7 @@ func (b *Backend) fetch(ctx context.Context, method, repo string, d digest.Diges
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer closeBody(resp)
-		return nil, errors.New(describe(resp))
+		return nil, statusError(resp)
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != d.String() {
 		closeBody(resp)
@@ -307,7 +307,7 @@ func readTagsPage(resp *http.Response) ([]string, string, error) {
 	case http.StatusNotFound:
 		return nil, "", backend.ErrNotFound
 	default:
-		return nil, "", errors.New(describe(resp))
+		return nil, "", statusError(resp)
 	}
 	var body struct {
 		Tags []string `json:"tags"`
@@ -451,6 +451,17 @@ func describe(resp *http.Response) string {
 		sb.WriteString(": " + msg[:min(len(msg), 256)])
 	}
 	return sb.String()
+}
+
+// statusError is the error of an unexpected answer: a *backend.Throttled, with the registry's
+// Retry-After, for 429 (Docker Hub's pull rate limit among others) and 503, so a limits
+// wrapper (backend/limit) waits as asked; otherwise the description.
+func statusError(resp *http.Response) error {
+	err := errors.New(describe(resp))
+	if backend.ThrottledStatus(resp.StatusCode) {
+		return &backend.Throttled{RetryAfter: backend.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: err}
+	}
+	return err
 }
 
 // closeBody drains a little of resp's body, so the connection can be reused, and closes it.

@@ -656,3 +656,47 @@ func TestTagsEndlessPagesAreBounded(t *testing.T) {
 	require.ErrorContains(t, err, fmt.Sprintf("more than %d tags", registry.MaxTags))
 	require.LessOrEqual(t, served.Load(), int64(registry.MaxTags/perPage+1), "it stopped asking")
 }
+
+// 429 (Docker Hub's pull rate limit) and 503 answers are *backend.Throttled with the
+// registry's Retry-After, for blobs, tags and the token service; a 403 is not.
+func TestThrottled(t *testing.T) {
+	t.Parallel()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v2/limited/"):
+			w.Header().Set("Retry-After", "60")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}`))
+		case strings.HasPrefix(r.URL.Path, "/v2/busy/"):
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case strings.HasPrefix(r.URL.Path, "/v2/auth/"):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+srv.URL+`/token",service="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		case r.URL.Path == "/token":
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, registry.Config{Address: strings.TrimPrefix(srv.URL, "http://"), Insecure: true})
+	d := hexDigest([]byte("x"))
+	var th *backend.Throttled
+
+	var buf bytes.Buffer
+	err := b.Download(t.Context(), "limited", d, &buf)
+	require.ErrorAs(t, err, &th)
+	require.Equal(t, time.Minute, th.RetryAfter)
+	require.ErrorContains(t, err, "limited/"+d)
+	require.ErrorContains(t, err, "TOOMANYREQUESTS")
+	require.Zero(t, buf.Len())
+	_, err = b.Tags(t.Context(), "limited")
+	require.ErrorIs(t, err, backend.ErrThrottled)
+	_, err = b.Stat(t.Context(), "busy", d)
+	require.ErrorAs(t, err, &th)
+	require.Zero(t, th.RetryAfter)
+	_, err = b.Stat(t.Context(), "auth", d)
+	require.ErrorAs(t, err, &th)
+	require.Equal(t, 5*time.Second, th.RetryAfter)
+}

@@ -69,7 +69,7 @@ func tagDigest(resp *http.Response) (digest.Digest, error) {
 	case http.StatusNotFound:
 		return "", fmt.Errorf("%w: the registry has no manifest by that tag", backend.ErrNotFound)
 	default:
-		return "", errors.New(describe(resp))
+		return "", statusError(resp)
 	}
 	if h := resp.Header.Get("Docker-Content-Digest"); h != "" {
 		return parseContentDigest(h)

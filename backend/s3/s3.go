@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -189,6 +190,9 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.PathStyle
+		if v2, ok := o.Retryer.(aws.RetryerV2); ok {
+			o.Retryer = noThrottleRetry{v2}
+		}
 	})
 	up := manager.NewUploader(client, func(u *manager.Uploader) {
 		u.PartSize = cfg.PartSize
@@ -385,6 +389,14 @@ func (b *Backend) mapErr(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		return fmt.Errorf("%w: %w", ctxErr, err)
 	}
+	if throttled(err) {
+		var after time.Duration
+		var re *awshttp.ResponseError
+		if errors.As(err, &re) && re.Response != nil {
+			after = backend.ParseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+		}
+		return &backend.Throttled{RetryAfter: after, Err: fmt.Errorf("bucket %s: %w", b.bucket, err)}
+	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchBucket" {
 		return fmt.Errorf("bucket %s does not exist: %w", b.bucket, err)
@@ -398,6 +410,40 @@ func (b *Backend) mapErr(ctx context.Context, err error) error {
 		return fmt.Errorf("%w to bucket %s (check the credentials and the bucket policy): %w", ErrAccessDenied, b.bucket, err)
 	}
 	return err
+}
+
+// throttleCodes are the error codes of S3 and S3-compatible servers that ask the caller to
+// slow down; the SDK's retry package knows them as throttling too.
+var throttleCodes = map[string]bool{
+	"SlowDown": true, "Throttling": true, "ThrottlingException": true, "RequestLimitExceeded": true,
+	"RequestThrottled": true, "RequestThrottledException": true, "TooManyRequestsException": true,
+	"BandwidthLimitExceeded": true, "ServiceUnavailable": true,
+}
+
+// throttled reports whether err is the server asking to slow down: a throttling error code,
+// or an HTTP 429 or 503 (S3 answers SlowDown with 503).
+func throttled(err error) bool {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && throttleCodes[apiErr.ErrorCode()] {
+		return true
+	}
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && backend.ThrottledStatus(re.HTTPStatusCode())
+}
+
+// noThrottleRetry is the SDK's retryer (3 attempts by default, AWS_MAX_ATTEMPTS and
+// AWS_RETRY_MODE honoured) except that it never retries a throttling answer: those come back
+// at once as *backend.Throttled, for the route's limits (backend/limit) or the write-back
+// queue to retry with their own backoff. With both retrying, a SlowDown would be sent up to
+// 3 × (1 + retries) times, the SDK's waits hidden inside one of the wrapper's attempts, and
+// the SDK's retry quota would turn a throttling storm into "retry quota exceeded" errors.
+// Failures the wrapper does not retry (500, 502, 504, RequestTimeout, a connection reset
+// mid-part) are still retried by the SDK, which can rewind a part's body; a reset before any
+// byte moved is retried by both, the one multiplication left.
+type noThrottleRetry struct{ aws.RetryerV2 }
+
+func (r noThrottleRetry) IsErrorRetryable(err error) bool {
+	return !throttled(err) && r.RetryerV2.IsErrorRetryable(err)
 }
 
 func isStatus(err error, status int) bool {

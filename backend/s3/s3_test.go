@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -448,4 +449,58 @@ func TestWrongBucketReal(t *testing.T) {
 	require.ErrorContains(t, err, "does not exist")
 	var buf bytes.Buffer
 	require.NotErrorIs(t, b.Download(t.Context(), "ns", "x", &buf), backend.ErrNotFound)
+}
+
+// SlowDown (503), 429 and the other throttling answers are *backend.Throttled with the
+// server's Retry-After, returned after one request: the SDK's retryer leaves them to the
+// route's limits. Other 5xx answers are still retried by the SDK.
+func TestThrottled(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/xml")
+		code, status := "SlowDown", http.StatusServiceUnavailable
+		switch {
+		case strings.Contains(r.URL.Path, "/broken/"):
+			code, status = "InternalError", http.StatusInternalServerError
+		case strings.Contains(r.URL.Path, "/limited/"):
+			code, status = "TooManyRequests", http.StatusTooManyRequests
+		default:
+			w.Header().Set("Retry-After", "3")
+		}
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			_, _ = fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>Please reduce your request rate.</Message></Error>`, code)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, s3.Config{
+		Bucket: "b", Region: "us-east-1", Endpoint: srv.URL, PathStyle: true,
+		AccessKeyID: "AKIA", SecretAccessKey: "secret",
+	})
+	ctx := t.Context()
+	once := func(what string, after time.Duration, call func() error) {
+		t.Helper()
+		before := requests.Load()
+		err := call()
+		var th *backend.Throttled
+		require.ErrorAs(t, err, &th, what)
+		require.Equal(t, after, th.RetryAfter, what)
+		require.ErrorContains(t, err, "bucket b", what)
+		require.Equal(t, int64(1), requests.Load()-before, "%s: requests sent", what)
+	}
+	once("stat", 3*time.Second, func() error { _, err := b.Stat(ctx, "ns", "x"); return err })
+	var buf bytes.Buffer
+	once("download", 3*time.Second, func() error { return b.Download(ctx, "ns", "x", &buf) })
+	require.Zero(t, buf.Len())
+	once("upload", 3*time.Second, func() error { return b.Upload(ctx, "ns", "x", strings.NewReader("x"), 1) })
+	once("list", 3*time.Second, func() error { _, err := b.List(ctx, "ns", ""); return err })
+	once("429", 0, func() error { return b.Download(ctx, "limited", "x", &buf) })
+
+	before := requests.Load()
+	err := b.Download(ctx, "broken", "x", &buf)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, backend.ErrThrottled)
+	require.Equal(t, int64(3), requests.Load()-before, "the SDK's own retries of a 500")
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/backend/httpbackend"
@@ -32,6 +34,10 @@ type Config struct {
 	S3       *s3.Config          `yaml:"s3"`
 	HTTP     *httpbackend.Config `yaml:"http"`
 	Registry *registry.Config    `yaml:"registry"`
+
+	// Limits caps the route's bandwidth and requests in flight and retries its throttled
+	// requests (limits.go); nil leaves the backend unwrapped.
+	Limits *LimitsConfig `yaml:"limits"`
 }
 
 // kind returns the configured backend's type name, or an error unless exactly one is set.
@@ -88,29 +94,51 @@ func (c *Config) Validate() error {
 	if verr != nil {
 		return fmt.Errorf("%s: %w", kind, verr)
 	}
+	if c.Limits != nil {
+		if err := c.Limits.Validate(); err != nil {
+			return fmt.Errorf("limits.%w", err)
+		}
+	}
 	return nil
 }
 
-// Resolve is the backend a role uses: injected when it is not nil (tests inject faults),
-// otherwise the router Build makes of cfgs, or nil when cfgs is empty (the role has no storage
-// behind it).
+// Deps are the optional collaborators of the backends Build makes.
+type Deps struct {
+	// Registerer receives the metrics of the routes with limits (backend/limit); nil registers
+	// nowhere.
+	Registerer prometheus.Registerer
+}
+
+// Resolve is ResolveWith without Deps.
 func Resolve(ctx context.Context, injected backend.Backend, cfgs []Config) (backend.Backend, error) {
+	return ResolveWith(ctx, injected, cfgs, Deps{})
+}
+
+// ResolveWith is the backend a role uses: injected when it is not nil (tests inject faults),
+// otherwise the router BuildWith makes of cfgs, or nil when cfgs is empty (the role has no
+// storage behind it).
+func ResolveWith(ctx context.Context, injected backend.Backend, cfgs []Config, deps Deps) (backend.Backend, error) {
 	switch {
 	case injected != nil:
 		return injected, nil
 	case len(cfgs) == 0:
 		return nil, nil
 	}
-	r, err := Build(ctx, cfgs)
+	r, err := BuildWith(ctx, cfgs, deps)
 	if err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// Build constructs every configured backend and returns the router over them. Configs must have
-// passed Validate.
+// Build is BuildWith without Deps.
 func Build(ctx context.Context, cfgs []Config) (*backend.Router, error) {
+	return BuildWith(ctx, cfgs, Deps{})
+}
+
+// BuildWith constructs every configured backend, wrapped in its route's limits when it has
+// any, and returns the router over them. Configs must have passed Validate.
+func BuildWith(ctx context.Context, cfgs []Config, deps Deps) (*backend.Router, error) {
 	routes := make([]backend.Route, 0, len(cfgs))
 	for i := range cfgs {
 		c := &cfgs[i]
@@ -135,6 +163,9 @@ func Build(ctx context.Context, cfgs []Config) (*backend.Router, error) {
 		name := c.Name
 		if name == "" {
 			name = fmt.Sprintf("%s-%d", kind, i)
+		}
+		if b, err = c.Limits.wrap(b, name, deps.Registerer); err != nil {
+			return nil, fmt.Errorf("backends[%d].limits: %w", i, err)
 		}
 		re, err := regexp.Compile(c.Namespace)
 		if err != nil {

@@ -169,7 +169,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, b.Fail(fmt.Errorf("create dir: %w", err))
 	}
 
-	if s.backend, err = backends.Resolve(context.Background(), deps.Backend, cfg.Backends); err != nil {
+	if s.backend, err = backends.ResolveWith(context.Background(), deps.Backend, cfg.Backends, backends.Deps{Registerer: deps.Registerer}); err != nil {
 		return nil, b.Fail(err)
 	}
 	s.upstream = newUpstreamTags(s.backend, cfg.UpstreamTags, s.metrics)

@@ -154,7 +154,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, b.Fail(err)
 	}
-	if s.backend, err = backends.Resolve(context.Background(), deps.Backend, cfg.Backends); err != nil {
+	if s.backend, err = backends.ResolveWith(context.Background(), deps.Backend, cfg.Backends, backends.Deps{Registerer: deps.Registerer}); err != nil {
 		return nil, b.Fail(err)
 	}
 	s.runner, err = queue.NewRunner(s.queue, queue.RunnerConfig{
