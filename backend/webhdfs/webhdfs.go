@@ -1,0 +1,649 @@
+// Package webhdfs is a backend.Backend on HDFS through the WebHDFS REST API, spoken by hand on
+// net/http (no client library): https://hadoop.apache.org/docs/stable/hadoop-project-dist/hadoop-hdfs/WebHDFS.html
+//
+// Layout: the object (namespace, name) is the file <root>/<namespace>/_objects/<name>; the
+// "_objects" element keeps the object "ubuntu" of namespace "library" apart from the directory
+// of the namespace "library/ubuntu" (namespace components never start with "_").
+//
+// Requests follow the spec's two steps. Upload sends CREATE (overwrite=false, no body) to the
+// namenode, which answers 307 with the Location of a datanode; only then are the bytes PUT, to
+// that datanode. They go to a temporary file <root>/_tmp/<name>.<random>, whose length is checked
+// with GETFILESTATUS before RENAME (renameoptions=OVERWRITE, HDFS's atomic rename2) moves it over
+// the object, so readers see the previous object or the whole new one, never a partial one. A
+// failed upload deletes its temporary file; one whose delete also fails (the namenode is gone)
+// leaves it under <root>/_tmp, where anything older than a day is garbage. Download asks
+// GETFILESTATUS for the length, then OPENs with offset 0 and that length, follows the redirect
+// to a datanode, and fails unless exactly that many bytes arrive.
+//
+// Namenodes are tried in order: one that cannot be reached, or answers StandbyException (an HA
+// standby), passes the request to the next, and the first that answers becomes the one asked
+// first. The RemoteException JSON of an error answer is mapped: FileNotFoundException to
+// backend.ErrNotFound, AccessControlException and SecurityException to ErrAccessDenied,
+// RetriableException and HTTP 429 and 503 to *backend.Throttled.
+//
+// Authentication is Hadoop's "simple" user.name or a delegation token read from a file or an
+// environment variable; Kerberos (SPNEGO) is not supported: get a delegation token for the
+// backend instead.
+//
+// This backend is tested against the in-process spec server in webhdfstest, written from the
+// WebHDFS documentation (its operations, parameters, redirects and error JSON), not against a
+// real HDFS cluster: none can be installed on the machines the tests run on.
+package webhdfs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/krakenctl/krakenctl/backend"
+)
+
+// ErrAccessDenied means HDFS refused the request's user or token (AccessControlException,
+// SecurityException, HTTP 401 or 403 without another explanation): a wrong user_name, an
+// expired delegation token, or the root directory's permissions.
+var ErrAccessDenied = errors.New("webhdfs: permission denied")
+
+// errStandby marks a namenode's StandbyException: the next namenode is asked.
+var errStandby = errors.New("webhdfs: namenode is in standby")
+
+const (
+	objectsElem = "_objects"
+	tmpElem     = "_tmp"
+	// maxErrorBody bounds how much of an error answer is read to find its RemoteException.
+	maxErrorBody = 64 << 10
+	// maxJSONBody bounds a JSON answer (a LISTSTATUS of a large directory is the big one).
+	maxJSONBody = 256 << 20
+	// cleanupTimeout bounds deleting a failed upload's temporary file, done even after the
+	// caller's context has ended.
+	cleanupTimeout = 30 * time.Second
+)
+
+// Backend stores objects in one HDFS directory. It is safe for concurrent use.
+type Backend struct {
+	namenodes []*url.URL
+	active    atomic.Int32 // index of the namenode asked first
+	root      string       // no trailing "/" unless "/"
+	user      string
+	token     string
+	client    *http.Client
+}
+
+// New validates cfg (after applying its defaults), reads the delegation token and returns a
+// backend. It does not contact the cluster.
+func New(cfg Config) (*Backend, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("webhdfs backend: %w", err)
+	}
+	tok, err := cfg.token()
+	if err != nil {
+		return nil, fmt.Errorf("webhdfs backend: %w", err)
+	}
+	b := &Backend{root: cfg.Root, user: cfg.UserName, token: tok}
+	for _, nn := range cfg.Namenodes {
+		u, _ := url.Parse(nn) // Validate parsed it
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		b.namenodes = append(b.namenodes, u)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = cfg.Timeout
+	b.client = &http.Client{
+		Transport: tr,
+		// Redirects are followed by hand: a CREATE's body must go to the datanode only, and a
+		// redirect's answer is checked before its Location is trusted.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return b, nil
+}
+
+// Close ends the backend's idle connections.
+func (b *Backend) Close() error {
+	b.client.CloseIdleConnections()
+	return nil
+}
+
+func (b *Backend) dir(namespace string) string {
+	return path.Join(b.root, namespace, objectsElem)
+}
+
+func (b *Backend) file(namespace, name string) string {
+	return path.Join(b.root, namespace, objectsElem, name)
+}
+
+func check(ctx context.Context, namespace, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := backend.CheckNamespace(namespace); err != nil {
+		return err
+	}
+	return backend.CheckName(name)
+}
+
+// fileStatus is WebHDFS's FileStatus JSON object (the fields the backend reads).
+type fileStatus struct {
+	PathSuffix       string `json:"pathSuffix"`
+	Type             string `json:"type"`
+	Length           int64  `json:"length"`
+	ModificationTime int64  `json:"modificationTime"`
+}
+
+// Stat implements backend.Backend.
+func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
+	if err := check(ctx, namespace, name); err != nil {
+		return backend.Info{}, fmt.Errorf("webhdfs: stat %s/%s: %w", namespace, name, err)
+	}
+	st, err := b.status(ctx, b.file(namespace, name))
+	if err != nil {
+		return backend.Info{}, fmt.Errorf("webhdfs: stat %s/%s: %w", namespace, name, err)
+	}
+	return backend.Info{Size: st.Length, ModTime: time.UnixMilli(st.ModificationTime)}, nil
+}
+
+// status is GETFILESTATUS of a path that must be a file.
+func (b *Backend) status(ctx context.Context, p string) (fileStatus, error) {
+	var out struct {
+		FileStatus *fileStatus `json:"FileStatus"`
+	}
+	if err := b.callJSON(ctx, http.MethodGet, "GETFILESTATUS", p, nil, &out); err != nil {
+		return fileStatus{}, err
+	}
+	switch {
+	case out.FileStatus == nil:
+		return fileStatus{}, errors.New("GETFILESTATUS answer has no FileStatus")
+	case out.FileStatus.Type != "FILE":
+		return fileStatus{}, fmt.Errorf("%s is a %s, not a file", p, out.FileStatus.Type)
+	case out.FileStatus.Length < 0:
+		return fileStatus{}, fmt.Errorf("GETFILESTATUS of %s: negative length %d", p, out.FileStatus.Length)
+	}
+	return *out.FileStatus, nil
+}
+
+// Download implements backend.Backend.
+func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
+	if err := check(ctx, namespace, name); err != nil {
+		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
+	}
+	p := b.file(namespace, name)
+	st, err := b.status(ctx, p)
+	if err != nil {
+		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
+	}
+	if st.Length == 0 {
+		return nil
+	}
+	params := url.Values{"offset": {"0"}, "length": {strconv.FormatInt(st.Length, 10)}}
+	resp, err := b.call(ctx, http.MethodGet, "OPEN", p, params)
+	if err != nil {
+		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
+	}
+	if resp.StatusCode == http.StatusTemporaryRedirect {
+		resp, err = b.follow(ctx, resp, nil, -1)
+		if err != nil {
+			return fmt.Errorf("webhdfs: download %s/%s: datanode: %w", namespace, name, err)
+		}
+	}
+	defer func() { _ = resp.Body.Close() }() // read side: nothing to lose
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("webhdfs: download %s/%s: OPEN answered %s", namespace, name, resp.Status)
+	}
+	if resp.ContentLength >= 0 && resp.ContentLength != st.Length {
+		return fmt.Errorf("webhdfs: download %s/%s: the datanode announced %d bytes, the file has %d (changed during the download?)", namespace, name, resp.ContentLength, st.Length)
+	}
+	var readErr error
+	body := readerFunc(func(p []byte) (int, error) {
+		if err := ctx.Err(); err != nil {
+			readErr = err
+			return 0, err
+		}
+		n, err := resp.Body.Read(p)
+		if err != nil && err != io.EOF {
+			readErr = err
+		}
+		return n, err
+	})
+	// One byte more than the length shows a datanode sending more than asked.
+	n, err := io.Copy(w, io.LimitReader(body, st.Length+1))
+	if err != nil {
+		if readErr != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("webhdfs: download %s/%s: read: %w: %w", namespace, name, ctx.Err(), readErr)
+			}
+			return fmt.Errorf("webhdfs: download %s/%s: read after %d of %d bytes: %w", namespace, name, n, st.Length, readErr)
+		}
+		return fmt.Errorf("webhdfs: download %s/%s: write: %w", namespace, name, err)
+	}
+	if n != st.Length {
+		return fmt.Errorf("webhdfs: download %s/%s: got %d of %d bytes: %w", namespace, name, n, st.Length, io.ErrUnexpectedEOF)
+	}
+	return nil
+}
+
+var errTooLong = errors.New("reader has more bytes than declared")
+
+// Upload implements backend.Backend.
+func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
+	if err := check(ctx, namespace, name); err != nil {
+		return fmt.Errorf("webhdfs: upload %s/%s: %w", namespace, name, err)
+	}
+	tmp := path.Join(b.root, tmpElem, name+"."+randomHex())
+	if err := b.upload(ctx, tmp, r, size); err != nil {
+		if cerr := b.cleanup(ctx, tmp); cerr != nil {
+			err = fmt.Errorf("%w (and deleting the temporary file %s failed: %w)", err, tmp, cerr)
+		}
+		return fmt.Errorf("webhdfs: upload %s/%s: %w", namespace, name, err)
+	}
+	dst := b.file(namespace, name)
+	err := b.rename(ctx, tmp, dst)
+	if errors.Is(err, backend.ErrNotFound) {
+		// rename2 needs the destination's directory: the namespace's first object.
+		if err = b.mkdirs(ctx, b.dir(namespace)); err == nil {
+			err = b.rename(ctx, tmp, dst)
+		}
+	}
+	if err != nil {
+		if cerr := b.cleanup(ctx, tmp); cerr != nil {
+			err = fmt.Errorf("%w (and deleting the temporary file %s failed: %w)", err, tmp, cerr)
+		}
+		return fmt.Errorf("webhdfs: upload %s/%s: rename into place: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// upload writes r to the new file tmp through the namenode's redirect and checks its length.
+func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int64) error {
+	resp, err := b.call(ctx, http.MethodPut, "CREATE", tmp, url.Values{"overwrite": {"false"}})
+	if err != nil {
+		return fmt.Errorf("CREATE: %w", err)
+	}
+	if resp.StatusCode != http.StatusTemporaryRedirect {
+		drain(resp)
+		return fmt.Errorf("CREATE: the namenode answered %s, not a redirect to a datanode", resp.Status)
+	}
+	var (
+		n       int64
+		readErr error
+	)
+	body := readerFunc(func(p []byte) (int, error) {
+		if readErr != nil {
+			return 0, readErr
+		}
+		if err := ctx.Err(); err != nil {
+			readErr = err
+			return 0, err
+		}
+		if size >= 0 && int64(len(p)) > size-n+1 {
+			p = p[:size-n+1] // one byte past size reveals a reader that is too long
+		}
+		k, err := r.Read(p)
+		n += int64(k)
+		switch {
+		case size >= 0 && n > size:
+			readErr = fmt.Errorf("%w (%d)", errTooLong, size)
+			return k, readErr
+		case err == io.EOF && size >= 0 && n < size:
+			readErr = fmt.Errorf("read %d bytes, declared %d: %w", n, size, io.ErrUnexpectedEOF)
+			return k, readErr
+		case err != nil && err != io.EOF:
+			readErr = fmt.Errorf("read: %w", err)
+		}
+		return k, err
+	})
+	dresp, err := b.follow(ctx, resp, body, size)
+	switch {
+	case readErr != nil:
+		if dresp != nil {
+			drain(dresp)
+		}
+		return readErr
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("datanode: %w: %w", ctx.Err(), err)
+	case err != nil:
+		return fmt.Errorf("datanode: %w", err)
+	}
+	drain(dresp)
+	if dresp.StatusCode != http.StatusCreated && dresp.StatusCode != http.StatusOK {
+		return fmt.Errorf("datanode: CREATE answered %s", dresp.Status)
+	}
+	if size >= 0 && n != size {
+		return fmt.Errorf("read %d bytes, declared %d: %w", n, size, io.ErrUnexpectedEOF)
+	}
+	// The datanode's 201 says the file is closed; its length says every byte arrived.
+	st, err := b.status(ctx, tmp)
+	if err != nil {
+		return fmt.Errorf("check the written file: %w", err)
+	}
+	if st.Length != n {
+		return fmt.Errorf("sent %d bytes, the written file has %d: %w", n, st.Length, io.ErrUnexpectedEOF)
+	}
+	return nil
+}
+
+// rename moves src over dst (renameoptions=OVERWRITE: rename2, which replaces a file in one
+// namenode operation and never moves src into a directory named dst).
+func (b *Backend) rename(ctx context.Context, src, dst string) error {
+	resp, err := b.call(ctx, http.MethodPut, "RENAME", src, url.Values{"destination": {dst}, "renameoptions": {"OVERWRITE"}})
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("RENAME answered %s", resp.Status)
+	}
+	return nil
+}
+
+func (b *Backend) mkdirs(ctx context.Context, dir string) error {
+	var out struct {
+		Boolean bool `json:"boolean"`
+	}
+	if err := b.callJSON(ctx, http.MethodPut, "MKDIRS", dir, nil, &out); err != nil {
+		return fmt.Errorf("MKDIRS %s: %w", dir, err)
+	}
+	if !out.Boolean {
+		return fmt.Errorf("MKDIRS %s answered false", dir)
+	}
+	return nil
+}
+
+// cleanup deletes a failed upload's temporary file, also when ctx has ended.
+func (b *Backend) cleanup(ctx context.Context, tmp string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_, err := b.delete(ctx, tmp)
+	return err
+}
+
+// delete removes a file; false means it did not exist.
+func (b *Backend) delete(ctx context.Context, p string) (bool, error) {
+	var out struct {
+		Boolean *bool `json:"boolean"`
+	}
+	if err := b.callJSON(ctx, http.MethodDelete, "DELETE", p, url.Values{"recursive": {"false"}}, &out); err != nil {
+		return false, err
+	}
+	if out.Boolean == nil {
+		return false, errors.New(`DELETE answer has no "boolean"`)
+	}
+	return *out.Boolean, nil
+}
+
+// Delete implements backend.Deleter. HDFS answers the delete of a missing file with false,
+// which is reported as ErrNotFound.
+func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
+	if err := check(ctx, namespace, name); err != nil {
+		return fmt.Errorf("webhdfs: delete %s/%s: %w", namespace, name, err)
+	}
+	ok, err := b.delete(ctx, b.file(namespace, name))
+	if err != nil {
+		return fmt.Errorf("webhdfs: delete %s/%s: %w", namespace, name, err)
+	}
+	if !ok {
+		return fmt.Errorf("webhdfs: delete %s/%s: %w", namespace, name, backend.ErrNotFound)
+	}
+	return nil
+}
+
+// List implements backend.Backend with LISTSTATUS of the namespace's _objects directory, so
+// nested namespaces (other directories) are never listed.
+func (b *Backend) List(ctx context.Context, namespace, prefix string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("webhdfs: list %s: %w", namespace, err)
+	}
+	if err := backend.CheckNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("webhdfs: list %s: %w", namespace, err)
+	}
+	if strings.Contains(prefix, "/") {
+		return nil, nil // no name contains "/"
+	}
+	var out struct {
+		FileStatuses struct {
+			FileStatus []fileStatus `json:"FileStatus"`
+		} `json:"FileStatuses"`
+	}
+	if err := b.callJSON(ctx, http.MethodGet, "LISTSTATUS", b.dir(namespace), nil, &out); err != nil {
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil, nil // nothing stored in the namespace yet
+		}
+		return nil, fmt.Errorf("webhdfs: list %s: %w", namespace, err)
+	}
+	var names []string
+	for _, st := range out.FileStatuses.FileStatus {
+		if st.Type == "FILE" && strings.HasPrefix(st.PathSuffix, prefix) && backend.CheckName(st.PathSuffix) == nil {
+			names = append(names, st.PathSuffix)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// callJSON is call for operations whose answer is a JSON document, decoded into out.
+func (b *Backend) callJSON(ctx context.Context, method, op, p string, params url.Values, out any) error {
+	resp, err := b.call(ctx, method, op, p, params)
+	if err != nil {
+		return err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", op, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxJSONBody)).Decode(out); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: read the answer: %w: %w", op, ctx.Err(), err)
+		}
+		return fmt.Errorf("%s: read the answer: %w", op, err)
+	}
+	return nil
+}
+
+// call sends op on the HDFS path p to the namenodes, starting with the one that answered last,
+// and moving on when one cannot be reached or is a standby. It returns a 2xx or 307 answer;
+// any other is turned into an error (mapped to the backend's sentinels).
+func (b *Backend) call(ctx context.Context, method, op, p string, params url.Values) (*http.Response, error) {
+	q := url.Values{"op": {op}}
+	for k, v := range params {
+		q[k] = v
+	}
+	if b.user != "" {
+		q.Set("user.name", b.user)
+	}
+	if b.token != "" {
+		q.Set("delegation", b.token)
+	}
+	start := int(b.active.Load())
+	var errs []error
+	for i := range b.namenodes {
+		idx := (start + i) % len(b.namenodes)
+		nn := b.namenodes[idx]
+		u := *nn
+		u.Path = nn.Path + "/webhdfs/v1" + p
+		u.RawPath = ""
+		u.RawQuery = q.Encode()
+		req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := b.client.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s %s: %w", op, p, ctx.Err())
+			}
+			err = fmt.Errorf("namenode %s: %w", nn.Host, unwrapURLError(err))
+			// A namenode that was never reached did nothing: the next one may. One that took
+			// the request and dropped it may have done it; only reads are sent again.
+			if isDialError(err) || method == http.MethodGet {
+				errs = append(errs, err)
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %w", op, p, err)
+		}
+		if resp.StatusCode/100 == 2 || resp.StatusCode == http.StatusTemporaryRedirect {
+			b.active.Store(int32(idx))
+			return resp, nil
+		}
+		err = remoteError(resp)
+		if errors.Is(err, errStandby) {
+			errs = append(errs, fmt.Errorf("namenode %s: %w", nn.Host, err))
+			continue
+		}
+		b.active.Store(int32(idx))
+		return nil, fmt.Errorf("%s %s: %w", op, p, err)
+	}
+	return nil, fmt.Errorf("%s %s: no namenode answered as active: %w", op, p, errors.Join(errs...))
+}
+
+// follow sends the request a 307 answer redirects to (a datanode), with body when not nil, and
+// returns its answer, or an error for a non-2xx one. It closes redirect.
+func (b *Backend) follow(ctx context.Context, redirect *http.Response, body io.Reader, size int64) (*http.Response, error) {
+	drain(redirect)
+	loc, err := redirect.Location()
+	if err != nil {
+		return nil, fmt.Errorf("redirect without a usable Location: %w", err)
+	}
+	if loc.Scheme != "http" && loc.Scheme != "https" {
+		return nil, fmt.Errorf("redirect to a %q URL", loc.Scheme)
+	}
+	method := redirect.Request.Method
+	req, err := http.NewRequestWithContext(ctx, method, loc.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = size // -1: chunked
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", loc.Host, unwrapURLError(err))
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s: %w", loc.Host, remoteError(resp))
+	}
+	return resp, nil
+}
+
+// RemoteError is an error answer of a namenode or datanode: its HTTP status and the
+// RemoteException JSON it carried, when it had one.
+type RemoteError struct {
+	Status        int
+	Exception     string
+	JavaClassName string
+	Message       string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Exception == "" {
+		return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("HTTP %d: %s: %s", e.Status, e.Exception, e.Message)
+}
+
+// remoteError reads an error answer (and closes it) into a *RemoteError wrapped in the
+// sentinel its exception or status maps to.
+func remoteError(resp *http.Response) error {
+	defer drain(resp)
+	re := &RemoteError{Status: resp.StatusCode}
+	var doc struct {
+		RemoteException struct {
+			Exception     string `json:"exception"`
+			JavaClassName string `json:"javaClassName"`
+			Message       string `json:"message"`
+		} `json:"RemoteException"`
+	}
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody)) // a short read leaves the status alone to go by
+	if json.Unmarshal(data, &doc) == nil {
+		re.Exception = doc.RemoteException.Exception
+		re.JavaClassName = doc.RemoteException.JavaClassName
+		re.Message = doc.RemoteException.Message
+	}
+	switch re.Exception {
+	case "FileNotFoundException":
+		return fmt.Errorf("%w: %w", backend.ErrNotFound, re)
+	case "AccessControlException", "SecurityException", "AuthorizationException", "InvalidToken":
+		return fmt.Errorf("%w (check user_name or the delegation token, and the permissions of the root): %w", ErrAccessDenied, re)
+	case "StandbyException":
+		return fmt.Errorf("%w: %w", errStandby, re)
+	case "RetriableException":
+		return &backend.Throttled{RetryAfter: retryAfter(resp.Header), Err: re}
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return &backend.Throttled{RetryAfter: retryAfter(resp.Header), Err: re}
+	case http.StatusUnauthorized, http.StatusForbidden:
+		if re.Exception == "" {
+			return fmt.Errorf("%w (check user_name or the delegation token): %w", ErrAccessDenied, re)
+		}
+	}
+	return re
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or unreadable.
+func retryAfter(h http.Header) time.Duration {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := time.Until(t); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// unwrapURLError drops the *url.Error around a transport error: its message repeats the
+// whole URL, delegation token included.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// drain reads what is left of a small answer so its connection can be reused, and closes it.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // best effort: reuse only
+	_ = resp.Body.Close()                                                // read side: nothing to lose
+}
+
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+// readerFunc adapts a function to io.Reader.
+type readerFunc func(p []byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// Interface guards
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Deleter = (*Backend)(nil)
+)
