@@ -11,9 +11,9 @@
 // with GETFILESTATUS before RENAME (renameoptions=OVERWRITE, HDFS's atomic rename2) moves it over
 // the object, so readers see the previous object or the whole new one, never a partial one. A
 // failed upload deletes its temporary file; one whose delete also fails (the namenode is gone)
-// leaves it under <root>/_tmp, where anything older than a day is garbage. Download asks
-// GETFILESTATUS for the length, then OPENs with offset 0 and that length, follows the redirect
-// to a datanode, and fails unless exactly that many bytes arrive.
+// leaves it under <root>/_tmp, where anything older than a day is garbage. Download OPENs the
+// file, follows the redirect to a datanode, and fails unless exactly the length the datanode
+// announced arrives.
 //
 // Namenodes are tried in order: one that cannot be reached, or answers StandbyException (an HA
 // standby), passes the request to the next, and the first that answers becomes the one asked
@@ -172,26 +172,21 @@ func (b *Backend) status(ctx context.Context, p string) (fileStatus, error) {
 	return *out.FileStatus, nil
 }
 
-// Download implements backend.Backend.
+// Download implements backend.Backend. It OPENs the whole file, without a length: a length
+// taken from an earlier GETFILESTATUS would silently cut short an object replaced in between.
+// The datanode's Content-Length is the length of the file it opened, and exactly that many
+// bytes must arrive; a datanode that sends none is held to a GETFILESTATUS instead.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
 	if err := check(ctx, namespace, name); err != nil {
 		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
 	}
 	p := b.file(namespace, name)
-	st, err := b.status(ctx, p)
-	if err != nil {
-		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
-	}
-	if st.Length == 0 {
-		return nil
-	}
-	params := url.Values{"offset": {"0"}, "length": {strconv.FormatInt(st.Length, 10)}}
-	resp, err := b.call(ctx, http.MethodGet, "OPEN", p, params)
+	resp, err := b.call(ctx, http.MethodGet, "OPEN", p, url.Values{"offset": {"0"}})
 	if err != nil {
 		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
 	}
 	if resp.StatusCode == http.StatusTemporaryRedirect {
-		resp, err = b.follow(ctx, resp, nil, -1)
+		resp, err = b.follow(ctx, resp, nil)
 		if err != nil {
 			return fmt.Errorf("webhdfs: download %s/%s: datanode: %w", namespace, name, err)
 		}
@@ -200,8 +195,13 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("webhdfs: download %s/%s: OPEN answered %s", namespace, name, resp.Status)
 	}
-	if resp.ContentLength >= 0 && resp.ContentLength != st.Length {
-		return fmt.Errorf("webhdfs: download %s/%s: the datanode announced %d bytes, the file has %d (changed during the download?)", namespace, name, resp.ContentLength, st.Length)
+	want := resp.ContentLength
+	if want < 0 {
+		st, err := b.status(ctx, p)
+		if err != nil {
+			return fmt.Errorf("webhdfs: download %s/%s: the datanode sent no Content-Length: %w", namespace, name, err)
+		}
+		want = st.Length
 	}
 	var readErr error
 	body := readerFunc(func(p []byte) (int, error) {
@@ -215,19 +215,19 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 		}
 		return n, err
 	})
-	// One byte more than the length shows a datanode sending more than asked.
-	n, err := io.Copy(w, io.LimitReader(body, st.Length+1))
+	// One byte more than the length shows a datanode sending more than it announced.
+	n, err := io.Copy(w, io.LimitReader(body, want+1))
 	if err != nil {
 		if readErr != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("webhdfs: download %s/%s: read: %w: %w", namespace, name, ctx.Err(), readErr)
 			}
-			return fmt.Errorf("webhdfs: download %s/%s: read after %d of %d bytes: %w", namespace, name, n, st.Length, readErr)
+			return fmt.Errorf("webhdfs: download %s/%s: read after %d of %d bytes: %w", namespace, name, n, want, readErr)
 		}
 		return fmt.Errorf("webhdfs: download %s/%s: write: %w", namespace, name, err)
 	}
-	if n != st.Length {
-		return fmt.Errorf("webhdfs: download %s/%s: got %d of %d bytes: %w", namespace, name, n, st.Length, io.ErrUnexpectedEOF)
+	if n != want {
+		return fmt.Errorf("webhdfs: download %s/%s: got %d of %d bytes: %w", namespace, name, n, want, io.ErrUnexpectedEOF)
 	}
 	return nil
 }
@@ -264,7 +264,54 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 }
 
 // upload writes r to the new file tmp through the namenode's redirect and checks its length.
+//
+// The bytes go chunked, and a reader that fails, ends early or runs past size ends the body
+// cleanly (the error is kept): the datanode then closes the file and answers, so the cleanup's
+// DELETE cannot race a datanode still writing it, as it could after a dropped connection.
 func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int64) error {
+	var (
+		n       int64
+		readErr error
+	)
+	body := readerFunc(func(p []byte) (int, error) {
+		if readErr != nil {
+			return 0, io.EOF
+		}
+		if err := ctx.Err(); err != nil {
+			readErr = err
+			return 0, err // abort: the caller is gone
+		}
+		if size >= 0 && int64(len(p)) > size-n+1 {
+			p = p[:size-n+1] // one byte past size reveals a reader that is too long
+		}
+		k, err := r.Read(p)
+		switch {
+		case size >= 0 && n+int64(k) > size:
+			readErr = fmt.Errorf("%w (%d)", errTooLong, size)
+			k = int(size - n)
+		case err == io.EOF && size >= 0 && n+int64(k) < size:
+			readErr = fmt.Errorf("read %d bytes, declared %d: %w", n+int64(k), size, io.ErrUnexpectedEOF)
+		case err != nil && err != io.EOF:
+			readErr = fmt.Errorf("read: %w", err)
+		}
+		n += int64(k)
+		if readErr != nil {
+			return k, io.EOF
+		}
+		return k, err
+	})
+	if size == 0 {
+		// Nothing is to be sent; make sure the reader agrees before creating anything.
+		var one [1]byte
+		for readErr == nil {
+			if k, err := body.Read(one[:]); k == 0 && err != nil {
+				break
+			}
+		}
+		if readErr != nil {
+			return readErr
+		}
+	}
 	resp, err := b.call(ctx, http.MethodPut, "CREATE", tmp, url.Values{"overwrite": {"false"}})
 	if err != nil {
 		return fmt.Errorf("CREATE: %w", err)
@@ -273,53 +320,25 @@ func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int6
 		drain(resp)
 		return fmt.Errorf("CREATE: the namenode answered %s, not a redirect to a datanode", resp.Status)
 	}
-	var (
-		n       int64
-		readErr error
-	)
-	body := readerFunc(func(p []byte) (int, error) {
-		if readErr != nil {
-			return 0, readErr
-		}
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			return 0, err
-		}
-		if size >= 0 && int64(len(p)) > size-n+1 {
-			p = p[:size-n+1] // one byte past size reveals a reader that is too long
-		}
-		k, err := r.Read(p)
-		n += int64(k)
-		switch {
-		case size >= 0 && n > size:
-			readErr = fmt.Errorf("%w (%d)", errTooLong, size)
-			return k, readErr
-		case err == io.EOF && size >= 0 && n < size:
-			readErr = fmt.Errorf("read %d bytes, declared %d: %w", n, size, io.ErrUnexpectedEOF)
-			return k, readErr
-		case err != nil && err != io.EOF:
-			readErr = fmt.Errorf("read: %w", err)
-		}
-		return k, err
-	})
-	dresp, err := b.follow(ctx, resp, body, size)
+	var send io.Reader = body
+	if size == 0 {
+		send = http.NoBody
+	}
+	dresp, err := b.follow(ctx, resp, send)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("datanode: %w: %w", ctx.Err(), err)
 	case readErr != nil:
 		if dresp != nil {
 			drain(dresp)
 		}
 		return readErr
-	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("datanode: %w: %w", ctx.Err(), err)
 	case err != nil:
 		return fmt.Errorf("datanode: %w", err)
 	}
 	drain(dresp)
 	if dresp.StatusCode != http.StatusCreated && dresp.StatusCode != http.StatusOK {
 		return fmt.Errorf("datanode: CREATE answered %s", dresp.Status)
-	}
-	if size >= 0 && n != size {
-		return fmt.Errorf("read %d bytes, declared %d: %w", n, size, io.ErrUnexpectedEOF)
 	}
 	// The datanode's 201 says the file is closed; its length says every byte arrived.
 	st, err := b.status(ctx, tmp)
@@ -507,7 +526,7 @@ func (b *Backend) call(ctx context.Context, method, op, p string, params url.Val
 
 // follow sends the request a 307 answer redirects to (a datanode), with body when not nil, and
 // returns its answer, or an error for a non-2xx one. It closes redirect.
-func (b *Backend) follow(ctx context.Context, redirect *http.Response, body io.Reader, size int64) (*http.Response, error) {
+func (b *Backend) follow(ctx context.Context, redirect *http.Response, body io.Reader) (*http.Response, error) {
 	drain(redirect)
 	loc, err := redirect.Location()
 	if err != nil {
@@ -522,9 +541,8 @@ func (b *Backend) follow(ctx context.Context, redirect *http.Response, body io.R
 		return nil, err
 	}
 	if body != nil {
-		req.ContentLength = size // -1: chunked
-		if size == 0 {
-			req.Body = http.NoBody
+		if body != http.NoBody {
+			req.ContentLength = -1 // chunked: see upload
 		}
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
