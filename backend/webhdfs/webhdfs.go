@@ -646,7 +646,7 @@ func isDialError(err error) bool {
 // drain reads what is left of a small answer so its connection can be reused, and closes it.
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody)) // best effort: reuse only
-	_ = resp.Body.Close()                                                // read side: nothing to lose
+	_ = resp.Body.Close()                                               // read side: nothing to lose
 }
 
 func randomHex() string {
