@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -26,7 +27,7 @@ type Config struct {
 	// empty with a delegation token, or to be the cluster's anonymous user.
 	UserName string `yaml:"user_name"`
 	// DelegationTokenFile is the path of a file holding a Hadoop delegation token (its URL-safe
-	// string form), sent as the delegation parameter. Read once, at start.
+	// string form), sent as the delegation parameter. An absolute path; read once, at start.
 	DelegationTokenFile string `yaml:"delegation_token_file"`
 	// DelegationTokenEnv names an environment variable holding the delegation token, for
 	// deployments that inject secrets that way. The token itself is never in the config.
@@ -67,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if strings.ContainsAny(c.UserName, "&=?#/ \t\r\n") {
 		return fmt.Errorf("user_name: %q is not a user name", c.UserName)
+	}
+	if c.DelegationTokenFile != "" && !filepath.IsAbs(c.DelegationTokenFile) {
+		return fmt.Errorf("delegation_token_file: %q must be an absolute path", c.DelegationTokenFile)
 	}
 	if c.DelegationTokenFile != "" && c.DelegationTokenEnv != "" {
 		return errors.New("delegation_token_env: set delegation_token_file or delegation_token_env, not both")

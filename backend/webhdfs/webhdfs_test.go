@@ -315,6 +315,7 @@ func TestConfigValidate(t *testing.T) {
 		{"odd byte", func(c *webhdfs.Config) { c.Root = "/k?x" }, "root:"},
 		{"user name", func(c *webhdfs.Config) { c.UserName = "a&b" }, "user_name:"},
 		{"both tokens", func(c *webhdfs.Config) { c.DelegationTokenFile, c.DelegationTokenEnv = "/t", "T" }, "delegation_token_env:"},
+		{"relative token file", func(c *webhdfs.Config) { c.DelegationTokenFile = "token" }, "delegation_token_file: \"token\" must be an absolute path"},
 		{"user and token", func(c *webhdfs.Config) { c.UserName, c.DelegationTokenFile = "u", "/t" }, "user_name:"},
 		{"negative timeout", func(c *webhdfs.Config) { c.Timeout = -time.Second }, "timeout:"},
 	} {
