@@ -102,7 +102,7 @@ func checkRoot(root string) error {
 		}
 		for i := 0; i < len(seg); i++ {
 			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			if !pathByte(c) {
 				return fmt.Errorf("%q has byte %q (use letters, digits, '.', '_', '-')", root, c)
 			}
 		}
@@ -144,4 +144,9 @@ func redact(u *url.URL) string {
 	v.RawQuery = ""
 	v.Fragment = ""
 	return v.String()
+}
+
+// pathByte reports whether c may appear in a root path segment.
+func pathByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }

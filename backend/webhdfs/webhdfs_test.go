@@ -2,7 +2,6 @@ package webhdfs_test
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -342,5 +341,5 @@ func TestConfigValidate(t *testing.T) {
 	c.DelegationTokenEnv = "KRAKENCTL_TEST_WEBHDFS_UNSET_VARIABLE"
 	_, err = webhdfs.New(c)
 	require.ErrorContains(t, err, "delegation_token_env: KRAKENCTL_TEST_WEBHDFS_UNSET_VARIABLE is unset")
-	require.False(t, errors.Is(err, backend.ErrNotFound))
+	require.NotErrorIs(t, err, backend.ErrNotFound)
 }

@@ -507,7 +507,7 @@ func param(q url.Values, key string, def int64) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("Invalid value for webhdfs parameter %q: %q", key, v)
+		return 0, fmt.Errorf("invalid value for webhdfs parameter %q: %q", key, v)
 	}
 	return n, nil
 }
@@ -521,7 +521,7 @@ func boolParam(q url.Values, key string, def bool) (bool, error) {
 	case "false":
 		return false, nil
 	}
-	return false, fmt.Errorf("Invalid value for webhdfs parameter %q: %q", key, q.Get(key))
+	return false, fmt.Errorf("invalid value for webhdfs parameter %q: %q", key, q.Get(key))
 }
 
 // createCheck is what both the namenode and the datanode check before a CREATE: the spec's
