@@ -45,6 +45,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,9 @@ const (
 	// cleanupTimeout bounds deleting a failed upload's temporary file, done even after the
 	// caller's context has ended.
 	cleanupTimeout = 30 * time.Second
+	// cancelGrace is how long an upload whose context has ended waits for the datanode to
+	// close the file it was writing, so its cleanup can delete it.
+	cancelGrace = 10 * time.Second
 )
 
 // Backend stores objects in one HDFS directory. It is safe for concurrent use.
@@ -265,51 +269,23 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 
 // upload writes r to the new file tmp through the namenode's redirect and checks its length.
 //
-// The bytes go chunked, and a reader that fails, ends early or runs past size ends the body
-// cleanly (the error is kept): the datanode then closes the file and answers, so the cleanup's
-// DELETE cannot race a datanode still writing it, as it could after a dropped connection.
+// The bytes go chunked, and a reader that fails, ends early or runs past size, or a ctx that
+// ends, ends the body cleanly (the error is kept): the datanode then closes the file and
+// answers, and only then does the caller's cleanup DELETE it. Cutting the connection instead
+// lets the DELETE reach the namenode before the datanode has even created the file, which it
+// then leaves behind. So the datanode request outlives ctx, by at most cancelGrace.
 func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int64) error {
-	var (
-		n       int64
-		readErr error
-	)
-	body := readerFunc(func(p []byte) (int, error) {
-		if readErr != nil {
-			return 0, io.EOF
-		}
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			return 0, err // abort: the caller is gone
-		}
-		if size >= 0 && int64(len(p)) > size-n+1 {
-			p = p[:size-n+1] // one byte past size reveals a reader that is too long
-		}
-		k, err := r.Read(p)
-		switch {
-		case size >= 0 && n+int64(k) > size:
-			readErr = fmt.Errorf("%w (%d)", errTooLong, size)
-			k = int(size - n)
-		case err == io.EOF && size >= 0 && n+int64(k) < size:
-			readErr = fmt.Errorf("read %d bytes, declared %d: %w", n+int64(k), size, io.ErrUnexpectedEOF)
-		case err != nil && err != io.EOF:
-			readErr = fmt.Errorf("read: %w", err)
-		}
-		n += int64(k)
-		if readErr != nil {
-			return k, io.EOF
-		}
-		return k, err
-	})
+	body := &uploadBody{ctx: ctx, r: r, size: size}
 	if size == 0 {
 		// Nothing is to be sent; make sure the reader agrees before creating anything.
 		var one [1]byte
-		for readErr == nil {
+		for {
 			if k, err := body.Read(one[:]); k == 0 && err != nil {
 				break
 			}
 		}
-		if readErr != nil {
-			return readErr
+		if _, err := body.result(); err != nil {
+			return err
 		}
 	}
 	resp, err := b.call(ctx, http.MethodPut, "CREATE", tmp, url.Values{"overwrite": {"false"}})
@@ -324,15 +300,26 @@ func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int6
 	if size == 0 {
 		send = http.NoBody
 	}
-	dresp, err := b.follow(ctx, resp, send)
+	reqCtx, cancelReq := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelReq()
+	stop := context.AfterFunc(ctx, func() {
+		select {
+		case <-reqCtx.Done():
+		case <-time.After(cancelGrace):
+			cancelReq() // a datanode that does not answer once the body has ended
+		}
+	})
+	defer stop()
+	dresp, err := b.follow(reqCtx, resp, send)
+	n, readErr := body.result()
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return fmt.Errorf("datanode: %w: %w", ctx.Err(), err)
 	case readErr != nil:
 		if dresp != nil {
 			drain(dresp)
 		}
 		return readErr
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("datanode: %w: %w", ctx.Err(), err)
 	case err != nil:
 		return fmt.Errorf("datanode: %w", err)
 	}
@@ -349,6 +336,70 @@ func (b *Backend) upload(ctx context.Context, tmp string, r io.Reader, size int6
 		return fmt.Errorf("sent %d bytes, the written file has %d: %w", n, st.Length, io.ErrUnexpectedEOF)
 	}
 	return nil
+}
+
+// uploadBody is an upload's request body: it enforces the declared size (-1: unknown), stops
+// at the first read after ctx has ended, and ends cleanly (io.EOF) on any of these, keeping the
+// error for result. The transport reads it on its own goroutine, hence the lock.
+type uploadBody struct {
+	ctx  context.Context
+	r    io.Reader
+	size int64
+
+	mu  sync.Mutex
+	n   int64
+	err error
+}
+
+func (u *uploadBody) Read(p []byte) (int, error) {
+	u.mu.Lock()
+	n, failed := u.n, u.err != nil
+	u.mu.Unlock()
+	if failed {
+		return 0, io.EOF
+	}
+	if err := u.ctx.Err(); err != nil {
+		u.fail(err)
+		return 0, io.EOF
+	}
+	if u.size >= 0 && int64(len(p)) > u.size-n+1 {
+		p = p[:u.size-n+1] // one byte past size reveals a reader that is too long
+	}
+	// Not under the lock: result must not wait for a reader that blocks.
+	k, err := u.r.Read(p)
+	var bad error
+	switch {
+	case u.size >= 0 && n+int64(k) > u.size:
+		bad = fmt.Errorf("%w (%d)", errTooLong, u.size)
+		k = int(u.size - n)
+	case err == io.EOF && u.size >= 0 && n+int64(k) < u.size:
+		bad = fmt.Errorf("read %d bytes, declared %d: %w", n+int64(k), u.size, io.ErrUnexpectedEOF)
+	case err != nil && err != io.EOF:
+		bad = fmt.Errorf("read: %w", err)
+	}
+	u.mu.Lock()
+	u.n += int64(k)
+	u.mu.Unlock()
+	if bad != nil {
+		u.fail(bad)
+		return k, io.EOF
+	}
+	return k, err
+}
+
+func (u *uploadBody) fail(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.mu.Unlock()
+}
+
+// result is how many bytes were sent and the error that ended the body early, if any.
+func (u *uploadBody) result() (int64, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.n, u.err
 }
 
 // rename moves src over dst (renameoptions=OVERWRITE: rename2, which replaces a file in one

@@ -40,10 +40,14 @@ func config(s *webhdfstest.Server, root string) webhdfs.Config {
 // server fails the test if a namenode ever receives file bytes.
 func TestConformance(t *testing.T) {
 	s := webhdfstest.Start(t, webhdfstest.Options{})
+	// Cleanup, not a line after Run: the suite's subtests are parallel and run after Run returns.
+	t.Cleanup(func() {
+		require.Empty(t, s.Files("/krakenctl/objects/_tmp"), "temporary files left behind")
+		require.Positive(t, s.Count("datanode", "CREATE"))
+	})
 	backendtest.Run(t, func(t *testing.T) backend.Backend {
 		return newBackend(t, config(s, "/krakenctl/objects"))
 	})
-	require.Empty(t, s.Files("/krakenctl/objects/_tmp"), "temporary files left behind")
 }
 
 // TestConformanceHA runs the suite with a standby namenode listed first: every request
@@ -150,6 +154,16 @@ func TestFailoverUnreachable(t *testing.T) {
 	var buf bytes.Buffer
 	require.NoError(t, b.Download(t.Context(), "ns", "a", &buf))
 	require.Equal(t, "one", buf.String())
+
+	// None reachable: the error names each namenode, and never the delegation token that was
+	// in the URLs.
+	tok := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tok, []byte("secret-token-value"), 0o600))
+	cfg = webhdfs.Config{Namenodes: []string{dead, dead + "/gw"}, Root: "/r", DelegationTokenFile: tok}
+	_, err = newBackend(t, cfg).Stat(t.Context(), "ns", "a")
+	require.ErrorContains(t, err, "no namenode answered")
+	require.ErrorContains(t, err, "connection refused")
+	require.NotContains(t, err.Error(), "secret-token-value")
 }
 
 func TestErrorMapping(t *testing.T) {
