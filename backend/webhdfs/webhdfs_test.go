@@ -26,9 +26,14 @@ func TestMain(m *testing.M) {
 
 func newBackend(t *testing.T, cfg webhdfs.Config) *webhdfs.Backend {
 	t.Helper()
+	return newBackendTB(t, cfg)
+}
+
+func newBackendTB(tb testing.TB, cfg webhdfs.Config) *webhdfs.Backend {
+	tb.Helper()
 	b, err := webhdfs.New(cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { require.NoError(tb, b.Close()) })
 	return b
 }
 
