@@ -9,7 +9,11 @@
 // namenode, which answers 307 with the Location of a datanode; only then are the bytes PUT, to
 // that datanode. They go to a temporary file <root>/_tmp/<name>.<random>, whose length is checked
 // with GETFILESTATUS before RENAME (renameoptions=OVERWRITE, HDFS's atomic rename2) moves it over
-// the object, so readers see the previous object or the whole new one, never a partial one. A
+// the object, so readers see the previous object or the whole new one, never a partial one.
+// (renameoptions is not on the documentation page; it is the parameter Hadoop's own
+// WebHdfsFileSystem.rename(src, dst, OVERWRITE) sends, and NamenodeWebHdfsMethods answers any
+// non-empty set with rename2. The plain rename would refuse an existing destination, or move the
+// file inside one that is a directory.) A
 // failed upload deletes its temporary file; one whose delete also fails (the namenode is gone)
 // leaves it under <root>/_tmp, where anything older than a day is garbage. Download OPENs the
 // file, follows the redirect to a datanode, and fails unless exactly the length the datanode

@@ -604,17 +604,28 @@ func (s *Server) rename(w http.ResponseWriter, src string, q url.Values) {
 		badRequest(w, fmt.Sprintf("Invalid value for webhdfs parameter \"destination\": %q is not an absolute path", dst))
 		return
 	}
-	opts := strings.ToUpper(q.Get("renameoptions"))
-	if opts != "" && opts != "NONE" && opts != "OVERWRITE" {
-		badRequest(w, fmt.Sprintf("Invalid value for webhdfs parameter \"renameoptions\": %q", q.Get("renameoptions")))
-		return
+	// renameoptions is a comma-separated set of NONE and OVERWRITE; any set, even {NONE},
+	// selects rename2 (Hadoop's NamenodeWebHdfsMethods), the empty default FileSystem.rename.
+	raw := q.Get("renameoptions")
+	rename2, overwrite := raw != "", false
+	if rename2 {
+		for _, o := range strings.Split(raw, ",") {
+			switch strings.ToUpper(o) {
+			case "NONE":
+			case "OVERWRITE":
+				overwrite = true
+			default:
+				badRequest(w, fmt.Sprintf("Invalid value for webhdfs parameter \"renameoptions\": %q", raw))
+				return
+			}
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sn, srcOK := s.nodes[src]
 	dn, dstOK := s.nodes[dst]
 	parent, parentOK := s.nodes[path.Dir(dst)]
-	if opts == "" {
+	if !rename2 {
 		// FileSystem.rename: false on any refusal; a directory destination takes src inside.
 		ok := srcOK && src != "/" && !under(dst, src)
 		if ok && dstOK && dn.dir {
@@ -642,7 +653,7 @@ func (s *Server) rename(w http.ResponseWriter, src string, q url.Values) {
 		ioException(w, "FileAlreadyExistsException", "org.apache.hadoop.fs.FileAlreadyExistsException", "The source "+src+" and destination "+dst+" are the same")
 	case under(dst, src):
 		ioException(w, "IOException", "java.io.IOException", "Rename destination "+dst+" is a directory or file under source "+src)
-	case dstOK && opts != "OVERWRITE":
+	case dstOK && !overwrite:
 		ioException(w, "FileAlreadyExistsException", "org.apache.hadoop.fs.FileAlreadyExistsException", "rename destination "+dst+" already exists.")
 	case dstOK && dn.dir != sn.dir:
 		ioException(w, "IOException", "java.io.IOException", "Source "+src+" and destination "+dst+" must both be directories or both files")

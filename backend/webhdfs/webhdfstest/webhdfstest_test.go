@@ -152,13 +152,17 @@ func TestNamespaceOps(t *testing.T) {
 	require.True(t, ok, "moved into the directory")
 
 	// renameoptions=OVERWRITE: rename2 replaces a file, and needs the destination's parent.
+	a = c.op(http.MethodPut, "/a/sub/x", "op=RENAME&destination=/b/x&renameoptions=NONE")
+	require.Equal(t, http.StatusForbidden, a.status, "rename2 without OVERWRITE refuses an existing file")
+	exc, _, _ := remote(t, a)
+	require.Equal(t, "FileAlreadyExistsException", exc)
 	a = c.op(http.MethodPut, "/a/sub/x", "op=RENAME&destination=/b/x&renameoptions=OVERWRITE")
 	require.Equal(t, http.StatusOK, a.status)
 	data, _ := s.ReadFile("/b/x")
 	require.Equal(t, "1", string(data))
 	a = c.op(http.MethodPut, "/b/x", "op=RENAME&destination=/c/x&renameoptions=OVERWRITE")
 	require.Equal(t, http.StatusNotFound, a.status)
-	exc, _, _ := remote(t, a)
+	exc, _, _ = remote(t, a)
 	require.Equal(t, "FileNotFoundException", exc)
 
 	// DELETE: false when missing, refused on a non-empty directory unless recursive.
