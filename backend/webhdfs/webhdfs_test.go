@@ -77,6 +77,10 @@ func TestLayoutAndRedirects(t *testing.T) {
 	require.Equal(t, 2, s.Count("namenode", "CREATE"))
 	require.Equal(t, 2, s.Count("datanode", "CREATE"))
 
+	info, err := b.Stat(ctx, "library", "ubuntu")
+	require.NoError(t, err)
+	require.Equal(t, int64(3), info.Size)
+	require.False(t, info.ModTime.IsZero(), "modificationTime is read")
 	var buf bytes.Buffer
 	require.NoError(t, b.Download(ctx, "library", "ubuntu", &buf))
 	require.Equal(t, "abc", buf.String())
