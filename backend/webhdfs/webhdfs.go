@@ -13,11 +13,13 @@
 // (renameoptions is not on the documentation page; it is the parameter Hadoop's own
 // WebHdfsFileSystem.rename(src, dst, OVERWRITE) sends, and NamenodeWebHdfsMethods answers any
 // non-empty set with rename2. The plain rename would refuse an existing destination, or move the
-// file inside one that is a directory.) A
-// failed upload deletes its temporary file; one whose delete also fails (the namenode is gone)
-// leaves it under <root>/_tmp, where anything older than a day is garbage. Download OPENs the
-// file, follows the redirect to a datanode, and fails unless exactly the length the datanode
-// announced arrives.
+// file inside one that is a directory.)
+//
+// A failed upload deletes its temporary file; one whose delete also fails (the namenode is
+// gone) leaves it under <root>/_tmp, where anything older than a day is garbage. Download OPENs
+// the file from offset 0, follows the redirect to a datanode, and fails unless exactly the
+// length the datanode announced arrives. It sends no length: one from an earlier GETFILESTATUS
+// would silently cut short an object replaced in between.
 //
 // Namenodes are tried in order: one that cannot be reached, or answers StandbyException (an HA
 // standby), passes the request to the next, and the first that answers becomes the one asked
