@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -365,4 +366,36 @@ func TestConfigValidate(t *testing.T) {
 	_, err = webhdfs.New(c)
 	require.ErrorContains(t, err, "delegation_token_env: KRAKENCTL_TEST_WEBHDFS_UNSET_VARIABLE is unset")
 	require.NotErrorIs(t, err, backend.ErrNotFound)
+}
+
+// TestBareStatuses: answers without a RemoteException (a proxy, a wrong URL) are mapped by
+// status, and a bare 404 is not taken for a missing object: it more likely means the URL is not
+// a WebHDFS endpoint, and "not found" would be cached by the origin.
+func TestBareStatuses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		status int
+		check  func(t *testing.T, err error)
+	}{
+		{http.StatusUnauthorized, func(t *testing.T, err error) { require.ErrorIs(t, err, webhdfs.ErrAccessDenied) }},
+		{http.StatusForbidden, func(t *testing.T, err error) { require.ErrorIs(t, err, webhdfs.ErrAccessDenied) }},
+		{http.StatusNotFound, func(t *testing.T, err error) {
+			require.NotErrorIs(t, err, backend.ErrNotFound)
+			var re *webhdfs.RemoteError
+			require.ErrorAs(t, err, &re)
+			require.Equal(t, http.StatusNotFound, re.Status)
+		}},
+		{http.StatusServiceUnavailable, func(t *testing.T, err error) { require.ErrorIs(t, err, backend.ErrThrottled) }},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "no", tc.status)
+		}))
+		b := newBackend(t, webhdfs.Config{Namenodes: []string{srv.URL}, Root: "/r"})
+		_, err := b.Stat(t.Context(), "ns", "a")
+		require.Error(t, err, "status %d", tc.status)
+		require.ErrorContains(t, err, "ns/a")
+		tc.check(t, err)
+		require.NoError(t, b.Close())
+		srv.Close()
+	}
 }
