@@ -15,6 +15,7 @@ import (
 	"github.com/krakenctl/krakenctl/backend/httpbackend"
 	"github.com/krakenctl/krakenctl/backend/registry"
 	"github.com/krakenctl/krakenctl/backend/s3"
+	"github.com/krakenctl/krakenctl/backend/webhdfs"
 )
 
 // Config is one route: namespaces matching Namespace go to the one backend configured below it.
@@ -34,6 +35,7 @@ type Config struct {
 	S3       *s3.Config          `yaml:"s3"`
 	HTTP     *httpbackend.Config `yaml:"http"`
 	Registry *registry.Config    `yaml:"registry"`
+	WebHDFS  *webhdfs.Config     `yaml:"webhdfs"`
 
 	// Limits caps the route's bandwidth and requests in flight and retries its throttled
 	// requests (limits.go); nil leaves the backend unwrapped.
@@ -55,9 +57,12 @@ func (c *Config) kind() (string, error) {
 	if c.Registry != nil {
 		kinds = append(kinds, "registry")
 	}
+	if c.WebHDFS != nil {
+		kinds = append(kinds, "webhdfs")
+	}
 	switch len(kinds) {
 	case 0:
-		return "", errors.New("no backend configured: set one of fs, s3, http, registry")
+		return "", errors.New("no backend configured: set one of fs, s3, http, registry, webhdfs")
 	case 1:
 		return kinds[0], nil
 	default:
@@ -90,6 +95,9 @@ func (c *Config) Validate() error {
 	case "registry":
 		c.Registry.Defaults()
 		verr = c.Registry.Validate()
+	case "webhdfs":
+		c.WebHDFS.Defaults()
+		verr = c.WebHDFS.Validate()
 	}
 	if verr != nil {
 		return fmt.Errorf("%s: %w", kind, verr)
@@ -156,6 +164,8 @@ func BuildWith(ctx context.Context, cfgs []Config, deps Deps) (*backend.Router, 
 			b, err = httpbackend.New(*c.HTTP, httpbackend.Deps{})
 		case "registry":
 			b, err = registry.New(*c.Registry, registry.Deps{})
+		case "webhdfs":
+			b, err = webhdfs.New(*c.WebHDFS)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backends[%d] (%s): %w", i, kind, err)

@@ -10,6 +10,8 @@ import (
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/backend/s3"
+	"github.com/krakenctl/krakenctl/backend/webhdfs"
+	"github.com/krakenctl/krakenctl/backend/webhdfs/webhdfstest"
 	"github.com/krakenctl/krakenctl/server/backends"
 )
 
@@ -28,6 +30,7 @@ func TestValidate(t *testing.T) {
 		{backends.Config{Namespace: ".*", FS: &fs.Config{Root: root}, S3: &s3.Config{Bucket: "b"}}, "more than one backend configured ([fs s3])"},
 		{backends.Config{Namespace: ".*", FS: &fs.Config{}}, "fs: "},
 		{backends.Config{Namespace: ".*", S3: &s3.Config{}}, "s3: "},
+		{backends.Config{Namespace: ".*", WebHDFS: &webhdfs.Config{Root: "/k"}}, "webhdfs: namenodes: at least one"},
 	} {
 		err := tc.cfg.Validate()
 		require.Error(t, err, tc.want)
@@ -64,4 +67,19 @@ func TestResolve(t *testing.T) {
 	require.NoError(t, err, "library/ went to the first route")
 	_, err = lib.Stat(t.Context(), "team/app", "b")
 	require.ErrorIs(t, err, backend.ErrNotFound, "team/ did not")
+}
+
+// TestWebHDFSRoute: a webhdfs route validates and builds into a backend that stores through the
+// namenode's redirect (the spec server stands in for HDFS).
+func TestWebHDFSRoute(t *testing.T) {
+	t.Parallel()
+	srv := webhdfstest.Start(t, webhdfstest.Options{})
+	cfg := backends.Config{Namespace: ".*", WebHDFS: &webhdfs.Config{Namenodes: srv.NamenodeURLs(), Root: "/kraken"}}
+	require.NoError(t, cfg.Validate())
+	got, err := backends.Resolve(t.Context(), nil, []backends.Config{cfg})
+	require.NoError(t, err)
+	require.NoError(t, got.Upload(t.Context(), "library/app", "a", bytes.NewReader([]byte("hdfs")), 4))
+	data, ok := srv.ReadFile("/kraken/library/app/_objects/a")
+	require.True(t, ok)
+	require.Equal(t, "hdfs", string(data))
 }
