@@ -22,11 +22,13 @@ package gcs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -150,6 +152,37 @@ func endpointURL(ep string) string {
 	return u.String()
 }
 
+// maxKeyFile bounds what is read of credentials_file; a service-account key is about 2 KiB.
+const maxKeyFile = 64 << 10
+
+// readServiceAccount reads a service-account key and checks that it is one. The client's own
+// typed option does not stop another kind of file from being followed, and an external-account
+// file can name a program to run or a URL to fetch: only a key is taken from the config.
+func readServiceAccount(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }() // read-only
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxKeyFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes: not a service-account key", path, maxKeyFile)
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%s: not a service-account key (JSON): %w", path, err)
+	}
+	if head.Type != "service_account" {
+		return nil, fmt.Errorf("%s: type %q is not a service-account key (\"service_account\"); other kinds of credentials go in GOOGLE_APPLICATION_CREDENTIALS", path, head.Type)
+	}
+	return data, nil
+}
+
 // Backend stores objects in one bucket. It is safe for concurrent use.
 type Backend struct {
 	bucket    string
@@ -175,9 +208,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	switch {
 	case cfg.CredentialsFile != "":
-		// Typed, so a file that is not a service-account key is refused rather than followed
-		// (an external-account file can name a program to run or a URL to fetch).
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile))
+		key, err := readServiceAccount(cfg.CredentialsFile)
+		if err != nil {
+			return nil, fmt.Errorf("gcs backend: bucket %s: credentials_file: %w", cfg.Bucket, err)
+		}
+		opts = append(opts, option.WithAuthCredentialsJSON(option.ServiceAccount, key))
 	case cfg.Endpoint != "":
 		opts = append(opts, option.WithoutAuthentication())
 	}
@@ -266,9 +301,10 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if err := check(ctx, namespace, name); err != nil {
 		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, err)
 	}
-	// ReadCompressed: the stored bytes, never a gunzipped rendering of them (GCS transcodes an
-	// object stored with Content-Encoding: gzip unless asked not to).
-	r, err := b.object(namespace, name).ReadCompressed(true).NewReader(ctx)
+	// Objects written here have no Content-Encoding, so GCS never transcodes them; one that
+	// does (written by another tool with gzip) fails the length check below rather than
+	// returning other bytes than it stores.
+	r, err := b.object(namespace, name).NewReader(ctx)
 	if err != nil {
 		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, b.mapErr(ctx, err))
 	}
