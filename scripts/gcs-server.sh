@@ -54,8 +54,8 @@ start() {
       -log-level warn </dev/null >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
   fi
-  local base=http://127.0.0.1:$port code i
-  for i in $(seq 1 150); do
+  local base=http://127.0.0.1:$port code
+  for _ in $(seq 1 150); do
     code=$(status "$base/storage/v1/b/$bucket")
     [ "$code" = 200 ] && break
     if [ "$code" = 404 ]; then
