@@ -369,7 +369,7 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 		return abandon(fmt.Errorf("read: %w", body.err))
 	case err != nil:
 		// The writer failed: its request got an error answer.
-		return abandon(b.mapErr(ctx, err))
+		return abandon(b.mapUploadErr(ctx, err))
 	case size >= 0 && n > size:
 		return abandon(fmt.Errorf("%w (%d)", errTooLong, size))
 	case size >= 0 && n < size:
@@ -379,9 +379,20 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 		return abandon(err)
 	}
 	if err := w.Close(); err != nil {
-		return b.mapErr(ctx, err)
+		return b.mapUploadErr(ctx, err)
 	}
 	return nil
+}
+
+// mapUploadErr is mapErr for uploads, where a 404 is no object's absence but a missing bucket
+// (or an expired resumable session): not ErrNotFound, which callers take to mean "no such
+// object".
+func (b *Backend) mapUploadErr(ctx context.Context, err error) error {
+	var ge *googleapi.Error
+	if ctx.Err() == nil && errors.As(err, &ge) && ge.Code == http.StatusNotFound {
+		return fmt.Errorf("bucket %s does not exist (or the upload session expired): %w", b.bucket, err)
+	}
+	return b.mapErr(ctx, err)
 }
 
 // List implements backend.Backend. The "/" delimiter keeps the objects of nested namespaces

@@ -234,7 +234,10 @@ func TestErrorMapping(t *testing.T) {
 		api.set(apiError(http.StatusNotFound, "notFound", nil))
 		for op, err := range ops(t, b) {
 			if op == "upload" {
-				continue // a 404 to an upload is no object's absence
+				// A 404 to an upload is no object's absence.
+				require.NotErrorIs(t, err, backend.ErrNotFound)
+				require.ErrorContains(t, err, "gcs: upload library/ubuntu/abc: bucket images does not exist")
+				continue
 			}
 			if op == "list" {
 				// A missing bucket: the listing fails, and says so.
