@@ -62,7 +62,10 @@ start() {
       status "$base/storage/v1/b" -X POST -H 'Content-Type: application/json' \
         --data "{\"name\":\"$bucket\"}" >/dev/null
     fi
-    kill -0 "$(cat "$dir/pid")" 2>/dev/null || { echo "gcs-server: fake-gcs-server exited; log:" >&2; tail -30 "$dir/log" >&2; return 1; }
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      echo "gcs-server: fake-gcs-server exited (port $port taken?); log:" >&2; tail -30 "$dir/log" >&2
+      rm -f "$dir/pid"; return 1
+    fi
     sleep 0.2
   done
   if [ "$code" != 200 ]; then
