@@ -230,6 +230,20 @@ func TestErrorMapping(t *testing.T) {
 		require.Greater(t, th.RetryAfter, 60*time.Second)
 		require.LessOrEqual(t, th.RetryAfter, 90*time.Second)
 	})
+	t.Run("a hostile or malformed Retry-After", func(t *testing.T) {
+		for value, want := range map[string]time.Duration{
+			"99999999999":                   24 * time.Hour, // capped
+			"-5":                            0,
+			"soon":                          0,
+			"Mon, 01 Jan 1990 00:00:00 GMT": 0, // in the past
+		} {
+			api.set(apiError(http.StatusTooManyRequests, "rateLimitExceeded", map[string]string{"Retry-After": value}))
+			_, err := b.Stat(t.Context(), "library/ubuntu", "abc")
+			var th *backend.Throttled
+			require.ErrorAs(t, err, &th, value)
+			require.Equal(t, want, th.RetryAfter, value)
+		}
+	})
 	t.Run("404 is not found", func(t *testing.T) {
 		api.set(apiError(http.StatusNotFound, "notFound", nil))
 		for op, err := range ops(t, b) {
