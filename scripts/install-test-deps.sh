@@ -12,6 +12,7 @@
 #   helm  helm and kubeconform (pinned, `go install`) and Kubernetes' JSON schemas, by
 #         scripts/helm-check.sh install (helm ~4 min cold)
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
+#   GCS   fake-gcs-server, built once per machine by scripts/gcs-server.sh install (~2 min cold)
 #   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
 #         letting the package start its own service)
 #   docker  docker.io (dockerd, containerd, runc) by scripts/docker-up.sh install (apt, without
@@ -92,6 +93,7 @@ install_go_tool goreleaser "$GORELEASER_MODULE" "$GORELEASER_VERSION"
 scripts/golangci-lint.sh install >/dev/null
 scripts/helm-check.sh install
 scripts/s3-server.sh install
+scripts/gcs-server.sh install
 scripts/registry-server.sh install
 scripts/docker-up.sh install
 log "all test dependencies present"

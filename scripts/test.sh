@@ -8,6 +8,8 @@
 # 2. starts the real servers the tests use, on loopback, and stops them on exit:
 #      SeaweedFS S3   scripts/s3-server.sh start $KRAKENCTL_S3_PORT $KRAKENCTL_S3_BUCKET
 #                     -> S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+#      fake-gcs-server scripts/gcs-server.sh start $KRAKENCTL_GCS_PORT $KRAKENCTL_GCS_BUCKET
+#                     -> GCS_ENDPOINT GCS_BUCKET
 #      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT USER PASS
 #                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
 #      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
@@ -27,7 +29,7 @@
 # Exit status: 0 only if every check and every test passed.
 #
 # Environment: KRAKENCTL_S3_PORT (19100; uses PORT..PORT+14), KRAKENCTL_S3_BUCKET
-# (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
+# (krakenctl-test), KRAKENCTL_GCS_PORT (19300), KRAKENCTL_GCS_BUCKET (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
 # KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_DOCKER_DIR (a private dockerd's
 # state, ${TMPDIR:-/tmp}/krakenctl-docker), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
 # KRAKENCTL_TEST_LOG_DIR (/tmp/krakenctl-test), GO_TEST_FLAGS (extra go test flags),
@@ -39,6 +41,8 @@ export PATH=/usr/local/go/bin:$PATH
 
 S3_PORT=${KRAKENCTL_S3_PORT:-19100}
 S3_BUCKET_NAME=${KRAKENCTL_S3_BUCKET:-krakenctl-test}
+GCS_PORT=${KRAKENCTL_GCS_PORT:-19300}
+GCS_BUCKET_NAME=${KRAKENCTL_GCS_BUCKET:-krakenctl-test}
 REGISTRY_PORT=${KRAKENCTL_REGISTRY_PORT:-19200}
 REGISTRY_USER=${KRAKENCTL_REGISTRY_USER:-kraken}
 REGISTRY_PASS=${KRAKENCTL_REGISTRY_PASSWORD:-kraken-test-pass}
@@ -88,6 +92,8 @@ start_server() {
 : >"$LOG_DIR/servers.log"
 [ -n "${S3_ENDPOINT:-}" ] || stops+=("scripts/s3-server.sh stop $S3_PORT")
 start_server "S3 (SeaweedFS)" S3_ENDPOINT scripts/s3-server.sh start "$S3_PORT" "$S3_BUCKET_NAME"
+[ -n "${GCS_ENDPOINT:-}" ] || stops+=("scripts/gcs-server.sh stop $GCS_PORT")
+start_server "GCS (fake-gcs-server)" GCS_ENDPOINT scripts/gcs-server.sh start "$GCS_PORT" "$GCS_BUCKET_NAME"
 if [ -z "${REGISTRY_ADDR:-}" ]; then
   # A registry left by an interrupted run on this port would refuse a second start.
   scripts/registry-server.sh stop "$REGISTRY_PORT" >>"$LOG_DIR/servers.log" 2>&1 || true
@@ -104,6 +110,7 @@ start_server "Docker" DOCKER_HOST \
 start_server "lab address" KRAKENCTL_LAB_ADDR scripts/lab-net.sh up
 export KRAKENCTL_LAB_ADDR
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+export GCS_ENDPOINT GCS_BUCKET
 # The containerd under the Docker daemon (for the containerd mirror test): docker-up.sh exports
 # it; with a daemon given in the environment, look where Debian's and Docker's own put it.
 if [ -z "${CONTAINERD_ADDRESS:-}" ]; then

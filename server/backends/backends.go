@@ -12,6 +12,7 @@ import (
 
 	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/fs"
+	"github.com/krakenctl/krakenctl/backend/gcs"
 	"github.com/krakenctl/krakenctl/backend/httpbackend"
 	"github.com/krakenctl/krakenctl/backend/registry"
 	"github.com/krakenctl/krakenctl/backend/s3"
@@ -36,6 +37,7 @@ type Config struct {
 	HTTP     *httpbackend.Config `yaml:"http"`
 	Registry *registry.Config    `yaml:"registry"`
 	WebHDFS  *webhdfs.Config     `yaml:"webhdfs"`
+	GCS      *gcs.Config         `yaml:"gcs"`
 
 	// Limits caps the route's bandwidth and requests in flight and retries its throttled
 	// requests (limits.go); nil leaves the backend unwrapped.
@@ -57,12 +59,15 @@ func (c *Config) kind() (string, error) {
 	if c.Registry != nil {
 		kinds = append(kinds, "registry")
 	}
+	if c.GCS != nil {
+		kinds = append(kinds, "gcs")
+	}
 	if c.WebHDFS != nil {
 		kinds = append(kinds, "webhdfs")
 	}
 	switch len(kinds) {
 	case 0:
-		return "", errors.New("no backend configured: set one of fs, s3, http, registry, webhdfs")
+		return "", errors.New("no backend configured: set one of fs, s3, http, registry, gcs, webhdfs")
 	case 1:
 		return kinds[0], nil
 	default:
@@ -95,6 +100,9 @@ func (c *Config) Validate() error {
 	case "registry":
 		c.Registry.Defaults()
 		verr = c.Registry.Validate()
+	case "gcs":
+		c.GCS.Defaults()
+		verr = c.GCS.Validate()
 	case "webhdfs":
 		c.WebHDFS.Defaults()
 		verr = c.WebHDFS.Validate()
@@ -164,6 +172,8 @@ func BuildWith(ctx context.Context, cfgs []Config, deps Deps) (*backend.Router, 
 			b, err = httpbackend.New(*c.HTTP, httpbackend.Deps{})
 		case "registry":
 			b, err = registry.New(*c.Registry, registry.Deps{})
+		case "gcs":
+			b, err = gcs.New(ctx, *c.GCS)
 		case "webhdfs":
 			b, err = webhdfs.New(*c.WebHDFS)
 		}
