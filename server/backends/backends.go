@@ -9,6 +9,7 @@ import (
 	"regexp"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/azure"
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/backend/httpbackend"
 	"github.com/krakenctl/krakenctl/backend/registry"
@@ -32,6 +33,7 @@ type Config struct {
 	S3       *s3.Config          `yaml:"s3"`
 	HTTP     *httpbackend.Config `yaml:"http"`
 	Registry *registry.Config    `yaml:"registry"`
+	Azure    *azure.Config       `yaml:"azure"`
 }
 
 // kind returns the configured backend's type name, or an error unless exactly one is set.
@@ -49,9 +51,12 @@ func (c *Config) kind() (string, error) {
 	if c.Registry != nil {
 		kinds = append(kinds, "registry")
 	}
+	if c.Azure != nil {
+		kinds = append(kinds, "azure")
+	}
 	switch len(kinds) {
 	case 0:
-		return "", errors.New("no backend configured: set one of fs, s3, http, registry")
+		return "", errors.New("no backend configured: set one of fs, s3, http, registry, azure")
 	case 1:
 		return kinds[0], nil
 	default:
@@ -84,6 +89,9 @@ func (c *Config) Validate() error {
 	case "registry":
 		c.Registry.Defaults()
 		verr = c.Registry.Validate()
+	case "azure":
+		c.Azure.Defaults()
+		verr = c.Azure.Validate()
 	}
 	if verr != nil {
 		return fmt.Errorf("%s: %w", kind, verr)
@@ -128,6 +136,8 @@ func Build(ctx context.Context, cfgs []Config) (*backend.Router, error) {
 			b, err = httpbackend.New(*c.HTTP, httpbackend.Deps{})
 		case "registry":
 			b, err = registry.New(*c.Registry, registry.Deps{})
+		case "azure":
+			b, err = azure.New(*c.Azure)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backends[%d] (%s): %w", i, kind, err)
