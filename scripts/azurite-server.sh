@@ -52,11 +52,11 @@ install() {
   [ -x "$BIN" ] || { log "install did not produce $BIN"; return 1; }
 }
 
-# azcurl METHOD PATH QUERY KEY [curl args...]: a SharedKey-signed request to
-# http://127.0.0.1:$port/$ACCOUNT/PATH?QUERY (QUERY as name=value&..., names in lexical order);
+# azcurl PORT METHOD PATH QUERY KEY [curl args...]: a SharedKey-signed request to
+# http://127.0.0.1:PORT/$ACCOUNT/PATH?QUERY (QUERY as name=value&..., names in lexical order);
 # prints the HTTP status code.
 azcurl() {
-  local method=$1 path=$2 query=$3 key=$4; shift 4
+  local port=$1 method=$2 path=$3 query=$4 key=$5; shift 5
   local date; date=$(LC_ALL=C TZ=GMT date '+%a, %d %b %Y %H:%M:%S GMT')
   # String to sign: verb, eleven empty standard headers (no body, so no Content-Length), the
   # x-ms- headers, then the resource: /account + URL path, and one "name:value" line per query
@@ -79,7 +79,9 @@ azcurl() {
 }
 
 check_port() {
-  [[ $1 =~ ^[0-9]+$ ]] && ((1 <= $1 && $1 <= 65535)) || { log "invalid port '$1'"; exit 2; }
+  if ! [[ $1 =~ ^[0-9]+$ ]] || ! ((1 <= $1 && $1 <= 65535)); then
+    log "invalid port '$1'"; exit 2
+  fi
 }
 
 start() {
@@ -98,12 +100,12 @@ start() {
       --skipApiVersionCheck --loose --disableTelemetry --silent </dev/null >"$dir/log" 2>&1 &
     echo $! >"$dir/pid"
   fi
-  local status i
-  for i in $(seq 1 150); do
-    status=$(azcurl GET "$container" "comp=list&restype=container" "$KEY")
+  local status
+  for _ in $(seq 1 150); do
+    status=$(azcurl "$port" GET "$container" "comp=list&restype=container" "$KEY")
     [ "$status" = 200 ] && break
     if [ "$status" = 404 ]; then
-      azcurl PUT "$container" "restype=container" "$KEY" >/dev/null
+      azcurl "$port" PUT "$container" "restype=container" "$KEY" >/dev/null
     fi
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || { log "azurite exited; log:"; tail -30 "$dir/log" >&2; return 1; }
     sleep 0.2
@@ -114,7 +116,7 @@ start() {
   fi
   # Refuse to hand out a server that does not check signatures.
   local wrong; wrong=$(printf 'wrong-%s' "$KEY" | head -c 64 | base64 -w0)
-  status=$(azcurl GET "$container" "comp=list&restype=container" "$wrong")
+  status=$(azcurl "$port" GET "$container" "comp=list&restype=container" "$wrong")
   if [ "$status" != 403 ]; then
     log "a wrong key got HTTP $status, not 403: credentials are not enforced"
     stop "$port"; return 1

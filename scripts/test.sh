@@ -8,6 +8,8 @@
 # 2. starts the real servers the tests use, on loopback, and stops them on exit:
 #      SeaweedFS S3   scripts/s3-server.sh start $KRAKENCTL_S3_PORT $KRAKENCTL_S3_BUCKET
 #                     -> S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+#      Azurite        scripts/azurite-server.sh start $KRAKENCTL_AZURITE_PORT $KRAKENCTL_AZURE_CONTAINER
+#                     -> AZURE_BLOB_ENDPOINT AZURE_STORAGE_ACCOUNT AZURE_STORAGE_KEY AZURE_CONTAINER
 #      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT USER PASS
 #                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
 #      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
@@ -27,7 +29,8 @@
 # Exit status: 0 only if every check and every test passed.
 #
 # Environment: KRAKENCTL_S3_PORT (19100; uses PORT..PORT+14), KRAKENCTL_S3_BUCKET
-# (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
+# (krakenctl-test), KRAKENCTL_AZURITE_PORT (19300), KRAKENCTL_AZURE_CONTAINER (krakenctl-test),
+# KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
 # KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_DOCKER_DIR (a private dockerd's
 # state, ${TMPDIR:-/tmp}/krakenctl-docker), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
 # KRAKENCTL_TEST_LOG_DIR (/tmp/krakenctl-test), GO_TEST_FLAGS (extra go test flags),
@@ -39,6 +42,8 @@ export PATH=/usr/local/go/bin:$PATH
 
 S3_PORT=${KRAKENCTL_S3_PORT:-19100}
 S3_BUCKET_NAME=${KRAKENCTL_S3_BUCKET:-krakenctl-test}
+AZURITE_PORT=${KRAKENCTL_AZURITE_PORT:-19300}
+AZURE_CONTAINER_NAME=${KRAKENCTL_AZURE_CONTAINER:-krakenctl-test}
 REGISTRY_PORT=${KRAKENCTL_REGISTRY_PORT:-19200}
 REGISTRY_USER=${KRAKENCTL_REGISTRY_USER:-kraken}
 REGISTRY_PASS=${KRAKENCTL_REGISTRY_PASSWORD:-kraken-test-pass}
@@ -88,6 +93,9 @@ start_server() {
 : >"$LOG_DIR/servers.log"
 [ -n "${S3_ENDPOINT:-}" ] || stops+=("scripts/s3-server.sh stop $S3_PORT")
 start_server "S3 (SeaweedFS)" S3_ENDPOINT scripts/s3-server.sh start "$S3_PORT" "$S3_BUCKET_NAME"
+[ -n "${AZURE_BLOB_ENDPOINT:-}" ] || stops+=("scripts/azurite-server.sh stop $AZURITE_PORT")
+start_server "Azure Blob (Azurite)" AZURE_BLOB_ENDPOINT \
+  scripts/azurite-server.sh start "$AZURITE_PORT" "$AZURE_CONTAINER_NAME"
 if [ -z "${REGISTRY_ADDR:-}" ]; then
   # A registry left by an interrupted run on this port would refuse a second start.
   scripts/registry-server.sh stop "$REGISTRY_PORT" >>"$LOG_DIR/servers.log" 2>&1 || true
@@ -104,6 +112,7 @@ start_server "Docker" DOCKER_HOST \
 start_server "lab address" KRAKENCTL_LAB_ADDR scripts/lab-net.sh up
 export KRAKENCTL_LAB_ADDR
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
+export AZURE_BLOB_ENDPOINT AZURE_STORAGE_ACCOUNT AZURE_STORAGE_KEY AZURE_CONTAINER
 # The containerd under the Docker daemon (for the containerd mirror test): docker-up.sh exports
 # it; with a daemon given in the environment, look where Debian's and Docker's own put it.
 if [ -z "${CONTAINERD_ADDRESS:-}" ]; then
