@@ -27,11 +27,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -92,7 +90,6 @@ func New(cfg Config) (*Backend, error) {
 	// connections.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2 * cfg.Concurrency
-	tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	opts := &container.ClientOptions{ClientOptions: azcore.ClientOptions{
 		Retry:     retryOptions,
 		Transport: &http.Client{Transport: tr},

@@ -31,13 +31,12 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 	src := &countedReader{ctx: ctx, r: r, size: size}
 	bb := b.client.NewBlockBlobClient(b.blobName(namespace, name))
 
-	first := make([]byte, b.blockSize)
-	n, more, err := src.fill(first)
+	first, more, err := src.first(b.blockSize)
 	if err != nil {
 		return fmt.Errorf("azure: upload %s: %w", object, err)
 	}
 	if !more {
-		data := first[:n]
+		data := first
 		sum := md5.Sum(data)
 		// The MD5 lets the service refuse a body damaged on the way.
 		_, err := bb.Upload(ctx, streaming.NopCloser(bytes.NewReader(data)), &blockblob.UploadOptions{
@@ -141,6 +140,37 @@ type countedReader struct {
 	n    int64
 	err  error // sticky
 	eof  bool
+}
+
+// firstBuf is the first buffer of an upload of unknown size; it doubles up to the block size,
+// so a small object never costs a whole block of memory.
+const firstBuf = 64 << 10
+
+// first reads the object's first block: at most limit bytes, into a buffer no larger than the
+// object needs. more reports whether r may have more bytes; when it does, the block is full
+// (limit bytes).
+func (c *countedReader) first(limit int64) ([]byte, bool, error) {
+	size := limit
+	switch {
+	case c.size < 0:
+		size = min(limit, firstBuf)
+	case c.size < limit:
+		size = c.size
+	}
+	buf := make([]byte, size)
+	n, more, err := c.fill(buf)
+	for more && int64(len(buf)) < limit {
+		grown := make([]byte, min(2*int64(len(buf)), limit))
+		copy(grown, buf[:n])
+		buf = grown
+		var k int
+		k, more, err = c.fill(buf[n:])
+		n += k
+		if err != nil {
+			break
+		}
+	}
+	return buf[:n], more, err
 }
 
 // fill reads into buf until it is full or r ends. more reports whether r may have more bytes
