@@ -353,6 +353,13 @@ func TestMissingContainerReal(t *testing.T) {
 	_, err = b.List(ctx, "ns", "")
 	require.ErrorIs(t, err, azure.ErrNoContainer)
 	require.ErrorIs(t, b.Upload(ctx, "ns", "x", strings.NewReader("x"), 1), azure.ErrNoContainer)
+	// Not "this blob does not exist", which an origin would remember.
+	_, err = b.Stat(ctx, "ns", "x")
+	require.ErrorIs(t, err, azure.ErrNoContainer)
+	require.NotErrorIs(t, err, backend.ErrNotFound)
+	err = b.Delete(ctx, "ns", "x")
+	require.ErrorIs(t, err, azure.ErrNoContainer)
+	require.NotErrorIs(t, err, backend.ErrNotFound)
 }
 
 func requireAccessDenied(t *testing.T, b *azure.Backend, account, container string) {
