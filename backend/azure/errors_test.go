@@ -187,6 +187,27 @@ func TestStageBlockRetry(t *testing.T) {
 	require.Equal(t, 3, strings.Count(committedList, "<Latest>"), "commit: %s", committedList)
 }
 
+// TestCommitDiscarded: a commit whose blocks another upload's commit discarded says so.
+func TestCommitDiscarded(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Query().Get("comp") == "blocklist" {
+			w.Header().Set("x-ms-error-code", "InvalidBlockList")
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(srv.Close)
+	b := newBackend(t, fakeConfig(t, srv.URL+"/testacct"))
+	err := b.Upload(t.Context(), "ns", "x", bytes.NewReader(make([]byte, azure.MinBlockSize+1)), -1)
+	require.ErrorContains(t, err, "azure: upload (commit block list) ns/x: ")
+	require.ErrorContains(t, err, "HTTP 400 InvalidBlockList")
+	require.ErrorContains(t, err, "another upload of the same blob finished first")
+	require.NotErrorIs(t, err, backend.ErrThrottled)
+}
+
 func TestNotFound(t *testing.T) {
 	t.Parallel()
 	var a answering

@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"golang.org/x/sync/errgroup"
 )
@@ -125,7 +126,13 @@ func (b *Backend) stage(ctx context.Context, object string, bb *blockblob.Client
 		return fmt.Errorf("azure: upload %s: %w", object, ctx.Err())
 	}
 	if _, err := bb.CommitBlockList(ctx, ids, nil); err != nil {
-		return b.fail(ctx, "upload (commit block list)", object, err)
+		err = b.fail(ctx, "upload (commit block list)", object, err)
+		if bloberror.HasCode(err, bloberror.InvalidBlockList) {
+			// Azure keeps one set of uncommitted blocks per blob: another upload's commit (or
+			// Put Blob) of the same blob discarded ours.
+			return fmt.Errorf("%w (another upload of the same blob finished first and discarded this upload's blocks; retry it)", err)
+		}
+		return err
 	}
 	return nil
 }
