@@ -132,7 +132,7 @@ func New(cfg Config) (*Backend, error) {
 		client, err = container.NewClient(containerURL, cred, opts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("azure backend: container %s of account %s: %w", cfg.Container, cfg.Account, err)
+		return nil, fmt.Errorf("azure backend: container %s of account %s: %w", cfg.Container, cfg.Account, &redacted{err: err})
 	}
 	prefix := ""
 	if cfg.Prefix != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -34,7 +35,8 @@ func (b *Backend) fail(ctx context.Context, op, object string, err error) error 
 	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
-		return fmt.Errorf("azure: %s %s: %w", op, object, err)
+		// A transport error (*url.Error) quotes the request's URL, SAS signature included.
+		return fmt.Errorf("azure: %s %s: %w", op, object, &redacted{err: err})
 	}
 	svc := &serviceError{re: re}
 	code := bloberror.Code(re.ErrorCode)
@@ -108,3 +110,18 @@ func (e *serviceError) Error() string {
 }
 
 func (e *serviceError) Unwrap() error { return e.re }
+
+// sasSignature matches the signature of a SAS token in a URL's query.
+var sasSignature = regexp.MustCompile(`(?i)([?&]sig=)[^&\s"']*`)
+
+// redacted is err with any SAS signature in its message blanked out; err stays reachable with
+// errors.Is and errors.As.
+type redacted struct {
+	err error
+}
+
+func (e *redacted) Error() string {
+	return sasSignature.ReplaceAllString(e.err.Error(), "${1}REDACTED")
+}
+
+func (e *redacted) Unwrap() error { return e.err }
