@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"errors"
 	"net/url"
 	"syscall"
 	"testing"
@@ -25,5 +24,5 @@ func TestFailRedactsSAS(t *testing.T) {
 	require.Equal(t, `azure: download ns/x: Get "http://127.0.0.1:1/acct1/blobs/ns%2F_objects%2Fx?se=2030-01-01&SIG=REDACTED&sp=r": connection refused`, err.Error())
 	require.ErrorIs(t, err, syscall.ECONNREFUSED)
 	var ue *url.Error
-	require.True(t, errors.As(err, &ue))
+	require.ErrorAs(t, err, &ue)
 }
