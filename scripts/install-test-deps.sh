@@ -13,6 +13,8 @@
 #         scripts/helm-check.sh install (helm ~4 min cold)
 #   S3    SeaweedFS, built once per machine by scripts/s3-server.sh install (~6 min cold)
 #   GCS   fake-gcs-server, built once per machine by scripts/gcs-server.sh install (~2 min cold)
+#   Azure  nodejs + npm (apt, when node is missing) and openssl (its start signs requests), then
+#         Azurite, npm-installed once per machine by scripts/azurite-server.sh install (~1 min)
 #   registry  docker-registry + htpasswd, by scripts/registry-server.sh install (apt, without
 #         letting the package start its own service)
 #   docker  docker.io (dockerd, containerd, runc) by scripts/docker-up.sh install (apt, without
@@ -94,6 +96,9 @@ scripts/golangci-lint.sh install >/dev/null
 scripts/helm-check.sh install
 scripts/s3-server.sh install
 scripts/gcs-server.sh install
+command -v node >/dev/null 2>&1 || apt_install nodejs npm
+apt_install openssl
+scripts/azurite-server.sh install
 scripts/registry-server.sh install
 scripts/docker-up.sh install
 log "all test dependencies present"

@@ -10,6 +10,8 @@
 #                     -> S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 #      fake-gcs-server scripts/gcs-server.sh start $KRAKENCTL_GCS_PORT $KRAKENCTL_GCS_BUCKET
 #                     -> GCS_ENDPOINT GCS_BUCKET
+#      Azurite        scripts/azurite-server.sh start $KRAKENCTL_AZURITE_PORT $KRAKENCTL_AZURE_CONTAINER
+#                     -> AZURE_BLOB_ENDPOINT AZURE_STORAGE_ACCOUNT AZURE_STORAGE_KEY AZURE_CONTAINER
 #      registry       scripts/registry-server.sh start $KRAKENCTL_REGISTRY_PORT USER PASS
 #                     -> REGISTRY_ADDR REGISTRY_USERNAME REGISTRY_PASSWORD (htpasswd auth on)
 #      Docker         scripts/docker-up.sh start $KRAKENCTL_DOCKER_DIR (the daemon that answers,
@@ -29,7 +31,9 @@
 # Exit status: 0 only if every check and every test passed.
 #
 # Environment: KRAKENCTL_S3_PORT (19100; uses PORT..PORT+14), KRAKENCTL_S3_BUCKET
-# (krakenctl-test), KRAKENCTL_GCS_PORT (19300), KRAKENCTL_GCS_BUCKET (krakenctl-test), KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
+# (krakenctl-test), KRAKENCTL_GCS_PORT (19300), KRAKENCTL_GCS_BUCKET (krakenctl-test),
+# KRAKENCTL_AZURITE_PORT (19400), KRAKENCTL_AZURE_CONTAINER (krakenctl-test),
+# KRAKENCTL_REGISTRY_PORT (19200), KRAKENCTL_REGISTRY_USER (kraken),
 # KRAKENCTL_REGISTRY_PASSWORD (kraken-test-pass), KRAKENCTL_DOCKER_DIR (a private dockerd's
 # state, ${TMPDIR:-/tmp}/krakenctl-docker), KRAKENCTL_SKIP_DEPS=1 (skip step 1),
 # KRAKENCTL_TEST_LOG_DIR (/tmp/krakenctl-test), GO_TEST_FLAGS (extra go test flags),
@@ -43,6 +47,8 @@ S3_PORT=${KRAKENCTL_S3_PORT:-19100}
 S3_BUCKET_NAME=${KRAKENCTL_S3_BUCKET:-krakenctl-test}
 GCS_PORT=${KRAKENCTL_GCS_PORT:-19300}
 GCS_BUCKET_NAME=${KRAKENCTL_GCS_BUCKET:-krakenctl-test}
+AZURITE_PORT=${KRAKENCTL_AZURITE_PORT:-19400}
+AZURE_CONTAINER_NAME=${KRAKENCTL_AZURE_CONTAINER:-krakenctl-test}
 REGISTRY_PORT=${KRAKENCTL_REGISTRY_PORT:-19200}
 REGISTRY_USER=${KRAKENCTL_REGISTRY_USER:-kraken}
 REGISTRY_PASS=${KRAKENCTL_REGISTRY_PASSWORD:-kraken-test-pass}
@@ -94,6 +100,9 @@ start_server() {
 start_server "S3 (SeaweedFS)" S3_ENDPOINT scripts/s3-server.sh start "$S3_PORT" "$S3_BUCKET_NAME"
 [ -n "${GCS_ENDPOINT:-}" ] || stops+=("scripts/gcs-server.sh stop $GCS_PORT")
 start_server "GCS (fake-gcs-server)" GCS_ENDPOINT scripts/gcs-server.sh start "$GCS_PORT" "$GCS_BUCKET_NAME"
+[ -n "${AZURE_BLOB_ENDPOINT:-}" ] || stops+=("scripts/azurite-server.sh stop $AZURITE_PORT")
+start_server "Azure Blob (Azurite)" AZURE_BLOB_ENDPOINT \
+  scripts/azurite-server.sh start "$AZURITE_PORT" "$AZURE_CONTAINER_NAME"
 if [ -z "${REGISTRY_ADDR:-}" ]; then
   # A registry left by an interrupted run on this port would refuse a second start.
   scripts/registry-server.sh stop "$REGISTRY_PORT" >>"$LOG_DIR/servers.log" 2>&1 || true
@@ -111,6 +120,7 @@ start_server "lab address" KRAKENCTL_LAB_ADDR scripts/lab-net.sh up
 export KRAKENCTL_LAB_ADDR
 export S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 export GCS_ENDPOINT GCS_BUCKET
+export AZURE_BLOB_ENDPOINT AZURE_STORAGE_ACCOUNT AZURE_STORAGE_KEY AZURE_CONTAINER
 # The containerd under the Docker daemon (for the containerd mirror test): docker-up.sh exports
 # it; with a daemon given in the environment, look where Debian's and Docker's own put it.
 if [ -z "${CONTAINERD_ADDRESS:-}" ]; then

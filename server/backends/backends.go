@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/azure"
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/backend/gcs"
 	"github.com/krakenctl/krakenctl/backend/httpbackend"
@@ -38,6 +39,7 @@ type Config struct {
 	Registry *registry.Config    `yaml:"registry"`
 	WebHDFS  *webhdfs.Config     `yaml:"webhdfs"`
 	GCS      *gcs.Config         `yaml:"gcs"`
+	Azure    *azure.Config       `yaml:"azure"`
 
 	// Limits caps the route's bandwidth and requests in flight and retries its throttled
 	// requests (limits.go); nil leaves the backend unwrapped.
@@ -65,9 +67,12 @@ func (c *Config) kind() (string, error) {
 	if c.WebHDFS != nil {
 		kinds = append(kinds, "webhdfs")
 	}
+	if c.Azure != nil {
+		kinds = append(kinds, "azure")
+	}
 	switch len(kinds) {
 	case 0:
-		return "", errors.New("no backend configured: set one of fs, s3, http, registry, gcs, webhdfs")
+		return "", errors.New("no backend configured: set one of fs, s3, gcs, azure, webhdfs, http, registry")
 	case 1:
 		return kinds[0], nil
 	default:
@@ -106,6 +111,9 @@ func (c *Config) Validate() error {
 	case "webhdfs":
 		c.WebHDFS.Defaults()
 		verr = c.WebHDFS.Validate()
+	case "azure":
+		c.Azure.Defaults()
+		verr = c.Azure.Validate()
 	}
 	if verr != nil {
 		return fmt.Errorf("%s: %w", kind, verr)
@@ -176,6 +184,8 @@ func BuildWith(ctx context.Context, cfgs []Config, deps Deps) (*backend.Router, 
 			b, err = gcs.New(ctx, *c.GCS)
 		case "webhdfs":
 			b, err = webhdfs.New(*c.WebHDFS)
+		case "azure":
+			b, err = azure.New(*c.Azure)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backends[%d] (%s): %w", i, kind, err)

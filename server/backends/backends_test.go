@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/backend"
+	"github.com/krakenctl/krakenctl/backend/azure"
 	"github.com/krakenctl/krakenctl/backend/fs"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/backend/s3"
@@ -31,6 +32,8 @@ func TestValidate(t *testing.T) {
 		{backends.Config{Namespace: ".*", FS: &fs.Config{}}, "fs: "},
 		{backends.Config{Namespace: ".*", S3: &s3.Config{}}, "s3: "},
 		{backends.Config{Namespace: ".*", WebHDFS: &webhdfs.Config{Root: "/k"}}, "webhdfs: namenodes: at least one"},
+		{backends.Config{Namespace: ".*", Azure: &azure.Config{}}, "azure: account: must be set"},
+		{backends.Config{Namespace: ".*", Azure: &azure.Config{Account: "acct1", Container: "blobs"}}, "azure: account_key_file: no credentials"},
 	} {
 		err := tc.cfg.Validate()
 		require.Error(t, err, tc.want)
