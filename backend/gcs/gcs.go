@@ -21,6 +21,7 @@
 package gcs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -355,11 +356,34 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 	if size >= 0 {
 		src = io.LimitReader(r, size+1) // one byte past size reveals a reader that is too long
 	}
+	if w.ChunkSize == 0 {
+		// A one-request upload is read whole before a byte is sent, so a reader of the wrong
+		// length is caught with nothing sent: its request body is a pipe the server reads as
+		// it streams, and fake-gcs-server committed a body cut short by an abandoned request
+		// (the conformance suite's size mismatch, now and then). At most chunk_size bytes.
+		buf, err := io.ReadAll(&ctxReader{ctx: ctx, r: src})
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			return fmt.Errorf("read: %w", err)
+		case int64(len(buf)) > size:
+			return fmt.Errorf("%w (%d)", errTooLong, size)
+		case int64(len(buf)) < size:
+			return fmt.Errorf("read %d bytes, declared %d: %w", len(buf), size, io.ErrUnexpectedEOF)
+		}
+		src = bytes.NewReader(buf)
+	}
 	body := &ctxReader{ctx: ctx, r: src}
 	n, err := io.Copy(w, body)
 	abandon := func(cause error) error {
+		// The writer reads what it sends from a pipe that Close ends with EOF, which sends a
+		// resumable upload's last piece and finalizes the object: after a mere cancel, Close
+		// could do that before the transport saw the cancel. CloseWithError ends the pipe with
+		// an error first, which no later Close can turn into EOF.
+		_ = w.CloseWithError(cause) //nolint:staticcheck // SA1019: the cancel it recommends instead races with Close, above
 		cancel()
-		_ = w.Close() // fails, with wctx's error: the upload is being abandoned
+		_ = w.Close() // fails, with the error above: the upload is abandoned; waits for its goroutine
 		return cause
 	}
 	switch {
