@@ -102,8 +102,9 @@ func TestGCAPIAuthorization(t *testing.T) {
 // origin lacks back from the backend; the backend copy goes only once no local copy is left.
 func TestGCAPIInputAndBackend(t *testing.T) {
 	be := memory.New()
-	// A touch's write-back (and its hold on the copy) runs at once.
-	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = time.Millisecond })
+	// A touch's write-back (and its hold on the copy) runs soon, and a decision about a backend
+	// copy has a second (half the hold) to ask the members.
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchHold = gcTestHold })
 	o := client.NewOrigin(c.nodes[0].addr, c.hc)
 	data := []byte("in the backend only")
 	d := digest.FromBytes(data)
@@ -258,9 +259,14 @@ type gcFixture struct {
 	otherAddr      string
 }
 
-func newGCFixture(t *testing.T, touchDelay time.Duration) *gcFixture {
+// gcTestHold is the writeback.touch_hold of tests whose touches must let go of their copies
+// soon: a decision about a backend copy then has a second (half of it) to ask the members,
+// ample on one host.
+const gcTestHold = 2 * time.Second
+
+func newGCFixture(t *testing.T, touchHold time.Duration) *gcFixture {
 	be := memory.New()
-	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = touchDelay })
+	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchHold = touchHold })
 	return &gcFixture{t: t, c: c, be: be, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
 }
 
@@ -289,7 +295,7 @@ func (f *gcFixture) backendDelete(d digest.Digest, cutoff time.Time, members map
 // journaled), one missing from the run's cutoffs and one that does not answer each keep the
 // object, in a dry run as in a run.
 func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
-	f := newGCFixture(t, time.Millisecond) // a touch's write-back runs, and lets go, at once
+	f := newGCFixture(t, gcTestHold) // a touch's write-back runs, and lets go, soon
 
 	touched := f.put()
 	cutoff := f.cutoff()
@@ -325,9 +331,9 @@ func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
 // A touch that lands on another member between the deciding origin's question and its delete
 // (it pulls the blob from the backend just before the object goes) is caught by the question
 // asked again after the delete: that member writes its copy back, and the object is there
-// again although the touch's own write-back is not due for an hour.
+// again although the touch's own write-back is not due for half an hour.
 func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
-	f := newGCFixture(t, time.Hour)
+	f := newGCFixture(t, 30*time.Minute)
 	d := f.put()
 	cutoff := f.cutoff()
 	var once sync.Once
