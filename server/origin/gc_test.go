@@ -3,10 +3,13 @@ package origin_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -479,4 +482,34 @@ func TestGCBackendDeleteRacingTouchRePutsWhenNotAskedAgain(t *testing.T) {
 	f.c.nodes[1].start()
 	f.evictOther(d)
 	f.requireInBackend(d)
+}
+
+// An origin the run names that is no longer a ring member (it left between a push's touch and
+// the decision) is asked too: its "touched" keeps the object, and so does its silence; its
+// "not used" lets the delete go on.
+func TestGCBackendDeleteAsksRunMembersOutsideTheRing(t *testing.T) {
+	f := newGCFixture(t, gcTestHold)
+	var answer atomic.Pointer[api.GCUse]
+	answer.Store(&api.GCUse{Used: true, Reason: api.GCKeptTouched})
+	left := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/use") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(answer.Load())
+	}))
+	defer left.Close()
+	leftAddr := strings.TrimPrefix(left.URL, "http://")
+
+	d := f.put()
+	cutoff := f.cutoff()
+	members := map[string]time.Time{f.otherAddr: cutoff, leftAddr: cutoff}
+	require.Equal(t, api.GCKeptTouched, f.backendDelete(d, cutoff, members, false).Kept, "it touched the blob")
+	answer.Store(&api.GCUse{})
+	require.True(t, f.backendDelete(d, cutoff, members, true).Deleted, "it does not need the blob")
+	left.Close()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(d, cutoff, members, false).Kept, "it does not answer")
+	_, ok := f.be.Peek("team/app", d.Encoded())
+	require.True(t, ok)
 }
