@@ -380,6 +380,7 @@ func (s *Server) handleGCDelete(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		res = api.GCDeleteResult{Deleted: true, Bytes: n}
 		if !dry {
+			s.confirmed.forget(d) // if it comes back, its other owners are asked anew
 			s.gcMetrics.deleted("local", n)
 			s.log.Info("gc: deleted unreferenced blob", "digest", d, "bytes", n)
 		}
