@@ -513,3 +513,31 @@ func TestGCBackendDeleteAsksRunMembersOutsideTheRing(t *testing.T) {
 	_, ok := f.be.Peek("team/app", d.Encoded())
 	require.True(t, ok)
 }
+
+// A member whose answer comes later than half of touch_hold after the deciding origin began to
+// ask (here it waits for the lock of a touch whose pull from the backend takes touch_hold, then
+// fails) leaves the object in place, "not used" though the answer is: a touch it took after
+// answering might be checked before the delete.
+func TestGCBackendDeleteAnswerTooLateKeepsObject(t *testing.T) {
+	f := newGCFixture(t, gcTestHold)
+	d := f.put()
+	cutoff := f.cutoff()
+	pulling := make(chan struct{})
+	var once sync.Once
+	f.be.SetFault(func(op memory.Op, _, name string) error {
+		if op != memory.OpDownload || name != d.Encoded() {
+			return nil
+		}
+		once.Do(func() { close(pulling) })
+		time.Sleep(gcTestHold)
+		return errors.New("a slow backend, then a failure")
+	})
+	touched := make(chan error, 1)
+	go func() { touched <- f.other.GCTouch(context.Background(), "team/app", d) }()
+	<-pulling // the member's touch holds d's lock from here
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.Error(t, <-touched, "the touch failed, and recorded nothing")
+	require.Equal(t, api.GCKeptSlow, res.Kept, "%+v", res)
+	_, ok := f.be.Peek("team/app", d.Encoded())
+	require.True(t, ok)
+}
