@@ -504,7 +504,10 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 	}
 	asked := time.Now() // before any member answers; monotonic
 	limit := asked.Add(s.cfg.Writeback.TouchHold / 2)
-	if u := s.askMembers(ctx, d, members, dry); u.Used {
+	actx, cancel := context.WithDeadline(ctx, limit) // an answer after it is of no use
+	u := s.askMembers(actx, d, members, dry)
+	cancel()
+	if u.Used {
 		return api.GCDeleteResult{Kept: u.Reason}, nil
 	}
 	if !time.Now().Before(limit) {
@@ -525,6 +528,9 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 		// Not deleted, or deleted at the last moment: a member's touch since its answer is
 		// checked after this either way.
 		s.log.Warn("gc: a backend delete did not finish within half of touch_hold of asking the members; the object may stay", "namespace", ns, "digest", d)
+		if err := s.rescueAfterDelete(ctx, ns, d, cutoff, members); err != nil { // in case it went
+			s.log.Warn("gc: after a backend delete that may have happened, a member that may need the blob could not be made to write it back", "namespace", ns, "digest", d, "err", err)
+		}
 		return api.GCDeleteResult{Kept: api.GCKeptSlow}, nil
 	case errors.Is(err, errors.ErrUnsupported):
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
@@ -545,7 +551,8 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 
 // askMembers asks every other member (gcMembers) whether it needs d's backend copy kept, each
 // with its own cutoff, and returns the first "used" answer in member order. A member that is
-// not among members (not in the run) or does not answer counts as used: it may have touched d.
+// not among members (not in the run) or does not answer counts as used: it may have touched d
+// (GCKeptSlow when ctx's deadline, the decision's, ended the wait).
 func (s *Server) askMembers(ctx context.Context, d digest.Digest, members map[string]time.Time, dry bool) api.GCUse {
 	others := s.gcMembers(members)
 	answers := make([]api.GCUse, len(others))
@@ -559,7 +566,11 @@ func (s *Server) askMembers(ctx context.Context, d digest.Digest, members map[st
 		}
 		wg.Go(func() {
 			u, err := s.peer(m).GCUse(ctx, d, cutoff, dry)
-			if err != nil {
+			switch {
+			case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+				s.log.Warn("gc: a member did not answer within half of touch_hold; the backend copy stays", "member", m, "digest", d)
+				u = api.GCUse{Used: true, Reason: api.GCKeptSlow}
+			case err != nil:
 				s.log.Warn("gc: a ring member could not be asked about a blob; the backend copy stays", "member", m, "digest", d, "err", err)
 				u = api.GCUse{Used: true, Reason: api.GCKeptUnasked}
 			}
