@@ -106,6 +106,9 @@ const (
 	GCKeptUnknown = "touches not known since the cutoff"
 	// GCKeptUnasked: a ring member could not be asked (unreachable, or not in the run).
 	GCKeptUnasked = "member not asked"
+	// GCKeptSlow: the deciding origin could not delete the object within half its
+	// writeback.touch_hold of asking the members (docs/gc.md).
+	GCKeptSlow = "decision too slow"
 )
 
 // GCDefaultPageLimit is the page size of GET /gc/blobs without n=.

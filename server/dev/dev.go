@@ -44,6 +44,7 @@ import (
 	"github.com/krakenctl/krakenctl/server/buildindex"
 	"github.com/krakenctl/krakenctl/server/cluster"
 	"github.com/krakenctl/krakenctl/server/config"
+	"github.com/krakenctl/krakenctl/server/origin"
 	"github.com/krakenctl/krakenctl/server/pki"
 	"github.com/krakenctl/krakenctl/server/proxy"
 )
@@ -235,6 +236,10 @@ func (cfg Config) spec() cluster.Spec {
 			c.ReplicationQueue.RetryMax = 10 * time.Second
 		},
 	}
+	// A dev cluster's `krakenctl gc` finds the blobs a push touched let go within seconds
+	// (the default holds them five minutes); a backend decision still has five seconds,
+	// half of it, to ask the origins on one host.
+	spec.OriginConfig = func(_ int, c *origin.Config) { c.Writeback.TouchHold = 10 * time.Second }
 	spec.OriginConfig, spec.BuildIndexConfig = withUpstreams(cfg.Upstreams, spec.OriginConfig, spec.BuildIndexConfig)
 	if cfg.BuildIndex {
 		spec.BuildIndexes = 1

@@ -47,9 +47,11 @@ func startClusterWith(t *testing.T, tweak func(*cluster.Spec)) *realCluster {
 	spec := cluster.Spec{Origins: 2, Replicas: 2, BuildIndexes: 1, Proxies: 1, Backend: be,
 		BuildIndexConfig: func(_ int, cfg *buildindexConfig) { clustertest.FastRaft(cfg) },
 		// A replica (and a touched blob) holds its copy until its own delayed write-back finds
-		// the blob stored; make that quick so the runs below find nothing awaiting write-back.
+		// the blob stored; make that quick so the runs below find nothing awaiting write-back
+		// (a touch's hold soon enough, leaving the backend decisions a second to ask the
+		// members: half of it).
 		OriginConfig: func(_ int, cfg *origin.Config) {
-			cfg.Writeback.ReplicaDelay, cfg.Writeback.TouchDelay = 10*time.Millisecond, 10*time.Millisecond
+			cfg.Writeback.ReplicaDelay, cfg.Writeback.TouchHold = 10*time.Millisecond, 2*time.Second
 		},
 	}
 	if tweak != nil {

@@ -58,6 +58,10 @@ type Config struct {
 	// RepairFullRate owner requests a second (besides the full check at start).
 	RepairFullInterval time.Duration `yaml:"repair_full_interval"`
 	RepairFullRate     int           `yaml:"repair_full_rate"`
+	// RepairConfirmTTL is how long a periodic pass trusts that a blob's other owners hold it
+	// once they said so; zero means an hour. A copy lost on another owner without a ring event
+	// (its own garbage collection, cleanup, a manual rm) is asked about again within it.
+	RepairConfirmTTL time.Duration `yaml:"repair_confirm_ttl"`
 	// DNSInterval is how often the dns:///NAME:PORT entries of ring.members are resolved again
 	// (the ring then follows the answer); zero means 30s.
 	DNSInterval time.Duration `yaml:"dns_interval"`
@@ -123,6 +127,11 @@ type PeerConfig struct {
 	NoRequestTimeout time.Duration `yaml:"no_request_timeout"`
 }
 
+// MaxTouchHold bounds writeback.touch_hold: the smallest grace `krakenctl gc` accepts (one
+// hour). A touch older than a run's cutoff (its start minus the grace) is long settled, its
+// check done before the run began; the hold only has to cover touches racing a run's deletes.
+const MaxTouchHold = time.Hour
+
 // WritebackConfig configures retries of write-back and replication.
 type WritebackConfig struct {
 	// Workers is how many tasks run at once.
@@ -134,11 +143,14 @@ type WritebackConfig struct {
 	// origin: the receiving origin writes it back first, and the replica's task (which finds
 	// the blob already stored and finishes) only matters if that origin is lost.
 	ReplicaDelay time.Duration `yaml:"replica_delay"`
-	// TouchDelay delays the write-back a GC touch (a manifest push) schedules for the blob it
-	// touched, holding the copy until then: should an origin deciding about the blob's backend
-	// copy delete it just after the touch and fail before it asks again (docs/gc.md), this
-	// write-back puts it back.
-	TouchDelay time.Duration `yaml:"touch_delay"`
+	// TouchHold is how long the origin holds a blob a GC touch (a manifest push) touched, and
+	// when it then checks that the blob's backend object exists, writing it back from the held
+	// copy if not: a touch renews it. An origin deciding about a backend object gives up when
+	// it cannot delete it within half its own TouchHold of asking the members (docs/gc.md,
+	// "The protocol"), so every touch taken after a member answered is checked after the
+	// delete. Every origin of a ring should have the same value (the deciding one's must not be
+	// larger than any member's). Below MaxTouchHold.
+	TouchHold time.Duration `yaml:"touch_hold"`
 	// Timeout bounds one attempt.
 	Timeout time.Duration `yaml:"timeout"`
 	// MissingGrace is how long a write-back whose blob is not in the store keeps retrying
@@ -184,8 +196,8 @@ func (c *Config) Defaults() {
 	if w.ReplicaDelay == 0 {
 		w.ReplicaDelay = 2 * time.Minute
 	}
-	if w.TouchDelay == 0 {
-		w.TouchDelay = 10 * time.Second
+	if w.TouchHold == 0 {
+		w.TouchHold = 5 * time.Minute
 	}
 	if w.Timeout == 0 {
 		w.Timeout = 30 * time.Minute
@@ -198,6 +210,9 @@ func (c *Config) Defaults() {
 	}
 	if c.RepairFullInterval == 0 {
 		c.RepairFullInterval = 24 * time.Hour
+	}
+	if c.RepairConfirmTTL == 0 {
+		c.RepairConfirmTTL = time.Hour
 	}
 	if c.RepairFullRate == 0 {
 		c.RepairFullRate = 200
@@ -303,8 +318,8 @@ func (c *Config) Validate() error {
 	if w.ReplicaDelay < 0 {
 		bad("writeback.replica_delay: must not be negative")
 	}
-	if w.TouchDelay < 0 {
-		bad("writeback.touch_delay: must not be negative")
+	if w.TouchHold < 0 || w.TouchHold >= MaxTouchHold {
+		bad("writeback.touch_hold: want more than 0 and less than %s", MaxTouchHold)
 	}
 	if w.Timeout <= 0 {
 		bad("writeback.timeout: must be positive")
@@ -314,6 +329,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RepairFullInterval < 0 {
 		bad("repair_full_interval: must not be negative")
+	}
+	if c.RepairConfirmTTL < 0 {
+		bad("repair_confirm_ttl: must not be negative")
 	}
 	if c.RepairFullRate < 0 {
 		bad("repair_full_rate: must not be negative")

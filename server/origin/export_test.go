@@ -79,3 +79,14 @@ func (s *Server) StoreReserved() int64 { return s.store.Reserved() }
 func (s *Server) StoreMeta(d digest.Digest, kind string) ([]byte, error) {
 	return s.store.GetMeta(d, kind)
 }
+
+// SetConfirmClock makes the repair's confirmations read the time from now.
+func (s *Server) SetConfirmClock(now func() time.Time) {
+	s.confirmed.mu.Lock()
+	defer s.confirmed.mu.Unlock()
+	s.confirmed.now = now
+}
+
+// StoreDelete removes a blob from the store as cleanup or an operator would: nothing else is
+// told.
+func (s *Server) StoreDelete(d digest.Digest) error { return s.store.Delete(d) }

@@ -33,9 +33,14 @@ import (
 //     or after its cutoff (touches are journaled, so an evicted copy's touch still counts),
 //     and every member answered; a touch after the delete finds nothing and fails the push
 //     instead of linking a manifest to a lost blob;
-//   - a touch queues a durable write-back of its copy (writeback.touch_delay later), and the deleting origin asks every
-//     member again after a delete, so a copy fetched between its question and its delete
-//     (a push whose touch failed over from the owner to another origin) is written back.
+//   - a touch holds its copy and queues a durable check of the backend object, due
+//     writeback.touch_hold (H) later, that writes the copy back if the object is missing; the
+//     deciding origin takes the time before it asks the members and deletes only within H/2
+//     of it (a monotonic clock, no two hosts' clocks compared). A touch after a member's
+//     answer is after that time, so its check runs after any delete the answer allowed, and
+//     puts back what a copy fetched between the question and the delete (a push whose touch
+//     failed over from the owner to another origin) needs. The deleting origin also asks
+//     every member again after a delete, which writes such a copy back at once.
 
 // gcMetrics count what garbage collection deleted here, by where the copy was ("local" or
 // "backend"), and the touches manifest pushes sent.
@@ -228,11 +233,12 @@ func (s *Server) handleGCList(w http.ResponseWriter, r *http.Request) {
 // so a GC run that started earlier keeps them (or the push fails if one was already collected).
 //
 // The touch is also journaled (touchJournal) and followed by a durable write-back of the blob,
-// due writeback.touch_delay later and holding the copy until it ran. This origin may not be
-// the blob's first owner (the proxy fails over when the owner does not answer), and its copy
-// may be only a cache copy pulled from the backend: the journal makes the owner deciding about
-// the backend copy keep it (it asks every member), and the write-back puts the object back
-// should that owner have deleted it between its question and its delete.
+// due writeback.touch_hold later and holding the copy until it ran (touchTask: every touch
+// renews it). This origin may not be the blob's first owner (the proxy fails over when the
+// owner does not answer), and its copy may be only a cache copy pulled from the backend: the
+// journal makes the owner deciding about the backend copy keep it (it asks every member), and
+// the write-back puts the object back should that owner have deleted it between its question
+// and its delete (which it does within half of touch_hold of the question, gcBackendDelete).
 func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 	if !s.gcAllowed(w, r, pki.GroupProxy, pki.GroupAdmin) {
 		return
@@ -262,7 +268,7 @@ func (s *Server) handleGCTouch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.backend != nil {
-		t := newTask(kindWriteback, ns, d, writebackAfterTouch, time.Now().Add(s.cfg.Writeback.TouchDelay))
+		t := touchTask(ns, d, time.Now(), s.cfg.Writeback.TouchHold)
 		if err := s.enqueue(t, d); err != nil {
 			registry.WriteError(w, r, fmt.Errorf("touch %s: queue its write-back: %w", d, err))
 			return
@@ -374,6 +380,7 @@ func (s *Server) handleGCDelete(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		res = api.GCDeleteResult{Deleted: true, Bytes: n}
 		if !dry {
+			s.confirmed.forget(d) // if it comes back, its other owners are asked anew
 			s.gcMetrics.deleted("local", n)
 			s.log.Info("gc: deleted unreferenced blob", "digest", d, "bytes", n)
 		}
@@ -467,10 +474,16 @@ func gcMembers(r *http.Request) (map[string]time.Time, error) {
 // gcBackendDelete decides about, and deletes, ns's backend object of d. It keeps the object
 // when this origin or any other ring member needs it (gcUse: holds it, or touched it since its
 // own cutoff, or cannot tell), when a member cannot be asked, and when the object changed at or
-// after cutoff (or the backend does not say when it changed). After a delete it asks every
-// member again: one that fetched or touched d between its answer and the delete (a push whose
-// touch failed over to it) is made to write its copy back, so what it holds is not a cache
-// copy of a blob stored nowhere else. The caller holds d's GC lock.
+// after cutoff (or the backend does not say when it changed).
+//
+// A member that fetched or touched d after it answered (a push whose touch failed over to it)
+// holds its copy and checks the backend object writeback.touch_hold (H) after its touch: the
+// delete is issued only within H/2 of the time taken before asking (the decision is abandoned,
+// GCKeptSlow, when the answers came later, and the delete's context ends then), so that check
+// comes after the delete and puts the object back. After a delete it also asks every member
+// again and makes one that needs d write its copy back at once, which makes the window
+// shorter but is not what the guarantee rests on: the member may not answer, or this origin
+// may fail first. The caller holds d's GC lock.
 func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest, cutoff time.Time, members map[string]time.Time, dry bool) (api.GCDeleteResult, error) {
 	if s.backend == nil {
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
@@ -489,8 +502,17 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 	case info.ModTime.IsZero() || !info.ModTime.Before(cutoff):
 		return api.GCDeleteResult{Kept: api.GCKeptRecent}, nil
 	}
-	if u := s.askMembers(ctx, d, members, dry); u.Used {
+	asked := time.Now() // before any member answers; monotonic
+	limit := asked.Add(s.cfg.Writeback.TouchHold / 2)
+	actx, cancel := context.WithDeadline(ctx, limit) // an answer after it is of no use
+	u := s.askMembers(actx, d, members, dry)
+	cancel()
+	if u.Used {
 		return api.GCDeleteResult{Kept: u.Reason}, nil
+	}
+	if !time.Now().Before(limit) {
+		s.log.Warn("gc: the members answered too late to delete a backend object safely; it stays", "namespace", ns, "digest", d, "took", time.Since(asked))
+		return api.GCDeleteResult{Kept: api.GCKeptSlow}, nil
 	}
 	if dry {
 		if _, ok := s.backend.(backend.Deleter); !ok {
@@ -498,8 +520,18 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 		}
 		return api.GCDeleteResult{Deleted: true, Bytes: info.Size}, nil
 	}
-	err = backend.Delete(ctx, s.backend, ns, d.Encoded())
+	dctx, cancel := context.WithDeadline(ctx, limit)
+	err = backend.Delete(dctx, s.backend, ns, d.Encoded())
+	cancel()
 	switch {
+	case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		// Not deleted, or deleted at the last moment: a member's touch since its answer is
+		// checked after this either way.
+		s.log.Warn("gc: a backend delete did not finish within half of touch_hold of asking the members; the object may stay", "namespace", ns, "digest", d)
+		if err := s.rescueAfterDelete(ctx, ns, d, cutoff, members); err != nil { // in case it went
+			s.log.Warn("gc: after a backend delete that may have happened, a member that may need the blob could not be made to write it back", "namespace", ns, "digest", d, "err", err)
+		}
+		return api.GCDeleteResult{Kept: api.GCKeptSlow}, nil
 	case errors.Is(err, errors.ErrUnsupported):
 		return api.GCDeleteResult{Kept: api.GCKeptUnsupported}, nil
 	case errors.Is(err, backend.ErrNotFound):
@@ -517,11 +549,12 @@ func (s *Server) gcBackendDelete(ctx context.Context, ns string, d digest.Digest
 	return res, nil
 }
 
-// askMembers asks every other ring member whether it needs d's backend copy kept, each with its
-// own cutoff, and returns the first "used" answer in member order. A member that is not among
-// members (not in the run) or does not answer counts as used: it may have touched d.
+// askMembers asks every other member (gcMembers) whether it needs d's backend copy kept, each
+// with its own cutoff, and returns the first "used" answer in member order. A member that is
+// not among members (not in the run) or does not answer counts as used: it may have touched d
+// (GCKeptSlow when ctx's deadline, the decision's, ended the wait).
 func (s *Server) askMembers(ctx context.Context, d digest.Digest, members map[string]time.Time, dry bool) api.GCUse {
-	others := s.otherRingMembers()
+	others := s.gcMembers(members)
 	answers := make([]api.GCUse, len(others))
 	var wg sync.WaitGroup
 	for i, m := range others {
@@ -533,7 +566,11 @@ func (s *Server) askMembers(ctx context.Context, d digest.Digest, members map[st
 		}
 		wg.Go(func() {
 			u, err := s.peer(m).GCUse(ctx, d, cutoff, dry)
-			if err != nil {
+			switch {
+			case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+				s.log.Warn("gc: a member did not answer within half of touch_hold; the backend copy stays", "member", m, "digest", d)
+				u = api.GCUse{Used: true, Reason: api.GCKeptSlow}
+			case err != nil:
 				s.log.Warn("gc: a ring member could not be asked about a blob; the backend copy stays", "member", m, "digest", d, "err", err)
 				u = api.GCUse{Used: true, Reason: api.GCKeptUnasked}
 			}
@@ -563,7 +600,7 @@ func (s *Server) rescueAfterDelete(ctx context.Context, ns string, d digest.Dige
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, m := range s.otherRingMembers() {
+	for _, m := range s.gcMembers(members) {
 		cutoff, ok := members[m]
 		if !ok {
 			continue // asked before the delete: it was, so it is in members
@@ -591,12 +628,21 @@ func (s *Server) rescueFrom(ctx context.Context, m, ns string, d digest.Digest, 
 	return p.GCWriteback(ctx, ns, d)
 }
 
-// otherRingMembers are the ring's members other than this origin, healthy or not, sorted.
-func (s *Server) otherRingMembers() []string {
+// gcMembers are the origins other than this one whose use of a blob a backend delete must
+// rule out, sorted: the ring's members, healthy or not, and the run's (members' keys). An
+// origin that left the ring since it touched a blob may still hold the only copy a push
+// relied on; while it answers it is asked, and when the run names it but it cannot be
+// reached, the object stays.
+func (s *Server) gcMembers(members map[string]time.Time) []string {
 	var out []string
 	for _, m := range s.ring.Members() {
 		if m.Addr != s.self {
 			out = append(out, m.Addr)
+		}
+	}
+	for m := range members {
+		if m != s.self && !slices.Contains(out, m) {
+			out = append(out, m)
 		}
 	}
 	slices.Sort(out)

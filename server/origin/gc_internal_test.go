@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
+
+	"github.com/krakenctl/krakenctl/server/queue"
 )
 
 // One digest's lock excludes, another digest's does not wait for it, and nothing is left in
@@ -72,4 +74,46 @@ func TestTouchJournal(t *testing.T) {
 	check(d, at.Add(touchRetention+time.Minute), false, true)
 	_, _, err = j.touchedSince(digest.SHA512.FromString("x"), at)
 	require.Error(t, err)
+}
+
+// Every touch renews the check of the blob's backend object: a touch while an earlier touch's
+// task waits, or while it runs, leaves a task in the queue due touch_hold after itself at the
+// earliest (the queue keeps the earlier due time of a task added twice, and removes a running
+// task when it finishes, so one key per blob lost the later touch).
+func TestTouchTaskRenews(t *testing.T) {
+	q, err := queue.Open(filepath.Join(t.TempDir(), "queue.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = q.Close() })
+	d := digest.FromString("touched")
+	const hold = time.Minute
+	// latest is the due time of the last task the queue would hand out for d.
+	latest := func() time.Time {
+		tasks, err := q.All()
+		require.NoError(t, err)
+		var last time.Time
+		for _, tk := range tasks {
+			if tk.NotBefore.After(last) {
+				last = tk.NotBefore
+			}
+		}
+		return last
+	}
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for i, at := range []time.Time{t0, t0.Add(hold / 10), t0.Add(hold / 2)} {
+		_, err := q.Add(touchTask("team/app", d, at, hold))
+		require.NoError(t, err)
+		require.False(t, latest().Before(at.Add(hold)), "touch %d", i)
+	}
+
+	// The first task is running when another touch comes; it then finishes.
+	running, _, _, err := q.Due(t0.Add(hold*5/4), 10)
+	require.NoError(t, err)
+	require.NotEmpty(t, running)
+	again := t0.Add(hold * 5 / 4)
+	_, err = q.Add(touchTask("team/app", d, again, hold))
+	require.NoError(t, err)
+	for _, tk := range running {
+		require.NoError(t, q.Done(tk))
+	}
+	require.False(t, latest().Before(again.Add(hold)), "the touch while a task ran")
 }

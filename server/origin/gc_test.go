@@ -2,10 +2,16 @@ package origin_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/krakenctl/krakenctl/backend"
 	"github.com/krakenctl/krakenctl/backend/memory"
 	"github.com/krakenctl/krakenctl/server/api"
 	"github.com/krakenctl/krakenctl/server/client"
@@ -102,8 +109,9 @@ func TestGCAPIAuthorization(t *testing.T) {
 // origin lacks back from the backend; the backend copy goes only once no local copy is left.
 func TestGCAPIInputAndBackend(t *testing.T) {
 	be := memory.New()
-	// A touch's write-back (and its hold on the copy) runs at once.
-	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = time.Millisecond })
+	// A touch's write-back (and its hold on the copy) runs soon, and a decision about a backend
+	// copy has a second (half the hold) to ask the members.
+	c := newCluster(t, 1, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchHold = gcTestHold })
 	o := client.NewOrigin(c.nodes[0].addr, c.hc)
 	data := []byte("in the backend only")
 	d := digest.FromBytes(data)
@@ -258,10 +266,20 @@ type gcFixture struct {
 	otherAddr      string
 }
 
-func newGCFixture(t *testing.T, touchDelay time.Duration) *gcFixture {
+// gcTestHold is the writeback.touch_hold of tests whose touches must let go of their copies
+// soon: a decision about a backend copy then has a second (half of it) to ask the members,
+// ample on one host.
+const gcTestHold = 2 * time.Second
+
+func newGCFixture(t *testing.T, touchHold time.Duration) *gcFixture {
 	be := memory.New()
-	c := newCluster(t, 2, 1, be, func(cfg *origin.Config) { cfg.Writeback.TouchDelay = touchDelay })
-	return &gcFixture{t: t, c: c, be: be, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
+	return newGCFixtureOn(t, be, be, touchHold)
+}
+
+// newGCFixtureOn is newGCFixture over store, whose objects are mem's.
+func newGCFixtureOn(t *testing.T, store backend.Backend, mem *memory.Backend, touchHold time.Duration) *gcFixture {
+	c := newCluster(t, 2, 1, store, func(cfg *origin.Config) { cfg.Writeback.TouchHold = touchHold })
+	return &gcFixture{t: t, c: c, be: mem, decider: c.origin(c.nodes[0].addr), other: c.origin(c.nodes[1].addr), otherAddr: c.nodes[1].addr}
 }
 
 // put stores a new blob in the backend only.
@@ -289,7 +307,7 @@ func (f *gcFixture) backendDelete(d digest.Digest, cutoff time.Time, members map
 // journaled), one missing from the run's cutoffs and one that does not answer each keep the
 // object, in a dry run as in a run.
 func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
-	f := newGCFixture(t, time.Millisecond) // a touch's write-back runs, and lets go, at once
+	f := newGCFixture(t, gcTestHold) // a touch's write-back runs, and lets go, soon
 
 	touched := f.put()
 	cutoff := f.cutoff()
@@ -325,9 +343,9 @@ func TestGCBackendDeleteAsksEveryMember(t *testing.T) {
 // A touch that lands on another member between the deciding origin's question and its delete
 // (it pulls the blob from the backend just before the object goes) is caught by the question
 // asked again after the delete: that member writes its copy back, and the object is there
-// again although the touch's own write-back is not due for an hour.
+// again although the touch's own write-back is not due for half an hour.
 func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
-	f := newGCFixture(t, time.Hour)
+	f := newGCFixture(t, 30*time.Minute)
 	d := f.put()
 	cutoff := f.cutoff()
 	var once sync.Once
@@ -344,4 +362,182 @@ func TestGCBackendDeleteRacingTouchWritesBack(t *testing.T) {
 	require.Empty(t, res.Error)
 	require.Eventually(t, func() bool { _, ok := f.be.Peek("team/app", d.Encoded()); return ok },
 		time.Minute, 5*time.Millisecond, "the member that touched it wrote it back")
+}
+
+// slowDeleteStore is a memory backend whose Delete first runs slow (given the call's context)
+// and then, like a real store's request, fails with the context's error if it ended meanwhile.
+type slowDeleteStore struct {
+	*memory.Backend
+	slow atomic.Pointer[func(ctx context.Context, name string)]
+}
+
+func (b *slowDeleteStore) Delete(ctx context.Context, ns, name string) error {
+	if slow := b.slow.Load(); slow != nil {
+		(*slow)(ctx, name)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("slow delete %s/%s: %w", ns, name, err)
+	}
+	return b.Backend.Delete(ctx, ns, name)
+}
+
+// racingTouch is what the reviewer of issue 17 reproduced: once the deciding origin has its
+// members' answers and is about to delete the backend object, a push's touch fails over to the
+// other member, which pulls the blob from the backend; the decision takes longer still (until
+// that member's queue is empty, or settle); then the member stops, so the question asked
+// again after the delete cannot reach it. It returns the touch's error once the hook ran.
+func (f *gcFixture) racingTouch(d digest.Digest, settle func(ctx context.Context) <-chan struct{}) (ctxHook func(ctx context.Context, name string), touchErr func() error) {
+	var once sync.Once
+	var touched, stopped error
+	done := make(chan struct{})
+	hook := func(ctx context.Context, name string) {
+		if name != d.Encoded() {
+			return
+		}
+		once.Do(func() {
+			defer close(done)
+			touched = f.other.GCTouch(context.Background(), "team/app", d)
+			wait := settle(ctx)
+			for {
+				n, err := f.c.nodes[1].srv().QueueLen()
+				if err == nil && n == 0 {
+					break
+				}
+				select {
+				case <-wait:
+				case <-time.After(5 * time.Millisecond):
+					continue
+				}
+				break
+			}
+			stopped = f.c.nodes[1].c.Stop(cluster.Origin, 1)
+		})
+	}
+	return hook, func() error { <-done; return errors.Join(touched, stopped) }
+}
+
+// evictOther deletes the other member's copy as its cleanup would, once nothing holds it.
+func (f *gcFixture) evictOther(d digest.Digest) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		res, err := f.other.GCDelete(f.t.Context(), d, time.Now().Add(time.Hour), false)
+		return err == nil && res.Deleted
+	}, time.Minute, 5*time.Millisecond, "the member's copy is let go")
+}
+
+// requireInBackend checks that d's object is in the backend with d's bytes.
+func (f *gcFixture) requireInBackend(d digest.Digest) {
+	f.t.Helper()
+	b, ok := f.be.Peek("team/app", d.Encoded())
+	require.True(f.t, ok, "the backend object of %s, once the only other copy is gone", d)
+	require.Equal(f.t, d, digest.FromBytes(b))
+}
+
+// The reviewer's sequence: a touch fails over to a member after it answered "not used", the
+// deciding origin's delete is slower than that member's write-back, and the member cannot be
+// asked again after the delete. The delete's deadline (half of touch_hold after the question)
+// ends before the member's touch is checked, so the object is not deleted; the member's copy,
+// evicted afterwards, was not the only one. Before the deadline the delete went through and
+// the blob a linked manifest references was stored nowhere once that copy was evicted.
+func TestGCBackendDeleteSlowerThanRacingTouchKeepsObject(t *testing.T) {
+	store := &slowDeleteStore{Backend: memory.New()}
+	f := newGCFixtureOn(t, store, store.Backend, gcTestHold)
+	d := f.put()
+	cutoff := f.cutoff()
+	hook, touched := f.racingTouch(d, func(ctx context.Context) <-chan struct{} { return ctx.Done() })
+	store.slow.Store(&hook)
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.NoError(t, touched(), "the touch between the question and the delete, then the member's stop")
+	f.c.nodes[1].start()
+	f.evictOther(d)
+	f.requireInBackend(d)
+	require.Equal(t, api.GCKeptSlow, res.Kept, "%+v", res)
+}
+
+// A touch fails over to a member after it answered "not used"; the delete goes through in
+// time, but the question asked again after it cannot reach the member (stopped). The member
+// held its copy: its check, touch_hold after the touch (so after the delete), finds the object
+// gone and puts it back from that copy, which is then evicted. Before the hold, the member's
+// write-back ran touch_delay after the touch whatever the decision took: a decision slower
+// than that (settle here) found it done and its copy unheld.
+func TestGCBackendDeleteRacingTouchRePutsWhenNotAskedAgain(t *testing.T) {
+	f := newGCFixture(t, gcTestHold)
+	d := f.put()
+	cutoff := f.cutoff()
+	hook, touched := f.racingTouch(d, func(context.Context) <-chan struct{} {
+		c := make(chan struct{})
+		time.AfterFunc(200*time.Millisecond, func() { close(c) })
+		return c
+	})
+	f.be.SetFault(func(op memory.Op, _, name string) error {
+		if op == memory.OpDelete {
+			hook(context.Background(), name)
+		}
+		return nil
+	})
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.NoError(t, touched(), "the touch between the question and the delete, then the member's stop")
+	require.True(t, res.Deleted, "%+v", res)
+	require.NotEmpty(t, res.Error, "the member could not be asked again")
+	f.c.nodes[1].start()
+	f.evictOther(d)
+	f.requireInBackend(d)
+}
+
+// An origin the run names that is no longer a ring member (it left between a push's touch and
+// the decision) is asked too: its "touched" keeps the object, and so does its silence; its
+// "not used" lets the delete go on.
+func TestGCBackendDeleteAsksRunMembersOutsideTheRing(t *testing.T) {
+	f := newGCFixture(t, gcTestHold)
+	var answer atomic.Pointer[api.GCUse]
+	answer.Store(&api.GCUse{Used: true, Reason: api.GCKeptTouched})
+	left := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/use") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(answer.Load())
+	}))
+	defer left.Close()
+	leftAddr := strings.TrimPrefix(left.URL, "http://")
+
+	d := f.put()
+	cutoff := f.cutoff()
+	members := map[string]time.Time{f.otherAddr: cutoff, leftAddr: cutoff}
+	require.Equal(t, api.GCKeptTouched, f.backendDelete(d, cutoff, members, false).Kept, "it touched the blob")
+	answer.Store(&api.GCUse{})
+	require.True(t, f.backendDelete(d, cutoff, members, true).Deleted, "it does not need the blob")
+	left.Close()
+	require.Equal(t, api.GCKeptUnasked, f.backendDelete(d, cutoff, members, false).Kept, "it does not answer")
+	_, ok := f.be.Peek("team/app", d.Encoded())
+	require.True(t, ok)
+}
+
+// A member whose answer comes later than half of touch_hold after the deciding origin began to
+// ask (here it waits for the lock of a touch whose pull from the backend takes touch_hold, then
+// fails) leaves the object in place, "not used" though the answer is: a touch it took after
+// answering might be checked before the delete.
+func TestGCBackendDeleteAnswerTooLateKeepsObject(t *testing.T) {
+	f := newGCFixture(t, gcTestHold)
+	d := f.put()
+	cutoff := f.cutoff()
+	pulling := make(chan struct{})
+	var once sync.Once
+	f.be.SetFault(func(op memory.Op, _, name string) error {
+		if op != memory.OpDownload || name != d.Encoded() {
+			return nil
+		}
+		once.Do(func() { close(pulling) })
+		time.Sleep(gcTestHold)
+		return errors.New("a slow backend, then a failure")
+	})
+	touched := make(chan error, 1)
+	go func() { touched <- f.other.GCTouch(context.Background(), "team/app", d) }()
+	<-pulling // the member's touch holds d's lock from here
+	res := f.backendDelete(d, cutoff, map[string]time.Time{f.otherAddr: cutoff}, false)
+	require.Error(t, <-touched, "the touch failed, and recorded nothing")
+	require.Equal(t, api.GCKeptSlow, res.Kept, "%+v", res)
+	_, ok := f.be.Peek("team/app", d.Encoded())
+	require.True(t, ok)
 }

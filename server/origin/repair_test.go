@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/krakenctl/krakenctl/ring"
+	"github.com/krakenctl/krakenctl/server/client"
 	"github.com/krakenctl/krakenctl/server/origin"
 )
 
@@ -250,4 +251,101 @@ func TestRepairPeriodicPassIsIncremental(t *testing.T) {
 	t.Logf("  periodic pass after %d new blobs:        %d", added, fresh)
 	t.Logf("  periodic pass after a health flap:       %d", flapped)
 	t.Logf("  full pass (start, repair_full_interval): %d", paced)
+}
+
+// confirmFixture is one origin whose ring has a fake second member, every blob owned by both
+// (R=2), with its confirmations' clock in the test's hands.
+type confirmFixture struct {
+	t     *testing.T
+	peer  *fakePeer
+	srv   *origin.Server
+	o     *client.Origin
+	clock atomic.Int64 // nanoseconds added to the real time
+}
+
+func newConfirmFixture(t *testing.T) *confirmFixture {
+	f := &confirmFixture{t: t, peer: startFakePeer(t)}
+	cl := newCluster(t, 1, 2, nil, func(cfg *origin.Config) {
+		cfg.Ring.Members = append(cfg.Ring.Members, f.peer.addr)
+		cfg.RepairInterval, cfg.RepairFullInterval, cfg.RepairConfirmTTL = time.Hour, time.Hour, time.Hour
+	})
+	f.srv, f.o = cl.nodes[0].srv(), cl.origin(cl.nodes[0].addr)
+	require.Eventually(t, f.srv.Repaired, 10*time.Second, 10*time.Millisecond, "the start-up repair ran")
+	f.srv.SetConfirmClock(func() time.Time { return time.Now().Add(time.Duration(f.clock.Load())) })
+	return f
+}
+
+// upload stores a new blob (which the origin copies to the peer) and confirms it with a full
+// pass.
+func (f *confirmFixture) upload() (digest.Digest, []byte) {
+	data, d := randomBlob(f.t, 64)
+	require.NoError(f.t, f.o.Upload(f.t.Context(), "team/app", d, bytes.NewReader(data), int64(len(data))))
+	require.NoError(f.t, f.srv.Repair(f.t.Context()))
+	require.Zero(f.t, f.periodic(), "confirmed")
+	return d, data
+}
+
+// holds says whether the peer holds d.
+func (p *fakePeer) holds(d digest.Digest) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[d]
+}
+
+// periodic runs a periodic pass and counts the blobs it asked the peer about (a copy it queued
+// may ask again before this returns: blobs, not requests).
+func (f *confirmFixture) periodic() int {
+	f.t.Helper()
+	f.peer.reset()
+	require.NoError(f.t, f.srv.RepairUnconfirmed(f.t.Context()))
+	heads, _ := f.peer.reset()
+	slices.Sort(heads)
+	return len(slices.Compact(heads))
+}
+
+// A confirmation expires after repair_confirm_ttl: a copy the other owner lost without a ring
+// event is asked about again within it, not only at the next full pass (24 h).
+func TestRepairConfirmationExpires(t *testing.T) {
+	f := newConfirmFixture(t)
+	d, _ := f.upload()
+	f.peer.mu.Lock()
+	delete(f.peer.held, d) // its cleanup, silently
+	f.peer.mu.Unlock()
+	f.clock.Store(int64(59 * time.Minute))
+	require.Zero(t, f.periodic(), "still within the TTL")
+	f.clock.Store(int64(61 * time.Minute))
+	require.Equal(t, 1, f.periodic(), "expired: asked again")
+	require.Eventually(t, func() bool { return f.peer.holds(d) }, 10*time.Second, 5*time.Millisecond, "copied to it again")
+}
+
+// An owner that answers that it lacks a confirmed blob (here to a full pass) voids its
+// confirmation: the next periodic pass asks again rather than trusting the old answer.
+func TestRepairForgetsWhatAnOwnerLacks(t *testing.T) {
+	f := newConfirmFixture(t)
+	d, _ := f.upload()
+	f.peer.mu.Lock()
+	delete(f.peer.held, d)
+	f.peer.mu.Unlock()
+	require.NoError(t, f.srv.RepairFullPaced(t.Context())) // finds it missing, queues a copy
+	require.Eventually(t, func() bool { return f.peer.holds(d) }, 10*time.Second, 5*time.Millisecond, "copied to it again")
+	require.Equal(t, 1, f.periodic())
+}
+
+// A copy this origin removed voids its confirmation, whether a GC deleted it here or something
+// else did (cleanup, an operator) and a pass found it gone: when the blob comes back, the next
+// periodic pass asks its owners again.
+func TestRepairForgetsWhatThisOriginRemoved(t *testing.T) {
+	f := newConfirmFixture(t)
+	d, data := f.upload()
+	res, err := f.o.GCDelete(t.Context(), d, time.Now().Add(time.Hour), false)
+	require.NoError(t, err)
+	require.True(t, res.Deleted)
+	require.NoError(t, f.o.Upload(t.Context(), "team/app", d, bytes.NewReader(data), int64(len(data))))
+	require.Equal(t, 1, f.periodic(), "after a GC delete")
+
+	e, data := f.upload()
+	require.NoError(t, f.srv.StoreDelete(e))
+	require.Zero(t, f.periodic(), "nothing held, nothing asked")
+	require.NoError(t, f.o.Upload(t.Context(), "team/app", e, bytes.NewReader(data), int64(len(data))))
+	require.Equal(t, 1, f.periodic(), "after a removal the pass saw")
 }

@@ -84,6 +84,7 @@ func (s *Server) replicate(ctx context.Context, target, ns string, d digest.Dige
 	} else if !client.IsNotFound(err) {
 		return err
 	}
+	s.confirmed.forget(d) // an owner lacks it: the next periodic pass asks them all again
 	b, err := s.store.Open(ctx, d)
 	if err != nil {
 		return fmt.Errorf("replicate %s: %w", d, err)
@@ -306,22 +307,76 @@ func (p *placement) equal(q *placement) bool {
 }
 
 // confirmations are the blobs every owner was seen to hold, under one ring epoch (the count of
-// ring events runRepair received) and placement: a periodic pass skips them. Any ring event or
-// placement change voids them all; they are not kept across restarts (the pass at start checks
-// everything anyway). Keys are SHA-256 digests' 32 bytes; a blob of another algorithm is never
-// confirmed.
+// ring events runRepair received) and placement, with when they were: a periodic pass skips
+// those confirmed within the TTL (repair_confirm_ttl). Any ring event or placement change voids
+// them all; so does, for one blob, this origin removing its copy (a GC delete here; a pass
+// drops those the store no longer holds) or an owner answering that it lacks it. A copy an
+// owner lost silently (its own cleanup or GC, a manual rm) is asked about again once the TTL
+// ran out. They are not kept across restarts (the pass at start checks everything anyway).
+// Keys are SHA-256 digests' 32 bytes; a blob of another algorithm is never confirmed. Safe for
+// concurrent use: the GC's deletes forget blobs while a pass runs.
 type confirmations struct {
+	now func() time.Time // time.Now unless a test sets it
+
+	mu    sync.Mutex
 	epoch uint64
 	place *placement
-	set   map[[32]byte]struct{}
+	set   map[[32]byte]time.Time // when each was confirmed
+}
+
+func (c *confirmations) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // under empties c unless it is of epoch and placement p.
 func (c *confirmations) under(epoch uint64, p *placement) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.set != nil && c.epoch == epoch && c.place != nil && c.place.equal(p) {
 		return
 	}
-	c.epoch, c.place, c.set = epoch, p, map[[32]byte]struct{}{}
+	c.epoch, c.place, c.set = epoch, p, map[[32]byte]time.Time{}
+}
+
+// fresh says whether k was confirmed less than ttl ago.
+func (c *confirmations) fresh(k [32]byte, ttl time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.set[k]
+	return ok && c.clock().Sub(at) < ttl
+}
+
+// add confirms keys now.
+func (c *confirmations) add(keys [][32]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.clock()
+	for _, k := range keys {
+		c.set[k] = now
+	}
+}
+
+// forget drops d's confirmation.
+func (c *confirmations) forget(d digest.Digest) {
+	if k, ok := confirmKey(d); ok {
+		c.mu.Lock()
+		delete(c.set, k)
+		c.mu.Unlock()
+	}
+}
+
+// retain drops every confirmation not in held (what the store holds).
+func (c *confirmations) retain(held map[[32]byte]struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.set {
+		if _, ok := held[k]; !ok {
+			delete(c.set, k)
+		}
+	}
 }
 
 func confirmKey(d digest.Digest) ([32]byte, bool) {
@@ -364,14 +419,20 @@ func (s *Server) repair(ctx context.Context, kind repairKind) error {
 	var queued, moved, asked, skipped atomic.Int64
 	var mu sync.Mutex
 	var confirmed [][32]byte
-	for _, info := range s.store.List() {
+	list := s.store.List()
+	held := make(map[[32]byte]struct{}, len(list))
+	for _, info := range list {
+		if k, ok := confirmKey(info.Digest); ok {
+			held[k] = struct{}{}
+		}
+	}
+	s.confirmed.retain(held) // a copy removed here since (cleanup, eviction): asked about anew
+	for _, info := range list {
 		d := info.Digest
 		key, confirmable := confirmKey(d)
-		if kind == repairUnconfirmed && confirmable {
-			if _, ok := s.confirmed.set[key]; ok {
-				skipped.Add(1)
-				continue
-			}
+		if kind == repairUnconfirmed && confirmable && s.confirmed.fresh(key, s.cfg.RepairConfirmTTL) {
+			skipped.Add(1)
+			continue
 		}
 		targets := cur.owners(d.String())
 		if kind == repairMoved {
@@ -410,6 +471,7 @@ func (s *Server) repair(ctx context.Context, kind repairKind) error {
 				if !client.IsNotFound(err) {
 					continue // unreachable: the member's own return triggers repair
 				}
+				s.confirmed.forget(d)
 				queued.Add(1)
 				if err := s.enqueue(newTask(kindReplicate, ns, d, o, time.Time{}), d); err != nil {
 					return err
@@ -426,9 +488,7 @@ func (s *Server) repair(ctx context.Context, kind repairKind) error {
 	err := g.Wait()
 	if s.ringEpoch.Load() == epoch {
 		// Not confirmed under a ring that changed during the pass: the next pass asks again.
-		for _, k := range confirmed {
-			s.confirmed.set[k] = struct{}{}
-		}
+		s.confirmed.add(confirmed)
 	}
 	switch n := queued.Load(); {
 	case kind == repairMoved:

@@ -61,7 +61,7 @@ writeback:
   retry_initial: 100ms
   retry_max: 500ms
   replica_delay: 100ms
-  touch_delay: 100ms
+  touch_hold: 2s
 `, a, filepath.Join(dir, fmt.Sprintf("origin-%d", i)), strings.Join(addrs, ", "), storage)
 		path := filepath.Join(dir, fmt.Sprintf("origin-%d.yaml", i))
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
