@@ -73,7 +73,7 @@ type Server struct {
 	repairKick chan struct{} // capacity 1
 	repairWant atomic.Int32  // the repairKind the next repair the kick starts runs (at least)
 	ringEpoch  atomic.Uint64 // ring events seen: any change voids confirmed placements
-	repairMu   sync.Mutex    // one repair at a time; guards repaired and confirmed
+	repairMu   sync.Mutex    // one repair at a time; guards repaired (confirmed has its own lock)
 	repaired   *placement    // the placement the last complete repair left every blob on
 	confirmed  confirmations // blobs whose owners all held them, under one epoch
 
