@@ -27,7 +27,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{backends.Config{FS: &fs.Config{Root: root}}, "namespace: required"},
 		{backends.Config{Namespace: "(", FS: &fs.Config{Root: root}}, "namespace: error parsing regexp"},
-		{backends.Config{Namespace: ".*"}, "no backend configured: set one of fs, s3, http, registry"},
+		{backends.Config{Namespace: ".*"}, "no backend configured: set one of fs, s3, gcs, azure, webhdfs, http, registry"},
 		{backends.Config{Namespace: ".*", FS: &fs.Config{Root: root}, S3: &s3.Config{Bucket: "b"}}, "more than one backend configured ([fs s3])"},
 		{backends.Config{Namespace: ".*", FS: &fs.Config{}}, "fs: "},
 		{backends.Config{Namespace: ".*", S3: &s3.Config{}}, "s3: "},
