@@ -10,7 +10,7 @@
 # answers 200, creating the container if it is missing, and the same request signed with a
 # wrong key answers 403; it then prints export lines:
 #
-#   eval "$(scripts/azurite-server.sh start 19300 krakenctl-test)"
+#   eval "$(scripts/azurite-server.sh start 19400 krakenctl-test)"
 #
 #   AZURE_BLOB_ENDPOINT    http://127.0.0.1:PORT/devstoreaccount1 (path-style service URL)
 #   AZURE_STORAGE_ACCOUNT  devstoreaccount1

@@ -26,7 +26,9 @@ install() {
   [ -x "$BIN" ] && return 0
   echo "gcs-server: building fake-gcs-server $FAKE_GCS_VERSION (one time, a few minutes)" >&2
   local tmp; tmp=$(mktemp -d)
-  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  # The trap clears itself: a RETURN trap set in a function stays set and fires again when the
+  # caller returns, where $tmp is unset (set -u ended start on a machine that had just built).
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"; trap - RETURN' RETURN
   mkdir -p "$(dirname "$BIN")"
   # Outside the repository, so the project's go.mod is neither read nor touched; in a
   # throw-away module and build cache so the intermediate files do not stay on the machine.

@@ -31,7 +31,9 @@ install() {
   [ -x "$WEED" ] && return 0
   echo "s3-server: building SeaweedFS $WEED_VERSION (one time, several minutes)" >&2
   local tmp; tmp=$(mktemp -d)
-  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' RETURN
+  # The trap clears itself: a RETURN trap set in a function stays set and fires again when the
+  # caller returns, where $tmp is unset (set -u ended start on a machine that had just built).
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"; trap - RETURN' RETURN
   local dir
   # Its go.mod carries a replace directive, so `go install pkg@v` is refused; build it as the
   # main module from the downloaded source instead.

@@ -51,7 +51,7 @@ func requireReal(t *testing.T) realServer {
 		container: os.Getenv("AZURE_CONTAINER"),
 	}
 	if r.endpoint == "" {
-		msg := "AZURE_BLOB_ENDPOINT is not set; start Azurite with `eval \"$(scripts/azurite-server.sh start 19300 krakenctl-test)\"` " +
+		msg := "AZURE_BLOB_ENDPOINT is not set; start Azurite with `eval \"$(scripts/azurite-server.sh start 19400 krakenctl-test)\"` " +
 			"(it exports AZURE_BLOB_ENDPOINT, AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_KEY, AZURE_CONTAINER)"
 		if os.Getenv("KRAKENCTL_REQUIRE_REAL_SERVERS") == "1" {
 			t.Fatal(msg + " (KRAKENCTL_REQUIRE_REAL_SERVERS=1 forbids skipping)")

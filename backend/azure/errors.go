@@ -74,20 +74,13 @@ func retryAfter(resp *http.Response) time.Duration {
 		return 0
 	}
 	for _, h := range []string{"x-ms-retry-after-ms", "retry-after-ms"} {
+		// At most a day, as backend.ParseRetryAfter caps it: a huge value must not overflow
+		// into a negative wait (which also read as "no Retry-After" above).
 		if ms, err := strconv.ParseInt(resp.Header.Get(h), 10, 64); err == nil && ms > 0 {
-			return time.Duration(ms) * time.Millisecond
+			return min(time.Duration(min(ms, int64(24*time.Hour/time.Millisecond)))*time.Millisecond, 24*time.Hour)
 		}
 	}
-	v := resp.Header.Get("Retry-After")
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
+	return backend.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 }
 
 // serviceError is the service's answer in one line ("GET /container/blob: HTTP 404

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"net/url"
@@ -373,6 +374,11 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 			return fmt.Errorf("read %d bytes, declared %d: %w", len(buf), size, io.ErrUnexpectedEOF)
 		}
 		src = bytes.NewReader(buf)
+		// Sent with the request, the checksum lets GCS refuse a body damaged on the way before
+		// it commits it; the client's own check of a one-request upload runs only after the
+		// server answered, when the damaged object has already replaced the good one.
+		w.CRC32C = crc32.Checksum(buf, crc32.MakeTable(crc32.Castagnoli))
+		w.SendCRC32C = true
 	}
 	body := &ctxReader{ctx: ctx, r: src}
 	n, err := io.Copy(w, body)

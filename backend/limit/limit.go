@@ -118,7 +118,11 @@ type Backend struct {
 	cfg      Config
 	up, down *rate.Limiter // nil: unlimited
 	slots    chan struct{} // nil: unlimited
-	m        *routeMetrics
+	// upSlots bounds the uploads among the slots to Concurrency-1 (nil when Concurrency < 2):
+	// a paced write-back holds its slot for its whole transfer, and as many write-back workers
+	// as slots would otherwise leave the pull-throughs clients wait on no slot at all.
+	upSlots chan struct{}
+	m       *routeMetrics
 }
 
 // New wraps inner in cfg's limits, after applying cfg's defaults and validating it.
@@ -134,6 +138,9 @@ func New(inner backend.Backend, cfg Config, deps Deps) (*Backend, error) {
 	b := &Backend{inner: inner, cfg: cfg, up: bucket(cfg.UploadRate), down: bucket(cfg.DownloadRate), m: m}
 	if cfg.Concurrency > 0 {
 		b.slots = make(chan struct{}, cfg.Concurrency)
+	}
+	if cfg.Concurrency > 1 {
+		b.upSlots = make(chan struct{}, cfg.Concurrency-1)
 	}
 	return b, nil
 }
@@ -263,20 +270,34 @@ func (b *Backend) do(ctx context.Context, op string, fn func(context.Context) er
 	}
 }
 
-// attempt runs fn holding one of the route's slots.
+// acquire takes a slot of ch, waiting (counted in the metrics) as long as ctx lives.
+func (b *Backend) acquire(ctx context.Context, op string, ch chan struct{}) error {
+	select {
+	case ch <- struct{}{}:
+		return nil
+	default:
+	}
+	start := time.Now()
+	defer func() { b.m.slotWait(op).Add(time.Since(start).Seconds()) }()
+	select {
+	case ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a request slot (concurrency %d): %w", b.cfg.Concurrency, ctx.Err())
+	}
+}
+
+// attempt runs fn holding one of the route's slots; an upload takes one of upSlots first.
 func (b *Backend) attempt(ctx context.Context, op string, fn func(context.Context) error) error {
+	if op == "upload" && b.upSlots != nil {
+		if err := b.acquire(ctx, op, b.upSlots); err != nil {
+			return err
+		}
+		defer func() { <-b.upSlots }()
+	}
 	if b.slots != nil {
-		select {
-		case b.slots <- struct{}{}:
-		default:
-			start := time.Now()
-			select {
-			case b.slots <- struct{}{}:
-				b.m.slotWait(op).Add(time.Since(start).Seconds())
-			case <-ctx.Done():
-				b.m.slotWait(op).Add(time.Since(start).Seconds())
-				return fmt.Errorf("wait for a request slot (concurrency %d): %w", b.cfg.Concurrency, ctx.Err())
-			}
+		if err := b.acquire(ctx, op, b.slots); err != nil {
+			return err
 		}
 		defer func() { <-b.slots }()
 	}

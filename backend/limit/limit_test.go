@@ -224,6 +224,50 @@ func (b *blocking) Stat(ctx context.Context, _, _ string) (backend.Info, error) 
 	}
 }
 
+// blockingUploads blocks Upload the way blocking blocks Stat, and lets Stat through.
+type blockingUploads struct {
+	backend.Backend
+	uploads chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingUploads) Upload(ctx context.Context, _, _ string, r io.Reader, _ int64) error {
+	b.uploads <- struct{}{}
+	_, _ = io.Copy(io.Discard, r)
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *blockingUploads) Stat(context.Context, string, string) (backend.Info, error) {
+	return backend.Info{Size: 1}, nil
+}
+
+// Uploads hold at most Concurrency-1 of the slots: write-back workers as many as the slots
+// leave one for the reads (pull-throughs) that clients wait on.
+func TestUploadsLeaveASlotForReads(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		inner := &blockingUploads{Backend: memory.New(), uploads: make(chan struct{}, 10), release: make(chan struct{})}
+		b, _ := newLimited(t, inner, limit.Config{Concurrency: 3})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				require.NoError(t, b.Upload(t.Context(), ns, name, strings.NewReader("abc"), 3))
+			})
+		}
+		synctest.Wait()
+		require.Len(t, inner.uploads, 2, "uploads in flight with concurrency 3")
+		_, err := b.Stat(t.Context(), ns, name) // would wait for an upload to end without the reserve
+		require.NoError(t, err)
+		close(inner.release)
+		wg.Wait()
+		require.Len(t, inner.uploads, 4)
+	})
+}
+
 // With concurrency N, the N+1th request waits until one of the N ends, and a waiting request
 // gives up when its context does.
 func TestConcurrencyCap(t *testing.T) {

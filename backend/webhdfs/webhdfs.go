@@ -49,7 +49,6 @@ import (
 	"net/url"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -587,7 +586,9 @@ func (b *Backend) follow(ctx context.Context, redirect *http.Response, body io.R
 	drain(redirect)
 	loc, err := redirect.Location()
 	if err != nil {
-		return nil, fmt.Errorf("redirect without a usable Location: %w", err)
+		// Not %w of the *url.Error: its message quotes the whole Location, which carries the
+		// delegation token.
+		return nil, fmt.Errorf("redirect without a usable Location: %w", unwrapURLError(err))
 	}
 	if loc.Scheme != "http" && loc.Scheme != "https" {
 		return nil, fmt.Errorf("redirect to a %q URL", loc.Scheme)
@@ -668,21 +669,10 @@ func remoteError(resp *http.Response) error {
 	return re
 }
 
-// retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or unreadable.
+// retryAfter reads a Retry-After header: seconds or an HTTP date, capped as
+// backend.ParseRetryAfter caps it; 0 when absent or unreadable.
 func retryAfter(h http.Header) time.Duration {
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
+	return backend.ParseRetryAfter(h.Get("Retry-After"), time.Now())
 }
 
 // unwrapURLError drops the *url.Error around a transport error: its message repeats the
