@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/auth"
@@ -192,6 +193,32 @@ type Backend struct {
 	chunkSize int
 	client    *storage.Client
 	h         *storage.BucketHandle
+
+	// bucketSeen is when the bucket was last found to exist (Unix nanoseconds; 0: never). A
+	// read of a missing bucket's object answers 404 like a missing object; notFound asks about
+	// the bucket before it reports "not found", at most every bucketRecheck.
+	bucketSeen atomic.Int64
+}
+
+// bucketRecheck is how long a bucket seen to exist is trusted when an object is not found.
+const bucketRecheck = time.Minute
+
+// notFound is mapErr for a read's error: an object that does not exist is backend.ErrNotFound
+// only in a bucket that does. A missing or misspelled bucket is a configuration error, which
+// would otherwise answer every pull "blob unknown" (and fill the origin's negative cache).
+func (b *Backend) notFound(ctx context.Context, err error) error {
+	if !errors.Is(err, storage.ErrObjectNotExist) || ctx.Err() != nil {
+		return b.mapErr(ctx, err)
+	}
+	if seen := b.bucketSeen.Load(); seen != 0 && time.Since(time.Unix(0, seen)) < bucketRecheck {
+		return b.mapErr(ctx, err)
+	}
+	if _, berr := b.h.Attrs(ctx); errors.Is(berr, storage.ErrBucketNotExist) {
+		return fmt.Errorf("bucket %s does not exist: %w", b.bucket, berr)
+	} else if berr == nil {
+		b.bucketSeen.Store(time.Now().UnixNano())
+	}
+	return b.mapErr(ctx, err)
 }
 
 // New validates cfg (after applying its defaults) and returns a backend. It reads the
@@ -292,7 +319,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 	}
 	attrs, err := b.object(namespace, name).Attrs(ctx)
 	if err != nil {
-		return backend.Info{}, fmt.Errorf("gcs: stat %s/%s: %w", namespace, name, b.mapErr(ctx, err))
+		return backend.Info{}, fmt.Errorf("gcs: stat %s/%s: %w", namespace, name, b.notFound(ctx, err))
 	}
 	return backend.Info{Size: attrs.Size, ModTime: attrs.Updated}, nil
 }
@@ -308,7 +335,7 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	// returning other bytes than it stores.
 	r, err := b.object(namespace, name).NewReader(ctx)
 	if err != nil {
-		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, b.mapErr(ctx, err))
+		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, b.notFound(ctx, err))
 	}
 	defer func() { _ = r.Close() }() // read side: nothing to lose
 	body := &ctxReader{ctx: ctx, r: r}

@@ -245,7 +245,16 @@ func TestErrorMapping(t *testing.T) {
 		}
 	})
 	t.Run("404 is not found", func(t *testing.T) {
-		api.set(apiError(http.StatusNotFound, "notFound", nil))
+		notFound := apiError(http.StatusNotFound, "notFound", nil)
+		api.set(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/b/images") {
+				// The bucket exists: the object does not.
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"name":"images"}`))
+				return
+			}
+			notFound(w, r)
+		})
 		for op, err := range ops(t, b) {
 			if op == "upload" {
 				// A 404 to an upload is no object's absence.
@@ -369,6 +378,14 @@ func TestMissingBucketServer(t *testing.T) {
 	endpoint, _ := requireServer(t)
 	b := newBackend(t, gcs.Config{Bucket: "krakenctl-no-such-bucket-" + strings.TrimPrefix(randomPrefix(), "krakenctl-test-"), Endpoint: endpoint})
 	require.ErrorContains(t, b.Check(t.Context()), "does not exist")
+	// Reads of a missing bucket's objects say so, not "not found" (which an origin would take
+	// for a blob nobody has).
+	_, err := b.Stat(t.Context(), "library/ubuntu", "abc")
+	require.ErrorContains(t, err, "does not exist")
+	require.NotErrorIs(t, err, backend.ErrNotFound)
+	err = b.Download(t.Context(), "library/ubuntu", "abc", io.Discard)
+	require.ErrorContains(t, err, "does not exist")
+	require.NotErrorIs(t, err, backend.ErrNotFound)
 }
 
 // recordingProxy forwards to target and records each request's method and uploadType (and
