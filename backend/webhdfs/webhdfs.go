@@ -248,7 +248,9 @@ func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reade
 	if err := check(ctx, namespace, name); err != nil {
 		return fmt.Errorf("webhdfs: upload %s/%s: %w", namespace, name, err)
 	}
-	tmp := path.Join(b.root, tmpElem, name+"."+randomHex())
+	// The name helps whoever finds a leftover; a long one is cut so the temporary name stays
+	// within HDFS's 255-byte path component (dfs.namenode.fs-limits.max-component-length).
+	tmp := path.Join(b.root, tmpElem, name[:min(len(name), 200)]+"."+randomHex())
 	if err := b.upload(ctx, tmp, r, size); err != nil {
 		if cerr := b.cleanup(ctx, tmp); cerr != nil {
 			err = fmt.Errorf("%w (and deleting the temporary file %s failed: %w)", err, tmp, cerr)
