@@ -118,6 +118,18 @@ writeback:
 	require.NoError(o.t, os.WriteFile(o.cfg, []byte(cfg), 0o644))
 }
 
+// writtenBack waits until the store behind the origin holds every blob of datas: only then may
+// the origin evict them (until then they are its only copies, held for write-back).
+func writtenBack(t *testing.T, backend *putServer, datas ...[]byte) {
+	t.Helper()
+	for _, data := range datas {
+		require.Eventually(t, func() bool {
+			b, ok := backend.get("/store/test/_objects/" + digest.FromBytes(data).Encoded())
+			return ok && bytes.Equal(b, data)
+		}, 30*time.Second, 10*time.Millisecond, "written back")
+	}
+}
+
 func (o *capOrigin) logText() string {
 	b, err := os.ReadFile(o.log.Name())
 	require.NoError(o.t, err)
@@ -341,13 +353,21 @@ func TestOriginConcurrentUploadsOverCapacity(t *testing.T) {
 	}
 	const size = 4 << 20
 	disk := mountTmpfs(t, 24<<20)
-	o := newCapOrigin(t, filepath.Join(disk, "origin"), 16<<20, "")
+	// With storage behind it: an origin without one holds the only copies and evicts nothing.
+	backend := &putServer{objects: map[string][]byte{}, addr: freeAddr(t)}
+	backend.up(t)
+	t.Cleanup(backend.down)
+	o := newCapOrigin(t, filepath.Join(disk, "origin"), 16<<20, backend.addr)
 	o.p.start()
+	var first [][]byte
 	for range 4 {
-		a, err := o.push(randomBlob(t, size))
+		data := randomBlob(t, size)
+		a, err := o.push(data)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusCreated, a.status)
+		first = append(first, data)
 	}
+	writtenBack(t, backend, first...)
 
 	blobs := make([][]byte, 8)
 	answers := make([]reply, len(blobs))
@@ -382,12 +402,18 @@ func TestOriginConcurrentUploadsOverCapacity(t *testing.T) {
 	require.Equal(t, float64(0), o.metric(`krakenctl_castore_full_total{reason="disk"}`))
 	require.LessOrEqual(t, o.metric("krakenctl_castore_used_bytes"), float64(16<<20))
 
+	for i, a := range answers {
+		if a.status == http.StatusCreated {
+			writtenBack(t, backend, blobs[i])
+		}
+	}
 	for range 6 {
 		data := randomBlob(t, size)
 		a, err := o.push(data)
 		require.NoError(t, err)
 		require.Equal(t, http.StatusCreated, a.status)
 		o.requireComplete(data)
+		writtenBack(t, backend, data)
 	}
 	require.Equal(t, float64(0), o.metric("krakenctl_castore_reserved_bytes"))
 }
@@ -401,7 +427,11 @@ func TestOriginRestartOverCapacity(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	const size = 1 << 20
-	o := newCapOrigin(t, filepath.Join(t.TempDir(), "origin"), 0, "")
+	// With storage behind it: an origin without one holds the only copies and trims nothing.
+	backend := &putServer{objects: map[string][]byte{}, addr: freeAddr(t)}
+	backend.up(t)
+	t.Cleanup(backend.down)
+	o := newCapOrigin(t, filepath.Join(t.TempDir(), "origin"), 0, backend.addr)
 	o.p.start()
 	var blobs [][]byte
 	for range 5 {
@@ -422,9 +452,10 @@ func TestOriginRestartOverCapacity(t *testing.T) {
 	a, err = do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, a.status)
+	writtenBack(t, backend, blobs...)
 	o.p.kill()
 
-	o.writeConfig(3*size, "")
+	o.writeConfig(3*size, backend.addr)
 	o.p.start()
 	log := o.logText()
 	require.Contains(t, log, "castore: trimmed to capacity at startup")
