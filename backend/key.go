@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -74,4 +75,23 @@ func validComponent(c string) bool {
 // keyByte reports whether c may appear in an object name: ASCII letters, digits, '.', '_', '-'.
 func keyByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+// ObjectsElem is the path element between a namespace and its objects' names in the stores
+// that keep objects under flat keys or paths (s3, gcs, azure, webhdfs):
+// "library/_objects/NAME". No namespace component can be "_objects" (CheckNamespace: they start
+// with a letter or digit), so a namespace's objects and a nested namespace ("library/ubuntu")
+// never share a key, and a listing with a "/" delimiter sees only its own.
+const ObjectsElem = "_objects"
+
+// CheckRequest returns, before any I/O, ctx's error, or the error of a namespace or name that
+// CheckNamespace or CheckName refuses: what every backend method checks first.
+func CheckRequest(ctx context.Context, namespace, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := CheckNamespace(namespace); err != nil {
+		return err
+	}
+	return CheckName(name)
 }

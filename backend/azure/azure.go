@@ -40,8 +40,6 @@ import (
 	"github.com/krakenctl/krakenctl/backend"
 )
 
-const objectsElem = "_objects"
-
 // Backend stores objects in one container. It is safe for concurrent use.
 type Backend struct {
 	account     string
@@ -178,22 +176,12 @@ func (b *Backend) blobName(namespace, name string) string {
 }
 
 func (b *Backend) dir(namespace string) string {
-	return b.prefix + namespace + "/" + objectsElem + "/"
-}
-
-func check(ctx context.Context, namespace, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := backend.CheckNamespace(namespace); err != nil {
-		return err
-	}
-	return backend.CheckName(name)
+	return b.prefix + namespace + "/" + backend.ObjectsElem + "/"
 }
 
 // Stat implements backend.Backend.
 func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return backend.Info{}, fmt.Errorf("azure: stat %s/%s: %w", namespace, name, err)
 	}
 	props, err := b.client.NewBlobClient(b.blobName(namespace, name)).GetProperties(ctx, nil)
@@ -214,7 +202,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 // it is read is seen whole, as it was when the GET began; the bytes are counted against the
 // Content-Length, so a connection dropped mid-body is an error, never a short success.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("azure: download %s/%s: %w", namespace, name, err)
 	}
 	object := namespace + "/" + name
@@ -294,7 +282,7 @@ func (b *Backend) List(ctx context.Context, namespace, prefix string) ([]string,
 // Delete implements backend.Deleter. Azure answers a delete of a missing blob with 404
 // BlobNotFound, which is ErrNotFound; the blob's snapshots, if any, go with it.
 func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("azure: delete %s/%s: %w", namespace, name, err)
 	}
 	_, err := b.client.NewBlobClient(b.blobName(namespace, name)).Delete(ctx, &blob.DeleteOptions{

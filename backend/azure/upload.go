@@ -17,6 +17,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/krakenctl/krakenctl/backend"
 )
 
 var errTooLong = errors.New("reader has more bytes than declared")
@@ -25,7 +27,7 @@ var errTooLong = errors.New("reader has more bytes than declared")
 // sent: an object that fits is one Put Blob; a larger one is staged block by block and
 // committed only after r has ended with exactly size bytes (when size is not -1).
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("azure: upload %s/%s: %w", namespace, name, err)
 	}
 	object := namespace + "/" + name

@@ -87,19 +87,9 @@ func objectPath(namespace, name string) string {
 	return namespace + "/" + objectsDir + "/" + name
 }
 
-func check(ctx context.Context, namespace, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := backend.CheckNamespace(namespace); err != nil {
-		return err
-	}
-	return backend.CheckName(name)
-}
-
 // Stat implements backend.Backend.
 func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: %w", namespace, name, err)
 	}
 	fi, err := b.root.Stat(objectPath(namespace, name))
@@ -115,7 +105,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 // Download implements backend.Backend. It stops between chunks of a few MiB when ctx is
 // cancelled.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
 	f, err := b.root.Open(objectPath(namespace, name))
@@ -147,7 +137,7 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 
 // Upload implements backend.Backend.
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("upload %s/%s: %w", namespace, name, err)
 	}
 	if err := b.upload(ctx, namespace, name, r, size); err != nil {

@@ -63,8 +63,6 @@ const (
 // store that keeps failing is reported instead of retried until ctx ends.
 const maxAttempts = 3
 
-const objectsElem = "_objects"
-
 // Config configures the GCS backend. Call Defaults before Validate; New does both.
 type Config struct {
 	// Bucket holds the objects. It must exist.
@@ -295,26 +293,16 @@ func (b *Backend) Check(ctx context.Context) error {
 }
 
 func (b *Backend) dir(namespace string) string {
-	return b.prefix + namespace + "/" + objectsElem + "/"
+	return b.prefix + namespace + "/" + backend.ObjectsElem + "/"
 }
 
 func (b *Backend) object(namespace, name string) *storage.ObjectHandle {
 	return b.h.Object(b.dir(namespace) + name)
 }
 
-func check(ctx context.Context, namespace, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := backend.CheckNamespace(namespace); err != nil {
-		return err
-	}
-	return backend.CheckName(name)
-}
-
 // Stat implements backend.Backend.
 func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return backend.Info{}, fmt.Errorf("gcs: stat %s/%s: %w", namespace, name, err)
 	}
 	attrs, err := b.object(namespace, name).Attrs(ctx)
@@ -327,7 +315,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 // Download implements backend.Backend. It fails unless it wrote exactly the object's length,
 // and the client checks the whole body against the object's CRC32C.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, err)
 	}
 	// Objects written here have no Content-Encoding, so GCS never transcodes them; one that
@@ -356,7 +344,7 @@ var errTooLong = errors.New("reader has more bytes than declared")
 
 // Upload implements backend.Backend.
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("gcs: upload %s/%s: %w", namespace, name, err)
 	}
 	err := b.upload(ctx, namespace, name, r, size)
@@ -495,7 +483,7 @@ func (b *Backend) List(ctx context.Context, namespace, prefix string) ([]string,
 // Delete implements backend.Deleter. GCS answers a delete of a missing object with 404, so no
 // lookup is needed first.
 func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("gcs: delete %s/%s: %w", namespace, name, err)
 	}
 	if err := b.object(namespace, name).Delete(ctx); err != nil {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/krakenctl/krakenctl/backend"
 )
 
 // deleter is the call Delete needs; the SDK's client has it. It is asserted rather than part
@@ -19,7 +21,7 @@ type deleter interface {
 // object is looked up first to report ErrNotFound as the contract asks; a delete racing
 // another is harmless (both end with the object gone).
 func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", namespace, name, err)
 	}
 	d, ok := b.api.(deleter)

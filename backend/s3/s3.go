@@ -52,8 +52,6 @@ const (
 	maxConcurrency     = 64
 )
 
-const objectsElem = "_objects"
-
 // Config configures the S3 backend. Call Defaults before Validate; New does both.
 type Config struct {
 	// Bucket holds the objects. It must exist.
@@ -226,22 +224,12 @@ func (b *Backend) Check(ctx context.Context) error {
 }
 
 func (b *Backend) dir(namespace string) string {
-	return b.prefix + namespace + "/" + objectsElem + "/"
-}
-
-func check(ctx context.Context, namespace, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := backend.CheckNamespace(namespace); err != nil {
-		return err
-	}
-	return backend.CheckName(name)
+	return b.prefix + namespace + "/" + backend.ObjectsElem + "/"
 }
 
 // Stat implements backend.Backend.
 func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return backend.Info{}, fmt.Errorf("stat %s/%s: %w", namespace, name, err)
 	}
 	out, err := b.api.HeadObject(ctx, &s3.HeadObjectInput{
@@ -256,7 +244,7 @@ func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Inf
 
 // Download implements backend.Backend.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("download %s/%s: %w", namespace, name, err)
 	}
 	out, err := b.api.GetObject(ctx, &s3.GetObjectInput{
@@ -296,7 +284,7 @@ var errTooLong = errors.New("reader has more bytes than declared")
 
 // Upload implements backend.Backend.
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("upload %s/%s: %w", namespace, name, err)
 	}
 	// The body hides everything but Read, so the manager never seeks; it enforces size, stops

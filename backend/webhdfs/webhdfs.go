@@ -66,8 +66,7 @@ var ErrAccessDenied = errors.New("webhdfs: permission denied")
 var errStandby = errors.New("webhdfs: namenode is in standby")
 
 const (
-	objectsElem = "_objects"
-	tmpElem     = "_tmp"
+	tmpElem = "_tmp"
 	// maxErrorBody bounds how much of an error answer is read to find its RemoteException.
 	maxErrorBody = 64 << 10
 	// maxJSONBody bounds a JSON answer (a LISTSTATUS of a large directory is the big one).
@@ -125,21 +124,11 @@ func (b *Backend) Close() error {
 }
 
 func (b *Backend) dir(namespace string) string {
-	return path.Join(b.root, namespace, objectsElem)
+	return path.Join(b.root, namespace, backend.ObjectsElem)
 }
 
 func (b *Backend) file(namespace, name string) string {
-	return path.Join(b.root, namespace, objectsElem, name)
-}
-
-func check(ctx context.Context, namespace, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := backend.CheckNamespace(namespace); err != nil {
-		return err
-	}
-	return backend.CheckName(name)
+	return path.Join(b.root, namespace, backend.ObjectsElem, name)
 }
 
 // fileStatus is WebHDFS's FileStatus JSON object (the fields the backend reads).
@@ -152,7 +141,7 @@ type fileStatus struct {
 
 // Stat implements backend.Backend.
 func (b *Backend) Stat(ctx context.Context, namespace, name string) (backend.Info, error) {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return backend.Info{}, fmt.Errorf("webhdfs: stat %s/%s: %w", namespace, name, err)
 	}
 	st, err := b.status(ctx, b.file(namespace, name))
@@ -186,7 +175,7 @@ func (b *Backend) status(ctx context.Context, p string) (fileStatus, error) {
 // The datanode's Content-Length is the length of the file it opened, and exactly that many
 // bytes must arrive; a datanode that sends none is held to a GETFILESTATUS instead.
 func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Writer) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("webhdfs: download %s/%s: %w", namespace, name, err)
 	}
 	p := b.file(namespace, name)
@@ -245,7 +234,7 @@ var errTooLong = errors.New("reader has more bytes than declared")
 
 // Upload implements backend.Backend.
 func (b *Backend) Upload(ctx context.Context, namespace, name string, r io.Reader, size int64) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("webhdfs: upload %s/%s: %w", namespace, name, err)
 	}
 	// The name helps whoever finds a leftover; a long one is cut so the temporary name stays
@@ -461,7 +450,7 @@ func (b *Backend) delete(ctx context.Context, p string) (bool, error) {
 // Delete implements backend.Deleter. HDFS answers the delete of a missing file with false,
 // which is reported as ErrNotFound.
 func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
-	if err := check(ctx, namespace, name); err != nil {
+	if err := backend.CheckRequest(ctx, namespace, name); err != nil {
 		return fmt.Errorf("webhdfs: delete %s/%s: %w", namespace, name, err)
 	}
 	ok, err := b.delete(ctx, b.file(namespace, name))
