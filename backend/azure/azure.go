@@ -214,22 +214,11 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 	if resp.ContentLength == nil {
 		return fmt.Errorf("azure: download %s: the service sent no Content-Length", object)
 	}
-	var readErr error
-	body := readerFunc(func(p []byte) (int, error) {
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			return 0, err
-		}
-		n, err := resp.Body.Read(p)
-		if err != nil && err != io.EOF {
-			readErr = err
-		}
-		return n, err
-	})
+	body := &backend.ContextReader{Ctx: ctx, R: resp.Body}
 	n, err := io.Copy(w, body)
 	if err != nil {
-		if readErr != nil {
-			return b.fail(ctx, "download", object, fmt.Errorf("read: %w", readErr))
+		if body.Err != nil {
+			return b.fail(ctx, "download", object, fmt.Errorf("read: %w", body.Err))
 		}
 		return fmt.Errorf("azure: download %s: write: %w", object, err)
 	}
@@ -293,11 +282,6 @@ func (b *Backend) Delete(ctx context.Context, namespace, name string) error {
 	}
 	return nil
 }
-
-// readerFunc adapts a function to io.Reader.
-type readerFunc func(p []byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // Interface guards
 var (

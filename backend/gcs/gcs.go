@@ -326,11 +326,11 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 		return fmt.Errorf("gcs: download %s/%s: %w", namespace, name, b.notFound(ctx, err))
 	}
 	defer func() { _ = r.Close() }() // read side: nothing to lose
-	body := &ctxReader{ctx: ctx, r: r}
+	body := &backend.ContextReader{Ctx: ctx, R: r}
 	n, err := io.Copy(w, body)
 	if err != nil {
-		if body.err != nil {
-			return fmt.Errorf("gcs: download %s/%s: read: %w", namespace, name, b.mapErr(ctx, body.err))
+		if body.Err != nil {
+			return fmt.Errorf("gcs: download %s/%s: read: %w", namespace, name, b.mapErr(ctx, body.Err))
 		}
 		return fmt.Errorf("gcs: download %s/%s: write: %w", namespace, name, err)
 	}
@@ -377,7 +377,7 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 		// length is caught with nothing sent: its request body is a pipe the server reads as
 		// it streams, and fake-gcs-server committed a body cut short by an abandoned request
 		// (the conformance suite's size mismatch, now and then). At most chunk_size bytes.
-		buf, err := io.ReadAll(&ctxReader{ctx: ctx, r: src})
+		buf, err := io.ReadAll(&backend.ContextReader{Ctx: ctx, R: src})
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return ctx.Err()
@@ -395,7 +395,7 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 		w.CRC32C = crc32.Checksum(buf, crc32.MakeTable(crc32.Castagnoli))
 		w.SendCRC32C = true
 	}
-	body := &ctxReader{ctx: ctx, r: src}
+	body := &backend.ContextReader{Ctx: ctx, R: src}
 	n, err := io.Copy(w, body)
 	abandon := func(cause error) error {
 		// The writer reads what it sends from a pipe that Close ends with EOF, which sends a
@@ -408,10 +408,10 @@ func (b *Backend) upload(ctx context.Context, namespace, name string, r io.Reade
 		return cause
 	}
 	switch {
-	case body.err != nil && ctx.Err() != nil:
+	case body.Err != nil && ctx.Err() != nil:
 		return abandon(ctx.Err())
-	case body.err != nil:
-		return abandon(fmt.Errorf("read: %w", body.err))
+	case body.Err != nil:
+		return abandon(fmt.Errorf("read: %w", body.Err))
 	case err != nil:
 		// The writer failed: its request got an error answer.
 		return abandon(b.mapUploadErr(ctx, err))
@@ -568,29 +568,6 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return min(t.Sub(now), 24*time.Hour)
 	}
 	return 0
-}
-
-// ctxReader reads r until ctx is done, keeping the first read error (not io.EOF) so a copy's
-// caller can tell the reader's failure from the writer's.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-	err error
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if err := c.ctx.Err(); err != nil {
-		c.err = err
-		return 0, err
-	}
-	n, err := c.r.Read(p)
-	if err != nil && err != io.EOF {
-		c.err = err
-	}
-	return n, err
 }
 
 // Interface guards

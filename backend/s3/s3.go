@@ -255,22 +255,11 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 		return fmt.Errorf("download %s/%s: %w", namespace, name, b.mapErr(ctx, err))
 	}
 	defer func() { _ = out.Body.Close() }() // read side: nothing to lose
-	var readErr error
-	body := readerFunc(func(p []byte) (int, error) {
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			return 0, err
-		}
-		n, err := out.Body.Read(p)
-		if err != nil && err != io.EOF {
-			readErr = err
-		}
-		return n, err
-	})
+	body := &backend.ContextReader{Ctx: ctx, R: out.Body}
 	n, err := io.Copy(w, body)
 	if err != nil {
-		if readErr != nil {
-			return fmt.Errorf("download %s/%s: read: %w", namespace, name, b.mapErr(ctx, readErr))
+		if body.Err != nil {
+			return fmt.Errorf("download %s/%s: read: %w", namespace, name, b.mapErr(ctx, body.Err))
 		}
 		return fmt.Errorf("download %s/%s: write: %w", namespace, name, err)
 	}

@@ -201,26 +201,15 @@ func (b *Backend) Download(ctx context.Context, namespace, name string, w io.Wri
 		}
 		want = st.Length
 	}
-	var readErr error
-	body := readerFunc(func(p []byte) (int, error) {
-		if err := ctx.Err(); err != nil {
-			readErr = err
-			return 0, err
-		}
-		n, err := resp.Body.Read(p)
-		if err != nil && err != io.EOF {
-			readErr = err
-		}
-		return n, err
-	})
+	body := &backend.ContextReader{Ctx: ctx, R: resp.Body}
 	// One byte more than the length shows a datanode sending more than it announced.
 	n, err := io.Copy(w, io.LimitReader(body, want+1))
 	if err != nil {
-		if readErr != nil {
+		if body.Err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("webhdfs: download %s/%s: read: %w: %w", namespace, name, ctx.Err(), readErr)
+				return fmt.Errorf("webhdfs: download %s/%s: read: %w: %w", namespace, name, ctx.Err(), body.Err)
 			}
-			return fmt.Errorf("webhdfs: download %s/%s: read after %d of %d bytes: %w", namespace, name, n, want, readErr)
+			return fmt.Errorf("webhdfs: download %s/%s: read after %d of %d bytes: %w", namespace, name, n, want, body.Err)
 		}
 		return fmt.Errorf("webhdfs: download %s/%s: write: %w", namespace, name, err)
 	}
@@ -692,11 +681,6 @@ func randomHex() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(b[:])
 }
-
-// readerFunc adapts a function to io.Reader.
-type readerFunc func(p []byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // Interface guards
 var (
