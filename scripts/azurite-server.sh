@@ -26,6 +26,9 @@
 # data survives a stop, so tests use a random key prefix per run.
 set -euo pipefail
 
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh" # stop_pidfile
+
 AZURITE_VERSION=${AZURITE_VERSION:-3.35.0}
 CACHE=${KRAKEN_TEST_CACHE:-$HOME/.cache/krakenctl-testinfra}
 DIR=$CACHE/azurite-$AZURITE_VERSION
@@ -131,14 +134,7 @@ stop() {
   local port=${1:?port}
   check_port "$port"
   local dir=$STATE/$port
-  [ -f "$dir/pid" ] || return 0
-  local pid; pid=$(cat "$dir/pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
+  stop_pidfile "$dir/pid" Azurite 10
 }
 
 cmd=${1:-}; shift || true

@@ -17,9 +17,13 @@
 # State (log, pid) lives in $GCS_STATE_DIR/PORT (default /tmp/krakenctl-gcs/PORT).
 set -euo pipefail
 
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh" # stop_pidfile
+
 FAKE_GCS_VERSION=${FAKE_GCS_VERSION:-v1.56.1}
 CACHE=${KRAKEN_TEST_CACHE:-$HOME/.cache/krakenctl-testinfra}
 BIN=$CACHE/fake-gcs-server-$FAKE_GCS_VERSION/fake-gcs-server
+log() { echo "gcs-server: $*" >&2; }
 STATE=${GCS_STATE_DIR:-/tmp/krakenctl-gcs}
 
 install() {
@@ -80,14 +84,7 @@ start() {
 
 stop() {
   local port=${1:?port} dir=$STATE/${1:-}
-  [ -f "$dir/pid" ] || return 0
-  local pid; pid=$(cat "$dir/pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
+  stop_pidfile "$dir/pid" fake-gcs-server 10
 }
 
 cmd=${1:-}; shift || true

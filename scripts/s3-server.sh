@@ -20,9 +20,13 @@
 # and build cache so the ~5 GB of intermediate files do not stay on the machine.
 set -euo pipefail
 
+# shellcheck source=scripts/service.sh
+. "$(dirname "${BASH_SOURCE[0]}")/service.sh" # stop_pidfile
+
 WEED_VERSION=${WEED_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}
 CACHE=${KRAKEN_TEST_CACHE:-$HOME/.cache/krakenctl-testinfra}
 WEED=$CACHE/weed-$WEED_VERSION/weed
+log() { echo "s3-server: $*" >&2; }
 STATE=${S3_STATE_DIR:-/tmp/krakenctl-s3}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-AKIAKRAKENTEST}
 export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-kraken-test-secret}
@@ -106,14 +110,7 @@ JSON
 
 stop() {
   local port=${1:?port} dir=$STATE/${1:-}
-  [ -f "$dir/pid" ] || return 0
-  local pid; pid=$(cat "$dir/pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
+  stop_pidfile "$dir/pid" SeaweedFS 10
 }
 
 cmd=${1:-}; shift || true

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # service.sh is sourced by the scripts that install a test server from Debian and run it in the
-# background with its PID in a file (docker-up.sh, registry-server.sh; install-test-deps.sh
-# uses as_root): how they get root, install without starting services, tell the server runs
-# and stop it. The sourcing script defines log.
+# background with its PID in a file (docker-up.sh, registry-server.sh, s3-server.sh,
+# gcs-server.sh, azurite-server.sh; install-test-deps.sh uses as_root): how they get root,
+# install without starting services, tell the server runs and stop it. The sourcing script
+# defines log.
 
 # as_root CMD...: run CMD as root, through sudo when not root already.
 as_root() {
@@ -48,4 +49,15 @@ terminate() {
 	done
 	log "$name $pid ignored SIGTERM for $secs s; killing it"
 	kill -KILL "$pid" 2>/dev/null || true
+}
+
+# stop_pidfile PIDFILE NAME SECONDS: end the process whose PID PIDFILE holds, if it runs
+# (terminate), and remove PIDFILE.
+stop_pidfile() {
+	local file=$1 name=$2 secs=$3
+	[[ -f $file ]] || return 0
+	if alive "$file"; then
+		terminate "$(cat "$file")" "$name" "$secs"
+	fi
+	rm -f "$file"
 }
